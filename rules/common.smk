@@ -1,0 +1,53 @@
+"""Config validation, resource paths and every input function the rules share."""
+
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from isoflow.experiments import expand_experiments
+
+
+validate(config, schema="../config/schema.yaml")
+
+BUILD = config["build"]
+DATASET = config["dataset"]["name"]
+TISSUE_SET = config["tissue_set"]
+SPLIT_SCHEME = config["split"]["scheme"]
+EXPERIMENTS = expand_experiments(config)  # run name -> experiment dict (defaults filled)
+
+
+def genome_fasta():
+    """The genome FASTA: a local path from the config wins over the download."""
+    return config["genome"]["fasta"] or f"resources/genome/{BUILD}.fa"
+
+
+def annotation_file():
+    """The GTF/GFF3: a local path from the config wins over the download."""
+    local = config["annotation"]["gtf"]
+    if local:
+        return local
+    url = config["annotation"]["url"] or "annotation.gtf.gz"
+    return f"resources/annotation/{Path(url).name}"
+
+
+def gtex_tpm():
+    return config["gtex"]["tpm"] or "resources/gtex/transcript_tpm.gct.gz"
+
+
+def gtex_samples():
+    return config["gtex"]["samples"] or "resources/gtex/sample_attributes.tsv"
+
+
+def dataset_outputs():
+    return [
+        f"results/dataset/{DATASET}.parquet",
+        f"results/targets/{TISSUE_SET}.stats.tsv",
+    ]
+
+
+def run_outputs():
+    return expand("results/runs/{run}/metrics.json", run=list(EXPERIMENTS))
+
+
+def all_outputs():
+    return dataset_outputs() + run_outputs() + report_outputs()
