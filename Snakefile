@@ -11,6 +11,7 @@ report: "report/workflow.rst"
 
 include: "rules/common.smk"
 include: "rules/download.smk"
+include: "rules/demo.smk"
 include: "rules/annotation.smk"
 include: "rules/sequences.smk"
 include: "rules/targets.smk"
