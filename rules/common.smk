@@ -6,14 +6,14 @@ from snakemake.utils import validate
 
 from isoflow.experiments import expand_experiments
 
-
 validate(config, schema="../config/schema.yaml")
 
 BUILD = config["build"]
 DATASET = config["dataset"]["name"]
 TISSUE_SET = config["tissue_set"]
 SPLIT_SCHEME = config["split"]["scheme"]
-EXPERIMENTS = expand_experiments(config)  # run name -> experiment dict (defaults filled)
+# run name -> experiment dict, defaults filled
+EXPERIMENTS = expand_experiments(config)
 
 
 def genome_fasta():
