@@ -1,0 +1,133 @@
+"""Test-set metrics: per-tissue R², Spearman, Pearson, their means, and within-gene Spearman.
+
+Conventions (also what ``metrics.json`` means):
+
+- Per tissue, over all test transcripts: R² = 1 - SS_res / SS_tot (can be negative),
+  Pearson r, Spearman rho with tied values given their average rank (scipy's default).
+- A tissue whose observed (or predicted) values are constant has an undefined correlation:
+  it is reported as ``None`` (JSON ``null``) and left out of the means. The means are
+  plain averages over the tissues where the metric is defined.
+- Within-gene Spearman: for each gene with at least two test isoforms and each tissue, the
+  Spearman rho between predicted and observed across that gene's isoforms (ties: average
+  ranks). A (gene, tissue) group where observed or predicted values are all equal has no
+  defined rank correlation and is skipped. The reported value is the unweighted mean over
+  all defined (gene, tissue) groups; ``None`` when no group is defined.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def r2_score(observed: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Coefficient of determination; None when the observed values are constant."""
+    observed = np.asarray(observed, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    ss_tot = float(np.sum((observed - observed.mean()) ** 2))
+    if len(observed) < 2 or ss_tot == 0.0:
+        return None
+    ss_res = float(np.sum((observed - predicted) ** 2))
+    return 1.0 - ss_res / ss_tot
+
+
+def _correlation(kind: str, observed: np.ndarray, predicted: np.ndarray) -> float | None:
+    observed = np.asarray(observed, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if len(observed) < 2 or np.ptp(observed) == 0 or np.ptp(predicted) == 0:
+        return None
+    func = stats.spearmanr if kind == "spearman" else stats.pearsonr
+    return _finite_or_none(func(observed, predicted)[0])
+
+
+def tissue_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]:
+    """R², Spearman and Pearson of one tissue's observed vs predicted values."""
+    return {
+        "r2": r2_score(observed, predicted),
+        "spearman": _correlation("spearman", observed, predicted),
+        "pearson": _correlation("pearson", observed, predicted),
+    }
+
+
+def within_gene_spearman(
+    gene_ids: Sequence[str], observed: np.ndarray, predicted: np.ndarray
+) -> float | None:
+    """Mean over (gene, tissue) groups of the Spearman rho across a gene's isoforms.
+
+    ``observed`` and ``predicted`` are (n_transcripts, n_tissues). Computed as the Pearson
+    correlation of within-group average ranks, which is Spearman's rho with ties averaged,
+    vectorised over all groups at once.
+    """
+    observed = np.asarray(observed, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if observed.ndim == 1:
+        observed, predicted = observed[:, None], predicted[:, None]
+    genes = pd.Series(np.asarray(gene_ids), name="gene")
+    rhos = []
+    for t in range(observed.shape[1]):
+        frame = pd.DataFrame({"gene": genes, "obs": observed[:, t], "pred": predicted[:, t]})
+        frame = frame[frame.groupby("gene")["gene"].transform("size") >= 2]
+        if frame.empty:
+            continue
+        grouped = frame.groupby("gene")
+        frame = frame.assign(
+            ro=grouped["obs"].rank(method="average"), rp=grouped["pred"].rank(method="average")
+        )
+        grouped = frame.groupby("gene")
+        frame = frame.assign(
+            co=frame["ro"] - grouped["ro"].transform("mean"),
+            cp=frame["rp"] - grouped["rp"].transform("mean"),
+        )
+        sums = (
+            frame.assign(xy=frame["co"] * frame["cp"], xx=frame["co"] ** 2, yy=frame["cp"] ** 2)
+            .groupby("gene")[["xy", "xx", "yy"]]
+            .sum()
+        )
+        defined = (sums["xx"] > 0) & (sums["yy"] > 0)
+        sums = sums[defined]
+        rhos.append((sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])).to_numpy())
+    if not rhos:
+        return None
+    all_rhos = np.concatenate(rhos)
+    return float(all_rhos.mean()) if len(all_rhos) else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def evaluate(
+    gene_ids: Sequence[str],
+    observed: np.ndarray,
+    predicted: np.ndarray,
+    tissues: Sequence[str],
+) -> dict[str, Any]:
+    """The ``metrics.json`` dictionary (DESIGN.md) for (n_transcripts, n_tissues) arrays."""
+    observed = np.asarray(observed, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    if observed.shape != predicted.shape or observed.shape[1] != len(tissues):
+        raise ValueError(
+            f"observed {observed.shape}, predicted {predicted.shape}, {len(tissues)} tissues"
+        )
+    per_tissue = {
+        tissue: tissue_metrics(observed[:, t], predicted[:, t]) for t, tissue in enumerate(tissues)
+    }
+    mean = {
+        key: _mean([m[key] for m in per_tissue.values()]) for key in ("r2", "spearman", "pearson")
+    }
+    return {
+        "mean": mean,
+        "per_tissue": per_tissue,
+        "within_gene_spearman": within_gene_spearman(gene_ids, observed, predicted),
+        "n_test": int(observed.shape[0]),
+    }

@@ -1,0 +1,62 @@
+"""isoflow.metrics against values computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+
+from isoflow.metrics import evaluate, r2_score, tissue_metrics, within_gene_spearman
+
+
+def test_r2_by_hand():
+    # SS_tot = 2, SS_res = 1
+    assert r2_score([1, 2, 3], [1, 2, 4]) == pytest.approx(0.5)
+    # predicting the mean gives 0; worse than the mean is negative
+    assert r2_score([1, 2, 3], [2, 2, 2]) == pytest.approx(0.0)
+    assert r2_score([1, 2, 3], [3, 2, 1]) == pytest.approx(1 - 8 / 2)
+
+
+def test_spearman_and_pearson_by_hand():
+    m = tissue_metrics(np.array([1, 2, 3, 4.0]), np.array([1, 3, 2, 4.0]))
+    # d = (0, 1, -1, 0): rho = 1 - 6 * 2 / (4 * 15)
+    assert m["spearman"] == pytest.approx(0.8)
+    m = tissue_metrics(np.array([1, 2, 3.0]), np.array([2, 4, 7.0]))
+    # cov = 5, var_obs = 2, var_pred = 114 / 9 (sums of squares)
+    assert m["pearson"] == pytest.approx(5 / math.sqrt(2 * 114 / 9))
+
+
+def test_constant_tissue_is_undefined_and_left_out_of_means():
+    observed = np.array([[1.0, 3.0], [2.0, 3.0], [3.0, 3.0]])
+    predicted = np.array([[1.0, 1.0], [2.0, 2.0], [4.0, 3.0]])
+    result = evaluate(["g1", "g2", "g3"], observed, predicted, ["A", "B"])
+    assert result["per_tissue"]["B"] == {"r2": None, "spearman": None, "pearson": None}
+    assert result["mean"]["r2"] == pytest.approx(0.5)
+    assert result["mean"]["spearman"] == pytest.approx(1.0)
+    assert result["n_test"] == 3
+    assert result["within_gene_spearman"] is None  # no gene has two isoforms
+
+
+def test_within_gene_spearman_by_hand():
+    genes = ["A", "A", "A", "B", "B", "C", "D", "D"]
+    observed = np.array(
+        [[1, 1], [2, 2], [3, 3], [1, 1], [2, 2], [9, 9], [5, 5], [5, 5]], dtype=float
+    )
+    predicted = np.array(
+        [[3, 1], [2, 3], [1, 2], [1, 2], [2, 1], [0, 0], [1, 1], [2, 2]], dtype=float
+    )
+    # tissue 0: A reversed -> -1, B same order -> 1; tissue 1: A d=(0,1,-1) -> 1 - 12/24 = 0.5,
+    # B reversed -> -1. C has one isoform, D has constant observed values: both skipped.
+    assert within_gene_spearman(genes, observed, predicted) == pytest.approx(
+        np.mean([-1, 1, 0.5, -1])
+    )
+
+
+def test_within_gene_spearman_ties_use_average_ranks():
+    # observed ranks (1.5, 1.5, 3) vs (1, 2, 3): rho = 1.5 / sqrt(1.5 * 2)
+    rho = within_gene_spearman(["g", "g", "g"], np.array([1.0, 1.0, 2.0]), np.array([1, 2, 3.0]))
+    assert rho == pytest.approx(1.5 / math.sqrt(3.0))
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError):
+        evaluate(["a"], np.zeros((1, 2)), np.zeros((1, 3)), ["x", "y"])
