@@ -1,0 +1,183 @@
+"""Aggregators: fuse per-modality token embeddings into one set of tokens for the head.
+
+Every aggregator takes ``{modality: (emb (B, L_m, D_m), mask (B, L_m) bool, True = real)}``
+for the modalities it was built with (any non-empty subset of dna, rna, protein), projects
+each to a common ``d_model`` and returns ``(tokens (B, L, d_model), mask (B, L))`` that the
+head mean-pools. A sample whose modality is missing (no protein for a non-coding
+transcript) has an all-False mask for it; that modality then contributes nothing to that
+sample and produces no NaN.
+
+- ``cross_attention`` (IsoFormer): the first present modality of dna, rna, protein gives the
+  queries; per layer they attend to each other modality in that order (residual, LayerNorm,
+  feed-forward, LayerNorm). With a single modality the layers are self-attention.
+- ``concat``: masked mean-pool each modality, a learned "missing" vector where a sample has
+  none, concatenate, project.
+- ``perceiver``: a Perceiver resampler; learned latents cross-attend to all present tokens
+  (each tagged with a learned modality embedding).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+MODALITIES = ("dna", "rna", "protein")
+AGGREGATORS = ("cross_attention", "concat", "perceiver")
+
+Inputs = dict[str, tuple[Tensor, Tensor]]
+
+
+def masked_mean(emb: Tensor, mask: Tensor) -> Tensor:
+    """Mean over real tokens; zeros for a sample with none. (B, L, D), (B, L) -> (B, D)."""
+    weights = mask.to(emb.dtype).unsqueeze(-1)
+    return (emb * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class AttentionBlock(nn.Module):
+    """Post-norm attention + feed-forward block that tolerates all-masked key rows.
+
+    ``nn.MultiheadAttention`` returns NaN for a query row whose keys are all masked. Such
+    samples get one key unmasked for the computation and their attention output zeroed, so
+    the residual passes the queries through unchanged: the missing modality adds nothing.
+    """
+
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, ff_mult: int = 2):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(
+            nn.Linear(d_model, ff_mult * d_model),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(ff_mult * d_model, d_model),
+        )
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, queries: Tensor, keys: Tensor, key_mask: Tensor) -> Tensor:
+        has_keys = key_mask.any(dim=1)
+        ignore = ~key_mask
+        ignore[:, 0] &= has_keys  # one visible key for empty rows; their output is zeroed
+        attended, _ = self.attn(queries, keys, keys, key_padding_mask=ignore, need_weights=False)
+        attended = attended * has_keys[:, None, None].to(attended.dtype)
+        x = self.norm1(queries + self.dropout(attended))
+        return self.norm2(x + self.dropout(self.ff(x)))
+
+
+class Aggregator(nn.Module):
+    """Common part: the modalities it fuses and their projections to ``d_model``."""
+
+    def __init__(self, dims: dict[str, int], d_model: int):
+        super().__init__()
+        unknown = set(dims) - set(MODALITIES)
+        if not dims or unknown:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}: {dims}")
+        self.modalities = [m for m in MODALITIES if m in dims]
+        self.d_model = d_model
+        self.project = nn.ModuleDict(
+            {m: nn.Sequential(nn.Linear(dims[m], d_model), nn.LayerNorm(d_model)) for m in dims}
+        )
+
+    def projected(self, inputs: Inputs) -> Inputs:
+        missing = [m for m in self.modalities if m not in inputs]
+        if missing:
+            raise ValueError(f"aggregator built for {self.modalities} got no {missing}")
+        return {m: (self.project[m](inputs[m][0]), inputs[m][1].bool()) for m in self.modalities}
+
+
+class CrossAttentionAggregator(Aggregator):
+    def __init__(
+        self, dims: dict[str, int], d_model: int, depth: int = 1, heads: int = 4, dropout=0.0
+    ):
+        super().__init__(dims, d_model)
+        self.query_modality = self.modalities[0]
+        self.key_modalities = self.modalities[1:] or [self.query_modality]
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({m: AttentionBlock(d_model, heads, dropout) for m in self.key_modalities})
+            for _ in range(depth)
+        )
+
+    def forward(self, inputs: Inputs) -> tuple[Tensor, Tensor]:
+        tokens = self.projected(inputs)
+        queries, query_mask = tokens[self.query_modality]
+        for layer in self.layers:
+            for m in self.key_modalities:
+                # self-attention (single modality) sees the current queries as keys
+                keys, key_mask = (queries, query_mask) if m == self.query_modality else tokens[m]
+                queries = layer[m](queries, keys, key_mask)
+        return queries, query_mask
+
+
+class ConcatAggregator(Aggregator):
+    def __init__(self, dims: dict[str, int], d_model: int, dropout: float = 0.0, **_):
+        super().__init__(dims, d_model)
+        self.missing = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(d_model) * 0.02) for m in self.modalities}
+        )
+        self.out = nn.Sequential(
+            nn.Linear(len(self.modalities) * d_model, d_model),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(d_model, d_model),
+        )
+
+    def forward(self, inputs: Inputs) -> tuple[Tensor, Tensor]:
+        pooled = []
+        for m, (emb, mask) in self.projected(inputs).items():
+            present = mask.any(dim=1, keepdim=True)
+            pooled.append(torch.where(present, masked_mean(emb, mask), self.missing[m]))
+        fused = self.out(torch.cat(pooled, dim=-1)).unsqueeze(1)
+        return fused, torch.ones(fused.shape[:2], dtype=torch.bool, device=fused.device)
+
+
+class PerceiverAggregator(Aggregator):
+    def __init__(
+        self,
+        dims: dict[str, int],
+        d_model: int,
+        depth: int = 1,
+        heads: int = 4,
+        dropout: float = 0.0,
+        n_latents: int = 8,
+    ):
+        super().__init__(dims, d_model)
+        self.latents = nn.Parameter(torch.randn(n_latents, d_model) * 0.02)
+        self.modality_embedding = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(d_model) * 0.02) for m in self.modalities}
+        )
+        self.cross = nn.ModuleList(AttentionBlock(d_model, heads, dropout) for _ in range(depth))
+        self.self_attn = nn.ModuleList(
+            AttentionBlock(d_model, heads, dropout) for _ in range(depth)
+        )
+
+    def forward(self, inputs: Inputs) -> tuple[Tensor, Tensor]:
+        tokens = self.projected(inputs)
+        keys = torch.cat([emb + self.modality_embedding[m] for m, (emb, _) in tokens.items()], 1)
+        key_mask = torch.cat([mask for _, mask in tokens.values()], dim=1)
+        latents = self.latents.unsqueeze(0).expand(keys.shape[0], -1, -1)
+        latent_mask = torch.ones(latents.shape[:2], dtype=torch.bool, device=latents.device)
+        for cross, self_attn in zip(self.cross, self.self_attn, strict=True):
+            latents = cross(latents, keys, key_mask)
+            latents = self_attn(latents, latents, latent_mask)
+        return latents, latent_mask
+
+
+def build_aggregator(
+    name: str,
+    dims: dict[str, int],
+    d_model: int = 64,
+    depth: int = 1,
+    heads: int = 4,
+    dropout: float = 0.0,
+    n_latents: int = 8,
+) -> Aggregator:
+    """An aggregator by name over the modalities in ``dims`` (modality -> embedding width)."""
+    if name == "cross_attention":
+        return CrossAttentionAggregator(dims, d_model, depth=depth, heads=heads, dropout=dropout)
+    if name == "concat":
+        return ConcatAggregator(dims, d_model, dropout=dropout)
+    if name == "perceiver":
+        return PerceiverAggregator(
+            dims, d_model, depth=depth, heads=heads, dropout=dropout, n_latents=n_latents
+        )
+    raise ValueError(f"unknown aggregator {name!r}; choose one of {AGGREGATORS}")
