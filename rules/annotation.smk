@@ -1,1 +1,20 @@
 # Rules of this stage: see DESIGN.md.
+
+
+rule annotation:
+    """One row per transcript from the GTF/GFF3 (isoflow.annotation.read_annotation)."""
+    input:
+        annotation_file(),
+    output:
+        "results/annotation/transcripts.parquet",
+    log:
+        "logs/annotation/annotation.log",
+    benchmark:
+        "benchmarks/annotation/annotation.tsv"
+    resources:
+        mem_mb=6000,
+    params:
+        contig_aliases=config["contig_aliases"],
+        transcript_types=config["annotation"]["transcript_types"],
+    script:
+        "../scripts/annotation.py"

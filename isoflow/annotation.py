@@ -1,0 +1,598 @@
+"""Read a GTF/GFF3 annotation into one row per transcript (results/annotation/transcripts.parquet).
+
+One reader for GENCODE GTF, Ensembl GTF (unversioned IDs + ``transcript_version``) and
+GENCODE GFF3, plain or gzipped. The file is parsed with polars, one line per row so every
+record keeps its 1-based file line number for error messages; attributes are pulled out
+with vectorised regular expressions, and the transcript model is assembled with group-bys.
+Coordinates are converted once, on reading, to 0-based half-open.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from xopen import xopen
+
+from isoflow.errors import InputError, atomic_path
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema(
+    [
+        ("transcript_id", pa.string()),
+        ("gene_id", pa.string()),
+        ("gene_name", pa.string()),
+        ("transcript_type", pa.string()),
+        ("chrom", pa.string()),
+        ("strand", pa.string()),
+        ("tx_start", pa.int64()),
+        ("tx_end", pa.int64()),
+        ("tss", pa.int64()),
+        ("exon_starts", pa.list_(pa.int64())),
+        ("exon_ends", pa.list_(pa.int64())),
+        ("cds_start", pa.int64()),
+        ("cds_end", pa.int64()),
+        ("cds_phase", pa.int8()),
+        ("utr5_len", pa.int64()),
+        ("cds_len", pa.int64()),
+        ("utr3_len", pa.int64()),
+        ("selenocysteines", pa.list_(pa.int64())),
+        ("tags", pa.list_(pa.string())),
+    ]
+)
+COLUMNS = SCHEMA.names
+
+# Feature types the transcript model needs; everything else (gene, UTR, ...) is skipped.
+EXON = "exon"
+CDS = "CDS"
+START_CODON = "start_codon"
+STOP_CODON = "stop_codon"
+# GENCODE GTF writes "Selenocysteine"; GENCODE GFF3 "stop_codon_redefined_as_selenocysteine".
+SELENOCYSTEINE_TYPES = ("Selenocysteine", "stop_codon_redefined_as_selenocysteine")
+PART_TYPES = (EXON, CDS, START_CODON, STOP_CODON, *SELENOCYSTEINE_TYPES)
+
+_READ_CHUNK = 1 << 24
+# gzip, bzip2, xz, zstd
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
+_NO_SEPARATOR = "\x01"  # a byte that never occurs in GTF text: each line becomes one field
+
+
+def read_annotation(
+    path: str | os.PathLike,
+    contig_aliases: dict[str, str] | None = None,
+    transcript_types: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """One row per transcript, columns and types as ``SCHEMA`` (DESIGN.md), sorted.
+
+    ``contig_aliases`` maps annotation contig names to genome names; ``transcript_types``
+    keeps only those transcript types (None keeps all). Raises InputError on bad input.
+    """
+    path = Path(path)
+    fmt = detect_format(path)
+    rows = _parse_columns(_read_lines(path), path)
+    if fmt == "gtf":
+        transcripts, parts = _gtf_records(rows, path)
+    else:
+        transcripts, parts = _gff3_records(rows, path)
+    table = _assemble(transcripts, parts, path)
+    if contig_aliases:
+        table = table.with_columns(pl.col("chrom").replace(contig_aliases))
+    if transcript_types is not None:
+        table = table.filter(pl.col("transcript_type").is_in(list(transcript_types)))
+    table = table.sort(["chrom", "tx_start", "transcript_id"])
+    log.info("%s: %d transcripts (%s)", path, table.height, fmt)
+    return _to_pandas(table)
+
+
+def write_transcripts(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write the transcript table as parquet with the pyarrow types of ``SCHEMA``, atomically."""
+    table = pa.Table.from_pandas(df[COLUMNS], schema=SCHEMA, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``"gtf"`` or ``"gff3"``, from the content: a ``##gff-version 3`` header or the
+    attribute syntax of the first feature line (``key "value";`` vs ``key=value``)."""
+    with _open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.startswith("##gff-version"):
+                version = line.split()[1:2]
+                if version and version[0].startswith("3"):
+                    return "gff3"
+            if not line.strip() or line.startswith("#"):
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 9:
+                raise InputError(path, number, f"{len(fields)} tab-separated columns, GTF needs 9")
+            attrs = fields[8].strip()
+            if '"' in attrs.split(";")[0]:
+                return "gtf"
+            if "=" in attrs.split(";")[0]:
+                return "gff3"
+            raise InputError(path, number, "attributes are neither GTF nor GFF3 style")
+    raise InputError(path, None, "no feature lines: not a GTF/GFF3 file")
+
+
+def _open(path):
+    try:
+        return xopen(path, "rt", threads=0)
+    except OSError as err:
+        raise InputError(path, None, f"cannot open: {err}") from err
+
+
+def _read_lines(path: Path) -> pl.DataFrame:
+    """Every line as one string column ``raw`` with its 1-based ``line`` number."""
+    try:
+        with open(path, "rb") as handle:
+            magic = handle.read(6)
+    except OSError as err:
+        raise InputError(path, None, f"cannot open: {err}") from err
+    if not magic:
+        raise InputError(path, None, "empty file")
+    if magic.startswith(_COMPRESSED_MAGIC):
+        # xopen decompresses (isal for gzip) and raises EOFError on a truncated stream.
+        source: object = io.BytesIO()
+        try:
+            with xopen(path, "rb", threads=0) as handle:
+                while chunk := handle.read(_READ_CHUNK):
+                    source.write(chunk)
+        except (EOFError, OSError) as err:
+            where = source.getbuffer().tobytes().count(b"\n") + 1
+            raise InputError(path, where, f"truncated or corrupt compressed file ({err})") from err
+        source.seek(0)
+    else:
+        source = path  # plain text: polars reads (memory-maps) the file itself
+    lines = pl.read_csv(
+        source,
+        separator=_NO_SEPARATOR,
+        has_header=False,
+        quote_char=None,
+        new_columns=["raw"],
+        schema_overrides={"raw": pl.String},
+        infer_schema=False,
+    )
+    return lines.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
+
+
+def _first_bad(frame: pl.DataFrame, condition: pl.Expr) -> dict | None:
+    bad = frame.filter(condition)
+    return bad.row(0, named=True) if bad.height else None
+
+
+def _parse_columns(lines: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Split the 9 columns, drop comments, convert coordinates to 0-based half-open."""
+    lines = lines.filter(pl.col("raw").is_not_null() & ~pl.col("raw").str.starts_with("#"))
+    lines = lines.filter(pl.col("raw").str.strip_chars() != "")
+    fields = pl.col("raw").str.splitn("\t", 9)
+    rows = lines.select(
+        "line",
+        fields.struct.field("field_0").alias("chrom"),
+        fields.struct.field("field_2").alias("type"),
+        fields.struct.field("field_3").alias("start_text"),
+        fields.struct.field("field_4").alias("end_text"),
+        fields.struct.field("field_6").alias("strand"),
+        fields.struct.field("field_7").alias("phase_text"),
+        fields.struct.field("field_8").alias("attrs"),
+    )
+    bad = _first_bad(rows, pl.col("attrs").is_null())
+    if bad:
+        raise InputError(path, bad["line"], "fewer than 9 tab-separated columns")
+    rows = rows.with_columns(
+        (pl.col("start_text").cast(pl.Int64, strict=False) - 1).alias("start"),
+        pl.col("end_text").cast(pl.Int64, strict=False).alias("end"),
+    )
+    bad = _first_bad(rows, pl.col("start").is_null() | pl.col("end").is_null())
+    if bad:
+        raise InputError(
+            path,
+            bad["line"],
+            f"coordinates {bad['start_text']!r}, {bad['end_text']!r}: not integers",
+        )
+    bad = _first_bad(rows, pl.col("start") < 0)
+    if bad:
+        raise InputError(path, bad["line"], f"start {bad['start_text']} < 1")
+    bad = _first_bad(rows, pl.col("start") >= pl.col("end"))
+    if bad:
+        raise InputError(path, bad["line"], f"start {bad['start_text']} > end {bad['end_text']}")
+    return rows.drop("start_text", "end_text")
+
+
+def _check_parts(parts: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Strand and phase checks on the features that make up transcripts."""
+    bad = _first_bad(parts, ~pl.col("strand").is_in(["+", "-"]))
+    if bad:
+        raise InputError(path, bad["line"], f"strand {bad['strand']!r} is not + or -")
+    parts = parts.with_columns(
+        pl.when(pl.col("phase_text") == ".")
+        .then(None)
+        .otherwise(pl.col("phase_text").cast(pl.Int8, strict=False))
+        .alias("phase")
+    )
+    bad = _first_bad(
+        parts,
+        (pl.col("type") == CDS)
+        & (pl.col("phase_text") != ".")
+        & (pl.col("phase").is_null() | ~pl.col("phase").is_in([0, 1, 2])),
+    )
+    if bad:
+        raise InputError(path, bad["line"], f"CDS phase {bad['phase_text']!r} is not 0, 1 or 2")
+    return parts.drop("phase_text")
+
+
+def _gtf_attr(key: str) -> pl.Expr:
+    return pl.col("attrs").str.extract(rf'(?:^|;)\s*{key}\s+"?([^";]*)"?\s*(?:;|$)', 1)
+
+
+def _gtf_versioned(id_col: str, version_key: str) -> pl.Expr:
+    """Ensembl GTF: ``ENST…`` + ``transcript_version "2"`` → ``ENST….2``; GENCODE IDs carry it."""
+    version = _gtf_attr(version_key)
+    return (
+        pl.when(version.is_null() | pl.col(id_col).str.ends_with(pl.lit(".") + version))
+        .then(pl.col(id_col))
+        .otherwise(pl.col(id_col) + "." + version)
+    )
+
+
+def _gtf_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    rows = rows.filter(pl.col("type").is_in(["transcript", *PART_TYPES]))
+    rows = rows.with_columns(_gtf_attr("transcript_id").alias("tx_key"))
+    if rows["tx_key"].str.contains(",", literal=True).any():
+        # A feature shared by transcripts, written transcript_id "A,B" (seen in Ensembl VEP
+        # test data): one row per transcript, as GFF3's Parent=A,B.
+        rows = rows.with_columns(
+            pl.when(pl.col("type") == "transcript")
+            .then(pl.concat_list("tx_key"))
+            .otherwise(pl.col("tx_key").str.split(","))
+            .alias("tx_key")
+        ).explode("tx_key")
+    bad = _first_bad(rows, pl.col("tx_key").is_null() | (pl.col("tx_key") == ""))
+    if bad:
+        raise InputError(path, bad["line"], f"{bad['type']} without a transcript_id attribute")
+    rows = rows.with_columns(_gtf_attr("gene_id").alias("gene_key"))
+    # Same transcript ID under two genes: two transcripts sharing one ID.
+    genes = rows.group_by("tx_key").agg(pl.col("gene_key").n_unique().alias("n"))
+    clash = genes.filter(pl.col("n") > 1)
+    if clash.height:
+        tx = clash["tx_key"][0]
+        first = rows.filter(pl.col("tx_key") == tx)
+        other = first.filter(pl.col("gene_key") != first["gene_key"][0]).row(0, named=True)
+        raise InputError(
+            path,
+            other["line"],
+            f"transcript {tx} appears in two genes "
+            f"({first['gene_key'][0]} and {other['gene_key']}): duplicate transcript ID",
+        )
+    tx_rows = rows.filter(pl.col("type") == "transcript")
+    dup = tx_rows.filter(pl.col("tx_key").is_duplicated())
+    if dup.height:
+        second = dup.sort("line").row(1, named=True)
+        raise InputError(path, second["line"], f"duplicate transcript ID {second['tx_key']}")
+    parts = _check_parts(rows.filter(pl.col("type") != "transcript"), path)
+    # A transcript without its own line (some GTF writers) takes its attributes and line
+    # number from its first exon; its span is then the span of its exons.
+    orphans = (
+        parts.filter((pl.col("type") == EXON) & ~pl.col("tx_key").is_in(tx_rows["tx_key"]))
+        .sort("line")
+        .unique("tx_key", keep="first")
+        .with_columns(pl.lit(None, pl.Int64).alias("start"), pl.lit(None, pl.Int64).alias("end"))
+    )
+    heads = pl.concat(
+        [tx_rows.drop("phase_text"), orphans.select(tx_rows.drop("phase_text").columns)]
+    )
+    transcripts = heads.select(
+        "tx_key",
+        "line",
+        "chrom",
+        "strand",
+        "start",
+        "end",
+        _gtf_versioned("tx_key", "transcript_version").alias("transcript_id"),
+        _gtf_versioned("gene_key", "gene_version").alias("gene_id"),
+        _gtf_attr("gene_name").alias("gene_name"),
+        pl.coalesce(_gtf_attr("transcript_type"), _gtf_attr("transcript_biotype")).alias(
+            "transcript_type"
+        ),
+        pl.col("attrs")
+        .str.extract_all(r'(?:^|;)\s*tag\s+"[^"]*"')
+        .list.eval(pl.element().str.extract(r'"([^"]*)"', 1))
+        .alias("tags"),
+    )
+    return transcripts, parts.select(
+        "tx_key", "line", "type", "chrom", "strand", "start", "end", "phase"
+    )
+
+
+def _gff3_attr(key: str) -> pl.Expr:
+    return pl.col("attrs").str.extract(rf"(?:^|;)\s*{key}=([^;]*)", 1)
+
+
+def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+    rows = rows.with_columns(_gff3_attr("ID").alias("id"), _gff3_attr("Parent").alias("parent"))
+    parts = rows.filter(pl.col("type").is_in(PART_TYPES))
+    bad = _first_bad(parts, pl.col("parent").is_null())
+    if bad:
+        raise InputError(path, bad["line"], f"{bad['type']} without a Parent attribute")
+    # One feature may belong to several transcripts (Parent=a,b).
+    parts = parts.with_columns(pl.col("parent").str.split(",").alias("tx_key")).explode("tx_key")
+    parts = _check_parts(parts, path)
+    exon_parents = parts.filter(pl.col("type") == EXON)["tx_key"].unique()
+    # A transcript is whatever its exons name as Parent (transcript, mRNA, lnc_RNA, ...).
+    tx_rows = rows.filter(pl.col("id").is_in(exon_parents) & ~pl.col("type").is_in(PART_TYPES))
+    dup = tx_rows.filter(pl.col("id").is_duplicated())
+    if dup.height:
+        second = dup.sort("line").row(1, named=True)
+        raise InputError(path, second["line"], f"duplicate transcript ID {second['id']}")
+    missing = parts.filter(~pl.col("tx_key").is_in(tx_rows["id"]))
+    if missing.height:
+        bad = missing.row(0, named=True)
+        raise InputError(
+            path, bad["line"], f"{bad['type']} names Parent {bad['tx_key']}, no such transcript"
+        )
+    genes = (
+        rows.filter(pl.col("id").is_in(tx_rows["parent"]))
+        .select(
+            pl.col("id").alias("parent"),
+            pl.coalesce(_gff3_attr("gene_name"), _gff3_attr("Name")).alias("parent_gene_name"),
+            pl.coalesce(_gff3_attr("gene_id"), pl.col("id").str.strip_prefix("gene:")).alias(
+                "parent_gene_id"
+            ),
+        )
+        .unique("parent", keep="first")
+    )
+    tx_id = pl.coalesce(_gff3_attr("transcript_id"), pl.col("id").str.strip_prefix("transcript:"))
+    version = _gff3_attr("version")
+    transcripts = tx_rows.join(genes, on="parent", how="left").select(
+        pl.col("id").alias("tx_key"),
+        "line",
+        "chrom",
+        "strand",
+        "start",
+        "end",
+        pl.when(version.is_null() | tx_id.str.ends_with(pl.lit(".") + version))
+        .then(tx_id)
+        .otherwise(tx_id + "." + version)
+        .alias("transcript_id"),
+        pl.coalesce(
+            _gff3_attr("gene_id"), "parent_gene_id", pl.col("parent").str.strip_prefix("gene:")
+        ).alias("gene_id"),
+        pl.coalesce(_gff3_attr("gene_name"), "parent_gene_name").alias("gene_name"),
+        pl.coalesce(
+            _gff3_attr("transcript_type"), _gff3_attr("transcript_biotype"), _gff3_attr("biotype")
+        ).alias("transcript_type"),
+        pl.coalesce(_gff3_attr("tag").str.split(","), pl.lit([], pl.List(pl.String))).alias("tags"),
+    )
+    return transcripts, parts.select(
+        "tx_key", "line", "type", "chrom", "strand", "start", "end", "phase"
+    )
+
+
+def _assemble(transcripts: pl.DataFrame, parts: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Exons, CDS span/phase, UTR lengths and selenocysteines per transcript; checks."""
+    dup = transcripts.filter(pl.col("transcript_id").is_duplicated())
+    if dup.height:
+        second = dup.sort("line").row(1, named=True)
+        raise InputError(path, second["line"], f"duplicate transcript ID {second['transcript_id']}")
+    parts = parts.join(
+        transcripts.select(
+            "tx_key",
+            pl.col("chrom").alias("tx_chrom"),
+            pl.col("strand").alias("tx_strand"),
+            pl.col("start").alias("tx_start"),
+            pl.col("end").alias("tx_end"),
+        ),
+        on="tx_key",
+        how="left",
+    )
+    bad = _first_bad(
+        parts, (pl.col("chrom") != pl.col("tx_chrom")) | (pl.col("strand") != pl.col("tx_strand"))
+    )
+    if bad:
+        raise InputError(
+            path,
+            bad["line"],
+            f"{bad['type']} of {bad['tx_key']} is on {bad['chrom']}{bad['strand']}, "
+            f"its transcript on {bad['tx_chrom']}{bad['tx_strand']}",
+        )
+    bad = _first_bad(
+        parts, (pl.col("start") < pl.col("tx_start")) | (pl.col("end") > pl.col("tx_end"))
+    )
+    if bad:
+        raise InputError(
+            path,
+            bad["line"],
+            f"{bad['type']} of {bad['tx_key']} ({bad['start'] + 1}-{bad['end']}) lies outside "
+            f"its transcript ({bad['tx_start'] + 1}-{bad['tx_end']})",
+        )
+
+    exons = parts.filter(pl.col("type") == EXON).sort("tx_key", "start")
+    overlap = exons.filter(pl.col("start") < pl.col("end").shift(1).over("tx_key"))
+    if overlap.height:
+        bad = overlap.row(0, named=True)
+        raise InputError(
+            path, bad["line"], f"exon of {bad['tx_key']} overlaps another of its exons"
+        )
+    exon_table = exons.group_by("tx_key").agg(
+        pl.col("start").alias("exon_starts"),
+        pl.col("end").alias("exon_ends"),
+        pl.col("start").min().alias("exon_min"),
+        pl.col("end").max().alias("exon_max"),
+        (pl.col("end") - pl.col("start")).sum().alias("spliced_len"),
+    )
+
+    coding = parts.filter(pl.col("type").is_in([CDS, STOP_CODON]))
+    cds_only = parts.filter(pl.col("type") == CDS)
+    five_prime = (
+        cds_only.with_columns(
+            pl.when(pl.col("strand") == "+")
+            .then(pl.col("start"))
+            .otherwise(-pl.col("end"))
+            .alias("order")
+        )
+        .sort("tx_key", "order")
+        .unique("tx_key", keep="first")
+        .select("tx_key", pl.col("phase").alias("cds_phase"), pl.col("line").alias("cds_line"))
+    )
+    cds_table = (
+        coding.group_by("tx_key")
+        .agg(
+            pl.col("start").min().alias("cds_start"),
+            pl.col("end").max().alias("cds_end"),
+            (pl.col("type") == STOP_CODON).any().alias("has_stop"),
+        )
+        .join(five_prime, on="tx_key", how="left")
+    )
+    starts = parts.filter(pl.col("type") == START_CODON).select("tx_key").unique()
+
+    table = (
+        transcripts.join(exon_table, on="tx_key", how="left")
+        .join(cds_table, on="tx_key", how="left")
+        .with_columns(
+            pl.col("tx_key").is_in(starts["tx_key"]).alias("has_start"),
+            pl.col("has_stop").fill_null(False),
+        )
+    )
+    no_exons = table.filter(pl.col("exon_starts").is_null())
+    if no_exons.height:
+        log.warning(
+            "%s: %d transcripts without exons dropped (file cut short?), e.g. %s",
+            path,
+            no_exons.height,
+            ", ".join(no_exons["transcript_id"].head(5)),
+        )
+    table = table.filter(pl.col("exon_starts").is_not_null())
+    cut = table.filter(
+        pl.col("start").is_not_null()
+        & ((pl.col("exon_min") != pl.col("start")) | (pl.col("exon_max") != pl.col("end")))
+    )
+    if cut.height:
+        log.warning(
+            "%s: %d transcripts whose exons do not reach both ends of their transcript line "
+            "dropped (file cut short?), e.g. %s",
+            path,
+            cut.height,
+            ", ".join(cut["transcript_id"].head(5)),
+        )
+        table = table.join(cut.select("tx_key"), on="tx_key", how="anti")
+    table = table.with_columns(
+        pl.col("exon_min").alias("tx_start"), pl.col("exon_max").alias("tx_end")
+    )
+
+    # Lengths in transcript coordinates: each exon splits into the part left of the CDS,
+    # inside it and right of it (genomic order); 5'/3' swap on the minus strand.
+    pieces = (
+        table.select("tx_key", "strand", "cds_start", "cds_end", "exon_starts", "exon_ends")
+        .explode("exon_starts", "exon_ends")
+        .rename({"exon_starts": "s", "exon_ends": "e"})
+        .with_columns(
+            pl.coalesce("cds_start", "e").alias("a"), pl.coalesce("cds_end", "e").alias("b")
+        )
+        .group_by("tx_key")
+        .agg(
+            (pl.min_horizontal("e", "a") - pl.col("s")).clip(lower_bound=0).sum().alias("left"),
+            (pl.min_horizontal("e", "b") - pl.max_horizontal("s", "a"))
+            .clip(lower_bound=0)
+            .sum()
+            .alias("cds_len"),
+            (pl.col("e") - pl.max_horizontal("s", "b")).clip(lower_bound=0).sum().alias("right"),
+        )
+    )
+    plus = pl.col("strand") == "+"
+    table = table.join(pieces, on="tx_key", how="left").with_columns(
+        pl.when(pl.col("cds_start").is_null())
+        .then(0)
+        .otherwise(pl.when(plus).then(pl.col("left")).otherwise(pl.col("right")))
+        .alias("utr5_len"),
+        pl.when(pl.col("cds_start").is_null())
+        .then(0)
+        .otherwise(pl.when(plus).then(pl.col("right")).otherwise(pl.col("left")))
+        .alias("utr3_len"),
+        pl.when(plus).then(pl.col("tx_start")).otherwise(pl.col("tx_end") - 1).alias("tss"),
+    )
+    _check_phase(table, path)
+    table = table.join(_selenocysteines(parts, table, path), on="tx_key", how="left")
+    return table.with_columns(
+        pl.col("selenocysteines").fill_null(pl.lit([], pl.List(pl.Int64))),
+        pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))),
+    ).select(COLUMNS)
+
+
+def _check_phase(table: pl.DataFrame, path: Path) -> None:
+    """A CDS complete at both ends (start and stop codon lines, no *_NF tag) must satisfy
+    (length - phase) % 3 == 0."""
+    complete = table.filter(
+        pl.col("has_start")
+        & pl.col("has_stop")
+        & ~pl.col("tags").list.contains("cds_start_NF")
+        & ~pl.col("tags").list.contains("cds_end_NF")
+    )
+    bad = _first_bad(
+        complete, (pl.col("cds_len") - pl.col("cds_phase").fill_null(0).cast(pl.Int64)) % 3 != 0
+    )
+    if bad:
+        raise InputError(
+            path,
+            bad["cds_line"],
+            f"CDS of {bad['transcript_id']} is {bad['cds_len']} nt with phase "
+            f"{bad['cds_phase']}: (length - phase) is not a multiple of 3",
+        )
+
+
+def _selenocysteines(parts: pl.DataFrame, table: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """Transcript-coordinate position of each selenocysteine codon's first base."""
+    sec = parts.filter(pl.col("type").is_in(SELENOCYSTEINE_TYPES)).with_columns(
+        pl.when(pl.col("strand") == "+")
+        .then(pl.col("start"))
+        .otherwise(pl.col("end") - 1)
+        .alias("pos")
+    )
+    if not sec.height:
+        return pl.DataFrame(schema={"tx_key": pl.String, "selenocysteines": pl.List(pl.Int64)})
+    exons = (
+        table.filter(pl.col("tx_key").is_in(sec["tx_key"]))
+        .select("tx_key", "exon_starts", "exon_ends")
+        .explode("exon_starts", "exon_ends")
+        .rename({"exon_starts": "s", "exon_ends": "e"})
+        .with_columns(
+            ((pl.col("e") - pl.col("s")).cum_sum() - (pl.col("e") - pl.col("s")))
+            .over("tx_key")
+            .alias("before"),
+            (pl.col("e") - pl.col("s")).sum().over("tx_key").alias("total"),
+        )
+    )
+    hits = sec.join(exons, on="tx_key", how="left").filter(
+        (pl.col("pos") >= pl.col("s")) & (pl.col("pos") < pl.col("e"))
+    )
+    lost = sec.join(hits.select("line"), on="line", how="anti")
+    lost = lost.filter(pl.col("tx_key").is_in(table["tx_key"]))
+    if lost.height:
+        bad = lost.row(0, named=True)
+        raise InputError(path, bad["line"], f"selenocysteine of {bad['tx_key']} is not in an exon")
+    genomic_offset = pl.col("before") + pl.col("pos") - pl.col("s")
+    return (
+        hits.with_columns(
+            pl.when(pl.col("strand") == "+")
+            .then(genomic_offset)
+            .otherwise(pl.col("total") - 1 - genomic_offset)
+            .alias("tx_pos")
+        )
+        .sort("tx_key", "tx_pos")
+        .group_by("tx_key", maintain_order=True)
+        .agg(pl.col("tx_pos").alias("selenocysteines"))
+    )
+
+
+def _to_pandas(table: pl.DataFrame) -> pd.DataFrame:
+    arrow = table.to_arrow().cast(SCHEMA)
+    frame = arrow.to_pandas()
+    for column, dtype in (("cds_start", "Int64"), ("cds_end", "Int64"), ("cds_phase", "Int8")):
+        frame[column] = pd.array(arrow[column].to_pylist(), dtype=dtype)
+    return frame
