@@ -1,0 +1,163 @@
+"""Indexed genome FASTA access: DNA windows as uint8 tokens, contig checks, the .fai index.
+
+Tokens follow DESIGN.md: ``A=0, C=1, G=2, T=3, N=4``; lower case (soft-masking) is folded,
+every other byte (IUPAC ambiguity codes, anything else) is 4. A window may run past either
+end of its contig: the part outside is N-padded, never dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pysam
+
+from isoflow.errors import InputError, atomic_path
+
+N_TOKEN = 4
+
+# byte -> token; the reverse-complement table maps a base to its complement's token so a
+# minus-strand window is one reversed lookup (complement in token space is 3 - t for t < 4).
+_FORWARD = np.full(256, N_TOKEN, dtype=np.uint8)
+_COMPLEMENT = np.full(256, N_TOKEN, dtype=np.uint8)
+for _token, _base in enumerate("ACGT"):
+    for _byte in (ord(_base), ord(_base.lower())):
+        _FORWARD[_byte] = _token
+        _COMPLEMENT[_byte] = 3 - _token
+
+# Names the same contig goes by in UCSC, Ensembl and GenBank-style assemblies.
+_MITO_SYNONYMS = ("chrM", "MT", "M", "chrMT")
+
+
+def encode(seq: str | bytes, strand: str = "+") -> np.ndarray:
+    """Tokens of ``seq`` (5'->3' of the given strand: '-' reverse-complements)."""
+    raw = np.frombuffer(seq.encode("ascii") if isinstance(seq, str) else seq, dtype=np.uint8)
+    if strand == "-":
+        return _COMPLEMENT[raw[::-1]]
+    return _FORWARD[raw]
+
+
+class GenomeWindows:
+    """Windows of an indexed FASTA as token arrays.
+
+    The pysam handle is opened lazily and reopened after a fork, so one instance can be
+    handed to PyTorch DataLoader workers.
+    """
+
+    def __init__(self, fasta_path: str | os.PathLike):
+        self.path = Path(fasta_path)
+        if not self.path.exists():
+            raise InputError(self.path, None, "genome FASTA does not exist")
+        self._fasta: pysam.FastaFile | None = None
+        self._pid: int | None = None
+        fasta = self._handle()
+        self.lengths: dict[str, int] = dict(zip(fasta.references, fasta.lengths, strict=True))
+
+    def _handle(self) -> pysam.FastaFile:
+        if self._fasta is None or self._pid != os.getpid():
+            try:
+                self._fasta = pysam.FastaFile(str(self.path))
+            except (OSError, ValueError) as err:
+                raise InputError(self.path, None, f"cannot open as indexed FASTA: {err}") from err
+            self._pid = os.getpid()
+        return self._fasta
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fasta"] = None
+        state["_pid"] = None
+        return state
+
+    def close(self) -> None:
+        if self._fasta is not None:
+            self._fasta.close()
+            self._fasta = None
+
+    def __enter__(self) -> GenomeWindows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _length(self, chrom: str) -> int:
+        try:
+            return self.lengths[chrom]
+        except KeyError:
+            raise InputError(self.path, chrom, "contig is not in the genome FASTA") from None
+
+    def fetch(self, chrom: str, start: int, end: int) -> str:
+        """Bases ``[start, end)`` of ``chrom`` as stored (case kept); must lie inside it."""
+        length = self._length(chrom)
+        if start < 0 or end > length or start > end:
+            raise InputError(
+                self.path, chrom, f"interval {start}-{end} lies outside the contig (0-{length})"
+            )
+        return self._handle().fetch(chrom, start, end)
+
+    def tokens(self, chrom: str, start: int, end: int, strand: str = "+") -> np.ndarray:
+        """Tokens of ``chrom:[start, end)`` read 5'->3' on ``strand``, N-padded past contig ends."""
+        if end < start:
+            raise ValueError(f"window end {end} is before its start {start}")
+        if strand not in ("+", "-"):
+            raise ValueError(f"strand must be '+' or '-', not {strand!r}")
+        length = self._length(chrom)
+        lo, hi = max(start, 0), min(end, length)
+        if lo == start and hi == end:
+            return encode(self._handle().fetch(chrom, lo, hi), strand)
+        out = np.full(end - start, N_TOKEN, dtype=np.uint8)
+        if hi > lo:
+            out[lo - start : hi - start] = encode(self._handle().fetch(chrom, lo, hi))
+        if strand == "-":
+            out = out[::-1].copy()
+            bases = out < N_TOKEN
+            out[bases] = 3 - out[bases]
+        return out
+
+
+def fasta_contigs(fasta_path: str | os.PathLike) -> list[str]:
+    """Contig names of a FASTA, from its .fai when present (no full read)."""
+    fai = Path(f"{fasta_path}.fai")
+    if fai.exists():
+        with open(fai) as handle:
+            return [line.split("\t", 1)[0] for line in handle if line.strip()]
+    return list(GenomeWindows(fasta_path).lengths)
+
+
+def _alias_candidates(contig: str) -> list[str]:
+    candidates = [contig[3:] if contig.startswith("chr") else f"chr{contig}"]
+    if contig in _MITO_SYNONYMS:
+        candidates += [name for name in _MITO_SYNONYMS if name != contig]
+    return candidates
+
+
+def check_contigs(
+    annotation_contigs: Iterable[str],
+    fasta_path: str | os.PathLike,
+    annotation_path: str | os.PathLike,
+) -> None:
+    """Fail on the first annotation contig the FASTA lacks, hinting at a contig_aliases fix."""
+    in_fasta = set(fasta_contigs(fasta_path))
+    missing = list(dict.fromkeys(c for c in annotation_contigs if c not in in_fasta))
+    if not missing:
+        return
+    first = missing[0]
+    message = f"contig {first!r} is not in the genome FASTA {fasta_path}"
+    if len(missing) > 1:
+        message += f" (nor are {len(missing) - 1} more)"
+    match = next((c for c in _alias_candidates(first) if c in in_fasta), None)
+    if match is not None:
+        message += f"; the FASTA has {match!r}: set contig_aliases: {{{first}: {match}}}"
+    raise InputError(annotation_path, first, message)
+
+
+def index_fasta(fasta_path: str | os.PathLike, fai_path: str | os.PathLike) -> None:
+    """Write the samtools .fai index of ``fasta_path`` to ``fai_path`` atomically."""
+    if not Path(fasta_path).exists():
+        raise InputError(fasta_path, None, "genome FASTA does not exist")
+    with atomic_path(fai_path) as tmp:
+        try:
+            pysam.faidx(str(fasta_path), "--fai-idx", str(tmp))
+        except pysam.SamtoolsError as err:
+            raise InputError(fasta_path, None, f"samtools faidx failed: {err}") from err

@@ -1,0 +1,167 @@
+"""isoflow.genome: tokens, N-padding, reverse complement, contig checks, .fai index."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+
+from isoflow.errors import InputError
+from isoflow.genome import GenomeWindows, check_contigs, encode, index_fasta
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+CHR9 = REAL / "bambu_chr9" / "Homo_sapiens.GRCh38.dna_sm.primary_assembly_chr9_1_1000000.fa"
+needs_chr9 = pytest.mark.skipif(not CHR9.exists(), reason="shared real data absent")
+needs_samtools = pytest.mark.skipif(shutil.which("samtools") is None, reason="samtools missing")
+
+# Independent of the module's lookup tables: a plain dict, applied base by base.
+TOKEN = {"A": 0, "C": 1, "G": 2, "T": 3}
+
+
+def by_hand(seq: str) -> np.ndarray:
+    return np.array([TOKEN.get(b.upper(), 4) for b in seq], dtype=np.uint8)
+
+
+@pytest.fixture
+def small_fasta(tmp_path: Path) -> Path:
+    path = tmp_path / "g.fa"
+    path.write_text(">chr1 first\nACGTNacgtnRYKM\nSWB\n>chr2\nTTTTGGGG\n>chrM\nGATC\n")
+    pysam.faidx(str(path))
+    return path
+
+
+def test_tokens_fold_case_and_map_iupac_to_n(small_fasta: Path) -> None:
+    genome = GenomeWindows(small_fasta)
+    assert genome.lengths == {"chr1": 17, "chr2": 8, "chrM": 4}
+    tokens = genome.tokens("chr1", 0, 17)
+    assert tokens.dtype == np.uint8
+    assert tokens.tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4] + [4] * 7
+
+
+def test_n_padding_at_both_ends_and_minus_strand(small_fasta: Path) -> None:
+    genome = GenomeWindows(small_fasta)
+    assert genome.tokens("chr2", -3, 2).tolist() == [4, 4, 4, 3, 3]
+    assert genome.tokens("chr2", 6, 11).tolist() == [2, 2, 4, 4, 4]
+    assert genome.tokens("chr2", -2, 10).tolist() == [4, 4] + [3] * 4 + [2] * 4 + [4, 4]
+    # chr2 -2..10 reverse-complemented: N N C C C C A A A A N N
+    assert genome.tokens("chr2", -2, 10, "-").tolist() == [4, 4] + [1] * 4 + [0] * 4 + [4, 4]
+    assert genome.tokens("chr2", 6, 11, "-").tolist() == [4, 4, 4, 1, 1]
+    assert genome.tokens("chr2", 20, 23).tolist() == [4, 4, 4]  # wholly outside
+    assert genome.tokens("chr2", 3, 3).size == 0
+
+
+def test_bad_window_arguments(small_fasta: Path) -> None:
+    genome = GenomeWindows(small_fasta)
+    with pytest.raises(InputError, match="chrX: contig is not in the genome FASTA"):
+        genome.tokens("chrX", 0, 10)
+    with pytest.raises(ValueError, match="strand"):
+        genome.tokens("chr2", 0, 4, ".")
+    with pytest.raises(ValueError, match="before its start"):
+        genome.tokens("chr2", 4, 0)
+    with pytest.raises(InputError, match="outside the contig"):
+        genome.fetch("chr2", 5, 9)
+
+
+def test_survives_pickling_for_dataloader_workers(small_fasta: Path) -> None:
+    genome = GenomeWindows(small_fasta)
+    genome.tokens("chr2", 0, 4)
+    clone = pickle.loads(pickle.dumps(genome))
+    assert clone.tokens("chr2", 2, 6, "-").tolist() == genome.tokens("chr2", 2, 6, "-").tolist()
+
+
+@needs_chr9
+def test_tokens_equal_a_direct_pysam_fetch_on_real_chr9() -> None:
+    genome = GenomeWindows(CHR9)
+    fasta = pysam.FastaFile(str(CHR9))
+    rng = np.random.default_rng(0)
+    seen = set()
+    for start in [8_000, *rng.integers(0, 1_000_000 - 5_000, size=20)]:
+        start = int(start)
+        seq = fasta.fetch("9", start, start + 5_000)
+        seen.update(seq)
+        np.testing.assert_array_equal(genome.tokens("9", start, start + 5_000), by_hand(seq))
+    assert {"a", "A", "n"} <= seen  # soft-masked bases and (soft-masked) gaps both exercised
+
+
+@needs_chr9
+@needs_samtools
+def test_minus_strand_equals_samtools_faidx_reverse_complement() -> None:
+    genome = GenomeWindows(CHR9)
+    regions = [(10_000, 10_600), (123_456, 130_000), (999_000, 1_000_000)]
+    for start, end in regions:
+        out = subprocess.run(
+            ["samtools", "faidx", "-i", str(CHR9), f"9:{start + 1}-{end}"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        seq = "".join(out.splitlines()[1:])
+        assert len(seq) == end - start
+        np.testing.assert_array_equal(genome.tokens("9", start, end, "-"), by_hand(seq))
+    # and past the end: the reverse complement of the N-padded window
+    padded = genome.tokens("9", 999_900, 1_000_100, "-")
+    assert padded[:100].tolist() == [4] * 100
+    np.testing.assert_array_equal(padded[100:], genome.tokens("9", 999_900, 1_000_000, "-"))
+
+
+def test_encode_matches_the_contract_alphabet() -> None:
+    assert encode("ACGTNacgtnRYN-").tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 4, 4, 4, 4]
+    assert encode("AACGTx", "-").tolist() == [4, 0, 1, 2, 3, 3]
+
+
+def test_check_contigs_passes_when_all_present(small_fasta: Path) -> None:
+    check_contigs(["chr1", "chr2", "chr1"], small_fasta, "ann.gtf")
+
+
+@pytest.mark.parametrize(
+    ("contig", "hint"),
+    [
+        ("1", "the FASTA has 'chr1': set contig_aliases: {1: chr1}"),
+        ("MT", "the FASTA has 'chrM': set contig_aliases: {MT: chrM}"),
+        ("chr2_alt", None),
+    ],
+)
+def test_check_contigs_names_the_missing_contig_with_a_hint(
+    small_fasta: Path, contig: str, hint: str | None
+) -> None:
+    with pytest.raises(InputError) as err:
+        check_contigs(["chr2", contig, "chrZ"], small_fasta, "ann.gtf")
+    message = str(err.value)
+    assert message.startswith(f"ann.gtf:{contig}: contig '{contig}' is not in the genome FASTA")
+    assert "(nor are 1 more)" in message
+    if hint:
+        assert message.endswith(hint)
+    else:
+        assert "contig_aliases" not in message
+
+
+def test_check_contigs_hint_removes_a_chr_prefix(tmp_path: Path) -> None:
+    fasta = tmp_path / "ens.fa"
+    fasta.write_text(">9\nACGT\n")
+    with pytest.raises(InputError, match=r"set contig_aliases: \{chr9: 9\}"):
+        check_contigs(["chr9"], fasta, "ann.gtf")
+
+
+@needs_samtools
+def test_index_fasta_matches_samtools(small_fasta: Path, tmp_path: Path) -> None:
+    ours = tmp_path / "ours.fai"
+    index_fasta(small_fasta, ours)
+    assert ours.read_text() == Path(f"{small_fasta}.fai").read_text()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_index_fasta_rejects_bad_fasta(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.fa"
+    bad.write_text("ACGT\n>x\nAC\n")
+    with pytest.raises(InputError, match="bad.fa: samtools faidx failed"):
+        index_fasta(bad, tmp_path / "bad.fa.fai")
+    assert not (tmp_path / "bad.fa.fai").exists()
+    with pytest.raises(InputError, match="does not exist"):
+        index_fasta(tmp_path / "absent.fa", tmp_path / "absent.fa.fai")
+    with pytest.raises(InputError, match="does not exist"):
+        GenomeWindows(tmp_path / "absent.fa")
