@@ -1,0 +1,373 @@
+"""GTEx v8: sample attributes, the transcript TPM GCT streamed in row blocks, per-tissue targets.
+
+The GTEx v8 transcript matrix (RSEM transcript TPM, ``#1.2`` GCT) has 199,324 rows and 17,382
+sample columns: about 17 GB of text once decompressed, ~28 GB as float64. It is never held
+whole. pyarrow's CSV reader parses it in row blocks straight from a native gzip stream; each
+block becomes one (rows x samples) float64 array that a matrix product with a sample -> tissue
+indicator (samples x tissues) turns into per-tissue sums. What is kept is transcripts x tissues.
+
+Why this reader (measured on the 17,382 x 8,000 GTEx-layout matrix of environment-facts.md and
+in bench/bench_targets.py): pandas ``read_csv`` holds the whole matrix (2.6 GB at 8,000 rows ->
+~65 GB at 199k); polars ``scan_csv`` streams with the lowest peak but gives no batch hook for
+the per-row checks below (line numbers of bad values, duplicate IDs); pyarrow ``open_csv`` is
+as fast, multi-threaded, decompresses gzip natively (no GIL, truncation detected) and yields
+record batches whose size ``block_size`` bounds the memory. A batch converts to one 2-D array
+in C (``RecordBatch.to_tensor``), so the per-tissue means are one BLAS call per block.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gzip
+import json
+import logging
+import os
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from isoflow.errors import InputError, atomic_path
+
+log = logging.getLogger(__name__)
+
+GCT_VERSION = "#1.2"
+ID_COLUMNS = ("transcript_id", "gene_id")
+TISSUE_COLUMNS = {"smts": "SMTS", "smtsd": "SMTSD"}
+# Text bytes per parsed block. 16 MiB holds ~150 GTEx rows (~20 MB as float64): large enough
+# that per-block overhead is small, small enough that the peak stays a few hundred MB.
+DEFAULT_BLOCK_SIZE = 16 << 20
+TISSUES_METADATA_KEY = b"isoflow.tissues"
+
+PathLike = str | os.PathLike
+
+
+def read_sample_attributes(path: PathLike) -> pd.DataFrame:
+    """GTEx SampleAttributesDS (tab-separated, header line) -> DataFrame SAMPID, SMTS, SMTSD (str).
+
+    Only these three columns are read; the others (63 in v8) are ignored.
+    """
+    try:
+        header = pd.read_csv(path, sep="\t", nrows=0, quoting=3).columns
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise InputError(path, None, f"cannot read sample attributes: {err}") from None
+    wanted = ["SAMPID", "SMTS", "SMTSD"]
+    missing = [c for c in wanted if c not in header]
+    if missing:
+        raise InputError(path, 1, f"header lacks column(s) {', '.join(missing)}")
+    attrs = pd.read_csv(
+        path,
+        sep="\t",
+        usecols=wanted,
+        dtype=str,
+        keep_default_na=False,
+        quoting=3,  # csv.QUOTE_NONE: free-text columns may hold stray quotes
+    )
+    attrs = attrs.apply(lambda col: col.str.strip())
+    dup = attrs["SAMPID"].duplicated()
+    if dup.any():
+        first = int(np.flatnonzero(dup.to_numpy())[0])
+        raise InputError(path, first + 2, f"sample {attrs['SAMPID'].iat[first]} listed twice")
+    return attrs
+
+
+def read_gct_header(gct: PathLike) -> tuple[int, int, list[str]]:
+    """The first three lines of a ``#1.2`` GCT -> (n_rows, n_cols, column names)."""
+    try:
+        with _open_text(gct) as fh:
+            lines = [fh.readline() for _ in range(3)]
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise InputError(gct, None, f"cannot read the GCT header: {err}") from None
+    version, dims, header = (line.rstrip("\r\n") for line in lines)
+    if version != GCT_VERSION:
+        raise InputError(
+            gct, 1, f"expected '{GCT_VERSION}' (GCT version line), got {version[:40]!r}"
+        )
+    parts = dims.split("\t")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise InputError(gct, 2, f"expected dimensions 'NROWS<TAB>NCOLS', got {dims[:40]!r}")
+    n_rows, n_cols = (int(p) for p in parts)
+    columns = header.split("\t")
+    if tuple(columns[:2]) != ID_COLUMNS:
+        raise InputError(
+            gct,
+            3,
+            f"header must start with transcript_id, gene_id (GTEx transcript TPM); "
+            f"got {', '.join(columns[:2])}",
+        )
+    if len(columns) - 2 != n_cols:
+        raise InputError(
+            gct, 3, f"header has {len(columns) - 2} sample columns, dimensions line says {n_cols}"
+        )
+    dup = [c for c, n in Counter(columns).items() if n > 1]
+    if dup:
+        raise InputError(gct, 3, f"column {dup[0]} appears twice in the header")
+    return n_rows, n_cols, columns
+
+
+def select_tissues(
+    sample_tissue: dict[str, str],
+    tissue_set: str,
+    tissues: list[str] | None,
+    min_samples: int,
+    samples_path: PathLike,
+) -> list[str]:
+    """The tissue list: the configured one (checked) or every tissue with >= min_samples, sorted."""
+    counts = Counter(t for t in sample_tissue.values() if t)
+    if tissues is None:
+        return sorted(t for t, n in counts.items() if n >= min_samples)
+    dup = [t for t, n in Counter(tissues).items() if n > 1]
+    if dup:
+        raise InputError(samples_path, dup[0], f"tissue listed twice in tissues.{tissue_set}")
+    for tissue in tissues:
+        n = counts.get(tissue, 0)
+        if n == 0:
+            near = difflib.get_close_matches(tissue, list(counts), n=3, cutoff=0.5)
+            hint = f"; near matches: {', '.join(near)}" if near else ""
+            raise InputError(
+                samples_path,
+                tissue,
+                f"configured tissue has no sample in the TPM matrix "
+                f"({TISSUE_COLUMNS[tissue_set]}){hint}",
+            )
+        if n < min_samples:
+            raise InputError(
+                samples_path, tissue, f"only {n} sample(s), gtex.min_samples is {min_samples}"
+            )
+    return list(tissues)
+
+
+def aggregate_tpm(
+    gct: PathLike,
+    samples: PathLike,
+    tissue_set: str = "smts",
+    tissues: list[str] | None = None,
+    min_samples: int = 1,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stream a GTEx transcript TPM GCT into per-tissue log1p(mean TPM).
+
+    Returns ``(targets, stats)``: targets has transcript_id, gene_id and one float32 column per
+    tissue (in ``tissues`` order); stats has tissue, n_samples, mean, sd (mean and sd of that
+    tissue's target column over transcripts). Raises InputError on any malformed input.
+    """
+    if tissue_set not in TISSUE_COLUMNS:
+        raise ValueError(f"tissue_set must be one of {sorted(TISSUE_COLUMNS)}, got {tissue_set!r}")
+    attrs = read_sample_attributes(samples)
+    n_rows, _, columns = read_gct_header(gct)
+    sample_ids = columns[2:]
+    tissue_of = dict(zip(attrs["SAMPID"], attrs[TISSUE_COLUMNS[tissue_set]], strict=True))
+    unknown = [s for s in sample_ids if s not in tissue_of]
+    if unknown:
+        more = f" ({len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        raise InputError(gct, unknown[0], f"sample column is not in {samples}{more}")
+    sample_tissue = {s: tissue_of[s] for s in sample_ids}
+    tissues = select_tissues(sample_tissue, tissue_set, tissues, min_samples, samples)
+    if not tissues:
+        raise InputError(samples, None, f"no tissue has >= {min_samples} samples in {gct}")
+
+    # Every sample column is parsed and checked, also those of tissues not selected: a corrupt
+    # matrix fails whatever the tissue list. Unselected samples get an all-zero indicator row.
+    column_of = {t: i for i, t in enumerate(tissues)}
+    indicator = np.zeros((len(sample_ids), len(tissues)), dtype=np.float64)
+    for i, s in enumerate(sample_ids):
+        if sample_tissue[s] in column_of:
+            indicator[i, column_of[sample_tissue[s]]] = 1.0
+    n_samples = indicator.sum(axis=0)
+    log.info(
+        "%s: %d rows x %d samples; %d samples in %d tissues (%s)",
+        gct,
+        n_rows,
+        len(sample_ids),
+        int(n_samples.sum()),
+        len(tissues),
+        tissue_set,
+    )
+
+    sample_columns = list(range(2, len(columns)))
+    ids: list[str] = []
+    genes: list[str] = []
+    sums: list[np.ndarray] = []
+    seen: dict[str, int] = {}
+    for batch in _batches(gct, columns, block_size):
+        first_line = 4 + len(ids)
+        batch_ids = batch.column(0).to_pylist()
+        for offset, tid in enumerate(batch_ids):
+            if tid in seen:
+                raise InputError(
+                    gct, first_line + offset, f"transcript {tid} already on line {seen[tid]}"
+                )
+            seen[tid] = first_line + offset
+        values = np.asarray(batch.select(sample_columns).to_tensor(row_major=True))
+        # min/max first: one pass each, the element-wise search only when something is off
+        # (NaN makes the min comparison False).
+        if not (values.size == 0 or (values.min() >= 0 and np.isfinite(values.max()))):
+            row, col = np.argwhere(~np.isfinite(values) | (values < 0))[0]
+            raise InputError(
+                gct,
+                first_line + int(row),
+                f"sample {sample_ids[col]}: TPM {values[row, col]!r} is not a finite number >= 0",
+            )
+        sums.append(values @ indicator)
+        ids.extend(batch_ids)
+        genes.extend(batch.column(1).to_pylist())
+    if len(ids) != n_rows:
+        raise InputError(gct, 2, f"dimensions line says {n_rows} rows, the body has {len(ids)}")
+    if not ids:
+        raise InputError(gct, 4, "no transcript rows")
+
+    totals = np.concatenate(sums) if sums else np.zeros((len(ids), 0))
+    values = np.log1p(totals / n_samples).astype(np.float32)
+    targets = pd.DataFrame({"transcript_id": ids, "gene_id": genes})
+    targets = pd.concat(
+        [targets, pd.DataFrame(values, columns=tissues, index=targets.index)], axis=1
+    )
+    stats = pd.DataFrame(
+        {
+            "tissue": tissues,
+            "n_samples": n_samples.astype(np.int64),
+            "mean": values.mean(axis=0, dtype=np.float64),
+            "sd": values.std(axis=0, ddof=1, dtype=np.float64) if len(ids) > 1 else np.nan,
+        }
+    )
+    return targets, stats
+
+
+def overlap_counts(gtex_ids, annotation_ids) -> dict[str, int]:
+    """Transcripts in GTEx only / annotation only / both (versioned IDs, compared as is)."""
+    gtex, annotation = set(gtex_ids), set(annotation_ids)
+    return {
+        "gtex_only": len(gtex - annotation),
+        "annotation_only": len(annotation - gtex),
+        "both": len(gtex & annotation),
+    }
+
+
+def write_targets(
+    targets: pd.DataFrame,
+    stats: pd.DataFrame,
+    tissues: list[str],
+    parquet_path: PathLike,
+    stats_path: PathLike,
+    overlap: dict[str, int] | None = None,
+) -> None:
+    """Write the targets parquet (metadata isoflow.tissues) and stats.tsv, both atomically."""
+    fields = [pa.field("transcript_id", pa.string()), pa.field("gene_id", pa.string())]
+    fields += [pa.field(t, pa.float32()) for t in tissues]
+    schema = pa.schema(fields, metadata={TISSUES_METADATA_KEY: json.dumps(tissues).encode()})
+    table = pa.Table.from_pandas(
+        targets[["transcript_id", "gene_id", *tissues]], schema=schema, preserve_index=False
+    )
+    with atomic_path(parquet_path) as tmp_parquet, atomic_path(stats_path) as tmp_stats:
+        pq.write_table(table, tmp_parquet)
+        with open(tmp_stats, "w") as out:
+            stats.to_csv(out, sep="\t", index=False, float_format="%.6g")
+            for key, value in (overlap or {}).items():
+                out.write(f"# transcripts_{key}\t{value}\n")
+
+
+def read_targets(path: PathLike) -> tuple[pd.DataFrame, list[str]]:
+    """targets parquet -> (DataFrame, tissues in order)."""
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    if TISSUES_METADATA_KEY not in meta:
+        raise InputError(path, None, "no isoflow.tissues schema metadata (not a targets table)")
+    return table.to_pandas(), json.loads(meta[TISSUES_METADATA_KEY])
+
+
+def _compression(path: PathLike) -> str | None:
+    with open(path, "rb") as fh:
+        return "gzip" if fh.read(2) == b"\x1f\x8b" else None
+
+
+def _open_text(path: PathLike):
+    return gzip.open(path, "rt") if _compression(path) == "gzip" else open(path)
+
+
+def _batches(gct, columns, block_size):
+    """Yield record batches (transcript_id, gene_id, samples...) of the GCT body."""
+    read_options = pacsv.ReadOptions(skip_rows=3, column_names=columns, block_size=block_size)
+    parse_options = pacsv.ParseOptions(delimiter="\t", quote_char=False)
+    types = {c: pa.string() for c in ID_COLUMNS}
+    types.update({s: pa.float64() for s in columns[2:]})
+    convert_options = pacsv.ConvertOptions(
+        column_types=types,
+        null_values=[],
+        strings_can_be_null=False,
+    )
+    rows_done = 0
+    stream = pa.input_stream(str(gct), compression=_compression(gct))
+    try:
+        reader = pacsv.open_csv(stream, read_options, parse_options, convert_options)
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            rows_done += batch.num_rows
+            yield batch
+    except (pa.ArrowInvalid, OSError) as err:
+        raise _diagnose(gct, columns, 4 + rows_done, err) from None
+    finally:
+        stream.close()
+
+
+def _diagnose(gct, columns, first_line: int, err: Exception) -> InputError:
+    """Re-read the body from ``first_line`` in Python to name the bad line and field."""
+    lineno = 0
+    try:
+        with _open_text(gct) as fh:
+            for lineno, line in enumerate(fh, 1):
+                if lineno < first_line:
+                    continue
+                fields = line.rstrip("\r\n").split("\t")
+                if len(fields) != len(columns):
+                    return InputError(
+                        gct, lineno, f"{len(fields)} fields, the header has {len(columns)}"
+                    )
+                try:
+                    np.array(fields[2:], dtype=np.float64)
+                except ValueError:
+                    for name, value in zip(columns[2:], fields[2:], strict=True):
+                        try:
+                            float(value)
+                        except ValueError:
+                            return InputError(
+                                gct, lineno, f"sample {name}: TPM {value[:20]!r} is not a number"
+                            )
+    except (EOFError, OSError, gzip.BadGzipFile) as gz_err:
+        return InputError(
+            gct, lineno + 1, f"gzip stream truncated or corrupt after line {lineno}: {gz_err}"
+        )
+    first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    if isinstance(err, OSError):
+        return InputError(gct, None, f"gzip stream truncated or corrupt: {first}")
+    return InputError(gct, first_line, f"cannot parse the GCT body: {first}")
+
+
+def build_targets(
+    gct: PathLike,
+    samples: PathLike,
+    transcripts: PathLike | None,
+    tissue_set: str,
+    tissues: list[str] | None,
+    min_samples: int,
+    out_parquet: PathLike,
+    out_stats: PathLike,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> None:
+    """The `targets` rule: aggregate, count overlap with the annotation, write both outputs.
+
+    Nothing is written unless the whole matrix was read and checked.
+    """
+    targets, stats = aggregate_tpm(gct, samples, tissue_set, tissues, min_samples, block_size)
+    tissues = list(stats["tissue"])
+    overlap = None
+    if transcripts is not None:
+        annotation_ids = pq.read_table(transcripts, columns=["transcript_id"]).column(0)
+        overlap = overlap_counts(targets["transcript_id"], annotation_ids.to_pylist())
+        log.info("transcripts: %s", overlap)
+    write_targets(targets, stats, tissues, out_parquet, out_stats, overlap)

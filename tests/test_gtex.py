@@ -1,0 +1,252 @@
+"""isoflow.gtex on GCTs in the exact GTEx v8 layout, with real GTEx v8 sample IDs and attributes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from isoflow.errors import InputError
+from isoflow.gtex import aggregate_tpm, build_targets, read_sample_attributes
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+ATTRS = REAL / "gtex_v8_sample_attrs" / "BrainFrontalCortex_v8_SampleAttributes_subset.tsv"
+
+pytestmark = pytest.mark.skipif(not ATTRS.exists(), reason="real GTEx attributes absent")
+
+# Real rows are all Brain - Frontal Cortex; the test relabels some to get three tissues while
+# keeping the real IDs and the real 63-column layout.
+RELABEL = [(0, 30, "Liver", "Liver"), (30, 50, "Heart", "Heart - Left Ventricle")]
+
+
+@pytest.fixture
+def attrs_path(tmp_path):
+    attrs = pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    for start, end, smts, smtsd in RELABEL:
+        attrs.loc[start : end - 1, "SMTS"] = smts
+        attrs.loc[start : end - 1, "SMTSD"] = smtsd
+    path = tmp_path / "SampleAttributesDS.txt"
+    attrs.to_csv(path, sep="\t", index=False, quoting=3)
+    return path
+
+
+def sample_ids(path, n=None):
+    ids = pd.read_csv(path, sep="\t", usecols=["SAMPID"], dtype=str)["SAMPID"].tolist()
+    # Every 3rd sample: the matrix holds a subset of the attributes file, as in GTEx.
+    return ids[::3][:n] if n else ids[::3]
+
+
+def write_gct(path, samples, rows, dims=None, gz=True):
+    """rows: list of (transcript_id, gene_id, list of value strings)."""
+    n_rows, n_cols = dims or (len(rows), len(samples))
+    lines = ["#1.2", f"{n_rows}\t{n_cols}", "\t".join(["transcript_id", "gene_id", *samples])]
+    lines += ["\t".join([tid, gid, *vals]) for tid, gid, vals in rows]
+    data = ("\n".join(lines) + "\n").encode()
+    if gz:
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def random_rows(n_rows, n_samples, seed=0):
+    rng = np.random.default_rng(seed)
+    tpm = rng.lognormal(0, 2, size=(n_rows, n_samples)) * (rng.random((n_rows, n_samples)) > 0.3)
+    return [
+        (
+            f"ENST{100000 + i:011d}.{i % 7 + 1}",
+            f"ENSG{200000 + i // 3:011d}.1",
+            [f"{v:.2f}" for v in r],
+        )
+        for i, r in enumerate(tpm)
+    ]
+
+
+def expected_targets(gct, attrs_path, column):
+    """log1p(mean TPM) per tissue, computed directly with pandas."""
+    matrix = pd.read_csv(gct, sep="\t", skiprows=2, index_col=0).drop(columns="gene_id")
+    attrs = pd.read_csv(attrs_path, sep="\t", dtype=str, quoting=3).set_index("SAMPID")
+    tissue = attrs.loc[matrix.columns, column]
+    return np.log1p(matrix.T.groupby(tissue.to_numpy()).mean().T)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_matches_pandas_smts_configured_order(tmp_path, attrs_path, gz):
+    samples = sample_ids(attrs_path)
+    name = "tpm.gct.gz" if gz else "tpm.gct"
+    gct = write_gct(tmp_path / name, samples, random_rows(120, len(samples)), gz=gz)
+    tissues = ["Liver", "Brain", "Heart"]
+    # A tiny block size forces many row blocks.
+    targets, stats = aggregate_tpm(gct, attrs_path, "smts", tissues, block_size=4096)
+    expected = expected_targets(gct, attrs_path, "SMTS")
+    assert list(targets.columns) == ["transcript_id", "gene_id", *tissues]
+    assert targets["transcript_id"].tolist() == expected.index.tolist()
+    for t in tissues:
+        assert targets[t].dtype == np.float32
+        np.testing.assert_allclose(targets[t], expected[t], rtol=1e-6, atol=1e-7)
+    assert stats["tissue"].tolist() == tissues
+    assert stats["n_samples"].tolist() == [10, 42, 7]
+    np.testing.assert_allclose(stats["mean"], targets[tissues].mean().to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(stats["sd"], targets[tissues].std().to_numpy(), rtol=1e-5)
+
+
+def test_smtsd_all_tissues_sorted_and_min_samples(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(30, len(samples), seed=1))
+    targets, stats = aggregate_tpm(gct, attrs_path, "smtsd", None)
+    tissues = ["Brain - Frontal Cortex (BA9)", "Heart - Left Ventricle", "Liver"]
+    assert stats["tissue"].tolist() == tissues
+    expected = expected_targets(gct, attrs_path, "SMTSD")
+    for t in tissues:
+        np.testing.assert_allclose(targets[t], expected[t], rtol=1e-6, atol=1e-7)
+    # min_samples drops tissues with fewer samples when the list comes from the data ...
+    _, stats = aggregate_tpm(gct, attrs_path, "smtsd", None, min_samples=8)
+    assert stats["tissue"].tolist() == ["Brain - Frontal Cortex (BA9)", "Liver"]
+    # ... and is an error for a configured tissue.
+    with pytest.raises(InputError, match=r"Heart - Left Ventricle: only 7 sample\(s\)"):
+        aggregate_tpm(gct, attrs_path, "smtsd", ["Heart - Left Ventricle"], min_samples=8)
+
+
+def test_real_attributes_columns():
+    attrs = read_sample_attributes(ATTRS)
+    assert list(attrs.columns) == ["SAMPID", "SMTS", "SMTSD"]
+    assert len(attrs) == 175
+    assert set(attrs["SMTS"]) == {"Brain"}
+    assert set(attrs["SMTSD"]) == {"Brain - Frontal Cortex (BA9)"}
+    assert attrs["SAMPID"].str.match(r"^GTEX-[0-9A-Z]+-\d{4}-").all()
+
+
+def test_build_targets_outputs(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(20, len(samples), seed=2)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    annotation = tmp_path / "transcripts.parquet"
+    ann_ids = [r[0] for r in rows[:15]] + ["ENST99999999999.1", "ENST99999999998.1"]
+    pq.write_table(pa.table({"transcript_id": ann_ids}), annotation)
+    out, stats_out = tmp_path / "t" / "smts.parquet", tmp_path / "t" / "smts.stats.tsv"
+    build_targets(gct, attrs_path, annotation, "smts", ["Brain", "Liver"], 1, out, stats_out)
+
+    table = pq.read_table(out)
+    assert table.schema.names == ["transcript_id", "gene_id", "Brain", "Liver"]
+    assert table.schema.field("Brain").type == pa.float32()
+    assert json.loads(table.schema.metadata[b"isoflow.tissues"]) == ["Brain", "Liver"]
+    assert table.num_rows == 20
+    text = stats_out.read_text().splitlines()
+    assert text[0] == "tissue\tn_samples\tmean\tsd"
+    assert [line.split("\t")[:2] for line in text[1:3]] == [["Brain", "42"], ["Liver", "10"]]
+    assert text[3:] == [
+        "# transcripts_gtex_only\t5",
+        "# transcripts_annotation_only\t2",
+        "# transcripts_both\t15",
+    ]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["smts.parquet", "smts.stats.tsv"]
+
+
+# --- bad input: one line naming file, record and what is wrong; no output left behind ------
+
+
+def run_bad(tmp_path, attrs_path, gct, tissues=("Brain",)):
+    out, stats_out = tmp_path / "out" / "smts.parquet", tmp_path / "out" / "smts.stats.tsv"
+    with pytest.raises(InputError) as info:
+        build_targets(gct, attrs_path, None, "smts", list(tissues), 1, out, stats_out, 4096)
+    assert "\n" not in str(info.value)
+    assert not out.exists() and not stats_out.exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    return str(info.value)
+
+
+def test_truncated_gzip(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(200, len(samples)))
+    data = gct.read_bytes()
+    gct.write_bytes(data[: int(len(data) * 0.6)])
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg.startswith(f"{gct}:") and "truncated" in msg
+
+
+def test_truncated_gzip_trailer_only(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(20, len(samples)))
+    gct.write_bytes(gct.read_bytes()[:-4])  # all rows present, gzip trailer missing
+    assert "truncated" in run_bad(tmp_path, attrs_path, gct)
+
+
+@pytest.mark.parametrize("declared", [19, 21])
+def test_dimension_rows_disagree(tmp_path, attrs_path, declared):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(20, len(samples))
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows, dims=(declared, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == f"{gct}:2: dimensions line says {declared} rows, the body has 20"
+
+
+def test_dimension_columns_disagree(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(5, len(samples))
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows, dims=(5, len(samples) + 1))
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == f"{gct}:3: header has {len(samples)} sample columns, dimensions line says 60"
+
+
+def test_row_with_missing_field(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(50, len(samples))
+    rows[41] = (rows[41][0], rows[41][1], rows[41][2][:-1])
+    msg = run_bad(tmp_path, attrs_path, write_gct(tmp_path / "t.gct.gz", samples, rows))
+    assert msg.startswith(f"{tmp_path / 't.gct.gz'}:45: {len(samples) + 1} fields, the header has")
+
+
+def test_sample_missing_from_attributes(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    samples[7] = "GTEX-ZZZZZ-0011-R10a-SM-ZZZZZ"
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == f"{gct}:GTEX-ZZZZZ-0011-R10a-SM-ZZZZZ: sample column is not in {attrs_path}"
+
+
+def test_configured_tissue_without_samples(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct, tissues=["Brain", "Hearts"])
+    assert msg == (
+        f"{attrs_path}:Hearts: configured tissue has no sample in the TPM matrix (SMTS); "
+        "near matches: Heart"
+    )
+
+
+@pytest.mark.parametrize("value", ["abc", "", "1,5", "nan", "-0.5"])
+def test_non_numeric_tpm(tmp_path, attrs_path, value):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(300, len(samples))
+    col = 13  # a Brain sample (index 13 of every-3rd real ID is past the relabelled rows)
+    rows[250][2][col] = value
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg.startswith(f"{gct}:254: sample {samples[col]}: TPM ")
+
+
+def test_duplicate_transcript(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(300, len(samples))
+    rows[280] = (rows[3][0], rows[280][1], rows[280][2])
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == f"{gct}:284: transcript {rows[3][0]} already on line 7"
+
+
+def test_wrong_header(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(3, len(samples)))
+    text = (
+        gzip.decompress(gct.read_bytes())
+        .decode()
+        .replace("transcript_id\tgene_id", "Name\tDescription")
+    )
+    gct.write_bytes(gzip.compress(text.encode()))
+    assert "header must start with transcript_id, gene_id" in run_bad(tmp_path, attrs_path, gct)
