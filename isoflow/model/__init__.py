@@ -1,0 +1,1 @@
+"""IsoFormer model parts: encoders (``encoders``), aggregators, the full model."""
