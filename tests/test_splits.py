@@ -1,0 +1,113 @@
+"""isoflow.splits: gene and chrom schemes, deterministic from IDs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from isoflow.errors import InputError
+from isoflow.splits import (
+    build_splits,
+    gene_key,
+    read_splits,
+    split_transcripts,
+    write_splits,
+)
+
+
+def transcripts(n_genes=4000, seed=0):
+    """GENCODE-style IDs: 1-8 isoforms per gene, some PAR_Y copies."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_genes):
+        gene = f"ENSG{100000 + g:011d}.{g % 9 + 1}"
+        chrom = f"chr{g % 22 + 1}"
+        for i in range(rng.integers(1, 9)):
+            rows.append((f"ENST{(g * 10 + i):011d}.{i + 1}", gene, chrom))
+        if g % 500 == 0:  # pseudoautosomal copy on chrY, its own gene ID
+            rows.append((f"ENST{(g * 10 + 9):011d}.1_PAR_Y", f"{gene}_PAR_Y", "chrY"))
+    return pd.DataFrame(rows, columns=["transcript_id", "gene_id", "chrom"])
+
+
+def test_gene_key():
+    assert gene_key("ENSG00000182378.13_PAR_Y") == "ENSG00000182378"
+    assert gene_key("ENSG00000182378.13") == "ENSG00000182378"
+    assert gene_key("ENSG00000182378") == "ENSG00000182378"
+
+
+def test_gene_scheme_groups_fractions_and_order():
+    df = transcripts()
+    out = split_transcripts(df, "gene", valid_fraction=0.1, test_fraction=0.2, salt="s")
+    assert list(out.columns) == ["transcript_id", "gene_id", "split"]
+    assert len(out) == len(df) and set(out["split"]) == {"train", "valid", "test"}
+    # No gene (unversioned, PAR copies included) on two sides.
+    sides = out.groupby(out["gene_id"].map(gene_key))["split"].nunique()
+    assert (sides == 1).all()
+    # Fractions of genes near the configured ones (4,000 genes: sd of a fraction ~0.006).
+    per_gene = out.groupby(out["gene_id"].map(gene_key))["split"].first()
+    frac = per_gene.value_counts(normalize=True)
+    assert abs(frac["valid"] - 0.1) < 0.025
+    assert abs(frac["test"] - 0.2) < 0.025
+    # Shuffled input gives the same table, row for row.
+    shuffled = df.sample(frac=1, random_state=3).reset_index(drop=True)
+    again = split_transcripts(shuffled, "gene", valid_fraction=0.1, test_fraction=0.2, salt="s")
+    pd.testing.assert_frame_equal(out, again)
+    # Another salt gives another split.
+    other = split_transcripts(df, "gene", valid_fraction=0.1, test_fraction=0.2, salt="t")
+    assert (other["split"] != out["split"]).mean() > 0.1
+
+
+def test_gene_scheme_edges():
+    df = transcripts(200)
+    assert set(split_transcripts(df, "gene", 0, 0)["split"]) == {"train"}
+    assert set(split_transcripts(df, "gene", 0, 1)["split"]) == {"test"}
+    with pytest.raises(ValueError, match="sum to <= 1"):
+        split_transcripts(df, "gene", 0.6, 0.6)
+
+
+def test_chrom_scheme():
+    df = transcripts(300)
+    out = split_transcripts(df, "chrom", valid_chroms=["chr8"], test_chroms=["chr9", "chrY"])
+    chrom = df.set_index("transcript_id")["chrom"].loc[out["transcript_id"]].to_numpy()
+    assert (out["split"].to_numpy()[chrom == "chr8"] == "valid").all()
+    assert (out["split"].to_numpy()[np.isin(chrom, ["chr9", "chrY"])] == "test").all()
+    assert (out["split"].to_numpy()[~np.isin(chrom, ["chr8", "chr9", "chrY"])] == "train").all()
+    with pytest.raises(InputError, match=r"^t.parquet:8: held-out chromosome has no transcript"):
+        split_transcripts(df, "chrom", valid_chroms=["8"], test_chroms=[], source="t.parquet")
+    with pytest.raises(ValueError, match="chr8"):
+        split_transcripts(df, "chrom", valid_chroms=["chr8"], test_chroms=["chr8"])
+
+
+def test_duplicate_transcript_is_an_error():
+    df = transcripts(10)
+    df.loc[3, "transcript_id"] = df.loc[2, "transcript_id"]
+    with pytest.raises(InputError, match=f"^x.parquet:{df.loc[2, 'transcript_id']}: "):
+        split_transcripts(df, "gene", source="x.parquet")
+
+
+def test_build_and_read(tmp_path):
+    df = transcripts(300)
+    parquet = tmp_path / "transcripts.parquet"
+    df.sample(frac=1, random_state=1).to_parquet(parquet)
+    out = tmp_path / "splits" / "gene.tsv"
+    built = build_splits(parquet, out, "gene", valid_fraction=0.1, test_fraction=0.1, salt="x")
+    assert out.read_text().splitlines()[0] == "transcript_id\tgene_id\tsplit"
+    pd.testing.assert_frame_equal(read_splits(out), built.astype(str))
+    # Rebuilding from a differently ordered file gives the identical file.
+    first = out.read_bytes()
+    df.to_parquet(parquet)
+    build_splits(parquet, out, "gene", valid_fraction=0.1, test_fraction=0.1, salt="x")
+    assert out.read_bytes() == first
+
+
+def test_read_splits_rejects_bad_split(tmp_path):
+    path = tmp_path / "s.tsv"
+    write_splits(
+        pd.DataFrame(
+            {"transcript_id": ["a", "b"], "gene_id": ["g", "g"], "split": ["train", "tset"]}
+        ),
+        path,
+    )
+    with pytest.raises(InputError, match=rf"^{path}:3: split 'tset' is not train/valid/test$"):
+        read_splits(path)
