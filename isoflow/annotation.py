@@ -102,31 +102,27 @@ def write_transcripts(df: pd.DataFrame, path: str | os.PathLike) -> None:
 def detect_format(path: str | os.PathLike) -> str:
     """``"gtf"`` or ``"gff3"``, from the content: a ``##gff-version 3`` header or the
     attribute syntax of the first feature line (``key "value";`` vs ``key=value``)."""
-    with _open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.startswith("##gff-version"):
-                version = line.split()[1:2]
-                if version and version[0].startswith("3"):
-                    return "gff3"
-            if not line.strip() or line.startswith("#"):
-                continue
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 9:
-                raise InputError(path, number, f"{len(fields)} tab-separated columns, GTF needs 9")
-            attrs = fields[8].strip()
-            if '"' in attrs.split(";")[0]:
-                return "gtf"
-            if "=" in attrs.split(";")[0]:
-                return "gff3"
-            raise InputError(path, number, "attributes are neither GTF nor GFF3 style")
-    raise InputError(path, None, "no feature lines: not a GTF/GFF3 file")
-
-
-def _open(path):
+    number = 0
     try:
-        return xopen(path, "rt", threads=0)
-    except OSError as err:
-        raise InputError(path, None, f"cannot open: {err}") from err
+        with xopen(path, "rt", threads=0) as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.startswith("##gff-version"):
+                    if line.split()[1:2] and line.split()[1].startswith("3"):
+                        return "gff3"
+                if not line.strip() or line.startswith("#"):
+                    continue
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) < 9:
+                    raise InputError(path, number, f"{len(fields)} tab-separated columns, need 9")
+                first_attr = fields[8].strip().split(";")[0]
+                if '"' in first_attr:
+                    return "gtf"
+                if "=" in first_attr:
+                    return "gff3"
+                raise InputError(path, number, "attributes are neither GTF nor GFF3 style")
+    except (EOFError, OSError, UnicodeDecodeError) as err:
+        raise InputError(path, number + 1, f"truncated or unreadable file ({err})") from err
+    raise InputError(path, None, "no feature lines: not a GTF/GFF3 file")
 
 
 def _read_lines(path: Path) -> pl.DataFrame:
@@ -280,7 +276,9 @@ def _gtf_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataF
     # A transcript without its own line (some GTF writers) takes its attributes and line
     # number from its first exon; its span is then the span of its exons.
     orphans = (
-        parts.filter((pl.col("type") == EXON) & ~pl.col("tx_key").is_in(tx_rows["tx_key"]))
+        parts.filter(
+            (pl.col("type") == EXON) & ~pl.col("tx_key").is_in(tx_rows["tx_key"].implode())
+        )
         .sort("line")
         .unique("tx_key", keep="first")
         .with_columns(pl.lit(None, pl.Int64).alias("start"), pl.lit(None, pl.Int64).alias("end"))
@@ -326,19 +324,21 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
     parts = _check_parts(parts, path)
     exon_parents = parts.filter(pl.col("type") == EXON)["tx_key"].unique()
     # A transcript is whatever its exons name as Parent (transcript, mRNA, lnc_RNA, ...).
-    tx_rows = rows.filter(pl.col("id").is_in(exon_parents) & ~pl.col("type").is_in(PART_TYPES))
+    tx_rows = rows.filter(
+        pl.col("id").is_in(exon_parents.implode()) & ~pl.col("type").is_in(PART_TYPES)
+    )
     dup = tx_rows.filter(pl.col("id").is_duplicated())
     if dup.height:
         second = dup.sort("line").row(1, named=True)
         raise InputError(path, second["line"], f"duplicate transcript ID {second['id']}")
-    missing = parts.filter(~pl.col("tx_key").is_in(tx_rows["id"]))
+    missing = parts.filter(~pl.col("tx_key").is_in(tx_rows["id"].implode()))
     if missing.height:
         bad = missing.row(0, named=True)
         raise InputError(
             path, bad["line"], f"{bad['type']} names Parent {bad['tx_key']}, no such transcript"
         )
     genes = (
-        rows.filter(pl.col("id").is_in(tx_rows["parent"]))
+        rows.filter(pl.col("id").is_in(tx_rows["parent"].implode()))
         .select(
             pl.col("id").alias("parent"),
             pl.coalesce(_gff3_attr("gene_name"), _gff3_attr("Name")).alias("parent_gene_name"),
@@ -456,7 +456,7 @@ def _assemble(transcripts: pl.DataFrame, parts: pl.DataFrame, path: Path) -> pl.
         transcripts.join(exon_table, on="tx_key", how="left")
         .join(cds_table, on="tx_key", how="left")
         .with_columns(
-            pl.col("tx_key").is_in(starts["tx_key"]).alias("has_start"),
+            pl.col("tx_key").is_in(starts["tx_key"].implode()).alias("has_start"),
             pl.col("has_stop").fill_null(False),
         )
     )
@@ -557,7 +557,7 @@ def _selenocysteines(parts: pl.DataFrame, table: pl.DataFrame, path: Path) -> pl
     if not sec.height:
         return pl.DataFrame(schema={"tx_key": pl.String, "selenocysteines": pl.List(pl.Int64)})
     exons = (
-        table.filter(pl.col("tx_key").is_in(sec["tx_key"]))
+        table.filter(pl.col("tx_key").is_in(sec["tx_key"].implode()))
         .select("tx_key", "exon_starts", "exon_ends")
         .explode("exon_starts", "exon_ends")
         .rename({"exon_starts": "s", "exon_ends": "e"})
@@ -572,7 +572,7 @@ def _selenocysteines(parts: pl.DataFrame, table: pl.DataFrame, path: Path) -> pl
         (pl.col("pos") >= pl.col("s")) & (pl.col("pos") < pl.col("e"))
     )
     lost = sec.join(hits.select("line"), on="line", how="anti")
-    lost = lost.filter(pl.col("tx_key").is_in(table["tx_key"]))
+    lost = lost.filter(pl.col("tx_key").is_in(table["tx_key"].implode()))
     if lost.height:
         bad = lost.row(0, named=True)
         raise InputError(path, bad["line"], f"selenocysteine of {bad['tx_key']} is not in an exon")

@@ -1,0 +1,325 @@
+"""isoflow.annotation: GTF/GFF3 -> one row per transcript (DESIGN.md transcripts.parquet)."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from isoflow.annotation import SCHEMA, read_annotation, write_transcripts
+from isoflow.errors import InputError
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="shared real data absent")
+
+
+def gtf_line(chrom, feature, start, end, strand, phase, tx, gene="G1.1", **extra):
+    attrs = f'gene_id "{gene}"; transcript_id "{tx}"; gene_name "{gene[:2]}NAME"; '
+    for key, value in extra.items():
+        values = value if isinstance(value, list) else [value]
+        attrs += "".join(f'{key} "{v}"; ' for v in values)
+    return "\t".join(
+        [chrom, "HAVANA", feature, str(start), str(end), ".", strand, phase, attrs.strip()]
+    )
+
+
+def gencode_lines(*, t1_cds_end=370):
+    """Hand-made GENCODE-style GTF (CDS excludes the stop codon, as GENCODE GTF does).
+
+    T1 (+): exons 101-200, 301-400; CDS 151-200 + 301-370, stop 371-373 -> UTR5 50,
+    CDS 123 (41 codons), UTR3 27; Sec codon 181-183 -> transcript position 80.
+    T2 (-): exons 1001-1100, 1201-1300; CDS 1201-1250 + 1061-1100, stop 1058-1060 ->
+    UTR5 50, CDS 93, UTR3 57; Sec 1221-1223 -> first base 1223 -> position 77.
+    T3: lncRNA with no transcript line (span inferred from its exon).
+    T4 (+): cds_start_NF, first CDS phase 2: CDS 3001-3098 + stop 3099-3101 -> 101 nt.
+    """
+    t1 = {"transcript_type": "protein_coding", "tag": ["basic", "CCDS"]}
+    t2 = {"transcript_type": "protein_coding", "tag": "selenoprotein"}
+    t4 = {"transcript_type": "protein_coding", "tag": ["mRNA_start_NF", "cds_start_NF"]}
+    lines = [
+        "##description: hand-made",
+        gtf_line("1", "gene", 101, 400, "+", ".", "x", gene="G1.1"),
+        gtf_line("1", "transcript", 101, 400, "+", ".", "T1.1", **t1),
+        gtf_line("1", "exon", 101, 200, "+", ".", "T1.1", **t1),
+        gtf_line("1", "CDS", 151, 200, "+", "0", "T1.1", **t1),
+        gtf_line("1", "start_codon", 151, 153, "+", "0", "T1.1", **t1),
+        gtf_line("1", "Selenocysteine", 181, 183, "+", ".", "T1.1", **t1),
+        gtf_line("1", "exon", 301, 400, "+", ".", "T1.1", **t1),
+        gtf_line("1", "CDS", 301, t1_cds_end, "+", "1", "T1.1", **t1),
+        gtf_line("1", "stop_codon", t1_cds_end + 1, t1_cds_end + 3, "+", "0", "T1.1", **t1),
+        gtf_line("1", "UTR", 101, 150, "+", ".", "T1.1", **t1),
+        gtf_line("1", "transcript", 1001, 1300, "-", ".", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "exon", 1201, 1300, "-", ".", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "CDS", 1201, 1250, "-", "0", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "start_codon", 1248, 1250, "-", "0", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "Selenocysteine", 1221, 1223, "-", ".", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "exon", 1001, 1100, "-", ".", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "CDS", 1061, 1100, "-", "1", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "stop_codon", 1058, 1060, "-", "0", "T2.3", gene="G2.1", **t2),
+        gtf_line("2", "exon", 2001, 2100, "+", ".", "T3.1", gene="G3.1", transcript_type="lncRNA"),
+        gtf_line("2", "transcript", 3001, 3120, "+", ".", "T4.1", gene="G4.1", **t4),
+        gtf_line("2", "exon", 3001, 3120, "+", ".", "T4.1", gene="G4.1", **t4),
+        gtf_line("2", "CDS", 3001, 3098, "+", "2", "T4.1", gene="G4.1", **t4),
+        gtf_line("2", "stop_codon", 3099, 3101, "+", "0", "T4.1", gene="G4.1", **t4),
+    ]
+    return lines
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    text = "\n".join(lines) + "\n"
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def spliced_length(row) -> int:
+    return int(sum(e - s for s, e in zip(row.exon_starts, row.exon_ends, strict=True)))
+
+
+def check_invariants(df) -> None:
+    assert df["transcript_id"].is_unique
+    for row in df.itertuples():
+        assert row.utr5_len + row.cds_len + row.utr3_len == (
+            spliced_length(row) if row.cds_len else 0
+        ), row.transcript_id
+        assert row.tss == (row.tx_start if row.strand == "+" else row.tx_end - 1)
+        assert row.tx_start == row.exon_starts[0] and row.tx_end == row.exon_ends[-1]
+        assert list(row.exon_starts) == sorted(row.exon_starts)
+    keys = list(zip(df.chrom, df.tx_start, df.transcript_id, strict=True))
+    assert keys == sorted(keys)
+
+
+# ---- hand-made GENCODE GTF -------------------------------------------------------------
+
+
+def test_gencode_gtf_transcript_model(tmp_path):
+    df = read_annotation(write(tmp_path / "a.gtf", gencode_lines())).set_index("transcript_id")
+    assert list(df.index) == ["T1.1", "T2.3", "T3.1", "T4.1"]
+    t1 = df.loc["T1.1"]
+    assert (t1.tx_start, t1.tx_end, t1.tss) == (100, 400, 100)
+    assert list(t1.exon_starts) == [100, 300] and list(t1.exon_ends) == [200, 400]
+    # GTF CDS excludes the stop codon: the span is extended by the stop_codon line.
+    assert (t1.cds_start, t1.cds_end, t1.cds_phase) == (150, 373, 0)
+    assert (t1.utr5_len, t1.cds_len, t1.utr3_len) == (50, 123, 27)
+    assert list(t1.selenocysteines) == [80]
+    assert list(t1.tags) == ["basic", "CCDS"]
+    assert (t1.gene_id, t1.gene_name, t1.transcript_type) == ("G1.1", "G1NAME", "protein_coding")
+    t2 = df.loc["T2.3"]
+    assert (t2.strand, t2.tx_start, t2.tx_end, t2.tss) == ("-", 1000, 1300, 1299)
+    assert (t2.cds_start, t2.cds_end, t2.cds_phase) == (1057, 1250, 0)
+    assert (t2.utr5_len, t2.cds_len, t2.utr3_len) == (50, 93, 57)
+    assert list(t2.selenocysteines) == [77]
+    t3 = df.loc["T3.1"]
+    assert (t3.chrom, t3.tx_start, t3.tx_end, t3.transcript_type) == ("2", 2000, 2100, "lncRNA")
+    assert pd.isna(t3.cds_start) and pd.isna(t3.cds_phase)
+    assert (t3.utr5_len, t3.cds_len, t3.utr3_len) == (0, 0, 0)
+    assert list(t3.selenocysteines) == [] and list(t3.tags) == []
+    check_invariants(df.reset_index())
+
+
+def test_cds_start_nf_keeps_nonzero_phase(tmp_path):
+    df = read_annotation(write(tmp_path / "a.gtf", gencode_lines())).set_index("transcript_id")
+    t4 = df.loc["T4.1"]
+    assert t4.cds_phase == 2 and t4.cds_len == 101
+    assert (t4.utr5_len, t4.utr3_len) == (0, 19)
+    assert "cds_start_NF" in list(t4.tags)
+
+
+def test_aliases_type_filter_gzip_and_content_detection(tmp_path):
+    path = write(tmp_path / "annotation.txt.gz", gencode_lines())
+    df = read_annotation(path, contig_aliases={"1": "chr1"}, transcript_types=["lncRNA"])
+    assert list(df.transcript_id) == ["T3.1"] and list(df.chrom) == ["2"]
+    df = read_annotation(path, contig_aliases={"1": "chr1", "2": "chr2"})
+    assert sorted(set(df.chrom)) == ["chr1", "chr2"]
+
+
+def test_gff3_detected_by_content(tmp_path):
+    lines = [
+        "##gff-version 3",
+        "c1\tX\tgene\t1\t100\t.\t+\t.\tID=gene:G9;Name=ABC;gene_id=G9",
+        "c1\tX\tmRNA\t1\t100\t.\t+\t.\tID=transcript:T9;Parent=gene:G9;version=4;"
+        "biotype=protein_coding;tag=basic,MANE_Select",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=transcript:T9",
+        "c1\tX\tCDS\t11\t100\t.\t+\t0\tID=CDS:T9;Parent=transcript:T9",
+        "###",
+    ]
+    df = read_annotation(write(tmp_path / "weird_name.gtf", lines))
+    row = df.iloc[0]
+    assert (row.transcript_id, row.gene_id, row.gene_name) == ("T9.4", "G9", "ABC")
+    assert (row.transcript_type, list(row.tags)) == ("protein_coding", ["basic", "MANE_Select"])
+    assert (row.utr5_len, row.cds_len, row.utr3_len, row.cds_start) == (10, 90, 0, 10)
+
+
+def test_write_transcripts_types(tmp_path):
+    df = read_annotation(write(tmp_path / "a.gtf", gencode_lines()))
+    out = tmp_path / "results" / "transcripts.parquet"
+    write_transcripts(df, out)
+    table = pq.read_table(out)
+    assert table.schema.remove_metadata().equals(SCHEMA)
+    assert table.column("cds_start").null_count == 1
+    assert table.column("selenocysteines").to_pylist()[:2] == [[80], [77]]
+    assert [p.name for p in out.parent.iterdir()] == ["transcripts.parquet"]
+
+
+def test_write_transcripts_is_atomic(tmp_path):
+    df = read_annotation(write(tmp_path / "a.gtf", gencode_lines()))
+    out = tmp_path / "transcripts.parquet"
+    with pytest.raises((KeyError, pa.ArrowInvalid, pa.ArrowTypeError)):
+        write_transcripts(df.assign(tx_start="not a number"), out)
+    assert list(tmp_path.iterdir()) == [tmp_path / "a.gtf"]
+
+
+# ---- bad input: one line naming file and line, nothing written -------------------------
+
+
+def fails(tmp_path, path, pattern):
+    out = tmp_path / "out" / "transcripts.parquet"
+    with pytest.raises(InputError) as err:
+        write_transcripts(read_annotation(path), out)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}:"), message
+    assert re.search(pattern, message), message
+    assert not out.parent.exists()
+    return message
+
+
+def test_truncated_gzip(tmp_path):
+    data = gzip.compress(("\n".join(gencode_lines()) + "\n").encode())
+    path = tmp_path / "cut.gtf.gz"
+    path.write_bytes(data[: len(data) // 2])
+    fails(tmp_path, path, r"cut\.gtf\.gz:\d+: truncated")
+
+
+def test_too_few_columns(tmp_path):
+    lines = gencode_lines()
+    lines[5] = "\t".join(lines[5].split("\t")[:8])
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:6: .*9")
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "pattern"),
+    [("1x1", "200", "not integers"), ("300", "200", "start 300 > end 200"), ("0", "200", "< 1")],
+)
+def test_bad_coordinates(tmp_path, start, end, pattern):
+    lines = gencode_lines()
+    fields = lines[3].split("\t")
+    fields[3], fields[4] = start, end
+    lines[3] = "\t".join(fields)
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), rf"a\.gtf:4: .*{pattern}")
+
+
+def test_exon_outside_transcript(tmp_path):
+    lines = gencode_lines()
+    lines[7] = lines[7].replace("\t301\t400\t", "\t301\t450\t")
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon of T1\.1 .*outside")
+
+
+def test_duplicate_transcript_line(tmp_path):
+    lines = [*gencode_lines(), gtf_line("3", "transcript", 5, 50, "+", ".", "T2.3", gene="G2.1")]
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), rf"a\.gtf:{len(lines)}: duplicate .*T2\.3")
+
+
+def test_duplicate_transcript_id_in_two_genes(tmp_path):
+    lines = [*gencode_lines(), gtf_line("3", "exon", 5, 50, "+", ".", "T1.1", gene="G7.1")]
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), rf"a\.gtf:{len(lines)}: .*T1\.1.*two genes")
+
+
+def test_cds_length_inconsistent_with_phase(tmp_path):
+    path = write(tmp_path / "a.gtf", gencode_lines(t1_cds_end=369))
+    fails(tmp_path, path, r"a\.gtf:5: CDS of T1\.1 is 122 nt with phase 0")
+
+
+# ---- real data -------------------------------------------------------------------------
+
+
+@needs_real
+def test_bambu_ensembl_gtf():
+    df = read_annotation(REAL / "bambu_chr9" / "Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf")
+    check_invariants(df)
+    assert len(df) == 105 and set(df.chrom) == {"9"}
+    cbwd1 = df[df.gene_name == "CBWD1"]
+    assert len(cbwd1) == 29 and set(cbwd1.strand) == {"-"}
+    assert set(cbwd1.gene_id) == {"ENSG00000172785.18"}  # gene_version "18"
+    # Checked by hand against the file: transcript_version "8", 15 exons, CDS lines sum to
+    # 1185 nt plus the 3-nt stop_codon line; five_prime_utr 178970-179058, three_prime_utr
+    # 121038-121466.
+    t = df.set_index("transcript_id").loc["ENST00000356521.8"]
+    assert (t.tx_start, t.tx_end, t.tss, len(t.exon_starts)) == (121037, 179058, 179057, 15)
+    assert (t.cds_start, t.cds_end, t.cds_phase) == (121466, 178969, 0)
+    assert (t.utr5_len, t.cds_len, t.utr3_len) == (89, 1188, 429)
+    assert (t.transcript_type, list(t.tags)) == ("protein_coding", ["CCDS", "basic"])
+    assert df.transcript_id.str.fullmatch(r"ENST\d{11}\.\d+").all()
+    assert (df.cds_len > 0).sum() == 41
+
+
+@needs_real
+@pytest.mark.parametrize(("release", "count"), [("v29", 45), ("v41", 46)])
+def test_genomekit_gencode_gff3(release, count):
+    df = read_annotation(REAL / "genomekit_mini" / f"gencode.{release}.annotation.gff3")
+    check_invariants(df)
+    assert len(df) == count and set(df.chrom) == {"chr2"}
+    assert set(df.gene_name) == {"INO80B", "INO80B-WBP1", "MOGS", "WBP1"}
+    by_id = df.assign(base=df.transcript_id.str.split(".").str[0]).set_index("base")
+    # GENCODE GFF3 CDS lines already include the stop codon (CDS 2361-2891, stop 2889-2891).
+    ino = by_id.loc["ENST00000233331"]
+    assert (ino.cds_start, ino.cds_end, ino.cds_len) == (143, 2891, 1071)
+    if release == "v29":
+        assert (ino.utr5_len, ino.utr3_len) == (94, 96)
+        # MOGS, minus strand, cds_start_NF: 5'-most CDS (9923-10189) has phase 2.
+        mogs = by_id.loc["ENST00000649854"]
+        assert (mogs.strand, mogs.cds_phase, mogs.cds_len, mogs.utr3_len) == ("-", 2, 2147, 157)
+        assert "cds_start_NF" in list(mogs.tags)
+
+
+@needs_real
+def test_chrm_ensembl_gtf():
+    df = read_annotation(REAL / "chrM_oracle" / "Ensembl_MT.gtf", contig_aliases={"MT": "chrM"})
+    check_invariants(df)
+    assert len(df) == 37 and set(df.chrom) == {"chrM"}
+    coding = df[df.cds_len > 0].set_index("gene_name")
+    assert len(coding) == 13
+    # 6 coding genes have no stop_codon line (stop completed by polyadenylation): their CDS
+    # is not a whole number of codons and is still read.
+    assert (coding.cds_len % 3 != 0).sum() == 6
+    assert coding.loc["MT-ND6"].strand == "-"
+    assert coding.loc["MT-CYB"].cds_len == 380 * 3 + 1  # ENSP00000354554.2 is 380 aa
+
+
+@needs_real
+def test_patch_gtf_against_ensembl_cdna_and_peptide():
+    df = read_annotation(REAL / "chrM_oracle" / "human.ensembl.97.patch.gtf")
+    check_invariants(df)
+    t = df.set_index("transcript_id").loc["ENST00000644858.1"]
+    # Ensembl 97 cDNA ENST00000644858.1 is 9,891 nt; its peptide ENSP00000495604.1 959 aa.
+    assert t.utr5_len + t.cds_len + t.utr3_len == 9891
+    assert t.cds_len == 959 * 3 + 3
+
+
+@needs_real
+def test_gencode_gtf_cut_mid_file(caplog):
+    df = read_annotation(REAL / "gtf_only" / "pyranges_gencode_v29_chr1_head5000.gtf.gz")
+    check_invariants(df)
+    # The excerpt stops inside ENST00000378756.7 (ATAD3A): its exons do not reach the end
+    # of its transcript line, so it is dropped with a warning, not read half-made.
+    assert "ENST00000378756.7" not in set(df.transcript_id)
+    assert "ENST00000378756.7" in caplog.text
+    assert len(df) == 469
+    assert df.transcript_id.str.fullmatch(r"ENST\d{11}\.\d+").all()
+
+
+@needs_real
+def test_vep_ensembl84_gtf():
+    df = read_annotation(REAL / "gtf_only" / "vep_ensembl84_chr21_test.gtf.gz")
+    check_invariants(df)
+    assert len(df) == 103 and set(df.chrom) == {"21"}
+    # Rows written transcript_id "ENST00000419219,ENST00000419219_1" belong to both.
+    pair = df[df.transcript_id.isin(["ENST00000419219.1", "ENST00000419219_1.1"])]
+    assert len(pair) == 2 and pair.cds_len.tolist() == [891, 891]
