@@ -1,0 +1,294 @@
+"""Spliced transcript sequences, CDS translation and TSS-centred DNA windows.
+
+Conventions (DESIGN.md, ``results/sequences/``):
+
+* RNA: exons joined 5'->3' on the mRNA strand, upper case (as GENCODE's pc_transcripts).
+* Protein: the CDS translated with the standard code, or the vertebrate mitochondrial code
+  (NCBI table 2) on the mitochondrial contig. No trailing ``*``. A CDS whose 5'-most
+  segment has phase ``p > 0`` (an incomplete start, ``cds_start_NF``) skips ``p`` bases and
+  starts with ``X``, as GENCODE's pc_translations do (HLA-DPA1-243). An incomplete last
+  codon is ``X``, except on the mitochondrion where a trailing ``T``/``TA`` is a stop codon
+  completed by polyadenylation (Ensembl and RefSeq end those proteins without ``X``).
+  ``Selenocysteine`` positions become ``U``. With table 2 a complete CDS's first codon reads
+  ``M`` whatever the alternative initiator (ATT, ATC, ATA, GTG), as Ensembl's peptides do.
+  An internal stop is kept as ``*`` (real annotation has a few, e.g. an unannotated
+  selenocysteine); their number is logged as a warning.
+* DNA window: ``window`` bp with the TSS at 0-based index ``window // 2`` of the window as
+  read 5'->3' on the transcript's strand (so after reverse-complementing a minus-strand
+  window). ``+``: ``start = tss - window // 2``; ``-``: ``end = tss + window // 2 + 1``.
+  Windows are never dropped or clipped: ``start`` may be negative and ``end`` may exceed
+  the contig length (:meth:`isoflow.genome.GenomeWindows.tokens` N-pads).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from xopen import xopen
+
+from isoflow.errors import InputError, atomic_path
+from isoflow.genome import GenomeWindows, check_contigs
+
+log = logging.getLogger("isoflow.sequences")
+
+FASTA_WIDTH = 60
+MITO_CONTIGS = frozenset({"chrM", "MT", "M", "chrMT"})
+# rCRS, the GRCh38 mitochondrion, under its RefSeq accession (e.g. "gi|...|ref|NC_012920.1|").
+_MITO_ACCESSION = "NC_012920"
+
+# NCBI translation tables, codons in TCAG order.
+_STANDARD = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
+_VERTEBRATE_MITO = "FFLLSSSSYY**CCWWLLLLPPPPHHQQRRRRIIMMTTTTNNKKSS**VVVVAAAADDEEGGGG"
+_TABLES = {1: _STANDARD, 2: _VERTEBRATE_MITO}
+_MITO_INITIATORS = frozenset({"ATG", "ATT", "ATC", "ATA", "GTG"})
+
+_COMPLEMENT = str.maketrans("ACGTURYKMSWBDHVNacgturykmswbdhvn", "TGCAAYRMKSWVHDBNtgcaayrmkswvhdbn")
+
+
+def _codon_lookup(table: str) -> np.ndarray:
+    """125-entry table over base-5 codon codes (A,C,G,T,N); any N -> X."""
+    out = np.full(125, ord("X"), dtype=np.uint8)
+    order = "TCAG"
+    for (a, b, c), aa in zip(product(order, repeat=3), table, strict=True):
+        tok = ["ACGT".index(x) for x in (a, b, c)]
+        out[tok[0] * 25 + tok[1] * 5 + tok[2]] = ord(aa)
+    return out
+
+
+_LOOKUPS = {number: _codon_lookup(table) for number, table in _TABLES.items()}
+_TOKENS = np.full(256, 4, dtype=np.uint8)
+for _i, _base in enumerate("ACGT"):
+    _TOKENS[ord(_base)] = _TOKENS[ord(_base.lower())] = _i
+
+
+def is_mitochondrial(chrom: str) -> bool:
+    """True for the mitochondrial contig under its UCSC, Ensembl or RefSeq name."""
+    return chrom in MITO_CONTIGS or _MITO_ACCESSION in chrom
+
+
+def genetic_code(chrom: str) -> int:
+    """NCBI translation table for a contig: 2 on the mitochondrion, else 1."""
+    return 2 if is_mitochondrial(chrom) else 1
+
+
+def reverse_complement(seq: str) -> str:
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+def translate_cds(
+    cds: str,
+    *,
+    table: int = 1,
+    phase: int = 0,
+    start_complete: bool = True,
+    selenocysteines: Iterable[int] = (),
+) -> str:
+    """Protein of a CDS (5'->3', stop codon included or not).
+
+    ``phase``: bases before the first complete codon (GTF frame / GFF3 phase of the 5'-most
+    CDS segment); when > 0 they are skipped and the protein starts with ``X``.
+    ``start_complete``: the first codon is the annotated start (table 2 reads it as ``M``).
+    ``selenocysteines``: 0-based positions in ``cds`` of the first base of codons read as
+    ``U``; a position not on a codon boundary raises ValueError.
+    """
+    if table not in _LOOKUPS:
+        raise ValueError(f"unsupported translation table {table}")
+    if not 0 <= phase <= 2:
+        raise ValueError(f"phase must be 0, 1 or 2, not {phase}")
+    body = cds[phase:]
+    n_codons, rest = divmod(len(body), 3)
+    tokens = _TOKENS[np.frombuffer(body[: 3 * n_codons].encode("ascii"), dtype=np.uint8)]
+    codes = tokens.reshape(-1, 3).astype(np.int64) @ np.array([25, 5, 1])
+    aa = _LOOKUPS[table][codes]
+    if table == 2 and start_complete and phase == 0 and n_codons:
+        if body[:3].upper() in _MITO_INITIATORS:
+            aa[0] = ord("M")
+    for position in selenocysteines:
+        codon, offset = divmod(position - phase, 3)
+        if offset or not 0 <= codon < n_codons:
+            raise ValueError(f"selenocysteine at CDS position {position} is not a codon start")
+        aa[codon] = ord("U")
+    protein = aa.tobytes().decode("ascii")
+    tail = body[3 * n_codons :].upper()
+    if protein.endswith("*"):
+        protein = protein[:-1]
+    elif tail and not (table == 2 and tail in ("T", "TA")):
+        protein += "X"
+    return ("X" if phase else "") + protein
+
+
+def _as_ints(values: object) -> list[int]:
+    return [] if values is None else [int(v) for v in values]  # type: ignore[union-attr]
+
+
+def _as_strs(values: object) -> list[str]:
+    return [] if values is None else [str(v) for v in values]  # type: ignore[union-attr]
+
+
+def _exons(row: pd.Series | object) -> list[tuple[int, int]]:
+    starts, ends = _as_ints(row.exon_starts), _as_ints(row.exon_ends)
+    if len(starts) != len(ends) or not starts:
+        raise ValueError("exon_starts and exon_ends differ in length or are empty")
+    return list(zip(starts, ends, strict=True))
+
+
+def cds_bounds(
+    exons: Sequence[tuple[int, int]], strand: str, cds_start: int, cds_end: int
+) -> tuple[int, int]:
+    """Transcript coordinates ``[first, last)`` of the genomic CDS span ``[cds_start, cds_end)``."""
+    before = inside = 0  # exonic bases 5' of the CDS on the genome's + strand, and within it
+    for start, end in exons:
+        before += max(0, min(end, cds_start) - start)
+        inside += max(0, min(end, cds_end) - max(start, cds_start))
+    total = sum(end - start for start, end in exons)
+    if strand == "-":
+        before = total - before - inside
+    if inside == 0:
+        raise ValueError(f"CDS {cds_start}-{cds_end} does not overlap the exons")
+    return before, before + inside
+
+
+def window_bounds(tss: int, strand: str, window: int) -> tuple[int, int]:
+    """``[start, end)`` of the DNA window putting the TSS at index ``window // 2`` 5'->3'."""
+    if strand == "-":
+        end = tss + window // 2 + 1
+        return end - window, end
+    start = tss - window // 2
+    return start, start + window
+
+
+@dataclass
+class SequenceRecord:
+    transcript_id: str
+    rna: str
+    protein: str | None
+
+
+def sequence_records(
+    transcripts: pd.DataFrame,
+    genome: GenomeWindows,
+    source: str | os.PathLike | None = None,
+) -> Iterator[SequenceRecord]:
+    """Spliced RNA and protein (None if non-coding) of each transcript, in table order.
+
+    ``source`` names the table in errors (an exon past its contig, a misplaced CDS).
+    """
+    for row in transcripts.itertuples(index=False):
+        tid = row.transcript_id
+        try:
+            exons = _exons(row)
+            parts = [genome.fetch(row.chrom, start, end) for start, end in exons]
+            rna = "".join(parts).upper()
+            if row.strand == "-":
+                rna = reverse_complement(rna)
+            protein = None
+            if not pd.isna(row.cds_start):
+                first, last = cds_bounds(exons, row.strand, int(row.cds_start), int(row.cds_end))
+                phase = 0 if pd.isna(row.cds_phase) else int(row.cds_phase)
+                tags = set(_as_strs(row.tags))
+                protein = translate_cds(
+                    rna[first:last],
+                    table=genetic_code(row.chrom),
+                    phase=phase,
+                    start_complete="cds_start_NF" not in tags,
+                    selenocysteines=[p - first for p in _as_ints(row.selenocysteines)],
+                )
+        except InputError as err:
+            raise InputError(source, tid, err.message) from err
+        except ValueError as err:
+            raise InputError(source, tid, str(err)) from err
+        yield SequenceRecord(tid, rna, protein)
+
+
+def transcript_sequences(
+    transcripts: pd.DataFrame, fasta: str | os.PathLike
+) -> Iterator[tuple[str, str]]:
+    """``(transcript_id, spliced RNA)`` for each transcript, 5'->3' on the mRNA strand."""
+    with GenomeWindows(fasta) as genome:
+        for record in sequence_records(transcripts, genome):
+            yield record.transcript_id, record.rna
+
+
+def _fasta_record(name: str, seq: str) -> str:
+    lines = [seq[i : i + FASTA_WIDTH] for i in range(0, len(seq), FASTA_WIDTH)]
+    return f">{name}\n" + "".join(f"{line}\n" for line in lines)
+
+
+def write_windows_bed(transcripts: pd.DataFrame, window: int, path: str | os.PathLike) -> int:
+    """BED6 ``chrom start end transcript_id 0 strand`` of every transcript; returns rows."""
+    with atomic_path(path) as tmp, open(tmp, "w") as bed:
+        for row in transcripts.itertuples(index=False):
+            start, end = window_bounds(int(row.tss), row.strand, window)
+            bed.write(f"{row.chrom}\t{start}\t{end}\t{row.transcript_id}\t0\t{row.strand}\n")
+    return len(transcripts)
+
+
+def build_sequences(
+    transcripts: pd.DataFrame,
+    fasta: str | os.PathLike,
+    window: int,
+    rna_path: str | os.PathLike,
+    protein_path: str | os.PathLike,
+    bed_path: str | os.PathLike,
+    annotation_path: str | os.PathLike | None = None,
+    transcripts_path: str | os.PathLike | None = None,
+) -> dict[str, int]:
+    """Write rna.fa.gz, protein.fa.gz and dna_windows.bed; return counts for the log.
+
+    Fails before writing anything when an annotation contig is missing from the FASTA.
+    """
+    check_contigs(transcripts["chrom"].unique(), fasta, annotation_path or transcripts_path)
+    counts = {"transcripts": 0, "proteins": 0, "internal_stops": 0, "windows_past_ends": 0}
+    with_stops: list[str] = []
+    with (
+        GenomeWindows(fasta) as genome,
+        atomic_path(rna_path) as rna_tmp,
+        atomic_path(protein_path) as protein_tmp,
+        xopen(rna_tmp, "wt", format="gz", threads=0) as rna_out,
+        xopen(protein_tmp, "wt", format="gz", threads=0) as protein_out,
+    ):
+        for record in sequence_records(transcripts, genome, transcripts_path):
+            counts["transcripts"] += 1
+            rna_out.write(_fasta_record(record.transcript_id, record.rna))
+            if record.protein is not None:
+                counts["proteins"] += 1
+                if "*" in record.protein:
+                    with_stops.append(record.transcript_id)
+                protein_out.write(_fasta_record(record.transcript_id, record.protein))
+        write_windows_bed(transcripts, window, bed_path)
+        for row in transcripts.itertuples(index=False):
+            start, end = window_bounds(int(row.tss), row.strand, window)
+            counts["windows_past_ends"] += start < 0 or end > genome.lengths[row.chrom]
+    counts["internal_stops"] = len(with_stops)
+    if with_stops:
+        log.warning(
+            "%d proteins have an internal stop, kept as '*' (first: %s)",
+            len(with_stops),
+            ", ".join(with_stops[:5]),
+        )
+    log.info(
+        "%(transcripts)d transcripts, %(proteins)d proteins, %(windows_past_ends)d windows "
+        "run past a contig end (N-padded when loaded)",
+        counts,
+    )
+    return counts
+
+
+def read_fasta(path: str | os.PathLike) -> dict[str, str]:
+    """A (gzip) FASTA as ``{first word of header: sequence}``; for tests and checks."""
+    records: dict[str, list[str]] = {}
+    current: list[str] = []
+    with xopen(Path(path), "rt") as handle:
+        for line in handle:
+            if line.startswith(">"):
+                current = records.setdefault(line[1:].split()[0], [])
+            else:
+                current.append(line.strip())
+    return {name: "".join(parts) for name, parts in records.items()}
