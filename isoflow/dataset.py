@@ -1,0 +1,189 @@
+"""The join the model reads: annotation x sequences x DNA windows x targets x splits.
+
+One row per transcript in annotation ∩ targets ∩ splits; see DESIGN.md
+(``results/dataset/{name}.parquet``) for the columns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pysam
+
+from isoflow.errors import InputError, atomic_path
+from isoflow.gtex import TISSUES_METADATA_KEY, read_targets
+from isoflow.splits import read_splits
+
+log = logging.getLogger(__name__)
+
+GENOME_METADATA_KEY = b"isoflow.genome"
+ANNOTATION_COLUMNS = [
+    "transcript_id",
+    "gene_id",
+    "gene_name",
+    "transcript_type",
+    "chrom",
+    "strand",
+    "tss",
+]
+COLUMNS = [*ANNOTATION_COLUMNS, "window_start", "window_end", "rna_seq", "protein_seq", "split"]
+
+PathLike = str | os.PathLike
+
+
+def read_fasta(path: PathLike) -> dict[str, str]:
+    """(gzip) FASTA with headers ``>{transcript_id}`` -> {transcript_id: sequence}."""
+    records: dict[str, str] = {}
+    try:
+        with pysam.FastxFile(str(path)) as fasta:
+            for record in fasta:
+                if record.name in records:
+                    raise InputError(path, record.name, "sequence listed twice")
+                records[record.name] = record.sequence or ""
+    except OSError as err:
+        raise InputError(path, None, f"cannot read FASTA: {err}") from None
+    return records
+
+
+def read_windows_bed(path: PathLike) -> pd.DataFrame:
+    """BED6 of DNA windows -> transcript_id, chrom, strand, window_start, window_end."""
+    names = ["chrom", "window_start", "window_end", "transcript_id", "score", "strand"]
+    try:
+        bed = pd.read_csv(
+            path,
+            sep="\t",
+            header=None,
+            names=names,
+            dtype={"chrom": str, "transcript_id": str, "strand": str},
+            comment="#",
+        )
+    except (ValueError, pd.errors.ParserError) as err:
+        raise InputError(path, None, f"not a BED6 of windows: {str(err).splitlines()[0]}") from None
+    for column in ("window_start", "window_end"):
+        if not pd.api.types.is_integer_dtype(bed[column]):
+            raise InputError(path, None, f"column {column} is not all integers")
+    bad = bed["window_end"] <= bed["window_start"]
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        raise InputError(path, i + 1, "window end <= start")
+    dup = bed["transcript_id"].duplicated()
+    if dup.any():
+        raise InputError(path, bed["transcript_id"][dup].iloc[0], "transcript has two windows")
+    return bed.drop(columns="score")
+
+
+def build_dataset(
+    transcripts_parquet: PathLike,
+    rna_fa_gz: PathLike,
+    protein_fa_gz: PathLike,
+    windows_bed: PathLike,
+    targets_parquet: PathLike,
+    splits_tsv: PathLike,
+    genome_fasta: PathLike,
+    out: PathLike,
+) -> pd.DataFrame:
+    """Join the inputs into ``out`` (parquet) and return the table written.
+
+    Every kept transcript must have an RNA sequence and a window whose chrom/strand agree with
+    the annotation; a missing protein is a masked modality (null).
+    """
+    annotation = pd.read_parquet(transcripts_parquet, columns=ANNOTATION_COLUMNS)
+    targets, tissues = read_targets(targets_parquet)
+    splits = read_splits(splits_tsv)
+
+    df = annotation.merge(splits[["transcript_id", "split"]], on="transcript_id", how="inner")
+    df = df.merge(targets.drop(columns="gene_id"), on="transcript_id", how="inner")
+    log.info(
+        "annotation %d, targets %d, splits %d -> %d transcripts in all three",
+        len(annotation),
+        len(targets),
+        len(splits),
+        len(df),
+    )
+    if df.empty:
+        raise InputError(
+            targets_parquet,
+            None,
+            f"no transcript is in the annotation ({transcripts_parquet}), the targets and the "
+            "splits together; do the IDs agree, versions included?",
+        )
+
+    windows = read_windows_bed(windows_bed).set_index("transcript_id")
+    missing = df.loc[~df["transcript_id"].isin(windows.index), "transcript_id"]
+    if len(missing):
+        raise InputError(windows_bed, missing.iloc[0], f"no DNA window ({len(missing)} missing)")
+    windows = windows.loc[df["transcript_id"]]
+    for column in ("chrom", "strand"):
+        differs = windows[column].to_numpy() != df[column].to_numpy()
+        if differs.any():
+            i = int(differs.nonzero()[0][0])
+            raise InputError(
+                windows_bed,
+                df["transcript_id"].iat[i],
+                f"window {column} {windows[column].iat[i]} differs from the annotation's "
+                f"{df[column].iat[i]}",
+            )
+    df["window_start"] = windows["window_start"].to_numpy()
+    df["window_end"] = windows["window_end"].to_numpy()
+
+    rna = read_fasta(rna_fa_gz)
+    missing = df.loc[~df["transcript_id"].isin(rna.keys()), "transcript_id"]
+    if len(missing):
+        raise InputError(rna_fa_gz, missing.iloc[0], f"no RNA sequence ({len(missing)} missing)")
+    df["rna_seq"] = df["transcript_id"].map(rna)
+    del rna
+    protein = read_fasta(protein_fa_gz)
+    df["protein_seq"] = df["transcript_id"].map(protein)  # NaN -> null: masked modality
+    del protein
+
+    df = df[[*COLUMNS, *tissues]]
+    write_dataset(df, tissues, genome_fasta, out)
+    return df
+
+
+def dataset_schema(tissues: list[str], genome_fasta: PathLike) -> pa.Schema:
+    fields = [
+        pa.field(name, pa.string(), nullable=False)
+        for name in ["transcript_id", "gene_id", "gene_name", "transcript_type", "chrom", "strand"]
+    ]
+    fields += [
+        pa.field(name, pa.int64(), nullable=False) for name in ["tss", "window_start", "window_end"]
+    ]
+    # large_string: 199k GENCODE transcripts are ~350 Mb of RNA, near int32 offsets' 2 GiB.
+    fields += [
+        pa.field("rna_seq", pa.large_string(), nullable=False),
+        pa.field("protein_seq", pa.large_string(), nullable=True),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+    fields += [pa.field(t, pa.float32(), nullable=False) for t in tissues]
+    metadata = {
+        TISSUES_METADATA_KEY: json.dumps(tissues).encode(),
+        GENOME_METADATA_KEY: str(genome_fasta).encode(),
+    }
+    return pa.schema(fields, metadata=metadata)
+
+
+def write_dataset(df: pd.DataFrame, tissues: list[str], genome_fasta: PathLike, out: PathLike):
+    schema = dataset_schema(tissues, genome_fasta)
+    table = pa.Table.from_pandas(df[schema.names], schema=schema, preserve_index=False)
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_dataset(path: PathLike) -> tuple[pd.DataFrame, list[str]]:
+    """dataset parquet -> (DataFrame, tissues in order); ``df.attrs['genome']`` = FASTA path."""
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    if TISSUES_METADATA_KEY not in meta:
+        raise InputError(path, None, "no isoflow.tissues schema metadata (not a dataset table)")
+    tissues = json.loads(meta[TISSUES_METADATA_KEY])
+    df = table.to_pandas()
+    # Plain Python None for a missing protein, whatever pandas' string dtype uses.
+    df["protein_seq"] = df["protein_seq"].astype(object).where(df["protein_seq"].notna(), None)
+    df.attrs["genome"] = meta.get(GENOME_METADATA_KEY, b"").decode() or None
+    return df, tissues

@@ -1,0 +1,173 @@
+"""isoflow.dataset: the join of annotation, sequences, windows, targets and splits."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from isoflow.dataset import build_dataset, read_dataset
+from isoflow.errors import InputError
+from isoflow.gtex import write_targets
+from isoflow.splits import write_splits
+
+TISSUES = ["Liver", "Brain"]
+
+
+def fasta(path, records, width=60):
+    text = "".join(
+        f">{name}\n" + "".join(seq[i : i + width] + "\n" for i in range(0, len(seq), width))
+        for name, seq in records.items()
+    )
+    path.write_bytes(gzip.compress(text.encode()))
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    ann = pd.DataFrame(
+        {
+            "transcript_id": [f"ENST{i:011d}.1" for i in range(6)],
+            "gene_id": ["ENSG1.1", "ENSG1.1", "ENSG2.3", "ENSG3.1", "ENSG3.1", "ENSG4.2"],
+            "gene_name": ["A", "A", "B", "C", "C", "D"],
+            "transcript_type": ["protein_coding"] * 4 + ["lncRNA", "protein_coding"],
+            "chrom": ["chr1", "chr1", "chr1", "chr2", "chr2", "chrM"],
+            "strand": ["+", "+", "-", "-", "-", "+"],
+            "tx_start": [10, 50, 300, 5, 90, 0],
+            "tx_end": [400, 700, 900, 200, 300, 60],
+        }
+    )
+    ann["tss"] = np.where(ann["strand"] == "+", ann["tx_start"], ann["tx_end"] - 1)
+    pq.write_table(pa.Table.from_pandas(ann, preserve_index=False), tmp_path / "tx.parquet")
+    rna = {
+        t: "".join(rng.choice(list("ACGT"), 90 + 17 * i)) for i, t in enumerate(ann.transcript_id)
+    }
+    fasta(tmp_path / "rna.fa.gz", rna)
+    protein = {t: "M" + "A" * (5 + i) for i, t in enumerate(ann.transcript_id) if i != 4}
+    fasta(tmp_path / "protein.fa.gz", protein)
+    with open(tmp_path / "windows.bed", "w") as bed:
+        for row in ann.itertuples():
+            fields = [row.chrom, row.tss - 64, row.tss + 64, row.transcript_id, 0, row.strand]
+            bed.write("\t".join(map(str, fields)) + "\n")
+    # Targets: transcript 5 (chrM) missing, one GTEx-only transcript extra.
+    ids = [*ann.transcript_id[:5], "ENST99999999999.1"]
+    targets = pd.DataFrame({"transcript_id": ids, "gene_id": ["g"] * 6})
+    for t in TISSUES:
+        targets[t] = rng.random(6).astype(np.float32)
+    stats = pd.DataFrame({"tissue": TISSUES, "n_samples": [3, 4], "mean": [0, 0], "sd": [1, 1]})
+    write_targets(targets, stats, TISSUES, tmp_path / "targets.parquet", tmp_path / "stats.tsv")
+    # Splits: transcript 0 missing.
+    splits = pd.DataFrame(
+        {
+            "transcript_id": ann.transcript_id[1:],
+            "gene_id": ann.gene_id[1:],
+            "split": ["train", "valid", "test", "test", "train"],
+        }
+    )
+    write_splits(splits, tmp_path / "splits.tsv")
+    paths = {
+        "transcripts_parquet": tmp_path / "tx.parquet",
+        "rna_fa_gz": tmp_path / "rna.fa.gz",
+        "protein_fa_gz": tmp_path / "protein.fa.gz",
+        "windows_bed": tmp_path / "windows.bed",
+        "targets_parquet": tmp_path / "targets.parquet",
+        "splits_tsv": tmp_path / "splits.tsv",
+        "genome_fasta": "resources/genome/GRCh38.fa",
+        "out": tmp_path / "dataset" / "demo.parquet",
+    }
+    return paths, ann, rna, protein, targets
+
+
+def test_build_and_read(inputs):
+    paths, ann, rna, protein, targets = inputs
+    build_dataset(**paths)
+    table = pq.read_table(paths["out"])
+    assert table.schema.names == [
+        "transcript_id",
+        "gene_id",
+        "gene_name",
+        "transcript_type",
+        "chrom",
+        "strand",
+        "tss",
+        "window_start",
+        "window_end",
+        "rna_seq",
+        "protein_seq",
+        "split",
+        *TISSUES,
+    ]
+    assert table.schema.field("Liver").type == pa.float32()
+    assert table.schema.field("tss").type == pa.int64()
+    meta = table.schema.metadata
+    assert json.loads(meta[b"isoflow.tissues"]) == TISSUES
+    assert meta[b"isoflow.genome"] == b"resources/genome/GRCh38.fa"
+
+    df, tissues = read_dataset(paths["out"])
+    assert tissues == TISSUES
+    assert df.attrs["genome"] == "resources/genome/GRCh38.fa"
+    # annotation ∩ targets ∩ splits: 1..4 (0 has no split, 5 no target, the GTEx-only one
+    # no annotation), in annotation order.
+    assert df["transcript_id"].tolist() == list(ann.transcript_id[1:5])
+    for row in df.itertuples():
+        assert row.rna_seq == rna[row.transcript_id]
+        assert row.window_end - row.window_start == 128
+        assert row.window_start == ann.set_index("transcript_id").tss[row.transcript_id] - 64
+    assert df["protein_seq"].tolist()[:3] == [protein[t] for t in ann.transcript_id[1:4]]
+    assert df["protein_seq"].iat[3] is None  # lncRNA: masked modality
+    assert df["split"].tolist() == ["train", "valid", "test", "test"]
+    expected = targets.set_index("transcript_id").loc[df["transcript_id"], TISSUES]
+    np.testing.assert_array_equal(df[TISSUES].to_numpy(), expected.to_numpy())
+
+
+def test_missing_rna_is_an_error(inputs):
+    paths, ann, rna, _, _ = inputs
+    del rna[ann.transcript_id[2]]
+    fasta(paths["rna_fa_gz"], rna)
+    with pytest.raises(InputError, match=rf"^{paths['rna_fa_gz']}:{ann.transcript_id[2]}: no RNA"):
+        build_dataset(**paths)
+    assert not paths["out"].exists()
+
+
+def test_duplicate_fasta_record(inputs):
+    paths, ann, rna, protein, _ = inputs
+    text = gzip.decompress(paths["protein_fa_gz"].read_bytes()).decode()
+    paths["protein_fa_gz"].write_bytes(
+        gzip.compress((text + f">{ann.transcript_id[1]}\nMK\n").encode())
+    )
+    with pytest.raises(InputError, match=rf":{ann.transcript_id[1]}: sequence listed twice$"):
+        build_dataset(**paths)
+
+
+def test_window_strand_disagrees(inputs):
+    paths, ann, *_ = inputs
+    lines = paths["windows_bed"].read_text().splitlines()
+    lines[3] = lines[3][:-1] + "+"  # transcript 3 is on '-'
+    paths["windows_bed"].write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=r"window strand \+ differs from the annotation's -"):
+        build_dataset(**paths)
+
+
+def test_missing_window(inputs):
+    paths, ann, *_ = inputs
+    lines = paths["windows_bed"].read_text().splitlines()
+    paths["windows_bed"].write_text("\n".join(lines[:2] + lines[3:]) + "\n")
+    with pytest.raises(InputError, match=rf":{ann.transcript_id[2]}: no DNA window \(1 missing\)"):
+        build_dataset(**paths)
+
+
+def test_unversioned_targets_do_not_join(inputs, tmp_path):
+    paths, ann, *_ = inputs
+    targets = pq.read_table(paths["targets_parquet"])
+    ids = [t.split(".")[0] for t in targets.column("transcript_id").to_pylist()]
+    targets = targets.set_column(0, "transcript_id", pa.array(ids))
+    pq.write_table(targets, paths["targets_parquet"])
+    with pytest.raises(InputError, match="versions included"):
+        build_dataset(**paths)
+    assert not paths["out"].exists()
