@@ -1,0 +1,20 @@
+"""Rule targets: GTEx TPM GCT + attributes -> results/targets/{tissue_set}.parquet, .stats.tsv."""
+
+from isoflow.cli import run_script
+from isoflow.gtex import build_targets
+
+
+def main() -> None:
+    build_targets(
+        gct=snakemake.input.tpm,  # noqa: F821
+        samples=snakemake.input.samples,  # noqa: F821
+        transcripts=snakemake.input.transcripts,  # noqa: F821
+        tissue_set=snakemake.wildcards.tissue_set,  # noqa: F821
+        tissues=snakemake.params.tissues,  # noqa: F821
+        min_samples=snakemake.params.min_samples,  # noqa: F821
+        out_parquet=snakemake.output.targets,  # noqa: F821
+        out_stats=snakemake.output.stats,  # noqa: F821
+    )
+
+
+run_script(main, snakemake.log[0])  # noqa: F821
