@@ -7,6 +7,7 @@ end of its contig: the part outside is N-padded, never dropped.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 import pysam
 
 from isoflow.errors import InputError, atomic_path
+
+log = logging.getLogger("isoflow.genome")
 
 N_TOKEN = 4
 
@@ -135,20 +138,32 @@ def _alias_candidates(contig: str) -> list[str]:
 def check_contigs(
     annotation_contigs: Iterable[str],
     fasta_path: str | os.PathLike,
-    annotation_path: str | os.PathLike,
+    annotation_path: str | os.PathLike | None,
+    contig_aliases: dict[str, str] | None = None,
 ) -> None:
-    """Fail on the first annotation contig the FASTA lacks, hinting at a contig_aliases fix."""
+    """Fail on the first annotation contig the FASTA lacks, hinting at a contig_aliases fix.
+
+    ``annotation_contigs`` are names after ``contig_aliases`` (annotation name -> genome
+    name) were applied; the hint is written in terms of the annotation's own name.
+    """
     in_fasta = set(fasta_contigs(fasta_path))
     missing = list(dict.fromkeys(c for c in annotation_contigs if c not in in_fasta))
     if not missing:
         return
     first = missing[0]
-    message = f"contig {first!r} is not in the genome FASTA {fasta_path}"
+    original = {genome: ann for ann, genome in (contig_aliases or {}).items()}.get(first, first)
+    message = f"contig {first!r}"
+    if original != first:
+        message += f" (annotation {original!r} via contig_aliases)"
+    message += f" is not in the genome FASTA {fasta_path}"
     if len(missing) > 1:
         message += f" (nor are {len(missing) - 1} more)"
-    match = next((c for c in _alias_candidates(first) if c in in_fasta), None)
-    if match is not None:
-        message += f"; the FASTA has {match!r}: set contig_aliases: {{{first}: {match}}}"
+    candidates = [original, *_alias_candidates(original)]
+    match = next((c for c in candidates if c != first and c in in_fasta), None)
+    if match == original:
+        message += f"; the FASTA has {match!r}: remove {original}: {first} from contig_aliases"
+    elif match is not None:
+        message += f"; the FASTA has {match!r}: set contig_aliases: {{{original}: {match}}}"
     raise InputError(annotation_path, first, message)
 
 
@@ -161,3 +176,5 @@ def index_fasta(fasta_path: str | os.PathLike, fai_path: str | os.PathLike) -> N
             pysam.faidx(str(fasta_path), "--fai-idx", str(tmp))
         except pysam.SamtoolsError as err:
             raise InputError(fasta_path, None, f"samtools faidx failed: {err}") from err
+        contigs = sum(1 for line in open(tmp) if line.strip())
+    log.info("%s: indexed %d contigs", fasta_path, contigs)

@@ -239,12 +239,19 @@ def build_sequences(
     bed_path: str | os.PathLike,
     annotation_path: str | os.PathLike | None = None,
     transcripts_path: str | os.PathLike | None = None,
+    contig_aliases: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Write rna.fa.gz, protein.fa.gz and dna_windows.bed; return counts for the log.
 
-    Fails before writing anything when an annotation contig is missing from the FASTA.
+    Fails before writing anything when an annotation contig is missing from the FASTA
+    (``contig_aliases``, as applied to the annotation, only shape the error's hint).
     """
-    check_contigs(transcripts["chrom"].unique(), fasta, annotation_path or transcripts_path)
+    check_contigs(
+        transcripts["chrom"].unique(),
+        fasta,
+        annotation_path or transcripts_path,
+        contig_aliases,
+    )
     counts = {"transcripts": 0, "proteins": 0, "internal_stops": 0, "windows_past_ends": 0}
     with_stops: list[str] = []
     with (

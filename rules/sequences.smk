@@ -1,1 +1,45 @@
 # Rules of this stage: see DESIGN.md.
+
+
+def sequences_genome_index():
+    """The samtools .fai index beside the genome FASTA."""
+    return f"{genome_fasta()}.fai"
+
+
+rule genome_index:
+    """samtools faidx index of the genome FASTA (isoflow.genome.index_fasta)."""
+    input:
+        genome_fasta(),
+    output:
+        sequences_genome_index(),
+    log:
+        "logs/genome_index/genome_index.log",
+    script:
+        "../scripts/genome_index.py"
+
+
+rule sequences:
+    """Spliced RNA, protein and TSS-centred DNA windows per transcript (isoflow.sequences).
+
+    Fails first, before writing anything, when an annotation contig is not in the FASTA.
+    """
+    input:
+        transcripts="results/annotation/transcripts.parquet",
+        fasta=genome_fasta(),
+        fai=sequences_genome_index(),
+    output:
+        rna="results/sequences/rna.fa.gz",
+        protein="results/sequences/protein.fa.gz",
+        windows="results/sequences/dna_windows.bed",
+    log:
+        "logs/sequences/sequences.log",
+    benchmark:
+        "benchmarks/sequences/sequences.tsv"
+    resources:
+        mem_mb=4000,
+    params:
+        window=config["dna"]["window"],
+        annotation=annotation_file(),
+        contig_aliases=config["contig_aliases"],
+    script:
+        "../scripts/sequences.py"

@@ -165,3 +165,16 @@ def test_index_fasta_rejects_bad_fasta(tmp_path: Path) -> None:
         index_fasta(tmp_path / "absent.fa", tmp_path / "absent.fa.fai")
     with pytest.raises(InputError, match="does not exist"):
         GenomeWindows(tmp_path / "absent.fa")
+
+
+def test_check_contigs_hint_speaks_of_the_annotation_name_behind_an_alias(tmp_path: Path) -> None:
+    fasta = tmp_path / "ens.fa"
+    fasta.write_text(">9\nACGT\n>MT\nACGT\n")
+    with pytest.raises(InputError) as err:
+        check_contigs(["chr9"], fasta, "ann.gtf", {"9": "chr9"})
+    assert str(err.value) == (
+        f"ann.gtf:chr9: contig 'chr9' (annotation '9' via contig_aliases) is not in the genome "
+        f"FASTA {fasta}; the FASTA has '9': remove 9: chr9 from contig_aliases"
+    )
+    with pytest.raises(InputError, match=r"set contig_aliases: \{M: MT\}$"):
+        check_contigs(["chrM"], fasta, "ann.gtf", {"M": "chrM"})

@@ -7,11 +7,13 @@ import logging
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from isoflow.annotation import read_annotation
 from isoflow.errors import InputError
@@ -387,3 +389,52 @@ def test_misplaced_selenocysteine_names_the_transcript(tmp_path: Path) -> None:
             out / "w.bed",
             transcripts_path="tx.parquet",
         )
+
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+OUTPUTS = ("rna.fa.gz", "protein.fa.gz", "dna_windows.bed")
+
+
+def _run_rule(tmp_path: Path, aliases: dict[str, str]) -> subprocess.CompletedProcess:
+    annotation, fasta, _ = CASES["bambu_chr9"]
+    (tmp_path / "in").mkdir(exist_ok=True)
+    shutil.copy(fasta, tmp_path / "in" / "genome.fa")  # no .fai: genome_index makes it
+    shutil.copy(annotation, tmp_path / "in" / "ann.gtf")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["genome"]["fasta"] = "in/genome.fa"
+    config["annotation"]["gtf"] = "in/ann.gtf"
+    config["contig_aliases"] = aliases
+    config["dna"]["window"] = 1_000
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    targets = [f"results/sequences/{name}" for name in OUTPUTS]
+    command = [SNAKEMAKE, *targets, "-s", REPO / "Snakefile", "-d", tmp_path, "--cores", "1"]
+    command += ["--configfile", tmp_path / "config.yaml"]
+    return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+
+
+@needs_real
+@pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake missing")
+def test_rules_genome_index_and_sequences(tmp_path: Path) -> None:
+    done = _run_rule(tmp_path, {})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "in" / "genome.fa.fai").read_text() == "9\t1000000\t3\t60\t61\n"
+    _, rna, protein, out = build("bambu_chr9", tmp_path)
+    results = tmp_path / "results" / "sequences"
+    assert read_fasta(results / "rna.fa.gz") == rna
+    assert read_fasta(results / "protein.fa.gz") == protein
+    assert (results / "dna_windows.bed").read_text() == (out / "w.bed").read_text()
+    assert (tmp_path / "benchmarks" / "sequences" / "sequences.tsv").exists()
+
+
+@needs_real
+@pytest.mark.skipif(not SNAKEMAKE.exists(), reason="snakemake missing")
+def test_rule_sequences_fails_early_on_a_contig_missing_from_the_fasta(tmp_path: Path) -> None:
+    done = _run_rule(tmp_path, {"9": "chr9"})
+    assert done.returncode != 0
+    assert (
+        "isoflow: error: in/ann.gtf:chr9: contig 'chr9' (annotation '9' via contig_aliases) "
+        "is not in the genome FASTA in/genome.fa; the FASTA has '9': remove 9: chr9 from "
+        "contig_aliases"
+    ) in done.stderr
+    assert not any((tmp_path / "results" / "sequences" / name).exists() for name in OUTPUTS)
