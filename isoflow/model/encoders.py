@@ -534,8 +534,17 @@ def _pretrained_model(kind: str, path: Path, spec: dict) -> tuple[nn.Module, Any
         return model, None
     if kind == "borzoi":
         from borzoi_pytorch import Borzoi
+        from borzoi_pytorch.pytorch_borzoi_transformer import Attention, get_positional_embed
 
-        return Borzoi.from_pretrained(str(path), local_files_only=True), None
+        model = Borzoi.from_pretrained(str(path), local_files_only=True)
+        # transformers builds the model on the meta device; Borzoi's relative-position table
+        # is a non-persistent buffer, so it is not in the checkpoint and must be rebuilt.
+        for module in model.modules():
+            if isinstance(module, Attention) and module.positions.is_meta:
+                module.positions = get_positional_embed(
+                    4096, module.num_rel_pos_features, torch.device("cpu")
+                )
+        return model, None
     if kind == "nt":
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
