@@ -1,5 +1,296 @@
-# Rules of this stage: see DESIGN.md.
+# The report: tables and figures marked with report(); `snakemake --report results/report.html`.
+# Logic in isoflow/report.py; scripts/report_*.py are thin adapters.
+from isoflow.report import FACTORS as REPORT_FACTORS
+from isoflow.report import ablation_groups as report_ablation_groups
+
+REPORT = config["report"]
+REPORT_DIR = "results/report"
+REPORT_DATA = "1. Data"
+REPORT_RUNS = "2. Training runs"
+REPORT_ACROSS = "3. Across experiments"
+
+
+def report_ablation_factors():
+    """The ablation factors some pair of configured runs differs in (all else equal)."""
+    return [f for f in REPORT_FACTORS if report_ablation_groups(EXPERIMENTS, f)]
+
+
+def report_has_scaling():
+    return bool(report_ablation_groups(EXPERIMENTS, "fraction"))
 
 
 def report_outputs():
-    return []
+    """Every report figure and table this config can make (rule all asks for them)."""
+    data = [
+        f"{REPORT_DIR}/data/{name}.{ext}"
+        for name in ("biotypes", "tissues", "splits", "lengths")
+        for ext in ("svg", "html")
+    ]
+    runs = expand(
+        f"{REPORT_DIR}/runs/{{run}}/{{name}}",
+        run=list(EXPERIMENTS),
+        name=[
+            "curves.svg",
+            "per_tissue.html",
+            "per_tissue.svg",
+            "scatter.png",
+            "within_gene.svg",
+        ],
+    )
+    across = []
+    if EXPERIMENTS:
+        across += [f"{REPORT_DIR}/experiments/runs.{ext}" for ext in ("html", "tsv", "svg")]
+        across.append(f"{REPORT_DIR}/experiments/within_gene.svg")
+    across += expand(
+        f"{REPORT_DIR}/experiments/ablation_{{factor}}.{{ext}}",
+        factor=report_ablation_factors(),
+        ext=["html", "svg"],
+    )
+    if report_has_scaling():
+        across += [f"{REPORT_DIR}/experiments/scaling.{ext}" for ext in ("html", "svg")]
+    return data + runs + across
+
+
+rule report_biotypes:
+    input:
+        "results/annotation/transcripts.parquet",
+    output:
+        figure=report(
+            f"{REPORT_DIR}/data/biotypes.svg",
+            caption="../report/biotypes.rst",
+            category=REPORT_DATA,
+            subcategory="Annotation",
+            labels={"result": "transcripts by biotype (figure)"},
+        ),
+        table=report(
+            f"{REPORT_DIR}/data/biotypes.html",
+            caption="../report/biotypes.rst",
+            category=REPORT_DATA,
+            subcategory="Annotation",
+            labels={"result": "transcripts by biotype (table)"},
+        ),
+    log:
+        "logs/report_biotypes/report_biotypes.log",
+    script:
+        "../scripts/report_biotypes.py"
+
+
+rule report_tissues:
+    input:
+        f"results/targets/{TISSUE_SET}.stats.tsv",
+    output:
+        figure=report(
+            f"{REPORT_DIR}/data/tissues.svg",
+            caption="../report/tissues.rst",
+            category=REPORT_DATA,
+            subcategory="Expression targets",
+            labels={"result": "samples per tissue (figure)"},
+        ),
+        table=report(
+            f"{REPORT_DIR}/data/tissues.html",
+            caption="../report/tissues.rst",
+            category=REPORT_DATA,
+            subcategory="Expression targets",
+            labels={"result": "samples per tissue (table)"},
+        ),
+    log:
+        "logs/report_tissues/report_tissues.log",
+    script:
+        "../scripts/report_tissues.py"
+
+
+rule report_splits:
+    input:
+        f"results/splits/{SPLIT_SCHEME}.tsv",
+    output:
+        figure=report(
+            f"{REPORT_DIR}/data/splits.svg",
+            caption="../report/splits.rst",
+            category=REPORT_DATA,
+            subcategory="Splits",
+            labels={"result": "split sizes (figure)"},
+        ),
+        table=report(
+            f"{REPORT_DIR}/data/splits.html",
+            caption="../report/splits.rst",
+            category=REPORT_DATA,
+            subcategory="Splits",
+            labels={"result": "split sizes (table)"},
+        ),
+    log:
+        "logs/report_splits/report_splits.log",
+    params:
+        scheme=SPLIT_SCHEME,
+    script:
+        "../scripts/report_splits.py"
+
+
+rule report_lengths:
+    input:
+        rna="results/sequences/rna.fa.gz",
+        protein="results/sequences/protein.fa.gz",
+    output:
+        figure=report(
+            f"{REPORT_DIR}/data/lengths.svg",
+            caption="../report/lengths.rst",
+            category=REPORT_DATA,
+            subcategory="Sequences",
+            labels={"result": "sequence lengths (figure)"},
+        ),
+        table=report(
+            f"{REPORT_DIR}/data/lengths.html",
+            caption="../report/lengths.rst",
+            category=REPORT_DATA,
+            subcategory="Sequences",
+            labels={"result": "sequence lengths (table)"},
+        ),
+    log:
+        "logs/report_lengths/report_lengths.log",
+    params:
+        max_nt=config["rna"]["max_nt"],
+        max_aa=config["protein"]["max_aa"],
+    script:
+        "../scripts/report_lengths.py"
+
+
+rule report_run:
+    input:
+        metrics="results/runs/{run}/metrics.json",
+        history="results/runs/{run}/history.csv",
+        predictions="results/runs/{run}/predictions.parquet",
+    output:
+        curves=report(
+            f"{REPORT_DIR}/runs/{{run}}/curves.svg",
+            caption="../report/run_curves.rst",
+            category=REPORT_RUNS,
+            subcategory="{run}",
+            labels={"result": "1. training curves"},
+        ),
+        tissue_table=report(
+            f"{REPORT_DIR}/runs/{{run}}/per_tissue.html",
+            caption="../report/run_per_tissue.rst",
+            category=REPORT_RUNS,
+            subcategory="{run}",
+            labels={"result": "2. per-tissue metrics (table)"},
+        ),
+        tissue_figure=report(
+            f"{REPORT_DIR}/runs/{{run}}/per_tissue.svg",
+            caption="../report/run_per_tissue.rst",
+            category=REPORT_RUNS,
+            subcategory="{run}",
+            labels={"result": "3. per-tissue metrics (figure)"},
+        ),
+        scatter=report(
+            f"{REPORT_DIR}/runs/{{run}}/scatter.png",
+            caption="../report/run_scatter.rst",
+            category=REPORT_RUNS,
+            subcategory="{run}",
+            labels={"result": "4. predicted vs observed"},
+        ),
+        within_gene=report(
+            f"{REPORT_DIR}/runs/{{run}}/within_gene.svg",
+            caption="../report/run_within_gene.rst",
+            category=REPORT_RUNS,
+            subcategory="{run}",
+            labels={"result": "5. within-gene isoform ranking"},
+        ),
+    log:
+        "logs/report_run/{run}.log",
+    params:
+        scatter_tissues=REPORT["scatter_tissues"],
+        scatter_max_points=REPORT["scatter_max_points"],
+    script:
+        "../scripts/report_run.py"
+
+
+rule report_experiments:
+    input:
+        metrics=run_outputs(),
+    output:
+        table=report(
+            f"{REPORT_DIR}/experiments/runs.html",
+            caption="../report/runs.rst",
+            category=REPORT_ACROSS,
+            subcategory="All runs",
+            labels={"result": "all runs vs the paper (table)"},
+        ),
+        tsv=f"{REPORT_DIR}/experiments/runs.tsv",
+        figure=report(
+            f"{REPORT_DIR}/experiments/runs.svg",
+            caption="../report/runs.rst",
+            category=REPORT_ACROSS,
+            subcategory="All runs",
+            labels={"result": "all runs vs the paper (figure)"},
+        ),
+        within_gene=report(
+            f"{REPORT_DIR}/experiments/within_gene.svg",
+            caption="../report/within_gene.rst",
+            category=REPORT_ACROSS,
+            subcategory="Within-gene isoform ranking",
+            labels={"result": "within-gene Spearman, all runs"},
+        ),
+    log:
+        "logs/report_experiments/report_experiments.log",
+    params:
+        experiments=EXPERIMENTS,
+        paper=REPORT["paper"],
+    script:
+        "../scripts/report_experiments.py"
+
+
+rule report_ablation:
+    input:
+        metrics=run_outputs(),
+    output:
+        table=report(
+            f"{REPORT_DIR}/experiments/ablation_{{factor}}.html",
+            caption="../report/ablation.rst",
+            category=REPORT_ACROSS,
+            subcategory="Ablation: {factor}",
+            labels={"result": "ablation {factor} vs the paper (table)"},
+        ),
+        figure=report(
+            f"{REPORT_DIR}/experiments/ablation_{{factor}}.svg",
+            caption="../report/ablation.rst",
+            category=REPORT_ACROSS,
+            subcategory="Ablation: {factor}",
+            labels={"result": "ablation {factor} vs the paper (figure)"},
+        ),
+    log:
+        "logs/report_ablation/{factor}.log",
+    wildcard_constraints:
+        factor="|".join(REPORT_FACTORS),
+    params:
+        experiments=EXPERIMENTS,
+        paper=REPORT["paper"],
+        factor="{factor}",
+    script:
+        "../scripts/report_ablation.py"
+
+
+rule report_scaling:
+    input:
+        metrics=run_outputs(),
+    output:
+        table=report(
+            f"{REPORT_DIR}/experiments/scaling.html",
+            caption="../report/scaling.rst",
+            category=REPORT_ACROSS,
+            subcategory="Data scaling",
+            labels={"result": "data scaling (table)"},
+        ),
+        figure=report(
+            f"{REPORT_DIR}/experiments/scaling.svg",
+            caption="../report/scaling.rst",
+            category=REPORT_ACROSS,
+            subcategory="Data scaling",
+            labels={"result": "data scaling (figure)"},
+        ),
+    log:
+        "logs/report_scaling/report_scaling.log",
+    params:
+        experiments=EXPERIMENTS,
+        paper=REPORT["paper"],
+        factor="fraction",
+    script:
+        "../scripts/report_ablation.py"

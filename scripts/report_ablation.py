@@ -1,0 +1,19 @@
+"""Rules report_ablation and report_scaling: one factor varied (isoflow.report.build_ablation)."""
+
+from isoflow.cli import run_script
+from isoflow.report import build_ablation
+
+
+def main() -> None:
+    sm = snakemake  # noqa: F821
+    build_ablation(
+        dict(sm.params.experiments),
+        list(sm.input.metrics),
+        sm.params.factor,
+        sm.params.paper,
+        table_path=sm.output.table,
+        figure=sm.output.figure,
+    )
+
+
+run_script(main, snakemake.log[0])  # noqa: F821

@@ -1,0 +1,20 @@
+"""Rule report_experiments: all runs beside the paper (isoflow.report.build_experiments)."""
+
+from isoflow.cli import run_script
+from isoflow.report import build_experiments
+
+
+def main() -> None:
+    sm = snakemake  # noqa: F821
+    build_experiments(
+        dict(sm.params.experiments),
+        list(sm.input.metrics),
+        sm.params.paper,
+        table_html_path=sm.output.table,
+        table_tsv_path=sm.output.tsv,
+        figure=sm.output.figure,
+        within_gene=sm.output.within_gene,
+    )
+
+
+run_script(main, snakemake.log[0])  # noqa: F821

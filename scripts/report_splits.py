@@ -1,0 +1,12 @@
+"""Rule report_splits: split sizes (isoflow.report.build_splits)."""
+
+from isoflow.cli import run_script
+from isoflow.report import build_splits
+
+
+def main() -> None:
+    sm = snakemake  # noqa: F821
+    build_splits(sm.input[0], sm.output.figure, sm.output.table, sm.params.scheme)
+
+
+run_script(main, snakemake.log[0])  # noqa: F821
