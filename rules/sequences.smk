@@ -1,17 +1,12 @@
 # Rules of this stage: see DESIGN.md.
 
 
-def sequences_genome_index():
-    """The samtools .fai index beside the genome FASTA."""
-    return f"{genome_fasta()}.fai"
-
-
 rule genome_index:
     """samtools faidx index of the genome FASTA (isoflow.genome.index_fasta)."""
     input:
         genome_fasta(),
     output:
-        sequences_genome_index(),
+        genome_fasta() + ".fai",
     log:
         "logs/genome_index/genome_index.log",
     script:
@@ -26,7 +21,7 @@ rule sequences:
     input:
         transcripts="results/annotation/transcripts.parquet",
         fasta=genome_fasta(),
-        fai=sequences_genome_index(),
+        fai=genome_fasta() + ".fai",
     output:
         rna="results/sequences/rna.fa.gz",
         protein="results/sequences/protein.fa.gz",
