@@ -1,0 +1,152 @@
+"""Pretrained encoder weights: download into ``resources/models/<name>/`` and record where
+they came from.
+
+Hugging Face repositories (Enformer, Borzoi, Nucleotide Transformer) are resolved to a
+commit first and then downloaded at exactly that commit with
+``huggingface_hub.snapshot_download``; ESM-2 comes from fair-esm's URLs as ``.pt`` files.
+Each model folder gets ``isoflow_source.json``: the repository or URLs, the requested
+revision, and what was actually seen — the resolved commit hash, or the sha256 of every
+downloaded file. The folder appears only when complete (written beside it, then renamed).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from isoflow.errors import InputError, atomic_path
+
+SOURCE_FILE = "isoflow_source.json"
+ESM_MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{model}.pt"
+ESM_REGRESSION_URL = (
+    "https://dl.fbaipublicfiles.com/fair-esm/regression/{model}-contact-regression.pt"
+)
+# Weights in other frameworks that a PyTorch run never reads.
+DEFAULT_IGNORE = ["*.h5", "*.msgpack", "*.ckpt*", "*.onnx", "tf_model*", "flax_model*", "*.tflite"]
+
+log = logging.getLogger("isoflow.weights")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resolve_hf_revision(repo: str, revision: str) -> str:
+    """The commit hash that ``revision`` (branch, tag or hash) points to now."""
+    from huggingface_hub import HfApi
+
+    sha = HfApi().model_info(repo, revision=revision).sha
+    if not sha:
+        raise InputError(None, repo, f"the Hub did not resolve revision {revision!r} to a commit")
+    return sha
+
+
+def download_hf(
+    repo: str,
+    revision: str,
+    dest: Path,
+    allow_patterns: list[str] | None = None,
+    ignore_patterns: list[str] | None = None,
+) -> dict[str, Any]:
+    """Snapshot ``repo`` at the commit ``revision`` resolves to into ``dest``."""
+    from huggingface_hub import snapshot_download
+
+    commit = resolve_hf_revision(repo, revision)
+    log.info("%s@%s resolves to commit %s", repo, revision, commit)
+    snapshot_download(
+        repo_id=repo,
+        revision=commit,
+        local_dir=str(dest),
+        allow_patterns=allow_patterns,
+        ignore_patterns=DEFAULT_IGNORE if ignore_patterns is None else ignore_patterns,
+    )
+    files = sorted(
+        str(p.relative_to(dest))
+        for p in dest.rglob("*")
+        if p.is_file() and ".cache" not in p.relative_to(dest).parts
+    )
+    if not files:
+        raise InputError(None, repo, f"snapshot of commit {commit} holds no files")
+    return {"repo": repo, "revision": revision, "commit": commit, "files": files}
+
+
+def _fetch_url(url: str, dest: Path) -> None:
+    import torch.hub
+
+    torch.hub.download_url_to_file(url, str(dest), progress=False)
+
+
+def download_esm(model: str, dest: Path, url: str | None = None) -> dict[str, Any]:
+    """fair-esm's checkpoint and its contact-regression file, with their sha256."""
+    urls = {
+        f"{model}.pt": url or ESM_MODEL_URL.format(model=model),
+        f"{model}-contact-regression.pt": ESM_REGRESSION_URL.format(model=model),
+    }
+    dest.mkdir(parents=True, exist_ok=True)
+    sha256 = {}
+    for name, file_url in urls.items():
+        log.info("fetching %s", file_url)
+        _fetch_url(file_url, dest / name)
+        sha256[name] = sha256_file(dest / name)
+    return {"urls": urls, "revision": model, "sha256": sha256, "files": sorted(urls)}
+
+
+def download_encoder(name: str, spec: dict, dest: str | os.PathLike) -> Path:
+    """Download the pretrained weights of encoder ``name`` into ``dest`` (atomically).
+
+    ``spec`` is the config entry: ``repo`` + ``revision`` for a Hugging Face repository,
+    or ``esm_model`` (e.g. ``esm2_t30_150M_UR50D``, optional ``url``) for fair-esm.
+    """
+    dest = Path(dest)
+    with atomic_path(dest) as tmp:
+        tmp.mkdir(parents=True)
+        if spec.get("esm_model"):
+            record = download_esm(spec["esm_model"], tmp, spec.get("url"))
+        elif spec.get("repo"):
+            record = download_hf(
+                spec["repo"],
+                str(spec.get("revision") or "main"),
+                tmp,
+                spec.get("allow_patterns"),
+                spec.get("ignore_patterns"),
+            )
+        else:
+            raise InputError(None, name, "pretrained encoder needs `repo` (Hub) or `esm_model`")
+        record = {"encoder": name, **record, "downloaded_at": _now()}
+        (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return dest
+
+
+def read_source(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``isoflow_source.json`` of a model folder."""
+    source = Path(path) / SOURCE_FILE
+    if not source.exists():
+        raise InputError(source, None, "no download record; run the download_encoders rule")
+    return json.loads(source.read_text())
+
+
+def verify_download(path: str | os.PathLike) -> dict[str, Any]:
+    """Check every file the record lists is present (and, for .pt files, its sha256)."""
+    path = Path(path)
+    record = read_source(path)
+    for name in record.get("files", []):
+        if not (path / name).is_file():
+            raise InputError(path / SOURCE_FILE, name, "listed file is missing")
+    for name, digest in (record.get("sha256") or {}).items():
+        seen = sha256_file(path / name)
+        if seen != digest:
+            raise InputError(path / name, None, f"sha256 {seen} differs from recorded {digest}")
+    return record
