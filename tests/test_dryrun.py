@@ -1,0 +1,151 @@
+"""The full-reproduction DAG resolves (no downloads) with the SLURM profile, and --lint is clean.
+
+A dry run through `--profile profiles/slurm` must not submit anything: a fake `sbatch` first
+on PATH records any call.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+SLURM_PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+
+pytestmark = pytest.mark.skipif(not SNAKEMAKE.exists(), reason=f"{SNAKEMAKE} missing")
+
+
+def snakemake(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def parse_dry_run(text: str) -> list[dict]:
+    """Jobs of a `snakemake -n` printout: rule, local, and its indented `key: value` lines."""
+    jobs: list[dict] = []
+    for line in text.splitlines():
+        start = re.fullmatch(r"(local)?rule (\S+):", line)
+        if start:
+            jobs.append({"rule": start[2], "local": bool(start[1])})
+        elif jobs and line.startswith("    ") and ": " in line:
+            key, value = line.strip().split(": ", 1)
+            jobs[-1].setdefault(key, value)
+        elif line.startswith("Job stats:"):
+            break
+    for job in jobs:
+        job["resources"] = dict(
+            item.split("=", 1) for item in job.get("resources", "").split(", ") if "=" in item
+        )
+    return jobs
+
+
+def rule_names(configfile: str) -> set[str]:
+    done = snakemake("--list-rules", "--configfile", configfile)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return {line.strip() for line in done.stdout.splitlines() if re.fullmatch(r"\w+", line.strip())}
+
+
+@pytest.fixture(scope="module")
+def full_dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
+    """Dry run of config/config.yaml through the SLURM profile, with a recording fake sbatch.
+
+    `--cores` is given only so the printout shows threads uncapped (a dry run caps them at
+    --cores, 1 by default; a real cluster run gives no --cores and caps nothing).
+    """
+    bin_dir = tmp_path_factory.mktemp("fakebin")
+    calls = bin_dir / "sbatch-calls"
+    for tool in ("sbatch", "srun"):
+        fake = bin_dir / tool
+        fake.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\nexit 1\n')
+        fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    # An empty working directory: results of an earlier run in the checkout would hide jobs.
+    workdir = tmp_path_factory.mktemp("full")
+    done = snakemake(
+        "-n", "-s", REPO / "Snakefile", "-d", workdir, "--profile", REPO / "profiles" / "slurm",
+        "--configfile", REPO / "config" / "config.yaml", "--cores", "1024", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "This was a dry-run" in done.stdout
+    return parse_dry_run(done.stdout), calls
+
+
+def test_dry_run_with_the_slurm_profile_submits_nothing(full_dry_run) -> None:
+    _, calls = full_dry_run
+    assert not calls.exists(), calls.read_text()
+
+
+def test_full_dag_reaches_every_stage(full_dry_run) -> None:
+    jobs, _ = full_dry_run
+    rules = {job["rule"] for job in jobs}
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    # No local inputs in config.yaml: the data comes from the download rules.
+    assert config["genome"]["fasta"] is None and config["annotation"]["gtf"] is None
+    for stage in ("annotation", "sequences", "targets", "splits", "dataset", "all"):
+        assert stage in rules, f"rule {stage} missing from the full DAG: {sorted(rules)}"
+    outputs = " ".join(job.get("output", "") for job in jobs)
+    assert "results/runs/" in outputs, "no training run in the full DAG"
+    assert "resources/" in outputs, "nothing is downloaded in the full DAG"
+
+
+def test_every_cluster_job_has_memory_and_wall_time(full_dry_run) -> None:
+    jobs, _ = full_dry_run
+    for job in jobs:
+        if job["local"]:
+            continue
+        resources = job["resources"]
+        assert int(resources.get("mem_mb", 0)) > 0, f"{job['rule']}: no mem_mb: {resources}"
+        assert int(resources.get("runtime", 0)) > 0, f"{job['rule']}: no runtime: {resources}"
+
+
+def test_rules_leave_cluster_settings_to_the_profile() -> None:
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        assert "slurm_" not in smk.read_text(), f"{smk.name} names a slurm_* resource"
+
+
+def test_profile_names_only_rules_that_exist() -> None:
+    rules = rule_names("config/config.yaml")
+    named = set(SLURM_PROFILE.get("set-resources", {})) | set(SLURM_PROFILE.get("set-threads", {}))
+    assert named <= rules, f"profile names rules the workflow does not have: {named - rules}"
+
+
+def test_profile_settings_reach_the_jobs(full_dry_run) -> None:
+    jobs, _ = full_dry_run
+    for job in jobs:
+        wanted = SLURM_PROFILE.get("set-resources", {}).get(job["rule"], {})
+        for key, value in wanted.items():
+            assert job["resources"].get(key) == str(value), (job["rule"], key, job["resources"])
+        threads = SLURM_PROFILE.get("set-threads", {}).get(job["rule"])
+        if threads is not None:
+            assert job.get("threads") == str(threads), (job["rule"], job.get("threads"))
+
+
+def test_gpu_rules_ask_for_the_configured_gpu(full_dry_run) -> None:
+    """config.yaml sets resources.gpu: 1; every rule declaring gpu passes it on, and only they."""
+    jobs, _ = full_dry_run
+    gpu_jobs = [job for job in jobs if int(job["resources"].get("gpu", 0)) > 0]
+    assert gpu_jobs, "no job of the full DAG asks for a GPU"
+    assert {job["rule"] for job in gpu_jobs} >= {"train"}
+    for job in gpu_jobs:
+        assert job["resources"]["gpu"] == "1", job
+        assert not job["local"], f"{job['rule']} would run on the submit host"
+
+
+def test_default_profile_leaves_cluster_threads_alone() -> None:
+    """profiles/default is applied on top of --profile profiles/slurm and wins per key: a
+    `cores` there caps every cluster job's threads (and so its --cpus-per-task)."""
+    default = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    assert "cores" not in default and "jobs" not in default and "executor" not in default
+
+
+@pytest.mark.parametrize("configfile", ["config/demo.yaml", "config/config.yaml"])
+def test_lint_is_clean(configfile: str) -> None:
+    done = snakemake("--lint", "--configfile", configfile)
+    lints = re.findall(r"^Lints for .*$", done.stdout + done.stderr, flags=re.M)
+    assert done.returncode == 0 and not lints, (done.stdout + done.stderr)[-4000:]
