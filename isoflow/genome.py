@@ -34,12 +34,20 @@ for _token, _base in enumerate("ACGT"):
 _MITO_SYNONYMS = ("chrM", "MT", "M", "chrMT")
 
 
+_FORWARD_TABLE = _FORWARD.tobytes()
+_COMPLEMENT_TABLE = _COMPLEMENT.tobytes()
+
+
 def encode(seq: str | bytes, strand: str = "+") -> np.ndarray:
     """Tokens of ``seq`` (5'->3' of the given strand: '-' reverse-complements)."""
-    raw = np.frombuffer(seq.encode("ascii") if isinstance(seq, str) else seq, dtype=np.uint8)
+    raw = seq.encode("ascii") if isinstance(seq, str) else bytes(seq)
+    # bytes.translate is a C loop over a 256-byte table: ~4x faster than numpy fancy
+    # indexing on 196 kb windows (bench/bench_windows.py).
     if strand == "-":
-        return _COMPLEMENT[raw[::-1]]
-    return _FORWARD[raw]
+        coded = bytearray(raw.translate(_COMPLEMENT_TABLE)[::-1])
+    else:
+        coded = bytearray(raw.translate(_FORWARD_TABLE))
+    return np.frombuffer(coded, dtype=np.uint8)
 
 
 class GenomeWindows:
@@ -107,16 +115,11 @@ class GenomeWindows:
             raise ValueError(f"strand must be '+' or '-', not {strand!r}")
         length = self._length(chrom)
         lo, hi = max(start, 0), min(end, length)
-        if lo == start and hi == end:
-            return encode(self._handle().fetch(chrom, lo, hi), strand)
-        out = np.full(end - start, N_TOKEN, dtype=np.uint8)
-        if hi > lo:
-            out[lo - start : hi - start] = encode(self._handle().fetch(chrom, lo, hi))
-        if strand == "-":
-            out = out[::-1].copy()
-            bases = out < N_TOKEN
-            out[bases] = 3 - out[bases]
-        return out
+        seq = self._handle().fetch(chrom, lo, hi) if hi > lo else ""
+        if lo != start or hi != end:  # past a contig end: pad with N
+            left = min(lo, end) - start
+            seq = "N" * left + seq + "N" * (end - start - left - len(seq))
+        return encode(seq, strand)
 
 
 def fasta_contigs(fasta_path: str | os.PathLike) -> list[str]:

@@ -52,6 +52,8 @@ def test_n_padding_at_both_ends_and_minus_strand(small_fasta: Path) -> None:
     assert genome.tokens("chr2", -2, 10, "-").tolist() == [4, 4] + [1] * 4 + [0] * 4 + [4, 4]
     assert genome.tokens("chr2", 6, 11, "-").tolist() == [4, 4, 4, 1, 1]
     assert genome.tokens("chr2", 20, 23).tolist() == [4, 4, 4]  # wholly outside
+    assert genome.tokens("chr2", -9, -7, "-").tolist() == [4, 4]
+    assert genome.tokens("chr2", 0, 4).flags.writeable  # torch.from_numpy needs no copy
     assert genome.tokens("chr2", 3, 3).size == 0
 
 
