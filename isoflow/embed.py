@@ -1,0 +1,267 @@
+"""Frozen-encoder embedding cache (DESIGN.md "Embedding cache").
+
+``build_cache`` runs an encoder once per distinct sequence (key = sha1 of the sequence;
+DNA token arrays are hashed as their ``ACGTN`` text), mean-pools the real tokens to at most
+``pool_to`` positions, and writes::
+
+    out_dir/
+      shard_00000.npy ...   float16 (rows, dim): pooled token rows, items back to back
+      index.parquet         key, shard, offset, length   (one row per distinct sequence)
+      items.parquet         item, key                    (key null = missing modality)
+      meta.json             dim, pool_to, modality, counts, encoder spec
+
+The whole folder is written beside ``out_dir`` and renamed into place when complete.
+``EmbeddingCache(out_dir).lookup(keys)`` returns padded ``(B, L, D)`` float32 embeddings and
+a ``(B, L)`` mask; an unknown or ``None`` key gives an all-False row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+
+from isoflow.errors import InputError, atomic_path
+
+INDEX_FILE = "index.parquet"
+ITEMS_FILE = "items.parquet"
+META_FILE = "meta.json"
+SHARD_ROWS = 1 << 20  # pooled token rows per shard (~ dim * 2 MiB at float16)
+_DNA_LETTERS = np.frombuffer(b"ACGTN", dtype=np.uint8)
+
+log = logging.getLogger("isoflow.embed")
+
+
+def _is_missing(seq: object) -> bool:
+    if seq is None:
+        return True
+    if isinstance(seq, float):
+        return np.isnan(seq)
+    return len(seq) == 0
+
+
+def sequence_key(seq: str | np.ndarray) -> str:
+    """sha1 of a sequence; a DNA token array hashes as its ``ACGTN`` text."""
+    if isinstance(seq, np.ndarray):
+        data = _DNA_LETTERS[np.minimum(seq, 4)].tobytes()
+    else:
+        data = str(seq).encode("utf-8")
+    return hashlib.sha1(data).hexdigest()
+
+
+def pool_tokens(emb: torch.Tensor, length: int, pool_to: int) -> torch.Tensor:
+    """Mean-pool the first ``length`` rows of ``emb`` (L, D) to at most ``pool_to`` rows.
+
+    Shorter inputs are returned as they are; longer ones are averaged over
+    ``pool_to`` near-equal windows (adaptive average pooling).
+    """
+    real = emb[:length]
+    if length <= pool_to:
+        return real
+    return F.adaptive_avg_pool1d(real.T.unsqueeze(0), pool_to).squeeze(0).T
+
+
+class _ShardWriter:
+    def __init__(self, out_dir: Path, dim: int, shard_rows: int):
+        self.out_dir = out_dir
+        self.dim = dim
+        self.shard_rows = shard_rows
+        self.shard = 0
+        self.parts: list[np.ndarray] = []
+        self.rows = 0
+        self.index: dict[str, list] = {"key": [], "shard": [], "offset": [], "length": []}
+
+    def add(self, key: str, pooled: np.ndarray) -> None:
+        if self.rows and self.rows + len(pooled) > self.shard_rows:
+            self.flush()
+        self.index["key"].append(key)
+        self.index["shard"].append(self.shard)
+        self.index["offset"].append(self.rows)
+        self.index["length"].append(len(pooled))
+        self.parts.append(pooled.astype(np.float16))
+        self.rows += len(pooled)
+
+    def flush(self) -> None:
+        if not self.parts:
+            return
+        np.save(self.out_dir / f"shard_{self.shard:05d}.npy", np.concatenate(self.parts))
+        self.shard += 1
+        self.parts = []
+        self.rows = 0
+
+
+def build_cache(
+    encoder,
+    items: Mapping[Any, str | np.ndarray | None],
+    out_dir: str | os.PathLike,
+    pool_to: int,
+    batch_size: int = 8,
+    meta: dict | None = None,
+    shard_rows: int = SHARD_ROWS,
+) -> dict[Any, str | None]:
+    """Encode each distinct sequence of ``items`` (item ID -> sequence) once and cache it.
+
+    ``items`` may be any mapping, including a lazy one that reads DNA windows on access:
+    only ``batch_size`` sequences are held at a time. Returns item ID -> key (None where
+    the sequence is missing).
+    """
+    if pool_to < 1:
+        raise ValueError(f"pool_to must be >= 1, got {pool_to}")
+    out_dir = Path(out_dir)
+    was_training = encoder.training
+    encoder.eval()
+    item_keys: dict[Any, str | None] = {}
+    seen: set[str] = set()
+    pending: list[tuple[str, Any]] = []
+    n_forward = 0
+    device = next(encoder.parameters()).device
+
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        writer = _ShardWriter(tmp, encoder.dim, shard_rows)
+
+        def encode_pending() -> None:
+            nonlocal n_forward
+            if not pending:
+                return
+            tokens = encoder.tokenize([seq for _, seq in pending])
+            tokens = {name: t.to(device) for name, t in tokens.items()}
+            with torch.inference_mode():
+                emb, mask = encoder(**tokens)
+            n_forward += 1
+            emb = emb.float().cpu()
+            lengths = mask.sum(dim=1).cpu()
+            for row, (key, _) in enumerate(pending):
+                if not mask[row].any():
+                    raise InputError(None, key, "encoder returned no real token for a sequence")
+                if not bool(mask[row, : lengths[row]].all()):
+                    raise ValueError("encoder masks must be left-aligned (real tokens first)")
+                writer.add(key, pool_tokens(emb[row], int(lengths[row]), pool_to).numpy())
+            pending.clear()
+
+        for item, seq in items.items():
+            if _is_missing(seq):
+                item_keys[item] = None
+                continue
+            key = sequence_key(seq)
+            item_keys[item] = key
+            if key in seen:
+                continue
+            seen.add(key)
+            pending.append((key, seq))
+            if len(pending) >= batch_size:
+                encode_pending()
+        encode_pending()
+        writer.flush()
+
+        pq.write_table(
+            pa.table(
+                {
+                    "key": pa.array(writer.index["key"], pa.string()),
+                    "shard": pa.array(writer.index["shard"], pa.int32()),
+                    "offset": pa.array(writer.index["offset"], pa.int64()),
+                    "length": pa.array(writer.index["length"], pa.int32()),
+                }
+            ),
+            tmp / INDEX_FILE,
+        )
+        pq.write_table(
+            pa.table(
+                {
+                    "item": pa.array([str(i) for i in item_keys], pa.string()),
+                    "key": pa.array(list(item_keys.values()), pa.string()),
+                }
+            ),
+            tmp / ITEMS_FILE,
+        )
+        info = {
+            "dim": encoder.dim,
+            "modality": encoder.modality,
+            "pool_to": pool_to,
+            "n_items": len(item_keys),
+            "n_missing": sum(k is None for k in item_keys.values()),
+            "n_sequences": len(seen),
+            "n_forward_batches": n_forward,
+            "n_shards": writer.shard,
+            **(meta or {}),
+        }
+        (tmp / META_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    encoder.train(was_training)
+    log.info(
+        "cached %d distinct sequences of %d items (%d missing) in %s",
+        len(seen),
+        len(item_keys),
+        info["n_missing"],
+        out_dir,
+    )
+    return item_keys
+
+
+class EmbeddingCache:
+    """Read side of :func:`build_cache`; shards are memory-mapped, not loaded."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.path = Path(out_dir)
+        for name in (INDEX_FILE, META_FILE):
+            if not (self.path / name).exists():
+                raise InputError(self.path / name, None, "embedding cache is incomplete")
+        self.meta = json.loads((self.path / META_FILE).read_text())
+        self.dim = int(self.meta["dim"])
+        self.modality = self.meta.get("modality")
+        index = pq.read_table(self.path / INDEX_FILE).to_pydict()
+        self._index = {
+            key: (shard, offset, length)
+            for key, shard, offset, length in zip(
+                index["key"], index["shard"], index["offset"], index["length"], strict=True
+            )
+        }
+        self._shards: dict[int, np.ndarray] = {}
+        self._items: dict[str, str | None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def _shard(self, shard: int) -> np.ndarray:
+        if shard not in self._shards:
+            self._shards[shard] = np.load(self.path / f"shard_{shard:05d}.npy", mmap_mode="r")
+        return self._shards[shard]
+
+    def item_keys(self, items: Iterable[Any]) -> list[str | None]:
+        """Keys of item IDs as recorded by ``build_cache`` (None if missing or unknown)."""
+        if self._items is None:
+            table = pq.read_table(self.path / ITEMS_FILE).to_pydict()
+            self._items = dict(zip(table["item"], table["key"], strict=True))
+        return [self._items.get(str(i)) for i in items]
+
+    def lookup(self, keys: Iterable[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(emb (B, L, D) float32, mask (B, L) bool)``, L = longest entry (at least 1)."""
+        keys = list(keys)
+        found = [self._index.get(k) if k is not None else None for k in keys]
+        width = max([f[2] for f in found if f is not None], default=1)
+        emb = torch.zeros(len(keys), width, self.dim, dtype=torch.float32)
+        mask = torch.zeros(len(keys), width, dtype=torch.bool)
+        for row, entry in enumerate(found):
+            if entry is None:
+                continue
+            shard, offset, length = entry
+            block = np.asarray(self._shard(shard)[offset : offset + length], dtype=np.float32)
+            emb[row, :length] = torch.from_numpy(block)
+            mask[row, :length] = True
+        return emb, mask
+
+    def lookup_items(self, items: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``lookup`` by item ID (e.g. transcript ID) instead of sequence key."""
+        return self.lookup(self.item_keys(items))

@@ -1,0 +1,154 @@
+"""Embedding cache: one forward per distinct sequence, pooling, lookup, missing items."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from isoflow.embed import EmbeddingCache, build_cache, pool_tokens, sequence_key
+from isoflow.model.encoders import build_encoder
+
+RNG = np.random.default_rng(1)
+
+
+def protein(n):
+    return "".join(RNG.choice(list("ACDEFGHIKLMNPQRSTVWY"), n))
+
+
+class CountingEncoder(torch.nn.Module):
+    """Wraps a real encoder and counts the sequences it is asked to encode."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.dim = inner.dim
+        self.modality = inner.modality
+        self.encoded = []
+
+    def tokenize(self, batch):
+        self.encoded.extend(batch)
+        return self.inner.tokenize(batch)
+
+    def forward(self, **tokens):
+        return self.inner(**tokens)
+
+
+@pytest.fixture(scope="module")
+def esm():
+    return build_encoder("esm2", {"source": "tiny"}).eval()
+
+
+def test_identical_sequences_are_encoded_once(tmp_path, esm):
+    shared, other = protein(30), protein(12)
+    items = {"ENST1.1": shared, "ENST2.1": shared, "ENST3.1": other, "ENST4.1": shared}
+    counting = CountingEncoder(esm)
+    keys = build_cache(counting, items, tmp_path / "cache", pool_to=8, batch_size=2)
+    assert sorted(counting.encoded) == sorted([shared, other])
+    assert keys["ENST1.1"] == keys["ENST2.1"] == keys["ENST4.1"] == sequence_key(shared)
+    cache = EmbeddingCache(tmp_path / "cache")
+    assert len(cache) == 2
+    assert cache.meta["n_items"] == 4 and cache.meta["n_sequences"] == 2
+
+
+def test_pooled_shapes_and_round_trip_equal_direct_output(tmp_path, esm):
+    long, short = protein(50), protein(5)
+    build_cache(esm, {"a": long, "b": short}, tmp_path / "cache", pool_to=16, batch_size=4)
+    cache = EmbeddingCache(tmp_path / "cache")
+    emb, mask = cache.lookup([sequence_key(long), sequence_key(short)])
+    assert emb.dtype == torch.float32 and emb.shape == (2, 16, esm.dim)
+    assert mask.sum(1).tolist() == [16, 5]
+
+    with torch.no_grad():
+        direct, direct_mask = esm(**esm.tokenize([long, short]))
+    expected_long = pool_tokens(direct[0], 50, 16)
+    expected_short = pool_tokens(direct[1], 5, 16)
+    assert expected_long.shape == (16, esm.dim) and expected_short.shape == (5, esm.dim)
+    # float16 storage: about three significant digits
+    torch.testing.assert_close(emb[0], expected_long, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(emb[1, :5], expected_short, atol=2e-3, rtol=2e-3)
+    assert emb[1, 5:].abs().sum() == 0
+    # lookup by transcript ID gives the same
+    by_item, _ = cache.lookup_items(["a", "b"])
+    assert torch.equal(by_item, emb)
+
+
+def test_pool_tokens_is_mean_over_windows():
+    emb = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    pooled = pool_tokens(emb, 6, 3)
+    assert pooled.tolist() == [[1, 2], [5, 6], [9, 10]]
+    assert torch.equal(pool_tokens(emb, 4, 8), emb[:4])  # masked rows beyond length dropped
+
+
+def test_missing_protein_gives_all_false_mask(tmp_path, esm):
+    items = {"coding": protein(20), "noncoding": None, "empty": ""}
+    keys = build_cache(esm, items, tmp_path / "cache", pool_to=8)
+    assert keys["noncoding"] is None and keys["empty"] is None
+    cache = EmbeddingCache(tmp_path / "cache")
+    emb, mask = cache.lookup([keys["coding"], None, "0" * 40])
+    assert mask[0].all() and not mask[1].any() and not mask[2].any()
+    assert emb[1:].abs().sum() == 0
+    items_table = pq.read_table(tmp_path / "cache" / "items.parquet").to_pydict()
+    assert items_table["key"][1] is None
+    emb, mask = cache.lookup_items(["noncoding"])
+    assert not mask.any()
+
+
+def test_all_missing_lookup_has_width_one(tmp_path, esm):
+    build_cache(esm, {"x": None}, tmp_path / "cache", pool_to=4)
+    emb, mask = EmbeddingCache(tmp_path / "cache").lookup([None, None])
+    assert emb.shape == (2, 1, esm.dim) and not mask.any()
+
+
+def test_dna_token_arrays_from_a_lazy_mapping(tmp_path):
+    enformer = build_encoder("enformer", {"source": "tiny"}).eval()
+    windows = {f"ENST{i}": RNG.integers(0, 5, 2048).astype(np.uint8) for i in range(3)}
+    windows["ENST9"] = windows["ENST0"].copy()  # two isoforms sharing a TSS
+
+    class Lazy(dict):
+        reads = 0
+
+        def items(self):
+            for key in self.keys():
+                Lazy.reads += 1
+                yield key, windows[key]
+
+    items = Lazy.fromkeys(windows)
+    keys = build_cache(enformer, items, tmp_path / "cache", pool_to=4, batch_size=2)
+    assert Lazy.reads == 4 and keys["ENST9"] == keys["ENST0"]
+    letters = "".join("ACGTN"[t] for t in windows["ENST1"])
+    assert keys["ENST1"] == sequence_key(letters)  # a window hashes as its text
+    cache = EmbeddingCache(tmp_path / "cache")
+    emb, mask = cache.lookup_items(["ENST0", "ENST1"])
+    assert emb.shape == (2, 4, enformer.dim) and mask.all()
+    assert cache.meta["modality"] == "dna" and len(cache) == 3
+
+
+def test_many_shards_read_back(tmp_path, esm):
+    seqs = {f"p{i}": protein(10 + i) for i in range(6)}
+    build_cache(esm, seqs, tmp_path / "cache", pool_to=32, batch_size=2, shard_rows=25)
+    cache = EmbeddingCache(tmp_path / "cache")
+    assert cache.meta["n_shards"] > 2
+    emb, mask = cache.lookup_items(list(seqs))
+    with torch.no_grad():
+        direct, direct_mask = esm(**esm.tokenize(list(seqs.values())))
+    assert torch.equal(mask, direct_mask)
+    torch.testing.assert_close(emb, direct * direct_mask.unsqueeze(-1), atol=2e-3, rtol=2e-3)
+
+
+def test_failure_leaves_no_cache(tmp_path, esm):
+    class Broken(CountingEncoder):
+        def forward(self, **tokens):
+            raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError):
+        build_cache(Broken(esm), {"a": protein(10)}, tmp_path / "cache", pool_to=4)
+    assert not (tmp_path / "cache").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_meta_records_extra_fields(tmp_path, esm):
+    build_cache(esm, {"a": protein(9)}, tmp_path / "c", pool_to=4, meta={"encoder": "esm2"})
+    meta = json.loads((tmp_path / "c" / "meta.json").read_text())
+    assert meta["encoder"] == "esm2" and meta["dim"] == esm.dim and meta["pool_to"] == 4
