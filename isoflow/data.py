@@ -1,0 +1,270 @@
+"""Torch Dataset and Lightning DataModule over ``results/dataset/{name}.parquet``.
+
+Two input modes per modality:
+
+- raw: DNA tokens are read from the genome FASTA window (``window_start``/``window_end``,
+  reverse-complemented on ``-``), the RNA string is cut to ``rna_max_nt`` (keeping the 5'
+  or the 3' end), the protein to ``protein_max_aa`` residues (N-terminal part kept);
+  the model's encoders tokenize them.
+- cache: the modality's embeddings come from an :class:`isoflow.embed.EmbeddingCache`,
+  looked up per batch by :func:`isoflow.embed.sequence_key` of the same sequence.
+
+Training-set controls, both deterministic: ``fraction`` keeps the training transcripts
+whose ID hashes below the fraction (so a smaller fraction is a subset of a larger one,
+whatever the seed), and ``shuffle_targets`` permutes the target rows among the kept
+training transcripts with ``seed`` (valid and test targets are never touched).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from isoflow.dataset import read_dataset
+from isoflow.errors import InputError
+from isoflow.model.aggregators import MODALITIES
+
+SPLITS = ("train", "valid", "test")
+
+
+def id_fraction(ids: Sequence[str]) -> np.ndarray:
+    """A number in [0, 1) per ID from its sha1: stable across runs, machines and orders."""
+    return np.array(
+        [int.from_bytes(hashlib.sha1(str(i).encode()).digest()[:8], "big") / 2**64 for i in ids]
+    )
+
+
+def truncate(seq: str, max_len: int | None, mode: str = "keep_5prime") -> str:
+    if max_len is None or len(seq) <= max_len:
+        return seq
+    if mode == "keep_5prime":
+        return seq[:max_len]
+    if mode == "keep_3prime":
+        return seq[len(seq) - max_len :]
+    raise ValueError(f"truncate must be keep_5prime or keep_3prime, got {mode!r}")
+
+
+def select_training_rows(
+    df: pd.DataFrame, tissues: list[str], fraction: float, shuffle_targets: bool, seed: int
+) -> pd.DataFrame:
+    """The training rows after the ``fraction`` subset and the optional target shuffle."""
+    train = df[df["split"] == "train"]
+    if fraction < 1.0:
+        train = train[id_fraction(train["transcript_id"]) < fraction]
+    train = train.reset_index(drop=True)
+    if shuffle_targets:
+        order = np.random.default_rng(seed).permutation(len(train))
+        train[tissues] = train[tissues].to_numpy()[order]
+    return train
+
+
+class IsoformDataset(Dataset):
+    """One item per transcript: targets plus what each modality needs."""
+
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        tissues: list[str],
+        modalities: Sequence[str],
+        genome=None,
+        rna_max_nt: int | None = None,
+        rna_truncate: str = "keep_5prime",
+        protein_max_aa: int | None = None,
+    ):
+        self.df = df.reset_index(drop=True)
+        self.targets = self.df[tissues].to_numpy(dtype=np.float32)
+        self.modalities = list(modalities)
+        self.genome = genome
+        self.rna_max_nt = rna_max_nt
+        self.rna_truncate = rna_truncate
+        self.protein_max_aa = protein_max_aa
+
+    def __len__(self) -> int:
+        return len(self.df)
+
+    def sequence(self, i: int, modality: str) -> Any:
+        """Raw input of one modality: DNA uint8 tokens, RNA str, protein str or None."""
+        row = self.df.iloc[i]
+        if modality == "dna":
+            return self.genome.tokens(
+                row["chrom"], int(row["window_start"]), int(row["window_end"]), row["strand"]
+            )
+        if modality == "rna":
+            return truncate(row["rna_seq"], self.rna_max_nt, self.rna_truncate)
+        protein = row["protein_seq"]
+        if protein is None or (isinstance(protein, float) and np.isnan(protein)):
+            return None
+        return truncate(protein, self.protein_max_aa)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {"index": i, "target": self.targets[i]}
+        for modality in self.modalities:
+            item[modality] = self.sequence(i, modality)
+        return item
+
+
+class Collate:
+    """Batch items: targets stacked; DNA windows stacked; strings listed; cached modalities
+    replaced by their ``(emb, mask)`` from the cache."""
+
+    def __init__(self, modalities: Sequence[str], caches: dict[str, Any] | None = None):
+        self.modalities = list(modalities)
+        self.caches = caches or {}
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = {
+            "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+            "target": torch.from_numpy(np.stack([it["target"] for it in items])),
+        }
+        inputs: dict[str, Any] = {}
+        for modality in self.modalities:
+            values = [it[modality] for it in items]
+            if modality in self.caches:
+                from isoflow.embed import sequence_key
+
+                keys = [None if v is None else sequence_key(v) for v in values]
+                inputs[modality] = tuple(self.caches[modality].lookup(keys))
+            elif modality == "dna":
+                inputs[modality] = np.stack(values)
+            else:
+                inputs[modality] = values
+        batch["inputs"] = inputs
+        return batch
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A random order that depends only on (seed, epoch): a resumed run sees the same
+    batches as an uninterrupted one. Lightning calls ``set_epoch`` each epoch."""
+
+    def __init__(self, n: int, seed: int):
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class IsoformDataModule(pl.LightningDataModule):
+    """Train/valid/test loaders over a dataset parquet for one experiment."""
+
+    def __init__(
+        self,
+        dataset_path: str | os.PathLike,
+        modalities: Sequence[str],
+        genome_fasta: str | os.PathLike | None = None,
+        cache_dirs: dict[str, str | os.PathLike] | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        fraction: float = 1.0,
+        shuffle_targets: bool = False,
+        seed: int = 0,
+        rna_max_nt: int | None = None,
+        rna_truncate: str = "keep_5prime",
+        protein_max_aa: int | None = None,
+    ):
+        super().__init__()
+        unknown = set(modalities) - set(MODALITIES)
+        if not modalities or unknown:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}")
+        self.dataset_path = dataset_path
+        self.modalities = [m for m in MODALITIES if m in modalities]
+        self.genome_fasta = genome_fasta
+        self.cache_dirs = dict(cache_dirs or {})
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.fraction = fraction
+        self.shuffle_targets = shuffle_targets
+        self.seed = seed
+        self.rna_max_nt = rna_max_nt
+        self.rna_truncate = rna_truncate
+        self.protein_max_aa = protein_max_aa
+        self.tissues: list[str] = []
+        self.frames: dict[str, pd.DataFrame] = {}
+        self.datasets: dict[str, IsoformDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        df, tissues = read_dataset(self.dataset_path)
+        self.tissues = tissues
+        bad = ~df["split"].isin(SPLITS)
+        if bad.any():
+            row = df[bad].iloc[0]
+            raise InputError(
+                self.dataset_path, row["transcript_id"], f"split {row['split']!r} not in {SPLITS}"
+            )
+        genome = None
+        if "dna" in self.modalities and "dna" not in self.cache_dirs:
+            fasta = self.genome_fasta or df.attrs.get("genome")
+            if not fasta:
+                raise InputError(self.dataset_path, None, "DNA modality needs a genome FASTA")
+            from isoflow.genome import GenomeWindows
+
+            genome = GenomeWindows(fasta)
+        self.frames = {
+            "train": select_training_rows(
+                df, tissues, self.fraction, self.shuffle_targets, self.seed
+            ),
+            "valid": df[df["split"] == "valid"].reset_index(drop=True),
+            "test": df[df["split"] == "test"].reset_index(drop=True),
+        }
+        for split, frame in self.frames.items():
+            if frame.empty:
+                raise InputError(self.dataset_path, None, f"no transcripts in the {split} split")
+        self.datasets = {
+            split: IsoformDataset(
+                frame,
+                tissues,
+                self.modalities,
+                genome=genome,
+                rna_max_nt=self.rna_max_nt,
+                rna_truncate=self.rna_truncate,
+                protein_max_aa=self.protein_max_aa,
+            )
+            for split, frame in self.frames.items()
+        }
+        caches = {}
+        if self.cache_dirs:
+            from isoflow.embed import EmbeddingCache
+
+            caches = {m: EmbeddingCache(d) for m, d in self.cache_dirs.items()}
+        self.collate = Collate(self.modalities, caches)
+
+    def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=self.collate,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        sampler = EpochSeededSampler(len(self.datasets["train"]), self.seed)
+        return self._loader("train", sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("valid")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,387 @@
+"""Training one experiment with Lightning, then scoring its best checkpoint on the test split.
+
+``run_experiment`` writes into ``run_dir``:
+
+- ``checkpoints/`` — ``last.ckpt`` every epoch plus the best by ``val_loss``. A run finds
+  ``last.ckpt`` (or a newer SLURM ``hpc_ckpt_*.ckpt`` from Lightning's auto-requeue) and
+  continues from it, so a killed job that is started again picks up where it stopped. The
+  checkpoints hold the RNG states and the per-epoch history too, and batches are drawn
+  from a sampler seeded by (seed, epoch): a resumed CPU run ends with the same metrics
+  as an uninterrupted one.
+- ``history.csv`` — one row per epoch: epoch, train_loss, val_loss, val_r2, val_spearman,
+  val_pearson.
+- ``metrics.json`` and ``predictions.parquet`` (transcript_id, gene_id, tissue, observed,
+  predicted) for the test split, from the checkpoint with the lowest ``val_loss``.
+
+Every output is written atomically. Step-level logs go to ``csv_logs/metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+import yaml
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+from isoflow.data import IsoformDataModule
+from isoflow.errors import InputError, atomic_path
+from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+from isoflow.metrics import evaluate
+from isoflow.model.encoders import build_encoder, spec_from_config
+from isoflow.model.isoformer import IsoFormer
+
+log = logging.getLogger(__name__)
+
+MODEL_DEFAULTS: dict[str, Any] = {
+    "d_model": 64,
+    "depth": 1,
+    "heads": 4,
+    "dropout": 0.0,
+    "n_latents": 8,
+    "rna_encoder": "nucleotide_transformer",
+    "protein_encoder": "esm2",
+    "use_cache": False,
+}
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 20,
+    "batch_size": 16,
+    "eval_batch_size": None,
+    "lr": 1e-3,
+    "weight_decay": 0.01,
+    "patience": 5,
+    "num_workers": 0,
+    "accelerator": "auto",
+    "devices": 1,
+    "strategy": "auto",
+    "precision": None,  # None: bf16-mixed on a GPU, else 32-true
+    "deterministic": True,
+    "progress_bar": True,
+    "log_every_n_steps": 10,
+}
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", "val_pearson"]
+
+
+def model_config(config: dict) -> dict[str, Any]:
+    return {**MODEL_DEFAULTS, **(config.get("model") or {})}
+
+
+def train_config(config: dict) -> dict[str, Any]:
+    return {**TRAIN_DEFAULTS, **(config.get("train") or {})}
+
+
+def encoder_names(config: dict, experiment: dict) -> dict[str, str]:
+    """Modality -> encoder name for the experiment's modalities."""
+    model = model_config(config)
+    names = {
+        "dna": experiment["dna_encoder"],
+        "rna": model["rna_encoder"],
+        "protein": model["protein_encoder"],
+    }
+    return {m: names[m] for m in experiment["modalities"]}
+
+
+class IsoFormerModule(pl.LightningModule):
+    """IsoFormer trained with MSE on per-tissue log1p(TPM); AdamW."""
+
+    def __init__(
+        self,
+        config: dict,
+        experiment: dict,
+        tissues: list[str],
+        cached_dims: dict[str, int] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.tissues = list(tissues)
+        model = model_config(config)
+        self.train_cfg = train_config(config)
+        cached_dims = dict(cached_dims or {})
+        encoders = {
+            modality: build_encoder(name, spec_from_config(config, name))
+            for modality, name in encoder_names(config, experiment).items()
+            if modality not in cached_dims
+        }
+        self.model = IsoFormer(
+            n_tissues=len(tissues),
+            encoders=encoders,
+            dims=cached_dims,
+            aggregator=experiment["aggregator"],
+            d_model=model["d_model"],
+            depth=model["depth"],
+            heads=model["heads"],
+            dropout=model["dropout"],
+            n_latents=model["n_latents"],
+        )
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model(self.model.tokenize(batch["inputs"], self.device))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = torch.nn.functional.mse_loss(self(batch).float(), batch["target"])
+        self.log(
+            "train_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(batch["target"]),
+        )
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        predicted = self(batch).float()
+        loss = torch.nn.functional.mse_loss(predicted, batch["target"])
+        self.log(
+            "val_loss",
+            loss,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(batch["target"]),
+        )
+        self._val_outputs.append((predicted.detach(), batch["target"]))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_outputs:
+            return
+        predicted = torch.cat([p for p, _ in self._val_outputs])
+        observed = torch.cat([t for _, t in self._val_outputs])
+        self._val_outputs.clear()
+        # every rank gathers everything, so all ranks log the same values
+        predicted = self.all_gather(predicted).reshape(-1, len(self.tissues)).cpu().numpy()
+        observed = self.all_gather(observed).reshape(-1, len(self.tissues)).cpu().numpy()
+        genes = np.arange(len(observed)).astype(str)  # within-gene ranking not needed here
+        mean = evaluate(genes, observed, predicted, self.tissues)["mean"]
+        for key, value in mean.items():
+            self.log(f"val_{key}", float("nan") if value is None else value, sync_dist=False)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(
+            params,
+            lr=float(self.train_cfg["lr"]),
+            weight_decay=float(self.train_cfg["weight_decay"]),
+        )
+
+
+class History(Callback):
+    """Per-epoch losses and validation metrics, kept in the checkpoint so that a resumed
+    run's history has every epoch exactly once."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        row: dict[str, float] = {"epoch": trainer.current_epoch}
+        for column in HISTORY_COLUMNS[1:]:
+            value = metrics.get(column)
+            row[column] = float(value) if value is not None else float("nan")
+        self.rows.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+
+class RngState(Callback):
+    """Python, NumPy and torch RNG states saved with each checkpoint and restored on resume
+    (Lightning does not), so dropout and loader seeds continue as if never interrupted."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        random.setstate(state_dict["python"])
+        np.random.set_state(state_dict["numpy"])
+        torch.set_rng_state(state_dict["torch"])
+        if torch.cuda.is_available() and state_dict["cuda"]:
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The newest of ``checkpoints/last.ckpt`` and SLURM auto-requeue ``hpc_ckpt_*.ckpt``."""
+    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    existing = [p for p in candidates if p.is_file()]
+    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
+
+
+def _precision(train: dict) -> str:
+    if train["precision"]:
+        return str(train["precision"])
+    return "bf16-mixed" if torch.cuda.is_available() else "32-true"
+
+
+@torch.no_grad()
+def predict(module: IsoFormerModule, loader, precision: str) -> np.ndarray:
+    """(n, n_tissues) predictions in dataset order."""
+    module.eval()
+    device = module.device
+    autocast = device.type == "cuda" and precision.startswith("bf16")
+    out = np.zeros((len(loader.dataset), len(module.tissues)), dtype=np.float32)
+    for batch in loader:
+        batch = module.transfer_batch_to_device(batch, device, 0)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            predicted = module(batch).float()
+        out[batch["index"].cpu().numpy()] = predicted.cpu().numpy()
+    return out
+
+
+def write_outputs(
+    run_dir: Path,
+    frame: pd.DataFrame,
+    tissues: list[str],
+    predicted: np.ndarray,
+    history: list[dict[str, float]],
+) -> dict[str, Any]:
+    observed = frame[tissues].to_numpy(dtype=np.float64)
+    metrics = evaluate(frame["gene_id"].to_numpy(), observed, predicted, tissues)
+    n = len(frame)
+    predictions = pd.DataFrame(
+        {
+            "transcript_id": np.repeat(frame["transcript_id"].to_numpy(), len(tissues)),
+            "gene_id": np.repeat(frame["gene_id"].to_numpy(), len(tissues)),
+            "tissue": np.tile(np.array(tissues, dtype=object), n),
+            "observed": observed.astype(np.float32).reshape(-1),
+            "predicted": predicted.astype(np.float32).reshape(-1),
+        }
+    )
+    with atomic_path(run_dir / "predictions.parquet") as tmp:
+        predictions.to_parquet(tmp, index=False)
+    with atomic_path(run_dir / "history.csv") as tmp:
+        pd.DataFrame(history, columns=HISTORY_COLUMNS).to_csv(tmp, index=False)
+    with atomic_path(run_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def run_experiment(
+    config: dict,
+    experiment: dict,
+    dataset_path: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    genome_fasta: str | os.PathLike | None = None,
+    cache_dirs: dict[str, str | os.PathLike] | None = None,
+) -> dict[str, Any] | None:
+    """Train (or resume) one experiment and write its outputs; returns the test metrics on
+    the global-zero process (None on the others)."""
+    experiment = {**EXPERIMENT_DEFAULTS, **experiment}
+    run_dir = Path(run_dir)
+    train = train_config(config)
+    seed = int(experiment["seed"])
+    pl.seed_everything(seed, workers=True)
+
+    cache_dirs = dict(cache_dirs or {})
+    data = IsoformDataModule(
+        dataset_path,
+        experiment["modalities"],
+        genome_fasta=genome_fasta,
+        cache_dirs=cache_dirs,
+        batch_size=int(train["batch_size"]),
+        eval_batch_size=train["eval_batch_size"],
+        num_workers=int(train["num_workers"]),
+        fraction=float(experiment["fraction"]),
+        shuffle_targets=bool(experiment["shuffle_targets"]),
+        seed=seed,
+        rna_max_nt=(config.get("rna") or {}).get("max_nt"),
+        rna_truncate=(config.get("rna") or {}).get("truncate", "keep_5prime"),
+        protein_max_aa=(config.get("protein") or {}).get("max_aa"),
+    )
+    data.setup("fit")
+    cached_dims = {m: data.collate.caches[m].dim for m in data.collate.caches}
+    module = IsoFormerModule(config, experiment, data.tissues, cached_dims)
+
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best-epoch{epoch:03d}",
+        auto_insert_metric_name=False,
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+    )
+    history = History()
+    callbacks = [
+        history,
+        RngState(),
+        EarlyStopping(monitor="val_loss", mode="min", patience=int(train["patience"])),
+        checkpoint,
+    ]
+    plugins = [SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else None
+    precision = _precision(train)
+    trainer = pl.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=int(train["max_epochs"]),
+        accelerator=train["accelerator"],
+        devices=train["devices"],
+        strategy=train["strategy"],
+        precision=precision,
+        deterministic=bool(train["deterministic"]),
+        callbacks=callbacks,
+        logger=CSVLogger(run_dir, name="csv_logs", version=""),
+        plugins=plugins,
+        enable_progress_bar=bool(train["progress_bar"]),
+        log_every_n_steps=int(train["log_every_n_steps"]),
+        num_sanity_val_steps=0,  # a sanity pass would draw RNG before the resumed state
+    )
+    resume = resume_checkpoint(run_dir)
+    if resume is not None:
+        log.info("resuming from %s", resume)
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+
+    if not trainer.is_global_zero:
+        return None
+    best = checkpoint.best_model_path or checkpoint.last_model_path
+    if not best or not Path(best).is_file():
+        raise InputError(run_dir / "checkpoints", None, "training left no checkpoint")
+    log.info("testing %s", best)
+    state = torch.load(best, map_location=module.device, weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    predicted = predict(module, data.test_dataloader(), precision)
+    metrics = write_outputs(run_dir, data.frames["test"], data.tissues, predicted, history.rows)
+    log.info(
+        "test mean %s, within-gene spearman %s", metrics["mean"], metrics["within_gene_spearman"]
+    )
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train one isoflow experiment.")
+    parser.add_argument("--config", required=True, help="YAML config (model/train/encoders)")
+    parser.add_argument("--experiment", required=True, help="experiment as JSON")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--genome", default=None)
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(Path(args.config).read_text())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    run_experiment(config, json.loads(args.experiment), args.dataset, args.run_dir, args.genome)
+
+
+if __name__ == "__main__":
+    main()

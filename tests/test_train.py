@@ -1,0 +1,210 @@
+"""Training: outputs and their format, exact CPU repeats, resume after SIGKILL, data controls."""
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from isoflow.data import IsoformDataModule, id_fraction, select_training_rows, truncate
+from isoflow.dataset import read_dataset, write_dataset
+from isoflow.errors import InputError
+from isoflow.train import HISTORY_COLUMNS, run_experiment
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_fixtures import TINY_CONFIG, TISSUES, make_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["rna", "protein"]  # the quickest tiny encoders; DNA is covered by the format test
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def config_with(**train):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["train"].update(train)
+    return config
+
+
+def test_outputs_all_modalities(dataset, tmp_path):
+    path, fasta = dataset
+    config = config_with(max_epochs=2)
+    metrics = run_experiment(config, {"modalities": ["dna", "rna", "protein"]}, path, tmp_path)
+    df, _ = read_dataset(path)
+    n_test = int((df["split"] == "test").sum())
+
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert set(on_disk) == {"mean", "per_tissue", "within_gene_spearman", "n_test"}
+    assert set(on_disk["mean"]) == {"r2", "spearman", "pearson"}
+    assert list(on_disk["per_tissue"]) == TISSUES
+    assert on_disk["n_test"] == n_test
+
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert list(predictions.columns) == [
+        "transcript_id",
+        "gene_id",
+        "tissue",
+        "observed",
+        "predicted",
+    ]
+    assert len(predictions) == n_test * len(TISSUES)
+    assert np.isfinite(predictions["predicted"]).all()
+    test_df = df[df["split"] == "test"].set_index("transcript_id")
+    row = predictions.iloc[4]
+    assert row["observed"] == pytest.approx(test_df.loc[row["transcript_id"], row["tissue"]])
+
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history.columns) == HISTORY_COLUMNS
+    assert history["epoch"].tolist() == [0, 1]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("aggregator", ["concat", "perceiver"])
+def test_other_aggregators_train(dataset, tmp_path, aggregator):
+    path, _ = dataset
+    exp = {"modalities": FAST, "aggregator": aggregator}
+    metrics = run_experiment(config_with(max_epochs=1), exp, path, tmp_path)
+    assert metrics["n_test"] > 0 and metrics["mean"]["pearson"] is not None
+
+
+def test_exact_cpu_repeat(dataset, tmp_path):
+    path, _ = dataset
+    config = config_with(max_epochs=2)
+    for run in ("a", "b"):
+        run_experiment(config, {"modalities": FAST, "seed": 3}, path, tmp_path / run)
+    for name in ("metrics.json", "history.csv"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+
+
+def _train_command(config_path, experiment, dataset_path, run_dir):
+    return [
+        sys.executable,
+        "-m",
+        "isoflow.train",
+        "--config",
+        str(config_path),
+        "--experiment",
+        json.dumps(experiment),
+        "--dataset",
+        str(dataset_path),
+        "--run-dir",
+        str(run_dir),
+    ]
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
+    path, _ = dataset
+    config = config_with(max_epochs=5)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    experiment = {"modalities": FAST, "seed": 1}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _train_command(config_path, experiment, path, killed),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "no checkpoint before the kill"
+    assert not (killed / "metrics.json").exists(), "training finished before it was killed"
+
+    subprocess.run(
+        _train_command(config_path, experiment, path, killed), env=env, check=True, timeout=600
+    )
+    uninterrupted = tmp_path / "uninterrupted"
+    run_experiment(config, experiment, path, uninterrupted)
+    for name in ("metrics.json", "history.csv"):
+        assert (killed / name).read_text() == (uninterrupted / name).read_text(), name
+    assert pd.read_csv(killed / "history.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
+
+
+# --- data controls --------------------------------------------------------------------
+
+
+def test_fraction_is_a_nested_hash_subset(dataset):
+    df, tissues = read_dataset(dataset[0])
+    half = select_training_rows(df, tissues, 0.5, False, seed=0)
+    quarter = select_training_rows(df, tissues, 0.25, False, seed=7)
+    full = select_training_rows(df, tissues, 1.0, False, seed=0)
+    assert set(quarter["transcript_id"]) <= set(half["transcript_id"]) < set(full["transcript_id"])
+    assert len(full) == int((df["split"] == "train").sum())
+    assert np.all(id_fraction(half["transcript_id"]) < 0.5)
+
+
+def test_shuffle_targets_permutes_training_rows_only(dataset):
+    df, tissues = read_dataset(dataset[0])
+    plain = select_training_rows(df, tissues, 1.0, False, seed=0)
+    shuffled = select_training_rows(df, tissues, 1.0, True, seed=0)
+    again = select_training_rows(df, tissues, 1.0, True, seed=0)
+    other = select_training_rows(df, tissues, 1.0, True, seed=1)
+    assert shuffled["transcript_id"].tolist() == plain["transcript_id"].tolist()
+    assert not np.array_equal(shuffled[tissues].to_numpy(), plain[tissues].to_numpy())
+    # a permutation of whole target rows
+    assert sorted(map(tuple, shuffled[tissues].to_numpy())) == sorted(
+        map(tuple, plain[tissues].to_numpy())
+    )
+    assert np.array_equal(shuffled[tissues].to_numpy(), again[tissues].to_numpy())
+    assert not np.array_equal(shuffled[tissues].to_numpy(), other[tissues].to_numpy())
+
+
+def test_raw_inputs_truncated_and_windows_read(dataset):
+    path, fasta = dataset
+    data = IsoformDataModule(
+        path, ["dna", "rna", "protein"], rna_max_nt=50, rna_truncate="keep_3prime", protein_max_aa=7
+    )
+    data.setup()
+    item = data.datasets["train"][0]
+    row = data.frames["train"].iloc[0]
+    assert item["rna"] == row["rna_seq"][-50:]
+    assert item["dna"].dtype == np.uint8 and len(item["dna"]) == 512
+    batch = next(iter(data.val_dataloader()))
+    assert batch["inputs"]["dna"].shape == (len(batch["target"]), 512)
+    proteins = batch["inputs"]["protein"]
+    assert all(p is None or len(p) <= 7 for p in proteins)
+    assert truncate("ACGTAC", 4) == "ACGT" and truncate("ACGTAC", 4, "keep_3prime") == "GTAC"
+
+
+def test_bad_split_value_names_the_transcript(dataset, tmp_path):
+    df, tissues = read_dataset(dataset[0])
+    df.loc[3, "split"] = "holdout"
+    bad = tmp_path / "bad.parquet"
+    write_dataset(df, tissues, dataset[1], bad)
+    with pytest.raises(InputError, match=rf"bad.parquet:{df.loc[3, 'transcript_id']}: split"):
+        IsoformDataModule(bad, ["rna"]).setup()
+
+
+def test_empty_test_split_is_an_error(dataset, tmp_path):
+    df, tissues = read_dataset(dataset[0])
+    df.loc[df["split"] == "test", "split"] = "valid"
+    bad = tmp_path / "notest.parquet"
+    write_dataset(df, tissues, dataset[1], bad)
+    with pytest.raises(InputError, match="no transcripts in the test split"):
+        IsoformDataModule(bad, ["rna"]).setup()
+
+
+def test_missing_genome_is_an_error(dataset, tmp_path):
+    df, tissues = read_dataset(dataset[0])
+    moved = tmp_path / "moved.parquet"
+    write_dataset(df, tissues, tmp_path / "absent.fa", moved)
+    with pytest.raises(InputError, match="absent.fa"):
+        IsoformDataModule(moved, ["dna"]).setup()
