@@ -59,10 +59,20 @@ STOP_CODON = "stop_codon"
 SELENOCYSTEINE_TYPES = ("Selenocysteine", "stop_codon_redefined_as_selenocysteine")
 PART_TYPES = (EXON, CDS, START_CODON, STOP_CODON, *SELENOCYSTEINE_TYPES)
 
-_READ_CHUNK = 1 << 24
+_READ_CHUNK = 1 << 16
 # gzip, bzip2, xz, zstd
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
-_NO_SEPARATOR = "\x01"  # a byte that never occurs in GTF text: each line becomes one field
+_GTF_COLUMNS = (
+    "chrom",
+    "source",
+    "type",
+    "start_text",
+    "end_text",
+    "score",
+    "strand",
+    "phase_text",
+    "attrs",
+)
 
 
 def read_annotation(
@@ -120,13 +130,16 @@ def detect_format(path: str | os.PathLike) -> str:
                 if "=" in first_attr:
                     return "gff3"
                 raise InputError(path, number, "attributes are neither GTF nor GFF3 style")
-    except (EOFError, OSError, UnicodeDecodeError) as err:
-        raise InputError(path, number + 1, f"truncated or unreadable file ({err})") from err
+    except (EOFError, OSError) as err:
+        _decompress(Path(path))  # raises, naming the line where the data stops
+        raise InputError(path, number + 1, f"unreadable file ({err})") from err
+    except UnicodeDecodeError as err:
+        raise InputError(path, number + 1, f"not text ({err})") from err
     raise InputError(path, None, "no feature lines: not a GTF/GFF3 file")
 
 
 def _read_lines(path: Path) -> pl.DataFrame:
-    """Every line as one string column ``raw`` with its 1-based ``line`` number."""
+    """The GTF columns as strings, with the 1-based file ``line`` number of each row."""
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)
@@ -135,28 +148,39 @@ def _read_lines(path: Path) -> pl.DataFrame:
     if not magic:
         raise InputError(path, None, "empty file")
     if magic.startswith(_COMPRESSED_MAGIC):
-        # xopen decompresses (isal for gzip) and raises EOFError on a truncated stream.
-        source: object = io.BytesIO()
-        try:
-            with xopen(path, "rb", threads=0) as handle:
-                while chunk := handle.read(_READ_CHUNK):
-                    source.write(chunk)
-        except (EOFError, OSError) as err:
-            where = source.getbuffer().tobytes().count(b"\n") + 1
-            raise InputError(path, where, f"truncated or corrupt compressed file ({err})") from err
-        source.seek(0)
+        source: object = _decompress(path)
     else:
         source = path  # plain text: polars reads (memory-maps) the file itself
+    # Nine string columns; short lines get nulls (missing_columns="insert"), blank lines
+    # stay as all-null rows, so the row index is the file line number.
     lines = pl.read_csv(
         source,
-        separator=_NO_SEPARATOR,
+        separator="\t",
         has_header=False,
         quote_char=None,
-        new_columns=["raw"],
-        schema_overrides={"raw": pl.String},
-        infer_schema=False,
+        schema=dict.fromkeys(_GTF_COLUMNS, pl.String),
+        columns=[0, 2, 3, 4, 6, 7, 8],
+        truncate_ragged_lines=True,
+        missing_columns="insert",
     )
     return lines.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
+
+
+def _decompress(path: Path) -> io.BytesIO:
+    """The whole decompressed file; a truncated stream names the line where it stops."""
+    buffer, lines = io.BytesIO(), 0
+    try:
+        # xopen (isal for gzip) raises EOFError when the end-of-stream marker is missing.
+        with xopen(path, "rb", threads=0) as handle:
+            while chunk := handle.read(_READ_CHUNK):
+                buffer.write(chunk)
+                lines += chunk.count(b"\n")
+    except (EOFError, OSError) as err:
+        raise InputError(
+            path, lines + 1, f"compressed data ends here or soon after, file truncated? ({err})"
+        ) from err
+    buffer.seek(0)
+    return buffer
 
 
 def _first_bad(frame: pl.DataFrame, condition: pl.Expr) -> dict | None:
@@ -165,19 +189,11 @@ def _first_bad(frame: pl.DataFrame, condition: pl.Expr) -> dict | None:
 
 
 def _parse_columns(lines: pl.DataFrame, path: Path) -> pl.DataFrame:
-    """Split the 9 columns, drop comments, convert coordinates to 0-based half-open."""
-    lines = lines.filter(pl.col("raw").is_not_null() & ~pl.col("raw").str.starts_with("#"))
-    lines = lines.filter(pl.col("raw").str.strip_chars() != "")
-    fields = pl.col("raw").str.splitn("\t", 9)
-    rows = lines.select(
-        "line",
-        fields.struct.field("field_0").alias("chrom"),
-        fields.struct.field("field_2").alias("type"),
-        fields.struct.field("field_3").alias("start_text"),
-        fields.struct.field("field_4").alias("end_text"),
-        fields.struct.field("field_6").alias("strand"),
-        fields.struct.field("field_7").alias("phase_text"),
-        fields.struct.field("field_8").alias("attrs"),
+    """Drop comments and blank lines, convert coordinates to 0-based half-open."""
+    rows = lines.filter(
+        pl.col("chrom").is_not_null()
+        & ~pl.col("chrom").str.starts_with("#")
+        & (pl.col("attrs").is_not_null() | (pl.col("chrom").str.strip_chars() != ""))
     )
     bad = _first_bad(rows, pl.col("attrs").is_null())
     if bad:
@@ -225,7 +241,8 @@ def _check_parts(parts: pl.DataFrame, path: Path) -> pl.DataFrame:
 
 
 def _gtf_attr(key: str) -> pl.Expr:
-    return pl.col("attrs").str.extract(rf'(?:^|;)\s*{key}\s+"?([^";]*)"?\s*(?:;|$)', 1)
+    # \b: "transcript_id" must not match inside "havana_transcript_id" ("_" is a word char).
+    return pl.col("attrs").str.extract(rf'\b{key}\s+"?([^";]*)', 1)
 
 
 def _gtf_versioned(id_col: str, version_key: str) -> pl.Expr:

@@ -195,7 +195,7 @@ def test_truncated_gzip(tmp_path):
     data = gzip.compress(("\n".join(gencode_lines()) + "\n").encode())
     path = tmp_path / "cut.gtf.gz"
     path.write_bytes(data[: len(data) // 2])
-    fails(tmp_path, path, r"cut\.gtf\.gz:\d+: truncated")
+    fails(tmp_path, path, r"cut\.gtf\.gz:\d+: compressed data ends .*truncated")
 
 
 def test_too_few_columns(tmp_path):
@@ -220,6 +220,37 @@ def test_exon_outside_transcript(tmp_path):
     lines = gencode_lines()
     lines[7] = lines[7].replace("\t301\t400\t", "\t301\t450\t")
     fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon of T1\.1 .*outside")
+
+
+def test_exons_overlap(tmp_path):
+    lines = gencode_lines()
+    lines[7] = lines[7].replace("\t301\t400\t", "\t151\t400\t")
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon of T1\.1 overlaps")
+
+
+def test_exon_on_other_strand_than_transcript(tmp_path):
+    lines = gencode_lines()
+    lines[7] = lines[7].replace("\t+\t.\t", "\t-\t.\t")
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon of T1\.1 is on 1-")
+
+
+def test_bad_strand_and_phase(tmp_path):
+    lines = gencode_lines()
+    lines[3] = lines[3].replace("\t+\t.\t", "\t.\t.\t")
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:4: strand '\.'")
+    lines = gencode_lines()
+    lines[4] = lines[4].replace("\t+\t0\t", "\t+\t3\t")
+    fails(tmp_path, write(tmp_path / "b.gtf", lines), r"b\.gtf:5: CDS phase '3'")
+
+
+def test_gff3_exon_parent_unknown(tmp_path):
+    lines = [
+        "##gff-version 3",
+        "c1\tX\ttranscript\t1\t100\t.\t+\t.\tID=T1;Parent=G1",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=T1",
+        "c1\tX\tCDS\t1\t99\t.\t+\t0\tParent=T2",
+    ]
+    fails(tmp_path, write(tmp_path / "a.gff3", lines), r"a\.gff3:4: CDS names Parent T2")
 
 
 def test_duplicate_transcript_line(tmp_path):

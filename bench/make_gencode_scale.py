@@ -1,0 +1,154 @@
+"""Write a synthetic GTF in GENCODE v26 layout and size, for benchmarking annotation readers.
+
+Default: 60,000 genes, ~200k transcripts, ~1.2 M exons, ~2.6 M lines (~1.1 GB), 42 % coding
+transcripts with CDS/start_codon/stop_codon/UTR lines, attributes as GENCODE writes them.
+Not committed: write it under /tmp.
+
+    .venv/bin/python bench/make_gencode_scale.py /tmp/ann_bench/gencode_scale.gtf
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+CHROMS = [f"chr{c}" for c in [*range(1, 23), "X", "Y"]]
+
+
+def attrs(gene: int, tx: int | None, gtype: str, ttype: str | None, exon: int | None) -> str:
+    gid = f"ENSG{gene:011d}.{gene % 9 + 1}"
+    text = f'gene_id "{gid}"; '
+    if tx is not None:
+        text += f'transcript_id "ENST{tx:011d}.{tx % 7 + 1}"; '
+    text += f'gene_type "{gtype}"; gene_name "GENE{gene}"; '
+    if tx is not None:
+        text += f'transcript_type "{ttype}"; transcript_name "GENE{gene}-{tx % 1000 + 201}"; '
+    if exon is not None:
+        text += f'exon_number {exon}; exon_id "ENSE{tx * 40 + exon:011d}.1"; '
+    text += "level 2; "
+    if tx is not None:
+        text += f'transcript_support_level "{tx % 5 + 1}"; tag "basic"; '
+        if tx % 3 == 0:
+            text += 'tag "CCDS"; ccdsid "CCDS{tx}.1"; '
+    text += f'havana_gene "OTTHUMG{gene:011d}.2";'
+    return text
+
+
+def line(chrom, feature, start, end, strand, phase, attributes) -> str:
+    return f"{chrom}\tHAVANA\t{feature}\t{start}\t{end}\t.\t{strand}\t{phase}\t{attributes}\n"
+
+
+def transcript_lines(rng, chrom, strand, gene, tx, gtype, start) -> tuple[list[str], int]:
+    coding = gtype == "protein_coding" and rng.random() < 0.62
+    ttype = "protein_coding" if coding else "processed_transcript"
+    n_exons = max(1, int(rng.poisson(8.3 if coding else 3.4)) + (2 if coding else 1))
+    lengths = rng.integers(60, 320, n_exons)
+    introns = rng.integers(200, 6000, n_exons)
+    exons, pos = [], start
+    for length, intron in zip(lengths, introns, strict=True):
+        exons.append((pos, pos + int(length) - 1))
+        pos += int(length) + int(intron)
+    tx_start, tx_end = exons[0][0], exons[-1][1]
+    out = [
+        line(
+            chrom, "transcript", tx_start, tx_end, strand, ".", attrs(gene, tx, gtype, ttype, None)
+        )
+    ]
+    order = exons if strand == "+" else exons[::-1]  # transcript order, as GENCODE lists them
+    if not coding:
+        for number, (s, e) in enumerate(order, start=1):
+            out.append(
+                line(chrom, "exon", s, e, strand, ".", attrs(gene, tx, gtype, ttype, number))
+            )
+        return out, tx_end
+    # CDS from 30 nt into the first exon to 40 nt before the end of the last, whole codons.
+    spliced = int(lengths.sum())
+    cds_len = (spliced - 70) // 3 * 3
+    utr5 = 30
+    done, phase = 0, 0
+    cds_lines, utr_lines = [], []
+    for number, (s, e) in enumerate(order, start=1):
+        a = attrs(gene, tx, gtype, ttype, number)
+        out.append(line(chrom, "exon", s, e, strand, ".", a))
+        length = e - s + 1
+        lo, hi = max(done, utr5), min(done + length, utr5 + cds_len - 3)
+        if lo < hi:  # part of this exon is CDS (stop codon excluded, as GENCODE GTF)
+            off_lo, off_hi = lo - done, hi - done
+            if strand == "+":
+                cs, ce = s + off_lo, s + off_hi - 1
+            else:
+                cs, ce = e - off_hi + 1, e - off_lo
+            out.append(line(chrom, "CDS", cs, ce, strand, str(phase), a))
+            if lo == utr5:
+                codon = (cs, cs + 2) if strand == "+" else (ce - 2, ce)
+                out.append(line(chrom, "start_codon", *codon, strand, "0", a))
+            phase = (3 - ((hi - lo) - phase) % 3) % 3
+            cds_lines.append((cs, ce))
+        if done < utr5 or done + length > utr5 + cds_len:
+            utr_lines.append(line(chrom, "UTR", s, e, strand, ".", a))
+        done += length
+    last = order[-1]
+    stop = utr5 + cds_len - 3 - (done - (last[1] - last[0] + 1))
+    if strand == "+":
+        codon = (last[0] + stop, last[0] + stop + 2)
+    else:
+        codon = (last[1] - stop - 2, last[1] - stop)
+    out.append(
+        line(chrom, "stop_codon", *codon, strand, "0", attrs(gene, tx, gtype, ttype, len(order)))
+    )
+    return out + utr_lines, tx_end
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--genes", type=int, default=60_000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    counts = {"genes": 0, "transcripts": 0, "lines": 5}
+    tx = 0
+    with open(args.out, "w") as handle:
+        handle.write(
+            "##description: synthetic, GENCODE v26 layout (isoflow bench)\n##provider: isoflow\n"
+            "##contact: -\n##format: gtf\n##date: 2026-11-22\n"
+        )
+        per_chrom = args.genes // len(CHROMS) + 1
+        for gene in range(args.genes):
+            chrom = CHROMS[gene // per_chrom]
+            start = 10_000 + (gene % per_chrom) * 120_000
+            strand = "+" if rng.random() < 0.5 else "-"
+            gtype = "protein_coding" if rng.random() < 0.35 else "lncRNA"
+            n_tx = 1 + int(rng.poisson(4.2 if gtype == "protein_coding" else 1.3))
+            body, gene_end = [], start
+            for _ in range(n_tx):
+                tx += 1
+                lines, end = transcript_lines(
+                    rng, chrom, strand, gene + 1, tx, gtype, start + int(rng.integers(0, 2000))
+                )
+                body += lines
+                gene_end = max(gene_end, end)
+            gene_start = min(int(b.split("\t")[3]) for b in body if "\ttranscript\t" in b)
+            handle.write(
+                line(
+                    chrom,
+                    "gene",
+                    gene_start,
+                    gene_end,
+                    strand,
+                    ".",
+                    attrs(gene + 1, None, gtype, None, None),
+                )
+            )
+            handle.writelines(body)
+            counts["genes"] += 1
+            counts["transcripts"] += n_tx
+            counts["lines"] += 1 + len(body)
+    print(counts)
+
+
+if __name__ == "__main__":
+    main()
