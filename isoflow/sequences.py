@@ -103,7 +103,7 @@ def translate_cds(
     if not 0 <= phase <= 2:
         raise ValueError(f"phase must be 0, 1 or 2, not {phase}")
     body = cds[phase:]
-    n_codons, rest = divmod(len(body), 3)
+    n_codons = len(body) // 3
     tokens = _TOKENS[np.frombuffer(body[: 3 * n_codons].encode("ascii"), dtype=np.uint8)]
     codes = tokens.reshape(-1, 3).astype(np.int64) @ np.array([25, 5, 1])
     aa = _LOOKUPS[table][codes]
