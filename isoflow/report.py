@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -363,6 +364,35 @@ def runs_table(
     return pd.DataFrame(rows)
 
 
+def ablation_display(table: pd.DataFrame, factor: str) -> pd.DataFrame:
+    """The ablation table as a reader sees it: ``mean ± sd`` cells, the factor first.
+
+    The comparison number only appears when there are several comparisons.
+    """
+    shown = pd.DataFrame(
+        {"source": table["source"], FACTOR_LABELS[factor]: table[FACTOR_LABELS[factor]]}
+    )
+    if table["comparison"].nunique() > 1:
+        shown.insert(1, "comparison", table["comparison"])
+    for label in ("R²", "Spearman", "Pearson", "within-gene Spearman"):
+        if label not in table.columns:
+            continue
+        sd = table[f"{label} sd"] if f"{label} sd" in table.columns else None
+        cells = []
+        for i, mean in enumerate(table[label]):
+            if mean is None or pd.isna(mean):
+                cells.append(None)
+            elif sd is not None and not pd.isna(sd.iloc[i]):
+                cells.append(f"{mean:.3f} ± {sd.iloc[i]:.3f}")
+            else:
+                cells.append(f"{mean:.3f}")
+        shown[label] = cells
+    for column in ("seeds", "n_test", "held fixed"):
+        if column in table.columns:
+            shown[column] = table[column]
+    return shown
+
+
 def _paper_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
     return {"R²": row["R²"], "Spearman": row["Spearman"]}
 
@@ -401,13 +431,18 @@ body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; ma
        color: #1a202c; background: #fff; }
 h2 { font-size: 1.25em; margin: 0 0 .6em 0; }
 table { border-collapse: collapse; font-size: 14px; }
-th, td { padding: .35em .7em; border-bottom: 1px solid #e2e8f0; text-align: left; }
+th, td { padding: .35em .7em; border-bottom: 1px solid #e2e8f0; text-align: left;
+         white-space: nowrap; }
+td.wrap { white-space: normal; min-width: 16em; max-width: 26em; }
 th { background: #edf2f7; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.paper td { background: #fefcbf; font-style: italic; }
 tr.summary td { font-weight: 600; border-top: 2px solid #a0aec0; }
 p.note { font-size: 13px; color: #4a5568; max-width: 60em; }
 """
+
+
+_NUMBER_TEXT = re.compile(r"-?\d+(\.\d+)?( ± \d+(\.\d+)?)?")
 
 
 def _integer_columns(table: pd.DataFrame) -> set[str]:
@@ -433,7 +468,8 @@ def _cell(value: Any, integer: bool = False) -> tuple[str, bool]:
         return f"{int(value):,}", True
     if isinstance(value, float | np.floating):
         return f"{float(value):.3f}", True
-    return html.escape(str(value)), False
+    text = html.escape(str(value))
+    return text, bool(_NUMBER_TEXT.fullmatch(text))
 
 
 def table_html(
@@ -458,7 +494,12 @@ def table_html(
         cells = []
         for column, value in zip(table.columns, record, strict=True):
             text, numeric = _cell(value, column in whole)
-            cells.append(f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>")
+            if numeric:
+                cells.append(f'<td class="num">{text}</td>')
+            elif len(text) > 30:
+                cells.append(f'<td class="wrap">{text}</td>')
+            else:
+                cells.append(f"<td>{text}</td>")
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     note_html = f'<p class="note">{html.escape(note)}</p>' if note else ""
     return (
@@ -652,7 +693,7 @@ def plot_per_tissue(metrics: Mapping[str, Any], run: str) -> Figure:
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("test-set value")
     ax.set_title(f"Per-tissue metrics — {run}")
-    ax.legend(frameon=False, fontsize=FONT_SIZE, loc="lower right")
+    fig.legend(frameon=False, fontsize=FONT_SIZE, loc="outside lower center", ncols=3)
     _style(ax)
     return fig
 
@@ -727,66 +768,66 @@ def plot_within_gene(rhos: pd.DataFrame, metrics: Mapping[str, Any], run: str) -
     return fig
 
 
-def _paper_bars(ax, paper: Mapping[str, Any] | None, x: float, width: float) -> bool:
-    if not paper:
-        return False
-    for i, metric in enumerate(("r2", "spearman")):
-        value = paper.get(metric)
-        if value is None:
-            continue
-        ax.bar(
-            x + (i - 0.5) * width,
-            value,
-            width,
-            color=PAPER_COLOR,
-            hatch="//",
-            edgecolor="white",
-            label="reported in paper" if i == 0 else None,
-        )
-        ax.text(x + (i - 0.5) * width, value, f"{value:.2f}", ha="center", va="bottom")
-    return True
-
-
 def plot_metric_bars(
     labels: list[str],
     values: Mapping[str, list[float | None]],
     errors: Mapping[str, list[float | None]] | None,
     title: str,
     paper: Mapping[str, Any] | None,
-    xlabel: str = "",
+    ylabel: str = "",
 ) -> Figure:
-    """R² and Spearman per label as paired bars; the paper's pair last, grey and hatched."""
-    n = len(labels) + (1 if paper else 0)
-    fig = _figure(max(WIDTH_IN * 0.6, 1.2 + 1.3 * n), 4.6)
+    """R² and Spearman per label as paired horizontal bars (long run names stay readable);
+    the paper's pair last, grey, hatched and labelled as reported in the paper."""
+    rows = list(labels) + (["paper (reported)"] if paper else [])
+    fig = _figure(WIDTH_IN, 1.8 + 0.75 * max(len(rows), 2))
     ax = fig.add_subplot()
-    width = 0.38
-    x = np.arange(len(labels))
-    for i, (metric, color) in enumerate((("r2", RUN_COLOR), ("spearman", SECOND_COLOR))):
-        vals = [np.nan if v is None else v for v in values[metric]]
+    height = 0.38
+    y = np.arange(len(rows))
+    pairs = (("r2", RUN_COLOR), ("spearman", SECOND_COLOR))
+    for i, (metric, color) in enumerate(pairs):
+        vals = [np.nan if v is None else float(v) for v in values[metric]]
         err = None
         if errors is not None:
-            err = [0.0 if e is None else e for e in errors[metric]]
-        ax.bar(
-            x + (i - 0.5) * width,
+            err = [0.0 if e is None or pd.isna(e) else float(e) for e in errors[metric]]
+        offset = (i - 0.5) * height
+        ax.barh(
+            y[: len(labels)] + offset,
             vals,
-            width,
-            yerr=err,
+            height,
+            xerr=err,
             capsize=3,
             color=color,
             label=f"{METRIC_LABELS[metric]} (this workflow)",
         )
-        for xi, v in zip(x, vals, strict=True):
+        for yi, v in zip(y, vals, strict=False):
             if not np.isnan(v):
-                ax.text(xi + (i - 0.5) * width, v, f"{v:.2f}", ha="center", va="bottom")
-    ticks = list(labels)
-    if _paper_bars(ax, paper, len(labels), width):
-        ticks.append("paper\n(reported)")
-    ax.set_xticks(np.arange(len(ticks)), ticks, rotation=0 if n <= 4 else 20, ha="center")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_ylabel("test-set mean over tissues")
-    ax.set_xlabel(xlabel)
+                ax.text(max(v, 0), yi + offset, f" {v:.2f}", va="center", fontsize=FONT_SIZE - 1)
+        if paper and paper.get(metric) is not None:
+            ax.barh(
+                len(labels) + offset,
+                paper[metric],
+                height,
+                color=PAPER_COLOR,
+                hatch="//",
+                edgecolor="white",
+                label=f"{METRIC_LABELS[metric]} reported in paper" if i == 0 else None,
+            )
+            ax.text(
+                paper[metric],
+                len(labels) + offset,
+                f" {METRIC_LABELS[metric]} {paper[metric]:.2f} (paper)",
+                va="center",
+                fontsize=FONT_SIZE - 1,
+                style="italic",
+            )
+    ax.set_yticks(y, rows)
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("test-set mean over tissues")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(frameon=False, fontsize=FONT_SIZE - 1, loc="upper left", bbox_to_anchor=(1, 1))
+    ax.margins(x=0.2)
+    fig.legend(frameon=False, fontsize=FONT_SIZE - 1, loc="outside lower center", ncols=2)
     _style(ax)
     return fig
 
@@ -818,7 +859,7 @@ def plot_ablation(table: pd.DataFrame, factor: str, paper: Mapping[str, Any] | N
         {"r2": list(runs["R² sd"]), "spearman": list(runs["Spearman sd"])},
         f"Ablation: {label}",
         paper,
-        xlabel=label + (" [comparison]" if runs["comparison"].nunique() > 1 else ""),
+        ylabel=label + (" [comparison]" if runs["comparison"].nunique() > 1 else ""),
     )
 
 
@@ -839,21 +880,26 @@ def plot_scaling(table: pd.DataFrame, paper: Mapping[str, Any] | None) -> Figure
                 color=color,
                 marker=marker,
                 capsize=3,
-                label=f"{metric}{suffix}",
+                label=f"{metric}{suffix} (this workflow)",
             )
     if paper:
         for metric, color in (("r2", RUN_COLOR), ("spearman", SECOND_COLOR)):
             if paper.get(metric) is not None:
                 ax.axhline(paper[metric], color=color, ls="--", lw=1, alpha=0.7)
-                ax.text(
-                    ax.get_xlim()[0],
-                    paper[metric],
-                    f" paper {METRIC_LABELS[metric]} {paper[metric]:.2f} (reported, full data)",
-                    color=color,
+                ax.annotate(
+                    f"paper {METRIC_LABELS[metric]} {paper[metric]:.2f} (reported, full data) ",
+                    xy=(1, paper[metric]),
+                    xycoords=("axes fraction", "data"),
+                    ha="right",
                     va="bottom",
+                    color=color,
                     fontsize=FONT_SIZE - 1,
+                    style="italic",
                 )
     ax.set_xscale("log")
+    fractions = sorted(runs["training fraction"].astype(float).unique())
+    ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+    ax.minorticks_off()
     ax.set_xlabel("fraction of the training set (log scale)")
     ax.set_ylabel("test-set mean over tissues")
     ax.set_title("Data scaling")
@@ -1025,11 +1071,11 @@ def build_ablation(
     table = ablation_table(experiments, metrics_by_run, factor, paper)
     label = FACTOR_LABELS[factor]
     note = (
-        f"Each comparison holds every setting but the {label} fixed; metrics are means over "
-        "seeds (sd over seeds beside them when there are several). "
+        f"Each comparison holds every setting but the {label} fixed; metrics are test-set "
+        "means over tissues, then mean ± sd over seeds where there are several. "
     ) + (paper_note(paper) or "")
     title = "Data scaling" if factor == "fraction" else f"Ablation: {label}"
-    write_table(table, table_path, title, note=note)
+    write_table(ablation_display(table, factor), table_path, title, note=note)
     if factor == "fraction":
         save_figure(plot_scaling(table, paper), figure)
     else:

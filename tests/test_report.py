@@ -315,6 +315,23 @@ def test_ablation_table_means_over_seeds_and_puts_the_paper_last(tmp_path):
     assert (no_paper["source"] == report.SOURCE_RUN).all()
 
 
+def test_ablation_display_writes_mean_plus_minus_sd(tmp_path):
+    experiments = write_all_runs(tmp_path)
+    metrics = {
+        run: report.read_metrics(tmp_path / "results/runs" / run / "metrics.json")
+        for run in experiments
+    }
+    table = report.ablation_table(experiments, metrics, "modalities", PAPER)
+    shown = report.ablation_display(table, "modalities")
+    assert list(shown.columns[:3]) == ["source", "modalities", "R²"]
+    assert "comparison" not in shown.columns  # one comparison only
+    full = table.iloc[0]
+    assert shown.iloc[0]["R²"] == f"{full['R²']:.3f} ± {full['R² sd']:.3f}"
+    assert shown.iloc[-1]["R²"] == "0.530" and shown.iloc[-1]["source"] == report.SOURCE_PAPER
+    page = report.table_html(shown, "x")
+    assert f'<td class="num">{full["R²"]:.3f} ± {full["R² sd"]:.3f}</td>' in page
+
+
 def test_runs_table_lists_every_run_then_the_paper(tmp_path):
     experiments = write_all_runs(tmp_path)
     metrics = {
