@@ -1,1 +1,80 @@
-# Rules of this stage: see DESIGN.md.
+# Downloads of the raw inputs (isoflow.download): streamed to a temporary file, sha256-checked
+# against the config or, with no checksum configured, against resources/checksums.lock (the
+# first download records it). A rule exists only when the config sets no local path for that
+# input: a user's file wins, and the demo config defines none of these rules.
+
+DOWNLOAD_LOCK = "resources/checksums.lock"
+
+
+def download_params(url_key, sha_key, section):
+    """URL, checksum and retry settings of one download, for a rule's params."""
+    settings = config.get("download", {})
+    return {
+        "url": config[section][url_key],
+        "sha256": config[section][sha_key],
+        "lock": DOWNLOAD_LOCK,
+        "retries": settings.get("retries", 3),
+        "timeout": settings.get("timeout_s", 60),
+    }
+
+
+if not config["genome"]["fasta"] and config["genome"]["url"]:
+
+    rule download_genome:
+        output:
+            protected(genome_fasta()),
+        log:
+            f"logs/download/genome_{BUILD}.log",
+        benchmark:
+            f"benchmarks/download/genome_{BUILD}.tsv"
+        params:
+            download=download_params("url", "sha256", "genome"),
+            gunzip=True,
+        script:
+            "../scripts/download.py"
+
+
+if not config["annotation"]["gtf"] and config["annotation"]["url"]:
+
+    rule download_annotation:
+        output:
+            protected(annotation_file()),
+        log:
+            "logs/download/annotation.log",
+        benchmark:
+            "benchmarks/download/annotation.tsv"
+        params:
+            download=download_params("url", "sha256", "annotation"),
+            gunzip=False,
+        script:
+            "../scripts/download.py"
+
+
+if not config["gtex"]["tpm"] and config["gtex"]["tpm_url"]:
+
+    rule download_gtex_tpm:
+        output:
+            protected(gtex_tpm()),
+        log:
+            "logs/download/gtex_tpm.log",
+        benchmark:
+            "benchmarks/download/gtex_tpm.tsv"
+        params:
+            download=download_params("tpm_url", "tpm_sha256", "gtex"),
+            gunzip=False,
+        script:
+            "../scripts/download.py"
+
+
+if not config["gtex"]["samples"] and config["gtex"]["samples_url"]:
+
+    rule download_gtex_samples:
+        output:
+            gtex_samples(),
+        log:
+            "logs/download/gtex_samples.log",
+        params:
+            download=download_params("samples_url", "samples_sha256", "gtex"),
+            gunzip=False,
+        script:
+            "../scripts/download.py"

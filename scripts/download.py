@@ -1,0 +1,20 @@
+"""download_* rules: fetch one URL, verified (isoflow.download)."""
+
+from isoflow.cli import run_script
+from isoflow.download import fetch, fetch_gunzipped
+
+
+def main() -> None:
+    p = snakemake.params.download  # noqa: F821
+    get = fetch_gunzipped if snakemake.params.gunzip else fetch  # noqa: F821
+    get(
+        p["url"],
+        snakemake.output[0],  # noqa: F821
+        sha256=p["sha256"],
+        lock_path=p["lock"],
+        retries=p["retries"],
+        timeout=p["timeout"],
+    )
+
+
+run_script(main, snakemake.log[0])  # noqa: F821
