@@ -1080,3 +1080,36 @@ def build_ablation(
         save_figure(plot_scaling(table, paper), figure)
     else:
         save_figure(plot_ablation(table, factor, paper), figure)
+
+
+# ---------------------------------------------------------------- what rule all asks for
+
+RUN_VIEWS = ("curves.svg", "per_tissue.html", "per_tissue.svg", "scatter.png", "within_gene.svg")
+
+
+def report_paths(
+    experiments: Mapping[str, Mapping[str, Any]], report_dir: str = "results/report"
+) -> list[str]:
+    """Every report figure and table a config can make (rules/report.smk's outputs).
+
+    The data views always; the per-run views for each run; the cross-run table with at
+    least one run; an ablation only for a factor some runs differ in alone (all else
+    equal); the data-scaling view only when runs differ in training fraction.
+    """
+    paths = [
+        f"{report_dir}/data/{name}.{ext}"
+        for name in ("biotypes", "tissues", "splits", "lengths")
+        for ext in ("svg", "html")
+    ]
+    paths += [f"{report_dir}/runs/{run}/{view}" for run in experiments for view in RUN_VIEWS]
+    if experiments:
+        paths += [f"{report_dir}/experiments/runs.{ext}" for ext in ("html", "tsv", "svg")]
+        paths.append(f"{report_dir}/experiments/within_gene.svg")
+    for factor in FACTORS:
+        if ablation_groups(experiments, factor):
+            paths += [
+                f"{report_dir}/experiments/ablation_{factor}.{ext}" for ext in ("html", "svg")
+            ]
+    if ablation_groups(experiments, "fraction"):
+        paths += [f"{report_dir}/experiments/scaling.{ext}" for ext in ("html", "svg")]
+    return paths

@@ -1,54 +1,20 @@
 # The report: tables and figures marked with report(); `snakemake --report results/report.html`.
 # Logic in isoflow/report.py; scripts/report_*.py are thin adapters.
+from functools import partial
+
 from isoflow.report import FACTORS as REPORT_FACTORS
-from isoflow.report import ablation_groups as report_ablation_groups
+from isoflow.report import report_paths
 
 REPORT = config["report"]
 REPORT_DIR = "results/report"
 REPORT_DATA = "1. Data"
 REPORT_RUNS = "2. Training runs"
 REPORT_ACROSS = "3. Across experiments"
+REPORT_ENV = "../envs/isoflow.yaml"
 
-
-def report_ablation_factors():
-    """The ablation factors some pair of configured runs differs in (all else equal)."""
-    return [f for f in REPORT_FACTORS if report_ablation_groups(EXPERIMENTS, f)]
-
-
-def report_has_scaling():
-    return bool(report_ablation_groups(EXPERIMENTS, "fraction"))
-
-
-def report_outputs():
-    """Every report figure and table this config can make (rule all asks for them)."""
-    data = [
-        f"{REPORT_DIR}/data/{name}.{ext}"
-        for name in ("biotypes", "tissues", "splits", "lengths")
-        for ext in ("svg", "html")
-    ]
-    runs = expand(
-        f"{REPORT_DIR}/runs/{{run}}/{{name}}",
-        run=list(EXPERIMENTS),
-        name=[
-            "curves.svg",
-            "per_tissue.html",
-            "per_tissue.svg",
-            "scatter.png",
-            "within_gene.svg",
-        ],
-    )
-    across = []
-    if EXPERIMENTS:
-        across += [f"{REPORT_DIR}/experiments/runs.{ext}" for ext in ("html", "tsv", "svg")]
-        across.append(f"{REPORT_DIR}/experiments/within_gene.svg")
-    across += expand(
-        f"{REPORT_DIR}/experiments/ablation_{{factor}}.{{ext}}",
-        factor=report_ablation_factors(),
-        ext=["html", "svg"],
-    )
-    if report_has_scaling():
-        across += [f"{REPORT_DIR}/experiments/scaling.{ext}" for ext in ("html", "svg")]
-    return data + runs + across
+# Every report figure and table this config can make; rules/common.smk's all_outputs()
+# calls it. (isoflow.report.report_paths holds the logic, tested there.)
+report_outputs = partial(report_paths, EXPERIMENTS, REPORT_DIR)
 
 
 rule report_biotypes:
@@ -71,6 +37,8 @@ rule report_biotypes:
         ),
     log:
         "logs/report_biotypes/report_biotypes.log",
+    conda:
+        REPORT_ENV
     script:
         "../scripts/report_biotypes.py"
 
@@ -95,6 +63,8 @@ rule report_tissues:
         ),
     log:
         "logs/report_tissues/report_tissues.log",
+    conda:
+        REPORT_ENV
     script:
         "../scripts/report_tissues.py"
 
@@ -119,6 +89,8 @@ rule report_splits:
         ),
     log:
         "logs/report_splits/report_splits.log",
+    conda:
+        REPORT_ENV
     params:
         scheme=SPLIT_SCHEME,
     script:
@@ -146,6 +118,8 @@ rule report_lengths:
         ),
     log:
         "logs/report_lengths/report_lengths.log",
+    conda:
+        REPORT_ENV
     params:
         max_nt=config["rna"]["max_nt"],
         max_aa=config["protein"]["max_aa"],
@@ -196,6 +170,8 @@ rule report_run:
         ),
     log:
         "logs/report_run/{run}.log",
+    conda:
+        REPORT_ENV
     params:
         scatter_tissues=REPORT["scatter_tissues"],
         scatter_max_points=REPORT["scatter_max_points"],
@@ -231,6 +207,8 @@ rule report_experiments:
         ),
     log:
         "logs/report_experiments/report_experiments.log",
+    conda:
+        REPORT_ENV
     params:
         experiments=EXPERIMENTS,
         paper=REPORT["paper"],
@@ -260,6 +238,8 @@ rule report_ablation:
         "logs/report_ablation/{factor}.log",
     wildcard_constraints:
         factor="|".join(REPORT_FACTORS),
+    conda:
+        REPORT_ENV
     params:
         experiments=EXPERIMENTS,
         paper=REPORT["paper"],
@@ -288,6 +268,8 @@ rule report_scaling:
         ),
     log:
         "logs/report_scaling/report_scaling.log",
+    conda:
+        REPORT_ENV
     params:
         experiments=EXPERIMENTS,
         paper=REPORT["paper"],

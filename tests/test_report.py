@@ -439,3 +439,19 @@ def test_experiment_views_name_the_paper_as_the_paper(tmp_path):
         report.build_ablation(
             experiments, paths[:-1], "modalities", PAPER, out / "x.html", out / "x.svg"
         )
+
+
+def test_report_paths_ask_only_for_views_the_runs_support():
+    data_only = report.report_paths({})
+    assert len(data_only) == 8 and "results/report/data/lengths.svg" in data_only
+    assert not [p for p in data_only if "/experiments/" in p or "/runs/" in p]
+    experiments = expand_experiments(EXPERIMENTS_CONFIG)
+    paths = report.report_paths(experiments, "out")
+    for factor in ("modalities", "dna_encoder", "aggregator"):
+        assert f"out/experiments/ablation_{factor}.html" in paths
+    assert "out/experiments/scaling.svg" in paths
+    assert sum(p.endswith("/scatter.png") for p in paths) == len(experiments)
+    one = dict(list(experiments.items())[:1])
+    assert not [p for p in report.report_paths(one) if "ablation" in p or "scaling" in p]
+    assert "results/report/experiments/runs.html" in report.report_paths(one)
+    assert len(set(paths)) == len(paths)
