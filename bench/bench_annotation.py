@@ -14,6 +14,7 @@ before any transcript model is assembled, so the ratio flatters gffutils.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -36,14 +37,14 @@ print("transcripts", db.count_features_of_type("transcript"))
 """
 
 
-def measure(code: str, path: Path) -> tuple[float, float, str]:
-    """(wall s, peak RSS GB, child's stdout) of one child process."""
+def measure(code: str, path: Path) -> tuple[float, float, float, str]:
+    """(wall s, peak RSS GB, CPU s = user + system, child's stdout) of one child process."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as timing:
         done = subprocess.run(
             [
                 "/usr/bin/time",
                 "-f",
-                "%e %M",
+                "%e %M %U %S",
                 "-o",
                 timing.name,
                 sys.executable,
@@ -55,8 +56,8 @@ def measure(code: str, path: Path) -> tuple[float, float, str]:
             text=True,
             check=True,
         )
-        wall, rss_kb = timing.read().split()[-2:]
-    return float(wall), int(rss_kb) / 1e6, done.stdout.strip()
+        wall, rss_kb, user, system = timing.read().split()[-4:]
+    return float(wall), int(rss_kb) / 1e6, float(user) + float(system), done.stdout.strip()
 
 
 def file_facts(path: Path) -> str:
@@ -71,16 +72,17 @@ def file_facts(path: Path) -> str:
     return f"{lines:,} lines, {transcripts:,} transcripts, {exons:,} exons, {size:.2f} GB"
 
 
-def bench(name: str, code: str, path: Path, repeats: int) -> tuple[float, float]:
+def bench(name: str, code: str, path: Path, repeats: int) -> tuple[float, float, float]:
     runs = [measure(code, path) for _ in range(repeats)]
     wall = statistics.median(r[0] for r in runs)
     rss = max(r[1] for r in runs)
+    cpu = statistics.median(r[2] for r in runs)
     print(
-        f"| {name} | {path.name} | {repeats} | {wall:.1f} s | {rss:.2f} GB | "
-        f"{', '.join(f'{r[0]:.1f}' for r in runs)} | {runs[0][2]} |",
+        f"| {name} | {path.name} | {repeats} | {wall:.1f} s | {cpu:.1f} s | {rss:.2f} GB | "
+        f"{', '.join(f'{r[0]:.1f}' for r in runs)} | {runs[0][3]} |",
         flush=True,
     )
-    return wall, rss
+    return wall, rss, cpu
 
 
 def main() -> None:
@@ -95,8 +97,9 @@ def main() -> None:
     print(f"{args.gtf.name}: {file_facts(args.gtf)}")
     if small != args.gtf:
         print(f"{small.name}: {file_facts(small)}")
-    print("| what | file | runs | median wall | peak RSS | walls | result |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print("| what | file | runs | median wall | median CPU | peak RSS | walls | result |")
+    print("|---|---|---|---|---|---|---|---|")
     ours_full = bench("isoflow read_annotation", READ, args.gtf, args.repeats)
     ours_small = (
         ours_full
@@ -105,8 +108,10 @@ def main() -> None:
     )
     ref = bench("gffutils create_db (:memory:, no inference)", GFFUTILS, small, 1)
     print(f"gffutils / isoflow wall on {small.name}: {ref[0] / ours_small[0]:.1f}x")
+    print(f"gffutils / isoflow CPU on {small.name}: {ref[2] / ours_small[2]:.1f}x")
     print(f"gffutils / isoflow peak RSS on {small.name}: {ref[1] / ours_small[1]:.1f}x")
     print(f"isoflow on {args.gtf.name}: {ours_full[0]:.1f} s, {ours_full[1]:.2f} GB")
+    print(f"load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

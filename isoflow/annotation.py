@@ -112,6 +112,8 @@ def write_transcripts(df: pd.DataFrame, path: str | os.PathLike) -> None:
 def detect_format(path: str | os.PathLike) -> str:
     """``"gtf"`` or ``"gff3"``, from the content: a ``##gff-version 3`` header or the
     attribute syntax of the first feature line (``key "value";`` vs ``key=value``)."""
+    if not Path(path).is_file():
+        raise InputError(path, None, "no such file")
     number = 0
     try:
         with xopen(path, "rt", threads=0) as handle:
@@ -131,7 +133,8 @@ def detect_format(path: str | os.PathLike) -> str:
                     return "gff3"
                 raise InputError(path, number, "attributes are neither GTF nor GFF3 style")
     except (EOFError, OSError) as err:
-        _decompress(Path(path))  # raises, naming the line where the data stops
+        if _is_compressed(path):
+            _decompress(Path(path))  # raises, naming the line where the data stops
         raise InputError(path, number + 1, f"unreadable file ({err})") from err
     except UnicodeDecodeError as err:
         raise InputError(path, number + 1, f"not text ({err})") from err
@@ -140,14 +143,9 @@ def detect_format(path: str | os.PathLike) -> str:
 
 def _read_lines(path: Path) -> pl.DataFrame:
     """The GTF columns as strings, with the 1-based file ``line`` number of each row."""
-    try:
-        with open(path, "rb") as handle:
-            magic = handle.read(6)
-    except OSError as err:
-        raise InputError(path, None, f"cannot open: {err}") from err
-    if not magic:
+    if Path(path).stat().st_size == 0:
         raise InputError(path, None, "empty file")
-    if magic.startswith(_COMPRESSED_MAGIC):
+    if _is_compressed(path):
         source: object = _decompress(path)
     else:
         source = path  # plain text: polars reads (memory-maps) the file itself
@@ -164,6 +162,11 @@ def _read_lines(path: Path) -> pl.DataFrame:
         missing_columns="insert",
     )
     return lines.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
+
+
+def _is_compressed(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(6).startswith(_COMPRESSED_MAGIC)
 
 
 def _decompress(path: Path) -> io.BytesIO:

@@ -198,6 +198,22 @@ def test_truncated_gzip(tmp_path):
     fails(tmp_path, path, r"cut\.gtf\.gz:\d+: compressed data ends .*truncated")
 
 
+def test_truncated_gzip_deep_in_the_file(tmp_path):
+    genes = [
+        gtf_line("3", "gene", i, i + 10, "+", ".", "x", gene=f"G{i}.1") for i in range(1, 60_000)
+    ]
+    data = gzip.compress(("\n".join(gencode_lines() + genes) + "\n").encode())
+    path = tmp_path / "cut.gtf.gz"
+    path.write_bytes(data[: len(data) // 2])
+    message = fails(tmp_path, path, r"cut\.gtf\.gz:\d+: compressed data ends")
+    assert int(message.split(":")[1]) > 10_000
+
+
+def test_missing_and_empty_files(tmp_path):
+    fails(tmp_path, tmp_path / "absent.gtf", r"absent\.gtf: no such file")
+    fails(tmp_path, write(tmp_path / "empty.gtf", ["#only a comment"]), r"empty\.gtf: no feature")
+
+
 def test_too_few_columns(tmp_path):
     lines = gencode_lines()
     lines[5] = "\t".join(lines[5].split("\t")[:8])
