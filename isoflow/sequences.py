@@ -184,8 +184,10 @@ def sequence_records(
         tid = row.transcript_id
         try:
             exons = _exons(row)
-            parts = [genome.fetch(row.chrom, start, end) for start, end in exons]
-            rna = "".join(parts).upper()
+            # one fetch of the whole span, then slices: ~10x fewer pysam calls than per exon
+            lo, hi = min(s for s, _ in exons), max(e for _, e in exons)
+            span = genome.fetch(row.chrom, lo, hi)
+            rna = "".join(span[start - lo : end - lo] for start, end in exons).upper()
             if row.strand == "-":
                 rna = reverse_complement(rna)
             protein = None

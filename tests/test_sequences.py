@@ -361,7 +361,9 @@ def test_exon_past_contig_end_names_the_transcript(tmp_path: Path) -> None:
     transcripts.at[1, "exon_ends"] = [12, 99]
     fasta = _sec_fasta(tmp_path / "sec.fa")
     out = tmp_path / "out"
-    with pytest.raises(InputError, match=r"^tx.parquet:T2.1: interval 28-99 lies outside"):
+    with pytest.raises(
+        InputError, match=r"^tx.parquet:T2.1: interval 0-99 lies outside the contig \(0-35\)"
+    ):
         build_sequences(
             transcripts,
             fasta,
