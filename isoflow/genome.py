@@ -154,7 +154,9 @@ def check_contigs(
     if not missing:
         return
     first = missing[0]
-    original = {genome: ann for ann, genome in (contig_aliases or {}).items()}.get(first, first)
+    # YAML reads `{1: chr1}` with an int key: compare names as strings
+    reverse = {str(genome): str(ann) for ann, genome in (contig_aliases or {}).items()}
+    original = reverse.get(first, first)
     message = f"contig {first!r}"
     if original != first:
         message += f" (annotation {original!r} via contig_aliases)"
@@ -164,9 +166,9 @@ def check_contigs(
     candidates = [original, *_alias_candidates(original)]
     match = next((c for c in candidates if c != first and c in in_fasta), None)
     if match == original:
-        message += f"; the FASTA has {match!r}: remove {original}: {first} from contig_aliases"
+        message += f'; the FASTA has {match!r}: remove "{original}": "{first}" from contig_aliases'
     elif match is not None:
-        message += f"; the FASTA has {match!r}: set contig_aliases: {{{original}: {match}}}"
+        message += f'; the FASTA has {match!r}: set contig_aliases: {{"{original}": "{match}"}}'
     raise InputError(annotation_path, first, message)
 
 

@@ -123,8 +123,8 @@ def test_check_contigs_passes_when_all_present(small_fasta: Path) -> None:
 @pytest.mark.parametrize(
     ("contig", "hint"),
     [
-        ("1", "the FASTA has 'chr1': set contig_aliases: {1: chr1}"),
-        ("MT", "the FASTA has 'chrM': set contig_aliases: {MT: chrM}"),
+        ("1", """the FASTA has 'chr1': set contig_aliases: {"1": "chr1"}"""),
+        ("MT", """the FASTA has 'chrM': set contig_aliases: {"MT": "chrM"}"""),
         ("chr2_alt", None),
     ],
 )
@@ -145,7 +145,7 @@ def test_check_contigs_names_the_missing_contig_with_a_hint(
 def test_check_contigs_hint_removes_a_chr_prefix(tmp_path: Path) -> None:
     fasta = tmp_path / "ens.fa"
     fasta.write_text(">9\nACGT\n")
-    with pytest.raises(InputError, match=r"set contig_aliases: \{chr9: 9\}"):
+    with pytest.raises(InputError, match=r'set contig_aliases: \{"chr9": "9"\}'):
         check_contigs(["chr9"], fasta, "ann.gtf")
 
 
@@ -176,7 +176,14 @@ def test_check_contigs_hint_speaks_of_the_annotation_name_behind_an_alias(tmp_pa
         check_contigs(["chr9"], fasta, "ann.gtf", {"9": "chr9"})
     assert str(err.value) == (
         f"ann.gtf:chr9: contig 'chr9' (annotation '9' via contig_aliases) is not in the genome "
-        f"FASTA {fasta}; the FASTA has '9': remove 9: chr9 from contig_aliases"
+        f"""FASTA {fasta}; the FASTA has '9': remove "9": "chr9" from contig_aliases"""
     )
-    with pytest.raises(InputError, match=r"set contig_aliases: \{M: MT\}$"):
+    with pytest.raises(InputError, match=r'set contig_aliases: \{"M": "MT"\}$'):
         check_contigs(["chrM"], fasta, "ann.gtf", {"M": "chrM"})
+
+
+def test_check_contigs_accepts_int_alias_keys_as_yaml_reads_them(tmp_path: Path) -> None:
+    fasta = tmp_path / "ucsc.fa"
+    fasta.write_text(">chr1\nACGT\n")
+    with pytest.raises(InputError, match=r"\(annotation '9' via contig_aliases\)"):
+        check_contigs(["chr1", "chr9"], fasta, "ann.gtf", {1: "chr1", 9: "chr9"})

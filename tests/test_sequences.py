@@ -351,7 +351,7 @@ def test_missing_contig_fails_before_writing_with_a_hint(tmp_path: Path) -> None
         )
     assert str(err.value) == (
         f"ann.gtf:1: contig '1' is not in the genome FASTA {fasta}; "
-        "the FASTA has 'chr1': set contig_aliases: {1: chr1}"
+        """the FASTA has 'chr1': set contig_aliases: {"1": "chr1"}"""
     )
     assert not out.exists() or not list(out.iterdir())
 
@@ -436,7 +436,7 @@ def test_rule_sequences_fails_early_on_a_contig_missing_from_the_fasta(tmp_path:
     assert done.returncode != 0
     assert (
         "isoflow: error: in/ann.gtf:chr9: contig 'chr9' (annotation '9' via contig_aliases) "
-        "is not in the genome FASTA in/genome.fa; the FASTA has '9': remove 9: chr9 from "
+        """is not in the genome FASTA in/genome.fa; the FASTA has '9': remove "9": "chr9" from """
         "contig_aliases"
     ) in done.stderr
     assert not any((tmp_path / "results" / "sequences" / name).exists() for name in OUTPUTS)
