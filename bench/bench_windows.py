@@ -5,6 +5,8 @@ folder, draws windows of 196,608 bp (half on the minus strand) and times, on one
 
 * isoflow: ``GenomeWindows(fasta).tokens(chrom, start, end, strand)`` for every window
   (pysam fetch + uint8 lookup, minus strand reverse-complemented in token space);
+* numpy variant: pysam fetch + ``lookup[np.frombuffer(...)]`` fancy indexing, the
+  alternative ``encode`` does not use (shows why it uses ``bytes.translate``);
 * reference: ``samtools faidx FASTA -r plus.txt`` plus ``samtools faidx -i FASTA -r minus.txt``
   (text FASTA to /dev/null; no encoding at all, so it is a lower bound on the work).
 
@@ -26,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pysam
 
-from isoflow.genome import GenomeWindows
+from isoflow.genome import _COMPLEMENT, _FORWARD, GenomeWindows
 
 WINDOW = 196_608
 
@@ -79,6 +81,19 @@ def time_isoflow(fasta: Path, windows: list) -> float:
     return elapsed
 
 
+def time_numpy_lookup(fasta: Path, windows: list) -> float:
+    handle = pysam.FastaFile(str(fasta))
+    begin = time.perf_counter()
+    total = 0
+    for chrom, start, end, strand in windows:
+        raw = np.frombuffer(handle.fetch(chrom, start, end).encode("ascii"), dtype=np.uint8)
+        tokens = _COMPLEMENT[raw[::-1]] if strand == "-" else _FORWARD[raw]
+        total += tokens.size
+    elapsed = time.perf_counter() - begin
+    assert total == len(windows) * WINDOW
+    return elapsed
+
+
 def time_samtools(fasta: Path, windows: list, scratch: Path) -> float:
     plus = scratch / "plus.txt"
     minus = scratch / "minus.txt"
@@ -117,19 +132,23 @@ def main() -> None:
         windows = draw_windows(lengths, args.windows, seed=1)
         time_isoflow(fasta, windows[:200])  # warm the page cache for both
         time_samtools(fasta, windows[:200], scratch)
-        ours, theirs = [], []
+        ours, lookup, theirs = [], [], []
         for _ in range(args.repeats):
             ours.append(time_isoflow(fasta, windows))
+            lookup.append(time_numpy_lookup(fasta, windows))
             theirs.append(time_samtools(fasta, windows, scratch))
-    ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
+    ours_s, lookup_s, theirs_s = (statistics.median(x) for x in (ours, lookup, theirs))
     n = len(windows)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1 used")
     print(f"windows: {n} x {WINDOW} bp, half minus strand; median of {args.repeats} runs")
     print(f"isoflow GenomeWindows.tokens: {ours_s:.2f} s = {n / ours_s:,.0f} windows/s")
+    print(f"pysam + numpy fancy lookup:   {lookup_s:.2f} s = {n / lookup_s:,.0f} windows/s")
     print(f"samtools faidx -r (+ -i):     {theirs_s:.2f} s = {n / theirs_s:,.0f} windows/s")
     print(f"ratio (isoflow windows/s over samtools): {theirs_s / ours_s:.2f}")
     print(f"all runs, s: isoflow {[round(x, 2) for x in ours]}")
+    print(f"all runs, s: numpy lookup {[round(x, 2) for x in lookup]}")
     print(f"all runs, s: samtools {[round(x, 2) for x in theirs]}")
+    print(f"load average at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
