@@ -24,6 +24,8 @@ if config.get("demo", {}).get("enabled", False):
             signal=demo_signal_file(),
         log:
             "logs/demo_data/demo_data.log",
+        conda:
+            "../envs/isoflow.yaml"
         params:
             seed=config["demo"].get("seed", 0),
             options=demo_options(),

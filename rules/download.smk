@@ -27,6 +27,8 @@ if not config["genome"]["fasta"] and config["genome"]["url"]:
             f"logs/download/genome_{BUILD}.log",
         benchmark:
             f"benchmarks/download/genome_{BUILD}.tsv"
+        conda:
+            "../envs/isoflow.yaml"
         params:
             download=download_params("url", "sha256", "genome"),
             gunzip=True,
@@ -43,6 +45,8 @@ if not config["annotation"]["gtf"] and config["annotation"]["url"]:
             "logs/download/annotation.log",
         benchmark:
             "benchmarks/download/annotation.tsv"
+        conda:
+            "../envs/isoflow.yaml"
         params:
             download=download_params("url", "sha256", "annotation"),
             gunzip=False,
@@ -59,6 +63,8 @@ if not config["gtex"]["tpm"] and config["gtex"]["tpm_url"]:
             "logs/download/gtex_tpm.log",
         benchmark:
             "benchmarks/download/gtex_tpm.tsv"
+        conda:
+            "../envs/isoflow.yaml"
         params:
             download=download_params("tpm_url", "tpm_sha256", "gtex"),
             gunzip=False,
@@ -73,6 +79,8 @@ if not config["gtex"]["samples"] and config["gtex"]["samples_url"]:
             gtex_samples(),
         log:
             "logs/download/gtex_samples.log",
+        conda:
+            "../envs/isoflow.yaml"
         params:
             download=download_params("samples_url", "samples_sha256", "gtex"),
             gunzip=False,
