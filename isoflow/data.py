@@ -6,8 +6,9 @@ Two input modes per modality:
   reverse-complemented on ``-``), the RNA string is cut to ``rna_max_nt`` (keeping the 5'
   or the 3' end), the protein to ``protein_max_aa`` residues (N-terminal part kept);
   the model's encoders tokenize them.
-- cache: the modality's embeddings come from an :class:`isoflow.embed.EmbeddingCache`,
-  looked up per batch by :func:`isoflow.embed.sequence_key` of the same sequence.
+- cache: the modality's embeddings come from an :class:`isoflow.embed.EmbeddingCache`
+  built by the ``embed`` rule over the same dataset, looked up per batch by transcript ID
+  (the cache records which sequence each transcript has; nothing is read from the genome).
 
 Training-set controls, both deterministic: ``fraction`` keeps the training transcripts
 whose ID hashes below the fraction (so a smaller fraction is a subset of a larger one,
@@ -78,8 +79,10 @@ class IsoformDataset(Dataset):
         rna_max_nt: int | None = None,
         rna_truncate: str = "keep_5prime",
         protein_max_aa: int | None = None,
+        cached: Sequence[str] = (),
     ):
         self.df = df.reset_index(drop=True)
+        self.cached = set(cached)
         self.targets = self.df[tissues].to_numpy(dtype=np.float32)
         self.modalities = list(modalities)
         self.genome = genome
@@ -107,13 +110,16 @@ class IsoformDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = {"index": i, "target": self.targets[i]}
         for modality in self.modalities:
-            item[modality] = self.sequence(i, modality)
+            if modality in self.cached:
+                item[modality] = self.df["transcript_id"].iat[i]
+            else:
+                item[modality] = self.sequence(i, modality)
         return item
 
 
 class Collate:
     """Batch items: targets stacked; DNA windows stacked; strings listed; cached modalities
-    replaced by their ``(emb, mask)`` from the cache."""
+    (items carry the transcript ID) replaced by their ``(emb, mask)`` from the cache."""
 
     def __init__(self, modalities: Sequence[str], caches: dict[str, Any] | None = None):
         self.modalities = list(modalities)
@@ -128,10 +134,7 @@ class Collate:
         for modality in self.modalities:
             values = [it[modality] for it in items]
             if modality in self.caches:
-                from isoflow.embed import sequence_key
-
-                keys = [None if v is None else sequence_key(v) for v in values]
-                inputs[modality] = tuple(self.caches[modality].lookup(keys))
+                inputs[modality] = tuple(self.caches[modality].lookup_items(values))
             elif modality == "dna":
                 inputs[modality] = np.stack(values)
             else:
@@ -238,6 +241,7 @@ class IsoformDataModule(pl.LightningDataModule):
                 rna_max_nt=self.rna_max_nt,
                 rna_truncate=self.rna_truncate,
                 protein_max_aa=self.protein_max_aa,
+                cached=self.cache_dirs,
             )
             for split, frame in self.frames.items()
         }
@@ -246,7 +250,31 @@ class IsoformDataModule(pl.LightningDataModule):
             from isoflow.embed import EmbeddingCache
 
             caches = {m: EmbeddingCache(d) for m, d in self.cache_dirs.items()}
+            for modality, cache in caches.items():
+                self._check_cache(modality, cache, df)
         self.collate = Collate(self.modalities, caches)
+
+    def _check_cache(self, modality: str, cache, df: pd.DataFrame) -> None:
+        """Every transcript with a sequence of ``modality`` must be in the cache: a silently
+        masked DNA or RNA would train on nothing."""
+        keys = cache.item_keys(df["transcript_id"])
+        has_sequence = (
+            df["protein_seq"].notna().to_numpy()
+            if modality == "protein"
+            else np.ones(len(df), bool)
+        )
+        absent = [
+            t
+            for t, k, h in zip(df["transcript_id"], keys, has_sequence, strict=True)
+            if h and k is None
+        ]
+        if absent:
+            raise InputError(
+                cache.path,
+                absent[0],
+                f"{len(absent)} transcripts of the dataset are not in this {modality} "
+                "embedding cache; rebuild it (rule embed) from the same dataset",
+            )
 
     def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
         return DataLoader(

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ import yaml
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from isoflow.data import IsoformDataModule
 from isoflow.errors import InputError, atomic_path
@@ -52,7 +55,7 @@ MODEL_DEFAULTS: dict[str, Any] = {
     "n_latents": 8,
     "rna_encoder": "nucleotide_transformer",
     "protein_encoder": "esm2",
-    "use_cache": False,
+    "cached_modalities": [],  # modalities read from results/embeddings/ (frozen encoders)
 }
 TRAIN_DEFAULTS: dict[str, Any] = {
     "max_epochs": 20,
@@ -90,6 +93,27 @@ def encoder_names(config: dict, experiment: dict) -> dict[str, str]:
         "protein": model["protein_encoder"],
     }
     return {m: names[m] for m in experiment["modalities"]}
+
+
+def cached_modalities(config: dict, experiment: dict) -> list[str]:
+    """The experiment's modalities read from the embedding cache (``model.cached_modalities``)."""
+    cached = set(model_config(config).get("cached_modalities") or [])
+    return [m for m in experiment["modalities"] if m in cached]
+
+
+def train_inputs(config: dict, experiment: dict, dataset: str, genome: str) -> dict[str, str]:
+    """Inputs of the ``train`` rule: the dataset, the genome (+ .fai) when DNA is read raw,
+    one ``cache_{modality}`` embeddings folder per cached modality."""
+    experiment = {**EXPERIMENT_DEFAULTS, **experiment}
+    inputs = {"dataset": dataset}
+    cached = cached_modalities(config, experiment)
+    if "dna" in experiment["modalities"] and "dna" not in cached:
+        inputs["genome"] = genome
+        inputs["fai"] = f"{genome}.fai"
+    names = encoder_names(config, experiment)
+    for modality in cached:
+        inputs[f"cache_{modality}"] = f"results/embeddings/{names[modality]}"
+    return inputs
 
 
 class IsoFormerModule(pl.LightningModule):
@@ -222,11 +246,47 @@ class RngState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
+def run_fingerprint(config: dict, experiment: dict, dataset_path) -> dict[str, Any]:
+    """What a checkpoint was trained from: the settings that shape training, and the
+    dataset file's size and modification time."""
+    stat = Path(dataset_path).stat()
+    settings = {k: config.get(k) for k in ("model", "train", "encoders", "rna", "protein")}
+    settings["experiment"] = experiment
+    settings["dataset"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def prepare_checkpoints(run_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """Keep ``checkpoints/`` for resuming only if it was written for the same run; stale
+    checkpoints (changed config, rebuilt dataset) are removed so training starts fresh."""
+    ckpt_dir = run_dir / "checkpoints"
+    record = ckpt_dir / "fingerprint.json"
+    if ckpt_dir.exists():
+        previous = json.loads(record.read_text()) if record.exists() else None
+        if previous != fingerprint:
+            log.warning("%s was written for other settings or data; starting afresh", ckpt_dir)
+            shutil.rmtree(ckpt_dir)
+            for hpc in run_dir.glob("hpc_ckpt_*.ckpt"):
+                hpc.unlink()
+    if not record.exists():
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(record) as tmp:
+            tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
+
+
 def resume_checkpoint(run_dir: Path) -> Path | None:
     """The newest of ``checkpoints/last.ckpt`` and SLURM auto-requeue ``hpc_ckpt_*.ckpt``."""
     candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
     existing = [p for p in candidates if p.is_file()]
     return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
+
+
+def _strategy(train: dict):
+    """``ddp`` finds unused parameters: the encoders keep heads (ESM-2's LM and contact
+    heads, NT's pooler) that the embeddings never use, which plain DDP rejects."""
+    if train["strategy"] == "ddp":
+        return DDPStrategy(find_unused_parameters=True)
+    return train["strategy"]
 
 
 def _precision(train: dict) -> str:
@@ -339,7 +399,7 @@ def run_experiment(
         max_epochs=int(train["max_epochs"]),
         accelerator=train["accelerator"],
         devices=train["devices"],
-        strategy=train["strategy"],
+        strategy=_strategy(train),
         precision=precision,
         deterministic=bool(train["deterministic"]),
         callbacks=callbacks,
@@ -349,6 +409,10 @@ def run_experiment(
         log_every_n_steps=int(train["log_every_n_steps"]),
         num_sanity_val_steps=0,  # a sanity pass would draw RNG before the resumed state
     )
+    # Before fit no process group exists yet; the rank comes from the launcher's environment
+    # (DDP children are started inside fit, after this ran on rank 0).
+    if rank_zero_only.rank == 0:
+        prepare_checkpoints(run_dir, run_fingerprint(config, experiment, dataset_path))
     resume = resume_checkpoint(run_dir)
     if resume is not None:
         log.info("resuming from %s", resume)
