@@ -23,8 +23,8 @@ The planted signal. For transcript ``t`` and SMTS tissue ``s``::
           clipped at a chromosome end)                      -> DNA window only
     r_t = count of ATTTA (the ARE AUUUA) in the 3'UTR; in the last exon for a non-coding
           transcript; 0 for a cds_end_NF transcript (no 3'UTR) -> RNA only (far from TSS)
-    p_t = fraction of K + R residues in the protein (codon choice writes it into the CDS);
-          0.10 for a non-coding transcript                  -> protein
+    p_t = fraction of K + R residues in the protein (codon choice writes it into the CDS;
+          no stop, X for an incomplete codon); 0.10 for a non-coding transcript -> protein
     x   = a_s + wd_s (d_t - 2.5) - wr_s (r_t - 3) + wp_s 10 (p_t - 0.15) + e_t
     y_ts = softplus(x) = log(1 + exp(x))                      (expected log1p(mean TPM))
     TPM of sample j of tissue s = expm1(y_ts) * exp(sigma n_j - sigma^2 / 2),  n_j ~ N(0, 1)
@@ -244,9 +244,12 @@ def count_motif(seq: str, motif: str) -> int:
     return len(re.findall(f"(?={motif})", seq))
 
 
-def translate(cds: str) -> str:
-    """Standard-code translation; an incomplete trailing codon is dropped."""
-    return "".join(CODON_TABLE.get(cds[i : i + 3], "X") for i in range(0, len(cds) - 2, 3))
+def translate(cds: str, phase: int = 0) -> str:
+    """Standard-code translation skipping ``phase`` bases; an incomplete codon at either end
+    is ``X`` (as in results/sequences/protein.fa.gz)."""
+    body = cds[phase:]
+    protein = "".join(CODON_TABLE.get(body[i : i + 3], "X") for i in range(0, len(body) - 2, 3))
+    return ("X" if phase else "") + protein + ("X" if len(body) % 3 else "")
 
 
 def _plant(rng, seq: bytearray, start: int, end: int, motif: str, n: int) -> None:
@@ -507,8 +510,7 @@ def _annotate(placed, chroms: dict[str, str]) -> list[dict]:
             rec["dna_count"] = count_motif(promoter, PROMOTER_MOTIF)
             if tx.cds:
                 cds = "".join(oriented[max(a, tx.cds[0]) : min(b, tx.cds[1])] for a, b in tx.exons)
-                frame = (-tx.cds_offset) % 3
-                protein = translate(cds[frame:])
+                protein = translate(cds, (-tx.cds_offset) % 3).removesuffix("*")
                 rec["protein"] = protein
                 rec["protein_value"] = sum(protein.count(c) for c in PROTEIN_RESIDUES) / len(
                     protein
