@@ -6,14 +6,17 @@ from isoflow.download import fetch, fetch_gunzipped
 
 def main() -> None:
     p = snakemake.params.download  # noqa: F821
+    # Retry settings come from the config, not params: changing them must not re-run a
+    # finished download (see download_params in rules/download.smk).
+    settings = snakemake.config.get("download", {})  # noqa: F821
     get = fetch_gunzipped if snakemake.params.gunzip else fetch  # noqa: F821
     get(
         p["url"],
         snakemake.output[0],  # noqa: F821
         sha256=p["sha256"],
         lock_path=p["lock"],
-        retries=p["retries"],
-        timeout=p["timeout"],
+        retries=settings.get("retries", 3),
+        timeout=settings.get("timeout_s", 60),
     )
 
 

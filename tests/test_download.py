@@ -265,6 +265,11 @@ def test_download_rules_through_snakemake(server, tmp_path):
     assert lock[f"{server}/genome.fa.gz"]["sha256"] == hashlib.sha256(FASTA_GZ).hexdigest()
     assert lock[f"{server}/good.txt"]["sha256"] == BODY_SHA
 
+    # tuning the retry settings does not re-run (or try to overwrite) a finished download
+    overlay["download"] = {"retries": 5, "timeout_s": 30}
+    again = run_workflow(tmp_path, overlay, "-n", "resources/genome/GRCh38.fa")
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
     overlay["annotation"] = {"url": f"{server}/good.txt", "sha256": "1" * 64}
     failed = run_workflow(tmp_path, overlay, "resources/annotation/good.txt")
     assert failed.returncode != 0
