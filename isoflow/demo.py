@@ -36,7 +36,7 @@ sub-tissues (SMTSD) of one SMTS share its weights. Isoforms differ in each term:
 alternative TSS has its own promoter, an alternative polyA site cuts the 3'UTR (and its
 AREs), exon skipping removes a coding exon whose own K+R fraction differs from the gene's.
 The motifs are scrubbed from the generated background of each gene before they are
-planted, and every component is measured back on the written sequence, so
+planted (promoter motifs within 600 bp upstream of the TSS), and every component is measured back on the written sequence, so
 ``planted_signal.tsv`` is the truth. docs/demo.md describes it for users.
 """
 
@@ -73,6 +73,9 @@ PROMOTER_MOTIF = "TATAAA"
 UTR3_MOTIF = "ATTTA"
 PROTEIN_RESIDUES = "KR"
 PROMOTER_LEN = 1000
+# Motifs are planted in the TSS-proximal part of the promoter (a TATA box sits near -30): it
+# stays inside the central bins of a cropped DNA encoder output (Enformer target_length).
+CORE_PROMOTER = 600
 NONCODING_PROTEIN_VALUE = 0.10
 GC = 0.41
 
@@ -341,9 +344,9 @@ def _coding_locus(rng, p: DemoParams, force_start_nf=False, force_end_nf=False) 
     cds_hi = stop_at
     utr3_start = stop_at + 3
 
-    _plant(rng, seq, 0, PROMOTER_LEN, PROMOTER_MOTIF, int(rng.integers(0, 6)))
+    _plant(rng, seq, u1a[0] - CORE_PROMOTER, u1a[0], PROMOTER_MOTIF, int(rng.integers(0, 6)))
     if u1b:
-        _plant(rng, seq, u1b[0] - PROMOTER_LEN, u1b[0], PROMOTER_MOTIF, int(rng.integers(0, 6)))
+        _plant(rng, seq, u1b[0] - CORE_PROMOTER, u1b[0], PROMOTER_MOTIF, int(rng.integers(0, 6)))
     _plant(rng, seq, utr3_start, end, UTR3_MOTIF, int(rng.integers(0, 7)))
 
     def coding(first_exon, last_end=end):
@@ -406,7 +409,8 @@ def _lincrna_locus(rng, p: DemoParams) -> _Locus:
     for a, b in zip(exons, exons[1:], strict=False):
         seq[a[1] : a[1] + 2] = b"GT"
         seq[b[0] - 2 : b[0]] = b"AG"
-    _plant(rng, seq, 0, PROMOTER_LEN, PROMOTER_MOTIF, int(rng.integers(0, 6)))
+    start = exons[0][0]
+    _plant(rng, seq, start - CORE_PROMOTER, start, PROMOTER_MOTIF, int(rng.integers(0, 6)))
     last = exons[-1]
     _plant(rng, seq, last[0], last[1], UTR3_MOTIF, int(rng.integers(0, 7)))
     txs = [_Tx("lincRNA", list(exons))]
