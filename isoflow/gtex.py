@@ -1,24 +1,24 @@
 """GTEx v8: sample attributes, the transcript TPM GCT streamed in row blocks, per-tissue targets.
 
-The GTEx v8 transcript matrix (RSEM transcript TPM, ``#1.2`` GCT) has 199,324 rows and 17,382
-sample columns: about 17 GB of text once decompressed, ~28 GB as float64. It is never held
-whole. pyarrow's CSV reader parses it in row blocks straight from a native gzip stream; each
-block becomes one (rows x samples) float64 array that a matrix product with a sample -> tissue
-indicator (samples x tissues) turns into per-tissue sums. What is kept is transcripts x tissues.
+The GTEx v8 transcript matrix (RSEM transcript TPM, ``#1.2`` GCT) has 199,324 rows x 17,382
+samples = 3.5 billion values, ~28 GB as float64. It is never held whole: the gzip stream is
+read in blocks of rows; each block becomes one (rows x samples) float64 array, and a matrix
+product with a sample -> tissue indicator (samples x tissues) turns it into per-tissue sums.
+What is kept is transcripts x tissues.
 
-Why this reader (measured on the 17,382 x 8,000 GTEx-layout matrix of environment-facts.md and
-in bench/bench_targets.py): pandas ``read_csv`` holds the whole matrix (2.6 GB at 8,000 rows ->
-~65 GB at 199k); polars ``scan_csv`` streams with the lowest peak but gives no batch hook for
-the per-row checks below (line numbers of bad values, duplicate IDs); pyarrow ``open_csv`` is
-as fast, multi-threaded, decompresses gzip natively (no GIL, truncation detected) and yields
-record batches whose size ``block_size`` bounds the memory. A batch converts to one 2-D array
-in C (``RecordBatch.to_tensor``), so the per-tissue means are one BLAS call per block.
+Why np.loadtxt on blocks of lines (bench/bench_targets.py, docs/benchmarks.md): pandas
+``read_csv`` holds the whole matrix (2.6 GB at 8,000 rows -> ~65 GB at 199k). The columnar
+streaming readers pay per column per block: pyarrow ``open_csv`` builds 17,382 arrays per
+block, so it was 2x slower than loadtxt with 64 MiB blocks at 6x the memory (2.3 GB), and
+slower still with smaller blocks; polars ``scan_csv`` streaming was slower again. Row-wise,
+numpy's C loadtxt parser has no per-column cost, keeps ~120 MB whatever the length, reports
+the row and column of a bad value, and runs beside a decompression thread (xopen + isal).
 """
 
 from __future__ import annotations
 
 import difflib
-import gzip
+import itertools
 import json
 import logging
 import os
@@ -27,8 +27,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from xopen import xopen
 
 from isoflow.errors import InputError, atomic_path
 
@@ -37,9 +37,9 @@ log = logging.getLogger(__name__)
 GCT_VERSION = "#1.2"
 ID_COLUMNS = ("transcript_id", "gene_id")
 TISSUE_COLUMNS = {"smts": "SMTS", "smtsd": "SMTSD"}
-# Text bytes per parsed block. 16 MiB holds ~150 GTEx rows (~20 MB as float64): large enough
-# that per-block overhead is small, small enough that the peak stays a few hundred MB.
-DEFAULT_BLOCK_SIZE = 16 << 20
+# Rows per parsed block: 128 GTEx rows are ~11 MB of text and 18 MB as float64, so the peak
+# stays near 120 MB whatever the matrix length; larger blocks gained nothing measurable.
+DEFAULT_BLOCK_ROWS = 128
 TISSUES_METADATA_KEY = b"isoflow.tissues"
 
 PathLike = str | os.PathLike
@@ -146,7 +146,7 @@ def aggregate_tpm(
     tissue_set: str = "smts",
     tissues: list[str] | None = None,
     min_samples: int = 1,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stream a GTEx transcript TPM GCT into per-tissue log1p(mean TPM).
 
@@ -187,21 +187,17 @@ def aggregate_tpm(
         tissue_set,
     )
 
-    sample_columns = list(range(2, len(columns)))
     ids: list[str] = []
     genes: list[str] = []
     sums: list[np.ndarray] = []
     seen: dict[str, int] = {}
-    for batch in _batches(gct, columns, block_size):
-        first_line = 4 + len(ids)
-        batch_ids = batch.column(0).to_pylist()
-        for offset, tid in enumerate(batch_ids):
+    for first_line, block_ids, block_genes, values in _row_blocks(gct, columns, block_rows):
+        for offset, tid in enumerate(block_ids):
             if tid in seen:
                 raise InputError(
                     gct, first_line + offset, f"transcript {tid} already on line {seen[tid]}"
                 )
             seen[tid] = first_line + offset
-        values = np.asarray(batch.select(sample_columns).to_tensor(row_major=True))
         # min/max first: one pass each, the element-wise search only when something is off
         # (NaN makes the min comparison False).
         if not (values.size == 0 or (values.min() >= 0 and np.isfinite(values.max()))):
@@ -212,8 +208,8 @@ def aggregate_tpm(
                 f"sample {sample_ids[col]}: TPM {values[row, col]!r} is not a finite number >= 0",
             )
         sums.append(values @ indicator)
-        ids.extend(batch_ids)
-        genes.extend(batch.column(1).to_pylist())
+        ids.extend(block_ids)
+        genes.extend(block_genes)
     if len(ids) != n_rows:
         raise InputError(gct, 2, f"dimensions line says {n_rows} rows, the body has {len(ids)}")
     if not ids:
@@ -283,69 +279,64 @@ def _compression(path: PathLike) -> str | None:
         return "gzip" if fh.read(2) == b"\x1f\x8b" else None
 
 
-def _open_text(path: PathLike):
-    return gzip.open(path, "rt") if _compression(path) == "gzip" else open(path)
+def _open_text(path: PathLike, threads: int = 0):
+    # xopen: isal's igzip when installed (several times zlib's speed); threads=1 decompresses
+    # in a second thread, beside the parsing.
+    return xopen(path, "rt", threads=threads) if _compression(path) else open(path)
 
 
-def _batches(gct, columns, block_size):
-    """Yield record batches (transcript_id, gene_id, samples...) of the GCT body."""
-    read_options = pacsv.ReadOptions(skip_rows=3, column_names=columns, block_size=block_size)
-    parse_options = pacsv.ParseOptions(delimiter="\t", quote_char=False)
-    types = {c: pa.string() for c in ID_COLUMNS}
-    types.update({s: pa.float64() for s in columns[2:]})
-    convert_options = pacsv.ConvertOptions(
-        column_types=types,
-        null_values=[],
-        strings_can_be_null=False,
-    )
-    rows_done = 0
-    stream = pa.input_stream(str(gct), compression=_compression(gct))
+def _row_blocks(gct: PathLike, columns: list[str], block_rows: int):
+    """Yield (first line number, transcript IDs, gene IDs, values (rows x samples) float64)."""
+    n_fields = len(columns)
+    sample_columns = range(2, n_fields)
+    lineno = 3  # the header lines, read again here
     try:
-        reader = pacsv.open_csv(stream, read_options, parse_options, convert_options)
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            rows_done += batch.num_rows
-            yield batch
-    except (pa.ArrowInvalid, OSError) as err:
-        raise _diagnose(gct, columns, 4 + rows_done, err) from None
-    finally:
-        stream.close()
-
-
-def _diagnose(gct, columns, first_line: int, err: Exception) -> InputError:
-    """Re-read the body from ``first_line`` in Python to name the bad line and field."""
-    lineno = 0
-    try:
-        with _open_text(gct) as fh:
-            for lineno, line in enumerate(fh, 1):
-                if lineno < first_line:
-                    continue
-                fields = line.rstrip("\r\n").split("\t")
-                if len(fields) != len(columns):
-                    return InputError(
-                        gct, lineno, f"{len(fields)} fields, the header has {len(columns)}"
-                    )
+        with _open_text(gct, threads=1) as fh:
+            for _ in range(3):
+                next(fh)
+            while True:
+                lines = list(itertools.islice(fh, block_rows))
+                if not lines:
+                    return
+                first_line = lineno + 1
+                lineno += len(lines)
+                for offset, line in enumerate(lines):
+                    if line.count("\t") != n_fields - 1:
+                        raise InputError(
+                            gct,
+                            first_line + offset,
+                            f"{line.count(chr(9)) + 1} fields, the header has {n_fields}",
+                        )
+                heads = [line.split("\t", 2) for line in lines]
                 try:
-                    np.array(fields[2:], dtype=np.float64)
+                    values = np.loadtxt(
+                        lines,
+                        delimiter="\t",
+                        usecols=sample_columns,
+                        dtype=np.float64,
+                        comments=None,
+                        ndmin=2,
+                    )
                 except ValueError:
-                    for name, value in zip(columns[2:], fields[2:], strict=True):
-                        try:
-                            float(value)
-                        except ValueError:
-                            return InputError(
-                                gct, lineno, f"sample {name}: TPM {value[:20]!r} is not a number"
-                            )
-    except (EOFError, OSError, gzip.BadGzipFile) as gz_err:
-        return InputError(
-            gct, lineno + 1, f"gzip stream truncated or corrupt after line {lineno}: {gz_err}"
-        )
-    first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-    if isinstance(err, OSError):
-        return InputError(gct, None, f"gzip stream truncated or corrupt: {first}")
-    return InputError(gct, first_line, f"cannot parse the GCT body: {first}")
+                    raise _bad_value(gct, columns, lines, first_line) from None
+                yield first_line, [h[0] for h in heads], [h[1] for h in heads], values
+    except (EOFError, OSError, UnicodeDecodeError) as err:
+        raise InputError(
+            gct, None, f"truncated or corrupt gzip stream ({lineno} lines read before): {err}"
+        ) from None
+
+
+def _bad_value(gct, columns, lines, first_line) -> InputError:
+    """Name the line and sample of the first value np.loadtxt could not parse."""
+    for offset, line in enumerate(lines):
+        for name, value in zip(columns[2:], line.rstrip("\r\n").split("\t")[2:], strict=True):
+            try:
+                float(value)
+            except ValueError:
+                return InputError(
+                    gct, first_line + offset, f"sample {name}: TPM {value[:20]!r} is not a number"
+                )
+    return InputError(gct, first_line, "a value in this block of lines could not be parsed")
 
 
 def build_targets(
@@ -357,13 +348,13 @@ def build_targets(
     min_samples: int,
     out_parquet: PathLike,
     out_stats: PathLike,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
 ) -> None:
     """The `targets` rule: aggregate, count overlap with the annotation, write both outputs.
 
     Nothing is written unless the whole matrix was read and checked.
     """
-    targets, stats = aggregate_tpm(gct, samples, tissue_set, tissues, min_samples, block_size)
+    targets, stats = aggregate_tpm(gct, samples, tissue_set, tissues, min_samples, block_rows)
     tissues = list(stats["tissue"])
     overlap = None
     if transcripts is not None:

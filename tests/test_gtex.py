@@ -83,7 +83,7 @@ def test_matches_pandas_smts_configured_order(tmp_path, attrs_path, gz):
     gct = write_gct(tmp_path / name, samples, random_rows(120, len(samples)), gz=gz)
     tissues = ["Liver", "Brain", "Heart"]
     # A tiny block size forces many row blocks.
-    targets, stats = aggregate_tpm(gct, attrs_path, "smts", tissues, block_size=4096)
+    targets, stats = aggregate_tpm(gct, attrs_path, "smts", tissues, block_rows=7)
     expected = expected_targets(gct, attrs_path, "SMTS")
     assert list(targets.columns) == ["transcript_id", "gene_id", *tissues]
     assert targets["transcript_id"].tolist() == expected.index.tolist()
@@ -154,7 +154,7 @@ def test_build_targets_outputs(tmp_path, attrs_path):
 def run_bad(tmp_path, attrs_path, gct, tissues=("Brain",)):
     out, stats_out = tmp_path / "out" / "smts.parquet", tmp_path / "out" / "smts.stats.tsv"
     with pytest.raises(InputError) as info:
-        build_targets(gct, attrs_path, None, "smts", list(tissues), 1, out, stats_out, 4096)
+        build_targets(gct, attrs_path, None, "smts", list(tissues), 1, out, stats_out, 7)
     assert "\n" not in str(info.value)
     assert not out.exists() and not stats_out.exists()
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
