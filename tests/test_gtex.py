@@ -250,3 +250,33 @@ def test_wrong_header(tmp_path, attrs_path):
     )
     gct.write_bytes(gzip.compress(text.encode()))
     assert "header must start with transcript_id, gene_id" in run_bad(tmp_path, attrs_path, gct)
+
+
+def test_attributes_without_tissue_column(tmp_path):
+    attrs = pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    path = tmp_path / "attrs.tsv"
+    attrs.drop(columns="SMTSD").to_csv(path, sep="\t", index=False, quoting=3)
+    with pytest.raises(InputError, match=rf"^{path}:1: header lacks column\(s\) SMTSD$"):
+        read_sample_attributes(path)
+
+
+def test_attributes_duplicate_sample(tmp_path):
+    attrs = pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    attrs = pd.concat([attrs, attrs.iloc[[5]]])
+    path = tmp_path / "attrs.tsv"
+    attrs.to_csv(path, sep="\t", index=False, quoting=3)
+    sid = attrs["SAMPID"].iat[5]
+    with pytest.raises(InputError, match=rf"^{path}:177: sample {sid} listed twice$"):
+        read_sample_attributes(path)
+
+
+def test_unused_tissue_columns_are_still_checked(tmp_path, attrs_path):
+    # A bad value in a sample of a tissue that is not selected still fails: a corrupt matrix
+    # fails whatever the tissue list.
+    samples = sample_ids(attrs_path)
+    rows = random_rows(10, len(samples))
+    rows[4][2][0] = "x"  # sample 0 is relabelled Liver; only Brain is selected
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    assert run_bad(tmp_path, attrs_path, gct, tissues=["Brain"]).startswith(
+        f"{gct}:8: sample {samples[0]}: TPM 'x' is not a number"
+    )
