@@ -79,7 +79,9 @@ def main() -> None:
     httpd.shutdown()
     shutil.rmtree(args.scratch)
     ref = statistics.median(times["curl + sha256sum"])
-    print(f"| tool | median of {args.repeats} (s) | MB/s | ratio to curl + sha256sum | all runs (s) |")
+    print(
+        f"| tool | median of {args.repeats} (s) | MB/s | ratio to curl + sha256sum | all runs (s) |"
+    )
     print("|---|---|---|---|---|")
     for name, runs in times.items():
         med = statistics.median(runs)

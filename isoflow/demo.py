@@ -36,8 +36,9 @@ sub-tissues (SMTSD) of one SMTS share its weights. Isoforms differ in each term:
 alternative TSS has its own promoter, an alternative polyA site cuts the 3'UTR (and its
 AREs), exon skipping removes a coding exon whose own K+R fraction differs from the gene's.
 The motifs are scrubbed from the generated background of each gene before they are
-planted (promoter motifs within 600 bp upstream of the TSS), and every component is measured back on the written sequence, so
-``planted_signal.tsv`` is the truth. docs/demo.md describes it for users.
+planted (promoter motifs within 600 bp upstream of the TSS), and every component is
+measured back on the written sequence, so ``planted_signal.tsv`` is the truth.
+docs/demo.md describes it for users.
 """
 
 from __future__ import annotations
