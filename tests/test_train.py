@@ -208,3 +208,47 @@ def test_missing_genome_is_an_error(dataset, tmp_path):
     write_dataset(df, tissues, tmp_path / "absent.fa", moved)
     with pytest.raises(InputError, match="absent.fa"):
         IsoformDataModule(moved, ["dna"]).setup()
+
+
+def test_cache_mode_trains_from_embeddings(dataset, tmp_path):
+    from isoflow.embed import embed_dataset
+
+    path, fasta = dataset
+    caches = {}
+    for modality, name in (("rna", "nucleotide_transformer"), ("protein", "esm2")):
+        caches[modality] = tmp_path / "embeddings" / name
+        embed_dataset(path, name, {**TINY_CONFIG["encoders"][name], "pool_to": 4}, caches[modality])
+    config = config_with(max_epochs=1)
+    config["model"]["cached_modalities"] = ["rna", "protein"]
+    exp = {"modalities": FAST}
+    metrics = run_experiment(config, exp, path, tmp_path / "run", cache_dirs=caches)
+    assert metrics["mean"]["pearson"] is not None
+
+    # a cache built from another dataset misses transcripts: one line naming one of them
+    df, tissues = read_dataset(path)
+    df["transcript_id"] = df["transcript_id"] + "x"
+    other = tmp_path / "other.parquet"
+    write_dataset(df, tissues, fasta, other)
+    with pytest.raises(InputError, match=r"nucleotide_transformer:ENST\d+x?\.1x?: \d+ transcripts"):
+        IsoformDataModule(other, ["rna"], cache_dirs={"rna": caches["rna"]}).setup()
+
+
+def test_train_inputs_follow_cached_modalities():
+    from isoflow.train import train_inputs
+
+    config = {"model": {"cached_modalities": ["rna"]}}
+    exp = {"modalities": ["dna", "rna"], "dna_encoder": "enformer"}
+    inputs = train_inputs(config, exp, "d.parquet", "g.fa")
+    assert inputs == {
+        "dataset": "d.parquet",
+        "genome": "g.fa",
+        "fai": "g.fa.fai",
+        "cache_rna": "results/embeddings/nucleotide_transformer",
+    }
+    config = {"model": {"cached_modalities": ["dna", "protein"]}}
+    inputs = train_inputs(config, {"modalities": ["dna", "protein"]}, "d.parquet", "g.fa")
+    assert inputs == {
+        "dataset": "d.parquet",
+        "cache_dna": "results/embeddings/enformer",
+        "cache_protein": "results/embeddings/esm2",
+    }

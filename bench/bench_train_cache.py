@@ -1,0 +1,103 @@
+"""Training time per batch with frozen encoders run on raw sequences vs the embedding cache.
+
+Same dataset, same experiment (DNA + RNA + protein, cross-attention), same batches; the
+reference is the raw-sequence run in the same process. Prints one line per mode and the
+ratio. Needs the demo dataset and its three caches:
+
+    .venv/bin/snakemake --cores 2 --configfile config/demo.yaml -- \\
+        results/embeddings/enformer results/embeddings/nucleotide_transformer \\
+        results/embeddings/esm2
+    .venv/bin/python bench/bench_train_cache.py --config config/demo.yaml --batches 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import yaml
+
+from isoflow.data import IsoformDataModule
+from isoflow.train import IsoFormerModule, encoder_names, model_config, train_config
+
+
+class BatchTimer(pl.Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+
+def time_mode(config: dict, experiment: dict, dataset: Path, cached: bool, batches: int):
+    config = copy.deepcopy(config)
+    names = encoder_names(config, experiment)
+    for name in names.values():
+        config["encoders"][name]["finetune_last"] = 0  # frozen in both modes
+    cache_dirs = {m: f"results/embeddings/{n}" for m, n in names.items()} if cached else {}
+    train = train_config(config)
+    pl.seed_everything(0)
+    data = IsoformDataModule(
+        dataset,
+        experiment["modalities"],
+        cache_dirs=cache_dirs,
+        batch_size=int(train["batch_size"]),
+        rna_max_nt=config["rna"]["max_nt"],
+        protein_max_aa=config["protein"]["max_aa"],
+    )
+    data.setup()
+    dims = {m: c.dim for m, c in data.collate.caches.items()}
+    module = IsoFormerModule(config, experiment, data.tissues, dims)
+    timer = BatchTimer()
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=batches + 1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[timer],
+    )
+    trainer.fit(module, datamodule=data)
+    steady = timer.times[1:]  # the first batch pays one-off costs
+    n_batches = len(data.train_dataloader())
+    return statistics.median(steady), n_batches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", default="config/demo.yaml")
+    parser.add_argument("--batches", type=int, default=8)
+    args = parser.parse_args()
+    config = yaml.safe_load(Path(args.config).read_text())
+    torch.set_num_threads(2)
+    dataset = Path(f"results/dataset/{config['dataset']['name']}.parquet")
+    experiment = {
+        "modalities": ["dna", "rna", "protein"],
+        "dna_encoder": "enformer",
+        "aggregator": "cross_attention",
+    }
+    print(f"model {model_config(config)}")
+    results = {}
+    for cached in (False, True):
+        per_batch, n_batches = time_mode(config, experiment, dataset, cached, args.batches)
+        label = "cache" if cached else "raw (frozen encoders)"
+        results[cached] = per_batch
+        print(
+            f"{label}: {per_batch:.4f} s/batch (median of {args.batches}), "
+            f"{n_batches} batches/epoch -> {per_batch * n_batches:.1f} s/epoch"
+        )
+    print(f"raw / cache = {results[False] / results[True]:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
