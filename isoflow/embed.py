@@ -195,7 +195,7 @@ def build_cache(
             "n_shards": writer.shard,
             **(meta or {}),
         }
-        (tmp / META_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     encoder.train(was_training)
     log.info(
         "cached %d distinct sequences of %d items (%d missing) in %s",
@@ -265,3 +265,103 @@ class EmbeddingCache:
     def lookup_items(self, items: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """``lookup`` by item ID (e.g. transcript ID) instead of sequence key."""
         return self.lookup(self.item_keys(items))
+
+
+# ---------------------------------------------------------------------------------------
+# The `embed` rule: which sequences of the dataset an encoder caches.
+
+
+class DnaWindows(Mapping):
+    """Transcript ID -> DNA window tokens, read from the genome only when accessed."""
+
+    def __init__(self, df, genome_fasta: str | os.PathLike):
+        from isoflow.genome import GenomeWindows
+
+        self._rows = {
+            row.transcript_id: (row.chrom, int(row.window_start), int(row.window_end), row.strand)
+            for row in df[
+                ["transcript_id", "chrom", "window_start", "window_end", "strand"]
+            ].itertuples(index=False)
+        }
+        self._genome = GenomeWindows(genome_fasta)
+
+    def __getitem__(self, transcript_id: str) -> np.ndarray:
+        return self._genome.tokens(*self._rows[transcript_id])
+
+    def __iter__(self):
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def dataset_items(df, modality: str, genome_fasta: str | os.PathLike | None = None) -> Mapping:
+    """Transcript ID -> the sequence an encoder of ``modality`` reads."""
+    if modality == "dna":
+        if genome_fasta is None:
+            raise ValueError("a DNA encoder needs the genome FASTA")
+        return DnaWindows(df, genome_fasta)
+    column = {"rna": "rna_seq", "protein": "protein_seq"}[modality]
+    return {
+        tid: None if _is_missing(seq) else seq
+        for tid, seq in zip(df["transcript_id"], df[column], strict=True)
+    }
+
+
+def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str, str]:
+    """Inputs of the ``embed`` rule for ``wildcards.encoder`` (a Snakemake input function).
+
+    The genome only for DNA encoders; the download record only for pretrained ones.
+    """
+    from isoflow.model.encoders import encoder_modality
+
+    name = wildcards.encoder
+    spec = (config.get("encoders") or {}).get(name)
+    if spec is None:
+        raise InputError(None, name, "encoder is not configured under `encoders:`")
+    inputs = {"dataset": dataset}
+    if encoder_modality(name, spec) == "dna":
+        inputs["genome"] = genome
+        inputs["fai"] = f"{genome}.fai"
+    if spec.get("source", "tiny") == "pretrained":
+        inputs["weights"] = f"{spec.get('path') or f'resources/models/{name}'}/isoflow_source.json"
+    return inputs
+
+
+def embed_dataset(
+    dataset: str | os.PathLike,
+    encoder_name: str,
+    spec: dict,
+    out_dir: str | os.PathLike,
+    genome_fasta: str | os.PathLike | None = None,
+    device: str | None = None,
+) -> dict:
+    """Cache the embeddings of every transcript of a dataset table for one encoder."""
+    from isoflow.dataset import read_dataset
+    from isoflow.model.encoders import build_encoder
+
+    df, _ = read_dataset(dataset)
+    encoder = build_encoder(encoder_name, {**spec, "finetune_last": 0})
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    encoder.to(device)
+    items = dataset_items(df, encoder.modality, genome_fasta)
+    pool_to = int(spec.get("pool_to", 64))
+    batch_size = int(spec.get("embed_batch_size", 8))
+    log.info(
+        "embedding %d transcripts with %s (%s, dim %d) on %s, pool_to %d",
+        len(items),
+        encoder_name,
+        encoder.modality,
+        encoder.dim,
+        device,
+        pool_to,
+    )
+    keys = build_cache(
+        encoder,
+        items,
+        out_dir,
+        pool_to=pool_to,
+        batch_size=batch_size,
+        meta={"encoder": encoder_name, "spec": spec},
+    )
+    return keys

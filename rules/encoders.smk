@@ -1,1 +1,56 @@
 # Rules of this stage: see DESIGN.md.
+from functools import partial
+
+from isoflow.embed import embed_inputs
+
+
+rule download_encoders:
+    """Pretrained weights of one configured encoder into resources/models/{encoder}/
+    (isoflow.weights.download_encoder), with the resolved commit or sha256 in
+    isoflow_source.json."""
+    output:
+        protected("resources/models/{encoder}/isoflow_source.json"),
+    log:
+        "logs/download_encoders/{encoder}.log",
+    wildcard_constraints:
+        encoder="[A-Za-z0-9_]+",
+    conda:
+        "../envs/isoflow.yaml"
+    params:
+        encoders=config["encoders"],
+    script:
+        "../scripts/download_encoders.py"
+
+
+rule embed:
+    """Frozen-encoder embedding cache of every dataset transcript (isoflow.embed):
+    one forward per distinct sequence, pooled to at most `pool_to` positions."""
+    input:
+        unpack(
+            partial(
+                embed_inputs,
+                config=config,
+                dataset=f"results/dataset/{DATASET}.parquet",
+                genome=genome_fasta(),
+            )
+        ),
+    output:
+        directory("results/embeddings/{encoder}"),
+    log:
+        "logs/embed/{encoder}.log",
+    benchmark:
+        "benchmarks/embed/{encoder}.tsv"
+    wildcard_constraints:
+        encoder="[A-Za-z0-9_]+",
+    conda:
+        "../envs/isoflow.yaml"
+    threads: 2
+    resources:
+        gpu=config["resources"]["gpu"],
+        mem_mb=8000,
+    params:
+        encoders=config["encoders"],
+        rna=config["rna"],
+        protein=config["protein"],
+    script:
+        "../scripts/embed.py"

@@ -7,7 +7,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from isoflow.embed import EmbeddingCache, build_cache, pool_tokens, sequence_key
+from isoflow.embed import (
+    EmbeddingCache,
+    build_cache,
+    dataset_items,
+    embed_inputs,
+    pool_tokens,
+    sequence_key,
+)
 from isoflow.model.encoders import build_encoder
 
 RNG = np.random.default_rng(1)
@@ -152,3 +159,63 @@ def test_meta_records_extra_fields(tmp_path, esm):
     build_cache(esm, {"a": protein(9)}, tmp_path / "c", pool_to=4, meta={"encoder": "esm2"})
     meta = json.loads((tmp_path / "c" / "meta.json").read_text())
     assert meta["encoder"] == "esm2" and meta["dim"] == esm.dim and meta["pool_to"] == 4
+
+
+# --- the embed rule's inputs and items ----------------------------------------------
+
+
+def test_embed_inputs_by_modality_and_source():
+    from types import SimpleNamespace
+
+    from isoflow.errors import InputError
+
+    config = {
+        "encoders": {
+            "enformer": {"source": "tiny"},
+            "esm2": {"source": "pretrained", "path": "resources/models/esm2"},
+            "nt_dna": {"source": "pretrained", "path": "resources/models/nucleotide_transformer"},
+        }
+    }
+    common = {"config": config, "dataset": "results/dataset/d.parquet", "genome": "g.fa"}
+    assert embed_inputs(SimpleNamespace(encoder="enformer"), **common) == {
+        "dataset": "results/dataset/d.parquet",
+        "genome": "g.fa",
+        "fai": "g.fa.fai",
+    }
+    assert embed_inputs(SimpleNamespace(encoder="esm2"), **common) == {
+        "dataset": "results/dataset/d.parquet",
+        "weights": "resources/models/esm2/isoflow_source.json",
+    }
+    nt = embed_inputs(SimpleNamespace(encoder="nt_dna"), **common)
+    assert nt["weights"] == "resources/models/nucleotide_transformer/isoflow_source.json"
+    assert nt["genome"] == "g.fa"
+    with pytest.raises(InputError, match="not configured"):
+        embed_inputs(SimpleNamespace(encoder="borzoi"), **common)
+
+
+def test_dataset_items_read_windows_on_the_right_strand(tmp_path):
+    import pandas as pd
+    import pysam
+
+    from isoflow.genome import encode
+
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(">chr1\nAACCGGTTAC\n")
+    pysam.faidx(str(fasta))
+    df = pd.DataFrame(
+        {
+            "transcript_id": ["T1", "T2", "T3"],
+            "chrom": ["chr1"] * 3,
+            "window_start": [0, 2, 8],
+            "window_end": [4, 6, 12],
+            "strand": ["+", "-", "+"],
+            "rna_seq": ["ACGU", "AC", "A"],
+            "protein_seq": ["MK", None, None],
+        }
+    )
+    dna = dataset_items(df, "dna", fasta)
+    assert len(dna) == 3 and list(dna) == ["T1", "T2", "T3"]
+    assert dna["T1"].tolist() == encode("AACC").tolist()
+    assert dna["T2"].tolist() == encode("CCGG", "-").tolist()
+    assert dna["T3"].tolist() == encode("ACNN").tolist()  # past the contig end: N
+    assert dataset_items(df, "protein") == {"T1": "MK", "T2": None, "T3": None}

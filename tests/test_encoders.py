@@ -271,7 +271,11 @@ def test_borzoi_pretrained_roundtrip_drops_track_heads(tmp_path, offline):
     torch.manual_seed(0)
     raw = Borzoi.from_hparams(**hparams)  # with the human head, as the published weights
     raw.save_pretrained(tmp_path / "borzoi")
-    loaded = build_encoder("borzoi", {"source": "pretrained", "path": tmp_path / "borzoi"})
+    spec = {"source": "pretrained", "path": tmp_path / "borzoi"}
+    with pytest.raises(InputError, match="reads 524,288 bp windows, got 2,048"):
+        loaded = build_encoder("borzoi", spec)
+        loaded(**loaded.tokenize(dna_batch(1, 2048)))
+    loaded = build_encoder("borzoi", {**spec, "input_length": 2048})
     assert not hasattr(loaded.model, "human_head")
     raw.eval()
     loaded.eval()

@@ -110,6 +110,8 @@ DEFAULT_MAX_LEN = {
     "esm2": 1022,  # residues, BOS/EOS added on top
 }
 
+BORZOI_INPUT_BP = 524_288
+
 NT_SPECIAL_TOKENS = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
 NT_KMER = 6
 
@@ -237,6 +239,8 @@ class BorzoiEncoder(_DnaEncoder):
                 delattr(model, head)
         self.model = model
         self.dim = model.config.dim
+        # Set for published weights: their relative-position table covers exactly this input.
+        self.required_length: int | None = None
 
     def blocks(self) -> list[nn.Module]:
         return list(self.model.transformer)
@@ -253,6 +257,13 @@ class BorzoiEncoder(_DnaEncoder):
         ]
 
     def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.required_length and tokens.shape[1] != self.required_length:
+            raise InputError(
+                None,
+                "borzoi",
+                f"pretrained Borzoi reads {self.required_length:,} bp windows, got "
+                f"{tokens.shape[1]:,} (set dna.window: {self.required_length})",
+            )
         x = one_hot_dna(tokens).to(next(self.model.parameters()).dtype).transpose(1, 2)
         emb = self.model.get_embs_after_crop(x).transpose(1, 2)
         mask = torch.ones(emb.shape[:2], dtype=torch.bool, device=emb.device)
@@ -493,6 +504,11 @@ def _kind(name: str, spec: dict) -> tuple[str, str]:
     return kind, spec.get("modality", modality)
 
 
+def encoder_modality(name: str, spec: dict | None = None) -> str:
+    """``dna``, ``rna`` or ``protein``: what encoder ``name`` reads."""
+    return _kind(name, dict(spec or {}))[1]
+
+
 def _esm_checkpoint(path: Path) -> Path:
     if path.is_file():
         return path
@@ -571,6 +587,8 @@ def build_encoder(name: str, spec: dict | None = None) -> Encoder:
         path = Path(spec.get("path") or f"resources/models/{name}")
         model, extra = _pretrained_model(kind, path, spec)
         encoder = _wrap(kind, modality, model, extra, spec)
+        if kind == "borzoi":
+            encoder.required_length = int(spec.get("input_length", BORZOI_INPUT_BP))
     else:
         raise InputError(None, name, f"encoder source must be tiny or pretrained, got {source!r}")
     encoder.trainable_last(int(spec.get("finetune_last", 0)))

@@ -1,0 +1,24 @@
+"""Rule embed: dataset table (+ genome) -> results/embeddings/{encoder}/."""
+
+import torch
+
+from isoflow.cli import run_script
+from isoflow.embed import embed_dataset
+from isoflow.model.encoders import spec_from_config
+
+
+def main() -> None:
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    name = snakemake.wildcards.encoder  # noqa: F821
+    params = snakemake.params  # noqa: F821
+    config = {"encoders": params.encoders, "rna": params.rna, "protein": params.protein}
+    embed_dataset(
+        snakemake.input.dataset,  # noqa: F821
+        name,
+        spec_from_config(config, name),
+        snakemake.output[0],  # noqa: F821
+        genome_fasta=snakemake.input.get("genome"),  # noqa: F821
+    )
+
+
+run_script(main, snakemake.log[0])  # noqa: F821
