@@ -17,6 +17,7 @@ import html
 import json
 import math
 import re
+import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1113,3 +1114,135 @@ def report_paths(
     if ablation_groups(experiments, "fraction"):
         paths += [f"{report_dir}/experiments/scaling.{ext}" for ext in ("html", "svg")]
     return paths
+
+
+# ---------------------------------------------------------------- the built report in a browser
+
+# The report (snakemake --report) is a JavaScript app: results sit behind menu clicks. A copy
+# of it gets this script, which clicks through it like a reader and writes what it saw
+# (navbar text, size of the image or table shown) into <pre id="isoflow-drive">, read back
+# from Chromium's --dump-dom. The same copy under --screenshot shows the last view.
+_DRIVER = """
+<script>
+(function () {
+  const log = [];
+  const pause = (ms) => new Promise((r) => setTimeout(r, ms));
+  function byText(text) {
+    const all = Array.from(document.querySelectorAll("a, li, span, td"));
+    const hits = all.filter((el) => el.textContent.trim() === text);
+    return hits.length ? hits[hits.length - 1] : null;
+  }
+  async function click(text) {
+    const el = byText(text);
+    if (!el) { log.push({ step: "click", text, ok: false }); return false; }
+    el.click();
+    await pause(300);
+    log.push({ step: "click", text, ok: true });
+    return true;
+  }
+  async function category(name) {
+    // The breadcrumb "Results" leads back to the list of categories.
+    const crumb = byText("Results");
+    if (crumb) { crumb.click(); await pause(300); }
+    return click(name);
+  }
+  async function view(label) {
+    const row = Array.from(document.querySelectorAll("tr")).find(
+      (tr) => tr.cells.length && tr.cells[0].textContent.trim() === label);
+    if (!row) { log.push({ step: "view", text: label, ok: false }); return; }
+    row.querySelector("a").click();
+    await pause(600);
+    // The largest embedded image: the result, not the logo or icons.
+    const img = Array.from(document.querySelectorAll("img[src^='data:image']")).sort(
+      (a, b) => b.naturalWidth * b.naturalHeight - a.naturalWidth * a.naturalHeight)[0];
+    const frame = document.querySelector("iframe[src^='data:text/html']");
+    log.push({ step: "view", text: label, ok: true,
+               img: img ? [img.naturalWidth, img.naturalHeight] : null,
+               iframe: frame ? frame.getAttribute("src") : null });
+  }
+  function nav(text) { log.push({ step: "nav", text, seen: document.body.innerText }); }
+  async function drive() {
+    try {
+      await pause(500);
+      nav("start");
+      STEPS
+    } catch (err) {
+      log.push({ step: "error", text: String(err), ok: false });
+    }
+    const pre = document.createElement("pre");
+    pre.id = "isoflow-drive";
+    pre.style.display = "none";
+    pre.textContent = JSON.stringify(log);
+    document.body.appendChild(pre);
+  }
+  window.addEventListener("load", drive);
+})();
+</script>
+"""
+BROWSER_STEPS = ("category", "click", "view", "nav")
+
+
+def browse_report(
+    report_html: str | Path,
+    steps: Iterable[tuple[str, str]],
+    workdir: str | Path,
+    chromium: str = "chromium",
+    screenshot: str | Path | None = None,
+    window: tuple[int, int] = (1600, 1000),
+    timeout_s: float = 180,
+) -> list[dict[str, Any]]:
+    """Click through a built report in headless Chromium; return what each step saw.
+
+    ``steps``: ``("category", name)`` opens a top-level result category, ``("click", text)``
+    any menu entry, ``("view", label)`` shows the result whose first label is ``label``,
+    ``("nav", name)`` records the page text. Each log entry has ``step``, ``text`` and
+    ``ok``; a view also ``img`` ([width, height] of the image shown) and ``iframe`` (the
+    data URI of an HTML table shown); a nav ``seen`` (the page's visible text).
+    ``screenshot``: also save a PNG of the last view.
+    """
+    js = []
+    for kind, text in steps:
+        if kind not in BROWSER_STEPS:
+            raise ValueError(f"unknown browser step {kind!r}; one of {BROWSER_STEPS}")
+        js.append(f"await {kind}({json.dumps(text)});")
+    source = Path(report_html).read_text()
+    cut = source.rindex("</body>")  # the last one: embedded libraries contain the string
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    page = workdir / "driven-report.html"
+    page.write_text(source[:cut] + _DRIVER.replace("STEPS", "\n      ".join(js)) + source[cut:])
+    base = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={workdir / 'chromium-profile'}",
+        "--hide-scrollbars",
+        f"--window-size={window[0]},{window[1]}",
+        "--virtual-time-budget=30000",
+    ]
+    dom = subprocess.run(
+        [*base, "--dump-dom", page.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    match = re.search(r'<pre id="isoflow-drive"[^>]*>(.*?)</pre>', dom.stdout, re.S)
+    if dom.returncode != 0 or not match:
+        raise RuntimeError(f"chromium did not finish the report walk: {dom.stderr[-2000:]}")
+    log = json.loads(html.unescape(match.group(1)))
+    if screenshot is not None:
+        shot = subprocess.run(
+            [*base, f"--screenshot={Path(screenshot).resolve()}", page.resolve().as_uri()],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        if shot.returncode != 0 or not Path(screenshot).exists():
+            raise RuntimeError(f"chromium screenshot failed: {shot.stderr[-2000:]}")
+    return log

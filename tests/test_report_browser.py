@@ -29,6 +29,7 @@ import pytest
 import yaml
 from test_report import EXPERIMENTS_CONFIG, write_data_inputs, write_run
 
+from isoflow import report
 from isoflow.experiments import expand_experiments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,12 +84,12 @@ def report_html(tmp_path_factory) -> Path:
         [*base, "--cores", "2"], capture_output=True, text=True, env=env, timeout=600
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
-    report = root / "report.html"
+    html = root / "report.html"
     run = subprocess.run(
-        [*base, "--report", str(report)], capture_output=True, text=True, env=env, timeout=300
+        [*base, "--report", str(html)], capture_output=True, text=True, env=env, timeout=300
     )
     assert run.returncode == 0, run.stderr[-5000:]
-    return report
+    return html
 
 
 def test_every_rule_logged_and_every_report_output_made(report_html):
@@ -132,152 +133,56 @@ def test_report_embeds_every_result_with_its_category(report_html):
 
 # ---------------------------------------------------------------- in the browser
 
-# Clicks through the report like a reader; records the navbar text and what the content
-# pane shows after each step into <pre id="isoflow-drive">. Ends on the ablation table.
-DRIVER = """
-<script>
-(function () {
-  const log = [];
-  const pause = (ms) => new Promise((r) => setTimeout(r, ms));
-  function byText(text, root) {
-    const all = Array.from((root || document).querySelectorAll("a, li, span, td"));
-    const hits = all.filter((el) => el.textContent.trim() === text);
-    return hits.length ? hits[hits.length - 1] : null;
-  }
-  async function click(text) {
-    const el = byText(text);
-    if (!el) { log.push({ step: "click", text, ok: false }); return false; }
-    el.click();
-    await pause(300);
-    log.push({ step: "click", text, ok: true });
-    return true;
-  }
-  async function category(name) {
-    // The breadcrumb "Results" leads back to the list of categories.
-    const crumb = byText("Results");
-    if (crumb) { crumb.click(); await pause(300); }
-    return click(name);
-  }
-  async function view(label) {
-    const row = Array.from(document.querySelectorAll("tr")).find(
-      (tr) => tr.cells.length && tr.cells[0].textContent.trim() === label);
-    if (!row) { log.push({ step: "view", text: label, ok: false }); return; }
-    row.querySelector("a").click();
-    await pause(600);
-    // The largest embedded image: the result, not the logo or icons.
-    const img = Array.from(document.querySelectorAll("img[src^='data:image']")).sort(
-      (a, b) => b.naturalWidth * b.naturalHeight - a.naturalWidth * a.naturalHeight)[0];
-    const frame = document.querySelector("iframe[src^='data:text/html']");
-    log.push({ step: "view", text: label, ok: true,
-               img: img ? [img.naturalWidth, img.naturalHeight] : null,
-               iframe: frame ? frame.getAttribute("src").length : null });
-  }
-  function nav(name) { log.push({ step: "nav", name, text: document.body.innerText }); }
-  async function drive() {
-    try {
-      await pause(500);
-      nav("start");
-      STEPS
-    } catch (err) {
-      log.push({ step: "error", text: String(err), ok: false });
-    }
-    const pre = document.createElement("pre");
-    pre.id = "isoflow-drive";
-    pre.style.display = "none";
-    pre.textContent = JSON.stringify(log);
-    document.body.appendChild(pre);
-  }
-  window.addEventListener("load", drive);
-})();
-</script>
-"""
-
-
-def _driven_copy(report: Path, steps: str, name: str) -> Path:
-    html = report.read_text()
-    driven = report.with_name(name)
-    # The last </body>: embedded libraries contain the string too.
-    cut = html.rindex("</body>")
-    driven.write_text(html[:cut] + DRIVER.replace("STEPS", steps) + html[cut:])
-    return driven
-
-
-def _chromium(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    profile = tmp / "chromium-profile"
-    command = [
-        chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--hide-scrollbars",
-        "--window-size=1600,1000",
-        "--virtual-time-budget=30000",
-        *args,
-    ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=180)
-
-
-ACROSS_STEPS = """
-    await category("1. Data"); nav("data");
-    await click("Annotation"); await view("transcripts by biotype (figure)");
-    await category("1. Data"); await click("Sequences"); await view("sequence lengths (figure)");
-    await category("2. Training runs"); nav("runs");
-    await click("dna+rna+protein_enformer_cross_attention_s0"); nav("one run");
-    await view("4. predicted vs observed");
-    await category("3. Across experiments"); nav("across");
-    await click("Data scaling"); await view("data scaling (figure)");
-    await category("3. Across experiments");
-    await click("Ablation: modalities"); nav("ablation");
-    await view("ablation modalities vs the paper (table)");
-"""
+STEPS = [
+    ("category", "1. Data"),
+    ("nav", "data"),
+    ("click", "Annotation"),
+    ("view", "transcripts by biotype (figure)"),
+    ("category", "1. Data"),
+    ("click", "Sequences"),
+    ("view", "sequence lengths (figure)"),
+    ("category", "2. Training runs"),
+    ("nav", "runs"),
+    ("click", "dna+rna+protein_enformer_cross_attention_s0"),
+    ("nav", "one run"),
+    ("view", "4. predicted vs observed"),
+    ("category", "3. Across experiments"),
+    ("nav", "across"),
+    ("click", "Data scaling"),
+    ("view", "data scaling (figure)"),
+    ("category", "3. Across experiments"),
+    ("click", "Ablation: modalities"),
+    ("view", "ablation modalities vs the paper (table)"),
+]
 
 
 @pytest.fixture(scope="module")
 def driven(report_html, tmp_path_factory):
     chromium = _chromium_or_skip()
     tmp = tmp_path_factory.mktemp("chromium")
-    page = _driven_copy(report_html, ACROSS_STEPS, "driven.html")
-    dom = _chromium(chromium, tmp, "--dump-dom", page.as_uri())
-    assert dom.returncode == 0, dom.stderr[-3000:]
-    match = re.search(r'<pre id="isoflow-drive"[^>]*>(.*?)</pre>', dom.stdout, re.S)
-    assert match, "the driver script did not finish: " + dom.stderr[-2000:]
-    log = json.loads(_unescape(match.group(1)))
     shot = tmp / "report.png"
-    run = _chromium(chromium, tmp, f"--screenshot={shot}", page.as_uri())
-    assert run.returncode == 0 and shot.exists(), run.stderr[-3000:]
+    log = report.browse_report(report_html, STEPS, tmp, chromium=chromium, screenshot=shot)
     if os.environ.get("ISOFLOW_REPORT_SCREENSHOT"):
         shutil.copy(shot, os.environ["ISOFLOW_REPORT_SCREENSHOT"])
-    return {"log": log, "dom": dom.stdout, "screenshot": shot}
+    return {"log": log, "screenshot": shot}
 
 
-def _unescape(text: str) -> str:
-    return (
-        text.replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-    )
-
-
-def _nav(log, name):
-    return next(step["text"] for step in log if step["step"] == "nav" and step["name"] == name)
+def _seen(log, name):
+    return next(step["seen"] for step in log if step["step"] == "nav" and step["text"] == name)
 
 
 def test_browser_clicks_reach_every_section(driven):
     log = driven["log"]
     failed = [s for s in log if s["step"] in ("click", "view", "error") and not s["ok"]]
     assert not failed, failed
-    assert "Workflow" in _nav(log, "start")
-    data = _nav(log, "data")
+    assert "Workflow" in _seen(log, "start")
+    data = _seen(log, "data")
     for section in ("Annotation", "Expression targets", "Splits", "Sequences"):
         assert section in data
-    runs = _nav(log, "runs")
+    runs = _seen(log, "runs")
     for run in expand_experiments({"experiments": EXPERIMENTS}):
         assert run in runs
-    one_run = _nav(log, "one run")
+    one_run = _seen(log, "one run")
     for result in (
         "1. training curves",
         "2. per-tissue metrics (table)",
@@ -286,7 +191,7 @@ def test_browser_clicks_reach_every_section(driven):
         "5. within-gene isoform ranking",
     ):
         assert result in one_run
-    across = _nav(log, "across")
+    across = _seen(log, "across")
     for section in ("All runs", "Ablation: modalities", "Ablation: aggregator", "Data scaling"):
         assert section in across
     assert "Within-gene isoform ranking" in across
@@ -305,14 +210,23 @@ def test_browser_renders_figures(driven):
 
 
 def test_browser_shows_the_ablation_table_beside_the_paper(driven):
-    view = next(s for s in driven["log"] if s.get("text", "").startswith("ablation modalities"))
-    assert view["iframe"], "the ablation table is not shown in the content pane"
-    match = re.search(r'<iframe[^>]+src="data:text/html[^"]*?base64,([^"]+)"', driven["dom"])
-    assert match, "no embedded HTML table in the final view"
-    table = base64.b64decode(urllib.parse.unquote(match.group(1))).decode()
+    view = driven["log"][-1]
+    assert view["text"] == "ablation modalities vs the paper (table)" and view["ok"]
+    uri = view["iframe"]
+    assert uri and uri.startswith("data:text/html"), "no HTML table in the content pane"
+    header, _, payload = uri.partition(",")
+    if header.endswith(";base64"):
+        table = base64.b64decode(urllib.parse.unquote(payload)).decode()
+    else:
+        table = urllib.parse.unquote(payload)
     assert "<h2>Ablation: modalities</h2>" in table
-    assert "dna+rna+protein" in table and "rna+protein" in table
+    assert "<td>dna+rna+protein</td>" in table and "<td>rna+protein</td>" in table
     assert '<tr class="paper"><td>reported in paper</td>' in table
     assert PAPER["label"] in table
     png = driven["screenshot"].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_browse_report_rejects_an_unknown_step(tmp_path):
+    with pytest.raises(ValueError, match="unknown browser step 'scroll'"):
+        report.browse_report(tmp_path / "r.html", [("scroll", "x")], tmp_path)
