@@ -36,8 +36,6 @@ def parse_dry_run(text: str) -> list[dict]:
         elif jobs and line.startswith("    ") and ": " in line:
             key, value = line.strip().split(": ", 1)
             jobs[-1].setdefault(key, value)
-        elif line.startswith("Job stats:"):
-            break
     for job in jobs:
         job["resources"] = dict(
             item.split("=", 1) for item in job.get("resources", "").split(", ") if "=" in item

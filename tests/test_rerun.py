@@ -1,0 +1,146 @@
+"""After the data changes, exactly the jobs that depend on it run again (README, "Rerunning").
+
+The data half of the demo (demo_data .. dataset) runs once in a temporary working directory.
+What must run again is computed from that DAG itself (a job depends on a file when the file, or
+an output of a job that depends on it, is among its inputs), so the test stays right as rules
+are added; a few fixed cases say what that means in the domain.
+"""
+
+import gzip
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+DEMO_ANNOTATION = "resources/demo/annotation.gtf.gz"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not SNAKEMAKE.exists(), reason=f"{SNAKEMAKE} missing"),
+]
+
+
+def parse_jobs(text: str) -> list[dict]:
+    """Jobs of a `snakemake -n` printout: rule, input and output file lists."""
+    jobs: list[dict] = []
+    for line in text.splitlines():
+        start = re.fullmatch(r"(local)?rule (\S+):", line)
+        if start:
+            jobs.append({"rule": start[2], "input": [], "output": []})
+        elif jobs and re.match(r"    (input|output): ", line):
+            key, value = line.strip().split(": ", 1)
+            jobs[-1][key] = value.split(", ")
+    return jobs
+
+
+def dependents(jobs: list[dict], changed: set[str]) -> Counter:
+    """Rules (with counts) of the jobs that read a changed file or a dependent job's output."""
+    changed, found = set(changed), []
+    grew = True
+    while grew:
+        grew = False
+        for job in jobs:
+            if job not in found and changed & set(job["input"]):
+                found.append(job)
+                changed |= set(job["output"])
+                grew = True
+    return Counter(job["rule"] for job in found)
+
+
+@pytest.fixture(scope="module")
+def demo_data_half(tmp_path_factory: pytest.TempPathFactory):
+    """Working directory where the demo's data half has run; runs snakemake there."""
+    work = tmp_path_factory.mktemp("rerun")
+
+    def snakemake(*args: str) -> subprocess.CompletedProcess:
+        command = [SNAKEMAKE, "-s", REPO / "Snakefile", "-d", work, "--cores", "2"]
+        command += [*args, "--configfile", REPO / "config" / "demo.yaml"]
+        return subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
+
+    targets = listed_targets(snakemake)
+    plan = snakemake(*targets, "-n")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    run = snakemake(*targets)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    return snakemake, targets, parse_jobs(plan.stdout), work
+
+
+def listed_targets(snakemake) -> list[str]:
+    """The data half's final files: rule `all`'s inputs under results/dataset, results/targets."""
+    dag = snakemake("all", "-n")
+    assert dag.returncode == 0, dag.stderr[-3000:]
+    inputs = next(job["input"] for job in parse_jobs(dag.stdout) if job["rule"] == "all")
+    targets = [path for path in inputs if re.match(r"results/(dataset|targets)/", path)]
+    assert targets, inputs
+    return targets
+
+
+def scheduled(result: subprocess.CompletedProcess) -> Counter:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Counter(job["rule"] for job in parse_jobs(result.stdout))
+
+
+def test_a_complete_run_leaves_nothing_to_do(demo_data_half) -> None:
+    snakemake, targets, _, _ = demo_data_half
+    assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
+def test_forcing_targets_reruns_the_target_tables_and_what_follows(demo_data_half) -> None:
+    snakemake, targets, plan, _ = demo_data_half
+    target_jobs = [job for job in plan if job["rule"] == "targets"]
+    expected = Counter(job["rule"] for job in target_jobs)
+    expected += dependents(plan, {path for job in target_jobs for path in job["output"]})
+    assert scheduled(snakemake(*targets, "-n", "-R", "targets")) == expected
+    assert "dataset" in expected and "annotation" not in expected and "splits" not in expected
+
+
+def change_annotation(path: Path) -> None:
+    """A new file with the same GTF lines (new gzip header), newer than every output."""
+    old = path.read_bytes()
+    path.write_bytes(gzip.compress(gzip.decompress(old), mtime=int(time.time()) + 1))
+    assert path.read_bytes() != old
+    os.utime(path, (time.time() + 5, time.time() + 5))
+
+
+def test_touching_a_small_input_without_changing_it_reruns_nothing(demo_data_half) -> None:
+    """Files under --max-checksum-file-size (1 MB) are compared by checksum, not mtime."""
+    snakemake, targets, _, work = demo_data_half
+    annotation = work / DEMO_ANNOTATION
+    assert annotation.stat().st_size < 1_000_000
+    before = annotation.stat().st_mtime
+    os.utime(annotation, (time.time() + 5, time.time() + 5))
+    try:
+        assert scheduled(snakemake(*targets, "-n")) == Counter()
+    finally:
+        os.utime(annotation, (before, before))
+
+
+@pytest.mark.parametrize("triggers", [[], ["--rerun-triggers", "mtime"]], ids=["default", "mtime"])
+def test_a_changed_annotation_reruns_exactly_its_dependents(demo_data_half, triggers) -> None:
+    snakemake, targets, plan, work = demo_data_half
+    annotation = work / DEMO_ANNOTATION
+    original, before = annotation.read_bytes(), annotation.stat().st_mtime
+    change_annotation(annotation)
+    try:
+        expected = dependents(plan, {DEMO_ANNOTATION})
+        assert scheduled(snakemake(*targets, "-n", *triggers)) == expected
+        assert {"annotation", "sequences", "dataset"} <= set(expected)
+        assert "demo_data" not in expected and "genome_index" not in expected
+    finally:
+        annotation.write_bytes(original)
+        os.utime(annotation, (before, before))
+
+
+def test_rerunning_after_a_change_converges(demo_data_half) -> None:
+    snakemake, targets, plan, work = demo_data_half
+    change_annotation(work / DEMO_ANNOTATION)
+    rerun = snakemake(*targets)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert scheduled(snakemake(*targets, "-n")) == Counter()
