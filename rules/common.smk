@@ -4,8 +4,11 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from isoflow.config import check_config
 from isoflow.experiments import expand_experiments
 
+# One line naming the key first; then Snakemake's validate fills the schema's defaults.
+check_config(config, workflow.source_path("../config/schema.yaml"), "config")
 validate(config, schema="../config/schema.yaml")
 
 BUILD = config["build"]

@@ -83,3 +83,27 @@ def test_run_script_turns_input_error_into_exit_1_with_one_line(tmp_path):
     assert "isoflow: error: a.gct.gz:7: non-numeric TPM" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert "a.gct.gz:7: non-numeric TPM" in log.read_text()
+
+
+def test_config_violations_name_the_key_on_one_line():
+    import yaml
+
+    from isoflow.config import check_config
+
+    schema = "config/schema.yaml"
+    good = yaml.safe_load(open("config/demo.yaml"))
+    check_config(good, schema)
+    check_config(yaml.safe_load(open("config/config.yaml")), schema)
+    cases = [
+        ({"genome": {"sha256": "xyz"}}, "config:genome.sha256: 'xyz' does not match"),
+        ({"tissue_set": "organ"}, "config:tissue_set: 'organ' is not one of"),
+        ({"dna": {"window": "big"}}, "config:dna.window: 'big' is not of type 'integer'"),
+        ({"experiments": [{"modalities": ["atac"]}]}, "config:experiments[0].modalities[0]:"),
+        ({"genome": {"fasta_path": "x.fa"}}, "config:genome: Additional properties"),
+    ]
+    for patch, expected in cases:
+        bad = {**good, **patch}
+        with pytest.raises(InputError) as err:
+            check_config(bad, schema)
+        assert str(err.value).startswith(expected), str(err.value)
+        assert "\n" not in str(err.value)
