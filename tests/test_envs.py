@@ -81,8 +81,12 @@ def test_post_deploy_script_installs_isoflow_without_touching_the_pins() -> None
 
 
 def test_every_conda_directive_names_an_existing_environment() -> None:
+    """`conda:` takes a path relative to the rule file, or a name bound to one in that file."""
     for smk in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
-        for number, line in enumerate(smk.read_text().splitlines(), start=1):
+        lines = smk.read_text().splitlines()
+        bound = dict(re.findall(r'^(\w+) = "([^"]+)"$', smk.read_text(), flags=re.M))
+        for number, line in enumerate(lines, start=1):
             if line.strip() == "conda:":
-                target = smk.read_text().splitlines()[number].strip().strip(",").strip("\"'")
+                target = lines[number].strip().rstrip(",")
+                target = bound.get(target, target).strip("\"'")
                 assert (smk.parent / target).resolve() in ENV_FILES, f"{smk.name}:{number + 1}"
