@@ -96,7 +96,16 @@ def read_annotation(
     if contig_aliases:
         table = table.with_columns(pl.col("chrom").replace(contig_aliases))
     if transcript_types is not None:
-        table = table.filter(pl.col("transcript_type").is_in(list(transcript_types)))
+        kept = table.filter(pl.col("transcript_type").is_in(list(transcript_types)))
+        if not kept.height:
+            present = sorted(table["transcript_type"].drop_nulls().unique())[:10]
+            raise InputError(
+                path,
+                None,
+                f"no transcript of types {list(transcript_types)} (annotation.transcript_types);"
+                f" types present include {present}",
+            )
+        table = kept
     table = table.sort(["chrom", "tx_start", "transcript_id"])
     log.info("%s: %d transcripts (%s)", path, table.height, fmt)
     return _to_pandas(table)
@@ -347,6 +356,16 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
     tx_rows = rows.filter(
         pl.col("id").is_in(exon_parents.implode()) & ~pl.col("type").is_in(PART_TYPES)
     )
+    lone = rows.filter(
+        pl.col("type").is_in(["transcript", "mRNA"]) & ~pl.col("id").is_in(exon_parents.implode())
+    )
+    if lone.height:
+        log.warning(
+            "%s: %d transcript lines without exons skipped (file cut short?), e.g. %s",
+            path,
+            lone.height,
+            ", ".join(lone["id"].head(5)),
+        )
     dup = tx_rows.filter(pl.col("id").is_duplicated())
     if dup.height:
         second = dup.sort("line").row(1, named=True)
@@ -440,6 +459,7 @@ def _assemble(transcripts: pl.DataFrame, parts: pl.DataFrame, path: Path) -> pl.
         raise InputError(
             path, bad["line"], f"exon of {bad['tx_key']} overlaps another of its exons"
         )
+    _check_inside_exons(parts, exons, path)
     exon_table = exons.group_by("tx_key").agg(
         pl.col("start").alias("exon_starts"),
         pl.col("end").alias("exon_ends"),
@@ -543,6 +563,34 @@ def _assemble(transcripts: pl.DataFrame, parts: pl.DataFrame, path: Path) -> pl.
         pl.col("selenocysteines").fill_null(pl.lit([], pl.List(pl.Int64))),
         pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))),
     ).select(COLUMNS)
+
+
+def _check_inside_exons(parts: pl.DataFrame, exons: pl.DataFrame, path: Path) -> None:
+    """Every CDS, codon and selenocysteine line lies inside one exon of its transcript."""
+    coding = parts.filter(pl.col("type") != EXON).sort("start")
+    if not coding.height:
+        return
+    nearest = coding.join_asof(
+        exons.select(
+            "tx_key", pl.col("start").alias("exon_start"), pl.col("end").alias("exon_end")
+        ).sort("exon_start"),
+        left_on="start",
+        right_on="exon_start",
+        by="tx_key",
+        strategy="backward",
+        check_sortedness=False,  # sorted by start overall, hence within each tx_key
+    )
+    # Codons may be split by an intron (two lines); each line still lies inside an exon.
+    bad = _first_bad(
+        nearest.sort("line"), pl.col("exon_end").is_null() | (pl.col("end") > pl.col("exon_end"))
+    )
+    if bad:
+        raise InputError(
+            path,
+            bad["line"],
+            f"{bad['type']} of {bad['tx_key']} ({bad['start'] + 1}-{bad['end']}) is not inside "
+            "one of its exons",
+        )
 
 
 def _check_phase(table: pl.DataFrame, path: Path) -> None:

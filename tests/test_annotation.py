@@ -140,7 +140,13 @@ def test_aliases_type_filter_gzip_and_content_detection(tmp_path):
     assert sorted(set(df.chrom)) == ["chr1", "chr2"]
 
 
-def test_gff3_detected_by_content(tmp_path):
+def test_transcript_types_matching_nothing(tmp_path):
+    path = write(tmp_path / "a.gtf", gencode_lines())
+    with pytest.raises(InputError, match=r"a\.gtf: no transcript of types \['mRNA'\]"):
+        read_annotation(path, transcript_types=["mRNA"])
+
+
+def test_gff3_detected_by_content(tmp_path, caplog):
     lines = [
         "##gff-version 3",
         "c1\tX\tgene\t1\t100\t.\t+\t.\tID=gene:G9;Name=ABC;gene_id=G9",
@@ -149,8 +155,10 @@ def test_gff3_detected_by_content(tmp_path):
         "c1\tX\texon\t1\t100\t.\t+\t.\tParent=transcript:T9",
         "c1\tX\tCDS\t11\t100\t.\t+\t0\tID=CDS:T9;Parent=transcript:T9",
         "###",
+        "c1\tX\tmRNA\t1\t100\t.\t+\t.\tID=transcript:T8;Parent=gene:G9",
     ]
     df = read_annotation(write(tmp_path / "weird_name.gtf", lines))
+    assert len(df) == 1 and "transcript:T8" in caplog.text  # no exon: skipped, warned
     row = df.iloc[0]
     assert (row.transcript_id, row.gene_id, row.gene_name) == ("T9.4", "G9", "ABC")
     assert (row.transcript_type, list(row.tags)) == ("protein_coding", ["basic", "MANE_Select"])
@@ -236,6 +244,12 @@ def test_exon_outside_transcript(tmp_path):
     lines = gencode_lines()
     lines[7] = lines[7].replace("\t301\t400\t", "\t301\t450\t")
     fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon of T1\.1 .*outside")
+
+
+def test_cds_in_an_intron(tmp_path):
+    lines = gencode_lines()
+    lines[4] = lines[4].replace("\t151\t200\t", "\t151\t210\t")  # exon 1 ends at 200
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:5: CDS of T1\.1 \(151-210\) is not")
 
 
 def test_exons_overlap(tmp_path):
