@@ -46,7 +46,8 @@ def parse_dry_run(text: str) -> list[dict]:
 def rule_names(configfile: str) -> set[str]:
     done = snakemake("--list-rules", "--configfile", configfile)
     assert done.returncode == 0, done.stderr[-3000:]
-    return {line.strip() for line in done.stdout.splitlines() if re.fullmatch(r"\w+", line.strip())}
+    # One rule a line, its docstring after it in parentheses (continuation lines indented).
+    return {match[1] for match in re.finditer(r"^(\w+)(?: \(|$)", done.stdout, flags=re.M)}
 
 
 @pytest.fixture(scope="module")
