@@ -11,6 +11,8 @@ rule annotation:
         "logs/annotation/annotation.log",
     benchmark:
         "benchmarks/annotation/annotation.tsv"
+    conda:
+        "../envs/isoflow.yaml"
     resources:
         mem_mb=6000,
     params:
