@@ -342,6 +342,26 @@ def _gff3_attr(key: str) -> pl.Expr:
     return pl.col("attrs").str.extract(rf"(?:^|;)\s*{key}=([^;]*)", 1)
 
 
+# GFF3 escapes these in attribute values (spec, "Column 9"); %25 ("%") goes last.
+_GFF3_ESCAPES = {
+    "%3B": ";",
+    "%3b": ";",
+    "%3D": "=",
+    "%3d": "=",
+    "%26": "&",
+    "%2C": ",",
+    "%2c": ",",
+    "%09": "\t",
+    "%25": "%",
+}
+
+
+def _gff3_unescape(value: pl.Expr) -> pl.Expr:
+    for escaped, plain in _GFF3_ESCAPES.items():
+        value = value.str.replace_all(escaped, plain, literal=True)
+    return value
+
+
 def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     rows = rows.with_columns(_gff3_attr("ID").alias("id"), _gff3_attr("Parent").alias("parent"))
     parts = rows.filter(pl.col("type").is_in(PART_TYPES))
@@ -396,18 +416,28 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
         "strand",
         "start",
         "end",
-        pl.when(version.is_null() | tx_id.str.ends_with(pl.lit(".") + version))
-        .then(tx_id)
-        .otherwise(tx_id + "." + version)
-        .alias("transcript_id"),
-        pl.coalesce(
-            _gff3_attr("gene_id"), "parent_gene_id", pl.col("parent").str.strip_prefix("gene:")
+        _gff3_unescape(
+            pl.when(version.is_null() | tx_id.str.ends_with(pl.lit(".") + version))
+            .then(tx_id)
+            .otherwise(tx_id + "." + version)
+        ).alias("transcript_id"),
+        _gff3_unescape(
+            pl.coalesce(
+                _gff3_attr("gene_id"), "parent_gene_id", pl.col("parent").str.strip_prefix("gene:")
+            )
         ).alias("gene_id"),
-        pl.coalesce(_gff3_attr("gene_name"), "parent_gene_name").alias("gene_name"),
-        pl.coalesce(
-            _gff3_attr("transcript_type"), _gff3_attr("transcript_biotype"), _gff3_attr("biotype")
+        _gff3_unescape(pl.coalesce(_gff3_attr("gene_name"), "parent_gene_name")).alias("gene_name"),
+        _gff3_unescape(
+            pl.coalesce(
+                _gff3_attr("transcript_type"),
+                _gff3_attr("transcript_biotype"),
+                _gff3_attr("biotype"),
+            )
         ).alias("transcript_type"),
-        pl.coalesce(_gff3_attr("tag").str.split(","), pl.lit([], pl.List(pl.String))).alias("tags"),
+        # Split on the separator commas first, then decode escaped commas inside a tag.
+        pl.coalesce(_gff3_attr("tag").str.split(","), pl.lit([], pl.List(pl.String)))
+        .list.eval(_gff3_unescape(pl.element()))
+        .alias("tags"),
     )
     return transcripts, parts.select(
         "tx_key", "line", "type", "chrom", "strand", "start", "end", "phase"

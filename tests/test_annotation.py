@@ -149,9 +149,9 @@ def test_transcript_types_matching_nothing(tmp_path):
 def test_gff3_detected_by_content(tmp_path, caplog):
     lines = [
         "##gff-version 3",
-        "c1\tX\tgene\t1\t100\t.\t+\t.\tID=gene:G9;Name=ABC;gene_id=G9",
+        "c1\tX\tgene\t1\t100\t.\t+\t.\tID=gene:G9;Name=AB%3BC%25;gene_id=G9",
         "c1\tX\tmRNA\t1\t100\t.\t+\t.\tID=transcript:T9;Parent=gene:G9;version=4;"
-        "biotype=protein_coding;tag=basic,MANE_Select",
+        "biotype=protein_coding;tag=basic,MANE_Select,a%2Cb",
         "c1\tX\texon\t1\t100\t.\t+\t.\tParent=transcript:T9",
         "c1\tX\tCDS\t11\t100\t.\t+\t0\tID=CDS:T9;Parent=transcript:T9",
         "###",
@@ -160,8 +160,11 @@ def test_gff3_detected_by_content(tmp_path, caplog):
     df = read_annotation(write(tmp_path / "weird_name.gtf", lines))
     assert len(df) == 1 and "transcript:T8" in caplog.text  # no exon: skipped, warned
     row = df.iloc[0]
-    assert (row.transcript_id, row.gene_id, row.gene_name) == ("T9.4", "G9", "ABC")
-    assert (row.transcript_type, list(row.tags)) == ("protein_coding", ["basic", "MANE_Select"])
+    assert (row.transcript_id, row.gene_id, row.gene_name) == ("T9.4", "G9", "AB;C%")
+    assert (row.transcript_type, list(row.tags)) == (
+        "protein_coding",
+        ["basic", "MANE_Select", "a,b"],
+    )
     assert (row.utr5_len, row.cds_len, row.utr3_len, row.cds_start) == (10, 90, 0, 10)
 
 
