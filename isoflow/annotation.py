@@ -196,8 +196,9 @@ def _decompress(path: Path) -> io.BytesIO:
 
 
 def _first_bad(frame: pl.DataFrame, condition: pl.Expr) -> dict | None:
+    """The offending row with the lowest file line (joins do not keep file order)."""
     bad = frame.filter(condition)
-    return bad.row(0, named=True) if bad.height else None
+    return bad.sort("line").row(0, named=True) if bad.height else None
 
 
 def _parse_columns(lines: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -284,17 +285,17 @@ def _gtf_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataF
         raise InputError(path, bad["line"], f"{bad['type']} without a transcript_id attribute")
     rows = rows.with_columns(_gtf_attr("gene_id").alias("gene_key"))
     # Same transcript ID under two genes: two transcripts sharing one ID.
-    genes = rows.group_by("tx_key").agg(pl.col("gene_key").n_unique().alias("n"))
-    clash = genes.filter(pl.col("n") > 1)
-    if clash.height:
-        tx = clash["tx_key"][0]
-        first = rows.filter(pl.col("tx_key") == tx)
-        other = first.filter(pl.col("gene_key") != first["gene_key"][0]).row(0, named=True)
+    first_gene = pl.col("gene_key").first().over("tx_key")
+    bad = _first_bad(
+        rows.with_columns(first_gene.alias("first_gene")),
+        pl.col("gene_key") != pl.col("first_gene"),
+    )
+    if bad:
         raise InputError(
             path,
-            other["line"],
-            f"transcript {tx} appears in two genes "
-            f"({first['gene_key'][0]} and {other['gene_key']}): duplicate transcript ID",
+            bad["line"],
+            f"transcript {bad['tx_key']} appears in two genes "
+            f"({bad['first_gene']} and {bad['gene_key']}): duplicate transcript ID",
         )
     tx_rows = rows.filter(pl.col("type") == "transcript")
     dup = tx_rows.filter(pl.col("tx_key").is_duplicated())
@@ -390,9 +391,8 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
     if dup.height:
         second = dup.sort("line").row(1, named=True)
         raise InputError(path, second["line"], f"duplicate transcript ID {second['id']}")
-    missing = parts.filter(~pl.col("tx_key").is_in(tx_rows["id"].implode()))
-    if missing.height:
-        bad = missing.row(0, named=True)
+    bad = _first_bad(parts, ~pl.col("tx_key").is_in(tx_rows["id"].implode()))
+    if bad:
         raise InputError(
             path, bad["line"], f"{bad['type']} names Parent {bad['tx_key']}, no such transcript"
         )
@@ -483,9 +483,8 @@ def _assemble(transcripts: pl.DataFrame, parts: pl.DataFrame, path: Path) -> pl.
         )
 
     exons = parts.filter(pl.col("type") == EXON).sort("tx_key", "start")
-    overlap = exons.filter(pl.col("start") < pl.col("end").shift(1).over("tx_key"))
-    if overlap.height:
-        bad = overlap.row(0, named=True)
+    bad = _first_bad(exons, pl.col("start") < pl.col("end").shift(1).over("tx_key"))
+    if bad:
         raise InputError(
             path, bad["line"], f"exon of {bad['tx_key']} overlaps another of its exons"
         )
@@ -495,7 +494,6 @@ def _assemble(transcripts: pl.DataFrame, parts: pl.DataFrame, path: Path) -> pl.
         pl.col("end").alias("exon_ends"),
         pl.col("start").min().alias("exon_min"),
         pl.col("end").max().alias("exon_max"),
-        (pl.col("end") - pl.col("start")).sum().alias("spliced_len"),
     )
 
     coding = parts.filter(pl.col("type").is_in([CDS, STOP_CODON]))
@@ -611,9 +609,7 @@ def _check_inside_exons(parts: pl.DataFrame, exons: pl.DataFrame, path: Path) ->
         check_sortedness=False,  # sorted by start overall, hence within each tx_key
     )
     # Codons may be split by an intron (two lines); each line still lies inside an exon.
-    bad = _first_bad(
-        nearest.sort("line"), pl.col("exon_end").is_null() | (pl.col("end") > pl.col("exon_end"))
-    )
+    bad = _first_bad(nearest, pl.col("exon_end").is_null() | (pl.col("end") > pl.col("exon_end")))
     if bad:
         raise InputError(
             path,
@@ -670,9 +666,8 @@ def _selenocysteines(parts: pl.DataFrame, table: pl.DataFrame, path: Path) -> pl
         (pl.col("pos") >= pl.col("s")) & (pl.col("pos") < pl.col("e"))
     )
     lost = sec.join(hits.select("line"), on="line", how="anti")
-    lost = lost.filter(pl.col("tx_key").is_in(table["tx_key"].implode()))
-    if lost.height:
-        bad = lost.row(0, named=True)
+    bad = _first_bad(lost, pl.col("tx_key").is_in(table["tx_key"].implode()))
+    if bad:
         raise InputError(path, bad["line"], f"selenocysteine of {bad['tx_key']} is not in an exon")
     genomic_offset = pl.col("before") + pl.col("pos") - pl.col("s")
     return (
