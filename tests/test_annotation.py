@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -387,3 +389,60 @@ def test_vep_ensembl84_gtf():
     # Rows written transcript_id "ENST00000419219,ENST00000419219_1" belong to both.
     pair = df[df.transcript_id.isin(["ENST00000419219.1", "ENST00000419219_1.1"])]
     assert len(pair) == 2 and pair.cds_len.tolist() == [891, 891]
+
+
+# ---- independent oracle: gffread (CI installs it from Debian) -------------------------
+
+GFFREAD_FILES = [
+    "bambu_chr9/Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf",
+    "genomekit_mini/gencode.v29.annotation.gff3",
+    "genomekit_mini/gencode.v41.annotation.gff3",
+    "chrM_oracle/Ensembl_MT.gtf",
+    "chrM_oracle/human.ensembl.97.patch.gtf",
+    "gtf_only/pyranges_gencode_v29_chr1_head5000.gtf.gz",
+]
+
+
+def gffread_table(path: Path) -> dict[str, tuple]:
+    """id -> (exons 0-based half-open, CDS span or None, spliced length, CDS length)."""
+    fields = "@id,@chr,@start,@end,@strand,@exons,@cds,@covlen,@cdslen"
+    text = subprocess.run(
+        ["gffread", "--table", fields, str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    table = {}
+    for line in text.splitlines():
+        tid, _, _, _, _, exons, cds, covlen, cdslen = line.split("\t")
+        pairs = [tuple(map(int, part.split("-"))) for part in exons.split(",")]
+        cds_pairs = [tuple(map(int, part.split("-"))) for part in cds.split(",") if part != "."]
+        span = (
+            (min(s for s, _ in cds_pairs) - 1, max(e for _, e in cds_pairs)) if cds_pairs else None
+        )
+        table[tid] = ([(s - 1, e) for s, e in pairs], span, int(covlen), int(cdslen))
+    return table
+
+
+@needs_real
+@pytest.mark.skipif(shutil.which("gffread") is None, reason="gffread not installed")
+@pytest.mark.parametrize("name", GFFREAD_FILES)
+def test_agrees_with_gffread(tmp_path, name):
+    source = REAL / name
+    if source.suffix == ".gz":  # gffread reads plain text only
+        source = tmp_path / source.stem
+        source.write_bytes(gzip.decompress((REAL / name).read_bytes()))
+    ours = read_annotation(source)
+    theirs = gffread_table(source)
+    compared = 0
+    for row in ours.itertuples():
+        key = (
+            row.transcript_id
+            if row.transcript_id in theirs
+            else row.transcript_id.rsplit(".", 1)[0]
+        )
+        exons, span, covlen, cdslen = theirs[key]
+        assert list(zip(row.exon_starts, row.exon_ends, strict=True)) == exons, key
+        assert spliced_length(row) == covlen, key
+        assert (None if pd.isna(row.cds_start) else (row.cds_start, row.cds_end)) == span, key
+        assert row.cds_len == cdslen, key
+        compared += 1
+    # Only transcripts this reader drops on purpose (cut short by the excerpt) are missing.
+    assert len(theirs) - compared == (1 if "head5000" in name else 0)
