@@ -621,12 +621,18 @@ def _check_inside_exons(parts: pl.DataFrame, exons: pl.DataFrame, path: Path) ->
 
 def _check_phase(table: pl.DataFrame, path: Path) -> None:
     """A CDS complete at both ends (start and stop codon lines, no *_NF tag) must satisfy
-    (length - phase) % 3 == 0."""
+    (length - phase) % 3 == 0.
+
+    GENCODE's ``ribosomal_slippage`` tag marks real CDSs with a programmed frameshift
+    (e.g. PEG10, PAZ1 antizymes): their length is legitimately not a whole number of
+    codons, so they are exempt.
+    """
     complete = table.filter(
         pl.col("has_start")
         & pl.col("has_stop")
         & ~pl.col("tags").list.contains("cds_start_NF")
         & ~pl.col("tags").list.contains("cds_end_NF")
+        & ~pl.col("tags").list.contains("ribosomal_slippage")
     )
     bad = _first_bad(
         complete, (pl.col("cds_len") - pl.col("cds_phase").fill_null(0).cast(pl.Int64)) % 3 != 0

@@ -303,6 +303,16 @@ def test_cds_length_inconsistent_with_phase(tmp_path):
     fails(tmp_path, path, r"a\.gtf:5: CDS of T1\.1 is 122 nt with phase 0")
 
 
+def test_ribosomal_slippage_cds_is_not_a_phase_error(tmp_path):
+    lines = [
+        line + ' tag "ribosomal_slippage";' if 'transcript_id "T1.1"' in line else line
+        for line in gencode_lines(t1_cds_end=369)
+    ]
+    table = read_annotation(write(tmp_path / "a.gtf", lines))
+    t1 = table.set_index("transcript_id").loc["T1.1"]
+    assert t1.cds_len == 122 and "ribosomal_slippage" in list(t1.tags)
+
+
 # ---- real data -------------------------------------------------------------------------
 
 
