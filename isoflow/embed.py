@@ -136,7 +136,9 @@ def build_cache(
                 return
             tokens = encoder.tokenize([seq for _, seq in pending])
             tokens = {name: t.to(device) for name, t in tokens.items()}
-            with torch.inference_mode():
+            # no_grad, not inference_mode: rotary-embedding caches (ESM-2, NT) built here
+            # would otherwise be inference tensors that break a later backward pass.
+            with torch.no_grad():
                 emb, mask = encoder(**tokens)
             n_forward += 1
             emb = emb.float().cpu()

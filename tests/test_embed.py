@@ -219,3 +219,12 @@ def test_dataset_items_read_windows_on_the_right_strand(tmp_path):
     assert dna["T2"].tolist() == encode("CCGG", "-").tolist()
     assert dna["T3"].tolist() == encode("ACNN").tolist()  # past the contig end: N
     assert dataset_items(df, "protein") == {"T1": "MK", "T2": None, "T3": None}
+
+
+def test_encoder_still_trains_after_building_a_cache(tmp_path):
+    """Caching must not leave inference-mode tensors (rotary caches) behind."""
+    encoder = build_encoder("esm2", {"source": "tiny", "finetune_last": -1})
+    build_cache(encoder, {"a": protein(20)}, tmp_path / "cache", pool_to=4)
+    emb, mask = encoder(**encoder.tokenize([protein(20)]))
+    emb[mask].sum().backward()
+    assert encoder.model.layers[0].self_attn.q_proj.weight.grad is not None

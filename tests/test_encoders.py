@@ -11,6 +11,7 @@ import torch
 from isoflow.errors import InputError
 from isoflow.model.encoders import (
     ENCODERS,
+    Esm2Encoder,
     build_encoder,
     nt_vocabulary,
     one_hot_dna,
@@ -333,26 +334,31 @@ def test_nt_pretrained_roundtrip_runs_snapshot_code_offline(tmp_path, offline):
     _same_output(tiny, loaded, [random_rna(100), None, random_rna(7)])
 
 
-def save_tiny_esm2(folder, encoder, name="esm2_t2_tiny"):
-    """A fair-esm v2 checkpoint + contact-regression file, as the download holds them."""
+def save_tiny_esm2(folder, name="esm2_t2_tiny"):
+    """A fair-esm v2 checkpoint + contact-regression file, as the download holds them
+    (every head included); returns the encoder wrapping the same weights."""
+    import esm
+
     folder.mkdir(parents=True, exist_ok=True)
-    state = encoder.model.state_dict()
+    torch.manual_seed(0)
+    alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+    model = esm.model.esm2.ESM2(num_layers=2, embed_dim=64, attention_heads=4, alphabet=alphabet)
+    state = model.state_dict()
     regression = {k: v for k, v in state.items() if k.startswith("contact_head.regression")}
     body = {f"encoder.sentence_encoder.{k}": v for k, v in state.items() if k not in regression}
     cfg = argparse.Namespace(
-        encoder_layers=encoder.model.num_layers,
-        encoder_embed_dim=encoder.model.embed_dim,
-        encoder_attention_heads=encoder.model.attention_heads,
-        token_dropout=encoder.model.token_dropout,
+        encoder_layers=model.num_layers,
+        encoder_embed_dim=model.embed_dim,
+        encoder_attention_heads=model.attention_heads,
+        token_dropout=model.token_dropout,
     )
     torch.save({"model": body, "cfg": {"model": cfg}}, folder / f"{name}.pt")
     torch.save({"model": regression}, folder / f"{name}-contact-regression.pt")
-    return folder / f"{name}.pt"
+    return Esm2Encoder(model, alphabet)
 
 
 def test_esm2_pretrained_roundtrip(tmp_path, offline):
-    tiny = random_encoder("esm2")
-    save_tiny_esm2(tmp_path / "esm2", tiny)
+    tiny = save_tiny_esm2(tmp_path / "esm2")
     loaded = build_encoder("esm2", {"source": "pretrained", "path": tmp_path / "esm2"})
     _same_output(tiny, loaded, [random_protein(40), None, random_protein(5)])
 
@@ -360,3 +366,19 @@ def test_esm2_pretrained_roundtrip(tmp_path, offline):
 def test_pretrained_missing_folder_says_run_download(tmp_path):
     with pytest.raises(InputError, match="download_encoders"):
         build_encoder("esm2", {"source": "pretrained", "path": tmp_path / "none"})
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_every_parameter_gets_a_gradient(name):
+    """No dead parameters (unused track heads): DDP and optimizers see only what is used."""
+    encoder = build_encoder(name, {"source": "tiny", "finetune_last": -1}).eval()
+    if encoder.modality == "dna":
+        batch = dna_batch(1, 2048)
+    elif encoder.modality == "rna":
+        batch = [random_rna(60)]
+    else:
+        batch = [random_protein(30)]
+    emb, mask = encoder(**encoder.tokenize(batch))
+    emb[mask].pow(2).mean().backward()
+    unused = [n for n, p in encoder.named_parameters() if p.grad is None]
+    assert unused == []

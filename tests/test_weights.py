@@ -101,8 +101,7 @@ def test_unresolved_revision_fails(tmp_path, monkeypatch):
 
 def test_esm_download_records_sha256_of_what_arrived(tmp_path, monkeypatch):
     served = tmp_path / "served"
-    tiny = random_encoder("esm2")
-    save_tiny_esm2(served, tiny, name="esm2_t30_150M_UR50D")
+    tiny = save_tiny_esm2(served, name="esm2_t30_150M_UR50D")
     fetched = []
 
     def fetch(url, dest):  # the network transfer, served from the local folder

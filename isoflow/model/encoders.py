@@ -212,6 +212,9 @@ class EnformerEncoder(_DnaEncoder):
 
     def __init__(self, model: nn.Module):
         super().__init__()
+        # The track heads are not used for embeddings: parameters that never get a gradient
+        # would only cost memory and trip DDP's unused-parameter check.
+        model.add_heads()
         self.model = model
         self.dim = 2 * model.dim
 
@@ -233,8 +236,9 @@ class BorzoiEncoder(_DnaEncoder):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        # The track heads are not used for embeddings; dropping them saves memory.
-        for head in ("human_head", "mouse_head"):
+        # The track heads (and the 1,920-channel conv feeding them) are not used for
+        # embeddings; dropping them saves memory and leaves no parameter without a gradient.
+        for head in ("human_head", "mouse_head", "final_joined_convs"):
             if hasattr(model, head):
                 delattr(model, head)
         self.model = model
@@ -295,6 +299,8 @@ class NucleotideTransformerEncoder(Encoder):
         super().__init__()
         if truncate not in TRUNCATE_MODES:
             raise ValueError(f"truncate must be one of {TRUNCATE_MODES}, got {truncate!r}")
+        if getattr(backbone, "contact_head", None) is not None:
+            backbone.contact_head = None  # only for predict_contacts; no unused parameters
         self.backbone = backbone
         self.vocab = vocab
         self.modality = modality
@@ -365,6 +371,13 @@ class NucleotideTransformerEncoder(Encoder):
         return emb, mask
 
 
+class _NoLogits(nn.Module):
+    """Stands in for ESM-2's LM head: forward returns nothing worth computing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., :0]
+
+
 class Esm2Encoder(Encoder):
     """ESM-2 per-residue representations of the last layer, BOS/EOS dropped: (B, L, dim)."""
 
@@ -372,6 +385,10 @@ class Esm2Encoder(Encoder):
 
     def __init__(self, model: nn.Module, alphabet, max_len: int = 1022):
         super().__init__()
+        # Embeddings only: the contact head is never called and the LM head's logits (tied
+        # to the token embedding, plus its own dense layer) are discarded.
+        model.contact_head = nn.Identity()
+        model.lm_head = _NoLogits()
         self.model = model
         self.alphabet = alphabet
         self.max_len = max_len
