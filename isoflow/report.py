@@ -643,6 +643,8 @@ def plot_split_sizes(table: pd.DataFrame) -> Figure:
 
 def plot_history(history: pd.DataFrame, run: str) -> Figure:
     """Losses per epoch; other logged numeric columns (e.g. validation R²) beside them."""
+    from matplotlib.ticker import MaxNLocator
+
     others = [
         c
         for c in history.columns
@@ -656,6 +658,7 @@ def plot_history(history: pd.DataFrame, run: str) -> Figure:
         series = history[["epoch", column]].dropna()
         ax.plot(series["epoch"], series[column], marker="o", ms=3, color=color, label=column)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss (MSE)")
     ax.set_title("Loss")
     ax.legend(frameon=False, fontsize=FONT_SIZE)
@@ -666,6 +669,7 @@ def plot_history(history: pd.DataFrame, run: str) -> Figure:
             series = history[["epoch", column]].dropna()
             ax.plot(series["epoch"], series[column], marker="o", ms=3, label=column)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("Other logged values")
         ax.legend(frameon=False, fontsize=FONT_SIZE - 1)
         _style(ax)
