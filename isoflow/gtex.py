@@ -6,13 +6,14 @@ read in blocks of rows; each block becomes one (rows x samples) float64 array, a
 product with a sample -> tissue indicator (samples x tissues) turns it into per-tissue sums.
 What is kept is transcripts x tissues.
 
-Why np.loadtxt on blocks of lines (bench/bench_targets.py, docs/benchmarks.md): pandas
-``read_csv`` holds the whole matrix (2.6 GB at 8,000 rows -> ~65 GB at 199k). The columnar
-streaming readers pay per column per block: pyarrow ``open_csv`` builds 17,382 arrays per
-block, so it was 2x slower than loadtxt with 64 MiB blocks at 6x the memory (2.3 GB), and
-slower still with smaller blocks; polars ``scan_csv`` streaming was slower again. Row-wise,
-numpy's C loadtxt parser has no per-column cost, keeps ~120 MB whatever the length, reports
-the row and column of a bad value, and runs beside a decompression thread (xopen + isal).
+Why np.loadtxt on blocks of lines (bench/bench_targets.py, docs/benchmarks.md; 20,000 rows x
+17,382 samples, same run): this reader 71 s / 258 MiB peak; pyarrow ``open_csv`` streaming
+with 64 MiB blocks 84 s / 2.2 GiB (it builds 17,382 arrays per block; in an earlier run 16 MiB
+blocks took 170 s / 1.0 GiB, 4 MiB 312 s); polars ``scan_csv`` streaming 262 s / 468 MiB;
+pandas ``read_csv`` holds the whole matrix (2.6 GB at 8,000 rows, environment-facts.md).
+Row-wise, numpy's C loadtxt parser has no per-column cost, its memory does not grow with the
+matrix length (250 MiB at 2,000 rows), a bad block is re-read from the lines in hand to name
+line and sample, and gzip is decompressed in a second thread (xopen + isal).
 """
 
 from __future__ import annotations

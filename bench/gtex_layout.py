@@ -1,0 +1,111 @@
+"""Generate a GTEx v8 transcript-TPM GCT in the exact layout, for benchmarks (not tests).
+
+All 17,382 sample columns of GTEx v8, per tissue as many as the GTEx portal lists
+(``GTEx_Portal.csv`` in the real-data folder). Sample IDs: the 175 real Brain - Frontal Cortex
+(BA9) IDs, then generated ones in the same format (``GTEX-XXXXX-NNNN-SM-XXXXX``). A matching
+SampleAttributesDS (SAMPID, SMTS, SMTSD) is written beside it.
+
+Values: ~55% zeros, the rest lognormal TPM printed with 2 decimals like RSEM's output. Rows are
+drawn from a pool of distinct rows, each rotated by a random offset, so that generating 20,000
+rows x 17,382 values takes seconds; a row (~70 kB) is longer than gzip's 32 kB window, so reused
+rows do not compress better than fresh ones.
+"""
+
+from __future__ import annotations
+
+import csv
+import string
+from pathlib import Path
+
+import numpy as np
+from xopen import xopen
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+ATTRS = REAL / "gtex_v8_sample_attrs" / "BrainFrontalCortex_v8_SampleAttributes_subset.tsv"
+PORTAL = REAL / "gtex_v8_sample_attrs" / "GTEx_Portal.csv"
+
+# SMTSD (portal name) -> SMTS, by GTEx's naming; names not listed map to themselves.
+SMTS_OF = {
+    "Adipose": "Adipose Tissue",
+    "Artery": "Blood Vessel",
+    "Brain": "Brain",
+    "Breast": "Breast",
+    "Cells - Cultured fibroblasts": "Skin",
+    "Cells - EBV-transformed lymphocytes": "Blood",
+    "Cervix": "Cervix Uteri",
+    "Colon": "Colon",
+    "Esophagus": "Esophagus",
+    "Heart": "Heart",
+    "Kidney": "Kidney",
+    "Minor Salivary Gland": "Salivary Gland",
+    "Muscle": "Muscle",
+    "Nerve": "Nerve",
+    "Skin": "Skin",
+    "Small Intestine": "Small Intestine",
+    "Whole Blood": "Blood",
+}
+
+
+def smts_of(smtsd: str) -> str:
+    return SMTS_OF.get(smtsd, SMTS_OF.get(smtsd.split(" - ")[0], smtsd))
+
+
+def gtex_samples(seed: int = 0) -> list[tuple[str, str, str]]:
+    """(SAMPID, SMTS, SMTSD) for 17,382 samples in the GTEx v8 tissue proportions."""
+    rng = np.random.default_rng(seed)
+    with open(PORTAL) as fh:
+        counts = [(r["Tissue"], int(r["# RNASeq Samples"])) for r in csv.DictReader(fh)]
+    with open(ATTRS) as fh:
+        real = [(r["SAMPID"], r["SMTSD"]) for r in csv.DictReader(fh, delimiter="\t")]
+    alphabet = np.array(list(string.digits + string.ascii_uppercase))
+    used = {s for s, _ in real}
+    samples = []
+    real_by_tissue: dict[str, list[str]] = {}
+    for sid, smtsd in real:
+        real_by_tissue.setdefault(smtsd, []).append(sid)
+    for smtsd, n in counts:
+        ids = real_by_tissue.get(smtsd, [])[:n]
+        while len(ids) < n:
+            sid = "GTEX-{}-{:04d}-SM-{}".format(
+                "".join(rng.choice(alphabet, 5)),
+                int(rng.integers(1, 3000)),
+                "".join(rng.choice(alphabet, 5)),
+            )
+            if sid not in used:
+                used.add(sid)
+                ids.append(sid)
+        samples += [(sid, smts_of(smtsd), smtsd) for sid in ids]
+    order = rng.permutation(len(samples))  # GTEx columns are not grouped by tissue
+    return [samples[i] for i in order]
+
+
+def write_gtex_layout(out_dir: Path, n_rows: int, seed: int = 0, pool: int = 512) -> dict:
+    """Write ``transcript_tpm.gct.gz`` and ``sample_attributes.tsv`` under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    samples = gtex_samples(seed)
+    attrs = out_dir / "sample_attributes.tsv"
+    with open(attrs, "w") as fh:
+        fh.write("SAMPID\tSMTS\tSMTSD\tSMAFRZE\n")
+        for sid, smts, smtsd in samples:
+            fh.write(f"{sid}\t{smts}\t{smtsd}\tRNASEQ\n")
+    n = len(samples)
+    tpm = rng.lognormal(0.5, 2.0, size=(pool, n)) * (rng.random((pool, n)) > 0.55)
+    rows = [[f"{v:.2f}" for v in r] for r in tpm]
+    gct = out_dir / "transcript_tpm.gct.gz"
+    with xopen(gct, "wt", compresslevel=1, threads=1) as fh:
+        fh.write(f"#1.2\n{n_rows}\t{n}\n")
+        fh.write("\t".join(["transcript_id", "gene_id", *(s for s, _, _ in samples)]) + "\n")
+        for i in range(n_rows):
+            row = rows[i % pool]
+            shift = int(rng.integers(n))
+            values = row[shift:] + row[:shift]
+            fh.write(f"ENST{i:011d}.{i % 9 + 1}\tENSG{i // 4:011d}.{i % 5 + 1}\t")
+            fh.write("\t".join(values) + "\n")
+    return {"gct": gct, "attrs": attrs, "n_rows": n_rows, "n_samples": n}
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_gtex_layout(Path(sys.argv[1]), int(sys.argv[2]))
