@@ -2,16 +2,6 @@
 import re
 
 
-def targets_tissue_list(wildcards):
-    """The configured tissues of this tissue set (None = every tissue with samples)."""
-    return config["tissues"].get(wildcards.tissue_set)
-
-
-def splits_params(wildcards):
-    """Split settings from config (fractions, salt, held-out chromosomes)."""
-    return {key: value for key, value in config["split"].items() if key != "scheme"}
-
-
 rule targets:
     """Per-tissue log1p(mean TPM) from the GTEx matrix, streamed (isoflow.gtex)."""
     input:
@@ -27,10 +17,12 @@ rule targets:
         "benchmarks/targets/{tissue_set}.tsv"
     wildcard_constraints:
         tissue_set="smts|smtsd",
+    conda:
+        "../envs/isoflow.yaml"
     resources:
         mem_mb=4000,
     params:
-        tissues=targets_tissue_list,
+        tissues=lookup(dpath="tissues/{tissue_set}", within=config),
         min_samples=config["gtex"]["min_samples"],
     script:
         "../scripts/targets.py"
@@ -46,8 +38,10 @@ rule splits:
         "logs/splits/{scheme}.log",
     wildcard_constraints:
         scheme="gene|chrom",
+    conda:
+        "../envs/isoflow.yaml"
     params:
-        split=splits_params,
+        split=config["split"],
     script:
         "../scripts/splits.py"
 
@@ -70,6 +64,8 @@ rule dataset:
         "benchmarks/dataset/{name}.tsv"
     wildcard_constraints:
         name=re.escape(DATASET),
+    conda:
+        "../envs/isoflow.yaml"
     resources:
         mem_mb=6000,
     script:
