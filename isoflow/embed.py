@@ -230,6 +230,12 @@ class EmbeddingCache:
         self._shards: dict[int, np.ndarray] = {}
         self._items: dict[str, str | None] | None = None
 
+    def __getstate__(self) -> dict:
+        # DataLoader workers get the index, not copies of memory-mapped shards.
+        state = dict(self.__dict__)
+        state["_shards"] = {}
+        return state
+
     def __len__(self) -> int:
         return len(self._index)
 

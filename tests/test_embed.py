@@ -228,3 +228,16 @@ def test_encoder_still_trains_after_building_a_cache(tmp_path):
     emb, mask = encoder(**encoder.tokenize([protein(20)]))
     emb[mask].sum().backward()
     assert encoder.model.layers[0].self_attn.q_proj.weight.grad is not None
+
+
+def test_cache_pickles_without_its_shards(tmp_path, esm):
+    import pickle
+
+    build_cache(esm, {"a": protein(12)}, tmp_path / "cache", pool_to=4)
+    cache = EmbeddingCache(tmp_path / "cache")
+    before = cache.lookup_items(["a"])
+    assert cache._shards  # mapped after the first lookup
+    clone = pickle.loads(pickle.dumps(cache))
+    assert clone._shards == {}
+    after = clone.lookup_items(["a"])
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
