@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start a throwaway single-node SLURM cluster on 127.0.0.1 for tests/test_slurm.py:
 # munge, MariaDB (fresh data directory under STATE_DIR), slurmdbd, slurmctld and slurmd, with
-# accounting and one fake GPU. Installs nothing (.ci/install-debian.sh does).
+# accounting and two fake GPUs. Installs nothing (.ci/install-debian.sh does).
 #
 #   bash tests/slurm/start-cluster.sh STATE_DIR     # stop with tests/slurm/stop-cluster.sh STATE_DIR
 #
@@ -131,5 +131,5 @@ MEM_MB=$MEM_MB
 ENV_END
 trap - ERR
 echo "test SLURM cluster '$CLUSTER' up: partition $PARTITION, account $ACCOUNT, node localhost" \
-  "(CPUs=$CPUS RealMemory=${MEM_MB}MB gpu:1 fake), state in $STATE"
+  "(CPUs=$CPUS RealMemory=${MEM_MB}MB gpu:2 fake), state in $STATE"
 sinfo -N -o '%N %P %T %c %m %G'

@@ -22,8 +22,12 @@ stop_pidfile() {  # stop_pidfile NAME PIDFILE: TERM, wait up to 20 s, then KILL
 }
 
 if [ -s "$STATE/run/slurmctld.pid" ] && kill -0 "$(cat "$STATE/run/slurmctld.pid")" 2>/dev/null; then
-  # Jobs of this throwaway cluster only.
+  # Jobs of this throwaway cluster only; wait for slurmd to end their processes.
   squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null || true
+  for _ in $(seq 30); do
+    [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
+    sleep 1
+  done
 fi
 stop_pidfile slurmd "$STATE/run/slurmd.pid"
 stop_pidfile slurmctld "$STATE/run/slurmctld.pid"
