@@ -48,6 +48,8 @@ rule train:
         "benchmarks/train/{run}.tsv"
     wildcard_constraints:
         run=train_run_pattern(),
+    conda:
+        "../envs/isoflow.yaml"
     threads: 2
     resources:
         gpu=config["resources"]["gpu"],
