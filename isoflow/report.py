@@ -368,12 +368,14 @@ def runs_table(
 def ablation_display(table: pd.DataFrame, factor: str) -> pd.DataFrame:
     """The ablation table as a reader sees it: ``mean ± sd`` cells, the factor first.
 
-    The comparison number only appears when there are several comparisons.
+    With several comparisons each row names its comparison and what it holds fixed; with
+    one, the table leaves both out (``build_ablation`` states the fixed settings once).
     """
+    several = "comparison" in table.columns and table["comparison"].nunique() > 1
     shown = pd.DataFrame(
         {"source": table["source"], FACTOR_LABELS[factor]: table[FACTOR_LABELS[factor]]}
     )
-    if table["comparison"].nunique() > 1:
+    if several:
         shown.insert(1, "comparison", table["comparison"])
     for label in ("R²", "Spearman", "Pearson", "within-gene Spearman"):
         if label not in table.columns:
@@ -388,7 +390,7 @@ def ablation_display(table: pd.DataFrame, factor: str) -> pd.DataFrame:
             else:
                 cells.append(f"{mean:.3f}")
         shown[label] = cells
-    for column in ("seeds", "n_test", "held fixed"):
+    for column in ("seeds", "n_test") + (("held fixed",) if several else ()):
         if column in table.columns:
             shown[column] = table[column]
     return shown
@@ -792,8 +794,8 @@ def plot_metric_bars(
     for i, (metric, color) in enumerate(pairs):
         vals = [np.nan if v is None else float(v) for v in values[metric]]
         err = None
-        if errors is not None:
-            err = [0.0 if e is None or pd.isna(e) else float(e) for e in errors[metric]]
+        if errors is not None and any(e is not None and not pd.isna(e) for e in errors[metric]):
+            err = [np.nan if e is None or pd.isna(e) else float(e) for e in errors[metric]]
         offset = (i - 0.5) * height
         ax.barh(
             y[: len(labels)] + offset,
@@ -815,7 +817,7 @@ def plot_metric_bars(
                 color=PAPER_COLOR,
                 hatch="//",
                 edgecolor="white",
-                label=f"{METRIC_LABELS[metric]} reported in paper" if i == 0 else None,
+                label="reported in paper, not this workflow" if i == 0 else None,
             )
             ax.text(
                 paper[metric],
@@ -1078,7 +1080,11 @@ def build_ablation(
     note = (
         f"Each comparison holds every setting but the {label} fixed; metrics are test-set "
         "means over tissues, then mean ± sd over seeds where there are several. "
-    ) + (paper_note(paper) or "")
+    )
+    fixed = table.loc[table["source"] == SOURCE_RUN].get("held fixed", pd.Series()).unique()
+    if len(fixed) == 1:
+        note += f"Held fixed: {fixed[0]}. "
+    note += paper_note(paper) or ""
     title = "Data scaling" if factor == "fraction" else f"Ablation: {label}"
     write_table(ablation_display(table, factor), table_path, title, note=note)
     if factor == "fraction":

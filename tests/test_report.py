@@ -325,6 +325,7 @@ def test_ablation_display_writes_mean_plus_minus_sd(tmp_path):
     shown = report.ablation_display(table, "modalities")
     assert list(shown.columns[:3]) == ["source", "modalities", "R²"]
     assert "comparison" not in shown.columns  # one comparison only
+    assert "held fixed" not in shown.columns  # stated once in the note instead
     full = table.iloc[0]
     assert shown.iloc[0]["R²"] == f"{full['R²']:.3f} ± {full['R² sd']:.3f}"
     assert shown.iloc[-1]["R²"] == "0.530" and shown.iloc[-1]["source"] == report.SOURCE_PAPER
@@ -434,6 +435,8 @@ def test_experiment_views_name_the_paper_as_the_paper(tmp_path):
             experiments, paths, factor, PAPER, out / f"a_{factor}.html", out / f"a_{factor}.svg"
         )
         assert "reported in paper" in (out / f"a_{factor}.html").read_text()
+    held = "Held fixed: DNA encoder enformer, aggregator cross_attention, training fraction 1."
+    assert held in (out / "a_modalities.html").read_text()
     assert "Data scaling" in (out / "a_fraction.svg").read_text()
     with pytest.raises(InputError, match="no metrics.json given"):
         report.build_ablation(
