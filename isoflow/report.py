@@ -341,7 +341,7 @@ def runs_table(
     metrics_by_run: Mapping[str, Mapping[str, Any]],
     paper: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Every run with its settings and mean metrics; the paper's row last."""
+    """Every run with its mean metrics, then its settings; the paper's row last."""
     rows = []
     for run, exp in experiments.items():
         metrics = metrics_by_run[run]
@@ -350,13 +350,13 @@ def runs_table(
             {
                 "source": SOURCE_RUN,
                 "run": run,
+                **{METRIC_LABELS[m]: values[m] for m in METRICS},
+                "within-gene Spearman": values["within_gene_spearman"],
+                "n_test": metrics["n_test"],
                 **{FACTOR_LABELS[f]: factor_level(exp, f) for f in FACTORS},
                 "seed": exp["seed"],
                 "training fraction": factor_level(exp, "fraction"),
                 "shuffled targets": "yes" if exp.get("shuffle_targets") else "no",
-                **{METRIC_LABELS[m]: values[m] for m in METRICS},
-                "within-gene Spearman": values["within_gene_spearman"],
-                "n_test": metrics["n_test"],
             }
         )
     row = paper_row(paper)
@@ -436,7 +436,7 @@ h2 { font-size: 1.25em; margin: 0 0 .6em 0; }
 table { border-collapse: collapse; font-size: 14px; }
 th, td { padding: .35em .7em; border-bottom: 1px solid #e2e8f0; text-align: left;
          white-space: nowrap; }
-td.wrap { white-space: normal; min-width: 16em; max-width: 26em; }
+td.wrap { white-space: normal; overflow-wrap: anywhere; min-width: 16em; max-width: 26em; }
 th { background: #edf2f7; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.paper td { background: #fefcbf; font-style: italic; }
