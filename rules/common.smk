@@ -54,3 +54,30 @@ def run_outputs():
 
 def all_outputs():
     return dataset_outputs() + run_outputs() + report_outputs()
+
+
+DOWNLOAD_LOCK = "resources/checksums.lock"
+
+
+def download_params(url_key, sha_key, section):
+    """URL and checksum of one download, for a rule's params.
+
+    Only these two are params: a changed URL or checksum should re-run the download. The
+    retry settings (config download.retries/timeout_s) are read by the script from the
+    config, so tuning them never invalidates a downloaded genome.
+    """
+    return {
+        "url": config[section][url_key],
+        "sha256": config[section][sha_key],
+        "lock": DOWNLOAD_LOCK,
+    }
+
+
+def demo_signal_file():
+    """The planted per-transcript signal, written beside the demo genome."""
+    return str(Path(genome_fasta()).parent / "planted_signal.tsv")
+
+
+def demo_options():
+    """Demo parameters other than enabled/seed (isoflow.demo.DemoParams fields)."""
+    return {k: v for k, v in config.get("demo", {}).items() if k not in ("enabled", "seed")}

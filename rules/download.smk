@@ -3,23 +3,6 @@
 # first download records it). A rule exists only when the config sets no local path for that
 # input: a user's file wins, and the demo config defines none of these rules.
 
-DOWNLOAD_LOCK = "resources/checksums.lock"
-
-
-def download_params(url_key, sha_key, section):
-    """URL and checksum of one download, for a rule's params.
-
-    Only these two are params: a changed URL or checksum should re-run the download. The
-    retry settings (config download.retries/timeout_s) are read by the script from the
-    config, so tuning them never invalidates a downloaded genome.
-    """
-    return {
-        "url": config[section][url_key],
-        "sha256": config[section][sha_key],
-        "lock": DOWNLOAD_LOCK,
-    }
-
-
 if not config["genome"]["fasta"] and config["genome"]["url"]:
 
     rule download_genome:

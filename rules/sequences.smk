@@ -9,6 +9,8 @@ rule genome_index:
         genome_fasta() + ".fai",
     log:
         "logs/genome_index/genome_index.log",
+    conda:
+        "../envs/isoflow.yaml"
     script:
         "../scripts/genome_index.py"
 
@@ -30,6 +32,8 @@ rule sequences:
         "logs/sequences/sequences.log",
     benchmark:
         "benchmarks/sequences/sequences.tsv"
+    conda:
+        "../envs/isoflow.yaml"
     resources:
         mem_mb=4000,
     params:
