@@ -230,17 +230,22 @@ class RngState(Callback):
     """Python, NumPy and torch RNG states saved with each checkpoint and restored on resume
     (Lightning does not), so dropout and loader seeds continue as if never interrupted."""
 
+    # Plain ints, lists and tensors only: Lightning loads checkpoints with weights_only=True.
     def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = random.getstate()
+        name, keys, pos, has_gauss, cached = np.random.get_state()
         return {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
+            "python": [version, list(internal), gauss],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        random.setstate(state_dict["python"])
-        np.random.set_state(state_dict["numpy"])
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         torch.set_rng_state(state_dict["torch"])
         if torch.cuda.is_available() and state_dict["cuda"]:
             torch.cuda.set_rng_state_all(state_dict["cuda"])
