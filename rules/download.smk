@@ -2,6 +2,17 @@
 # against the config or, with no checksum configured, against resources/checksums.lock (the
 # first download records it). A rule exists only when the config sets no local path for that
 # input: a user's file wins, and the demo config defines none of these rules.
+# Downloads run on the host that runs snakemake (localrules): cluster compute nodes often
+# have no internet access.
+
+
+localrules:
+    download_genome,
+    download_annotation,
+    download_gtex_tpm,
+    download_gtex_samples,
+    download_encoders,
+
 
 if not config["genome"]["fasta"] and config["genome"]["url"]:
 
