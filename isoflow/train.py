@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,28 @@ def train_inputs(config: dict, experiment: dict, dataset: str, genome: str) -> d
     for modality in cached:
         inputs[f"cache_{modality}"] = f"results/embeddings/{names[modality]}"
     return inputs
+
+
+# Helpers of rules/train.smk (kept here so the rule file holds rules only).
+
+
+def run_pattern(experiments: dict[str, dict]) -> str:
+    """Regex matching exactly the configured run names (an impossible one when none)."""
+    return "|".join(re.escape(run) for run in experiments) or "(?!)"
+
+
+def rule_inputs(wildcards, config: dict, experiments: dict, dataset: str, genome: str):
+    """Input function of the ``train`` rule for ``wildcards.run``."""
+    return train_inputs(config, experiments[wildcards.run], dataset, genome)
+
+
+def rule_experiment(wildcards, experiments: dict) -> dict:
+    return experiments[wildcards.run]
+
+
+def rule_settings(config: dict) -> dict[str, Any]:
+    """The config sections that shape a training run (the rule's params)."""
+    return {k: config.get(k, {}) for k in ("model", "train", "encoders", "rna", "protein")}
 
 
 class IsoFormerModule(pl.LightningModule):

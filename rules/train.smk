@@ -5,39 +5,24 @@
 # failure, a kill or a SLURM requeue; the rerun continues from its last.ckpt. Checkpoints
 # written for other settings or another dataset file are discarded by isoflow.train (a
 # fingerprint.json beside them). Delete the folder to retrain from scratch.
-import re
+from functools import partial
 
-from isoflow.train import train_inputs
-
-
-def train_run_pattern():
-    """Only configured run names match {run} (an impossible pattern when there are none)."""
-    return "|".join(re.escape(run) for run in EXPERIMENTS) or "(?!)"
-
-
-def train_run_inputs(wildcards):
-    return train_inputs(
-        config,
-        EXPERIMENTS[wildcards.run],
-        f"results/dataset/{DATASET}.parquet",
-        genome_fasta(),
-    )
-
-
-def train_experiment(wildcards):
-    return EXPERIMENTS[wildcards.run]
-
-
-def train_settings():
-    """The config sections that shape a training run."""
-    return {k: config.get(k, {}) for k in ("model", "train", "encoders", "rna", "protein")}
+from isoflow.train import rule_experiment, rule_inputs, rule_settings, run_pattern
 
 
 rule train:
     """Train one experiment (isoflow.train), resuming from its checkpoints when present;
     test metrics, predictions and per-epoch history from the best checkpoint."""
     input:
-        unpack(train_run_inputs),
+        unpack(
+            partial(
+                rule_inputs,
+                config=config,
+                experiments=EXPERIMENTS,
+                dataset=f"results/dataset/{DATASET}.parquet",
+                genome=genome_fasta(),
+            )
+        ),
     output:
         metrics="results/runs/{run}/metrics.json",
         predictions="results/runs/{run}/predictions.parquet",
@@ -47,7 +32,7 @@ rule train:
     benchmark:
         "benchmarks/train/{run}.tsv"
     wildcard_constraints:
-        run=train_run_pattern(),
+        run=run_pattern(EXPERIMENTS),
     conda:
         "../envs/isoflow.yaml"
     threads: 2
@@ -58,7 +43,7 @@ rule train:
     params:
         run_dir="results/runs/{run}",
         checkpoints="results/runs/{run}/checkpoints",
-        experiment=train_experiment,
-        settings=train_settings(),
+        experiment=partial(rule_experiment, experiments=EXPERIMENTS),
+        settings=rule_settings(config),
     script:
         "../scripts/train.py"
