@@ -252,3 +252,15 @@ def test_train_inputs_follow_cached_modalities():
         "cache_dna": "results/embeddings/enformer",
         "cache_protein": "results/embeddings/esm2",
     }
+
+
+def test_run_pattern_matches_configured_runs_only():
+    import re
+
+    from isoflow.train import run_pattern
+
+    pattern = run_pattern({"dna+rna_enformer_concat_s0": {}, "rna_enformer_concat_s0": {}})
+    assert re.fullmatch(pattern, "dna+rna_enformer_concat_s0")
+    assert not re.fullmatch(pattern, "dnaarna_enformer_concat_s0")  # '+' is literal
+    assert not re.fullmatch(pattern, "protein_enformer_concat_s0")
+    assert not re.fullmatch(run_pattern({}), "")
