@@ -155,6 +155,15 @@ def test_nt_dna_takes_genome_tokens():
     assert ids == [vocab["<cls>"], vocab["ACGTAC"], vocab["N"], vocab["N"]]
 
 
+def test_nt_dna_crops_a_long_window_around_its_centre():
+    encoder = build_encoder("nt_dna", {"source": "tiny", "max_len": 3})  # CLS + 2 6-mers
+    window = np.full((1, 30), 4, dtype=np.uint8)  # N everywhere but the centre 12 nt
+    window[0, 9:21] = [0, 0, 0, 0, 0, 0, 3, 3, 3, 3, 3, 3]  # AAAAAA TTTTTT
+    ids = encoder.tokenize(window)["input_ids"][0].tolist()
+    vocab = {t: i for i, t in enumerate(nt_vocabulary())}
+    assert ids == [vocab["<cls>"], vocab["AAAAAA"], vocab["TTTTTT"]]
+
+
 # --- missing sequences and padding ---------------------------------------------------
 
 

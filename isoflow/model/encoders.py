@@ -340,6 +340,12 @@ class NucleotideTransformerEncoder(Encoder):
     def tokenize(self, batch) -> dict[str, torch.Tensor]:
         if self.modality == "dna":
             arrays = _dna_batch(batch).numpy()
+            # A DNA window is centred on the TSS: crop it symmetrically to what fits, never
+            # from one end (keeping the 5' end of a 196 kb window would drop the TSS).
+            keep = (self.max_len - 1) * NT_KMER
+            if arrays.shape[1] > keep:
+                left = (arrays.shape[1] - keep) // 2
+                arrays = arrays[:, left : left + keep]
             letters = np.frombuffer(b"ACGTN", dtype=np.uint8)
             batch = [letters[a].tobytes().decode("ascii") for a in arrays]
         rows = [None if _missing(s) else [self.cls_id] + self.token_ids(str(s)) for s in batch]
