@@ -73,11 +73,6 @@ def download_params(url_key, sha_key, section):
     }
 
 
-def demo_signal_file():
-    """The planted per-transcript signal, written beside the demo genome."""
-    return str(Path(genome_fasta()).parent / "planted_signal.tsv")
-
-
 def demo_options():
     """Demo parameters other than enabled/seed (isoflow.demo.DemoParams fields)."""
     return {k: v for k, v in config.get("demo", {}).items() if k not in ("enabled", "seed")}

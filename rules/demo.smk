@@ -6,12 +6,14 @@
 if config.get("demo", {}).get("enabled", False):
 
     rule demo_data:
+        # Fixed paths, never the configured ones: with a user's overlay (genome.fasta set
+        # to their own file) this rule must not claim, and so overwrite, the user's files.
         output:
-            genome=genome_fasta(),
-            annotation=annotation_file(),
-            tpm=gtex_tpm(),
-            samples=gtex_samples(),
-            signal=demo_signal_file(),
+            genome="resources/demo/genome.fa",
+            annotation="resources/demo/annotation.gtf.gz",
+            tpm="resources/demo/transcript_tpm.gct.gz",
+            samples="resources/demo/sample_attributes.tsv",
+            signal="resources/demo/planted_signal.tsv",
         log:
             "logs/demo_data/demo_data.log",
         conda:

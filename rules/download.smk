@@ -6,15 +6,10 @@
 # have no internet access.
 
 
-localrules:
-    download_genome,
-    download_annotation,
-    download_gtex_tpm,
-    download_gtex_samples,
-    download_encoders,
-
-
 if not config["genome"]["fasta"] and config["genome"]["url"]:
+
+    localrules:
+        download_genome,
 
     rule download_genome:
         output:
@@ -34,6 +29,9 @@ if not config["genome"]["fasta"] and config["genome"]["url"]:
 
 if not config["annotation"]["gtf"] and config["annotation"]["url"]:
 
+    localrules:
+        download_annotation,
+
     rule download_annotation:
         output:
             protected(annotation_file()),
@@ -51,6 +49,9 @@ if not config["annotation"]["gtf"] and config["annotation"]["url"]:
 
 
 if not config["gtex"]["tpm"] and config["gtex"]["tpm_url"]:
+
+    localrules:
+        download_gtex_tpm,
 
     rule download_gtex_tpm:
         output:
@@ -70,6 +71,9 @@ if not config["gtex"]["tpm"] and config["gtex"]["tpm_url"]:
 
 if not config["gtex"]["samples"] and config["gtex"]["samples_url"]:
 
+    localrules:
+        download_gtex_samples,
+
     rule download_gtex_samples:
         output:
             gtex_samples(),
@@ -82,3 +86,7 @@ if not config["gtex"]["samples"] and config["gtex"]["samples_url"]:
             gunzip=False,
         script:
             "../scripts/download.py"
+
+
+localrules:
+    download_encoders,
