@@ -39,5 +39,14 @@ test: lint
 clean-demo:
 	rm -rf results/ resources/demo/ logs/
 
+# Benchmarks (not part of `make test`): each compares against a named reference in the same
+# run and prints what docs/benchmarks.md records. Scratch data goes to $(BENCH_TMP).
+BENCH_TMP ?= /tmp/isoflow-bench
 bench: env
-	$(BIN)/python bench/run_all.py
+	mkdir -p $(BENCH_TMP)
+	$(BIN)/python bench/bench_windows.py --scratch $(BENCH_TMP)/windows
+	$(BIN)/python bench/make_gencode_scale.py $(BENCH_TMP)/annotation/full.gtf
+	$(BIN)/python bench/bench_annotation.py $(BENCH_TMP)/annotation/full.gtf
+	$(BIN)/python bench/bench_targets.py --rows 20000 --repeat 3 --work $(BENCH_TMP)/targets
+	$(BIN)/python bench/bench_download.py --scratch $(BENCH_TMP)/download
+	$(BIN)/python bench/bench_train_cache.py
