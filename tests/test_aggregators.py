@@ -91,3 +91,21 @@ def test_unknown_names_are_errors():
         build_aggregator("concat", {"atac": 4})
     with pytest.raises(ValueError, match="subset"):
         build_aggregator("concat", {})
+
+
+@pytest.mark.parametrize("modalities", [["protein"], ["dna", "rna", "protein"]], ids="+".join)
+def test_cross_attention_keeps_the_scale_of_its_inputs(modalities):
+    # Frozen encoders put much of their signal in per-token magnitude. A post-norm block or a
+    # LayerNorm on the projected tokens returns unit-scale tokens whatever the input scale
+    # (the cause of cross-attention learning far less than concat on the demo cache); the
+    # pre-norm residual stream carries the scale through to the pooled output.
+    torch.manual_seed(0)
+    agg = build_aggregator(
+        "cross_attention", {m: DIMS[m] for m in modalities}, d_model=16, depth=2, heads=4
+    ).eval()
+    inputs = make_inputs(modalities, no_protein=())
+    scaled = {m: (emb.detach() * 8.0, mask) for m, (emb, mask) in inputs.items()}
+    with torch.no_grad():
+        norm = masked_mean(*agg(inputs)).norm(dim=-1)
+        norm_scaled = masked_mean(*agg(scaled)).norm(dim=-1)
+    assert (norm_scaled > 2.0 * norm).all(), (norm, norm_scaled)

@@ -8,8 +8,9 @@ transcript) has an all-False mask for it; that modality then contributes nothing
 sample and produces no NaN.
 
 - ``cross_attention`` (IsoFormer): the first present modality of dna, rna, protein gives the
-  queries; per layer they attend to each other modality in that order (residual, LayerNorm,
-  feed-forward, LayerNorm). With a single modality the layers are self-attention.
+  queries; per layer they attend to each other modality in that order (pre-norm blocks:
+  ``x + attn(LN(x), LN(keys))``, ``x + ff(LN(x))``). With a single modality the layers are
+  self-attention.
 - ``concat``: masked mean-pool each modality, a learned "missing" vector where a sample has
   none, concatenate, project.
 - ``perceiver``: a Perceiver resampler; learned latents cross-attend to all present tokens
@@ -34,7 +35,12 @@ def masked_mean(emb: Tensor, mask: Tensor) -> Tensor:
 
 
 class AttentionBlock(nn.Module):
-    """Post-norm attention + feed-forward block that tolerates all-masked key rows.
+    """Pre-norm attention + feed-forward block that tolerates all-masked key rows.
+
+    ``x + attn(LN(x), LN(keys))`` then ``x + ff(LN(x))``: the residual stream itself is never
+    normalised, so a per-token magnitude in the projected inputs (where frozen encoders put
+    much of their signal) reaches the pooled output. (A post-norm block, LayerNorm after each
+    residual, squashed it: on the demo's cached embeddings it learned far less than concat.)
 
     ``nn.MultiheadAttention`` returns NaN for a query row whose keys are all masked. Such
     samples get one key unmasked for the computation and their attention output zeroed, so
@@ -43,25 +49,29 @@ class AttentionBlock(nn.Module):
 
     def __init__(self, d_model: int, heads: int, dropout: float = 0.0, ff_mult: int = 2):
         super().__init__()
+        self.norm_q = nn.LayerNorm(d_model)
+        self.norm_kv = nn.LayerNorm(d_model)
         self.attn = nn.MultiheadAttention(d_model, heads, dropout=dropout, batch_first=True)
-        self.norm1 = nn.LayerNorm(d_model)
+        self.norm_ff = nn.LayerNorm(d_model)
         self.ff = nn.Sequential(
             nn.Linear(d_model, ff_mult * d_model),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(ff_mult * d_model, d_model),
         )
-        self.norm2 = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, queries: Tensor, keys: Tensor, key_mask: Tensor) -> Tensor:
         has_keys = key_mask.any(dim=1)
         ignore = ~key_mask
         ignore[:, 0] &= has_keys  # one visible key for empty rows; their output is zeroed
-        attended, _ = self.attn(queries, keys, keys, key_padding_mask=ignore, need_weights=False)
+        kv = self.norm_kv(keys)
+        attended, _ = self.attn(
+            self.norm_q(queries), kv, kv, key_padding_mask=ignore, need_weights=False
+        )
         attended = attended * has_keys[:, None, None].to(attended.dtype)
-        x = self.norm1(queries + self.dropout(attended))
-        return self.norm2(x + self.dropout(self.ff(x)))
+        x = queries + self.dropout(attended)
+        return x + self.dropout(self.ff(self.norm_ff(x)))
 
 
 class Aggregator(nn.Module):
@@ -74,9 +84,9 @@ class Aggregator(nn.Module):
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}: {dims}")
         self.modalities = [m for m in MODALITIES if m in dims]
         self.d_model = d_model
-        self.project = nn.ModuleDict(
-            {m: nn.Sequential(nn.Linear(dims[m], d_model), nn.LayerNorm(d_model)) for m in dims}
-        )
+        # A plain linear projection: a per-token LayerNorm here would erase the per-token
+        # scale of the frozen embeddings (the blocks normalise their own attention inputs).
+        self.project = nn.ModuleDict({m: nn.Linear(dims[m], d_model) for m in dims})
 
     def projected(self, inputs: Inputs) -> Inputs:
         missing = [m for m in self.modalities if m not in inputs]
