@@ -19,25 +19,30 @@
 
 The planted signal. For transcript ``t`` and SMTS tissue ``s``::
 
-    d_t = count of TATAAA in the 1,000 bp upstream of the TSS (transcript strand;
-          clipped at a chromosome end)                      -> DNA window only
-    r_t = count of ATTTA (the ARE AUUUA) in the 3'UTR; in the last exon for a non-coding
-          transcript; 0 for a cds_end_NF transcript (no 3'UTR) -> RNA only (far from TSS)
+    d_t = GC fraction of the 1,000 bp upstream of the TSS (transcript strand; clipped at a
+          chromosome end)                                   -> DNA window only
+    r_t = AU-rich elements: occurrences of ATTTA (AUUUA) in the 3'UTR per 100 nt of
+          transcript; in the last exon for a non-coding transcript; 0 for a cds_end_NF
+          transcript (no 3'UTR)                             -> RNA only (far from TSS)
     p_t = fraction of K + R residues in the protein (codon choice writes it into the CDS;
           no stop, X for an incomplete codon); 0.10 for a non-coding transcript -> protein
-    x   = a_s + wd_s (d_t - 2.5) - wr_s (r_t - 3) + wp_s 10 (p_t - 0.15) + e_t
+    x   = a_s + wd_s 10 (d_t - 0.5) - wr_s (r_t - 1.8) + wp_s 10 (p_t - 0.15) + e_t
     y_ts = softplus(x) = log(1 + exp(x))                      (expected log1p(mean TPM))
     TPM of sample j of tissue s = expm1(y_ts) * exp(sigma n_j - sigma^2 / 2),  n_j ~ N(0, 1)
 
 with ``e_t ~ N(0, transcript_sd)`` a small unexplained transcript effect, base weights
-``a = 2.0, wd = 0.45, wr = 0.40, wp = 0.9`` each multiplied per tissue by ``exp(0.3 N(0,1))``
+``a = 2.0, wd = 0.7, wr = 0.7, wp = 0.9`` each multiplied per tissue by ``exp(0.3 N(0,1))``
 (``a_s = 2.0 + 0.3 N(0, 1)``), so tissues weigh the three components differently. The
-sub-tissues (SMTSD) of one SMTS share its weights. Isoforms differ in each term: an
-alternative TSS has its own promoter, an alternative polyA site cuts the 3'UTR (and its
-AREs), exon skipping removes a coding exon whose own K+R fraction differs from the gene's.
-The motifs are scrubbed from the generated background of each gene before they are
-planted (promoter motifs within 600 bp upstream of the TSS), and every component is
-measured back on the written sequence, so ``planted_signal.tsv`` is the truth.
+sub-tissues (SMTSD) of one SMTS share its weights. The DNA and RNA terms are built to
+survive frozen random-weight encoders with mean pooling (the demo's tiny encoders): each
+promoter is drawn with its own GC fraction (uniform 0.30-0.70; the background is 41 % GC),
+and each 3'UTR holds one block of tandem ATTTA repeats (a class II ARE cluster) covering a
+random 0-40 % of it before the alternative polyA site and another after it; a random
+6-mer-token RNA encoder sees the block as a few recurring tokens. Isoforms differ in each
+term: an alternative TSS has its own promoter, an alternative polyA site cuts the 3'UTR
+(and its AREs), exon skipping removes a coding exon whose own K+R fraction differs from the
+gene's. Every component is measured back on the written sequence, so
+``planted_signal.tsv`` is the truth.
 docs/demo.md describes it for users.
 """
 
@@ -70,23 +75,23 @@ DEMO_FILES = {
     "signal": "planted_signal.tsv",
 }
 
-PROMOTER_MOTIF = "TATAAA"
-UTR3_MOTIF = "ATTTA"
 PROTEIN_RESIDUES = "KR"
 PROMOTER_LEN = 1000
-# Motifs are planted in the TSS-proximal part of the promoter (a TATA box sits near -30): it
-# stays inside the central bins of a cropped DNA encoder output (Enformer target_length).
-CORE_PROMOTER = 600
 NONCODING_PROTEIN_VALUE = 0.10
 GC = 0.41
+# Planted per transcript: the promoter's GC fraction, and the fraction of the 3'UTR covered
+# by tandem repeats of the AU-rich element AUUUA.
+PROMOTER_GC = (0.30, 0.70)
+UTR3_MOTIF = "ATTTA"
+UTR3_ARE_COVER = (0.0, 0.4)
 
 # Base weights of the planted signal (see the module docstring).
 BASE_LEVEL = 2.0
-WEIGHT_DNA = 0.45
-WEIGHT_RNA = 0.40
+WEIGHT_DNA = 0.7
+WEIGHT_RNA = 0.7
 WEIGHT_PROTEIN = 0.9
-CENTRE_DNA = 2.5
-CENTRE_RNA = 3.0
+CENTRE_DNA = 0.5
+CENTRE_RNA = 1.8
 CENTRE_PROTEIN = 0.15
 TISSUE_SD = 0.3
 
@@ -225,22 +230,19 @@ def write_demo(outputs: Mapping[str, str | os.PathLike], seed: int = 0, **params
 # --- sequence helpers -------------------------------------------------------------------
 
 
-def _random_dna(rng: np.random.Generator, n: int) -> bytearray:
-    at, gc = (1 - GC) / 2, GC / 2
+def _random_dna(rng: np.random.Generator, n: int, gc_fraction: float = GC) -> bytearray:
+    at, gc = (1 - gc_fraction) / 2, gc_fraction / 2
     idx = rng.choice(4, size=n, p=[at, gc, gc, at])
     return bytearray(np.frombuffer(b"ACGT", dtype=np.uint8)[idx].tobytes())
 
 
-def _scrub(seq: bytearray, motif: str, at: int, base: bytes) -> None:
-    """Break every occurrence of ``motif`` by writing ``base`` at offset ``at``."""
-    pattern = re.compile(motif.encode())
-    while hits := [m.start() for m in pattern.finditer(seq)]:
-        for h in hits:
-            seq[h + at] = base[0]
-
-
 def revcomp(seq: str) -> str:
     return seq.encode().translate(_COMPLEMENT)[::-1].decode()
+
+
+def gc_fraction(seq: str) -> float:
+    """Fraction of G + C in ``seq`` (0 for an empty sequence)."""
+    return (seq.count("G") + seq.count("C")) / len(seq) if seq else 0.0
 
 
 def count_motif(seq: str, motif: str) -> int:
@@ -256,13 +258,20 @@ def translate(cds: str, phase: int = 0) -> str:
     return ("X" if phase else "") + protein + ("X" if len(body) % 3 else "")
 
 
-def _plant(rng, seq: bytearray, start: int, end: int, motif: str, n: int) -> None:
-    """Write ``n`` copies of ``motif`` into seq[start:end], one per bin, bins apart."""
-    bin_len = len(motif) + 24
-    n_bins = (end - start) // bin_len
-    for b in sorted(rng.choice(n_bins, size=min(n, n_bins), replace=False).tolist()):
-        at = start + b * bin_len + int(rng.integers(1, bin_len - len(motif)))
-        seq[at : at + len(motif)] = motif.encode()
+def _plant_promoter(rng, seq: bytearray, tss: int) -> None:
+    """Rewrite the ``PROMOTER_LEN`` bp upstream of ``tss`` with a random GC fraction."""
+    start = max(0, tss - PROMOTER_LEN)
+    seq[start:tss] = _random_dna(rng, tss - start, rng.uniform(*PROMOTER_GC))
+
+
+def _plant_utr3(rng, seq: bytearray, start: int, polya: int, end: int) -> None:
+    """Write one block of tandem ``ATTTA`` repeats (an AU-rich element cluster) covering a
+    random 0-40 % of the 3'UTR before the alternative polyA site ``polya``, and another
+    after it, so the short and the long isoform differ in their ARE density."""
+    for a, b in ((start, polya), (polya, end)):
+        n = int(rng.uniform(*UTR3_ARE_COVER) * (b - a)) // len(UTR3_MOTIF)
+        at = a + int(rng.integers(0, b - a - len(UTR3_MOTIF) * n + 1))
+        seq[at : at + len(UTR3_MOTIF) * n] = UTR3_MOTIF.encode() * n
 
 
 # --- genes ------------------------------------------------------------------------------
@@ -326,8 +335,9 @@ def _coding_locus(rng, p: DemoParams, force_start_nf=False, force_end_nf=False) 
     coding_exons = [tuple(e) for e in coding_exons]
 
     seq = _random_dna(rng, end)
-    _scrub(seq, PROMOTER_MOTIF, 0, b"C")
-    _scrub(seq, UTR3_MOTIF, 2, b"C")
+    _plant_promoter(rng, seq, u1a[0])
+    if u1b:  # its promoter lies in the first intron of u1a, before the splice sites are set
+        _plant_promoter(rng, seq, u1b[0])
     exons_all = [u1a, *([u1b] if u1b else []), *coding_exons]
     for a, b in zip(exons_all, exons_all[1:], strict=False):  # splice sites GT...AG
         seq[a[1] : a[1] + 2] = b"GT"
@@ -345,17 +355,14 @@ def _coding_locus(rng, p: DemoParams, force_start_nf=False, force_end_nf=False) 
     cds_hi = stop_at
     utr3_start = stop_at + 3
 
-    _plant(rng, seq, u1a[0] - CORE_PROMOTER, u1a[0], PROMOTER_MOTIF, int(rng.integers(0, 6)))
-    if u1b:
-        _plant(rng, seq, u1b[0] - CORE_PROMOTER, u1b[0], PROMOTER_MOTIF, int(rng.integers(0, 6)))
-    _plant(rng, seq, utr3_start, end, UTR3_MOTIF, int(rng.integers(0, 7)))
+    polya = utr3_start + int(utr3_len * rng.uniform(0.3, 0.6))
+    _plant_utr3(rng, seq, utr3_start, polya, end)
 
     def coding(first_exon, last_end=end):
         exons = [first_exon, *coding_exons]
         exons[-1] = (exons[-1][0], last_end)
         return _Tx("protein_coding", exons, (cds_lo, cds_hi))
 
-    polya = utr3_start + int(utr3_len * rng.uniform(0.3, 0.6))
     txs = [coding(u1a)]
     if u1b:
         txs.append(coding(u1b))
@@ -405,18 +412,15 @@ def _lincrna_locus(rng, p: DemoParams) -> _Locus:
         pos = exons[-1][1] + int(rng.integers(150, 600))
     exons.append((pos, pos + int(rng.integers(300, 1200))))
     seq = _random_dna(rng, exons[-1][1])
-    _scrub(seq, PROMOTER_MOTIF, 0, b"C")
-    _scrub(seq, UTR3_MOTIF, 2, b"C")
+    _plant_promoter(rng, seq, exons[0][0])
+    last = exons[-1]
+    cut = last[0] + int((last[1] - last[0]) * rng.uniform(0.3, 0.6))
+    _plant_utr3(rng, seq, last[0], cut, last[1])
     for a, b in zip(exons, exons[1:], strict=False):
         seq[a[1] : a[1] + 2] = b"GT"
         seq[b[0] - 2 : b[0]] = b"AG"
-    start = exons[0][0]
-    _plant(rng, seq, start - CORE_PROMOTER, start, PROMOTER_MOTIF, int(rng.integers(0, 6)))
-    last = exons[-1]
-    _plant(rng, seq, last[0], last[1], UTR3_MOTIF, int(rng.integers(0, 7)))
     txs = [_Tx("lincRNA", list(exons))]
     if rng.random() < p.p_alt_polya:
-        cut = last[0] + int((last[1] - last[0]) * rng.uniform(0.3, 0.6))
         txs.append(_Tx("lincRNA", [*exons[:-1], (last[0], cut)]))
     if len(exons) == 3 and rng.random() < p.p_exon_skip:
         txs.append(_Tx("lincRNA", [exons[0], exons[2]]))
@@ -512,7 +516,7 @@ def _annotate(placed, chroms: dict[str, str]) -> list[dict]:
                 promoter = chroms[chrom][max(0, tss - PROMOTER_LEN) : tss]
             else:
                 promoter = revcomp(chroms[chrom][tss + 1 : tss + 1 + PROMOTER_LEN])
-            rec["dna_count"] = count_motif(promoter, PROMOTER_MOTIF)
+            rec["dna_value"] = gc_fraction(promoter)
             if tx.cds:
                 cds = "".join(oriented[max(a, tx.cds[0]) : min(b, tx.cds[1])] for a, b in tx.exons)
                 protein = translate(cds, (-tx.cds_offset) % 3).removesuffix("*")
@@ -521,12 +525,13 @@ def _annotate(placed, chroms: dict[str, str]) -> list[dict]:
                     protein
                 )
                 utr3 = "".join(oriented[max(a, tx.cds[1] + 3) : b] for a, b in tx.exons)
-                rec["rna_count"] = count_motif(utr3, UTR3_MOTIF) if tx.has_stop else 0
+                n_are = count_motif(utr3, UTR3_MOTIF) if tx.has_stop else 0
             else:
                 rec["protein"] = None
                 rec["protein_value"] = NONCODING_PROTEIN_VALUE
                 a, b = tx.exons[-1]
-                rec["rna_count"] = count_motif(oriented[a:b], UTR3_MOTIF)
+                n_are = count_motif(oriented[a:b], UTR3_MOTIF)
+            rec["rna_value"] = 100 * n_are / len(rna)
             transcripts.append(rec)
         starts = [e[0] for r in transcripts for e in r["exons"]]
         ends = [e[1] for r in transcripts for e in r["exons"]]
@@ -625,15 +630,15 @@ def _samples(rng, p: DemoParams) -> list[dict]:
 def _signal(rng, p: DemoParams, genes, weights) -> dict:
     """Expected log1p(mean TPM) per transcript (rows, GTF order) and SMTS tissue (columns)."""
     txs = [t for g in genes for t in g["transcripts"]]
-    d = np.array([t["dna_count"] for t in txs], dtype=float)
-    r = np.array([t["rna_count"] for t in txs], dtype=float)
+    d = np.array([t["dna_value"] for t in txs], dtype=float)
+    r = np.array([t["rna_value"] for t in txs], dtype=float)
     pv = np.array([t["protein_value"] for t in txs], dtype=float)
     eps = rng.normal(0, p.transcript_sd, size=len(txs))
     expected = np.empty((len(txs), len(weights)))
     for j, w in enumerate(weights.values()):
         x = (
             w["a"]
-            + w["w_dna"] * (d - CENTRE_DNA)
+            + w["w_dna"] * 10 * (d - CENTRE_DNA)
             - w["w_rna"] * (r - CENTRE_RNA)
             + w["w_protein"] * 10 * (pv - CENTRE_PROTEIN)
             + eps
@@ -750,7 +755,7 @@ def _write_signal(genes, signal, weights, path: Path, seed: int) -> None:
     tissues = list(weights)
     out = [
         f"# isoflow demo planted signal (seed {seed}); formula in isoflow/demo.py, docs/demo.md\n",
-        "# x = a + w_dna*(dna_count - 2.5) - w_rna*(rna_count - 3) "
+        "# x = a + w_dna*10*(dna_value - 0.5) - w_rna*(rna_value - 1.8) "
         "+ w_protein*10*(protein_value - 0.15) + epsilon; expected = log(1 + exp(x))\n",
         "# tissue\ta\tw_dna\tw_rna\tw_protein\n",
     ]
@@ -762,8 +767,8 @@ def _write_signal(genes, signal, weights, path: Path, seed: int) -> None:
                 "transcript_id",
                 "gene_id",
                 "transcript_type",
-                "dna_count",
-                "rna_count",
+                "dna_value",
+                "rna_value",
                 "protein_value",
                 "epsilon",
                 *tissues,
@@ -778,8 +783,8 @@ def _write_signal(genes, signal, weights, path: Path, seed: int) -> None:
                 t["transcript_id"],
                 g["gene_id"],
                 t["transcript_type"],
-                str(t["dna_count"]),
-                str(t["rna_count"]),
+                f"{t['dna_value']:.6f}",
+                f"{t['rna_value']:.6f}",
                 f"{t['protein_value']:.6f}",
                 f"{signal['epsilon'][i]:.6f}",
                 *(f"{v:.6f}" for v in signal["expected"][i]),
