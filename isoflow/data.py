@@ -13,7 +13,10 @@ Two input modes per modality:
 Training-set controls, both deterministic: ``fraction`` keeps the training transcripts
 whose ID hashes below the fraction (so a smaller fraction is a subset of a larger one,
 whatever the seed), and ``shuffle_targets`` permutes the target rows among the kept
-training transcripts with ``seed`` (valid and test targets are never touched).
+training transcripts with ``seed``, and among the validation transcripts too: early stopping
+and the best-checkpoint choice then never see a real target, so the control's test score is
+a true floor (selecting its epoch on real validation targets leaked signal into it). Test
+targets are never touched.
 """
 
 from __future__ import annotations
@@ -62,9 +65,22 @@ def select_training_rows(
         train = train[id_fraction(train["transcript_id"]) < fraction]
     train = train.reset_index(drop=True)
     if shuffle_targets:
-        order = np.random.default_rng(seed).permutation(len(train))
-        train[tissues] = train[tissues].to_numpy()[order]
+        train = shuffle_rows(train, tissues, seed)
     return train
+
+
+def shuffle_rows(frame: pd.DataFrame, tissues: list[str], seed: int) -> pd.DataFrame:
+    """A copy of ``frame`` whose target rows (all tissues together) are permuted."""
+    frame = frame.copy()
+    order = np.random.default_rng(seed).permutation(len(frame))
+    frame[tissues] = frame[tissues].to_numpy()[order]
+    return frame
+
+
+def valid_rows(df: pd.DataFrame, tissues: list[str], shuffle_targets: bool, seed: int):
+    """The validation rows; permuted targets for the shuffled control (another stream)."""
+    valid = df[df["split"] == "valid"].reset_index(drop=True)
+    return shuffle_rows(valid, tissues, seed + 1) if shuffle_targets else valid
 
 
 class IsoformDataset(Dataset):
@@ -226,7 +242,7 @@ class IsoformDataModule(pl.LightningDataModule):
             "train": select_training_rows(
                 df, tissues, self.fraction, self.shuffle_targets, self.seed
             ),
-            "valid": df[df["split"] == "valid"].reset_index(drop=True),
+            "valid": valid_rows(df, tissues, self.shuffle_targets, self.seed),
             "test": df[df["split"] == "test"].reset_index(drop=True),
         }
         for split, frame in self.frames.items():

@@ -14,7 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from isoflow.data import IsoformDataModule, id_fraction, select_training_rows, truncate
+from isoflow.data import (
+    IsoformDataModule,
+    id_fraction,
+    select_training_rows,
+    truncate,
+    valid_rows,
+)
 from isoflow.dataset import read_dataset, write_dataset
 from isoflow.errors import InputError
 from isoflow.train import HISTORY_COLUMNS, run_experiment
@@ -149,6 +155,17 @@ def test_fraction_is_a_nested_hash_subset(dataset):
     assert set(quarter["transcript_id"]) <= set(half["transcript_id"]) < set(full["transcript_id"])
     assert len(full) == int((df["split"] == "train").sum())
     assert np.all(id_fraction(half["transcript_id"]) < 0.5)
+
+
+def test_shuffle_targets_also_hides_real_validation_targets(dataset):
+    df, tissues = read_dataset(dataset[0])
+    plain = valid_rows(df, tissues, False, seed=0)
+    shuffled = valid_rows(df, tissues, True, seed=0)
+    assert plain["transcript_id"].tolist() == shuffled["transcript_id"].tolist()
+    assert not np.array_equal(plain[tissues].to_numpy(), shuffled[tissues].to_numpy())
+    assert sorted(map(tuple, shuffled[tissues].to_numpy())) == sorted(
+        map(tuple, plain[tissues].to_numpy())
+    )
 
 
 def test_shuffle_targets_permutes_training_rows_only(dataset):
