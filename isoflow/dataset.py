@@ -13,10 +13,10 @@ import os
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pysam
 
 from isoflow.errors import InputError, atomic_path
 from isoflow.gtex import TISSUES_METADATA_KEY, read_targets
+from isoflow.sequences import read_fasta
 from isoflow.splits import read_splits
 
 log = logging.getLogger(__name__)
@@ -34,20 +34,6 @@ ANNOTATION_COLUMNS = [
 COLUMNS = [*ANNOTATION_COLUMNS, "window_start", "window_end", "rna_seq", "protein_seq", "split"]
 
 PathLike = str | os.PathLike
-
-
-def read_fasta(path: PathLike) -> dict[str, str]:
-    """(gzip) FASTA with headers ``>{transcript_id}`` -> {transcript_id: sequence}."""
-    records: dict[str, str] = {}
-    try:
-        with pysam.FastxFile(str(path)) as fasta:
-            for record in fasta:
-                if record.name in records:
-                    raise InputError(path, record.name, "sequence listed twice")
-                records[record.name] = record.sequence or ""
-    except OSError as err:
-        raise InputError(path, None, f"cannot read FASTA: {err}") from None
-    return records
 
 
 def read_windows_bed(path: PathLike) -> pd.DataFrame:

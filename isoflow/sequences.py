@@ -27,10 +27,10 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pysam
 from xopen import xopen
 
 from isoflow.errors import InputError, atomic_path
@@ -291,13 +291,15 @@ def build_sequences(
 
 
 def read_fasta(path: str | os.PathLike) -> dict[str, str]:
-    """A (gzip) FASTA as ``{first word of header: sequence}``; for tests and checks."""
-    records: dict[str, list[str]] = {}
-    current: list[str] = []
-    with xopen(Path(path), "rt") as handle:
-        for line in handle:
-            if line.startswith(">"):
-                current = records.setdefault(line[1:].split()[0], [])
-            else:
-                current.append(line.strip())
-    return {name: "".join(parts) for name, parts in records.items()}
+    """A (gzip) FASTA as ``{first word of header: sequence}`` (pysam); the one FASTA-records
+    reader of the package. A name listed twice or an unreadable file is an InputError."""
+    records: dict[str, str] = {}
+    try:
+        with pysam.FastxFile(str(path)) as fasta:
+            for record in fasta:
+                if record.name in records:
+                    raise InputError(path, record.name, "sequence listed twice")
+                records[record.name] = record.sequence or ""
+    except OSError as err:
+        raise InputError(path, None, f"cannot read FASTA: {err}") from None
+    return records
