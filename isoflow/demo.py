@@ -64,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from isoflow.errors import atomic_path
+from isoflow.sequences import reverse_complement, translate_cds
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +235,6 @@ def _random_dna(rng: np.random.Generator, n: int, gc_fraction: float = GC) -> by
     at, gc = (1 - gc_fraction) / 2, gc_fraction / 2
     idx = rng.choice(4, size=n, p=[at, gc, gc, at])
     return bytearray(np.frombuffer(b"ACGT", dtype=np.uint8)[idx].tobytes())
-
-
-def revcomp(seq: str) -> str:
-    return seq.encode().translate(_COMPLEMENT)[::-1].decode()
 
 
 def gc_fraction(seq: str) -> float:
@@ -484,7 +481,7 @@ def _annotate(placed, chroms: dict[str, str]) -> list[dict]:
     exon_ids: dict[tuple, str] = {}
     for g, (chrom, off, strand, locus) in enumerate(placed, start=1):
         size = len(locus.seq)
-        oriented = locus.seq.decode() if strand == "+" else revcomp(locus.seq.decode())
+        oriented = locus.seq.decode() if strand == "+" else reverse_complement(locus.seq.decode())
 
         def genomic(a, b, off=off, size=size, strand=strand):
             return (off + a, off + b) if strand == "+" else (off + size - b, off + size - a)
@@ -515,11 +512,11 @@ def _annotate(placed, chroms: dict[str, str]) -> list[dict]:
             if strand == "+":
                 promoter = chroms[chrom][max(0, tss - PROMOTER_LEN) : tss]
             else:
-                promoter = revcomp(chroms[chrom][tss + 1 : tss + 1 + PROMOTER_LEN])
+                promoter = reverse_complement(chroms[chrom][tss + 1 : tss + 1 + PROMOTER_LEN])
             rec["dna_value"] = gc_fraction(promoter)
             if tx.cds:
                 cds = "".join(oriented[max(a, tx.cds[0]) : min(b, tx.cds[1])] for a, b in tx.exons)
-                protein = translate(cds, (-tx.cds_offset) % 3).removesuffix("*")
+                protein = translate_cds(cds, phase=(-tx.cds_offset) % 3)
                 rec["protein"] = protein
                 rec["protein_value"] = sum(protein.count(c) for c in PROTEIN_RESIDUES) / len(
                     protein

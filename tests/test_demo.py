@@ -15,6 +15,7 @@ import pytest
 from isoflow import demo
 from isoflow.annotation import read_annotation
 from isoflow.gtex import aggregate_tpm
+from isoflow.sequences import reverse_complement
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
@@ -170,7 +171,7 @@ def test_gtf_structure_and_every_cds_is_an_orf(demo_dir):
             genome[c["chrom"]][c["start"] : c["end"]] for c in cds[:: -1 if reverse else 1]
         )
         if reverse:
-            seq = demo.revcomp(seq)
+            seq = reverse_complement(seq)
         for c in cds:
             assert c["frame"] in "012"
             exon = exons[c["exon_number"] - 1]
@@ -189,7 +190,7 @@ def test_gtf_structure_and_every_cds_is_an_orf(demo_dir):
         else:
             (stop,) = parts["stop_codon"]
             codon = genome[stop["chrom"]][stop["start"] : stop["end"]]
-            codon = demo.revcomp(codon) if reverse else codon
+            codon = reverse_complement(codon) if reverse else codon
             assert codon in demo.STOP_CODONS, tid
             assert (len(seq) - frame) % 3 == 0
         # UTR = exon minus CDS (GENCODE: the UTR includes the stop codon)
@@ -240,11 +241,11 @@ def test_planted_components_are_measured_on_the_written_sequence(demo_dir):
         if row.strand == "+":
             promoter = chrom[max(0, row.tss - 1000) : row.tss]
         else:
-            promoter = demo.revcomp(chrom[row.tss + 1 : row.tss + 1001])
+            promoter = reverse_complement(chrom[row.tss + 1 : row.tss + 1001])
         gc = (promoter.count("G") + promoter.count("C")) / len(promoter)
         assert gc == pytest.approx(row.dna_value, abs=1e-6), row.transcript_id
         rna = "".join(chrom[a:b] for a, b in zip(row.exon_starts, row.exon_ends, strict=True))
-        rna = demo.revcomp(rna) if row.strand == "-" else rna
+        rna = reverse_complement(rna) if row.strand == "-" else rna
         if row.cds_len > 0:
             utr3 = rna[len(rna) - row.utr3_len :] if row.utr3_len else ""
             are_per_100nt = 100 * demo.count_motif(utr3, "ATTTA") / len(rna)
