@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the test suite needs (gffread and samtools are the independent oracles).
 set -euo pipefail
+# Idempotent: installs only what is missing (make test runs it on every call as root).
 PKGS=(gffread samtools)
 # tests/test_report_browser.py renders the HTML report in headless Chromium.
 PKGS+=(chromium)

@@ -2,8 +2,9 @@
 
 tests/slurm/start-cluster.sh starts munge, MariaDB, slurmdbd, slurmctld and slurmd (as root,
 with accounting and a fake GPU); the packages come from .ci/install-debian.sh. Where the
-cluster cannot start (not root, packages missing) the tests are skipped with the reason, except
-under CI=true, where they fail: CI installs the packages and runs as root.
+packages are missing the tests are skipped (tests/conftest.py counts them; under CI=true a missing
+package is an error); where the cluster cannot start (not root) they are skipped with the
+reason, except under CI=true, where they fail: CI installs the packages and runs as root.
 
 The run uses the production profile plus tests/slurm/overlay.yaml (a second --profile) with
 the per-rule memory and threads clamped to the test node, and config/demo.yaml plus
@@ -28,7 +29,7 @@ SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 HERE = REPO / "tests" / "slurm"
 # Each level of the DAG costs about 45 s on the test cluster (a job's own snakemake start-up plus
 # the plugin's status checks at 5, 20, 45 s), so the demo DAG takes several minutes.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.needs("slurm")]
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "config", "envs", "profiles", "report")
 FLAKY_RULE = "slurm_test_flaky"
 TARGETS = ["all", FLAKY_RULE]
