@@ -67,6 +67,37 @@ def test_features_of_a_tiny_frame_by_hand():
     assert list(features["transcript_type"]) == ["protein_coding", "protein_coding", "lncRNA"]
 
 
+REAL_CHR9 = REPO.parent / "shared" / "data" / "real" / "bambu_chr9"
+
+
+@pytest.mark.skipif(not REAL_CHR9.exists(), reason=f"{REAL_CHR9} missing")
+def test_features_of_real_ensembl_transcripts_agree_with_the_genome():
+    """105 Ensembl 91 transcripts (both strands, NF tags, 12 biotypes) on soft-masked GRCh38:
+    GC counted straight from the exons of the genome (G+C does not depend on the strand)."""
+    import pysam
+
+    from isoflow.annotation import read_annotation
+    from isoflow.sequences import transcript_sequences
+
+    gtf = REAL_CHR9 / "Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf"
+    fasta = REAL_CHR9 / "Homo_sapiens.GRCh38.dna_sm.primary_assembly_chr9_1_1000000.fa"
+    annotation = read_annotation(gtf, {})
+    features = transcript_features(annotation, dict(transcript_sequences(annotation, fasta)))
+    assert len(features) == 105 and features["transcript_type"].nunique() == 12
+    coding = features[features["cds_len"] > 0]
+    assert len(coding) == 41
+    assert (coding[["utr5_len", "cds_len", "utr3_len"]].sum(axis=1) == coding["tx_len"]).all()
+    with pysam.FastaFile(str(fasta)) as genome:
+        for row, feature in zip(annotation.itertuples(), features.itertuples(), strict=True):
+            exons = "".join(
+                genome.fetch(row.chrom, start, end).upper()
+                for start, end in zip(row.exon_starts, row.exon_ends, strict=True)
+            )
+            assert feature.tx_len == len(exons) and feature.exon_count == len(row.exon_starts)
+            expected = (exons.count("G") + exons.count("C")) / len(exons)
+            assert feature.gc == pytest.approx(expected), row.transcript_id
+
+
 def test_gc_leaves_out_letters_other_than_acgtu():
     assert gc_fraction("GCAU") == 0.5
     assert gc_fraction("NNGA") == 0.5
