@@ -17,6 +17,7 @@ include: "rules/sequences.smk"
 include: "rules/targets.smk"
 include: "rules/encoders.smk"
 include: "rules/train.smk"
+include: "rules/baseline.smk"
 include: "rules/report.smk"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from isoflow.errors import InputError
+
 MODALITY_ORDER = ("dna", "rna", "protein")
 DEFAULTS: dict[str, Any] = {
     "dna_encoder": "enformer",
@@ -34,13 +36,27 @@ def run_name(experiment: dict[str, Any]) -> str:
 
 
 def expand_experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Run name -> experiment with defaults filled; duplicate names are a config error."""
+    """Run name -> experiment with defaults filled, in config order.
+
+    An experiment that sets its own ``seed`` is one run; any other is one run per entry of
+    the top-level ``seeds`` list (default ``[0]``). Two runs with the same name are a config
+    error (InputError, one line naming the entry).
+    """
+    seeds = config.get("seeds", [0])
+    if not seeds:
+        raise InputError("config", "seeds", "empty list: give at least one seed, e.g. [0]")
     runs: dict[str, dict[str, Any]] = {}
     for i, experiment in enumerate(config.get("experiments") or []):
-        exp = {**DEFAULTS, **experiment}
-        exp["modalities"] = [m for m in MODALITY_ORDER if m in exp["modalities"]]
-        name = run_name(exp)
-        if name in runs:
-            raise ValueError(f"config experiments[{i}]: duplicate run {name!r}")
-        runs[name] = exp
+        own_seed = "seed" in experiment
+        for seed in [experiment["seed"]] if own_seed else seeds:
+            exp = {**DEFAULTS, **experiment, "seed": seed}
+            exp["modalities"] = [m for m in MODALITY_ORDER if m in exp["modalities"]]
+            name = run_name(exp)
+            if name in runs:
+                raise InputError(
+                    "config",
+                    f"experiments[{i}]",
+                    f"duplicate run {name!r}: an earlier entry (or the seeds list) makes it too",
+                )
+            runs[name] = exp
     return runs

@@ -52,8 +52,12 @@ def run_outputs():
     return expand("results/runs/{run}/metrics.json", run=list(EXPERIMENTS))
 
 
+def baseline_outputs():
+    return ["results/baseline/metrics.json"]
+
+
 def all_outputs():
-    return dataset_outputs() + run_outputs() + report_outputs()
+    return dataset_outputs() + run_outputs() + baseline_outputs() + report_outputs()
 
 
 DOWNLOAD_LOCK = "resources/checksums.lock"

@@ -153,12 +153,15 @@ def test_lint_is_clean(configfile: str) -> None:
 @pytest.mark.parametrize("overlay", ["config/ablations.yaml", "config/borzoi.yaml"])
 def test_overlays_resolve_their_dag(overlay: str) -> None:
     """The ablation grid and the Borzoi overlay resolve on top of the full config: one train
-    job per experiment, an embed job per encoder they read."""
+    job per experiment and seed, an embed job per encoder they read."""
     done = snakemake("-n", "--configfile", "config/config.yaml", overlay, "--cores", "4")
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = parse_dry_run(done.stdout)
-    experiments = yaml.safe_load((REPO / overlay).read_text())["experiments"]
-    assert sum(job["rule"] == "train" for job in jobs) == len(experiments)
+    overlay_config = yaml.safe_load((REPO / overlay).read_text())
+    experiments = overlay_config["experiments"]
+    seeds = len(overlay_config.get("seeds", [0]))  # config.yaml leaves the default [0]
+    runs = sum(1 if "seed" in exp else seeds for exp in experiments)
+    assert sum(job["rule"] == "train" for job in jobs) == runs
     embedded = {job["wildcards"].split("=", 1)[1] for job in jobs if job["rule"] == "embed"}
     encoders = {exp.get("dna_encoder", "enformer") for exp in experiments}
     assert encoders <= embedded
