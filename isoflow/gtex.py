@@ -380,8 +380,8 @@ def aggregate_tpm(
                 gct,
                 first_line + int(row),
                 f"transcript {block_ids[row]}, sample {sample_ids[col]}: TPM "
-                f"{float(values[row, col])!r} is not a number in [0, {MAX_TPM:.0f}] (a sample's TPMs "
-                "sum to one million)",
+                f"{float(values[row, col])!r} is not a number in [0, {MAX_TPM:.0f}] "
+                "(a sample's TPMs sum to one million)",
             )
         means.append(values @ weights)
         ids.extend(block_ids)
@@ -452,7 +452,11 @@ def read_targets(path: PathLike) -> tuple[pd.DataFrame, list[str]]:
     meta = table.schema.metadata or {}
     if TISSUES_METADATA_KEY not in meta:
         raise InputError(path, None, "no isoflow.tissues schema metadata (not a targets table)")
-    return table.to_pandas(), json.loads(meta[TISSUES_METADATA_KEY])
+    tissues = json.loads(meta[TISSUES_METADATA_KEY])
+    absent = [t for t in ["transcript_id", "gene_id", *tissues] if t not in table.column_names]
+    if absent:
+        raise InputError(path, None, f"column {absent[0]!r} named in isoflow.tissues is absent")
+    return table.to_pandas(), tissues
 
 
 def _compression(path: PathLike) -> str | None:
