@@ -533,3 +533,9 @@ def test_agrees_with_gffread(tmp_path, name):
         compared += 1
     # Only transcripts this reader drops on purpose (cut short by the excerpt) are missing.
     assert len(theirs) - compared == (1 if "head5000" in name else 0)
+
+
+def test_part_without_transcript_id(tmp_path):
+    lines = gencode_lines()
+    lines[7] = without_attr(lines[7], "transcript_id")  # an exon of T1.1
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon without a transcript_id")

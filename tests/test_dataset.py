@@ -253,3 +253,10 @@ def test_targets_metadata_names_an_absent_tissue(inputs):
     meta = {b"isoflow.tissues": json.dumps([*TISSUES, "Lung"]).encode()}
     pq.write_table(table.replace_schema_metadata(meta), paths["targets_parquet"])
     bad(paths, r"column 'Lung' named in isoflow.tissues is absent$")
+
+
+def test_targets_without_tissue_metadata(inputs):
+    paths, *_ = inputs
+    table = pq.read_table(paths["targets_parquet"])
+    pq.write_table(table.replace_schema_metadata({}), paths["targets_parquet"])
+    bad(paths, r"no isoflow.tissues schema metadata \(not a targets table\)$")

@@ -461,3 +461,19 @@ def test_attributes_empty_file(tmp_path):
     path.write_text("")
     with pytest.raises(InputError, match=rf"^{path}:1: empty file"):
         read_sample_attributes(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "text", "message"),
+    [
+        (0, "#1.3", "1: expected '#1.2' (GCT version line), got '#1.3'"),
+        (1, "20 60", "2: expected dimensions 'NROWS<TAB>NCOLS', got '20 60'"),
+    ],
+)
+def test_gct_version_and_dimensions_lines(tmp_path, attrs_path, line, text, message):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(20, len(samples)))
+    lines = gzip.decompress(gct.read_bytes()).decode().split("\n")
+    lines[line] = text
+    gct.write_bytes(gzip.compress("\n".join(lines).encode()))
+    assert run_bad(tmp_path, attrs_path, gct) == f"{gct}:{message}"
