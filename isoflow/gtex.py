@@ -496,8 +496,8 @@ def _row_blocks(gct: PathLike, columns: list[str], block_rows: int):
                         raise InputError(
                             gct,
                             first_line + offset,
-                            f"{line.count(chr(9)) + 1} fields, the header has {n_fields}"
-                            " (a tab missing or too many?)",
+                            f"expected {n_fields} fields (as the header), found "
+                            f"{line.count(chr(9)) + 1}",
                         )
                 heads = [line.split("\t", 2) for line in lines]
                 try:
