@@ -227,7 +227,11 @@ def _first_bad(frame: pl.DataFrame, condition: pl.Expr) -> dict | None:
 
 
 def _parse_columns(lines: pl.DataFrame, path: Path) -> pl.DataFrame:
-    """Drop comments and blank lines, convert coordinates to 0-based half-open."""
+    """Drop comments, blank lines and a GFF3 ``##FASTA`` section, convert coordinates to
+    0-based half-open."""
+    fasta_start = lines.filter(pl.col("chrom").str.starts_with("##FASTA"))["line"]
+    if len(fasta_start):  # GFF3: everything after ##FASTA is sequence, not features
+        lines = lines.filter(pl.col("line") < fasta_start.min())
     rows = lines.filter(
         pl.col("chrom").is_not_null()
         & ~pl.col("chrom").str.starts_with("#")

@@ -203,6 +203,12 @@ def sequence_records(
             if row.strand not in ("+", "-"):
                 raise ValueError(f"strand {row.strand!r} is not + or -")
             exons = _exons(row)
+            first_base = exons[0][0] if row.strand == "+" else exons[-1][1] - 1
+            if int(row.tss) != first_base:
+                raise ValueError(
+                    f"tss {row.tss} is not the first transcribed base ({first_base}); "
+                    "the DNA window would be centred elsewhere"
+                )
             # one fetch of the whole span, then slices: ~10x fewer pysam calls than per exon
             lo, hi = min(s for s, _ in exons), max(e for _, e in exons)
             span = genome.fetch(row.chrom, lo, hi)

@@ -539,3 +539,17 @@ def test_part_without_transcript_id(tmp_path):
     lines = gencode_lines()
     lines[7] = without_attr(lines[7], "transcript_id")  # an exon of T1.1
     fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon without a transcript_id")
+
+
+def test_gff3_fasta_section_is_not_read_as_features(tmp_path):
+    # GFF3 may end with ##FASTA and sequences: before, ">c1" failed as a short feature line.
+    lines = [
+        "##gff-version 3",
+        "c1\tX\ttranscript\t1\t100\t.\t+\t.\tID=T1;gene_id=G1;transcript_type=lncRNA",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=T1",
+        "##FASTA",
+        ">c1",
+        "ACGT",
+    ]
+    df = read_annotation(write(tmp_path / "a.gff3", lines))
+    assert df["transcript_id"].tolist() == ["T1"] and df["gene_id"].tolist() == ["G1"]

@@ -479,3 +479,14 @@ def test_gct_version_and_dimensions_lines(tmp_path, attrs_path, line, text, mess
     lines[line] = text
     gct.write_bytes(gzip.compress("\n".join(lines).encode()))
     assert run_bad(tmp_path, attrs_path, gct) == f"{gct}:{message}"
+
+
+def test_gct_with_crlf_line_ends_reads_as_lf(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(30, len(samples))
+    lf = write_gct(tmp_path / "lf.gct.gz", samples, rows)
+    crlf = tmp_path / "crlf.gct.gz"
+    crlf.write_bytes(gzip.compress(gzip.decompress(lf.read_bytes()).replace(b"\n", b"\r\n")))
+    a, _ = aggregate_tpm(lf, attrs_path, "smts", ["Brain", "Liver"])
+    b, _ = aggregate_tpm(crlf, attrs_path, "smts", ["Brain", "Liver"])
+    pd.testing.assert_frame_equal(a, b)

@@ -500,3 +500,13 @@ def test_contig_listed_twice_in_the_genome(tmp_path: Path) -> None:
     fasta = _sec_fasta(tmp_path / "sec.fa")
     fasta.write_text(fasta.read_text() + ">chr1\nACGT\n")
     assert "chr1: contig listed twice" in _build_bad(tmp_path, transcripts, fasta)
+
+
+def test_tss_that_is_not_the_first_transcribed_base(tmp_path: Path) -> None:
+    # Before: the window was centred on whatever tss the table said.
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    transcripts.at[1, "tss"] = 30  # T2.1 is on '-': its first base is 34
+    assert _build_bad(tmp_path, transcripts) == (
+        "tx.parquet:T2.1: tss 30 is not the first transcribed base (34); the DNA window would "
+        "be centred elsewhere"
+    )
