@@ -146,7 +146,7 @@ def detect_format(path: str | os.PathLike) -> str:
             _decompress(Path(path))  # raises, naming the line where the data stops
         raise InputError(path, number + 1, f"unreadable file ({err})") from err
     except UnicodeDecodeError as err:
-        raise InputError(path, number + 1, f"not text ({err})") from err
+        raise _non_utf8(Path(path)) or InputError(path, number + 1, f"not text ({err})") from err
     raise InputError(path, None, "no feature lines: not a GTF/GFF3 file")
 
 
@@ -160,17 +160,42 @@ def _read_lines(path: Path) -> pl.DataFrame:
         source = path  # plain text: polars reads (memory-maps) the file itself
     # Nine string columns; short lines get nulls (missing_columns="insert"), blank lines
     # stay as all-null rows, so the row index is the file line number.
-    lines = pl.read_csv(
-        source,
-        separator="\t",
-        has_header=False,
-        quote_char=None,
-        schema=dict.fromkeys(_GTF_COLUMNS, pl.String),
-        columns=[0, 2, 3, 4, 6, 7, 8],
-        truncate_ragged_lines=True,
-        missing_columns="insert",
-    )
+    try:
+        lines = pl.read_csv(
+            source,
+            separator="\t",
+            has_header=False,
+            quote_char=None,
+            schema=dict.fromkeys(_GTF_COLUMNS, pl.String),
+            columns=[0, 2, 3, 4, 6, 7, 8],
+            truncate_ragged_lines=True,
+            missing_columns="insert",
+        )
+    except pl.exceptions.ComputeError as err:
+        if "utf-8" in str(err).lower():
+            raise _non_utf8(path) or InputError(path, None, str(err)) from None
+        raise
     return lines.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
+
+
+def _non_utf8(path: Path) -> InputError | None:
+    """The first line holding a byte that is not UTF-8 (read again, only on failure)."""
+    try:
+        with xopen(path, "rb", threads=0) as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    column = err.start + 1
+                    return InputError(
+                        path,
+                        number,
+                        f"byte 0x{raw[err.start]:02x} at column {column} is not UTF-8; "
+                        "re-encode the file as UTF-8",
+                    )
+    except (OSError, EOFError):
+        return None
+    return None
 
 
 def _is_compressed(path: str | os.PathLike) -> bool:
@@ -202,7 +227,11 @@ def _first_bad(frame: pl.DataFrame, condition: pl.Expr) -> dict | None:
 
 
 def _parse_columns(lines: pl.DataFrame, path: Path) -> pl.DataFrame:
-    """Drop comments and blank lines, convert coordinates to 0-based half-open."""
+    """Drop comments, blank lines and a GFF3 ``##FASTA`` section, convert coordinates to
+    0-based half-open."""
+    fasta_start = lines.filter(pl.col("chrom").str.starts_with("##FASTA"))["line"]
+    if len(fasta_start):  # GFF3: everything after ##FASTA is sequence, not features
+        lines = lines.filter(pl.col("line") < fasta_start.min())
     rows = lines.filter(
         pl.col("chrom").is_not_null()
         & ~pl.col("chrom").str.starts_with("#")
@@ -326,9 +355,12 @@ def _gtf_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataF
         _gtf_versioned("tx_key", "transcript_version").alias("transcript_id"),
         _gtf_versioned("gene_key", "gene_version").alias("gene_id"),
         _gtf_attr("gene_name").alias("gene_name"),
-        pl.coalesce(_gtf_attr("transcript_type"), _gtf_attr("transcript_biotype")).alias(
-            "transcript_type"
-        ),
+        pl.coalesce(
+            _gtf_attr("transcript_type"),
+            _gtf_attr("transcript_biotype"),
+            _gtf_attr("gene_type"),
+            _gtf_attr("gene_biotype"),
+        ).alias("transcript_type"),
         pl.col("attrs")
         .str.extract_all(r'(?:^|;)\s*tag\s+"[^"]*"')
         .list.eval(pl.element().str.extract(r'"([^"]*)"', 1))
@@ -432,6 +464,8 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
                 _gff3_attr("transcript_type"),
                 _gff3_attr("transcript_biotype"),
                 _gff3_attr("biotype"),
+                _gff3_attr("gene_type"),
+                _gff3_attr("gene_biotype"),
             )
         ).alias("transcript_type"),
         # Split on the separator commas first, then decode escaped commas inside a tag.
@@ -446,6 +480,7 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
 
 def _assemble(transcripts: pl.DataFrame, parts: pl.DataFrame, path: Path) -> pl.DataFrame:
     """Exons, CDS span/phase, UTR lengths and selenocysteines per transcript; checks."""
+    transcripts = _required_ids(transcripts, path)
     dup = transcripts.filter(pl.col("transcript_id").is_duplicated())
     if dup.height:
         second = dup.sort("line").row(1, named=True)
@@ -519,6 +554,17 @@ def _assemble(transcripts: pl.DataFrame, parts: pl.DataFrame, path: Path) -> pl.
         .join(five_prime, on="tx_key", how="left")
     )
     starts = parts.filter(pl.col("type") == START_CODON).select("tx_key").unique()
+    # A start/stop codon line alone would make a 3-nt "CDS" and an empty protein.
+    bad = _first_bad(
+        parts.filter(pl.col("type").is_in([START_CODON, STOP_CODON])),
+        ~pl.col("tx_key").is_in(cds_only["tx_key"].implode()),
+    )
+    if bad:
+        raise InputError(
+            path,
+            bad["line"],
+            f"{bad['type']} of {bad['tx_key']} but no CDS line: codon lines need CDS lines",
+        )
 
     table = (
         transcripts.join(exon_table, on="tx_key", how="left")
@@ -591,6 +637,39 @@ def _assemble(transcripts: pl.DataFrame, parts: pl.DataFrame, path: Path) -> pl.
         pl.col("selenocysteines").fill_null(pl.lit([], pl.List(pl.Int64))),
         pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))),
     ).select(COLUMNS)
+
+
+# transcript_type when neither the transcript nor its gene says (DESIGN.md).
+UNKNOWN_TYPE = "unknown"
+
+
+def _required_ids(transcripts: pl.DataFrame, path: Path) -> pl.DataFrame:
+    """transcript_id and gene_id are required; gene_name falls back to the gene ID and
+    transcript_type to ``unknown`` (each counted in a warning), so no null reaches the
+    parquet."""
+    missing = pl.col("gene_id").is_null() | (pl.col("gene_id").str.strip_chars() == "")
+    bad = _first_bad(transcripts, missing)
+    if bad:
+        raise InputError(path, bad["line"], f"transcript {bad['tx_key']} has no gene_id (required)")
+    for column, fallback, what in (
+        ("gene_name", pl.col("gene_id"), "the gene ID"),
+        ("transcript_type", pl.lit(UNKNOWN_TYPE), repr(UNKNOWN_TYPE)),
+    ):
+        empty = pl.col(column).is_null() | (pl.col(column).str.strip_chars() == "")
+        lacking = transcripts.filter(empty)
+        if lacking.height:
+            log.warning(
+                "%s: %d transcripts have no %s, set to %s (e.g. %s)",
+                path,
+                lacking.height,
+                "transcript type" if column == "transcript_type" else column,
+                what,
+                ", ".join(lacking["transcript_id"].head(3)),
+            )
+            transcripts = transcripts.with_columns(
+                pl.when(empty).then(fallback).otherwise(pl.col(column)).alias(column)
+            )
+    return transcripts
 
 
 def _check_inside_exons(parts: pl.DataFrame, exons: pl.DataFrame, path: Path) -> None:

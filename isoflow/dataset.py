@@ -10,6 +10,7 @@ import json
 import logging
 import os
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,6 +64,33 @@ def read_windows_bed(path: PathLike) -> pd.DataFrame:
     return bed.drop(columns="score")
 
 
+def _check_table(table: pd.DataFrame, required: list[str], path: PathLike) -> None:
+    """Required columns hold no null or empty value; transcript IDs are unique."""
+    for column in required:
+        values = table[column]
+        empty = values.isna() | (values.astype(str).str.strip() == "")
+        if empty.any():
+            i = int(empty.to_numpy().nonzero()[0][0])
+            tid = table["transcript_id"].iat[i] if column != "transcript_id" else None
+            raise InputError(path, tid if tid else f"row {i + 1}", f"{column} is null or empty")
+    dup = table["transcript_id"].duplicated()
+    if dup.any():
+        raise InputError(path, table["transcript_id"][dup].iloc[0], "transcript listed twice")
+
+
+def _check_finite(df: pd.DataFrame, tissues: list[str], path: PathLike) -> None:
+    """Targets are finite: a NaN or inf would reach the loss and the metrics."""
+    values = df[tissues].to_numpy(dtype="float64")
+    bad = ~np.isfinite(values)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise InputError(
+            path,
+            df["transcript_id"].iat[row],
+            f"target of tissue {tissues[col]} is {values[row, col]}, not a finite number",
+        )
+
+
 def build_dataset(
     transcripts_parquet: PathLike,
     rna_fa_gz: PathLike,
@@ -79,10 +107,28 @@ def build_dataset(
     the annotation; a missing protein is a masked modality (null).
     """
     annotation = pd.read_parquet(transcripts_parquet, columns=ANNOTATION_COLUMNS)
+    _check_table(annotation, ANNOTATION_COLUMNS, transcripts_parquet)
     targets, tissues = read_targets(targets_parquet)
+    _check_table(targets, ["transcript_id"], targets_parquet)
     splits = read_splits(splits_tsv)
 
-    df = annotation.merge(splits[["transcript_id", "split"]], on="transcript_id", how="inner")
+    # A merge on a duplicated key would repeat rows without a word: every input is checked
+    # for unique transcript IDs first (read_splits checks its own).
+    df = annotation.merge(
+        splits[["transcript_id", "gene_id", "split"]].rename(columns={"gene_id": "split_gene"}),
+        on="transcript_id",
+        how="inner",
+    )
+    differs = (df["split_gene"] != df["gene_id"]).to_numpy()
+    if differs.any():
+        i = int(differs.nonzero()[0][0])
+        raise InputError(
+            splits_tsv,
+            df["transcript_id"].iat[i],
+            f"gene {df['split_gene'].iat[i]} here, {df['gene_id'].iat[i]} in "
+            f"{transcripts_parquet}: the splits were made from another annotation; rebuild them",
+        )
+    df = df.drop(columns="split_gene")
     df = df.merge(targets.drop(columns="gene_id"), on="transcript_id", how="inner")
     log.info(
         "annotation %d, targets %d, splits %d -> %d transcripts in all three",
@@ -98,6 +144,8 @@ def build_dataset(
             f"no transcript is in the annotation ({transcripts_parquet}), the targets and the "
             "splits together; do the IDs agree, versions included?",
         )
+
+    _check_finite(df, tissues, targets_parquet)
 
     windows = read_windows_bed(windows_bed).set_index("transcript_id")
     missing = df.loc[~df["transcript_id"].isin(windows.index), "transcript_id"]
@@ -123,6 +171,10 @@ def build_dataset(
         raise InputError(rna_fa_gz, missing.iloc[0], f"no RNA sequence ({len(missing)} missing)")
     df["rna_seq"] = df["transcript_id"].map(rna)
     del rna
+    empty = (df["rna_seq"].str.len() == 0).to_numpy()
+    if empty.any():
+        tid = df["transcript_id"].iat[int(empty.nonzero()[0][0])]
+        raise InputError(rna_fa_gz, tid, "empty RNA sequence")
     protein = read_fasta(protein_fa_gz)
     df["protein_seq"] = df["transcript_id"].map(protein)  # NaN -> null: masked modality
     del protein

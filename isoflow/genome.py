@@ -63,7 +63,8 @@ class GenomeWindows:
             raise InputError(self.path, None, "genome FASTA does not exist")
         self._fasta: pysam.FastaFile | None = None
         self._pid: int | None = None
-        fasta = self._handle()
+        fasta = self._handle()  # builds the .fai when absent
+        check_fasta_index(self.path)
         self.lengths: dict[str, int] = dict(zip(fasta.references, fasta.lengths, strict=True))
 
     def _handle(self) -> pysam.FastaFile:
@@ -120,6 +121,73 @@ class GenomeWindows:
             left = min(lo, end) - start
             seq = "N" * left + seq + "N" * (end - start - left - len(seq))
         return encode(seq, strand)
+
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def check_fasta_index(
+    fasta_path: str | os.PathLike, fai_path: str | os.PathLike | None = None
+) -> None:
+    """Fail when the .fai does not describe every record of the FASTA exactly once.
+
+    htslib skips a second record of the same name with a warning on stderr (the first copy
+    silently wins), and a .fai left from an older FASTA points at the wrong bytes. Both
+    show where one record's sequence ends: the next bytes must be the header of the next
+    indexed record. One seek and a short read per contig, whatever the genome's size.
+    A bgzip FASTA (offsets are of the uncompressed text) gets only the duplicate-name check.
+    """
+    fasta_path = Path(fasta_path)
+    fai = Path(fai_path) if fai_path is not None else Path(f"{fasta_path}.fai")
+    entries = []
+    with open(fai) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            try:
+                name, length, offset, bases, width = fields[0], *map(int, fields[1:5])
+            except ValueError:
+                raise InputError(
+                    fai, number, "not a .fai line (name, length, offset, ...)"
+                ) from None
+            entries.append((name, length, offset, bases, width))
+    seen: dict[str, int] = {}
+    for number, (name, *_) in enumerate(entries, start=1):
+        if name in seen:
+            raise InputError(fasta_path, name, "contig listed twice (in its .fai index)")
+        seen[name] = number
+    with open(fasta_path, "rb") as fasta:
+        if fasta.read(2) == _GZIP_MAGIC:
+            return
+        size = os.fstat(fasta.fileno()).st_size
+        ends = [0]  # where the header of each indexed record should start
+        for _, length, offset, bases, width in entries:
+            full, rest = divmod(length, bases) if bases else (0, 0)
+            ends.append(offset + full * width + (rest + width - bases if rest else 0))
+        for i, start in enumerate(ends):
+            fasta.seek(min(start, size))
+            chunk = fasta.read(4096).lstrip(b"\r\n")
+            header = chunk.split(b"\n", 1)[0]
+            found = header[1:].split(None, 1)[0].decode(errors="replace") if header[1:] else ""
+            if i == len(entries):
+                if not chunk.strip():
+                    return
+            elif header.startswith(b">") and found == entries[i][0]:
+                continue
+            if header.startswith(b">") and found in seen:
+                raise InputError(
+                    fasta_path,
+                    found,
+                    "contig listed twice: htslib would read only its first copy; "
+                    "remove or rename the second",
+                )
+            raise InputError(
+                fasta_path,
+                entries[i][0] if i < len(entries) else None,
+                f"the index {fai} does not match the FASTA (record at byte {start} is "
+                f"{header[:40].decode(errors='replace')!r}); rebuild it (samtools faidx)",
+            )
 
 
 def fasta_contigs(fasta_path: str | os.PathLike) -> list[str]:
@@ -181,5 +249,6 @@ def index_fasta(fasta_path: str | os.PathLike, fai_path: str | os.PathLike) -> N
             pysam.faidx(str(fasta_path), "--fai-idx", str(tmp))
         except pysam.SamtoolsError as err:
             raise InputError(fasta_path, None, f"samtools faidx failed: {err}") from err
+        check_fasta_index(fasta_path, tmp)
         contigs = sum(1 for line in open(tmp) if line.strip())
     log.info("%s: indexed %d contigs", fasta_path, contigs)

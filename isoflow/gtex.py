@@ -41,6 +41,8 @@ TISSUE_COLUMNS = {"smts": "SMTS", "smtsd": "SMTSD"}
 # Rows per parsed block: 128 GTEx rows are ~11 MB of text and 18 MB as float64, so the peak
 # stays near 120 MB whatever the matrix length; larger blocks gained nothing measurable.
 DEFAULT_BLOCK_ROWS = 128
+# TPMs of one sample sum to 10^6, so no single value can be larger.
+MAX_TPM = 1e6
 TISSUES_METADATA_KEY = b"isoflow.tissues"
 
 PathLike = str | os.PathLike
@@ -49,30 +51,165 @@ PathLike = str | os.PathLike
 def read_sample_attributes(path: PathLike) -> pd.DataFrame:
     """GTEx SampleAttributesDS (tab-separated, header line) -> DataFrame SAMPID, SMTS, SMTSD (str).
 
-    Only these three columns are read; the others (63 in v8) are ignored.
+    Only these three columns are kept (the others, 63 in v8, are ignored), but every row's
+    field count is checked against the header: free-text columns (SMPTHNTS, ...) are not
+    quoted in GTEx, so a stray tab would shift the row and turn its RIN into its tissue.
+    Values are stripped of surrounding whitespace; the DataFrame index is the file line.
     """
-    try:
-        header = pd.read_csv(path, sep="\t", nrows=0, quoting=3).columns
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputError(path, None, f"cannot read sample attributes: {err}") from None
+    text = _read_utf8(path, "sample attributes")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines or not lines[0].strip():
+        raise InputError(path, 1, "empty file: expected a header line (SAMPID, SMTS, SMTSD, ...)")
+    header = lines[0].rstrip("\r").split("\t")
     wanted = ["SAMPID", "SMTS", "SMTSD"]
     missing = [c for c in wanted if c not in header]
     if missing:
         raise InputError(path, 1, f"header lacks column(s) {', '.join(missing)}")
-    attrs = pd.read_csv(
-        path,
-        sep="\t",
-        usecols=wanted,
-        dtype=str,
-        keep_default_na=False,
-        quoting=3,  # csv.QUOTE_NONE: free-text columns may hold stray quotes
+    twice = [c for c in wanted if header.count(c) > 1]
+    if twice:
+        raise InputError(path, 1, f"column {twice[0]} appears twice in the header")
+    n_fields = len(header)
+    rows: list[list[str]] = []
+    line_numbers: list[int] = []
+    for number, line in enumerate(lines[1:], start=2):
+        line = line.rstrip("\r")
+        if not line:
+            continue  # a blank line holds no sample
+        fields = line.split("\t")
+        if len(fields) != n_fields:
+            raise InputError(
+                path, number, _field_count_message(header, fields, lines[1:], n_fields)
+            )
+        rows.append(fields)
+        line_numbers.append(number)
+    index = [header.index(c) for c in wanted]
+    attrs = pd.DataFrame(
+        {c: [row[i].strip() for row in rows] for c, i in zip(wanted, index, strict=True)},
+        index=pd.Index(line_numbers, name="line"),
+        dtype=object,
     )
-    attrs = attrs.apply(lambda col: col.str.strip())
+    for column, i in zip(wanted[1:], index[1:], strict=True):
+        _check_spellings(path, column, [row[i] for row in rows], attrs, line_numbers)
+    empty = attrs["SAMPID"] == ""
+    if empty.any():
+        raise InputError(path, int(attrs.index[empty.to_numpy()][0]), "empty SAMPID")
     dup = attrs["SAMPID"].duplicated()
     if dup.any():
         first = int(np.flatnonzero(dup.to_numpy())[0])
-        raise InputError(path, first + 2, f"sample {attrs['SAMPID'].iat[first]} listed twice")
+        raise InputError(
+            path, int(attrs.index[first]), f"sample {attrs['SAMPID'].iat[first]} listed twice"
+        )
     return attrs
+
+
+def _check_spellings(
+    path: PathLike, column: str, raw: list[str], attrs: pd.DataFrame, line_numbers: list[int]
+) -> None:
+    """Fail when two spellings of a tissue differ only in case or whitespace (``Brain`` and
+    ``brain ``): grouped as they are they would be two tissues, and which is meant is unknown."""
+    spellings: dict[str, dict[str, int]] = {}
+    for position, value in enumerate(raw):
+        if value.strip():
+            key = " ".join(value.split()).casefold()
+            spellings.setdefault(key, {}).setdefault(value, position)
+    for variants in spellings.values():
+        if len(variants) > 1:
+            (first, i), (second, j) = sorted(variants.items(), key=lambda kv: kv[1])[:2]
+            more = f" ({len(variants) - 2} more spellings)" if len(variants) > 2 else ""
+            raise InputError(
+                path,
+                line_numbers[j],
+                f"{column} {second!r} (sample {attrs['SAMPID'].iat[j]}) and {first!r} "
+                f"(sample {attrs['SAMPID'].iat[i]}, line {line_numbers[i]}) differ only in "
+                f"case or whitespace{more}: write one tissue one way",
+            )
+
+
+def _value_kind(value: str) -> str | None:
+    """'num', 'text' or None (empty): what a GTEx attribute value looks like."""
+    if not value.strip():
+        return None
+    try:
+        float(value)
+    except ValueError:
+        return "text"
+    return "num"
+
+
+def _field_count_message(
+    header: list[str], fields: list[str], body: list[str], n_fields: int
+) -> str:
+    """``expected N fields, found M`` and, for extra fields, the column that likely holds the
+    unquoted tab: the merge of adjacent fields after which every value looks like the other
+    rows' values of its column (numbers where they hold numbers, text where they hold text)."""
+    message = f"expected {n_fields} fields (as the header), found {len(fields)}"
+    if len(fields) < n_fields:
+        return message + "; the row is cut short or a tab is missing"
+    extra = len(fields) - n_fields
+    seen: list[set] = [set() for _ in header]
+    for line in body:
+        good = line.rstrip("\r").split("\t")
+        if len(good) == n_fields:
+            for kinds, value in zip(seen, good, strict=True):
+                kinds.add(_value_kind(value))
+    scores = []
+    for k in range(n_fields):
+        merged = [*fields[:k], "\t".join(fields[k : k + extra + 1]), *fields[k + extra + 1 :]]
+        misfits = sum(
+            _value_kind(value) not in kinds
+            for j, (kinds, value) in enumerate(zip(seen, merged, strict=True))
+            if j != k and kinds
+        )
+        scores.append((misfits, k))
+    best = min(score for score, _ in scores)
+    tied = [k for score, k in scores if score == best]
+    # A tie (columns that are empty in this row) goes to the columns that hold free text.
+    candidates = [header[k] for k in tied if len(tied) == 1 or "text" in seen[k]]
+    if len(candidates) == 1:
+        message += f"; likely an unquoted tab in column {candidates[0]}"
+    elif 1 < len(candidates) <= 3:
+        message += f"; likely an unquoted tab in one of columns {', '.join(candidates)}"
+    else:
+        message += "; likely an unquoted tab in a free-text column"
+    return message
+
+
+def _read_utf8(path: PathLike, what: str) -> str:
+    """A whole (gzip or plain) text file as str; a non-UTF-8 byte names its line."""
+    try:
+        with _open_binary(path) as fh:
+            data = fh.read()
+    except (OSError, EOFError) as err:
+        raise InputError(path, None, f"cannot read {what}: {err}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise InputError(path, line, _not_utf8(data, err.start)) from None
+
+
+def _not_utf8(data: bytes, position: int) -> str:
+    column = position - (data.rfind(b"\n", 0, position) + 1) + 1
+    return (
+        f"byte 0x{data[position]:02x} at column {column} is not UTF-8; "
+        "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
+def _first_non_utf8_line(path: PathLike) -> InputError | None:
+    """Re-read a file whose text decoding failed: the line and byte that are not UTF-8."""
+    try:
+        with _open_binary(path) as fh:
+            for number, raw in enumerate(fh, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return InputError(path, number, _not_utf8(raw, err.start))
+    except (OSError, EOFError):
+        return None
+    return None
 
 
 def read_gct_header(gct: PathLike) -> tuple[int, int, list[str]]:
@@ -80,7 +217,9 @@ def read_gct_header(gct: PathLike) -> tuple[int, int, list[str]]:
     try:
         with _open_text(gct) as fh:
             lines = [fh.readline() for _ in range(3)]
-    except (OSError, EOFError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise _first_non_utf8_line(gct) or InputError(gct, None, "not UTF-8 text") from None
+    except (OSError, EOFError) as err:
         raise InputError(gct, None, f"cannot read the GCT header: {err}") from None
     version, dims, header = (line.rstrip("\r\n") for line in lines)
     if version != GCT_VERSION:
@@ -107,6 +246,33 @@ def read_gct_header(gct: PathLike) -> tuple[int, int, list[str]]:
     if dup:
         raise InputError(gct, 3, f"column {dup[0]} appears twice in the header")
     return n_rows, n_cols, columns
+
+
+def _check_no_tissue(
+    attrs: pd.DataFrame, column: str, in_matrix: set[str], samples: PathLike, gct: PathLike
+) -> None:
+    """A matrix sample without a tissue is an error (its column would be dropped from every
+    mean without a word); attribute rows without one that the matrix does not hold are
+    only counted in a warning (GTEx lists samples of other assays too)."""
+    empty = attrs[attrs[column] == ""]
+    if empty.empty:
+        return
+    used = empty[empty["SAMPID"].isin(in_matrix)]
+    if len(used):
+        more = f" ({len(used) - 1} more)" if len(used) > 1 else ""
+        raise InputError(
+            samples,
+            int(used.index[0]),
+            f"sample {used['SAMPID'].iat[0]} is a column of {gct} but has an empty {column}"
+            f"{more}: give it a tissue or drop its column",
+        )
+    log.warning(
+        "%s: %d sample(s) with an empty %s, none of them in the TPM matrix, ignored (e.g. %s)",
+        samples,
+        len(empty),
+        column,
+        ", ".join(empty["SAMPID"].head(3)),
+    )
 
 
 def select_tissues(
@@ -160,11 +326,13 @@ def aggregate_tpm(
     attrs = read_sample_attributes(samples)
     n_rows, _, columns = read_gct_header(gct)
     sample_ids = columns[2:]
-    tissue_of = dict(zip(attrs["SAMPID"], attrs[TISSUE_COLUMNS[tissue_set]], strict=True))
+    column = TISSUE_COLUMNS[tissue_set]
+    tissue_of = dict(zip(attrs["SAMPID"], attrs[column], strict=True))
     unknown = [s for s in sample_ids if s not in tissue_of]
     if unknown:
         more = f" ({len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise InputError(gct, unknown[0], f"sample column is not in {samples}{more}")
+    _check_no_tissue(attrs, column, set(sample_ids), samples, gct)
     sample_tissue = {s: tissue_of[s] for s in sample_ids}
     tissues = select_tissues(sample_tissue, tissue_set, tissues, min_samples, samples)
     if not tissues:
@@ -178,6 +346,9 @@ def aggregate_tpm(
         if sample_tissue[s] in column_of:
             indicator[i, column_of[sample_tissue[s]]] = 1.0
     n_samples = indicator.sum(axis=0)
+    # values @ (indicator / n) is the mean directly: no sum that could overflow float64
+    # (every term is at most MAX_TPM / n), at the cost of the same product.
+    weights = indicator / n_samples
     log.info(
         "%s: %d rows x %d samples; %d samples in %d tissues (%s)",
         gct,
@@ -190,25 +361,29 @@ def aggregate_tpm(
 
     ids: list[str] = []
     genes: list[str] = []
-    sums: list[np.ndarray] = []
+    means: list[np.ndarray] = []
     seen: dict[str, int] = {}
     for first_line, block_ids, block_genes, values in _row_blocks(gct, columns, block_rows):
         for offset, tid in enumerate(block_ids):
+            if not tid.strip() or not block_genes[offset].strip():
+                raise InputError(gct, first_line + offset, "empty transcript_id or gene_id")
             if tid in seen:
                 raise InputError(
                     gct, first_line + offset, f"transcript {tid} already on line {seen[tid]}"
                 )
             seen[tid] = first_line + offset
         # min/max first: one pass each, the element-wise search only when something is off
-        # (NaN makes the min comparison False).
-        if not (values.size == 0 or (values.min() >= 0 and np.isfinite(values.max()))):
-            row, col = np.argwhere(~np.isfinite(values) | (values < 0))[0]
+        # (NaN makes both comparisons False).
+        if not (values.size == 0 or (values.min() >= 0 and values.max() <= MAX_TPM)):
+            row, col = np.argwhere(~(values >= 0) | ~(values <= MAX_TPM))[0]
             raise InputError(
                 gct,
                 first_line + int(row),
-                f"sample {sample_ids[col]}: TPM {values[row, col]!r} is not a finite number >= 0",
+                f"transcript {block_ids[row]}, sample {sample_ids[col]}: TPM "
+                f"{float(values[row, col])!r} is not a number in [0, {MAX_TPM:.0f}] "
+                "(a sample's TPMs sum to one million)",
             )
-        sums.append(values @ indicator)
+        means.append(values @ weights)
         ids.extend(block_ids)
         genes.extend(block_genes)
     if len(ids) != n_rows:
@@ -216,8 +391,13 @@ def aggregate_tpm(
     if not ids:
         raise InputError(gct, 4, "no transcript rows")
 
-    totals = np.concatenate(sums) if sums else np.zeros((len(ids), 0))
-    values = np.log1p(totals / n_samples).astype(np.float32)
+    mean_tpm = np.concatenate(means) if means else np.zeros((len(ids), len(tissues)))
+    values = np.log1p(mean_tpm).astype(np.float32)
+    if not np.isfinite(values).all():  # cannot happen with TPMs in range; never written
+        row, col = np.argwhere(~np.isfinite(values))[0]
+        raise InputError(
+            gct, ids[row], f"target of tissue {tissues[col]} is {values[row, col]}, not finite"
+        )
     targets = pd.DataFrame({"transcript_id": ids, "gene_id": genes})
     targets = pd.concat(
         [targets, pd.DataFrame(values, columns=tissues, index=targets.index)], axis=1
@@ -272,7 +452,11 @@ def read_targets(path: PathLike) -> tuple[pd.DataFrame, list[str]]:
     meta = table.schema.metadata or {}
     if TISSUES_METADATA_KEY not in meta:
         raise InputError(path, None, "no isoflow.tissues schema metadata (not a targets table)")
-    return table.to_pandas(), json.loads(meta[TISSUES_METADATA_KEY])
+    tissues = json.loads(meta[TISSUES_METADATA_KEY])
+    absent = [t for t in ["transcript_id", "gene_id", *tissues] if t not in table.column_names]
+    if absent:
+        raise InputError(path, None, f"column {absent[0]!r} named in isoflow.tissues is absent")
+    return table.to_pandas(), tissues
 
 
 def _compression(path: PathLike) -> str | None:
@@ -282,8 +466,14 @@ def _compression(path: PathLike) -> str | None:
 
 def _open_text(path: PathLike, threads: int = 0):
     # xopen: isal's igzip when installed (several times zlib's speed); threads=1 decompresses
-    # in a second thread, beside the parsing.
-    return xopen(path, "rt", threads=threads) if _compression(path) else open(path)
+    # in a second thread, beside the parsing. UTF-8 whatever the locale says.
+    if _compression(path):
+        return xopen(path, "rt", threads=threads, encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _open_binary(path: PathLike):
+    return xopen(path, "rb", threads=0) if _compression(path) else open(path, "rb")
 
 
 def _row_blocks(gct: PathLike, columns: list[str], block_rows: int):
@@ -306,7 +496,8 @@ def _row_blocks(gct: PathLike, columns: list[str], block_rows: int):
                         raise InputError(
                             gct,
                             first_line + offset,
-                            f"{line.count(chr(9)) + 1} fields, the header has {n_fields}",
+                            f"expected {n_fields} fields (as the header), found "
+                            f"{line.count(chr(9)) + 1}",
                         )
                 heads = [line.split("\t", 2) for line in lines]
                 try:
@@ -321,7 +512,9 @@ def _row_blocks(gct: PathLike, columns: list[str], block_rows: int):
                 except ValueError:
                     raise _bad_value(gct, columns, lines, first_line) from None
                 yield first_line, [h[0] for h in heads], [h[1] for h in heads], values
-    except (EOFError, OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise _first_non_utf8_line(gct) or InputError(gct, None, "not UTF-8 text") from None
+    except (EOFError, OSError) as err:
         raise InputError(
             gct, None, f"truncated or corrupt gzip stream ({lineno} lines read before): {err}"
         ) from None
@@ -330,12 +523,15 @@ def _row_blocks(gct: PathLike, columns: list[str], block_rows: int):
 def _bad_value(gct, columns, lines, first_line) -> InputError:
     """Name the line and sample of the first value np.loadtxt could not parse."""
     for offset, line in enumerate(lines):
-        for name, value in zip(columns[2:], line.rstrip("\r\n").split("\t")[2:], strict=True):
+        fields = line.rstrip("\r\n").split("\t")
+        for name, value in zip(columns[2:], fields[2:], strict=True):
             try:
                 float(value)
             except ValueError:
                 return InputError(
-                    gct, first_line + offset, f"sample {name}: TPM {value[:20]!r} is not a number"
+                    gct,
+                    first_line + offset,
+                    f"transcript {fields[0]}, sample {name}: TPM {value[:20]!r} is not a number",
                 )
     return InputError(gct, first_line, "a value in this block of lines could not be parsed")
 

@@ -133,10 +133,27 @@ def _as_strs(values: object) -> list[str]:
 
 
 def _exons(row: pd.Series | object) -> list[tuple[int, int]]:
+    """Exons in genomic order; any other order would splice a wrong RNA without a word."""
     starts, ends = _as_ints(row.exon_starts), _as_ints(row.exon_ends)
     if len(starts) != len(ends) or not starts:
         raise ValueError("exon_starts and exon_ends differ in length or are empty")
-    return list(zip(starts, ends, strict=True))
+    exons = list(zip(starts, ends, strict=True))
+    for i, (start, end) in enumerate(exons):
+        if start >= end:
+            raise ValueError(f"exon {start}-{end} is empty or reversed")
+        if i and start < exons[i - 1][1]:
+            raise ValueError(
+                f"exons are not in genomic order or overlap ({exons[i - 1][0]}-"
+                f"{exons[i - 1][1]} then {start}-{end})"
+            )
+    return exons
+
+
+def _check_cds(exons: Sequence[tuple[int, int]], cds_start: int, cds_end: int) -> None:
+    """Both ends of the CDS span are exonic bases (a CDS past the exons would be cut short)."""
+    for base in (cds_start, cds_end - 1):
+        if cds_start >= cds_end or not any(s <= base < e for s, e in exons):
+            raise ValueError(f"CDS {cds_start}-{cds_end} does not start and end inside exons")
 
 
 def cds_bounds(
@@ -183,15 +200,24 @@ def sequence_records(
     for row in transcripts.itertuples(index=False):
         tid = row.transcript_id
         try:
+            if row.strand not in ("+", "-"):
+                raise ValueError(f"strand {row.strand!r} is not + or -")
             exons = _exons(row)
             # one fetch of the whole span, then slices: ~10x fewer pysam calls than per exon
             lo, hi = min(s for s, _ in exons), max(e for _, e in exons)
             span = genome.fetch(row.chrom, lo, hi)
+            first_base = exons[0][0] if row.strand == "+" else exons[-1][1] - 1
+            if int(row.tss) != first_base:
+                raise ValueError(
+                    f"tss {row.tss} is not the first transcribed base ({first_base}); "
+                    "the DNA window would be centred elsewhere"
+                )
             rna = "".join(span[start - lo : end - lo] for start, end in exons).upper()
             if row.strand == "-":
                 rna = reverse_complement(rna)
             protein = None
             if not pd.isna(row.cds_start):
+                _check_cds(exons, int(row.cds_start), int(row.cds_end))
                 first, last = cds_bounds(exons, row.strand, int(row.cds_start), int(row.cds_end))
                 phase = 0 if pd.isna(row.cds_phase) else int(row.cds_phase)
                 tags = set(_as_strs(row.tags))
@@ -248,6 +274,10 @@ def build_sequences(
     Fails before writing anything when an annotation contig is missing from the FASTA
     (``contig_aliases``, as applied to the annotation, only shape the error's hint).
     """
+    dup = transcripts["transcript_id"].duplicated()
+    if dup.any():
+        tid = transcripts["transcript_id"][dup].iloc[0]
+        raise InputError(transcripts_path, tid, "transcript listed twice")
     check_contigs(
         transcripts["chrom"].unique(),
         fasta,

@@ -57,6 +57,13 @@ def split_transcripts(
     missing = [c for c in needed if c not in transcripts.columns]
     if missing:
         raise InputError(source, None, f"missing column(s) {', '.join(missing)}")
+    for column in needed:
+        empty = transcripts[column].isna() | (transcripts[column].astype(str).str.strip() == "")
+        if empty.any():
+            i = int(empty.to_numpy().nonzero()[0][0])
+            tid = transcripts["transcript_id"].iat[i]
+            record = tid if column != "transcript_id" and isinstance(tid, str) else f"row {i + 1}"
+            raise InputError(source, record, f"{column} is null or empty")
     dup = transcripts["transcript_id"].duplicated()
     if dup.any():
         tid = transcripts["transcript_id"][dup].iloc[0]
@@ -95,6 +102,17 @@ def split_transcripts(
             "test",
             np.where(out["chrom"].isin(valid_chroms), "valid", "train"),
         )
+        # A gene ID on two contigs (an alias mix-up, a non-GENCODE PAR copy) would put its
+        # isoforms on both sides of the split.
+        sides = pd.Series(split).groupby(out["gene_id"].to_numpy()).nunique()
+        if (sides > 1).any():
+            gene = sides.index[(sides > 1).to_numpy()][0]
+            contigs = sorted(out.loc[out["gene_id"] == gene, "chrom"].unique())
+            raise InputError(
+                source,
+                gene,
+                f"gene on contigs {', '.join(contigs)} falls on two sides of the chrom split",
+            )
     else:
         raise ValueError(f"unknown split scheme {scheme!r}; one of {', '.join(SCHEMES)}")
     return pd.DataFrame(
@@ -109,14 +127,21 @@ def write_splits(splits: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def read_splits(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a splits TSV, checking the header and split names."""
-    df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    """Read a splits TSV, checking the header, split names and unique transcript IDs."""
+    try:
+        df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
+        raise InputError(path, None, f"not a splits TSV: {str(err).splitlines()[0]}") from None
     if list(df.columns) != ["transcript_id", "gene_id", "split"]:
         raise InputError(path, 1, f"expected header transcript_id, gene_id, split; got {list(df)}")
     bad = ~df["split"].isin(SPLITS)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(path, i + 2, f"split {df['split'].iat[i]!r} is not train/valid/test")
+    dup = df["transcript_id"].duplicated().to_numpy()
+    if dup.any():
+        i = int(dup.nonzero()[0][0])
+        raise InputError(path, i + 2, f"transcript {df['transcript_id'].iat[i]} listed twice")
     return df
 
 

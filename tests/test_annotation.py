@@ -313,6 +313,83 @@ def test_ribosomal_slippage_cds_is_not_a_phase_error(tmp_path):
     assert t1.cds_len == 122 and "ribosomal_slippage" in list(t1.tags)
 
 
+# ---- issue 7: runs that used to pass with wrong data or crash rules later --------------
+
+
+def without_attr(line: str, key: str) -> str:
+    return re.sub(rf' ?\b{key} "[^"]*";', "", line)
+
+
+def test_codon_lines_without_cds_lines(tmp_path):
+    # Before: the stop_codon line alone made a 3-nt "CDS" and an empty protein.
+    lines = [
+        *gencode_lines(),
+        gtf_line("3", "transcript", 101, 400, "+", ".", "T5.1", gene="G5.1"),
+        gtf_line("3", "exon", 101, 400, "+", ".", "T5.1", gene="G5.1"),
+        gtf_line("3", "start_codon", 151, 153, "+", "0", "T5.1", gene="G5.1"),
+        gtf_line("3", "stop_codon", 371, 373, "+", "0", "T5.1", gene="G5.1"),
+    ]
+    fails(
+        tmp_path,
+        write(tmp_path / "a.gtf", lines),
+        rf"a\.gtf:{len(lines) - 1}: start_codon of T5\.1 but no CDS line: codon lines need "
+        "CDS lines",
+    )
+
+
+def test_transcript_without_gene_id(tmp_path):
+    # Before: gene_id null in the parquet; the splits rule crashed on it with a traceback.
+    lines = gencode_lines()
+    lines[11] = without_attr(lines[11], "gene_id")  # the T2.3 transcript line
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:12: transcript T2\.3 has no gene_id")
+
+
+def test_gff3_transcript_without_gene(tmp_path):
+    lines = [
+        "##gff-version 3",
+        "c1\tX\ttranscript\t1\t100\t.\t+\t.\tID=T1;transcript_type=lncRNA",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=T1",
+    ]
+    fails(tmp_path, write(tmp_path / "a.gff3", lines), r"a\.gff3:2: transcript T1 has no gene_id")
+
+
+def test_gene_name_missing_falls_back_to_gene_id(tmp_path):
+    # Ensembl has genes without gene_name (novel genes): before, a null gene_name.
+    lines = [
+        without_attr(line, "gene_name") if '"G2.1"' in line else line for line in gencode_lines()
+    ]
+    df = read_annotation(write(tmp_path / "a.gtf", lines)).set_index("transcript_id")
+    assert df.loc["T2.3", "gene_name"] == "G2.1"
+    assert df.loc["T1.1", "gene_name"] == "G1NAME"
+    assert df["gene_name"].notna().all()
+
+
+def test_transcript_type_falls_back_to_gene_type_then_unknown(tmp_path, caplog):
+    lines = gencode_lines()
+    lines = [without_attr(line, "transcript_type") if '"T1.1"' in line else line for line in lines]
+    lines = [
+        line + ' gene_biotype "protein_coding";' if '"T2.3"' in line else line for line in lines
+    ]
+    lines = [without_attr(line, "transcript_type") if '"T2.3"' in line else line for line in lines]
+    df = read_annotation(write(tmp_path / "a.gtf", lines)).set_index("transcript_id")
+    assert df.loc["T2.3", "transcript_type"] == "protein_coding"  # from gene_biotype
+    assert df.loc["T1.1", "transcript_type"] == "unknown"
+    assert df["transcript_type"].notna().all()
+    assert "1 transcripts have no transcript type" in caplog.text
+    write_transcripts(df.reset_index(), tmp_path / "t.parquet")  # no null in the parquet
+    assert pq.read_table(tmp_path / "t.parquet").column("transcript_type").null_count == 0
+
+
+@pytest.mark.parametrize("name", ["a.gtf", "a.gtf.gz"])
+def test_non_utf8_byte_names_the_line(tmp_path, name):
+    lines = gencode_lines()
+    path = write(tmp_path / name, lines)
+    data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+    data = data.replace(b'gene_name "G2NAME"', b'gene_name "G2\xe9"', 1)
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    fails(tmp_path, path, rf"{name}:12: byte 0xe9 at column \d+ is not UTF-8")
+
+
 # ---- real data -------------------------------------------------------------------------
 
 
@@ -456,3 +533,23 @@ def test_agrees_with_gffread(tmp_path, name):
         compared += 1
     # Only transcripts this reader drops on purpose (cut short by the excerpt) are missing.
     assert len(theirs) - compared == (1 if "head5000" in name else 0)
+
+
+def test_part_without_transcript_id(tmp_path):
+    lines = gencode_lines()
+    lines[7] = without_attr(lines[7], "transcript_id")  # an exon of T1.1
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon without a transcript_id")
+
+
+def test_gff3_fasta_section_is_not_read_as_features(tmp_path):
+    # GFF3 may end with ##FASTA and sequences: before, ">c1" failed as a short feature line.
+    lines = [
+        "##gff-version 3",
+        "c1\tX\ttranscript\t1\t100\t.\t+\t.\tID=T1;gene_id=G1;transcript_type=lncRNA",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=T1",
+        "##FASTA",
+        ">c1",
+        "ACGT",
+    ]
+    df = read_annotation(write(tmp_path / "a.gff3", lines))
+    assert df["transcript_id"].tolist() == ["T1"] and df["gene_id"].tolist() == ["G1"]

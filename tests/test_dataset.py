@@ -13,7 +13,7 @@ import pytest
 
 from isoflow.dataset import build_dataset, read_dataset
 from isoflow.errors import InputError
-from isoflow.gtex import write_targets
+from isoflow.gtex import read_targets, write_targets
 from isoflow.splits import write_splits
 
 TISSUES = ["Liver", "Brain"]
@@ -171,3 +171,92 @@ def test_unversioned_targets_do_not_join(inputs, tmp_path):
     with pytest.raises(InputError, match="versions included"):
         build_dataset(**paths)
     assert not paths["out"].exists()
+
+
+# ---- issue 7: joins that used to repeat rows or carry nulls / NaN into the model --------
+
+
+def bad(paths, pattern):
+    with pytest.raises(InputError, match=pattern) as err:
+        build_dataset(**paths)
+    assert "\n" not in str(err.value)
+    assert not paths["out"].exists()
+
+
+def rewrite_annotation(paths, ann):
+    pq.write_table(pa.Table.from_pandas(ann, preserve_index=False), paths["transcripts_parquet"])
+
+
+def test_annotation_transcript_listed_twice(inputs):
+    # Before: the merge repeated the transcript's row (two training examples, one target).
+    paths, ann, *_ = inputs
+    rewrite_annotation(paths, pd.concat([ann, ann.iloc[[2]]], ignore_index=True))
+    bad(paths, rf"^{paths['transcripts_parquet']}:{ann.transcript_id[2]}: transcript listed twice$")
+
+
+def test_targets_transcript_listed_twice(inputs):
+    paths, ann, *_ = inputs
+    targets, _ = read_targets(paths["targets_parquet"])
+    targets = pd.concat([targets, targets.iloc[[1]]], ignore_index=True)
+    stats = pd.DataFrame({"tissue": TISSUES, "n_samples": [3, 4], "mean": [0, 0], "sd": [1, 1]})
+    write_targets(targets, stats, TISSUES, paths["targets_parquet"], paths["out"].parent / "s")
+    bad(paths, rf"^{paths['targets_parquet']}:{ann.transcript_id[1]}: transcript listed twice$")
+
+
+def test_splits_transcript_listed_twice(inputs):
+    paths, ann, *_ = inputs
+    lines = paths["splits_tsv"].read_text().splitlines()
+    paths["splits_tsv"].write_text("\n".join([*lines, lines[2]]) + "\n")
+    bad(paths, rf"^{paths['splits_tsv']}:{len(lines) + 1}: transcript .* listed twice$")
+
+
+def test_splits_from_another_annotation(inputs):
+    # Before: a transcript's split came from a gene grouping that is not this annotation's.
+    paths, ann, *_ = inputs
+    text = paths["splits_tsv"].read_text().replace("\tENSG2.3\t", "\tENSG9.1\t")
+    paths["splits_tsv"].write_text(text)
+    bad(paths, rf":{ann.transcript_id[2]}: gene ENSG9.1 here, ENSG2.3 in .*rebuild them$")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_target(inputs, value):
+    # Before: NaN was written as the target and reached the loss.
+    paths, ann, *_ = inputs
+    targets, _ = read_targets(paths["targets_parquet"])
+    targets.loc[3, "Brain"] = value
+    stats = pd.DataFrame({"tissue": TISSUES, "n_samples": [3, 4], "mean": [0, 0], "sd": [1, 1]})
+    write_targets(targets, stats, TISSUES, paths["targets_parquet"], paths["out"].parent / "s")
+    bad(paths, rf":{ann.transcript_id[3]}: target of tissue Brain is (nan|inf), not a finite")
+
+
+@pytest.mark.parametrize("column", ["gene_name", "transcript_type", "gene_id"])
+def test_null_annotation_field(inputs, column):
+    # Before: a null gene_name/transcript_type was written into a non-nullable column.
+    paths, ann, *_ = inputs
+    ann = ann.copy()
+    ann[column] = ann[column].astype(object)
+    ann.loc[2, column] = None
+    rewrite_annotation(paths, ann)
+    bad(paths, rf":{ann.transcript_id[2]}: {column} is null or empty$")
+
+
+def test_empty_rna(inputs):
+    paths, ann, rna, *_ = inputs
+    rna[ann.transcript_id[1]] = ""
+    fasta(paths["rna_fa_gz"], rna)
+    bad(paths, rf":{ann.transcript_id[1]}: empty RNA sequence$")
+
+
+def test_targets_metadata_names_an_absent_tissue(inputs):
+    paths, *_ = inputs
+    table = pq.read_table(paths["targets_parquet"])
+    meta = {b"isoflow.tissues": json.dumps([*TISSUES, "Lung"]).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), paths["targets_parquet"])
+    bad(paths, r"column 'Lung' named in isoflow.tissues is absent$")
+
+
+def test_targets_without_tissue_metadata(inputs):
+    paths, *_ = inputs
+    table = pq.read_table(paths["targets_parquet"])
+    pq.write_table(table.replace_schema_metadata({}), paths["targets_parquet"])
+    bad(paths, r"no isoflow.tissues schema metadata \(not a targets table\)$")

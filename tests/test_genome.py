@@ -187,3 +187,64 @@ def test_check_contigs_accepts_int_alias_keys_as_yaml_reads_them(tmp_path: Path)
     fasta.write_text(">chr1\nACGT\n")
     with pytest.raises(InputError, match=r"\(annotation '9' via contig_aliases\)"):
         check_contigs(["chr1", "chr9"], fasta, "ann.gtf", {1: "chr1", 9: "chr9"})
+
+
+# ---- issue 7: a contig listed twice, a .fai that does not match its FASTA ---------------
+
+DUPLICATE = ">c1 first copy\nACGTACGT\nAC\n>c2\nGGGG\n>c1 second copy\nTTTTTTTTTTTT\n"
+
+
+def test_contig_listed_twice_is_an_error_not_the_first_copy(tmp_path: Path) -> None:
+    # Before: htslib indexed only the first c1 (a warning on stderr) and every window of c1
+    # came from it.
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(DUPLICATE)
+    with pytest.raises(InputError) as err:
+        GenomeWindows(fasta)
+    assert str(err.value) == (
+        f"{fasta}:c1: contig listed twice: htslib would read only its first copy; "
+        "remove or rename the second"
+    )
+
+
+def test_index_fasta_refuses_a_contig_listed_twice(tmp_path: Path) -> None:
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(DUPLICATE)
+    with pytest.raises(InputError, match=r":c1: contig listed twice"):
+        index_fasta(fasta, tmp_path / "g.fa.fai")
+    assert not (tmp_path / "g.fa.fai").exists()
+
+
+def test_duplicate_name_in_the_fai(tmp_path: Path) -> None:
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(">c1\nACGT\n>c2\nGGGG\n")
+    Path(f"{fasta}.fai").write_text("c1\t4\t4\t4\t5\nc2\t4\t13\t4\t5\nc1\t4\t13\t4\t5\n")
+    with pytest.raises(InputError, match=r"g\.fa:c1: contig listed twice \(in its \.fai index\)"):
+        GenomeWindows(fasta)
+
+
+def test_stale_fai_is_an_error_not_shifted_bases(tmp_path: Path) -> None:
+    # The FASTA was edited after indexing: the old offsets would read the wrong bases.
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(">c1\nACGT\n>c2\nGGGG\n")
+    pysam.faidx(str(fasta))
+    fasta.write_text(">c1\nACGTAC\n>c2\nGGGG\n")
+    with pytest.raises(InputError, match=r"g\.fa:c2: the index .* does not match the FASTA"):
+        GenomeWindows(fasta)
+
+
+def test_well_formed_fastas_pass_the_index_check(tmp_path: Path, small_fasta: Path) -> None:
+    crlf = tmp_path / "crlf.fa"
+    crlf.write_bytes(b">a x\r\nACGTA\r\nCG\r\n>b\r\nTT\r\n\r\n")
+    for fasta in (small_fasta, crlf):
+        genome = GenomeWindows(fasta)
+        assert all(length > 0 for length in genome.lengths.values())
+    assert GenomeWindows(crlf).fetch("a", 0, 7) == "ACGTACG"
+
+
+@needs_chr9
+def test_real_chr9_passes_the_index_check(tmp_path: Path) -> None:
+    copy = tmp_path / "chr9.fa"
+    shutil.copy(CHR9, copy)
+    index_fasta(copy, tmp_path / "chr9.fa.fai")
+    assert GenomeWindows(copy).lengths == {"9": 1_000_000}

@@ -199,7 +199,10 @@ def test_row_with_missing_field(tmp_path, attrs_path):
     rows = random_rows(50, len(samples))
     rows[41] = (rows[41][0], rows[41][1], rows[41][2][:-1])
     msg = run_bad(tmp_path, attrs_path, write_gct(tmp_path / "t.gct.gz", samples, rows))
-    assert msg.startswith(f"{tmp_path / 't.gct.gz'}:45: {len(samples) + 1} fields, the header has")
+    assert msg == (
+        f"{tmp_path / 't.gct.gz'}:45: expected {len(samples) + 2} fields (as the header), "
+        f"found {len(samples) + 1}"
+    )
 
 
 def test_sample_missing_from_attributes(tmp_path, attrs_path):
@@ -228,7 +231,7 @@ def test_non_numeric_tpm(tmp_path, attrs_path, value):
     rows[250][2][col] = value
     gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
     msg = run_bad(tmp_path, attrs_path, gct)
-    assert msg.startswith(f"{gct}:254: sample {samples[col]}: TPM ")
+    assert msg.startswith(f"{gct}:254: transcript {rows[250][0]}, sample {samples[col]}: TPM ")
 
 
 def test_duplicate_transcript(tmp_path, attrs_path):
@@ -278,5 +281,212 @@ def test_unused_tissue_columns_are_still_checked(tmp_path, attrs_path):
     rows[4][2][0] = "x"  # sample 0 is relabelled Liver; only Brain is selected
     gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
     assert run_bad(tmp_path, attrs_path, gct, tissues=["Brain"]).startswith(
-        f"{gct}:8: sample {samples[0]}: TPM 'x' is not a number"
+        f"{gct}:8: transcript {rows[4][0]}, sample {samples[0]}: TPM 'x' is not a number"
     )
+
+
+# --- issue 7: runs that used to succeed with wrong data --------------------------------------
+
+
+def real_attrs():
+    return pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+
+
+def write_attrs(path, attrs):
+    """As GTEx writes it: tab-separated, nothing quoted (pandas will not write a raw tab)."""
+    lines = ["\t".join(attrs.columns), *("\t".join(row) for row in attrs.itertuples(index=False))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_unquoted_tab_in_free_text_names_line_and_column(tmp_path):
+    # Before: pandas' usecols skipped the field-count check, the row shifted by one and its
+    # SMRIN (8.7) became its SMTS: a new "tissue", exit 0.
+    attrs = real_attrs()
+    attrs.loc[10, "SMPTHNTS"] = "2 pieces\tno autolysis"
+    path = write_attrs(tmp_path / "attrs.tsv", attrs)
+    with pytest.raises(InputError) as info:
+        read_sample_attributes(path)
+    assert str(info.value) == (
+        f"{path}:12: expected 63 fields (as the header), found 64; likely an unquoted tab in "
+        "column SMPTHNTS"
+    )
+
+
+def test_unquoted_tab_fails_the_targets_too(tmp_path):
+    attrs = real_attrs()
+    attrs.loc[4, "SMPTHNTS"] = "a\tb"
+    path = write_attrs(tmp_path / "attrs.tsv", attrs)
+    samples = sample_ids(path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    assert ":6: expected 63 fields" in run_bad(tmp_path, path, gct)
+
+
+def test_attributes_row_cut_short(tmp_path):
+    path = tmp_path / "attrs.tsv"
+    lines = ATTRS.read_text().splitlines()
+    lines[20] = "\t".join(lines[20].split("\t")[:40])
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"^{path}:21: expected 63 fields .*found 40; the row"):
+        read_sample_attributes(path)
+
+
+def test_attributes_crlf_and_blank_last_line_read_as_plain(tmp_path):
+    path = tmp_path / "attrs.tsv"
+    path.write_bytes(ATTRS.read_bytes().replace(b"\n", b"\r\n") + b"\r\n")
+    crlf = read_sample_attributes(path)
+    plain = read_sample_attributes(ATTRS)
+    assert crlf.reset_index(drop=True).equals(plain.reset_index(drop=True))
+    assert crlf.index[0] == 2  # the index is the file line
+
+
+@pytest.mark.parametrize("where", ["attributes", "gct"])
+def test_non_utf8_byte_names_file_and_line(tmp_path, attrs_path, where):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(300, len(samples))
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    if where == "attributes":
+        data = attrs_path.read_bytes().split(b"\n")
+        data[80] = data[80].replace(b"\tBrain\t", b"\tBrain\t\xe9", 1)
+        attrs_path.write_bytes(b"\n".join(data))
+        bad, line = attrs_path, 81
+    else:
+        data = gzip.decompress(gct.read_bytes()).split(b"\n")
+        data[250] = data[250].replace(b"ENSG", b"ENSG\xe9", 1)
+        gct.write_bytes(gzip.compress(b"\n".join(data)))
+        bad, line = gct, 251
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg.startswith(f"{bad}:{line}: byte 0xe9 at column ")
+    assert "is not UTF-8" in msg
+
+
+def test_huge_tpm_is_an_error_not_an_infinite_target(tmp_path, attrs_path):
+    # Before: 1e308 in two samples of one tissue summed to inf; the target was inf, exit 0.
+    samples = sample_ids(attrs_path)
+    rows = random_rows(20, len(samples))
+    rows[9][2][13] = rows[9][2][14] = "1e308"  # two Brain samples
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == (
+        f"{gct}:13: transcript {rows[9][0]}, sample {samples[13]}: TPM 1e+308 is not a number "
+        "in [0, 1000000] (a sample's TPMs sum to one million)"
+    )
+
+
+def test_largest_tpm_gives_its_exact_target(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(3, len(samples))
+    rows[1] = (rows[1][0], rows[1][1], ["1000000"] * len(samples))
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    targets, _ = aggregate_tpm(gct, attrs_path, "smts", ["Brain", "Liver"])
+    np.testing.assert_allclose(targets.loc[1, ["Brain", "Liver"]].astype(float), np.log1p(1e6))
+
+
+@pytest.mark.parametrize("spelling", ["brain", "Brain ", "BRAIN"])
+def test_tissue_spellings_differing_in_case_or_space(tmp_path, attrs_path, spelling):
+    # Before: "Brain" and "brain" were two tissues (a 4th output column), exit 0.
+    attrs = pd.read_csv(attrs_path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    attrs.loc[100, "SMTS"] = spelling
+    write_attrs(attrs_path, attrs)
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == (
+        f"{attrs_path}:102: SMTS {spelling!r} (sample {attrs['SAMPID'].iat[100]}) and 'Brain' "
+        f"(sample {attrs['SAMPID'].iat[50]}, line 52) differ only in case or whitespace: "
+        "write one tissue one way"
+    )
+
+
+def test_matrix_sample_without_tissue_is_an_error(tmp_path, attrs_path):
+    # Before: the sample's column was left out of every mean without a word.
+    attrs = pd.read_csv(attrs_path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    samples = sample_ids(attrs_path)
+    row = attrs.index[attrs["SAMPID"] == samples[20]][0]
+    attrs.loc[row, "SMTS"] = ""
+    write_attrs(attrs_path, attrs)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == (
+        f"{attrs_path}:{row + 2}: sample {samples[20]} is a column of {gct} but has an empty "
+        "SMTS: give it a tissue or drop its column"
+    )
+
+
+def test_attribute_rows_without_tissue_outside_the_matrix_are_counted(tmp_path, attrs_path, caplog):
+    attrs = pd.read_csv(attrs_path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    samples = sample_ids(attrs_path)
+    outside = [s for s in attrs["SAMPID"] if s not in samples][:4]
+    attrs.loc[attrs["SAMPID"].isin(outside), "SMTS"] = ""
+    write_attrs(attrs_path, attrs)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    with caplog.at_level("WARNING", logger="isoflow.gtex"):
+        aggregate_tpm(gct, attrs_path, "smts", ["Brain"])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        f"{attrs_path}: 4 sample(s) with an empty SMTS, none of them in the TPM matrix, "
+        f"ignored (e.g. {', '.join(outside[:3])})"
+    ]
+
+
+def test_gct_row_with_an_extra_field(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(10, len(samples))
+    rows[6] = (rows[6][0], rows[6][1], [*rows[6][2], "0.5"])
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    assert run_bad(tmp_path, attrs_path, gct) == (
+        f"{gct}:10: expected {len(samples) + 2} fields (as the header), found {len(samples) + 3}"
+    )
+
+
+@pytest.mark.parametrize("field", [0, 1])
+def test_gct_empty_id(tmp_path, attrs_path, field):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(10, len(samples))
+    row = list(rows[2])
+    row[field] = ""
+    rows[2] = tuple(row)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    assert run_bad(tmp_path, attrs_path, gct) == f"{gct}:6: empty transcript_id or gene_id"
+
+
+def test_attributes_empty_sample_id(tmp_path):
+    attrs = real_attrs()
+    attrs.loc[7, "SAMPID"] = ""
+    path = write_attrs(tmp_path / "attrs.tsv", attrs)
+    with pytest.raises(InputError, match=rf"^{path}:9: empty SAMPID$"):
+        read_sample_attributes(path)
+
+
+def test_attributes_empty_file(tmp_path):
+    path = tmp_path / "attrs.tsv"
+    path.write_text("")
+    with pytest.raises(InputError, match=rf"^{path}:1: empty file"):
+        read_sample_attributes(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "text", "message"),
+    [
+        (0, "#1.3", "1: expected '#1.2' (GCT version line), got '#1.3'"),
+        (1, "20 60", "2: expected dimensions 'NROWS<TAB>NCOLS', got '20 60'"),
+    ],
+)
+def test_gct_version_and_dimensions_lines(tmp_path, attrs_path, line, text, message):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(20, len(samples)))
+    lines = gzip.decompress(gct.read_bytes()).decode().split("\n")
+    lines[line] = text
+    gct.write_bytes(gzip.compress("\n".join(lines).encode()))
+    assert run_bad(tmp_path, attrs_path, gct) == f"{gct}:{message}"
+
+
+def test_gct_with_crlf_line_ends_reads_as_lf(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(30, len(samples))
+    lf = write_gct(tmp_path / "lf.gct.gz", samples, rows)
+    crlf = tmp_path / "crlf.gct.gz"
+    crlf.write_bytes(gzip.compress(gzip.decompress(lf.read_bytes()).replace(b"\n", b"\r\n")))
+    a, _ = aggregate_tpm(lf, attrs_path, "smts", ["Brain", "Liver"])
+    b, _ = aggregate_tpm(crlf, attrs_path, "smts", ["Brain", "Liver"])
+    pd.testing.assert_frame_equal(a, b)

@@ -440,3 +440,73 @@ def test_rule_sequences_fails_early_on_a_contig_missing_from_the_fasta(tmp_path:
         "contig_aliases"
     ) in done.stderr
     assert not any((tmp_path / "results" / "sequences" / name).exists() for name in OUTPUTS)
+
+
+# ---- issue 7: tables and genomes that used to give wrong sequences without a word -------
+
+
+def _build_bad(tmp_path: Path, transcripts: pd.DataFrame, fasta: Path | None = None) -> str:
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as err:
+        build_sequences(
+            transcripts,
+            fasta or _sec_fasta(tmp_path / "sec.fa"),
+            10,
+            out / "r.fa.gz",
+            out / "p.fa.gz",
+            out / "w.bed",
+            transcripts_path="tx.parquet",
+        )
+    assert not out.exists() or not list(out.iterdir())
+    return str(err.value)
+
+
+def test_exons_out_of_genomic_order_name_the_transcript(tmp_path: Path) -> None:
+    # Before: the exons were joined in the order given, a wrong RNA and protein.
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    transcripts.at[0, "exon_starts"] = [23, 0]
+    transcripts.at[0, "exon_ends"] = [35, 7]
+    assert _build_bad(tmp_path, transcripts) == (
+        "tx.parquet:T1.1: exons are not in genomic order or overlap (23-35 then 0-7)"
+    )
+
+
+def test_strand_other_than_plus_minus(tmp_path: Path) -> None:
+    # Before: any strand but '-' was read as '+'.
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    transcripts.at[1, "strand"] = "."
+    assert _build_bad(tmp_path, transcripts) == "tx.parquet:T2.1: strand '.' is not + or -"
+
+
+def test_cds_past_the_exons(tmp_path: Path) -> None:
+    # Before: the CDS was cut at the last exon and translated as if complete.
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    transcripts.at[0, "cds_end"] = 40
+    assert _build_bad(tmp_path, transcripts) == (
+        "tx.parquet:T1.1: CDS 2-40 does not start and end inside exons"
+    )
+
+
+def test_transcript_listed_twice(tmp_path: Path) -> None:
+    # Before: two records of one ID in rna.fa.gz; the dataset rule failed two rules later.
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    transcripts = pd.concat([transcripts, transcripts.iloc[[0]]], ignore_index=True)
+    assert _build_bad(tmp_path, transcripts) == "tx.parquet:T1.1: transcript listed twice"
+
+
+def test_contig_listed_twice_in_the_genome(tmp_path: Path) -> None:
+    # Before: the windows and RNA of chr1 came from its first copy.
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    fasta = _sec_fasta(tmp_path / "sec.fa")
+    fasta.write_text(fasta.read_text() + ">chr1\nACGT\n")
+    assert "chr1: contig listed twice" in _build_bad(tmp_path, transcripts, fasta)
+
+
+def test_tss_that_is_not_the_first_transcribed_base(tmp_path: Path) -> None:
+    # Before: the window was centred on whatever tss the table said.
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    transcripts.at[1, "tss"] = 30  # T2.1 is on '-': its first base is 34
+    assert _build_bad(tmp_path, transcripts) == (
+        "tx.parquet:T2.1: tss 30 is not the first transcribed base (34); the DNA window would "
+        "be centred elsewhere"
+    )

@@ -111,3 +111,39 @@ def test_read_splits_rejects_bad_split(tmp_path):
     )
     with pytest.raises(InputError, match=rf"^{path}:3: split 'tset' is not train/valid/test$"):
         read_splits(path)
+
+
+# ---- issue 7 ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_missing_gene_id_is_an_error(value):
+    # Before: a null gene_id crashed gene_key with an AttributeError traceback.
+    df = transcripts(10)
+    df["gene_id"] = df["gene_id"].astype(object)
+    df.loc[4, "gene_id"] = value
+    tid = df.loc[4, "transcript_id"]
+    with pytest.raises(InputError, match=rf"^x.parquet:{tid}: gene_id is null or empty$"):
+        split_transcripts(df, "gene", source="x.parquet")
+
+
+def test_gene_on_two_sides_of_a_chrom_split():
+    # Before: a gene ID on chr1 and chr2 put its isoforms in train and test.
+    df = transcripts(10)
+    gene = df.loc[0, "gene_id"]
+    df.loc[1, "chrom"] = "chr2"  # transcript 1 belongs to gene 0, on chr1
+    assert df.loc[1, "gene_id"] == gene
+    with pytest.raises(
+        InputError, match=rf"^x.parquet:{gene}: gene on contigs chr1, chr2 falls on two sides"
+    ):
+        split_transcripts(df, "chrom", test_chroms=["chr2"], source="x.parquet")
+
+
+def test_read_splits_duplicate_and_empty(tmp_path):
+    path = tmp_path / "s.tsv"
+    path.write_text("transcript_id\tgene_id\tsplit\na\tg\ttrain\nb\tg\ttest\na\tg\ttrain\n")
+    with pytest.raises(InputError, match=rf"^{path}:4: transcript a listed twice$"):
+        read_splits(path)
+    path.write_text("")
+    with pytest.raises(InputError, match=rf"^{path}: not a splits TSV"):
+        read_splits(path)
