@@ -351,8 +351,14 @@ def fingerprint_hash(fingerprint: dict[str, Any] | None) -> str:
 
 
 def _read_fingerprint(ckpt_dir: Path) -> dict[str, Any] | None:
+    """The recorded fingerprint; None when there is none or it is not JSON (then the
+    checkpoints count as trained for other settings and are kept aside, not trusted)."""
     record = ckpt_dir / FINGERPRINT_FILE
-    return json.loads(record.read_text()) if record.is_file() else None
+    try:
+        return json.loads(record.read_text()) if record.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s is not JSON: its checkpoints count as unrecorded", record)
+        return None
 
 
 def prepare_checkpoints(run_dir: Path, fingerprint: dict[str, Any]) -> None:

@@ -104,6 +104,25 @@ def test_unrecorded_and_colliding_checkpoints_get_their_own_folder(tmp_path):
     assert (tmp_path / "previous" / "unrecorded").is_dir()
 
 
+def test_an_unreadable_fingerprint_is_kept_aside_not_trusted(tmp_path):
+    fake_run(tmp_path, {"lr": 1})
+    (tmp_path / "checkpoints" / FINGERPRINT_FILE).write_text('{"lr": 1')  # hand-edited, cut
+    prepare_checkpoints(tmp_path, {"lr": 1})
+    assert (tmp_path / "previous" / "unrecorded" / "last.ckpt").read_bytes() == b"last"
+    assert resume_checkpoint(tmp_path) is None
+
+
+def test_a_kept_folder_of_other_settings_is_not_restored(tmp_path):
+    """previous/<hash>/ is moved back only when its own fingerprint.json matches."""
+    impostor = tmp_path / "previous" / fingerprint_hash({"lr": 2})
+    impostor.mkdir(parents=True)
+    (impostor / FINGERPRINT_FILE).write_text(json.dumps({"lr": 3}))
+    (impostor / "last.ckpt").write_bytes(b"other")
+    prepare_checkpoints(tmp_path, {"lr": 2})
+    assert (impostor / "last.ckpt").read_bytes() == b"other"
+    assert resume_checkpoint(tmp_path) is None
+
+
 def test_a_folder_with_only_a_fingerprint_is_replaced(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / FINGERPRINT_FILE).write_text(json.dumps({"lr": 1}))
