@@ -85,3 +85,23 @@ def check_config(
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         raise InputError(source, key_path(error.absolute_path), describe(error))
+    if sections is None:
+        _check_encoder_names(config, schema, source)
+
+
+def _check_encoder_names(config: dict[str, Any], schema: dict[str, Any], source: str) -> None:
+    """Encoder names the config gives (model.rna_encoder, model.protein_encoder, each
+    experiment's dna_encoder) are entries of ``encoders`` or encoder classes: a misspelt one
+    would otherwise surface only inside a job, or as a folder nobody builds."""
+    classes = schema["properties"]["encoders"]["additionalProperties"]["properties"]["class"]
+    known = [*(config.get("encoders") or {}), *classes["enum"]]
+    given = [
+        (f"model.{key}", (config.get("model") or {}).get(key))
+        for key in ("rna_encoder", "protein_encoder")
+    ]
+    for i, experiment in enumerate(config.get("experiments") or []):
+        given.append((f"experiments[{i}].dna_encoder", experiment.get("dna_encoder")))
+    for where, name in given:
+        if name is not None and name not in known:
+            message = f"{name!r} is not an entry of encoders nor an encoder class"
+            raise InputError(source, where, message + _closest(name, known))

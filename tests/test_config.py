@@ -86,6 +86,21 @@ BAD_SETTINGS = [
         {"experiments": [{"modalities": ["dna"], "aggregator": "concatenate"}]},
         "experiments[0].aggregator: 'concatenate' is not one of",
     ),
+    (
+        {
+            "experiments": [
+                {"modalities": ["dna"]},
+                {"modalities": ["dna"], "dna_encoder": "enformr"},
+            ]
+        },
+        "experiments[1].dna_encoder: 'enformr' is not an entry of encoders nor an encoder class"
+        " (did you mean 'enformer'?)",
+    ),
+    (
+        {"model": {"rna_encoder": "nucleotide_transformr"}},
+        "model.rna_encoder: 'nucleotide_transformr' is not an entry of encoders nor an encoder"
+        " class (did you mean 'nucleotide_transformer'?)",
+    ),
 ]
 
 
