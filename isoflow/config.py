@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +12,10 @@ import jsonschema
 import yaml
 
 from isoflow.errors import InputError
+
+# The schema beside the package in a checkout (or an editable install); an installed copy of
+# the package (the rules' conda env) has none and relies on the workflow having validated.
+SCHEMA = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
 
 
 def key_path(parts) -> str:
@@ -19,14 +26,82 @@ def key_path(parts) -> str:
     return text or "<top level>"
 
 
-def check_config(config: dict[str, Any], schema_path: str | Path, source: str = "config") -> None:
+@functools.cache
+def load_schema(schema_path: str | Path) -> dict[str, Any]:
+    return yaml.safe_load(Path(schema_path).read_text())
+
+
+def _closest(word: str, choices) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing."""
+    match = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _unknown_keys(error: jsonschema.ValidationError) -> list[str]:
+    """The keys an ``additionalProperties: false`` error complains about, in config order."""
+    known = error.schema.get("properties", {})
+    patterns = error.schema.get("patternProperties", {})
+    return [
+        key
+        for key in error.instance
+        if key not in known and not any(re.search(p, key) for p in patterns)
+    ]
+
+
+def describe(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message, or for a typo (unknown key, value not in an enum) the nearest
+    valid spelling."""
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        unknown = _unknown_keys(error)
+        if unknown:
+            key = unknown[0]
+            return f"unknown key {key!r}" + _closest(key, error.schema.get("properties", {}))
+    if error.validator == "enum" and isinstance(error.instance, str):
+        return error.message + _closest(error.instance, error.validator_value)
+    return error.message
+
+
+def check_config(
+    config: dict[str, Any],
+    schema_path: str | Path = SCHEMA,
+    source: str = "config",
+    sections: tuple[str, ...] | None = None,
+) -> None:
     """Raise an InputError naming the first (most relevant) schema violation, on one line.
 
     Snakemake's own ``validate`` (which also fills defaults) prints a multi-line schema dump;
-    this runs first so a user sees ``config:genome.sha256: 'xyz' does not match ...``.
+    this runs first so a user sees ``config:genome.sha256: 'xyz' does not match ...`` or
+    ``config:train: unknown key 'max_epoch' (did you mean 'max_epochs'?)``.
+    ``sections`` checks only those top-level keys (a partial config, e.g. a run's settings).
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(str(schema_path))
+    if sections is not None:
+        schema = {
+            "$schema": schema.get("$schema"),
+            "type": "object",
+            "properties": {k: schema["properties"][k] for k in sections},
+        }
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
-        raise InputError(source, key_path(error.absolute_path), error.message)
+        raise InputError(source, key_path(error.absolute_path), describe(error))
+    if sections is None:
+        _check_encoder_names(config, schema, source)
+
+
+def _check_encoder_names(config: dict[str, Any], schema: dict[str, Any], source: str) -> None:
+    """Encoder names the config gives (model.rna_encoder, model.protein_encoder, each
+    experiment's dna_encoder) are entries of ``encoders`` or encoder classes: a misspelt one
+    would otherwise surface only inside a job, or as a folder nobody builds."""
+    classes = schema["properties"]["encoders"]["additionalProperties"]["properties"]["class"]
+    known = [*(config.get("encoders") or {}), *classes["enum"]]
+    given = [
+        (f"model.{key}", (config.get("model") or {}).get(key))
+        for key in ("rna_encoder", "protein_encoder")
+    ]
+    for i, experiment in enumerate(config.get("experiments") or []):
+        given.append((f"experiments[{i}].dna_encoder", experiment.get("dna_encoder")))
+    for where, name in given:
+        if name is not None and name not in known:
+            message = f"{name!r} is not an entry of encoders nor an encoder class"
+            raise InputError(source, where, message + _closest(name, known))

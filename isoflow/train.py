@@ -2,12 +2,16 @@
 
 ``run_experiment`` writes into ``run_dir``:
 
-- ``checkpoints/`` — ``last.ckpt`` every epoch plus the best by ``val_loss``. A run finds
+- ``checkpoints/`` — ``last.ckpt`` every epoch plus the best by ``val_loss``, and
+  ``fingerprint.json``: what they were trained from (``run_fingerprint``). A run finds
   ``last.ckpt`` (or a newer SLURM ``hpc_ckpt_*.ckpt`` from Lightning's auto-requeue) and
   continues from it, so a killed job that is started again picks up where it stopped. The
   checkpoints hold the RNG states and the per-epoch history too, and batches are drawn
   from a sampler seeded by (seed, epoch): a resumed CPU run ends with the same metrics
   as an uninterrupted one.
+- ``previous/<hash>/`` — checkpoints trained with other settings or data, moved aside whole
+  (never deleted) when the fingerprint changes; ``<hash>`` is ``fingerprint_hash`` of their
+  ``fingerprint.json``. Going back to those settings moves them back and resumes them.
 - ``history.csv`` — one row per epoch: epoch, train_loss, val_loss, val_r2, val_spearman,
   val_pearson.
 - ``metrics.json`` and ``predictions.parquet`` (transcript_id, gene_id, tissue, observed,
@@ -19,12 +23,12 @@ Every output is written atomically. Step-level logs go to ``csv_logs/metrics.csv
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import random
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from isoflow.config import SCHEMA, check_config
 from isoflow.data import IsoformDataModule
 from isoflow.errors import InputError, atomic_path
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
@@ -70,19 +75,42 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "devices": 1,
     "strategy": "auto",
     "precision": None,  # None: bf16-mixed on a GPU, else 32-true
-    "deterministic": True,
+    "deterministic": True,  # or False, or "warn" (passed to Lightning as is)
     "progress_bar": True,
     "log_every_n_steps": 10,
 }
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", "val_pearson"]
 
 
+# Train keys that cannot change the trained weights: left out of the run's fingerprint.
+NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps")
+FINGERPRINT_FILE = "fingerprint.json"
+
+
+def _section(config: dict, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Config section ``name`` over its defaults (the defaults' one home is this module), checked
+    against config/schema.yaml first so a typo or a wrong type fails before anything is
+    touched. An installed copy of the package has no schema beside it: the workflow, which
+    validated the whole config at parse time, is then the check."""
+    section = config.get(name) or {}
+    if SCHEMA.is_file():
+        check_config({name: section}, SCHEMA, "config", sections=(name,))
+    return {**defaults, **section}
+
+
 def model_config(config: dict) -> dict[str, Any]:
-    return {**MODEL_DEFAULTS, **(config.get("model") or {})}
+    model = _section(config, "model", MODEL_DEFAULTS)
+    if model["d_model"] % model["heads"]:
+        raise InputError(
+            "config",
+            "model.d_model",
+            f"{model['d_model']} is not a multiple of model.heads ({model['heads']})",
+        )
+    return model
 
 
 def train_config(config: dict) -> dict[str, Any]:
-    return {**TRAIN_DEFAULTS, **(config.get("train") or {})}
+    return _section(config, "train", TRAIN_DEFAULTS)
 
 
 def encoder_names(config: dict, experiment: dict) -> dict[str, str]:
@@ -274,32 +302,103 @@ class RngState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-def run_fingerprint(config: dict, experiment: dict, dataset_path) -> dict[str, Any]:
-    """What a checkpoint was trained from: the settings that shape training, and the
-    dataset file's size and modification time."""
-    stat = Path(dataset_path).stat()
-    settings = {k: config.get(k) for k in ("model", "train", "encoders", "rna", "protein")}
-    settings["experiment"] = experiment
-    settings["dataset"] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def run_fingerprint(
+    config: dict,
+    experiment: dict,
+    dataset_path,
+    cache_dirs: dict[str, str | os.PathLike] | None = None,
+) -> dict[str, Any]:
+    """What a checkpoint was trained from: every setting that shapes training with its
+    default filled in (so a changed default counts as a change), the specs of the encoders
+    the experiment uses, the dataset by the sha256 of its content (a dataset rebuilt
+    identically keeps its checkpoints), and each embedding cache the run reads by the size
+    and modification time of its files (caches are large; a rebuilt cache counts as new)."""
+    experiment = {**EXPERIMENT_DEFAULTS, **experiment}
+    train = {k: v for k, v in train_config(config).items() if k not in NOT_IN_FINGERPRINT}
+    with open(dataset_path, "rb") as handle:
+        dataset_sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    caches = {
+        modality: {
+            f.name: [f.stat().st_size, f.stat().st_mtime_ns]
+            for f in sorted(Path(folder).iterdir())
+            if f.is_file()
+        }
+        for modality, folder in sorted((cache_dirs or {}).items())
+    }
+    settings = {
+        "version": 2,
+        "model": model_config(config),
+        "train": train,
+        "encoders": {
+            name: spec_from_config(config, name)
+            for name in sorted(set(encoder_names(config, experiment).values()))
+        },
+        "rna": config.get("rna"),
+        "protein": config.get("protein"),
+        "experiment": experiment,
+        "dataset": {"sha256": dataset_sha256},
+        "caches": caches,
+    }
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
+def fingerprint_hash(fingerprint: dict[str, Any] | None) -> str:
+    """12 hex digits naming a fingerprint (the folder under ``previous/``)."""
+    if fingerprint is None:
+        return "unrecorded"  # checkpoints from before fingerprints were written
+    text = json.dumps(fingerprint, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _read_fingerprint(ckpt_dir: Path) -> dict[str, Any] | None:
+    """The recorded fingerprint; None when there is none or it is not JSON (then the
+    checkpoints count as trained for other settings and are kept aside, not trusted)."""
+    record = ckpt_dir / FINGERPRINT_FILE
+    try:
+        return json.loads(record.read_text()) if record.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s is not JSON: its checkpoints count as unrecorded", record)
+        return None
+
+
 def prepare_checkpoints(run_dir: Path, fingerprint: dict[str, Any]) -> None:
-    """Keep ``checkpoints/`` for resuming only if it was written for the same run; stale
-    checkpoints (changed config, rebuilt dataset) are removed so training starts fresh."""
+    """Make ``checkpoints/`` hold the checkpoints of exactly this fingerprint, deleting none.
+
+    Checkpoints written for other settings or data are moved, with the run's SLURM
+    ``hpc_ckpt_*.ckpt``, to ``previous/<fingerprint_hash>/``; checkpoints kept there for this
+    fingerprint (trained before with the same settings) are moved back, to resume from.
+    """
+    run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    record = ckpt_dir / "fingerprint.json"
+    previous = run_dir / "previous"
     if ckpt_dir.exists():
-        previous = json.loads(record.read_text()) if record.exists() else None
-        if previous != fingerprint:
-            log.warning("%s was written for other settings or data; starting afresh", ckpt_dir)
-            shutil.rmtree(ckpt_dir)
-            for hpc in run_dir.glob("hpc_ckpt_*.ckpt"):
-                hpc.unlink()
-    if not record.exists():
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(record) as tmp:
-            tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
+        recorded = _read_fingerprint(ckpt_dir)
+        if recorded == fingerprint:
+            return
+        hpc = list(run_dir.glob("hpc_ckpt_*.ckpt"))
+        if hpc or any(p.name != FINGERPRINT_FILE for p in ckpt_dir.iterdir()):
+            name = fingerprint_hash(recorded)
+            dest, n = previous / name, 1
+            while dest.exists():
+                dest, n = previous / f"{name}-{n}", n + 1
+            for path in hpc:
+                path.rename(ckpt_dir / path.name)
+            previous.mkdir(parents=True, exist_ok=True)
+            ckpt_dir.rename(dest)
+            log.warning("%s was trained with other settings or data: kept in %s", ckpt_dir, dest)
+        else:  # only a fingerprint: nothing was trained (a run stopped before its first epoch)
+            (ckpt_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
+            ckpt_dir.rmdir()
+    kept = previous / fingerprint_hash(fingerprint)
+    if kept.is_dir() and _read_fingerprint(kept) == fingerprint:
+        kept.rename(ckpt_dir)
+        for path in ckpt_dir.glob("hpc_ckpt_*.ckpt"):
+            path.rename(run_dir / path.name)
+        log.info("%s: checkpoints of these settings restored from %s", ckpt_dir, kept)
+        return
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(ckpt_dir / FINGERPRINT_FILE) as tmp:
+        tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
 
 
 def resume_checkpoint(run_dir: Path) -> Path | None:
@@ -429,7 +528,7 @@ def run_experiment(
         devices=train["devices"],
         strategy=_strategy(train),
         precision=precision,
-        deterministic=bool(train["deterministic"]),
+        deterministic=train["deterministic"],  # True, False or "warn"
         callbacks=callbacks,
         logger=CSVLogger(run_dir, name="csv_logs", version=""),
         plugins=plugins,
@@ -440,7 +539,8 @@ def run_experiment(
     # Before fit no process group exists yet; the rank comes from the launcher's environment
     # (DDP children are started inside fit, after this ran on rank 0).
     if rank_zero_only.rank == 0:
-        prepare_checkpoints(run_dir, run_fingerprint(config, experiment, dataset_path))
+        fingerprint = run_fingerprint(config, experiment, dataset_path, cache_dirs)
+        prepare_checkpoints(run_dir, fingerprint)
     resume = resume_checkpoint(run_dir)
     if resume is not None:
         log.info("resuming from %s", resume)

@@ -3,8 +3,9 @@
 # Resuming: Snakemake deletes the declared outputs of a failed job, so the checkpoints are
 # not an output: results/runs/{run}/checkpoints/ is passed as a param and survives a
 # failure, a kill or a SLURM requeue; the rerun continues from its last.ckpt. Checkpoints
-# written for other settings or another dataset file are discarded by isoflow.train (a
-# fingerprint.json beside them). Delete the folder to retrain from scratch.
+# written for other settings or another dataset (checkpoints/fingerprint.json differs) are
+# never deleted: isoflow.train moves them to results/runs/{run}/previous/<hash>/ and moves
+# them back if those settings come again. Move checkpoints/ away to retrain from scratch.
 from functools import partial
 
 from isoflow.train import rule_experiment, rule_inputs, rule_settings, run_pattern
@@ -38,8 +39,8 @@ rule train:
     threads: 2
     resources:
         gpu=config["resources"]["gpu"],
-        mem_mb=config["resources"].get("train_mem_mb", 16000),
-        runtime=config["resources"].get("train_runtime_min", 1440),
+        mem_mb=config["resources"]["train_mem_mb"],
+        runtime=config["resources"]["train_runtime_min"],
     params:
         run_dir="results/runs/{run}",
         checkpoints="results/runs/{run}/checkpoints",

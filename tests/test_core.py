@@ -99,7 +99,7 @@ def test_config_violations_name_the_key_on_one_line():
         ({"tissue_set": "organ"}, "config:tissue_set: 'organ' is not one of"),
         ({"dna": {"window": "big"}}, "config:dna.window: 'big' is not of type 'integer'"),
         ({"experiments": [{"modalities": ["atac"]}]}, "config:experiments[0].modalities[0]:"),
-        ({"genome": {"fasta_path": "x.fa"}}, "config:genome: Additional properties"),
+        ({"genome": {"fasta_path": "x.fa"}}, "config:genome: unknown key 'fasta_path'"),
     ]
     for patch, expected in cases:
         bad = {**good, **patch}

@@ -165,3 +165,22 @@ def test_overlays_resolve_their_dag(overlay: str) -> None:
     embedded = {job["wildcards"].split("=", 1)[1] for job in jobs if job["rule"] == "embed"}
     encoders = {exp.get("dna_encoder", "enformer") for exp in experiments}
     assert encoders <= embedded
+
+
+BAD_SETTINGS = {
+    "train: {max_epoch: 1}": "config:train: unknown key 'max_epoch' (did you mean 'max_epochs'?)",
+    "train: {lr: fast}": "config:train.lr: 'fast' is not of type 'number'",
+    "model: {cached_modalities: [rna, atac]}": (
+        "config:model.cached_modalities[1]: 'atac' is not one of ['dna', 'rna', 'protein']"
+    ),
+}
+
+
+@pytest.mark.parametrize(("setting", "line"), BAD_SETTINGS.items())
+def test_a_bad_setting_fails_the_dry_run_in_one_line(tmp_path: Path, setting: str, line: str):
+    """A typo or a wrong type stops `snakemake -n`, before any job could touch a checkpoint."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(setting + "\n")
+    done = snakemake("-n", "--configfile", "config/demo.yaml", overlay, "--cores", "1")
+    assert done.returncode != 0
+    assert line in (done.stdout + done.stderr).splitlines(), done.stderr[-3000:]
