@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from isoflow.annotation import SCHEMA, read_annotation, write_transcripts
 from isoflow.errors import InputError
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="shared real data absent")
+needs_real = pytest.mark.needs("shared")
 
 
 def gtf_line(chrom, feature, start, end, strand, phase, tx, gene="G1.1", **extra):
@@ -509,7 +508,7 @@ def gffread_table(path: Path) -> dict[str, tuple]:
 
 
 @needs_real
-@pytest.mark.skipif(shutil.which("gffread") is None, reason="gffread not installed")
+@pytest.mark.needs("gffread")
 @pytest.mark.parametrize("name", GFFREAD_FILES)
 def test_agrees_with_gffread(tmp_path, name):
     source = REAL / name

@@ -70,7 +70,7 @@ def test_features_of_a_tiny_frame_by_hand():
 REAL_CHR9 = REPO.parent / "shared" / "data" / "real" / "bambu_chr9"
 
 
-@pytest.mark.skipif(not REAL_CHR9.exists(), reason=f"{REAL_CHR9} missing")
+@pytest.mark.needs("shared")
 def test_features_of_real_ensembl_transcripts_agree_with_the_genome():
     """105 Ensembl 91 transcripts (both strands, NF tags, 12 biotypes) on soft-masked GRCh38:
     GC counted straight from the exons of the genome (G+C does not depend on the strand)."""

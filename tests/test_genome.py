@@ -16,8 +16,8 @@ from isoflow.genome import GenomeWindows, check_contigs, encode, index_fasta
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 CHR9 = REAL / "bambu_chr9" / "Homo_sapiens.GRCh38.dna_sm.primary_assembly_chr9_1_1000000.fa"
-needs_chr9 = pytest.mark.skipif(not CHR9.exists(), reason="shared real data absent")
-needs_samtools = pytest.mark.skipif(shutil.which("samtools") is None, reason="samtools missing")
+needs_chr9 = pytest.mark.needs("shared")
+needs_samtools = pytest.mark.needs("samtools")
 
 # Independent of the module's lookup tables: a plain dict, applied base by base.
 TOKEN = {"A": 0, "C": 1, "G": 2, "T": 3}

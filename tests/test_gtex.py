@@ -18,7 +18,7 @@ from isoflow.gtex import aggregate_tpm, build_targets, read_sample_attributes
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 ATTRS = REAL / "gtex_v8_sample_attrs" / "BrainFrontalCortex_v8_SampleAttributes_subset.tsv"
 
-pytestmark = pytest.mark.skipif(not ATTRS.exists(), reason="real GTEx attributes absent")
+pytestmark = pytest.mark.needs("shared")  # built on the real GTEx v8 attributes excerpt
 
 # Real rows are all Brain - Frontal Cortex; the test relabels some to get three tissues while
 # keeping the real IDs and the real 63-column layout.

@@ -45,8 +45,8 @@ CASES = {
     "chrM_oracle": (MITO / "Ensembl_MT.gtf", MITO / "rcrs.fasta", {"MT": RCRS_NAME}),
 }
 
-needs_real = pytest.mark.skipif(not REAL.exists(), reason="shared real data absent")
-needs_gffread = pytest.mark.skipif(shutil.which("gffread") is None, reason="gffread missing")
+needs_real = pytest.mark.needs("shared")
+needs_gffread = pytest.mark.needs("gffread")
 
 
 def unversioned(records: dict[str, str]) -> dict[str, str]:
