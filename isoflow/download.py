@@ -466,7 +466,9 @@ def _stream(session, url, path: Path, timeout, clock: _Deadline, gunzip, progres
 def _network(err: Exception, timeout: float) -> str:
     """One line for a network failure: DNS, refused, stalled, cut."""
     cause: BaseException | None = err
-    while cause is not None:
+    for _ in range(10):  # the chain requests -> urllib3 -> socket is a few links deep
+        if cause is None:
+            break
         if isinstance(cause, urllib3.exceptions.NameResolutionError):
             return f"cannot resolve host {cause.conn.host!r} (DNS; check the URL and network)"
         if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):
@@ -476,7 +478,7 @@ def _network(err: Exception, timeout: float) -> str:
         if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
             return f"stalled: no data for download.timeout_s = {timeout:g} s"
         if isinstance(cause, urllib3.exceptions.IncompleteRead | urllib3.exceptions.ProtocolError):
-            return f"connection cut ({_first_line(cause)})"
+            return "connection closed before the end of the body"
         cause = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
     return f"{type(err).__name__}: {_first_line(err)}"
 

@@ -225,6 +225,7 @@ def test_truncated_body_is_retried_then_fails_leaving_nothing(server, tmp_path):
         fetch(f"{server}/truncated.txt", tmp_path / "t.txt", **quick(retries=2))
     message = str(err.value)
     assert "\n" not in message and "/truncated.txt" in message and "3 attempts" in message
+    assert "connection closed before the end of the body after 66,667 of 200,001 bytes" in message
     assert Handler.hits["/truncated.txt"] == 3
     assert list(tmp_path.iterdir()) == []
 
