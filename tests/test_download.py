@@ -76,6 +76,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self._send(200, HTML_PAGE, kind="text/plain")
             else:
                 self._send(200, GTF_GZ)
+        elif self.path == "/empty.tsv":
+            self._send(200, b"")
         elif self.path == "/html-typed.tsv":
             self._send(200, b"sample\ttissue\n", kind="text/html; charset=utf-8")
         elif self.path == "/corrupt.gtf.gz":
@@ -357,6 +359,14 @@ def test_config_mismatch_names_the_key(server, tmp_path):
         fetch(f"{server}/good.txt", tmp_path / "a", sha256="0" * 64, keys=keys, **quick())
     assert "(from the config, gtex.samples_sha256)" in str(err.value)
     assert "set gtex.samples_sha256 to the new value, or delete the key" in str(err.value)
+
+
+def test_an_empty_body_is_retried_and_never_recorded(server, tmp_path):
+    lock = tmp_path / "checksums.lock"
+    with pytest.raises(DownloadError, match=r"/empty\.tsv: failed after 2 attempts: empty body"):
+        fetch(f"{server}/empty.tsv", tmp_path / "e.tsv", lock_path=lock, **quick(retries=1))
+    assert Handler.hits["/empty.tsv"] == 2
+    assert not lock.exists() and not (tmp_path / "e.tsv").exists()
 
 
 def test_redirect_loop_and_too_many_redirects_are_one_line(server, tmp_path):

@@ -57,6 +57,12 @@ def test_the_record_holds_stats_and_content_hash(job):
     assert job.record.parent == Path(provenance.RECORD_DIR)
 
 
+def test_no_record_directory_is_nothing_to_check(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    check_records()
+    assert not (tmp_path / ".isoflow").exists()
+
+
 def test_unchanged_stats_cost_no_hash(job, monkeypatch):
     forbid_hashing(monkeypatch)
     check_records()
