@@ -5,16 +5,23 @@ downloads it with `curl -s -o` then `sha256sum` of the result (the reference: ve
 hand), with `curl` alone (no check), and with `fetch(url, dest, sha256=...)`. Prints a
 Markdown table; ratios are to the reference.
 
+With --gzip the payload is a gzip file of GTF-like text (--mb compressed megabytes, served
+under a .gz URL), which fetch also decompresses through to validate it; the reference then
+adds `gzip -t` (verifying a .gz by hand).
+
     .venv/bin/python bench/bench_download.py --scratch /tmp/bench_download --mb 256 --repeats 3
+    .venv/bin/python bench/bench_download.py --scratch /tmp/bench_download --mb 64 --gzip
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import gzip
 import hashlib
 import http.server
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -30,11 +37,16 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, required=True)
     parser.add_argument("--mb", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gzip", action="store_true", help="a .gz payload of GTF-like text")
     args = parser.parse_args()
     serve = args.scratch / "serve"
     serve.mkdir(parents=True, exist_ok=True)
-    payload = serve / "payload.bin"
-    payload.write_bytes(os.urandom(args.mb << 20))
+    payload = serve / ("payload.gtf.gz" if args.gzip else "payload.bin")
+    if args.gzip:
+        write_gtf_gz(payload, args.mb << 20)
+    else:
+        payload.write_bytes(os.urandom(args.mb << 20))
+    mb = payload.stat().st_size / (1 << 20)
     sha = hashlib.sha256(payload.read_bytes()).hexdigest()
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -44,7 +56,7 @@ def main() -> None:
     handler = functools.partial(Quiet, directory=str(serve))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/payload.bin"
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/{payload.name}"
     out = args.scratch / "out"
     out.mkdir(exist_ok=True)
 
@@ -53,6 +65,8 @@ def main() -> None:
         subprocess.run(["curl", "-sf", "-o", str(dest), url], check=True)
         got = subprocess.run(["sha256sum", str(dest)], check=True, capture_output=True, text=True)
         assert got.stdout.split()[0] == sha
+        if args.gzip:
+            subprocess.run(["gzip", "-t", str(dest)], check=True)
         dest.unlink()
 
     def curl_only() -> None:
@@ -65,10 +79,11 @@ def main() -> None:
         fetch(url, dest, sha256=sha, retries=0)
         dest.unlink()
 
+    reference = "curl + sha256sum + gzip -t" if args.gzip else "curl + sha256sum"
     runners = {
-        "curl + sha256sum": curl,
+        reference: curl,
         "curl alone (no check)": curl_only,
-        "isoflow fetch (sha256 while streaming)": isoflow_fetch,
+        "isoflow fetch (sha256 + validation while streaming)": isoflow_fetch,
     }
     times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(args.repeats):
@@ -78,15 +93,31 @@ def main() -> None:
             times[name].append(time.perf_counter() - start)
     httpd.shutdown()
     shutil.rmtree(args.scratch)
-    ref = statistics.median(times["curl + sha256sum"])
-    print(
-        f"| tool | median of {args.repeats} (s) | MB/s | ratio to curl + sha256sum | all runs (s) |"
-    )
+    ref = statistics.median(times[reference])
+    print(f"payload: {payload.name}, {mb:.0f} MB")
+    print(f"| tool | median of {args.repeats} (s) | MB/s | ratio to {reference} | all runs (s) |")
     print("|---|---|---|---|---|")
     for name, runs in times.items():
         med = statistics.median(runs)
         all_runs = ", ".join(f"{t:.2f}" for t in runs)
-        print(f"| {name} | {med:.2f} | {args.mb / med:.0f} | {med / ref:.2f} | {all_runs} |")
+        print(f"| {name} | {med:.2f} | {mb / med:.0f} | {med / ref:.2f} | {all_runs} |")
+
+
+def write_gtf_gz(path: Path, size: int) -> None:
+    """About ``size`` bytes of gzip holding GTF-like lines (random coordinates and IDs)."""
+    rng = random.Random(0)
+    with gzip.open(path, "wb", compresslevel=6) as out:
+        while path.stat().st_size < size:
+            lines = []
+            for _ in range(10_000):
+                start = rng.randrange(1, 248_000_000)
+                end = start + rng.randrange(50, 3000)
+                lines.append(
+                    f"chr{rng.randrange(1, 23)}\tHAVANA\texon\t{start}\t{end}"
+                    f'\t.\t+\t.\tgene_id "ENSG{rng.randrange(10**10):011d}.{rng.randrange(1, 9)}"; '
+                    f'transcript_id "ENST{rng.randrange(10**10):011d}.1";\n'
+                )
+            out.write("".join(lines).encode())
 
 
 if __name__ == "__main__":

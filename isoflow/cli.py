@@ -1,20 +1,29 @@
-"""Entry point helpers shared by rule scripts: logging to snakemake.log and one-line errors."""
+"""Entry point helpers shared by rule scripts: logging to snakemake.log, one-line errors, and
+the provenance record of a job's inputs (isoflow.provenance)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
+from isoflow import provenance
 from isoflow.errors import InputError
 
 
-def run_script(main: Callable[[], None], log_path: str | None = None) -> None:
+def run_script(main: Callable[[], None], log_path: str | None = None, job: Any = None) -> None:
     """Run ``main`` with logging sent to ``log_path``; an InputError exits 1 with one line.
 
     The one line goes both to the log and to stderr, so Snakemake's own error summary
-    shows it without opening the log.
+    shows it without opening the log. ``job``: the ``snakemake`` object of the rule script
+    (by default the one Snakemake put in the calling script's globals); when ``main``
+    succeeds, the content of the job's input files is recorded beside its outputs
+    (``isoflow.provenance.record_job``), so a later changed input is noticed even when its
+    mtime is older.
     """
+    if job is None:
+        job = sys._getframe(1).f_globals.get("snakemake")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path:
         handlers.append(logging.FileHandler(log_path, mode="w"))
@@ -24,9 +33,12 @@ def run_script(main: Callable[[], None], log_path: str | None = None) -> None:
         handlers=handlers,
         force=True,
     )
+    before = provenance.stat_files(job.input) if job is not None else None
     try:
         main()
     except InputError as err:
         logging.getLogger("isoflow").error("%s", err)
         print(f"isoflow: error: {err}", file=sys.stderr)
         sys.exit(1)
+    if job is not None:
+        provenance.record_job(job.rule, job.input, job.output, before)

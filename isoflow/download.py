@@ -1,36 +1,45 @@
-"""HTTP(S) downloads that either land complete and verified, or not at all.
+"""HTTP(S) downloads that either land complete, validated and verified, or not at all.
 
 ``fetch`` streams the body to a temporary file beside the destination (``atomic_path``),
-hashing while it writes, and renames it into place only when
+hashing and validating while it writes, and renames it into place only when
 
-- the byte count matches ``Content-Length`` (when the server sends one), and
+- the body is complete: as many bytes as ``Content-Length`` says (when the server sends
+  one), and, for a gzip file (a URL ending ``.gz``/``.bgz``, or gzip bytes), every member
+  decompresses through to its end;
+- the body is the file, not a web page: no ``Content-Type: text/html``, no leading
+  ``<!DOCTYPE html``/``<html``;
 - the sha256 matches the configured checksum, or, with none configured, the checksum that
   ``resources/checksums.lock`` recorded for this URL at its first download.
 
-With no configured checksum and no lock entry, the sha256 of the bytes just downloaded is
-appended to the lock file (``url  sha256  bytes  date``), so every later download of the
-URL is verified against what was seen the first time. Nothing else is ever written there.
+Only then, with no configured checksum and no lock entry, is the sha256 appended to the lock
+file (``url  sha256  bytes  date``): a truncated or HTML first download is never recorded,
+so a later run against the repaired server succeeds.
 
-Connection errors, timeouts, HTTP 5xx/429 and truncated bodies are retried with
-exponential backoff; anything else (404, 403, a checksum mismatch) fails at once with one
-line naming the URL.
+The checksum is that of the file as stored on the server. Identity encoding is requested; a
+server that still sends ``Content-Encoding: gzip`` has its layer decoded, except on a URL
+ending ``.gz`` (such servers label the stored gzip file itself; its bytes are kept as is).
+
+Failures are one line naming the URL. Connection errors, stalls (no byte for ``timeout``
+seconds), HTTP 5xx/408/429 and truncated bodies are retried with exponential backoff; HTTP
+4xx, redirect loops, HTML pages, corrupt gzip and checksum mismatches fail at once; the whole
+download, retries included, stops at ``deadline`` seconds. Progress (bytes received of the
+total, rate) is logged every ``progress_every`` seconds.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
-import gzip
 import hashlib
 import logging
 import os
-import shutil
-import tempfile
 import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -42,6 +51,28 @@ log = logging.getLogger(__name__)
 LOCK_COLUMNS = ("url", "sha256", "bytes", "date")
 CHUNK = 1 << 20
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+MAX_REDIRECTS = 10
+HTML_STARTS = (b"<!doctype html", b"<html")
+GZIP_SUFFIXES = (".gz", ".bgz")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigKeys:
+    """The config keys behind one download, named in its error messages."""
+
+    url: str
+    sha256: str
+    local: str
+
+
+GENERIC_KEYS = ConfigKeys("the url", "the configured sha256", "the local-path key")
+# download_* rule -> its config keys (rules/download.smk, config/schema.yaml)
+RULE_KEYS = {
+    "download_genome": ConfigKeys("genome.url", "genome.sha256", "genome.fasta"),
+    "download_annotation": ConfigKeys("annotation.url", "annotation.sha256", "annotation.gtf"),
+    "download_gtex_tpm": ConfigKeys("gtex.tpm_url", "gtex.tpm_sha256", "gtex.tpm"),
+    "download_gtex_samples": ConfigKeys("gtex.samples_url", "gtex.samples_sha256", "gtex.samples"),
+}
 
 
 class DownloadError(InputError):
@@ -52,7 +83,7 @@ class DownloadError(InputError):
 
 
 class TransientError(Exception):
-    """A failure worth retrying (connection, timeout, 5xx, truncated body)."""
+    """A failure worth retrying (connection, stall, 5xx, truncated body)."""
 
 
 def fetch(
@@ -63,41 +94,32 @@ def fetch(
     retries: int = 3,
     timeout: float = 60,
     backoff: float = 2.0,
+    deadline: float | None = None,
+    keys: ConfigKeys | None = None,
+    progress_every: float = 5.0,
 ) -> str:
-    """Download ``url`` to ``dest``, verified; return its sha256 (hex).
+    """Download ``url`` to ``dest``, validated and verified; return its sha256 (hex).
 
     ``sha256``: the configured checksum (wins over the lock file). ``lock_path``: the TSV
     of first-seen checksums; ``None`` disables it. ``retries``: extra attempts after the
     first for transient failures, waiting ``backoff * 2**attempt`` seconds in between.
-    ``timeout``: seconds for connecting and between received bytes.
+    ``timeout``: seconds for connecting and between received bytes. ``deadline``: seconds
+    for the whole download, retries included (``None``: no limit). ``keys``: the config
+    keys named in messages.
     """
-    expected, source = _expected(url, sha256, lock_path)
-    last: Exception | None = None
-    for attempt in range(retries + 1):
-        if attempt:
-            wait = backoff * 2 ** (attempt - 1)
-            log.warning("%s: %s; retry %d/%d in %.1f s", url, last, attempt, retries, wait)
-            time.sleep(wait)
-        try:
-            with atomic_path(dest) as tmp:
-                got, size = _stream(url, tmp, timeout)
-                if expected is not None and got != expected:
-                    raise DownloadError(
-                        url, f"sha256 mismatch: expected {expected} ({source}), got {got}"
-                    )
-            break
-        except TransientError as err:
-            last = err
-    else:
-        raise DownloadError(url, f"failed after {retries + 1} attempts: {last}")
-    log.info("%s: %d bytes, sha256 %s -> %s", url, size, got, dest)
-    if expected is None and lock_path is not None:
-        try:
-            _record(lock_path, url, got, size)
-        except DownloadError:
-            Path(dest).unlink(missing_ok=True)
-            raise
-    return got
+    return _fetch(
+        url,
+        dest,
+        sha256,
+        lock_path,
+        retries,
+        timeout,
+        backoff,
+        deadline,
+        keys,
+        progress_every,
+        gunzip=False,
+    )
 
 
 def fetch_gunzipped(
@@ -108,34 +130,29 @@ def fetch_gunzipped(
     retries: int = 3,
     timeout: float = 60,
     backoff: float = 2.0,
+    deadline: float | None = None,
+    keys: ConfigKeys | None = None,
+    progress_every: float = 5.0,
 ) -> str:
     """``fetch`` a (possibly) gzip-compressed file and write it decompressed to ``dest``.
 
-    The checksum is that of the file as served. A body that is not gzip is kept as is.
-    Returns the sha256 of the served file.
+    Decompressed while it streams. The checksum is that of the file as served. A body that
+    is not gzip is kept as is, unless the URL ends ``.gz``. Returns the sha256 of the served
+    file.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{dest.name}.", dir=dest.parent) as tmp:
-        served = Path(tmp) / "download"
-        got = fetch(url, served, sha256, lock_path, retries, timeout, backoff)
-        with served.open("rb") as fh:
-            is_gzip = fh.read(2) == b"\x1f\x8b"
-        if is_gzip:
-            gunzip(served, dest, name=url)
-        else:
-            with atomic_path(dest) as out:
-                shutil.move(served, out)
-    return got
-
-
-def gunzip(src: str | os.PathLike, dest: str | os.PathLike, name: str | None = None) -> None:
-    """Decompress gzip ``src`` to ``dest`` atomically; a corrupt or truncated file fails."""
-    try:
-        with gzip.open(src, "rb") as fin, atomic_path(dest) as tmp, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout, CHUNK)
-    except (EOFError, OSError, zlib.error) as err:
-        raise InputError(name or src, None, f"not a complete gzip file: {err}") from err
+    return _fetch(
+        url,
+        dest,
+        sha256,
+        lock_path,
+        retries,
+        timeout,
+        backoff,
+        deadline,
+        keys,
+        progress_every,
+        gunzip=True,
+    )
 
 
 def read_lock(lock_path: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -156,43 +173,331 @@ def read_lock(lock_path: str | os.PathLike) -> dict[str, dict[str, str]]:
     return entries
 
 
-def _expected(url, sha256, lock_path) -> tuple[str | None, str]:
+def forget_command(lock_path: str | os.PathLike, url: str) -> str:
+    """The shell command that deletes ``url``'s line from the lock file."""
+    return f"awk -F'\\t' '$1 != \"{url}\"' {lock_path} > {lock_path}.new && mv {lock_path}.new {lock_path}"  # noqa: E501
+
+
+# --- one download -------------------------------------------------------------------------
+
+
+def _fetch(
+    url, dest, sha256, lock_path, retries, timeout, backoff, deadline, keys, progress_every, gunzip
+) -> str:
+    keys = keys or GENERIC_KEYS
+    _check_url(url, keys)
+    expected, mismatch_hint = _expected(url, sha256, lock_path, keys)
+    clock = _Deadline(url, deadline)
+    last: Exception | None = None
+    with requests.Session() as session:
+        session.max_redirects = MAX_REDIRECTS
+        for attempt in range(retries + 1):
+            if attempt:
+                wait = backoff * 2 ** (attempt - 1)
+                log.warning("%s: %s; retry %d/%d in %.1f s", url, last, attempt, retries, wait)
+                clock.sleep(wait, last)
+            try:
+                with atomic_path(dest) as tmp:
+                    got, size = _stream(session, url, tmp, timeout, clock, gunzip, progress_every)
+                    if expected is not None and got != expected:
+                        raise DownloadError(
+                            url, f"sha256 mismatch: expected {expected} {mismatch_hint(got)}"
+                        )
+                break
+            except TransientError as err:
+                last = err
+        else:
+            raise DownloadError(url, f"failed after {retries + 1} attempts: {last}")
+    log.info("%s: %d bytes, sha256 %s -> %s", url, size, got, dest)
+    if expected is None and lock_path is not None:
+        try:
+            _record(lock_path, url, got, size)
+        except DownloadError:
+            Path(dest).unlink(missing_ok=True)
+            raise
+    return got
+
+
+def _check_url(url: str, keys: ConfigKeys) -> None:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        return
+    if scheme in ("", "file") or len(scheme) == 1:  # a path, file://, or C:\...
+        raise DownloadError(
+            url,
+            f"{keys.url} is a local file, not an HTTP(S) URL: "
+            f"set {keys.local} to the path instead (and {keys.url} to null)",
+        )
+    raise DownloadError(url, f"{keys.url}: unsupported URL scheme {scheme!r} (use http or https)")
+
+
+def _expected(url, sha256, lock_path, keys: ConfigKeys):
+    """(expected sha256 or None, got -> the rest of a mismatch message)."""
     if sha256:
-        return sha256.lower(), "config"
+
+        def from_config(got: str) -> str:
+            return (
+                f"(from the config, {keys.sha256}), got {got}: if the file changed upstream "
+                f"on purpose, set {keys.sha256} to the new value, or delete the key to record "
+                f"the first download in the lock file instead"
+            )
+
+        return sha256.lower(), from_config
     if lock_path is not None:
         entry = read_lock(lock_path).get(url)
         if entry:
-            return entry["sha256"], f"first download, {lock_path}"
-    return None, ""
+            return entry["sha256"], _lock_hint(lock_path, url, entry["date"])
+    return None, None
 
 
-def _stream(url: str, path: Path, timeout: float) -> tuple[str, int]:
+def _lock_hint(lock_path, url: str, date: str):
+    def from_lock(got: str) -> str:
+        return (
+            f"(from the lock, {lock_path}: first download of {date}), got {got}: "
+            f"if the file changed upstream on purpose, delete its line from the lock "
+            f"({forget_command(lock_path, url)}) and rerun"
+        )
+
+    return from_lock
+
+
+class _Deadline:
+    """The overall limit of one download, retries included."""
+
+    def __init__(self, url: str, seconds: float | None):
+        self.url = url
+        self.seconds = seconds
+        self.start = time.monotonic()
+
+    def left(self) -> float:
+        if self.seconds is None:
+            return float("inf")
+        return self.seconds - (time.monotonic() - self.start)
+
+    def check(self, progress: str) -> None:
+        if self.left() <= 0:
+            raise DownloadError(
+                self.url,
+                f"not finished within download.deadline_s = {self.seconds:g} s ({progress}): "
+                f"raise download.deadline_s for a slow link",
+            )
+
+    def sleep(self, wait: float, last: Exception | None) -> None:
+        if wait >= self.left():
+            self.check(f"last attempt: {last}")
+            raise DownloadError(
+                self.url,
+                f"no time left within download.deadline_s = {self.seconds:g} s for a retry "
+                f"(last attempt: {last})",
+            )
+        time.sleep(wait)
+
+
+class _Progress:
+    """Logs bytes received of the total, and the rate, every ``every`` seconds."""
+
+    def __init__(self, url: str, total: int | None, every: float):
+        self.url, self.total, self.every = url, total, every
+        self.start = self.last = time.monotonic()
+        self.received = 0
+
+    def __str__(self) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate = self.received / elapsed / 1e6
+        if self.total:
+            share = 100 * self.received / self.total
+            return f"{self.received:,} of {self.total:,} bytes ({share:.0f}%), {rate:.2f} MB/s"
+        return f"{self.received:,} bytes (total unknown), {rate:.2f} MB/s"
+
+    def add(self, n: int) -> None:
+        self.received += n
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            log.info("%s: %s", self.url, self)
+
+
+class _Gunzip:
+    """Streaming decompression of every gzip member (bgzip files have many)."""
+
+    def __init__(self):
+        self.inflate: zlib._Decompress | None = None
+        self.members = 0
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while data:
+            if self.inflate is None:
+                if self.members:  # gzip allows zero padding after a member
+                    data = data.lstrip(b"\0")
+                    if not data:
+                        return
+                self.inflate = zlib.decompressobj(31)
+            out = self.inflate.decompress(data, CHUNK)
+            if out:
+                yield out
+            if self.inflate.eof:
+                data = self.inflate.unused_data
+                self.inflate = None
+                self.members += 1
+            else:
+                data = self.inflate.unconsumed_tail
+
+    def complete(self) -> bool:
+        return self.inflate is None and self.members > 0
+
+
+class _Body:
+    """The served file: decoded, sniffed, hashed, gzip-checked and written."""
+
+    def __init__(self, url: str, out, encoding: str, gunzip: bool):
+        self.url, self.out, self.gunzip = url, out, gunzip
+        self.must_be_gzip = urlsplit(url).path.endswith(GZIP_SUFFIXES)
+        self.decode = None
+        if encoding in ("gzip", "x-gzip", "deflate") and not self.must_be_gzip:
+            self.decode = zlib.decompressobj(47)  # gzip or zlib header, told apart by zlib
+        elif encoding not in ("", "identity", "gzip", "x-gzip"):
+            raise DownloadError(
+                url, f"the server sent Content-Encoding {encoding!r} although identity was asked"
+            )
+        self.digest = hashlib.sha256()
+        self.head = b""
+        self.size = 0
+        self.gzip: _Gunzip | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.decode is not None:
+            try:
+                chunk = self.decode.decompress(chunk)
+            except zlib.error as err:
+                raise DownloadError(self.url, f"undecodable Content-Encoding body: {err}") from err
+        if not chunk:
+            return
+        if len(self.head) < 1024:
+            self._sniff(chunk)
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        if self.gzip is None:
+            self.out.write(chunk)
+            return
+        try:
+            for piece in self.gzip.feed(chunk):
+                if self.gunzip:
+                    self.out.write(piece)
+        except zlib.error as err:
+            raise DownloadError(
+                self.url, f"not a complete gzip file: corrupt after {self.size:,} bytes: {err}"
+            ) from err
+        if not self.gunzip:
+            self.out.write(chunk)
+
+    def _sniff(self, chunk: bytes) -> None:
+        first = not self.head
+        self.head += chunk[: 1024 - len(self.head)]
+        start = self.head.lstrip().lower()
+        if start.startswith(b"\xef\xbb\xbf"):
+            start = start[3:].lstrip()
+        if start.startswith(HTML_STARTS):
+            raise DownloadError(self.url, f"{_HTML}: it starts {_preview(self.head)}")
+        if first:
+            if chunk[:2] == b"\x1f\x8b":
+                self.gzip = _Gunzip()
+            elif self.must_be_gzip:
+                raise DownloadError(
+                    self.url,
+                    f"not a gzip file although the URL ends .gz: starts {_preview(chunk)}",
+                )
+
+    def finish(self) -> None:
+        if self.decode is not None and not self.decode.eof:
+            raise TransientError("truncated body: the Content-Encoding stream ended early")
+        if self.size == 0:
+            raise TransientError("empty body")
+        if self.gzip is not None and not self.gzip.complete():
+            raise TransientError(
+                f"not a complete gzip file: the stream ends inside a member after "
+                f"{self.size:,} bytes (truncated)"
+            )
+
+
+_HTML = "the server sent an HTML page, not the file (check the URL in a browser)"
+
+
+def _preview(data: bytes) -> str:
+    return repr(data[:40].decode("latin-1"))
+
+
+def _stream(session, url, path: Path, timeout, clock: _Deadline, gunzip, progress_every):
     """One attempt: body -> ``path``; return (sha256, bytes). Raises TransientError."""
-    digest = hashlib.sha256()
-    size = 0
+    progress = _Progress(url, None, progress_every)
     try:
-        with requests.get(url, stream=True, timeout=timeout) as response:
+        limit = (min(timeout, max(clock.left(), 0.1)), timeout)
+        headers = {"Accept-Encoding": "identity"}
+        with session.get(url, stream=True, timeout=limit, headers=headers) as response:
             status = response.status_code
             if status in TRANSIENT_STATUS:
                 raise TransientError(f"HTTP {status} {response.reason}")
             if status >= 400:
                 raise DownloadError(url, f"HTTP {status} {response.reason}")
+            kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            if kind == "text/html":
+                raise DownloadError(url, f"{_HTML}: Content-Type text/html")
             length = response.headers.get("Content-Length")
+            progress.total = int(length) if length and length.isdigit() else None
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
             with open(path, "wb") as out:
-                # Raw bytes as stored: a .gz served with Content-Encoding: gzip stays gzip.
-                for chunk in response.raw.stream(CHUNK, decode_content=False):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
+                body = _Body(url, out, encoding, gunzip)
+                while chunk := response.raw.read1(CHUNK, decode_content=False):
+                    progress.add(len(chunk))
+                    body.feed(chunk)
+                    clock.check(str(progress))
+                body.finish()
+    except requests.TooManyRedirects as err:
+        raise DownloadError(url, _redirects(err)) from err
     except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as err:
-        message = f"{type(err).__name__}: {_first_line(err)} after {size} bytes"
-        raise TransientError(message) from err
-    if length is not None and size != int(length):
-        raise TransientError(f"truncated body: {size} of {length} bytes")
-    return digest.hexdigest(), size
+        raise TransientError(f"{_network(err, timeout)} after {progress}") from err
+    except requests.RequestException as err:  # invalid redirect target and the like
+        raise DownloadError(url, f"{type(err).__name__}: {_first_line(err)}") from err
+    if progress.total is not None and progress.received != progress.total:
+        raise TransientError(f"truncated body: {progress.received:,} of {length} bytes")
+    log.info("%s: %s", url, progress)
+    return body.digest.hexdigest(), body.size
 
 
-def _first_line(err: Exception) -> str:
+def _network(err: Exception, timeout: float) -> str:
+    """One line for a network failure: DNS, refused, stalled, cut."""
+    cause: BaseException | None = err
+    for _ in range(10):  # the chain requests -> urllib3 -> socket is a few links deep
+        if cause is None:
+            break
+        if isinstance(cause, urllib3.exceptions.NameResolutionError):
+            return f"cannot resolve host {cause.conn.host!r} (DNS; check the URL and network)"
+        if isinstance(cause, ConnectionRefusedError) or "Connection refused" in str(cause):
+            return "connection refused (no server listening at that host and port)"
+        if isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
+            return f"no connection within download.timeout_s = {timeout:g} s"
+        if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+            return f"stalled: no data for download.timeout_s = {timeout:g} s"
+        if isinstance(cause, urllib3.exceptions.IncompleteRead | urllib3.exceptions.ProtocolError):
+            return "connection closed before the end of the body"
+        cause = getattr(cause, "reason", None) or cause.__cause__ or cause.__context__
+    return f"{type(err).__name__}: {_first_line(err)}"
+
+
+def _redirects(err: requests.TooManyRedirects) -> str:
+    response = err.response
+    chain = [r.url for r in (response.history if response is not None else [])]
+    if response is not None:
+        chain += [response.url]
+        if "Location" in response.headers:
+            chain.append(requests.compat.urljoin(response.url, response.headers["Location"]))
+    for i, hop in enumerate(chain):
+        if hop in chain[:i]:
+            loop = chain[chain.index(hop) : i + 1]
+            return f"redirect loop: {' -> '.join(loop)}"
+    return f"too many redirects (more than {MAX_REDIRECTS}), last to {chain[-1] if chain else '?'}"
+
+
+def _first_line(err: BaseException) -> str:
     return str(err).splitlines()[0] if str(err) else ""
 
 
@@ -214,10 +519,9 @@ def _record(lock_path, url: str, sha256: str, size: int) -> None:
         entries = read_lock(path)
         if url in entries:  # a parallel job recorded it first
             if entries[url]["sha256"] != sha256:
+                hint = _lock_hint(path, url, entries[url]["date"])
                 raise DownloadError(
-                    url,
-                    f"sha256 mismatch: expected {entries[url]['sha256']} "
-                    f"(first download, {path}), got {sha256}",
+                    url, f"sha256 mismatch: expected {entries[url]['sha256']} {hint(sha256)}"
                 )
             return
         today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")

@@ -80,3 +80,12 @@ def download_params(url_key, sha_key, section):
 def demo_options():
     """Demo parameters other than enabled/seed (isoflow.demo.DemoParams fields)."""
     return {k: v for k, v in config.get("demo", {}).items() if k not in ("enabled", "seed")}
+
+
+# An input replaced by a changed copy with an older mtime (cp -p, rsync -a) reruns nothing in
+# Snakemake: stop with the `touch` that makes it rerun (isoflow.provenance, docs/rerun.md).
+# Job subprocesses (cluster, --cores in a job) skip it: the run that scheduled them checked.
+from isoflow.provenance import check_records
+
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    check_records()

@@ -1,7 +1,7 @@
-"""download_* rules: fetch one URL, verified (isoflow.download)."""
+"""download_* rules: fetch one URL, validated and verified (isoflow.download)."""
 
 from isoflow.cli import run_script
-from isoflow.download import fetch, fetch_gunzipped
+from isoflow.download import RULE_KEYS, fetch, fetch_gunzipped
 
 
 def main() -> None:
@@ -17,6 +17,8 @@ def main() -> None:
         lock_path=p["lock"],
         retries=settings.get("retries", 3),
         timeout=settings.get("timeout_s", 60),
+        deadline=settings.get("deadline_s"),
+        keys=RULE_KEYS.get(snakemake.rule),  # noqa: F821
     )
 
 

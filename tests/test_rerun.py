@@ -138,6 +138,49 @@ def test_a_changed_annotation_reruns_exactly_its_dependents(demo_data_half, trig
         os.utime(annotation, (before, before))
 
 
+def test_a_changed_copy_with_an_older_mtime_stops_with_the_touch_that_reruns_it(
+    demo_data_half,
+) -> None:
+    """`cp -p`/`rsync -a` of a changed annotation that is older than the outputs: Snakemake
+    alone reruns nothing (its checksums only excuse newer files); the provenance check stops
+    with one line, and the `touch` it names reruns exactly the annotation's dependents."""
+    snakemake, targets, plan, work = demo_data_half
+    annotation = work / DEMO_ANNOTATION
+    original, before = annotation.read_bytes(), annotation.stat().st_mtime_ns
+    change_annotation(annotation)
+    os.utime(annotation, ns=(before - 10**10, before - 10**10))  # older than every output
+    try:
+        stopped = snakemake(*targets, "-n")
+        assert stopped.returncode != 0
+        output = stopped.stdout + stopped.stderr  # Snakemake prints parse errors to stdout
+        lines = [line for line in output.splitlines() if "content changed" in line]
+        assert lines == [
+            f"{DEMO_ANNOTATION}: content changed since it made "
+            f"results/annotation/transcripts.parquet (rule annotation), but its mtime is not "
+            f"newer than that output, so Snakemake would not rerun it; run "
+            f"`touch {DEMO_ANNOTATION}` to rerun what depends on it"
+        ], output[-3000:]
+        os.utime(annotation)  # the touch it names
+        assert scheduled(snakemake(*targets, "-n")) == dependents(plan, {DEMO_ANNOTATION})
+    finally:
+        annotation.write_bytes(original)
+        os.utime(annotation, ns=(before, before))
+    assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
+def test_an_unchanged_input_moved_into_the_past_neither_stops_nor_reruns(demo_data_half) -> None:
+    """`touch -d past` with the same content: hashed once at parse, then a stat again."""
+    snakemake, targets, _, work = demo_data_half
+    annotation = work / DEMO_ANNOTATION
+    before = annotation.stat().st_mtime_ns
+    os.utime(annotation, ns=(before - 10**10, before - 10**10))
+    try:
+        assert scheduled(snakemake(*targets, "-n")) == Counter()
+    finally:
+        os.utime(annotation, ns=(before, before))
+    assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
 def test_rerunning_after_a_change_converges(demo_data_half) -> None:
     snakemake, targets, plan, work = demo_data_half
     change_annotation(work / DEMO_ANNOTATION)

@@ -1,0 +1,196 @@
+"""Content provenance of each job's inputs: a changed input with an older mtime is caught.
+
+Snakemake reruns a job when an input is *newer* than its outputs; its checksums (files under
+``--max-checksum-file-size``) only stop a newer-but-identical input from rerunning. An input
+replaced by a changed copy that keeps an older mtime (``cp -p``, ``rsync -a``, an archive
+restore) reruns nothing, and the outputs silently stay stale (docs/rerun.md).
+
+So every rule script records, when its job succeeds (``isoflow.cli.run_script``), one JSON
+file per job under ``.isoflow/provenance/``: the rule, its outputs, and for each input file its
+path, size, ``mtime_ns``, ``ctime_ns`` and sha256. When the workflow is read
+(``rules/common.smk``), ``check_records`` stats every recorded input: equal (size, mtime_ns,
+ctime_ns) costs nothing more (ctime cannot be set back: a copy that kept size and mtime still
+differs there); an
+input whose stats changed but is newer than the job's oldest output is left to Snakemake's own
+mtime trigger; only an input that changed and is *not* newer is hashed. Same content (a
+``touch -d`` into the past) refreshes the record; other content stops the workflow with one
+line naming the input, the output and the ``touch`` that makes Snakemake rerun it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shlex
+from collections.abc import Iterable
+from pathlib import Path
+
+from isoflow.errors import InputError, atomic_path
+
+log = logging.getLogger(__name__)
+
+RECORD_DIR = ".isoflow/provenance"
+HASH = "sha256"  # fastest hashlib digest here (docs/benchmarks.md), as downloads use
+
+Stat = tuple[int, int, int]  # (size, mtime_ns, ctime_ns)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's content, read in large blocks."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, HASH).hexdigest()
+
+
+def stat_files(paths: Iterable[str]) -> dict[str, Stat]:
+    """(size, mtime_ns, ctime_ns) of each path that is a regular file; directories and absent paths
+    are left out."""
+    stats = {}
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        if os.path.isfile(path):
+            stats[str(path)] = _stat(st)
+    return stats
+
+
+def record_path(outputs: list[str], record_dir: str | os.PathLike = RECORD_DIR) -> Path:
+    """One record per job, named by its first output (a rerun overwrites it)."""
+    key = hashlib.sha256(str(outputs[0]).encode()).hexdigest()[:24]
+    return Path(record_dir) / f"{key}.json"
+
+
+def record_job(
+    rule: str,
+    inputs: Iterable[str],
+    outputs: Iterable[str],
+    before: dict[str, Stat] | None = None,
+    record_dir: str | os.PathLike = RECORD_DIR,
+) -> Path | None:
+    """Write the provenance record of a job that just succeeded; return its path.
+
+    ``before``: the inputs' stats when the job started; an input whose stats changed while
+    the job ran is left out of the record (which content the job read is unknown), so it is
+    never compared. A hash already recorded for the same (path, size, mtime_ns, ctime_ns)
+    is reused.
+    """
+    outputs = [str(path) for path in outputs]
+    if not outputs:
+        return None
+    known = _known_digests(record_dir)
+    entries = []
+    for path, stat in stat_files(str(p) for p in inputs).items():
+        if before is not None and before.get(path) != stat:
+            log.warning("%s changed while the job ran; not recorded", path)
+            continue
+        digest = known.get((path, *stat)) or file_digest(path)
+        size, mtime_ns, ctime_ns = stat
+        entries.append(
+            {"path": path, "size": size, "mtime_ns": mtime_ns, "ctime_ns": ctime_ns, HASH: digest}
+        )
+    record = {
+        "rule": rule,
+        "outputs": outputs,
+        "inputs": entries,
+        "recorded": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    path = record_path(outputs, record_dir)
+    _write(path, record)
+    return path
+
+
+def check_records(record_dir: str | os.PathLike = RECORD_DIR) -> None:
+    """Raise one InputError if a recorded input changed content without a newer mtime.
+
+    Reads every record; costs one stat per recorded input and output while their stats are
+    as recorded. Records whose outputs are gone are skipped (Snakemake reruns those jobs).
+    """
+    changed: dict[str, tuple[str, str]] = {}  # input -> (output, rule)
+    for path in sorted(Path(record_dir).glob("*.json")):
+        record = _read(path)
+        oldest = _oldest_output(record["outputs"])
+        if oldest is None:
+            continue
+        refreshed = False
+        for entry in record["inputs"]:
+            source = entry["path"]
+            try:
+                st = os.stat(source)
+            except FileNotFoundError:
+                continue  # Snakemake reports a missing input itself
+            if _stat(st) == _recorded(entry):
+                continue
+            if st.st_mtime_ns > oldest:
+                continue  # newer than the output: Snakemake's mtime trigger sees it
+            if source in changed or file_digest(source) != entry[HASH]:
+                changed.setdefault(source, (record["outputs"][0], record["rule"]))
+            else:  # same content, other stats (touch -d past): remember the new stats
+                entry["size"], entry["mtime_ns"], entry["ctime_ns"] = _stat(st)
+                refreshed = True
+        if refreshed:
+            _write(path, record)
+    if changed:
+        first, (output, rule) = next(iter(changed.items()))
+        more = f" (and {len(changed) - 1} more input(s) likewise)" if len(changed) > 1 else ""
+        touch = "touch " + " ".join(shlex.quote(p) for p in changed)
+        raise InputError(
+            first,
+            None,
+            f"content changed since it made {output} (rule {rule}), but its mtime is not newer "
+            f"than that output, so Snakemake would not rerun it{more}; run `{touch}` to rerun "
+            f"what depends on it",
+        )
+
+
+def _oldest_output(outputs: list[str]) -> int | None:
+    times = []
+    for output in outputs:
+        try:
+            times.append(os.stat(output).st_mtime_ns)
+        except FileNotFoundError:
+            return None
+    return min(times) if times else None
+
+
+def _stat(st: os.stat_result) -> Stat:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _recorded(entry: dict) -> Stat:
+    return (entry["size"], entry["mtime_ns"], entry["ctime_ns"])
+
+
+def _known_digests(record_dir) -> dict[tuple[str, int, int, int], str]:
+    known = {}
+    for path in Path(record_dir).glob("*.json"):
+        try:
+            record = _read(path)
+        except InputError:
+            continue  # rewritten below if it is this job's
+        for entry in record["inputs"]:
+            known[(entry["path"], *_recorded(entry))] = entry[HASH]
+    return known
+
+
+def _read(path: Path) -> dict:
+    try:
+        record = json.loads(path.read_text())
+        _ = [(e["path"], _recorded(e), e[HASH]) for e in record["inputs"]]
+        _ = (record["outputs"][0], record["rule"])
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise InputError(
+            path,
+            None,
+            f"unreadable provenance record ({type(err).__name__}: {err}): delete it "
+            f"(`rm {shlex.quote(str(path))}`); the next run of its job writes a new one",
+        ) from err
+    return record
+
+
+def _write(path: Path, record: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
