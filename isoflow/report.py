@@ -1126,23 +1126,26 @@ def plot_within_gene(rhos: pd.DataFrame, metrics: Mapping[str, Any], run: str) -
     ax.set_ylabel("(gene, tissue) pairs")
     _style(ax)
     bins = isoform_bins(rhos)
-    x = np.arange(len(bins))
-    by_bin.bar(x, bins["mean ρ"], yerr=bins["sd"].fillna(0), color=RUN_COLOR, capsize=4)
-    by_bin.set_xticks(x, bins["isoforms per gene"])
-    for xi, (m, n) in enumerate(zip(bins["mean ρ"], bins["pairs"], strict=True)):
-        if not pd.isna(m):
-            by_bin.annotate(
-                f"n={n:,}",
-                xy=(xi, 0),
-                xytext=(0, -28),
-                textcoords="offset points",
-                ha="center",
-                fontsize=FONT_SIZE - 2,
-            )
+    groups = [
+        rhos.loc[(rhos["isoforms"] >= low) & ((rhos["isoforms"] <= high) if high else True), "rho"]
+        for _, low, high in ISOFORM_BINS
+    ]
+    x = np.arange(1, len(bins) + 1)
+    by_bin.boxplot(
+        [g.to_numpy() if len(g) else [np.nan] for g in groups],
+        positions=x,
+        widths=0.6,
+        showmeans=True,
+        meanprops={"marker": "D", "markerfacecolor": SECOND_COLOR, "markeredgecolor": "none"},
+        medianprops={"color": RUN_COLOR},
+    )
+    by_bin.set_xticks(
+        x, [f"{b}\nn={n:,}" for b, n in zip(bins["isoforms per gene"], bins["pairs"], strict=True)]
+    )
     by_bin.axhline(0, color="black", lw=0.8)
-    by_bin.set_ylim(-1, 1)
+    by_bin.set_ylim(-1.05, 1.05)
     by_bin.set_xlabel("isoforms per gene (test)")
-    by_bin.set_ylabel("mean ρ ± sd")
+    by_bin.set_ylabel("ρ (box: quartiles, ◆ mean)")
     _style(by_bin)
     fig.suptitle(
         f"Within-gene isoform ranking — {run}: {len(rhos):,} pairs, {genes:,} genes",
@@ -1436,9 +1439,13 @@ def plot_targets(values: pd.DataFrame, zeros: pd.DataFrame) -> Figure:
     share, hist = fig.subplots(1, 2)
     y = np.arange(len(zeros))
     shares = zeros["share zero"].astype(float).fillna(0)
+    from matplotlib.ticker import PercentFormatter
+
     share.barh(y, shares, color=RUN_COLOR)
     for yi, v in zip(y, shares, strict=True):
-        share.text(v, yi, f" {v:.0%}", va="center", fontsize=FONT_SIZE - 2)
+        share.text(v, yi, f" {v:.1%}", va="center", fontsize=FONT_SIZE - 2)
+    share.set_xlim(0, max(0.05, float(shares.max()) * 1.1))
+    share.xaxis.set_major_formatter(PercentFormatter(1.0))
     share.set_yticks(y, zeros["tissue"])
     share.tick_params(axis="y", labelsize=FONT_SIZE - 2)
     share.invert_yaxis()
@@ -1493,9 +1500,13 @@ LENGTH_LABELS = ("<500", "500–1k", "1k–2k", "2k–4k", "≥4k")
 
 def join_transcripts(predictions: pd.DataFrame, transcripts: str | Path) -> pd.DataFrame:
     """Predictions with each transcript's biotype and spliced length (sum of exons, nt)."""
-    annotation = pd.read_parquet(
-        transcripts, columns=["transcript_id", "transcript_type", "exon_starts", "exon_ends"]
-    )
+    import pyarrow.parquet as pq
+
+    needed = ["transcript_id", "transcript_type", "exon_starts", "exon_ends"]
+    missing = [c for c in needed if c not in pq.read_schema(transcripts).names]
+    if missing:
+        raise InputError(transcripts, None, f"missing columns {missing} (see DESIGN.md)")
+    annotation = pd.read_parquet(transcripts, columns=needed)
     annotation["length"] = [
         int(np.sum(np.asarray(e) - np.asarray(s)))
         for s, e in zip(annotation["exon_starts"], annotation["exon_ends"], strict=True)

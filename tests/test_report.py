@@ -788,6 +788,13 @@ def test_targets_zero_shares_and_isoforms_per_gene(tmp_path):
     pd.DataFrame({"transcript_id": ["t"], "Liver": [1.0]}).to_parquet(bad)
     with pytest.raises(InputError, match="missing column 'gene_id'"):
         report.read_targets(bad)
+    table = pa.Table.from_pandas(
+        pd.DataFrame({"transcript_id": ["t"], "gene_id": ["g"], "Liver": [1.0]}),
+        preserve_index=False,
+    ).replace_schema_metadata({"isoflow.tissues": json.dumps(["Liver", "Lung"])})
+    pq.write_table(table, bad)
+    with pytest.raises(InputError, match=r"tissue columns \['Lung'\] named in isoflow.tissues"):
+        report.read_targets(bad)
 
 
 def test_errors_by_biotype_and_length(tmp_path):
@@ -821,6 +828,9 @@ def test_errors_by_biotype_and_length(tmp_path):
     unknown = predictions.assign(transcript_id=["t1", "t1", "t2", "t9"])
     with pytest.raises(InputError, match=r"transcripts.parquet:t9: predicted transcript not"):
         report.join_transcripts(unknown, path)
+    transcripts.drop(columns="exon_ends").to_parquet(path)
+    with pytest.raises(InputError, match=r"missing columns \['exon_ends'\]"):
+        report.join_transcripts(predictions, path)
 
 
 # ---------------------------------------------------------------- every figure: no text clipped
