@@ -1216,11 +1216,12 @@ def _control_band(ax, table: pd.DataFrame, metric: str, color: str, vertical: bo
         label = f"{CONTROL_LABEL}, {metric} mean" + (" ± sd" if not np.isnan(sd) else "")
         label += f" (n={int(n)})" if n is not None and not pd.isna(n) else ""
         span, line = (ax.axvspan, ax.axvline) if vertical else (ax.axhspan, ax.axhline)
+        # Behind every bar and line: a floor to read the bars against, not a cover.
         if not np.isnan(sd):
-            span(mean - sd, mean + sd, color=color, alpha=0.18, lw=0, label=label)
-            line(mean, color=color, ls=":", lw=1.2)
+            span(mean - sd, mean + sd, color=color, alpha=0.18, lw=0, label=label, zorder=0)
+            line(mean, color=color, ls=":", lw=1.2, zorder=0.5)
         else:
-            line(mean, color=color, ls=":", lw=1.5, label=label)
+            line(mean, color=color, ls=":", lw=1.5, label=label, zorder=0.5)
 
 
 def plot_metric_bars(
@@ -1920,6 +1921,14 @@ def software_versions(packages: Iterable[str] = VERSIONED) -> dict[str, str]:
     return found
 
 
+def _relative(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def provenance(
     config: Mapping[str, Any], configfiles: Iterable[str | Path], repo_dir: str | Path
 ) -> dict[str, Any]:
@@ -1935,7 +1944,7 @@ def provenance(
     return {
         "demo": demo,
         "data": data,
-        "configfiles": [str(p) for p in configfiles] or ["(none)"],
+        "configfiles": [_relative(p) for p in configfiles] or ["(none)"],
         "commit": git_commit(repo_dir),
         "versions": software_versions(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -988,6 +988,11 @@ def test_provenance_states_the_data_and_versions(tmp_path):
     facts = report.provenance({"demo": {"enabled": True}}, ["config/demo.yaml"], tmp_path)
     assert facts["demo"] and facts["data"].startswith("synthetic demo data")
     assert facts["configfiles"] == ["config/demo.yaml"] and facts["commit"] == "unknown"
+    inside = Path.cwd() / "config" / "demo.yaml"
+    assert report.provenance({}, [inside, "/elsewhere/x.yaml"], tmp_path)["configfiles"] == [
+        "config/demo.yaml",
+        "/elsewhere/x.yaml",
+    ]
     assert set(facts["versions"]) == {"isoflow", "snakemake", "torch", "pytorch-lightning"}
     assert facts["versions"]["snakemake"][0].isdigit()
     gtex = report.provenance({"tissue_set": "smtsd"}, [], tmp_path)
