@@ -651,6 +651,8 @@ def _error_bars(ax) -> list:
 
 
 def test_across_figures_have_error_bars_control_band_and_baseline(tmp_path):
+    from matplotlib.container import BarContainer
+
     experiments = write_seeded_runs(tmp_path)
     baseline = write_baseline(tmp_path)
     metrics = load_metrics(tmp_path, experiments)
@@ -666,6 +668,10 @@ def test_across_figures_have_error_bars_control_band_and_baseline(tmp_path):
         legend = [t.get_text() for t in fig.legends[0].get_texts()]
         assert any(t.startswith(report.CONTROL_LABEL) and "(n=3)" in t for t in legend), legend
         assert any(report.SOURCE_BASELINE in t for t in legend), legend
+        # The band lies behind the bars (it once covered the R² bars it was drawn after).
+        bands = [p for p in ax.patches if p.get_label().startswith(report.CONTROL_LABEL)]
+        bars = [b for c in ax.containers if isinstance(c, BarContainer) for b in c]
+        assert bands and max(b.get_zorder() for b in bands) < min(b.get_zorder() for b in bars)
         ticks = [t.get_text() for t in ax.get_yticklabels()]
         assert report.BASELINE_TICK in ticks
         assert any("(n=3 seeds)" in t for t in ticks)
