@@ -43,6 +43,18 @@ FACTOR_LABELS = {
 }
 SOURCE_RUN = "this workflow"
 SOURCE_PAPER = "reported in paper"
+SOURCE_BASELINE = "sequence-free baseline"
+SOURCE_CONTROL = "shuffled-target control"
+BASELINE_LABEL = (
+    "sequence-free baseline (ridge on length, UTR/CDS lengths, exon count, biotype, GC)"
+)
+CONTROL_LABEL = "shuffled-target control"
+# A collapsed run (constant predictions, metrics.json "collapsed": true) has R² but no
+# meaningful correlation: tables print this word instead, figures draw no bar.
+COLLAPSED = "collapsed"
+CORRELATION_LABELS = ("Spearman", "Pearson", "within-gene Spearman")
+# Stamped on every figure made from the synthetic demo (config demo.enabled).
+DEMO_MARK = "SYNTHETIC DEMO DATA (not GTEx; not comparable to the paper)"
 PREDICTION_COLUMNS = ("transcript_id", "gene_id", "tissue", "observed", "predicted")
 
 # Figures are read in the report at their natural size: large enough fonts, no zooming.
@@ -52,6 +64,8 @@ RUN_COLOR = "#2b6cb0"
 SECOND_COLOR = "#dd6b20"
 THIRD_COLOR = "#38a169"
 PAPER_COLOR = "#a0aec0"
+BASELINE_COLOR = "#4a5568"
+DEMO_COLOR = "#c53030"
 
 
 # ---------------------------------------------------------------- readers
@@ -75,7 +89,18 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         for key in METRICS:
             if key not in values:
                 raise InputError(path, f"per_tissue.{tissue}.{key}", "missing key")
+    # Optional (older runs lack them: not collapsed, spread unknown).
+    if not isinstance(metrics.get("collapsed", False), bool):
+        raise InputError(path, "collapsed", f"expected true or false, got {metrics['collapsed']!r}")
+    spread = metrics.get("prediction_spread")
+    if spread is not None and (isinstance(spread, bool) or not isinstance(spread, int | float)):
+        raise InputError(path, "prediction_spread", f"expected a number or null, got {spread!r}")
     return metrics
+
+
+def is_collapsed(metrics: Mapping[str, Any]) -> bool:
+    """Whether a run predicted (near) constants; a missing key (older runs) means no."""
+    return bool(metrics.get("collapsed", False))
 
 
 def read_history(path: str | Path) -> pd.DataFrame:
@@ -108,6 +133,59 @@ def read_tissue_stats(path: str | Path) -> pd.DataFrame:
         if column not in stats.columns:
             raise InputError(path, 1, f"missing column {column!r} in the header")
     return stats
+
+
+_OVERLAP_LINE = re.compile(r"#\s*transcripts_(\w+)\t(.*)")
+
+
+def read_overlap(path: str | Path) -> dict[str, int]:
+    """GTEx ↔ annotation overlap from the ``# transcripts_{key}\t{count}`` comment lines
+    of ``{tissue_set}.stats.tsv`` (``gtex_only``, ``annotation_only``, ``both``); empty when
+    the file has none (written before they were added)."""
+    overlap: dict[str, int] = {}
+    with open(path) as lines:
+        for number, line in enumerate(lines, start=1):
+            match = _OVERLAP_LINE.fullmatch(line.rstrip("\n"))
+            if not match:
+                continue
+            key, value = match.groups()
+            try:
+                count = int(value)
+            except ValueError:
+                raise InputError(
+                    path, number, f"transcripts_{key}: count {value!r} is not a whole number"
+                ) from None
+            if count < 0:
+                raise InputError(path, number, f"transcripts_{key}: negative count {count}")
+            overlap[key] = count
+    return overlap
+
+
+def read_targets(path: str | Path) -> tuple[pd.DataFrame, pd.Series]:
+    """``targets/{tissue_set}.parquet``: (log1p TPM, one column per tissue; gene_id per row).
+
+    The tissues are the schema metadata ``isoflow.tissues`` where present, else every
+    column but the IDs; each must be numeric."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    frame = pd.read_parquet(path)
+    for column in ("transcript_id", "gene_id"):
+        if column not in frame.columns:
+            raise InputError(path, None, f"missing column {column!r}")
+    meta = (schema.metadata or {}).get(b"isoflow.tissues")
+    tissues = (
+        json.loads(meta)
+        if meta
+        else [c for c in frame.columns if c not in ("transcript_id", "gene_id")]
+    )
+    missing = [t for t in tissues if t not in frame.columns]
+    if missing:
+        raise InputError(path, None, f"tissue columns {missing} named in isoflow.tissues absent")
+    for tissue in tissues:
+        if not pd.api.types.is_numeric_dtype(frame[tissue]):
+            raise InputError(path, tissue, f"tissue column is {frame[tissue].dtype}, not numeric")
+    return frame[tissues], frame["gene_id"]
 
 
 def read_splits(path: str | Path) -> pd.DataFrame:
@@ -275,6 +353,30 @@ def _settings(experiment: Mapping[str, Any], exclude: Iterable[str]) -> str:
     return ", ".join(parts)
 
 
+_SETTING_KEYS = ("modalities", "dna_encoder", "aggregator", "fraction", "shuffle_targets")
+
+
+def _setting_key(experiment: Mapping[str, Any], exclude: str | None = None) -> tuple:
+    return tuple(
+        factor_level(experiment, k) if k != "shuffle_targets" else bool(experiment.get(k))
+        for k in _SETTING_KEYS
+        if k != exclude
+    )
+
+
+def setting_name(run: str) -> str:
+    """A run's name without its seed (``dna_enformer_concat_s2_f0.5`` -> ``..._concat_f0.5``)."""
+    return re.sub(r"_s-?\d+(?=_|$)", "", run)
+
+
+def setting_groups(experiments: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Setting name -> the runs that differ only in seed, config order."""
+    groups: dict[tuple, list[str]] = {}
+    for run, exp in experiments.items():
+        groups.setdefault(_setting_key(exp), []).append(run)
+    return {setting_name(runs[0]): runs for runs in groups.values()}
+
+
 def ablation_groups(
     experiments: Mapping[str, Mapping[str, Any]], factor: str
 ) -> list[dict[str, Any]]:
@@ -282,19 +384,18 @@ def ablation_groups(
 
     Returns ``[{"fixed": str, "levels": {level: [run, ...]}}]`` in config order. For the
     DNA-encoder factor, runs without DNA are left out: their encoder setting is unused.
+    Shuffled-target runs are the control (``control_runs``), not a level of any factor.
     """
     if factor not in (*FACTORS, "fraction"):
         raise ValueError(f"unknown ablation factor {factor!r}")
     groups: dict[tuple, dict[str, list[str]]] = {}
     fixed: dict[tuple, str] = {}
     for run, exp in experiments.items():
+        if exp.get("shuffle_targets"):
+            continue
         if factor == "dna_encoder" and "dna" not in exp["modalities"]:
             continue
-        key = tuple(
-            factor_level(exp, k) if k != "shuffle_targets" else bool(exp.get(k))
-            for k in ("modalities", "dna_encoder", "aggregator", "fraction", "shuffle_targets")
-            if k != factor
-        )
+        key = _setting_key(exp, exclude=factor)
         groups.setdefault(key, {}).setdefault(factor_level(exp, factor), []).append(run)
         fixed.setdefault(key, _settings(exp, exclude=(factor,)))
     return [
@@ -304,6 +405,11 @@ def ablation_groups(
     ]
 
 
+def control_runs(experiments: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The shuffled-target runs (``shuffle_targets: true``), all seeds: the floor."""
+    return [run for run, exp in experiments.items() if exp.get("shuffle_targets")]
+
+
 def _metric_values(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     values = {m: metrics["mean"][m] for m in METRICS}
     values["within_gene_spearman"] = metrics["within_gene_spearman"]
@@ -311,10 +417,16 @@ def _metric_values(metrics: Mapping[str, Any]) -> dict[str, float | None]:
 
 
 def _pooled(runs: list[str], metrics_by_run: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean and sd over seeds of each metric (sd blank for one seed)."""
-    row: dict[str, Any] = {"seeds": len(runs)}
+    """Mean and sd over seeds of each metric (sd blank for one value).
+
+    R² pools every seed; the correlations pool only the seeds that did not collapse (a
+    constant prediction has no rank order). ``collapsed`` counts the collapsed seeds.
+    """
+    live = [r for r in runs if not is_collapsed(metrics_by_run[r])]
+    row: dict[str, Any] = {"seeds": len(runs), COLLAPSED: len(runs) - len(live)}
     for key in (*METRICS, "within_gene_spearman"):
-        values = [_metric_values(metrics_by_run[r])[key] for r in runs]
+        pool = runs if key == "r2" else live
+        values = [_metric_values(metrics_by_run[r])[key] for r in pool]
         values = [v for v in values if v is not None]
         label = METRIC_LABELS.get(key, "within-gene Spearman")
         row[label] = float(np.mean(values)) if values else None
@@ -336,33 +448,143 @@ def paper_row(paper: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
+def baseline_row(baseline: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The sequence-free baseline (``results/baseline/metrics.json``) as a pooled row."""
+    if baseline is None:
+        return None
+    row = _pooled(["results/baseline"], {"results/baseline": baseline})
+    return {"source": SOURCE_BASELINE, **row, "seeds": None}
+
+
+def control_row(
+    experiments: Mapping[str, Mapping[str, Any]],
+    metrics_by_run: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any] | None:
+    """The shuffled-target control pooled over its seeds; None without shuffled runs."""
+    runs = control_runs(experiments)
+    if not runs:
+        return None
+    return {"source": SOURCE_CONTROL, **_pooled(runs, metrics_by_run)}
+
+
 def runs_table(
     experiments: Mapping[str, Mapping[str, Any]],
     metrics_by_run: Mapping[str, Mapping[str, Any]],
     paper: Mapping[str, Any] | None = None,
+    baseline: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """Every run with its mean metrics, then its settings; the paper's row last."""
+    """One row per setting (seeds pooled: mean, sd, n), then the baseline and the paper.
+
+    A shuffled-target setting keeps its row, with ``source`` saying it is the control.
+    """
     rows = []
-    for run, exp in experiments.items():
-        metrics = metrics_by_run[run]
-        values = _metric_values(metrics)
+    for setting, runs in setting_groups(experiments).items():
+        exp = experiments[runs[0]]
         rows.append(
             {
-                "source": SOURCE_RUN,
-                "run": run,
-                **{METRIC_LABELS[m]: values[m] for m in METRICS},
-                "within-gene Spearman": values["within_gene_spearman"],
-                "n_test": metrics["n_test"],
+                "source": SOURCE_CONTROL if exp.get("shuffle_targets") else SOURCE_RUN,
+                "setting": setting,
+                **_pooled(runs, metrics_by_run),
                 **{FACTOR_LABELS[f]: factor_level(exp, f) for f in FACTORS},
-                "seed": exp["seed"],
                 "training fraction": factor_level(exp, "fraction"),
                 "shuffled targets": "yes" if exp.get("shuffle_targets") else "no",
             }
         )
+    row = baseline_row(baseline)
+    if row:
+        rows.append({**row, "setting": BASELINE_LABEL})
     row = paper_row(paper)
     if row:
-        rows.append({"source": row["source"], "run": row["setting"], **_paper_metrics(row)})
+        rows.append({"source": row["source"], "setting": row["setting"], **_paper_metrics(row)})
     return pd.DataFrame(rows)
+
+
+def run_rows(
+    experiments: Mapping[str, Mapping[str, Any]],
+    metrics_by_run: Mapping[str, Mapping[str, Any]],
+    baseline: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Every run unpooled (the machine-readable ``runs.tsv``), then the baseline."""
+    rows = []
+    named = [(run, metrics_by_run[run], experiments[run]) for run in experiments]
+    if baseline is not None:
+        named.append(("baseline", baseline, None))
+    for run, metrics, exp in named:
+        values = _metric_values(metrics)
+        rows.append(
+            {
+                "source": SOURCE_BASELINE
+                if exp is None
+                else SOURCE_CONTROL
+                if exp.get("shuffle_targets")
+                else SOURCE_RUN,
+                "run": BASELINE_LABEL if exp is None else run,
+                **{METRIC_LABELS[m]: values[m] for m in METRICS},
+                "within-gene Spearman": values["within_gene_spearman"],
+                COLLAPSED: is_collapsed(metrics),
+                "prediction_spread": metrics.get("prediction_spread"),
+                "n_test": metrics["n_test"],
+                **{FACTOR_LABELS[f]: exp and factor_level(exp, f) for f in FACTORS},
+                "seed": exp and exp["seed"],
+                "training fraction": exp and factor_level(exp, "fraction"),
+                "shuffled targets": exp and ("yes" if exp.get("shuffle_targets") else "no"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _mean_sd_text(mean: Any, sd: Any) -> str | None:
+    if mean is None or pd.isna(mean):
+        return None
+    if sd is not None and not pd.isna(sd):
+        return f"{mean:.3f} ± {sd:.3f}"
+    return f"{mean:.3f}"
+
+
+def pooled_display(table: pd.DataFrame, first: Iterable[str]) -> pd.DataFrame:
+    """A pooled table as a reader sees it: ``mean ± sd`` cells, ``collapsed`` where every
+    seed collapsed, seeds as ``n`` or ``n (k collapsed)``; the ``first`` columns lead."""
+    shown = pd.DataFrame({c: table[c] for c in first if c in table.columns})
+    all_collapsed = (
+        table[COLLAPSED].fillna(0).astype(int).eq(table["seeds"].fillna(1).astype(int))
+        & table[COLLAPSED].fillna(0).astype(int).gt(0)
+        if COLLAPSED in table.columns
+        else pd.Series(False, index=table.index)
+    )
+    for label in ("R²", "Spearman", "Pearson", "within-gene Spearman"):
+        if label not in table.columns:
+            continue
+        sd = table[f"{label} sd"] if f"{label} sd" in table.columns else None
+        cells = []
+        for i, mean in enumerate(table[label]):
+            if label in CORRELATION_LABELS and all_collapsed.iloc[i]:
+                cells.append(COLLAPSED)
+            else:
+                cells.append(_mean_sd_text(mean, None if sd is None else sd.iloc[i]))
+        shown[label] = cells
+    if "seeds" in table.columns:
+        cells = []
+        for seeds, collapsed in zip(
+            table["seeds"], table.get(COLLAPSED, [0] * len(table)), strict=True
+        ):
+            if seeds is None or pd.isna(seeds):
+                cells.append(None)
+            elif collapsed and not pd.isna(collapsed):
+                cells.append(f"{int(seeds)} ({int(collapsed)} {COLLAPSED})")
+            else:
+                cells.append(f"{int(seeds)}")
+        shown["seeds"] = cells
+    return shown
+
+
+def runs_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The all-runs table as a reader sees it (see ``pooled_display``), settings after."""
+    shown = pooled_display(table, ("source", "setting"))
+    for column in ("n_test", *(FACTOR_LABELS[f] for f in FACTORS), "training fraction"):
+        if column in table.columns:
+            shown[column] = table[column]
+    shown["runs"] = table.get("runs")
+    return shown
 
 
 def ablation_display(table: pd.DataFrame, factor: str) -> pd.DataFrame:
@@ -372,25 +594,9 @@ def ablation_display(table: pd.DataFrame, factor: str) -> pd.DataFrame:
     one, the table leaves both out (``build_ablation`` states the fixed settings once).
     """
     several = "comparison" in table.columns and table["comparison"].nunique() > 1
-    shown = pd.DataFrame(
-        {"source": table["source"], FACTOR_LABELS[factor]: table[FACTOR_LABELS[factor]]}
-    )
-    if several:
-        shown.insert(1, "comparison", table["comparison"])
-    for label in ("R²", "Spearman", "Pearson", "within-gene Spearman"):
-        if label not in table.columns:
-            continue
-        sd = table[f"{label} sd"] if f"{label} sd" in table.columns else None
-        cells = []
-        for i, mean in enumerate(table[label]):
-            if mean is None or pd.isna(mean):
-                cells.append(None)
-            elif sd is not None and not pd.isna(sd.iloc[i]):
-                cells.append(f"{mean:.3f} ± {sd.iloc[i]:.3f}")
-            else:
-                cells.append(f"{mean:.3f}")
-        shown[label] = cells
-    for column in ("seeds", "n_test") + (("held fixed",) if several else ()):
+    first = ["source", "comparison", FACTOR_LABELS[factor]] if several else None
+    shown = pooled_display(table, first or ["source", FACTOR_LABELS[factor]])
+    for column in ("n_test",) + (("held fixed",) if several else ()):
         if column in table.columns:
             shown[column] = table[column]
     return shown
@@ -405,8 +611,11 @@ def ablation_table(
     metrics_by_run: Mapping[str, Mapping[str, Any]],
     factor: str,
     paper: Mapping[str, Any] | None = None,
+    baseline: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """One row per (group, level of ``factor``), seeds pooled; the paper's row last."""
+    """One row per (group, level of ``factor``), seeds pooled; then the shuffled-target
+    control, the sequence-free baseline and the paper's row, in that order."""
+    label = FACTOR_LABELS[factor]
     rows = []
     for i, group in enumerate(ablation_groups(experiments, factor), start=1):
         for level, runs in group["levels"].items():
@@ -414,16 +623,20 @@ def ablation_table(
                 {
                     "source": SOURCE_RUN,
                     "comparison": i,
-                    FACTOR_LABELS[factor]: level,
+                    label: level,
                     "held fixed": group["fixed"],
                     **_pooled(runs, metrics_by_run),
                 }
             )
+    row = control_row(experiments, metrics_by_run)
+    if row:
+        rows.append({**row, label: CONTROL_LABEL})
+    row = baseline_row(baseline)
+    if row:
+        rows.append({**row, label: BASELINE_LABEL})
     row = paper_row(paper)
     if row:
-        rows.append(
-            {"source": row["source"], FACTOR_LABELS[factor]: row["setting"], **_paper_metrics(row)}
-        )
+        rows.append({"source": row["source"], label: row["setting"], **_paper_metrics(row)})
     return pd.DataFrame(rows)
 
 
@@ -440,12 +653,18 @@ td.wrap { white-space: normal; overflow-wrap: anywhere; min-width: 16em; max-wid
 th { background: #edf2f7; position: sticky; top: 0; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.paper td { background: #fefcbf; font-style: italic; }
+tr.baseline td { background: #edf2f7; }
+tr.control td { background: #fff5f5; }
+td.collapsed { color: #c53030; font-weight: 600; }
 tr.summary td { font-weight: 600; border-top: 2px solid #a0aec0; }
 p.note { font-size: 13px; color: #4a5568; max-width: 60em; }
 """
 
 
 _NUMBER_TEXT = re.compile(r"-?\d+(\.\d+)?( ± \d+(\.\d+)?)?")
+
+
+_ROW_CLASSES = {SOURCE_PAPER: "paper", SOURCE_BASELINE: "baseline", SOURCE_CONTROL: "control"}
 
 
 def _integer_columns(table: pd.DataFrame) -> set[str]:
@@ -480,8 +699,8 @@ def table_html(
 ) -> str:
     """A self-contained HTML page: title, the table, an optional note under it.
 
-    Rows whose ``source`` is the paper are highlighted and italic; ``summary_rows``
-    (positions) are set bold, e.g. a mean row.
+    Rows whose ``source`` is the paper are highlighted and italic, the baseline's and the
+    shuffled control's shaded; ``summary_rows`` (positions) are set bold, e.g. a mean row.
     """
     summary = set(summary_rows)
     whole = _integer_columns(table)
@@ -490,14 +709,16 @@ def table_html(
     for i, record in enumerate(table.itertuples(index=False)):
         values = dict(zip(table.columns, record, strict=True))
         cls = ""
-        if values.get("source") == SOURCE_PAPER:
-            cls = ' class="paper"'
+        if values.get("source") in _ROW_CLASSES:
+            cls = f' class="{_ROW_CLASSES[values["source"]]}"'
         elif i in summary:
             cls = ' class="summary"'
         cells = []
         for column, value in zip(table.columns, record, strict=True):
             text, numeric = _cell(value, column in whole)
-            if numeric:
+            if text == COLLAPSED:
+                cells.append(f'<td class="collapsed">{text}</td>')
+            elif numeric:
                 cells.append(f'<td class="num">{text}</td>')
             elif len(text) > 30:
                 cells.append(f'<td class="wrap">{text}</td>')
@@ -542,9 +763,11 @@ def paper_note(paper: Mapping[str, Any] | None) -> str | None:
 
 
 def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)  # a renderer to measure text with (fit_texts, clipped_texts)
     return fig
 
 
@@ -556,13 +779,112 @@ def _style(ax) -> None:
     ax.title.set_size(FONT_SIZE + 2)
 
 
-def save_figure(fig: Figure, path: str | Path) -> None:
-    """Save as SVG or PNG by the path's suffix, atomically."""
+def mark_demo(fig: Figure) -> None:
+    """Stamp ``DEMO_MARK`` on the figure itself, as the first line of its suptitle (the
+    constrained layout keeps room for it, so it can be neither cropped nor overlooked)."""
+    current = fig._suptitle.get_text() if fig._suptitle is not None else ""
+    text = f"{DEMO_MARK}\n{current}" if current else DEMO_MARK
+    fig.suptitle(text, color=DEMO_COLOR, fontsize=FONT_SIZE + 1, fontweight="bold")
+
+
+def _drawn_texts(fig: Figure, renderer) -> list:
+    """Every text artist the figure draws: tick labels only for ticks inside the view."""
+    from matplotlib.text import Text
+
+    ticks, shown = set(), []
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            span = (high - low) or 1.0
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                ticks.update((id(tick.label1), id(tick.label2)))
+                inside = low - 1e-9 * span <= tick.get_loc() <= high + 1e-9 * span
+                if inside and tick.get_visible():
+                    shown += [t for t in (tick.label1, tick.label2) if t.get_visible()]
+    for text in fig.findobj(Text):
+        if id(text) not in ticks and text.get_visible():
+            shown.append(text)
+    return [t for t in shown if t.get_text().strip()]
+
+
+def _renderer(fig: Figure):
+    """Lay the figure out and return a renderer to measure it with (Agg if none)."""
+    if not hasattr(fig.canvas, "get_renderer"):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    return fig.canvas.get_renderer()
+
+
+def clipped_texts(fig: Figure, tolerance_px: float = 1.0) -> list[str]:
+    """The texts of ``fig`` that reach outside the figure (empty: nothing is clipped)."""
+    renderer = _renderer(fig)
+    box = fig.bbox
+    outside = []
+    for text in _drawn_texts(fig, renderer):
+        ext = text.get_window_extent(renderer)
+        if (
+            ext.x0 < box.x0 - tolerance_px
+            or ext.y0 < box.y0 - tolerance_px
+            or ext.x1 > box.x1 + tolerance_px
+            or ext.y1 > box.y1 + tolerance_px
+        ):
+            outside.append(text.get_text())
+    return outside
+
+
+def fit_texts(fig: Figure, rounds: int = 4) -> None:
+    """Widen each axes' x range until every text placed in data coordinates (value labels
+    beside bars) ends inside the axes: nothing runs past the figure's edge."""
+    for _ in range(rounds):
+        renderer = _renderer(fig)
+        changed = False
+        for ax in fig.axes:
+            if ax.get_xscale() != "linear" or ax.xaxis_inverted():
+                continue
+            box = ax.get_window_extent(renderer)
+            x0, x1 = ax.get_xlim()
+            need = x1
+            for text in ax.texts:
+                if text.get_transform() != ax.transData or not text.get_text().strip():
+                    continue
+                ext = text.get_window_extent(renderer)
+                if ext.x1 <= box.x1:
+                    continue
+                anchor = ax.transData.transform((text.get_position()[0], 0))[0]
+                tail = ext.x1 - anchor  # text width to the right of its anchor
+                if tail >= box.width * 0.9:
+                    continue  # cannot fit by rescaling; the layout must change
+                xa = text.get_position()[0]
+                need = max(need, x0 + (xa - x0) * box.width / (box.width - tail) * 1.02)
+            if need > x1 * (1 + 1e-9):
+                ax.set_xlim(x0, need)
+                changed = True
+        if not changed:
+            return
+
+
+def save_figure(fig: Figure, path: str | Path, demo: bool = False) -> None:
+    """Save as SVG or PNG by the path's suffix, atomically; ``demo`` stamps ``DEMO_MARK``.
+
+    Value labels are fitted inside their axes first, and ``bbox_inches="tight"`` keeps any
+    other artist (a legend outside the axes) in the saved image.
+    """
     fmt = Path(path).suffix.lstrip(".").lower()
     if fmt not in ("svg", "png"):
         raise ValueError(f"{path}: figures are .svg or .png")
+    if demo:
+        mark_demo(fig)
+    fit_texts(fig)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=120 if fmt == "png" else None)
+        fig.savefig(
+            tmp,
+            format=fmt,
+            dpi=120 if fmt == "png" else None,
+            bbox_inches="tight",
+            pad_inches=0.1,
+        )
 
 
 def _message(ax, text: str) -> None:
@@ -643,8 +965,18 @@ def plot_split_sizes(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def best_epoch(history: pd.DataFrame) -> int | None:
+    """The epoch with the lowest ``val_loss``: the checkpoint the test set is scored with
+    (ModelCheckpoint monitors val_loss, mode min; the first epoch wins a tie)."""
+    val = history[["epoch", "val_loss"]].dropna()
+    if val.empty:
+        return None
+    return int(val.loc[val["val_loss"].idxmin(), "epoch"])
+
+
 def plot_history(history: pd.DataFrame, run: str) -> Figure:
-    """Losses per epoch; other logged numeric columns (e.g. validation R²) beside them."""
+    """Losses per epoch, the best epoch (lowest val_loss, the checkpoint tested) marked;
+    other logged numeric columns (e.g. validation R²) beside them."""
     from matplotlib.ticker import MaxNLocator
 
     others = [
@@ -659,11 +991,27 @@ def plot_history(history: pd.DataFrame, run: str) -> Figure:
     for column, color in (("train_loss", RUN_COLOR), ("val_loss", SECOND_COLOR)):
         series = history[["epoch", column]].dropna()
         ax.plot(series["epoch"], series[column], marker="o", ms=3, color=color, label=column)
+    best = best_epoch(history)
+    if best is not None:
+        loss = float(history.loc[history["epoch"] == best, "val_loss"].iloc[0])
+        ax.plot([best], [loss], marker="*", ms=14, color=SECOND_COLOR, ls="none", zorder=5)
+        for a in axes:
+            a.axvline(best, color="black", ls="--", lw=1, alpha=0.6)
+        ax.annotate(
+            f"best epoch {best}: val_loss {loss:.3g}\n(checkpoint tested)",
+            xy=(best, loss),
+            xytext=(0, 12),
+            textcoords="offset points",
+            ha="right" if best == history["epoch"].max() else "left" if best == 0 else "center",
+            va="bottom",
+            fontsize=FONT_SIZE - 1,
+        )
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("loss (MSE)")
-    ax.set_title("Loss")
+    ax.set_title("Loss" + (f" (best epoch {best}, dashed)" if best is not None else ""))
     ax.legend(frameon=False, fontsize=FONT_SIZE)
+    ax.margins(y=0.25)
     _style(ax)
     if others:
         ax = axes[1]
@@ -748,15 +1096,21 @@ def plot_scatter(
 
 
 def plot_within_gene(rhos: pd.DataFrame, metrics: Mapping[str, Any], run: str) -> Figure:
-    """Histogram of per-(gene, tissue) Spearman across isoforms; the reported mean marked."""
-    fig = _figure(WIDTH_IN, 4.0)
-    ax = fig.add_subplot()
+    """Histogram of per-(gene, tissue) Spearman across isoforms, the reported mean marked;
+    beside it the mean ± sd per isoforms-per-gene bin (2, 3–4, 5+)."""
+    fig = _figure(WIDTH_IN, 4.4)
     if rhos.empty:
-        _message(ax, "no test gene has two isoforms with varying expression")
+        why = "no test gene has two isoforms with varying expression"
+        if is_collapsed(metrics):
+            why = f"{COLLAPSED}: constant predictions, no isoform is ranked above another"
+        _message(fig.add_subplot(), why)
         return fig
+    ax, by_bin = fig.subplots(1, 2, width_ratios=[2.2, 1])
     ax.hist(rhos["rho"], bins=np.linspace(-1, 1, 41), color=RUN_COLOR)
     reported = metrics.get("within_gene_spearman")
-    if reported is not None:
+    if is_collapsed(metrics):
+        ax.set_title(f"{COLLAPSED}: constant predictions", color=DEMO_COLOR)
+    elif reported is not None:
         ax.axvline(reported, color=SECOND_COLOR, ls="--", lw=1.5)
         ax.text(
             reported,
@@ -768,134 +1122,260 @@ def plot_within_gene(rhos: pd.DataFrame, metrics: Mapping[str, Any], run: str) -
         )
     ax.axvline(0, color="black", lw=0.8)
     genes = rhos["gene_id"].nunique()
-    ax.set_xlabel("Spearman ρ across a gene's isoforms (predicted vs observed)")
+    ax.set_xlabel("Spearman ρ across a gene's isoforms")
     ax.set_ylabel("(gene, tissue) pairs")
-    ax.set_title(f"Within-gene isoform ranking — {run}: {len(rhos):,} pairs, {genes:,} genes")
     _style(ax)
+    bins = isoform_bins(rhos)
+    groups = [
+        rhos.loc[(rhos["isoforms"] >= low) & ((rhos["isoforms"] <= high) if high else True), "rho"]
+        for _, low, high in ISOFORM_BINS
+    ]
+    x = np.arange(1, len(bins) + 1)
+    by_bin.boxplot(
+        [g.to_numpy() if len(g) else [np.nan] for g in groups],
+        positions=x,
+        widths=0.6,
+        showmeans=True,
+        meanprops={"marker": "D", "markerfacecolor": SECOND_COLOR, "markeredgecolor": "none"},
+        medianprops={"color": RUN_COLOR},
+    )
+    by_bin.set_xticks(
+        x, [f"{b}\nn={n:,}" for b, n in zip(bins["isoforms per gene"], bins["pairs"], strict=True)]
+    )
+    by_bin.axhline(0, color="black", lw=0.8)
+    by_bin.set_ylim(-1.05, 1.05)
+    by_bin.set_xlabel("isoforms per gene (test)")
+    by_bin.set_ylabel("ρ (box: quartiles, ◆ mean)")
+    _style(by_bin)
+    fig.suptitle(
+        f"Within-gene isoform ranking — {run}: {len(rhos):,} pairs, {genes:,} genes",
+        fontsize=FONT_SIZE + 1,
+    )
     return fig
+
+
+ISOFORM_BINS = (("2", 2, 2), ("3–4", 3, 4), ("5+", 5, None))
+
+
+def isoform_bins(rhos: pd.DataFrame) -> pd.DataFrame:
+    """Within-gene ρ by how many isoforms the gene has in the test set (2, 3–4, 5+):
+    pairs, genes, mean and sd of ρ per bin (``rhos`` from ``within_gene_rhos``)."""
+    rows = []
+    for label, low, high in ISOFORM_BINS:
+        part = rhos[(rhos["isoforms"] >= low) & ((rhos["isoforms"] <= high) if high else True)]
+        rows.append(
+            {
+                "isoforms per gene": label,
+                "pairs": len(part),
+                "genes": part["gene_id"].nunique(),
+                "mean ρ": float(part["rho"].mean()) if len(part) else np.nan,
+                "sd": float(part["rho"].std(ddof=1)) if len(part) > 1 else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+_PAIR = (("R²", RUN_COLOR), ("Spearman", SECOND_COLOR))
+BASELINE_TICK = (
+    "sequence-free baseline\n(ridge on length, UTR/CDS\nlengths, exon count, biotype, GC)"
+)
+
+
+def _all_collapsed(row: Mapping[str, Any]) -> bool:
+    n, k = row.get("seeds"), row.get(COLLAPSED)
+    if k is None or pd.isna(k) or not k:
+        return False
+    return n is None or pd.isna(n) or int(k) >= int(n)
+
+
+def _number(value: Any) -> float:
+    return np.nan if value is None or pd.isna(value) else float(value)
+
+
+def _row_label(row: Mapping[str, Any], label_column: str) -> str:
+    if row["source"] == SOURCE_BASELINE:
+        return (
+            "sequence-free baseline\n(ridge on length, UTR/CDS\nlengths, exon count, biotype, GC)"
+        )
+    if row["source"] == SOURCE_PAPER:
+        return "paper (reported)"
+    label = str(row[label_column])
+    seeds = row.get("seeds")
+    if seeds is not None and not pd.isna(seeds):
+        label += f"\n(n={int(seeds)} seed{'s' if int(seeds) != 1 else ''})"
+    return label
+
+
+def _control_band(ax, table: pd.DataFrame, metric: str, color: str, vertical: bool) -> None:
+    """The shuffled-target control as a floor band: mean ± sd over its seeds."""
+    for _, row in table[table["source"] == SOURCE_CONTROL].iterrows():
+        mean, sd = _number(row[metric]), _number(row.get(f"{metric} sd"))
+        if np.isnan(mean):
+            continue
+        n = row.get("seeds")
+        label = f"{CONTROL_LABEL}, {metric} mean" + (" ± sd" if not np.isnan(sd) else "")
+        label += f" (n={int(n)})" if n is not None and not pd.isna(n) else ""
+        span, line = (ax.axvspan, ax.axvline) if vertical else (ax.axhspan, ax.axhline)
+        # Behind every bar and line: a floor to read the bars against, not a cover.
+        if not np.isnan(sd):
+            span(mean - sd, mean + sd, color=color, alpha=0.18, lw=0, label=label, zorder=0)
+            line(mean, color=color, ls=":", lw=1.2, zorder=0.5)
+        else:
+            line(mean, color=color, ls=":", lw=1.5, label=label, zorder=0.5)
 
 
 def plot_metric_bars(
-    labels: list[str],
-    values: Mapping[str, list[float | None]],
-    errors: Mapping[str, list[float | None]] | None,
+    table: pd.DataFrame,
+    label_column: str,
     title: str,
-    paper: Mapping[str, Any] | None,
     ylabel: str = "",
+    metrics: tuple[tuple[str, str], ...] = _PAIR,
+    xlabel: str = "test-set mean over tissues",
 ) -> Figure:
-    """R² and Spearman per label as paired horizontal bars (long run names stay readable);
-    the paper's pair last, grey, hatched and labelled as reported in the paper."""
-    rows = list(labels) + (["paper (reported)"] if paper else [])
-    fig = _figure(WIDTH_IN, 1.8 + 0.75 * max(len(rows), 2))
+    """Horizontal bars per row of a pooled table (long names stay readable): this
+    workflow's settings (mean ± sd over seeds as error bars, n in the label), then the
+    sequence-free baseline (dotted hatch), then the paper's (grey, hatched, labelled as
+    reported in the paper). The shuffled-target control is a band, not a bar; a collapsed
+    setting gets no correlation bar, the word ``collapsed`` instead."""
+    order = (SOURCE_RUN, SOURCE_BASELINE, SOURCE_PAPER)
+    rows = [
+        r
+        for source in order
+        for _, r in table[table["source"] == source].iterrows()
+        # the paper reports no within-gene value: no empty row for it
+        if source != SOURCE_PAPER or any(not np.isnan(_number(r.get(m))) for m, _ in metrics)
+    ]
+    fig = _figure(WIDTH_IN, 2.2 + 0.8 * max(len(rows), 2))
     ax = fig.add_subplot()
-    height = 0.38
+    height = 0.8 / len(metrics)
     y = np.arange(len(rows))
-    pairs = (("r2", RUN_COLOR), ("spearman", SECOND_COLOR))
-    for i, (metric, color) in enumerate(pairs):
-        vals = [np.nan if v is None else float(v) for v in values[metric]]
-        err = None
-        if errors is not None and any(e is not None and not pd.isna(e) for e in errors[metric]):
-            err = [np.nan if e is None or pd.isna(e) else float(e) for e in errors[metric]]
-        offset = (i - 0.5) * height
-        ax.barh(
-            y[: len(labels)] + offset,
-            vals,
-            height,
-            xerr=err,
-            capsize=3,
-            color=color,
-            label=f"{METRIC_LABELS[metric]} (this workflow)",
-        )
-        for yi, v in zip(y, vals, strict=False):
-            if not np.isnan(v):
-                ax.text(max(v, 0), yi + offset, f" {v:.2f}", va="center", fontsize=FONT_SIZE - 1)
-        if paper and paper.get(metric) is not None:
+    seen: set[tuple[str, str]] = set()
+    for i, (metric, color) in enumerate(metrics):
+        offset = (i - (len(metrics) - 1) / 2) * height
+        if metric in table.columns:
+            _control_band(ax, table, metric, color, vertical=True)
+        for yi, row in zip(y, rows, strict=True):
+            value = _number(row.get(metric))
+            sd = _number(row.get(f"{metric} sd"))
+            source = row["source"]
+            if metric in CORRELATION_LABELS and _all_collapsed(row):
+                ax.text(
+                    0,
+                    yi + offset,
+                    f" {COLLAPSED}",
+                    va="center",
+                    color=DEMO_COLOR,
+                    fontsize=FONT_SIZE - 1,
+                    fontweight="bold",
+                )
+                continue
+            if np.isnan(value):
+                continue
+            style: dict[str, Any] = {"color": color}
+            legend = f"{metric} (this workflow, mean ± sd over seeds)"
+            text = f" {value:.2f}"
+            if source == SOURCE_BASELINE:
+                style = {"color": color, "alpha": 0.55, "hatch": "..", "edgecolor": "white"}
+                legend = f"{metric} ({SOURCE_BASELINE})"
+            elif source == SOURCE_PAPER:
+                style = {"color": PAPER_COLOR, "hatch": "//", "edgecolor": "white"}
+                legend = "reported in paper, not this workflow"
+                text = f" {metric} {value:.2f} (paper)"
+                sd = np.nan
+            key = (source, legend)
             ax.barh(
-                len(labels) + offset,
-                paper[metric],
+                yi + offset,
+                value,
                 height,
-                color=PAPER_COLOR,
-                hatch="//",
-                edgecolor="white",
-                label="reported in paper, not this workflow" if i == 0 else None,
+                xerr=None if np.isnan(sd) else sd,
+                capsize=3,
+                label=f"_{legend}" if key in seen else legend,  # _: not in legend
+                **style,
             )
+            seen.add(key)
+            right = max(value + (0 if np.isnan(sd) else sd), 0)
             ax.text(
-                paper[metric],
-                len(labels) + offset,
-                f" {METRIC_LABELS[metric]} {paper[metric]:.2f} (paper)",
+                right,
+                yi + offset,
+                text,
                 va="center",
                 fontsize=FONT_SIZE - 1,
-                style="italic",
+                style="italic" if source == SOURCE_PAPER else "normal",
             )
-    ax.set_yticks(y, rows)
+    ax.set_yticks(y, [_row_label(r, label_column) for r in rows])
+    ax.tick_params(axis="y", labelsize=FONT_SIZE - 1)
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("test-set mean over tissues")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.margins(x=0.2)
+    ax.margins(x=0.05)
     fig.legend(frameon=False, fontsize=FONT_SIZE - 1, loc="outside lower center", ncols=2)
     _style(ax)
+    ax.tick_params(axis="y", labelsize=FONT_SIZE - 1)
     return fig
 
 
-def plot_runs(table: pd.DataFrame, paper: Mapping[str, Any] | None) -> Figure:
-    runs = table[table["source"] == SOURCE_RUN]
-    return plot_metric_bars(
-        list(runs["run"]),
-        {"r2": list(runs["R²"]), "spearman": list(runs["Spearman"])},
-        None,
-        "All runs, test-set means",
-        paper,
-    )
+def plot_runs(table: pd.DataFrame) -> Figure:
+    """Every setting (seeds pooled) beside the baseline, the control band and the paper."""
+    return plot_metric_bars(table, "setting", "All runs, test-set means")
 
 
-def plot_ablation(table: pd.DataFrame, factor: str, paper: Mapping[str, Any] | None) -> Figure:
+def plot_ablation(table: pd.DataFrame, factor: str) -> Figure:
     """One bar pair per level of ``factor`` (mean ± sd over seeds), grouped by comparison."""
-    runs = table[table["source"] == SOURCE_RUN]
     label = FACTOR_LABELS[factor]
-    if runs["comparison"].nunique() > 1:
-        labels = [
-            f"{lv}\n[{int(c)}]" for lv, c in zip(runs[label], runs["comparison"], strict=True)
+    runs = table["source"] == SOURCE_RUN
+    several = runs.any() and table.loc[runs, "comparison"].nunique() > 1
+    shown = table.copy()
+    if several:
+        shown.loc[runs, label] = [
+            f"{lv} [{int(c)}]"
+            for lv, c in zip(shown.loc[runs, label], shown.loc[runs, "comparison"], strict=True)
         ]
-    else:
-        labels = list(runs[label])
     return plot_metric_bars(
-        labels,
-        {"r2": list(runs["R²"]), "spearman": list(runs["Spearman"])},
-        {"r2": list(runs["R² sd"]), "spearman": list(runs["Spearman sd"])},
+        shown,
+        label,
         f"Ablation: {label}",
-        paper,
-        ylabel=label + (" [comparison]" if runs["comparison"].nunique() > 1 else ""),
+        ylabel=label + (" [comparison]" if several else ""),
     )
 
 
-def plot_scaling(table: pd.DataFrame, paper: Mapping[str, Any] | None) -> Figure:
-    """Mean R² and Spearman against the training fraction, one line pair per comparison."""
+def plot_scaling(table: pd.DataFrame) -> Figure:
+    """Mean R² and Spearman (± sd over seeds) against the training fraction, one line pair
+    per comparison; the shuffled control as a band, the baseline and paper as lines."""
     runs = table[table["source"] == SOURCE_RUN]
-    fig = _figure(WIDTH_IN, 4.6)
+    fig = _figure(WIDTH_IN, 5.0)
     ax = fig.add_subplot()
+    several = runs["comparison"].nunique() > 1
+    for metric, color in _PAIR:
+        _control_band(ax, table, metric, color, vertical=False)
     for comparison, part in runs.groupby("comparison"):
         part = part.assign(f=part["training fraction"].astype(float)).sort_values("f")
-        suffix = f" [{comparison}]" if runs["comparison"].nunique() > 1 else ""
-        for metric, color, marker in (("R²", RUN_COLOR, "o"), ("Spearman", SECOND_COLOR, "s")):
-            sd = part[f"{metric} sd"].fillna(0.0)
+        suffix = f" [{comparison}]" if several else ""
+        for (metric, color), marker in zip(_PAIR, ("o", "s"), strict=True):
+            sd = part[f"{metric} sd"].astype(float).fillna(0.0)
             ax.errorbar(
                 part["f"],
-                part[metric],
+                part[metric].astype(float),
                 yerr=sd,
                 color=color,
                 marker=marker,
                 capsize=3,
-                label=f"{metric}{suffix} (this workflow)",
+                label=f"{metric}{suffix} (this workflow, mean ± sd over seeds)",
             )
-    if paper:
-        for metric, color in (("r2", RUN_COLOR), ("spearman", SECOND_COLOR)):
-            if paper.get(metric) is not None:
-                ax.axhline(paper[metric], color=color, ls="--", lw=1, alpha=0.7)
+    for source, style, what in (
+        (SOURCE_BASELINE, "-.", "sequence-free baseline"),
+        (SOURCE_PAPER, "--", "paper (reported, full data)"),
+    ):
+        for _, row in table[table["source"] == source].iterrows():
+            for metric, color in _PAIR:
+                value = _number(row.get(metric))
+                if np.isnan(value):
+                    continue
+                ax.axhline(value, color=color, ls=style, lw=1, alpha=0.8)
                 ax.annotate(
-                    f"paper {METRIC_LABELS[metric]} {paper[metric]:.2f} (reported, full data) ",
-                    xy=(1, paper[metric]),
+                    f"{what} {metric} {value:.2f} ",
+                    xy=(1, value),
                     xycoords=("axes fraction", "data"),
                     ha="right",
                     va="bottom",
@@ -910,35 +1390,212 @@ def plot_scaling(table: pd.DataFrame, paper: Mapping[str, Any] | None) -> Figure
     ax.set_xlabel("fraction of the training set (log scale)")
     ax.set_ylabel("test-set mean over tissues")
     ax.set_title("Data scaling")
-    ax.legend(frameon=False, fontsize=FONT_SIZE - 1, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.legend(frameon=False, fontsize=FONT_SIZE - 1, loc="outside lower center", ncols=2)
     _style(ax)
     return fig
 
 
 def plot_within_gene_runs(table: pd.DataFrame) -> Figure:
-    runs = table[table["source"] == SOURCE_RUN]
-    values = [np.nan if v is None else v for v in runs["within-gene Spearman"]]
-    fig = _figure(WIDTH_IN, 1.4 + 0.45 * max(len(runs), 2))
-    ax = fig.add_subplot()
-    y = np.arange(len(runs))
-    ax.barh(y, values, color=RUN_COLOR)
-    for yi, v in zip(y, values, strict=True):
-        if not np.isnan(v):
-            ax.text(v, yi, f" {v:.3f}", va="center", fontsize=FONT_SIZE - 1)
-    ax.set_yticks(y, runs["run"])
-    ax.invert_yaxis()
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("mean Spearman ρ across a gene's isoforms (test set)")
-    ax.set_title("Within-gene isoform ranking, all runs")
-    ax.margins(x=0.15)
-    _style(ax)
+    """Within-gene Spearman per setting (mean ± sd over seeds), baseline, control band."""
+    return plot_metric_bars(
+        table,
+        "setting",
+        "Within-gene isoform ranking, all runs",
+        metrics=(("within-gene Spearman", RUN_COLOR),),
+        xlabel="mean Spearman ρ across a gene's isoforms (test set)",
+    )
+
+
+# ---------------------------------------------------------------- targets and errors
+
+
+def zero_table(values: pd.DataFrame) -> pd.DataFrame:
+    """Per tissue: transcripts, how many have target 0 and their share, median log1p TPM."""
+    rows = []
+    for tissue in values.columns:
+        column = values[tissue].dropna()
+        zeros = int((column == 0).sum())
+        rows.append(
+            {
+                "tissue": tissue,
+                "transcripts": len(column),
+                "zeros": zeros,
+                "share zero": zeros / len(column) if len(column) else None,
+                "median log1p TPM": float(column.median()) if len(column) else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def overlap_note(overlap: Mapping[str, int]) -> str:
+    if not overlap:
+        return "GTEx ↔ annotation overlap: not recorded in the stats file."
+    parts = [f"{key.replace('_', ' ')} {count:,}" for key, count in overlap.items()]
+    return "Transcripts, GTEx ↔ annotation: " + ", ".join(parts) + "."
+
+
+def plot_targets(values: pd.DataFrame, zeros: pd.DataFrame) -> Figure:
+    """Share of zero targets per tissue; histogram of every log1p TPM target."""
+    fig = _figure(WIDTH_IN, 1.8 + 0.3 * max(len(zeros), 8))
+    share, hist = fig.subplots(1, 2)
+    y = np.arange(len(zeros))
+    shares = zeros["share zero"].astype(float).fillna(0)
+    from matplotlib.ticker import PercentFormatter
+
+    share.barh(y, shares, color=RUN_COLOR)
+    for yi, v in zip(y, shares, strict=True):
+        share.text(v, yi, f" {v:.1%}", va="center", fontsize=FONT_SIZE - 2)
+    share.set_xlim(0, max(0.05, float(shares.max()) * 1.1))
+    share.xaxis.set_major_formatter(PercentFormatter(1.0))
+    share.set_yticks(y, zeros["tissue"])
+    share.tick_params(axis="y", labelsize=FONT_SIZE - 2)
+    share.invert_yaxis()
+    share.set_xlabel("share of transcripts with target 0")
+    share.set_title("Zeros per tissue")
+    _style(share)
+    share.tick_params(axis="y", labelsize=FONT_SIZE - 2)
+    flat = values.to_numpy(dtype=float).ravel()
+    flat = flat[~np.isnan(flat)]
+    hist.hist(flat, bins=60, color=RUN_COLOR)
+    hist.set_yscale("log")
+    hist.set_xlabel("target log(1 + mean TPM)")
+    hist.set_ylabel("(transcript, tissue) pairs, log scale")
+    hist.set_title(f"All targets: {len(flat):,} values")
+    _style(hist)
+    return fig
+
+
+def plot_isoforms_per_gene(per_gene: pd.Series, overlap: Mapping[str, int]) -> Figure:
+    """Genes by number of isoforms with targets (10+ pooled); GTEx ↔ annotation overlap."""
+    fig = _figure(WIDTH_IN, 4.0)
+    genes, both = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    capped = per_gene.clip(upper=10)
+    counts = capped.value_counts().sort_index()
+    labels = [f"{int(k)}" if k < 10 else "10+" for k in counts.index]
+    x = np.arange(len(counts))
+    genes.bar(x, counts.to_numpy(), color=RUN_COLOR)
+    genes.set_xticks(x, labels)
+    genes.set_xlabel("isoforms per gene (transcripts with targets)")
+    genes.set_ylabel("genes")
+    genes.set_title(f"{len(per_gene):,} genes, median {per_gene.median():g} isoforms")
+    _style(genes)
+    if overlap:
+        keys = list(overlap)
+        yy = np.arange(len(keys))
+        both.barh(yy, [overlap[k] for k in keys], color=SECOND_COLOR)
+        for yi, k in zip(yy, keys, strict=True):
+            both.text(overlap[k], yi, f" {overlap[k]:,}", va="center", fontsize=FONT_SIZE - 1)
+        both.set_yticks(yy, [k.replace("_", " ") for k in keys])
+        both.invert_yaxis()
+        both.set_xlabel("transcripts")
+        both.set_title("GTEx ↔ annotation")
+        _style(both)
+    else:
+        _message(both, "GTEx ↔ annotation overlap\nnot recorded")
+    return fig
+
+
+LENGTH_BINS = (0, 500, 1000, 2000, 4000, np.inf)
+LENGTH_LABELS = ("<500", "500–1k", "1k–2k", "2k–4k", "≥4k")
+
+
+def join_transcripts(predictions: pd.DataFrame, transcripts: str | Path) -> pd.DataFrame:
+    """Predictions with each transcript's biotype and spliced length (sum of exons, nt)."""
+    import pyarrow.parquet as pq
+
+    needed = ["transcript_id", "transcript_type", "exon_starts", "exon_ends"]
+    missing = [c for c in needed if c not in pq.read_schema(transcripts).names]
+    if missing:
+        raise InputError(transcripts, None, f"missing columns {missing} (see DESIGN.md)")
+    annotation = pd.read_parquet(transcripts, columns=needed)
+    annotation["length"] = [
+        int(np.sum(np.asarray(e) - np.asarray(s)))
+        for s, e in zip(annotation["exon_starts"], annotation["exon_ends"], strict=True)
+    ]
+    joined = predictions.merge(
+        annotation[["transcript_id", "transcript_type", "length"]], on="transcript_id", how="left"
+    )
+    missing = joined.loc[joined["transcript_type"].isna(), "transcript_id"]
+    if len(missing):
+        raise InputError(
+            transcripts,
+            missing.iloc[0],
+            f"predicted transcript not in the annotation ({missing.nunique()} such)",
+        )
+    return joined
+
+
+def error_tables(joined: pd.DataFrame, top: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test error (predicted - observed, log1p TPM) by biotype (``top`` most frequent, the
+    rest as other) and by spliced length bin: pairs, transcripts, MAE, bias."""
+    frame = joined.assign(error=joined["predicted"] - joined["observed"])
+    frame["abs"] = frame["error"].abs()
+    common = frame.groupby("transcript_type")["transcript_id"].nunique().nlargest(top).index
+    frame["biotype"] = frame["transcript_type"].where(
+        frame["transcript_type"].isin(common), "other"
+    )
+    frame["length bin"] = pd.cut(frame["length"], LENGTH_BINS, labels=LENGTH_LABELS, right=False)
+
+    def summary(key: str) -> pd.DataFrame:
+        grouped = frame.groupby(key, observed=True)
+        return grouped.agg(
+            pairs=("error", "size"),
+            transcripts=("transcript_id", "nunique"),
+            MAE=("abs", "mean"),
+            bias=("error", "mean"),
+        ).reset_index()
+
+    by_biotype = summary("biotype").sort_values("transcripts", ascending=False)
+    return by_biotype.reset_index(drop=True), summary("length bin")
+
+
+def plot_errors(joined: pd.DataFrame, run: str) -> Figure:
+    """Mean absolute error (bars) and bias (diamonds) by biotype and by transcript length."""
+    by_biotype, by_length = error_tables(joined)
+    fig = _figure(WIDTH_IN, 2.2 + 0.35 * max(len(by_biotype), 5))
+    left, right = fig.subplots(1, 2)
+    y = np.arange(len(by_biotype))
+    left.barh(y, by_biotype["MAE"], color=RUN_COLOR, label="mean |error|")
+    left.plot(by_biotype["bias"], y, "D", color=SECOND_COLOR, label="bias (mean error)")
+    left.set_yticks(
+        y,
+        [
+            f"{b} (n={n:,})"
+            for b, n in zip(by_biotype["biotype"], by_biotype["transcripts"], strict=True)
+        ],
+    )
+    left.invert_yaxis()
+    left.axvline(0, color="black", lw=0.8)
+    left.set_xlabel("error, log(1 + TPM)")
+    left.set_title("By biotype")
+    _style(left)
+    left.tick_params(axis="y", labelsize=FONT_SIZE - 2)
+    x = np.arange(len(by_length))
+    right.bar(x, by_length["MAE"], color=RUN_COLOR)
+    right.plot(x, by_length["bias"], "D", color=SECOND_COLOR)
+    right.set_xticks(
+        x,
+        [
+            f"{b}\nn={n:,}"
+            for b, n in zip(by_length["length bin"], by_length["transcripts"], strict=True)
+        ],
+    )
+    right.axhline(0, color="black", lw=0.8)
+    right.set_xlabel("spliced transcript length (nt)")
+    right.set_title("By length")
+    _style(right)
+    right.tick_params(axis="x", labelsize=FONT_SIZE - 2)
+    fig.legend(frameon=False, fontsize=FONT_SIZE - 1, loc="outside lower center", ncols=2)
+    fig.suptitle(f"Test error by biotype and length — {run}", fontsize=FONT_SIZE + 1)
     return fig
 
 
 # ---------------------------------------------------------------- entry points (one per rule)
 
 
-def build_biotypes(transcripts: str | Path, figure: str | Path, table: str | Path) -> None:
+def build_biotypes(
+    transcripts: str | Path, figure: str | Path, table: str | Path, demo: bool = False
+) -> None:
     """Transcripts per biotype (``transcript_type``) from ``transcripts.parquet``."""
     frame = pd.read_parquet(transcripts, columns=["transcript_id", "gene_id", "transcript_type"])
     counts = biotype_table(frame)
@@ -951,11 +1608,14 @@ def build_biotypes(transcripts: str | Path, figure: str | Path, table: str | Pat
             f"{frame['gene_id'].nunique():,} genes",
         ),
         figure,
+        demo,
     )
     write_table(counts, table, "Transcripts by biotype (annotation)")
 
 
-def build_tissues(stats: str | Path, figure: str | Path, table: str | Path) -> None:
+def build_tissues(
+    stats: str | Path, figure: str | Path, table: str | Path, demo: bool = False
+) -> None:
     """GTEx samples per tissue from ``{tissue_set}.stats.tsv``."""
     frame = read_tissue_stats(stats)
     save_figure(
@@ -967,6 +1627,7 @@ def build_tissues(stats: str | Path, figure: str | Path, table: str | Path) -> N
             top=len(frame),
         ),
         figure,
+        demo,
     )
     write_table(
         frame,
@@ -976,10 +1637,12 @@ def build_tissues(stats: str | Path, figure: str | Path, table: str | Path) -> N
     )
 
 
-def build_splits(splits: str | Path, figure: str | Path, table: str | Path, scheme: str) -> None:
+def build_splits(
+    splits: str | Path, figure: str | Path, table: str | Path, scheme: str, demo: bool = False
+) -> None:
     """Transcripts and genes per split from ``splits/{scheme}.tsv``."""
     sizes = split_table(read_splits(splits))
-    save_figure(plot_split_sizes(sizes), figure)
+    save_figure(plot_split_sizes(sizes), figure, demo)
     write_table(sizes, table, f"Split sizes ({scheme} scheme)")
 
 
@@ -990,11 +1653,12 @@ def build_lengths(
     table: str | Path,
     max_nt: int | None,
     max_aa: int | None,
+    demo: bool = False,
 ) -> None:
     """RNA (nt) and protein (aa) length distributions against the encoders' limits."""
     lengths = {"RNA": sequence_lengths(rna), "protein": sequence_lengths(protein)}
     limits = {"RNA": max_nt, "protein": max_aa}
-    save_figure(plot_lengths(lengths, limits), figure)
+    save_figure(plot_lengths(lengths, limits), figure, demo)
     write_table(
         length_table(lengths, limits),
         table,
@@ -1002,6 +1666,27 @@ def build_lengths(
         note="limit: rna.max_nt and protein.max_aa from the config; longer sequences are "
         "truncated before encoding.",
     )
+
+
+def build_targets(
+    targets: str | Path,
+    stats: str | Path,
+    figure: str | Path,
+    table: str | Path,
+    isoforms_figure: str | Path,
+    demo: bool = False,
+) -> None:
+    """The targets: share of zeros per tissue, log1p TPM histogram, isoforms per gene, and
+    how GTEx's transcripts overlap the annotation's (``stats.tsv`` comment lines)."""
+    values, genes = read_targets(targets)
+    overlap = read_overlap(stats)
+    zeros = zero_table(values)
+    save_figure(plot_targets(values, zeros), figure, demo)
+    per_gene = genes.value_counts()
+    save_figure(plot_isoforms_per_gene(per_gene, overlap), isoforms_figure, demo)
+    note = "Share of transcripts with target 0 (no TPM in any sample of the tissue). "
+    note += overlap_note(overlap)
+    write_table(zeros, table, "Targets: zeros per tissue", note=note)
 
 
 def build_run(
@@ -1016,24 +1701,39 @@ def build_run(
     within_gene: str | Path,
     n_scatter: int = 4,
     max_points: int = 5000,
+    transcripts_path: str | Path | None = None,
+    errors: str | Path | None = None,
+    demo: bool = False,
 ) -> None:
-    """Every per-run view: training curves, per-tissue metrics, scatter, within-gene."""
+    """Every per-run view: training curves, per-tissue metrics, scatter, within-gene, and
+    (with ``transcripts_path``) the error by biotype and by transcript length."""
     metrics = read_metrics(metrics_path)
     history = read_history(history_path)
     predictions = read_predictions(predictions_path)
-    save_figure(plot_history(history, run), curves)
+    save_figure(plot_history(history, run), curves, demo)
     table = per_tissue_table(metrics)
+    note = f"{metrics['n_test']:,} test transcripts. Blank: undefined (constant values)."
+    if is_collapsed(metrics):
+        note = (
+            f"COLLAPSED: this run predicts (near) constants (prediction_spread "
+            f"{metrics.get('prediction_spread')}); its correlations are not meaningful. " + note
+        )
+        for label in ("Spearman", "Pearson"):
+            table[label] = COLLAPSED
     write_table(
         table,
         tissue_table,
         f"Per-tissue test metrics — {run}",
-        note=f"{metrics['n_test']:,} test transcripts. Blank: undefined (constant values).",
+        note=note,
         summary_rows=[len(table) - 1],
     )
-    save_figure(plot_per_tissue(metrics, run), tissue_figure)
+    save_figure(plot_per_tissue(metrics, run), tissue_figure, demo)
     tissues = scatter_tissues(metrics, n_scatter)
-    save_figure(plot_scatter(predictions, metrics, tissues, run, max_points), scatter)
-    save_figure(plot_within_gene(within_gene_rhos(predictions), metrics, run), within_gene)
+    save_figure(plot_scatter(predictions, metrics, tissues, run, max_points), scatter, demo)
+    save_figure(plot_within_gene(within_gene_rhos(predictions), metrics, run), within_gene, demo)
+    if transcripts_path is not None and errors is not None:
+        joined = join_transcripts(predictions, transcripts_path)
+        save_figure(plot_errors(joined, run), errors, demo)
 
 
 def _load_metrics(
@@ -1047,6 +1747,24 @@ def _load_metrics(
     return by_run
 
 
+def _load_baseline(path: str | Path | None) -> dict[str, Any] | None:
+    return None if path is None else read_metrics(path)
+
+
+def _across_note(paper: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None) -> str:
+    note = (
+        "Metrics are test-set means over tissues, then mean ± sd over seeds (seeds: how "
+        "many runs; sd blank for one). A collapsed run (constant predictions) counts in R² "
+        "only; 'collapsed' replaces correlations where every seed collapsed. "
+        f"The {CONTROL_LABEL} (shuffle_targets: true) is the floor a model must clear. "
+    )
+    if baseline is not None:
+        note += f"The {BASELINE_LABEL} reads no sequence. "
+    else:
+        note += "No sequence-free baseline was given (results/baseline/metrics.json). "
+    return note + (paper_note(paper) or "")
+
+
 def build_experiments(
     experiments: Mapping[str, Mapping[str, Any]],
     metrics_paths: Iterable[str | Path],
@@ -1055,14 +1773,23 @@ def build_experiments(
     table_tsv_path: str | Path,
     figure: str | Path,
     within_gene: str | Path,
+    baseline_path: str | Path | None = None,
+    demo: bool = False,
 ) -> None:
-    """All runs side by side with the paper's headline numbers; within-gene across runs."""
+    """All settings (seeds pooled) beside the control, the baseline and the paper's
+    headline numbers; within-gene across settings. ``runs.tsv``: every run unpooled."""
     metrics_by_run = _load_metrics(experiments, metrics_paths)
-    table = runs_table(experiments, metrics_by_run, paper)
-    write_table(table, table_html_path, "All runs (test set)", note=paper_note(paper))
-    write_table(table, table_tsv_path, "")
-    save_figure(plot_runs(table, paper), figure)
-    save_figure(plot_within_gene_runs(table), within_gene)
+    baseline = _load_baseline(baseline_path)
+    table = runs_table(experiments, metrics_by_run, paper, baseline)
+    write_table(
+        runs_display(table),
+        table_html_path,
+        "All runs (test set)",
+        note=_across_note(paper, baseline),
+    )
+    write_table(run_rows(experiments, metrics_by_run, baseline), table_tsv_path, "")
+    save_figure(plot_runs(table), figure, demo)
+    save_figure(plot_within_gene_runs(table), within_gene, demo)
 
 
 def build_ablation(
@@ -1072,30 +1799,50 @@ def build_ablation(
     paper: Mapping[str, Any] | None,
     table_path: str | Path,
     figure: str | Path,
+    baseline_path: str | Path | None = None,
+    demo: bool = False,
 ) -> None:
     """One factor varied, everything else held fixed (``fraction``: the data-scaling view)."""
     metrics_by_run = _load_metrics(experiments, metrics_paths)
-    table = ablation_table(experiments, metrics_by_run, factor, paper)
+    baseline = _load_baseline(baseline_path)
+    table = ablation_table(experiments, metrics_by_run, factor, paper, baseline)
     label = FACTOR_LABELS[factor]
-    note = (
-        f"Each comparison holds every setting but the {label} fixed; metrics are test-set "
-        "means over tissues, then mean ± sd over seeds where there are several. "
-    )
+    note = f"Each comparison holds every setting but the {label} fixed. "
     fixed = table.loc[table["source"] == SOURCE_RUN].get("held fixed", pd.Series()).unique()
     if len(fixed) == 1:
         note += f"Held fixed: {fixed[0]}. "
-    note += paper_note(paper) or ""
+    note += _across_note(paper, baseline)
     title = "Data scaling" if factor == "fraction" else f"Ablation: {label}"
     write_table(ablation_display(table, factor), table_path, title, note=note)
     if factor == "fraction":
-        save_figure(plot_scaling(table, paper), figure)
+        save_figure(plot_scaling(table), figure, demo)
     else:
-        save_figure(plot_ablation(table, factor, paper), figure)
+        save_figure(plot_ablation(table, factor), figure, demo)
 
 
 # ---------------------------------------------------------------- what rule all asks for
 
-RUN_VIEWS = ("curves.svg", "per_tissue.html", "per_tissue.svg", "scatter.png", "within_gene.svg")
+RUN_VIEWS = (
+    "curves.svg",
+    "per_tissue.html",
+    "per_tissue.svg",
+    "scatter.png",
+    "within_gene.svg",
+    "errors.svg",
+)
+DATA_VIEWS = (
+    "biotypes.svg",
+    "biotypes.html",
+    "tissues.svg",
+    "tissues.html",
+    "splits.svg",
+    "splits.html",
+    "lengths.svg",
+    "lengths.html",
+    "targets.svg",
+    "targets.html",
+    "isoforms.svg",
+)
 
 
 def report_paths(
@@ -1107,11 +1854,7 @@ def report_paths(
     least one run; an ablation only for a factor some runs differ in alone (all else
     equal); the data-scaling view only when runs differ in training fraction.
     """
-    paths = [
-        f"{report_dir}/data/{name}.{ext}"
-        for name in ("biotypes", "tissues", "splits", "lengths")
-        for ext in ("svg", "html")
-    ]
+    paths = [f"{report_dir}/data/{name}" for name in DATA_VIEWS]
     paths += [f"{report_dir}/runs/{run}/{view}" for run in experiments for view in RUN_VIEWS]
     if experiments:
         paths += [f"{report_dir}/experiments/runs.{ext}" for ext in ("html", "tsv", "svg")]
@@ -1124,6 +1867,88 @@ def report_paths(
     if ablation_groups(experiments, "fraction"):
         paths += [f"{report_dir}/experiments/scaling.{ext}" for ext in ("html", "svg")]
     return paths
+
+
+BASELINE_METRICS = "results/baseline/metrics.json"
+
+
+def baseline_input(rules: Any, wildcards: Any = None) -> dict[str, str]:
+    """The across-run rules' baseline input: ``{"baseline": BASELINE_METRICS}`` when the
+    workflow has a rule ``baseline`` that makes it (Snakemake's ``rules.has``), else none,
+    so the views are built without the baseline rather than failing on a missing file."""
+    return {"baseline": BASELINE_METRICS} if rules.has("baseline") else {}
+
+
+# ---------------------------------------------------------------- the landing page's facts
+
+VERSIONED = ("isoflow", "snakemake", "torch", "pytorch-lightning")
+
+
+def git_commit(repo_dir: str | Path) -> str:
+    """The commit checked out at ``repo_dir`` (``+ uncommitted changes`` when the tree
+    differs from it); ``unknown`` when ``repo_dir`` is not the top of a git checkout or
+    git is missing. Never guessed."""
+    repo = Path(repo_dir).resolve()
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
+        return done.stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != repo:
+            return "unknown"  # a workflow copied inside another repository
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + (" + uncommitted changes" if dirty else "")
+
+
+def software_versions(packages: Iterable[str] = VERSIONED) -> dict[str, str]:
+    """Installed distribution versions (read from metadata, nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _relative(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def provenance(
+    config: Mapping[str, Any], configfiles: Iterable[str | Path], repo_dir: str | Path
+) -> dict[str, Any]:
+    """What the landing page states: the data, config files, commit, versions, date."""
+    import datetime
+
+    demo = bool((config.get("demo") or {}).get("enabled"))
+    data = (
+        "synthetic demo data (generated by isoflow.demo: not GTEx, not comparable to the paper)"
+        if demo
+        else f"GTEx v8 ({config.get('tissue_set')} tissues) with the configured annotation"
+    )
+    return {
+        "demo": demo,
+        "data": data,
+        "configfiles": [_relative(p) for p in configfiles] or ["(none)"],
+        "commit": git_commit(repo_dir),
+        "versions": software_versions(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
 
 
 # ---------------------------------------------------------------- the built report in a browser
@@ -1256,3 +2081,77 @@ def browse_report(
         if shot.returncode != 0 or not Path(screenshot).exists():
             raise RuntimeError(f"chromium screenshot failed: {shot.stderr[-2000:]}")
     return log
+
+
+_SVG_CHECK = """
+<script>
+window.addEventListener("load", () => {
+  const out = {};
+  for (const holder of document.querySelectorAll("div[data-file]")) {
+    const svg = holder.querySelector("svg");
+    const box = svg.getBoundingClientRect();
+    const outside = [];
+    for (const group of svg.querySelectorAll("g[id^='text_']")) {
+      const r = group.getBoundingClientRect();
+      if (r.width === 0 && r.height === 0) continue;
+      if (r.left < box.left - 1 || r.top < box.top - 1 ||
+          r.right > box.right + 1 || r.bottom > box.bottom + 1) {
+        const note = Array.from(group.childNodes).find((n) => n.nodeType === 8);
+        outside.push(note ? note.textContent.trim() : group.id);
+      }
+    }
+    out[holder.dataset.file] = {texts: svg.querySelectorAll("g[id^='text_']").length, outside};
+  }
+  const pre = document.createElement("pre");
+  pre.id = "isoflow-svg";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>
+"""
+
+
+def svg_text_overflow(
+    svgs: Iterable[str | Path],
+    workdir: str | Path,
+    chromium: str = "chromium",
+    timeout_s: float = 180,
+) -> dict[str, dict[str, Any]]:
+    """Render matplotlib SVGs in headless Chromium; per file, how many text groups it has
+    and the texts whose rendered box reaches outside the image (``outside``)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for svg in svgs:
+        source = Path(svg).read_text()
+        parts.append(
+            f'<div data-file="{html.escape(str(svg))}">{source[source.index("<svg") :]}</div>'
+        )
+    page = workdir / "svg-check.html"
+    page.write_text(
+        '<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>'
+        + "".join(parts)
+        + _SVG_CHECK
+        + "</body></html>"
+    )
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            f"--user-data-dir={workdir / 'chromium-profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    match = re.search(r'<pre id="isoflow-svg">(.*?)</pre>', dom.stdout, re.S)
+    if dom.returncode != 0 or not match:
+        raise RuntimeError(f"chromium did not check the SVGs: {dom.stderr[-2000:]}")
+    return json.loads(html.unescape(match.group(1)))

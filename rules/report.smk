@@ -1,12 +1,21 @@
 # The report: tables and figures marked with report(); `snakemake --report results/report.html`.
 # Logic in isoflow/report.py; scripts/report_*.py are thin adapters.
 from functools import partial
+from pathlib import Path
 
 from isoflow.report import FACTORS as REPORT_FACTORS
-from isoflow.report import report_paths
+from isoflow.report import baseline_input, provenance, report_paths
 
 REPORT = config["report"]
 REPORT_DIR = "results/report"
+# Figures made from the synthetic demo say so on the figure itself.
+REPORT_DEMO = bool((config.get("demo") or {}).get("enabled", False))
+# The landing page (report/workflow.rst) is rendered with the config only: the facts it
+# states (data, config files, git commit, versions, date) ride along under report.provenance,
+# taken when the workflow is parsed, so for `--report` at report time.
+REPORT["provenance"] = provenance(
+    config, workflow.configfiles, Path(workflow.current_basedir).parent
+)
 REPORT_DATA = "1. Data"
 REPORT_RUNS = "2. Training runs"
 REPORT_ACROSS = "3. Across experiments"
@@ -15,6 +24,9 @@ REPORT_ENV = "../envs/isoflow.yaml"
 # Every report figure and table this config can make; rules/common.smk's all_outputs()
 # calls it. (isoflow.report.report_paths holds the logic, tested there.)
 report_outputs = partial(report_paths, EXPERIMENTS, REPORT_DIR)
+# The sequence-free baseline's metrics.json once a rule `baseline` makes it
+# (rules/baseline.smk), else nothing: the one input function naming its path.
+report_baseline = partial(baseline_input, rules)
 
 
 rule report_biotypes:
@@ -39,6 +51,8 @@ rule report_biotypes:
         "logs/report_biotypes/report_biotypes.log",
     conda:
         REPORT_ENV
+    params:
+        demo=REPORT_DEMO,
     script:
         "../scripts/report_biotypes.py"
 
@@ -65,6 +79,8 @@ rule report_tissues:
         "logs/report_tissues/report_tissues.log",
     conda:
         REPORT_ENV
+    params:
+        demo=REPORT_DEMO,
     script:
         "../scripts/report_tissues.py"
 
@@ -93,6 +109,7 @@ rule report_splits:
         REPORT_ENV
     params:
         scheme=SPLIT_SCHEME,
+        demo=REPORT_DEMO,
     script:
         "../scripts/report_splits.py"
 
@@ -123,12 +140,50 @@ rule report_lengths:
     params:
         max_nt=config["rna"]["max_nt"],
         max_aa=config["protein"]["max_aa"],
+        demo=REPORT_DEMO,
     script:
         "../scripts/report_lengths.py"
 
 
+rule report_targets:
+    input:
+        targets=f"results/targets/{TISSUE_SET}.parquet",
+        stats=f"results/targets/{TISSUE_SET}.stats.tsv",
+    output:
+        figure=report(
+            f"{REPORT_DIR}/data/targets.svg",
+            caption="../report/targets.rst",
+            category=REPORT_DATA,
+            subcategory="Expression targets",
+            labels={"result": "target distribution (figure)"},
+        ),
+        table=report(
+            f"{REPORT_DIR}/data/targets.html",
+            caption="../report/targets.rst",
+            category=REPORT_DATA,
+            subcategory="Expression targets",
+            labels={"result": "zeros per tissue (table)"},
+        ),
+        isoforms=report(
+            f"{REPORT_DIR}/data/isoforms.svg",
+            caption="../report/isoforms.rst",
+            category=REPORT_DATA,
+            subcategory="Expression targets",
+            labels={"result": "isoforms per gene, GTEx vs annotation"},
+        ),
+    log:
+        "logs/report_targets/report_targets.log",
+    conda:
+        REPORT_ENV
+    params:
+        demo=REPORT_DEMO,
+    script:
+        "../scripts/report_targets.py"
+
+
 rule report_run:
     input:
+        transcripts="results/annotation/transcripts.parquet",
         metrics="results/runs/{run}/metrics.json",
         history="results/runs/{run}/history.csv",
         predictions="results/runs/{run}/predictions.parquet",
@@ -168,6 +223,13 @@ rule report_run:
             subcategory="{run}",
             labels={"result": "5. within-gene isoform ranking"},
         ),
+        errors=report(
+            f"{REPORT_DIR}/runs/{{run}}/errors.svg",
+            caption="../report/run_errors.rst",
+            category=REPORT_RUNS,
+            subcategory="{run}",
+            labels={"result": "6. error by biotype and length"},
+        ),
     log:
         "logs/report_run/{run}.log",
     conda:
@@ -175,12 +237,14 @@ rule report_run:
     params:
         scatter_tissues=REPORT["scatter_tissues"],
         scatter_max_points=REPORT["scatter_max_points"],
+        demo=REPORT_DEMO,
     script:
         "../scripts/report_run.py"
 
 
 rule report_experiments:
     input:
+        unpack(report_baseline),
         metrics=run_outputs(),
     output:
         table=report(
@@ -212,12 +276,14 @@ rule report_experiments:
     params:
         experiments=EXPERIMENTS,
         paper=REPORT["paper"],
+        demo=REPORT_DEMO,
     script:
         "../scripts/report_experiments.py"
 
 
 rule report_ablation:
     input:
+        unpack(report_baseline),
         metrics=run_outputs(),
     output:
         table=report(
@@ -243,6 +309,7 @@ rule report_ablation:
     params:
         experiments=EXPERIMENTS,
         paper=REPORT["paper"],
+        demo=REPORT_DEMO,
         factor="{factor}",
     script:
         "../scripts/report_ablation.py"
@@ -250,6 +317,7 @@ rule report_ablation:
 
 rule report_scaling:
     input:
+        unpack(report_baseline),
         metrics=run_outputs(),
     output:
         table=report(
@@ -273,6 +341,7 @@ rule report_scaling:
     params:
         experiments=EXPERIMENTS,
         paper=REPORT["paper"],
+        demo=REPORT_DEMO,
         factor="fraction",
     script:
         "../scripts/report_ablation.py"

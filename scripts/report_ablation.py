@@ -13,6 +13,8 @@ def main() -> None:
         sm.params.paper,
         table_path=sm.output.table,
         figure=sm.output.figure,
+        baseline_path=getattr(sm.input, "baseline", None),
+        demo=sm.params.demo,
     )
 
 

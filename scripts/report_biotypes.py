@@ -5,7 +5,8 @@ from isoflow.report import build_biotypes
 
 
 def main() -> None:
-    build_biotypes(snakemake.input[0], snakemake.output.figure, snakemake.output.table)  # noqa: F821
+    sm = snakemake  # noqa: F821
+    build_biotypes(sm.input[0], sm.output.figure, sm.output.table, demo=sm.params.demo)
 
 
 run_script(main, snakemake.log[0])  # noqa: F821

@@ -13,6 +13,8 @@ def main() -> None:
         table_html_path=sm.output.table,
         table_tsv_path=sm.output.tsv,
         figure=sm.output.figure,
+        baseline_path=getattr(sm.input, "baseline", None),
+        demo=sm.params.demo,
         within_gene=sm.output.within_gene,
     )
 

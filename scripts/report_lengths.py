@@ -13,6 +13,7 @@ def main() -> None:
         sm.output.table,
         max_nt=sm.params.max_nt,
         max_aa=sm.params.max_aa,
+        demo=sm.params.demo,
     )
 
 

@@ -18,6 +18,9 @@ def main() -> None:
         within_gene=sm.output.within_gene,
         n_scatter=sm.params.scatter_tissues,
         max_points=sm.params.scatter_max_points,
+        transcripts_path=sm.input.transcripts,
+        errors=sm.output.errors,
+        demo=sm.params.demo,
     )
 
 

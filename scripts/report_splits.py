@@ -6,7 +6,9 @@ from isoflow.report import build_splits
 
 def main() -> None:
     sm = snakemake  # noqa: F821
-    build_splits(sm.input[0], sm.output.figure, sm.output.table, sm.params.scheme)
+    build_splits(
+        sm.input[0], sm.output.figure, sm.output.table, sm.params.scheme, demo=sm.params.demo
+    )
 
 
 run_script(main, snakemake.log[0])  # noqa: F821

@@ -5,7 +5,8 @@ from isoflow.report import build_tissues
 
 
 def main() -> None:
-    build_tissues(snakemake.input[0], snakemake.output.figure, snakemake.output.table)  # noqa: F821
+    sm = snakemake  # noqa: F821
+    build_tissues(sm.input[0], sm.output.figure, sm.output.table, demo=sm.params.demo)
 
 
 run_script(main, snakemake.log[0])  # noqa: F821

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from isoflow import report
@@ -23,7 +25,10 @@ PAPER = {"label": "IsoFormer paper (test label)", "r2": 0.53, "spearman": 0.72}
 
 
 def write_data_inputs(root: Path, n_genes: int = 40, seed: int = 0) -> None:
-    """transcripts.parquet, targets stats, splits, rna/protein FASTA under ``root/results``."""
+    """transcripts.parquet, targets (+ stats), splits, rna/protein FASTA under ``root/results``.
+
+    The annotation also holds the 90 transcripts ``write_run`` predicts, so the per-run
+    error views find each predicted transcript's biotype and length."""
     rng = np.random.default_rng(seed)
     rows = []
     for g in range(n_genes):
@@ -36,15 +41,40 @@ def write_data_inputs(root: Path, n_genes: int = 40, seed: int = 0) -> None:
                     "transcript_type": ["protein_coding", "lncRNA", "retained_intron"][(g + t) % 3],
                 }
             )
+    known = {row["transcript_id"] for row in rows}
+    for i in range(90):
+        if f"ENST{i:06d}.1" not in known:
+            rows.append(
+                {
+                    "transcript_id": f"ENST{i:06d}.1",
+                    "gene_id": f"ENSG{i // 3:05d}.1",
+                    "gene_name": f"G{i // 3}",
+                    "transcript_type": ["protein_coding", "lncRNA"][i % 2],
+                }
+            )
     transcripts = pd.DataFrame(rows)
+    exons = [int(n) for n in rng.integers(1, 6, len(transcripts))]
+    transcripts["exon_starts"] = [[1000 * k for k in range(n)] for n in exons]
+    transcripts["exon_ends"] = [
+        [1000 * k + int(rng.integers(50, 900)) for k in range(n)] for n in exons
+    ]
     (root / "results/annotation").mkdir(parents=True, exist_ok=True)
     transcripts.to_parquet(root / "results/annotation/transcripts.parquet")
 
     (root / "results/targets").mkdir(parents=True, exist_ok=True)
+    targets = transcripts[["transcript_id", "gene_id"]].copy()
+    for tissue in TISSUES:
+        values = np.log1p(rng.gamma(0.8, 5.0, len(targets)))
+        values[rng.random(len(targets)) < 0.2] = 0.0
+        targets[tissue] = values.astype(np.float32)
+    table = pa.Table.from_pandas(targets, preserve_index=False)
+    table = table.replace_schema_metadata({"isoflow.tissues": json.dumps(TISSUES)})
+    pq.write_table(table, root / "results/targets/smts.parquet")
     stats = "tissue\tn_samples\tmean\tsd\n" + "".join(
         f"{t}\t{10 + 3 * i}\t{1.5 + i / 10:.3f}\t0.800\n" for i, t in enumerate(TISSUES)
     )
-    stats += "# transcripts in GTEx only: 3\n# in annotation only: 2\n# in both: 100\n"
+    stats += "# transcripts_gtex_only\t3\n# transcripts_annotation_only\t2\n"
+    stats += "# transcripts_both\t100\n"
     (root / "results/targets/smts.stats.tsv").write_text(stats)
 
     (root / "results/splits").mkdir(parents=True, exist_ok=True)
@@ -120,6 +150,37 @@ def write_all_runs(root: Path) -> dict[str, dict]:
     for i, run in enumerate(experiments):
         write_run(root, run, quality=0.4 + 0.07 * i, seed=i)
     return experiments
+
+
+def load_metrics(root: Path, experiments) -> dict[str, dict]:
+    return {
+        run: report.read_metrics(root / "results/runs" / run / "metrics.json")
+        for run in experiments
+    }
+
+
+def write_baseline(root: Path) -> dict:
+    """results/baseline/{metrics.json,predictions.parquet} in a run's format (the contract
+    of the baseline rule), with the collapsed/prediction_spread keys of newer runs."""
+    out = write_run(root, "baseline", quality=0.3, seed=99)
+    target = root / "results/baseline"
+    target.mkdir(parents=True, exist_ok=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics.update(collapsed=False, prediction_spread=0.4)
+    (target / "metrics.json").write_text(json.dumps(metrics))
+    (out / "predictions.parquet").rename(target / "predictions.parquet")
+    return metrics
+
+
+def collapse(run_dir: Path) -> dict:
+    """Rewrite a run as collapsed: constant predictions, metrics marked so."""
+    predictions = pd.read_parquet(run_dir / "predictions.parquet")
+    predictions["predicted"] = 1.0
+    predictions.to_parquet(run_dir / "predictions.parquet")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.update(collapsed=True, prediction_spread=0.0)
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
 
 
 # ---------------------------------------------------------------- data tables
@@ -333,18 +394,34 @@ def test_ablation_display_writes_mean_plus_minus_sd(tmp_path):
     assert f'<td class="num">{full["R²"]:.3f} ± {full["R² sd"]:.3f}</td>' in page
 
 
-def test_runs_table_lists_every_run_then_the_paper(tmp_path):
+def test_runs_table_pools_seeds_then_baseline_then_paper(tmp_path):
     experiments = write_all_runs(tmp_path)
-    metrics = {
-        run: report.read_metrics(tmp_path / "results/runs" / run / "metrics.json")
-        for run in experiments
-    }
-    table = report.runs_table(experiments, metrics, PAPER)
-    assert table["run"].tolist() == [*experiments, PAPER["label"]]
-    first = next(iter(experiments))
-    assert table.iloc[0]["R²"] == metrics[first]["mean"]["r2"]
-    assert table.iloc[0]["within-gene Spearman"] == metrics[first]["within_gene_spearman"]
+    metrics = load_metrics(tmp_path, experiments)
+    baseline = write_baseline(tmp_path)
+    table = report.runs_table(experiments, metrics, PAPER, baseline)
+    settings = list(report.setting_groups(experiments))
+    assert table["setting"].tolist() == [*settings, report.BASELINE_LABEL, PAPER["label"]]
+    assert "dna+rna+protein_enformer_cross_attention" in settings  # s0 and s1 pooled
+    full = table.iloc[0]
+    seeds = [metrics[f"dna+rna+protein_enformer_cross_attention_s{s}"] for s in (0, 1)]
+    assert full["seeds"] == 2
+    assert full["R²"] == pytest.approx(np.mean([m["mean"]["r2"] for m in seeds]))
+    assert full["Spearman sd"] == pytest.approx(
+        np.std([m["mean"]["spearman"] for m in seeds], ddof=1)
+    )
+    assert table.iloc[-2]["source"] == report.SOURCE_BASELINE
+    assert table.iloc[-2]["R²"] == baseline["mean"]["r2"]
     assert pd.isna(table.iloc[-1]["within-gene Spearman"])
+    rows = report.run_rows(experiments, metrics, baseline)
+    assert rows["run"].tolist() == [*experiments, report.BASELINE_LABEL]
+    assert rows[report.COLLAPSED].tolist() == [False] * len(rows)
+
+
+def test_setting_name_drops_only_the_seed():
+    assert report.setting_name("dna_enformer_concat_s12_f0.5_shuffled") == (
+        "dna_enformer_concat_f0.5_shuffled"
+    )
+    assert report.setting_name("rna_nt_dna_cross_attention_s0") == "rna_nt_dna_cross_attention"
 
 
 def test_table_html_escapes_and_marks_the_paper_row():
@@ -368,6 +445,16 @@ def test_table_html_escapes_and_marks_the_paper_row():
 def test_data_views_write_figures_and_tables(tmp_path):
     write_data_inputs(tmp_path)
     res, out = tmp_path / "results", tmp_path / "out"
+    report.build_targets(
+        res / "targets/smts.parquet",
+        res / "targets/smts.stats.tsv",
+        out / "tg.svg",
+        out / "tg.html",
+        out / "iso.svg",
+    )
+    assert "gtex only 3, annotation only 2, both 100" in (out / "tg.html").read_text()
+    assert "Zeros per tissue" in (out / "tg.svg").read_text()
+    assert "GTEx ↔ annotation" in (out / "iso.svg").read_text()
     report.build_biotypes(res / "annotation/transcripts.parquet", out / "b.svg", out / "b.html")
     report.build_tissues(res / "targets/smts.stats.tsv", out / "t.svg", out / "t.html")
     report.build_splits(res / "splits/gene.tsv", out / "s.svg", out / "s.html", "gene")
@@ -399,11 +486,29 @@ def test_run_views_and_a_bad_metrics_file_leaves_no_output(tmp_path):
         within_gene=out / "within_gene.svg",
     )
     args = (run_dir / "metrics.json", run_dir / "history.csv", run_dir / "predictions.parquet")
-    report.build_run("myrun", *args, **outputs, n_scatter=3, max_points=100)
+    write_data_inputs(tmp_path)
+    report.build_run(
+        "myrun",
+        *args,
+        **outputs,
+        n_scatter=3,
+        max_points=100,
+        transcripts_path=tmp_path / "results/annotation/transcripts.parquet",
+        errors=out / "errors.svg",
+    )
+    assert "By biotype" in (out / "errors.svg").read_text()
+    assert "best epoch 3" in (out / "curves.svg").read_text()
     assert (out / "scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "val_r2" in (out / "curves.svg").read_text()
     assert "Testis" in (out / "per_tissue.html").read_text()
     assert "Within-gene isoform ranking" in (out / "within_gene.svg").read_text()
+    assert "3–4" in (out / "within_gene.svg").read_text()  # the isoforms-per-gene bins
+
+    collapse(run_dir)
+    report.build_run("myrun", *args, **outputs)
+    page = (out / "per_tissue.html").read_text()
+    assert page.startswith("<!DOCTYPE") and "COLLAPSED" in page
+    assert page.count('<td class="collapsed">collapsed</td>') == 2 * (len(TISSUES) + 1)
 
     (run_dir / "metrics.json").write_text("{}")
     fresh = {k: tmp_path / "fresh" / v.name for k, v in outputs.items()}
@@ -427,9 +532,11 @@ def test_experiment_views_name_the_paper_as_the_paper(tmp_path):
     )
     page = (out / "runs.html").read_text()
     assert "IsoFormer paper (test label)" in page and "not from this workflow" in page
+    assert "No sequence-free baseline was given" in page
     tsv = pd.read_csv(out / "runs.tsv", sep="\t")
-    assert len(tsv) == len(experiments) + 1
+    assert tsv["run"].tolist() == list(experiments)  # every run, unpooled
     assert "reported" in (out / "runs.svg").read_text()
+    assert report.DEMO_MARK not in (out / "runs.svg").read_text()
     for factor in (*report.FACTORS, "fraction"):
         report.build_ablation(
             experiments, paths, factor, PAPER, out / f"a_{factor}.html", out / f"a_{factor}.svg"
@@ -444,12 +551,155 @@ def test_experiment_views_name_the_paper_as_the_paper(tmp_path):
         )
 
 
+# Three seeds of each modality setting and of the shuffled control (the demo's grid shape
+# once config `seeds: [0, 1, 2]` expands it).
+SEEDED_CONFIG = {
+    "experiments": [
+        {"modalities": m, "seed": s}
+        for m in (["dna"], ["rna"], ["dna", "rna", "protein"])
+        for s in (0, 1, 2)
+    ]
+    + [
+        {"modalities": ["dna", "rna", "protein"], "shuffle_targets": True, "seed": s}
+        for s in (0, 1, 2)
+    ]
+}
+
+
+def write_seeded_runs(root: Path, collapsed: tuple[str, ...] = ()) -> dict[str, dict]:
+    experiments = expand_experiments(SEEDED_CONFIG)
+    for i, run in enumerate(experiments):
+        quality = 0.0 if "shuffled" in run else 0.3 + 0.2 * ("rna" in run) + 0.01 * i
+        out = write_run(root, run, quality=quality, seed=i)
+        if run in collapsed:
+            collapse(out)
+    return experiments
+
+
+def test_shuffled_runs_are_the_control_not_an_ablation_level(tmp_path):
+    experiments = write_seeded_runs(tmp_path)
+    shuffled = [r for r in experiments if r.endswith("_shuffled")]
+    assert report.control_runs(experiments) == shuffled
+    for group in report.ablation_groups(experiments, "modalities"):
+        assert not {r for runs in group["levels"].values() for r in runs} & set(shuffled)
+    metrics = load_metrics(tmp_path, experiments)
+    table = report.ablation_table(experiments, metrics, "modalities", PAPER, None)
+    control = table[table["source"] == report.SOURCE_CONTROL].iloc[0]
+    assert control["modalities"] == report.CONTROL_LABEL and control["seeds"] == 3
+    spearman = [metrics[r]["mean"]["spearman"] for r in shuffled]
+    assert control["Spearman"] == pytest.approx(np.mean(spearman))
+    assert control["Spearman sd"] == pytest.approx(np.std(spearman, ddof=1))
+    assert table["source"].tolist()[-2:] == [report.SOURCE_CONTROL, report.SOURCE_PAPER]
+
+
+def test_collapsed_runs_print_collapsed_not_correlations(tmp_path):
+    dna = [f"dna_enformer_cross_attention_s{s}" for s in (0, 1, 2)]
+    rna = "rna_enformer_cross_attention_s1"
+    experiments = write_seeded_runs(tmp_path, collapsed=(*dna, rna))
+    metrics = load_metrics(tmp_path, experiments)
+    table = report.ablation_table(experiments, metrics, "modalities", None)
+    shown = report.ablation_display(table, "modalities").set_index("modalities")
+    assert shown.loc["dna", "Spearman"] == "collapsed"
+    assert shown.loc["dna", "Pearson"] == "collapsed"
+    assert shown.loc["dna", "within-gene Spearman"] == "collapsed"
+    assert shown.loc["dna", "seeds"] == "3 (3 collapsed)"
+    r2 = [metrics[r]["mean"]["r2"] for r in dna]  # R² of a constant stays meaningful
+    assert shown.loc["dna", "R²"] == f"{np.mean(r2):.3f} ± {np.std(r2, ddof=1):.3f}"
+    # One of three rna seeds collapsed: correlations pool the other two.
+    live = [metrics[f"rna_enformer_cross_attention_s{s}"]["mean"]["spearman"] for s in (0, 2)]
+    assert shown.loc["rna", "Spearman"] == f"{np.mean(live):.3f} ± {np.std(live, ddof=1):.3f}"
+    assert shown.loc["rna", "seeds"] == "3 (1 collapsed)"
+    page = report.table_html(shown.reset_index(), "x")
+    assert '<td class="collapsed">collapsed</td>' in page
+    # The figure draws no Spearman bar for dna, and says why.
+    fig = report.plot_ablation(table, "modalities")
+    ax = fig.axes[0]
+    assert "collapsed" in [t.get_text().strip() for t in ax.texts]
+    spearman_bars = [
+        b
+        for c in ax.containers
+        for b in c
+        if c.get_label().lstrip("_").startswith("Spearman (this")
+    ]
+    assert len(spearman_bars) == 2  # rna and dna+rna+protein, not dna
+    # A run without the key (older metrics.json) is not collapsed.
+    assert not report.is_collapsed({"mean": {}})
+
+
+def test_read_metrics_checks_the_collapsed_keys(tmp_path):
+    out = write_run(tmp_path, "r", quality=0.5)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert not report.is_collapsed(report.read_metrics(out / "metrics.json"))
+    (out / "metrics.json").write_text(json.dumps({**metrics, "collapsed": "yes"}))
+    with pytest.raises(InputError, match=r"metrics.json:collapsed: expected true or false"):
+        report.read_metrics(out / "metrics.json")
+    (out / "metrics.json").write_text(json.dumps({**metrics, "prediction_spread": "0.1"}))
+    with pytest.raises(InputError, match=r"metrics.json:prediction_spread: expected a number"):
+        report.read_metrics(out / "metrics.json")
+    (out / "metrics.json").write_text(json.dumps({**metrics, "prediction_spread": None}))
+    assert report.read_metrics(out / "metrics.json")["prediction_spread"] is None
+
+
+def _error_bars(ax) -> list:
+    from matplotlib.container import BarContainer, ErrorbarContainer
+
+    bars = [c for c in ax.containers if isinstance(c, BarContainer) and c.errorbar]
+    lines = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    return [
+        c for c in bars if any(len(seg) for seg in c.errorbar.lines[2][0].get_segments())
+    ] + lines
+
+
+def test_across_figures_have_error_bars_control_band_and_baseline(tmp_path):
+    from matplotlib.container import BarContainer
+
+    experiments = write_seeded_runs(tmp_path)
+    baseline = write_baseline(tmp_path)
+    metrics = load_metrics(tmp_path, experiments)
+    table = report.ablation_table(experiments, metrics, "modalities", PAPER, baseline)
+    runs = report.runs_table(experiments, metrics, PAPER, baseline)
+    for fig in (
+        report.plot_ablation(table, "modalities"),
+        report.plot_runs(runs),
+        report.plot_within_gene_runs(runs),
+    ):
+        ax = fig.axes[0]
+        assert _error_bars(ax), "no error bars"
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert any(t.startswith(report.CONTROL_LABEL) and "(n=3)" in t for t in legend), legend
+        assert any(report.SOURCE_BASELINE in t for t in legend), legend
+        # The band lies behind the bars (it once covered the R² bars it was drawn after).
+        bands = [p for p in ax.patches if p.get_label().startswith(report.CONTROL_LABEL)]
+        bars = [b for c in ax.containers if isinstance(c, BarContainer) for b in c]
+        assert bands and max(b.get_zorder() for b in bands) < min(b.get_zorder() for b in bars)
+        ticks = [t.get_text() for t in ax.get_yticklabels()]
+        assert report.BASELINE_TICK in ticks
+        assert any("(n=3 seeds)" in t for t in ticks)
+    scaling_exps = expand_experiments(
+        {
+            "experiments": [
+                {"modalities": ["rna"], "fraction": f, "seed": s}
+                for f in (0.25, 1.0)
+                for s in (0, 1)
+            ]
+        }
+    )
+    for i, run in enumerate(scaling_exps):
+        write_run(tmp_path, run, quality=0.4 + 0.05 * i, seed=i)
+    metrics = load_metrics(tmp_path, scaling_exps)
+    fig = report.plot_scaling(report.ablation_table(scaling_exps, metrics, "fraction", PAPER))
+    assert _error_bars(fig.axes[0])
+
+
 def test_report_paths_ask_only_for_views_the_runs_support():
     data_only = report.report_paths({})
-    assert len(data_only) == 8 and "results/report/data/lengths.svg" in data_only
+    assert len(data_only) == 11 and "results/report/data/lengths.svg" in data_only
+    assert "results/report/data/targets.svg" in data_only
+    assert "results/report/data/isoforms.svg" in data_only
     assert not [p for p in data_only if "/experiments/" in p or "/runs/" in p]
     experiments = expand_experiments(EXPERIMENTS_CONFIG)
     paths = report.report_paths(experiments, "out")
+    assert sum(p.endswith("/errors.svg") for p in paths) == len(experiments)
     for factor in ("modalities", "dna_encoder", "aggregator"):
         assert f"out/experiments/ablation_{factor}.html" in paths
     assert "out/experiments/scaling.svg" in paths
@@ -458,3 +708,315 @@ def test_report_paths_ask_only_for_views_the_runs_support():
     assert not [p for p in report.report_paths(one) if "ablation" in p or "scaling" in p]
     assert "results/report/experiments/runs.html" in report.report_paths(one)
     assert len(set(paths)) == len(paths)
+
+
+# ---------------------------------------------------------------- best epoch, bins, data views
+
+
+def test_best_epoch_is_the_lowest_val_loss_and_is_marked(tmp_path):
+    history = pd.DataFrame(
+        {"epoch": [0, 1, 2, 3], "train_loss": [3, 2, 1, 0.5], "val_loss": [3, 1.5, 1.5, 2]}
+    )
+    assert report.best_epoch(history) == 1  # a tie keeps the first (ModelCheckpoint: strict)
+    assert report.best_epoch(history.assign(val_loss=np.nan)) is None
+    fig = report.plot_history(history, "r")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert any(t.startswith("best epoch 1: val_loss 1.5") for t in texts), texts
+    assert 1 in [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == "--"]
+
+
+def test_isoform_bins_by_hand():
+    rhos = pd.DataFrame(
+        {
+            "gene_id": ["a", "a", "b", "c", "d", "e"],
+            "tissue": ["T", "U", "T", "T", "T", "T"],
+            "isoforms": [2, 2, 3, 4, 5, 9],
+            "rho": [1.0, 0.0, 0.5, -0.5, 0.2, 0.4],
+        }
+    )
+    bins = report.isoform_bins(rhos).set_index("isoforms per gene")
+    assert bins["pairs"].tolist() == [2, 2, 2]
+    assert bins["genes"].tolist() == [1, 2, 2]
+    assert bins["mean ρ"].tolist() == pytest.approx([0.5, 0.0, 0.3])
+    assert bins.loc["2", "sd"] == pytest.approx(np.std([1.0, 0.0], ddof=1))
+    empty = report.isoform_bins(rhos[rhos["isoforms"] == 2])
+    assert empty["pairs"].tolist() == [2, 0, 0] and empty["mean ρ"].isna().tolist()[1:] == [
+        True,
+        True,
+    ]
+
+
+def test_read_overlap_reads_the_stats_comment_lines(tmp_path):
+    path = tmp_path / "smts.stats.tsv"
+    path.write_text(
+        "tissue\tn_samples\tmean\tsd\nLiver\t3\t1.0\t0.5\n"
+        "# transcripts_gtex_only\t2\n# transcripts_annotation_only\t0\n"
+        "# transcripts_both\t1674\n"
+    )
+    assert report.read_overlap(path) == {"gtex_only": 2, "annotation_only": 0, "both": 1674}
+    assert report.read_tissue_stats(path)["tissue"].tolist() == ["Liver"]
+    path.write_text("tissue\tn_samples\n# transcripts_both\t12x\n")
+    with pytest.raises(InputError, match=r"smts.stats.tsv:2: transcripts_both: count '12x'"):
+        report.read_overlap(path)
+    path.write_text("tissue\tn_samples\n# transcripts_both\t-1\n")
+    with pytest.raises(InputError, match="negative count"):
+        report.read_overlap(path)
+    path.write_text("tissue\tn_samples\nLiver\t3\n")  # an older file: no overlap lines
+    assert report.read_overlap(path) == {}
+    assert "not recorded" in report.overlap_note({})
+
+
+def write_targets(root: Path) -> Path:
+    frame = pd.DataFrame(
+        {
+            "transcript_id": ["t1", "t2", "t3", "t4"],
+            "gene_id": ["g1", "g1", "g1", "g2"],
+            "Liver": np.array([0.0, 0.0, 1.5, 2.0], dtype=np.float32),
+            "Brain": np.array([0.0, 3.0, 1.0, 2.0], dtype=np.float32),
+        }
+    )
+    path = root / "smts.parquet"
+    frame.to_parquet(path)
+    return path
+
+
+def test_targets_zero_shares_and_isoforms_per_gene(tmp_path):
+    values, genes = report.read_targets(write_targets(tmp_path))
+    assert list(values.columns) == ["Liver", "Brain"]
+    zeros = report.zero_table(values).set_index("tissue")
+    assert zeros.loc["Liver", "zeros"] == 2 and zeros.loc["Liver", "share zero"] == 0.5
+    assert zeros.loc["Brain", "share zero"] == 0.25
+    assert genes.value_counts().to_dict() == {"g1": 3, "g2": 1}
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"transcript_id": ["t"], "gene_id": ["g"], "Liver": ["high"]}).to_parquet(bad)
+    with pytest.raises(InputError, match=r"bad.parquet:Liver: tissue column is \w+, not numeric"):
+        report.read_targets(bad)
+    pd.DataFrame({"transcript_id": ["t"], "Liver": [1.0]}).to_parquet(bad)
+    with pytest.raises(InputError, match="missing column 'gene_id'"):
+        report.read_targets(bad)
+    table = pa.Table.from_pandas(
+        pd.DataFrame({"transcript_id": ["t"], "gene_id": ["g"], "Liver": [1.0]}),
+        preserve_index=False,
+    ).replace_schema_metadata({"isoflow.tissues": json.dumps(["Liver", "Lung"])})
+    pq.write_table(table, bad)
+    with pytest.raises(InputError, match=r"tissue columns \['Lung'\] named in isoflow.tissues"):
+        report.read_targets(bad)
+
+
+def test_errors_by_biotype_and_length(tmp_path):
+    transcripts = pd.DataFrame(
+        {
+            "transcript_id": ["t1", "t2", "t3"],
+            "transcript_type": ["protein_coding", "lncRNA", "protein_coding"],
+            "exon_starts": [[0, 1000], [0], [0]],
+            "exon_ends": [[300, 1100], [5000], [700]],
+        }
+    )
+    path = tmp_path / "transcripts.parquet"
+    transcripts.to_parquet(path)
+    predictions = pd.DataFrame(
+        {
+            "transcript_id": ["t1", "t1", "t2", "t3"],
+            "gene_id": ["g"] * 4,
+            "tissue": ["A", "B", "A", "A"],
+            "observed": [1.0, 2.0, 0.0, 1.0],
+            "predicted": [2.0, 1.0, 3.0, 1.5],
+        }
+    )
+    joined = report.join_transcripts(predictions, path)
+    assert joined["length"].tolist() == [400, 400, 5000, 700]
+    by_biotype, by_length = report.error_tables(joined)
+    coding = by_biotype.set_index("biotype").loc["protein_coding"]
+    assert coding["transcripts"] == 2 and coding["MAE"] == pytest.approx((1 + 1 + 0.5) / 3)
+    assert coding["bias"] == pytest.approx((1 - 1 + 0.5) / 3)
+    lengths = by_length.set_index("length bin")
+    assert lengths.loc["<500", "pairs"] == 2 and lengths.loc["≥4k", "MAE"] == 3.0
+    unknown = predictions.assign(transcript_id=["t1", "t1", "t2", "t9"])
+    with pytest.raises(InputError, match=r"transcripts.parquet:t9: predicted transcript not"):
+        report.join_transcripts(unknown, path)
+    transcripts.drop(columns="exon_ends").to_parquet(path)
+    with pytest.raises(InputError, match=r"missing columns \['exon_ends'\]"):
+        report.join_transcripts(predictions, path)
+
+
+# ---------------------------------------------------------------- every figure: no text clipped
+
+
+def every_figure(tmp_path: Path) -> dict:
+    """Each figure function of the report on small inputs (the paper and baseline shown)."""
+    experiments = write_seeded_runs(tmp_path, collapsed=("dna_enformer_cross_attention_s0",))
+    baseline = write_baseline(tmp_path)
+    metrics = load_metrics(tmp_path, experiments)
+    run = next(iter(experiments))
+    run_dir = tmp_path / "results/runs" / run
+    predictions = report.read_predictions(run_dir / "predictions.parquet")
+    write_data_inputs(tmp_path)
+    res = tmp_path / "results"
+    lengths = {
+        "RNA": report.sequence_lengths(res / "sequences/rna.fa.gz"),
+        "protein": report.sequence_lengths(res / "sequences/protein.fa.gz"),
+    }
+    counts = report.biotype_table(pd.read_parquet(res / "annotation/transcripts.parquet"))
+    values, genes = report.read_targets(write_targets(tmp_path))
+    transcripts = pd.DataFrame(
+        {
+            "transcript_id": predictions["transcript_id"].unique(),
+            "transcript_type": "protein_coding",
+            "exon_starts": [[0]] * predictions["transcript_id"].nunique(),
+            "exon_ends": [[1500]] * predictions["transcript_id"].nunique(),
+        }
+    )
+    transcripts.to_parquet(tmp_path / "tx.parquet")
+    table = report.ablation_table(experiments, metrics, "modalities", PAPER, baseline)
+    runs = report.runs_table(experiments, metrics, PAPER, baseline)
+    scaling = expand_experiments(
+        {"experiments": [{"modalities": ["rna"], "fraction": f} for f in (0.1, 1.0)]}
+    )
+    for i, name in enumerate(scaling):
+        write_run(tmp_path, name, quality=0.5 + 0.1 * i, seed=i)
+    scaling_table = report.ablation_table(
+        scaling, load_metrics(tmp_path, scaling), "fraction", PAPER, baseline
+    )
+    return {
+        "counts": lambda: report.plot_counts(
+            list(counts["transcript type"]), list(counts["transcripts"]), "transcripts", "t"
+        ),
+        "lengths": lambda: report.plot_lengths(lengths, {"RNA": 3000, "protein": 500}),
+        "splits": lambda: report.plot_split_sizes(
+            report.split_table(report.read_splits(res / "splits/gene.tsv"))
+        ),
+        "targets": lambda: report.plot_targets(values, report.zero_table(values)),
+        "isoforms": lambda: report.plot_isoforms_per_gene(
+            genes.value_counts(), {"gtex_only": 2, "annotation_only": 0, "both": 1674}
+        ),
+        "history": lambda: report.plot_history(report.read_history(run_dir / "history.csv"), run),
+        "per_tissue": lambda: report.plot_per_tissue(metrics[run], run),
+        "scatter": lambda: report.plot_scatter(predictions, metrics[run], TISSUES[:3], run),
+        "within_gene": lambda: report.plot_within_gene(
+            report.within_gene_rhos(predictions), metrics[run], run
+        ),
+        "errors": lambda: report.plot_errors(
+            report.join_transcripts(predictions, tmp_path / "tx.parquet"), run
+        ),
+        "ablation": lambda: report.plot_ablation(table, "modalities"),
+        "runs": lambda: report.plot_runs(runs),
+        "within_gene_runs": lambda: report.plot_within_gene_runs(runs),
+        "scaling": lambda: report.plot_scaling(scaling_table),
+    }
+
+
+@pytest.mark.parametrize("demo", [False, True])
+def test_no_figure_text_runs_outside_the_figure(tmp_path, demo):
+    """Every text artist's window extent lies inside the figure, after the layout
+    ``save_figure`` applies (the paper's 'Spearman 0.72 (paper)' label was clipped)."""
+    for name, make in every_figure(tmp_path).items():
+        fig = make()
+        if demo:
+            report.mark_demo(fig)
+        report.fit_texts(fig)
+        assert report.clipped_texts(fig) == [], name
+
+
+def test_the_clipped_paper_label_of_the_demo_runs_figure_now_fits(tmp_path):
+    """The tester's case: the demo's long run names left too little room, and the paper's
+    'Spearman 0.72 (paper)' ran past the right edge. ``clipped_texts`` sees it in the raw
+    layout; ``fit_texts`` (applied by ``save_figure``) brings it inside."""
+    config = {
+        "experiments": [
+            {"modalities": m, "aggregator": a}
+            for m, a in (
+                (["dna"], "cross_attention"),
+                (["rna"], "cross_attention"),
+                (["protein"], "cross_attention"),
+                (["dna", "rna", "protein"], "cross_attention"),
+                (["dna", "rna", "protein"], "concat"),
+            )
+        ]
+        + [
+            {"modalities": ["dna", "rna", "protein"], "shuffle_targets": True, "seed": s}
+            for s in (0, 1, 2)
+        ]
+    }
+    experiments = expand_experiments(config)
+    for i, run in enumerate(experiments):
+        write_run(tmp_path, run, quality=0.3 + 0.05 * i, seed=i)
+    table = report.runs_table(experiments, load_metrics(tmp_path, experiments), PAPER)
+    fig = report.plot_runs(table)
+    assert report.clipped_texts(fig) == [" Spearman 0.72 (paper)"]
+    report.fit_texts(fig)
+    assert report.clipped_texts(fig) == []
+    report.save_figure(fig, tmp_path / "runs.svg")
+    assert "Spearman 0.72 (paper)" in (tmp_path / "runs.svg").read_text()
+
+
+def test_demo_figures_say_synthetic_on_the_figure(tmp_path):
+    write_data_inputs(tmp_path)
+    res = tmp_path / "results"
+    for demo in (True, False):
+        out = tmp_path / f"out_{demo}"
+        report.build_biotypes(
+            res / "annotation/transcripts.parquet", out / "b.svg", out / "b.html", demo=demo
+        )
+        svg = (out / "b.svg").read_text()
+        assert (report.DEMO_MARK in svg) is demo
+    fig = report.plot_history(
+        pd.DataFrame({"epoch": [0, 1], "train_loss": [2, 1], "val_loss": [2, 1]}), "run-x"
+    )
+    report.mark_demo(fig)
+    assert fig._suptitle.get_text() == f"{report.DEMO_MARK}\nrun-x"  # the run's name kept
+
+
+# ---------------------------------------------------------------- landing page facts
+
+
+def test_git_commit_is_the_checkout_or_unknown(tmp_path):
+    import subprocess
+
+    assert report.git_commit(tmp_path) == "unknown"  # not a git checkout
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "f").write_text("1")
+    subprocess.run([*git, "add", "f"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert report.git_commit(repo) == head
+    (repo / "f").write_text("2")
+    assert report.git_commit(repo) == head + " + uncommitted changes"
+    (repo / "sub").mkdir()
+    assert report.git_commit(repo / "sub") == "unknown"  # inside another repository
+
+
+def test_provenance_states_the_data_and_versions(tmp_path):
+    facts = report.provenance({"demo": {"enabled": True}}, ["config/demo.yaml"], tmp_path)
+    assert facts["demo"] and facts["data"].startswith("synthetic demo data")
+    assert facts["configfiles"] == ["config/demo.yaml"] and facts["commit"] == "unknown"
+    inside = Path.cwd() / "config" / "demo.yaml"
+    assert report.provenance({}, [inside, "/elsewhere/x.yaml"], tmp_path)["configfiles"] == [
+        "config/demo.yaml",
+        "/elsewhere/x.yaml",
+    ]
+    assert set(facts["versions"]) == {"isoflow", "snakemake", "torch", "pytorch-lightning"}
+    assert facts["versions"]["snakemake"][0].isdigit()
+    gtex = report.provenance({"tissue_set": "smtsd"}, [], tmp_path)
+    assert not gtex["demo"] and gtex["data"].startswith("GTEx v8 (smtsd")
+    assert report.software_versions(["no-such-package-isoflow"]) == {
+        "no-such-package-isoflow": "not installed"
+    }
+
+
+def test_baseline_input_only_when_a_rule_makes_it():
+    class Rules:
+        def __init__(self, *names):
+            self.names = names
+
+        def has(self, name):
+            return name in self.names
+
+    assert report.baseline_input(Rules("train", "baseline"), None) == {
+        "baseline": "results/baseline/metrics.json"
+    }
+    assert report.baseline_input(Rules("train"), None) == {}

@@ -15,6 +15,7 @@ skip, except under CI (``CI=true``), where they fail.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import os
 import re
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_report import EXPERIMENTS_CONFIG, write_data_inputs, write_run
+from test_report import write_baseline, write_data_inputs, write_run
 
 from isoflow import report
 from isoflow.experiments import expand_experiments
@@ -40,13 +41,28 @@ PAPER = {
     "r2": 0.53,
     "spearman": 0.72,
 }
-# Four runs: a modality ablation (DNA+RNA+protein vs RNA+protein, two seeds of the first),
-# an aggregator ablation, and a data-scaling pair.
-EXPERIMENTS = [
-    e
-    for e in EXPERIMENTS_CONFIG["experiments"]
-    if e.get("dna_encoder") is None and e["modalities"] != ["dna"]
-]
+# A modality ablation (DNA+RNA+protein vs RNA+protein, three seeds each), an aggregator
+# ablation, a data-scaling pair and a shuffled-target control of three seeds; demo data.
+EXPERIMENTS = (
+    [
+        {"modalities": m, "seed": s}
+        for m in (["dna", "rna", "protein"], ["rna", "protein"])
+        for s in (0, 1, 2)
+    ]
+    + [
+        {"modalities": ["dna", "rna", "protein"], "aggregator": "concat"},
+        {"modalities": ["dna", "rna", "protein"], "fraction": 0.25},
+    ]
+    + [
+        {"modalities": ["dna", "rna", "protein"], "shuffle_targets": True, "seed": s}
+        for s in (0, 1, 2)
+    ]
+)
+CONFIG = {
+    "experiments": EXPERIMENTS,
+    "demo": {"enabled": True},
+    "report": {"paper": PAPER, "scatter_tissues": 4},
+}
 
 
 def _chromium_or_skip() -> str:
@@ -62,10 +78,11 @@ def report_html(tmp_path_factory) -> Path:
     """Run the report rules of this checkout on generated inputs; return report.html."""
     root = tmp_path_factory.mktemp("report_wf")
     write_data_inputs(root)
-    config = {"experiments": EXPERIMENTS, "report": {"paper": PAPER, "scatter_tissues": 4}}
-    for i, run in enumerate(expand_experiments(config)):
-        write_run(root, run, quality=0.45 + 0.1 * i, seed=i)
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    for i, run in enumerate(expand_experiments(CONFIG)):
+        quality = 0.02 if "shuffled" in run else 0.45 + 0.04 * i
+        write_run(root, run, quality=quality, seed=i)
+    write_baseline(root)
+    (root / "config.yaml").write_text(yaml.safe_dump(CONFIG))
     (root / "Snakefile").write_text(
         textwrap.dedent(
             f"""\
@@ -75,6 +92,10 @@ def report_html(tmp_path_factory) -> Path:
             include: "{REPO}/rules/report.smk"
             rule all:
                 input: report_outputs()
+            # Stands in for rules/baseline.smk: its outputs are already written.
+            rule baseline:
+                output: "results/baseline/metrics.json"
+                shell: "exit 1"
             """
         )
     )
@@ -121,6 +142,8 @@ def test_report_embeds_every_result_with_its_category(report_html):
     assert match, "no categories object in the report"
     categories = json.loads(match.group(1))
     assert set(categories) == {"1. Data", "2. Training runs", "3. Across experiments"}
+    targets = set(categories["1. Data"]["Expression targets"])
+    assert {"results/report/data/targets.svg", "results/report/data/isoforms.svg"} <= targets
     assert set(categories["1. Data"]) == {
         "Annotation",
         "Expression targets",
@@ -152,6 +175,7 @@ STEPS = [
     ("view", "data scaling (figure)"),
     ("category", "3. Across experiments"),
     ("click", "Ablation: modalities"),
+    ("view", "ablation modalities vs the paper (figure)"),
     ("view", "ablation modalities vs the paper (table)"),
 ]
 
@@ -189,6 +213,7 @@ def test_browser_clicks_reach_every_section(driven):
         "3. per-tissue metrics (figure)",
         "4. predicted vs observed",
         "5. within-gene isoform ranking",
+        "6. error by biotype and length",
     ):
         assert result in one_run
     across = _seen(log, "across")
@@ -204,6 +229,7 @@ def test_browser_renders_figures(driven):
         "sequence lengths (figure)",
         "4. predicted vs observed",
         "data scaling (figure)",
+        "ablation modalities vs the paper (figure)",
     ):
         width, height = views[figure]["img"]
         assert width > 300 and height > 200, (figure, width, height)
@@ -230,3 +256,84 @@ def test_browser_shows_the_ablation_table_beside_the_paper(driven):
 def test_browse_report_rejects_an_unknown_step(tmp_path):
     with pytest.raises(ValueError, match="unknown browser step 'scroll'"):
         report.browse_report(tmp_path / "r.html", [("scroll", "x")], tmp_path)
+
+
+# ---------------------------------------------------------------- a report that cannot flatter
+
+
+def _embedded(html: str) -> dict[str, dict]:
+    """The report's results: path -> {mime_type, data_uri, ...}."""
+    match = re.search(r"var results = (\{.*?\});\n", html, re.S)
+    assert match, "no results object in the report"
+    return json.loads(match.group(1))
+
+
+def _figures(report_html: Path) -> list[Path]:
+    return sorted((report_html.parent / "results/report").rglob("*.svg"))
+
+
+def test_landing_page_states_data_config_commit_versions_date(driven):
+    from importlib.metadata import version
+
+    start = _seen(driven["log"], "start")
+    assert "SYNTHETIC DEMO DATA" in start
+    assert re.search(r"Data:\s*synthetic demo data \(generated by isoflow\.demo", start), start
+    assert re.search(r"Config files:\s*\S*config\.yaml", start)
+    commit = report.git_commit(REPO)
+    assert commit == "unknown" or re.fullmatch(r"[0-9a-f]{40}( \+ uncommitted changes)?", commit)
+    assert re.search(r"Git commit:\s*" + re.escape(commit), start)
+    software = re.search(r"^Software:\s*(.*)$", start, re.M).group(1)
+    assert "Report built" not in software
+    for package in report.VERSIONED:
+        assert f"{package} {version(package)}" in software
+    day = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
+    assert re.search(rf"^Report built:\s*{day} \d\d:\d\d UTC$", start, re.M)
+
+
+def test_every_figure_says_synthetic_demo_data(report_html):
+    figures = _figures(report_html)
+    assert len(figures) >= 20
+    for svg in figures:
+        assert report.DEMO_MARK in svg.read_text(), svg
+    # ... also as embedded in the report a reader opens.
+    embedded = {
+        path: base64.b64decode(result["data_uri"].partition("base64,")[2]).decode()
+        for path, result in _embedded(report_html.read_text()).items()
+        if result["mime_type"] == "image/svg+xml"
+    }
+    assert len(embedded) == len(figures)
+    for path, svg in embedded.items():
+        assert report.DEMO_MARK in svg, path
+
+
+def test_across_figures_have_error_bars_control_band_and_baseline(report_html):
+    across = report_html.parent / "results/report/experiments"
+    for name in ("runs.svg", "within_gene.svg", "ablation_modalities.svg", "scaling.svg"):
+        svg = (across / name).read_text()
+        assert 'id="LineCollection_' in svg, f"{name}: no error bars"
+        assert f"<!-- {report.CONTROL_LABEL}" in svg, f"{name}: no control band"
+        assert "sequence-free baseline" in svg, f"{name}: no baseline"
+    table = (across / "ablation_modalities.html").read_text()
+    assert re.search(r"<td class=\"num\">\d\.\d{3} ± \d\.\d{3}</td>", table)
+    assert '<tr class="control">' in table and '<tr class="baseline">' in table
+    assert '<td class="num">3</td>' in table  # seeds
+
+
+def test_no_label_is_clipped_in_the_browser(report_html, tmp_path):
+    chromium = _chromium_or_skip()
+    checked = report.svg_text_overflow(_figures(report_html), tmp_path, chromium=chromium)
+    assert len(checked) == len(_figures(report_html))
+    for svg, seen in checked.items():
+        assert seen["texts"] > 3 and seen["outside"] == [], (svg, seen)
+    # The check sees a label that runs past the edge (saved without the report's layout).
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4, 3))
+    ax = fig.add_subplot()
+    ax.barh([0], [0.72])
+    ax.text(0.72, 0, " Spearman 0.72 (paper, reported in the paper)")
+    fig.savefig(tmp_path / "clipped.svg")
+    seen = report.svg_text_overflow([tmp_path / "clipped.svg"], tmp_path, chromium=chromium)
+    assert seen[str(tmp_path / "clipped.svg")]["outside"] == [
+        "Spearman 0.72 (paper, reported in the paper)"
+    ]
