@@ -200,3 +200,29 @@ def test_standardizer_does_not_blow_up_rounding_noise():
     out = standardizer(emb, mask)
     assert out[..., 0].std() < 0.05
     assert out[..., 1].std() == pytest.approx(1.0, rel=0.05)
+
+
+def test_cross_attention_learns_samples_without_the_query_modality():
+    # protein-only run: a non-coding transcript has no protein tokens at all. It used to pool
+    # to the zero vector, so its prediction was the head's bias (the demo's protein-only run
+    # missed non-coding transcripts by 1.5); a learned query token stands in for it.
+    torch.manual_seed(0)
+    emb, mask, signal = _offset_signal_inputs(n=128, length=4, dim=8)
+    emb = torch.randn_like(emb)
+    signal = emb.mean(dim=(1, 2)) * 10
+    absent = torch.arange(128) % 4 == 0
+    mask[absent] = False
+    target = torch.where(absent, torch.tensor(4.0), signal)
+    agg = build_aggregator("cross_attention", {"protein": 8}, d_model=16, heads=4)
+    head = torch.nn.Linear(16, 1)
+    optimizer = torch.optim.AdamW([*agg.parameters(), *head.parameters()], lr=1e-2)
+    for _ in range(100):
+        predicted = head(masked_mean(*agg({"protein": (emb, mask)}))).squeeze(-1)
+        loss = torch.nn.functional.mse_loss(predicted, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = head(masked_mean(*agg.eval()({"protein": (emb, mask)}))).squeeze(-1)
+    assert (predicted[absent] - 4.0).abs().max() < 0.2, predicted[absent]
+    assert torch.corrcoef(torch.stack([predicted[~absent], signal[~absent]]))[0, 1] > 0.9

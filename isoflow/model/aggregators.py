@@ -11,7 +11,7 @@ sample and produces no NaN.
 - ``cross_attention`` (IsoFormer): the first present modality of dna, rna, protein gives the
   queries; per layer they attend to each other modality in that order (pre-norm blocks:
   ``x + attn(LN(x), LN(keys))``, ``x + ff(LN(x))``). With a single modality the layers are
-  self-attention.
+  self-attention. A sample without the query modality gets one learned query token.
 - ``concat``: masked mean-pool each modality, a learned "missing" vector where a sample has
   none, concatenate, project.
 - ``perceiver``: a Perceiver resampler; learned latents cross-attend to all present tokens
@@ -170,10 +170,23 @@ class CrossAttentionAggregator(Aggregator):
             nn.ModuleDict({m: AttentionBlock(d_model, heads, dropout) for m in self.key_modalities})
             for _ in range(depth)
         )
+        # The one query token of a sample that lacks the query modality (a non-coding
+        # transcript in a protein-only run), as concat's "missing" vector. Without it such a
+        # sample pooled to the zero vector, so its prediction was the head's bias, shared with
+        # every other sample; on the demo the protein-only run then missed the non-coding
+        # transcripts by 1.5 on average. Zeros: no draw from the global RNG, so runs whose
+        # query modality is always present keep their initialisation.
+        self.missing_query = nn.Parameter(torch.zeros(d_model))
 
     def forward(self, inputs: Inputs) -> tuple[Tensor, Tensor]:
         tokens = self.projected(inputs)
         queries, query_mask = tokens[self.query_modality]
+        absent = ~query_mask.any(dim=1)
+        first = torch.zeros_like(query_mask)
+        first[:, 0] = True
+        stand_in = absent[:, None] & first
+        queries = torch.where(stand_in.unsqueeze(-1), self.missing_query, queries)
+        query_mask = query_mask | stand_in
         for layer in self.layers:
             for m in self.key_modalities:
                 # self-attention (single modality) sees the current queries as keys
