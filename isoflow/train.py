@@ -253,6 +253,21 @@ class IsoFormerModule(pl.LightningModule):
             f"(now {self.train_cfg['lr']}) or use 32-bit precision",
         )
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint from another version of the model (e.g. before the aggregators kept
+        feature statistics) stops the resume with one line instead of a state-dict dump."""
+        expected = set(self.state_dict())
+        found = set(checkpoint.get("state_dict", {}))
+        if found != expected:
+            differ = sorted(expected - found) + sorted(found - expected)
+            raise InputError(
+                getattr(self.trainer, "ckpt_path", None),
+                None,
+                f"checkpoint does not fit this model ({len(differ)} parameters or buffers "
+                f"differ, e.g. {differ[0]}; written by another isoflow version?): delete it "
+                "to train afresh",
+            )
+
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
             return

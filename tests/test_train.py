@@ -366,3 +366,22 @@ def test_metrics_json_is_strict_and_marks_collapse(tmp_path):
     assert on_disk["mean"]["spearman"] is None
     real = write_outputs(tmp_path / "r", frame, TISSUES, observed + rng.normal(0, 1, (20, 3)), [])
     assert real["collapsed"] is False and real["prediction_spread"] > 0.5
+
+
+def test_checkpoint_of_another_model_version_is_one_line(dataset, tmp_path):
+    import torch
+
+    path, _ = dataset
+    exp = {"modalities": FAST}
+    config = config_with(max_epochs=2)
+    run_experiment(config, exp, path, tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    # as written before the aggregators kept feature statistics
+    for key in [k for k in state["state_dict"] if ".standardize." in k]:
+        del state["state_dict"][key]
+    torch.save(state, last)
+    (tmp_path / "metrics.json").unlink()
+    with pytest.raises(InputError, match=r"last.ckpt: checkpoint does not fit this model"):
+        run_experiment(config, exp, path, tmp_path)  # same settings: it resumes
+    assert not (tmp_path / "metrics.json").exists()
