@@ -4,9 +4,9 @@ Every aggregator takes ``{modality: (emb (B, L_m, D_m), mask (B, L_m) bool, True
 for the modalities it was built with (any non-empty subset of dna, rna, protein),
 standardises each feature with statistics of the training tokens (:class:`TokenStandardizer`),
 projects each modality to a common ``d_model`` and returns ``(tokens (B, L, d_model), mask
-(B, L))`` that the head mean-pools. A sample whose modality is missing (no protein for a non-coding
-transcript) has an all-False mask for it; that modality then contributes nothing to that
-sample and produces no NaN.
+(B, L))`` that the head mean-pools. A sample whose modality is missing (no protein for a
+non-coding transcript) has an all-False mask for it; that modality then contributes nothing
+to that sample and produces no NaN.
 
 - ``cross_attention`` (IsoFormer): the first present modality of dna, rna, protein gives the
   queries; per layer they attend to each other modality in that order (pre-norm blocks:
