@@ -12,6 +12,11 @@ Conventions (also what ``metrics.json`` means):
   ranks). A (gene, tissue) group where observed or predicted values are all equal has no
   defined rank correlation and is skipped. The reported value is the unweighted mean over
   all defined (gene, tissue) groups; ``None`` when no group is defined.
+- Prediction spread: per tissue sd(predicted) / sd(observed) over the test transcripts, the
+  median over the tissues where the observed sd is not zero (``None`` when there is none).
+  A run whose spread is below ``COLLAPSE_RATIO`` predicts an (almost) constant per tissue
+  and is marked ``collapsed``: its correlations rank float noise, whatever their value.
+- Every number is finite or ``None``: ``metrics.json`` is strict JSON (no NaN/Infinity).
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+# A run whose predictions spread less than this fraction of the observed values' spread
+# (median over tissues) is "collapsed": it predicts a constant up to float noise.
+COLLAPSE_RATIO = 0.01
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -37,7 +46,7 @@ def r2_score(observed: np.ndarray, predicted: np.ndarray) -> float | None:
     if len(observed) < 2 or ss_tot == 0.0:
         return None
     ss_res = float(np.sum((observed - predicted) ** 2))
-    return 1.0 - ss_res / ss_tot
+    return _finite_or_none(1.0 - ss_res / ss_tot)
 
 
 def _correlation(kind: str, observed: np.ndarray, predicted: np.ndarray) -> float | None:
@@ -98,12 +107,26 @@ def within_gene_spearman(
     if not rhos:
         return None
     all_rhos = np.concatenate(rhos)
-    return float(all_rhos.mean()) if len(all_rhos) else None
+    return _finite_or_none(float(all_rhos.mean())) if len(all_rhos) else None
 
 
 def _mean(values: list[float | None]) -> float | None:
     defined = [v for v in values if v is not None]
     return float(np.mean(defined)) if defined else None
+
+
+def prediction_spread(observed: np.ndarray, predicted: np.ndarray) -> float | None:
+    """Median over tissues of sd(predicted) / sd(observed) for (n, n_tissues) arrays; tissues
+    with constant observed values are left out; None when no tissue is left."""
+    observed = np.asarray(observed, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        sd_observed = observed.std(axis=0)
+        sd_predicted = predicted.std(axis=0)
+        defined = (sd_observed > 0) & np.isfinite(sd_observed) & np.isfinite(sd_predicted)
+        if observed.shape[0] < 2 or not defined.any():
+            return None
+        return _finite_or_none(float(np.median(sd_predicted[defined] / sd_observed[defined])))
 
 
 def evaluate(
@@ -125,9 +148,12 @@ def evaluate(
     mean = {
         key: _mean([m[key] for m in per_tissue.values()]) for key in ("r2", "spearman", "pearson")
     }
+    spread = prediction_spread(observed, predicted)
     return {
         "mean": mean,
         "per_tissue": per_tissue,
         "within_gene_spearman": within_gene_spearman(gene_ids, observed, predicted),
         "n_test": int(observed.shape[0]),
+        "prediction_spread": spread,
+        "collapsed": spread is not None and spread < COLLAPSE_RATIO,
     }

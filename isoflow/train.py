@@ -47,6 +47,7 @@ from isoflow.config import SCHEMA, check_config
 from isoflow.data import IsoformDataModule
 from isoflow.errors import InputError, atomic_path
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+from isoflow.experiments import run_name
 from isoflow.metrics import evaluate
 from isoflow.model.encoders import build_encoder, spec_from_config
 from isoflow.model.isoformer import IsoFormer
@@ -206,6 +207,7 @@ class IsoFormerModule(pl.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = torch.nn.functional.mse_loss(self(batch).float(), batch["target"])
+        self.check_finite(loss, batch, "train")
         self.log(
             "train_loss",
             loss,
@@ -220,6 +222,7 @@ class IsoFormerModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         predicted = self(batch).float()
         loss = torch.nn.functional.mse_loss(predicted, batch["target"])
+        self.check_finite(loss, batch, "valid")
         self.log(
             "val_loss",
             loss,
@@ -229,6 +232,69 @@ class IsoFormerModule(pl.LightningModule):
             batch_size=len(batch["target"]),
         )
         self._val_outputs.append((predicted.detach(), batch["target"]))
+
+    def check_finite(self, loss: torch.Tensor, batch: dict, split: str) -> None:
+        """Stop with one line when ``loss`` is NaN or infinite, naming the run, the epoch and
+        step, and the likely cause: a non-finite target (named by transcript and tissue), a
+        non-finite cached input, or, when both are finite, diverging optimisation."""
+        if torch.isfinite(loss):
+            return
+        where = (
+            f"run {run_name(self.hparams.experiment)}: {split} loss is {loss.item()} "
+            f"at epoch {self.current_epoch}, step {self.global_step}"
+        )
+        datamodule = getattr(self.trainer, "datamodule", None)
+        frame = getattr(datamodule, "frames", {}).get(split)
+        rows = batch["index"].cpu().numpy()
+        target = batch["target"].detach().cpu().numpy()
+        bad = np.argwhere(~np.isfinite(target))
+        if len(bad):
+            row, column = bad[0]
+            transcript = frame["transcript_id"].iat[rows[row]] if frame is not None else None
+            raise InputError(
+                getattr(datamodule, "dataset_path", None),
+                transcript,
+                f"{where}: {len(bad)} non-finite targets in the batch, first "
+                f"{self.tissues[column]} = {target[row, column]}; the dataset's targets must "
+                "be finite log1p(TPM) (an overflowing TPM in the expression matrix?)",
+            )
+        for modality, value in batch["inputs"].items():
+            if not isinstance(value, tuple):
+                continue  # raw sequences: tokens are integers
+            emb, mask = value
+            finite = torch.isfinite(emb).all(dim=-1) | ~mask.bool()
+            if not finite.all():
+                row = int(torch.nonzero(~finite.all(dim=1))[0, 0])
+                transcript = frame["transcript_id"].iat[rows[row]] if frame is not None else None
+                cache = getattr(datamodule, "cache_dirs", {}).get(modality)
+                raise InputError(
+                    cache,
+                    transcript,
+                    f"{where}: non-finite cached {modality} embeddings; rebuild the cache "
+                    "(rule embed)",
+                )
+        raise InputError(
+            self.trainer.default_root_dir,
+            None,
+            f"{where}: targets and cached inputs of the batch are finite, so the training "
+            f"diverged (or an encoder overflowed); lower train.lr "
+            f"(now {self.train_cfg['lr']}) or use 32-bit precision",
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint from another version of the model (e.g. before the aggregators kept
+        feature statistics) stops the resume with one line instead of a state-dict dump."""
+        expected = set(self.state_dict())
+        found = set(checkpoint.get("state_dict", {}))
+        if found != expected:
+            differ = sorted(expected - found) + sorted(found - expected)
+            raise InputError(
+                getattr(self.trainer, "ckpt_path", None),
+                None,
+                f"checkpoint does not fit this model ({len(differ)} parameters or buffers "
+                f"differ, e.g. {differ[0]}; written by another isoflow version?): delete it "
+                "to train afresh",
+            )
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_outputs:
@@ -444,8 +510,21 @@ def write_outputs(
     predicted: np.ndarray,
     history: list[dict[str, float]],
 ) -> dict[str, Any]:
+    """Write predictions, history and metrics of the test split; non-finite observed or
+    predicted values are an error before anything is written."""
     observed = frame[tissues].to_numpy(dtype=np.float64)
+    for name, values in (("observed target", observed), ("prediction", predicted)):
+        bad = np.argwhere(~np.isfinite(values))
+        if len(bad):
+            row, column = bad[0]
+            raise InputError(
+                run_dir,
+                frame["transcript_id"].iat[row],
+                f"test {name} for {tissues[column]} is {values[row, column]} "
+                f"({len(bad)} non-finite values); no metrics written",
+            )
     metrics = evaluate(frame["gene_id"].to_numpy(), observed, predicted, tissues)
+    text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"  # strict JSON, or raise here
     n = len(frame)
     predictions = pd.DataFrame(
         {
@@ -461,7 +540,7 @@ def write_outputs(
     with atomic_path(run_dir / "history.csv") as tmp:
         pd.DataFrame(history, columns=HISTORY_COLUMNS).to_csv(tmp, index=False)
     with atomic_path(run_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+        tmp.write_text(text)
     return metrics
 
 

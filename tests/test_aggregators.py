@@ -5,7 +5,13 @@ from itertools import combinations
 import pytest
 import torch
 
-from isoflow.model.aggregators import AGGREGATORS, MODALITIES, build_aggregator, masked_mean
+from isoflow.model.aggregators import (
+    AGGREGATORS,
+    MODALITIES,
+    TokenStandardizer,
+    build_aggregator,
+    masked_mean,
+)
 
 DIMS = {"dna": 12, "rna": 10, "protein": 8}
 LENGTHS = {"dna": 5, "rna": 7, "protein": 4}
@@ -109,3 +115,114 @@ def test_cross_attention_keeps_the_scale_of_its_inputs(modalities):
         norm = masked_mean(*agg(inputs)).norm(dim=-1)
         norm_scaled = masked_mean(*agg(scaled)).norm(dim=-1)
     assert (norm_scaled > 2.0 * norm).all(), (norm, norm_scaled)
+
+
+def _offset_signal_inputs(n=256, length=4, dim=12, seed=0):
+    """Tokens whose whole between-sample signal is a 1e-5 variation around a 0.04 offset
+    (the demo's cached tiny-Enformer embeddings, docs/model.md); target = that signal."""
+    gen = torch.Generator().manual_seed(seed)
+    signal = torch.randn(n, generator=gen)
+    direction = torch.randn(dim, generator=gen)
+    noise = torch.randn(n, length, dim, generator=gen)
+    emb = 0.04 + 1e-5 * (signal[:, None, None] * direction + 0.3 * noise)
+    mask = torch.ones(n, length, dtype=torch.bool)
+    return emb, mask, signal
+
+
+@pytest.mark.parametrize("name", AGGREGATORS)
+def test_single_modality_learns_a_tiny_signal_on_a_large_offset(name):
+    # Before per-feature standardisation every aggregator passed the 1e-5 / 0.04 ratio to the
+    # head, which then predicted a constant (the demo's DNA-only run: spread ~1e-5).
+    torch.manual_seed(0)
+    emb, mask, signal = _offset_signal_inputs()
+    agg = build_aggregator(name, {"dna": emb.shape[-1]}, d_model=16, heads=4)
+    head = torch.nn.Linear(16, 1)
+    params = [*agg.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.05)
+    for step in range(60):
+        batch = torch.arange(32) + 32 * (step % 6)
+        predicted = head(masked_mean(*agg({"dna": (emb[batch], mask[batch])}))).squeeze(-1)
+        loss = torch.nn.functional.mse_loss(predicted, signal[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    agg.eval()
+    held_out = torch.arange(192, 256)
+    with torch.no_grad():
+        predicted = head(masked_mean(*agg({"dna": (emb[held_out], mask[held_out])}))).squeeze(-1)
+    assert predicted.std() > 0.3, predicted.std()
+    assert torch.corrcoef(torch.stack([predicted, signal[held_out]]))[0, 1] > 0.9
+
+
+def test_standardizer_uses_real_training_tokens_only():
+    emb, mask, _ = _offset_signal_inputs(n=64)
+    mask[:8, 2:] = False  # padding
+    padded = emb.clone()
+    padded[:8, 2:] = 0.0
+    mask[8] = False  # a sample without this modality
+    padded[8] = 0.0
+    standardizer = TokenStandardizer(emb.shape[-1])
+    standardizer.eval()
+    assert torch.equal(standardizer(padded, mask), padded)  # untrained: the identity
+    standardizer.train()
+    for chunk in torch.arange(64).split(24):  # three batches, statistics accumulate
+        standardizer(padded[chunk], mask[chunk])
+    real = emb[mask].double()
+    assert torch.allclose(standardizer.mean.double(), real.mean(0), atol=1e-9)
+    assert torch.allclose(
+        (standardizer.sum_sq / standardizer.count).double(), real.var(0, unbiased=False), rtol=1e-3
+    )
+    standardizer.eval()
+    out = standardizer(padded, mask)
+    assert torch.all(out[~mask] == 0)
+    # float32 resolves 0.04 to ~4e-9, i.e. ~4e-4 of this sd
+    assert torch.allclose(out[mask].mean(0), torch.zeros(emb.shape[-1]), atol=5e-3)
+    assert torch.allclose(out[mask].std(0), torch.ones(emb.shape[-1]), atol=1e-2)
+    # evaluation leaves the statistics alone; an all-masked batch in training too
+    count = standardizer.count.clone()
+    standardizer(padded, mask)
+    standardizer.train()
+    standardizer(padded[8:9], mask[8:9])
+    assert standardizer.count == count
+    # the statistics are buffers: saved with the checkpoint, restored on resume
+    restored = TokenStandardizer(emb.shape[-1])
+    restored.load_state_dict(standardizer.state_dict())
+    assert torch.equal(restored.eval()(padded, mask), out)
+
+
+def test_standardizer_does_not_blow_up_rounding_noise():
+    # a feature constant up to float32 rounding stays near zero instead of unit scale
+    emb = torch.full((32, 4, 2), 1000.0)
+    emb[..., 1] += torch.randn(32, 4)
+    emb[..., 0] += torch.randn(32, 4) * 1e-4  # ~1e-7 relative: rounding-level noise
+    mask = torch.ones(32, 4, dtype=torch.bool)
+    standardizer = TokenStandardizer(2)
+    out = standardizer(emb, mask)
+    assert out[..., 0].std() < 0.05
+    assert out[..., 1].std() == pytest.approx(1.0, rel=0.05)
+
+
+def test_cross_attention_learns_samples_without_the_query_modality():
+    # protein-only run: a non-coding transcript has no protein tokens at all. It used to pool
+    # to the zero vector, so its prediction was the head's bias (the demo's protein-only run
+    # missed non-coding transcripts by 1.5); a learned query token stands in for it.
+    torch.manual_seed(0)
+    emb, mask, signal = _offset_signal_inputs(n=128, length=4, dim=8)
+    emb = torch.randn_like(emb)
+    signal = emb.mean(dim=(1, 2)) * 10
+    absent = torch.arange(128) % 4 == 0
+    mask[absent] = False
+    target = torch.where(absent, torch.tensor(4.0), signal)
+    agg = build_aggregator("cross_attention", {"protein": 8}, d_model=16, heads=4)
+    head = torch.nn.Linear(16, 1)
+    optimizer = torch.optim.AdamW([*agg.parameters(), *head.parameters()], lr=1e-2)
+    for _ in range(100):
+        predicted = head(masked_mean(*agg({"protein": (emb, mask)}))).squeeze(-1)
+        loss = torch.nn.functional.mse_loss(predicted, target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = head(masked_mean(*agg.eval()({"protein": (emb, mask)}))).squeeze(-1)
+    assert (predicted[absent] - 4.0).abs().max() < 0.2, predicted[absent]
+    assert torch.corrcoef(torch.stack([predicted[~absent], signal[~absent]]))[0, 1] > 0.9

@@ -1,11 +1,19 @@
 """isoflow.metrics against values computed by hand."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 
-from isoflow.metrics import evaluate, r2_score, tissue_metrics, within_gene_spearman
+from isoflow.metrics import (
+    COLLAPSE_RATIO,
+    evaluate,
+    prediction_spread,
+    r2_score,
+    tissue_metrics,
+    within_gene_spearman,
+)
 
 
 def test_r2_by_hand():
@@ -60,3 +68,56 @@ def test_within_gene_spearman_ties_use_average_ranks():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError):
         evaluate(["a"], np.zeros((1, 2)), np.zeros((1, 3)), ["x", "y"])
+
+
+def _observed(n=50, tissues=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(2.0, 1.0, size=(n, tissues))
+
+
+def test_near_constant_predictions_are_marked_collapsed():
+    # the demo's DNA-only run before the fix: predictions spread ~1e-5 of the observed, yet
+    # their float-noise ranking gives a Spearman that looks like a result
+    observed = _observed()
+    rng = np.random.default_rng(1)
+    predicted = 2.0 + 1e-5 * (observed + rng.normal(size=observed.shape))
+    result = evaluate(np.arange(50).astype(str), observed, predicted, ["A", "B", "C"])
+    assert result["mean"]["spearman"] > 0.5  # a "good" rank correlation of noise
+    assert result["prediction_spread"] == pytest.approx(1e-5 * np.sqrt(2), rel=0.3)
+    assert result["collapsed"] is True
+
+    constant = evaluate(np.arange(50).astype(str), observed, np.full((50, 3), 2.0), list("ABC"))
+    assert constant["prediction_spread"] == 0.0 and constant["collapsed"] is True
+
+
+def test_real_predictions_are_not_collapsed():
+    observed = _observed()
+    predicted = 0.5 * observed + np.random.default_rng(2).normal(0, 0.3, observed.shape)
+    result = evaluate(np.arange(50).astype(str), observed, predicted, ["A", "B", "C"])
+    # median over tissues of sd(predicted) / sd(observed), computed by hand
+    ratios = sorted(predicted[:, t].std() / observed[:, t].std() for t in range(3))
+    assert result["prediction_spread"] == pytest.approx(ratios[1])
+    assert result["prediction_spread"] > COLLAPSE_RATIO
+    assert result["collapsed"] is False
+
+
+def test_prediction_spread_skips_constant_tissues_and_is_none_when_undefined():
+    observed = np.array([[1.0, 3.0], [2.0, 3.0], [3.0, 3.0]])
+    predicted = np.array([[1.0, 5.0], [1.0, 6.0], [4.0, 9.0]])  # tissue 1 observed constant
+    assert prediction_spread(observed, predicted) == pytest.approx(
+        predicted[:, 0].std() / observed[:, 0].std()
+    )
+    constant = np.full((3, 2), 3.0)
+    result = evaluate(["a", "b", "c"], constant, predicted, ["A", "B"])
+    assert result["prediction_spread"] is None and result["collapsed"] is False
+
+
+def test_metrics_are_strict_json_even_for_non_finite_input():
+    # an infinite observed value (an overflowing TPM) must not turn into a NaN in metrics.json
+    observed = _observed(n=6, tissues=2)
+    observed[2, 0] = np.inf
+    predicted = _observed(n=6, tissues=2, seed=5)
+    result = evaluate(["g1", "g1", "g2", "g2", "g3", "g3"], observed, predicted, ["A", "B"])
+    text = json.dumps(result, allow_nan=False)  # raises on NaN or Infinity
+    assert "NaN" not in text and "Infinity" not in text
+    assert result["per_tissue"]["A"]["r2"] is None

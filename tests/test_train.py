@@ -52,7 +52,14 @@ def test_outputs_all_modalities(dataset, tmp_path):
 
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
-    assert set(on_disk) == {"mean", "per_tissue", "within_gene_spearman", "n_test"}
+    assert set(on_disk) == {
+        "mean",
+        "per_tissue",
+        "within_gene_spearman",
+        "n_test",
+        "prediction_spread",
+        "collapsed",
+    }
     assert set(on_disk["mean"]) == {"r2", "spearman", "pearson"}
     assert list(on_disk["per_tissue"]) == TISSUES
     assert on_disk["n_test"] == n_test
@@ -281,3 +288,100 @@ def test_run_pattern_matches_configured_runs_only():
     assert not re.fullmatch(pattern, "dnaarna_enformer_concat_s0")  # '+' is literal
     assert not re.fullmatch(pattern, "protein_enformer_concat_s0")
     assert not re.fullmatch(run_pattern({}), "")
+
+
+# --- non-finite losses and strict metrics ------------------------------------------------
+
+
+def test_non_finite_target_stops_training_with_one_line(dataset, tmp_path, monkeypatch, capsys):
+    import isoflow.data
+    from isoflow.cli import run_script
+
+    path, _ = dataset
+    df, tissues = read_dataset(path)
+    train = isoflow.data.select_training_rows(df, tissues, 1.0, False, 0)
+    transcript = train.loc[2, "transcript_id"]
+    select = isoflow.data.select_training_rows
+
+    def with_inf(*args, **kwargs):  # an overflowing TPM: log1p(mean TPM) = inf
+        rows = select(*args, **kwargs)
+        rows.loc[2, "Brain"] = np.inf
+        return rows
+
+    monkeypatch.setattr(isoflow.data, "select_training_rows", with_inf)
+    exp = {"modalities": FAST}
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: run_experiment(config_with(max_epochs=2), exp, path, tmp_path))
+    assert exit_info.value.code == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"isoflow: error: {path}:{transcript}: ")
+    assert "run rna+protein_enformer_cross_attention_s0: train loss is" in line
+    assert "epoch 0, step " in line and "non-finite targets" in line and "Brain = inf" in line
+    assert not (tmp_path / "metrics.json").exists()
+    assert not (tmp_path / "predictions.parquet").exists()
+
+
+def test_diverging_loss_names_the_learning_rate(dataset, tmp_path):
+    path, _ = dataset
+    config = config_with(max_epochs=2, lr=1e35)
+    with pytest.raises(InputError, match=r"loss is (nan|inf) at epoch \d, step \d+: .*diverged"):
+        run_experiment(config, {"modalities": FAST}, path, tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_non_finite_test_target_writes_nothing(tmp_path):
+    from isoflow.train import write_outputs
+
+    frame = pd.DataFrame(
+        {
+            "transcript_id": ["T1", "T2", "T3"],
+            "gene_id": ["G1", "G1", "G2"],
+            "Liver": [1.0, np.inf, 2.0],
+        }
+    )
+    with pytest.raises(InputError, match=r":T2: test observed target for Liver is inf"):
+        write_outputs(tmp_path, frame, ["Liver"], np.ones((3, 1)), [])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metrics_json_is_strict_and_marks_collapse(tmp_path):
+    from isoflow.train import write_outputs
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "transcript_id": [f"T{i}" for i in range(20)],
+            "gene_id": [f"G{i // 2}" for i in range(20)],
+            **{t: rng.normal(2, 1, 20) for t in TISSUES},
+        }
+    )
+    observed = frame[TISSUES].to_numpy()
+    # a constant first tissue: undefined correlations must be null, not NaN
+    constant = write_outputs(tmp_path / "c", frame, TISSUES, np.full((20, 3), 2.0), [])
+    text = (tmp_path / "c" / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    on_disk = json.loads(text)
+    assert on_disk == json.loads(json.dumps(constant))
+    assert on_disk["collapsed"] is True and on_disk["prediction_spread"] == 0.0
+    assert on_disk["mean"]["spearman"] is None
+    real = write_outputs(tmp_path / "r", frame, TISSUES, observed + rng.normal(0, 1, (20, 3)), [])
+    assert real["collapsed"] is False and real["prediction_spread"] > 0.5
+
+
+def test_checkpoint_of_another_model_version_is_one_line(dataset, tmp_path):
+    import torch
+
+    path, _ = dataset
+    exp = {"modalities": FAST}
+    config = config_with(max_epochs=2)
+    run_experiment(config, exp, path, tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    # as written before the aggregators kept feature statistics
+    for key in [k for k in state["state_dict"] if ".standardize." in k]:
+        del state["state_dict"][key]
+    torch.save(state, last)
+    (tmp_path / "metrics.json").unlink()
+    with pytest.raises(InputError, match=r"last.ckpt: checkpoint does not fit this model"):
+        run_experiment(config, exp, path, tmp_path)  # same settings: it resumes
+    assert not (tmp_path / "metrics.json").exists()

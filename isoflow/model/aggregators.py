@@ -1,16 +1,17 @@
 """Aggregators: fuse per-modality token embeddings into one set of tokens for the head.
 
 Every aggregator takes ``{modality: (emb (B, L_m, D_m), mask (B, L_m) bool, True = real)}``
-for the modalities it was built with (any non-empty subset of dna, rna, protein), projects
-each to a common ``d_model`` and returns ``(tokens (B, L, d_model), mask (B, L))`` that the
-head mean-pools. A sample whose modality is missing (no protein for a non-coding
-transcript) has an all-False mask for it; that modality then contributes nothing to that
-sample and produces no NaN.
+for the modalities it was built with (any non-empty subset of dna, rna, protein),
+standardises each feature with statistics of the training tokens (:class:`TokenStandardizer`),
+projects each modality to a common ``d_model`` and returns ``(tokens (B, L, d_model), mask
+(B, L))`` that the head mean-pools. A sample whose modality is missing (no protein for a
+non-coding transcript) has an all-False mask for it; that modality then contributes nothing
+to that sample and produces no NaN.
 
 - ``cross_attention`` (IsoFormer): the first present modality of dna, rna, protein gives the
   queries; per layer they attend to each other modality in that order (pre-norm blocks:
   ``x + attn(LN(x), LN(keys))``, ``x + ff(LN(x))``). With a single modality the layers are
-  self-attention.
+  self-attention. A sample without the query modality gets one learned query token.
 - ``concat``: masked mean-pool each modality, a learned "missing" vector where a sample has
   none, concatenate, project.
 - ``perceiver``: a Perceiver resampler; learned latents cross-attend to all present tokens
@@ -32,6 +33,63 @@ def masked_mean(emb: Tensor, mask: Tensor) -> Tensor:
     """Mean over real tokens; zeros for a sample with none. (B, L, D), (B, L) -> (B, D)."""
     weights = mask.to(emb.dtype).unsqueeze(-1)
     return (emb * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+class TokenStandardizer(nn.Module):
+    """Per-feature z-score of real tokens, with the mean and variance of the training tokens.
+
+    Frozen encoders can carry a feature's between-sequence signal as a tiny variation around a
+    large offset shared by every sequence. In the demo's cached tiny-Enformer embeddings each
+    feature varies across transcripts by about 1e-5 around a mean of about 0.04 (docs/model.md).
+    A linear projection, LayerNorm over a token's features and a linear head on the pooled
+    tokens all keep that ratio, so the head sees an almost constant input and the run predicts
+    a constant; a linear probe on standardised features finds the signal at once. Scaling each
+    feature by the spread of the training tokens gives the signal unit scale whatever offset
+    and scale the encoder left it at.
+
+    The statistics are a running mean and variance over every real token seen in training mode
+    (Chan's parallel update: after one epoch on a frozen encoder, those of the whole training
+    set). Tokens are always normalised with the running statistics, never with the batch's
+    own, so training and evaluation apply the same map and a batch of one token or with the
+    modality masked throughout needs no special case (unlike BatchNorm). Masked tokens (padding,
+    a missing modality) never enter the statistics and come out as zeros. Before the first
+    training step the map is the identity. A feature's spread is floored at ``rel_floor`` of
+    its root mean square, so float rounding noise on a constant feature is not blown up to
+    unit scale.
+    """
+
+    def __init__(self, dim: int, rel_floor: float = 1e-5, abs_floor: float = 1e-20):
+        super().__init__()
+        self.rel_floor = rel_floor
+        self.abs_floor = abs_floor
+        self.register_buffer("count", torch.zeros(()))
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("sum_sq", torch.zeros(dim))  # sum of squared deviations
+
+    @torch.no_grad()
+    def update(self, emb: Tensor, mask: Tensor) -> None:
+        real = emb[mask].detach().float()  # (N, D)
+        n = real.shape[0]
+        if n == 0:
+            return
+        batch_mean = real.mean(0)
+        batch_sum_sq = ((real - batch_mean) ** 2).sum(0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * (n / total)
+        self.sum_sq += batch_sum_sq + delta**2 * (self.count * n / total)
+        self.count.copy_(total)
+
+    def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
+        if self.training:
+            self.update(emb, mask)
+        if self.count == 0:
+            return emb
+        var = self.sum_sq / self.count
+        floor = self.rel_floor**2 * (self.mean**2 + var) + self.abs_floor
+        standardized = (emb - self.mean) / torch.sqrt(var + floor)
+        # masked positions (often zeros) would land far out: keep them at zero
+        return standardized.masked_fill(~mask.unsqueeze(-1), 0.0)
 
 
 class AttentionBlock(nn.Module):
@@ -84,15 +142,21 @@ class Aggregator(nn.Module):
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}: {dims}")
         self.modalities = [m for m in MODALITIES if m in dims]
         self.d_model = d_model
-        # A plain linear projection: a per-token LayerNorm here would erase the per-token
-        # scale of the frozen embeddings (the blocks normalise their own attention inputs).
+        # Per-feature standardisation, then a plain linear projection: a per-token LayerNorm
+        # here would erase the per-token scale of the frozen embeddings (the blocks normalise
+        # their own attention inputs).
+        self.standardize = nn.ModuleDict({m: TokenStandardizer(dims[m]) for m in dims})
         self.project = nn.ModuleDict({m: nn.Linear(dims[m], d_model) for m in dims})
 
     def projected(self, inputs: Inputs) -> Inputs:
         missing = [m for m in self.modalities if m not in inputs]
         if missing:
             raise ValueError(f"aggregator built for {self.modalities} got no {missing}")
-        return {m: (self.project[m](inputs[m][0]), inputs[m][1].bool()) for m in self.modalities}
+        out = {}
+        for m in self.modalities:
+            emb, mask = inputs[m][0], inputs[m][1].bool()
+            out[m] = (self.project[m](self.standardize[m](emb, mask)), mask)
+        return out
 
 
 class CrossAttentionAggregator(Aggregator):
@@ -106,10 +170,23 @@ class CrossAttentionAggregator(Aggregator):
             nn.ModuleDict({m: AttentionBlock(d_model, heads, dropout) for m in self.key_modalities})
             for _ in range(depth)
         )
+        # The one query token of a sample that lacks the query modality (a non-coding
+        # transcript in a protein-only run), as concat's "missing" vector. Without it such a
+        # sample pooled to the zero vector, so its prediction was the head's bias, shared with
+        # every other sample; on the demo the protein-only run then missed the non-coding
+        # transcripts by 1.5 on average. Zeros: no draw from the global RNG, so runs whose
+        # query modality is always present keep their initialisation.
+        self.missing_query = nn.Parameter(torch.zeros(d_model))
 
     def forward(self, inputs: Inputs) -> tuple[Tensor, Tensor]:
         tokens = self.projected(inputs)
         queries, query_mask = tokens[self.query_modality]
+        absent = ~query_mask.any(dim=1)
+        first = torch.zeros_like(query_mask)
+        first[:, 0] = True
+        stand_in = absent[:, None] & first
+        queries = torch.where(stand_in.unsqueeze(-1), self.missing_query, queries)
+        query_mask = query_mask | stand_in
         for layer in self.layers:
             for m in self.key_modalities:
                 # self-attention (single modality) sees the current queries as keys
