@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from isoflow.errors import InputError, atomic_path
 from isoflow.gtex import TISSUES_METADATA_KEY
-from isoflow.metrics import evaluate
+from isoflow.metrics import evaluate, predictions_frame
 from isoflow.sequences import read_fasta
 
 PathLike = str | os.PathLike
@@ -195,22 +195,6 @@ def read_dataset_targets(path: PathLike) -> tuple[pd.DataFrame, list[str]]:
                 "scores on test (config split.valid_fraction/test_fraction must be > 0)",
             )
     return frame, tissues
-
-
-def predictions_frame(
-    frame: pd.DataFrame, tissues: Sequence[str], predicted: np.ndarray
-) -> pd.DataFrame:
-    """Long table of a training run's predictions.parquet: one row per transcript x tissue."""
-    n = len(frame)
-    return pd.DataFrame(
-        {
-            "transcript_id": np.repeat(frame["transcript_id"].to_numpy(), len(tissues)),
-            "gene_id": np.repeat(frame["gene_id"].to_numpy(), len(tissues)),
-            "tissue": np.tile(np.array(tissues, dtype=object), n),
-            "observed": frame[list(tissues)].to_numpy(dtype=np.float32).reshape(-1),
-            "predicted": predicted.astype(np.float32).reshape(-1),
-        }
-    )
 
 
 def run_baseline(

@@ -157,3 +157,20 @@ def evaluate(
         "prediction_spread": spread,
         "collapsed": spread is not None and spread < COLLAPSE_RATIO,
     }
+
+
+def predictions_frame(
+    frame: pd.DataFrame, tissues: Sequence[str], predicted: np.ndarray
+) -> pd.DataFrame:
+    """``predictions.parquet`` of a run or the baseline: one row per transcript x tissue
+    (transcript_id, gene_id, tissue, observed, predicted; float32)."""
+    n = len(frame)
+    return pd.DataFrame(
+        {
+            "transcript_id": np.repeat(frame["transcript_id"].to_numpy(), len(tissues)),
+            "gene_id": np.repeat(frame["gene_id"].to_numpy(), len(tissues)),
+            "tissue": np.tile(np.array(tissues, dtype=object), n),
+            "observed": frame[list(tissues)].to_numpy(dtype=np.float32).reshape(-1),
+            "predicted": predicted.astype(np.float32).reshape(-1),
+        }
+    )

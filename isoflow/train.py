@@ -48,7 +48,7 @@ from isoflow.data import IsoformDataModule
 from isoflow.errors import InputError, atomic_path
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.experiments import run_name
-from isoflow.metrics import evaluate
+from isoflow.metrics import evaluate, predictions_frame
 from isoflow.model.encoders import build_encoder, spec_from_config
 from isoflow.model.isoformer import IsoFormer
 
@@ -392,7 +392,7 @@ def run_fingerprint(
         for modality, folder in sorted((cache_dirs or {}).items())
     }
     settings = {
-        "version": 2,
+        "version": 3,  # 3: aggregators standardise features (checkpoints of 2 cannot load)
         "model": model_config(config),
         "train": train,
         "encoders": {
@@ -525,16 +525,7 @@ def write_outputs(
             )
     metrics = evaluate(frame["gene_id"].to_numpy(), observed, predicted, tissues)
     text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"  # strict JSON, or raise here
-    n = len(frame)
-    predictions = pd.DataFrame(
-        {
-            "transcript_id": np.repeat(frame["transcript_id"].to_numpy(), len(tissues)),
-            "gene_id": np.repeat(frame["gene_id"].to_numpy(), len(tissues)),
-            "tissue": np.tile(np.array(tissues, dtype=object), n),
-            "observed": observed.astype(np.float32).reshape(-1),
-            "predicted": predicted.astype(np.float32).reshape(-1),
-        }
-    )
+    predictions = predictions_frame(frame, tissues, predicted)
     with atomic_path(run_dir / "predictions.parquet") as tmp:
         predictions.to_parquet(tmp, index=False)
     with atomic_path(run_dir / "history.csv") as tmp:

@@ -270,7 +270,14 @@ def test_run_baseline_writes_a_training_runs_formats(tmp_path):
     metrics = run(paths, tmp_path)
     out = outputs(tmp_path)
     assert json.loads(out["metrics_json"].read_text()) == metrics
-    assert set(metrics) == {"mean", "per_tissue", "within_gene_spearman", "n_test"}
+    assert set(metrics) == {
+        "mean",
+        "per_tissue",
+        "within_gene_spearman",
+        "n_test",
+        "prediction_spread",
+        "collapsed",
+    }
     assert metrics["n_test"] == 2 * 12
     assert list(metrics["per_tissue"]) == TISSUES
     assert metrics["mean"]["r2"] > 0.8  # the planted length effect, test split
