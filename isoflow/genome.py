@@ -1,7 +1,9 @@
 """Indexed genome FASTA access: DNA windows as uint8 tokens, contig checks, the .fai index.
 
 Tokens follow DESIGN.md: ``A=0, C=1, G=2, T=3, N=4``; lower case (soft-masking) is folded,
-every other byte (IUPAC ambiguity codes, anything else) is 4. A window may run past either
+every other ASCII byte (IUPAC ambiguity codes, anything else) is 4; a byte outside ASCII in
+a window read is an error (pysam decodes bases as UTF-8, so it would crash or shift the
+window). A window may run past either
 end of its contig: the part outside is N-padded, never dropped.
 """
 
@@ -72,6 +74,9 @@ class GenomeWindows:
         if self._fasta is None or self._pid != os.getpid():
             try:
                 self._fasta = pysam.FastaFile(str(self.path))
+            except UnicodeDecodeError:  # a contig name; the .fai is built by now
+                check_fasta_index(self.path)
+                raise
             except (OSError, ValueError) as err:
                 raise InputError(self.path, None, f"cannot open as indexed FASTA: {err}") from err
             self._pid = os.getpid()
@@ -107,7 +112,26 @@ class GenomeWindows:
             raise InputError(
                 self.path, chrom, f"interval {start}-{end} lies outside the contig (0-{length})"
             )
-        return self._handle().fetch(chrom, start, end)
+        return self._fetch(chrom, start, end)
+
+    def _fetch(self, chrom: str, start: int, end: int) -> str:
+        """pysam's fetch, with a byte outside ASCII an error naming its contig position: pysam
+        decodes bases as UTF-8, so such a byte raised a traceback or, as a valid UTF-8
+        character of 2-4 bytes, made the window shorter than asked."""
+        try:
+            seq = self._handle().fetch(chrom, start, end)
+        except UnicodeDecodeError as err:
+            position = start + err.start  # the bytes before it are ASCII
+        else:
+            if seq.isascii():
+                return seq
+            position = start + next(i for i, c in enumerate(seq) if not c.isascii())
+        raise InputError(
+            self.path,
+            chrom,
+            f"base {position + 1} is not an ASCII letter (a byte of a non-ASCII character); "
+            "the FASTA's sequence lines must be ASCII",
+        )
 
     def tokens(self, chrom: str, start: int, end: int, strand: str = "+") -> np.ndarray:
         """Tokens of ``chrom:[start, end)`` read 5'->3' on ``strand``, N-padded past contig ends."""
@@ -117,7 +141,7 @@ class GenomeWindows:
             raise ValueError(f"strand must be '+' or '-', not {strand!r}")
         length = self._length(chrom)
         lo, hi = max(start, 0), min(end, length)
-        seq = self._handle().fetch(chrom, lo, hi) if hi > lo else ""
+        seq = self._fetch(chrom, lo, hi) if hi > lo else ""
         if lo != start or hi != end:  # past a contig end: pad with N
             left = min(lo, end) - start
             seq = "N" * left + seq + "N" * (end - start - left - len(seq))
@@ -203,7 +227,9 @@ def check_fasta_index(
                     ) from None
                 entries.append((name, length, offset, bases, width))
     except UnicodeDecodeError:
-        raise non_utf8_error(fai) from None
+        # htslib copies header names as bytes: line k of the .fai is the k-th contig
+        bad = non_utf8_error(fai)
+        raise InputError(fasta_path, f"contig {bad.record}", f"name: {bad.message}") from None
     seen: dict[str, int] = {}
     for number, (name, *_) in enumerate(entries, start=1):
         if name in seen:
@@ -259,7 +285,9 @@ def _check_record_ends(fasta_path, fai, gzi, entries, seen, read_at) -> None:
             fasta_path,
             entries[i][0] if i < len(entries) else None,
             f"the index {index} does not match the FASTA (record at byte {start} is "
-            f"{header[:40].decode(errors='replace')!r}); rebuild it (samtools faidx)",
+            f"{header[:40].decode(errors='replace')!r}); rebuild it (samtools faidx). "
+            "If a fresh index fails too, a sequence line holds a byte outside ASCII, "
+            "which htslib does not count as a base",
         )
 
 

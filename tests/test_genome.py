@@ -349,5 +349,42 @@ def test_non_utf8_byte_in_the_fai_names_line_and_column(tmp_path: Path) -> None:
     fasta = tmp_path / "g.fa"
     fasta.write_text(">c1\nACGT\n>c2\nGGGG\n")
     Path(f"{fasta}.fai").write_bytes(b"c1\t4\t4\t4\t5\nc\xe92\t4\t13\t4\t5\n")
-    with pytest.raises(InputError, match=r"g\.fa\.fai:2: byte 0xe9 at column 2 is not UTF-8"):
+    with pytest.raises(
+        InputError, match=r"g\.fa:contig 2: name: byte 0xe9 at column 2 is not UTF-8"
+    ):
         check_fasta_index(fasta)
+
+
+@pytest.mark.parametrize("how", ["index_fasta", "GenomeWindows"])
+def test_non_utf8_contig_name_names_the_fasta_and_contig(tmp_path: Path, how: str) -> None:
+    # Before: index_fasta named its temporary .fai; GenomeWindows gave "cannot open as indexed
+    # FASTA: 'utf-8' codec can't decode byte 0xe9 in position 1".
+    fasta = tmp_path / "g.fa"
+    fasta.write_bytes(b">c1\nACGT\n>c\xe92\nGGGG\n")
+    with pytest.raises(InputError, match=rf"^{fasta}:contig 2: name: byte 0xe9 at column 2 "):
+        if how == "index_fasta":
+            index_fasta(fasta, tmp_path / "g.fa.fai")
+        else:
+            GenomeWindows(fasta)
+
+
+def test_non_ascii_byte_in_a_sequence_names_contig_and_position(tmp_path: Path) -> None:
+    # Before: a UnicodeDecodeError traceback from pysam when the window was read.
+    fasta = tmp_path / "g.fa"
+    fasta.write_bytes(b">c1\nACGTACGTAC\nAC\xe9TA\n")
+    index_fasta(fasta, tmp_path / "g.fa.fai")
+    genome = GenomeWindows(fasta)
+    assert genome.tokens("c1", 0, 10).tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    match = rf"^{fasta}:c1: base 13 is not an ASCII letter"
+    with pytest.raises(InputError, match=match):
+        genome.tokens("c1", 4, 20)
+    with pytest.raises(InputError, match=match):
+        genome.fetch("c1", 11, 14)
+
+
+def test_utf8_character_in_a_sequence_fails_the_index_check(tmp_path: Path) -> None:
+    # htslib does not count its two bytes as bases: the record ends where the .fai says not.
+    fasta = tmp_path / "g.fa"
+    fasta.write_bytes(b">c1\nACGTACGTAC\nAC\xc3\xa9TA\n")
+    with pytest.raises(InputError, match=r"a sequence line holds a byte outside ASCII"):
+        index_fasta(fasta, tmp_path / "g.fa.fai")
