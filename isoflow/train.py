@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from isoflow import provenance
 from isoflow.config import SCHEMA, check_config
 from isoflow.data import IsoformDataModule
 from isoflow.errors import InputError, atomic_path
@@ -83,8 +85,14 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", "val_pearson"]
 
 
-# Train keys that cannot change the trained weights: left out of the run's fingerprint.
-NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps")
+# Train keys that cannot change the trained weights: left out of the run's fingerprint, so
+# changing them (e.g. on the cluster) resumes the trained model instead of setting it aside.
+# eval_batch_size: the validation and test loaders draw the same RNG whatever their batch
+# size, so the weights are bit-identical (measured: DESIGN.md, train); only the logged val_loss
+# moves by float rounding (~1e-7 relative). Not num_workers: with workers the loader's seed
+# is drawn from the global RNG once (persistent workers), not once per epoch, so dropout
+# masks, hence the weights, differ from epoch 1 on (measured).
+NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps", "eval_batch_size")
 FINGERPRINT_FILE = "fingerprint.json"
 # Steps between two checks of the losses for NaN/inf (and at each epoch's end): each check
 # waits for the device and, under DDP, all-reduces one flag.
@@ -328,12 +336,16 @@ class IsoFormerModule(pl.LightningModule):
         found = set(checkpoint.get("state_dict", {}))
         if found != expected:
             differ = sorted(expected - found) + sorted(found - expected)
+            run_dir = Path(self.trainer.default_root_dir)
+            aside = shlex.quote(str(run_dir / "previous" / "unfit"))
             raise InputError(
                 getattr(self.trainer, "ckpt_path", None),
                 None,
                 f"checkpoint does not fit this model ({len(differ)} parameters or buffers "
-                f"differ, e.g. {differ[0]}; written by another isoflow version?): delete it "
-                "to train afresh",
+                f"differ, e.g. {differ[0]}; written by another isoflow version?): to keep it "
+                f"and train afresh, move the run's checkpoints aside, `mkdir -p {aside} && mv "
+                f"{shlex.quote(str(run_dir / 'checkpoints'))} {aside}/` (and any "
+                f"{shlex.quote(str(run_dir))}/hpc_ckpt_*.ckpt), then run it again",
             )
 
     def on_train_epoch_end(self) -> None:
@@ -421,12 +433,13 @@ def run_fingerprint(
     """What a checkpoint was trained from: every setting that shapes training with its
     default filled in (so a changed default counts as a change), the specs of the encoders
     the experiment uses, the dataset by the sha256 of its content (a dataset rebuilt
-    identically keeps its checkpoints), and each embedding cache the run reads by the size
-    and modification time of its files (caches are large; a rebuilt cache counts as new)."""
+    identically keeps its checkpoints; the digest a provenance record holds for the file's
+    current size, mtime and ctime is reused rather than the file read again), and each
+    embedding cache the run reads by the size and modification time of its files (caches are
+    large; a rebuilt cache counts as new)."""
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     train = {k: v for k, v in train_config(config).items() if k not in NOT_IN_FINGERPRINT}
-    with open(dataset_path, "rb") as handle:
-        dataset_sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    dataset_sha256 = provenance.cached_digest(dataset_path)
     caches = {
         modality: {
             f.name: [f.stat().st_size, f.stat().st_mtime_ns]
@@ -465,10 +478,15 @@ def _read_fingerprint(ckpt_dir: Path) -> dict[str, Any] | None:
     checkpoints count as trained for other settings and are kept aside, not trusted)."""
     record = ckpt_dir / FINGERPRINT_FILE
     try:
-        return json.loads(record.read_text()) if record.is_file() else None
+        fingerprint = json.loads(record.read_text()) if record.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         log.warning("%s is not JSON: its checkpoints count as unrecorded", record)
         return None
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("train"), dict):
+        # keys left out since the record was written (eval_batch_size) still match
+        for key in NOT_IN_FINGERPRINT:
+            fingerprint["train"].pop(key, None)
+    return fingerprint
 
 
 def prepare_checkpoints(run_dir: Path, fingerprint: dict[str, Any]) -> None:
