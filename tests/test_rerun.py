@@ -197,6 +197,7 @@ def test_a_stale_input_stops_only_the_commands_whose_dag_reads_it(demo_data_half
             ["--cleanup-metadata", independent[0]],
             [*independent, "-n"],
             [*targets, "-n", "-R", "annotation"],
+            [*targets, "--touch"],
         ):
             result = snakemake(*args)
             assert result.returncode == 0 and not stale_lines(result), (args, result.stderr[-3000:])
