@@ -248,3 +248,11 @@ def test_recording_a_job_reads_no_other_record(job, monkeypatch):
     """O(inputs of the job): other records are neither listed nor parsed."""
     monkeypatch.setattr(provenance, "_read", lambda path: pytest.fail(f"{path} was read"))
     record_job("sequences", [str(job.source)], ["results/other.fa"])
+
+
+def test_a_digest_entry_of_another_version_is_not_trusted(job):
+    """The entry's own key is compared, not only its file name."""
+    [entry] = Path(provenance.DIGEST_DIR).glob("*.json")
+    stored = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**stored, "inode": stored["inode"] + 1, "sha256": "0" * 64}))
+    assert provenance.cached_digest(job.source) == provenance.file_digest(job.source)
