@@ -1,6 +1,7 @@
 """HTTP(S) downloads that either land complete, validated and verified, or not at all.
 
 ``fetch`` streams the body to a temporary file beside the destination (``atomic_path``),
+decompressing it on the way with ``gunzip=True``,
 hashing and validating while it writes, and renames it into place only when
 
 - the body is complete: as many bytes as ``Content-Length`` says (when the server sends
@@ -20,7 +21,8 @@ server that still sends ``Content-Encoding: gzip`` has its layer decoded, except
 ending ``.gz`` (such servers label the stored gzip file itself; its bytes are kept as is).
 
 Failures are one line naming the URL. Connection errors, stalls (no byte for ``timeout``
-seconds), HTTP 5xx/408/429 and truncated bodies are retried with exponential backoff; HTTP
+seconds, or fewer than ``min_rate`` bytes/s averaged over ``timeout`` seconds), HTTP
+5xx/408/429 and truncated bodies are retried with exponential backoff; HTTP
 4xx, redirect loops, HTML pages, corrupt gzip and checksum mismatches fail at once; the whole
 download, retries included, stops at ``deadline`` seconds. Progress (bytes received of the
 total, rate) is logged every ``progress_every`` seconds.
@@ -35,6 +37,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import shlex
 import time
 import zlib
 from collections.abc import Iterator
@@ -97,62 +100,54 @@ def fetch(
     deadline: float | None = None,
     keys: ConfigKeys | None = None,
     progress_every: float = 5.0,
+    min_rate: float = 1024,
+    gunzip: bool = False,
 ) -> str:
     """Download ``url`` to ``dest``, validated and verified; return its sha256 (hex).
 
     ``sha256``: the configured checksum (wins over the lock file). ``lock_path``: the TSV
     of first-seen checksums; ``None`` disables it. ``retries``: extra attempts after the
     first for transient failures, waiting ``backoff * 2**attempt`` seconds in between.
-    ``timeout``: seconds for connecting and between received bytes. ``deadline``: seconds
-    for the whole download, retries included (``None``: no limit). ``keys``: the config
-    keys named in messages.
+    ``timeout``: seconds for connecting and between received bytes, and the window over
+    which at least ``min_rate`` bytes per second must arrive (a trickling server is a stall
+    too). ``deadline``: seconds for the whole download, retries included (``None``: no
+    limit). ``keys``: the config keys named in messages. ``gunzip``: write a (possibly)
+    gzip-compressed file decompressed, while it streams; the checksum stays that of the
+    file as served, and a body that is not gzip is kept as is, unless the URL ends ``.gz``.
     """
-    return _fetch(
-        url,
-        dest,
-        sha256,
-        lock_path,
-        retries,
-        timeout,
-        backoff,
-        deadline,
-        keys,
-        progress_every,
-        gunzip=False,
-    )
-
-
-def fetch_gunzipped(
-    url: str,
-    dest: str | os.PathLike,
-    sha256: str | None = None,
-    lock_path: str | os.PathLike | None = None,
-    retries: int = 3,
-    timeout: float = 60,
-    backoff: float = 2.0,
-    deadline: float | None = None,
-    keys: ConfigKeys | None = None,
-    progress_every: float = 5.0,
-) -> str:
-    """``fetch`` a (possibly) gzip-compressed file and write it decompressed to ``dest``.
-
-    Decompressed while it streams. The checksum is that of the file as served. A body that
-    is not gzip is kept as is, unless the URL ends ``.gz``. Returns the sha256 of the served
-    file.
-    """
-    return _fetch(
-        url,
-        dest,
-        sha256,
-        lock_path,
-        retries,
-        timeout,
-        backoff,
-        deadline,
-        keys,
-        progress_every,
-        gunzip=True,
-    )
+    keys = keys or GENERIC_KEYS
+    _check_url(url, keys)
+    expected, mismatch_hint = _expected(url, sha256, lock_path, keys)
+    clock = _Deadline(url, deadline)
+    limits = _Limits(timeout, min_rate, progress_every)
+    last: Exception | None = None
+    with requests.Session() as session:
+        session.max_redirects = MAX_REDIRECTS
+        for attempt in range(retries + 1):
+            if attempt:
+                wait = backoff * 2 ** (attempt - 1)
+                log.warning("%s: %s; retry %d/%d in %.1f s", url, last, attempt, retries, wait)
+                clock.sleep(wait, last)
+            try:
+                with atomic_path(dest) as tmp:
+                    got, size = _stream(session, url, tmp, limits, clock, gunzip)
+                    if expected is not None and got != expected:
+                        raise DownloadError(
+                            url, f"sha256 mismatch: expected {expected} {mismatch_hint(got)}"
+                        )
+                break
+            except TransientError as err:
+                last = err
+        else:
+            raise DownloadError(url, f"failed after {retries + 1} attempts: {last}")
+    log.info("%s: %d bytes, sha256 %s -> %s", url, size, got, dest)
+    if expected is None and lock_path is not None:
+        try:
+            _record(lock_path, url, got, size)
+        except DownloadError:
+            Path(dest).unlink(missing_ok=True)
+            raise
+    return got
 
 
 def read_lock(lock_path: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -174,48 +169,16 @@ def read_lock(lock_path: str | os.PathLike) -> dict[str, dict[str, str]]:
 
 
 def forget_command(lock_path: str | os.PathLike, url: str) -> str:
-    """The shell command that deletes ``url``'s line from the lock file."""
-    return f"awk -F'\\t' '$1 != \"{url}\"' {lock_path} > {lock_path}.new && mv {lock_path}.new {lock_path}"  # noqa: E501
+    """The shell command that deletes ``url``'s line from the lock file (any URL, any path:
+    the URL reaches awk through the environment, every word is shell-quoted)."""
+    lock, new = shlex.quote(str(lock_path)), shlex.quote(f"{lock_path}.new")
+    return (
+        f"ISOFLOW_URL={shlex.quote(url)} awk -F'\\t' '$1 != ENVIRON[\"ISOFLOW_URL\"]' "
+        f"{lock} > {new} && mv {new} {lock}"
+    )
 
 
 # --- one download -------------------------------------------------------------------------
-
-
-def _fetch(
-    url, dest, sha256, lock_path, retries, timeout, backoff, deadline, keys, progress_every, gunzip
-) -> str:
-    keys = keys or GENERIC_KEYS
-    _check_url(url, keys)
-    expected, mismatch_hint = _expected(url, sha256, lock_path, keys)
-    clock = _Deadline(url, deadline)
-    last: Exception | None = None
-    with requests.Session() as session:
-        session.max_redirects = MAX_REDIRECTS
-        for attempt in range(retries + 1):
-            if attempt:
-                wait = backoff * 2 ** (attempt - 1)
-                log.warning("%s: %s; retry %d/%d in %.1f s", url, last, attempt, retries, wait)
-                clock.sleep(wait, last)
-            try:
-                with atomic_path(dest) as tmp:
-                    got, size = _stream(session, url, tmp, timeout, clock, gunzip, progress_every)
-                    if expected is not None and got != expected:
-                        raise DownloadError(
-                            url, f"sha256 mismatch: expected {expected} {mismatch_hint(got)}"
-                        )
-                break
-            except TransientError as err:
-                last = err
-        else:
-            raise DownloadError(url, f"failed after {retries + 1} attempts: {last}")
-    log.info("%s: %d bytes, sha256 %s -> %s", url, size, got, dest)
-    if expected is None and lock_path is not None:
-        try:
-            _record(lock_path, url, got, size)
-        except DownloadError:
-            Path(dest).unlink(missing_ok=True)
-            raise
-    return got
 
 
 def _check_url(url: str, keys: ConfigKeys) -> None:
@@ -293,13 +256,24 @@ class _Deadline:
         time.sleep(wait)
 
 
-class _Progress:
-    """Logs bytes received of the total, and the rate, every ``every`` seconds."""
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+    """Per-attempt limits: ``timeout`` s without a byte or below ``min_rate`` bytes/s."""
 
-    def __init__(self, url: str, total: int | None, every: float):
+    timeout: float
+    min_rate: float
+    progress_every: float
+
+
+class _Progress:
+    """Logs bytes received of the total, and the rate, every ``every`` seconds; fails an
+    attempt whose rate over a ``timeout``-second window is below ``min_rate`` bytes/s."""
+
+    def __init__(self, url: str, total: int | None, every: float, limits: _Limits | None = None):
         self.url, self.total, self.every = url, total, every
-        self.start = self.last = time.monotonic()
-        self.received = 0
+        self.limits = limits
+        self.start = self.last = self.window_start = time.monotonic()
+        self.received = self.window_received = 0
 
     def __str__(self) -> str:
         elapsed = max(time.monotonic() - self.start, 1e-9)
@@ -315,6 +289,16 @@ class _Progress:
         if now - self.last >= self.every:
             self.last = now
             log.info("%s: %s", self.url, self)
+        window = now - self.window_start
+        if self.limits is not None and window >= self.limits.timeout:
+            rate = (self.received - self.window_received) / window
+            if rate < self.limits.min_rate:
+                raise TransientError(
+                    f"too slow: {rate:,.0f} bytes/s over the last {window:.1f} s, below "
+                    f"download.min_bytes_per_s = {self.limits.min_rate:g} (after {self}; "
+                    f"lower download.min_bytes_per_s for a slow link)"
+                )
+            self.window_start, self.window_received = now, self.received
 
 
 class _Gunzip:
@@ -426,9 +410,10 @@ def _preview(data: bytes) -> str:
     return repr(data[:40].decode("latin-1"))
 
 
-def _stream(session, url, path: Path, timeout, clock: _Deadline, gunzip, progress_every):
+def _stream(session, url, path: Path, limits: _Limits, clock: _Deadline, gunzip):
     """One attempt: body -> ``path``; return (sha256, bytes). Raises TransientError."""
-    progress = _Progress(url, None, progress_every)
+    timeout = limits.timeout
+    progress = _Progress(url, None, limits.progress_every)
     try:
         limit = (min(timeout, max(clock.left(), 0.1)), timeout)
         headers = {"Accept-Encoding": "identity"}
@@ -446,6 +431,7 @@ def _stream(session, url, path: Path, timeout, clock: _Deadline, gunzip, progres
             encoding = response.headers.get("Content-Encoding", "").strip().lower()
             with open(path, "wb") as out:
                 body = _Body(url, out, encoding, gunzip)
+                progress.limits, progress.window_start = limits, time.monotonic()
                 while chunk := response.raw.read1(CHUNK, decode_content=False):
                     progress.add(len(chunk))
                     body.feed(chunk)

@@ -7,14 +7,19 @@ restore) reruns nothing, and the outputs silently stay stale (docs/rerun.md).
 
 So every rule script records, when its job succeeds (``isoflow.cli.run_script``), one JSON
 file per job under ``.isoflow/provenance/``: the rule, its outputs, and for each input file its
-path, size, ``mtime_ns``, ``ctime_ns`` and sha256. When the workflow is read
-(``rules/common.smk``), ``check_records`` stats every recorded input: equal (size, mtime_ns,
-ctime_ns) costs nothing more (ctime cannot be set back: a copy that kept size and mtime still
-differs there); an
-input whose stats changed but is newer than the job's oldest output is left to Snakemake's own
-mtime trigger; only an input that changed and is *not* newer is hashed. Same content (a
+path, size, ``mtime_ns``, ``ctime_ns`` and sha256. Once Snakemake has built the DAG of a run or
+dry-run (``rules/common.smk``), ``check_records`` reads the records of the DAG's jobs only (a
+record is named by its job's first output, so orphan records of renamed runs or of another
+config are never read) and stats every recorded input: equal (size, mtime_ns, ctime_ns) costs
+nothing more (ctime cannot be set back: a copy that kept size and mtime still differs there);
+an input whose stats changed but is newer than the job's oldest output is left to Snakemake's
+own mtime trigger; only an input that changed and is *not* newer is hashed. Same content (a
 ``touch -d`` into the past) refreshes the record; other content stops the workflow with one
 line naming the input, the output and the ``touch`` that makes Snakemake rerun it.
+
+A file is hashed once per version: digests are cached under ``.isoflow/digests/``, one small
+JSON per (path, size, mtime_ns, ctime_ns, inode), written atomically and consulted by every
+job and check before hashing (parallel jobs and cluster nodes reading the same genome).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import json
 import logging
 import os
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from isoflow.errors import InputError, atomic_path
@@ -33,6 +38,7 @@ from isoflow.errors import InputError, atomic_path
 log = logging.getLogger(__name__)
 
 RECORD_DIR = ".isoflow/provenance"
+DIGEST_DIR = ".isoflow/digests"
 HASH = "sha256"  # fastest hashlib digest here (docs/benchmarks.md), as downloads use
 
 Stat = tuple[int, int, int]  # (size, mtime_ns, ctime_ns)
@@ -44,12 +50,28 @@ def file_digest(path: str | os.PathLike) -> str:
         return hashlib.file_digest(handle, HASH).hexdigest()
 
 
-def cached_digest(path: str | os.PathLike, record_dir: str | os.PathLike = RECORD_DIR) -> str:
-    """Hex sha256 of ``path``: the one a record holds for the same path and current (size,
-    mtime_ns, ctime_ns) (a train job's dataset, recorded by every job that read it), else
-    read from the file."""
-    known = _known_digests(record_dir).get((str(path), *_stat(os.stat(path))))
-    return known or file_digest(path)
+def cached_digest(path: str | os.PathLike, digest_dir: str | os.PathLike = DIGEST_DIR) -> str:
+    """sha256 of ``path``, from the digest cache when this version of the file was hashed before.
+
+    A version is (path, size, mtime_ns, ctime_ns, inode): a rewrite, a replacement or a
+    ``touch`` changes at least the ctime, so a stale digest is never returned. A digest is
+    cached only when the file's stats are the same after hashing as before (no write raced
+    the read). An unreadable cache entry is hashed again and rewritten.
+    """
+    st = os.stat(path)
+    key = _version(path, st)
+    entry_path = _digest_path(key, digest_dir)
+    try:
+        entry = json.loads(entry_path.read_text())
+        if [entry[k] for k in _VERSION_KEYS] == list(key):
+            return entry[HASH]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    digest = file_digest(path)
+    if _version(path, os.stat(path)) == key:
+        with atomic_path(entry_path) as tmp:
+            tmp.write_text(json.dumps({**dict(zip(_VERSION_KEYS, key, strict=True)), HASH: digest}))
+    return digest
 
 
 def stat_files(paths: Iterable[str]) -> dict[str, Stat]:
@@ -78,24 +100,27 @@ def record_job(
     outputs: Iterable[str],
     before: dict[str, Stat] | None = None,
     record_dir: str | os.PathLike = RECORD_DIR,
+    digest_dir: str | os.PathLike = DIGEST_DIR,
 ) -> Path | None:
     """Write the provenance record of a job that just succeeded; return its path.
 
     ``before``: the inputs' stats when the job started; an input whose stats changed while
     the job ran is left out of the record (which content the job read is unknown), so it is
-    never compared. A hash already recorded for the same (path, size, mtime_ns, ctime_ns)
-    is reused.
+    never compared. Digests come from ``cached_digest``: one hash per version of a file,
+    whichever job reads it first.
     """
     outputs = [str(path) for path in outputs]
     if not outputs:
         return None
-    known = _known_digests(record_dir)
     entries = []
     for path, stat in stat_files(str(p) for p in inputs).items():
         if before is not None and before.get(path) != stat:
             log.warning("%s changed while the job ran; not recorded", path)
             continue
-        digest = known.get((path, *stat)) or file_digest(path)
+        digest = cached_digest(path, digest_dir)
+        if stat_files([path]).get(path) != stat:
+            log.warning("%s changed while the job ran; not recorded", path)
+            continue
         size, mtime_ns, ctime_ns = stat
         entries.append(
             {"path": path, "size": size, "mtime_ns": mtime_ns, "ctime_ns": ctime_ns, HASH: digest}
@@ -111,14 +136,27 @@ def record_job(
     return path
 
 
-def check_records(record_dir: str | os.PathLike = RECORD_DIR) -> None:
+def check_records(
+    jobs: Iterable[Sequence[str]] | None = None,
+    record_dir: str | os.PathLike = RECORD_DIR,
+    digest_dir: str | os.PathLike = DIGEST_DIR,
+) -> None:
     """Raise one InputError if a recorded input changed content without a newer mtime.
 
-    Reads every record; costs one stat per recorded input and output while their stats are
-    as recorded. Records whose outputs are gone are skipped (Snakemake reruns those jobs).
+    ``jobs``: the output lists of the jobs to check (the DAG's jobs that will not run
+    anyway); only their records are read, so records of jobs outside the DAG (another
+    target, a renamed run, another config in the same workdir) are ignored. ``None``: every
+    record. Costs one stat per recorded input and output while their stats are as recorded.
+    Records whose outputs are gone are skipped (Snakemake reruns those jobs).
     """
+    if jobs is None:
+        paths = sorted(Path(record_dir).glob("*.json"))
+    else:
+        paths = sorted({record_path(list(outputs), record_dir) for outputs in jobs if outputs})
     changed: dict[str, tuple[str, str]] = {}  # input -> (output, rule)
-    for path in sorted(Path(record_dir).glob("*.json")):
+    for path in paths:
+        if not path.exists():
+            continue  # a job that never finished through run_script
         record = _read(path)
         oldest = _oldest_output(record["outputs"])
         if oldest is None:
@@ -134,7 +172,7 @@ def check_records(record_dir: str | os.PathLike = RECORD_DIR) -> None:
                 continue
             if st.st_mtime_ns > oldest:
                 continue  # newer than the output: Snakemake's mtime trigger sees it
-            if source in changed or file_digest(source) != entry[HASH]:
+            if source in changed or cached_digest(source, digest_dir) != entry[HASH]:
                 changed.setdefault(source, (record["outputs"][0], record["rule"]))
             else:  # same content, other stats (touch -d past): remember the new stats
                 entry["size"], entry["mtime_ns"], entry["ctime_ns"] = _stat(st)
@@ -172,16 +210,16 @@ def _recorded(entry: dict) -> Stat:
     return (entry["size"], entry["mtime_ns"], entry["ctime_ns"])
 
 
-def _known_digests(record_dir) -> dict[tuple[str, int, int, int], str]:
-    known = {}
-    for path in Path(record_dir).glob("*.json"):
-        try:
-            record = _read(path)
-        except InputError:
-            continue  # rewritten below if it is this job's
-        for entry in record["inputs"]:
-            known[(entry["path"], *_recorded(entry))] = entry[HASH]
-    return known
+_VERSION_KEYS = ("path", "size", "mtime_ns", "ctime_ns", "inode")
+
+
+def _version(path, st: os.stat_result) -> tuple[str, int, int, int, int]:
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _digest_path(key: tuple, digest_dir) -> Path:
+    name = hashlib.sha256(json.dumps(list(key)).encode()).hexdigest()[:32]
+    return Path(digest_dir) / f"{name}.json"
 
 
 def _read(path: Path) -> dict:

@@ -84,8 +84,40 @@ def demo_options():
 
 # An input replaced by a changed copy with an older mtime (cp -p, rsync -a) reruns nothing in
 # Snakemake: stop with the `touch` that makes it rerun (isoflow.provenance, docs/rerun.md).
-# Job subprocesses (cluster, --cores in a job) skip it: the run that scheduled them checked.
+# Checked once the DAG is built, for its jobs only: Snakemake 9.27 has no public hook there
+# (`onstart` runs neither for -n nor when nothing is to be done), so the workflow's own
+# `_build_dag` is wrapped. Commands that build no DAG (--unlock, --list-rules,
+# --cleanup-metadata) never check; --touch skips it; --report and other DAG commands that
+# run no job warn; job subprocesses (cluster, --cores in a job) skip it: the run that
+# scheduled them checked.
+import functools
+
+from snakemake.logging import logger
+
+from isoflow.errors import InputError
 from isoflow.provenance import check_records
 
-if not (workflow.remote_exec or workflow.subprocess_exec):
-    check_records()
+
+def check_provenance(dag):
+    """Stop a run or dry-run whose DAG has a job with a changed, not newer input."""
+    if workflow.touch or workflow.remote_exec or workflow.subprocess_exec:
+        return
+    jobs = [job.output for job in dag.jobs if not dag.needrun(job)]
+    try:
+        check_records(jobs)
+    except InputError as err:
+        if workflow.executor_plugin is not None:  # a run or a dry-run
+            raise
+        logger.warning(f"isoflow: warning: {err}")
+
+
+def _build_dag_then_check(build_dag):
+    @functools.wraps(build_dag)
+    def build():
+        build_dag()
+        check_provenance(workflow.dag)
+
+    return build
+
+
+workflow._build_dag = _build_dag_then_check(workflow._build_dag)

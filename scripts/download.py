@@ -1,7 +1,7 @@
 """download_* rules: fetch one URL, validated and verified (isoflow.download)."""
 
 from isoflow.cli import run_script
-from isoflow.download import RULE_KEYS, fetch, fetch_gunzipped
+from isoflow.download import RULE_KEYS, fetch
 
 
 def main() -> None:
@@ -9,8 +9,7 @@ def main() -> None:
     # Retry settings come from the config, not params: changing them must not re-run a
     # finished download (see download_params in rules/download.smk).
     settings = snakemake.config.get("download", {})  # noqa: F821
-    get = fetch_gunzipped if snakemake.params.gunzip else fetch  # noqa: F821
-    get(
+    fetch(
         p["url"],
         snakemake.output[0],  # noqa: F821
         sha256=p["sha256"],
@@ -18,7 +17,9 @@ def main() -> None:
         retries=settings.get("retries", 3),
         timeout=settings.get("timeout_s", 60),
         deadline=settings.get("deadline_s"),
+        min_rate=settings.get("min_bytes_per_s", 1024),
         keys=RULE_KEYS.get(snakemake.rule),  # noqa: F821
+        gunzip=snakemake.params.gunzip,  # noqa: F821
     )
 
 

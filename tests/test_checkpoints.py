@@ -224,9 +224,10 @@ def test_checkpoints_recorded_with_eval_batch_size_resume(dataset, tmp_path):
     assert snapshot(tmp_path) == before and not (tmp_path / "previous").exists()
 
 
-def test_dataset_digest_reused_from_provenance_records(dataset, tmp_path, monkeypatch):
-    """The train job does not read the whole dataset again when a provenance record holds
-    its sha256 for the same (size, mtime, ctime); a touched file is hashed afresh."""
+def test_dataset_digest_reused_from_the_digest_cache(dataset, tmp_path, monkeypatch):
+    """The train job does not read the whole dataset again when the provenance digest cache
+    (.isoflow/digests/) holds its sha256 for this version of the file; a touched file is
+    hashed afresh."""
     from isoflow import provenance
 
     path, _ = dataset
@@ -239,11 +240,10 @@ def test_dataset_digest_reused_from_provenance_records(dataset, tmp_path, monkey
         return run_fingerprint(config_with(), EXPERIMENT, "dataset.parquet")["dataset"]["sha256"]
 
     assert digest() == real
-    provenance.record_job("embed", ["dataset.parquet"], ["out.txt"])
-    record = provenance.record_path(["out.txt"])
-    entry = json.loads(record.read_text())
-    entry["inputs"][0]["sha256"] = "f" * 64  # proves the recorded digest is what is used
-    record.write_text(json.dumps(entry))
+    (entry_path,) = Path(provenance.DIGEST_DIR).glob("*.json")
+    entry = json.loads(entry_path.read_text())
+    entry[provenance.HASH] = "f" * 64  # proves the cached digest is what is used
+    entry_path.write_text(json.dumps(entry))
     assert digest() == "f" * 64
-    os.utime(data, ns=(1, 1))  # other stats: the record no longer speaks for the file
+    os.utime(data, ns=(1, 1))  # another version of the file: the cache no longer speaks for it
     assert digest() == real

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import re
 import subprocess
 import threading
 import time
@@ -16,7 +17,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from isoflow import download
-from isoflow.download import DownloadError, fetch, fetch_gunzipped, read_lock
+from isoflow.download import DownloadError, fetch, read_lock
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = b"ACGT" * 50_000 + b"\n"
@@ -268,18 +269,18 @@ def test_connection_refused_is_retried_then_fails(tmp_path):
 def test_gzip_genome_is_decompressed_and_checked_as_served(server, tmp_path):
     dest = tmp_path / "genome" / "GRCh38.fa"
     sha = hashlib.sha256(FASTA_GZ).hexdigest()
-    assert fetch_gunzipped(f"{server}/genome.fa.gz", dest, sha256=sha, **quick()) == sha
+    assert fetch(f"{server}/genome.fa.gz", dest, sha256=sha, gunzip=True, **quick()) == sha
     assert dest.read_bytes() == FASTA
     assert list(dest.parent.iterdir()) == [dest]
     plain = tmp_path / "plain.fa"
-    fetch_gunzipped(f"{server}/genome.fa", plain, **quick())
+    fetch(f"{server}/genome.fa", plain, gunzip=True, **quick())
     assert plain.read_bytes() == FASTA
 
 
 def test_truncated_gzip_fails_and_leaves_nothing(server, tmp_path):
     dest = tmp_path / "g" / "GRCh38.fa"
     with pytest.raises(DownloadError, match=r"/cut\.fa\.gz: .*: not a complete gzip file"):
-        fetch_gunzipped(f"{server}/cut.fa.gz", dest, **quick(retries=1))
+        fetch(f"{server}/cut.fa.gz", dest, gunzip=True, **quick(retries=1))
     assert Handler.hits["/cut.fa.gz"] == 2  # a truncated gzip is retried
     assert not dest.parent.exists() or list(dest.parent.iterdir()) == []
 
@@ -322,7 +323,7 @@ def test_corrupt_gzip_fails_at_once(server, tmp_path):
 
 def test_multi_member_gzip_with_padding_is_complete(server, tmp_path):
     dest = tmp_path / "g.fa"
-    fetch_gunzipped(f"{server}/bgzip.fa.gz", dest, **quick())
+    fetch(f"{server}/bgzip.fa.gz", dest, gunzip=True, **quick())
     assert dest.read_bytes() == FASTA
     fetch(f"{server}/bgzip.fa.gz", tmp_path / "g.fa.gz", **quick())
     assert (tmp_path / "g.fa.gz").read_bytes() == BGZIP
@@ -330,7 +331,7 @@ def test_multi_member_gzip_with_padding_is_complete(server, tmp_path):
 
 def test_a_plain_file_under_a_gz_url_is_refused(server, tmp_path):
     with pytest.raises(DownloadError, match=r"not a gzip file although the URL ends \.gz"):
-        fetch_gunzipped(f"{server}/plain.fa.gz", tmp_path / "x", **quick())
+        fetch(f"{server}/plain.fa.gz", tmp_path / "x", gunzip=True, **quick())
     assert Handler.hits["/plain.fa.gz"] == 1 and list(tmp_path.iterdir()) == []
 
 
@@ -351,6 +352,22 @@ def test_lock_mismatch_says_where_from_and_its_reset_command_works(server, tmp_p
     assert list(read_lock(lock)) == [other]
     fetch(url, tmp_path / "b.txt", lock_path=lock, **quick())
     assert read_lock(lock)[url]["sha256"] == hashlib.sha256(BODY + b"new release").hexdigest()
+
+
+@pytest.mark.parametrize("name", ["it's.txt", "a b$(touch pwned).txt"])
+def test_the_lock_reset_command_is_shell_quoted(server, tmp_path, name):
+    """A URL with a quote or shell syntax, a lock path with a space: the command works."""
+    lock = tmp_path / "my resources" / "checksums.lock"
+    url, other = f"{server}/{name}", f"{server}/genome.fa"
+    lock.parent.mkdir()
+    lock.write_text(
+        "\t".join(download.LOCK_COLUMNS) + f"\n{url}\t{'0' * 64}\t1\t2026-01-01\n"
+        f"{other}\t{'1' * 64}\t1\t2026-01-01\n"
+    )
+    command = download.forget_command(lock, url)
+    subprocess.run(["bash", "-c", command], check=True, cwd=tmp_path)
+    assert list(read_lock(lock)) == [other]
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_config_mismatch_names_the_key(server, tmp_path):
@@ -387,7 +404,7 @@ def test_redirect_loop_and_too_many_redirects_are_one_line(server, tmp_path):
 def test_a_local_path_as_url_names_the_local_key(tmp_path, url):
     keys = download.RULE_KEYS["download_genome"]
     with pytest.raises(DownloadError) as err:
-        fetch_gunzipped(url, tmp_path / "g.fa", keys=keys, **quick())
+        fetch(url, tmp_path / "g.fa", keys=keys, gunzip=True, **quick())
     assert str(err.value) == (
         f"{url}: genome.url is a local file, not an HTTP(S) URL: set genome.fasta to the path "
         f"instead (and genome.url to null)"
@@ -412,6 +429,32 @@ def test_a_trickle_is_stopped_by_the_deadline(server, tmp_path):
     assert " of 1,000 bytes" in str(err.value)
     assert Handler.hits["/trickle.txt"] == 1  # the deadline is not retried
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trickle_below_the_minimum_rate_is_a_stall(server, tmp_path):
+    """5 bytes/s never trips the read timeout; the rate over a timeout window does."""
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{server}/trickle.txt", tmp_path / "t", **quick(retries=1, timeout=0.6))
+    assert time.monotonic() - start < 4
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{server}/trickle.txt: failed after 2")
+    rate = re.search(r"too slow: (\d+) bytes/s over the last 0\.\d s, below ", message)
+    assert rate and int(rate[1]) <= 10, message
+    assert "download.min_bytes_per_s = 1024" in message
+    assert Handler.hits["/trickle.txt"] == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_minimum_rate_is_the_configured_one(server, tmp_path):
+    """About 130 kB/s: enough for 1 kB/s, not for 10 MB/s."""
+    too_slow = "too slow: .* below download.min_bytes_per_s = 1e"
+    with pytest.raises(DownloadError, match=too_slow):
+        fetch(
+            f"{server}/slow-good.txt", tmp_path / "s", **quick(retries=0, timeout=0.5, min_rate=1e7)
+        )
+    fetch(f"{server}/slow-good.txt", tmp_path / "s", **quick(timeout=0.5, min_rate=1000))
+    assert (tmp_path / "s").read_bytes() == BODY
 
 
 def test_a_stall_is_bounded_by_timeout_and_retried(server, tmp_path):
@@ -465,6 +508,7 @@ def test_bad_lock_file_names_the_line(tmp_path):
         (None, "tissue_set", "organ", "['tissue_set']"),
         ("download", "retries", -1, "['download']['retries']"),
         ("download", "deadline_s", 0, "['download']['deadline_s']"),
+        ("download", "min_bytes_per_s", -1, "['download']['min_bytes_per_s']"),
     ],
 )
 def test_schema_rejects_bad_download_config(section, key, value, named):

@@ -185,3 +185,74 @@ def test_run_script_records_only_a_job_that_succeeds(tmp_path):
     assert done.returncode == 0, done.stderr
     [record] = (tmp_path / provenance.RECORD_DIR).glob("*.json")
     assert json.loads(record.read_text())["inputs"][0]["path"] == "in.txt"
+
+
+def make_stale(job):
+    job.source.write_text("chr1\texon\t1\t200\n")
+    os.utime(job.source, ns=(job.t0 - HOUR, job.t0 - HOUR))
+
+
+def test_only_the_records_of_the_given_jobs_are_checked(job):
+    """Records of jobs outside the DAG (another target, a renamed run, another config) are
+    never read, not even an unreadable one."""
+    make_stale(job)
+    Path(provenance.RECORD_DIR, "orphan.json").write_text("not json")
+    check_records(jobs=[["results/other.tsv"], []])
+    with pytest.raises(InputError, match="content changed"):
+        check_records(jobs=[[str(job.output)]])
+
+
+def test_a_job_whose_record_is_absent_is_nothing_to_check(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    check_records(jobs=[["results/never_recorded.tsv"]])
+
+
+def test_a_file_is_hashed_once_even_before_any_record_exists(job, monkeypatch):
+    """Parallel jobs that finish before the first record is written share the digest cache."""
+    for record in Path(provenance.RECORD_DIR).glob("*.json"):
+        record.unlink()
+    forbid_hashing(monkeypatch)
+    record_job("sequences", [str(job.source)], ["results/other.fa"])
+
+
+def test_a_rewritten_file_is_hashed_again(job):
+    digest = provenance.cached_digest(job.source)
+    job.source.write_text("chr1\texon\t1\t200\n")  # same size
+    os.utime(job.source, ns=(job.t0, job.t0))  # same mtime: the ctime and content differ
+    assert provenance.cached_digest(job.source) == provenance.file_digest(job.source) != digest
+
+
+def test_an_unreadable_digest_entry_is_hashed_again(job):
+    [entry] = Path(provenance.DIGEST_DIR).glob("*.json")
+    entry.write_text("{")
+    assert provenance.cached_digest(job.source) == provenance.file_digest(job.source)
+    assert json.loads(entry.read_text())["sha256"] == provenance.file_digest(job.source)
+
+
+def test_a_file_changing_while_it_is_hashed_is_not_cached(job, monkeypatch):
+    real = provenance.file_digest
+
+    def digest_then_change(path):
+        value = real(path)
+        Path(path).write_text("changed meanwhile\n")
+        return value
+
+    for entry in Path(provenance.DIGEST_DIR).glob("*.json"):
+        entry.unlink()
+    monkeypatch.setattr(provenance, "file_digest", digest_then_change)
+    provenance.cached_digest(job.source)
+    assert not list(Path(provenance.DIGEST_DIR).glob("*.json"))
+
+
+def test_recording_a_job_reads_no_other_record(job, monkeypatch):
+    """O(inputs of the job): other records are neither listed nor parsed."""
+    monkeypatch.setattr(provenance, "_read", lambda path: pytest.fail(f"{path} was read"))
+    record_job("sequences", [str(job.source)], ["results/other.fa"])
+
+
+def test_a_digest_entry_of_another_version_is_not_trusted(job):
+    """The entry's own key is compared, not only its file name."""
+    [entry] = Path(provenance.DIGEST_DIR).glob("*.json")
+    stored = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**stored, "inode": stored["inode"] + 1, "sha256": "0" * 64}))
+    assert provenance.cached_digest(job.source) == provenance.file_digest(job.source)

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from isoflow.errors import InputError
+from isoflow.provenance import RECORD_DIR, check_records, record_job
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 DEMO_ANNOTATION = "resources/demo/annotation.gtf.gz"
@@ -166,6 +169,67 @@ def test_a_changed_copy_with_an_older_mtime_stops_with_the_touch_that_reruns_it(
         annotation.write_bytes(original)
         os.utime(annotation, ns=(before, before))
     assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
+STALE = "content changed since it made"
+
+
+def stale_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (result.stdout + result.stderr).splitlines() if STALE in line]
+
+
+def test_a_stale_input_stops_only_the_commands_whose_dag_reads_it(demo_data_half) -> None:
+    """The check reads the records of the DAG's jobs that will not run anyway: commands
+    without a DAG, --touch, targets that do not depend on the input, a -R that reruns the
+    job, and records of jobs outside the workflow (a renamed run) never stop; --report warns."""
+    snakemake, targets, plan, work = demo_data_half
+    annotation = work / DEMO_ANNOTATION
+    original, before = annotation.read_bytes(), annotation.stat().st_mtime_ns
+    independent = [path for job in plan if job["rule"] == "genome_index" for path in job["output"]]
+    assert independent and not dependents(plan, {DEMO_ANNOTATION})["genome_index"]
+    change_annotation(annotation)
+    os.utime(annotation, ns=(before - 10**10, before - 10**10))
+    try:
+        assert len(stale_lines(snakemake(*targets, "-n"))) == 1
+        for args in (
+            ["--unlock"],
+            ["--list-rules"],
+            ["--cleanup-metadata", independent[0]],
+            [*independent, "-n"],
+            [*targets, "-n", "-R", "annotation"],
+            [*targets, "--touch"],
+        ):
+            result = snakemake(*args)
+            assert result.returncode == 0 and not stale_lines(result), (args, result.stderr[-3000:])
+        report = snakemake(*targets, "--report", str(work / "report.html"))
+        assert report.returncode == 0, report.stderr[-3000:]
+        warned = stale_lines(report)
+        assert warned and all("warning: " in line for line in warned), report.stderr[-3000:]
+    finally:
+        annotation.write_bytes(original)
+        os.utime(annotation, ns=(before, before))
+    assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
+def test_an_orphan_record_with_a_stale_input_is_ignored(demo_data_half, monkeypatch) -> None:
+    """A record of a job the workflow no longer has (a renamed run, another config)."""
+    snakemake, targets, _, work = demo_data_half
+    monkeypatch.chdir(work)
+    Path("old_input.txt").write_text("first")
+    Path("results/runs/renamed").mkdir(parents=True, exist_ok=True)
+    Path("results/runs/renamed/metrics.json").write_text("{}")
+    record = record_job("train", ["old_input.txt"], ["results/runs/renamed/metrics.json"])
+    assert record.parent == Path(RECORD_DIR)
+    Path("old_input.txt").write_text("other")  # same size, mtime set back
+    os.utime("old_input.txt", ns=(0, 0))
+    with pytest.raises(InputError):  # it is stale
+        check_records()
+    try:
+        result = snakemake(*targets, "-n")
+        assert not stale_lines(result)
+        assert scheduled(result) == Counter()
+    finally:
+        record.unlink()
 
 
 def test_an_unchanged_input_moved_into_the_past_neither_stops_nor_reruns(demo_data_half) -> None:
