@@ -1,4 +1,5 @@
-"""Experiments: one training run each, named after what it is (DESIGN.md)."""
+"""Experiments: one training run each, named after what it is (DESIGN.md), and runs grouped by
+the setting they share (ablations, seeds pooled, the shuffled-target control)."""
 
 from __future__ import annotations
 
