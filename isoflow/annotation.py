@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from xopen import xopen
 
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError, atomic_path, non_utf8_error
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def detect_format(path: str | os.PathLike) -> str:
             _decompress(Path(path))  # raises, naming the line where the data stops
         raise InputError(path, number + 1, f"unreadable file ({err})") from err
     except UnicodeDecodeError as err:
-        raise _non_utf8(Path(path)) or InputError(path, number + 1, f"not text ({err})") from err
+        raise non_utf8_error(path) from err
     raise InputError(path, None, "no feature lines: not a GTF/GFF3 file")
 
 
@@ -173,29 +173,9 @@ def _read_lines(path: Path) -> pl.DataFrame:
         )
     except pl.exceptions.ComputeError as err:
         if "utf-8" in str(err).lower():
-            raise _non_utf8(path) or InputError(path, None, str(err)) from None
+            raise non_utf8_error(path) from None
         raise
     return lines.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
-
-
-def _non_utf8(path: Path) -> InputError | None:
-    """The first line holding a byte that is not UTF-8 (read again, only on failure)."""
-    try:
-        with xopen(path, "rb", threads=0) as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    column = err.start + 1
-                    return InputError(
-                        path,
-                        number,
-                        f"byte 0x{raw[err.start]:02x} at column {column} is not UTF-8; "
-                        "re-encode the file as UTF-8",
-                    )
-    except (OSError, EOFError):
-        return None
-    return None
 
 
 def _is_compressed(path: str | os.PathLike) -> bool:

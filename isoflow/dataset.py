@@ -15,10 +15,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError, atomic_path, non_utf8_error
 from isoflow.gtex import TISSUES_METADATA_KEY, read_targets
 from isoflow.sequences import read_fasta
-from isoflow.splits import read_splits
+from isoflow.splits import check_transcript_table, read_splits
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ def read_windows_bed(path: PathLike) -> pd.DataFrame:
             dtype={"chrom": str, "transcript_id": str, "strand": str},
             comment="#",
         )
+    except UnicodeDecodeError:
+        raise non_utf8_error(path) from None
     except (ValueError, pd.errors.ParserError) as err:
         raise InputError(path, None, f"not a BED6 of windows: {str(err).splitlines()[0]}") from None
     for column in ("window_start", "window_end"):
@@ -64,18 +66,10 @@ def read_windows_bed(path: PathLike) -> pd.DataFrame:
     return bed.drop(columns="score")
 
 
-def _check_table(table: pd.DataFrame, required: list[str], path: PathLike) -> None:
-    """Required columns hold no null or empty value; transcript IDs are unique."""
-    for column in required:
-        values = table[column]
-        empty = values.isna() | (values.astype(str).str.strip() == "")
-        if empty.any():
-            i = int(empty.to_numpy().nonzero()[0][0])
-            tid = table["transcript_id"].iat[i] if column != "transcript_id" else None
-            raise InputError(path, tid if tid else f"row {i + 1}", f"{column} is null or empty")
-    dup = table["transcript_id"].duplicated()
-    if dup.any():
-        raise InputError(path, table["transcript_id"][dup].iloc[0], "transcript listed twice")
+def _first_difference(left: pd.Series, right: pd.Series) -> int | None:
+    """Position of the first row where two aligned columns differ (by position, not label)."""
+    differs = left.to_numpy() != right.to_numpy()
+    return int(differs.nonzero()[0][0]) if differs.any() else None
 
 
 def _check_finite(df: pd.DataFrame, tissues: list[str], path: PathLike) -> None:
@@ -107,9 +101,9 @@ def build_dataset(
     the annotation; a missing protein is a masked modality (null).
     """
     annotation = pd.read_parquet(transcripts_parquet, columns=ANNOTATION_COLUMNS)
-    _check_table(annotation, ANNOTATION_COLUMNS, transcripts_parquet)
+    check_transcript_table(annotation, ANNOTATION_COLUMNS, transcripts_parquet)
     targets, tissues = read_targets(targets_parquet)
-    _check_table(targets, ["transcript_id"], targets_parquet)
+    check_transcript_table(targets, ["transcript_id"], targets_parquet)
     splits = read_splits(splits_tsv)
 
     # A merge on a duplicated key would repeat rows without a word: every input is checked
@@ -119,9 +113,8 @@ def build_dataset(
         on="transcript_id",
         how="inner",
     )
-    differs = (df["split_gene"] != df["gene_id"]).to_numpy()
-    if differs.any():
-        i = int(differs.nonzero()[0][0])
+    i = _first_difference(df["split_gene"], df["gene_id"])
+    if i is not None:
         raise InputError(
             splits_tsv,
             df["transcript_id"].iat[i],
@@ -153,9 +146,8 @@ def build_dataset(
         raise InputError(windows_bed, missing.iloc[0], f"no DNA window ({len(missing)} missing)")
     windows = windows.loc[df["transcript_id"]]
     for column in ("chrom", "strand"):
-        differs = windows[column].to_numpy() != df[column].to_numpy()
-        if differs.any():
-            i = int(differs.nonzero()[0][0])
+        i = _first_difference(windows[column], df[column])
+        if i is not None:
             raise InputError(
                 windows_bed,
                 df["transcript_id"].iat[i],

@@ -55,3 +55,43 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def non_utf8_error(path: str | os.PathLike, data: bytes | None = None) -> InputError:
+    """The first byte of ``path`` that is not UTF-8, as ``file:line: byte 0x.. at column N``.
+
+    The one locator for every text reader: call it after a decode failed (a UnicodeDecodeError,
+    or a library's own "invalid utf-8"). ``data`` is the file's (decompressed) bytes when the
+    caller holds them; otherwise the file is re-read line by line (gzip or bgzip decompressed),
+    so the cost is paid only on failure. A line ending is ASCII and never inside a character,
+    so decoding line by line finds the same byte as decoding the whole file.
+    """
+    if data is not None:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = data.count(b"\n", 0, err.start) + 1
+            line_start = data.rfind(b"\n", 0, err.start) + 1
+            return _non_utf8_at(path, line, data, err.start, line_start)
+        return InputError(path, None, "not UTF-8 text")
+    from xopen import xopen  # light module, imported where used: errors.py is imported everywhere
+
+    try:
+        with xopen(path, "rb", threads=0) as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    return _non_utf8_at(path, number, raw, err.start, 0)
+    except (OSError, EOFError) as err:
+        return InputError(path, None, f"not UTF-8 text, and unreadable: {err}")
+    return InputError(path, None, "not UTF-8 text")
+
+
+def _non_utf8_at(path, line: int, data: bytes, position: int, line_start: int) -> InputError:
+    return InputError(
+        path,
+        line,
+        f"byte 0x{data[position]:02x} at column {position - line_start + 1} is not UTF-8; "
+        "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+    )

@@ -1,7 +1,9 @@
 """Indexed genome FASTA access: DNA windows as uint8 tokens, contig checks, the .fai index.
 
 Tokens follow DESIGN.md: ``A=0, C=1, G=2, T=3, N=4``; lower case (soft-masking) is folded,
-every other byte (IUPAC ambiguity codes, anything else) is 4. A window may run past either
+every other ASCII byte (IUPAC ambiguity codes, anything else) is 4; a byte outside ASCII in
+a window read is an error (pysam decodes bases as UTF-8, so it would crash or shift the
+window). A window may run past either
 end of its contig: the part outside is N-padded, never dropped.
 """
 
@@ -14,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import pysam
+import pysam.libcbgzf
 
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError, atomic_path, non_utf8_error
 
 log = logging.getLogger("isoflow.genome")
 
@@ -71,6 +74,9 @@ class GenomeWindows:
         if self._fasta is None or self._pid != os.getpid():
             try:
                 self._fasta = pysam.FastaFile(str(self.path))
+            except UnicodeDecodeError:  # a contig name; the .fai is built by now
+                check_fasta_index(self.path)
+                raise
             except (OSError, ValueError) as err:
                 raise InputError(self.path, None, f"cannot open as indexed FASTA: {err}") from err
             self._pid = os.getpid()
@@ -106,7 +112,26 @@ class GenomeWindows:
             raise InputError(
                 self.path, chrom, f"interval {start}-{end} lies outside the contig (0-{length})"
             )
-        return self._handle().fetch(chrom, start, end)
+        return self._fetch(chrom, start, end)
+
+    def _fetch(self, chrom: str, start: int, end: int) -> str:
+        """pysam's fetch, with a byte outside ASCII an error naming its contig position: pysam
+        decodes bases as UTF-8, so such a byte raised a traceback or, as a valid UTF-8
+        character of 2-4 bytes, made the window shorter than asked."""
+        try:
+            seq = self._handle().fetch(chrom, start, end)
+        except UnicodeDecodeError as err:
+            position = start + err.start  # the bytes before it are ASCII
+        else:
+            if seq.isascii():
+                return seq
+            position = start + next(i for i, c in enumerate(seq) if not c.isascii())
+        raise InputError(
+            self.path,
+            chrom,
+            f"base {position + 1} is not an ASCII letter (a byte of a non-ASCII character); "
+            "the FASTA's sequence lines must be ASCII",
+        )
 
     def tokens(self, chrom: str, start: int, end: int, strand: str = "+") -> np.ndarray:
         """Tokens of ``chrom:[start, end)`` read 5'->3' on ``strand``, N-padded past contig ends."""
@@ -116,7 +141,7 @@ class GenomeWindows:
             raise ValueError(f"strand must be '+' or '-', not {strand!r}")
         length = self._length(chrom)
         lo, hi = max(start, 0), min(end, length)
-        seq = self._handle().fetch(chrom, lo, hi) if hi > lo else ""
+        seq = self._fetch(chrom, lo, hi) if hi > lo else ""
         if lo != start or hi != end:  # past a contig end: pad with N
             left = min(lo, end) - start
             seq = "N" * left + seq + "N" * (end - start - left - len(seq))
@@ -126,76 +151,155 @@ class GenomeWindows:
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
+class _BgzfText:
+    """Seek by offset in the uncompressed text of a bgzip file, through its ``.gzi`` index.
+
+    The ``.gzi`` (htslib) lists (compressed, uncompressed) offsets of BGZF blocks after the
+    first; an uncompressed offset becomes the virtual offset ``block << 16 | within`` that
+    pysam's BGZFile seeks to. A stale ``.gzi`` points into the middle of a block: the read
+    fails or returns other bytes, and the header check below reports a mismatch.
+    """
+
+    def __init__(self, path: Path, gzi: Path):
+        raw = gzi.read_bytes()
+        count = int.from_bytes(raw[:8], "little") if len(raw) >= 8 else -1
+        if count < 0 or len(raw) != 8 + 16 * count:
+            raise InputError(gzi, None, "not a .gzi index (bgzip block offsets); rebuild it")
+        pairs = np.frombuffer(raw, dtype="<u8", offset=8).reshape(count, 2)
+        self.compressed = np.concatenate([[0], pairs[:, 0]]).astype(np.int64)
+        self.uncompressed = np.concatenate([[0], pairs[:, 1]]).astype(np.int64)
+        self.handle = pysam.libcbgzf.BGZFile(str(path), "rb")
+        self.path, self.gzi = path, gzi
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        block = int(np.searchsorted(self.uncompressed, offset, side="right")) - 1
+        within = offset - int(self.uncompressed[block])
+        if within >= 1 << 16:  # past the last block's end: offset is past the text
+            return b""
+        try:
+            self.handle.seek(int(self.compressed[block]) << 16 | within)
+            return self.handle.read(size)
+        except (OSError, ValueError):
+            raise InputError(
+                self.path,
+                None,
+                f"the index {self.gzi} does not match the FASTA (no bgzip block at byte "
+                f"{int(self.compressed[block])}); rebuild it (samtools faidx)",
+            ) from None
+
+    def close(self) -> None:
+        try:
+            self.handle.close()
+        except OSError:
+            pass  # htslib reports the failed read again on close
+
+
 def check_fasta_index(
-    fasta_path: str | os.PathLike, fai_path: str | os.PathLike | None = None
+    fasta_path: str | os.PathLike,
+    fai_path: str | os.PathLike | None = None,
+    gzi_path: str | os.PathLike | None = None,
 ) -> None:
     """Fail when the .fai does not describe every record of the FASTA exactly once.
 
     htslib skips a second record of the same name with a warning on stderr (the first copy
-    silently wins), and a .fai left from an older FASTA points at the wrong bytes. Both
-    show where one record's sequence ends: the next bytes must be the header of the next
-    indexed record. One seek and a short read per contig, whatever the genome's size.
-    A bgzip FASTA (offsets are of the uncompressed text) gets only the duplicate-name check.
+    silently wins, and for bgzip it is left out of the .fai), and a .fai (or .gzi) left from
+    an older FASTA points at the wrong bytes. Both show where one record's sequence ends: the
+    next bytes must be the header of the next indexed record, and after the last one, the
+    end of the file. One seek and a short read per contig, whatever the genome's size; a
+    bgzip FASTA is read through its ``.gzi`` (offsets in the .fai are of the uncompressed
+    text), so a stale .gzi fails the same way.
     """
     fasta_path = Path(fasta_path)
     fai = Path(fai_path) if fai_path is not None else Path(f"{fasta_path}.fai")
+    gzi = Path(gzi_path) if gzi_path is not None else Path(f"{fasta_path}.gzi")
     entries = []
-    with open(fai) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\r\n").split("\t")
-            try:
-                name, length, offset, bases, width = fields[0], *map(int, fields[1:5])
-            except ValueError:
-                raise InputError(
-                    fai, number, "not a .fai line (name, length, offset, ...)"
-                ) from None
-            entries.append((name, length, offset, bases, width))
+    try:
+        with open(fai, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                fields = line.rstrip("\r\n").split("\t")
+                try:
+                    name, length, offset, bases, width = fields[0], *map(int, fields[1:5])
+                except ValueError:
+                    raise InputError(
+                        fai, number, "not a .fai line (name, length, offset, ...)"
+                    ) from None
+                entries.append((name, length, offset, bases, width))
+    except UnicodeDecodeError:
+        # htslib copies header names as bytes: line k of the .fai is the k-th contig
+        bad = non_utf8_error(fai)
+        raise InputError(fasta_path, f"contig {bad.record}", f"name: {bad.message}") from None
     seen: dict[str, int] = {}
     for number, (name, *_) in enumerate(entries, start=1):
         if name in seen:
             raise InputError(fasta_path, name, "contig listed twice (in its .fai index)")
         seen[name] = number
     with open(fasta_path, "rb") as fasta:
-        if fasta.read(2) == _GZIP_MAGIC:
-            return
-        size = os.fstat(fasta.fileno()).st_size
-        ends = [0]  # where the header of each indexed record should start
-        for _, length, offset, bases, width in entries:
-            full, rest = divmod(length, bases) if bases else (0, 0)
-            ends.append(offset + full * width + (rest + width - bases if rest else 0))
-        for i, start in enumerate(ends):
-            fasta.seek(min(start, size))
-            chunk = fasta.read(4096).lstrip(b"\r\n")
-            header = chunk.split(b"\n", 1)[0]
-            found = header[1:].split(None, 1)[0].decode(errors="replace") if header[1:] else ""
-            if i == len(entries):
-                if not chunk.strip():
-                    return
-            elif header.startswith(b">") and found == entries[i][0]:
-                continue
-            if header.startswith(b">") and found in seen:
-                raise InputError(
-                    fasta_path,
-                    found,
-                    "contig listed twice: htslib would read only its first copy; "
-                    "remove or rename the second",
-                )
+        bgzip = fasta.read(2) == _GZIP_MAGIC
+    if bgzip:
+        if not gzi.exists():
+            raise InputError(
+                fasta_path, None, f"bgzip FASTA without its {gzi.name} index: run samtools faidx"
+            )
+        text = _BgzfText(fasta_path, gzi)
+        read_at, close, size = text.read_at, text.close, None
+    else:
+        plain = open(fasta_path, "rb")  # noqa: SIM115 (closed in the finally below)
+        size = os.fstat(plain.fileno()).st_size
+
+        def read_at(offset: int, count: int) -> bytes:
+            plain.seek(min(offset, size))
+            return plain.read(count)
+
+        close = plain.close
+    try:
+        _check_record_ends(fasta_path, fai, gzi if bgzip else None, entries, seen, read_at)
+    finally:
+        close()
+
+
+def _check_record_ends(fasta_path, fai, gzi, entries, seen, read_at) -> None:
+    ends = [0]  # where the header of each indexed record should start
+    for _, length, offset, bases, width in entries:
+        full, rest = divmod(length, bases) if bases else (0, 0)
+        ends.append(offset + full * width + (rest + width - bases if rest else 0))
+    for i, start in enumerate(ends):
+        chunk = read_at(start, 4096).lstrip(b"\r\n")
+        header = chunk.split(b"\n", 1)[0]
+        found = header[1:].split(None, 1)[0].decode(errors="replace") if header[1:] else ""
+        if i == len(entries):
+            if not chunk.strip():
+                return
+        elif header.startswith(b">") and found == entries[i][0]:
+            continue
+        if header.startswith(b">") and found in seen:
             raise InputError(
                 fasta_path,
-                entries[i][0] if i < len(entries) else None,
-                f"the index {fai} does not match the FASTA (record at byte {start} is "
-                f"{header[:40].decode(errors='replace')!r}); rebuild it (samtools faidx)",
+                found,
+                "contig listed twice: htslib would read only its first copy; "
+                "remove or rename the second",
             )
+        index = f"{fai} (or {gzi})" if gzi else str(fai)
+        raise InputError(
+            fasta_path,
+            entries[i][0] if i < len(entries) else None,
+            f"the index {index} does not match the FASTA (record at byte {start} is "
+            f"{header[:40].decode(errors='replace')!r}); rebuild it (samtools faidx). "
+            "If a fresh index fails too, a sequence line holds a byte outside ASCII, "
+            "which htslib does not count as a base",
+        )
 
 
 def fasta_contigs(fasta_path: str | os.PathLike) -> list[str]:
     """Contig names of a FASTA, from its .fai when present (no full read)."""
     fai = Path(f"{fasta_path}.fai")
     if fai.exists():
-        with open(fai) as handle:
-            return [line.split("\t", 1)[0] for line in handle if line.strip()]
+        try:
+            with open(fai, encoding="utf-8") as handle:
+                return [line.split("\t", 1)[0] for line in handle if line.strip()]
+        except UnicodeDecodeError:
+            raise non_utf8_error(fai) from None
     return list(GenomeWindows(fasta_path).lengths)
 
 

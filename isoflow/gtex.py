@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from xopen import xopen
 
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError, atomic_path, non_utf8_error
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,6 @@ def read_sample_attributes(path: PathLike) -> pd.DataFrame:
         index=pd.Index(line_numbers, name="line"),
         dtype=object,
     )
-    for column, i in zip(wanted[1:], index[1:], strict=True):
-        _check_spellings(path, column, [row[i] for row in rows], attrs, line_numbers)
     empty = attrs["SAMPID"] == ""
     if empty.any():
         raise InputError(path, int(attrs.index[empty.to_numpy()][0]), "empty SAMPID")
@@ -104,25 +102,28 @@ def read_sample_attributes(path: PathLike) -> pd.DataFrame:
     return attrs
 
 
-def _check_spellings(
-    path: PathLike, column: str, raw: list[str], attrs: pd.DataFrame, line_numbers: list[int]
+def check_tissue_spellings(
+    attrs: pd.DataFrame, column: str, in_matrix: set[str], path: PathLike
 ) -> None:
-    """Fail when two spellings of a tissue differ only in case or whitespace (``Brain`` and
-    ``brain ``): grouped as they are they would be two tissues, and which is meant is unknown."""
+    """Fail when two tissue names of matrix samples differ only in case or inner whitespace
+    (``Brain`` and ``brain``): grouped as they are they would be two tissues, and which is
+    meant is unknown. Values are compared as read (stripped), only in the column of the tissue
+    set in use and only for samples the TPM matrix holds: the attribute file lists samples of
+    other assays too, and a column not used cannot split a tissue."""
+    used = attrs[attrs["SAMPID"].isin(in_matrix) & (attrs[column] != "")]
     spellings: dict[str, dict[str, int]] = {}
-    for position, value in enumerate(raw):
-        if value.strip():
-            key = " ".join(value.split()).casefold()
-            spellings.setdefault(key, {}).setdefault(value, position)
+    for position, value in enumerate(used[column]):
+        key = " ".join(value.split()).casefold()
+        spellings.setdefault(key, {}).setdefault(value, position)
     for variants in spellings.values():
         if len(variants) > 1:
             (first, i), (second, j) = sorted(variants.items(), key=lambda kv: kv[1])[:2]
             more = f" ({len(variants) - 2} more spellings)" if len(variants) > 2 else ""
             raise InputError(
                 path,
-                line_numbers[j],
-                f"{column} {second!r} (sample {attrs['SAMPID'].iat[j]}) and {first!r} "
-                f"(sample {attrs['SAMPID'].iat[i]}, line {line_numbers[i]}) differ only in "
+                int(used.index[j]),
+                f"{column} {second!r} (sample {used['SAMPID'].iat[j]}) and {first!r} "
+                f"(sample {used['SAMPID'].iat[i]}, line {int(used.index[i])}) differ only in "
                 f"case or whitespace{more}: write one tissue one way",
             )
 
@@ -185,31 +186,8 @@ def _read_utf8(path: PathLike, what: str) -> str:
         raise InputError(path, None, f"cannot read {what}: {err}") from None
     try:
         return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise InputError(path, line, _not_utf8(data, err.start)) from None
-
-
-def _not_utf8(data: bytes, position: int) -> str:
-    column = position - (data.rfind(b"\n", 0, position) + 1) + 1
-    return (
-        f"byte 0x{data[position]:02x} at column {column} is not UTF-8; "
-        "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
-    )
-
-
-def _first_non_utf8_line(path: PathLike) -> InputError | None:
-    """Re-read a file whose text decoding failed: the line and byte that are not UTF-8."""
-    try:
-        with _open_binary(path) as fh:
-            for number, raw in enumerate(fh, start=1):
-                try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    return InputError(path, number, _not_utf8(raw, err.start))
-    except (OSError, EOFError):
-        return None
-    return None
+    except UnicodeDecodeError:
+        raise non_utf8_error(path, data) from None
 
 
 def read_gct_header(gct: PathLike) -> tuple[int, int, list[str]]:
@@ -218,7 +196,7 @@ def read_gct_header(gct: PathLike) -> tuple[int, int, list[str]]:
         with _open_text(gct) as fh:
             lines = [fh.readline() for _ in range(3)]
     except UnicodeDecodeError:
-        raise _first_non_utf8_line(gct) or InputError(gct, None, "not UTF-8 text") from None
+        raise non_utf8_error(gct) from None
     except (OSError, EOFError) as err:
         raise InputError(gct, None, f"cannot read the GCT header: {err}") from None
     version, dims, header = (line.rstrip("\r\n") for line in lines)
@@ -333,6 +311,7 @@ def aggregate_tpm(
         more = f" ({len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise InputError(gct, unknown[0], f"sample column is not in {samples}{more}")
     _check_no_tissue(attrs, column, set(sample_ids), samples, gct)
+    check_tissue_spellings(attrs, column, set(sample_ids), samples)
     sample_tissue = {s: tissue_of[s] for s in sample_ids}
     tissues = select_tissues(sample_tissue, tissue_set, tissues, min_samples, samples)
     if not tissues:
@@ -392,12 +371,9 @@ def aggregate_tpm(
         raise InputError(gct, 4, "no transcript rows")
 
     mean_tpm = np.concatenate(means) if means else np.zeros((len(ids), len(tissues)))
+    # Finite by construction: every TPM was checked to lie in [0, MAX_TPM] and every selected
+    # tissue has >= 1 sample, so each mean is in [0, MAX_TPM] and log1p of it <= 13.9.
     values = np.log1p(mean_tpm).astype(np.float32)
-    if not np.isfinite(values).all():  # cannot happen with TPMs in range; never written
-        row, col = np.argwhere(~np.isfinite(values))[0]
-        raise InputError(
-            gct, ids[row], f"target of tissue {tissues[col]} is {values[row, col]}, not finite"
-        )
     targets = pd.DataFrame({"transcript_id": ids, "gene_id": genes})
     targets = pd.concat(
         [targets, pd.DataFrame(values, columns=tissues, index=targets.index)], axis=1
@@ -513,7 +489,7 @@ def _row_blocks(gct: PathLike, columns: list[str], block_rows: int):
                     raise _bad_value(gct, columns, lines, first_line) from None
                 yield first_line, [h[0] for h in heads], [h[1] for h in heads], values
     except UnicodeDecodeError:
-        raise _first_non_utf8_line(gct) or InputError(gct, None, "not UTF-8 text") from None
+        raise non_utf8_error(gct) from None
     except (EOFError, OSError) as err:
         raise InputError(
             gct, None, f"truncated or corrupt gzip stream ({lineno} lines read before): {err}"

@@ -44,6 +44,14 @@ def file_digest(path: str | os.PathLike) -> str:
         return hashlib.file_digest(handle, HASH).hexdigest()
 
 
+def cached_digest(path: str | os.PathLike, record_dir: str | os.PathLike = RECORD_DIR) -> str:
+    """Hex sha256 of ``path``: the one a record holds for the same path and current (size,
+    mtime_ns, ctime_ns) (a train job's dataset, recorded by every job that read it), else
+    read from the file."""
+    known = _known_digests(record_dir).get((str(path), *_stat(os.stat(path))))
+    return known or file_digest(path)
+
+
 def stat_files(paths: Iterable[str]) -> dict[str, Stat]:
     """(size, mtime_ns, ctime_ns) of each path that is a regular file; directories and absent paths
     are left out."""

@@ -33,7 +33,7 @@ import pandas as pd
 import pysam
 from xopen import xopen
 
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError, atomic_path, non_utf8_error
 from isoflow.genome import GenomeWindows, check_contigs
 
 log = logging.getLogger("isoflow.sequences")
@@ -330,6 +330,8 @@ def read_fasta(path: str | os.PathLike) -> dict[str, str]:
                 if record.name in records:
                     raise InputError(path, record.name, "sequence listed twice")
                 records[record.name] = record.sequence or ""
+    except UnicodeDecodeError:
+        raise non_utf8_error(path) from None
     except OSError as err:
         raise InputError(path, None, f"cannot read FASTA: {err}") from None
     return records

@@ -20,7 +20,7 @@ import os
 import numpy as np
 import pandas as pd
 
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError, atomic_path, non_utf8_error
 
 SPLITS = ("train", "valid", "test")
 SCHEMES = ("gene", "chrom")
@@ -36,6 +36,28 @@ def gene_unit(gene_id: str, salt: str) -> float:
     """A number in [0, 1) fixed by (salt, gene key): the gene's position in the split."""
     digest = hashlib.sha256(f"{salt}\t{gene_key(gene_id)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def check_transcript_table(
+    table: pd.DataFrame, required: list[str], source: str | os.PathLike | None
+) -> None:
+    """The ``required`` columns hold no null or empty value; transcript IDs are unique.
+
+    The one check of every transcript table read by ID (annotation, targets, splits input):
+    a null gene_id crashed the hash, a duplicated ID made a merge repeat rows.
+    """
+    for column in required:
+        values = table[column]
+        empty = values.isna() | (values.astype(str).str.strip() == "")
+        if empty.any():
+            i = int(empty.to_numpy().nonzero()[0][0])
+            tid = table["transcript_id"].iat[i]
+            usable = column != "transcript_id" and isinstance(tid, str) and tid.strip()
+            record = tid if usable else f"row {i + 1}"
+            raise InputError(source, record, f"{column} is null or empty")
+    dup = table["transcript_id"].duplicated()
+    if dup.any():
+        raise InputError(source, table["transcript_id"][dup].iloc[0], "transcript listed twice")
 
 
 def split_transcripts(
@@ -57,17 +79,7 @@ def split_transcripts(
     missing = [c for c in needed if c not in transcripts.columns]
     if missing:
         raise InputError(source, None, f"missing column(s) {', '.join(missing)}")
-    for column in needed:
-        empty = transcripts[column].isna() | (transcripts[column].astype(str).str.strip() == "")
-        if empty.any():
-            i = int(empty.to_numpy().nonzero()[0][0])
-            tid = transcripts["transcript_id"].iat[i]
-            record = tid if column != "transcript_id" and isinstance(tid, str) else f"row {i + 1}"
-            raise InputError(source, record, f"{column} is null or empty")
-    dup = transcripts["transcript_id"].duplicated()
-    if dup.any():
-        tid = transcripts["transcript_id"][dup].iloc[0]
-        raise InputError(source, tid, "transcript listed twice")
+    check_transcript_table(transcripts, needed, source)
     out = transcripts[needed].sort_values("transcript_id", kind="stable").reset_index(drop=True)
 
     if scheme == "gene":
@@ -130,6 +142,8 @@ def read_splits(path: str | os.PathLike) -> pd.DataFrame:
     """Read a splits TSV, checking the header, split names and unique transcript IDs."""
     try:
         df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except UnicodeDecodeError:
+        raise non_utf8_error(path) from None
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
         raise InputError(path, None, f"not a splits TSV: {str(err).splitlines()[0]}") from None
     if list(df.columns) != ["transcript_id", "gene_id", "split"]:

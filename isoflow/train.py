@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from pytorch_lightning.plugins.environments import SLURMEnvironment
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from isoflow import provenance
 from isoflow.data import IsoformDataModule
 from isoflow.errors import InputError, atomic_path
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
@@ -56,9 +58,18 @@ log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", "val_pearson"]
 
 
-# Train keys that cannot change the trained weights: left out of the run's fingerprint.
-NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps")
+# Train keys that cannot change the trained weights: left out of the run's fingerprint, so
+# changing them (e.g. on the cluster) resumes the trained model instead of setting it aside.
+# eval_batch_size: the validation and test loaders draw the same RNG whatever their batch
+# size, so the weights are bit-identical (measured: DESIGN.md, train); only the logged val_loss
+# moves by float rounding (~1e-7 relative). Not num_workers: with workers the loader's seed
+# is drawn from the global RNG once (persistent workers), not once per epoch, so dropout
+# masks, hence the weights, differ from epoch 1 on (measured).
+NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps", "eval_batch_size")
 FINGERPRINT_FILE = "fingerprint.json"
+# Steps between two checks of the losses for NaN/inf (and at each epoch's end): each check
+# waits for the device and, under DDP, all-reduces one flag.
+CHECK_FINITE_EVERY = 50
 
 
 class IsoFormerModule(pl.LightningModule):
@@ -94,13 +105,15 @@ class IsoFormerModule(pl.LightningModule):
             n_latents=model["n_latents"],
         )
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # (split, epoch, step, loss, batch indices) of the steps since the last finiteness check
+        self._unchecked: list[tuple[str, int, int, torch.Tensor, torch.Tensor]] = []
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(self.model.tokenize(batch["inputs"], self.device))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = torch.nn.functional.mse_loss(self(batch).float(), batch["target"])
-        self.check_finite(loss, batch, "train")
+        self.record_loss(loss, batch, "train")
         self.log(
             "train_loss",
             loss,
@@ -115,7 +128,7 @@ class IsoFormerModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         predicted = self(batch).float()
         loss = torch.nn.functional.mse_loss(predicted, batch["target"])
-        self.check_finite(loss, batch, "valid")
+        self.record_loss(loss, batch, "valid")
         self.log(
             "val_loss",
             loss,
@@ -126,47 +139,82 @@ class IsoFormerModule(pl.LightningModule):
         )
         self._val_outputs.append((predicted.detach(), batch["target"]))
 
-    def check_finite(self, loss: torch.Tensor, batch: dict, split: str) -> None:
-        """Stop with one line when ``loss`` is NaN or infinite, naming the run, the epoch and
-        step, and the likely cause: a non-finite target (named by transcript and tissue), a
-        non-finite cached input, or, when both are finite, diverging optimisation."""
-        if torch.isfinite(loss):
+    def record_loss(self, loss: torch.Tensor, batch: dict, split: str) -> None:
+        """Keep the step's loss on its device for ``check_finite``, which runs every
+        ``CHECK_FINITE_EVERY`` steps and at the end of each validation and training epoch:
+        testing each loss at once would make the host wait for the device at every step."""
+        record = (split, self.current_epoch, self.global_step, loss.detach(), batch["index"])
+        self._unchecked.append(record)
+        if len(self._unchecked) >= CHECK_FINITE_EVERY:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Stop with one line when a loss since the last check is NaN or infinite, naming the
+        run, the epoch and step, and the likely cause: a non-finite target (named by
+        transcript and tissue), a non-finite cached input, or, when both are finite,
+        diverging optimisation.
+
+        Collective: every rank calls it at the same step (ranks run equally many steps), the
+        verdict is reduced over ranks, and all raise the same line, so a rank whose batches
+        were finite stops too instead of waiting in the next all-reduce."""
+        records, self._unchecked = self._unchecked, []
+        bad = ~torch.isfinite(torch.stack([r[3] for r in records])) if records else None
+        local = bool(bad.any()) if bad is not None else False
+        if not self.trainer.strategy.reduce_boolean_decision(local, all=False):
             return
+        first = records[int(bad.nonzero()[0, 0])] if local else None
+        # (epoch, step, diverged, rank, error): the earliest step over the ranks, a named cause
+        # before divergence (a rank's inf target makes every rank's weights NaN after the step)
+        found = None
+        if local:
+            diverged, error = self._non_finite_error(first)
+            found = (first[1], first[2], diverged, self.global_rank, error)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, found)
+            found = min(f for f in gathered if f is not None)
+        raise InputError(*found[4])
+
+    def _non_finite_error(self, record: tuple) -> tuple[bool, tuple[Any, Any, str]]:
+        """(diverged, (path, record, message) of the InputError) for a step with a non-finite
+        loss; the batch is rebuilt from the datamodule by its row indices to find the cause,
+        and ``diverged`` is True when none was found."""
+        split, epoch, step, loss, index = record
         where = (
             f"run {run_name(self.hparams.experiment)}: {split} loss is {loss.item()} "
-            f"at epoch {self.current_epoch}, step {self.global_step}"
+            f"at epoch {epoch}, step {step}"
         )
         datamodule = getattr(self.trainer, "datamodule", None)
         frame = getattr(datamodule, "frames", {}).get(split)
-        rows = batch["index"].cpu().numpy()
-        target = batch["target"].detach().cpu().numpy()
-        bad = np.argwhere(~np.isfinite(target))
-        if len(bad):
-            row, column = bad[0]
-            transcript = frame["transcript_id"].iat[rows[row]] if frame is not None else None
-            raise InputError(
-                getattr(datamodule, "dataset_path", None),
-                transcript,
-                f"{where}: {len(bad)} non-finite targets in the batch, first "
-                f"{self.tissues[column]} = {target[row, column]}; the dataset's targets must "
-                "be finite log1p(TPM) (an overflowing TPM in the expression matrix?)",
-            )
-        for modality, value in batch["inputs"].items():
-            if not isinstance(value, tuple):
-                continue  # raw sequences: tokens are integers
-            emb, mask = value
-            finite = torch.isfinite(emb).all(dim=-1) | ~mask.bool()
-            if not finite.all():
-                row = int(torch.nonzero(~finite.all(dim=1))[0, 0])
-                transcript = frame["transcript_id"].iat[rows[row]] if frame is not None else None
-                cache = getattr(datamodule, "cache_dirs", {}).get(modality)
-                raise InputError(
-                    cache,
-                    transcript,
-                    f"{where}: non-finite cached {modality} embeddings; rebuild the cache "
-                    "(rule embed)",
+        dataset = getattr(datamodule, "datasets", {}).get(split)
+        if frame is not None and dataset is not None:
+            rows = index.cpu().numpy()
+            batch = datamodule.collate([dataset[int(i)] for i in rows])
+            target = batch["target"].numpy()
+            bad = np.argwhere(~np.isfinite(target))
+            if len(bad):
+                row, column = bad[0]
+                return False, (
+                    getattr(datamodule, "dataset_path", None),
+                    frame["transcript_id"].iat[rows[row]],
+                    f"{where}: {len(bad)} non-finite targets in the batch, first "
+                    f"{self.tissues[column]} = {target[row, column]}; the dataset's targets "
+                    "must be finite log1p(TPM) (an overflowing TPM in the expression matrix?)",
                 )
-        raise InputError(
+            for modality, value in batch["inputs"].items():
+                if not isinstance(value, tuple):
+                    continue  # raw sequences: tokens are integers
+                emb, mask = value
+                finite = torch.isfinite(emb).all(dim=-1) | ~mask.bool()
+                if not finite.all():
+                    row = int(torch.nonzero(~finite.all(dim=1))[0, 0])
+                    return False, (
+                        getattr(datamodule, "cache_dirs", {}).get(modality),
+                        frame["transcript_id"].iat[rows[row]],
+                        f"{where}: non-finite cached {modality} embeddings; rebuild the cache "
+                        "(rule embed)",
+                    )
+        return True, (
             self.trainer.default_root_dir,
             None,
             f"{where}: targets and cached inputs of the batch are finite, so the training "
@@ -181,15 +229,23 @@ class IsoFormerModule(pl.LightningModule):
         found = set(checkpoint.get("state_dict", {}))
         if found != expected:
             differ = sorted(expected - found) + sorted(found - expected)
+            run_dir = Path(self.trainer.default_root_dir)
+            aside = shlex.quote(str(run_dir / "previous" / "unfit"))
             raise InputError(
                 getattr(self.trainer, "ckpt_path", None),
                 None,
                 f"checkpoint does not fit this model ({len(differ)} parameters or buffers "
-                f"differ, e.g. {differ[0]}; written by another isoflow version?): delete it "
-                "to train afresh",
+                f"differ, e.g. {differ[0]}; written by another isoflow version?): to keep it "
+                f"and train afresh, move the run's checkpoints aside, `mkdir -p {aside} && mv "
+                f"{shlex.quote(str(run_dir / 'checkpoints'))} {aside}/` (and any "
+                f"{shlex.quote(str(run_dir))}/hpc_ckpt_*.ckpt), then run it again",
             )
 
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()  # before the epoch's checkpoint is written
+
     def on_validation_epoch_end(self) -> None:
+        self.check_finite()  # before non-finite predictions reach the metrics
         if not self._val_outputs:
             return
         predicted = torch.cat([p for p, _ in self._val_outputs])
@@ -270,12 +326,13 @@ def run_fingerprint(
     """What a checkpoint was trained from: every setting that shapes training with its
     default filled in (so a changed default counts as a change), the specs of the encoders
     the experiment uses, the dataset by the sha256 of its content (a dataset rebuilt
-    identically keeps its checkpoints), and each embedding cache the run reads by the size
-    and modification time of its files (caches are large; a rebuilt cache counts as new)."""
+    identically keeps its checkpoints; the digest a provenance record holds for the file's
+    current size, mtime and ctime is reused rather than the file read again), and each
+    embedding cache the run reads by the size and modification time of its files (caches are
+    large; a rebuilt cache counts as new)."""
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     train = {k: v for k, v in train_config(config).items() if k not in NOT_IN_FINGERPRINT}
-    with open(dataset_path, "rb") as handle:
-        dataset_sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+    dataset_sha256 = provenance.cached_digest(dataset_path)
     caches = {
         modality: {
             f.name: [f.stat().st_size, f.stat().st_mtime_ns]
@@ -314,10 +371,15 @@ def _read_fingerprint(ckpt_dir: Path) -> dict[str, Any] | None:
     checkpoints count as trained for other settings and are kept aside, not trusted)."""
     record = ckpt_dir / FINGERPRINT_FILE
     try:
-        return json.loads(record.read_text()) if record.is_file() else None
+        fingerprint = json.loads(record.read_text()) if record.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         log.warning("%s is not JSON: its checkpoints count as unrecorded", record)
         return None
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("train"), dict):
+        # keys left out since the record was written (eval_batch_size) still match
+        for key in NOT_IN_FINGERPRINT:
+            fingerprint["train"].pop(key, None)
+    return fingerprint
 
 
 def prepare_checkpoints(run_dir: Path, fingerprint: dict[str, Any]) -> None:

@@ -226,3 +226,72 @@ def test_cross_attention_learns_samples_without_the_query_modality():
         predicted = head(masked_mean(*agg.eval()({"protein": (emb, mask)}))).squeeze(-1)
     assert (predicted[absent] - 4.0).abs().max() < 0.2, predicted[absent]
     assert torch.corrcoef(torch.stack([predicted[~absent], signal[~absent]]))[0, 1] > 0.9
+
+
+def _reference_standardize(state: dict, emb, mask, training: bool):
+    """TokenStandardizer's update and forward as they were before ``has_stats`` (commit
+    6efff83), on a dict of its buffers: the maths the demo's numbers came from."""
+    if training:
+        real = emb[mask].detach().float()
+        n = real.shape[0]
+        if n:
+            batch_mean = real.mean(0)
+            batch_sum_sq = ((real - batch_mean) ** 2).sum(0)
+            total = state["count"] + n
+            delta = batch_mean - state["mean"]
+            state["mean"] += delta * (n / total)
+            state["sum_sq"] += batch_sum_sq + delta**2 * (state["count"] * n / total)
+            state["count"].copy_(total)
+    if state["count"] == 0:
+        return emb
+    var = state["sum_sq"] / state["count"]
+    floor = 1e-5**2 * (state["mean"] ** 2 + var) + 1e-20
+    return ((emb - state["mean"]) / torch.sqrt(var + floor)).masked_fill(~mask.unsqueeze(-1), 0)
+
+
+def test_standardizer_outputs_bit_identical_to_before_the_host_flag():
+    emb, mask, _ = _offset_signal_inputs(n=64)
+    mask[:8, 2:] = False
+    mask[40:48] = False  # a whole batch without the modality: no statistics from it
+    standardizer = TokenStandardizer(emb.shape[-1])
+    state = {k: v.clone() for k, v in standardizer.state_dict().items()}
+    steps = [(False, slice(0, 16)), (True, slice(40, 48))]  # identity until tokens are seen
+    steps += [(True, slice(i, i + 8)) for i in range(0, 64, 8)] + [(False, slice(0, 64))]
+    for training, rows in steps:
+        standardizer.train(training)
+        out = standardizer(emb[rows], mask[rows])
+        expected = _reference_standardize(state, emb[rows], mask[rows], training)
+        assert torch.equal(out, expected)
+    assert all(torch.equal(standardizer.state_dict()[k], v) for k, v in state.items())
+
+
+class _ScalarReads(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts reads of a tensor's value by the host (``bool(t)``, ``t.item()``): each one
+    waits for the device on a GPU."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+def test_standardizer_forward_reads_no_device_value_once_it_has_statistics():
+    emb, mask, _ = _offset_signal_inputs(n=16)
+    standardizer = TokenStandardizer(emb.shape[-1]).train()
+    standardizer(emb[:8], mask[:8])
+    for training in (True, False):
+        standardizer.train(training)
+        with _ScalarReads() as reads:
+            standardizer(emb[8:], mask[8:])
+        assert reads.count == 0, f"training={training}"
+    # the flag follows a loaded state dict: statistics restored, or none (the identity)
+    restored = TokenStandardizer(emb.shape[-1])
+    restored.load_state_dict(standardizer.state_dict())
+    with _ScalarReads() as reads:
+        assert torch.equal(restored.eval()(emb, mask), standardizer.eval()(emb, mask))
+    assert reads.count == 0
+    standardizer.load_state_dict(TokenStandardizer(emb.shape[-1]).state_dict())
+    assert torch.equal(standardizer(emb, mask), emb)

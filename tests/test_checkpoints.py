@@ -141,6 +141,9 @@ def test_fingerprint_follows_what_shapes_training(dataset, tmp_path):
     assert run_fingerprint(config_with(weight_decay=0.01), EXPERIMENT, path) == base
     # what cannot change the weights is left out
     assert run_fingerprint(config_with(progress_bar=True), EXPERIMENT, path) == base
+    assert run_fingerprint(config_with(eval_batch_size=3), EXPERIMENT, path) == base
+    # num_workers changes the weights (the loader's seed draws from the global RNG)
+    assert run_fingerprint(config_with(num_workers=2), EXPERIMENT, path) != base
     # an encoder the experiment does not use is left out; one it uses counts
     other = config_with()
     other["encoders"]["enformer"]["hparams"]["depth"] = 2
@@ -204,3 +207,43 @@ def test_deterministic_warn_reaches_lightning(dataset, tmp_path):
         assert torch.is_deterministic_algorithms_warn_only_enabled()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_checkpoints_recorded_with_eval_batch_size_resume(dataset, tmp_path):
+    """A fingerprint written while eval_batch_size counted (it cannot change the weights)
+    still matches: changing it on the cluster resumes the trained model."""
+    path, _ = dataset
+    fingerprint = run_fingerprint(config_with(eval_batch_size=4), EXPERIMENT, path)
+    assert "eval_batch_size" not in fingerprint["train"]
+    recorded = copy.deepcopy(fingerprint)
+    recorded["train"]["eval_batch_size"] = None  # as written before
+    fake_run(tmp_path, {**recorded, "lr": 1})
+    (tmp_path / "checkpoints" / FINGERPRINT_FILE).write_text(json.dumps(recorded))
+    before = snapshot(tmp_path)
+    prepare_checkpoints(tmp_path, fingerprint)
+    assert snapshot(tmp_path) == before and not (tmp_path / "previous").exists()
+
+
+def test_dataset_digest_reused_from_provenance_records(dataset, tmp_path, monkeypatch):
+    """The train job does not read the whole dataset again when a provenance record holds
+    its sha256 for the same (size, mtime, ctime); a touched file is hashed afresh."""
+    from isoflow import provenance
+
+    path, _ = dataset
+    data = tmp_path / "dataset.parquet"
+    data.write_bytes(path.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    real = provenance.file_digest(data)
+
+    def digest():
+        return run_fingerprint(config_with(), EXPERIMENT, "dataset.parquet")["dataset"]["sha256"]
+
+    assert digest() == real
+    provenance.record_job("embed", ["dataset.parquet"], ["out.txt"])
+    record = provenance.record_path(["out.txt"])
+    entry = json.loads(record.read_text())
+    entry["inputs"][0]["sha256"] = "f" * 64  # proves the recorded digest is what is used
+    record.write_text(json.dumps(entry))
+    assert digest() == "f" * 64
+    os.utime(data, ns=(1, 1))  # other stats: the record no longer speaks for the file
+    assert digest() == real

@@ -260,3 +260,37 @@ def test_targets_without_tissue_metadata(inputs):
     table = pq.read_table(paths["targets_parquet"])
     pq.write_table(table.replace_schema_metadata({}), paths["targets_parquet"])
     bad(paths, r"no isoflow.tissues schema metadata \(not a targets table\)$")
+
+
+def insert_byte(data: bytes, line: int, after: bytes) -> bytes:
+    """``data`` with byte 0xe9 after the first ``after`` of (1-based) ``line``."""
+    lines = data.split(b"\n")
+    lines[line - 1] = lines[line - 1].replace(after, after + b"\xe9", 1)
+    return b"\n".join(lines)
+
+
+def test_non_utf8_byte_in_the_windows_bed_names_line_and_column(inputs):
+    # Before: "not a BED6 of windows: 'utf-8' codec can't decode byte 0xe9 in position ..."
+    # with no line.
+    paths, *_ = inputs
+    bed = paths["windows_bed"]
+    bed.write_bytes(insert_byte(bed.read_bytes(), 4, b"ENST"))
+    with pytest.raises(InputError) as err:
+        build_dataset(**paths)
+    assert str(err.value).startswith(f"{bed}:4: byte 0xe9 at column ")
+    assert str(err.value).endswith(
+        "is not UTF-8; re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
+@pytest.mark.parametrize("where", ["header", "sequence"])
+def test_non_utf8_byte_in_the_rna_fasta_names_line_and_column(inputs, where):
+    # Before: a UnicodeDecodeError traceback from pysam.
+    paths, *_ = inputs
+    rna = paths["rna_fa_gz"]
+    line = 4 if where == "header" else 5  # the second record: its header, its first bases
+    text = gzip.decompress(rna.read_bytes())
+    assert text.split(b"\n")[3].startswith(b">ENST")
+    rna.write_bytes(gzip.compress(insert_byte(text, line, text.split(b"\n")[line - 1][:3])))
+    with pytest.raises(InputError, match=rf"^{rna}:{line}: byte 0xe9 at column 4 is not UTF-8"):
+        build_dataset(**paths)

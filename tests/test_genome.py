@@ -12,7 +12,7 @@ import pysam
 import pytest
 
 from isoflow.errors import InputError
-from isoflow.genome import GenomeWindows, check_contigs, encode, index_fasta
+from isoflow.genome import GenomeWindows, check_contigs, check_fasta_index, encode, index_fasta
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 CHR9 = REAL / "bambu_chr9" / "Homo_sapiens.GRCh38.dna_sm.primary_assembly_chr9_1_1000000.fa"
@@ -248,3 +248,143 @@ def test_real_chr9_passes_the_index_check(tmp_path: Path) -> None:
     shutil.copy(CHR9, copy)
     index_fasta(copy, tmp_path / "chr9.fa.fai")
     assert GenomeWindows(copy).lengths == {"9": 1_000_000}
+
+
+# ---- bgzip FASTA: htslib leaves a duplicate out of the .fai; a stale .fai or .gzi -------
+
+
+def fasta_text(records: list[tuple[str, str]], width: int = 60) -> str:
+    lines = []
+    for name, seq in records:
+        lines.append(f">{name}")
+        lines += [seq[i : i + width] for i in range(0, len(seq), width)]
+    return "\n".join(lines) + "\n"
+
+
+def bgzip(tmp_path: Path, records: list[tuple[str, str]], name: str = "g.fa") -> Path:
+    plain = tmp_path / name
+    plain.write_text(fasta_text(records))
+    out = tmp_path / f"{name}.gz"
+    pysam.tabix_compress(str(plain), str(out), force=True)
+    plain.unlink()
+    return out
+
+
+def random_records(n: int, length: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = np.random.default_rng(seed)
+    return [(f"c{i}", "".join(rng.choice(list("ACGT"), size=length))) for i in range(n)]
+
+
+# 4 x 100 kb of random bases: ~100 kB of bgzip, several 64 KiB blocks per contig.
+RECORDS = random_records(4, 100_000)
+
+
+@pytest.mark.parametrize("where", ["middle", "last"])
+def test_bgzip_contig_listed_twice_is_an_error(tmp_path: Path, where: str) -> None:
+    # Before: htslib left the second c1 out of the .fai it built ("Ignoring duplicate
+    # sequence"), the .fai then listed each name once and the check passed; exit 0.
+    twice = (
+        [*RECORDS[:2], RECORDS[0], *RECORDS[2:]] if where == "middle" else [*RECORDS, RECORDS[1]]
+    )
+    fasta = bgzip(tmp_path, twice)
+    name = "c0" if where == "middle" else "c1"
+    with pytest.raises(InputError, match=rf"^{fasta}:{name}: contig listed twice: htslib"):
+        index_fasta(fasta, tmp_path / "g.fa.gz.fai")
+    assert not (tmp_path / "g.fa.gz.fai").exists()
+    with pytest.raises(InputError, match=rf"^{fasta}:{name}: contig listed twice: htslib"):
+        GenomeWindows(fasta)
+
+
+def test_bgzip_fasta_passes_and_reads_as_the_plain_one(tmp_path: Path) -> None:
+    fasta = bgzip(tmp_path, RECORDS)
+    index_fasta(fasta, tmp_path / "g.fa.gz.fai")
+    genome = GenomeWindows(fasta)
+    assert genome.lengths == {name: 100_000 for name, _ in RECORDS}
+    assert genome.fetch("c3", 99_000, 100_000) == RECORDS[3][1][99_000:]
+
+
+def test_stale_fai_and_gzi_on_a_bgzip_fasta(tmp_path: Path) -> None:
+    # Before: a bgzip FASTA got only the duplicate-name check; an index of an older FASTA
+    # (here, contigs 1 kb longer) read shifted bases.
+    fasta = bgzip(tmp_path, [(name, seq[:-1000]) for name, seq in RECORDS])
+    pysam.faidx(str(fasta))
+    fasta = bgzip(tmp_path, RECORDS)  # rewritten, old .fai and .gzi kept
+    with pytest.raises(InputError, match=rf"^{fasta}:c1: the index .* does not match the FASTA"):
+        GenomeWindows(fasta)
+
+
+def test_stale_gzi_alone_on_a_bgzip_fasta(tmp_path: Path) -> None:
+    # Same lengths (so the same .fai), other bases: only the block offsets in the .gzi differ.
+    fasta = bgzip(tmp_path, [(name, "A" * len(seq)) for name, seq in RECORDS])
+    pysam.faidx(str(fasta))
+    old_gzi = Path(f"{fasta}.gzi").read_bytes()
+    fasta = bgzip(tmp_path, RECORDS)
+    pysam.faidx(str(fasta))
+    Path(f"{fasta}.gzi").write_bytes(old_gzi)
+    with pytest.raises(InputError, match=rf"^{fasta}: the index {fasta}\.gzi does not match"):
+        check_fasta_index(fasta)
+
+
+def test_bgzip_fasta_without_its_gzi(tmp_path: Path) -> None:
+    fasta = bgzip(tmp_path, RECORDS[:1])
+    pysam.faidx(str(fasta))
+    Path(f"{fasta}.gzi").unlink()
+    with pytest.raises(InputError, match=r"bgzip FASTA without its g\.fa\.gz\.gzi index"):
+        check_fasta_index(fasta)
+
+
+@needs_chr9
+def test_real_chr9_bgzip_passes_the_index_check(tmp_path: Path) -> None:
+    fasta = tmp_path / "chr9.fa.gz"
+    pysam.tabix_compress(str(CHR9), str(fasta))
+    index_fasta(fasta, tmp_path / "chr9.fa.gz.fai")
+    genome = GenomeWindows(fasta)
+    assert genome.lengths == {"9": 1_000_000}
+    with GenomeWindows(CHR9) as plain:
+        assert genome.fetch("9", 500_000, 501_000) == plain.fetch("9", 500_000, 501_000)
+
+
+def test_non_utf8_byte_in_the_fai_names_line_and_column(tmp_path: Path) -> None:
+    # Before: a UnicodeDecodeError traceback.
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(">c1\nACGT\n>c2\nGGGG\n")
+    Path(f"{fasta}.fai").write_bytes(b"c1\t4\t4\t4\t5\nc\xe92\t4\t13\t4\t5\n")
+    with pytest.raises(
+        InputError, match=r"g\.fa:contig 2: name: byte 0xe9 at column 2 is not UTF-8"
+    ):
+        check_fasta_index(fasta)
+
+
+@pytest.mark.parametrize("how", ["index_fasta", "GenomeWindows"])
+def test_non_utf8_contig_name_names_the_fasta_and_contig(tmp_path: Path, how: str) -> None:
+    # Before: index_fasta named its temporary .fai; GenomeWindows gave "cannot open as indexed
+    # FASTA: 'utf-8' codec can't decode byte 0xe9 in position 1".
+    fasta = tmp_path / "g.fa"
+    fasta.write_bytes(b">c1\nACGT\n>c\xe92\nGGGG\n")
+    with pytest.raises(InputError, match=rf"^{fasta}:contig 2: name: byte 0xe9 at column 2 "):
+        if how == "index_fasta":
+            index_fasta(fasta, tmp_path / "g.fa.fai")
+        else:
+            GenomeWindows(fasta)
+
+
+def test_non_ascii_byte_in_a_sequence_names_contig_and_position(tmp_path: Path) -> None:
+    # Before: a UnicodeDecodeError traceback from pysam when the window was read.
+    fasta = tmp_path / "g.fa"
+    fasta.write_bytes(b">c1\nACGTACGTAC\nAC\xe9TA\n")
+    index_fasta(fasta, tmp_path / "g.fa.fai")
+    genome = GenomeWindows(fasta)
+    assert genome.tokens("c1", 0, 10).tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    match = rf"^{fasta}:c1: base 13 is not an ASCII letter"
+    with pytest.raises(InputError, match=match):
+        genome.tokens("c1", 4, 20)
+    with pytest.raises(InputError, match=match):
+        genome.fetch("c1", 11, 14)
+
+
+def test_utf8_character_in_a_sequence_fails_the_index_check(tmp_path: Path) -> None:
+    # htslib does not count its two bytes as bases: the record ends where the .fai says not.
+    fasta = tmp_path / "g.fa"
+    fasta.write_bytes(b">c1\nACGTACGTAC\nAC\xc3\xa9TA\n")
+    with pytest.raises(InputError, match=r"a sequence line holds a byte outside ASCII"):
+        index_fasta(fasta, tmp_path / "g.fa.fai")

@@ -382,20 +382,62 @@ def test_largest_tpm_gives_its_exact_target(tmp_path, attrs_path):
     np.testing.assert_allclose(targets.loc[1, ["Brain", "Liver"]].astype(float), np.log1p(1e6))
 
 
-@pytest.mark.parametrize("spelling", ["brain", "Brain ", "BRAIN"])
+def relabel(attrs_path, column, changes):
+    """Set ``column`` of attribute rows {row: value}; return the attributes as written."""
+    attrs = pd.read_csv(attrs_path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    for row, value in changes.items():
+        attrs.loc[row, column] = value
+    write_attrs(attrs_path, attrs)
+    return attrs
+
+
+# Rows 0-49 are relabelled Liver/Heart; the matrix holds every 3rd row (sample_ids), so row 51
+# is the first Brain sample in the matrix and row 100 is a Brain sample outside it.
+@pytest.mark.parametrize("spelling", ["brain", "BRAIN"])
 def test_tissue_spellings_differing_in_case_or_space(tmp_path, attrs_path, spelling):
     # Before: "Brain" and "brain" were two tissues (a 4th output column), exit 0.
-    attrs = pd.read_csv(attrs_path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-    attrs.loc[100, "SMTS"] = spelling
-    write_attrs(attrs_path, attrs)
+    attrs = relabel(attrs_path, "SMTS", {102: spelling})
     samples = sample_ids(attrs_path)
     gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
     msg = run_bad(tmp_path, attrs_path, gct)
     assert msg == (
-        f"{attrs_path}:102: SMTS {spelling!r} (sample {attrs['SAMPID'].iat[100]}) and 'Brain' "
-        f"(sample {attrs['SAMPID'].iat[50]}, line 52) differ only in case or whitespace: "
+        f"{attrs_path}:104: SMTS {spelling!r} (sample {attrs['SAMPID'].iat[102]}) and 'Brain' "
+        f"(sample {attrs['SAMPID'].iat[51]}, line 53) differ only in case or whitespace: "
         "write one tissue one way"
     )
+
+
+def test_smtsd_spellings_differing_in_case_are_checked_for_smtsd(tmp_path, attrs_path):
+    attrs = relabel(attrs_path, "SMTSD", {102: "brain - frontal cortex (BA9)"})
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    with pytest.raises(InputError, match=rf"^{attrs_path}:104: SMTSD 'brain - frontal") as info:
+        aggregate_tpm(gct, attrs_path, "smtsd", None)
+    assert f"(sample {attrs['SAMPID'].iat[51]}, line 53)" in str(info.value)
+
+
+@pytest.mark.parametrize("blank", ["Brain ", " Brain", "Brain  "])
+def test_blanks_around_a_tissue_name_do_not_block_the_run(tmp_path, attrs_path, blank):
+    # Before: "Brain " stopped the run as a second spelling, although stripped it is "Brain".
+    relabel(attrs_path, "SMTS", {102: blank, 105: blank})
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    _, stats = aggregate_tpm(gct, attrs_path, "smts", ["Brain", "Liver"])
+    assert stats["n_samples"].tolist() == [42, 10]
+
+
+def test_spellings_are_checked_only_in_the_tissue_set_and_samples_in_use(tmp_path, attrs_path):
+    # Before: a case variant outside the matrix (GTEx lists samples of other assays), or in
+    # SMTS while SMTSD is used, stopped the run although no tissue of the run was split.
+    relabel(attrs_path, "SMTS", {100: "brain"})  # row 100 is not a matrix column
+    samples = sample_ids(attrs_path)
+    assert read_sample_attributes(attrs_path)["SAMPID"].iat[100] not in samples
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    _, stats = aggregate_tpm(gct, attrs_path, "smts", ["Brain"])
+    assert stats["n_samples"].tolist() == [42]
+    relabel(attrs_path, "SMTS", {100: "Brain", 102: "brain"})  # in the matrix, SMTS unused
+    _, stats = aggregate_tpm(gct, attrs_path, "smtsd", None)
+    assert stats["n_samples"].tolist() == [42, 7, 10]
 
 
 def test_matrix_sample_without_tissue_is_an_error(tmp_path, attrs_path):

@@ -35,7 +35,7 @@ from isoflow.experiments import expand_experiments
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # tests that use it: needs("chromium")
 PAPER = {
     "label": "IsoFormer paper (Garau-Luis et al. 2024), GTEx, DNA+RNA+protein",
     "r2": 0.53,
@@ -63,14 +63,6 @@ CONFIG = {
     "demo": {"enabled": True},
     "report": {"paper": PAPER, "scatter_tissues": 4},
 }
-
-
-def _chromium_or_skip() -> str:
-    if Path(CHROMIUM).exists():
-        return CHROMIUM
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{CHROMIUM} missing: CI must install chromium (.ci/install-debian.sh)")
-    pytest.skip("chromium not installed (apt-get install chromium)")
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +174,7 @@ STEPS = [
 
 @pytest.fixture(scope="module")
 def driven(report_html, tmp_path_factory):
-    chromium = _chromium_or_skip()
+    chromium = CHROMIUM
     tmp = tmp_path_factory.mktemp("chromium")
     shot = tmp / "report.png"
     log = report.browse_report(report_html, STEPS, tmp, chromium=chromium, screenshot=shot)
@@ -195,6 +187,7 @@ def _seen(log, name):
     return next(step["seen"] for step in log if step["step"] == "nav" and step["text"] == name)
 
 
+@pytest.mark.needs("chromium")
 def test_browser_clicks_reach_every_section(driven):
     log = driven["log"]
     failed = [s for s in log if s["step"] in ("click", "view", "error") and not s["ok"]]
@@ -222,6 +215,7 @@ def test_browser_clicks_reach_every_section(driven):
     assert "Within-gene isoform ranking" in across
 
 
+@pytest.mark.needs("chromium")
 def test_browser_renders_figures(driven):
     views = {s["text"]: s for s in driven["log"] if s["step"] == "view"}
     for figure in (
@@ -235,6 +229,7 @@ def test_browser_renders_figures(driven):
         assert width > 300 and height > 200, (figure, width, height)
 
 
+@pytest.mark.needs("chromium")
 def test_browser_shows_the_ablation_table_beside_the_paper(driven):
     view = driven["log"][-1]
     assert view["text"] == "ablation modalities vs the paper (table)" and view["ok"]
@@ -272,6 +267,7 @@ def _figures(report_html: Path) -> list[Path]:
     return sorted((report_html.parent / "results/report").rglob("*.svg"))
 
 
+@pytest.mark.needs("chromium")
 def test_landing_page_states_data_config_commit_versions_date(driven):
     from importlib.metadata import version
 
@@ -319,8 +315,9 @@ def test_across_figures_have_error_bars_control_band_and_baseline(report_html):
     assert '<td class="num">3</td>' in table  # seeds
 
 
+@pytest.mark.needs("chromium")
 def test_no_label_is_clipped_in_the_browser(report_html, tmp_path):
-    chromium = _chromium_or_skip()
+    chromium = CHROMIUM
     checked = report.svg_text_overflow(_figures(report_html), tmp_path, chromium=chromium)
     assert len(checked) == len(_figures(report_html))
     for svg, seen in checked.items():

@@ -147,3 +147,11 @@ def test_read_splits_duplicate_and_empty(tmp_path):
     path.write_text("")
     with pytest.raises(InputError, match=rf"^{path}: not a splits TSV"):
         read_splits(path)
+
+
+def test_read_splits_non_utf8_byte_names_line_and_column(tmp_path):
+    # Before: a UnicodeDecodeError traceback from pandas.
+    path = tmp_path / "s.tsv"
+    path.write_bytes(b"transcript_id\tgene_id\tsplit\na\tg\ttrain\nb\tg\xe9\ttest\n")
+    with pytest.raises(InputError, match=rf"^{path}:3: byte 0xe9 at column 4 is not UTF-8; "):
+        read_splits(path)

@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -349,6 +350,12 @@ def test_checkpoint_of_another_model_version_is_one_line(dataset, tmp_path):
         del state["state_dict"][key]
     torch.save(state, last)
     (tmp_path / "metrics.json").unlink()
-    with pytest.raises(InputError, match=r"last.ckpt: checkpoint does not fit this model"):
+    with pytest.raises(InputError, match=r"last.ckpt: checkpoint does not fit this model") as err:
         run_experiment(config, exp, path, tmp_path)  # same settings: it resumes
     assert not (tmp_path / "metrics.json").exists()
+    # the advice keeps the checkpoint and lets the run train afresh
+    advice = re.search(r"`(mkdir -p .*)`", str(err.value)).group(1)
+    subprocess.run(advice, shell=True, check=True)
+    assert (tmp_path / "previous" / "unfit" / "checkpoints" / "last.ckpt").is_file()
+    run_experiment(config, exp, path, tmp_path)
+    assert (tmp_path / "metrics.json").is_file()

@@ -65,6 +65,11 @@ class TokenStandardizer(nn.Module):
         self.register_buffer("count", torch.zeros(()))
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("sum_sq", torch.zeros(dim))  # sum of squared deviations
+        # ``count > 0``, kept on the host: testing the buffer in every forward would make the
+        # host wait for the device at every step. Set by ``update``, derived from the buffer
+        # when a state dict is loaded, and re-read from it (one wait per step) only while
+        # False: under DDP the buffers come from rank 0, which may have seen tokens first.
+        self.has_stats = False
 
     @torch.no_grad()
     def update(self, emb: Tensor, mask: Tensor) -> None:
@@ -79,12 +84,19 @@ class TokenStandardizer(nn.Module):
         self.mean += delta * (n / total)
         self.sum_sq += batch_sum_sq + delta**2 * (self.count * n / total)
         self.count.copy_(total)
+        self.has_stats = True
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.has_stats = bool(self.count != 0)
 
     def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
         if self.training:
             self.update(emb, mask)
-        if self.count == 0:
-            return emb
+        if not self.has_stats:
+            self.has_stats = bool(self.count != 0)
+            if not self.has_stats:
+                return emb
         var = self.sum_sq / self.count
         floor = self.rel_floor**2 * (self.mean**2 + var) + self.abs_floor
         standardized = (emb - self.mean) / torch.sqrt(var + floor)
