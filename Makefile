@@ -57,3 +57,4 @@ bench: env
 	$(BIN)/python bench/bench_targets.py --rows 20000 --repeat 3 --work $(BENCH_TMP)/targets
 	$(BIN)/python bench/bench_download.py --scratch $(BENCH_TMP)/download
 	$(BIN)/python bench/bench_train_cache.py
+	$(BIN)/python bench/bench_parse.py --scratch $(BENCH_TMP)/parse --repeats 5

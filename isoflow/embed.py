@@ -316,26 +316,6 @@ def dataset_items(df, modality: str, genome_fasta: str | os.PathLike | None = No
     }
 
 
-def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str, str]:
-    """Inputs of the ``embed`` rule for ``wildcards.encoder`` (a Snakemake input function).
-
-    The genome only for DNA encoders; the download record only for pretrained ones.
-    """
-    from isoflow.model.encoders import encoder_modality
-
-    name = wildcards.encoder
-    spec = (config.get("encoders") or {}).get(name)
-    if spec is None:
-        raise InputError(None, name, "encoder is not configured under `encoders:`")
-    inputs = {"dataset": dataset}
-    if encoder_modality(name, spec) == "dna":
-        inputs["genome"] = genome
-        inputs["fai"] = f"{genome}.fai"
-    if spec.get("source", "tiny") == "pretrained":
-        inputs["weights"] = f"{spec.get('path') or f'resources/models/{name}'}/isoflow_source.json"
-    return inputs
-
-
 def embed_dataset(
     dataset: str | os.PathLike,
     encoder_name: str,

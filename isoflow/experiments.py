@@ -1,7 +1,10 @@
-"""Experiments: one training run each, named after what it is (DESIGN.md)."""
+"""Experiments: one training run each, named after what it is (DESIGN.md), and runs grouped by
+the setting they share (ablations, seeds pooled, the shuffled-target control)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from isoflow.errors import InputError
@@ -13,6 +16,14 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "fraction": 1.0,
     "shuffle_targets": False,
+}
+# The factors an ablation varies one at a time; seed is replication, averaged over.
+FACTORS = ("modalities", "dna_encoder", "aggregator")
+FACTOR_LABELS = {
+    "modalities": "modalities",
+    "dna_encoder": "DNA encoder",
+    "aggregator": "aggregator",
+    "fraction": "training fraction",
 }
 
 
@@ -60,3 +71,86 @@ def expand_experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
                 )
             runs[name] = exp
     return runs
+
+
+# ---------------------------------------------------------------- runs grouped by setting
+
+
+def factor_level(experiment: Mapping[str, Any], factor: str) -> str:
+    """How a run's setting of ``factor`` is written in tables (modalities joined by +)."""
+    value = experiment[factor]
+    if factor == "modalities":
+        return "+".join(value)
+    if factor == "fraction":
+        return f"{float(value):g}"
+    return str(value)
+
+
+def _settings(experiment: Mapping[str, Any], exclude: Iterable[str]) -> str:
+    parts = []
+    for key in ("modalities", "dna_encoder", "aggregator", "fraction", "shuffle_targets"):
+        if key in exclude:
+            continue
+        if key == "shuffle_targets":
+            if experiment.get(key):
+                parts.append("shuffled targets")
+            continue
+        parts.append(f"{FACTOR_LABELS[key]} {factor_level(experiment, key)}")
+    return ", ".join(parts)
+
+
+_SETTING_KEYS = ("modalities", "dna_encoder", "aggregator", "fraction", "shuffle_targets")
+
+
+def _setting_key(experiment: Mapping[str, Any], exclude: str | None = None) -> tuple:
+    return tuple(
+        factor_level(experiment, k) if k != "shuffle_targets" else bool(experiment.get(k))
+        for k in _SETTING_KEYS
+        if k != exclude
+    )
+
+
+def setting_name(run: str) -> str:
+    """A run's name without its seed (``dna_enformer_concat_s2_f0.5`` -> ``..._concat_f0.5``)."""
+    return re.sub(r"_s-?\d+(?=_|$)", "", run)
+
+
+def setting_groups(experiments: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Setting name -> the runs that differ only in seed, config order."""
+    groups: dict[tuple, list[str]] = {}
+    for run, exp in experiments.items():
+        groups.setdefault(_setting_key(exp), []).append(run)
+    return {setting_name(runs[0]): runs for runs in groups.values()}
+
+
+def ablation_groups(
+    experiments: Mapping[str, Mapping[str, Any]], factor: str
+) -> list[dict[str, Any]]:
+    """Groups of runs that differ only in ``factor`` (seeds pooled), two or more levels each.
+
+    Returns ``[{"fixed": str, "levels": {level: [run, ...]}}]`` in config order. For the
+    DNA-encoder factor, runs without DNA are left out: their encoder setting is unused.
+    Shuffled-target runs are the control (``control_runs``), not a level of any factor.
+    """
+    if factor not in (*FACTORS, "fraction"):
+        raise ValueError(f"unknown ablation factor {factor!r}")
+    groups: dict[tuple, dict[str, list[str]]] = {}
+    fixed: dict[tuple, str] = {}
+    for run, exp in experiments.items():
+        if exp.get("shuffle_targets"):
+            continue
+        if factor == "dna_encoder" and "dna" not in exp["modalities"]:
+            continue
+        key = _setting_key(exp, exclude=factor)
+        groups.setdefault(key, {}).setdefault(factor_level(exp, factor), []).append(run)
+        fixed.setdefault(key, _settings(exp, exclude=(factor,)))
+    return [
+        {"fixed": fixed[key], "levels": levels}
+        for key, levels in groups.items()
+        if len(levels) >= 2
+    ]
+
+
+def control_runs(experiments: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The shuffled-target runs (``shuffle_targets: true``), all seeds: the floor."""
+    return [run for run, exp in experiments.items() if exp.get("shuffle_targets")]

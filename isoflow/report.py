@@ -26,6 +26,14 @@ import numpy as np
 import pandas as pd
 
 from isoflow.errors import InputError, atomic_path
+from isoflow.experiments import (
+    FACTOR_LABELS,
+    FACTORS,
+    ablation_groups,
+    control_runs,
+    factor_level,
+    setting_groups,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -33,14 +41,6 @@ if TYPE_CHECKING:
 METRICS = ("r2", "spearman", "pearson")
 METRIC_LABELS = {"r2": "R²", "spearman": "Spearman", "pearson": "Pearson"}
 SPLITS = ("train", "valid", "test")
-# The factors an ablation varies one at a time; seed is replication, averaged over.
-FACTORS = ("modalities", "dna_encoder", "aggregator")
-FACTOR_LABELS = {
-    "modalities": "modalities",
-    "dna_encoder": "DNA encoder",
-    "aggregator": "aggregator",
-    "fraction": "training fraction",
-}
 SOURCE_RUN = "this workflow"
 SOURCE_PAPER = "reported in paper"
 SOURCE_BASELINE = "sequence-free baseline"
@@ -328,86 +328,6 @@ def scatter_tissues(metrics: Mapping[str, Any], n: int) -> list[str]:
 
 
 # ---------------------------------------------------------------- tables: across runs
-
-
-def factor_level(experiment: Mapping[str, Any], factor: str) -> str:
-    """How a run's setting of ``factor`` is written in tables (modalities joined by +)."""
-    value = experiment[factor]
-    if factor == "modalities":
-        return "+".join(value)
-    if factor == "fraction":
-        return f"{float(value):g}"
-    return str(value)
-
-
-def _settings(experiment: Mapping[str, Any], exclude: Iterable[str]) -> str:
-    parts = []
-    for key in ("modalities", "dna_encoder", "aggregator", "fraction", "shuffle_targets"):
-        if key in exclude:
-            continue
-        if key == "shuffle_targets":
-            if experiment.get(key):
-                parts.append("shuffled targets")
-            continue
-        parts.append(f"{FACTOR_LABELS[key]} {factor_level(experiment, key)}")
-    return ", ".join(parts)
-
-
-_SETTING_KEYS = ("modalities", "dna_encoder", "aggregator", "fraction", "shuffle_targets")
-
-
-def _setting_key(experiment: Mapping[str, Any], exclude: str | None = None) -> tuple:
-    return tuple(
-        factor_level(experiment, k) if k != "shuffle_targets" else bool(experiment.get(k))
-        for k in _SETTING_KEYS
-        if k != exclude
-    )
-
-
-def setting_name(run: str) -> str:
-    """A run's name without its seed (``dna_enformer_concat_s2_f0.5`` -> ``..._concat_f0.5``)."""
-    return re.sub(r"_s-?\d+(?=_|$)", "", run)
-
-
-def setting_groups(experiments: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
-    """Setting name -> the runs that differ only in seed, config order."""
-    groups: dict[tuple, list[str]] = {}
-    for run, exp in experiments.items():
-        groups.setdefault(_setting_key(exp), []).append(run)
-    return {setting_name(runs[0]): runs for runs in groups.values()}
-
-
-def ablation_groups(
-    experiments: Mapping[str, Mapping[str, Any]], factor: str
-) -> list[dict[str, Any]]:
-    """Groups of runs that differ only in ``factor`` (seeds pooled), two or more levels each.
-
-    Returns ``[{"fixed": str, "levels": {level: [run, ...]}}]`` in config order. For the
-    DNA-encoder factor, runs without DNA are left out: their encoder setting is unused.
-    Shuffled-target runs are the control (``control_runs``), not a level of any factor.
-    """
-    if factor not in (*FACTORS, "fraction"):
-        raise ValueError(f"unknown ablation factor {factor!r}")
-    groups: dict[tuple, dict[str, list[str]]] = {}
-    fixed: dict[tuple, str] = {}
-    for run, exp in experiments.items():
-        if exp.get("shuffle_targets"):
-            continue
-        if factor == "dna_encoder" and "dna" not in exp["modalities"]:
-            continue
-        key = _setting_key(exp, exclude=factor)
-        groups.setdefault(key, {}).setdefault(factor_level(exp, factor), []).append(run)
-        fixed.setdefault(key, _settings(exp, exclude=(factor,)))
-    return [
-        {"fixed": fixed[key], "levels": levels}
-        for key, levels in groups.items()
-        if len(levels) >= 2
-    ]
-
-
-def control_runs(experiments: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The shuffled-target runs (``shuffle_targets: true``), all seeds: the floor."""
-    return [run for run, exp in experiments.items() if exp.get("shuffle_targets")]
 
 
 def _metric_values(metrics: Mapping[str, Any]) -> dict[str, float | None]:
@@ -1818,137 +1738,6 @@ def build_ablation(
         save_figure(plot_scaling(table), figure, demo)
     else:
         save_figure(plot_ablation(table, factor), figure, demo)
-
-
-# ---------------------------------------------------------------- what rule all asks for
-
-RUN_VIEWS = (
-    "curves.svg",
-    "per_tissue.html",
-    "per_tissue.svg",
-    "scatter.png",
-    "within_gene.svg",
-    "errors.svg",
-)
-DATA_VIEWS = (
-    "biotypes.svg",
-    "biotypes.html",
-    "tissues.svg",
-    "tissues.html",
-    "splits.svg",
-    "splits.html",
-    "lengths.svg",
-    "lengths.html",
-    "targets.svg",
-    "targets.html",
-    "isoforms.svg",
-)
-
-
-def report_paths(
-    experiments: Mapping[str, Mapping[str, Any]], report_dir: str = "results/report"
-) -> list[str]:
-    """Every report figure and table a config can make (rules/report.smk's outputs).
-
-    The data views always; the per-run views for each run; the cross-run table with at
-    least one run; an ablation only for a factor some runs differ in alone (all else
-    equal); the data-scaling view only when runs differ in training fraction.
-    """
-    paths = [f"{report_dir}/data/{name}" for name in DATA_VIEWS]
-    paths += [f"{report_dir}/runs/{run}/{view}" for run in experiments for view in RUN_VIEWS]
-    if experiments:
-        paths += [f"{report_dir}/experiments/runs.{ext}" for ext in ("html", "tsv", "svg")]
-        paths.append(f"{report_dir}/experiments/within_gene.svg")
-    for factor in FACTORS:
-        if ablation_groups(experiments, factor):
-            paths += [
-                f"{report_dir}/experiments/ablation_{factor}.{ext}" for ext in ("html", "svg")
-            ]
-    if ablation_groups(experiments, "fraction"):
-        paths += [f"{report_dir}/experiments/scaling.{ext}" for ext in ("html", "svg")]
-    return paths
-
-
-BASELINE_METRICS = "results/baseline/metrics.json"
-
-
-def baseline_input(rules: Any, wildcards: Any = None) -> dict[str, str]:
-    """The across-run rules' baseline input: ``{"baseline": BASELINE_METRICS}`` when the
-    workflow has a rule ``baseline`` that makes it (Snakemake's ``rules.has``), else none,
-    so the views are built without the baseline rather than failing on a missing file."""
-    return {"baseline": BASELINE_METRICS} if rules.has("baseline") else {}
-
-
-# ---------------------------------------------------------------- the landing page's facts
-
-VERSIONED = ("isoflow", "snakemake", "torch", "pytorch-lightning")
-
-
-def git_commit(repo_dir: str | Path) -> str:
-    """The commit checked out at ``repo_dir`` (``+ uncommitted changes`` when the tree
-    differs from it); ``unknown`` when ``repo_dir`` is not the top of a git checkout or
-    git is missing. Never guessed."""
-    repo = Path(repo_dir).resolve()
-
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30
-        )
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr)
-        return done.stdout.strip()
-
-    try:
-        if Path(git("rev-parse", "--show-toplevel")).resolve() != repo:
-            return "unknown"  # a workflow copied inside another repository
-        commit = git("rev-parse", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-    except (OSError, RuntimeError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + (" + uncommitted changes" if dirty else "")
-
-
-def software_versions(packages: Iterable[str] = VERSIONED) -> dict[str, str]:
-    """Installed distribution versions (read from metadata, nothing imported)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in packages:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
-
-
-def _relative(path: str | Path) -> str:
-    """``path`` relative to the working directory when it lies inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def provenance(
-    config: Mapping[str, Any], configfiles: Iterable[str | Path], repo_dir: str | Path
-) -> dict[str, Any]:
-    """What the landing page states: the data, config files, commit, versions, date."""
-    import datetime
-
-    demo = bool((config.get("demo") or {}).get("enabled"))
-    data = (
-        "synthetic demo data (generated by isoflow.demo: not GTEx, not comparable to the paper)"
-        if demo
-        else f"GTEx v8 ({config.get('tissue_set')} tissues) with the configured annotation"
-    )
-    return {
-        "demo": demo,
-        "data": data,
-        "configfiles": [_relative(p) for p in configfiles] or ["(none)"],
-        "commit": git_commit(repo_dir),
-        "versions": software_versions(),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
 
 
 # ---------------------------------------------------------------- the built report in a browser

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import random
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,6 @@ from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from isoflow import provenance
-from isoflow.config import SCHEMA, check_config
 from isoflow.data import IsoformDataModule
 from isoflow.errors import InputError, atomic_path
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
@@ -53,35 +51,10 @@ from isoflow.experiments import run_name
 from isoflow.metrics import evaluate, predictions_frame
 from isoflow.model.encoders import build_encoder, spec_from_config
 from isoflow.model.isoformer import IsoFormer
+from isoflow.settings import encoder_names, model_config, train_config
 
 log = logging.getLogger(__name__)
 
-MODEL_DEFAULTS: dict[str, Any] = {
-    "d_model": 64,
-    "depth": 1,
-    "heads": 4,
-    "dropout": 0.0,
-    "n_latents": 8,
-    "rna_encoder": "nucleotide_transformer",
-    "protein_encoder": "esm2",
-    "cached_modalities": [],  # modalities read from results/embeddings/ (frozen encoders)
-}
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 20,
-    "batch_size": 16,
-    "eval_batch_size": None,
-    "lr": 1e-3,
-    "weight_decay": 0.01,
-    "patience": 5,
-    "num_workers": 0,
-    "accelerator": "auto",
-    "devices": 1,
-    "strategy": "auto",
-    "precision": None,  # None: bf16-mixed on a GPU, else 32-true
-    "deterministic": True,  # or False, or "warn" (passed to Lightning as is)
-    "progress_bar": True,
-    "log_every_n_steps": 10,
-}
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", "val_pearson"]
 
 
@@ -97,86 +70,6 @@ FINGERPRINT_FILE = "fingerprint.json"
 # Steps between two checks of the losses for NaN/inf (and at each epoch's end): each check
 # waits for the device and, under DDP, all-reduces one flag.
 CHECK_FINITE_EVERY = 50
-
-
-def _section(config: dict, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
-    """Config section ``name`` over its defaults (the defaults' one home is this module), checked
-    against config/schema.yaml first so a typo or a wrong type fails before anything is
-    touched. An installed copy of the package has no schema beside it: the workflow, which
-    validated the whole config at parse time, is then the check."""
-    section = config.get(name) or {}
-    if SCHEMA.is_file():
-        check_config({name: section}, SCHEMA, "config", sections=(name,))
-    return {**defaults, **section}
-
-
-def model_config(config: dict) -> dict[str, Any]:
-    model = _section(config, "model", MODEL_DEFAULTS)
-    if model["d_model"] % model["heads"]:
-        raise InputError(
-            "config",
-            "model.d_model",
-            f"{model['d_model']} is not a multiple of model.heads ({model['heads']})",
-        )
-    return model
-
-
-def train_config(config: dict) -> dict[str, Any]:
-    return _section(config, "train", TRAIN_DEFAULTS)
-
-
-def encoder_names(config: dict, experiment: dict) -> dict[str, str]:
-    """Modality -> encoder name for the experiment's modalities."""
-    model = model_config(config)
-    names = {
-        "dna": experiment["dna_encoder"],
-        "rna": model["rna_encoder"],
-        "protein": model["protein_encoder"],
-    }
-    return {m: names[m] for m in experiment["modalities"]}
-
-
-def cached_modalities(config: dict, experiment: dict) -> list[str]:
-    """The experiment's modalities read from the embedding cache (``model.cached_modalities``)."""
-    cached = set(model_config(config).get("cached_modalities") or [])
-    return [m for m in experiment["modalities"] if m in cached]
-
-
-def train_inputs(config: dict, experiment: dict, dataset: str, genome: str) -> dict[str, str]:
-    """Inputs of the ``train`` rule: the dataset, the genome (+ .fai) when DNA is read raw,
-    one ``cache_{modality}`` embeddings folder per cached modality."""
-    experiment = {**EXPERIMENT_DEFAULTS, **experiment}
-    inputs = {"dataset": dataset}
-    cached = cached_modalities(config, experiment)
-    if "dna" in experiment["modalities"] and "dna" not in cached:
-        inputs["genome"] = genome
-        inputs["fai"] = f"{genome}.fai"
-    names = encoder_names(config, experiment)
-    for modality in cached:
-        inputs[f"cache_{modality}"] = f"results/embeddings/{names[modality]}"
-    return inputs
-
-
-# Helpers of rules/train.smk (kept here so the rule file holds rules only).
-
-
-def run_pattern(experiments: dict[str, dict]) -> str:
-    """Regex matching exactly the configured run names (an impossible one when none)."""
-    return "|".join(re.escape(run) for run in experiments) or "(?!)"
-
-
-def rule_inputs(wildcards, config: dict, experiments: dict, dataset: str, genome: str):
-    """Input function of the ``train`` rule for ``wildcards.run``."""
-    return train_inputs(config, experiments[wildcards.run], dataset, genome)
-
-
-def rule_experiment(wildcards, experiments: dict) -> dict:
-    return experiments[wildcards.run]
-
-
-def rule_settings(config: dict) -> dict[str, Any]:
-    """The config sections that shape a training run (the rule's params)."""
-    return {k: config.get(k, {}) for k in ("model", "train", "encoders", "rna", "protein")}
 
 
 class IsoFormerModule(pl.LightningModule):

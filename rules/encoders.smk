@@ -1,7 +1,7 @@
 # Rules of this stage: see DESIGN.md.
 from functools import partial
 
-from isoflow.embed import embed_inputs
+from isoflow.workflow import embed_inputs
 
 
 rule download_encoders:

@@ -3,8 +3,8 @@
 from functools import partial
 from pathlib import Path
 
-from isoflow.report import FACTORS as REPORT_FACTORS
-from isoflow.report import baseline_input, provenance, report_paths
+from isoflow.experiments import FACTORS as REPORT_FACTORS
+from isoflow.workflow import baseline_input, report_paths, report_provenance
 
 REPORT = config["report"]
 REPORT_DIR = "results/report"
@@ -13,7 +13,7 @@ REPORT_DEMO = bool((config.get("demo") or {}).get("enabled", False))
 # The landing page (report/workflow.rst) is rendered with the config only: the facts it
 # states (data, config files, git commit, versions, date) ride along under report.provenance,
 # taken when the workflow is parsed, so for `--report` at report time.
-REPORT["provenance"] = provenance(
+REPORT["provenance"] = report_provenance(
     config, workflow.configfiles, Path(workflow.current_basedir).parent
 )
 REPORT_DATA = "1. Data"
@@ -22,7 +22,7 @@ REPORT_ACROSS = "3. Across experiments"
 REPORT_ENV = "../envs/isoflow.yaml"
 
 # Every report figure and table this config can make; rules/common.smk's all_outputs()
-# calls it. (isoflow.report.report_paths holds the logic, tested there.)
+# calls it. (isoflow.workflow.report_paths holds the logic, tested there.)
 report_outputs = partial(report_paths, EXPERIMENTS, REPORT_DIR)
 # The sequence-free baseline's metrics.json once a rule `baseline` makes it
 # (rules/baseline.smk), else nothing: the one input function naming its path.

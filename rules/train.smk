@@ -8,7 +8,7 @@
 # them back if those settings come again. Move checkpoints/ away to retrain from scratch.
 from functools import partial
 
-from isoflow.train import rule_experiment, rule_inputs, rule_settings, run_pattern
+from isoflow.workflow import rule_experiment, rule_inputs, rule_settings, run_pattern
 
 
 rule train:

@@ -11,7 +11,7 @@ import yaml
 from isoflow.config import SCHEMA, check_config
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
-from isoflow.train import MODEL_DEFAULTS, TRAIN_DEFAULTS, model_config, train_config
+from isoflow.settings import MODEL_DEFAULTS, TRAIN_DEFAULTS, model_config, train_config
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,6 @@ from isoflow.embed import (
     EmbeddingCache,
     build_cache,
     dataset_items,
-    embed_inputs,
     pool_tokens,
     sequence_key,
 )
@@ -161,36 +160,7 @@ def test_meta_records_extra_fields(tmp_path, esm):
     assert meta["encoder"] == "esm2" and meta["dim"] == esm.dim and meta["pool_to"] == 4
 
 
-# --- the embed rule's inputs and items ----------------------------------------------
-
-
-def test_embed_inputs_by_modality_and_source():
-    from types import SimpleNamespace
-
-    from isoflow.errors import InputError
-
-    config = {
-        "encoders": {
-            "enformer": {"source": "tiny"},
-            "esm2": {"source": "pretrained", "path": "resources/models/esm2"},
-            "nt_dna": {"source": "pretrained", "path": "resources/models/nucleotide_transformer"},
-        }
-    }
-    common = {"config": config, "dataset": "results/dataset/d.parquet", "genome": "g.fa"}
-    assert embed_inputs(SimpleNamespace(encoder="enformer"), **common) == {
-        "dataset": "results/dataset/d.parquet",
-        "genome": "g.fa",
-        "fai": "g.fa.fai",
-    }
-    assert embed_inputs(SimpleNamespace(encoder="esm2"), **common) == {
-        "dataset": "results/dataset/d.parquet",
-        "weights": "resources/models/esm2/isoflow_source.json",
-    }
-    nt = embed_inputs(SimpleNamespace(encoder="nt_dna"), **common)
-    assert nt["weights"] == "resources/models/nucleotide_transformer/isoflow_source.json"
-    assert nt["genome"] == "g.fa"
-    with pytest.raises(InputError, match="not configured"):
-        embed_inputs(SimpleNamespace(encoder="borzoi"), **common)
+# --- the items an encoder reads -----------------------------------------------------
 
 
 def test_dataset_items_read_windows_on_the_right_strand(tmp_path):

@@ -10,7 +10,6 @@ import torch
 
 from isoflow.errors import InputError
 from isoflow.model.encoders import (
-    ENCODERS,
     Esm2Encoder,
     build_encoder,
     nt_vocabulary,
@@ -18,6 +17,7 @@ from isoflow.model.encoders import (
     random_encoder,
     spec_from_config,
 )
+from isoflow.model.registry import ENCODERS
 
 RNG = np.random.default_rng(0)
 

@@ -8,11 +8,24 @@ from snakemake.utils import validate
 
 from isoflow.config import check_config
 from isoflow.errors import InputError
-from isoflow.experiments import expand_experiments
+from isoflow.experiments import ablation_groups, expand_experiments, setting_name
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"
 ALL3 = ["dna", "rna", "protein"]
+# One run per setting (two seeds for the first): a modality, aggregator, DNA-encoder and
+# training-fraction ablation each.
+ABLATIONS = {
+    "experiments": [
+        {"modalities": ALL3},
+        {"modalities": ALL3, "seed": 1},
+        {"modalities": ["rna", "protein"]},
+        {"modalities": ["dna"]},
+        {"modalities": ALL3, "aggregator": "concat"},
+        {"modalities": ALL3, "dna_encoder": "borzoi"},
+        {"modalities": ALL3, "fraction": 0.25},
+    ]
+}
 
 
 def test_each_experiment_runs_once_per_seed_in_config_order():
@@ -111,3 +124,40 @@ def test_ablation_grid_runs_three_seeds_per_row_and_the_full_run_one():
     assert list(expand_experiments(load("config.yaml"))) == [
         "dna+rna+protein_enformer_cross_attention_s0"
     ]
+
+
+# --- runs grouped by setting --------------------------------------------------------
+
+
+def test_ablation_groups_vary_one_factor_and_pool_seeds():
+    experiments = expand_experiments(ABLATIONS)
+    modalities = ablation_groups(experiments, "modalities")
+    assert len(modalities) == 1
+    levels = modalities[0]["levels"]
+    assert set(levels) == {"dna+rna+protein", "rna+protein", "dna"}
+    assert levels["dna+rna+protein"] == [
+        "dna+rna+protein_enformer_cross_attention_s0",
+        "dna+rna+protein_enformer_cross_attention_s1",
+    ]
+    aggregator = ablation_groups(experiments, "aggregator")
+    assert [set(g["levels"]) for g in aggregator] == [{"cross_attention", "concat"}]
+    encoder = ablation_groups(experiments, "dna_encoder")
+    assert [set(g["levels"]) for g in encoder] == [{"enformer", "borzoi"}]
+    # rna+protein runs carry dna_encoder=enformer but use no DNA: not in the encoder ablation.
+    assert all(
+        "rna+protein_enformer_cross_attention_s0" not in runs
+        for g in encoder
+        for runs in g["levels"].values()
+    )
+    scaling = ablation_groups(experiments, "fraction")
+    assert [sorted(g["levels"]) for g in scaling] == [["0.25", "1"]]
+    assert ablation_groups({"only": experiments[next(iter(experiments))]}, "aggregator") == []
+    with pytest.raises(ValueError, match="unknown ablation factor"):
+        ablation_groups(experiments, "seed")
+
+
+def test_setting_name_drops_only_the_seed():
+    assert setting_name("dna_enformer_concat_s12_f0.5_shuffled") == (
+        "dna_enformer_concat_f0.5_shuffled"
+    )
+    assert setting_name("rna_nt_dna_cross_attention_s0") == "rna_nt_dna_cross_attention"

@@ -14,7 +14,13 @@ import pytest
 
 from isoflow import report
 from isoflow.errors import InputError
-from isoflow.experiments import expand_experiments
+from isoflow.experiments import (
+    FACTORS,
+    ablation_groups,
+    control_runs,
+    expand_experiments,
+    setting_groups,
+)
 from isoflow.metrics import evaluate, within_gene_spearman
 
 TISSUES = ["Adipose Tissue", "Brain", "Liver", "Lung", "Testis"]
@@ -322,35 +328,6 @@ def test_per_tissue_table_ends_with_the_mean_row(tmp_path):
 # ---------------------------------------------------------------- across experiments
 
 
-def test_ablation_groups_vary_one_factor_and_pool_seeds():
-    experiments = expand_experiments(EXPERIMENTS_CONFIG)
-    modalities = report.ablation_groups(experiments, "modalities")
-    assert len(modalities) == 1
-    levels = modalities[0]["levels"]
-    assert set(levels) == {"dna+rna+protein", "rna+protein", "dna"}
-    assert levels["dna+rna+protein"] == [
-        "dna+rna+protein_enformer_cross_attention_s0",
-        "dna+rna+protein_enformer_cross_attention_s1",
-    ]
-    aggregator = report.ablation_groups(experiments, "aggregator")
-    assert [set(g["levels"]) for g in aggregator] == [{"cross_attention", "concat"}]
-    encoder = report.ablation_groups(experiments, "dna_encoder")
-    assert [set(g["levels"]) for g in encoder] == [{"enformer", "borzoi"}]
-    # rna+protein runs carry dna_encoder=enformer but use no DNA: not in the encoder ablation.
-    assert all(
-        "rna+protein_enformer_cross_attention_s0" not in runs
-        for g in encoder
-        for runs in g["levels"].values()
-    )
-    scaling = report.ablation_groups(experiments, "fraction")
-    assert [sorted(g["levels"]) for g in scaling] == [["0.25", "1"]]
-    assert (
-        report.ablation_groups({"only": experiments[next(iter(experiments))]}, "aggregator") == []
-    )
-    with pytest.raises(ValueError, match="unknown ablation factor"):
-        report.ablation_groups(experiments, "seed")
-
-
 def test_ablation_table_means_over_seeds_and_puts_the_paper_last(tmp_path):
     experiments = write_all_runs(tmp_path)
     metrics = {
@@ -399,7 +376,7 @@ def test_runs_table_pools_seeds_then_baseline_then_paper(tmp_path):
     metrics = load_metrics(tmp_path, experiments)
     baseline = write_baseline(tmp_path)
     table = report.runs_table(experiments, metrics, PAPER, baseline)
-    settings = list(report.setting_groups(experiments))
+    settings = list(setting_groups(experiments))
     assert table["setting"].tolist() == [*settings, report.BASELINE_LABEL, PAPER["label"]]
     assert "dna+rna+protein_enformer_cross_attention" in settings  # s0 and s1 pooled
     full = table.iloc[0]
@@ -415,13 +392,6 @@ def test_runs_table_pools_seeds_then_baseline_then_paper(tmp_path):
     rows = report.run_rows(experiments, metrics, baseline)
     assert rows["run"].tolist() == [*experiments, report.BASELINE_LABEL]
     assert rows[report.COLLAPSED].tolist() == [False] * len(rows)
-
-
-def test_setting_name_drops_only_the_seed():
-    assert report.setting_name("dna_enformer_concat_s12_f0.5_shuffled") == (
-        "dna_enformer_concat_f0.5_shuffled"
-    )
-    assert report.setting_name("rna_nt_dna_cross_attention_s0") == "rna_nt_dna_cross_attention"
 
 
 def test_table_html_escapes_and_marks_the_paper_row():
@@ -537,7 +507,7 @@ def test_experiment_views_name_the_paper_as_the_paper(tmp_path):
     assert tsv["run"].tolist() == list(experiments)  # every run, unpooled
     assert "reported" in (out / "runs.svg").read_text()
     assert report.DEMO_MARK not in (out / "runs.svg").read_text()
-    for factor in (*report.FACTORS, "fraction"):
+    for factor in (*FACTORS, "fraction"):
         report.build_ablation(
             experiments, paths, factor, PAPER, out / f"a_{factor}.html", out / f"a_{factor}.svg"
         )
@@ -579,8 +549,8 @@ def write_seeded_runs(root: Path, collapsed: tuple[str, ...] = ()) -> dict[str, 
 def test_shuffled_runs_are_the_control_not_an_ablation_level(tmp_path):
     experiments = write_seeded_runs(tmp_path)
     shuffled = [r for r in experiments if r.endswith("_shuffled")]
-    assert report.control_runs(experiments) == shuffled
-    for group in report.ablation_groups(experiments, "modalities"):
+    assert control_runs(experiments) == shuffled
+    for group in ablation_groups(experiments, "modalities"):
         assert not {r for runs in group["levels"].values() for r in runs} & set(shuffled)
     metrics = load_metrics(tmp_path, experiments)
     table = report.ablation_table(experiments, metrics, "modalities", PAPER, None)
@@ -689,25 +659,6 @@ def test_across_figures_have_error_bars_control_band_and_baseline(tmp_path):
     metrics = load_metrics(tmp_path, scaling_exps)
     fig = report.plot_scaling(report.ablation_table(scaling_exps, metrics, "fraction", PAPER))
     assert _error_bars(fig.axes[0])
-
-
-def test_report_paths_ask_only_for_views_the_runs_support():
-    data_only = report.report_paths({})
-    assert len(data_only) == 11 and "results/report/data/lengths.svg" in data_only
-    assert "results/report/data/targets.svg" in data_only
-    assert "results/report/data/isoforms.svg" in data_only
-    assert not [p for p in data_only if "/experiments/" in p or "/runs/" in p]
-    experiments = expand_experiments(EXPERIMENTS_CONFIG)
-    paths = report.report_paths(experiments, "out")
-    assert sum(p.endswith("/errors.svg") for p in paths) == len(experiments)
-    for factor in ("modalities", "dna_encoder", "aggregator"):
-        assert f"out/experiments/ablation_{factor}.html" in paths
-    assert "out/experiments/scaling.svg" in paths
-    assert sum(p.endswith("/scatter.png") for p in paths) == len(experiments)
-    one = dict(list(experiments.items())[:1])
-    assert not [p for p in report.report_paths(one) if "ablation" in p or "scaling" in p]
-    assert "results/report/experiments/runs.html" in report.report_paths(one)
-    assert len(set(paths)) == len(paths)
 
 
 # ---------------------------------------------------------------- best epoch, bins, data views
@@ -964,59 +915,3 @@ def test_demo_figures_say_synthetic_on_the_figure(tmp_path):
     )
     report.mark_demo(fig)
     assert fig._suptitle.get_text() == f"{report.DEMO_MARK}\nrun-x"  # the run's name kept
-
-
-# ---------------------------------------------------------------- landing page facts
-
-
-def test_git_commit_is_the_checkout_or_unknown(tmp_path):
-    import subprocess
-
-    assert report.git_commit(tmp_path) == "unknown"  # not a git checkout
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    (repo / "f").write_text("1")
-    subprocess.run([*git, "add", "f"], check=True)
-    subprocess.run([*git, "commit", "-qm", "x"], check=True)
-    head = subprocess.run(
-        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    assert report.git_commit(repo) == head
-    (repo / "f").write_text("2")
-    assert report.git_commit(repo) == head + " + uncommitted changes"
-    (repo / "sub").mkdir()
-    assert report.git_commit(repo / "sub") == "unknown"  # inside another repository
-
-
-def test_provenance_states_the_data_and_versions(tmp_path):
-    facts = report.provenance({"demo": {"enabled": True}}, ["config/demo.yaml"], tmp_path)
-    assert facts["demo"] and facts["data"].startswith("synthetic demo data")
-    assert facts["configfiles"] == ["config/demo.yaml"] and facts["commit"] == "unknown"
-    inside = Path.cwd() / "config" / "demo.yaml"
-    assert report.provenance({}, [inside, "/elsewhere/x.yaml"], tmp_path)["configfiles"] == [
-        "config/demo.yaml",
-        "/elsewhere/x.yaml",
-    ]
-    assert set(facts["versions"]) == {"isoflow", "snakemake", "torch", "pytorch-lightning"}
-    assert facts["versions"]["snakemake"][0].isdigit()
-    gtex = report.provenance({"tissue_set": "smtsd"}, [], tmp_path)
-    assert not gtex["demo"] and gtex["data"].startswith("GTEx v8 (smtsd")
-    assert report.software_versions(["no-such-package-isoflow"]) == {
-        "no-such-package-isoflow": "not installed"
-    }
-
-
-def test_baseline_input_only_when_a_rule_makes_it():
-    class Rules:
-        def __init__(self, *names):
-            self.names = names
-
-        def has(self, name):
-            return name in self.names
-
-    assert report.baseline_input(Rules("train", "baseline"), None) == {
-        "baseline": "results/baseline/metrics.json"
-    }
-    assert report.baseline_input(Rules("train"), None) == {}

@@ -258,39 +258,6 @@ def test_cache_mode_trains_from_embeddings(dataset, tmp_path):
         IsoformDataModule(other, ["rna"], cache_dirs={"rna": caches["rna"]}).setup()
 
 
-def test_train_inputs_follow_cached_modalities():
-    from isoflow.train import train_inputs
-
-    config = {"model": {"cached_modalities": ["rna"]}}
-    exp = {"modalities": ["dna", "rna"], "dna_encoder": "enformer"}
-    inputs = train_inputs(config, exp, "d.parquet", "g.fa")
-    assert inputs == {
-        "dataset": "d.parquet",
-        "genome": "g.fa",
-        "fai": "g.fa.fai",
-        "cache_rna": "results/embeddings/nucleotide_transformer",
-    }
-    config = {"model": {"cached_modalities": ["dna", "protein"]}}
-    inputs = train_inputs(config, {"modalities": ["dna", "protein"]}, "d.parquet", "g.fa")
-    assert inputs == {
-        "dataset": "d.parquet",
-        "cache_dna": "results/embeddings/enformer",
-        "cache_protein": "results/embeddings/esm2",
-    }
-
-
-def test_run_pattern_matches_configured_runs_only():
-    import re
-
-    from isoflow.train import run_pattern
-
-    pattern = run_pattern({"dna+rna_enformer_concat_s0": {}, "rna_enformer_concat_s0": {}})
-    assert re.fullmatch(pattern, "dna+rna_enformer_concat_s0")
-    assert not re.fullmatch(pattern, "dnaarna_enformer_concat_s0")  # '+' is literal
-    assert not re.fullmatch(pattern, "protein_enformer_concat_s0")
-    assert not re.fullmatch(run_pattern({}), "")
-
-
 # --- non-finite losses and strict metrics ------------------------------------------------
 
 

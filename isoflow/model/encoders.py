@@ -35,15 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from isoflow.errors import InputError
-
-# Encoder name -> (kind, modality). ``kind`` picks the class below.
-ENCODERS: dict[str, tuple[str, str]] = {
-    "enformer": ("enformer", "dna"),
-    "borzoi": ("borzoi", "dna"),
-    "nucleotide_transformer": ("nt", "rna"),
-    "nt_dna": ("nt", "dna"),
-    "esm2": ("esm2", "protein"),
-}
+from isoflow.model.registry import encoder_kind
 
 TRUNCATE_MODES = ("keep_5prime", "keep_3prime")
 
@@ -506,7 +498,7 @@ def _wrap(kind: str, modality: str, model: nn.Module, extra: Any, spec: dict) ->
 def random_encoder(name: str, spec: dict | None = None, real_size: bool = False) -> Encoder:
     """An encoder of the real class with random weights: tiny sizes, or the published ones."""
     spec = dict(spec or {})
-    kind, modality = _kind(name, spec)
+    kind, modality = encoder_kind(name, spec)
     base = REAL_HPARAMS[kind] if real_size else TINY_HPARAMS[kind]
     hparams = _merge(base, spec.get("hparams"))
     max_len = int(spec.get("max_len") or DEFAULT_MAX_LEN.get(kind, 0))
@@ -515,21 +507,6 @@ def random_encoder(name: str, spec: dict | None = None, real_size: bool = False)
         torch.manual_seed(int(spec.get("seed", 0)))
         model, extra = _random_model(kind, hparams, max_len)
     return _wrap(kind, modality, model, extra, spec)
-
-
-def _kind(name: str, spec: dict) -> tuple[str, str]:
-    key = spec.get("class", name)
-    if key not in ENCODERS:
-        raise InputError(
-            None, name, f"unknown encoder {key!r}; known: {', '.join(sorted(ENCODERS))}"
-        )
-    kind, modality = ENCODERS[key]
-    return kind, spec.get("modality", modality)
-
-
-def encoder_modality(name: str, spec: dict | None = None) -> str:
-    """``dna``, ``rna`` or ``protein``: what encoder ``name`` reads."""
-    return _kind(name, dict(spec or {}))[1]
 
 
 def _esm_checkpoint(path: Path) -> Path:
@@ -603,7 +580,7 @@ def build_encoder(name: str, spec: dict | None = None) -> Encoder:
     """Build encoder ``name`` (a key of ``ENCODERS``, or any name with ``spec["class"]``)."""
     spec = dict(spec or {})
     source = spec.get("source", "tiny")
-    kind, modality = _kind(name, spec)
+    kind, modality = encoder_kind(name, spec)
     if source == "tiny":
         encoder = random_encoder(name, spec)
     elif source == "pretrained":
@@ -625,7 +602,7 @@ def spec_from_config(config: dict, name: str) -> dict:
     ``protein.max_aa`` the ESM-2 residue limit, unless the spec sets them itself.
     """
     spec = dict((config.get("encoders") or {}).get(name) or {})
-    kind, modality = _kind(name, spec)
+    kind, modality = encoder_kind(name, spec)
     if kind == "nt" and modality == "rna":
         rna = config.get("rna") or {}
         if "max_len" not in spec and rna.get("max_nt"):

@@ -1,0 +1,84 @@
+"""The ``model`` and ``train`` config sections with their defaults, and what an experiment
+reads through them (which encoder per modality, which modalities come from the cache).
+
+The one home of these defaults (DESIGN.md "Config keys"): the library is called outside
+Snakemake too. Light on purpose: the workflow reads it at parse time (``isoflow.workflow``),
+so it imports nothing beyond the config layer; torch loads in the jobs (``isoflow.train``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from isoflow.config import SCHEMA, check_config
+from isoflow.errors import InputError
+
+MODEL_DEFAULTS: dict[str, Any] = {
+    "d_model": 64,
+    "depth": 1,
+    "heads": 4,
+    "dropout": 0.0,
+    "n_latents": 8,
+    "rna_encoder": "nucleotide_transformer",
+    "protein_encoder": "esm2",
+    "cached_modalities": [],  # modalities read from results/embeddings/ (frozen encoders)
+}
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "max_epochs": 20,
+    "batch_size": 16,
+    "eval_batch_size": None,
+    "lr": 1e-3,
+    "weight_decay": 0.01,
+    "patience": 5,
+    "num_workers": 0,
+    "accelerator": "auto",
+    "devices": 1,
+    "strategy": "auto",
+    "precision": None,  # None: bf16-mixed on a GPU, else 32-true
+    "deterministic": True,  # or False, or "warn" (passed to Lightning as is)
+    "progress_bar": True,
+    "log_every_n_steps": 10,
+}
+
+
+def _section(config: dict, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Config section ``name`` over its defaults, checked against config/schema.yaml first so
+    a typo or a wrong type fails before anything is touched. An installed copy of the package
+    has no schema beside it: the workflow, which validated the whole config at parse time, is
+    then the check."""
+    section = config.get(name) or {}
+    if SCHEMA.is_file():
+        check_config({name: section}, SCHEMA, "config", sections=(name,))
+    return {**defaults, **section}
+
+
+def model_config(config: dict) -> dict[str, Any]:
+    model = _section(config, "model", MODEL_DEFAULTS)
+    if model["d_model"] % model["heads"]:
+        raise InputError(
+            "config",
+            "model.d_model",
+            f"{model['d_model']} is not a multiple of model.heads ({model['heads']})",
+        )
+    return model
+
+
+def train_config(config: dict) -> dict[str, Any]:
+    return _section(config, "train", TRAIN_DEFAULTS)
+
+
+def encoder_names(config: dict, experiment: dict) -> dict[str, str]:
+    """Modality -> encoder name for the experiment's modalities."""
+    model = model_config(config)
+    names = {
+        "dna": experiment["dna_encoder"],
+        "rna": model["rna_encoder"],
+        "protein": model["protein_encoder"],
+    }
+    return {m: names[m] for m in experiment["modalities"]}
+
+
+def cached_modalities(config: dict, experiment: dict) -> list[str]:
+    """The experiment's modalities read from the embedding cache (``model.cached_modalities``)."""
+    cached = set(model_config(config).get("cached_modalities") or [])
+    return [m for m in experiment["modalities"] if m in cached]

@@ -1,0 +1,208 @@
+"""The workflow's layout: every input function, wildcard pattern and path list the rules use.
+
+``rules/*.smk`` import from here (and from ``isoflow.config``, ``isoflow.experiments``,
+``isoflow.provenance``) and nothing else of the package, so reading the workflow loads only the
+standard library, the config layer and what Snakemake loads itself: torch, Lightning, the
+encoders and matplotlib load inside the jobs that use them. ``tests/test_parse.py`` holds that.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import subprocess
+from collections.abc import Iterable, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from isoflow.errors import InputError
+from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+from isoflow.experiments import FACTORS, ablation_groups
+from isoflow.model.registry import encoder_modality
+from isoflow.settings import cached_modalities, encoder_names
+
+# ---------------------------------------------------------------- training runs
+
+
+def run_pattern(experiments: Mapping[str, Any]) -> str:
+    """Regex matching exactly the configured run names (an impossible one when none)."""
+    return "|".join(re.escape(run) for run in experiments) or "(?!)"
+
+
+def train_inputs(config: dict, experiment: dict, dataset: str, genome: str) -> dict[str, str]:
+    """Inputs of the ``train`` rule: the dataset, the genome (+ .fai) when DNA is read raw,
+    one ``cache_{modality}`` embeddings folder per cached modality."""
+    experiment = {**EXPERIMENT_DEFAULTS, **experiment}
+    inputs = {"dataset": dataset}
+    cached = cached_modalities(config, experiment)
+    if "dna" in experiment["modalities"] and "dna" not in cached:
+        inputs["genome"] = genome
+        inputs["fai"] = f"{genome}.fai"
+    names = encoder_names(config, experiment)
+    for modality in cached:
+        inputs[f"cache_{modality}"] = f"results/embeddings/{names[modality]}"
+    return inputs
+
+
+def rule_inputs(wildcards, config: dict, experiments: dict, dataset: str, genome: str):
+    """Input function of the ``train`` rule for ``wildcards.run``."""
+    return train_inputs(config, experiments[wildcards.run], dataset, genome)
+
+
+def rule_experiment(wildcards, experiments: dict) -> dict:
+    return experiments[wildcards.run]
+
+
+def rule_settings(config: dict) -> dict[str, Any]:
+    """The config sections that shape a training run (the rule's params)."""
+    return {k: config.get(k, {}) for k in ("model", "train", "encoders", "rna", "protein")}
+
+
+# ---------------------------------------------------------------- embedding caches
+
+
+def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str, str]:
+    """Inputs of the ``embed`` rule for ``wildcards.encoder`` (a Snakemake input function).
+
+    The genome only for DNA encoders; the download record only for pretrained ones.
+    """
+    name = wildcards.encoder
+    spec = (config.get("encoders") or {}).get(name)
+    if spec is None:
+        raise InputError(None, name, "encoder is not configured under `encoders:`")
+    inputs = {"dataset": dataset}
+    if encoder_modality(name, spec) == "dna":
+        inputs["genome"] = genome
+        inputs["fai"] = f"{genome}.fai"
+    if spec.get("source", "tiny") == "pretrained":
+        inputs["weights"] = f"{spec.get('path') or f'resources/models/{name}'}/isoflow_source.json"
+    return inputs
+
+
+# ---------------------------------------------------------------- the report's figures and tables
+
+RUN_VIEWS = (
+    "curves.svg",
+    "per_tissue.html",
+    "per_tissue.svg",
+    "scatter.png",
+    "within_gene.svg",
+    "errors.svg",
+)
+DATA_VIEWS = (
+    "biotypes.svg",
+    "biotypes.html",
+    "tissues.svg",
+    "tissues.html",
+    "splits.svg",
+    "splits.html",
+    "lengths.svg",
+    "lengths.html",
+    "targets.svg",
+    "targets.html",
+    "isoforms.svg",
+)
+
+
+def report_paths(
+    experiments: Mapping[str, Mapping[str, Any]], report_dir: str = "results/report"
+) -> list[str]:
+    """Every report figure and table a config can make (rules/report.smk's outputs).
+
+    The data views always; the per-run views for each run; the cross-run table with at
+    least one run; an ablation only for a factor some runs differ in alone (all else
+    equal); the data-scaling view only when runs differ in training fraction.
+    """
+    paths = [f"{report_dir}/data/{name}" for name in DATA_VIEWS]
+    paths += [f"{report_dir}/runs/{run}/{view}" for run in experiments for view in RUN_VIEWS]
+    if experiments:
+        paths += [f"{report_dir}/experiments/runs.{ext}" for ext in ("html", "tsv", "svg")]
+        paths.append(f"{report_dir}/experiments/within_gene.svg")
+    for factor in FACTORS:
+        if ablation_groups(experiments, factor):
+            paths += [
+                f"{report_dir}/experiments/ablation_{factor}.{ext}" for ext in ("html", "svg")
+            ]
+    if ablation_groups(experiments, "fraction"):
+        paths += [f"{report_dir}/experiments/scaling.{ext}" for ext in ("html", "svg")]
+    return paths
+
+
+BASELINE_METRICS = "results/baseline/metrics.json"
+
+
+def baseline_input(rules: Any, wildcards: Any = None) -> dict[str, str]:
+    """The across-run rules' baseline input: ``{"baseline": BASELINE_METRICS}`` when the
+    workflow has a rule ``baseline`` that makes it (Snakemake's ``rules.has``), else none,
+    so the views are built without the baseline rather than failing on a missing file."""
+    return {"baseline": BASELINE_METRICS} if rules.has("baseline") else {}
+
+
+# ---------------------------------------------------------------- the report's landing page
+
+VERSIONED = ("isoflow", "snakemake", "torch", "pytorch-lightning")
+
+
+def git_commit(repo_dir: str | Path) -> str:
+    """The commit checked out at ``repo_dir`` (``+ uncommitted changes`` when the tree
+    differs from it); ``unknown`` when ``repo_dir`` is not the top of a git checkout or
+    git is missing. Never guessed."""
+    repo = Path(repo_dir).resolve()
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr)
+        return done.stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != repo:
+            return "unknown"  # a workflow copied inside another repository
+        commit = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, RuntimeError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + (" + uncommitted changes" if dirty else "")
+
+
+def software_versions(packages: Iterable[str] = VERSIONED) -> dict[str, str]:
+    """Installed distribution versions (read from metadata, nothing imported)."""
+    found = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _relative(path: str | Path) -> str:
+    """``path`` relative to the working directory when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def report_provenance(
+    config: Mapping[str, Any], configfiles: Iterable[str | Path], repo_dir: str | Path
+) -> dict[str, Any]:
+    """What the report's landing page states: the data, config files, commit, versions, date
+    (taken when the workflow is parsed: rules/report.smk puts it under report.provenance)."""
+    demo = bool((config.get("demo") or {}).get("enabled"))
+    data = (
+        "synthetic demo data (generated by isoflow.demo: not GTEx, not comparable to the paper)"
+        if demo
+        else f"GTEx v8 ({config.get('tissue_set')} tissues) with the configured annotation"
+    )
+    return {
+        "demo": demo,
+        "data": data,
+        "configfiles": [_relative(p) for p in configfiles] or ["(none)"],
+        "commit": git_commit(repo_dir),
+        "versions": software_versions(),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
