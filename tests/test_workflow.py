@@ -7,24 +7,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_experiments import ABLATIONS  # one ablation grid for both files
 
 from isoflow import workflow
 from isoflow.errors import InputError
 from isoflow.experiments import expand_experiments
-
-ALL3 = ["dna", "rna", "protein"]
-ABLATIONS = {
-    "experiments": [
-        {"modalities": ALL3},
-        {"modalities": ALL3, "seed": 1},
-        {"modalities": ["rna", "protein"]},
-        {"modalities": ["dna"]},
-        {"modalities": ALL3, "aggregator": "concat"},
-        {"modalities": ALL3, "dna_encoder": "borzoi"},
-        {"modalities": ALL3, "fraction": 0.25},
-    ]
-}
-
 
 # --- training runs -------------------------------------------------------------------
 
