@@ -1806,6 +1806,37 @@ _DRIVER = """
 BROWSER_STEPS = ("category", "click", "view", "nav")
 
 
+def _headless(chromium: str, workdir: Path, *flags: str) -> list[str]:
+    """A headless Chromium command with a profile of its own under ``workdir``."""
+    return [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={workdir / 'chromium-profile'}",
+        *flags,
+    ]
+
+
+def _dom_json(command: list[str], page: Path, pre_id: str, timeout_s: float, what: str) -> Any:
+    """Load ``page`` with ``command``; the JSON its script left in ``<pre id=pre_id>``."""
+    dom = subprocess.run(
+        [*command, "--dump-dom", page.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    match = re.search(rf'<pre id="{pre_id}"[^>]*>(.*?)</pre>', dom.stdout, re.S)
+    if dom.returncode != 0 or not match:
+        raise RuntimeError(f"chromium did not {what}: {dom.stderr[-2000:]}")
+    return json.loads(html.unescape(match.group(1)))
+
+
 def browse_report(
     report_html: str | Path,
     steps: Iterable[tuple[str, str]],
@@ -1835,31 +1866,14 @@ def browse_report(
     workdir.mkdir(parents=True, exist_ok=True)
     page = workdir / "driven-report.html"
     page.write_text(source[:cut] + _DRIVER.replace("STEPS", "\n      ".join(js)) + source[cut:])
-    base = [
+    base = _headless(
         chromium,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={workdir / 'chromium-profile'}",
+        workdir,
         "--hide-scrollbars",
         f"--window-size={window[0]},{window[1]}",
         "--virtual-time-budget=30000",
-    ]
-    dom = subprocess.run(
-        [*base, "--dump-dom", page.resolve().as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
     )
-    match = re.search(r'<pre id="isoflow-drive"[^>]*>(.*?)</pre>', dom.stdout, re.S)
-    if dom.returncode != 0 or not match:
-        raise RuntimeError(f"chromium did not finish the report walk: {dom.stderr[-2000:]}")
-    log = json.loads(html.unescape(match.group(1)))
+    log = _dom_json(base, page, "isoflow-drive", timeout_s, "finish the report walk")
     if screenshot is not None:
         shot = subprocess.run(
             [*base, f"--screenshot={Path(screenshot).resolve()}", page.resolve().as_uri()],
@@ -1923,24 +1937,5 @@ def svg_text_overflow(
         + _SVG_CHECK
         + "</body></html>"
     )
-    dom = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            f"--user-data-dir={workdir / 'chromium-profile'}",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            page.resolve().as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-    match = re.search(r'<pre id="isoflow-svg">(.*?)</pre>', dom.stdout, re.S)
-    if dom.returncode != 0 or not match:
-        raise RuntimeError(f"chromium did not check the SVGs: {dom.stderr[-2000:]}")
-    return json.loads(html.unescape(match.group(1)))
+    command = _headless(chromium, workdir, "--virtual-time-budget=10000")
+    return _dom_json(command, page, "isoflow-svg", timeout_s, "check the SVGs")
