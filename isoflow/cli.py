@@ -38,7 +38,10 @@ def run_script(main: Callable[[], None], log_path: str | None = None, job: Any =
         main()
     except InputError as err:
         logging.getLogger("isoflow").error("%s", err)
-        print(f"isoflow: error: {err}", file=sys.stderr)
+        # one write of the whole line: print() writes the text and the newline apart, and
+        # with PYTHONUNBUFFERED (as on CI) another DDP rank's output then lands mid-line
+        sys.stderr.write(f"isoflow: error: {err}\n")
+        sys.stderr.flush()
         sys.exit(1)
     if job is not None:
         provenance.record_job(job.rule, job.input, job.output, before)
