@@ -21,7 +21,6 @@ targets are never touched.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -32,28 +31,12 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from isoflow.alphabet import id_fraction, truncate
 from isoflow.dataset import read_dataset
 from isoflow.errors import InputError
 from isoflow.model.aggregators import MODALITIES
 
 SPLITS = ("train", "valid", "test")
-
-
-def id_fraction(ids: Sequence[str]) -> np.ndarray:
-    """A number in [0, 1) per ID from its sha1: stable across runs, machines and orders."""
-    return np.array(
-        [int.from_bytes(hashlib.sha1(str(i).encode()).digest()[:8], "big") / 2**64 for i in ids]
-    )
-
-
-def truncate(seq: str, max_len: int | None, mode: str = "keep_5prime") -> str:
-    if max_len is None or len(seq) <= max_len:
-        return seq
-    if mode == "keep_5prime":
-        return seq[:max_len]
-    if mode == "keep_3prime":
-        return seq[len(seq) - max_len :]
-    raise ValueError(f"truncate must be keep_5prime or keep_3prime, got {mode!r}")
 
 
 def select_training_rows(

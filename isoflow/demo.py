@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import itertools
 import logging
 import math
 import os
@@ -63,8 +62,8 @@ from pathlib import Path
 
 import numpy as np
 
+from isoflow.alphabet import reverse_complement, standard_code, translate_cds
 from isoflow.errors import atomic_path
-from isoflow.sequences import reverse_complement, translate_cds
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +123,12 @@ SAMPLE_ATTRIBUTE_COLUMNS = (
     "SME1PCTS SMRRNART SME1MPRT SMNUM5CD SMDPMPRT SME2PCTS"
 ).split()
 
-_CODONS = ["".join(c) for c in itertools.product("TCAG", repeat=3)]
-_AMINO = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
-CODON_TABLE = dict(zip(_CODONS, _AMINO, strict=True))
+CODON_TABLE = standard_code()
 SYNONYMS: dict[str, list[str]] = {}
 for _codon, _aa in CODON_TABLE.items():
     SYNONYMS.setdefault(_aa, []).append(_codon)
 STOP_CODONS = SYNONYMS.pop("*")
 OTHER_RESIDUES = [aa for aa in sorted(SYNONYMS) if aa not in PROTEIN_RESIDUES]
-_COMPLEMENT = bytes.maketrans(b"ACGTN", b"TGCAN")
 
 
 @dataclass(frozen=True)
@@ -248,11 +244,9 @@ def count_motif(seq: str, motif: str) -> int:
 
 
 def translate(cds: str, phase: int = 0) -> str:
-    """Standard-code translation skipping ``phase`` bases; an incomplete codon at either end
-    is ``X`` (as in results/sequences/protein.fa.gz)."""
-    body = cds[phase:]
-    protein = "".join(CODON_TABLE.get(body[i : i + 3], "X") for i in range(0, len(body) - 2, 3))
-    return ("X" if phase else "") + protein + ("X" if len(body) % 3 else "")
+    """Standard-code translation skipping ``phase`` bases, stops kept as ``*``; an incomplete
+    codon at either end is ``X`` (as in results/sequences/protein.fa.gz)."""
+    return translate_cds(cds, phase=phase, keep_stop=True)
 
 
 def _plant_promoter(rng, seq: bytearray, tss: int) -> None:
@@ -456,7 +450,7 @@ def _assemble(rng, p: DemoParams, loci: list[_Locus]):
                 parts.append(spacer)
                 pos += len(spacer)
             if strand == "-":
-                seq = seq.translate(_COMPLEMENT)[::-1]
+                seq = reverse_complement(seq)
             locus.seq = bytearray(seq)
             placed.append((name, pos, strand, locus))
             parts.append(seq)

@@ -31,29 +31,21 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from isoflow.alphabet import DNA_LETTER_CODES, is_missing
 from isoflow.errors import InputError, atomic_path
 
 INDEX_FILE = "index.parquet"
 ITEMS_FILE = "items.parquet"
 META_FILE = "meta.json"
 SHARD_ROWS = 1 << 20  # pooled token rows per shard (~ dim * 2 MiB at float16)
-_DNA_LETTERS = np.frombuffer(b"ACGTN", dtype=np.uint8)
 
 log = logging.getLogger("isoflow.embed")
-
-
-def _is_missing(seq: object) -> bool:
-    if seq is None:
-        return True
-    if isinstance(seq, float):
-        return np.isnan(seq)
-    return len(seq) == 0
 
 
 def sequence_key(seq: str | np.ndarray) -> str:
     """sha1 of a sequence; a DNA token array hashes as its ``ACGTN`` text."""
     if isinstance(seq, np.ndarray):
-        data = _DNA_LETTERS[np.minimum(seq, 4)].tobytes()
+        data = DNA_LETTER_CODES[np.minimum(seq, 4)].tobytes()
     else:
         data = str(seq).encode("utf-8")
     return hashlib.sha1(data).hexdigest()
@@ -152,7 +144,7 @@ def build_cache(
             pending.clear()
 
         for item, seq in items.items():
-            if _is_missing(seq):
+            if is_missing(seq):
                 item_keys[item] = None
                 continue
             key = sequence_key(seq)
@@ -311,7 +303,7 @@ def dataset_items(df, modality: str, genome_fasta: str | os.PathLike | None = No
         return DnaWindows(df, genome_fasta)
     column = {"rna": "rna_seq", "protein": "protein_seq"}[modality]
     return {
-        tid: None if _is_missing(seq) else seq
+        tid: None if is_missing(seq) else seq
         for tid, seq in zip(df["transcript_id"], df[column], strict=True)
     }
 

@@ -18,6 +18,7 @@ import numpy as np
 import pysam
 import pysam.libcbgzf
 
+from isoflow.alphabet import MITO_NAMES
 from isoflow.errors import InputError, atomic_path, non_utf8_error
 
 log = logging.getLogger("isoflow.genome")
@@ -34,7 +35,6 @@ for _token, _base in enumerate("ACGT"):
         _COMPLEMENT[_byte] = 3 - _token
 
 # Names the same contig goes by in UCSC, Ensembl and GenBank-style assemblies.
-_MITO_SYNONYMS = ("chrM", "MT", "M", "chrMT")
 
 
 _FORWARD_TABLE = _FORWARD.tobytes()
@@ -305,8 +305,8 @@ def fasta_contigs(fasta_path: str | os.PathLike) -> list[str]:
 
 def _alias_candidates(contig: str) -> list[str]:
     candidates = [contig[3:] if contig.startswith("chr") else f"chr{contig}"]
-    if contig in _MITO_SYNONYMS:
-        candidates += [name for name in _MITO_SYNONYMS if name != contig]
+    if contig in MITO_NAMES:
+        candidates += [name for name in MITO_NAMES if name != contig]
     return candidates
 
 

@@ -24,104 +24,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import product
 
-import numpy as np
 import pandas as pd
 import pysam
 from xopen import xopen
 
+from isoflow.alphabet import genetic_code, reverse_complement, translate_cds
 from isoflow.errors import InputError, atomic_path, non_utf8_error
 from isoflow.genome import GenomeWindows, check_contigs
 
 log = logging.getLogger("isoflow.sequences")
 
 FASTA_WIDTH = 60
-MITO_CONTIGS = frozenset({"chrM", "MT", "M", "chrMT"})
-# rCRS, the GRCh38 mitochondrion, under its RefSeq accession (e.g. "gi|...|ref|NC_012920.1|").
-_MITO_ACCESSION = "NC_012920"
-
-# NCBI translation tables, codons in TCAG order.
-_STANDARD = "FFLLSSSSYY**CC*WLLLLPPPPHHQQRRRRIIIMTTTTNNKKSSRRVVVVAAAADDEEGGGG"
-_VERTEBRATE_MITO = "FFLLSSSSYY**CCWWLLLLPPPPHHQQRRRRIIMMTTTTNNKKSS**VVVVAAAADDEEGGGG"
-_TABLES = {1: _STANDARD, 2: _VERTEBRATE_MITO}
-_MITO_INITIATORS = frozenset({"ATG", "ATT", "ATC", "ATA", "GTG"})
-
-_COMPLEMENT = str.maketrans("ACGTURYKMSWBDHVNacgturykmswbdhvn", "TGCAAYRMKSWVHDBNtgcaayrmkswvhdbn")
-
-
-def _codon_lookup(table: str) -> np.ndarray:
-    """125-entry table over base-5 codon codes (A,C,G,T,N); any N -> X."""
-    out = np.full(125, ord("X"), dtype=np.uint8)
-    order = "TCAG"
-    for (a, b, c), aa in zip(product(order, repeat=3), table, strict=True):
-        tok = ["ACGT".index(x) for x in (a, b, c)]
-        out[tok[0] * 25 + tok[1] * 5 + tok[2]] = ord(aa)
-    return out
-
-
-_LOOKUPS = {number: _codon_lookup(table) for number, table in _TABLES.items()}
-_TOKENS = np.full(256, 4, dtype=np.uint8)
-for _i, _base in enumerate("ACGT"):
-    _TOKENS[ord(_base)] = _TOKENS[ord(_base.lower())] = _i
-
-
-def is_mitochondrial(chrom: str) -> bool:
-    """True for the mitochondrial contig under its UCSC, Ensembl or RefSeq name."""
-    return chrom in MITO_CONTIGS or _MITO_ACCESSION in chrom
-
-
-def genetic_code(chrom: str) -> int:
-    """NCBI translation table for a contig: 2 on the mitochondrion, else 1."""
-    return 2 if is_mitochondrial(chrom) else 1
-
-
-def reverse_complement(seq: str) -> str:
-    return seq.translate(_COMPLEMENT)[::-1]
-
-
-def translate_cds(
-    cds: str,
-    *,
-    table: int = 1,
-    phase: int = 0,
-    start_complete: bool = True,
-    selenocysteines: Iterable[int] = (),
-) -> str:
-    """Protein of a CDS (5'->3', stop codon included or not).
-
-    ``phase``: bases before the first complete codon (GTF frame / GFF3 phase of the 5'-most
-    CDS segment); when > 0 they are skipped and the protein starts with ``X``.
-    ``start_complete``: the first codon is the annotated start (table 2 reads it as ``M``).
-    ``selenocysteines``: 0-based positions in ``cds`` of the first base of codons read as
-    ``U``; a position not on a codon boundary raises ValueError.
-    """
-    if table not in _LOOKUPS:
-        raise ValueError(f"unsupported translation table {table}")
-    if not 0 <= phase <= 2:
-        raise ValueError(f"phase must be 0, 1 or 2, not {phase}")
-    body = cds[phase:]
-    n_codons = len(body) // 3
-    tokens = _TOKENS[np.frombuffer(body[: 3 * n_codons].encode("ascii"), dtype=np.uint8)]
-    codes = tokens.reshape(-1, 3).astype(np.int64) @ np.array([25, 5, 1])
-    aa = _LOOKUPS[table][codes]
-    if table == 2 and start_complete and phase == 0 and n_codons:
-        if body[:3].upper() in _MITO_INITIATORS:
-            aa[0] = ord("M")
-    for position in selenocysteines:
-        codon, offset = divmod(position - phase, 3)
-        if offset or not 0 <= codon < n_codons:
-            raise ValueError(f"selenocysteine at CDS position {position} is not a codon start")
-        aa[codon] = ord("U")
-    protein = aa.tobytes().decode("ascii")
-    tail = body[3 * n_codons :].upper()
-    if protein.endswith("*"):
-        protein = protein[:-1]
-    elif tail and not (table == 2 and tail in ("T", "TA")):
-        protein += "X"
-    return ("X" if phase else "") + protein
 
 
 def _as_ints(values: object) -> list[int]:

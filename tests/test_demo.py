@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 from isoflow import demo
+from isoflow.alphabet import reverse_complement
 from isoflow.annotation import read_annotation
 from isoflow.gtex import aggregate_tpm
-from isoflow.sequences import reverse_complement
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 

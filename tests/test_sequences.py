@@ -15,17 +15,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from isoflow.alphabet import genetic_code, translate_cds
 from isoflow.annotation import read_annotation
 from isoflow.errors import InputError
 from isoflow.genome import GenomeWindows, encode
-from isoflow.sequences import (
-    build_sequences,
-    cds_bounds,
-    genetic_code,
-    read_fasta,
-    translate_cds,
-    window_bounds,
-)
+from isoflow.sequences import build_sequences, cds_bounds, read_fasta, window_bounds
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 CHR9 = REAL / "bambu_chr9"

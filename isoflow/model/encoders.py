@@ -34,10 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from isoflow.alphabet import DNA_LETTER_CODES, TRUNCATE_MODES, is_missing, truncate
 from isoflow.errors import InputError
 from isoflow.model.registry import encoder_kind
-
-TRUNCATE_MODES = ("keep_5prime", "keep_3prime")
 
 # Tiny sizes that run in milliseconds on a CPU (environment-facts.md); a spec's ``hparams``
 # override them key by key.
@@ -118,12 +117,6 @@ def _merge(defaults: dict[str, Any], override: dict[str, Any] | None) -> dict[st
     merged = dict(defaults)
     merged.update(override or {})
     return merged
-
-
-def _truncate(seq: str, max_len: int, mode: str) -> str:
-    if len(seq) <= max_len:
-        return seq
-    return seq[:max_len] if mode == "keep_5prime" else seq[len(seq) - max_len :]
 
 
 def _dna_batch(batch: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
@@ -266,10 +259,6 @@ class BorzoiEncoder(_DnaEncoder):
         return emb, mask
 
 
-def _missing(seq: object) -> bool:
-    return seq is None or (isinstance(seq, float) and np.isnan(seq)) or seq == ""
-
-
 class NucleotideTransformerEncoder(Encoder):
     """Nucleotide Transformer (v2) token embeddings, CLS dropped: (B, tokens, hidden).
 
@@ -312,7 +301,7 @@ class NucleotideTransformerEncoder(Encoder):
     def token_ids(self, seq: str) -> list[int]:
         """Token IDs of one sequence (no CLS), truncated to ``max_len - 1`` tokens."""
         budget = self.max_len - 1
-        seq = _truncate(seq.upper(), budget * NT_KMER, self.truncate)
+        seq = truncate(seq.upper(), budget * NT_KMER, self.truncate)
         ids: list[int] = []
         unk = self.vocab["<unk>"]
         n_id = self.vocab["N"]
@@ -338,9 +327,9 @@ class NucleotideTransformerEncoder(Encoder):
             if arrays.shape[1] > keep:
                 left = (arrays.shape[1] - keep) // 2
                 arrays = arrays[:, left : left + keep]
-            letters = np.frombuffer(b"ACGTN", dtype=np.uint8)
+            letters = DNA_LETTER_CODES
             batch = [letters[a].tobytes().decode("ascii") for a in arrays]
-        rows = [None if _missing(s) else [self.cls_id] + self.token_ids(str(s)) for s in batch]
+        rows = [None if is_missing(s) else [self.cls_id] + self.token_ids(str(s)) for s in batch]
         width = max([len(r) for r in rows if r is not None], default=1)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -405,7 +394,7 @@ class Esm2Encoder(Encoder):
         A protein longer than ``max_len`` residues keeps its N-terminal ``max_len``.
         """
         a = self.alphabet
-        seqs = [None if _missing(s) else str(s)[: self.max_len] for s in batch]
+        seqs = [None if is_missing(s) else str(s)[: self.max_len] for s in batch]
         width = max([len(s) for s in seqs if s is not None], default=0) + 2
         tokens = torch.full((len(seqs), width), a.padding_idx, dtype=torch.long)
         lengths = torch.zeros(len(seqs), dtype=torch.long)
