@@ -82,6 +82,7 @@ def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str
 
 # ---------------------------------------------------------------- the report's figures and tables
 
+REPORT_DIR = "results/report"
 RUN_VIEWS = (
     "curves.svg",
     "per_tissue.html",
@@ -106,7 +107,7 @@ DATA_VIEWS = (
 
 
 def report_paths(
-    experiments: Mapping[str, Mapping[str, Any]], report_dir: str = "results/report"
+    experiments: Mapping[str, Mapping[str, Any]], report_dir: str = REPORT_DIR
 ) -> list[str]:
     """Every report figure and table a config can make (rules/report.smk's outputs).
 

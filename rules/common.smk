@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from isoflow.config import check_config
 from isoflow.experiments import expand_experiments
+from isoflow.workflow import REPORT_DIR, report_paths
 
 # One line naming the key first; then Snakemake's validate fills the schema's defaults.
 check_config(config, workflow.source_path("../config/schema.yaml"), "config")
@@ -54,6 +55,11 @@ def run_outputs():
 
 def baseline_outputs():
     return ["results/baseline/metrics.json"]
+
+
+def report_outputs():
+    """Every report figure and table this config can make (rules/report.smk's outputs)."""
+    return report_paths(EXPERIMENTS, REPORT_DIR)
 
 
 def all_outputs():

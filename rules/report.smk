@@ -1,13 +1,13 @@
 # The report: tables and figures marked with report(); `snakemake --report results/report.html`.
-# Logic in isoflow/report.py; scripts/report_*.py are thin adapters.
+# Logic in isoflow/report/ (build.py: one entry point per rule); scripts/report_*.py are thin
+# adapters. rules/common.smk's report_outputs() lists the outputs below this config asks for.
 from functools import partial
 from pathlib import Path
 
 from isoflow.experiments import FACTORS as REPORT_FACTORS
-from isoflow.workflow import baseline_input, report_paths, report_provenance
+from isoflow.workflow import REPORT_DIR, baseline_input, report_provenance
 
 REPORT = config["report"]
-REPORT_DIR = "results/report"
 # Figures made from the synthetic demo say so on the figure itself.
 REPORT_DEMO = bool((config.get("demo") or {}).get("enabled", False))
 # The landing page (report/workflow.rst) is rendered with the config only: the facts it
@@ -21,9 +21,6 @@ REPORT_RUNS = "2. Training runs"
 REPORT_ACROSS = "3. Across experiments"
 REPORT_ENV = "../envs/isoflow.yaml"
 
-# Every report figure and table this config can make; rules/common.smk's all_outputs()
-# calls it. (isoflow.workflow.report_paths holds the logic, tested there.)
-report_outputs = partial(report_paths, EXPERIMENTS, REPORT_DIR)
 # The sequence-free baseline's metrics.json once a rule `baseline` makes it
 # (rules/baseline.smk), else nothing: the one input function naming its path.
 report_baseline = partial(baseline_input, rules)
