@@ -1,7 +1,8 @@
-"""Rules report_ablation and report_scaling: one factor varied (isoflow.report.build_ablation)."""
+"""Rules report_ablation and report_scaling: one factor varied
+(isoflow.report.build.build_ablation)."""
 
 from isoflow.cli import run_script
-from isoflow.report import build_ablation
+from isoflow.report.build import build_ablation
 
 
 def main() -> None:

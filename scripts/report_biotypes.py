@@ -1,7 +1,7 @@
-"""Rule report_biotypes: transcripts by biotype (isoflow.report.build_biotypes)."""
+"""Rule report_biotypes: transcripts by biotype (isoflow.report.build.build_biotypes)."""
 
 from isoflow.cli import run_script
-from isoflow.report import build_biotypes
+from isoflow.report.build import build_biotypes
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
-"""Rule report_experiments: all runs beside the paper (isoflow.report.build_experiments)."""
+"""Rule report_experiments: all runs beside the paper
+(isoflow.report.build.build_experiments)."""
 
 from isoflow.cli import run_script
-from isoflow.report import build_experiments
+from isoflow.report.build import build_experiments
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
-"""Rule report_lengths: RNA and protein length distributions (isoflow.report.build_lengths)."""
+"""Rule report_lengths: RNA and protein length distributions
+(isoflow.report.build.build_lengths)."""
 
 from isoflow.cli import run_script
-from isoflow.report import build_lengths
+from isoflow.report.build import build_lengths
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
-"""Rule report_run: the per-run views (isoflow.report.build_run)."""
+"""Rule report_run: the per-run views (isoflow.report.build.build_run)."""
 
 from isoflow.cli import run_script
-from isoflow.report import build_run
+from isoflow.report.build import build_run
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
-"""Rule report_splits: split sizes (isoflow.report.build_splits)."""
+"""Rule report_splits: split sizes (isoflow.report.build.build_splits)."""
 
 from isoflow.cli import run_script
-from isoflow.report import build_splits
+from isoflow.report.build import build_splits
 
 
 def main() -> None:

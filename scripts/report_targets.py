@@ -1,8 +1,8 @@
 """Rule report_targets: target distribution, isoforms per gene, GTEx vs annotation
-(isoflow.report.build_targets)."""
+(isoflow.report.build.build_targets)."""
 
 from isoflow.cli import run_script
-from isoflow.report import build_targets
+from isoflow.report.build import build_targets
 
 
 def main() -> None:

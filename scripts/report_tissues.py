@@ -1,7 +1,7 @@
-"""Rule report_tissues: GTEx samples per tissue (isoflow.report.build_tissues)."""
+"""Rule report_tissues: GTEx samples per tissue (isoflow.report.build.build_tissues)."""
 
 from isoflow.cli import run_script
-from isoflow.report import build_tissues
+from isoflow.report.build import build_tissues
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from isoflow import report
 from isoflow.errors import InputError
 from isoflow.experiments import (
     FACTORS,
@@ -22,6 +21,8 @@ from isoflow.experiments import (
     setting_groups,
 )
 from isoflow.metrics import evaluate, within_gene_spearman
+from isoflow.report import build, figures, readers, tables
+from isoflow.splits import read_splits
 
 TISSUES = ["Adipose Tissue", "Brain", "Liver", "Lung", "Testis"]
 PAPER = {"label": "IsoFormer paper (test label)", "r2": 0.53, "spearman": 0.72}
@@ -160,7 +161,7 @@ def write_all_runs(root: Path) -> dict[str, dict]:
 
 def load_metrics(root: Path, experiments) -> dict[str, dict]:
     return {
-        run: report.read_metrics(root / "results/runs" / run / "metrics.json")
+        run: readers.read_metrics(root / "results/runs" / run / "metrics.json")
         for run in experiments
     }
 
@@ -200,7 +201,7 @@ def test_biotype_table_counts_transcripts_and_genes():
             "transcript_type": ["lncRNA", "protein_coding", "protein_coding", "protein_coding"],
         }
     )
-    table = report.biotype_table(frame)
+    table = tables.biotype_table(frame)
     assert list(table["transcript type"]) == ["protein_coding", "lncRNA"]
     assert list(table["transcripts"]) == [3, 1]
     assert list(table["genes"]) == [2, 1]
@@ -215,7 +216,7 @@ def test_split_table_counts_and_flags_genes_on_two_sides():
             "split": ["train", "train", "valid", "train", "test"],
         }
     )
-    table = report.split_table(splits).set_index("split")
+    table = tables.split_table(splits).set_index("split")
     assert table.loc["train", "transcripts"] == 3
     assert table.loc["train", "genes"] == 2
     assert table.loc["test", "transcripts"] == 1
@@ -224,16 +225,22 @@ def test_split_table_counts_and_flags_genes_on_two_sides():
     assert table["fraction of transcripts"].sum() == pytest.approx(1.0)
 
 
-def test_read_splits_rejects_an_unknown_split_naming_the_line(tmp_path):
-    path = tmp_path / "gene.tsv"
+def test_split_view_reads_the_splits_through_their_owner(tmp_path):
+    """build_splits reads with isoflow.splits.read_splits: its checks, its one-line errors
+    (the line of an unknown split, a transcript listed twice), and no output on error."""
+    path, out = tmp_path / "gene.tsv", tmp_path / "out"
     path.write_text("transcript_id\tgene_id\tsplit\na\tg1\ttrain\nb\tg2\tvalidation\n")
-    with pytest.raises(InputError, match=r"gene.tsv:3: split 'validation' is not one of"):
-        report.read_splits(path)
+    with pytest.raises(InputError, match=r"gene.tsv:3: split 'validation' is not train/valid"):
+        build.build_splits(path, out / "s.svg", out / "s.html", "gene")
+    path.write_text("transcript_id\tgene_id\tsplit\na\tg1\ttrain\na\tg1\ttest\n")
+    with pytest.raises(InputError, match=r"gene.tsv:3: transcript a listed twice"):
+        build.build_splits(path, out / "s.svg", out / "s.html", "gene")
+    assert not out.exists()
 
 
 def test_read_tissue_stats_drops_comment_lines(tmp_path):
     write_data_inputs(tmp_path)
-    stats = report.read_tissue_stats(tmp_path / "results/targets/smts.stats.tsv")
+    stats = readers.read_tissue_stats(tmp_path / "results/targets/smts.stats.tsv")
     assert list(stats["tissue"]) == TISSUES
     assert stats["n_samples"].tolist() == [10, 13, 16, 19, 22]
 
@@ -242,9 +249,9 @@ def test_sequence_lengths_and_limits(tmp_path):
     fasta = tmp_path / "x.fa.gz"
     with gzip.open(fasta, "wt") as fh:
         fh.write(">a\nACGT\nAC\n>b\nA\n>c\n" + "A" * 60 + "\n" + "C" * 40 + "\n")
-    lengths = report.sequence_lengths(fasta)
+    lengths = readers.sequence_lengths(fasta)
     assert lengths.tolist() == [6, 1, 100]
-    table = report.length_table({"RNA": lengths}, {"RNA": 5}).iloc[0]
+    table = tables.length_table({"RNA": lengths}, {"RNA": 5}).iloc[0]
     assert table["over limit"] == 2
     assert table["max"] == 100 and table["min"] == 1 and table["median"] == 6
 
@@ -256,36 +263,36 @@ def test_read_metrics_missing_key_is_one_line_error(tmp_path):
     path = tmp_path / "metrics.json"
     path.write_text(json.dumps({"mean": {"r2": 0.1, "spearman": 0.2, "pearson": 0.3}}))
     with pytest.raises(InputError, match=r"metrics.json:per_tissue: missing key"):
-        report.read_metrics(path)
+        readers.read_metrics(path)
     path.write_text("{not json")
     with pytest.raises(InputError, match=r"metrics.json:1: not valid JSON"):
-        report.read_metrics(path)
+        readers.read_metrics(path)
 
 
 def test_read_history_merges_lightning_step_and_epoch_rows(tmp_path):
     out = write_run(tmp_path, "r", quality=0.5)
-    history = report.read_history(out / "history.csv")
+    history = readers.read_history(out / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3]
     assert history["train_loss"].tolist() == pytest.approx([2.0, 1.0, 0.6667, 0.5], abs=1e-4)
     assert history["val_loss"].notna().all()
     bad = tmp_path / "bad.csv"
     bad.write_text("epoch,train_loss\n0,1.0\n")
     with pytest.raises(InputError, match=r"bad.csv:1: missing column 'val_loss'"):
-        report.read_history(bad)
+        readers.read_history(bad)
 
 
 def test_read_predictions_requires_the_long_columns(tmp_path):
     path = tmp_path / "predictions.parquet"
     pd.DataFrame({"transcript_id": ["a"], "tissue": ["Brain"]}).to_parquet(path)
     with pytest.raises(InputError, match=r"missing columns \['gene_id', 'observed'"):
-        report.read_predictions(path)
+        readers.read_predictions(path)
 
 
 def test_within_gene_rhos_mean_is_the_metrics_value(tmp_path):
     out = write_run(tmp_path, "r", quality=0.6)
-    predictions = report.read_predictions(out / "predictions.parquet")
-    metrics = report.read_metrics(out / "metrics.json")
-    rhos = report.within_gene_rhos(predictions)
+    predictions = readers.read_predictions(out / "predictions.parquet")
+    metrics = readers.read_metrics(out / "metrics.json")
+    rhos = tables.within_gene_rhos(predictions)
     assert len(rhos) > 0 and rhos["rho"].between(-1, 1).all()
     assert rhos["rho"].mean() == pytest.approx(metrics["within_gene_spearman"], abs=1e-9)
 
@@ -299,7 +306,7 @@ def test_within_gene_rhos_by_hand():
             "predicted": [3.0, 2.0, 1.0, 1.0, 2.0, 1.0],  # g1 reversed -> -1; g3 one isoform
         }
     )
-    rhos = report.within_gene_rhos(predictions)
+    rhos = tables.within_gene_rhos(predictions)
     assert rhos["gene_id"].tolist() == ["g1"]
     assert rhos["rho"].tolist() == pytest.approx([-1.0])
     genes, obs, pred = predictions["gene_id"], predictions["observed"], predictions["predicted"]
@@ -312,14 +319,14 @@ def test_scatter_tissues_spread_over_r2_from_best_to_worst():
         for t, r2 in zip("ABCDEFG", [0.1, 0.9, None, 0.5, 0.3, 0.7, -0.2], strict=True)
     }
     metrics = {"per_tissue": per_tissue}
-    assert report.scatter_tissues(metrics, 3) == ["B", "E", "C"]  # best, middle, worst(None)
-    assert report.scatter_tissues(metrics, 1) == ["B"]
-    assert len(report.scatter_tissues(metrics, 20)) == 7
+    assert tables.scatter_tissues(metrics, 3) == ["B", "E", "C"]  # best, middle, worst(None)
+    assert tables.scatter_tissues(metrics, 1) == ["B"]
+    assert len(tables.scatter_tissues(metrics, 20)) == 7
 
 
 def test_per_tissue_table_ends_with_the_mean_row(tmp_path):
-    metrics = report.read_metrics(write_run(tmp_path, "r", quality=0.5) / "metrics.json")
-    table = report.per_tissue_table(metrics)
+    metrics = readers.read_metrics(write_run(tmp_path, "r", quality=0.5) / "metrics.json")
+    table = tables.per_tissue_table(metrics)
     assert table["tissue"].tolist() == [*TISSUES, "mean"]
     assert table.iloc[-1]["R²"] == pytest.approx(metrics["mean"]["r2"])
     assert table.iloc[0]["Spearman"] == metrics["per_tissue"][TISSUES[0]]["spearman"]
@@ -331,10 +338,10 @@ def test_per_tissue_table_ends_with_the_mean_row(tmp_path):
 def test_ablation_table_means_over_seeds_and_puts_the_paper_last(tmp_path):
     experiments = write_all_runs(tmp_path)
     metrics = {
-        run: report.read_metrics(tmp_path / "results/runs" / run / "metrics.json")
+        run: readers.read_metrics(tmp_path / "results/runs" / run / "metrics.json")
         for run in experiments
     }
-    table = report.ablation_table(experiments, metrics, "modalities", PAPER)
+    table = tables.ablation_table(experiments, metrics, "modalities", PAPER)
     full = table[table["modalities"] == "dna+rna+protein"].iloc[0]
     seeds = [
         metrics[f"dna+rna+protein_enformer_cross_attention_s{s}"]["mean"]["r2"] for s in (0, 1)
@@ -345,29 +352,29 @@ def test_ablation_table_means_over_seeds_and_puts_the_paper_last(tmp_path):
     single = table[table["modalities"] == "dna"].iloc[0]
     assert pd.isna(single["R² sd"])
     last = table.iloc[-1]
-    assert last["source"] == report.SOURCE_PAPER
+    assert last["source"] == tables.SOURCE_PAPER
     assert (last["R²"], last["Spearman"]) == (0.53, 0.72)
     assert last["modalities"] == PAPER["label"]
-    assert (table.iloc[:-1]["source"] == report.SOURCE_RUN).all()
-    no_paper = report.ablation_table(experiments, metrics, "modalities", None)
-    assert (no_paper["source"] == report.SOURCE_RUN).all()
+    assert (table.iloc[:-1]["source"] == tables.SOURCE_RUN).all()
+    no_paper = tables.ablation_table(experiments, metrics, "modalities", None)
+    assert (no_paper["source"] == tables.SOURCE_RUN).all()
 
 
 def test_ablation_display_writes_mean_plus_minus_sd(tmp_path):
     experiments = write_all_runs(tmp_path)
     metrics = {
-        run: report.read_metrics(tmp_path / "results/runs" / run / "metrics.json")
+        run: readers.read_metrics(tmp_path / "results/runs" / run / "metrics.json")
         for run in experiments
     }
-    table = report.ablation_table(experiments, metrics, "modalities", PAPER)
-    shown = report.ablation_display(table, "modalities")
+    table = tables.ablation_table(experiments, metrics, "modalities", PAPER)
+    shown = tables.ablation_display(table, "modalities")
     assert list(shown.columns[:3]) == ["source", "modalities", "R²"]
     assert "comparison" not in shown.columns  # one comparison only
     assert "held fixed" not in shown.columns  # stated once in the note instead
     full = table.iloc[0]
     assert shown.iloc[0]["R²"] == f"{full['R²']:.3f} ± {full['R² sd']:.3f}"
-    assert shown.iloc[-1]["R²"] == "0.530" and shown.iloc[-1]["source"] == report.SOURCE_PAPER
-    page = report.table_html(shown, "x")
+    assert shown.iloc[-1]["R²"] == "0.530" and shown.iloc[-1]["source"] == tables.SOURCE_PAPER
+    page = tables.table_html(shown, "x")
     assert f'<td class="num">{full["R²"]:.3f} ± {full["R² sd"]:.3f}</td>' in page
 
 
@@ -375,9 +382,9 @@ def test_runs_table_pools_seeds_then_baseline_then_paper(tmp_path):
     experiments = write_all_runs(tmp_path)
     metrics = load_metrics(tmp_path, experiments)
     baseline = write_baseline(tmp_path)
-    table = report.runs_table(experiments, metrics, PAPER, baseline)
+    table = tables.runs_table(experiments, metrics, PAPER, baseline)
     settings = list(setting_groups(experiments))
-    assert table["setting"].tolist() == [*settings, report.BASELINE_LABEL, PAPER["label"]]
+    assert table["setting"].tolist() == [*settings, tables.BASELINE_LABEL, PAPER["label"]]
     assert "dna+rna+protein_enformer_cross_attention" in settings  # s0 and s1 pooled
     full = table.iloc[0]
     seeds = [metrics[f"dna+rna+protein_enformer_cross_attention_s{s}"] for s in (0, 1)]
@@ -386,22 +393,22 @@ def test_runs_table_pools_seeds_then_baseline_then_paper(tmp_path):
     assert full["Spearman sd"] == pytest.approx(
         np.std([m["mean"]["spearman"] for m in seeds], ddof=1)
     )
-    assert table.iloc[-2]["source"] == report.SOURCE_BASELINE
+    assert table.iloc[-2]["source"] == tables.SOURCE_BASELINE
     assert table.iloc[-2]["R²"] == baseline["mean"]["r2"]
     assert pd.isna(table.iloc[-1]["within-gene Spearman"])
-    rows = report.run_rows(experiments, metrics, baseline)
-    assert rows["run"].tolist() == [*experiments, report.BASELINE_LABEL]
-    assert rows[report.COLLAPSED].tolist() == [False] * len(rows)
+    rows = tables.run_rows(experiments, metrics, baseline)
+    assert rows["run"].tolist() == [*experiments, tables.BASELINE_LABEL]
+    assert rows[tables.COLLAPSED].tolist() == [False] * len(rows)
 
 
 def test_table_html_escapes_and_marks_the_paper_row():
     table = pd.DataFrame(
         [
-            {"source": report.SOURCE_RUN, "run": "<b>x</b>", "R²": 0.12345, "n": 1234},
-            {"source": report.SOURCE_PAPER, "run": "paper", "R²": 0.53, "n": None},
+            {"source": tables.SOURCE_RUN, "run": "<b>x</b>", "R²": 0.12345, "n": 1234},
+            {"source": tables.SOURCE_PAPER, "run": "paper", "R²": 0.53, "n": None},
         ]
     )
-    page = report.table_html(table, "T & U", note="a note")
+    page = tables.table_html(table, "T & U", note="a note")
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
     assert "<h2>T &amp; U</h2>" in page
     assert '<td class="num">0.123</td>' in page and '<td class="num">1,234</td>' in page
@@ -415,7 +422,7 @@ def test_table_html_escapes_and_marks_the_paper_row():
 def test_data_views_write_figures_and_tables(tmp_path):
     write_data_inputs(tmp_path)
     res, out = tmp_path / "results", tmp_path / "out"
-    report.build_targets(
+    build.build_targets(
         res / "targets/smts.parquet",
         res / "targets/smts.stats.tsv",
         out / "tg.svg",
@@ -425,10 +432,10 @@ def test_data_views_write_figures_and_tables(tmp_path):
     assert "gtex only 3, annotation only 2, both 100" in (out / "tg.html").read_text()
     assert "Zeros per tissue" in (out / "tg.svg").read_text()
     assert "GTEx ↔ annotation" in (out / "iso.svg").read_text()
-    report.build_biotypes(res / "annotation/transcripts.parquet", out / "b.svg", out / "b.html")
-    report.build_tissues(res / "targets/smts.stats.tsv", out / "t.svg", out / "t.html")
-    report.build_splits(res / "splits/gene.tsv", out / "s.svg", out / "s.html", "gene")
-    report.build_lengths(
+    build.build_biotypes(res / "annotation/transcripts.parquet", out / "b.svg", out / "b.html")
+    build.build_tissues(res / "targets/smts.stats.tsv", out / "t.svg", out / "t.html")
+    build.build_splits(res / "splits/gene.tsv", out / "s.svg", out / "s.html", "gene")
+    build.build_lengths(
         res / "sequences/rna.fa.gz",
         res / "sequences/protein.fa.gz",
         out / "l.svg",
@@ -457,7 +464,7 @@ def test_run_views_and_a_bad_metrics_file_leaves_no_output(tmp_path):
     )
     args = (run_dir / "metrics.json", run_dir / "history.csv", run_dir / "predictions.parquet")
     write_data_inputs(tmp_path)
-    report.build_run(
+    build.build_run(
         "myrun",
         *args,
         **outputs,
@@ -475,7 +482,7 @@ def test_run_views_and_a_bad_metrics_file_leaves_no_output(tmp_path):
     assert "3–4" in (out / "within_gene.svg").read_text()  # the isoforms-per-gene bins
 
     collapse(run_dir)
-    report.build_run("myrun", *args, **outputs)
+    build.build_run("myrun", *args, **outputs)
     page = (out / "per_tissue.html").read_text()
     assert page.startswith("<!DOCTYPE") and "COLLAPSED" in page
     assert page.count('<td class="collapsed">collapsed</td>') == 2 * (len(TISSUES) + 1)
@@ -483,7 +490,7 @@ def test_run_views_and_a_bad_metrics_file_leaves_no_output(tmp_path):
     (run_dir / "metrics.json").write_text("{}")
     fresh = {k: tmp_path / "fresh" / v.name for k, v in outputs.items()}
     with pytest.raises(InputError):
-        report.build_run("myrun", *args, **fresh)
+        build.build_run("myrun", *args, **fresh)
     assert not (tmp_path / "fresh").exists() or not list((tmp_path / "fresh").iterdir())
 
 
@@ -491,7 +498,7 @@ def test_experiment_views_name_the_paper_as_the_paper(tmp_path):
     experiments = write_all_runs(tmp_path)
     paths = [tmp_path / "results/runs" / run / "metrics.json" for run in experiments]
     out = tmp_path / "out"
-    report.build_experiments(
+    build.build_experiments(
         experiments,
         paths,
         PAPER,
@@ -506,9 +513,9 @@ def test_experiment_views_name_the_paper_as_the_paper(tmp_path):
     tsv = pd.read_csv(out / "runs.tsv", sep="\t")
     assert tsv["run"].tolist() == list(experiments)  # every run, unpooled
     assert "reported" in (out / "runs.svg").read_text()
-    assert report.DEMO_MARK not in (out / "runs.svg").read_text()
+    assert figures.DEMO_MARK not in (out / "runs.svg").read_text()
     for factor in (*FACTORS, "fraction"):
-        report.build_ablation(
+        build.build_ablation(
             experiments, paths, factor, PAPER, out / f"a_{factor}.html", out / f"a_{factor}.svg"
         )
         assert "reported in paper" in (out / f"a_{factor}.html").read_text()
@@ -516,7 +523,7 @@ def test_experiment_views_name_the_paper_as_the_paper(tmp_path):
     assert held in (out / "a_modalities.html").read_text()
     assert "Data scaling" in (out / "a_fraction.svg").read_text()
     with pytest.raises(InputError, match="no metrics.json given"):
-        report.build_ablation(
+        build.build_ablation(
             experiments, paths[:-1], "modalities", PAPER, out / "x.html", out / "x.svg"
         )
 
@@ -553,13 +560,13 @@ def test_shuffled_runs_are_the_control_not_an_ablation_level(tmp_path):
     for group in ablation_groups(experiments, "modalities"):
         assert not {r for runs in group["levels"].values() for r in runs} & set(shuffled)
     metrics = load_metrics(tmp_path, experiments)
-    table = report.ablation_table(experiments, metrics, "modalities", PAPER, None)
-    control = table[table["source"] == report.SOURCE_CONTROL].iloc[0]
-    assert control["modalities"] == report.CONTROL_LABEL and control["seeds"] == 3
+    table = tables.ablation_table(experiments, metrics, "modalities", PAPER, None)
+    control = table[table["source"] == tables.SOURCE_CONTROL].iloc[0]
+    assert control["modalities"] == tables.CONTROL_LABEL and control["seeds"] == 3
     spearman = [metrics[r]["mean"]["spearman"] for r in shuffled]
     assert control["Spearman"] == pytest.approx(np.mean(spearman))
     assert control["Spearman sd"] == pytest.approx(np.std(spearman, ddof=1))
-    assert table["source"].tolist()[-2:] == [report.SOURCE_CONTROL, report.SOURCE_PAPER]
+    assert table["source"].tolist()[-2:] == [tables.SOURCE_CONTROL, tables.SOURCE_PAPER]
 
 
 def test_collapsed_runs_print_collapsed_not_correlations(tmp_path):
@@ -567,8 +574,8 @@ def test_collapsed_runs_print_collapsed_not_correlations(tmp_path):
     rna = "rna_enformer_cross_attention_s1"
     experiments = write_seeded_runs(tmp_path, collapsed=(*dna, rna))
     metrics = load_metrics(tmp_path, experiments)
-    table = report.ablation_table(experiments, metrics, "modalities", None)
-    shown = report.ablation_display(table, "modalities").set_index("modalities")
+    table = tables.ablation_table(experiments, metrics, "modalities", None)
+    shown = tables.ablation_display(table, "modalities").set_index("modalities")
     assert shown.loc["dna", "Spearman"] == "collapsed"
     assert shown.loc["dna", "Pearson"] == "collapsed"
     assert shown.loc["dna", "within-gene Spearman"] == "collapsed"
@@ -579,10 +586,10 @@ def test_collapsed_runs_print_collapsed_not_correlations(tmp_path):
     live = [metrics[f"rna_enformer_cross_attention_s{s}"]["mean"]["spearman"] for s in (0, 2)]
     assert shown.loc["rna", "Spearman"] == f"{np.mean(live):.3f} ± {np.std(live, ddof=1):.3f}"
     assert shown.loc["rna", "seeds"] == "3 (1 collapsed)"
-    page = report.table_html(shown.reset_index(), "x")
+    page = tables.table_html(shown.reset_index(), "x")
     assert '<td class="collapsed">collapsed</td>' in page
     # The figure draws no Spearman bar for dna, and says why.
-    fig = report.plot_ablation(table, "modalities")
+    fig = figures.plot_ablation(table, "modalities")
     ax = fig.axes[0]
     assert "collapsed" in [t.get_text().strip() for t in ax.texts]
     spearman_bars = [
@@ -593,21 +600,21 @@ def test_collapsed_runs_print_collapsed_not_correlations(tmp_path):
     ]
     assert len(spearman_bars) == 2  # rna and dna+rna+protein, not dna
     # A run without the key (older metrics.json) is not collapsed.
-    assert not report.is_collapsed({"mean": {}})
+    assert not readers.is_collapsed({"mean": {}})
 
 
 def test_read_metrics_checks_the_collapsed_keys(tmp_path):
     out = write_run(tmp_path, "r", quality=0.5)
     metrics = json.loads((out / "metrics.json").read_text())
-    assert not report.is_collapsed(report.read_metrics(out / "metrics.json"))
+    assert not readers.is_collapsed(readers.read_metrics(out / "metrics.json"))
     (out / "metrics.json").write_text(json.dumps({**metrics, "collapsed": "yes"}))
     with pytest.raises(InputError, match=r"metrics.json:collapsed: expected true or false"):
-        report.read_metrics(out / "metrics.json")
+        readers.read_metrics(out / "metrics.json")
     (out / "metrics.json").write_text(json.dumps({**metrics, "prediction_spread": "0.1"}))
     with pytest.raises(InputError, match=r"metrics.json:prediction_spread: expected a number"):
-        report.read_metrics(out / "metrics.json")
+        readers.read_metrics(out / "metrics.json")
     (out / "metrics.json").write_text(json.dumps({**metrics, "prediction_spread": None}))
-    assert report.read_metrics(out / "metrics.json")["prediction_spread"] is None
+    assert readers.read_metrics(out / "metrics.json")["prediction_spread"] is None
 
 
 def _error_bars(ax) -> list:
@@ -626,24 +633,24 @@ def test_across_figures_have_error_bars_control_band_and_baseline(tmp_path):
     experiments = write_seeded_runs(tmp_path)
     baseline = write_baseline(tmp_path)
     metrics = load_metrics(tmp_path, experiments)
-    table = report.ablation_table(experiments, metrics, "modalities", PAPER, baseline)
-    runs = report.runs_table(experiments, metrics, PAPER, baseline)
+    table = tables.ablation_table(experiments, metrics, "modalities", PAPER, baseline)
+    runs = tables.runs_table(experiments, metrics, PAPER, baseline)
     for fig in (
-        report.plot_ablation(table, "modalities"),
-        report.plot_runs(runs),
-        report.plot_within_gene_runs(runs),
+        figures.plot_ablation(table, "modalities"),
+        figures.plot_runs(runs),
+        figures.plot_within_gene_runs(runs),
     ):
         ax = fig.axes[0]
         assert _error_bars(ax), "no error bars"
         legend = [t.get_text() for t in fig.legends[0].get_texts()]
-        assert any(t.startswith(report.CONTROL_LABEL) and "(n=3)" in t for t in legend), legend
-        assert any(report.SOURCE_BASELINE in t for t in legend), legend
+        assert any(t.startswith(tables.CONTROL_LABEL) and "(n=3)" in t for t in legend), legend
+        assert any(tables.SOURCE_BASELINE in t for t in legend), legend
         # The band lies behind the bars (it once covered the R² bars it was drawn after).
-        bands = [p for p in ax.patches if p.get_label().startswith(report.CONTROL_LABEL)]
+        bands = [p for p in ax.patches if p.get_label().startswith(tables.CONTROL_LABEL)]
         bars = [b for c in ax.containers if isinstance(c, BarContainer) for b in c]
         assert bands and max(b.get_zorder() for b in bands) < min(b.get_zorder() for b in bars)
         ticks = [t.get_text() for t in ax.get_yticklabels()]
-        assert report.BASELINE_TICK in ticks
+        assert figures.BASELINE_TICK in ticks
         assert any("(n=3 seeds)" in t for t in ticks)
     scaling_exps = expand_experiments(
         {
@@ -657,7 +664,7 @@ def test_across_figures_have_error_bars_control_band_and_baseline(tmp_path):
     for i, run in enumerate(scaling_exps):
         write_run(tmp_path, run, quality=0.4 + 0.05 * i, seed=i)
     metrics = load_metrics(tmp_path, scaling_exps)
-    fig = report.plot_scaling(report.ablation_table(scaling_exps, metrics, "fraction", PAPER))
+    fig = figures.plot_scaling(tables.ablation_table(scaling_exps, metrics, "fraction", PAPER))
     assert _error_bars(fig.axes[0])
 
 
@@ -668,9 +675,9 @@ def test_best_epoch_is_the_lowest_val_loss_and_is_marked(tmp_path):
     history = pd.DataFrame(
         {"epoch": [0, 1, 2, 3], "train_loss": [3, 2, 1, 0.5], "val_loss": [3, 1.5, 1.5, 2]}
     )
-    assert report.best_epoch(history) == 1  # a tie keeps the first (ModelCheckpoint: strict)
-    assert report.best_epoch(history.assign(val_loss=np.nan)) is None
-    fig = report.plot_history(history, "r")
+    assert tables.best_epoch(history) == 1  # a tie keeps the first (ModelCheckpoint: strict)
+    assert tables.best_epoch(history.assign(val_loss=np.nan)) is None
+    fig = figures.plot_history(history, "r")
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert any(t.startswith("best epoch 1: val_loss 1.5") for t in texts), texts
     assert 1 in [line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == "--"]
@@ -685,12 +692,12 @@ def test_isoform_bins_by_hand():
             "rho": [1.0, 0.0, 0.5, -0.5, 0.2, 0.4],
         }
     )
-    bins = report.isoform_bins(rhos).set_index("isoforms per gene")
+    bins = tables.isoform_bins(rhos).set_index("isoforms per gene")
     assert bins["pairs"].tolist() == [2, 2, 2]
     assert bins["genes"].tolist() == [1, 2, 2]
     assert bins["mean ρ"].tolist() == pytest.approx([0.5, 0.0, 0.3])
     assert bins.loc["2", "sd"] == pytest.approx(np.std([1.0, 0.0], ddof=1))
-    empty = report.isoform_bins(rhos[rhos["isoforms"] == 2])
+    empty = tables.isoform_bins(rhos[rhos["isoforms"] == 2])
     assert empty["pairs"].tolist() == [2, 0, 0] and empty["mean ρ"].isna().tolist()[1:] == [
         True,
         True,
@@ -704,17 +711,17 @@ def test_read_overlap_reads_the_stats_comment_lines(tmp_path):
         "# transcripts_gtex_only\t2\n# transcripts_annotation_only\t0\n"
         "# transcripts_both\t1674\n"
     )
-    assert report.read_overlap(path) == {"gtex_only": 2, "annotation_only": 0, "both": 1674}
-    assert report.read_tissue_stats(path)["tissue"].tolist() == ["Liver"]
+    assert readers.read_overlap(path) == {"gtex_only": 2, "annotation_only": 0, "both": 1674}
+    assert readers.read_tissue_stats(path)["tissue"].tolist() == ["Liver"]
     path.write_text("tissue\tn_samples\n# transcripts_both\t12x\n")
     with pytest.raises(InputError, match=r"smts.stats.tsv:2: transcripts_both: count '12x'"):
-        report.read_overlap(path)
+        readers.read_overlap(path)
     path.write_text("tissue\tn_samples\n# transcripts_both\t-1\n")
     with pytest.raises(InputError, match="negative count"):
-        report.read_overlap(path)
+        readers.read_overlap(path)
     path.write_text("tissue\tn_samples\nLiver\t3\n")  # an older file: no overlap lines
-    assert report.read_overlap(path) == {}
-    assert "not recorded" in report.overlap_note({})
+    assert readers.read_overlap(path) == {}
+    assert "not recorded" in tables.overlap_note({})
 
 
 def write_targets(root: Path) -> Path:
@@ -732,26 +739,26 @@ def write_targets(root: Path) -> Path:
 
 
 def test_targets_zero_shares_and_isoforms_per_gene(tmp_path):
-    values, genes = report.read_targets(write_targets(tmp_path))
+    values, genes = readers.read_targets(write_targets(tmp_path))
     assert list(values.columns) == ["Liver", "Brain"]
-    zeros = report.zero_table(values).set_index("tissue")
+    zeros = tables.zero_table(values).set_index("tissue")
     assert zeros.loc["Liver", "zeros"] == 2 and zeros.loc["Liver", "share zero"] == 0.5
     assert zeros.loc["Brain", "share zero"] == 0.25
     assert genes.value_counts().to_dict() == {"g1": 3, "g2": 1}
     bad = tmp_path / "bad.parquet"
     pd.DataFrame({"transcript_id": ["t"], "gene_id": ["g"], "Liver": ["high"]}).to_parquet(bad)
     with pytest.raises(InputError, match=r"bad.parquet:Liver: tissue column is \w+, not numeric"):
-        report.read_targets(bad)
+        readers.read_targets(bad)
     pd.DataFrame({"transcript_id": ["t"], "Liver": [1.0]}).to_parquet(bad)
     with pytest.raises(InputError, match="missing column 'gene_id'"):
-        report.read_targets(bad)
+        readers.read_targets(bad)
     table = pa.Table.from_pandas(
         pd.DataFrame({"transcript_id": ["t"], "gene_id": ["g"], "Liver": [1.0]}),
         preserve_index=False,
     ).replace_schema_metadata({"isoflow.tissues": json.dumps(["Liver", "Lung"])})
     pq.write_table(table, bad)
     with pytest.raises(InputError, match=r"tissue columns \['Lung'\] named in isoflow.tissues"):
-        report.read_targets(bad)
+        readers.read_targets(bad)
 
 
 def test_errors_by_biotype_and_length(tmp_path):
@@ -774,9 +781,9 @@ def test_errors_by_biotype_and_length(tmp_path):
             "predicted": [2.0, 1.0, 3.0, 1.5],
         }
     )
-    joined = report.join_transcripts(predictions, path)
+    joined = readers.join_transcripts(predictions, path)
     assert joined["length"].tolist() == [400, 400, 5000, 700]
-    by_biotype, by_length = report.error_tables(joined)
+    by_biotype, by_length = tables.error_tables(joined)
     coding = by_biotype.set_index("biotype").loc["protein_coding"]
     assert coding["transcripts"] == 2 and coding["MAE"] == pytest.approx((1 + 1 + 0.5) / 3)
     assert coding["bias"] == pytest.approx((1 - 1 + 0.5) / 3)
@@ -784,10 +791,10 @@ def test_errors_by_biotype_and_length(tmp_path):
     assert lengths.loc["<500", "pairs"] == 2 and lengths.loc["≥4k", "MAE"] == 3.0
     unknown = predictions.assign(transcript_id=["t1", "t1", "t2", "t9"])
     with pytest.raises(InputError, match=r"transcripts.parquet:t9: predicted transcript not"):
-        report.join_transcripts(unknown, path)
+        readers.join_transcripts(unknown, path)
     transcripts.drop(columns="exon_ends").to_parquet(path)
     with pytest.raises(InputError, match=r"missing columns \['exon_ends'\]"):
-        report.join_transcripts(predictions, path)
+        readers.join_transcripts(predictions, path)
 
 
 # ---------------------------------------------------------------- every figure: no text clipped
@@ -800,15 +807,15 @@ def every_figure(tmp_path: Path) -> dict:
     metrics = load_metrics(tmp_path, experiments)
     run = next(iter(experiments))
     run_dir = tmp_path / "results/runs" / run
-    predictions = report.read_predictions(run_dir / "predictions.parquet")
+    predictions = readers.read_predictions(run_dir / "predictions.parquet")
     write_data_inputs(tmp_path)
     res = tmp_path / "results"
     lengths = {
-        "RNA": report.sequence_lengths(res / "sequences/rna.fa.gz"),
-        "protein": report.sequence_lengths(res / "sequences/protein.fa.gz"),
+        "RNA": readers.sequence_lengths(res / "sequences/rna.fa.gz"),
+        "protein": readers.sequence_lengths(res / "sequences/protein.fa.gz"),
     }
-    counts = report.biotype_table(pd.read_parquet(res / "annotation/transcripts.parquet"))
-    values, genes = report.read_targets(write_targets(tmp_path))
+    counts = tables.biotype_table(pd.read_parquet(res / "annotation/transcripts.parquet"))
+    values, genes = readers.read_targets(write_targets(tmp_path))
     transcripts = pd.DataFrame(
         {
             "transcript_id": predictions["transcript_id"].unique(),
@@ -818,41 +825,41 @@ def every_figure(tmp_path: Path) -> dict:
         }
     )
     transcripts.to_parquet(tmp_path / "tx.parquet")
-    table = report.ablation_table(experiments, metrics, "modalities", PAPER, baseline)
-    runs = report.runs_table(experiments, metrics, PAPER, baseline)
+    table = tables.ablation_table(experiments, metrics, "modalities", PAPER, baseline)
+    runs = tables.runs_table(experiments, metrics, PAPER, baseline)
     scaling = expand_experiments(
         {"experiments": [{"modalities": ["rna"], "fraction": f} for f in (0.1, 1.0)]}
     )
     for i, name in enumerate(scaling):
         write_run(tmp_path, name, quality=0.5 + 0.1 * i, seed=i)
-    scaling_table = report.ablation_table(
+    scaling_table = tables.ablation_table(
         scaling, load_metrics(tmp_path, scaling), "fraction", PAPER, baseline
     )
     return {
-        "counts": lambda: report.plot_counts(
+        "counts": lambda: figures.plot_counts(
             list(counts["transcript type"]), list(counts["transcripts"]), "transcripts", "t"
         ),
-        "lengths": lambda: report.plot_lengths(lengths, {"RNA": 3000, "protein": 500}),
-        "splits": lambda: report.plot_split_sizes(
-            report.split_table(report.read_splits(res / "splits/gene.tsv"))
+        "lengths": lambda: figures.plot_lengths(lengths, {"RNA": 3000, "protein": 500}),
+        "splits": lambda: figures.plot_split_sizes(
+            tables.split_table(read_splits(res / "splits/gene.tsv"))
         ),
-        "targets": lambda: report.plot_targets(values, report.zero_table(values)),
-        "isoforms": lambda: report.plot_isoforms_per_gene(
+        "targets": lambda: figures.plot_targets(values, tables.zero_table(values)),
+        "isoforms": lambda: figures.plot_isoforms_per_gene(
             genes.value_counts(), {"gtex_only": 2, "annotation_only": 0, "both": 1674}
         ),
-        "history": lambda: report.plot_history(report.read_history(run_dir / "history.csv"), run),
-        "per_tissue": lambda: report.plot_per_tissue(metrics[run], run),
-        "scatter": lambda: report.plot_scatter(predictions, metrics[run], TISSUES[:3], run),
-        "within_gene": lambda: report.plot_within_gene(
-            report.within_gene_rhos(predictions), metrics[run], run
+        "history": lambda: figures.plot_history(readers.read_history(run_dir / "history.csv"), run),
+        "per_tissue": lambda: figures.plot_per_tissue(metrics[run], run),
+        "scatter": lambda: figures.plot_scatter(predictions, metrics[run], TISSUES[:3], run),
+        "within_gene": lambda: figures.plot_within_gene(
+            tables.within_gene_rhos(predictions), metrics[run], run
         ),
-        "errors": lambda: report.plot_errors(
-            report.join_transcripts(predictions, tmp_path / "tx.parquet"), run
+        "errors": lambda: figures.plot_errors(
+            readers.join_transcripts(predictions, tmp_path / "tx.parquet"), run
         ),
-        "ablation": lambda: report.plot_ablation(table, "modalities"),
-        "runs": lambda: report.plot_runs(runs),
-        "within_gene_runs": lambda: report.plot_within_gene_runs(runs),
-        "scaling": lambda: report.plot_scaling(scaling_table),
+        "ablation": lambda: figures.plot_ablation(table, "modalities"),
+        "runs": lambda: figures.plot_runs(runs),
+        "within_gene_runs": lambda: figures.plot_within_gene_runs(runs),
+        "scaling": lambda: figures.plot_scaling(scaling_table),
     }
 
 
@@ -863,9 +870,9 @@ def test_no_figure_text_runs_outside_the_figure(tmp_path, demo):
     for name, make in every_figure(tmp_path).items():
         fig = make()
         if demo:
-            report.mark_demo(fig)
-        report.fit_texts(fig)
-        assert report.clipped_texts(fig) == [], name
+            figures.mark_demo(fig)
+        figures.fit_texts(fig)
+        assert figures.clipped_texts(fig) == [], name
 
 
 def test_the_clipped_paper_label_of_the_demo_runs_figure_now_fits(tmp_path):
@@ -891,12 +898,12 @@ def test_the_clipped_paper_label_of_the_demo_runs_figure_now_fits(tmp_path):
     experiments = expand_experiments(config)
     for i, run in enumerate(experiments):
         write_run(tmp_path, run, quality=0.3 + 0.05 * i, seed=i)
-    table = report.runs_table(experiments, load_metrics(tmp_path, experiments), PAPER)
-    fig = report.plot_runs(table)
-    assert report.clipped_texts(fig) == [" Spearman 0.72 (paper)"]
-    report.fit_texts(fig)
-    assert report.clipped_texts(fig) == []
-    report.save_figure(fig, tmp_path / "runs.svg")
+    table = tables.runs_table(experiments, load_metrics(tmp_path, experiments), PAPER)
+    fig = figures.plot_runs(table)
+    assert figures.clipped_texts(fig) == [" Spearman 0.72 (paper)"]
+    figures.fit_texts(fig)
+    assert figures.clipped_texts(fig) == []
+    figures.save_figure(fig, tmp_path / "runs.svg")
     assert "Spearman 0.72 (paper)" in (tmp_path / "runs.svg").read_text()
 
 
@@ -905,13 +912,13 @@ def test_demo_figures_say_synthetic_on_the_figure(tmp_path):
     res = tmp_path / "results"
     for demo in (True, False):
         out = tmp_path / f"out_{demo}"
-        report.build_biotypes(
+        build.build_biotypes(
             res / "annotation/transcripts.parquet", out / "b.svg", out / "b.html", demo=demo
         )
         svg = (out / "b.svg").read_text()
-        assert (report.DEMO_MARK in svg) is demo
-    fig = report.plot_history(
+        assert (figures.DEMO_MARK in svg) is demo
+    fig = figures.plot_history(
         pd.DataFrame({"epoch": [0, 1], "train_loss": [2, 1], "val_loss": [2, 1]}), "run-x"
     )
-    report.mark_demo(fig)
-    assert fig._suptitle.get_text() == f"{report.DEMO_MARK}\nrun-x"  # the run's name kept
+    figures.mark_demo(fig)
+    assert fig._suptitle.get_text() == f"{figures.DEMO_MARK}\nrun-x"  # the run's name kept

@@ -3,10 +3,10 @@
 A tiny workflow in tmp includes rules/common.smk and rules/report.smk from this checkout,
 runs them on inputs written in the DESIGN.md formats (tests/test_report.py), and builds
 ``snakemake --report``. The report is a JavaScript app (first view: the rule graph; results
-behind menu clicks, embedded as data URIs), so a copy of it gets a small script that clicks
-through the menus the way a reader would and writes what it saw into the page; Chromium's
-``--dump-dom`` then returns that, and ``--screenshot`` the final view (the modality
-ablation table beside the paper's numbers).
+behind menu clicks, embedded as data URIs), so a copy of it gets a small script
+(``tests/browser.py``) that clicks through the menus the way a reader would and writes what
+it saw into the page; Chromium's ``--dump-dom`` then returns that, and ``--screenshot`` the
+final view (the modality ablation table beside the paper's numbers).
 
 Chromium: Debian's ``chromium`` (.ci/install-debian.sh). Without it the browser tests
 skip, except under CI (``CI=true``), where they fail.
@@ -26,12 +26,15 @@ import textwrap
 import urllib.parse
 from pathlib import Path
 
+import browser
 import pytest
 import yaml
 from test_report import write_baseline, write_data_inputs, write_run
 
-from isoflow import report, workflow
+from isoflow import workflow
 from isoflow.experiments import expand_experiments
+from isoflow.report.figures import DEMO_MARK
+from isoflow.report.tables import CONTROL_LABEL
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -177,7 +180,7 @@ def driven(report_html, tmp_path_factory):
     chromium = CHROMIUM
     tmp = tmp_path_factory.mktemp("chromium")
     shot = tmp / "report.png"
-    log = report.browse_report(report_html, STEPS, tmp, chromium=chromium, screenshot=shot)
+    log = browser.browse_report(report_html, STEPS, tmp, chromium=chromium, screenshot=shot)
     if os.environ.get("ISOFLOW_REPORT_SCREENSHOT"):
         shutil.copy(shot, os.environ["ISOFLOW_REPORT_SCREENSHOT"])
     return {"log": log, "screenshot": shot}
@@ -250,7 +253,7 @@ def test_browser_shows_the_ablation_table_beside_the_paper(driven):
 
 def test_browse_report_rejects_an_unknown_step(tmp_path):
     with pytest.raises(ValueError, match="unknown browser step 'scroll'"):
-        report.browse_report(tmp_path / "r.html", [("scroll", "x")], tmp_path)
+        browser.browse_report(tmp_path / "r.html", [("scroll", "x")], tmp_path)
 
 
 # ---------------------------------------------------------------- a report that cannot flatter
@@ -290,7 +293,7 @@ def test_every_figure_says_synthetic_demo_data(report_html):
     figures = _figures(report_html)
     assert len(figures) >= 20
     for svg in figures:
-        assert report.DEMO_MARK in svg.read_text(), svg
+        assert DEMO_MARK in svg.read_text(), svg
     # ... also as embedded in the report a reader opens.
     embedded = {
         path: base64.b64decode(result["data_uri"].partition("base64,")[2]).decode()
@@ -299,7 +302,7 @@ def test_every_figure_says_synthetic_demo_data(report_html):
     }
     assert len(embedded) == len(figures)
     for path, svg in embedded.items():
-        assert report.DEMO_MARK in svg, path
+        assert DEMO_MARK in svg, path
 
 
 def test_across_figures_have_error_bars_control_band_and_baseline(report_html):
@@ -307,7 +310,7 @@ def test_across_figures_have_error_bars_control_band_and_baseline(report_html):
     for name in ("runs.svg", "within_gene.svg", "ablation_modalities.svg", "scaling.svg"):
         svg = (across / name).read_text()
         assert 'id="LineCollection_' in svg, f"{name}: no error bars"
-        assert f"<!-- {report.CONTROL_LABEL}" in svg, f"{name}: no control band"
+        assert f"<!-- {CONTROL_LABEL}" in svg, f"{name}: no control band"
         assert "sequence-free baseline" in svg, f"{name}: no baseline"
     table = (across / "ablation_modalities.html").read_text()
     assert re.search(r"<td class=\"num\">\d\.\d{3} ± \d\.\d{3}</td>", table)
@@ -318,7 +321,7 @@ def test_across_figures_have_error_bars_control_band_and_baseline(report_html):
 @pytest.mark.needs("chromium")
 def test_no_label_is_clipped_in_the_browser(report_html, tmp_path):
     chromium = CHROMIUM
-    checked = report.svg_text_overflow(_figures(report_html), tmp_path, chromium=chromium)
+    checked = browser.svg_text_overflow(_figures(report_html), tmp_path, chromium=chromium)
     assert len(checked) == len(_figures(report_html))
     for svg, seen in checked.items():
         assert seen["texts"] > 3 and seen["outside"] == [], (svg, seen)
@@ -330,7 +333,7 @@ def test_no_label_is_clipped_in_the_browser(report_html, tmp_path):
     ax.barh([0], [0.72])
     ax.text(0.72, 0, " Spearman 0.72 (paper, reported in the paper)")
     fig.savefig(tmp_path / "clipped.svg")
-    seen = report.svg_text_overflow([tmp_path / "clipped.svg"], tmp_path, chromium=chromium)
+    seen = browser.svg_text_overflow([tmp_path / "clipped.svg"], tmp_path, chromium=chromium)
     assert seen[str(tmp_path / "clipped.svg")]["outside"] == [
         "Spearman 0.72 (paper, reported in the paper)"
     ]

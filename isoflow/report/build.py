@@ -1,0 +1,296 @@
+"""The report rules' entry points, one per rule (``scripts/report_*.py`` call them): read
+the inputs (``isoflow.report.readers``, ``isoflow.splits``), make the tables
+(``isoflow.report.tables``) and figures (``isoflow.report.figures``), write each output
+atomically. A bad input raises ``InputError`` before any output is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from isoflow.errors import InputError
+from isoflow.experiments import FACTOR_LABELS
+from isoflow.report.figures import (
+    plot_ablation,
+    plot_counts,
+    plot_errors,
+    plot_history,
+    plot_isoforms_per_gene,
+    plot_lengths,
+    plot_per_tissue,
+    plot_runs,
+    plot_scaling,
+    plot_scatter,
+    plot_split_sizes,
+    plot_targets,
+    plot_within_gene,
+    plot_within_gene_runs,
+    save_figure,
+)
+from isoflow.report.readers import (
+    is_collapsed,
+    join_transcripts,
+    read_history,
+    read_metrics,
+    read_overlap,
+    read_predictions,
+    read_targets,
+    read_tissue_stats,
+    sequence_lengths,
+)
+from isoflow.report.tables import (
+    BASELINE_LABEL,
+    COLLAPSED,
+    CONTROL_LABEL,
+    SOURCE_RUN,
+    ablation_display,
+    ablation_table,
+    biotype_table,
+    length_table,
+    overlap_note,
+    paper_note,
+    per_tissue_table,
+    run_rows,
+    runs_display,
+    runs_table,
+    scatter_tissues,
+    split_table,
+    within_gene_rhos,
+    write_table,
+    zero_table,
+)
+from isoflow.splits import read_splits
+from isoflow.workflow import BASELINE_METRICS
+
+# ---------------------------------------------------------------- entry points (one per rule)
+
+
+def build_biotypes(
+    transcripts: str | Path, figure: str | Path, table: str | Path, demo: bool = False
+) -> None:
+    """Transcripts per biotype (``transcript_type``) from ``transcripts.parquet``."""
+    frame = pd.read_parquet(transcripts, columns=["transcript_id", "gene_id", "transcript_type"])
+    counts = biotype_table(frame)
+    save_figure(
+        plot_counts(
+            list(counts["transcript type"]),
+            list(counts["transcripts"]),
+            "transcripts",
+            f"Transcripts by biotype: {len(frame):,} transcripts, "
+            f"{frame['gene_id'].nunique():,} genes",
+        ),
+        figure,
+        demo,
+    )
+    write_table(counts, table, "Transcripts by biotype (annotation)")
+
+
+def build_tissues(
+    stats: str | Path, figure: str | Path, table: str | Path, demo: bool = False
+) -> None:
+    """GTEx samples per tissue from ``{tissue_set}.stats.tsv``."""
+    frame = read_tissue_stats(stats)
+    save_figure(
+        plot_counts(
+            list(frame["tissue"]),
+            list(frame["n_samples"]),
+            "GTEx samples",
+            f"Samples per tissue: {int(frame['n_samples'].sum()):,} samples, {len(frame)} tissues",
+            top=len(frame),
+        ),
+        figure,
+        demo,
+    )
+    write_table(
+        frame,
+        table,
+        "Samples per tissue",
+        note="mean and sd: of the target log(1 + mean TPM) over transcripts, per tissue.",
+    )
+
+
+def build_splits(
+    splits: str | Path, figure: str | Path, table: str | Path, scheme: str, demo: bool = False
+) -> None:
+    """Transcripts and genes per split from ``splits/{scheme}.tsv``."""
+    sizes = split_table(read_splits(splits))
+    save_figure(plot_split_sizes(sizes), figure, demo)
+    write_table(sizes, table, f"Split sizes ({scheme} scheme)")
+
+
+def build_lengths(
+    rna: str | Path,
+    protein: str | Path,
+    figure: str | Path,
+    table: str | Path,
+    max_nt: int | None,
+    max_aa: int | None,
+    demo: bool = False,
+) -> None:
+    """RNA (nt) and protein (aa) length distributions against the encoders' limits."""
+    lengths = {"RNA": sequence_lengths(rna), "protein": sequence_lengths(protein)}
+    limits = {"RNA": max_nt, "protein": max_aa}
+    save_figure(plot_lengths(lengths, limits), figure, demo)
+    write_table(
+        length_table(lengths, limits),
+        table,
+        "Sequence lengths (RNA in nt, protein in aa)",
+        note="limit: rna.max_nt and protein.max_aa from the config; longer sequences are "
+        "truncated before encoding.",
+    )
+
+
+def build_targets(
+    targets: str | Path,
+    stats: str | Path,
+    figure: str | Path,
+    table: str | Path,
+    isoforms_figure: str | Path,
+    demo: bool = False,
+) -> None:
+    """The targets: share of zeros per tissue, log1p TPM histogram, isoforms per gene, and
+    how GTEx's transcripts overlap the annotation's (``stats.tsv`` comment lines)."""
+    values, genes = read_targets(targets)
+    overlap = read_overlap(stats)
+    zeros = zero_table(values)
+    save_figure(plot_targets(values, zeros), figure, demo)
+    per_gene = genes.value_counts()
+    save_figure(plot_isoforms_per_gene(per_gene, overlap), isoforms_figure, demo)
+    note = "Share of transcripts with target 0 (no TPM in any sample of the tissue). "
+    note += overlap_note(overlap)
+    write_table(zeros, table, "Targets: zeros per tissue", note=note)
+
+
+def build_run(
+    run: str,
+    metrics_path: str | Path,
+    history_path: str | Path,
+    predictions_path: str | Path,
+    curves: str | Path,
+    tissue_table: str | Path,
+    tissue_figure: str | Path,
+    scatter: str | Path,
+    within_gene: str | Path,
+    n_scatter: int = 4,
+    max_points: int = 5000,
+    transcripts_path: str | Path | None = None,
+    errors: str | Path | None = None,
+    demo: bool = False,
+) -> None:
+    """Every per-run view: training curves, per-tissue metrics, scatter, within-gene, and
+    (with ``transcripts_path``) the error by biotype and by transcript length."""
+    metrics = read_metrics(metrics_path)
+    history = read_history(history_path)
+    predictions = read_predictions(predictions_path)
+    save_figure(plot_history(history, run), curves, demo)
+    table = per_tissue_table(metrics)
+    note = f"{metrics['n_test']:,} test transcripts. Blank: undefined (constant values)."
+    if is_collapsed(metrics):
+        note = (
+            f"COLLAPSED: this run predicts (near) constants (prediction_spread "
+            f"{metrics.get('prediction_spread')}); its correlations are not meaningful. " + note
+        )
+        for label in ("Spearman", "Pearson"):
+            table[label] = COLLAPSED
+    write_table(
+        table,
+        tissue_table,
+        f"Per-tissue test metrics — {run}",
+        note=note,
+        summary_rows=[len(table) - 1],
+    )
+    save_figure(plot_per_tissue(metrics, run), tissue_figure, demo)
+    tissues = scatter_tissues(metrics, n_scatter)
+    save_figure(plot_scatter(predictions, metrics, tissues, run, max_points), scatter, demo)
+    save_figure(plot_within_gene(within_gene_rhos(predictions), metrics, run), within_gene, demo)
+    if transcripts_path is not None and errors is not None:
+        joined = join_transcripts(predictions, transcripts_path)
+        save_figure(plot_errors(joined, run), errors, demo)
+
+
+def _load_metrics(
+    experiments: Mapping[str, Mapping[str, Any]], metrics_paths: Iterable[str | Path]
+) -> dict[str, dict[str, Any]]:
+    """Run name -> metrics; the run is the parent folder's name (results/runs/{run}/)."""
+    by_run = {Path(p).parent.name: read_metrics(p) for p in metrics_paths}
+    missing = [run for run in experiments if run not in by_run]
+    if missing:
+        raise InputError(None, missing[0], "no metrics.json given for this configured run")
+    return by_run
+
+
+def _load_baseline(path: str | Path | None) -> dict[str, Any] | None:
+    return None if path is None else read_metrics(path)
+
+
+def _across_note(paper: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None) -> str:
+    note = (
+        "Metrics are test-set means over tissues, then mean ± sd over seeds (seeds: how "
+        "many runs; sd blank for one). A collapsed run (constant predictions) counts in R² "
+        "only; 'collapsed' replaces correlations where every seed collapsed. "
+        f"The {CONTROL_LABEL} (shuffle_targets: true) is the floor a model must clear. "
+    )
+    if baseline is not None:
+        note += f"The {BASELINE_LABEL} reads no sequence. "
+    else:
+        note += f"No sequence-free baseline was given ({BASELINE_METRICS}). "
+    return note + (paper_note(paper) or "")
+
+
+def build_experiments(
+    experiments: Mapping[str, Mapping[str, Any]],
+    metrics_paths: Iterable[str | Path],
+    paper: Mapping[str, Any] | None,
+    table_html_path: str | Path,
+    table_tsv_path: str | Path,
+    figure: str | Path,
+    within_gene: str | Path,
+    baseline_path: str | Path | None = None,
+    demo: bool = False,
+) -> None:
+    """All settings (seeds pooled) beside the control, the baseline and the paper's
+    headline numbers; within-gene across settings. ``runs.tsv``: every run unpooled."""
+    metrics_by_run = _load_metrics(experiments, metrics_paths)
+    baseline = _load_baseline(baseline_path)
+    table = runs_table(experiments, metrics_by_run, paper, baseline)
+    write_table(
+        runs_display(table),
+        table_html_path,
+        "All runs (test set)",
+        note=_across_note(paper, baseline),
+    )
+    write_table(run_rows(experiments, metrics_by_run, baseline), table_tsv_path, "")
+    save_figure(plot_runs(table), figure, demo)
+    save_figure(plot_within_gene_runs(table), within_gene, demo)
+
+
+def build_ablation(
+    experiments: Mapping[str, Mapping[str, Any]],
+    metrics_paths: Iterable[str | Path],
+    factor: str,
+    paper: Mapping[str, Any] | None,
+    table_path: str | Path,
+    figure: str | Path,
+    baseline_path: str | Path | None = None,
+    demo: bool = False,
+) -> None:
+    """One factor varied, everything else held fixed (``fraction``: the data-scaling view)."""
+    metrics_by_run = _load_metrics(experiments, metrics_paths)
+    baseline = _load_baseline(baseline_path)
+    table = ablation_table(experiments, metrics_by_run, factor, paper, baseline)
+    label = FACTOR_LABELS[factor]
+    note = f"Each comparison holds every setting but the {label} fixed. "
+    fixed = table.loc[table["source"] == SOURCE_RUN].get("held fixed", pd.Series()).unique()
+    if len(fixed) == 1:
+        note += f"Held fixed: {fixed[0]}. "
+    note += _across_note(paper, baseline)
+    title = "Data scaling" if factor == "fraction" else f"Ablation: {label}"
+    write_table(ablation_display(table, factor), table_path, title, note=note)
+    if factor == "fraction":
+        save_figure(plot_scaling(table), figure, demo)
+    else:
+        save_figure(plot_ablation(table, factor), figure, demo)

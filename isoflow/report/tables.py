@@ -1,0 +1,602 @@
+"""The report's tables (pandas DataFrames) and their rendering as small HTML pages.
+
+Data views (biotypes, splits, lengths, zeros per tissue), one run's views (per tissue,
+within-gene ρ, best epoch, error by biotype and length) and the across-run tables: seeds
+pooled (mean ± sd, n), the shuffled-target control, the sequence-free baseline and the
+paper's headline numbers (``config["report"]["paper"]``) as a row whose source says
+``reported in paper``: the paper's figures, never this workflow's.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import posixpath
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from isoflow.errors import atomic_path
+from isoflow.experiments import (
+    FACTOR_LABELS,
+    FACTORS,
+    ablation_groups,
+    control_runs,
+    factor_level,
+    setting_groups,
+)
+from isoflow.report.readers import METRICS, is_collapsed
+from isoflow.splits import SPLITS
+from isoflow.workflow import BASELINE_METRICS
+
+METRIC_LABELS = {"r2": "R²", "spearman": "Spearman", "pearson": "Pearson"}
+SOURCE_RUN = "this workflow"
+SOURCE_PAPER = "reported in paper"
+SOURCE_BASELINE = "sequence-free baseline"
+SOURCE_CONTROL = "shuffled-target control"
+BASELINE_LABEL = (
+    "sequence-free baseline (ridge on length, UTR/CDS lengths, exon count, biotype, GC)"
+)
+# The baseline's pooled row names its folder where a setting names its runs.
+BASELINE_RUN = posixpath.dirname(BASELINE_METRICS)
+CONTROL_LABEL = "shuffled-target control"
+# A collapsed run (constant predictions, metrics.json "collapsed": true) has R² but no
+# meaningful correlation: tables print this word instead, figures draw no bar.
+COLLAPSED = "collapsed"
+CORRELATION_LABELS = ("Spearman", "Pearson", "within-gene Spearman")
+
+
+# ---------------------------------------------------------------- tables: the data
+
+
+def biotype_table(transcripts: pd.DataFrame) -> pd.DataFrame:
+    """Transcripts and genes per ``transcript_type``, most frequent first."""
+    table = (
+        transcripts.groupby("transcript_type")
+        .agg(transcripts=("transcript_id", "size"), genes=("gene_id", "nunique"))
+        .reset_index()
+        .sort_values(["transcripts", "transcript_type"], ascending=[False, True])
+    )
+    table["fraction"] = table["transcripts"] / table["transcripts"].sum()
+    return table.rename(columns={"transcript_type": "transcript type"}).reset_index(drop=True)
+
+
+def split_table(splits: pd.DataFrame) -> pd.DataFrame:
+    """Transcripts and genes per split, and genes that also occur in another split."""
+    genes_per_split = splits.groupby("gene_id")["split"].nunique()
+    shared = set(genes_per_split[genes_per_split > 1].index)
+    rows = []
+    for split in SPLITS:
+        part = splits[splits["split"] == split]
+        rows.append(
+            {
+                "split": split,
+                "transcripts": len(part),
+                "genes": part["gene_id"].nunique(),
+                "fraction of transcripts": len(part) / len(splits) if len(splits) else math.nan,
+                "genes also in another split": len(set(part["gene_id"]) & shared),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def length_table(lengths: Mapping[str, np.ndarray], limits: Mapping[str, int]) -> pd.DataFrame:
+    """Length quantiles per sequence kind and how many exceed the encoder's limit."""
+    rows = []
+    for kind, values in lengths.items():
+        values = np.asarray(values)
+        limit = limits.get(kind)
+        over = int((values > limit).sum()) if limit else 0
+        rows.append(
+            {
+                "sequence": kind,
+                "records": len(values),
+                "min": int(values.min()) if len(values) else None,
+                "median": int(np.round(np.median(values))) if len(values) else None,
+                "90%": int(np.round(np.percentile(values, 90))) if len(values) else None,
+                "max": int(values.max()) if len(values) else None,
+                "limit": limit,
+                "over limit": over,
+                "fraction over limit": over / len(values) if len(values) else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- tables: one run
+
+
+def per_tissue_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per tissue (metrics.json order) plus a final ``mean`` row."""
+    rows = [
+        {"tissue": tissue, **{METRIC_LABELS[m]: values[m] for m in METRICS}}
+        for tissue, values in metrics["per_tissue"].items()
+    ]
+    rows.append({"tissue": "mean", **{METRIC_LABELS[m]: metrics["mean"][m] for m in METRICS}})
+    return pd.DataFrame(rows)
+
+
+def within_gene_rhos(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Spearman rho across each gene's isoforms, per (gene, tissue).
+
+    Same definition as ``isoflow.metrics.within_gene_spearman`` (genes with at least two
+    isoforms; groups with constant observed or predicted values are undefined and
+    dropped), whose value is the mean of the ``rho`` column returned here.
+    """
+    frame = predictions[["gene_id", "tissue", "observed", "predicted"]].copy()
+    keys = ["gene_id", "tissue"]
+    frame = frame[frame.groupby(keys)["gene_id"].transform("size") >= 2]
+    if frame.empty:
+        return pd.DataFrame({"gene_id": [], "tissue": [], "isoforms": [], "rho": []})
+    grouped = frame.groupby(keys)
+    frame["ro"] = grouped["observed"].rank(method="average")
+    frame["rp"] = grouped["predicted"].rank(method="average")
+    grouped = frame.groupby(keys)
+    frame["co"] = frame["ro"] - grouped["ro"].transform("mean")
+    frame["cp"] = frame["rp"] - grouped["rp"].transform("mean")
+    frame["xy"] = frame["co"] * frame["cp"]
+    frame["xx"] = frame["co"] ** 2
+    frame["yy"] = frame["cp"] ** 2
+    sums = frame.groupby(keys).agg(
+        isoforms=("xy", "size"), xy=("xy", "sum"), xx=("xx", "sum"), yy=("yy", "sum")
+    )
+    sums = sums[(sums["xx"] > 0) & (sums["yy"] > 0)]
+    sums["rho"] = sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])
+    return sums[["isoforms", "rho"]].reset_index()
+
+
+def scatter_tissues(metrics: Mapping[str, Any], n: int) -> list[str]:
+    """``n`` tissues spread over the R² range: best, ..., worst (undefined R² last)."""
+    per_tissue = metrics["per_tissue"]
+    ranked = sorted(
+        per_tissue,
+        key=lambda t: (per_tissue[t]["r2"] is None, -(per_tissue[t]["r2"] or 0.0)),
+    )
+    if n >= len(ranked):
+        return ranked
+    if n <= 1:
+        return ranked[:n]
+    picks = np.unique(np.round(np.linspace(0, len(ranked) - 1, n)).astype(int))
+    return [ranked[i] for i in picks]
+
+
+def best_epoch(history: pd.DataFrame) -> int | None:
+    """The epoch with the lowest ``val_loss``: the checkpoint the test set is scored with
+    (ModelCheckpoint monitors val_loss, mode min; the first epoch wins a tie)."""
+    val = history[["epoch", "val_loss"]].dropna()
+    if val.empty:
+        return None
+    return int(val.loc[val["val_loss"].idxmin(), "epoch"])
+
+
+ISOFORM_BINS = (("2", 2, 2), ("3–4", 3, 4), ("5+", 5, None))
+
+
+def isoform_bins(rhos: pd.DataFrame) -> pd.DataFrame:
+    """Within-gene ρ by how many isoforms the gene has in the test set (2, 3–4, 5+):
+    pairs, genes, mean and sd of ρ per bin (``rhos`` from ``within_gene_rhos``)."""
+    rows = []
+    for label, low, high in ISOFORM_BINS:
+        part = rhos[(rhos["isoforms"] >= low) & ((rhos["isoforms"] <= high) if high else True)]
+        rows.append(
+            {
+                "isoforms per gene": label,
+                "pairs": len(part),
+                "genes": part["gene_id"].nunique(),
+                "mean ρ": float(part["rho"].mean()) if len(part) else np.nan,
+                "sd": float(part["rho"].std(ddof=1)) if len(part) > 1 else np.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- tables: across runs
+
+
+def _metric_values(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    values = {m: metrics["mean"][m] for m in METRICS}
+    values["within_gene_spearman"] = metrics["within_gene_spearman"]
+    return values
+
+
+def _pooled(runs: list[str], metrics_by_run: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and sd over seeds of each metric (sd blank for one value).
+
+    R² pools every seed; the correlations pool only the seeds that did not collapse (a
+    constant prediction has no rank order). ``collapsed`` counts the collapsed seeds.
+    """
+    live = [r for r in runs if not is_collapsed(metrics_by_run[r])]
+    row: dict[str, Any] = {"seeds": len(runs), COLLAPSED: len(runs) - len(live)}
+    for key in (*METRICS, "within_gene_spearman"):
+        pool = runs if key == "r2" else live
+        values = [_metric_values(metrics_by_run[r])[key] for r in pool]
+        values = [v for v in values if v is not None]
+        label = METRIC_LABELS.get(key, "within-gene Spearman")
+        row[label] = float(np.mean(values)) if values else None
+        row[f"{label} sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    row["n_test"] = metrics_by_run[runs[0]]["n_test"]
+    row["runs"] = ", ".join(runs)
+    return row
+
+
+def paper_row(paper: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The paper's headline numbers as a table row; None when the config has none."""
+    if not paper:
+        return None
+    return {
+        "source": SOURCE_PAPER,
+        "setting": paper.get("label", "paper"),
+        "R²": paper.get("r2"),
+        "Spearman": paper.get("spearman"),
+    }
+
+
+def baseline_row(baseline: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The sequence-free baseline (``results/baseline/metrics.json``) as a pooled row."""
+    if baseline is None:
+        return None
+    row = _pooled([BASELINE_RUN], {BASELINE_RUN: baseline})
+    return {"source": SOURCE_BASELINE, **row, "seeds": None}
+
+
+def control_row(
+    experiments: Mapping[str, Mapping[str, Any]],
+    metrics_by_run: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any] | None:
+    """The shuffled-target control pooled over its seeds; None without shuffled runs."""
+    runs = control_runs(experiments)
+    if not runs:
+        return None
+    return {"source": SOURCE_CONTROL, **_pooled(runs, metrics_by_run)}
+
+
+def runs_table(
+    experiments: Mapping[str, Mapping[str, Any]],
+    metrics_by_run: Mapping[str, Mapping[str, Any]],
+    paper: Mapping[str, Any] | None = None,
+    baseline: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """One row per setting (seeds pooled: mean, sd, n), then the baseline and the paper.
+
+    A shuffled-target setting keeps its row, with ``source`` saying it is the control.
+    """
+    rows = []
+    for setting, runs in setting_groups(experiments).items():
+        exp = experiments[runs[0]]
+        rows.append(
+            {
+                "source": SOURCE_CONTROL if exp.get("shuffle_targets") else SOURCE_RUN,
+                "setting": setting,
+                **_pooled(runs, metrics_by_run),
+                **{FACTOR_LABELS[f]: factor_level(exp, f) for f in FACTORS},
+                "training fraction": factor_level(exp, "fraction"),
+                "shuffled targets": "yes" if exp.get("shuffle_targets") else "no",
+            }
+        )
+    row = baseline_row(baseline)
+    if row:
+        rows.append({**row, "setting": BASELINE_LABEL})
+    row = paper_row(paper)
+    if row:
+        rows.append({"source": row["source"], "setting": row["setting"], **_paper_metrics(row)})
+    return pd.DataFrame(rows)
+
+
+def run_rows(
+    experiments: Mapping[str, Mapping[str, Any]],
+    metrics_by_run: Mapping[str, Mapping[str, Any]],
+    baseline: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Every run unpooled (the machine-readable ``runs.tsv``), then the baseline."""
+    rows = []
+    named = [(run, metrics_by_run[run], experiments[run]) for run in experiments]
+    if baseline is not None:
+        named.append(("baseline", baseline, None))
+    for run, metrics, exp in named:
+        values = _metric_values(metrics)
+        rows.append(
+            {
+                "source": SOURCE_BASELINE
+                if exp is None
+                else SOURCE_CONTROL
+                if exp.get("shuffle_targets")
+                else SOURCE_RUN,
+                "run": BASELINE_LABEL if exp is None else run,
+                **{METRIC_LABELS[m]: values[m] for m in METRICS},
+                "within-gene Spearman": values["within_gene_spearman"],
+                COLLAPSED: is_collapsed(metrics),
+                "prediction_spread": metrics.get("prediction_spread"),
+                "n_test": metrics["n_test"],
+                **{FACTOR_LABELS[f]: exp and factor_level(exp, f) for f in FACTORS},
+                "seed": exp and exp["seed"],
+                "training fraction": exp and factor_level(exp, "fraction"),
+                "shuffled targets": exp and ("yes" if exp.get("shuffle_targets") else "no"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _mean_sd_text(mean: Any, sd: Any) -> str | None:
+    if mean is None or pd.isna(mean):
+        return None
+    if sd is not None and not pd.isna(sd):
+        return f"{mean:.3f} ± {sd:.3f}"
+    return f"{mean:.3f}"
+
+
+def pooled_display(table: pd.DataFrame, first: Iterable[str]) -> pd.DataFrame:
+    """A pooled table as a reader sees it: ``mean ± sd`` cells, ``collapsed`` where every
+    seed collapsed, seeds as ``n`` or ``n (k collapsed)``; the ``first`` columns lead."""
+    shown = pd.DataFrame({c: table[c] for c in first if c in table.columns})
+    all_collapsed = (
+        table[COLLAPSED].fillna(0).astype(int).eq(table["seeds"].fillna(1).astype(int))
+        & table[COLLAPSED].fillna(0).astype(int).gt(0)
+        if COLLAPSED in table.columns
+        else pd.Series(False, index=table.index)
+    )
+    for label in ("R²", "Spearman", "Pearson", "within-gene Spearman"):
+        if label not in table.columns:
+            continue
+        sd = table[f"{label} sd"] if f"{label} sd" in table.columns else None
+        cells = []
+        for i, mean in enumerate(table[label]):
+            if label in CORRELATION_LABELS and all_collapsed.iloc[i]:
+                cells.append(COLLAPSED)
+            else:
+                cells.append(_mean_sd_text(mean, None if sd is None else sd.iloc[i]))
+        shown[label] = cells
+    if "seeds" in table.columns:
+        cells = []
+        for seeds, collapsed in zip(
+            table["seeds"], table.get(COLLAPSED, [0] * len(table)), strict=True
+        ):
+            if seeds is None or pd.isna(seeds):
+                cells.append(None)
+            elif collapsed and not pd.isna(collapsed):
+                cells.append(f"{int(seeds)} ({int(collapsed)} {COLLAPSED})")
+            else:
+                cells.append(f"{int(seeds)}")
+        shown["seeds"] = cells
+    return shown
+
+
+def runs_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The all-runs table as a reader sees it (see ``pooled_display``), settings after."""
+    shown = pooled_display(table, ("source", "setting"))
+    for column in ("n_test", *(FACTOR_LABELS[f] for f in FACTORS), "training fraction"):
+        if column in table.columns:
+            shown[column] = table[column]
+    shown["runs"] = table.get("runs")
+    return shown
+
+
+def ablation_display(table: pd.DataFrame, factor: str) -> pd.DataFrame:
+    """The ablation table as a reader sees it: ``mean ± sd`` cells, the factor first.
+
+    With several comparisons each row names its comparison and what it holds fixed; with
+    one, the table leaves both out (``build_ablation`` states the fixed settings once).
+    """
+    several = "comparison" in table.columns and table["comparison"].nunique() > 1
+    first = ["source", "comparison", FACTOR_LABELS[factor]] if several else None
+    shown = pooled_display(table, first or ["source", FACTOR_LABELS[factor]])
+    for column in ("n_test",) + (("held fixed",) if several else ()):
+        if column in table.columns:
+            shown[column] = table[column]
+    return shown
+
+
+def _paper_metrics(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {"R²": row["R²"], "Spearman": row["Spearman"]}
+
+
+def ablation_table(
+    experiments: Mapping[str, Mapping[str, Any]],
+    metrics_by_run: Mapping[str, Mapping[str, Any]],
+    factor: str,
+    paper: Mapping[str, Any] | None = None,
+    baseline: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """One row per (group, level of ``factor``), seeds pooled; then the shuffled-target
+    control, the sequence-free baseline and the paper's row, in that order."""
+    label = FACTOR_LABELS[factor]
+    rows = []
+    for i, group in enumerate(ablation_groups(experiments, factor), start=1):
+        for level, runs in group["levels"].items():
+            rows.append(
+                {
+                    "source": SOURCE_RUN,
+                    "comparison": i,
+                    label: level,
+                    "held fixed": group["fixed"],
+                    **_pooled(runs, metrics_by_run),
+                }
+            )
+    row = control_row(experiments, metrics_by_run)
+    if row:
+        rows.append({**row, label: CONTROL_LABEL})
+    row = baseline_row(baseline)
+    if row:
+        rows.append({**row, label: BASELINE_LABEL})
+    row = paper_row(paper)
+    if row:
+        rows.append({"source": row["source"], label: row["setting"], **_paper_metrics(row)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- tables: targets and errors
+
+
+def zero_table(values: pd.DataFrame) -> pd.DataFrame:
+    """Per tissue: transcripts, how many have target 0 and their share, median log1p TPM."""
+    rows = []
+    for tissue in values.columns:
+        column = values[tissue].dropna()
+        zeros = int((column == 0).sum())
+        rows.append(
+            {
+                "tissue": tissue,
+                "transcripts": len(column),
+                "zeros": zeros,
+                "share zero": zeros / len(column) if len(column) else None,
+                "median log1p TPM": float(column.median()) if len(column) else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def overlap_note(overlap: Mapping[str, int]) -> str:
+    if not overlap:
+        return "GTEx ↔ annotation overlap: not recorded in the stats file."
+    parts = [f"{key.replace('_', ' ')} {count:,}" for key, count in overlap.items()]
+    return "Transcripts, GTEx ↔ annotation: " + ", ".join(parts) + "."
+
+
+LENGTH_BINS = (0, 500, 1000, 2000, 4000, np.inf)
+LENGTH_LABELS = ("<500", "500–1k", "1k–2k", "2k–4k", "≥4k")
+
+
+def error_tables(joined: pd.DataFrame, top: int = 8) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Test error (predicted - observed, log1p TPM) by biotype (``top`` most frequent, the
+    rest as other) and by spliced length bin: pairs, transcripts, MAE, bias."""
+    frame = joined.assign(error=joined["predicted"] - joined["observed"])
+    frame["abs"] = frame["error"].abs()
+    common = frame.groupby("transcript_type")["transcript_id"].nunique().nlargest(top).index
+    frame["biotype"] = frame["transcript_type"].where(
+        frame["transcript_type"].isin(common), "other"
+    )
+    frame["length bin"] = pd.cut(frame["length"], LENGTH_BINS, labels=LENGTH_LABELS, right=False)
+
+    def summary(key: str) -> pd.DataFrame:
+        grouped = frame.groupby(key, observed=True)
+        return grouped.agg(
+            pairs=("error", "size"),
+            transcripts=("transcript_id", "nunique"),
+            MAE=("abs", "mean"),
+            bias=("error", "mean"),
+        ).reset_index()
+
+    by_biotype = summary("biotype").sort_values("transcripts", ascending=False)
+    return by_biotype.reset_index(drop=True), summary("length bin")
+
+
+# ---------------------------------------------------------------- HTML tables
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.2em;
+       color: #1a202c; background: #fff; }
+h2 { font-size: 1.25em; margin: 0 0 .6em 0; }
+table { border-collapse: collapse; font-size: 14px; }
+th, td { padding: .35em .7em; border-bottom: 1px solid #e2e8f0; text-align: left;
+         white-space: nowrap; }
+td.wrap { white-space: normal; overflow-wrap: anywhere; min-width: 16em; max-width: 26em; }
+th { background: #edf2f7; position: sticky; top: 0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.paper td { background: #fefcbf; font-style: italic; }
+tr.baseline td { background: #edf2f7; }
+tr.control td { background: #fff5f5; }
+td.collapsed { color: #c53030; font-weight: 600; }
+tr.summary td { font-weight: 600; border-top: 2px solid #a0aec0; }
+p.note { font-size: 13px; color: #4a5568; max-width: 60em; }
+"""
+
+
+_NUMBER_TEXT = re.compile(r"-?\d+(\.\d+)?( ± \d+(\.\d+)?)?")
+
+
+_ROW_CLASSES = {SOURCE_PAPER: "paper", SOURCE_BASELINE: "baseline", SOURCE_CONTROL: "control"}
+
+
+def _integer_columns(table: pd.DataFrame) -> set[str]:
+    """Columns of whole numbers, also when blanks turned them into floats (a paper row)."""
+    whole = set()
+    for column in table.columns:
+        values = pd.to_numeric(table[column], errors="coerce").dropna()
+        if len(values) and values.notna().sum() == table[column].notna().sum():
+            if (values == np.round(values)).all() and (
+                pd.api.types.is_integer_dtype(table[column]) or table[column].isna().any()
+            ):
+                whole.add(column)
+    return whole
+
+
+def _cell(value: Any, integer: bool = False) -> tuple[str, bool]:
+    """Rendered text and whether it is numeric (right-aligned)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "", False
+    if isinstance(value, bool | np.bool_):
+        return ("yes" if value else "no"), False
+    if isinstance(value, int | np.integer) or (integer and isinstance(value, float | np.floating)):
+        return f"{int(value):,}", True
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.3f}", True
+    text = html.escape(str(value))
+    return text, bool(_NUMBER_TEXT.fullmatch(text))
+
+
+def table_html(
+    table: pd.DataFrame, title: str, note: str | None = None, summary_rows: Iterable[int] = ()
+) -> str:
+    """A self-contained HTML page: title, the table, an optional note under it.
+
+    Rows whose ``source`` is the paper are highlighted and italic, the baseline's and the
+    shuffled control's shaded; ``summary_rows`` (positions) are set bold, e.g. a mean row.
+    """
+    summary = set(summary_rows)
+    whole = _integer_columns(table)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = []
+    for i, record in enumerate(table.itertuples(index=False)):
+        values = dict(zip(table.columns, record, strict=True))
+        cls = ""
+        if values.get("source") in _ROW_CLASSES:
+            cls = f' class="{_ROW_CLASSES[values["source"]]}"'
+        elif i in summary:
+            cls = ' class="summary"'
+        cells = []
+        for column, value in zip(table.columns, record, strict=True):
+            text, numeric = _cell(value, column in whole)
+            if text == COLLAPSED:
+                cells.append(f'<td class="collapsed">{text}</td>')
+            elif numeric:
+                cells.append(f'<td class="num">{text}</td>')
+            elif len(text) > 30:
+                cells.append(f'<td class="wrap">{text}</td>')
+            else:
+                cells.append(f"<td>{text}</td>")
+        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    note_html = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>{note_html}</body></html>\n"
+    )
+
+
+def write_table(
+    table: pd.DataFrame,
+    path: str | Path,
+    title: str,
+    note: str | None = None,
+    summary_rows: Iterable[int] = (),
+) -> None:
+    """Write ``table`` as HTML (``.html``) or TSV (``.tsv``), atomically."""
+    with atomic_path(path) as tmp:
+        if str(path).endswith(".tsv"):
+            table.to_csv(tmp, sep="\t", index=False, na_rep="")
+        else:
+            tmp.write_text(table_html(table, title, note, summary_rows))
+
+
+def paper_note(paper: Mapping[str, Any] | None) -> str | None:
+    if not paper:
+        return None
+    return (
+        f"The highlighted row is not from this workflow: it repeats the headline result "
+        f"reported in the paper ({paper.get('label', 'paper')}: R² {paper.get('r2')}, "
+        f"Spearman {paper.get('spearman')}) for comparison."
+    )
