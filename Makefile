@@ -23,15 +23,15 @@ demo: env
 
 lint: env
 	$(BIN)/snakefmt --check Snakefile rules
-	$(BIN)/ruff check isoflow scripts tests bench
-	$(BIN)/ruff format --check isoflow scripts tests bench
+	$(BIN)/ruff check isoflow scripts tests bench docs
+	$(BIN)/ruff format --check isoflow scripts tests bench docs
 	$(BIN)/snakemake --lint --configfile config/demo.yaml
 	$(BIN)/snakemake --lint --configfile config/config.yaml
 
 format: env
 	$(BIN)/snakefmt Snakefile rules
-	$(BIN)/ruff format isoflow scripts tests bench
-	$(BIN)/ruff check --fix isoflow scripts tests bench
+	$(BIN)/ruff format isoflow scripts tests bench docs
+	$(BIN)/ruff check --fix isoflow scripts tests bench docs
 
 # The Debian tools some tests compare against or drive (gffread, samtools, Chromium, SLURM,
 # MariaDB): installed here when running as root (CI, containers); otherwise pytest says right
