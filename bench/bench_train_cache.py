@@ -23,8 +23,8 @@ import torch
 import yaml
 
 from isoflow.data import IsoformDataModule
+from isoflow.lightning import IsoFormerModule
 from isoflow.settings import encoder_names, model_config, train_config
-from isoflow.train import IsoFormerModule
 
 
 class BatchTimer(pl.Callback):

@@ -23,8 +23,8 @@ import pandas as pd
 import torch
 
 from isoflow.embed import EmbeddingCache
+from isoflow.lightning import IsoFormerModule
 from isoflow.model.aggregators import masked_mean
-from isoflow.train import IsoFormerModule
 
 
 def ridge_r(x, y, fit, held, alpha=1.0):

@@ -86,7 +86,3 @@ if not config["gtex"]["samples"] and config["gtex"]["samples_url"]:
             gunzip=False,
         script:
             "../scripts/download.py"
-
-
-localrules:
-    download_encoders,

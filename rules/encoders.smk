@@ -4,6 +4,12 @@ from functools import partial
 from isoflow.workflow import embed_inputs
 
 
+# Downloads run on the host that runs snakemake: cluster compute nodes often have no
+# internet access.
+localrules:
+    download_encoders,
+
+
 rule download_encoders:
     """Pretrained weights of one configured encoder into resources/models/{encoder}/
     (isoflow.weights.download_encoder), with the resolved commit or sha256 in

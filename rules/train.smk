@@ -4,8 +4,8 @@
 # not an output: results/runs/{run}/checkpoints/ is passed as a param and survives a
 # failure, a kill or a SLURM requeue; the rerun continues from its last.ckpt. Checkpoints
 # written for other settings or another dataset (checkpoints/fingerprint.json differs) are
-# never deleted: isoflow.train moves them to results/runs/{run}/previous/<hash>/ and moves
-# them back if those settings come again. Move checkpoints/ away to retrain from scratch.
+# never deleted: isoflow.checkpoints moves them to results/runs/{run}/previous/<hash>/ and
+# moves them back if those settings come again. Move checkpoints/ away to retrain from scratch.
 from functools import partial
 
 from isoflow.workflow import rule_experiment, rule_inputs, rule_settings, run_pattern

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from isoflow.errors import InputError
-from isoflow.train import (
+from isoflow.checkpoints import (
     FINGERPRINT_FILE,
     fingerprint_hash,
     prepare_checkpoints,
     resume_checkpoint,
-    run_experiment,
     run_fingerprint,
 )
+from isoflow.errors import InputError
+from isoflow.train import run_experiment
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import TINY_CONFIG, make_dataset  # noqa: E402

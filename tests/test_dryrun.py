@@ -108,6 +108,20 @@ def test_rules_leave_cluster_settings_to_the_profile() -> None:
         assert "slurm_" not in smk.read_text(), f"{smk.name} names a slurm_* resource"
 
 
+def test_each_rule_file_declares_the_localrules_of_its_own_rules() -> None:
+    """A `localrules:` entry sits in the file that defines the rule (DESIGN.md, layout)."""
+    localrules = re.compile(r"^\s*localrules:\n((?:\s+\w+,?\n)+)", flags=re.M)
+    declared = 0
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        text = smk.read_text()
+        defined = set(re.findall(r"^\s*rule (\w+):", text, flags=re.M))
+        for block in localrules.findall(text):
+            names = set(re.findall(r"\w+", block))
+            declared += len(names)
+            assert names <= defined, f"{smk.name}: localrules for {names - defined}"
+    assert declared, "no localrules found: the pattern no longer matches the rule files"
+
+
 def test_profile_names_only_rules_that_exist() -> None:
     rules = rule_names("config/config.yaml")
     named = set(SLURM_PROFILE.get("set-resources", {})) | set(SLURM_PROFILE.get("set-threads", {}))

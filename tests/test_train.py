@@ -24,7 +24,8 @@ from isoflow.data import (
 )
 from isoflow.dataset import read_dataset, write_dataset
 from isoflow.errors import InputError
-from isoflow.train import HISTORY_COLUMNS, run_experiment
+from isoflow.lightning import HISTORY_COLUMNS
+from isoflow.train import run_experiment
 
 sys.path.insert(0, str(Path(__file__).parent))
 from train_fixtures import TINY_CONFIG, TISSUES, make_dataset  # noqa: E402
@@ -150,6 +151,38 @@ def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
     for name in ("metrics.json", "history.csv"):
         assert (killed / name).read_text() == (uninterrupted / name).read_text(), name
     assert pd.read_csv(killed / "history.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_command_line_passes_caches_and_requires_one_per_cached_modality(
+    tmp_path, monkeypatch, capsys
+):
+    """`python -m isoflow.train` (docs/model.md) runs an experiment as rule train does: an
+    embedding cache per `--cache MODALITY=DIR`; a modality that `model.cached_modalities`
+    reads from a cache but no `--cache` names stops before training, not trains raw."""
+    import isoflow.train
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["model"]["cached_modalities"] = ["rna"]
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    calls = []
+    monkeypatch.setattr(isoflow.train, "run_experiment", lambda *a, **kw: calls.append((a, kw)))
+    args = ["--config", str(config_path), "--dataset", "d.parquet", "--run-dir", "run"]
+    args += ["--experiment", json.dumps({"modalities": ["rna", "protein"]})]
+
+    isoflow.train.main([*args, "--cache", "rna=emb/nt"])
+    ((positional, keywords),) = calls
+    assert positional[1]["modalities"] == ["rna", "protein"] and positional[2:] == (
+        "d.parquet",
+        "run",
+        None,
+    )
+    assert keywords == {"cache_dirs": {"rna": "emb/nt"}}
+    for bad, message in (([], "give --cache MODALITY=DIR"), (["--cache", "rna"], "rna")):
+        with pytest.raises(SystemExit) as exit_info:
+            isoflow.train.main([*args, *bad])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert len(calls) == 1
 
 
 # --- data controls --------------------------------------------------------------------

@@ -1,0 +1,171 @@
+"""A training run's checkpoint bookkeeping: what they were trained from, and where they go.
+
+Inside a run folder (``results/runs/{run}/``, DESIGN.md "Data flow" 8):
+
+- ``checkpoints/`` — ``last.ckpt`` every epoch plus the best by ``val_loss`` (written by
+  Lightning's ``ModelCheckpoint``), and ``fingerprint.json``: what they were trained from
+  (``run_fingerprint``). A run resumes from ``last.ckpt`` or a newer SLURM
+  ``hpc_ckpt_*.ckpt`` (Lightning's auto-requeue), ``resume_checkpoint``.
+- ``previous/<hash>/`` — checkpoints trained with other settings or data, moved aside whole
+  (never deleted) when the fingerprint changes; ``<hash>`` is ``fingerprint_hash`` of their
+  ``fingerprint.json``. Going back to those settings moves them back and resumes them
+  (``prepare_checkpoints``). ``previous/unfit/`` is where a checkpoint that does not fit the
+  model is to be moved by hand (``set_aside_command``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from isoflow import provenance
+from isoflow.errors import atomic_path
+from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+from isoflow.model.encoders import spec_from_config
+from isoflow.settings import encoder_names, model_config, train_config
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+PREVIOUS_DIR = "previous"
+FINGERPRINT_FILE = "fingerprint.json"
+HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue, in the run folder
+# Train keys that cannot change the trained weights: left out of the run's fingerprint, so
+# changing them (e.g. on the cluster) resumes the trained model instead of setting it aside.
+# eval_batch_size: the validation and test loaders draw the same RNG whatever their batch
+# size, so the weights are bit-identical (measured: DESIGN.md, train); only the logged val_loss
+# moves by float rounding (~1e-7 relative). Not num_workers: with workers the loader's seed
+# is drawn from the global RNG once (persistent workers), not once per epoch, so dropout
+# masks, hence the weights, differ from epoch 1 on (measured).
+NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps", "eval_batch_size")
+
+
+def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
+    """The folder Lightning writes the run's checkpoints to."""
+    return Path(run_dir) / CHECKPOINT_DIR
+
+
+def run_fingerprint(
+    config: dict,
+    experiment: dict,
+    dataset_path,
+    cache_dirs: dict[str, str | os.PathLike] | None = None,
+) -> dict[str, Any]:
+    """What a checkpoint was trained from: every setting that shapes training with its
+    default filled in (so a changed default counts as a change), the specs of the encoders
+    the experiment uses, the dataset by the sha256 of its content (a dataset rebuilt
+    identically keeps its checkpoints; the digest a provenance record holds for the file's
+    current size, mtime and ctime is reused rather than the file read again), and each
+    embedding cache the run reads by the size and modification time of its files (caches are
+    large; a rebuilt cache counts as new)."""
+    experiment = {**EXPERIMENT_DEFAULTS, **experiment}
+    train = {k: v for k, v in train_config(config).items() if k not in NOT_IN_FINGERPRINT}
+    dataset_sha256 = provenance.cached_digest(dataset_path)
+    caches = {
+        modality: {
+            f.name: [f.stat().st_size, f.stat().st_mtime_ns]
+            for f in sorted(Path(folder).iterdir())
+            if f.is_file()
+        }
+        for modality, folder in sorted((cache_dirs or {}).items())
+    }
+    settings = {
+        "version": 3,  # 3: aggregators standardise features (checkpoints of 2 cannot load)
+        "model": model_config(config),
+        "train": train,
+        "encoders": {
+            name: spec_from_config(config, name)
+            for name in sorted(set(encoder_names(config, experiment).values()))
+        },
+        "rna": config.get("rna"),
+        "protein": config.get("protein"),
+        "experiment": experiment,
+        "dataset": {"sha256": dataset_sha256},
+        "caches": caches,
+    }
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def fingerprint_hash(fingerprint: dict[str, Any] | None) -> str:
+    """12 hex digits naming a fingerprint (the folder under ``previous/``)."""
+    if fingerprint is None:
+        return "unrecorded"  # checkpoints from before fingerprints were written
+    text = json.dumps(fingerprint, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _read_fingerprint(ckpt_dir: Path) -> dict[str, Any] | None:
+    """The recorded fingerprint; None when there is none or it is not JSON (then the
+    checkpoints count as trained for other settings and are kept aside, not trusted)."""
+    record = ckpt_dir / FINGERPRINT_FILE
+    try:
+        fingerprint = json.loads(record.read_text()) if record.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        log.warning("%s is not JSON: its checkpoints count as unrecorded", record)
+        return None
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("train"), dict):
+        # keys left out since the record was written (eval_batch_size) still match
+        for key in NOT_IN_FINGERPRINT:
+            fingerprint["train"].pop(key, None)
+    return fingerprint
+
+
+def prepare_checkpoints(run_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """Make ``checkpoints/`` hold the checkpoints of exactly this fingerprint, deleting none.
+
+    Checkpoints written for other settings or data are moved, with the run's SLURM
+    ``hpc_ckpt_*.ckpt``, to ``previous/<fingerprint_hash>/``; checkpoints kept there for this
+    fingerprint (trained before with the same settings) are moved back, to resume from.
+    """
+    run_dir = Path(run_dir)
+    ckpt_dir = checkpoint_dir(run_dir)
+    previous = run_dir / PREVIOUS_DIR
+    if ckpt_dir.exists():
+        recorded = _read_fingerprint(ckpt_dir)
+        if recorded == fingerprint:
+            return
+        hpc = list(run_dir.glob(HPC_CHECKPOINTS))
+        if hpc or any(p.name != FINGERPRINT_FILE for p in ckpt_dir.iterdir()):
+            name = fingerprint_hash(recorded)
+            dest, n = previous / name, 1
+            while dest.exists():
+                dest, n = previous / f"{name}-{n}", n + 1
+            for path in hpc:
+                path.rename(ckpt_dir / path.name)
+            previous.mkdir(parents=True, exist_ok=True)
+            ckpt_dir.rename(dest)
+            log.warning("%s was trained with other settings or data: kept in %s", ckpt_dir, dest)
+        else:  # only a fingerprint: nothing was trained (a run stopped before its first epoch)
+            (ckpt_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
+            ckpt_dir.rmdir()
+    kept = previous / fingerprint_hash(fingerprint)
+    if kept.is_dir() and _read_fingerprint(kept) == fingerprint:
+        kept.rename(ckpt_dir)
+        for path in ckpt_dir.glob(HPC_CHECKPOINTS):
+            path.rename(run_dir / path.name)
+        log.info("%s: checkpoints of these settings restored from %s", ckpt_dir, kept)
+        return
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(ckpt_dir / FINGERPRINT_FILE) as tmp:
+        tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
+
+
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    """The newest of ``checkpoints/last.ckpt`` and SLURM auto-requeue ``hpc_ckpt_*.ckpt``."""
+    run_dir = Path(run_dir)
+    candidates = [checkpoint_dir(run_dir) / "last.ckpt", *run_dir.glob(HPC_CHECKPOINTS)]
+    existing = [p for p in candidates if p.is_file()]
+    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
+
+
+def set_aside_command(run_dir: str | os.PathLike) -> str:
+    """The shell command that moves the run's checkpoints to ``previous/unfit/`` (kept, not
+    deleted), so the run trains afresh; the run's ``hpc_ckpt_*.ckpt`` are to go with them."""
+    run_dir = Path(run_dir)
+    aside = shlex.quote(str(run_dir / PREVIOUS_DIR / "unfit"))
+    return f"mkdir -p {aside} && mv {shlex.quote(str(checkpoint_dir(run_dir)))} {aside}/"

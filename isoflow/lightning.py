@@ -1,0 +1,278 @@
+"""The Lightning side of training: the LightningModule and the callbacks its checkpoints carry.
+
+``IsoFormerModule`` trains ``isoflow.model.isoformer.IsoFormer`` with MSE on per-tissue
+log1p(TPM) and AdamW, logs validation R², Spearman and Pearson each epoch, and stops the run
+with one line on a non-finite loss (``check_finite``; DESIGN.md, "metrics.json"). ``History``
+(the rows of ``history.csv``) and ``RngState`` (Python, NumPy and torch RNG states) ride in
+each checkpoint, so a resumed run continues as if never interrupted. ``isoflow.train`` puts
+them together into a run; ``isoflow.checkpoints`` says where checkpoints go.
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+
+from isoflow.checkpoints import HPC_CHECKPOINTS, set_aside_command
+from isoflow.errors import InputError
+from isoflow.experiments import run_name
+from isoflow.metrics import evaluate
+from isoflow.model.encoders import build_encoder, spec_from_config
+from isoflow.model.isoformer import IsoFormer
+from isoflow.settings import encoder_names, model_config, train_config
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", "val_pearson"]
+# Steps between two checks of the losses for NaN/inf (and at each epoch's end): each check
+# waits for the device and, under DDP, all-reduces one flag.
+CHECK_FINITE_EVERY = 50
+
+
+class IsoFormerModule(pl.LightningModule):
+    """IsoFormer trained with MSE on per-tissue log1p(TPM); AdamW."""
+
+    def __init__(
+        self,
+        config: dict,
+        experiment: dict,
+        tissues: list[str],
+        cached_dims: dict[str, int] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.tissues = list(tissues)
+        model = model_config(config)
+        self.train_cfg = train_config(config)
+        cached_dims = dict(cached_dims or {})
+        encoders = {
+            modality: build_encoder(name, spec_from_config(config, name))
+            for modality, name in encoder_names(config, experiment).items()
+            if modality not in cached_dims
+        }
+        self.model = IsoFormer(
+            n_tissues=len(tissues),
+            encoders=encoders,
+            dims=cached_dims,
+            aggregator=experiment["aggregator"],
+            d_model=model["d_model"],
+            depth=model["depth"],
+            heads=model["heads"],
+            dropout=model["dropout"],
+            n_latents=model["n_latents"],
+        )
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # (split, epoch, step, loss, batch indices) of the steps since the last finiteness check
+        self._unchecked: list[tuple[str, int, int, torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.model(self.model.tokenize(batch["inputs"], self.device))
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = torch.nn.functional.mse_loss(self(batch).float(), batch["target"])
+        self.record_loss(loss, batch, "train")
+        self.log(
+            "train_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(batch["target"]),
+        )
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        predicted = self(batch).float()
+        loss = torch.nn.functional.mse_loss(predicted, batch["target"])
+        self.record_loss(loss, batch, "valid")
+        self.log(
+            "val_loss",
+            loss,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(batch["target"]),
+        )
+        self._val_outputs.append((predicted.detach(), batch["target"]))
+
+    def record_loss(self, loss: torch.Tensor, batch: dict, split: str) -> None:
+        """Keep the step's loss on its device for ``check_finite``, which runs every
+        ``CHECK_FINITE_EVERY`` steps and at the end of each validation and training epoch:
+        testing each loss at once would make the host wait for the device at every step."""
+        record = (split, self.current_epoch, self.global_step, loss.detach(), batch["index"])
+        self._unchecked.append(record)
+        if len(self._unchecked) >= CHECK_FINITE_EVERY:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Stop with one line when a loss since the last check is NaN or infinite, naming the
+        run, the epoch and step, and the likely cause: a non-finite target (named by
+        transcript and tissue), a non-finite cached input, or, when both are finite,
+        diverging optimisation.
+
+        Collective: every rank calls it at the same step (ranks run equally many steps), the
+        verdict is reduced over ranks, and all raise the same line, so a rank whose batches
+        were finite stops too instead of waiting in the next all-reduce."""
+        records, self._unchecked = self._unchecked, []
+        bad = ~torch.isfinite(torch.stack([r[3] for r in records])) if records else None
+        local = bool(bad.any()) if bad is not None else False
+        if not self.trainer.strategy.reduce_boolean_decision(local, all=False):
+            return
+        first = records[int(bad.nonzero()[0, 0])] if local else None
+        # (epoch, step, diverged, rank, error): the earliest step over the ranks, a named cause
+        # before divergence (a rank's inf target makes every rank's weights NaN after the step)
+        found = None
+        if local:
+            diverged, error = self._non_finite_error(first)
+            found = (first[1], first[2], diverged, self.global_rank, error)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, found)
+            found = min(f for f in gathered if f is not None)
+        raise InputError(*found[4])
+
+    def _non_finite_error(self, record: tuple) -> tuple[bool, tuple[Any, Any, str]]:
+        """(diverged, (path, record, message) of the InputError) for a step with a non-finite
+        loss; the batch is rebuilt from the datamodule by its row indices to find the cause,
+        and ``diverged`` is True when none was found."""
+        split, epoch, step, loss, index = record
+        where = (
+            f"run {run_name(self.hparams.experiment)}: {split} loss is {loss.item()} "
+            f"at epoch {epoch}, step {step}"
+        )
+        datamodule = getattr(self.trainer, "datamodule", None)
+        frame = getattr(datamodule, "frames", {}).get(split)
+        dataset = getattr(datamodule, "datasets", {}).get(split)
+        if frame is not None and dataset is not None:
+            rows = index.cpu().numpy()
+            batch = datamodule.collate([dataset[int(i)] for i in rows])
+            target = batch["target"].numpy()
+            bad = np.argwhere(~np.isfinite(target))
+            if len(bad):
+                row, column = bad[0]
+                return False, (
+                    getattr(datamodule, "dataset_path", None),
+                    frame["transcript_id"].iat[rows[row]],
+                    f"{where}: {len(bad)} non-finite targets in the batch, first "
+                    f"{self.tissues[column]} = {target[row, column]}; the dataset's targets "
+                    "must be finite log1p(TPM) (an overflowing TPM in the expression matrix?)",
+                )
+            for modality, value in batch["inputs"].items():
+                if not isinstance(value, tuple):
+                    continue  # raw sequences: tokens are integers
+                emb, mask = value
+                finite = torch.isfinite(emb).all(dim=-1) | ~mask.bool()
+                if not finite.all():
+                    row = int(torch.nonzero(~finite.all(dim=1))[0, 0])
+                    return False, (
+                        getattr(datamodule, "cache_dirs", {}).get(modality),
+                        frame["transcript_id"].iat[rows[row]],
+                        f"{where}: non-finite cached {modality} embeddings; rebuild the cache "
+                        "(rule embed)",
+                    )
+        return True, (
+            self.trainer.default_root_dir,
+            None,
+            f"{where}: targets and cached inputs of the batch are finite, so the training "
+            f"diverged (or an encoder overflowed); lower train.lr "
+            f"(now {self.train_cfg['lr']}) or use 32-bit precision",
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint from another version of the model (e.g. before the aggregators kept
+        feature statistics) stops the resume with one line instead of a state-dict dump."""
+        expected = set(self.state_dict())
+        found = set(checkpoint.get("state_dict", {}))
+        if found != expected:
+            differ = sorted(expected - found) + sorted(found - expected)
+            run_dir = Path(self.trainer.default_root_dir)
+            raise InputError(
+                getattr(self.trainer, "ckpt_path", None),
+                None,
+                f"checkpoint does not fit this model ({len(differ)} parameters or buffers "
+                f"differ, e.g. {differ[0]}; written by another isoflow version?): to keep it "
+                f"and train afresh, move the run's checkpoints aside, "
+                f"`{set_aside_command(run_dir)}` (and any "
+                f"{shlex.quote(str(run_dir))}/{HPC_CHECKPOINTS}), then run it again",
+            )
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()  # before the epoch's checkpoint is written
+
+    def on_validation_epoch_end(self) -> None:
+        self.check_finite()  # before non-finite predictions reach the metrics
+        if not self._val_outputs:
+            return
+        predicted = torch.cat([p for p, _ in self._val_outputs])
+        observed = torch.cat([t for _, t in self._val_outputs])
+        self._val_outputs.clear()
+        # every rank gathers everything, so all ranks log the same values
+        predicted = self.all_gather(predicted).reshape(-1, len(self.tissues)).cpu().numpy()
+        observed = self.all_gather(observed).reshape(-1, len(self.tissues)).cpu().numpy()
+        genes = np.arange(len(observed)).astype(str)  # within-gene ranking not needed here
+        mean = evaluate(genes, observed, predicted, self.tissues)["mean"]
+        for key, value in mean.items():
+            self.log(f"val_{key}", float("nan") if value is None else value, sync_dist=False)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(
+            params,
+            lr=float(self.train_cfg["lr"]),
+            weight_decay=float(self.train_cfg["weight_decay"]),
+        )
+
+
+class History(Callback):
+    """Per-epoch losses and validation metrics, kept in the checkpoint so that a resumed
+    run's history has every epoch exactly once."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        row: dict[str, float] = {"epoch": trainer.current_epoch}
+        for column in HISTORY_COLUMNS[1:]:
+            value = metrics.get(column)
+            row[column] = float(value) if value is not None else float("nan")
+        self.rows.append(row)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict["rows"])
+
+
+class RngState(Callback):
+    """Python, NumPy and torch RNG states saved with each checkpoint and restored on resume
+    (Lightning does not), so dropout and loader seeds continue as if never interrupted."""
+
+    # Plain ints, lists and tensors only: Lightning loads checkpoints with weights_only=True.
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = random.getstate()
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        return {
+            "python": [version, list(internal), gauss],
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        version, internal, gauss = state_dict["python"]
+        random.setstate((version, tuple(internal), gauss))
+        name, keys, pos, has_gauss, cached = state_dict["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state_dict["torch"])
+        if torch.cuda.is_available() and state_dict["cuda"]:
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
