@@ -8,6 +8,7 @@ import pytest
 from isoflow.alphabet import (
     DNA_LETTER_CODES,
     id_fraction,
+    id_unit,
     is_missing,
     reverse_complement,
     standard_code,
@@ -59,6 +60,14 @@ def test_id_fraction_is_stable_and_order_free():
     a = id_fraction(["ENST1.1", "ENST2.1"])
     b = id_fraction(["ENST2.1", "ENST1.1"])
     assert a[0] == b[1] and a[1] == b[0] and ((0 <= a) & (a < 1)).all()
+
+
+def test_id_unit_is_the_pinned_sha256_number():
+    # Pinned values: a change of the hash would move genes across the split (splits.gene_unit
+    # hashes "salt<TAB>gene key") and change every training-fraction subset.
+    assert id_unit("isoflow\tENSG00000182378") == 0.5284814099692784
+    assert id_unit("ENST00000000001.1") == 0.9106160224802592
+    assert list(id_fraction(["ENST00000000001.1"])) == [id_unit("ENST00000000001.1")]
 
 
 def test_dna_letter_codes_match_the_genome_tokens():

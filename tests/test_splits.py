@@ -10,6 +10,7 @@ from isoflow.errors import InputError
 from isoflow.splits import (
     build_splits,
     gene_key,
+    gene_unit,
     read_splits,
     split_transcripts,
     write_splits,
@@ -34,6 +35,12 @@ def test_gene_key():
     assert gene_key("ENSG00000182378.13_PAR_Y") == "ENSG00000182378"
     assert gene_key("ENSG00000182378.13") == "ENSG00000182378"
     assert gene_key("ENSG00000182378") == "ENSG00000182378"
+
+
+def test_gene_unit_is_the_package_id_hash_of_salt_and_gene_key():
+    # The value test_alphabet pins for id_unit("isoflow\tENSG00000182378"): the splits files of
+    # earlier runs stay valid only while this holds.
+    assert gene_unit("ENSG00000182378.13_PAR_Y", "isoflow") == 0.5284814099692784
 
 
 def test_gene_scheme_groups_fractions_and_order():
