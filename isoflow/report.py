@@ -34,13 +34,13 @@ from isoflow.experiments import (
     factor_level,
     setting_groups,
 )
+from isoflow.splits import SPLITS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 METRICS = ("r2", "spearman", "pearson")
 METRIC_LABELS = {"r2": "R²", "spearman": "Spearman", "pearson": "Pearson"}
-SPLITS = ("train", "valid", "test")
 SOURCE_RUN = "this workflow"
 SOURCE_PAPER = "reported in paper"
 SOURCE_BASELINE = "sequence-free baseline"

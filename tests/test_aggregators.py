@@ -5,9 +5,9 @@ from itertools import combinations
 import pytest
 import torch
 
+from isoflow.experiments import MODALITIES
 from isoflow.model.aggregators import (
     AGGREGATORS,
-    MODALITIES,
     TokenStandardizer,
     build_aggregator,
     masked_mean,

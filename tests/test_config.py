@@ -168,3 +168,44 @@ def test_train_and_model_config_check_before_filling_defaults():
         InputError, match=r"^config:model.d_model: 30 is not a multiple of model.heads \(4\)$"
     ):
         model_config({"model": {"d_model": 30, "heads": 4}})
+
+
+def _schema_enums(node, path=()):
+    """(key path without the schema's structural keys, enum) of every enum in the schema."""
+    if isinstance(node, dict):
+        if "enum" in node:
+            yield tuple(p for p in path if p not in _STRUCTURAL), node["enum"]
+        for key, value in node.items():
+            yield from _schema_enums(value, (*path, key))
+    elif isinstance(node, list):
+        for value in node:
+            yield from _schema_enums(value, path)
+
+
+_STRUCTURAL = {"properties", "items", "additionalProperties", "anyOf"}
+
+
+def test_schema_enums_spell_the_package_constants():
+    """The schema cannot import Python: each list of names it validates is held to the one
+    constant the code reads, so a name added in one place and not the other fails here."""
+    from isoflow.alphabet import TRUNCATE_MODES
+    from isoflow.baseline import MODELS
+    from isoflow.experiments import MODALITIES
+    from isoflow.model.aggregators import AGGREGATORS
+    from isoflow.model.registry import ENCODERS
+    from isoflow.splits import SCHEMES
+
+    owners = {
+        ("rna", "truncate"): TRUNCATE_MODES,
+        ("encoders", "truncate"): TRUNCATE_MODES,
+        ("split", "scheme"): SCHEMES,
+        ("encoders", "class"): tuple(ENCODERS),
+        ("encoders", "modality"): MODALITIES,
+        ("model", "cached_modalities"): MODALITIES,
+        ("experiments", "modalities"): MODALITIES,
+        ("experiments", "aggregator"): AGGREGATORS,
+        ("baseline", "model"): MODELS,
+    }
+    enums = dict(_schema_enums(yaml.safe_load(SCHEMA.read_text())))
+    for path, constant in owners.items():
+        assert tuple(enums[path]) == tuple(constant), path
