@@ -19,6 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "fraction": 1.0,
     "shuffle_targets": False,
 }
+# Seeds of an experiment without its own ``seed`` when the config has no ``seeds`` list.
+DEFAULT_SEEDS = [0]
 # The factors an ablation varies one at a time; seed is replication, averaged over.
 FACTORS = ("modalities", "dna_encoder", "aggregator")
 FACTOR_LABELS = {
@@ -52,10 +54,10 @@ def expand_experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Run name -> experiment with defaults filled, in config order.
 
     An experiment that sets its own ``seed`` is one run; any other is one run per entry of
-    the top-level ``seeds`` list (default ``[0]``). Two runs with the same name are a config
-    error (InputError, one line naming the entry).
+    the top-level ``seeds`` list (default ``DEFAULT_SEEDS``). Two runs with the same name are
+    a config error (InputError, one line naming the entry).
     """
-    seeds = config.get("seeds", [0])
+    seeds = config.get("seeds", DEFAULT_SEEDS)
     if not seeds:
         raise InputError("config", "seeds", "empty list: give at least one seed, e.g. [0]")
     runs: dict[str, dict[str, Any]] = {}

@@ -3,7 +3,7 @@ lengths docs/encoders.md documents: a forward pass at full length, and a forward
 full width — full length where it fits a 2-core / 24 GiB CI box, shorter where it does not.
 
 One model at a time; each test frees its model before the next starts. Costs measured on
-that kind of box are in environment-facts.md and docs/encoders.md.
+that kind of box are in docs/encoders.md.
 """
 
 import gc
