@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.isoflow-installed
 CORES ?= 2
 
-.PHONY: env demo test lint format clean-demo bench debian
+.PHONY: env demo test test-fast lint format clean-demo bench debian
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ debian:
 
 test: debian lint
 	$(BIN)/pytest -ra
+
+# The unit tests (tests/unit/) without those marked slow (DDP, training runs, Snakemake runs,
+# real-size models): no lint, no Debian tools, no workflow tests. For the edit-test loop;
+# `make test` (CI) still runs everything.
+test-fast: env
+	$(BIN)/pytest -ra -m "not slow" tests/unit
 
 clean-demo:
 	rm -rf results/ resources/demo/ logs/

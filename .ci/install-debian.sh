@@ -3,9 +3,9 @@
 set -euo pipefail
 # Idempotent: installs only what is missing (make test runs it on every call as root).
 PKGS=(gffread samtools)
-# tests/test_report_browser.py renders the HTML report in headless Chromium.
+# tests/workflow/test_report_browser.py renders the HTML report in headless Chromium.
 PKGS+=(chromium)
-# tests/test_slurm.py starts a single-node SLURM cluster with accounting (slurmdbd on MariaDB).
+# tests/workflow/test_slurm.py starts a single-node SLURM cluster with accounting (slurmdbd on MariaDB).
 PKGS+=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
 missing=()
 for p in "${PKGS[@]}"; do

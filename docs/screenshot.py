@@ -5,7 +5,7 @@
     python docs/screenshot.py REPORT.html OUT.png --chromium /usr/bin/chromium
 
 Opens "3. Across experiments", then "Ablation: modalities", then its figure, the way a reader
-would, with the browser driver the report tests use (tests/browser.py), and saves that view.
+would, with the browser driver the report tests use (tests/helpers/browser.py), and saves that view.
 Stops with one line, leaving OUT as it was, when a step finds nothing to open (a report
 without that ablation).
 """
@@ -28,8 +28,10 @@ STEPS = [
 
 
 def _browser():
-    """tests/browser.py, loaded by path (the tests folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("isoflow_test_browser", REPO / "tests/browser.py")
+    """tests/helpers/browser.py, loaded by path (the tests folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(
+        "isoflow_test_browser", REPO / "tests/helpers/browser.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

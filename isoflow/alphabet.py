@@ -1,9 +1,9 @@
 """Sequence primitives, each written once: the DNA alphabet and its token codes, complement,
 the NCBI codon tables and CDS translation, the mitochondrial contig names, truncation to a
-length budget, the missing-sequence test and a stable per-ID number.
+length budget, the missing-sequence test and the ID hash (a stable number in [0, 1) per ID).
 
 Light on purpose (numpy only): the demo generator, the sequences rule, the encoders, the
-embedding cache and the loader all read from here.
+embedding cache, the splits and the loader all read from here.
 """
 
 from __future__ import annotations
@@ -140,8 +140,13 @@ def is_missing(seq: object) -> bool:
     return len(seq) == 0  # type: ignore[arg-type]
 
 
+def id_unit(key: str) -> float:
+    """A number in [0, 1) fixed by ``key``: the first 8 bytes of its sha256, big-endian, over
+    2**64. Stable across runs, machines, Python versions and row orders (``hash()`` is not);
+    the one ID hash of the package (the gene split, the training-fraction subset)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2.0**64
+
+
 def id_fraction(ids: Sequence[str]) -> np.ndarray:
-    """A number in [0, 1) per ID from its sha1: stable across runs, machines and orders."""
-    return np.array(
-        [int.from_bytes(hashlib.sha1(str(i).encode()).digest()[:8], "big") / 2**64 for i in ids]
-    )
+    """:func:`id_unit` of each ID (as text): which rows a training-fraction subset keeps."""
+    return np.array([id_unit(str(i)) for i in ids])

@@ -41,6 +41,7 @@ from isoflow.errors import InputError, atomic_path
 from isoflow.gtex import TISSUES_METADATA_KEY
 from isoflow.metrics import evaluate, predictions_frame
 from isoflow.sequences import read_fasta
+from isoflow.splits import SPLITS
 
 PathLike = str | os.PathLike
 log = logging.getLogger(__name__)
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 MODELS = ("ridge",)
 LENGTH_FEATURES = ("tx_len", "utr5_len", "cds_len", "utr3_len", "exon_count")
 ALPHAS = np.logspace(-3, 6, 19)
-SPLITS = ("train", "valid", "test")
 PREDICTION_COLUMNS = ("transcript_id", "gene_id", "tissue", "observed", "predicted")
 
 

@@ -34,9 +34,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from isoflow.alphabet import id_fraction, truncate
 from isoflow.dataset import read_dataset
 from isoflow.errors import InputError
-from isoflow.model.aggregators import MODALITIES
-
-SPLITS = ("train", "valid", "test")
+from isoflow.experiments import MODALITIES
+from isoflow.splits import SPLITS
 
 
 def select_training_rows(

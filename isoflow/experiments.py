@@ -9,7 +9,9 @@ from typing import Any
 
 from isoflow.errors import InputError
 
-MODALITY_ORDER = ("dna", "rna", "protein")
+# The modalities in their one order (run names, the aggregators' query order); the tests hold
+# config/schema.yaml's modality enums to it.
+MODALITIES = ("dna", "rna", "protein")
 DEFAULTS: dict[str, Any] = {
     "dna_encoder": "enformer",
     "aggregator": "cross_attention",
@@ -17,6 +19,8 @@ DEFAULTS: dict[str, Any] = {
     "fraction": 1.0,
     "shuffle_targets": False,
 }
+# Seeds of an experiment without its own ``seed`` when the config has no ``seeds`` list.
+DEFAULT_SEEDS = [0]
 # The factors an ablation varies one at a time; seed is replication, averaged over.
 FACTORS = ("modalities", "dna_encoder", "aggregator")
 FACTOR_LABELS = {
@@ -34,10 +38,10 @@ def run_name(experiment: dict[str, Any]) -> str:
     never share a name by accident only if everything else is equal.
     """
     exp = {**DEFAULTS, **experiment}
-    unknown = set(exp["modalities"]) - set(MODALITY_ORDER)
+    unknown = set(exp["modalities"]) - set(MODALITIES)
     if unknown:
-        raise ValueError(f"unknown modalities {sorted(unknown)}; allowed: {MODALITY_ORDER}")
-    modalities = "+".join(m for m in MODALITY_ORDER if m in exp["modalities"])
+        raise ValueError(f"unknown modalities {sorted(unknown)}; allowed: {MODALITIES}")
+    modalities = "+".join(m for m in MODALITIES if m in exp["modalities"])
     name = f"{modalities}_{exp['dna_encoder']}_{exp['aggregator']}_s{exp['seed']}"
     if exp["fraction"] != 1.0:
         name += f"_f{exp['fraction']:g}"
@@ -50,10 +54,10 @@ def expand_experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Run name -> experiment with defaults filled, in config order.
 
     An experiment that sets its own ``seed`` is one run; any other is one run per entry of
-    the top-level ``seeds`` list (default ``[0]``). Two runs with the same name are a config
-    error (InputError, one line naming the entry).
+    the top-level ``seeds`` list (default ``DEFAULT_SEEDS``). Two runs with the same name are
+    a config error (InputError, one line naming the entry).
     """
-    seeds = config.get("seeds", [0])
+    seeds = config.get("seeds", DEFAULT_SEEDS)
     if not seeds:
         raise InputError("config", "seeds", "empty list: give at least one seed, e.g. [0]")
     runs: dict[str, dict[str, Any]] = {}
@@ -61,7 +65,7 @@ def expand_experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         own_seed = "seed" in experiment
         for seed in [experiment["seed"]] if own_seed else seeds:
             exp = {**DEFAULTS, **experiment, "seed": seed}
-            exp["modalities"] = [m for m in MODALITY_ORDER if m in exp["modalities"]]
+            exp["modalities"] = [m for m in MODALITIES if m in exp["modalities"]]
             name = run_name(exp)
             if name in runs:
                 raise InputError(

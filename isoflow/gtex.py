@@ -10,7 +10,8 @@ Why np.loadtxt on blocks of lines (bench/bench_targets.py, docs/benchmarks.md; 2
 17,382 samples, same run): this reader 71 s / 258 MiB peak; pyarrow ``open_csv`` streaming
 with 64 MiB blocks 84 s / 2.2 GiB (it builds 17,382 arrays per block; in an earlier run 16 MiB
 blocks took 170 s / 1.0 GiB, 4 MiB 312 s); polars ``scan_csv`` streaming 262 s / 468 MiB;
-pandas ``read_csv`` holds the whole matrix (2.6 GB at 8,000 rows, environment-facts.md).
+pandas ``read_csv`` holds the whole matrix (26.6 s / 2.6 GB at 8,000 rows on the 2-core dev
+box, ~65 GB at GTEx's 199k rows).
 Row-wise, numpy's C loadtxt parser has no per-column cost, its memory does not grow with the
 matrix length (250 MiB at 2,000 rows), a bad block is re-read from the lines in hand to name
 line and sample, and gzip is decompressed in a second thread (xopen + isal).

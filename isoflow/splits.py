@@ -14,12 +14,12 @@ train (genes never span chromosomes in GENCODE: PAR copies have their own IDs).
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 import pandas as pd
 
+from isoflow.alphabet import id_unit
 from isoflow.errors import InputError, atomic_path, non_utf8_error
 
 SPLITS = ("train", "valid", "test")
@@ -34,8 +34,7 @@ def gene_key(gene_id: str) -> str:
 
 def gene_unit(gene_id: str, salt: str) -> float:
     """A number in [0, 1) fixed by (salt, gene key): the gene's position in the split."""
-    digest = hashlib.sha256(f"{salt}\t{gene_key(gene_id)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64
+    return id_unit(f"{salt}\t{gene_key(gene_id)}")
 
 
 def check_transcript_table(

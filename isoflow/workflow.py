@@ -3,7 +3,7 @@
 ``rules/*.smk`` import from here (and from ``isoflow.config``, ``isoflow.experiments``,
 ``isoflow.provenance``) and nothing else of the package, so reading the workflow loads only the
 standard library, the config layer and what Snakemake loads itself: torch, Lightning, the
-encoders and matplotlib load inside the jobs that use them. ``tests/test_parse.py`` holds that.
+encoders and matplotlib load inside the jobs that use them (``tests/workflow/test_parse.py``).
 """
 
 from __future__ import annotations

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from helpers.paths import SHARED_REAL, SNAKEMAKE
+
 pytest_plugins = ["pytester"]  # tests/test_conftest.py runs this file on small suites
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-SHARED_REAL = REPO.parent / "shared" / "data" / "real"
 INSTALL_COMMAND = "sudo bash .ci/install-debian.sh   (or `make test` as root)"
 
 # need -> executables that must be on PATH (or at these absolute paths). Debian packages from

@@ -34,6 +34,14 @@ def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.
     empty = pytester.mkdir("empty-path")
     monkeypatch.setenv("PATH", str(empty))  # no gffread, no samtools
     monkeypatch.delenv("CI", raising=False)
+    # conftest.py reads its paths from helpers.paths: here, ones that do not exist.
+    helpers = pytester.mkpydir("helpers")
+    (helpers / "paths.py").write_text(
+        "from pathlib import Path\n"
+        "REPO = Path.cwd()\n"
+        "SNAKEMAKE = REPO / 'no-snakemake'\n"
+        "SHARED_REAL = REPO / 'no-shared-data'\n"
+    )
     return pytester
 
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-MODALITIES = ("dna", "rna", "protein")
+from isoflow.experiments import MODALITIES
+
 AGGREGATORS = ("cross_attention", "concat", "perceiver")
 
 Inputs = dict[str, tuple[Tensor, Tensor]]

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from isoflow.model.aggregators import MODALITIES, build_aggregator, masked_mean
+from isoflow.experiments import MODALITIES
+from isoflow.model.aggregators import build_aggregator, masked_mean
 from isoflow.model.encoders import Encoder
 
 

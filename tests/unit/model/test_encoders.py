@@ -1,0 +1,375 @@
+"""Encoders behind one interface: tiny configs of the real classes, and the pretrained
+loading code run on tiny checkpoints saved in the real on-disk layout, offline."""
+
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from helpers.encoders import save_tiny_esm2
+from isoflow.errors import InputError
+from isoflow.model.encoders import (
+    build_encoder,
+    nt_vocabulary,
+    one_hot_dna,
+    random_encoder,
+    spec_from_config,
+)
+from isoflow.model.registry import ENCODERS
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: the Hub is switched off and any socket connection fails."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def dna_batch(batch=2, length=2048):
+    return RNG.integers(0, 5, (batch, length)).astype(np.uint8)
+
+
+def random_rna(n):
+    return "".join(RNG.choice(list("ACGT"), n))
+
+
+def random_protein(n):
+    return "".join(RNG.choice(list("ACDEFGHIKLMNPQRSTVWY"), n))
+
+
+# --- the interface ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "length", "bins"),
+    [("enformer", 2048, 8), ("borzoi", 2048, 16)],
+)
+def test_dna_encoders_give_bins_times_dim(name, length, bins):
+    encoder = build_encoder(name, {"source": "tiny"})
+    assert encoder.modality == "dna"
+    emb, mask = encoder(**encoder.tokenize(dna_batch(2, length)))
+    assert emb.shape == (2, bins, encoder.dim)
+    assert mask.dtype == torch.bool and mask.all()
+    assert torch.isfinite(emb).all()
+
+
+def test_enformer_dim_is_twice_hparam_dim():
+    encoder = build_encoder("enformer", {"source": "tiny", "hparams": {"dim": 48}})
+    assert encoder.dim == 96
+
+
+def test_one_hot_n_is_all_zero():
+    one_hot = one_hot_dna(torch.tensor([[0, 1, 2, 3, 4]]))
+    assert one_hot[0, :4].tolist() == torch.eye(4).tolist()
+    assert one_hot[0, 4].sum() == 0
+
+
+def test_dna_windows_of_different_length_fail():
+    encoder = build_encoder("enformer", {"source": "tiny"})
+    with pytest.raises(InputError, match="differ in length"):
+        encoder.tokenize([np.zeros(2048, np.uint8), np.zeros(1024, np.uint8)])
+
+
+def test_unknown_encoder_and_source_fail_with_one_line():
+    with pytest.raises(InputError, match="unknown encoder 'hyena'"):
+        build_encoder("hyena", {})
+    with pytest.raises(InputError, match="tiny or pretrained"):
+        build_encoder("esm2", {"source": "download"})
+
+
+def test_tiny_build_is_deterministic_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_encoder("esm2", {"source": "tiny"})
+    after = torch.rand(1)
+    b = build_encoder("esm2", {"source": "tiny"})
+    assert torch.equal(before, after)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+# --- Nucleotide Transformer tokenization ----------------------------------------------
+
+
+def test_nt_vocabulary_has_4107_tokens():
+    vocab = nt_vocabulary()
+    assert len(vocab) == 4107 and len(set(vocab)) == 4107
+    assert vocab[:6] == ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
+    assert vocab[-5:] == list("ATCGN")
+
+
+def test_nt_tokenizes_6mers_then_single_nucleotides():
+    encoder = build_encoder("nucleotide_transformer", {"source": "tiny"})
+    vocab = {t: i for i, t in enumerate(nt_vocabulary())}
+    ids = encoder.token_ids("ACGTAC" + "NNACGT" + "GGA")
+    expected = [vocab["ACGTAC"]] + [vocab[b] for b in "NNACGT"] + [vocab[b] for b in "GGA"]
+    assert ids == expected
+    tokens = encoder.tokenize(["acgtac"])
+    assert tokens["input_ids"][0].tolist() == [vocab["<cls>"], vocab["ACGTAC"]]  # no EOS
+
+
+def test_nt_truncation_at_2048_tokens_keeps_requested_end():
+    five = build_encoder("nucleotide_transformer", {"source": "tiny"})
+    assert five.max_len == 2048
+    exact = random_rna(12282)
+    assert len(five.token_ids(exact)) == 2047
+    long = exact + "T" * 600
+    ids5 = five.token_ids(long)
+    assert len(ids5) == 2047 and ids5 == five.token_ids(exact)
+    three = build_encoder("nucleotide_transformer", {"source": "tiny", "truncate": "keep_3prime"})
+    ids3 = three.token_ids(long)
+    assert len(ids3) == 2047 and ids3 == three.token_ids(long[-12282:])
+    tokens = five.tokenize([long])
+    assert tokens["input_ids"].shape == (1, 2048)
+    # N-rich sequences expand to more tokens than 6-mers: the token cut still holds.
+    assert len(five.token_ids("N" * 12282)) == 2047
+
+
+def test_nt_spec_from_config_maps_rna_limits():
+    config = {"encoders": {"nucleotide_transformer": {}}, "rna": {"max_nt": 12282}}
+    spec = spec_from_config(config, "nucleotide_transformer")
+    assert spec["max_len"] == 2048 and spec["truncate"] == "keep_5prime"
+    config = {"encoders": {"esm2": {}}, "protein": {"max_aa": 500}}
+    assert spec_from_config(config, "esm2")["max_len"] == 500
+
+
+def test_nt_dna_takes_genome_tokens():
+    encoder = build_encoder("nt_dna", {"source": "tiny"})
+    assert encoder.modality == "dna"
+    tokens = np.array([[0, 1, 2, 3, 0, 1, 4, 4]], dtype=np.uint8)  # ACGTAC NN
+    ids = encoder.tokenize(tokens)["input_ids"][0].tolist()
+    vocab = {t: i for i, t in enumerate(nt_vocabulary())}
+    assert ids == [vocab["<cls>"], vocab["ACGTAC"], vocab["N"], vocab["N"]]
+
+
+def test_nt_dna_crops_a_long_window_around_its_centre():
+    encoder = build_encoder("nt_dna", {"source": "tiny", "max_len": 3})  # CLS + 2 6-mers
+    window = np.full((1, 30), 4, dtype=np.uint8)  # N everywhere but the centre 12 nt
+    window[0, 9:21] = [0, 0, 0, 0, 0, 0, 3, 3, 3, 3, 3, 3]  # AAAAAA TTTTTT
+    ids = encoder.tokenize(window)["input_ids"][0].tolist()
+    vocab = {t: i for i, t in enumerate(nt_vocabulary())}
+    assert ids == [vocab["<cls>"], vocab["AAAAAA"], vocab["TTTTTT"]]
+
+
+# --- missing sequences and padding ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["esm2", "nucleotide_transformer"])
+def test_missing_sequence_is_all_false_mask_and_never_encoded(name):
+    encoder = build_encoder(name, {"source": "tiny"})
+    make = random_protein if name == "esm2" else random_rna
+    seen = []
+    model = encoder.model if name == "esm2" else encoder.backbone
+    model.register_forward_hook(lambda m, args, kwargs, out: seen.append(1), with_kwargs=True)
+    hook_rows = []
+    model.register_forward_pre_hook(
+        lambda m, args, kwargs: hook_rows.append(
+            (args[0] if args else kwargs["input_ids"]).shape[0]
+        ),
+        with_kwargs=True,
+    )
+    batch = [make(30), None, make(12), ""]
+    emb, mask = encoder(**encoder.tokenize(batch))
+    assert hook_rows == [2]
+    assert mask.sum(1).tolist()[1] == 0 and mask.sum(1).tolist()[3] == 0
+    assert emb[1].abs().sum() == 0 and emb[3].abs().sum() == 0
+    emb, mask = encoder(**encoder.tokenize([None, None]))
+    assert hook_rows == [2] and not mask.any() and emb.shape[0] == 2
+
+
+@pytest.mark.parametrize("name", ["esm2", "nucleotide_transformer"])
+def test_padding_does_not_change_embeddings(name):
+    encoder = build_encoder(name, {"source": "tiny"}).eval()
+    make = random_protein if name == "esm2" else random_rna
+    short, long = make(24), make(90)
+    alone, mask_alone = encoder(**encoder.tokenize([short]))
+    both, mask_both = encoder(**encoder.tokenize([long, short]))
+    n = int(mask_alone.sum())
+    assert int(mask_both[1].sum()) == n
+    torch.testing.assert_close(both[1, :n], alone[0, :n], atol=1e-5, rtol=1e-4)
+    assert both[1, n:].abs().sum() == 0
+
+
+def test_esm2_representations_drop_bos_and_eos():
+    encoder = build_encoder("esm2", {"source": "tiny"}).eval()
+    seq = random_protein(17)
+    emb, mask = encoder(**encoder.tokenize([seq]))
+    _, _, tokens = encoder.alphabet.get_batch_converter()([("p", seq)])
+    reps = encoder.model(tokens, repr_layers=[2])["representations"][2]
+    assert mask.sum() == 17
+    torch.testing.assert_close(emb[0], reps[0, 1:18])
+
+
+def test_esm2_truncates_to_max_len_residues():
+    encoder = build_encoder("esm2", {"source": "tiny", "max_len": 50})
+    tokens = encoder.tokenize([random_protein(80)])
+    assert tokens["tokens"].shape == (1, 52) and tokens["lengths"].tolist() == [50]
+
+
+# --- freezing ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_trainable_last(name):
+    encoder = build_encoder(name, {"source": "tiny"})
+    assert not any(p.requires_grad for p in encoder.parameters())  # finetune_last: 0
+    blocks = encoder.blocks()
+    encoder.trainable_last(1)
+    last = {id(p) for p in blocks[-1].parameters()}
+    tail = {id(p) for m in encoder.tail() for p in m.parameters()}
+    trainable = {id(p) for p in encoder.parameters() if p.requires_grad}
+    assert trainable == last | tail
+    encoder.trainable_last(-1)
+    assert all(p.requires_grad for p in encoder.parameters())
+
+
+def test_frozen_encoder_stays_in_eval_mode():
+    encoder = build_encoder("esm2", {"source": "tiny", "finetune_last": 0})
+    encoder.train()
+    assert not any(m.training for m in encoder.model.modules())
+    encoder.trainable_last(-1).train()
+    assert encoder.model.training
+
+
+def test_gradients_reach_the_last_block_only():
+    encoder = build_encoder("nucleotide_transformer", {"source": "tiny", "finetune_last": 1})
+    emb, mask = encoder(**encoder.tokenize([random_rna(60)]))
+    emb[mask].sum().backward()
+    first = encoder.blocks()[0]
+    last = encoder.blocks()[-1]
+    assert all(p.grad is None for p in first.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in last.parameters())
+
+
+# --- pretrained loading on tiny checkpoints in the real layout, offline --------------
+
+
+def _same_output(a, b, batch):
+    a.eval()
+    b.eval()
+    ea, ma = a(**a.tokenize(batch))
+    eb, mb = b(**b.tokenize(batch))
+    assert torch.equal(ma, mb)
+    torch.testing.assert_close(ea, eb)
+
+
+@pytest.mark.slow
+def test_enformer_pretrained_roundtrip(tmp_path, offline):
+    tiny = random_encoder("enformer")
+    # enformer-pytorch's own save; safetensors refuses its shared tensors.
+    tiny.model.save_pretrained(tmp_path / "enformer", safe_serialization=False)
+    loaded = build_encoder("enformer", {"source": "pretrained", "path": tmp_path / "enformer"})
+    _same_output(tiny, loaded, dna_batch(2, 2048))
+
+
+@pytest.mark.slow
+def test_borzoi_pretrained_roundtrip_drops_track_heads(tmp_path, offline):
+    from borzoi_pytorch import Borzoi
+
+    hparams = dict(dim=64, depth=1, heads=2, attn_dim_key=16, attn_dim_value=32, bins_to_return=16)
+    torch.manual_seed(0)
+    raw = Borzoi.from_hparams(**hparams)  # with the human head, as the published weights
+    raw.save_pretrained(tmp_path / "borzoi")
+    spec = {"source": "pretrained", "path": tmp_path / "borzoi"}
+    with pytest.raises(InputError, match="reads 524,288 bp windows, got 2,048"):
+        loaded = build_encoder("borzoi", spec)
+        loaded(**loaded.tokenize(dna_batch(1, 2048)))
+    loaded = build_encoder("borzoi", {**spec, "input_length": 2048})
+    assert not hasattr(loaded.model, "human_head")
+    raw.eval()
+    loaded.eval()
+    tokens = loaded.tokenize(dna_batch(1, 2048))
+    emb, _ = loaded(**tokens)
+    x = one_hot_dna(tokens["tokens"]).transpose(1, 2)
+    torch.testing.assert_close(emb, raw.get_embs_after_crop(x).transpose(1, 2))
+
+
+MODELING_FILE = '''"""Stand-in for the modeling code NT-v2 ships in its repository."""
+from transformers.models.esm.modeling_esm import EsmForMaskedLM as _Stock
+
+
+class EsmForMaskedLM(_Stock):
+    pass
+'''
+CONFIG_FILE = """from transformers.models.esm.configuration_esm import EsmConfig as _Stock
+
+
+class EsmConfig(_Stock):
+    pass
+"""
+
+
+def test_nt_pretrained_roundtrip_runs_snapshot_code_offline(tmp_path, offline):
+    import json
+
+    from transformers import EsmTokenizer
+
+    tiny = random_encoder("nucleotide_transformer")
+    folder = tmp_path / "nt"
+    model = tiny.backbone
+    # Save the masked-LM wrapper as the Hub repository holds it.
+    from transformers import EsmForMaskedLM
+
+    mlm = EsmForMaskedLM(model.config)
+    mlm.esm.load_state_dict(model.state_dict(), strict=False)
+    mlm.save_pretrained(folder)
+    vocab_file = tmp_path / "vocab.txt"
+    vocab_file.write_text("\n".join(nt_vocabulary()) + "\n")
+    EsmTokenizer(str(vocab_file), eos_token=None).save_pretrained(folder)
+    (folder / "modeling_esm.py").write_text(MODELING_FILE)
+    (folder / "esm_config.py").write_text(CONFIG_FILE)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "esm_config.EsmConfig",
+        "AutoModelForMaskedLM": "modeling_esm.EsmForMaskedLM",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+
+    loaded = build_encoder("nucleotide_transformer", {"source": "pretrained", "path": folder})
+    assert type(loaded.backbone.encoder).__module__ == "transformers.models.esm.modeling_esm"
+    assert loaded.vocab == {t: i for i, t in enumerate(nt_vocabulary())}
+    tiny.backbone = mlm.esm
+    _same_output(tiny, loaded, [random_rna(100), None, random_rna(7)])
+
+
+def test_esm2_pretrained_roundtrip(tmp_path, offline):
+    tiny = save_tiny_esm2(tmp_path / "esm2")
+    loaded = build_encoder("esm2", {"source": "pretrained", "path": tmp_path / "esm2"})
+    _same_output(tiny, loaded, [random_protein(40), None, random_protein(5)])
+
+
+def test_pretrained_missing_folder_says_run_download(tmp_path):
+    with pytest.raises(InputError, match="download_encoders"):
+        build_encoder("esm2", {"source": "pretrained", "path": tmp_path / "none"})
+
+
+@pytest.mark.parametrize(
+    "name",
+    # Borzoi's tiny config is still ~34 M parameters (fixed conv tower): slow.
+    [pytest.param(n, marks=pytest.mark.slow) if n == "borzoi" else n for n in sorted(ENCODERS)],
+)
+def test_every_parameter_gets_a_gradient(name):
+    """No dead parameters (unused track heads): DDP and optimizers see only what is used."""
+    encoder = build_encoder(name, {"source": "tiny", "finetune_last": -1}).eval()
+    if encoder.modality == "dna":
+        batch = dna_batch(1, 2048)
+    elif encoder.modality == "rna":
+        batch = [random_rna(60)]
+    else:
+        batch = [random_protein(30)]
+    emb, mask = encoder(**encoder.tokenize(batch))
+    emb[mask].pow(2).mean().backward()
+    unused = [n for n, p in encoder.named_parameters() if p.grad is None]
+    assert unused == []

@@ -1,0 +1,554 @@
+"""isoflow.annotation: GTF/GFF3 -> one row per transcript (DESIGN.md transcripts.parquet)."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from helpers.paths import SHARED_REAL as REAL
+from isoflow.annotation import SCHEMA, read_annotation, write_transcripts
+from isoflow.errors import InputError
+
+needs_real = pytest.mark.needs("shared")
+
+
+def gtf_line(chrom, feature, start, end, strand, phase, tx, gene="G1.1", **extra):
+    attrs = f'gene_id "{gene}"; transcript_id "{tx}"; gene_name "{gene[:2]}NAME"; '
+    for key, value in extra.items():
+        values = value if isinstance(value, list) else [value]
+        attrs += "".join(f'{key} "{v}"; ' for v in values)
+    return "\t".join(
+        [chrom, "HAVANA", feature, str(start), str(end), ".", strand, phase, attrs.strip()]
+    )
+
+
+def gencode_lines(*, t1_cds_end=370):
+    """Hand-made GENCODE-style GTF (CDS excludes the stop codon, as GENCODE GTF does).
+
+    T1 (+): exons 101-200, 301-400; CDS 151-200 + 301-370, stop 371-373 -> UTR5 50,
+    CDS 123 (41 codons), UTR3 27; Sec codon 181-183 -> transcript position 80.
+    T2 (-): exons 1001-1100, 1201-1300; CDS 1201-1250 + 1061-1100, stop 1058-1060 ->
+    UTR5 50, CDS 93, UTR3 57; Sec 1221-1223 -> first base 1223 -> position 77.
+    T3: lncRNA with no transcript line (span inferred from its exon).
+    T4 (+): cds_start_NF, first CDS phase 2: CDS 3001-3098 + stop 3099-3101 -> 101 nt.
+    """
+    t1 = {"transcript_type": "protein_coding", "tag": ["basic", "CCDS"]}
+    t2 = {"transcript_type": "protein_coding", "tag": "selenoprotein"}
+    t4 = {"transcript_type": "protein_coding", "tag": ["mRNA_start_NF", "cds_start_NF"]}
+    lines = [
+        "##description: hand-made",
+        gtf_line("1", "gene", 101, 400, "+", ".", "x", gene="G1.1"),
+        gtf_line("1", "transcript", 101, 400, "+", ".", "T1.1", **t1),
+        gtf_line("1", "exon", 101, 200, "+", ".", "T1.1", **t1),
+        gtf_line("1", "CDS", 151, 200, "+", "0", "T1.1", **t1),
+        gtf_line("1", "start_codon", 151, 153, "+", "0", "T1.1", **t1),
+        gtf_line("1", "Selenocysteine", 181, 183, "+", ".", "T1.1", **t1),
+        gtf_line("1", "exon", 301, 400, "+", ".", "T1.1", **t1),
+        gtf_line("1", "CDS", 301, t1_cds_end, "+", "1", "T1.1", **t1),
+        gtf_line("1", "stop_codon", t1_cds_end + 1, t1_cds_end + 3, "+", "0", "T1.1", **t1),
+        gtf_line("1", "UTR", 101, 150, "+", ".", "T1.1", **t1),
+        gtf_line("1", "transcript", 1001, 1300, "-", ".", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "exon", 1201, 1300, "-", ".", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "CDS", 1201, 1250, "-", "0", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "start_codon", 1248, 1250, "-", "0", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "Selenocysteine", 1221, 1223, "-", ".", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "exon", 1001, 1100, "-", ".", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "CDS", 1061, 1100, "-", "1", "T2.3", gene="G2.1", **t2),
+        gtf_line("1", "stop_codon", 1058, 1060, "-", "0", "T2.3", gene="G2.1", **t2),
+        gtf_line("2", "exon", 2001, 2100, "+", ".", "T3.1", gene="G3.1", transcript_type="lncRNA"),
+        gtf_line("2", "transcript", 3001, 3120, "+", ".", "T4.1", gene="G4.1", **t4),
+        gtf_line("2", "exon", 3001, 3120, "+", ".", "T4.1", gene="G4.1", **t4),
+        gtf_line("2", "CDS", 3001, 3098, "+", "2", "T4.1", gene="G4.1", **t4),
+        gtf_line("2", "stop_codon", 3099, 3101, "+", "0", "T4.1", gene="G4.1", **t4),
+    ]
+    return lines
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    text = "\n".join(lines) + "\n"
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def spliced_length(row) -> int:
+    return int(sum(e - s for s, e in zip(row.exon_starts, row.exon_ends, strict=True)))
+
+
+def check_invariants(df) -> None:
+    assert df["transcript_id"].is_unique
+    for row in df.itertuples():
+        assert row.utr5_len + row.cds_len + row.utr3_len == (
+            spliced_length(row) if row.cds_len else 0
+        ), row.transcript_id
+        assert row.tss == (row.tx_start if row.strand == "+" else row.tx_end - 1)
+        assert row.tx_start == row.exon_starts[0] and row.tx_end == row.exon_ends[-1]
+        assert list(row.exon_starts) == sorted(row.exon_starts)
+    keys = list(zip(df.chrom, df.tx_start, df.transcript_id, strict=True))
+    assert keys == sorted(keys)
+
+
+# ---- hand-made GENCODE GTF -------------------------------------------------------------
+
+
+def test_gencode_gtf_transcript_model(tmp_path):
+    df = read_annotation(write(tmp_path / "a.gtf", gencode_lines())).set_index("transcript_id")
+    assert list(df.index) == ["T1.1", "T2.3", "T3.1", "T4.1"]
+    t1 = df.loc["T1.1"]
+    assert (t1.tx_start, t1.tx_end, t1.tss) == (100, 400, 100)
+    assert list(t1.exon_starts) == [100, 300] and list(t1.exon_ends) == [200, 400]
+    # GTF CDS excludes the stop codon: the span is extended by the stop_codon line.
+    assert (t1.cds_start, t1.cds_end, t1.cds_phase) == (150, 373, 0)
+    assert (t1.utr5_len, t1.cds_len, t1.utr3_len) == (50, 123, 27)
+    assert list(t1.selenocysteines) == [80]
+    assert list(t1.tags) == ["basic", "CCDS"]
+    assert (t1.gene_id, t1.gene_name, t1.transcript_type) == ("G1.1", "G1NAME", "protein_coding")
+    t2 = df.loc["T2.3"]
+    assert (t2.strand, t2.tx_start, t2.tx_end, t2.tss) == ("-", 1000, 1300, 1299)
+    assert (t2.cds_start, t2.cds_end, t2.cds_phase) == (1057, 1250, 0)
+    assert (t2.utr5_len, t2.cds_len, t2.utr3_len) == (50, 93, 57)
+    assert list(t2.selenocysteines) == [77]
+    t3 = df.loc["T3.1"]
+    assert (t3.chrom, t3.tx_start, t3.tx_end, t3.transcript_type) == ("2", 2000, 2100, "lncRNA")
+    assert pd.isna(t3.cds_start) and pd.isna(t3.cds_phase)
+    assert (t3.utr5_len, t3.cds_len, t3.utr3_len) == (0, 0, 0)
+    assert list(t3.selenocysteines) == [] and list(t3.tags) == []
+    check_invariants(df.reset_index())
+
+
+def test_cds_start_nf_keeps_nonzero_phase(tmp_path):
+    df = read_annotation(write(tmp_path / "a.gtf", gencode_lines())).set_index("transcript_id")
+    t4 = df.loc["T4.1"]
+    assert t4.cds_phase == 2 and t4.cds_len == 101
+    assert (t4.utr5_len, t4.utr3_len) == (0, 19)
+    assert "cds_start_NF" in list(t4.tags)
+
+
+def test_aliases_type_filter_gzip_and_content_detection(tmp_path):
+    path = write(tmp_path / "annotation.txt.gz", gencode_lines())
+    df = read_annotation(path, contig_aliases={"1": "chr1"}, transcript_types=["lncRNA"])
+    assert list(df.transcript_id) == ["T3.1"] and list(df.chrom) == ["2"]
+    df = read_annotation(path, contig_aliases={"1": "chr1", "2": "chr2"})
+    assert sorted(set(df.chrom)) == ["chr1", "chr2"]
+
+
+def test_transcript_types_matching_nothing(tmp_path):
+    path = write(tmp_path / "a.gtf", gencode_lines())
+    with pytest.raises(InputError, match=r"a\.gtf: no transcript of types \['mRNA'\]"):
+        read_annotation(path, transcript_types=["mRNA"])
+
+
+def test_gff3_detected_by_content(tmp_path, caplog):
+    lines = [
+        "##gff-version 3",
+        "c1\tX\tgene\t1\t100\t.\t+\t.\tID=gene:G9;Name=AB%3BC%25;gene_id=G9",
+        "c1\tX\tmRNA\t1\t100\t.\t+\t.\tID=transcript:T9;Parent=gene:G9;version=4;"
+        "biotype=protein_coding;tag=basic,MANE_Select,a%2Cb",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=transcript:T9",
+        "c1\tX\tCDS\t11\t100\t.\t+\t0\tID=CDS:T9;Parent=transcript:T9",
+        "###",
+        "c1\tX\tmRNA\t1\t100\t.\t+\t.\tID=transcript:T8;Parent=gene:G9",
+    ]
+    df = read_annotation(write(tmp_path / "weird_name.gtf", lines))
+    assert len(df) == 1 and "transcript:T8" in caplog.text  # no exon: skipped, warned
+    row = df.iloc[0]
+    assert (row.transcript_id, row.gene_id, row.gene_name) == ("T9.4", "G9", "AB;C%")
+    assert (row.transcript_type, list(row.tags)) == (
+        "protein_coding",
+        ["basic", "MANE_Select", "a,b"],
+    )
+    assert (row.utr5_len, row.cds_len, row.utr3_len, row.cds_start) == (10, 90, 0, 10)
+
+
+def test_write_transcripts_types(tmp_path):
+    df = read_annotation(write(tmp_path / "a.gtf", gencode_lines()))
+    out = tmp_path / "results" / "transcripts.parquet"
+    write_transcripts(df, out)
+    table = pq.read_table(out)
+    assert table.schema.remove_metadata().equals(SCHEMA)
+    assert table.column("cds_start").null_count == 1
+    assert table.column("selenocysteines").to_pylist()[:2] == [[80], [77]]
+    assert [p.name for p in out.parent.iterdir()] == ["transcripts.parquet"]
+
+
+def test_write_transcripts_is_atomic(tmp_path):
+    df = read_annotation(write(tmp_path / "a.gtf", gencode_lines()))
+    out = tmp_path / "transcripts.parquet"
+    with pytest.raises((KeyError, pa.ArrowInvalid, pa.ArrowTypeError)):
+        write_transcripts(df.assign(tx_start="not a number"), out)
+    assert list(tmp_path.iterdir()) == [tmp_path / "a.gtf"]
+
+
+# ---- bad input: one line naming file and line, nothing written -------------------------
+
+
+def fails(tmp_path, path, pattern):
+    out = tmp_path / "out" / "transcripts.parquet"
+    with pytest.raises(InputError) as err:
+        write_transcripts(read_annotation(path), out)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}:"), message
+    assert re.search(pattern, message), message
+    assert not out.parent.exists()
+    return message
+
+
+def test_truncated_gzip(tmp_path):
+    data = gzip.compress(("\n".join(gencode_lines()) + "\n").encode())
+    path = tmp_path / "cut.gtf.gz"
+    path.write_bytes(data[: len(data) // 2])
+    fails(tmp_path, path, r"cut\.gtf\.gz:\d+: compressed data ends .*truncated")
+
+
+def test_truncated_gzip_deep_in_the_file(tmp_path):
+    genes = [
+        gtf_line("3", "gene", i, i + 10, "+", ".", "x", gene=f"G{i}.1") for i in range(1, 60_000)
+    ]
+    data = gzip.compress(("\n".join(gencode_lines() + genes) + "\n").encode())
+    path = tmp_path / "cut.gtf.gz"
+    path.write_bytes(data[: len(data) // 2])
+    message = fails(tmp_path, path, r"cut\.gtf\.gz:\d+: compressed data ends")
+    assert int(message.split(":")[1]) > 10_000
+
+
+def test_missing_and_empty_files(tmp_path):
+    fails(tmp_path, tmp_path / "absent.gtf", r"absent\.gtf: no such file")
+    fails(tmp_path, write(tmp_path / "empty.gtf", ["#only a comment"]), r"empty\.gtf: no feature")
+
+
+def test_too_few_columns(tmp_path):
+    lines = gencode_lines()
+    lines[5] = "\t".join(lines[5].split("\t")[:8])
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:6: .*9")
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "pattern"),
+    [("1x1", "200", "not integers"), ("300", "200", "start 300 > end 200"), ("0", "200", "< 1")],
+)
+def test_bad_coordinates(tmp_path, start, end, pattern):
+    lines = gencode_lines()
+    fields = lines[3].split("\t")
+    fields[3], fields[4] = start, end
+    lines[3] = "\t".join(fields)
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), rf"a\.gtf:4: .*{pattern}")
+
+
+def test_exon_outside_transcript(tmp_path):
+    lines = gencode_lines()
+    lines[7] = lines[7].replace("\t301\t400\t", "\t301\t450\t")
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon of T1\.1 .*outside")
+
+
+def test_cds_in_an_intron(tmp_path):
+    lines = gencode_lines()
+    lines[4] = lines[4].replace("\t151\t200\t", "\t151\t210\t")  # exon 1 ends at 200
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:5: CDS of T1\.1 \(151-210\) is not")
+
+
+def test_exons_overlap(tmp_path):
+    lines = gencode_lines()
+    lines[7] = lines[7].replace("\t301\t400\t", "\t151\t400\t")
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon of T1\.1 overlaps")
+
+
+def test_exon_on_other_strand_than_transcript(tmp_path):
+    lines = gencode_lines()
+    lines[7] = lines[7].replace("\t+\t.\t", "\t-\t.\t")
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon of T1\.1 is on 1-")
+
+
+def test_bad_strand_and_phase(tmp_path):
+    lines = gencode_lines()
+    lines[3] = lines[3].replace("\t+\t.\t", "\t.\t.\t")
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:4: strand '\.'")
+    lines = gencode_lines()
+    lines[4] = lines[4].replace("\t+\t0\t", "\t+\t3\t")
+    fails(tmp_path, write(tmp_path / "b.gtf", lines), r"b\.gtf:5: CDS phase '3'")
+
+
+def test_gff3_exon_parent_unknown(tmp_path):
+    lines = [
+        "##gff-version 3",
+        "c1\tX\ttranscript\t1\t100\t.\t+\t.\tID=T1;Parent=G1",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=T1",
+        "c1\tX\tCDS\t1\t99\t.\t+\t0\tParent=T2",
+    ]
+    fails(tmp_path, write(tmp_path / "a.gff3", lines), r"a\.gff3:4: CDS names Parent T2")
+
+
+def test_duplicate_transcript_line(tmp_path):
+    lines = [*gencode_lines(), gtf_line("3", "transcript", 5, 50, "+", ".", "T2.3", gene="G2.1")]
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), rf"a\.gtf:{len(lines)}: duplicate .*T2\.3")
+
+
+def test_duplicate_transcript_id_in_two_genes(tmp_path):
+    lines = [*gencode_lines(), gtf_line("3", "exon", 5, 50, "+", ".", "T1.1", gene="G7.1")]
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), rf"a\.gtf:{len(lines)}: .*T1\.1.*two genes")
+
+
+def test_cds_length_inconsistent_with_phase(tmp_path):
+    path = write(tmp_path / "a.gtf", gencode_lines(t1_cds_end=369))
+    fails(tmp_path, path, r"a\.gtf:5: CDS of T1\.1 is 122 nt with phase 0")
+
+
+def test_ribosomal_slippage_cds_is_not_a_phase_error(tmp_path):
+    lines = [
+        line + ' tag "ribosomal_slippage";' if 'transcript_id "T1.1"' in line else line
+        for line in gencode_lines(t1_cds_end=369)
+    ]
+    table = read_annotation(write(tmp_path / "a.gtf", lines))
+    t1 = table.set_index("transcript_id").loc["T1.1"]
+    assert t1.cds_len == 122 and "ribosomal_slippage" in list(t1.tags)
+
+
+# ---- issue 7: runs that used to pass with wrong data or crash rules later --------------
+
+
+def without_attr(line: str, key: str) -> str:
+    return re.sub(rf' ?\b{key} "[^"]*";', "", line)
+
+
+def test_codon_lines_without_cds_lines(tmp_path):
+    # Before: the stop_codon line alone made a 3-nt "CDS" and an empty protein.
+    lines = [
+        *gencode_lines(),
+        gtf_line("3", "transcript", 101, 400, "+", ".", "T5.1", gene="G5.1"),
+        gtf_line("3", "exon", 101, 400, "+", ".", "T5.1", gene="G5.1"),
+        gtf_line("3", "start_codon", 151, 153, "+", "0", "T5.1", gene="G5.1"),
+        gtf_line("3", "stop_codon", 371, 373, "+", "0", "T5.1", gene="G5.1"),
+    ]
+    fails(
+        tmp_path,
+        write(tmp_path / "a.gtf", lines),
+        rf"a\.gtf:{len(lines) - 1}: start_codon of T5\.1 but no CDS line: codon lines need "
+        "CDS lines",
+    )
+
+
+def test_transcript_without_gene_id(tmp_path):
+    # Before: gene_id null in the parquet; the splits rule crashed on it with a traceback.
+    lines = gencode_lines()
+    lines[11] = without_attr(lines[11], "gene_id")  # the T2.3 transcript line
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:12: transcript T2\.3 has no gene_id")
+
+
+def test_gff3_transcript_without_gene(tmp_path):
+    lines = [
+        "##gff-version 3",
+        "c1\tX\ttranscript\t1\t100\t.\t+\t.\tID=T1;transcript_type=lncRNA",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=T1",
+    ]
+    fails(tmp_path, write(tmp_path / "a.gff3", lines), r"a\.gff3:2: transcript T1 has no gene_id")
+
+
+def test_gene_name_missing_falls_back_to_gene_id(tmp_path):
+    # Ensembl has genes without gene_name (novel genes): before, a null gene_name.
+    lines = [
+        without_attr(line, "gene_name") if '"G2.1"' in line else line for line in gencode_lines()
+    ]
+    df = read_annotation(write(tmp_path / "a.gtf", lines)).set_index("transcript_id")
+    assert df.loc["T2.3", "gene_name"] == "G2.1"
+    assert df.loc["T1.1", "gene_name"] == "G1NAME"
+    assert df["gene_name"].notna().all()
+
+
+def test_transcript_type_falls_back_to_gene_type_then_unknown(tmp_path, caplog):
+    lines = gencode_lines()
+    lines = [without_attr(line, "transcript_type") if '"T1.1"' in line else line for line in lines]
+    lines = [
+        line + ' gene_biotype "protein_coding";' if '"T2.3"' in line else line for line in lines
+    ]
+    lines = [without_attr(line, "transcript_type") if '"T2.3"' in line else line for line in lines]
+    df = read_annotation(write(tmp_path / "a.gtf", lines)).set_index("transcript_id")
+    assert df.loc["T2.3", "transcript_type"] == "protein_coding"  # from gene_biotype
+    assert df.loc["T1.1", "transcript_type"] == "unknown"
+    assert df["transcript_type"].notna().all()
+    assert "1 transcripts have no transcript type" in caplog.text
+    write_transcripts(df.reset_index(), tmp_path / "t.parquet")  # no null in the parquet
+    assert pq.read_table(tmp_path / "t.parquet").column("transcript_type").null_count == 0
+
+
+@pytest.mark.parametrize("name", ["a.gtf", "a.gtf.gz"])
+def test_non_utf8_byte_names_the_line(tmp_path, name):
+    lines = gencode_lines()
+    path = write(tmp_path / name, lines)
+    data = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+    data = data.replace(b'gene_name "G2NAME"', b'gene_name "G2\xe9"', 1)
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    fails(tmp_path, path, rf"{name}:12: byte 0xe9 at column \d+ is not UTF-8")
+
+
+# ---- real data -------------------------------------------------------------------------
+
+
+@needs_real
+def test_bambu_ensembl_gtf():
+    df = read_annotation(REAL / "bambu_chr9" / "Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf")
+    check_invariants(df)
+    assert len(df) == 105 and set(df.chrom) == {"9"}
+    cbwd1 = df[df.gene_name == "CBWD1"]
+    assert len(cbwd1) == 29 and set(cbwd1.strand) == {"-"}
+    assert set(cbwd1.gene_id) == {"ENSG00000172785.18"}  # gene_version "18"
+    # Checked by hand against the file: transcript_version "8", 15 exons, CDS lines sum to
+    # 1185 nt plus the 3-nt stop_codon line; five_prime_utr 178970-179058, three_prime_utr
+    # 121038-121466.
+    t = df.set_index("transcript_id").loc["ENST00000356521.8"]
+    assert (t.tx_start, t.tx_end, t.tss, len(t.exon_starts)) == (121037, 179058, 179057, 15)
+    assert (t.cds_start, t.cds_end, t.cds_phase) == (121466, 178969, 0)
+    assert (t.utr5_len, t.cds_len, t.utr3_len) == (89, 1188, 429)
+    assert (t.transcript_type, list(t.tags)) == ("protein_coding", ["CCDS", "basic"])
+    assert df.transcript_id.str.fullmatch(r"ENST\d{11}\.\d+").all()
+    assert (df.cds_len > 0).sum() == 41
+
+
+@needs_real
+@pytest.mark.parametrize(("release", "count"), [("v29", 45), ("v41", 46)])
+def test_genomekit_gencode_gff3(release, count):
+    df = read_annotation(REAL / "genomekit_mini" / f"gencode.{release}.annotation.gff3")
+    check_invariants(df)
+    assert len(df) == count and set(df.chrom) == {"chr2"}
+    assert set(df.gene_name) == {"INO80B", "INO80B-WBP1", "MOGS", "WBP1"}
+    by_id = df.assign(base=df.transcript_id.str.split(".").str[0]).set_index("base")
+    # GENCODE GFF3 CDS lines already include the stop codon (CDS 2361-2891, stop 2889-2891).
+    ino = by_id.loc["ENST00000233331"]
+    assert (ino.cds_start, ino.cds_end, ino.cds_len) == (143, 2891, 1071)
+    if release == "v29":
+        assert (ino.utr5_len, ino.utr3_len) == (94, 96)
+        # MOGS, minus strand, cds_start_NF: 5'-most CDS (9923-10189) has phase 2.
+        mogs = by_id.loc["ENST00000649854"]
+        assert (mogs.strand, mogs.cds_phase, mogs.cds_len, mogs.utr3_len) == ("-", 2, 2147, 157)
+        assert "cds_start_NF" in list(mogs.tags)
+
+
+@needs_real
+def test_chrm_ensembl_gtf():
+    df = read_annotation(REAL / "chrM_oracle" / "Ensembl_MT.gtf", contig_aliases={"MT": "chrM"})
+    check_invariants(df)
+    assert len(df) == 37 and set(df.chrom) == {"chrM"}
+    coding = df[df.cds_len > 0].set_index("gene_name")
+    assert len(coding) == 13
+    # 6 coding genes have no stop_codon line (stop completed by polyadenylation): their CDS
+    # is not a whole number of codons and is still read.
+    assert (coding.cds_len % 3 != 0).sum() == 6
+    assert coding.loc["MT-ND6"].strand == "-"
+    assert coding.loc["MT-CYB"].cds_len == 380 * 3 + 1  # ENSP00000354554.2 is 380 aa
+
+
+@needs_real
+def test_patch_gtf_against_ensembl_cdna_and_peptide():
+    df = read_annotation(REAL / "chrM_oracle" / "human.ensembl.97.patch.gtf")
+    check_invariants(df)
+    t = df.set_index("transcript_id").loc["ENST00000644858.1"]
+    # Ensembl 97 cDNA ENST00000644858.1 is 9,891 nt; its peptide ENSP00000495604.1 959 aa.
+    assert t.utr5_len + t.cds_len + t.utr3_len == 9891
+    assert t.cds_len == 959 * 3 + 3
+
+
+@needs_real
+def test_gencode_gtf_cut_mid_file(caplog):
+    df = read_annotation(REAL / "gtf_only" / "pyranges_gencode_v29_chr1_head5000.gtf.gz")
+    check_invariants(df)
+    # The excerpt stops inside ENST00000378756.7 (ATAD3A): its exons do not reach the end
+    # of its transcript line, so it is dropped with a warning, not read half-made.
+    assert "ENST00000378756.7" not in set(df.transcript_id)
+    assert "ENST00000378756.7" in caplog.text
+    assert len(df) == 469
+    assert df.transcript_id.str.fullmatch(r"ENST\d{11}\.\d+").all()
+
+
+@needs_real
+def test_vep_ensembl84_gtf():
+    df = read_annotation(REAL / "gtf_only" / "vep_ensembl84_chr21_test.gtf.gz")
+    check_invariants(df)
+    assert len(df) == 103 and set(df.chrom) == {"21"}
+    # Rows written transcript_id "ENST00000419219,ENST00000419219_1" belong to both.
+    pair = df[df.transcript_id.isin(["ENST00000419219.1", "ENST00000419219_1.1"])]
+    assert len(pair) == 2 and pair.cds_len.tolist() == [891, 891]
+
+
+# ---- independent oracle: gffread (CI installs it from Debian) -------------------------
+
+GFFREAD_FILES = [
+    "bambu_chr9/Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf",
+    "genomekit_mini/gencode.v29.annotation.gff3",
+    "genomekit_mini/gencode.v41.annotation.gff3",
+    "chrM_oracle/Ensembl_MT.gtf",
+    "chrM_oracle/human.ensembl.97.patch.gtf",
+    "gtf_only/pyranges_gencode_v29_chr1_head5000.gtf.gz",
+]
+
+
+def gffread_table(path: Path) -> dict[str, tuple]:
+    """id -> (exons 0-based half-open, CDS span or None, spliced length, CDS length)."""
+    fields = "@id,@chr,@start,@end,@strand,@exons,@cds,@covlen,@cdslen"
+    text = subprocess.run(
+        ["gffread", "--table", fields, str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    table = {}
+    for line in text.splitlines():
+        tid, _, _, _, _, exons, cds, covlen, cdslen = line.split("\t")
+        pairs = [tuple(map(int, part.split("-"))) for part in exons.split(",")]
+        cds_pairs = [tuple(map(int, part.split("-"))) for part in cds.split(",") if part != "."]
+        span = (
+            (min(s for s, _ in cds_pairs) - 1, max(e for _, e in cds_pairs)) if cds_pairs else None
+        )
+        table[tid] = ([(s - 1, e) for s, e in pairs], span, int(covlen), int(cdslen))
+    return table
+
+
+@needs_real
+@pytest.mark.needs("gffread")
+@pytest.mark.parametrize("name", GFFREAD_FILES)
+def test_agrees_with_gffread(tmp_path, name):
+    source = REAL / name
+    if source.suffix == ".gz":  # gffread reads plain text only
+        source = tmp_path / source.stem
+        source.write_bytes(gzip.decompress((REAL / name).read_bytes()))
+    ours = read_annotation(source)
+    theirs = gffread_table(source)
+    compared = 0
+    for row in ours.itertuples():
+        key = (
+            row.transcript_id
+            if row.transcript_id in theirs
+            else row.transcript_id.rsplit(".", 1)[0]
+        )
+        exons, span, covlen, cdslen = theirs[key]
+        assert list(zip(row.exon_starts, row.exon_ends, strict=True)) == exons, key
+        assert spliced_length(row) == covlen, key
+        assert (None if pd.isna(row.cds_start) else (row.cds_start, row.cds_end)) == span, key
+        assert row.cds_len == cdslen, key
+        compared += 1
+    # Only transcripts this reader drops on purpose (cut short by the excerpt) are missing.
+    assert len(theirs) - compared == (1 if "head5000" in name else 0)
+
+
+def test_part_without_transcript_id(tmp_path):
+    lines = gencode_lines()
+    lines[7] = without_attr(lines[7], "transcript_id")  # an exon of T1.1
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:8: exon without a transcript_id")
+
+
+def test_gff3_fasta_section_is_not_read_as_features(tmp_path):
+    # GFF3 may end with ##FASTA and sequences: before, ">c1" failed as a short feature line.
+    lines = [
+        "##gff-version 3",
+        "c1\tX\ttranscript\t1\t100\t.\t+\t.\tID=T1;gene_id=G1;transcript_type=lncRNA",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=T1",
+        "##FASTA",
+        ">c1",
+        "ACGT",
+    ]
+    df = read_annotation(write(tmp_path / "a.gff3", lines))
+    assert df["transcript_id"].tolist() == ["T1"] and df["gene_id"].tolist() == ["G1"]

@@ -1,0 +1,247 @@
+"""A change of settings never deletes a trained model: checkpoints are kept by fingerprint
+(results/runs/{run}/previous/<hash>/) and come back when their settings do; a bad setting
+fails before the checkpoints are touched; the fingerprint names what shapes training."""
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.training import TINY_CONFIG, make_dataset
+from isoflow.checkpoints import (
+    FINGERPRINT_FILE,
+    fingerprint_hash,
+    prepare_checkpoints,
+    resume_checkpoint,
+    run_fingerprint,
+)
+from isoflow.errors import InputError
+from isoflow.train import run_experiment
+
+EXPERIMENT = {"modalities": ["protein"]}  # the quickest tiny encoder
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def config_with(**train):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["train"].update({"max_epochs": 2, **train})
+    return config
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under ``folder``."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def fake_run(run_dir: Path, fingerprint: dict, epochs: int = 3) -> None:
+    """What a trained run leaves: fingerprint, best and last checkpoints, a SLURM one."""
+    ckpt = run_dir / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (ckpt / FINGERPRINT_FILE).write_text(json.dumps(fingerprint))
+    (ckpt / f"best-epoch{epochs - 1:03d}.ckpt").write_bytes(b"best" + bytes(fingerprint["lr"]))
+    (ckpt / "last.ckpt").write_bytes(b"last")
+    (run_dir / "hpc_ckpt_1.ckpt").write_bytes(b"hpc")
+
+
+def test_same_fingerprint_leaves_checkpoints_alone(tmp_path):
+    fake_run(tmp_path, {"lr": 1})
+    before = snapshot(tmp_path)
+    prepare_checkpoints(tmp_path, {"lr": 1})
+    assert snapshot(tmp_path) == before
+
+
+def test_changed_fingerprint_moves_checkpoints_aside_and_back(tmp_path):
+    fake_run(tmp_path, {"lr": 1})
+    first = snapshot(tmp_path)
+    prepare_checkpoints(tmp_path, {"lr": 2})
+    kept = tmp_path / "previous" / fingerprint_hash({"lr": 1})
+    assert snapshot(kept) == {
+        name.removeprefix("checkpoints/"): digest for name, digest in first.items()
+    }, "the earlier run's files, all of them, under previous/<hash>/"
+    assert snapshot(tmp_path / "checkpoints") == {
+        FINGERPRINT_FILE: hashlib.sha256(
+            (json.dumps({"lr": 2}, indent=2) + "\n").encode()
+        ).hexdigest()
+    }
+    assert resume_checkpoint(tmp_path) is None, "the new settings start from scratch"
+
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"second")
+    prepare_checkpoints(tmp_path, {"lr": 1})  # back to the first settings
+    assert snapshot(tmp_path / "previous") == {
+        f"{fingerprint_hash({'lr': 2})}/{FINGERPRINT_FILE}": snapshot(
+            tmp_path / "previous" / fingerprint_hash({"lr": 2})
+        )[FINGERPRINT_FILE],
+        f"{fingerprint_hash({'lr': 2})}/last.ckpt": hashlib.sha256(b"second").hexdigest(),
+    }
+    assert snapshot(tmp_path) == {
+        **first,
+        **{f"previous/{k}": v for k, v in snapshot(tmp_path / "previous").items()},
+    }, "the first run restored as it was, its SLURM checkpoint back in the run folder"
+    assert resume_checkpoint(tmp_path) is not None
+
+
+def test_unrecorded_and_colliding_checkpoints_get_their_own_folder(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"legacy")
+    (tmp_path / "previous" / "unrecorded").mkdir(parents=True)
+    prepare_checkpoints(tmp_path, {"lr": 1})
+    assert (tmp_path / "previous" / "unrecorded-1" / "last.ckpt").read_bytes() == b"legacy"
+    assert (tmp_path / "previous" / "unrecorded").is_dir()
+
+
+def test_an_unreadable_fingerprint_is_kept_aside_not_trusted(tmp_path):
+    fake_run(tmp_path, {"lr": 1})
+    (tmp_path / "checkpoints" / FINGERPRINT_FILE).write_text('{"lr": 1')  # hand-edited, cut
+    prepare_checkpoints(tmp_path, {"lr": 1})
+    assert (tmp_path / "previous" / "unrecorded" / "last.ckpt").read_bytes() == b"last"
+    assert resume_checkpoint(tmp_path) is None
+
+
+def test_a_kept_folder_of_other_settings_is_not_restored(tmp_path):
+    """previous/<hash>/ is moved back only when its own fingerprint.json matches."""
+    impostor = tmp_path / "previous" / fingerprint_hash({"lr": 2})
+    impostor.mkdir(parents=True)
+    (impostor / FINGERPRINT_FILE).write_text(json.dumps({"lr": 3}))
+    (impostor / "last.ckpt").write_bytes(b"other")
+    prepare_checkpoints(tmp_path, {"lr": 2})
+    assert (impostor / "last.ckpt").read_bytes() == b"other"
+    assert resume_checkpoint(tmp_path) is None
+
+
+def test_a_folder_with_only_a_fingerprint_is_replaced(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / FINGERPRINT_FILE).write_text(json.dumps({"lr": 1}))
+    prepare_checkpoints(tmp_path, {"lr": 2})
+    assert not (tmp_path / "previous").exists()
+    assert json.loads((tmp_path / "checkpoints" / FINGERPRINT_FILE).read_text()) == {"lr": 2}
+
+
+def test_fingerprint_follows_what_shapes_training(dataset, tmp_path):
+    path, _ = dataset
+    base = run_fingerprint(config_with(), EXPERIMENT, path)
+    assert base == json.loads(json.dumps(base))  # JSON as written to fingerprint.json
+    assert run_fingerprint(config_with(lr=1e-4), EXPERIMENT, path) != base
+    assert run_fingerprint(config_with(), {"modalities": ["protein"], "seed": 1}, path) != base
+    # defaults filled in: spelling out a default is the same run
+    assert run_fingerprint(config_with(weight_decay=0.01), EXPERIMENT, path) == base
+    # what cannot change the weights is left out
+    assert run_fingerprint(config_with(progress_bar=True), EXPERIMENT, path) == base
+    assert run_fingerprint(config_with(eval_batch_size=3), EXPERIMENT, path) == base
+    # num_workers changes the weights (the loader's seed draws from the global RNG)
+    assert run_fingerprint(config_with(num_workers=2), EXPERIMENT, path) != base
+    # an encoder the experiment does not use is left out; one it uses counts
+    other = config_with()
+    other["encoders"]["enformer"]["hparams"]["depth"] = 2
+    assert run_fingerprint(other, EXPERIMENT, path) == base
+    other["encoders"]["esm2"]["hparams"]["num_layers"] = 2
+    assert run_fingerprint(other, EXPERIMENT, path) != base
+
+    # the dataset by content: the same bytes written again keep the fingerprint
+    copy_path = tmp_path / "dataset.parquet"
+    copy_path.write_bytes(path.read_bytes())
+    os.utime(copy_path, ns=(1, 1))
+    assert run_fingerprint(config_with(), EXPERIMENT, copy_path)["dataset"] == base["dataset"]
+    copy_path.write_bytes(path.read_bytes() + b"\0")
+    assert run_fingerprint(config_with(), EXPERIMENT, copy_path)["dataset"] != base["dataset"]
+
+    # an embedding cache by its files' size and modification time
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "meta.json").write_text("{}")
+    with_cache = run_fingerprint(config_with(), EXPERIMENT, path, {"protein": cache})
+    os.utime(cache / "meta.json", ns=(1, 1))
+    assert run_fingerprint(config_with(), EXPERIMENT, path, {"protein": cache}) != with_cache
+
+
+@pytest.mark.slow
+def test_changed_settings_keep_the_trained_model(dataset, tmp_path):
+    """Train, change train.lr, train again: the first run's best checkpoint is still on disk
+    (previous/<hash>/); a bad setting then fails before touching anything; the first
+    settings again bring the first run back."""
+    path, _ = dataset
+    first_config = config_with()
+    run_experiment(first_config, EXPERIMENT, path, tmp_path)
+    first = snapshot(tmp_path / "checkpoints")
+    assert any(name.startswith("best-") for name in first), first
+    first_hash = fingerprint_hash(run_fingerprint(first_config, EXPERIMENT, path))
+
+    second_config = config_with(lr=1e-2)
+    run_experiment(second_config, EXPERIMENT, path, tmp_path)
+    assert snapshot(tmp_path / "previous" / first_hash) == first
+    second = snapshot(tmp_path / "checkpoints")
+    assert any(name.startswith("best-") for name in second) and second != first
+
+    before = snapshot(tmp_path)
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.ckpt")}
+    with pytest.raises(InputError, match=r"^config:train.lr: 'fast' is not of type 'number'$"):
+        run_experiment(config_with(lr="fast"), EXPERIMENT, path, tmp_path)
+    assert snapshot(tmp_path) == before
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.ckpt")} == mtimes
+
+    run_experiment(first_config, EXPERIMENT, path, tmp_path)  # resumes at max_epochs: no step
+    assert snapshot(tmp_path / "checkpoints") == first
+    second_hash = fingerprint_hash(run_fingerprint(second_config, EXPERIMENT, path))
+    assert snapshot(tmp_path / "previous" / second_hash) == second
+
+
+def test_deterministic_warn_reaches_lightning(dataset, tmp_path):
+    """``deterministic: warn`` (config.yaml) is Lightning's warn-only mode, not True."""
+    path, _ = dataset
+    try:
+        run_experiment(config_with(max_epochs=1, deterministic="warn"), EXPERIMENT, path, tmp_path)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_checkpoints_recorded_with_eval_batch_size_resume(dataset, tmp_path):
+    """A fingerprint written while eval_batch_size counted (it cannot change the weights)
+    still matches: changing it on the cluster resumes the trained model."""
+    path, _ = dataset
+    fingerprint = run_fingerprint(config_with(eval_batch_size=4), EXPERIMENT, path)
+    assert "eval_batch_size" not in fingerprint["train"]
+    recorded = copy.deepcopy(fingerprint)
+    recorded["train"]["eval_batch_size"] = None  # as written before
+    fake_run(tmp_path, {**recorded, "lr": 1})
+    (tmp_path / "checkpoints" / FINGERPRINT_FILE).write_text(json.dumps(recorded))
+    before = snapshot(tmp_path)
+    prepare_checkpoints(tmp_path, fingerprint)
+    assert snapshot(tmp_path) == before and not (tmp_path / "previous").exists()
+
+
+def test_dataset_digest_reused_from_the_digest_cache(dataset, tmp_path, monkeypatch):
+    """The train job does not read the whole dataset again when the provenance digest cache
+    (.isoflow/digests/) holds its sha256 for this version of the file; a touched file is
+    hashed afresh."""
+    from isoflow import provenance
+
+    path, _ = dataset
+    data = tmp_path / "dataset.parquet"
+    data.write_bytes(path.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    real = provenance.file_digest(data)
+
+    def digest():
+        return run_fingerprint(config_with(), EXPERIMENT, "dataset.parquet")["dataset"]["sha256"]
+
+    assert digest() == real
+    (entry_path,) = Path(provenance.DIGEST_DIR).glob("*.json")
+    entry = json.loads(entry_path.read_text())
+    entry[provenance.HASH] = "f" * 64  # proves the cached digest is what is used
+    entry_path.write_text(json.dumps(entry))
+    assert digest() == "f" * 64
+    os.utime(data, ns=(1, 1))  # another version of the file: the cache no longer speaks for it
+    assert digest() == real

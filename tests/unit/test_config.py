@@ -1,0 +1,212 @@
+"""config/schema.yaml and isoflow.config: every shipped config validates, a typo or a wrong
+type is one line naming the key (and the nearest valid one), every key the training code
+reads is typed, and each default has one home."""
+
+import copy
+
+import pytest
+import yaml
+
+from helpers.paths import REPO
+from isoflow.config import SCHEMA, check_config
+from isoflow.errors import InputError
+from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+from isoflow.settings import MODEL_DEFAULTS, TRAIN_DEFAULTS, model_config, train_config
+
+
+def load(name: str) -> dict:
+    return yaml.safe_load((REPO / name).read_text())
+
+
+def merged(*names: str) -> dict:
+    """Config files laid over each other as Snakemake does (nested mappings merge)."""
+
+    def update(base: dict, overlay: dict) -> dict:
+        for key, value in overlay.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                update(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    config: dict = {}
+    for name in names:
+        update(config, copy.deepcopy(load(name)))
+    return config
+
+
+def properties(section: str) -> dict:
+    return yaml.safe_load(SCHEMA.read_text())["properties"][section]["properties"]
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        ["config/config.yaml"],
+        ["config/demo.yaml"],
+        ["config/config.yaml", "config/ablations.yaml"],
+        ["config/config.yaml", "config/borzoi.yaml"],
+        ["config/config.yaml", "config/demo.yaml", "tests/workflow/slurm/demo-fast.yaml"],
+    ],
+)
+def test_shipped_configs_validate(files):
+    check_config(merged(*files))
+
+
+BAD_SETTINGS = [
+    ({"train": {"max_epoch": 1}}, "train: unknown key 'max_epoch' (did you mean 'max_epochs'?)"),
+    ({"train": {"lr": "fast"}}, "train.lr: 'fast' is not of type 'number'"),
+    ({"train": {"lr": 0}}, "train.lr: 0 is less than or equal to the minimum of 0"),
+    (
+        {"train": {"deterministic": "yes"}},
+        "train.deterministic: 'yes' is not one of [True, False, 'warn']",
+    ),
+    (
+        {"train": {"strategy": "dpp"}},
+        "train.strategy: 'dpp' is not one of ['auto', 'ddp'] (did you mean 'ddp'?)",
+    ),
+    ({"train": {"devices": 0}}, "train.devices: 0 is less than the minimum of 1"),
+    ({"train": {"precision": "bf16_mixed"}}, "train.precision: 'bf16_mixed' is not one of"),
+    ({"model": {"d_modle": 32}}, "model: unknown key 'd_modle' (did you mean 'd_model'?)"),
+    ({"model": {"dropout": 1.0}}, "model.dropout: 1.0 is greater than or equal to the maximum"),
+    ({"model": {"cached_modalities": ["atac"]}}, "model.cached_modalities[0]: 'atac' is not one"),
+    (
+        {"resources": {"train_mem": 8000}},
+        "resources: unknown key 'train_mem' (did you mean 'train_mem_mb'?)",
+    ),
+    (
+        {"encoders": {"esm2": {"pool": 8}}},
+        "encoders.esm2: unknown key 'pool' (did you mean 'pool_to'?)",
+    ),
+    ({"traen": {}}, "<top level>: unknown key 'traen' (did you mean 'train'?)"),
+    ({"train": {"zzz": 1}}, "train: unknown key 'zzz'"),
+    (
+        {"experiments": [{"modalities": ["dna"], "aggregator": "concatenate"}]},
+        "experiments[0].aggregator: 'concatenate' is not one of",
+    ),
+    (
+        {
+            "experiments": [
+                {"modalities": ["dna"]},
+                {"modalities": ["dna"], "dna_encoder": "enformr"},
+            ]
+        },
+        "experiments[1].dna_encoder: 'enformr' is not an entry of encoders nor an encoder class"
+        " (did you mean 'enformer'?)",
+    ),
+    (
+        {"model": {"rna_encoder": "nucleotide_transformr"}},
+        "model.rna_encoder: 'nucleotide_transformr' is not an entry of encoders nor an encoder"
+        " class (did you mean 'nucleotide_transformer'?)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("patch", "expected"), BAD_SETTINGS)
+def test_a_bad_setting_is_one_line_naming_the_key(patch, expected):
+    config = load("config/demo.yaml")
+    for key, value in patch.items():
+        config[key] = (
+            {**config[key], **value} if isinstance(value, dict) and key in config else value
+        )
+    with pytest.raises(InputError) as err:
+        check_config(config)
+    message = str(err.value)
+    assert message.startswith(f"config:{expected}"), message
+    assert "\n" not in message
+    if "zzz" in expected:
+        assert "did you mean" not in message, message  # nothing close: no suggestion
+
+
+@pytest.mark.parametrize("value", [True, False, "warn"])
+def test_deterministic_takes_lightnings_three_values(value):
+    check_config({"train": {"deterministic": value}}, sections=("train",))
+    assert train_config({"train": {"deterministic": value}})["deterministic"] is value
+
+
+@pytest.mark.parametrize(
+    ("section", "defaults"),
+    [("model", MODEL_DEFAULTS), ("train", TRAIN_DEFAULTS)],
+)
+def test_every_key_the_code_reads_is_typed_and_its_default_lives_in_python(section, defaults):
+    schema = properties(section)
+    assert set(schema) == set(defaults)
+    assert all("default" not in schema[key] for key in schema), "a second home for a default"
+    assert all(
+        "type" in schema[key] or "enum" in schema[key] or "anyOf" in schema[key] for key in schema
+    )
+    check_config({section: defaults}, sections=(section,))  # the defaults themselves are valid
+
+
+def test_experiment_defaults_live_in_python_only():
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"]
+    items = schema["experiments"]["items"]
+    assert set(items["properties"]) == set(EXPERIMENT_DEFAULTS) | {"modalities"}
+    assert all("default" not in spec for spec in items["properties"].values())
+    assert "default" not in schema["seeds"], "a second home for DEFAULT_SEEDS"
+    assert all("default" not in spec for spec in items["properties"].values())
+
+
+def test_resources_the_rules_read_have_schema_defaults():
+    resources = properties("resources")
+    rules = (REPO / "rules" / "train.smk").read_text() + (
+        REPO / "rules" / "encoders.smk"
+    ).read_text()
+    for key in ("gpu", "train_mem_mb", "train_runtime_min"):
+        assert "default" in resources[key]
+        assert f'config["resources"]["{key}"]' in rules
+    assert 'config["resources"].get(' not in rules, "a default beside the schema's"
+
+
+def test_train_and_model_config_check_before_filling_defaults():
+    assert train_config({})["max_epochs"] == TRAIN_DEFAULTS["max_epochs"]
+    assert train_config({"train": {"lr": 0.5}})["lr"] == 0.5
+    with pytest.raises(InputError, match=r"^config:train: unknown key 'max_epoch' \(did you mean"):
+        train_config({"train": {"max_epoch": 1}})
+    with pytest.raises(InputError, match=r"^config:train.lr: 'fast' is not of type 'number'$"):
+        train_config({"train": {"lr": "fast"}})
+    with pytest.raises(
+        InputError, match=r"^config:model.d_model: 30 is not a multiple of model.heads \(4\)$"
+    ):
+        model_config({"model": {"d_model": 30, "heads": 4}})
+
+
+def _schema_enums(node, path=()):
+    """(key path without the schema's structural keys, enum) of every enum in the schema."""
+    if isinstance(node, dict):
+        if "enum" in node:
+            yield tuple(p for p in path if p not in _STRUCTURAL), node["enum"]
+        for key, value in node.items():
+            yield from _schema_enums(value, (*path, key))
+    elif isinstance(node, list):
+        for value in node:
+            yield from _schema_enums(value, path)
+
+
+_STRUCTURAL = {"properties", "items", "additionalProperties", "anyOf"}
+
+
+def test_schema_enums_spell_the_package_constants():
+    """The schema cannot import Python: each list of names it validates is held to the one
+    constant the code reads, so a name added in one place and not the other fails here."""
+    from isoflow.alphabet import TRUNCATE_MODES
+    from isoflow.baseline import MODELS
+    from isoflow.experiments import MODALITIES
+    from isoflow.model.aggregators import AGGREGATORS
+    from isoflow.model.registry import ENCODERS
+    from isoflow.splits import SCHEMES
+
+    owners = {
+        ("rna", "truncate"): TRUNCATE_MODES,
+        ("encoders", "truncate"): TRUNCATE_MODES,
+        ("split", "scheme"): SCHEMES,
+        ("encoders", "class"): tuple(ENCODERS),
+        ("encoders", "modality"): MODALITIES,
+        ("model", "cached_modalities"): MODALITIES,
+        ("experiments", "modalities"): MODALITIES,
+        ("experiments", "aggregator"): AGGREGATORS,
+        ("baseline", "model"): MODELS,
+    }
+    enums = dict(_schema_enums(yaml.safe_load(SCHEMA.read_text())))
+    for path, constant in owners.items():
+        assert tuple(enums[path]) == tuple(constant), path

@@ -1,0 +1,123 @@
+"""DDP on one node: two CPU processes over gloo train one experiment and rank 0 reports."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from helpers.paths import REPO
+from helpers.training import TINY_CONFIG, TISSUES, make_dataset
+from isoflow.dataset import read_dataset
+
+pytestmark = pytest.mark.slow  # two training processes over gloo per test
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    dataset, _ = make_dataset(tmp_path)
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["train"].update({"max_epochs": 2, "accelerator": "cpu", "devices": 2, "strategy": "ddp"})
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    # Lightning's DDP launcher starts rank 1 by re-running this command line: a module
+    # entry point (python -m) is what it can re-run.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "isoflow.train",
+            "--config",
+            str(config_path),
+            "--experiment",
+            json.dumps({"modalities": ["rna", "protein"]}),
+            "--dataset",
+            str(dataset),
+            "--run-dir",
+            str(run_dir),
+        ],
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "world_size: 2" in result.stderr or "distributed_backend=gloo" in result.stderr
+
+    df, _ = read_dataset(dataset)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n_test"] == int((df["split"] == "test").sum())
+    assert list(metrics["per_tissue"]) == TISSUES
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history["epoch"].tolist() == [0, 1]
+    assert history["val_loss"].notna().all()
+    predictions = pd.read_parquet(run_dir / "predictions.parquet")
+    assert len(predictions) == metrics["n_test"] * len(TISSUES)
+
+
+# Run as a script file so that Lightning's DDP launcher can start rank 1 by re-running it.
+INF_ON_RANK_1 = """
+import os
+
+import numpy as np
+
+import isoflow.data
+from isoflow.cli import run_script
+from isoflow.train import main
+
+if os.environ.get("LOCAL_RANK") == "1":  # set by the launcher for the process it starts
+    select = isoflow.data.select_training_rows
+
+    def with_inf(*args, **kwargs):  # an overflowing TPM, in every row rank 1 may draw
+        rows = select(*args, **kwargs)
+        rows["Brain"] = np.inf
+        return rows
+
+    isoflow.data.select_training_rows = with_inf
+run_script(main)
+"""
+
+
+def test_ddp_non_finite_loss_on_one_rank_stops_both(tmp_path):
+    """Only rank 1 sees an inf target: both ranks stop with the one line (raising on rank 1
+    alone left rank 0 waiting in the gradient all-reduce)."""
+    dataset, _ = make_dataset(tmp_path)
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["train"].update({"max_epochs": 2, "accelerator": "cpu", "devices": 2, "strategy": "ddp"})
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    script = tmp_path / "train_inf.py"
+    script.write_text(INF_ON_RANK_1)
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(script), "--config", str(config_path), "--experiment"]
+    command += [json.dumps({"modalities": ["rna", "protein"]}), "--dataset", str(dataset)]
+    command += ["--run-dir", str(run_dir)]
+    proc = subprocess.Popen(
+        command,
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # one process group: a hung rank 1 is killed with rank 0
+    )
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("a rank kept waiting after the other stopped on a non-finite loss")
+    assert proc.returncode == 1, stderr[-3000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("isoflow: error: ")]
+    assert lines, stderr[-3000:]
+    # each rank stopped on the same line (raising on one rank alone, the other died in the
+    # all-reduce on gloo, with a traceback, and waits there on NCCL)
+    assert len(lines) == 2 and len(set(lines)) == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert lines[0].startswith(f"isoflow: error: {dataset}:ENST")
+    assert "train loss is inf at epoch 0, step 0" in lines[0]
+    assert "non-finite targets" in lines[0] and "Brain = inf" in lines[0]
+    assert not (run_dir / "metrics.json").exists()

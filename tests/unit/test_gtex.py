@@ -1,0 +1,533 @@
+"""isoflow.gtex on GCTs in the exact GTEx v8 layout, with real GTEx v8 sample IDs and attributes."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from helpers.paths import SHARED_REAL as REAL
+from isoflow.errors import InputError
+from isoflow.gtex import aggregate_tpm, build_targets, read_sample_attributes
+
+ATTRS = REAL / "gtex_v8_sample_attrs" / "BrainFrontalCortex_v8_SampleAttributes_subset.tsv"
+
+pytestmark = pytest.mark.needs("shared")  # built on the real GTEx v8 attributes excerpt
+
+# Real rows are all Brain - Frontal Cortex; the test relabels some to get three tissues while
+# keeping the real IDs and the real 63-column layout.
+RELABEL = [(0, 30, "Liver", "Liver"), (30, 50, "Heart", "Heart - Left Ventricle")]
+
+
+@pytest.fixture
+def attrs_path(tmp_path):
+    attrs = pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    for start, end, smts, smtsd in RELABEL:
+        attrs.loc[start : end - 1, "SMTS"] = smts
+        attrs.loc[start : end - 1, "SMTSD"] = smtsd
+    path = tmp_path / "SampleAttributesDS.txt"
+    attrs.to_csv(path, sep="\t", index=False, quoting=3)
+    return path
+
+
+def sample_ids(path, n=None):
+    ids = pd.read_csv(path, sep="\t", usecols=["SAMPID"], dtype=str)["SAMPID"].tolist()
+    # Every 3rd sample: the matrix holds a subset of the attributes file, as in GTEx.
+    return ids[::3][:n] if n else ids[::3]
+
+
+def write_gct(path, samples, rows, dims=None, gz=True):
+    """rows: list of (transcript_id, gene_id, list of value strings)."""
+    n_rows, n_cols = dims or (len(rows), len(samples))
+    lines = ["#1.2", f"{n_rows}\t{n_cols}", "\t".join(["transcript_id", "gene_id", *samples])]
+    lines += ["\t".join([tid, gid, *vals]) for tid, gid, vals in rows]
+    data = ("\n".join(lines) + "\n").encode()
+    if gz:
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def random_rows(n_rows, n_samples, seed=0):
+    rng = np.random.default_rng(seed)
+    tpm = rng.lognormal(0, 2, size=(n_rows, n_samples)) * (rng.random((n_rows, n_samples)) > 0.3)
+    return [
+        (
+            f"ENST{100000 + i:011d}.{i % 7 + 1}",
+            f"ENSG{200000 + i // 3:011d}.1",
+            [f"{v:.2f}" for v in r],
+        )
+        for i, r in enumerate(tpm)
+    ]
+
+
+def expected_targets(gct, attrs_path, column):
+    """log1p(mean TPM) per tissue, computed directly with pandas."""
+    matrix = pd.read_csv(gct, sep="\t", skiprows=2, index_col=0).drop(columns="gene_id")
+    attrs = pd.read_csv(attrs_path, sep="\t", dtype=str, quoting=3).set_index("SAMPID")
+    tissue = attrs.loc[matrix.columns, column]
+    return np.log1p(matrix.T.groupby(tissue.to_numpy()).mean().T)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_matches_pandas_smts_configured_order(tmp_path, attrs_path, gz):
+    samples = sample_ids(attrs_path)
+    name = "tpm.gct.gz" if gz else "tpm.gct"
+    gct = write_gct(tmp_path / name, samples, random_rows(120, len(samples)), gz=gz)
+    tissues = ["Liver", "Brain", "Heart"]
+    # A tiny block size forces many row blocks.
+    targets, stats = aggregate_tpm(gct, attrs_path, "smts", tissues, block_rows=7)
+    expected = expected_targets(gct, attrs_path, "SMTS")
+    assert list(targets.columns) == ["transcript_id", "gene_id", *tissues]
+    assert targets["transcript_id"].tolist() == expected.index.tolist()
+    for t in tissues:
+        assert targets[t].dtype == np.float32
+        np.testing.assert_allclose(targets[t], expected[t], rtol=1e-6, atol=1e-7)
+    assert stats["tissue"].tolist() == tissues
+    assert stats["n_samples"].tolist() == [10, 42, 7]
+    np.testing.assert_allclose(stats["mean"], targets[tissues].mean().to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(stats["sd"], targets[tissues].std().to_numpy(), rtol=1e-5)
+
+
+def test_smtsd_all_tissues_sorted_and_min_samples(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(30, len(samples), seed=1))
+    targets, stats = aggregate_tpm(gct, attrs_path, "smtsd", None)
+    tissues = ["Brain - Frontal Cortex (BA9)", "Heart - Left Ventricle", "Liver"]
+    assert stats["tissue"].tolist() == tissues
+    expected = expected_targets(gct, attrs_path, "SMTSD")
+    for t in tissues:
+        np.testing.assert_allclose(targets[t], expected[t], rtol=1e-6, atol=1e-7)
+    # min_samples drops tissues with fewer samples when the list comes from the data ...
+    _, stats = aggregate_tpm(gct, attrs_path, "smtsd", None, min_samples=8)
+    assert stats["tissue"].tolist() == ["Brain - Frontal Cortex (BA9)", "Liver"]
+    # ... and is an error for a configured tissue.
+    with pytest.raises(InputError, match=r"Heart - Left Ventricle: only 7 sample\(s\)"):
+        aggregate_tpm(gct, attrs_path, "smtsd", ["Heart - Left Ventricle"], min_samples=8)
+
+
+def test_real_attributes_columns():
+    attrs = read_sample_attributes(ATTRS)
+    assert list(attrs.columns) == ["SAMPID", "SMTS", "SMTSD"]
+    assert len(attrs) == 175
+    assert set(attrs["SMTS"]) == {"Brain"}
+    assert set(attrs["SMTSD"]) == {"Brain - Frontal Cortex (BA9)"}
+    assert attrs["SAMPID"].str.match(r"^GTEX-[0-9A-Z]+-\d{4}-").all()
+
+
+def test_build_targets_outputs(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(20, len(samples), seed=2)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    annotation = tmp_path / "transcripts.parquet"
+    ann_ids = [r[0] for r in rows[:15]] + ["ENST99999999999.1", "ENST99999999998.1"]
+    pq.write_table(pa.table({"transcript_id": ann_ids}), annotation)
+    out, stats_out = tmp_path / "t" / "smts.parquet", tmp_path / "t" / "smts.stats.tsv"
+    build_targets(gct, attrs_path, annotation, "smts", ["Brain", "Liver"], 1, out, stats_out)
+
+    table = pq.read_table(out)
+    assert table.schema.names == ["transcript_id", "gene_id", "Brain", "Liver"]
+    assert table.schema.field("Brain").type == pa.float32()
+    assert json.loads(table.schema.metadata[b"isoflow.tissues"]) == ["Brain", "Liver"]
+    assert table.num_rows == 20
+    text = stats_out.read_text().splitlines()
+    assert text[0] == "tissue\tn_samples\tmean\tsd"
+    assert [line.split("\t")[:2] for line in text[1:3]] == [["Brain", "42"], ["Liver", "10"]]
+    assert text[3:] == [
+        "# transcripts_gtex_only\t5",
+        "# transcripts_annotation_only\t2",
+        "# transcripts_both\t15",
+    ]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["smts.parquet", "smts.stats.tsv"]
+
+
+# --- bad input: one line naming file, record and what is wrong; no output left behind ------
+
+
+def run_bad(tmp_path, attrs_path, gct, tissues=("Brain",)):
+    out, stats_out = tmp_path / "out" / "smts.parquet", tmp_path / "out" / "smts.stats.tsv"
+    with pytest.raises(InputError) as info:
+        build_targets(gct, attrs_path, None, "smts", list(tissues), 1, out, stats_out, 7)
+    assert "\n" not in str(info.value)
+    assert not out.exists() and not stats_out.exists()
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+    return str(info.value)
+
+
+def test_truncated_gzip(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(200, len(samples)))
+    data = gct.read_bytes()
+    gct.write_bytes(data[: int(len(data) * 0.6)])
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg.startswith(f"{gct}:") and "truncated" in msg
+
+
+def test_truncated_gzip_trailer_only(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(20, len(samples)))
+    gct.write_bytes(gct.read_bytes()[:-4])  # all rows present, gzip trailer missing
+    assert "truncated" in run_bad(tmp_path, attrs_path, gct)
+
+
+@pytest.mark.parametrize("declared", [19, 21])
+def test_dimension_rows_disagree(tmp_path, attrs_path, declared):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(20, len(samples))
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows, dims=(declared, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == f"{gct}:2: dimensions line says {declared} rows, the body has 20"
+
+
+def test_dimension_columns_disagree(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(5, len(samples))
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows, dims=(5, len(samples) + 1))
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == f"{gct}:3: header has {len(samples)} sample columns, dimensions line says 60"
+
+
+def test_row_with_missing_field(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(50, len(samples))
+    rows[41] = (rows[41][0], rows[41][1], rows[41][2][:-1])
+    msg = run_bad(tmp_path, attrs_path, write_gct(tmp_path / "t.gct.gz", samples, rows))
+    assert msg == (
+        f"{tmp_path / 't.gct.gz'}:45: expected {len(samples) + 2} fields (as the header), "
+        f"found {len(samples) + 1}"
+    )
+
+
+def test_sample_missing_from_attributes(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    samples[7] = "GTEX-ZZZZZ-0011-R10a-SM-ZZZZZ"
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == f"{gct}:GTEX-ZZZZZ-0011-R10a-SM-ZZZZZ: sample column is not in {attrs_path}"
+
+
+def test_configured_tissue_without_samples(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct, tissues=["Brain", "Hearts"])
+    assert msg == (
+        f"{attrs_path}:Hearts: configured tissue has no sample in the TPM matrix (SMTS); "
+        "near matches: Heart"
+    )
+
+
+@pytest.mark.parametrize("value", ["abc", "", "1,5", "nan", "-0.5"])
+def test_non_numeric_tpm(tmp_path, attrs_path, value):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(300, len(samples))
+    col = 13  # a Brain sample (index 13 of every-3rd real ID is past the relabelled rows)
+    rows[250][2][col] = value
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg.startswith(f"{gct}:254: transcript {rows[250][0]}, sample {samples[col]}: TPM ")
+
+
+def test_duplicate_transcript(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(300, len(samples))
+    rows[280] = (rows[3][0], rows[280][1], rows[280][2])
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == f"{gct}:284: transcript {rows[3][0]} already on line 7"
+
+
+def test_wrong_header(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(3, len(samples)))
+    text = (
+        gzip.decompress(gct.read_bytes())
+        .decode()
+        .replace("transcript_id\tgene_id", "Name\tDescription")
+    )
+    gct.write_bytes(gzip.compress(text.encode()))
+    assert "header must start with transcript_id, gene_id" in run_bad(tmp_path, attrs_path, gct)
+
+
+def test_attributes_without_tissue_column(tmp_path):
+    attrs = pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    path = tmp_path / "attrs.tsv"
+    attrs.drop(columns="SMTSD").to_csv(path, sep="\t", index=False, quoting=3)
+    with pytest.raises(InputError, match=rf"^{path}:1: header lacks column\(s\) SMTSD$"):
+        read_sample_attributes(path)
+
+
+def test_attributes_duplicate_sample(tmp_path):
+    attrs = pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    attrs = pd.concat([attrs, attrs.iloc[[5]]])
+    path = tmp_path / "attrs.tsv"
+    attrs.to_csv(path, sep="\t", index=False, quoting=3)
+    sid = attrs["SAMPID"].iat[5]
+    with pytest.raises(InputError, match=rf"^{path}:177: sample {sid} listed twice$"):
+        read_sample_attributes(path)
+
+
+def test_unused_tissue_columns_are_still_checked(tmp_path, attrs_path):
+    # A bad value in a sample of a tissue that is not selected still fails: a corrupt matrix
+    # fails whatever the tissue list.
+    samples = sample_ids(attrs_path)
+    rows = random_rows(10, len(samples))
+    rows[4][2][0] = "x"  # sample 0 is relabelled Liver; only Brain is selected
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    assert run_bad(tmp_path, attrs_path, gct, tissues=["Brain"]).startswith(
+        f"{gct}:8: transcript {rows[4][0]}, sample {samples[0]}: TPM 'x' is not a number"
+    )
+
+
+# --- issue 7: runs that used to succeed with wrong data --------------------------------------
+
+
+def real_attrs():
+    return pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+
+
+def write_attrs(path, attrs):
+    """As GTEx writes it: tab-separated, nothing quoted (pandas will not write a raw tab)."""
+    lines = ["\t".join(attrs.columns), *("\t".join(row) for row in attrs.itertuples(index=False))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_unquoted_tab_in_free_text_names_line_and_column(tmp_path):
+    # Before: pandas' usecols skipped the field-count check, the row shifted by one and its
+    # SMRIN (8.7) became its SMTS: a new "tissue", exit 0.
+    attrs = real_attrs()
+    attrs.loc[10, "SMPTHNTS"] = "2 pieces\tno autolysis"
+    path = write_attrs(tmp_path / "attrs.tsv", attrs)
+    with pytest.raises(InputError) as info:
+        read_sample_attributes(path)
+    assert str(info.value) == (
+        f"{path}:12: expected 63 fields (as the header), found 64; likely an unquoted tab in "
+        "column SMPTHNTS"
+    )
+
+
+def test_unquoted_tab_fails_the_targets_too(tmp_path):
+    attrs = real_attrs()
+    attrs.loc[4, "SMPTHNTS"] = "a\tb"
+    path = write_attrs(tmp_path / "attrs.tsv", attrs)
+    samples = sample_ids(path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    assert ":6: expected 63 fields" in run_bad(tmp_path, path, gct)
+
+
+def test_attributes_row_cut_short(tmp_path):
+    path = tmp_path / "attrs.tsv"
+    lines = ATTRS.read_text().splitlines()
+    lines[20] = "\t".join(lines[20].split("\t")[:40])
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match=rf"^{path}:21: expected 63 fields .*found 40; the row"):
+        read_sample_attributes(path)
+
+
+def test_attributes_crlf_and_blank_last_line_read_as_plain(tmp_path):
+    path = tmp_path / "attrs.tsv"
+    path.write_bytes(ATTRS.read_bytes().replace(b"\n", b"\r\n") + b"\r\n")
+    crlf = read_sample_attributes(path)
+    plain = read_sample_attributes(ATTRS)
+    assert crlf.reset_index(drop=True).equals(plain.reset_index(drop=True))
+    assert crlf.index[0] == 2  # the index is the file line
+
+
+@pytest.mark.parametrize("where", ["attributes", "gct"])
+def test_non_utf8_byte_names_file_and_line(tmp_path, attrs_path, where):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(300, len(samples))
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    if where == "attributes":
+        data = attrs_path.read_bytes().split(b"\n")
+        data[80] = data[80].replace(b"\tBrain\t", b"\tBrain\t\xe9", 1)
+        attrs_path.write_bytes(b"\n".join(data))
+        bad, line = attrs_path, 81
+    else:
+        data = gzip.decompress(gct.read_bytes()).split(b"\n")
+        data[250] = data[250].replace(b"ENSG", b"ENSG\xe9", 1)
+        gct.write_bytes(gzip.compress(b"\n".join(data)))
+        bad, line = gct, 251
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg.startswith(f"{bad}:{line}: byte 0xe9 at column ")
+    assert "is not UTF-8" in msg
+
+
+def test_huge_tpm_is_an_error_not_an_infinite_target(tmp_path, attrs_path):
+    # Before: 1e308 in two samples of one tissue summed to inf; the target was inf, exit 0.
+    samples = sample_ids(attrs_path)
+    rows = random_rows(20, len(samples))
+    rows[9][2][13] = rows[9][2][14] = "1e308"  # two Brain samples
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == (
+        f"{gct}:13: transcript {rows[9][0]}, sample {samples[13]}: TPM 1e+308 is not a number "
+        "in [0, 1000000] (a sample's TPMs sum to one million)"
+    )
+
+
+def test_largest_tpm_gives_its_exact_target(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(3, len(samples))
+    rows[1] = (rows[1][0], rows[1][1], ["1000000"] * len(samples))
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    targets, _ = aggregate_tpm(gct, attrs_path, "smts", ["Brain", "Liver"])
+    np.testing.assert_allclose(targets.loc[1, ["Brain", "Liver"]].astype(float), np.log1p(1e6))
+
+
+def relabel(attrs_path, column, changes):
+    """Set ``column`` of attribute rows {row: value}; return the attributes as written."""
+    attrs = pd.read_csv(attrs_path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    for row, value in changes.items():
+        attrs.loc[row, column] = value
+    write_attrs(attrs_path, attrs)
+    return attrs
+
+
+# Rows 0-49 are relabelled Liver/Heart; the matrix holds every 3rd row (sample_ids), so row 51
+# is the first Brain sample in the matrix and row 100 is a Brain sample outside it.
+@pytest.mark.parametrize("spelling", ["brain", "BRAIN"])
+def test_tissue_spellings_differing_in_case_or_space(tmp_path, attrs_path, spelling):
+    # Before: "Brain" and "brain" were two tissues (a 4th output column), exit 0.
+    attrs = relabel(attrs_path, "SMTS", {102: spelling})
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == (
+        f"{attrs_path}:104: SMTS {spelling!r} (sample {attrs['SAMPID'].iat[102]}) and 'Brain' "
+        f"(sample {attrs['SAMPID'].iat[51]}, line 53) differ only in case or whitespace: "
+        "write one tissue one way"
+    )
+
+
+def test_smtsd_spellings_differing_in_case_are_checked_for_smtsd(tmp_path, attrs_path):
+    attrs = relabel(attrs_path, "SMTSD", {102: "brain - frontal cortex (BA9)"})
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    with pytest.raises(InputError, match=rf"^{attrs_path}:104: SMTSD 'brain - frontal") as info:
+        aggregate_tpm(gct, attrs_path, "smtsd", None)
+    assert f"(sample {attrs['SAMPID'].iat[51]}, line 53)" in str(info.value)
+
+
+@pytest.mark.parametrize("blank", ["Brain ", " Brain", "Brain  "])
+def test_blanks_around_a_tissue_name_do_not_block_the_run(tmp_path, attrs_path, blank):
+    # Before: "Brain " stopped the run as a second spelling, although stripped it is "Brain".
+    relabel(attrs_path, "SMTS", {102: blank, 105: blank})
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    _, stats = aggregate_tpm(gct, attrs_path, "smts", ["Brain", "Liver"])
+    assert stats["n_samples"].tolist() == [42, 10]
+
+
+def test_spellings_are_checked_only_in_the_tissue_set_and_samples_in_use(tmp_path, attrs_path):
+    # Before: a case variant outside the matrix (GTEx lists samples of other assays), or in
+    # SMTS while SMTSD is used, stopped the run although no tissue of the run was split.
+    relabel(attrs_path, "SMTS", {100: "brain"})  # row 100 is not a matrix column
+    samples = sample_ids(attrs_path)
+    assert read_sample_attributes(attrs_path)["SAMPID"].iat[100] not in samples
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    _, stats = aggregate_tpm(gct, attrs_path, "smts", ["Brain"])
+    assert stats["n_samples"].tolist() == [42]
+    relabel(attrs_path, "SMTS", {100: "Brain", 102: "brain"})  # in the matrix, SMTS unused
+    _, stats = aggregate_tpm(gct, attrs_path, "smtsd", None)
+    assert stats["n_samples"].tolist() == [42, 7, 10]
+
+
+def test_matrix_sample_without_tissue_is_an_error(tmp_path, attrs_path):
+    # Before: the sample's column was left out of every mean without a word.
+    attrs = pd.read_csv(attrs_path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    samples = sample_ids(attrs_path)
+    row = attrs.index[attrs["SAMPID"] == samples[20]][0]
+    attrs.loc[row, "SMTS"] = ""
+    write_attrs(attrs_path, attrs)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg == (
+        f"{attrs_path}:{row + 2}: sample {samples[20]} is a column of {gct} but has an empty "
+        "SMTS: give it a tissue or drop its column"
+    )
+
+
+def test_attribute_rows_without_tissue_outside_the_matrix_are_counted(tmp_path, attrs_path, caplog):
+    attrs = pd.read_csv(attrs_path, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    samples = sample_ids(attrs_path)
+    outside = [s for s in attrs["SAMPID"] if s not in samples][:4]
+    attrs.loc[attrs["SAMPID"].isin(outside), "SMTS"] = ""
+    write_attrs(attrs_path, attrs)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    with caplog.at_level("WARNING", logger="isoflow.gtex"):
+        aggregate_tpm(gct, attrs_path, "smts", ["Brain"])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        f"{attrs_path}: 4 sample(s) with an empty SMTS, none of them in the TPM matrix, "
+        f"ignored (e.g. {', '.join(outside[:3])})"
+    ]
+
+
+def test_gct_row_with_an_extra_field(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(10, len(samples))
+    rows[6] = (rows[6][0], rows[6][1], [*rows[6][2], "0.5"])
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    assert run_bad(tmp_path, attrs_path, gct) == (
+        f"{gct}:10: expected {len(samples) + 2} fields (as the header), found {len(samples) + 3}"
+    )
+
+
+@pytest.mark.parametrize("field", [0, 1])
+def test_gct_empty_id(tmp_path, attrs_path, field):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(10, len(samples))
+    row = list(rows[2])
+    row[field] = ""
+    rows[2] = tuple(row)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    assert run_bad(tmp_path, attrs_path, gct) == f"{gct}:6: empty transcript_id or gene_id"
+
+
+def test_attributes_empty_sample_id(tmp_path):
+    attrs = real_attrs()
+    attrs.loc[7, "SAMPID"] = ""
+    path = write_attrs(tmp_path / "attrs.tsv", attrs)
+    with pytest.raises(InputError, match=rf"^{path}:9: empty SAMPID$"):
+        read_sample_attributes(path)
+
+
+def test_attributes_empty_file(tmp_path):
+    path = tmp_path / "attrs.tsv"
+    path.write_text("")
+    with pytest.raises(InputError, match=rf"^{path}:1: empty file"):
+        read_sample_attributes(path)
+
+
+@pytest.mark.parametrize(
+    ("line", "text", "message"),
+    [
+        (0, "#1.3", "1: expected '#1.2' (GCT version line), got '#1.3'"),
+        (1, "20 60", "2: expected dimensions 'NROWS<TAB>NCOLS', got '20 60'"),
+    ],
+)
+def test_gct_version_and_dimensions_lines(tmp_path, attrs_path, line, text, message):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(20, len(samples)))
+    lines = gzip.decompress(gct.read_bytes()).decode().split("\n")
+    lines[line] = text
+    gct.write_bytes(gzip.compress("\n".join(lines).encode()))
+    assert run_bad(tmp_path, attrs_path, gct) == f"{gct}:{message}"
+
+
+def test_gct_with_crlf_line_ends_reads_as_lf(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(30, len(samples))
+    lf = write_gct(tmp_path / "lf.gct.gz", samples, rows)
+    crlf = tmp_path / "crlf.gct.gz"
+    crlf.write_bytes(gzip.compress(gzip.decompress(lf.read_bytes()).replace(b"\n", b"\r\n")))
+    a, _ = aggregate_tpm(lf, attrs_path, "smts", ["Brain", "Liver"])
+    b, _ = aggregate_tpm(crlf, attrs_path, "smts", ["Brain", "Liver"])
+    pd.testing.assert_frame_equal(a, b)

@@ -1,0 +1,397 @@
+"""Training: outputs and their format, exact CPU repeats, resume after SIGKILL, data controls."""
+
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from helpers.paths import REPO
+from helpers.training import TINY_CONFIG, TISSUES, make_dataset
+from isoflow.data import (
+    IsoformDataModule,
+    id_fraction,
+    select_training_rows,
+    truncate,
+    valid_rows,
+)
+from isoflow.dataset import read_dataset, write_dataset
+from isoflow.errors import InputError
+from isoflow.lightning import HISTORY_COLUMNS
+from isoflow.train import run_experiment
+
+FAST = ["rna", "protein"]  # the quickest tiny encoders; DNA is covered by the format test
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def config_with(**train):
+    config = copy.deepcopy(TINY_CONFIG)
+    config["train"].update(train)
+    return config
+
+
+@pytest.mark.slow
+def test_outputs_all_modalities(dataset, tmp_path):
+    path, fasta = dataset
+    config = config_with(max_epochs=2)
+    metrics = run_experiment(config, {"modalities": ["dna", "rna", "protein"]}, path, tmp_path)
+    df, _ = read_dataset(path)
+    n_test = int((df["split"] == "test").sum())
+
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert set(on_disk) == {
+        "mean",
+        "per_tissue",
+        "within_gene_spearman",
+        "n_test",
+        "prediction_spread",
+        "collapsed",
+    }
+    assert set(on_disk["mean"]) == {"r2", "spearman", "pearson"}
+    assert list(on_disk["per_tissue"]) == TISSUES
+    assert on_disk["n_test"] == n_test
+
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    assert list(predictions.columns) == [
+        "transcript_id",
+        "gene_id",
+        "tissue",
+        "observed",
+        "predicted",
+    ]
+    assert len(predictions) == n_test * len(TISSUES)
+    assert np.isfinite(predictions["predicted"]).all()
+    test_df = df[df["split"] == "test"].set_index("transcript_id")
+    row = predictions.iloc[4]
+    assert row["observed"] == pytest.approx(test_df.loc[row["transcript_id"], row["tissue"]])
+
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history.columns) == HISTORY_COLUMNS
+    assert history["epoch"].tolist() == [0, 1]
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("aggregator", ["concat", "perceiver"])
+def test_other_aggregators_train(dataset, tmp_path, aggregator):
+    path, _ = dataset
+    exp = {"modalities": FAST, "aggregator": aggregator}
+    metrics = run_experiment(config_with(max_epochs=1), exp, path, tmp_path)
+    assert metrics["n_test"] > 0 and metrics["mean"]["pearson"] is not None
+
+
+@pytest.mark.slow
+def test_exact_cpu_repeat(dataset, tmp_path):
+    path, _ = dataset
+    config = config_with(max_epochs=2)
+    for run in ("a", "b"):
+        run_experiment(config, {"modalities": FAST, "seed": 3}, path, tmp_path / run)
+    for name in ("metrics.json", "history.csv"):
+        assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
+
+
+def _train_command(config_path, experiment, dataset_path, run_dir):
+    return [
+        sys.executable,
+        "-m",
+        "isoflow.train",
+        "--config",
+        str(config_path),
+        "--experiment",
+        json.dumps(experiment),
+        "--dataset",
+        str(dataset_path),
+        "--run-dir",
+        str(run_dir),
+    ]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
+    path, _ = dataset
+    config = config_with(max_epochs=5)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    experiment = {"modalities": FAST, "seed": 1}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        _train_command(config_path, experiment, path, killed),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert last.exists(), "no checkpoint before the kill"
+    assert not (killed / "metrics.json").exists(), "training finished before it was killed"
+
+    subprocess.run(
+        _train_command(config_path, experiment, path, killed), env=env, check=True, timeout=600
+    )
+    uninterrupted = tmp_path / "uninterrupted"
+    run_experiment(config, experiment, path, uninterrupted)
+    for name in ("metrics.json", "history.csv"):
+        assert (killed / name).read_text() == (uninterrupted / name).read_text(), name
+    assert pd.read_csv(killed / "history.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_command_line_passes_caches_and_requires_one_per_cached_modality(
+    tmp_path, monkeypatch, capsys
+):
+    """`python -m isoflow.train` (docs/model.md) runs an experiment as rule train does: an
+    embedding cache per `--cache MODALITY=DIR`; a modality that `model.cached_modalities`
+    reads from a cache but no `--cache` names stops before training, not trains raw."""
+    import isoflow.train
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["model"]["cached_modalities"] = ["rna"]
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    calls = []
+    monkeypatch.setattr(isoflow.train, "run_experiment", lambda *a, **kw: calls.append((a, kw)))
+    args = ["--config", str(config_path), "--dataset", "d.parquet", "--run-dir", "run"]
+    args += ["--experiment", json.dumps({"modalities": ["rna", "protein"]})]
+
+    isoflow.train.main([*args, "--cache", "rna=emb/nt"])
+    ((positional, keywords),) = calls
+    assert positional[1]["modalities"] == ["rna", "protein"] and positional[2:] == (
+        "d.parquet",
+        "run",
+        None,
+    )
+    assert keywords == {"cache_dirs": {"rna": "emb/nt"}}
+    for bad, message in (([], "give --cache MODALITY=DIR"), (["--cache", "rna"], "rna")):
+        with pytest.raises(SystemExit) as exit_info:
+            isoflow.train.main([*args, *bad])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert len(calls) == 1
+
+
+# --- data controls --------------------------------------------------------------------
+
+
+def test_fraction_is_a_nested_hash_subset(dataset):
+    df, tissues = read_dataset(dataset[0])
+    half = select_training_rows(df, tissues, 0.5, False, seed=0)
+    quarter = select_training_rows(df, tissues, 0.25, False, seed=7)
+    full = select_training_rows(df, tissues, 1.0, False, seed=0)
+    assert set(quarter["transcript_id"]) <= set(half["transcript_id"]) < set(full["transcript_id"])
+    assert len(full) == int((df["split"] == "train").sum())
+    assert np.all(id_fraction(half["transcript_id"]) < 0.5)
+
+
+def test_shuffle_targets_also_hides_real_validation_targets(dataset):
+    df, tissues = read_dataset(dataset[0])
+    plain = valid_rows(df, tissues, False, seed=0)
+    shuffled = valid_rows(df, tissues, True, seed=0)
+    assert plain["transcript_id"].tolist() == shuffled["transcript_id"].tolist()
+    assert not np.array_equal(plain[tissues].to_numpy(), shuffled[tissues].to_numpy())
+    assert sorted(map(tuple, shuffled[tissues].to_numpy())) == sorted(
+        map(tuple, plain[tissues].to_numpy())
+    )
+
+
+def test_shuffle_targets_permutes_training_rows_only(dataset):
+    df, tissues = read_dataset(dataset[0])
+    plain = select_training_rows(df, tissues, 1.0, False, seed=0)
+    shuffled = select_training_rows(df, tissues, 1.0, True, seed=0)
+    again = select_training_rows(df, tissues, 1.0, True, seed=0)
+    other = select_training_rows(df, tissues, 1.0, True, seed=1)
+    assert shuffled["transcript_id"].tolist() == plain["transcript_id"].tolist()
+    assert not np.array_equal(shuffled[tissues].to_numpy(), plain[tissues].to_numpy())
+    # a permutation of whole target rows
+    assert sorted(map(tuple, shuffled[tissues].to_numpy())) == sorted(
+        map(tuple, plain[tissues].to_numpy())
+    )
+    assert np.array_equal(shuffled[tissues].to_numpy(), again[tissues].to_numpy())
+    assert not np.array_equal(shuffled[tissues].to_numpy(), other[tissues].to_numpy())
+
+
+def test_raw_inputs_truncated_and_windows_read(dataset):
+    path, fasta = dataset
+    data = IsoformDataModule(
+        path, ["dna", "rna", "protein"], rna_max_nt=50, rna_truncate="keep_3prime", protein_max_aa=7
+    )
+    data.setup()
+    item = data.datasets["train"][0]
+    row = data.frames["train"].iloc[0]
+    assert item["rna"] == row["rna_seq"][-50:]
+    assert item["dna"].dtype == np.uint8 and len(item["dna"]) == 512
+    batch = next(iter(data.val_dataloader()))
+    assert batch["inputs"]["dna"].shape == (len(batch["target"]), 512)
+    proteins = batch["inputs"]["protein"]
+    assert all(p is None or len(p) <= 7 for p in proteins)
+    assert truncate("ACGTAC", 4) == "ACGT" and truncate("ACGTAC", 4, "keep_3prime") == "GTAC"
+
+
+def test_bad_split_value_names_the_transcript(dataset, tmp_path):
+    df, tissues = read_dataset(dataset[0])
+    df.loc[3, "split"] = "holdout"
+    bad = tmp_path / "bad.parquet"
+    write_dataset(df, tissues, dataset[1], bad)
+    with pytest.raises(InputError, match=rf"bad.parquet:{df.loc[3, 'transcript_id']}: split"):
+        IsoformDataModule(bad, ["rna"]).setup()
+
+
+def test_empty_test_split_is_an_error(dataset, tmp_path):
+    df, tissues = read_dataset(dataset[0])
+    df.loc[df["split"] == "test", "split"] = "valid"
+    bad = tmp_path / "notest.parquet"
+    write_dataset(df, tissues, dataset[1], bad)
+    with pytest.raises(InputError, match="no transcripts in the test split"):
+        IsoformDataModule(bad, ["rna"]).setup()
+
+
+def test_missing_genome_is_an_error(dataset, tmp_path):
+    df, tissues = read_dataset(dataset[0])
+    moved = tmp_path / "moved.parquet"
+    write_dataset(df, tissues, tmp_path / "absent.fa", moved)
+    with pytest.raises(InputError, match="absent.fa"):
+        IsoformDataModule(moved, ["dna"]).setup()
+
+
+def test_cache_mode_trains_from_embeddings(dataset, tmp_path):
+    from isoflow.embed import embed_dataset
+
+    path, fasta = dataset
+    caches = {}
+    for modality, name in (("rna", "nucleotide_transformer"), ("protein", "esm2")):
+        caches[modality] = tmp_path / "embeddings" / name
+        embed_dataset(path, name, {**TINY_CONFIG["encoders"][name], "pool_to": 4}, caches[modality])
+    config = config_with(max_epochs=1)
+    config["model"]["cached_modalities"] = ["rna", "protein"]
+    exp = {"modalities": FAST}
+    metrics = run_experiment(config, exp, path, tmp_path / "run", cache_dirs=caches)
+    assert metrics["mean"]["pearson"] is not None
+
+    # a cache built from another dataset misses transcripts: one line naming one of them
+    df, tissues = read_dataset(path)
+    df["transcript_id"] = df["transcript_id"] + "x"
+    other = tmp_path / "other.parquet"
+    write_dataset(df, tissues, fasta, other)
+    with pytest.raises(InputError, match=r"nucleotide_transformer:ENST\d+x?\.1x?: \d+ transcripts"):
+        IsoformDataModule(other, ["rna"], cache_dirs={"rna": caches["rna"]}).setup()
+
+
+# --- non-finite losses and strict metrics ------------------------------------------------
+
+
+def test_non_finite_target_stops_training_with_one_line(dataset, tmp_path, monkeypatch, capsys):
+    import isoflow.data
+    from isoflow.cli import run_script
+
+    path, _ = dataset
+    df, tissues = read_dataset(path)
+    train = isoflow.data.select_training_rows(df, tissues, 1.0, False, 0)
+    transcript = train.loc[2, "transcript_id"]
+    select = isoflow.data.select_training_rows
+
+    def with_inf(*args, **kwargs):  # an overflowing TPM: log1p(mean TPM) = inf
+        rows = select(*args, **kwargs)
+        rows.loc[2, "Brain"] = np.inf
+        return rows
+
+    monkeypatch.setattr(isoflow.data, "select_training_rows", with_inf)
+    exp = {"modalities": FAST}
+    with pytest.raises(SystemExit) as exit_info:
+        run_script(lambda: run_experiment(config_with(max_epochs=2), exp, path, tmp_path))
+    assert exit_info.value.code == 1
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith(f"isoflow: error: {path}:{transcript}: ")
+    assert "run rna+protein_enformer_cross_attention_s0: train loss is" in line
+    assert "epoch 0, step " in line and "non-finite targets" in line and "Brain = inf" in line
+    assert not (tmp_path / "metrics.json").exists()
+    assert not (tmp_path / "predictions.parquet").exists()
+
+
+@pytest.mark.slow
+def test_diverging_loss_names_the_learning_rate(dataset, tmp_path):
+    path, _ = dataset
+    config = config_with(max_epochs=2, lr=1e35)
+    with pytest.raises(InputError, match=r"loss is (nan|inf) at epoch \d, step \d+: .*diverged"):
+        run_experiment(config, {"modalities": FAST}, path, tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_non_finite_test_target_writes_nothing(tmp_path):
+    from isoflow.train import write_outputs
+
+    frame = pd.DataFrame(
+        {
+            "transcript_id": ["T1", "T2", "T3"],
+            "gene_id": ["G1", "G1", "G2"],
+            "Liver": [1.0, np.inf, 2.0],
+        }
+    )
+    with pytest.raises(InputError, match=r":T2: test observed target for Liver is inf"):
+        write_outputs(tmp_path, frame, ["Liver"], np.ones((3, 1)), [])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_metrics_json_is_strict_and_marks_collapse(tmp_path):
+    from isoflow.train import write_outputs
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "transcript_id": [f"T{i}" for i in range(20)],
+            "gene_id": [f"G{i // 2}" for i in range(20)],
+            **{t: rng.normal(2, 1, 20) for t in TISSUES},
+        }
+    )
+    observed = frame[TISSUES].to_numpy()
+    # a constant first tissue: undefined correlations must be null, not NaN
+    constant = write_outputs(tmp_path / "c", frame, TISSUES, np.full((20, 3), 2.0), [])
+    text = (tmp_path / "c" / "metrics.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    on_disk = json.loads(text)
+    assert on_disk == json.loads(json.dumps(constant))
+    assert on_disk["collapsed"] is True and on_disk["prediction_spread"] == 0.0
+    assert on_disk["mean"]["spearman"] is None
+    real = write_outputs(tmp_path / "r", frame, TISSUES, observed + rng.normal(0, 1, (20, 3)), [])
+    assert real["collapsed"] is False and real["prediction_spread"] > 0.5
+
+
+@pytest.mark.slow
+def test_checkpoint_of_another_model_version_is_one_line(dataset, tmp_path):
+    import torch
+
+    path, _ = dataset
+    exp = {"modalities": FAST}
+    config = config_with(max_epochs=2)
+    run_experiment(config, exp, path, tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    state = torch.load(last, weights_only=False)
+    # as written before the aggregators kept feature statistics
+    for key in [k for k in state["state_dict"] if ".standardize." in k]:
+        del state["state_dict"][key]
+    torch.save(state, last)
+    (tmp_path / "metrics.json").unlink()
+    with pytest.raises(InputError, match=r"last.ckpt: checkpoint does not fit this model") as err:
+        run_experiment(config, exp, path, tmp_path)  # same settings: it resumes
+    assert not (tmp_path / "metrics.json").exists()
+    # the advice keeps the checkpoint and lets the run train afresh
+    advice = re.search(r"`(mkdir -p .*)`", str(err.value)).group(1)
+    subprocess.run(advice, shell=True, check=True)
+    assert (tmp_path / "previous" / "unfit" / "checkpoints" / "last.ckpt").is_file()
+    run_experiment(config, exp, path, tmp_path)
+    assert (tmp_path / "metrics.json").is_file()

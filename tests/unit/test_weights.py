@@ -1,0 +1,142 @@
+"""Weight downloads against a local fake of the network: only the network calls are
+replaced (Hub commit lookup, file transfer); file layout and the source record run for real."""
+
+import hashlib
+import json
+import shutil
+import types
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import torch
+
+from helpers.encoders import save_tiny_esm2
+from isoflow import weights
+from isoflow.errors import InputError
+from isoflow.model.encoders import build_encoder, random_encoder
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """A Hub repository living in a local folder; records what was asked of it."""
+    remote = tmp_path / "remote"
+    calls = []
+
+    def model_info(self, repo_id, revision=None, **kwargs):
+        calls.append(("model_info", repo_id, revision))
+        return types.SimpleNamespace(sha=COMMIT)
+
+    def snapshot_download(repo_id, revision=None, local_dir=None, **kwargs):
+        calls.append(("snapshot_download", repo_id, revision))
+        assert revision == COMMIT, "download must pin the resolved commit"
+        local_dir = Path(local_dir)
+        for path in remote.rglob("*"):
+            if path.is_file():
+                target = local_dir / path.relative_to(remote)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+        # huggingface_hub keeps download metadata here; it is not part of the model.
+        (local_dir / ".cache" / "huggingface").mkdir(parents=True)
+        return str(local_dir)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return types.SimpleNamespace(remote=remote, calls=calls)
+
+
+def test_hub_download_records_resolved_commit_and_loads(tmp_path, fake_hub):
+    tiny = random_encoder("enformer")
+    tiny.model.save_pretrained(fake_hub.remote, safe_serialization=False)
+    dest = tmp_path / "models" / "enformer"
+    spec = {"repo": "EleutherAI/enformer-official-rough", "revision": "main"}
+
+    weights.download_encoder("enformer", spec, dest)
+
+    assert fake_hub.calls == [
+        ("model_info", "EleutherAI/enformer-official-rough", "main"),
+        ("snapshot_download", "EleutherAI/enformer-official-rough", COMMIT),
+    ]
+    record = json.loads((dest / "isoflow_source.json").read_text())
+    assert record["repo"] == spec["repo"]
+    assert record["revision"] == "main"
+    assert record["commit"] == COMMIT
+    assert set(record["files"]) == {"config.json", "pytorch_model.bin"}
+    assert weights.verify_download(dest) == record
+    assert [p.name for p in dest.parent.iterdir()] == ["enformer"]  # no temporaries left
+
+    loaded = build_encoder("enformer", {"source": "pretrained", "path": dest})
+    tiny.eval()
+    tokens = tiny.tokenize(torch.randint(0, 5, (1, 2048)).numpy().astype("uint8"))
+    torch.testing.assert_close(loaded(**tokens)[0], tiny(**tokens)[0])
+
+
+def test_failed_download_leaves_no_folder(tmp_path, monkeypatch):
+    def model_info(self, repo_id, revision=None, **kwargs):
+        return types.SimpleNamespace(sha=COMMIT)
+
+    def snapshot_download(**kwargs):
+        (Path(kwargs["local_dir"]) / "half.bin").write_bytes(b"x")
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    dest = tmp_path / "models" / "borzoi"
+    with pytest.raises(OSError, match="connection reset"):
+        weights.download_encoder("borzoi", {"repo": "johahi/borzoi-replicate-0"}, dest)
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_unresolved_revision_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "model_info",
+        lambda self, repo, revision=None: types.SimpleNamespace(sha=None),
+    )
+    with pytest.raises(InputError, match="did not resolve"):
+        weights.download_encoder("borzoi", {"repo": "x/y"}, tmp_path / "borzoi")
+
+
+def test_esm_download_records_sha256_of_what_arrived(tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    tiny = save_tiny_esm2(served, name="esm2_t30_150M_UR50D")
+    fetched = []
+
+    def fetch(url, dest):  # the network transfer, served from the local folder
+        fetched.append(url)
+        shutil.copy(served / url.rsplit("/", 1)[1], dest)
+
+    monkeypatch.setattr(weights, "_fetch_url", fetch)
+    dest = tmp_path / "models" / "esm2"
+    weights.download_encoder("esm2", {"esm_model": "esm2_t30_150M_UR50D"}, dest)
+
+    assert fetched == [
+        "https://dl.fbaipublicfiles.com/fair-esm/models/esm2_t30_150M_UR50D.pt",
+        "https://dl.fbaipublicfiles.com/fair-esm/regression/"
+        "esm2_t30_150M_UR50D-contact-regression.pt",
+    ]
+    record = json.loads((dest / "isoflow_source.json").read_text())
+    for name in ("esm2_t30_150M_UR50D.pt", "esm2_t30_150M_UR50D-contact-regression.pt"):
+        assert record["sha256"][name] == hashlib.sha256((served / name).read_bytes()).hexdigest()
+    loaded = build_encoder("esm2", {"source": "pretrained", "path": dest})
+    tiny.eval()
+    tokens = tiny.tokenize(["MKTAYIAKQR"])
+    torch.testing.assert_close(loaded(**tokens)[0], tiny(**tokens)[0])
+
+    # A file changed after the download is caught.
+    with open(dest / "esm2_t30_150M_UR50D-contact-regression.pt", "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(InputError, match="differs from recorded"):
+        weights.verify_download(dest)
+
+
+def test_spec_without_source_fails(tmp_path):
+    with pytest.raises(InputError, match="needs `repo`"):
+        weights.download_encoder("enformer", {}, tmp_path / "enformer")
+
+
+def test_read_source_of_folder_without_record(tmp_path):
+    with pytest.raises(InputError, match="download_encoders"):
+        weights.read_source(tmp_path)

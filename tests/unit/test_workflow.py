@@ -1,0 +1,149 @@
+"""The workflow's layout (isoflow.workflow): input functions, run patterns, report paths and
+the landing page's facts, all computed when Snakemake reads the rules."""
+
+import re
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from helpers.experiments import ABLATIONS
+from isoflow import workflow
+from isoflow.errors import InputError
+from isoflow.experiments import expand_experiments
+
+# --- training runs -------------------------------------------------------------------
+
+
+def test_train_inputs_follow_cached_modalities():
+    config = {"model": {"cached_modalities": ["rna"]}}
+    exp = {"modalities": ["dna", "rna"], "dna_encoder": "enformer"}
+    inputs = workflow.train_inputs(config, exp, "d.parquet", "g.fa")
+    assert inputs == {
+        "dataset": "d.parquet",
+        "genome": "g.fa",
+        "fai": "g.fa.fai",
+        "cache_rna": "results/embeddings/nucleotide_transformer",
+    }
+    config = {"model": {"cached_modalities": ["dna", "protein"]}}
+    inputs = workflow.train_inputs(config, {"modalities": ["dna", "protein"]}, "d.parquet", "g.fa")
+    assert inputs == {
+        "dataset": "d.parquet",
+        "cache_dna": "results/embeddings/enformer",
+        "cache_protein": "results/embeddings/esm2",
+    }
+
+
+def test_run_pattern_matches_configured_runs_only():
+    pattern = workflow.run_pattern({"dna+rna_enformer_concat_s0": {}, "rna_enformer_concat_s0": {}})
+    assert re.fullmatch(pattern, "dna+rna_enformer_concat_s0")
+    assert not re.fullmatch(pattern, "dnaarna_enformer_concat_s0")  # '+' is literal
+    assert not re.fullmatch(pattern, "protein_enformer_concat_s0")
+    assert not re.fullmatch(workflow.run_pattern({}), "")
+
+
+# --- embedding caches ----------------------------------------------------------------
+
+
+def test_embed_inputs_by_modality_and_source():
+    config = {
+        "encoders": {
+            "enformer": {"source": "tiny"},
+            "esm2": {"source": "pretrained", "path": "resources/models/esm2"},
+            "nt_dna": {"source": "pretrained", "path": "resources/models/nucleotide_transformer"},
+        }
+    }
+    common = {"config": config, "dataset": "results/dataset/d.parquet", "genome": "g.fa"}
+    assert workflow.embed_inputs(SimpleNamespace(encoder="enformer"), **common) == {
+        "dataset": "results/dataset/d.parquet",
+        "genome": "g.fa",
+        "fai": "g.fa.fai",
+    }
+    assert workflow.embed_inputs(SimpleNamespace(encoder="esm2"), **common) == {
+        "dataset": "results/dataset/d.parquet",
+        "weights": "resources/models/esm2/isoflow_source.json",
+    }
+    nt = workflow.embed_inputs(SimpleNamespace(encoder="nt_dna"), **common)
+    assert nt["weights"] == "resources/models/nucleotide_transformer/isoflow_source.json"
+    assert nt["genome"] == "g.fa"
+    with pytest.raises(InputError, match="not configured"):
+        workflow.embed_inputs(SimpleNamespace(encoder="borzoi"), **common)
+
+
+# --- the report --------------------------------------------------------------------
+
+
+def test_report_paths_ask_only_for_views_the_runs_support():
+    data_only = workflow.report_paths({})
+    assert len(data_only) == 11 and "results/report/data/lengths.svg" in data_only
+    assert "results/report/data/targets.svg" in data_only
+    assert "results/report/data/isoforms.svg" in data_only
+    assert not [p for p in data_only if "/experiments/" in p or "/runs/" in p]
+    experiments = expand_experiments(ABLATIONS)
+    paths = workflow.report_paths(experiments, "out")
+    assert sum(p.endswith("/errors.svg") for p in paths) == len(experiments)
+    for factor in ("modalities", "dna_encoder", "aggregator"):
+        assert f"out/experiments/ablation_{factor}.html" in paths
+    assert "out/experiments/scaling.svg" in paths
+    assert sum(p.endswith("/scatter.png") for p in paths) == len(experiments)
+    one = dict(list(experiments.items())[:1])
+    assert not [p for p in workflow.report_paths(one) if "ablation" in p or "scaling" in p]
+    assert "results/report/experiments/runs.html" in workflow.report_paths(one)
+    assert len(set(paths)) == len(paths)
+
+
+def test_baseline_input_only_when_a_rule_makes_it():
+    class Rules:
+        def __init__(self, *names):
+            self.names = names
+
+        def has(self, name):
+            return name in self.names
+
+    assert workflow.baseline_input(Rules("train", "baseline"), None) == {
+        "baseline": "results/baseline/metrics.json"
+    }
+    assert workflow.baseline_input(Rules("train"), None) == {}
+
+
+# --- the report's landing page -----------------------------------------------------
+
+
+def test_git_commit_is_the_checkout_or_unknown(tmp_path):
+    assert workflow.git_commit(tmp_path) == "unknown"  # not a git checkout
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "f").write_text("1")
+    subprocess.run([*git, "add", "f"], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    assert workflow.git_commit(repo) == head
+    (repo / "f").write_text("2")
+    assert workflow.git_commit(repo) == head + " + uncommitted changes"
+    (repo / "sub").mkdir()
+    assert workflow.git_commit(repo / "sub") == "unknown"  # inside another repository
+
+
+def test_report_provenance_states_the_data_and_versions(tmp_path):
+    facts = workflow.report_provenance({"demo": {"enabled": True}}, ["config/demo.yaml"], tmp_path)
+    assert facts["demo"] and facts["data"].startswith("synthetic demo data")
+    assert facts["configfiles"] == ["config/demo.yaml"] and facts["commit"] == "unknown"
+    inside = Path.cwd() / "config" / "demo.yaml"
+    assert workflow.report_provenance({}, [inside, "/elsewhere/x.yaml"], tmp_path)[
+        "configfiles"
+    ] == [
+        "config/demo.yaml",
+        "/elsewhere/x.yaml",
+    ]
+    assert set(facts["versions"]) == {"isoflow", "snakemake", "torch", "pytorch-lightning"}
+    assert facts["versions"]["snakemake"][0].isdigit()
+    gtex = workflow.report_provenance({"tissue_set": "smtsd"}, [], tmp_path)
+    assert not gtex["demo"] and gtex["data"].startswith("GTEx v8 (smtsd")
+    assert workflow.software_versions(["no-such-package-isoflow"]) == {
+        "no-such-package-isoflow": "not installed"
+    }

@@ -1,0 +1,192 @@
+"""The full-reproduction DAG resolves (no downloads) with the SLURM profile, and --lint is clean.
+
+A dry run through `--profile profiles/slurm` must not submit anything: a fake `sbatch` first
+on PATH records any call.
+"""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers.dryrun import parse_dry_run
+from helpers.paths import REPO, SNAKEMAKE
+
+SLURM_PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+
+pytestmark = pytest.mark.skipif(not SNAKEMAKE.exists(), reason=f"{SNAKEMAKE} missing")
+
+
+def snakemake(*args: str | Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [SNAKEMAKE, *args], cwd=REPO, capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def rule_names(configfile: str) -> set[str]:
+    done = snakemake("--list-rules", "--configfile", configfile)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # One rule a line, its docstring after it in parentheses (continuation lines indented).
+    return {match[1] for match in re.finditer(r"^(\w+)(?: \(|$)", done.stdout, flags=re.M)}
+
+
+@pytest.fixture(scope="module")
+def full_dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], Path]:
+    """Dry run of config/config.yaml through the SLURM profile, with a recording fake sbatch.
+
+    `--cores` is given only so the printout shows threads uncapped (a dry run caps them at
+    --cores, 1 by default; a real cluster run gives no --cores and caps nothing).
+    """
+    bin_dir = tmp_path_factory.mktemp("fakebin")
+    calls = bin_dir / "sbatch-calls"
+    for tool in ("sbatch", "srun"):
+        fake = bin_dir / tool
+        fake.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{calls}"\nexit 1\n')
+        fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    # An empty working directory: results of an earlier run in the checkout would hide jobs.
+    workdir = tmp_path_factory.mktemp("full")
+    done = snakemake(
+        "-n", "-s", REPO / "Snakefile", "-d", workdir, "--profile", REPO / "profiles" / "slurm",
+        "--configfile", REPO / "config" / "config.yaml", "--cores", "1024", env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "This was a dry-run" in done.stdout
+    return parse_dry_run(done.stdout), calls
+
+
+@pytest.mark.slow
+def test_dry_run_with_the_slurm_profile_submits_nothing(full_dry_run) -> None:
+    _, calls = full_dry_run
+    assert not calls.exists(), calls.read_text()
+
+
+@pytest.mark.slow
+def test_full_dag_reaches_every_stage(full_dry_run) -> None:
+    jobs, _ = full_dry_run
+    rules = {job["rule"] for job in jobs}
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    # No local inputs in config.yaml: the data comes from the download rules.
+    assert config["genome"]["fasta"] is None and config["annotation"]["gtf"] is None
+    for stage in ("annotation", "sequences", "targets", "splits", "dataset", "all"):
+        assert stage in rules, f"rule {stage} missing from the full DAG: {sorted(rules)}"
+    outputs = " ".join(job.get("output", "") for job in jobs)
+    assert "results/runs/" in outputs, "no training run in the full DAG"
+    assert "resources/" in outputs, "nothing is downloaded in the full DAG"
+
+
+@pytest.mark.slow
+def test_every_cluster_job_has_memory_and_wall_time(full_dry_run) -> None:
+    jobs, _ = full_dry_run
+    for job in jobs:
+        if job["local"]:
+            continue
+        resources = job["resources"]
+        assert int(resources.get("mem_mb", 0)) > 0, f"{job['rule']}: no mem_mb: {resources}"
+        assert int(resources.get("runtime", 0)) > 0, f"{job['rule']}: no runtime: {resources}"
+
+
+def test_rules_leave_cluster_settings_to_the_profile() -> None:
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        assert "slurm_" not in smk.read_text(), f"{smk.name} names a slurm_* resource"
+
+
+def test_each_rule_file_declares_the_localrules_of_its_own_rules() -> None:
+    """A `localrules:` entry sits in the file that defines the rule (DESIGN.md, layout)."""
+    localrules = re.compile(r"^\s*localrules:\n((?:\s+\w+,?\n)+)", flags=re.M)
+    declared = 0
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        text = smk.read_text()
+        defined = set(re.findall(r"^\s*rule (\w+):", text, flags=re.M))
+        for block in localrules.findall(text):
+            names = set(re.findall(r"\w+", block))
+            declared += len(names)
+            assert names <= defined, f"{smk.name}: localrules for {names - defined}"
+    assert declared, "no localrules found: the pattern no longer matches the rule files"
+
+
+@pytest.mark.slow
+def test_profile_names_only_rules_that_exist() -> None:
+    rules = rule_names("config/config.yaml")
+    named = set(SLURM_PROFILE.get("set-resources", {})) | set(SLURM_PROFILE.get("set-threads", {}))
+    assert named <= rules, f"profile names rules the workflow does not have: {named - rules}"
+
+
+@pytest.mark.slow
+def test_profile_settings_reach_the_jobs(full_dry_run) -> None:
+    jobs, _ = full_dry_run
+    for job in jobs:
+        wanted = SLURM_PROFILE.get("set-resources", {}).get(job["rule"], {})
+        for key, value in wanted.items():
+            assert job["resources"].get(key) == str(value), (job["rule"], key, job["resources"])
+        threads = SLURM_PROFILE.get("set-threads", {}).get(job["rule"])
+        if threads is not None:
+            assert job.get("threads") == str(threads), (job["rule"], job.get("threads"))
+
+
+@pytest.mark.slow
+def test_gpu_rules_ask_for_the_configured_gpu(full_dry_run) -> None:
+    """config.yaml sets resources.gpu: 1; every rule declaring gpu passes it on, and only they."""
+    jobs, _ = full_dry_run
+    gpu_jobs = [job for job in jobs if int(job["resources"].get("gpu", 0)) > 0]
+    assert gpu_jobs, "no job of the full DAG asks for a GPU"
+    assert {job["rule"] for job in gpu_jobs} >= {"train"}
+    for job in gpu_jobs:
+        assert job["resources"]["gpu"] == "1", job
+        assert not job["local"], f"{job['rule']} would run on the submit host"
+
+
+def test_default_profile_leaves_cluster_threads_alone() -> None:
+    """profiles/default is applied on top of --profile profiles/slurm and wins per key: a
+    `cores` there caps every cluster job's threads (and so its --cpus-per-task)."""
+    default = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
+    assert "cores" not in default and "jobs" not in default and "executor" not in default
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("configfile", ["config/demo.yaml", "config/config.yaml"])
+def test_lint_is_clean(configfile: str) -> None:
+    done = snakemake("--lint", "--configfile", configfile)
+    lints = re.findall(r"^Lints for .*$", done.stdout + done.stderr, flags=re.M)
+    assert done.returncode == 0 and not lints, (done.stdout + done.stderr)[-4000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlay", ["config/ablations.yaml", "config/borzoi.yaml"])
+def test_overlays_resolve_their_dag(overlay: str) -> None:
+    """The ablation grid and the Borzoi overlay resolve on top of the full config: one train
+    job per experiment and seed, an embed job per encoder they read."""
+    done = snakemake("-n", "--configfile", "config/config.yaml", overlay, "--cores", "4")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = parse_dry_run(done.stdout)
+    overlay_config = yaml.safe_load((REPO / overlay).read_text())
+    experiments = overlay_config["experiments"]
+    seeds = len(overlay_config.get("seeds", [0]))  # config.yaml leaves the default [0]
+    runs = sum(1 if "seed" in exp else seeds for exp in experiments)
+    assert sum(job["rule"] == "train" for job in jobs) == runs
+    embedded = {job["wildcards"].split("=", 1)[1] for job in jobs if job["rule"] == "embed"}
+    encoders = {exp.get("dna_encoder", "enformer") for exp in experiments}
+    assert encoders <= embedded
+
+
+BAD_SETTINGS = {
+    "train: {max_epoch: 1}": "config:train: unknown key 'max_epoch' (did you mean 'max_epochs'?)",
+    "train: {lr: fast}": "config:train.lr: 'fast' is not of type 'number'",
+    "model: {cached_modalities: [rna, atac]}": (
+        "config:model.cached_modalities[1]: 'atac' is not one of ['dna', 'rna', 'protein']"
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("setting", "line"), BAD_SETTINGS.items())
+def test_a_bad_setting_fails_the_dry_run_in_one_line(tmp_path: Path, setting: str, line: str):
+    """A typo or a wrong type stops `snakemake -n`, before any job could touch a checkpoint."""
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(setting + "\n")
+    done = snakemake("-n", "--configfile", "config/demo.yaml", overlay, "--cores", "1")
+    assert done.returncode != 0
+    assert line in (done.stdout + done.stderr).splitlines(), done.stderr[-3000:]

@@ -1,0 +1,253 @@
+"""After the data changes, exactly the jobs that depend on it run again (README, "Rerunning").
+
+The data half of the demo (demo_data .. dataset) runs once in a temporary working directory.
+What must run again is computed from that DAG itself (a job depends on a file when the file, or
+an output of a job that depends on it, is among its inputs), so the test stays right as rules
+are added; a few fixed cases say what that means in the domain.
+"""
+
+import gzip
+import os
+import re
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from helpers.paths import REPO, SNAKEMAKE
+from isoflow.errors import InputError
+from isoflow.provenance import RECORD_DIR, check_records, record_job
+
+DEMO_ANNOTATION = "resources/demo/annotation.gtf.gz"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not SNAKEMAKE.exists(), reason=f"{SNAKEMAKE} missing"),
+]
+
+
+def parse_jobs(text: str) -> list[dict]:
+    """Jobs of a `snakemake -n` printout: rule, input and output file lists."""
+    jobs: list[dict] = []
+    for line in text.splitlines():
+        start = re.fullmatch(r"(local)?rule (\S+):", line)
+        if start:
+            jobs.append({"rule": start[2], "input": [], "output": []})
+        elif jobs and re.match(r"    (input|output): ", line):
+            key, value = line.strip().split(": ", 1)
+            jobs[-1][key] = value.split(", ")
+    return jobs
+
+
+def dependents(jobs: list[dict], changed: set[str]) -> Counter:
+    """Rules (with counts) of the jobs that read a changed file or a dependent job's output."""
+    changed, found = set(changed), []
+    grew = True
+    while grew:
+        grew = False
+        for job in jobs:
+            if job not in found and changed & set(job["input"]):
+                found.append(job)
+                changed |= set(job["output"])
+                grew = True
+    return Counter(job["rule"] for job in found)
+
+
+@pytest.fixture(scope="module")
+def demo_data_half(tmp_path_factory: pytest.TempPathFactory):
+    """Working directory where the demo's data half has run; runs snakemake there."""
+    work = tmp_path_factory.mktemp("rerun")
+
+    def snakemake(*args: str) -> subprocess.CompletedProcess:
+        command = [SNAKEMAKE, "-s", REPO / "Snakefile", "-d", work, "--cores", "2"]
+        command += [*args, "--configfile", REPO / "config" / "demo.yaml"]
+        return subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
+
+    targets = listed_targets(snakemake)
+    plan = snakemake(*targets, "-n")
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    run = snakemake(*targets)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    return snakemake, targets, parse_jobs(plan.stdout), work
+
+
+def listed_targets(snakemake) -> list[str]:
+    """The data half's final files: rule `all`'s inputs under results/dataset, results/targets."""
+    dag = snakemake("all", "-n")
+    assert dag.returncode == 0, dag.stderr[-3000:]
+    inputs = next(job["input"] for job in parse_jobs(dag.stdout) if job["rule"] == "all")
+    targets = [path for path in inputs if re.match(r"results/(dataset|targets)/", path)]
+    assert targets, inputs
+    return targets
+
+
+def scheduled(result: subprocess.CompletedProcess) -> Counter:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Counter(job["rule"] for job in parse_jobs(result.stdout))
+
+
+def test_a_complete_run_leaves_nothing_to_do(demo_data_half) -> None:
+    snakemake, targets, _, _ = demo_data_half
+    assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
+def test_forcing_targets_reruns_the_target_tables_and_what_follows(demo_data_half) -> None:
+    snakemake, targets, plan, _ = demo_data_half
+    target_jobs = [job for job in plan if job["rule"] == "targets"]
+    expected = Counter(job["rule"] for job in target_jobs)
+    expected += dependents(plan, {path for job in target_jobs for path in job["output"]})
+    assert scheduled(snakemake(*targets, "-n", "-R", "targets")) == expected
+    assert "dataset" in expected and "annotation" not in expected and "splits" not in expected
+
+
+def change_annotation(path: Path) -> None:
+    """A new file with the same GTF lines (new gzip header), newer than every output."""
+    old = path.read_bytes()
+    path.write_bytes(gzip.compress(gzip.decompress(old), mtime=int(time.time()) + 1))
+    assert path.read_bytes() != old
+    # Now, not later: a rerun finishing within a future mtime would leave its output older than
+    # its input, which Snakemake fails as clock skew (a fast job start makes that likely).
+    os.utime(path)
+
+
+def test_touching_a_small_input_without_changing_it_reruns_nothing(demo_data_half) -> None:
+    """Files under --max-checksum-file-size (1 MB) are compared by checksum, not mtime."""
+    snakemake, targets, _, work = demo_data_half
+    annotation = work / DEMO_ANNOTATION
+    assert annotation.stat().st_size < 1_000_000
+    before = annotation.stat().st_mtime
+    os.utime(annotation, (time.time() + 5, time.time() + 5))
+    try:
+        assert scheduled(snakemake(*targets, "-n")) == Counter()
+    finally:
+        os.utime(annotation, (before, before))
+
+
+@pytest.mark.parametrize("triggers", [[], ["--rerun-triggers", "mtime"]], ids=["default", "mtime"])
+def test_a_changed_annotation_reruns_exactly_its_dependents(demo_data_half, triggers) -> None:
+    snakemake, targets, plan, work = demo_data_half
+    annotation = work / DEMO_ANNOTATION
+    original, before = annotation.read_bytes(), annotation.stat().st_mtime
+    change_annotation(annotation)
+    try:
+        expected = dependents(plan, {DEMO_ANNOTATION})
+        assert scheduled(snakemake(*targets, "-n", *triggers)) == expected
+        assert {"annotation", "sequences", "dataset"} <= set(expected)
+        assert "demo_data" not in expected and "genome_index" not in expected
+    finally:
+        annotation.write_bytes(original)
+        os.utime(annotation, (before, before))
+
+
+def test_a_changed_copy_with_an_older_mtime_stops_with_the_touch_that_reruns_it(
+    demo_data_half,
+) -> None:
+    """`cp -p`/`rsync -a` of a changed annotation that is older than the outputs: Snakemake
+    alone reruns nothing (its checksums only excuse newer files); the provenance check stops
+    with one line, and the `touch` it names reruns exactly the annotation's dependents."""
+    snakemake, targets, plan, work = demo_data_half
+    annotation = work / DEMO_ANNOTATION
+    original, before = annotation.read_bytes(), annotation.stat().st_mtime_ns
+    change_annotation(annotation)
+    os.utime(annotation, ns=(before - 10**10, before - 10**10))  # older than every output
+    try:
+        stopped = snakemake(*targets, "-n")
+        assert stopped.returncode != 0
+        output = stopped.stdout + stopped.stderr  # Snakemake prints parse errors to stdout
+        lines = [line for line in output.splitlines() if "content changed" in line]
+        assert lines == [
+            f"{DEMO_ANNOTATION}: content changed since it made "
+            f"results/annotation/transcripts.parquet (rule annotation), but its mtime is not "
+            f"newer than that output, so Snakemake would not rerun it; run "
+            f"`touch {DEMO_ANNOTATION}` to rerun what depends on it"
+        ], output[-3000:]
+        os.utime(annotation)  # the touch it names
+        assert scheduled(snakemake(*targets, "-n")) == dependents(plan, {DEMO_ANNOTATION})
+    finally:
+        annotation.write_bytes(original)
+        os.utime(annotation, ns=(before, before))
+    assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
+STALE = "content changed since it made"
+
+
+def stale_lines(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (result.stdout + result.stderr).splitlines() if STALE in line]
+
+
+def test_a_stale_input_stops_only_the_commands_whose_dag_reads_it(demo_data_half) -> None:
+    """The check reads the records of the DAG's jobs that will not run anyway: commands
+    without a DAG, --touch, targets that do not depend on the input, a -R that reruns the
+    job, and records of jobs outside the workflow (a renamed run) never stop; --report warns."""
+    snakemake, targets, plan, work = demo_data_half
+    annotation = work / DEMO_ANNOTATION
+    original, before = annotation.read_bytes(), annotation.stat().st_mtime_ns
+    independent = [path for job in plan if job["rule"] == "genome_index" for path in job["output"]]
+    assert independent and not dependents(plan, {DEMO_ANNOTATION})["genome_index"]
+    change_annotation(annotation)
+    os.utime(annotation, ns=(before - 10**10, before - 10**10))
+    try:
+        assert len(stale_lines(snakemake(*targets, "-n"))) == 1
+        for args in (
+            ["--unlock"],
+            ["--list-rules"],
+            ["--cleanup-metadata", independent[0]],
+            [*independent, "-n"],
+            [*targets, "-n", "-R", "annotation"],
+            [*targets, "--touch"],
+        ):
+            result = snakemake(*args)
+            assert result.returncode == 0 and not stale_lines(result), (args, result.stderr[-3000:])
+        report = snakemake(*targets, "--report", str(work / "report.html"))
+        assert report.returncode == 0, report.stderr[-3000:]
+        warned = stale_lines(report)
+        assert warned and all("warning: " in line for line in warned), report.stderr[-3000:]
+    finally:
+        annotation.write_bytes(original)
+        os.utime(annotation, ns=(before, before))
+    assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
+def test_an_orphan_record_with_a_stale_input_is_ignored(demo_data_half, monkeypatch) -> None:
+    """A record of a job the workflow no longer has (a renamed run, another config)."""
+    snakemake, targets, _, work = demo_data_half
+    monkeypatch.chdir(work)
+    Path("old_input.txt").write_text("first")
+    Path("results/runs/renamed").mkdir(parents=True, exist_ok=True)
+    Path("results/runs/renamed/metrics.json").write_text("{}")
+    record = record_job("train", ["old_input.txt"], ["results/runs/renamed/metrics.json"])
+    assert record.parent == Path(RECORD_DIR)
+    Path("old_input.txt").write_text("other")  # same size, mtime set back
+    os.utime("old_input.txt", ns=(0, 0))
+    with pytest.raises(InputError):  # it is stale
+        check_records()
+    try:
+        result = snakemake(*targets, "-n")
+        assert not stale_lines(result)
+        assert scheduled(result) == Counter()
+    finally:
+        record.unlink()
+
+
+def test_an_unchanged_input_moved_into_the_past_neither_stops_nor_reruns(demo_data_half) -> None:
+    """`touch -d past` with the same content: hashed once at parse, then a stat again."""
+    snakemake, targets, _, work = demo_data_half
+    annotation = work / DEMO_ANNOTATION
+    before = annotation.stat().st_mtime_ns
+    os.utime(annotation, ns=(before - 10**10, before - 10**10))
+    try:
+        assert scheduled(snakemake(*targets, "-n")) == Counter()
+    finally:
+        os.utime(annotation, ns=(before, before))
+    assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
+def test_rerunning_after_a_change_converges(demo_data_half) -> None:
+    snakemake, targets, plan, work = demo_data_half
+    change_annotation(work / DEMO_ANNOTATION)
+    rerun = snakemake(*targets)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert scheduled(snakemake(*targets, "-n")) == Counter()

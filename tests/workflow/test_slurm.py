@@ -1,0 +1,233 @@
+"""The demo DAG on a real single-node SLURM cluster, through profiles/slurm.
+
+tests/workflow/slurm/start-cluster.sh starts munge, MariaDB, slurmdbd, slurmctld and slurmd (as
+root, with accounting and a fake GPU); the packages come from .ci/install-debian.sh. Where the
+packages are missing the tests are skipped (tests/conftest.py counts them; under CI=true a
+missing package is an error); where the cluster cannot start (not root) they are skipped with
+the reason, except under CI=true, where they fail: CI installs the packages and runs as root.
+
+The run uses the production profile plus tests/workflow/slurm/overlay.yaml (a second
+--profile) with the per-rule memory and threads clamped to the test node, and config/demo.yaml
+plus tests/workflow/slurm/demo-fast.yaml (resources.gpu: 1). A test-only Snakefile includes the
+real one and adds one rule that fails on its first attempt, to see the profile's retries work
+on SLURM.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers.paths import REPO, SNAKEMAKE
+
+HERE = REPO / "tests" / "workflow" / "slurm"
+# Each level of the DAG costs about 45 s on the test cluster (a job's own snakemake start-up plus
+# the plugin's status checks at 5, 20, 45 s), so the demo DAG takes several minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.needs("slurm")]
+WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "config", "envs", "profiles", "report")
+FLAKY_RULE = "slurm_test_flaky"
+TARGETS = ["all", FLAKY_RULE]
+
+TEST_SNAKEFILE = f'''\
+include: "Snakefile"
+
+
+def flaky_attempt(wildcards, attempt):
+    return attempt
+
+
+rule {FLAKY_RULE}:
+    """Test only: fails on its first attempt, succeeds on the retry."""
+    output:
+        "results/slurm_test/flaky.txt",
+    log:
+        "logs/{FLAKY_RULE}/flaky.log",
+    resources:
+        attempt_number=flaky_attempt,
+    shell:
+        "echo attempt {{resources.attempt_number}} >> {{log}}; "
+        "test {{resources.attempt_number}} -gt 1 && echo ok > {{output}}"
+'''
+
+
+def sh(*args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> dict[str, str]:
+    """A running test cluster: the names in STATE_DIR/cluster.env; stopped afterwards."""
+    # Outside pytest's basetemp: a concurrent pytest session may rotate that away, and MariaDB's
+    # data directory lives here while the cluster runs.
+    state = Path(tempfile.mkdtemp(prefix="isoflow-slurm-state-"))
+    started = sh("bash", HERE / "start-cluster.sh", state, timeout=300)
+    if started.returncode == 2:
+        reason = started.stderr.strip()
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        env = dict(line.split("=", 1) for line in (state / "cluster.env").read_text().splitlines())
+        yield {**env, "state": str(state), "banner": started.stdout}
+    finally:
+        stopped = sh("bash", HERE / "stop-cluster.sh", state, timeout=120)
+        print(stopped.stdout, stopped.stderr)
+        if stopped.returncode == 0:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def clamped_profile(cluster: dict[str, str]) -> dict:
+    """profiles/slurm with the EDIT lines filled in for the test cluster, per-rule memory and
+    threads clamped to its one node, and tests/workflow/slurm/overlay.yaml on top."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    cpus, mem_mb = int(cluster["CPUS"]), int(cluster["MEM_MB"])
+    per_job_mem = mem_mb // 2
+    profile["default-resources"] = {
+        **profile.get("default-resources", {}),
+        "slurm_account": cluster["ACCOUNT"],
+        "slurm_partition": cluster["PARTITION"],
+    }
+    for resources in [profile["default-resources"], *profile.get("set-resources", {}).values()]:
+        if "mem_mb" in resources:
+            resources["mem_mb"] = min(int(resources["mem_mb"]), per_job_mem)
+        if "slurm_partition" in resources:
+            resources["slurm_partition"] = cluster["PARTITION"]
+    # Half the node, so that two jobs (also two GPU jobs: the node has two fake GPUs) run at once.
+    profile["set-threads"] = {
+        rule: max(1, min(int(threads), cpus // 2))
+        for rule, threads in profile.get("set-threads", {}).items()
+    }
+    profile.update(yaml.safe_load((HERE / "overlay.yaml").read_text()))
+    return profile
+
+
+def parse_jobs(text: str) -> dict[int, dict]:
+    """Snakemake jobid -> {rule, local, resources} from a run's or a dry run's printout."""
+    jobs: dict[int, dict] = {}
+    current: dict | None = None
+    for line in text.splitlines():
+        start = re.fullmatch(r"(local)?rule (\S+):", line.strip())
+        if start and not line.startswith("    "):
+            current = {"rule": start[2], "local": bool(start[1]), "resources": {}}
+        elif current is not None and line.startswith("    jobid: "):
+            jobs[int(line.split(": ", 1)[1])] = current
+        elif current is not None and line.startswith("    resources: "):
+            items = line.split(": ", 1)[1].split(", ")
+            current["resources"] = dict(item.split("=", 1) for item in items if "=" in item)
+    return jobs
+
+
+def without_shown_logs(text: str) -> str:
+    """The run's printout minus failed jobs' logs that --show-failed-logs copies into it (a SLURM
+    job's log holds that job's own snakemake printout, with its own rule and jobid lines)."""
+    return re.sub(r"^Logfile .*:\n(=+)\n.*?^\1$", "", text, flags=re.M | re.S)
+
+
+def sacct_rows(run_id: str) -> list[dict[str, str]]:
+    fields = "JobID,JobName,Comment,State,ExitCode,ReqTRES,AllocTRES,Account,Partition"
+    done = sh(
+        "sacct", "-X", "-P", "-n", "--name", run_id, "-S", "2000-01-01", "-o", fields, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    names = fields.split(",")
+    return [dict(zip(names, line.split("|"), strict=True)) for line in done.stdout.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def demo_on_slurm(slurm_cluster) -> dict:
+    """Runs the demo DAG (+ the flaky rule) on the test cluster once; returns what happened."""
+    work = Path(tempfile.mkdtemp(prefix="isoflow-slurm-demo-"))
+    for part in WORKFLOW_PARTS:
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, work / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, work / part)
+    (work / "Snakefile.slurmtest").write_text(TEST_SNAKEFILE)
+    profile_dir = work / "test-profile"
+    profile_dir.mkdir()
+    (profile_dir / "config.yaml").write_text(yaml.safe_dump(clamped_profile(slurm_cluster)))
+    shutil.copy2(HERE / "demo-fast.yaml", work / "demo-fast.yaml")
+
+    command = [
+        SNAKEMAKE, *TARGETS, "-s", "Snakefile.slurmtest", "--profile", "profiles/slurm",
+        "--profile", profile_dir, "--configfile", "config/demo.yaml", "demo-fast.yaml",
+    ]  # fmt: skip
+    dry = sh(*command, "-n", cwd=work, timeout=300)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    planned = parse_jobs(dry.stdout)
+    run = sh(*command, cwd=work, timeout=1500)
+    log = run.stdout + run.stderr
+    (work / "snakemake-run.log").write_text(log)
+    assert run.returncode == 0, f"{work}/snakemake-run.log:\n{log[-6000:]}"
+    run_id = re.search(r"SLURM run ID: (\S+)", log)[1]
+    yield {
+        "work": work,
+        "log": log,
+        "planned": planned,
+        "ran": parse_jobs(without_shown_logs(log)),
+        "sacct": sacct_rows(run_id),
+        "run_id": run_id,
+    }
+    # Kept when the run failed (the assertion above names it); removed once the tests have read it.
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def rule_of_comment(comment: str) -> str:
+    """The plugin's --comment is rule_<rule> or rule_<rule>_wildcards_<values>."""
+    return re.fullmatch(r"rule_(.+?)(_wildcards_.*)?", comment)[1]
+
+
+def test_every_job_of_the_dag_ran_as_a_completed_slurm_job(demo_on_slurm, capsys) -> None:
+    planned, ran, sacct = demo_on_slurm["planned"], demo_on_slurm["ran"], demo_on_slurm["sacct"]
+    # The dry run lists the DAG; the run's own printout says which jobs stayed local.
+    assert Counter(job["rule"] for job in ran.values()) == Counter(
+        job["rule"] for job in planned.values()
+    )
+    local = {job["rule"] for job in ran.values() if job["local"]}
+    remote = [job for job in planned.values() if job["rule"] not in local]
+    rules = {job["rule"] for job in remote}
+    assert {"annotation", "sequences", "targets", "dataset", FLAKY_RULE} <= rules, sorted(rules)
+    with capsys.disabled():
+        print(f"\n{len(sacct)} SLURM jobs on the test cluster (sacct):")
+        print(*(f"  {'|'.join(row.values())}" for row in sacct), sep="\n")
+
+    completed: dict[str, int] = {}
+    for row in sacct:
+        if row["State"] == "COMPLETED":
+            rule = rule_of_comment(row["Comment"])
+            completed[rule] = completed.get(rule, 0) + 1
+    expected: dict[str, int] = {}
+    for job in remote:
+        expected[job["rule"]] = expected.get(job["rule"], 0) + 1
+    assert completed == expected, f"sacct COMPLETED per rule {completed}, DAG {expected}"
+    # Local jobs are only those without anything to run (the target rule `all`).
+    assert local <= {"all"}, f"rules run on the submit host instead of SLURM: {local}"
+    assert all(row["Account"] == "isoflow" for row in sacct)
+
+
+def test_gpu_rules_were_submitted_with_a_gpu(demo_on_slurm) -> None:
+    """Rules with resources gpu > 0 (train, from config resources.gpu) ask SLURM for a GPU."""
+    planned, sacct = demo_on_slurm["planned"], demo_on_slurm["sacct"]
+    gpu_rules = {job["rule"] for job in planned.values() if int(job["resources"].get("gpu", 0)) > 0}
+    assert "train" in gpu_rules, f"no train job asking for a GPU: {gpu_rules}"
+    for row in sacct:
+        asked = "gres/gpu=1" in row["ReqTRES"]
+        assert asked == (rule_of_comment(row["Comment"]) in gpu_rules), row
+        if asked and row["State"] == "COMPLETED":
+            assert "gres/gpu=1" in row["AllocTRES"], row
+
+
+def test_a_job_failing_once_is_retried_and_the_run_completes(demo_on_slurm) -> None:
+    rows = [row for row in demo_on_slurm["sacct"] if row["Comment"] == f"rule_{FLAKY_RULE}"]
+    assert [row["State"] for row in rows] == ["FAILED", "COMPLETED"], rows
+    work = demo_on_slurm["work"]
+    assert (work / "results" / "slurm_test" / "flaky.txt").read_text() == "ok\n"
+    assert "attempt 2" in (work / "logs" / FLAKY_RULE / "flaky.log").read_text()
