@@ -12,6 +12,7 @@ import jsonschema
 import yaml
 
 from isoflow.errors import InputError
+from isoflow.model.registry import ENCODERS
 
 # The schema beside the package in a checkout (or an editable install); an installed copy of
 # the package (the rules' conda env) has none and relies on the workflow having validated.
@@ -89,15 +90,21 @@ def check_config(
     if error is not None:
         raise InputError(source, key_path(error.absolute_path), describe(error))
     if sections is None:
-        _check_encoder_names(config, schema, source)
+        _check_encoder_names(config, source)
 
 
-def _check_encoder_names(config: dict[str, Any], schema: dict[str, Any], source: str) -> None:
-    """Encoder names the config gives (model.rna_encoder, model.protein_encoder, each
-    experiment's dna_encoder) are entries of ``encoders`` or encoder classes: a misspelt one
-    would otherwise surface only inside a job, or as a folder nobody builds."""
-    classes = schema["properties"]["encoders"]["additionalProperties"]["properties"]["class"]
-    known = [*(config.get("encoders") or {}), *classes["enum"]]
+def _check_encoder_names(config: dict[str, Any], source: str) -> None:
+    """Each encoder's ``class`` is a registered encoder class, and the encoder names the
+    config gives (model.rna_encoder, model.protein_encoder, each experiment's dna_encoder)
+    are entries of ``encoders`` or encoder classes: a misspelt one would otherwise surface
+    only inside a job, or as a folder nobody builds. The classes are the registry's
+    (``isoflow.model.registry.ENCODERS``), so a new encoder family needs no schema edit."""
+    for name, spec in (config.get("encoders") or {}).items():
+        cls = (spec or {}).get("class")
+        if cls is not None and cls not in ENCODERS:
+            message = f"{cls!r} is not an encoder class"
+            raise InputError(source, f"encoders.{name}.class", message + _closest(cls, ENCODERS))
+    known = [*(config.get("encoders") or {}), *ENCODERS]
     given = [
         (f"model.{key}", (config.get("model") or {}).get(key))
         for key in ("rna_encoder", "protein_encoder")

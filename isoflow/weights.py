@@ -1,5 +1,6 @@
-"""Pretrained encoder weights: download into ``resources/models/<name>/`` and record where
-they came from.
+"""Pretrained encoder weights: download into an encoder's weights folder
+(:func:`isoflow.workflow.weights_dir`: the spec's ``path``, else ``resources/models/<name>/``)
+and record where they came from.
 
 Hugging Face repositories (Enformer, Borzoi, Nucleotide Transformer) are resolved to a
 commit first and then downloaded at exactly that commit with

@@ -76,7 +76,7 @@ def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str
         inputs["genome"] = genome
         inputs["fai"] = f"{genome}.fai"
     if spec.get("source", "tiny") == "pretrained":
-        inputs["weights"] = f"{spec.get('path') or f'resources/models/{name}'}/isoflow_source.json"
+        inputs["weights"] = f"{weights_dir(name, spec)}/isoflow_source.json"
     return inputs
 
 
@@ -207,3 +207,12 @@ def report_provenance(
         "versions": software_versions(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+# ---------------------------------------------------------------- pretrained encoder weights
+
+
+def weights_dir(name: str, spec: Mapping[str, Any]) -> str:
+    """The folder holding encoder ``name``'s downloaded weights (and ``isoflow_source.json``):
+    the spec's ``path``, else ``resources/models/<name>``."""
+    return str(spec.get("path") or f"resources/models/{name}")

@@ -95,6 +95,10 @@ BAD_SETTINGS = [
         " (did you mean 'enformer'?)",
     ),
     (
+        {"encoders": {"esm2": {"class": "esm"}}},
+        "encoders.esm2.class: 'esm' is not an encoder class (did you mean 'esm2'?)",
+    ),
+    (
         {"model": {"rna_encoder": "nucleotide_transformr"}},
         "model.rna_encoder: 'nucleotide_transformr' is not an entry of encoders nor an encoder"
         " class (did you mean 'nucleotide_transformer'?)",

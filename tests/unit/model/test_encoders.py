@@ -1,16 +1,24 @@
 """Encoders behind one interface: tiny configs of the real classes, and the pretrained
 loading code run on tiny checkpoints saved in the real on-disk layout, offline."""
 
+import importlib
 import socket
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
+import isoflow.model.encoders as encoders_package
 from helpers.encoders import save_tiny_esm2
+from helpers.paths import REPO
+from isoflow.config import check_config
 from isoflow.errors import InputError
 from isoflow.model.encoders import (
     build_encoder,
+    family,
     nt_vocabulary,
     one_hot_dna,
     random_encoder,
@@ -46,6 +54,15 @@ def random_rna(n):
 
 def random_protein(n):
     return "".join(RNG.choice(list("ACDEFGHIKLMNPQRSTVWY"), n))
+
+
+def batch_of(modality):
+    """A one-item batch of what an encoder of ``modality`` reads."""
+    if modality == "dna":
+        return dna_batch(1, 2048)
+    if modality == "rna":
+        return [random_rna(60)]
+    return [random_protein(30)]
 
 
 # --- the interface ----------------------------------------------------------------------
@@ -363,13 +380,143 @@ def test_pretrained_missing_folder_says_run_download(tmp_path):
 def test_every_parameter_gets_a_gradient(name):
     """No dead parameters (unused track heads): DDP and optimizers see only what is used."""
     encoder = build_encoder(name, {"source": "tiny", "finetune_last": -1}).eval()
-    if encoder.modality == "dna":
-        batch = dna_batch(1, 2048)
-    elif encoder.modality == "rna":
-        batch = [random_rna(60)]
-    else:
-        batch = [random_protein(30)]
-    emb, mask = encoder(**encoder.tokenize(batch))
+    emb, mask = encoder(**encoder.tokenize(batch_of(encoder.modality)))
     emb[mask].pow(2).mean().backward()
     unused = [n for n, p in encoder.named_parameters() if p.grad is None]
     assert unused == []
+
+
+# --- the registry and the family files -------------------------------------------------
+
+
+def test_every_family_file_is_registered_and_every_registered_family_has_a_file():
+    files = {p.stem for p in Path(encoders_package.__file__).parent.glob("*.py")}
+    assert {kind for kind, _ in ENCODERS.values()} == files - {"__init__", "base"}
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_registered_encoder_builds_from_its_family_with_the_declared_modality(name):
+    kind, modality = ENCODERS[name]
+    cls = family(kind)
+    assert modality in cls.MODALITIES
+    encoder = build_encoder(name, {"source": "tiny"})
+    assert type(encoder) is cls and encoder.modality == modality
+    emb, mask = encoder(**encoder.tokenize(batch_of(modality)))
+    assert emb.shape[0] == 1 and emb.shape[2] == encoder.dim and mask.shape == emb.shape[:2]
+    assert mask.any() and torch.isfinite(emb).all()
+
+
+def test_a_modality_the_family_cannot_read_fails_with_one_line():
+    with pytest.raises(InputError, match="enformer encoders read dna, not rna"):
+        build_encoder("enformer_rna", {"class": "enformer", "modality": "rna"})
+    with pytest.raises(InputError, match="nucleotide_transformer encoders read rna or dna, not"):
+        build_encoder("nt_protein", {"class": "nt_dna", "modality": "protein"})
+
+
+# A throw-away family, written as its own file: the whole of what a new family needs besides
+# its registry line (docs/encoders.md, "Adding an encoder family").
+TOY_FAMILY = '''"""Toy: a token embedding and residual tanh layers over a DNA window."""
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from isoflow.model.encoders.base import DnaEncoder
+
+
+class ToyEncoder(DnaEncoder):
+    TINY_HPARAMS = dict(dim=8, depth=2)
+    REAL_HPARAMS = dict(dim=256, depth=12)
+
+    def __init__(self, dim, depth):
+        super().__init__()
+        self.embed = nn.Embedding(5, dim)
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(depth))
+        self.dim = dim
+
+    @classmethod
+    def from_hparams(cls, hparams, modality, spec):
+        return cls(**hparams)
+
+    @classmethod
+    def from_pretrained(cls, path, modality, spec):
+        saved = torch.load(Path(path) / "toy.pt", weights_only=True)
+        encoder = cls(**saved["hparams"])
+        encoder.load_state_dict(saved["state"])
+        return encoder
+
+    def blocks(self):
+        return list(self.layers)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        for layer in self.layers:
+            x = x + torch.tanh(layer(x))
+        return x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+
+
+FAMILY = ToyEncoder
+'''
+
+
+@pytest.fixture
+def toy_family(tmp_path, monkeypatch):
+    """``toy.py`` in a folder the encoders package searches, plus its registry line."""
+    folder = tmp_path / "families"
+    folder.mkdir()
+    (folder / "toy.py").write_text(TOY_FAMILY)
+    monkeypatch.setattr(encoders_package, "__path__", [*encoders_package.__path__, str(folder)])
+    monkeypatch.setitem(ENCODERS, "toy", ("toy", "dna"))
+    importlib.invalidate_caches()
+    yield
+    sys.modules.pop("isoflow.model.encoders.toy", None)
+
+
+def test_a_new_family_is_one_file_and_one_registry_line(toy_family, tmp_path):
+    encoder = build_encoder("toy", {"source": "tiny"})
+    assert type(encoder).__name__ == "ToyEncoder" and encoder.modality == "dna"
+    emb, mask = encoder(**encoder.tokenize(dna_batch(2, 64)))
+    assert emb.shape == (2, 64, 8) and mask.all()
+    # The base's freezing, seeding and sizes apply to it unchanged.
+    assert not any(p.requires_grad for p in encoder.parameters())
+    again = build_encoder("toy", {"source": "tiny"})
+    pairs = zip(encoder.parameters(), again.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert random_encoder("toy", real_size=True).dim == 256
+    encoder.trainable_last(1)
+    assert [p.requires_grad for p in encoder.parameters()] == [False, False, False, True, True]
+    # Pretrained weights from a folder, through the same build_encoder.
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    state = {"hparams": encoder.TINY_HPARAMS, "state": encoder.state_dict()}
+    torch.save(state, weights / "toy.pt")
+    loaded = build_encoder("toy", {"source": "pretrained", "path": weights})
+    _same_output(encoder, loaded, dna_batch(2, 64))
+    # The config accepts it as a class, with no schema edit, and names it in the workflow.
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["encoders"]["my_toy"] = {"class": "toy", "hparams": {"dim": 4}}
+    check_config(config)
+    assert spec_from_config(config, "my_toy") == {"class": "toy", "hparams": {"dim": 4}}
+    assert build_encoder("my_toy", spec_from_config(config, "my_toy")).dim == 4
+    with pytest.raises(InputError, match="toy encoders read dna, not protein"):
+        build_encoder("toy", {"modality": "protein"})
+
+
+def test_the_borzoi_excerpt_in_the_docs_is_the_file():
+    """docs/encoders.md's worked example quotes borzoi.py; `# ...` lines mark the gaps."""
+    docs = (REPO / "docs/encoders.md").read_text()
+    section = docs.split("## Adding an encoder family", 1)[1]
+    excerpt = section.split("```python\n", 1)[1].split("```", 1)[0]
+    source = (REPO / "isoflow/model/encoders/borzoi.py").read_text()
+    chunks, chunk = [], []
+    for line in excerpt.splitlines():
+        if line.strip().startswith("# ..."):
+            chunks.append("\n".join(chunk).strip("\n"))
+            chunk = []
+        else:
+            chunk.append(line)
+    chunks.append("\n".join(chunk).strip("\n"))
+    assert len(chunks) == 4
+    for text in chunks:
+        assert text in source, text

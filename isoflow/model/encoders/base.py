@@ -1,0 +1,147 @@
+"""The encoder interface, the contract every family file fills in, and the helpers families
+share (DNA batches and one-hot, hparam merging).
+
+A family (``isoflow/model/encoders/<family>.py``) is one :class:`Encoder` subclass, exported
+as the module's ``FAMILY``, that declares
+
+- ``MODALITIES``: what it can read (the registry line picks one per encoder name);
+- ``TINY_HPARAMS``: sizes that run in milliseconds on a CPU (a spec's ``hparams`` override
+  them key by key), ``REAL_HPARAMS``: the published sizes (random weights, for shape and
+  cost checks without a download), ``DEFAULT_MAX_LEN``: its token budget, if it has one;
+- ``from_hparams(hparams, modality, spec)``: the real class with random weights;
+- ``from_pretrained(path, modality, spec)``: the downloaded weights in ``path``, offline;
+- optionally ``spec_from_config(spec, modality, config)``: the config's sequence limits
+  that apply to it.
+
+``isoflow.model.encoders`` (the package) builds any of them from a config spec through the
+registry (:mod:`isoflow.model.registry`); docs/encoders.md walks through adding a family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from isoflow.errors import InputError
+
+
+def _merge(defaults: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    merged = dict(defaults)
+    merged.update(override or {})
+    return merged
+
+
+def _dna_batch(batch: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+    """(B, L) long tensor from a 2-D uint8 array or equal-length 1-D arrays."""
+    if isinstance(batch, np.ndarray) and batch.ndim == 1:
+        batch = batch[None, :]
+    arrays = [np.asarray(a, dtype=np.uint8) for a in batch]
+    lengths = {len(a) for a in arrays}
+    if len(lengths) > 1:
+        raise InputError(None, None, f"DNA windows in one batch differ in length: {lengths}")
+    stacked = np.stack(arrays) if arrays else np.zeros((0, 0), dtype=np.uint8)
+    return torch.from_numpy(np.minimum(stacked, 4).astype(np.int64))
+
+
+def one_hot_dna(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, L) tokens -> (B, L, 4) float one-hot; N (4) is all zeros."""
+    return F.one_hot(tokens.clamp(0, 4), 5)[..., :4].float()
+
+
+class Encoder(nn.Module):
+    """Base class: the shared interface and freezing logic, and the family declaration."""
+
+    modality: str = ""
+    dim: int = 0
+
+    # The family declaration (see the module docstring); each family file sets these.
+    MODALITIES: ClassVar[tuple[str, ...]] = ()
+    TINY_HPARAMS: ClassVar[dict[str, Any]] = {}
+    REAL_HPARAMS: ClassVar[dict[str, Any]] = {}
+    DEFAULT_MAX_LEN: ClassVar[int] = 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._trainable = -1
+
+    # ---- building (one family = one subclass) ---------------------------------------
+
+    @classmethod
+    def max_len_of(cls, spec: dict) -> int:
+        """The spec's ``max_len``, else the family's default (0: no token budget)."""
+        return int(spec.get("max_len") or cls.DEFAULT_MAX_LEN)
+
+    @classmethod
+    def from_hparams(
+        cls, hparams: dict[str, Any], modality: str, spec: dict
+    ) -> Encoder:  # pragma: no cover - abstract
+        """The real model class with random weights of size ``hparams`` (the caller seeds)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(
+        cls, path: Path, modality: str, spec: dict
+    ) -> Encoder:  # pragma: no cover - abstract
+        """The weights :mod:`isoflow.weights` downloaded into ``path``, without network."""
+        raise NotImplementedError
+
+    @classmethod
+    def spec_from_config(cls, spec: dict, modality: str, config: dict) -> dict:
+        """``spec`` with the config's sequence limits that apply to this family filled in."""
+        return spec
+
+    # ---- the interface --------------------------------------------------------------
+
+    def tokenize(self, batch) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def blocks(self) -> list[nn.Module]:
+        """Repeated blocks, first to last (what ``trainable_last`` counts)."""
+        raise NotImplementedError
+
+    def tail(self) -> list[nn.Module]:
+        """Modules after the last block; trainable whenever any block is."""
+        return []
+
+    def trainable_last(self, n: int) -> Encoder:
+        """Freeze all but the last ``n`` blocks (0 = all frozen, -1 = all trainable)."""
+        blocks = self.blocks()
+        if n < -1:
+            raise ValueError(f"trainable_last: n must be >= -1, got {n}")
+        self._trainable = n
+        if n == -1:
+            self.requires_grad_(True)
+            return self
+        self.requires_grad_(False)
+        if n > 0:
+            for block in blocks[max(len(blocks) - n, 0) :]:
+                block.requires_grad_(True)
+            for module in self.tail():
+                module.requires_grad_(True)
+        self.train(self.training)
+        return self
+
+    def train(self, mode: bool = True) -> Encoder:
+        # A frozen encoder stays in eval mode (no dropout, fixed BatchNorm statistics)
+        # even while the model around it trains.
+        super().train(mode)
+        if self._trainable == 0:
+            for module in self.children():
+                module.eval()
+        return self
+
+
+class DnaEncoder(Encoder):
+    """A family that reads genome windows as uint8 tokens (``A=0 … N=4``)."""
+
+    modality = "dna"
+    MODALITIES = ("dna",)
+
+    def tokenize(self, batch) -> dict[str, torch.Tensor]:
+        return {"tokens": _dna_batch(batch)}

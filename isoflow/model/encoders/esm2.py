@@ -1,0 +1,132 @@
+"""ESM-2 (fair-esm): per-residue representations of a protein."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from isoflow.alphabet import is_missing
+from isoflow.errors import InputError
+from isoflow.model.encoders.base import Encoder
+
+
+def _esm_checkpoint(path: Path) -> Path:
+    if path.is_file():
+        return path
+    candidates = sorted(
+        p for p in path.glob("esm*.pt") if not p.name.endswith("-contact-regression.pt")
+    )
+    if len(candidates) != 1:
+        raise InputError(path, None, f"expected one esm*.pt checkpoint, found {len(candidates)}")
+    return candidates[0]
+
+
+def load_esm2(path: str | os.PathLike) -> tuple[nn.Module, Any]:
+    """fair-esm's local loader; the checkpoint's config is an argparse.Namespace, which
+    torch's weights-only unpickler accepts once allow-listed."""
+    import esm
+
+    checkpoint = _esm_checkpoint(Path(path))
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        model, alphabet = esm.pretrained.load_model_and_alphabet_local(str(checkpoint))
+    return model, alphabet
+
+
+class _NoLogits(nn.Module):
+    """Stands in for ESM-2's LM head: forward returns nothing worth computing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., :0]
+
+
+class Esm2Encoder(Encoder):
+    """ESM-2 per-residue representations of the last layer, BOS/EOS dropped: (B, L, dim)."""
+
+    modality = "protein"
+    MODALITIES = ("protein",)
+    TINY_HPARAMS = dict(num_layers=2, embed_dim=64, attention_heads=4)
+    REAL_HPARAMS = dict(num_layers=30, embed_dim=640, attention_heads=20)  # esm2_t30_150M_UR50D
+    DEFAULT_MAX_LEN = 1022  # residues, BOS/EOS added on top
+
+    def __init__(self, model: nn.Module, alphabet, max_len: int = 1022):
+        super().__init__()
+        # Embeddings only: the contact head is never called and the LM head's logits (tied
+        # to the token embedding, plus its own dense layer) are discarded.
+        model.contact_head = nn.Identity()
+        model.lm_head = _NoLogits()
+        self.model = model
+        self.alphabet = alphabet
+        self.max_len = max_len
+        self.dim = model.embed_dim
+        self.num_layers = model.num_layers
+
+    @classmethod
+    def from_hparams(cls, hparams: dict[str, Any], modality: str, spec: dict) -> Esm2Encoder:
+        import esm
+
+        alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
+        model = esm.model.esm2.ESM2(alphabet=alphabet, **hparams)
+        return cls(model, alphabet, cls.max_len_of(spec))
+
+    @classmethod
+    def from_pretrained(cls, path: Path, modality: str, spec: dict) -> Esm2Encoder:
+        model, alphabet = load_esm2(path)
+        return cls(model, alphabet, cls.max_len_of(spec))
+
+    @classmethod
+    def spec_from_config(cls, spec: dict, modality: str, config: dict) -> dict:
+        """``protein.max_aa`` sets the residue limit unless the spec sets ``max_len``."""
+        if "max_len" not in spec:
+            max_aa = (config.get("protein") or {}).get("max_aa")
+            if max_aa:
+                spec["max_len"] = int(max_aa)
+        return spec
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.model.layers)
+
+    def tail(self) -> list[nn.Module]:
+        return [self.model.emb_layer_norm_after]
+
+    def tokenize(self, batch) -> dict[str, torch.Tensor]:
+        """``tokens`` (B, 2 + longest) with BOS/EOS/padding; ``lengths`` 0 = missing.
+
+        A protein longer than ``max_len`` residues keeps its N-terminal ``max_len``.
+        """
+        a = self.alphabet
+        seqs = [None if is_missing(s) else str(s)[: self.max_len] for s in batch]
+        width = max([len(s) for s in seqs if s is not None], default=0) + 2
+        tokens = torch.full((len(seqs), width), a.padding_idx, dtype=torch.long)
+        lengths = torch.zeros(len(seqs), dtype=torch.long)
+        for i, seq in enumerate(seqs):
+            if seq is None:
+                continue
+            ids = [a.cls_idx] + [a.get_idx(c) for c in seq] + [a.eos_idx]
+            tokens[i, : len(ids)] = torch.tensor(ids)
+            lengths[i] = len(seq)
+        return {"tokens": tokens, "lengths": lengths}
+
+    def forward(
+        self, tokens: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = tokens.shape[0]
+        width = max(tokens.shape[1] - 2, 1)
+        positions = torch.arange(width, device=tokens.device)
+        mask = positions.unsqueeze(0) < lengths.to(tokens.device).unsqueeze(1)
+        emb = torch.zeros(batch, width, self.dim, device=tokens.device)
+        present = lengths > 0
+        if present.any():
+            out = self.model(tokens[present], repr_layers=[self.num_layers])
+            reps = out["representations"][self.num_layers][:, 1 : width + 1]
+            emb = emb.to(reps.dtype)
+            emb[present] = reps
+            emb = emb * mask.unsqueeze(-1)
+        return emb, mask
+
+
+FAMILY = Esm2Encoder
