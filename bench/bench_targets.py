@@ -2,15 +2,22 @@
 
 Generates (under --work, default /tmp/isoflow_bench_targets, never committed) a GCT in the exact
 GTEx v8 layout with all 17,382 sample columns and --rows rows, gzip, plus matching attributes;
-then, in the same run, measures wall time and peak RSS (ru_maxrss of each child process, from
-os.wait4; a child's figure includes this small parent's RSS at fork, ~20 MiB, as a floor) of:
+then, in the same run, measures wall time, CPU time (user + system of the child and its
+threads, from os.wait4) and peak RSS (ru_maxrss of each child process; a child's figure
+includes this small parent's RSS at fork, ~20 MiB, as a floor) of:
 
 * zcat FILE | wc -l                         (the reference: decompress and count lines)
-* isoflow.gtex.aggregate_tpm, smts, all tissues (np.loadtxt on blocks of --block-rows lines)
+* isoflow.gtex.aggregate_tpm, smts, all tissues (pyarrow cast on blocks of --block-rows lines)
+* with --old REV, the same call from the isoflow package of git revision REV (e.g. c40b196,
+  np.loadtxt), extracted to a temporary folder: the old code path, side by side
 * with --alternatives, the readers it was chosen over: pyarrow open_csv streaming (64 MiB
   blocks, to_tensor @ indicator) and polars scan_csv + mean_horizontal, streaming engine
 
-Run: .venv/bin/python bench/bench_targets.py --rows 20000 --repeat 3 [--alternatives]
+--cpus 0 runs every case under `taskset -c 0` (one core for zcat and wc, and for isoflow's
+reading, decompression and parsing threads alike).
+
+Run: .venv/bin/python bench/bench_targets.py --rows 20000 --repeat 3 [--cpus 0] [--old c40b196]
+     [--alternatives]
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,9 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 AGGREGATE = """
 import sys
-from isoflow.gtex import aggregate_tpm
-targets, stats = aggregate_tpm(sys.argv[1], sys.argv[2], "smts", None, block_rows=int(sys.argv[3]))
-print(len(targets), len(stats))
+from isoflow import gtex
+targets, stats = gtex.aggregate_tpm(sys.argv[1], sys.argv[2], block_rows=int(sys.argv[3]))
+print(len(targets), len(stats), gtex.__file__)
 """
 
 ARROW = """
@@ -73,17 +82,24 @@ print(out.shape)
 """
 
 
-def measure(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd``; return (wall seconds, peak RSS of the child in MiB, stdout)."""
+def measure(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float, float, str]:
+    """Run ``cmd``; return (wall s, CPU s (user + system), peak RSS of the child in MiB, stdout).
+
+    CPU time: os.wait4's rusage covers the child's own threads; for a shell pipeline
+    (zcat | wc) it is the shell's, so pipelines are measured through RUSAGE_CHILDREN deltas.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=ROOT)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=cwd)
     out = proc.stdout.read().decode()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[:3]} failed with {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024, out.strip()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, usage.ru_maxrss / 1024, out.strip()
 
 
 def main() -> None:
@@ -96,6 +112,8 @@ def main() -> None:
         "--alternatives", action="store_true", help="also pyarrow open_csv and polars scan_csv"
     )
     parser.add_argument("--reuse", action="store_true", help="reuse an existing generated file")
+    parser.add_argument("--cpus", help="run every case under taskset -c CPUS (e.g. 0)")
+    parser.add_argument("--old", metavar="REV", help="also the isoflow package of git REV")
     args = parser.parse_args()
 
     data_dir = args.work / f"rows{args.rows}"
@@ -109,9 +127,12 @@ def main() -> None:
         print(f"generated {gct} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     size_mb = gct.stat().st_size / 1e6
 
-    cases = {"zcat FILE | wc -l": ["bash", "-c", f"zcat {gct} | wc -l"]}
+    pin = ["taskset", "-c", args.cpus] if args.cpus else []
+    cases = {"zcat FILE | wc -l": [*pin, "bash", "-c", f"zcat {gct} | wc -l"]}
+    cwds: dict[str, Path] = {}  # python -c imports isoflow from its working directory
     for rows in args.block_rows:
-        cases[f"isoflow aggregate_tpm (np.loadtxt, {rows}-row blocks)"] = [
+        cases[f"isoflow aggregate_tpm ({rows}-row blocks)"] = [
+            *pin,
             sys.executable,
             "-c",
             AGGREGATE,
@@ -119,6 +140,16 @@ def main() -> None:
             str(attrs),
             str(rows),
         ]
+    if args.old:
+        old_dir = Path(tempfile.mkdtemp(prefix="isoflow_old_"))
+        archive = subprocess.run(
+            ["git", "archive", args.old, "isoflow"], cwd=ROOT, check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", old_dir], input=archive.stdout, check=True)
+        name = f"isoflow {args.old} aggregate_tpm ({args.block_rows[0]}-row blocks)"
+        cases[name] = [*pin, sys.executable, "-c", AGGREGATE, str(gct), str(attrs)]
+        cases[name].append(str(args.block_rows[0]))
+        cwds[name] = old_dir
     if args.alternatives:
         cases["pyarrow open_csv streaming, 64 MiB blocks, to_tensor @ indicator"] = [
             sys.executable,
@@ -135,31 +166,50 @@ def main() -> None:
             str(gct),
             str(attrs),
         ]
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in cases}
     for _ in range(args.repeat):
         for name, cmd in cases.items():  # interleaved, so load drift hits every case alike
-            wall, rss, out = measure(cmd)
-            results[name].append((wall, rss))
-            print(f"{name}: {wall:.1f} s, {rss:.0f} MiB ({out})", file=sys.stderr)
+            wall, cpu, rss, out = measure(cmd, cwds.get(name, ROOT))
+            results[name].append((wall, cpu, rss))
+            print(f"{name}: {wall:.1f} s, CPU {cpu:.1f} s, {rss:.0f} MiB ({out})", file=sys.stderr)
 
-    ref = statistics.median(w for w, _ in results["zcat FILE | wc -l"])
+    ref = statistics.median(w for w, _, _ in results["zcat FILE | wc -l"])
+    ref_cpu = statistics.median(c for _, c, _ in results["zcat FILE | wc -l"])
     summary = {
         "rows": args.rows,
         "samples": 17382,
         "gzip_mb": round(size_mb, 1),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+        "cpus": args.cpus or "all",
+        "load_average": os.getloadavg(),
         "cases": {},
     }
     print(f"\n{args.rows} rows x 17,382 samples, {size_mb:.0f} MB gzip; medians of {args.repeat}")
-    print("| what | wall (s) | x zcat | peak RSS (MiB) |\n|---|---|---|---|")
+    print(f"cpus: {args.cpus or 'all'}; load average at the end {os.getloadavg()}")
+    print("| what | wall (s) | x zcat | CPU (s) | CPU x zcat | peak RSS (MiB) | walls (s) |")
+    print("|---|---|---|---|---|---|---|")
     for name, runs in results.items():
-        wall = statistics.median(w for w, _ in runs)
-        rss = max(r for _, r in runs)
-        summary["cases"][name] = {"wall_s": wall, "ratio": wall / ref, "peak_rss_mib": rss}
-        print(f"| {name.replace('|', chr(92) + '|')} | {wall:.1f} | {wall / ref:.2f} | {rss:.0f} |")
+        wall = statistics.median(w for w, _, _ in runs)
+        cpu = statistics.median(c for _, c, _ in runs)
+        rss = max(r for _, _, r in runs)
+        summary["cases"][name] = {
+            "wall_s": wall,
+            "ratio": wall / ref,
+            "cpu_s": cpu,
+            "cpu_ratio": cpu / ref_cpu,
+            "peak_rss_mib": rss,
+            "walls": [w for w, _, _ in runs],
+        }
+        walls = ", ".join(f"{w:.1f}" for w, _, _ in runs)
+        print(
+            f"| {name.replace('|', chr(92) + '|')} | {wall:.1f} | {wall / ref:.2f} | {cpu:.1f} "
+            f"| {cpu / ref_cpu:.2f} | {rss:.0f} | {walls} |"
+        )
     out_dir = ROOT / "bench" / "out"
     out_dir.mkdir(exist_ok=True)
-    tag = "_alternatives" if args.alternatives else ""
+    tag = ("_alternatives" if args.alternatives else "") + (
+        f"_cpus{args.cpus}" if args.cpus else ""
+    )
     (out_dir / f"targets_rows{args.rows}{tag}.json").write_text(json.dumps(summary, indent=1))
 
 

@@ -12,7 +12,10 @@ DNA token arrays are hashed as their ``ACGTN`` text), mean-pools the real tokens
 
 The whole folder is written beside ``out_dir`` and renamed into place when complete.
 ``EmbeddingCache(out_dir).lookup(keys)`` returns padded ``(B, L, D)`` float32 embeddings and
-a ``(B, L)`` mask; an unknown or ``None`` key gives an all-False row.
+a ``(B, L)`` mask; an unknown or ``None`` key gives an all-False row. A training loader
+resolves its transcripts once (``item_rows``, a :class:`CacheRows`) and gathers each batch
+with ``CacheRows.take``: float16 as stored, one ``index_select`` per shard, optionally into
+page-locked memory.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -220,12 +224,14 @@ class EmbeddingCache:
             )
         }
         self._shards: dict[int, np.ndarray] = {}
+        self._tensors: dict[int, torch.Tensor] = {}
         self._items: dict[str, str | None] | None = None
 
     def __getstate__(self) -> dict:
         # DataLoader workers get the index, not copies of memory-mapped shards.
         state = dict(self.__dict__)
         state["_shards"] = {}
+        state["_tensors"] = {}
         return state
 
     def __len__(self) -> int:
@@ -239,6 +245,14 @@ class EmbeddingCache:
             self._shards[shard] = np.load(self.path / f"shard_{shard:05d}.npy", mmap_mode="r")
         return self._shards[shard]
 
+    def _shard_tensor(self, shard: int) -> torch.Tensor:
+        """The memory-mapped shard as a torch tensor (no copy; only ever read)."""
+        if shard not in self._tensors:
+            with warnings.catch_warnings():  # read-only map: torch warns that it is not writable
+                warnings.simplefilter("ignore", UserWarning)
+                self._tensors[shard] = torch.from_numpy(self._shard(shard))
+        return self._tensors[shard]
+
     def item_keys(self, items: Iterable[Any]) -> list[str | None]:
         """Keys of item IDs as recorded by ``build_cache`` (None if missing or unknown)."""
         if self._items is None:
@@ -246,25 +260,83 @@ class EmbeddingCache:
             self._items = dict(zip(table["item"], table["key"], strict=True))
         return [self._items.get(str(i)) for i in items]
 
+    def rows(self, keys: Iterable[str | None]) -> CacheRows:
+        """Where each key's pooled rows lie (shard, offset, length); length 0 for a ``None``
+        or unknown key."""
+        found = [self._index.get(k) if k is not None else None for k in keys]
+        table = np.array([f if f is not None else (-1, 0, 0) for f in found], dtype=np.int64)
+        table = table.reshape(-1, 3)
+        return CacheRows(self, table[:, 0].copy(), table[:, 1].copy(), table[:, 2].copy())
+
+    def item_rows(self, items: Iterable[Any]) -> CacheRows:
+        """``rows`` by item ID (e.g. transcript ID) instead of sequence key."""
+        return self.rows(self.item_keys(items))
+
+    def gather(
+        self, shard: np.ndarray, offset: np.ndarray, length: np.ndarray, pin_memory: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(emb (B, L, D) float16, mask (B, L) bool)`` of the entries at (shard, offset,
+        length), L = longest entry (at least 1), padding and missing entries zero.
+
+        The rows are copied from the memory-mapped shard by one ``torch.index_select`` per
+        shard the batch touches (one in all when the cache has one shard), straight into the
+        output, which is page-locked with ``pin_memory`` (for an asynchronous copy to a GPU).
+        The stored float16 values are kept: the model casts them on its device (exact).
+        """
+        batch = len(length)
+        width = max(int(length.max()) if batch else 0, 1)
+        positions = np.arange(width)
+        mask = positions < length[:, None]
+        # an entry's positions past its end repeat its last row (zeroed below): valid indices
+        rows = offset[:, None] + np.minimum(positions, np.maximum(length - 1, 0)[:, None])
+        rows = torch.from_numpy(rows.reshape(-1))
+        flat = torch.empty((batch * width, self.dim), dtype=torch.float16, pin_memory=pin_memory)
+        present = length > 0
+        shards = np.unique(shard[present])
+        if len(shards) == 1 and present.all():
+            torch.index_select(self._shard_tensor(int(shards[0])), 0, rows, out=flat)
+        else:
+            for number in shards:
+                chosen = torch.from_numpy(np.repeat(present & (shard == number), width))
+                flat[chosen] = torch.index_select(self._shard_tensor(int(number)), 0, rows[chosen])
+        padding = np.flatnonzero(~mask.reshape(-1))
+        if len(padding):
+            flat.index_fill_(0, torch.from_numpy(padding), 0)
+        mask_tensor = torch.from_numpy(mask)
+        emb = flat.view(batch, width, self.dim)
+        return emb, mask_tensor.pin_memory() if pin_memory else mask_tensor
+
     def lookup(self, keys: Iterable[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(emb (B, L, D) float32, mask (B, L) bool)``, L = longest entry (at least 1)."""
-        keys = list(keys)
-        found = [self._index.get(k) if k is not None else None for k in keys]
-        width = max([f[2] for f in found if f is not None], default=1)
-        emb = torch.zeros(len(keys), width, self.dim, dtype=torch.float32)
-        mask = torch.zeros(len(keys), width, dtype=torch.bool)
-        for row, entry in enumerate(found):
-            if entry is None:
-                continue
-            shard, offset, length = entry
-            block = np.asarray(self._shard(shard)[offset : offset + length], dtype=np.float32)
-            emb[row, :length] = torch.from_numpy(block)
-            mask[row, :length] = True
-        return emb, mask
+        emb, mask = self.rows(keys).take()
+        return emb.float(), mask
 
     def lookup_items(self, items: Iterable[Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """``lookup`` by item ID (e.g. transcript ID) instead of sequence key."""
         return self.lookup(self.item_keys(items))
+
+
+class CacheRows:
+    """Where the entries of a list of keys or items lie in an :class:`EmbeddingCache`
+    (numpy arrays ``shard``, ``offset``, ``length``, one element per key; length 0 for a
+    missing one), resolved once so a batch is gathered without a dictionary lookup per item."""
+
+    def __init__(self, cache: EmbeddingCache, shard, offset, length):
+        self.cache = cache
+        self.shard, self.offset, self.length = shard, offset, length
+
+    def __len__(self) -> int:
+        return len(self.length)
+
+    def take(
+        self, positions: np.ndarray | None = None, pin_memory: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`EmbeddingCache.gather` of the entries at ``positions`` (default: all)."""
+        if positions is None:
+            return self.cache.gather(self.shard, self.offset, self.length, pin_memory)
+        return self.cache.gather(
+            self.shard[positions], self.offset[positions], self.length[positions], pin_memory
+        )
 
 
 # ---------------------------------------------------------------------------------------

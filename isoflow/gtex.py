@@ -2,33 +2,45 @@
 
 The GTEx v8 transcript matrix (RSEM transcript TPM, ``#1.2`` GCT) has 199,324 rows x 17,382
 samples = 3.5 billion values, ~28 GB as float64. It is never held whole: the gzip stream is
-read in blocks of rows; each block becomes one (rows x samples) float64 array, and a matrix
-product with a sample -> tissue indicator (samples x tissues) turns it into per-tissue sums.
-What is kept is transcripts x tissues.
+read as bytes in blocks of rows; each block becomes one (rows x samples) float64 array, and a
+matrix product with a sample -> tissue indicator (samples x tissues) turns it into per-tissue
+sums. What is kept is transcripts x tissues.
 
-Why np.loadtxt on blocks of lines (bench/bench_targets.py, docs/benchmarks.md; 20,000 rows x
-17,382 samples, same run): this reader 71 s / 258 MiB peak; pyarrow ``open_csv`` streaming
-with 64 MiB blocks 84 s / 2.2 GiB (it builds 17,382 arrays per block; in an earlier run 16 MiB
-blocks took 170 s / 1.0 GiB, 4 MiB 312 s); polars ``scan_csv`` streaming 262 s / 468 MiB;
-pandas ``read_csv`` holds the whole matrix (26.6 s / 2.6 GB at 8,000 rows on the 2-core dev
-box, ~65 GB at GTEx's 199k rows).
-Row-wise, numpy's C loadtxt parser has no per-column cost, its memory does not grow with the
-matrix length (250 MiB at 2,000 rows), a bad block is re-read from the lines in hand to name
-line and sample, and gzip is decompressed in a second thread (xopen + isal).
+How a block is parsed (bench/bench_targets.py, docs/benchmarks.md): numpy finds every tab and
+newline of the block at once, which gives each field's bounds in the block with those bytes
+deleted; the numbers then form one pyarrow string array per row and a single string ->
+float64 cast parses them (fast_float, correctly rounded like np.loadtxt, so the same bits):
+about half np.loadtxt's CPU per value, which was 72% of the reader's time. A field the cast
+rejects (blanks around a number, text) sends the block to np.loadtxt, which has the last
+word on what is a number and names a bad one. gzip is decompressed in a second thread (xopen +
+isal) and, when the process may use two cores, blocks are parsed in a third while the next
+are read (numpy's scans and pyarrow's cast release the GIL).
+
+Why row blocks and not a CSV reader (same benchmark, 20,000 rows x 17,382 samples, one run
+before this parser): np.loadtxt on blocks 71 s / 258 MiB peak; pyarrow ``open_csv``
+streaming with 64 MiB blocks 84 s / 2.2 GiB (it builds 17,382 arrays per block; in an earlier
+run 16 MiB blocks took 170 s / 1.0 GiB, 4 MiB 312 s); polars ``scan_csv`` streaming 262 s /
+468 MiB; pandas ``read_csv`` holds the whole matrix (26.6 s / 2.6 GB at 8,000 rows on the
+2-core dev box, ~65 GB at GTEx's 199k rows). Row-wise, the cost has no per-column part and memory does not grow
+with the matrix length.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import difflib
 import itertools
 import json
 import logging
 import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from xopen import xopen
 
@@ -449,52 +461,157 @@ def _open_text(path: PathLike, threads: int = 0):
     return open(path, encoding="utf-8")
 
 
-def _open_binary(path: PathLike):
-    return xopen(path, "rb", threads=0) if _compression(path) else open(path, "rb")
+def _open_binary(path: PathLike, threads: int = 0):
+    # threads=1: decompressed in a second thread (isal's igzip), beside the parsing.
+    return xopen(path, "rb", threads=threads) if _compression(path) else open(path, "rb")
 
 
-def _row_blocks(gct: PathLike, columns: list[str], block_rows: int):
-    """Yield (first line number, transcript IDs, gene IDs, values (rows x samples) float64)."""
-    n_fields = len(columns)
-    sample_columns = range(2, n_fields)
-    lineno = 3  # the header lines, read again here
+def _parse_workers() -> int:
+    """Threads that parse blocks beside the reading one: 1 when this process may use two or
+    more cores (the heavy steps, numpy's scans and pyarrow's cast, release the GIL), else 0."""
     try:
-        with _open_text(gct, threads=1) as fh:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return 1 if cores > 1 else 0
+
+
+def _row_blocks(gct: PathLike, columns: list[str], block_rows: int, workers: int | None = None):
+    """Yield (first line number, transcript IDs, gene IDs, values (rows x samples) float64).
+
+    The stream is read as bytes (decompressed in a second thread by xopen + isal); with
+    ``workers`` > 0 (default: ``_parse_workers()``) blocks are parsed in that many threads
+    while the next ones are read, and yielded in file order. A read error (truncated gzip)
+    is raised only after the blocks read before it, so errors come in file order either way.
+    """
+    workers = _parse_workers() if workers is None else workers
+    lineno = 3  # the header lines, read again here
+    pending: collections.deque = collections.deque()
+    with contextlib.ExitStack() as stack:
+        pool = (
+            stack.enter_context(ThreadPoolExecutor(workers, thread_name_prefix="gct-parse"))
+            if workers
+            else None
+        )
+        try:
+            fh = stack.enter_context(_open_binary(gct, threads=1))
             for _ in range(3):
                 next(fh)
             while True:
                 lines = list(itertools.islice(fh, block_rows))
                 if not lines:
-                    return
+                    break
                 first_line = lineno + 1
                 lineno += len(lines)
-                for offset, line in enumerate(lines):
-                    if line.count("\t") != n_fields - 1:
-                        raise InputError(
-                            gct,
-                            first_line + offset,
-                            f"expected {n_fields} fields (as the header), found "
-                            f"{line.count(chr(9)) + 1}",
-                        )
-                heads = [line.split("\t", 2) for line in lines]
-                try:
-                    values = np.loadtxt(
-                        lines,
-                        delimiter="\t",
-                        usecols=sample_columns,
-                        dtype=np.float64,
-                        comments=None,
-                        ndmin=2,
-                    )
-                except ValueError:
-                    raise _bad_value(gct, columns, lines, first_line) from None
-                yield first_line, [h[0] for h in heads], [h[1] for h in heads], values
-    except UnicodeDecodeError:
-        raise non_utf8_error(gct) from None
-    except (EOFError, OSError) as err:
+                if pool is None:
+                    yield first_line, *_parse_block(gct, columns, lines, first_line)
+                    continue
+                pending.append(
+                    (first_line, pool.submit(_parse_block, gct, columns, lines, first_line))
+                )
+                if len(pending) > workers:
+                    first, future = pending.popleft()
+                    yield first, *future.result()
+        except (EOFError, OSError) as err:
+            error = InputError(
+                gct, None, f"truncated or corrupt gzip stream ({lineno} lines read before): {err}"
+            )
+        else:
+            error = None
+        while pending:
+            first, future = pending.popleft()
+            yield first, *future.result()
+        if error is not None:
+            raise error
+
+
+def _parse_block(
+    gct: PathLike, columns: list[str], lines: list[bytes], first_line: int
+) -> tuple[list[str], list[str], np.ndarray]:
+    """One block of GCT lines -> (transcript IDs, gene IDs, values (rows x samples) float64).
+
+    Every field of the block is located at once: the tab and newline positions (numpy) give
+    each field's bounds in the block with those bytes deleted, so the numbers of each row form
+    one pyarrow string array and one string -> float64 cast parses them all (fast_float,
+    correctly rounded like np.loadtxt: about half np.loadtxt's time per value, see
+    docs/benchmarks.md). A field pyarrow does not read as a number sends the block to
+    np.loadtxt, which decides what is a number and names a bad one.
+    """
+    data = b"".join(lines)
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = first_line + data.count(b"\n", 0, err.start)
+            error = non_utf8_error(gct, data[data.rfind(b"\n", 0, err.start) + 1 :])
+            raise InputError(gct, line, error.message) from None
+    if b"\r" in data:
+        if data.count(b"\r") != data.count(b"\r\n"):
+            position = data.replace(b"\r\n", b"\n\n").find(b"\r")
+            raise InputError(
+                gct,
+                first_line + data.count(b"\n", 0, position),
+                "carriage return (CR) inside a row: only LF or CRLF line ends are read",
+            )
+        lines = [line.replace(b"\r\n", b"\n") for line in lines]
+        data = b"".join(lines)
+    n_fields = len(columns)
+    n_rows = len(lines)
+    raw = np.frombuffer(data, dtype=np.uint8)
+    separators = np.flatnonzero((raw == 9) | (raw == 10))
+    # Each row must hold n_fields - 1 tabs and end in a newline (the last row may lack it).
+    line_ends = np.cumsum([len(line) for line in lines])
+    per_line = np.diff(np.searchsorted(separators, line_ends), prepend=0)
+    complete = per_line == n_fields
+    if not lines[-1].endswith(b"\n"):
+        complete[-1] = per_line[-1] == n_fields - 1
+    if not complete.all():
+        offset = int(np.flatnonzero(~complete)[0])
+        found = lines[offset].count(b"\t") + 1
         raise InputError(
-            gct, None, f"truncated or corrupt gzip stream ({lineno} lines read before): {err}"
-        ) from None
+            gct,
+            first_line + offset,
+            f"expected {n_fields} fields (as the header), found {found}",
+        )
+    n_total = n_rows * n_fields
+    text = data.translate(None, b"\t\n")
+    # field k starts after k deleted separators and ends where separator k stood
+    offsets = np.empty(n_total + 1, dtype=np.int64)
+    offsets[0] = 0
+    np.subtract(separators[: n_total - 1], np.arange(n_total - 1), out=offsets[1:n_total])
+    offsets[n_total] = len(text)
+    heads = offsets[np.arange(n_rows)[:, None] * n_fields + np.arange(3)].tolist()
+    ids = [text[a:b].decode() for a, b, _ in heads]
+    genes = [text[b:c].decode() for _, b, c in heads]
+    offsets_buffer, text_buffer = pa.py_buffer(offsets), pa.py_buffer(text)
+    rows = [
+        pa.LargeStringArray.from_buffers(
+            n_fields - 2, offsets_buffer, text_buffer, offset=row * n_fields + 2
+        )
+        for row in range(n_rows)
+    ]
+    try:
+        parsed = pc.cast(pa.chunked_array(rows, pa.large_string()), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return ids, genes, _parse_values_loadtxt(gct, columns, lines, first_line)
+    return ids, genes, parsed.to_numpy().reshape(n_rows, n_fields - 2)
+
+
+def _parse_values_loadtxt(gct, columns, lines: list[bytes], first_line: int) -> np.ndarray:
+    """np.loadtxt on a block's lines: the reference parser, and the one that names a value
+    that is not a number."""
+    text = [line.decode("utf-8") for line in lines]
+    try:
+        return np.loadtxt(
+            text,
+            delimiter="\t",
+            usecols=range(2, len(columns)),
+            dtype=np.float64,
+            comments=None,
+            ndmin=2,
+        )
+    except ValueError:
+        raise _bad_value(gct, columns, text, first_line) from None
 
 
 def _bad_value(gct, columns, lines, first_line) -> InputError:

@@ -211,3 +211,37 @@ def test_cache_pickles_without_its_shards(tmp_path, esm):
     assert clone._shards == {}
     after = clone.lookup_items(["a"])
     assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])
+
+
+def test_batch_gather_is_the_stored_float16_rows(tmp_path, esm):
+    # CacheRows.take reads each entry's rows as stored (float16, bit for bit), across shards,
+    # with padding and missing entries zero and masked; lookup is the same values as float32.
+    seqs = {f"p{i}": protein(3 + 4 * i) for i in range(7)}
+    seqs["none"] = None
+    build_cache(esm, seqs, tmp_path / "cache", pool_to=16, batch_size=3, shard_rows=20)
+    cache = EmbeddingCache(tmp_path / "cache")
+    assert cache.meta["n_shards"] > 2
+    index = pq.read_table(tmp_path / "cache" / "index.parquet").to_pydict()
+    spans = zip(index["shard"], index["offset"], index["length"], strict=True)
+    where = dict(zip(index["key"], spans, strict=True))
+    order = ["p5", "none", "p0", "p6", "p2", "p5"]
+    keys = cache.item_keys(order)
+    for positions in (None, np.array([0, 3]), np.array([2])):
+        emb, mask = cache.item_rows(order).take(positions)
+        chosen = [keys[i] for i in (range(len(order)) if positions is None else positions)]
+        lengths = [where[k][2] if k else 0 for k in chosen]
+        assert emb.dtype == torch.float16 and emb.shape == (len(chosen), max(lengths), esm.dim)
+        assert mask.sum(1).tolist() == lengths
+        for row, key in enumerate(chosen):
+            if key is None:
+                assert not emb[row].any()
+                continue
+            shard, offset, length = where[key]
+            stored = np.load(tmp_path / "cache" / f"shard_{shard:05d}.npy")
+            stored = stored[offset : offset + length]
+            assert emb[row, :length].numpy().tobytes() == stored.tobytes()
+            assert not emb[row, length:].any()
+    as_float, float_mask = cache.lookup(keys)
+    emb, mask = cache.item_rows(order).take()
+    assert as_float.dtype == torch.float32 and torch.equal(as_float, emb.float())
+    assert torch.equal(float_mask, mask)

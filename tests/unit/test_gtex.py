@@ -531,3 +531,54 @@ def test_gct_with_crlf_line_ends_reads_as_lf(tmp_path, attrs_path):
     a, _ = aggregate_tpm(lf, attrs_path, "smts", ["Brain", "Liver"])
     b, _ = aggregate_tpm(crlf, attrs_path, "smts", ["Brain", "Liver"])
     pd.testing.assert_frame_equal(a, b)
+
+
+def _blocks(gct, workers, block_rows=7):
+    from isoflow.gtex import _row_blocks, read_gct_header
+
+    _, _, columns = read_gct_header(gct)
+    return list(_row_blocks(gct, columns, block_rows, workers=workers))
+
+
+def test_fast_parser_reads_every_number_as_loadtxt(tmp_path, attrs_path):
+    # pyarrow's cast reads most blocks; a field it rejects (blanks around a number) sends the
+    # block to np.loadtxt; either way the float64 values are np.loadtxt's, bit for bit.
+    samples = sample_ids(attrs_path)
+    rows = random_rows(30, len(samples))
+    rows[2][2][:6] = ["1e3", "+1.5", ".5", "5.", "00012.5000", "1E-300"]
+    rows[3][2][:3] = ["0.1000000000000000055511151231257827", "123456789012345678901", "-0"]
+    rows[20][2][4] = " 1.5"  # np.loadtxt strips blanks, pyarrow does not
+    gct = write_gct(tmp_path / "tpm.gct", samples, rows, gz=False)
+    text = [line.split("\t", 2)[2] for line in gct.read_text().splitlines()[3:]]
+    expected = np.loadtxt(text, delimiter="\t", dtype=np.float64, comments=None, ndmin=2)
+    for workers in (0, 1, 2):
+        blocks = _blocks(gct, workers)
+        assert [b[0] for b in blocks] == list(range(4, 34, 7))
+        values = np.concatenate([b[3] for b in blocks])
+        assert values.tobytes() == expected.tobytes()
+        assert sum((b[1] for b in blocks), []) == [r[0] for r in rows]
+        assert sum((b[2] for b in blocks), []) == [r[1] for r in rows]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_errors_in_file_order_with_parse_threads(tmp_path, attrs_path, monkeypatch, workers):
+    # A bad value in an early block is reported before a short row in a later one, whether
+    # blocks are parsed in threads (several at once, read ahead) or not.
+    monkeypatch.setattr("isoflow.gtex._parse_workers", lambda: workers)
+    samples = sample_ids(attrs_path)
+    rows = random_rows(600, len(samples))
+    rows[140][2][5] = "abc"
+    rows[590] = (rows[590][0], rows[590][1], rows[590][2][:-1])
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert msg.startswith(f"{gct}:144: transcript {rows[140][0]}, sample {samples[5]}: TPM 'abc'")
+
+
+def test_lone_carriage_return_in_a_row(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    rows = random_rows(10, len(samples))
+    rows[4][2][7] = "1.5\r"
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    assert run_bad(tmp_path, attrs_path, gct) == (
+        f"{gct}:8: carriage return (CR) inside a row: only LF or CRLF line ends are read"
+    )

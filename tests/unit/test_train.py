@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from helpers.paths import REPO
@@ -290,6 +291,42 @@ def test_cache_mode_trains_from_embeddings(dataset, tmp_path):
     write_dataset(df, tissues, fasta, other)
     with pytest.raises(InputError, match=r"nucleotide_transformer:ENST\d+x?\.1x?: \d+ transcripts"):
         IsoformDataModule(other, ["rna"], cache_dirs={"rna": caches["rna"]}).setup()
+
+
+def test_cache_batches_gathered_whole_train_bit_identically(dataset, tmp_path, monkeypatch):
+    # Batches gathered whole (float16 as stored, cast on the model's device) against the
+    # per-item path (each item looked up and converted to float32 on the host, as before):
+    # float16 -> float32 is exact, so every weight, loss and metric is bit-identical.
+    import isoflow.data
+    from isoflow.embed import embed_dataset
+
+    path, _ = dataset
+    caches = {}
+    for modality, name in (("rna", "nucleotide_transformer"), ("protein", "esm2")):
+        caches[modality] = tmp_path / "embeddings" / name
+        embed_dataset(path, name, {**TINY_CONFIG["encoders"][name], "pool_to": 4}, caches[modality])
+    config = config_with(max_epochs=2)
+    config["model"]["cached_modalities"] = ["rna", "protein"]
+    exp = {"modalities": FAST, "seed": 1}
+
+    data = IsoformDataModule(path, FAST, cache_dirs=caches, batch_size=8)
+    data.setup()
+    whole = next(iter(data.train_dataloader()))
+    protein = whole["inputs"]["protein"]
+    assert protein[0].dtype == torch.float16 and not protein[1].all()  # some have no protein
+    run_experiment(config, exp, path, tmp_path / "whole", cache_dirs=caches)
+
+    monkeypatch.setattr(isoflow.data.IsoformDataset, "__getitems__", None)  # item by item
+    items = next(iter(data.train_dataloader()))
+    assert items["inputs"]["protein"][0].dtype == torch.float32
+    for modality in FAST:
+        for a, b in zip(whole["inputs"][modality], items["inputs"][modality], strict=True):
+            assert torch.equal(a.float() if a.is_floating_point() else a, b)
+    assert torch.equal(whole["target"], items["target"])
+    assert torch.equal(whole["index"], items["index"])
+    run_experiment(config, exp, path, tmp_path / "items", cache_dirs=caches)
+    for name in ("metrics.json", "history.csv", "predictions.parquet"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "items" / name).read_bytes()
 
 
 # --- non-finite losses and strict metrics ------------------------------------------------
