@@ -21,8 +21,8 @@ before this parser): np.loadtxt on blocks 71 s / 258 MiB peak; pyarrow ``open_cs
 streaming with 64 MiB blocks 84 s / 2.2 GiB (it builds 17,382 arrays per block; in an earlier
 run 16 MiB blocks took 170 s / 1.0 GiB, 4 MiB 312 s); polars ``scan_csv`` streaming 262 s /
 468 MiB; pandas ``read_csv`` holds the whole matrix (26.6 s / 2.6 GB at 8,000 rows on the
-2-core dev box, ~65 GB at GTEx's 199k rows). Row-wise, the cost has no per-column part and memory does not grow
-with the matrix length.
+2-core dev box, ~65 GB at GTEx's 199k rows). Row-wise, the cost has no per-column part and
+memory does not grow with the matrix length.
 """
 
 from __future__ import annotations
