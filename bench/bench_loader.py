@@ -43,7 +43,7 @@ TISSUES = [f"tissue_{i:02d}" for i in range(30)]
 CHILD = """
 import json, sys, time
 import torch
-import isoflow.data as data
+import isoflow.loader as data
 cfg = json.loads(sys.argv[1])
 if cfg["torch_threads"]:
     torch.set_num_threads(cfg["torch_threads"])

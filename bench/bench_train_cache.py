@@ -22,8 +22,8 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
-from isoflow.data import IsoformDataModule
 from isoflow.lightning import IsoFormerModule
+from isoflow.loader import IsoformDataModule
 from isoflow.settings import encoder_names, model_config, train_config
 
 

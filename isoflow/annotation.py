@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from xopen import xopen
 
-from isoflow.errors import InputError, atomic_path, non_utf8_error
+from isoflow.errors import InputError, non_utf8_error
+from isoflow.files import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError
+from isoflow.files import atomic_path
 from isoflow.gtex import TISSUES_METADATA_KEY
 from isoflow.metrics import evaluate, predictions_frame
 from isoflow.sequences import read_fasta

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from isoflow import provenance
-from isoflow.errors import atomic_path
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+from isoflow.files import atomic_path
 from isoflow.model.encoders import spec_from_config
 from isoflow.settings import encoder_names, model_config, train_config
 

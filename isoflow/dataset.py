@@ -15,7 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from isoflow.errors import InputError, atomic_path, non_utf8_error
+from isoflow.errors import InputError, non_utf8_error
+from isoflow.files import atomic_path
 from isoflow.gtex import TISSUES_METADATA_KEY, read_targets
 from isoflow.sequences import read_fasta
 from isoflow.splits import check_transcript_table, read_splits

@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from isoflow.alphabet import reverse_complement, standard_code, translate_cds
-from isoflow.errors import atomic_path
+from isoflow.files import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,8 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError
+from isoflow.files import atomic_path
 
 log = logging.getLogger(__name__)
 

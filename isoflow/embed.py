@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from isoflow.alphabet import DNA_LETTER_CODES, is_missing
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError
+from isoflow.files import atomic_path
 
 INDEX_FILE = "index.parquet"
 ITEMS_FILE = "items.parquet"

@@ -19,7 +19,8 @@ import pysam
 import pysam.libcbgzf
 
 from isoflow.alphabet import MITO_NAMES
-from isoflow.errors import InputError, atomic_path, non_utf8_error
+from isoflow.errors import InputError, non_utf8_error
+from isoflow.files import atomic_path
 
 log = logging.getLogger("isoflow.genome")
 

@@ -5,7 +5,7 @@ Snakemake reruns a job when an input is *newer* than its outputs; its checksums 
 replaced by a changed copy that keeps an older mtime (``cp -p``, ``rsync -a``, an archive
 restore) reruns nothing, and the outputs silently stay stale (docs/rerun.md).
 
-So every rule script records, when its job succeeds (``isoflow.cli.run_script``), one JSON
+So every rule script records, when its job succeeds (``isoflow.jobs.run_script``), one JSON
 file per job under ``.isoflow/provenance/``: the rule, its outputs, and for each input file its
 path, size, ``mtime_ns``, ``ctime_ns`` and sha256. Once Snakemake has built the DAG of a run or
 dry-run (``rules/common.smk``), ``check_records`` reads the records of the DAG's jobs only (a
@@ -33,7 +33,8 @@ import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError
+from isoflow.files import atomic_path
 
 log = logging.getLogger(__name__)
 

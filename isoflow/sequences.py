@@ -32,7 +32,8 @@ import pysam
 from xopen import xopen
 
 from isoflow.alphabet import genetic_code, reverse_complement, translate_cds
-from isoflow.errors import InputError, atomic_path, non_utf8_error
+from isoflow.errors import InputError, non_utf8_error
+from isoflow.files import atomic_path
 from isoflow.genome import GenomeWindows, check_contigs
 
 log = logging.getLogger("isoflow.sequences")

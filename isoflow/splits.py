@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from isoflow.alphabet import id_unit
-from isoflow.errors import InputError, atomic_path, non_utf8_error
+from isoflow.errors import InputError, non_utf8_error
+from isoflow.files import atomic_path
 
 SPLITS = ("train", "valid", "test")
 SCHEMES = ("gene", "chrom")

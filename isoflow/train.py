@@ -48,10 +48,11 @@ from isoflow.checkpoints import (
     resume_checkpoint,
     run_fingerprint,
 )
-from isoflow.data import IsoformDataModule
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+from isoflow.files import atomic_path
 from isoflow.lightning import HISTORY_COLUMNS, History, IsoFormerModule, RngState
+from isoflow.loader import IsoformDataModule
 from isoflow.metrics import evaluate, predictions_frame
 from isoflow.settings import cached_modalities, train_config
 

@@ -20,7 +20,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from isoflow.errors import InputError, atomic_path
+from isoflow.errors import InputError
+from isoflow.files import atomic_path
 
 SOURCE_FILE = "isoflow_source.json"
 ESM_MODEL_URL = "https://dl.fbaipublicfiles.com/fair-esm/models/{model}.pt"

@@ -1,7 +1,7 @@
 """Rule annotation: GTF/GFF3 -> results/annotation/transcripts.parquet."""
 
 from isoflow.annotation import read_annotation, write_transcripts
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Rule baseline: sequence-free ridge baseline -> results/baseline/ (isoflow.baseline)."""
 
 from isoflow.baseline import run_baseline
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 
 
 def main() -> None:

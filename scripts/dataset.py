@@ -1,7 +1,7 @@
 """Rule dataset: annotation, sequences, targets, splits -> results/dataset/{name}.parquet."""
 
-from isoflow.cli import run_script
 from isoflow.dataset import build_dataset
+from isoflow.jobs import run_script
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """demo_data rule: synthetic genome, GTF, GTEx attributes and TPM matrix (isoflow.demo)."""
 
-from isoflow.cli import run_script
 from isoflow.demo import write_demo
+from isoflow.jobs import run_script
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """download_* rules: fetch one URL, validated and verified (isoflow.download)."""
 
-from isoflow.cli import run_script
 from isoflow.download import RULE_KEYS, fetch
+from isoflow.jobs import run_script
 
 
 def main() -> None:

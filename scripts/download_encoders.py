@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.weights import download_encoder
 
 

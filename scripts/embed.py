@@ -2,8 +2,8 @@
 
 import torch
 
-from isoflow.cli import run_script
 from isoflow.embed import embed_dataset
+from isoflow.jobs import run_script
 from isoflow.model.encoders import spec_from_config
 
 

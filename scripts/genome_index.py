@@ -1,7 +1,7 @@
 """Rule genome_index: genome FASTA -> its samtools .fai index."""
 
-from isoflow.cli import run_script
 from isoflow.genome import index_fasta
+from isoflow.jobs import run_script
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Rules report_ablation and report_scaling: one factor varied
 (isoflow.report.build.build_ablation)."""
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.report.build import build_ablation
 
 

@@ -1,6 +1,6 @@
 """Rule report_biotypes: transcripts by biotype (isoflow.report.build.build_biotypes)."""
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.report.build import build_biotypes
 
 

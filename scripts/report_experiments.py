@@ -1,7 +1,7 @@
 """Rule report_experiments: all runs beside the paper
 (isoflow.report.build.build_experiments)."""
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.report.build import build_experiments
 
 

@@ -1,7 +1,7 @@
 """Rule report_lengths: RNA and protein length distributions
 (isoflow.report.build.build_lengths)."""
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.report.build import build_lengths
 
 

@@ -1,6 +1,6 @@
 """Rule report_run: the per-run views (isoflow.report.build.build_run)."""
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.report.build import build_run
 
 

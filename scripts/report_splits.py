@@ -1,6 +1,6 @@
 """Rule report_splits: split sizes (isoflow.report.build.build_splits)."""
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.report.build import build_splits
 
 

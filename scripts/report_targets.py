@@ -1,7 +1,7 @@
 """Rule report_targets: target distribution, isoforms per gene, GTEx vs annotation
 (isoflow.report.build.build_targets)."""
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.report.build import build_targets
 
 

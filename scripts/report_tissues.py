@@ -1,6 +1,6 @@
 """Rule report_tissues: GTEx samples per tissue (isoflow.report.build.build_tissues)."""
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.report.build import build_tissues
 
 

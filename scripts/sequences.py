@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.sequences import build_sequences
 
 

@@ -1,6 +1,6 @@
 """Rule splits: results/annotation/transcripts.parquet -> results/splits/{scheme}.tsv."""
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.splits import build_splits
 
 

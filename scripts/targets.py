@@ -1,7 +1,7 @@
 """Rule targets: GTEx TPM GCT + attributes -> results/targets/{tissue_set}.parquet, .stats.tsv."""
 
-from isoflow.cli import run_script
 from isoflow.gtex import build_targets
+from isoflow.jobs import run_script
 
 
 def main() -> None:

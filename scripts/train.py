@@ -2,7 +2,7 @@
 
 import torch
 
-from isoflow.cli import run_script
+from isoflow.jobs import run_script
 from isoflow.train import run_experiment
 
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from isoflow.errors import atomic_path
 from isoflow.experiments import FACTOR_LABELS
+from isoflow.files import atomic_path
 from isoflow.report.readers import METRICS, is_collapsed
 from isoflow.report.tables import (
     COLLAPSED,

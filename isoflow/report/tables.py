@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from isoflow.errors import atomic_path
 from isoflow.experiments import (
     FACTOR_LABELS,
     FACTORS,
@@ -29,6 +28,7 @@ from isoflow.experiments import (
     factor_level,
     setting_groups,
 )
+from isoflow.files import atomic_path
 from isoflow.report.readers import METRICS, is_collapsed
 from isoflow.splits import SPLITS
 from isoflow.workflow import BASELINE_METRICS

@@ -213,3 +213,23 @@ def test_schema_enums_spell_the_package_constants():
     enums = dict(_schema_enums(yaml.safe_load(SCHEMA.read_text())))
     for path, constant in owners.items():
         assert tuple(enums[path]) == tuple(constant), path
+
+
+def test_config_violations_name_the_key_on_one_line():
+    schema = REPO / "config/schema.yaml"
+    good = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    check_config(good, schema)
+    check_config(yaml.safe_load((REPO / "config/config.yaml").read_text()), schema)
+    cases = [
+        ({"genome": {"sha256": "xyz"}}, "config:genome.sha256: 'xyz' does not match"),
+        ({"tissue_set": "organ"}, "config:tissue_set: 'organ' is not one of"),
+        ({"dna": {"window": "big"}}, "config:dna.window: 'big' is not of type 'integer'"),
+        ({"experiments": [{"modalities": ["atac"]}]}, "config:experiments[0].modalities[0]:"),
+        ({"genome": {"fasta_path": "x.fa"}}, "config:genome: unknown key 'fasta_path'"),
+    ]
+    for patch, expected in cases:
+        bad = {**good, **patch}
+        with pytest.raises(InputError) as err:
+            check_config(bad, schema)
+        assert str(err.value).startswith(expected), str(err.value)
+        assert "\n" not in str(err.value)

@@ -65,19 +65,19 @@ import os
 
 import numpy as np
 
-import isoflow.data
-from isoflow.cli import run_script
+import isoflow.loader
+from isoflow.jobs import run_script
 from isoflow.train import main
 
 if os.environ.get("LOCAL_RANK") == "1":  # set by the launcher for the process it starts
-    select = isoflow.data.select_training_rows
+    select = isoflow.loader.select_training_rows
 
     def with_inf(*args, **kwargs):  # an overflowing TPM, in every row rank 1 may draw
         rows = select(*args, **kwargs)
         rows["Brain"] = np.inf
         return rows
 
-    isoflow.data.select_training_rows = with_inf
+    isoflow.loader.select_training_rows = with_inf
 run_script(main)
 """
 

@@ -8,7 +8,7 @@ from helpers.experiments import ABLATIONS, ALL3
 from helpers.paths import REPO
 from isoflow.config import check_config
 from isoflow.errors import InputError
-from isoflow.experiments import ablation_groups, expand_experiments, setting_name
+from isoflow.experiments import ablation_groups, expand_experiments, run_name, setting_name
 
 SCHEMA = REPO / "config" / "schema.yaml"
 
@@ -146,3 +146,24 @@ def test_setting_name_drops_only_the_seed():
         "dna_enformer_concat_f0.5_shuffled"
     )
     assert setting_name("rna_nt_dna_cross_attention_s0") == "rna_nt_dna_cross_attention"
+
+
+def test_run_names_follow_the_design_contract():
+    assert (
+        run_name({"modalities": ["protein", "dna", "rna"]})
+        == "dna+rna+protein_enformer_cross_attention_s0"
+    )
+    assert (
+        run_name({"modalities": ["rna"], "aggregator": "concat", "seed": 2, "fraction": 0.25})
+        == "rna_enformer_concat_s2_f0.25"
+    )
+    assert run_name({"modalities": ["dna"], "shuffle_targets": True}).endswith("_shuffled")
+    with pytest.raises(ValueError, match="unknown modalities"):
+        run_name({"modalities": ["atac"]})
+
+
+def test_duplicate_experiments_are_a_config_error():
+    with pytest.raises(ValueError, match=r"experiments\[1\]: duplicate run"):
+        expand_experiments({"experiments": [{"modalities": ["dna"]}, {"modalities": ["dna"]}]})
+    runs = expand_experiments({"experiments": [{"modalities": ["rna", "dna"]}]})
+    assert runs["dna+rna_enformer_cross_attention_s0"]["modalities"] == ["dna", "rna"]

@@ -163,7 +163,7 @@ def test_run_script_records_only_a_job_that_succeeds(tmp_path):
     script.write_text(
         "import sys\n"
         "from types import SimpleNamespace\n"
-        "from isoflow.cli import run_script\n"
+        "from isoflow.jobs import run_script\n"
         "from isoflow.errors import InputError\n"
         "snakemake = SimpleNamespace(rule='r', input=['in.txt'], output=['out.txt'])\n"
         "def main():\n"

@@ -17,16 +17,16 @@ import yaml
 
 from helpers.paths import REPO
 from helpers.training import TINY_CONFIG, TISSUES, make_dataset
-from isoflow.data import (
+from isoflow.dataset import read_dataset, write_dataset
+from isoflow.errors import InputError
+from isoflow.lightning import HISTORY_COLUMNS
+from isoflow.loader import (
     IsoformDataModule,
     id_fraction,
     select_training_rows,
     truncate,
     valid_rows,
 )
-from isoflow.dataset import read_dataset, write_dataset
-from isoflow.errors import InputError
-from isoflow.lightning import HISTORY_COLUMNS
 from isoflow.train import run_experiment
 
 FAST = ["rna", "protein"]  # the quickest tiny encoders; DNA is covered by the format test
@@ -297,7 +297,7 @@ def test_cache_batches_gathered_whole_train_bit_identically(dataset, tmp_path, m
     # Batches gathered whole (float16 as stored, cast on the model's device) against the
     # per-item path (each item looked up and converted to float32 on the host, as before):
     # float16 -> float32 is exact, so every weight, loss and metric is bit-identical.
-    import isoflow.data
+    import isoflow.loader
     from isoflow.embed import embed_dataset
 
     path, _ = dataset
@@ -316,7 +316,7 @@ def test_cache_batches_gathered_whole_train_bit_identically(dataset, tmp_path, m
     assert protein[0].dtype == torch.float16 and not protein[1].all()  # some have no protein
     run_experiment(config, exp, path, tmp_path / "whole", cache_dirs=caches)
 
-    monkeypatch.setattr(isoflow.data.IsoformDataset, "__getitems__", None)  # item by item
+    monkeypatch.setattr(isoflow.loader.IsoformDataset, "__getitems__", None)  # item by item
     items = next(iter(data.train_dataloader()))
     assert items["inputs"]["protein"][0].dtype == torch.float32
     for modality in FAST:
@@ -333,21 +333,21 @@ def test_cache_batches_gathered_whole_train_bit_identically(dataset, tmp_path, m
 
 
 def test_non_finite_target_stops_training_with_one_line(dataset, tmp_path, monkeypatch, capsys):
-    import isoflow.data
-    from isoflow.cli import run_script
+    import isoflow.loader
+    from isoflow.jobs import run_script
 
     path, _ = dataset
     df, tissues = read_dataset(path)
-    train = isoflow.data.select_training_rows(df, tissues, 1.0, False, 0)
+    train = isoflow.loader.select_training_rows(df, tissues, 1.0, False, 0)
     transcript = train.loc[2, "transcript_id"]
-    select = isoflow.data.select_training_rows
+    select = isoflow.loader.select_training_rows
 
     def with_inf(*args, **kwargs):  # an overflowing TPM: log1p(mean TPM) = inf
         rows = select(*args, **kwargs)
         rows.loc[2, "Brain"] = np.inf
         return rows
 
-    monkeypatch.setattr(isoflow.data, "select_training_rows", with_inf)
+    monkeypatch.setattr(isoflow.loader, "select_training_rows", with_inf)
     exp = {"modalities": FAST}
     with pytest.raises(SystemExit) as exit_info:
         run_script(lambda: run_experiment(config_with(max_epochs=2), exp, path, tmp_path))
