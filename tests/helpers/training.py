@@ -3,6 +3,8 @@ tests; targets depend on the sequences so a model can learn something."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +97,32 @@ def make_dataset(
     dataset = tmp_path / "dataset.parquet"
     write_dataset(pd.DataFrame(rows), TISSUES, fasta, dataset)
     return dataset, fasta
+
+
+# The keys of a run's metrics.json (DESIGN.md "metrics.json"), as the tests hold them.
+METRICS_KEYS = {
+    "mean",
+    "per_tissue",
+    "within_gene_spearman",
+    "n_test",
+    "prediction_spread",
+    "collapsed",
+}
+
+
+def train_command(config_path, experiment: dict, dataset_path, run_dir) -> list[str]:
+    """``python -m isoflow.train`` for one experiment: the command line Lightning's DDP
+    launcher re-runs for the other ranks."""
+    return [
+        sys.executable,
+        "-m",
+        "isoflow.train",
+        "--config",
+        str(config_path),
+        "--experiment",
+        json.dumps(experiment),
+        "--dataset",
+        str(dataset_path),
+        "--run-dir",
+        str(run_dir),
+    ]

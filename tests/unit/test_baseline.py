@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers.paths import REPO, SHARED_REAL, SNAKEMAKE
+from helpers.training import METRICS_KEYS
 from isoflow.baseline import (
     LENGTH_FEATURES,
     design_matrix,
@@ -268,14 +269,7 @@ def test_run_baseline_writes_a_training_runs_formats(tmp_path):
     metrics = run(paths, tmp_path)
     out = outputs(tmp_path)
     assert json.loads(out["metrics_json"].read_text()) == metrics
-    assert set(metrics) == {
-        "mean",
-        "per_tissue",
-        "within_gene_spearman",
-        "n_test",
-        "prediction_spread",
-        "collapsed",
-    }
+    assert set(metrics) == METRICS_KEYS
     assert metrics["n_test"] == 2 * 12
     assert list(metrics["per_tissue"]) == TISSUES
     assert metrics["mean"]["r2"] > 0.8  # the planted length effect, test split

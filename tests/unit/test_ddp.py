@@ -4,14 +4,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import yaml
 
 from helpers.paths import REPO
-from helpers.training import TINY_CONFIG, TISSUES, make_dataset
+from helpers.training import TINY_CONFIG, TISSUES, make_dataset, train_command
 from isoflow.dataset import read_dataset
 
 pytestmark = pytest.mark.slow  # two training processes over gloo per test
@@ -27,19 +26,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     # Lightning's DDP launcher starts rank 1 by re-running this command line: a module
     # entry point (python -m) is what it can re-run.
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "isoflow.train",
-            "--config",
-            str(config_path),
-            "--experiment",
-            json.dumps({"modalities": ["rna", "protein"]}),
-            "--dataset",
-            str(dataset),
-            "--run-dir",
-            str(run_dir),
-        ],
+        train_command(config_path, {"modalities": ["rna", "protein"]}, dataset, run_dir),
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
         capture_output=True,
         text=True,
@@ -93,9 +80,8 @@ def test_ddp_non_finite_loss_on_one_rank_stops_both(tmp_path):
     script = tmp_path / "train_inf.py"
     script.write_text(INF_ON_RANK_1)
     run_dir = tmp_path / "run"
-    command = [sys.executable, str(script), "--config", str(config_path), "--experiment"]
-    command += [json.dumps({"modalities": ["rna", "protein"]}), "--dataset", str(dataset)]
-    command += ["--run-dir", str(run_dir)]
+    command = train_command(config_path, {"modalities": ["rna", "protein"]}, dataset, run_dir)
+    command[1:3] = [str(script)]  # the script that patches rank 1, in place of -m isoflow.train
     proc = subprocess.Popen(
         command,
         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},

@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 import yaml
 
 from helpers.paths import REPO
-from helpers.training import TINY_CONFIG, TISSUES, make_dataset
+from helpers.training import METRICS_KEYS, TINY_CONFIG, TISSUES, make_dataset, train_command
 from isoflow.dataset import read_dataset, write_dataset
 from isoflow.errors import InputError
 from isoflow.lightning import HISTORY_COLUMNS
@@ -53,14 +52,7 @@ def test_outputs_all_modalities(dataset, tmp_path):
 
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
-    assert set(on_disk) == {
-        "mean",
-        "per_tissue",
-        "within_gene_spearman",
-        "n_test",
-        "prediction_spread",
-        "collapsed",
-    }
+    assert set(on_disk) == METRICS_KEYS
     assert set(on_disk["mean"]) == {"r2", "spearman", "pearson"}
     assert list(on_disk["per_tissue"]) == TISSUES
     assert on_disk["n_test"] == n_test
@@ -104,22 +96,6 @@ def test_exact_cpu_repeat(dataset, tmp_path):
         assert (tmp_path / "a" / name).read_text() == (tmp_path / "b" / name).read_text()
 
 
-def _train_command(config_path, experiment, dataset_path, run_dir):
-    return [
-        sys.executable,
-        "-m",
-        "isoflow.train",
-        "--config",
-        str(config_path),
-        "--experiment",
-        json.dumps(experiment),
-        "--dataset",
-        str(dataset_path),
-        "--run-dir",
-        str(run_dir),
-    ]
-
-
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
     path, _ = dataset
@@ -131,7 +107,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
-        _train_command(config_path, experiment, path, killed),
+        train_command(config_path, experiment, path, killed),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -146,7 +122,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
     assert not (killed / "metrics.json").exists(), "training finished before it was killed"
 
     subprocess.run(
-        _train_command(config_path, experiment, path, killed), env=env, check=True, timeout=600
+        train_command(config_path, experiment, path, killed), env=env, check=True, timeout=600
     )
     uninterrupted = tmp_path / "uninterrupted"
     run_experiment(config, experiment, path, uninterrupted)
