@@ -27,7 +27,7 @@ from isoflow import provenance
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.files import atomic_path
 from isoflow.model.encoders import spec_from_config
-from isoflow.settings import encoder_names, model_config, train_config
+from isoflow.settings import encoder_names, model_config, protein_config, rna_config, train_config
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def run_fingerprint(
             name: spec_from_config(config, name)
             for name in sorted(set(encoder_names(config, experiment).values()))
         },
-        "rna": config.get("rna"),
-        "protein": config.get("protein"),
+        "rna": rna_config(config),
+        "protein": protein_config(config),
         "experiment": experiment,
         "dataset": {"sha256": dataset_sha256},
         "caches": caches,

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from isoflow.alphabet import DNA_LETTER_CODES, is_missing
 from isoflow.errors import InputError
 from isoflow.files import atomic_path
+from isoflow.settings import with_encoder_defaults
 
 INDEX_FILE = "index.parquet"
 ITEMS_FILE = "items.parquet"
@@ -398,8 +399,9 @@ def embed_dataset(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder.to(device)
     items = dataset_items(df, encoder.modality, genome_fasta)
-    pool_to = int(spec.get("pool_to", 64))
-    batch_size = int(spec.get("embed_batch_size", 8))
+    spec = with_encoder_defaults(spec)
+    pool_to = int(spec["pool_to"])
+    batch_size = int(spec["embed_batch_size"])
     log.info(
         "embedding %d transcripts with %s (%s, dim %d) on %s, pool_to %d",
         len(items),

@@ -1,5 +1,6 @@
-"""The ``model`` and ``train`` config sections with their defaults, and what an experiment
-reads through them (which encoder per modality, which modalities come from the cache).
+"""The ``model``, ``train``, ``rna``, ``protein`` config sections and the encoder specs with
+their defaults, and what an experiment reads through them (which encoder per modality,
+which modalities come from the cache).
 
 The one home of these defaults (DESIGN.md "Config keys"): the library is called outside
 Snakemake too. Light on purpose: the workflow reads it at parse time (``isoflow.workflow``),
@@ -39,6 +40,19 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "progress_bar": True,
     "log_every_n_steps": 10,
 }
+# Every encoder spec (``encoders.<name>``), whatever its family; family-specific keys
+# (max_len, truncate, use_tf_gamma, ...) have their defaults in the family's file.
+ENCODER_DEFAULTS: dict[str, Any] = {
+    "source": "tiny",  # or "pretrained": the weights in workflow.weights_dir(name, spec)
+    "revision": "main",
+    "hparams": {},
+    "seed": 0,  # seeds a tiny encoder's random weights
+    "finetune_last": 0,  # blocks trained with the model: 0 frozen, -1 all
+    "pool_to": 64,  # embedding cache: token slots kept per sequence
+    "embed_batch_size": 8,
+}
+RNA_DEFAULTS: dict[str, Any] = {"max_nt": 12282, "truncate": "keep_5prime"}
+PROTEIN_DEFAULTS: dict[str, Any] = {"max_aa": 1022}
 
 
 def _section(config: dict, name: str, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +79,26 @@ def model_config(config: dict) -> dict[str, Any]:
 
 def train_config(config: dict) -> dict[str, Any]:
     return _section(config, "train", TRAIN_DEFAULTS)
+
+
+def rna_config(config: dict) -> dict[str, Any]:
+    """``rna``: how long a transcript the RNA encoder reads, and which end it keeps."""
+    return _section(config, "rna", RNA_DEFAULTS)
+
+
+def protein_config(config: dict) -> dict[str, Any]:
+    """``protein``: how many residues the protein encoder reads (N-terminal part kept)."""
+    return _section(config, "protein", PROTEIN_DEFAULTS)
+
+
+def encoder_spec(config: dict, name: str) -> dict[str, Any]:
+    """``encoders.<name>`` over ``ENCODER_DEFAULTS`` (an unconfigured name: the defaults)."""
+    return with_encoder_defaults((config.get("encoders") or {}).get(name))
+
+
+def with_encoder_defaults(spec: dict | None) -> dict[str, Any]:
+    """An encoder spec with ``ENCODER_DEFAULTS`` under it (a copy)."""
+    return {**ENCODER_DEFAULTS, **(spec or {})}
 
 
 def encoder_names(config: dict, experiment: dict) -> dict[str, str]:

@@ -54,7 +54,7 @@ from isoflow.files import atomic_path
 from isoflow.lightning import HISTORY_COLUMNS, History, IsoFormerModule, RngState
 from isoflow.loader import IsoformDataModule
 from isoflow.metrics import evaluate, predictions_frame
-from isoflow.settings import cached_modalities, train_config
+from isoflow.settings import cached_modalities, protein_config, rna_config, train_config
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,9 @@ def run_experiment(
         fraction=float(experiment["fraction"]),
         shuffle_targets=bool(experiment["shuffle_targets"]),
         seed=seed,
-        rna_max_nt=(config.get("rna") or {}).get("max_nt"),
-        rna_truncate=(config.get("rna") or {}).get("truncate", "keep_5prime"),
-        protein_max_aa=(config.get("protein") or {}).get("max_aa"),
+        rna_max_nt=rna_config(config)["max_nt"],
+        rna_truncate=rna_config(config)["truncate"],
+        protein_max_aa=protein_config(config)["max_aa"],
     )
     data.setup("fit")
     cached_dims = {m: data.collate.caches[m].dim for m in data.collate.caches}

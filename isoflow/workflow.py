@@ -1,9 +1,10 @@
 """The workflow's layout: every input function, wildcard pattern and path list the rules use.
 
 ``rules/*.smk`` import from here (and from ``isoflow.config``, ``isoflow.experiments``,
-``isoflow.provenance``) and nothing else of the package, so reading the workflow loads only the
-standard library, the config layer and what Snakemake loads itself: torch, Lightning, the
-encoders and matplotlib load inside the jobs that use them (``tests/workflow/test_parse.py``).
+``isoflow.settings``, ``isoflow.provenance``) and nothing else of the package, so reading the
+workflow loads only the standard library, the config layer and what Snakemake loads itself:
+torch, Lightning, the encoders and matplotlib load inside the jobs that use them
+(``tests/workflow/test_parse.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.experiments import FACTORS, ablation_groups
 from isoflow.model.registry import encoder_modality
-from isoflow.settings import cached_modalities, encoder_names
+from isoflow.settings import (
+    cached_modalities,
+    encoder_names,
+    protein_config,
+    rna_config,
+    with_encoder_defaults,
+)
 
 # ---------------------------------------------------------------- training runs
 
@@ -54,9 +61,21 @@ def rule_experiment(wildcards, experiments: dict) -> dict:
     return experiments[wildcards.run]
 
 
+def encoder_settings(config: dict) -> dict[str, dict[str, Any]]:
+    """Every configured encoder spec over ``settings.ENCODER_DEFAULTS`` (the rules' params)."""
+    return {name: with_encoder_defaults(spec) for name, spec in config.get("encoders", {}).items()}
+
+
 def rule_settings(config: dict) -> dict[str, Any]:
-    """The config sections that shape a training run (the rule's params)."""
-    return {k: config.get(k, {}) for k in ("model", "train", "encoders", "rna", "protein")}
+    """The config sections that shape a training run (the rule's params), defaults filled
+    where the schema leaves them to ``isoflow.settings``."""
+    return {
+        "model": config.get("model", {}),
+        "train": config.get("train", {}),
+        "encoders": encoder_settings(config),
+        "rna": rna_config(config),
+        "protein": protein_config(config),
+    }
 
 
 # ---------------------------------------------------------------- embedding caches
@@ -75,7 +94,7 @@ def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str
     if encoder_modality(name, spec) == "dna":
         inputs["genome"] = genome
         inputs["fai"] = f"{genome}.fai"
-    if spec.get("source", "tiny") == "pretrained":
+    if with_encoder_defaults(spec)["source"] == "pretrained":
         inputs["weights"] = f"{weights_dir(name, spec)}/isoflow_source.json"
     return inputs
 

@@ -1,7 +1,8 @@
 # Rules of this stage: see DESIGN.md.
 from functools import partial
 
-from isoflow.workflow import embed_inputs
+from isoflow.settings import protein_config, rna_config
+from isoflow.workflow import embed_inputs, encoder_settings
 
 
 # Downloads run on the host that runs snakemake: cluster compute nodes often have no
@@ -55,8 +56,8 @@ rule embed:
         gpu=config["resources"]["gpu"],
         mem_mb=8000,
     params:
-        encoders=config["encoders"],
-        rna=config["rna"],
-        protein=config["protein"],
+        encoders=encoder_settings(config),
+        rna=rna_config(config),
+        protein=protein_config(config),
     script:
         "../scripts/embed.py"

@@ -5,6 +5,7 @@ from functools import partial
 from pathlib import Path
 
 from isoflow.experiments import FACTORS as REPORT_FACTORS
+from isoflow.settings import protein_config, rna_config
 from isoflow.workflow import REPORT_DIR, baseline_input, report_provenance
 
 REPORT = config["report"]
@@ -135,8 +136,8 @@ rule report_lengths:
     conda:
         REPORT_ENV
     params:
-        max_nt=config["rna"]["max_nt"],
-        max_aa=config["protein"]["max_aa"],
+        max_nt=rna_config(config)["max_nt"],
+        max_aa=protein_config(config)["max_aa"],
         demo=REPORT_DEMO,
     script:
         "../scripts/report_lengths.py"

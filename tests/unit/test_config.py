@@ -11,7 +11,15 @@ from helpers.paths import REPO
 from isoflow.config import SCHEMA, check_config
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
-from isoflow.settings import MODEL_DEFAULTS, TRAIN_DEFAULTS, model_config, train_config
+from isoflow.settings import (
+    ENCODER_DEFAULTS,
+    MODEL_DEFAULTS,
+    PROTEIN_DEFAULTS,
+    RNA_DEFAULTS,
+    TRAIN_DEFAULTS,
+    model_config,
+    train_config,
+)
 
 
 def load(name: str) -> dict:
@@ -233,3 +241,21 @@ def test_config_violations_name_the_key_on_one_line():
             check_config(bad, schema)
         assert str(err.value).startswith(expected), str(err.value)
         assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "defaults"), [("rna", RNA_DEFAULTS), ("protein", PROTEIN_DEFAULTS)]
+)
+def test_sequence_limit_defaults_live_in_python_only(section, defaults):
+    schema = properties(section)
+    assert set(defaults) <= set(schema)
+    assert all("default" not in schema[key] for key in schema), "a second home for a default"
+    check_config({section: defaults}, sections=(section,))
+
+
+def test_encoder_spec_defaults_live_in_python_only():
+    spec = yaml.safe_load(SCHEMA.read_text())["properties"]["encoders"]["additionalProperties"]
+    keys = spec["properties"]
+    assert set(ENCODER_DEFAULTS) <= set(keys)
+    assert all("default" not in keys[key] for key in keys), "a second home for a default"
+    check_config({"encoders": {"x": ENCODER_DEFAULTS}}, sections=("encoders",))

@@ -44,6 +44,7 @@ from isoflow.model.encoders.nucleotide_transformer import (
     nt_vocabulary,
 )
 from isoflow.model.registry import encoder_kind
+from isoflow.settings import encoder_spec, with_encoder_defaults
 from isoflow.workflow import weights_dir
 
 __all__ = [
@@ -88,19 +89,19 @@ def _resolve(name: str, spec: dict) -> tuple[type[Encoder], str]:
 
 def random_encoder(name: str, spec: dict | None = None, real_size: bool = False) -> Encoder:
     """An encoder of the real class with random weights: tiny sizes, or the published ones."""
-    spec = dict(spec or {})
+    spec = with_encoder_defaults(spec)
     cls, modality = _resolve(name, spec)
     hparams = _merge(cls.REAL_HPARAMS if real_size else cls.TINY_HPARAMS, spec.get("hparams"))
     # A fixed seed without touching the caller's RNG: two processes build the same weights.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(spec.get("seed", 0)))
+        torch.manual_seed(int(spec["seed"]))
         return cls.from_hparams(hparams, modality, spec)
 
 
 def build_encoder(name: str, spec: dict | None = None) -> Encoder:
     """Build encoder ``name`` (a key of ``ENCODERS``, or any name with ``spec["class"]``)."""
-    spec = dict(spec or {})
-    source = spec.get("source", "tiny")
+    spec = with_encoder_defaults(spec)
+    source = spec["source"]
     cls, modality = _resolve(name, spec)
     if source == "tiny":
         encoder = random_encoder(name, spec)
@@ -113,7 +114,7 @@ def build_encoder(name: str, spec: dict | None = None) -> Encoder:
         encoder = cls.from_pretrained(path, modality, spec)
     else:
         raise InputError(None, name, f"encoder source must be tiny or pretrained, got {source!r}")
-    encoder.trainable_last(int(spec.get("finetune_last", 0)))
+    encoder.trainable_last(int(spec["finetune_last"]))
     return encoder
 
 
@@ -124,6 +125,6 @@ def spec_from_config(config: dict, name: str) -> dict:
     ``rna.truncate`` set the NT token budget and direction, ``protein.max_aa`` the ESM-2
     residue limit, unless the spec sets them itself.
     """
-    spec = dict((config.get("encoders") or {}).get(name) or {})
+    spec = encoder_spec(config, name)
     cls, modality = _resolve(name, spec)
     return cls.spec_from_config(spec, modality, config)

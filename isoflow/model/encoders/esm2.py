@@ -13,6 +13,7 @@ from torch import nn
 from isoflow.alphabet import is_missing
 from isoflow.errors import InputError
 from isoflow.model.encoders.base import Encoder
+from isoflow.settings import protein_config
 
 
 def _esm_checkpoint(path: Path) -> Path:
@@ -82,7 +83,7 @@ class Esm2Encoder(Encoder):
     def spec_from_config(cls, spec: dict, modality: str, config: dict) -> dict:
         """``protein.max_aa`` sets the residue limit unless the spec sets ``max_len``."""
         if "max_len" not in spec:
-            max_aa = (config.get("protein") or {}).get("max_aa")
+            max_aa = protein_config(config)["max_aa"]
             if max_aa:
                 spec["max_len"] = int(max_aa)
         return spec

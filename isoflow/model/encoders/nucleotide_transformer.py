@@ -12,6 +12,7 @@ from torch import nn
 
 from isoflow.alphabet import DNA_LETTER_CODES, TRUNCATE_MODES, is_missing, truncate
 from isoflow.model.encoders.base import Encoder, _dna_batch, _merge
+from isoflow.settings import RNA_DEFAULTS, rna_config
 
 NT_SPECIAL_TOKENS = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
 NT_KMER = 6
@@ -78,7 +79,7 @@ class NucleotideTransformerEncoder(Encoder):
         cls, model: nn.Module, vocab: dict[str, int], modality: str, spec: dict
     ) -> NucleotideTransformerEncoder:
         backbone = model.esm if hasattr(model, "esm") else model
-        truncate = spec.get("truncate") or "keep_5prime"
+        truncate = spec.get("truncate") or RNA_DEFAULTS["truncate"]
         return cls(backbone, vocab, modality, cls.max_len_of(spec), truncate)
 
     @classmethod
@@ -123,10 +124,10 @@ class NucleotideTransformerEncoder(Encoder):
         """For RNA: ``rna.max_nt`` sets the token budget (``ceil(max_nt / 6) + 1``, CLS
         included) and ``rna.truncate`` the direction, unless the spec sets them."""
         if modality == "rna":
-            rna = config.get("rna") or {}
-            if "max_len" not in spec and rna.get("max_nt"):
+            rna = rna_config(config)
+            if "max_len" not in spec and rna["max_nt"]:
                 spec["max_len"] = -(-int(rna["max_nt"]) // NT_KMER) + 1
-            spec.setdefault("truncate", rna.get("truncate", "keep_5prime"))
+            spec.setdefault("truncate", rna["truncate"])
         return spec
 
     def blocks(self) -> list[nn.Module]:

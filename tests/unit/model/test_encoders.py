@@ -25,6 +25,7 @@ from isoflow.model.encoders import (
     spec_from_config,
 )
 from isoflow.model.registry import ENCODERS
+from isoflow.settings import ENCODER_DEFAULTS
 
 RNG = np.random.default_rng(0)
 
@@ -497,7 +498,11 @@ def test_a_new_family_is_one_file_and_one_registry_line(toy_family, tmp_path):
     config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
     config["encoders"]["my_toy"] = {"class": "toy", "hparams": {"dim": 4}}
     check_config(config)
-    assert spec_from_config(config, "my_toy") == {"class": "toy", "hparams": {"dim": 4}}
+    assert spec_from_config(config, "my_toy") == {
+        **ENCODER_DEFAULTS,
+        "class": "toy",
+        "hparams": {"dim": 4},
+    }
     assert build_encoder("my_toy", spec_from_config(config, "my_toy")).dim == 4
     with pytest.raises(InputError, match="toy encoders read dna, not protein"):
         build_encoder("toy", {"modality": "protein"})
