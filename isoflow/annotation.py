@@ -212,23 +212,27 @@ def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
     compressed = _is_compressed(path)
     handle = xopen(path, "rb", threads=0) if compressed else open(path, "rb")  # noqa: SIM115
     piece_size = _READ_CHUNK if compressed else _BLOCK_BYTES
-    first_line, pending, size, lines = 1, [], 0, 0
+    pending: list[bytes] = []
+    size = lines = 0  # bytes pending; newlines read (compressed only, for a truncation)
+    done = 0  # newlines in the blocks yielded so far
     try:
         with handle:
             while piece := handle.read(piece_size):
-                lines += piece.count(b"\n")
                 pending.append(piece)
                 size += len(piece)
+                if compressed:  # counted piece by piece for the line of a truncation
+                    lines += piece.count(b"\n")
                 if size < _BLOCK_BYTES:
                     continue
-                data = b"".join(pending)
+                data = b"".join(pending) if len(pending) > 1 else pending[0]
                 cut = data.rfind(b"\n") + 1
                 if not cut:  # one line longer than a block: read on
                     pending = [data]
                     continue
                 pending, size = [data[cut:]], len(data) - cut
-                yield first_line, data[:cut]
-                first_line += data.count(b"\n", 0, cut)
+                block = data[:cut]
+                yield done + 1, block
+                done += block.count(b"\n")
     except (EOFError, OSError) as err:
         if not compressed:
             raise
@@ -237,7 +241,7 @@ def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
             path, lines + 1, f"compressed data ends here or soon after, file truncated? ({err})"
         ) from err
     if size:
-        yield first_line, b"".join(pending)
+        yield done + 1, b"".join(pending)
 
 
 def _parse_block(block: bytes, first_line: int) -> pl.DataFrame:

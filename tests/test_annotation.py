@@ -581,6 +581,16 @@ def test_gff3_in_blocks_gives_the_same_table(monkeypatch):
     pd.testing.assert_frame_equal(read_annotation(path), whole)
 
 
+@pytest.mark.parametrize("size", [300, 1 << 25])
+def test_gzip_errors_name_the_line_in_blocks(tmp_path, monkeypatch, size):
+    # Line numbers of a decompressed file, in one block or many (pieces of 64 KiB or less).
+    lines = gencode_lines()
+    lines[21] = "\t".join(lines[21].split("\t")[:8])
+    path = write(tmp_path / "a.gtf.gz", lines)
+    monkeypatch.setattr(annotation, "_BLOCK_BYTES", size)
+    fails(tmp_path, path, r"a\.gtf\.gz:22: fewer than 9")
+
+
 def test_first_failing_check_wins_across_blocks(tmp_path, monkeypatch):
     # Line 4 has start > end (a later check), line 20 too few columns (the first check):
     # read whole, the column check fires first; it must still when line 4 is read first.
