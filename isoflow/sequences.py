@@ -247,6 +247,9 @@ class _Columns:
 
 
 def _as_array(values: object) -> np.ndarray:
+    """Coordinates as int64 (as ``_as_ints``); an int64 array, as parquet gives, as it is."""
+    if isinstance(values, np.ndarray) and values.dtype == np.int64:
+        return values
     return np.asarray(_as_ints(values), dtype=np.int64) if values is not None else _EMPTY
 
 
