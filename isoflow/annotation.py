@@ -12,8 +12,8 @@ reading, to 0-based half-open.
 
 from __future__ import annotations
 
-import io
 import logging
+import mmap
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -209,19 +209,18 @@ def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
     A compressed file is decompressed as it is read, never held whole; a truncated stream
     names the line where it stops (lines counted over every piece read before the error).
     """
-    compressed = _is_compressed(path)
-    handle = xopen(path, "rb", threads=0) if compressed else open(path, "rb")  # noqa: SIM115
-    piece_size = _READ_CHUNK if compressed else _BLOCK_BYTES
+    if not _is_compressed(path):
+        yield from _plain_blocks(path)
+        return
     pending: list[bytes] = []
     size = lines = 0  # bytes pending; newlines read (compressed only, for a truncation)
     done = 0  # newlines in the blocks yielded so far
     try:
-        with handle:
-            while piece := handle.read(piece_size):
+        with xopen(path, "rb", threads=0) as handle:
+            while piece := handle.read(_READ_CHUNK):
                 pending.append(piece)
                 size += len(piece)
-                if compressed:  # counted piece by piece for the line of a truncation
-                    lines += piece.count(b"\n")
+                lines += piece.count(b"\n")  # piece by piece, for the line of a truncation
                 if size < _BLOCK_BYTES:
                     continue
                 data = b"".join(pending) if len(pending) > 1 else pending[0]
@@ -234,8 +233,6 @@ def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield done + 1, block
                 done += block.count(b"\n")
     except (EOFError, OSError) as err:
-        if not compressed:
-            raise
         # xopen (isal for gzip) raises EOFError when the end-of-stream marker is missing.
         raise InputError(
             path, lines + 1, f"compressed data ends here or soon after, file truncated? ({err})"
@@ -244,12 +241,35 @@ def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
         yield done + 1, b"".join(pending)
 
 
+def _plain_blocks(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``_blocks`` of an uncompressed file: slices of a memory map, each page let go of once
+    its block is cut (it stays in the page cache, not in this process's RSS)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if not size:
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            pos = done = 0
+            while pos < size:
+                end = size
+                if pos + _BLOCK_BYTES < size:
+                    # the last newline in the block, or past a line longer than a block
+                    end = mapped.rfind(b"\n", pos, pos + _BLOCK_BYTES) + 1
+                    end = end or mapped.find(b"\n", pos + _BLOCK_BYTES) + 1 or size
+                block = mapped[pos:end]
+                if hasattr(mmap, "MADV_DONTNEED"):
+                    mapped.madvise(mmap.MADV_DONTNEED)
+                yield done + 1, block
+                done += block.count(b"\n")
+                pos = end
+
+
 def _parse_block(block: bytes, first_line: int) -> pl.DataFrame:
     """The GTF columns of whole lines as strings, with the 1-based file ``line`` of each row."""
     # Nine string columns; short lines get nulls (missing_columns="insert"), blank lines
     # stay as all-null rows, so the row index is the file line number.
     lines = pl.read_csv(
-        io.BytesIO(block),
+        block,
         separator="\t",
         has_header=False,
         quote_char=None,
