@@ -60,6 +60,13 @@ bench: env
 	$(BIN)/python bench/bench_windows.py --scratch $(BENCH_TMP)/windows
 	$(BIN)/python bench/make_gencode_scale.py $(BENCH_TMP)/annotation/full.gtf
 	$(BIN)/python bench/bench_annotation.py $(BENCH_TMP)/annotation/full.gtf
+	$(BIN)/python bench/make_gencode_scale.py $(BENCH_TMP)/data_half/gencode_scale.gtf \
+		--spacing 12000 --genome $(BENCH_TMP)/data_half/genome.fa
+	samtools faidx $(BENCH_TMP)/data_half/genome.fa
+	mkdir -p $(BENCH_TMP)/data_half/old && git archive c40b196 isoflow | tar -x -C $(BENCH_TMP)/data_half/old
+	$(BIN)/python bench/bench_data_half.py $(BENCH_TMP)/data_half/gencode_scale.gtf \
+		$(BENCH_TMP)/data_half/genome.fa --old $(BENCH_TMP)/data_half/old \
+		--work $(BENCH_TMP)/data_half/work --repeats 2
 	$(BIN)/python bench/bench_targets.py --rows 20000 --repeat 3 --work $(BENCH_TMP)/targets
 	$(BIN)/python bench/bench_download.py --scratch $(BENCH_TMP)/download
 	$(BIN)/python bench/bench_train_cache.py

@@ -5,6 +5,12 @@ transcripts with CDS/start_codon/stop_codon/UTR lines, attributes as GENCODE wri
 Not committed: write it under /tmp.
 
     .venv/bin/python bench/make_gencode_scale.py /tmp/ann_bench/gencode_scale.gtf
+
+``--genome PATH`` also writes a random-base FASTA (60 columns, upper case, a 1 % run of
+``N`` per Mb) whose chromosomes end 10 kb past their last transcript, for the sequences
+step; ``--spacing`` (bp between gene starts, default 120,000: 7.2 Gb of chromosomes) packs
+the loci closer, so genes overlap and the genome stays small (12,000: 0.72 Gb) while the
+transcripts, exons and their lengths stay as they are.
 """
 
 from __future__ import annotations
@@ -106,11 +112,14 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--genes", type=int, default=60_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--spacing", type=int, default=120_000, help="bp between gene starts")
+    parser.add_argument("--genome", type=Path, help="also write a random genome FASTA here")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     counts = {"genes": 0, "transcripts": 0, "lines": 5}
     tx = 0
+    chrom_end = dict.fromkeys(CHROMS, 0)
     with open(args.out, "w") as handle:
         handle.write(
             "##description: synthetic, GENCODE v26 layout (isoflow bench)\n##provider: isoflow\n"
@@ -119,7 +128,7 @@ def main() -> None:
         per_chrom = args.genes // len(CHROMS) + 1
         for gene in range(args.genes):
             chrom = CHROMS[gene // per_chrom]
-            start = 10_000 + (gene % per_chrom) * 120_000
+            start = 10_000 + (gene % per_chrom) * args.spacing
             strand = "+" if rng.random() < 0.5 else "-"
             gtype = "protein_coding" if rng.random() < 0.35 else "lncRNA"
             n_tx = 1 + int(rng.poisson(4.2 if gtype == "protein_coding" else 1.3))
@@ -144,10 +153,33 @@ def main() -> None:
                 )
             )
             handle.writelines(body)
+            chrom_end[chrom] = max(chrom_end[chrom], gene_end)
             counts["genes"] += 1
             counts["transcripts"] += n_tx
             counts["lines"] += 1 + len(body)
+    if args.genome:
+        write_genome(args.genome, {c: end + 10_000 for c, end in chrom_end.items() if end}, rng)
+        counts["genome_bp"] = sum(end + 10_000 for end in chrom_end.values() if end)
     print(counts)
+
+
+def write_genome(path: Path, lengths: dict[str, int], rng: np.random.Generator) -> None:
+    """Random ACGT, 60 bases a line, with a 10 kb run of N at each Mb (gaps, as assemblies)."""
+    letters = np.frombuffer(b"ACGT", dtype=np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        for chrom, length in lengths.items():
+            handle.write(f">{chrom}\n".encode())
+            for lo in range(0, length, 6_000_000):  # 100,000 lines at a time
+                bases = letters[rng.integers(0, 4, min(6_000_000, length - lo), dtype=np.uint8)]
+                for gap in range(-(-lo // 1_000_000) * 1_000_000, lo + len(bases), 1_000_000):
+                    bases[gap - lo : gap - lo + 10_000] = ord("N")
+                rows = len(bases) // 60
+                body = np.full((rows, 61), ord("\n"), dtype=np.uint8)
+                body[:, :60] = bases[: rows * 60].reshape(rows, 60)
+                handle.write(body.tobytes())
+                if len(bases) % 60:
+                    handle.write(bases[rows * 60 :].tobytes() + b"\n")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,21 @@
 """Read a GTF/GFF3 annotation into one row per transcript (results/annotation/transcripts.parquet).
 
 One reader for GENCODE GTF, Ensembl GTF (unversioned IDs + ``transcript_version``) and
-GENCODE GFF3, plain or gzipped. The file is parsed with polars, one line per row so every
-record keeps its 1-based file line number for error messages; attributes are pulled out
-with vectorised regular expressions, and the transcript model is assembled with group-bys.
-Coordinates are converted once, on reading, to 0-based half-open.
+GENCODE GFF3, plain or gzipped. The file is read in blocks of whole lines (``_BLOCK_BYTES``),
+each parsed with polars one line per row, so every record keeps its 1-based file line number
+for error messages; per block, the feature types the transcript model needs are kept, the
+attributes it needs are pulled out with vectorised regular expressions and the attribute
+text is dropped before the next block is read (the whole file is never held as text). The
+transcript model is then assembled with group-bys. Coordinates are converted once, on
+reading, to 0-based half-open.
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import mmap
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -61,6 +64,8 @@ SELENOCYSTEINE_TYPES = ("Selenocysteine", "stop_codon_redefined_as_selenocystein
 PART_TYPES = (EXON, CDS, START_CODON, STOP_CODON, *SELENOCYSTEINE_TYPES)
 
 _READ_CHUNK = 1 << 16
+# Text parsed at a time: its rows and their attribute text are dropped before the next.
+_BLOCK_BYTES = 32 << 20
 # gzip, bzip2, xz, zstd
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"\x28\xb5\x2f\xfd")
 _GTF_COLUMNS = (
@@ -88,11 +93,10 @@ def read_annotation(
     """
     path = Path(path)
     fmt = detect_format(path)
-    rows = _parse_columns(_read_lines(path), path)
     if fmt == "gtf":
-        transcripts, parts = _gtf_records(rows, path)
+        transcripts, parts = _gtf_records(*_read_rows(path, _gtf_block), path)
     else:
-        transcripts, parts = _gff3_records(rows, path)
+        transcripts, parts = _gff3_records(_read_rows(path, _gff3_block)[0], path)
     table = _assemble(transcripts, parts, path)
     if contig_aliases:
         table = table.with_columns(pl.col("chrom").replace(contig_aliases))
@@ -144,61 +148,145 @@ def detect_format(path: str | os.PathLike) -> str:
                 raise InputError(path, number, "attributes are neither GTF nor GFF3 style")
     except (EOFError, OSError) as err:
         if _is_compressed(path):
-            _decompress(Path(path))  # raises, naming the line where the data stops
+            for _ in _blocks(Path(path)):  # raises, naming the line where the data stops
+                pass
         raise InputError(path, number + 1, f"unreadable file ({err})") from err
     except UnicodeDecodeError as err:
         raise non_utf8_error(path) from err
     raise InputError(path, None, "no feature lines: not a GTF/GFF3 file")
 
 
-def _read_lines(path: Path) -> pl.DataFrame:
-    """The GTF columns as strings, with the 1-based file ``line`` number of each row."""
+def _read_rows(path: Path, reduce_block) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """The feature lines the transcript model needs, block by block, as
+    ``reduce_block(rows) -> (rows, heads)`` leaves them (attribute text dropped), concatenated
+    in file order.
+
+    Each check of ``_parse_columns`` keeps the first offending line it sees; they are raised
+    after the last block, in the order of the checks, so a file breaking several of them gets
+    the same one-line error as when it was read whole. A truncated compressed file fails
+    first, then a non-UTF-8 byte, as before.
+    """
     if Path(path).stat().st_size == 0:
         raise InputError(path, None, "empty file")
-    if _is_compressed(path):
-        source: object = _decompress(path)
-    else:
-        source = path  # plain text: polars reads (memory-maps) the file itself
+    failures: dict[int, tuple[int, str]] = {}
+    rows: list[pl.DataFrame] = []
+    heads: list[pl.DataFrame] = []
+    not_utf8 = in_fasta = False
+    for first_line, block in _blocks(path):
+        if not_utf8:
+            continue  # read on only to find a truncated stream, which fails first
+        try:
+            lines = _parse_block(block, first_line)
+        except pl.exceptions.ComputeError as err:
+            if "utf-8" not in str(err).lower():
+                raise
+            not_utf8 = True
+            continue
+        if in_fasta:
+            continue
+        fasta_start = lines.filter(pl.col("chrom").str.starts_with("##FASTA"))["line"]
+        if len(fasta_start):  # GFF3: everything after ##FASTA is sequence, not features
+            lines = lines.filter(pl.col("line") < fasta_start.min())
+            in_fasta = True
+        block_rows = _parse_columns(lines, failures)
+        if not failures:
+            kept, kept_heads = reduce_block(block_rows)
+            rows.append(kept)
+            if kept_heads is not None:
+                heads.append(kept_heads)
+    if not_utf8:
+        raise non_utf8_error(path)
+    if failures:
+        line, message = failures[min(failures)]
+        raise InputError(path, line, message)
+    if not rows:
+        raise InputError(path, None, "no feature lines: not a GTF/GFF3 file")
+    return pl.concat(rows), (pl.concat(heads) if heads else None)
+
+
+def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line number of its first line, whole lines)``, about ``_BLOCK_BYTES`` at a time.
+
+    A compressed file is decompressed as it is read, never held whole; a truncated stream
+    names the line where it stops (lines counted over every piece read before the error).
+    """
+    if not _is_compressed(path):
+        yield from _plain_blocks(path)
+        return
+    pending: list[bytes] = []
+    size = lines = 0  # bytes pending; newlines read (compressed only, for a truncation)
+    done = 0  # newlines in the blocks yielded so far
+    try:
+        with xopen(path, "rb", threads=0) as handle:
+            while piece := handle.read(_READ_CHUNK):
+                pending.append(piece)
+                size += len(piece)
+                lines += piece.count(b"\n")  # piece by piece, for the line of a truncation
+                if size < _BLOCK_BYTES:
+                    continue
+                data = b"".join(pending) if len(pending) > 1 else pending[0]
+                cut = data.rfind(b"\n") + 1
+                if not cut:  # one line longer than a block: read on
+                    pending = [data]
+                    continue
+                pending, size = [data[cut:]], len(data) - cut
+                block = data[:cut]
+                yield done + 1, block
+                done += block.count(b"\n")
+    except (EOFError, OSError) as err:
+        # xopen (isal for gzip) raises EOFError when the end-of-stream marker is missing.
+        raise InputError(
+            path, lines + 1, f"compressed data ends here or soon after, file truncated? ({err})"
+        ) from err
+    if size:
+        yield done + 1, b"".join(pending)
+
+
+def _plain_blocks(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``_blocks`` of an uncompressed file: slices of a memory map, each page let go of once
+    its block is cut (it stays in the page cache, not in this process's RSS)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if not size:
+            return
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            pos = done = 0
+            while pos < size:
+                end = size
+                if pos + _BLOCK_BYTES < size:
+                    # the last newline in the block, or past a line longer than a block
+                    end = mapped.rfind(b"\n", pos, pos + _BLOCK_BYTES) + 1
+                    end = end or mapped.find(b"\n", pos + _BLOCK_BYTES) + 1 or size
+                block = mapped[pos:end]
+                if hasattr(mmap, "MADV_DONTNEED"):
+                    mapped.madvise(mmap.MADV_DONTNEED)
+                yield done + 1, block
+                done += block.count(b"\n")
+                pos = end
+
+
+def _parse_block(block: bytes, first_line: int) -> pl.DataFrame:
+    """The GTF columns of whole lines as strings, with the 1-based file ``line`` of each row."""
     # Nine string columns; short lines get nulls (missing_columns="insert"), blank lines
     # stay as all-null rows, so the row index is the file line number.
-    try:
-        lines = pl.read_csv(
-            source,
-            separator="\t",
-            has_header=False,
-            quote_char=None,
-            schema=dict.fromkeys(_GTF_COLUMNS, pl.String),
-            columns=[0, 2, 3, 4, 6, 7, 8],
-            truncate_ragged_lines=True,
-            missing_columns="insert",
-        )
-    except pl.exceptions.ComputeError as err:
-        if "utf-8" in str(err).lower():
-            raise non_utf8_error(path) from None
-        raise
-    return lines.with_row_index("line", offset=1).with_columns(pl.col("line").cast(pl.Int64))
+    lines = pl.read_csv(
+        block,
+        separator="\t",
+        has_header=False,
+        quote_char=None,
+        schema=dict.fromkeys(_GTF_COLUMNS, pl.String),
+        columns=[0, 2, 3, 4, 6, 7, 8],
+        truncate_ragged_lines=True,
+        missing_columns="insert",
+    )
+    return lines.with_row_index("line", offset=first_line).with_columns(
+        pl.col("line").cast(pl.Int64)
+    )
 
 
 def _is_compressed(path: str | os.PathLike) -> bool:
     with open(path, "rb") as handle:
         return handle.read(6).startswith(_COMPRESSED_MAGIC)
-
-
-def _decompress(path: Path) -> io.BytesIO:
-    """The whole decompressed file; a truncated stream names the line where it stops."""
-    buffer, lines = io.BytesIO(), 0
-    try:
-        # xopen (isal for gzip) raises EOFError when the end-of-stream marker is missing.
-        with xopen(path, "rb", threads=0) as handle:
-            while chunk := handle.read(_READ_CHUNK):
-                buffer.write(chunk)
-                lines += chunk.count(b"\n")
-    except (EOFError, OSError) as err:
-        raise InputError(
-            path, lines + 1, f"compressed data ends here or soon after, file truncated? ({err})"
-        ) from err
-    buffer.seek(0)
-    return buffer
 
 
 def _first_bad(frame: pl.DataFrame, condition: pl.Expr) -> dict | None:
@@ -207,37 +295,35 @@ def _first_bad(frame: pl.DataFrame, condition: pl.Expr) -> dict | None:
     return bad.sort("line").row(0, named=True) if bad.height else None
 
 
-def _parse_columns(lines: pl.DataFrame, path: Path) -> pl.DataFrame:
-    """Drop comments, blank lines and a GFF3 ``##FASTA`` section, convert coordinates to
-    0-based half-open."""
-    fasta_start = lines.filter(pl.col("chrom").str.starts_with("##FASTA"))["line"]
-    if len(fasta_start):  # GFF3: everything after ##FASTA is sequence, not features
-        lines = lines.filter(pl.col("line") < fasta_start.min())
+def _parse_columns(lines: pl.DataFrame, failures: dict[int, tuple[int, str]]) -> pl.DataFrame:
+    """Drop comments and blank lines, convert coordinates to 0-based half-open.
+
+    The first offending line of each check (keyed by the check's place in the order) goes to
+    ``failures`` unless an earlier block already gave one; ``_read_rows`` raises them.
+    """
     rows = lines.filter(
         pl.col("chrom").is_not_null()
         & ~pl.col("chrom").str.starts_with("#")
         & (pl.col("attrs").is_not_null() | (pl.col("chrom").str.strip_chars() != ""))
-    )
-    bad = _first_bad(rows, pl.col("attrs").is_null())
-    if bad:
-        raise InputError(path, bad["line"], "fewer than 9 tab-separated columns")
-    rows = rows.with_columns(
+    ).with_columns(
         (pl.col("start_text").cast(pl.Int64, strict=False) - 1).alias("start"),
         pl.col("end_text").cast(pl.Int64, strict=False).alias("end"),
     )
-    bad = _first_bad(rows, pl.col("start").is_null() | pl.col("end").is_null())
-    if bad:
-        raise InputError(
-            path,
-            bad["line"],
-            f"coordinates {bad['start_text']!r}, {bad['end_text']!r}: not integers",
-        )
-    bad = _first_bad(rows, pl.col("start") < 0)
-    if bad:
-        raise InputError(path, bad["line"], f"start {bad['start_text']} < 1")
-    bad = _first_bad(rows, pl.col("start") >= pl.col("end"))
-    if bad:
-        raise InputError(path, bad["line"], f"start {bad['start_text']} > end {bad['end_text']}")
+    checks = (
+        (pl.col("attrs").is_null(), lambda bad: "fewer than 9 tab-separated columns"),
+        (
+            pl.col("start").is_null() | pl.col("end").is_null(),
+            lambda bad: f"coordinates {bad['start_text']!r}, {bad['end_text']!r}: not integers",
+        ),
+        (pl.col("start") < 0, lambda bad: f"start {bad['start_text']} < 1"),
+        (
+            pl.col("start") >= pl.col("end"),
+            lambda bad: f"start {bad['start_text']} > end {bad['end_text']}",
+        ),
+    )
+    for number, (condition, message) in enumerate(checks):
+        if number not in failures and (bad := _first_bad(rows, condition)):
+            failures[number] = (bad["line"], message(bad))
     return rows.drop("start_text", "end_text")
 
 
@@ -270,7 +356,7 @@ def _gtf_attr(key: str) -> pl.Expr:
 
 def _gtf_versioned(id_col: str, version_key: str) -> pl.Expr:
     """Ensembl GTF: ``ENST…`` + ``transcript_version "2"`` → ``ENST….2``; GENCODE IDs carry it."""
-    version = _gtf_attr(version_key)
+    version = pl.col(f"a_{version_key}")
     return (
         pl.when(version.is_null() | pl.col(id_col).str.ends_with(pl.lit(".") + version))
         .then(pl.col(id_col))
@@ -278,7 +364,22 @@ def _gtf_versioned(id_col: str, version_key: str) -> pl.Expr:
     )
 
 
-def _gtf_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+# Attributes of a GTF transcript line (or of the first exon of a transcript without one).
+_GTF_HEAD_ATTRS = (
+    "transcript_version",
+    "gene_version",
+    "gene_name",
+    "transcript_type",
+    "transcript_biotype",
+    "gene_type",
+    "gene_biotype",
+)
+
+
+def _gtf_block(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One block of GTF rows without their attribute text: the transcript and part lines
+    with ``tx_key`` and ``gene_key``, and the attributes a transcript takes (``a_*``, tags) of
+    its transcript line, or of the first exon of a transcript without one in this block."""
     rows = rows.filter(pl.col("type").is_in(["transcript", *PART_TYPES]))
     rows = rows.with_columns(_gtf_attr("transcript_id").alias("tx_key"))
     if rows["tx_key"].str.contains(",", literal=True).any():
@@ -290,10 +391,29 @@ def _gtf_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataF
             .otherwise(pl.col("tx_key").str.split(","))
             .alias("tx_key")
         ).explode("tx_key")
+    rows = rows.with_columns(_gtf_attr("gene_id").alias("gene_key"))
+    tx_rows = rows.filter(pl.col("type") == "transcript")
+    lone_exons = rows.filter(
+        (pl.col("type") == EXON) & ~pl.col("tx_key").is_in(tx_rows["tx_key"].implode())
+    ).unique("tx_key", keep="first", maintain_order=True)
+    heads = pl.concat([tx_rows, lone_exons]).select(
+        "line",
+        "tx_key",
+        *(_gtf_attr(key).alias(f"a_{key}") for key in _GTF_HEAD_ATTRS),
+        pl.col("attrs")
+        .str.extract_all(r'(?:^|;)\s*tag\s+"[^"]*"')
+        .list.eval(pl.element().str.extract(r'"([^"]*)"', 1))
+        .alias("tags"),
+    )
+    return rows.drop("attrs"), heads
+
+
+def _gtf_records(
+    rows: pl.DataFrame, heads: pl.DataFrame, path: Path
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     bad = _first_bad(rows, pl.col("tx_key").is_null() | (pl.col("tx_key") == ""))
     if bad:
         raise InputError(path, bad["line"], f"{bad['type']} without a transcript_id attribute")
-    rows = rows.with_columns(_gtf_attr("gene_id").alias("gene_key"))
     # Same transcript ID under two genes: two transcripts sharing one ID.
     first_gene = pl.col("gene_key").first().over("tx_key")
     bad = _first_bad(
@@ -325,7 +445,7 @@ def _gtf_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataF
     )
     heads = pl.concat(
         [tx_rows.drop("phase_text"), orphans.select(tx_rows.drop("phase_text").columns)]
-    )
+    ).join(heads, on=["line", "tx_key"], how="left", maintain_order="left")
     transcripts = heads.select(
         "tx_key",
         "line",
@@ -335,17 +455,11 @@ def _gtf_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataF
         "end",
         _gtf_versioned("tx_key", "transcript_version").alias("transcript_id"),
         _gtf_versioned("gene_key", "gene_version").alias("gene_id"),
-        _gtf_attr("gene_name").alias("gene_name"),
+        pl.col("a_gene_name").alias("gene_name"),
         pl.coalesce(
-            _gtf_attr("transcript_type"),
-            _gtf_attr("transcript_biotype"),
-            _gtf_attr("gene_type"),
-            _gtf_attr("gene_biotype"),
+            "a_transcript_type", "a_transcript_biotype", "a_gene_type", "a_gene_biotype"
         ).alias("transcript_type"),
-        pl.col("attrs")
-        .str.extract_all(r'(?:^|;)\s*tag\s+"[^"]*"')
-        .list.eval(pl.element().str.extract(r'"([^"]*)"', 1))
-        .alias("tags"),
+        "tags",
     )
     return transcripts, parts.select(
         "tx_key", "line", "type", "chrom", "strand", "start", "end", "phase"
@@ -376,8 +490,34 @@ def _gff3_unescape(value: pl.Expr) -> pl.Expr:
     return value
 
 
-def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
+# Attributes of a GFF3 transcript or gene line.
+_GFF3_HEAD_ATTRS = (
+    "transcript_id",
+    "version",
+    "gene_id",
+    "gene_name",
+    "Name",
+    "transcript_type",
+    "transcript_biotype",
+    "biotype",
+    "gene_type",
+    "gene_biotype",
+    "tag",
+)
+
+
+def _gff3_block(rows: pl.DataFrame) -> tuple[pl.DataFrame, None]:
+    """One block of GFF3 rows without their attribute text: ``id`` and ``parent`` of every
+    line, and the attributes a transcript or gene takes (``a_*``) of lines that are not
+    exons, CDS or codons (null there)."""
     rows = rows.with_columns(_gff3_attr("ID").alias("id"), _gff3_attr("Parent").alias("parent"))
+    part = pl.col("type").is_in(PART_TYPES)
+    parts, others = rows.filter(part), rows.filter(~part)
+    others = others.with_columns(_gff3_attr(key).alias(f"a_{key}") for key in _GFF3_HEAD_ATTRS)
+    return pl.concat([parts, others], how="diagonal").sort("line").drop("attrs"), None
+
+
+def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.DataFrame]:
     parts = rows.filter(pl.col("type").is_in(PART_TYPES))
     bad = _first_bad(parts, pl.col("parent").is_null())
     if bad:
@@ -413,15 +553,15 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
         rows.filter(pl.col("id").is_in(tx_rows["parent"].implode()))
         .select(
             pl.col("id").alias("parent"),
-            pl.coalesce(_gff3_attr("gene_name"), _gff3_attr("Name")).alias("parent_gene_name"),
-            pl.coalesce(_gff3_attr("gene_id"), pl.col("id").str.strip_prefix("gene:")).alias(
+            pl.coalesce("a_gene_name", "a_Name").alias("parent_gene_name"),
+            pl.coalesce("a_gene_id", pl.col("id").str.strip_prefix("gene:")).alias(
                 "parent_gene_id"
             ),
         )
         .unique("parent", keep="first")
     )
-    tx_id = pl.coalesce(_gff3_attr("transcript_id"), pl.col("id").str.strip_prefix("transcript:"))
-    version = _gff3_attr("version")
+    tx_id = pl.coalesce(pl.col("a_transcript_id"), pl.col("id").str.strip_prefix("transcript:"))
+    version = pl.col("a_version")
     transcripts = tx_rows.join(genes, on="parent", how="left").select(
         pl.col("id").alias("tx_key"),
         "line",
@@ -435,22 +575,20 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
             .otherwise(tx_id + "." + version)
         ).alias("transcript_id"),
         _gff3_unescape(
-            pl.coalesce(
-                _gff3_attr("gene_id"), "parent_gene_id", pl.col("parent").str.strip_prefix("gene:")
-            )
+            pl.coalesce("a_gene_id", "parent_gene_id", pl.col("parent").str.strip_prefix("gene:"))
         ).alias("gene_id"),
-        _gff3_unescape(pl.coalesce(_gff3_attr("gene_name"), "parent_gene_name")).alias("gene_name"),
+        _gff3_unescape(pl.coalesce("a_gene_name", "parent_gene_name")).alias("gene_name"),
         _gff3_unescape(
             pl.coalesce(
-                _gff3_attr("transcript_type"),
-                _gff3_attr("transcript_biotype"),
-                _gff3_attr("biotype"),
-                _gff3_attr("gene_type"),
-                _gff3_attr("gene_biotype"),
+                "a_transcript_type",
+                "a_transcript_biotype",
+                "a_biotype",
+                "a_gene_type",
+                "a_gene_biotype",
             )
         ).alias("transcript_type"),
         # Split on the separator commas first, then decode escaped commas inside a tag.
-        pl.coalesce(_gff3_attr("tag").str.split(","), pl.lit([], pl.List(pl.String)))
+        pl.coalesce(pl.col("a_tag").str.split(","), pl.lit([], pl.List(pl.String)))
         .list.eval(_gff3_unescape(pl.element()))
         .alias("tags"),
     )

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers.paths import SHARED_REAL as REAL
+from isoflow import annotation
 from isoflow.annotation import SCHEMA, read_annotation, write_transcripts
 from isoflow.errors import InputError
 
@@ -552,3 +553,65 @@ def test_gff3_fasta_section_is_not_read_as_features(tmp_path):
     ]
     df = read_annotation(write(tmp_path / "a.gff3", lines))
     assert df["transcript_id"].tolist() == ["T1"] and df["gene_id"].tolist() == ["G1"]
+
+
+# ---- issue 14: the file is read in blocks, attribute text dropped block by block --------
+
+
+def _small_blocks(monkeypatch, size):
+    monkeypatch.setattr(annotation, "_BLOCK_BYTES", size)
+    monkeypatch.setattr(annotation, "_READ_CHUNK", min(size, 1 << 16))
+
+
+@pytest.mark.parametrize("name", ["a.gtf", "a.gtf.gz"])
+def test_blocks_of_any_size_give_the_same_table(tmp_path, monkeypatch, name):
+    # T3.1 has no transcript line (attributes from its first exon), T1/T2 span blocks.
+    path = write(tmp_path / name, gencode_lines())
+    whole = read_annotation(path)
+    for size in (150, 700):
+        _small_blocks(monkeypatch, size)
+        pd.testing.assert_frame_equal(read_annotation(path), whole)
+
+
+@needs_real
+def test_gff3_in_blocks_gives_the_same_table(monkeypatch):
+    path = REAL / "genomekit_mini" / "gencode.v41.annotation.gff3"
+    whole = read_annotation(path)
+    _small_blocks(monkeypatch, 20_000)
+    pd.testing.assert_frame_equal(read_annotation(path), whole)
+
+
+@pytest.mark.parametrize("size", [300, 1 << 25])
+def test_gzip_errors_name_the_line_in_blocks(tmp_path, monkeypatch, size):
+    # Line numbers of a decompressed file, in one block or many (pieces of 64 KiB or less).
+    lines = gencode_lines()
+    lines[21] = "\t".join(lines[21].split("\t")[:8])
+    path = write(tmp_path / "a.gtf.gz", lines)
+    monkeypatch.setattr(annotation, "_BLOCK_BYTES", size)
+    fails(tmp_path, path, r"a\.gtf\.gz:22: fewer than 9")
+
+
+def test_first_failing_check_wins_across_blocks(tmp_path, monkeypatch):
+    # Line 4 has start > end (a later check), line 20 too few columns (the first check):
+    # read whole, the column check fires first; it must still when line 4 is read first.
+    lines = gencode_lines()
+    fields = lines[3].split("\t")
+    fields[3], fields[4] = "300", "200"
+    lines[3] = "\t".join(fields)
+    lines[19] = "\t".join(lines[19].split("\t")[:8])
+    path = write(tmp_path / "a.gtf", lines)
+    whole = fails(tmp_path, path, r"a\.gtf:20: fewer than 9")
+    _small_blocks(monkeypatch, 300)
+    assert fails(tmp_path, path, r"a\.gtf:20: fewer than 9") == whole
+
+
+def test_truncated_gzip_names_the_same_line_in_blocks(tmp_path, monkeypatch):
+    genes = [
+        gtf_line("3", "gene", i, i + 10, "+", ".", "x", gene=f"G{i}.1") for i in range(1, 30_000)
+    ]
+    data = gzip.compress(("\n".join(gencode_lines() + genes) + "\n").encode())
+    path = tmp_path / "cut.gtf.gz"
+    path.write_bytes(data[: len(data) // 2])
+    whole = fails(tmp_path, path, r"cut\.gtf\.gz:\d+: compressed data ends")
+    monkeypatch.setattr(annotation, "_BLOCK_BYTES", 100_000)  # blocks parsed before the end
+    assert fails(tmp_path, path, r"cut\.gtf\.gz:\d+: compressed data ends") == whole

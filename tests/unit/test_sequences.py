@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pysam
 import pytest
 import yaml
 
 from helpers.paths import REPO, SNAKEMAKE
 from helpers.paths import SHARED_REAL as REAL
-from isoflow.alphabet import genetic_code, translate_cds
+from isoflow import sequences
+from isoflow.alphabet import genetic_code, standard_code, translate_cds
 from isoflow.annotation import read_annotation
 from isoflow.errors import InputError
 from isoflow.genome import GenomeWindows, encode
@@ -491,3 +493,77 @@ def test_tss_that_is_not_the_first_transcribed_base(tmp_path: Path) -> None:
         "tx.parquet:T2.1: tss 30 is not the first transcribed base (34); the DNA window would "
         "be centred elsewhere"
     )
+
+
+# ---- issue 14: only exon bases are read, a batch of transcripts at a time ---------------
+
+
+def _records(transcripts: pd.DataFrame, fasta: Path, one_by_one: bool = False) -> list:
+    with GenomeWindows(fasta) as genome:
+        if one_by_one:
+            return list(sequences._records_one_by_one(transcripts, genome))
+        return list(sequences.sequence_records(transcripts, genome))
+
+
+@needs_real
+@pytest.mark.parametrize("case", list(CASES))
+def test_batches_equal_the_one_by_one_reference(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Several batches, every one through the batched path (the reference would be used on
+    # any transcript that breaks a check: make it fail to see that none does).
+    annotation, fasta, aliases = CASES[case]
+    transcripts = read_annotation(annotation, aliases)
+    expected = _records(transcripts, fasta, one_by_one=True)
+    monkeypatch.setattr(sequences, "_BATCH", 7)
+    monkeypatch.setattr(sequences, "_records_one_by_one", None)
+    assert _records(transcripts, fasta) == expected
+    assert any(r.protein for r in expected)
+
+
+@needs_real
+def test_bgzip_and_crlf_genomes_give_the_same_records(tmp_path: Path) -> None:
+    annotation, fasta, _ = CASES["bambu_chr9"]
+    transcripts = read_annotation(annotation)
+    expected = _records(transcripts, fasta, one_by_one=True)
+    crlf = tmp_path / "crlf.fa"
+    crlf.write_bytes(fasta.read_bytes().replace(b"\n", b"\r\n"))
+    bgzip = tmp_path / "genome.fa.gz"
+    pysam.tabix_compress(str(fasta), str(bgzip))
+    for path in (crlf, bgzip):
+        pysam.faidx(str(path))
+        assert _records(transcripts, path) == expected, path.name
+
+
+def test_a_bad_transcript_is_named_from_any_batch(tmp_path: Path, monkeypatch) -> None:
+    # T1.1 goes through the batched path, T2.1 (its batch) through the reference.
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    transcripts.at[1, "tss"] = 30
+    monkeypatch.setattr(sequences, "_BATCH", 1)
+    assert _build_bad(tmp_path, transcripts).startswith("tx.parquet:T2.1: tss 30 is not")
+
+
+@needs_gffread
+def test_codons_touching_an_n_are_x_where_gffread_resolves_fourfold_ones(
+    tmp_path: Path,
+) -> None:
+    # The one convention that differs from gffread -y: any codon with an N is X here;
+    # gffread reads one whose first two bases fix the amino acid (GCN -> A) as that.
+    cds = "ATG" + "GCN" + "ACN" + "TTN" + "CGN" + "GGN" + "CAN" + "TAA"
+    fasta = tmp_path / "n.fa"
+    fasta.write_text(f">c1\n{cds}\n")
+    attrs = 'gene_id "G1"; transcript_id "T1";'
+    rows = [("transcript", 1, 24, "."), ("exon", 1, 24, "."), ("CDS", 1, 21, "0")]
+    rows += [("start_codon", 1, 3, "0"), ("stop_codon", 22, 24, "0")]
+    gtf = tmp_path / "n.gtf"
+    gtf.write_text("".join(f"c1\tT\t{k}\t{a}\t{b}\t.\t+\t{p}\t{attrs}\n" for k, a, b, p in rows))
+    out = tmp_path / "out"
+    build_sequences(
+        read_annotation(gtf), fasta, 10, out / "r.fa.gz", out / "p.fa.gz", out / "w.bed"
+    )
+    ours = read_fasta(out / "p.fa.gz")["T1"]
+    _, theirs = gffread(gtf, fasta, tmp_path)
+    assert ours == "MXXXXXX" and theirs["T1"] == "MATXRGX"
+    code = standard_code()
+    for i, (a, b) in enumerate(zip(ours, theirs["T1"], strict=True)):
+        codon = cds[3 * i : 3 * i + 3]
+        fourfold = {code[codon[:2] + x] for x in "ACGT"}
+        assert a == b or (a == "X" and "N" in codon and fourfold == {b}), codon
