@@ -19,7 +19,7 @@ The workflow calls ``run_experiment`` from ``scripts/train.py`` (rule ``train``)
 Snakemake, ``python -m isoflow.train`` (``main``) trains one experiment from a config file
 (docs/model.md, "Training one run by hand"); Lightning's DDP launcher starts the other ranks
 by running that same command line again, so it is also how ``train.strategy: ddp`` is
-tested (tests/test_ddp.py).
+tested (tests/unit/test_ddp.py).
 """
 
 from __future__ import annotations

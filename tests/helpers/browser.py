@@ -1,5 +1,5 @@
 """A built report (``snakemake --report``) in headless Chromium, for the browser tests
-(``tests/test_report_browser.py``) and the README screenshot (``docs/screenshot.py``).
+(``tests/workflow/test_report_browser.py``) and the README screenshot (``docs/screenshot.py``).
 
 ``browse_report`` clicks through the report's menus the way a reader would and returns what
 each step saw (and optionally a screenshot of the last view); ``svg_text_overflow`` renders
