@@ -63,6 +63,17 @@ STOP_CODON = "stop_codon"
 SELENOCYSTEINE_TYPES = ("Selenocysteine", "stop_codon_redefined_as_selenocysteine")
 PART_TYPES = (EXON, CDS, START_CODON, STOP_CODON, *SELENOCYSTEINE_TYPES)
 
+# GENCODE gives each transcript of chrY's pseudoautosomal regions (PAR) a copy of its chrX
+# transcript under the ID ``{X ID}_PAR_Y``. ``annotation.par_y`` (config/schema.yaml, default
+# ``drop``) says whether they stay in the table: on an N-masked chrY (GENCODE's FASTA) they
+# have an all-N RNA, on an unmasked one (UCSC hg38) the X copy's sequences under another
+# target: contradictory labels on identical inputs.
+PAR_Y_SUFFIX = "_PAR_Y"
+PAR_Y_MODES = ("drop", "keep")
+# Contig names of the sex chromosomes as annotations write them (before contig_aliases).
+X_CONTIGS = ("chrX", "X")
+Y_CONTIGS = ("chrY", "Y")
+
 _READ_CHUNK = 1 << 16
 # Text parsed at a time: its rows and their attribute text are dropped before the next.
 _BLOCK_BYTES = 32 << 20
@@ -85,12 +96,18 @@ def read_annotation(
     path: str | os.PathLike,
     contig_aliases: dict[str, str] | None = None,
     transcript_types: Iterable[str] | None = None,
+    par_y: str | None = None,
 ) -> pd.DataFrame:
     """One row per transcript, columns and types as ``SCHEMA`` (DESIGN.md), sorted.
 
     ``contig_aliases`` maps annotation contig names to genome names; ``transcript_types``
-    keeps only those transcript types (None keeps all). Raises InputError on bad input.
+    keeps only those transcript types (None keeps all); ``par_y`` is ``annotation.par_y``:
+    ``drop`` leaves GENCODE's ``_PAR_Y`` copies out, ``keep`` (or None, a library call's
+    plain read) keeps them; either way they are counted in the log. Raises InputError on bad
+    input, among it a transcript ID on both chrX and chrY (a PAR copy under the X ID).
     """
+    if par_y not in (None, *PAR_Y_MODES):
+        raise ValueError(f"par_y must be one of {PAR_Y_MODES} or None, got {par_y!r}")
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "gtf":
@@ -100,6 +117,7 @@ def read_annotation(
     table = _assemble(transcripts, parts, path)
     if contig_aliases:
         table = table.with_columns(pl.col("chrom").replace(contig_aliases))
+    table = _par_y_copies(table, par_y, path)
     if transcript_types is not None:
         kept = table.filter(pl.col("transcript_type").is_in(list(transcript_types)))
         if not kept.height:
@@ -114,6 +132,57 @@ def read_annotation(
     table = table.sort(["chrom", "tx_start", "transcript_id"])
     log.info("%s: %d transcripts (%s)", path, table.height, fmt)
     return _to_pandas(table)
+
+
+def _par_y_copies(table: pl.DataFrame, par_y: str | None, path: Path) -> pl.DataFrame:
+    """Count GENCODE's ``_PAR_Y`` copies in the log; leave them out when ``par_y`` is drop."""
+    copies = pl.col("transcript_id").str.ends_with(PAR_Y_SUFFIX)
+    n_copies = table.select(copies.sum()).item()
+    if not n_copies:
+        return table
+    if par_y == "drop":
+        log.info(
+            "%s: %d %s copies (chrY pseudoautosomal copies of chrX transcripts) left out "
+            "(annotation.par_y: drop; `keep` keeps them)",
+            path,
+            n_copies,
+            PAR_Y_SUFFIX,
+        )
+        return table.filter(~copies)
+    log.info(
+        "%s: %d %s copies (chrY pseudoautosomal copies of chrX transcripts) kept "
+        "(annotation.par_y: keep)",
+        path,
+        n_copies,
+        PAR_Y_SUFFIX,
+    )
+    return table
+
+
+def _check_par_duplicates(rows: pl.DataFrame, id_col: str, path: Path) -> None:
+    """A transcript ID on chrX and again on chrY is a PAR copy under the X copy's ID (UCSC
+    knownGene style): one line naming the ID, the cause and the fix, before the generic
+    duplicate-ID errors. Only the rows on a Y contig are looked at (a few thousand)."""
+    on_y = rows.filter(pl.col("chrom").is_in(Y_CONTIGS) & pl.col(id_col).is_not_null())
+    if not on_y.height:
+        return
+    on_x = rows.filter(
+        pl.col("chrom").is_in(X_CONTIGS) & pl.col(id_col).is_in(on_y[id_col].unique().implode())
+    )
+    if not on_x.height:
+        return
+    x_first = on_x.sort("line").row(0, named=True)
+    y_first = on_y.filter(pl.col(id_col) == x_first[id_col]).sort("line").row(0, named=True)
+    tid = x_first[id_col]
+    raise InputError(
+        path,
+        y_first["line"],
+        f"transcript ID {tid} is on {x_first['chrom']} (line {x_first['line']}) and again on "
+        f"{y_first['chrom']}: a chrY pseudoautosomal (PAR) copy under the chrX copy's ID "
+        "(UCSC style), and a transcript ID must be unique; use the GENCODE annotation, which "
+        f"names these copies {tid}{PAR_Y_SUFFIX} (left out by annotation.par_y: drop), or "
+        f"remove this file's {y_first['chrom']} PAR lines",
+    )
 
 
 def write_transcripts(df: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -414,6 +483,7 @@ def _gtf_records(
     bad = _first_bad(rows, pl.col("tx_key").is_null() | (pl.col("tx_key") == ""))
     if bad:
         raise InputError(path, bad["line"], f"{bad['type']} without a transcript_id attribute")
+    _check_par_duplicates(rows, "tx_key", path)
     # Same transcript ID under two genes: two transcripts sharing one ID.
     first_gene = pl.col("gene_key").first().over("tx_key")
     bad = _first_bad(
@@ -540,6 +610,7 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
             lone.height,
             ", ".join(lone["id"].head(5)),
         )
+    _check_par_duplicates(tx_rows, "id", path)
     dup = tx_rows.filter(pl.col("id").is_duplicated())
     if dup.height:
         second = dup.sort("line").row(1, named=True)

@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from isoflow.annotation import PAR_Y_SUFFIX
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.files import atomic_path
 from isoflow.gtex import TISSUES_METADATA_KEY, read_targets
@@ -125,11 +126,15 @@ def build_dataset(
     df = df.drop(columns="split_gene")
     df = df.merge(targets.drop(columns="gene_id"), on="transcript_id", how="inner")
     log.info(
-        "annotation %d, targets %d, splits %d -> %d transcripts in all three",
+        "annotation %d, targets %d, splits %d -> %d transcripts in all three; %s copies "
+        "(chrY PAR): %d in the targets, %d in the dataset (annotation.par_y)",
         len(annotation),
         len(targets),
         len(splits),
         len(df),
+        PAR_Y_SUFFIX,
+        int(targets["transcript_id"].str.endswith(PAR_Y_SUFFIX).sum()),
+        int(df["transcript_id"].str.endswith(PAR_Y_SUFFIX).sum()),
     )
     if df.empty:
         raise InputError(

@@ -34,6 +34,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -44,6 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from xopen import xopen
 
+from isoflow.annotation import PAR_Y_SUFFIX
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.files import atomic_path
 
@@ -58,6 +60,9 @@ DEFAULT_BLOCK_ROWS = 128
 # TPMs of one sample sum to 10^6, so no single value can be larger.
 MAX_TPM = 1e6
 TISSUES_METADATA_KEY = b"isoflow.tissues"
+# Example IDs of each side of the GTEx <-> annotation overlap in stats.tsv and messages.
+OVERLAP_EXAMPLES = 5
+_VERSION = re.compile(r"\.\d+(?=(_PAR_Y)?$)")
 
 PathLike = str | os.PathLike
 
@@ -404,13 +409,81 @@ def aggregate_tpm(
 
 
 def overlap_counts(gtex_ids, annotation_ids) -> dict[str, int]:
-    """Transcripts in GTEx only / annotation only / both (versioned IDs, compared as is)."""
+    """Transcripts in GTEx only / annotation only / both (versioned IDs, compared as is), and
+    GENCODE's ``_PAR_Y`` copies on each side (``par_y_gtex``, ``par_y_annotation``)."""
     gtex, annotation = set(gtex_ids), set(annotation_ids)
     return {
         "gtex_only": len(gtex - annotation),
         "annotation_only": len(annotation - gtex),
         "both": len(gtex & annotation),
+        "par_y_gtex": sum(tid.endswith(PAR_Y_SUFFIX) for tid in gtex),
+        "par_y_annotation": sum(tid.endswith(PAR_Y_SUFFIX) for tid in annotation),
     }
+
+
+def overlap_examples(gtex_ids, annotation_ids, n: int = OVERLAP_EXAMPLES) -> dict[str, list[str]]:
+    """Up to ``n`` IDs (sorted) of the GTEx-only and of the annotation-only transcripts."""
+    gtex, annotation = set(gtex_ids), set(annotation_ids)
+    return {
+        "gtex_only": sorted(gtex - annotation)[:n],
+        "annotation_only": sorted(annotation - gtex)[:n],
+    }
+
+
+def _unversioned(tid: str) -> str:
+    """``ENST00000456328.2`` -> ``ENST00000456328`` (``_PAR_Y`` kept)."""
+    return _VERSION.sub("", tid)
+
+
+def check_overlap(
+    gtex_ids,
+    annotation_ids,
+    gct: PathLike,
+    transcripts: PathLike,
+    warn_below: float | None,
+    fail_below: float | None,
+) -> float | None:
+    """The share of annotation transcripts that are rows of the matrix; below ``fail_below``
+    an InputError (one line: the matrix, five annotation IDs it lacks, the likely cause),
+    below ``warn_below`` the same line as a warning. None (no check) for an empty annotation.
+    """
+    gtex, annotation = set(gtex_ids), set(annotation_ids)
+    if not annotation:
+        return None
+    share = len(annotation & gtex) / len(annotation)
+    failing = fail_below is not None and share < fail_below
+    if not failing and (warn_below is None or share >= warn_below):
+        return share
+    missing = sorted(annotation - gtex)
+    examples = ", ".join(missing[:OVERLAP_EXAMPLES])
+    gtex_bases: dict[str, str] = {}
+    for tid in gtex - annotation:
+        gtex_bases.setdefault(_unversioned(tid), tid)
+    versioned = [(a, g) for a, g in ((t, gtex_bases.get(_unversioned(t))) for t in missing) if g]
+    if versioned:
+        here, there = versioned[0]
+        cause = (
+            f"{len(versioned):,} of them differ only in the version suffix ({here} in the "
+            f"annotation, {there} in the matrix): the annotation is another GENCODE release "
+            "than the matrix's (GTEx v8: GENCODE v26)"
+        )
+    else:
+        cause = (
+            "their IDs are not the matrix's, not even without version suffixes: another "
+            "GENCODE release than the matrix's (GTEx v8: GENCODE v26) or another annotation "
+            "(Ensembl, RefSeq, UCSC IDs)"
+        )
+    key = "gtex.overlap_fail_below" if failing else "gtex.overlap_warn_below"
+    limit = fail_below if failing else warn_below
+    message = (
+        f"only {share:.1%} of the {len(annotation):,} transcripts of {transcripts} are rows "
+        f"of this matrix ({key}: {limit:.0%}); {len(missing):,} are not, e.g. {examples}; "
+        f"likely cause: {cause}"
+    )
+    if failing:
+        raise InputError(gct, None, message)
+    log.warning("%s: %s", gct, message)
+    return share
 
 
 def write_targets(
@@ -420,8 +493,11 @@ def write_targets(
     parquet_path: PathLike,
     stats_path: PathLike,
     overlap: dict[str, int] | None = None,
+    examples: dict[str, list[str]] | None = None,
 ) -> None:
-    """Write the targets parquet (metadata isoflow.tissues) and stats.tsv, both atomically."""
+    """Write the targets parquet (metadata isoflow.tissues) and stats.tsv, both atomically:
+    ``overlap`` counts as ``# transcripts_{key}`` lines, ``examples`` as ``# examples_{key}``
+    lines (comma-separated IDs)."""
     fields = [pa.field("transcript_id", pa.string()), pa.field("gene_id", pa.string())]
     fields += [pa.field(t, pa.float32()) for t in tissues]
     schema = pa.schema(fields, metadata={TISSUES_METADATA_KEY: json.dumps(tissues).encode()})
@@ -434,6 +510,8 @@ def write_targets(
             stats.to_csv(out, sep="\t", index=False, float_format="%.6g")
             for key, value in (overlap or {}).items():
                 out.write(f"# transcripts_{key}\t{value}\n")
+            for key, ids in (examples or {}).items():
+                out.write(f"# examples_{key}\t{','.join(ids)}\n")
 
 
 def read_targets(path: PathLike) -> tuple[pd.DataFrame, list[str]]:
@@ -641,16 +719,27 @@ def build_targets(
     out_parquet: PathLike,
     out_stats: PathLike,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    overlap_warn_below: float | None = None,
+    overlap_fail_below: float | None = None,
 ) -> None:
     """The `targets` rule: aggregate, count overlap with the annotation, write both outputs.
 
-    Nothing is written unless the whole matrix was read and checked.
+    ``overlap_warn_below`` / ``overlap_fail_below`` (``gtex.overlap_*``; None: no check): the
+    share of annotation transcripts that are rows of the matrix below which a warning is
+    logged / the rule fails (``check_overlap``). Nothing is written unless the whole matrix
+    was read and checked.
     """
     targets, stats = aggregate_tpm(gct, samples, tissue_set, tissues, min_samples, block_rows)
     tissues = list(stats["tissue"])
-    overlap = None
+    overlap = examples = None
     if transcripts is not None:
         annotation_ids = pq.read_table(transcripts, columns=["transcript_id"]).column(0)
-        overlap = overlap_counts(targets["transcript_id"], annotation_ids.to_pylist())
+        annotation_ids = annotation_ids.to_pylist()
+        gtex_ids = targets["transcript_id"].tolist()
+        overlap = overlap_counts(gtex_ids, annotation_ids)
+        examples = overlap_examples(gtex_ids, annotation_ids)
         log.info("transcripts: %s", overlap)
-    write_targets(targets, stats, tissues, out_parquet, out_stats, overlap)
+        check_overlap(
+            gtex_ids, annotation_ids, gct, transcripts, overlap_warn_below, overlap_fail_below
+        )
+    write_targets(targets, stats, tissues, out_parquet, out_stats, overlap, examples)

@@ -18,5 +18,6 @@ rule annotation:
     params:
         contig_aliases=config["contig_aliases"],
         transcript_types=config["annotation"]["transcript_types"],
+        par_y=config["annotation"]["par_y"],
     script:
         "../scripts/annotation.py"

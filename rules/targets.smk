@@ -23,5 +23,7 @@ rule targets:
     params:
         tissues=lookup(dpath="tissues/{tissue_set}", within=config),
         min_samples=config["gtex"]["min_samples"],
+        overlap_warn_below=config["gtex"]["overlap_warn_below"],
+        overlap_fail_below=config["gtex"]["overlap_fail_below"],
     script:
         "../scripts/targets.py"

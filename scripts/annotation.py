@@ -9,6 +9,7 @@ def main() -> None:
         snakemake.input[0],  # noqa: F821
         contig_aliases=snakemake.params.contig_aliases,  # noqa: F821
         transcript_types=snakemake.params.transcript_types,  # noqa: F821
+        par_y=snakemake.params.par_y,  # noqa: F821
     )
     write_transcripts(transcripts, snakemake.output[0])  # noqa: F821
 

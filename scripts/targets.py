@@ -12,6 +12,8 @@ def main() -> None:
         tissue_set=snakemake.wildcards.tissue_set,  # noqa: F821
         tissues=snakemake.params.tissues,  # noqa: F821
         min_samples=snakemake.params.min_samples,  # noqa: F821
+        overlap_warn_below=snakemake.params.overlap_warn_below,  # noqa: F821
+        overlap_fail_below=snakemake.params.overlap_fail_below,  # noqa: F821
         out_parquet=snakemake.output.targets,  # noqa: F821
         out_stats=snakemake.output.stats,  # noqa: F821
     )

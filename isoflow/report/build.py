@@ -37,6 +37,7 @@ from isoflow.report.readers import (
     read_history,
     read_metrics,
     read_overlap,
+    read_overlap_examples,
     read_predictions,
     read_targets,
     read_tissue_stats,
@@ -46,6 +47,7 @@ from isoflow.report.tables import (
     BASELINE_LABEL,
     COLLAPSED,
     CONTROL_LABEL,
+    OVERLAP_SIDES,
     SOURCE_RUN,
     ablation_display,
     ablation_table,
@@ -159,9 +161,10 @@ def build_targets(
     zeros = zero_table(values)
     save_figure(plot_targets(values, zeros), figure, demo)
     per_gene = genes.value_counts()
-    save_figure(plot_isoforms_per_gene(per_gene, overlap), isoforms_figure, demo)
+    sides = {key: overlap[key] for key in OVERLAP_SIDES if key in overlap}
+    save_figure(plot_isoforms_per_gene(per_gene, sides), isoforms_figure, demo)
     note = "Share of transcripts with target 0 (no TPM in any sample of the tissue). "
-    note += overlap_note(overlap)
+    note += overlap_note(overlap, read_overlap_examples(stats))
     write_table(zeros, table, "Targets: zeros per tissue", note=note)
 
 

@@ -113,6 +113,23 @@ def read_overlap(path: str | Path) -> dict[str, int]:
     return overlap
 
 
+_EXAMPLES_LINE = re.compile(r"#\s*examples_(\w+)\t(.*)")
+
+
+def read_overlap_examples(path: str | Path) -> dict[str, list[str]]:
+    """Example IDs of each side of the overlap from the ``# examples_{key}\t{id,id,...}``
+    comment lines of ``{tissue_set}.stats.tsv`` (``gtex_only``, ``annotation_only``); empty
+    when the file has none."""
+    examples: dict[str, list[str]] = {}
+    with open(path) as lines:
+        for line in lines:
+            match = _EXAMPLES_LINE.fullmatch(line.rstrip("\n"))
+            if match:
+                key, value = match.groups()
+                examples[key] = [tid for tid in value.split(",") if tid]
+    return examples
+
+
 def read_targets(path: str | Path) -> tuple[pd.DataFrame, pd.Series]:
     """``targets/{tissue_set}.parquet``: (log1p TPM, one column per tissue; gene_id per row).
 

@@ -13,7 +13,7 @@ import html
 import math
 import posixpath
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -448,11 +448,43 @@ def zero_table(values: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def overlap_note(overlap: Mapping[str, int]) -> str:
+# The three sides of the GTEx <-> annotation overlap (stats.tsv ``# transcripts_*`` lines).
+OVERLAP_SIDES = ("gtex_only", "annotation_only", "both")
+
+
+def overlap_note(
+    overlap: Mapping[str, int], examples: Mapping[str, Sequence[str]] | None = None
+) -> str:
+    """The overlap counts, the share of annotation transcripts with a GTEx row, example IDs
+    of each one-sided set and GENCODE's ``_PAR_Y`` copies on each side."""
     if not overlap:
         return "GTEx ↔ annotation overlap: not recorded in the stats file."
-    parts = [f"{key.replace('_', ' ')} {count:,}" for key, count in overlap.items()]
-    return "Transcripts, GTEx ↔ annotation: " + ", ".join(parts) + "."
+    sides = [key for key in OVERLAP_SIDES if key in overlap]
+    parts = [f"{key.replace('_', ' ')} {overlap[key]:,}" for key in sides]
+    parts += [
+        f"{key.replace('_', ' ')} {count:,}"
+        for key, count in overlap.items()
+        if key not in OVERLAP_SIDES and not key.startswith("par_y_")
+    ]
+    note = "Transcripts, GTEx ↔ annotation: " + ", ".join(parts) + "."
+    annotation = overlap.get("both", 0) + overlap.get("annotation_only", 0)
+    if "both" in overlap and annotation:
+        note += (
+            f" {overlap['both'] / annotation:.1%} of the annotation's transcripts have a GTEx row."
+        )
+    shown = [(key, ids) for key, ids in (examples or {}).items() if ids]
+    if shown:
+        labels = {"gtex_only": "GTEx only", "annotation_only": "annotation only"}
+        note += " Examples, " + "; ".join(
+            f"{labels.get(key, key.replace('_', ' '))}: {', '.join(ids)}" for key, ids in shown
+        )
+        note += "."
+    if "par_y_gtex" in overlap or "par_y_annotation" in overlap:
+        note += (
+            f" _PAR_Y copies (chrY PAR): {overlap.get('par_y_gtex', 0):,} in GTEx, "
+            f"{overlap.get('par_y_annotation', 0):,} in the annotation (annotation.par_y)."
+        )
+    return note
 
 
 LENGTH_BINS = (0, 500, 1000, 2000, 4000, np.inf)

@@ -615,3 +615,79 @@ def test_truncated_gzip_names_the_same_line_in_blocks(tmp_path, monkeypatch):
     whole = fails(tmp_path, path, r"cut\.gtf\.gz:\d+: compressed data ends")
     monkeypatch.setattr(annotation, "_BLOCK_BYTES", 100_000)  # blocks parsed before the end
     assert fails(tmp_path, path, r"cut\.gtf\.gz:\d+: compressed data ends") == whole
+
+
+# --- chrY pseudoautosomal (PAR) copies -------------------------------------------------------
+
+
+def schema_default(section, key):
+    from isoflow.config import SCHEMA as CONFIG_SCHEMA
+    from isoflow.config import load_schema
+
+    return load_schema(CONFIG_SCHEMA)["properties"][section]["properties"][key]["default"]
+
+
+def par_lines(y_id="TX.1_PAR_Y", y_gene="GX.1_PAR_Y", x_chrom="chrX", y_chrom="chrY"):
+    """A chrX PAR transcript and its chrY copy: GENCODE names the copy ``{ID}_PAR_Y``, UCSC
+    knownGene reuses the X ID (``y_id="TX.1"``)."""
+    lines = []
+    for chrom, tx, gene in ((x_chrom, "TX.1", "GX.1"), (y_chrom, y_id, y_gene)):
+        extra = {"transcript_type": "protein_coding", "tag": "PAR"}
+        lines += [
+            gtf_line(chrom, "transcript", 101, 400, "+", ".", tx, gene=gene, **extra),
+            gtf_line(chrom, "exon", 101, 200, "+", ".", tx, gene=gene, **extra),
+            gtf_line(chrom, "exon", 301, 400, "+", ".", tx, gene=gene, **extra),
+        ]
+    return lines
+
+
+def test_par_y_copies_are_dropped_by_default_and_counted(tmp_path, caplog):
+    path = write(tmp_path / "a.gtf", par_lines())
+    assert schema_default("annotation", "par_y") == "drop"
+    with caplog.at_level("INFO", logger="isoflow.annotation"):
+        dropped = read_annotation(path, par_y=schema_default("annotation", "par_y"))
+    assert dropped["transcript_id"].tolist() == ["TX.1"]
+    assert "1 _PAR_Y copies (chrY pseudoautosomal copies of chrX transcripts) left out" in (
+        caplog.text
+    )
+    caplog.clear()
+    with caplog.at_level("INFO", logger="isoflow.annotation"):
+        kept = read_annotation(path, par_y="keep")
+    assert kept["transcript_id"].tolist() == ["TX.1", "TX.1_PAR_Y"]
+    assert "1 _PAR_Y copies" in caplog.text and "kept" in caplog.text
+    # A library call without the key reads the file as it is.
+    assert read_annotation(path)["transcript_id"].tolist() == ["TX.1", "TX.1_PAR_Y"]
+    with pytest.raises(ValueError, match="par_y"):
+        read_annotation(path, par_y="remove")
+
+
+@pytest.mark.parametrize(
+    ("x_chrom", "y_chrom", "transcript_lines"),
+    [("chrX", "chrY", True), ("X", "Y", True), ("chrX", "chrY", False)],
+)
+def test_x_id_reused_on_chry_names_the_par_cause(tmp_path, x_chrom, y_chrom, transcript_lines):
+    lines = par_lines(y_id="TX.1", y_gene="GX.1", x_chrom=x_chrom, y_chrom=y_chrom)
+    if not transcript_lines:
+        lines = [line for line in lines if "\ttranscript\t" not in line]
+    path = write(tmp_path / "knownGene.gtf", lines)
+    with pytest.raises(InputError) as info:
+        read_annotation(path, par_y="drop")
+    message = str(info.value)
+    assert "\n" not in message
+    y_line = 4 if transcript_lines else 3
+    assert message.startswith(f"{path}:{y_line}: transcript ID TX.1 is on {x_chrom} (line 1)")
+    assert f"and again on {y_chrom}: a chrY pseudoautosomal (PAR) copy" in message
+    assert "TX.1_PAR_Y (left out by annotation.par_y: drop)" in message
+
+
+def test_gff3_x_id_reused_on_chry_names_the_par_cause(tmp_path):
+    lines = ["##gff-version 3"]
+    for chrom in ("chrX", "chrY"):
+        lines += [
+            f"{chrom}\tU\tgene\t101\t400\t.\t+\t.\tID=G1;gene_id=G1",
+            f"{chrom}\tU\ttranscript\t101\t400\t.\t+\t.\tID=T1;Parent=G1;transcript_id=T1.1",
+            f"{chrom}\tU\texon\t101\t400\t.\t+\t.\tParent=T1",
+        ]
+    path = write(tmp_path / "a.gff3", lines)
+    with pytest.raises(InputError, match=r"a\.gff3:6: transcript ID T1 is on chrX .*\(PAR\)"):
+        read_annotation(path)

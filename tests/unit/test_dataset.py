@@ -294,3 +294,91 @@ def test_non_utf8_byte_in_the_rna_fasta_names_line_and_column(inputs, where):
     rna.write_bytes(gzip.compress(insert_byte(text, line, text.split(b"\n")[line - 1][:3])))
     with pytest.raises(InputError, match=rf"^{rna}:{line}: byte 0xe9 at column 4 is not UTF-8"):
         build_dataset(**paths)
+
+
+# --- chrY pseudoautosomal copies never reach the dataset by default ------------------------
+
+
+def _par_chain(tmp_path, chry, par_y):
+    """GENCODE-style GTF with a chrX PAR transcript and its ``_PAR_Y`` copy, a genome whose
+    chrY PAR is N-masked (GENCODE FASTA) or a copy of chrX's (UCSC hg38), a GTEx-layout GCT
+    holding both (the copy all zero, as GTEx v8): annotation -> sequences -> targets ->
+    splits -> dataset through the rules' library calls."""
+    from isoflow.annotation import read_annotation, write_transcripts
+    from isoflow.gtex import build_targets
+    from isoflow.sequences import build_sequences
+    from isoflow.splits import build_splits
+
+    tmp_path.mkdir(exist_ok=True)
+    rng = np.random.default_rng(7)
+    chrx = "".join(rng.choice(list("ACGT"), 3000))
+    par = chrx[:1000] if chry == "unmasked" else "N" * 1000
+    genome = tmp_path / "genome.fa"
+    genome.write_text(f">chrX\n{chrx}\n>chrY\n{par + ''.join(rng.choice(list('ACGT'), 2000))}\n")
+    attrs = {"transcript_type": "protein_coding", "tag": "PAR"}
+    lines = []
+    for chrom, tx, gene in (
+        ("chrX", "ENST1.1", "ENSG1.1"),
+        ("chrY", "ENST1.1_PAR_Y", "ENSG1.1_PAR_Y"),
+        ("chrX", "ENST2.1", "ENSG2.1"),  # outside the PAR
+    ):
+        start = 1101 if tx == "ENST2.1" else 101
+        lines += [
+            gtf_line(chrom, kind, start + a, start + b, tx, gene, attrs)
+            for kind, a, b in (("transcript", 0, 299), ("exon", 0, 99), ("exon", 200, 299))
+        ]
+        lines.append(gtf_line(chrom, "CDS", start, start + 89, tx, gene, attrs, phase="0"))
+    gtf = tmp_path / "annotation.gtf"
+    gtf.write_text("\n".join(lines) + "\n")
+    transcripts = tmp_path / "transcripts.parquet"
+    table = read_annotation(gtf, par_y=par_y)
+    write_transcripts(table, transcripts)
+    seq = {k: tmp_path / f"{k}" for k in ("rna.fa.gz", "protein.fa.gz", "windows.bed")}
+    build_sequences(table, genome, 128, *seq.values())
+
+    samples = ["GTEX-A-0001-SM-1", "GTEX-B-0001-SM-2"]
+    attributes = tmp_path / "attributes.tsv"
+    attributes.write_text(
+        "SAMPID\tSMTS\tSMTSD\n" + "".join(f"{s}\tLiver\tLiver\n" for s in samples)
+    )
+    gct = tmp_path / "tpm.gct"
+    gct.write_text(
+        "#1.2\n3\t2\ntranscript_id\tgene_id\t" + "\t".join(samples) + "\n"
+        "ENST1.1\tENSG1.1\t5.0\t7.0\nENST1.1_PAR_Y\tENSG1.1_PAR_Y\t0\t0\n"
+        "ENST2.1\tENSG2.1\t1.0\t3.0\n"
+    )
+    targets, stats = tmp_path / "targets.parquet", tmp_path / "targets.stats.tsv"
+    build_targets(gct, attributes, transcripts, "smts", ["Liver"], 1, targets, stats)
+    splits = tmp_path / "splits.tsv"
+    build_splits(transcripts, splits, "gene", valid_fraction=0.0, test_fraction=0.0)
+    out = tmp_path / "dataset.parquet"
+    build_dataset(transcripts, *seq.values(), targets, splits, genome, out)
+    return read_dataset(out)[0], stats.read_text()
+
+
+def gtf_line(chrom, kind, start, end, tx, gene, attrs, phase="."):
+    text = f'gene_id "{gene}"; transcript_id "{tx}"; gene_name "N";'
+    text += "".join(f' {key} "{value}";' for key, value in attrs.items())
+    return "\t".join([chrom, "HAVANA", kind, str(start), str(end), ".", "+", phase, text])
+
+
+@pytest.mark.parametrize("chry", ["masked", "unmasked"])
+def test_par_y_copies_never_reach_the_dataset_by_default(tmp_path, chry):
+    from isoflow.config import SCHEMA, load_schema
+
+    default = load_schema(SCHEMA)["properties"]["annotation"]["properties"]["par_y"]["default"]
+    dataset, stats = _par_chain(tmp_path, chry, default)
+    assert sorted(dataset["transcript_id"]) == ["ENST1.1", "ENST2.1"]
+    assert "# transcripts_par_y_gtex\t1\n# transcripts_par_y_annotation\t0\n" in stats
+    # What the default prevents: kept, the copy is an all-N RNA (masked chrY) or the X copy's
+    # RNA under a target of 0 instead of the X copy's (unmasked chrY).
+    kept, stats = _par_chain(tmp_path / "keep", chry, "keep")
+    rows = kept.set_index("transcript_id")
+    assert "ENST1.1_PAR_Y" in rows.index
+    copy, original = rows.loc["ENST1.1_PAR_Y"], rows.loc["ENST1.1"]
+    if chry == "masked":
+        assert set(copy["rna_seq"]) == {"N"} and set(copy["protein_seq"]) == {"X"}
+    else:
+        assert copy["rna_seq"] == original["rna_seq"]
+        assert copy["Liver"] == 0 and original["Liver"] > 0
+    assert "# transcripts_par_y_annotation\t1\n" in stats

@@ -143,6 +143,10 @@ def test_build_targets_outputs(tmp_path, attrs_path):
         "# transcripts_gtex_only\t5",
         "# transcripts_annotation_only\t2",
         "# transcripts_both\t15",
+        "# transcripts_par_y_gtex\t0",
+        "# transcripts_par_y_annotation\t0",
+        "# examples_gtex_only\t" + ",".join(sorted(r[0] for r in rows[15:])),
+        "# examples_annotation_only\tENST99999999998.1,ENST99999999999.1",
     ]
     assert sorted(p.name for p in out.parent.iterdir()) == ["smts.parquet", "smts.stats.tsv"]
 
@@ -582,3 +586,84 @@ def test_lone_carriage_return_in_a_row(tmp_path, attrs_path):
     assert run_bad(tmp_path, attrs_path, gct) == (
         f"{gct}:8: carriage return (CR) inside a row: only LF or CRLF line ends are read"
     )
+
+
+# --- GTEx matrix <-> annotation overlap ----------------------------------------------------
+
+
+def bump_version(tid):
+    base, version = tid.rsplit(".", 1)
+    return f"{base}.{int(version) + 1}"
+
+
+def overlap_run(tmp_path, attrs_path, annotation_ids, rows):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    annotation = tmp_path / "transcripts.parquet"
+    pq.write_table(pa.table({"transcript_id": annotation_ids}), annotation)
+    out, stats_out = tmp_path / "t" / "smts.parquet", tmp_path / "t" / "smts.stats.tsv"
+    build_targets(
+        gct, attrs_path, annotation, "smts", ["Brain"], 1, out, stats_out,
+        overlap_warn_below=0.95, overlap_fail_below=0.5,
+    )  # fmt: skip
+    return gct, annotation, out, stats_out
+
+
+def test_sixty_percent_other_versions_fail_with_one_line(tmp_path, attrs_path):
+    rows = random_rows(20, len(sample_ids(attrs_path)), seed=3)
+    ids = [r[0] for r in rows]
+    annotation_ids = [bump_version(t) for t in ids[:12]] + ids[12:]  # 60 % on another version
+    with pytest.raises(InputError) as info:
+        overlap_run(tmp_path, attrs_path, annotation_ids, rows)
+    message = str(info.value)
+    assert "\n" not in message
+    gct = tmp_path / "tpm.gct.gz"
+    other = sorted(annotation_ids[:12])
+    matrix_id = ids[annotation_ids.index(other[0])]
+    assert message == (
+        f"{gct}: only 40.0% of the 20 transcripts of {tmp_path / 'transcripts.parquet'} are "
+        f"rows of this matrix (gtex.overlap_fail_below: 50%); 12 are not, e.g. "
+        f"{', '.join(other[:5])}; likely cause: 12 of them differ only in the version suffix "
+        f"({other[0]} in the annotation, {matrix_id} in the matrix): the annotation is another "
+        "GENCODE release than the matrix's (GTEx v8: GENCODE v26)"
+    )
+    assert not (tmp_path / "t").exists() or not list((tmp_path / "t").iterdir())
+
+
+def test_ids_of_another_annotation_name_the_release_cause(tmp_path, attrs_path):
+    rows = random_rows(10, len(sample_ids(attrs_path)), seed=4)
+    annotation_ids = [f"NM_{i:06d}.1" for i in range(8)] + [r[0] for r in rows[:2]]
+    with pytest.raises(InputError, match=r"only 20\.0% .* not even without version suffixes"):
+        overlap_run(tmp_path, attrs_path, annotation_ids, rows)
+
+
+def test_ninety_percent_overlap_warns_and_writes_examples(tmp_path, attrs_path, caplog):
+    rows = random_rows(20, len(sample_ids(attrs_path)), seed=5)
+    rows += [("ENST00000999999.1_PAR_Y", "ENSG00000999999.1_PAR_Y", rows[0][2])]
+    ids = [r[0] for r in rows[:20]]
+    annotation_ids = [bump_version(t) for t in ids[:2]] + ids[2:]  # 90 % found
+    with caplog.at_level("WARNING", logger="isoflow.gtex"):
+        _, _, out, stats_out = overlap_run(tmp_path, attrs_path, annotation_ids, rows)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "only 90.0% of the 20 transcripts" in warnings[0].getMessage()
+    assert "gtex.overlap_warn_below: 95%" in warnings[0].getMessage()
+    assert out.exists()
+    lines = stats_out.read_text().splitlines()[2:]
+    gtex_only = sorted([*ids[:2], "ENST00000999999.1_PAR_Y"])
+    assert lines == [
+        "# transcripts_gtex_only\t3",
+        "# transcripts_annotation_only\t2",
+        "# transcripts_both\t18",
+        "# transcripts_par_y_gtex\t1",
+        "# transcripts_par_y_annotation\t0",
+        f"# examples_gtex_only\t{','.join(gtex_only)}",
+        f"# examples_annotation_only\t{','.join(sorted(annotation_ids[:2]))}",
+    ]
+
+
+def test_full_overlap_is_silent(tmp_path, attrs_path, caplog):
+    rows = random_rows(10, len(sample_ids(attrs_path)), seed=6)
+    with caplog.at_level("WARNING", logger="isoflow.gtex"):
+        overlap_run(tmp_path, attrs_path, [r[0] for r in rows], rows)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

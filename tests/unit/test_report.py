@@ -591,6 +591,28 @@ def test_read_overlap_reads_the_stats_comment_lines(tmp_path):
     assert "not recorded" in tables.overlap_note({})
 
 
+def test_overlap_examples_and_par_y_counts_reach_the_note(tmp_path):
+    path = tmp_path / "smts.stats.tsv"
+    path.write_text(
+        "tissue\tn_samples\tmean\tsd\nLiver\t3\t1.0\t0.5\n"
+        "# transcripts_gtex_only\t2\n# transcripts_annotation_only\t1\n"
+        "# transcripts_both\t3\n# transcripts_par_y_gtex\t1\n"
+        "# transcripts_par_y_annotation\t0\n"
+        "# examples_gtex_only\tT9.1,T8.1_PAR_Y\n# examples_annotation_only\tT7.2\n"
+    )
+    overlap = readers.read_overlap(path)
+    examples = readers.read_overlap_examples(path)
+    assert examples == {"gtex_only": ["T9.1", "T8.1_PAR_Y"], "annotation_only": ["T7.2"]}
+    assert tables.overlap_note(overlap, examples) == (
+        "Transcripts, GTEx ↔ annotation: gtex only 2, annotation only 1, both 3. 75.0% of "
+        "the annotation's transcripts have a GTEx row. Examples, GTEx only: T9.1, "
+        "T8.1_PAR_Y; annotation only: T7.2. _PAR_Y copies (chrY PAR): 1 in GTEx, 0 in the "
+        "annotation (annotation.par_y)."
+    )
+    path.write_text("tissue\tn_samples\n# transcripts_both\t3\n")  # an older file
+    assert readers.read_overlap_examples(path) == {}
+
+
 def write_targets(root: Path) -> Path:
     frame = pd.DataFrame(
         {
