@@ -19,6 +19,7 @@ from isoflow.annotation import PAR_Y_SUFFIX
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.files import atomic_path
 from isoflow.gtex import TISSUES_METADATA_KEY, read_targets
+from isoflow.progress import Progress
 from isoflow.sequences import read_fasta
 from isoflow.splits import check_transcript_table, read_splits
 
@@ -163,7 +164,8 @@ def build_dataset(
     df["window_start"] = windows["window_start"].to_numpy()
     df["window_end"] = windows["window_end"].to_numpy()
 
-    rna = read_fasta(rna_fa_gz)
+    # One RNA record per annotation transcript (sequences), one protein per coding one.
+    rna = read_fasta(rna_fa_gz, Progress("dataset: RNA", len(annotation), "records", logger=log))
     missing = df.loc[~df["transcript_id"].isin(rna.keys()), "transcript_id"]
     if len(missing):
         raise InputError(rna_fa_gz, missing.iloc[0], f"no RNA sequence ({len(missing)} missing)")
@@ -173,7 +175,7 @@ def build_dataset(
     if empty.any():
         tid = df["transcript_id"].iat[int(empty.nonzero()[0][0])]
         raise InputError(rna_fa_gz, tid, "empty RNA sequence")
-    protein = read_fasta(protein_fa_gz)
+    protein = read_fasta(protein_fa_gz, Progress("dataset: protein", None, "records", logger=log))
     df["protein_seq"] = df["transcript_id"].map(protein)  # NaN -> null: masked modality
     del protein
 

@@ -48,6 +48,7 @@ from xopen import xopen
 from isoflow.annotation import PAR_Y_SUFFIX
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.files import atomic_path
+from isoflow.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +362,9 @@ def aggregate_tpm(
     genes: list[str] = []
     means: list[np.ndarray] = []
     seen: dict[str, int] = {}
+    progress = Progress("targets: GCT", n_rows, "rows", logger=log)
     for first_line, block_ids, block_genes, values in _row_blocks(gct, columns, block_rows):
+        progress.update(len(block_ids))
         for offset, tid in enumerate(block_ids):
             if not tid.strip() or not block_genes[offset].strip():
                 raise InputError(gct, first_line + offset, "empty transcript_id or gene_id")
@@ -384,6 +387,7 @@ def aggregate_tpm(
         means.append(values @ weights)
         ids.extend(block_ids)
         genes.extend(block_genes)
+    progress.finish()
     if len(ids) != n_rows:
         raise InputError(gct, 2, f"dimensions line says {n_rows} rows, the body has {len(ids)}")
     if not ids:

@@ -37,6 +37,7 @@ from isoflow.alphabet import genetic_code, reverse_complement, translate_cds
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.files import atomic_path
 from isoflow.genome import GenomeWindows, check_contigs
+from isoflow.progress import Progress
 
 log = logging.getLogger("isoflow.sequences")
 
@@ -463,7 +464,9 @@ def build_sequences(
         xopen(rna_tmp, "wt", format="gz", threads=0) as rna_out,
         xopen(protein_tmp, "wt", format="gz", threads=0) as protein_out,
     ):
+        progress = Progress("sequences", len(transcripts), "transcripts", logger=log)
         for batch in _record_batches(transcripts, genome, transcripts_path):
+            progress.update(len(batch))
             counts["transcripts"] += len(batch)
             names = [r.transcript_id for r in batch]
             rna_out.writelines(_fasta_records(names, [r.rna for r in batch]))
@@ -472,6 +475,7 @@ def build_sequences(
             with_stops += [r.transcript_id for r in coding if "*" in r.protein]
             names = [r.transcript_id for r in coding]
             protein_out.writelines(_fasta_records(names, [r.protein for r in coding]))
+        progress.finish()
         write_windows_bed(transcripts, window, bed_path)
         starts = window_starts(transcripts, window)
         contig_length = transcripts["chrom"].map(genome.lengths).to_numpy(dtype=np.int64)
@@ -491,9 +495,14 @@ def build_sequences(
     return counts
 
 
-def read_fasta(path: str | os.PathLike) -> dict[str, str]:
+# Records read between two progress updates of read_fasta (one clock read per update).
+_PROGRESS_RECORDS = 1024
+
+
+def read_fasta(path: str | os.PathLike, progress: Progress | None = None) -> dict[str, str]:
     """A (gzip) FASTA as ``{first word of header: sequence}`` (pysam); the one FASTA-records
-    reader of the package. A name listed twice or an unreadable file is an InputError."""
+    reader of the package. A name listed twice or an unreadable file is an InputError.
+    ``progress`` is told of the records read (every ``_PROGRESS_RECORDS``) and finished."""
     records: dict[str, str] = {}
     try:
         with pysam.FastxFile(str(path)) as fasta:
@@ -501,8 +510,13 @@ def read_fasta(path: str | os.PathLike) -> dict[str, str]:
                 if record.name in records:
                     raise InputError(path, record.name, "sequence listed twice")
                 records[record.name] = record.sequence or ""
+                if progress is not None and len(records) % _PROGRESS_RECORDS == 0:
+                    progress.update(_PROGRESS_RECORDS)
     except UnicodeDecodeError:
         raise non_utf8_error(path) from None
     except OSError as err:
         raise InputError(path, None, f"cannot read FASTA: {err}") from None
+    if progress is not None:
+        progress.update(len(records) % _PROGRESS_RECORDS)
+        progress.finish()
     return records

@@ -382,3 +382,23 @@ def test_par_y_copies_never_reach_the_dataset_by_default(tmp_path, chry):
         assert copy["rna_seq"] == original["rna_seq"]
         assert copy["Liver"] == 0 and original["Liver"] > 0
     assert "# transcripts_par_y_annotation\t1\n" in stats
+
+
+def test_targets_sequences_and_dataset_log_progress_lines(tmp_path, monkeypatch, caplog):
+    import isoflow.progress
+
+    monkeypatch.setattr(isoflow.progress, "PROGRESS_EVERY_S", 0.0)  # a line at every update
+    with caplog.at_level("INFO"):
+        _par_chain(tmp_path, "masked", "drop")
+    lines = [r.getMessage() for r in caplog.records]
+
+    def having(prefix):
+        return [line for line in lines if line.startswith(prefix)]
+
+    assert having("targets: GCT: 3 / 3 rows (100.0%), ")
+    assert having("targets: GCT: 3 rows done in ")
+    assert having("sequences: 2 / 2 transcripts (100.0%), ")
+    assert having("sequences: 2 transcripts done in ")
+    assert having("dataset: RNA: 2 / 2 records (100.0%), ")
+    assert having("dataset: protein: 2 records, ")
+    assert all(", ETA " in line for line in having("targets: GCT: 3 / 3"))
