@@ -9,6 +9,7 @@ so it imports nothing beyond the config layer; torch loads in the jobs (``isoflo
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from isoflow.config import SCHEMA, check_config
@@ -97,8 +98,9 @@ def encoder_spec(config: dict, name: str) -> dict[str, Any]:
 
 
 def with_encoder_defaults(spec: dict | None) -> dict[str, Any]:
-    """An encoder spec with ``ENCODER_DEFAULTS`` under it (a copy)."""
-    return {**ENCODER_DEFAULTS, **(spec or {})}
+    """An encoder spec with ``ENCODER_DEFAULTS`` under it (a copy: the default ``hparams``
+    dict is never shared with a caller that fills it)."""
+    return {**copy.deepcopy(ENCODER_DEFAULTS), **(spec or {})}
 
 
 def encoder_names(config: dict, experiment: dict) -> dict[str, str]:
