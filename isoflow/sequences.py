@@ -92,12 +92,16 @@ def cds_bounds(
     return before, before + inside
 
 
+def _window_start(tss, minus, window: int):
+    """Start of the DNA window putting the TSS at index ``window // 2`` read 5'->3' (scalars
+    or arrays): ``tss - window // 2`` on ``+``; on ``-`` the window ends at
+    ``tss + window // 2 + 1``."""
+    return np.where(minus, tss + window // 2 + 1 - window, tss - window // 2)
+
+
 def window_bounds(tss: int, strand: str, window: int) -> tuple[int, int]:
     """``[start, end)`` of the DNA window putting the TSS at index ``window // 2`` 5'->3'."""
-    if strand == "-":
-        end = tss + window // 2 + 1
-        return end - window, end
-    start = tss - window // 2
+    start = int(_window_start(tss, strand == "-", window))
     return start, start + window
 
 
@@ -410,7 +414,7 @@ def window_starts(transcripts: pd.DataFrame, window: int) -> np.ndarray:
     """``window_bounds(tss, strand, window)[0]`` of every transcript (the end is + window)."""
     tss = transcripts["tss"].to_numpy(dtype=np.int64)
     minus = (transcripts["strand"] == "-").to_numpy(dtype=bool)
-    return np.where(minus, tss + window // 2 + 1 - window, tss - window // 2)
+    return _window_start(tss, minus, window)
 
 
 def write_windows_bed(transcripts: pd.DataFrame, window: int, path: str | os.PathLike) -> int:

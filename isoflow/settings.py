@@ -64,7 +64,14 @@ def _section(config: dict, name: str, defaults: dict[str, Any]) -> dict[str, Any
     section = config.get(name) or {}
     if SCHEMA.is_file():
         check_config({name: section}, SCHEMA, "config", sections=(name,))
-    return {**defaults, **section}
+    return _filled(section, defaults)
+
+
+def _filled(section: dict, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``section`` with each missing default added after its own keys (a copy), in the order
+    Snakemake's ``validate`` fills a schema's defaults: rule params made from it keep their
+    repr, so they do not trigger reruns."""
+    return {**section, **{k: copy.deepcopy(v) for k, v in defaults.items() if k not in section}}
 
 
 def model_config(config: dict) -> dict[str, Any]:
@@ -100,7 +107,7 @@ def encoder_spec(config: dict, name: str) -> dict[str, Any]:
 def with_encoder_defaults(spec: dict | None) -> dict[str, Any]:
     """An encoder spec with ``ENCODER_DEFAULTS`` under it (a copy: the default ``hparams``
     dict is never shared with a caller that fills it)."""
-    return {**copy.deepcopy(ENCODER_DEFAULTS), **(spec or {})}
+    return _filled(spec or {}, ENCODER_DEFAULTS)
 
 
 def encoder_names(config: dict, experiment: dict) -> dict[str, str]:

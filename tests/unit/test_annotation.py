@@ -691,3 +691,12 @@ def test_gff3_x_id_reused_on_chry_names_the_par_cause(tmp_path):
     path = write(tmp_path / "a.gff3", lines)
     with pytest.raises(InputError, match=r"a\.gff3:6: transcript ID T1 is on chrX .*\(PAR\)"):
         read_annotation(path)
+
+
+def test_blank_lines_at_a_block_start_keep_the_line_numbers():
+    """A block cut just before blank lines: polars must not drop them (the row index is the
+    file line), or every error after them in the block would name a line too low."""
+    exon = b'chr1\tsrc\texon\t1\t2\t.\t+\t.\tgene_id "g";\n'
+    rows = annotation._parse_block(b"\n\r\n" + exon + b"\n" + exon, 10)
+    assert rows["line"].to_list() == [10, 11, 12, 13, 14]
+    assert rows.filter(rows["chrom"] == "chr1")["line"].to_list() == [12, 14]
