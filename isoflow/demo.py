@@ -784,3 +784,100 @@ def _write_signal(genes, signal, weights, path: Path, seed: int) -> None:
             i += 1
     with atomic_path(path) as tmp:
         tmp.write_text("".join(out))
+
+
+# --- demo cassettes ---------------------------------------------------------------------
+
+# A 2 x 2 x 2 design over the planted signal's three components: promoter GC (DNA), an ARE
+# block in the 3'UTR (RNA), the K+R fraction of the protein. Factor levels sit at the ends of
+# the training ranges (PROMOTER_GC, UTR3_ARE_COVER, the genes' K+R fractions 0-0.3).
+CASSETTE_PROMOTER_GC = {"strongP": PROMOTER_GC[1], "weakP": PROMOTER_GC[0]}
+CASSETTE_ARE_COVER = {"noARE": 0.0, "ARE": UTR3_ARE_COVER[1]}
+CASSETTE_KR = {"highKR": 0.3, "lowKR": 0.0}
+CASSETTE_UTR5_LEN = 120
+CASSETTE_CDS_AA = 200
+CASSETTE_UTR3_LEN = 600
+CASSETTE_COLUMNS = ("dna_value", "rna_value", "protein_value", "expected_base")
+
+
+def write_demo_constructs(
+    path: str | os.PathLike,
+    seed: int = 0,
+    background: str | os.PathLike | None = None,
+    background_len: int = 2048,
+) -> Path:
+    """Write 8 demo cassettes (a construct TSV, docs/constructs.md) that differ only in the
+    planted signal's components; return ``path``.
+
+    Every cassette shares one 5'UTR (120 nt, GC 41 %); the factors are the 1,000-nt promoter
+    (GC 0.70 ``strongP`` or 0.30 ``weakP``, drawn as the demo's promoters are), the 600-nt
+    3'UTR (one sequence, with or without a block of tandem ``ATTTA`` covering 40 % of it:
+    ``ARE`` / ``noARE``) and a 200-codon CDS (ATG, then K/R at a fraction 0.3 ``highKR`` or 0
+    ``lowKR``, a stop). Extra columns measure each component exactly as ``planted_signal.tsv``
+    does (``dna_value``, ``rna_value``, ``protein_value``) and give ``expected_base``: the
+    planted target with the base weights, no tissue or transcript effect (softplus of
+    ``a + wd 10 (d - 0.5) - wr (r - 1.8) + wp 10 (p - 0.15)``), so a model's ranking of the
+    cassettes can be read against it. ``background``: also write a FASTA of
+    ``background_len`` random bases at the demo genome's GC (41 %), a DNA background
+    (:func:`isoflow.constructs.construct_inputs`) as close to the training windows as the demo
+    gets. Deterministic from ``seed``; independent of :func:`make_demo`'s outputs.
+    """
+    rng = np.random.default_rng([seed, 11])  # its own stream: make_demo's draws are untouched
+    promoters = {
+        k: _random_dna(rng, PROMOTER_LEN, gc).decode() for k, gc in CASSETTE_PROMOTER_GC.items()
+    }
+    utr5 = _random_dna(rng, CASSETTE_UTR5_LEN).decode()
+    cds = {k: _cassette_cds(rng, kr) for k, kr in CASSETTE_KR.items()}
+    plain = _random_dna(rng, CASSETTE_UTR3_LEN)
+    utr3 = {}
+    for key, cover in CASSETTE_ARE_COVER.items():
+        seq = bytearray(plain)
+        n = int(cover * CASSETTE_UTR3_LEN) // len(UTR3_MOTIF)
+        at = (CASSETTE_UTR3_LEN - n * len(UTR3_MOTIF)) // 2
+        seq[at : at + n * len(UTR3_MOTIF)] = UTR3_MOTIF.encode() * n
+        utr3[key] = seq.decode()
+    lines = ["\t".join(["id", "promoter", "utr5", "cds", "utr3", *CASSETTE_COLUMNS])]
+    for p_key, promoter in promoters.items():
+        for a_key, tail in utr3.items():
+            for k_key, coding in cds.items():
+                rna = utr5 + coding + tail
+                d = gc_fraction(promoter)
+                r = 100 * count_motif(tail, UTR3_MOTIF) / len(rna)
+                protein = translate_cds(coding)
+                p = sum(protein.count(c) for c in PROTEIN_RESIDUES) / len(protein)
+                x = (
+                    BASE_LEVEL
+                    + WEIGHT_DNA * 10 * (d - CENTRE_DNA)
+                    - WEIGHT_RNA * (r - CENTRE_RNA)
+                    + WEIGHT_PROTEIN * 10 * (p - CENTRE_PROTEIN)
+                )
+                values = [d, r, p, float(np.logaddexp(0, x))]
+                lines.append(
+                    "\t".join(
+                        [f"{p_key}_{a_key}_{k_key}", promoter, utr5, coding, tail]
+                        + [f"{v:.6f}" for v in values]
+                    )
+                )
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    if background is not None:
+        seq = _random_dna(rng, background_len).decode()
+        body = "".join(seq[i : i + 60] + "\n" for i in range(0, len(seq), 60))
+        with atomic_path(background) as tmp:
+            tmp.write_text(f">demo_background gc={GC} seed={seed}\n{body}")
+    return Path(path)
+
+
+def _cassette_cds(rng: np.random.Generator, kr: float) -> str:
+    """ATG, ``CASSETTE_CDS_AA - 1`` codons with K/R at exactly ``round(kr * n)`` places (the
+    others from ``OTHER_RESIDUES``; no stop), then a stop codon."""
+    n = CASSETTE_CDS_AA - 1
+    is_kr = np.zeros(n, dtype=bool)
+    is_kr[rng.choice(n, size=round(kr * n), replace=False)] = True
+    codons = ["ATG"]
+    for here in is_kr:
+        residues = PROTEIN_RESIDUES if here else OTHER_RESIDUES
+        aa = residues[int(rng.integers(len(residues)))]
+        codons.append(SYNONYMS[aa][int(rng.integers(len(SYNONYMS[aa])))])
+    codons.append(STOP_CODONS[int(rng.integers(len(STOP_CODONS)))])
+    return "".join(codons)

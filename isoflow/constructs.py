@@ -1,0 +1,658 @@
+"""Expression constructs (cassettes) read from a TSV or GenBank files, checked, and turned
+into the three inputs a trained model reads: a TSS-centred DNA window, the RNA, the protein.
+
+Torch-free (numpy through :mod:`isoflow.alphabet`; Biopython only for GenBank files).
+docs/constructs.md is the user's page; DESIGN.md ("Constructs") the contract.
+
+A construct is an ordered set of parts, 5'->3' on its sense strand (``PARTS``)::
+
+    upstream | promoter | utr5 | cds | utr3 | polya | downstream
+                        ^ TSS: the promoter/5'UTR junction
+
+``promoter``, ``utr5``, ``cds`` and ``utr3`` are required; ``polya`` (the polyadenylation
+signal, DNA) and the flanks are optional. The model inputs (:func:`construct_inputs`):
+
+* DNA: ``window`` bases read 5'->3' on the cassette's sense strand with the TSS (first base
+  of the 5'UTR) at 0-based index ``window // 2`` -- the training windows' convention
+  (:func:`isoflow.sequences.window_bounds`) -- the rest ``N`` or a background sequence;
+* RNA: 5'UTR + CDS + 3'UTR (GENCODE transcripts end at the cleavage site, without a tail;
+  ``polya_in_rna`` / ``polya_tail`` add the polyA part / a run of A);
+* protein: the CDS translated with the standard code (NCBI table 1), the stop dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from isoflow.alphabet import translate_cds
+from isoflow.errors import InputError, non_utf8_error
+
+log = logging.getLogger("isoflow.constructs")
+
+# Part names in cassette order (5'->3'), the required ones, and the TSV columns.
+PARTS = ("upstream", "promoter", "utr5", "cds", "utr3", "polya", "downstream")
+REQUIRED_PARTS = ("promoter", "utr5", "cds", "utr3")
+ID_COLUMN = "id"
+TSV_COLUMNS = (ID_COLUMN, *PARTS)
+GENBANK_SUFFIXES = (".gb", ".gbk", ".genbank")
+
+# The AAV packaging limit, ITR to ITR inclusive: the wild-type AAV2 genome (NC_001401,
+# 4,679 nt with its ITRs), rounded; packaging falls off above about 5 kb (Wu, Yang &
+# Colosi 2010, Mol Ther 18:80).
+AAV_LIMIT = 4700
+AAV_LIMIT_ACTIONS = ("warn", "error")
+
+STOP_CODONS = ("TAA", "TAG", "TGA")
+_NOT_DNA = re.compile(r"[^ACGTNacgtn]")
+_ITR_LABEL = re.compile(r"\bITR\b|inverted terminal repeat", re.IGNORECASE)
+# GenBank feature type (or regulatory_class of a `regulatory` feature) -> part name.
+GENBANK_TYPES = {
+    "promoter": "promoter",
+    "5'UTR": "utr5",
+    "CDS": "cds",
+    "3'UTR": "utr3",
+    "polyA_signal": "polya",
+}
+GENBANK_REGULATORY = {"promoter": "promoter", "polyA_signal_sequence": "polya"}
+ITR_TYPES = ("repeat_region", "misc_feature")
+_PART_LABELS = {
+    "promoter": "promoter",
+    "utr5": "5'UTR",
+    "cds": "CDS",
+    "utr3": "3'UTR",
+    "polya": "polyA_signal",
+}
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model scores: ``dna`` (``window`` letters, 5'->3' on the transcript's strand,
+    TSS at index ``window // 2``), ``rna`` (5'->3'), ``protein`` (``""`` when none)."""
+
+    id: str
+    dna: str
+    rna: str
+    protein: str
+
+
+@dataclass(frozen=True)
+class Construct:
+    """One cassette: ``parts`` (part name -> upper-case sequence, in ``PARTS`` order, absent
+    optional parts left out), ``source`` (``file:line`` or ``file:record``, for messages),
+    ``extra`` (a TSV's other columns, as text), ``itrs`` (True when the flanks end at
+    annotated AAV ITRs, so the cassette runs from ITR to ITR inclusive)."""
+
+    id: str
+    parts: Mapping[str, str]
+    source: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+    itrs: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown part(s) {sorted(unknown)}; parts are {PARTS}")
+        ordered = {name: self.parts[name] for name in PARTS if self.parts.get(name)}
+        object.__setattr__(self, "parts", MappingProxyType(ordered))
+        object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+
+    @property
+    def cassette(self) -> str:
+        """The parts joined 5'->3'."""
+        return "".join(self.parts.values())
+
+    @property
+    def spans(self) -> dict[str, tuple[int, int]]:
+        """Part name -> ``[start, end)`` offsets in :attr:`cassette`."""
+        out, at = {}, 0
+        for name, seq in self.parts.items():
+            out[name] = (at, at + len(seq))
+            at += len(seq)
+        return out
+
+    @property
+    def tss(self) -> int:
+        """Offset in :attr:`cassette` of the first 5'UTR base (the promoter/5'UTR junction)."""
+        return len(self.parts.get("upstream", "")) + len(self.parts.get("promoter", ""))
+
+    @property
+    def rna(self) -> str:
+        """The transcript: 5'UTR + CDS + 3'UTR (no polyA signal part, no tail)."""
+        return "".join(self.parts.get(name, "") for name in ("utr5", "cds", "utr3"))
+
+    @property
+    def protein(self) -> str:
+        """The CDS translated with the standard code (table 1), terminal stop dropped."""
+        cds = self.parts.get("cds", "")
+        return translate_cds(cds) if cds else ""
+
+
+# --- the three model inputs -------------------------------------------------------------
+
+
+def construct_inputs(
+    construct: Construct,
+    *,
+    window: int,
+    fill: str = "N",
+    background: str | None = None,
+    polya_in_rna: bool = False,
+    polya_tail: int = 0,
+) -> ModelInputs:
+    """The DNA window, RNA and protein of ``construct`` (docs/constructs.md).
+
+    DNA: the cassette as given (its sense strand is the window's 5'->3' strand) with its TSS
+    at index ``window // 2``; window positions the cassette does not reach hold ``fill`` (one
+    letter, ``N`` by default: the encoders' unknown base) or, with ``background``, that
+    sequence: its centre base (index ``len(background) // 2``) sits at the TSS, the cassette
+    is pasted over it, so the background must be at least ``window`` long; its own strand is
+    the cassette's. A cassette reaching past the window is cut to it (a warning names what
+    is kept). RNA: 5'UTR + CDS + 3'UTR, then the polyA part with ``polya_in_rna``, then
+    ``polya_tail`` A's. Protein: :attr:`Construct.protein`.
+    """
+    if window < 1:
+        raise ValueError(f"window must be a positive number of bases, not {window}")
+    if polya_tail < 0:
+        raise ValueError(f"polya_tail must be >= 0, not {polya_tail}")
+    centre = window // 2
+    cassette, tss = construct.cassette, construct.tss
+    first = tss - centre  # cassette offset of window index 0
+    if background is None:
+        if len(fill) != 1 or _NOT_DNA.search(fill):
+            raise ValueError(f"fill must be one letter of A, C, G, T, N, not {fill!r}")
+        ground = fill.upper() * window
+    else:
+        bad = _NOT_DNA.search(background)
+        if bad:
+            raise ValueError(
+                f"background: {bad.group()!r} at position {bad.start() + 1} is not A, C, G, T or N"
+            )
+        if len(background) < window:
+            raise ValueError(
+                f"background is {len(background):,} nt, shorter than the {window:,}-nt DNA "
+                "window; give one at least as long as the window"
+            )
+        mid = len(background) // 2
+        ground = background[mid - centre : mid - centre + window].upper()
+    lo, hi = max(0, first), min(len(cassette), first + window)
+    if lo > 0 or hi < len(cassette):
+        log.warning(
+            "construct %r: the %s-nt cassette runs past the %s-nt DNA window; the window "
+            "holds cassette bases %d-%d (1-based, TSS at %d), %s nt upstream of the TSS and "
+            "%s from it",
+            construct.id,
+            f"{len(cassette):,}",
+            f"{window:,}",
+            lo + 1,
+            hi,
+            tss + 1,
+            f"{tss - lo:,}",
+            f"{hi - tss:,}",
+        )
+    dna = ground[: lo - first] + cassette[lo:hi] + ground[hi - first :]
+    rna = construct.rna
+    if polya_in_rna:
+        rna += construct.parts.get("polya", "")
+    rna += "A" * polya_tail
+    return ModelInputs(construct.id, dna, rna, construct.protein)
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def read_constructs(
+    path: str | os.PathLike,
+    *,
+    allow_noncanonical_cds: bool = False,
+    aav: bool = False,
+    aav_limit: int = AAV_LIMIT,
+    aav_limit_action: str = "warn",
+) -> list[Construct]:
+    """Constructs from a TSV, a GenBank file (one or many records) or a folder of GenBank
+    files (``GENBANK_SUFFIXES``, read in name order), each checked (:func:`check_construct`).
+
+    A bad input raises :class:`InputError` (one line: file, line or record, the part, the
+    fix). ``aav``: every construct is an AAV cassette, its whole length checked against
+    ``aav_limit`` even without annotated ITRs (a GenBank record with two ITR features is
+    always checked, ITR to ITR inclusive); above it, ``aav_limit_action`` ``warn`` logs a
+    warning and ``error`` raises.
+    """
+    if aav_limit_action not in AAV_LIMIT_ACTIONS:
+        raise ValueError(
+            f"aav_limit_action must be one of {AAV_LIMIT_ACTIONS}, not {aav_limit_action!r}"
+        )
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in GENBANK_SUFFIXES)
+        if not files:
+            raise InputError(
+                path, None, f"no GenBank files ({', '.join(GENBANK_SUFFIXES)}) in this folder"
+            )
+        constructs = [c for f in files for c in _read_genbank(f)]
+    elif _is_genbank(path):
+        constructs = _read_genbank(path)
+    else:
+        constructs = _read_tsv(path)
+    seen: dict[str, str] = {}
+    for c in constructs:
+        if c.id in seen:
+            file, _, record = c.source.rpartition(":")
+            raise InputError(
+                file,
+                record,
+                f"construct id {c.id!r} is already used by {seen[c.id]}; give each "
+                "construct its own id",
+            )
+        seen[c.id] = c.source
+        check_construct(
+            c,
+            allow_noncanonical_cds=allow_noncanonical_cds,
+            aav=aav,
+            aav_limit=aav_limit,
+            aav_limit_action=aav_limit_action,
+        )
+    return constructs
+
+
+def check_construct(
+    construct: Construct,
+    *,
+    allow_noncanonical_cds: bool = False,
+    aav: bool = False,
+    aav_limit: int = AAV_LIMIT,
+    aav_limit_action: str = "warn",
+) -> None:
+    """Raise :class:`InputError` for the first rule ``construct`` breaks (required parts,
+    alphabet, CDS shape unless ``allow_noncanonical_cds``, AAV size with action ``error``);
+    log the AAV size warning with action ``warn``."""
+    file, _, record = construct.source.rpartition(":")
+    if not file:
+        file, record = construct.source or None, None
+
+    def fail(message: str) -> InputError:
+        return InputError(file, record, f"construct {construct.id!r} {message}")
+
+    for name in REQUIRED_PARTS:
+        if not construct.parts.get(name):
+            raise fail(
+                f"has no {name}: the parts {', '.join(REQUIRED_PARTS)} are required and must "
+                "not be empty"
+            )
+    for name, seq in construct.parts.items():
+        bad = _NOT_DNA.search(seq)
+        if bad:
+            raise fail(
+                f"part {name}: {bad.group()!r} at position {bad.start() + 1} is not A, C, G, T "
+                "or N (case-insensitive); replace it (other IUPAC codes are not read)"
+            )
+    if not allow_noncanonical_cds:
+        problem = cds_problem(construct.parts["cds"])
+        if problem:
+            raise fail(
+                f"part cds: {problem}; fix the CDS, or pass allow_noncanonical_cds to score "
+                "it as it is"
+            )
+    if construct.itrs or aav:
+        size = len(construct.cassette)
+        if size > aav_limit:
+            what = (
+                "between the ITRs (inclusive)"
+                if construct.itrs
+                else "(all parts and flanks, no ITRs annotated)"
+            )
+            message = (
+                f"cassette {what} is {size:,} nt, above the AAV packaging limit of "
+                f"{aav_limit:,} nt; shorten it, or raise aav_limit if your vector packs more"
+            )
+            if aav_limit_action == "error":
+                raise fail(message)
+            log.warning("%s", fail(message))
+
+
+def cds_problem(cds: str) -> str | None:
+    """What makes ``cds`` not a canonical ORF (ATG ... one terminal stop, length a multiple
+    of 3), or None."""
+    cds = cds.upper()
+    if len(cds) % 3:
+        return f"length {len(cds)} is not a multiple of 3"
+    if not cds.startswith("ATG"):
+        return f"starts with {cds[:3]!r}, not ATG"
+    codons = [cds[i : i + 3] for i in range(0, len(cds), 3)]
+    for i, codon in enumerate(codons[:-1]):
+        if codon in STOP_CODONS:
+            return (
+                f"in-frame stop {codon} at codon {i + 1} (position {3 * i + 1}) before the "
+                "end; a CDS has exactly one stop, its last codon"
+            )
+    if codons[-1] not in STOP_CODONS:
+        return f"does not end with a stop codon ({', '.join(STOP_CODONS)}): last codon {codons[-1]}"
+    return None
+
+
+def read_background(path: str | os.PathLike) -> str:
+    """The one sequence of a FASTA file, upper case (a DNA background for
+    :func:`construct_inputs`)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise non_utf8_error(path) from None
+    lines = text.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith(">")]
+    if len(headers) != 1 or headers[0] != 0:
+        raise InputError(
+            path, None, f"a background FASTA holds one record; found {len(headers)} '>' lines"
+        )
+    seq = "".join(line.strip() for line in lines[1:])
+    bad = _NOT_DNA.search(seq)
+    if bad:
+        raise InputError(
+            path,
+            lines[0][1:].split()[0] if lines[0][1:].strip() else None,
+            f"{bad.group()!r} at position {bad.start() + 1} is not A, C, G, T or N",
+        )
+    return seq.upper()
+
+
+def _is_genbank(path: Path) -> bool:
+    if path.suffix.lower() in GENBANK_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(5) == b"LOCUS"
+    except OSError:
+        return False
+
+
+# --- TSV --------------------------------------------------------------------------------
+
+
+def _read_tsv(path: Path) -> list[Construct]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: Excel's byte order mark
+    except UnicodeDecodeError:
+        raise non_utf8_error(path) from None
+    except OSError as err:
+        raise InputError(path, None, f"cannot read the construct table: {err}") from None
+    expected = (
+        f"a tab-separated header with {', '.join(TSV_COLUMNS[:1] + REQUIRED_PARTS)} "
+        "(optional polya, upstream, downstream; other columns are kept) and one row per "
+        "construct"
+    )
+    rows = [
+        (number, row)
+        for number, row in enumerate(csv.reader(io.StringIO(text), delimiter="\t"), start=1)
+        if any(cell.strip() for cell in row)
+    ]
+    if not rows:
+        raise InputError(path, None, f"empty file; expected {expected}")
+    header_line, header = rows[0]
+    names = [cell.strip() for cell in header]
+    columns: dict[str, int] = {}
+    extra: dict[str, int] = {}
+    for index, name in enumerate(names):
+        key = name.lower() if name.lower() in TSV_COLUMNS else name
+        if not name:
+            raise InputError(path, header_line, f"column {index + 1} of the header is empty")
+        if key in columns or key in extra:
+            raise InputError(path, header_line, f"column {name!r} appears twice in the header")
+        if key in TSV_COLUMNS:
+            columns[key] = index
+        else:
+            extra[key] = index
+    missing = [c for c in (ID_COLUMN, *REQUIRED_PARTS) if c not in columns]
+    if missing:
+        hints = []
+        for name in missing:
+            close = difflib.get_close_matches(name, list(extra), n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{close[0]!r} for {name!r}?")
+        hint = f" (did you mean {', '.join(hints)})" if hints else ""
+        raise InputError(
+            path,
+            header_line,
+            f"header lacks column(s) {', '.join(missing)}{hint}; expected {expected}",
+        )
+    for name in extra:
+        close = difflib.get_close_matches(name.lower(), PARTS, n=1, cutoff=0.75)
+        if close and close[0] not in columns:
+            log.warning(
+                "%s:%d: column %r is kept as an extra column, not read as a part; rename it "
+                "%r if it holds that part",
+                path,
+                header_line,
+                name,
+                close[0],
+            )
+    constructs = []
+    for number, row in rows[1:]:
+        if len(row) != len(names):
+            raise InputError(
+                path,
+                number,
+                f"{len(row)} fields, the header has {len(names)}; every row needs one "
+                "(possibly empty) field per column, tab-separated",
+            )
+        cid = row[columns[ID_COLUMN]].strip()
+        if not cid:
+            raise InputError(path, number, "empty id; give each construct an id")
+        parts = {p: row[i].strip().upper() for p, i in columns.items() if p != ID_COLUMN}
+        constructs.append(
+            Construct(
+                cid,
+                {p: s for p, s in parts.items() if s},
+                f"{path}:{number}",
+                {name: row[i].strip() for name, i in extra.items()},
+            )
+        )
+    if not constructs:
+        raise InputError(path, None, f"a header but no construct rows; expected {expected}")
+    return constructs
+
+
+# --- GenBank ----------------------------------------------------------------------------
+
+
+def _read_genbank(path: Path) -> list[Construct]:
+    from Bio import SeqIO  # Biopython: only the GenBank reader needs it
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            records = list(SeqIO.parse(handle, "genbank"))
+    except UnicodeDecodeError:
+        raise non_utf8_error(path) from None
+    except (ValueError, AssertionError) as err:
+        raise InputError(path, None, f"not a GenBank file Biopython can read: {err}") from None
+    if not records:
+        raise InputError(path, None, "empty file: no GenBank records (LOCUS ... //)")
+    out = []
+    for index, record in enumerate(records):
+        name = record.name if record.name not in ("", ".", "<unknown name>") else None
+        cid = name or (path.stem if len(records) == 1 else f"{path.stem}_{index + 1}")
+        out.append(_genbank_construct(record, cid, path))
+    return out
+
+
+def _label(feature) -> str:
+    for key in ("label", "gene", "product", "note", "standard_name"):
+        if feature.qualifiers.get(key):
+            return str(feature.qualifiers[key][0])
+    return feature.type
+
+
+def _genbank_part(feature) -> str | None:
+    if feature.type in GENBANK_TYPES:
+        return GENBANK_TYPES[feature.type]
+    if feature.type == "regulatory":
+        for cls in feature.qualifiers.get("regulatory_class", []):
+            if cls in GENBANK_REGULATORY:
+                return GENBANK_REGULATORY[cls]
+    if feature.type in ITR_TYPES:
+        text = " ".join(
+            str(v)
+            for key in ("label", "note", "standard_name", "rpt_type")
+            for v in feature.qualifiers.get(key, [])
+        )
+        if _ITR_LABEL.search(text):
+            return "itr"
+    return None
+
+
+def _where(feature) -> str:
+    return f"{_label(feature)!r} {int(feature.location.start) + 1}..{int(feature.location.end)}"
+
+
+def _genbank_features(record, cid: str, path: Path) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for feature in record.features:
+        part = _genbank_part(feature)
+        if part is None:
+            continue
+        if len(feature.location.parts) > 1:
+            raise InputError(
+                path,
+                cid,
+                f"{_PART_LABELS.get(part, 'ITR')} feature {_where(feature)} is split (join or "
+                "across the origin); give each part as one span (rotate a circular map so the "
+                "cassette does not cross position 1)",
+            )
+        found.setdefault(part, []).append(feature)
+    return found
+
+
+def _genbank_parts(record, cid: str, path: Path) -> tuple[dict, tuple[int, int] | None]:
+    """The one feature of each part (those between the ITRs when two are annotated), and the
+    ITR-to-ITR span or None."""
+    found = _genbank_features(record, cid, path)
+    itrs = found.pop("itr", [])
+    if len(itrs) not in (0, 2):
+        raise InputError(
+            path,
+            cid,
+            f"{len(itrs)} ITR feature(s) ({', '.join(_where(f) for f in itrs)}); annotate two "
+            "(one at each end of the cassette) or none",
+        )
+    span = None
+    if itrs:
+        span = (min(int(f.location.start) for f in itrs), max(int(f.location.end) for f in itrs))
+        found = {
+            part: [
+                f
+                for f in feats
+                if span[0] <= int(f.location.start) and int(f.location.end) <= span[1]
+            ]
+            for part, feats in found.items()
+        }
+    for part, feats in found.items():
+        if len(feats) > 1:
+            raise InputError(
+                path,
+                cid,
+                f"{len(feats)} {_PART_LABELS[part]} features ({', '.join(map(_where, feats))}); "
+                "keep one cassette per record: annotate the two ITRs around it, or retype the "
+                "others (e.g. misc_feature)",
+            )
+    one = {part: feats[0] for part, feats in found.items() if feats}
+    for part in ("promoter", "cds"):
+        if part not in one:
+            raise InputError(
+                path,
+                cid,
+                f"construct {cid!r} has no {part}: annotate a {_PART_LABELS[part]} feature"
+                + (" between the ITRs" if itrs else ""),
+            )
+    return one, span
+
+
+def _genbank_construct(record, cid: str, path: Path) -> Construct:
+    try:
+        str(record.seq[:1])
+    except Exception:  # Bio.Seq.UndefinedSequenceError: no ORIGIN section
+        raise InputError(path, cid, "record has no sequence (ORIGIN section)") from None
+    one, span = _genbank_parts(record, cid, path)
+    if one["cds"].location.strand == -1:
+        # Read the cassette on its sense strand: features flip with the sequence.
+        record = record.reverse_complement(id=True, name=True, description=True)
+        one, span = _genbank_parts(record, cid, path)
+    for part, feature in one.items():
+        if feature.location.strand == -1:
+            raise InputError(
+                path,
+                cid,
+                f"{_PART_LABELS[part]} feature {_where(feature)} is on the other strand than "
+                "the CDS; a cassette's parts read on one strand",
+            )
+    start = {p: int(f.location.start) for p, f in one.items()}
+    end = {p: int(f.location.end) for p, f in one.items()}
+    tss = start["utr5"] if "utr5" in one else end["promoter"]
+    if "utr3" in one:
+        utr3_end = end["utr3"]
+    elif "polya" in one:
+        utr3_end = start["polya"]
+    else:
+        raise InputError(
+            path,
+            cid,
+            f"construct {cid!r} has no utr3: annotate a 3'UTR feature, or a polyA_signal "
+            "feature (the bases between the CDS and it are then the 3'UTR)",
+        )
+    bounds = [
+        ("promoter start", start["promoter"]),
+        ("TSS (5'UTR start, else promoter end)", tss),
+        ("CDS start", start["cds"]),
+        ("CDS end", end["cds"]),
+        ("3'UTR end (else polyA_signal start)", utr3_end),
+    ]
+    for (a_name, a), (b_name, b) in zip(bounds, bounds[1:], strict=False):
+        if a > b:
+            raise InputError(
+                path,
+                cid,
+                f"construct {cid!r}: {a_name} ({a + 1}) comes after {b_name} ({b + 1}); the "
+                "parts must follow each other 5'->3': promoter, 5'UTR, CDS, 3'UTR, polyA",
+            )
+    last = max(utr3_end, end.get("polya", utr3_end))
+    seq = str(record.seq)
+    parts = {
+        "promoter": seq[start["promoter"] : tss],
+        "utr5": seq[tss : start["cds"]],
+        "cds": seq[start["cds"] : end["cds"]],
+        "utr3": seq[end["cds"] : utr3_end],
+        "polya": seq[utr3_end:last],
+    }
+    if span is not None:
+        parts["upstream"] = seq[span[0] : start["promoter"]]
+        parts["downstream"] = seq[last : span[1]]
+    return Construct(
+        cid,
+        {k: v.upper() for k, v in parts.items()},
+        f"{path}:{cid}",
+        itrs=span is not None,
+    )
+
+
+def write_constructs_tsv(
+    constructs: Iterable[Construct], path: str | os.PathLike, extra: Iterable[str] = ()
+) -> None:
+    """Write ``constructs`` as a construct TSV (every part column, then ``extra`` columns
+    from each construct's ``extra``), readable by :func:`read_constructs`."""
+    from isoflow.files import atomic_path
+
+    extra = list(extra)
+    lines = ["\t".join([*TSV_COLUMNS, *extra])]
+    for c in constructs:
+        cells = [c.id, *(c.parts.get(p, "") for p in PARTS), *(c.extra.get(e, "") for e in extra)]
+        if any("\t" in cell or "\n" in cell for cell in cells):
+            raise ValueError(f"construct {c.id!r}: a tab or newline in a field")
+        lines.append("\t".join(cells))
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")

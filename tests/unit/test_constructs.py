@@ -1,0 +1,568 @@
+"""isoflow.constructs: construct TSV / GenBank input, its one-line errors, and the three model
+inputs (DNA window in the training convention, RNA, protein)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pysam
+import pytest
+from Bio.Seq import Seq
+from Bio.SeqFeature import SeqFeature, SimpleLocation
+from Bio.SeqIO import write as write_seqio
+from Bio.SeqRecord import SeqRecord
+
+from isoflow import demo
+from isoflow.alphabet import DNA_LETTERS, reverse_complement
+from isoflow.constructs import (
+    AAV_LIMIT,
+    PARTS,
+    Construct,
+    ModelInputs,
+    construct_inputs,
+    read_background,
+    read_constructs,
+    write_constructs_tsv,
+)
+from isoflow.errors import InputError
+from isoflow.genome import GenomeWindows
+from isoflow.sequences import window_bounds
+
+PROMOTER = "GGGCGGGGCCTATAAAAGG"  # 19 nt
+UTR5 = "ACCGCCACC"  # 9 nt
+CDS = "ATGAAACGTTAA"  # M K R stop
+UTR3 = "TTATTTATTTAGC"  # 13 nt
+POLYA = "AATAAAGCATTTTTTTCACTGC"
+HEADER = "id\tpromoter\tutr5\tcds\tutr3"
+
+
+def tsv(tmp_path: Path, *rows: str, header: str = HEADER) -> Path:
+    path = tmp_path / "c.tsv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    return path
+
+
+def row(cid="c1", promoter=PROMOTER, utr5=UTR5, cds=CDS, utr3=UTR3) -> str:
+    return "\t".join([cid, promoter, utr5, cds, utr3])
+
+
+def error(path: Path, **kwargs) -> str:
+    with pytest.raises(InputError) as err:
+        read_constructs(path, **kwargs)
+    return str(err.value)
+
+
+def random_dna(rng, n: int) -> str:
+    return "".join(rng.choice(list("ACGT"), size=n))
+
+
+# --- the construct ----------------------------------------------------------------------
+
+
+def test_construct_parts_cassette_tss_rna_protein():
+    c = Construct("c", {"cds": CDS, "utr3": UTR3, "upstream": "TT", "promoter": PROMOTER})
+    c = Construct("c", {**c.parts, "utr5": UTR5, "polya": POLYA})
+    assert list(c.parts) == ["upstream", "promoter", "utr5", "cds", "utr3", "polya"]
+    assert c.cassette == "TT" + PROMOTER + UTR5 + CDS + UTR3 + POLYA
+    assert c.tss == 2 + len(PROMOTER)
+    assert c.cassette[c.tss :].startswith(UTR5)
+    assert c.rna == UTR5 + CDS + UTR3
+    assert c.protein == "MKR"
+    assert c.spans["cds"] == (c.tss + len(UTR5), c.tss + len(UTR5) + len(CDS))
+    with pytest.raises(TypeError):
+        c.parts["cds"] = "ATG"  # read-only
+
+
+# --- TSV --------------------------------------------------------------------------------
+
+
+def test_tsv_reads_parts_optional_columns_and_extra_columns(tmp_path):
+    path = tsv(
+        tmp_path,
+        "\t".join(["c1", PROMOTER.lower(), UTR5, CDS, UTR3, POLYA, "", "1.5"]),
+        "\t".join(["c2", PROMOTER, UTR5, CDS, UTR3, "", "GATC", "0.2"]),
+        header=HEADER + "\tpolyA\tdownstream\tliver",
+    )
+    c1, c2 = read_constructs(path)
+    assert (c1.id, c1.source, dict(c1.extra)) == ("c1", f"{path}:2", {"liver": "1.5"})
+    assert dict(c1.parts) == {
+        "promoter": PROMOTER,
+        "utr5": UTR5,
+        "cds": CDS,
+        "utr3": UTR3,
+        "polya": POLYA,
+    }
+    assert list(c2.parts) == ["promoter", "utr5", "cds", "utr3", "downstream"]
+    assert c2.cassette.endswith(UTR3 + "GATC") and c2.extra["liver"] == "0.2"
+
+
+def test_tsv_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    made = [
+        Construct(
+            f"c{i}",
+            {"upstream": random_dna(rng, 30), "promoter": random_dna(rng, 50), "utr5": UTR5}
+            | {"cds": CDS, "utr3": UTR3, "polya": POLYA},
+            extra={"group": f"g{i % 2}"},
+        )
+        for i in range(3)
+    ]
+    path = tmp_path / "out.tsv"
+    write_constructs_tsv(made, path, extra=["group"])
+    back = read_constructs(path)
+    assert [(c.id, dict(c.parts), dict(c.extra)) for c in back] == [
+        (c.id, dict(c.parts), dict(c.extra)) for c in made
+    ]
+
+
+def test_error_alphabet_names_letter_and_position(tmp_path):
+    path = tsv(tmp_path, row(), row("c2", promoter="ACGTRACG"))
+    assert error(path) == (
+        f"{path}:3: construct 'c2' part promoter: 'R' at position 5 is not A, C, G, T or N "
+        "(case-insensitive); replace it (other IUPAC codes are not read)"
+    )
+
+
+def test_error_cds_length_not_multiple_of_three(tmp_path):
+    path = tsv(tmp_path, row(cds="ATGAAACGTTAAA"))
+    assert error(path) == (
+        f"{path}:2: construct 'c1' part cds: length 13 is not a multiple of 3; fix the CDS, "
+        "or pass allow_noncanonical_cds to score it as it is"
+    )
+
+
+def test_error_cds_without_atg(tmp_path):
+    path = tsv(tmp_path, row(cds="GTGAAATAA"))
+    assert error(path) == (
+        f"{path}:2: construct 'c1' part cds: starts with 'GTG', not ATG; fix the CDS, or "
+        "pass allow_noncanonical_cds to score it as it is"
+    )
+
+
+def test_error_cds_internal_stop(tmp_path):
+    path = tsv(tmp_path, row(cds="ATGTGAAAATAA"))
+    assert error(path) == (
+        f"{path}:2: construct 'c1' part cds: in-frame stop TGA at codon 2 (position 4) before "
+        "the end; a CDS has exactly one stop, its last codon; fix the CDS, or pass "
+        "allow_noncanonical_cds to score it as it is"
+    )
+
+
+def test_error_cds_without_terminal_stop(tmp_path):
+    path = tsv(tmp_path, row(cds="ATGAAACGT"))
+    assert error(path) == (
+        f"{path}:2: construct 'c1' part cds: does not end with a stop codon (TAA, TAG, TGA): "
+        "last codon CGT; fix the CDS, or pass allow_noncanonical_cds to score it as it is"
+    )
+
+
+def test_allow_noncanonical_cds_reads_each_of_them(tmp_path):
+    cdss = ["ATGAAACGTTAAA", "GTGAAATAA", "ATGTGAAAATAA", "ATGAAACGT"]
+    path = tsv(tmp_path, *(row(f"c{i}", cds=cds) for i, cds in enumerate(cdss)))
+    got = read_constructs(path, allow_noncanonical_cds=True)
+    assert [c.protein for c in got] == ["MKR", "VK", "M*K", "MKR"]
+
+
+def test_error_required_part_empty(tmp_path):
+    path = tsv(tmp_path, row(utr5=""))
+    assert error(path) == (
+        f"{path}:2: construct 'c1' has no utr5: the parts promoter, utr5, cds, utr3 are "
+        "required and must not be empty"
+    )
+
+
+def test_error_duplicate_id(tmp_path):
+    path = tsv(tmp_path, row("a"), row("b"), "", row("a"))
+    assert error(path) == (
+        f"{path}:5: construct id 'a' is already used by {path}:2; give each construct its own id"
+    )
+
+
+def test_error_empty_file(tmp_path):
+    path = tmp_path / "c.tsv"
+    path.write_text("\n\n")
+    assert error(path) == (
+        f"{path}: empty file; expected a tab-separated header with id, promoter, utr5, cds, "
+        "utr3 (optional polya, upstream, downstream; other columns are kept) and one row per "
+        "construct"
+    )
+    path.write_text(HEADER + "\n")
+    assert error(path).startswith(f"{path}: a header but no construct rows; expected ")
+
+
+def test_error_wrong_header_suggests_the_column(tmp_path):
+    path = tsv(tmp_path, row(), header="id\tpromoter\tutr_5\tcds\tutr3")
+    assert error(path) == (
+        f"{path}:1: header lacks column(s) utr5 (did you mean 'utr_5' for 'utr5'?); expected "
+        "a tab-separated header with id, promoter, utr5, cds, utr3 (optional polya, upstream, "
+        "downstream; other columns are kept) and one row per construct"
+    )
+
+
+def test_error_row_with_wrong_field_count(tmp_path):
+    path = tsv(tmp_path, row(), "c2\tACGT")
+    assert error(path) == (
+        f"{path}:3: 2 fields, the header has 5; every row needs one (possibly empty) field per "
+        "column, tab-separated"
+    )
+
+
+def test_extra_column_close_to_a_part_name_warns(tmp_path, caplog):
+    path = tsv(tmp_path, row() + f"\t{POLYA}", header=HEADER + "\tpoly_a")
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        (c,) = read_constructs(path)
+    assert "polya" not in c.parts and c.extra == {"poly_a": POLYA}
+    assert f"{path}:1: column 'poly_a' is kept as an extra column, not read as a part" in (
+        caplog.text
+    )
+
+
+def test_aav_limit_warns_or_fails(tmp_path, caplog):
+    big = "A" * (AAV_LIMIT + 1 - len(PROMOTER + UTR5 + CDS + UTR3))
+    path = tsv(tmp_path, row() + "\t" + big, header=HEADER + "\tupstream")
+    assert read_constructs(path)  # not an AAV table: no check
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        read_constructs(path, aav=True)
+    message = (
+        f"{path}:2: construct 'c1' cassette (all parts and flanks, no ITRs annotated) is "
+        f"4,701 nt, above the AAV packaging limit of 4,700 nt; shorten it, or raise aav_limit "
+        "if your vector packs more"
+    )
+    assert message in caplog.text
+    assert error(path, aav=True, aav_limit_action="error") == message
+    assert read_constructs(path, aav=True, aav_limit=5000, aav_limit_action="error")
+
+
+# --- GenBank ----------------------------------------------------------------------------
+
+
+def feature(start: int, end: int, kind: str, label: str, strand: int = 1, **quals):
+    qualifiers = {"label": [label], **{k: [v] for k, v in quals.items()}}
+    return SeqFeature(SimpleLocation(start, end, strand=strand), type=kind, qualifiers=qualifiers)
+
+
+def cassette_record(name: str, rng, itrs: bool = True, utrs: bool = True) -> tuple:
+    """A plasmid-like record: backbone, [ITR], spacer, promoter, 5'UTR, CDS, 3'UTR, polyA,
+    spacer, [ITR], backbone with an AmpR CDS; the parts it should read as."""
+    pieces = {
+        "backbone5": random_dna(rng, 40),
+        "itr5": "TTGGCCACTCCCTCTCTGCGCG" if itrs else "",
+        "spacer5": random_dna(rng, 15),
+        "promoter": random_dna(rng, 60),
+        "utr5": UTR5,
+        "cds": CDS,
+        "utr3": UTR3,
+        "polya": POLYA,
+        "spacer3": random_dna(rng, 12),
+        "itr3": "CGCGCAGAGAGGGAGTGGCCAA" if itrs else "",
+        "backbone3": random_dna(rng, 10) + "ATGTTTAAA" + random_dna(rng, 10),
+    }
+    at, spans = 0, {}
+    for key, seq in pieces.items():
+        spans[key] = (at, at + len(seq))
+        at += len(seq)
+    features = [
+        feature(*spans["promoter"], "promoter", "CMV promoter"),
+        feature(*spans["cds"], "CDS", "EGFP"),
+        feature(*spans["polya"], "polyA_signal", "bGH poly(A) signal"),
+    ]
+    if utrs:
+        features += [
+            feature(*spans["utr5"], "5'UTR", "leader"),
+            feature(*spans["utr3"], "3'UTR", "trailer"),
+        ]
+    if itrs:
+        features += [
+            feature(*spans["itr5"], "repeat_region", "AAV2 ITR"),
+            feature(*spans["itr3"], "misc_feature", "3' ITR"),
+        ]
+        b = spans["backbone3"][0] + 10
+        features.append(feature(b, b + 9, "CDS", "AmpR"))  # outside the ITRs: ignored
+    seq = "".join(pieces.values())
+    record = SeqRecord(Seq(seq), id=name, name=name, description="test cassette")
+    record.annotations["molecule_type"] = "DNA"
+    record.features = features
+    parts = {p: pieces[p] for p in ("promoter", "utr5", "cds", "utr3", "polya")}
+    if itrs:
+        parts["upstream"] = pieces["itr5"] + pieces["spacer5"]
+        parts["downstream"] = pieces["spacer3"] + pieces["itr3"]
+    return record, parts
+
+
+def write_gb(path: Path, *records) -> Path:
+    write_seqio(list(records), path, "genbank")
+    return path
+
+
+def test_genbank_round_trip_with_itrs_multi_record_and_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    (r1, p1), (r2, p2) = cassette_record("pAAV1", rng), cassette_record("pAAV2", rng)
+    path = write_gb(tmp_path / "two.gb", r1, r2)
+    c1, c2 = read_constructs(path)
+    assert (c1.id, c1.source, c1.itrs) == ("pAAV1", f"{path}:pAAV1", True)
+    assert dict(c1.parts) == {p: p1[p] for p in PARTS if p in p1}
+    assert dict(c2.parts) == {p: p2[p] for p in PARTS if p in p2}
+    assert c1.cassette.startswith("TTGGCCACT") and c1.cassette.endswith("GTGGCCAA")
+    assert c1.rna == UTR5 + CDS + UTR3 and c1.protein == "MKR"
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    (r3, p3) = cassette_record("pAAV3", rng, itrs=False)
+    write_gb(folder / "b.gbk", r3)
+    write_gb(folder / "a.gb", r1)
+    (folder / "notes.txt").write_text("not read")
+    got = read_constructs(folder)
+    assert [c.id for c in got] == ["pAAV1", "pAAV3"]
+    assert dict(got[1].parts) == p3 and not got[1].itrs
+
+
+def test_genbank_minus_strand_cassette_reads_on_its_sense_strand(tmp_path):
+    record, parts = cassette_record("pRev", np.random.default_rng(2))
+    flipped = record.reverse_complement(id=True, name=True, description=True, annotations=True)
+    assert all(f.location.strand == -1 for f in flipped.features)
+    (c,) = read_constructs(write_gb(tmp_path / "rev.gb", flipped))
+    assert dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
+
+
+def test_genbank_unannotated_utrs_are_the_gaps_and_regulatory_promoter(tmp_path):
+    record, parts = cassette_record("pGap", np.random.default_rng(3), itrs=False, utrs=False)
+    promoter = record.features[0]
+    record.features[0] = feature(
+        int(promoter.location.start),
+        int(promoter.location.end),
+        "regulatory",
+        "CAG",
+        regulatory_class="promoter",
+    )
+    (c,) = read_constructs(write_gb(tmp_path / "gap.gb", record))
+    assert dict(c.parts) == parts  # 5'UTR: promoter end -> CDS; 3'UTR: CDS end -> polyA
+
+
+def test_genbank_aav_size_between_itrs(tmp_path, caplog):
+    record, _ = cassette_record("pBig", np.random.default_rng(4))
+    size = len(read_constructs(write_gb(tmp_path / "a.gb", record))[0].cassette)
+    path = tmp_path / "a.gb"
+    assert error(path, aav_limit=size - 1, aav_limit_action="error") == (
+        f"{path}:pBig: construct 'pBig' cassette between the ITRs (inclusive) is {size} nt, "
+        f"above the AAV packaging limit of {size - 1} nt; shorten it, or raise aav_limit if "
+        "your vector packs more"
+    )
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        read_constructs(path, aav_limit=size - 1)
+    assert "cassette between the ITRs (inclusive)" in caplog.text
+
+
+def test_genbank_errors_name_record_part_and_fix(tmp_path):
+    rng = np.random.default_rng(5)
+    record, _ = cassette_record("pBad", rng, itrs=False)
+    path = tmp_path / "bad.gb"
+
+    no_promoter = record[:]
+    no_promoter.features = [f for f in record.features if f.type != "promoter"]
+    write_gb(path, no_promoter)
+    assert error(path) == (
+        f"{path}:pBad: construct 'pBad' has no promoter: annotate a promoter feature"
+    )
+
+    two_cds = record[:]
+    two_cds.features = [
+        *record.features,
+        feature(len(record) - 19, len(record) - 10, "CDS", "AmpR"),
+    ]
+    write_gb(path, two_cds)
+    cds = next(f for f in record.features if f.type == "CDS")
+    start, end = int(cds.location.start) + 1, int(cds.location.end)
+    assert error(path) == (
+        f"{path}:pBad: 2 CDS features ('EGFP' {start}..{end}, 'AmpR' {len(record) - 18}.."
+        f"{len(record) - 10}); keep one cassette per record: annotate the two ITRs around it, "
+        "or retype the others (e.g. misc_feature)"
+    )
+
+    one_itr = record[:]
+    one_itr.features = [*record.features, feature(0, 20, "repeat_region", "ITR")]
+    write_gb(path, one_itr)
+    assert error(path) == (
+        f"{path}:pBad: 1 ITR feature(s) ('ITR' 1..20); annotate two (one at each end of the "
+        "cassette) or none"
+    )
+
+    mixed = record[:]
+    mixed.features = [
+        feature(int(f.location.start), int(f.location.end), f.type, _lab(f), strand=-1)
+        if f.type == "polyA_signal"
+        else f
+        for f in record.features
+    ]
+    write_gb(path, mixed)
+    assert "polyA_signal feature 'bGH poly(A) signal'" in error(path)
+    assert error(path).endswith(
+        "is on the other strand than the CDS; a cassette's parts read on one strand"
+    )
+
+    path.write_text("")
+    assert error(path) == f"{path}: empty file: no GenBank records (LOCUS ... //)"
+
+
+def _lab(f) -> str:
+    return f.qualifiers["label"][0]
+
+
+def test_genbank_parts_out_of_order(tmp_path):
+    record, _ = cassette_record("pOrder", np.random.default_rng(6), itrs=False, utrs=False)
+    cds = next(f for f in record.features if f.type == "CDS")
+    record.features = [
+        f
+        if f.type != "promoter"
+        else feature(int(cds.location.end), int(cds.location.end) + 5, "promoter", "late")
+        for f in record.features
+    ]
+    path = write_gb(tmp_path / "o.gb", record)
+    c0 = int(cds.location.end) + 6
+    assert error(path) == (
+        f"{path}:pOrder: construct 'pOrder': TSS (5'UTR start, else promoter end) ({c0}) "
+        f"comes after CDS start ({int(cds.location.start) + 1}); the parts must follow each "
+        "other 5'->3': promoter, 5'UTR, CDS, 3'UTR, polyA"
+    )
+
+
+# --- the three model inputs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", [80, 81])
+def test_window_puts_tss_at_the_training_offset_with_n_fill(window):
+    c = Construct("c", {"promoter": PROMOTER, "utr5": UTR5, "cds": CDS, "utr3": UTR3})
+    got = construct_inputs(c, window=window)
+    assert isinstance(got, ModelInputs) and len(got.dna) == window
+    centre = window // 2
+    assert got.dna[centre : centre + len(UTR5)] == UTR5
+    assert got.dna[centre - len(PROMOTER) : centre] == PROMOTER
+    assert got.dna == (
+        "N" * (centre - len(PROMOTER))
+        + c.cassette
+        + "N" * (window - centre - len(c.cassette) + len(PROMOTER))
+    )
+    assert (got.id, got.rna, got.protein) == ("c", UTR5 + CDS + UTR3, "MKR")
+    assert construct_inputs(c, window=window, fill="a").dna.count("A") >= window - len(c.cassette)
+
+
+@pytest.mark.parametrize("strand", ["+", "-"])
+@pytest.mark.parametrize("window", [200, 201])
+def test_window_equals_the_training_window_of_the_same_sequence_in_a_genome(
+    tmp_path, strand, window
+):
+    """Placed in a genome on either strand, the cassette's training window (window_bounds +
+    GenomeWindows.tokens, as the loader reads it) is what construct_inputs gives."""
+    rng = np.random.default_rng(7)
+    c = Construct(
+        "c",
+        {"upstream": random_dna(rng, 300), "promoter": PROMOTER, "utr5": UTR5}
+        | {"cds": CDS, "utr3": UTR3, "downstream": random_dna(rng, 300)},
+    )
+    left, right = random_dna(rng, 50), random_dna(rng, 70)
+    placed = c.cassette if strand == "+" else reverse_complement(c.cassette)
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(f">chr1\n{left}{placed}{right}\n")
+    pysam.faidx(str(fasta))
+    tss = len(left) + (c.tss if strand == "+" else len(c.cassette) - 1 - c.tss)
+    start, end = window_bounds(tss, strand, window)
+    with GenomeWindows(fasta) as genome:
+        tokens = genome.tokens("chr1", start, end, strand)
+    assert construct_inputs(c, window=window).dna == "".join(DNA_LETTERS[t] for t in tokens)
+
+
+def test_background_fill_centres_the_background_on_the_tss(tmp_path):
+    c = Construct("c", {"promoter": PROMOTER, "utr5": UTR5, "cds": CDS, "utr3": UTR3})
+    background = "ac" * 60 + "G" + "TA" * 60  # 241 nt, centre base (index 120) G
+    got = construct_inputs(c, window=100, background=background).dna
+    ground = background[120 - 50 : 120 + 50].upper()
+    assert len(got) == 100 and got[50:59] == UTR5
+    start = 50 - len(PROMOTER)
+    assert got == ground[:start] + c.cassette + ground[start + len(c.cassette) :]
+    exact = construct_inputs(c, window=100, background="T" * 100).dna
+    assert exact == "T" * start + c.cassette + "T" * (100 - start - len(c.cassette))
+    with pytest.raises(ValueError, match="background is 99 nt, shorter than the 100-nt DNA"):
+        construct_inputs(c, window=100, background="C" * 99)
+    with pytest.raises(ValueError, match="background: 'R' at position 2"):
+        construct_inputs(c, window=100, background="ARC" * 50)
+    fasta = tmp_path / "bg.fa"
+    fasta.write_text(">bg\nacgt\nACGN\n")
+    assert read_background(fasta) == "ACGTACGN"
+
+
+def test_window_cuts_a_long_cassette_and_says_so(caplog):
+    c = Construct("long", {"promoter": "C" * 40, "utr5": UTR5, "cds": CDS, "utr3": "G" * 100})
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        got = construct_inputs(c, window=50)
+    assert got.dna == "C" * 25 + c.cassette[40:65]
+    assert (
+        "construct 'long': the 161-nt cassette runs past the 50-nt DNA window; the window "
+        "holds cassette bases 16-65 (1-based, TSS at 41), 25 nt upstream of the TSS and 25 "
+        "from it"
+    ) in caplog.text
+
+
+def test_rna_options_polya_part_and_tail():
+    c = Construct(
+        "c", {"promoter": PROMOTER, "utr5": UTR5, "cds": CDS, "utr3": UTR3, "polya": POLYA}
+    )
+    assert construct_inputs(c, window=10).rna == UTR5 + CDS + UTR3
+    assert construct_inputs(c, window=10, polya_in_rna=True, polya_tail=5).rna == (
+        UTR5 + CDS + UTR3 + POLYA + "AAAAA"
+    )
+
+
+# --- demo cassettes -----------------------------------------------------------------------
+
+
+def test_demo_constructs_carry_the_planted_signal(tmp_path):
+    path = demo.write_demo_constructs(tmp_path / "c.tsv", seed=0, background=tmp_path / "bg.fa")
+    again = demo.write_demo_constructs(tmp_path / "d.tsv", seed=0)
+    assert path.read_bytes() == again.read_bytes()
+    constructs = {c.id: c for c in read_constructs(path)}
+    assert len(constructs) == 8
+    for c in constructs.values():
+        d = demo.gc_fraction(c.parts["promoter"])
+        r = 100 * demo.count_motif(c.parts["utr3"], demo.UTR3_MOTIF) / len(c.rna)
+        p = sum(c.protein.count(x) for x in demo.PROTEIN_RESIDUES) / len(c.protein)
+        assert [float(c.extra[k]) for k in ("dna_value", "rna_value", "protein_value")] == (
+            pytest.approx([d, r, p], abs=1e-6)
+        )
+        assert len(c.parts["promoter"]) == demo.PROMOTER_LEN
+    hi, lo = constructs["strongP_noARE_highKR"], constructs["weakP_ARE_lowKR"]
+    assert float(hi.extra["dna_value"]) > 0.65 and float(lo.extra["dna_value"]) < 0.35
+    assert float(lo.extra["rna_value"]) > 3 > float(hi.extra["rna_value"])
+    base = {k: float(c.extra["expected_base"]) for k, c in constructs.items()}
+    assert max(base, key=base.get) == hi.id and min(base, key=base.get) == lo.id
+    background = read_background(tmp_path / "bg.fa")
+    assert len(background) == 2048 and 0.36 < demo.gc_fraction(background) < 0.46
+    # The whole 1 kb promoter lies in the demo's 2,048-nt window, as in training.
+    dna = construct_inputs(hi, window=2048, background=background).dna
+    assert dna[1024 - demo.PROMOTER_LEN : 1024] == hi.parts["promoter"]
+
+
+def test_unreadable_inputs_are_one_line_errors(tmp_path):
+    gb = tmp_path / "bad.gb"
+    gb.write_text("LOCUS       x  10 bp DNA\nFEATURES   garbage\n")
+    with pytest.warns(Warning):  # Biopython's own parser warning
+        message = error(gb)
+    assert message.startswith(f"{gb}: not a GenBank file Biopython can read: ")
+    table = tmp_path / "bad.tsv"
+    table.write_bytes(b"id\tpromoter\nc\xff\n")
+    assert error(table) == (
+        f"{table}:2: byte 0xff at column 2 is not UTF-8; re-encode the file as UTF-8 "
+        "(e.g. iconv -f latin1 -t utf-8)"
+    )
+    empty_id = tsv(tmp_path, row(cid=" "))
+    assert error(empty_id) == f"{empty_id}:2: empty id; give each construct an id"
+
+
+def test_module_is_torch_free():
+    code = (
+        "import sys, isoflow.constructs; "
+        "print(sorted(m for m in ('torch', 'Bio', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # Biopython loads only to read GenBank
