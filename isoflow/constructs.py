@@ -101,7 +101,7 @@ class Construct:
         unknown = set(self.parts) - set(PARTS)
         if unknown:
             raise ValueError(f"unknown part(s) {sorted(unknown)}; parts are {PARTS}")
-        ordered = {name: self.parts[name] for name in PARTS if self.parts.get(name)}
+        ordered = {name: self.parts[name].upper() for name in PARTS if self.parts.get(name)}
         object.__setattr__(self, "parts", MappingProxyType(ordered))
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 

@@ -65,7 +65,7 @@ def random_dna(rng, n: int) -> str:
 
 def test_construct_parts_cassette_tss_rna_protein():
     c = Construct("c", {"cds": CDS, "utr3": UTR3, "upstream": "TT", "promoter": PROMOTER})
-    c = Construct("c", {**c.parts, "utr5": UTR5, "polya": POLYA})
+    c = Construct("c", {**c.parts, "utr5": UTR5.lower(), "polya": POLYA})
     assert list(c.parts) == ["upstream", "promoter", "utr5", "cds", "utr3", "polya"]
     assert c.cassette == "TT" + PROMOTER + UTR5 + CDS + UTR3 + POLYA
     assert c.tss == 2 + len(PROMOTER)
