@@ -1,5 +1,6 @@
 """Config validation, resource paths and every input function the rules share."""
 
+import os
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -11,6 +12,12 @@ from isoflow.workflow import BASELINE_METRICS, REPORT_DIR, report_paths
 # One line naming the key first; then Snakemake's validate fills the schema's defaults.
 check_config(config, workflow.source_path("../config/schema.yaml"), "config")
 validate(config, schema="../config/schema.yaml")
+
+# torch's OpenMP threads sleep while they wait rather than spin (jobs inherit this from the
+# Snakemake process; a value set by the user wins): with more runnable threads than cores, a
+# spinning thread holds a core its peer needs, and a 2-thread demo run took 11x the CPU time
+# and 16x the wall time it takes passively (docs/benchmarks.md), with the same bytes out.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 BUILD = config["build"]
 DATASET = config["dataset"]["name"]
