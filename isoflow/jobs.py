@@ -3,13 +3,39 @@ the provenance record of a job's inputs (isoflow.provenance)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from isoflow import provenance
 from isoflow.errors import InputError
+
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+@contextlib.contextmanager
+def log_to(path: str | os.PathLike | None) -> Iterator[None]:
+    """Also send the log records, from INFO up as in a job's log, to ``path`` (overwritten)
+    while the block runs: the per-run logs of a job that trains several runs
+    (``isoflow.train.run_experiments``)."""
+    if path is None:
+        yield
+        return
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(min(level, logging.INFO))
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
 
 
 def run_script(main: Callable[[], None], log_path: str | None = None, job: Any = None) -> None:
@@ -29,7 +55,7 @@ def run_script(main: Callable[[], None], log_path: str | None = None, job: Any =
         handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        format=LOG_FORMAT,
         handlers=handlers,
         force=True,
     )

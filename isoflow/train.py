@@ -51,6 +51,7 @@ from isoflow.checkpoints import (
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.files import atomic_path
+from isoflow.jobs import log_to
 from isoflow.lightning import HISTORY_COLUMNS, History, IsoFormerModule, RngState
 from isoflow.loader import IsoformDataModule
 from isoflow.metrics import evaluate, predictions_frame
@@ -214,6 +215,38 @@ def run_experiment(
     log.info(
         "test mean %s, within-gene spearman %s", metrics["mean"], metrics["within_gene_spearman"]
     )
+    return metrics
+
+
+def run_experiments(
+    config: dict,
+    runs: dict[str, dict[str, Any]],
+    dataset_path: str | os.PathLike,
+    genome_fasta: str | os.PathLike | None = None,
+) -> dict[str, dict[str, Any] | None]:
+    """Train several runs one after another in this process, each as ``run_experiment``
+    alone would (it seeds every RNG first: a run's outputs are byte-identical to those of its
+    own process, tests/unit/test_train.py), so torch and Lightning are imported once.
+
+    ``runs``: run name -> ``{"experiment", "run_dir", "cache_dirs", "log"}``
+    (``isoflow.workflow.grouped_train_runs``); ``log``, when given, receives that run's log
+    records, including the error that stops it. Returns each run's test metrics."""
+    metrics = {}
+    for i, (name, run) in enumerate(runs.items(), 1):
+        with log_to(run.get("log")):
+            log.info("run %s (%d of %d in this job)", name, i, len(runs))
+            try:
+                metrics[name] = run_experiment(
+                    config,
+                    run["experiment"],
+                    dataset_path,
+                    run["run_dir"],
+                    genome_fasta,
+                    cache_dirs=run.get("cache_dirs"),
+                )
+            except Exception:
+                log.exception("run %s failed", name)
+                raise
     return metrics
 
 

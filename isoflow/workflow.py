@@ -61,6 +61,40 @@ def rule_experiment(wildcards, experiments: dict) -> dict:
     return experiments[wildcards.run]
 
 
+def grouped_train_runs(
+    config: dict, experiments: Mapping[str, dict], dataset: str, genome: str
+) -> dict[str, dict[str, Any]]:
+    """Each run of the one ``train`` job of ``resources.train_jobs: one``, in config order:
+    its experiment, folder, log and embedding caches (``isoflow.train.run_experiments``)."""
+    runs = {}
+    for run, experiment in experiments.items():
+        inputs = train_inputs(config, experiment, dataset, genome)
+        runs[run] = {
+            "experiment": experiment,
+            "run_dir": f"results/runs/{run}",
+            "log": f"logs/train/{run}.log",
+            "cache_dirs": {
+                key.removeprefix("cache_"): path
+                for key, path in inputs.items()
+                if key.startswith("cache_")
+            },
+        }
+    return runs
+
+
+def grouped_train_inputs(
+    config: dict, experiments: Mapping[str, dict], dataset: str, genome: str
+) -> dict[str, str]:
+    """Inputs of that one job: what any run reads (``train_inputs``), caches named by their
+    folder (two runs may read different DNA encoders' caches)."""
+    inputs: dict[str, str] = {}
+    for experiment in experiments.values():
+        for key, path in train_inputs(config, experiment, dataset, genome).items():
+            name = f"cache_{Path(path).name}" if key.startswith("cache_") else key
+            inputs[name] = path
+    return inputs
+
+
 def encoder_settings(config: dict) -> dict[str, dict[str, Any]]:
     """Every configured encoder spec over ``settings.ENCODER_DEFAULTS`` (the rules' params)."""
     return {name: with_encoder_defaults(spec) for name, spec in config.get("encoders", {}).items()}

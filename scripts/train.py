@@ -1,15 +1,19 @@
-"""Rule train: dataset (+ genome or embedding caches) -> results/runs/{run}/."""
+"""Rule train: dataset (+ genome or embedding caches) -> results/runs/{run}/; with
+resources.train_jobs: one, every run in one job (params.runs), each logging to its own file."""
 
 import torch
 
 from isoflow.jobs import run_script
-from isoflow.train import run_experiment
+from isoflow.train import run_experiment, run_experiments
 
 
 def main() -> None:
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     inputs = snakemake.input  # noqa: F821
     params = snakemake.params  # noqa: F821
+    if params.get("runs"):
+        run_experiments(params.settings, params.runs, inputs.dataset, inputs.get("genome"))
+        return
     cache_dirs = {
         key.removeprefix("cache_"): path for key, path in inputs.items() if key.startswith("cache_")
     }
@@ -23,4 +27,5 @@ def main() -> None:
     )
 
 
-run_script(main, snakemake.log[0])  # noqa: F821
+# several runs: each run's log is opened by run_experiments
+run_script(main, None if snakemake.params.get("runs") else snakemake.log[0])  # noqa: F821

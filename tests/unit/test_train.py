@@ -26,7 +26,7 @@ from isoflow.loader import (
     truncate,
     valid_rows,
 )
-from isoflow.train import run_experiment
+from isoflow.train import run_experiment, run_experiments
 
 FAST = ["rna", "protein"]  # the quickest tiny encoders; DNA is covered by the format test
 
@@ -129,6 +129,40 @@ def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
     for name in ("metrics.json", "history.csv"):
         assert (killed / name).read_text() == (uninterrupted / name).read_text(), name
     assert pd.read_csv(killed / "history.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_runs_trained_in_one_process_match_runs_in_their_own(dataset, tmp_path):
+    # resources.train_jobs: one trains every run in one job, one after another; each run's
+    # outputs must be byte-identical to those of a job (a process) of its own.
+    path, _ = dataset
+    config = config_with(max_epochs=2)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    experiments = {
+        "a": {"modalities": FAST, "seed": 1},
+        "b": {"modalities": ["rna"], "aggregator": "concat", "seed": 2},
+    }
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for name, experiment in experiments.items():
+        subprocess.run(
+            train_command(config_path, experiment, path, tmp_path / "own" / name),
+            env=env,
+            check=True,
+            timeout=600,
+        )
+    runs = {
+        name: {"experiment": exp, "run_dir": tmp_path / "one" / name, "log": tmp_path / name}
+        for name, exp in experiments.items()
+    }
+    metrics = run_experiments(config, runs, path)
+    assert list(metrics) == ["a", "b"]
+    for name in experiments:
+        for output in ("metrics.json", "predictions.parquet", "history.csv"):
+            own = (tmp_path / "own" / name / output).read_bytes()
+            assert (tmp_path / "one" / name / output).read_bytes() == own, (name, output)
+    assert "run b (2 of 2 in this job)" in (tmp_path / "b").read_text()
+    assert "run b" not in (tmp_path / "a").read_text()
 
 
 def test_command_line_passes_caches_and_requires_one_per_cached_modality(

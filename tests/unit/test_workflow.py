@@ -35,6 +35,36 @@ def test_train_inputs_follow_cached_modalities():
     }
 
 
+def test_grouped_train_runs_and_inputs_cover_every_run():
+    config = {"model": {"cached_modalities": ["dna", "rna"]}}
+    experiments = expand_experiments(
+        {
+            "seeds": [0],
+            "experiments": [
+                {"modalities": ["dna", "protein"]},
+                {"modalities": ["dna", "rna"], "dna_encoder": "borzoi"},
+            ],
+        }
+    )
+    runs = workflow.grouped_train_runs(config, experiments, "d.parquet", "g.fa")
+    assert list(runs) == list(experiments)
+    first, second = runs.values()
+    assert first["run_dir"] == "results/runs/dna+protein_enformer_cross_attention_s0"
+    assert first["log"] == "logs/train/dna+protein_enformer_cross_attention_s0.log"
+    assert first["cache_dirs"] == {"dna": "results/embeddings/enformer"}
+    assert second["cache_dirs"] == {
+        "dna": "results/embeddings/borzoi",
+        "rna": "results/embeddings/nucleotide_transformer",
+    }
+    inputs = workflow.grouped_train_inputs(config, experiments, "d.parquet", "g.fa")
+    assert inputs == {
+        "dataset": "d.parquet",  # no genome: every run reads DNA from a cache
+        "cache_enformer": "results/embeddings/enformer",
+        "cache_borzoi": "results/embeddings/borzoi",
+        "cache_nucleotide_transformer": "results/embeddings/nucleotide_transformer",
+    }
+
+
 def test_run_pattern_matches_configured_runs_only():
     pattern = workflow.run_pattern({"dna+rna_enformer_concat_s0": {}, "rna_enformer_concat_s0": {}})
     assert re.fullmatch(pattern, "dna+rna_enformer_concat_s0")
