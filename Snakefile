@@ -19,6 +19,7 @@ include: "rules/splits.smk"
 include: "rules/dataset.smk"
 include: "rules/encoders.smk"
 include: "rules/train.smk"
+include: "rules/models.smk"
 include: "rules/baseline.smk"
 include: "rules/report.smk"
 

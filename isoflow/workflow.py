@@ -78,6 +78,52 @@ def rule_settings(config: dict) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- model bundles
+
+MODELS_DIR = "results/models"
+
+
+def export_inputs(
+    wildcards, config: dict, experiments: dict, dataset: str, genome: str
+) -> dict[str, str]:
+    """Inputs of the ``export_model`` rule: the run's declared outputs (``metrics.json``,
+    ``predictions.parquet``: the export re-predicts test transcripts against them), what
+    ``train`` read (the fingerprint that finds the checkpoint is computed from it), and the
+    genome when the run reads DNA (the check reads the windows from it)."""
+    experiment = experiments[wildcards.run]
+    inputs = train_inputs(config, experiment, dataset, genome)
+    run_dir = f"results/runs/{wildcards.run}"
+    inputs |= {
+        "metrics": f"{run_dir}/metrics.json",
+        "predictions": f"{run_dir}/predictions.parquet",
+    }
+    if "dna" in {**EXPERIMENT_DEFAULTS, **experiment}["modalities"]:
+        inputs |= {"genome": genome, "fai": f"{genome}.fai"}
+    return inputs
+
+
+def bundle_settings(config: dict) -> dict[str, Any]:
+    """What the ``export_model`` rule records: the training settings (``rule_settings``,
+    which the checkpoint fingerprint is computed from) plus ``dna``, ``split``,
+    ``dataset`` and ``demo``."""
+    keys = ("dna", "split", "dataset", "demo")
+    return rule_settings(config) | {k: config[k] for k in keys if k in config}
+
+
+def model_outputs(config: dict, experiments: Mapping[str, Any]) -> list[str]:
+    """The bundles ``rule all`` asks for: ``models.export`` (configured run names; one that
+    is not a run is an error naming it)."""
+    names = list((config.get("models") or {}).get("export") or [])
+    for name in names:
+        if name not in experiments:
+            raise InputError(
+                "config",
+                "models.export",
+                f"{name!r} is not a configured run; runs: {', '.join(experiments)}",
+            )
+    return [f"{MODELS_DIR}/{name}" for name in names]
+
+
 # ---------------------------------------------------------------- embedding caches
 
 
