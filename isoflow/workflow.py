@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from isoflow.config import SCHEMA, load_schema
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.experiments import FACTORS, ablation_groups
@@ -28,6 +29,26 @@ from isoflow.settings import (
     rna_config,
     with_encoder_defaults,
 )
+
+# ---------------------------------------------------------------- options set away from defaults
+
+
+def set_options(
+    config: Mapping[str, Any], section: str, keys: Iterable[str], schema_path=SCHEMA
+) -> dict[str, Any]:
+    """``{key: value}`` of those ``keys`` of ``config[section]`` whose value is not the
+    schema's default: the rule params of options that must not change a rule's params (and
+    so trigger no rerun of results built before the option existed) while left at their
+    default. The schema holds the one default; an absent param leaves the library
+    function's keyword at its default, which is the same behaviour."""
+    properties = load_schema(str(schema_path))["properties"][section]["properties"]
+    values = config.get(section) or {}
+    return {
+        key: values[key]
+        for key in keys
+        if key in values and values[key] != properties[key].get("default")
+    }
+
 
 # ---------------------------------------------------------------- training runs
 
@@ -196,6 +217,15 @@ def report_paths(
 
 
 BASELINE_METRICS = "results/baseline/metrics.json"
+
+
+def reference_inputs(config: Mapping[str, Any], dataset: str) -> dict[str, str]:
+    """The splits view's extra input: ``{"dataset": results/dataset/{dataset}.parquet}`` when
+    ``report.reference_counts`` is set (its counts per split go beside the reference's),
+    else none, so a config without the key keeps the view's inputs as they were."""
+    if (config.get("report") or {}).get("reference_counts"):
+        return {"dataset": f"results/dataset/{dataset}.parquet"}
+    return {}
 
 
 def baseline_input(rules: Any, wildcards: Any = None) -> dict[str, str]:

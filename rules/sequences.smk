@@ -37,6 +37,8 @@ rule sequences:
     resources:
         mem_mb=4000,
     params:
+        # edge: only when set (isoflow.workflow.set_options)
+        **set_options(config, "dna", ["edge"]),
         window=config["dna"]["window"],
         annotation=annotation_file(),
         contig_aliases=config["contig_aliases"],
