@@ -77,7 +77,7 @@ bench: env
 # GCT) generated under $(REHEARSAL_DIR), the real rules through Snakemake up to
 # results/dataset/ there (config/rehearsal.yaml), gffread and zcat as references in the same
 # run, then the table and the issue's targets (bench/rehearsal.py). 20-40 min on 2 cores;
-# REHEARSAL_SCALE=0.02 for a quick check. Needs ~35 GB free under $(REHEARSAL_DIR).
+# REHEARSAL_SCALE=0.02 for a quick check. Needs ~10 GB free under $(REHEARSAL_DIR).
 REHEARSAL_DIR ?= /tmp/isoflow-rehearsal
 REHEARSAL_SCALE ?= 1
 rehearsal: env

@@ -94,11 +94,14 @@ def test_targets_met_and_missed_are_flagged(tmp_path: Path) -> None:
     refs["compare"]["protein"]["other_differences"] = 1
     (tmp_path / "references.json").write_text(json.dumps(refs))
     text = rehearsal.table(tmp_path)
-    assert "MISS: annotation + sequences <= 2x gffread wall: 120.0 s / 50.0 s = 2.40x" in text
+    assert "MISS: annotation + sequences <= 2x gffread wall: 120.0 s / 50.0 s = 2.40x (CPU" in text
     assert "MISS: targets peak <= 1 GiB: 1100 MiB" in text
     assert "MISS: sequences identical to gffread's" in text
-    assert "PASS: targets <= 3x zcat | wc -l wall: 200.0 s / 100.0 s = 2.00x" in text
-    assert "| annotation | 30.0 | 30.0 | 1500 | 0.60× gffread |" in text
+    assert (
+        "PASS: targets <= 3x zcat | wc -l wall: 200.0 s / 100.0 s = 2.00x"
+        " (CPU 200.0 s / 99.0 s = 2.02x)" in text
+    )
+    assert "| annotation | 30.0 | 30.0 | 1500 | 0.60× gffread (CPU 0.61×) |" in text
     assert "| genome_index | 12.0 | 12.0 | NA |  |" in text
 
 
