@@ -76,7 +76,7 @@ bench: env
 # the real formats at the real sizes (GRCh38 contigs, GENCODE v26 layout GTF, GTEx v8 layout
 # GCT) generated under $(REHEARSAL_DIR), the real rules through Snakemake up to
 # results/dataset/ there (config/rehearsal.yaml), gffread and zcat as references in the same
-# run, then the table and the issue's targets (bench/rehearsal.py). 20-40 min on 2 cores;
+# run, then the table and the issue's targets (bench/rehearsal.py). 26 min in all on the loaded 2-core dev box;
 # REHEARSAL_SCALE=0.02 for a quick check. Needs ~10 GB free under $(REHEARSAL_DIR).
 REHEARSAL_DIR ?= /tmp/isoflow-rehearsal
 REHEARSAL_SCALE ?= 1
