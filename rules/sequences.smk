@@ -9,6 +9,8 @@ rule genome_index:
         genome_fasta() + ".fai",
     log:
         "logs/genome_index/genome_index.log",
+    benchmark:
+        "benchmarks/genome_index/genome_index.tsv"
     conda:
         "../envs/isoflow.yaml"
     script:
