@@ -6,7 +6,13 @@ from snakemake.utils import validate
 
 from isoflow.config import check_config
 from isoflow.experiments import expand_experiments
-from isoflow.workflow import BASELINE_METRICS, REPORT_DIR, model_outputs, report_paths
+from isoflow.workflow import (
+    BASELINE_METRICS,
+    REPORT_DIR,
+    explain_paths,
+    model_outputs,
+    report_paths,
+)
 
 # One line naming the key first; then Snakemake's validate fills the schema's defaults.
 check_config(config, workflow.source_path("../config/schema.yaml"), "config")
@@ -67,6 +73,7 @@ def all_outputs():
         dataset_outputs()
         + run_outputs()
         + model_outputs(config, EXPERIMENTS)
+        + list(explain_paths(config, EXPERIMENTS).values())
         + baseline_outputs()
         + report_outputs()
     )
