@@ -20,6 +20,7 @@ include: "rules/dataset.smk"
 include: "rules/encoders.smk"
 include: "rules/train.smk"
 include: "rules/models.smk"
+include: "rules/explain.smk"
 include: "rules/baseline.smk"
 include: "rules/report.smk"
 

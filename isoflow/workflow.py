@@ -145,6 +145,58 @@ def model_outputs(config: dict, experiments: Mapping[str, Any]) -> list[str]:
     return [f"{MODELS_DIR}/{name}" for name in names]
 
 
+EXPLAIN_DIR = "results/explain"
+
+
+def explain_paths(config: dict, experiments: Mapping[str, Any]) -> dict[str, str]:
+    """Outputs of the ``explain`` rule (``isoflow.explain``) for the ``explain`` section:
+    ``{}`` without one (the rule is then not defined). ``model`` must be a configured run
+    and exactly one of ``construct`` + ``id`` or ``transcript`` names the subject."""
+    section = config.get("explain") or {}
+    if not section.get("model"):
+        return {}
+    run = section["model"]
+    if run not in experiments:
+        raise InputError(
+            "config",
+            "explain.model",
+            f"{run!r} is not a configured run; runs: {', '.join(experiments)}",
+        )
+    by_construct = bool(section.get("construct")) and bool(section.get("id"))
+    if by_construct == bool(section.get("transcript")):
+        raise InputError(
+            "config", "explain", "give either construct and id, or transcript (not both)"
+        )
+    name = section["id"] if by_construct else section["transcript"]
+    prefix = f"{EXPLAIN_DIR}/{run}/{name}"
+    return {
+        "ism": f"{prefix}.ism.parquet",
+        "ism_tsv": f"{prefix}.ism.tsv",
+        "summary": f"{prefix}.ism_summary.tsv",
+        "ism_figure": f"{prefix}.ism.png",
+        "attention": f"{prefix}.attention.tsv",
+        "attention_figure": f"{prefix}.attention.png",
+    }
+
+
+def explain_inputs(config: dict, dataset: str, genome: str) -> dict[str, str]:
+    """Inputs of the ``explain`` rule: the bundle, the construct file or the dataset (with
+    the annotation and genome) for a transcript, and those too when attention is averaged
+    over the dataset's test split (``transcripts_for_attention`` > 0)."""
+    section = config["explain"]
+    inputs = {"model": f"{MODELS_DIR}/{section['model']}"}
+    if section.get("construct"):
+        inputs["construct"] = section["construct"]
+    if section.get("transcript") or int(section.get("transcripts_for_attention", 64)) > 0:
+        inputs |= {
+            "dataset": dataset,
+            "annotation": "results/annotation/transcripts.parquet",
+            "genome": genome,
+            "fai": f"{genome}.fai",
+        }
+    return inputs
+
+
 # ---------------------------------------------------------------- embedding caches
 
 

@@ -9,6 +9,7 @@ from isoflow.experiments import expand_experiments
 from isoflow.workflow import (
     BASELINE_METRICS,
     REPORT_DIR,
+    explain_paths,
     model_outputs,
     report_paths,
     set_options,
@@ -73,6 +74,7 @@ def all_outputs():
         dataset_outputs()
         + run_outputs()
         + model_outputs(config, EXPERIMENTS)
+        + list(explain_paths(config, EXPERIMENTS).values())
         + baseline_outputs()
         + report_outputs()
     )
