@@ -21,6 +21,7 @@ include: "rules/encoders.smk"
 include: "rules/train.smk"
 include: "rules/models.smk"
 include: "rules/baseline.smk"
+include: "rules/constructs.smk"
 include: "rules/report.smk"
 
 

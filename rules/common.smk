@@ -6,7 +6,13 @@ from snakemake.utils import validate
 
 from isoflow.config import check_config
 from isoflow.experiments import expand_experiments
-from isoflow.workflow import BASELINE_METRICS, REPORT_DIR, model_outputs, report_paths
+from isoflow.workflow import (
+    BASELINE_METRICS,
+    REPORT_DIR,
+    construct_outputs,
+    model_outputs,
+    report_paths,
+)
 
 # One line naming the key first; then Snakemake's validate fills the schema's defaults.
 check_config(config, workflow.source_path("../config/schema.yaml"), "config")
@@ -68,6 +74,7 @@ def all_outputs():
         + run_outputs()
         + model_outputs(config, EXPERIMENTS)
         + baseline_outputs()
+        + list(construct_outputs(config).values())
         + report_outputs()
     )
 
