@@ -22,6 +22,7 @@ include: "rules/train.smk"
 include: "rules/models.smk"
 include: "rules/explain.smk"
 include: "rules/baseline.smk"
+include: "rules/constructs.smk"
 include: "rules/report.smk"
 
 

@@ -197,6 +197,64 @@ def explain_inputs(config: dict, dataset: str, genome: str) -> dict[str, str]:
     return inputs
 
 
+# ---------------------------------------------------------------- construct scores
+
+CONSTRUCTS_DIR = "results/constructs"
+# rule score_constructs' outputs (isoflow.score.write_scores keys -> file names)
+CONSTRUCT_FILES = {
+    "tsv": "scores.tsv",
+    "parquet": "scores.parquet",
+    "specificity": "specificity.tsv",
+    "figure": "heatmap.svg",
+    "html": "scores.html",
+}
+
+
+def construct_models(config: dict, experiments: Mapping[str, Any]) -> list[str]:
+    """The runs whose bundles score the constructs: ``constructs.models``, or without it
+    ``models.export``; a name that is not a run is an error naming it."""
+    section = config.get("constructs") or {}
+    names = list(section.get("models") or (config.get("models") or {}).get("export") or [])
+    key = "constructs.models" if section.get("models") else "models.export"
+    if section.get("table") and not names:
+        raise InputError(
+            "config",
+            "constructs.models",
+            "constructs.table is set but no model scores it: name runs in constructs.models "
+            "(or models.export)",
+        )
+    for name in names:
+        if name not in experiments:
+            raise InputError(
+                "config", key, f"{name!r} is not a configured run; runs: {', '.join(experiments)}"
+            )
+    return names
+
+
+def score_inputs(config: dict, experiments: Mapping[str, Any]) -> dict[str, Any]:
+    """Rule ``score_constructs``' inputs: the constructs, the bundles of
+    :func:`construct_models` and the background FASTA when one is configured."""
+    section = config.get("constructs") or {}
+    inputs: dict[str, Any] = {
+        "constructs": section.get("table"),
+        "models": [f"{MODELS_DIR}/{run}" for run in construct_models(config, experiments)],
+    }
+    if section.get("background"):
+        inputs["background"] = section["background"]
+    return inputs
+
+
+def construct_outputs(config: dict) -> dict[str, str]:
+    """Rule ``score_constructs``' outputs (``CONSTRUCT_FILES`` under ``CONSTRUCTS_DIR``; the
+    specificity table only with ``constructs.target_tissues``); none without
+    ``constructs.table``."""
+    section = config.get("constructs") or {}
+    if not section.get("table"):
+        return {}
+    keys = [k for k in CONSTRUCT_FILES if k != "specificity" or section.get("target_tissues")]
+    return {k: f"{CONSTRUCTS_DIR}/{CONSTRUCT_FILES[k]}" for k in keys}
+
+
 # ---------------------------------------------------------------- embedding caches
 
 

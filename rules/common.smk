@@ -9,6 +9,7 @@ from isoflow.experiments import expand_experiments
 from isoflow.workflow import (
     BASELINE_METRICS,
     REPORT_DIR,
+    construct_outputs,
     explain_paths,
     model_outputs,
     report_paths,
@@ -76,6 +77,7 @@ def all_outputs():
         + model_outputs(config, EXPERIMENTS)
         + list(explain_paths(config, EXPERIMENTS).values())
         + baseline_outputs()
+        + list(construct_outputs(config).values())
         + report_outputs()
     )
 

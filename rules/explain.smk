@@ -22,14 +22,14 @@ if EXPLAIN_OUTPUTS:
             ism_figure=report(
                 EXPLAIN_OUTPUTS["ism_figure"],
                 caption="../report/explain_ism.rst",
-                category="Constructs",
+                category="4. Constructs",
                 subcategory="Explain",
             ),
             attention=EXPLAIN_OUTPUTS["attention"],
             attention_figure=report(
                 EXPLAIN_OUTPUTS["attention_figure"],
                 caption="../report/explain_attention.rst",
-                category="Constructs",
+                category="4. Constructs",
                 subcategory="Explain",
             ),
         log:
