@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.isoflow-installed
 CORES ?= 2
 
-.PHONY: env demo test test-fast lint format clean-demo bench debian
+.PHONY: env demo test test-fast lint format clean-demo bench rehearsal debian
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -71,3 +71,14 @@ bench: env
 	$(BIN)/python bench/bench_download.py --scratch $(BENCH_TMP)/download
 	$(BIN)/python bench/bench_train_cache.py
 	$(BIN)/python bench/bench_parse.py --scratch $(BENCH_TMP)/parse --repeats 5
+
+# Full-scale rehearsal of the data half (issue 9 item 4; not part of `make test`): inputs in
+# the real formats at the real sizes (GRCh38 contigs, GENCODE v26 layout GTF, GTEx v8 layout
+# GCT) generated under $(REHEARSAL_DIR), the real rules through Snakemake up to
+# results/dataset/ there (config/rehearsal.yaml), gffread and zcat as references in the same
+# run, then the table and the issue's targets (bench/rehearsal.py). 26 min in all on the loaded 2-core dev box;
+# REHEARSAL_SCALE=0.02 for a quick check. Needs ~10 GB free under $(REHEARSAL_DIR).
+REHEARSAL_DIR ?= /tmp/isoflow-rehearsal
+REHEARSAL_SCALE ?= 1
+rehearsal: env
+	$(BIN)/python bench/rehearsal.py run --dir $(REHEARSAL_DIR) --scale $(REHEARSAL_SCALE)

@@ -19,7 +19,10 @@ include: "rules/splits.smk"
 include: "rules/dataset.smk"
 include: "rules/encoders.smk"
 include: "rules/train.smk"
+include: "rules/models.smk"
+include: "rules/explain.smk"
 include: "rules/baseline.smk"
+include: "rules/constructs.smk"
 include: "rules/report.smk"
 
 

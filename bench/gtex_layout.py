@@ -79,29 +79,76 @@ def gtex_samples(seed: int = 0) -> list[tuple[str, str, str]]:
     return [samples[i] for i in order]
 
 
-def write_gtex_layout(out_dir: Path, n_rows: int, seed: int = 0, pool: int = 512) -> dict:
-    """Write ``transcript_tpm.gct.gz`` and ``sample_attributes.tsv`` under ``out_dir``."""
+def write_gtex_layout(
+    out_dir: Path,
+    n_rows: int,
+    seed: int = 0,
+    pool: int = 512,
+    ids: list[tuple[str, str]] | None = None,
+    gct_name: str = "transcript_tpm.gct.gz",
+    attrs_name: str = "sample_attributes.tsv",
+    real_columns: bool = False,
+) -> dict:
+    """Write ``gct_name`` and ``attrs_name`` under ``out_dir``.
+
+    ``ids``: (transcript_id, gene_id) of each row (the first ``n_rows``), by default generated.
+    ``real_columns``: the attributes file gets SampleAttributesDS's full header (63 columns),
+    the real rows verbatim and, for generated samples, SAMPID, SMTS, SMTSD and SMAFRZE filled.
+    Each row is a pre-formatted pool row rotated at a value boundary (bytes slicing, no
+    per-value formatting), so the text is the same as rotating the list of values.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     samples = gtex_samples(seed)
-    attrs = out_dir / "sample_attributes.tsv"
+    if ids is not None and len(ids) < n_rows:
+        raise ValueError(f"{n_rows} rows asked for, {len(ids)} IDs given")
+    attrs = out_dir / attrs_name
     with open(attrs, "w") as fh:
-        fh.write("SAMPID\tSMTS\tSMTSD\tSMAFRZE\n")
-        for sid, smts, smtsd in samples:
-            fh.write(f"{sid}\t{smts}\t{smtsd}\tRNASEQ\n")
+        if real_columns:
+            with open(ATTRS) as real:
+                header = real.readline().rstrip("\n").split("\t")
+                rows = {line.split("\t", 1)[0]: line for line in real}
+            fh.write("\t".join(header) + "\n")
+            at = {name: i for i, name in enumerate(header)}
+            for sid, smts, smtsd in samples:
+                if sid in rows:
+                    fh.write(rows[sid] if rows[sid].endswith("\n") else rows[sid] + "\n")
+                    continue
+                fields = [""] * len(header)
+                fields[at["SAMPID"]], fields[at["SMTS"]], fields[at["SMTSD"]] = sid, smts, smtsd
+                fields[at["SMAFRZE"]] = "RNASEQ"
+                fh.write("\t".join(fields) + "\n")
+        else:
+            fh.write("SAMPID\tSMTS\tSMTSD\tSMAFRZE\n")
+            for sid, smts, smtsd in samples:
+                fh.write(f"{sid}\t{smts}\t{smtsd}\tRNASEQ\n")
     n = len(samples)
     tpm = rng.lognormal(0.5, 2.0, size=(pool, n)) * (rng.random((pool, n)) > 0.55)
-    rows = [[f"{v:.2f}" for v in r] for r in tpm]
-    gct = out_dir / "transcript_tpm.gct.gz"
-    with xopen(gct, "wt", compresslevel=1, threads=1) as fh:
-        fh.write(f"#1.2\n{n_rows}\t{n}\n")
-        fh.write("\t".join(["transcript_id", "gene_id", *(s for s, _, _ in samples)]) + "\n")
+    bodies, starts = [], []
+    for r in tpm:
+        values = [f"{v:.2f}" for v in r]
+        bodies.append("\t".join(values).encode())
+        starts.append(np.cumsum([0, *(len(v) + 1 for v in values[:-1])]))
+    gct = out_dir / gct_name
+    with xopen(gct, "wb", compresslevel=1, threads=1) as fh:
+        fh.write(f"#1.2\n{n_rows}\t{n}\n".encode())
+        fh.write(
+            ("\t".join(["transcript_id", "gene_id", *(s for s, _, _ in samples)]) + "\n").encode()
+        )
         for i in range(n_rows):
-            row = rows[i % pool]
+            body, start = bodies[i % pool], starts[i % pool]
             shift = int(rng.integers(n))
-            values = row[shift:] + row[:shift]
-            fh.write(f"ENST{i:011d}.{i % 9 + 1}\tENSG{i // 4:011d}.{i % 5 + 1}\t")
-            fh.write("\t".join(values) + "\n")
+            cut = int(start[shift])
+            tid, gid = (
+                ids[i]
+                if ids is not None
+                else (f"ENST{i:011d}.{i % 9 + 1}", f"ENSG{i // 4:011d}.{i % 5 + 1}")
+            )
+            head = f"{tid}\t{gid}\t".encode()
+            if cut:
+                fh.write(head + body[cut:] + b"\t" + body[: cut - 1] + b"\n")
+            else:
+                fh.write(head + body + b"\n")
     return {"gct": gct, "attrs": attrs, "n_rows": n_rows, "n_samples": n}
 
 

@@ -11,16 +11,71 @@ Not committed: write it under /tmp.
 step; ``--spacing`` (bp between gene starts, default 120,000: 7.2 Gb of chromosomes) packs
 the loci closer, so genes overlap and the genome stays small (12,000: 0.72 Gb) while the
 transcripts, exons and their lengths stay as they are.
+
+``--grch38`` (the full-scale rehearsal, bench/rehearsal.py) places the genes on GRCh38's
+primary-assembly chromosomes instead, in proportion to their lengths (``GRCH38`` below; chrM
+gets none), and ``--genome`` then writes contigs of exactly those lengths (times
+``--length-scale``, for a quick small-scale run); ``--ids`` writes each transcript's
+``transcript_id`` and ``gene_id`` (tab-separated, GTF order) for the GTEx-layout matrix.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
 
 CHROMS = [f"chr{c}" for c in [*range(1, 23), "X", "Y"]]
+
+# GRCh38 primary-assembly chromosome lengths (GCA_000001405.15; UCSC hg38 chromInfo.txt and the
+# GENCODE GRCh38.primary_assembly.genome.fa.fai list the same). The real-data excerpts beside
+# the checkout hold no GRCh38 .fai (only chr9:1-1,000,000 and chrM, whose 16,569 bp match).
+GRCH38 = {
+    "chr1": 248_956_422,
+    "chr2": 242_193_529,
+    "chr3": 198_295_559,
+    "chr4": 190_214_555,
+    "chr5": 181_538_259,
+    "chr6": 170_805_979,
+    "chr7": 159_345_973,
+    "chr8": 145_138_636,
+    "chr9": 138_394_717,
+    "chr10": 133_797_422,
+    "chr11": 135_086_622,
+    "chr12": 133_275_309,
+    "chr13": 114_364_328,
+    "chr14": 107_043_718,
+    "chr15": 101_991_189,
+    "chr16": 90_338_345,
+    "chr17": 83_257_441,
+    "chr18": 80_373_285,
+    "chr19": 58_617_616,
+    "chr20": 64_444_167,
+    "chr21": 46_709_983,
+    "chr22": 50_818_468,
+    "chrX": 156_040_895,
+    "chrY": 57_227_415,
+    "chrM": 16_569,
+}
+END_MARGIN = 200_000  # bp kept free at a chromosome's end: no transcript spans that far
+
+
+def grch38_layout(genes: int, scale: float = 1.0) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    """(contig lengths, (chrom, start) per gene): genes spread over the GRCh38 chromosomes
+    (chrM excepted) in proportion to their lengths, evenly spaced on each."""
+    lengths = {c: max(1, round(n * scale)) for c, n in GRCH38.items()}
+    nuclear = {c: n for c, n in lengths.items() if c != "chrM"}
+    total = sum(nuclear.values())
+    bounds = np.round(np.cumsum([0, *nuclear.values()]) / total * genes).astype(int)
+    starts = []
+    for chrom, lo, hi in zip(nuclear, bounds[:-1], bounds[1:], strict=True):
+        spacing = (nuclear[chrom] - 10_000 - END_MARGIN) // max(1, hi - lo)
+        if spacing < 1:
+            raise SystemExit(f"{chrom}: too short for {hi - lo} genes at this --length-scale")
+        starts += [(chrom, 10_000 + i * spacing) for i in range(hi - lo)]
+    return lengths, starts
 
 
 def attrs(gene: int, tx: int | None, gtype: str, ttype: str | None, exon: int | None) -> str:
@@ -114,10 +169,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spacing", type=int, default=120_000, help="bp between gene starts")
     parser.add_argument("--genome", type=Path, help="also write a random genome FASTA here")
+    parser.add_argument("--grch38", action="store_true", help="GRCh38 contig names and lengths")
+    parser.add_argument("--length-scale", type=float, default=1.0, help="with --grch38")
+    parser.add_argument("--ids", type=Path, help="write transcript_id<TAB>gene_id lines here")
     args = parser.parse_args()
+    layout = grch38_layout(args.genes, args.length_scale) if args.grch38 else None
+    ids = open(args.ids, "w") if args.ids else None
     rng = np.random.default_rng(args.seed)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     counts = {"genes": 0, "transcripts": 0, "lines": 5}
+    clock = time.perf_counter()
     tx = 0
     chrom_end = dict.fromkeys(CHROMS, 0)
     with open(args.out, "w") as handle:
@@ -127,8 +188,11 @@ def main() -> None:
         )
         per_chrom = args.genes // len(CHROMS) + 1
         for gene in range(args.genes):
-            chrom = CHROMS[gene // per_chrom]
-            start = 10_000 + (gene % per_chrom) * args.spacing
+            if layout:
+                chrom, start = layout[1][gene]
+            else:
+                chrom = CHROMS[gene // per_chrom]
+                start = 10_000 + (gene % per_chrom) * args.spacing
             strand = "+" if rng.random() < 0.5 else "-"
             gtype = "protein_coding" if rng.random() < 0.35 else "lncRNA"
             n_tx = 1 + int(rng.poisson(4.2 if gtype == "protein_coding" else 1.3))
@@ -140,6 +204,10 @@ def main() -> None:
                 )
                 body += lines
                 gene_end = max(gene_end, end)
+                if ids:
+                    ids.write(
+                        f"ENST{tx:011d}.{tx % 7 + 1}\tENSG{gene + 1:011d}.{(gene + 1) % 9 + 1}\n"
+                    )
             gene_start = min(int(b.split("\t")[3]) for b in body if "\ttranscript\t" in b)
             handle.write(
                 line(
@@ -154,12 +222,23 @@ def main() -> None:
             )
             handle.writelines(body)
             chrom_end[chrom] = max(chrom_end[chrom], gene_end)
+            if layout and gene_end > layout[0][chrom] - 10_000:
+                raise SystemExit(f"{chrom}: gene {gene + 1} ends at {gene_end}, past the contig")
             counts["genes"] += 1
             counts["transcripts"] += n_tx
             counts["lines"] += 1 + len(body)
-    if args.genome:
+    if ids:
+        ids.close()
+    counts["gtf_s"] = round(time.perf_counter() - clock, 1)
+    clock = time.perf_counter()
+    if args.genome and layout:
+        write_genome(args.genome, layout[0], rng)
+        counts["genome_bp"] = sum(layout[0].values())
+    elif args.genome:
         write_genome(args.genome, {c: end + 10_000 for c, end in chrom_end.items() if end}, rng)
         counts["genome_bp"] = sum(end + 10_000 for end in chrom_end.values() if end)
+    if args.genome:
+        counts["genome_s"] = round(time.perf_counter() - clock, 1)
     print(counts)
 
 

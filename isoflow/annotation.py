@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from xopen import xopen
 
+from isoflow.alphabet import is_mitochondrial
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.files import atomic_path
 
@@ -53,6 +54,9 @@ SCHEMA = pa.schema(
     ]
 )
 COLUMNS = SCHEMA.names
+# The gene's own type (GENCODE gene_type, Ensembl gene_biotype): carried through the reader
+# for ``gene_types`` and dropped before the table is returned (not a column of the parquet).
+GENE_TYPE = "gene_type"
 
 # Feature types the transcript model needs; everything else (gene, UTR, ...) is skipped.
 EXON = "exon"
@@ -97,11 +101,16 @@ def read_annotation(
     contig_aliases: dict[str, str] | None = None,
     transcript_types: Iterable[str] | None = None,
     par_y: str | None = None,
+    gene_types: Iterable[str] | None = None,
+    exclude_contigs: Iterable[str] | None = None,
 ) -> pd.DataFrame:
     """One row per transcript, columns and types as ``SCHEMA`` (DESIGN.md), sorted.
 
     ``contig_aliases`` maps annotation contig names to genome names; ``transcript_types``
-    keeps only those transcript types (None keeps all); ``par_y`` is ``annotation.par_y``:
+    keeps only those transcript types and ``gene_types`` only transcripts of genes of those
+    types (GENCODE ``gene_type``, Ensembl ``gene_biotype``; None keeps all);
+    ``exclude_contigs`` leaves out transcripts on those contigs (``contig_matches``), counted
+    in the log; ``par_y`` is ``annotation.par_y``:
     ``drop`` leaves GENCODE's ``_PAR_Y`` copies out, ``keep`` (or None, a library call's
     plain read) keeps them; either way they are counted in the log. Raises InputError on bad
     input, among it a transcript ID on both chrX and chrY (a PAR copy under the X ID).
@@ -115,23 +124,90 @@ def read_annotation(
     else:
         transcripts, parts = _gff3_records(_read_rows(path, _gff3_block)[0], path)
     table = _assemble(transcripts, parts, path)
+    if exclude_contigs:
+        table = _exclude_contigs(table, list(exclude_contigs), contig_aliases or {}, path)
     if contig_aliases:
         table = table.with_columns(pl.col("chrom").replace(contig_aliases))
     table = _par_y_copies(table, par_y, path)
     if transcript_types is not None:
-        kept = table.filter(pl.col("transcript_type").is_in(list(transcript_types)))
-        if not kept.height:
-            present = sorted(table["transcript_type"].drop_nulls().unique())[:10]
-            raise InputError(
-                path,
-                None,
-                f"no transcript of types {list(transcript_types)} (annotation.transcript_types);"
-                f" types present include {present}",
-            )
-        table = kept
-    table = table.sort(["chrom", "tx_start", "transcript_id"])
+        table = _keep_types(table, "transcript_type", transcript_types, path)
+    if gene_types is not None:
+        table = _keep_types(table, GENE_TYPE, gene_types, path)
+    table = table.drop(GENE_TYPE).sort(["chrom", "tx_start", "transcript_id"])
     log.info("%s: %d transcripts (%s)", path, table.height, fmt)
     return _to_pandas(table)
+
+
+# The config key of each type filter, for its messages.
+_TYPE_KEYS = {"transcript_type": "annotation.transcript_types", GENE_TYPE: "annotation.gene_types"}
+
+
+def _keep_types(table: pl.DataFrame, column: str, types: Iterable[str], path: Path):
+    """The rows whose ``column`` is one of ``types``, the rest counted in the log; none left
+    is an error naming the key and the types present."""
+    types = list(types)
+    key = _TYPE_KEYS[column]
+    kept = table.filter(pl.col(column).is_in(types))
+    if not kept.height:
+        present = sorted(table[column].drop_nulls().unique())[:10]
+        attribute = "gene_type / gene_biotype" if column == GENE_TYPE else "transcript_type"
+        hint = (
+            f"types present include {present}"
+            if present
+            else f"the file has no {attribute} attribute; set {key}: null"
+        )
+        what = "types" if column == "transcript_type" else "gene types"
+        raise InputError(path, None, f"no transcript of {what} {types} ({key}); {hint}")
+    log.info(
+        "%s: %d of %d transcripts kept by %s %s, %d left out",
+        path,
+        kept.height,
+        table.height,
+        key,
+        types,
+        table.height - kept.height,
+    )
+    return kept
+
+
+def contig_matches(contig: str, entry: str, contig_aliases: dict[str, str] | None = None) -> bool:
+    """Whether ``annotation.exclude_contigs`` entry ``entry`` names ``contig`` (as the
+    annotation writes it): its own name or its ``contig_aliases`` name, each with or without
+    a leading ``chr`` (``chrX`` names Ensembl's ``X``), and any mitochondrial name
+    (``alphabet.MITO_NAMES``: chrM, MT, M, chrMT, or a RefSeq NC_012920 name) names every
+    other."""
+    names = {contig, (contig_aliases or {}).get(contig, contig)}
+    if is_mitochondrial(entry) and any(is_mitochondrial(name) for name in names):
+        return True
+    bare = entry.removeprefix("chr")
+    return any(name == entry or name.removeprefix("chr") == bare for name in names)
+
+
+def _exclude_contigs(
+    table: pl.DataFrame, exclude: list[str], contig_aliases: dict[str, str], path: Path
+) -> pl.DataFrame:
+    """Leave out the transcripts on the contigs ``exclude`` names (``contig_matches``),
+    counted per contig in the log; an entry that names no contig of the file is logged too
+    (an excerpt may lack chrY), not an error."""
+    contigs = table["chrom"].unique().to_list()
+    dropped = sorted(
+        c for c in contigs if any(contig_matches(c, e, contig_aliases) for e in exclude)
+    )
+    unused = [e for e in exclude if not any(contig_matches(c, e, contig_aliases) for c in contigs)]
+    if unused:
+        log.info("%s: annotation.exclude_contigs %s name no contig of this file", path, unused)
+    if not dropped:
+        return table
+    counts = table.filter(pl.col("chrom").is_in(dropped))["chrom"].value_counts(sort=False)
+    per_contig = dict(zip(counts["chrom"].to_list(), counts["count"].to_list(), strict=True))
+    log.info(
+        "%s: %d transcripts on %s left out (annotation.exclude_contigs %s)",
+        path,
+        sum(per_contig.values()),
+        ", ".join(f"{c} {per_contig[c]}" for c in dropped),
+        exclude,
+    )
+    return table.filter(~pl.col("chrom").is_in(dropped))
 
 
 def _par_y_copies(table: pl.DataFrame, par_y: str | None, path: Path) -> pl.DataFrame:
@@ -529,6 +605,7 @@ def _gtf_records(
         pl.coalesce(
             "a_transcript_type", "a_transcript_biotype", "a_gene_type", "a_gene_biotype"
         ).alias("transcript_type"),
+        pl.coalesce("a_gene_type", "a_gene_biotype").alias(GENE_TYPE),
         "tags",
     )
     return transcripts, parts.select(
@@ -628,6 +705,8 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
             pl.coalesce("a_gene_id", pl.col("id").str.strip_prefix("gene:")).alias(
                 "parent_gene_id"
             ),
+            # The gene line's own type: GENCODE gene_type, Ensembl biotype.
+            pl.coalesce("a_gene_type", "a_gene_biotype", "a_biotype").alias("parent_gene_type"),
         )
         .unique("parent", keep="first")
     )
@@ -658,6 +737,9 @@ def _gff3_records(rows: pl.DataFrame, path: Path) -> tuple[pl.DataFrame, pl.Data
                 "a_gene_biotype",
             )
         ).alias("transcript_type"),
+        _gff3_unescape(pl.coalesce("a_gene_type", "a_gene_biotype", "parent_gene_type")).alias(
+            GENE_TYPE
+        ),
         # Split on the separator commas first, then decode escaped commas inside a tag.
         pl.coalesce(pl.col("a_tag").str.split(","), pl.lit([], pl.List(pl.String)))
         .list.eval(_gff3_unescape(pl.element()))
@@ -826,7 +908,7 @@ def _assemble(transcripts: pl.DataFrame, parts: pl.DataFrame, path: Path) -> pl.
     return table.with_columns(
         pl.col("selenocysteines").fill_null(pl.lit([], pl.List(pl.Int64))),
         pl.col("tags").fill_null(pl.lit([], pl.List(pl.String))),
-    ).select(COLUMNS)
+    ).select(*COLUMNS, GENE_TYPE)
 
 
 # transcript_type when neither the transcript nor its gene says (DESIGN.md).

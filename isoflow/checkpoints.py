@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from isoflow import provenance
+from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.files import atomic_path
 from isoflow.model.encoders import spec_from_config
@@ -169,3 +170,31 @@ def set_aside_command(run_dir: str | os.PathLike) -> str:
     run_dir = Path(run_dir)
     aside = shlex.quote(str(run_dir / PREVIOUS_DIR / "unfit"))
     return f"mkdir -p {aside} && mv {shlex.quote(str(checkpoint_dir(run_dir)))} {aside}/"
+
+
+def best_checkpoint(run_dir: str | os.PathLike, fingerprint: dict[str, Any]) -> Path:
+    """The checkpoint a run with ``fingerprint`` scored its test split with: the
+    ``best-epochNNN.ckpt`` (or, with none, ``last.ckpt``, as ``isoflow.train`` falls back)
+    of the folder holding this fingerprint's checkpoints — ``checkpoints/``, or
+    ``previous/<fingerprint_hash>/`` when a later settings change moved them there.
+
+    The checkpoint is not a declared output of rule ``train`` (a failed job would delete
+    it, and resuming needs it), so a reader finds it by what it was trained from, not by a
+    path: checkpoints of other settings are never taken for this run's."""
+    run_dir = Path(run_dir)
+    folders = [checkpoint_dir(run_dir), run_dir / PREVIOUS_DIR / fingerprint_hash(fingerprint)]
+    folder = next((f for f in folders if f.is_dir() and _read_fingerprint(f) == fingerprint), None)
+    if folder is None:
+        raise InputError(
+            checkpoint_dir(run_dir),
+            None,
+            "no checkpoints trained with these settings and data (neither here nor in "
+            f"{PREVIOUS_DIR}/{fingerprint_hash(fingerprint)}/): run rule train for this run again",
+        )
+    best = sorted(folder.glob("best-epoch*.ckpt"))
+    if len(best) > 1:  # save_top_k=1 keeps one; take the newest should a copy be left over
+        best = [max(best, key=lambda p: p.stat().st_mtime)]
+    found = best or [p for p in [folder / "last.ckpt"] if p.is_file()]
+    if not found:
+        raise InputError(folder, None, "no best-epoch*.ckpt or last.ckpt in the checkpoints")
+    return found[0]

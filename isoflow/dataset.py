@@ -20,8 +20,8 @@ from isoflow.errors import InputError, non_utf8_error
 from isoflow.files import atomic_path
 from isoflow.gtex import TISSUES_METADATA_KEY, read_targets
 from isoflow.progress import Progress
-from isoflow.sequences import read_fasta
-from isoflow.splits import check_transcript_table, read_splits
+from isoflow.sequences import read_dropped_windows, read_fasta
+from isoflow.splits import SPLITS, check_transcript_table, read_splits
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,24 @@ def build_dataset(
     _check_finite(df, tissues, targets_parquet)
 
     windows = read_windows_bed(windows_bed).set_index("transcript_id")
+    dropped = df["transcript_id"].isin(read_dropped_windows(windows_bed)).to_numpy()
+    if dropped.any():
+        log.warning(
+            "%d transcripts (%d genes) left out: their DNA window runs past a contig end "
+            "(dna.edge: drop; '# dropped' lines of %s), e.g. %s",
+            int(dropped.sum()),
+            df.loc[dropped, "gene_id"].nunique(),
+            windows_bed,
+            ", ".join(df.loc[dropped, "transcript_id"].head(5)),
+        )
+        df = df.loc[~dropped].reset_index(drop=True)
+        if df.empty:
+            raise InputError(
+                windows_bed,
+                None,
+                "every transcript's DNA window runs past a contig end (dna.edge: drop): a "
+                "dna.window longer than the contigs? set dna.edge: pad or a shorter window",
+            )
     missing = df.loc[~df["transcript_id"].isin(windows.index), "transcript_id"]
     if len(missing):
         raise InputError(windows_bed, missing.iloc[0], f"no DNA window ({len(missing)} missing)")
@@ -180,6 +198,9 @@ def build_dataset(
     del protein
 
     df = df[[*COLUMNS, *tissues]]
+    for split in SPLITS:
+        part = df[df["split"] == split]
+        log.info("%s: %d genes, %d transcripts", split, part["gene_id"].nunique(), len(part))
     write_dataset(df, tissues, genome_fasta, out)
     return df
 

@@ -69,6 +69,48 @@ def pool_tokens(emb: torch.Tensor, length: int, pool_to: int) -> torch.Tensor:
     return F.adaptive_avg_pool1d(real.T.unsqueeze(0), pool_to).squeeze(0).T
 
 
+def encode_pooled(
+    encoder,
+    sequences: list,
+    pool_to: int,
+    device: torch.device | str | None = None,
+    names: list | None = None,
+) -> list[torch.Tensor]:
+    """One forward of a frozen ``encoder`` over ``sequences`` (one batch, none missing) and
+    each sequence's real tokens mean-pooled to at most ``pool_to`` rows: a list of float32
+    CPU tensors ``(L_i, D)``, what the cache stores (as float16). ``build_cache`` writes
+    these; ``isoflow.bundle`` runs the same function on new sequences, so a model fed raw
+    sequences sees what training read from the cache. ``names`` (one per sequence) name a
+    sequence the encoder returns no token for."""
+    device = device if device is not None else next(encoder.parameters()).device
+    tokens = encoder.tokenize(list(sequences))
+    tokens = {name: t.to(device) for name, t in tokens.items()}
+    # no_grad, not inference_mode: rotary-embedding caches (ESM-2, NT) built here
+    # would otherwise be inference tensors that break a later backward pass.
+    with torch.no_grad():
+        emb, mask = encoder(**tokens)
+    emb = emb.float().cpu()
+    mask = mask.cpu()
+    lengths = mask.sum(dim=1)
+    pooled = []
+    for row in range(len(sequences)):
+        if not mask[row].any():
+            name = names[row] if names is not None else row
+            raise InputError(None, name, "encoder returned no real token for a sequence")
+        if not bool(mask[row, : lengths[row]].all()):
+            raise ValueError("encoder masks must be left-aligned (real tokens first)")
+        pooled.append(pool_tokens(emb[row], int(lengths[row]), pool_to))
+    return pooled
+
+
+def frozen_encoder(name: str, spec: dict):
+    """Encoder ``name`` built from ``spec`` with every block frozen: what ``embed_dataset``
+    caches with, and what a model bundle rebuilds for a cached modality."""
+    from isoflow.model.encoders import build_encoder
+
+    return build_encoder(name, {**spec, "finetune_last": 0})
+
+
 class _ShardWriter:
     def __init__(self, out_dir: Path, dim: int, shard_rows: int):
         self.out_dir = out_dir
@@ -132,21 +174,11 @@ def build_cache(
             nonlocal n_forward
             if not pending:
                 return
-            tokens = encoder.tokenize([seq for _, seq in pending])
-            tokens = {name: t.to(device) for name, t in tokens.items()}
-            # no_grad, not inference_mode: rotary-embedding caches (ESM-2, NT) built here
-            # would otherwise be inference tensors that break a later backward pass.
-            with torch.no_grad():
-                emb, mask = encoder(**tokens)
+            keys = [key for key, _ in pending]
+            pooled = encode_pooled(encoder, [seq for _, seq in pending], pool_to, device, keys)
             n_forward += 1
-            emb = emb.float().cpu()
-            lengths = mask.sum(dim=1).cpu()
-            for row, (key, _) in enumerate(pending):
-                if not mask[row].any():
-                    raise InputError(None, key, "encoder returned no real token for a sequence")
-                if not bool(mask[row, : lengths[row]].all()):
-                    raise ValueError("encoder masks must be left-aligned (real tokens first)")
-                writer.add(key, pool_tokens(emb[row], int(lengths[row]), pool_to).numpy())
+            for (key, _), rows in zip(pending, pooled, strict=True):
+                writer.add(key, rows.numpy())
             pending.clear()
 
         for item, seq in items.items():
@@ -392,10 +424,9 @@ def embed_dataset(
 ) -> dict:
     """Cache the embeddings of every transcript of a dataset table for one encoder."""
     from isoflow.dataset import read_dataset
-    from isoflow.model.encoders import build_encoder
 
     df, _ = read_dataset(dataset)
-    encoder = build_encoder(encoder_name, {**spec, "finetune_last": 0})
+    encoder = frozen_encoder(encoder_name, spec)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder.to(device)
     items = dataset_items(df, encoder.modality, genome_fasta)

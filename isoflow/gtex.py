@@ -63,6 +63,10 @@ MAX_TPM = 1e6
 TISSUES_METADATA_KEY = b"isoflow.tissues"
 # Example IDs of each side of the GTEx <-> annotation overlap in stats.tsv and messages.
 OVERLAP_EXAMPLES = 5
+# GTEx's cell-line SMTSDs start so: "Cells - EBV-transformed lymphocytes" (SMTS Blood),
+# "Cells - Cultured fibroblasts" (SMTS Skin); gtex.cell_lines: drop leaves their samples out.
+CELL_LINE_PREFIX = "Cells - "
+CELL_LINE_MODES = ("keep", "drop")
 _VERSION = re.compile(r"\.\d+(?=(_PAR_Y)?$)")
 
 PathLike = str | os.PathLike
@@ -312,15 +316,21 @@ def aggregate_tpm(
     tissues: list[str] | None = None,
     min_samples: int = 1,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    cell_lines: str = "keep",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stream a GTEx transcript TPM GCT into per-tissue log1p(mean TPM).
 
     Returns ``(targets, stats)``: targets has transcript_id, gene_id and one float32 column per
     tissue (in ``tissues`` order); stats has tissue, n_samples, mean, sd (mean and sd of that
-    tissue's target column over transcripts). Raises InputError on any malformed input.
+    tissue's target column over transcripts). ``cell_lines`` is ``gtex.cell_lines``: ``drop``
+    leaves out the matrix samples whose SMTSD starts with ``CELL_LINE_PREFIX``, counted per
+    SMTSD in the log and in ``stats.attrs["cell_line_samples"]``. Raises InputError on any
+    malformed input.
     """
     if tissue_set not in TISSUE_COLUMNS:
         raise ValueError(f"tissue_set must be one of {sorted(TISSUE_COLUMNS)}, got {tissue_set!r}")
+    if cell_lines not in CELL_LINE_MODES:
+        raise ValueError(f"cell_lines must be one of {CELL_LINE_MODES}, got {cell_lines!r}")
     attrs = read_sample_attributes(samples)
     n_rows, _, columns = read_gct_header(gct)
     sample_ids = columns[2:]
@@ -333,6 +343,9 @@ def aggregate_tpm(
     _check_no_tissue(attrs, column, set(sample_ids), samples, gct)
     check_tissue_spellings(attrs, column, set(sample_ids), samples)
     sample_tissue = {s: tissue_of[s] for s in sample_ids}
+    dropped_cells: dict[str, int] = {}
+    if cell_lines == "drop":
+        dropped_cells = _drop_cell_lines(attrs, sample_tissue, tissue_set, tissues, samples)
     tissues = select_tissues(sample_tissue, tissue_set, tissues, min_samples, samples)
     if not tissues:
         raise InputError(samples, None, f"no tissue has >= {min_samples} samples in {gct}")
@@ -409,7 +422,44 @@ def aggregate_tpm(
             "sd": values.std(axis=0, ddof=1, dtype=np.float64) if len(ids) > 1 else np.nan,
         }
     )
+    if cell_lines == "drop":
+        stats.attrs["cell_line_samples"] = dropped_cells
     return targets, stats
+
+
+def _drop_cell_lines(
+    attrs: pd.DataFrame,
+    sample_tissue: dict[str, str],
+    tissue_set: str,
+    tissues: list[str] | None,
+    samples: PathLike,
+) -> dict[str, int]:
+    """Take the matrix samples of cell-line SMTSDs out of ``sample_tissue`` (their tissue
+    becomes empty: in no tissue's mean); returns the samples left out per SMTSD. Under
+    ``smtsd`` a configured cell-line tissue is an error (it would have no sample left)."""
+    smtsd_of = dict(zip(attrs["SAMPID"], attrs["SMTSD"], strict=True))
+    if tissue_set == "smtsd":
+        named = [t for t in tissues or [] if t.startswith(CELL_LINE_PREFIX)]
+        if named:
+            raise InputError(
+                samples,
+                named[0],
+                "tissues.smtsd names a cell line while gtex.cell_lines is drop: remove it from "
+                "tissues.smtsd or set gtex.cell_lines: keep",
+            )
+    dropped: dict[str, int] = {}
+    for sample in sample_tissue:
+        smtsd = smtsd_of[sample]
+        if smtsd.startswith(CELL_LINE_PREFIX):
+            dropped[smtsd] = dropped.get(smtsd, 0) + 1
+            sample_tissue[sample] = ""
+    log.info(
+        "%s: %d cell-line samples left out of their tissue (gtex.cell_lines: drop): %s",
+        samples,
+        sum(dropped.values()),
+        ", ".join(f"{name} {n}" for name, n in sorted(dropped.items())) or "none",
+    )
+    return dict(sorted(dropped.items()))
 
 
 def overlap_counts(gtex_ids, annotation_ids) -> dict[str, int]:
@@ -498,10 +548,11 @@ def write_targets(
     stats_path: PathLike,
     overlap: dict[str, int] | None = None,
     examples: dict[str, list[str]] | None = None,
+    comments: dict[str, str] | None = None,
 ) -> None:
     """Write the targets parquet (metadata isoflow.tissues) and stats.tsv, both atomically:
     ``overlap`` counts as ``# transcripts_{key}`` lines, ``examples`` as ``# examples_{key}``
-    lines (comma-separated IDs)."""
+    lines (comma-separated IDs), ``comments`` as ``# {key}`` lines last."""
     fields = [pa.field("transcript_id", pa.string()), pa.field("gene_id", pa.string())]
     fields += [pa.field(t, pa.float32()) for t in tissues]
     schema = pa.schema(fields, metadata={TISSUES_METADATA_KEY: json.dumps(tissues).encode()})
@@ -516,6 +567,8 @@ def write_targets(
                 out.write(f"# transcripts_{key}\t{value}\n")
             for key, ids in (examples or {}).items():
                 out.write(f"# examples_{key}\t{','.join(ids)}\n")
+            for key, value in (comments or {}).items():
+                out.write(f"# {key}\t{value}\n")
 
 
 def read_targets(path: PathLike) -> tuple[pd.DataFrame, list[str]]:
@@ -725,16 +778,30 @@ def build_targets(
     block_rows: int = DEFAULT_BLOCK_ROWS,
     overlap_warn_below: float | None = None,
     overlap_fail_below: float | None = None,
+    cell_lines: str = "keep",
 ) -> None:
     """The `targets` rule: aggregate, count overlap with the annotation, write both outputs.
+
+    ``cell_lines`` (``gtex.cell_lines``): ``drop`` leaves the cell-line samples out, and
+    stats.tsv gets a ``# cell_line_samples_dropped`` line (their number) and a
+    ``# cell_lines_dropped`` line (``SMTSD:count``, comma-separated).
 
     ``overlap_warn_below`` / ``overlap_fail_below`` (``gtex.overlap_*``; None: no check): the
     share of annotation transcripts that are rows of the matrix below which a warning is
     logged / the rule fails (``check_overlap``). Nothing is written unless the whole matrix
     was read and checked.
     """
-    targets, stats = aggregate_tpm(gct, samples, tissue_set, tissues, min_samples, block_rows)
+    targets, stats = aggregate_tpm(
+        gct, samples, tissue_set, tissues, min_samples, block_rows, cell_lines=cell_lines
+    )
     tissues = list(stats["tissue"])
+    comments = None
+    if "cell_line_samples" in stats.attrs:
+        dropped = stats.attrs["cell_line_samples"]
+        comments = {
+            "cell_line_samples_dropped": str(sum(dropped.values())),
+            "cell_lines_dropped": ",".join(f"{name}:{n}" for name, n in dropped.items()),
+        }
     overlap = examples = None
     if transcripts is not None:
         annotation_ids = pq.read_table(transcripts, columns=["transcript_id"]).column(0)
@@ -746,4 +813,4 @@ def build_targets(
         check_overlap(
             gtex_ids, annotation_ids, gct, transcripts, overlap_warn_below, overlap_fail_below
         )
-    write_targets(targets, stats, tissues, out_parquet, out_stats, overlap, examples)
+    write_targets(targets, stats, tissues, out_parquet, out_stats, overlap, examples, comments)

@@ -16,8 +16,11 @@ Conventions (DESIGN.md, ``results/sequences/``):
 * DNA window: ``window`` bp with the TSS at 0-based index ``window // 2`` of the window as
   read 5'->3' on the transcript's strand (so after reverse-complementing a minus-strand
   window). ``+``: ``start = tss - window // 2``; ``-``: ``end = tss + window // 2 + 1``.
-  Windows are never dropped or clipped: ``start`` may be negative and ``end`` may exceed
-  the contig length (:meth:`isoflow.genome.GenomeWindows.tokens` N-pads).
+  Windows are never clipped: with ``dna.edge: pad`` (the default) ``start`` may be
+  negative and ``end`` may exceed the contig length
+  (:meth:`isoflow.genome.GenomeWindows.tokens` N-pads); with ``drop`` (IsoFormer's loader)
+  such a window leaves the BED and is listed in a ``# dropped`` comment line instead, so the
+  dataset leaves its transcript out, counted (``DROPPED_PREFIX``).
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ from isoflow.progress import Progress
 log = logging.getLogger("isoflow.sequences")
 
 FASTA_WIDTH = 60
+# dna.edge: pad (N-padded when loaded) or drop (the transcript leaves the dataset).
+EDGE_MODES = ("pad", "drop")
+# dna_windows.bed comment line of a window dropped by dna.edge: drop (then its BED6 fields).
+DROPPED_PREFIX = "# dropped\t"
 
 
 def _as_ints(values: object) -> list[int]:
@@ -417,8 +424,17 @@ def window_starts(transcripts: pd.DataFrame, window: int) -> np.ndarray:
     return _window_start(tss, minus, window)
 
 
-def write_windows_bed(transcripts: pd.DataFrame, window: int, path: str | os.PathLike) -> int:
-    """BED6 ``chrom start end transcript_id 0 strand`` of every transcript; returns rows."""
+def write_windows_bed(
+    transcripts: pd.DataFrame,
+    window: int,
+    path: str | os.PathLike,
+    dropped: np.ndarray | None = None,
+) -> int:
+    """BED6 ``chrom start end transcript_id 0 strand`` of every transcript; returns rows.
+
+    ``dropped`` (bool per transcript, ``dna.edge: drop``): those windows are written first
+    as ``# dropped`` comment lines (``DROPPED_PREFIX`` + their BED6 fields), not as rows.
+    """
     starts = window_starts(transcripts, window)
     columns = zip(
         transcripts["chrom"].tolist(),
@@ -428,9 +444,29 @@ def write_windows_bed(transcripts: pd.DataFrame, window: int, path: str | os.Pat
         transcripts["strand"].tolist(),
         strict=True,
     )
+    lines = [f"{c}\t{s}\t{e}\t{t}\t0\t{st}\n" for c, s, e, t, st in columns]
+    if dropped is not None:
+        gone = dropped.tolist()
+        lines = [DROPPED_PREFIX + line for line, out in zip(lines, gone, strict=True) if out] + [
+            line for line, out in zip(lines, gone, strict=True) if not out
+        ]
     with atomic_path(path) as tmp, open(tmp, "w") as bed:
-        bed.write("".join(f"{c}\t{s}\t{e}\t{t}\t0\t{st}\n" for c, s, e, t, st in columns))
-    return len(transcripts)
+        bed.write("".join(lines))
+    return len(transcripts) - (int(dropped.sum()) if dropped is not None else 0)
+
+
+def read_dropped_windows(path: str | os.PathLike) -> list[str]:
+    """The transcript IDs of the ``# dropped`` lines of a windows BED (``dna.edge: drop``)."""
+    ids = []
+    with open(path, encoding="utf-8", errors="replace") as bed:
+        for line in bed:
+            if not line.startswith("#"):
+                break  # the dropped lines come first
+            if line.startswith(DROPPED_PREFIX):
+                fields = line[len(DROPPED_PREFIX) :].rstrip("\n").split("\t")
+                if len(fields) >= 4:
+                    ids.append(fields[3])
+    return ids
 
 
 def build_sequences(
@@ -443,12 +479,17 @@ def build_sequences(
     annotation_path: str | os.PathLike | None = None,
     transcripts_path: str | os.PathLike | None = None,
     contig_aliases: dict[str, str] | None = None,
+    edge: str = "pad",
 ) -> dict[str, int]:
     """Write rna.fa.gz, protein.fa.gz and dna_windows.bed; return counts for the log.
 
     Fails before writing anything when an annotation contig is missing from the FASTA
     (``contig_aliases``, as applied to the annotation, only shape the error's hint).
+    ``edge`` is ``dna.edge``: ``drop`` writes the windows that run past a contig end as
+    ``# dropped`` lines of the BED (``write_windows_bed``), ``pad`` as rows.
     """
+    if edge not in EDGE_MODES:
+        raise ValueError(f"edge must be one of {EDGE_MODES}, got {edge!r}")
     dup = transcripts["transcript_id"].duplicated()
     if dup.any():
         tid = transcripts["transcript_id"][dup].iloc[0]
@@ -480,10 +521,11 @@ def build_sequences(
             names = [r.transcript_id for r in coding]
             protein_out.writelines(_fasta_records(names, [r.protein for r in coding]))
         progress.finish()
-        write_windows_bed(transcripts, window, bed_path)
         starts = window_starts(transcripts, window)
         contig_length = transcripts["chrom"].map(genome.lengths).to_numpy(dtype=np.int64)
-        counts["windows_past_ends"] = int(((starts < 0) | (starts + window > contig_length)).sum())
+        past_ends = (starts < 0) | (starts + window > contig_length)
+        counts["windows_past_ends"] = int(past_ends.sum())
+        write_windows_bed(transcripts, window, bed_path, past_ends if edge == "drop" else None)
     counts["internal_stops"] = len(with_stops)
     if with_stops:
         log.warning(
@@ -491,10 +533,17 @@ def build_sequences(
             len(with_stops),
             ", ".join(with_stops[:5]),
         )
+    fate = (
+        "dropped (dna.edge: drop; listed as '# dropped' lines of the windows BED)"
+        if edge == "drop"
+        else "N-padded when loaded"
+    )
     log.info(
-        "%(transcripts)d transcripts, %(proteins)d proteins, %(windows_past_ends)d windows "
-        "run past a contig end (N-padded when loaded)",
-        counts,
+        "%d transcripts, %d proteins, %d windows run past a contig end (%s)",
+        counts["transcripts"],
+        counts["proteins"],
+        counts["windows_past_ends"],
+        fate,
     )
     return counts
 

@@ -17,6 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from isoflow.config import SCHEMA, load_schema
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.experiments import FACTORS, ablation_groups
@@ -28,6 +29,26 @@ from isoflow.settings import (
     rna_config,
     with_encoder_defaults,
 )
+
+# ---------------------------------------------------------------- options set away from defaults
+
+
+def set_options(
+    config: Mapping[str, Any], section: str, keys: Iterable[str], schema_path=SCHEMA
+) -> dict[str, Any]:
+    """``{key: value}`` of those ``keys`` of ``config[section]`` whose value is not the
+    schema's default: the rule params of options that must not change a rule's params (and
+    so trigger no rerun of results built before the option existed) while left at their
+    default. The schema holds the one default; an absent param leaves the library
+    function's keyword at its default, which is the same behaviour."""
+    properties = load_schema(str(schema_path))["properties"][section]["properties"]
+    values = config.get(section) or {}
+    return {
+        key: values[key]
+        for key in keys
+        if key in values and values[key] != properties[key].get("default")
+    }
+
 
 # ---------------------------------------------------------------- training runs
 
@@ -112,6 +133,162 @@ def rule_settings(config: dict) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- model bundles
+
+MODELS_DIR = "results/models"
+
+
+def export_inputs(
+    wildcards, config: dict, experiments: dict, dataset: str, genome: str
+) -> dict[str, str]:
+    """Inputs of the ``export_model`` rule: the run's declared outputs (``metrics.json``,
+    ``predictions.parquet``: the export re-predicts test transcripts against them), what
+    ``train`` read (the fingerprint that finds the checkpoint is computed from it), and the
+    genome when the run reads DNA (the check reads the windows from it)."""
+    experiment = experiments[wildcards.run]
+    inputs = train_inputs(config, experiment, dataset, genome)
+    run_dir = f"results/runs/{wildcards.run}"
+    inputs |= {
+        "metrics": f"{run_dir}/metrics.json",
+        "predictions": f"{run_dir}/predictions.parquet",
+    }
+    if "dna" in {**EXPERIMENT_DEFAULTS, **experiment}["modalities"]:
+        inputs |= {"genome": genome, "fai": f"{genome}.fai"}
+    return inputs
+
+
+def bundle_settings(config: dict) -> dict[str, Any]:
+    """What the ``export_model`` rule records: the training settings (``rule_settings``,
+    which the checkpoint fingerprint is computed from) plus ``dna``, ``split``,
+    ``dataset`` and ``demo``."""
+    keys = ("dna", "split", "dataset", "demo")
+    return rule_settings(config) | {k: config[k] for k in keys if k in config}
+
+
+def model_outputs(config: dict, experiments: Mapping[str, Any]) -> list[str]:
+    """The bundles ``rule all`` asks for: ``models.export`` (configured run names; one that
+    is not a run is an error naming it)."""
+    names = list((config.get("models") or {}).get("export") or [])
+    for name in names:
+        if name not in experiments:
+            raise InputError(
+                "config",
+                "models.export",
+                f"{name!r} is not a configured run; runs: {', '.join(experiments)}",
+            )
+    return [f"{MODELS_DIR}/{name}" for name in names]
+
+
+EXPLAIN_DIR = "results/explain"
+
+
+def explain_paths(config: dict, experiments: Mapping[str, Any]) -> dict[str, str]:
+    """Outputs of the ``explain`` rule (``isoflow.explain``) for the ``explain`` section:
+    ``{}`` without one (the rule is then not defined). ``model`` must be a configured run
+    and exactly one of ``construct`` + ``id`` or ``transcript`` names the subject."""
+    section = config.get("explain") or {}
+    if not section.get("model"):
+        return {}
+    run = section["model"]
+    if run not in experiments:
+        raise InputError(
+            "config",
+            "explain.model",
+            f"{run!r} is not a configured run; runs: {', '.join(experiments)}",
+        )
+    by_construct = bool(section.get("construct")) and bool(section.get("id"))
+    if by_construct == bool(section.get("transcript")):
+        raise InputError(
+            "config", "explain", "give either construct and id, or transcript (not both)"
+        )
+    name = section["id"] if by_construct else section["transcript"]
+    prefix = f"{EXPLAIN_DIR}/{run}/{name}"
+    return {
+        "ism": f"{prefix}.ism.parquet",
+        "ism_tsv": f"{prefix}.ism.tsv",
+        "summary": f"{prefix}.ism_summary.tsv",
+        "ism_figure": f"{prefix}.ism.png",
+        "attention": f"{prefix}.attention.tsv",
+        "attention_figure": f"{prefix}.attention.png",
+    }
+
+
+def explain_inputs(config: dict, dataset: str, genome: str) -> dict[str, str]:
+    """Inputs of the ``explain`` rule: the bundle, the construct file or the dataset (with
+    the annotation and genome) for a transcript, and those too when attention is averaged
+    over the dataset's test split (``transcripts_for_attention`` > 0)."""
+    section = config["explain"]
+    inputs = {"model": f"{MODELS_DIR}/{section['model']}"}
+    if section.get("construct"):
+        inputs["construct"] = section["construct"]
+    if section.get("transcript") or int(section.get("transcripts_for_attention", 64)) > 0:
+        inputs |= {
+            "dataset": dataset,
+            "annotation": "results/annotation/transcripts.parquet",
+            "genome": genome,
+            "fai": f"{genome}.fai",
+        }
+    return inputs
+
+
+# ---------------------------------------------------------------- construct scores
+
+CONSTRUCTS_DIR = "results/constructs"
+# rule score_constructs' outputs (isoflow.score.write_scores keys -> file names)
+CONSTRUCT_FILES = {
+    "tsv": "scores.tsv",
+    "parquet": "scores.parquet",
+    "specificity": "specificity.tsv",
+    "figure": "heatmap.svg",
+    "html": "scores.html",
+}
+
+
+def construct_models(config: dict, experiments: Mapping[str, Any]) -> list[str]:
+    """The runs whose bundles score the constructs: ``constructs.models``, or without it
+    ``models.export``; a name that is not a run is an error naming it."""
+    section = config.get("constructs") or {}
+    names = list(section.get("models") or (config.get("models") or {}).get("export") or [])
+    key = "constructs.models" if section.get("models") else "models.export"
+    if section.get("table") and not names:
+        raise InputError(
+            "config",
+            "constructs.models",
+            "constructs.table is set but no model scores it: name runs in constructs.models "
+            "(or models.export)",
+        )
+    for name in names:
+        if name not in experiments:
+            raise InputError(
+                "config", key, f"{name!r} is not a configured run; runs: {', '.join(experiments)}"
+            )
+    return names
+
+
+def score_inputs(config: dict, experiments: Mapping[str, Any]) -> dict[str, Any]:
+    """Rule ``score_constructs``' inputs: the constructs, the bundles of
+    :func:`construct_models` and the background FASTA when one is configured."""
+    section = config.get("constructs") or {}
+    inputs: dict[str, Any] = {
+        "constructs": section.get("table"),
+        "models": [f"{MODELS_DIR}/{run}" for run in construct_models(config, experiments)],
+    }
+    if section.get("background"):
+        inputs["background"] = section["background"]
+    return inputs
+
+
+def construct_outputs(config: dict) -> dict[str, str]:
+    """Rule ``score_constructs``' outputs (``CONSTRUCT_FILES`` under ``CONSTRUCTS_DIR``; the
+    specificity table only with ``constructs.target_tissues``); none without
+    ``constructs.table``."""
+    section = config.get("constructs") or {}
+    if not section.get("table"):
+        return {}
+    keys = [k for k in CONSTRUCT_FILES if k != "specificity" or section.get("target_tissues")]
+    return {k: f"{CONSTRUCTS_DIR}/{CONSTRUCT_FILES[k]}" for k in keys}
+
+
 # ---------------------------------------------------------------- embedding caches
 
 
@@ -184,6 +361,15 @@ def report_paths(
 
 
 BASELINE_METRICS = "results/baseline/metrics.json"
+
+
+def reference_inputs(config: Mapping[str, Any], dataset: str) -> dict[str, str]:
+    """The splits view's extra input: ``{"dataset": results/dataset/{dataset}.parquet}`` when
+    ``report.reference_counts`` is set (its counts per split go beside the reference's),
+    else none, so a config without the key keeps the view's inputs as they were."""
+    if (config.get("report") or {}).get("reference_counts"):
+        return {"dataset": f"results/dataset/{dataset}.parquet"}
+    return {}
 
 
 def baseline_input(rules: Any, wildcards: Any = None) -> dict[str, str]:

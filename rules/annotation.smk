@@ -16,6 +16,8 @@ rule annotation:
     resources:
         mem_mb=6000,
     params:
+        # gene_types, exclude_contigs: only when set (isoflow.workflow.set_options)
+        **set_options(config, "annotation", ["gene_types", "exclude_contigs"]),
         contig_aliases=config["contig_aliases"],
         transcript_types=config["annotation"]["transcript_types"],
         par_y=config["annotation"]["par_y"],

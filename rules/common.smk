@@ -7,7 +7,15 @@ from snakemake.utils import validate
 
 from isoflow.config import check_config
 from isoflow.experiments import expand_experiments
-from isoflow.workflow import BASELINE_METRICS, REPORT_DIR, report_paths
+from isoflow.workflow import (
+    BASELINE_METRICS,
+    REPORT_DIR,
+    construct_outputs,
+    explain_paths,
+    model_outputs,
+    report_paths,
+    set_options,
+)
 
 # One line naming the key first; then Snakemake's validate fills the schema's defaults.
 check_config(config, workflow.source_path("../config/schema.yaml"), "config")
@@ -70,7 +78,15 @@ def report_outputs():
 
 
 def all_outputs():
-    return dataset_outputs() + run_outputs() + baseline_outputs() + report_outputs()
+    return (
+        dataset_outputs()
+        + run_outputs()
+        + model_outputs(config, EXPERIMENTS)
+        + list(explain_paths(config, EXPERIMENTS).values())
+        + baseline_outputs()
+        + list(construct_outputs(config).values())
+        + report_outputs()
+    )
 
 
 DOWNLOAD_LOCK = "resources/checksums.lock"

@@ -23,3 +23,20 @@ if config.get("demo", {}).get("enabled", False):
             options=demo_options(),
         script:
             "../scripts/demo_data.py"
+
+    rule demo_constructs:
+        # Eight cassettes over the planted signal's components (docs/constructs.md, "Demo
+        # cassettes") and a random background at the demo genome's GC: their own random
+        # stream, so demo_data's outputs are untouched.
+        output:
+            constructs="resources/demo/constructs.tsv",
+            background="resources/demo/constructs_background.fa",
+        log:
+            "logs/demo_constructs/demo_constructs.log",
+        conda:
+            "../envs/isoflow.yaml"
+        params:
+            seed=config["demo"].get("seed", 0),
+            background_len=config["dna"]["window"],
+        script:
+            "../scripts/demo_constructs.py"

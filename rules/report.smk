@@ -6,7 +6,7 @@ from pathlib import Path
 
 from isoflow.experiments import FACTORS as REPORT_FACTORS
 from isoflow.settings import protein_config, rna_config
-from isoflow.workflow import REPORT_DIR, baseline_input, report_provenance
+from isoflow.workflow import REPORT_DIR, baseline_input, reference_inputs, report_provenance
 
 REPORT = config["report"]
 # Figures made from the synthetic demo say so on the figure itself.
@@ -86,6 +86,8 @@ rule report_tissues:
 rule report_splits:
     input:
         f"results/splits/{SPLIT_SCHEME}.tsv",
+        # the dataset, only when report.reference_counts is set: its counts per split
+        **reference_inputs(config, DATASET),
     output:
         figure=report(
             f"{REPORT_DIR}/data/splits.svg",
@@ -106,6 +108,7 @@ rule report_splits:
     conda:
         REPORT_ENV
     params:
+        **set_options(config, "report", ["reference_counts"]),
         scheme=SPLIT_SCHEME,
         demo=REPORT_DEMO,
     script:

@@ -9,6 +9,8 @@ rule genome_index:
         genome_fasta() + ".fai",
     log:
         "logs/genome_index/genome_index.log",
+    benchmark:
+        "benchmarks/genome_index/genome_index.tsv"
     conda:
         "../envs/isoflow.yaml"
     script:
@@ -37,6 +39,8 @@ rule sequences:
     resources:
         mem_mb=4000,
     params:
+        # edge: only when set (isoflow.workflow.set_options)
+        **set_options(config, "dna", ["edge"]),
         window=config["dna"]["window"],
         annotation=annotation_file(),
         contig_aliases=config["contig_aliases"],

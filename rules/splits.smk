@@ -9,6 +9,8 @@ rule splits:
         "results/splits/{scheme}.tsv",
     log:
         "logs/splits/{scheme}.log",
+    benchmark:
+        "benchmarks/splits/{scheme}.tsv"
     wildcard_constraints:
         scheme="gene|chrom",
     conda:

@@ -21,6 +21,8 @@ rule targets:
     resources:
         mem_mb=4000,
     params:
+        # cell_lines: only when set (isoflow.workflow.set_options)
+        **set_options(config, "gtex", ["cell_lines"]),
         tissues=lookup(dpath="tissues/{tissue_set}", within=config),
         min_samples=config["gtex"]["min_samples"],
         overlap_warn_below=config["gtex"]["overlap_warn_below"],

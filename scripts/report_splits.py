@@ -7,7 +7,14 @@ from isoflow.report.build import build_splits
 def main() -> None:
     sm = snakemake  # noqa: F821
     build_splits(
-        sm.input[0], sm.output.figure, sm.output.table, sm.params.scheme, demo=sm.params.demo
+        sm.input[0],
+        sm.output.figure,
+        sm.output.table,
+        sm.params.scheme,
+        demo=sm.params.demo,
+        # only when report.reference_counts is set (isoflow.workflow.set_options)
+        dataset=sm.input.get("dataset"),
+        reference=sm.params.get("reference_counts"),
     )
 
 

@@ -5,9 +5,13 @@ import pandas as pd
 from isoflow.jobs import run_script
 from isoflow.sequences import build_sequences
 
+# Options passed only when set away from their default (isoflow.workflow.set_options).
+OPTIONS = ("edge",)
+
 
 def main() -> None:
     io, out = snakemake.input, snakemake.output  # noqa: F821
+    params = snakemake.params  # noqa: F821
     build_sequences(
         pd.read_parquet(io.transcripts),
         io.fasta,
@@ -18,6 +22,7 @@ def main() -> None:
         annotation_path=snakemake.params.annotation,  # noqa: F821
         transcripts_path=io.transcripts,
         contig_aliases=snakemake.params.contig_aliases,  # noqa: F821
+        **{key: value for key, value in params.items() if key in OPTIONS},
     )
 
 

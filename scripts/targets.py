@@ -3,8 +3,12 @@
 from isoflow.gtex import build_targets
 from isoflow.jobs import run_script
 
+# Options passed only when set away from their default (isoflow.workflow.set_options).
+OPTIONS = ("cell_lines",)
+
 
 def main() -> None:
+    params = snakemake.params  # noqa: F821
     build_targets(
         gct=snakemake.input.tpm,  # noqa: F821
         samples=snakemake.input.samples,  # noqa: F821
@@ -16,6 +20,7 @@ def main() -> None:
         overlap_fail_below=snakemake.params.overlap_fail_below,  # noqa: F821
         out_parquet=snakemake.output.targets,  # noqa: F821
         out_stats=snakemake.output.stats,  # noqa: F821
+        **{key: value for key, value in params.items() if key in OPTIONS},
     )
 
 

@@ -132,17 +132,36 @@ class AttentionBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, queries: Tensor, keys: Tensor, key_mask: Tensor) -> Tensor:
+    def forward(
+        self, queries: Tensor, keys: Tensor, key_mask: Tensor, return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The block's output; with ``return_attention`` also the attention weights ``(B,
+        heads, L_q, L_k)`` (softmax over keys, per head; rows of a sample without keys are
+        zeroed, as its output is). Only then does ``nn.MultiheadAttention`` compute them
+        (``need_weights=True`` leaves its fused kernel, so the output may differ from the
+        default path in the last bits); the default path is unchanged."""
         has_keys = key_mask.any(dim=1)
         ignore = ~key_mask
         ignore[:, 0] &= has_keys  # one visible key for empty rows; their output is zeroed
         kv = self.norm_kv(keys)
-        attended, _ = self.attn(
-            self.norm_q(queries), kv, kv, key_padding_mask=ignore, need_weights=False
-        )
+        if return_attention:
+            attended, weights = self.attn(
+                self.norm_q(queries),
+                kv,
+                kv,
+                key_padding_mask=ignore,
+                need_weights=True,
+                average_attn_weights=False,
+            )
+            weights = weights * has_keys[:, None, None, None].to(weights.dtype)
+        else:
+            attended, _ = self.attn(
+                self.norm_q(queries), kv, kv, key_padding_mask=ignore, need_weights=False
+            )
         attended = attended * has_keys[:, None, None].to(attended.dtype)
         x = queries + self.dropout(attended)
-        return x + self.dropout(self.ff(self.norm_ff(x)))
+        out = x + self.dropout(self.ff(self.norm_ff(x)))
+        return (out, weights) if return_attention else out
 
 
 class Aggregator(nn.Module):
@@ -191,7 +210,13 @@ class CrossAttentionAggregator(Aggregator):
         # query modality is always present keep their initialisation.
         self.missing_query = nn.Parameter(torch.zeros(d_model))
 
-    def forward(self, inputs: Inputs) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, inputs: Inputs, return_attention: bool = False
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[dict[str, Tensor]]]:
+        """``(tokens, mask)``; with ``return_attention`` also, per layer, key modality ->
+        attention weights ``(B, heads, L_q, L_k)`` over that modality's tokens (in the
+        order ``inputs`` holds them; rows sum to 1 over real keys for a sample that has
+        keys, zero for one without)."""
         tokens = self.projected(inputs)
         queries, query_mask = tokens[self.query_modality]
         absent = ~query_mask.any(dim=1)
@@ -200,11 +225,19 @@ class CrossAttentionAggregator(Aggregator):
         stand_in = absent[:, None] & first
         queries = torch.where(stand_in.unsqueeze(-1), self.missing_query, queries)
         query_mask = query_mask | stand_in
+        attention: list[dict[str, Tensor]] = []
         for layer in self.layers:
+            if return_attention:
+                attention.append({})
             for m in self.key_modalities:
                 # self-attention (single modality) sees the current queries as keys
                 keys, key_mask = (queries, query_mask) if m == self.query_modality else tokens[m]
-                queries = layer[m](queries, keys, key_mask)
+                if return_attention:
+                    queries, attention[-1][m] = layer[m](queries, keys, key_mask, True)
+                else:
+                    queries = layer[m](queries, keys, key_mask)
+        if return_attention:
+            return queries, query_mask, attention
         return queries, query_mask
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from isoflow.experiments import MODALITIES
-from isoflow.model.aggregators import build_aggregator, masked_mean
+from isoflow.model.aggregators import CrossAttentionAggregator, build_aggregator, masked_mean
 from isoflow.model.encoders import Encoder
 
 
@@ -69,10 +69,14 @@ class IsoFormer(nn.Module):
             out[modality] = value
         return out
 
-    def forward(self, inputs: dict[str, Any]) -> Tensor:
+    def forward(
+        self, inputs: dict[str, Any], return_attention: bool = False
+    ) -> Tensor | tuple[Tensor, list[dict[str, Tensor]]]:
         """``inputs[modality]`` is a token dict (from ``tokenize``) or ``(emb, mask)``.
 
-        Returns (B, n_tissues).
+        Returns (B, n_tissues); with ``return_attention`` (the ``cross_attention``
+        aggregator only) also its attention weights: per layer, key modality -> ``(B,
+        heads, L_q, L_k)`` (:meth:`CrossAttentionAggregator.forward`).
         """
         embedded: dict[str, tuple[Tensor, Tensor]] = {}
         for modality in self.modalities:
@@ -82,5 +86,13 @@ class IsoFormer(nn.Module):
             else:
                 emb, mask = value
             embedded[modality] = (emb.float(), mask.bool())
+        if return_attention:
+            if not isinstance(self.aggregator, CrossAttentionAggregator):
+                raise ValueError(
+                    "attention weights come from the cross_attention aggregator, not "
+                    f"{type(self.aggregator).__name__}"
+                )
+            tokens, mask, attention = self.aggregator(embedded, return_attention=True)
+            return self.head(masked_mean(tokens, mask)), attention
         tokens, mask = self.aggregator(embedded)
         return self.head(masked_mean(tokens, mask))

@@ -56,6 +56,7 @@ from isoflow.report.tables import (
     overlap_note,
     paper_note,
     per_tissue_table,
+    reference_counts_table,
     run_rows,
     runs_display,
     runs_table,
@@ -116,12 +117,34 @@ def build_tissues(
 
 
 def build_splits(
-    splits: str | Path, figure: str | Path, table: str | Path, scheme: str, demo: bool = False
+    splits: str | Path,
+    figure: str | Path,
+    table: str | Path,
+    scheme: str,
+    demo: bool = False,
+    dataset: str | Path | None = None,
+    reference: Mapping[str, Any] | None = None,
 ) -> None:
-    """Transcripts and genes per split from ``splits/{scheme}.tsv``."""
+    """Transcripts and genes per split from ``splits/{scheme}.tsv``; with ``reference``
+    (``report.reference_counts``) also the genes and transcripts per split of ``dataset``
+    (the dataset parquet) beside the reference's, with the relative difference."""
     sizes = split_table(read_splits(splits))
     save_figure(plot_split_sizes(sizes), figure, demo)
-    write_table(sizes, table, f"Split sizes ({scheme} scheme)")
+    note = None
+    if reference:
+        if dataset is None:
+            raise ValueError("reference counts need the dataset parquet")
+        rows = pd.read_parquet(dataset, columns=["split", "gene_id"])
+        sizes = reference_counts_table(sizes, rows, reference)
+        source = f" ({reference['source']})" if reference.get("source") else ""
+        note = (
+            f"transcripts, genes: rows of splits/{scheme}.tsv (every annotation transcript). "
+            f"In dataset: rows of {Path(dataset).name} (annotation ∩ GTEx, after every "
+            f"filter). In reference: {reference['label']}{source}, from the config key "
+            "report.reference_counts, not from this run. Difference: (dataset - reference) "
+            "/ reference."
+        )
+    write_table(sizes, table, f"Split sizes ({scheme} scheme)", note=note)
 
 
 def build_lengths(

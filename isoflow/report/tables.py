@@ -84,6 +84,29 @@ def split_table(splits: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def reference_counts_table(
+    table: pd.DataFrame, dataset: pd.DataFrame, reference: Mapping[str, Any]
+) -> pd.DataFrame:
+    """``split_table(...)`` with, per split, the dataset's genes and transcripts (``dataset``:
+    its ``split`` and ``gene_id`` columns) beside the published ``reference``
+    (``report.reference_counts``: ``genes`` / ``transcripts`` per split) and the relative
+    difference (dataset - reference) / reference, as a signed percentage."""
+    table = table.copy()
+    for what in ("genes", "transcripts"):
+        ours, theirs, diff = [], [], []
+        for split in table["split"]:
+            part = dataset[dataset["split"] == split]
+            mine = part["gene_id"].nunique() if what == "genes" else len(part)
+            ref = int(reference[what][split])
+            ours.append(mine)
+            theirs.append(ref)
+            diff.append(f"{(mine - ref) / ref:+.1%}" if ref else "")
+        table[f"{what} in dataset"] = ours
+        table[f"{what} in reference"] = theirs
+        table[f"{what}: dataset vs reference"] = diff
+    return table
+
+
 def length_table(lengths: Mapping[str, np.ndarray], limits: Mapping[str, int]) -> pd.DataFrame:
     """Length quantiles per sequence kind and how many exceed the encoder's limit."""
     rows = []

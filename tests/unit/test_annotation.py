@@ -700,3 +700,224 @@ def test_blank_lines_at_a_block_start_keep_the_line_numbers():
     rows = annotation._parse_block(b"\n\r\n" + exon + b"\n" + exon, 10)
     assert rows["line"].to_list() == [10, 11, 12, 13, 14]
     assert rows.filter(rows["chrom"] == "chr1")["line"].to_list() == [12, 14]
+
+
+# --- gene_types and exclude_contigs (issue 9, the IsoFormer preset) --------------------------
+
+
+def typed_lines():
+    """Three genes on 1, X and MT: a coding gene with a coding and a retained-intron
+    transcript, a lncRNA gene, a coding gene on chrX, one on MT."""
+    pc = {"gene_type": "protein_coding"}
+    return [
+        gtf_line(
+            "1",
+            "transcript",
+            101,
+            200,
+            "+",
+            ".",
+            "TA.1",
+            "GA.1",
+            transcript_type="protein_coding",
+            **pc,
+        ),  # noqa: E501
+        gtf_line(
+            "1", "exon", 101, 200, "+", ".", "TA.1", "GA.1", transcript_type="protein_coding", **pc
+        ),  # noqa: E501
+        gtf_line(
+            "1",
+            "transcript",
+            101,
+            300,
+            "+",
+            ".",
+            "TB.1",
+            "GA.1",
+            transcript_type="retained_intron",
+            **pc,
+        ),  # noqa: E501
+        gtf_line(
+            "1", "exon", 101, 300, "+", ".", "TB.1", "GA.1", transcript_type="retained_intron", **pc
+        ),  # noqa: E501
+        gtf_line(
+            "1",
+            "transcript",
+            501,
+            600,
+            "-",
+            ".",
+            "TC.1",
+            "GC.1",
+            transcript_type="lncRNA",
+            gene_type="lncRNA",
+        ),  # noqa: E501
+        gtf_line(
+            "1",
+            "exon",
+            501,
+            600,
+            "-",
+            ".",
+            "TC.1",
+            "GC.1",
+            transcript_type="lncRNA",
+            gene_type="lncRNA",
+        ),  # noqa: E501
+        gtf_line(
+            "X",
+            "transcript",
+            101,
+            200,
+            "+",
+            ".",
+            "TD.1",
+            "GD.1",
+            transcript_type="protein_coding",
+            **pc,
+        ),  # noqa: E501
+        gtf_line(
+            "X", "exon", 101, 200, "+", ".", "TD.1", "GD.1", transcript_type="protein_coding", **pc
+        ),  # noqa: E501
+        gtf_line(
+            "MT",
+            "transcript",
+            101,
+            200,
+            "+",
+            ".",
+            "TE.1",
+            "GE.1",
+            transcript_type="protein_coding",
+            **pc,
+        ),  # noqa: E501
+        gtf_line(
+            "MT", "exon", 101, 200, "+", ".", "TE.1", "GE.1", transcript_type="protein_coding", **pc
+        ),  # noqa: E501
+    ]
+
+
+def test_gene_types_keep_every_transcript_of_the_genes(tmp_path):
+    path = write(tmp_path / "a.gtf", typed_lines())
+    df = read_annotation(path, gene_types=["protein_coding"])
+    assert sorted(df["transcript_id"]) == ["TA.1", "TB.1", "TD.1", "TE.1"]
+    assert "gene_type" not in df.columns  # not a column of transcripts.parquet
+    both = read_annotation(path, gene_types=["protein_coding"], transcript_types=["protein_coding"])
+    assert sorted(both["transcript_id"]) == ["TA.1", "TD.1", "TE.1"]
+
+
+def test_gene_types_matching_nothing_names_the_key(tmp_path):
+    path = write(tmp_path / "a.gtf", typed_lines())
+    with pytest.raises(
+        InputError,
+        match=r"no transcript of gene types \['pc'\] \(annotation\.gene_types\); "
+        r"types present include \['lncRNA', 'protein_coding'\]",
+    ):
+        read_annotation(path, gene_types=["pc"])
+
+
+def test_gene_types_on_a_file_without_gene_types(tmp_path):
+    lines = [re.sub(r'gene_type "[^"]*";\s*', "", line) for line in typed_lines()]
+    path = write(tmp_path / "a.gtf", lines)
+    with pytest.raises(
+        InputError,
+        match=r"has no gene_type / gene_biotype attribute; set annotation\.gene_types: null",
+    ):
+        read_annotation(path, gene_types=["protein_coding"])
+
+
+def test_gene_type_of_an_ensembl_gff3_comes_from_the_gene_line(tmp_path):
+    lines = [
+        "##gff-version 3",
+        "c1\tX\tgene\t1\t100\t.\t+\t.\tID=gene:G1;biotype=protein_coding;gene_id=G1",
+        "c1\tX\tmRNA\t1\t100\t.\t+\t.\tID=transcript:T1;Parent=gene:G1;biotype=protein_coding",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=transcript:T1",
+        "c1\tX\tlnc_RNA\t1\t90\t.\t+\t.\tID=transcript:T2;Parent=gene:G1;biotype=retained_intron",
+        "c1\tX\texon\t1\t90\t.\t+\t.\tParent=transcript:T2",
+        "c1\tX\tgene\t201\t300\t.\t+\t.\tID=gene:G2;biotype=lncRNA;gene_id=G2",
+        "c1\tX\tlnc_RNA\t201\t300\t.\t+\t.\tID=transcript:T3;Parent=gene:G2;biotype=lncRNA",
+        "c1\tX\texon\t201\t300\t.\t+\t.\tParent=transcript:T3",
+    ]
+    path = write(tmp_path / "a.gff3", lines)
+    df = read_annotation(path, gene_types=["protein_coding"])
+    assert sorted(df["transcript_id"]) == ["T1", "T2"]
+
+
+@pytest.mark.parametrize(
+    ("exclude", "aliases", "left"),
+    [
+        (["chrM", "chrX", "chrY"], {}, ["TA.1", "TB.1", "TC.1"]),  # chrX names X, chrM names MT
+        (["chrM"], {"MT": "chrM", "X": "chrX", "1": "chr1"}, ["TA.1", "TB.1", "TC.1", "TD.1"]),
+        (["X"], {"X": "chrX"}, ["TA.1", "TB.1", "TC.1", "TE.1"]),
+        (["chrY"], {}, ["TA.1", "TB.1", "TC.1", "TD.1", "TE.1"]),  # names nothing: logged
+    ],
+)
+def test_exclude_contigs(tmp_path, caplog, exclude, aliases, left):
+    path = write(tmp_path / "a.gtf", typed_lines())
+    with caplog.at_level("INFO"):
+        df = read_annotation(path, contig_aliases=aliases, exclude_contigs=exclude)
+    assert sorted(df["transcript_id"]) == left
+    if len(left) < 5:
+        assert "left out (annotation.exclude_contigs" in caplog.text
+    else:
+        assert "name no contig of this file" in caplog.text
+
+
+def test_contig_matches():
+    from isoflow.annotation import contig_matches
+
+    assert contig_matches("MT", "chrM") and contig_matches("chrMT", "M")
+    assert contig_matches("X", "chrX") and contig_matches("chrX", "X")
+    assert contig_matches("NC_000023.11", "chrX", {"NC_000023.11": "chrX"})
+    assert not contig_matches("chrX", "chrY") and not contig_matches("chr1", "chr10")
+    assert not contig_matches("chr1", "chrM")
+
+
+@pytest.mark.needs("shared")
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "bambu_chr9/Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf",  # Ensembl: gene_biotype
+        "genomekit_mini/gencode.v41.annotation.gff3",  # GENCODE GFF3: gene_type
+        "chrM_oracle/Ensembl_MT.gtf",  # MT: every transcript on an excluded contig
+    ],
+)
+def test_preset_filters_on_real_excerpts(relative):
+    """config/isoformer.yaml's annotation filters on real GENCODE / Ensembl files: the kept
+    transcripts are exactly those whose own and gene's types are protein_coding, read from
+    the file's transcript lines by a regular expression (an independent reading), off the
+    excluded contigs."""
+    import yaml
+
+    preset = yaml.safe_load((Path(__file__).parents[2] / "config" / "isoformer.yaml").read_text())
+    keys = preset["annotation"]
+    path = REAL / relative
+    expected = set()
+    for line in path.read_text().splitlines():
+        fields = line.split("\t")
+        if line.startswith("#") or len(fields) < 9 or fields[2] not in ("transcript", "mRNA"):
+            continue
+        attrs = fields[8]
+
+        def attr(*names, attrs=attrs):
+            for name in names:
+                found = re.search(rf'(?:^|[; ]){name}[ =]"?([^";]+)', attrs)
+                if found:
+                    return found[1]
+            return None
+
+        tx_type = attr("transcript_type", "transcript_biotype", "biotype")
+        gene_type = attr("gene_type", "gene_biotype")
+        if gene_type is None and fields[2] == "mRNA":  # Ensembl GFF3 has it on the gene line
+            gene_type = tx_type
+        if tx_type == gene_type == "protein_coding" and fields[0] not in ("MT", "chrM", "X", "Y"):
+            tid = attr("transcript_id") or attr("ID").removeprefix("transcript:")
+            version = attr("transcript_version")
+            expected.add(f"{tid}.{version}" if version and not tid.endswith(f".{version}") else tid)
+    if relative.startswith("chrM"):
+        with pytest.raises(InputError, match="no transcript of types"):
+            read_annotation(path, **keys)
+        return
+    df = read_annotation(path, **keys)
+    assert set(df["transcript_id"]) == expected and expected
+    assert not df["chrom"].isin(["MT", "chrM", "X", "Y", "chrX", "chrY"]).any()

@@ -299,7 +299,7 @@ def test_non_utf8_byte_in_the_rna_fasta_names_line_and_column(inputs, where):
 # --- chrY pseudoautosomal copies never reach the dataset by default ------------------------
 
 
-def _par_chain(tmp_path, chry, par_y):
+def _par_chain(tmp_path, chry, par_y, window=128, edge="pad"):
     """GENCODE-style GTF with a chrX PAR transcript and its ``_PAR_Y`` copy, a genome whose
     chrY PAR is N-masked (GENCODE FASTA) or a copy of chrX's (UCSC hg38), a GTEx-layout GCT
     holding both (the copy all zero, as GTEx v8): annotation -> sequences -> targets ->
@@ -334,7 +334,7 @@ def _par_chain(tmp_path, chry, par_y):
     table = read_annotation(gtf, par_y=par_y)
     write_transcripts(table, transcripts)
     seq = {k: tmp_path / f"{k}" for k in ("rna.fa.gz", "protein.fa.gz", "windows.bed")}
-    build_sequences(table, genome, 128, *seq.values())
+    build_sequences(table, genome, window, *seq.values(), edge=edge)
 
     samples = ["GTEX-A-0001-SM-1", "GTEX-B-0001-SM-2"]
     attributes = tmp_path / "attributes.tsv"
@@ -402,3 +402,38 @@ def test_targets_sequences_and_dataset_log_progress_lines(tmp_path, monkeypatch,
     assert having("dataset: RNA: 2 / 2 records (100.0%), ")
     assert having("dataset: protein: 2 records, ")
     assert all(", ETA " in line for line in having("targets: GCT: 3 / 3"))
+
+
+@pytest.mark.parametrize("edge", ["pad", "drop"])
+def test_window_edges_drop_vs_pad(tmp_path, caplog, edge):
+    """dna.edge: a 2,048-bp window around ENST1.1's TSS (0-based 100) starts at -924 and
+    ENST2.1's (1,100) at 76: pad keeps both (the loader N-pads), drop leaves ENST1.1 out of
+    the dataset, listed in the BED's '# dropped' lines and counted in the dataset log."""
+    with caplog.at_level("INFO"):
+        dataset, _ = _par_chain(tmp_path, "masked", "drop", window=2048, edge=edge)
+    bed = (tmp_path / "windows.bed").read_text().splitlines()
+    if edge == "pad":
+        assert sorted(dataset["transcript_id"]) == ["ENST1.1", "ENST2.1"]
+        assert bed == ["chrX\t-924\t1124\tENST1.1\t0\t+", "chrX\t76\t2124\tENST2.1\t0\t+"]
+        assert "N-padded when loaded" in caplog.text
+    else:
+        assert dataset["transcript_id"].tolist() == ["ENST2.1"]
+        assert bed == [
+            "# dropped\tchrX\t-924\t1124\tENST1.1\t0\t+",
+            "chrX\t76\t2124\tENST2.1\t0\t+",
+        ]
+        assert (
+            "1 transcripts (1 genes) left out: their DNA window runs past a contig end"
+            in caplog.text
+        )
+        assert "1 windows run past a contig end (dropped (dna.edge: drop" in caplog.text
+
+
+def test_a_missing_window_not_listed_as_dropped_is_still_an_error(tmp_path):
+    _par_chain(tmp_path, "masked", "drop", window=2048, edge="drop")
+    bed = tmp_path / "windows.bed"
+    bed.write_text(bed.read_text().replace("# dropped\tchrX\t-924\t1124\tENST1.1\t0\t+\n", ""))
+    paths = [tmp_path / n for n in ("transcripts.parquet", "rna.fa.gz", "protein.fa.gz")]
+    with pytest.raises(InputError, match=r"windows\.bed:ENST1\.1: no DNA window \(1 missing\)"):
+        build_dataset(*paths, bed, tmp_path / "targets.parquet", tmp_path / "splits.tsv",
+                      tmp_path / "genome.fa", tmp_path / "d.parquet")  # fmt: skip

@@ -667,3 +667,89 @@ def test_full_overlap_is_silent(tmp_path, attrs_path, caplog):
     with caplog.at_level("WARNING", logger="isoflow.gtex"):
         overlap_run(tmp_path, attrs_path, [r[0] for r in rows], rows)
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+# --- gtex.cell_lines (issue 9) ------------------------------------------------------------------
+
+CELL_LINE_RELABEL = [
+    (0, 20, "Blood", "Whole Blood"),
+    (20, 35, "Blood", "Cells - EBV-transformed lymphocytes"),
+    (35, 55, "Skin", "Skin - Sun Exposed (Lower leg)"),
+    (55, 70, "Skin", "Cells - Cultured fibroblasts"),
+    (70, 110, "Liver", "Liver"),
+    (110, 125, "Bone Marrow", "Cells - Leukemia cell line (CML)"),
+]
+
+
+@pytest.fixture
+def cell_line_attrs(tmp_path):
+    attrs = real_attrs()
+    for start, end, smts, smtsd in CELL_LINE_RELABEL:
+        attrs.loc[start : end - 1, "SMTS"] = smts
+        attrs.loc[start : end - 1, "SMTSD"] = smtsd
+    return write_attrs(tmp_path / "SampleAttributesDS.txt", attrs)
+
+
+def test_cell_line_exclusion_changes_only_blood_and_skin(tmp_path, cell_line_attrs):
+    samples = sample_ids(cell_line_attrs)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(40, len(samples)))
+    tissues = ["Blood", "Liver", "Skin"]
+    keep, keep_stats = aggregate_tpm(gct, cell_line_attrs, "smts", tissues)
+    drop, drop_stats = aggregate_tpm(gct, cell_line_attrs, "smts", tissues, cell_lines="drop")
+    assert keep_stats["tissue"].tolist() == drop_stats["tissue"].tolist() == tissues
+    np.testing.assert_array_equal(keep["Liver"], drop["Liver"])
+    for tissue in ("Blood", "Skin"):
+        assert not np.array_equal(keep[tissue], drop[tissue])
+    # drop = the mean over the non-cell-line samples only, computed with pandas
+    matrix = pd.read_csv(gct, sep="\t", skiprows=2, index_col=0).drop(columns="gene_id")
+    attrs = real_attrs().set_index("SAMPID")
+    for start, end, smts, smtsd in CELL_LINE_RELABEL:
+        attrs.iloc[start:end, attrs.columns.get_loc("SMTS")] = smts
+        attrs.iloc[start:end, attrs.columns.get_loc("SMTSD")] = smtsd
+    cells = attrs.loc[matrix.columns, "SMTSD"].str.startswith("Cells - ").to_numpy()
+    tissue = attrs.loc[matrix.columns, "SMTS"].where(~cells).to_numpy()
+    expected = np.log1p(matrix.T.groupby(tissue).mean().T)
+    for tissue in tissues:
+        np.testing.assert_allclose(drop[tissue], expected[tissue].to_numpy(), rtol=1e-6)
+    n_keep = dict(zip(keep_stats["tissue"], keep_stats["n_samples"], strict=True))
+    n_drop = dict(zip(drop_stats["tissue"], drop_stats["n_samples"], strict=True))
+    assert n_drop["Liver"] == n_keep["Liver"]
+    assert n_drop["Blood"] < n_keep["Blood"] and n_drop["Skin"] < n_keep["Skin"]
+    # with every tissue: Bone Marrow (only a cell line) is gone, nothing else changes
+    every_keep = aggregate_tpm(gct, cell_line_attrs, "smts")[1]["tissue"].tolist()
+    every_drop = aggregate_tpm(gct, cell_line_attrs, "smts", cell_lines="drop")[1]
+    assert set(every_keep) - set(every_drop["tissue"]) == {"Bone Marrow"}
+
+
+def test_cell_lines_counted_in_the_stats(tmp_path, cell_line_attrs):
+    samples = sample_ids(cell_line_attrs)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    out = {name: tmp_path / name for name in ("t.parquet", "t.stats.tsv")}
+    build_targets(gct, cell_line_attrs, None, "smts", ["Blood", "Skin"], 1, *out.values(),
+                  cell_lines="drop")  # fmt: skip
+    lines = out["t.stats.tsv"].read_text().splitlines()
+    in_matrix = set(samples)
+    attrs = real_attrs()
+    counts = {}
+    for start, end, _, smtsd in CELL_LINE_RELABEL:
+        n = len(set(attrs["SAMPID"][start:end]) & in_matrix)
+        if smtsd.startswith("Cells - ") and n:
+            counts[smtsd] = counts.get(smtsd, 0) + n
+    assert f"# cell_line_samples_dropped\t{sum(counts.values())}" in lines
+    listed = ",".join(f"{name}:{n}" for name, n in sorted(counts.items()))
+    assert f"# cell_lines_dropped\t{listed}" in lines
+    # keep (the default) writes no such line: stats.tsv as before the key existed
+    build_targets(gct, cell_line_attrs, None, "smts", ["Blood", "Skin"], 1, *out.values())
+    assert "cell_line" not in out["t.stats.tsv"].read_text()
+
+
+def test_a_configured_cell_line_tissue_with_drop_is_one_line(tmp_path, cell_line_attrs):
+    samples = sample_ids(cell_line_attrs)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(3, len(samples)))
+    with pytest.raises(
+        InputError,
+        match=r"Cells - Cultured fibroblasts: tissues\.smtsd names a cell line while "
+        r"gtex\.cell_lines is drop",
+    ):
+        aggregate_tpm(gct, cell_line_attrs, "smtsd", ["Liver", "Cells - Cultured fibroblasts"],
+                      cell_lines="drop")  # fmt: skip

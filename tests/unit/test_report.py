@@ -102,6 +102,45 @@ def test_split_view_reads_the_splits_through_their_owner(tmp_path):
     assert not out.exists()
 
 
+def test_split_view_shows_the_reference_counts_beside_the_dataset(tmp_path):
+    """report.reference_counts: the dataset's genes and transcripts per split beside the
+    reference's, with (dataset - reference) / reference; without the key, nothing."""
+    splits = tmp_path / "gene.tsv"
+    splits.write_text(
+        "transcript_id\tgene_id\tsplit\na\tg1\ttrain\nb\tg1\ttrain\nc\tg2\ttrain\n"
+        "d\tg3\tvalid\ne\tg4\ttest\n"
+    )
+    dataset = tmp_path / "d.parquet"  # b left out of the dataset (e.g. dna.edge: drop)
+    pd.DataFrame(
+        {"transcript_id": ["a", "c", "d", "e"], "gene_id": ["g1", "g2", "g3", "g4"],
+         "split": ["train", "train", "valid", "test"]}
+    ).to_parquet(dataset)  # fmt: skip
+    reference = {
+        "label": "card",
+        "source": "hf",
+        "genes": {"train": 4, "valid": 1, "test": 2},
+        "transcripts": {"train": 2, "valid": 1, "test": 1},
+    }
+    html = tmp_path / "s.html"
+    build.build_splits(
+        splits, tmp_path / "s.svg", html, "gene", dataset=dataset, reference=reference
+    )
+    text = html.read_text()
+    for column in ("genes in dataset", "genes in reference", "transcripts: dataset vs reference"):
+        assert column in text
+    assert "card (hf)" in text and "report.reference_counts" in text
+    table = tables.reference_counts_table(
+        tables.split_table(read_splits(splits)), pd.read_parquet(dataset), reference
+    ).set_index("split")
+    assert table.loc["train", "transcripts"] == 3  # the splits file
+    assert table.loc["train", "transcripts in dataset"] == 2  # the dataset
+    assert table.loc["train", "genes: dataset vs reference"] == "-50.0%"  # (2 - 4) / 4
+    assert table.loc["test", "genes: dataset vs reference"] == "-50.0%"
+    assert table.loc["valid", "transcripts: dataset vs reference"] == "+0.0%"
+    build.build_splits(splits, tmp_path / "s.svg", html, "gene")
+    assert "reference" not in html.read_text()
+
+
 def test_read_tissue_stats_drops_comment_lines(tmp_path):
     write_data_inputs(tmp_path)
     stats = readers.read_tissue_stats(tmp_path / "results/targets/smts.stats.tsv")

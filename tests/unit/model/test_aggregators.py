@@ -297,3 +297,94 @@ def test_standardizer_forward_reads_no_device_value_once_it_has_statistics():
     assert reads.count == 0
     standardizer.load_state_dict(TokenStandardizer(emb.shape[-1]).state_dict())
     assert torch.equal(standardizer(emb, mask), emb)
+
+
+def _block_forward_before_attention_weights(block, queries, keys, key_mask):
+    """AttentionBlock.forward as it was before return_attention existed (commit 0dc15ab):
+    the default path must stay exactly this."""
+    has_keys = key_mask.any(dim=1)
+    ignore = ~key_mask
+    ignore[:, 0] &= has_keys
+    kv = block.norm_kv(keys)
+    attended, _ = block.attn(
+        block.norm_q(queries), kv, kv, key_padding_mask=ignore, need_weights=False
+    )
+    attended = attended * has_keys[:, None, None].to(attended.dtype)
+    x = queries + block.dropout(attended)
+    return x + block.dropout(block.ff(block.norm_ff(x)))
+
+
+def _cross_forward_before_attention_weights(agg, inputs):
+    tokens = agg.projected(inputs)
+    queries, query_mask = tokens[agg.query_modality]
+    absent = ~query_mask.any(dim=1)
+    first = torch.zeros_like(query_mask)
+    first[:, 0] = True
+    stand_in = absent[:, None] & first
+    queries = torch.where(stand_in.unsqueeze(-1), agg.missing_query, queries)
+    query_mask = query_mask | stand_in
+    for layer in agg.layers:
+        for m in agg.key_modalities:
+            keys, key_mask = (queries, query_mask) if m == agg.query_modality else tokens[m]
+            queries = _block_forward_before_attention_weights(layer[m], queries, keys, key_mask)
+    return queries, query_mask
+
+
+@pytest.mark.parametrize("modalities", [["dna", "rna", "protein"], ["rna"]], ids="+".join)
+def test_default_forward_is_bit_identical_to_the_one_without_attention_weights(modalities):
+    """Asking for no attention weights computes exactly what the aggregator computed
+    before they could be returned (eval and train mode, same dropout draws)."""
+    agg = build_aggregator(
+        "cross_attention",
+        {m: DIMS[m] for m in modalities},
+        d_model=16,
+        depth=2,
+        heads=4,
+        dropout=0.1,
+    )
+    inputs = make_inputs(modalities)
+    for train in (False, True):
+        agg.train(train)
+        torch.manual_seed(1)
+        tokens, mask = agg(inputs)
+        torch.manual_seed(1)
+        old_tokens, old_mask = _cross_forward_before_attention_weights(agg, inputs)
+        assert torch.equal(tokens, old_tokens) and torch.equal(mask, old_mask)
+
+
+def test_attention_weights_sum_to_one_over_real_keys_and_match_the_output():
+    modalities = ["dna", "rna", "protein"]
+    agg = build_aggregator("cross_attention", DIMS, d_model=16, depth=2, heads=4).eval()
+    inputs = make_inputs(modalities)
+    with torch.no_grad():
+        tokens, mask = agg(inputs)
+        tokens_w, mask_w, attention = agg(inputs, return_attention=True)
+    torch.testing.assert_close(tokens_w, tokens, rtol=0, atol=1e-5)
+    assert torch.equal(mask_w, mask)
+    assert len(attention) == 2 and all(set(a) == {"rna", "protein"} for a in attention)
+    for per_key in attention:
+        for m, weights in per_key.items():
+            key_mask = inputs[m][1]
+            assert weights.shape == (3, 4, LENGTHS["dna"], LENGTHS[m])
+            # no weight on padding; rows of a sample with keys sum to 1, without keys to 0
+            assert (weights * ~key_mask[:, None, None, :]).abs().max() == 0
+            sums = weights.sum(-1)
+            has_keys = key_mask.any(dim=1)
+            torch.testing.assert_close(sums[has_keys], torch.ones_like(sums[has_keys]))
+            assert sums[~has_keys].abs().max() == 0 if (~has_keys).any() else True
+
+
+def test_isoformer_attention_only_from_cross_attention():
+    from isoflow.model.isoformer import IsoFormer
+
+    inputs = make_inputs(["rna", "protein"])
+    dims = {"rna": DIMS["rna"], "protein": DIMS["protein"]}
+    model = IsoFormer(3, dims=dims, aggregator="cross_attention", d_model=16, heads=2).eval()
+    with torch.no_grad():
+        plain = model(inputs)
+        out, attention = model(inputs, return_attention=True)
+    torch.testing.assert_close(out, plain, rtol=0, atol=1e-5)
+    assert list(attention[0]) == ["protein"]
+    concat = IsoFormer(3, dims=dims, aggregator="concat", d_model=16)
+    with pytest.raises(ValueError, match="cross_attention"):
+        concat(inputs, return_attention=True)

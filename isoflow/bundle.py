@@ -1,0 +1,726 @@
+"""A trained run as a self-contained model bundle, and the inference API over it.
+
+``export_bundle`` (rule ``export_model``) turns ``results/runs/{run}/`` into
+``results/models/{run}/``::
+
+    manifest.json     format version, tissues (output order), modalities, aggregator and
+                      model sizes, each encoder's spec and how it is fed (cached: frozen and
+                      pooled; raw: inside the network), dna.window, rna/protein settings, the
+                      dataset (name, sha256), the checkpoint it came from, test metrics, the
+                      export check
+    model.pt          the best checkpoint's module state (parameters and buffers of the
+                      network: aggregator, head, and the encoders read raw; no optimizer)
+    encoders/NAME.pt  the frozen weights of a tiny encoder read through the embedding cache
+    README.md         the model card
+
+``load_model(path)`` rebuilds a :class:`Model` from the bundle alone (no training config, no
+``results/``): tiny encoders come from the bundle's files; a pretrained encoder's weights are
+GBs, so the bundle records their folder and the download record (``isoflow_source.json``:
+commit or per-file sha256) and checks it at load. ``Model.predict`` takes raw sequences and
+returns log(1 + TPM) per tissue, the units of ``predictions.parquet``; docs/bundle.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from isoflow.alphabet import DNA_LETTER_CODES, is_missing, truncate
+from isoflow.errors import InputError
+from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+from isoflow.experiments import MODALITIES, run_name
+from isoflow.files import atomic_path
+
+log = logging.getLogger("isoflow.bundle")
+
+FORMAT = 1  # bump when a bundle written before can no longer be read as it is
+MANIFEST = "manifest.json"
+WEIGHTS = "model.pt"
+ENCODER_DIR = "encoders"
+CARD = "README.md"
+# What load_model needs from a manifest (a bundle lacking one fails with one line naming it).
+REQUIRED_KEYS = (
+    "format",
+    "run",
+    "tissues",
+    "modalities",
+    "aggregator",
+    "model",
+    "dna",
+    "rna",
+    "protein",
+    "encoders",
+    "precision",
+    "eval_batch_size",
+    "dataset",
+    "metrics",
+)
+ENCODER_KEYS = ("name", "mode", "spec")
+# Largest |bundle - predictions.parquet| the export check accepts (log1p TPM). float32 on
+# a CPU: measured up to 3.4e-5 on the demo's runs (all 361 test transcripts; docs/bundle.md):
+# the frozen encoders see other batches than rule embed gave them (other padding), and a
+# last-bit difference can flip the float16 the cache rounds to. Under bf16 autocast (a GPU
+# run's default) a prediction carries bf16's ~0.4 % rounding of each activation: that bound
+# is a choice, not a measurement.
+CHECK_TOLERANCE = {"float32": 2e-4, "bf16": 5e-2}
+CHECK_N = 64  # test transcripts the export re-predicts
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One transcript as the model reads it (any object with these attributes will do).
+
+    ``dna``: the ``dna.window`` bp around the TSS read 5'->3' on the transcript's strand
+    (already reverse-complemented for a minus-strand transcript), TSS at index
+    ``window // 2``; a str (``ACGTN``, any other letter reads as N) or uint8 tokens.
+    ``rna``: the spliced transcript 5'->3' (untruncated: the model cuts it as training did).
+    ``protein``: the translated CDS, ``None`` or ``""`` for a non-coding transcript.
+    """
+
+    id: str
+    dna: str | np.ndarray | None = None
+    rna: str | None = None
+    protein: str | None = None
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _autocast_bf16(precision: str | None, device: torch.device) -> bool:
+    """Whether training scored its test split under bf16 autocast on this kind of device
+    (``isoflow.train``: ``train.precision`` null means bf16-mixed on a GPU)."""
+    resolved = precision or ("bf16-mixed" if device.type == "cuda" else "32-true")
+    return device.type == "cuda" and str(resolved).startswith("bf16")
+
+
+# ---------------------------------------------------------------------------- the model
+
+
+class Model:
+    """A trained IsoFormer ready to score sequences (build it with :func:`load_model`).
+
+    ``tissues``: output columns in order; ``modalities``: what it reads (dna, rna, protein);
+    ``dna_window``: length of the DNA input; ``rna_max_nt`` / ``rna_truncate`` and
+    ``protein_max_aa``: how longer sequences are cut (as training cut them); ``card``: the
+    manifest. ``predict`` = ``head(embed(inputs))``: a caller that changes one modality
+    (in-silico mutagenesis) embeds the others once and reuses them.
+    """
+
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        network: torch.nn.Module,
+        frozen: dict[str, tuple[torch.nn.Module, int]],
+        device: torch.device,
+        path: Path | None = None,
+    ):
+        self.card = manifest
+        self.path = path
+        self.network = network
+        self.frozen = frozen  # modality -> (frozen encoder, pool_to): the cached modalities
+        self.device = device
+        self.tissues: list[str] = list(manifest["tissues"])
+        self.modalities: tuple[str, ...] = tuple(manifest["modalities"])
+        self.dna_window = int(manifest["dna"]["window"])
+        self.rna_max_nt = int(manifest["rna"]["max_nt"])
+        self.rna_truncate = str(manifest["rna"]["truncate"])
+        self.protein_max_aa = int(manifest["protein"]["max_aa"])
+        self.batch_size = int(manifest["eval_batch_size"])
+        self.autocast = _autocast_bf16(manifest["precision"], device)
+
+    def __repr__(self) -> str:
+        return (
+            f"Model({self.card['run']!r}, modalities={self.modalities}, "
+            f"{len(self.tissues)} tissues, dna_window={self.dna_window}, device={self.device})"
+        )
+
+    # ---- inputs as training fed them
+
+    def _dna(self, item: Any) -> np.ndarray:
+        seq = getattr(item, "dna", None)
+        if isinstance(seq, np.ndarray):
+            tokens = np.minimum(seq.astype(np.uint8, copy=False), 4)
+        elif isinstance(seq, str | bytes):
+            from isoflow.genome import encode
+
+            try:
+                tokens = encode(seq)
+            except UnicodeEncodeError as err:
+                raise InputError(None, item.id, f"DNA has a non-ASCII letter: {err}") from None
+        else:
+            raise InputError(None, getattr(item, "id", None), "no DNA sequence (.dna)")
+        if len(tokens) != self.dna_window:
+            raise InputError(
+                None,
+                item.id,
+                f"DNA is {len(tokens)} bp; this model reads windows of {self.dna_window} bp "
+                "centred on the TSS",
+            )
+        return tokens
+
+    def _sequence(self, item: Any, modality: str) -> Any:
+        """The input of one modality as the training loader or the embedding cache gave it:
+        a cached modality gets the whole sequence (its frozen encoder cuts it, as rule embed
+        ran it); a raw one is cut to ``rna.max_nt`` / ``protein.max_aa`` first, as
+        ``isoflow.loader`` does."""
+        if modality == "dna":
+            return self._dna(item)
+        seq = getattr(item, modality, None)
+        if is_missing(seq):
+            if modality == "rna":
+                raise InputError(None, getattr(item, "id", None), "no RNA sequence (.rna)")
+            return None
+        seq = str(seq)
+        if modality in self.frozen:
+            return seq
+        if modality == "rna":
+            return truncate(seq, self.rna_max_nt, self.rna_truncate)
+        return truncate(seq, self.protein_max_aa)
+
+    # ---- the two halves
+
+    @torch.no_grad()
+    def embed(
+        self,
+        inputs: Sequence[Any],
+        modalities: Sequence[str] | None = None,
+        *,
+        batch_size: int | None = None,
+    ) -> dict[str, list[torch.Tensor]]:
+        """Modality -> one float32 CPU tensor ``(L_i, D)`` per input: what the aggregator
+        reads. A cached modality: the frozen encoder's tokens mean-pooled to ``pool_to``
+        rows and rounded to float16, exactly as ``isoflow.embed`` stored them; a raw one:
+        the network's own encoder's tokens. A missing protein is a ``(0, D)`` tensor."""
+        modalities = list(modalities or self.modalities)
+        unknown = set(modalities) - set(self.modalities)
+        if unknown:
+            raise ValueError(f"this model reads {self.modalities}, not {sorted(unknown)}")
+        batch_size = int(batch_size or self.batch_size)
+        out: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            for modality in modalities:
+                seqs = [self._sequence(item, modality) for item in chunk]
+                out[modality] += self._encode(modality, seqs, [item.id for item in chunk])
+        return out
+
+    def _encode(self, modality: str, seqs: list, ids: list[str]) -> list[torch.Tensor]:
+        present = [i for i, s in enumerate(seqs) if s is not None]
+        rows: list[torch.Tensor | None] = [None] * len(seqs)
+        if present:
+            batch = [seqs[i] for i in present]
+            if modality in self.frozen:
+                from isoflow.embed import encode_pooled
+
+                encoder, pool_to = self.frozen[modality]
+                names = [ids[i] for i in present]
+                pooled = encode_pooled(encoder, batch, pool_to, self.device, names)
+                # stored float16 in the cache, cast back to float32 by the model: the same
+                encoded = [p.to(torch.float16).float() for p in pooled]
+            else:
+                encoder = self.network.encoders[modality]
+                tokens = {k: v.to(self.device) for k, v in encoder.tokenize(batch).items()}
+                with self._autocast():
+                    emb, mask = encoder(**tokens)
+                emb, lengths = emb.float().cpu(), mask.sum(dim=1).cpu()
+                encoded = [emb[r, : int(lengths[r])] for r in range(len(batch))]
+            for i, value in zip(present, encoded, strict=True):
+                rows[i] = value
+        width = self.frozen[modality][0].dim if modality in self.frozen else None
+        width = width or self.network.encoders[modality].dim
+        return [r if r is not None else torch.zeros((0, width)) for r in rows]
+
+    @torch.no_grad()
+    def head(
+        self, embeddings: dict[str, Sequence[torch.Tensor]], *, batch_size: int | None = None
+    ) -> np.ndarray:
+        """``(n, n_tissues)`` float32 predictions from :meth:`embed`'s output (every
+        modality the model reads, n tensors each; lists may repeat one tensor)."""
+        missing = set(self.modalities) - set(embeddings)
+        if missing:
+            raise ValueError(f"embeddings lack {sorted(missing)}")
+        n = {len(v) for v in embeddings.values()}
+        if len(n) != 1:
+            raise ValueError(f"modalities hold different numbers of inputs: {sorted(n)}")
+        total = n.pop()
+        batch_size = int(batch_size or self.batch_size)
+        out = np.zeros((total, len(self.tissues)), dtype=np.float32)
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            batch = {m: _padded(embeddings[m][start:stop], self.device) for m in self.modalities}
+            with self._autocast():
+                predicted = self.network(batch).float()
+            out[start:stop] = predicted.cpu().numpy()
+        return out
+
+    def predict(
+        self,
+        inputs: Sequence[Any],
+        *,
+        batch_size: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """``(n, n_tissues)`` float32 log(1 + TPM) per tissue (``self.tissues`` order) for
+        objects with ``.id``, ``.dna``, ``.rna``, ``.protein`` (:class:`ModelInput`).
+        ``batch_size``: default the run's evaluation batch size; ``progress(done, total)``
+        is called after each batch."""
+        batch_size = int(batch_size or self.batch_size)
+        inputs = list(inputs)
+        out = np.zeros((len(inputs), len(self.tissues)), dtype=np.float32)
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            out[start : start + len(chunk)] = self.head(self.embed(chunk, batch_size=batch_size))
+            if progress is not None:
+                progress(start + len(chunk), len(inputs))
+        return out
+
+    def _autocast(self):
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+
+def _padded(
+    rows: Sequence[torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(emb (B, L, D), mask (B, L))`` of per-input rows, L the longest (at least 1),
+    padding zero: the layout ``EmbeddingCache.gather`` gives training."""
+    lengths = [len(r) for r in rows]
+    width = max(max(lengths, default=0), 1)
+    dim = rows[0].shape[1]
+    emb = torch.zeros((len(rows), width, dim))
+    for i, r in enumerate(rows):
+        emb[i, : len(r)] = r
+    mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+    return emb.to(device), mask.to(device)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The bundle's manifest, checked: this ``FORMAT`` and every ``REQUIRED_KEYS``; anything
+    else is one line naming the bundle and the key."""
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise InputError(path, MANIFEST, "not a model bundle: no manifest (rule export_model)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(manifest_path, None, f"not JSON: {err}") from None
+    if not isinstance(manifest, dict) or "format" not in manifest:
+        raise InputError(manifest_path, "format", "missing: not an isoflow model bundle")
+    if manifest["format"] != FORMAT:
+        raise InputError(
+            manifest_path,
+            "format",
+            f"bundle format {manifest['format']!r}, this isoflow reads format {FORMAT}: "
+            "export the run again (rule export_model) with this version",
+        )
+    for key in REQUIRED_KEYS:
+        if key not in manifest:
+            raise InputError(manifest_path, key, f"missing from a format {FORMAT} manifest")
+    for modality in manifest["modalities"]:
+        entry = manifest["encoders"].get(modality)
+        for key in ENCODER_KEYS:
+            if not isinstance(entry, dict) or key not in entry:
+                raise InputError(manifest_path, f"encoders.{modality}.{key}", "missing")
+    return manifest
+
+
+def _bundle_file(path: Path, name: str) -> Path:
+    file = path / name
+    if not file.is_file():
+        raise InputError(path, name, "missing from the bundle (copy the whole folder)")
+    return file
+
+
+def _pretrained_folder(path: Path, modality: str, entry: dict) -> Path:
+    """A pretrained encoder's weights folder, checked against the download record the
+    bundle holds (commit, or each file's sha256): weights from another download fail."""
+    from isoflow.weights import SOURCE_FILE
+
+    recorded = entry.get("pretrained") or {}
+    folder = Path(recorded.get("path") or "")
+    source = folder / SOURCE_FILE
+    where = f"encoders.{modality}.pretrained"
+    if not source.is_file():
+        raise InputError(
+            path / MANIFEST,
+            where,
+            f"pretrained {entry['name']} weights not found at {folder} (no {SOURCE_FILE}); "
+            "download them (rule download_encoders) or fix the path in the manifest",
+        )
+    seen = json.loads(source.read_text())
+    for key in ("commit", "sha256"):
+        if recorded.get(key) != seen.get(key):
+            raise InputError(
+                source,
+                key,
+                f"{seen.get(key)!r} differs from the {recorded.get(key)!r} the model was "
+                f"trained with ({path}): other {entry['name']} weights",
+            )
+    for name in seen.get("files", []):
+        if not (folder / name).is_file():
+            raise InputError(source, name, "listed weight file is missing")
+    return folder
+
+
+def _build_encoder(path: Path, modality: str, entry: dict) -> torch.nn.Module:
+    """The encoder of ``entry`` with its trained weights: a tiny one's from the bundle
+    (cached modalities; a raw one's come with ``model.pt``), a pretrained one's from its
+    checked download folder."""
+    from isoflow.model.encoders import build_encoder
+
+    spec = dict(entry["spec"])
+    if spec.get("source") == "pretrained":
+        spec["path"] = str(_pretrained_folder(path, modality, entry))
+    encoder = build_encoder(entry["name"], {**spec, "finetune_last": 0})
+    if entry.get("weights"):
+        state = torch.load(
+            _bundle_file(path, entry["weights"]), map_location="cpu", weights_only=True
+        )
+        encoder.load_state_dict(state)
+    return encoder
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None) -> Model:
+    """The :class:`Model` of bundle ``path`` (``results/models/{run}/``) on ``device``
+    (default: CUDA when available), in eval mode."""
+    from isoflow.model.isoformer import IsoFormer
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    raw, frozen, dims = {}, {}, {}
+    for modality in manifest["modalities"]:
+        entry = manifest["encoders"][modality]
+        if entry["mode"] == "cached":
+            encoder = _build_encoder(path, modality, entry).to(device).eval()
+            frozen[modality] = (encoder, int(entry["spec"]["pool_to"]))
+            dims[modality] = encoder.dim
+        else:
+            raw[modality] = _build_encoder(path, modality, entry)
+    model = manifest["model"]
+    network = IsoFormer(
+        n_tissues=len(manifest["tissues"]),
+        encoders=raw,
+        dims=dims,
+        aggregator=manifest["aggregator"],
+        d_model=model["d_model"],
+        depth=model["depth"],
+        heads=model["heads"],
+        dropout=model["dropout"],
+        n_latents=model["n_latents"],
+    )
+    state = torch.load(_bundle_file(path, WEIGHTS), map_location="cpu", weights_only=True)
+    expected, found = set(network.state_dict()), set(state)
+    if expected != found:
+        differ = sorted(expected ^ found)
+        raise InputError(
+            path / WEIGHTS,
+            differ[0],
+            f"weights do not fit the model the manifest describes ({len(differ)} parameters "
+            "or buffers differ)",
+        )
+    network.load_state_dict(state)
+    network.to(device).eval()
+    return Model(manifest, network, frozen, device, path)
+
+
+# ---------------------------------------------------------------------------- exporting
+
+
+def dataset_inputs(
+    frame: pd.DataFrame, genome_fasta: str | os.PathLike | None = None
+) -> list[ModelInput]:
+    """:class:`ModelInput` of dataset rows, the DNA read from the genome as training reads
+    it (``GenomeWindows.tokens``: N-padded past contig ends, reverse-complemented on -);
+    no DNA without a genome."""
+    from isoflow.genome import GenomeWindows
+
+    genome = GenomeWindows(genome_fasta) if genome_fasta else None
+    inputs = []
+    for row in frame.itertuples(index=False):
+        dna = None
+        if genome is not None:
+            start, end = int(row.window_start), int(row.window_end)
+            tokens = genome.tokens(row.chrom, start, end, row.strand)
+            dna = DNA_LETTER_CODES[np.minimum(tokens, 4)].tobytes().decode("ascii")
+        inputs.append(
+            ModelInput(
+                id=row.transcript_id,
+                dna=dna,
+                rna=row.rna_seq,
+                protein=None if is_missing(row.protein_seq) else row.protein_seq,
+            )
+        )
+    return inputs
+
+
+def _encoder_entries(
+    settings: dict,
+    experiment: dict,
+    cache_dirs: dict[str, str | os.PathLike],
+    cached_dims: dict[str, int],
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, dict], dict[str, torch.nn.Module]]:
+    """Manifest entries of the run's encoders, and the frozen ones whose weights the bundle
+    keeps (tiny, cached). A cached encoder's spec is the one its cache records (what
+    actually made the embeddings); a raw one's is the training spec."""
+    from isoflow.embed import EmbeddingCache, frozen_encoder
+    from isoflow.model.encoders import spec_from_config
+    from isoflow.settings import encoder_names, with_encoder_defaults
+    from isoflow.weights import read_source
+    from isoflow.workflow import weights_dir
+
+    entries, keep = {}, {}
+    for modality, name in encoder_names(settings, experiment).items():
+        if modality in cached_dims:
+            if modality not in cache_dirs:
+                raise InputError(None, modality, "the run reads a cache: give its folder")
+            meta = EmbeddingCache(cache_dirs[modality]).meta
+            spec = with_encoder_defaults(meta.get("spec") or spec_from_config(settings, name))
+            entry = {"name": meta.get("encoder", name), "mode": "cached", "spec": spec}
+            if int(meta["dim"]) != int(cached_dims[modality]):
+                raise InputError(cache_dirs[modality], "dim", "differs from the checkpoint's")
+        else:
+            spec = with_encoder_defaults(spec_from_config(settings, name))
+            entry = {"name": name, "mode": "raw", "spec": spec, "weights": None}  # in model.pt
+            if not any(k.startswith(f"encoders.{modality}.") for k in state):
+                raise InputError(None, modality, "checkpoint holds no weights of this encoder")
+        if spec["source"] == "pretrained":
+            folder = Path(weights_dir(entry["name"], spec)).resolve()
+            record = read_source(folder)
+            entry["pretrained"] = {
+                "path": str(folder),
+                "commit": record.get("commit"),
+                "sha256": record.get("sha256"),
+            }
+            entry["weights"] = None
+        elif entry["mode"] == "cached":
+            entry["weights"] = f"{ENCODER_DIR}/{entry['name']}.pt"
+            keep[entry["weights"]] = frozen_encoder(entry["name"], spec)
+        entries[modality] = entry
+    return entries, keep
+
+
+def _card(manifest: dict[str, Any], frame: pd.DataFrame) -> str:
+    """The bundle's README.md."""
+    metrics = manifest["metrics"]
+    mean = metrics.get("mean") or {}
+    counts = frame["split"].value_counts()
+
+    def number(value):
+        return "n/a" if value is None else f"{value:.3f}"
+
+    fed = {"cached": "frozen, pooled as the embedding cache", "raw": "in the network"}
+    encoders = "\n".join(
+        f"- {m}: `{e['name']}` ({e['spec']['source']}, {fed[e['mode']]})"
+        for m, e in manifest["encoders"].items()
+    )
+    split = manifest.get("split") or {}
+    return f"""# isoflow model `{manifest["run"]}`
+
+Predicts transcript-isoform expression, log(1 + TPM) in each of {len(manifest["tissues"])}
+tissues, from {", ".join(manifest["modalities"])} (IsoFormer-style, {manifest["aggregator"]}
+aggregator). Load it with `isoflow.load_model("<this folder>")`; docs/bundle.md.
+
+## Data
+Dataset `{manifest["dataset"]["name"]}` (sha256 `{manifest["dataset"]["sha256"]}`):
+{counts.get("train", 0)} training, {counts.get("valid", 0)} validation and
+{counts.get("test", 0)} test transcripts, split by `{split.get("scheme", "unrecorded")}`
+(a gene's isoforms on one side for `gene`). {manifest.get("data") or ""}
+
+Encoders:
+{encoders}
+
+Inputs: DNA {manifest["dna"]["window"]} bp centred on the TSS, 5'->3' on the transcript's
+strand; RNA up to {manifest["rna"]["max_nt"]} nt ({manifest["rna"]["truncate"]}); protein
+up to {manifest["protein"]["max_aa"]} residues (N-terminal part).
+
+## Test metrics
+Mean over tissues on the {metrics.get("n_test")} test transcripts: R² {number(mean.get("r2"))},
+Spearman {number(mean.get("spearman"))}, Pearson {number(mean.get("pearson"))};
+within-gene Spearman {number(metrics.get("within_gene_spearman"))};
+collapsed: {str(metrics.get("collapsed")).lower()}. Per tissue: `manifest.json` → `metrics`.
+
+## Intended use
+Ranking and comparing sequences of the kind it was trained on: annotated transcripts in
+their genomic context, in the tissues listed in `manifest.json`.
+
+## Limits
+- Out of distribution for anything else: an episomal construct (an rAAV cassette, a
+  plasmid reporter) has no chromatin or genomic neighbourhood, and the DNA around it in the
+  window is not what the model saw; read its scores as relative, not as TPM.
+- Trained on mean expression per tissue (GTEx bulk RNA-seq): no cell types, no individuals.
+- A synthetic-data (demo) or tiny-encoder model demonstrates the pipeline only; its
+  numbers say nothing about biology.
+"""
+
+
+def export_bundle(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    config: dict,
+    experiment: dict,
+    dataset_path: str | os.PathLike,
+    cache_dirs: dict[str, str | os.PathLike] | None = None,
+    genome_fasta: str | os.PathLike | None = None,
+    check_n: int = CHECK_N,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Write the bundle of the run in ``run_dir`` to ``out_dir`` (atomically); returns its
+    manifest.
+
+    ``config``: the settings the run was trained with (rule ``train``'s ``settings`` param,
+    plus ``dna``, ``split``, ``dataset`` and ``demo`` when present); ``experiment``,
+    ``dataset_path`` and ``cache_dirs``: as rule ``train`` had them. The checkpoint is the
+    best one of exactly these settings and data (``checkpoints.best_checkpoint``). Before
+    the folder is put in place, ``check_n`` test transcripts are predicted from their
+    sequences by the bundle as loaded, and must match the run's ``predictions.parquet``
+    (``CHECK_TOLERANCE``); the result is recorded in the manifest (``check``)."""
+    from isoflow.checkpoints import best_checkpoint, run_fingerprint
+    from isoflow.dataset import read_dataset
+    from isoflow.settings import model_config, protein_config, rna_config, train_config
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    experiment = {**EXPERIMENT_DEFAULTS, **experiment}
+    cache_dirs = dict(cache_dirs or {})
+    fingerprint = run_fingerprint(config, experiment, dataset_path, cache_dirs)
+    checkpoint = best_checkpoint(run_dir, fingerprint)
+    log.info("exporting %s", checkpoint)
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    hparams = saved.get("hyper_parameters") or {}
+    state = {
+        k.removeprefix("model."): v
+        for k, v in saved["state_dict"].items()
+        if k.startswith("model.")
+    }
+    cached_dims = {m: int(d) for m, d in (hparams.get("cached_dims") or {}).items()}
+
+    frame, tissues = read_dataset(dataset_path)
+    if list(hparams.get("tissues", tissues)) != list(tissues):
+        raise InputError(checkpoint, "tissues", f"differ from the dataset's ({dataset_path})")
+    widths = set((frame["window_end"] - frame["window_start"]).tolist())
+    window = (config.get("dna") or {}).get("window")
+    if len(widths) != 1 or (window is not None and widths != {int(window)}):
+        raise InputError(
+            dataset_path,
+            "window_end",
+            f"DNA windows of {sorted(widths)[:3]} bp; config dna.window is {window}",
+        )
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    entries, keep = _encoder_entries(config, experiment, cache_dirs, cached_dims, state)
+    train = train_config(config)
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "run": run_name(experiment),
+        "tissues": list(tissues),
+        "modalities": [m for m in MODALITIES if m in experiment["modalities"]],
+        "aggregator": experiment["aggregator"],
+        "experiment": experiment,
+        "model": model_config(config),
+        "dna": {"window": widths.pop()},
+        "rna": rna_config(config),
+        "protein": protein_config(config),
+        "encoders": entries,
+        "precision": train["precision"],
+        "eval_batch_size": int(train["eval_batch_size"] or train["batch_size"]),
+        "dataset": {
+            "name": (config.get("dataset") or {}).get("name") or Path(dataset_path).stem,
+            "sha256": fingerprint["dataset"]["sha256"],
+            "transcripts": {s: int(n) for s, n in frame["split"].value_counts().items()},
+        },
+        "split": config.get("split"),
+        "data": (
+            "Synthetic demo data (isoflow.demo), not GTEx."
+            if (config.get("demo") or {}).get("enabled")
+            else None
+        ),
+        "checkpoint": {
+            "file": checkpoint.name,
+            "epoch": saved.get("epoch"),
+            "sha256": _sha256(checkpoint),
+            "fingerprint": fingerprint,
+        },
+        "metrics": metrics,
+    }
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        torch.save(state, tmp / WEIGHTS)
+        for name, encoder in keep.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(encoder.state_dict(), tmp / name)
+        (tmp / CARD).write_text(_card(manifest, frame))
+        _write_manifest(tmp, manifest)
+        model = load_model(tmp, device=device)
+        manifest["check"] = _check(model, run_dir, frame, dataset_path, genome_fasta, check_n)
+        _write_manifest(tmp, manifest)
+    return manifest
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    text = json.dumps(manifest, indent=2, allow_nan=False, default=str) + "\n"
+    (folder / MANIFEST).write_text(text)
+
+
+def _check(
+    model: Model,
+    run_dir: Path,
+    frame: pd.DataFrame,
+    dataset_path,
+    genome_fasta,
+    check_n: int,
+) -> dict[str, Any]:
+    """Predict the first ``check_n`` test transcripts (dataset order) with the bundle and
+    compare with the run's ``predictions.parquet``; beyond ``CHECK_TOLERANCE`` is an error."""
+    test = frame[frame["split"] == "test"].head(check_n)
+    if "dna" in model.modalities:
+        genome_fasta = genome_fasta or frame.attrs.get("genome")
+    else:
+        genome_fasta = None
+    predicted = model.predict(dataset_inputs(test, genome_fasta))
+    expected = _run_predictions(run_dir, test["transcript_id"], model.tissues)
+    diff = float(np.max(np.abs(predicted - expected))) if len(test) else 0.0
+    kind = "bf16" if model.autocast else "float32"
+    tolerance = CHECK_TOLERANCE[kind]
+    if not diff <= tolerance:
+        raise InputError(
+            run_dir / "predictions.parquet",
+            None,
+            f"the exported model predicts the first {len(test)} test transcripts up to "
+            f"{diff:.3g} away from the run's predictions (tolerance {tolerance}, {kind}): "
+            "the bundle does not reproduce the run",
+        )
+    log.info("check: %d test transcripts, max |diff| %.3g (%s)", len(test), diff, kind)
+    return {
+        "n": len(test),
+        "max_abs_diff": diff,
+        "tolerance": tolerance,
+        "arithmetic": kind,
+        "device": model.device.type,
+    }
+
+
+def _run_predictions(run_dir: Path, transcript_ids, tissues: list[str]) -> np.ndarray:
+    """``(n, n_tissues)`` of a run's ``predictions.parquet`` for ``transcript_ids``."""
+    table = pd.read_parquet(run_dir / "predictions.parquet")
+    wide = table.pivot(index="transcript_id", columns="tissue", values="predicted")
+    return wide.loc[list(transcript_ids), list(tissues)].to_numpy(dtype=np.float32)

@@ -1,0 +1,59 @@
+"""The ``isoflow`` console script: ``isoflow <command> [options]``.
+
+Each command lives in its own module, imported only when that command runs, so ``isoflow
+--help`` starts without torch. A command module defines ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit status). Errors a user can act on
+(:class:`isoflow.errors.InputError` and friends) end the command with their one line on stderr
+and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+from isoflow.errors import InputError
+
+# command name -> module; a module is imported only when its command is asked for.
+COMMANDS = {
+    "score": "isoflow.score",
+    "explain": "isoflow.explain",
+    "variants": "isoflow.variants",
+}
+
+
+def _module(name: str):
+    return importlib.import_module(COMMANDS[name])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    available = [name for name in COMMANDS if importlib.util.find_spec(COMMANDS[name])]
+    top = argparse.ArgumentParser(
+        prog="isoflow",
+        description="Use a trained isoflow model: score constructs, explain a prediction, "
+        "predict variant effects. Run `isoflow COMMAND --help` for a command's options.",
+    )
+    top.add_argument("command", choices=available, help="one of: " + ", ".join(available))
+    top.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0
+    ns = top.parse_args(argv[:1])
+    module = _module(ns.command)
+    parser = argparse.ArgumentParser(prog=f"isoflow {ns.command}", description=module.HELP)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return int(module.run(args) or 0)
+    except InputError as err:
+        sys.stderr.write(f"isoflow {ns.command}: error: {err}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,722 @@
+"""``isoflow variants``: the predicted effect of sequence variants on transcript expression.
+
+A variant table (TSV ``chrom pos ref alt [id]`` with VCF's 1-based ``pos``, or a VCF, plain
+or bgzip) + a model bundle + the genome FASTA + the annotation's ``transcripts.parquet`` ->
+one row per (variant, transcript whose DNA window holds the variant): alt - ref per tissue
+in log(1 + TPM), and which of the model's inputs the variant changes (the DNA window always;
+the RNA when it lies in an exon; the protein when it changes the CDS translation).
+
+The inputs are built by the code that builds the training data: the DNA window by
+``sequences.window_bounds`` + ``GenomeWindows.tokens``, the RNA and protein by the
+sequences module's per-transcript reference path (``_records_one_by_one``), reading the
+genome through :class:`SubstitutedGenome`, which shows the alt allele at its position.
+Only the modalities a variant changes are re-encoded: each transcript's reference
+embeddings are computed once and reused for its alt inputs (``Model.embed`` /
+``Model.head``).
+
+Substitutions only (SNVs, and MNVs: ref and alt of one length > 1). Indels (ref and alt of
+different lengths, Kircher's ``-``), symbolic (``<DEL>``), ``*`` and ``.`` alleles are
+skipped and counted in a warning: an indel shifts every coordinate after it, which the
+DNA window (fixed length, TSS-centred) and the annotation's exon coordinates would have to
+follow. Everything else that is wrong is an :class:`InputError` of one line naming the
+variant: a letter outside ACGT, ref equal to alt, a contig the genome lacks (with the
+``chr`` / alias hint), a position past the contig, a ref allele that is not the genome's.
+
+Also here: the effect of substitutions inside an expression construct
+(:func:`construct_variant_effects`) and the Kircher et al. 2019 saturation-mutagenesis MPRA
+read as constructs (``read_kircher``, ``element_reference``, ``kircher_construct``), which
+``bench/bench_kircher.py`` scores; docs/constructs.md "Variant effects".
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import gzip
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from isoflow.alphabet import DNA_LETTER_CODES, reverse_complement
+from isoflow.constructs import Construct, ModelInputs, construct_inputs
+from isoflow.errors import InputError, non_utf8_error
+from isoflow.experiments import MODALITIES
+from isoflow.genome import GenomeWindows, _alias_candidates
+
+log = logging.getLogger("isoflow.variants")
+
+HELP = (
+    "Predict variant effects: alt - ref per tissue of each substitution on every transcript "
+    "whose DNA window holds it, from a model bundle, the genome and the annotation."
+)
+VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
+TSV_COLUMNS = ("chrom", "pos", "ref", "alt")
+BASES = frozenset("ACGT")
+# Pairs (variant, transcript) scored per round: the reference embeddings of the round's
+# transcripts are kept, nothing else.
+CHUNK = 256
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A substitution: ``pos`` 1-based (VCF), ``ref``/``alt`` upper case, same length."""
+
+    id: str
+    chrom: str
+    pos: int
+    ref: str
+    alt: str
+    path: str | None = None  # where it was read, for messages
+    record: object = None  # line number (TSV) or record (VCF)
+
+    @property
+    def start(self) -> int:
+        """0-based position of the first ref base."""
+        return self.pos - 1
+
+    @property
+    def end(self) -> int:
+        return self.pos - 1 + len(self.ref)
+
+
+@dataclass
+class VariantTable:
+    variants: list[Variant]
+    skipped: Counter = field(default_factory=Counter)  # reason -> count
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _is_vcf(path: Path) -> bool:
+    if path.name.lower().endswith(VCF_SUFFIXES):
+        return True
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    opener = gzip.open if head == b"\x1f\x8b" else open
+    with opener(path, "rb") as handle:
+        return handle.read(16).startswith(b"##fileformat=VCF")
+
+
+def _allele_problem(allele: str) -> str | None:
+    """Why an allele is skipped (a reason to count) or None for a sequence allele."""
+    if allele in ("-", "", "."):
+        return "deletion or missing allele"
+    if allele == "*" or allele.startswith("<") or "[" in allele or "]" in allele:
+        return "symbolic allele"
+    return None
+
+
+def _variant(vid, chrom, pos, ref, alt, path, record, skipped: Counter) -> Variant | None:
+    """One checked variant, or None (counted in ``skipped``) for what is not a substitution."""
+    ref, alt = ref.strip().upper(), alt.strip().upper()
+    name = vid or f"{chrom}:{pos}:{ref}>{alt}"
+    for allele in (ref, alt):
+        reason = _allele_problem(allele)
+        if reason:
+            skipped[reason] += 1
+            return None
+    for label, allele in (("ref", ref), ("alt", alt)):
+        bad = set(allele) - BASES
+        if bad:
+            raise InputError(
+                path,
+                record,
+                f"variant {name}: {label} allele {allele!r} holds {''.join(sorted(bad))!r}; "
+                "alleles are A, C, G, T",
+            )
+    if len(ref) != len(alt):
+        skipped["indel"] += 1
+        return None
+    if ref == alt:
+        raise InputError(path, record, f"variant {name}: ref and alt are the same ({ref})")
+    try:
+        position = int(pos)
+    except (TypeError, ValueError):
+        raise InputError(path, record, f"variant {name}: pos {pos!r} is not a number") from None
+    if position < 1:
+        raise InputError(path, record, f"variant {name}: pos {position} (1-based) must be >= 1")
+    return Variant(name, str(chrom), position, ref, alt, str(path), record)
+
+
+def read_variants(path: str | os.PathLike) -> VariantTable:
+    """The substitutions of a VCF (plain, bgzip or BCF; one per ALT allele) or of a TSV with
+    a header naming ``chrom pos ref alt`` (any order and case, a leading ``#`` allowed; an
+    ``id`` column names the variants, else ``chrom:pos:ref>alt``); skipped alleles are
+    counted (``VariantTable.skipped``) and logged."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, None, "variant file does not exist")
+    table = VariantTable([])
+    if _is_vcf(path):
+        _read_vcf(path, table)
+    else:
+        _read_tsv(path, table)
+    if table.skipped:
+        log.warning(
+            "%s: skipped %d allele(s) that are not substitutions (%s): indels and symbolic "
+            "alleles are not scored",
+            path,
+            sum(table.skipped.values()),
+            ", ".join(f"{n} {reason}" for reason, n in table.skipped.most_common()),
+        )
+    log.info("%s: %d substitution(s)", path, len(table.variants))
+    return table
+
+
+def _read_vcf(path: Path, table: VariantTable) -> None:
+    import pysam
+
+    try:
+        vcf = pysam.VariantFile(str(path))
+    except (OSError, ValueError) as err:
+        raise InputError(path, None, f"cannot read as VCF: {err}") from None
+    with vcf:
+        for n, rec in enumerate(vcf, start=1):
+            where = f"record {n} ({rec.chrom}:{rec.pos})"
+            vid = None if rec.id in (None, ".") else rec.id
+            for k, alt in enumerate(rec.alts or ()):
+                name = vid if vid and len(rec.alts) == 1 else (f"{vid}_{k + 1}" if vid else None)
+                v = _variant(
+                    name, rec.chrom, rec.pos, rec.ref or "", alt, path, where, table.skipped
+                )
+                if v is not None:
+                    table.variants.append(v)
+
+
+def _read_tsv(path: Path, table: VariantTable) -> None:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
+            rows = list(csv.reader(handle, delimiter="\t"))
+    except UnicodeDecodeError:
+        raise non_utf8_error(path) from None
+    lines = [(i, row) for i, row in enumerate(rows, start=1) if any(c.strip() for c in row)]
+    if not lines:
+        raise InputError(path, None, "empty: a header `chrom pos ref alt` and one row per variant")
+    header_line, header = lines[0]
+    names = [c.strip().lstrip("#").strip().lower() for c in header]
+    missing = [c for c in TSV_COLUMNS if c not in names]
+    if missing:
+        raise InputError(
+            path,
+            header_line,
+            f"header lacks {', '.join(missing)}: a variant table's header names chrom, pos "
+            "(1-based, as VCF), ref, alt (and optionally id)",
+        )
+    at = {c: names.index(c) for c in (*TSV_COLUMNS, "id") if c in names}
+    for line, row in lines[1:]:
+        if len(row) != len(header):
+            raise InputError(
+                path, line, f"{len(row)} fields, the header has {len(header)} (tab-separated)"
+            )
+        vid = row[at["id"]].strip() if "id" in at else None
+        v = _variant(
+            vid or None,
+            row[at["chrom"]].strip(),
+            row[at["pos"]].strip(),
+            row[at["ref"]],
+            row[at["alt"]],
+            path,
+            line,
+            table.skipped,
+        )
+        if v is not None:
+            table.variants.append(v)
+
+
+def check_variants(
+    variants: Sequence[Variant],
+    genome: GenomeWindows,
+    contig_aliases: dict[str, str] | None = None,
+) -> list[Variant]:
+    """The variants with their contigs renamed by ``contig_aliases`` (variant name -> genome
+    name), each checked against the genome: contig present, inside it, ref = the genome's
+    bases (case folded). Each failure is one line naming the variant."""
+    aliases = {str(k): str(v) for k, v in (contig_aliases or {}).items()}
+    out = []
+    for v in variants:
+        chrom = aliases.get(v.chrom, v.chrom)
+        where = (v.path, v.record)
+        if chrom not in genome.lengths:
+            hint = next((c for c in _alias_candidates(chrom) if c in genome.lengths), None)
+            message = f"variant {v.id}: contig {chrom!r} is not in the genome {genome.path}"
+            if hint:
+                message += (
+                    f"; the genome has {hint!r}: rename the contig in the variant file or "
+                    f"pass --contig-alias {chrom}={hint}"
+                )
+            else:
+                message += "; is the variant file on another assembly?"
+            raise InputError(where[0], where[1], message)
+        length = genome.lengths[chrom]
+        if v.end > length:
+            raise InputError(
+                where[0],
+                where[1],
+                f"variant {v.id}: {chrom}:{v.pos} lies past the end of the contig ({length:,} bp)",
+            )
+        found = genome.fetch(chrom, v.start, v.end).upper()
+        if found != v.ref:
+            raise InputError(
+                where[0],
+                where[1],
+                f"variant {v.id}: ref {v.ref!r} does not match the genome's {found!r} at "
+                f"{chrom}:{v.pos} (another assembly, or pos not 1-based?)",
+            )
+        out.append(v if chrom == v.chrom else dataclasses.replace(v, chrom=chrom))
+    return out
+
+
+# --------------------------------------------------------------------------- the genome
+
+
+class SubstitutedGenome(GenomeWindows):
+    """``genome`` as if ``alt`` stood at 0-based ``start`` of ``chrom`` (a substitution:
+    contig lengths unchanged). Every read of the genome classes goes through ``_fetch``, so
+    ``fetch`` and ``tokens`` see the alt allele; the parent's open FASTA is shared."""
+
+    def __init__(self, genome: GenomeWindows, chrom: str, start: int, alt: str):
+        self.__dict__.update(genome.__dict__)
+        self._parent = genome
+        self.variant = (chrom, start, alt)
+
+    def _handle(self):
+        return self._parent._handle()
+
+    def close(self) -> None:  # the parent owns the handle
+        pass
+
+    def _fetch(self, chrom: str, start: int, end: int) -> str:
+        seq = super()._fetch(chrom, start, end)
+        v_chrom, v_start, alt = self.variant
+        lo, hi = max(start, v_start), min(end, v_start + len(alt))
+        if chrom != v_chrom or lo >= hi:
+            return seq
+        return seq[: lo - start] + alt[lo - v_start : hi - v_start] + seq[hi - start :]
+
+
+# --------------------------------------------------------------------------- transcripts
+
+
+def overlapping(
+    transcripts: pd.DataFrame, variants: Sequence[Variant], window: int
+) -> list[tuple[int, int]]:
+    """``(variant index, transcript row position)`` of every transcript whose DNA window
+    (``window`` bp, ``sequences.window_bounds``) holds the whole ref allele, by variant then
+    window start."""
+    from isoflow.sequences import window_starts
+
+    starts = window_starts(transcripts, window)
+    chroms = transcripts["chrom"].astype(str).to_numpy()
+    pairs = []
+    by_chrom = {}
+    for chrom in set(chroms.tolist()):
+        rows = np.flatnonzero(chroms == chrom)
+        rows = rows[np.argsort(starts[rows], kind="stable")]
+        by_chrom[chrom] = (rows, starts[rows])
+    for i, v in enumerate(variants):
+        if v.chrom not in by_chrom:
+            continue
+        rows, s = by_chrom[v.chrom]
+        # start <= v.start and v.end <= start + window
+        lo = np.searchsorted(s, v.end - window, side="left")
+        hi = np.searchsorted(s, v.start, side="right")
+        pairs += [(i, int(r)) for r in rows[lo:hi]]
+    return pairs
+
+
+def _dna_text(tokens: np.ndarray) -> str:
+    return DNA_LETTER_CODES[np.minimum(tokens, 4)].tobytes().decode("ascii")
+
+
+def transcript_inputs(row: Any, genome: GenomeWindows, window: int | None) -> ModelInputs:
+    """A transcript (a ``transcripts.parquet`` row) as the model reads it, from ``genome``:
+    the sequences module's reference path for RNA and protein, the window as the training
+    windows (no DNA when ``window`` is None)."""
+    from isoflow.sequences import _records_one_by_one, window_bounds
+
+    frame = pd.DataFrame([row._asdict() if hasattr(row, "_asdict") else dict(row)])
+    (record,) = list(_records_one_by_one(frame, genome))
+    dna = ""
+    if window is not None:
+        start, end = window_bounds(int(row.tss), row.strand, window)
+        dna = _dna_text(genome.tokens(row.chrom, start, end, row.strand))
+    return ModelInputs(str(row.transcript_id), dna, record.rna, record.protein or "")
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def changed_modalities(ref: ModelInputs, alt: ModelInputs) -> tuple[str, ...]:
+    """The inputs (``MODALITIES`` order) whose sequence differs between ``ref`` and ``alt``."""
+    return tuple(m for m in MODALITIES if getattr(ref, m) != getattr(alt, m))
+
+
+def _as_model_input(item: ModelInputs, modalities: Sequence[str]):
+    from isoflow.bundle import ModelInput
+
+    return ModelInput(
+        item.id,
+        dna=item.dna if "dna" in modalities else None,
+        rna=item.rna,
+        protein=item.protein or None,
+    )
+
+
+def effects(
+    model,
+    refs: dict[str, ModelInputs],
+    alts: Sequence[tuple[str, ModelInputs]],
+    *,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(ref predictions (n, tissues), alt - ref (n, tissues))`` for ``alts``: pairs of (key
+    of ``refs``, alt inputs). A pair's unchanged modalities reuse its reference's embeddings;
+    only the changed ones are encoded again. Rounds of ``CHUNK`` pairs, in the given order."""
+    n, t = len(alts), len(model.tissues)
+    ref_out = np.zeros((n, t), dtype=np.float32)
+    effect = np.zeros((n, t), dtype=np.float32)
+    used = model.modalities
+    for lo in range(0, n, CHUNK):
+        chunk = alts[lo : lo + CHUNK]
+        keys = list(dict.fromkeys(k for k, _ in chunk))
+        ref_inputs = [_as_model_input(refs[k], used) for k in keys]
+        ref_emb = model.embed(ref_inputs, batch_size=batch_size)
+        ref_pred = model.head(ref_emb, batch_size=batch_size)
+        at = {k: i for i, k in enumerate(keys)}
+        alt_emb = {m: [ref_emb[m][at[k]] for k, _ in chunk] for m in used}
+        for m in used:
+            redo = [j for j, (k, alt) in enumerate(chunk) if getattr(alt, m) != getattr(refs[k], m)]
+            if redo:
+                items = [_as_model_input(chunk[j][1], used) for j in redo]
+                new = model.embed(items, [m], batch_size=batch_size)[m]
+                for j, tensor in zip(redo, new, strict=True):
+                    alt_emb[m][j] = tensor
+        alt_pred = model.head(alt_emb, batch_size=batch_size)
+        rows = [at[k] for k, _ in chunk]
+        ref_out[lo : lo + len(chunk)] = ref_pred[rows]
+        effect[lo : lo + len(chunk)] = alt_pred - ref_pred[rows]
+        log.info("scored %d / %d variant-transcript pairs", lo + len(chunk), n)
+    return ref_out, effect
+
+
+def variant_effects(
+    model,
+    variants: Sequence[Variant],
+    transcripts: pd.DataFrame,
+    genome: GenomeWindows,
+    *,
+    batch_size: int | None = None,
+) -> pd.DataFrame:
+    """One row per (variant, transcript whose DNA window holds it): the variant, the
+    transcript, ``tss_offset`` (variant start - TSS, along the transcript's strand),
+    ``dna_changed`` / ``rna_changed`` / ``protein_changed`` and ``changed`` (the inputs the
+    variant alters, joined by ``+``), ``ref_mean`` (mean over tissues of the reference
+    prediction), ``mean_effect``, then alt - ref per tissue (columns named by tissue), all in
+    log(1 + TPM). Variants are checked against the genome first (:func:`check_variants`)."""
+    window = model.dna_window
+    transcripts = transcripts.reset_index(drop=True)
+    pairs = overlapping(transcripts, variants, window)
+    outside = len(variants) - len({i for i, _ in pairs})
+    if outside:
+        log.warning(
+            "%d of %d variant(s) lie in no transcript's %s-bp DNA window: no row for them",
+            outside,
+            len(variants),
+            f"{window:,}",
+        )
+    pairs.sort(key=lambda p: (p[1], p[0]))  # transcript-major: its reference is reused
+    dna_window = window if "dna" in model.modalities else None
+    refs: dict[str, ModelInputs] = {}
+    alts, meta = [], []
+    rows = list(transcripts.itertuples(index=False))
+    for i, r in pairs:
+        v, row = variants[i], rows[r]
+        key = str(row.transcript_id)
+        if key not in refs:
+            refs[key] = transcript_inputs(row, genome, window)
+        alt = transcript_inputs(row, SubstitutedGenome(genome, v.chrom, v.start, v.alt), window)
+        changed = changed_modalities(refs[key], alt)
+        if dna_window is None:  # the model reads no DNA: nothing to encode for it
+            alt = ModelInputs(alt.id, refs[key].dna, alt.rna, alt.protein)
+        alts.append((key, alt))
+        offset = v.start - int(row.tss) if row.strand == "+" else int(row.tss) - v.start
+        meta.append(
+            {
+                "variant_id": v.id,
+                "chrom": v.chrom,
+                "pos": v.pos,
+                "ref": v.ref,
+                "alt": v.alt,
+                "transcript_id": key,
+                "gene_id": str(row.gene_id),
+                "gene_name": str(row.gene_name),
+                "strand": row.strand,
+                "tss_offset": offset,
+                "dna_changed": "dna" in changed,
+                "rna_changed": "rna" in changed,
+                "protein_changed": "protein" in changed,
+                "changed": "+".join(changed),
+                "_order": (i, r),
+            }
+        )
+    if not alts:
+        columns = ["variant_id", "chrom", "pos", "ref", "alt", "transcript_id"]
+        return pd.DataFrame(columns=[*columns, "mean_effect", *model.tissues])
+    ref_pred, effect = effects(model, refs, alts, batch_size=batch_size)
+    frame = pd.DataFrame(meta)
+    frame["ref_mean"] = ref_pred.mean(axis=1)
+    frame["mean_effect"] = effect.mean(axis=1)
+    frame = pd.concat([frame, pd.DataFrame(effect, columns=model.tissues)], axis=1)
+    frame = frame.sort_values("_order", kind="stable").drop(columns="_order")
+    return frame.reset_index(drop=True)
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Parquet (``.parquet``) or TSV (anything else), atomically."""
+    from isoflow.files import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+# --------------------------------------------------------------------------- constructs
+
+
+def substitute(seq: str, index: int, ref: str, alt: str) -> str:
+    """``seq`` with ``alt`` at 0-based ``index``, where ``ref`` must stand."""
+    if seq[index : index + len(ref)].upper() != ref:
+        raise ValueError(f"{seq[index : index + len(ref)]!r} at {index}, not {ref!r}")
+    return seq[:index] + alt + seq[index + len(ref) :]
+
+
+def construct_variant_effects(
+    model,
+    construct: Construct,
+    substitutions: Sequence[tuple[str, int, str, str]],
+    *,
+    part: str = "promoter",
+    batch_size: int | None = None,
+    **inputs_kwargs,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(ref prediction (tissues,), alt - ref (n, tissues))`` of substitutions ``(name,
+    0-based index in the part, ref, alt)`` of one ``part`` of ``construct`` (sense strand).
+    The construct's inputs are :func:`isoflow.constructs.construct_inputs` (``inputs_kwargs``
+    go there, ``window`` defaults to the model's); unchanged modalities are encoded once."""
+    inputs_kwargs.setdefault("window", model.dna_window)
+    ref = construct_inputs(construct, **inputs_kwargs)
+    alts = []
+    parts = dict(construct.parts)
+    for name, index, r, a in substitutions:
+        changed = dict(parts)
+        changed[part] = substitute(parts[part], index, r, a)
+        alt_construct = Construct(name, changed, construct.source, {}, construct.itrs)
+        alts.append((construct.id, construct_inputs(alt_construct, **inputs_kwargs)))
+    ref_pred, effect = effects(model, {construct.id: ref}, alts, batch_size=batch_size)
+    return (ref_pred[0] if len(alts) else np.zeros(len(model.tissues))), effect
+
+
+# --------------------------------------------------------------------------- Kircher MPRA
+
+# Kircher et al. 2019 (Nat Commun 10:3583) promoter elements: the element as named in the
+# paper's table (elements_table.md) -> (its name in elements.tsv.gz, the strand of the gene
+# on GRCh38, the RefSeq transcript the table gives). Where the data holds only conditions
+# (PKLR, TERT), the one matching the table's cell line / transfection time: PKLR 48 h,
+# TERT HEK293T. The data names GP1BB's element `GP1BA` (its GRCh38 coordinates are GP1BB's,
+# chr22). Strands: the RefSeq transcripts' strands on GRCh38 (NCBI Gene), written here
+# without a network check; the benchmark scores both orientations, so an entry that is
+# wrong shows as the opposite orientation doing better.
+KIRCHER_PROMOTERS = {
+    "F9": ("F9", "+", "NM_000133.3"),
+    "FOXE1": ("FOXE1", "+", "NM_004473.3"),
+    "GP1BB": ("GP1BA", "+", "NM_000407.4"),
+    "HBB": ("HBB", "-", "NM_000518.4"),
+    "HBG1": ("HBG1", "-", "NM_000559.2"),
+    "HNF4A (P2)": ("HNF4A", "+", "NM_175914.4"),
+    "LDLR": ("LDLR", "+", "NM_000527.4"),
+    "MSMB": ("MSMB", "-", "NM_002443.3"),
+    "PKLR": ("PKLR-48h", "-", "NM_000298.5"),
+    "TERT": ("TERT-HEK", "-", "NM_198253.2"),
+}
+# The fixed reporter transcript every element drives: a short synthetic one, not the MPRA's
+# luc2 reporter (whose sequence the data does not hold). Drawn once from numpy's
+# default_rng(2019): a 40-nt 5'UTR ending in a Kozak GCCACC, a 100-codon ORF (ATG, 98
+# codons without a stop, TAA), a 200-nt 3'UTR. Ref and alt share it, so it only sets the
+# context in which the element's DNA is read.
+REPORTER = {
+    "utr5": "CACCGCCTGAACACTGCGGGTTATGCCGTGTTTTGCCACC",
+    "cds": (
+        "ATGATGCTGCTTGACGTCAGTTCGCAAAATTGTCGGGGACTCTGCCCGAGGCGGCCAGGACATGAAACTCAGGCGTTGG"
+        "TACCGACCCTGTGCGAAGTGAATGATTATTCAAAAATACTTAGAAGGAACTCACATACCTACGAGAAATGTAGAGGTTC"
+        "GGGGCATACGAGGATGCATAGAAACTGGCTTTTTACTAAATACCTGCTGATCAGCGTCCTCCGTCGAGGGGGGATCATC"
+        "CATTCCTGCTCACCTAAAAGTCAACTGCGCGCCAGGCAGATTTCAGGTTTCGTCCGCTGCTAA"
+    ),
+    "utr3": (
+        "GCGCCCCGTTGGTTATCCGGTACTGTTAGTAGGCCCTGCATGGTCGAGGATCTGCGCACAAGCCGTGATTTTGAATCAA"
+        "CCGCATCCCCTCTAAGCTACCATCCGACCCAGATTAGTCAGATGTAAGCCCGGGTGGGTAGGTTGGTGCGCATCCACTC"
+        "GCAGCTGTGATGCAGTTTAGAGTATGCCCGACGGGCTCAATA"
+    ),
+}
+KIRCHER_COLUMNS = ("Chrom", "Pos", "Ref", "Alt", "Coefficient", "Element", "Release")
+
+
+def read_kircher(path: str | os.PathLike, release: str = "GRCh38") -> tuple[pd.DataFrame, int]:
+    """The rows of ``elements.tsv.gz`` of one ``release`` with coordinates (``Pos`` int), and
+    the number of rows of that release without (``NA``)."""
+    frame = pd.read_csv(path, sep="\t", dtype={"Chrom": str}, na_values=["NA"])
+    missing = [c for c in KIRCHER_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(path, 1, f"not the Kircher elements table: no {', '.join(missing)}")
+    frame = frame[frame["Release"] == release]
+    no_position = int(frame["Pos"].isna().sum())
+    frame = frame[frame["Pos"].notna()].copy()
+    frame["Pos"] = frame["Pos"].astype(np.int64)
+    return frame.reset_index(drop=True), no_position
+
+
+@dataclass(frozen=True)
+class Element:
+    """An element's reference: ``seq`` (+ strand of the genome) covering ``chrom:start-end``
+    (1-based, inclusive), ``gaps``: positions inside without a row."""
+
+    name: str
+    chrom: str
+    start: int
+    end: int
+    seq: str
+    gaps: tuple[int, ...]
+
+
+def element_reference(rows: pd.DataFrame, name: str) -> Element:
+    """The reference sequence of one element rebuilt from its rows' ``Ref`` column; positions
+    must agree on one base each; a position without a row is a gap (``N``)."""
+    chroms = rows["Chrom"].unique()
+    if len(chroms) != 1:
+        raise InputError(None, name, f"rows on {len(chroms)} contigs")
+    refs = rows.groupby("Pos")["Ref"].agg(lambda s: set(s.str.upper()))
+    conflict = refs[refs.map(len) != 1]
+    if len(conflict):
+        raise InputError(None, name, f"position {conflict.index[0]} has Ref {conflict.iloc[0]}")
+    start, end = int(refs.index.min()), int(refs.index.max())
+    bases = {int(p): next(iter(r)) for p, r in refs.items()}
+    gaps = tuple(p for p in range(start, end + 1) if p not in bases)
+    seq = "".join(bases.get(p, "N") for p in range(start, end + 1))
+    return Element(name, str(chroms[0]), start, end, seq, gaps)
+
+
+def kircher_construct(element: Element, strand: str) -> Construct:
+    """The element as the promoter of :data:`REPORTER`, read on ``strand``: its sense strand
+    is the element reverse-complemented for ``-``; the TSS is the base after its 3' end in
+    that orientation (the element's last base is the promoter's last)."""
+    promoter = element.seq if strand == "+" else reverse_complement(element.seq)
+    return Construct(f"{element.name}({strand})", {"promoter": promoter, **REPORTER})
+
+
+def element_substitutions(
+    rows: pd.DataFrame, element: Element, strand: str
+) -> tuple[list[tuple[str, int, str, str]], np.ndarray, int]:
+    """The SNVs of ``rows`` as ``(name, index in the oriented promoter, ref, alt)`` (alleles
+    on that strand), their measured ``Coefficient``, and the count of 1-bp deletions (``-``)
+    skipped."""
+    deletion = rows["Alt"] == "-"
+    snv = rows[~deletion]
+    length = len(element.seq)
+    subs, measured = [], []
+    for row in snv.itertuples(index=False):
+        i = int(row.Pos) - element.start
+        ref, alt = str(row.Ref).upper(), str(row.Alt).upper()
+        name = f"{row.Chrom}:{row.Pos}:{ref}>{alt}"
+        if strand == "-":
+            i, ref, alt = length - 1 - i, reverse_complement(ref), reverse_complement(alt)
+        subs.append((name, i, ref, alt))
+        measured.append(float(row.Coefficient))
+    return subs, np.asarray(measured, dtype=np.float64), int(deletion.sum())
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy import stats
+
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def permutation_null(
+    predicted: np.ndarray, measured: np.ndarray, n: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """Spearman of ``predicted`` against ``n`` shuffles of ``measured``."""
+    from scipy import stats
+
+    rp = stats.rankdata(predicted)
+    rm = stats.rankdata(measured)
+    rng = np.random.default_rng(seed)
+    shuffled = np.stack([rng.permutation(rm) for _ in range(n)])
+    rp = (rp - rp.mean()) / (rp.std() or 1.0)
+    shuffled = (shuffled - shuffled.mean(axis=1, keepdims=True)) / shuffled.std(
+        axis=1, keepdims=True
+    )
+    return (shuffled @ rp) / len(rp)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("variants", help="variant table: TSV `chrom pos ref alt [id]` or VCF")
+    parser.add_argument("-m", "--model", required=True, help="model bundle folder")
+    parser.add_argument("-g", "--genome", required=True, help="genome FASTA (indexed)")
+    parser.add_argument(
+        "-a",
+        "--annotation",
+        required=True,
+        help="transcripts table (results/annotation/transcripts.parquet)",
+    )
+    parser.add_argument("-o", "--out", required=True, help="output table: .parquet, else TSV")
+    parser.add_argument(
+        "--contig-alias",
+        action="append",
+        default=[],
+        metavar="VARIANT=GENOME",
+        help="read a variant contig under the genome's name (repeatable), e.g. chr1=1",
+    )
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from isoflow.bundle import load_model
+
+    aliases = {}
+    for item in args.contig_alias:
+        name, sep, target = item.partition("=")
+        if not sep or not name or not target:
+            raise InputError(None, "--contig-alias", f"{item!r} is not VARIANT=GENOME")
+        aliases[name] = target
+    table = read_variants(args.variants)
+    genome = GenomeWindows(args.genome)
+    variants = check_variants(table.variants, genome, aliases)
+    transcripts = pd.read_parquet(args.annotation)
+    model = load_model(args.model, device=args.device)
+    frame = variant_effects(model, variants, transcripts, genome, batch_size=args.batch_size)
+    write_table(frame, args.out)
+    log.info(
+        "%s: %d row(s) for %d variant(s) (%d skipped as not substitutions)",
+        args.out,
+        len(frame),
+        frame["variant_id"].nunique() if len(frame) else 0,
+        sum(table.skipped.values()),
+    )
+    return 0

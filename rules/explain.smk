@@ -1,0 +1,48 @@
+# Rules of this stage: see DESIGN.md.
+#
+# rule explain (isoflow.explain, docs/constructs.md "Explain a prediction"): in-silico
+# mutagenesis of one construct or transcript region with a model bundle, and its
+# cross-attention by RNA region. Defined only when the config has an `explain` section
+# naming a model (the demo sets none yet): rule all then asks for its outputs.
+from isoflow.workflow import explain_inputs, explain_paths
+
+EXPLAIN_OUTPUTS = explain_paths(config, EXPERIMENTS)
+
+if EXPLAIN_OUTPUTS:
+
+    rule explain:
+        """ISM effect map (per position x alt x tissue), its logo track, and attention by
+        region, from a model bundle."""
+        input:
+            **explain_inputs(config, f"results/dataset/{DATASET}.parquet", genome_fasta()),
+        output:
+            ism=EXPLAIN_OUTPUTS["ism"],
+            ism_tsv=EXPLAIN_OUTPUTS["ism_tsv"],
+            summary=EXPLAIN_OUTPUTS["summary"],
+            ism_figure=report(
+                EXPLAIN_OUTPUTS["ism_figure"],
+                caption="../report/explain_ism.rst",
+                category="4. Constructs",
+                subcategory="Explain",
+            ),
+            attention=EXPLAIN_OUTPUTS["attention"],
+            attention_figure=report(
+                EXPLAIN_OUTPUTS["attention_figure"],
+                caption="../report/explain_attention.rst",
+                category="4. Constructs",
+                subcategory="Explain",
+            ),
+        log:
+            "logs/explain/explain.log",
+        benchmark:
+            "benchmarks/explain/explain.tsv"
+        conda:
+            "../envs/isoflow.yaml"
+        threads: 2
+        resources:
+            gpu=config["resources"]["gpu"],
+        params:
+            prefix=lambda wildcards, output: output.ism.removesuffix(".ism.parquet"),
+            settings=config["explain"],
+        script:
+            "../scripts/explain.py"

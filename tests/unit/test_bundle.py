@@ -1,0 +1,204 @@
+"""Model bundles: export, load anywhere, predict as the run did; one-line errors."""
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.paths import REPO
+from helpers.training import TINY_CONFIG, make_dataset
+from isoflow.bundle import (
+    FORMAT,
+    MANIFEST,
+    WEIGHTS,
+    ModelInput,
+    dataset_inputs,
+    export_bundle,
+    load_model,
+)
+from isoflow.checkpoints import checkpoint_dir, fingerprint_hash, run_fingerprint
+from isoflow.dataset import read_dataset
+from isoflow.errors import InputError
+
+# DNA read raw (its tiny Enformer trained inside the network), RNA and protein through
+# embedding caches of frozen tiny encoders: both ways a modality is fed.
+EXPERIMENT = {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
+CACHED = {"rna": "nucleotide_transformer", "protein": "esm2"}
+# |bundle - predictions.parquet| measured 0 here (same batches as the test loader, CPU);
+# the bound is the export check's float32 one.
+TOLERANCE = 2e-4
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from isoflow.embed import embed_dataset
+    from isoflow.train import run_experiment
+
+    tmp = tmp_path_factory.mktemp("bundle")
+    dataset, fasta = make_dataset(tmp)
+    config = copy.deepcopy(TINY_CONFIG)
+    config["train"]["max_epochs"] = 2
+    config["model"]["cached_modalities"] = list(CACHED)
+    caches = {}
+    for modality, name in CACHED.items():
+        config["encoders"][name]["pool_to"] = 4
+        caches[modality] = tmp / "embeddings" / name
+        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
+    run_dir = tmp / "runs" / "r"
+    run_experiment(config, EXPERIMENT, dataset, run_dir, fasta, cache_dirs=caches)
+    settings = {**config, "dna": {"window": 512}, "dataset": {"name": "tiny"}}
+    kwargs = dict(
+        config=settings,
+        experiment=EXPERIMENT,
+        dataset_path=dataset,
+        cache_dirs=caches,
+        genome_fasta=fasta,
+    )
+    manifest = export_bundle(run_dir, tmp / "models" / "r", check_n=1000, **kwargs)
+    return {
+        "tmp": tmp,
+        "run_dir": run_dir,
+        "bundle": tmp / "models" / "r",
+        "dataset": dataset,
+        "fasta": fasta,
+        "manifest": manifest,
+        "kwargs": kwargs,
+    }
+
+
+def _test_inputs(trained):
+    frame, tissues = read_dataset(trained["dataset"])
+    test = frame[frame["split"] == "test"]
+    return test, tissues, dataset_inputs(test, trained["fasta"])
+
+
+def _run_predictions(run_dir, ids, tissues):
+    table = pd.read_parquet(run_dir / "predictions.parquet")
+    wide = table.pivot(index="transcript_id", columns="tissue", values="predicted")
+    return wide.loc[list(ids), tissues].to_numpy()
+
+
+@pytest.mark.slow
+def test_copied_bundle_reproduces_the_runs_predictions_in_a_fresh_process(trained, tmp_path):
+    """Copied away from the run, its caches and the training config, and loaded in a new
+    process, the bundle predicts the run's test transcripts from their sequences as the run
+    did (predictions.parquet), within TOLERANCE."""
+    manifest = trained["manifest"]
+    assert manifest["format"] == FORMAT
+    assert manifest["check"]["n"] == manifest["metrics"]["n_test"]
+    assert manifest["check"]["max_abs_diff"] <= TOLERANCE
+    assert {e["mode"] for e in manifest["encoders"].values()} == {"raw", "cached"}
+    copied = shutil.copytree(trained["bundle"], tmp_path / "elsewhere")
+    test, tissues, inputs = _test_inputs(trained)
+    np.save(tmp_path / "ids.npy", np.array(test["transcript_id"]))
+    records = [(i.id, i.dna, i.rna, i.protein) for i in inputs]
+    (tmp_path / "inputs.json").write_text(json.dumps(records))
+    script = f"""
+import json, numpy as np, isoflow
+from isoflow.bundle import ModelInput
+model = isoflow.load_model({str(copied)!r}, device="cpu")
+inputs = [ModelInput(*r) for r in json.load(open({str(tmp_path / "inputs.json")!r}))]
+np.save({str(tmp_path / "predicted.npy")!r}, model.predict(inputs, batch_size=5))
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, env=_env())
+    predicted = np.load(tmp_path / "predicted.npy")
+    expected = _run_predictions(trained["run_dir"], test["transcript_id"], tissues)
+    assert predicted.shape == (len(test), len(tissues))
+    assert np.abs(predicted - expected).max() <= TOLERANCE
+
+
+def _env():
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.mark.slow
+def test_embed_then_head_lets_one_modality_change(trained):
+    """predict = head(embed(.)); a caller re-embeds only the modality it changed (ISM) and
+    gets what predicting the changed inputs whole gives."""
+    model = load_model(trained["bundle"], device="cpu")
+    _, _, inputs = _test_inputs(trained)
+    inputs = inputs[:6]
+    whole = model.predict(inputs)
+    assert np.array_equal(model.head(model.embed(inputs)), whole)
+    base = inputs[0]
+    mutants = [
+        ModelInput(base.id, base.dna[:i] + "A" + base.dna[i + 1 :], base.rna, base.protein)
+        for i in (0, 255, 256, 511)
+    ]
+    fixed = model.embed([base], ["rna", "protein"])
+    changed = model.embed(mutants, ["dna"])
+    reused = {m: fixed[m] * len(mutants) for m in fixed} | changed
+    np.testing.assert_allclose(model.head(reused), model.predict(mutants), rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bundle_errors_are_one_line(trained, tmp_path):
+    def error(bundle):
+        with pytest.raises(InputError) as caught:
+            load_model(bundle, device="cpu")
+        text = str(caught.value)
+        assert "\n" not in text and str(bundle) in text
+        return text
+
+    bundle = shutil.copytree(trained["bundle"], tmp_path / "b")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    (bundle / MANIFEST).write_text(json.dumps({**manifest, "format": FORMAT + 1}))
+    assert "format" in error(bundle) and "export_model" in error(bundle)
+    (bundle / MANIFEST).write_text(
+        json.dumps({k: v for k, v in manifest.items() if k != "tissues"})
+    )
+    assert "tissues" in error(bundle)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    (bundle / WEIGHTS).unlink()
+    assert WEIGHTS in error(bundle)
+    shutil.copy(trained["bundle"] / WEIGHTS, bundle / WEIGHTS)
+    frozen = manifest["encoders"]["rna"]["weights"]
+    (bundle / frozen).unlink()
+    assert frozen in error(bundle)
+
+    model = load_model(trained["bundle"], device="cpu")
+    short = ModelInput("tx1", "ACGT" * 10, "ACGU", None)
+    with pytest.raises(InputError, match="tx1.*40 bp.*512 bp"):
+        model.predict([short])
+
+
+@pytest.mark.slow
+def test_export_finds_the_checkpoint_a_settings_change_moved_aside(trained, tmp_path):
+    """A later run with other settings moves the checkpoints to previous/<hash>/: the
+    export finds them there by what they were trained from, and refuses any others."""
+    run_dir = shutil.copytree(trained["run_dir"], tmp_path / "run")
+    kwargs = trained["kwargs"]
+    fingerprint = run_fingerprint(
+        kwargs["config"], EXPERIMENT, kwargs["dataset_path"], kwargs["cache_dirs"]
+    )
+    (run_dir / "previous").mkdir(exist_ok=True)
+    checkpoint_dir(run_dir).rename(run_dir / "previous" / fingerprint_hash(fingerprint))
+    manifest = export_bundle(run_dir, tmp_path / "m", check_n=4, **kwargs)
+    assert manifest["checkpoint"]["sha256"] == trained["manifest"]["checkpoint"]["sha256"]
+    other = copy.deepcopy(kwargs)
+    other["config"]["train"]["lr"] = 1.0
+    with pytest.raises(InputError, match="no checkpoints trained with these settings"):
+        export_bundle(run_dir, tmp_path / "n", **other)
+    assert not (tmp_path / "n").exists()
+
+
+def test_model_outputs_name_configured_runs_only():
+    from isoflow.workflow import model_outputs
+
+    runs = {"a_s0": {}, "b_s0": {}}
+    assert model_outputs({"models": {"export": ["b_s0"]}}, runs) == ["results/models/b_s0"]
+    assert model_outputs({}, runs) == []
+    with pytest.raises(InputError, match="models.export.*'c_s0' is not a configured run"):
+        model_outputs({"models": {"export": ["c_s0"]}}, runs)
+
+
+def test_import_isoflow_stays_torch_free():
+    script = "import sys, isoflow; assert 'torch' not in sys.modules; isoflow.load_model"
+    subprocess.run([sys.executable, "-c", script], check=True, env=_env())

@@ -1,0 +1,346 @@
+"""isoflow explain: ISM equals brute-force predictions, the re-encode-only path equals the
+full one, attention shares by region, the CLI end to end -- on a tiny trained bundle."""
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.training import TINY_CONFIG, make_dataset
+from isoflow.bundle import CHECK_TOLERANCE
+from isoflow.constructs import Construct
+
+# As tests/unit/test_bundle.py: DNA raw (its tiny Enformer inside the network), RNA and
+# protein through caches of frozen tiny encoders, so both ways a modality is fed are used.
+EXPERIMENT = {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
+CACHED = {"rna": "nucleotide_transformer", "protein": "esm2"}
+WINDOW = 512
+# |ISM - one-by-one predict()| and |re-encode-only - full path|: the batches differ
+# (padding, batch size), so float32 sums round differently, and a last-bit difference can
+# flip the float16 a cached embedding is rounded to. Measured up to 1.7e-5 (log1p TPM) on
+# this bundle (a protein batched with shorter ones); the bound is the bundle export check's
+# float32 one, for the same reason.
+TOLERANCE = CHECK_TOLERANCE["float32"]
+
+CDS = "ATG" + "AAA" + "TGG" + "CTG" + "GAA" + "TAC" + "AGC" + "TAA"
+
+
+def _construct(seed=3):
+    rng = np.random.default_rng(seed)
+
+    def random(n):
+        return "".join(rng.choice(list("ACGT"), n))
+
+    parts = {"promoter": random(60), "utr5": random(20), "cds": CDS, "utr3": random(30)}
+    return Construct("c1", parts, source="test")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from isoflow.bundle import export_bundle
+    from isoflow.embed import embed_dataset
+    from isoflow.train import run_experiment
+
+    tmp = tmp_path_factory.mktemp("explain")
+    dataset, fasta = make_dataset(tmp, window=WINDOW)
+    config = copy.deepcopy(TINY_CONFIG)
+    config["train"]["max_epochs"] = 1
+    config["model"]["cached_modalities"] = list(CACHED)
+    caches = {}
+    for modality, name in CACHED.items():
+        config["encoders"][name]["pool_to"] = 4
+        caches[modality] = tmp / "embeddings" / name
+        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
+    run_dir = tmp / "runs" / "r"
+    run_experiment(config, EXPERIMENT, dataset, run_dir, fasta, cache_dirs=caches)
+    settings = {**config, "dna": {"window": WINDOW}, "dataset": {"name": "tiny"}}
+    export_bundle(
+        run_dir,
+        tmp / "models" / "r",
+        config=settings,
+        experiment=EXPERIMENT,
+        dataset_path=dataset,
+        cache_dirs=caches,
+        genome_fasta=fasta,
+        check_n=4,
+    )
+    return {"tmp": tmp, "path": tmp / "models" / "r", "dataset": dataset, "fasta": fasta}
+
+
+@pytest.fixture(scope="module")
+def model(bundle):
+    from isoflow.bundle import load_model
+
+    return load_model(bundle["path"], device="cpu")
+
+
+# ---------------------------------------------------------------- mutants (no model)
+
+
+def test_construct_sites_map_onto_window_and_rna():
+    from isoflow.explain import construct_subject, mutate
+
+    c = _construct()
+    s = construct_subject(c, window=WINDOW)
+    for site in range(len(c.cassette)):
+        w, r = s.window_pos[site], s.rna_pos[site]
+        assert s.dna[w] == c.cassette[site]
+        if r >= 0:
+            assert s.rna[r] == c.cassette[site]
+    assert (s.rna_pos >= 0).sum() == len(c.rna)
+    # a promoter base changes the DNA only; a UTR base DNA and RNA
+    m = mutate(s, 0, "A" if c.cassette[0] != "A" else "C")
+    assert m.changed == ("dna",) and m.consequence == "dna_only"
+    utr = c.spans["utr5"][0]
+    assert mutate(s, utr, "A" if c.cassette[utr] != "A" else "C").changed == ("dna", "rna")
+
+
+def test_cds_substitutions_retranslate_and_a_new_stop_truncates():
+    from isoflow.explain import construct_subject, mutate
+
+    c = _construct()
+    s = construct_subject(c, window=WINDOW)
+    cds0 = c.spans["cds"][0]
+    assert s.protein == "MKWLEYS"
+    # AAA (K, codon 2) -> TAA: stop, protein cut before it
+    m = mutate(s, cds0 + 3, "T")
+    assert m.consequence == "nonsense" and m.inputs.protein == "M"
+    assert "protein" in m.changed
+    # CTG (L) -> CTA: synonymous, protein kept and not re-encoded
+    m = mutate(s, cds0 + 11, "A")
+    assert m.consequence == "synonymous" and m.inputs.protein == s.protein
+    assert m.changed == ("dna", "rna")
+    # GAA (E) -> GAC (D)
+    m = mutate(s, cds0 + 14, "C")
+    assert m.consequence == "missense" and m.inputs.protein == "MKWLDYS"
+    # the stop TAA -> TAC: one more residue, no read-through
+    m = mutate(s, cds0 + len(CDS) - 1, "C")
+    assert m.consequence == "stop_lost" and m.inputs.protein == "MKWLEYSY"
+    # ATG -> TTG: a lost start is read as the codon it became (no other start searched)
+    m = mutate(s, cds0, "T")
+    assert m.consequence == "missense" and m.inputs.protein == "LKWLEYS"
+
+
+def test_regions_by_part_and_span():
+    from isoflow.errors import InputError
+    from isoflow.explain import construct_subject, region_sites
+
+    c = _construct()
+    s = construct_subject(c, window=WINDOW)
+    a, b = c.spans["cds"]
+    assert list(region_sites(s, "cds")) == list(range(a, b))
+    assert list(region_sites(s, "5-9")) == [5, 6, 7, 8]
+    assert len(region_sites(s, None)) == len(c.cassette)
+    with pytest.raises(InputError, match="neither START-END nor a part"):
+        region_sites(s, "enhancer")
+    with pytest.raises(InputError, match="holds no base"):
+        region_sites(s, "900-950")
+
+
+def test_nt_and_esm_token_spans_count_the_encoders_tokens():
+    """token_spans mirrors the tokenisers: as many spans as tokens, for sequences with N,
+    a ragged 3' end, and past the token budget in both truncation directions."""
+    from isoflow.explain import token_spans
+    from isoflow.model.encoders import build_encoder
+
+    rng = np.random.default_rng(0)
+    for truncate in ("keep_5prime", "keep_3prime"):
+        spec = {"source": "tiny", "max_len": 9, "truncate": truncate}
+        nt = build_encoder("nucleotide_transformer", spec)
+        for n in (5, 13, 47, 48, 49, 120):
+            seq = "".join(rng.choice(list("ACGTN"), n, p=[0.24, 0.24, 0.24, 0.24, 0.04]))
+            spans = token_spans(nt, seq)
+            assert len(spans) == len(nt.token_ids(seq)), (truncate, n)
+            assert all(0 <= a < b <= n for a, b in spans)
+            assert all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
+    esm = build_encoder("esm2", {"source": "tiny", "max_len": 6})
+    assert token_spans(esm, "MKWLEYSAA") == [(i, i + 1) for i in range(6)]
+
+
+# ---------------------------------------------------------------- on the tiny bundle
+
+
+@pytest.mark.slow
+def test_ism_equals_brute_force_single_predictions(model):
+    """Every substitution of a region spanning UTR/CDS (synonymous, missense, nonsense) and
+    the promoter, ISM'd in batches, equals predict() of each mutated input one by one."""
+    from isoflow.explain import construct_subject, ism, mutants, region_sites
+
+    c = _construct()
+    s = construct_subject(c, window=WINDOW)
+    a = c.spans["utr5"][1]
+    sites = np.concatenate([region_sites(s, "55-62"), region_sites(s, f"{a - 2}-{a + 8}")])
+    effects = ism(model, s, sites, batch_size=5)
+    assert len(effects) == 3 * len(sites)
+    assert {"dna_only", "rna", "synonymous", "missense", "nonsense"} <= set(effects["consequence"])
+    ref = model.predict([s.inputs], batch_size=1)[0]
+    brute = np.stack([model.predict([m.inputs], batch_size=1)[0] for m in mutants(s, sites)])
+    got = effects[model.tissues].to_numpy()
+    np.testing.assert_allclose(got, brute - ref, rtol=0, atol=TOLERANCE)
+    assert np.abs(got).max() > 0  # the substitutions move the prediction
+
+
+@pytest.mark.slow
+def test_reencode_changed_only_equals_the_full_path(model):
+    from isoflow.explain import construct_subject, ism, region_sites
+
+    s = construct_subject(_construct(), window=WINDOW)
+    sites = region_sites(s, None)[::4]
+    fast = ism(model, s, sites, batch_size=8)
+    full = ism(model, s, sites, batch_size=8, reencode_changed_only=False)
+    pd.testing.assert_frame_equal(
+        fast.drop(columns=model.tissues), full.drop(columns=model.tissues)
+    )
+    np.testing.assert_allclose(
+        fast[model.tissues].to_numpy(), full[model.tissues].to_numpy(), rtol=0, atol=TOLERANCE
+    )
+
+
+@pytest.mark.slow
+def test_summary_score_is_ref_minus_mean_over_four_bases(model):
+    from isoflow.explain import construct_subject, ism, region_sites, summarize
+
+    s = construct_subject(_construct(), window=WINDOW)
+    effects = ism(model, s, region_sites(s, "utr5"))
+    summary = summarize(effects, model.tissues)
+    assert set(summary["tissue"]) == {*model.tissues, "mean"}
+    assert (summary["n_alts"] == 3).all()
+    tissue = model.tissues[0]
+    one = effects[effects["position"] == effects["position"].iloc[0]]
+    row = summary[(summary["tissue"] == tissue) & (summary["position"] == one["position"].iloc[0])]
+    # predictions: ref = 0 (effects are alt - ref); mean over the 4 bases = sum(alts) / 4
+    assert row["score"].iloc[0] == pytest.approx(0 - one[tissue].sum() / 4, abs=1e-6)
+    assert row["max_abs_effect"].iloc[0] == pytest.approx(one[tissue].abs().max(), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_attention_region_shares_sum_to_one(model):
+    from isoflow.explain import attention_by_region, construct_subject
+
+    subjects = [construct_subject(_construct(seed), window=WINDOW) for seed in range(3)]
+    shares = attention_by_region(model, subjects, batch_size=2)
+    assert set(shares["key"]) == {"rna", "protein"}
+    assert set(shares[shares["key"] == "rna"]["region"]) == {"utr5", "cds", "utr3"}
+    assert set(shares[shares["key"] == "protein"]["region"]) == {"cds"}
+    totals = shares.groupby(["layer", "key", "head"])["share"].sum()
+    np.testing.assert_allclose(totals.to_numpy(), 1.0, atol=1e-5)
+    assert (shares["n"] == 3).all()
+    assert len(set(shares["head"])) == model.card["model"]["heads"]
+
+
+def _transcript_fixture(bundle, tmp_path):
+    """Two dataset transcripts (one per strand, multi-exon, coding) whose RNA and protein
+    are the genome's: a dataset and annotation in the DESIGN.md formats."""
+    from isoflow.dataset import read_dataset, write_dataset
+    from isoflow.genome import GenomeWindows
+    from isoflow.sequences import _records_one_by_one, window_bounds
+
+    frame, tissues = read_dataset(bundle["dataset"])
+    rows, annotation = [], []
+    specs = [
+        ("ENSTP.1", "+", [(10_000, 10_060), (10_100, 10_160), (10_200, 10_240)], 10_020, 10_220),
+        ("ENSTM.1", "-", [(20_000, 20_050), (20_100, 20_150), (20_180, 20_230)], 20_030, 20_200),
+    ]
+    for tid, strand, exons, cds_start, cds_end in specs:
+        tss = exons[0][0] if strand == "+" else exons[-1][1] - 1
+        annotation.append(
+            {
+                "transcript_id": tid,
+                "gene_id": "ENSGX.1",
+                "gene_name": "X",
+                "transcript_type": "protein_coding",
+                "chrom": "chr1",
+                "strand": strand,
+                "tx_start": exons[0][0],
+                "tx_end": exons[-1][1],
+                "tss": tss,
+                "exon_starts": [e[0] for e in exons],
+                "exon_ends": [e[1] for e in exons],
+                "cds_start": cds_start,
+                "cds_end": cds_end,
+                "cds_phase": 0,
+                "utr5_len": 0,
+                "cds_len": 0,
+                "utr3_len": 0,
+                "selenocysteines": [],
+                "tags": [],
+            }
+        )
+    table = pd.DataFrame(annotation)
+    with GenomeWindows(bundle["fasta"]) as genome:
+        records = {r.transcript_id: r for r in _records_one_by_one(table, genome)}
+    for ann in annotation:
+        start, end = window_bounds(ann["tss"], ann["strand"], WINDOW)
+        record = records[ann["transcript_id"]]
+        row = frame.iloc[0].to_dict() | {
+            "transcript_id": ann["transcript_id"],
+            "strand": ann["strand"],
+            "tss": ann["tss"],
+            "window_start": start,
+            "window_end": end,
+            "rna_seq": record.rna,
+            "protein_seq": record.protein,
+            "split": "test",
+        }
+        rows.append(row)
+    dataset = tmp_path / "tx.parquet"
+    write_dataset(pd.DataFrame(rows), tissues, bundle["fasta"], dataset)
+    annotation_path = tmp_path / "transcripts.parquet"
+    table.to_parquet(annotation_path)
+    return dataset, annotation_path
+
+
+@pytest.mark.slow
+def test_transcript_subjects_follow_exons_on_both_strands(bundle, model, tmp_path):
+    from isoflow.explain import ism, mutate, read_transcripts, region_sites
+
+    dataset, annotation = _transcript_fixture(bundle, tmp_path)
+    subjects = read_transcripts(dataset, annotation, ["ENSTP.1", "ENSTM.1"])
+    for s in subjects:
+        exonic = np.flatnonzero(s.rna_pos >= 0)
+        assert len(exonic) == len(s.rna)  # the whole RNA lies in the 512-bp window
+        assert "".join(s.dna[i] for i in exonic[np.argsort(s.rna_pos[exonic])]) == s.rna
+        assert s.part[WINDOW // 2] == "utr5" and s.part[WINDOW // 2 - 1] == "upstream"
+        assert {"intron", "cds", "utr3"} <= set(s.part)
+        cds = region_sites(s, "cds")
+        m = mutate(s, int(cds[4]), "A" if s.ref[cds[4]] != "A" else "C")
+        assert m.inputs.rna[s.rna_pos[cds[4]]] == m.alt
+        intron = region_sites(s, "intron")[0]
+        assert mutate(s, int(intron), "A" if s.ref[intron] != "A" else "C").changed == ("dna",)
+    effects = ism(model, subjects[1], region_sites(subjects[1], "250-262"))
+    assert len(effects) == 36
+
+
+@pytest.mark.slow
+def test_cli_end_to_end(bundle, tmp_path, capsys):
+    from isoflow.commands import main
+    from isoflow.constructs import write_constructs_tsv
+
+    constructs = tmp_path / "c.tsv"
+    write_constructs_tsv([_construct(1), Construct("c2", _construct(2).parts)], constructs)
+    out = tmp_path / "out" / "c1"
+    argv = ["explain", "--model", str(bundle["path"]), "--construct", str(constructs)]
+    argv += ["--id", "c1", "--region", "utr5", "--attention", "--out", str(out)]
+    argv += ["--device", "cpu", "--tissue", "mean", "--tissue", "Liver"]
+    assert main(argv) == 0
+    for name in ("ism.tsv", "ism.parquet", "ism_summary.tsv", "ism.png", "attention.tsv"):
+        assert (tmp_path / "out" / f"c1.{name}").stat().st_size > 0, name
+    assert (tmp_path / "out" / "c1.attention.png").stat().st_size > 0
+    ism = pd.read_parquet(tmp_path / "out" / "c1.ism.parquet")
+    assert len(ism) == 3 * 20 and list(ism.columns[-3:]) == ["Liver", "Brain", "Testis"]
+    attention = pd.read_csv(tmp_path / "out" / "c1.attention.tsv", sep="\t")
+    assert (attention["n"] == 2).all()
+    # a transcript of the dataset, by window offsets
+    dataset, annotation = _transcript_fixture(bundle, tmp_path)
+    argv = ["explain", "--model", str(bundle["path"]), "--transcript", "ENSTM.1"]
+    argv += ["--dataset", str(dataset), "--annotation", str(annotation), "--region", "cds"]
+    argv += ["--attention", "--out", str(tmp_path / "tx"), "--device", "cpu"]
+    assert main(argv) == 0
+    summary = pd.read_csv(tmp_path / "tx.ism_summary.tsv", sep="\t")
+    assert set(summary["part"]) == {"cds"}
+    # a bad region: one line, exit 1
+    argv = ["explain", "--model", str(bundle["path"]), "--construct", str(constructs)]
+    argv += ["--id", "c1", "--region", "enhancer", "--out", str(tmp_path / "bad")]
+    assert main(argv) == 1
+    assert "neither START-END nor a part" in capsys.readouterr().err

@@ -1,0 +1,342 @@
+"""Scoring constructs with a bundle or an ensemble (isoflow.score, `isoflow score`)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.training import TINY_CONFIG, TISSUES, make_dataset
+from isoflow.constructs import Construct, construct_inputs, write_constructs_tsv
+from isoflow.errors import InputError
+from isoflow.score import (
+    SCORE_COLUMNS,
+    SPECIFICITY_COLUMNS,
+    Scores,
+    check_bundles,
+    check_targets,
+    output_paths,
+    score_constructs,
+    specificity,
+    write_scores,
+)
+
+WINDOW = 512
+EXPERIMENT = {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
+CACHED = {"rna": "nucleotide_transformer", "protein": "esm2"}
+
+
+def _seq(rng, n, letters="ACGT"):
+    return "".join(rng.choice(list(letters), n))
+
+
+def _cds(rng, codons=12):
+    sense = ["AAA", "GCT", "GAT", "TTC", "CGT", "GGC", "CAG", "TGG"]
+    return "ATG" + "".join(rng.choice(sense, codons)) + "TAA"
+
+
+def make_constructs(seed=0):
+    """Three cassettes: two inside a 512-bp window, one whose promoter runs past it."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, promoter_len in enumerate((100, 120, 400)):
+        parts = {
+            "promoter": _seq(rng, promoter_len),
+            "utr5": _seq(rng, 30),
+            "cds": _cds(rng),
+            "utr3": _seq(rng, 60),
+        }
+        out.append(Construct(f"c{i}", parts, source=f"test:{i + 2}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """Two tiny runs (seeds 0 and 1) of one dataset, exported as bundles."""
+    from isoflow.bundle import export_bundle
+    from isoflow.embed import embed_dataset
+    from isoflow.train import run_experiment
+
+    tmp = tmp_path_factory.mktemp("score")
+    dataset, fasta = make_dataset(tmp, window=WINDOW)
+    config = copy.deepcopy(TINY_CONFIG)
+    config["train"]["max_epochs"] = 1
+    config["model"]["cached_modalities"] = list(CACHED)
+    caches = {}
+    for modality, name in CACHED.items():
+        config["encoders"][name]["pool_to"] = 4
+        caches[modality] = tmp / "embeddings" / name
+        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
+    settings = {**config, "dna": {"window": WINDOW}, "dataset": {"name": "tiny"}}
+    paths = []
+    for seed in (0, 1):
+        experiment = {**EXPERIMENT, "seed": seed}
+        run_dir = tmp / "runs" / f"s{seed}"
+        run_experiment(config, experiment, dataset, run_dir, fasta, cache_dirs=caches)
+        out = tmp / "models" / f"s{seed}"
+        export_bundle(
+            run_dir,
+            out,
+            config=settings,
+            experiment=experiment,
+            dataset_path=dataset,
+            cache_dirs=caches,
+            genome_fasta=fasta,
+            check_n=4,
+        )
+        paths.append(out)
+    return paths
+
+
+def _edited(bundle, dest, edit):
+    shutil.copytree(bundle, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    edit(manifest)
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+# ---------------------------------------------------------------- ensemble (tiny bundles)
+
+
+@pytest.mark.slow
+def test_ensemble_mean_and_sd_are_numpys_over_single_bundle_predictions(bundles):
+    from isoflow.bundle import load_model
+
+    constructs = make_constructs()
+    scores = score_constructs(constructs, bundles, target_tissues=["Liver"], device="cpu")
+    inputs = [construct_inputs(c, window=WINDOW) for c in constructs]
+    each = np.stack([load_model(b, device="cpu").predict(inputs) for b in bundles])
+    assert each.shape == (2, 3, len(TISSUES))
+    assert not np.allclose(each[0], each[1])  # two seeds: a spread to measure
+    np.testing.assert_allclose(scores.predictions, each, rtol=0, atol=1e-6)
+
+    table = scores.table
+    assert list(table.columns) == list(SCORE_COLUMNS)
+    assert len(table) == 3 * len(TISSUES)
+    wide_mean = table.pivot(index="construct_id", columns="tissue", values="mean")
+    wide_sd = table.pivot(index="construct_id", columns="tissue", values="sd")
+    ids = [c.id for c in constructs]
+    np.testing.assert_allclose(
+        wide_mean.loc[ids, TISSUES].to_numpy(), each.mean(axis=0), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        wide_sd.loc[ids, TISSUES].to_numpy(), each.std(axis=0, ddof=1), rtol=1e-5, atol=1e-6
+    )
+    assert set(table["n_models"]) == {2}
+    assert table.loc[table["tissue"] == "Liver", "target"].all()
+    assert not table.loc[table["tissue"] != "Liver", "target"].any()
+
+    # the cassette whose promoter runs past the window carries its warning, the others none
+    notes = table.drop_duplicates("construct_id").set_index("construct_id")["warnings"]
+    assert notes["c0"] == notes["c1"] == ""
+    assert "runs past the 512-nt DNA window" in notes["c2"]
+
+    spec = scores.specificity
+    assert list(spec.columns) == list(SPECIFICITY_COLUMNS)
+    per_model = each[..., 0] - each[..., 1:].mean(axis=-1)
+    np.testing.assert_allclose(spec["specificity"], per_model.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(spec["specificity_sd"], per_model.std(axis=0, ddof=1), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_mismatched_bundles_are_one_line_errors(bundles, tmp_path):
+    def other_tissues(m):
+        m["tissues"] = list(reversed(m["tissues"]))
+
+    def other_window(m):
+        m["dna"]["window"] = 1024
+
+    cases = [
+        (_edited(bundles[1], tmp_path / "t", other_tissues), "tissues in another order"),
+        (_edited(bundles[1], tmp_path / "w", other_window), "1024 bp"),
+    ]
+    for other, expected in cases:
+        with pytest.raises(InputError) as err:
+            score_constructs(make_constructs(), [bundles[0], other], device="cpu")
+        text = str(err.value)
+        assert "\n" not in text and expected in text and str(other) in text
+    with pytest.raises(InputError, match="given twice"):
+        check_bundles([bundles[0], bundles[0]])
+
+    def fewer(m):
+        m["tissues"] = m["tissues"][:2]
+
+    with pytest.raises(InputError, match=r"other tissues \(no \['Testis'\]\)"):
+        check_bundles([bundles[0], _edited(bundles[1], tmp_path / "f", fewer)])
+
+
+@pytest.mark.slow
+def test_cli_scores_a_tsv_end_to_end(bundles, tmp_path):
+    from isoflow import commands
+
+    tsv = tmp_path / "constructs.tsv"
+    write_constructs_tsv(make_constructs(), tsv)
+    prefix = tmp_path / "out" / "demo"
+    code = commands.main(
+        [
+            "score",
+            "--model",
+            str(bundles[0]),
+            "--model",
+            str(bundles[1]),
+            "--constructs",
+            str(tsv),
+            "--target-tissue",
+            "Brain",
+            "--out",
+            str(prefix),
+            "--device",
+            "cpu",
+            "--figure-format",
+            "png",
+        ]
+    )
+    assert code == 0
+    paths = output_paths(prefix, specificity=True, figure_format="png")
+    for path in paths.values():
+        assert (tmp_path / "out" / path.rsplit("/", 1)[1]).stat().st_size > 0
+    table = pd.read_csv(paths["tsv"], sep="\t", keep_default_na=False)
+    assert list(table.columns) == list(SCORE_COLUMNS)
+    assert len(table) == 3 * len(TISSUES) and set(table["n_models"]) == {2}
+    back = pd.read_parquet(paths["parquet"])
+    np.testing.assert_allclose(back["mean"], table["mean"].astype(float), rtol=1e-5)
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(paths["parquet"]).metadata
+    assert [m["run"] for m in json.loads(meta[b"isoflow.models"])] == [
+        "dna+rna+protein_enformer_cross_attention_s0",
+        "dna+rna+protein_enformer_cross_attention_s1",
+    ]
+    assert json.loads(meta[b"isoflow.target_tissues"]) == ["Brain"]
+    spec = pd.read_csv(paths["specificity"], sep="\t", keep_default_na=False)
+    assert sorted(spec["rank"]) == [1, 2, 3] and set(spec["targets"]) == {"Brain"}
+
+    # a target that is no tissue: one line, exit 1
+    bad = commands.main(
+        ["score", "--model", str(bundles[0]), "--constructs", str(tsv)]
+        + ["--target-tissue", "brain", "--out", str(prefix), "--device", "cpu"]
+    )
+    assert bad == 1
+
+
+# ---------------------------------------------------------------- no model needed
+
+
+def test_specificity_is_target_mean_minus_other_mean_per_model():
+    rng = np.random.default_rng(1)
+    predictions = rng.normal(size=(3, 4, 5)).astype(np.float32)
+    tissues = ["a", "b", "c", "d", "e"]
+    s, target, other = specificity(predictions, tissues, ["b", "d"])
+    np.testing.assert_allclose(target, predictions[..., [1, 3]].mean(axis=-1), rtol=1e-6)
+    np.testing.assert_allclose(other, predictions[..., [0, 2, 4]].mean(axis=-1), rtol=1e-6)
+    np.testing.assert_allclose(s, target - other)
+
+    scores = Scores(
+        constructs=["w", "x", "y", "z"],
+        tissues=tissues,
+        models=[{"run": f"r{k}", "path": f"m{k}"} for k in range(3)],
+        predictions=predictions,
+        targets=["b", "d"],
+    )
+    spec = scores.specificity
+    np.testing.assert_allclose(spec["specificity"], s.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(spec["specificity_sd"], s.std(axis=0, ddof=1), rtol=1e-6)
+    expected_rank = np.empty(4, dtype=int)
+    expected_rank[np.argsort(-s.mean(axis=0))] = [1, 2, 3, 4]
+    assert spec["rank"].tolist() == expected_rank.tolist()
+
+    # a planted specific construct ranks first
+    planted = np.zeros((2, 2, 3), dtype=np.float32)
+    planted[:, 1, 0] = 2.0  # construct "hi" high in tissue "a" only, under both models
+    one = Scores(["lo", "hi"], ["a", "b", "c"], [{}, {}], planted, targets=["a"])
+    assert one.specificity.set_index("construct_id").loc["hi", "rank"] == 1
+    assert one.specificity.set_index("construct_id").loc["hi", "specificity"] == 2.0
+
+
+def test_one_model_has_no_sd_and_no_targets_no_specificity(tmp_path):
+    predictions = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+    scores = Scores(["p", "q"], ["a", "b", "c"], [{"run": "r", "path": "m"}], predictions)
+    assert scores.table["sd"].isna().all() and set(scores.table["n_models"]) == {1}
+    assert scores.specificity is None
+    paths = output_paths(tmp_path / "one", specificity=False)
+    write_scores(scores, {**paths, "html": tmp_path / "one.html"})
+    back = pd.read_csv(paths["tsv"], sep="\t", keep_default_na=False)
+    assert (back["sd"] == "").all()
+    assert Path(paths["figure"]).read_text().startswith("<?xml")
+    assert "Construct scores" in (tmp_path / "one.html").read_text()
+    with pytest.raises(ValueError, match="target tissues"):
+        write_scores(scores, {"specificity": tmp_path / "s.tsv"})
+
+
+def test_target_tissues_are_checked():
+    tissues = ["Liver", "Brain", "Testis"]
+    assert check_targets(["Brain"], tissues) == ["Brain"]
+    with pytest.raises(InputError, match=r"'brain' is not a tissue.*did you mean 'Brain'"):
+        check_targets(["brain"], tissues)
+    with pytest.raises(InputError, match="named twice"):
+        check_targets(["Brain", "Brain"], tissues)
+    with pytest.raises(InputError, match="every tissue is a target"):
+        check_targets(tissues, tissues)
+
+
+def test_score_help_works_without_torch():
+    code = (
+        "import sys, io, contextlib\n"
+        "from isoflow import commands\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n"
+        "        commands.main(['score', '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules)\n"
+        "print(out.getvalue())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    first, rest = result.stdout.split("\n", 1)
+    assert first == "False"
+    assert "usage: isoflow score" in rest and "--target-tissue" in rest
+
+
+def test_demo_cassettes_keep_their_warnings_and_ids(tmp_path):
+    from isoflow.demo import write_demo_constructs
+    from isoflow.score import read_with_warnings
+
+    path = write_demo_constructs(tmp_path / "c.tsv")
+    constructs, warnings = read_with_warnings(path, aav=True, aav_limit=2000)
+    assert len(constructs) == 8
+    # each demo cassette (1,000 + 120 + 603 + 600 nt) is above a 2,000-nt limit: one each
+    assert sorted(warnings) == sorted(c.id for c in constructs)
+    assert all(len(w) == 1 and "AAV packaging limit" in w[0] for w in warnings.values())
+
+
+def test_rule_layout_follows_the_constructs_config():
+    from isoflow.workflow import construct_models, construct_outputs, score_inputs
+
+    runs = {"a_s0": {}, "a_s1": {}}
+    assert construct_outputs({}) == {} and construct_outputs({"constructs": {}}) == {}
+    config = {"models": {"export": ["a_s1"]}, "constructs": {"table": "c.tsv"}}
+    assert construct_models(config, runs) == ["a_s1"]  # default: models.export
+    outputs = construct_outputs(config)
+    assert "specificity" not in outputs and outputs["tsv"] == "results/constructs/scores.tsv"
+    config["constructs"] |= {"models": ["a_s0", "a_s1"], "target_tissues": ["Liver"]}
+    config["constructs"]["background"] = "bg.fa"
+    assert construct_outputs(config)["specificity"] == "results/constructs/specificity.tsv"
+    assert score_inputs(config, runs) == {
+        "constructs": "c.tsv",
+        "models": ["results/models/a_s0", "results/models/a_s1"],
+        "background": "bg.fa",
+    }
+    with pytest.raises(InputError, match="constructs.models: 'b_s0' is not a configured run"):
+        construct_models({"constructs": {"table": "c.tsv", "models": ["b_s0"]}}, runs)
+    with pytest.raises(InputError, match="no model scores it"):
+        construct_models({"constructs": {"table": "c.tsv"}}, runs)

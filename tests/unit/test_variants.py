@@ -1,0 +1,399 @@
+"""isoflow.variants: variant effects on transcripts, their checks, and the Kircher MPRA path."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import numpy as np
+import pandas as pd
+import pysam
+import pytest
+
+from helpers.training import TINY_CONFIG, make_dataset
+from isoflow.alphabet import reverse_complement, translate_cds
+from isoflow.bundle import ModelInput, export_bundle, load_model
+from isoflow.errors import InputError
+from isoflow.genome import GenomeWindows
+from isoflow.variants import (
+    KIRCHER_PROMOTERS,
+    REPORTER,
+    SubstitutedGenome,
+    Variant,
+    check_variants,
+    construct_variant_effects,
+    element_reference,
+    element_substitutions,
+    kircher_construct,
+    read_kircher,
+    read_variants,
+    variant_effects,
+)
+
+EXPERIMENT = {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
+CACHED = {"rna": "nucleotide_transformer", "protein": "esm2"}
+WINDOW = 512
+# plus strand: two exons, CDS 1030-1180 (30 + 30 = 60 nt); minus strand: non-coding;
+# both within the 512-bp windows of their TSS
+TRANSCRIPTS = [
+    {
+        "transcript_id": "TP.1",
+        "gene_id": "GP.1",
+        "gene_name": "GP",
+        "chrom": "chr1",
+        "strand": "+",
+        "tss": 1000,
+        "exon_starts": [1000, 1150],
+        "exon_ends": [1060, 1300],
+        "cds_start": 1030,
+        "cds_end": 1180,
+        "cds_phase": 0,
+    },
+    {
+        "transcript_id": "TM.1",
+        "gene_id": "GM.1",
+        "gene_name": "GM",
+        "chrom": "chr1",
+        "strand": "-",
+        "tss": 5599,
+        "exon_starts": [5000, 5400],
+        "exon_ends": [5200, 5600],
+        "cds_start": None,
+        "cds_end": None,
+        "cds_phase": None,
+    },
+]
+
+
+def _annotation() -> pd.DataFrame:
+    frame = pd.DataFrame(TRANSCRIPTS)
+    frame["transcript_type"] = ["protein_coding", "lncRNA"]
+    frame["tags"] = [[], []]
+    frame["selenocysteines"] = [[], []]
+    frame["cds_start"] = frame["cds_start"].astype("Int64")
+    frame["cds_end"] = frame["cds_end"].astype("Int64")
+    frame["cds_phase"] = frame["cds_phase"].astype("Int8")
+    return frame
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from isoflow.embed import embed_dataset
+    from isoflow.train import run_experiment
+
+    tmp = tmp_path_factory.mktemp("variants")
+    dataset, fasta = make_dataset(tmp, window=WINDOW)
+    config = copy.deepcopy(TINY_CONFIG)
+    config["train"]["max_epochs"] = 1
+    config["model"]["cached_modalities"] = list(CACHED)
+    caches = {}
+    for modality, name in CACHED.items():
+        config["encoders"][name]["pool_to"] = 4
+        caches[modality] = tmp / "embeddings" / name
+        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
+    run_dir = tmp / "runs" / "r"
+    run_experiment(config, EXPERIMENT, dataset, run_dir, fasta, cache_dirs=caches)
+    settings = {**config, "dna": {"window": WINDOW}, "dataset": {"name": "tiny"}}
+    export_bundle(
+        run_dir,
+        tmp / "model",
+        config=settings,
+        experiment=EXPERIMENT,
+        dataset_path=dataset,
+        cache_dirs=caches,
+        genome_fasta=fasta,
+        check_n=4,
+        device="cpu",
+    )
+    annotation = tmp / "transcripts.parquet"
+    _annotation().to_parquet(annotation, index=False)
+    genome = "".join(line.strip() for line in fasta.read_text().splitlines()[1:])
+    return {
+        "tmp": tmp,
+        "path": tmp / "model",
+        "model": load_model(tmp / "model", device="cpu"),
+        "fasta": fasta,
+        "genome": genome,
+        "annotation": annotation,
+    }
+
+
+def _variant(genome: str, pos0: int, alt: str | None = None, chrom="chr1") -> Variant:
+    ref = genome[pos0]
+    alt = alt or next(b for b in "ACGT" if b != ref)
+    return Variant(f"v{pos0}", chrom, pos0 + 1, ref, alt)
+
+
+def _by_hand(genome: str, row: dict, pos0: int | None = None, alt: str = "") -> ModelInput:
+    """The three inputs of a transcript of TRANSCRIPTS, spliced and windowed here."""
+    seq = genome if pos0 is None else genome[:pos0] + alt + genome[pos0 + 1 :]
+    exons = list(zip(row["exon_starts"], row["exon_ends"], strict=True))
+    rna = "".join(seq[s:e] for s, e in exons)
+    tss, half = row["tss"], WINDOW // 2
+    if row["strand"] == "+":
+        dna = seq[tss - half : tss - half + WINDOW]
+        protein = None
+        if row["cds_start"] is not None:
+            before = sum(max(0, min(e, row["cds_start"]) - s) for s, e in exons)
+            inside = sum(
+                max(0, min(e, row["cds_end"]) - max(s, row["cds_start"])) for s, e in exons
+            )
+            protein = translate_cds(rna[before : before + inside])
+    else:
+        dna = reverse_complement(seq[tss + half + 1 - WINDOW : tss + half + 1])
+        rna, protein = reverse_complement(rna), None
+    return ModelInput(row["transcript_id"], dna.upper(), rna.upper(), protein)
+
+
+def _codon_changing_alt(genome: str, pos0: int) -> str:
+    row = TRANSCRIPTS[0]
+    ref = _by_hand(genome, row).protein
+    return next(
+        b for b in "ACGT" if b != genome[pos0] and _by_hand(genome, row, pos0, b).protein != ref
+    )
+
+
+@pytest.mark.slow
+def test_effect_is_alt_prediction_minus_ref_prediction(bundle):
+    model, genome = bundle["model"], bundle["genome"]
+    pos0 = 1160  # second exon of TP.1, in its CDS
+    alt = _codon_changing_alt(genome, pos0)
+    variants = [_variant(genome, pos0, alt), _variant(genome, 5500)]  # TM.1 exon
+    with GenomeWindows(bundle["fasta"]) as windows:
+        frame = variant_effects(model, variants, _annotation(), windows, batch_size=1)
+    assert list(frame["transcript_id"]) == ["TP.1", "TM.1"]
+    for (i, row), v, spec in zip(frame.iterrows(), variants, TRANSCRIPTS, strict=True):
+        ref = _by_hand(genome, spec)
+        alt_in = _by_hand(genome, spec, v.start, v.alt)
+        expected = model.predict([alt_in], batch_size=1) - model.predict([ref], batch_size=1)
+        got = row[model.tissues].to_numpy(dtype=np.float32)
+        np.testing.assert_allclose(got, expected[0], rtol=0, atol=1e-6, err_msg=str(i))
+        assert np.abs(expected).max() > 0  # the model does see the change
+    assert frame.loc[0, "changed"] == "dna+rna+protein"
+    assert frame.loc[1, "changed"] == "dna+rna"
+    # along the transcript's strand: TM.1's TSS is 5599, the variant 99 bases downstream
+    assert frame.loc[1, "tss_offset"] == 99
+
+
+@pytest.mark.slow
+def test_exonic_intronic_and_utr_variants_change_the_right_inputs(bundle):
+    model, genome = bundle["model"], bundle["genome"]
+    variants = [
+        _variant(genome, 1100),  # TP.1 intron
+        _variant(genome, 1010),  # TP.1 5'UTR
+        _variant(genome, 900),  # upstream of TP.1, in its window
+        _variant(genome, 20000),  # in no window
+    ]
+    with GenomeWindows(bundle["fasta"]) as windows:
+        frame = variant_effects(model, variants, _annotation(), windows)
+    changed = dict(zip(frame["variant_id"], frame["changed"], strict=True))
+    assert changed == {"v1100": "dna", "v1010": "dna+rna", "v900": "dna"}
+    assert frame[["dna_changed", "rna_changed", "protein_changed"]].dtypes.eq(bool).all()
+    assert np.isfinite(frame[model.tissues].to_numpy()).all()
+
+
+def test_substituted_genome_shows_the_alt_allele_on_both_strands(tmp_path):
+    _, fasta = make_dataset(tmp_path, n_genes=4)
+    with GenomeWindows(fasta) as genome:
+        plain = genome.fetch("chr1", 100, 110)
+        alt = next(b for b in "ACGT" if b != plain[5].upper())
+        patched = SubstitutedGenome(genome, "chr1", 105, alt)
+        assert patched.fetch("chr1", 100, 110) == plain[:5] + alt + plain[6:]
+        assert patched.fetch("chr1", 106, 110) == plain[6:]
+        minus = patched.tokens("chr1", 100, 110, "-")
+        expected = genome.tokens("chr1", 100, 110, "-").copy()
+        expected[4] = 3 - "ACGT".index(alt)
+        np.testing.assert_array_equal(minus, expected)
+        assert genome.fetch("chr1", 100, 110) == plain  # the parent is untouched
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    text = str(err.value)
+    assert "\n" not in text
+    return text
+
+
+def test_ref_mismatch_and_unknown_contig_are_one_line_errors(tmp_path):
+    _, fasta = make_dataset(tmp_path, n_genes=4)
+    with GenomeWindows(fasta) as genome:
+        base = genome.fetch("chr1", 499, 500).upper()
+        wrong = next(b for b in "ACGT" if b != base)
+        alt = next(b for b in "ACGT" if b != wrong)
+        with pytest.raises(InputError) as err:
+            check_variants([Variant("rs1", "chr1", 500, wrong, alt, "v.tsv", 2)], genome)
+        text = _one_line(err)
+        assert text.startswith("v.tsv:2: variant rs1")
+        assert f"ref '{wrong}' does not match the genome's '{base}' at chr1:500" in text
+        with pytest.raises(InputError) as err:
+            check_variants([Variant("rs2", "1", 500, base, alt, "v.tsv", 3)], genome)
+        text = _one_line(err)
+        assert "contig '1' is not in the genome" in text and "--contig-alias 1=chr1" in text
+        (ok,) = check_variants([Variant("rs2", "1", 500, base, alt)], genome, {"1": "chr1"})
+        assert ok.chrom == "chr1"
+        with pytest.raises(InputError, match="past the end of the contig"):
+            check_variants([Variant("rs3", "chr1", 40_001, "A", "C")], genome)
+
+
+def test_variant_table_reading(tmp_path):
+    table = tmp_path / "v.tsv"
+    table.write_text(
+        "#CHROM\tPOS\tID\tREF\tALT\n"
+        "chr1\t10\trsA\tA\tg\n"
+        "chr1\t11\t\tAC\tGT\n"
+        "chr1\t12\t\tA\tAT\n"
+        "chr1\t13\t\tA\t-\n"
+    )
+    read = read_variants(table)
+    assert [(v.id, v.pos, v.ref, v.alt) for v in read.variants] == [
+        ("rsA", 10, "A", "G"),
+        ("chr1:11:AC>GT", 11, "AC", "GT"),
+    ]
+    assert read.skipped == {"indel": 1, "deletion or missing allele": 1}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("chrom\tpos\tref\talt\nchr1\t10\tA\tR\n")
+    with pytest.raises(InputError) as err:
+        read_variants(bad)
+    assert _one_line(err).startswith(f"{bad}:2: variant chr1:10:A>R: alt allele 'R'")
+    header = tmp_path / "header.tsv"
+    header.write_text("chr\tposition\tref\talt\n")
+    with pytest.raises(InputError, match="header lacks chrom, pos"):
+        read_variants(header)
+    same = tmp_path / "same.tsv"
+    same.write_text("chrom\tpos\tref\talt\nchr1\t10\tA\ta\n")
+    with pytest.raises(InputError, match="ref and alt are the same"):
+        read_variants(same)
+
+
+def test_vcf_plain_and_bgzip(tmp_path):
+    text = (
+        "##fileformat=VCFv4.2\n##contig=<ID=chr1>\n"
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        "chr1\t5\trs9\tC\tA,T\t.\t.\t.\n"
+        "chr1\t8\t.\tG\t<DEL>\t.\t.\t.\n"
+        "chr1\t9\t.\tGA\tG\t.\t.\t.\n"
+    )
+    plain = tmp_path / "v.vcf"
+    plain.write_text(text)
+    pysam.tabix_compress(str(plain), str(tmp_path / "v.vcf.gz"))
+    for path in (plain, tmp_path / "v.vcf.gz"):
+        read = read_variants(path)
+        assert [(v.id, v.pos, v.alt) for v in read.variants] == [
+            ("rs9_1", 5, "A"),
+            ("rs9_2", 5, "T"),
+        ]
+        assert read.skipped == {"symbolic allele": 1, "indel": 1}
+
+
+@pytest.mark.slow
+def test_command_writes_a_table(bundle, tmp_path):
+    from isoflow.commands import main
+
+    genome = bundle["genome"]
+    table = tmp_path / "v.tsv"
+    table.write_text(
+        f"chrom\tpos\tref\talt\nchr1\t1011\t{genome[1010]}\t{'A' if genome[1010] != 'A' else 'C'}\n"
+    )
+    out = tmp_path / "effects.parquet"
+    argv = ["variants", str(table), "-m", str(bundle["path"]), "-g", str(bundle["fasta"])]
+    argv += ["-a", str(bundle["annotation"]), "-o", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    frame = pd.read_parquet(out)
+    assert list(frame["transcript_id"]) == ["TP.1"]
+    assert set(bundle["model"].tissues) <= set(frame.columns)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("chrom\tpos\tref\talt\nchrZ\t5\tA\tC\n")
+    argv[1] = str(bad)
+    assert main(argv) == 1
+
+
+# ------------------------------------------------------------------ Kircher et al. 2019
+
+
+def _table_spans(shared_real) -> dict[str, tuple[str, int, int]]:
+    """GRCh38 coordinates of the promoters from the authors' elements_table.md."""
+    text = (shared_real / "kircher_mpra" / "elements_table.md").read_text()
+    spans = {}
+    for line in text.split("### Enhancers")[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and cells[0] in KIRCHER_PROMOTERS:
+            m = re.fullmatch(r"chr(\w+):([\d,]+)-([\d,]+)", cells[2])
+            spans[cells[0]] = (m[1], int(m[2].replace(",", "")), int(m[3].replace(",", "")))
+    return spans
+
+
+@pytest.mark.needs("shared")
+def test_kircher_references_rebuild_each_promoter_contiguously(shared_real):
+    rows, no_position = read_kircher(shared_real / "kircher_mpra" / "elements.tsv.gz")
+    assert no_position == 11
+    spans = _table_spans(shared_real)
+    assert set(spans) == set(KIRCHER_PROMOTERS)
+    for element, (data_name, _strand, _tx) in KIRCHER_PROMOTERS.items():
+        ref = element_reference(rows[rows["Element"] == data_name], data_name)
+        assert ref.gaps == (), element
+        assert set(ref.seq) <= set("ACGT")
+        chrom, start, end = spans[element]
+        # every position of the authors' GRCh38 span has a row, and no position outside it
+        assert (ref.chrom, ref.start, ref.end) == (chrom, start, end), element
+        assert len(ref.seq) == ref.end - ref.start + 1
+
+
+@pytest.mark.slow
+@pytest.mark.needs("shared")
+def test_kircher_path_end_to_end_on_a_subset(shared_real, bundle):
+    model = bundle["model"]
+    rows, _ = read_kircher(shared_real / "kircher_mpra" / "elements.tsv.gz")
+    for data_name, strand in (("HBB", "-"), ("LDLR", "+")):
+        mine = rows[rows["Element"] == data_name]
+        element = element_reference(mine, data_name)
+        construct = kircher_construct(element, strand)
+        assert construct.parts["utr5"] == REPORTER["utr5"]
+        # the element's 3' end in this orientation is the last promoter base, before the TSS
+        assert construct.tss == len(element.seq)
+        subset = mine[mine["Pos"] >= element.end - 40]  # the 40 bp next to the TSS
+        subs, measured, deletions = element_substitutions(subset, element, strand)
+        assert deletions == int((subset["Alt"] == "-").sum()) and len(subs) == len(measured)
+        ref, effect = construct_variant_effects(model, construct, subs)
+        assert ref.shape == (len(model.tissues),) and effect.shape == (len(subs), 3)
+        assert np.isfinite(effect).all() and np.abs(effect).max() > 0
+        # one by hand: alt - ref of the first substitution
+        from isoflow.constructs import Construct, construct_inputs
+
+        name, index, r, a = subs[0]
+        promoter = construct.parts["promoter"]
+        assert promoter[index] == r
+        alt = Construct(
+            "x", {**construct.parts, "promoter": promoter[:index] + a + promoter[index + 1 :]}
+        )
+        inputs = [construct_inputs(c, window=model.dna_window) for c in (construct, alt)]
+        pred = model.predict(
+            [ModelInput(i.id, i.dna, i.rna, i.protein) for i in inputs], batch_size=1
+        )
+        np.testing.assert_allclose(effect[0], pred[1] - pred[0], atol=1e-5)
+
+
+def test_help_works_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom isoflow import commands\n"
+        "try:\n    commands.main(['variants', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "usage: isoflow variants" in result.stdout
+    assert result.stdout.rstrip().endswith("False")
+
+
+def test_vcf_errors_name_the_record(tmp_path):
+    _, fasta = make_dataset(tmp_path, n_genes=4)
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=chr1>\n"
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        "chr1\t5\trs9\tN\tA\t.\t.\t.\n"
+    )
+    with pytest.raises(InputError) as err:
+        read_variants(vcf)
+    assert _one_line(err).startswith(f"{vcf}:record 1 (chr1:5): variant rs9: ref allele 'N'")
