@@ -17,6 +17,12 @@ from isoflow.workflow import (
     set_options,
 )
 
+# An overlay switches a config's optional section off with `SECTION: null` (a config merge
+# cannot delete a key); validate would fill defaults into it, so it goes before.
+for _section in ("explain",):
+    if _section in config and config[_section] is None:
+        del config[_section]
+
 # One line naming the key first; then Snakemake's validate fills the schema's defaults.
 check_config(config, workflow.source_path("../config/schema.yaml"), "config")
 validate(config, schema="../config/schema.yaml")

@@ -3,7 +3,8 @@
 # rule explain (isoflow.explain, docs/constructs.md "Explain a prediction"): in-silico
 # mutagenesis of one construct or transcript region with a model bundle, and its
 # cross-attention by RNA region. Defined only when the config has an `explain` section
-# naming a model (the demo sets none yet): rule all then asks for its outputs.
+# naming a model (config/demo.yaml explains one cassette): rule all then asks for its
+# outputs. `explain: null` in an overlay switches it off.
 from isoflow.workflow import explain_inputs, explain_paths
 
 EXPLAIN_OUTPUTS = explain_paths(config, EXPERIMENTS)
