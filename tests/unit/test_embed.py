@@ -122,7 +122,7 @@ def test_dna_token_arrays_from_a_lazy_mapping(tmp_path):
 
     items = Lazy.fromkeys(windows)
     keys = build_cache(enformer, items, tmp_path / "cache", pool_to=4, batch_size=2)
-    assert Lazy.reads == 4 and keys["ENST9"] == keys["ENST0"]
+    assert Lazy.reads == 8 and keys["ENST9"] == keys["ENST0"]  # two passes: keys, then sequences
     letters = "".join("ACGTN"[t] for t in windows["ENST1"])
     assert keys["ENST1"] == sequence_key(letters)  # a window hashes as its text
     cache = EmbeddingCache(tmp_path / "cache")
@@ -245,3 +245,159 @@ def test_batch_gather_is_the_stored_float16_rows(tmp_path, esm):
     emb, mask = cache.item_rows(order).take()
     assert as_float.dtype == torch.float32 and torch.equal(as_float, emb.float())
     assert torch.equal(float_mask, mask)
+
+
+# --- bounded memory, resumption ------------------------------------------------------
+
+
+class RampEncoder(torch.nn.Module):
+    """A fast stand-in encoder: row i of a sequence is ``i / 100 + its first letter's code``
+    in every one of ``dim`` columns (one real token per letter)."""
+
+    modality = "protein"
+
+    def __init__(self, dim):
+        super().__init__()
+        self.dim = dim
+        self.weight = torch.nn.Parameter(torch.zeros(1))  # a device to run on
+
+    def tokenize(self, batch):
+        return {
+            "lengths": torch.tensor([len(s) for s in batch]),
+            "first": torch.tensor([ord(s[0]) for s in batch], dtype=torch.float32),
+        }
+
+    def forward(self, lengths, first):
+        positions = torch.arange(int(lengths.max()), dtype=torch.float32)
+        emb = positions[None, :, None] / 100 + first[:, None, None]
+        mask = positions[None, :] < lengths[:, None]
+        return emb.expand(-1, -1, self.dim) * mask[..., None], mask
+
+
+def test_memory_held_is_one_shard_not_the_cache(tmp_path):
+    """tracemalloc counts every byte numpy (which reports its buffers to it) and Python
+    allocate, to the byte and whatever torch, pyarrow or earlier tests left in this process;
+    ru_maxrss is a process-lifetime high-water mark that would need a fresh subprocess per
+    case and moves by tens of MB with imports (bench/bench_embed_memory.py measures it)."""
+    import tracemalloc
+
+    encoder = RampEncoder(256)  # 64 pooled rows x 256 x 2 B = 32 KiB per sequence
+    items = {f"p{i}": protein(80 + i % 7) for i in range(320)}  # 10 MiB of rows in all
+    total = 320 * 64 * 256 * 2
+
+    def peak(shard_mb, out):
+        tracemalloc.start()
+        build_cache(encoder, items, out, pool_to=64, batch_size=8, shard_mb=shard_mb)
+        traced = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return traced
+
+    # a first small cache: what build_cache imports on first use (pandas, via pyarrow) is
+    # not what it holds
+    build_cache(encoder, {"w": protein(9)}, tmp_path / "warm", pool_to=64)
+    bounded = peak(1, tmp_path / "bounded")
+    assert EmbeddingCache(tmp_path / "bounded").meta["n_shards"] == 10
+    assert bounded < 1.25 * 2**20  # the 1 MiB shard buffer, keys and index lists
+    # the same measurement sees a whole cache held when the shard can hold all of it
+    whole = peak(64, tmp_path / "whole")
+    assert whole > total and EmbeddingCache(tmp_path / "whole").meta["n_shards"] == 1
+    for name in ("index.parquet", "items.parquet"):
+        a = pq.read_table(tmp_path / "bounded" / name).to_pydict()
+        b = pq.read_table(tmp_path / "whole" / name).to_pydict()
+        assert a["key"] == b["key"]
+    got, _ = EmbeddingCache(tmp_path / "bounded").lookup_items(list(items))
+    want, _ = EmbeddingCache(tmp_path / "whole").lookup_items(list(items))
+    assert torch.equal(got, want)
+
+
+class FailAfter(CountingEncoder):
+    """Raises at forward call ``n + 1`` (a job killed mid-run)."""
+
+    def __init__(self, inner, n):
+        super().__init__(inner)
+        self.n = n
+
+    def forward(self, **tokens):
+        if self.n == 0:
+            raise RuntimeError("killed")
+        self.n -= 1
+        return self.inner(**tokens)
+
+
+def files_of(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_killed_run_resumes_to_identical_files(tmp_path, esm):
+    from isoflow.embed import partial_dir
+
+    items = {f"p{i}": protein(5 + (7 * i) % 23) for i in range(40)}
+    items["dup"] = items["p3"]
+    items["none"] = None
+    options = dict(pool_to=8, batch_size=3, shard_rows=50, meta={"spec": {"a": 1}})
+    build_cache(esm, items, tmp_path / "whole", **options)
+    whole = files_of(tmp_path / "whole")
+    assert EmbeddingCache(tmp_path / "whole").meta["n_shards"] >= 5
+
+    out = tmp_path / "resumed"
+    with pytest.raises(RuntimeError, match="killed"):
+        build_cache(FailAfter(esm, 6), items, out, **options)
+    work = partial_dir(out)
+    assert not out.exists() and sorted(p.name for p in work.iterdir())[:2] == [
+        "shard_00000.json",
+        "shard_00000.npy",
+    ]
+    finished = len(list(work.glob("shard_*.json")))
+    assert finished >= 2
+    # what a kill mid-write leaves: a shard without its record, a temporary file
+    (work / f"shard_{finished:05d}.npy").write_bytes(b"half")
+    (work / ".shard_00009.npy.abc.tmp").write_bytes(b"")
+    counting = CountingEncoder(esm)
+    keys = build_cache(counting, items, out, **options)
+    assert files_of(out) == whole  # byte for byte, shards, index, items and meta
+    assert not work.exists() and keys["dup"] == keys["p3"]
+    # only the sequences after the last finished shard's batch were encoded again
+    assert 0 < len(counting.encoded) < 40 - 3 * (finished - 1)
+
+
+def test_shards_of_another_spec_or_sequence_set_are_not_reused(tmp_path, esm, caplog):
+    from isoflow.embed import partial_dir
+
+    items = {f"p{i}": protein(12 + i) for i in range(12)}
+    options = dict(pool_to=8, batch_size=2, shard_rows=16)
+    out = tmp_path / "cache"
+    with pytest.raises(RuntimeError):
+        build_cache(FailAfter(esm, 4), items, out, meta={"spec": {"seed": 0}}, **options)
+    assert list(partial_dir(out).glob("shard_*.json"))
+
+    counting = CountingEncoder(esm)
+    with caplog.at_level("WARNING", logger="isoflow.embed"):
+        build_cache(counting, items, out, meta={"spec": {"seed": 1}}, **options)
+    assert "another encoder spec or sequence set" in caplog.text
+    assert sorted(counting.encoded) == sorted(items.values())  # all encoded afresh
+    build_cache(esm, items, tmp_path / "fresh", meta={"spec": {"seed": 1}}, **options)
+    assert files_of(out) == files_of(tmp_path / "fresh")
+
+    # another sequence set under the same spec: one sequence changed
+    with pytest.raises(RuntimeError):
+        build_cache(FailAfter(esm, 4), items, tmp_path / "c2", **options)
+    changed = dict(items, p11=protein(30))
+    counting = CountingEncoder(esm)
+    build_cache(counting, changed, tmp_path / "c2", **options)
+    assert sorted(counting.encoded) == sorted(changed.values())
+
+
+def test_progress_lines_give_rate_and_eta(tmp_path, esm, caplog):
+    items = {f"p{i}": protein(10) for i in range(6)}
+    with caplog.at_level("INFO", logger="isoflow.embed"):
+        build_cache(esm, items, tmp_path / "c", pool_to=4, batch_size=2, progress_every_s=0)
+    lines = [r.getMessage() for r in caplog.records if "sequences/s" in r.getMessage()]
+    assert lines[0].startswith("embed c: 2 / 6 sequences (33.3%)") and "ETA" in lines[0]
+    assert "6 sequences done in" in lines[-1]
+
+
+def test_shard_mb_default_is_the_schema_default():
+    from isoflow.embed import SHARD_MB
+    from isoflow.workflow import schema_default
+
+    assert SHARD_MB == schema_default("embed", "shard_mb")
