@@ -22,6 +22,7 @@ page-locked memory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,6 +50,7 @@ ITEMS_FILE = "items.parquet"
 META_FILE = "meta.json"
 MIB = 1 << 20
 SHARD_MB = 1024  # MiB of float16 rows held at once: config/schema.yaml embed.shard_mb default
+PRECISIONS = ("bf16", "fp32")  # config `embed.precision`: bf16 autocast on CUDA, or none
 PARTIAL_FORMAT = 1  # layout of a partial folder's shard records
 
 log = logging.getLogger("isoflow.embed")
@@ -75,25 +77,37 @@ def pool_tokens(emb: torch.Tensor, length: int, pool_to: int) -> torch.Tensor:
     return F.adaptive_avg_pool1d(real.T.unsqueeze(0), pool_to).squeeze(0).T
 
 
+def embedding_autocast(device: torch.device | str, precision: str = "fp32"):
+    """The context an embedding forward runs in: bf16 autocast on a CUDA device when
+    ``precision`` is ``"bf16"``, else none (fp32; a CPU never autocasts here)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def encode_pooled(
     encoder,
     sequences: list,
     pool_to: int,
     device: torch.device | str | None = None,
     names: list | None = None,
+    precision: str = "fp32",
 ) -> list[torch.Tensor]:
     """One forward of a frozen ``encoder`` over ``sequences`` (one batch, none missing) and
     each sequence's real tokens mean-pooled to at most ``pool_to`` rows: a list of float32
     CPU tensors ``(L_i, D)``, what the cache stores (as float16). ``build_cache`` writes
     these; ``isoflow.bundle`` runs the same function on new sequences, so a model fed raw
     sequences sees what training read from the cache. ``names`` (one per sequence) name a
-    sequence the encoder returns no token for."""
+    sequence the encoder returns no token for. ``precision="bf16"`` runs the forward under
+    bf16 autocast on CUDA (:func:`embedding_autocast`); pooling is float32 either way."""
     device = device if device is not None else next(encoder.parameters()).device
     tokens = encoder.tokenize(list(sequences))
     tokens = {name: t.to(device) for name, t in tokens.items()}
     # no_grad, not inference_mode: rotary-embedding caches (ESM-2, NT) built here
     # would otherwise be inference tensors that break a later backward pass.
-    with torch.no_grad():
+    with torch.no_grad(), embedding_autocast(device, precision):
         emb, mask = encoder(**tokens)
     emb = emb.float().cpu()
     mask = mask.cpu()
@@ -229,14 +243,16 @@ def build_cache(
     shard_rows: int | None = None,
     shard_mb: float = SHARD_MB,
     progress_every_s: float | None = None,
+    precision: str = "fp32",
 ) -> dict[Any, str | None]:
     """Encode each distinct sequence of ``items`` (item ID -> sequence) once and cache it.
 
     ``items`` may be any mapping, including a lazy one that reads DNA windows on access: it
     is read twice (the keys first, then the sequences to encode) and only ``batch_size``
     sequences are held at a time. The pooled rows held are at most one shard: ``shard_mb``
-    MiB of float16 rows (or ``shard_rows`` rows). Returns item ID -> key (None where the
-    sequence is missing).
+    MiB of float16 rows (or ``shard_rows`` rows). ``precision="bf16"``: the forwards run
+    under bf16 autocast on CUDA (recorded as ``autocast`` in meta.json; nothing changes on
+    CPU). Returns item ID -> key (None where the sequence is missing).
 
     The cache is written in :func:`partial_dir` and renamed to ``out_dir`` when complete. A
     run that stops (an error, a kill) leaves its finished shards there; the next run with
@@ -260,6 +276,7 @@ def build_cache(
             distinct.setdefault(key, None)
     keys = list(distinct)
     device = next(encoder.parameters()).device
+    autocast = precision == "bf16" and device.type == "cuda"
     fingerprint = hashlib.sha256(
         json.dumps(
             {
@@ -270,6 +287,7 @@ def build_cache(
                 "batch_size": batch_size,
                 "shard_rows": shard_rows,
                 "device": device.type,
+                "autocast": autocast,
                 "meta": meta or {},
                 "sequences": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
             },
@@ -311,7 +329,8 @@ def build_cache(
             if batch[-1][0] < done:
                 return
             names = [key for _, key, _ in batch]
-            pooled = encode_pooled(encoder, [s for _, _, s in batch], pool_to, device, names)
+            sequences = [s for _, _, s in batch]
+            pooled = encode_pooled(encoder, sequences, pool_to, device, names, precision)
             for (pos, key, _), rows in zip(batch, pooled, strict=True):
                 if pos >= done:
                     writer.add(key, rows.numpy())
@@ -375,6 +394,7 @@ def build_cache(
         "n_sequences": len(keys),
         "n_forward_batches": -(-len(keys) // batch_size),
         "n_shards": writer.shard,
+        **({"autocast": "bf16"} if autocast else {}),
         **(meta or {}),
     }
     (work / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
@@ -576,9 +596,11 @@ def embed_dataset(
     genome_fasta: str | os.PathLike | None = None,
     device: str | None = None,
     shard_mb: float = SHARD_MB,
+    precision: str = "bf16",
 ) -> dict:
     """Cache the embeddings of every transcript of a dataset table for one encoder, holding
-    at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time."""
+    at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time; on CUDA the
+    forwards run under bf16 autocast unless ``precision`` (``embed.precision``) is fp32."""
     from isoflow.dataset import read_dataset
 
     df, _ = read_dataset(dataset)
@@ -606,5 +628,6 @@ def embed_dataset(
         batch_size=batch_size,
         meta={"encoder": encoder_name, "spec": spec},
         shard_mb=shard_mb,
+        precision=precision,
     )
     return keys

@@ -401,3 +401,67 @@ def test_shard_mb_default_is_the_schema_default():
     from isoflow.workflow import schema_default
 
     assert SHARD_MB == schema_default("embed", "shard_mb")
+
+
+# --- bf16 autocast on CUDA ------------------------------------------------------------
+
+
+def test_autocast_only_on_cuda_and_only_for_bf16():
+    import contextlib
+    import warnings
+
+    from isoflow.embed import embedding_autocast
+
+    for precision in ("bf16", "fp32"):
+        assert isinstance(embedding_autocast("cpu", precision), contextlib.nullcontext)
+    assert isinstance(embedding_autocast("cuda", "fp32"), contextlib.nullcontext)
+    with warnings.catch_warnings():  # no CUDA here: torch warns that it would be disabled
+        warnings.simplefilter("ignore", UserWarning)
+        context = embedding_autocast(torch.device("cuda", 0), "bf16")
+    assert isinstance(context, torch.autocast)
+    assert context.device == "cuda" and context.fast_dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        embedding_autocast("cpu", "fp16")
+
+
+def test_build_cache_asks_for_autocast_on_the_encoders_device(tmp_path, esm, monkeypatch):
+    import contextlib
+
+    import isoflow.embed as embed
+
+    asked = []
+
+    def recording(device, precision="fp32"):
+        asked.append((torch.device(device).type, precision))
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(embed, "embedding_autocast", recording)
+    build_cache(esm, {"a": protein(9)}, tmp_path / "c", pool_to=4, precision="bf16")
+    assert asked == [("cpu", "bf16")]
+    assert "autocast" not in EmbeddingCache(tmp_path / "c").meta  # CPU: nothing changed
+
+
+@pytest.mark.parametrize("name", ["esm2", "nucleotide_transformer", "enformer"])
+def test_bf16_autocast_agrees_with_fp32_on_tiny_encoders(name):
+    """What bf16 autocast does to the cached rows, on CPU (torch.autocast('cpu')): the
+    pooled rows agree with fp32 within 3 % of the largest fp32 value. Measured worst case
+    (3 batches each, 2026-11-26): ESM-2 0.30 %, NT 0.37 %, Enformer 0.99 %; bf16 keeps 8
+    bits of mantissa (0.4 % per rounding)."""
+    from isoflow.embed import encode_pooled
+
+    encoder = build_encoder(name, {"source": "tiny"}).eval()
+    if encoder.modality == "dna":
+        batch = [RNG.integers(0, 5, 2048).astype(np.uint8) for _ in range(3)]
+    elif encoder.modality == "rna":
+        batch = ["".join(RNG.choice(list("ACGT"), n)) for n in (600, 90, 1500)]
+    else:
+        batch = [protein(n) for n in (200, 30, 500)]
+    fp32 = encode_pooled(encoder, batch, 16, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = encode_pooled(encoder, batch, 16, "cpu")
+    for a, b in zip(fp32, bf16, strict=True):
+        assert a.dtype == b.dtype == torch.float32 and a.shape == b.shape
+        scale = float(a.abs().max())
+        worst = float((a - b).abs().max()) / scale
+        assert worst < 0.03, f"{name}: max |bf16 - fp32| = {worst:.4f} of max |fp32|"
+        assert not torch.equal(a, b)  # autocast did act on CPU
