@@ -244,6 +244,7 @@ def build_cache(
     shard_mb: float = SHARD_MB,
     progress_every_s: float | None = None,
     precision: str = "fp32",
+    batch_letters: int = 0,
 ) -> dict[Any, str | None]:
     """Encode each distinct sequence of ``items`` (item ID -> sequence) once and cache it.
 
@@ -252,7 +253,11 @@ def build_cache(
     sequences are held at a time. The pooled rows held are at most one shard: ``shard_mb``
     MiB of float16 rows (or ``shard_rows`` rows). ``precision="bf16"``: the forwards run
     under bf16 autocast on CUDA (recorded as ``autocast`` in meta.json; nothing changes on
-    CPU). Returns item ID -> key (None where the sequence is missing).
+    CPU). ``batch_letters`` > 0 encodes the distinct sequences shortest first in batches of
+    at most that many letters (nt, aa or bp) with padding, instead of ``batch_size`` at a
+    time in first-seen order (less padding on a GPU; ``items`` must then allow
+    ``items[item]``); the rows are then stored in that order. Returns item ID -> key (None
+    where the sequence is missing).
 
     The cache is written in :func:`partial_dir` and renamed to ``out_dir`` when complete. A
     run that stops (an error, a kill) leaves its finished shards there; the next run with
@@ -266,15 +271,27 @@ def build_cache(
     dim = int(encoder.dim)
     if shard_rows is None:
         shard_rows = shard_rows_for(shard_mb, dim)
-    # Pass 1: every item's key and the distinct sequences in order (no sequence is kept).
+    # Pass 1: every item's key, and each distinct sequence's first item and length, in
+    # order (no sequence is kept).
     item_keys: dict[Any, str | None] = {}
-    distinct: dict[str, None] = {}
+    distinct: dict[str, tuple[Any, int]] = {}
     for item, seq in items.items():
         key = None if is_missing(seq) else sequence_key(seq)
         item_keys[item] = key
-        if key is not None:
-            distinct.setdefault(key, None)
-    keys = list(distinct)
+        if key is not None and key not in distinct:
+            distinct[key] = (item, len(seq))
+    keys = list(distinct)  # the order the rows are written in
+    plan = None
+    if batch_letters:
+        # shortest first (stable), each batch as many as fit batch_letters padded letters
+        keys.sort(key=lambda k: distinct[k][1])
+        plan = [[]]
+        for position, key in enumerate(keys):
+            width = distinct[key][1]  # the longest so far: the batch's padded width
+            if plan[-1] and (len(plan[-1]) + 1) * width > batch_letters:
+                plan.append([])
+            plan[-1].append(position)
+        plan = [batch for batch in plan if batch]
     device = next(encoder.parameters()).device
     autocast = precision == "bf16" and device.type == "cuda"
     fingerprint = hashlib.sha256(
@@ -285,6 +302,7 @@ def build_cache(
                 "modality": encoder.modality,
                 "pool_to": pool_to,
                 "batch_size": batch_size,
+                "batch_letters": batch_letters,
                 "shard_rows": shard_rows,
                 "device": device.type,
                 "autocast": autocast,
@@ -319,15 +337,13 @@ def build_cache(
     was_training = encoder.training
     encoder.eval()
     try:
-        # Pass 2: batches of ``batch_size`` distinct sequences in order, the same batches
-        # whether or not the run resumes; a batch wholly in finished shards is skipped, one
-        # that straddles the last finished shard is encoded whole and only its rest kept.
+        # Pass 2: the batches (the same whether or not the run resumes); a batch wholly in
+        # finished shards is skipped, one that straddles the last finished shard is
+        # encoded whole and only its rest kept.
         batch: list[tuple[int, str, Any]] = []
         position = 0
 
         def encode(batch) -> None:
-            if batch[-1][0] < done:
-                return
             names = [key for _, key, _ in batch]
             sequences = [s for _, _, s in batch]
             pooled = encode_pooled(encoder, sequences, pool_to, device, names, precision)
@@ -336,19 +352,25 @@ def build_cache(
                     writer.add(key, rows.numpy())
             progress.update(sum(pos >= done for pos, _, _ in batch))
 
-        for item, seq in items.items():
-            key = item_keys[item]
-            if key is None or position >= len(keys) or key != keys[position]:
-                continue  # missing, or a sequence met before
-            batch.append((position, key, seq))
-            position += 1
-            if len(batch) == batch_size:
+        if plan is not None:  # length buckets: each sequence read by its first item
+            for positions in plan:
+                if positions[-1] >= done:
+                    encode([(p, keys[p], items[distinct[keys[p]][0]]) for p in positions])
+        else:  # batches of batch_size in first-seen order, read as the items come
+            for item, seq in items.items():
+                key = item_keys[item]
+                if key is None or position >= len(keys) or key != keys[position]:
+                    continue  # missing, or a sequence met before
+                batch.append((position, key, seq))
+                position += 1
+                if len(batch) == batch_size:
+                    if position > done:
+                        encode(batch)
+                    batch = []
+            if position != len(keys):
+                raise RuntimeError(f"{out_dir}: the items changed while they were read")
+            if batch and position > done:
                 encode(batch)
-                batch = []
-        if position != len(keys):
-            raise RuntimeError(f"{out_dir}: the items changed while they were read")
-        if batch:
-            encode(batch)
         writer.flush()
         progress.finish()
     except BaseException:
@@ -392,7 +414,7 @@ def build_cache(
         "n_items": len(item_keys),
         "n_missing": sum(k is None for k in item_keys.values()),
         "n_sequences": len(keys),
-        "n_forward_batches": -(-len(keys) // batch_size),
+        "n_forward_batches": len(plan) if plan is not None else -(-len(keys) // batch_size),
         "n_shards": writer.shard,
         **({"autocast": "bf16"} if autocast else {}),
         **(meta or {}),
@@ -597,6 +619,7 @@ def embed_dataset(
     device: str | None = None,
     shard_mb: float = SHARD_MB,
     precision: str = "bf16",
+    batch_letters: int = 0,
 ) -> dict:
     """Cache the embeddings of every transcript of a dataset table for one encoder, holding
     at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time; on CUDA the
@@ -629,5 +652,6 @@ def embed_dataset(
         meta={"encoder": encoder_name, "spec": spec},
         shard_mb=shard_mb,
         precision=precision,
+        batch_letters=batch_letters,
     )
     return keys

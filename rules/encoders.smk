@@ -58,8 +58,8 @@ rule embed:
         gpu=config["resources"]["gpu"],
         mem_mb=partial(embed_mem_mb, config=config),
     params:
-        # shard_mb, precision: only when set (isoflow.workflow.set_options)
-        **set_options(config, "embed", ["shard_mb", "precision"]),
+        # shard_mb, precision, batch_letters: only when set (isoflow.workflow.set_options)
+        **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
         encoders=encoder_settings(config),
         rna=rna_config(config),
         protein=protein_config(config),

@@ -328,13 +328,15 @@ def files_of(folder):
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_killed_run_resumes_to_identical_files(tmp_path, esm):
+@pytest.mark.parametrize("batch_letters", [0, 60])
+def test_killed_run_resumes_to_identical_files(tmp_path, esm, batch_letters):
     from isoflow.embed import partial_dir
 
     items = {f"p{i}": protein(5 + (7 * i) % 23) for i in range(40)}
     items["dup"] = items["p3"]
     items["none"] = None
     options = dict(pool_to=8, batch_size=3, shard_rows=50, meta={"spec": {"a": 1}})
+    options["batch_letters"] = batch_letters
     build_cache(esm, items, tmp_path / "whole", **options)
     whole = files_of(tmp_path / "whole")
     assert EmbeddingCache(tmp_path / "whole").meta["n_shards"] >= 5
@@ -349,6 +351,7 @@ def test_killed_run_resumes_to_identical_files(tmp_path, esm):
     ]
     finished = len(list(work.glob("shard_*.json")))
     assert finished >= 2
+    done = sum(len(json.loads(r.read_text())["key"]) for r in work.glob("shard_*.json"))
     # what a kill mid-write leaves: a shard without its record, a temporary file
     (work / f"shard_{finished:05d}.npy").write_bytes(b"half")
     (work / ".shard_00009.npy.abc.tmp").write_bytes(b"")
@@ -356,8 +359,10 @@ def test_killed_run_resumes_to_identical_files(tmp_path, esm):
     keys = build_cache(counting, items, out, **options)
     assert files_of(out) == whole  # byte for byte, shards, index, items and meta
     assert not work.exists() and keys["dup"] == keys["p3"]
-    # only the sequences after the last finished shard's batch were encoded again
-    assert 0 < len(counting.encoded) < 40 - 3 * (finished - 1)
+    # only the sequences from the batch that straddles the last finished shard on (a
+    # batch: at most 3, or 60 letters of sequences of at least 5)
+    straddle = 3 if not batch_letters else 12
+    assert 40 - done <= len(counting.encoded) < 40 - done + straddle
 
 
 def test_shards_of_another_spec_or_sequence_set_are_not_reused(tmp_path, esm, caplog):
@@ -465,3 +470,22 @@ def test_bf16_autocast_agrees_with_fp32_on_tiny_encoders(name):
         worst = float((a - b).abs().max()) / scale
         assert worst < 0.03, f"{name}: max |bf16 - fp32| = {worst:.4f} of max |fp32|"
         assert not torch.equal(a, b)  # autocast did act on CPU
+
+
+def test_length_buckets_fill_a_letter_budget_and_keep_the_values(tmp_path, esm):
+    items = {f"p{i}": protein(5 + (13 * i) % 40) for i in range(30)}
+    items["dup"] = items["p4"]
+    counting = CountingEncoder(esm)
+    batches = []
+    counting.tokenize = lambda batch: (batches.append(list(batch)), esm.tokenize(batch))[1]
+    build_cache(counting, items, tmp_path / "b", pool_to=8, batch_letters=100)
+    build_cache(esm, items, tmp_path / "plain", pool_to=8, batch_size=4)
+    flat = [len(s) for batch in batches for s in batch]
+    assert flat == sorted(flat) and len(flat) == 30  # shortest first, each once
+    assert all(len(b) * max(map(len, b)) <= 100 or len(b) == 1 for b in batches)
+    assert len(batches) == EmbeddingCache(tmp_path / "b").meta["n_forward_batches"] < 30
+    bucketed, mask = EmbeddingCache(tmp_path / "b").lookup_items(list(items))
+    plain, plain_mask = EmbeddingCache(tmp_path / "plain").lookup_items(list(items))
+    assert torch.equal(mask, plain_mask)
+    # other batch partners, other padding: float rounding only
+    torch.testing.assert_close(bucketed, plain, atol=2e-3, rtol=2e-3)

@@ -186,6 +186,7 @@ NEW_OPTIONS = {
     "gtex": ["cell_lines"],
     "dna": ["edge"],
     "report": ["reference_counts"],
+    "embed": ["shard_mb", "precision", "batch_letters"],
 }
 
 
