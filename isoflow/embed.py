@@ -10,7 +10,9 @@ DNA token arrays are hashed as their ``ACGTN`` text), mean-pools the real tokens
       items.parquet         item, key                    (key null = missing modality)
       meta.json             dim, pool_to, modality, counts, encoder spec
 
-The whole folder is written beside ``out_dir`` and renamed into place when complete.
+The whole folder is written beside ``out_dir`` (``.{name}.partial``) and renamed into place
+when complete; at most one shard of rows (``shard_mb``) is held in memory, and a run that
+stops leaves its finished shards there for the next run to resume from (``build_cache``).
 ``EmbeddingCache(out_dir).lookup(keys)`` returns padded ``(B, L, D)`` float32 embeddings and
 a ``(B, L)`` mask; an unknown or ``None`` key gives an all-False row. A training loader
 resolves its transcripts once (``item_rows``, a :class:`CacheRows`) and gathers each batch
@@ -20,10 +22,12 @@ page-locked memory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import shutil
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -38,12 +42,16 @@ import torch.nn.functional as F
 from isoflow.alphabet import DNA_LETTER_CODES, is_missing
 from isoflow.errors import InputError
 from isoflow.files import atomic_path
+from isoflow.progress import Progress
 from isoflow.settings import with_encoder_defaults
 
 INDEX_FILE = "index.parquet"
 ITEMS_FILE = "items.parquet"
 META_FILE = "meta.json"
-SHARD_ROWS = 1 << 20  # pooled token rows per shard (~ dim * 2 MiB at float16)
+MIB = 1 << 20
+SHARD_MB = 1024  # MiB of float16 rows held at once: config/schema.yaml embed.shard_mb default
+PRECISIONS = ("bf16", "fp32")  # config `embed.precision`: bf16 autocast on CUDA, or none
+PARTIAL_FORMAT = 1  # layout of a partial folder's shard records
 
 log = logging.getLogger("isoflow.embed")
 
@@ -69,25 +77,37 @@ def pool_tokens(emb: torch.Tensor, length: int, pool_to: int) -> torch.Tensor:
     return F.adaptive_avg_pool1d(real.T.unsqueeze(0), pool_to).squeeze(0).T
 
 
+def embedding_autocast(device: torch.device | str, precision: str = "fp32"):
+    """The context an embedding forward runs in: bf16 autocast on a CUDA device when
+    ``precision`` is ``"bf16"``, else none (fp32; a CPU never autocasts here)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def encode_pooled(
     encoder,
     sequences: list,
     pool_to: int,
     device: torch.device | str | None = None,
     names: list | None = None,
+    precision: str = "fp32",
 ) -> list[torch.Tensor]:
     """One forward of a frozen ``encoder`` over ``sequences`` (one batch, none missing) and
     each sequence's real tokens mean-pooled to at most ``pool_to`` rows: a list of float32
     CPU tensors ``(L_i, D)``, what the cache stores (as float16). ``build_cache`` writes
     these; ``isoflow.bundle`` runs the same function on new sequences, so a model fed raw
     sequences sees what training read from the cache. ``names`` (one per sequence) name a
-    sequence the encoder returns no token for."""
+    sequence the encoder returns no token for. ``precision="bf16"`` runs the forward under
+    bf16 autocast on CUDA (:func:`embedding_autocast`); pooling is float32 either way."""
     device = device if device is not None else next(encoder.parameters()).device
     tokens = encoder.tokenize(list(sequences))
     tokens = {name: t.to(device) for name, t in tokens.items()}
     # no_grad, not inference_mode: rotary-embedding caches (ESM-2, NT) built here
     # would otherwise be inference tensors that break a later backward pass.
-    with torch.no_grad():
+    with torch.no_grad(), embedding_autocast(device, precision):
         emb, mask = encoder(**tokens)
     emb = emb.float().cpu()
     mask = mask.cpu()
@@ -111,15 +131,40 @@ def frozen_encoder(name: str, spec: dict):
     return build_encoder(name, {**spec, "finetune_last": 0})
 
 
+def shard_rows_for(shard_mb: float, dim: int) -> int:
+    """Pooled float16 rows of width ``dim`` that fit a shard of ``shard_mb`` MiB (at least 1)."""
+    return max(int(shard_mb * MIB) // (2 * int(dim)), 1)
+
+
 class _ShardWriter:
-    def __init__(self, out_dir: Path, dim: int, shard_rows: int):
+    """Fills one preallocated float16 buffer of ``shard_rows`` rows and writes it as a
+    finished shard when the next sequence would not fit: the rows held never exceed one
+    shard, and no shard is assembled by concatenation (which would hold it twice).
+
+    A shard is finished once ``shard_NNNNN.npy`` (written beside and renamed into place)
+    and then its record ``shard_NNNNN.json`` (its keys, offsets and lengths and the run's
+    fingerprint) exist: what a resumed run reuses (:func:`_finished_shards`)."""
+
+    def __init__(
+        self, out_dir: Path, dim: int, shard_rows: int, buffer_rows: int, fingerprint: str
+    ):
         self.out_dir = out_dir
         self.dim = dim
         self.shard_rows = shard_rows
+        self.fingerprint = fingerprint
+        self.buffer = np.empty((max(buffer_rows, 1), dim), dtype=np.float16)
         self.shard = 0
-        self.parts: list[np.ndarray] = []
         self.rows = 0
         self.index: dict[str, list] = {"key": [], "shard": [], "offset": [], "length": []}
+        self._first = 0  # the current shard's first entry in ``index``
+
+    def resume(self, records: list[dict]) -> None:
+        """Start after the shards of ``records`` (finished, checked)."""
+        for record in records:
+            for name in self.index:
+                self.index[name].extend(record[name])
+            self.shard += 1
+        self._first = len(self.index["key"])
 
     def add(self, key: str, pooled: np.ndarray) -> None:
         if self.rows and self.rows + len(pooled) > self.shard_rows:
@@ -128,16 +173,64 @@ class _ShardWriter:
         self.index["shard"].append(self.shard)
         self.index["offset"].append(self.rows)
         self.index["length"].append(len(pooled))
-        self.parts.append(pooled.astype(np.float16))
+        self.buffer[self.rows : self.rows + len(pooled)] = pooled  # cast to float16 in place
         self.rows += len(pooled)
 
     def flush(self) -> None:
-        if not self.parts:
+        if not self.rows:
             return
-        np.save(self.out_dir / f"shard_{self.shard:05d}.npy", np.concatenate(self.parts))
+        name = f"shard_{self.shard:05d}"
+        with atomic_path(self.out_dir / f"{name}.npy") as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, self.buffer[: self.rows])  # a view: written as is, no copy
+        record = {"fingerprint": self.fingerprint, "rows": self.rows}
+        record.update({k: v[self._first :] for k, v in self.index.items()})
+        with atomic_path(self.out_dir / f"{name}.json") as tmp:
+            tmp.write_text(json.dumps(record) + "\n")
         self.shard += 1
-        self.parts = []
         self.rows = 0
+        self._first = len(self.index["key"])
+
+
+def partial_dir(out_dir: str | os.PathLike) -> Path:
+    """Where :func:`build_cache` writes ``out_dir`` until it is complete (and where a killed
+    run's finished shards wait for the next run): ``.{name}.partial`` beside it."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.partial"
+
+
+def _finished_shards(folder: Path, fingerprint: str, keys: list[str], dim: int) -> list[dict]:
+    """The records of the finished shards in ``folder`` that a run of ``fingerprint`` over
+    the distinct sequences ``keys`` can reuse: shards 0, 1, ... while each has its record,
+    the same fingerprint, the next keys in order and a complete array. Everything else in
+    the folder is deleted (an unfinished shard, a shard of another spec or sequence set)."""
+    records: list[dict] = []
+    done = 0
+    while True:
+        name = f"shard_{len(records):05d}"
+        try:
+            record = json.loads((folder / f"{name}.json").read_text())
+            array = np.load(folder / f"{name}.npy", mmap_mode="r")
+        except (OSError, ValueError):
+            break
+        span = record.get("key", [])
+        if (
+            record.get("fingerprint") != fingerprint
+            or span != keys[done : done + len(span)]
+            or array.shape != (record.get("rows"), dim)
+            or array.dtype != np.float16
+        ):
+            log.warning(
+                "%s/%s: from another encoder spec or sequence set; not reused", folder, name
+            )
+            break
+        records.append(record)
+        done += len(span)
+    keep = {f"shard_{i:05d}.{ext}" for i in range(len(records)) for ext in ("npy", "json")}
+    for path in folder.iterdir():
+        if path.name not in keep:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return records
 
 
 def build_cache(
@@ -147,91 +240,194 @@ def build_cache(
     pool_to: int,
     batch_size: int = 8,
     meta: dict | None = None,
-    shard_rows: int = SHARD_ROWS,
+    shard_rows: int | None = None,
+    shard_mb: float = SHARD_MB,
+    progress_every_s: float | None = None,
+    precision: str = "fp32",
+    batch_letters: int = 0,
 ) -> dict[Any, str | None]:
     """Encode each distinct sequence of ``items`` (item ID -> sequence) once and cache it.
 
-    ``items`` may be any mapping, including a lazy one that reads DNA windows on access:
-    only ``batch_size`` sequences are held at a time. Returns item ID -> key (None where
-    the sequence is missing).
+    ``items`` may be any mapping, including a lazy one that reads DNA windows on access: it
+    is read twice (the keys first, then the sequences to encode) and only ``batch_size``
+    sequences are held at a time. The pooled rows held are at most one shard: ``shard_mb``
+    MiB of float16 rows (or ``shard_rows`` rows). ``precision="bf16"``: the forwards run
+    under bf16 autocast on CUDA (recorded as ``autocast`` in meta.json; nothing changes on
+    CPU). ``batch_letters`` > 0 encodes the distinct sequences shortest first in batches of
+    at most that many letters (nt, aa or bp) with padding, instead of ``batch_size`` at a
+    time in first-seen order (less padding on a GPU; ``items`` must then allow
+    ``items[item]``); the rows are then stored in that order. Returns item ID -> key (None
+    where the sequence is missing).
+
+    The cache is written in :func:`partial_dir` and renamed to ``out_dir`` when complete. A
+    run that stops (an error, a kill) leaves its finished shards there; the next run with
+    the same encoder spec, ``meta``, pooling, batches, shard size and distinct sequences
+    reuses them and encodes only the rest, in the same batches, so its files are the bytes
+    an uninterrupted run writes. Finished shards of another run are deleted, not reused.
     """
     if pool_to < 1:
         raise ValueError(f"pool_to must be >= 1, got {pool_to}")
     out_dir = Path(out_dir)
+    dim = int(encoder.dim)
+    if shard_rows is None:
+        shard_rows = shard_rows_for(shard_mb, dim)
+    # Pass 1: every item's key, and each distinct sequence's first item and length, in
+    # order (no sequence is kept).
+    item_keys: dict[Any, str | None] = {}
+    distinct: dict[str, tuple[Any, int]] = {}
+    for item, seq in items.items():
+        key = None if is_missing(seq) else sequence_key(seq)
+        item_keys[item] = key
+        if key is not None and key not in distinct:
+            distinct[key] = (item, len(seq))
+    keys = list(distinct)  # the order the rows are written in
+    plan = None
+    if batch_letters:
+        # shortest first (stable), each batch as many as fit batch_letters padded letters
+        keys.sort(key=lambda k: distinct[k][1])
+        plan = [[]]
+        for position, key in enumerate(keys):
+            width = distinct[key][1]  # the longest so far: the batch's padded width
+            if plan[-1] and (len(plan[-1]) + 1) * width > batch_letters:
+                plan.append([])
+            plan[-1].append(position)
+        plan = [batch for batch in plan if batch]
+    device = next(encoder.parameters()).device
+    autocast = precision == "bf16" and device.type == "cuda"
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            {
+                "partial_format": PARTIAL_FORMAT,
+                "dim": dim,
+                "modality": encoder.modality,
+                "pool_to": pool_to,
+                "batch_size": batch_size,
+                "batch_letters": batch_letters,
+                "shard_rows": shard_rows,
+                "device": device.type,
+                "autocast": autocast,
+                "meta": meta or {},
+                "sequences": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
+
+    work = partial_dir(out_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    records = _finished_shards(work, fingerprint, keys, dim)
+    done = sum(len(r["key"]) for r in records)
+    if records:
+        log.info(
+            "resuming %s: %d finished shards hold %d of %d distinct sequences",
+            out_dir,
+            len(records),
+            done,
+            len(keys),
+        )
+    # A shard holds ``shard_rows`` rows, or one sequence's if that is more (pool_to rows at
+    # most); the buffer is no larger than the sequences still to come can fill.
+    buffer_rows = min(max(shard_rows, pool_to), (len(keys) - done) * pool_to)
+    writer = _ShardWriter(work, dim, shard_rows, buffer_rows, fingerprint)
+    writer.resume(records)
+    progress = Progress(
+        f"embed {out_dir.name}", len(keys) - done, "sequences", progress_every_s, log
+    )
     was_training = encoder.training
     encoder.eval()
-    item_keys: dict[Any, str | None] = {}
-    seen: set[str] = set()
-    pending: list[tuple[str, Any]] = []
-    n_forward = 0
-    device = next(encoder.parameters()).device
+    try:
+        # Pass 2: the batches (the same whether or not the run resumes); a batch wholly in
+        # finished shards is skipped, one that straddles the last finished shard is
+        # encoded whole and only its rest kept.
+        batch: list[tuple[int, str, Any]] = []
+        position = 0
 
-    with atomic_path(out_dir) as tmp:
-        tmp.mkdir(parents=True)
-        writer = _ShardWriter(tmp, encoder.dim, shard_rows)
+        def encode(batch) -> None:
+            names = [key for _, key, _ in batch]
+            sequences = [s for _, _, s in batch]
+            pooled = encode_pooled(encoder, sequences, pool_to, device, names, precision)
+            for (pos, key, _), rows in zip(batch, pooled, strict=True):
+                if pos >= done:
+                    writer.add(key, rows.numpy())
+            progress.update(sum(pos >= done for pos, _, _ in batch))
 
-        def encode_pending() -> None:
-            nonlocal n_forward
-            if not pending:
-                return
-            keys = [key for key, _ in pending]
-            pooled = encode_pooled(encoder, [seq for _, seq in pending], pool_to, device, keys)
-            n_forward += 1
-            for (key, _), rows in zip(pending, pooled, strict=True):
-                writer.add(key, rows.numpy())
-            pending.clear()
-
-        for item, seq in items.items():
-            if is_missing(seq):
-                item_keys[item] = None
-                continue
-            key = sequence_key(seq)
-            item_keys[item] = key
-            if key in seen:
-                continue
-            seen.add(key)
-            pending.append((key, seq))
-            if len(pending) >= batch_size:
-                encode_pending()
-        encode_pending()
+        if plan is not None:  # length buckets: each sequence read by its first item
+            for positions in plan:
+                if positions[-1] >= done:
+                    encode([(p, keys[p], items[distinct[keys[p]][0]]) for p in positions])
+        else:  # batches of batch_size in first-seen order, read as the items come
+            for item, seq in items.items():
+                key = item_keys[item]
+                if key is None or position >= len(keys) or key != keys[position]:
+                    continue  # missing, or a sequence met before
+                batch.append((position, key, seq))
+                position += 1
+                if len(batch) == batch_size:
+                    if position > done:
+                        encode(batch)
+                    batch = []
+            if position != len(keys):
+                raise RuntimeError(f"{out_dir}: the items changed while they were read")
+            if batch and position > done:
+                encode(batch)
         writer.flush()
-
-        pq.write_table(
-            pa.table(
-                {
-                    "key": pa.array(writer.index["key"], pa.string()),
-                    "shard": pa.array(writer.index["shard"], pa.int32()),
-                    "offset": pa.array(writer.index["offset"], pa.int64()),
-                    "length": pa.array(writer.index["length"], pa.int32()),
-                }
-            ),
-            tmp / INDEX_FILE,
-        )
-        pq.write_table(
-            pa.table(
-                {
-                    "item": pa.array([str(i) for i in item_keys], pa.string()),
-                    "key": pa.array(list(item_keys.values()), pa.string()),
-                }
-            ),
-            tmp / ITEMS_FILE,
-        )
-        info = {
-            "dim": encoder.dim,
-            "modality": encoder.modality,
-            "pool_to": pool_to,
-            "n_items": len(item_keys),
-            "n_missing": sum(k is None for k in item_keys.values()),
-            "n_sequences": len(seen),
-            "n_forward_batches": n_forward,
-            "n_shards": writer.shard,
-            **(meta or {}),
-        }
-        (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+        progress.finish()
+    except BaseException:
+        encoder.train(was_training)
+        if writer.shard:
+            log.warning(
+                "%s: stopped; %d finished shards kept in %s for the next run",
+                out_dir,
+                writer.shard,
+                work,
+            )
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
     encoder.train(was_training)
+
+    pq.write_table(
+        pa.table(
+            {
+                "key": pa.array(writer.index["key"], pa.string()),
+                "shard": pa.array(writer.index["shard"], pa.int32()),
+                "offset": pa.array(writer.index["offset"], pa.int64()),
+                "length": pa.array(writer.index["length"], pa.int32()),
+            }
+        ),
+        work / INDEX_FILE,
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "item": pa.array([str(i) for i in item_keys], pa.string()),
+                "key": pa.array(list(item_keys.values()), pa.string()),
+            }
+        ),
+        work / ITEMS_FILE,
+    )
+    info = {
+        "dim": dim,
+        "modality": encoder.modality,
+        "pool_to": pool_to,
+        "n_items": len(item_keys),
+        "n_missing": sum(k is None for k in item_keys.values()),
+        "n_sequences": len(keys),
+        "n_forward_batches": len(plan) if plan is not None else -(-len(keys) // batch_size),
+        "n_shards": writer.shard,
+        **({"autocast": "bf16"} if autocast else {}),
+        **(meta or {}),
+    }
+    (work / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    for number in range(writer.shard):
+        (work / f"shard_{number:05d}.json").unlink()
+    if out_dir.is_dir() and not out_dir.is_symlink():
+        shutil.rmtree(out_dir)
+    os.replace(work, out_dir)
     log.info(
         "cached %d distinct sequences of %d items (%d missing) in %s",
-        len(seen),
+        len(keys),
         len(item_keys),
         info["n_missing"],
         out_dir,
@@ -421,8 +617,13 @@ def embed_dataset(
     out_dir: str | os.PathLike,
     genome_fasta: str | os.PathLike | None = None,
     device: str | None = None,
+    shard_mb: float = SHARD_MB,
+    precision: str = "bf16",
+    batch_letters: int = 0,
 ) -> dict:
-    """Cache the embeddings of every transcript of a dataset table for one encoder."""
+    """Cache the embeddings of every transcript of a dataset table for one encoder, holding
+    at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time; on CUDA the
+    forwards run under bf16 autocast unless ``precision`` (``embed.precision``) is fp32."""
     from isoflow.dataset import read_dataset
 
     df, _ = read_dataset(dataset)
@@ -449,5 +650,8 @@ def embed_dataset(
         pool_to=pool_to,
         batch_size=batch_size,
         meta={"encoder": encoder_name, "spec": spec},
+        shard_mb=shard_mb,
+        precision=precision,
+        batch_letters=batch_letters,
     )
     return keys

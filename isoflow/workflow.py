@@ -21,7 +21,7 @@ from isoflow.config import SCHEMA, load_schema
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.experiments import FACTORS, ablation_groups
-from isoflow.model.registry import encoder_modality
+from isoflow.model.registry import ENCODER_HOST_MB, IMPORT_MB, encoder_kind, encoder_modality
 from isoflow.settings import (
     cached_modalities,
     encoder_names,
@@ -48,6 +48,11 @@ def set_options(
         for key in keys
         if key in values and values[key] != properties[key].get("default")
     }
+
+
+def schema_default(section: str, key: str, schema_path=SCHEMA) -> Any:
+    """The schema's default of ``config[section][key]`` (its one home)."""
+    return load_schema(str(schema_path))["properties"][section]["properties"][key]["default"]
 
 
 # ---------------------------------------------------------------- training runs
@@ -308,6 +313,39 @@ def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str
     if with_encoder_defaults(spec)["source"] == "pretrained":
         inputs["weights"] = f"{weights_dir(name, spec)}/isoflow_source.json"
     return inputs
+
+
+EMBED_MEM_MARGIN = 1.25  # headroom over the estimate (allocator slack, the index, pyarrow)
+GPU_HOST_MB = 2048  # CUDA runtime and libraries in host memory: an allowance, not measured
+
+
+def embed_mem_mb(wildcards, config: dict) -> int:
+    """``mem_mb`` of the ``embed`` job of ``wildcards.encoder`` (docs/encoders.md, "Memory of
+    an embed job")::
+
+        encoder_mb = ENCODER_HOST_MB[family]["tiny" or "real"]
+                     (+ (embed_batch_size - 1) * (real - weights - IMPORT_MB) for a
+                        pretrained encoder on CPU: activations grow with the batch)
+        mem_mb = ceil(EMBED_MEM_MARGIN * (embed.shard_mb + encoder_mb))
+                 + GPU_HOST_MB if resources.gpu, rounded up to 100 MB
+
+    ``embed.shard_mb`` bounds the cache rows a job holds (isoflow.embed.build_cache)."""
+    name = wildcards.encoder
+    spec = with_encoder_defaults((config.get("encoders") or {}).get(name))
+    family, _ = encoder_kind(name, spec)
+    host = ENCODER_HOST_MB[family]
+    gpu = int((config.get("resources") or {}).get("gpu") or 0)
+    if spec["source"] == "tiny":
+        encoder_mb = host["tiny"]
+    else:
+        encoder_mb = host["real"]
+        if not gpu:
+            activations = host["real"] - host["weights"] - IMPORT_MB
+            encoder_mb += (int(spec["embed_batch_size"]) - 1) * activations
+    shard_mb = (config.get("embed") or {}).get("shard_mb") or schema_default("embed", "shard_mb")
+    mem = -(-EMBED_MEM_MARGIN * (shard_mb + encoder_mb) // 1)
+    mem += GPU_HOST_MB if gpu else 0
+    return int(-(-mem // 100) * 100)
 
 
 # ---------------------------------------------------------------- the report's figures and tables

@@ -2,7 +2,7 @@
 from functools import partial
 
 from isoflow.settings import protein_config, rna_config
-from isoflow.workflow import embed_inputs, encoder_settings
+from isoflow.workflow import embed_inputs, embed_mem_mb, encoder_settings
 
 
 # Downloads run on the host that runs snakemake: cluster compute nodes often have no
@@ -31,7 +31,9 @@ rule download_encoders:
 
 rule embed:
     """Frozen-encoder embedding cache of every dataset transcript (isoflow.embed):
-    one forward per distinct sequence, pooled to at most `pool_to` positions."""
+    one forward per distinct sequence, pooled to at most `pool_to` positions; holds at most
+    `embed.shard_mb` of it at a time, and a killed job's finished shards are reused by the
+    next (results/embeddings/.{encoder}.partial/)."""
     input:
         unpack(
             partial(
@@ -54,8 +56,10 @@ rule embed:
     threads: 2
     resources:
         gpu=config["resources"]["gpu"],
-        mem_mb=8000,
+        mem_mb=partial(embed_mem_mb, config=config),
     params:
+        # shard_mb, precision, batch_letters: only when set (isoflow.workflow.set_options)
+        **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
         encoders=encoder_settings(config),
         rna=rna_config(config),
         protein=protein_config(config),

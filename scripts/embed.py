@@ -6,6 +6,9 @@ from isoflow.embed import embed_dataset
 from isoflow.jobs import run_script
 from isoflow.model.encoders import spec_from_config
 
+# Options passed only when set away from their default (isoflow.workflow.set_options).
+OPTIONS = ("shard_mb", "precision", "batch_letters")
+
 
 def main() -> None:
     torch.set_num_threads(snakemake.threads)  # noqa: F821
@@ -18,6 +21,7 @@ def main() -> None:
         spec_from_config(config, name),
         snakemake.output[0],  # noqa: F821
         genome_fasta=snakemake.input.get("genome"),  # noqa: F821
+        **{key: value for key, value in params.items() if key in OPTIONS},
     )
 
 

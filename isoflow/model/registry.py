@@ -21,6 +21,23 @@ ENCODERS: dict[str, tuple[str, str]] = {
 }
 
 
+# Host memory of one embedding forward on CPU, per family, in MiB (peak RSS of the process,
+# interpreter and imports included: ~252 MiB of it), for isoflow.workflow.embed_mem_mb:
+# "tiny" = the tiny size at the demo's lengths, batch 8 (measured 2026-11-26: Enformer 2,048
+# bp 461, NT 3,000 nt 419, ESM-2 1,000 aa 573; tiny Borzoi keeps the real conv tower and is
+# counted at its real size); "real" = the published size at its full input, batch 1
+# (docs/encoders.md "Real-size checks"; NT: the 173 M stock-layer model measured, plus the
+# 77 M parameters of the 250 M checkpoint's gated FFNs at 4 B); "weights" = the published
+# size's float32 parameters (230 M, 186 M, 250 M, 148 M).
+ENCODER_HOST_MB: dict[str, dict[str, int]] = {
+    "enformer": {"tiny": 461, "real": 3891, "weights": 877},
+    "borzoi": {"tiny": 4198, "real": 4198, "weights": 710},
+    "nucleotide_transformer": {"tiny": 419, "real": 1830, "weights": 954},
+    "esm2": {"tiny": 573, "real": 1229, "weights": 565},
+}
+IMPORT_MB = 252  # the interpreter with torch and the encoder packages imported (measured)
+
+
 def encoder_kind(name: str, spec: dict) -> tuple[str, str]:
     """``(family, modality)`` of encoder ``name``: its ``class`` (default: the name) looked up
     in ``ENCODERS``, the modality overridden by ``spec["modality"]``."""

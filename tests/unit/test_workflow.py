@@ -216,4 +216,30 @@ NEW_OPTIONS = {
     "gtex": ["cell_lines"],
     "dna": ["edge"],
     "report": ["reference_counts"],
+    "embed": ["shard_mb", "precision", "batch_letters"],
 }
+
+
+def test_embed_mem_mb_is_the_shard_budget_plus_the_encoder():
+    from isoflow.model.registry import ENCODER_HOST_MB, IMPORT_MB
+
+    def mem(name, **config):
+        return workflow.embed_mem_mb(SimpleNamespace(encoder=name), config)
+
+    def rounded(mb):
+        return -(-mb // 100) * 100
+
+    enformer = {"enformer": {"source": "pretrained"}}
+    # ceil(1.25 * (1024 + 3891)) + 2048 = 8192 -> 8200
+    assert mem("enformer", encoders=enformer, resources={"gpu": 1}) == 8200
+    bigger = mem("enformer", encoders=enformer, resources={"gpu": 1}, embed={"shard_mb": 4096})
+    assert bigger == 12100  # 8192 + 1.25 * 3072 = 12032, rounded up to 100 MB
+    host = ENCODER_HOST_MB["enformer"]
+    per_item = host["real"] - host["weights"] - IMPORT_MB  # activations grow with the batch
+    on_cpu = mem("enformer", encoders=enformer, resources={"gpu": 0})
+    assert on_cpu == rounded(-(-1.25 * (1024 + host["real"] + 7 * per_item) // 1))
+    # a tiny encoder: its measured peak at the demo's batch
+    tiny = {"esm2": {"source": "tiny", "embed_batch_size": 64}}
+    assert mem("esm2", encoders=tiny) == rounded(-(-1.25 * (1024 + 573) // 1))
+    with pytest.raises(InputError, match="unknown encoder"):
+        mem("nope", encoders={"nope": {}})

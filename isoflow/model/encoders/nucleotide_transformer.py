@@ -16,6 +16,36 @@ from isoflow.settings import RNA_DEFAULTS, rna_config
 
 NT_SPECIAL_TOKENS = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
 NT_KMER = 6
+NT_LETTERS = frozenset("ACGTN")  # single-letter tokens
+
+
+def nt_token_ids(seq: str, vocab: dict[str, int]) -> list[int]:
+    """NT's tokenizer on an upper-case ``seq``, without CLS: read from the 5' end, a 6-mer
+    of A/C/G/T where one starts, else one letter (A, C, G, T, N); a run of any other letters
+    (IUPAC codes, U, ...) is one ``<unk>``; whitespace separates runs and is dropped. So the
+    6-mer frame restarts after an N or an unknown run: ``ACNGTACGTAC`` -> ``A C N GTACGT A
+    C``, ``ACRYGTACGTAA`` -> ``A C <unk> GTACGT A A``. (The Hub tokenizer, transformers'
+    ``EsmTokenizer``, splits the text on its vocabulary with a trie, earliest and longest
+    match first, and gives each stretch between matches to ``str.split``: the same.)"""
+    ids: list[int] = []
+    unk = vocab["<unk>"]
+    start, n = 0, len(seq)
+    while start < n:
+        kmer = seq[start : start + NT_KMER]
+        token = vocab.get(kmer) if len(kmer) == NT_KMER else None
+        if token is not None:
+            ids.append(token)
+            start += NT_KMER
+        elif seq[start] in NT_LETTERS:
+            ids.append(vocab[seq[start]])
+            start += 1
+        else:
+            stop = start
+            while stop < n and seq[stop] not in NT_LETTERS:
+                stop += 1
+            ids.extend(unk for _ in seq[start:stop].split())
+            start = stop
+    return ids
 
 
 def nt_vocabulary() -> list[str]:
@@ -27,11 +57,14 @@ def nt_vocabulary() -> list[str]:
 class NucleotideTransformerEncoder(Encoder):
     """Nucleotide Transformer (v2) token embeddings, CLS dropped: (B, tokens, hidden).
 
-    Tokenization follows NT: non-overlapping 6-mers from the 5' end; a 6-mer containing
-    anything but A/C/G/T, and the < 6 nt left at the 3' end, become single-nucleotide
-    tokens. A sequence longer than ``max_len - 1`` tokens' worth (``(max_len - 1) * 6`` nt)
-    is cut to that many nucleotides first (``truncate``: keep the 5' end by default), then
-    to ``max_len - 1`` tokens in the same direction.
+    Tokenization is NT's: a pretrained NT runs the tokenizer its folder ships
+    (``AutoTokenizer``, local files only); a tiny one :func:`nt_token_ids`, which gives the
+    same IDs (``tests/unit/model/test_encoders.py`` checks it against a tokenizer built in
+    the Hub's on-disk format). The sequence is upper-cased first (soft-masked lowercase
+    bases are bases; NT's tokenizer would turn each lowercase run into one ``<unk>``). A
+    sequence longer than ``max_len - 1`` tokens' worth (``(max_len - 1) * 6`` nt) is cut to
+    that many nucleotides first (``truncate``: keep the 5' end by default), then to
+    ``max_len - 1`` tokens in the same direction.
     """
 
     MODALITIES = ("rna", "dna")
@@ -59,6 +92,7 @@ class NucleotideTransformerEncoder(Encoder):
         modality: str,
         max_len: int,
         truncate: str = "keep_5prime",
+        tokenizer=None,
     ):
         super().__init__()
         if truncate not in TRUNCATE_MODES:
@@ -67,6 +101,7 @@ class NucleotideTransformerEncoder(Encoder):
             backbone.contact_head = None  # only for predict_contacts; no unused parameters
         self.backbone = backbone
         self.vocab = vocab
+        self.tokenizer = tokenizer  # the pretrained folder's; None: nt_token_ids
         self.modality = modality
         self.max_len = max_len
         self.truncate = truncate
@@ -76,11 +111,11 @@ class NucleotideTransformerEncoder(Encoder):
 
     @classmethod
     def _wrap(
-        cls, model: nn.Module, vocab: dict[str, int], modality: str, spec: dict
+        cls, model: nn.Module, vocab: dict[str, int], modality: str, spec: dict, tokenizer=None
     ) -> NucleotideTransformerEncoder:
         backbone = model.esm if hasattr(model, "esm") else model
         truncate = spec.get("truncate") or RNA_DEFAULTS["truncate"]
-        return cls(backbone, vocab, modality, cls.max_len_of(spec), truncate)
+        return cls(backbone, vocab, modality, cls.max_len_of(spec), truncate, tokenizer)
 
     @classmethod
     def from_hparams(
@@ -117,7 +152,7 @@ class NucleotideTransformerEncoder(Encoder):
             str(path), trust_remote_code=True, local_files_only=True
         )
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        return cls._wrap(model, dict(tokenizer.get_vocab()), modality, spec)
+        return cls._wrap(model, dict(tokenizer.get_vocab()), modality, spec, tokenizer)
 
     @classmethod
     def spec_from_config(cls, spec: dict, modality: str, config: dict) -> dict:
@@ -141,18 +176,10 @@ class NucleotideTransformerEncoder(Encoder):
         """Token IDs of one sequence (no CLS), truncated to ``max_len - 1`` tokens."""
         budget = self.max_len - 1
         seq = truncate(seq.upper(), budget * NT_KMER, self.truncate)
-        ids: list[int] = []
-        unk = self.vocab["<unk>"]
-        n_id = self.vocab["N"]
-        full = len(seq) - len(seq) % NT_KMER
-        for start in range(0, full, NT_KMER):
-            kmer = seq[start : start + NT_KMER]
-            token = self.vocab.get(kmer)
-            if token is not None:
-                ids.append(token)
-            else:
-                ids.extend(self.vocab.get(base, n_id if base.isalpha() else unk) for base in kmer)
-        ids.extend(self.vocab.get(base, n_id) for base in seq[full:])
+        if self.tokenizer is not None:
+            ids = list(self.tokenizer(seq, add_special_tokens=False)["input_ids"])
+        else:
+            ids = nt_token_ids(seq, self.vocab)
         if len(ids) > budget:
             ids = ids[:budget] if self.truncate == "keep_5prime" else ids[len(ids) - budget :]
         return ids

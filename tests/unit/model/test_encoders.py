@@ -128,14 +128,69 @@ def test_nt_vocabulary_has_4107_tokens():
     assert vocab[-5:] == list("ATCGN")
 
 
-def test_nt_tokenizes_6mers_then_single_nucleotides():
+def test_nt_tokenizes_6mers_and_restarts_the_frame_after_n():
     encoder = build_encoder("nucleotide_transformer", {"source": "tiny"})
     vocab = {t: i for i, t in enumerate(nt_vocabulary())}
-    ids = encoder.token_ids("ACGTAC" + "NNACGT" + "GGA")
-    expected = [vocab["ACGTAC"]] + [vocab[b] for b in "NNACGT"] + [vocab[b] for b in "GGA"]
-    assert ids == expected
-    tokens = encoder.tokenize(["acgtac"])
-    assert tokens["input_ids"][0].tolist() == [vocab["<cls>"], vocab["ACGTAC"]]  # no EOS
+
+    def tokens(seq):
+        inverse = {i: t for t, i in vocab.items()}
+        return [inverse[i] for i in encoder.token_ids(seq)]
+
+    assert tokens("ACNGTACGTAC") == ["A", "C", "N", "GTACGT", "A", "C"]
+    assert tokens("ACGTAC" + "NNACGT" + "GGA") == ["ACGTAC", "N", "N", "ACGTGG", "A"]
+    assert tokens("ACRYGTACGTAA") == ["A", "C", "<unk>", "GTACGT", "A", "A"]  # IUPAC run
+    assert tokens("acgtacgt") == ["ACGTAC", "G", "T"]  # upper-cased first
+    tokens_ = encoder.tokenize(["acgtac"])
+    assert tokens_["input_ids"][0].tolist() == [vocab["<cls>"], vocab["ACGTAC"]]  # no EOS
+
+
+def nt_hub_tokenizer(folder):
+    """NT-v2's tokenizer as the Hub repository ships it (vocab.txt, tokenizer_config.json,
+    special_tokens_map.json; InstaDeepAI/nucleotide-transformer-v2-250m-multi-species holds
+    a 129-byte tokenizer_config.json: this one, as InstaDeepAI/segment_nt writes it),
+    loaded the way the pretrained path loads it."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(nt_vocabulary()) + "\n")
+    config = {
+        "clean_up_tokenization_spaces": True,
+        "eos_token": None,
+        "model_max_length": 2048,
+        "tokenizer_class": "EsmTokenizer",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    special = {"cls_token": "<cls>", "mask_token": "<mask>", "pad_token": "<pad>"}
+    special["unk_token"] = "<unk>"
+    (folder / "special_tokens_map.json").write_text(json.dumps(special))
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+
+
+def test_nt_tiny_tokenizer_gives_the_hub_tokenizers_ids(tmp_path):
+    hub = nt_hub_tokenizer(tmp_path / "nt")
+    tiny = build_encoder("nucleotide_transformer", {"source": "tiny"})
+    assert hub.get_vocab() == tiny.vocab
+    rng = np.random.default_rng(5)
+    letters = np.array(list("ACGTACGTACGTNRYKMSWBDHVUacgtn"))
+    sequences = [
+        "ACNGTACGTAC",
+        "ACRYGTACGTAA",
+        "acgtacGTACGTA",
+        "NNNNNNACGTAC",
+        "ACGTRRRACGTACG",
+        "AcGTACGTACGTn",
+        "ACGUACGTAC",  # U is not in NT's vocabulary: <unk>
+    ] + ["".join(rng.choice(letters, int(rng.integers(1, 80)))) for _ in range(300)]
+    for seq in sequences:
+        want = hub(seq.upper(), add_special_tokens=False)["input_ids"]
+        assert tiny.token_ids(seq) == want, seq
+    # what the Hub tokenizer does with lowercase: a run is one <unk>, so isoflow upper-cases
+    unk = hub.convert_tokens_to_ids("<unk>")
+    assert hub("acgtacgtacgt", add_special_tokens=False)["input_ids"] == [unk]
+    # with CLS and no EOS, as the pretrained path feeds the model
+    assert hub("ACNGTACGTAC")["input_ids"] == [tiny.cls_id] + tiny.token_ids("ACNGTACGTAC")
 
 
 def test_nt_truncation_at_2048_tokens_keeps_requested_end():
@@ -358,6 +413,9 @@ def test_nt_pretrained_roundtrip_runs_snapshot_code_offline(tmp_path, offline):
     loaded = build_encoder("nucleotide_transformer", {"source": "pretrained", "path": folder})
     assert type(loaded.backbone.encoder).__module__ == "transformers.models.esm.modeling_esm"
     assert loaded.vocab == {t: i for i, t in enumerate(nt_vocabulary())}
+    assert loaded.tokenizer is not None  # the folder's own tokenizer tokenizes
+    mixed = "acgtNNRYacgtaGGCATTACGUUA" * 3
+    assert loaded.token_ids(mixed) == tiny.token_ids(mixed)
     tiny.backbone = mlm.esm
     _same_output(tiny, loaded, [random_rna(100), None, random_rna(7)])
 

@@ -1,0 +1,153 @@
+"""Embedding cache writer: peak memory of the old writer (all rows of a shard held, then
+concatenated) against the new one (one preallocated shard of --shard-mb), same input.
+
+Each case runs in its own child process on the isoflow package of git revision --old
+(default a9aab12, before the bounded writer) or of this checkout: ``build_cache`` over
+--sequences synthetic proteins from a stand-in encoder of Enformer's width (3,072) that
+returns --tokens tokens per sequence, mean-pooled to --pool-to rows (as the real encoders'
+outputs are), i.e. ``sequences * pool_to * 3072 * 2`` bytes of float16 rows. The child reports
+the growth of its peak RSS (``ru_maxrss``) over a warm-up cache built first (imports, the
+stand-in encoder, pyarrow's first use), the wall time of the build, and the time to gather
+--batches batches of 32 random transcripts from the cache it wrote (``CacheRows.take``, the
+training loader's read; the shards are in the page cache). Cases are interleaved --repeat
+times.
+
+Run: .venv/bin/python bench/bench_embed_memory.py --sequences 1500 --shard-mb 64 --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, sys, time, numpy as np, torch
+torch.set_num_threads(1)
+from isoflow.embed import EmbeddingCache, build_cache
+
+cfg = json.loads(sys.argv[1])
+
+
+class StandIn(torch.nn.Module):
+    modality, dim = "protein", 3072
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.generator = torch.Generator().manual_seed(0)
+
+    def tokenize(self, batch):
+        return {"lengths": torch.full((len(batch),), cfg["tokens"])}
+
+    def forward(self, lengths):
+        width = int(lengths.max())
+        emb = torch.randn(len(lengths), width, self.dim, generator=self.generator)
+        return emb, torch.ones(len(lengths), width, dtype=torch.bool)
+
+
+options = {"shard_mb": cfg["shard_mb"]} if cfg["shard_mb"] else {}
+rng = np.random.default_rng(0)
+letters = np.array(list("ACDEFGHIKLMNPQRSTVWY"))
+items = {f"T{i}": "".join(rng.choice(letters, 30)) for i in range(cfg["sequences"])}
+build_cache(StandIn(), {"w": "MKV"}, cfg["out"] + "_warm", pool_to=cfg["pool_to"], **options)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+build_cache(StandIn(), items, cfg["out"], pool_to=cfg["pool_to"], batch_size=8, **options)
+seconds = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+cache = EmbeddingCache(cfg["out"])
+rows = cache.item_rows(list(items))
+rows.take(np.arange(32))
+start = time.perf_counter()
+for _ in range(cfg["batches"]):
+    rows.take(rng.choice(len(items), 32, replace=False))
+gather = (time.perf_counter() - start) / cfg["batches"]
+order = "F" if np.load(cfg["out"] + "/shard_00000.npy", mmap_mode="r").flags.f_contiguous else "C"
+print(json.dumps({"growth_mb": (peak - before) / 1024, "base_mb": before / 1024,
+                  "seconds": seconds, "gather_ms": gather * 1e3,
+                  "shards": cache.meta["n_shards"], "order": order}))
+"""
+
+
+def run_child(cwd: Path, config: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(config)],
+        cwd=cwd,  # python -c imports isoflow from its working directory
+        env={**os.environ, "PYTHONPATH": str(cwd)},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequences", type=int, default=1500)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--pool-to", type=int, default=64)
+    parser.add_argument("--shard-mb", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--old", default="a9aab12", help="git revision of the old writer")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/isoflow_bench_embed"))
+    args = parser.parse_args()
+
+    old_dir = Path(tempfile.mkdtemp(prefix="isoflow_old_"))
+    archive = subprocess.run(
+        ["git", "archive", args.old, "isoflow"], cwd=ROOT, check=True, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", old_dir], input=archive.stdout, check=True)
+    cases = {
+        f"old ({args.old}): rows held, concatenated": (old_dir, 0),
+        f"new: one {args.shard_mb} MiB shard buffer": (ROOT, args.shard_mb),
+    }
+    results: dict[str, list[dict]] = {name: [] for name in cases}
+    for _ in range(args.repeat):
+        for name, (cwd, shard_mb) in cases.items():  # interleaved: load drift hits both
+            shutil.rmtree(args.work, ignore_errors=True)
+            args.work.mkdir(parents=True)
+            config = {
+                "out": str(args.work / "cache"),
+                "sequences": args.sequences,
+                "tokens": args.tokens,
+                "pool_to": args.pool_to,
+                "shard_mb": shard_mb,
+                "batches": args.batches,
+            }
+            out = run_child(cwd, config)
+            results[name].append(out)
+            print(f"{name}: {out}", file=sys.stderr)
+    shutil.rmtree(args.work, ignore_errors=True)
+    shutil.rmtree(old_dir, ignore_errors=True)
+    data_mb = args.sequences * args.pool_to * 3072 * 2 / 2**20
+    print(
+        f"\n{args.sequences} sequences x {args.pool_to} rows x 3,072 float16 = {data_mb:,.0f} "
+        f"MiB of rows; median of {args.repeat}; load average {os.getloadavg()}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
+    print("| writer | peak RSS growth (MiB) | build (s) | shards | layout | gather ms/batch |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in results.items():
+
+        def median(key, runs=runs):
+            return statistics.median(r[key] for r in runs)
+
+        print(
+            f"| {name} | {median('growth_mb'):,.0f} | {median('seconds'):.1f} | "
+            f"{runs[0]['shards']} | {runs[0]['order']} | {median('gather_ms'):.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
