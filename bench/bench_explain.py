@@ -9,7 +9,6 @@ predicting every mutant whole (``Model.predict``), on the tiny bundle the tests 
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import tempfile
@@ -20,39 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from helpers.training import TINY_CONFIG, make_dataset  # noqa: E402
-
-CACHED = {"rna": "nucleotide_transformer", "protein": "esm2"}
-EXPERIMENT = {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
-
-
-def tiny_bundle(tmp: Path, window: int) -> Path:
-    from isoflow.bundle import export_bundle
-    from isoflow.embed import embed_dataset
-    from isoflow.train import run_experiment
-
-    dataset, fasta = make_dataset(tmp, window=window)
-    config = copy.deepcopy(TINY_CONFIG)
-    config["train"]["max_epochs"] = 1
-    config["model"]["cached_modalities"] = list(CACHED)
-    caches = {}
-    for modality, name in CACHED.items():
-        config["encoders"][name]["pool_to"] = 4
-        caches[modality] = tmp / "embeddings" / name
-        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
-    run_experiment(config, EXPERIMENT, dataset, tmp / "run", fasta, cache_dirs=caches)
-    settings = {**config, "dna": {"window": window}, "dataset": {"name": "tiny"}}
-    export_bundle(
-        tmp / "run",
-        tmp / "bundle",
-        config=settings,
-        experiment=EXPERIMENT,
-        dataset_path=dataset,
-        cache_dirs=caches,
-        genome_fasta=fasta,
-        check_n=4,
-    )
-    return tmp / "bundle"
+from helpers.bundles import tiny_bundles  # noqa: E402
 
 
 def main() -> None:
@@ -78,7 +45,7 @@ def main() -> None:
         "bench", {"promoter": random(100), "utr5": random(30), "cds": cds, "utr3": random(60)}
     )
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_model(tiny_bundle(Path(tmp), args.window), device="cpu")
+        model = load_model(tiny_bundles(Path(tmp), window=args.window)["paths"][0], device="cpu")
         subject = construct_subject(construct, window=args.window)
         sites = region_sites(subject, None)
         n = 3 * len(sites)

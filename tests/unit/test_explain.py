@@ -1,20 +1,15 @@
 """isoflow explain: ISM equals brute-force predictions, the re-encode-only path equals the
 full one, attention shares by region, the CLI end to end -- on a tiny trained bundle."""
 
-import copy
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.training import TINY_CONFIG, make_dataset
+from helpers.bundles import tiny_bundles
 from isoflow.bundle import CHECK_TOLERANCE
 from isoflow.constructs import Construct
 
-# As tests/unit/test_bundle.py: DNA raw (its tiny Enformer inside the network), RNA and
-# protein through caches of frozen tiny encoders, so both ways a modality is fed are used.
-EXPERIMENT = {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
-CACHED = {"rna": "nucleotide_transformer", "protein": "esm2"}
+# The bundle: helpers.bundles (DNA read raw, RNA and protein through frozen caches).
 WINDOW = 512
 # |ISM - one-by-one predict()| and |re-encode-only - full path|: the batches differ
 # (padding, batch size), so float32 sums round differently, and a last-bit difference can
@@ -38,34 +33,14 @@ def _construct(seed=3):
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from isoflow.bundle import export_bundle
-    from isoflow.embed import embed_dataset
-    from isoflow.train import run_experiment
-
     tmp = tmp_path_factory.mktemp("explain")
-    dataset, fasta = make_dataset(tmp, window=WINDOW)
-    config = copy.deepcopy(TINY_CONFIG)
-    config["train"]["max_epochs"] = 1
-    config["model"]["cached_modalities"] = list(CACHED)
-    caches = {}
-    for modality, name in CACHED.items():
-        config["encoders"][name]["pool_to"] = 4
-        caches[modality] = tmp / "embeddings" / name
-        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
-    run_dir = tmp / "runs" / "r"
-    run_experiment(config, EXPERIMENT, dataset, run_dir, fasta, cache_dirs=caches)
-    settings = {**config, "dna": {"window": WINDOW}, "dataset": {"name": "tiny"}}
-    export_bundle(
-        run_dir,
-        tmp / "models" / "r",
-        config=settings,
-        experiment=EXPERIMENT,
-        dataset_path=dataset,
-        cache_dirs=caches,
-        genome_fasta=fasta,
-        check_n=4,
-    )
-    return {"tmp": tmp, "path": tmp / "models" / "r", "dataset": dataset, "fasta": fasta}
+    built = tiny_bundles(tmp, window=WINDOW)
+    return {
+        "tmp": tmp,
+        "path": built["paths"][0],
+        "dataset": built["dataset"],
+        "fasta": built["fasta"],
+    }
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 import subprocess
@@ -13,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.training import TINY_CONFIG, TISSUES, make_dataset
+from helpers.bundles import tiny_bundles
+from helpers.training import TISSUES
 from isoflow.constructs import Construct, construct_inputs, write_constructs_tsv
 from isoflow.errors import InputError
 from isoflow.score import (
@@ -29,8 +29,6 @@ from isoflow.score import (
 )
 
 WINDOW = 512
-EXPERIMENT = {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
-CACHED = {"rna": "nucleotide_transformer", "protein": "esm2"}
 
 
 def _seq(rng, n, letters="ACGT"):
@@ -60,39 +58,7 @@ def make_constructs(seed=0):
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
     """Two tiny runs (seeds 0 and 1) of one dataset, exported as bundles."""
-    from isoflow.bundle import export_bundle
-    from isoflow.embed import embed_dataset
-    from isoflow.train import run_experiment
-
-    tmp = tmp_path_factory.mktemp("score")
-    dataset, fasta = make_dataset(tmp, window=WINDOW)
-    config = copy.deepcopy(TINY_CONFIG)
-    config["train"]["max_epochs"] = 1
-    config["model"]["cached_modalities"] = list(CACHED)
-    caches = {}
-    for modality, name in CACHED.items():
-        config["encoders"][name]["pool_to"] = 4
-        caches[modality] = tmp / "embeddings" / name
-        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
-    settings = {**config, "dna": {"window": WINDOW}, "dataset": {"name": "tiny"}}
-    paths = []
-    for seed in (0, 1):
-        experiment = {**EXPERIMENT, "seed": seed}
-        run_dir = tmp / "runs" / f"s{seed}"
-        run_experiment(config, experiment, dataset, run_dir, fasta, cache_dirs=caches)
-        out = tmp / "models" / f"s{seed}"
-        export_bundle(
-            run_dir,
-            out,
-            config=settings,
-            experiment=experiment,
-            dataset_path=dataset,
-            cache_dirs=caches,
-            genome_fasta=fasta,
-            check_n=4,
-        )
-        paths.append(out)
-    return paths
+    return tiny_bundles(tmp_path_factory.mktemp("score"), window=WINDOW, seeds=(0, 1))["paths"]
 
 
 def _edited(bundle, dest, edit):

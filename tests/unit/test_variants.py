@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 
 import numpy as np
@@ -10,9 +9,10 @@ import pandas as pd
 import pysam
 import pytest
 
-from helpers.training import TINY_CONFIG, make_dataset
+from helpers.bundles import tiny_bundles
+from helpers.training import make_dataset
 from isoflow.alphabet import reverse_complement, translate_cds
-from isoflow.bundle import ModelInput, export_bundle, load_model
+from isoflow.bundle import ModelInput, load_model
 from isoflow.errors import InputError
 from isoflow.genome import GenomeWindows
 from isoflow.variants import (
@@ -30,8 +30,6 @@ from isoflow.variants import (
     variant_effects,
 )
 
-EXPERIMENT = {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
-CACHED = {"rna": "nucleotide_transformer", "protein": "esm2"}
 WINDOW = 512
 # plus strand: two exons, CDS 1030-1180 (30 + 30 = 60 nt); minus strand: non-coding;
 # both within the 512-bp windows of their TSS
@@ -78,40 +76,16 @@ def _annotation() -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    from isoflow.embed import embed_dataset
-    from isoflow.train import run_experiment
-
     tmp = tmp_path_factory.mktemp("variants")
-    dataset, fasta = make_dataset(tmp, window=WINDOW)
-    config = copy.deepcopy(TINY_CONFIG)
-    config["train"]["max_epochs"] = 1
-    config["model"]["cached_modalities"] = list(CACHED)
-    caches = {}
-    for modality, name in CACHED.items():
-        config["encoders"][name]["pool_to"] = 4
-        caches[modality] = tmp / "embeddings" / name
-        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
-    run_dir = tmp / "runs" / "r"
-    run_experiment(config, EXPERIMENT, dataset, run_dir, fasta, cache_dirs=caches)
-    settings = {**config, "dna": {"window": WINDOW}, "dataset": {"name": "tiny"}}
-    export_bundle(
-        run_dir,
-        tmp / "model",
-        config=settings,
-        experiment=EXPERIMENT,
-        dataset_path=dataset,
-        cache_dirs=caches,
-        genome_fasta=fasta,
-        check_n=4,
-        device="cpu",
-    )
+    built = tiny_bundles(tmp, window=WINDOW, device="cpu")
+    fasta = built["fasta"]
     annotation = tmp / "transcripts.parquet"
     _annotation().to_parquet(annotation, index=False)
     genome = "".join(line.strip() for line in fasta.read_text().splitlines()[1:])
     return {
         "tmp": tmp,
-        "path": tmp / "model",
-        "model": load_model(tmp / "model", device="cpu"),
+        "path": built["paths"][0],
+        "model": load_model(built["paths"][0], device="cpu"),
         "fasta": fasta,
         "genome": genome,
         "annotation": annotation,

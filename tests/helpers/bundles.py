@@ -1,0 +1,62 @@
+"""Tiny trained runs exported as model bundles (isoflow.bundle), as the score, explain and
+variants tests and bench/bench_explain.py use them: DNA read raw (its tiny Enformer trained
+inside the network), RNA and protein through embedding caches of frozen tiny NT / ESM-2, so
+both ways a modality is fed are in every bundle."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+from helpers.training import TINY_CONFIG, make_dataset
+
+EXPERIMENT = {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
+CACHED = {"rna": "nucleotide_transformer", "protein": "esm2"}
+
+
+def tiny_bundles(
+    tmp: Path,
+    *,
+    window: int = 512,
+    seeds: Sequence[int | None] = (None,),
+    max_epochs: int = 1,
+    **export_kwargs,
+) -> dict:
+    """Train one tiny run per entry of ``seeds`` on one tiny dataset (``None``: the
+    experiment without its own seed) and export each; returns ``{"paths": [bundle, ...],
+    "dataset", "fasta", "caches", "config"}``. ``export_kwargs`` go to ``export_bundle``."""
+    from isoflow.bundle import export_bundle
+    from isoflow.embed import embed_dataset
+    from isoflow.train import run_experiment
+
+    dataset, fasta = make_dataset(tmp, window=window)
+    config = copy.deepcopy(TINY_CONFIG)
+    config["train"]["max_epochs"] = max_epochs
+    config["model"]["cached_modalities"] = list(CACHED)
+    caches = {}
+    for modality, name in CACHED.items():
+        config["encoders"][name]["pool_to"] = 4
+        caches[modality] = tmp / "embeddings" / name
+        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
+    settings = {**config, "dna": {"window": window}, "dataset": {"name": "tiny"}}
+    paths = []
+    for seed in seeds:
+        experiment = EXPERIMENT if seed is None else {**EXPERIMENT, "seed": seed}
+        name = "r" if seed is None else f"s{seed}"
+        run_dir = tmp / "runs" / name
+        run_experiment(config, experiment, dataset, run_dir, fasta, cache_dirs=caches)
+        out = tmp / "models" / name
+        export_bundle(
+            run_dir,
+            out,
+            config=settings,
+            experiment=experiment,
+            dataset_path=dataset,
+            cache_dirs=caches,
+            genome_fasta=fasta,
+            check_n=4,
+            **export_kwargs,
+        )
+        paths.append(out)
+    return {"paths": paths, "dataset": dataset, "fasta": fasta, "caches": caches, "config": config}
