@@ -115,3 +115,34 @@ def _check_encoder_names(config: dict[str, Any], source: str) -> None:
         if name is not None and name not in known:
             message = f"{name!r} is not an entry of encoders nor an encoder class"
             raise InputError(source, where, message + _closest(name, known))
+
+
+# enformer-pytorch computes TensorFlow's gamma positional features (what the official weights
+# were trained with, `use_tf_gamma`) only for the full input of 196,608 bp; any other window
+# fails inside the first forward pass of the embed or train job.
+TF_GAMMA_WINDOW = 196_608
+
+
+def check_encoder_settings(config: dict[str, Any], experiments: dict[str, dict]) -> None:
+    """Settings that only the first forward pass of a job would reject, checked at parse:
+    a pretrained Enformer with ``use_tf_gamma`` that an experiment reads through a
+    ``dna.window`` other than 196,608 bp. One line naming the key and both fixes."""
+    window = int((config.get("dna") or {}).get("window") or 0)
+    encoders = config.get("encoders") or {}
+    used = {exp.get("dna_encoder") for exp in experiments.values() if "dna" in exp["modalities"]}
+    for name in sorted(n for n in used if n in encoders):
+        spec = encoders[name] or {}
+        if ENCODERS.get(spec.get("class", name), ("",))[0] != "enformer":
+            continue
+        if (
+            spec.get("source") == "pretrained"
+            and spec.get("use_tf_gamma")
+            and window != TF_GAMMA_WINDOW
+        ):
+            raise InputError(
+                "config",
+                f"encoders.{name}.use_tf_gamma",
+                f"true needs dna.window {TF_GAMMA_WINDOW:,} (enformer-pytorch has TensorFlow's "
+                f"gamma positions only for the full input), but dna.window is {window:,}: set "
+                f"dna.window: {TF_GAMMA_WINDOW} or encoders.{name}.use_tf_gamma: false",
+            )

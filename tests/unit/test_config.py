@@ -259,3 +259,44 @@ def test_encoder_spec_defaults_live_in_python_only():
     assert set(ENCODER_DEFAULTS) <= set(keys)
     assert all("default" not in keys[key] for key in keys), "a second home for a default"
     check_config({"encoders": {"x": ENCODER_DEFAULTS}}, sections=("encoders",))
+
+
+def _tf_gamma_config(window: int, source: str = "pretrained", dna_encoder: str = "enformer"):
+    return {
+        "dna": {"window": window},
+        "encoders": {"enformer": {"source": source, "use_tf_gamma": True}},
+        "experiments": [{"modalities": ["dna", "rna"], "dna_encoder": dna_encoder}],
+        "seeds": [0],
+    }
+
+
+def test_use_tf_gamma_with_another_window_is_one_line_at_parse():
+    from isoflow.config import check_encoder_settings
+    from isoflow.experiments import expand_experiments
+
+    config = _tf_gamma_config(2048)
+    with pytest.raises(InputError) as err:
+        check_encoder_settings(config, expand_experiments(config))
+    line = str(err.value)
+    assert line.startswith("config:encoders.enformer.use_tf_gamma: true needs dna.window 196,608")
+    assert "dna.window is 2,048" in line and "use_tf_gamma: false" in line
+    assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("window", "source", "dna_encoder"),
+    [
+        (196_608, "pretrained", "enformer"),
+        (2048, "tiny", "enformer"),
+        (524_288, "pretrained", "borzoi"),
+    ],
+)
+def test_use_tf_gamma_passes_where_no_forward_would_fail(window, source, dna_encoder):
+    """The full window; a tiny Enformer (random weights, no TF gamma); an Enformer no
+    experiment reads (the Borzoi overlay keeps the Enformer spec as it is)."""
+    from isoflow.config import check_encoder_settings
+    from isoflow.experiments import expand_experiments
+
+    config = _tf_gamma_config(window, source, dna_encoder)
+    config["encoders"]["borzoi"] = {"source": "pretrained"}
+    check_encoder_settings(config, expand_experiments(config))
