@@ -29,7 +29,18 @@ ESM_REGRESSION_URL = (
     "https://dl.fbaipublicfiles.com/fair-esm/regression/{model}-contact-regression.pt"
 )
 # Weights in other frameworks that a PyTorch run never reads.
-DEFAULT_IGNORE = ["*.h5", "*.msgpack", "*.ckpt*", "*.onnx", "tf_model*", "flax_model*", "*.tflite"]
+# Weights of other frameworks no loader here reads: TensorFlow, Flax, ONNX, TFLite, and the
+# `jax_model/` folder the Nucleotide Transformer v2 repositories ship beside the PyTorch weights.
+DEFAULT_IGNORE = [
+    "*.h5",
+    "*.msgpack",
+    "*.ckpt*",
+    "*.onnx",
+    "tf_model*",
+    "flax_model*",
+    "*.tflite",
+    "jax_model/*",
+]
 
 log = logging.getLogger("isoflow.weights")
 

@@ -140,3 +140,28 @@ def test_spec_without_source_fails(tmp_path):
 def test_read_source_of_folder_without_record(tmp_path):
     with pytest.raises(InputError, match="download_encoders"):
         weights.read_source(tmp_path)
+
+
+def test_default_ignore_skips_weights_no_loader_reads():
+    """snapshot_download filters with these patterns (huggingface_hub's own filter): the
+    PyTorch weights, config and tokenizer files stay; NT-v2's jax_model/ and other
+    frameworks' weights are not downloaded."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    from isoflow.weights import DEFAULT_IGNORE
+
+    files = [
+        "config.json",
+        "model.safetensors",
+        "pytorch_model.bin",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "esm_config.py",
+        "modeling_esm.py",
+        "jax_model/params.joblib",
+        "jax_model/hyperparams.json",
+        "tf_model.h5",
+        "flax_model.msgpack",
+    ]
+    kept = list(filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE))
+    assert kept == files[:7]
