@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from isoflow.alphabet import DNA_LETTER_CODES, TRUNCATE_MODES, is_missing, truncate
+from isoflow.errors import InputError
 from isoflow.model.encoders.base import Encoder, _dna_batch, _merge
 from isoflow.settings import RNA_DEFAULTS, rna_config
 
@@ -148,9 +149,25 @@ class NucleotideTransformerEncoder(Encoder):
 
         # NT-v2 ships its modeling code in the snapshot: trust_remote_code runs that local
         # file, nothing is fetched.
-        model = AutoModelForMaskedLM.from_pretrained(
-            str(path), trust_remote_code=True, local_files_only=True
-        )
+        try:
+            model = AutoModelForMaskedLM.from_pretrained(
+                str(path), trust_remote_code=True, local_files_only=True
+            )
+        except ImportError as err:
+            # The remote code of older NT-v2 snapshots imports names newer transformers
+            # releases removed (e.g. from transformers.pytorch_utils); the Hub's later
+            # commits fixed their imports.
+            import transformers
+
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputError(
+                path,
+                "modeling code",
+                f"the snapshot's remote code does not import with transformers "
+                f"{transformers.__version__} ({first}); download a newer revision of the "
+                f"repository (the encoder's `revision`: a commit after the Hub's import fix) "
+                f"and rerun download_encoders",
+            ) from err
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         return cls._wrap(model, dict(tokenizer.get_vocab()), modality, spec, tokenizer)
 

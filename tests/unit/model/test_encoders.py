@@ -2,6 +2,7 @@
 loading code run on tiny checkpoints saved in the real on-disk layout, offline."""
 
 import importlib
+import json
 import socket
 import sys
 from pathlib import Path
@@ -583,3 +584,36 @@ def test_the_borzoi_excerpt_in_the_docs_is_the_file():
     assert len(chunks) == 4
     for text in chunks:
         assert text in source, text
+
+
+def test_nt_remote_code_that_cannot_import_is_one_line(tmp_path, offline):
+    """An NT-v2 snapshot whose remote modeling code imports a name this transformers release
+    no longer has (older snapshots did, before the Hub fixed their imports): one line naming
+    the folder, the failing import and the fix, not a raw ImportError from deep inside."""
+    from isoflow.errors import InputError
+    from isoflow.model.encoders.nucleotide_transformer import NucleotideTransformerEncoder
+
+    config = {
+        "model_type": "esm",
+        "architectures": ["EsmForMaskedLM"],
+        "auto_map": {
+            "AutoConfig": "esm_config.EsmConfig",
+            "AutoModelForMaskedLM": "modeling_esm.EsmForMaskedLM",
+        },
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "esm_config.py").write_text(
+        "from transformers import PretrainedConfig\n\n\n"
+        "class EsmConfig(PretrainedConfig):\n    model_type = 'esm'\n"
+    )
+    (tmp_path / "modeling_esm.py").write_text(
+        "from transformers.pytorch_utils import a_name_removed_long_ago  # noqa: F401\n"
+        "from transformers import PreTrainedModel\n\n\n"
+        "class EsmForMaskedLM(PreTrainedModel):\n    pass\n"
+    )
+    with pytest.raises(InputError) as err:
+        NucleotideTransformerEncoder.from_pretrained(tmp_path, "rna", {})
+    line = str(err.value)
+    assert line.startswith(f"{tmp_path}:modeling code: the snapshot's remote code does not import")
+    assert "a_name_removed_long_ago" in line and "newer revision" in line
+    assert "\n" not in line
