@@ -126,11 +126,15 @@ class Model:
         frozen: dict[str, tuple[torch.nn.Module, int]],
         device: torch.device,
         path: Path | None = None,
+        frozen_precision: dict[str, str] | None = None,
     ):
         self.card = manifest
         self.path = path
         self.network = network
         self.frozen = frozen  # modality -> (frozen encoder, pool_to): the cached modalities
+        # modality -> the embedding forward's precision the cache was built with ("bf16":
+        # autocast on CUDA, meta.json's `autocast`), so new sequences are encoded the same way
+        self.frozen_precision = frozen_precision or {}
         self.device = device
         self.tissues: list[str] = list(manifest["tissues"])
         self.modalities: tuple[str, ...] = tuple(manifest["modalities"])
@@ -227,7 +231,8 @@ class Model:
 
                 encoder, pool_to = self.frozen[modality]
                 names = [ids[i] for i in present]
-                pooled = encode_pooled(encoder, batch, pool_to, self.device, names)
+                precision = self.frozen_precision.get(modality, "fp32")
+                pooled = encode_pooled(encoder, batch, pool_to, self.device, names, precision)
                 # stored float16 in the cache, cast back to float32 by the model: the same
                 encoded = [p.to(torch.float16).float() for p in pooled]
             else:
@@ -406,12 +411,13 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     path = Path(path)
     manifest = read_manifest(path)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    raw, frozen, dims = {}, {}, {}
+    raw, frozen, dims, frozen_precision = {}, {}, {}, {}
     for modality in manifest["modalities"]:
         entry = manifest["encoders"][modality]
         if entry["mode"] == "cached":
             encoder = _build_encoder(path, modality, entry).to(device).eval()
             frozen[modality] = (encoder, int(entry["spec"]["pool_to"]))
+            frozen_precision[modality] = entry.get("precision", "fp32")
             dims[modality] = encoder.dim
         else:
             raw[modality] = _build_encoder(path, modality, entry)
@@ -439,7 +445,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
         )
     network.load_state_dict(state)
     network.to(device).eval()
-    return Model(manifest, network, frozen, device, path)
+    return Model(manifest, network, frozen, device, path, frozen_precision)
 
 
 # ---------------------------------------------------------------------------- exporting
@@ -496,6 +502,8 @@ def _encoder_entries(
             meta = EmbeddingCache(cache_dirs[modality]).meta
             spec = with_encoder_defaults(meta.get("spec") or spec_from_config(settings, name))
             entry = {"name": meta.get("encoder", name), "mode": "cached", "spec": spec}
+            # the cache's embedding precision (bf16 autocast on CUDA, embed.precision)
+            entry["precision"] = meta.get("autocast", "fp32")
             if int(meta["dim"]) != int(cached_dims[modality]):
                 raise InputError(cache_dirs[modality], "dim", "differs from the checkpoint's")
         else:

@@ -202,3 +202,39 @@ def test_model_outputs_name_configured_runs_only():
 def test_import_isoflow_stays_torch_free():
     script = "import sys, isoflow; assert 'torch' not in sys.modules; isoflow.load_model"
     subprocess.run([sys.executable, "-c", script], check=True, env=_env())
+
+
+@pytest.mark.slow
+def test_bundle_encodes_as_the_cache_was_built(trained, tmp_path, monkeypatch):
+    """A cache built under bf16 autocast on a GPU (meta.json `autocast`) gives a bundle that
+    encodes new sequences under the same precision, so scores, ISM and variant effects see
+    what training read; a cache without it, fp32. (On this CPU autocast is never entered,
+    so the predictions themselves do not move.)"""
+    import isoflow.embed as embed
+
+    assert {
+        e["precision"] for e in trained["manifest"]["encoders"].values() if "precision" in e
+    } == {"fp32"}
+
+    class Bf16Cache(embed.EmbeddingCache):
+        def __init__(self, path):
+            super().__init__(path)
+            self.meta = {**self.meta, "autocast": "bf16"}
+
+    monkeypatch.setattr(embed, "EmbeddingCache", Bf16Cache)
+    manifest = export_bundle(trained["run_dir"], tmp_path / "b", check_n=4, **trained["kwargs"])
+    cached = {m: e for m, e in manifest["encoders"].items() if e["mode"] == "cached"}
+    assert cached and {e["precision"] for e in cached.values()} == {"bf16"}
+
+    seen = []
+    real = embed.encode_pooled
+
+    def spy(*args, **kwargs):
+        seen.append(args[5] if len(args) > 5 else kwargs.get("precision", "fp32"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(embed, "encode_pooled", spy)
+    model = load_model(tmp_path / "b", device="cpu")
+    _, _, inputs = _test_inputs(trained)
+    model.predict(inputs[:3])
+    assert seen and set(seen) == {"bf16"}
