@@ -422,7 +422,9 @@ def variant_effects(
     ``dna_changed`` / ``rna_changed`` / ``protein_changed`` and ``changed`` (the inputs the
     variant alters, joined by ``+``), ``ref_mean`` (mean over tissues of the reference
     prediction), ``mean_effect``, then alt - ref per tissue (columns named by tissue), all in
-    log(1 + TPM). Variants are checked against the genome first (:func:`check_variants`)."""
+    log(1 + TPM). Variants are checked against the genome first (:func:`check_variants`:
+    contig, bounds, the ref allele); pass them through it yourself to rename contigs."""
+    variants = check_variants(variants, genome)
     window = model.dna_window
     transcripts = transcripts.reset_index(drop=True)
     pairs = overlapping(transcripts, variants, window)
