@@ -226,6 +226,9 @@ def explain_inputs(config: dict, dataset: str, genome: str) -> dict[str, str]:
     inputs = {"model": f"{MODELS_DIR}/{section['model']}"}
     if section.get("construct"):
         inputs["construct"] = section["construct"]
+        background = (config.get("constructs") or {}).get("background")
+        if background:  # placed as score_constructs places it (explain_placement)
+            inputs["background"] = background
     if section.get("transcript") or int(section.get("transcripts_for_attention", 64)) > 0:
         inputs |= {
             "dataset": dataset,
@@ -234,6 +237,19 @@ def explain_inputs(config: dict, dataset: str, genome: str) -> dict[str, str]:
             "fai": f"{genome}.fai",
         }
     return inputs
+
+
+def explain_placement(config: dict) -> dict[str, Any]:
+    """How rule ``explain`` places a construct in the model's inputs: as rule
+    ``score_constructs`` does, from the ``constructs`` section (fill, polyA in the RNA, polyA
+    tail; the background is an input), so the explained reference is the input that was
+    scored."""
+    section = config.get("constructs") or {}
+    return {
+        "fill": section.get("fill", "N"),
+        "polya_in_rna": bool(section.get("polya_in_rna", False)),
+        "polya_tail": int(section.get("polya_tail", 0)),
+    }
 
 
 # ---------------------------------------------------------------- construct scores

@@ -5,7 +5,7 @@
 # cross-attention by RNA region. Defined only when the config has an `explain` section
 # naming a model (config/demo.yaml explains one cassette): rule all then asks for its
 # outputs. `explain: null` in an overlay switches it off.
-from isoflow.workflow import explain_inputs, explain_paths
+from isoflow.workflow import explain_inputs, explain_paths, explain_placement
 
 EXPLAIN_OUTPUTS = explain_paths(config, EXPERIMENTS)
 
@@ -45,5 +45,6 @@ if EXPLAIN_OUTPUTS:
         params:
             prefix=lambda wildcards, output: output.ism.removesuffix(".ism.parquet"),
             settings=config["explain"],
+            placement=explain_placement(config),
         script:
             "../scripts/explain.py"

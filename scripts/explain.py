@@ -24,6 +24,8 @@ def main() -> None:
         attention=True,
         attention_transcripts=int(settings["transcripts_for_attention"]),
         tissues=settings.get("tissues") or None,
+        background=inputs.get("background"),
+        **snakemake.params.placement,  # noqa: F821
     )
 
 
