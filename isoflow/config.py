@@ -123,26 +123,32 @@ def _check_encoder_names(config: dict[str, Any], source: str) -> None:
 TF_GAMMA_WINDOW = 196_608
 
 
-def check_encoder_settings(config: dict[str, Any], experiments: dict[str, dict]) -> None:
-    """Settings that only the first forward pass of a job would reject, checked at parse:
-    a pretrained Enformer with ``use_tf_gamma`` that an experiment reads through a
-    ``dna.window`` other than 196,608 bp. One line naming the key and both fixes."""
+def check_tf_gamma(config: dict[str, Any], name: str) -> None:
+    """Encoder ``name`` read through this config's ``dna.window``: a pretrained Enformer
+    with ``use_tf_gamma`` needs exactly 196,608 bp. One line naming the key and both fixes.
+    Called from the train and embed rules' input functions, so it stops a DAG holding such a
+    job before any job starts, while a DAG without one (the data half alone) runs."""
+    spec = (config.get("encoders") or {}).get(name) or {}
+    if ENCODERS.get(spec.get("class", name), ("",))[0] != "enformer":
+        return
     window = int((config.get("dna") or {}).get("window") or 0)
-    encoders = config.get("encoders") or {}
+    if (
+        spec.get("source") == "pretrained"
+        and spec.get("use_tf_gamma")
+        and window != TF_GAMMA_WINDOW
+    ):
+        raise InputError(
+            "config",
+            f"encoders.{name}.use_tf_gamma",
+            f"true needs dna.window {TF_GAMMA_WINDOW:,} (enformer-pytorch has TensorFlow's "
+            f"gamma positions only for the full input), but dna.window is {window:,}: set "
+            f"dna.window: {TF_GAMMA_WINDOW} or encoders.{name}.use_tf_gamma: false",
+        )
+
+
+def check_encoder_settings(config: dict[str, Any], experiments: dict[str, dict]) -> None:
+    """Settings that only the first forward pass of a job would reject, for every DNA
+    encoder an experiment reads (:func:`check_tf_gamma`)."""
     used = {exp.get("dna_encoder") for exp in experiments.values() if "dna" in exp["modalities"]}
-    for name in sorted(n for n in used if n in encoders):
-        spec = encoders[name] or {}
-        if ENCODERS.get(spec.get("class", name), ("",))[0] != "enformer":
-            continue
-        if (
-            spec.get("source") == "pretrained"
-            and spec.get("use_tf_gamma")
-            and window != TF_GAMMA_WINDOW
-        ):
-            raise InputError(
-                "config",
-                f"encoders.{name}.use_tf_gamma",
-                f"true needs dna.window {TF_GAMMA_WINDOW:,} (enformer-pytorch has TensorFlow's "
-                f"gamma positions only for the full input), but dna.window is {window:,}: set "
-                f"dna.window: {TF_GAMMA_WINDOW} or encoders.{name}.use_tf_gamma: false",
-            )
+    for name in sorted(n for n in used if n):
+        check_tf_gamma(config, name)

@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from isoflow.config import SCHEMA, load_schema
+from isoflow.config import SCHEMA, check_tf_gamma, load_schema
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.experiments import FACTORS, ablation_groups
@@ -67,6 +67,8 @@ def train_inputs(config: dict, experiment: dict, dataset: str, genome: str) -> d
     """Inputs of the ``train`` rule: the dataset, the genome (+ .fai) when DNA is read raw,
     one ``cache_{modality}`` embeddings folder per cached modality."""
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
+    if "dna" in experiment["modalities"]:
+        check_tf_gamma(config, experiment["dna_encoder"])
     inputs = {"dataset": dataset}
     cached = cached_modalities(config, experiment)
     if "dna" in experiment["modalities"] and "dna" not in cached:
@@ -322,6 +324,7 @@ def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str
     spec = (config.get("encoders") or {}).get(name)
     if spec is None:
         raise InputError(None, name, "encoder is not configured under `encoders:`")
+    check_tf_gamma(config, name)
     inputs = {"dataset": dataset}
     if encoder_modality(name, spec) == "dna":
         inputs["genome"] = genome

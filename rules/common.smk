@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from isoflow.config import check_config, check_encoder_settings
+from isoflow.config import check_config
 from isoflow.experiments import expand_experiments
 from isoflow.workflow import (
     BASELINE_METRICS,
@@ -39,7 +39,6 @@ TISSUE_SET = config["tissue_set"]
 SPLIT_SCHEME = config["split"]["scheme"]
 # run name -> experiment dict, defaults filled
 EXPERIMENTS = expand_experiments(config)
-check_encoder_settings(config, EXPERIMENTS)
 
 
 def genome_fasta():

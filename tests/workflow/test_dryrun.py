@@ -249,3 +249,23 @@ def test_an_overlay_narrowing_the_demo_switches_its_model_sections_off(tmp_path:
     done = snakemake("-n", "--configfile", "config/demo.yaml", partial, "-d", tmp_path)
     assert done.returncode != 0
     assert "explain.model" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_use_tf_gamma_with_another_window_stops_the_dag_not_the_data_half(tmp_path: Path):
+    """The full config's pretrained Enformer (use_tf_gamma) with another dna.window: a DAG
+    with train or embed jobs stops before any job starts, with the one line naming the key;
+    the data half alone (a sequences target) still plans."""
+    overlay = tmp_path / "window.yaml"
+    overlay.write_text("dna:\n  window: 2048\n")
+    args = ("-n", "--configfile", "config/config.yaml", overlay, "-d", tmp_path)
+    done = snakemake(*args)
+    assert done.returncode != 0
+    line = (
+        "config:encoders.enformer.use_tf_gamma: true needs dna.window 196,608 (enformer-pytorch"
+        " has TensorFlow's gamma positions only for the full input), but dna.window is 2,048: "
+        "set dna.window: 196608 or encoders.enformer.use_tf_gamma: false"
+    )
+    assert line in done.stdout + done.stderr, done.stderr[-3000:]
+    done = snakemake(*args, "results/sequences/rna.fa.gz")
+    assert done.returncode == 0, done.stderr[-3000:]
