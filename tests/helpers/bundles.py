@@ -21,11 +21,14 @@ def tiny_bundles(
     window: int = 512,
     seeds: Sequence[int | None] = (None,),
     max_epochs: int = 1,
+    check_n: int = 4,
     **export_kwargs,
 ) -> dict:
     """Train one tiny run per entry of ``seeds`` on one tiny dataset (``None``: the
-    experiment without its own seed) and export each; returns ``{"paths": [bundle, ...],
-    "dataset", "fasta", "caches", "config"}``. ``export_kwargs`` go to ``export_bundle``."""
+    experiment without its own seed) and export each (``check_n`` test transcripts
+    re-predicted); returns ``{"paths": [bundle, ...], "run_dirs": [...], "manifests": [...],
+    "exports": [export_bundle's keyword arguments per run, to export it again], "dataset",
+    "fasta", "caches", "config"}``. ``export_kwargs`` go to ``export_bundle``."""
     from isoflow.bundle import export_bundle
     from isoflow.embed import embed_dataset
     from isoflow.train import run_experiment
@@ -40,23 +43,31 @@ def tiny_bundles(
         caches[modality] = tmp / "embeddings" / name
         embed_dataset(dataset, name, config["encoders"][name], caches[modality])
     settings = {**config, "dna": {"window": window}, "dataset": {"name": "tiny"}}
-    paths = []
+    paths, run_dirs, manifests, exports = [], [], [], []
     for seed in seeds:
         experiment = EXPERIMENT if seed is None else {**EXPERIMENT, "seed": seed}
         name = "r" if seed is None else f"s{seed}"
         run_dir = tmp / "runs" / name
         run_experiment(config, experiment, dataset, run_dir, fasta, cache_dirs=caches)
         out = tmp / "models" / name
-        export_bundle(
-            run_dir,
-            out,
+        kwargs = dict(
             config=settings,
             experiment=experiment,
             dataset_path=dataset,
             cache_dirs=caches,
             genome_fasta=fasta,
-            check_n=4,
-            **export_kwargs,
         )
+        manifests.append(export_bundle(run_dir, out, check_n=check_n, **kwargs, **export_kwargs))
         paths.append(out)
-    return {"paths": paths, "dataset": dataset, "fasta": fasta, "caches": caches, "config": config}
+        run_dirs.append(run_dir)
+        exports.append(kwargs)
+    return {
+        "paths": paths,
+        "run_dirs": run_dirs,
+        "manifests": manifests,
+        "exports": exports,
+        "dataset": dataset,
+        "fasta": fasta,
+        "caches": caches,
+        "config": config,
+    }

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers.bundles import EXPERIMENT, tiny_bundles
 from helpers.paths import REPO
-from helpers.training import TINY_CONFIG, make_dataset
 from isoflow.bundle import (
     FORMAT,
     MANIFEST,
@@ -25,10 +25,8 @@ from isoflow.checkpoints import checkpoint_dir, fingerprint_hash, run_fingerprin
 from isoflow.dataset import read_dataset
 from isoflow.errors import InputError
 
-# DNA read raw (its tiny Enformer trained inside the network), RNA and protein through
-# embedding caches of frozen tiny encoders: both ways a modality is fed.
-EXPERIMENT = {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
-CACHED = {"rna": "nucleotide_transformer", "protein": "esm2"}
+# The bundle: helpers.bundles (DNA read raw, its tiny Enformer trained inside the network;
+# RNA and protein through embedding caches of frozen tiny encoders: both ways a modality is fed).
 # |bundle - predictions.parquet| measured 0 here (same batches as the test loader, CPU);
 # the bound is the export check's float32 one.
 TOLERANCE = 2e-4
@@ -36,30 +34,10 @@ TOLERANCE = 2e-4
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from isoflow.embed import embed_dataset
-    from isoflow.train import run_experiment
-
     tmp = tmp_path_factory.mktemp("bundle")
-    dataset, fasta = make_dataset(tmp)
-    config = copy.deepcopy(TINY_CONFIG)
-    config["train"]["max_epochs"] = 2
-    config["model"]["cached_modalities"] = list(CACHED)
-    caches = {}
-    for modality, name in CACHED.items():
-        config["encoders"][name]["pool_to"] = 4
-        caches[modality] = tmp / "embeddings" / name
-        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
-    run_dir = tmp / "runs" / "r"
-    run_experiment(config, EXPERIMENT, dataset, run_dir, fasta, cache_dirs=caches)
-    settings = {**config, "dna": {"window": 512}, "dataset": {"name": "tiny"}}
-    kwargs = dict(
-        config=settings,
-        experiment=EXPERIMENT,
-        dataset_path=dataset,
-        cache_dirs=caches,
-        genome_fasta=fasta,
-    )
-    manifest = export_bundle(run_dir, tmp / "models" / "r", check_n=1000, **kwargs)
+    built = tiny_bundles(tmp, max_epochs=2, check_n=1000)
+    run_dir, dataset, fasta = built["run_dirs"][0], built["dataset"], built["fasta"]
+    kwargs, manifest = built["exports"][0], built["manifests"][0]
     return {
         "tmp": tmp,
         "run_dir": run_dir,
