@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ import pandas as pd
 import pytest
 
 from helpers.bundles import tiny_bundles
+from helpers.commands import command_output
 from helpers.training import TISSUES
 from isoflow.constructs import Construct, construct_inputs, write_constructs_tsv
 from isoflow.errors import InputError
@@ -254,23 +253,9 @@ def test_target_tissues_are_checked():
 
 
 def test_score_help_works_without_torch():
-    code = (
-        "import sys, io, contextlib\n"
-        "from isoflow import commands\n"
-        "out = io.StringIO()\n"
-        "with contextlib.redirect_stdout(out):\n"
-        "    try:\n"
-        "        commands.main(['score', '--help'])\n"
-        "    except SystemExit:\n"
-        "        pass\n"
-        "print('torch' in sys.modules)\n"
-        "print(out.getvalue())\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    first, rest = result.stdout.split("\n", 1)
-    assert first == "False"
-    assert "usage: isoflow score" in rest and "--target-tissue" in rest
+    out, torch_loaded = command_output(["score", "--help"])
+    assert not torch_loaded
+    assert "usage: isoflow score" in out and "--target-tissue" in out
 
 
 def test_demo_cassettes_keep_their_warnings_and_ids(tmp_path):
