@@ -109,7 +109,10 @@ def encode_pooled(
     # would otherwise be inference tensors that break a later backward pass.
     with torch.no_grad(), embedding_autocast(device, precision):
         emb, mask = encoder(**tokens)
-    emb = emb.float().cpu()
+    # Pooled where the forward ran, then copied back: on a GPU only the pooled rows cross
+    # to the host (Borzoi's 6,144 x 1,536 float32 per window would be 38 MB): the whole path
+    # ran 1.3-2.1x faster on an H200 (docs/benchmarks.md, "GPU figures at real size").
+    emb = emb.float()
     mask = mask.cpu()
     lengths = mask.sum(dim=1)
     pooled = []
@@ -119,7 +122,7 @@ def encode_pooled(
             raise InputError(None, name, "encoder returned no real token for a sequence")
         if not bool(mask[row, : lengths[row]].all()):
             raise ValueError("encoder masks must be left-aligned (real tokens first)")
-        pooled.append(pool_tokens(emb[row], int(lengths[row]), pool_to))
+        pooled.append(pool_tokens(emb[row], int(lengths[row]), pool_to).cpu())
     return pooled
 
 

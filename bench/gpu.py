@@ -1,0 +1,685 @@
+"""GPU figures at real size: embedding, training from the cache, fine-tuning, and the projected
+GPU-hours of the full reproduction, from rates measured in one run.
+
+Real-size architectures of the four encoder families with random weights (no download):
+Enformer (196,608 bp), Borzoi (524,288 bp), Nucleotide Transformer v2 250M (2,048 tokens) and
+ESM-2 150M (1,024 tokens: 1,022 residues + BOS/EOS), built by
+``isoflow.model.encoders.random_encoder(..., real_size=True)``, the classes the workflow loads
+pretrained weights into. Sections, each timed on the same device in the same run:
+
+- ``reference``: an 8192³ bf16 matrix product (the in-run yardstick of what the chip does),
+  beside the vendor's dense bf16 peak for the device name (``PEAK_BF16``);
+- ``embed``: per encoder, fp32 and bf16 autocast (what rule embed's ``embed.precision`` picks):
+  the forward alone and the whole ``isoflow.embed.encode_pooled`` path (tokenise, forward,
+  copy back, pool), sequences/s, peak GPU memory, FLOPs per sequence counted by
+  ``torch.utils.flop_counter`` and the share of the dense bf16 peak (MFU); bf16 against fp32
+  on the same batch (largest difference / largest fp32 value);
+- ``train_cache``: IsoFormer training steps/s from cached embeddings at the real widths
+  (Enformer 3,072, NT 768, ESM-2 640; ``pool_to`` 64 tokens per modality, and Enformer's
+  896 bins unpooled), bf16 autocast, batch 32, AdamW;
+- ``loader``: a cached epoch through ``IsoformDataModule`` (caches in the real on-disk format
+  at the real widths, written by ``isoflow.embed.build_cache``; num_workers 4 as in
+  config/config.yaml) against the same steps on device-resident batches: the share of the
+  epoch the GPU is busy;
+- ``finetune``: steps/s and MFU with the encoders in the graph and trainable: NT-v2 + ESM-2
+  fully trainable beside a cached DNA modality (batch 8), and Enformer end to end (the
+  paper's path, batch 1);
+- ``projection``: GPU-hours of the full reproduction from the measured bf16 rates (dataset
+  sizes from IsoFormer's dataset card; see ``docs/benchmarks.md``).
+
+Results go to ``--out`` (JSON, rewritten after every measurement, so a run stopped at its
+time limit keeps what it measured) and to stdout as one line each. ``--budget-s`` bounds the
+whole run: measurements that would start after it are recorded as skipped.
+
+On a GPU (the figures in docs/benchmarks.md):
+    python bench/gpu.py --out gpu.json
+In the test suite (CPU, tiny sizes, seconds):
+    python bench/gpu.py --tiny --out /tmp/gpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import importlib.util
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, by device name.
+PEAK_BF16 = {
+    "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
+    "H100": 989.4e12,  # SXM5 (e.g. "NVIDIA H100 80GB HBM3")
+    "H200": 989.4e12,
+    "A100": 312e12,
+}
+
+# IsoFormer's dataset card (docs/reproduction.md): transcripts of the 30-tissue GTEx set.
+DATASET_TRANSCRIPTS = 91_241
+TRAIN_FRACTION = 0.9
+
+WIDTHS = {"dna": 3072, "rna": 768, "protein": 640}  # Enformer trunk, NT-v2 250M, ESM-2 150M
+ENCODERS = ["enformer", "borzoi", "nucleotide_transformer", "esm2"]
+
+# Input sizes and batch sizes per encoder: (real, tiny).
+INPUTS = {
+    "enformer": {"real": 196_608, "tiny": 2_048, "batch": (4, 2), "unit": "bp"},
+    "borzoi": {"real": 524_288, "tiny": 4_096, "batch": (2, 1), "unit": "bp"},
+    "nucleotide_transformer": {"real": 2_047 * 6, "tiny": 300, "batch": (16, 2), "unit": "nt"},
+    "esm2": {"real": 1_022, "tiny": 50, "batch": (16, 2), "unit": "aa"},
+}
+
+
+# The real-size stand-in of NT-v2 250M is transformers' EsmForMaskedLM, whose feed-forward is
+# plain (two matrices) where NT-v2's is SwiGLU (three of 768 x 3,072): a plain width of 4,608
+# holds the same weights per layer, so the stand-in does NT-v2's FLOPs (~234 M parameters).
+SPECS = {"nucleotide_transformer": {"hparams": {"intermediate_size": 4608}}}
+
+
+class Recorder:
+    """Results dict written to ``path`` after every ``add``, and one line per entry."""
+
+    def __init__(self, path: Path, started: float, budget_s: float):
+        self.path, self.started, self.budget_s = path, started, budget_s
+        self.data: dict = {"sections": {}}
+
+    def left(self) -> float:
+        return self.budget_s - (time.perf_counter() - self.started)
+
+    def add(self, section: str, key: str, value: dict) -> None:
+        self.data["sections"].setdefault(section, {})[key] = value
+        self.write()
+        shown = {k: v for k, v in value.items() if not isinstance(v, dict | list)}
+        print(f"[{time.perf_counter() - self.started:6.1f}s] {section}/{key}: {shown}", flush=True)
+
+    def write(self) -> None:
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=float))
+        os.replace(tmp, self.path)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, min_iters: int, min_s: float, warmup: int = 1) -> float:
+    """Seconds per call of ``fn``: ``warmup`` untimed calls, then at least ``min_iters``
+    calls and ``min_s`` seconds."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    n, start = 0, time.perf_counter()
+    while n < min_iters or time.perf_counter() - start < min_s:
+        fn()
+        n += 1
+    sync(device)
+    return (time.perf_counter() - start) / n
+
+
+def count_flops(fn) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device, out: dict):
+    """``out["peak_gib"]``: the largest GPU memory allocated inside the block."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    yield
+    if device.type == "cuda":
+        out["peak_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def peak_for(name: str) -> float | None:
+    for key, value in PEAK_BF16.items():
+        if key in name:
+            return value
+    return None
+
+
+def mfu(flops_per_s: float, peak: float | None) -> float | None:
+    return round(flops_per_s / peak, 4) if peak else None
+
+
+def is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+def kernel_profile(fn, device: torch.device, top: int = 6) -> dict:
+    """Where one call of ``fn`` spends its GPU time: the share of matrix and convolution
+    kernels (what tensor cores run) and the ``top`` kernels by time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if device.type != "cuda":
+        return {}
+    fn()
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    total = sum(e.self_device_time_total for e in kernels) or 1.0
+    # cuBLAS/cuBLASLt (gemm, nvjet on Hopper), cuDNN convolutions and attention
+    dense = ("gemm", "nvjet", "conv", "xmma", "cutlass", "fprop", "dgrad", "wgrad", "flash", "fmha")
+    share = sum(e.self_device_time_total for e in kernels if any(k in e.key.lower() for k in dense))
+    ranked = sorted(kernels, key=lambda e: -e.self_device_time_total)[:top]
+    return {
+        "dense_kernel_share": round(share / total, 3),
+        "kernel_ms": round(total / 1000, 2),
+        "top": [[e.key[:90], round(e.self_device_time_total / total, 3)] for e in ranked],
+    }
+
+
+def random_sequences(encoder: str, n: int, length: int, rng: np.random.Generator):
+    if encoder in ("enformer", "borzoi"):
+        return [rng.integers(0, 4, length, dtype=np.uint8) for _ in range(n)]
+    letters = list("ACGT") if encoder == "nucleotide_transformer" else list("ACDEFGHIKLMNPQRSTVWY")
+    return ["".join(rng.choice(letters, length)) for _ in range(n)]
+
+
+# ---------------------------------------------------------------------------- sections
+
+
+def reference(rec: Recorder, device: torch.device, tiny: bool) -> float | None:
+    n = 256 if tiny else 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    s = timed(lambda: a @ b, device, min_iters=10, min_s=0.5 if tiny else 2.0, warmup=3)
+    rate = 2 * n**3 / s
+    rec.add("reference", f"matmul_bf16_{n}", {"tflops": round(rate / 1e12, 1)})
+    a = b = None
+    free(device)
+    return rate
+
+
+def embed_section(
+    rec: Recorder,
+    device: torch.device,
+    tiny: bool,
+    peak: float | None,
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
+    batch_scale: int = 1,
+    profile: bool = False,
+) -> None:
+    """``precisions``: ``fp32``, ``bf16`` (autocast, what rule embed runs) and ``bf16w``
+    (the encoder's weights cast to bf16 once, no autocast: the cost of autocast's per-call
+    weight casts)."""
+    from isoflow.embed import embedding_autocast, encode_pooled
+    from isoflow.model.encoders import random_encoder
+
+    rng = np.random.default_rng(0)
+    for name in ENCODERS:
+        size = INPUTS[name]["tiny" if tiny else "real"]
+        batch = INPUTS[name]["batch"][1 if tiny else 0] * batch_scale
+        if rec.left() < 20:
+            rec.add("embed", name, {"skipped": "budget"})
+            continue
+        try:
+            build_start = time.perf_counter()
+            spec = {"source": "tiny", **({} if tiny else SPECS.get(name, {}))}
+            encoder = random_encoder(name, spec, real_size=not tiny).to(device).eval()
+            build_s = time.perf_counter() - build_start
+            params = sum(p.numel() for p in encoder.parameters())
+            seqs = random_sequences(name, batch, size, rng)
+            tokens = {k: v.to(device) for k, v in encoder.tokenize(seqs).items()}
+            outputs = {}
+            for precision in precisions:
+                if precision == "bf16w":
+                    encoder = encoder.to(torch.bfloat16)
+                if rec.left() < 10:
+                    rec.add("embed", f"{name}_{precision}", {"skipped": "budget"})
+                    continue
+                result = {
+                    "input": f"{size:,} {INPUTS[name]['unit']}",
+                    "batch": batch,
+                    "params_m": round(params / 1e6, 1),
+                    "build_s": round(build_s, 1),
+                }
+
+                autocast = "fp32" if precision == "bf16w" else precision
+
+                def forward(precision=autocast, encoder=encoder, tokens=tokens):
+                    with torch.no_grad(), embedding_autocast(device, precision):
+                        return encoder(**tokens)
+
+                try:
+                    with peak_memory(device, result):
+                        s_fwd = timed(
+                            forward, device, min_iters=1 if tiny else 3, min_s=0 if tiny else 3.0
+                        )
+                    flops = count_flops(forward)
+                    s_path = timed(
+                        lambda precision=autocast, encoder=encoder, seqs=seqs: encode_pooled(
+                            encoder, seqs, 64, device, None, precision
+                        ),
+                        device,
+                        min_iters=1 if tiny else 2,
+                        min_s=0 if tiny else 2.0,
+                    )
+                    if profile:
+                        try:
+                            result["profile"] = kernel_profile(forward, device)
+                        except Exception as error:  # the profiler is a nice-to-have
+                            result["profile"] = {"error": f"{type(error).__name__}: {error}"[:200]}
+                    emb, _ = forward()
+                    outputs[precision] = emb.float()
+                    result.update(
+                        seq_per_s_forward=round(batch / s_fwd, 3),
+                        seq_per_s_path=round(batch / s_path, 3),
+                        tflop_per_seq=round(flops / batch / 1e12, 4),
+                        mfu_forward=mfu(flops / s_fwd, peak),
+                        mfu_path=mfu(flops / s_path, peak),
+                    )
+                except Exception as error:  # OOM or an API change: record, go on
+                    if not is_oom(error) and tiny:
+                        raise
+                    result["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+                rec.add("embed", f"{name}_{precision}_b{batch}", result)
+                free(device)
+            for other in ("bf16", "bf16w"):
+                if "fp32" in outputs and other in outputs:
+                    ref = outputs["fp32"]
+                    rel = float((outputs[other] - ref).abs().max() / ref.abs().max())
+                    rec.add("embed", f"{name}_{other}_vs_fp32", {"max_rel_diff": round(rel, 5)})
+            encoder = tokens = outputs = None
+        except Exception as error:
+            if tiny:
+                raise
+            rec.add("embed", name, {"error": f"{type(error).__name__}: {str(error)[:200]}"})
+        free(device)
+
+
+TINY = False  # set by main(--tiny): a smaller head, so the CPU test takes seconds
+
+
+def _isoformer(dims: dict[str, int], encoders: dict | None = None):
+    from isoflow.model.isoformer import IsoFormer
+
+    # config/config.yaml's model section: d_model 256, depth 1, heads 8, dropout 0.1
+    return IsoFormer(
+        n_tissues=30,
+        encoders=encoders or {},
+        dims=dims,
+        aggregator="cross_attention",
+        d_model=32 if TINY else 256,
+        depth=1,
+        heads=4 if TINY else 8,
+        dropout=0.1,
+    )
+
+
+def _train_step(model, optimizer, inputs_fn, target, device):
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(inputs_fn())
+        loss = torch.nn.functional.mse_loss(out.float(), target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step
+
+
+def _cached_inputs(batch: int, tokens: dict[str, int], widths: dict[str, int], device):
+    g = torch.Generator(device="cpu").manual_seed(0)
+    inputs = {}
+    for modality, length in tokens.items():
+        emb = torch.randn(batch, length, widths[modality], generator=g).half().to(device)
+        mask = torch.ones(batch, length, dtype=torch.bool, device=device)
+        inputs[modality] = (emb, mask)
+    return inputs
+
+
+def train_cache_section(rec: Recorder, device, tiny: bool, peak) -> dict:
+    widths = {m: (16 if tiny else w) for m, w in WIDTHS.items()}
+    batch = 4 if tiny else 32
+    rates = {}
+    for label, tokens in (
+        ("pool64", {"dna": 64, "rna": 64, "protein": 64}),
+        ("dna896_pool64", {"dna": 8 if tiny else 896, "rna": 64, "protein": 64}),
+    ):
+        if rec.left() < 15:
+            rec.add("train_cache", label, {"skipped": "budget"})
+            continue
+        torch.manual_seed(0)
+        model = _isoformer(widths).to(device).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        inputs = _cached_inputs(batch, tokens, widths, device)
+        target = torch.randn(batch, 30, device=device)
+        step = _train_step(model, optimizer, lambda inputs=inputs: inputs, target, device)
+        result = {"batch": batch, "tokens": tokens}
+        with peak_memory(device, result):
+            s = timed(step, device, min_iters=2 if tiny else 5, min_s=0 if tiny else 3.0, warmup=3)
+        flops = count_flops(step)
+        result.update(
+            steps_per_s=round(1 / s, 2),
+            ms_per_step=round(1000 * s, 3),
+            gflop_per_step=round(flops / 1e9, 2),
+            mfu=mfu(flops / s, peak),
+        )
+        rec.add("train_cache", label, result)
+        rates[label] = 1 / s
+        del model, optimizer, inputs
+        free(device)
+    return rates
+
+
+def _bench_loader():
+    spec = importlib.util.spec_from_file_location("bench_loader", ROOT / "bench/bench_loader.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def loader_section(
+    rec: Recorder, device, tiny: bool, work: Path, worker_counts: tuple[int, ...] = (4,)
+) -> None:
+    """A cached epoch through the workflow's DataModule against the same steps on batches
+    already on the device, for each of ``worker_counts`` DataLoader workers."""
+    if rec.left() < 60 and not tiny:
+        rec.add("loader", "epoch", {"skipped": "budget"})
+        return
+
+    bench_loader = _bench_loader()
+    widths = {m: (16 if tiny else w) for m, w in WIDTHS.items()}
+    bench_loader.WIDTHS = {
+        "dna": ("enformer", widths["dna"]),
+        "rna": ("nucleotide_transformer", widths["rna"]),
+        "protein": ("esm2", widths["protein"]),
+    }
+    n = 96 if tiny else 2048
+    batch = 8 if tiny else 32
+    start = time.perf_counter()
+    paths = bench_loader.build_inputs(work, n, pool_to=64)
+    build_s = time.perf_counter() - start
+    for workers in (0,) if tiny else worker_counts:
+        _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s)
+
+
+def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s) -> None:
+    from isoflow.loader import IsoformDataModule
+
+    module = IsoformDataModule(
+        paths["dataset"],
+        ["dna", "rna", "protein"],
+        cache_dirs=paths["caches"],
+        batch_size=batch,
+        num_workers=workers,
+    )
+    module.setup()
+    loader = module.train_dataloader()
+    torch.manual_seed(0)
+    model = _isoformer(widths).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def to_device(b):
+        return {
+            m: (e.to(device, non_blocking=True), k.to(device, non_blocking=True))
+            for m, (e, k) in b["inputs"].items()
+        }, b["target"].to(device, non_blocking=True)
+
+    def run_step(inputs, target):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(inputs)
+        torch.nn.functional.mse_loss(out.float(), target).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def epoch(with_steps: bool) -> tuple[float, int]:
+        sync(device)
+        t0, n_batches = time.perf_counter(), 0
+        for b in loader:
+            inputs, target = to_device(b)
+            if with_steps:
+                run_step(inputs, target)
+            n_batches += 1
+        sync(device)
+        return time.perf_counter() - t0, n_batches
+
+    epoch(True)  # warm-up: workers start, page cache, kernels
+    loader.sampler.set_epoch(1)
+    wall, n_batches = epoch(True)
+    loader.sampler.set_epoch(2)
+    load_only, _ = epoch(False)
+    # the same steps on one batch kept on the device: the GPU's own time for the epoch
+    first = next(iter(loader))
+    inputs, target = to_device(first)
+    s_step = timed(lambda: run_step(inputs, target), device, min_iters=n_batches, min_s=0.0)
+    gpu = s_step * n_batches
+    rec.add(
+        "loader",
+        f"epoch_workers{workers}",
+        {
+            "transcripts": n,
+            "batch": batch,
+            "num_workers": workers,
+            "batches": n_batches,
+            "cache_build_s": round(build_s, 1),
+            "epoch_s": round(wall, 3),
+            "loader_only_s": round(load_only, 3),
+            "gpu_only_s": round(gpu, 3),
+            "gpu_busy": round(min(gpu / wall, 1.0), 3),
+        },
+    )
+    model = optimizer = loader = module = None
+    free(device)
+
+
+def finetune_section(rec: Recorder, device, tiny: bool, peak) -> dict:
+    from isoflow.model.encoders import random_encoder
+
+    rng = np.random.default_rng(1)
+    rates = {}
+    cases = [
+        (
+            "nt_esm2_trainable",
+            {"rna": "nucleotide_transformer", "protein": "esm2"},
+            2 if tiny else 8,
+        ),
+        ("enformer_end_to_end", {"dna": "enformer"}, 1),
+    ]
+    for label, names, batch in cases:
+        if rec.left() < 40 and not tiny:
+            rec.add("finetune", label, {"skipped": "budget"})
+            continue
+        result = {"batch": batch}
+        try:
+            encoders = {}
+            raw = {}
+            for modality, name in names.items():
+                spec = {"source": "tiny", **({} if tiny else SPECS.get(name, {}))}
+                enc = random_encoder(name, spec, real_size=not tiny)
+                enc.trainable_last(-1)
+                encoders[modality] = enc
+                size = INPUTS[name]["tiny" if tiny else "real"]
+                raw[modality] = random_sequences(name, batch, size, rng)
+            dims = {} if "dna" in names else {"dna": 16 if tiny else WIDTHS["dna"]}
+            torch.manual_seed(0)
+            model = _isoformer(dims, encoders).to(device).train()
+            if "dna" not in names:
+                raw |= _cached_inputs(batch, {"dna": 64}, {"dna": dims["dna"]}, device)
+            tokens = model.tokenize(raw, device)
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(trainable, lr=1e-5)
+            target = torch.randn(batch, 30, device=device)
+            step = _train_step(model, optimizer, lambda tokens=tokens: tokens, target, device)
+            with peak_memory(device, result):
+                s = timed(
+                    step, device, min_iters=1 if tiny else 3, min_s=0 if tiny else 4.0, warmup=2
+                )
+            flops = count_flops(step)
+            result.update(
+                trainable_m=round(sum(p.numel() for p in trainable) / 1e6, 1),
+                steps_per_s=round(1 / s, 3),
+                seq_per_s=round(batch / s, 3),
+                tflop_per_step=round(flops / 1e12, 4),
+                mfu=mfu(flops / s, peak),
+            )
+            rates[label] = batch / s
+        except Exception as error:
+            if tiny and not is_oom(error):
+                raise
+            result["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+        rec.add("finetune", label, result)
+        model = optimizer = tokens = encoders = None
+        free(device)
+    return rates
+
+
+def projection(rec: Recorder, embed_rates: dict, train_rate: float | None, ft_rates: dict):
+    """GPU-hours of the full reproduction from the measured rates (upper bounds: every
+    transcript counted as its own DNA window, RNA at the full 2,048 tokens, proteins at
+    1,022 residues)."""
+    import yaml
+
+    from isoflow.experiments import expand_experiments
+
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    config |= yaml.safe_load((ROOT / "config/ablations.yaml").read_text())
+    runs = expand_experiments(config)
+    epochs = int(config["train"]["max_epochs"])
+    batch = int(config["train"]["batch_size"])
+    steps_full = math.ceil(TRAIN_FRACTION * DATASET_TRANSCRIPTS / batch) * epochs
+    hours = {}
+    n = DATASET_TRANSCRIPTS
+    for modality, name in (("dna", "enformer"), ("rna", "nucleotide_transformer")):
+        if embed_rates.get(name):
+            hours[f"embed_{modality}_{name}"] = n / embed_rates[name] / 3600
+    if embed_rates.get("esm2"):
+        hours["embed_protein_esm2"] = n / embed_rates["esm2"] / 3600
+    if embed_rates.get("nucleotide_transformer") and any(
+        r.get("dna_encoder") == "nt_dna" for r in runs.values()
+    ):
+        hours["embed_dna_nt_dna"] = n / embed_rates["nucleotide_transformer"] / 3600
+    if train_rate:
+        hours["train_one_run"] = steps_full / train_rate / 3600
+        grid_steps = sum(float(r.get("fraction", 1.0)) for r in runs.values()) * steps_full
+        hours[f"train_ablation_grid_{len(runs)}_runs"] = grid_steps / train_rate / 3600
+    if ft_rates.get("enformer_end_to_end"):
+        samples = TRAIN_FRACTION * n * epochs
+        hours["enformer_end_to_end_one_run"] = samples / ft_rates["enformer_end_to_end"] / 3600
+    if ft_rates.get("nt_esm2_trainable"):
+        samples = TRAIN_FRACTION * n * epochs
+        hours["nt_esm2_finetune_one_run"] = samples / ft_rates["nt_esm2_trainable"] / 3600
+    # the grid holds the full model's runs too, so "train_one_run" is not added again
+    cached = [k for k in hours if k.startswith("embed_") or k.startswith("train_ablation")]
+    hours = {k: round(v, 3) for k, v in hours.items()}
+    hours["total_cached_path"] = round(sum(hours[k] for k in cached), 3)
+    hours["assumptions"] = (
+        f"{n:,} transcripts (IsoFormer's dataset card), each its own DNA window, RNA at 2,048 "
+        f"tokens, proteins at 1,022 residues (upper bounds); {epochs} epochs of batch {batch} "
+        f"over {TRAIN_FRACTION:.0%} of them with no early stop; grid = config.yaml + "
+        "ablations.yaml"
+    )
+    rec.add("projection", "gpu_hours", hours)
+
+
+def best_rate(embed: dict, name: str) -> float | None:
+    """The encoder's best whole-path rate under bf16 autocast (what rule embed runs with
+    ``embed.precision: bf16``), else under fp32."""
+    for precision in ("bf16", "fp32"):
+        rates = [
+            v["seq_per_s_path"]
+            for k, v in embed.items()
+            if k.startswith(f"{name}_{precision}_b") and "seq_per_s_path" in v
+        ]
+        if rates:
+            return max(rates)
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes (CPU tests)")
+    parser.add_argument("--out", type=Path, default=Path("gpu.json"))
+    parser.add_argument("--budget-s", type=float, default=420.0)
+    parser.add_argument(
+        "--sections",
+        default="reference,embed,train_cache,loader,finetune,projection",
+        help="comma-separated subset",
+    )
+    parser.add_argument("--precisions", default="fp32,bf16", help="embed: fp32,bf16,bf16w")
+    parser.add_argument("--batch-scale", type=int, default=1, help="embed batch multiplier")
+    parser.add_argument("--loader-workers", default="4", help="comma-separated worker counts")
+    parser.add_argument("--profile", action="store_true", help="embed: GPU kernel breakdown")
+    parser.add_argument("--work", type=Path, default=None, help="folder for the loader's cache")
+    args = parser.parse_args(argv)
+    global TINY
+    TINY = args.tiny
+    if args.tiny:
+        torch.set_num_threads(1)  # a test on a shared CPU: no spinning OpenMP threads
+    sections = set(args.sections.split(","))
+    started = time.perf_counter()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    peak = peak_for(name) if device.type == "cuda" else None
+    rec = Recorder(args.out, started, args.budget_s)
+    rec.data.update(
+        device=name or "cpu",
+        peak_bf16_tflops=peak / 1e12 if peak else None,
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+        tf32_cudnn=torch.backends.cudnn.allow_tf32,
+        tiny=args.tiny,
+        command=" ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+    )
+    rec.write()
+    print(f"device {rec.data['device']}, peak bf16 {rec.data['peak_bf16_tflops']} TFLOP/s")
+    if "reference" in sections:
+        rec.data["matmul_bf16_tflops"] = round(reference(rec, device, args.tiny) / 1e12, 1)
+    if "embed" in sections:
+        embed_section(
+            rec,
+            device,
+            args.tiny,
+            peak,
+            tuple(args.precisions.split(",")),
+            args.batch_scale,
+            args.profile,
+        )
+    train_rates = {}
+    if "train_cache" in sections:
+        train_rates = train_cache_section(rec, device, args.tiny, peak)
+    if "loader" in sections:
+        with tempfile.TemporaryDirectory() as tmp:
+            workers = tuple(int(w) for w in args.loader_workers.split(","))
+            loader_section(rec, device, args.tiny, args.work or Path(tmp), workers)
+    ft_rates = {}
+    if "finetune" in sections:
+        ft_rates = finetune_section(rec, device, args.tiny, peak)
+    if "projection" in sections:
+        embed = rec.data["sections"].get("embed", {})
+        rates = {n: best_rate(embed, n) for n in ENCODERS}
+        projection(rec, rates, train_rates.get("pool64"), ft_rates)
+    rec.data["wall_s"] = round(time.perf_counter() - started, 1)
+    rec.write()
+    print(f"done in {rec.data['wall_s']} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

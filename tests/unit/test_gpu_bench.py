@@ -1,0 +1,89 @@
+"""bench/gpu.py at tiny size on the CPU: every section runs and records what docs/benchmarks.md
+reads from it, so the script a GPU session runs has not rotted."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _gpu_module():
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench/gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_gpu_bench_runs_every_section_at_tiny_size(tmp_path):
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench/gpu.py"), "--tiny", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    result = json.loads(out.read_text())
+    sections = result["sections"]
+    assert set(sections) == {
+        "reference",
+        "embed",
+        "train_cache",
+        "loader",
+        "finetune",
+        "projection",
+    }
+    gpu = _gpu_module()
+    for name in gpu.ENCODERS:
+        for precision in ("fp32", "bf16"):
+            (entry,) = [
+                v for k, v in sections["embed"].items() if k.startswith(f"{name}_{precision}_b")
+            ]
+            assert "error" not in entry, entry
+            assert entry["seq_per_s_forward"] > 0 and entry["seq_per_s_path"] > 0
+            assert entry["tflop_per_seq"] >= 0 and entry["batch"] >= 1
+        assert 0 <= sections["embed"][f"{name}_bf16_vs_fp32"]["max_rel_diff"] < 0.05
+    for entry in [*sections["train_cache"].values(), *sections["finetune"].values()]:
+        assert "error" not in entry and entry["steps_per_s"] > 0, entry
+    (loader,) = sections["loader"].values()
+    assert loader["batches"] > 1 and 0 < loader["gpu_busy"] <= 1
+    hours = sections["projection"]["gpu_hours"]
+    assert hours["total_cached_path"] > 0
+    assert any(k.startswith("train_ablation_grid_") for k in hours)
+    assert result["wall_s"] > 0 and result["tiny"] is True
+
+
+def test_best_rate_prefers_bf16_autocast_and_the_fastest_batch():
+    gpu = _gpu_module()
+    embed = {
+        "esm2_fp32_b16": {"seq_per_s_path": 50.0},
+        "esm2_bf16_b16": {"seq_per_s_path": 70.0},
+        "esm2_bf16_b32": {"seq_per_s_path": 80.0},
+        "esm2_bf16w_b32": {"seq_per_s_path": 99.0},  # bf16 weights: not what rule embed runs
+        "esm2_bf16_vs_fp32": {"max_rel_diff": 0.01},
+        "enformer_fp32_b4": {"seq_per_s_path": 17.0},
+        "enformer_bf16_b4": {"error": "OutOfMemoryError"},
+    }
+    assert gpu.best_rate(embed, "esm2") == 80.0
+    assert gpu.best_rate(embed, "enformer") == 17.0
+    assert gpu.best_rate(embed, "borzoi") is None
+
+
+def test_peak_lookup_names_the_pcie_h100_apart_from_the_sxm():
+    gpu = _gpu_module()
+    assert gpu.peak_for("NVIDIA H100 PCIe") == 756e12
+    assert gpu.peak_for("NVIDIA H100 80GB HBM3") == 989.4e12
+    assert gpu.peak_for("NVIDIA H200") == 989.4e12
+    assert gpu.peak_for("Some GPU") is None
