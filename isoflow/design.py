@@ -363,6 +363,9 @@ class Settings:
     designs: int = 3
 
 
+SETTINGS_KEYS = tuple(Settings.__dataclass_fields__)
+
+
 @dataclass
 class Result:
     """What :func:`evolve` returns: ``designs`` (parts dicts, best first) with their
@@ -580,6 +583,7 @@ def output_paths(prefix: str | os.PathLike) -> dict[str, str]:
         "constraints": f"{p}.constraints.tsv",
         "trajectory": f"{p}.trajectory.tsv",
         "trajectory_figure": f"{p}.trajectory.png",
+        "html": f"{p}.summary.html",
     }
 
 
@@ -636,6 +640,70 @@ def constraints_table(result: Result) -> pd.DataFrame:
     for cid, checks in zip(design_ids(result), result.checks, strict=True):
         rows += [(cid, "design", c.name, "pass" if c.ok else "fail", c.reason) for c in checks]
     return pd.DataFrame(rows, columns=["construct_id", "role", "constraint", "status", "reason"])
+
+
+def summary_table(result: Result, targets: Sequence[str]) -> tuple[str, str, pd.DataFrame]:
+    """The report's table: the start and each design with its objective, edits, target and
+    other tissues' ensemble means (± sd over the bundles) and its constraints."""
+    is_target = np.array([t in targets for t in result.tissues])
+
+    def pm(pred: np.ndarray, cols: np.ndarray, agg) -> str:
+        per_model = agg(pred[:, cols], axis=-1)
+        sd = per_model.std(ddof=1) if len(per_model) > 1 else float("nan")
+        return f"{per_model.mean():.3f} ± {sd:.3f}"
+
+    def constraints_text(checks: list[Check]) -> str:
+        bad = [c.name for c in checks if not c.ok]
+        return f"{len(checks) - len(bad)}/{len(checks)} pass" + (
+            f" (fails: {', '.join(bad)})" if bad else ""
+        )
+
+    others = result.extra["objective"].others
+    agg = np.max if others == "max" else np.mean
+    rows = [
+        (
+            result.extra["id"],
+            "start",
+            round(result.start_objective, 4),
+            0,
+            pm(result.start_predictions[:, 0], is_target, np.mean),
+            pm(result.start_predictions[:, 0], ~is_target, agg),
+            constraints_text(result.start_checks),
+        )
+    ]
+    for i, cid in enumerate(design_ids(result)):
+        rows.append(
+            (
+                cid,
+                "design",
+                round(float(result.objective[i]), 4),
+                result.extra["edits"][i],
+                pm(result.predictions[:, i], is_target, np.mean),
+                pm(result.predictions[:, i], ~is_target, agg),
+                constraints_text(result.checks[i]),
+            )
+        )
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "construct",
+            "role",
+            "objective",
+            "edits",
+            "target mean",
+            f"other tissues ({others})",
+            "constraints",
+        ],
+    )
+    k = result.extra["objective"].k
+    title = f"Designed cassettes (targets: {', '.join(targets)})"
+    note = (
+        f"Objective per bundle: mean over the targets minus the {others} over the other "
+        f"tissues, log(1 + TPM); over the {len(result.runs)} bundle(s): mean - {k:g} x sd. "
+        f"{result.calls} model calls, {result.rejected} candidates rejected by the "
+        "constraints. The start may fail constraints the search repaired first."
+    )
+    return title, note, frame
 
 
 def genbank_records(result: Result) -> list:
@@ -729,6 +797,11 @@ def write_design(
     if "trajectory" in paths:
         with atomic_path(paths["trajectory"]) as tmp:
             result.trajectory.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    if "html" in paths:
+        from isoflow.report.tables import write_table
+
+        title, note, frame = summary_table(result, targets)
+        write_table(frame, paths["html"], title, note)
     if "profiles_figure" in paths:
         plot_profiles(result, targets, paths["profiles_figure"], demo=demo)
     if "trajectory_figure" in paths:
@@ -800,7 +873,9 @@ def plot_trajectory(result: Result, path, demo: bool = False) -> None:
         color=SECOND_COLOR,
         label="population mean",
     )
-    ax.axhline(result.start_objective, color="#718096", linestyle="--", label="start cassette")
+    ax.axhline(
+        result.start_objective, color="#718096", linestyle="--", label="start cassette (as given)"
+    )
     ax.set_xlabel("model calls (cassette × bundle)", fontsize=FONT_SIZE)
     ax.set_ylabel("objective (ensemble mean − k·sd)", fontsize=FONT_SIZE)
     ax.legend(fontsize=FONT_SIZE - 2)
