@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from isoflow.alphabet import reverse_complement, translate_cds
+from isoflow.constructs import AAV_LIMIT
 from isoflow.errors import InputError
 
-AAV_LIMIT = 4700  # as isoflow.constructs.AAV_LIMIT (ITR to ITR inclusive)
 CONSTRAINTS = (
     "aav_size",
     "gc_overall",

@@ -153,6 +153,20 @@ def test_impossible_constraints_fail_before_any_model_loads(tmp_path):
         assert "\n" not in text and f"design.constraints.{name}" in text, text
 
 
+def test_the_command_ends_impossible_constraints_with_one_line(tmp_path, capsys):
+    from isoflow import commands
+
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([_cassette(1)], table)
+    settings = tmp_path / "constraints.yaml"
+    settings.write_text("gc_window: 10\ngc_window_min: 0.55\ngc_window_max: 0.58\n")
+    argv = ["design", "--model", str(tmp_path / "none"), "--constructs", str(table)]
+    argv += ["--id", "c1", "--target-tissue", "Liver", "--out", str(tmp_path / "o")]
+    assert commands.main([*argv, "--constraints", str(settings)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "design.constraints.gc_window: impossible" in err, err
+
+
 def test_design_help_does_not_import_torch():
     out, torch_loaded = command_output(["design", "--help"])
     assert "usage: isoflow design" in out
@@ -198,3 +212,15 @@ def test_design_end_to_end_on_tiny_bundles(tmp_path):
     assert trajectory["model_calls"].iloc[-1] == result.calls
     for key in ("profiles_figure", "trajectory_figure", "fasta"):
         assert (tmp_path / "out" / paths[key].rsplit("/", 1)[1]).stat().st_size > 0
+
+
+def test_objective_is_ensemble_mean_minus_k_sd():
+    # 2 models x 1 cassette x 3 tissues (Liver target)
+    pred = np.array([[[2.0, 1.0, 0.0]], [[3.0, 0.0, 1.0]]])
+    per_model = Objective(("Liver",), "max", 1.0).per_model(pred, TISSUES)
+    assert per_model[:, 0].tolist() == [1.0, 2.0]
+    sd = np.std([1.0, 2.0], ddof=1)
+    assert Objective(("Liver",), "max", 2.0).score(pred, TISSUES)[0] == pytest.approx(1.5 - 2 * sd)
+    assert Objective(("Liver",), "mean", 0.0).score(pred, TISSUES)[0] == pytest.approx(2.0)
+    # one model: no spread, no penalty
+    assert Objective(("Liver",), "max", 5.0).score(pred[:1], TISSUES)[0] == pytest.approx(1.0)
