@@ -526,8 +526,10 @@ def design(
     settings = settings or Settings()
     layout = make_layout(start, editable, fixed)
     check_feasible(layout.reference, layout.fixed, constraints)  # before any model loads
+    from isoflow.score import check_bundles
+
+    check_objective(objective, check_bundles(bundles)[0]["tissues"])
     scorer = Scorer(bundles, start, layout, placement=placement, device=device)
-    check_objective(objective, scorer.tissues)
     out = evolve(
         scorer,
         scorer.tissues,
