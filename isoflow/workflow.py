@@ -312,6 +312,71 @@ def construct_outputs(config: dict) -> dict[str, str]:
     return {k: f"{CONSTRUCTS_DIR}/{CONSTRUCT_FILES[k]}" for k in keys}
 
 
+# ---------------------------------------------------------------- cassette design
+
+DESIGN_DIR = "results/design"
+# rule design's outputs (isoflow.design.output_paths keys -> file suffixes)
+DESIGN_FILES = {
+    "fasta": "designs.fa",
+    "genbank": "designs.gb",
+    "tsv": "designs.tsv",
+    "profiles": "profiles.tsv",
+    "profiles_figure": "profiles.png",
+    "constraints": "constraints.tsv",
+    "trajectory": "trajectory.tsv",
+    "trajectory_figure": "trajectory.png",
+    "html": "summary.html",
+}
+
+
+def design_models(config: dict, experiments: Mapping[str, Any]) -> list[str]:
+    """The runs whose bundles the design optimises against: ``design.models``, else the
+    constructs' (``constructs.models``, else ``models.export``); a name that is not a run is
+    an error naming it."""
+    section = config.get("design") or {}
+    names = list(section.get("models") or [])
+    key = "design.models"
+    if not names:
+        names = list((config.get("constructs") or {}).get("models") or [])
+        key = "constructs.models"
+    if not names:
+        names, key = list((config.get("models") or {}).get("export") or []), "models.export"
+    if not names:
+        raise InputError(
+            "config", "design.models", "no model to design with: name runs in design.models"
+        )
+    for name in names:
+        if name not in experiments:
+            raise InputError(
+                "config", key, f"{name!r} is not a configured run; runs: {', '.join(experiments)}"
+            )
+    return names
+
+
+def design_paths(config: dict) -> dict[str, str]:
+    """Rule ``design``'s outputs (``DESIGN_FILES`` as ``results/design/{id}.*``); ``{}``
+    without a ``design`` section (the rule is then not defined)."""
+    section = config.get("design") or {}
+    if not section.get("construct"):
+        return {}
+    return {k: f"{DESIGN_DIR}/{section['id']}.{v}" for k, v in DESIGN_FILES.items()}
+
+
+def design_inputs(config: dict, experiments: Mapping[str, Any]) -> dict[str, Any]:
+    """Rule ``design``'s inputs: the start's construct file, the bundles, the constructs'
+    background FASTA when one is configured (the start is placed as rule score_constructs
+    places constructs: :func:`explain_placement`)."""
+    section = config["design"]
+    inputs: dict[str, Any] = {
+        "construct": section["construct"],
+        "models": [f"{MODELS_DIR}/{run}" for run in design_models(config, experiments)],
+    }
+    background = (config.get("constructs") or {}).get("background")
+    if background:
+        inputs["background"] = background
+    return inputs
+
+
 # ---------------------------------------------------------------- embedding caches
 
 

@@ -11,6 +11,7 @@ from isoflow.workflow import (
     BASELINE_METRICS,
     REPORT_DIR,
     construct_outputs,
+    design_paths,
     explain_paths,
     model_outputs,
     report_paths,
@@ -19,7 +20,7 @@ from isoflow.workflow import (
 
 # An overlay switches a config's optional section off with `SECTION: null` (a config merge
 # cannot delete a key); validate would fill defaults into it, so it goes before.
-for _section in ("explain",):
+for _section in ("explain", "design"):
     if _section in config and config[_section] is None:
         del config[_section]
 
@@ -91,6 +92,7 @@ def all_outputs():
         + list(explain_paths(config, EXPERIMENTS).values())
         + baseline_outputs()
         + list(construct_outputs(config).values())
+        + list(design_paths(config).values())
         + report_outputs()
     )
 

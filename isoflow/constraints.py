@@ -1,0 +1,481 @@
+"""Synthesis and AAV constraints on an expression cassette, as pure functions (numpy and the
+standard library; no torch): what ``isoflow design`` checks on every candidate and every
+output (docs/constructs.md "Design").
+
+Each check returns a :class:`Check`: its ``name`` (one of ``CONSTRAINTS``), ``ok``, a one-line
+``reason`` and its ``violations``: each violation a tuple of ``[start, end)`` cassette spans
+that together make it (a direct repeat: every copy; anything else: one span). A violation
+can be removed only by editing a base inside one of its spans; one whose spans are all fixed
+cannot (:func:`check_feasible` fails early with one line naming the constraint).
+
+The motifs, and why:
+
+* ``polya_signals``: the canonical polyadenylation hexamers AATAAA and ATTAAA (Proudfoot
+  2011, Genes Dev 25:1770; Beaudoing et al. 2000, Genome Res 10:1001: the two most used
+  signals) inside the 5'UTR, CDS or 3'UTR, sense strand: a cryptic signal there would cut
+  the transcript short. The cassette's own polyA part is not checked.
+* ``upstream_atg``: an ATG in the 5'UTR starts an upstream ORF that competes with the CDS's
+  start codon (Kozak 1987).
+* ``splice_sites``: the mammalian consensus (Shapiro & Senapathy 1987, NAR 15:7155) in the
+  transcribed parts, sense strand: donor ``MAG|GTRAGT`` (exon ``[AC]AG``, intron
+  ``GT[AG]AGT``) and acceptor ``Y10 N CAG|G`` (a 10-nt polypyrimidine tract, any base, ``CAG``,
+  then the exon's ``G``). Only full matches to these strong consensus forms count: weaker
+  sites are not scored.
+* ``restriction_sites``: the user's sites (IUPAC letters allowed), both strands, anywhere
+  in the cassette.
+* ``homopolymers``: a run of one base longer than ``max_homopolymer``; ``repeats``: a
+  ``repeat_min``-nt sequence present twice or more (direct repeats, overlapping copies
+  included), as DNA synthesis vendors reject.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from isoflow.alphabet import reverse_complement, translate_cds
+from isoflow.constructs import AAV_LIMIT
+from isoflow.errors import InputError
+
+CONSTRAINTS = (
+    "aav_size",
+    "gc_overall",
+    "gc_window",
+    "restriction_sites",
+    "polya_signals",
+    "upstream_atg",
+    "splice_sites",
+    "homopolymers",
+    "repeats",
+    "fixed_positions",
+    "cds_protein",
+)
+POLYA_SIGNALS = ("AATAAA", "ATTAAA")
+TRANSCRIBED = ("utr5", "cds", "utr3")
+SPLICE_DONOR = "[AC]AGGT[AG]AGT"  # MAG|GTRAGT
+SPLICE_ACCEPTOR = "[CT]{10}[ACGT]CAGG"  # Y10 N CAG|G
+_IUPAC = {
+    "A": "A",
+    "C": "C",
+    "G": "G",
+    "T": "T",
+    "R": "[AG]",
+    "Y": "[CT]",
+    "S": "[CG]",
+    "W": "[AT]",
+    "K": "[GT]",
+    "M": "[AC]",
+    "B": "[CGT]",
+    "D": "[AGT]",
+    "H": "[ACT]",
+    "V": "[ACG]",
+    "N": "[ACGT]",
+}
+MAX_REASON_SPANS = 3  # a reason names at most this many violations
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """The limits a design must keep (config ``design.constraints``; the schema's defaults).
+
+    GC as fractions of A/C/G/T; ``gc_window`` nt windows sliding by one base;
+    ``max_homopolymer`` the longest run of one base allowed; ``repeat_min`` the shortest
+    direct repeat that fails; ``upstream_atg`` / ``splice_sites`` switch those checks on."""
+
+    aav_limit: int = AAV_LIMIT
+    gc_min: float = 0.25
+    gc_max: float = 0.65
+    gc_window: int = 100
+    gc_window_min: float = 0.2
+    gc_window_max: float = 0.8
+    restriction_sites: tuple[str, ...] = ()
+    polya_signals: tuple[str, ...] = POLYA_SIGNALS
+    upstream_atg: bool = True
+    splice_sites: bool = True
+    max_homopolymer: int = 10
+    repeat_min: int = 20
+
+    @classmethod
+    def from_config(cls, section: Mapping | None) -> Constraints:
+        """From ``design.constraints`` (missing keys: the defaults above)."""
+        section = dict(section or {})
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputError(None, "design.constraints", f"unknown key(s) {sorted(unknown)}")
+        for key in ("restriction_sites", "polya_signals"):
+            if key in section:
+                section[key] = tuple(str(s).upper() for s in section[key] or ())
+        return cls(**section)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One constraint's status on one cassette."""
+
+    name: str
+    ok: bool
+    reason: str
+    violations: tuple[tuple[Span, ...], ...] = field(default=(), repr=False)
+
+
+def _check(name: str, violations: list[tuple[Span, ...]], what: str, fine: str) -> Check:
+    if not violations:
+        return Check(name, True, fine)
+    shown = "; ".join(
+        ", ".join(f"{a + 1}-{b}" for a, b in spans) for spans in violations[:MAX_REASON_SPANS]
+    )
+    more = (
+        f" and {len(violations) - MAX_REASON_SPANS} more"
+        if len(violations) > MAX_REASON_SPANS
+        else ""
+    )
+    return Check(
+        name, False, f"{what} at {shown}{more} (1-based cassette positions)", tuple(violations)
+    )
+
+
+# ---------------------------------------------------------------------------- checkers
+
+
+def check_size(length: int, limit: int) -> Check:
+    """The cassette (ITR to ITR inclusive, or all of it) within the AAV packaging limit."""
+    if length <= limit:
+        return Check("aav_size", True, f"{length:,} nt <= {limit:,} nt packaging limit")
+    return Check(
+        "aav_size",
+        False,
+        f"{length:,} nt is above the {limit:,}-nt AAV packaging limit",
+        (((0, length),),),
+    )
+
+
+def gc_fraction(seq: str) -> float:
+    """(G + C) / (A + C + G + T) of ``seq`` (0 when it has none of them)."""
+    s = seq.upper()
+    acgt = sum(s.count(b) for b in "ACGT")
+    return (s.count("G") + s.count("C")) / acgt if acgt else 0.0
+
+
+def check_gc(seq: str, lo: float, hi: float) -> Check:
+    """Overall GC within ``[lo, hi]``."""
+    gc = gc_fraction(seq)
+    if lo <= gc <= hi:
+        return Check("gc_overall", True, f"GC {gc:.3f} within [{lo}, {hi}]")
+    return Check("gc_overall", False, f"GC {gc:.3f} outside [{lo}, {hi}]", (((0, len(seq)),),))
+
+
+def gc_windows(seq: str, window: int) -> np.ndarray:
+    """GC fraction of every ``window``-nt window (sliding by one), by start; the whole
+    sequence as one window when it is shorter."""
+    codes = np.frombuffer(seq.upper().encode("ascii"), dtype=np.uint8)
+    gc = np.isin(codes, (ord("G"), ord("C"))).astype(np.int64)
+    acgt = np.isin(codes, tuple(map(ord, "ACGT"))).astype(np.int64)
+    window = min(window, len(codes))
+    cum_gc = np.concatenate([[0], np.cumsum(gc)])
+    cum_n = np.concatenate([[0], np.cumsum(acgt)])
+    n = cum_n[window:] - cum_n[:-window]
+    return (cum_gc[window:] - cum_gc[:-window]) / np.maximum(n, 1)
+
+
+def check_gc_windows(seq: str, window: int, lo: float, hi: float) -> Check:
+    """Every ``window``-nt sliding window's GC within ``[lo, hi]``."""
+    values = gc_windows(seq, window)
+    width = min(window, len(seq))
+    bad = np.flatnonzero((values < lo - 1e-12) | (values > hi + 1e-12))
+    violations = [((int(i), int(i) + width),) for i in bad]
+    if not violations:
+        return Check(
+            "gc_window",
+            True,
+            f"{window}-nt windows' GC {values.min():.2f}-{values.max():.2f} within [{lo}, {hi}]",
+        )
+    check = _check(
+        "gc_window",
+        violations,
+        f"{len(bad)} {window}-nt window(s) with GC outside [{lo}, {hi}] "
+        f"(range {values.min():.2f}-{values.max():.2f})",
+        "",
+    )
+    return check
+
+
+def motif_pattern(motif: str) -> str:
+    """A regular expression for an IUPAC motif (A C G T R Y S W K M B D H V N)."""
+    try:
+        return "".join(_IUPAC[c] for c in motif.upper())
+    except KeyError as err:
+        raise InputError(
+            None, "design.constraints", f"motif {motif!r}: {err.args[0]!r} is not an IUPAC base"
+        ) from None
+
+
+def find_motif(seq: str, pattern: str, offset: int = 0) -> list[Span]:
+    """Spans of every (overlapping) match of the regular expression ``pattern``."""
+    return [
+        (offset + m.start(), offset + m.start() + len(m.group(1)))
+        for m in re.finditer(f"(?=({pattern}))", seq)
+    ]
+
+
+def check_restriction_sites(seq: str, sites: Sequence[str]) -> Check:
+    """None of ``sites`` (IUPAC) on either strand."""
+    violations, names = [], []
+    for site in sites:
+        pattern = motif_pattern(site)
+        rc_pattern = motif_pattern(reverse_complement(site))
+        found = sorted(set(find_motif(seq, pattern)) | set(find_motif(seq, rc_pattern)))
+        if found:
+            names.append(site)
+            violations += [(span,) for span in found]
+    return _check(
+        "restriction_sites",
+        violations,
+        f"site(s) {', '.join(names)}",
+        f"none of {', '.join(sites)} on either strand" if sites else "no sites given",
+    )
+
+
+def _part_motifs(
+    parts: Mapping[str, str], spans: Mapping[str, Span], names: Iterable[str], patterns
+) -> list[tuple[Span, ...]]:
+    out = []
+    for name in names:
+        if name in parts:
+            for pattern in patterns:
+                out += [(s,) for s in find_motif(parts[name], pattern, spans[name][0])]
+    return sorted(set(out))
+
+
+def check_polya_signals(
+    parts: Mapping[str, str], spans: Mapping[str, Span], signals: Sequence[str]
+) -> Check:
+    """No polyadenylation signal (sense strand) inside the 5'UTR, CDS or 3'UTR."""
+    violations = _part_motifs(parts, spans, TRANSCRIBED, [motif_pattern(s) for s in signals])
+    return _check(
+        "polya_signals",
+        violations,
+        f"cryptic polyA signal(s) {'/'.join(signals)} in the UTRs or CDS",
+        f"no {'/'.join(signals)} in the UTRs or CDS",
+    )
+
+
+def check_upstream_atg(parts: Mapping[str, str], spans: Mapping[str, Span]) -> Check:
+    """No ATG in the 5'UTR."""
+    violations = _part_motifs(parts, spans, ("utr5",), ["ATG"])
+    return _check("upstream_atg", violations, "ATG(s) in the 5'UTR", "no ATG in the 5'UTR")
+
+
+def check_splice_sites(parts: Mapping[str, str], spans: Mapping[str, Span]) -> Check:
+    """No consensus splice donor (``MAG|GTRAGT``) or acceptor (``Y10NCAG|G``) in the
+    transcribed parts (sense strand)."""
+    violations = _part_motifs(parts, spans, TRANSCRIBED, [SPLICE_DONOR, SPLICE_ACCEPTOR])
+    return _check(
+        "splice_sites",
+        violations,
+        "consensus splice site(s) (donor MAGGTRAGT / acceptor Y10NCAGG) in the UTRs or CDS",
+        "no consensus splice donor or acceptor in the UTRs or CDS",
+    )
+
+
+def check_homopolymers(seq: str, max_len: int) -> Check:
+    """No run of one base longer than ``max_len``."""
+    violations = [
+        ((m.start(), m.end()),)
+        for m in re.finditer(r"(A+|C+|G+|T+|N+)", seq)
+        if m.end() - m.start() > max_len
+    ]
+    return _check(
+        "homopolymers",
+        violations,
+        f"run(s) of one base longer than {max_len} nt",
+        f"no run of one base longer than {max_len} nt",
+    )
+
+
+def check_repeats(seq: str, min_len: int) -> Check:
+    """No ``min_len``-nt sequence present twice (a violation: all its copies)."""
+    where: dict[str, list[int]] = {}
+    for i in range(len(seq) - min_len + 1):
+        where.setdefault(seq[i : i + min_len], []).append(i)
+    violations = [
+        tuple((i, i + min_len) for i in starts) for starts in where.values() if len(starts) > 1
+    ]
+    violations.sort()
+    return _check(
+        "repeats",
+        violations,
+        f"{min_len}-nt direct repeat(s), copies",
+        f"no {min_len}-nt sequence present twice",
+    )
+
+
+def check_fixed(seq: str, reference: str, fixed: np.ndarray) -> Check:
+    """Every fixed position (``fixed``: bool per cassette position) holds its reference
+    base."""
+    if len(seq) != len(reference):
+        return Check(
+            "fixed_positions",
+            False,
+            f"length {len(seq)} differs from the start's {len(reference)}",
+            (((0, len(seq)),),),
+        )
+    a = np.frombuffer(seq.encode("ascii"), dtype=np.uint8)
+    b = np.frombuffer(reference.encode("ascii"), dtype=np.uint8)
+    changed = np.flatnonzero((a != b) & fixed)
+    violations = [((int(i), int(i) + 1),) for i in changed]
+    return _check(
+        "fixed_positions",
+        violations,
+        "fixed position(s) changed",
+        f"all {int(fixed.sum()):,} fixed positions as in the start",
+    )
+
+
+def check_protein(cds: str, protein: str, cds_span: Span) -> Check:
+    """The CDS still encodes ``protein`` (synonymous codon changes only)."""
+    mine = translate_cds(cds) if cds else ""
+    if mine == protein:
+        return Check("cds_protein", True, f"CDS encodes the start's {len(protein)}-aa protein")
+    first = next(
+        (i for i, (x, y) in enumerate(zip(mine, protein, strict=False)) if x != y),
+        min(len(mine), len(protein)),
+    )
+    start = cds_span[0] + 3 * first
+    return Check(
+        "cds_protein",
+        False,
+        f"CDS protein differs from the start's at residue {first + 1}",
+        (((start, start + 3),),),
+    )
+
+
+# ---------------------------------------------------------------------------- all of them
+
+
+def part_spans(parts: Mapping[str, str]) -> dict[str, Span]:
+    """Part name -> ``[start, end)`` in the joined cassette."""
+    out, at = {}, 0
+    for name, seq in parts.items():
+        out[name] = (at, at + len(seq))
+        at += len(seq)
+    return out
+
+
+def check_all(
+    parts: Mapping[str, str],
+    reference: Mapping[str, str],
+    fixed: np.ndarray,
+    constraints: Constraints,
+) -> list[Check]:
+    """Every constraint (``CONSTRAINTS`` order) on the cassette ``parts`` (part -> sequence,
+    cassette order) designed from ``reference`` with ``fixed`` positions."""
+    seq = "".join(parts.values())
+    spans = part_spans(parts)
+    c = constraints
+    checks = [
+        check_size(len(seq), c.aav_limit),
+        check_gc(seq, c.gc_min, c.gc_max),
+        check_gc_windows(seq, c.gc_window, c.gc_window_min, c.gc_window_max),
+        check_restriction_sites(seq, c.restriction_sites),
+        check_polya_signals(parts, spans, c.polya_signals),
+        check_upstream_atg(parts, spans)
+        if c.upstream_atg
+        else Check("upstream_atg", True, "not checked (upstream_atg: false)"),
+        check_splice_sites(parts, spans)
+        if c.splice_sites
+        else Check("splice_sites", True, "not checked (splice_sites: false)"),
+        check_homopolymers(seq, c.max_homopolymer),
+        check_repeats(seq, c.repeat_min),
+        check_fixed(seq, "".join(reference.values()), fixed),
+    ]
+    ref_cds = reference.get("cds", "")
+    checks.append(
+        check_protein(
+            parts.get("cds", ""),
+            translate_cds(ref_cds) if ref_cds else "",
+            spans.get("cds", (0, 0)),
+        )
+    )
+    return checks
+
+
+def failed(checks: Iterable[Check]) -> list[Check]:
+    return [c for c in checks if not c.ok]
+
+
+# ---------------------------------------------------------------------------- feasibility
+
+
+def _reachable(n: int, lo: float, hi: float) -> bool:
+    """Whether some count k of n makes k / n fall within [lo, hi]."""
+    return any(lo - 1e-12 <= k / n <= hi + 1e-12 for k in range(n + 1)) if n else True
+
+
+def check_feasible(
+    reference: Mapping[str, str], fixed: np.ndarray, constraints: Constraints
+) -> list[Check]:
+    """Raise :class:`InputError` (one line naming ``design.constraints.<name>``) when no
+    design can meet a constraint: bounds no sequence can meet (a GC range holding no count
+    of the window's or the cassette's bases), a cassette already above the packaging limit
+    (designs substitute, never insert or delete), the fixed positions alone outside the
+    overall GC range, or a violation of the start whose spans are all fixed. Returns the
+    start's checks."""
+    c = constraints
+    where = "design.constraints"
+    seq = "".join(reference.values())
+
+    def fail(name: str, message: str) -> InputError:
+        return InputError(None, f"{where}.{name}", f"impossible: {message}")
+
+    for name, lo, hi in (
+        ("gc_overall", c.gc_min, c.gc_max),
+        ("gc_window", c.gc_window_min, c.gc_window_max),
+    ):
+        if not 0 <= lo <= hi <= 1:
+            raise fail(name, f"GC bounds [{lo}, {hi}] are not 0 <= min <= max <= 1")
+    if c.gc_window < 1:
+        raise fail("gc_window", f"window of {c.gc_window} nt")
+    width = min(c.gc_window, len(seq))
+    if not _reachable(width, c.gc_window_min, c.gc_window_max):
+        raise fail(
+            "gc_window",
+            f"no {width}-nt window has a GC fraction within [{c.gc_window_min}, "
+            f"{c.gc_window_max}] (GC counts come in steps of 1/{width})",
+        )
+    if not _reachable(len(seq), c.gc_min, c.gc_max):
+        raise fail(
+            "gc_overall", f"no {len(seq)}-nt cassette has GC within [{c.gc_min}, {c.gc_max}]"
+        )
+    if c.max_homopolymer < 1 or c.repeat_min < 2:
+        raise fail("homopolymers", "max_homopolymer must be >= 1 and repeat_min >= 2")
+    codes = np.frombuffer(seq.upper().encode("ascii"), dtype=np.uint8)
+    is_gc = np.isin(codes, (ord("G"), ord("C")))
+    lo_gc = int((is_gc & fixed).sum()) / len(seq)
+    hi_gc = (int((is_gc & fixed).sum()) + int((~fixed).sum())) / len(seq)
+    if hi_gc < c.gc_min or lo_gc > c.gc_max:
+        raise fail(
+            "gc_overall",
+            f"the fixed positions alone hold the cassette's GC within [{lo_gc:.3f}, "
+            f"{hi_gc:.3f}], outside [{c.gc_min}, {c.gc_max}]",
+        )
+    checks = check_all(reference, reference, fixed, c)
+    if not checks[0].ok:
+        raise fail("aav_size", f"the start is {checks[0].reason}; designs keep its length")
+    cum = np.concatenate([[0], np.cumsum(~fixed)])
+    for check in checks:
+        if check.name in ("aav_size", "gc_overall"):
+            continue
+        for spans in check.violations:
+            if all(cum[b] - cum[a] == 0 for a, b in spans):
+                shown = ", ".join(f"{a + 1}-{b}" for a, b in spans)
+                raise fail(
+                    check.name,
+                    f"the start violates it at {shown} (1-based cassette positions), all fixed: "
+                    f"{check.reason}; make a part there editable or relax the constraint",
+                )
+    return checks

@@ -1,0 +1,226 @@
+"""Cassette design (isoflow.design, `isoflow design`): every output satisfies every
+constraint whatever the seed, impossible constraints fail early with one line, and the
+command end to end on tiny bundles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.commands import command_output
+from helpers.training import TISSUES
+from isoflow.alphabet import translate_cds
+from isoflow.constraints import Constraints, check_all, check_feasible, failed
+from isoflow.constructs import Construct, read_constructs, write_constructs_tsv
+from isoflow.design import (
+    SYNONYMOUS,
+    Objective,
+    Settings,
+    crossover,
+    design_job,
+    evolve,
+    make_layout,
+    mutate,
+    output_paths,
+)
+from isoflow.errors import InputError
+
+WINDOW = 512
+FIXED = ["utr3:1-5", "cds:10-15"]
+CONSTRAINTS = Constraints(
+    gc_min=0.3,
+    gc_max=0.7,
+    gc_window=30,
+    gc_window_min=0.15,
+    gc_window_max=0.85,
+    restriction_sites=("GAATTC", "GGTCTC"),
+    max_homopolymer=5,
+    repeat_min=12,
+)
+
+
+def _cassette(seed: int) -> Construct:
+    """A random cassette with things to repair in its editable parts: an ATG in the 5'UTR, a
+    polyA signal and an EcoRI site in the 3'UTR, a homopolymer."""
+    rng = np.random.default_rng([seed, 5])
+    seq = lambda n: "".join(rng.choice(list("ACGT"), n))  # noqa: E731
+    codons = [c for c in SYNONYMOUS if translate_cds(c + "TAA") not in ("*", "M", "W")]
+    while True:  # redrawn until the fixed bases break nothing (else: impossible, tested below)
+        cds = "ATG" + "".join(rng.choice(codons, 20)) + "TAA"
+        utr3 = seq(30) + "AATAAA" + seq(10) + "GAATTC" + seq(20) + "TTTTTTT" + seq(20)
+        parts = {"promoter": seq(150), "utr5": seq(10) + "ATG" + seq(20), "cds": cds, "utr3": utr3}
+        construct = Construct(f"c{seed}", parts, "test:1")
+        layout = make_layout(construct, ["utr5", "utr3", "cds"], fixed=FIXED)
+        try:
+            check_feasible(layout.reference, layout.fixed, CONSTRAINTS)
+        except InputError:
+            continue
+        return construct
+
+
+def _fake_scorer(parts_list):
+    """(2 models, n, 3 tissues): Liver likes GC in the 3'UTR, Brain A's in the 5'UTR, Testis
+    a constant; the second model adds a little noise to Liver."""
+    out = np.zeros((2, len(parts_list), 3), dtype=np.float32)
+    for i, p in enumerate(parts_list):
+        gc = sum(p["utr3"].count(b) for b in "GC") / len(p["utr3"])
+        out[:, i, 0] = 3 * gc
+        out[:, i, 1] = p["utr5"].count("A") / len(p["utr5"])
+        out[:, i, 2] = 0.5
+        out[1, i, 0] += 0.01 * (hash(p["utr3"]) % 7)
+    return out
+
+
+def _layout_and_constraints(construct, seed):
+    layout = make_layout(construct, ["utr5", "utr3", "cds"], fixed=FIXED)
+    layout_check = check_all(dict(construct.parts), layout.reference, layout.fixed, CONSTRAINTS)
+    assert failed(layout_check), "the start should need repairs"
+    return layout
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_design_satisfies_every_constraint(seed):
+    construct = _cassette(seed)
+    layout = _layout_and_constraints(construct, seed)
+    objective = Objective(("Liver",), "max", 1.0)
+    out = evolve(
+        _fake_scorer,
+        TISSUES,
+        layout,
+        objective,
+        CONSTRAINTS,
+        Settings(budget=120, population=6, seed=seed),
+        calls_per_candidate=2,
+    )
+    assert out["calls"] <= 120
+    for seq in out["seqs"]:
+        parts = layout.parts(seq)
+        checks = check_all(parts, layout.reference, layout.fixed, CONSTRAINTS)
+        assert not failed(checks), [c.reason for c in failed(checks)]
+        assert translate_cds(parts["cds"]) == construct.protein
+        assert parts["promoter"] == construct.parts["promoter"]
+        assert parts["utr3"][:5] == construct.parts["utr3"][:5]
+    traj = out["trajectory"]
+    assert (np.diff(traj["best"]) >= 0).all()  # elitist: the best never gets worse
+    assert traj["best"].iloc[-1] > traj["best"].iloc[0]
+
+
+def test_moves_keep_fixed_bases_and_protein():
+    construct = _cassette(0)
+    layout = make_layout(construct, ["cds", "utr3"], fixed=["utr3:3-8"])
+    rng = np.random.default_rng(0)
+    start = layout.start
+    for _ in range(50):
+        a = mutate(start, layout, rng, 5)
+        b = crossover(a, mutate(start, layout, rng, 5), layout, rng)
+        for seq in (a, b):
+            assert (seq[layout.fixed] == start[layout.fixed]).all()
+            assert translate_cds(layout.parts(seq)["cds"]) == construct.protein
+
+
+def test_layout_rejects_bad_parts_and_positions():
+    construct = _cassette(0)
+    with pytest.raises(InputError, match="design.editable.*polya"):
+        make_layout(construct, ["polya"])
+    with pytest.raises(InputError, match="design.fixed.*within 1-"):
+        make_layout(construct, ["utr5"], fixed=["utr5:1-500"])
+    with pytest.raises(InputError, match="nothing to design"):
+        make_layout(construct, ["utr5"], fixed=["utr5:1-33"])
+
+
+def test_impossible_constraints_fail_before_any_model_loads(tmp_path):
+    """One line naming the constraint; the bundle paths do not even exist."""
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([_cassette(1)], table)
+    for constraints, name in (
+        ({"gc_window": 10, "gc_window_min": 0.55, "gc_window_max": 0.58}, "gc_window"),
+        ({"aav_limit": 100}, "aav_size"),
+        # the polyA signal lies in the 3'UTR: with only the 5'UTR editable it cannot go
+        ({"gc_window_min": 0.0, "gc_window_max": 1.0, "max_homopolymer": 50}, "polya_signals"),
+    ):
+        with pytest.raises(InputError) as err:
+            design_job(
+                table,
+                [tmp_path / "no-such-bundle"],
+                output_paths(tmp_path / "out"),
+                construct_id="c1",
+                target_tissues=["Liver"],
+                editable=["utr5"],
+                constraints={"gc_min": 0.0, "gc_max": 1.0, **constraints},
+            )
+        text = str(err.value)
+        assert "\n" not in text and f"design.constraints.{name}" in text, text
+
+
+def test_the_command_ends_impossible_constraints_with_one_line(tmp_path, capsys):
+    from isoflow import commands
+
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([_cassette(1)], table)
+    settings = tmp_path / "constraints.yaml"
+    settings.write_text("gc_window: 10\ngc_window_min: 0.55\ngc_window_max: 0.58\n")
+    argv = ["design", "--model", str(tmp_path / "none"), "--constructs", str(table)]
+    argv += ["--id", "c1", "--target-tissue", "Liver", "--out", str(tmp_path / "o")]
+    assert commands.main([*argv, "--constraints", str(settings)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "design.constraints.gc_window: impossible" in err, err
+
+
+def test_design_help_does_not_import_torch():
+    out, torch_loaded = command_output(["design", "--help"])
+    assert "usage: isoflow design" in out
+    assert not torch_loaded
+
+
+@pytest.mark.slow
+def test_design_end_to_end_on_tiny_bundles(tmp_path):
+    from helpers.bundles import tiny_bundles
+
+    (tmp_path / "b").mkdir()
+    bundles = tiny_bundles(tmp_path / "b", window=WINDOW, seeds=(0, 1))["paths"]
+    table = tmp_path / "c.tsv"
+    start = _cassette(2)
+    write_constructs_tsv([start], table)
+    paths = output_paths(tmp_path / "out" / "d")
+    (tmp_path / "out").mkdir()
+    result = design_job(
+        table,
+        bundles,
+        paths,
+        construct_id="c2",
+        target_tissues=["Liver"],
+        editable=["utr5", "utr3"],
+        constraints=CONSTRAINTS.__dict__,
+        settings={"budget": 40, "population": 4, "designs": 2, "seed": 0},
+        device="cpu",
+    )
+    assert result.calls <= 40 and len(result.designs) == 2
+    # GenBank and TSV outputs read back as the designed cassettes, protein unchanged
+    for path in (paths["genbank"], paths["tsv"]):
+        back = read_constructs(path)
+        assert ["".join(d.values()) for d in result.designs] == [c.cassette for c in back]
+        assert all(c.protein == start.protein for c in back)
+    constraints = pd.read_csv(paths["constraints"], sep="\t")
+    designs = constraints[constraints["role"] == "design"]
+    assert len(designs) == 2 * len(set(constraints["constraint"]))
+    assert (designs["status"] == "pass").all()
+    assert (constraints[constraints["role"] == "start"]["status"] == "fail").any()
+    profiles = pd.read_csv(paths["profiles"], sep="\t")
+    assert len(profiles) == 2 * len(TISSUES) and (profiles["n_models"] == 2).all()
+    trajectory = pd.read_csv(paths["trajectory"], sep="\t")
+    assert trajectory["model_calls"].iloc[-1] == result.calls
+    for key in ("profiles_figure", "trajectory_figure", "fasta"):
+        assert (tmp_path / "out" / paths[key].rsplit("/", 1)[1]).stat().st_size > 0
+
+
+def test_objective_is_ensemble_mean_minus_k_sd():
+    # 2 models x 1 cassette x 3 tissues (Liver target)
+    pred = np.array([[[2.0, 1.0, 0.0]], [[3.0, 0.0, 1.0]]])
+    per_model = Objective(("Liver",), "max", 1.0).per_model(pred, TISSUES)
+    assert per_model[:, 0].tolist() == [1.0, 2.0]
+    sd = np.std([1.0, 2.0], ddof=1)
+    assert Objective(("Liver",), "max", 2.0).score(pred, TISSUES)[0] == pytest.approx(1.5 - 2 * sd)
+    assert Objective(("Liver",), "mean", 0.0).score(pred, TISSUES)[0] == pytest.approx(2.0)
+    # one model: no spread, no penalty
+    assert Objective(("Liver",), "max", 5.0).score(pred[:1], TISSUES)[0] == pytest.approx(1.0)
