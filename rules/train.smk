@@ -84,7 +84,7 @@ else:
             "benchmarks/train/all_runs.tsv"
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: max(2, config["resources"]["train_processes"])
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=config["resources"]["train_mem_mb"],
@@ -93,6 +93,7 @@ else:
             runs=grouped_train_runs(
                 config, EXPERIMENTS, f"results/dataset/{DATASET}.parquet", genome_fasta()
             ),
+            processes=config["resources"]["train_processes"],
             settings=rule_settings(config),
         script:
             "../scripts/train.py"

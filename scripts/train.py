@@ -12,7 +12,13 @@ def main() -> None:
     inputs = snakemake.input  # noqa: F821
     params = snakemake.params  # noqa: F821
     if params.get("runs"):
-        run_experiments(params.settings, params.runs, inputs.dataset, inputs.get("genome"))
+        run_experiments(
+            params.settings,
+            params.runs,
+            inputs.dataset,
+            inputs.get("genome"),
+            processes=int(params.get("processes") or 1),
+        )
         return
     cache_dirs = {
         key.removeprefix("cache_"): path for key, path in inputs.items() if key.startswith("cache_")

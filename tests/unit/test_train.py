@@ -165,6 +165,42 @@ def test_runs_trained_in_one_process_match_runs_in_their_own(dataset, tmp_path):
     assert "run b" not in (tmp_path / "a").read_text()
 
 
+@pytest.mark.slow
+def test_runs_trained_in_worker_processes_match_one_thread_runs_of_their_own(dataset, tmp_path):
+    # resources.train_processes: 2 (the demo) trains a job's runs in two spawned processes of
+    # one torch thread each; each run's outputs must be byte-identical to those of a process
+    # of its own with one torch thread (OMP_NUM_THREADS=1), whichever worker took it.
+    path, _ = dataset
+    config = config_with(max_epochs=2)
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    experiments = {
+        "a": {"modalities": FAST, "seed": 1},
+        "b": {"modalities": ["rna"], "aggregator": "concat", "seed": 2},
+        "c": {"modalities": ["protein"], "seed": 3},
+    }
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    for name, experiment in experiments.items():
+        subprocess.run(
+            train_command(config_path, experiment, path, tmp_path / "own" / name),
+            env=env,
+            check=True,
+            timeout=600,
+        )
+    runs = {
+        name: {"experiment": exp, "run_dir": tmp_path / "two" / name, "log": tmp_path / name}
+        for name, exp in experiments.items()
+    }
+    metrics = run_experiments(config, runs, path, processes=2)
+    assert list(metrics) == ["a", "b", "c"]
+    for name in experiments:
+        assert metrics[name] == json.loads((tmp_path / "own" / name / "metrics.json").read_text())
+        for output in ("metrics.json", "predictions.parquet", "history.csv"):
+            own = (tmp_path / "own" / name / output).read_bytes()
+            assert (tmp_path / "two" / name / output).read_bytes() == own, (name, output)
+        assert f"run {name} (1 of 1 in this job)" in (tmp_path / name).read_text()
+
+
 def test_command_line_passes_caches_and_requires_one_per_cached_modality(
     tmp_path, monkeypatch, capsys
 ):
