@@ -361,6 +361,9 @@ def train_cache_section(rec: Recorder, device, tiny: bool, peak) -> dict:
     for label, tokens in (
         ("pool64", {"dna": 64, "rna": 64, "protein": 64}),
         ("dna896_pool64", {"dna": 8 if tiny else 896, "rna": 64, "protein": 64}),
+        # positional pooling's defaults at full length: 128 TSS bins, 12,282 nt / 96 nt,
+        # 1,022 aa / 16 aa (docs/encoders.md)
+        ("positional", {"dna": 8 if tiny else 128, "rna": 8 if tiny else 128, "protein": 64}),
     ):
         if rec.left() < 15:
             rec.add("train_cache", label, {"skipped": "budget"})
