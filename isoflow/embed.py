@@ -65,6 +65,9 @@ def sequence_key(seq: str | np.ndarray) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
+POOLINGS = ("adaptive", "positional")  # config `embed.pooling`; experiments' `pooling`
+
+
 def pool_tokens(emb: torch.Tensor, length: int, pool_to: int) -> torch.Tensor:
     """Mean-pool the first ``length`` rows of ``emb`` (L, D) to at most ``pool_to`` rows.
 
@@ -75,6 +78,66 @@ def pool_tokens(emb: torch.Tensor, length: int, pool_to: int) -> torch.Tensor:
     if length <= pool_to:
         return real
     return F.adaptive_avg_pool1d(real.T.unsqueeze(0), pool_to).squeeze(0).T
+
+
+def positional_stride(pooling: Mapping[str, Any], modality: str, letters_per_token: int) -> int:
+    """Tokens per slot of fixed-stride pooling: ``stride_nt`` nucleotides (RNA) or
+    ``stride_aa`` residues (protein) over the encoder's letters per token (NT: 6), at least 1."""
+    letters = int(pooling["stride_nt" if modality == "rna" else "stride_aa"])
+    return max(letters // max(int(letters_per_token), 1), 1)
+
+
+def pool_positional(
+    emb: torch.Tensor, length: int, modality: str, pooling: Mapping[str, Any], letters_per_token=1
+) -> torch.Tensor:
+    """Positional pooling of the first ``length`` rows of ``emb`` (L, D): a slot means the
+    same place in every sequence (docs/encoders.md, "Pooling").
+
+    DNA: the ``dna_crop_bins`` tokens (Enformer/Borzoi bins) centred on the window's centre,
+    the TSS, unpooled (a shorter output is kept whole); slot ``dna_crop_bins // 2`` holds the
+    TSS. RNA / protein: the mean of each run of :func:`positional_stride` tokens from the
+    5' end / N-terminus (the last slot: the mean of what is left), so slot ``k`` covers
+    nucleotides ``[k * stride_nt, (k + 1) * stride_nt)`` (exactly for NT's 6-mers when no N
+    restarts the frame) or residues ``[k * stride_aa, (k + 1) * stride_aa)``."""
+    real = emb[:length]
+    if modality == "dna":
+        crop = int(pooling["dna_crop_bins"])
+        if length <= crop:
+            return real
+        start = length // 2 - crop // 2
+        return real[start : start + crop]
+    stride = positional_stride(pooling, modality, letters_per_token)
+    if stride == 1:
+        return real
+    slots = -(-length // stride)
+    padded = F.pad(real, (0, 0, 0, slots * stride - length))
+    sums = padded.view(slots, stride, -1).sum(dim=1)
+    counts = torch.full((slots, 1), float(stride), dtype=sums.dtype)
+    counts[-1] = length - (slots - 1) * stride
+    return sums / counts
+
+
+def pool_sequence(
+    emb: torch.Tensor, length: int, pooling, modality: str, letters_per_token: int = 1
+) -> torch.Tensor:
+    """What the cache stores for one sequence: ``pooling`` an int is adaptive pooling to at
+    most that many rows (:func:`pool_tokens`, ``pool_to``), a ``{"mode": "positional", ...}``
+    mapping positional pooling (:func:`pool_positional`)."""
+    if isinstance(pooling, Mapping):
+        if pooling.get("mode") != "positional":
+            raise ValueError(f"unknown pooling {pooling!r}")
+        return pool_positional(emb, length, modality, pooling, letters_per_token)
+    return pool_tokens(emb, length, int(pooling))
+
+
+def max_pooled_rows(pooling, modality: str, letters: int, letters_per_token: int = 1) -> int:
+    """An upper bound of the rows :func:`pool_sequence` keeps of a sequence of ``letters``
+    letters (bp, nt, aa): at most one token per letter."""
+    if not isinstance(pooling, Mapping):
+        return int(pooling)
+    if modality == "dna":
+        return int(pooling["dna_crop_bins"])
+    return max(-(-int(letters) // positional_stride(pooling, modality, letters_per_token)), 1)
 
 
 def embedding_autocast(device: torch.device | str, precision: str = "fp32"):
@@ -96,7 +159,8 @@ def encode_pooled(
     precision: str = "fp32",
 ) -> list[torch.Tensor]:
     """One forward of a frozen ``encoder`` over ``sequences`` (one batch, none missing) and
-    each sequence's real tokens mean-pooled to at most ``pool_to`` rows: a list of float32
+    each sequence's real tokens pooled as ``pool_to`` says (an int: mean-pooled to at most
+    that many rows; a positional pooling mapping: :func:`pool_sequence`): a list of float32
     CPU tensors ``(L_i, D)``, what the cache stores (as float16). ``build_cache`` writes
     these; ``isoflow.bundle`` runs the same function on new sequences, so a model fed raw
     sequences sees what training read from the cache. ``names`` (one per sequence) name a
@@ -112,6 +176,7 @@ def encode_pooled(
     emb = emb.float().cpu()
     mask = mask.cpu()
     lengths = mask.sum(dim=1)
+    per_token = int(getattr(encoder, "letters_per_token", 1))
     pooled = []
     for row in range(len(sequences)):
         if not mask[row].any():
@@ -119,7 +184,9 @@ def encode_pooled(
             raise InputError(None, name, "encoder returned no real token for a sequence")
         if not bool(mask[row, : lengths[row]].all()):
             raise ValueError("encoder masks must be left-aligned (real tokens first)")
-        pooled.append(pool_tokens(emb[row], int(lengths[row]), pool_to))
+        pooled.append(
+            pool_sequence(emb[row], int(lengths[row]), pool_to, encoder.modality, per_token)
+        )
     return pooled
 
 
@@ -245,6 +312,7 @@ def build_cache(
     progress_every_s: float | None = None,
     precision: str = "fp32",
     batch_letters: int = 0,
+    pooling: Mapping[str, Any] | None = None,
 ) -> dict[Any, str | None]:
     """Encode each distinct sequence of ``items`` (item ID -> sequence) once and cache it.
 
@@ -256,8 +324,11 @@ def build_cache(
     CPU). ``batch_letters`` > 0 encodes the distinct sequences shortest first in batches of
     at most that many letters (nt, aa or bp) with padding, instead of ``batch_size`` at a
     time in first-seen order (less padding on a GPU; ``items`` must then allow
-    ``items[item]``); the rows are then stored in that order. Returns item ID -> key (None
-    where the sequence is missing).
+    ``items[item]``); the rows are then stored in that order. ``pooling`` (a
+    ``{"mode": "positional", "dna_crop_bins", "stride_nt", "stride_aa"}`` mapping) pools
+    by position instead of adaptively to ``pool_to`` rows (:func:`pool_positional`;
+    recorded as ``pooling`` in meta.json). Returns item ID -> key (None where the sequence
+    is missing).
 
     The cache is written in :func:`partial_dir` and renamed to ``out_dir`` when complete. A
     run that stops (an error, a kill) leaves its finished shards there; the next run with
@@ -267,8 +338,14 @@ def build_cache(
     """
     if pool_to < 1:
         raise ValueError(f"pool_to must be >= 1, got {pool_to}")
+    if pooling is not None:
+        pooling = dict(pooling)
+        if pooling.get("mode") != "positional":
+            raise ValueError(f"pooling must be positional, got {pooling!r}")
     out_dir = Path(out_dir)
     dim = int(encoder.dim)
+    pool = pooling if pooling is not None else pool_to  # what pool_sequence takes
+    per_token = int(getattr(encoder, "letters_per_token", 1))
     if shard_rows is None:
         shard_rows = shard_rows_for(shard_mb, dim)
     # Pass 1: every item's key, and each distinct sequence's first item and length, in
@@ -307,6 +384,8 @@ def build_cache(
                 "device": device.type,
                 "autocast": autocast,
                 "meta": meta or {},
+                # only when positional: an adaptive cache's fingerprint is what it was
+                **({"pooling": pooling} if pooling is not None else {}),
                 "sequences": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
             },
             sort_keys=True,
@@ -326,9 +405,11 @@ def build_cache(
             done,
             len(keys),
         )
-    # A shard holds ``shard_rows`` rows, or one sequence's if that is more (pool_to rows at
+    # A shard holds ``shard_rows`` rows, or one sequence's if that is more (max_rows at
     # most); the buffer is no larger than the sequences still to come can fill.
-    buffer_rows = min(max(shard_rows, pool_to), (len(keys) - done) * pool_to)
+    longest = max((length for _, length in distinct.values()), default=1)
+    max_rows = max_pooled_rows(pool, encoder.modality, longest, per_token)
+    buffer_rows = min(max(shard_rows, max_rows), (len(keys) - done) * max_rows)
     writer = _ShardWriter(work, dim, shard_rows, buffer_rows, fingerprint)
     writer.resume(records)
     progress = Progress(
@@ -346,7 +427,7 @@ def build_cache(
         def encode(batch) -> None:
             names = [key for _, key, _ in batch]
             sequences = [s for _, _, s in batch]
-            pooled = encode_pooled(encoder, sequences, pool_to, device, names, precision)
+            pooled = encode_pooled(encoder, sequences, pool, device, names, precision)
             for (pos, key, _), rows in zip(batch, pooled, strict=True):
                 if pos >= done:
                     writer.add(key, rows.numpy())
@@ -411,6 +492,7 @@ def build_cache(
         "dim": dim,
         "modality": encoder.modality,
         "pool_to": pool_to,
+        **({"pooling": pooling} if pooling is not None else {}),
         "n_items": len(item_keys),
         "n_missing": sum(k is None for k in item_keys.values()),
         "n_sequences": len(keys),
@@ -620,10 +702,13 @@ def embed_dataset(
     shard_mb: float = SHARD_MB,
     precision: str = "bf16",
     batch_letters: int = 0,
+    pooling: Mapping[str, Any] | None = None,
 ) -> dict:
     """Cache the embeddings of every transcript of a dataset table for one encoder, holding
     at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time; on CUDA the
-    forwards run under bf16 autocast unless ``precision`` (``embed.precision``) is fp32."""
+    forwards run under bf16 autocast unless ``precision`` (``embed.precision``) is fp32.
+    ``pooling``: positional pooling (``isoflow.workflow.embed_pooling``; rule
+    embed_positional) instead of the spec's adaptive ``pool_to``."""
     from isoflow.dataset import read_dataset
 
     df, _ = read_dataset(dataset)
@@ -635,13 +720,13 @@ def embed_dataset(
     pool_to = int(spec["pool_to"])
     batch_size = int(spec["embed_batch_size"])
     log.info(
-        "embedding %d transcripts with %s (%s, dim %d) on %s, pool_to %d",
+        "embedding %d transcripts with %s (%s, dim %d) on %s, %s",
         len(items),
         encoder_name,
         encoder.modality,
         encoder.dim,
         device,
-        pool_to,
+        f"pool_to {pool_to}" if pooling is None else f"pooling {dict(pooling)}",
     )
     keys = build_cache(
         encoder,
@@ -653,5 +738,6 @@ def embed_dataset(
         shard_mb=shard_mb,
         precision=precision,
         batch_letters=batch_letters,
+        pooling=pooling,
     )
     return keys
