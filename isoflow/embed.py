@@ -140,6 +140,17 @@ def max_pooled_rows(pooling, modality: str, letters: int, letters_per_token: int
     return max(-(-int(letters) // positional_stride(pooling, modality, letters_per_token)), 1)
 
 
+def pooled_rows(pooling, modality: str, tokens: int, letters_per_token: int = 1) -> int:
+    """The rows :func:`pool_sequence` keeps of a sequence the encoder read as ``tokens``
+    tokens: what one sequence costs in the cache (``rows * dim * 2`` bytes, float16)."""
+    tokens = int(tokens)
+    if not isinstance(pooling, Mapping):
+        return min(tokens, int(pooling))
+    if modality == "dna":
+        return min(tokens, int(pooling["dna_crop_bins"]))
+    return -(-tokens // positional_stride(pooling, modality, letters_per_token))
+
+
 def embedding_autocast(device: torch.device | str, precision: str = "fp32"):
     """The context an embedding forward runs in: bf16 autocast on a CUDA device when
     ``precision`` is ``"bf16"``, else none (fp32; a CPU never autocasts here)."""

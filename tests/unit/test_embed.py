@@ -559,3 +559,14 @@ def test_positional_dna_cache_of_a_tiny_enformer_keeps_the_centre_bins(tmp_path)
     assert bins > 4 and mask.sum(1).tolist() == [4, 4]
     centre = direct[:, bins // 2 - 2 : bins // 2 + 2]
     torch.testing.assert_close(emb, centre, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("pooling", [16, POSITIONAL])
+@pytest.mark.parametrize("modality", ["dna", "rna", "protein"])
+def test_pooled_rows_is_what_the_pooling_keeps(pooling, modality):
+    from isoflow.embed import pool_sequence, pooled_rows
+
+    for tokens in (1, 3, 4, 5, 12, 13, 40):
+        emb = torch.randn(tokens, 2)
+        kept = pool_sequence(emb, tokens, pooling, modality, letters_per_token=6)
+        assert pooled_rows(pooling, modality, tokens, letters_per_token=6) == len(kept)
