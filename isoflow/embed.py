@@ -324,6 +324,7 @@ def build_cache(
     precision: str = "fp32",
     batch_letters: int = 0,
     pooling: Mapping[str, Any] | None = None,
+    part: tuple[int, int] | None = None,
 ) -> dict[Any, str | None]:
     """Encode each distinct sequence of ``items`` (item ID -> sequence) once and cache it.
 
@@ -338,7 +339,10 @@ def build_cache(
     ``items[item]``); the rows are then stored in that order. ``pooling`` (a
     ``{"mode": "positional", "dna_crop_bins", "stride_nt", "stride_aa"}`` mapping) pools
     by position instead of adaptively to ``pool_to`` rows (:func:`pool_positional`;
-    recorded as ``pooling`` in meta.json). Returns item ID -> key (None where the sequence
+    recorded as ``pooling`` in meta.json). ``part=(i, n)`` encodes only the ``i``-th of
+    ``n`` near-equal runs of whole batches (the batches a single job would run, so every
+    value is the one a single job stores) into a part cache for :func:`gather_cache` (one
+    embed job of ``embed.jobs: n`` each). Returns item ID -> key (None where the sequence
     is missing).
 
     The cache is written in :func:`partial_dir` and renamed to ``out_dir`` when complete. A
@@ -380,6 +384,20 @@ def build_cache(
                 plan.append([])
             plan[-1].append(position)
         plan = [batch for batch in plan if batch]
+    n_batches = len(plan) if plan is not None else -(-len(keys) // batch_size)
+    first, last = 0, n_batches  # this job's batches (all of them unless a part)
+    if part is not None:
+        index, parts = int(part[0]), int(part[1])
+        if not 0 <= index < parts:
+            raise ValueError(f"part must be (i, n) with 0 <= i < n, got {part}")
+        first, last = index * n_batches // parts, (index + 1) * n_batches // parts
+
+    def batch_start(number: int) -> int:
+        if number >= n_batches:
+            return len(keys)
+        return plan[number][0] if plan is not None else number * batch_size
+
+    lo, hi = batch_start(first), batch_start(last)  # this job's positions in ``keys``
     device = next(encoder.parameters()).device
     autocast = precision == "bf16" and device.type == "cuda"
     fingerprint = hashlib.sha256(
@@ -398,6 +416,7 @@ def build_cache(
                 # only when positional: an adaptive cache's fingerprint is what it was
                 **({"pooling": pooling} if pooling is not None else {}),
                 "sequences": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+                **({"part": list(part)} if part is not None else {}),
             },
             sort_keys=True,
             default=str,
@@ -406,26 +425,24 @@ def build_cache(
 
     work = partial_dir(out_dir)
     work.mkdir(parents=True, exist_ok=True)
-    records = _finished_shards(work, fingerprint, keys, dim)
-    done = sum(len(r["key"]) for r in records)
+    records = _finished_shards(work, fingerprint, keys[lo:hi], dim)
+    done = lo + sum(len(r["key"]) for r in records)  # positions before it need no forward
     if records:
         log.info(
             "resuming %s: %d finished shards hold %d of %d distinct sequences",
             out_dir,
             len(records),
-            done,
-            len(keys),
+            done - lo,
+            hi - lo,
         )
     # A shard holds ``shard_rows`` rows, or one sequence's if that is more (max_rows at
     # most); the buffer is no larger than the sequences still to come can fill.
     longest = max((length for _, length in distinct.values()), default=1)
     max_rows = max_pooled_rows(pool, encoder.modality, longest, per_token)
-    buffer_rows = min(max(shard_rows, max_rows), (len(keys) - done) * max_rows)
+    buffer_rows = min(max(shard_rows, max_rows), max(hi - done, 1) * max_rows)
     writer = _ShardWriter(work, dim, shard_rows, buffer_rows, fingerprint)
     writer.resume(records)
-    progress = Progress(
-        f"embed {out_dir.name}", len(keys) - done, "sequences", progress_every_s, log
-    )
+    progress = Progress(f"embed {out_dir.name}", hi - done, "sequences", progress_every_s, log)
     was_training = encoder.training
     encoder.eval()
     try:
@@ -440,12 +457,12 @@ def build_cache(
             sequences = [s for _, _, s in batch]
             pooled = encode_pooled(encoder, sequences, pool, device, names, precision)
             for (pos, key, _), rows in zip(batch, pooled, strict=True):
-                if pos >= done:
+                if done <= pos < hi:
                     writer.add(key, rows.numpy())
-            progress.update(sum(pos >= done for pos, _, _ in batch))
+            progress.update(sum(done <= pos < hi for pos, _, _ in batch))
 
         if plan is not None:  # length buckets: each sequence read by its first item
-            for positions in plan:
+            for positions in plan[first:last]:
                 if positions[-1] >= done:
                     encode([(p, keys[p], items[distinct[keys[p]][0]]) for p in positions])
         else:  # batches of batch_size in first-seen order, read as the items come
@@ -456,12 +473,12 @@ def build_cache(
                 batch.append((position, key, seq))
                 position += 1
                 if len(batch) == batch_size:
-                    if position > done:
+                    if position > done and batch[0][0] < hi:
                         encode(batch)
                     batch = []
             if position != len(keys):
                 raise RuntimeError(f"{out_dir}: the items changed while they were read")
-            if batch and position > done:
+            if batch and position > done and batch[0][0] < hi:
                 encode(batch)
         writer.flush()
         progress.finish()
@@ -507,10 +524,11 @@ def build_cache(
         "n_items": len(item_keys),
         "n_missing": sum(k is None for k in item_keys.values()),
         "n_sequences": len(keys),
-        "n_forward_batches": len(plan) if plan is not None else -(-len(keys) // batch_size),
+        "n_forward_batches": last - first,
         "n_shards": writer.shard,
         **({"autocast": "bf16"} if autocast else {}),
         **(meta or {}),
+        **({"part": list(part)} if part is not None else {}),
     }
     (work / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     for number in range(writer.shard):
@@ -526,6 +544,59 @@ def build_cache(
         out_dir,
     )
     return item_keys
+
+
+def gather_cache(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> None:
+    """One cache from the part caches of ``build_cache(part=(i, n))``, ``i = 0 .. n-1`` in
+    order: their shards renumbered one after another (hard links where the file system
+    allows, else copies), one ``index.parquet``, the ``items.parquet`` they share and the
+    first part's ``meta.json`` with the totals, so a reader sees what one job would have
+    written: the same keys, items and stored values (the shard boundaries may differ).
+    Written beside ``out_dir`` and renamed into place."""
+    parts = [Path(p) for p in part_dirs]
+    metas = [json.loads((p / META_FILE).read_text()) for p in parts]
+    n = len(parts)
+    for number, (path, meta) in enumerate(zip(parts, metas, strict=True)):
+        if meta.get("part") != [number, n]:
+            raise InputError(path, META_FILE, f"is not part {number} of {n}")
+    items = [(p / ITEMS_FILE).read_bytes() for p in parts]
+    if any(data != items[0] for data in items):
+        raise InputError(parts[0], ITEMS_FILE, "the parts were built from different items")
+    index: dict[str, list] = {"key": [], "shard": [], "offset": [], "length": []}
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        shard = 0
+        for path, meta in zip(parts, metas, strict=True):
+            table = pq.read_table(path / INDEX_FILE).to_pydict()
+            for name in ("key", "offset", "length"):
+                index[name] += table[name]
+            index["shard"] += [shard + s for s in table["shard"]]
+            for number in range(int(meta["n_shards"])):
+                source = path / f"shard_{number:05d}.npy"
+                target = tmp / f"shard_{shard + number:05d}.npy"
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copy2(source, target)
+            shard += int(meta["n_shards"])
+        pq.write_table(
+            pa.table(
+                {
+                    "key": pa.array(index["key"], pa.string()),
+                    "shard": pa.array(index["shard"], pa.int32()),
+                    "offset": pa.array(index["offset"], pa.int64()),
+                    "length": pa.array(index["length"], pa.int32()),
+                }
+            ),
+            tmp / INDEX_FILE,
+        )
+        (tmp / ITEMS_FILE).write_bytes(items[0])
+        info = {k: v for k, v in metas[0].items() if k != "part"}
+        info["n_forward_batches"] = sum(int(m["n_forward_batches"]) for m in metas)
+        info["n_shards"] = shard
+        info["jobs"] = n
+        (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    log.info("gathered %d part caches (%d shards) into %s", n, shard, out_dir)
 
 
 class EmbeddingCache:
@@ -714,12 +785,15 @@ def embed_dataset(
     precision: str = "bf16",
     batch_letters: int = 0,
     pooling: Mapping[str, Any] | None = None,
+    part: tuple[int, int] | None = None,
 ) -> dict:
     """Cache the embeddings of every transcript of a dataset table for one encoder, holding
     at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time; on CUDA the
     forwards run under bf16 autocast unless ``precision`` (``embed.precision``) is fp32.
     ``pooling``: positional pooling (``isoflow.workflow.embed_pooling``; rule
-    embed_positional) instead of the spec's adaptive ``pool_to``."""
+    embed_positional) instead of the spec's adaptive ``pool_to``. ``part=(i, n)``: the
+    ``i``-th of ``n`` part caches of one scattered embedding (``embed.jobs``;
+    :func:`gather_cache` joins them)."""
     from isoflow.dataset import read_dataset
 
     df, _ = read_dataset(dataset)
@@ -750,5 +824,6 @@ def embed_dataset(
         precision=precision,
         batch_letters=batch_letters,
         pooling=pooling,
+        part=tuple(part) if part is not None else None,
     )
     return keys

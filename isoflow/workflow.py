@@ -357,6 +357,18 @@ def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str
     return inputs
 
 
+def embed_parts(wildcards, pooling: str, jobs: int) -> list[str]:
+    """The part caches the gather of ``wildcards.encoder``'s ``pooling`` cache joins, in
+    order (``embed.jobs`` > 1; rule embed_part)."""
+    return [f"{EMBEDDINGS_DIR}/.parts/{wildcards.encoder}/{pooling}/{i}" for i in range(jobs)]
+
+
+def part_pooling(wildcards, config: dict) -> dict[str, Any] | None:
+    """Rule embed_part's pooling: :func:`embed_pooling` for a positional part, else none
+    (the spec's ``pool_to``)."""
+    return embed_pooling(config) if wildcards.pooling == "positional" else None
+
+
 EMBED_MEM_MARGIN = 1.25  # headroom over the estimate (allocator slack, the index, pyarrow)
 GPU_HOST_MB = 2048  # CUDA runtime and libraries in host memory: an allowance, not measured
 

@@ -8,8 +8,6 @@ from isoflow.model.encoders import spec_from_config
 
 # Options passed only when set away from their default (isoflow.workflow.set_options).
 OPTIONS = ("shard_mb", "precision", "batch_letters")
-# rule embed_positional's (isoflow.workflow.embed_pooling); rule embed has none
-OPTIONAL = ("pooling",)
 
 
 def main() -> None:
@@ -23,7 +21,7 @@ def main() -> None:
         spec_from_config(config, name),
         snakemake.output[0],  # noqa: F821
         genome_fasta=snakemake.input.get("genome"),  # noqa: F821
-        **{key: value for key, value in params.items() if key in OPTIONS + OPTIONAL},
+        **{key: value for key, value in params.items() if key in OPTIONS},
     )
 
 

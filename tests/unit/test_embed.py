@@ -14,6 +14,7 @@ from isoflow.embed import (
     pool_tokens,
     sequence_key,
 )
+from isoflow.errors import InputError
 from isoflow.model.encoders import build_encoder
 
 RNG = np.random.default_rng(1)
@@ -570,3 +571,39 @@ def test_pooled_rows_is_what_the_pooling_keeps(pooling, modality):
         emb = torch.randn(tokens, 2)
         kept = pool_sequence(emb, tokens, pooling, modality, letters_per_token=6)
         assert pooled_rows(pooling, modality, tokens, letters_per_token=6) == len(kept)
+
+
+# ---------------------------------------------------------------- scatter and gather
+
+
+@pytest.mark.parametrize("batch_letters", [0, 120])
+def test_parts_gathered_are_the_cache_one_job_writes(tmp_path, esm, batch_letters):
+    """embed.jobs: 3 part jobs and a gather give the single job's keys, items and stored
+    values (each part runs whole batches of the single job's plan), and one cache to read."""
+    from isoflow.embed import gather_cache
+
+    seqs = {f"p{i}": protein(5 + (i * 7) % 30) for i in range(23)}
+    seqs["p3"] = seqs["p1"]  # a shared protein
+    seqs["nc"] = None
+    options = {"pool_to": 4, "batch_size": 3, "shard_rows": 10, "batch_letters": batch_letters}
+    build_cache(esm, seqs, tmp_path / "one", **options)
+    parts = [tmp_path / f"part{i}" for i in range(3)]
+    for i, folder in enumerate(parts):
+        build_cache(esm, seqs, folder, part=(i, 3), **options)
+    gather_cache(parts, tmp_path / "gathered")
+    one, gathered = EmbeddingCache(tmp_path / "one"), EmbeddingCache(tmp_path / "gathered")
+    assert len(gathered) == len(one) and set(gathered._index) == set(one._index)
+    items = list(seqs)
+    emb_one, mask_one = one.lookup_items(items)
+    emb_gathered, mask_gathered = gathered.lookup_items(items)
+    assert torch.equal(mask_gathered, mask_one) and torch.equal(emb_gathered, emb_one)
+    meta_one, meta_gathered = one.meta, gathered.meta
+    assert meta_gathered.pop("jobs") == 3
+    for meta in (meta_one, meta_gathered):
+        meta.pop("n_shards")
+    assert meta_gathered == meta_one
+    forward = [EmbeddingCache(p).meta["n_forward_batches"] for p in parts]
+    assert all(n > 0 for n in forward)  # every part ran some of the batches
+    # parts from other items, or not a full set, are refused
+    with pytest.raises(InputError, match="is not part 0 of 2"):
+        gather_cache(parts[:1] + parts[2:], tmp_path / "bad")

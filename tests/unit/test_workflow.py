@@ -254,3 +254,14 @@ def test_positional_runs_read_the_positional_caches():
     assert workflow.cache_dir("esm2") == "results/embeddings/esm2"
     pooling = workflow.embed_pooling({"embed": {"stride_aa": 8}})
     assert pooling == {"mode": "positional", "dna_crop_bins": 128, "stride_nt": 96, "stride_aa": 8}
+
+
+def test_embed_jobs_scatter_into_parts_the_gather_reads_in_order():
+    from types import SimpleNamespace
+
+    wildcards = SimpleNamespace(encoder="esm2", pooling="positional")
+    assert workflow.embed_parts(wildcards, pooling="positional", jobs=3) == [
+        f"results/embeddings/.parts/esm2/positional/{i}" for i in range(3)
+    ]
+    assert workflow.part_pooling(wildcards, {})["mode"] == "positional"
+    assert workflow.part_pooling(SimpleNamespace(pooling="adaptive"), {}) is None

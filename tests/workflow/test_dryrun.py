@@ -167,7 +167,9 @@ def test_overlays_resolve_their_dag(overlay: str) -> None:
     seeds = len(overlay_config.get("seeds", [0]))  # config.yaml leaves the default [0]
     runs = sum(1 if "seed" in exp else seeds for exp in experiments)
     assert sum(job["rule"] == "train" for job in jobs) == runs
-    embedded = {job["wildcards"].split("=", 1)[1] for job in jobs if job["rule"] == "embed"}
+    # config.yaml pools positionally (rule embed_positional); an adaptive run reads embed's
+    embed_rules = ("embed", "embed_positional")
+    embedded = {job["wildcards"].split("=", 1)[1] for job in jobs if job["rule"] in embed_rules}
     encoders = {exp.get("dna_encoder", "enformer") for exp in experiments}
     assert encoders <= embedded
 
