@@ -131,7 +131,9 @@ class Model:
         self.card = manifest
         self.path = path
         self.network = network
-        self.frozen = frozen  # modality -> (frozen encoder, pool_to): the cached modalities
+        # modality -> (frozen encoder, pool_to or a positional pooling mapping, as
+        # isoflow.embed.pool_sequence takes it): the cached modalities
+        self.frozen = frozen
         # modality -> the embedding forward's precision the cache was built with ("bf16":
         # autocast on CUDA, meta.json's `autocast`), so new sequences are encoded the same way
         self.frozen_precision = frozen_precision or {}
@@ -205,9 +207,10 @@ class Model:
         batch_size: int | None = None,
     ) -> dict[str, list[torch.Tensor]]:
         """Modality -> one float32 CPU tensor ``(L_i, D)`` per input: what the aggregator
-        reads. A cached modality: the frozen encoder's tokens mean-pooled to ``pool_to``
-        rows and rounded to float16, exactly as ``isoflow.embed`` stored them; a raw one:
-        the network's own encoder's tokens. A missing protein is a ``(0, D)`` tensor."""
+        reads. A cached modality: the frozen encoder's tokens pooled as its cache was
+        (``pool_to`` rows, or by position) and rounded to float16, exactly as
+        ``isoflow.embed`` stored them; a raw one: the network's own encoder's tokens. A
+        missing protein is a ``(0, D)`` tensor."""
         modalities = list(modalities or self.modalities)
         unknown = set(modalities) - set(self.modalities)
         if unknown:
@@ -416,7 +419,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
         entry = manifest["encoders"][modality]
         if entry["mode"] == "cached":
             encoder = _build_encoder(path, modality, entry).to(device).eval()
-            frozen[modality] = (encoder, int(entry["spec"]["pool_to"]))
+            # pooled as its cache: positional when the manifest says, else to pool_to slots
+            frozen[modality] = (encoder, entry.get("pooling") or int(entry["spec"]["pool_to"]))
             frozen_precision[modality] = entry.get("precision", "fp32")
             dims[modality] = encoder.dim
         else:
@@ -504,6 +508,8 @@ def _encoder_entries(
             entry = {"name": meta.get("encoder", name), "mode": "cached", "spec": spec}
             # the cache's embedding precision (bf16 autocast on CUDA, embed.precision)
             entry["precision"] = meta.get("autocast", "fp32")
+            if meta.get("pooling"):  # positional (isoflow.embed.pool_positional); else pool_to
+                entry["pooling"] = meta["pooling"]
             if int(meta["dim"]) != int(cached_dims[modality]):
                 raise InputError(cache_dirs[modality], "dim", "differs from the checkpoint's")
         else:

@@ -65,6 +65,9 @@ def sequence_key(seq: str | np.ndarray) -> str:
     return hashlib.sha1(data).hexdigest()
 
 
+POOLINGS = ("adaptive", "positional")  # config `embed.pooling`; experiments' `pooling`
+
+
 def pool_tokens(emb: torch.Tensor, length: int, pool_to: int) -> torch.Tensor:
     """Mean-pool the first ``length`` rows of ``emb`` (L, D) to at most ``pool_to`` rows.
 
@@ -75,6 +78,77 @@ def pool_tokens(emb: torch.Tensor, length: int, pool_to: int) -> torch.Tensor:
     if length <= pool_to:
         return real
     return F.adaptive_avg_pool1d(real.T.unsqueeze(0), pool_to).squeeze(0).T
+
+
+def positional_stride(pooling: Mapping[str, Any], modality: str, letters_per_token: int) -> int:
+    """Tokens per slot of fixed-stride pooling: ``stride_nt`` nucleotides (RNA) or
+    ``stride_aa`` residues (protein) over the encoder's letters per token (NT: 6), at least 1."""
+    letters = int(pooling["stride_nt" if modality == "rna" else "stride_aa"])
+    return max(letters // max(int(letters_per_token), 1), 1)
+
+
+def pool_positional(
+    emb: torch.Tensor, length: int, modality: str, pooling: Mapping[str, Any], letters_per_token=1
+) -> torch.Tensor:
+    """Positional pooling of the first ``length`` rows of ``emb`` (L, D): a slot means the
+    same place in every sequence (docs/encoders.md, "Pooling").
+
+    DNA: the ``dna_crop_bins`` tokens (Enformer/Borzoi bins) centred on the window's centre,
+    the TSS, unpooled (a shorter output is kept whole); slot ``dna_crop_bins // 2`` holds the
+    TSS. RNA / protein: the mean of each run of :func:`positional_stride` tokens from the
+    5' end / N-terminus (the last slot: the mean of what is left), so slot ``k`` covers
+    nucleotides ``[k * stride_nt, (k + 1) * stride_nt)`` (exactly for NT's 6-mers when no N
+    restarts the frame) or residues ``[k * stride_aa, (k + 1) * stride_aa)``."""
+    real = emb[:length]
+    if modality == "dna":
+        crop = int(pooling["dna_crop_bins"])
+        if length <= crop:
+            return real
+        start = length // 2 - crop // 2
+        return real[start : start + crop]
+    stride = positional_stride(pooling, modality, letters_per_token)
+    if stride == 1:
+        return real
+    slots = -(-length // stride)
+    padded = F.pad(real, (0, 0, 0, slots * stride - length))
+    sums = padded.view(slots, stride, -1).sum(dim=1)
+    counts = torch.full((slots, 1), float(stride), dtype=sums.dtype)
+    counts[-1] = length - (slots - 1) * stride
+    return sums / counts
+
+
+def pool_sequence(
+    emb: torch.Tensor, length: int, pooling, modality: str, letters_per_token: int = 1
+) -> torch.Tensor:
+    """What the cache stores for one sequence: ``pooling`` an int is adaptive pooling to at
+    most that many rows (:func:`pool_tokens`, ``pool_to``), a ``{"mode": "positional", ...}``
+    mapping positional pooling (:func:`pool_positional`)."""
+    if isinstance(pooling, Mapping):
+        if pooling.get("mode") != "positional":
+            raise ValueError(f"unknown pooling {pooling!r}")
+        return pool_positional(emb, length, modality, pooling, letters_per_token)
+    return pool_tokens(emb, length, int(pooling))
+
+
+def max_pooled_rows(pooling, modality: str, letters: int, letters_per_token: int = 1) -> int:
+    """An upper bound of the rows :func:`pool_sequence` keeps of a sequence of ``letters``
+    letters (bp, nt, aa): at most one token per letter."""
+    if not isinstance(pooling, Mapping):
+        return int(pooling)
+    if modality == "dna":
+        return int(pooling["dna_crop_bins"])
+    return max(-(-int(letters) // positional_stride(pooling, modality, letters_per_token)), 1)
+
+
+def pooled_rows(pooling, modality: str, tokens: int, letters_per_token: int = 1) -> int:
+    """The rows :func:`pool_sequence` keeps of a sequence the encoder read as ``tokens``
+    tokens: what one sequence costs in the cache (``rows * dim * 2`` bytes, float16)."""
+    tokens = int(tokens)
+    if not isinstance(pooling, Mapping):
+        return min(tokens, int(pooling))
+    if modality == "dna":
+        return min(tokens, int(pooling["dna_crop_bins"]))
+    return -(-tokens // positional_stride(pooling, modality, letters_per_token))
 
 
 def embedding_autocast(device: torch.device | str, precision: str = "fp32"):
@@ -96,7 +170,8 @@ def encode_pooled(
     precision: str = "fp32",
 ) -> list[torch.Tensor]:
     """One forward of a frozen ``encoder`` over ``sequences`` (one batch, none missing) and
-    each sequence's real tokens mean-pooled to at most ``pool_to`` rows: a list of float32
+    each sequence's real tokens pooled as ``pool_to`` says (an int: mean-pooled to at most
+    that many rows; a positional pooling mapping: :func:`pool_sequence`): a list of float32
     CPU tensors ``(L_i, D)``, what the cache stores (as float16). ``build_cache`` writes
     these; ``isoflow.bundle`` runs the same function on new sequences, so a model fed raw
     sequences sees what training read from the cache. ``names`` (one per sequence) name a
@@ -115,6 +190,7 @@ def encode_pooled(
     emb = emb.float()
     mask = mask.cpu()
     lengths = mask.sum(dim=1)
+    per_token = int(getattr(encoder, "letters_per_token", 1))
     pooled = []
     for row in range(len(sequences)):
         if not mask[row].any():
@@ -122,7 +198,9 @@ def encode_pooled(
             raise InputError(None, name, "encoder returned no real token for a sequence")
         if not bool(mask[row, : lengths[row]].all()):
             raise ValueError("encoder masks must be left-aligned (real tokens first)")
-        pooled.append(pool_tokens(emb[row], int(lengths[row]), pool_to).cpu())
+        pooled.append(
+            pool_sequence(emb[row], int(lengths[row]), pool_to, encoder.modality, per_token).cpu()
+        )
     return pooled
 
 
@@ -248,6 +326,8 @@ def build_cache(
     progress_every_s: float | None = None,
     precision: str = "fp32",
     batch_letters: int = 0,
+    pooling: Mapping[str, Any] | None = None,
+    part: tuple[int, int] | None = None,
 ) -> dict[Any, str | None]:
     """Encode each distinct sequence of ``items`` (item ID -> sequence) once and cache it.
 
@@ -259,8 +339,14 @@ def build_cache(
     CPU). ``batch_letters`` > 0 encodes the distinct sequences shortest first in batches of
     at most that many letters (nt, aa or bp) with padding, instead of ``batch_size`` at a
     time in first-seen order (less padding on a GPU; ``items`` must then allow
-    ``items[item]``); the rows are then stored in that order. Returns item ID -> key (None
-    where the sequence is missing).
+    ``items[item]``); the rows are then stored in that order. ``pooling`` (a
+    ``{"mode": "positional", "dna_crop_bins", "stride_nt", "stride_aa"}`` mapping) pools
+    by position instead of adaptively to ``pool_to`` rows (:func:`pool_positional`;
+    recorded as ``pooling`` in meta.json). ``part=(i, n)`` encodes only the ``i``-th of
+    ``n`` near-equal runs of whole batches (the batches a single job would run, so every
+    value is the one a single job stores) into a part cache for :func:`gather_cache` (one
+    embed job of ``embed.jobs: n`` each). Returns item ID -> key (None where the sequence
+    is missing).
 
     The cache is written in :func:`partial_dir` and renamed to ``out_dir`` when complete. A
     run that stops (an error, a kill) leaves its finished shards there; the next run with
@@ -270,8 +356,14 @@ def build_cache(
     """
     if pool_to < 1:
         raise ValueError(f"pool_to must be >= 1, got {pool_to}")
+    if pooling is not None:
+        pooling = dict(pooling)
+        if pooling.get("mode") != "positional":
+            raise ValueError(f"pooling must be positional, got {pooling!r}")
     out_dir = Path(out_dir)
     dim = int(encoder.dim)
+    pool = pooling if pooling is not None else pool_to  # what pool_sequence takes
+    per_token = int(getattr(encoder, "letters_per_token", 1))
     if shard_rows is None:
         shard_rows = shard_rows_for(shard_mb, dim)
     # Pass 1: every item's key, and each distinct sequence's first item and length, in
@@ -295,6 +387,20 @@ def build_cache(
                 plan.append([])
             plan[-1].append(position)
         plan = [batch for batch in plan if batch]
+    n_batches = len(plan) if plan is not None else -(-len(keys) // batch_size)
+    first, last = 0, n_batches  # this job's batches (all of them unless a part)
+    if part is not None:
+        index, parts = int(part[0]), int(part[1])
+        if not 0 <= index < parts:
+            raise ValueError(f"part must be (i, n) with 0 <= i < n, got {part}")
+        first, last = index * n_batches // parts, (index + 1) * n_batches // parts
+
+    def batch_start(number: int) -> int:
+        if number >= n_batches:
+            return len(keys)
+        return plan[number][0] if plan is not None else number * batch_size
+
+    lo, hi = batch_start(first), batch_start(last)  # this job's positions in ``keys``
     device = next(encoder.parameters()).device
     autocast = precision == "bf16" and device.type == "cuda"
     fingerprint = hashlib.sha256(
@@ -310,7 +416,10 @@ def build_cache(
                 "device": device.type,
                 "autocast": autocast,
                 "meta": meta or {},
+                # only when positional: an adaptive cache's fingerprint is what it was
+                **({"pooling": pooling} if pooling is not None else {}),
                 "sequences": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+                **({"part": list(part)} if part is not None else {}),
             },
             sort_keys=True,
             default=str,
@@ -319,24 +428,24 @@ def build_cache(
 
     work = partial_dir(out_dir)
     work.mkdir(parents=True, exist_ok=True)
-    records = _finished_shards(work, fingerprint, keys, dim)
-    done = sum(len(r["key"]) for r in records)
+    records = _finished_shards(work, fingerprint, keys[lo:hi], dim)
+    done = lo + sum(len(r["key"]) for r in records)  # positions before it need no forward
     if records:
         log.info(
             "resuming %s: %d finished shards hold %d of %d distinct sequences",
             out_dir,
             len(records),
-            done,
-            len(keys),
+            done - lo,
+            hi - lo,
         )
-    # A shard holds ``shard_rows`` rows, or one sequence's if that is more (pool_to rows at
+    # A shard holds ``shard_rows`` rows, or one sequence's if that is more (max_rows at
     # most); the buffer is no larger than the sequences still to come can fill.
-    buffer_rows = min(max(shard_rows, pool_to), (len(keys) - done) * pool_to)
+    longest = max((length for _, length in distinct.values()), default=1)
+    max_rows = max_pooled_rows(pool, encoder.modality, longest, per_token)
+    buffer_rows = min(max(shard_rows, max_rows), max(hi - done, 1) * max_rows)
     writer = _ShardWriter(work, dim, shard_rows, buffer_rows, fingerprint)
     writer.resume(records)
-    progress = Progress(
-        f"embed {out_dir.name}", len(keys) - done, "sequences", progress_every_s, log
-    )
+    progress = Progress(f"embed {out_dir.name}", hi - done, "sequences", progress_every_s, log)
     was_training = encoder.training
     encoder.eval()
     try:
@@ -349,14 +458,14 @@ def build_cache(
         def encode(batch) -> None:
             names = [key for _, key, _ in batch]
             sequences = [s for _, _, s in batch]
-            pooled = encode_pooled(encoder, sequences, pool_to, device, names, precision)
+            pooled = encode_pooled(encoder, sequences, pool, device, names, precision)
             for (pos, key, _), rows in zip(batch, pooled, strict=True):
-                if pos >= done:
+                if done <= pos < hi:
                     writer.add(key, rows.numpy())
-            progress.update(sum(pos >= done for pos, _, _ in batch))
+            progress.update(sum(done <= pos < hi for pos, _, _ in batch))
 
         if plan is not None:  # length buckets: each sequence read by its first item
-            for positions in plan:
+            for positions in plan[first:last]:
                 if positions[-1] >= done:
                     encode([(p, keys[p], items[distinct[keys[p]][0]]) for p in positions])
         else:  # batches of batch_size in first-seen order, read as the items come
@@ -367,12 +476,12 @@ def build_cache(
                 batch.append((position, key, seq))
                 position += 1
                 if len(batch) == batch_size:
-                    if position > done:
+                    if position > done and batch[0][0] < hi:
                         encode(batch)
                     batch = []
             if position != len(keys):
                 raise RuntimeError(f"{out_dir}: the items changed while they were read")
-            if batch and position > done:
+            if batch and position > done and batch[0][0] < hi:
                 encode(batch)
         writer.flush()
         progress.finish()
@@ -414,13 +523,15 @@ def build_cache(
         "dim": dim,
         "modality": encoder.modality,
         "pool_to": pool_to,
+        **({"pooling": pooling} if pooling is not None else {}),
         "n_items": len(item_keys),
         "n_missing": sum(k is None for k in item_keys.values()),
         "n_sequences": len(keys),
-        "n_forward_batches": len(plan) if plan is not None else -(-len(keys) // batch_size),
+        "n_forward_batches": last - first,
         "n_shards": writer.shard,
         **({"autocast": "bf16"} if autocast else {}),
         **(meta or {}),
+        **({"part": list(part)} if part is not None else {}),
     }
     (work / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     for number in range(writer.shard):
@@ -436,6 +547,59 @@ def build_cache(
         out_dir,
     )
     return item_keys
+
+
+def gather_cache(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> None:
+    """One cache from the part caches of ``build_cache(part=(i, n))``, ``i = 0 .. n-1`` in
+    order: their shards renumbered one after another (hard links where the file system
+    allows, else copies), one ``index.parquet``, the ``items.parquet`` they share and the
+    first part's ``meta.json`` with the totals, so a reader sees what one job would have
+    written: the same keys, items and stored values (the shard boundaries may differ).
+    Written beside ``out_dir`` and renamed into place."""
+    parts = [Path(p) for p in part_dirs]
+    metas = [json.loads((p / META_FILE).read_text()) for p in parts]
+    n = len(parts)
+    for number, (path, meta) in enumerate(zip(parts, metas, strict=True)):
+        if meta.get("part") != [number, n]:
+            raise InputError(path, META_FILE, f"is not part {number} of {n}")
+    items = [(p / ITEMS_FILE).read_bytes() for p in parts]
+    if any(data != items[0] for data in items):
+        raise InputError(parts[0], ITEMS_FILE, "the parts were built from different items")
+    index: dict[str, list] = {"key": [], "shard": [], "offset": [], "length": []}
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        shard = 0
+        for path, meta in zip(parts, metas, strict=True):
+            table = pq.read_table(path / INDEX_FILE).to_pydict()
+            for name in ("key", "offset", "length"):
+                index[name] += table[name]
+            index["shard"] += [shard + s for s in table["shard"]]
+            for number in range(int(meta["n_shards"])):
+                source = path / f"shard_{number:05d}.npy"
+                target = tmp / f"shard_{shard + number:05d}.npy"
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copy2(source, target)
+            shard += int(meta["n_shards"])
+        pq.write_table(
+            pa.table(
+                {
+                    "key": pa.array(index["key"], pa.string()),
+                    "shard": pa.array(index["shard"], pa.int32()),
+                    "offset": pa.array(index["offset"], pa.int64()),
+                    "length": pa.array(index["length"], pa.int32()),
+                }
+            ),
+            tmp / INDEX_FILE,
+        )
+        (tmp / ITEMS_FILE).write_bytes(items[0])
+        info = {k: v for k, v in metas[0].items() if k != "part"}
+        info["n_forward_batches"] = sum(int(m["n_forward_batches"]) for m in metas)
+        info["n_shards"] = shard
+        info["jobs"] = n
+        (tmp / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
+    log.info("gathered %d part caches (%d shards) into %s", n, shard, out_dir)
 
 
 class EmbeddingCache:
@@ -623,10 +787,16 @@ def embed_dataset(
     shard_mb: float = SHARD_MB,
     precision: str = "bf16",
     batch_letters: int = 0,
+    pooling: Mapping[str, Any] | None = None,
+    part: tuple[int, int] | None = None,
 ) -> dict:
     """Cache the embeddings of every transcript of a dataset table for one encoder, holding
     at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time; on CUDA the
-    forwards run under bf16 autocast unless ``precision`` (``embed.precision``) is fp32."""
+    forwards run under bf16 autocast unless ``precision`` (``embed.precision``) is fp32.
+    ``pooling``: positional pooling (``isoflow.workflow.embed_pooling``; rule
+    embed_positional) instead of the spec's adaptive ``pool_to``. ``part=(i, n)``: the
+    ``i``-th of ``n`` part caches of one scattered embedding (``embed.jobs``;
+    :func:`gather_cache` joins them)."""
     from isoflow.dataset import read_dataset
 
     df, _ = read_dataset(dataset)
@@ -638,13 +808,13 @@ def embed_dataset(
     pool_to = int(spec["pool_to"])
     batch_size = int(spec["embed_batch_size"])
     log.info(
-        "embedding %d transcripts with %s (%s, dim %d) on %s, pool_to %d",
+        "embedding %d transcripts with %s (%s, dim %d) on %s, %s",
         len(items),
         encoder_name,
         encoder.modality,
         encoder.dim,
         device,
-        pool_to,
+        f"pool_to {pool_to}" if pooling is None else f"pooling {dict(pooling)}",
     )
     keys = build_cache(
         encoder,
@@ -656,5 +826,7 @@ def embed_dataset(
         shard_mb=shard_mb,
         precision=precision,
         batch_letters=batch_letters,
+        pooling=pooling,
+        part=tuple(part) if part is not None else None,
     )
     return keys

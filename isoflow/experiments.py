@@ -19,20 +19,31 @@ DEFAULTS: dict[str, Any] = {
     "fraction": 1.0,
     "shuffle_targets": False,
 }
+# The embedding cache's pooling (isoflow.embed.POOLINGS) of a run that names none, when the
+# config's `embed.pooling` is unset too; an expanded experiment holds `pooling` only when it
+# is another (so runs, names and fingerprints made before the key existed stay as they were).
+DEFAULT_POOLING = "adaptive"
 # Seeds of an experiment without its own ``seed`` when the config has no ``seeds`` list.
 DEFAULT_SEEDS = [0]
 # The factors an ablation varies one at a time; seed is replication, averaged over.
-FACTORS = ("modalities", "dna_encoder", "aggregator")
+FACTORS = ("modalities", "dna_encoder", "aggregator", "pooling")
 FACTOR_LABELS = {
     "modalities": "modalities",
     "dna_encoder": "DNA encoder",
     "aggregator": "aggregator",
+    "pooling": "cache pooling",
     "fraction": "training fraction",
 }
 
 
+def run_pooling(experiment: Mapping[str, Any]) -> str:
+    """The pooling of the embedding caches a run reads (``adaptive`` unless it says)."""
+    return experiment.get("pooling") or DEFAULT_POOLING
+
+
 def run_name(experiment: dict[str, Any]) -> str:
-    """``{modalities}_{dna_encoder}_{aggregator}_s{seed}[_f{fraction}][_shuffled]``.
+    """``{modalities}_{dna_encoder}_{aggregator}_s{seed}[_f{fraction}][_{pooling}][_shuffled]``
+    (``_positional`` for a run on positionally pooled caches).
 
     The DNA encoder is named even when DNA is not among the modalities, so that two runs
     never share a name by accident only if everything else is equal.
@@ -45,6 +56,8 @@ def run_name(experiment: dict[str, Any]) -> str:
     name = f"{modalities}_{exp['dna_encoder']}_{exp['aggregator']}_s{exp['seed']}"
     if exp["fraction"] != 1.0:
         name += f"_f{exp['fraction']:g}"
+    if run_pooling(exp) != DEFAULT_POOLING:
+        name += f"_{run_pooling(exp)}"
     if exp["shuffle_targets"]:
         name += "_shuffled"
     return name
@@ -55,9 +68,12 @@ def expand_experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     An experiment that sets its own ``seed`` is one run; any other is one run per entry of
     the top-level ``seeds`` list (default ``DEFAULT_SEEDS``). Two runs with the same name are
-    a config error (InputError, one line naming the entry).
+    a config error (InputError, one line naming the entry). An experiment without its own
+    ``pooling`` reads caches pooled as ``embed.pooling`` says (default adaptive); the
+    expanded experiment holds ``pooling`` only when it is not adaptive.
     """
     seeds = config.get("seeds", DEFAULT_SEEDS)
+    pooling = (config.get("embed") or {}).get("pooling") or DEFAULT_POOLING
     if not seeds:
         raise InputError("config", "seeds", "empty list: give at least one seed, e.g. [0]")
     runs: dict[str, dict[str, Any]] = {}
@@ -65,6 +81,9 @@ def expand_experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
         own_seed = "seed" in experiment
         for seed in [experiment["seed"]] if own_seed else seeds:
             exp = {**DEFAULTS, **experiment, "seed": seed}
+            exp["pooling"] = experiment.get("pooling") or pooling
+            if exp["pooling"] == DEFAULT_POOLING:
+                del exp["pooling"]
             exp["modalities"] = [m for m in MODALITIES if m in exp["modalities"]]
             name = run_name(exp)
             if name in runs:
@@ -82,6 +101,8 @@ def expand_experiments(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def factor_level(experiment: Mapping[str, Any], factor: str) -> str:
     """How a run's setting of ``factor`` is written in tables (modalities joined by +)."""
+    if factor == "pooling":
+        return run_pooling(experiment)
     value = experiment[factor]
     if factor == "modalities":
         return "+".join(value)
@@ -90,20 +111,29 @@ def factor_level(experiment: Mapping[str, Any], factor: str) -> str:
     return str(value)
 
 
+_SETTING_KEYS = (
+    "modalities",
+    "dna_encoder",
+    "aggregator",
+    "fraction",
+    "pooling",
+    "shuffle_targets",
+)
+
+
 def _settings(experiment: Mapping[str, Any], exclude: Iterable[str]) -> str:
     parts = []
-    for key in ("modalities", "dna_encoder", "aggregator", "fraction", "shuffle_targets"):
+    for key in _SETTING_KEYS:
         if key in exclude:
             continue
         if key == "shuffle_targets":
             if experiment.get(key):
                 parts.append("shuffled targets")
             continue
+        if key == "pooling" and run_pooling(experiment) == DEFAULT_POOLING:
+            continue  # said only when not the default, as in the run's name
         parts.append(f"{FACTOR_LABELS[key]} {factor_level(experiment, key)}")
     return ", ".join(parts)
-
-
-_SETTING_KEYS = ("modalities", "dna_encoder", "aggregator", "fraction", "shuffle_targets")
 
 
 def _setting_key(experiment: Mapping[str, Any], exclude: str | None = None) -> tuple:

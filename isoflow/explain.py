@@ -15,7 +15,7 @@ Two views (docs/constructs.md, "Explain a prediction"):
   5'UTR / CDS / 3'UTR tokens of the RNA (and the CDS, i.e. all, of the protein), averaged
   over transcripts: the view of the IsoFormer paper's Appendix C. A key token (a pooled
   cache slot, or an encoder token) is mapped back to the nucleotides (residues) it covers
-  by the encoder's tokenisation and ``embed.pool_tokens``' windows, then to regions by
+  by the encoder's tokenisation and ``embed.pool_sequence``' windows, then to regions by
   overlap. Attention weights say where a head looks, not what the prediction depends on.
 
 Logo convention (ISM × reference one-hot, mean-centred per position): the height of the
@@ -599,12 +599,12 @@ def slot_regions(
 ) -> np.ndarray:
     """``(n_slots, len(regions))``: the share of each key slot's nucleotides (residues) in
     each region. A slot of a cached modality is the mean of the encoder tokens
-    ``embed.pool_tokens`` put in it (its weights, taken by pooling an identity matrix); a
+    ``embed.pool_sequence`` put in it (its weights, taken by pooling an identity matrix); a
     token covers the letters :func:`token_spans` gives it. Rows sum to 1 where the regions
     cover the sequence."""
     import torch
 
-    from isoflow.embed import pool_tokens
+    from isoflow.embed import pool_sequence
 
     if modality in model.frozen:  # the whole sequence: the frozen encoder cuts it
         encoder, pool_to = model.frozen[modality]
@@ -625,8 +625,10 @@ def slot_regions(
     for t, (a, b) in enumerate(spans):
         for k, (_, lo, hi) in enumerate(regions):
             shares[t, k] = max(0.0, min(b, hi) - max(a, lo)) / max(b - a, 1e-12)
-    if pool_to is not None and len(spans) > pool_to:
-        weights = pool_tokens(torch.eye(len(spans), dtype=torch.float64), len(spans), pool_to)
+    if pool_to is not None:  # an int (adaptive) or a positional pooling mapping
+        eye = torch.eye(len(spans), dtype=torch.float64)
+        per_token = int(getattr(encoder, "letters_per_token", 1))
+        weights = pool_sequence(eye, len(spans), pool_to, modality, per_token)
         shares = weights.numpy() @ shares
     if len(shares) != n_slots:
         raise ValueError(

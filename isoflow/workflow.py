@@ -19,8 +19,8 @@ from typing import Any
 
 from isoflow.config import SCHEMA, check_tf_gamma, load_schema
 from isoflow.errors import InputError
+from isoflow.experiments import DEFAULT_POOLING, FACTORS, ablation_groups, run_pooling
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
-from isoflow.experiments import FACTORS, ablation_groups
 from isoflow.model.registry import ENCODER_HOST_MB, IMPORT_MB, encoder_kind, encoder_modality
 from isoflow.settings import (
     cached_modalities,
@@ -76,7 +76,7 @@ def train_inputs(config: dict, experiment: dict, dataset: str, genome: str) -> d
         inputs["fai"] = f"{genome}.fai"
     names = encoder_names(config, experiment)
     for modality in cached:
-        inputs[f"cache_{modality}"] = f"results/embeddings/{names[modality]}"
+        inputs[f"cache_{modality}"] = cache_dir(names[modality], run_pooling(experiment))
     return inputs
 
 
@@ -379,6 +379,29 @@ def design_inputs(config: dict, experiments: Mapping[str, Any]) -> dict[str, Any
 
 # ---------------------------------------------------------------- embedding caches
 
+EMBEDDINGS_DIR = "results/embeddings"
+POSITIONAL_OPTIONS = ("dna_crop_bins", "stride_nt", "stride_aa")
+
+
+def cache_dir(encoder: str, pooling: str = DEFAULT_POOLING) -> str:
+    """The embedding cache of ``encoder`` pooled as ``pooling`` says: rule embed's
+    ``results/embeddings/{encoder}`` (adaptive) or rule embed_positional's
+    ``results/embeddings/{encoder}-positional``."""
+    if pooling == DEFAULT_POOLING:
+        return f"{EMBEDDINGS_DIR}/{encoder}"
+    return f"{EMBEDDINGS_DIR}/{encoder}-{pooling}"
+
+
+def embed_pooling(config: dict) -> dict[str, Any]:
+    """Rule embed_positional's pooling (``isoflow.embed.pool_positional``): ``mode``
+    positional and ``embed``'s ``dna_crop_bins``, ``stride_nt``, ``stride_aa`` (schema
+    defaults filled)."""
+    section = config.get("embed") or {}
+    pooling: dict[str, Any] = {"mode": "positional"}
+    for key in POSITIONAL_OPTIONS:
+        pooling[key] = int(section.get(key) or schema_default("embed", key))
+    return pooling
+
 
 def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str, str]:
     """Inputs of the ``embed`` rule for ``wildcards.encoder`` (a Snakemake input function).
@@ -397,6 +420,18 @@ def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str
     if with_encoder_defaults(spec)["source"] == "pretrained":
         inputs["weights"] = f"{weights_dir(name, spec)}/isoflow_source.json"
     return inputs
+
+
+def embed_parts(wildcards, pooling: str, jobs: int) -> list[str]:
+    """The part caches the gather of ``wildcards.encoder``'s ``pooling`` cache joins, in
+    order (``embed.jobs`` > 1; rule embed_part)."""
+    return [f"{EMBEDDINGS_DIR}/.parts/{wildcards.encoder}/{pooling}/{i}" for i in range(jobs)]
+
+
+def part_pooling(wildcards, config: dict) -> dict[str, Any] | None:
+    """Rule embed_part's pooling: :func:`embed_pooling` for a positional part, else none
+    (the spec's ``pool_to``)."""
+    return embed_pooling(config) if wildcards.pooling == "positional" else None
 
 
 EMBED_MEM_MARGIN = 1.25  # headroom over the estimate (allocator slack, the index, pyarrow)

@@ -2,7 +2,14 @@
 from functools import partial
 
 from isoflow.settings import protein_config, rna_config
-from isoflow.workflow import embed_inputs, embed_mem_mb, encoder_settings
+from isoflow.workflow import (
+    embed_inputs,
+    embed_mem_mb,
+    embed_parts,
+    embed_pooling,
+    encoder_settings,
+    part_pooling,
+)
 
 
 # Downloads run on the host that runs snakemake: cluster compute nodes often have no
@@ -29,39 +36,156 @@ rule download_encoders:
         "../scripts/download_encoders.py"
 
 
-rule embed:
-    """Frozen-encoder embedding cache of every dataset transcript (isoflow.embed):
-    one forward per distinct sequence, pooled to at most `pool_to` positions; holds at most
-    `embed.shard_mb` of it at a time, and a killed job's finished shards are reused by the
-    next (results/embeddings/.{encoder}.partial/)."""
-    input:
-        unpack(
-            partial(
-                embed_inputs,
-                config=config,
-                dataset=f"results/dataset/{DATASET}.parquet",
-                genome=genome_fasta(),
-            )
-        ),
-    output:
-        directory("results/embeddings/{encoder}"),
-    log:
-        "logs/embed/{encoder}.log",
-    benchmark:
-        "benchmarks/embed/{encoder}.tsv"
-    wildcard_constraints:
-        encoder="[A-Za-z0-9_]+",
-    conda:
-        "../envs/isoflow.yaml"
-    threads: 2
-    resources:
-        gpu=config["resources"]["gpu"],
-        mem_mb=partial(embed_mem_mb, config=config),
-    params:
-        # shard_mb, precision, batch_letters: only when set (isoflow.workflow.set_options)
-        **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
-        encoders=encoder_settings(config),
-        rna=rna_config(config),
-        protein=protein_config(config),
-    script:
-        "../scripts/embed.py"
+# embed.jobs picks one of two definitions of the cache rules: 1 (default) is one job per
+# cache; N > 1 scatters each cache over N embed_part jobs (whole batches of the single job's
+# plan each, so several GPUs embed at once) and gathers them into the same folder, with the
+# same keys, items and stored values (isoflow.embed.gather_cache; tests/unit/test_embed.py).
+EMBED_JOBS = int(config["embed"]["jobs"])
+
+
+if EMBED_JOBS == 1:
+
+    rule embed:
+        """Frozen-encoder embedding cache of every dataset transcript (isoflow.embed):
+        one forward per distinct sequence, pooled to at most `pool_to` positions; holds at most
+        `embed.shard_mb` of it at a time, and a killed job's finished shards are reused by the
+        next (results/embeddings/.{encoder}.partial/)."""
+        input:
+            unpack(
+                partial(
+                    embed_inputs,
+                    config=config,
+                    dataset=f"results/dataset/{DATASET}.parquet",
+                    genome=genome_fasta(),
+                )
+            ),
+        output:
+            directory("results/embeddings/{encoder}"),
+        log:
+            "logs/embed/{encoder}.log",
+        benchmark:
+            "benchmarks/embed/{encoder}.tsv"
+        wildcard_constraints:
+            encoder="[A-Za-z0-9_]+",
+        conda:
+            "../envs/isoflow.yaml"
+        threads: 2
+        resources:
+            gpu=config["resources"]["gpu"],
+            mem_mb=partial(embed_mem_mb, config=config),
+        params:
+            # shard_mb, precision, batch_letters: only when set (isoflow.workflow.set_options)
+            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
+            encoders=encoder_settings(config),
+            rna=rna_config(config),
+            protein=protein_config(config),
+        script:
+            "../scripts/embed.py"
+
+    rule embed_positional:
+        """The same cache pooled by position (isoflow.embed.pool_positional): DNA tokens kept
+        unpooled in a crop of `embed.dna_crop_bins` around the TSS, RNA and protein tokens
+        averaged over fixed strides (`embed.stride_nt`, `embed.stride_aa`) from the 5' end; read
+        by runs whose `pooling` (or `embed.pooling`) is positional."""
+        input:
+            unpack(
+                partial(
+                    embed_inputs,
+                    config=config,
+                    dataset=f"results/dataset/{DATASET}.parquet",
+                    genome=genome_fasta(),
+                )
+            ),
+        output:
+            directory("results/embeddings/{encoder}-positional"),
+        log:
+            "logs/embed/{encoder}-positional.log",
+        benchmark:
+            "benchmarks/embed/{encoder}-positional.tsv"
+        wildcard_constraints:
+            encoder="[A-Za-z0-9_]+",
+        conda:
+            "../envs/isoflow.yaml"
+        threads: 2
+        resources:
+            gpu=config["resources"]["gpu"],
+            mem_mb=partial(embed_mem_mb, config=config),
+        params:
+            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
+            pooling=embed_pooling(config),
+            encoders=encoder_settings(config),
+            rna=rna_config(config),
+            protein=protein_config(config),
+        script:
+            "../scripts/embed_pooled.py"
+
+else:
+
+    rule embed_part:
+        """Part {part} of embed.jobs of one cache (isoflow.embed.build_cache(part=...)):
+        a temporary folder the gather rule joins."""
+        input:
+            unpack(
+                partial(
+                    embed_inputs,
+                    config=config,
+                    dataset=f"results/dataset/{DATASET}.parquet",
+                    genome=genome_fasta(),
+                )
+            ),
+        output:
+            temp(directory("results/embeddings/.parts/{encoder}/{pooling}/{part}")),
+        log:
+            "logs/embed/{encoder}-{pooling}-part{part}.log",
+        benchmark:
+            "benchmarks/embed/{encoder}-{pooling}-part{part}.tsv"
+        wildcard_constraints:
+            encoder="[A-Za-z0-9_]+",
+            pooling="adaptive|positional",
+            part="[0-9]+",
+        conda:
+            "../envs/isoflow.yaml"
+        threads: 2
+        resources:
+            gpu=config["resources"]["gpu"],
+            mem_mb=partial(embed_mem_mb, config=config),
+        params:
+            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
+            pooling=partial(part_pooling, config=config),
+            part=lambda wildcards: [int(wildcards.part), EMBED_JOBS],
+            encoders=encoder_settings(config),
+            rna=rna_config(config),
+            protein=protein_config(config),
+        script:
+            "../scripts/embed_pooled.py"
+
+    rule embed:
+        """The embed.jobs part caches of results/embeddings/{encoder} (adaptive pooling)
+        gathered into one (isoflow.embed.gather_cache)."""
+        input:
+            partial(embed_parts, pooling="adaptive", jobs=EMBED_JOBS),
+        output:
+            directory("results/embeddings/{encoder}"),
+        log:
+            "logs/embed/{encoder}.log",
+        wildcard_constraints:
+            encoder="[A-Za-z0-9_]+",
+        conda:
+            "../envs/isoflow.yaml"
+        script:
+            "../scripts/embed_gather.py"
+
+    rule embed_positional:
+        """The same for results/embeddings/{encoder}-positional."""
+        input:
+            partial(embed_parts, pooling="positional", jobs=EMBED_JOBS),
+        output:
+            directory("results/embeddings/{encoder}-positional"),
+        log:
+            "logs/embed/{encoder}-positional.log",
+        wildcard_constraints:
+            encoder="[A-Za-z0-9_]+",
+        conda:
+            "../envs/isoflow.yaml"
+        script:
+            "../scripts/embed_gather.py"

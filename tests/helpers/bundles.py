@@ -22,13 +22,16 @@ def tiny_bundles(
     seeds: Sequence[int | None] = (None,),
     max_epochs: int = 1,
     check_n: int = 4,
+    pooling: dict | None = None,
     **export_kwargs,
 ) -> dict:
     """Train one tiny run per entry of ``seeds`` on one tiny dataset (``None``: the
     experiment without its own seed) and export each (``check_n`` test transcripts
     re-predicted); returns ``{"paths": [bundle, ...], "run_dirs": [...], "manifests": [...],
     "exports": [export_bundle's keyword arguments per run, to export it again], "dataset",
-    "fasta", "caches", "config"}``. ``export_kwargs`` go to ``export_bundle``."""
+    "fasta", "caches", "config"}``. ``pooling``: the caches pooled by position
+    (``isoflow.embed.pool_positional``) instead of to 4 slots. ``export_kwargs`` go to
+    ``export_bundle``."""
     from isoflow.bundle import export_bundle
     from isoflow.embed import embed_dataset
     from isoflow.train import run_experiment
@@ -41,7 +44,7 @@ def tiny_bundles(
     for modality, name in CACHED.items():
         config["encoders"][name]["pool_to"] = 4
         caches[modality] = tmp / "embeddings" / name
-        embed_dataset(dataset, name, config["encoders"][name], caches[modality])
+        embed_dataset(dataset, name, config["encoders"][name], caches[modality], pooling=pooling)
     settings = {**config, "dna": {"window": window}, "dataset": {"name": "tiny"}}
     paths, run_dirs, manifests, exports = [], [], [], []
     for seed in seeds:

@@ -216,3 +216,15 @@ def test_bundle_encodes_as_the_cache_was_built(trained, tmp_path, monkeypatch):
     _, _, inputs = _test_inputs(trained)
     model.predict(inputs[:3])
     assert seen and set(seen) == {"bf16"}
+
+
+def test_a_bundle_of_positional_caches_pools_new_sequences_by_position(tmp_path):
+    """A run on positionally pooled caches (embed_positional) exports a bundle whose manifest
+    records the pooling, and which re-predicts its test transcripts from their sequences
+    within the export check's tolerance: it pools new sequences as the caches were pooled."""
+    pooling = {"mode": "positional", "dna_crop_bins": 4, "stride_nt": 24, "stride_aa": 4}
+    built = tiny_bundles(tmp_path, pooling=pooling, check_n=8)
+    cached = [e for e in built["manifests"][0]["encoders"].values() if e["mode"] == "cached"]
+    assert len(cached) == 2 and all(e["pooling"] == pooling for e in cached)
+    model = load_model(built["paths"][0], device="cpu")
+    assert {p["mode"] for _, p in model.frozen.values()} == {"positional"}

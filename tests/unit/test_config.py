@@ -153,7 +153,8 @@ def test_every_key_the_code_reads_is_typed_and_its_default_lives_in_python(secti
 def test_experiment_defaults_live_in_python_only():
     schema = yaml.safe_load(SCHEMA.read_text())["properties"]
     items = schema["experiments"]["items"]
-    assert set(items["properties"]) == set(EXPERIMENT_DEFAULTS) | {"modalities"}
+    # pooling: from embed.pooling (its schema default) when unset, so not in DEFAULTS
+    assert set(items["properties"]) == set(EXPERIMENT_DEFAULTS) | {"modalities", "pooling"}
     assert all("default" not in spec for spec in items["properties"].values())
     assert "default" not in schema["seeds"], "a second home for DEFAULT_SEEDS"
     assert all("default" not in spec for spec in items["properties"].values())

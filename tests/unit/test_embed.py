@@ -14,6 +14,7 @@ from isoflow.embed import (
     pool_tokens,
     sequence_key,
 )
+from isoflow.errors import InputError
 from isoflow.model.encoders import build_encoder
 
 RNG = np.random.default_rng(1)
@@ -489,3 +490,120 @@ def test_length_buckets_fill_a_letter_budget_and_keep_the_values(tmp_path, esm):
     assert torch.equal(mask, plain_mask)
     # other batch partners, other padding: float rounding only
     torch.testing.assert_close(bucketed, plain, atol=2e-3, rtol=2e-3)
+
+
+# ---------------------------------------------------------------- positional pooling
+
+POSITIONAL = {"mode": "positional", "dna_crop_bins": 4, "stride_nt": 12, "stride_aa": 3}
+
+
+def test_dna_positional_pooling_is_a_crop_centred_on_the_tss():
+    from isoflow.embed import pool_positional
+
+    emb = torch.arange(20, dtype=torch.float32).reshape(10, 2)  # 10 bins, TSS in bin 5
+    crop = pool_positional(emb, 10, "dna", POSITIONAL)
+    assert crop.tolist() == emb[3:7].tolist()  # unpooled; the TSS bin at index crop // 2
+    assert crop[2].tolist() == emb[5].tolist()
+    assert torch.equal(pool_positional(emb, 3, "dna", POSITIONAL), emb[:3])  # shorter: whole
+
+
+def test_rna_and_protein_positional_pooling_is_a_fixed_stride_from_the_5_end():
+    from isoflow.embed import max_pooled_rows, pool_positional
+
+    emb = torch.arange(14, dtype=torch.float32).reshape(7, 2)
+    # protein: 3 residues per slot, the last slot the mean of what is left
+    pooled = pool_positional(emb, 7, "protein", POSITIONAL)
+    assert pooled.tolist() == [[2, 3], [8, 9], [12, 13]]
+    # the same slot covers the same residues whatever the length: a longer protein's first
+    # slots are the shorter one's
+    longer = torch.cat([emb, torch.full((5, 2), 99.0)])
+    assert torch.equal(pool_positional(longer, 12, "protein", POSITIONAL)[:2], pooled[:2])
+    # RNA: stride_nt 12 nt over NT's 6-mer tokens = 2 tokens per slot
+    rna = pool_positional(emb, 7, "rna", POSITIONAL, letters_per_token=6)
+    assert rna.tolist() == [[1, 2], [5, 6], [9, 10], [12, 13]]
+    assert max_pooled_rows(POSITIONAL, "rna", 7 * 6, 6) >= 4
+    assert max_pooled_rows(POSITIONAL, "dna", 10**6) == 4
+    assert max_pooled_rows(8, "rna", 10**6) == 8
+
+
+def test_positional_cache_stores_what_the_pooling_gives_and_records_it(tmp_path, esm):
+    from isoflow.embed import encode_pooled, pool_positional
+
+    seqs = {"a": protein(40), "b": protein(7), "c": None}
+    build_cache(esm, seqs, tmp_path / "pos", pool_to=4, batch_size=2, pooling=POSITIONAL)
+    cache = EmbeddingCache(tmp_path / "pos")
+    assert cache.meta["pooling"] == POSITIONAL
+    emb, mask = cache.lookup_items(["a", "b", "c"])
+    assert mask.sum(1).tolist() == [14, 3, 0]  # ceil(40 / 3), ceil(7 / 3), missing
+    with torch.no_grad():
+        direct, _ = esm(**esm.tokenize([seqs["a"]]))
+    expected = pool_positional(direct[0], 40, "protein", POSITIONAL)
+    torch.testing.assert_close(emb[0], expected, atol=2e-3, rtol=2e-3)
+    # what a bundle runs on a new sequence (encode_pooled) is what the cache holds
+    again = encode_pooled(esm, [seqs["a"]], POSITIONAL, "cpu")[0]
+    assert torch.equal(again.to(torch.float16).float(), emb[0])
+    # an adaptive cache's meta.json has no pooling key: caches built before it are the same
+    build_cache(esm, seqs, tmp_path / "adaptive", pool_to=4, batch_size=2)
+    assert "pooling" not in EmbeddingCache(tmp_path / "adaptive").meta
+    with pytest.raises(ValueError, match="positional"):
+        build_cache(esm, seqs, tmp_path / "x", pool_to=4, pooling={"mode": "adaptive"})
+
+
+def test_positional_dna_cache_of_a_tiny_enformer_keeps_the_centre_bins(tmp_path):
+    enformer = build_encoder("enformer", {"source": "tiny"}).eval()
+    windows = {f"ENST{i}": RNG.integers(0, 5, 2048).astype(np.uint8) for i in range(2)}
+    build_cache(enformer, windows, tmp_path / "c", pool_to=2, pooling=POSITIONAL)
+    emb, mask = EmbeddingCache(tmp_path / "c").lookup_items(list(windows))
+    with torch.no_grad():
+        direct, _ = enformer(**enformer.tokenize(list(windows.values())))
+    bins = direct.shape[1]
+    assert bins > 4 and mask.sum(1).tolist() == [4, 4]
+    centre = direct[:, bins // 2 - 2 : bins // 2 + 2]
+    torch.testing.assert_close(emb, centre, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("pooling", [16, POSITIONAL])
+@pytest.mark.parametrize("modality", ["dna", "rna", "protein"])
+def test_pooled_rows_is_what_the_pooling_keeps(pooling, modality):
+    from isoflow.embed import pool_sequence, pooled_rows
+
+    for tokens in (1, 3, 4, 5, 12, 13, 40):
+        emb = torch.randn(tokens, 2)
+        kept = pool_sequence(emb, tokens, pooling, modality, letters_per_token=6)
+        assert pooled_rows(pooling, modality, tokens, letters_per_token=6) == len(kept)
+
+
+# ---------------------------------------------------------------- scatter and gather
+
+
+@pytest.mark.parametrize("batch_letters", [0, 120])
+def test_parts_gathered_are_the_cache_one_job_writes(tmp_path, esm, batch_letters):
+    """embed.jobs: 3 part jobs and a gather give the single job's keys, items and stored
+    values (each part runs whole batches of the single job's plan), and one cache to read."""
+    from isoflow.embed import gather_cache
+
+    seqs = {f"p{i}": protein(5 + (i * 7) % 30) for i in range(23)}
+    seqs["p3"] = seqs["p1"]  # a shared protein
+    seqs["nc"] = None
+    options = {"pool_to": 4, "batch_size": 3, "shard_rows": 10, "batch_letters": batch_letters}
+    build_cache(esm, seqs, tmp_path / "one", **options)
+    parts = [tmp_path / f"part{i}" for i in range(3)]
+    for i, folder in enumerate(parts):
+        build_cache(esm, seqs, folder, part=(i, 3), **options)
+    gather_cache(parts, tmp_path / "gathered")
+    one, gathered = EmbeddingCache(tmp_path / "one"), EmbeddingCache(tmp_path / "gathered")
+    assert len(gathered) == len(one) and set(gathered._index) == set(one._index)
+    items = list(seqs)
+    emb_one, mask_one = one.lookup_items(items)
+    emb_gathered, mask_gathered = gathered.lookup_items(items)
+    assert torch.equal(mask_gathered, mask_one) and torch.equal(emb_gathered, emb_one)
+    meta_one, meta_gathered = one.meta, gathered.meta
+    assert meta_gathered.pop("jobs") == 3
+    for meta in (meta_one, meta_gathered):
+        meta.pop("n_shards")
+    assert meta_gathered == meta_one
+    forward = [EmbeddingCache(p).meta["n_forward_batches"] for p in parts]
+    assert all(n > 0 for n in forward)  # every part ran some of the batches
+    # parts from other items, or not a full set, are refused
+    with pytest.raises(InputError, match="is not part 0 of 2"):
+        gather_cache(parts[:1] + parts[2:], tmp_path / "bad")

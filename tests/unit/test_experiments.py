@@ -96,7 +96,11 @@ def load(*names: str) -> dict:
 
 def test_demo_trains_every_experiment_on_three_seeds_and_keeps_its_shuffled_runs():
     runs = expand_experiments(load("demo.yaml"))
-    assert len(runs) == 6 * 3
+    assert len(runs) == 7 * 3  # six settings and the pooling ablation's positional one
+    positional = [name for name in runs if name.endswith("_positional")]
+    assert positional == [
+        f"dna+rna+protein_enformer_cross_attention_s{s}_positional" for s in range(3)
+    ]
     shuffled = [name for name in runs if name.endswith("_shuffled")]
     assert shuffled == [f"dna+rna+protein_enformer_cross_attention_s{s}_shuffled" for s in range(3)]
     assert {exp["seed"] for exp in runs.values()} == {0, 1, 2}
@@ -107,7 +111,7 @@ def test_ablation_grid_runs_three_seeds_per_row_and_the_full_run_one():
     runs = expand_experiments(load("config.yaml", "ablations.yaml"))
     assert len(runs) == 3 * len(overlay["experiments"])
     assert list(expand_experiments(load("config.yaml"))) == [
-        "dna+rna+protein_enformer_cross_attention_s0"
+        "dna+rna+protein_enformer_cross_attention_s0_positional"
     ]
 
 
@@ -167,3 +171,34 @@ def test_duplicate_experiments_are_a_config_error():
         expand_experiments({"experiments": [{"modalities": ["dna"]}, {"modalities": ["dna"]}]})
     runs = expand_experiments({"experiments": [{"modalities": ["rna", "dna"]}]})
     assert runs["dna+rna_enformer_cross_attention_s0"]["modalities"] == ["dna", "rna"]
+
+
+def test_pooling_reaches_names_and_experiments_only_when_positional():
+    from isoflow.experiments import ablation_groups, run_pooling
+
+    entries = [
+        {"modalities": ["dna", "rna"]},
+        {"modalities": ["dna", "rna"], "pooling": "positional"},
+    ]
+    runs = expand_experiments({"experiments": entries, "seeds": [0]})
+    assert list(runs) == [
+        "dna+rna_enformer_cross_attention_s0",
+        "dna+rna_enformer_cross_attention_s0_positional",
+    ]
+    first, second = runs.values()
+    assert "pooling" not in first  # an adaptive run's experiment (and fingerprint) as before
+    assert second["pooling"] == "positional" and run_pooling(first) == "adaptive"
+    (group,) = ablation_groups(runs, "pooling")
+    assert group["levels"] == {
+        "adaptive": ["dna+rna_enformer_cross_attention_s0"],
+        "positional": ["dna+rna_enformer_cross_attention_s0_positional"],
+    }
+    # embed.pooling: the default of runs that name none; an explicit adaptive overrides it
+    config = {"experiments": [entries[0], {**entries[0], "pooling": "adaptive", "seed": 1}]}
+    config["embed"] = {"pooling": "positional"}
+    runs = expand_experiments(config)
+    assert list(runs) == [
+        "dna+rna_enformer_cross_attention_s0_positional",
+        "dna+rna_enformer_cross_attention_s1",
+    ]
+    assert "pooling" not in runs["dna+rna_enformer_cross_attention_s1"]

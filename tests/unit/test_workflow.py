@@ -243,3 +243,25 @@ def test_embed_mem_mb_is_the_shard_budget_plus_the_encoder():
     assert mem("esm2", encoders=tiny) == rounded(-(-1.25 * (1024 + 573) // 1))
     with pytest.raises(InputError, match="unknown encoder"):
         mem("nope", encoders={"nope": {}})
+
+
+def test_positional_runs_read_the_positional_caches():
+    config = {"model": {"cached_modalities": ["dna", "rna"]}}
+    exp = {"modalities": ["dna", "rna"], "pooling": "positional"}
+    inputs = workflow.train_inputs(config, exp, "d.parquet", "g.fa")
+    assert inputs["cache_dna"] == "results/embeddings/enformer-positional"
+    assert inputs["cache_rna"] == "results/embeddings/nucleotide_transformer-positional"
+    assert workflow.cache_dir("esm2") == "results/embeddings/esm2"
+    pooling = workflow.embed_pooling({"embed": {"stride_aa": 8}})
+    assert pooling == {"mode": "positional", "dna_crop_bins": 128, "stride_nt": 96, "stride_aa": 8}
+
+
+def test_embed_jobs_scatter_into_parts_the_gather_reads_in_order():
+    from types import SimpleNamespace
+
+    wildcards = SimpleNamespace(encoder="esm2", pooling="positional")
+    assert workflow.embed_parts(wildcards, pooling="positional", jobs=3) == [
+        f"results/embeddings/.parts/esm2/positional/{i}" for i in range(3)
+    ]
+    assert workflow.part_pooling(wildcards, {})["mode"] == "positional"
+    assert workflow.part_pooling(SimpleNamespace(pooling="adaptive"), {}) is None

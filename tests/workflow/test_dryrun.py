@@ -167,7 +167,9 @@ def test_overlays_resolve_their_dag(overlay: str) -> None:
     seeds = len(overlay_config.get("seeds", [0]))  # config.yaml leaves the default [0]
     runs = sum(1 if "seed" in exp else seeds for exp in experiments)
     assert sum(job["rule"] == "train" for job in jobs) == runs
-    embedded = {job["wildcards"].split("=", 1)[1] for job in jobs if job["rule"] == "embed"}
+    # config.yaml pools positionally (rule embed_positional); an adaptive run reads embed's
+    embed_rules = ("embed", "embed_positional")
+    embedded = {job["wildcards"].split("=", 1)[1] for job in jobs if job["rule"] in embed_rules}
     encoders = {exp.get("dna_encoder", "enformer") for exp in experiments}
     assert encoders <= embedded
 
@@ -275,3 +277,25 @@ def test_use_tf_gamma_with_another_window_stops_the_dag_not_the_data_half(tmp_pa
     assert line in done.stdout + done.stderr, done.stderr[-3000:]
     done = snakemake(*args, "results/sequences/rna.fa.gz")
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_embed_jobs_scatter_each_cache_into_parts_and_gather_them(tmp_path: Path):
+    """embed.jobs: 3 on the demo: each cache the runs read (adaptive and positional) is three
+    embed_part jobs, gathered by rule embed / embed_positional into the folder the train job
+    reads; the part folders are temporary."""
+    overlay = tmp_path / "jobs.yaml"
+    overlay.write_text("embed:\n  jobs: 3\n")
+    args = ("-n", "--configfile", "config/demo.yaml", overlay, "-d", tmp_path)
+    done = snakemake(*args, "results/embeddings/esm2", "results/embeddings/esm2-positional")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = parse_dry_run(done.stdout)
+    parts = sorted(job["output"] for job in jobs if job["rule"] == "embed_part")
+    assert parts == [
+        f"results/embeddings/.parts/esm2/{pooling}/{i}"
+        for pooling in ("adaptive", "positional")
+        for i in range(3)
+    ]
+    gathers = {job["rule"]: job for job in jobs if job["rule"] in ("embed", "embed_positional")}
+    assert gathers["embed"]["input"] == ", ".join(parts[:3])
+    assert gathers["embed_positional"]["output"] == "results/embeddings/esm2-positional"

@@ -115,6 +115,8 @@ def build_encoder(name: str, spec: dict | None = None) -> Encoder:
     else:
         raise InputError(None, name, f"encoder source must be tiny or pretrained, got {source!r}")
     encoder.trainable_last(int(spec["finetune_last"]))
+    if spec.get("gradient_checkpointing"):  # absent = off: not in ENCODER_DEFAULTS
+        encoder.checkpoint_blocks()
     return encoder
 
 

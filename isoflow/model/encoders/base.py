@@ -127,6 +127,29 @@ class Encoder(nn.Module):
         self.train(self.training)
         return self
 
+    def checkpoint_blocks(self) -> Encoder:
+        """Gradient checkpointing over :meth:`blocks`: while gradients are recorded, each
+        block's activations are dropped after its forward and recomputed in the backward
+        pass (``torch.utils.checkpoint``, non-reentrant, RNG state kept so dropout draws
+        the same masks): the same loss and gradients for one more forward of the blocks'
+        compute, and the activation memory of one block instead of all
+        (``tests/unit/model/test_encoders.py``). Spec key ``gradient_checkpointing``."""
+        from torch.utils.checkpoint import checkpoint
+
+        for block in self.blocks():
+            if getattr(block, "_isoflow_checkpointed", False):
+                continue
+            inner = block.forward
+
+            def forward(*args, _inner=inner, **kwargs):
+                if torch.is_grad_enabled():
+                    return checkpoint(_inner, *args, use_reentrant=False, **kwargs)
+                return _inner(*args, **kwargs)
+
+            block.forward = forward
+            block._isoflow_checkpointed = True
+        return self
+
     def train(self, mode: bool = True) -> Encoder:
         # A frozen encoder stays in eval mode (no dropout, fixed BatchNorm statistics)
         # even while the model around it trains.

@@ -84,6 +84,7 @@ class NucleotideTransformerEncoder(Encoder):
         intermediate_size=3072,
         max_position_embeddings=2050,
     )
+    letters_per_token = NT_KMER  # positional pooling's stride_nt in tokens (isoflow.embed)
     DEFAULT_MAX_LEN = 2048  # tokens including CLS: 2,047 6-mers = 12,282 nt
 
     def __init__(
