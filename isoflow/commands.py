@@ -22,6 +22,7 @@ COMMANDS = {
     "score": "isoflow.score",
     "explain": "isoflow.explain",
     "variants": "isoflow.variants",
+    "finetune": "isoflow.finetune",
 }
 
 
