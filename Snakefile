@@ -23,6 +23,7 @@ include: "rules/models.smk"
 include: "rules/explain.smk"
 include: "rules/baseline.smk"
 include: "rules/constructs.smk"
+include: "rules/finetune.smk"
 include: "rules/report.smk"
 
 

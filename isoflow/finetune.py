@@ -62,10 +62,10 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "lora": {},  # mode lora: isoflow.model.lora.LORA_DEFAULTS over it
     "folds": 5,
     "inner_valid": 0.2,  # share of a training part's groups held out for early stopping
-    "max_epochs": 60,
-    "patience": 8,
-    "batch_size": 32,
-    "lr": 1e-3,
+    "max_epochs": 100,
+    "patience": 10,
+    "batch_size": 8,
+    "lr": 3e-3,
     "weight_decay": 0.01,
     "seed": 0,
     "kmer": 4,
@@ -231,6 +231,22 @@ def zero_shot(
 # ---------------------------------------------------------------------------- the tuner
 
 
+def _embed_distinct(model, inputs: Sequence[Any], modality: str) -> list:
+    """``model.embed`` of one modality, each distinct sequence encoded once (constructs
+    that share a reporter share its RNA and protein)."""
+    first: dict[Any, int] = {}
+    keys = []
+    for i, item in enumerate(inputs):
+        seq = model._sequence(item, modality)
+        key = seq.tobytes() if isinstance(seq, np.ndarray) else seq
+        keys.append(key)
+        first.setdefault(key, i)
+    order = list(first.values())
+    rows = model.embed([inputs[i] for i in order], [modality])[modality]
+    by_key = {keys[i]: row for i, row in zip(order, rows, strict=True)}
+    return [by_key[k] for k in keys]
+
+
 class Tuner:
     """The bundle's network with a new head, trained on fixed inputs.
 
@@ -253,8 +269,8 @@ class Tuner:
         if self.mode != "frozen":
             self.trained_raw = self._trainable_raw(raw)
         frozen = [m for m in model.modalities if m not in self.trained_raw]
-        embedded = model.embed(list(inputs), frozen) if frozen else {}
-        self.fixed = {m: _padded(embedded[m], torch.device("cpu")) for m in frozen}
+        self.embedded = {m: _embed_distinct(model, inputs, m) for m in frozen}
+        self.fixed = {m: _padded(self.embedded[m], torch.device("cpu")) for m in frozen}
         self.raw_seqs = {m: [model._sequence(item, m) for item in inputs] for m in self.trained_raw}
 
     def _trainable_raw(self, raw: list[str]) -> list[str]:
@@ -463,11 +479,14 @@ def run_finetune(
     model = load_model(bundle, device=device)
     torch.manual_seed(seed)
     started = time.monotonic()
-    base = model.predict(inputs)
+    tuner = Tuner(model, inputs, len(columns), s)
+    if set(tuner.embedded) == set(model.modalities):  # every modality embedded once already
+        base = model.head(tuner.embedded)
+    else:
+        base = model.predict(inputs)
     refs = model.predict(reference_inputs) if reference_inputs is not None else None
     zs = zero_shot(base, model.tissues, columns, s["zero_shot"], refs)
     kmers = kmer_counts(seqs, int(s["kmer"]))
-    tuner = Tuner(model, inputs, len(columns), s)
     log.info(
         "%d constructs, %d groups, %d column(s); mode %s; inputs embedded in %.1f s",
         len(ids),

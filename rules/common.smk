@@ -12,6 +12,7 @@ from isoflow.workflow import (
     REPORT_DIR,
     construct_outputs,
     explain_paths,
+    finetune_paths,
     model_outputs,
     report_paths,
     set_options,
@@ -19,7 +20,7 @@ from isoflow.workflow import (
 
 # An overlay switches a config's optional section off with `SECTION: null` (a config merge
 # cannot delete a key); validate would fill defaults into it, so it goes before.
-for _section in ("explain",):
+for _section in ("explain", "finetune"):
     if _section in config and config[_section] is None:
         del config[_section]
 
@@ -91,6 +92,7 @@ def all_outputs():
         + list(explain_paths(config, EXPERIMENTS).values())
         + baseline_outputs()
         + list(construct_outputs(config).values())
+        + list(finetune_paths(config, EXPERIMENTS).values())
         + report_outputs()
     )
 
