@@ -480,11 +480,16 @@ def run_finetune(
     torch.manual_seed(seed)
     started = time.monotonic()
     tuner = Tuner(model, inputs, len(columns), s)
-    if set(tuner.embedded) == set(model.modalities):  # every modality embedded once already
-        base = model.head(tuner.embedded)
-    else:
-        base = model.predict(inputs)
-    refs = model.predict(reference_inputs) if reference_inputs is not None else None
+    # the bundle's predictions from embeddings of distinct sequences (the frozen ones again)
+    embedded = {
+        m: tuner.embedded.get(m) or _embed_distinct(model, inputs, m) for m in model.modalities
+    }
+    base = model.head(embedded)
+    refs = None
+    if reference_inputs is not None:  # a variant table: many constructs share a reference
+        refs = model.head(
+            {m: _embed_distinct(model, reference_inputs, m) for m in model.modalities}
+        )
     zs = zero_shot(base, model.tissues, columns, s["zero_shot"], refs)
     kmers = kmer_counts(seqs, int(s["kmer"]))
     log.info(
