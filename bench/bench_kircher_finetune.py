@@ -9,7 +9,7 @@ cross-validates fine-tuning of a bundle on them, twice: folds grouped by element
 must carry over to an unseen element) and grouped by position blocks of ``--block`` bp
 within each element (unseen stretches of seen elements). Baselines on the same folds:
 zero-shot = the bundle's ISM effect (alt - ref, mean over tissues), a ridge on k-mer counts
-of the promoter, and fine-tuning on shuffled labels.
+of the promoter (and with ``--shuffled``, fine-tuning on shuffled labels).
 
     python bench/bench_kircher_finetune.py --bundle results/models/RUN --per-element 60
 
@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/kircher_finetune"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mode", default="frozen")
+    parser.add_argument(
+        "--shuffled", action="store_true", help="also the shuffled-label control (twice the time)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -121,6 +124,7 @@ def main(argv=None) -> int:
         "batch_size": args.batch_size,
         "patience": 6,
         "seed": args.seed,
+        "shuffled_control": args.shuffled,
     }
     for scheme, groups in (("element", by_element), (f"block{args.block}", by_block)):
         t0 = time.perf_counter()
