@@ -205,3 +205,16 @@ def test_finetune_help_works_without_torch():
 
     out, torch_imported = command_output(["finetune", "--help"])
     assert "measurement table" in out and not torch_imported
+
+
+def test_cli_bad_table_is_one_line_and_exit_1(tmp_path, capsys):
+    from isoflow.commands import main
+
+    table = tmp_path / "m.tsv"
+    table.write_text("id\tpromoter\tutr5\tcds\tutr3\ta\nc1\tACGT\tGCC\tATGTAA\tTT\tlow\n")
+    assert main(["finetune", str(table), "-m", str(tmp_path / "none"), "-o", "x"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.strip()
+        == f"isoflow finetune: error: {table}:2: construct 'c1': a 'low' is not a number"
+    )
