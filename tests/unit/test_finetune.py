@@ -94,6 +94,7 @@ def demo_bundle(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 8 fits of up to 100 epochs: ~10 min on the loaded 2-core box
 def test_finetune_beats_zero_shot_and_shuffled_on_the_demo_table(demo_bundle, tmp_path):
     from isoflow.bundle import load_model
     from isoflow.demo import write_demo_measurements
@@ -102,7 +103,9 @@ def test_finetune_beats_zero_shot_and_shuffled_on_the_demo_table(demo_bundle, tm
 
     table = write_demo_measurements(tmp_path / "m.tsv")
     out = tmp_path / "out"
-    settings = {"folds": 4, "max_epochs": 40, "patience": 6}
+    # the defaults (100 epochs, patience 10): a trial of these folds and seeds gave Spearman
+    # 0.84 / 0.51 against 0.14 / 0.06 shuffled; 25 epochs on a 512-bp window learned nothing
+    settings = {"folds": 4}
     result = finetune_table(table, demo_bundle, out, settings=settings, device="cpu")
     summary = result.summary.set_index(["method", "column"])["spearman_mean"]
     for column in ("cell_A", "cell_B"):
