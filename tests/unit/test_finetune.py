@@ -177,7 +177,7 @@ def test_lora_finetune_writes_a_bundle_that_predicts_the_same(tmp_path):
     from isoflow.finetune import finetune_table
     from isoflow.measurements import read_measurements
 
-    built = tiny_bundles(tmp_path / "b", window=512, max_epochs=1, cached={"protein": "esm2"})
+    built = tiny_bundles(tmp_path, window=512, max_epochs=1, cached={"protein": "esm2"})
     table = write_demo_measurements(tmp_path / "m.tsv")
     settings = {"mode": "lora", "lora": {"r": 2}, "folds": 2, "max_epochs": 2}
     settings["shuffled_control"] = False
