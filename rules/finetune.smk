@@ -64,7 +64,7 @@ if FINETUNE_OUTPUTS:
         params:
             settings={k: v for k, v in config["finetune"].items() if k not in FINETUNE_NOT_SETTINGS},
             columns=config["finetune"].get("columns"),
-            fill=config["finetune"].get("fill", "N"),
+            fill=config["finetune"].get("fill"),
             demo=bool((config.get("demo") or {}).get("enabled", False)),
         script:
             "../scripts/finetune.py"

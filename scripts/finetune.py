@@ -13,6 +13,7 @@ def main() -> None:
     torch.set_num_threads(sm.threads)
     out_dir = Path(sm.output.cv).parent
     placement = {"fill": sm.params.fill, "background": sm.input.get("background")}
+    placement = {k: v for k, v in placement.items() if v}  # unset: construct_inputs' default
     finetune_table(
         sm.input.table,
         sm.input.model,

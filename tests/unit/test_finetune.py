@@ -71,6 +71,18 @@ def test_zero_shot_maps_columns_to_tissues():
         column_tissues(["a"], tissues, {"b": "Liver"})
 
 
+def test_settings_and_the_schema_name_the_same_keys():
+    import yaml
+
+    from isoflow.config import SCHEMA
+    from isoflow.finetune import FINETUNE_DEFAULTS
+    from isoflow.workflow import FINETUNE_NOT_SETTINGS
+
+    section = yaml.safe_load(open(SCHEMA))["properties"]["finetune"]["properties"]
+    assert set(section) == set(FINETUNE_DEFAULTS) | set(FINETUNE_NOT_SETTINGS)
+    assert not any("default" in spec for spec in section.values())  # one home: Python
+
+
 def test_settings_are_checked():
     assert finetune_settings({"mode": "lora"})["mode"] == "lora"
     with pytest.raises(InputError, match="finetune.mdoe: unknown setting"):
