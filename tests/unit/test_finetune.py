@@ -178,10 +178,12 @@ def test_a_killed_run_resumes_from_its_finished_folds(demo_bundle, tmp_path, mon
 
 
 @pytest.mark.slow
-def test_lora_finetune_writes_a_bundle_that_predicts_the_same(tmp_path):
+def test_lora_and_finetune_last_write_bundles_that_predict_the_same(tmp_path):
     """RNA read raw by a tiny NT: LoRA adapters train, the bundle's manifest spec holds
     them, and the loaded bundle predicts as the trained model did (run_finetune checks it;
     here again from outside)."""
+    import torch
+
     from helpers.bundles import tiny_bundles
     from isoflow.bundle import load_model
     from isoflow.constructs import construct_inputs
@@ -200,6 +202,14 @@ def test_lora_finetune_writes_a_bundle_that_predicts_the_same(tmp_path):
     inputs = [construct_inputs(c, window=512) for c in read_measurements(table).constructs]
     again = load_model(tmp_path / "out" / "bundle", device="cpu").predict(inputs[:6])
     np.testing.assert_allclose(model.predict(inputs[:6]), again, atol=1e-6)
+    # finetune_last on the same bundle: the raw NT's last block trains, the rest stays
+    settings = {"mode": "finetune_last", "finetune_last": 1, "folds": 2, "max_epochs": 2}
+    settings["shuffled_control"] = False
+    finetune_table(table, built["paths"][0], tmp_path / "last", settings=settings)
+    start = load_model(built["paths"][0], device="cpu").network.encoders["rna"].state_dict()
+    tuned = load_model(tmp_path / "last" / "bundle", device="cpu").network.encoders["rna"]
+    changed = {k for k, v in tuned.state_dict().items() if not torch.equal(v, start[k])}
+    assert changed and all(".layer.0." not in k for k in changed)  # only after block 0
 
 
 def test_rule_layout_follows_the_finetune_config():
