@@ -414,12 +414,19 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _fingerprint(settings, ids, values, groups, seqs, bundle: Path, refs) -> str:
+def _fingerprint(settings, ids, values, groups, seqs, bundle: Path, refs, inputs=()) -> str:
+    """What a finished fold depends on: settings, table, k-mer sequences, the model inputs
+    as placed (window, fill, background), the references' predictions and the bundle."""
     digest = hashlib.sha256()
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     digest.update(json.dumps([list(ids), np.asarray(values).tolist(), list(groups)]).encode())
     for seq in seqs:
         digest.update(seq.encode() + b"\n")
+    for item in inputs:
+        for modality in ("dna", "rna", "protein"):
+            seq = getattr(item, modality, None)
+            seq = seq.tobytes() if isinstance(seq, np.ndarray) else str(seq or "").encode()
+            digest.update(seq + b"\n")
     if refs is not None:
         digest.update(np.ascontiguousarray(refs, dtype=np.float64).tobytes())
     digest.update(_sha256(bundle / "model.pt").encode())
@@ -502,7 +509,7 @@ def run_finetune(
     )
     folds = grouped_folds(groups, int(s["folds"]), seed)
     work = partial_dir(out_dir)
-    fingerprint = _fingerprint(s, ids, values, groups, seqs, bundle, refs)
+    fingerprint = _fingerprint(s, ids, values, groups, seqs, bundle, refs, inputs)
     stamp = work / "fingerprint.txt"
     if work.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
         log.info("%s: from other settings or data; starting afresh", work)
