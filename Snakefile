@@ -24,6 +24,7 @@ include: "rules/explain.smk"
 include: "rules/baseline.smk"
 include: "rules/constructs.smk"
 include: "rules/design.smk"
+include: "rules/finetune.smk"
 include: "rules/report.smk"
 
 

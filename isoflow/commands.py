@@ -23,6 +23,7 @@ COMMANDS = {
     "explain": "isoflow.explain",
     "variants": "isoflow.variants",
     "design": "isoflow.design",
+    "finetune": "isoflow.finetune",
 }
 
 
@@ -36,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     top = argparse.ArgumentParser(
         prog="isoflow",
         description="Use a trained isoflow model: score constructs, explain a prediction, "
-        "predict variant effects, design cassettes. Run `isoflow COMMAND --help` for a "
-        "command's options.",
+        "predict variant effects, design cassettes, fine-tune on measured constructs. Run "
+        "`isoflow COMMAND --help` for a command's options.",
     )
     top.add_argument("command", choices=available, help="one of: " + ", ".join(available))
     top.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

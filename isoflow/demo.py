@@ -881,3 +881,53 @@ def _cassette_cds(rng: np.random.Generator, kr: float) -> str:
         codons.append(SYNONYMS[aa][int(rng.integers(len(SYNONYMS[aa])))])
     codons.append(STOP_CODONS[int(rng.integers(len(STOP_CODONS)))])
     return "".join(codons)
+
+
+# --- demo measurement table (isoflow finetune) --------------------------------------------
+
+# Families x members of the demo measurement table; each family shares its 5'UTR and CDS.
+MEASURED_FAMILIES = 8
+MEASURED_PER_FAMILY = 6
+MEASURED_PROMOTER_LEN = 400
+MEASURED_UTR3_LEN = 240
+MEASURED_CDS_AA = 60
+MEASURED_COLUMNS = ("cell_A", "cell_B")
+MEASURED_NOISE = 0.1
+
+
+def write_demo_measurements(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Write the demo's construct measurement table (docs/constructs.md "Measurement
+    table"): ``MEASURED_FAMILIES`` families (column ``group``) of ``MEASURED_PER_FAMILY``
+    cassettes, each with its own promoter GC (uniform 0.3-0.7) and ARE cover of its 3'UTR
+    (uniform 0-0.4); a family shares its 5'UTR and CDS. The planted lab signal differs from
+    the GTEx-like one the demo models learn: ``cell_A = 3 (gc - 0.5) + 2 cover`` (an ARE
+    *raises* it) and ``cell_B = -3 (gc - 0.5) + 2 cover``, each plus N(0, ``MEASURED_NOISE``),
+    so a zero-shot score (high GC, no ARE = high) misranks them and fine-tuning has
+    something to learn. Deterministic from ``seed``; own random stream."""
+    rng = np.random.default_rng([seed, 12])
+    lines = ["\t".join(["id", "group", "promoter", "utr5", "cds", "utr3", *MEASURED_COLUMNS])]
+    for family in range(MEASURED_FAMILIES):
+        utr5 = _random_dna(rng, CASSETTE_UTR5_LEN // 2).decode()
+        kr = float(rng.uniform(0, 0.3))
+        coding = _cassette_cds(rng, kr)[: 3 * (MEASURED_CDS_AA - 1)] + "TAA"  # no inner stop
+        for member in range(MEASURED_PER_FAMILY):
+            gc = float(rng.uniform(0.3, 0.7))
+            cover = float(rng.uniform(0.0, 0.4))
+            promoter = _random_dna(rng, MEASURED_PROMOTER_LEN, gc).decode()
+            tail = bytearray(_random_dna(rng, MEASURED_UTR3_LEN))
+            n = int(cover * MEASURED_UTR3_LEN) // len(UTR3_MOTIF)
+            at = (MEASURED_UTR3_LEN - n * len(UTR3_MOTIF)) // 2
+            tail[at : at + n * len(UTR3_MOTIF)] = UTR3_MOTIF.encode() * n
+            d = gc_fraction(promoter) - 0.5
+            covered = n * len(UTR3_MOTIF) / MEASURED_UTR3_LEN
+            noise = rng.normal(0.0, MEASURED_NOISE, size=2)
+            values = [3 * d + 2 * covered + noise[0], -3 * d + 2 * covered + noise[1]]
+            lines.append(
+                "\t".join(
+                    [f"fam{family}_{member}", f"fam{family}", promoter, utr5, coding, tail.decode()]
+                    + [f"{v:.6f}" for v in values]
+                )
+            )
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return Path(path)

@@ -377,6 +377,49 @@ def design_inputs(config: dict, experiments: Mapping[str, Any]) -> dict[str, Any
     return inputs
 
 
+# ---------------------------------------------------------------- fine-tuning on constructs
+
+FINETUNE_DIR = "results/finetune"
+# Rule finetune's outputs (isoflow.finetune.OUTPUTS: the bundle folder and the CV files).
+FINETUNE_FILES = {
+    "bundle": "bundle",
+    "cv": "cv.tsv",
+    "summary": "summary.tsv",
+    "predictions": "predictions.tsv",
+    "figure": "cv.svg",
+    "html": "cv.html",
+}
+# finetune keys that are not isoflow.finetune settings (inputs, placement, columns)
+FINETUNE_NOT_SETTINGS = ("table", "model", "columns", "background", "fill")
+
+
+def finetune_paths(config: dict, experiments: Mapping[str, Any]) -> dict[str, str]:
+    """Rule ``finetune``'s outputs (``FINETUNE_FILES`` under ``FINETUNE_DIR``): ``{}`` without
+    a ``finetune`` section with a ``table`` (the rule is then not defined); ``model`` must be
+    a configured run."""
+    section = config.get("finetune") or {}
+    if not section.get("table"):
+        return {}
+    run = section.get("model")
+    if run not in experiments:
+        raise InputError(
+            "config",
+            "finetune.model",
+            f"{run!r} is not a configured run; runs: {', '.join(experiments)}",
+        )
+    return {k: f"{FINETUNE_DIR}/{v}" for k, v in FINETUNE_FILES.items()}
+
+
+def finetune_inputs(config: dict) -> dict[str, str]:
+    """Rule ``finetune``'s inputs: the measurement table, the bundle of ``finetune.model``
+    and the background FASTA when one is configured."""
+    section = config.get("finetune") or {}
+    inputs = {"table": section["table"], "model": f"{MODELS_DIR}/{section['model']}"}
+    if section.get("background"):
+        inputs["background"] = section["background"]
+    return inputs
+
+
 # ---------------------------------------------------------------- embedding caches
 
 EMBEDDINGS_DIR = "results/embeddings"

@@ -13,6 +13,7 @@ from isoflow.workflow import (
     construct_outputs,
     design_paths,
     explain_paths,
+    finetune_paths,
     model_outputs,
     report_paths,
     set_options,
@@ -20,7 +21,7 @@ from isoflow.workflow import (
 
 # An overlay switches a config's optional section off with `SECTION: null` (a config merge
 # cannot delete a key); validate would fill defaults into it, so it goes before.
-for _section in ("explain", "design"):
+for _section in ("explain", "design", "finetune"):
     if _section in config and config[_section] is None:
         del config[_section]
 
@@ -93,6 +94,7 @@ def all_outputs():
         + baseline_outputs()
         + list(construct_outputs(config).values())
         + list(design_paths(config).values())
+        + list(finetune_paths(config, EXPERIMENTS).values())
         + report_outputs()
     )
 

@@ -23,12 +23,15 @@ def tiny_bundles(
     max_epochs: int = 1,
     check_n: int = 4,
     pooling: dict | None = None,
+    cached: dict[str, str] | None = None,
     **export_kwargs,
 ) -> dict:
     """Train one tiny run per entry of ``seeds`` on one tiny dataset (``None``: the
     experiment without its own seed) and export each (``check_n`` test transcripts
-    re-predicted); returns ``{"paths": [bundle, ...], "run_dirs": [...], "manifests": [...],
-    "exports": [export_bundle's keyword arguments per run, to export it again], "dataset",
+    re-predicted; ``cached``: modality -> encoder read through a cache, default ``CACHED``;
+    a cached ``dna`` is read from the genome, pooled to 8); returns ``{"paths": [bundle,
+    ...], "run_dirs": [...], "manifests": [...], "exports": [export_bundle's keyword
+    arguments per run, to export it again], "dataset",
     "fasta", "caches", "config"}``. ``pooling``: the caches pooled by position
     (``isoflow.embed.pool_positional``) instead of to 4 slots. ``export_kwargs`` go to
     ``export_bundle``."""
@@ -39,12 +42,16 @@ def tiny_bundles(
     dataset, fasta = make_dataset(tmp, window=window)
     config = copy.deepcopy(TINY_CONFIG)
     config["train"]["max_epochs"] = max_epochs
-    config["model"]["cached_modalities"] = list(CACHED)
+    cached = CACHED if cached is None else cached
+    config["model"]["cached_modalities"] = list(cached)
     caches = {}
-    for modality, name in CACHED.items():
-        config["encoders"][name]["pool_to"] = 4
+    for modality, name in cached.items():
+        config["encoders"][name]["pool_to"] = 8 if modality == "dna" else 4
         caches[modality] = tmp / "embeddings" / name
-        embed_dataset(dataset, name, config["encoders"][name], caches[modality], pooling=pooling)
+        genome = fasta if modality == "dna" else None
+        embed_dataset(
+            dataset, name, config["encoders"][name], caches[modality], genome, pooling=pooling
+        )
     settings = {**config, "dna": {"window": window}, "dataset": {"name": "tiny"}}
     paths, run_dirs, manifests, exports = [], [], [], []
     for seed in seeds:

@@ -234,17 +234,18 @@ def test_isoformer_preset_params_reach_the_scripts(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_an_overlay_narrowing_the_demo_switches_its_model_sections_off(tmp_path: Path) -> None:
-    """The demo's bundles, construct scores, explain and design name runs of its full grid; an
-    overlay with other experiments (the SLURM test's) turns them off with `models.export: []`,
-    `constructs.table: null`, `explain: null` and `design: null`, and the DAG then holds none
-    of those rules.
-    Without `explain: null` the unknown run is a one-line config error."""
+    """The demo's bundles, construct scores, explain, design and finetune name runs of its
+    full grid; an overlay with other experiments (the SLURM test's) turns them off with
+    `models.export: []`, `constructs.table: null`, `explain: null`, `design: null` and
+    `finetune: null`, and the DAG then holds none of those rules. Without `explain: null` or
+    `finetune: null` the unknown run is a one-line config error."""
     overlay = REPO / "tests" / "workflow" / "slurm" / "demo-fast.yaml"
     done = snakemake("-n", "--configfile", "config/demo.yaml", overlay, "-d", tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rules = set(re.findall(r"^rule (\w+):", done.stdout, flags=re.M))
     assert "train" in rules
-    assert not rules & {"export_model", "score_constructs", "explain", "design", "demo_constructs"}
+    off = {"export_model", "score_constructs", "explain", "demo_constructs", "design", "finetune"}
+    assert not rules & (off | {"demo_measurements"})
 
     partial = tmp_path / "partial.yaml"
     text = overlay.read_text().replace("explain: null\n", "")
@@ -252,6 +253,10 @@ def test_an_overlay_narrowing_the_demo_switches_its_model_sections_off(tmp_path:
     done = snakemake("-n", "--configfile", "config/demo.yaml", partial, "-d", tmp_path)
     assert done.returncode != 0
     assert "explain.model" in done.stdout + done.stderr
+    partial.write_text(overlay.read_text().replace("finetune: null\n", ""))
+    done = snakemake("-n", "--configfile", "config/demo.yaml", partial, "-d", tmp_path)
+    assert done.returncode != 0
+    assert "finetune.model" in done.stdout + done.stderr
 
     partial.write_text(overlay.read_text().replace("design: null\n", ""))
     done = snakemake("-n", "--configfile", "config/demo.yaml", partial, "-d", tmp_path)

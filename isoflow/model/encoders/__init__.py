@@ -117,6 +117,17 @@ def build_encoder(name: str, spec: dict | None = None) -> Encoder:
     encoder.trainable_last(int(spec["finetune_last"]))
     if spec.get("gradient_checkpointing"):  # absent = off: not in ENCODER_DEFAULTS
         encoder.checkpoint_blocks()
+    if spec.get("lora"):
+        from isoflow.model.lora import add_lora, lora_settings
+
+        if int(spec["finetune_last"]) != 0:
+            raise InputError(
+                None,
+                f"encoders.{name}",
+                "lora and finetune_last both set: with LoRA only the adapters train; "
+                "set finetune_last to 0",
+            )
+        add_lora(encoder, **lora_settings(spec["lora"]))
     return encoder
 
 

@@ -1,0 +1,812 @@
+"""Fine-tune a GTEx-trained model bundle on a construct measurement table: ``isoflow finetune``.
+
+Start: ONE bundle (``isoflow.bundle.load_model``; for an ensemble, pick one member: the
+baselines and the new bundle then refer to one network, not to a mean the head could not be
+fitted to). Its head (one output per GTEx tissue) is replaced by a new linear head with one
+output per measured column (:mod:`isoflow.measurements`); then, by ``mode``:
+
+- ``frozen``: every modality's embeddings are computed once (``Model.embed``: the cached
+  modalities' frozen encoders, and the encoders the network reads raw, all frozen); the
+  aggregator and the new head train on them;
+- ``finetune_last``: the last ``finetune_last`` blocks of each encoder the bundle reads raw
+  train too (its inputs re-encoded every step); cached modalities stay frozen embeddings;
+- ``lora``: LoRA adapters (:mod:`isoflow.model.lora`, peft) on each Nucleotide Transformer /
+  ESM-2 encoder the bundle reads raw; only adapters, aggregator and head train.
+
+Evaluation: grouped k-fold cross-validation (``sklearn.model_selection.GroupKFold``, shuffled
+with the seed: a group is never split), inside each training part an inner validation share
+of groups for early stopping. Per fold and column: Spearman, Pearson, R² of the held-out
+constructs for the fine-tuned model and, measured in the same run on the same folds, the
+zero-shot score (the bundle's prediction for the column's mapped tissue(s), or with
+``references`` the ISM effect alt - ref), a ridge on k-mer counts of the cassette, and a
+shuffled-label control (the same fine-tuning on permuted training labels). The final bundle
+is fitted on every construct (early stopping on an inner share of groups). A killed run
+continues from its finished folds (``.{out}.partial/``, keyed by a fingerprint of the
+settings, the table and the bundle). docs/constructs.md ("Fine-tuning").
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from isoflow.errors import InputError
+from isoflow.files import atomic_path
+
+log = logging.getLogger("isoflow.finetune")
+
+HELP = (
+    "Fine-tune a model bundle on a construct measurement table (grouped k-fold CV against "
+    "zero-shot, a k-mer ridge and a shuffled-label control); writes a new bundle and the CV "
+    "metrics."
+)
+MODES = ("frozen", "finetune_last", "lora")
+METHODS = ("finetune", "zero_shot", "kmer_ridge", "shuffled")
+METRICS = ("spearman", "pearson", "r2")
+FINETUNE_DEFAULTS: dict[str, Any] = {
+    "mode": "frozen",
+    "finetune_last": 1,  # mode finetune_last: blocks of each raw encoder that train
+    "lora": {},  # mode lora: isoflow.model.lora.LORA_DEFAULTS over it
+    "folds": 5,
+    "inner_valid": 0.2,  # share of a training part's groups held out for early stopping
+    "max_epochs": 100,
+    "patience": 10,
+    "batch_size": 8,
+    "lr": 3e-3,
+    "weight_decay": 0.01,
+    "seed": 0,
+    "kmer": 4,
+    "ridge_alphas": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0],
+    "shuffled_control": True,
+    "zero_shot": {},  # column -> tissue, list of tissues or "mean" (default: same name, else mean)
+}
+OUTPUTS = {
+    "bundle": "bundle",
+    "cv": "cv.tsv",
+    "summary": "summary.tsv",
+    "predictions": "predictions.tsv",
+    "figure": "cv.svg",
+    "html": "cv.html",
+}
+
+
+def finetune_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``settings`` over ``FINETUNE_DEFAULTS``, checked (one line for an unknown key or mode)."""
+    out = copy.deepcopy(FINETUNE_DEFAULTS)
+    for key, value in (settings or {}).items():
+        if key not in out:
+            raise InputError(None, f"finetune.{key}", f"unknown setting; keys: {sorted(out)}")
+        out[key] = value
+    if out["mode"] not in MODES:
+        raise InputError(None, "finetune.mode", f"{out['mode']!r} is not one of {MODES}")
+    if int(out["folds"]) < 2:
+        raise InputError(None, "finetune.folds", "at least 2 folds")
+    if not 0 < float(out["inner_valid"]) < 1:
+        raise InputError(None, "finetune.inner_valid", "a share between 0 and 1")
+    return out
+
+
+# ---------------------------------------------------------------------------- folds
+
+
+def grouped_folds(
+    groups: Sequence[str], folds: int, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` (train, test) index pairs from ``sklearn``'s GroupKFold (groups shuffled
+    with ``seed``): every group's members lie on one side of every split."""
+    from sklearn.model_selection import GroupKFold
+
+    groups = np.asarray(groups, dtype=object)
+    n_groups = len(set(groups.tolist()))
+    if n_groups < folds:
+        raise InputError(None, "groups", f"{n_groups} group(s) for {folds} folds")
+    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    index = np.arange(len(groups))
+    return [(tr, te) for tr, te in splitter.split(index, groups=groups)]
+
+
+def inner_split(groups: Sequence[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (into ``groups``) of the inner training and validation parts: ``share`` of
+    the groups (at least one, one left to train) held out whole, drawn with ``seed``."""
+    groups = np.asarray(groups, dtype=object)
+    labels = sorted(set(groups.tolist()))
+    if len(labels) < 2:
+        raise InputError(None, "groups", "a training part needs two groups for early stopping")
+    rng = np.random.default_rng(seed)
+    n_valid = min(max(1, round(share * len(labels))), len(labels) - 1)
+    held = set(rng.choice(np.asarray(labels, dtype=object), n_valid, replace=False).tolist())
+    valid = np.asarray([g in held for g in groups])
+    return np.flatnonzero(~valid), np.flatnonzero(valid)
+
+
+# ---------------------------------------------------------------------------- k-mer ridge
+
+
+def kmer_counts(seqs: Sequence[str], k: int) -> np.ndarray:
+    """``(n, 4**k)`` float64 counts of every k-mer over ACGT (windows with N skipped)."""
+    code = np.full(256, -1, dtype=np.int64)
+    for i, base in enumerate(b"ACGT"):
+        code[base] = i
+    out = np.zeros((len(seqs), 4**k), dtype=np.float64)
+    for row, seq in enumerate(seqs):
+        digits = code[np.frombuffer(seq.upper().encode("ascii"), dtype=np.uint8)]
+        if len(digits) < k:
+            continue
+        windows = np.lib.stride_tricks.sliding_window_view(digits, k)
+        ok = (windows >= 0).all(axis=1)
+        index = windows[ok] @ (4 ** np.arange(k - 1, -1, -1))
+        out[row] = np.bincount(index, minlength=4**k)
+    return out
+
+
+def ridge_predict(
+    x: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    inner: tuple[np.ndarray, np.ndarray],
+    alphas: Sequence[float],
+) -> np.ndarray:
+    """Ridge on standardised ``x`` (fitted on ``train``), alpha per column chosen on the
+    inner validation part (positions into ``train``), refitted on all of ``train``;
+    predictions for ``test``."""
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    fit, valid = train[inner[0]], train[inner[1]]
+    out = np.zeros((len(test), y.shape[1]))
+    for j in range(y.shape[1]):
+        best, best_alpha = np.inf, alphas[0]
+        scaler = StandardScaler().fit(x[fit])
+        for alpha in alphas:
+            model = Ridge(alpha=alpha).fit(scaler.transform(x[fit]), y[fit, j])
+            err = float(np.mean((model.predict(scaler.transform(x[valid])) - y[valid, j]) ** 2))
+            if err < best:
+                best, best_alpha = err, alpha
+        scaler = StandardScaler().fit(x[train])
+        model = Ridge(alpha=best_alpha).fit(scaler.transform(x[train]), y[train, j])
+        out[:, j] = model.predict(scaler.transform(x[test]))
+    return out
+
+
+# ---------------------------------------------------------------------------- zero-shot
+
+
+def column_tissues(
+    columns: Sequence[str], tissues: Sequence[str], mapping: Mapping[str, Any] | None
+) -> dict[str, list[str]]:
+    """Column -> the bundle tissues whose mean prediction is its zero-shot score: the
+    ``mapping`` entry (a tissue, a list, or ``"mean"`` for all), else the tissue of the same
+    name, else all tissues."""
+    mapping = dict(mapping or {})
+    unknown = set(mapping) - set(columns)
+    if unknown:
+        raise InputError(None, "finetune.zero_shot", f"{sorted(unknown)} are not measured columns")
+    out = {}
+    for column in columns:
+        entry = mapping.get(column)
+        if entry is None:
+            entry = column if column in tissues else "mean"
+        chosen = list(tissues) if entry == "mean" else [entry] if isinstance(entry, str) else entry
+        missing = [t for t in chosen if t not in tissues]
+        if missing:
+            raise InputError(
+                None, f"finetune.zero_shot.{column}", f"{missing} are not tissues of the bundle"
+            )
+        out[column] = list(chosen)
+    return out
+
+
+def zero_shot(
+    base_predictions: np.ndarray,
+    tissues: Sequence[str],
+    columns: Sequence[str],
+    mapping: Mapping[str, Any] | None = None,
+    reference_predictions: np.ndarray | None = None,
+) -> np.ndarray:
+    """``(n, n_columns)`` zero-shot scores from the bundle's ``(n, n_tissues)`` predictions:
+    the mean over each column's tissues (:func:`column_tissues`); with
+    ``reference_predictions`` (each construct's reference, same shape) the effect alt - ref."""
+    chosen = column_tissues(columns, tissues, mapping)
+    preds = np.asarray(base_predictions, dtype=np.float64)
+    if reference_predictions is not None:
+        preds = preds - np.asarray(reference_predictions, dtype=np.float64)
+    index = {t: i for i, t in enumerate(tissues)}
+    return np.stack([preds[:, [index[t] for t in chosen[c]]].mean(axis=1) for c in columns], 1)
+
+
+# ---------------------------------------------------------------------------- the tuner
+
+
+def _embed_distinct(model, inputs: Sequence[Any], modality: str) -> list:
+    """``model.embed`` of one modality, each distinct sequence encoded once (constructs
+    that share a reporter share its RNA and protein)."""
+    first: dict[Any, int] = {}
+    keys = []
+    for i, item in enumerate(inputs):
+        seq = model._sequence(item, modality)
+        key = seq.tobytes() if isinstance(seq, np.ndarray) else seq
+        keys.append(key)
+        first.setdefault(key, i)
+    order = list(first.values())
+    rows = model.embed([inputs[i] for i in order], [modality])[modality]
+    by_key = {keys[i]: row for i, row in zip(order, rows, strict=True)}
+    return [by_key[k] for k in keys]
+
+
+class Tuner:
+    """The bundle's network with a new head, trained on fixed inputs.
+
+    ``model``: a loaded bundle; ``inputs``: the constructs as model inputs; ``n_columns``;
+    ``settings``: :func:`finetune_settings`. Embeddings of what stays frozen are computed
+    once here."""
+
+    def __init__(self, model, inputs: Sequence[Any], n_columns: int, settings: dict):
+        import torch
+
+        from isoflow.bundle import _padded
+
+        self.model = model
+        self.settings = settings
+        self.n_columns = n_columns
+        self.device = model.device
+        self.mode = settings["mode"]
+        raw = list(model.network.encoders.keys())
+        self.trained_raw: list[str] = []
+        if self.mode != "frozen":
+            self.trained_raw = self._trainable_raw(raw)
+        frozen = [m for m in model.modalities if m not in self.trained_raw]
+        self.embedded = {m: _embed_distinct(model, inputs, m) for m in frozen}
+        self.fixed = {m: _padded(self.embedded[m], torch.device("cpu")) for m in frozen}
+        self.raw_seqs = {m: [model._sequence(item, m) for item in inputs] for m in self.trained_raw}
+
+    def _trainable_raw(self, raw: list[str]) -> list[str]:
+        network = self.model.network
+        if self.mode == "lora":
+            from isoflow.model.lora import DEFAULT_TARGETS
+
+            chosen = [m for m in raw if type(network.encoders[m]).__name__ in DEFAULT_TARGETS]
+            what = "a Nucleotide Transformer or ESM-2 encoder read raw"
+        else:
+            chosen = raw
+            what = "an encoder read raw (not through the embedding cache)"
+        if not chosen:
+            raise InputError(
+                self.model.path,
+                "encoders",
+                f"mode {self.mode} needs {what}; this bundle reads "
+                + ", ".join(f"{m}: {e['mode']}" for m, e in self.model.card["encoders"].items())
+                + " (use mode frozen, or a bundle trained without caching that modality)",
+            )
+        return chosen
+
+    def new_network(self, seed: int):
+        """A copy of the bundle's network with a fresh head and the mode's trainable parts."""
+        import torch
+
+        torch.manual_seed(seed)
+        network = copy.deepcopy(self.model.network).cpu()
+        d_model = network.head.in_features
+        network.head = torch.nn.Linear(d_model, self.n_columns)
+        for modality, encoder in network.encoders.items():
+            encoder.trainable_last(0)
+            if modality not in self.trained_raw:
+                continue
+            if self.mode == "finetune_last":
+                encoder.trainable_last(int(self.settings["finetune_last"]))
+            elif self.mode == "lora":
+                from isoflow.model.lora import add_lora, lora_settings
+
+                torch.manual_seed(seed)
+                add_lora(encoder, **lora_settings(self.settings["lora"]))
+        return network.to(self.device)
+
+    def _batch(self, network, index: np.ndarray) -> dict:
+        out = {}
+        for modality, (emb, mask) in self.fixed.items():
+            out[modality] = (emb[index].to(self.device), mask[index].to(self.device))
+        for modality in self.trained_raw:
+            seqs = [self.raw_seqs[modality][i] for i in index]
+            tokens = network.encoders[modality].tokenize(seqs)
+            out[modality] = {k: v.to(self.device) for k, v in tokens.items()}
+        return out
+
+    def predict(self, network, index: np.ndarray) -> np.ndarray:
+        import torch
+
+        network.eval()
+        out = []
+        size = int(self.settings["batch_size"])
+        with torch.no_grad():
+            for start in range(0, len(index), size):
+                batch = index[start : start + size]
+                out.append(network(self._batch(network, batch)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.n_columns))
+
+    def fit(
+        self,
+        y: np.ndarray,
+        train: np.ndarray,
+        valid: np.ndarray,
+        seed: int,
+        label: str = "",
+    ):
+        """Train on rows ``train`` of ``y`` (columns standardised on them), early-stopped on
+        the MSE of rows ``valid``; the best epoch's network, its head mapping back to the
+        measured units, and the number of epochs run."""
+        import torch
+
+        s = self.settings
+        mean = y[train].mean(axis=0)
+        sd = y[train].std(axis=0)
+        sd[sd == 0] = 1.0
+        target = torch.tensor((y - mean) / sd, dtype=torch.float32)
+        network = self.new_network(seed)
+        params = [p for p in network.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params, lr=float(s["lr"]), weight_decay=float(s["weight_decay"])
+        )
+        rng = np.random.default_rng(seed)
+        size = int(s["batch_size"])
+        best, best_state, stale, epochs = np.inf, None, 0, 0
+        for _ in range(int(s["max_epochs"])):
+            epochs += 1
+            network.train()
+            order = rng.permutation(train)
+            for start in range(0, len(order), size):
+                batch = order[start : start + size]
+                optimizer.zero_grad()
+                predicted = network(self._batch(network, batch)).float()
+                loss = torch.nn.functional.mse_loss(predicted, target[batch].to(self.device))
+                loss.backward()
+                optimizer.step()
+            val = float(np.mean((self.predict(network, valid) - target[valid].numpy()) ** 2))
+            if val < best - 1e-6:
+                best, stale = val, 0
+                best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= int(s["patience"]):
+                    break
+        network.load_state_dict(best_state)
+        with torch.no_grad():  # the head now outputs measured units
+            scale = torch.tensor(sd, dtype=torch.float32, device=self.device)
+            shift = torch.tensor(mean, dtype=torch.float32, device=self.device)
+            network.head.weight.mul_(scale[:, None])
+            network.head.bias.mul_(scale).add_(shift)
+        log.info(
+            "%s: %d epoch(s), best inner-validation MSE %.4g (standardised)", label, epochs, best
+        )
+        network.eval()
+        return network, epochs
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+@dataclass
+class FinetuneResult:
+    """``cv``: one row per method x fold x column (n, spearman, pearson, r2); ``summary``:
+    mean and sd over folds per method x column; ``predictions``: out-of-fold predictions
+    per construct x column, one column per method; ``manifest``: the new bundle's."""
+
+    cv: pd.DataFrame
+    summary: pd.DataFrame
+    predictions: pd.DataFrame
+    manifest: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _fingerprint(settings, ids, values, groups, seqs, bundle: Path, refs, inputs=()) -> str:
+    """What a finished fold depends on: settings, table, k-mer sequences, the model inputs
+    as placed (window, fill, background), the references' predictions and the bundle."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    digest.update(json.dumps([list(ids), np.asarray(values).tolist(), list(groups)]).encode())
+    for seq in seqs:
+        digest.update(seq.encode() + b"\n")
+    for item in inputs:
+        for modality in ("dna", "rna", "protein"):
+            seq = getattr(item, modality, None)
+            seq = seq.tobytes() if isinstance(seq, np.ndarray) else str(seq or "").encode()
+            digest.update(seq + b"\n")
+    if refs is not None:
+        digest.update(np.ascontiguousarray(refs, dtype=np.float64).tobytes())
+    digest.update(_sha256(bundle / "model.pt").encode())
+    return digest.hexdigest()
+
+
+def partial_dir(out_dir: Path) -> Path:
+    """Where finished folds wait (``.{name}.partial`` beside the output)."""
+    return out_dir.parent / f".{out_dir.name}.partial"
+
+
+def summarize(cv: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd (ddof 1) over folds of each metric, per method and column."""
+    rows = []
+    for (method, column), part in cv.groupby(["method", "column"], sort=False):
+        row = {"method": method, "column": column, "folds": len(part)}
+        for metric in METRICS:
+            values = part[metric].dropna().to_numpy(dtype=float)
+            row[f"{metric}_mean"] = float(values.mean()) if len(values) else np.nan
+            row[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_finetune(
+    bundle: str | os.PathLike,
+    ids: Sequence[str],
+    inputs: Sequence[Any],
+    values: np.ndarray,
+    columns: Sequence[str],
+    groups: Sequence[str],
+    seqs: Sequence[str],
+    out_dir: str | os.PathLike,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    reference_inputs: Sequence[Any] | None = None,
+    source: dict[str, Any] | None = None,
+    device: str | None = None,
+) -> FinetuneResult:
+    """Cross-validate fine-tuning of ``bundle`` on ``inputs`` (model inputs, ``ids`` in the
+    same order) with measured ``values`` ``(n, len(columns))``, grouped by ``groups``;
+    ``seqs``: each construct's sequence for the k-mer ridge; ``reference_inputs``: for a
+    variant table, each construct's reference (zero-shot = the bundle's effect alt - ref).
+    Writes ``out_dir`` (``OUTPUTS``) atomically; returns :class:`FinetuneResult`."""
+    import torch
+
+    from isoflow.bundle import load_model
+    from isoflow.metrics import tissue_metrics
+    from isoflow.progress import Progress
+
+    s = finetune_settings(settings)
+    out_dir, bundle = Path(out_dir), Path(bundle)
+    values = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups, dtype=object)
+    columns = list(columns)
+    seed = int(s["seed"])
+    model = load_model(bundle, device=device)
+    torch.manual_seed(seed)
+    started = time.monotonic()
+    tuner = Tuner(model, inputs, len(columns), s)
+    # the bundle's predictions from embeddings of distinct sequences (the frozen ones again)
+    embedded = {
+        m: tuner.embedded.get(m) or _embed_distinct(model, inputs, m) for m in model.modalities
+    }
+    base = model.head(embedded)
+    refs = None
+    if reference_inputs is not None:  # a variant table: many constructs share a reference
+        refs = model.head(
+            {m: _embed_distinct(model, reference_inputs, m) for m in model.modalities}
+        )
+    zs = zero_shot(base, model.tissues, columns, s["zero_shot"], refs)
+    kmers = kmer_counts(seqs, int(s["kmer"]))
+    log.info(
+        "%d constructs, %d groups, %d column(s); mode %s; inputs embedded in %.1f s",
+        len(ids),
+        len(set(groups.tolist())),
+        len(columns),
+        s["mode"],
+        time.monotonic() - started,
+    )
+    folds = grouped_folds(groups, int(s["folds"]), seed)
+    work = partial_dir(out_dir)
+    fingerprint = _fingerprint(s, ids, values, groups, seqs, bundle, refs, inputs)
+    stamp = work / "fingerprint.txt"
+    if work.exists() and (not stamp.is_file() or stamp.read_text() != fingerprint):
+        log.info("%s: from other settings or data; starting afresh", work)
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint)
+    methods = [m for m in METHODS if m != "shuffled" or s["shuffled_control"]]
+    oof = {m: np.full(values.shape, np.nan) for m in methods}
+    fold_of = np.zeros(len(ids), dtype=int)
+    progress = Progress("CV folds", len(folds), "fold", logger=log)
+    for k, (train, test) in enumerate(folds):
+        fold_of[test] = k
+        done = work / f"fold{k}.npz"
+        if done.is_file():
+            saved = np.load(done)
+            for m in methods:
+                oof[m][test] = saved[m]
+            log.info("fold %d: finished before, read from %s", k + 1, done)
+            progress.update(1)
+            continue
+        inner = inner_split(groups[train], float(s["inner_valid"]), seed + k)
+        fit, valid = train[inner[0]], train[inner[1]]
+        network, _ = tuner.fit(values, fit, valid, seed + k, f"fold {k + 1} finetune")
+        found = {"finetune": tuner.predict(network, test), "zero_shot": zs[test]}
+        found["kmer_ridge"] = ridge_predict(kmers, values, train, test, inner, s["ridge_alphas"])
+        if "shuffled" in methods:
+            rng = np.random.default_rng(seed + 1000 + k)
+            shuffled = values.copy()
+            shuffled[train] = values[rng.permutation(train)]
+            network, _ = tuner.fit(shuffled, fit, valid, seed + k, f"fold {k + 1} shuffled")
+            found["shuffled"] = tuner.predict(network, test)
+        for m in methods:
+            oof[m][test] = found[m]
+        with atomic_path(done) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, **found)
+        progress.update(1)
+    progress.finish()
+    rows = []
+    for m in methods:
+        for k, (_, test) in enumerate(folds):
+            for j, column in enumerate(columns):
+                metric = tissue_metrics(values[test, j], oof[m][test, j])
+                rows.append(
+                    {"method": m, "fold": k + 1, "column": column, "n": len(test), **metric}
+                )
+    cv = pd.DataFrame(rows)
+    summary = summarize(cv)
+    predictions = pd.DataFrame(
+        {
+            "construct_id": np.repeat(np.asarray(ids, dtype=object), len(columns)),
+            "group": np.repeat(groups, len(columns)),
+            "fold": np.repeat(fold_of + 1, len(columns)),
+            "column": np.tile(np.asarray(columns, dtype=object), len(ids)),
+            "measured": values.reshape(-1),
+            **{m: oof[m].reshape(-1) for m in methods},
+        }
+    )
+    inner = inner_split(groups, float(s["inner_valid"]), seed + len(folds))
+    final, epochs = tuner.fit(values, inner[0], inner[1], seed + len(folds), "final model")
+    final_pred = tuner.predict(final, np.arange(len(ids)))
+    for method in methods:
+        part = summary[summary["method"] == method]
+        log.info(
+            "%s: Spearman %s",
+            method,
+            ", ".join(
+                f"{r.column} {r.spearman_mean:.3f} ± {r.spearman_sd:.3f}" for r in part.itertuples()
+            ),
+        )
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        manifest = write_bundle(
+            tuner, final, tmp / OUTPUTS["bundle"], columns, s, summary, source, epochs
+        )
+        check_bundle(tmp / OUTPUTS["bundle"], inputs, final_pred, model.device)
+        cv.to_csv(tmp / OUTPUTS["cv"], sep="\t", index=False, float_format="%.6g")
+        summary.to_csv(tmp / OUTPUTS["summary"], sep="\t", index=False, float_format="%.6g")
+        predictions.to_csv(tmp / OUTPUTS["predictions"], sep="\t", index=False, float_format="%.6g")
+        plot_cv(summary, tmp / OUTPUTS["figure"], demo=bool((source or {}).get("demo")))
+        (tmp / OUTPUTS["html"]).write_text(summary_html(summary))
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("%s written in %.1f s", out_dir, time.monotonic() - started)
+    return FinetuneResult(cv, summary, predictions, manifest)
+
+
+def write_bundle(
+    tuner: Tuner,
+    network,
+    out: Path,
+    columns: list[str],
+    settings: dict,
+    summary: pd.DataFrame,
+    source: dict | None,
+    epochs: int,
+) -> dict[str, Any]:
+    """The fine-tuned network as a bundle ``load_model`` reads: the base manifest with the
+    measured columns as its outputs, the LoRA spec on adapted encoders, the CV summary as
+    its metrics and a ``finetune`` record; the frozen encoders' files copied."""
+    import torch
+
+    from isoflow.bundle import CARD, WEIGHTS, _write_manifest
+
+    base = tuner.model
+    manifest = copy.deepcopy(base.card)
+    manifest["run"] = f"finetune-{base.card['run']}"
+    manifest["tissues"] = list(columns)
+    if tuner.mode == "lora":
+        for modality in tuner.trained_raw:
+            manifest["encoders"][modality]["spec"]["lora"] = dict(settings["lora"])
+    mean = {r.column: r.spearman_mean for r in summary[summary.method == "finetune"].itertuples()}
+    manifest["metrics"] = {"cv": json.loads(summary.to_json(orient="records")), "mean": {}}
+    manifest["metrics"]["mean"]["spearman"] = float(np.nanmean(list(mean.values())))
+    manifest["finetune"] = {
+        "base": {
+            "path": str(base.path),
+            "run": base.card["run"],
+            "sha256": _sha256(base.path / WEIGHTS),
+        },
+        "settings": settings,
+        "epochs": epochs,
+        "source": source or {},
+    }
+    manifest.pop("check", None)
+    out.mkdir(parents=True)
+    state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    torch.save(state, out / WEIGHTS)
+    for entry in manifest["encoders"].values():
+        if entry.get("weights") and entry["mode"] == "cached":
+            (out / entry["weights"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(base.path / entry["weights"], out / entry["weights"])
+    (out / CARD).write_text(
+        f"# isoflow fine-tuned model `{manifest['run']}`\n\nThe bundle `{base.card['run']}` "
+        f"with a new head over the measured columns {', '.join(columns)}, fine-tuned "
+        f"(mode {tuner.mode}) on a construct measurement table. Cross-validated metrics: "
+        "`manifest.json` -> `metrics.cv` (and the run's summary.tsv). Outputs are in the "
+        "table's units, not log(1 + TPM).\n"
+    )
+    _write_manifest(out, manifest)
+    return manifest
+
+
+def check_bundle(path: Path, inputs, expected: np.ndarray, device) -> float:
+    """Load the written bundle and predict ``inputs``: it must give the in-memory model's
+    predictions (float32 rounding)."""
+    from isoflow.bundle import load_model
+
+    got = load_model(path, device=device).predict(inputs)
+    diff = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
+    if not diff <= 1e-4 * max(1.0, float(np.max(np.abs(expected)))):
+        raise InputError(path, None, f"the written bundle predicts up to {diff:.3g} away")
+    log.info("bundle check: max |loaded - trained| %.3g over %d constructs", diff, len(inputs))
+    return diff
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def summary_html(summary: pd.DataFrame) -> str:
+    """The report's table: mean ± sd over folds per method and column."""
+    table = pd.DataFrame({"method": summary["method"], "column": summary["column"]})
+    for metric in METRICS:
+        table[metric] = [
+            "n/a"
+            if not np.isfinite(m)
+            else f"{m:.3f} ± {sd:.3f}"
+            if np.isfinite(sd)
+            else f"{m:.3f}"
+            for m, sd in zip(summary[f"{metric}_mean"], summary[f"{metric}_sd"], strict=True)
+        ]
+    table["folds"] = summary["folds"]
+    return (
+        "<p>Grouped k-fold cross-validation on the construct table (held-out groups). "
+        "finetune: the bundle with a new head, fine-tuned; zero_shot: the bundle's own score; "
+        "kmer_ridge: a ridge on k-mer counts; shuffled: fine-tuned on shuffled labels.</p>\n"
+        + table.to_html(index=False, border=0)
+    )
+
+
+def plot_cv(summary: pd.DataFrame, path: Path, demo: bool = False) -> None:
+    """Spearman (mean ± sd over folds) per method, one group of bars per column."""
+    from matplotlib.figure import Figure
+
+    from isoflow.report.figures import save_figure
+
+    columns = list(dict.fromkeys(summary["column"]))
+    methods = list(dict.fromkeys(summary["method"]))
+    fig = Figure(figsize=(max(4.0, 1.2 * len(columns) * len(methods) / 2 + 2), 3.2))
+    ax = fig.add_subplot()
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        part = summary[summary["method"] == method].set_index("column").loc[columns]
+        x = np.arange(len(columns)) + i * width
+        ax.bar(x, part["spearman_mean"], width, yerr=part["spearman_sd"].fillna(0), label=method)
+    ax.set_xticks(np.arange(len(columns)) + 0.4 - width / 2, columns)
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_ylabel("Spearman (held-out folds)")
+    ax.legend(fontsize="small", frameon=False)
+    fig.tight_layout()
+    save_figure(fig, path, demo)
+
+
+# ---------------------------------------------------------------------------- table -> run
+
+
+def finetune_table(
+    table_path: str | os.PathLike,
+    bundle: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    columns: Sequence[str] | None = None,
+    placement: Mapping[str, Any] | None = None,
+    device: str | None = None,
+    demo: bool = False,
+) -> FinetuneResult:
+    """:func:`run_finetune` on a measurement table (:func:`isoflow.measurements.read_measurements`),
+    each construct placed as ``isoflow score`` places it (``placement``: fill, background
+    (a FASTA path), polya_in_rna, polya_tail)."""
+    from isoflow.bundle import read_manifest
+    from isoflow.constructs import construct_inputs, read_background
+    from isoflow.measurements import read_measurements
+
+    s = finetune_settings(settings)
+    table = read_measurements(table_path, columns=columns, folds=int(s["folds"]))
+    placement = dict(placement or {})
+    if placement.get("background"):
+        placement["background"] = read_background(placement["background"])
+    window = int(read_manifest(bundle)["dna"]["window"])
+    inputs = [construct_inputs(c, window=window, **placement) for c in table.constructs]
+    source = {"table": str(table_path), "sha256": _sha256(Path(table_path)), "demo": demo}
+    return run_finetune(
+        bundle,
+        table.ids,
+        inputs,
+        table.values,
+        table.columns,
+        table.groups,
+        [c.cassette for c in table.constructs],
+        out_dir,
+        settings=s,
+        source=source,
+        device=device,
+    )
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "table", help="measurement table (TSV: id, parts or genbank, measured columns, [group])"
+    )
+    parser.add_argument("-m", "--model", required=True, help="the model bundle to start from")
+    parser.add_argument("-o", "--out", required=True, help="output folder")
+    parser.add_argument(
+        "--columns", nargs="+", default=None, help="measured columns (default: all)"
+    )
+    parser.add_argument("--mode", choices=MODES, default=FINETUNE_DEFAULTS["mode"])
+    parser.add_argument("--finetune-last", type=int, default=FINETUNE_DEFAULTS["finetune_last"])
+    parser.add_argument("--folds", type=int, default=FINETUNE_DEFAULTS["folds"])
+    parser.add_argument("--max-epochs", type=int, default=FINETUNE_DEFAULTS["max_epochs"])
+    parser.add_argument("--seed", type=int, default=FINETUNE_DEFAULTS["seed"])
+    parser.add_argument(
+        "--zero-shot",
+        action="append",
+        default=[],
+        metavar="COLUMN=TISSUE",
+        help="the bundle tissue whose score is a column's zero-shot baseline (repeatable; "
+        "default: the tissue of the same name, else the mean over tissues)",
+    )
+    parser.add_argument("--background", default=None, help="FASTA of the DNA around a cassette")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
+
+
+def run(args: argparse.Namespace) -> int:
+    mapping = {}
+    for item in args.zero_shot:
+        column, sep, tissue = item.partition("=")
+        if not sep or not column or not tissue:
+            raise InputError(None, "--zero-shot", f"{item!r} is not COLUMN=TISSUE")
+        mapping[column] = tissue
+    settings = {
+        "mode": args.mode,
+        "finetune_last": args.finetune_last,
+        "folds": args.folds,
+        "max_epochs": args.max_epochs,
+        "seed": args.seed,
+        "zero_shot": mapping,
+    }
+    finetune_table(
+        args.table,
+        args.model,
+        args.out,
+        settings=settings,
+        columns=args.columns,
+        placement={"background": args.background},
+        device=args.device,
+    )
+    return 0

@@ -1,0 +1,202 @@
+"""The construct measurement table: constructs and what a lab measured on them.
+
+A TSV read by :func:`isoflow.constructs.read_constructs` (``id``, the parts, other columns
+kept as ``Construct.extra``), or with a ``genbank`` column instead of the parts: each row's
+construct is the one record of that GenBank file (a path relative to the table). Of the
+other columns, the measured ones (``columns``; by default every column but ``group`` and
+``genbank``) must hold a finite number in every row; ``group`` (optional, e.g. construct
+family) keeps related constructs on one side of every cross-validation split: without it,
+each construct is its own group. docs/constructs.md ("Measurement table") is the user's page.
+
+Every broken assumption is an :class:`InputError` naming the file, the line and the problem
+(tests/unit/test_measurements.py breaks each one). Torch-free.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from isoflow.constructs import Construct, read_constructs
+from isoflow.errors import InputError, non_utf8_error
+
+GROUP_COLUMN = "group"
+GENBANK_COLUMN = "genbank"
+NOT_MEASURED = (GROUP_COLUMN, GENBANK_COLUMN)
+
+
+@dataclass(frozen=True)
+class MeasurementTable:
+    """``constructs`` in table order, ``values`` ``(n, len(columns))`` float64 (finite),
+    ``columns`` (the measured columns), ``groups`` (one label per construct), ``path``."""
+
+    constructs: list[Construct]
+    values: np.ndarray
+    columns: list[str]
+    groups: np.ndarray
+    path: Path
+
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.constructs]
+
+    @property
+    def n_groups(self) -> int:
+        return len(set(self.groups.tolist()))
+
+
+def _line(construct: Construct) -> int | None:
+    record = construct.source.rpartition(":")[2]
+    return int(record) if record.isdigit() else None
+
+
+def _header(path: Path) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise non_utf8_error(path) from None
+    except OSError as err:
+        raise InputError(path, None, f"cannot read the measurement table: {err}") from None
+    for row in csv.reader(io.StringIO(text), delimiter="\t"):
+        if any(cell.strip() for cell in row):
+            return [cell.strip() for cell in row]
+    raise InputError(path, None, "empty file; expected a tab-separated header and one row each")
+
+
+def _genbank_rows(path: Path, header: list[str], **read_kwargs) -> list[Construct]:
+    """Constructs of a table whose rows name a GenBank file each (``genbank`` column)."""
+    text = path.read_text(encoding="utf-8-sig")
+    rows = [
+        (n, row)
+        for n, row in enumerate(csv.reader(io.StringIO(text), delimiter="\t"), start=1)
+        if any(cell.strip() for cell in row)
+    ]
+    index = {name: i for i, name in enumerate(header)}
+    if "id" not in index:
+        raise InputError(path, rows[0][0], "header lacks column id")
+    out = []
+    for number, row in rows[1:]:
+        if len(row) != len(header):
+            raise InputError(
+                path, number, f"{len(row)} fields, the header has {len(header)} (tab-separated)"
+            )
+        cid = row[index["id"]].strip()
+        if not cid:
+            raise InputError(path, number, "empty id; give each construct an id")
+        file = row[index[GENBANK_COLUMN]].strip()
+        if not file:
+            raise InputError(path, number, f"construct {cid!r}: empty {GENBANK_COLUMN} path")
+        where = (path.parent / file).resolve()
+        if not where.is_file():
+            raise InputError(path, number, f"construct {cid!r}: GenBank file {file} not found")
+        found = read_constructs(where, **read_kwargs)
+        if len(found) != 1:
+            raise InputError(
+                path, number, f"construct {cid!r}: {file} holds {len(found)} records, not one"
+            )
+        extra = {h: row[i].strip() for h, i in index.items() if h not in ("id", GENBANK_COLUMN)}
+        out.append(Construct(cid, found[0].parts, f"{path}:{number}", extra, found[0].itrs))
+    seen: dict[str, str] = {}
+    for c in out:
+        if c.id in seen:
+            raise InputError(
+                path, _line(c), f"construct id {c.id!r} is already used by {seen[c.id]}"
+            )
+        seen[c.id] = c.source
+    if not out:
+        raise InputError(path, None, "a header but no construct rows")
+    return out
+
+
+def read_measurements(
+    path: str | os.PathLike,
+    *,
+    columns: Sequence[str] | None = None,
+    group_column: str = GROUP_COLUMN,
+    folds: int | None = None,
+    **read_kwargs,
+) -> MeasurementTable:
+    """The measurement table at ``path``, checked (module docstring). ``columns``: the
+    measured columns (default: every non-part column but ``group_column`` and ``genbank``);
+    ``folds``: the cross-validation folds it will be split into (fewer groups is an error);
+    ``read_kwargs`` go to :func:`isoflow.constructs.read_constructs`."""
+    path = Path(path)
+    header = _header(path)
+    if GENBANK_COLUMN in header:
+        constructs = _genbank_rows(path, header, **read_kwargs)
+    else:
+        constructs = read_constructs(path, **read_kwargs)
+    extra = list(constructs[0].extra)
+    if columns is None:
+        columns = [c for c in extra if c not in (*NOT_MEASURED, group_column)]
+        if not columns:
+            raise InputError(
+                path,
+                1,
+                "no measured column: add one or more numeric columns (e.g. expression per "
+                "tissue) beside id and the parts",
+            )
+    columns = list(columns)
+    if len(set(columns)) != len(columns):
+        raise InputError(path, 1, f"measured columns named twice: {columns}")
+    for name in columns:
+        if name not in extra:
+            raise InputError(
+                path,
+                1,
+                f"measured column {name!r} is not in the header (other columns: "
+                f"{', '.join(extra) or 'none'})",
+            )
+        if name == group_column:
+            raise InputError(path, 1, f"{name!r} is the group column, not a measurement")
+    values = np.zeros((len(constructs), len(columns)), dtype=np.float64)
+    for i, c in enumerate(constructs):
+        for j, name in enumerate(columns):
+            text = c.extra[name]
+            if not text:
+                raise InputError(path, _line(c), f"construct {c.id!r}: {name} is empty")
+            try:
+                value = float(text)
+            except ValueError:
+                raise InputError(
+                    path, _line(c), f"construct {c.id!r}: {name} {text!r} is not a number"
+                ) from None
+            if not math.isfinite(value):
+                raise InputError(
+                    path, _line(c), f"construct {c.id!r}: {name} {text!r} is not finite"
+                )
+            values[i, j] = value
+    if group_column in extra:
+        groups = []
+        for c in constructs:
+            label = c.extra[group_column]
+            if not label:
+                raise InputError(
+                    path,
+                    _line(c),
+                    f"construct {c.id!r}: {group_column} is empty; give every row a group "
+                    "(or drop the column: each construct is then its own group)",
+                )
+            groups.append(label)
+        group_array = np.asarray(groups, dtype=object)
+    else:
+        group_array = np.asarray([c.id for c in constructs], dtype=object)
+    table = MeasurementTable(constructs, values, columns, group_array, path)
+    if folds is not None and table.n_groups < folds:
+        raise InputError(
+            path,
+            None,
+            f"{table.n_groups} group(s) for {folds} cross-validation folds: each fold needs a "
+            "group of its own; lower finetune.folds or add groups",
+        )
+    for j, name in enumerate(columns):
+        if np.ptp(values[:, j]) == 0:
+            raise InputError(path, None, f"{name}: every construct has the same value")
+    return table

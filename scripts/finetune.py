@@ -1,0 +1,28 @@
+"""Rule finetune: measurement table + model bundle -> results/finetune/ (isoflow.finetune)."""
+
+from pathlib import Path
+
+import torch
+
+from isoflow.finetune import finetune_table
+from isoflow.jobs import run_script
+
+
+def main() -> None:
+    sm = snakemake  # noqa: F821
+    torch.set_num_threads(sm.threads)
+    out_dir = Path(sm.output.cv).parent
+    placement = {"fill": sm.params.fill, "background": sm.input.get("background")}
+    placement = {k: v for k, v in placement.items() if v}  # unset: construct_inputs' default
+    finetune_table(
+        sm.input.table,
+        sm.input.model,
+        out_dir,
+        settings=dict(sm.params.settings),
+        columns=sm.params.columns,
+        placement=placement,
+        demo=sm.params.demo,
+    )
+
+
+run_script(main, snakemake.log[0])  # noqa: F821

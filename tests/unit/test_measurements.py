@@ -1,0 +1,133 @@
+"""The construct measurement table: each assumption of isoflow.measurements broken once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from isoflow.demo import MEASURED_COLUMNS, write_demo_measurements
+from isoflow.errors import InputError
+from isoflow.measurements import read_measurements
+
+PROMOTER = "ACGT" * 10
+UTR5 = "GCCACC"
+CDS = "ATGAAATAA"
+UTR3 = "TTTT"
+
+
+def write(tmp_path, rows, header=("id", "group", "promoter", "utr5", "cds", "utr3", "a", "b")):
+    lines = ["\t".join(header)]
+    for row in rows:
+        lines.append("\t".join(row))
+    path = tmp_path / "m.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def row(cid, group="g1", a="1.5", b="2"):
+    return [cid, group, PROMOTER, UTR5, CDS, UTR3, a, b]
+
+
+def good_rows():
+    values = [("c1", "g1", "1", "2"), ("c2", "g1", "2", "1"), ("c3", "g2", "3", "0")]
+    return [row(*v) for v in [*values, ("c4", "g3", "0", "5")]]
+
+
+def test_reads_values_groups_and_columns(tmp_path):
+    table = read_measurements(write(tmp_path, good_rows()), folds=3)
+    assert table.columns == ["a", "b"]
+    assert table.ids == ["c1", "c2", "c3", "c4"]
+    np.testing.assert_array_equal(table.values[:, 0], [1, 2, 3, 0])
+    assert list(table.groups) == ["g1", "g1", "g2", "g3"]
+    assert table.n_groups == 3
+    only_a = read_measurements(write(tmp_path, good_rows()), columns=["a"])
+    assert only_a.columns == ["a"] and only_a.values.shape == (4, 1)
+
+
+def test_without_a_group_column_each_construct_is_its_own_group(tmp_path):
+    header = ("id", "promoter", "utr5", "cds", "utr3", "a")
+    rows = [[f"c{i}", PROMOTER, UTR5, CDS, UTR3, str(i)] for i in range(3)]
+    table = read_measurements(write(tmp_path, rows, header))
+    assert list(table.groups) == ["c0", "c1", "c2"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (row("c2", a=""), "c2': a is empty"),
+        (row("c2", a="high"), "a 'high' is not a number"),
+        (row("c2", b="nan"), "b 'nan' is not finite"),
+        (row("c2", b="inf"), "b 'inf' is not finite"),
+        (row("c2", group=""), "group is empty"),
+        (row("c1"), "already used"),
+    ],
+)
+def test_a_bad_row_is_one_line_naming_file_and_line(tmp_path, bad, message):
+    rows = good_rows()
+    rows[1] = bad
+    path = write(tmp_path, rows)
+    with pytest.raises(InputError, match=message) as err:
+        read_measurements(path)
+    assert str(err.value).startswith(f"{path}:3:")
+    assert "\n" not in str(err.value)
+
+
+def test_fewer_groups_than_folds(tmp_path):
+    with pytest.raises(InputError, match="3 group.s. for 5 cross-validation folds"):
+        read_measurements(write(tmp_path, good_rows()), folds=5)
+
+
+def test_no_measured_column_or_an_unknown_one(tmp_path):
+    header = ("id", "group", "promoter", "utr5", "cds", "utr3")
+    rows = [r[:6] for r in good_rows()]
+    with pytest.raises(InputError, match="no measured column"):
+        read_measurements(write(tmp_path, rows, header))
+    with pytest.raises(InputError, match="'c' is not in the header"):
+        read_measurements(write(tmp_path, good_rows()), columns=["a", "c"])
+    with pytest.raises(InputError, match="is the group column"):
+        read_measurements(write(tmp_path, good_rows()), columns=["group"])
+
+
+def test_a_constant_column_is_an_error(tmp_path):
+    rows = [row(f"c{i}", f"g{i}", a=str(i), b="2") for i in range(3)]
+    with pytest.raises(InputError, match="b: every construct has the same value"):
+        read_measurements(write(tmp_path, rows))
+
+
+def test_construct_errors_come_from_the_construct_reader(tmp_path):
+    rows = good_rows()
+    rows[2][4] = "ATGTAAAAATAA"  # in-frame stop
+    with pytest.raises(InputError, match="in-frame stop"):
+        read_measurements(write(tmp_path, rows))
+
+
+def test_genbank_column_reads_one_record_per_row(tmp_path):
+    from Bio import SeqIO
+    from Bio.Seq import Seq
+    from Bio.SeqFeature import FeatureLocation, SeqFeature
+    from Bio.SeqRecord import SeqRecord
+
+    seq = PROMOTER + UTR5 + CDS + UTR3
+    record = SeqRecord(Seq(seq), id="x", name="x", annotations={"molecule_type": "DNA"})
+    at = 0
+    for kind, part in (("promoter", PROMOTER), ("5'UTR", UTR5), ("CDS", CDS), ("3'UTR", UTR3)):
+        record.features.append(SeqFeature(FeatureLocation(at, at + len(part), 1), type=kind))
+        at += len(part)
+    SeqIO.write([record], tmp_path / "x.gb", "genbank")
+    header = ("id", "genbank", "group", "a")
+    rows = [["c1", "x.gb", "g1", "1"], ["c2", "x.gb", "g2", "2"], ["c3", "missing.gb", "g2", "3"]]
+    path = write(tmp_path, rows, header)
+    with pytest.raises(InputError, match="missing.gb not found") as err:
+        read_measurements(path)
+    assert str(err.value).startswith(f"{path}:4:")
+    table = read_measurements(write(tmp_path, rows[:2], header))
+    assert table.constructs[0].cassette == seq and table.columns == ["a"]
+
+
+def test_demo_table_has_its_planted_signal(tmp_path):
+    table = read_measurements(write_demo_measurements(tmp_path / "d.tsv"), folds=5)
+    assert table.columns == list(MEASURED_COLUMNS)
+    assert table.n_groups == 8
+    gc = np.array([sum(map(c.parts["promoter"].count, "GC")) / 400 for c in table.constructs])
+    assert np.corrcoef(gc, table.values[:, 0])[0, 1] > 0.5
+    assert np.corrcoef(gc, table.values[:, 1])[0, 1] < -0.5
