@@ -106,7 +106,7 @@ def demo_bundle(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # 8 fits of up to 100 epochs: ~10 min on the loaded 2-core box
+@pytest.mark.timeout(1800)  # under 1.5 min quiet; load can make it 10x
 def test_finetune_beats_zero_shot_and_shuffled_on_the_demo_table(demo_bundle, tmp_path):
     from isoflow.bundle import load_model
     from isoflow.demo import write_demo_measurements
