@@ -33,5 +33,8 @@ def main() -> None:
     )
 
 
-# several runs: each run's log is opened by run_experiments
-run_script(main, None if snakemake.params.get("runs") else snakemake.log[0])  # noqa: F821
+# several runs: each run's log is opened by run_experiments. The guard keeps the worker
+# processes of resources.train_processes (spawned: they import this file as __mp_main__,
+# where Snakemake's `snakemake` object does not exist) from running the job again.
+if __name__ == "__main__":
+    run_script(main, None if snakemake.params.get("runs") else snakemake.log[0])  # noqa: F821
