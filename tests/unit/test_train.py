@@ -478,3 +478,13 @@ def test_checkpoint_of_another_model_version_is_one_line(dataset, tmp_path):
     assert (tmp_path / "previous" / "unfit" / "checkpoints" / "last.ckpt").is_file()
     run_experiment(config, exp, path, tmp_path)
     assert (tmp_path / "metrics.json").is_file()
+
+
+def test_train_script_runs_nothing_when_imported_by_a_spawned_worker():
+    # resources.train_processes spawns workers, which import the job's script as
+    # __mp_main__ (multiprocessing's spawn); Snakemake's `snakemake` object exists only in
+    # the job's own process, so the script must not run its job then.
+    import runpy
+
+    namespace = runpy.run_path(str(REPO / "scripts" / "train.py"), run_name="__mp_main__")
+    assert callable(namespace["main"])
