@@ -10,6 +10,7 @@ them together into a run; ``isoflow.checkpoints`` says where checkpoints go.
 
 from __future__ import annotations
 
+import math
 import random
 import shlex
 from pathlib import Path
@@ -221,12 +222,76 @@ class IsoFormerModule(pl.LightningModule):
             self.log(f"val_{key}", float("nan") if value is None else value, sync_dist=False)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(
-            params,
-            lr=float(self.train_cfg["lr"]),
-            weight_decay=float(self.train_cfg["weight_decay"]),
+        """AdamW over the trained parameters, in one group, or with ``decay_norms_biases:
+        false`` in two (``parameter_groups``); with a warmup or ``schedule: cosine``, a
+        per-step LR schedule (``lr_factor``) over the run's ``max_epochs``."""
+        train = self.train_cfg
+        weight_decay = float(train["weight_decay"])
+        if train["decay_norms_biases"]:
+            groups: Any = [p for p in self.parameters() if p.requires_grad]
+        else:
+            decay, no_decay = parameter_groups(self)
+            groups = [
+                {"params": decay, "weight_decay": weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ]
+        optimizer = torch.optim.AdamW(groups, lr=float(train["lr"]), weight_decay=weight_decay)
+        if not train["warmup_steps"] and train["schedule"] == "constant":
+            return optimizer  # no scheduler: exactly the optimisation of earlier versions
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = warmup_steps(train["warmup_steps"], total)
+        schedule = train["schedule"]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, warmup, total, schedule)
         )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+
+NORM_LAYERS = (
+    torch.nn.LayerNorm,
+    torch.nn.GroupNorm,
+    torch.nn.RMSNorm,
+    torch.nn.LocalResponseNorm,
+    torch.nn.modules.batchnorm._NormBase,
+)
+
+
+def parameter_groups(module: torch.nn.Module) -> tuple[list, list]:
+    """(decayed, not decayed) trained parameters: biases (any parameter named ``bias``) and
+    the parameters of normalisation layers (LayerNorm, BatchNorm, RMSNorm, ...) are not
+    decayed; weight decay pulls a LayerNorm gain towards 0, not towards its identity 1."""
+    no_decay_ids = set()
+    for sub in module.modules():
+        for name, param in sub.named_parameters(recurse=False):
+            if name == "bias" or name.endswith("_bias") or isinstance(sub, NORM_LAYERS):
+                no_decay_ids.add(id(param))
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (no_decay if id(param) in no_decay_ids else decay).append(param)
+    return decay, no_decay
+
+
+def warmup_steps(setting: int | float, total: int) -> int:
+    """``train.warmup_steps`` as a count: a fraction in (0, 1) is of ``total`` steps."""
+    if 0 < setting < 1:
+        return max(1, round(setting * total))
+    return int(setting)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """The LR multiplier at optimizer step ``step`` (0-based): linear warmup (step + 1) /
+    (warmup + 1) over the first ``warmup`` steps, then 1 (``constant``) or a half cosine from
+    1 down to 0 at step ``total`` (``cosine``)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class History(Callback):

@@ -60,11 +60,24 @@ from isoflow.settings import cached_modalities, protein_config, rna_config, trai
 log = logging.getLogger(__name__)
 
 
-def _strategy(train: dict):
-    """``ddp`` finds unused parameters: the encoders keep heads (ESM-2's LM and contact
-    heads, NT's pooler) that the embeddings never use, which plain DDP rejects."""
+def may_skip_parameters(module: IsoFormerModule) -> bool:
+    """True when a training step can leave a trained parameter without a gradient: a trained
+    protein encoder read raw is not run on a batch in which no transcript has a protein
+    (non-coding ones), so its parameters then take no part in that step. Every other trained
+    parameter takes part in every step: the encoders' unused heads are removed on load
+    (tests/unit/test_ddp.py checks each aggregator)."""
+    encoders = module.model.encoders
+    return "protein" in encoders and any(p.requires_grad for p in encoders["protein"].parameters())
+
+
+def _strategy(train: dict, module: IsoFormerModule):
+    """``ddp`` looks for unused parameters after each step (a walk of the autograd graph)
+    only where a step can leave some out (``may_skip_parameters``); plain DDP would fail or
+    wait there. Elsewhere it is plain DDP."""
     if train["strategy"] == "ddp":
-        return DDPStrategy(find_unused_parameters=True)
+        find_unused = may_skip_parameters(module)
+        log.info("ddp: find_unused_parameters=%s", find_unused)
+        return DDPStrategy(find_unused_parameters=find_unused)
     return train["strategy"]
 
 
@@ -182,9 +195,11 @@ def run_experiment(
         max_epochs=int(train["max_epochs"]),
         accelerator=train["accelerator"],
         devices=train["devices"],
-        strategy=_strategy(train),
+        strategy=_strategy(train, module),
         precision=precision,
         deterministic=train["deterministic"],  # True, False or "warn"
+        gradient_clip_val=train["grad_clip"],  # None: no clipping
+        gradient_clip_algorithm="norm",
         callbacks=callbacks,
         logger=CSVLogger(run_dir, name="csv_logs", version=""),
         plugins=plugins,
