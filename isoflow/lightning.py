@@ -10,9 +10,15 @@ them together into a run; ``isoflow.checkpoints`` says where checkpoints go.
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import random
+import re
 import shlex
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,8 @@ from isoflow.metrics import evaluate
 from isoflow.model.encoders import build_encoder, spec_from_config
 from isoflow.model.isoformer import IsoFormer
 from isoflow.settings import encoder_names, model_config, train_config
+
+log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", "val_pearson"]
 # Steps between two checks of the losses for NaN/inf (and at each epoch's end): each check
@@ -341,3 +349,67 @@ class RngState(Callback):
         torch.set_rng_state(state_dict["torch"])
         if torch.cuda.is_available() and state_dict["cuda"]:
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class RequeueOnSignal(Callback):
+    """SLURM's warning before a job's time limit (``sbatch --signal=USR1@N``, profiles/slurm):
+    finish the epoch under way, write its checkpoints, stop, and requeue the job, which then
+    resumes from ``last.ckpt`` as after a kill (bit-identical on CPU, tests/unit/test_train.py).
+
+    Not Lightning's own auto-requeue: that writes ``hpc_ckpt_*.ckpt`` wherever the signal
+    lands, mid-epoch and even mid-step, and resuming mid-epoch replays batches of an epoch
+    that the loader does not remember (Lightning warns as much), so the requeued run would
+    not end as an uninterrupted one. The cost: SLURM's warning must come at least an epoch
+    (plus a checkpoint write) before the limit, else the job times out and Snakemake's retry
+    resumes it from the last epoch's checkpoint instead (docs/model.md, "On a SLURM
+    cluster"). SLURM signals every process of the job step, and the job's own Snakemake
+    process dies of it, so once signalled this job cannot finish: a signal after the last
+    epoch requeues too, and the requeued job only tests.
+
+    ``install`` in the main thread before the signal can come; ``pending`` says whether the
+    job is to be requeued (every DDP rank agrees at each epoch's end)."""
+
+    def __init__(self, signum: int = signal.SIGUSR1) -> None:
+        self.signum = signum
+        self.received = False
+
+    def install(self) -> None:
+        signal.signal(self.signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True  # acted on at the epoch's end, never in the handler
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # collective on every rank each epoch: ranks stop together (runs before the
+        # checkpoint callbacks, which Lightning calls last: the epoch's checkpoints are written)
+        if trainer.strategy.reduce_boolean_decision(self.received, all=False):
+            self.received = True
+            trainer.should_stop = True
+
+    @property
+    def pending(self) -> bool:
+        return self.received
+
+
+def requeue_job(wait_s: float = 600) -> None:
+    """``scontrol requeue`` this SLURM job (rank 0; every rank), then wait for SLURM to end
+    this process: the requeued job starts over and resumes from the checkpoints. Raises when
+    the requeue fails or the process is still alive after ``wait_s``."""
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    if not re.fullmatch(r"[0-9_]+", job):
+        raise InputError("SLURM_JOB_ID", None, f"not a SLURM job id: {job!r}; cannot requeue")
+    if int(os.environ.get("SLURM_PROCID", "0")) == 0:
+        log.warning("SLURM time limit ahead: checkpoints written, requeueing job %s", job)
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if done.returncode:
+            raise InputError(
+                "scontrol requeue",
+                job,
+                f"failed ({done.stderr.strip()}); the checkpoints are written, run the job "
+                "again to resume (the cluster may not allow requeueing: sbatch --requeue, "
+                "the profile's slurm-requeue)",
+            )
+    time.sleep(wait_s)  # SLURM ends the job's processes
+    raise InputError("scontrol requeue", job, f"the job was still running {wait_s:.0f} s later")

@@ -52,7 +52,14 @@ from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.files import atomic_path
 from isoflow.jobs import log_to
-from isoflow.lightning import HISTORY_COLUMNS, History, IsoFormerModule, RngState
+from isoflow.lightning import (
+    HISTORY_COLUMNS,
+    History,
+    IsoFormerModule,
+    RequeueOnSignal,
+    RngState,
+    requeue_job,
+)
 from isoflow.loader import IsoformDataModule
 from isoflow.metrics import evaluate, predictions_frame
 from isoflow.settings import cached_modalities, protein_config, rna_config, train_config
@@ -147,6 +154,10 @@ def run_experiment(
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     run_dir = Path(run_dir)
     train = train_config(config)
+    on_slurm = SLURMEnvironment.detect()
+    requeue = RequeueOnSignal() if on_slurm else None
+    if requeue is not None:
+        requeue.install()  # early: before it, SLURM's warning would end the process
     seed = int(experiment["seed"])
     pl.seed_everything(seed, workers=True)
 
@@ -188,7 +199,10 @@ def run_experiment(
         EarlyStopping(monitor="val_loss", mode="min", patience=int(train["patience"])),
         checkpoint,
     ]
-    plugins = [SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else None
+    if requeue is not None:
+        callbacks.append(requeue)
+    # the environment gives DDP ranks from srun's tasks; requeueing is RequeueOnSignal's
+    plugins = [SLURMEnvironment(auto_requeue=False)] if on_slurm else None
     precision = _precision(train)
     trainer = pl.Trainer(
         default_root_dir=run_dir,
@@ -216,6 +230,8 @@ def run_experiment(
     if resume is not None:
         log.info("resuming from %s", resume)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
+    if requeue is not None and requeue.pending:
+        requeue_job()  # does not return
 
     if not trainer.is_global_zero:
         return None
@@ -226,6 +242,8 @@ def run_experiment(
     state = torch.load(best, map_location=module.device, weights_only=False)
     module.load_state_dict(state["state_dict"])
     predicted = predict(module, data.test_dataloader(), precision)
+    if requeue is not None and requeue.pending:
+        requeue_job()  # signalled while testing: the requeued job tests again
     metrics = write_outputs(run_dir, data.frames["test"], data.tissues, predicted, history.rows)
     log.info(
         "test mean %s, within-gene spearman %s", metrics["mean"], metrics["within_gene_spearman"]

@@ -13,13 +13,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from lightning_fabric.plugins.environments import LightningEnvironment
 
+import isoflow.train
 from helpers.paths import REPO
 from helpers.training import METRICS_KEYS, TINY_CONFIG, TISSUES, make_dataset, train_command
 from isoflow.dataset import read_dataset, write_dataset
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
-from isoflow.lightning import HISTORY_COLUMNS, IsoFormerModule
+from isoflow.lightning import HISTORY_COLUMNS, History, IsoFormerModule
 from isoflow.loader import (
     IsoformDataModule,
     id_fraction,
@@ -537,3 +539,58 @@ def test_norms_and_biases_are_not_decayed():
         .param_groups
     )
     assert single["weight_decay"] == 0.05 and len(single["params"]) == len(trained)
+
+
+@pytest.mark.slow
+def test_slurm_warning_requeues_at_the_epoch_end_and_resume_matches(dataset, tmp_path, monkeypatch):
+    """SLURM's USR1 before the time limit (here sent during epoch 1) lets that epoch finish
+    and write its checkpoints, then requeues instead of going on; the requeued job resumes
+    and ends bit-identical to an uninterrupted run. (tests/workflow/test_slurm.py runs it on
+    a real SLURM cluster.)"""
+    path, _ = dataset
+    config = config_with(max_epochs=4)
+    experiment = {"modalities": FAST, "seed": 2}
+
+    class OnSlurm:  # a SLURM job as run_experiment sees it, with a local process environment
+        detect = staticmethod(lambda: True)
+
+        def __new__(cls, **kwargs):
+            return LightningEnvironment()
+
+    monkeypatch.setattr(isoflow.train, "SLURMEnvironment", OnSlurm)
+
+    class Requeued(Exception):
+        pass
+
+    def requeue_job():
+        raise Requeued
+
+    monkeypatch.setattr(isoflow.train, "requeue_job", requeue_job)
+    epoch_end = History.on_train_epoch_end
+
+    def signal_in_epoch_1(self, trainer, module):
+        if trainer.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)  # the handler runs before the next line
+        epoch_end(self, trainer, module)
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(History, "on_train_epoch_end", signal_in_epoch_1)
+            with pytest.raises(Requeued):
+                run_experiment(config, experiment, path, tmp_path / "requeued")
+        signal.signal(signal.SIGUSR1, previous)
+        checkpoint = torch.load(
+            tmp_path / "requeued" / "checkpoints" / "last.ckpt", weights_only=False
+        )
+        assert checkpoint["epoch"] == 1  # stopped after writing epoch 1's checkpoint
+        assert not (tmp_path / "requeued" / "metrics.json").exists()
+        run_experiment(config, experiment, path, tmp_path / "requeued")  # the requeued job
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    monkeypatch.undo()
+    run_experiment(config, experiment, path, tmp_path / "uninterrupted")
+    for name in ("metrics.json", "history.csv"):
+        assert (tmp_path / "requeued" / name).read_text() == (
+            tmp_path / "uninterrupted" / name
+        ).read_text(), name
