@@ -5,7 +5,9 @@ Inside a run folder (``results/runs/{run}/``, DESIGN.md "Data flow" 8):
 - ``checkpoints/`` — ``last.ckpt`` every epoch plus the best by ``val_loss`` (written by
   Lightning's ``ModelCheckpoint``), and ``fingerprint.json``: what they were trained from
   (``run_fingerprint``). A run resumes from ``last.ckpt`` or a newer SLURM
-  ``hpc_ckpt_*.ckpt`` (Lightning's auto-requeue), ``resume_checkpoint``.
+  ``hpc_ckpt_*.ckpt`` (Lightning's auto-requeue, which earlier versions used; SLURM's
+  warning before a time limit now requeues at an epoch's end, ``lightning.RequeueOnSignal``),
+  ``resume_checkpoint``.
 - ``previous/<hash>/`` — checkpoints trained with other settings or data, moved aside whole
   (never deleted) when the fingerprint changes; ``<hash>`` is ``fingerprint_hash`` of their
   ``fingerprint.json``. Going back to those settings moves them back and resumes them
@@ -42,7 +44,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 PREVIOUS_DIR = "previous"
 FINGERPRINT_FILE = "fingerprint.json"
-HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue, in the run folder
+HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue (earlier versions)
 # Train keys that cannot change the trained weights: left out of the run's fingerprint, so
 # changing them (e.g. on the cluster) resumes the trained model instead of setting it aside.
 # eval_batch_size: the validation and test loaders draw the same RNG whatever their batch

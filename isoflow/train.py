@@ -3,11 +3,14 @@
 ``run_experiment`` writes into ``run_dir``:
 
 - ``checkpoints/`` and ``previous/`` — the checkpoints, kept by what they were trained from
-  (``isoflow.checkpoints``). A run finds ``last.ckpt`` (or a newer SLURM ``hpc_ckpt_*.ckpt``
-  from Lightning's auto-requeue) and continues from it, so a killed job that is started again
-  picks up where it stopped. The checkpoints hold the RNG states and the per-epoch history
-  too (``isoflow.lightning``), and batches are drawn from a sampler seeded by (seed, epoch):
-  a resumed CPU run ends with the same metrics as an uninterrupted one.
+  (``isoflow.checkpoints``). A run finds ``last.ckpt`` (or a newer ``hpc_ckpt_*.ckpt`` that
+  Lightning's own SLURM auto-requeue wrote in earlier versions) and continues from it, so a
+  killed job that is started again picks up where it stopped. The checkpoints hold the RNG
+  states and the per-epoch history too (``isoflow.lightning``), and batches are drawn from a
+  sampler seeded by (seed, epoch): a resumed CPU run ends with the same metrics as an
+  uninterrupted one. In a SLURM job, the warning before the time limit (``sbatch
+  --signal=USR1@N``, profiles/slurm) ends the epoch under way, and the job is requeued to
+  resume from its checkpoints (``lightning.RequeueOnSignal``).
 - ``history.csv`` — one row per epoch: epoch, train_loss, val_loss, val_r2, val_spearman,
   val_pearson.
 - ``metrics.json`` and ``predictions.parquet`` (transcript_id, gene_id, tissue, observed,
@@ -38,7 +41,7 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEnvironment
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -86,6 +89,28 @@ def _strategy(train: dict, module: IsoFormerModule):
         log.info("ddp: find_unused_parameters=%s", find_unused)
         return DDPStrategy(find_unused_parameters=find_unused)
     return train["strategy"]
+
+
+def cluster_environment(train: dict):
+    """Where a SLURM job's DDP ranks come from (None outside SLURM: Lightning's default).
+
+    One task per GPU (``srun`` with as many tasks as ``train.devices``): each task is a rank,
+    ``SLURMEnvironment`` reads its rank from srun. Fewer tasks than devices, as when
+    snakemake-executor-plugin-slurm runs the train rule as ``srun -n1`` (it does for every job):
+    Lightning's own launcher starts the other ranks on this node
+    (``LightningEnvironment``); with ``SLURMEnvironment`` there, the job would train as one
+    process on one device. ``auto_requeue`` is off: ``RequeueOnSignal`` requeues."""
+    if not SLURMEnvironment.detect():
+        return None
+    devices = train["devices"]
+    wanted = len(devices) if isinstance(devices, list) else devices
+    tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    if train["strategy"] == "ddp" and isinstance(wanted, int) and wanted > tasks:
+        log.info(
+            "SLURM job step of %d task(s), %d devices: Lightning starts the ranks", tasks, wanted
+        )
+        return LightningEnvironment()
+    return SLURMEnvironment(auto_requeue=False)
 
 
 def _precision(train: dict) -> str:
@@ -201,8 +226,8 @@ def run_experiment(
     ]
     if requeue is not None:
         callbacks.append(requeue)
-    # the environment gives DDP ranks from srun's tasks; requeueing is RequeueOnSignal's
-    plugins = [SLURMEnvironment(auto_requeue=False)] if on_slurm else None
+    environment = cluster_environment(train)
+    plugins = [environment] if environment is not None else None
     precision = _precision(train)
     trainer = pl.Trainer(
         default_root_dir=run_dir,

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEnvironment
 
 from helpers.paths import REPO
 from helpers.training import TINY_CONFIG, TISSUES, make_dataset, train_command
@@ -16,7 +17,7 @@ from isoflow.dataset import read_dataset
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.lightning import IsoFormerModule
 from isoflow.loader import IsoformDataModule
-from isoflow.train import may_skip_parameters
+from isoflow.train import cluster_environment, may_skip_parameters
 
 pytestmark = pytest.mark.slow  # two training processes over gloo per test
 
@@ -152,3 +153,21 @@ def test_ddp_non_finite_loss_on_one_rank_stops_both(tmp_path):
     assert "train loss is inf at epoch 0, step 0" in lines[0]
     assert "non-finite targets" in lines[0] and "Brain = inf" in lines[0]
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_slurm_ranks_come_from_srun_tasks_or_from_lightning(monkeypatch):
+    """In a SLURM job step of one task per device, srun's tasks are the ranks; in one of
+    fewer tasks (the executor plugin's `srun -n1`), Lightning starts the ranks itself."""
+    ddp = {"strategy": "ddp", "devices": 2}
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert cluster_environment(ddp) is None  # not in SLURM
+    monkeypatch.setenv("SLURM_JOB_NAME", "rule_train")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")  # srun --ntasks-per-node=2
+    environment = cluster_environment(ddp)
+    assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.delenv("SLURM_NTASKS_PER_NODE")
+    assert isinstance(cluster_environment(ddp), LightningEnvironment)
+    assert isinstance(cluster_environment({**ddp, "devices": [0, 1]}), LightningEnvironment)
+    assert isinstance(cluster_environment({"strategy": "auto", "devices": 1}), SLURMEnvironment)
