@@ -213,9 +213,21 @@ def run_experiment(
         monitor="val_loss",
         mode="min",
         save_top_k=1,
-        save_last=True,
         every_n_epochs=1,
         save_on_train_epoch_end=True,
+    )
+    # last.ckpt every epoch, from a callback of its own: ModelCheckpoint's save_last writes it
+    # only in an epoch that also wrote a best checkpoint (Lightning 2.6), so after val_loss
+    # stopped improving a killed or requeued job resumed from an older epoch and repeated the
+    # epochs since (the same results, the time lost; a job requeued at each time limit that
+    # trained fewer epochs than that per job never got further)
+    last = ModelCheckpoint(
+        dirpath=checkpoint_dir(run_dir),
+        filename="last",
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
     )
     history = History()
     callbacks = [
@@ -223,6 +235,7 @@ def run_experiment(
         RngState(),
         EarlyStopping(monitor="val_loss", mode="min", patience=int(train["patience"])),
         checkpoint,
+        last,
     ]
     if requeue is not None:
         callbacks.append(requeue)
@@ -260,7 +273,7 @@ def run_experiment(
 
     if not trainer.is_global_zero:
         return None
-    best = checkpoint.best_model_path or checkpoint.last_model_path
+    best = checkpoint.best_model_path or last.best_model_path
     if not best or not Path(best).is_file():
         raise InputError(checkpoint_dir(run_dir), None, "training left no checkpoint")
     log.info("testing %s", best)

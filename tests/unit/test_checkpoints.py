@@ -271,3 +271,16 @@ def test_dataset_digest_reused_from_the_digest_cache(dataset, tmp_path, monkeypa
     assert digest() == "f" * 64
     os.utime(data, ns=(1, 1))  # another version of the file: the cache no longer speaks for it
     assert digest() == real
+
+
+def test_last_checkpoint_is_written_every_epoch(dataset, tmp_path):
+    """last.ckpt holds the last finished epoch also when val_loss stopped improving, so a
+    killed or requeued job resumes there, not at the best epoch."""
+    path, _ = dataset
+    # an LR too small to move float32 weights: val_loss stays where it was (or moves in the
+    # last bits), so the best checkpoint stays at an early epoch
+    run_experiment(config_with(max_epochs=6, lr=1e-12), EXPERIMENT, path, tmp_path)
+    (best,) = (tmp_path / "checkpoints").glob("best-epoch*.ckpt")
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 5
+    assert int(best.stem.removeprefix("best-epoch")) < 5, "val_loss improved every epoch"
