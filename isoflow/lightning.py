@@ -390,8 +390,9 @@ class RequeueOnSignal(Callback):
         return self.received
 
 
-def requeue_job() -> None:
-    """``scontrol requeue`` this SLURM job (on rank 0), then end this process (every rank):
+def requeue_job(rank: int = 0) -> None:
+    """``scontrol requeue`` this SLURM job (on global rank 0: Lightning's rank, as ranks that
+    Lightning started in one SLURM task share its SLURM_PROCID), then end this process:
     the requeued job starts the rule again and resumes from the checkpoints. Raises when the
     requeue fails.
 
@@ -404,7 +405,7 @@ def requeue_job() -> None:
         job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     if not re.fullmatch(r"[0-9_]+", job):
         raise InputError("SLURM_JOB_ID", None, f"not a SLURM job id: {job!r}; cannot requeue")
-    if int(os.environ.get("SLURM_PROCID", "0")) == 0:
+    if rank == 0:
         log.warning("SLURM time limit ahead: checkpoints written, requeueing job %s", job)
         done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
         if done.returncode:

@@ -269,7 +269,7 @@ def run_experiment(
         log.info("resuming from %s", resume)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     if requeue is not None and requeue.pending:
-        requeue_job()  # does not return
+        requeue_job(trainer.global_rank)  # does not return
 
     if not trainer.is_global_zero:
         return None
@@ -281,7 +281,7 @@ def run_experiment(
     module.load_state_dict(state["state_dict"])
     predicted = predict(module, data.test_dataloader(), precision)
     if requeue is not None and requeue.pending:
-        requeue_job()  # signalled while testing: the requeued job tests again
+        requeue_job(0)  # signalled while testing (rank 0 only): the requeued job tests again
     metrics = write_outputs(run_dir, data.frames["test"], data.tissues, predicted, history.rows)
     log.info(
         "test mean %s, within-gene spearman %s", metrics["mean"], metrics["within_gene_spearman"]

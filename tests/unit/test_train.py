@@ -562,7 +562,8 @@ def test_slurm_warning_requeues_at_the_epoch_end_and_resume_matches(dataset, tmp
     class Requeued(Exception):
         pass
 
-    def requeue_job():
+    def requeue_job(rank):
+        assert rank == 0
         raise Requeued
 
     monkeypatch.setattr(isoflow.train, "requeue_job", requeue_job)

@@ -10,7 +10,10 @@ The run uses the production profile plus tests/workflow/slurm/overlay.yaml (a se
 --profile) with the per-rule memory and threads clamped to the test node, and config/demo.yaml
 plus tests/workflow/slurm/demo-fast.yaml (resources.gpu: 1). A test-only Snakefile includes the
 real one and adds one rule that fails on its first attempt, to see the profile's retries work
-on SLURM.
+on SLURM. While the DAG runs, a watcher cuts the train job's time limit once it has trained an
+epoch (the profile's warning lead lowered to WARNING_S): SLURM warns it, it requeues itself and
+resumes, and its metrics must equal an uninterrupted run's. Afterwards one run trains as two
+DDP ranks under `srun --ntasks-per-node=2`, against one process.
 """
 
 import json
