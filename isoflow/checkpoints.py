@@ -5,7 +5,9 @@ Inside a run folder (``results/runs/{run}/``, DESIGN.md "Data flow" 8):
 - ``checkpoints/`` — ``last.ckpt`` every epoch plus the best by ``val_loss`` (written by
   Lightning's ``ModelCheckpoint``), and ``fingerprint.json``: what they were trained from
   (``run_fingerprint``). A run resumes from ``last.ckpt`` or a newer SLURM
-  ``hpc_ckpt_*.ckpt`` (Lightning's auto-requeue), ``resume_checkpoint``.
+  ``hpc_ckpt_*.ckpt`` (Lightning's auto-requeue, which earlier versions used; SLURM's
+  warning before a time limit now requeues at an epoch's end, ``lightning.RequeueOnSignal``),
+  ``resume_checkpoint``.
 - ``previous/<hash>/`` — checkpoints trained with other settings or data, moved aside whole
   (never deleted) when the fingerprint changes; ``<hash>`` is ``fingerprint_hash`` of their
   ``fingerprint.json``. Going back to those settings moves them back and resumes them
@@ -28,14 +30,21 @@ from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.files import atomic_path
 from isoflow.model.encoders import spec_from_config
-from isoflow.settings import encoder_names, model_config, protein_config, rna_config, train_config
+from isoflow.settings import (
+    TRAIN_DEFAULTS,
+    encoder_names,
+    model_config,
+    protein_config,
+    rna_config,
+    train_config,
+)
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 PREVIOUS_DIR = "previous"
 FINGERPRINT_FILE = "fingerprint.json"
-HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue, in the run folder
+HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue (earlier versions)
 # Train keys that cannot change the trained weights: left out of the run's fingerprint, so
 # changing them (e.g. on the cluster) resumes the trained model instead of setting it aside.
 # eval_batch_size: the validation and test loaders draw the same RNG whatever their batch
@@ -44,6 +53,10 @@ HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue, in the ru
 # is drawn from the global RNG once (persistent workers), not once per epoch, so dropout
 # masks, hence the weights, differ from epoch 1 on (measured).
 NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps", "eval_batch_size")
+# Train keys added after runs were trained: in the fingerprint only when set away from their
+# default (which keeps the behaviour from before the key), so runs trained before them keep
+# their checkpoints and are not retrained.
+TRAIN_KEYS_IF_SET = ("grad_clip", "warmup_steps", "schedule", "decay_norms_biases")
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
@@ -65,7 +78,12 @@ def run_fingerprint(
     embedding cache the run reads by the size and modification time of its files (caches are
     large; a rebuilt cache counts as new)."""
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
-    train = {k: v for k, v in train_config(config).items() if k not in NOT_IN_FINGERPRINT}
+    train = {
+        key: value
+        for key, value in train_config(config).items()
+        if key not in NOT_IN_FINGERPRINT
+        and not (key in TRAIN_KEYS_IF_SET and value == TRAIN_DEFAULTS[key])
+    }
     dataset_sha256 = provenance.cached_digest(dataset_path)
     caches = {
         modality: {

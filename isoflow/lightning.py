@@ -10,8 +10,14 @@ them together into a run; ``isoflow.checkpoints`` says where checkpoints go.
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import random
+import re
 import shlex
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,8 @@ from isoflow.metrics import evaluate
 from isoflow.model.encoders import build_encoder, spec_from_config
 from isoflow.model.isoformer import IsoFormer
 from isoflow.settings import encoder_names, model_config, train_config
+
+log = logging.getLogger(__name__)
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", "val_pearson"]
 # Steps between two checks of the losses for NaN/inf (and at each epoch's end): each check
@@ -221,12 +229,76 @@ class IsoFormerModule(pl.LightningModule):
             self.log(f"val_{key}", float("nan") if value is None else value, sync_dist=False)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.AdamW(
-            params,
-            lr=float(self.train_cfg["lr"]),
-            weight_decay=float(self.train_cfg["weight_decay"]),
+        """AdamW over the trained parameters, in one group, or with ``decay_norms_biases:
+        false`` in two (``parameter_groups``); with a warmup or ``schedule: cosine``, a
+        per-step LR schedule (``lr_factor``) over the run's ``max_epochs``."""
+        train = self.train_cfg
+        weight_decay = float(train["weight_decay"])
+        if train["decay_norms_biases"]:
+            groups: Any = [p for p in self.parameters() if p.requires_grad]
+        else:
+            decay, no_decay = parameter_groups(self)
+            groups = [
+                {"params": decay, "weight_decay": weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ]
+        optimizer = torch.optim.AdamW(groups, lr=float(train["lr"]), weight_decay=weight_decay)
+        if not train["warmup_steps"] and train["schedule"] == "constant":
+            return optimizer  # no scheduler: exactly the optimisation of earlier versions
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = warmup_steps(train["warmup_steps"], total)
+        schedule = train["schedule"]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: lr_factor(step, warmup, total, schedule)
         )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+
+NORM_LAYERS = (
+    torch.nn.LayerNorm,
+    torch.nn.GroupNorm,
+    torch.nn.RMSNorm,
+    torch.nn.LocalResponseNorm,
+    torch.nn.modules.batchnorm._NormBase,
+)
+
+
+def parameter_groups(module: torch.nn.Module) -> tuple[list, list]:
+    """(decayed, not decayed) trained parameters: biases (any parameter named ``bias``) and
+    the parameters of normalisation layers (LayerNorm, BatchNorm, RMSNorm, ...) are not
+    decayed; weight decay pulls a LayerNorm gain towards 0, not towards its identity 1."""
+    no_decay_ids = set()
+    for sub in module.modules():
+        for name, param in sub.named_parameters(recurse=False):
+            if name == "bias" or name.endswith("_bias") or isinstance(sub, NORM_LAYERS):
+                no_decay_ids.add(id(param))
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (no_decay if id(param) in no_decay_ids else decay).append(param)
+    return decay, no_decay
+
+
+def warmup_steps(setting: int | float, total: int) -> int:
+    """``train.warmup_steps`` as a count: a fraction in (0, 1) is of ``total`` steps."""
+    if 0 < setting < 1:
+        return max(1, round(setting * total))
+    return int(setting)
+
+
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """The LR multiplier at optimizer step ``step`` (0-based): linear warmup (step + 1) /
+    (warmup + 1) over the first ``warmup`` steps, then 1 (``constant``) or a half cosine from
+    1 down to 0 at step ``total`` (``cosine``)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class History(Callback):
@@ -276,3 +348,73 @@ class RngState(Callback):
         torch.set_rng_state(state_dict["torch"])
         if torch.cuda.is_available() and state_dict["cuda"]:
             torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class RequeueOnSignal(Callback):
+    """SLURM's warning before a job's time limit (``sbatch --signal=USR1@N``, profiles/slurm):
+    finish the epoch under way, write its checkpoints, stop, and requeue the job, which then
+    resumes from ``last.ckpt`` as after a kill (bit-identical on CPU, tests/unit/test_train.py).
+
+    Not Lightning's own auto-requeue: that writes ``hpc_ckpt_*.ckpt`` wherever the signal
+    lands, mid-epoch and even mid-step, and resuming mid-epoch replays batches of an epoch
+    that the loader does not remember (Lightning warns as much), so the requeued run would
+    not end as an uninterrupted one. The cost: SLURM's warning must come at least an epoch
+    (plus a checkpoint write) before the limit, else the job times out and Snakemake's retry
+    resumes it from the last epoch's checkpoint instead (docs/model.md, "On a SLURM
+    cluster"). SLURM signals every process of the job step, and the job's own Snakemake
+    process dies of it, so once signalled this job cannot finish: a signal after the last
+    epoch requeues too, and the requeued job only tests.
+
+    ``install`` in the main thread before the signal can come; ``pending`` says whether the
+    job is to be requeued (every DDP rank agrees at each epoch's end)."""
+
+    def __init__(self, signum: int = signal.SIGUSR1) -> None:
+        self.signum = signum
+        self.received = False
+
+    def install(self) -> None:
+        signal.signal(self.signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True  # acted on at the epoch's end, never in the handler
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # collective on every rank each epoch: ranks stop together (runs before the
+        # checkpoint callbacks, which Lightning calls last: the epoch's checkpoints are written)
+        if trainer.strategy.reduce_boolean_decision(self.received, all=False):
+            self.received = True
+            trainer.should_stop = True
+
+    @property
+    def pending(self) -> bool:
+        return self.received
+
+
+def requeue_job(rank: int = 0) -> None:
+    """``scontrol requeue`` this SLURM job (on global rank 0: Lightning's rank, as ranks that
+    Lightning started in one SLURM task share its SLURM_PROCID), then end this process:
+    the requeued job starts the rule again and resumes from the checkpoints. Raises when the
+    requeue fails.
+
+    Ending at once rather than waiting for SLURM to end the job: the job's Snakemake process
+    died of the warning signal, and a process tracker that follows parent processes
+    (proctrack/linuxproc, the test cluster's) then no longer finds this orphan, so the job
+    would wait for it, COMPLETING, instead of starting again."""
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    if not re.fullmatch(r"[0-9_]+", job):
+        raise InputError("SLURM_JOB_ID", None, f"not a SLURM job id: {job!r}; cannot requeue")
+    if rank == 0:
+        log.warning("SLURM time limit ahead: checkpoints written, requeueing job %s", job)
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if done.returncode:
+            raise InputError(
+                "scontrol requeue",
+                job,
+                f"failed ({done.stderr.strip()}); the checkpoints are written, run the job "
+                "again to resume (does the cluster allow requeueing? profiles/slurm asks "
+                "sbatch --requeue for train jobs)",
+            )
+    logging.shutdown()  # flush the run's log
+    os._exit(0)  # the job is requeued whatever this process does now

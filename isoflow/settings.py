@@ -38,6 +38,12 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "strategy": "auto",
     "precision": None,  # None: bf16-mixed on a GPU, else 32-true
     "deterministic": True,  # or False, or "warn" (passed to Lightning as is)
+    # Added after runs were trained: in a run's fingerprint only when set away from these
+    # defaults (isoflow.checkpoints.TRAIN_KEYS_IF_SET), which keep the earlier behaviour.
+    "grad_clip": None,  # max total gradient norm (L2 over all parameters); None: no clipping
+    "warmup_steps": 0,  # linear LR warmup: optimizer steps, or a fraction (0, 1) of all steps
+    "schedule": "constant",  # LR after warmup: constant, or cosine down to 0 at the last step
+    "decay_norms_biases": True,  # False: no weight decay on biases and normalisation weights
     "progress_bar": True,
     "log_every_n_steps": 10,
 }

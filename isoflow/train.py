@@ -3,11 +3,14 @@
 ``run_experiment`` writes into ``run_dir``:
 
 - ``checkpoints/`` and ``previous/`` — the checkpoints, kept by what they were trained from
-  (``isoflow.checkpoints``). A run finds ``last.ckpt`` (or a newer SLURM ``hpc_ckpt_*.ckpt``
-  from Lightning's auto-requeue) and continues from it, so a killed job that is started again
-  picks up where it stopped. The checkpoints hold the RNG states and the per-epoch history
-  too (``isoflow.lightning``), and batches are drawn from a sampler seeded by (seed, epoch):
-  a resumed CPU run ends with the same metrics as an uninterrupted one.
+  (``isoflow.checkpoints``). A run finds ``last.ckpt`` (or a newer ``hpc_ckpt_*.ckpt`` that
+  Lightning's own SLURM auto-requeue wrote in earlier versions) and continues from it, so a
+  killed job that is started again picks up where it stopped. The checkpoints hold the RNG
+  states and the per-epoch history too (``isoflow.lightning``), and batches are drawn from a
+  sampler seeded by (seed, epoch): a resumed CPU run ends with the same metrics as an
+  uninterrupted one. In a SLURM job, the warning before the time limit (``sbatch
+  --signal=USR1@N``, profiles/slurm) ends the epoch under way, and the job is requeued to
+  resume from its checkpoints (``lightning.RequeueOnSignal``).
 - ``history.csv`` — one row per epoch: epoch, train_loss, val_loss, val_r2, val_spearman,
   val_pearson.
 - ``metrics.json`` and ``predictions.parquet`` (transcript_id, gene_id, tissue, observed,
@@ -38,7 +41,7 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
-from pytorch_lightning.plugins.environments import SLURMEnvironment
+from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEnvironment
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -52,7 +55,14 @@ from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.files import atomic_path
 from isoflow.jobs import log_to
-from isoflow.lightning import HISTORY_COLUMNS, History, IsoFormerModule, RngState
+from isoflow.lightning import (
+    HISTORY_COLUMNS,
+    History,
+    IsoFormerModule,
+    RequeueOnSignal,
+    RngState,
+    requeue_job,
+)
 from isoflow.loader import IsoformDataModule
 from isoflow.metrics import evaluate, predictions_frame
 from isoflow.settings import cached_modalities, protein_config, rna_config, train_config
@@ -60,12 +70,47 @@ from isoflow.settings import cached_modalities, protein_config, rna_config, trai
 log = logging.getLogger(__name__)
 
 
-def _strategy(train: dict):
-    """``ddp`` finds unused parameters: the encoders keep heads (ESM-2's LM and contact
-    heads, NT's pooler) that the embeddings never use, which plain DDP rejects."""
+def may_skip_parameters(module: IsoFormerModule) -> bool:
+    """True when a training step can leave a trained parameter without a gradient: a trained
+    protein encoder read raw is not run on a batch in which no transcript has a protein
+    (non-coding ones), so its parameters then take no part in that step. Every other trained
+    parameter takes part in every step: the encoders' unused heads are removed on load
+    (tests/unit/test_ddp.py checks each aggregator)."""
+    encoders = module.model.encoders
+    return "protein" in encoders and any(p.requires_grad for p in encoders["protein"].parameters())
+
+
+def _strategy(train: dict, module: IsoFormerModule):
+    """``ddp`` looks for unused parameters after each step (a walk of the autograd graph)
+    only where a step can leave some out (``may_skip_parameters``); plain DDP would fail or
+    wait there. Elsewhere it is plain DDP."""
     if train["strategy"] == "ddp":
-        return DDPStrategy(find_unused_parameters=True)
+        find_unused = may_skip_parameters(module)
+        log.info("ddp: find_unused_parameters=%s", find_unused)
+        return DDPStrategy(find_unused_parameters=find_unused)
     return train["strategy"]
+
+
+def cluster_environment(train: dict):
+    """Where a SLURM job's DDP ranks come from (None outside SLURM: Lightning's default).
+
+    One task per GPU (``srun`` with as many tasks as ``train.devices``): each task is a rank,
+    ``SLURMEnvironment`` reads its rank from srun. Fewer tasks than devices, as when
+    snakemake-executor-plugin-slurm runs the train rule as ``srun -n1`` (it does for every job):
+    Lightning's own launcher starts the other ranks on this node
+    (``LightningEnvironment``); with ``SLURMEnvironment`` there, the job would train as one
+    process on one device. ``auto_requeue`` is off: ``RequeueOnSignal`` requeues."""
+    if not SLURMEnvironment.detect():
+        return None
+    devices = train["devices"]
+    wanted = len(devices) if isinstance(devices, list) else devices
+    tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    if train["strategy"] == "ddp" and isinstance(wanted, int) and wanted > tasks:
+        log.info(
+            "SLURM job step of %d task(s), %d devices: Lightning starts the ranks", tasks, wanted
+        )
+        return LightningEnvironment()
+    return SLURMEnvironment(auto_requeue=False)
 
 
 def _precision(train: dict) -> str:
@@ -134,6 +179,10 @@ def run_experiment(
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     run_dir = Path(run_dir)
     train = train_config(config)
+    on_slurm = SLURMEnvironment.detect()
+    requeue = RequeueOnSignal() if on_slurm else None
+    if requeue is not None:
+        requeue.install()  # early: before it, SLURM's warning would end the process
     seed = int(experiment["seed"])
     pl.seed_everything(seed, workers=True)
 
@@ -164,9 +213,21 @@ def run_experiment(
         monitor="val_loss",
         mode="min",
         save_top_k=1,
-        save_last=True,
         every_n_epochs=1,
         save_on_train_epoch_end=True,
+    )
+    # last.ckpt every epoch, from a callback of its own: ModelCheckpoint's save_last writes it
+    # only in an epoch that also wrote a best checkpoint (Lightning 2.6), so after val_loss
+    # stopped improving a killed or requeued job resumed from an older epoch and repeated the
+    # epochs since (the same results, the time lost; a job requeued at each time limit that
+    # trained fewer epochs than that per job never got further)
+    last = ModelCheckpoint(
+        dirpath=checkpoint_dir(run_dir),
+        filename="last",
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
+        enable_version_counter=False,
     )
     history = History()
     callbacks = [
@@ -174,17 +235,23 @@ def run_experiment(
         RngState(),
         EarlyStopping(monitor="val_loss", mode="min", patience=int(train["patience"])),
         checkpoint,
+        last,
     ]
-    plugins = [SLURMEnvironment(auto_requeue=True)] if SLURMEnvironment.detect() else None
+    if requeue is not None:
+        callbacks.append(requeue)
+    environment = cluster_environment(train)
+    plugins = [environment] if environment is not None else None
     precision = _precision(train)
     trainer = pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=int(train["max_epochs"]),
         accelerator=train["accelerator"],
         devices=train["devices"],
-        strategy=_strategy(train),
+        strategy=_strategy(train, module),
         precision=precision,
         deterministic=train["deterministic"],  # True, False or "warn"
+        gradient_clip_val=train["grad_clip"],  # None: no clipping
+        gradient_clip_algorithm="norm",
         callbacks=callbacks,
         logger=CSVLogger(run_dir, name="csv_logs", version=""),
         plugins=plugins,
@@ -201,16 +268,20 @@ def run_experiment(
     if resume is not None:
         log.info("resuming from %s", resume)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
+    if requeue is not None and requeue.pending:
+        requeue_job(trainer.global_rank)  # does not return
 
     if not trainer.is_global_zero:
         return None
-    best = checkpoint.best_model_path or checkpoint.last_model_path
+    best = checkpoint.best_model_path or last.best_model_path
     if not best or not Path(best).is_file():
         raise InputError(checkpoint_dir(run_dir), None, "training left no checkpoint")
     log.info("testing %s", best)
     state = torch.load(best, map_location=module.device, weights_only=False)
     module.load_state_dict(state["state_dict"])
     predicted = predict(module, data.test_dataloader(), precision)
+    if requeue is not None and requeue.pending:
+        requeue_job(0)  # signalled while testing (rank 0 only): the requeued job tests again
     metrics = write_outputs(run_dir, data.frames["test"], data.tissues, predicted, history.rows)
     log.info(
         "test mean %s, within-gene spearman %s", metrics["mean"], metrics["within_gene_spearman"]

@@ -14,12 +14,14 @@ import torch
 from helpers.training import TINY_CONFIG, make_dataset
 from isoflow.checkpoints import (
     FINGERPRINT_FILE,
+    TRAIN_KEYS_IF_SET,
     fingerprint_hash,
     prepare_checkpoints,
     resume_checkpoint,
     run_fingerprint,
 )
 from isoflow.errors import InputError
+from isoflow.settings import TRAIN_DEFAULTS
 from isoflow.train import run_experiment
 
 EXPERIMENT = {"modalities": ["protein"]}  # the quickest tiny encoder
@@ -139,6 +141,20 @@ def test_fingerprint_follows_what_shapes_training(dataset, tmp_path):
     # what cannot change the weights is left out
     assert run_fingerprint(config_with(progress_bar=True), EXPERIMENT, path) == base
     assert run_fingerprint(config_with(eval_batch_size=3), EXPERIMENT, path) == base
+    # keys added after runs were trained count only when set away from their default (the
+    # behaviour before them), so those runs keep their checkpoints
+    assert not set(TRAIN_KEYS_IF_SET) & set(base["train"])
+    defaults = {key: TRAIN_DEFAULTS[key] for key in TRAIN_KEYS_IF_SET}
+    assert run_fingerprint(config_with(**defaults), EXPERIMENT, path) == base
+    for key, value in [
+        ("grad_clip", 1.0),
+        ("warmup_steps", 10),
+        ("warmup_steps", 0.1),
+        ("schedule", "cosine"),
+        ("decay_norms_biases", False),
+    ]:
+        changed = run_fingerprint(config_with(**{key: value}), EXPERIMENT, path)
+        assert changed["train"][key] == value and changed != base, key
     # num_workers changes the weights (the loader's seed draws from the global RNG)
     assert run_fingerprint(config_with(num_workers=2), EXPERIMENT, path) != base
     # an encoder the experiment does not use is left out; one it uses counts
@@ -196,15 +212,25 @@ def test_changed_settings_keep_the_trained_model(dataset, tmp_path):
     assert snapshot(tmp_path / "previous" / second_hash) == second
 
 
-def test_deterministic_warn_reaches_lightning(dataset, tmp_path):
-    """``deterministic: warn`` (config.yaml) is Lightning's warn-only mode, not True."""
+@pytest.mark.parametrize(
+    ("value", "enabled", "warn_only"),
+    [(True, True, False), (False, False, False), ("warn", True, True)],
+)
+def test_deterministic_reaches_lightning_as_written(dataset, tmp_path, value, enabled, warn_only):
+    """``deterministic``: true is strict (an op without a deterministic kernel fails), warn
+    (config.yaml) is Lightning's warn-only mode, not True, and false turns both off, also
+    after an earlier run in this process turned them on."""
     path, _ = dataset
+    before = torch.are_deterministic_algorithms_enabled()
+    # the opposite of what the run is to set, so that the run must change it
+    torch.use_deterministic_algorithms(not enabled, warn_only=not warn_only)
     try:
-        run_experiment(config_with(max_epochs=1, deterministic="warn"), EXPERIMENT, path, tmp_path)
-        assert torch.are_deterministic_algorithms_enabled()
-        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        run_experiment(config_with(max_epochs=1, deterministic=value), EXPERIMENT, path, tmp_path)
+        assert torch.are_deterministic_algorithms_enabled() is enabled
+        if enabled:
+            assert torch.is_deterministic_algorithms_warn_only_enabled() is warn_only
     finally:
-        torch.use_deterministic_algorithms(False)
+        torch.use_deterministic_algorithms(before)
 
 
 def test_checkpoints_recorded_with_eval_batch_size_resume(dataset, tmp_path):
@@ -245,3 +271,16 @@ def test_dataset_digest_reused_from_the_digest_cache(dataset, tmp_path, monkeypa
     assert digest() == "f" * 64
     os.utime(data, ns=(1, 1))  # another version of the file: the cache no longer speaks for it
     assert digest() == real
+
+
+def test_last_checkpoint_is_written_every_epoch(dataset, tmp_path):
+    """last.ckpt holds the last finished epoch also when val_loss stopped improving, so a
+    killed or requeued job resumes there, not at the best epoch."""
+    path, _ = dataset
+    # an LR too small to move float32 weights: val_loss stays where it was (or moves in the
+    # last bits), so the best checkpoint stays at an early epoch
+    run_experiment(config_with(max_epochs=6, lr=1e-12), EXPERIMENT, path, tmp_path)
+    (best,) = (tmp_path / "checkpoints").glob("best-epoch*.ckpt")
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 5
+    assert int(best.stem.removeprefix("best-epoch")) < 5, "val_loss improved every epoch"

@@ -5,21 +5,64 @@ import os
 import signal
 import subprocess
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEnvironment
 
 from helpers.paths import REPO
 from helpers.training import TINY_CONFIG, TISSUES, make_dataset, train_command
 from isoflow.dataset import read_dataset
+from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+from isoflow.lightning import IsoFormerModule
+from isoflow.loader import IsoformDataModule
+from isoflow.train import cluster_environment, may_skip_parameters
 
 pytestmark = pytest.mark.slow  # two training processes over gloo per test
+
+
+@pytest.mark.parametrize("aggregator", ["cross_attention", "concat", "perceiver"])
+def test_only_a_batch_without_proteins_leaves_parameters_unused(tmp_path, aggregator):
+    """Why ``train.strategy: ddp`` looks for unused parameters only with a trained protein
+    encoder read raw (``may_skip_parameters``): with all three tiny encoders fully trained,
+    one backward reaches every trainable parameter; only a batch in which no transcript has
+    a protein leaves the protein encoder's out (it is not run). Plain DDP fails at the next
+    step where a parameter took no part (the 2-process tests below run both settings)."""
+    dataset, genome = make_dataset(tmp_path)
+    config = json.loads(json.dumps(TINY_CONFIG))
+    experiment = {**EXPERIMENT_DEFAULTS, "modalities": ["dna", "rna", "protein"]}
+    experiment["aggregator"] = aggregator
+    data = IsoformDataModule(dataset, experiment["modalities"], genome_fasta=genome)
+    data.setup("fit")
+    module = IsoFormerModule(config, experiment, data.tissues)
+    frame, items = data.frames["train"], data.datasets["train"]
+    has_protein = frame["protein_seq"].notna().to_numpy()
+    protein = {n for n, p in module.named_parameters() if n.startswith("model.encoders.protein.")}
+    assert protein
+
+    def unused(rows) -> set[str]:
+        batch = data.collate([items[int(i)] for i in rows])
+        module.zero_grad(set_to_none=True)
+        module.training_step(batch, 0).backward()
+        return {n for n, p in module.named_parameters() if p.requires_grad and p.grad is None}
+
+    assert unused(range(8)) == set() and has_protein[:8].any()
+    assert unused(np.flatnonzero(~has_protein)[:4]) == protein
+    assert may_skip_parameters(module)
+
+    # a frozen protein encoder, or the protein read from the cache: nothing to leave out
+    config["encoders"]["esm2"]["finetune_last"] = 0
+    assert not may_skip_parameters(IsoFormerModule(config, experiment, data.tissues))
+    cached = IsoFormerModule(TINY_CONFIG, experiment, data.tissues, {"protein": 8})
+    assert not may_skip_parameters(cached)
 
 
 def test_ddp_two_cpu_processes(tmp_path):
     dataset, _ = make_dataset(tmp_path)
     config = json.loads(json.dumps(TINY_CONFIG))
     config["train"].update({"max_epochs": 2, "accelerator": "cpu", "devices": 2, "strategy": "ddp"})
+    config["encoders"]["esm2"]["finetune_last"] = 0  # frozen: plain DDP, no unused-parameter search
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     run_dir = tmp_path / "run"
@@ -34,6 +77,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world_size: 2" in result.stderr or "distributed_backend=gloo" in result.stderr
+    assert result.stderr.count("ddp: find_unused_parameters=False") == 2  # one per rank
 
     df, _ = read_dataset(dataset)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -103,7 +147,27 @@ def test_ddp_non_finite_loss_on_one_rank_stops_both(tmp_path):
     # all-reduce on gloo, with a traceback, and waits there on NCCL)
     assert len(lines) == 2 and len(set(lines)) == 1, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
+    # the trained protein encoder can sit out a batch without proteins
+    assert stderr.count("ddp: find_unused_parameters=True") == 2
     assert lines[0].startswith(f"isoflow: error: {dataset}:ENST")
     assert "train loss is inf at epoch 0, step 0" in lines[0]
     assert "non-finite targets" in lines[0] and "Brain = inf" in lines[0]
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_slurm_ranks_come_from_srun_tasks_or_from_lightning(monkeypatch):
+    """In a SLURM job step of one task per device, srun's tasks are the ranks; in one of
+    fewer tasks (the executor plugin's `srun -n1`), Lightning starts the ranks itself."""
+    ddp = {"strategy": "ddp", "devices": 2}
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert cluster_environment(ddp) is None  # not in SLURM
+    monkeypatch.setenv("SLURM_JOB_NAME", "rule_train")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.setenv("SLURM_NTASKS_PER_NODE", "2")  # srun --ntasks-per-node=2
+    environment = cluster_environment(ddp)
+    assert isinstance(environment, SLURMEnvironment) and not environment.auto_requeue
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.delenv("SLURM_NTASKS_PER_NODE")
+    assert isinstance(cluster_environment(ddp), LightningEnvironment)
+    assert isinstance(cluster_environment({**ddp, "devices": [0, 1]}), LightningEnvironment)
+    assert isinstance(cluster_environment({"strategy": "auto", "devices": 1}), SLURMEnvironment)

@@ -13,12 +13,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from lightning_fabric.plugins.environments import LightningEnvironment
 
+import isoflow.train
 from helpers.paths import REPO
 from helpers.training import METRICS_KEYS, TINY_CONFIG, TISSUES, make_dataset, train_command
 from isoflow.dataset import read_dataset, write_dataset
 from isoflow.errors import InputError
-from isoflow.lightning import HISTORY_COLUMNS
+from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+from isoflow.lightning import HISTORY_COLUMNS, History, IsoFormerModule
 from isoflow.loader import (
     IsoformDataModule,
     id_fraction,
@@ -28,6 +31,7 @@ from isoflow.loader import (
 )
 from isoflow.train import run_experiment, run_experiments
 
+ALL = ["dna", "rna", "protein"]
 FAST = ["rna", "protein"]  # the quickest tiny encoders; DNA is covered by the format test
 
 
@@ -488,3 +492,152 @@ def test_train_script_runs_nothing_when_imported_by_a_spawned_worker():
 
     namespace = runpy.run_path(str(REPO / "scripts" / "train.py"), run_name="__mp_main__")
     assert callable(namespace["main"])
+
+
+def record_steps(monkeypatch) -> list[dict[str, float]]:
+    """Per optimizer step of the runs that follow: the LR of its first parameter group and
+    the total L2 norm of the gradients it applied (after any clipping)."""
+    steps: list[dict[str, float]] = []
+    configure = IsoFormerModule.configure_optimizers
+
+    def after_step(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        steps.append({"lr": optimizer.param_groups[0]["lr"], "grad_norm": float(norm)})
+
+    def recording(self):
+        configured = configure(self)
+        optimizer = configured["optimizer"] if isinstance(configured, dict) else configured
+        optimizer.register_step_post_hook(after_step)
+        return configured
+
+    monkeypatch.setattr(IsoFormerModule, "configure_optimizers", recording)
+    return steps
+
+
+def test_grad_clip_bounds_the_gradient_norm(dataset, tmp_path, monkeypatch):
+    path, _ = dataset
+    experiment = {"modalities": FAST}
+    steps = record_steps(monkeypatch)
+    run_experiment(config_with(max_epochs=1), experiment, path, tmp_path / "free")
+    free = [s["grad_norm"] for s in steps]
+    steps.clear()
+    run_experiment(config_with(max_epochs=1, grad_clip=1e-3), experiment, path, tmp_path / "clip")
+    clipped = [s["grad_norm"] for s in steps]
+    assert len(clipped) == len(free) > 1
+    assert min(free) > 1e-3, "unclipped gradients this small cannot show the clipping"
+    assert max(clipped) <= 1e-3 * (1 + 1e-4), clipped
+
+
+def test_lr_warms_up_then_follows_a_cosine(dataset, tmp_path, monkeypatch):
+    path, _ = dataset
+    lr = 3e-3
+    steps = record_steps(monkeypatch)
+    config = config_with(max_epochs=3, lr=lr, warmup_steps=3, schedule="cosine")
+    run_experiment(config, {"modalities": FAST}, path, tmp_path / "steps")
+    total = len(steps)  # patience 10: all three epochs run
+    assert total > 6
+    expected = [lr * (k + 1) / 4 for k in range(3)] + [
+        lr * 0.5 * (1 + np.cos(np.pi * (k - 3) / (total - 3))) for k in range(3, total)
+    ]
+    np.testing.assert_allclose([s["lr"] for s in steps], expected, rtol=1e-9, atol=1e-15)
+    after = [s["lr"] for s in steps[3:]]
+    assert after[0] == lr and np.all(np.diff(after) < 0) and after[-1] < lr / 10
+
+    # a fraction of the run's steps, and a constant LR after the warmup
+    steps.clear()
+    config = config_with(max_epochs=3, lr=lr, warmup_steps=0.5, schedule="constant")
+    run_experiment(config, {"modalities": FAST}, path, tmp_path / "fraction")
+    warmup = round(0.5 * total)
+    expected = [lr * (k + 1) / (warmup + 1) for k in range(warmup)] + [lr] * (total - warmup)
+    np.testing.assert_allclose([s["lr"] for s in steps], expected, rtol=1e-9)
+
+
+def test_norms_and_biases_are_not_decayed():
+    """decay_norms_biases: false puts every bias and normalisation-layer parameter (encoders,
+    aggregator, head) in a group without weight decay, every other weight in the decayed one;
+    the default keeps one decayed group over all trained parameters, as before the key."""
+    config = config_with(weight_decay=0.05, decay_norms_biases=False)
+    module = IsoFormerModule(config, {**EXPERIMENT_DEFAULTS, "modalities": ALL}, TISSUES)
+    names = {id(p): name for name, p in module.named_parameters()}
+    norm_params = {
+        id(p)
+        for m in module.modules()
+        if isinstance(m, (torch.nn.LayerNorm, torch.nn.modules.batchnorm._NormBase))
+        for p in m.parameters(recurse=False)
+    }
+    decay, no_decay = module.configure_optimizers().param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    trained = {n for n, p in module.named_parameters() if p.requires_grad}
+    biases = {n for n in trained if n.endswith("bias")}  # also attention's in_proj_bias
+    norms = {names[i] for i in norm_params}
+    assert biases and norms and no_decay_names == biases | norms
+    assert decay_names == trained - no_decay_names
+    assert {"model.aggregator.missing_query", "model.head.weight"} <= decay_names
+
+    (single,) = (
+        IsoFormerModule(
+            config_with(weight_decay=0.05), {**EXPERIMENT_DEFAULTS, "modalities": ALL}, TISSUES
+        )
+        .configure_optimizers()
+        .param_groups
+    )
+    assert single["weight_decay"] == 0.05 and len(single["params"]) == len(trained)
+
+
+@pytest.mark.slow
+def test_slurm_warning_requeues_at_the_epoch_end_and_resume_matches(dataset, tmp_path, monkeypatch):
+    """SLURM's USR1 before the time limit (here sent during epoch 1) lets that epoch finish
+    and write its checkpoints, then requeues instead of going on; the requeued job resumes
+    and ends bit-identical to an uninterrupted run. (tests/workflow/test_slurm.py runs it on
+    a real SLURM cluster.)"""
+    path, _ = dataset
+    config = config_with(max_epochs=4)
+    experiment = {"modalities": FAST, "seed": 2}
+
+    class OnSlurm:  # a SLURM job as run_experiment sees it, with a local process environment
+        detect = staticmethod(lambda: True)
+
+        def __new__(cls, **kwargs):
+            return LightningEnvironment()
+
+    monkeypatch.setattr(isoflow.train, "SLURMEnvironment", OnSlurm)
+
+    class Requeued(Exception):
+        pass
+
+    def requeue_job(rank):
+        assert rank == 0
+        raise Requeued
+
+    monkeypatch.setattr(isoflow.train, "requeue_job", requeue_job)
+    epoch_end = History.on_train_epoch_end
+
+    def signal_in_epoch_1(self, trainer, module):
+        if trainer.current_epoch == 1:
+            os.kill(os.getpid(), signal.SIGUSR1)  # the handler runs before the next line
+        epoch_end(self, trainer, module)
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(History, "on_train_epoch_end", signal_in_epoch_1)
+            with pytest.raises(Requeued):
+                run_experiment(config, experiment, path, tmp_path / "requeued")
+        signal.signal(signal.SIGUSR1, previous)
+        checkpoint = torch.load(
+            tmp_path / "requeued" / "checkpoints" / "last.ckpt", weights_only=False
+        )
+        assert checkpoint["epoch"] == 1  # stopped after writing epoch 1's checkpoint
+        assert not (tmp_path / "requeued" / "metrics.json").exists()
+        run_experiment(config, experiment, path, tmp_path / "requeued")  # the requeued job
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    monkeypatch.undo()
+    run_experiment(config, experiment, path, tmp_path / "uninterrupted")
+    for name in ("metrics.json", "history.csv"):
+        assert (tmp_path / "requeued" / name).read_text() == (
+            tmp_path / "uninterrupted" / name
+        ).read_text(), name
