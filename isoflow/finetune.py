@@ -45,6 +45,7 @@ import pandas as pd
 
 from isoflow.errors import InputError
 from isoflow.files import atomic_path
+from isoflow.workflow import FINETUNE_FILES
 
 log = logging.getLogger("isoflow.finetune")
 
@@ -73,14 +74,9 @@ FINETUNE_DEFAULTS: dict[str, Any] = {
     "shuffled_control": True,
     "zero_shot": {},  # column -> tissue, list of tissues or "mean" (default: same name, else mean)
 }
-OUTPUTS = {
-    "bundle": "bundle",
-    "cv": "cv.tsv",
-    "summary": "summary.tsv",
-    "predictions": "predictions.tsv",
-    "figure": "cv.svg",
-    "html": "cv.html",
-}
+# The result folder's files: the bundle folder and the CV files (one home, shared with the
+# rule's outputs: isoflow.workflow, which the workflow reads at parse without this module)
+OUTPUTS = FINETUNE_FILES
 
 
 def finetune_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -380,7 +380,8 @@ def design_inputs(config: dict, experiments: Mapping[str, Any]) -> dict[str, Any
 # ---------------------------------------------------------------- fine-tuning on constructs
 
 FINETUNE_DIR = "results/finetune"
-# Rule finetune's outputs (isoflow.finetune.OUTPUTS: the bundle folder and the CV files).
+# Rule finetune's outputs, the files isoflow.finetune writes (its OUTPUTS): the bundle folder
+# and the CV files.
 FINETUNE_FILES = {
     "bundle": "bundle",
     "cv": "cv.tsv",

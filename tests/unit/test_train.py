@@ -135,26 +135,32 @@ def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
     assert pd.read_csv(killed / "history.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
 
 
+def train_each_alone(config, experiments, dataset_path, tmp_path, env=None) -> None:
+    """Each experiment trained by ``python -m isoflow.train`` in a process of its own, into
+    ``tmp_path/own/<name>`` (``env``: extra environment variables)."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    for name, experiment in experiments.items():
+        subprocess.run(
+            train_command(config_path, experiment, dataset_path, tmp_path / "own" / name),
+            env=env,
+            check=True,
+            timeout=600,
+        )
+
+
 @pytest.mark.slow
 def test_runs_trained_in_one_process_match_runs_in_their_own(dataset, tmp_path):
     # resources.train_jobs: one trains every run in one job, one after another; each run's
     # outputs must be byte-identical to those of a job (a process) of its own.
     path, _ = dataset
     config = config_with(max_epochs=2)
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
     experiments = {
         "a": {"modalities": FAST, "seed": 1},
         "b": {"modalities": ["rna"], "aggregator": "concat", "seed": 2},
     }
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for name, experiment in experiments.items():
-        subprocess.run(
-            train_command(config_path, experiment, path, tmp_path / "own" / name),
-            env=env,
-            check=True,
-            timeout=600,
-        )
+    train_each_alone(config, experiments, path, tmp_path)
     runs = {
         name: {"experiment": exp, "run_dir": tmp_path / "one" / name, "log": tmp_path / name}
         for name, exp in experiments.items()
@@ -176,21 +182,12 @@ def test_runs_trained_in_worker_processes_match_one_thread_runs_of_their_own(dat
     # of its own with one torch thread (OMP_NUM_THREADS=1), whichever worker took it.
     path, _ = dataset
     config = config_with(max_epochs=2)
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
     experiments = {
         "a": {"modalities": FAST, "seed": 1},
         "b": {"modalities": ["rna"], "aggregator": "concat", "seed": 2},
         "c": {"modalities": ["protein"], "seed": 3},
     }
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    for name, experiment in experiments.items():
-        subprocess.run(
-            train_command(config_path, experiment, path, tmp_path / "own" / name),
-            env=env,
-            check=True,
-            timeout=600,
-        )
+    train_each_alone(config, experiments, path, tmp_path, {"OMP_NUM_THREADS": "1"})
     runs = {
         name: {"experiment": exp, "run_dir": tmp_path / "two" / name, "log": tmp_path / name}
         for name, exp in experiments.items()
