@@ -50,6 +50,7 @@ import platform
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -228,7 +229,6 @@ def embed_section(
     (the encoder's weights cast to bf16 once, no autocast: the cost of autocast's per-call
     weight casts)."""
     from isoflow.embed import embedding_autocast, encode_pooled
-    from isoflow.model.encoders import random_encoder
 
     rng = np.random.default_rng(0)
     for name in ENCODERS:
@@ -239,8 +239,7 @@ def embed_section(
             continue
         try:
             build_start = time.perf_counter()
-            spec = {"source": "tiny", **({} if tiny else SPECS.get(name, {}))}
-            encoder = random_encoder(name, spec, real_size=not tiny).to(device).eval()
+            encoder = build_encoder(name, tiny).to(device).eval()
             build_s = time.perf_counter() - build_start
             params = sum(p.numel() for p in encoder.parameters())
             seqs = random_sequences(name, batch, size, rng)
@@ -331,17 +330,23 @@ def _isoformer(dims: dict[str, int], encoders: dict | None = None):
     )
 
 
-def _train_step(model, optimizer, inputs_fn, target, device):
-    def step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(inputs_fn())
-        loss = torch.nn.functional.mse_loss(out.float(), target)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss
+def train_step(model, optimizer, inputs, target, device):
+    """One optimiser step: bf16 autocast on CUDA (Lightning's bf16-mixed), MSE, AdamW."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        out = model(inputs)
+    loss = torch.nn.functional.mse_loss(out.float(), target)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
 
-    return step
+
+def build_encoder(name: str, tiny: bool):
+    """Encoder ``name`` with random weights: tiny sizes, or the published ones (``SPECS``)."""
+    from isoflow.model.encoders import random_encoder
+
+    spec = {"source": "tiny", **({} if tiny else SPECS.get(name, {}))}
+    return random_encoder(name, spec, real_size=not tiny)
 
 
 def _cached_inputs(batch: int, tokens: dict[str, int], widths: dict[str, int], device):
@@ -373,7 +378,7 @@ def train_cache_section(rec: Recorder, device, tiny: bool, peak) -> dict:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
         inputs = _cached_inputs(batch, tokens, widths, device)
         target = torch.randn(batch, 30, device=device)
-        step = _train_step(model, optimizer, lambda inputs=inputs: inputs, target, device)
+        step = partial(train_step, model, optimizer, inputs, target, device)
         result = {"batch": batch, "tokens": tokens}
         with peak_memory(device, result):
             s = timed(step, device, min_iters=2 if tiny else 5, min_s=0 if tiny else 3.0, warmup=3)
@@ -446,11 +451,7 @@ def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s) -> No
         }, b["target"].to(device, non_blocking=True)
 
     def run_step(inputs, target):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model(inputs)
-        torch.nn.functional.mse_loss(out.float(), target).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, optimizer, inputs, target, device)
 
     def epoch(with_steps: bool) -> tuple[float, int]:
         sync(device)
@@ -493,7 +494,6 @@ def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s) -> No
 
 
 def finetune_section(rec: Recorder, device, tiny: bool, peak) -> dict:
-    from isoflow.model.encoders import random_encoder
 
     rng = np.random.default_rng(1)
     rates = {}
@@ -514,8 +514,7 @@ def finetune_section(rec: Recorder, device, tiny: bool, peak) -> dict:
             encoders = {}
             raw = {}
             for modality, name in names.items():
-                spec = {"source": "tiny", **({} if tiny else SPECS.get(name, {}))}
-                enc = random_encoder(name, spec, real_size=not tiny)
+                enc = build_encoder(name, tiny)
                 enc.trainable_last(-1)
                 encoders[modality] = enc
                 size = INPUTS[name]["tiny" if tiny else "real"]
@@ -529,7 +528,7 @@ def finetune_section(rec: Recorder, device, tiny: bool, peak) -> dict:
             trainable = [p for p in model.parameters() if p.requires_grad]
             optimizer = torch.optim.AdamW(trainable, lr=1e-5)
             target = torch.randn(batch, 30, device=device)
-            step = _train_step(model, optimizer, lambda tokens=tokens: tokens, target, device)
+            step = partial(train_step, model, optimizer, tokens, target, device)
             with peak_memory(device, result):
                 s = timed(
                     step, device, min_iters=1 if tiny else 3, min_s=0 if tiny else 4.0, warmup=2
