@@ -34,7 +34,7 @@ if CONSTRUCTS["table"]:
             "benchmarks/score_constructs/score_constructs.tsv"
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
         params:

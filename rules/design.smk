@@ -40,7 +40,7 @@ if DESIGN_OUTPUTS:
             "benchmarks/design/design.tsv"
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
         params:

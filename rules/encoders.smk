@@ -69,7 +69,7 @@ if EMBED_JOBS == 1:
             encoder="[A-Za-z0-9_]+",
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
@@ -106,7 +106,7 @@ if EMBED_JOBS == 1:
             encoder="[A-Za-z0-9_]+",
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
@@ -145,7 +145,7 @@ else:
             part="[0-9]+",
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),

@@ -39,7 +39,7 @@ if EXPLAIN_OUTPUTS:
             "benchmarks/explain/explain.tsv"
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
         params:

@@ -58,7 +58,7 @@ if FINETUNE_OUTPUTS:
             "benchmarks/finetune/finetune.tsv"
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
         params:

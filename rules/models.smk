@@ -30,7 +30,7 @@ rule export_model:
         run=run_pattern(EXPERIMENTS),
     conda:
         "../envs/isoflow.yaml"
-    threads: 2
+    threads: config["resources"]["model_threads"]
     resources:
         gpu=config["resources"]["gpu"],
     params:

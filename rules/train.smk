@@ -52,7 +52,7 @@ if config["resources"]["train_jobs"] == "per_run":
             run=run_pattern(EXPERIMENTS),
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=config["resources"]["train_mem_mb"],
