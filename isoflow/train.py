@@ -310,7 +310,9 @@ def run_experiments(
     the same run trained alone with one torch thread (test); a run trained with more threads
     can differ in the last bits of float sums."""
     if processes > 1 and len(runs) > 1:
-        return _run_in_processes(config, runs, dataset_path, genome_fasta, processes)
+        from isoflow.train_workers import run_in_processes
+
+        return run_in_processes(config, runs, dataset_path, genome_fasta, processes)
     metrics = {}
     for i, (name, run) in enumerate(runs.items(), 1):
         with log_to(run.get("log")):
@@ -328,39 +330,6 @@ def run_experiments(
                 log.exception("run %s failed", name)
                 raise
     return metrics
-
-
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
-def _run_one(
-    config: dict,
-    name: str,
-    run: dict[str, Any],
-    dataset_path: str | os.PathLike,
-    genome_fasta: str | os.PathLike | None,
-) -> tuple[str, dict[str, Any] | None]:
-    return name, run_experiments(config, {name: run}, dataset_path, genome_fasta)[name]
-
-
-def _run_in_processes(
-    config: dict,
-    runs: dict[str, dict[str, Any]],
-    dataset_path: str | os.PathLike,
-    genome_fasta: str | os.PathLike | None,
-    processes: int,
-) -> dict[str, dict[str, Any] | None]:
-    import multiprocessing
-
-    # spawn, not fork: the parent has imported torch (OpenMP is not fork-safe once used)
-    context = multiprocessing.get_context("spawn")
-    workers = min(processes, len(runs))
-    log.info("training %d runs in %d processes of one torch thread each", len(runs), workers)
-    tasks = [(config, name, run, dataset_path, genome_fasta) for name, run in runs.items()]
-    with context.Pool(workers, initializer=_one_thread, maxtasksperchild=None) as pool:
-        done = dict(pool.starmap(_run_one, tasks, chunksize=1))
-    return {name: done[name] for name in runs}
 
 
 def _cache_dir(text: str) -> tuple[str, str]:

@@ -1,24 +1,29 @@
 """Rule train: dataset (+ genome or embedding caches) -> results/runs/{run}/; with
-resources.train_jobs: one, every run in one job (params.runs), each logging to its own file."""
-
-import torch
+resources.train_jobs: one, every run in one job (params.runs), each logging to its own file;
+with resources.train_processes > 1 in that many spawned workers, and this process then
+imports neither torch nor Lightning (isoflow.train_workers)."""
 
 from isoflow.jobs import run_script
-from isoflow.train import run_experiment, run_experiments
 
 
 def main() -> None:
-    torch.set_num_threads(snakemake.threads)  # noqa: F821
     inputs = snakemake.input  # noqa: F821
     params = snakemake.params  # noqa: F821
-    if params.get("runs"):
-        run_experiments(
-            params.settings,
-            params.runs,
-            inputs.dataset,
-            inputs.get("genome"),
-            processes=int(params.get("processes") or 1),
+    processes = int(params.get("processes") or 1)
+    if params.get("runs") and processes > 1 and len(params.runs) > 1:
+        from isoflow.train_workers import run_in_processes
+
+        run_in_processes(
+            params.settings, params.runs, inputs.dataset, inputs.get("genome"), processes
         )
+        return
+    import torch
+
+    from isoflow.train import run_experiment, run_experiments
+
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    if params.get("runs"):
+        run_experiments(params.settings, params.runs, inputs.dataset, inputs.get("genome"))
         return
     cache_dirs = {
         key.removeprefix("cache_"): path for key, path in inputs.items() if key.startswith("cache_")

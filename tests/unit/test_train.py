@@ -491,6 +491,24 @@ def test_train_script_runs_nothing_when_imported_by_a_spawned_worker():
     assert callable(namespace["main"])
 
 
+def test_the_parent_of_train_workers_imports_neither_torch_nor_lightning():
+    # The demo's train job (resources.train_processes: 2) trains in spawned workers; its own
+    # process used to import Lightning (~10 CPU-s on the demo machine) before the first
+    # worker started. The job script and isoflow.train_workers must not import torch.
+    import subprocess
+    import sys
+
+    code = (
+        "import runpy, sys; import isoflow.train_workers; "
+        f"runpy.run_path({str(REPO / 'scripts' / 'train.py')!r}, run_name='__mp_main__'); "
+        "print(sorted(m for m in ('torch', 'pytorch_lightning') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "[]"
+
+
 def record_steps(monkeypatch) -> list[dict[str, float]]:
     """Per optimizer step of the runs that follow: the LR of its first parameter group and
     the total L2 norm of the gradients it applied (after any clipping)."""
