@@ -29,7 +29,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +177,21 @@ def encode_pooled(
     sequences sees what training read from the cache. ``names`` (one per sequence) name a
     sequence the encoder returns no token for. ``precision="bf16"`` runs the forward under
     bf16 autocast on CUDA (:func:`embedding_autocast`); pooling is float32 either way."""
+    return encode_pooled_many(encoder, sequences, [pool_to], device, names, precision)[0]
+
+
+def encode_pooled_many(
+    encoder,
+    sequences: list,
+    pools: list,
+    device: torch.device | str | None = None,
+    names: list | None = None,
+    precision: str = "fp32",
+) -> list[list[torch.Tensor]]:
+    """:func:`encode_pooled` with one forward and several poolings: for each of ``pools``
+    the list of pooled rows ``encode_pooled`` returns with that pooling (the same floats:
+    pooling reads the same token embeddings). ``build_caches`` writes an adaptive and a
+    positional cache from one forward this way (``embed.share_forward``)."""
     device = device if device is not None else next(encoder.parameters()).device
     tokens = encoder.tokenize(list(sequences))
     tokens = {name: t.to(device) for name, t in tokens.items()}
@@ -191,16 +206,17 @@ def encode_pooled(
     mask = mask.cpu()
     lengths = mask.sum(dim=1)
     per_token = int(getattr(encoder, "letters_per_token", 1))
-    pooled = []
+    pooled: list[list[torch.Tensor]] = [[] for _ in pools]
     for row in range(len(sequences)):
         if not mask[row].any():
             name = names[row] if names is not None else row
             raise InputError(None, name, "encoder returned no real token for a sequence")
         if not bool(mask[row, : lengths[row]].all()):
             raise ValueError("encoder masks must be left-aligned (real tokens first)")
-        pooled.append(
-            pool_sequence(emb[row], int(lengths[row]), pool_to, encoder.modality, per_token).cpu()
-        )
+        for out, pool in zip(pooled, pools, strict=True):
+            out.append(
+                pool_sequence(emb[row], int(lengths[row]), pool, encoder.modality, per_token).cpu()
+            )
     return pooled
 
 
@@ -354,15 +370,62 @@ def build_cache(
     reuses them and encodes only the rest, in the same batches, so its files are the bytes
     an uninterrupted run writes. Finished shards of another run are deleted, not reused.
     """
+    return build_caches(
+        encoder,
+        items,
+        [(out_dir, pooling)],
+        pool_to,
+        batch_size=batch_size,
+        meta=meta,
+        shard_rows=shard_rows,
+        shard_mb=shard_mb,
+        progress_every_s=progress_every_s,
+        precision=precision,
+        batch_letters=batch_letters,
+        part=part,
+    )
+
+
+class _Target:
+    """One cache :func:`build_caches` writes: its folder, pooling, fingerprint, finished
+    shards and writer."""
+
+    def __init__(self, out_dir: str | os.PathLike, pooling: Mapping[str, Any] | None):
+        self.out_dir = Path(out_dir)
+        self.pooling = dict(pooling) if pooling is not None else None
+        if self.pooling is not None and self.pooling.get("mode") != "positional":
+            raise ValueError(f"pooling must be positional, got {self.pooling!r}")
+        self.work = partial_dir(self.out_dir)
+        self.done = 0
+        self.writer: _ShardWriter | None = None
+
+
+def build_caches(
+    encoder,
+    items: Mapping[Any, str | np.ndarray | None],
+    outputs: Sequence[tuple[str | os.PathLike, Mapping[str, Any] | None]],
+    pool_to: int,
+    batch_size: int = 8,
+    meta: dict | None = None,
+    shard_rows: int | None = None,
+    shard_mb: float = SHARD_MB,
+    progress_every_s: float | None = None,
+    precision: str = "fp32",
+    batch_letters: int = 0,
+    part: tuple[int, int] | None = None,
+) -> dict[Any, str | None]:
+    """:func:`build_cache` for several poolings at once: ``outputs`` lists ``(out_dir,
+    pooling)`` pairs (``pooling`` None: adaptive to ``pool_to``), and each batch's forward
+    runs once for all of them (:func:`encode_pooled_many`; ``embed.share_forward``). Each
+    folder gets the bytes ``build_cache`` writes for it alone, and each resumes from its own
+    finished shards (a batch is encoded when any cache still needs it). Holds one shard of
+    rows per cache."""
     if pool_to < 1:
         raise ValueError(f"pool_to must be >= 1, got {pool_to}")
-    if pooling is not None:
-        pooling = dict(pooling)
-        if pooling.get("mode") != "positional":
-            raise ValueError(f"pooling must be positional, got {pooling!r}")
-    out_dir = Path(out_dir)
+    targets = [_Target(out_dir, pooling) for out_dir, pooling in outputs]
+    if not targets or len({t.out_dir.resolve() for t in targets}) != len(targets):
+        raise ValueError(f"build_caches needs distinct output folders, got {outputs!r}")
     dim = int(encoder.dim)
-    pool = pooling if pooling is not None else pool_to  # what pool_sequence takes
     per_token = int(getattr(encoder, "letters_per_token", 1))
     if shard_rows is None:
         shard_rows = shard_rows_for(shard_mb, dim)
@@ -403,65 +466,69 @@ def build_cache(
     lo, hi = batch_start(first), batch_start(last)  # this job's positions in ``keys``
     device = next(encoder.parameters()).device
     autocast = precision == "bf16" and device.type == "cuda"
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            {
-                "partial_format": PARTIAL_FORMAT,
-                "dim": dim,
-                "modality": encoder.modality,
-                "pool_to": pool_to,
-                "batch_size": batch_size,
-                "batch_letters": batch_letters,
-                "shard_rows": shard_rows,
-                "device": device.type,
-                "autocast": autocast,
-                "meta": meta or {},
-                # only when positional: an adaptive cache's fingerprint is what it was
-                **({"pooling": pooling} if pooling is not None else {}),
-                "sequences": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
-                **({"part": list(part)} if part is not None else {}),
-            },
-            sort_keys=True,
-            default=str,
-        ).encode()
-    ).hexdigest()
-
-    work = partial_dir(out_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    records = _finished_shards(work, fingerprint, keys[lo:hi], dim)
-    done = lo + sum(len(r["key"]) for r in records)  # positions before it need no forward
-    if records:
-        log.info(
-            "resuming %s: %d finished shards hold %d of %d distinct sequences",
-            out_dir,
-            len(records),
-            done - lo,
-            hi - lo,
-        )
-    # A shard holds ``shard_rows`` rows, or one sequence's if that is more (max_rows at
-    # most); the buffer is no larger than the sequences still to come can fill.
     longest = max((length for _, length in distinct.values()), default=1)
-    max_rows = max_pooled_rows(pool, encoder.modality, longest, per_token)
-    buffer_rows = min(max(shard_rows, max_rows), max(hi - done, 1) * max_rows)
-    writer = _ShardWriter(work, dim, shard_rows, buffer_rows, fingerprint)
-    writer.resume(records)
-    progress = Progress(f"embed {out_dir.name}", hi - done, "sequences", progress_every_s, log)
+    for target in targets:
+        fingerprint = hashlib.sha256(
+            json.dumps(
+                {
+                    "partial_format": PARTIAL_FORMAT,
+                    "dim": dim,
+                    "modality": encoder.modality,
+                    "pool_to": pool_to,
+                    "batch_size": batch_size,
+                    "batch_letters": batch_letters,
+                    "shard_rows": shard_rows,
+                    "device": device.type,
+                    "autocast": autocast,
+                    "meta": meta or {},
+                    # only when positional: an adaptive cache's fingerprint is what it was
+                    **({"pooling": target.pooling} if target.pooling is not None else {}),
+                    "sequences": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+                    **({"part": list(part)} if part is not None else {}),
+                },
+                sort_keys=True,
+                default=str,
+            ).encode()
+        ).hexdigest()
+        target.work.mkdir(parents=True, exist_ok=True)
+        records = _finished_shards(target.work, fingerprint, keys[lo:hi], dim)
+        target.done = lo + sum(len(r["key"]) for r in records)  # before it: no forward
+        if records:
+            log.info(
+                "resuming %s: %d finished shards hold %d of %d distinct sequences",
+                target.out_dir,
+                len(records),
+                target.done - lo,
+                hi - lo,
+            )
+        # A shard holds ``shard_rows`` rows, or one sequence's if that is more (max_rows at
+        # most); the buffer is no larger than the sequences still to come can fill.
+        pool = target.pooling if target.pooling is not None else pool_to
+        max_rows = max_pooled_rows(pool, encoder.modality, longest, per_token)
+        buffer_rows = min(max(shard_rows, max_rows), max(hi - target.done, 1) * max_rows)
+        target.writer = _ShardWriter(target.work, dim, shard_rows, buffer_rows, fingerprint)
+        target.writer.resume(records)
+    pools = [t.pooling if t.pooling is not None else pool_to for t in targets]
+    done = min(t.done for t in targets)  # positions before it need no forward
+    label = " + ".join(t.out_dir.name for t in targets)
+    progress = Progress(f"embed {label}", hi - done, "sequences", progress_every_s, log)
     was_training = encoder.training
     encoder.eval()
     try:
         # Pass 2: the batches (the same whether or not the run resumes); a batch wholly in
-        # finished shards is skipped, one that straddles the last finished shard is
-        # encoded whole and only its rest kept.
+        # every cache's finished shards is skipped, one that straddles a cache's last
+        # finished shard is encoded whole and only its rest kept there.
         batch: list[tuple[int, str, Any]] = []
         position = 0
 
         def encode(batch) -> None:
             names = [key for _, key, _ in batch]
             sequences = [s for _, _, s in batch]
-            pooled = encode_pooled(encoder, sequences, pool, device, names, precision)
-            for (pos, key, _), rows in zip(batch, pooled, strict=True):
-                if done <= pos < hi:
-                    writer.add(key, rows.numpy())
+            pooled = encode_pooled_many(encoder, sequences, pools, device, names, precision)
+            for target, rows_of in zip(targets, pooled, strict=True):
+                for (pos, key, _), rows in zip(batch, rows_of, strict=True):
+                    if target.done <= pos < hi:
+                        target.writer.add(key, rows.numpy())
             progress.update(sum(done <= pos < hi for pos, _, _ in batch))
 
         if plan is not None:  # length buckets: each sequence read by its first item
@@ -480,25 +547,56 @@ def build_cache(
                         encode(batch)
                     batch = []
             if position != len(keys):
-                raise RuntimeError(f"{out_dir}: the items changed while they were read")
+                raise RuntimeError(f"{label}: the items changed while they were read")
             if batch and position > done and batch[0][0] < hi:
                 encode(batch)
-        writer.flush()
+        for target in targets:
+            target.writer.flush()
         progress.finish()
     except BaseException:
         encoder.train(was_training)
-        if writer.shard:
-            log.warning(
-                "%s: stopped; %d finished shards kept in %s for the next run",
-                out_dir,
-                writer.shard,
-                work,
-            )
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        for target in targets:
+            if target.writer.shard:
+                log.warning(
+                    "%s: stopped; %d finished shards kept in %s for the next run",
+                    target.out_dir,
+                    target.writer.shard,
+                    target.work,
+                )
+            else:
+                shutil.rmtree(target.work, ignore_errors=True)
         raise
     encoder.train(was_training)
+    for target in targets:
+        _finish_cache(
+            target,
+            item_keys,
+            keys,
+            dim,
+            encoder.modality,
+            pool_to,
+            last - first,
+            autocast,
+            meta,
+            part,
+        )
+    return item_keys
 
+
+def _finish_cache(
+    target: _Target,
+    item_keys: dict[Any, str | None],
+    keys: list[str],
+    dim: int,
+    modality: str,
+    pool_to: int,
+    n_forward_batches: int,
+    autocast: bool,
+    meta: dict | None,
+    part: tuple[int, int] | None,
+) -> None:
+    """Write ``target``'s index, items and meta.json and move it into place."""
+    writer, work, out_dir = target.writer, target.work, target.out_dir
     pq.write_table(
         pa.table(
             {
@@ -521,13 +619,13 @@ def build_cache(
     )
     info = {
         "dim": dim,
-        "modality": encoder.modality,
+        "modality": modality,
         "pool_to": pool_to,
-        **({"pooling": pooling} if pooling is not None else {}),
+        **({"pooling": target.pooling} if target.pooling is not None else {}),
         "n_items": len(item_keys),
         "n_missing": sum(k is None for k in item_keys.values()),
         "n_sequences": len(keys),
-        "n_forward_batches": last - first,
+        "n_forward_batches": n_forward_batches,
         "n_shards": writer.shard,
         **({"autocast": "bf16"} if autocast else {}),
         **(meta or {}),
@@ -546,7 +644,6 @@ def build_cache(
         info["n_missing"],
         out_dir,
     )
-    return item_keys
 
 
 def gather_cache(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> None:
@@ -789,6 +886,7 @@ def embed_dataset(
     batch_letters: int = 0,
     pooling: Mapping[str, Any] | None = None,
     part: tuple[int, int] | None = None,
+    also: Sequence[tuple[str | os.PathLike, Mapping[str, Any] | None]] = (),
 ) -> dict:
     """Cache the embeddings of every transcript of a dataset table for one encoder, holding
     at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time; on CUDA the
@@ -796,7 +894,8 @@ def embed_dataset(
     ``pooling``: positional pooling (``isoflow.workflow.embed_pooling``; rule
     embed_positional) instead of the spec's adaptive ``pool_to``. ``part=(i, n)``: the
     ``i``-th of ``n`` part caches of one scattered embedding (``embed.jobs``;
-    :func:`gather_cache` joins them)."""
+    :func:`gather_cache` joins them). ``also``: more ``(out_dir, pooling)`` caches written
+    from the same forwards (:func:`build_caches`; rule embed_shared, ``embed.share_forward``)."""
     from isoflow.dataset import read_dataset
 
     df, _ = read_dataset(dataset)
@@ -816,17 +915,16 @@ def embed_dataset(
         device,
         f"pool_to {pool_to}" if pooling is None else f"pooling {dict(pooling)}",
     )
-    keys = build_cache(
+    keys = build_caches(
         encoder,
         items,
-        out_dir,
+        [(out_dir, pooling), *also],
         pool_to=pool_to,
         batch_size=batch_size,
         meta={"encoder": encoder_name, "spec": spec},
         shard_mb=shard_mb,
         precision=precision,
         batch_letters=batch_letters,
-        pooling=pooling,
         part=tuple(part) if part is not None else None,
     )
     return keys

@@ -447,6 +447,31 @@ def embed_pooling(config: dict) -> dict[str, Any]:
     return pooling
 
 
+def shared_forward_encoders(config: dict, experiments: Mapping[str, dict]) -> list[str]:
+    """The encoders whose adaptive and positional caches are both read by some run, when
+    ``embed.share_forward`` is on: rule embed_shared writes both from one forward per batch
+    (``isoflow.embed.build_caches``) instead of rules embed and embed_positional running the
+    same forwards twice. Off (the default), or with ``embed.jobs`` > 1 (stopped here with
+    one line: the scattered parts are per cache), the list is empty."""
+    section = config.get("embed") or {}
+    if not section.get("share_forward"):
+        return []
+    if int(section.get("jobs") or 1) != 1:
+        raise InputError(
+            "config",
+            "embed.share_forward",
+            f"true needs embed.jobs: 1 (got {section.get('jobs')}): the parts of a scattered "
+            "embedding are per cache; set one of the two back",
+        )
+    poolings: dict[str, set[str]] = {}
+    for experiment in experiments.values():
+        experiment = {**EXPERIMENT_DEFAULTS, **experiment}
+        names = encoder_names(config, experiment)
+        for modality in cached_modalities(config, experiment):
+            poolings.setdefault(names[modality], set()).add(run_pooling(experiment))
+    return sorted(name for name, used in poolings.items() if len(used) > 1)
+
+
 def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str, str]:
     """Inputs of the ``embed`` rule for ``wildcards.encoder`` (a Snakemake input function).
 
@@ -482,17 +507,18 @@ EMBED_MEM_MARGIN = 1.25  # headroom over the estimate (allocator slack, the inde
 GPU_HOST_MB = 2048  # CUDA runtime and libraries in host memory: an allowance, not measured
 
 
-def embed_mem_mb(wildcards, config: dict) -> int:
+def embed_mem_mb(wildcards, config: dict, caches: int = 1) -> int:
     """``mem_mb`` of the ``embed`` job of ``wildcards.encoder`` (docs/encoders.md, "Memory of
     an embed job")::
 
         encoder_mb = ENCODER_HOST_MB[family]["tiny" or "real"]
                      (+ (embed_batch_size - 1) * (real - weights - IMPORT_MB) for a
                         pretrained encoder on CPU: activations grow with the batch)
-        mem_mb = ceil(EMBED_MEM_MARGIN * (embed.shard_mb + encoder_mb))
+        mem_mb = ceil(EMBED_MEM_MARGIN * (caches * embed.shard_mb + encoder_mb))
                  + GPU_HOST_MB if resources.gpu, rounded up to 100 MB
 
-    ``embed.shard_mb`` bounds the cache rows a job holds (isoflow.embed.build_cache)."""
+    ``embed.shard_mb`` bounds the cache rows a job holds per cache it writes (``caches``:
+    2 for rule embed_shared; isoflow.embed.build_caches)."""
     name = wildcards.encoder
     spec = with_encoder_defaults((config.get("encoders") or {}).get(name))
     family, _ = encoder_kind(name, spec)
@@ -506,7 +532,7 @@ def embed_mem_mb(wildcards, config: dict) -> int:
             activations = host["real"] - host["weights"] - IMPORT_MB
             encoder_mb += (int(spec["embed_batch_size"]) - 1) * activations
     shard_mb = (config.get("embed") or {}).get("shard_mb") or schema_default("embed", "shard_mb")
-    mem = -(-EMBED_MEM_MARGIN * (shard_mb + encoder_mb) // 1)
+    mem = -(-EMBED_MEM_MARGIN * (caches * shard_mb + encoder_mb) // 1)
     mem += GPU_HOST_MB if gpu else 0
     return int(-(-mem // 100) * 100)
 

@@ -9,6 +9,7 @@ from isoflow.workflow import (
     embed_pooling,
     encoder_settings,
     part_pooling,
+    shared_forward_encoders,
 )
 
 
@@ -41,6 +42,9 @@ rule download_encoders:
 # plan each, so several GPUs embed at once) and gathers them into the same folder, with the
 # same keys, items and stored values (isoflow.embed.gather_cache; tests/unit/test_embed.py).
 EMBED_JOBS = int(config["embed"]["jobs"])
+# embed.share_forward: encoders whose adaptive and positional caches are both read get one
+# embed_shared job writing both from the same forwards (isoflow.embed.build_caches).
+SHARED_EMBEDS = shared_forward_encoders(config, EXPERIMENTS)
 
 
 if EMBED_JOBS == 1:
@@ -118,6 +122,48 @@ if EMBED_JOBS == 1:
             protein=protein_config(config),
         script:
             "../scripts/embed_pooled.py"
+
+    if SHARED_EMBEDS:
+
+        ruleorder: embed_shared > embed
+        ruleorder: embed_shared > embed_positional
+
+        rule embed_shared:
+            """Both caches of one encoder, results/embeddings/{encoder} (adaptive) and
+            {encoder}-positional, from one forward per batch (embed.share_forward; the
+            bytes rules embed and embed_positional write, tests/unit/test_embed.py)."""
+            input:
+                unpack(
+                    partial(
+                        embed_inputs,
+                        config=config,
+                        dataset=f"results/dataset/{DATASET}.parquet",
+                        genome=genome_fasta(),
+                    )
+                ),
+            output:
+                adaptive=directory("results/embeddings/{encoder}"),
+                positional=directory("results/embeddings/{encoder}-positional"),
+            log:
+                "logs/embed/{encoder}+positional.log",
+            benchmark:
+                "benchmarks/embed/{encoder}+positional.tsv"
+            wildcard_constraints:
+                encoder="|".join(SHARED_EMBEDS),
+            conda:
+                "../envs/isoflow.yaml"
+            threads: config["resources"]["model_threads"]
+            resources:
+                gpu=config["resources"]["gpu"],
+                mem_mb=partial(embed_mem_mb, config=config, caches=2),
+            params:
+                **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
+                pooling=embed_pooling(config),
+                encoders=encoder_settings(config),
+                rna=rna_config(config),
+                protein=protein_config(config),
+            script:
+                "../scripts/embed_shared.py"
 
 else:
 

@@ -607,3 +607,57 @@ def test_parts_gathered_are_the_cache_one_job_writes(tmp_path, esm, batch_letter
     # parts from other items, or not a full set, are refused
     with pytest.raises(InputError, match="is not part 0 of 2"):
         gather_cache(parts[:1] + parts[2:], tmp_path / "bad")
+
+
+# ---------------------------------------------------------------- one forward, two caches
+
+
+@pytest.mark.parametrize("batch_letters", [0, 60])
+def test_one_forward_writes_both_caches_as_each_alone(tmp_path, esm, batch_letters):
+    # embed.share_forward: the adaptive and the positional cache of one encoder from the same
+    # forwards, each folder the bytes build_cache writes for it alone, with half the forwards
+    from isoflow.embed import build_caches
+
+    items = {f"p{i}": protein(5 + (7 * i) % 23) for i in range(30)}
+    items["dup"], items["none"] = items["p3"], None
+    options = dict(pool_to=8, batch_size=3, shard_rows=40, meta={"spec": {"a": 1}})
+    options["batch_letters"] = batch_letters
+    alone = CountingEncoder(esm)
+    build_cache(alone, items, tmp_path / "adaptive", **options)
+    build_cache(alone, items, tmp_path / "positional", pooling=POSITIONAL, **options)
+    shared = CountingEncoder(esm)
+    keys = build_caches(
+        shared, items, [(tmp_path / "a", None), (tmp_path / "p", POSITIONAL)], **options
+    )
+    assert files_of(tmp_path / "a") == files_of(tmp_path / "adaptive")
+    assert files_of(tmp_path / "p") == files_of(tmp_path / "positional")
+    assert sorted(shared.encoded * 2) == sorted(alone.encoded)
+    assert keys["dup"] == keys["p3"] and keys["none"] is None
+
+
+def test_one_forward_two_caches_resume_each_from_its_own_shards(tmp_path, esm):
+    # the two caches fill their shards at different rates (positional rows are more), so a
+    # kill leaves them with different finished shards; the resumed run encodes from the
+    # earlier one and ends with both folders as an uninterrupted run writes them
+    from isoflow.embed import build_caches, partial_dir
+
+    items = {f"p{i}": protein(9 + (5 * i) % 17) for i in range(36)}
+    options = dict(pool_to=4, batch_size=3, shard_rows=30)
+    build_caches(esm, items, [(tmp_path / "a", None), (tmp_path / "p", POSITIONAL)], **options)
+    outputs = [(tmp_path / "ra", None), (tmp_path / "rp", POSITIONAL)]
+    with pytest.raises(RuntimeError, match="killed"):
+        build_caches(FailAfter(esm, 7), items, outputs, **options)
+    finished = [len(list(partial_dir(out).glob("shard_*.json"))) for out, _ in outputs]
+    assert finished[0] != finished[1] and min(finished) >= 1
+    counting = CountingEncoder(esm)
+    build_caches(counting, items, outputs, **options)
+    assert files_of(tmp_path / "ra") == files_of(tmp_path / "a")
+    assert files_of(tmp_path / "rp") == files_of(tmp_path / "p")
+    assert 0 < len(counting.encoded) < len(items)  # the finished shards were reused
+
+
+def test_one_forward_needs_distinct_folders(tmp_path, esm):
+    from isoflow.embed import build_caches
+
+    with pytest.raises(ValueError, match="distinct output folders"):
+        build_caches(esm, {"a": protein(9)}, [(tmp_path / "c", None)] * 2, pool_to=4)

@@ -290,7 +290,7 @@ def test_embed_jobs_scatter_each_cache_into_parts_and_gather_them(tmp_path: Path
     embed_part jobs, gathered by rule embed / embed_positional into the folder the train job
     reads; the part folders are temporary."""
     overlay = tmp_path / "jobs.yaml"
-    overlay.write_text("embed:\n  jobs: 3\n")
+    overlay.write_text("embed:\n  jobs: 3\n  share_forward: false\n")
     args = ("-n", "--configfile", "config/demo.yaml", overlay, "-d", tmp_path)
     done = snakemake(*args, "results/embeddings/esm2", "results/embeddings/esm2-positional")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -304,3 +304,30 @@ def test_embed_jobs_scatter_each_cache_into_parts_and_gather_them(tmp_path: Path
     gathers = {job["rule"]: job for job in jobs if job["rule"] in ("embed", "embed_positional")}
     assert gathers["embed"]["input"] == ", ".join(parts[:3])
     assert gathers["embed_positional"]["output"] == "results/embeddings/esm2-positional"
+
+
+@pytest.mark.slow
+def test_share_forward_writes_both_caches_of_an_encoder_in_one_job(tmp_path: Path):
+    """embed.share_forward (the demo): each encoder whose adaptive and positional caches the
+    runs read is one embed_shared job writing both, none of rules embed / embed_positional;
+    with embed.jobs > 1 the dry run stops in one line naming the key."""
+    args = ("-n", "--configfile", "config/demo.yaml", "-d", tmp_path)
+    done = snakemake(*args, "results/embeddings/esm2", "results/embeddings/enformer-positional")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = parse_dry_run(done.stdout)
+    shared = sorted(job["output"] for job in jobs if job["rule"] == "embed_shared")
+    assert shared == [
+        "results/embeddings/enformer, results/embeddings/enformer-positional",
+        "results/embeddings/esm2, results/embeddings/esm2-positional",
+    ]
+    assert not [job for job in jobs if job["rule"] in ("embed", "embed_positional")]
+
+    overlay = tmp_path / "jobs.yaml"
+    overlay.write_text("embed:\n  jobs: 2\n")
+    done = snakemake(*args[:3], overlay, *args[3:])
+    line = (
+        "config:embed.share_forward: true needs embed.jobs: 1 (got 2): the parts of a "
+        "scattered embedding are per cache; set one of the two back"
+    )
+    lines = (done.stdout + done.stderr).splitlines()
+    assert done.returncode != 0 and line in lines, done.stdout[-3000:]

@@ -1,0 +1,32 @@
+"""Rule embed_shared: dataset table (+ genome) -> results/embeddings/{encoder}/ (adaptive)
+and results/embeddings/{encoder}-positional/ from one forward per batch
+(isoflow.embed.build_caches; config embed.share_forward)."""
+
+import torch
+
+from isoflow.embed import embed_dataset
+from isoflow.jobs import run_script
+from isoflow.model.encoders import spec_from_config
+
+# Options passed only when set away from their default (isoflow.workflow.set_options).
+OPTIONS = ("shard_mb", "precision", "batch_letters")
+
+
+def main() -> None:
+    torch.set_num_threads(snakemake.threads)  # noqa: F821
+    name = snakemake.wildcards.encoder  # noqa: F821
+    params = snakemake.params  # noqa: F821
+    output = snakemake.output  # noqa: F821
+    config = {"encoders": params.encoders, "rna": params.rna, "protein": params.protein}
+    embed_dataset(
+        snakemake.input.dataset,  # noqa: F821
+        name,
+        spec_from_config(config, name),
+        output.adaptive,
+        genome_fasta=snakemake.input.get("genome"),  # noqa: F821
+        also=[(output.positional, params.pooling)],
+        **{key: value for key, value in params.items() if key in OPTIONS},
+    )
+
+
+run_script(main, snakemake.log[0])  # noqa: F821
