@@ -141,7 +141,7 @@ def fit_texts(fig: Figure, rounds: int = 4) -> None:
     A figure with no such text is left alone, not laid out or drawn: no limit would
     change, and that measuring pass was a third of save_figure's time (docs/benchmarks.md).
     Not laid out here, it is laid out once, by savefig, from its first positions: the
-    constrained layout may then end a fraction of a point elsewhere than after two passes.
+    constrained layout may then end up to a point or so away from where two passes put it.
     """
     fitted = [(ax, texts) for ax in fig.axes if (texts := _data_texts(ax))]
     if not fitted:
