@@ -126,21 +126,34 @@ def clipped_texts(fig: Figure, tolerance_px: float = 1.0) -> list[str]:
     return outside
 
 
+def _data_texts(ax) -> list:
+    """The texts of ``ax`` that ``fit_texts`` fits: not blank, placed in data coordinates,
+    on a linear x axis that runs left to right (none on any other axes)."""
+    if ax.get_xscale() != "linear" or ax.xaxis_inverted():
+        return []
+    return [t for t in ax.texts if t.get_transform() == ax.transData and t.get_text().strip()]
+
+
 def fit_texts(fig: Figure, rounds: int = 4) -> None:
     """Widen each axes' x range until every text placed in data coordinates (value labels
-    beside bars) ends inside the axes: nothing runs past the figure's edge."""
+    beside bars) ends inside the axes: nothing runs past the figure's edge.
+
+    A figure with no such text is left alone, not laid out or drawn: no limit would
+    change, and that measuring pass was a third of save_figure's time (docs/benchmarks.md).
+    Not laid out here, it is laid out once, by savefig, from its first positions: the
+    constrained layout may then end up to a point or so away from where two passes put it.
+    """
+    fitted = [(ax, texts) for ax in fig.axes if (texts := _data_texts(ax))]
+    if not fitted:
+        return
     for _ in range(rounds):
         renderer = _renderer(fig)
         changed = False
-        for ax in fig.axes:
-            if ax.get_xscale() != "linear" or ax.xaxis_inverted():
-                continue
+        for ax, texts in fitted:
             box = ax.get_window_extent(renderer)
             x0, x1 = ax.get_xlim()
             need = x1
-            for text in ax.texts:
-                if text.get_transform() != ax.transData or not text.get_text().strip():
-                    continue
+            for text in texts:
                 ext = text.get_window_extent(renderer)
                 if ext.x1 <= box.x1:
                     continue

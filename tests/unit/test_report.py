@@ -836,6 +836,60 @@ def test_the_clipped_paper_label_of_the_demo_runs_figure_now_fits(tmp_path):
     assert "Spearman 0.72 (paper)" in (tmp_path / "runs.svg").read_text()
 
 
+def count_draws(fig, monkeypatch) -> list:
+    """Each ``fig.draw`` call (any layout, measuring or saving pass) appends to the list."""
+    draws, draw = [], fig.draw
+    monkeypatch.setattr(fig, "draw", lambda renderer: draws.append(1) or draw(renderer))
+    return draws
+
+
+def test_fit_texts_never_draws_a_figure_without_texts_in_data_coordinates(tmp_path, monkeypatch):
+    """Nothing for ``fit_texts`` to fit (tick labels, titles, a legend, a text in axes
+    coordinates): the figure is not laid out or drawn, its limits stay as they were; saving
+    it draws it twice (savefig's layout-and-measure pass, then its output), not three times."""
+    fig = figures.plot_per_tissue(
+        {
+            "per_tissue": {t: {"r2": 0.5, "spearman": 0.6, "pearson": 0.7} for t in TISSUES},
+            "mean": {"r2": 0.5, "spearman": 0.6, "pearson": 0.7},
+        },
+        "a run with a very long name " * 3,
+    )
+    figures.mark_demo(fig)
+    ax = fig.axes[0]
+    ax.text(0.99, 0.5, "in axes coordinates " * 5, transform=ax.transAxes)
+    ax.text(ax.get_xlim()[1], 0, "   ")  # blank: nothing to fit
+    log = fig.add_subplot(2, 1, 2)
+    log.set_xscale("log")
+    log.text(10.0, 0.5, "a value label on a log axis is not fitted " * 3)
+    limits = [a.get_xlim() for a in fig.axes]
+    draws = count_draws(fig, monkeypatch)
+    figures.fit_texts(fig)
+    assert draws == []
+    assert [a.get_xlim() for a in fig.axes] == limits
+    figures.save_figure(fig, tmp_path / "figure.svg")
+    assert len(draws) == 2
+
+
+def test_fit_texts_still_widens_the_x_range_for_a_long_value_label(monkeypatch):
+    """A value label that runs past its axes' right edge is a text to fit: the figure is
+    drawn to measure it and the x range widened until the label ends inside the axes."""
+    fig = figures.plot_counts(["a", "b", "c"], [3.0, 10.0, 7.0], "transcripts", "title")
+    ax, label = fig.axes[0], fig.axes[0].texts[1]
+    label.set_text(" 10 transcripts, a longer value label")
+
+    def overhang() -> float:
+        renderer = figures._renderer(fig)
+        return label.get_window_extent(renderer).x1 - ax.get_window_extent(renderer).x1
+
+    x1 = ax.get_xlim()[1]
+    assert overhang() > 50  # pixels past the axes
+    draws = count_draws(fig, monkeypatch)
+    figures.fit_texts(fig)
+    assert draws  # measured: laid out and drawn
+    assert ax.get_xlim()[1] > x1 * 1.2
+    assert overhang() <= 0
+
+
 def test_demo_figures_say_synthetic_on_the_figure(tmp_path):
     write_data_inputs(tmp_path)
     res = tmp_path / "results"
