@@ -182,65 +182,78 @@ rule report_targets:
         "../scripts/report_targets.py"
 
 
-rule report_run:
-    input:
-        transcripts="results/annotation/transcripts.parquet",
-        metrics="results/runs/{run}/metrics.json",
-        history="results/runs/{run}/history.csv",
-        predictions="results/runs/{run}/predictions.parquet",
-    output:
-        curves=report(
-            f"{REPORT_DIR}/runs/{{run}}/curves.svg",
-            caption="../report/run_curves.rst",
-            category=REPORT_RUNS,
-            subcategory="{run}",
-            labels={"result": "1. training curves"},
-        ),
-        tissue_table=report(
-            f"{REPORT_DIR}/runs/{{run}}/per_tissue.html",
-            caption="../report/run_per_tissue.rst",
-            category=REPORT_RUNS,
-            subcategory="{run}",
-            labels={"result": "2. per-tissue metrics (table)"},
-        ),
-        tissue_figure=report(
-            f"{REPORT_DIR}/runs/{{run}}/per_tissue.svg",
-            caption="../report/run_per_tissue.rst",
-            category=REPORT_RUNS,
-            subcategory="{run}",
-            labels={"result": "3. per-tissue metrics (figure)"},
-        ),
-        scatter=report(
-            f"{REPORT_DIR}/runs/{{run}}/scatter.png",
-            caption="../report/run_scatter.rst",
-            category=REPORT_RUNS,
-            subcategory="{run}",
-            labels={"result": "4. predicted vs observed"},
-        ),
-        within_gene=report(
-            f"{REPORT_DIR}/runs/{{run}}/within_gene.svg",
-            caption="../report/run_within_gene.rst",
-            category=REPORT_RUNS,
-            subcategory="{run}",
-            labels={"result": "5. within-gene isoform ranking"},
-        ),
-        errors=report(
-            f"{REPORT_DIR}/runs/{{run}}/errors.svg",
-            caption="../report/run_errors.rst",
-            category=REPORT_RUNS,
-            subcategory="{run}",
-            labels={"result": "6. error by biotype and length"},
-        ),
-    log:
-        "logs/report_run/{run}.log",
-    conda:
-        REPORT_ENV
-    params:
-        scatter_tissues=REPORT["scatter_tissues"],
-        scatter_max_points=REPORT["scatter_max_points"],
-        demo=REPORT_DEMO,
-    script:
-        "../scripts/report_run.py"
+# Each per-run view: output name (isoflow.report.build.build_run's argument), file, caption
+# and label; rule report_run (one job per run) or report_runs (all runs in one job).
+RUN_VIEWS = [
+    ("curves", "curves.svg", "run_curves.rst", "1. training curves"),
+    ("tissue_table", "per_tissue.html", "run_per_tissue.rst", "2. per-tissue metrics (table)"),
+    ("tissue_figure", "per_tissue.svg", "run_per_tissue.rst", "3. per-tissue metrics (figure)"),
+    ("scatter", "scatter.png", "run_scatter.rst", "4. predicted vs observed"),
+    ("within_gene", "within_gene.svg", "run_within_gene.rst", "5. within-gene isoform ranking"),
+    ("errors", "errors.svg", "run_errors.rst", "6. error by biotype and length"),
+]
+
+
+def run_view(run, name, file, caption, label):
+    """One per-run view of ``run`` (a run name, or the ``{run}`` wildcard) for the report."""
+    return report(
+        f"{REPORT_DIR}/runs/{run}/{file}",
+        caption=f"../report/{caption}",
+        category=REPORT_RUNS,
+        subcategory=run,
+        labels={"result": label},
+    )
+
+
+# resources.train_jobs: one trains every run in one job, so every run's outputs appear at
+# once: one job then draws every run's views (matplotlib and the job start paid once, not
+# once per run: docs/benchmarks.md, "The demo on 2 cores"); per_run: one job per run, each
+# drawn as soon as its run finishes.
+if config["resources"]["train_jobs"] == "one":
+
+    rule report_runs:
+        """Every run's views (isoflow.report.build.build_run per run), the files rule
+        report_run writes."""
+        input:
+            transcripts="results/annotation/transcripts.parquet",
+            metrics=expand("results/runs/{run}/metrics.json", run=list(EXPERIMENTS)),
+            history=expand("results/runs/{run}/history.csv", run=list(EXPERIMENTS)),
+            predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS)),
+        output:
+            [run_view(run, *view) for run in EXPERIMENTS for view in RUN_VIEWS],
+        log:
+            "logs/report_run/all_runs.log",
+        conda:
+            REPORT_ENV
+        params:
+            runs=list(EXPERIMENTS),
+            views=[view[0] for view in RUN_VIEWS],
+            scatter_tissues=REPORT["scatter_tissues"],
+            scatter_max_points=REPORT["scatter_max_points"],
+            demo=REPORT_DEMO,
+        script:
+            "../scripts/report_runs.py"
+
+else:
+
+    rule report_run:
+        input:
+            transcripts="results/annotation/transcripts.parquet",
+            metrics="results/runs/{run}/metrics.json",
+            history="results/runs/{run}/history.csv",
+            predictions="results/runs/{run}/predictions.parquet",
+        output:
+            **{view[0]: run_view("{run}", *view) for view in RUN_VIEWS},
+        log:
+            "logs/report_run/{run}.log",
+        conda:
+            REPORT_ENV
+        params:
+            scatter_tissues=REPORT["scatter_tissues"],
+            scatter_max_points=REPORT["scatter_max_points"],
+            demo=REPORT_DEMO,
+        script:
+            "../scripts/report_run.py"
 
 
 rule report_experiments:

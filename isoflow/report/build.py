@@ -6,6 +6,7 @@ atomically. A bad input raises ``InputError`` before any output is written.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,8 @@ from isoflow.report.tables import (
 )
 from isoflow.splits import read_splits
 from isoflow.workflow import BASELINE_METRICS
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- entry points (one per rule)
 
@@ -236,6 +239,35 @@ def build_run(
     if transcripts_path is not None and errors is not None:
         joined = join_transcripts(predictions, transcripts_path)
         save_figure(plot_errors(joined, run), errors, demo)
+
+
+def build_runs(
+    runs: list[str],
+    views: list[str],
+    outputs: list[str | Path],
+    metrics_paths: list[str | Path],
+    history_paths: list[str | Path],
+    predictions_paths: list[str | Path],
+    **options: Any,
+) -> None:
+    """:func:`build_run` for each of ``runs`` in one process (rule report_runs): run ``i``'s
+    inputs are the ``i``-th of each path list, its views the ``i``-th run of
+    ``len(views)`` paths in ``outputs``, in the order of ``views`` (build_run's argument
+    names); ``options`` go to every call."""
+    per_run = len(views)
+    lists = (metrics_paths, history_paths, predictions_paths)
+    if len(outputs) != per_run * len(runs) or any(len(paths) != len(runs) for paths in lists):
+        raise ValueError(
+            f"{len(runs)} runs need {per_run * len(runs)} outputs and {len(runs)} of each "
+            f"input, got {len(outputs)} outputs and {[len(paths) for paths in lists]} inputs"
+        )
+    for i, run in enumerate(runs):
+        for paths in lists:
+            if Path(paths[i]).parent.name != run:
+                raise ValueError(f"{paths[i]}: not an input of run {run}")
+        named = dict(zip(views, outputs[i * per_run : (i + 1) * per_run], strict=True))
+        build_run(run, metrics_paths[i], history_paths[i], predictions_paths[i], **named, **options)
+        log.info("views of run %s (%d of %d) done", run, i + 1, len(runs))
 
 
 def _load_metrics(

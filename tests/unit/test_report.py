@@ -400,6 +400,39 @@ def test_run_views_and_a_bad_metrics_file_leaves_no_output(tmp_path):
 
 
 @pytest.mark.slow
+def test_all_runs_views_in_one_job_are_each_runs_own(tmp_path):
+    # rule report_runs (resources.train_jobs: one): build_runs draws run i's views into the
+    # i-th block of outputs, the files build_run writes for that run alone
+    runs = ["rna_enformer_cross_attention_s0", "dna_enformer_cross_attention_s1"]
+    dirs = [write_run(tmp_path, run, quality=0.3 + 0.3 * i, seed=i) for i, run in enumerate(runs)]
+    views = ["curves", "tissue_table", "tissue_figure", "scatter", "within_gene"]
+    files = ["curves.svg", "per_tissue.html", "per_tissue.svg", "scatter.png", "within_gene.svg"]
+    outputs = [tmp_path / "all" / run / name for run in runs for name in files]
+    inputs = [
+        [d / name for d in dirs] for name in ("metrics.json", "history.csv", "predictions.parquet")
+    ]
+    build.build_runs(runs, views, outputs, *inputs, n_scatter=2, max_points=100)
+    for run, run_dir in zip(runs, dirs, strict=True):
+        alone = {
+            view: tmp_path / "alone" / run / name for view, name in zip(views, files, strict=True)
+        }
+        build.build_run(
+            run,
+            *(run_dir / n for n in ("metrics.json", "history.csv", "predictions.parquet")),
+            **alone,
+            n_scatter=2,
+            max_points=100,
+        )
+        table = (tmp_path / "all" / run / "per_tissue.html").read_text()
+        assert table == alone["tissue_table"].read_text() and run in table
+        assert run in (tmp_path / "all" / run / "curves.svg").read_text()
+    with pytest.raises(ValueError, match="2 runs need 10 outputs"):
+        build.build_runs(runs, views, outputs[:-1], *inputs)
+    with pytest.raises(ValueError, match="not an input of run"):
+        build.build_runs(runs[::-1], views, outputs, *inputs)
+
+
+@pytest.mark.slow
 def test_experiment_views_name_the_paper_as_the_paper(tmp_path):
     experiments = write_all_runs(tmp_path)
     paths = [tmp_path / "results/runs" / run / "metrics.json" for run in experiments]
