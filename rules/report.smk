@@ -182,29 +182,6 @@ rule report_targets:
         "../scripts/report_targets.py"
 
 
-# Each per-run view: output name (isoflow.report.build.build_run's argument), file, caption
-# and label; rule report_run (one job per run) or report_runs (all runs in one job).
-RUN_VIEWS = [
-    ("curves", "curves.svg", "run_curves.rst", "1. training curves"),
-    ("tissue_table", "per_tissue.html", "run_per_tissue.rst", "2. per-tissue metrics (table)"),
-    ("tissue_figure", "per_tissue.svg", "run_per_tissue.rst", "3. per-tissue metrics (figure)"),
-    ("scatter", "scatter.png", "run_scatter.rst", "4. predicted vs observed"),
-    ("within_gene", "within_gene.svg", "run_within_gene.rst", "5. within-gene isoform ranking"),
-    ("errors", "errors.svg", "run_errors.rst", "6. error by biotype and length"),
-]
-
-
-def run_view(run, name, file, caption, label):
-    """One per-run view of ``run`` (a run name, or the ``{run}`` wildcard) for the report."""
-    return report(
-        f"{REPORT_DIR}/runs/{run}/{file}",
-        caption=f"../report/{caption}",
-        category=REPORT_RUNS,
-        subcategory=run,
-        labels={"result": label},
-    )
-
-
 # resources.train_jobs: one trains every run in one job, so every run's outputs appear at
 # once: one job then draws every run's views (matplotlib and the job start paid once, not
 # once per run: docs/benchmarks.md, "The demo on 2 cores"); per_run: one job per run, each
@@ -220,7 +197,11 @@ if config["resources"]["train_jobs"] == "one":
             history=expand("results/runs/{run}/history.csv", run=list(EXPERIMENTS)),
             predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS)),
         output:
-            [run_view(run, *view) for run in EXPERIMENTS for view in RUN_VIEWS],
+            [
+                run_view(run, *view, category=REPORT_RUNS)
+                for run in EXPERIMENTS
+                for view in RUN_VIEWS
+            ],
         log:
             "logs/report_run/all_runs.log",
         conda:
@@ -243,7 +224,7 @@ else:
             history="results/runs/{run}/history.csv",
             predictions="results/runs/{run}/predictions.parquet",
         output:
-            **{view[0]: run_view("{run}", *view) for view in RUN_VIEWS},
+            **{view[0]: run_view("{run}", *view, category=REPORT_RUNS) for view in RUN_VIEWS},
         log:
             "logs/report_run/{run}.log",
         conda:
