@@ -85,6 +85,29 @@ def report_outputs():
     return report_paths(EXPERIMENTS, REPORT_DIR)
 
 
+# Each per-run view: output name (isoflow.report.build.build_run's argument), file, caption
+# and label; rule report_run (one job per run) or report_runs (all runs in one job).
+RUN_VIEWS = [
+    ("curves", "curves.svg", "run_curves.rst", "1. training curves"),
+    ("tissue_table", "per_tissue.html", "run_per_tissue.rst", "2. per-tissue metrics (table)"),
+    ("tissue_figure", "per_tissue.svg", "run_per_tissue.rst", "3. per-tissue metrics (figure)"),
+    ("scatter", "scatter.png", "run_scatter.rst", "4. predicted vs observed"),
+    ("within_gene", "within_gene.svg", "run_within_gene.rst", "5. within-gene isoform ranking"),
+    ("errors", "errors.svg", "run_errors.rst", "6. error by biotype and length"),
+]
+
+
+def run_view(run, name, file, caption, label, category):
+    """One per-run view of ``run`` (a run name, or the ``{run}`` wildcard) for the report."""
+    return report(
+        f"{REPORT_DIR}/runs/{run}/{file}",
+        caption=f"../report/{caption}",
+        category=category,
+        subcategory=run,
+        labels={"result": label},
+    )
+
+
 def all_outputs():
     return (
         dataset_outputs()
@@ -130,29 +153,6 @@ def demo_options():
 # run no job warn; job subprocesses (cluster, --cores in a job) skip it: the run that
 # scheduled them checked.
 import functools
-
-# Each per-run view: output name (isoflow.report.build.build_run's argument), file, caption
-# and label; rule report_run (one job per run) or report_runs (all runs in one job).
-RUN_VIEWS = [
-    ("curves", "curves.svg", "run_curves.rst", "1. training curves"),
-    ("tissue_table", "per_tissue.html", "run_per_tissue.rst", "2. per-tissue metrics (table)"),
-    ("tissue_figure", "per_tissue.svg", "run_per_tissue.rst", "3. per-tissue metrics (figure)"),
-    ("scatter", "scatter.png", "run_scatter.rst", "4. predicted vs observed"),
-    ("within_gene", "within_gene.svg", "run_within_gene.rst", "5. within-gene isoform ranking"),
-    ("errors", "errors.svg", "run_errors.rst", "6. error by biotype and length"),
-]
-
-
-def run_view(run, name, file, caption, label, category):
-    """One per-run view of ``run`` (a run name, or the ``{run}`` wildcard) for the report."""
-    return report(
-        f"{REPORT_DIR}/runs/{run}/{file}",
-        caption=f"../report/{caption}",
-        category=category,
-        subcategory=run,
-        labels={"result": label},
-    )
-
 
 from snakemake.logging import logger
 
