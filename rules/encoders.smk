@@ -73,7 +73,7 @@ if EMBED_JOBS == 1:
             encoder="[A-Za-z0-9_]+",
         conda:
             "../envs/isoflow.yaml"
-        threads: config["resources"]["model_threads"]
+        threads: 2
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
@@ -110,7 +110,7 @@ if EMBED_JOBS == 1:
             encoder="[A-Za-z0-9_]+",
         conda:
             "../envs/isoflow.yaml"
-        threads: config["resources"]["model_threads"]
+        threads: 2
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
@@ -152,7 +152,7 @@ if EMBED_JOBS == 1:
                 encoder="|".join(SHARED_EMBEDS),
             conda:
                 "../envs/isoflow.yaml"
-            threads: config["resources"]["model_threads"]
+            threads: 2
             resources:
                 gpu=config["resources"]["gpu"],
                 mem_mb=partial(embed_mem_mb, config=config, caches=2),
@@ -191,7 +191,7 @@ else:
             part="[0-9]+",
         conda:
             "../envs/isoflow.yaml"
-        threads: config["resources"]["model_threads"]
+        threads: 2
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
