@@ -301,3 +301,13 @@ def test_use_tf_gamma_passes_where_no_forward_would_fail(window, source, dna_enc
     config = _tf_gamma_config(window, source, dna_encoder)
     config["encoders"]["borzoi"] = {"source": "pretrained"}
     check_encoder_settings(config, expand_experiments(config))
+
+
+def test_the_demo_sets_every_train_key_the_full_config_sets():
+    # config/demo.yaml is read on top of config/config.yaml (the Snakefile's configfile), so
+    # a train key only config.yaml sets reaches the demo's runs: gradient clipping, warmup and
+    # the cosine schedule, added to config.yaml for the cluster, silently retrained the demo
+    # with other results until demo.yaml set them back
+    full = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    assert sorted(set(full["train"]) - set(demo["train"])) == []
