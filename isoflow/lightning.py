@@ -42,19 +42,6 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", 
 CHECK_FINITE_EVERY = 50
 
 
-def on_device(value: Any, device: torch.device) -> bool:
-    """True when every tensor in ``value`` (nested dicts, lists and tuples; strings,
-    numbers, None and NumPy arrays are left where they are) is on ``device``; False also for
-    any other object, which Lightning's ``transfer_batch_to_device`` may know how to move."""
-    if isinstance(value, torch.Tensor):
-        return value.device == device
-    if isinstance(value, dict):
-        return all(on_device(v, device) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(on_device(v, device) for v in value)
-    return value is None or isinstance(value, (str, bytes, int, float, np.ndarray))
-
-
 class EpochMean:
     """The running sum of loss x batch size and the sample count of an epoch's steps, kept as
     Lightning's ``_ResultMetric`` keeps a ``self.log(..., on_epoch=True)`` value (a float32
@@ -118,14 +105,6 @@ class IsoFormerModule(pl.LightningModule):
 
     def forward(self, batch: dict) -> torch.Tensor:
         return self.model(self.model.tokenize(batch["inputs"], self.device))
-
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int):
-        """The batch itself when every tensor in it is on ``device`` already (a CPU run):
-        Lightning's generic walk over the nested batch costs more than a small model's step.
-        Otherwise Lightning's move."""
-        if on_device(batch, device):
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = torch.nn.functional.mse_loss(self(batch).float(), batch["target"])
