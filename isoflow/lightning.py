@@ -42,6 +42,15 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", 
 CHECK_FINITE_EVERY = 50
 
 
+def last_step_of_epoch(trainer: pl.Trainer) -> bool:
+    """Whether the training step under way is the epoch's last: the loader's last batch
+    (Lightning fetches one batch ahead, ``limit_train_batches`` counted) or the step that
+    reaches ``max_steps``."""
+    if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        return True
+    return trainer.max_steps >= 0 and trainer.global_step + 1 >= trainer.max_steps
+
+
 class EpochMean:
     """The running sum of loss x batch size and the sample count of an epoch's steps, kept as
     Lightning's ``_ResultMetric`` keeps a ``self.log(..., on_epoch=True)`` value (a float32
@@ -111,7 +120,7 @@ class IsoFormerModule(pl.LightningModule):
         self.record_loss(loss, batch, "train")
         self._train_loss.add(loss, len(batch["target"]))
         trainer = self._trainer  # None when a step is called by hand
-        if trainer is not None and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if trainer is not None and last_step_of_epoch(trainer):
             self._log_epoch_loss("train_loss", self._train_loss)
         return loss
 
@@ -249,7 +258,7 @@ class IsoFormerModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()  # before the epoch's checkpoint is written
-        self._log_epoch_loss("train_loss", self._train_loss)  # an epoch cut short (max_steps)
+        self._log_epoch_loss("train_loss", self._train_loss)  # if not logged by its last step
 
     def on_validation_epoch_end(self) -> None:
         self.check_finite()  # before non-finite predictions reach the metrics

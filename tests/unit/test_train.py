@@ -468,6 +468,45 @@ def test_cheaper_steps_train_byte_identically_to_the_path_they_replaced(
         assert torch.equal(value, old_state["state_dict"][key]), key
 
 
+@pytest.mark.parametrize("cut", ["max_steps", "limit_train_batches"])
+def test_epoch_loss_of_an_epoch_cut_short_matches_per_step_logging(dataset, monkeypatch, cut):
+    # The epoch's train_loss is logged by its last step, where History (called before the
+    # module's on_train_epoch_end) finds it: also when max_steps or limit_train_batches end
+    # the epoch before the loader does.
+    import pytorch_lightning as pl
+
+    experiment = {**EXPERIMENT_DEFAULTS, "modalities": ["rna"]}
+
+    def history() -> pd.DataFrame:
+        pl.seed_everything(0)
+        data = IsoformDataModule(dataset[0], ["rna"], batch_size=8, seed=0)
+        data.setup("fit")
+        n_batches = len(data.train_dataloader())
+        assert n_batches >= 3
+        limit = {"max_steps": n_batches + 2} if cut == "max_steps" else {cut: 2}
+        rows = History()
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_epochs=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=[rows],
+            **limit,
+        )
+        trainer.fit(IsoFormerModule(TINY_CONFIG, experiment, data.tissues), datamodule=data)
+        return pd.DataFrame(rows.rows)
+
+    new = history()
+    _per_step_logging(monkeypatch)
+    old = history()
+    assert len(new) == 2 and new["train_loss"].notna().all()
+    assert new["train_loss"].iloc[1] != new["train_loss"].iloc[0]
+    pd.testing.assert_frame_equal(new, old, check_exact=True)
+
+
 def test_batch_transfer_skips_only_a_batch_already_on_the_device(dataset):
     from isoflow.loader import on_device
 
