@@ -129,13 +129,12 @@ def prediction_spread(observed: np.ndarray, predicted: np.ndarray) -> float | No
         return _finite_or_none(float(np.median(sd_predicted[defined] / sd_observed[defined])))
 
 
-def evaluate(
-    gene_ids: Sequence[str],
-    observed: np.ndarray,
-    predicted: np.ndarray,
-    tissues: Sequence[str],
-) -> dict[str, Any]:
-    """The ``metrics.json`` dictionary (DESIGN.md) for (n_transcripts, n_tissues) arrays."""
+def tissue_means(
+    observed: np.ndarray, predicted: np.ndarray, tissues: Sequence[str]
+) -> tuple[dict[str, dict[str, float | None]], dict[str, float | None]]:
+    """(per tissue, mean over tissues) of R², Spearman and Pearson for (n_transcripts,
+    n_tissues) arrays: ``evaluate``'s ``per_tissue`` and ``mean``, without the within-gene
+    Spearman (what validation logs each epoch)."""
     observed = np.asarray(observed, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
     if observed.shape != predicted.shape or observed.shape[1] != len(tissues):
@@ -148,6 +147,19 @@ def evaluate(
     mean = {
         key: _mean([m[key] for m in per_tissue.values()]) for key in ("r2", "spearman", "pearson")
     }
+    return per_tissue, mean
+
+
+def evaluate(
+    gene_ids: Sequence[str],
+    observed: np.ndarray,
+    predicted: np.ndarray,
+    tissues: Sequence[str],
+) -> dict[str, Any]:
+    """The ``metrics.json`` dictionary (DESIGN.md) for (n_transcripts, n_tissues) arrays."""
+    observed = np.asarray(observed, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    per_tissue, mean = tissue_means(observed, predicted, tissues)
     spread = prediction_spread(observed, predicted)
     return {
         "mean": mean,

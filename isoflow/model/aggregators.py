@@ -85,7 +85,8 @@ class TokenStandardizer(nn.Module):
         self.mean += delta * (n / total)
         self.sum_sq += batch_sum_sq + delta**2 * (self.count * n / total)
         self.count.copy_(total)
-        self.has_stats = True
+        if not self.has_stats:  # nn.Module.__setattr__ costs more than the test
+            self.has_stats = True
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -376,6 +376,169 @@ def test_cache_batches_gathered_whole_train_bit_identically(dataset, tmp_path, m
         assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "items" / name).read_bytes()
 
 
+def _per_step_logging(monkeypatch) -> None:
+    """IsoFormerModule as before the epoch losses were summed by hand (issue 14): one
+    ``self.log`` per step, validation means from ``evaluate`` (its within-gene Spearman
+    computed and dropped), Lightning's own batch transfer."""
+    import pytorch_lightning as pl
+
+    from isoflow.metrics import evaluate
+
+    def training_step(self, batch, batch_idx):
+        loss = torch.nn.functional.mse_loss(self(batch).float(), batch["target"])
+        self.record_loss(loss, batch, "train")
+        self.log(
+            "train_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(batch["target"]),
+        )
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        predicted = self(batch).float()
+        loss = torch.nn.functional.mse_loss(predicted, batch["target"])
+        self.record_loss(loss, batch, "valid")
+        self.log(
+            "val_loss",
+            loss,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(batch["target"]),
+        )
+        self._val_outputs.append((predicted.detach(), batch["target"]))
+
+    def on_validation_epoch_end(self):
+        self.check_finite()
+        predicted = torch.cat([p for p, _ in self._val_outputs]).numpy()
+        observed = torch.cat([t for _, t in self._val_outputs]).numpy()
+        self._val_outputs.clear()
+        genes = np.arange(len(observed)).astype(str)
+        for key, value in evaluate(genes, observed, predicted, self.tissues)["mean"].items():
+            self.log(f"val_{key}", float("nan") if value is None else value, sync_dist=False)
+
+    monkeypatch.setattr(IsoFormerModule, "training_step", training_step)
+    monkeypatch.setattr(IsoFormerModule, "validation_step", validation_step)
+    monkeypatch.setattr(IsoFormerModule, "on_validation_epoch_end", on_validation_epoch_end)
+    monkeypatch.setattr(IsoFormerModule, "on_train_epoch_end", IsoFormerModule.check_finite)
+    monkeypatch.setattr(
+        IsoformDataModule,
+        "transfer_batch_to_device",
+        pl.LightningDataModule.transfer_batch_to_device,
+    )
+
+
+def _per_tensor_adamw(monkeypatch) -> None:
+    """AdamW's per-tensor loop (its CPU default), not the foreach update."""
+    adamw = torch.optim.AdamW
+
+    def per_tensor(*args, **kwargs):
+        return adamw(*args, **{**kwargs, "foreach": False})
+
+    monkeypatch.setattr(torch.optim, "AdamW", per_tensor)
+
+
+@pytest.mark.parametrize("old", [_per_step_logging, _per_tensor_adamw], ids=["log", "adamw"])
+def test_cheaper_steps_train_byte_identically_to_the_path_they_replaced(
+    dataset, tmp_path, monkeypatch, old
+):
+    # Issue 14: the epoch losses logged once per epoch (summed as Lightning sums them), the
+    # validation means without evaluate(), a CPU batch not walked by Lightning's transfer,
+    # and AdamW foreach: each leaves every output, log and weight bit-identical.
+    path, _ = dataset
+    config = config_with(max_epochs=2)
+    exp = {"modalities": ["rna"], "seed": 1}
+    run_experiment(config, exp, path, tmp_path / "new")
+    old(monkeypatch)
+    run_experiment(config, exp, path, tmp_path / "old")
+    for name in ("metrics.json", "history.csv", "predictions.parquet", "csv_logs/metrics.csv"):
+        assert (tmp_path / "new" / name).read_bytes() == (tmp_path / "old" / name).read_bytes()
+    history = pd.read_csv(tmp_path / "new" / "history.csv")
+    assert history[HISTORY_COLUMNS].notna().all().all()
+    new, old_state = (
+        torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)
+        for run in ("new", "old")
+    )
+    assert new["epoch"] == old_state["epoch"] == 1
+    for key, value in new["state_dict"].items():
+        assert torch.equal(value, old_state["state_dict"][key]), key
+
+
+@pytest.mark.parametrize("cut", ["max_steps", "limit_train_batches"])
+def test_epoch_loss_of_an_epoch_cut_short_matches_per_step_logging(dataset, monkeypatch, cut):
+    # The epoch's train_loss is logged by its last step, where History (called before the
+    # module's on_train_epoch_end) finds it: also when max_steps or limit_train_batches end
+    # the epoch before the loader does.
+    import pytorch_lightning as pl
+
+    experiment = {**EXPERIMENT_DEFAULTS, "modalities": ["rna"]}
+
+    def history() -> pd.DataFrame:
+        pl.seed_everything(0)
+        data = IsoformDataModule(dataset[0], ["rna"], batch_size=8, seed=0)
+        data.setup("fit")
+        n_batches = len(data.train_dataloader())
+        assert n_batches >= 3
+        limit = {"max_steps": n_batches + 2} if cut == "max_steps" else {cut: 2}
+        rows = History()
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_epochs=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=[rows],
+            **limit,
+        )
+        trainer.fit(IsoFormerModule(TINY_CONFIG, experiment, data.tissues), datamodule=data)
+        return pd.DataFrame(rows.rows)
+
+    new = history()
+    _per_step_logging(monkeypatch)
+    old = history()
+    assert len(new) == 2 and new["train_loss"].notna().all()
+    assert new["train_loss"].iloc[1] != new["train_loss"].iloc[0]
+    pd.testing.assert_frame_equal(new, old, check_exact=True)
+
+
+def test_batch_transfer_skips_only_a_batch_already_on_the_device(dataset):
+    from isoflow.loader import on_device
+
+    data = IsoformDataModule(dataset[0], ["rna"])
+    cpu = torch.device("cpu")
+
+    def batch(target_device="cpu"):
+        emb = torch.zeros(2, 4, 8, dtype=torch.float16)
+        return {
+            "index": torch.arange(2),
+            "target": torch.zeros(2, 3, device=target_device),
+            "inputs": {"rna": (emb, torch.ones(2, 4, dtype=torch.bool)), "ids": ["a", "b"]},
+        }
+
+    on_cpu = batch()
+    assert data.transfer_batch_to_device(on_cpu, cpu, 0) is on_cpu
+    for start in (batch(), batch("meta")):  # all or part elsewhere: Lightning moves it
+        moved = data.transfer_batch_to_device(start, torch.device("meta"), 0)
+        assert moved["index"].is_meta and moved["target"].is_meta
+        assert all(t.is_meta for t in moved["inputs"]["rna"])
+        assert moved["inputs"]["ids"] == ["a", "b"]
+    assert not on_device(batch("meta"), cpu)
+
+    class Movable:  # an object Lightning moves by its .to()
+        def to(self, device, **kwargs):
+            self.moved_to = device
+            return self
+
+    moved = data.transfer_batch_to_device({"x": Movable()}, cpu, 0)
+    assert moved["x"].moved_to == cpu
+
+
 # --- non-finite losses and strict metrics ------------------------------------------------
 
 
