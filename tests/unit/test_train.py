@@ -819,3 +819,24 @@ def test_slurm_warning_requeues_at_the_epoch_end_and_resume_matches(dataset, tmp
         assert (tmp_path / "requeued" / name).read_text() == (
             tmp_path / "uninterrupted" / name
         ).read_text(), name
+
+
+def test_worker_processes_take_the_costliest_runs_first():
+    # the two demo workers ended 14 s apart when the last run was a three-modality one taken
+    # in config order; costliest first, they end within about one short run of each other
+    from isoflow.train_workers import expected_cost
+
+    runs = {
+        "dna": {"experiment": {"modalities": ["dna"]}},
+        "all_shuffled": {
+            "experiment": {"modalities": ["dna", "rna", "protein"], "shuffle_targets": True}
+        },
+        "all_concat": {
+            "experiment": {"modalities": ["dna", "rna", "protein"], "aggregator": "concat"}
+        },
+        "all": {
+            "experiment": {"modalities": ["dna", "rna", "protein"], "aggregator": "cross_attention"}
+        },
+    }
+    order = sorted(runs, key=lambda name: expected_cost(runs[name]), reverse=True)
+    assert order == ["all", "all_shuffled", "all_concat", "dna"]
