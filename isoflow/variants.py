@@ -409,6 +409,17 @@ def effects(
     return ref_out, effect
 
 
+def tss_offset(variant: Variant, strand: str, tss: int) -> int:
+    """Where ``variant`` starts relative to a transcript's TSS (0-based, its first
+    transcribed base), along the transcript's strand: its 5'-most base on that strand minus
+    the TSS, negative upstream. On the minus strand that base is the variant's last (highest)
+    coordinate, so a multi-base substitution that reaches upstream of the TSS is negative
+    there too (it was counted from its first coordinate, and read 0 or positive)."""
+    if strand == "+":
+        return variant.start - tss
+    return tss - (variant.end - 1)
+
+
 def variant_effects(
     model,
     variants: Sequence[Variant],
@@ -451,7 +462,7 @@ def variant_effects(
         if dna_window is None:  # the model reads no DNA: nothing to encode for it
             alt = ModelInputs(alt.id, refs[key].dna, alt.rna, alt.protein)
         alts.append((key, alt))
-        offset = v.start - int(row.tss) if row.strand == "+" else int(row.tss) - v.start
+        offset = tss_offset(v, row.strand, int(row.tss))
         meta.append(
             {
                 "variant_id": v.id,

@@ -363,3 +363,16 @@ def test_vcf_errors_name_the_record(tmp_path):
     with pytest.raises(InputError) as err:
         read_variants(vcf)
     assert _one_line(err).startswith(f"{vcf}:record 1 (chr1:5): variant rs9: ref allele 'N'")
+
+
+def test_tss_offset_counts_from_the_variants_5_end_on_either_strand():
+    from isoflow.variants import Variant, tss_offset
+
+    # TSS at 0-based 1000; a two-base substitution covering 1000 and 1001
+    mnv = Variant("v", "chr1", 1001, "AC", "GT")
+    assert tss_offset(mnv, "+", 1000) == 0  # starts at the TSS, runs downstream
+    assert tss_offset(mnv, "-", 1000) == -1  # on the minus strand 1001 is upstream
+    assert tss_offset(mnv, "-", 1001) == 0
+    snv = Variant("s", "chr1", 990, "A", "G")  # 0-based 989
+    assert tss_offset(snv, "+", 1000) == -11
+    assert tss_offset(snv, "-", 1000) == 11  # the same for one base as before
