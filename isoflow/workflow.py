@@ -208,6 +208,14 @@ def explain_paths(config: dict, experiments: Mapping[str, Any]) -> dict[str, str
         raise InputError(
             "config", "explain", "give either construct and id, or transcript (not both)"
         )
+    if not by_construct and int(section.get("transcripts_for_attention", 64)) == 0:
+        raise InputError(
+            "config",
+            "explain.transcripts_for_attention",
+            "0 averages the attention view over the constructs of explain.construct, but the "
+            "section explains a transcript and names no construct: set it > 0 (test-split "
+            "transcripts) or explain a construct",
+        )
     name = section["id"] if by_construct else section["transcript"]
     prefix = f"{EXPLAIN_DIR}/{run}/{name}"
     return {

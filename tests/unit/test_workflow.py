@@ -265,3 +265,24 @@ def test_embed_jobs_scatter_into_parts_the_gather_reads_in_order():
     ]
     assert workflow.part_pooling(wildcards, {})["mode"] == "positional"
     assert workflow.part_pooling(SimpleNamespace(pooling="adaptive"), {}) is None
+
+
+EXPLAIN_RUN = {"dna_enformer_cross_attention_s0": {"modalities": ["dna"]}}
+
+
+def test_explain_section_errors_at_parse_not_in_the_job():
+    # a transcript with transcripts_for_attention: 0 has no attention set (0 means the
+    # constructs of explain.construct): the explain job used to fail after the whole DAG ran
+    config = {"model": "dna_enformer_cross_attention_s0", "transcript": "ENST1.1"}
+    paths = workflow.explain_paths({"explain": config}, EXPLAIN_RUN)
+    assert paths["attention"].endswith("/ENST1.1.attention.tsv")
+    with pytest.raises(InputError, match="explain.transcripts_for_attention: 0 averages"):
+        workflow.explain_paths({"explain": {**config, "transcripts_for_attention": 0}}, EXPLAIN_RUN)
+    construct = {"model": "dna_enformer_cross_attention_s0", "construct": "c.tsv", "id": "c1"}
+    assert workflow.explain_paths(
+        {"explain": {**construct, "transcripts_for_attention": 0}}, EXPLAIN_RUN
+    )
+    with pytest.raises(InputError, match="give either construct and id, or transcript"):
+        workflow.explain_paths({"explain": {**construct, "transcript": "ENST1.1"}}, EXPLAIN_RUN)
+    with pytest.raises(InputError, match="not a configured run"):
+        workflow.explain_paths({"explain": {**config, "model": "other"}}, EXPLAIN_RUN)
