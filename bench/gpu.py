@@ -72,7 +72,9 @@ DATASET_TRANSCRIPTS = 91_241
 TRAIN_FRACTION = 0.9
 
 WIDTHS = {"dna": 3072, "rna": 768, "protein": 640}  # Enformer trunk, NT-v2 250M, ESM-2 150M
-ENCODERS = ["enformer", "borzoi", "nucleotide_transformer", "esm2"]
+# esm2_sdpa: ESM-2 with `attention: sdpa` (isoflow.model.encoders.esm2.SdpaMultiheadAttention),
+# beside fair-esm's eager attention, so a run measures what SDPA does to its forward.
+ENCODERS = ["enformer", "borzoi", "nucleotide_transformer", "esm2", "esm2_sdpa"]
 
 # Input sizes and batch sizes per encoder: (real, tiny).
 INPUTS = {
@@ -80,6 +82,7 @@ INPUTS = {
     "borzoi": {"real": 524_288, "tiny": 4_096, "batch": (2, 1), "unit": "bp"},
     "nucleotide_transformer": {"real": 2_047 * 6, "tiny": 300, "batch": (16, 2), "unit": "nt"},
     "esm2": {"real": 1_022, "tiny": 50, "batch": (16, 2), "unit": "aa"},
+    "esm2_sdpa": {"real": 1_022, "tiny": 50, "batch": (16, 2), "unit": "aa"},
 }
 
 
@@ -87,6 +90,7 @@ INPUTS = {
 # plain (two matrices) where NT-v2's is SwiGLU (three of 768 x 3,072): a plain width of 4,608
 # holds the same weights per layer, so the stand-in does NT-v2's FLOPs (~234 M parameters).
 SPECS = {"nucleotide_transformer": {"hparams": {"intermediate_size": 4608}}}
+VARIANTS = {"esm2_sdpa": {"class": "esm2", "attention": "sdpa"}}  # at both sizes
 
 
 class Recorder:
@@ -345,7 +349,7 @@ def build_encoder(name: str, tiny: bool):
     """Encoder ``name`` with random weights: tiny sizes, or the published ones (``SPECS``)."""
     from isoflow.model.encoders import random_encoder
 
-    spec = {"source": "tiny", **({} if tiny else SPECS.get(name, {}))}
+    spec = {"source": "tiny", **VARIANTS.get(name, {}), **({} if tiny else SPECS.get(name, {}))}
     return random_encoder(name, spec, real_size=not tiny)
 
 

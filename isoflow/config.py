@@ -104,6 +104,14 @@ def _check_encoder_names(config: dict[str, Any], source: str) -> None:
         if cls is not None and cls not in ENCODERS:
             message = f"{cls!r} is not an encoder class"
             raise InputError(source, f"encoders.{name}.class", message + _closest(cls, ENCODERS))
+        family = ENCODERS.get(cls or name, ("",))[0]
+        if (spec or {}).get("attention") is not None and family != "esm2":
+            raise InputError(
+                source,
+                f"encoders.{name}.attention",
+                "is an ESM-2 setting (fair-esm's attention through SDPA); "
+                f"this encoder is {family or 'not a registered class'}: remove it",
+            )
     known = [*(config.get("encoders") or {}), *ENCODERS]
     given = [
         (f"model.{key}", (config.get("model") or {}).get(key))

@@ -103,6 +103,11 @@ BAD_SETTINGS = [
         " (did you mean 'enformer'?)",
     ),
     (
+        {"encoders": {"enformer": {"attention": "sdpa"}}},
+        "encoders.enformer.attention: is an ESM-2 setting (fair-esm's attention through SDPA);"
+        " this encoder is enformer: remove it",
+    ),
+    (
         {"encoders": {"esm2": {"class": "esm"}}},
         "encoders.esm2.class: 'esm' is not an encoder class (did you mean 'esm2'?)",
     ),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from esm.multihead_attention import MultiheadAttention
 from torch import nn
 
 from isoflow.alphabet import is_missing
@@ -38,6 +39,90 @@ def load_esm2(path: str | os.PathLike) -> tuple[nn.Module, Any]:
     return model, alphabet
 
 
+ATTENTIONS = ("eager", "sdpa")  # an ESM-2 spec's ``attention``; absent = eager
+
+
+class SdpaMultiheadAttention(MultiheadAttention):
+    """fair-esm's ``MultiheadAttention`` with its self-attention product through
+    ``torch.nn.functional.scaled_dot_product_attention`` (``attention: sdpa``).
+
+    The same projections, scaling and rotary embedding, so the same parameters and state
+    dict; only ``softmax(q k^T) v`` runs in one fused kernel where fair-esm runs two
+    ``bmm`` and a float32 softmax (under bf16 autocast on a GPU that was 31 % cast kernels and
+    14 % softmax of ESM-2's forward: docs/benchmarks.md, "GPU figures at real size"). Calls
+    that need what SDPA does not give (attention weights per head, an attention mask,
+    incremental state) run fair-esm's own forward."""
+
+    def forward(
+        self,
+        query,
+        key,
+        value,
+        key_padding_mask=None,
+        incremental_state=None,
+        need_weights=True,
+        static_kv=False,
+        attn_mask=None,
+        before_softmax=False,
+        need_head_weights=False,
+    ):
+        if (
+            need_head_weights
+            or incremental_state is not None
+            or static_kv
+            or attn_mask is not None
+            or before_softmax
+            or not self.self_attention
+            or self.bias_k is not None
+            or self.add_zero_attn
+        ):
+            return super().forward(
+                query,
+                key,
+                value,
+                key_padding_mask=key_padding_mask,
+                incremental_state=incremental_state,
+                need_weights=need_weights,
+                static_kv=static_kv,
+                attn_mask=attn_mask,
+                before_softmax=before_softmax,
+                need_head_weights=need_head_weights,
+            )
+        length, batch, dim = query.shape
+        heads, head_dim = self.num_heads, self.head_dim
+
+        def split(x):  # (L, B, dim) -> (B * heads, L, head_dim), fair-esm's layout
+            return x.contiguous().view(length, batch * heads, head_dim).transpose(0, 1)
+
+        q = split(self.q_proj(query) * self.scaling)
+        k = split(self.k_proj(query))
+        v = split(self.v_proj(query))
+        if self.rot_emb:
+            q, k = self.rot_emb(q, k)
+        q, k, v = (x.view(batch, heads, length, head_dim) for x in (q, k, v))
+        mask = None
+        if key_padding_mask is not None and key_padding_mask.dim() > 0:
+            mask = ~key_padding_mask.to(torch.bool).view(batch, 1, 1, length)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=1.0,  # q is scaled above, as fair-esm scales it
+        )
+        out = out.permute(2, 0, 1, 3).reshape(length, batch, dim)
+        return self.out_proj(out), None
+
+
+def use_sdpa(model: nn.Module) -> None:
+    """Every self-attention of an ESM-2 ``model`` through SDPA, in place (the class of each
+    fair-esm ``MultiheadAttention`` swapped; parameters untouched)."""
+    for module in model.modules():
+        if type(module) is MultiheadAttention:
+            module.__class__ = SdpaMultiheadAttention
+
+
 class _NoLogits(nn.Module):
     """Stands in for ESM-2's LM head: forward returns nothing worth computing."""
 
@@ -54,8 +139,15 @@ class Esm2Encoder(Encoder):
     REAL_HPARAMS = dict(num_layers=30, embed_dim=640, attention_heads=20)  # esm2_t30_150M_UR50D
     DEFAULT_MAX_LEN = 1022  # residues, BOS/EOS added on top
 
-    def __init__(self, model: nn.Module, alphabet, max_len: int = 1022):
+    def __init__(self, model: nn.Module, alphabet, max_len: int = 1022, attention: str = "eager"):
         super().__init__()
+        if attention not in ATTENTIONS:
+            raise InputError(
+                "config", "attention", f"ESM-2 attention is one of {ATTENTIONS}, got {attention!r}"
+            )
+        if attention == "sdpa":
+            use_sdpa(model)
+        self.attention = attention
         # Embeddings only: the contact head is never called and the LM head's logits (tied
         # to the token embedding, plus its own dense layer) are discarded.
         model.contact_head = nn.Identity()
@@ -72,12 +164,12 @@ class Esm2Encoder(Encoder):
 
         alphabet = esm.data.Alphabet.from_architecture("ESM-1b")
         model = esm.model.esm2.ESM2(alphabet=alphabet, **hparams)
-        return cls(model, alphabet, cls.max_len_of(spec))
+        return cls(model, alphabet, cls.max_len_of(spec), spec.get("attention", "eager"))
 
     @classmethod
     def from_pretrained(cls, path: Path, modality: str, spec: dict) -> Esm2Encoder:
         model, alphabet = load_esm2(path)
-        return cls(model, alphabet, cls.max_len_of(spec))
+        return cls(model, alphabet, cls.max_len_of(spec), spec.get("attention", "eager"))
 
     @classmethod
     def spec_from_config(cls, spec: dict, modality: str, config: dict) -> dict:

@@ -292,6 +292,47 @@ def test_esm2_truncates_to_max_len_residues():
     assert tokens["tokens"].shape == (1, 52) and tokens["lengths"].tolist() == [50]
 
 
+def test_esm2_sdpa_attention_gives_eager_embeddings_and_gradients():
+    # attention: sdpa (fair-esm's self-attention product through torch's fused SDPA): the same
+    # state dict, the same embeddings of a padded batch and the same gradients, fine-tuned
+    from isoflow.model.encoders.esm2 import SdpaMultiheadAttention
+
+    spec = {"source": "tiny", "finetune_last": -1}
+    eager = build_encoder("esm2", spec).eval()
+    sdpa = build_encoder("esm2", {**spec, "attention": "sdpa"}).eval()
+    assert sdpa.state_dict().keys() == eager.state_dict().keys()
+    sdpa.load_state_dict(eager.state_dict())
+    layers = [layer.self_attn for layer in sdpa.model.layers]
+    assert all(type(a) is SdpaMultiheadAttention for a in layers)
+    assert not any(type(layer.self_attn) is SdpaMultiheadAttention for layer in eager.model.layers)
+    tokens = eager.tokenize([random_protein(40), random_protein(9), None, random_protein(23)])
+    results = []
+    for encoder in (eager, sdpa):
+        emb, mask = encoder(**tokens)
+        loss = (emb[mask] ** 2).mean()
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+        results.append((emb.detach(), mask, grads))
+    (emb, mask, grads), (emb_s, mask_s, grads_s) = results
+    assert torch.equal(mask, mask_s)
+    torch.testing.assert_close(emb_s, emb, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == grads_s.keys() and len(grads) > 0
+    for key in grads:
+        torch.testing.assert_close(grads_s[key], grads[key], rtol=1e-4, atol=1e-6)
+    # what needs the per-head weights still gets them, from fair-esm's own forward
+    batch = tokens["tokens"][[0, 1, 3]]
+    with torch.no_grad():
+        want = eager.model(batch, need_head_weights=True)["attentions"]
+        got = sdpa.model(batch, need_head_weights=True)["attentions"]
+    torch.testing.assert_close(got, want)
+
+
+def test_esm2_attention_is_eager_or_sdpa():
+    # (on another family the config check stops it: tests/unit/test_config.py)
+    with pytest.raises(InputError, match="ESM-2 attention is one of"):
+        build_encoder("esm2", {"source": "tiny", "attention": "flash"})
+
+
 # --- freezing ------------------------------------------------------------------------
 
 
