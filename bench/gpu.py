@@ -408,10 +408,16 @@ def _bench_loader():
 
 
 def loader_section(
-    rec: Recorder, device, tiny: bool, work: Path, worker_counts: tuple[int, ...] = (4,)
+    rec: Recorder,
+    device,
+    tiny: bool,
+    work: Path,
+    worker_counts: tuple[int, ...] = (4,),
+    prefetch_depths: tuple[int, ...] = (0, 2),
 ) -> None:
     """A cached epoch through the workflow's DataModule against the same steps on batches
-    already on the device, for each of ``worker_counts`` DataLoader workers."""
+    already on the device, for each of ``worker_counts`` DataLoader workers; with 0 workers
+    once per ``prefetch_depths`` (``train.prefetch_batches``: batches made ahead in a thread)."""
     if rec.left() < 60 and not tiny:
         rec.add("loader", "epoch", {"skipped": "budget"})
         return
@@ -429,10 +435,11 @@ def loader_section(
     paths = bench_loader.build_inputs(work, n, pool_to=64)
     build_s = time.perf_counter() - start
     for workers in (0,) if tiny else worker_counts:
-        _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s)
+        for depth in prefetch_depths if workers == 0 else (0,):
+            _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, depth)
 
 
-def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s) -> None:
+def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, prefetch=0) -> None:
     from isoflow.loader import IsoformDataModule
 
     module = IsoformDataModule(
@@ -441,6 +448,7 @@ def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s) -> No
         cache_dirs=paths["caches"],
         batch_size=batch,
         num_workers=workers,
+        prefetch_batches=prefetch,
     )
     module.setup()
     loader = module.train_dataloader()
@@ -480,11 +488,12 @@ def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s) -> No
     gpu = s_step * n_batches
     rec.add(
         "loader",
-        f"epoch_workers{workers}",
+        f"epoch_workers{workers}" + (f"_prefetch{prefetch}" if prefetch else ""),
         {
             "transcripts": n,
             "batch": batch,
             "num_workers": workers,
+            "prefetch_batches": prefetch,
             "batches": n_batches,
             "cache_build_s": round(build_s, 1),
             "epoch_s": round(wall, 3),
@@ -631,6 +640,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precisions", default="fp32,bf16", help="embed: fp32,bf16,bf16w")
     parser.add_argument("--batch-scale", type=int, default=1, help="embed batch multiplier")
     parser.add_argument("--loader-workers", default="4", help="comma-separated worker counts")
+    parser.add_argument(
+        "--loader-prefetch", default="0,2", help="prefetch_batches with 0 workers (comma-separated)"
+    )
     parser.add_argument("--profile", action="store_true", help="embed: GPU kernel breakdown")
     parser.add_argument("--work", type=Path, default=None, help="folder for the loader's cache")
     args = parser.parse_args(argv)
@@ -674,7 +686,8 @@ def main(argv: list[str] | None = None) -> None:
     if "loader" in sections:
         with tempfile.TemporaryDirectory() as tmp:
             workers = tuple(int(w) for w in args.loader_workers.split(","))
-            loader_section(rec, device, args.tiny, args.work or Path(tmp), workers)
+            depths = tuple(int(d) for d in args.loader_prefetch.split(","))
+            loader_section(rec, device, args.tiny, args.work or Path(tmp), workers, depths)
     ft_rates = {}
     if "finetune" in sections:
         ft_rates = finetune_section(rec, device, args.tiny, peak)

@@ -52,7 +52,8 @@ HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue (earlier v
 # moves by float rounding (~1e-7 relative). Not num_workers: with workers the loader's seed
 # is drawn from the global RNG once (persistent workers), not once per epoch, so dropout
 # masks, hence the weights, differ from epoch 1 on (measured).
-NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps", "eval_batch_size")
+# prefetch_batches: the same batches in the same order, made ahead in a thread (test).
+NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps", "eval_batch_size", "prefetch_batches")
 # Train keys added after runs were trained: in the fingerprint only when set away from their
 # default (which keeps the behaviour from before the key), so runs trained before them keep
 # their checkpoints and are not retrained.

@@ -27,6 +27,8 @@ targets are never touched.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -210,6 +212,79 @@ class Collate:
         return batch
 
 
+class _Prefetcher:
+    """Iterates ``iterator`` in a background thread, at most ``depth`` batches ahead, in
+    order; an error raised while making a batch is raised where that batch would have been
+    returned. ``close`` (or dropping the iterator) stops the thread."""
+
+    def __init__(self, iterator: Iterator, depth: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._done = False
+        self._thread = threading.Thread(
+            target=self._fill, args=(iterator,), name="isoflow-prefetch", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self, iterator: Iterator) -> None:
+        try:
+            for batch in iterator:
+                if not self._put(("batch", batch)):
+                    return
+            self._put(("end", None))
+        except BaseException as error:  # handed to the consumer
+            self._put(("error", error))
+
+    def __iter__(self) -> _Prefetcher:
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        kind, value = self._queue.get()
+        if kind == "batch":
+            return value
+        self._done = True
+        self._thread.join()
+        if kind == "end":
+            raise StopIteration
+        raise value
+
+    def close(self) -> None:
+        self._stop.set()
+        self._done = True
+        self._thread.join()
+
+    def __del__(self) -> None:
+        self._stop.set()
+
+
+class PrefetchDataLoader(DataLoader):
+    """A ``DataLoader`` whose batches (num_workers 0: gathered from the cache's memory maps
+    and pinned in this process) are made ``prefetch_batches`` ahead in a background thread,
+    so the next batch's gather overlaps the step that waits on the GPU
+    (``train.prefetch_batches``; docs/model.md). The same batches in the same order."""
+
+    def __init__(self, *args: Any, prefetch_batches: int = 2, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.prefetch_batches = prefetch_batches
+
+    def __iter__(self):
+        iterator = super().__iter__()
+        if self.prefetch_batches <= 0 or self.num_workers > 0:
+            return iterator
+        return _Prefetcher(iterator, self.prefetch_batches)
+
+
 class EpochSeededSampler(Sampler[int]):
     """A random order that depends only on (seed, epoch): a resumed run sees the same
     batches as an uninterrupted one. Lightning calls ``set_epoch`` each epoch."""
@@ -262,9 +337,12 @@ class IsoformDataModule(pl.LightningDataModule):
         rna_truncate: str = "keep_5prime",
         protein_max_aa: int | None = None,
         pin_memory: bool | None = None,
+        prefetch_batches: int = 0,
     ):
         """``pin_memory``: gather cached batches into page-locked memory, for asynchronous
-        copies to a GPU (default: when CUDA is available)."""
+        copies to a GPU (default: when CUDA is available). ``prefetch_batches`` > 0 (with
+        ``num_workers`` 0): make that many batches ahead in a background thread
+        (:class:`PrefetchDataLoader`)."""
         super().__init__()
         unknown = set(modalities) - set(MODALITIES)
         if not modalities or unknown:
@@ -283,6 +361,7 @@ class IsoformDataModule(pl.LightningDataModule):
         self.rna_truncate = rna_truncate
         self.protein_max_aa = protein_max_aa
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.prefetch_batches = int(prefetch_batches)
         self.tissues: list[str] = []
         self.frames: dict[str, pd.DataFrame] = {}
         self.datasets: dict[str, IsoformDataset] = {}
@@ -372,7 +451,12 @@ class IsoformDataModule(pl.LightningDataModule):
             )
 
     def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
-        return DataLoader(
+        # worker processes prefetch on their own (DataLoader's prefetch_factor)
+        prefetch = self.prefetch_batches if self.num_workers == 0 else 0
+        kind, extra = DataLoader, {}
+        if prefetch:
+            kind, extra = PrefetchDataLoader, {"prefetch_batches": prefetch}
+        return kind(
             self.datasets[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             sampler=sampler,
@@ -382,6 +466,7 @@ class IsoformDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             # batches from workers are pinned by the loader (the main process pins its own)
             pin_memory=self.pin_memory and self.num_workers > 0,
+            **extra,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -33,6 +33,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.01,
     "patience": 5,
     "num_workers": 0,
+    # > 0 with num_workers 0: batches made that many ahead in a background thread
+    # (isoflow.loader.PrefetchDataLoader); the same batches, so not in a run's fingerprint
+    "prefetch_batches": 0,
     "accelerator": "auto",
     "devices": 1,
     "strategy": "auto",

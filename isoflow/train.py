@@ -195,6 +195,7 @@ def run_experiment(
         batch_size=int(train["batch_size"]),
         eval_batch_size=train["eval_batch_size"],
         num_workers=int(train["num_workers"]),
+        prefetch_batches=int(train["prefetch_batches"]),
         fraction=float(experiment["fraction"]),
         shuffle_targets=bool(experiment["shuffle_targets"]),
         seed=seed,

@@ -840,3 +840,83 @@ def test_worker_processes_take_the_costliest_runs_first():
     }
     order = sorted(runs, key=lambda name: expected_cost(runs[name]), reverse=True)
     assert order == ["all", "all_shuffled", "all_concat", "dna"]
+
+
+def test_prefetched_batches_are_the_batches_and_train_bit_identically(dataset, tmp_path):
+    # train.prefetch_batches: the next batches gathered in a background thread, the same
+    # batches in the same order, so every output is byte-identical
+    from isoflow.embed import embed_dataset
+    from isoflow.loader import PrefetchDataLoader
+
+    path, _ = dataset
+    caches = {}
+    for modality, name in (("rna", "nucleotide_transformer"), ("protein", "esm2")):
+        caches[modality] = tmp_path / "embeddings" / name
+        embed_dataset(path, name, {**TINY_CONFIG["encoders"][name], "pool_to": 4}, caches[modality])
+    plain = IsoformDataModule(path, FAST, cache_dirs=caches, batch_size=8)
+    ahead = IsoformDataModule(path, FAST, cache_dirs=caches, batch_size=8, prefetch_batches=2)
+    for data in (plain, ahead):
+        data.setup()
+    loaders = plain.train_dataloader(), ahead.train_dataloader()
+    assert type(loaders[0]) is not PrefetchDataLoader and type(loaders[1]) is PrefetchDataLoader
+    for epoch in (0, 1):
+        for loader in loaders:
+            loader.sampler.set_epoch(epoch)
+        batches = [list(loader) for loader in loaders]
+        assert len(batches[0]) == len(batches[1]) == len(loaders[0]) > 2
+        for a, b in zip(*batches, strict=True):
+            assert torch.equal(a["index"], b["index"]) and torch.equal(a["target"], b["target"])
+            for modality in FAST:
+                assert all(
+                    torch.equal(x, y)
+                    for x, y in zip(a["inputs"][modality], b["inputs"][modality], strict=True)
+                )
+    # stopping early leaves no thread behind
+    iterator = iter(loaders[1])
+    next(iterator)
+    iterator.close()
+    assert not iterator._thread.is_alive()
+
+    config = config_with(max_epochs=2)
+    config["model"]["cached_modalities"] = ["rna", "protein"]
+    exp = {"modalities": FAST, "seed": 1}
+    run_experiment(config, exp, path, tmp_path / "plain", cache_dirs=caches)
+    config["train"]["prefetch_batches"] = 2
+    run_experiment(config, exp, path, tmp_path / "ahead", cache_dirs=caches)
+    for name in ("metrics.json", "history.csv", "predictions.parquet"):
+        assert (tmp_path / "plain" / name).read_bytes() == (tmp_path / "ahead" / name).read_bytes()
+
+
+def test_an_error_making_a_prefetched_batch_is_raised_in_order():
+    from isoflow.loader import PrefetchDataLoader
+
+    def collate(items):
+        if 6 in items:
+            raise ValueError("bad item 6")
+        return torch.tensor(items)
+
+    loader = PrefetchDataLoader(
+        list(range(10)), batch_size=2, collate_fn=collate, prefetch_batches=3
+    )
+    iterator = iter(loader)
+    assert [next(iterator).tolist() for _ in range(3)] == [[0, 1], [2, 3], [4, 5]]
+    with pytest.raises(ValueError, match="bad item 6"):
+        next(iterator)
+    with pytest.raises(StopIteration):
+        next(iterator)
+
+
+def test_lightning_can_rebuild_a_prefetching_loader_with_another_sampler():
+    # DDP: Lightning re-instantiates a train loader with a distributed sampler; the prefetch
+    # setting must survive
+    from pytorch_lightning.utilities.data import _update_dataloader
+    from torch.utils.data import DistributedSampler
+
+    from isoflow.loader import PrefetchDataLoader
+
+    data = list(range(8))
+    loader = PrefetchDataLoader(data, batch_size=2, prefetch_batches=3)
+    sampler = DistributedSampler(data, num_replicas=2, rank=1, shuffle=False)
+    rebuilt = _update_dataloader(loader, sampler)
+    assert type(rebuilt) is PrefetchDataLoader and rebuilt.prefetch_batches == 3
+    assert [b.tolist() for b in rebuilt] == [[1, 3], [5, 7]]
