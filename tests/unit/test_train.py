@@ -317,14 +317,21 @@ def test_missing_genome_is_an_error(dataset, tmp_path):
         IsoformDataModule(moved, ["dna"]).setup()
 
 
-def test_cache_mode_trains_from_embeddings(dataset, tmp_path):
+def tiny_caches(path, tmp_path) -> dict:
+    """The RNA and protein embedding caches of the tiny NT and ESM-2, 4 rows per sequence."""
     from isoflow.embed import embed_dataset
 
-    path, fasta = dataset
     caches = {}
     for modality, name in (("rna", "nucleotide_transformer"), ("protein", "esm2")):
         caches[modality] = tmp_path / "embeddings" / name
         embed_dataset(path, name, {**TINY_CONFIG["encoders"][name], "pool_to": 4}, caches[modality])
+    return caches
+
+
+def test_cache_mode_trains_from_embeddings(dataset, tmp_path):
+
+    path, fasta = dataset
+    caches = tiny_caches(path, tmp_path)
     config = config_with(max_epochs=1)
     config["model"]["cached_modalities"] = ["rna", "protein"]
     exp = {"modalities": FAST}
@@ -345,13 +352,9 @@ def test_cache_batches_gathered_whole_train_bit_identically(dataset, tmp_path, m
     # per-item path (each item looked up and converted to float32 on the host, as before):
     # float16 -> float32 is exact, so every weight, loss and metric is bit-identical.
     import isoflow.loader
-    from isoflow.embed import embed_dataset
 
     path, _ = dataset
-    caches = {}
-    for modality, name in (("rna", "nucleotide_transformer"), ("protein", "esm2")):
-        caches[modality] = tmp_path / "embeddings" / name
-        embed_dataset(path, name, {**TINY_CONFIG["encoders"][name], "pool_to": 4}, caches[modality])
+    caches = tiny_caches(path, tmp_path)
     config = config_with(max_epochs=2)
     config["model"]["cached_modalities"] = ["rna", "protein"]
     exp = {"modalities": FAST, "seed": 1}
@@ -845,14 +848,10 @@ def test_worker_processes_take_the_costliest_runs_first():
 def test_prefetched_batches_are_the_batches_and_train_bit_identically(dataset, tmp_path):
     # train.prefetch_batches: the next batches gathered in a background thread, the same
     # batches in the same order, so every output is byte-identical
-    from isoflow.embed import embed_dataset
     from isoflow.loader import PrefetchDataLoader
 
     path, _ = dataset
-    caches = {}
-    for modality, name in (("rna", "nucleotide_transformer"), ("protein", "esm2")):
-        caches[modality] = tmp_path / "embeddings" / name
-        embed_dataset(path, name, {**TINY_CONFIG["encoders"][name], "pool_to": 4}, caches[modality])
+    caches = tiny_caches(path, tmp_path)
     plain = IsoformDataModule(path, FAST, cache_dirs=caches, batch_size=8)
     ahead = IsoformDataModule(path, FAST, cache_dirs=caches, batch_size=8, prefetch_batches=2)
     for data in (plain, ahead):

@@ -53,41 +53,19 @@ class SdpaMultiheadAttention(MultiheadAttention):
     that need what SDPA does not give (attention weights per head, an attention mask,
     incremental state) run fair-esm's own forward."""
 
-    def forward(
-        self,
-        query,
-        key,
-        value,
-        key_padding_mask=None,
-        incremental_state=None,
-        need_weights=True,
-        static_kv=False,
-        attn_mask=None,
-        before_softmax=False,
-        need_head_weights=False,
-    ):
-        if (
-            need_head_weights
-            or incremental_state is not None
-            or static_kv
-            or attn_mask is not None
-            or before_softmax
+    def forward(self, query, key, value, key_padding_mask=None, **options):
+        fallback = (
+            options.get("need_head_weights")
+            or options.get("incremental_state") is not None
+            or options.get("static_kv")
+            or options.get("attn_mask") is not None
+            or options.get("before_softmax")
             or not self.self_attention
             or self.bias_k is not None
             or self.add_zero_attn
-        ):
-            return super().forward(
-                query,
-                key,
-                value,
-                key_padding_mask=key_padding_mask,
-                incremental_state=incremental_state,
-                need_weights=need_weights,
-                static_kv=static_kv,
-                attn_mask=attn_mask,
-                before_softmax=before_softmax,
-                need_head_weights=need_head_weights,
-            )
+        )
+        if fallback:
+            return super().forward(query, key, value, key_padding_mask=key_padding_mask, **options)
         length, batch, dim = query.shape
         heads, head_dim = self.num_heads, self.head_dim
 
