@@ -451,11 +451,10 @@ class IsoformDataModule(pl.LightningDataModule):
             )
 
     def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
-        # worker processes prefetch on their own (DataLoader's prefetch_factor)
-        prefetch = self.prefetch_batches if self.num_workers == 0 else 0
+        # (PrefetchDataLoader leaves worker processes alone: they prefetch on their own)
         kind, extra = DataLoader, {}
-        if prefetch:
-            kind, extra = PrefetchDataLoader, {"prefetch_batches": prefetch}
+        if self.prefetch_batches:
+            kind, extra = PrefetchDataLoader, {"prefetch_batches": self.prefetch_batches}
         return kind(
             self.datasets[split],
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,

@@ -548,14 +548,15 @@ def embed_mem_mb(wildcards, config: dict, caches: int = 1) -> int:
 # ---------------------------------------------------------------- the report's figures and tables
 
 REPORT_DIR = "results/report"
-RUN_VIEWS = (
-    "curves.svg",
-    "per_tissue.html",
-    "per_tissue.svg",
-    "scatter.png",
-    "within_gene.svg",
-    "errors.svg",
-)
+# Each run's views: isoflow.report.build.build_run's argument -> file in results/report/runs/{run}/
+RUN_VIEWS = {
+    "curves": "curves.svg",
+    "tissue_table": "per_tissue.html",
+    "tissue_figure": "per_tissue.svg",
+    "scatter": "scatter.png",
+    "within_gene": "within_gene.svg",
+    "errors": "errors.svg",
+}
 DATA_VIEWS = (
     "biotypes.svg",
     "biotypes.html",
@@ -581,7 +582,9 @@ def report_paths(
     equal); the data-scaling view only when runs differ in training fraction.
     """
     paths = [f"{report_dir}/data/{name}" for name in DATA_VIEWS]
-    paths += [f"{report_dir}/runs/{run}/{view}" for run in experiments for view in RUN_VIEWS]
+    paths += [
+        f"{report_dir}/runs/{run}/{view}" for run in experiments for view in RUN_VIEWS.values()
+    ]
     if experiments:
         paths += [f"{report_dir}/experiments/runs.{ext}" for ext in ("html", "tsv", "svg")]
         paths.append(f"{report_dir}/experiments/within_gene.svg")

@@ -10,6 +10,7 @@ from isoflow.experiments import expand_experiments
 from isoflow.workflow import (
     BASELINE_METRICS,
     REPORT_DIR,
+    RUN_VIEWS,
     construct_outputs,
     design_paths,
     explain_paths,
@@ -85,22 +86,23 @@ def report_outputs():
     return report_paths(EXPERIMENTS, REPORT_DIR)
 
 
-# Each per-run view: output name (isoflow.report.build.build_run's argument), file, caption
-# and label; rule report_run (one job per run) or report_runs (all runs in one job).
-RUN_VIEWS = [
-    ("curves", "curves.svg", "run_curves.rst", "1. training curves"),
-    ("tissue_table", "per_tissue.html", "run_per_tissue.rst", "2. per-tissue metrics (table)"),
-    ("tissue_figure", "per_tissue.svg", "run_per_tissue.rst", "3. per-tissue metrics (figure)"),
-    ("scatter", "scatter.png", "run_scatter.rst", "4. predicted vs observed"),
-    ("within_gene", "within_gene.svg", "run_within_gene.rst", "5. within-gene isoform ranking"),
-    ("errors", "errors.svg", "run_errors.rst", "6. error by biotype and length"),
-]
+# Each per-run view's caption and label, by output name (isoflow.workflow.RUN_VIEWS gives
+# its file); rule report_run (one job per run) or report_runs (all runs in one job).
+RUN_VIEW_CAPTIONS = {
+    "curves": ("run_curves.rst", "1. training curves"),
+    "tissue_table": ("run_per_tissue.rst", "2. per-tissue metrics (table)"),
+    "tissue_figure": ("run_per_tissue.rst", "3. per-tissue metrics (figure)"),
+    "scatter": ("run_scatter.rst", "4. predicted vs observed"),
+    "within_gene": ("run_within_gene.rst", "5. within-gene isoform ranking"),
+    "errors": ("run_errors.rst", "6. error by biotype and length"),
+}
 
 
-def run_view(run, name, file, caption, label, category):
-    """One per-run view of ``run`` (a run name, or the ``{run}`` wildcard) for the report."""
+def run_view(run, name, category):
+    """View ``name`` of ``run`` (a run name, or the ``{run}`` wildcard) for the report."""
+    caption, label = RUN_VIEW_CAPTIONS[name]
     return report(
-        f"{REPORT_DIR}/runs/{run}/{file}",
+        f"{REPORT_DIR}/runs/{run}/{RUN_VIEWS[name]}",
         caption=f"../report/{caption}",
         category=category,
         subcategory=run,

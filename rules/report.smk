@@ -197,18 +197,14 @@ if config["resources"]["train_jobs"] == "one":
             history=expand("results/runs/{run}/history.csv", run=list(EXPERIMENTS)),
             predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS)),
         output:
-            [
-                run_view(run, *view, category=REPORT_RUNS)
-                for run in EXPERIMENTS
-                for view in RUN_VIEWS
-            ],
+            [run_view(run, name, REPORT_RUNS) for run in EXPERIMENTS for name in RUN_VIEWS],
         log:
             "logs/report_run/all_runs.log",
         conda:
             REPORT_ENV
         params:
             runs=list(EXPERIMENTS),
-            views=[view[0] for view in RUN_VIEWS],
+            views=list(RUN_VIEWS),
             scatter_tissues=REPORT["scatter_tissues"],
             scatter_max_points=REPORT["scatter_max_points"],
             demo=REPORT_DEMO,
@@ -224,7 +220,7 @@ else:
             history="results/runs/{run}/history.csv",
             predictions="results/runs/{run}/predictions.parquet",
         output:
-            **{view[0]: run_view("{run}", *view, category=REPORT_RUNS) for view in RUN_VIEWS},
+            **{name: run_view("{run}", name, REPORT_RUNS) for name in RUN_VIEWS},
         log:
             "logs/report_run/{run}.log",
         conda:
