@@ -113,6 +113,12 @@ def _check_encoder_names(config: dict[str, Any], source: str) -> None:
                 f"this encoder is {family or 'not a registered class'}: remove it",
             )
     known = [*(config.get("encoders") or {}), *ENCODERS]
+    for name in (config.get("resources") or {}).get("embed_threads") or {}:
+        if name not in known:
+            message = f"{name!r} is not an entry of encoders nor an encoder class"
+            raise InputError(
+                source, f"resources.embed_threads.{name}", message + _closest(name, known)
+            )
     given = [
         (f"model.{key}", (config.get("model") or {}).get(key))
         for key in ("rna_encoder", "protein_encoder")

@@ -515,6 +515,18 @@ EMBED_MEM_MARGIN = 1.25  # headroom over the estimate (allocator slack, the inde
 GPU_HOST_MB = 2048  # CUDA runtime and libraries in host memory: an allowance, not measured
 
 
+EMBED_THREADS = 2  # an embed job's torch threads unless resources.embed_threads names its encoder
+
+
+def embed_threads(wildcards, config: dict) -> int:
+    """``threads`` of an embed job of ``wildcards.encoder``: ``resources.embed_threads``'s
+    entry for it, else ``EMBED_THREADS``. What the job's torch runs with (the scripts call
+    ``torch.set_num_threads(snakemake.threads)``); on a CPU, where a cache's bytes can depend
+    on it (docs/encoders.md, "Threads")."""
+    threads = (config.get("resources") or {}).get("embed_threads") or {}
+    return int(threads.get(wildcards.encoder, EMBED_THREADS))
+
+
 def embed_mem_mb(wildcards, config: dict, caches: int = 1) -> int:
     """``mem_mb`` of the ``embed`` job of ``wildcards.encoder`` (docs/encoders.md, "Memory of
     an embed job")::

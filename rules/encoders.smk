@@ -7,6 +7,7 @@ from isoflow.workflow import (
     embed_mem_mb,
     embed_parts,
     embed_pooling,
+    embed_threads,
     encoder_settings,
     part_pooling,
     shared_forward_encoders,
@@ -73,7 +74,7 @@ if EMBED_JOBS == 1:
             encoder="[A-Za-z0-9_]+",
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: partial(embed_threads, config=config)
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
@@ -110,7 +111,7 @@ if EMBED_JOBS == 1:
             encoder="[A-Za-z0-9_]+",
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: partial(embed_threads, config=config)
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
@@ -152,7 +153,7 @@ if EMBED_JOBS == 1:
                 encoder="|".join(SHARED_EMBEDS),
             conda:
                 "../envs/isoflow.yaml"
-            threads: 2
+            threads: partial(embed_threads, config=config)
             resources:
                 gpu=config["resources"]["gpu"],
                 mem_mb=partial(embed_mem_mb, config=config, caches=2),
@@ -191,7 +192,7 @@ else:
             part="[0-9]+",
         conda:
             "../envs/isoflow.yaml"
-        threads: 2
+        threads: partial(embed_threads, config=config)
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),

@@ -37,6 +37,9 @@ if EXPLAIN_OUTPUTS:
             "logs/explain/explain.log",
         benchmark:
             "benchmarks/explain/explain.tsv"
+        # the longest job after the exports on a few cores: started before the shorter
+        # construct jobs (see rule report_runs)
+        priority: 1
         conda:
             "../envs/isoflow.yaml"
         threads: config["resources"]["model_threads"]

@@ -28,6 +28,9 @@ rule export_model:
         "logs/export_model/{run}.log",
     wildcard_constraints:
         run=run_pattern(EXPERIMENTS),
+    # every construct job waits for the bundles: exported first, before explain (see rule
+    # report_runs)
+    priority: 2
     conda:
         "../envs/isoflow.yaml"
     threads: config["resources"]["model_threads"]

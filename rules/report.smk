@@ -200,6 +200,11 @@ if config["resources"]["train_jobs"] == "one":
             [run_view(run, name, REPORT_RUNS) for run in EXPERIMENTS for name in RUN_VIEWS],
         log:
             "logs/report_run/all_runs.log",
+        # The longest job after training, and nothing waits for it but the report: on a few
+        # cores (make demo) it is started first, beside the exports, so the construct jobs
+        # fill the other core; at priority 0 Snakemake left it for last, alone on one core
+        # (docs/benchmarks.md, "The demo on 2 cores").
+        priority: 2
         conda:
             REPORT_ENV
         params:

@@ -108,6 +108,15 @@ BAD_SETTINGS = [
         " this encoder is enformer: remove it",
     ),
     (
+        {"resources": {"embed_threads": {"esm": 1}}},
+        "resources.embed_threads.esm: 'esm' is not an entry of encoders nor an encoder class"
+        " (did you mean 'esm2'?)",
+    ),
+    (
+        {"resources": {"embed_threads": {"esm2": 0}}},
+        "resources.embed_threads.esm2: 0 is less than the minimum of 1",
+    ),
+    (
         {"encoders": {"esm2": {"class": "esm"}}},
         "encoders.esm2.class: 'esm' is not an encoder class (did you mean 'esm2'?)",
     ),

@@ -1,6 +1,7 @@
 """Embedding cache: one forward per distinct sequence, pooling, lookup, missing items."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -661,3 +662,36 @@ def test_one_forward_needs_distinct_folders(tmp_path, esm):
 
     with pytest.raises(ValueError, match="distinct output folders"):
         build_caches(esm, {"a": protein(9)}, [(tmp_path / "c", None)] * 2, pool_to=4)
+
+
+def _demo_embed_threads() -> dict:
+    import yaml
+
+    demo = yaml.safe_load((Path(__file__).resolve().parents[2] / "config/demo.yaml").read_text())
+    return demo["resources"]["embed_threads"]
+
+
+@pytest.mark.parametrize("name", sorted(_demo_embed_threads()))
+def test_demo_encoders_on_fewer_threads_embed_the_same_bytes(name):
+    """config/demo.yaml gives these encoders' embed jobs other than 2 threads (so they run
+    side by side), on the claim that their cache is the same at any thread count: the tiny
+    encoder's token embeddings of a full-length batch (the demo's RNA/protein limits) are
+    bit-identical at 1 and 2 torch threads. Enformer's are not (oneDNN's 1x1 convolution):
+    it keeps 2 (docs/encoders.md, "Threads of an embed job")."""
+    encoder = build_encoder(name, {"source": "tiny"}).eval()
+    if encoder.modality == "dna":
+        batch = [RNG.integers(0, 5, 2048).astype(np.uint8) for _ in range(4)]
+    elif encoder.modality == "rna":
+        batch = ["".join(RNG.choice(list("ACGT"), n)) for n in (3000, 2400, 900, 3000)]
+    else:
+        batch = [protein(n) for n in (1000, 700, 250, 1000)]
+    before = torch.get_num_threads()
+    outputs = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                outputs.append(encoder(**encoder.tokenize(batch))[0])
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(outputs[0], outputs[1]), f"{name}: embeddings depend on the threads"

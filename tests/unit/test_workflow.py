@@ -220,6 +220,16 @@ NEW_OPTIONS = {
 }
 
 
+def test_embed_threads_by_encoder_else_two():
+    def threads(name, **resources):
+        return workflow.embed_threads(SimpleNamespace(encoder=name), {"resources": resources})
+
+    assert threads("enformer") == workflow.EMBED_THREADS == 2
+    assert threads("esm2", embed_threads={"esm2": 1, "enformer": 4}) == 1
+    assert threads("enformer", embed_threads={"esm2": 1, "enformer": 4}) == 4
+    assert threads("nucleotide_transformer", embed_threads={"esm2": 1}) == 2
+
+
 def test_embed_mem_mb_is_the_shard_budget_plus_the_encoder():
     from isoflow.model.registry import ENCODER_HOST_MB, IMPORT_MB
 
