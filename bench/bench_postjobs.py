@@ -25,6 +25,8 @@ from pathlib import Path
 START = time.perf_counter()
 
 ROOT = Path(__file__).resolve().parent.parent
+# libraries a job may import without needing them (listed by --trace at exit)
+HEAVY = ("pytorch_lightning", "lightning", "torchmetrics", "scipy.stats", "sklearn", "matplotlib")
 JOBS = ("export_model", "explain", "design", "score_constructs", "finetune")
 
 
@@ -170,13 +172,11 @@ def trace(functions: list[str]) -> None:
     log = logging.getLogger("trace")
     for name in functions:
         module_name, _, attr = name.rpartition(".")
-        owner = None
         try:
             module = importlib.import_module(module_name)
-        except ImportError:
+        except ImportError:  # a method: module.Class.function
             module_name, _, cls = module_name.rpartition(".")
-            owner = getattr(importlib.import_module(module_name), cls)
-            module = owner
+            module = getattr(importlib.import_module(module_name), cls)
         function = getattr(module, attr)
 
         def wrapped(*args, _function=function, _name=name, **kwargs):
@@ -208,16 +208,21 @@ def main() -> None:
     sm = job_object(args.job, args.out, args.run)
     setup = time.perf_counter() - START
     sys.argv = [str(ROOT / f"scripts/{args.job}.py")]
-    runpy.run_path(sys.argv[0], init_globals={"snakemake": sm}, run_name="__main__")
     if args.trace is not None:
+        # registered first, so it runs too when the script ends the process itself
+        # (run_script's exit_when_done runs the atexit handlers, then os._exit)
         import atexit
         import os
 
         def at_exit() -> None:
             cpu = os.times()
+            heavy = [m for m in HEAVY if m in sys.modules]
             print(f"exit handlers start: cpu {cpu.user + cpu.system:.2f}", flush=True)
+            print(f"imported: {', '.join(heavy) or 'none of ' + ', '.join(HEAVY)}", flush=True)
 
         atexit.register(at_exit)
+    runpy.run_path(sys.argv[0], init_globals={"snakemake": sm}, run_name="__main__")
+    # reached only by a script that returns (the five rule scripts end the process)
     print(f"{args.job}: set-up {setup:.2f} s, total {time.perf_counter() - START:.2f} s")
 
 
