@@ -3,10 +3,12 @@ the provenance record of a job's inputs (isoflow.provenance)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,7 +40,13 @@ def log_to(path: str | os.PathLike | None) -> Iterator[None]:
         handler.close()
 
 
-def run_script(main: Callable[[], None], log_path: str | None = None, job: Any = None) -> None:
+def run_script(
+    main: Callable[[], None],
+    log_path: str | None = None,
+    job: Any = None,
+    *,
+    exit_when_done: bool = False,
+) -> None:
     """Run ``main`` with logging sent to ``log_path``; an InputError exits 1 with one line.
 
     The one line goes both to the log and to stderr, so Snakemake's own error summary
@@ -47,6 +55,11 @@ def run_script(main: Callable[[], None], log_path: str | None = None, job: Any =
     succeeds, the content of the job's input files is recorded beside its outputs
     (``isoflow.provenance.record_job``), so a later changed input is noticed even when its
     mtime is older.
+
+    ``exit_when_done``: once ``main`` succeeded and the job is recorded, the process ends
+    at once (:func:`exit_now`) instead of returning: for the rule scripts of jobs that
+    loaded torch and the encoder libraries, whose module teardown at interpreter exit
+    costs about a second of CPU per job for nothing (docs/benchmarks.md).
     """
     if job is None:
         job = sys._getframe(1).f_globals.get("snakemake")
@@ -71,3 +84,23 @@ def run_script(main: Callable[[], None], log_path: str | None = None, job: Any =
         sys.exit(1)
     if job is not None:
         provenance.record_job(job.rule, job.input, job.output, before)
+    if exit_when_done:
+        exit_now()
+
+
+def exit_now(code: int = 0) -> None:
+    """End the process with ``code`` without the interpreter's teardown of its modules: the
+    ``atexit`` handlers run (logging's flushes and closes the log files), stdout and stderr
+    are flushed, then ``os._exit``. Skipped (returns) while another non-daemon thread
+    runs, which a normal exit would wait for."""
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
