@@ -29,4 +29,4 @@ def main() -> None:
     )
 
 
-run_script(main, snakemake.log[0])  # noqa: F821
+run_script(main, snakemake.log[0], exit_when_done=True)  # noqa: F821
