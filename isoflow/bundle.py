@@ -27,7 +27,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -585,6 +585,31 @@ their genomic context, in the tissues listed in `manifest.json`.
 - A synthetic-data (demo) or tiny-encoder model demonstrates the pipeline only; its
   numbers say nothing about biology.
 """
+
+
+def export_rule_bundle(
+    run_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    inputs: Mapping[str, str],
+    *,
+    config: dict,
+    experiment: dict,
+) -> dict[str, Any]:
+    """:func:`export_bundle` from an export rule's named inputs for one run
+    (``isoflow.workflow.export_inputs``: ``dataset``, ``cache_{modality}``, ``genome``):
+    what rule export_model runs for its run, and rule export_models for each of its runs."""
+    cache_dirs = {
+        key.removeprefix("cache_"): path for key, path in inputs.items() if key.startswith("cache_")
+    }
+    return export_bundle(
+        run_dir,
+        out_dir,
+        config=config,
+        experiment=experiment,
+        dataset_path=inputs["dataset"],
+        cache_dirs=cache_dirs,
+        genome_fasta=inputs.get("genome"),
+    )
 
 
 def export_bundle(

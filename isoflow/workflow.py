@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from isoflow.config import SCHEMA, check_tf_gamma, load_schema
@@ -162,6 +163,37 @@ def export_inputs(
     if "dna" in {**EXPERIMENT_DEFAULTS, **experiment}["modalities"]:
         inputs |= {"genome": genome, "fai": f"{genome}.fai"}
     return inputs
+
+
+def bundle_runs(config: dict, experiments: Mapping[str, Any]) -> list[str]:
+    """Every run whose bundle the workflow asks for, in a fixed order without repeats:
+    ``models.export``, the constructs' and the design's models, ``explain.model`` and
+    ``finetune.model`` (each only where its section is on). What rule export_models writes
+    in one job (``resources.train_jobs: one``); a consumer asking for another bundle then
+    stops the DAG with Snakemake's missing-input error, never a silent skip."""
+    runs = [Path(path).name for path in model_outputs(config, experiments)]
+    if construct_outputs(config):
+        runs += construct_models(config, experiments)
+    if design_paths(config):
+        runs += design_models(config, experiments)
+    if explain_paths(config, experiments):
+        runs.append(config["explain"]["model"])
+    if finetune_paths(config, experiments):
+        runs.append(config["finetune"]["model"])
+    return list(dict.fromkeys(runs))
+
+
+def export_all_inputs(
+    config: dict, experiments: dict, runs: list[str], dataset: str, genome: str
+) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """Rule export_models' inputs: every file :func:`export_inputs` names for any of
+    ``runs`` (once each, for Snakemake), and each run's own named inputs (for the script)."""
+    per_run = {
+        run: export_inputs(SimpleNamespace(run=run), config, experiments, dataset, genome)
+        for run in runs
+    }
+    files = list(dict.fromkeys(path for inputs in per_run.values() for path in inputs.values()))
+    return files, per_run
 
 
 def bundle_settings(config: dict) -> dict[str, Any]:

@@ -6,7 +6,14 @@
 # bundle re-predicts the run's test transcripts before it is put in place.
 from functools import partial
 
-from isoflow.workflow import bundle_settings, export_inputs, rule_experiment, run_pattern
+from isoflow.workflow import (
+    bundle_runs,
+    bundle_settings,
+    export_all_inputs,
+    export_inputs,
+    rule_experiment,
+    run_pattern,
+)
 
 
 rule export_model:
@@ -42,3 +49,45 @@ rule export_model:
         settings=bundle_settings(config),
     script:
         "../scripts/export_model.py"
+
+
+# resources.train_jobs: one (the demo) also writes every bundle the workflow asks for in one
+# job: an export imports torch and the encoder libraries (~10 CPU-s) for ~2.5 CPU-s of its
+# own work (docs/benchmarks.md, "The demo's post-training jobs"). Rule export_model still
+# writes any other run's bundle asked for by name.
+BUNDLE_RUNS = bundle_runs(config, EXPERIMENTS)
+
+if config["resources"]["train_jobs"] == "one" and len(BUNDLE_RUNS) > 1:
+    EXPORT_FILES, EXPORT_INPUTS = export_all_inputs(
+        config,
+        EXPERIMENTS,
+        BUNDLE_RUNS,
+        f"results/dataset/{DATASET}.parquet",
+        genome_fasta(),
+    )
+
+    ruleorder: export_models > export_model
+
+    rule export_models:
+        """Every bundle the workflow asks for (isoflow.workflow.bundle_runs), one after
+        another in one job, each as rule export_model writes it."""
+        input:
+            EXPORT_FILES,
+        output:
+            [directory(f"results/models/{run}") for run in BUNDLE_RUNS],
+        log:
+            "logs/export_model/all_models.log",
+        # see rule export_model
+        priority: 2
+        conda:
+            "../envs/isoflow.yaml"
+        threads: config["resources"]["model_threads"]
+        resources:
+            gpu=config["resources"]["gpu"],
+        params:
+            runs=BUNDLE_RUNS,
+            inputs=EXPORT_INPUTS,
+            experiments={run: EXPERIMENTS[run] for run in BUNDLE_RUNS},
+            settings=bundle_settings(config),
+        script:
+            "../scripts/export_models.py"

@@ -2,25 +2,19 @@
 
 import torch
 
-from isoflow.bundle import export_bundle
+from isoflow.bundle import export_rule_bundle
 from isoflow.jobs import run_script
 
 
 def main() -> None:
     torch.set_num_threads(snakemake.threads)  # noqa: F821
-    inputs = snakemake.input  # noqa: F821
     params = snakemake.params  # noqa: F821
-    cache_dirs = {
-        key.removeprefix("cache_"): path for key, path in inputs.items() if key.startswith("cache_")
-    }
-    export_bundle(
+    export_rule_bundle(
         params.run_dir,
         snakemake.output[0],  # noqa: F821
+        dict(snakemake.input),  # noqa: F821
         config=params.settings,
         experiment=params.experiment,
-        dataset_path=inputs.dataset,
-        cache_dirs=cache_dirs,
-        genome_fasta=inputs.get("genome"),
     )
 
 

@@ -296,3 +296,36 @@ def test_explain_section_errors_at_parse_not_in_the_job():
         workflow.explain_paths({"explain": {**construct, "transcript": "ENST1.1"}}, EXPLAIN_RUN)
     with pytest.raises(InputError, match="not a configured run"):
         workflow.explain_paths({"explain": {**config, "model": "other"}}, EXPLAIN_RUN)
+
+
+def test_bundle_runs_are_every_bundle_a_section_asks_for_once():
+    runs = {f"r{i}": {"modalities": ["rna"]} for i in range(5)}
+    config = {
+        "models": {"export": ["r0", "r1"]},
+        "constructs": {"table": "c.tsv", "models": ["r1", "r2"]},
+        "design": {"construct": "c.tsv", "id": "x", "models": ["r3"]},
+        "explain": {"model": "r4", "construct": "c.tsv", "id": "x"},
+        "finetune": {"table": "m.tsv", "model": "r0"},
+    }
+    assert workflow.bundle_runs(config, runs) == ["r0", "r1", "r2", "r3", "r4"]
+    # a section switched off asks for nothing
+    off = {**config, "constructs": {"table": None}, "explain": None, "finetune": None}
+    assert workflow.bundle_runs(off, runs) == ["r0", "r1", "r3"]
+    assert workflow.bundle_runs({}, runs) == []
+
+
+def test_export_all_inputs_lists_each_file_once_and_each_runs_own():
+    experiments = {
+        "a": {"modalities": ["dna", "rna"]},
+        "b": {"modalities": ["rna"], "pooling": "positional"},
+    }
+    config = {
+        "model": {"cached_modalities": ["dna", "rna"], "rna_encoder": "nucleotide_transformer"},
+    }
+    files, per_run = workflow.export_all_inputs(config, experiments, ["a", "b"], "d.pq", "g.fa")
+    for run in ("a", "b"):
+        own = workflow.export_inputs(SimpleNamespace(run=run), config, experiments, "d.pq", "g.fa")
+        assert per_run[run] == own
+        assert set(own.values()) <= set(files)
+    assert len(files) == len(set(files)) and files.count("d.pq") == 1
+    assert per_run["a"]["cache_rna"] != per_run["b"]["cache_rna"]  # its own pooling's cache

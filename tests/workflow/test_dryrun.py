@@ -244,7 +244,8 @@ def test_an_overlay_narrowing_the_demo_switches_its_model_sections_off(tmp_path:
     assert done.returncode == 0, done.stderr[-3000:]
     rules = set(re.findall(r"^rule (\w+):", done.stdout, flags=re.M))
     assert "train" in rules
-    off = {"export_model", "score_constructs", "explain", "demo_constructs", "design", "finetune"}
+    off = {"export_model", "export_models", "score_constructs", "explain", "demo_constructs"}
+    off |= {"design", "finetune"}
     assert not rules & (off | {"demo_measurements"})
 
     partial = tmp_path / "partial.yaml"
@@ -331,3 +332,31 @@ def test_share_forward_writes_both_caches_of_an_encoder_in_one_job(tmp_path: Pat
     )
     lines = (done.stdout + done.stderr).splitlines()
     assert done.returncode != 0 and line in lines, done.stdout[-3000:]
+
+
+@pytest.mark.slow
+def test_train_jobs_one_exports_every_asked_bundle_in_one_job(tmp_path: Path):
+    """resources.train_jobs: one (the demo): the three bundles the constructs, design, explain
+    and finetune read are one export_models job; a bundle nothing asks for, named on the
+    command line, is still rule export_model's; train_jobs: per_run exports one job a run."""
+    args = ("-n", "--configfile", "config/demo.yaml", "-d", tmp_path)
+    done = snakemake(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = parse_dry_run(done.stdout)
+    exports = [job for job in jobs if job["rule"].startswith("export_model")]
+    seeds = [f"results/models/dna+rna+protein_enformer_cross_attention_s{i}" for i in (2, 0, 1)]
+    assert [(job["rule"], job["output"]) for job in exports] == [
+        ("export_models", ", ".join(seeds))
+    ]
+    other = "results/models/dna_enformer_cross_attention_s0"
+    done = snakemake(*args, other)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [
+        (j["rule"], j["output"]) for j in parse_dry_run(done.stdout) if "export" in j["rule"]
+    ] == [("export_model", other)]
+    overlay = tmp_path / "per_run.yaml"
+    overlay.write_text("resources:\n  train_jobs: per_run\n")
+    done = snakemake(*args[:3], overlay, *args[3:])
+    assert done.returncode == 0, done.stderr[-3000:]
+    exports = sorted(j["output"] for j in parse_dry_run(done.stdout) if "export" in j["rule"])
+    assert exports == sorted(seeds)
