@@ -694,10 +694,25 @@ def _eager_and_compiled(tmp_path, encoder, items, backend, batch_size, caplog):
     return [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
 
 
+def test_compiled_forward_pads_the_last_batch_and_compiles_only_the_first(tmp_path, caplog):
+    # 5 proteins of one length in batches of 2: the last (1 protein) is padded to 2, so
+    # only the first forward compiles (ESM-2's forward: several graphs between its graph
+    # breaks). Backend "eager": dynamo's capture and the cache plumbing, in seconds.
+    encoder = build_encoder(
+        "esm2", {"source": "tiny", "hparams": {"num_layers": 1}, "finetune_last": 0}
+    ).eval()
+    items = {f"P{i}": protein(16) for i in range(5)}
+    lines = _eager_and_compiled(tmp_path, encoder, items, "eager", 2, caplog)
+    assert len(lines) == 2, lines  # the one forward that compiled, and the summary
+    assert "for tokens (2, 18), lengths (2,)" in lines[0]
+    assert "graphs compiled in 3 forwards" in lines[-1]
+
+
+@pytest.mark.slow
 def test_compiled_dna_forward_pads_the_last_batch_and_compiles_one_graph(tmp_path, caplog):
     # 5 windows in batches of 2: the last (1 window) is padded to 2, so the one input shape
-    # compiles one graph. Backend "eager": dynamo's capture and the cache plumbing, in
-    # seconds (inductor's code generation: the slow test below).
+    # compiles one graph (Enformer's forward has no graph break). Backend "eager": dynamo's
+    # capture without inductor's code generation (~20 s of capture on the dev box).
     enformer = build_encoder("enformer", {"source": "tiny"}).eval()
     windows = {f"ENST{i}": RNG.integers(0, 5, 2048).astype(np.uint8) for i in range(5)}
     lines = _eager_and_compiled(tmp_path, enformer, windows, "eager", 2, caplog)
