@@ -189,7 +189,7 @@ class CompiledForward:
     def __enter__(self) -> CompiledForward:
         import torch._dynamo
 
-        torch._dynamo.reset()  # counters and caches of this encoder only
+        torch._dynamo.reset()  # process-wide: no earlier code cache or recompile count
         self.encoder.compile(backend=self.backend, dynamic=None)
         return self
 
