@@ -5,6 +5,9 @@ set -euo pipefail
 PKGS=(gffread samtools)
 # tests/workflow/test_report_browser.py renders the HTML report in headless Chromium.
 PKGS+=(chromium)
+# embed.compile: torch.compile's inductor backend generates and builds C++ kernels on a CPU
+# (tests/unit/test_embed.py compiles a tiny ESM-2 through it).
+PKGS+=(g++)
 # tests/workflow/test_slurm.py starts a single-node SLURM cluster with accounting (slurmdbd on MariaDB).
 PKGS+=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
 missing=()

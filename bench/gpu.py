@@ -13,7 +13,10 @@ pretrained weights into. Sections, each timed on the same device in the same run
   the forward alone and the whole ``isoflow.embed.encode_pooled`` path (tokenise, forward,
   copy back, pool), sequences/s, peak GPU memory, FLOPs per sequence counted by
   ``torch.utils.flop_counter`` and the share of the dense bf16 peak (MFU); bf16 against fp32
-  on the same batch (largest difference / largest fp32 value);
+  on the same batch (largest difference / largest fp32 value); ``bf16c``: the bf16 forward
+  through ``torch.compile`` (``embed.compile``, ``isoflow.embed.CompiledForward``), the first
+  call (compile) timed apart from the steady rate, graphs compiled, and its outputs against
+  fp32 and eager bf16 (CUDA only unless ``--compile-cpu``: the reason is in the JSON);
 - ``train_cache``: IsoFormer training steps/s from cached embeddings at the real widths
   (Enformer 3,072, NT 768, ESM-2 640; ``pool_to`` 64 tokens per modality, and Enformer's
   896 bins unpooled), bf16 autocast, batch 32, AdamW;
@@ -220,6 +223,68 @@ def reference(rec: Recorder, device: torch.device, tiny: bool) -> float | None:
     return rate
 
 
+# Why a CPU run records the compiled rows as skipped (bench/gpu.py --tiny in the test suite).
+COMPILE_CPU_SKIP = (
+    "torch.compile (inductor) rows run on CUDA only: on the 2-core dev CPU compiling one tiny "
+    "family took 1-2.5 min (docs/benchmarks.md); --compile-cpu runs them"
+)
+
+
+def compiled_forward(
+    result: dict,
+    encoder,
+    tokens: dict,
+    seqs: list,
+    device: torch.device,
+    peak: float | None,
+    tiny: bool,
+    backend: str = "inductor",
+) -> torch.Tensor:
+    """Fill ``result`` with the bf16 autocast forward of ``encoder`` through ``torch.compile``
+    (what ``embed.compile`` runs): ``compile_s`` (the first call: compile and one forward),
+    then the steady forward and the whole ``encode_pooled`` path, their MFU (the eager
+    forward's FLOPs: compiling changes no arithmetic), ``graphs`` compiled in all and
+    ``graphs_first_call`` (more: the timed calls recompiled). Returns the embeddings."""
+    from isoflow.embed import CompiledForward, embedding_autocast, encode_pooled_many
+
+    def eager():
+        with torch.no_grad(), embedding_autocast(device, "bf16"):
+            return encoder(**tokens)
+
+    flops = count_flops(eager)
+    with CompiledForward(encoder, backend) as compiled:
+
+        def forward():
+            with torch.no_grad(), embedding_autocast(device, "bf16"):
+                return compiled.forward(**tokens)
+
+        start = time.perf_counter()
+        forward()
+        sync(device)
+        result["compile_s"] = round(time.perf_counter() - start, 2)
+        result["graphs_first_call"] = compiled.graphs
+        with peak_memory(device, result):
+            s_fwd = timed(forward, device, min_iters=1 if tiny else 3, min_s=0 if tiny else 3.0)
+        s_path = timed(
+            lambda: encode_pooled_many(encoder, seqs, [64], device, None, "bf16", compiled.forward),
+            device,
+            min_iters=1 if tiny else 2,
+            min_s=0 if tiny else 2.0,
+        )
+        emb, _ = forward()
+        batch = len(seqs)
+        result.update(
+            backend=backend,
+            graphs=compiled.graphs,
+            seq_per_s_forward=round(batch / s_fwd, 3),
+            seq_per_s_path=round(batch / s_path, 3),
+            tflop_per_seq=round(flops / batch / 1e12, 4),
+            mfu_forward=mfu(flops / s_fwd, peak),
+            mfu_path=mfu(flops / s_path, peak),
+        )
+    return emb.float()
+
+
 def embed_section(
     rec: Recorder,
     device: torch.device,
@@ -228,10 +293,12 @@ def embed_section(
     precisions: tuple[str, ...] = ("fp32", "bf16"),
     batch_scale: int = 1,
     profile: bool = False,
+    compile_cpu: bool = False,
 ) -> None:
-    """``precisions``: ``fp32``, ``bf16`` (autocast, what rule embed runs) and ``bf16w``
-    (the encoder's weights cast to bf16 once, no autocast: the cost of autocast's per-call
-    weight casts)."""
+    """``precisions``: ``fp32``, ``bf16`` (autocast, what rule embed runs), ``bf16c`` (bf16
+    autocast through ``torch.compile``: :func:`compiled_forward`; on a CPU only with
+    ``compile_cpu``) and ``bf16w`` (the encoder's weights cast to bf16 once, no autocast: the
+    cost of autocast's per-call weight casts; list it last, it casts the encoder in place)."""
     from isoflow.embed import embedding_autocast, encode_pooled
 
     rng = np.random.default_rng(0)
@@ -262,6 +329,21 @@ def embed_section(
                     "build_s": round(build_s, 1),
                 }
 
+                if precision == "bf16c":
+                    if device.type != "cuda" and not compile_cpu:
+                        result["skipped"] = COMPILE_CPU_SKIP
+                    else:
+                        try:
+                            outputs["bf16c"] = compiled_forward(
+                                result, encoder, tokens, seqs, device, peak, tiny
+                            )
+                        except Exception as error:  # OOM, a compile failure: record, go on
+                            if not is_oom(error) and tiny:
+                                raise
+                            result["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+                    rec.add("embed", f"{name}_bf16c_b{batch}", result)
+                    free(device)
+                    continue
                 autocast = "fp32" if precision == "bf16w" else precision
 
                 def forward(precision=autocast, encoder=encoder, tokens=tokens):
@@ -302,11 +384,16 @@ def embed_section(
                     result["error"] = f"{type(error).__name__}: {str(error)[:200]}"
                 rec.add("embed", f"{name}_{precision}_b{batch}", result)
                 free(device)
-            for other in ("bf16", "bf16w"):
-                if "fp32" in outputs and other in outputs:
-                    ref = outputs["fp32"]
+            for other, base in (
+                ("bf16", "fp32"),
+                ("bf16w", "fp32"),
+                ("bf16c", "fp32"),
+                ("bf16c", "bf16"),
+            ):
+                if base in outputs and other in outputs:
+                    ref = outputs[base]
                     rel = float((outputs[other] - ref).abs().max() / ref.abs().max())
-                    rec.add("embed", f"{name}_{other}_vs_fp32", {"max_rel_diff": round(rel, 5)})
+                    rec.add("embed", f"{name}_{other}_vs_{base}", {"max_rel_diff": round(rel, 5)})
             encoder = tokens = outputs = None
         except Exception as error:
             if tiny:
@@ -637,7 +724,12 @@ def main(argv: list[str] | None = None) -> None:
         default="reference,embed,train_cache,loader,finetune,projection",
         help="comma-separated subset",
     )
-    parser.add_argument("--precisions", default="fp32,bf16", help="embed: fp32,bf16,bf16w")
+    parser.add_argument(
+        "--precisions", default="fp32,bf16,bf16c", help="embed: fp32,bf16,bf16c,bf16w"
+    )
+    parser.add_argument(
+        "--compile-cpu", action="store_true", help="embed: the bf16c (compiled) rows on a CPU too"
+    )
     parser.add_argument("--batch-scale", type=int, default=1, help="embed batch multiplier")
     parser.add_argument("--loader-workers", default="4", help="comma-separated worker counts")
     parser.add_argument(
@@ -679,6 +771,7 @@ def main(argv: list[str] | None = None) -> None:
             tuple(args.precisions.split(",")),
             args.batch_scale,
             args.profile,
+            args.compile_cpu,
         )
     train_rates = {}
     if "train_cache" in sections:

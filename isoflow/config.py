@@ -52,6 +52,13 @@ def _unknown_keys(error: jsonschema.ValidationError) -> list[str]:
     ]
 
 
+# Keys a user may look for in an encoder spec that live in another section.
+ELSEWHERE = {
+    "compile": "torch.compile of the frozen forward is embed.compile, a setting of the embed "
+    "rules: fine-tuned and LoRA encoders, read raw in train, are never compiled",
+}
+
+
 def describe(error: jsonschema.ValidationError) -> str:
     """jsonschema's message, or for a typo (unknown key, value not in an enum) the nearest
     valid spelling."""
@@ -59,6 +66,8 @@ def describe(error: jsonschema.ValidationError) -> str:
         unknown = _unknown_keys(error)
         if unknown:
             key = unknown[0]
+            if key in ELSEWHERE and "pool_to" in error.schema.get("properties", {}):
+                return f"unknown key {key!r} in an encoder spec ({ELSEWHERE[key]})"
             return f"unknown key {key!r}" + _closest(key, error.schema.get("properties", {}))
     if error.validator == "enum" and isinstance(error.instance, str):
         return error.message + _closest(error.instance, error.validator_value)

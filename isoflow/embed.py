@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -161,6 +162,75 @@ def embedding_autocast(device: torch.device | str, precision: str = "fp32"):
     return contextlib.nullcontext()
 
 
+COMPILE_BACKEND = "inductor"  # config `embed.compile: true`; tests also pass "eager"
+
+
+class CompiledForward:
+    """An encoder's forward through ``torch.compile`` for the rest of a ``with`` block
+    (``embed.compile``; docs/encoders.md, "Compiled forward"), counting what it compiles.
+
+    ``nn.Module.compile`` in place: every ``encoder(...)`` call in the block runs the
+    compiled forward (its graph breaks, e.g. ESM-2's and NT's ``if present.any()``, run
+    eagerly between the graphs), and the encoder is back to eager on exit. ``dynamic=None``
+    (torch's automatic dynamic shapes): the first input shape compiles a static graph and
+    the first change of a dimension recompiles it once with that dimension symbolic, so
+    length buckets cost one recompile, not one per width; DNA windows keep one shape when
+    the caller pads the short last batch (:func:`build_caches` does). :meth:`forward` logs
+    every call that compiled new graphs, with its time (compile and that forward): the
+    compile time is in the job's log; :meth:`summary` says how many graphs in all."""
+
+    def __init__(self, encoder, backend: str = COMPILE_BACKEND):
+        self.encoder = encoder
+        self.backend = backend
+        self.graphs = 0
+        self.compile_s = 0.0
+        self.calls = 0
+
+    def __enter__(self) -> CompiledForward:
+        import torch._dynamo
+
+        torch._dynamo.reset()  # process-wide: no earlier code cache or recompile count
+        self.encoder.compile(backend=self.backend, dynamic=None)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.encoder._compiled_call_impl = None  # nn.Module.compile's hook: eager again
+
+    @staticmethod
+    def _graphs() -> int:
+        from torch._dynamo.utils import counters
+
+        return int(counters["stats"]["unique_graphs"])
+
+    def forward(self, **tokens):
+        before = self._graphs()
+        start = time.perf_counter()
+        out = self.encoder(**tokens)
+        new = self._graphs() - before
+        self.calls += 1
+        if new:
+            elapsed = time.perf_counter() - start
+            self.graphs += new
+            self.compile_s += elapsed
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in tokens.items())
+            log.info(
+                "torch.compile (%s): %d new graph(s) for %s in %.1f s (compile and forward; "
+                "%d graphs so far)",
+                self.backend,
+                new,
+                shapes,
+                elapsed,
+                self.graphs,
+            )
+        return out
+
+    def summary(self) -> str:
+        return (
+            f"torch.compile ({self.backend}): {self.graphs} graphs compiled in {self.calls} "
+            f"forwards; the forwards that compiled took {self.compile_s:.1f} s"
+        )
+
+
 def encode_pooled(
     encoder,
     sequences: list,
@@ -187,18 +257,28 @@ def encode_pooled_many(
     device: torch.device | str | None = None,
     names: list | None = None,
     precision: str = "fp32",
+    forward=None,
+    pad_to: int = 0,
 ) -> list[list[torch.Tensor]]:
     """:func:`encode_pooled` with one forward and several poolings: for each of ``pools``
     the list of pooled rows ``encode_pooled`` returns with that pooling (the same floats:
     pooling reads the same token embeddings). ``build_caches`` writes an adaptive and a
-    positional cache from one forward this way (``embed.share_forward``)."""
+    positional cache from one forward this way (``embed.share_forward``). ``forward``: what
+    runs the encoder (default: the encoder; :meth:`CompiledForward.forward` under
+    ``embed.compile``); ``pad_to``: a shorter batch is padded to that many sequences with
+    copies of its last one (dropped again: the compiled forward keeps one batch size)."""
     device = device if device is not None else next(encoder.parameters()).device
-    tokens = encoder.tokenize(list(sequences))
+    sequences = list(sequences)
+    n = len(sequences)
+    if 0 < n < pad_to:
+        sequences = sequences + [sequences[-1]] * (pad_to - n)
+    tokens = encoder.tokenize(sequences)
     tokens = {name: t.to(device) for name, t in tokens.items()}
     # no_grad, not inference_mode: rotary-embedding caches (ESM-2, NT) built here
     # would otherwise be inference tensors that break a later backward pass.
     with torch.no_grad(), embedding_autocast(device, precision):
-        emb, mask = encoder(**tokens)
+        emb, mask = (forward or encoder)(**tokens)
+    emb, mask = emb[:n], mask[:n]
     # Pooled where the forward ran, then copied back: on a GPU only the pooled rows cross
     # to the host (Borzoi's 6,144 x 1,536 float32 per window would be 38 MB): the whole path
     # ran 1.3-2.1x faster on an H200 (docs/benchmarks.md, "GPU figures at real size").
@@ -207,7 +287,7 @@ def encode_pooled_many(
     lengths = mask.sum(dim=1)
     per_token = int(getattr(encoder, "letters_per_token", 1))
     pooled: list[list[torch.Tensor]] = [[] for _ in pools]
-    for row in range(len(sequences)):
+    for row in range(n):
         if not mask[row].any():
             name = names[row] if names is not None else row
             raise InputError(None, name, "encoder returned no real token for a sequence")
@@ -344,6 +424,7 @@ def build_cache(
     batch_letters: int = 0,
     pooling: Mapping[str, Any] | None = None,
     part: tuple[int, int] | None = None,
+    compile: bool | str = False,
 ) -> dict[Any, str | None]:
     """Encode each distinct sequence of ``items`` (item ID -> sequence) once and cache it.
 
@@ -361,7 +442,11 @@ def build_cache(
     recorded as ``pooling`` in meta.json). ``part=(i, n)`` encodes only the ``i``-th of
     ``n`` near-equal runs of whole batches (the batches a single job would run, so every
     value is the one a single job stores) into a part cache for :func:`gather_cache` (one
-    embed job of ``embed.jobs: n`` each). Returns item ID -> key (None where the sequence
+    embed job of ``embed.jobs: n`` each). ``compile`` (``embed.compile``): the forwards
+    run through ``torch.compile`` (:class:`CompiledForward`; True: inductor, a string: that
+    backend), a short last batch padded to ``batch_size``; recorded as ``compile`` in
+    meta.json, and the stored values agree with the eager ones within float16 rounding
+    (docs/encoders.md, "Compiled forward"). Returns item ID -> key (None where the sequence
     is missing).
 
     The cache is written in :func:`partial_dir` and renamed to ``out_dir`` when complete. A
@@ -383,6 +468,7 @@ def build_cache(
         precision=precision,
         batch_letters=batch_letters,
         part=part,
+        compile=compile,
     )
 
 
@@ -413,6 +499,7 @@ def build_caches(
     precision: str = "fp32",
     batch_letters: int = 0,
     part: tuple[int, int] | None = None,
+    compile: bool | str = False,
 ) -> dict[Any, str | None]:
     """:func:`build_cache` for several poolings at once: ``outputs`` lists ``(out_dir,
     pooling)`` pairs (``pooling`` None: adaptive to ``pool_to``), and each batch's forward
@@ -422,6 +509,7 @@ def build_caches(
     rows per cache."""
     if pool_to < 1:
         raise ValueError(f"pool_to must be >= 1, got {pool_to}")
+    backend = (COMPILE_BACKEND if compile is True else str(compile)) if compile else None
     targets = [_Target(out_dir, pooling) for out_dir, pooling in outputs]
     if not targets or len({t.out_dir.resolve() for t in targets}) != len(targets):
         raise ValueError(f"build_caches needs distinct output folders, got {outputs!r}")
@@ -485,6 +573,8 @@ def build_caches(
                     **({"pooling": target.pooling} if target.pooling is not None else {}),
                     "sequences": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
                     **({"part": list(part)} if part is not None else {}),
+                    # only when on: a compiled run resumes no eager run's shards (or back)
+                    **({"compile": backend} if backend else {}),
                 },
                 sort_keys=True,
                 default=str,
@@ -514,6 +604,13 @@ def build_caches(
     progress = Progress(f"embed {label}", hi - done, "sequences", progress_every_s, log)
     was_training = encoder.training
     encoder.eval()
+    compiled = CompiledForward(encoder, backend) if backend else None
+    forward = compiled.forward if compiled else None
+    # batches of batch_size: the short last one padded, so the compiled forward keeps one
+    # batch size (length buckets vary in size anyway: automatic dynamic shapes)
+    pad_to = batch_size if compiled and plan is None else 0
+    if compiled:
+        compiled.__enter__()
     try:
         # Pass 2: the batches (the same whether or not the run resumes); a batch wholly in
         # every cache's finished shards is skipped, one that straddles a cache's last
@@ -524,7 +621,9 @@ def build_caches(
         def encode(batch) -> None:
             names = [key for _, key, _ in batch]
             sequences = [s for _, _, s in batch]
-            pooled = encode_pooled_many(encoder, sequences, pools, device, names, precision)
+            pooled = encode_pooled_many(
+                encoder, sequences, pools, device, names, precision, forward, pad_to
+            )
             for target, rows_of in zip(targets, pooled, strict=True):
                 for (pos, key, _), rows in zip(batch, rows_of, strict=True):
                     if target.done <= pos < hi:
@@ -553,7 +652,11 @@ def build_caches(
         for target in targets:
             target.writer.flush()
         progress.finish()
+        if compiled:
+            log.info("%s", compiled.summary())
     except BaseException:
+        if compiled:
+            compiled.__exit__()
         encoder.train(was_training)
         for target in targets:
             if target.writer.shard:
@@ -566,6 +669,8 @@ def build_caches(
             else:
                 shutil.rmtree(target.work, ignore_errors=True)
         raise
+    if compiled:
+        compiled.__exit__()
     encoder.train(was_training)
     for target in targets:
         _finish_cache(
@@ -579,6 +684,7 @@ def build_caches(
             autocast,
             meta,
             part,
+            backend,
         )
     return item_keys
 
@@ -594,6 +700,7 @@ def _finish_cache(
     autocast: bool,
     meta: dict | None,
     part: tuple[int, int] | None,
+    backend: str | None = None,
 ) -> None:
     """Write ``target``'s index, items and meta.json and move it into place."""
     writer, work, out_dir = target.writer, target.work, target.out_dir
@@ -628,6 +735,7 @@ def _finish_cache(
         "n_forward_batches": n_forward_batches,
         "n_shards": writer.shard,
         **({"autocast": "bf16"} if autocast else {}),
+        **({"compile": backend} if backend else {}),
         **(meta or {}),
         **({"part": list(part)} if part is not None else {}),
     }
@@ -887,6 +995,7 @@ def embed_dataset(
     pooling: Mapping[str, Any] | None = None,
     part: tuple[int, int] | None = None,
     also: Sequence[tuple[str | os.PathLike, Mapping[str, Any] | None]] = (),
+    compile: bool = False,
 ) -> dict:
     """Cache the embeddings of every transcript of a dataset table for one encoder, holding
     at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time; on CUDA the
@@ -895,7 +1004,9 @@ def embed_dataset(
     embed_positional) instead of the spec's adaptive ``pool_to``. ``part=(i, n)``: the
     ``i``-th of ``n`` part caches of one scattered embedding (``embed.jobs``;
     :func:`gather_cache` joins them). ``also``: more ``(out_dir, pooling)`` caches written
-    from the same forwards (:func:`build_caches`; rule embed_shared, ``embed.share_forward``)."""
+    from the same forwards (:func:`build_caches`; rule embed_shared, ``embed.share_forward``).
+    ``compile``: the forwards through ``torch.compile`` (``embed.compile``,
+    :class:`CompiledForward`)."""
     from isoflow.dataset import read_dataset
 
     df, _ = read_dataset(dataset)
@@ -926,5 +1037,6 @@ def embed_dataset(
         precision=precision,
         batch_letters=batch_letters,
         part=tuple(part) if part is not None else None,
+        compile=compile,
     )
     return keys

@@ -79,8 +79,8 @@ if EMBED_JOBS == 1:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
         params:
-            # shard_mb, precision, batch_letters: only when set (isoflow.workflow.set_options)
-            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
+            # shard_mb, precision, batch_letters, compile: only when set (isoflow.workflow.set_options)
+            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]),
             encoders=encoder_settings(config),
             rna=rna_config(config),
             protein=protein_config(config),
@@ -116,7 +116,7 @@ if EMBED_JOBS == 1:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
         params:
-            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
+            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]),
             pooling=embed_pooling(config),
             encoders=encoder_settings(config),
             rna=rna_config(config),
@@ -158,7 +158,9 @@ if EMBED_JOBS == 1:
                 gpu=config["resources"]["gpu"],
                 mem_mb=partial(embed_mem_mb, config=config, caches=2),
             params:
-                **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
+                **set_options(
+                    config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]
+                ),
                 pooling=embed_pooling(config),
                 encoders=encoder_settings(config),
                 rna=rna_config(config),
@@ -197,7 +199,7 @@ else:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
         params:
-            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters"]),
+            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]),
             pooling=partial(part_pooling, config=config),
             part=lambda wildcards: [int(wildcards.part), EMBED_JOBS],
             encoders=encoder_settings(config),

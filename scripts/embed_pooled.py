@@ -12,7 +12,7 @@ from isoflow.model.encoders import spec_from_config
 
 # Options passed only when set away from their default (isoflow.workflow.set_options), and
 # this rule's pooling (None: the spec's adaptive pool_to) and part.
-OPTIONS = ("shard_mb", "precision", "batch_letters", "pooling", "part")
+OPTIONS = ("shard_mb", "precision", "batch_letters", "compile", "pooling", "part")
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from isoflow.jobs import run_script
 from isoflow.model.encoders import spec_from_config
 
 # Options passed only when set away from their default (isoflow.workflow.set_options).
-OPTIONS = ("shard_mb", "precision", "batch_letters")
+OPTIONS = ("shard_mb", "precision", "batch_letters", "compile")
 
 
 def main() -> None:

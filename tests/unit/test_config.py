@@ -117,6 +117,12 @@ BAD_SETTINGS = [
         "resources.embed_threads.esm2: 0 is less than the minimum of 1",
     ),
     (
+        {"encoders": {"esm2": {"compile": True}}},
+        "encoders.esm2: unknown key 'compile' in an encoder spec (torch.compile of the frozen"
+        " forward is embed.compile,",
+    ),
+    ({"embed": {"compile": "yes"}}, "embed.compile: 'yes' is not of type 'boolean'"),
+    (
         {"encoders": {"esm2": {"class": "esm"}}},
         "encoders.esm2.class: 'esm' is not an encoder class (did you mean 'esm2'?)",
     ),

@@ -695,3 +695,99 @@ def test_demo_encoders_on_fewer_threads_embed_the_same_bytes(name):
     finally:
         torch.set_num_threads(before)
     assert torch.equal(outputs[0], outputs[1]), f"{name}: embeddings depend on the threads"
+
+
+# The compiled forward (embed.compile): the stored float16 values may differ from the eager
+# ones by float16 rounding of fp32 values that differ in the last bits (fused kernels sum in
+# another order), so within two float16 steps; every other file is identical but meta.json,
+# which records the backend.
+COMPILED_RTOL, COMPILED_ATOL = 2**-9, 1e-4
+
+
+def _eager_and_compiled(tmp_path, encoder, items, backend, batch_size, caplog):
+    import logging
+
+    build_cache(encoder, items, tmp_path / "eager", pool_to=4, batch_size=batch_size)
+    with caplog.at_level(logging.INFO, logger="isoflow.embed"):
+        build_cache(
+            encoder, items, tmp_path / "compiled", pool_to=4, batch_size=batch_size, compile=backend
+        )
+    assert encoder._compiled_call_impl is None  # the encoder is eager again
+    eager, compiled = files_of(tmp_path / "eager"), files_of(tmp_path / "compiled")
+    assert eager.keys() == compiled.keys()
+    meta = json.loads(compiled.pop("meta.json"))
+    assert meta.pop("compile") == backend and meta == json.loads(eager.pop("meta.json"))
+    for name, data in eager.items():
+        if name.endswith(".npy"):
+            want = np.load(tmp_path / "eager" / name)
+            got = np.load(tmp_path / "compiled" / name)
+            assert got.dtype == want.dtype == np.float16
+            np.testing.assert_allclose(got, want, rtol=COMPILED_RTOL, atol=COMPILED_ATOL)
+        else:
+            assert compiled[name] == data, name
+    return [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
+
+
+def test_compiled_forward_pads_the_last_batch_and_compiles_only_the_first(tmp_path, caplog):
+    # 5 proteins of one length in batches of 2: the last (1 protein) is padded to 2, so
+    # only the first forward compiles (ESM-2's forward: several graphs between its graph
+    # breaks). Backend "eager": dynamo's capture and the cache plumbing, in seconds.
+    encoder = build_encoder(
+        "esm2", {"source": "tiny", "hparams": {"num_layers": 1}, "finetune_last": 0}
+    ).eval()
+    items = {f"P{i}": protein(16) for i in range(5)}
+    lines = _eager_and_compiled(tmp_path, encoder, items, "eager", 2, caplog)
+    assert len(lines) == 2, lines  # the one forward that compiled, and the summary
+    assert "for tokens (2, 18), lengths (2,)" in lines[0]
+    assert "graphs compiled in 3 forwards" in lines[-1]
+
+
+@pytest.mark.slow
+def test_compiled_dna_forward_pads_the_last_batch_and_compiles_one_graph(tmp_path, caplog):
+    # 5 windows in batches of 2: the last (1 window) is padded to 2, so the one input shape
+    # compiles one graph (Enformer's forward has no graph break). Backend "eager": dynamo's
+    # capture without inductor's code generation (~20 s of capture on the dev box).
+    enformer = build_encoder("enformer", {"source": "tiny"}).eval()
+    windows = {f"ENST{i}": RNG.integers(0, 5, 2048).astype(np.uint8) for i in range(5)}
+    lines = _eager_and_compiled(tmp_path, enformer, windows, "eager", 2, caplog)
+    assert len(lines) == 2, lines  # the one forward that compiled, and the summary
+    assert "1 new graph(s) for tokens (2, 2048)" in lines[0]
+    assert lines[-1].startswith("torch.compile (eager): 1 graphs compiled in 3 forwards")
+
+
+def test_compile_is_in_the_resume_fingerprint(tmp_path, esm, caplog):
+    # An eager run's finished shards are not reused by a compiled run (nor the reverse):
+    # one cache holds values of one mode.
+    from isoflow.embed import partial_dir
+
+    items = {f"P{i}": protein(12) for i in range(4)}
+    out = tmp_path / "cache"
+
+    class Killed(RuntimeError):
+        pass
+
+    class StopAfter(CountingEncoder):
+        def forward(self, **tokens):
+            if len(self.encoded) > 2:
+                raise Killed
+            return self.inner(**tokens)
+
+    with pytest.raises(Killed):
+        build_cache(StopAfter(esm), items, out, pool_to=4, batch_size=2, shard_rows=1)
+    assert (partial_dir(out) / "shard_00000.json").exists()
+    counting = CountingEncoder(esm)
+    build_cache(counting, items, out, pool_to=4, batch_size=2, shard_rows=1, compile="eager")
+    assert len(counting.encoded) == 4  # all encoded again: nothing resumed
+
+
+@pytest.mark.slow
+def test_inductor_compiled_esm2_cache_is_the_eager_one(tmp_path, caplog):
+    # Inductor (C++ code generation on CPU: needs g++, .ci/install-debian.sh): a one-layer
+    # ESM-2, 6 proteins in batches of 4 (the last padded): one input shape.
+    encoder = build_encoder(
+        "esm2", {"source": "tiny", "hparams": {"num_layers": 1}, "finetune_last": 0}
+    ).eval()
+    items = {f"P{i}": protein(30) for i in range(6)}
+    lines = _eager_and_compiled(tmp_path, encoder, items, "inductor", 4, caplog)
+    assert "for tokens (4, 32), lengths (4,)" in lines[0]
+    assert lines[-1].startswith("torch.compile (inductor):") and "in 2 forwards" in lines[-1]

@@ -55,6 +55,9 @@ def test_gpu_bench_runs_every_section_at_tiny_size(tmp_path):
             assert entry["seq_per_s_forward"] > 0 and entry["seq_per_s_path"] > 0
             assert entry["tflop_per_seq"] >= 0 and entry["batch"] >= 1
         assert 0 <= sections["embed"][f"{name}_bf16_vs_fp32"]["max_rel_diff"] < 0.05
+        # the compiled rows: skipped on a CPU, with the reason in the JSON
+        (compiled,) = [v for k, v in sections["embed"].items() if k.startswith(f"{name}_bf16c_b")]
+        assert compiled["skipped"] == gpu.COMPILE_CPU_SKIP and "seq_per_s_forward" not in compiled
     for entry in [*sections["train_cache"].values(), *sections["finetune"].values()]:
         assert "error" not in entry and entry["steps_per_s"] > 0, entry
     assert set(sections["loader"]) == {"epoch_workers0", "epoch_workers0_prefetch2"}
@@ -88,3 +91,29 @@ def test_peak_lookup_names_the_pcie_h100_apart_from_the_sxm():
     assert gpu.peak_for("NVIDIA H100 80GB HBM3") == 989.4e12
     assert gpu.peak_for("NVIDIA H200") == 989.4e12
     assert gpu.peak_for("Some GPU") is None
+
+
+def test_compiled_rows_time_compile_apart_from_the_steady_forward():
+    # What the bf16c rows run on a GPU, here on the CPU through dynamo's "eager" backend
+    # (capture without inductor's code generation: seconds): a tiny ESM-2, batch 2.
+    import numpy as np
+    import torch
+
+    from isoflow.model.encoders import build_encoder
+
+    gpu = _gpu_module()
+    encoder = build_encoder("esm2", {"source": "tiny", "finetune_last": 0}).eval()
+    seqs = gpu.random_sequences("esm2", 2, 20, np.random.default_rng(0))
+    tokens = encoder.tokenize(seqs)
+    with torch.no_grad():
+        want, _ = encoder(**tokens)
+    result = {}
+    device = torch.device("cpu")
+    got = gpu.compiled_forward(result, encoder, tokens, seqs, device, None, True, "eager")
+    torch.testing.assert_close(got, want)
+    assert encoder._compiled_call_impl is None  # eager again afterwards
+    assert result["compile_s"] > 0 and result["backend"] == "eager"
+    # ESM-2's forward has graph breaks: several graphs, all from the first call
+    assert result["graphs"] == result["graphs_first_call"] >= 1
+    assert result["seq_per_s_forward"] > 0 and result["seq_per_s_path"] > 0
+    assert result["tflop_per_seq"] >= 0 and result["mfu_forward"] is None  # no peak on a CPU

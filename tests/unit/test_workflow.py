@@ -190,6 +190,9 @@ def test_set_options_only_what_differs_from_the_schema_default():
     assert set_options({"annotation": {}}, "annotation", keys) == {}
     assert set_options({"dna": {"edge": "drop"}}, "dna", ["edge"]) == {"edge": "drop"}
     assert set_options({"gtex": {"cell_lines": "keep"}}, "gtex", ["cell_lines"]) == {}
+    # embed.compile reaches the embed rules' params only when on
+    assert set_options({"embed": {"compile": False}}, "embed", ["compile"]) == {}
+    assert set_options({"embed": {"compile": True}}, "embed", ["compile"]) == {"compile": True}
     assert reference_inputs({"report": {"reference_counts": None}}, "x") == {}
     assert reference_inputs({"report": {"reference_counts": {"label": "c"}}}, "x") == {
         "dataset": "results/dataset/x.parquet"
@@ -216,7 +219,7 @@ NEW_OPTIONS = {
     "gtex": ["cell_lines"],
     "dna": ["edge"],
     "report": ["reference_counts"],
-    "embed": ["shard_mb", "precision", "batch_letters"],
+    "embed": ["shard_mb", "precision", "batch_letters", "compile"],
 }
 
 
