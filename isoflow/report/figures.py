@@ -10,7 +10,8 @@ reported in the paper.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,26 +171,108 @@ def fit_texts(fig: Figure, rounds: int = 4) -> None:
             return
 
 
+@contextmanager
+def _reused_text_layouts() -> Iterator[None]:
+    """Within the block, each text's layout (``Text._get_layout``: its lines' sizes and
+    offsets from its anchor, no position) is measured once per distinct input and reused.
+
+    Saving a figure measures every tick label, title and label again in each pass: twice
+    in the constrained layout, once for the tight box, once drawing (docs/benchmarks.md:
+    ~2,300 layouts per run's views, most of them repeats). The layout depends only on what
+    the key holds: the string, font, size, line spacing, alignment, rotation, math and TeX
+    settings, the figure's dpi and the renderer measuring it. Wrapped texts (their lines
+    depend on their position) and texts whose rotation follows their transform are
+    measured every time. Bboxes are copied out, so no caller shares one."""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    measure = Text._get_layout
+    cache: dict[tuple, tuple] = {}
+
+    def layout(text, renderer):
+        if text.get_wrap() or text.get_transform_rotates_text():
+            return measure(text, renderer)
+        key = (
+            type(renderer),
+            type(getattr(renderer, "_renderer", None)),
+            getattr(renderer, "dpi", None),
+            text.get_figure(root=True).dpi,
+            text.get_text(),
+            hash(text.get_fontproperties()),
+            text.get_usetex(),
+            text.get_parse_math(),
+            text.get_linespacing(),
+            text.get_rotation(),
+            text.get_rotation_mode(),
+            text.get_horizontalalignment(),
+            text.get_verticalalignment(),
+            text._get_multialignment(),
+        )
+        if key not in cache:
+            cache[key] = measure(text, renderer)
+        bbox, info, corner = cache[key]
+        return Bbox(bbox.get_points().copy()), list(info), corner
+
+    Text._get_layout = layout
+    try:
+        yield
+    finally:
+        Text._get_layout = measure
+
+
+def _tight_box(fig: Figure, fmt: str, dpi: float | None):
+    """Lay ``fig`` out as ``savefig`` would for ``fmt``, without its measuring draw, and
+    return the tight box (inches, padded) that ``bbox_inches="tight"`` would save.
+
+    ``savefig`` with a layout engine or ``bbox_inches="tight"`` first draws the whole figure
+    with drawing disabled: the constrained layout runs at the start of that draw, and the
+    rest of it (every tick, text and line placed, nothing output) was a third of a per-run
+    figure's saving time (docs/benchmarks.md). The layout and the tight box need only the
+    layout engine and ``get_tightbbox``, measured with the renderer the output format uses
+    (SVG: its own text metrics at 72 dpi; PNG: Agg at the output dpi)."""
+    from matplotlib.backend_bases import _get_renderer
+
+    with fig.canvas._switch_canvas_and_return_print_method(fmt) as print_method:
+        if dpi is not None:
+            fig.set_dpi(dpi)
+        renderer = _get_renderer(fig, print_method)  # as savefig: SVG sets 72 dpi
+        engine = fig.get_layout_engine()
+        if engine is not None and fig.axes:
+            engine.execute(fig)
+        return fig.get_tightbbox(renderer).padded(PAD_IN)
+
+
+PAD_IN = 0.1
+
+
 def save_figure(fig: Figure, path: str | Path, demo: bool = False) -> None:
     """Save as SVG or PNG by the path's suffix, atomically; ``demo`` stamps ``DEMO_MARK``.
 
-    Value labels are fitted inside their axes first, and ``bbox_inches="tight"`` keeps any
-    other artist (a legend outside the axes) in the saved image.
+    Value labels are fitted inside their axes first. The figure is laid out once and saved
+    with the tight box ``bbox_inches="tight"`` would find (it keeps any artist outside the
+    figure, e.g. a legend outside the axes, in the saved image), but drawn only once:
+    ``_tight_box``.
     """
     fmt = Path(path).suffix.lstrip(".").lower()
     if fmt not in ("svg", "png"):
         raise ValueError(f"{path}: figures are .svg or .png")
     if demo:
         mark_demo(fig)
-    fit_texts(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(
-            tmp,
-            format=fmt,
-            dpi=120 if fmt == "png" else None,
-            bbox_inches="tight",
-            pad_inches=0.1,
-        )
+    dpi = 120 if fmt == "png" else None
+    figure_dpi, canvas, engine = fig.dpi, fig.canvas, fig.get_layout_engine()
+    with _reused_text_layouts():
+        fit_texts(fig)
+        try:
+            box = _tight_box(fig, fmt, dpi)
+            fig.set_dpi(figure_dpi)
+            fig.set_layout_engine(None)  # laid out above: savefig draws once, no layout
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches=box)
+        finally:
+            fig.set_dpi(figure_dpi)
+            fig.set_canvas(canvas)
+            if engine is not None:
+                fig.set_layout_engine(engine)
 
 
 def _message(ax, text: str) -> None:

@@ -880,7 +880,8 @@ def count_draws(fig, monkeypatch) -> list:
 def test_fit_texts_never_draws_a_figure_without_texts_in_data_coordinates(tmp_path, monkeypatch):
     """Nothing for ``fit_texts`` to fit (tick labels, titles, a legend, a text in axes
     coordinates): the figure is not laid out or drawn, its limits stay as they were; saving
-    it draws it twice (savefig's layout-and-measure pass, then its output), not three times."""
+    it draws it once (``save_figure`` lays it out and measures its tight box without
+    drawing it; savefig's own layout-and-measure draw is skipped), not three times."""
     fig = figures.plot_per_tissue(
         {
             "per_tissue": {t: {"r2": 0.5, "spearman": 0.6, "pearson": 0.7} for t in TISSUES},
@@ -901,7 +902,7 @@ def test_fit_texts_never_draws_a_figure_without_texts_in_data_coordinates(tmp_pa
     assert draws == []
     assert [a.get_xlim() for a in fig.axes] == limits
     figures.save_figure(fig, tmp_path / "figure.svg")
-    assert len(draws) == 2
+    assert len(draws) == 1
 
 
 def test_fit_texts_still_widens_the_x_range_for_a_long_value_label(monkeypatch):
