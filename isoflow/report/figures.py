@@ -135,27 +135,44 @@ def _data_texts(ax) -> list:
     return [t for t in ax.texts if t.get_transform() == ax.transData and t.get_text().strip()]
 
 
-def fit_texts(fig: Figure, rounds: int = 4) -> None:
-    """Widen each axes' x range until every text placed in data coordinates (value labels
-    beside bars) ends inside the axes: nothing runs past the figure's edge.
+def _laid_out(fig: Figure, renderer=None):
+    """Run the figure's layout engine (if any) and return the renderer to measure it with:
+    ``renderer``, else the figure's canvas's (Agg if it has none). Nothing is drawn."""
+    if renderer is None:
+        if not hasattr(fig.canvas, "get_renderer"):
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    A figure with no such text is left alone, not laid out or drawn: no limit would
-    change, and that measuring pass was a third of save_figure's time (docs/benchmarks.md).
-    Not laid out here, it is laid out once, by savefig, from its first positions: the
-    constrained layout may then end up to a point or so away from where two passes put it.
+            FigureCanvasAgg(fig)
+        renderer = fig.canvas.get_renderer()
+    engine = fig.get_layout_engine()
+    if engine is not None and fig.axes:
+        engine.execute(fig)
+    return renderer
+
+
+def fit_texts(fig: Figure, rounds: int = 4, renderer=None) -> bool:
+    """Widen each axes' x range until every text placed in data coordinates (value labels
+    beside bars) ends inside the axes: nothing runs past the figure's edge. Measured with
+    ``renderer`` (``save_figure``: the output format's), else the canvas's (Agg).
+
+    Each round lays the figure out (``_laid_out``: the layout engine only, no draw) and
+    measures the texts. A figure with no such text is left alone, not laid out: no limit
+    would change (docs/benchmarks.md, "Report figures"). Returns whether the figure is laid
+    out at its final limits (the last round changed none), so a caller need not lay it out
+    again.
     """
     fitted = [(ax, texts) for ax in fig.axes if (texts := _data_texts(ax))]
     if not fitted:
-        return
+        return False
     for _ in range(rounds):
-        renderer = _renderer(fig)
+        measure = _laid_out(fig, renderer)
         changed = False
         for ax, texts in fitted:
-            box = ax.get_window_extent(renderer)
+            box = ax.get_window_extent(measure)
             x0, x1 = ax.get_xlim()
             need = x1
             for text in texts:
-                ext = text.get_window_extent(renderer)
+                ext = text.get_window_extent(measure)
                 if ext.x1 <= box.x1:
                     continue
                 anchor = ax.transData.transform((text.get_position()[0], 0))[0]
@@ -168,26 +185,36 @@ def fit_texts(fig: Figure, rounds: int = 4) -> None:
                 ax.set_xlim(x0, need)
                 changed = True
         if not changed:
-            return
+            return True
+    return False
 
 
 @contextmanager
-def _reused_text_layouts() -> Iterator[None]:
-    """Within the block, each text's layout (``Text._get_layout``: its lines' sizes and
-    offsets from its anchor, no position) is measured once per distinct input and reused.
+def _reused_measures() -> Iterator[None]:
+    """Within the block, matplotlib measures each text and places each axis' ticks once per
+    distinct input, not once per pass (``save_figure``: the constrained layout's two
+    passes, the tight box, the output draw; each re-measured every tick label and re-placed
+    every tick, several times per pass: docs/benchmarks.md, "Report figures").
 
-    Saving a figure measures every tick label, title and label again in each pass: twice
-    in the constrained layout, once for the tight box, once drawing (docs/benchmarks.md:
-    ~2,300 layouts per run's views, most of them repeats). The layout depends only on what
-    the key holds: the string, font, size, line spacing, alignment, rotation, math and TeX
-    settings, the figure's dpi and the renderer measuring it. Wrapped texts (their lines
-    depend on their position) and texts whose rotation follows their transform are
-    measured every time. Bboxes are copied out, so no caller shares one."""
+    * ``Text._get_layout`` (a text's lines' sizes and offsets from its anchor, not its
+      position) is keyed on what it reads: the string, font, line spacing, alignment,
+      rotation, math and TeX settings, the figure's dpi and the renderer's kind and dpi.
+      Wrapped texts (their lines depend on their position) and texts whose rotation follows
+      their transform are measured every time. Bboxes are copied out, never shared.
+    * ``Axis._update_ticks`` (the ticks' positions and labels from the locator and
+      formatter, and which of them fall inside the view) is keyed on the axis, its view
+      interval, its scale, its locators and formatters and the axes' box in display units
+      (the locators' tick count follows the axes' size).
+
+    Outputs are unchanged (``bench/bench_report.py`` compares them with the old code's).
+    """
+    from matplotlib.axis import Axis
     from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
-    measure = Text._get_layout
-    cache: dict[tuple, tuple] = {}
+    measure, update = Text._get_layout, Axis._update_ticks
+    layouts: dict[tuple, tuple] = {}
+    ticks: dict[tuple, list] = {}
 
     def layout(text, renderer):
         if text.get_wrap() or text.get_transform_rotates_text():
@@ -208,37 +235,51 @@ def _reused_text_layouts() -> Iterator[None]:
             text.get_verticalalignment(),
             text._get_multialignment(),
         )
-        if key not in cache:
-            cache[key] = measure(text, renderer)
-        bbox, info, corner = cache[key]
+        if key not in layouts:
+            layouts[key] = measure(text, renderer)
+        bbox, info, corner = layouts[key]
         return Bbox(bbox.get_points().copy()), list(info), corner
 
-    Text._get_layout = layout
+    def update_ticks(axis):
+        key = (
+            id(axis),
+            tuple(axis.get_view_interval()),
+            axis.get_scale(),
+            tuple(id(x) for x in (axis.major.locator, axis.major.formatter)),
+            tuple(id(x) for x in (axis.minor.locator, axis.minor.formatter)),
+            tuple(axis.axes.bbox.bounds),
+            axis.get_figure(root=True).dpi,
+        )
+        if key not in ticks:
+            ticks[key] = update(axis)
+        return list(ticks[key])
+
+    Text._get_layout, Axis._update_ticks = layout, update_ticks
     try:
         yield
     finally:
-        Text._get_layout = measure
+        Text._get_layout, Axis._update_ticks = measure, update
 
 
 def _tight_box(fig: Figure, fmt: str, dpi: float | None):
-    """Lay ``fig`` out as ``savefig`` would for ``fmt``, without its measuring draw, and
-    return the tight box (inches, padded) that ``bbox_inches="tight"`` would save.
+    """Fit the value labels (``fit_texts``) and lay ``fig`` out as ``savefig`` would for
+    ``fmt``, without its measuring draw; return the tight box (inches, padded) that
+    ``bbox_inches="tight"`` would save.
 
     ``savefig`` with a layout engine or ``bbox_inches="tight"`` first draws the whole figure
     with drawing disabled: the constrained layout runs at the start of that draw, and the
-    rest of it (every tick, text and line placed, nothing output) was a third of a per-run
-    figure's saving time (docs/benchmarks.md). The layout and the tight box need only the
-    layout engine and ``get_tightbbox``, measured with the renderer the output format uses
-    (SVG: its own text metrics at 72 dpi; PNG: Agg at the output dpi)."""
+    rest of it (every tick, text and line placed, nothing output) only repeats what the
+    output draw does. The layout and the tight box need only the layout engine and
+    ``get_tightbbox``, measured with the renderer the output format uses (SVG: its own
+    text metrics at 72 dpi; PNG: Agg at the output dpi)."""
     from matplotlib.backend_bases import _get_renderer
 
     with fig.canvas._switch_canvas_and_return_print_method(fmt) as print_method:
         if dpi is not None:
             fig.set_dpi(dpi)
         renderer = _get_renderer(fig, print_method)  # as savefig: SVG sets 72 dpi
-        engine = fig.get_layout_engine()
-        if engine is not None and fig.axes:
-            engine.execute(fig)
+        if not fit_texts(fig, renderer=renderer):
+            _laid_out(fig, renderer)
         return fig.get_tightbbox(renderer).padded(PAD_IN)
 
 
@@ -260,8 +301,7 @@ def save_figure(fig: Figure, path: str | Path, demo: bool = False) -> None:
         mark_demo(fig)
     dpi = 120 if fmt == "png" else None
     figure_dpi, canvas, engine = fig.dpi, fig.canvas, fig.get_layout_engine()
-    with _reused_text_layouts():
-        fit_texts(fig)
+    with _reused_measures():
         try:
             box = _tight_box(fig, fmt, dpi)
             fig.set_dpi(figure_dpi)

@@ -877,6 +877,14 @@ def count_draws(fig, monkeypatch) -> list:
     return draws
 
 
+def count_layouts(fig, monkeypatch) -> list:
+    """Each run of the figure's layout engine appends to the list."""
+    layouts, engine = [], fig.get_layout_engine()
+    execute = engine.execute
+    monkeypatch.setattr(engine, "execute", lambda f: layouts.append(1) or execute(f))
+    return layouts
+
+
 def test_fit_texts_never_draws_a_figure_without_texts_in_data_coordinates(tmp_path, monkeypatch):
     """Nothing for ``fit_texts`` to fit (tick labels, titles, a legend, a text in axes
     coordinates): the figure is not laid out or drawn, its limits stay as they were; saving
@@ -897,17 +905,18 @@ def test_fit_texts_never_draws_a_figure_without_texts_in_data_coordinates(tmp_pa
     log.set_xscale("log")
     log.text(10.0, 0.5, "a value label on a log axis is not fitted " * 3)
     limits = [a.get_xlim() for a in fig.axes]
-    draws = count_draws(fig, monkeypatch)
-    figures.fit_texts(fig)
-    assert draws == []
+    draws, layouts = count_draws(fig, monkeypatch), count_layouts(fig, monkeypatch)
+    assert figures.fit_texts(fig) is False  # not laid out
+    assert draws == layouts == []
     assert [a.get_xlim() for a in fig.axes] == limits
     figures.save_figure(fig, tmp_path / "figure.svg")
-    assert len(draws) == 1
+    assert len(draws) == len(layouts) == 1
 
 
-def test_fit_texts_still_widens_the_x_range_for_a_long_value_label(monkeypatch):
+def test_fit_texts_still_widens_the_x_range_for_a_long_value_label(tmp_path, monkeypatch):
     """A value label that runs past its axes' right edge is a text to fit: the figure is
-    drawn to measure it and the x range widened until the label ends inside the axes."""
+    laid out (not drawn) to measure it and the x range widened until the label ends inside
+    the axes; saving it then lays it out no more and draws it once."""
     fig = figures.plot_counts(["a", "b", "c"], [3.0, 10.0, 7.0], "transcripts", "title")
     ax, label = fig.axes[0], fig.axes[0].texts[1]
     label.set_text(" 10 transcripts, a longer value label")
@@ -918,11 +927,14 @@ def test_fit_texts_still_widens_the_x_range_for_a_long_value_label(monkeypatch):
 
     x1 = ax.get_xlim()[1]
     assert overhang() > 50  # pixels past the axes
-    draws = count_draws(fig, monkeypatch)
-    figures.fit_texts(fig)
-    assert draws  # measured: laid out and drawn
+    draws, layouts = count_draws(fig, monkeypatch), count_layouts(fig, monkeypatch)
+    assert figures.fit_texts(fig) is True  # laid out at its final limits
+    assert layouts and not draws  # measured: laid out, not drawn
     assert ax.get_xlim()[1] > x1 * 1.2
     assert overhang() <= 0
+    draws.clear(), layouts.clear()
+    figures.save_figure(fig, tmp_path / "counts.svg")  # fitted again, in SVG's metrics
+    assert len(draws) == len(layouts) == 1
 
 
 def test_demo_figures_say_synthetic_on_the_figure(tmp_path):
