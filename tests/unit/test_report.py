@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -868,6 +869,68 @@ def test_the_clipped_paper_label_of_the_demo_runs_figure_now_fits(tmp_path):
     assert figures.clipped_texts(fig) == []
     figures.save_figure(fig, tmp_path / "runs.svg")
     assert "Spearman 0.72 (paper)" in (tmp_path / "runs.svg").read_text()
+
+
+NUMBER = re.compile(r"-?\d+\.?\d*(?:e-?\d+)?")
+
+
+def normalised_svg(path: Path) -> str:
+    """SVG text without its date, matplotlib's random ids numbered in order of appearance."""
+    text = re.sub(r"<dc:date>[^<]*</dc:date>", "", path.read_text())
+    ids: dict[str, str] = {}
+    return re.sub(
+        r"\b[a-z][0-9a-f]{10}\b", lambda m: ids.setdefault(m.group(0), f"id{len(ids)}"), text
+    )
+
+
+@pytest.mark.slow
+def test_save_figure_writes_what_savefig_tight_writes(tmp_path):
+    """``save_figure`` lays the figure out and measures its tight box itself, draws it once
+    and reuses text and tick measures within the save: the files are what plain
+    ``savefig(bbox_inches="tight", pad_inches=0.1)`` writes (SVG text up to its date and
+    random ids, PNG pixels), for every figure with no value label to fit (a long run name
+    makes a suptitle wider than the figure: the tight box reaches past it), to 0.001 pt
+    (SVG coordinates; one figure's background writes -0 where savefig wrote 0). matplotlib's
+    own methods are back in place afterwards."""
+    from matplotlib.axis import Axis
+    from matplotlib.text import Text
+    from PIL import Image
+
+    methods = (Text._get_layout, Axis._update_ticks)
+    compared, makers = [], every_figure(tmp_path)
+    makers["long name"] = lambda: figures.plot_per_tissue(
+        {
+            "per_tissue": {t: {"r2": 0.5, "spearman": 0.6, "pearson": 0.7} for t in TISSUES},
+            "mean": {"r2": 0.5, "spearman": 0.6, "pearson": 0.7},
+        },
+        "a run with a very long name " * 4,
+    )
+    for name, make in makers.items():
+        for fmt in ("svg", "png") if name == "scatter" else ("svg",):
+            new, old = make(), make()
+            if any(figures._data_texts(ax) for ax in new.axes):
+                continue  # fitted: measured with another renderer than before
+            figures.save_figure(new, tmp_path / f"new.{fmt}", demo=True)
+            figures.mark_demo(old)
+            old.savefig(
+                tmp_path / f"old.{fmt}",
+                dpi=120 if fmt == "png" else None,
+                bbox_inches="tight",
+                pad_inches=0.1,
+            )
+            if fmt == "svg":
+                a, b = (normalised_svg(tmp_path / f"{v}.svg") for v in ("new", "old"))
+                assert NUMBER.sub("#", a) == NUMBER.sub("#", b), name  # the same elements
+                x, y = (np.array([float(v) for v in NUMBER.findall(t)]) for t in (a, b))
+                assert np.abs(x - y).max() <= 1e-3, name  # points (0 and -0 differ in text)
+                if name == "long name":  # the title runs past the 9-inch figure's edges
+                    assert float(re.search(r'width="([\d.]+)pt"', a).group(1)) > 9 * 72 + 20
+            else:
+                a, b = (np.asarray(Image.open(tmp_path / f"{v}.png")) for v in ("new", "old"))
+                assert a.shape == b.shape and (a == b).all(), name
+            compared.append(f"{name}.{fmt}")
+    assert {"per_tissue.svg", "scatter.svg", "scatter.png", "history.svg"} <= set(compared)
+    assert (Text._get_layout, Axis._update_ticks) == methods
 
 
 def count_draws(fig, monkeypatch) -> list:
