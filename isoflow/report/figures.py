@@ -189,6 +189,22 @@ def fit_texts(fig: Figure, rounds: int = 4, renderer=None) -> bool:
     return False
 
 
+# Text layouts measured by earlier saves in this process (report_runs: 21 runs' figures
+# share most tick labels, legends and titles), per set of text settings (_text_settings).
+_LAYOUTS: dict[tuple, dict[tuple, tuple]] = {}
+
+
+def _text_settings() -> tuple:
+    """The rcParams a text's layout may read beyond its own properties (fonts, TeX, math)."""
+    from matplotlib import rcParams
+
+    return tuple(
+        (k, tuple(v) if isinstance(v, list) else v)
+        for k, v in sorted(rcParams.items())
+        if k.startswith(("font.", "text.", "mathtext."))
+    )
+
+
 @contextmanager
 def _reused_measures() -> Iterator[None]:
     """Within the block, matplotlib measures each text and places each axis' ticks once per
@@ -200,7 +216,9 @@ def _reused_measures() -> Iterator[None]:
       position) is keyed on what it reads: the string, font, line spacing, alignment,
       rotation, math and TeX settings, the figure's dpi and the renderer's kind and dpi.
       Wrapped texts (their lines depend on their position) and texts whose rotation follows
-      their transform are measured every time. Bboxes are copied out, never shared.
+      their transform are measured every time. Bboxes are copied out, never shared. Kept
+      for later saves in the process (``_LAYOUTS``, per font/text/math rcParams): one
+      ``report_runs`` job saves 105 figures with mostly the same labels.
     * ``Axis._update_ticks`` (the ticks' positions and labels from the locator and
       formatter, and which of them fall inside the view) is keyed on the axis, its view
       interval, its scale, its locators and formatters and the axes' box in display units
@@ -213,7 +231,9 @@ def _reused_measures() -> Iterator[None]:
     from matplotlib.transforms import Bbox
 
     measure, update = Text._get_layout, Axis._update_ticks
-    layouts: dict[tuple, tuple] = {}
+    layouts = _LAYOUTS.setdefault(_text_settings(), {})
+    if len(layouts) > 50_000:  # a bound for long-lived processes; a few hundred per run
+        layouts.clear()
     ticks: dict[tuple, list] = {}
 
     def layout(text, renderer):

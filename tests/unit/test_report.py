@@ -890,8 +890,10 @@ def test_save_figure_writes_what_savefig_tight_writes(tmp_path):
     ``savefig(bbox_inches="tight", pad_inches=0.1)`` writes (SVG text up to its date and
     random ids, PNG pixels), for every figure with no value label to fit (a long run name
     makes a suptitle wider than the figure: the tight box reaches past it), to 0.001 pt
-    (SVG coordinates; one figure's background writes -0 where savefig wrote 0). matplotlib's
-    own methods are back in place afterwards."""
+    (SVG coordinates; one figure's background writes -0 where savefig wrote 0), also under
+    other font settings after text layouts were kept from earlier saves. matplotlib's own
+    methods are back in place afterwards."""
+    import matplotlib
     from matplotlib.axis import Axis
     from matplotlib.text import Text
     from PIL import Image
@@ -905,31 +907,40 @@ def test_save_figure_writes_what_savefig_tight_writes(tmp_path):
         },
         "a run with a very long name " * 4,
     )
+
+    def same_file(name: str, make, fmt: str) -> None:
+        new, old = make(), make()
+        if any(figures._data_texts(ax) for ax in new.axes):
+            return  # fitted: measured with another renderer than before
+        figures.save_figure(new, tmp_path / f"new.{fmt}", demo=True)
+        figures.mark_demo(old)
+        old.savefig(
+            tmp_path / f"old.{fmt}",
+            dpi=120 if fmt == "png" else None,
+            bbox_inches="tight",
+            pad_inches=0.1,
+        )
+        if fmt == "svg":
+            a, b = (normalised_svg(tmp_path / f"{v}.svg") for v in ("new", "old"))
+            assert NUMBER.sub("#", a) == NUMBER.sub("#", b), name  # the same elements
+            x, y = (np.array([float(v) for v in NUMBER.findall(t)]) for t in (a, b))
+            assert np.abs(x - y).max() <= 1e-3, name  # points (0 and -0 differ in text)
+            if name == "long name":  # the title runs past the 9-inch figure's edges
+                assert float(re.search(r'width="([\d.]+)pt"', a).group(1)) > 9 * 72 + 20
+        else:
+            a, b = (np.asarray(Image.open(tmp_path / f"{v}.png")) for v in ("new", "old"))
+            assert a.shape == b.shape and (a == b).all(), name
+        compared.append(f"{name}.{fmt}")
+
     for name, make in makers.items():
         for fmt in ("svg", "png") if name == "scatter" else ("svg",):
-            new, old = make(), make()
-            if any(figures._data_texts(ax) for ax in new.axes):
-                continue  # fitted: measured with another renderer than before
-            figures.save_figure(new, tmp_path / f"new.{fmt}", demo=True)
-            figures.mark_demo(old)
-            old.savefig(
-                tmp_path / f"old.{fmt}",
-                dpi=120 if fmt == "png" else None,
-                bbox_inches="tight",
-                pad_inches=0.1,
-            )
-            if fmt == "svg":
-                a, b = (normalised_svg(tmp_path / f"{v}.svg") for v in ("new", "old"))
-                assert NUMBER.sub("#", a) == NUMBER.sub("#", b), name  # the same elements
-                x, y = (np.array([float(v) for v in NUMBER.findall(t)]) for t in (a, b))
-                assert np.abs(x - y).max() <= 1e-3, name  # points (0 and -0 differ in text)
-                if name == "long name":  # the title runs past the 9-inch figure's edges
-                    assert float(re.search(r'width="([\d.]+)pt"', a).group(1)) > 9 * 72 + 20
-            else:
-                a, b = (np.asarray(Image.open(tmp_path / f"{v}.png")) for v in ("new", "old"))
-                assert a.shape == b.shape and (a == b).all(), name
-            compared.append(f"{name}.{fmt}")
+            same_file(name, make, fmt)
+    # Layouts measured by earlier saves are reused only under the same font settings: the
+    # same FontProperties ('sans-serif') resolve to another font here.
+    with matplotlib.rc_context({"font.sans-serif": ["DejaVu Serif"]}):
+        same_file("serif history", makers["history"], "svg")
     assert {"per_tissue.svg", "scatter.svg", "scatter.png", "history.svg"} <= set(compared)
+    assert "serif history.svg" in compared
     assert (Text._get_layout, Axis._update_ticks) == methods
 
 
