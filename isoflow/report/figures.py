@@ -50,6 +50,8 @@ SECOND_COLOR = "#dd6b20"
 THIRD_COLOR = "#38a169"
 PAPER_COLOR = "#a0aec0"
 DEMO_COLOR = "#c53030"
+PAD_IN = 0.1  # savefig's pad_inches around the tight box
+PNG_LEVEL = 3  # zlib level of the PNGs (PIL's default: 6)
 
 
 # ---------------------------------------------------------------- figures
@@ -150,29 +152,28 @@ def _laid_out(fig: Figure, renderer=None):
     return renderer
 
 
-def fit_texts(fig: Figure, rounds: int = 4, renderer=None) -> bool:
+def fit_texts(fig: Figure, rounds: int = 4) -> bool:
     """Widen each axes' x range until every text placed in data coordinates (value labels
     beside bars) ends inside the axes: nothing runs past the figure's edge. Measured with
-    ``renderer`` (``save_figure``: the output format's), else the canvas's (Agg).
+    the canvas's renderer (Agg at the figure's dpi).
 
     Each round lays the figure out (``_laid_out``: the layout engine only, no draw) and
     measures the texts. A figure with no such text is left alone, not laid out: no limit
-    would change (docs/benchmarks.md, "Report figures"). Returns whether the figure is laid
-    out at its final limits (the last round changed none), so a caller need not lay it out
-    again.
+    would change (docs/benchmarks.md, "Report figures"). Returns whether the figure was
+    laid out at its final limits (the last round changed none).
     """
     fitted = [(ax, texts) for ax in fig.axes if (texts := _data_texts(ax))]
     if not fitted:
         return False
     for _ in range(rounds):
-        measure = _laid_out(fig, renderer)
+        renderer = _laid_out(fig)
         changed = False
         for ax, texts in fitted:
-            box = ax.get_window_extent(measure)
+            box = ax.get_window_extent(renderer)
             x0, x1 = ax.get_xlim()
             need = x1
             for text in texts:
-                ext = text.get_window_extent(measure)
+                ext = text.get_window_extent(renderer)
                 if ext.x1 <= box.x1:
                     continue
                 anchor = ax.transData.transform((text.get_position()[0], 0))[0]
@@ -282,9 +283,8 @@ def _reused_measures() -> Iterator[None]:
 
 
 def _tight_box(fig: Figure, fmt: str, dpi: float | None):
-    """Fit the value labels (``fit_texts``) and lay ``fig`` out as ``savefig`` would for
-    ``fmt``, without its measuring draw; return the tight box (inches, padded) that
-    ``bbox_inches="tight"`` would save.
+    """Lay ``fig`` out as ``savefig`` would for ``fmt``, without its measuring draw; return
+    the tight box (inches, padded) that ``bbox_inches="tight"`` would save.
 
     ``savefig`` with a layout engine or ``bbox_inches="tight"`` first draws the whole figure
     with drawing disabled: the constrained layout runs at the start of that draw, and the
@@ -298,13 +298,8 @@ def _tight_box(fig: Figure, fmt: str, dpi: float | None):
         if dpi is not None:
             fig.set_dpi(dpi)
         renderer = _get_renderer(fig, print_method)  # as savefig: SVG sets 72 dpi
-        if not fit_texts(fig, renderer=renderer):
-            _laid_out(fig, renderer)
+        _laid_out(fig, renderer)
         return fig.get_tightbbox(renderer).padded(PAD_IN)
-
-
-PAD_IN = 0.1  # savefig's pad_inches around the tight box
-PNG_LEVEL = 3
 
 
 def save_figure(fig: Figure, path: str | Path, demo: bool = False) -> None:
@@ -314,8 +309,10 @@ def save_figure(fig: Figure, path: str | Path, demo: bool = False) -> None:
     the tight box ``bbox_inches="tight", pad_inches=0.1`` would find (it keeps any artist
     outside the figure, e.g. a title longer than the figure is wide, in the saved image),
     but drawn only once (``_tight_box``), with text and tick measures reused within the
-    save (``_reused_measures``): the same file as ``savefig(bbox_inches="tight")``
-    (``test_save_figure_writes_what_savefig_tight_writes``) at ~0.7x its CPU.
+    save (text layouts also across saves, ``_reused_measures``): the same file as
+    ``savefig(bbox_inches="tight")`` (``test_save_figure_writes_what_savefig_tight_writes``)
+    at ~0.6x its CPU. ``_tight_box`` and ``_reused_measures`` use matplotlib internals of
+    the pinned 3.11.2 (requirements.lock); that test fails if an update changes them.
     """
     from matplotlib import rc_context
 
@@ -327,6 +324,9 @@ def save_figure(fig: Figure, path: str | Path, demo: bool = False) -> None:
     dpi = 120 if fmt == "png" else None
     figure_dpi, canvas, engine = fig.dpi, fig.canvas, fig.get_layout_engine()
     with _reused_measures():
+        # Fitted in Agg's metrics at the figure's dpi, as before (the output format's
+        # metrics would fit the labels too, but widen the axes up to ~4 % differently).
+        fit_texts(fig)
         try:
             box = _tight_box(fig, fmt, dpi)
             fig.set_dpi(figure_dpi)
