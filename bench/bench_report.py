@@ -1,7 +1,8 @@
 """The per-run report views (rule report_run: isoflow.report.build.build_run) of N runs,
-this worktree's isoflow against the isoflow package of git revision --old (default 520d868,
-before fit_texts skipped figures with nothing to fit), extracted to a temporary folder: the
-old code path, side by side, in the same run.
+this worktree's isoflow against the isoflow package of git revision --old (default 6be51eb,
+before save_figure skipped savefig's measuring draw and reused text and tick measures;
+520d868: before fit_texts skipped figures with nothing to fit), extracted to a temporary
+folder: the old code path, side by side, in the same run.
 
 Each variant and repeat is one child process (old and new alternate) that builds the views
 of the N runs (``results/runs/<run>/``, read-only) into a scratch folder, as
@@ -18,7 +19,7 @@ would cost if one job built several. The outputs of the last repeat are then com
 old against new: SVG text with the date and matplotlib's random ids normalised (largest
 difference of any number, in points), PNG pixels, HTML bytes.
 
-Run: .venv/bin/python bench/bench_report.py --results /work/main/results --runs 6 --repeat 2
+Run: .venv/bin/python bench/bench_report.py --results /work/main/results --runs 5 --repeat 3
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "results")
     parser.add_argument("--runs", type=int, default=6, help="the first N runs, by name")
     parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--old", default="520d868", metavar="REV")
+    parser.add_argument("--old", default="6be51eb", metavar="REV")
     args = parser.parse_args()
 
     runs = sorted(p.name for p in (args.results / "runs").iterdir())[: args.runs]

@@ -10,7 +10,8 @@ reported in the paper.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,8 @@ SECOND_COLOR = "#dd6b20"
 THIRD_COLOR = "#38a169"
 PAPER_COLOR = "#a0aec0"
 DEMO_COLOR = "#c53030"
+PAD_IN = 0.1  # savefig's pad_inches around the tight box
+PNG_LEVEL = 3  # zlib level of the PNGs (PIL's default: 6)
 
 
 # ---------------------------------------------------------------- figures
@@ -134,20 +137,36 @@ def _data_texts(ax) -> list:
     return [t for t in ax.texts if t.get_transform() == ax.transData and t.get_text().strip()]
 
 
-def fit_texts(fig: Figure, rounds: int = 4) -> None:
-    """Widen each axes' x range until every text placed in data coordinates (value labels
-    beside bars) ends inside the axes: nothing runs past the figure's edge.
+def _laid_out(fig: Figure, renderer=None):
+    """Run the figure's layout engine (if any) and return the renderer to measure it with:
+    ``renderer``, else the figure's canvas's (Agg if it has none). Nothing is drawn."""
+    if renderer is None:
+        if not hasattr(fig.canvas, "get_renderer"):
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    A figure with no such text is left alone, not laid out or drawn: no limit would
-    change, and that measuring pass was a third of save_figure's time (docs/benchmarks.md).
-    Not laid out here, it is laid out once, by savefig, from its first positions: the
-    constrained layout may then end up to a point or so away from where two passes put it.
+            FigureCanvasAgg(fig)
+        renderer = fig.canvas.get_renderer()
+    engine = fig.get_layout_engine()
+    if engine is not None and fig.axes:
+        engine.execute(fig)
+    return renderer
+
+
+def fit_texts(fig: Figure, rounds: int = 4) -> bool:
+    """Widen each axes' x range until every text placed in data coordinates (value labels
+    beside bars) ends inside the axes: nothing runs past the figure's edge. Measured with
+    the canvas's renderer (Agg at the figure's dpi).
+
+    Each round lays the figure out (``_laid_out``: the layout engine only, no draw) and
+    measures the texts. A figure with no such text is left alone, not laid out: no limit
+    would change (docs/benchmarks.md, "Report figures"). Returns whether the figure was
+    laid out at its final limits (the last round changed none).
     """
     fitted = [(ax, texts) for ax in fig.axes if (texts := _data_texts(ax))]
     if not fitted:
-        return
+        return False
     for _ in range(rounds):
-        renderer = _renderer(fig)
+        renderer = _laid_out(fig)
         changed = False
         for ax, texts in fitted:
             box = ax.get_window_extent(renderer)
@@ -167,29 +186,162 @@ def fit_texts(fig: Figure, rounds: int = 4) -> None:
                 ax.set_xlim(x0, need)
                 changed = True
         if not changed:
-            return
+            return True
+    return False
+
+
+# Text layouts measured by earlier saves in this process (report_runs: 21 runs' figures
+# share most tick labels, legends and titles), per set of text settings (_text_settings).
+_LAYOUTS: dict[tuple, dict[tuple, tuple]] = {}
+
+
+def _text_settings() -> tuple:
+    """The rcParams a text's layout may read beyond its own properties (fonts, TeX, math)."""
+    from matplotlib import rcParams
+
+    return tuple(
+        (k, tuple(v) if isinstance(v, list) else v)
+        for k, v in sorted(rcParams.items())
+        if k.startswith(("font.", "text.", "mathtext."))
+    )
+
+
+@contextmanager
+def _reused_measures() -> Iterator[None]:
+    """Within the block, matplotlib measures each text and places each axis' ticks once per
+    distinct input, not once per pass (``save_figure``: the constrained layout's two
+    passes, the tight box, the output draw; each re-measured every tick label and re-placed
+    every tick, several times per pass: docs/benchmarks.md, "Report figures").
+
+    * ``Text._get_layout`` (a text's lines' sizes and offsets from its anchor, not its
+      position) is keyed on what it reads: the string, font, line spacing, alignment,
+      rotation, math and TeX settings, the figure's dpi and the renderer's kind and dpi.
+      Wrapped texts (their lines depend on their position) and texts whose rotation follows
+      their transform are measured every time. Bboxes are copied out, never shared. Kept
+      for later saves in the process (``_LAYOUTS``, per font/text/math rcParams): one
+      ``report_runs`` job saves 105 figures with mostly the same labels.
+    * ``Axis._update_ticks`` (the ticks' positions and labels from the locator and
+      formatter, and which of them fall inside the view) is keyed on the axis, its view
+      interval, its scale, its locators and formatters and the axes' box in display units
+      (the locators' tick count follows the axes' size).
+
+    Outputs are unchanged (``bench/bench_report.py`` compares them with the old code's).
+    """
+    from matplotlib.axis import Axis
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    measure, update = Text._get_layout, Axis._update_ticks
+    layouts = _LAYOUTS.setdefault(_text_settings(), {})
+    if len(layouts) > 50_000:  # a bound for long-lived processes; a few hundred per run
+        layouts.clear()
+    ticks: dict[tuple, list] = {}
+
+    def layout(text, renderer):
+        if text.get_wrap() or text.get_transform_rotates_text():
+            return measure(text, renderer)
+        key = (
+            type(renderer),
+            type(getattr(renderer, "_renderer", None)),
+            getattr(renderer, "dpi", None),
+            text.get_figure(root=True).dpi,
+            text.get_text(),
+            hash(text.get_fontproperties()),
+            text.get_usetex(),
+            text.get_parse_math(),
+            text.get_linespacing(),
+            text.get_rotation(),
+            text.get_rotation_mode(),
+            text.get_horizontalalignment(),
+            text.get_verticalalignment(),
+            text._get_multialignment(),
+        )
+        if key not in layouts:
+            layouts[key] = measure(text, renderer)
+        bbox, info, corner = layouts[key]
+        return Bbox(bbox.get_points().copy()), list(info), corner
+
+    def update_ticks(axis):
+        key = (
+            id(axis),
+            tuple(axis.get_view_interval()),
+            axis.get_scale(),
+            tuple(id(x) for x in (axis.major.locator, axis.major.formatter)),
+            tuple(id(x) for x in (axis.minor.locator, axis.minor.formatter)),
+            tuple(axis.axes.bbox.bounds),
+            axis.get_figure(root=True).dpi,
+        )
+        if key not in ticks:
+            ticks[key] = update(axis)
+        return list(ticks[key])
+
+    Text._get_layout, Axis._update_ticks = layout, update_ticks
+    try:
+        yield
+    finally:
+        Text._get_layout, Axis._update_ticks = measure, update
+
+
+def _tight_box(fig: Figure, fmt: str, dpi: float | None):
+    """Lay ``fig`` out as ``savefig`` would for ``fmt``, without its measuring draw; return
+    the tight box (inches, padded) that ``bbox_inches="tight"`` would save.
+
+    ``savefig`` with a layout engine or ``bbox_inches="tight"`` first draws the whole figure
+    with drawing disabled: the constrained layout runs at the start of that draw, and the
+    rest of it (every tick, text and line placed, nothing output) only repeats what the
+    output draw does. The layout and the tight box need only the layout engine and
+    ``get_tightbbox``, measured with the renderer the output format uses (SVG: its own
+    text metrics at 72 dpi; PNG: Agg at the output dpi)."""
+    from matplotlib.backend_bases import _get_renderer
+
+    with fig.canvas._switch_canvas_and_return_print_method(fmt) as print_method:
+        if dpi is not None:
+            fig.set_dpi(dpi)
+        renderer = _get_renderer(fig, print_method)  # as savefig: SVG sets 72 dpi
+        _laid_out(fig, renderer)
+        return fig.get_tightbbox(renderer).padded(PAD_IN)
 
 
 def save_figure(fig: Figure, path: str | Path, demo: bool = False) -> None:
     """Save as SVG or PNG by the path's suffix, atomically; ``demo`` stamps ``DEMO_MARK``.
 
-    Value labels are fitted inside their axes first, and ``bbox_inches="tight"`` keeps any
-    other artist (a legend outside the axes) in the saved image.
+    Value labels are fitted inside their axes first. The figure is laid out and saved with
+    the tight box ``bbox_inches="tight", pad_inches=0.1`` would find (it keeps any artist
+    outside the figure, e.g. a title longer than the figure is wide, in the saved image),
+    but drawn only once (``_tight_box``), with text and tick measures reused within the
+    save (text layouts also across saves, ``_reused_measures``): the same file as
+    ``savefig(bbox_inches="tight")`` (``test_save_figure_writes_what_savefig_tight_writes``)
+    at ~0.6x its CPU. ``_tight_box`` and ``_reused_measures`` use matplotlib internals of
+    the pinned 3.11.2 (requirements.lock); that test fails if an update changes them.
     """
+    from matplotlib import rc_context
+
     fmt = Path(path).suffix.lstrip(".").lower()
     if fmt not in ("svg", "png"):
         raise ValueError(f"{path}: figures are .svg or .png")
     if demo:
         mark_demo(fig)
-    fit_texts(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(
-            tmp,
-            format=fmt,
-            dpi=120 if fmt == "png" else None,
-            bbox_inches="tight",
-            pad_inches=0.1,
-        )
+    dpi = 120 if fmt == "png" else None
+    figure_dpi, canvas, engine = fig.dpi, fig.canvas, fig.get_layout_engine()
+    with _reused_measures():
+        # Fitted in Agg's metrics at the figure's dpi, as before (the output format's
+        # metrics would fit the labels too, but widen the axes up to ~4 % differently).
+        fit_texts(fig)
+        try:
+            box = _tight_box(fig, fmt, dpi)
+            fig.set_dpi(figure_dpi)
+            with rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+                fig.set_layout_engine(None)  # laid out above: savefig draws once, no layout
+            # PNG: zlib level 3, not PIL's 6: the same pixels, ~5 % more bytes, half the
+            # encoding time (docs/benchmarks.md, "Report figures").
+            options = {"pil_kwargs": {"compress_level": PNG_LEVEL}} if fmt == "png" else {}
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches=box, **options)
+        finally:
+            fig.set_dpi(figure_dpi)
+            fig.set_canvas(canvas)
+            if engine is not None:
+                fig.set_layout_engine(engine)
 
 
 def _message(ax, text: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -870,6 +871,79 @@ def test_the_clipped_paper_label_of_the_demo_runs_figure_now_fits(tmp_path):
     assert "Spearman 0.72 (paper)" in (tmp_path / "runs.svg").read_text()
 
 
+NUMBER = re.compile(r"-?\d+\.?\d*(?:e-?\d+)?")
+
+
+def normalised_svg(path: Path) -> str:
+    """SVG text without its date, matplotlib's random ids numbered in order of appearance."""
+    text = re.sub(r"<dc:date>[^<]*</dc:date>", "", path.read_text())
+    ids: dict[str, str] = {}
+    return re.sub(
+        r"\b[a-z][0-9a-f]{10}\b", lambda m: ids.setdefault(m.group(0), f"id{len(ids)}"), text
+    )
+
+
+@pytest.mark.slow
+def test_save_figure_writes_what_savefig_tight_writes(tmp_path):
+    """``save_figure`` lays the figure out and measures its tight box itself, draws it once
+    and reuses text and tick measures within the save: the files are what plain
+    ``savefig(bbox_inches="tight", pad_inches=0.1)`` writes (SVG text up to its date and
+    random ids, PNG pixels), value labels fitted first (``fit_texts``), for every report
+    figure (a long run name makes a suptitle wider than the figure: the tight box reaches
+    past it), to 0.001 pt
+    (SVG coordinates; one figure's background writes -0 where savefig wrote 0), also under
+    other font settings after text layouts were kept from earlier saves. matplotlib's own
+    methods are back in place afterwards."""
+    import matplotlib
+    from matplotlib.axis import Axis
+    from matplotlib.text import Text
+    from PIL import Image
+
+    methods = (Text._get_layout, Axis._update_ticks)
+    compared, makers = [], every_figure(tmp_path)
+    makers["long name"] = lambda: figures.plot_per_tissue(
+        {
+            "per_tissue": {t: {"r2": 0.5, "spearman": 0.6, "pearson": 0.7} for t in TISSUES},
+            "mean": {"r2": 0.5, "spearman": 0.6, "pearson": 0.7},
+        },
+        "a run with a very long name " * 4,
+    )
+
+    def same_file(name: str, make, fmt: str) -> None:
+        new, old = make(), make()
+        figures.save_figure(new, tmp_path / f"new.{fmt}", demo=True)
+        figures.mark_demo(old)
+        figures.fit_texts(old)
+        old.savefig(
+            tmp_path / f"old.{fmt}",
+            dpi=120 if fmt == "png" else None,
+            bbox_inches="tight",
+            pad_inches=0.1,
+        )
+        if fmt == "svg":
+            a, b = (normalised_svg(tmp_path / f"{v}.svg") for v in ("new", "old"))
+            assert NUMBER.sub("#", a) == NUMBER.sub("#", b), name  # the same elements
+            x, y = (np.array([float(v) for v in NUMBER.findall(t)]) for t in (a, b))
+            assert np.abs(x - y).max() <= 1e-3, name  # points (0 and -0 differ in text)
+            if name == "long name":  # the title runs past the 9-inch figure's edges
+                assert float(re.search(r'width="([\d.]+)pt"', a).group(1)) > 9 * 72 + 20
+        else:
+            a, b = (np.asarray(Image.open(tmp_path / f"{v}.png")) for v in ("new", "old"))
+            assert a.shape == b.shape and (a == b).all(), name
+        compared.append(f"{name}.{fmt}")
+
+    for name, make in makers.items():
+        for fmt in ("svg", "png") if name == "scatter" else ("svg",):
+            same_file(name, make, fmt)
+    # Layouts measured by earlier saves are reused only under the same font settings: the
+    # same FontProperties ('sans-serif') resolve to another font here.
+    with matplotlib.rc_context({"font.sans-serif": ["DejaVu Serif"]}):
+        same_file("serif history", makers["history"], "svg")
+    assert len(compared) == len(makers) + 2  # scatter as PNG too, and the serif history
+    assert "serif history.svg" in compared
+    assert (Text._get_layout, Axis._update_ticks) == methods
+
+
 def count_draws(fig, monkeypatch) -> list:
     """Each ``fig.draw`` call (any layout, measuring or saving pass) appends to the list."""
     draws, draw = [], fig.draw
@@ -877,10 +951,19 @@ def count_draws(fig, monkeypatch) -> list:
     return draws
 
 
+def count_layouts(fig, monkeypatch) -> list:
+    """Each run of the figure's layout engine appends to the list."""
+    layouts, engine = [], fig.get_layout_engine()
+    execute = engine.execute
+    monkeypatch.setattr(engine, "execute", lambda f: layouts.append(1) or execute(f))
+    return layouts
+
+
 def test_fit_texts_never_draws_a_figure_without_texts_in_data_coordinates(tmp_path, monkeypatch):
     """Nothing for ``fit_texts`` to fit (tick labels, titles, a legend, a text in axes
     coordinates): the figure is not laid out or drawn, its limits stay as they were; saving
-    it draws it twice (savefig's layout-and-measure pass, then its output), not three times."""
+    it draws it once (``save_figure`` lays it out and measures its tight box without
+    drawing it; savefig's own layout-and-measure draw is skipped), not three times."""
     fig = figures.plot_per_tissue(
         {
             "per_tissue": {t: {"r2": 0.5, "spearman": 0.6, "pearson": 0.7} for t in TISSUES},
@@ -896,17 +979,19 @@ def test_fit_texts_never_draws_a_figure_without_texts_in_data_coordinates(tmp_pa
     log.set_xscale("log")
     log.text(10.0, 0.5, "a value label on a log axis is not fitted " * 3)
     limits = [a.get_xlim() for a in fig.axes]
-    draws = count_draws(fig, monkeypatch)
-    figures.fit_texts(fig)
-    assert draws == []
+    draws, layouts = count_draws(fig, monkeypatch), count_layouts(fig, monkeypatch)
+    assert figures.fit_texts(fig) is False  # not laid out
+    assert draws == layouts == []
     assert [a.get_xlim() for a in fig.axes] == limits
     figures.save_figure(fig, tmp_path / "figure.svg")
-    assert len(draws) == 2
+    assert len(draws) == len(layouts) == 1
 
 
-def test_fit_texts_still_widens_the_x_range_for_a_long_value_label(monkeypatch):
+def test_fit_texts_still_widens_the_x_range_for_a_long_value_label(tmp_path, monkeypatch):
     """A value label that runs past its axes' right edge is a text to fit: the figure is
-    drawn to measure it and the x range widened until the label ends inside the axes."""
+    laid out (not drawn) to measure it and the x range widened until the label ends inside
+    the axes; saving it then lays it out twice (fitted again, then in the output's metrics)
+    and draws it once."""
     fig = figures.plot_counts(["a", "b", "c"], [3.0, 10.0, 7.0], "transcripts", "title")
     ax, label = fig.axes[0], fig.axes[0].texts[1]
     label.set_text(" 10 transcripts, a longer value label")
@@ -917,11 +1002,14 @@ def test_fit_texts_still_widens_the_x_range_for_a_long_value_label(monkeypatch):
 
     x1 = ax.get_xlim()[1]
     assert overhang() > 50  # pixels past the axes
-    draws = count_draws(fig, monkeypatch)
-    figures.fit_texts(fig)
-    assert draws  # measured: laid out and drawn
+    draws, layouts = count_draws(fig, monkeypatch), count_layouts(fig, monkeypatch)
+    assert figures.fit_texts(fig) is True  # laid out at its final limits
+    assert layouts and not draws  # measured: laid out, not drawn
     assert ax.get_xlim()[1] > x1 * 1.2
     assert overhang() <= 0
+    draws.clear(), layouts.clear()
+    figures.save_figure(fig, tmp_path / "counts.svg")
+    assert len(draws) == 1 and len(layouts) == 2
 
 
 def test_demo_figures_say_synthetic_on_the_figure(tmp_path):
