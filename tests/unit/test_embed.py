@@ -728,13 +728,16 @@ def _eager_and_compiled(tmp_path, encoder, items, backend, batch_size, caplog):
     return [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
 
 
+def one_layer_esm():
+    spec = {"source": "tiny", "hparams": {"num_layers": 1}, "finetune_last": 0}
+    return build_encoder("esm2", spec).eval()
+
+
 def test_compiled_forward_pads_the_last_batch_and_compiles_only_the_first(tmp_path, caplog):
     # 5 proteins of one length in batches of 2: the last (1 protein) is padded to 2, so
     # only the first forward compiles (ESM-2's forward: several graphs between its graph
     # breaks). Backend "eager": dynamo's capture and the cache plumbing, in seconds.
-    encoder = build_encoder(
-        "esm2", {"source": "tiny", "hparams": {"num_layers": 1}, "finetune_last": 0}
-    ).eval()
+    encoder = one_layer_esm()
     items = {f"P{i}": protein(16) for i in range(5)}
     lines = _eager_and_compiled(tmp_path, encoder, items, "eager", 2, caplog)
     assert len(lines) == 2, lines  # the one forward that compiled, and the summary
@@ -784,9 +787,7 @@ def test_compile_is_in_the_resume_fingerprint(tmp_path, esm, caplog):
 def test_inductor_compiled_esm2_cache_is_the_eager_one(tmp_path, caplog):
     # Inductor (C++ code generation on CPU: needs g++, .ci/install-debian.sh): a one-layer
     # ESM-2, 6 proteins in batches of 4 (the last padded): one input shape.
-    encoder = build_encoder(
-        "esm2", {"source": "tiny", "hparams": {"num_layers": 1}, "finetune_last": 0}
-    ).eval()
+    encoder = one_layer_esm()
     items = {f"P{i}": protein(30) for i in range(6)}
     lines = _eager_and_compiled(tmp_path, encoder, items, "inductor", 4, caplog)
     assert "for tokens (4, 32), lengths (4,)" in lines[0]
