@@ -10,6 +10,7 @@ reported in the paper.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -206,6 +207,9 @@ def _text_settings() -> tuple:
     )
 
 
+_PATCH_LOCK = threading.Lock()
+
+
 @contextmanager
 def _reused_measures() -> Iterator[None]:
     """Within the block, matplotlib measures each text and places each axis' ticks once per
@@ -221,9 +225,12 @@ def _reused_measures() -> Iterator[None]:
       for later saves in the process (``_LAYOUTS``, per font/text/math rcParams): one
       ``report_runs`` job saves 105 figures with mostly the same labels.
     * ``Axis._update_ticks`` (the ticks' positions and labels from the locator and
-      formatter, and which of them fall inside the view) is keyed on the axis, its view
-      interval, its scale, its locators and formatters and the axes' box in display units
-      (the locators' tick count follows the axes' size).
+      formatter, and which of them fall inside the view) is kept for the axis' latest state:
+      its view interval, its scale, its locators and formatters and the axes' box in
+      display units (the locators' tick count follows the axes' size); matplotlib rewrites
+      the same Tick objects in place, so an earlier state's list is never returned.
+
+    One save at a time in a process (a lock): the patched methods are the classes'.
 
     Outputs are unchanged (``bench/bench_report.py`` compares them with the old code's).
     """
@@ -231,11 +238,17 @@ def _reused_measures() -> Iterator[None]:
     from matplotlib.text import Text
     from matplotlib.transforms import Bbox
 
+    with _PATCH_LOCK:  # the methods are the class's, for every thread: one save at a time
+        yield from _patched(Text, Axis, Bbox)
+
+
+def _patched(Text, Axis, Bbox) -> Iterator[None]:  # noqa: N803 (the classes patched)
+    """The body of :func:`_reused_measures`, under its lock."""
     measure, update = Text._get_layout, Axis._update_ticks
     layouts = _LAYOUTS.setdefault(_text_settings(), {})
     if len(layouts) > 50_000:  # a bound for long-lived processes; a few hundred per run
         layouts.clear()
-    ticks: dict[tuple, list] = {}
+    ticks: dict[int, tuple[tuple, list]] = {}  # id(axis) -> (its state, its ticks)
 
     def layout(text, renderer):
         if text.get_wrap() or text.get_transform_rotates_text():
@@ -271,9 +284,12 @@ def _reused_measures() -> Iterator[None]:
             tuple(axis.axes.bbox.bounds),
             axis.get_figure(root=True).dpi,
         )
-        if key not in ticks:
-            ticks[key] = update(axis)
-        return list(ticks[key])
+        # Only the axis' latest state: _update_ticks rewrites the same Tick objects in
+        # place, so a list kept for an earlier state would now hold the later labels.
+        held = ticks.get(id(axis))
+        if held is None or held[0] != key:
+            held = ticks[id(axis)] = (key, update(axis))
+        return list(held[1])
 
     Text._get_layout, Axis._update_ticks = layout, update_ticks
     try:

@@ -1052,3 +1052,25 @@ def test_run_captions_render_with_and_without_a_run_wildcard(run):
         settings = {"report_level": 2, "halt_level": 2}  # a warning stops it
         html = publish_parts(text, writer_name="html", settings_overrides=settings)["body"]
         assert (run or "the run this section is named after") in html, path.name
+
+
+def test_reused_tick_measures_follow_the_axis_back_to_an_earlier_view():
+    """Within one save the axis' ticks are placed once per state, and matplotlib rewrites
+    the same Tick objects in place: wide, narrow, wide again must give the wide ticks, not
+    the kept list now holding the narrow labels (a cache of every state did)."""
+    fig = figures._figure(4, 3)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1])
+
+    def ticks():
+        return [(t.get_loc(), t.label1.get_text()) for t in ax.xaxis._update_ticks()]
+
+    def at(low, high):
+        ax.set_xlim(low, high)
+        return ticks()
+
+    wide, narrow = at(0, 1), at(0.6, 1)
+    with figures._reused_measures():
+        assert at(0, 1) == wide
+        assert at(0.6, 1) == narrow
+        assert at(0, 1) == wide
