@@ -169,8 +169,8 @@ def bundle_runs(config: dict, experiments: Mapping[str, Any]) -> list[str]:
     """Every run whose bundle the workflow asks for, in a fixed order without repeats:
     ``models.export``, the constructs' and the design's models, ``explain.model`` and
     ``finetune.model`` (each only where its section is on). What rule export_models writes
-    in one job (``resources.train_jobs: one``); a consumer asking for another bundle then
-    stops the DAG with Snakemake's missing-input error, never a silent skip."""
+    in one job (``resources.train_jobs: one``, when more than one); any other bundle asked
+    for by name is rule export_model's."""
     runs = [Path(path).name for path in model_outputs(config, experiments)]
     if construct_outputs(config):
         runs += construct_models(config, experiments)

@@ -228,3 +228,38 @@ def test_a_bundle_of_positional_caches_pools_new_sequences_by_position(tmp_path)
     assert len(cached) == 2 and all(e["pooling"] == pooling for e in cached)
     model = load_model(built["paths"][0], device="cpu")
     assert {p["mode"] for _, p in model.frozen.values()} == {"positional"}
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_export_check_allows_a_compiled_cache_its_own_tolerance(tmp_path, compiled):
+    """A cached modality built through torch.compile (manifest `compile`) is checked against
+    the "compiled cache" tolerance (5e-2, a choice), any other float32 bundle against 2e-4:
+    a 0.01 miss fails the one and passes the other."""
+    from types import SimpleNamespace
+
+    from isoflow import bundle
+
+    tissues = ["Liver", "Lung"]
+    frame = pd.DataFrame(
+        {"transcript_id": ["T1", "T2", "T3"], "split": ["test", "train", "test"]}
+    ).assign(rna_seq="ACGU", protein_seq=None)
+    rows = [(t, tissue, 1.0 + i) for i, t in enumerate(["T1", "T3"]) for tissue in tissues]
+    pd.DataFrame(rows, columns=["transcript_id", "tissue", "predicted"]).to_parquet(
+        tmp_path / "predictions.parquet"
+    )
+    entry = {"mode": "cached", **({"compile": "inductor"} if compiled else {})}
+    model = SimpleNamespace(
+        modalities=("rna",),
+        tissues=tissues,
+        autocast=False,
+        device=SimpleNamespace(type="cpu"),
+        card={"encoders": {"rna": entry, "protein": None}},
+        predict=lambda inputs: np.array([[1.01, 1.01], [2.01, 2.01]], dtype=np.float32),
+    )
+    check = lambda: bundle._check(model, tmp_path, frame, None, None, 64)  # noqa: E731
+    if compiled:
+        assert check()["arithmetic"] == "compiled cache"
+        assert check()["tolerance"] == bundle.CHECK_TOLERANCE["compiled cache"] == 5e-2
+    else:
+        with pytest.raises(InputError, match=r"tolerance 0.0002, float32"):
+            check()
