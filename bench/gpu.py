@@ -93,6 +93,7 @@ INPUTS = {
 # plain (two matrices) where NT-v2's is SwiGLU (three of 768 x 3,072): a plain width of 4,608
 # holds the same weights per layer, so the stand-in does NT-v2's FLOPs (~234 M parameters).
 SPECS = {"nucleotide_transformer": {"hparams": {"intermediate_size": 4608}}}
+FINETUNE_CASES = ["nt_esm2_trainable", "nt_esm2sdpa_trainable", "enformer_end_to_end"]
 VARIANTS = {"esm2_sdpa": {"class": "esm2", "attention": "sdpa"}}  # at both sizes
 
 
@@ -294,15 +295,18 @@ def embed_section(
     batch_scale: int = 1,
     profile: bool = False,
     compile_cpu: bool = False,
+    encoders: tuple[str, ...] = tuple(ENCODERS),
 ) -> None:
-    """``precisions``: ``fp32``, ``bf16`` (autocast, what rule embed runs), ``bf16c`` (bf16
+    """``encoders``: which of ``ENCODERS``, in this order (the cheap or most wanted rows first,
+    so a budget cut by a long compile drops the others). ``precisions``: ``fp32``, ``bf16``
+    (autocast, what rule embed runs), ``bf16c`` (bf16
     autocast through ``torch.compile``: :func:`compiled_forward`; on a CPU only with
     ``compile_cpu``) and ``bf16w`` (the encoder's weights cast to bf16 once, no autocast: the
     cost of autocast's per-call weight casts; list it last, it casts the encoder in place)."""
     from isoflow.embed import embedding_autocast, encode_pooled
 
     rng = np.random.default_rng(0)
-    for name in ENCODERS:
+    for name in encoders:
         size = INPUTS[name]["tiny" if tiny else "real"]
         batch = INPUTS[name]["batch"][1 if tiny else 0] * batch_scale
         if rec.left() < 20:
@@ -419,6 +423,12 @@ def _isoformer(dims: dict[str, int], encoders: dict | None = None):
         heads=4 if TINY else 8,
         dropout=0.1,
     )
+
+
+def dynamo_reset() -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
 
 
 def train_step(model, optimizer, inputs, target, device):
@@ -593,8 +603,19 @@ def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, prefe
     free(device)
 
 
-def finetune_section(rec: Recorder, device, tiny: bool, peak) -> dict:
-
+def finetune_section(
+    rec: Recorder,
+    device,
+    tiny: bool,
+    peak,
+    modes: tuple[str, ...] = ("eager",),
+    backend: str = "inductor",
+    only: tuple[str, ...] | None = None,
+) -> dict:
+    """Optimiser steps with the encoders in the graph. ``modes``: ``eager``, and ``compiled``
+    (the whole model through ``nn.Module.compile`` with ``backend``, forward and backward:
+    ``compile_s`` is the first step, the FLOPs are the eager step's, since compiling changes
+    no arithmetic). The projection reads the eager rows."""
     rng = np.random.default_rng(1)
     rates = {}
     cases = [
@@ -603,9 +624,19 @@ def finetune_section(rec: Recorder, device, tiny: bool, peak) -> dict:
             {"rna": "nucleotide_transformer", "protein": "esm2"},
             2 if tiny else 8,
         ),
+        # the same with ESM-2's attention through SDPA (`attention: sdpa`)
+        (
+            "nt_esm2sdpa_trainable",
+            {"rna": "nucleotide_transformer", "protein": "esm2_sdpa"},
+            2 if tiny else 8,
+        ),
         ("enformer_end_to_end", {"dna": "enformer"}, 1),
     ]
-    for label, names, batch in cases:
+    if only is not None:
+        known = {c[0]: c for c in cases}
+        cases = [known[label] for label in only]
+    for (label, names, batch), mode in [(c, m) for c in cases for m in modes]:
+        label = label if mode == "eager" else f"{label}_{mode}"
         if rec.left() < 40 and not tiny:
             rec.add("finetune", label, {"skipped": "budget"})
             continue
@@ -629,11 +660,21 @@ def finetune_section(rec: Recorder, device, tiny: bool, peak) -> dict:
             optimizer = torch.optim.AdamW(trainable, lr=1e-5)
             target = torch.randn(batch, 30, device=device)
             step = partial(train_step, model, optimizer, tokens, target, device)
+            if mode == "compiled":
+                flops = count_flops(step)  # eager: the flop counter does not see into graphs
+                dynamo_reset()
+                model.compile(backend=backend)
+                start = time.perf_counter()
+                step()
+                sync(device)
+                result["compile_s"] = round(time.perf_counter() - start, 2)
+                result["backend"] = backend
             with peak_memory(device, result):
                 s = timed(
                     step, device, min_iters=1 if tiny else 3, min_s=0 if tiny else 4.0, warmup=2
                 )
-            flops = count_flops(step)
+            if mode != "compiled":
+                flops = count_flops(step)
             result.update(
                 trainable_m=round(sum(p.numel() for p in trainable) / 1e6, 1),
                 steps_per_s=round(1 / s, 3),
@@ -641,7 +682,8 @@ def finetune_section(rec: Recorder, device, tiny: bool, peak) -> dict:
                 tflop_per_step=round(flops / 1e12, 4),
                 mfu=mfu(flops / s, peak),
             )
-            rates[label] = batch / s
+            if mode == "eager":
+                rates[label] = batch / s
         except Exception as error:
             if tiny and not is_oom(error):
                 raise
@@ -730,6 +772,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--compile-cpu", action="store_true", help="embed: the bf16c (compiled) rows on a CPU too"
     )
+    parser.add_argument(
+        "--encoders",
+        default=",".join(ENCODERS),
+        help=f"embed: which encoders, in this order (of {','.join(ENCODERS)})",
+    )
+    parser.add_argument(
+        "--finetune-cases",
+        default=None,
+        help=f"finetune: which cases, in this order (of {','.join(FINETUNE_CASES)})",
+    )
+    parser.add_argument(
+        "--finetune-modes",
+        default="eager",
+        help="finetune: eager,compiled (the whole model through torch.compile)",
+    )
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="finetune's compiled rows: torch.compile backend ('eager': capture only, for tests)",
+    )
     parser.add_argument("--batch-scale", type=int, default=1, help="embed batch multiplier")
     parser.add_argument("--loader-workers", default="4", help="comma-separated worker counts")
     parser.add_argument(
@@ -743,6 +805,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.tiny:
         torch.set_num_threads(1)  # a test on a shared CPU: no spinning OpenMP threads
     sections = set(args.sections.split(","))
+    encoders = tuple(args.encoders.split(","))
+    unknown = sorted(set(encoders) - set(ENCODERS))
+    if unknown:
+        parser.error(f"--encoders: unknown {', '.join(unknown)} (known: {', '.join(ENCODERS)})")
     started = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
@@ -772,6 +838,7 @@ def main(argv: list[str] | None = None) -> None:
             args.batch_scale,
             args.profile,
             args.compile_cpu,
+            encoders,
         )
     train_rates = {}
     if "train_cache" in sections:
@@ -783,7 +850,13 @@ def main(argv: list[str] | None = None) -> None:
             loader_section(rec, device, args.tiny, args.work or Path(tmp), workers, depths)
     ft_rates = {}
     if "finetune" in sections:
-        ft_rates = finetune_section(rec, device, args.tiny, peak)
+        modes = tuple(args.finetune_modes.split(","))
+        if set(modes) - {"eager", "compiled"}:
+            parser.error(f"--finetune-modes: {args.finetune_modes} (of eager,compiled)")
+        only = tuple(args.finetune_cases.split(",")) if args.finetune_cases else None
+        if only and set(only) - set(FINETUNE_CASES):
+            parser.error(f"--finetune-cases: {args.finetune_cases} (of {','.join(FINETUNE_CASES)})")
+        ft_rates = finetune_section(rec, device, args.tiny, peak, modes, args.compile_backend, only)
     if "projection" in sections:
         embed = rec.data["sections"].get("embed", {})
         rates = {n: best_rate(embed, n) for n in ENCODERS}

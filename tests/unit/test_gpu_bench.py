@@ -117,3 +117,28 @@ def test_compiled_rows_time_compile_apart_from_the_steady_forward():
     assert result["graphs"] == result["graphs_first_call"] >= 1
     assert result["seq_per_s_forward"] > 0 and result["seq_per_s_path"] > 0
     assert result["tflop_per_seq"] >= 0 and result["mfu_forward"] is None  # no peak on a CPU
+
+
+def test_encoders_option_picks_and_orders_the_embed_rows(tmp_path, capsys):
+    # A device run puts the rows it most wants first, so a budget cut by a long compile
+    # drops the others; an unknown name stops before anything runs.
+    gpu = _gpu_module()
+    out = tmp_path / "gpu.json"
+    gpu.main(
+        [
+            "--tiny",
+            "--out",
+            str(out),
+            "--sections",
+            "embed",
+            "--encoders",
+            "esm2_sdpa,esm2",
+            "--precisions",
+            "bf16",
+        ]
+    )
+    embed = json.loads(out.read_text())["sections"]["embed"]
+    assert list(embed) == ["esm2_sdpa_bf16_b2", "esm2_bf16_b2"]
+    with pytest.raises(SystemExit):
+        gpu.main(["--tiny", "--out", str(out), "--encoders", "esm2,esm3"])
+    assert "--encoders: unknown esm3" in capsys.readouterr().err
