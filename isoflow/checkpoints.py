@@ -57,7 +57,8 @@ NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps", "eval_batch_size", "p
 # Train keys added after runs were trained: in the fingerprint only when set away from their
 # default (which keeps the behaviour from before the key), so runs trained before them keep
 # their checkpoints and are not retrained.
-TRAIN_KEYS_IF_SET = ("grad_clip", "warmup_steps", "schedule", "decay_norms_biases")
+# compile: compiled kernels round differently from eager ones, so the weights differ.
+TRAIN_KEYS_IF_SET = ("grad_clip", "warmup_steps", "schedule", "decay_norms_biases", "compile")
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:

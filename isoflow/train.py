@@ -69,6 +69,20 @@ from isoflow.settings import cached_modalities, protein_config, rna_config, trai
 
 log = logging.getLogger(__name__)
 
+COMPILE_BACKEND = "inductor"  # `train.compile: true`; tests pass "aot_eager"
+
+
+def compile_model(model: torch.nn.Module) -> None:
+    """``train.compile``: ``model``'s forward (and so its backward) through ``torch.compile``
+    from its next call on, in place (``nn.Module.compile``: the parameters keep their names,
+    so checkpoints and bundles are the same files as an eager run's). Dynamo's caches are
+    reset first: a process that trains several runs compiles each run's model afresh."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    model.compile(backend=COMPILE_BACKEND)
+    log.info("train.compile: the model runs through torch.compile (%s)", COMPILE_BACKEND)
+
 
 def may_skip_parameters(module: IsoFormerModule) -> bool:
     """True when a training step can leave a trained parameter without a gradient: a trained
@@ -206,6 +220,8 @@ def run_experiment(
     data.setup("fit")
     cached_dims = {m: data.collate.caches[m].dim for m in data.collate.caches}
     module = IsoFormerModule(config, experiment, data.tissues, cached_dims)
+    if train["compile"]:
+        compile_model(module.model)
 
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir(run_dir),

@@ -152,6 +152,7 @@ def test_fingerprint_follows_what_shapes_training(dataset, tmp_path):
         ("warmup_steps", 0.1),
         ("schedule", "cosine"),
         ("decay_norms_biases", False),
+        ("compile", True),
     ]:
         changed = run_fingerprint(config_with(**{key: value}), EXPERIMENT, path)
         assert changed["train"][key] == value and changed != base, key

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -919,3 +920,39 @@ def test_lightning_can_rebuild_a_prefetching_loader_with_another_sampler():
     rebuilt = _update_dataloader(loader, sampler)
     assert type(rebuilt) is PrefetchDataLoader and rebuilt.prefetch_batches == 3
     assert [b.tolist() for b in rebuilt] == [[1, 3], [5, 7]]
+
+
+def test_compiled_training_matches_eager_and_keeps_the_checkpoint_format(
+    dataset, tmp_path, monkeypatch
+):
+    # train.compile on the CPU through dynamo + AOTAutograd without inductor's code
+    # generation ("aot_eager": the forward and backward graphs traced as inductor gets them,
+    # seconds instead of minutes): the graphs are compiled, training gives the eager run's
+    # metrics, and the checkpoint holds the same parameter names.
+    from torch._dynamo.utils import counters
+
+    path, _ = dataset
+    experiment = {"modalities": FAST}
+    run_experiment(config_with(max_epochs=1), experiment, path, tmp_path / "eager")
+    monkeypatch.setattr(isoflow.train, "COMPILE_BACKEND", "aot_eager")
+    counters.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_experiment(config_with(max_epochs=1, compile=True), experiment, path, tmp_path / "comp")
+    # full batches take the encoders' path without boolean indexing, whose backward (a
+    # data-dependent nonzero) inductor could not compile: a graph break and an "Error
+    # detected in IndexPutBackward0" warning per compile on the H200
+    assert not [w for w in caught if "IndexPutBackward" in str(w.message)]
+    assert counters["stats"]["unique_graphs"] > 0
+    eager = json.loads((tmp_path / "eager" / "metrics.json").read_text())
+    compiled = json.loads((tmp_path / "comp" / "metrics.json").read_text())
+    assert set(eager["mean"]) == {"r2", "spearman", "pearson"}
+    for key, value in eager["mean"].items():
+        assert compiled["mean"][key] == pytest.approx(value, abs=1e-4), key
+    ckpts = {
+        run: torch.load(
+            next((tmp_path / run / "checkpoints").glob("last.ckpt")), weights_only=False
+        )
+        for run in ("eager", "comp")
+    }
+    assert list(ckpts["comp"]["state_dict"]) == list(ckpts["eager"]["state_dict"])

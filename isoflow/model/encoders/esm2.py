@@ -191,11 +191,19 @@ class Esm2Encoder(Encoder):
         mask = positions.unsqueeze(0) < lengths.to(tokens.device).unsqueeze(1)
         emb = torch.zeros(batch, width, self.dim, device=tokens.device)
         present = lengths > 0
-        if present.any():
-            out = self.model(tokens[present], repr_layers=[self.num_layers])
+        if present.all():
+            # every sequence present: no indexing at all
+            out = self.model(tokens, repr_layers=[self.num_layers])
+            emb = out["representations"][self.num_layers][:, 1 : width + 1]
+            emb = emb * mask.unsqueeze(-1)
+        elif present.any():
+            # row numbers, not the boolean mask: the backward of indexing by a mask needs a
+            # nonzero again, inside the compiled graph
+            rows = present.nonzero().squeeze(1)
+            out = self.model(tokens[rows], repr_layers=[self.num_layers])
             reps = out["representations"][self.num_layers][:, 1 : width + 1]
             emb = emb.to(reps.dtype)
-            emb[present] = reps
+            emb[rows] = reps
             emb = emb * mask.unsqueeze(-1)
         return emb, mask
 

@@ -231,13 +231,21 @@ class NucleotideTransformerEncoder(Encoder):
         emb = torch.zeros(batch, width, self.dim, device=input_ids.device)
         mask = torch.zeros(batch, width, dtype=torch.bool, device=input_ids.device)
         present = attention_mask[:, 0].bool()
-        if present.any():
+        if present.all() and input_ids.shape[1] > 1:
+            # every sequence present: no indexing at all
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+            mask = attention_mask[:, 1:].bool()
+            emb = out.last_hidden_state[:, 1:] * mask.unsqueeze(-1)
+        elif present.any():
+            # row numbers, not the boolean mask: the backward of indexing by a mask needs a
+            # nonzero again, inside the compiled graph
+            rows = present.nonzero().squeeze(1)
             out = self.backbone(
-                input_ids=input_ids[present], attention_mask=attention_mask[present]
+                input_ids=input_ids[rows], attention_mask=attention_mask[rows]
             ).last_hidden_state
             emb = emb.to(out.dtype)
-            emb[present, : out.shape[1] - 1] = out[:, 1:]
-            mask[present, : out.shape[1] - 1] = attention_mask[present, 1:].bool()
+            emb[rows, : out.shape[1] - 1] = out[:, 1:]
+            mask[rows, : out.shape[1] - 1] = attention_mask[rows, 1:].bool()
             emb = emb * mask.unsqueeze(-1)
         return emb, mask
 
