@@ -743,9 +743,10 @@ def projection(rec: Recorder, embed_rates: dict, train_rate: float | None, ft_ra
 
 
 def best_rate(embed: dict, name: str) -> float | None:
-    """The encoder's best whole-path rate under bf16 autocast (what rule embed runs with
-    ``embed.precision: bf16``), else under fp32."""
-    for precision in ("bf16", "fp32"):
+    """The encoder's best whole-path rate compiled under bf16 autocast (what rule embed runs
+    with ``embed.precision: bf16`` and ``embed.compile: true``, config.yaml's settings), else
+    under bf16 autocast, else under fp32."""
+    for precision in ("bf16c", "bf16", "fp32"):
         rates = [
             v["seq_per_s_path"]
             for k, v in embed.items()

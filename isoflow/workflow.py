@@ -129,12 +129,30 @@ def encoder_settings(config: dict) -> dict[str, dict[str, Any]]:
     return {name: with_encoder_defaults(spec) for name, spec in config.get("encoders", {}).items()}
 
 
+# Train keys left out of the train rules' params: they change no output (the same batches,
+# made ahead in a thread: tests/unit/test_train.py), so setting them (config.yaml's 2 for a
+# GPU, the demo's 0) reruns nothing. Like the fingerprint's NOT_IN_FINGERPRINT, but only the
+# keys added since results were built: dropping a key the params held reruns those results.
+TRAIN_KEYS_NOT_IN_PARAMS = ("prefetch_batches",)
+
+
+def job_settings(settings: dict, config: dict) -> dict[str, Any]:
+    """A train job's settings: its params' ``settings`` (:func:`rule_settings`) with the
+    ``TRAIN_KEYS_NOT_IN_PARAMS`` the config sets put back (``snakemake.config`` in the job:
+    read there, not tracked as params)."""
+    train = config.get("train") or {}
+    extra = {k: train[k] for k in TRAIN_KEYS_NOT_IN_PARAMS if k in train}
+    return {**settings, "train": {**settings.get("train", {}), **extra}}
+
+
 def rule_settings(config: dict) -> dict[str, Any]:
     """The config sections that shape a training run (the rule's params), defaults filled
-    where the schema leaves them to ``isoflow.settings``."""
+    where the schema leaves them to ``isoflow.settings``; the train section as written, less
+    ``TRAIN_KEYS_NOT_IN_PARAMS``."""
+    train = config.get("train", {})
     return {
         "model": config.get("model", {}),
-        "train": config.get("train", {}),
+        "train": {k: v for k, v in train.items() if k not in TRAIN_KEYS_NOT_IN_PARAMS},
         "encoders": encoder_settings(config),
         "rna": rna_config(config),
         "protein": protein_config(config),

@@ -7,15 +7,16 @@ from isoflow.jobs import run_script
 
 
 def main() -> None:
+    from isoflow.workflow import job_settings
+
     inputs = snakemake.input  # noqa: F821
     params = snakemake.params  # noqa: F821
+    settings = job_settings(params.settings, snakemake.config)  # noqa: F821
     processes = int(params.get("processes") or 1)
     if params.get("runs") and processes > 1 and len(params.runs) > 1:
         from isoflow.train_workers import run_in_processes
 
-        run_in_processes(
-            params.settings, params.runs, inputs.dataset, inputs.get("genome"), processes
-        )
+        run_in_processes(settings, params.runs, inputs.dataset, inputs.get("genome"), processes)
         return
     import torch
 
@@ -23,13 +24,13 @@ def main() -> None:
 
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     if params.get("runs"):
-        run_experiments(params.settings, params.runs, inputs.dataset, inputs.get("genome"))
+        run_experiments(settings, params.runs, inputs.dataset, inputs.get("genome"))
         return
     cache_dirs = {
         key.removeprefix("cache_"): path for key, path in inputs.items() if key.startswith("cache_")
     }
     run_experiment(
-        params.settings,
+        settings,
         params.experiment,
         inputs.dataset,
         params.run_dir,

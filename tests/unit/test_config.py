@@ -331,3 +331,12 @@ def test_the_demo_sets_every_train_key_the_full_config_sets():
     full = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     assert sorted(set(full["train"]) - set(demo["train"])) == []
+
+
+def test_the_demo_sets_every_embed_key_the_full_config_sets():
+    # the same for the embed rules: config.yaml's embed.compile (for a GPU cluster) would
+    # otherwise compile the demo's tiny encoders on its CPU for minutes and change its caches
+    full = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    assert sorted(set(full["embed"]) - set(demo["embed"])) == []
+    assert demo["embed"]["compile"] is False and full["embed"]["compile"] is True

@@ -69,7 +69,7 @@ def test_gpu_bench_runs_every_section_at_tiny_size(tmp_path):
     assert result["wall_s"] > 0 and result["tiny"] is True
 
 
-def test_best_rate_prefers_bf16_autocast_and_the_fastest_batch():
+def test_best_rate_prefers_compiled_then_bf16_autocast_and_the_fastest_batch():
     gpu = _gpu_module()
     embed = {
         "esm2_fp32_b16": {"seq_per_s_path": 50.0},
@@ -83,6 +83,11 @@ def test_best_rate_prefers_bf16_autocast_and_the_fastest_batch():
     assert gpu.best_rate(embed, "esm2") == 80.0
     assert gpu.best_rate(embed, "enformer") == 17.0
     assert gpu.best_rate(embed, "borzoi") is None
+    # compiled rows, where measured, are what config.yaml's rule embed runs
+    embed["esm2_bf16c_b32"] = {"seq_per_s_path": 600.0}
+    embed["enformer_bf16c_b8"] = {"skipped": "budget"}
+    assert gpu.best_rate(embed, "esm2") == 600.0
+    assert gpu.best_rate(embed, "enformer") == 17.0
 
 
 def test_peak_lookup_names_the_pcie_h100_apart_from_the_sxm():
