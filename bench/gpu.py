@@ -93,7 +93,13 @@ INPUTS = {
 # plain (two matrices) where NT-v2's is SwiGLU (three of 768 x 3,072): a plain width of 4,608
 # holds the same weights per layer, so the stand-in does NT-v2's FLOPs (~234 M parameters).
 SPECS = {"nucleotide_transformer": {"hparams": {"intermediate_size": 4608}}}
-FINETUNE_CASES = ["nt_esm2_trainable", "nt_esm2sdpa_trainable", "enformer_end_to_end"]
+# fine-tuning cases: label -> (modality -> encoder, (real batch, tiny batch))
+FINETUNE_CASES = {
+    "nt_esm2_trainable": ({"rna": "nucleotide_transformer", "protein": "esm2"}, (8, 2)),
+    # the same with ESM-2's attention through SDPA (`attention: sdpa`)
+    "nt_esm2sdpa_trainable": ({"rna": "nucleotide_transformer", "protein": "esm2_sdpa"}, (8, 2)),
+    "enformer_end_to_end": ({"dna": "enformer"}, (1, 1)),
+}
 VARIANTS = {"esm2_sdpa": {"class": "esm2", "attention": "sdpa"}}  # at both sizes
 
 
@@ -615,26 +621,17 @@ def finetune_section(
     """Optimiser steps with the encoders in the graph. ``modes``: ``eager``, and ``compiled``
     (the whole model through ``nn.Module.compile`` with ``backend``, forward and backward:
     ``compile_s`` is the first step, the FLOPs are the eager step's, since compiling changes
-    no arithmetic). The projection reads the eager rows."""
+    no arithmetic). ``only``: those of ``FINETUNE_CASES``, in that order. The projection
+    reads the eager rows."""
     rng = np.random.default_rng(1)
     rates = {}
     cases = [
-        (
-            "nt_esm2_trainable",
-            {"rna": "nucleotide_transformer", "protein": "esm2"},
-            2 if tiny else 8,
-        ),
-        # the same with ESM-2's attention through SDPA (`attention: sdpa`)
-        (
-            "nt_esm2sdpa_trainable",
-            {"rna": "nucleotide_transformer", "protein": "esm2_sdpa"},
-            2 if tiny else 8,
-        ),
-        ("enformer_end_to_end", {"dna": "enformer"}, 1),
+        (label, names, batches[1 if tiny else 0])
+        for label, (names, batches) in FINETUNE_CASES.items()
+        if only is None or label in only
     ]
     if only is not None:
-        known = {c[0]: c for c in cases}
-        cases = [known[label] for label in only]
+        cases.sort(key=lambda case: only.index(case[0]))
     for (label, names, batch), mode in [(c, m) for c in cases for m in modes]:
         label = label if mode == "eager" else f"{label}_{mode}"
         if rec.left() < 40 and not tiny:
@@ -810,6 +807,13 @@ def main(argv: list[str] | None = None) -> None:
     unknown = sorted(set(encoders) - set(ENCODERS))
     if unknown:
         parser.error(f"--encoders: unknown {', '.join(unknown)} (known: {', '.join(ENCODERS)})")
+    # every option checked before anything runs: a typo costs no device time
+    modes = tuple(args.finetune_modes.split(","))
+    if set(modes) - {"eager", "compiled"}:
+        parser.error(f"--finetune-modes: {args.finetune_modes} (of eager,compiled)")
+    only = tuple(args.finetune_cases.split(",")) if args.finetune_cases else None
+    if only and set(only) - set(FINETUNE_CASES):
+        parser.error(f"--finetune-cases: {args.finetune_cases} (of {','.join(FINETUNE_CASES)})")
     started = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
@@ -851,12 +855,6 @@ def main(argv: list[str] | None = None) -> None:
             loader_section(rec, device, args.tiny, args.work or Path(tmp), workers, depths)
     ft_rates = {}
     if "finetune" in sections:
-        modes = tuple(args.finetune_modes.split(","))
-        if set(modes) - {"eager", "compiled"}:
-            parser.error(f"--finetune-modes: {args.finetune_modes} (of eager,compiled)")
-        only = tuple(args.finetune_cases.split(",")) if args.finetune_cases else None
-        if only and set(only) - set(FINETUNE_CASES):
-            parser.error(f"--finetune-cases: {args.finetune_cases} (of {','.join(FINETUNE_CASES)})")
         ft_rates = finetune_section(rec, device, args.tiny, peak, modes, args.compile_backend, only)
     if "projection" in sections:
         embed = rec.data["sections"].get("embed", {})

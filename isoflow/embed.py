@@ -609,8 +609,9 @@ def build_caches(
     # batches of batch_size: the short last one padded, so the compiled forward keeps one
     # batch size (length buckets vary in size anyway: automatic dynamic shapes)
     pad_to = batch_size if compiled and plan is None else 0
-    if compiled:
-        compiled.__enter__()
+    stack = contextlib.ExitStack()
+    if compiled:  # eager again when the stack closes, however the forwards end
+        stack.enter_context(compiled)
     try:
         # Pass 2: the batches (the same whether or not the run resumes); a batch wholly in
         # every cache's finished shards is skipped, one that straddles a cache's last
@@ -655,8 +656,7 @@ def build_caches(
         if compiled:
             log.info("%s", compiled.summary())
     except BaseException:
-        if compiled:
-            compiled.__exit__()
+        stack.close()
         encoder.train(was_training)
         for target in targets:
             if target.writer.shard:
@@ -669,8 +669,7 @@ def build_caches(
             else:
                 shutil.rmtree(target.work, ignore_errors=True)
         raise
-    if compiled:
-        compiled.__exit__()
+    stack.close()
     encoder.train(was_training)
     for target in targets:
         _finish_cache(

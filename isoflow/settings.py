@@ -48,8 +48,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "schedule": "constant",  # LR after warmup: constant, or cosine down to 0 at the last step
     "decay_norms_biases": True,  # False: no weight decay on biases and normalisation weights
     # True: the model (encoders read raw, aggregator, head) through torch.compile for training
-    # (isoflow.train.compile_model): 1.6-1.9x the fine-tuning steps on an H200
-    # (docs/benchmarks.md); the stored weights' names are unchanged
+    # (isoflow.train.compile_model): 1.6-1.9x the fine-tuning steps of one fixed shape on an
+    # H200 (docs/model.md "Compiled training"); the stored weights' names are unchanged
     "compile": False,
     "progress_bar": True,
     "log_every_n_steps": 10,

@@ -296,6 +296,10 @@ def run_experiment(
     log.info("testing %s", best)
     state = torch.load(best, map_location=module.device, weights_only=False)
     module.load_state_dict(state["state_dict"])
+    if train["compile"]:
+        # the test predictions eager, as the bundle's check and every later reader predict:
+        # no eval-mode recompile, and predictions.parquet holds what an exported model gives
+        module.model._compiled_call_impl = None
     predicted = predict(module, data.test_dataloader(), precision)
     if requeue is not None and requeue.pending:
         requeue_job(0)  # signalled while testing (rank 0 only): the requeued job tests again

@@ -147,3 +147,34 @@ def test_encoders_option_picks_and_orders_the_embed_rows(tmp_path, capsys):
     with pytest.raises(SystemExit):
         gpu.main(["--tiny", "--out", str(out), "--encoders", "esm2,esm3"])
     assert "--encoders: unknown esm3" in capsys.readouterr().err
+
+
+def test_compiled_fine_tuning_rows_and_options_checked_before_anything_runs(tmp_path, capsys):
+    # the compiled fine-tuning rows through dynamo's "eager" backend (capture only: seconds),
+    # one case, in the order asked; a bad option stops before the reference section runs
+    gpu = _gpu_module()
+    out = tmp_path / "gpu.json"
+    args = ["--tiny", "--out", str(out), "--sections", "finetune"]
+    gpu.main(
+        [
+            *args,
+            "--finetune-cases",
+            "enformer_end_to_end",
+            "--finetune-modes",
+            "eager,compiled",
+            "--compile-backend",
+            "eager",
+        ]
+    )
+    rows = json.loads(out.read_text())["sections"]["finetune"]
+    assert list(rows) == ["enformer_end_to_end", "enformer_end_to_end_compiled"]
+    compiled = rows["enformer_end_to_end_compiled"]
+    assert compiled["backend"] == "eager" and compiled["compile_s"] > 0
+    assert compiled["steps_per_s"] > 0
+    assert compiled["tflop_per_step"] == rows["enformer_end_to_end"]["tflop_per_step"]
+    out.unlink()
+    for bad in (["--finetune-modes", "jit"], ["--finetune-cases", "nt_only"]):
+        with pytest.raises(SystemExit):
+            gpu.main(["--tiny", "--out", str(out), *bad])
+        assert not out.exists()  # nothing ran, nothing written
+    assert "--finetune-cases: nt_only" in capsys.readouterr().err

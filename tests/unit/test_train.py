@@ -935,6 +935,14 @@ def test_compiled_training_matches_eager_and_keeps_the_checkpoint_format(
     experiment = {"modalities": FAST}
     run_experiment(config_with(max_epochs=1), experiment, path, tmp_path / "eager")
     monkeypatch.setattr(isoflow.train, "COMPILE_BACKEND", "aot_eager")
+    predict = isoflow.train.predict
+    eager_at_test = []
+
+    def recording(module, *args, **kwargs):
+        eager_at_test.append(module.model._compiled_call_impl is None)
+        return predict(module, *args, **kwargs)
+
+    monkeypatch.setattr(isoflow.train, "predict", recording)
     counters.clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -944,6 +952,8 @@ def test_compiled_training_matches_eager_and_keeps_the_checkpoint_format(
     # detected in IndexPutBackward0" warning per compile on the H200
     assert not [w for w in caught if "IndexPutBackward" in str(w.message)]
     assert counters["stats"]["unique_graphs"] > 0
+    # the test split is predicted eager, as the bundle's check and an exported model predict
+    assert eager_at_test == [True]
     eager = json.loads((tmp_path / "eager" / "metrics.json").read_text())
     compiled = json.loads((tmp_path / "comp" / "metrics.json").read_text())
     assert set(eager["mean"]) == {"r2", "spearman", "pearson"}

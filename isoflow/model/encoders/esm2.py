@@ -191,7 +191,7 @@ class Esm2Encoder(Encoder):
         mask = positions.unsqueeze(0) < lengths.to(tokens.device).unsqueeze(1)
         emb = torch.zeros(batch, width, self.dim, device=tokens.device)
         present = lengths > 0
-        if present.all():
+        if batch and present.all():
             # every sequence present: no indexing at all
             out = self.model(tokens, repr_layers=[self.num_layers])
             emb = out["representations"][self.num_layers][:, 1 : width + 1]

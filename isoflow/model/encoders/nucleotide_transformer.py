@@ -231,7 +231,7 @@ class NucleotideTransformerEncoder(Encoder):
         emb = torch.zeros(batch, width, self.dim, device=input_ids.device)
         mask = torch.zeros(batch, width, dtype=torch.bool, device=input_ids.device)
         present = attention_mask[:, 0].bool()
-        if present.all() and input_ids.shape[1] > 1:
+        if batch and present.all() and input_ids.shape[1] > 1:
             # every sequence present: no indexing at all
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
             mask = attention_mask[:, 1:].bool()

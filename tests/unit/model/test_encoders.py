@@ -703,3 +703,31 @@ def test_nt_remote_code_that_cannot_import_is_one_line(tmp_path, offline):
     assert line.startswith(f"{tmp_path}:modeling code: the snapshot's remote code does not import")
     assert "a_name_removed_long_ago" in line and "newer revision" in line
     assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    "name, seqs",
+    [
+        ("esm2", ["MKTAYIAKQR", "MAV", "MKVLA"]),
+        ("nucleotide_transformer", ["ACGTACGTACGTAAC", "ACGTAC", "ACGTNNACGTTG"]),
+    ],
+)
+def test_a_missing_row_changes_nothing_for_the_present_ones(name, seqs):
+    # A batch with every row present takes the path without indexing; one with a missing
+    # row takes the present rows by number. Both give the same embeddings, masks and
+    # gradients for the present rows, and zeros for the missing one.
+    results = []
+    for batch in (seqs, [seqs[0], None, *seqs[1:]]):
+        encoder = build_encoder(name, {"source": "tiny", "finetune_last": -1}).train()
+        emb, mask = encoder(**encoder.tokenize(batch))
+        emb.sum().backward()
+        grads = [p.grad.clone() for p in encoder.parameters() if p.grad is not None]
+        results.append((emb.detach(), mask, grads))
+    (full, full_mask, full_grads), (gap, gap_mask, gap_grads) = results
+    present = [0, 2, 3]
+    torch.testing.assert_close(gap[present], full)
+    assert torch.equal(gap_mask[present], full_mask)
+    assert not gap[1].any() and not gap_mask[1].any()
+    assert len(gap_grads) == len(full_grads) > 0
+    for a, b in zip(gap_grads, full_grads, strict=True):
+        torch.testing.assert_close(a, b)
