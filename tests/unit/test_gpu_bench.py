@@ -15,6 +15,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture
+def gpu_main():
+    """bench/gpu.py's main in this process, the torch thread count put back afterwards
+    (``--tiny`` sets one thread; the training tests after this file compare runs in this
+    process with runs in subprocesses, whose float sums depend on the thread count)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield _gpu_module().main
+    torch.set_num_threads(threads)
+
+
 def _gpu_module():
     spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench/gpu.py")
     module = importlib.util.module_from_spec(spec)
@@ -124,12 +136,11 @@ def test_compiled_rows_time_compile_apart_from_the_steady_forward():
     assert result["tflop_per_seq"] >= 0 and result["mfu_forward"] is None  # no peak on a CPU
 
 
-def test_encoders_option_picks_and_orders_the_embed_rows(tmp_path, capsys):
+def test_encoders_option_picks_and_orders_the_embed_rows(tmp_path, capsys, gpu_main):
     # A device run puts the rows it most wants first, so a budget cut by a long compile
     # drops the others; an unknown name stops before anything runs.
-    gpu = _gpu_module()
     out = tmp_path / "gpu.json"
-    gpu.main(
+    gpu_main(
         [
             "--tiny",
             "--out",
@@ -145,17 +156,18 @@ def test_encoders_option_picks_and_orders_the_embed_rows(tmp_path, capsys):
     embed = json.loads(out.read_text())["sections"]["embed"]
     assert list(embed) == ["esm2_sdpa_bf16_b2", "esm2_bf16_b2"]
     with pytest.raises(SystemExit):
-        gpu.main(["--tiny", "--out", str(out), "--encoders", "esm2,esm3"])
+        gpu_main(["--tiny", "--out", str(out), "--encoders", "esm2,esm3"])
     assert "--encoders: unknown esm3" in capsys.readouterr().err
 
 
-def test_compiled_fine_tuning_rows_and_options_checked_before_anything_runs(tmp_path, capsys):
+def test_compiled_fine_tuning_rows_and_options_checked_before_anything_runs(
+    tmp_path, capsys, gpu_main
+):
     # the compiled fine-tuning rows through dynamo's "eager" backend (capture only: seconds),
     # one case, in the order asked; a bad option stops before the reference section runs
-    gpu = _gpu_module()
     out = tmp_path / "gpu.json"
     args = ["--tiny", "--out", str(out), "--sections", "finetune"]
-    gpu.main(
+    gpu_main(
         [
             *args,
             "--finetune-cases",
@@ -175,6 +187,6 @@ def test_compiled_fine_tuning_rows_and_options_checked_before_anything_runs(tmp_
     out.unlink()
     for bad in (["--finetune-modes", "jit"], ["--finetune-cases", "nt_only"]):
         with pytest.raises(SystemExit):
-            gpu.main(["--tiny", "--out", str(out), *bad])
+            gpu_main(["--tiny", "--out", str(out), *bad])
         assert not out.exists()  # nothing ran, nothing written
     assert "--finetune-cases: nt_only" in capsys.readouterr().err
