@@ -431,12 +431,6 @@ def _isoformer(dims: dict[str, int], encoders: dict | None = None):
     )
 
 
-def dynamo_reset() -> None:
-    import torch._dynamo
-
-    torch._dynamo.reset()
-
-
 def train_step(model, optimizer, inputs, target, device):
     """One optimiser step: bf16 autocast on CUDA (Lightning's bf16-mixed), MSE, AdamW."""
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -659,8 +653,9 @@ def finetune_section(
             step = partial(train_step, model, optimizer, tokens, target, device)
             if mode == "compiled":
                 flops = count_flops(step)  # eager: the flop counter does not see into graphs
-                dynamo_reset()
-                model.compile(backend=backend)
+                from isoflow.train import compile_model  # what train.compile runs
+
+                compile_model(model, backend)
                 start = time.perf_counter()
                 step()
                 sync(device)

@@ -165,6 +165,13 @@ def embedding_autocast(device: torch.device | str, precision: str = "fp32"):
 COMPILE_BACKEND = "inductor"  # config `embed.compile: true`; tests also pass "eager"
 
 
+def eager_again(module) -> None:
+    """Undo ``nn.Module.compile`` on ``module`` (its compiled-call hook dropped): its next
+    calls run eager. Used after ``embed.compile``'s forwards and ``train.compile``'s
+    training."""
+    module._compiled_call_impl = None
+
+
 class CompiledForward:
     """An encoder's forward through ``torch.compile`` for the rest of a ``with`` block
     (``embed.compile``; docs/encoders.md, "Compiled forward"), counting what it compiles.
@@ -194,7 +201,7 @@ class CompiledForward:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.encoder._compiled_call_impl = None  # nn.Module.compile's hook: eager again
+        eager_again(self.encoder)
 
     @staticmethod
     def _graphs() -> int:

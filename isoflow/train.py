@@ -51,6 +51,7 @@ from isoflow.checkpoints import (
     resume_checkpoint,
     run_fingerprint,
 )
+from isoflow.embed import eager_again
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.files import atomic_path
@@ -72,16 +73,18 @@ log = logging.getLogger(__name__)
 COMPILE_BACKEND = "inductor"  # `train.compile: true`; tests pass "aot_eager"
 
 
-def compile_model(model: torch.nn.Module) -> None:
+def compile_model(model: torch.nn.Module, backend: str | None = None) -> None:
     """``train.compile``: ``model``'s forward (and so its backward) through ``torch.compile``
-    from its next call on, in place (``nn.Module.compile``: the parameters keep their names,
-    so checkpoints and bundles are the same files as an eager run's). Dynamo's caches are
-    reset first: a process that trains several runs compiles each run's model afresh."""
+    (``backend``, else ``COMPILE_BACKEND``) from its next call on, in place
+    (``nn.Module.compile``: the parameters keep their names, so checkpoints and bundles are
+    the same files as an eager run's). Dynamo's caches are reset first: a process that
+    trains several runs compiles each run's model afresh. ``bench/gpu.py`` times this."""
     import torch._dynamo
 
+    backend = backend or COMPILE_BACKEND
     torch._dynamo.reset()
-    model.compile(backend=COMPILE_BACKEND)
-    log.info("train.compile: the model runs through torch.compile (%s)", COMPILE_BACKEND)
+    model.compile(backend=backend)
+    log.info("train.compile: the model runs through torch.compile (%s)", backend)
 
 
 def may_skip_parameters(module: IsoFormerModule) -> bool:
@@ -299,7 +302,7 @@ def run_experiment(
     if train["compile"]:
         # the test predictions eager, as the bundle's check and every later reader predict:
         # no eval-mode recompile, and predictions.parquet holds what an exported model gives
-        module.model._compiled_call_impl = None
+        eager_again(module.model)
     predicted = predict(module, data.test_dataloader(), precision)
     if requeue is not None and requeue.pending:
         requeue_job(0)  # signalled while testing (rank 0 only): the requeued job tests again

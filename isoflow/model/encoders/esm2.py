@@ -189,14 +189,14 @@ class Esm2Encoder(Encoder):
         width = max(tokens.shape[1] - 2, 1)
         positions = torch.arange(width, device=tokens.device)
         mask = positions.unsqueeze(0) < lengths.to(tokens.device).unsqueeze(1)
-        emb = torch.zeros(batch, width, self.dim, device=tokens.device)
         present = lengths > 0
         if batch and present.all():
-            # every sequence present: no indexing at all
+            # every sequence present: no indexing, and no zeros to fill
             out = self.model(tokens, repr_layers=[self.num_layers])
             emb = out["representations"][self.num_layers][:, 1 : width + 1]
-            emb = emb * mask.unsqueeze(-1)
-        elif present.any():
+            return emb * mask.unsqueeze(-1), mask
+        emb = torch.zeros(batch, width, self.dim, device=tokens.device)
+        if present.any():
             # row numbers, not the boolean mask: the backward of indexing by a mask needs a
             # nonzero again, inside the compiled graph
             rows = present.nonzero().squeeze(1)

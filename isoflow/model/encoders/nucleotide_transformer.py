@@ -228,15 +228,15 @@ class NucleotideTransformerEncoder(Encoder):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         batch = input_ids.shape[0]
         width = max(input_ids.shape[1] - 1, 1)
-        emb = torch.zeros(batch, width, self.dim, device=input_ids.device)
-        mask = torch.zeros(batch, width, dtype=torch.bool, device=input_ids.device)
         present = attention_mask[:, 0].bool()
         if batch and present.all() and input_ids.shape[1] > 1:
-            # every sequence present: no indexing at all
+            # every sequence present: no indexing, and no zeros to fill
             out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
             mask = attention_mask[:, 1:].bool()
-            emb = out.last_hidden_state[:, 1:] * mask.unsqueeze(-1)
-        elif present.any():
+            return out.last_hidden_state[:, 1:] * mask.unsqueeze(-1), mask
+        emb = torch.zeros(batch, width, self.dim, device=input_ids.device)
+        mask = torch.zeros(batch, width, dtype=torch.bool, device=input_ids.device)
+        if present.any():
             # row numbers, not the boolean mask: the backward of indexing by a mask needs a
             # nonzero again, inside the compiled graph
             rows = present.nonzero().squeeze(1)
