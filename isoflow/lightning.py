@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, EarlyStopping
+from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 
 from isoflow.checkpoints import HPC_CHECKPOINTS, set_aside_command
 from isoflow.errors import InputError
@@ -377,6 +378,47 @@ class History(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = list(state_dict["rows"])
+
+
+class StayStopped(EarlyStopping):
+    """Early stopping whose decision holds when the run is resumed.
+
+    Lightning restores EarlyStopping's counters from a checkpoint but not the trainer's
+    ``should_stop``. So a run that had stopped early and was resumed from its ``last.ckpt``
+    (its job rerun by Snakemake, or requeued by SLURM after its last epoch) trained one more
+    epoch: ``history.csv`` gained a row, and the best checkpoint, hence the metrics, could
+    change. The stop is kept in the checkpoint (``stopping_reason``, Lightning's own state,
+    written once every rank agreed to stop); a resumed stopped run trains no further epoch and
+    goes straight to its test with the best checkpoint it had (tests/unit/test_train.py)."""
+
+    @property
+    def state_key(self) -> str:
+        # EarlyStopping's key: checkpoints written before this class resume its counters
+        return f"EarlyStopping{repr({'monitor': self.monitor, 'mode': self.mode})}"
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Lightning skips a callback whose state the checkpoint lacks: the counters would
+        # start again from zero, and the resumed run end unlike an uninterrupted one
+        if self.state_key not in checkpoint.get("callbacks", {}):
+            raise InputError(
+                trainer.ckpt_path,
+                None,
+                f"the checkpoint has no early-stopping state ({self.state_key}), so the "
+                "resumed run would not end as an uninterrupted one: to keep it and train "
+                f"afresh, `{set_aside_command(trainer.default_root_dir)}`, then run it again",
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self.stopping_reason is not EarlyStoppingReason.NOT_STOPPED:
+            log.info(
+                "the run had stopped early at epoch %d (%s): no further epoch",
+                self.stopped_epoch,
+                self.stopping_reason.value,
+            )
+            trainer.should_stop = True
 
 
 class RngState(Callback):

@@ -39,7 +39,7 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 import yaml
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEnvironment
 from pytorch_lightning.strategies import DDPStrategy
@@ -62,6 +62,7 @@ from isoflow.lightning import (
     IsoFormerModule,
     RequeueOnSignal,
     RngState,
+    StayStopped,
     requeue_job,
 )
 from isoflow.loader import IsoformDataModule
@@ -253,7 +254,7 @@ def run_experiment(
     callbacks = [
         history,
         RngState(),
-        EarlyStopping(monitor="val_loss", mode="min", patience=int(train["patience"])),
+        StayStopped(monitor="val_loss", mode="min", patience=int(train["patience"])),
         checkpoint,
         last,
     ]

@@ -136,6 +136,44 @@ def test_resume_after_sigkill_matches_uninterrupted_run(dataset, tmp_path):
     assert pd.read_csv(killed / "history.csv")["epoch"].tolist() == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
+def test_a_finished_early_stopped_run_resumed_trains_no_further_epoch(dataset, tmp_path):
+    """Snakemake reruns a finished train job (its outputs removed, or a rerun trigger) and it
+    resumes from last.ckpt: a run that had stopped early must end as it was, not train one
+    more epoch (Lightning restores EarlyStopping's counters but not the trainer's stop)."""
+    path, _ = dataset
+    config = config_with(max_epochs=30, patience=1)
+    experiment = {"modalities": FAST, "seed": 4}
+    run = tmp_path / "run"
+    run_experiment(config, experiment, path, run)
+    epochs = pd.read_csv(run / "history.csv")["epoch"].tolist()
+    assert len(epochs) < 30, "the run did not stop early; the test needs one that does"
+    names = ["metrics.json", "history.csv", "predictions.parquet"]
+    before = {name: (run / name).read_bytes() for name in names}
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoints = {p.name: p.read_bytes() for p in last.parent.glob("*.ckpt")}
+    for name in names:
+        (run / name).unlink()  # as Snakemake removes a job's outputs before it reruns
+
+    run_experiment(config, experiment, path, run)
+    for name in names:
+        assert (run / name).read_bytes() == before[name], name
+    assert {p.name: p.read_bytes() for p in last.parent.glob("*.ckpt")} == checkpoints
+
+    # a checkpoint without the early-stopping state (Lightning would skip it silently and
+    # count patience from zero again) is one line, not a run that ends otherwise
+    saved = torch.load(last, weights_only=False)
+    key = next(k for k in saved["callbacks"] if k.startswith("EarlyStopping{"))
+    del saved["callbacks"][key]
+    torch.save(saved, last)
+    for name in names:
+        (run / name).unlink()
+    with pytest.raises(InputError, match="no early-stopping state.*previous/unfit") as error:
+        run_experiment(config, experiment, path, run)
+    assert str(last) in str(error.value)
+    assert not (run / "metrics.json").exists()
+
+
 def train_each_alone(config, experiments, dataset_path, tmp_path, env=None) -> None:
     """Each experiment trained by ``python -m isoflow.train`` in a process of its own, into
     ``tmp_path/own/<name>`` (``env``: extra environment variables)."""
