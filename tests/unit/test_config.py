@@ -122,6 +122,11 @@ BAD_SETTINGS = [
         " forward is embed.compile,",
     ),
     ({"embed": {"compile": "yes"}}, "embed.compile: 'yes' is not of type 'boolean'"),
+    ({"train": {"compile": "inductor"}}, "train.compile: 'inductor' is not of type 'boolean'"),
+    (
+        {"train": {"prefetch_batches": -1}},
+        "train.prefetch_batches: -1 is less than the minimum of 0",
+    ),
     (
         {"encoders": {"esm2": {"class": "esm"}}},
         "encoders.esm2.class: 'esm' is not an encoder class (did you mean 'esm2'?)",
