@@ -387,9 +387,10 @@ class StayStopped(EarlyStopping):
     ``should_stop``. So a run that had stopped early and was resumed from its ``last.ckpt``
     (its job rerun by Snakemake, or requeued by SLURM after its last epoch) trained one more
     epoch: ``history.csv`` gained a row, and the best checkpoint, hence the metrics, could
-    change. The stop is kept in the checkpoint (``stopping_reason``, Lightning's own state,
-    written once every rank agreed to stop); a resumed stopped run trains no further epoch and
-    goes straight to its test with the best checkpoint it had (tests/unit/test_train.py)."""
+    change. The stop is kept in the checkpoint (``stopping_reason``, Lightning's own state; each
+    rank sets it from its own ``val_loss``, which isoflow all-reduces before logging, so every
+    rank holds the same); a resumed stopped run trains no further epoch and goes straight to
+    its test with the best checkpoint it had (tests/unit/test_train.py)."""
 
     @property
     def state_key(self) -> str:
@@ -407,7 +408,9 @@ class StayStopped(EarlyStopping):
                 None,
                 f"the checkpoint has no early-stopping state ({self.state_key}), so the "
                 "resumed run would not end as an uninterrupted one: to keep it and train "
-                f"afresh, `{set_aside_command(trainer.default_root_dir)}`, then run it again",
+                f"afresh, `{set_aside_command(trainer.default_root_dir)}` (and any "
+                f"{shlex.quote(str(trainer.default_root_dir))}/{HPC_CHECKPOINTS}), then run "
+                "it again",
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -41,3 +41,39 @@ def test_records_map_to_rules_and_phases():
     assert bench_demo.rule_of(["/v/bin/snakemake", "--report", "r.html"]) == "snakemake --report"
     assert bench_demo.rule_of(["/v/bin/snakemake", "--cores", "2"]) == "snakemake (scheduler)"
     assert bench_demo.phase_of(bench_demo.rule_of(["-c", "x"])) == "other"
+
+
+def _record(pid, ppid, argv, cpu, children_cpu=0.0, libraries=(), ancestors=()):
+    return {
+        "pid": pid,
+        "ppid": ppid,
+        "ancestors": list(ancestors),
+        "argv": argv,
+        "start": 0.0,
+        "end": 1.0,
+        "cpu": cpu,
+        "children_cpu": children_cpu,
+        "libraries": list(libraries),
+    }
+
+
+def test_accounting_counts_every_process_once():
+    job = "/w/.snakemake/scripts/tmp1.{}.py"
+    # the scheduler (pid 1) reaped: a job (5 CPU-s); the train job (1 CPU-s, whose pool
+    # workers, 20 CPU-s, left no record); a job under a shell that did not exec it (pid 99,
+    # 0.5 CPU-s of its own, no record)
+    records = [
+        _record(2, 1, [job.format("explain")], 5.0, libraries=("torch",)),
+        _record(3, 1, [job.format("train")], 1.0, children_cpu=20.0, libraries=("pandas",)),
+        _record(4, 99, [job.format("design")], 4.0, ancestors=(1,), libraries=("torch",)),
+        _record(1, 0, ["/v/bin/snakemake", "--cores", "2"], 3.0, children_cpu=5 + 21 + 4.5),
+    ]
+    rows = bench_demo.account(records, {("torch",): 2.0, ("pandas",): 0.5, (): 0.0}, 2, 3.0)
+    assert rows["explain"]["cpu"] == 5.0
+    assert rows["train"]["cpu"] == 21.0  # its workers through its children time
+    assert rows["design"]["cpu"] == 4.0
+    assert rows["snakemake (scheduler)"]["cpu"] == 3.5  # itself and the shell, not the jobs
+    total = sum(row["cpu"] for row in rows.values())
+    assert abs(total - (3.0 + 5 + 21 + 4.5)) < 1e-9
+    assert rows["train"]["imports"] == 0.5 + 2 * 3.0
+    assert rows["explain"]["imports"] == 2.0
