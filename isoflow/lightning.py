@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, EarlyStopping
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 
 from isoflow.checkpoints import HPC_CHECKPOINTS, set_aside_command
@@ -422,6 +422,59 @@ class StayStopped(EarlyStopping):
                 self.stopping_reason.value,
             )
             trainer.should_stop = True
+
+
+class MovableCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose bookkeeping follows its folder when the run folder moved.
+
+    Lightning stores the absolute folder (``dirpath``) in each checkpoint and, when a resumed
+    run's folder is another one (results copied to other scratch space, a workflow run from
+    another working directory), keeps only ``best_model_path`` and drops the best score: the
+    first epoch after the resume then counted as the best whatever its ``val_loss``, and a run
+    whose best epoch came before the move was tested with a worse checkpoint (its metrics
+    silently not those of an uninterrupted run; the old best file left behind). The run
+    resumes from a checkpoint inside this folder, so the files moved together: each stored
+    path under the old folder is mapped to the same name under this one and the whole state
+    restored (tests/unit/test_train.py)."""
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: checkpoints written before this class restore their state
+        return "ModelCheckpoint" + repr(
+            {
+                "monitor": self.monitor,
+                "mode": self.mode,
+                "every_n_train_steps": self._every_n_train_steps,
+                "every_n_epochs": self._every_n_epochs,
+                "train_time_interval": self._train_time_interval,
+            }
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old = state_dict.get("dirpath")
+        if old is not None and self.dirpath is not None and old != self.dirpath:
+            log.info("checkpoint folder moved from %s to %s: its records follow", old, self.dirpath)
+
+            def moved(path: Any) -> Any:
+                if not isinstance(path, str) or not path:
+                    return path
+                relative = os.path.relpath(path, old)
+                if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+                    return path  # not under the old folder: left as it was
+                return os.path.join(self.dirpath, relative)
+
+            state_dict = {
+                **state_dict,
+                "dirpath": self.dirpath,
+                "best_model_path": moved(state_dict.get("best_model_path")),
+                "kth_best_model_path": moved(state_dict.get("kth_best_model_path")),
+                "last_model_path": moved(state_dict.get("last_model_path")),
+                "best_k_models": {
+                    moved(path): score
+                    for path, score in (state_dict.get("best_k_models") or {}).items()
+                },
+            }
+        super().load_state_dict(state_dict)
 
 
 class RngState(Callback):

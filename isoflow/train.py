@@ -39,7 +39,6 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 import yaml
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEnvironment
 from pytorch_lightning.strategies import DDPStrategy
@@ -60,6 +59,7 @@ from isoflow.lightning import (
     HISTORY_COLUMNS,
     History,
     IsoFormerModule,
+    MovableCheckpoint,
     RequeueOnSignal,
     RngState,
     StayStopped,
@@ -227,7 +227,7 @@ def run_experiment(
     if train["compile"]:
         compile_model(module.model)
 
-    checkpoint = ModelCheckpoint(
+    checkpoint = MovableCheckpoint(
         dirpath=checkpoint_dir(run_dir),
         filename="best-epoch{epoch:03d}",
         auto_insert_metric_name=False,
@@ -242,7 +242,7 @@ def run_experiment(
     # stopped improving a killed or requeued job resumed from an older epoch and repeated the
     # epochs since (the same results, the time lost; a job requeued at each time limit that
     # trained fewer epochs than that per job never got further)
-    last = ModelCheckpoint(
+    last = MovableCheckpoint(
         dirpath=checkpoint_dir(run_dir),
         filename="last",
         save_top_k=1,

@@ -174,6 +174,46 @@ def test_a_finished_early_stopped_run_resumed_trains_no_further_epoch(dataset, t
     assert not (run / "metrics.json").exists()
 
 
+@pytest.mark.slow
+def test_a_run_resumed_in_a_moved_folder_ends_as_an_uninterrupted_one(
+    dataset, tmp_path, monkeypatch
+):
+    """Results copied elsewhere (other scratch space, another working directory) and the run
+    resumed there: Lightning stores the absolute checkpoint folder and, finding another one,
+    dropped the best val_loss, so the first epoch after the resume became the best whatever
+    its loss and the run was tested with it."""
+    path, _ = dataset
+    config = config_with(max_epochs=7, patience=50, lr=0.05)
+    experiment = {"modalities": FAST, "seed": 1}
+    run_experiment(config, experiment, path, tmp_path / "whole")
+    losses = pd.read_csv(tmp_path / "whole" / "history.csv")["val_loss"]
+    best = int(losses.idxmin())
+    assert best < len(losses) - 1, "the best epoch is the last: the test needs an earlier one"
+
+    epoch_end = History.on_train_epoch_end
+
+    def stop_after_best(self, trainer, module):
+        epoch_end(self, trainer, module)
+        if trainer.current_epoch == best:
+            trainer.should_stop = True  # as a killed job: the epoch's checkpoints written
+
+    with monkeypatch.context() as patch:
+        patch.setattr(History, "on_train_epoch_end", stop_after_best)
+        run_experiment(config, experiment, path, tmp_path / "here")
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    (tmp_path / "here").rename(moved)
+    names = ["metrics.json", "history.csv", "predictions.parquet"]
+    for name in names:
+        (moved / name).unlink()
+    run_experiment(config, experiment, path, moved)
+    for name in names:
+        assert (moved / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert sorted(p.name for p in (moved / "checkpoints").glob("*.ckpt")) == sorted(
+        p.name for p in (tmp_path / "whole" / "checkpoints").glob("*.ckpt")
+    )
+
+
 def train_each_alone(config, experiments, dataset_path, tmp_path, env=None) -> None:
     """Each experiment trained by ``python -m isoflow.train`` in a process of its own, into
     ``tmp_path/own/<name>`` (``env``: extra environment variables)."""
