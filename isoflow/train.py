@@ -16,7 +16,8 @@
 - ``metrics.json`` and ``predictions.parquet`` (transcript_id, gene_id, tissue, observed,
   predicted) for the test split, from the checkpoint with the lowest ``val_loss``.
 
-Every output is written atomically. Step-level logs go to ``csv_logs/metrics.csv``.
+Every output is written atomically. Step-level logs go to ``csv_logs/metrics.csv``; a resumed
+run keeps the steps logged before each resume as ``csv_logs/metrics.1.csv``, ``.2``, ...
 
 The workflow calls ``run_experiment`` from ``scripts/train.py`` (rule ``train``). Outside
 Snakemake, ``python -m isoflow.train`` (``main``) trains one experiment from a config file
@@ -288,6 +289,8 @@ def run_experiment(
     resume = resume_checkpoint(run_dir)
     if resume is not None:
         log.info("resuming from %s", resume)
+        if rank_zero_only.rank == 0:
+            keep_step_log(run_dir)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     if requeue is not None and requeue.pending:
         requeue_job(trainer.global_rank)  # does not return
@@ -312,6 +315,22 @@ def run_experiment(
         "test mean %s, within-gene spearman %s", metrics["mean"], metrics["within_gene_spearman"]
     )
     return metrics
+
+
+def keep_step_log(run_dir: str | os.PathLike) -> Path | None:
+    """Before a resume: ``csv_logs/metrics.csv`` (the steps logged so far) renamed to the
+    first free ``csv_logs/metrics.N.csv``, which it returns. Lightning's CSVLogger deletes
+    that file when it starts in a folder that has one, so a resumed run's step log held only
+    the steps after its last resume (``history.csv`` has every epoch either way)."""
+    current = Path(run_dir) / "csv_logs" / "metrics.csv"
+    if not current.is_file():
+        return None
+    n = 1
+    while (kept := current.with_name(f"metrics.{n}.csv")).exists():
+        n += 1
+    current.rename(kept)
+    log.info("the step log so far kept as %s", kept)
+    return kept
 
 
 def run_experiments(

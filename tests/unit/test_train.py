@@ -152,6 +152,7 @@ def test_a_finished_early_stopped_run_resumed_trains_no_further_epoch(dataset, t
     before = {name: (run / name).read_bytes() for name in names}
     last = run / "checkpoints" / "last.ckpt"
     checkpoints = {p.name: p.read_bytes() for p in last.parent.glob("*.ckpt")}
+    step_log = (run / "csv_logs" / "metrics.csv").read_bytes()
     for name in names:
         (run / name).unlink()  # as Snakemake removes a job's outputs before it reruns
 
@@ -159,6 +160,8 @@ def test_a_finished_early_stopped_run_resumed_trains_no_further_epoch(dataset, t
     for name in names:
         assert (run / name).read_bytes() == before[name], name
     assert {p.name: p.read_bytes() for p in last.parent.glob("*.ckpt")} == checkpoints
+    # Lightning's CSVLogger deletes the step log it finds; the steps so far are kept
+    assert (run / "csv_logs" / "metrics.1.csv").read_bytes() == step_log
 
     # a checkpoint without the early-stopping state (Lightning would skip it silently and
     # count patience from zero again) is one line, not a run that ends otherwise
