@@ -217,6 +217,23 @@ def test_a_run_resumed_in_a_moved_folder_ends_as_an_uninterrupted_one(
     )
 
 
+def test_isoflow_callbacks_keep_lightnings_state_keys(tmp_path):
+    """StayStopped and MovableCheckpoint store their state under the keys of the Lightning
+    callbacks they replace, so checkpoints written before them restore it."""
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from isoflow.lightning import MovableCheckpoint, StayStopped
+
+    stop = {"monitor": "val_loss", "mode": "min", "patience": 3}
+    assert StayStopped(**stop).state_key == EarlyStopping(**stop).state_key
+    for kwargs in (
+        {"monitor": "val_loss", "mode": "min", "save_top_k": 1, "every_n_epochs": 1},
+        {"filename": "last", "save_top_k": 1, "every_n_epochs": 1},
+    ):
+        kwargs["dirpath"] = tmp_path
+        assert MovableCheckpoint(**kwargs).state_key == ModelCheckpoint(**kwargs).state_key
+
+
 def train_each_alone(config, experiments, dataset_path, tmp_path, env=None) -> None:
     """Each experiment trained by ``python -m isoflow.train`` in a process of its own, into
     ``tmp_path/own/<name>`` (``env``: extra environment variables)."""
