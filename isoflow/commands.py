@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import sys
 
+from isoflow.cpu import in_effect, pin_cpu_kernels
 from isoflow.errors import InputError
 
 # command name -> module; a module is imported only when its command is asked for.
@@ -46,11 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         top.print_help()
         return 0
     ns = top.parse_args(argv[:1])
+    # torch's CPU kernels held as in the workflow (resources.cpu_kernels' default), before
+    # the command's module imports torch: a command gives the numbers its rule would
+    pin_cpu_kernels("avx2")
     module = _module(ns.command)
     parser = argparse.ArgumentParser(prog=f"isoflow {ns.command}", description=module.HELP)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if "torch" in sys.modules:
+        logging.getLogger("isoflow").info("%s", in_effect())
     try:
         return int(module.run(args) or 0)
     except InputError as err:

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from isoflow import provenance
+from isoflow import cpu, provenance
 from isoflow.errors import InputError
 
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -72,6 +72,8 @@ def run_script(
         handlers=handlers,
         force=True,
     )
+    if "torch" in sys.modules:  # which CPU kernels made the job's numbers (isoflow.cpu)
+        logging.getLogger("isoflow").info("%s", cpu.in_effect())
     before = provenance.stat_files(job.input) if job is not None else None
     try:
         main()

@@ -45,6 +45,7 @@ from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEn
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from isoflow import cpu
 from isoflow.checkpoints import (
     checkpoint_dir,
     prepare_checkpoints,
@@ -204,6 +205,7 @@ def run_experiment(
         requeue.install()  # early: before it, SLURM's warning would end the process
     seed = int(experiment["seed"])
     pl.seed_everything(seed, workers=True)
+    log.info("%s", cpu.in_effect())  # which CPU kernels made the run's numbers
 
     cache_dirs = dict(cache_dirs or {})
     data = IsoformDataModule(

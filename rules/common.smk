@@ -1,11 +1,13 @@
 """Config validation, resource paths and every input function the rules share."""
 
 import os
+import sys
 from pathlib import Path
 
 from snakemake.utils import validate
 
 from isoflow.config import check_config
+from isoflow.cpu import pin_cpu_kernels
 from isoflow.experiments import expand_experiments
 from isoflow.workflow import (
     BASELINE_METRICS,
@@ -35,6 +37,12 @@ validate(config, schema="../config/schema.yaml")
 # spinning thread holds a core its peer needs, and a 2-thread demo run took 11x the CPU time
 # and 16x the wall time it takes passively (docs/benchmarks.md), with the same bytes out.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# torch's CPU kernels held to one instruction set (resources.cpu_kernels, isoflow.cpu), so a
+# CPU run writes the same bytes on an AVX-512 machine as on an AVX2 one; jobs inherit it.
+_kernels, _kernels_line = pin_cpu_kernels(config["resources"]["cpu_kernels"])
+if config["resources"]["cpu_kernels"] != "native" and not _kernels:
+    print(f"isoflow: {_kernels_line}", file=sys.stderr)
 
 BUILD = config["build"]
 DATASET = config["dataset"]["name"]

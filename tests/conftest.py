@@ -23,6 +23,12 @@ from pathlib import Path
 import pytest
 
 from helpers.paths import SHARED_REAL, SNAKEMAKE
+from isoflow.cpu import pin_cpu_kernels
+
+# torch's CPU kernels held as the workflow holds them (resources.cpu_kernels' default), before
+# any test module imports torch: the suite's numbers are those of a workflow run, whatever
+# the CPU's vector width (tests/unit/test_cpu.py)
+pin_cpu_kernels("avx2")
 
 pytest_plugins = ["pytester"]  # tests/test_conftest.py runs this file on small suites
 

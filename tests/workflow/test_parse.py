@@ -8,6 +8,7 @@ matplotlib load inside the jobs that use them.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from helpers.paths import REPO
+from isoflow.cpu import VARIABLES, kernel_env
 
 pytestmark = pytest.mark.slow  # each test is a Snakemake dry run in a fresh interpreter
 
@@ -23,8 +25,9 @@ HEAVY = ("torch", "pytorch_lightning", "lightning", "matplotlib", "transformers"
 # A dry run in this process's interpreter, through Snakemake's own command line; then the
 # heavy modules it left in sys.modules, as JSON, into the file named by argv[1].
 DRY_RUN = """
-import json, sys
+import json, os, sys
 from snakemake.cli import main
+from isoflow.cpu import VARIABLES as KERNEL_VARIABLES
 
 out, heavy, args = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
 sys.argv = ["snakemake", *args]
@@ -35,7 +38,9 @@ except SystemExit as done:
 else:
     code = 0
 with open(out, "w") as handle:
-    json.dump({"code": code, "loaded": [m for m in heavy if m in sys.modules]}, handle)
+    loaded = [m for m in heavy if m in sys.modules]
+    kernels = {k: v for k, v in os.environ.items() if k in KERNEL_VARIABLES}
+    json.dump({"code": code, "loaded": loaded, "kernels": kernels}, handle)
 """
 
 
@@ -53,6 +58,7 @@ def test_dry_run_imports_no_torch_lightning_or_matplotlib(tmp_path: Path, config
     done = subprocess.run(
         [sys.executable, "-c", DRY_RUN, found, ",".join(HEAVY), *args],
         cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k not in VARIABLES},
         capture_output=True,
         text=True,
         timeout=300,
@@ -61,3 +67,5 @@ def test_dry_run_imports_no_torch_lightning_or_matplotlib(tmp_path: Path, config
     # A parse that failed early would load nothing: the dry run must have planned the DAG.
     assert result["code"] == 0 and "This was a dry-run" in done.stdout, done.stderr[-3000:]
     assert result["loaded"] == [], f"imported while reading the workflow: {result['loaded']}"
+    # every job inherits torch's CPU kernels held to AVX2 (resources.cpu_kernels' default)
+    assert result["kernels"] == kernel_env("avx2")[0]
