@@ -121,10 +121,16 @@ def main(argv: list[str] | None = None) -> None:
         subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", old], check=False)
         shutil.rmtree(args.scratch, ignore_errors=True)
 
+    # A DAG that grew since the baseline plans more jobs: its ratio compares unlike work, so
+    # it is left out (this tree's own figures and the floor still stand).
+    unlike = set()
     for workload in [*WORKLOADS, *(["demo_data job"] if args.one_job else [])]:
         jobs = {runs[(workload, label)][0]["jobs"] for label in trees}
         if len(jobs) != 1:
-            raise SystemExit(f"{workload}: the trees plan different numbers of jobs: {jobs}")
+            unlike.add(workload)
+            print(
+                f"{workload}: the trees plan different numbers of jobs ({sorted(jobs)}): no ratio"
+            )
 
     print(f"load average after the runs: {os.getloadavg()}")
     print(
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         wall = statistics.median(r["wall"] for r in results)
         rss = statistics.median(r["rss_mb"] for r in results)
         ratio_time = ratio_rss = ""
-        if label.startswith("baseline"):
+        if label.startswith("baseline") and workload not in unlike:
             this = runs[(workload, "this tree")]
             ratio_time = f"{wall / statistics.median(r['wall'] for r in this):.2f}"
             ratio_rss = f"{rss / statistics.median(r['rss_mb'] for r in this):.2f}"
