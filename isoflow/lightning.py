@@ -392,10 +392,10 @@ class StayStopped(EarlyStopping):
     rank holds the same); a resumed stopped run trains no further epoch and goes straight to
     its test with the best checkpoint it had (tests/unit/test_train.py)."""
 
-    @property
-    def state_key(self) -> str:
-        # EarlyStopping's key: checkpoints written before this class resume its counters
-        return f"EarlyStopping{repr({'monitor': self.monitor, 'mode': self.mode})}"
+    def _generate_state_key(self, **kwargs: Any) -> str:
+        # EarlyStopping's key (its state_key names the class): checkpoints written before
+        # this class resume its counters
+        return f"{EarlyStopping.__qualname__}{kwargs!r}"
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -437,18 +437,10 @@ class MovableCheckpoint(ModelCheckpoint):
     path under the old folder is mapped to the same name under this one and the whole state
     restored (tests/unit/test_train.py)."""
 
-    @property
-    def state_key(self) -> str:
-        # ModelCheckpoint's key: checkpoints written before this class restore their state
-        return "ModelCheckpoint" + repr(
-            {
-                "monitor": self.monitor,
-                "mode": self.mode,
-                "every_n_train_steps": self._every_n_train_steps,
-                "every_n_epochs": self._every_n_epochs,
-                "train_time_interval": self._train_time_interval,
-            }
-        )
+    def _generate_state_key(self, **kwargs: Any) -> str:
+        # ModelCheckpoint's key (its state_key names the class): checkpoints written before
+        # this class restore their state
+        return f"{ModelCheckpoint.__qualname__}{kwargs!r}"
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old = state_dict.get("dirpath")
