@@ -25,7 +25,7 @@ import sys
 
 import numpy as np
 
-from isoflow.cpu import VARIABLES, kernel_env
+from isoflow.cpu import MARKER, VARIABLES, kernel_env
 
 CHILD = "--child"
 
@@ -68,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_side(args: argparse.Namespace, encoder: str, held: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in (*VARIABLES, MARKER)}
     if held:
         env.update(kernel_env("avx2")[0])
     cmd = [sys.executable, __file__, CHILD, "--encoders", encoder]

@@ -15,7 +15,7 @@ import importlib.util
 import logging
 import sys
 
-from isoflow.cpu import in_effect, pin_cpu_kernels
+from isoflow.cpu import in_effect, pin_for_command
 from isoflow.errors import InputError
 
 # command name -> module; a module is imported only when its command is asked for.
@@ -47,14 +47,20 @@ def main(argv: list[str] | None = None) -> int:
         top.print_help()
         return 0
     ns = top.parse_args(argv[:1])
-    # torch's CPU kernels held as in the workflow (resources.cpu_kernels' default), before
-    # the command's module imports torch: a command gives the numbers its rule would
-    pin_cpu_kernels("avx2")
+    # torch's CPU kernels held as in the workflow (resources.cpu_kernels' default;
+    # ISOFLOW_CPU_KERNELS=native lets the libraries choose), before the command's module
+    # imports torch: a command gives the numbers its rule would
+    try:
+        kernels = pin_for_command()
+    except InputError as err:
+        sys.stderr.write(f"isoflow {ns.command}: error: {err}\n")
+        return 1
     module = _module(ns.command)
     parser = argparse.ArgumentParser(prog=f"isoflow {ns.command}", description=module.HELP)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("isoflow").info("%s", kernels)
     if "torch" in sys.modules:
         logging.getLogger("isoflow").info("%s", in_effect())
     try:

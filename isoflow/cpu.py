@@ -1,14 +1,17 @@
-"""torch's CPU kernels held to one instruction set, so that a CPU run gives the same bytes on
-every x86-64 machine that has it (config key ``resources.cpu_kernels``).
+"""torch's CPU kernels held to one instruction set, so that a CPU run does not depend on
+whether the x86-64 CPU has AVX-512 (config key ``resources.cpu_kernels``).
 
 torch picks its vectorised kernels when a process starts, by what the CPU offers: ATen's own
-element-wise and reduction kernels (``ATEN_CPU_CAPABILITY``), MKL's BLAS behind ``Linear``
-and ``matmul`` (``MKL_CBWR``, MKL's conditional numerical reproducibility) and oneDNN's
-convolutions (``ONEDNN_MAX_CPU_ISA``). A float sum taken 16 lanes at a time (AVX-512) adds in
-another order than one taken 8 at a time (AVX2), so the same demo gave other embedding caches
-on an AVX-512 machine than on an AVX2 one, and every run trained on them other metrics in
-the third decimal (docs/benchmarks.md, "The same bytes on another CPU"). Held to AVX2, both
-machines write the same bytes.
+element-wise and reduction kernels (``ATEN_CPU_CAPABILITY``), oneDNN's convolutions
+(``ONEDNN_MAX_CPU_ISA``, a ceiling on what it detects) and MKL's BLAS behind ``Linear`` and
+``matmul`` (``MKL_CBWR``, MKL's conditional numerical reproducibility; its ISA branches are
+taken on Intel CPUs only, others keep MKL's own choice). A float sum taken 16 lanes at a time
+(AVX-512) adds in another order than one taken 8 at a time (AVX2), so the same demo gave
+other embedding caches on an AVX-512 machine than on an AVX2 one, and every run trained on
+them other metrics in the third decimal (docs/benchmarks.md, "The same bytes on another
+CPU"). Held to AVX2, the two machines (AMD EPYC both, the same thread counts) wrote the same
+bytes. Not measured: Intel against AMD; and thread counts change bytes of their own
+(``resources.embed_threads``).
 
 Read at workflow parse (rules/common.smk), so standard library only: the variables are set
 in the Snakemake process, and every job (and every process a job spawns) inherits them. A
@@ -35,6 +38,11 @@ KERNEL_ENV: dict[str, dict[str, str]] = {
 REQUIRED_FLAGS: dict[str, frozenset[str]] = {"avx2": frozenset({"avx2", "fma"})}
 X86_64 = frozenset({"x86_64", "amd64"})
 VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+# the variables an isoflow process set (comma-separated), so that a process on another
+# machine that inherits them can take them back (pin_cpu_kernels)
+MARKER = "ISOFLOW_CPU_KERNELS_SET"
+# a process started by hand: avx2 (default) or native (pin_for_command)
+CHOICE_VARIABLE = "ISOFLOW_CPU_KERNELS"
 
 
 def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str] | None:
@@ -94,26 +102,55 @@ def pin_cpu_kernels(
     machine: str | None = None,
     flags: frozenset[str] | None = None,
 ) -> tuple[dict[str, str], str]:
-    """Set :func:`kernel_env`'s variables in ``environ`` (default ``os.environ``) where not
-    already set; return them, and the line saying what is in effect (a user's own value
-    named). Nothing returned for a choice other than ``native``: it could not be held."""
+    """Hold torch's CPU kernels to ``choice`` in ``environ`` (default ``os.environ``): return
+    :func:`kernel_env`'s variables, and the line saying what is in effect. Nothing returned
+    for a choice other than ``native``: it could not be held on this machine.
+
+    Variables an isoflow process set upstream (named in ``MARKER``: the Snakemake process of
+    a login node, whose environment a SLURM job inherits) describe that machine, not this
+    one: they are taken back first, so a node without AVX2 or an Arm node runs its own
+    kernels rather than the login node's. A value the user set wins, and the line names it."""
     environ = os.environ if environ is None else environ
+    for key in filter(None, environ.pop(MARKER, "").split(",")):
+        environ.pop(key, None)
     env, line = kernel_env(choice, machine=machine, flags=flags)
-    kept = {k: environ[k] for k in env if k in environ and environ[k] != env[k]}
-    for key, value in env.items():
-        environ.setdefault(key, value)
+    kept = {k: environ[k] for k in VARIABLES if k in environ and environ[k] != env.get(k)}
+    set_here = [k for k in env if k not in environ]
+    for key in set_here:
+        environ[key] = env[key]
+    if set_here:
+        environ[MARKER] = ",".join(set_here)
     if kept:
         line += "; kept from the environment: " + " ".join(f"{k}={v}" for k, v in kept.items())
     return env, line
 
 
+def pin_for_command(environ: MutableMapping[str, str] | None = None) -> str:
+    """:func:`pin_cpu_kernels` for a process started by hand (the ``isoflow`` console script,
+    ``python -m isoflow.train``), before it imports torch: held as a workflow run's
+    (``avx2``), or as ``ISOFLOW_CPU_KERNELS`` says (``avx2`` or ``native``). Returns the line;
+    an unknown value is an InputError naming the variable."""
+    environ = os.environ if environ is None else environ
+    choice = environ.get(CHOICE_VARIABLE, "avx2")
+    if choice not in KERNEL_ENV:
+        from isoflow.errors import InputError
+
+        raise InputError(
+            CHOICE_VARIABLE, None, f"{choice!r} is not one of {', '.join(sorted(KERNEL_ENV))}"
+        )
+    return pin_cpu_kernels(choice, environ)[1]
+
+
 def in_effect(environ: Mapping[str, str] | None = None) -> str:
-    """What a process that has imported torch runs: ATen's kernels and the variables above
-    as set (for a job's log, next to its results)."""
+    """What a process that has imported torch runs, for a job's log next to its results:
+    ATen's kernels as torch reports them, and what was asked of the libraries (MKL takes its
+    branch on Intel CPUs only; on others it keeps its own choice)."""
     import torch
 
     environ = os.environ if environ is None else environ
-    setting = " ".join(f"{k}={environ[k]}" for k in VARIABLES if k in environ)
-    return f"torch {torch.__version__} CPU kernels: {torch.backends.cpu.get_cpu_capability()}" + (
-        f" ({setting})" if setting else " (not held)"
+    asked = " ".join(f"{k}={environ[k]}" for k in VARIABLES if k in environ)
+    return (
+        f"torch {torch.__version__}: ATen's CPU kernels "
+        f"{torch.backends.cpu.get_cpu_capability()}; "
+        + (f"asked of the libraries: {asked}" if asked else "none asked (not held)")
     )

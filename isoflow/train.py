@@ -28,6 +28,12 @@ tested (tests/unit/test_ddp.py).
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # `python -m isoflow.train` (and DDP's ranks): before torch loads,
+    # its CPU kernels held as a workflow run's, so a run by hand repeats one (isoflow.cpu)
+    from isoflow.cpu import pin_for_command
+
+    pin_for_command()
+
 import argparse
 import json
 import logging
@@ -203,9 +209,9 @@ def run_experiment(
     requeue = RequeueOnSignal() if on_slurm else None
     if requeue is not None:
         requeue.install()  # early: before it, SLURM's warning would end the process
+    log.info("%s", cpu.in_effect())  # which CPU kernels made the run's numbers
     seed = int(experiment["seed"])
     pl.seed_everything(seed, workers=True)
-    log.info("%s", cpu.in_effect())  # which CPU kernels made the run's numbers
 
     cache_dirs = dict(cache_dirs or {})
     data = IsoformDataModule(

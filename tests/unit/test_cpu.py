@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
-from isoflow import cpu
-from isoflow.cpu import KERNEL_ENV, VARIABLES, cpu_flags, kernel_env, pin_cpu_kernels
+from isoflow.cpu import (
+    CHOICE_VARIABLE,
+    KERNEL_ENV,
+    MARKER,
+    VARIABLES,
+    cpu_flags,
+    kernel_env,
+    pin_cpu_kernels,
+    pin_for_command,
+)
+from isoflow.errors import InputError
 
 AVX512 = frozenset({"sse4_2", "avx", "avx2", "fma", "avx512f"})
 
@@ -36,20 +44,44 @@ digests = {k: hashlib.sha256(v.numpy().tobytes()).hexdigest() for k, v in parts.
 print(json.dumps({"kernels": torch.backends.cpu.get_cpu_capability(), **digests}))
 """
 
-# COMPUTE's digests with the kernels held to AVX2, seen on the AVX-512 dev box (AMD EPYC,
-# torch 2.13.0+cpu) on 2026-11-27; an AVX2 machine writes them with its own kernels.
+# COMPUTE's digests with the kernels held to AVX2, seen on the AVX-512 dev box (AMD EPYC) on
+# 2026-11-27 with torch 2.13.0+cpu. The AVX2 box of the README's numbers was gone by then;
+# the demo's table, made by the same kernels, matched it cell for cell.
 AVX2_DIGESTS = {
-    "conv": "c80b8a86842929a7ec69eb6e1efaab24cb61854dae4a7df10a38a0107626bfd8",
-    "linear+norm": "57322c1b2e281d85c0df86d22c220384a965060ef00cbcad70178be9ec883567",
-    "attention": "15a1c6e38ef7e14662e2306ebc64c6842cfeb819837d8982ab4dc34f29595541",
+    "2.13.0+cpu": {
+        "conv": "c80b8a86842929a7ec69eb6e1efaab24cb61854dae4a7df10a38a0107626bfd8",
+        "linear+norm": "57322c1b2e281d85c0df86d22c220384a965060ef00cbcad70178be9ec883567",
+        "attention": "15a1c6e38ef7e14662e2306ebc64c6842cfeb819837d8982ab4dc34f29595541",
+    }
 }
+DIGESTS_VENDOR = "AuthenticAMD"
 
 FLAGS = cpu_flags()
-HAS_AVX2 = platform.machine().lower() in cpu.X86_64 and FLAGS is not None and "avx2" in FLAGS
+HOLDS_AVX2 = bool(kernel_env("avx2")[0])
+# what ATen needs for its AVX512 kernels
+ATEN_AVX512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"}
+HAS_AVX512 = FLAGS is not None and ATEN_AVX512 <= FLAGS
+
+
+def _vendor() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
+
+
+def _torch_version() -> str:
+    from importlib.metadata import version
+
+    return version("torch")
 
 
 def _compute(env: dict[str, str]) -> dict:
-    base = {k: v for k, v in os.environ.items() if k not in VARIABLES}
+    base = {k: v for k, v in os.environ.items() if k not in (*VARIABLES, MARKER)}
     done = subprocess.run(
         [sys.executable, "-c", COMPUTE],
         env={**base, **env},
@@ -61,23 +93,33 @@ def _compute(env: dict[str, str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not HAS_AVX2, reason="needs an x86-64 CPU with AVX2")
+@pytest.mark.skipif(not HOLDS_AVX2, reason="needs an x86-64 CPU with AVX2 and FMA")
+@pytest.mark.xfail(
+    _vendor() != DIGESTS_VENDOR,
+    reason="digests seen on AMD CPUs; MKL takes its AVX2 branch on Intel ones only (not measured)",
+    strict=False,
+)
 def test_held_to_avx2_the_results_are_an_avx2_machines_bytes():
+    want = AVX2_DIGESTS.get(_torch_version())
+    if want is None:
+        pytest.skip(f"digests recorded for torch {sorted(AVX2_DIGESTS)}, not {_torch_version()}")
     env, _ = kernel_env("avx2")
     result = _compute(env)
     assert result.pop("kernels") == "AVX2"
-    assert result == AVX2_DIGESTS
+    differ = sorted(part for part in want if result[part] != want[part])
+    assert not differ, f"other bytes held to AVX2 in: {differ}"
 
 
-@pytest.mark.skipif(
-    FLAGS is None or "avx512f" not in FLAGS, reason="shows the difference on an AVX-512 CPU"
-)
+@pytest.mark.skipif(not HAS_AVX512, reason="shows the difference on an AVX-512 CPU")
 def test_on_an_avx512_cpu_native_kernels_write_other_bytes():
     """Why the pin exists: the same computation with the CPU's own kernels differs."""
+    want = AVX2_DIGESTS.get(_torch_version())
+    if want is None:
+        pytest.skip(f"digests recorded for torch {sorted(AVX2_DIGESTS)}, not {_torch_version()}")
     result = _compute({})
     assert result.pop("kernels") == "AVX512"
-    assert result["conv"] != AVX2_DIGESTS["conv"]
-    assert result["attention"] != AVX2_DIGESTS["attention"]
+    assert result["conv"] != want["conv"]
+    assert result["attention"] != want["attention"]
 
 
 def test_kernel_env_holds_an_avx2_x86_64_cpu():
@@ -131,10 +173,85 @@ def test_pin_keeps_a_value_the_user_set_and_says_so():
     assert environ["MKL_CBWR"] == "COMPATIBLE"  # the user's wins
     assert environ["ATEN_CPU_CAPABILITY"] == "avx2"
     assert environ["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert environ[MARKER] == "ATEN_CPU_CAPABILITY,ONEDNN_MAX_CPU_ISA"
     assert "kept from the environment: MKL_CBWR=COMPATIBLE" in line
 
 
-def test_pin_native_leaves_the_environment_alone():
+@pytest.mark.parametrize(
+    ("machine", "flags"),
+    [("aarch64", frozenset({"fp", "asimd"})), ("x86_64", frozenset({"sse4_2", "avx"}))],
+    ids=["arm-node", "no-avx2-node"],
+)
+def test_a_node_takes_back_what_the_login_node_set(machine, flags):
+    """A SLURM job inherits the login node's environment (--export=ALL) and its Snakemake
+    reads the workflow again: held there, the values would make ATen run AVX2 kernels on a
+    CPU without them (or warn on Arm); the user's own value stays."""
+    login = {"PATH": "/usr/bin", "MKL_CBWR": "COMPATIBLE"}
+    pin_cpu_kernels("avx2", login, machine="x86_64", flags=AVX512)
+    node = dict(login)
+    env, line = pin_cpu_kernels("avx2", node, machine=machine, flags=flags)
+    assert env == {}
+    assert node == {"PATH": "/usr/bin", "MKL_CBWR": "COMPATIBLE"}
+    assert "not held to avx2" in line and "kept from the environment: MKL_CBWR" in line
+
+
+def test_native_takes_back_what_isoflow_set_upstream():
     environ = {"PATH": "/usr/bin"}
-    assert pin_cpu_kernels("native", environ) == ({}, pin_cpu_kernels("native", {})[1])
+    pin_cpu_kernels("avx2", environ, machine="x86_64", flags=AVX512)
+    assert pin_cpu_kernels("native", environ)[0] == {}
     assert environ == {"PATH": "/usr/bin"}
+
+
+def test_pin_native_leaves_the_users_values_and_names_them():
+    environ = {"PATH": "/usr/bin", "ATEN_CPU_CAPABILITY": "default"}
+    env, line = pin_cpu_kernels("native", environ)
+    assert env == {}
+    assert environ == {"PATH": "/usr/bin", "ATEN_CPU_CAPABILITY": "default"}
+    assert "kept from the environment: ATEN_CPU_CAPABILITY=default" in line
+
+
+def test_pin_for_command_reads_its_choice_from_the_environment():
+    environ = {CHOICE_VARIABLE: "native"}
+    assert "native" in pin_for_command(environ)
+    assert not set(VARIABLES) & set(environ)
+    with pytest.raises(InputError, match="ISOFLOW_CPU_KERNELS: 'avx512' is not one of"):
+        pin_for_command({CHOICE_VARIABLE: "avx512"})
+
+
+CONSOLE = """
+import json, os, sys
+from isoflow import commands
+try:
+    code = commands.main(sys.argv[1:])
+except SystemExit as done:
+    code = done.code
+print(json.dumps({"code": code, **{k: os.environ.get(k) for k in %r}}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("choice", "held"),
+    [(None, True), ("native", False), ("avx512", False)],
+    ids=["default", "native", "bad"],
+)
+def test_the_console_script_holds_the_kernels_before_a_command_loads(choice, held):
+    env = {k: v for k, v in os.environ.items() if k not in (*VARIABLES, MARKER, CHOICE_VARIABLE)}
+    if choice:
+        env[CHOICE_VARIABLE] = choice
+    done = subprocess.run(
+        [sys.executable, "-c", CONSOLE % (VARIABLES,), "score", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if choice == "avx512":
+        assert result["code"] == 1
+        assert done.stderr.strip() == (
+            "isoflow score: error: ISOFLOW_CPU_KERNELS: 'avx512' is not one of avx2, native"
+        )
+        return
+    assert result["code"] == 0
+    got = {k: result[k] for k in VARIABLES if result[k] is not None}
+    assert got == (kernel_env("avx2")[0] if held else {})
