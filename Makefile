@@ -71,7 +71,7 @@ bench: env
 	$(BIN)/python bench/bench_download.py --scratch $(BENCH_TMP)/download
 	$(BIN)/python bench/bench_train_cache.py
 	$(BIN)/python bench/bench_parse.py --scratch $(BENCH_TMP)/parse --repeats 5
-	PYTHONPATH=$(CURDIR) $(BIN)/python bench/bench_cpu_kernels.py
+	$(BIN)/python bench/bench_cpu_kernels.py
 	mkdir -p $(BENCH_TMP)/demo && $(BIN)/python bench/bench_demo.py --cores $(CORES) --scratch $(BENCH_TMP)/demo
 
 # Full-scale rehearsal of the data half (issue 9 item 4; not part of `make test`): inputs in
