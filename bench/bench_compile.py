@@ -19,6 +19,18 @@ import numpy as np
 import torch
 
 
+def random_tokens(encoder, batch: int, length: int) -> dict:
+    """The tokens of ``batch`` random sequences of ``length`` (bp, nt or residues) for
+    ``encoder``'s modality, seed 0 (also bench/bench_cpu_kernels.py)."""
+    rng = np.random.default_rng(0)
+    if encoder.modality == "dna":
+        seqs = [rng.integers(0, 4, length, dtype=np.uint8) for _ in range(batch)]
+    else:
+        letters = list("ACGT" if encoder.modality == "rna" else "ACDEFGHIKLMNPQRSTVWY")
+        seqs = ["".join(rng.choice(letters, length)) for _ in range(batch)]
+    return encoder.tokenize(seqs)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", default="esm2")
@@ -33,13 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     from isoflow.model.encoders import random_encoder
 
     encoder = random_encoder(args.encoder, {"source": "tiny"}, real_size=not args.tiny).eval()
-    rng = np.random.default_rng(0)
-    if encoder.modality == "dna":
-        seqs = [rng.integers(0, 4, args.length, dtype=np.uint8) for _ in range(args.batch)]
-    else:
-        letters = list("ACGT" if encoder.modality == "rna" else "ACDEFGHIKLMNPQRSTVWY")
-        seqs = ["".join(rng.choice(letters, args.length)) for _ in range(args.batch)]
-    tokens = encoder.tokenize(seqs)
+    tokens = random_tokens(encoder, args.batch, args.length)
 
     def once(fn) -> float:
         start = time.perf_counter()

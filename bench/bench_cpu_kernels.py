@@ -23,8 +23,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-
 from isoflow.cpu import MARKER, VARIABLES, kernel_env
 
 CHILD = "--child"
@@ -34,19 +32,14 @@ def child(args: argparse.Namespace) -> None:
     import time
 
     import torch
+    from bench_compile import random_tokens  # this script's folder: bench/
 
     from isoflow.model.encoders import random_encoder
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     encoder = random_encoder(args.encoder, {"source": "tiny"}, real_size=True).eval()
-    rng = np.random.default_rng(0)
-    if encoder.modality == "dna":
-        seqs = [rng.integers(0, 4, args.length, dtype=np.uint8) for _ in range(args.batch)]
-    else:
-        letters = list("ACGT" if encoder.modality == "rna" else "ACDEFGHIKLMNPQRSTVWY")
-        seqs = ["".join(rng.choice(letters, args.length)) for _ in range(args.batch)]
-    tokens = encoder.tokenize(seqs)
+    tokens = random_tokens(encoder, args.batch, args.length)
     times = []
     with torch.no_grad():
         out, _ = encoder(**tokens)  # warm-up
