@@ -23,7 +23,9 @@ pretrained weights into. Sections, each timed on the same device in the same run
 - ``loader``: a cached epoch through ``IsoformDataModule`` (caches in the real on-disk format
   at the real widths, written by ``isoflow.embed.build_cache``; num_workers 4 as in
   config/config.yaml) against the same steps on device-resident batches: the share of the
-  epoch the GPU is busy;
+  epoch the GPU is busy; ``--loader-compile reduce-overhead`` (or ``default``,
+  ``max-autotune``) adds the epoch with the model through ``torch.compile`` in that mode
+  (``reduce-overhead``: CUDA graphs, for the small head's launch-bound step);
 - ``finetune``: steps/s and MFU with the encoders in the graph and trainable: NT-v2 + ESM-2
   fully trainable beside a cached DNA modality (batch 8), and Enformer end to end (the
   paper's path, batch 1);
@@ -94,6 +96,8 @@ INPUTS = {
 # holds the same weights per layer, so the stand-in does NT-v2's FLOPs (~234 M parameters).
 SPECS = {"nucleotide_transformer": {"hparams": {"intermediate_size": 4608}}}
 # fine-tuning cases: label -> (modality -> encoder, (real batch, tiny batch))
+# --loader-compile: the cached epoch's model eager, or through torch.compile in a mode
+LOADER_COMPILE_MODES = ("eager", "default", "reduce-overhead", "max-autotune")
 FINETUNE_CASES = {
     "nt_esm2_trainable": ({"rna": "nucleotide_transformer", "protein": "esm2"}, (8, 2)),
     # the same with ESM-2's attention through SDPA (`attention: sdpa`)
@@ -511,10 +515,15 @@ def loader_section(
     work: Path,
     worker_counts: tuple[int, ...] = (4,),
     prefetch_depths: tuple[int, ...] = (0, 2),
+    compile_modes: tuple[str, ...] = ("eager",),
+    backend: str = "inductor",
 ) -> None:
     """A cached epoch through the workflow's DataModule against the same steps on batches
     already on the device, for each of ``worker_counts`` DataLoader workers; with 0 workers
-    once per ``prefetch_depths`` (``train.prefetch_batches``: batches made ahead in a thread)."""
+    once per ``prefetch_depths`` (``train.prefetch_batches``: batches made ahead in a thread).
+    Each of ``compile_modes`` other than ``eager`` adds the rows of 0 workers and the deepest
+    prefetch with the model through ``torch.compile`` in that mode (``reduce-overhead``: CUDA
+    graphs, fewer kernel launches for the launch-bound small head)."""
     if rec.left() < 60 and not tiny:
         rec.add("loader", "epoch", {"skipped": "budget"})
         return
@@ -534,9 +543,44 @@ def loader_section(
     for workers in (0,) if tiny else worker_counts:
         for depth in prefetch_depths if workers == 0 else (0,):
             _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, depth)
+    for mode in compile_modes:
+        if mode == "eager":
+            continue
+        if rec.left() < 60 and not tiny:
+            rec.add("loader", f"epoch_workers0_{mode}", {"skipped": "budget"})
+            continue
+        depth = max(prefetch_depths)
+        _loader_epochs(rec, device, paths, widths, batch, 0, n, build_s, depth, mode, backend)
 
 
-def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, prefetch=0) -> None:
+def _graphs() -> int:
+    """Graphs dynamo has compiled in this process."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def compiled_model(model, mode: str, backend: str):
+    """``model`` through ``torch.compile`` in ``mode`` (``default``, ``reduce-overhead``,
+    ``max-autotune``); a mode is inductor's option, so another backend (``eager``: capture
+    only, the CPU tests) compiles without it."""
+    kwargs = {"mode": mode} if backend == "inductor" and mode != "default" else {}
+    return torch.compile(model, backend=backend, **kwargs)
+
+
+def _loader_epochs(
+    rec,
+    device,
+    paths,
+    widths,
+    batch,
+    workers,
+    n,
+    build_s,
+    prefetch=0,
+    compile_mode="eager",
+    backend="inductor",
+) -> None:
     from isoflow.loader import IsoformDataModule
 
     module = IsoformDataModule(
@@ -552,6 +596,14 @@ def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, prefe
     torch.manual_seed(0)
     model = _isoformer(widths).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    graphs = compile_mode == "reduce-overhead" and backend == "inductor"
+    graphs_before = _graphs()
+    if compile_mode != "eager":
+        torch._dynamo.reset()
+        graphs_before = _graphs()
+        step_model = compiled_model(model, compile_mode, backend)
+    else:
+        step_model = model
 
     def to_device(b):
         return {
@@ -560,7 +612,9 @@ def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, prefe
         }, b["target"].to(device, non_blocking=True)
 
     def run_step(inputs, target):
-        train_step(model, optimizer, inputs, target, device)
+        if graphs:  # a new iteration: CUDA graph trees may reuse the last step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
+        train_step(step_model, optimizer, inputs, target, device)
 
     def epoch(with_steps: bool) -> tuple[float, int]:
         sync(device)
@@ -573,7 +627,7 @@ def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, prefe
         sync(device)
         return time.perf_counter() - t0, n_batches
 
-    epoch(True)  # warm-up: workers start, page cache, kernels
+    first_s, _ = epoch(True)  # warm-up: workers start, page cache, kernels, any compile
     loader.sampler.set_epoch(1)
     wall, n_batches = epoch(True)
     loader.sampler.set_epoch(2)
@@ -583,10 +637,18 @@ def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, prefe
     inputs, target = to_device(first)
     s_step = timed(lambda: run_step(inputs, target), device, min_iters=n_batches, min_s=0.0)
     gpu = s_step * n_batches
+    key = f"epoch_workers{workers}" + (f"_prefetch{prefetch}" if prefetch else "")
     rec.add(
         "loader",
-        f"epoch_workers{workers}" + (f"_prefetch{prefetch}" if prefetch else ""),
+        key + (f"_{compile_mode}" if compile_mode != "eager" else ""),
         {
+            "compile_mode": compile_mode,
+            **(
+                {"backend": backend, "graphs": _graphs() - graphs_before}
+                if compile_mode != "eager"
+                else {}
+            ),
+            "first_epoch_s": round(first_s, 3),
             "transcripts": n,
             "batch": batch,
             "num_workers": workers,
@@ -599,7 +661,9 @@ def _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, prefe
             "gpu_busy": round(min(gpu / wall, 1.0), 3),
         },
     )
-    model = optimizer = loader = module = None
+    model = step_model = optimizer = loader = module = None
+    if compile_mode != "eager":
+        torch._dynamo.reset()
     free(device)
 
 
@@ -783,12 +847,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--compile-backend",
         default="inductor",
-        help="finetune's compiled rows: torch.compile backend ('eager': capture only, for tests)",
+        help="finetune's and loader's compiled rows: torch.compile backend ('eager': capture "
+        "only, for tests)",
     )
     parser.add_argument("--batch-scale", type=int, default=1, help="embed batch multiplier")
     parser.add_argument("--loader-workers", default="4", help="comma-separated worker counts")
     parser.add_argument(
         "--loader-prefetch", default="0,2", help="prefetch_batches with 0 workers (comma-separated)"
+    )
+    parser.add_argument(
+        "--loader-compile",
+        default="eager",
+        help="loader: the cached epoch's model also through torch.compile in these modes "
+        f"(of {','.join(LOADER_COMPILE_MODES)}; 0 workers, the deepest prefetch)",
     )
     parser.add_argument("--profile", action="store_true", help="embed: GPU kernel breakdown")
     parser.add_argument("--work", type=Path, default=None, help="folder for the loader's cache")
@@ -806,6 +877,11 @@ def main(argv: list[str] | None = None) -> None:
     modes = tuple(args.finetune_modes.split(","))
     if set(modes) - {"eager", "compiled"}:
         parser.error(f"--finetune-modes: {args.finetune_modes} (of eager,compiled)")
+    loader_modes = tuple(args.loader_compile.split(","))
+    if set(loader_modes) - set(LOADER_COMPILE_MODES):
+        parser.error(
+            f"--loader-compile: {args.loader_compile} (of {','.join(LOADER_COMPILE_MODES)})"
+        )
     only = tuple(args.finetune_cases.split(",")) if args.finetune_cases else None
     if only and set(only) - set(FINETUNE_CASES):
         parser.error(f"--finetune-cases: {args.finetune_cases} (of {','.join(FINETUNE_CASES)})")
@@ -847,7 +923,16 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             workers = tuple(int(w) for w in args.loader_workers.split(","))
             depths = tuple(int(d) for d in args.loader_prefetch.split(","))
-            loader_section(rec, device, args.tiny, args.work or Path(tmp), workers, depths)
+            loader_section(
+                rec,
+                device,
+                args.tiny,
+                args.work or Path(tmp),
+                workers,
+                depths,
+                loader_modes,
+                args.compile_backend,
+            )
     ft_rates = {}
     if "finetune" in sections:
         ft_rates = finetune_section(rec, device, args.tiny, peak, modes, args.compile_backend, only)

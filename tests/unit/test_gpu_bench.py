@@ -190,3 +190,29 @@ def test_compiled_fine_tuning_rows_and_options_checked_before_anything_runs(
             gpu_main(["--tiny", "--out", str(out), *bad])
         assert not out.exists()  # nothing ran, nothing written
     assert "--finetune-cases: nt_only" in capsys.readouterr().err
+
+
+def test_loader_compile_rows_and_option_checked_before_anything_runs(tmp_path, capsys, gpu_main):
+    # the cached epoch with the model through torch.compile (dynamo's "eager" backend here:
+    # capture only, seconds; on a GPU inductor's reduce-overhead mode, CUDA graphs), keyed by
+    # the mode beside the eager rows; an unknown mode stops before anything runs
+    out = tmp_path / "gpu.json"
+    args = ["--tiny", "--out", str(out), "--sections", "loader", "--compile-backend", "eager"]
+    gpu_main([*args, "--loader-compile", "eager,reduce-overhead"])
+    rows = json.loads(out.read_text())["sections"]["loader"]
+    assert list(rows) == [
+        "epoch_workers0",
+        "epoch_workers0_prefetch2",
+        "epoch_workers0_prefetch2_reduce-overhead",
+    ]
+    compiled = rows["epoch_workers0_prefetch2_reduce-overhead"]
+    assert compiled["compile_mode"] == "reduce-overhead" and compiled["backend"] == "eager"
+    assert compiled["graphs"] >= 1  # the steps ran through dynamo
+    assert compiled["prefetch_batches"] == 2 and compiled["batches"] > 1
+    assert 0 < compiled["gpu_busy"] <= 1 and compiled["first_epoch_s"] > 0
+    assert rows["epoch_workers0"]["compile_mode"] == "eager"
+    out.unlink()
+    with pytest.raises(SystemExit):
+        gpu_main([*args, "--loader-compile", "cudagraphs"])
+    assert not out.exists()
+    assert "--loader-compile: cudagraphs" in capsys.readouterr().err
