@@ -550,7 +550,13 @@ def loader_section(
             rec.add("loader", f"epoch_workers0_{mode}", {"skipped": "budget"})
             continue
         depth = max(prefetch_depths)
-        _loader_epochs(rec, device, paths, widths, batch, 0, n, build_s, depth, mode, backend)
+        try:
+            _loader_epochs(rec, device, paths, widths, batch, 0, n, build_s, depth, mode, backend)
+        except Exception as error:  # a mode that fails is a row, not the end of the run
+            key = "epoch_workers0" + (f"_prefetch{depth}" if depth else "") + f"_{mode}"
+            rec.add("loader", key, {"error": f"{type(error).__name__}: {str(error)[:300]}"})
+            torch._dynamo.reset()
+            free(device)
 
 
 def _graphs() -> int:

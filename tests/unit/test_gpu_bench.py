@@ -211,6 +211,11 @@ def test_loader_compile_rows_and_option_checked_before_anything_runs(tmp_path, c
     assert compiled["prefetch_batches"] == 2 and compiled["batches"] > 1
     assert 0 < compiled["gpu_busy"] <= 1 and compiled["first_epoch_s"] > 0
     assert rows["epoch_workers0"]["compile_mode"] == "eager"
+    # a mode that fails is an error row, and the run goes on
+    bad = ["--tiny", "--out", str(out), "--sections", "loader", "--loader-prefetch", "0"]
+    gpu_main([*bad, "--compile-backend", "no_such_backend", "--loader-compile", "default"])
+    rows = json.loads(out.read_text())["sections"]["loader"]
+    assert "no_such_backend" in rows["epoch_workers0_default"]["error"]
     out.unlink()
     with pytest.raises(SystemExit):
         gpu_main([*args, "--loader-compile", "cudagraphs"])
