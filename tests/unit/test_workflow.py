@@ -172,6 +172,15 @@ def test_report_provenance_states_the_data_and_versions(tmp_path):
     ]
     assert set(facts["versions"]) == {"isoflow", "snakemake", "torch", "pytorch-lightning"}
     assert facts["versions"]["snakemake"][0].isdigit()
+    held = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "PATH": "/bin"}
+    assert workflow.report_provenance({}, [], tmp_path, held)["cpu_kernels"] == (
+        "resources.cpu_kernels avx2; on the machine that built the report: "
+        "ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2"
+    )
+    native = {"resources": {"cpu_kernels": "native"}}
+    assert workflow.report_provenance(native, [], tmp_path, {})["cpu_kernels"].endswith(
+        "native; on the machine that built the report: not held"
+    )
     gtex = workflow.report_provenance({"tissue_set": "smtsd"}, [], tmp_path)
     assert not gtex["demo"] and gtex["data"].startswith("GTEx v8 (smtsd")
     assert workflow.software_versions(["no-such-package-isoflow"]) == {
