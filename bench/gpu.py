@@ -546,17 +546,26 @@ def loader_section(
     for mode in compile_modes:
         if mode == "eager":
             continue
-        if rec.left() < 60 and not tiny:
-            rec.add("loader", f"epoch_workers0_{mode}", {"skipped": "budget"})
-            continue
         depth = max(prefetch_depths)
+        if rec.left() < 60 and not tiny:
+            rec.add("loader", _loader_key(0, depth, mode), {"skipped": "budget"})
+            continue
         try:
             _loader_epochs(rec, device, paths, widths, batch, 0, n, build_s, depth, mode, backend)
         except Exception as error:  # a mode that fails is a row, not the end of the run
-            key = "epoch_workers0" + (f"_prefetch{depth}" if depth else "") + f"_{mode}"
-            rec.add("loader", key, {"error": f"{type(error).__name__}: {str(error)[:300]}"})
+            rec.add(
+                "loader",
+                _loader_key(0, depth, mode),
+                {"error": f"{type(error).__name__}: {str(error)[:300]}"},
+            )
             torch._dynamo.reset()
             free(device)
+
+
+def _loader_key(workers: int, prefetch: int, compile_mode: str) -> str:
+    """A cached-epoch row's name: ``epoch_workers0_prefetch2_reduce-overhead``."""
+    key = f"epoch_workers{workers}" + (f"_prefetch{prefetch}" if prefetch else "")
+    return key + (f"_{compile_mode}" if compile_mode != "eager" else "")
 
 
 def _graphs() -> int:
@@ -603,13 +612,11 @@ def _loader_epochs(
     model = _isoformer(widths).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     graphs = compile_mode == "reduce-overhead" and backend == "inductor"
-    graphs_before = _graphs()
+    step_model, graphs_before = model, 0
     if compile_mode != "eager":
         torch._dynamo.reset()
         graphs_before = _graphs()
         step_model = compiled_model(model, compile_mode, backend)
-    else:
-        step_model = model
 
     def to_device(b):
         return {
@@ -643,10 +650,9 @@ def _loader_epochs(
     inputs, target = to_device(first)
     s_step = timed(lambda: run_step(inputs, target), device, min_iters=n_batches, min_s=0.0)
     gpu = s_step * n_batches
-    key = f"epoch_workers{workers}" + (f"_prefetch{prefetch}" if prefetch else "")
     rec.add(
         "loader",
-        key + (f"_{compile_mode}" if compile_mode != "eager" else ""),
+        _loader_key(workers, prefetch, compile_mode),
         {
             "compile_mode": compile_mode,
             **(
