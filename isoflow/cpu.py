@@ -37,7 +37,7 @@ KERNEL_ENV: dict[str, dict[str, str]] = {
 # what the CPU must offer for the choice (ATen's AVX2 kernels are compiled with FMA)
 REQUIRED_FLAGS: dict[str, frozenset[str]] = {"avx2": frozenset({"avx2", "fma"})}
 X86_64 = frozenset({"x86_64", "amd64"})
-VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+VARIABLES = tuple(KERNEL_ENV["avx2"])  # every variable any choice sets
 # the variables an isoflow process set (comma-separated), so that a process on another
 # machine that inherits them can take them back (pin_cpu_kernels)
 MARKER = "ISOFLOW_CPU_KERNELS_SET"
