@@ -111,8 +111,9 @@ def pin_cpu_kernels(
     one: they are taken back first, so a node without AVX2 or an Arm node runs its own
     kernels rather than the login node's. A value the user set wins, and the line names it."""
     environ = os.environ if environ is None else environ
-    for key in filter(None, environ.pop(MARKER, "").split(",")):
-        environ.pop(key, None)
+    for key in environ.pop(MARKER, "").split(","):
+        if key in VARIABLES:  # only ever one of ours, whatever else the marker names
+            environ.pop(key, None)
     env, line = kernel_env(choice, machine=machine, flags=flags)
     kept = {k: environ[k] for k in VARIABLES if k in environ and environ[k] != env.get(k)}
     set_here = [k for k in env if k not in environ]

@@ -195,6 +195,16 @@ def test_a_node_takes_back_what_the_login_node_set(machine, flags):
     assert "not held to avx2" in line and "kept from the environment: MKL_CBWR" in line
 
 
+def test_a_marker_naming_other_variables_takes_back_only_the_kernels_ones():
+    environ = {
+        "PATH": "/usr/bin",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        MARKER: "PATH,,ATEN_CPU_CAPABILITY",
+    }
+    pin_cpu_kernels("native", environ)
+    assert environ == {"PATH": "/usr/bin"}
+
+
 def test_native_takes_back_what_isoflow_set_upstream():
     environ = {"PATH": "/usr/bin"}
     pin_cpu_kernels("avx2", environ, machine="x86_64", flags=AVX512)
