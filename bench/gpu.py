@@ -687,16 +687,18 @@ def finetune_section(
     modes: tuple[str, ...] = ("eager",),
     backend: str = "inductor",
     only: tuple[str, ...] | None = None,
+    batch_scale: int = 1,
 ) -> dict:
     """Optimiser steps with the encoders in the graph. ``modes``: ``eager``, and ``compiled``
     (the whole model through ``nn.Module.compile`` with ``backend``, forward and backward:
     ``compile_s`` is the first step, the FLOPs are the eager step's, since compiling changes
-    no arithmetic). ``only``: those of ``FINETUNE_CASES``, in that order. The projection
-    reads the eager rows."""
+    no arithmetic). ``only``: those of ``FINETUNE_CASES``, in that order. ``batch_scale``
+    multiplies each case's batch (MFU against batch size; the workflow trains at
+    ``train.batch_size``, 32). The projection reads the eager rows."""
     rng = np.random.default_rng(1)
     rates = {}
     cases = [
-        (label, names, batches[1 if tiny else 0])
+        (label, names, batches[1 if tiny else 0] * batch_scale)
         for label, (names, batches) in FINETUNE_CASES.items()
         if only is None or label in only
     ]
@@ -863,6 +865,9 @@ def main(argv: list[str] | None = None) -> None:
         "only, for tests)",
     )
     parser.add_argument("--batch-scale", type=int, default=1, help="embed batch multiplier")
+    parser.add_argument(
+        "--finetune-batch-scale", type=int, default=1, help="finetune batch multiplier"
+    )
     parser.add_argument("--loader-workers", default="4", help="comma-separated worker counts")
     parser.add_argument(
         "--loader-prefetch", default="0,2", help="prefetch_batches with 0 workers (comma-separated)"
@@ -895,6 +900,8 @@ def main(argv: list[str] | None = None) -> None:
             f"--loader-compile: {args.loader_compile} (of {','.join(LOADER_COMPILE_MODES)})"
         )
     only = tuple(args.finetune_cases.split(",")) if args.finetune_cases else None
+    if args.batch_scale < 1 or args.finetune_batch_scale < 1:
+        parser.error("--batch-scale and --finetune-batch-scale: a whole number of at least 1")
     if only and set(only) - set(FINETUNE_CASES):
         parser.error(f"--finetune-cases: {args.finetune_cases} (of {','.join(FINETUNE_CASES)})")
     started = time.perf_counter()
@@ -947,7 +954,16 @@ def main(argv: list[str] | None = None) -> None:
             )
     ft_rates = {}
     if "finetune" in sections:
-        ft_rates = finetune_section(rec, device, args.tiny, peak, modes, args.compile_backend, only)
+        ft_rates = finetune_section(
+            rec,
+            device,
+            args.tiny,
+            peak,
+            modes,
+            args.compile_backend,
+            only,
+            args.finetune_batch_scale,
+        )
     if "projection" in sections:
         embed = rec.data["sections"].get("embed", {})
         rates = {n: best_rate(embed, n) for n in ENCODERS}

@@ -192,6 +192,25 @@ def test_compiled_fine_tuning_rows_and_options_checked_before_anything_runs(
     assert "--finetune-cases: nt_only" in capsys.readouterr().err
 
 
+def test_finetune_batch_scale_multiplies_each_case_and_is_checked(tmp_path, capsys, gpu_main):
+    # MFU against batch size: the case's batch times the scale (Enformer end to end: 1 at tiny
+    # size), and the FLOPs per step grow with it; a scale under 1 stops before anything runs
+    out = tmp_path / "gpu.json"
+    args = ["--tiny", "--out", str(out), "--sections", "finetune"]
+    args += ["--finetune-cases", "enformer_end_to_end"]
+    gpu_main(args)
+    one = json.loads(out.read_text())["sections"]["finetune"]["enformer_end_to_end"]
+    gpu_main([*args, "--finetune-batch-scale", "3"])
+    three = json.loads(out.read_text())["sections"]["finetune"]["enformer_end_to_end"]
+    assert (one["batch"], three["batch"]) == (1, 3)
+    assert three["tflop_per_step"] > 2 * one["tflop_per_step"]  # rounded to 4 decimals
+    out.unlink()
+    with pytest.raises(SystemExit):
+        gpu_main([*args, "--finetune-batch-scale", "0"])
+    assert not out.exists()
+    assert "--finetune-batch-scale" in capsys.readouterr().err
+
+
 def test_loader_compile_rows_and_option_checked_before_anything_runs(tmp_path, capsys, gpu_main):
     # the cached epoch with the model through torch.compile (dynamo's "eager" backend here:
     # capture only, seconds; on a GPU inductor's reduce-overhead mode, CUDA graphs), keyed by
