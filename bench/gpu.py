@@ -688,13 +688,18 @@ def finetune_section(
     backend: str = "inductor",
     only: tuple[str, ...] | None = None,
     batch_scale: int = 1,
+    checkpointing: bool = False,
 ) -> dict:
     """Optimiser steps with the encoders in the graph. ``modes``: ``eager``, and ``compiled``
     (the whole model through ``nn.Module.compile`` with ``backend``, forward and backward:
     ``compile_s`` is the first step, the FLOPs are the eager step's, since compiling changes
     no arithmetic). ``only``: those of ``FINETUNE_CASES``, in that order. ``batch_scale``
     multiplies each case's batch (MFU against batch size; the workflow trains at
-    ``train.batch_size``, 32). The projection reads the eager rows."""
+    ``train.batch_size``, 32). ``checkpointing``: the encoders' blocks recomputed in the
+    backward pass (the spec key ``gradient_checkpointing``); MFU then counts the model's
+    FLOPs (one sequence's step without recomputation, times the batch: every input has the
+    same length), and ``tflop_executed_per_step`` what ran, recomputation included. The
+    projection reads the eager rows."""
     rng = np.random.default_rng(1)
     rates = {}
     cases = [
@@ -709,7 +714,7 @@ def finetune_section(
         if rec.left() < 40 and not tiny:
             rec.add("finetune", label, {"skipped": "budget"})
             continue
-        result = {"batch": batch}
+        result = {"batch": batch} | ({"gradient_checkpointing": True} if checkpointing else {})
         try:
             encoders = {}
             raw = {}
@@ -729,6 +734,12 @@ def finetune_section(
             optimizer = torch.optim.AdamW(trainable, lr=1e-5)
             target = torch.randn(batch, 30, device=device)
             step = partial(train_step, model, optimizer, tokens, target, device)
+            model_flops = None
+            if checkpointing:  # the model's FLOPs, before blocks recompute
+                one = partial(train_step, model, optimizer, _rows(tokens, 1), target[:1], device)
+                model_flops = count_flops(one) * batch
+                for enc in encoders.values():
+                    enc.checkpoint_blocks()
             if mode == "compiled":
                 flops = count_flops(step)  # eager: the flop counter does not see into graphs
                 from isoflow.train import compile_model  # what train.compile runs
@@ -745,6 +756,9 @@ def finetune_section(
                 )
             if mode != "compiled":
                 flops = count_flops(step)
+            if model_flops is not None:
+                result["tflop_executed_per_step"] = round(flops / 1e12, 4)
+                flops = model_flops
             result.update(
                 trainable_m=round(sum(p.numel() for p in trainable) / 1e6, 1),
                 steps_per_s=round(1 / s, 3),
@@ -762,6 +776,14 @@ def finetune_section(
         model = optimizer = tokens = encoders = None
         free(device)
     return rates
+
+
+def _rows(tokens: dict, n: int) -> dict:
+    """The first ``n`` rows of each modality's inputs (token dicts or ``(emb, mask)``)."""
+    return {
+        m: {k: v[:n] for k, v in t.items()} if isinstance(t, dict) else tuple(x[:n] for x in t)
+        for m, t in tokens.items()
+    }
 
 
 def projection(rec: Recorder, embed_rates: dict, train_rate: float | None, ft_rates: dict):
@@ -868,6 +890,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--finetune-batch-scale", type=int, default=1, help="finetune batch multiplier"
     )
+    parser.add_argument(
+        "--finetune-checkpointing",
+        action="store_true",
+        help="finetune: the encoders' blocks recomputed in the backward pass",
+    )
     parser.add_argument("--loader-workers", default="4", help="comma-separated worker counts")
     parser.add_argument(
         "--loader-prefetch", default="0,2", help="prefetch_batches with 0 workers (comma-separated)"
@@ -963,6 +990,7 @@ def main(argv: list[str] | None = None) -> None:
             args.compile_backend,
             only,
             args.finetune_batch_scale,
+            args.finetune_checkpointing,
         )
     if "projection" in sections:
         embed = rec.data["sections"].get("embed", {})

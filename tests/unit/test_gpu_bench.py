@@ -211,6 +211,45 @@ def test_finetune_batch_scale_multiplies_each_case_and_is_checked(tmp_path, caps
     assert "--finetune-batch-scale" in capsys.readouterr().err
 
 
+def test_finetune_checkpointing_counts_the_models_flops_not_the_recomputation(tmp_path, gpu_main):
+    # with --finetune-checkpointing the encoders' blocks run twice in a step: the row's MFU
+    # counts the model's FLOPs (one sequence's uncheckpointed step times the batch, exact
+    # for inputs of one length) and tflop_executed_per_step what ran, recomputation included
+    gpu = _gpu_module()
+    gpu.TINY = True
+    import numpy as np
+    import torch
+
+    device = torch.device("cpu")
+    rng = np.random.default_rng(1)
+    encoders, raw = {}, {}
+    for modality, name in {"rna": "nucleotide_transformer", "protein": "esm2"}.items():
+        encoders[modality] = gpu.build_encoder(name, True).trainable_last(-1)
+        raw[modality] = gpu.random_sequences(name, 4, gpu.INPUTS[name]["tiny"], rng)
+    model = gpu._isoformer({"dna": 16}, encoders).train()
+    raw |= gpu._cached_inputs(4, {"dna": 64}, {"dna": 16}, device)
+    tokens = model.tokenize(raw, device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    target = torch.randn(4, 30)
+
+    whole = gpu.count_flops(lambda: gpu.train_step(model, optimizer, tokens, target, device))
+    one = gpu.count_flops(
+        lambda: gpu.train_step(model, optimizer, gpu._rows(tokens, 1), target[:1], device)
+    )
+    assert one * 4 == whole
+    for encoder in encoders.values():
+        encoder.checkpoint_blocks()
+    executed = gpu.count_flops(lambda: gpu.train_step(model, optimizer, tokens, target, device))
+    assert executed > 1.1 * whole
+
+    out = tmp_path / "gpu.json"
+    args = ["--tiny", "--out", str(out), "--sections", "finetune", "--finetune-checkpointing"]
+    gpu_main([*args, "--finetune-cases", "nt_esm2_trainable"])
+    row = json.loads(out.read_text())["sections"]["finetune"]["nt_esm2_trainable"]
+    assert row["gradient_checkpointing"] is True
+    assert row["tflop_executed_per_step"] >= row["tflop_per_step"] > 0
+
+
 def test_loader_compile_rows_and_option_checked_before_anything_runs(tmp_path, capsys, gpu_main):
     # the cached epoch with the model through torch.compile (dynamo's "eager" backend here:
     # capture only, seconds; on a GPU inductor's reduce-overhead mode, CUDA graphs), keyed by
