@@ -4,14 +4,22 @@ Conventions (also what ``metrics.json`` means):
 
 - Per tissue, over all test transcripts: R² = 1 - SS_res / SS_tot (can be negative),
   Pearson r, Spearman rho with tied values given their average rank (scipy's default).
-- A tissue whose observed (or predicted) values are constant has an undefined correlation:
-  it is reported as ``None`` (JSON ``null``) and left out of the means. The means are
-  plain averages over the tissues where the metric is defined.
+- A tissue whose observed values are constant has an undefined correlation: it is reported
+  as ``None`` (JSON ``null``) and left out of the means. That set of tissues depends on the
+  test set alone, so every run on it is averaged over the same tissues.
+- A tissue whose observed values vary but whose predictions are all equal ranks nothing: its
+  Spearman and Pearson are 0 (what any order of the tied values gives on average), never
+  left out. Leaving it out would average a model that cannot tell transcripts apart over an
+  easier, smaller set. ``constant_prediction_tissues`` names those tissues.
 - Within-gene Spearman: for each gene with at least two test isoforms and each tissue, the
   Spearman rho between predicted and observed across that gene's isoforms (ties: average
-  ranks). A (gene, tissue) group where observed or predicted values are all equal has no
-  defined rank correlation and is skipped. The reported value is the unweighted mean over
-  all defined (gene, tissue) groups; ``None`` when no group is defined.
+  ranks). A (gene, tissue) group whose observed values are all equal has no defined rank
+  correlation and is skipped (again a property of the test set, the same for every run). A
+  group whose observed values vary but whose predictions all tie scores 0: a model that
+  gives a gene's isoforms one value (a DNA-only model, for isoforms sharing a TSS) has not
+  ranked them. The reported value is the unweighted mean over the scored groups; ``None``
+  when there is none. ``within_gene_groups`` counts the scored groups and
+  ``within_gene_tied`` those of them scored 0 for tied predictions.
 - Prediction spread: per tissue sd(predicted) / sd(observed) over the test transcripts, the
   median over the tissues where the observed sd is not zero (``None`` when there is none).
   A run whose spread is below ``COLLAPSE_RATIO`` predicts an (almost) constant per tissue
@@ -52,8 +60,10 @@ def r2_score(observed: np.ndarray, predicted: np.ndarray) -> float | None:
 def _correlation(kind: str, observed: np.ndarray, predicted: np.ndarray) -> float | None:
     observed = np.asarray(observed, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
-    if len(observed) < 2 or np.ptp(observed) == 0 or np.ptp(predicted) == 0:
+    if len(observed) < 2 or np.ptp(observed) == 0:
         return None
+    if np.ptp(predicted) == 0:
+        return 0.0  # tied predictions rank nothing (module docstring)
     func = stats.spearmanr if kind == "spearman" else stats.pearsonr
     return _finite_or_none(func(observed, predicted)[0])
 
@@ -70,18 +80,25 @@ def tissue_metrics(observed: np.ndarray, predicted: np.ndarray) -> dict[str, flo
 def within_gene_spearman(
     gene_ids: Sequence[str], observed: np.ndarray, predicted: np.ndarray
 ) -> float | None:
-    """Mean over (gene, tissue) groups of the Spearman rho across a gene's isoforms.
+    """Mean over (gene, tissue) groups of the Spearman rho across a gene's isoforms (module
+    docstring: groups with constant observed values skipped, tied predictions scored 0)."""
+    rhos, _ = within_gene_groups(gene_ids, observed, predicted)
+    return _finite_or_none(float(rhos.mean())) if len(rhos) else None
 
-    ``observed`` and ``predicted`` are (n_transcripts, n_tissues). Computed as the Pearson
-    correlation of within-group average ranks, which is Spearman's rho with ties averaged,
-    vectorised over all groups at once.
-    """
+
+def within_gene_groups(
+    gene_ids: Sequence[str], observed: np.ndarray, predicted: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """(rho of every scored (gene, tissue) group, how many of them scored 0 for predictions
+    that all tie). ``observed`` and ``predicted`` are (n_transcripts, n_tissues). Computed as
+    the Pearson correlation of within-group average ranks, which is Spearman's rho with ties
+    averaged, vectorised over all groups at once."""
     observed = np.asarray(observed, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
     if observed.ndim == 1:
         observed, predicted = observed[:, None], predicted[:, None]
     genes = pd.Series(np.asarray(gene_ids), name="gene")
-    rhos = []
+    rhos, tied = [], 0
     for t in range(observed.shape[1]):
         frame = pd.DataFrame({"gene": genes, "obs": observed[:, t], "pred": predicted[:, t]})
         frame = frame[frame.groupby("gene")["gene"].transform("size") >= 2]
@@ -101,13 +118,14 @@ def within_gene_spearman(
             .groupby("gene")[["xy", "xx", "yy"]]
             .sum()
         )
-        defined = (sums["xx"] > 0) & (sums["yy"] > 0)
-        sums = sums[defined]
-        rhos.append((sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])).to_numpy())
-    if not rhos:
-        return None
-    all_rhos = np.concatenate(rhos)
-    return _finite_or_none(float(all_rhos.mean())) if len(all_rhos) else None
+        sums = sums[sums["xx"] > 0]  # observed values that vary: a rank order to match
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho = (sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])).to_numpy()
+        flat = (sums["yy"] == 0).to_numpy()
+        rho = np.where(flat, 0.0, rho)
+        tied += int(flat.sum())
+        rhos.append(rho)
+    return (np.concatenate(rhos) if rhos else np.zeros(0)), tied
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -161,10 +179,17 @@ def evaluate(
     predicted = np.asarray(predicted, dtype=np.float64)
     per_tissue, mean = tissue_means(observed, predicted, tissues)
     spread = prediction_spread(observed, predicted)
+    rhos, tied = within_gene_groups(gene_ids, observed, predicted)
+    with np.errstate(invalid="ignore"):
+        varies = np.ptp(observed, axis=0) > 0
+    constant = [t for i, t in enumerate(tissues) if varies[i] and np.ptp(predicted[:, i]) == 0]
     return {
         "mean": mean,
         "per_tissue": per_tissue,
-        "within_gene_spearman": within_gene_spearman(gene_ids, observed, predicted),
+        "constant_prediction_tissues": constant,
+        "within_gene_spearman": _finite_or_none(float(rhos.mean())) if len(rhos) else None,
+        "within_gene_groups": int(len(rhos)),
+        "within_gene_tied": tied,
         "n_test": int(observed.shape[0]),
         "prediction_spread": spread,
         "collapsed": spread is not None and spread < COLLAPSE_RATIO,

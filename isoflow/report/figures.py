@@ -611,8 +611,10 @@ def plot_within_gene(rhos: pd.DataFrame, metrics: Mapping[str, Any], run: str) -
     by_bin.set_xlabel("isoforms per gene (test)")
     by_bin.set_ylabel("ρ (box: quartiles, ◆ mean)")
     _style(by_bin)
+    tied = int(rhos["tied"].sum()) if "tied" in rhos else 0
     fig.suptitle(
-        f"Within-gene isoform ranking — {run}: {len(rhos):,} pairs, {genes:,} genes",
+        f"Within-gene isoform ranking — {run}: {len(rhos):,} pairs, {genes:,} genes"
+        + (f"; {tied:,} pairs with tied predictions, scored ρ = 0" if tied else ""),
         fontsize=FONT_SIZE + 1,
     )
     return fig
@@ -643,7 +645,12 @@ def _row_label(row: Mapping[str, Any], label_column: str) -> str:
     label = str(row[label_column])
     seeds = row.get("seeds")
     if seeds is not None and not pd.isna(seeds):
-        label += f"\n(n={int(seeds)} seed{'s' if int(seeds) != 1 else ''})"
+        label += f"\n(n={int(seeds)} seed{'s' if int(seeds) != 1 else ''}"
+        k = row.get(COLLAPSED)
+        if k is not None and not pd.isna(k) and 0 < int(k) < int(seeds):
+            # the correlations pool the seeds that did not collapse: say how few they are
+            label += f"; {int(k)} collapsed, correlations of {int(seeds) - int(k)}"
+        label += ")"
     return label
 
 

@@ -42,6 +42,8 @@ def test_constant_tissue_is_undefined_and_left_out_of_means():
     assert result["mean"]["spearman"] == pytest.approx(1.0)
     assert result["n_test"] == 3
     assert result["within_gene_spearman"] is None  # no gene has two isoforms
+    assert (result["within_gene_groups"], result["within_gene_tied"]) == (0, 0)
+    assert result["constant_prediction_tissues"] == []  # B's observed values are constant
 
 
 def test_within_gene_spearman_by_hand():
@@ -63,6 +65,40 @@ def test_within_gene_spearman_ties_use_average_ranks():
     # observed ranks (1.5, 1.5, 3) vs (1, 2, 3): rho = 1.5 / sqrt(1.5 * 2)
     rho = within_gene_spearman(["g", "g", "g"], np.array([1.0, 1.0, 2.0]), np.array([1, 2, 3.0]))
     assert rho == pytest.approx(1.5 / math.sqrt(3.0))
+
+
+def test_tied_predictions_score_zero_so_every_run_is_averaged_over_the_same_groups():
+    # a DNA-only model gives isoforms that share a TSS one value: it has not ranked them.
+    # Skipping those groups averaged it over the few genes it could rank (the demo's DNA-only
+    # run over 506 of 1,276 groups), above the full model; they score 0 and are counted
+    genes = ["A", "A", "A", "B", "B", "C", "C"]
+    observed = np.array([[1.0], [2.0], [3.0], [1.0], [2.0], [4.0], [4.0]])
+    ranks_all = np.array([[1.0], [3.0], [2.0], [2.0], [1.0], [0.0], [1.0]])
+    ties_b = np.array([[1.0], [2.0], [3.0], [5.0], [5.0], [0.0], [1.0]])
+    full = evaluate(genes, observed, ranks_all, ["t"])
+    tied = evaluate(genes, observed, ties_b, ["t"])
+    # C's observed values tie: no order to match, skipped for every run alike
+    assert (full["within_gene_groups"], full["within_gene_tied"]) == (2, 0)
+    assert full["within_gene_spearman"] == pytest.approx(np.mean([0.5, -1.0]))
+    assert (tied["within_gene_groups"], tied["within_gene_tied"]) == (2, 1)
+    assert tied["within_gene_spearman"] == pytest.approx(np.mean([1.0, 0.0]))  # not 1.0
+    assert within_gene_spearman(genes, observed, ties_b) == tied["within_gene_spearman"]
+
+
+def test_a_tissue_with_constant_predictions_scores_zero_and_is_named():
+    # a tissue the model predicts one value for stays in the means at 0 (it was left out,
+    # so a run that failed on 2 of 5 tissues reported the mean of the other 3)
+    observed = _observed(n=20, tissues=3)
+    predicted = observed + np.random.default_rng(3).normal(0, 0.1, observed.shape)
+    predicted[:, 1] = 7.0
+    result = evaluate(np.arange(20).astype(str), observed, predicted, ["A", "B", "C"])
+    assert result["per_tissue"]["B"]["spearman"] == 0.0
+    assert result["per_tissue"]["B"]["pearson"] == 0.0
+    assert result["per_tissue"]["B"]["r2"] < 0  # a constant far from the mean
+    defined = [result["per_tissue"][t]["spearman"] for t in "AC"]
+    assert result["mean"]["spearman"] == pytest.approx(sum(defined) / 3)
+    assert result["constant_prediction_tissues"] == ["B"]
+    json.dumps(result, allow_nan=False)
 
 
 def test_shape_mismatch_is_an_error():

@@ -205,17 +205,19 @@ def test_within_gene_rhos_mean_is_the_metrics_value(tmp_path):
 def test_within_gene_rhos_by_hand():
     predictions = pd.DataFrame(
         {
-            "gene_id": ["g1"] * 3 + ["g2"] * 2 + ["g3"],
-            "tissue": ["T"] * 6,
-            "observed": [1.0, 2.0, 3.0, 5.0, 5.0, 1.0],  # g2 constant -> undefined
-            "predicted": [3.0, 2.0, 1.0, 1.0, 2.0, 1.0],  # g1 reversed -> -1; g3 one isoform
+            "gene_id": ["g1"] * 3 + ["g2"] * 2 + ["g3"] + ["g4"] * 2,
+            "tissue": ["T"] * 8,
+            "observed": [1.0, 2.0, 3.0, 5.0, 5.0, 1.0, 1.0, 2.0],  # g2 constant -> undefined
+            # g1 reversed -> -1; g3 one isoform; g4 tied predictions -> 0
+            "predicted": [3.0, 2.0, 1.0, 1.0, 2.0, 1.0, 4.0, 4.0],
         }
     )
     rhos = tables.within_gene_rhos(predictions)
-    assert rhos["gene_id"].tolist() == ["g1"]
-    assert rhos["rho"].tolist() == pytest.approx([-1.0])
+    assert rhos["gene_id"].tolist() == ["g1", "g4"]
+    assert rhos["rho"].tolist() == pytest.approx([-1.0, 0.0])
+    assert rhos["tied"].tolist() == [False, True]
     genes, obs, pred = predictions["gene_id"], predictions["observed"], predictions["predicted"]
-    assert within_gene_spearman(genes, obs.to_numpy(), pred.to_numpy()) == pytest.approx(-1.0)
+    assert within_gene_spearman(genes, obs.to_numpy(), pred.to_numpy()) == pytest.approx(-0.5)
 
 
 def test_scatter_tissues_spread_over_r2_from_best_to_worst():
@@ -540,6 +542,10 @@ def test_collapsed_runs_print_collapsed_not_correlations(tmp_path):
         if c.get_label().lstrip("_").startswith("Spearman (this")
     ]
     assert len(spearman_bars) == 2  # rna and dna+rna+protein, not dna
+    # rna's bar pools 2 of its 3 seeds: its label says so (it said "n=3 seeds")
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert any(t.endswith("(n=3 seeds; 1 collapsed, correlations of 2)") for t in ticks), ticks
+    assert any(t.endswith("(n=3 seeds)") for t in ticks), ticks  # dna+rna+protein
     # A run without the key (older metrics.json) is not collapsed.
     assert not readers.is_collapsed({"mean": {}})
 
