@@ -22,12 +22,19 @@ from typing import Any
 from isoflow.config import SCHEMA, check_tf_gamma, load_schema
 from isoflow.cpu import VARIABLES as CPU_VARIABLES
 from isoflow.errors import InputError
-from isoflow.experiments import DEFAULT_POOLING, FACTORS, ablation_groups, run_pooling
+from isoflow.experiments import (
+    DEFAULT_POOLING,
+    FACTORS,
+    ablation_groups,
+    expand_experiments,
+    run_pooling,
+)
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.model.registry import ENCODER_HOST_MB, IMPORT_MB, encoder_kind, encoder_modality
 from isoflow.settings import (
     cached_modalities,
     encoder_names,
+    encoder_spec,
     protein_config,
     rna_config,
     with_encoder_defaults,
@@ -744,15 +751,42 @@ def report_provenance(
         if demo
         else f"GTEx v8 ({config.get('tissue_set')} tissues) with the configured annotation"
     )
+    encoders, tiny = encoders_fact(config)
     return {
         "demo": demo,
         "data": data,
+        "encoders": encoders,
+        "tiny_encoders": tiny,
         "configfiles": [_relative(p) for p in configfiles] or ["(none)"],
         "commit": git_commit(repo_dir),
         "versions": software_versions(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu_kernels": cpu_kernels_fact(config, environ),
     }
+
+
+def encoders_fact(config: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """(the landing page's line on what read the sequences, the encoders among them with
+    random weights): each encoder the configured runs read, in the order they first appear,
+    with where its weights come from."""
+    used: list[str] = []
+    for experiment in expand_experiments(dict(config)).values():
+        used += [n for n in encoder_names(dict(config), experiment).values() if n not in used]
+    facts, tiny = [], []
+    for name in used:
+        spec = encoder_spec(dict(config), name)
+        if spec["source"] == "pretrained":
+            where = spec.get("esm_model") or weights_dir(name, spec)
+            if spec.get("repo"):
+                where = f"{spec['repo']} revision {spec['revision']}"
+            facts.append(
+                f"{name}: pretrained, {where} (the resolved commit or checksum in "
+                f"{weights_dir(name, spec)}/isoflow_source.json)"
+            )
+        else:
+            facts.append(f"{name}: tiny, random weights (seed {spec['seed']}), not pretrained")
+            tiny.append(name)
+    return ("; ".join(facts) or "none (no run configured)"), tiny
 
 
 def cpu_kernels_fact(config: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> str:

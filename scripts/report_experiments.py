@@ -16,6 +16,7 @@ def main() -> None:
         figure=sm.output.figure,
         baseline_path=getattr(sm.input, "baseline", None),
         demo=sm.params.demo,
+        tiny_encoders=list(sm.params.tiny_encoders),
         within_gene=sm.output.within_gene,
     )
 

@@ -48,12 +48,14 @@ from isoflow.report.tables import (
     BASELINE_LABEL,
     COLLAPSED,
     CONTROL_LABEL,
+    DEMO_MARK,
     OVERLAP_SIDES,
     SOURCE_RUN,
     ablation_display,
     ablation_table,
     biotype_table,
     length_table,
+    model_stamp,
     overlap_note,
     paper_note,
     per_tissue_table,
@@ -92,7 +94,7 @@ def build_biotypes(
         figure,
         demo,
     )
-    write_table(counts, table, "Transcripts by biotype (annotation)")
+    write_table(counts, table, "Transcripts by biotype (annotation)", stamp=_data_stamp(demo))
 
 
 def build_tissues(
@@ -116,6 +118,7 @@ def build_tissues(
         table,
         "Samples per tissue",
         note="mean and sd: of the target log(1 + mean TPM) over transcripts, per tissue.",
+        stamp=_data_stamp(demo),
     )
 
 
@@ -147,7 +150,7 @@ def build_splits(
             "report.reference_counts, not from this run. Difference: (dataset - reference) "
             "/ reference."
         )
-    write_table(sizes, table, f"Split sizes ({scheme} scheme)", note=note)
+    write_table(sizes, table, f"Split sizes ({scheme} scheme)", note=note, stamp=_data_stamp(demo))
 
 
 def build_lengths(
@@ -169,6 +172,7 @@ def build_lengths(
         "Sequence lengths (RNA in nt, protein in aa)",
         note="limit: rna.max_nt and protein.max_aa from the config; longer sequences are "
         "truncated before encoding.",
+        stamp=_data_stamp(demo),
     )
 
 
@@ -191,7 +195,7 @@ def build_targets(
     save_figure(plot_isoforms_per_gene(per_gene, sides), isoforms_figure, demo)
     note = "Share of transcripts with target 0 (no TPM in any sample of the tissue). "
     note += overlap_note(overlap, read_overlap_examples(stats))
-    write_table(zeros, table, "Targets: zeros per tissue", note=note)
+    write_table(zeros, table, "Targets: zeros per tissue", note=note, stamp=_data_stamp(demo))
 
 
 def build_run(
@@ -217,7 +221,12 @@ def build_run(
     predictions = read_predictions(predictions_path)
     save_figure(plot_history(history, run), curves, demo)
     table = per_tissue_table(metrics)
-    note = f"{metrics['n_test']:,} test transcripts. Blank: undefined (constant values)."
+    note = (
+        f"{metrics['n_test']:,} test transcripts. Blank: undefined (the observed values are "
+        "constant). Predictions that are all equal rank nothing and score 0"
+    )
+    constant = metrics.get("constant_prediction_tissues") or []
+    note += f" (here: {', '.join(constant)})." if constant else "."
     if is_collapsed(metrics):
         note = (
             f"COLLAPSED: this run predicts (near) constants (prediction_spread "
@@ -231,6 +240,7 @@ def build_run(
         f"Per-tissue test metrics — {run}",
         note=note,
         summary_rows=[len(table) - 1],
+        stamp=model_stamp(demo),
     )
     save_figure(plot_per_tissue(metrics, run), tissue_figure, demo)
     tissues = scatter_tissues(metrics, n_scatter)
@@ -285,11 +295,17 @@ def _load_baseline(path: str | Path | None) -> dict[str, Any] | None:
     return None if path is None else read_metrics(path)
 
 
+def _data_stamp(demo: bool) -> str | None:
+    return DEMO_MARK if demo else None
+
+
 def _across_note(paper: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None) -> str:
     note = (
         "Metrics are test-set means over tissues, then mean ± sd over seeds (seeds: how "
         "many runs; sd blank for one). A collapsed run (constant predictions) counts in R² "
-        "only; 'collapsed' replaces correlations where every seed collapsed. "
+        "only; 'collapsed' replaces correlations where every seed collapsed. Every run is "
+        "scored on the same tissues and (gene, tissue) groups: predictions that all tie "
+        "score 0, never drop out. "
         f"The {CONTROL_LABEL} (shuffle_targets: true) is the floor a model must clear. "
     )
     if baseline is not None:
@@ -309,9 +325,12 @@ def build_experiments(
     within_gene: str | Path,
     baseline_path: str | Path | None = None,
     demo: bool = False,
+    tiny_encoders: Iterable[str] = (),
 ) -> None:
     """All settings (seeds pooled) beside the control, the baseline and the paper's
-    headline numbers; within-gene across settings. ``runs.tsv``: every run unpooled."""
+    headline numbers; within-gene across settings. ``runs.tsv``: every run unpooled.
+    ``tiny_encoders``: the encoders with random weights the runs read (outside the demo,
+    the tables say so)."""
     metrics_by_run = _load_metrics(experiments, metrics_paths)
     baseline = _load_baseline(baseline_path)
     table = runs_table(experiments, metrics_by_run, paper, baseline)
@@ -320,6 +339,7 @@ def build_experiments(
         table_html_path,
         "All runs (test set)",
         note=_across_note(paper, baseline),
+        stamp=model_stamp(demo, tiny_encoders),
     )
     write_table(run_rows(experiments, metrics_by_run, baseline), table_tsv_path, "")
     save_figure(plot_runs(table), figure, demo)
@@ -335,8 +355,10 @@ def build_ablation(
     figure: str | Path,
     baseline_path: str | Path | None = None,
     demo: bool = False,
+    tiny_encoders: Iterable[str] = (),
 ) -> None:
-    """One factor varied, everything else held fixed (``fraction``: the data-scaling view)."""
+    """One factor varied, everything else held fixed (``fraction``: the data-scaling view);
+    ``tiny_encoders`` as for :func:`build_experiments`."""
     metrics_by_run = _load_metrics(experiments, metrics_paths)
     baseline = _load_baseline(baseline_path)
     table = ablation_table(experiments, metrics_by_run, factor, paper, baseline)
@@ -347,7 +369,13 @@ def build_ablation(
         note += f"Held fixed: {fixed[0]}. "
     note += _across_note(paper, baseline)
     title = "Data scaling" if factor == "fraction" else f"Ablation: {label}"
-    write_table(ablation_display(table, factor), table_path, title, note=note)
+    write_table(
+        ablation_display(table, factor),
+        table_path,
+        title,
+        note=note,
+        stamp=model_stamp(demo, tiny_encoders),
+    )
     if factor == "fraction":
         save_figure(plot_scaling(table), figure, demo)
     else:

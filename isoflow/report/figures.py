@@ -26,6 +26,7 @@ from isoflow.report.tables import (
     COLLAPSED,
     CONTROL_LABEL,
     CORRELATION_LABELS,
+    DEMO_MARK,
     ISOFORM_BINS,
     METRIC_LABELS,
     SOURCE_BASELINE,
@@ -40,8 +41,6 @@ from isoflow.report.tables import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# Stamped on every figure made from the synthetic demo (config demo.enabled).
-DEMO_MARK = "SYNTHETIC DEMO DATA (not GTEx; not comparable to the paper)"
 
 # Figures are read in the report at their natural size: large enough fonts, no zooming.
 FONT_SIZE = 11

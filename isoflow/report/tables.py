@@ -559,7 +559,31 @@ tr.control td { background: #fff5f5; }
 td.collapsed { color: #c53030; font-weight: 600; }
 tr.summary td { font-weight: 600; border-top: 2px solid #a0aec0; }
 p.note { font-size: 13px; color: #4a5568; max-width: 60em; }
+p.stamp { color: #c53030; font-weight: 700; max-width: 60em; }
 """
+
+# Stamped on every figure and table made from the synthetic demo (config demo.enabled); the
+# tables of trained runs also say what read the sequences.
+DEMO_MARK = "SYNTHETIC DEMO DATA (not GTEx; not comparable to the paper)"
+DEMO_MODEL_MARK = (
+    "SYNTHETIC DEMO DATA, read by tiny random-weight encoders (not pretrained models): not "
+    "GTEx; not comparable to the paper"
+)
+
+
+def tiny_encoders_mark(names: Iterable[str]) -> str:
+    """The stamp of runs outside the demo that read encoders with random weights."""
+    return (
+        f"TINY RANDOM-WEIGHT ENCODERS ({', '.join(names)}: encoders.<name>.source is tiny): "
+        "these runs read no pretrained model; not comparable to the paper"
+    )
+
+
+def model_stamp(demo: bool, tiny_encoders: Iterable[str] = ()) -> str | None:
+    """What a table of trained runs is stamped with: the demo's mark, the tiny encoders'
+    outside the demo, or nothing for runs on pretrained encoders."""
+    tiny = list(tiny_encoders)
+    return DEMO_MODEL_MARK if demo else tiny_encoders_mark(tiny) if tiny else None
 
 
 _NUMBER_TEXT = re.compile(r"-?\d+(\.\d+)?( ± \d+(\.\d+)?)?")
@@ -596,9 +620,14 @@ def _cell(value: Any, integer: bool = False) -> tuple[str, bool]:
 
 
 def table_html(
-    table: pd.DataFrame, title: str, note: str | None = None, summary_rows: Iterable[int] = ()
+    table: pd.DataFrame,
+    title: str,
+    note: str | None = None,
+    summary_rows: Iterable[int] = (),
+    stamp: str | None = None,
 ) -> str:
-    """A self-contained HTML page: title, the table, an optional note under it.
+    """A self-contained HTML page: title, an optional ``stamp`` under it (the demo's mark),
+    the table, an optional note under it.
 
     Rows whose ``source`` is the paper are highlighted and italic, the baseline's and the
     shuffled control's shaded; ``summary_rows`` (positions) are set bold, e.g. a mean row.
@@ -627,10 +656,11 @@ def table_html(
                 cells.append(f"<td>{text}</td>")
         body.append(f"<tr{cls}>{''.join(cells)}</tr>")
     note_html = f'<p class="note">{html.escape(note)}</p>' if note else ""
+    stamp_html = f'<p class="stamp">{html.escape(stamp)}</p>' if stamp else ""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h2>{html.escape(title)}</h2><table><thead><tr>{head}</tr></thead>"
+        f"<h2>{html.escape(title)}</h2>{stamp_html}<table><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(body)}</tbody></table>{note_html}</body></html>\n"
     )
 
@@ -641,13 +671,15 @@ def write_table(
     title: str,
     note: str | None = None,
     summary_rows: Iterable[int] = (),
+    stamp: str | None = None,
 ) -> None:
-    """Write ``table`` as HTML (``.html``) or TSV (``.tsv``), atomically."""
+    """Write ``table`` as HTML (``.html``, ``stamp`` under its title) or TSV (``.tsv``),
+    atomically."""
     with atomic_path(path) as tmp:
         if str(path).endswith(".tsv"):
             table.to_csv(tmp, sep="\t", index=False, na_rep="")
         else:
-            tmp.write_text(table_html(table, title, note, summary_rows))
+            tmp.write_text(table_html(table, title, note, summary_rows, stamp))
 
 
 def paper_note(paper: Mapping[str, Any] | None) -> str | None:

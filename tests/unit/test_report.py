@@ -218,6 +218,8 @@ def test_within_gene_rhos_by_hand():
     assert rhos["tied"].tolist() == [False, True]
     genes, obs, pred = predictions["gene_id"], predictions["observed"], predictions["predicted"]
     assert within_gene_spearman(genes, obs.to_numpy(), pred.to_numpy()) == pytest.approx(-0.5)
+    fig = figures.plot_within_gene(rhos, {"within_gene_spearman": -0.5}, "r")
+    assert fig._suptitle.get_text().endswith("; 1 pairs with tied predictions, scored ρ = 0")
 
 
 def test_scatter_tissues_spread_over_r2_from_best_to_worst():
@@ -390,6 +392,19 @@ def test_run_views_and_a_bad_metrics_file_leaves_no_output(tmp_path):
     assert "Within-gene isoform ranking" in (out / "within_gene.svg").read_text()
     assert "3–4" in (out / "within_gene.svg").read_text()  # the isoforms-per-gene bins
 
+    assert "score 0." in (out / "per_tissue.html").read_text()  # no tissue predicted constant
+    assert tables.DEMO_MODEL_MARK not in (out / "per_tissue.html").read_text()
+
+    # a tissue predicted constant is named in the note; the demo's table carries its stamp
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(
+        json.dumps({**metrics, "constant_prediction_tissues": ["Testis"]})
+    )
+    build.build_run("myrun", *args, **outputs, demo=True)
+    page = (out / "per_tissue.html").read_text()
+    assert "score 0 (here: Testis)." in page and tables.DEMO_MODEL_MARK in page
+    assert "with tied predictions" not in (out / "within_gene.svg").read_text()
+
     collapse(run_dir)
     build.build_run("myrun", *args, **outputs)
     page = (out / "per_tissue.html").read_text()
@@ -457,6 +472,30 @@ def test_experiment_views_name_the_paper_as_the_paper(tmp_path):
     assert tsv["run"].tolist() == list(experiments)  # every run, unpooled
     assert "reported" in (out / "runs.svg").read_text()
     assert figures.DEMO_MARK not in (out / "runs.svg").read_text()
+    assert 'class="stamp"' not in page  # pretrained runs: no stamp
+    # the demo's tables say what made their numbers, and so do runs on tiny encoders outside it
+    build.build_experiments(
+        experiments,
+        paths,
+        PAPER,
+        out / "d.html",
+        out / "d.tsv",
+        out / "d.svg",
+        out / "dw.svg",
+        demo=True,
+    )
+    assert tables.DEMO_MODEL_MARK in (out / "d.html").read_text()
+    build.build_ablation(
+        experiments,
+        paths,
+        "modalities",
+        PAPER,
+        out / "t.html",
+        out / "t.svg",
+        tiny_encoders=["enformer", "esm2"],
+    )
+    stamp = '<p class="stamp">TINY RANDOM-WEIGHT ENCODERS (enformer, esm2: encoders.'
+    assert stamp in (out / "t.html").read_text()
     for factor in (*FACTORS, "fraction"):
         build.build_ablation(
             experiments, paths, factor, PAPER, out / f"a_{factor}.html", out / f"a_{factor}.svg"

@@ -183,6 +183,28 @@ def test_report_provenance_states_the_data_and_versions(tmp_path):
     )
     gtex = workflow.report_provenance({"tissue_set": "smtsd"}, [], tmp_path)
     assert not gtex["demo"] and gtex["data"].startswith("GTEx v8 (smtsd")
+    assert gtex["encoders"] == "none (no run configured)" and gtex["tiny_encoders"] == []
+
+
+def test_report_provenance_names_each_encoder_and_where_its_weights_come_from(tmp_path):
+    # a run on GTEx whose encoder spec sets no source reads random tiny weights (the default):
+    # the landing page and the tables across runs must say so, next to the paper's numbers
+    config = {
+        "tissue_set": "smts",
+        "experiments": [{"modalities": ["dna", "protein"], "dna_encoder": "enformer"}],
+        "model": {"protein_encoder": "esm2"},
+        "encoders": {
+            "enformer": {"source": "pretrained", "repo": "EleutherAI/enformer-official-rough"},
+            "esm2": {"esm_model": "esm2_t30_150M_UR50D"},
+        },
+    }
+    facts = workflow.report_provenance(config, [], tmp_path)
+    assert facts["encoders"] == (
+        "enformer: pretrained, EleutherAI/enformer-official-rough revision main (the resolved "
+        "commit or checksum in resources/models/enformer/isoflow_source.json); "
+        "esm2: tiny, random weights (seed 0), not pretrained"
+    )
+    assert facts["tiny_encoders"] == ["esm2"]
     assert workflow.software_versions(["no-such-package-isoflow"]) == {
         "no-such-package-isoflow": "not installed"
     }
