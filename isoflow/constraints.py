@@ -12,12 +12,14 @@ The motifs, and why:
 
 * ``polya_signals``: the canonical polyadenylation hexamers AATAAA and ATTAAA (Proudfoot
   2011, Genes Dev 25:1770; Beaudoing et al. 2000, Genome Res 10:1001: the two most used
-  signals) inside the 5'UTR, CDS or 3'UTR, sense strand: a cryptic signal there would cut
-  the transcript short. The cassette's own polyA part is not checked.
+  signals) in the transcribed region, sense strand: the 5'UTR, CDS and 3'UTR read joined, so
+  a signal across the 5'UTR/CDS or CDS/3'UTR junction counts: a cryptic signal there would
+  cut the transcript short. The cassette's own polyA part is not checked.
 * ``upstream_atg``: an ATG in the 5'UTR starts an upstream ORF that competes with the CDS's
   start codon (Kozak 1987).
 * ``splice_sites``: the mammalian consensus (Shapiro & Senapathy 1987, NAR 15:7155) in the
-  transcribed parts, sense strand: donor ``MAG|GTRAGT`` (exon ``[AC]AG``, intron
+  transcribed region (5'UTR + CDS + 3'UTR joined, junctions included), sense strand: donor
+  ``MAG|GTRAGT`` (exon ``[AC]AG``, intron
   ``GT[AG]AGT``) and acceptor ``Y10 N CAG|G`` (a 10-nt polypyrimidine tract, any base, ``CAG``,
   then the exon's ``G``). Only full matches to these strong consensus forms count: weaker
   sites are not scored.
@@ -26,6 +28,12 @@ The motifs, and why:
 * ``homopolymers``: a run of one base longer than ``max_homopolymer``; ``repeats``: a
   ``repeat_min``-nt sequence present twice or more (direct repeats, overlapping copies
   included), as DNA synthesis vendors reject.
+* These two and ``gc_window`` do not count a violation lying wholly inside the flanks
+  (``upstream``, ``downstream``: the AAV ITRs and what lies beyond the promoter...polyA). A
+  design never edits the flanks, and the ITRs' hairpins, GC-rich stretches and the 5'/3'
+  ITRs' shared direct stretch are a known property of every AAV plasmid that synthesis and
+  cloning handle specially. A violation reaching outside them counts whole: a repeat with
+  one copy in an ITR and one in the promoter, a window across the ITR/promoter boundary.
 """
 
 from __future__ import annotations
@@ -55,6 +63,9 @@ CONSTRAINTS = (
 )
 POLYA_SIGNALS = ("AATAAA", "ATTAAA")
 TRANSCRIBED = ("utr5", "cds", "utr3")
+# Never edited by a design; the synthesis checks (gc_window, homopolymers, repeats) do not
+# count a violation wholly inside them (the ITRs: module docstring).
+FLANKS = ("upstream", "downstream")
 SPLICE_DONOR = "[AC]AGGT[AG]AGT"  # MAG|GTRAGT
 SPLICE_ACCEPTOR = "[CT]{10}[ACGT]CAGG"  # Y10 N CAG|G
 _IUPAC = {
@@ -123,6 +134,15 @@ class Check:
     violations: tuple[tuple[Span, ...], ...] = field(default=(), repr=False)
 
 
+def _within(spans: Iterable[Span], ignore: Sequence[Span]) -> bool:
+    """Whether every span lies wholly inside one of the ``ignore`` spans."""
+    return all(any(lo <= a and b <= hi for lo, hi in ignore) for a, b in spans)
+
+
+def _not_counted(n: int) -> str:
+    return f" ({n} wholly inside the flanks not counted)" if n else ""
+
+
 def _check(name: str, violations: list[tuple[Span, ...]], what: str, fine: str) -> Check:
     if not violations:
         return Check(name, True, fine)
@@ -182,23 +202,35 @@ def gc_windows(seq: str, window: int) -> np.ndarray:
     return (cum_gc[window:] - cum_gc[:-window]) / np.maximum(n, 1)
 
 
-def check_gc_windows(seq: str, window: int, lo: float, hi: float) -> Check:
-    """Every ``window``-nt sliding window's GC within ``[lo, hi]``."""
+def check_gc_windows(
+    seq: str, window: int, lo: float, hi: float, ignore: Sequence[Span] = ()
+) -> Check:
+    """Every ``window``-nt sliding window's GC within ``[lo, hi]``, except windows wholly
+    inside one of the ``ignore`` spans (the flanks: not counted, not in the range)."""
     values = gc_windows(seq, window)
     width = min(window, len(seq))
-    bad = np.flatnonzero((values < lo - 1e-12) | (values > hi + 1e-12))
+    starts = np.arange(len(values))
+    counted = np.ones(len(values), dtype=bool)
+    for a, b in ignore:
+        counted &= ~((starts >= a) & (starts + width <= b))
+    skipped = int((~counted).sum())
+    values, starts = values[counted], starts[counted]
+    if not len(values):
+        return Check("gc_window", True, f"every {window}-nt window lies inside the flanks")
+    bad = starts[(values < lo - 1e-12) | (values > hi + 1e-12)]
     violations = [((int(i), int(i) + width),) for i in bad]
     if not violations:
         return Check(
             "gc_window",
             True,
-            f"{window}-nt windows' GC {values.min():.2f}-{values.max():.2f} within [{lo}, {hi}]",
+            f"{window}-nt windows' GC {values.min():.2f}-{values.max():.2f} within [{lo}, {hi}]"
+            + _not_counted(skipped),
         )
     check = _check(
         "gc_window",
         violations,
         f"{len(bad)} {window}-nt window(s) with GC outside [{lo}, {hi}] "
-        f"(range {values.min():.2f}-{values.max():.2f})",
+        f"(range {values.min():.2f}-{values.max():.2f}){_not_counted(skipped)}",
         "",
     )
     return check
@@ -240,22 +272,35 @@ def check_restriction_sites(seq: str, sites: Sequence[str]) -> Check:
     )
 
 
-def _part_motifs(
+def _region_motifs(
     parts: Mapping[str, str], spans: Mapping[str, Span], names: Iterable[str], patterns
 ) -> list[tuple[Span, ...]]:
+    """Every match of ``patterns`` in the region the parts ``names`` make, searched joined
+    (adjacent parts as one sequence, so a motif across a part boundary counts), as cassette
+    spans."""
+    names = set(names)
+    segments: list[list] = []  # [start, text] of each run of adjacent named parts
+    for name, seq in parts.items():
+        if name not in names:
+            continue
+        a = spans[name][0]
+        if segments and segments[-1][0] + len(segments[-1][1]) == a:
+            segments[-1][1] += seq
+        else:
+            segments.append([a, seq])
     out = []
-    for name in names:
-        if name in parts:
-            for pattern in patterns:
-                out += [(s,) for s in find_motif(parts[name], pattern, spans[name][0])]
+    for a, text in segments:
+        for pattern in patterns:
+            out += [(s,) for s in find_motif(text, pattern, a)]
     return sorted(set(out))
 
 
 def check_polya_signals(
     parts: Mapping[str, str], spans: Mapping[str, Span], signals: Sequence[str]
 ) -> Check:
-    """No polyadenylation signal (sense strand) inside the 5'UTR, CDS or 3'UTR."""
-    violations = _part_motifs(parts, spans, TRANSCRIBED, [motif_pattern(s) for s in signals])
+    """No polyadenylation signal (sense strand) in the 5'UTR + CDS + 3'UTR read joined (a
+    signal across a junction counts)."""
+    violations = _region_motifs(parts, spans, TRANSCRIBED, [motif_pattern(s) for s in signals])
     return _check(
         "polya_signals",
         violations,
@@ -266,14 +311,14 @@ def check_polya_signals(
 
 def check_upstream_atg(parts: Mapping[str, str], spans: Mapping[str, Span]) -> Check:
     """No ATG in the 5'UTR."""
-    violations = _part_motifs(parts, spans, ("utr5",), ["ATG"])
+    violations = _region_motifs(parts, spans, ("utr5",), ["ATG"])
     return _check("upstream_atg", violations, "ATG(s) in the 5'UTR", "no ATG in the 5'UTR")
 
 
 def check_splice_sites(parts: Mapping[str, str], spans: Mapping[str, Span]) -> Check:
     """No consensus splice donor (``MAG|GTRAGT``) or acceptor (``Y10NCAG|G``) in the
-    transcribed parts (sense strand)."""
-    violations = _part_motifs(parts, spans, TRANSCRIBED, [SPLICE_DONOR, SPLICE_ACCEPTOR])
+    transcribed region (5'UTR + CDS + 3'UTR read joined, sense strand)."""
+    violations = _region_motifs(parts, spans, TRANSCRIBED, [SPLICE_DONOR, SPLICE_ACCEPTOR])
     return _check(
         "splice_sites",
         violations,
@@ -282,35 +327,41 @@ def check_splice_sites(parts: Mapping[str, str], spans: Mapping[str, Span]) -> C
     )
 
 
-def check_homopolymers(seq: str, max_len: int) -> Check:
-    """No run of one base longer than ``max_len``."""
-    violations = [
+def check_homopolymers(seq: str, max_len: int, ignore: Sequence[Span] = ()) -> Check:
+    """No run of one base longer than ``max_len`` (one wholly inside an ``ignore`` span, a
+    flank, not counted)."""
+    runs = [
         ((m.start(), m.end()),)
         for m in re.finditer(r"(A+|C+|G+|T+|N+)", seq)
         if m.end() - m.start() > max_len
     ]
+    violations = [v for v in runs if not _within(v, ignore)]
+    skipped = _not_counted(len(runs) - len(violations))
     return _check(
         "homopolymers",
         violations,
-        f"run(s) of one base longer than {max_len} nt",
-        f"no run of one base longer than {max_len} nt",
+        f"run(s) of one base longer than {max_len} nt{skipped}",
+        f"no run of one base longer than {max_len} nt{skipped}",
     )
 
 
-def check_repeats(seq: str, min_len: int) -> Check:
-    """No ``min_len``-nt sequence present twice (a violation: all its copies)."""
+def check_repeats(seq: str, min_len: int, ignore: Sequence[Span] = ()) -> Check:
+    """No ``min_len``-nt sequence present twice (a violation: all its copies); one whose
+    every copy lies wholly inside an ``ignore`` span (the flanks) is not counted, one with a
+    copy outside them counts with all its copies."""
     where: dict[str, list[int]] = {}
     for i in range(len(seq) - min_len + 1):
         where.setdefault(seq[i : i + min_len], []).append(i)
-    violations = [
+    repeats = [
         tuple((i, i + min_len) for i in starts) for starts in where.values() if len(starts) > 1
     ]
-    violations.sort()
+    violations = sorted(v for v in repeats if not _within(v, ignore))
+    skipped = _not_counted(len(repeats) - len(violations))
     return _check(
         "repeats",
         violations,
-        f"{min_len}-nt direct repeat(s), copies",
-        f"no {min_len}-nt sequence present twice",
+        f"{min_len}-nt direct repeat(s){skipped}, copies",
+        f"no {min_len}-nt sequence present twice{skipped}",
     )
 
 
@@ -376,11 +427,12 @@ def check_all(
     cassette order) designed from ``reference`` with ``fixed`` positions."""
     seq = "".join(parts.values())
     spans = part_spans(parts)
+    flanks = [spans[name] for name in FLANKS if name in spans]
     c = constraints
     checks = [
         check_size(len(seq), c.aav_limit),
         check_gc(seq, c.gc_min, c.gc_max),
-        check_gc_windows(seq, c.gc_window, c.gc_window_min, c.gc_window_max),
+        check_gc_windows(seq, c.gc_window, c.gc_window_min, c.gc_window_max, flanks),
         check_restriction_sites(seq, c.restriction_sites),
         check_polya_signals(parts, spans, c.polya_signals),
         check_upstream_atg(parts, spans)
@@ -389,8 +441,8 @@ def check_all(
         check_splice_sites(parts, spans)
         if c.splice_sites
         else Check("splice_sites", True, "not checked (splice_sites: false)"),
-        check_homopolymers(seq, c.max_homopolymer),
-        check_repeats(seq, c.repeat_min),
+        check_homopolymers(seq, c.max_homopolymer, flanks),
+        check_repeats(seq, c.repeat_min, flanks),
         check_fixed(seq, "".join(reference.values()), fixed),
     ]
     ref_cds = reference.get("cds", "")

@@ -64,12 +64,17 @@ GENBANK_TYPES = {
 }
 GENBANK_REGULATORY = {"promoter": "promoter", "polyA_signal_sequence": "polya"}
 ITR_TYPES = ("repeat_region", "misc_feature")
+# A `misc_feature` with /label "upstream" or "downstream" (not an ITR): a flank of a record
+# without ITRs (as isoflow design writes a cassette whose flanks end at no annotated ITR).
+FLANK_PARTS = ("upstream", "downstream")
 _PART_LABELS = {
     "promoter": "promoter",
     "utr5": "5'UTR",
     "cds": "CDS",
     "utr3": "3'UTR",
     "polya": "polyA_signal",
+    "upstream": "upstream misc_feature",
+    "downstream": "downstream misc_feature",
 }
 
 
@@ -504,6 +509,10 @@ def _genbank_part(feature) -> str | None:
         )
         if _ITR_LABEL.search(text):
             return "itr"
+    if feature.type == "misc_feature":
+        label = str((feature.qualifiers.get("label") or [""])[0]).strip().lower()
+        if label in FLANK_PARTS:
+            return label
     return None
 
 
@@ -632,6 +641,27 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
     if span is not None:
         parts["upstream"] = seq[span[0] : start["promoter"]]
         parts["downstream"] = seq[last : span[1]]
+    else:  # flanks only as `upstream` / `downstream` misc_features reaching the cassette
+        if "upstream" in one:
+            if start["upstream"] > start["promoter"]:
+                raise InputError(
+                    path,
+                    cid,
+                    f"construct {cid!r}: the upstream misc_feature {_where(one['upstream'])} "
+                    f"starts after the promoter start ({start['promoter'] + 1}); the upstream "
+                    "flank runs from its start to the promoter",
+                )
+            parts["upstream"] = seq[start["upstream"] : start["promoter"]]
+        if "downstream" in one:
+            if end["downstream"] < last:
+                raise InputError(
+                    path,
+                    cid,
+                    f"construct {cid!r}: the downstream misc_feature {_where(one['downstream'])} "
+                    f"ends before the polyA (or 3'UTR) end ({last}); the downstream flank runs "
+                    "from there to its end",
+                )
+            parts["downstream"] = seq[last : end["downstream"]]
     return Construct(
         cid,
         {k: v.upper() for k, v in parts.items()},

@@ -144,11 +144,14 @@ def parse_fixed(spec: str, spans: Mapping[str, tuple[int, int]]) -> tuple[int, i
         raise InputError(
             None, "design.fixed", f"{spec!r}: write part:A-B or A-B (1-based)"
         ) from None
-    lo, hi = spans[part] if part else (0, max(e for _, e in spans.values()))
     if part and part not in spans:
+        hint = f" (part names are lower case: {part.lower()!r})" if part.lower() in spans else ""
         raise InputError(
-            None, "design.fixed", f"{spec!r}: no part {part!r}; parts: {', '.join(spans)}"
+            None,
+            "design.fixed",
+            f"{spec!r}: no part {part!r}{hint}; parts: {', '.join(spans)}",
         )
+    lo, hi = spans[part] if part else (0, max(e for _, e in spans.values()))
     if not 1 <= first <= last <= hi - lo:
         raise InputError(
             None,
@@ -564,6 +567,7 @@ def design(
         rejected=out["rejected"],
         extra={
             "id": start.id,
+            "itrs": start.itrs,
             "objective": objective,
             "edits": [int((s != out["start"]).sum()) for s in out["seqs"][:n]],
         },
@@ -710,7 +714,11 @@ def summary_table(result: Result, targets: Sequence[str]) -> tuple[str, str, pd.
 
 def genbank_records(result: Result) -> list:
     """Biopython records, one per design: the parts as features (readable by
-    :func:`isoflow.constructs.read_constructs`), the CDS with its translation."""
+    :func:`isoflow.constructs.read_constructs`, which reads back the same parts), the CDS
+    with its translation. The flanks are ``misc_feature`` s labelled ``upstream`` /
+    ``downstream``; when the start's flanks end at its ITRs (``result.extra["itrs"]``) their
+    note names the ITR, so the reader takes them as the two ITR features and the cassette as
+    ITR to ITR inclusive (the AAV size check runs as on the start)."""
     from Bio.Seq import Seq
     from Bio.SeqFeature import FeatureLocation, SeqFeature
     from Bio.SeqRecord import SeqRecord
@@ -722,8 +730,22 @@ def genbank_records(result: Result) -> list:
         "utr3": "3'UTR",
         "polya": "polyA_signal",
     }
+    itrs = bool(result.extra.get("itrs", False))
+    if itrs:  # the reader takes these as the two ITR features: flanks ITR to ITR inclusive
+        notes = {
+            "upstream": "5' ITR to promoter (the start's flank, AAV ITR to ITR inclusive)",
+            "downstream": "polyA (or 3'UTR) end to 3' ITR (the start's flank, AAV ITR to ITR "
+            "inclusive)",
+        }
+    else:  # no ITR named: the reader takes them as flanks of a record without ITRs
+        notes = {
+            "upstream": "the start's bases 5' of the promoter",
+            "downstream": "the start's bases 3' of the polyA (or 3'UTR)",
+        }
     records = []
     for i, (cid, parts) in enumerate(zip(design_ids(result), result.designs, strict=True)):
+        if itrs and not all(parts.get(f) for f in notes):
+            raise ValueError(f"{cid}: a cassette between ITRs has both flanks")
         seq = "".join(parts.values())
         record = SeqRecord(
             Seq(seq),
@@ -735,14 +757,16 @@ def genbank_records(result: Result) -> list:
         record.annotations["topology"] = "linear"
         at = 0
         for name, part in parts.items():
-            if name in types and part:
+            if part and (name in types or name in notes):
                 q = {"label": [name]}
                 if name == "cds":
                     q["translation"] = [translate_cds(part)]
+                if name in notes:
+                    q["note"] = [notes[name]]
                 record.features.append(
                     SeqFeature(
                         FeatureLocation(at, at + len(part), strand=1),
-                        type=types[name],
+                        type=types.get(name, "misc_feature"),
                         qualifiers=q,
                     )
                 )

@@ -189,3 +189,141 @@ def test_size_above_limit_and_fixed_gc_out_of_reach():
     with pytest.raises(InputError) as err:
         check_feasible(parts, all_fixed, Constraints(gc_min=0.9, gc_max=1.0, **loose))
     _one_line(err, "gc_overall")
+
+
+# --- motifs across part junctions (the transcribed region is searched joined)
+
+_OPEN = Constraints(gc_min=0, gc_max=1, gc_window_min=0, gc_window_max=1)
+
+
+def _check_named(parts, name, constraints=_OPEN):
+    fixed = np.zeros(sum(map(len, parts.values())), dtype=bool)
+    return {c.name: c for c in check_all(parts, parts, fixed, constraints)}[name]
+
+
+def test_polya_signal_across_the_cds_3utr_junction():
+    # CDS ...GAA TAA + 3'UTR A...: AATAAA across the junction, in neither part alone
+    parts = _parts(promoter="GCGCGCGCGC", utr5="GCCACC", cds="ATGGCTGAATAA", utr3="ACGCGTCCAGCGC")
+    assert "AATAAA" not in parts["cds"] and "AATAAA" not in parts["utr3"]
+    check = _check_named(parts, "polya_signals")
+    at = 10 + 6 + 7  # 0-based cassette offset of the A of AATAAA (CDS base 8)
+    assert not check.ok and check.violations == (((at, at + 6),),)
+    assert f"at {at + 1}-{at + 6} (1-based cassette positions)" in check.reason
+
+
+def test_polya_signal_across_the_5utr_cds_junction():
+    parts = _parts(promoter="GCGCGCGCGC", utr5="GCCAATAA", cds="ATGGCTTAA", utr3="CCGCGTCCAGCGC")
+    check = _check_named(parts, "polya_signals")
+    at = 10 + 3
+    assert not check.ok and check.violations == (((at, at + 6),),)
+    # the promoter/5'UTR junction is not transcribed: an AATAAA across it does not count
+    parts = _parts(promoter="GCGCGCAATA", utr5="AAGCCACC", cds="ATGGCTTAA", utr3="CCGCGTCCAGCGC")
+    assert _check_named(parts, "polya_signals").ok
+
+
+def test_splice_donor_across_the_cds_3utr_junction():
+    # CDS ...CAG GTAA + 3'UTR GT...: consensus donor CAG|GTAAGT across the junction
+    parts = _parts(promoter="GCGCGCGCGC", utr5="GCCACC", cds="ATGGCCAGGTAA", utr3="GTCCGCGTCC")
+    check = _check_named(parts, "splice_sites")
+    at = 10 + 6 + 5
+    assert not check.ok and check.violations == (((at, at + 9),),)
+
+
+def test_junction_motif_is_repairable_when_one_side_is_editable():
+    """A motif across a fixed CDS and an editable 3'UTR is not impossible (its span reaches
+    an editable base); with both sides fixed it is."""
+    parts = _parts(promoter="GCGCGCGCGC", utr5="GCCACC", cds="ATGGCTGAATAA", utr3="ACGCGTCCAGCGC")
+    n = sum(map(len, parts.values()))
+    fixed = np.ones(n, dtype=bool)
+    fixed[n - 13 :] = False  # the 3'UTR editable
+    check_feasible(parts, fixed, _OPEN)
+    with pytest.raises(InputError, match=r"design\.constraints\.polya_signals: impossible"):
+        check_feasible(parts, np.ones(n, dtype=bool), _OPEN)
+
+
+# --- synthesis checks and the ITR flanks
+
+# AAV2 inverted terminal repeats (141 nt each) as they sit in common pAAV plasmids, 5' and 3'
+# (the sequences of the reviewer's repro, /tmp/review_constructs/itr_design.py; no GenBank
+# accession was checked for them). The two share the 28-nt direct stretch
+# CTGCGCGCTCGCTCGCTCACTGAGGCCG, a 20-nt repeat wholly inside the flanks.
+ITR5 = (
+    "CCTGCAGGCAGCTGCGCGCTCGCTCGCTCACTGAGGCCGCCCGGGCAAAGCCCGGGCGTCGGGCGACCTTTGGTCGCCCGGCCTCAG"
+    "TGAGCGAGCGAGCGCGCAGAGAGGGAGTGGCCAACTCCATCACTAGGGGTTCCT"
+)
+ITR3 = (
+    "AGGAACCCCTAGTGATGGAGTTGGCCACTCCCTCTCTGCGCGCTCGCTCGCTCACTGAGGCCGGGCGACCAAAGGTCGCCCGACGC"
+    "CCGGGCTTTGCCCGGGCGGCCTCAGTGAGCGAGCGAGCGCGCAGCTGCCTGCAGG"
+)
+
+
+def _aav(**inner):
+    rng = np.random.default_rng(7)
+    seq = lambda n: "".join(rng.choice(list("ACGT"), n))  # noqa: E731
+    parts = {
+        "upstream": ITR5,
+        "promoter": inner.get("promoter", seq(200)),
+        "utr5": inner.get("utr5", "GCCACC"),
+        "cds": inner.get("cds", "ATGGCTGCTTAA"),
+        "utr3": inner.get("utr3", seq(60)),
+        "downstream": ITR3,
+    }
+    return parts
+
+
+def test_itr_sequences_hold_the_shared_direct_stretch():
+    assert len(ITR5) == len(ITR3) == 141
+    assert "CTGCGCGCTCGCTCGCTCACTGAGGCCG" in ITR5 and "CTGCGCGCTCGCTCGCTCACTGAGGCCG" in ITR3
+    assert not check_repeats(ITR5 + ITR3, 20).ok  # the repeat the flanks exclusion is for
+
+
+def test_repeats_wholly_inside_the_itr_flanks_do_not_count():
+    parts = _aav()
+    check = _check_named(parts, "repeats", Constraints())
+    assert check.ok, check.reason
+    assert "wholly inside the flanks not counted" in check.reason
+    # ... and such a start is feasible with the default constraints, flanks fixed
+    n = sum(map(len, parts.values()))
+    fixed = np.ones(n, dtype=bool)
+    a, b = part_spans(parts)["utr3"]
+    fixed[a:b] = False
+    check_feasible(parts, fixed, Constraints())
+
+
+def test_a_repeat_with_one_copy_in_an_itr_and_one_outside_counts():
+    copy = ITR5[10:40]  # 30 nt of the 5' ITR, also in the 3'UTR
+    parts = _aav(utr3="ACGTAC" + copy + "TTGACA")
+    check = _check_named(parts, "repeats", Constraints())
+    assert not check.ok
+    spans = part_spans(parts)
+    at = spans["utr3"][0] + 6
+    counted = [v for v in check.violations if any(a >= spans["utr3"][0] for a, _ in v)]
+    assert counted and ((10, 30), (at, at + 20)) in [v[:1] + v[-1:] for v in counted]
+    # every counted violation reaches outside the flanks
+    lo, hi = spans["promoter"][0], spans["downstream"][0]
+    assert all(any(lo <= a < hi or lo < b <= hi for a, b in v) for v in check.violations)
+    # with the 3'UTR fixed too it is impossible: one copy lies in fixed designable sequence
+    with pytest.raises(InputError, match=r"design\.constraints\.repeats: impossible"):
+        check_feasible(parts, np.ones(sum(map(len, parts.values())), dtype=bool), Constraints())
+
+
+def test_homopolymers_and_gc_windows_inside_the_flanks_do_not_count():
+    parts = _aav()
+    parts["upstream"] = "A" * 15 + "G" * 60 + ITR5
+    spans = part_spans(parts)
+    tight = Constraints(gc_window=40, gc_window_min=0.1, gc_window_max=0.9)
+    homo = _check_named(parts, "homopolymers", tight)
+    assert homo.ok and "(2 wholly inside the flanks not counted)" in homo.reason  # A15, G60
+    gc = _check_named(parts, "gc_window", tight)
+    assert gc.ok and "wholly inside the flanks not counted" in gc.reason
+    # the same run outside the flanks (in the 3'UTR) counts
+    parts["utr3"] = "GC" * 10 + "A" * 15 + "GC" * 10
+    homo = _check_named(parts, "homopolymers", tight)
+    a = spans["utr3"][0] + 20
+    assert not homo.ok and homo.violations == (((a, a + 15),),)
+    # a window reaching past the flank into the promoter counts: GC-poor promoter start
+    parts = _aav(promoter="A" * 30 + "GCAT" * 40)
+    parts["upstream"] = ITR5[:-30] + "A" * 30
+    gc = _check_named(parts, "gc_window", tight)
+    b = part_spans(parts)["promoter"][0]
+    assert not gc.ok and all(a < b < a + 40 or a >= b for ((a, _),) in gc.violations)

@@ -566,3 +566,37 @@ def test_module_is_torch_free():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # Biopython loads only to read GenBank
+
+
+def test_genbank_flank_misc_features_without_itrs(tmp_path):
+    """A record without ITRs reads flanks from `misc_feature`s labelled upstream /
+    downstream (as `isoflow design` writes them), reaching the promoter / the polyA end;
+    with two ITRs those define the flanks and the labels change nothing."""
+    record, parts = cassette_record("pFlank", np.random.default_rng(8), itrs=False)
+    promoter, polya = record.features[0], record.features[2]
+    up = (5, int(promoter.location.start))
+    down = (int(polya.location.end), int(polya.location.end) + 20)
+    record.features += [feature(*up, "misc_feature", "upstream", note="enhancer and spacer")]
+    record.features += [feature(*down, "misc_feature", "Downstream")]
+    (c,) = read_constructs(write_gb(tmp_path / "flank.gb", record))
+    seq = str(record.seq)
+    assert dict(c.parts) == {
+        "upstream": seq[slice(*up)],
+        **{p: parts[p] for p in ("promoter", "utr5", "cds", "utr3", "polya")},
+        "downstream": seq[slice(*down)],
+    }
+    assert not c.itrs
+    bad = record[:]
+    bad.features = [
+        *record.features[:-2],
+        feature(up[1] + 3, up[1] + 9, "misc_feature", "upstream"),
+    ]
+    path = write_gb(tmp_path / "bad.gb", bad)
+    with pytest.raises(
+        InputError, match=r"bad\.gb:pFlank: .*upstream misc_feature .* starts after"
+    ):
+        read_constructs(path)
+    with_itrs, itr_parts = cassette_record("pBoth", np.random.default_rng(9))
+    with_itrs.features.append(feature(0, 30, "misc_feature", "upstream"))
+    (c,) = read_constructs(write_gb(tmp_path / "both.gb", with_itrs))
+    assert c.itrs and dict(c.parts) == {p: itr_parts[p] for p in PARTS if p in itr_parts}

@@ -224,3 +224,116 @@ def test_objective_is_ensemble_mean_minus_k_sd():
     assert Objective(("Liver",), "mean", 0.0).score(pred, TISSUES)[0] == pytest.approx(2.0)
     # one model: no spread, no penalty
     assert Objective(("Liver",), "max", 5.0).score(pred[:1], TISSUES)[0] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("spec", ["utr:1-5", "UTR3:1-5", "polya:1-2"])
+def test_fixed_with_an_unknown_part_is_one_line(spec):
+    construct = _cassette(0)
+    with pytest.raises(InputError) as err:
+        make_layout(construct, ["utr5"], fixed=[spec])
+    message = str(err.value)
+    assert message.startswith(f"<input>:design.fixed: {spec!r}: no part {spec.split(':')[0]!r}")
+    assert message.endswith("parts: promoter, utr5, cds, utr3") and "\n" not in message
+    if spec == "UTR3:1-5":
+        assert "(part names are lower case: 'utr3')" in message
+
+
+# --- designs.gb keeps the flanks (read back: the same parts, the same ITR verdict)
+
+# The AAV2 ITRs of tests/unit/test_constraints.py (141 nt each, as in common pAAV plasmids;
+# the sequences of the reviewer's repro, no GenBank accession checked).
+ITR5 = (
+    "CCTGCAGGCAGCTGCGCGCTCGCTCGCTCACTGAGGCCGCCCGGGCAAAGCCCGGGCGTCGGGCGACCTTTGGTCGCCCGGCCTCAG"
+    "TGAGCGAGCGAGCGCGCAGAGAGGGAGTGGCCAACTCCATCACTAGGGGTTCCT"
+)
+ITR3 = (
+    "AGGAACCCCTAGTGATGGAGTTGGCCACTCCCTCTCTGCGCGCTCGCTCGCTCACTGAGGCCGGGCGACCAAAGGTCGCCCGACGC"
+    "CCGGGCTTTGCCCGGGCGGCCTCAGTGAGCGAGCGAGCGCGCAGCTGCCTGCAGG"
+)
+
+
+def _itr_start(tmp_path, itrs: bool) -> Construct:
+    """The start as `isoflow design` reads it: a GenBank map with its two AAV2 ITRs
+    annotated (itrs), else a construct TSV with flanks (no ITR annotation)."""
+    from Bio import SeqIO
+    from Bio.Seq import Seq
+    from Bio.SeqFeature import SeqFeature, SimpleLocation
+    from Bio.SeqRecord import SeqRecord
+
+    inner = dict(_cassette(3).parts)
+    parts = {"upstream": ITR5 + "ACGTTGCA" * 4, **inner, "downstream": "TTGACCGA" * 3 + ITR3}
+    if not itrs:
+        path = tmp_path / "start.tsv"
+        write_constructs_tsv([Construct("start", parts)], path)
+        (start,) = read_constructs(path)
+        return start
+    record = SeqRecord(Seq("".join(parts.values())), id="start", name="start")
+    record.annotations["molecule_type"] = "DNA"
+    at = 0
+    kinds = {"promoter": "promoter", "utr5": "5'UTR", "cds": "CDS", "utr3": "3'UTR"}
+    for name, seq in parts.items():
+        if name in kinds:
+            loc = SimpleLocation(at, at + len(seq), strand=1)
+            record.features.append(SeqFeature(loc, type=kinds[name]))
+        at += len(seq)
+    n = len(record)
+    for a, b in ((0, len(ITR5)), (n - len(ITR3), n)):
+        loc = SimpleLocation(a, b, strand=1)
+        record.features.append(SeqFeature(loc, type="repeat_region", qualifiers={"label": ["ITR"]}))
+    path = tmp_path / "start.gb"
+    SeqIO.write([record], path, "genbank")
+    (start,) = read_constructs(path)
+    assert start.itrs and dict(start.parts) == parts
+    return start
+
+
+@pytest.mark.parametrize("itrs", [True, False])
+def test_designs_genbank_round_trip_keeps_the_flanks_and_the_itr_verdict(tmp_path, itrs):
+    import types
+
+    from isoflow.design import write_design
+
+    start = _itr_start(tmp_path, itrs)
+    designed = dict(start.parts)
+    designed["utr3"] = designed["utr3"][::-1]  # any change of an editable part
+    result = types.SimpleNamespace(
+        designs=[designed, dict(start.parts)],
+        objective=np.array([1.0, 0.5]),
+        extra={"id": "start", "itrs": start.itrs, "edits": [10, 0]},
+    )
+    paths = {"genbank": tmp_path / "d.designs.gb"}
+    write_design(result, paths, targets=["Liver"])
+    back = read_constructs(paths["genbank"])
+    assert [dict(c.parts) for c in back] == result.designs
+    assert [c.itrs for c in back] == [itrs, itrs]
+    # the same AAV verdict: between ITRs the size is always checked, else only with aav=True
+    size = len(start.cassette)
+    for path in (paths["genbank"], start.source.rsplit(":", 1)[0]):
+        if itrs:
+            with pytest.raises(InputError, match=f"between the ITRs .inclusive. is {size:,} nt"):
+                read_constructs(path, aav_limit=size - 1, aav_limit_action="error")
+        else:
+            assert read_constructs(path, aav_limit=size - 1, aav_limit_action="error")
+    text = paths["genbank"].read_text()
+    assert text.count("misc_feature") == 4 and ("ITR" in text) == itrs
+
+
+def test_design_runs_on_a_cassette_between_real_itrs_with_default_constraints():
+    """The two AAV2 ITRs share a 28-nt direct stretch: with the flanks counted, every
+    ITR-flanked start was impossible (design.constraints.repeats)."""
+    inner = dict(_cassette(4).parts)
+    start = Construct("aav", {"upstream": ITR5, **inner, "downstream": ITR3}, itrs=True)
+    layout = make_layout(start, ["utr5", "utr3"])
+    out = evolve(
+        _fake_scorer,
+        TISSUES,
+        layout,
+        Objective(("Liver",)),
+        Constraints(),
+        Settings(budget=30, population=4, seed=0),
+        calls_per_candidate=2,
+    )
+    for seq in out["seqs"]:
+        parts = layout.parts(seq)
+        assert not failed(check_all(parts, layout.reference, layout.fixed, Constraints()))
+        assert (parts["upstream"], parts["downstream"]) == (ITR5, ITR3)
