@@ -41,7 +41,7 @@ from isoflow.alphabet import standard_code, translate_cds
 from isoflow.constraints import Check, Constraints, check_all, check_feasible, failed
 from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
 from isoflow.errors import InputError
-from isoflow.files import atomic_path
+from isoflow.files import atomic_path, check_output_files
 from isoflow.progress import Progress
 
 log = logging.getLogger("isoflow.design")
@@ -1085,6 +1085,10 @@ def run(args: argparse.Namespace) -> int:
             *args.restriction_site,
         ]
     paths = output_paths(args.out)
+    check_output_files(  # before any work: atomic_path would replace a folder at a path
+        paths.values(),
+        inputs=[args.constructs, args.constraints, args.background, *args.model],
+    )
     Path(paths["fasta"]).parent.mkdir(parents=True, exist_ok=True)
     design_job(
         args.constructs,

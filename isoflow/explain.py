@@ -1058,6 +1058,15 @@ def explain_job(
 
 
 def run(args) -> int:
+    from isoflow.files import check_output_files
+
+    # before any work: every file write_outputs may write under the prefix
+    prefix = Path(args.out)
+    names = ["ism.tsv", "ism.parquet", "ism_summary.tsv", "ism.png"]
+    names += ["attention.tsv", "attention.png"]
+    inputs = [args.model, args.construct, args.dataset, args.annotation]
+    inputs += [args.genome, args.background]
+    check_output_files([prefix.parent / f"{prefix.name}.{n}" for n in names], inputs=inputs)
     written = explain_job(
         args.model,
         args.out,

@@ -7,7 +7,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 
@@ -37,3 +37,92 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+# A command's outputs are written through atomic_path, which replaces whatever stands at the
+# path, a folder with everything under it: a user-given path is checked before any work.
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output_files(
+    paths: Iterable[str | os.PathLike],
+    *,
+    inputs: Iterable[str | os.PathLike | None] = (),
+    option: str = "--out",
+) -> None:
+    """Refuse a command's output file that is an existing folder (``atomic_path`` would
+    replace the folder with all it holds) or one of its ``inputs``; an
+    :class:`isoflow.errors.InputError` naming the path and ``option``."""
+    from isoflow.errors import InputError
+
+    given = [Path(p).resolve() for p in inputs if p is not None and str(p) != ""]
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            raise InputError(
+                path,
+                None,
+                f"{option}: an output file here would replace this existing folder and "
+                "everything in it; choose another output path",
+            )
+        if path.resolve() in given:
+            raise InputError(path, None, f"{option}: is an input; choose another output path")
+
+
+def check_output_folder(
+    path: str | os.PathLike,
+    *,
+    names: Iterable[str],
+    earlier: Callable[[Path], bool],
+    inputs: Iterable[str | os.PathLike | None] = (),
+    what: str = "output",
+    option: str = "--out",
+) -> None:
+    """Refuse a command's output folder that ``atomic_path`` would replace unless it is
+    absent, empty, or an earlier output of the same command: it holds nothing but ``names``
+    and ``earlier(path)`` is true. Also refused: a path that is a file or a symbolic link,
+    and a folder that is, holds or lies inside one of ``inputs``. An
+    :class:`isoflow.errors.InputError` naming the folder and what to do."""
+    from isoflow.errors import InputError
+
+    folder = Path(path)
+    resolved = folder.resolve()
+    for item in inputs:
+        if item is None or str(item) == "":
+            continue
+        where = Path(item).resolve()
+        if _inside(where, resolved) or _inside(resolved, where):
+            raise InputError(
+                folder,
+                None,
+                f"{option}: the {what} folder would replace or write into the input {item}; "
+                "choose a new folder outside the inputs",
+            )
+    if folder.is_symlink():
+        raise InputError(
+            folder, None, f"{option}: a symbolic link; give the {what} folder's real path"
+        )
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise InputError(
+            folder, None, f"{option}: an existing file, not a folder; choose another {what} folder"
+        )
+    held = sorted(p.name for p in folder.iterdir())
+    if not held:
+        return
+    allowed = set(names)
+    strangers = [name for name in held if name not in allowed]
+    if strangers or not earlier(folder):
+        shown = ", ".join(strangers[:3]) + (", ..." if len(strangers) > 3 else "")
+        why = f"holds {shown}, not" if strangers else "is not"
+        raise InputError(
+            folder,
+            None,
+            f"{option}: existing folder {why} an earlier {what}, and writing the {what} "
+            "replaces the whole folder; choose a new or empty folder (or remove this one "
+            "yourself)",
+        )

@@ -20,7 +20,8 @@ constructs for the fine-tuned model and, measured in the same run on the same fo
 zero-shot score (the bundle's prediction for the column's mapped tissue(s), or with
 ``references`` the ISM effect alt - ref), a ridge on k-mer counts of the cassette, and a
 shuffled-label control (the same fine-tuning on permuted training labels). The final bundle
-is fitted on every construct (early stopping on an inner share of groups). A killed run
+is fitted on every construct for the epoch count early stopping picked on an inner share of
+all the groups (the manifest's ``finetune.final_fit`` records both). A killed run
 continues from its finished folds (``.{out}.partial/``, keyed by a fingerprint of the
 settings, the table and the bundle). docs/constructs.md ("Fine-tuning").
 """
@@ -33,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -44,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from isoflow.errors import InputError
-from isoflow.files import atomic_path
+from isoflow.files import atomic_path, check_output_folder
 from isoflow.workflow import FINETUNE_FILES
 
 log = logging.getLogger("isoflow.finetune")
@@ -339,13 +341,18 @@ class Tuner:
         valid: np.ndarray,
         seed: int,
         label: str = "",
+        epochs: int | None = None,
     ):
-        """Train on rows ``train`` of ``y`` (columns standardised on them), early-stopped on
-        the MSE of rows ``valid``; the best epoch's network, its head mapping back to the
-        measured units, and the number of epochs run."""
+        """Train on rows ``train`` of ``y`` (columns standardised on them). Without
+        ``epochs``: early-stopped on the MSE of rows ``valid``, the best epoch's network
+        kept; with ``epochs``: exactly that many epochs, the last kept (``valid`` unused, may
+        be empty: the final refit on every construct). Returns the network, its head mapping
+        back to the measured units, and its epoch count (the best epoch, or ``epochs``)."""
         import torch
 
         s = self.settings
+        if epochs is not None and int(epochs) < 1:
+            raise ValueError(f"epochs must be at least 1, not {epochs}")
         mean = y[train].mean(axis=0)
         sd = y[train].std(axis=0)
         sd[sd == 0] = 1.0
@@ -357,9 +364,10 @@ class Tuner:
         )
         rng = np.random.default_rng(seed)
         size = int(s["batch_size"])
-        best, best_state, stale, epochs = np.inf, None, 0, 0
-        for _ in range(int(s["max_epochs"])):
-            epochs += 1
+        fixed = epochs is not None
+        best, best_state, stale, ran, best_epoch = np.inf, None, 0, 0, 0
+        for _ in range(int(epochs) if fixed else int(s["max_epochs"])):
+            ran += 1
             network.train()
             order = rng.permutation(train)
             for start in range(0, len(order), size):
@@ -369,25 +377,35 @@ class Tuner:
                 loss = torch.nn.functional.mse_loss(predicted, target[batch].to(self.device))
                 loss.backward()
                 optimizer.step()
+            if fixed:
+                continue
             val = float(np.mean((self.predict(network, valid) - target[valid].numpy()) ** 2))
             if val < best - 1e-6:
-                best, stale = val, 0
+                best, stale, best_epoch = val, 0, ran
                 best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
             else:
                 stale += 1
                 if stale >= int(s["patience"]):
                     break
-        network.load_state_dict(best_state)
+        if not fixed:
+            network.load_state_dict(best_state)
         with torch.no_grad():  # the head now outputs measured units
             scale = torch.tensor(sd, dtype=torch.float32, device=self.device)
             shift = torch.tensor(mean, dtype=torch.float32, device=self.device)
             network.head.weight.mul_(scale[:, None])
             network.head.bias.mul_(scale).add_(shift)
-        log.info(
-            "%s: %d epoch(s), best inner-validation MSE %.4g (standardised)", label, epochs, best
-        )
+        if fixed:
+            log.info("%s: %d epoch(s) on %d constructs", label, ran, len(train))
+        else:
+            log.info(
+                "%s: %d epoch(s), best %d, inner-validation MSE %.4g (standardised)",
+                label,
+                ran,
+                best_epoch,
+                best,
+            )
         network.eval()
-        return network, epochs
+        return network, ran if fixed else best_epoch
 
 
 # ---------------------------------------------------------------------------- the run
@@ -434,6 +452,50 @@ def partial_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.partial"
 
 
+PARTIAL_NAME = re.compile(r"fingerprint\.txt|fold\d+\.npz")
+
+
+def _earlier_output(folder: Path) -> bool:
+    """Whether ``folder`` is an earlier result of this command: its bundle's manifest holds
+    a ``finetune`` record."""
+    try:
+        manifest = json.loads((folder / OUTPUTS["bundle"] / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("finetune"), dict)
+
+
+def check_out_dir(out_dir: str | os.PathLike, inputs: Sequence[Any] = ()) -> None:
+    """Before any work: the result replaces ``out_dir`` whole, so it must be absent, empty
+    or an earlier result (only ``OUTPUTS`` names, a bundle with a ``finetune`` record), and
+    neither hold nor lie inside an input (``inputs``: the start bundle, the table...); the
+    finished-folds folder beside it (:func:`partial_dir`) may hold only its own files."""
+    out_dir = Path(out_dir)
+    check_output_folder(
+        out_dir,
+        names=OUTPUTS.values(),
+        earlier=_earlier_output,
+        inputs=inputs,
+        what="fine-tuning output",
+        option="-o",
+    )
+    work = partial_dir(out_dir)
+    if work.is_symlink() or work.exists() and not work.is_dir():
+        raise InputError(
+            work, None, "not a folder of finished folds; remove it or choose another -o"
+        )
+    if work.is_dir():
+        strangers = [p.name for p in work.iterdir() if not PARTIAL_NAME.fullmatch(p.name)]
+        if strangers:
+            raise InputError(
+                work,
+                None,
+                f"holds {', '.join(sorted(strangers)[:3])}, not only finished folds "
+                "(fingerprint.txt, fold*.npz), and a run would remove it; move it or "
+                "choose another -o",
+            )
+
+
 def summarize(cv: pd.DataFrame) -> pd.DataFrame:
     """Mean and sd (ddof 1) over folds of each metric, per method and column."""
     rows = []
@@ -475,6 +537,7 @@ def run_finetune(
 
     s = finetune_settings(settings)
     out_dir, bundle = Path(out_dir), Path(bundle)
+    check_out_dir(out_dir, [bundle])
     values = np.asarray(values, dtype=np.float64)
     groups = np.asarray(groups, dtype=object)
     columns = list(columns)
@@ -564,9 +627,26 @@ def run_finetune(
             **{m: oof[m].reshape(-1) for m in methods},
         }
     )
+    # the final model: the epoch count early stopping picks on an inner split of all the
+    # groups, then a refit on every construct for that many epochs
     inner = inner_split(groups, float(s["inner_valid"]), seed + len(folds))
-    final, epochs = tuner.fit(values, inner[0], inner[1], seed + len(folds), "final model")
-    final_pred = tuner.predict(final, np.arange(len(ids)))
+    _, best_epoch = tuner.fit(values, inner[0], inner[1], seed + len(folds), "final epochs")
+    every = np.arange(len(ids))
+    final, epochs = tuner.fit(
+        values, every, every[:0], seed + len(folds), "final model", epochs=best_epoch
+    )
+    final_fit = {
+        "constructs": len(ids),
+        "groups": len(set(groups.tolist())),
+        "epochs": epochs,
+        "epochs_from": {
+            "train_constructs": len(inner[0]),
+            "valid_constructs": len(inner[1]),
+            "valid_groups": len(set(groups[inner[1]].tolist())),
+            "seed": seed + len(folds),
+        },
+    }
+    final_pred = tuner.predict(final, every)
     for method in methods:
         part = summary[summary["method"] == method]
         log.info(
@@ -579,7 +659,7 @@ def run_finetune(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         manifest = write_bundle(
-            tuner, final, tmp / OUTPUTS["bundle"], columns, s, summary, source, epochs
+            tuner, final, tmp / OUTPUTS["bundle"], columns, s, summary, source, final_fit
         )
         check_bundle(tmp / OUTPUTS["bundle"], inputs, final_pred, model.device)
         cv.to_csv(tmp / OUTPUTS["cv"], sep="\t", index=False, float_format="%.6g")
@@ -600,11 +680,13 @@ def write_bundle(
     settings: dict,
     summary: pd.DataFrame,
     source: dict | None,
-    epochs: int,
+    final_fit: dict[str, Any],
 ) -> dict[str, Any]:
     """The fine-tuned network as a bundle ``load_model`` reads: the base manifest with the
     measured columns as its outputs, the LoRA spec on adapted encoders, the CV summary as
-    its metrics and a ``finetune`` record; the frozen encoders' files copied."""
+    its metrics and a ``finetune`` record (start bundle, settings, source, and
+    ``final_fit``: the constructs, groups and epochs the final model trained on, and the
+    inner split that chose the epoch count); the frozen encoders' files copied."""
     import torch
 
     from isoflow.bundle import CARD, WEIGHTS, _write_manifest
@@ -626,7 +708,8 @@ def write_bundle(
             "sha256": _sha256(base.path / WEIGHTS),
         },
         "settings": settings,
-        "epochs": epochs,
+        "epochs": int(final_fit["epochs"]),
+        "final_fit": final_fit,
         "source": source or {},
     }
     manifest.pop("check", None)
@@ -730,8 +813,10 @@ def finetune_table(
     from isoflow.measurements import read_measurements
 
     s = finetune_settings(settings)
-    table = read_measurements(table_path, columns=columns, folds=int(s["folds"]))
     placement = dict(placement or {})
+    # before any work: the result replaces out_dir whole
+    check_out_dir(out_dir, [table_path, bundle, placement.get("background")])
+    table = read_measurements(table_path, columns=columns, folds=int(s["folds"]))
     if placement.get("background"):
         placement["background"] = read_background(placement["background"])
     window = int(read_manifest(bundle)["dna"]["window"])
@@ -760,7 +845,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "table", help="measurement table (TSV: id, parts or genbank, measured columns, [group])"
     )
     parser.add_argument("-m", "--model", required=True, help="the model bundle to start from")
-    parser.add_argument("-o", "--out", required=True, help="output folder")
+    parser.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="output folder, replaced whole: new, empty, or an earlier isoflow finetune result",
+    )
     parser.add_argument(
         "--columns", nargs="+", default=None, help="measured columns (default: all)"
     )

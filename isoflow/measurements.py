@@ -2,11 +2,13 @@
 
 A TSV read by :func:`isoflow.constructs.read_constructs` (``id``, the parts, other columns
 kept as ``Construct.extra``), or with a ``genbank`` column instead of the parts: each row's
-construct is the one record of that GenBank file (a path relative to the table). Of the
-other columns, the measured ones (``columns``; by default every column but ``group`` and
-``genbank``) must hold a finite number in every row; ``group`` (optional, e.g. construct
-family) keeps related constructs on one side of every cross-validation split: without it,
-each construct is its own group. docs/constructs.md ("Measurement table") is the user's page.
+construct is the one record of that GenBank file (a path relative to the table; the header
+checked as a construct TSV's: no column twice, no empty name, ``id`` and ``genbank`` in any
+case, no part column). Of the other columns, the measured ones (``columns``; by default
+every column but ``group`` and ``genbank``) must hold a finite number in every row;
+``group`` (optional, e.g. construct family) keeps related constructs on one side of every
+cross-validation split: without it, each construct is its own group. docs/constructs.md
+("Measurement table") is the user's page.
 
 Every broken assumption is an :class:`InputError` naming the file, the line and the problem
 (tests/unit/test_measurements.py breaks each one). Torch-free.
@@ -24,12 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from isoflow.constructs import Construct, read_constructs
+from isoflow.constructs import PARTS, TSV_COLUMNS, Construct, read_constructs
 from isoflow.errors import InputError, non_utf8_error
 
 GROUP_COLUMN = "group"
 GENBANK_COLUMN = "genbank"
 NOT_MEASURED = (GROUP_COLUMN, GENBANK_COLUMN)
+# read in any case, as the construct TSV reader reads id and the parts
+RESERVED = (*TSV_COLUMNS, GENBANK_COLUMN)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,32 @@ def _line(construct: Construct) -> int | None:
     return int(record) if record.isdigit() else None
 
 
+def _genbank_header(path: Path, line: int, header: list[str]) -> dict[str, int]:
+    """Column -> position in a ``genbank`` table's header, checked as the construct TSV
+    reader (``isoflow.constructs._read_tsv``) checks its own: no empty name, no name twice,
+    ``id``, the parts and ``genbank`` read in any case; and no part column (the parts come
+    from each row's GenBank record)."""
+    index: dict[str, int] = {}
+    for i, name in enumerate(header):
+        if not name:
+            raise InputError(path, line, f"column {i + 1} of the header is empty")
+        key = name.lower() if name.lower() in RESERVED else name
+        if key in index:
+            raise InputError(path, line, f"column {name!r} appears twice in the header")
+        index[key] = i
+    if "id" not in index:
+        raise InputError(path, line, "header lacks column id")
+    parts = [p for p in PARTS if p in index]
+    if parts:
+        raise InputError(
+            path,
+            line,
+            f"column(s) {', '.join(parts)} beside {GENBANK_COLUMN}: each construct's parts "
+            f"come from its GenBank record; drop them (or the {GENBANK_COLUMN} column)",
+        )
+    return index
+
+
 def _header(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -78,9 +108,7 @@ def _genbank_rows(path: Path, header: list[str], **read_kwargs) -> list[Construc
         for n, row in enumerate(csv.reader(io.StringIO(text), delimiter="\t"), start=1)
         if any(cell.strip() for cell in row)
     ]
-    index = {name: i for i, name in enumerate(header)}
-    if "id" not in index:
-        raise InputError(path, rows[0][0], "header lacks column id")
+    index = _genbank_header(path, rows[0][0], header)
     out = []
     for number, row in rows[1:]:
         if len(row) != len(header):
@@ -129,7 +157,7 @@ def read_measurements(
     ``read_kwargs`` go to :func:`isoflow.constructs.read_constructs`."""
     path = Path(path)
     header = _header(path)
-    if GENBANK_COLUMN in header:
+    if GENBANK_COLUMN in (name.lower() for name in header):
         constructs = _genbank_rows(path, header, **read_kwargs)
     else:
         constructs = read_constructs(path, **read_kwargs)

@@ -39,7 +39,7 @@ import pandas as pd
 
 from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
 from isoflow.errors import InputError
-from isoflow.files import atomic_path
+from isoflow.files import atomic_path, check_output_files
 from isoflow.progress import Progress
 
 log = logging.getLogger("isoflow.score")
@@ -655,6 +655,9 @@ def score_file(
 def run(args: argparse.Namespace) -> int:
     targets = list(args.target_tissue)
     paths = output_paths(args.out, specificity=bool(targets), figure_format=args.figure_format)
+    check_output_files(  # before any work: atomic_path would replace a folder at a path
+        paths.values(), inputs=[args.constructs, args.background, *args.model]
+    )
     Path(paths["tsv"]).parent.mkdir(parents=True, exist_ok=True)
     score_file(
         args.constructs,

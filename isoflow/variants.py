@@ -711,6 +711,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from isoflow.bundle import load_model
+    from isoflow.files import check_output_files
+
+    check_output_files(  # before any work: atomic_path would replace a folder at -o
+        [args.out], inputs=[args.variants, args.model, args.genome, args.annotation], option="-o"
+    )
 
     aliases = {}
     for item in args.contig_alias:

@@ -36,3 +36,80 @@ def test_atomic_path_requires_something_written(tmp_path):
     with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "x"):
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- a command's output paths
+
+
+def test_an_output_file_over_a_folder_or_an_input_is_refused(tmp_path):
+    from isoflow.errors import InputError
+    from isoflow.files import check_output_files
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "keep.txt").write_text("x")
+    table = tmp_path / "in.tsv"
+    table.write_text("x")
+    with pytest.raises(InputError, match="would replace this existing folder") as err:
+        check_output_files([tmp_path / "a.tsv", tmp_path / "results"])
+    assert str(err.value).startswith(f"{tmp_path / 'results'}: --out:")
+    with pytest.raises(InputError, match="is an input"):
+        check_output_files([table], inputs=[None, tmp_path / "." / "in.tsv"])
+    check_output_files([tmp_path / "new.tsv", table], inputs=[tmp_path / "other.tsv", None])
+    assert (tmp_path / "results" / "keep.txt").is_file()
+
+
+def _earlier(folder):
+    return (folder / "stamp").is_file()
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ({"stranger.txt": "x"}, "holds stranger.txt, not an earlier output"),
+        ({"out.tsv": "x"}, "is not an earlier output"),  # the names, without the mark
+        ({"out.tsv": "x", "stamp": "", "more": ""}, "holds more, not an earlier output"),
+    ],
+)
+def test_an_output_folder_that_is_not_an_earlier_output_is_refused(tmp_path, layout, message):
+    from isoflow.errors import InputError
+    from isoflow.files import check_output_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, text in layout.items():
+        (out / name).write_text(text)
+    with pytest.raises(InputError, match=message) as err:
+        check_output_folder(out, names=["out.tsv", "stamp"], earlier=_earlier)
+    assert "choose a new or empty folder" in str(err.value) and "\n" not in str(err.value)
+    assert sorted(p.name for p in out.iterdir()) == sorted(layout)
+
+
+def test_an_output_folder_absent_empty_or_earlier_is_accepted(tmp_path):
+    from isoflow.files import check_output_folder
+
+    names = ["out.tsv", "stamp"]
+    check_output_folder(tmp_path / "absent", names=names, earlier=_earlier)
+    (tmp_path / "empty").mkdir()
+    check_output_folder(tmp_path / "empty", names=names, earlier=_earlier)
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "earlier" / "out.tsv").write_text("x")
+    (tmp_path / "earlier" / "stamp").write_text("")
+    check_output_folder(tmp_path / "earlier", names=names, earlier=_earlier)
+
+
+def test_an_output_folder_over_an_input_a_file_or_a_link_is_refused(tmp_path):
+    from isoflow.errors import InputError
+    from isoflow.files import check_output_folder
+
+    bundle = tmp_path / "models" / "run"
+    bundle.mkdir(parents=True)
+    kw = {"names": ["out.tsv"], "earlier": lambda p: True}
+    for out in (tmp_path / "models", bundle, bundle / "sub"):  # holds, is, lies inside
+        with pytest.raises(InputError, match=f"write into the input {bundle}"):
+            check_output_folder(out, inputs=[None, bundle], **kw)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="an existing file, not a folder"):
+        check_output_folder(tmp_path / "file", **kw)
+    (tmp_path / "link").symlink_to(tmp_path / "models")
+    with pytest.raises(InputError, match="a symbolic link"):
+        check_output_folder(tmp_path / "link", **kw)

@@ -3,6 +3,8 @@ bundles, the rule's layout."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -147,9 +149,91 @@ def test_lora_needs_an_nt_or_esm2_encoder_read_raw(demo_bundle, tmp_path):
         finetune_table(table, demo_bundle, tmp_path / "o", settings={"mode": "finetune_last"})
 
 
+def _demo_inputs(table, window):
+    from isoflow.constructs import construct_inputs
+    from isoflow.measurements import read_measurements
+
+    return [construct_inputs(c, window=window) for c in read_measurements(table).constructs]
+
+
+def test_the_final_model_refits_every_construct_for_the_inner_splits_epochs(
+    demo_bundle, tmp_path, monkeypatch
+):
+    """CV folds, then the final model: early stopping on an inner split of all the groups
+    picks the epoch count, and a refit on every construct trains exactly that many epochs;
+    the manifest's finetune record says so."""
+    from isoflow import finetune
+    from isoflow.bundle import load_model
+    from isoflow.demo import write_demo_measurements
+    from isoflow.measurements import read_measurements
+
+    table = write_demo_measurements(tmp_path / "m.tsv")
+    settings = {"folds": 2, "max_epochs": 4, "patience": 1, "shuffled_control": False}
+    calls = []
+    real_fit = finetune.Tuner.fit
+
+    def recorded_fit(self, y, train, valid, seed, label="", epochs=None):
+        network, count = real_fit(self, y, train, valid, seed, label, epochs=epochs)
+        calls.append((label, train.copy(), valid.copy(), epochs, count, seed))
+        return network, count
+
+    monkeypatch.setattr(finetune.Tuner, "fit", recorded_fit)
+    result = finetune.finetune_table(table, demo_bundle, tmp_path / "out", settings=settings)
+    measured = read_measurements(table)
+    n = len(measured.ids)
+    (label, train, valid, fixed, best, seed), final = calls[-2], calls[-1]
+    assert label == "final epochs" and fixed is None and 1 <= best <= 4
+    inner = inner_split(measured.groups, 0.2, 0 + 2)  # seed + folds
+    np.testing.assert_array_equal(train, inner[0])
+    np.testing.assert_array_equal(valid, inner[1])
+    assert len(train) < n
+    assert final[0] == "final model"
+    np.testing.assert_array_equal(final[1], np.arange(n))  # every construct trains
+    assert len(final[2]) == 0 and final[3] == best and final[4] == best and final[5] == seed
+    record = result.manifest["finetune"]
+    assert record["epochs"] == best
+    assert record["final_fit"] == {
+        "constructs": n,
+        "groups": measured.n_groups,
+        "epochs": best,
+        "epochs_from": {
+            "train_constructs": len(inner[0]),
+            "valid_constructs": len(inner[1]),
+            "valid_groups": len(set(measured.groups[inner[1]].tolist())),
+            "seed": 2,
+        },
+    }
+    card = load_model(tmp_path / "out" / "bundle", device="cpu").card
+    assert card["finetune"]["final_fit"] == record["final_fit"]
+
+
+def test_a_fixed_epoch_fit_runs_exactly_that_many_epochs(demo_bundle, tmp_path, monkeypatch):
+    from isoflow.bundle import load_model
+    from isoflow.demo import write_demo_measurements
+    from isoflow.finetune import Tuner
+    from isoflow.measurements import read_measurements
+
+    table = write_demo_measurements(tmp_path / "m.tsv")
+    values = read_measurements(table).values
+    settings = finetune_settings({"max_epochs": 50, "patience": 1, "batch_size": 8})
+    tuner = Tuner(load_model(demo_bundle, device="cpu"), _demo_inputs(table, 2048), 2, settings)
+    batches = []
+    real_batch = tuner._batch
+    monkeypatch.setattr(
+        tuner, "_batch", lambda net, index: batches.append(1) or real_batch(net, index)
+    )
+    every = np.arange(len(values))
+    _, count = tuner.fit(values, every, every[:0], 0, "x", epochs=3)
+    assert count == 3
+    assert len(batches) == 3 * -(-len(values) // 8)  # 3 epochs of training batches, no validation
+    with pytest.raises(ValueError, match="at least 1"):
+        tuner.fit(values, every, every[:0], 0, "x", epochs=0)
+
+
 @pytest.mark.slow
 def test_a_killed_run_resumes_from_its_finished_folds(demo_bundle, tmp_path, monkeypatch):
     from isoflow import finetune
+    from isoflow.bundle import load_model
     from isoflow.demo import write_demo_measurements
 
     table = write_demo_measurements(tmp_path / "m.tsv")
@@ -159,11 +243,11 @@ def test_a_killed_run_resumes_from_its_finished_folds(demo_bundle, tmp_path, mon
     real_fit = finetune.Tuner.fit
     die_at = ["fold 2"]
 
-    def recorded_fit(self, y, train, valid, seed, label=""):
+    def recorded_fit(self, y, train, valid, seed, label="", **kw):
         fits.append(label)
         if die_at and label.startswith(die_at[0]):
             raise KeyboardInterrupt  # killed in the middle of fold 2
-        return real_fit(self, y, train, valid, seed, label)
+        return real_fit(self, y, train, valid, seed, label, **kw)
 
     monkeypatch.setattr(finetune.Tuner, "fit", recorded_fit)
     with pytest.raises(KeyboardInterrupt):
@@ -173,8 +257,20 @@ def test_a_killed_run_resumes_from_its_finished_folds(demo_bundle, tmp_path, mon
     fits.clear()
     die_at.clear()
     second = finetune.finetune_table(table, demo_bundle, tmp_path / "b", settings=settings)
-    assert fits == ["fold 2 finetune", "fold 3 finetune", "final model"]  # fold 1 read back
+    # fold 1 read back; the final model: its epoch count, then the refit
+    assert fits == ["fold 2 finetune", "fold 3 finetune", "final epochs", "final model"]
     pd.testing.assert_frame_equal(first.cv, second.cv)  # seeded: the same numbers
+    assert first.manifest["finetune"] == second.manifest["finetune"]
+    inputs = _demo_inputs(table, 2048)
+    np.testing.assert_array_equal(  # the final refit too: the same bundle
+        load_model(tmp_path / "a" / "bundle", device="cpu").predict(inputs),
+        load_model(tmp_path / "b" / "bundle", device="cpu").predict(inputs),
+    )
+    # a rerun over an earlier result replaces it
+    fits.clear()
+    finetune.finetune_table(table, demo_bundle, tmp_path / "b", settings=settings)
+    assert fits[-2:] == ["final epochs", "final model"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(finetune.OUTPUTS.values())
 
 
 @pytest.mark.slow
@@ -243,3 +339,81 @@ def test_cli_bad_table_is_one_line_and_exit_1(tmp_path, capsys):
         err.strip()
         == f"isoflow finetune: error: {table}:2: construct 'c1': a 'low' is not a number"
     )
+
+
+# ---------------------------------------------------------------- the output folder
+
+
+def _earlier_result(folder, record=True):
+    from isoflow.finetune import OUTPUTS
+
+    (folder / OUTPUTS["bundle"]).mkdir(parents=True)
+    manifest = {"run": "finetune-x", **({"finetune": {"epochs": 3}} if record else {})}
+    (folder / OUTPUTS["bundle"] / "manifest.json").write_text(json.dumps(manifest))
+    (folder / OUTPUTS["cv"]).write_text("method\n")
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("holds_the_bundle", "would replace or write into the input"),
+        ("is_the_bundle", "would replace or write into the input"),
+        ("inside_the_bundle", "would replace or write into the input"),
+        ("holds_the_table", "would replace or write into the input"),
+        ("unrelated", "holds notes.txt, not an earlier fine-tuning output"),
+        ("no_finetune_record", "is not an earlier fine-tuning output"),
+        ("a_file", "an existing file, not a folder"),
+        ("partial_with_strangers", "not only finished folds"),
+    ],
+)
+def test_an_out_dir_that_is_not_an_earlier_result_is_refused_before_any_work(
+    tmp_path, capsys, case, message
+):
+    """The result replaces -o whole (atomic_path): `-o results` must not wipe results/ and
+    the start bundle in it. One line, exit 1, nothing removed, before the table or the
+    bundle is read."""
+    from isoflow.commands import main
+    from isoflow.demo import write_demo_measurements
+
+    results = tmp_path / "results"
+    bundle = results / "models" / "run"  # never read: the guard answers first
+    bundle.mkdir(parents=True)
+    (bundle / "model.pt").write_text("weights")
+    table = write_demo_measurements(tmp_path / "m.tsv")
+    out = {
+        "holds_the_bundle": results,
+        "is_the_bundle": bundle,
+        "inside_the_bundle": bundle / "ft",
+        "holds_the_table": tmp_path,
+    }.get(case, tmp_path / "ft")
+    if case == "unrelated":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    elif case == "no_finetune_record":
+        _earlier_result(out, record=False)
+    elif case == "a_file":
+        out.write_text("mine")
+    elif case == "partial_with_strangers":
+        (tmp_path / ".ft.partial").mkdir()
+        (tmp_path / ".ft.partial" / "notes.txt").write_text("mine")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    assert main(["finetune", str(table), "-m", str(bundle), "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("isoflow finetune: error: ") and message in err and "\n" not in err
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
+def test_an_out_dir_absent_empty_or_an_earlier_result_is_accepted(tmp_path):
+    from isoflow.finetune import check_out_dir, partial_dir
+
+    bundle = tmp_path / "models" / "run"
+    bundle.mkdir(parents=True)
+    check_out_dir(tmp_path / "absent", [bundle])
+    (tmp_path / "empty").mkdir()
+    check_out_dir(tmp_path / "empty", [bundle])
+    _earlier_result(tmp_path / "earlier")
+    work = partial_dir(tmp_path / "earlier")
+    work.mkdir()
+    (work / "fingerprint.txt").write_text("x")
+    (work / "fold0.npz").write_bytes(b"")
+    check_out_dir(tmp_path / "earlier", [bundle])

@@ -124,6 +124,53 @@ def test_genbank_column_reads_one_record_per_row(tmp_path):
     assert table.constructs[0].cassette == seq and table.columns == ["a"]
 
 
+def _one_record_genbank(tmp_path):
+    from Bio import SeqIO
+    from Bio.Seq import Seq
+    from Bio.SeqFeature import FeatureLocation, SeqFeature
+    from Bio.SeqRecord import SeqRecord
+
+    record = SeqRecord(
+        Seq(PROMOTER + UTR5 + CDS + UTR3), id="x", name="x", annotations={"molecule_type": "DNA"}
+    )
+    at = 0
+    for kind, part in (("promoter", PROMOTER), ("5'UTR", UTR5), ("CDS", CDS), ("3'UTR", UTR3)):
+        record.features.append(SeqFeature(FeatureLocation(at, at + len(part), 1), type=kind))
+        at += len(part)
+    SeqIO.write([record], tmp_path / "x.gb", "genbank")
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (("id", "genbank", "a", "a"), "column 'a' appears twice in the header"),
+        (("id", "genbank", "a", "ID"), "column 'ID' appears twice in the header"),
+        (("id", "genbank", "GenBank", "a"), "column 'GenBank' appears twice in the header"),
+        (("id", "genbank", "", "a"), "column 3 of the header is empty"),
+        (("id", "genbank", "Promoter", "a"), "column(s) promoter beside genbank"),
+        (("name", "genbank", "a", "b"), "header lacks column id"),
+    ],
+)
+def test_a_genbank_tables_header_is_checked_as_a_construct_tsvs(tmp_path, header, message):
+    """The GenBank-row path checks its header as the plain TSV path does: a column named
+    twice would keep only one of them, silently."""
+    _one_record_genbank(tmp_path)
+    rows = [["c1", "x.gb", "1", "5"], ["c2", "x.gb", "2", "-3"]]
+    path = write(tmp_path, rows, header)
+    with pytest.raises(InputError) as err:
+        read_measurements(path)
+    assert str(err.value).startswith(f"{path}:1: ")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_genbank_tables_id_and_genbank_columns_read_in_any_case(tmp_path):
+    _one_record_genbank(tmp_path)
+    rows = [["c1", "x.gb", "1", "g1"], ["c2", "x.gb", "2", "g2"]]
+    table = read_measurements(write(tmp_path, rows, ("ID", "GenBank", "a", "group")))
+    assert table.ids == ["c1", "c2"] and table.columns == ["a"]
+    assert table.constructs[0].cassette == PROMOTER + UTR5 + CDS + UTR3
+
+
 def test_demo_table_has_its_planted_signal(tmp_path):
     table = read_measurements(write_demo_measurements(tmp_path / "d.tsv"), folds=5)
     assert table.columns == list(MEASURED_COLUMNS)
