@@ -8,7 +8,7 @@ DNA token arrays are hashed as their ``ACGTN`` text), mean-pools the real tokens
       shard_00000.npy ...   float16 (rows, dim): pooled token rows, items back to back
       index.parquet         key, shard, offset, length   (one row per distinct sequence)
       items.parquet         item, key                    (key null = missing modality)
-      meta.json             dim, pool_to, modality, counts, encoder spec
+      meta.json             dim, pool_to, modality, counts, encoder spec, weights_sha256
 
 The whole folder is written beside ``out_dir`` (``.{name}.partial``) and renamed into place
 when complete; at most one shard of rows (``shard_mb``) is held in memory, and a run that
@@ -315,6 +315,24 @@ def frozen_encoder(name: str, spec: dict):
     return build_encoder(name, {**spec, "finetune_last": 0})
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 of the weights ``module`` computes with: each ``state_dict`` tensor in order,
+    its dtype, shape and bytes (parameters and persistent buffers, on whatever device they
+    are). Recorded in a cache's meta.json (``weights_sha256``) and part of its resume
+    fingerprint, so weights that changed under the same spec (a re-download of a moved
+    ``revision``) never resume another's shards. The names are left out: a wrapper module
+    hashes as the encoder it wraps, and the spec (in the fingerprint too) fixes the
+    architecture. 0.3-1 s for a real-size encoder on one CPU thread (docs/encoders.md)."""
+    digest = hashlib.sha256()
+    for tensor in module.state_dict().values():
+        data = tensor.detach()
+        digest.update(f"{data.dtype}{tuple(data.shape)};".encode())
+        if data.numel():
+            raw = data.contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+            digest.update(memoryview(raw))
+    return digest.hexdigest()
+
+
 def shard_rows_for(shard_mb: float, dim: int) -> int:
     """Pooled float16 rows of width ``dim`` that fit a shard of ``shard_mb`` MiB (at least 1)."""
     return max(int(shard_mb * MIB) // (2 * int(dim)), 1)
@@ -405,7 +423,9 @@ def _finished_shards(folder: Path, fingerprint: str, keys: list[str], dim: int) 
             or array.dtype != np.float16
         ):
             log.warning(
-                "%s/%s: from another encoder spec or sequence set; not reused", folder, name
+                "%s/%s: from another encoder spec or sequence set (or other weights); not reused",
+                folder,
+                name,
             )
             break
         records.append(record)
@@ -458,9 +478,10 @@ def build_cache(
 
     The cache is written in :func:`partial_dir` and renamed to ``out_dir`` when complete. A
     run that stops (an error, a kill) leaves its finished shards there; the next run with
-    the same encoder spec, ``meta``, pooling, batches, shard size and distinct sequences
-    reuses them and encodes only the rest, in the same batches, so its files are the bytes
-    an uninterrupted run writes. Finished shards of another run are deleted, not reused.
+    the same encoder spec, ``meta``, encoder weights (:func:`weights_digest`), pooling,
+    batches, shard size and distinct sequences reuses them and encodes only the rest, in
+    the same batches, so its files are the bytes an uninterrupted run writes. Finished
+    shards of another run are deleted, not reused.
     """
     return build_caches(
         encoder,
@@ -561,6 +582,18 @@ def build_caches(
     lo, hi = batch_start(first), batch_start(last)  # this job's positions in ``keys``
     device = next(encoder.parameters()).device
     autocast = precision == "bf16" and device.type == "cuda"
+    started = time.perf_counter()
+    weights = weights_digest(encoder)
+    log.info("encoder weights sha256 %s (%.1f s)", weights[:16], time.perf_counter() - started)
+    sequences = hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    # what a part job records of the single job's plan its batches come from: the gather
+    # requires every part's to be the same (gather_cache)
+    part_plan = {
+        "batch_size": batch_size,
+        "batch_letters": batch_letters,
+        "device": device.type,
+        "sequences": sequences,
+    }
     longest = max((length for _, length in distinct.values()), default=1)
     for target in targets:
         fingerprint = hashlib.sha256(
@@ -578,7 +611,8 @@ def build_caches(
                     "meta": meta or {},
                     # only when positional: an adaptive cache's fingerprint is what it was
                     **({"pooling": target.pooling} if target.pooling is not None else {}),
-                    "sequences": hashlib.sha256("\n".join(keys).encode()).hexdigest(),
+                    "sequences": sequences,
+                    "weights": weights,
                     **({"part": list(part)} if part is not None else {}),
                     # only when on: a compiled run resumes no eager run's shards (or back)
                     **({"compile": backend} if backend else {}),
@@ -691,6 +725,8 @@ def build_caches(
             meta,
             part,
             backend,
+            weights,
+            part_plan,
         )
     return item_keys
 
@@ -707,8 +743,12 @@ def _finish_cache(
     meta: dict | None,
     part: tuple[int, int] | None,
     backend: str | None = None,
+    weights: str | None = None,
+    part_plan: dict | None = None,
 ) -> None:
-    """Write ``target``'s index, items and meta.json and move it into place."""
+    """Write ``target``'s index, items and meta.json and move it into place. A part cache's
+    meta.json also records ``part`` and ``part_plan`` (batches, device, sequence order of the
+    single job's plan), which :func:`gather_cache` checks and leaves out."""
     writer, work, out_dir = target.writer, target.work, target.out_dir
     pq.write_table(
         pa.table(
@@ -742,8 +782,9 @@ def _finish_cache(
         "n_shards": writer.shard,
         **({"autocast": "bf16"} if autocast else {}),
         **({"compile": backend} if backend else {}),
+        **({"weights_sha256": weights} if weights else {}),
         **(meta or {}),
-        **({"part": list(part)} if part is not None else {}),
+        **({"part": list(part), "part_plan": part_plan} if part is not None else {}),
     }
     (work / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     for number in range(writer.shard):
@@ -760,28 +801,99 @@ def _finish_cache(
     )
 
 
+def _flat(meta: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``meta`` with nested mappings as dotted keys (``spec.pool_to``), for comparing two."""
+    flat: dict[str, Any] = {}
+    for key, value in meta.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# meta.json fields that differ between the part caches of one embedding (each part's own);
+# every other field must be part 0's (gather_cache). ``part_plan`` is compared, then left
+# out of the gathered meta.json with ``part``.
+PART_FIELDS = ("part", "n_forward_batches", "n_shards")
+PART_ONLY_FIELDS = ("part", "part_plan")
+
+
 def gather_cache(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> None:
     """One cache from the part caches of ``build_cache(part=(i, n))``, ``i = 0 .. n-1`` in
     order: their shards renumbered one after another (hard links where the file system
     allows, else copies), one ``index.parquet``, the ``items.parquet`` they share and the
     first part's ``meta.json`` with the totals, so a reader sees what one job would have
     written: the same keys, items and stored values (the shard boundaries may differ).
-    Written beside ``out_dir`` and renamed into place."""
+    Written beside ``out_dir`` and renamed into place.
+
+    Checked first, each a one-line :class:`InputError` naming the part folder: each part
+    says it is part ``i`` of ``n``; the parts share ``items.parquet`` byte for byte; every
+    part's meta.json equals part 0's but for ``PART_FIELDS`` (same encoder, spec, weights,
+    pooling, autocast, compile, batch plan: ``part_plan``); the parts' index keys are
+    distinct and together exactly the non-null keys of ``items.parquet``."""
     parts = [Path(p) for p in part_dirs]
     metas = [json.loads((p / META_FILE).read_text()) for p in parts]
     n = len(parts)
     for number, (path, meta) in enumerate(zip(parts, metas, strict=True)):
         if meta.get("part") != [number, n]:
             raise InputError(path, META_FILE, f"is not part {number} of {n}")
+    if "part_plan" not in metas[0]:
+        raise InputError(
+            parts[0],
+            META_FILE,
+            "records no part_plan (a part cache from before the gather checked settings); "
+            "rebuild the parts (rule embed_part)",
+        )
+    shared = [_flat({k: v for k, v in m.items() if k not in PART_FIELDS}) for m in metas]
+    for path, meta in zip(parts[1:], shared[1:], strict=True):
+        differ = sorted(k for k in set(meta) | set(shared[0]) if meta.get(k) != shared[0].get(k))
+        if differ:
+            shown = "; ".join(
+                f"{k} {json.dumps(meta.get(k), default=str)} here, "
+                f"{json.dumps(shared[0].get(k), default=str)} in part 0"
+                for k in differ
+            )
+            raise InputError(
+                path,
+                META_FILE,
+                f"built with other settings than part 0 ({parts[0]}): {shown}; rebuild the "
+                "parts (rule embed_part) from one config",
+            )
     items = [(p / ITEMS_FILE).read_bytes() for p in parts]
     if any(data != items[0] for data in items):
         raise InputError(parts[0], ITEMS_FILE, "the parts were built from different items")
+    tables = [pq.read_table(p / INDEX_FILE).to_pydict() for p in parts]
+    owner: dict[str, Path] = {}
+    for path, table in zip(parts, tables, strict=True):
+        for key in table["key"]:
+            if key in owner:
+                where = "twice in this part" if owner[key] == path else f"also in {owner[key]}"
+                raise InputError(
+                    path / INDEX_FILE,
+                    key,
+                    f"sequence {where}: the parts ran different batch plans; rebuild them "
+                    "(rule embed_part) from one config",
+                )
+            owner[key] = path
+    item_table = pq.read_table(parts[0] / ITEMS_FILE).to_pydict()
+    for item, key in zip(item_table["item"], item_table["key"], strict=True):
+        if key is not None and key not in owner:
+            raise InputError(
+                parts[0].parent,
+                item,
+                f"its sequence ({key}) is in none of the {n} parts' {INDEX_FILE}: the parts "
+                "ran different batch plans; rebuild them (rule embed_part) from one config",
+            )
+    wanted = {k for k in item_table["key"] if k is not None}
+    for key, path in owner.items():
+        if key not in wanted:
+            raise InputError(path / INDEX_FILE, key, f"is the key of no item in {ITEMS_FILE}")
     index: dict[str, list] = {"key": [], "shard": [], "offset": [], "length": []}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         shard = 0
-        for path, meta in zip(parts, metas, strict=True):
-            table = pq.read_table(path / INDEX_FILE).to_pydict()
+        for path, meta, table in zip(parts, metas, tables, strict=True):
             for name in ("key", "offset", "length"):
                 index[name] += table[name]
             index["shard"] += [shard + s for s in table["shard"]]
@@ -805,7 +917,7 @@ def gather_cache(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
             tmp / INDEX_FILE,
         )
         (tmp / ITEMS_FILE).write_bytes(items[0])
-        info = {k: v for k, v in metas[0].items() if k != "part"}
+        info = {k: v for k, v in metas[0].items() if k not in PART_ONLY_FIELDS}
         info["n_forward_batches"] = sum(int(m["n_forward_batches"]) for m in metas)
         info["n_shards"] = shard
         info["jobs"] = n

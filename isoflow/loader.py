@@ -38,11 +38,66 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from isoflow.alphabet import id_fraction, truncate
+from isoflow.alphabet import id_fraction, is_missing, truncate
 from isoflow.dataset import read_dataset
 from isoflow.errors import InputError
-from isoflow.experiments import MODALITIES
+from isoflow.experiments import DEFAULT_POOLING, MODALITIES
 from isoflow.splits import SPLITS
+
+SEQUENCE_COLUMNS = {"rna": "rna_seq", "protein": "protein_seq"}
+
+
+def json_text(value: Any) -> str:
+    """``value`` as one line of JSON, for a message."""
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _normal(value: Any) -> Any:
+    """``value`` as JSON reads it back, keys sorted (what fingerprints compare)."""
+    import json
+
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def effective_spec(name: str, spec: dict | None, config: dict | None = None) -> dict:
+    """The encoder spec that ran: ``spec`` over ``settings.ENCODER_DEFAULTS`` with the
+    sequence limits of ``config`` (``rna.max_nt``/``truncate``, ``protein.max_aa``; none:
+    their defaults, which are the families' own) filled in where it sets none, as JSON
+    (``model.encoders.spec_from_config``, what embed jobs record and fingerprints hold)."""
+    from isoflow.model.encoders import spec_from_config
+
+    config = {**(config or {}), "encoders": {name: dict(spec or {})}}
+    return _normal(spec_from_config(config, name))
+
+
+def cache_expectations(config: dict, experiment: dict) -> dict[str, dict[str, Any]]:
+    """What each modality's embedding cache must be for a run of ``experiment`` under
+    ``config`` (:meth:`IsoformDataModule._check_cache`): modality -> ``encoder`` (its name),
+    ``spec`` (:func:`effective_spec` of the config's), ``pooling`` (the run's: the
+    experiment's, else ``embed.pooling``, else adaptive) and, for a positional run of a
+    config with an ``embed`` section, ``positional`` (``workflow.embed_pooling``: the crop
+    and strides; a train rule's settings hold no ``embed`` section, and the experiment
+    then only says positional)."""
+    from isoflow.settings import encoder_names
+
+    embed = config.get("embed") or {}
+    pooling = experiment.get("pooling") or embed.get("pooling") or DEFAULT_POOLING
+    positional = None
+    if pooling != DEFAULT_POOLING and "embed" in config:
+        from isoflow.workflow import embed_pooling
+
+        positional = _normal(embed_pooling(config))
+    return {
+        modality: {
+            "encoder": name,
+            "spec": effective_spec(name, (config.get("encoders") or {}).get(name), config),
+            "pooling": pooling,
+            "positional": positional,
+        }
+        for modality, name in encoder_names(config, experiment).items()
+    }
 
 
 def select_training_rows(
@@ -338,11 +393,14 @@ class IsoformDataModule(pl.LightningDataModule):
         protein_max_aa: int | None = None,
         pin_memory: bool | None = None,
         prefetch_batches: int = 0,
+        cache_expect: dict[str, dict[str, Any]] | None = None,
     ):
         """``pin_memory``: gather cached batches into page-locked memory, for asynchronous
         copies to a GPU (default: when CUDA is available). ``prefetch_batches`` > 0 (with
         ``num_workers`` 0): make that many batches ahead in a background thread
-        (:class:`PrefetchDataLoader`)."""
+        (:class:`PrefetchDataLoader`). ``cache_expect``: what each cache must have been
+        built with (:func:`cache_expectations`; ``run_experiment`` passes it), checked in
+        :meth:`setup` with the rest (:meth:`_check_cache`)."""
         super().__init__()
         unknown = set(modalities) - set(MODALITIES)
         if not modalities or unknown:
@@ -362,6 +420,7 @@ class IsoformDataModule(pl.LightningDataModule):
         self.protein_max_aa = protein_max_aa
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         self.prefetch_batches = int(prefetch_batches)
+        self.cache_expect = dict(cache_expect or {})
         self.tissues: list[str] = []
         self.frames: dict[str, pd.DataFrame] = {}
         self.datasets: dict[str, IsoformDataset] = {}
@@ -429,11 +488,29 @@ class IsoformDataModule(pl.LightningDataModule):
         self.collate = Collate(self.modalities, caches)
 
     def _check_cache(self, modality: str, cache, df: pd.DataFrame) -> None:
-        """Every transcript with a sequence of ``modality`` must be in the cache: a silently
-        masked DNA or RNA would train on nothing."""
+        """The cache given for ``modality`` must be one of that modality (and, with
+        ``cache_expect``, of the run's encoder, spec and pooling), hold every transcript
+        with a sequence of ``modality`` under a key its index has, and (RNA, protein) under
+        the key of the dataset's current sequence: a silently masked or another sequence's
+        embedding would train on wrong data. Each a one-line :class:`InputError` naming the
+        cache folder."""
+        from isoflow.embed import META_FILE, sequence_key
+
+        if cache.modality != modality:
+            raise InputError(
+                cache.path,
+                META_FILE,
+                f"is a cache of {cache.modality} embeddings (encoder "
+                f"{cache.meta.get('encoder')}), given for {modality}",
+            )
+        expect = self.cache_expect.get(modality)
+        if expect is not None:
+            self._check_cache_settings(modality, cache, expect)
         keys = cache.item_keys(df["transcript_id"])
+        column = SEQUENCE_COLUMNS.get(modality)
+        sequences = df[column].to_numpy() if column is not None else None
         has_sequence = (
-            df["protein_seq"].notna().to_numpy()
+            np.array([not is_missing(s) for s in sequences])
             if modality == "protein"
             else np.ones(len(df), bool)
         )
@@ -448,6 +525,96 @@ class IsoformDataModule(pl.LightningDataModule):
                 absent[0],
                 f"{len(absent)} transcripts of the dataset are not in this {modality} "
                 "embedding cache; rebuild it (rule embed) from the same dataset",
+            )
+        unindexed = [
+            t
+            for t, k in zip(df["transcript_id"], keys, strict=True)
+            if k is not None and k not in cache
+        ]
+        if unindexed:
+            raise InputError(
+                cache.path,
+                unindexed[0],
+                f"{len(unindexed)} transcripts have a key in items.parquet that index.parquet "
+                "lacks (an incomplete or badly gathered cache); rebuild it (rule embed)",
+            )
+        if sequences is None:
+            return  # DNA: the keys are of genome windows, not read here
+        changed = [
+            t
+            for t, k, s in zip(df["transcript_id"], keys, sequences, strict=True)
+            if k != (None if is_missing(s) else sequence_key(s))
+        ]
+        if changed:
+            raise InputError(
+                cache.path,
+                changed[0],
+                f"{len(changed)} transcripts' {column} in the dataset are not the sequences "
+                f"this {modality} cache embedded (another dataset's cache); rebuild it "
+                "(rule embed) from this dataset",
+            )
+
+    @staticmethod
+    def _check_cache_settings(modality: str, cache, expect: dict[str, Any]) -> None:
+        """The cache's meta.json against what the run reads (:func:`cache_expectations`)."""
+        from isoflow.embed import META_FILE
+
+        meta = cache.meta
+        path = cache.path / META_FILE
+        fix = "rebuild it (rule embed) with this config, or give the cache built with it"
+        built = meta.get("encoder")
+        if built is None:
+            raise InputError(path, "encoder", f"records no encoder (not a rule embed cache); {fix}")
+        if built != expect["encoder"]:
+            raise InputError(
+                path,
+                "encoder",
+                f"{built} built this {modality} cache; the run reads {modality} with "
+                f"{expect['encoder']}: give that encoder's cache",
+            )
+        spec = effective_spec(built, meta.get("spec")) if "spec" in meta else None
+        if spec != expect["spec"]:
+            differ = sorted(
+                k
+                for k in set(spec or {}) | set(expect["spec"])
+                if (spec or {}).get(k) != expect["spec"].get(k)
+            )
+            shown = (
+                ", ".join(
+                    f"{k} {json_text((spec or {}).get(k))} "
+                    f"(config {json_text(expect['spec'].get(k))})"
+                    for k in differ
+                )
+                if spec is not None
+                else "no spec recorded"
+            )
+            raise InputError(
+                path, "spec", f"encoder spec differs from the config's {built}: {shown}; {fix}"
+            )
+        pooling = meta.get("pooling")
+        mode = pooling.get("mode") if isinstance(pooling, dict) else DEFAULT_POOLING
+        if mode != expect["pooling"]:
+            from isoflow.workflow import cache_dir
+
+            raise InputError(
+                path,
+                "pooling",
+                f"this cache is pooled {mode}, the run reads {expect['pooling']} caches "
+                f"({cache_dir(expect['encoder'], expect['pooling'])})",
+            )
+        if mode == DEFAULT_POOLING and int(meta["pool_to"]) != int(expect["spec"]["pool_to"]):
+            raise InputError(
+                path,
+                "pool_to",
+                f"{meta['pool_to']} in this cache, {expect['spec']['pool_to']} in the "
+                f"config; {fix}",
+            )
+        if expect.get("positional") is not None and _normal(pooling) != expect["positional"]:
+            raise InputError(
+                path,
+                "pooling",
+                f"{json_text(pooling)} in this cache, {json_text(expect['positional'])} from the "
+                f"config's embed section; {fix}",
             )
 
     def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:

@@ -73,7 +73,7 @@ from isoflow.lightning import (
     StayStopped,
     requeue_job,
 )
-from isoflow.loader import IsoformDataModule
+from isoflow.loader import IsoformDataModule, cache_expectations
 from isoflow.metrics import evaluate, predictions_frame
 from isoflow.settings import cached_modalities, protein_config, rna_config, train_config
 
@@ -229,6 +229,8 @@ def run_experiment(
         rna_max_nt=rna_config(config)["max_nt"],
         rna_truncate=rna_config(config)["truncate"],
         protein_max_aa=protein_config(config)["max_aa"],
+        # each cache checked against the run: its modality, encoder, spec and pooling
+        cache_expect=cache_expectations(config, experiment),
     )
     data.setup("fit")
     cached_dims = {m: data.collate.caches[m].dim for m in data.collate.caches}

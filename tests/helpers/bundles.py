@@ -37,6 +37,7 @@ def tiny_bundles(
     ``export_bundle``."""
     from isoflow.bundle import export_bundle
     from isoflow.embed import embed_dataset
+    from isoflow.model.encoders import spec_from_config
     from isoflow.train import run_experiment
 
     dataset, fasta = make_dataset(tmp, window=window)
@@ -49,13 +50,14 @@ def tiny_bundles(
         config["encoders"][name]["pool_to"] = 8 if modality == "dna" else 4
         caches[modality] = tmp / "embeddings" / name
         genome = fasta if modality == "dna" else None
-        embed_dataset(
-            dataset, name, config["encoders"][name], caches[modality], genome, pooling=pooling
-        )
+        spec = spec_from_config(config, name)  # as rule embed: the config's limits filled in
+        embed_dataset(dataset, name, spec, caches[modality], genome, pooling=pooling)
     settings = {**config, "dna": {"window": window}, "dataset": {"name": "tiny"}}
     paths, run_dirs, manifests, exports = [], [], [], []
     for seed in seeds:
         experiment = EXPERIMENT if seed is None else {**EXPERIMENT, "seed": seed}
+        if pooling is not None:  # a run on positional caches says so (checked against them)
+            experiment = {**experiment, "pooling": "positional"}
         name = "r" if seed is None else f"s{seed}"
         run_dir = tmp / "runs" / name
         run_experiment(config, experiment, dataset, run_dir, fasta, cache_dirs=caches)

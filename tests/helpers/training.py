@@ -103,7 +103,10 @@ def make_dataset(
 METRICS_KEYS = {
     "mean",
     "per_tissue",
+    "constant_prediction_tissues",
     "within_gene_spearman",
+    "within_gene_groups",
+    "within_gene_tied",
     "n_test",
     "prediction_spread",
     "collapsed",

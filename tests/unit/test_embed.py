@@ -792,3 +792,105 @@ def test_inductor_compiled_esm2_cache_is_the_eager_one(tmp_path, caplog):
     lines = _eager_and_compiled(tmp_path, encoder, items, "inductor", 4, caplog)
     assert "for tokens (4, 32), lengths (4,)" in lines[0]
     assert lines[-1].startswith("torch.compile (inductor):") and "in 2 forwards" in lines[-1]
+
+
+# ---------------------------------------------------------------- gather checks
+
+
+def _parts(tmp_path, encoders, options, n=2, seqs=None):
+    """``n`` part caches of ``seqs``, part ``i`` built by ``encoders[i]`` with
+    ``options[i]``."""
+    seqs = seqs or {f"p{i}": protein(10 + (i * 7) % 30) for i in range(12)}
+    folders = [tmp_path / f"part{i}" for i in range(n)]
+    for i, folder in enumerate(folders):
+        build_cache(encoders[i], seqs, folder, part=(i, n), **options[i])
+    return folders
+
+
+def test_gather_refuses_parts_built_with_other_settings(tmp_path, esm):
+    # Each part's meta.json must be part 0's but for the part's own fields: another
+    # pool_to / spec, batch size or encoder weights is one line naming the part, and no cache.
+    from isoflow.embed import gather_cache
+
+    base = {"pool_to": 4, "batch_size": 3, "meta": {"encoder": "esm2", "spec": {"pool_to": 4}}}
+    other_weights = build_encoder("esm2", {"source": "tiny", "seed": 1}).eval()
+    cases = {
+        "pool_to": (esm, {**base, "pool_to": 16, "meta": {"spec": {"pool_to": 16}}}),
+        "part_plan.batch_size 2 here, 3 in part 0": (esm, {**base, "batch_size": 2}),
+        "weights_sha256": (other_weights, base),
+    }
+    for number, (message, (encoder, options)) in enumerate(cases.items()):
+        folders = _parts(tmp_path / str(number), [esm, encoder], [base, options])
+        with pytest.raises(InputError, match=r"part1:meta.json: built with other settings") as e:
+            gather_cache(folders, tmp_path / str(number) / "gathered")
+        assert message in str(e.value) and "\n" not in str(e.value)
+        assert not (tmp_path / str(number) / "gathered").exists()
+
+
+def test_gather_refuses_parts_that_miss_or_repeat_a_sequence(tmp_path, esm):
+    # Parts whose batch plans differ (meta.json made to agree, as parts from before the plan
+    # was recorded would) leave a sequence out or hold one twice: refused, one line.
+    from isoflow.embed import gather_cache
+
+    def agree(folders):
+        first = json.loads((folders[0] / "meta.json").read_text())
+        meta = json.loads((folders[1] / "meta.json").read_text())
+        meta.update({k: v for k, v in first.items() if k == "part_plan"})
+        (folders[1] / "meta.json").write_text(json.dumps(meta))
+
+    # batches of 5 then 2: part 0 holds sequences 0-4, part 1 6-11; p5 is in neither
+    gap = _parts(tmp_path / "gap", [esm, esm], [{"pool_to": 4, "batch_size": b} for b in (5, 2)])
+    agree(gap)
+    with pytest.raises(InputError, match=r"gap:p5: its sequence \(\w+\) is in none of the 2"):
+        gather_cache(gap, tmp_path / "gap" / "gathered")
+    # batches of 2 then 5: part 0 holds 0-5, part 1 5-11; p5 is in both
+    both = _parts(tmp_path / "both", [esm, esm], [{"pool_to": 4, "batch_size": b} for b in (2, 5)])
+    agree(both)
+    with pytest.raises(InputError, match=r"part1/index.parquet:\w+: sequence also in .*part0"):
+        gather_cache(both, tmp_path / "both" / "gathered")
+    assert not (tmp_path / "gap" / "gathered").exists()
+    assert not (tmp_path / "both" / "gathered").exists()
+
+
+# ---------------------------------------------------------------- the weights
+
+
+def test_weights_are_in_the_resume_fingerprint_and_meta(tmp_path, esm, caplog):
+    # Weights re-downloaded under the same spec (revision `main` moved): a killed job's
+    # shards of the old weights are not reused, and meta.json says which weights made it.
+    from isoflow.embed import partial_dir, weights_digest
+
+    items = {f"p{i}": protein(12) for i in range(8)}
+    options = dict(pool_to=4, batch_size=2, shard_rows=8, meta={"spec": {"revision": "main"}})
+    new = build_encoder("esm2", {"source": "tiny", "seed": 1}).eval()
+    assert weights_digest(new) != weights_digest(esm)
+    assert weights_digest(CountingEncoder(esm)) == weights_digest(esm)  # names left out
+    out = tmp_path / "cache"
+    with pytest.raises(RuntimeError, match="killed"):
+        build_cache(FailAfter(esm, 2), items, out, **options)
+    assert list(partial_dir(out).glob("shard_*.json"))
+    counting = CountingEncoder(new)
+    with caplog.at_level("WARNING", logger="isoflow.embed"):
+        build_cache(counting, items, out, **options)
+    assert "not reused" in caplog.text
+    assert sorted(counting.encoded) == sorted(items.values())  # all encoded afresh
+    build_cache(new, items, tmp_path / "fresh", **options)
+    assert files_of(out) == files_of(tmp_path / "fresh")
+    assert EmbeddingCache(out).meta["weights_sha256"] == weights_digest(new)
+
+
+def test_weights_digest_covers_every_tensor_dtype_and_shape():
+    from isoflow.embed import weights_digest
+
+    def holding(tensor):
+        module = torch.nn.Module()
+        module.register_buffer("w", tensor)
+        return module
+
+    a = torch.arange(6, dtype=torch.float32)
+    assert weights_digest(holding(a)) == weights_digest(holding(a.clone()))
+    changed = a.clone()
+    changed[5] += 1e-6
+    others = [changed, a.reshape(2, 3), a.reshape(3, 2), a.double(), a.to(torch.bfloat16)]
+    digests = {weights_digest(holding(t)) for t in [a, *others]}
+    assert len(digests) == 6  # values, shape, dtype (bfloat16 too: no numpy dtype)

@@ -416,14 +416,29 @@ def test_missing_genome_is_an_error(dataset, tmp_path):
         IsoformDataModule(moved, ["dna"]).setup()
 
 
+CACHED_ENCODERS = (("rna", "nucleotide_transformer"), ("protein", "esm2"))
+
+
+def cache_config(**train) -> dict:
+    """``config_with(**train)`` reading RNA and protein from caches of 4 rows per sequence:
+    the config :func:`tiny_caches` builds them with (a run checks its caches against it)."""
+    config = config_with(**train)
+    config["model"]["cached_modalities"] = ["rna", "protein"]
+    for _, name in CACHED_ENCODERS:
+        config["encoders"][name]["pool_to"] = 4
+    return config
+
+
 def tiny_caches(path, tmp_path) -> dict:
-    """The RNA and protein embedding caches of the tiny NT and ESM-2, 4 rows per sequence."""
+    """The RNA and protein embedding caches of the tiny NT and ESM-2, 4 rows per sequence,
+    built as rule embed builds them for :func:`cache_config`."""
     from isoflow.embed import embed_dataset
+    from isoflow.model.encoders import spec_from_config
 
     caches = {}
-    for modality, name in (("rna", "nucleotide_transformer"), ("protein", "esm2")):
+    for modality, name in CACHED_ENCODERS:
         caches[modality] = tmp_path / "embeddings" / name
-        embed_dataset(path, name, {**TINY_CONFIG["encoders"][name], "pool_to": 4}, caches[modality])
+        embed_dataset(path, name, spec_from_config(cache_config(), name), caches[modality])
     return caches
 
 
@@ -431,8 +446,7 @@ def test_cache_mode_trains_from_embeddings(dataset, tmp_path):
 
     path, fasta = dataset
     caches = tiny_caches(path, tmp_path)
-    config = config_with(max_epochs=1)
-    config["model"]["cached_modalities"] = ["rna", "protein"]
+    config = cache_config(max_epochs=1)
     exp = {"modalities": FAST}
     metrics = run_experiment(config, exp, path, tmp_path / "run", cache_dirs=caches)
     assert metrics["mean"]["pearson"] is not None
@@ -446,6 +460,121 @@ def test_cache_mode_trains_from_embeddings(dataset, tmp_path):
         IsoformDataModule(other, ["rna"], cache_dirs={"rna": caches["rna"]}).setup()
 
 
+def test_a_run_refuses_a_cache_of_another_modality_encoder_spec_or_pooling(dataset, tmp_path):
+    """A cache is checked against the run before anything trains: its modality, encoder,
+    spec (as rule embed records it: defaults and the config's sequence limits filled in)
+    and pooling, each one line naming the cache folder; `python -m isoflow.train` too."""
+    from isoflow.embed import embed_dataset
+    from isoflow.loader import cache_expectations
+    from isoflow.model.encoders import spec_from_config
+
+    path, _ = dataset
+    caches = tiny_caches(path, tmp_path)
+    config = cache_config(max_epochs=1)
+    exp = {"modalities": FAST}
+
+    def refused(message, config=config, exp=exp, caches=caches):
+        run_dir = tmp_path / "run"
+        with pytest.raises(InputError, match=message) as error:
+            run_experiment(config, exp, path, run_dir, cache_dirs=caches)
+        assert "\n" not in str(error.value)
+        assert not (run_dir / "metrics.json").exists()
+
+    swapped = {"rna": caches["protein"], "protein": caches["rna"]}
+    refused(
+        r"embeddings/esm2:meta.json: is a cache of protein embeddings .* given for rna",
+        caches=swapped,
+    )
+    other = copy.deepcopy(config)  # the run reads RNA with another encoder
+    other["encoders"]["nt_other"] = {**other["encoders"]["nucleotide_transformer"]}
+    other["encoders"]["nt_other"].update(**{"class": "nucleotide_transformer", "modality": "rna"})
+    other["model"]["rna_encoder"] = "nt_other"
+    refused(r"nucleotide_transformer/meta.json:encoder: nucleotide_transformer built", other)
+    other = copy.deepcopy(config)  # another pool_to
+    other["encoders"]["esm2"]["pool_to"] = 8
+    refused(r"esm2/meta.json:spec: encoder spec differs .*: pool_to 4 \(config 8\)", other)
+    other = copy.deepcopy(config)  # another rna.max_nt: the token budget the cache ran with
+    other["rna"]["max_nt"] = 60
+    refused(r"nucleotide_transformer/meta.json:spec: .*max_len 21 \(config 11\)", other)
+
+    # the pooling: the adaptive caches for a positional run, positional ones for an adaptive
+    # run, and positional ones of other strides than the config's embed section gives
+    refused(r"pooled adaptive, the run reads positional", exp={**exp, "pooling": "positional"})
+    positional = {"mode": "positional", "dna_crop_bins": 4, "stride_nt": 24, "stride_aa": 4}
+    pooled = {}
+    for modality, name in CACHED_ENCODERS:
+        pooled[modality] = tmp_path / "embeddings" / f"{name}-positional"
+        spec = spec_from_config(config, name)
+        embed_dataset(path, name, spec, pooled[modality], pooling=positional)
+    refused(
+        r"transformer-positional/meta.json:pooling: this cache is pooled positional", caches=pooled
+    )
+    positional_exp = {**exp, "pooling": "positional"}
+    other = copy.deepcopy(config)
+    other["embed"] = {"dna_crop_bins": 4, "stride_nt": 48, "stride_aa": 4}
+    refused(
+        r"positional/meta.json:pooling: .*stride_nt.: 24.* in this cache",
+        other,
+        positional_exp,
+        pooled,
+    )
+    other["embed"]["stride_nt"] = 24  # the config's strides: accepted
+    expect = cache_expectations(other, {**EXPERIMENT_DEFAULTS, **positional_exp})
+    IsoformDataModule(path, FAST, cache_dirs=pooled, cache_expect=expect).setup()
+
+    # the command line (docs/model.md, "Training one run by hand"): an RNA cache given as DNA
+    config_path = tmp_path / "config.yaml"
+    config["model"]["cached_modalities"] = ["rna"]
+    config_path.write_text(yaml.safe_dump(config))
+    args = [
+        "--config",
+        str(config_path),
+        "--dataset",
+        str(path),
+        "--run-dir",
+        str(tmp_path / "cli"),
+    ]
+    args += ["--experiment", json.dumps({"modalities": ["dna", "rna"]})]
+    args += ["--cache", f"rna={caches['rna']}", "--cache", f"dna={caches['rna']}"]
+    with pytest.raises(InputError, match=r"a cache of rna embeddings .* given for dna"):
+        isoflow.train.main(args)
+
+
+def test_a_cache_must_hold_the_dataset_sequences_under_indexed_keys(dataset, tmp_path):
+    """RNA / protein: each transcript's key in the cache must be its current sequence's
+    (a cache of another dataset with the same IDs), and every key must be in the cache's
+    index (an all-False mask would read as a missing modality)."""
+    import pyarrow.parquet as pq
+
+    path, fasta = dataset
+    caches = tiny_caches(path, tmp_path)
+    df, tissues = read_dataset(path)
+    changed = df.copy()
+    changed.loc[3, "rna_seq"] = changed.loc[3, "rna_seq"][::-1]
+    other = tmp_path / "changed.parquet"
+    write_dataset(changed, tissues, fasta, other)
+    tid = re.escape(df.loc[3, "transcript_id"])
+    with pytest.raises(InputError, match=rf"nucleotide_transformer:{tid}: 1 transcripts' rna_seq"):
+        IsoformDataModule(other, FAST, cache_dirs=caches).setup()
+    with_protein = df.index[df["protein_seq"].notna()][0]
+    changed = df.copy()
+    changed.loc[with_protein, "protein_seq"] = None  # a protein the cache has, gone
+    write_dataset(changed, tissues, fasta, other)
+    tid = re.escape(df.loc[with_protein, "transcript_id"])
+    with pytest.raises(InputError, match=rf"esm2:{tid}: 1 transcripts' protein_seq"):
+        IsoformDataModule(other, FAST, cache_dirs=caches).setup()
+
+    index = pq.read_table(caches["protein"] / "index.parquet")
+    dropped = index.slice(1)  # the first sequence's rows no longer indexed
+    pq.write_table(dropped, caches["protein"] / "index.parquet")
+    key = index.column("key")[0].as_py()
+    items = pq.read_table(caches["protein"] / "items.parquet").to_pandas()
+    first = items.loc[items["key"] == key, "item"].iloc[0]
+    tid = re.escape(first)
+    with pytest.raises(InputError, match=rf"esm2:{tid}: \d+ transcripts have a key .* index"):
+        IsoformDataModule(path, FAST, cache_dirs=caches).setup()
+
+
 def test_cache_batches_gathered_whole_train_bit_identically(dataset, tmp_path, monkeypatch):
     # Batches gathered whole (float16 as stored, cast on the model's device) against the
     # per-item path (each item looked up and converted to float32 on the host, as before):
@@ -454,8 +583,7 @@ def test_cache_batches_gathered_whole_train_bit_identically(dataset, tmp_path, m
 
     path, _ = dataset
     caches = tiny_caches(path, tmp_path)
-    config = config_with(max_epochs=2)
-    config["model"]["cached_modalities"] = ["rna", "protein"]
+    config = cache_config(max_epochs=2)
     exp = {"modalities": FAST, "seed": 1}
 
     data = IsoformDataModule(path, FAST, cache_dirs=caches, batch_size=8)
@@ -708,14 +836,17 @@ def test_metrics_json_is_strict_and_marks_collapse(tmp_path):
         }
     )
     observed = frame[TISSUES].to_numpy()
-    # a constant first tissue: undefined correlations must be null, not NaN
+    # constant predictions: they rank nothing (correlations 0, every tissue named), and
+    # nothing written is NaN
     constant = write_outputs(tmp_path / "c", frame, TISSUES, np.full((20, 3), 2.0), [])
     text = (tmp_path / "c" / "metrics.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     on_disk = json.loads(text)
     assert on_disk == json.loads(json.dumps(constant))
     assert on_disk["collapsed"] is True and on_disk["prediction_spread"] == 0.0
-    assert on_disk["mean"]["spearman"] is None
+    assert on_disk["mean"]["spearman"] == 0.0
+    assert on_disk["constant_prediction_tissues"] == TISSUES
+    assert (on_disk["within_gene_groups"], on_disk["within_gene_tied"]) == (30, 30)
     real = write_outputs(tmp_path / "r", frame, TISSUES, observed + rng.normal(0, 1, (20, 3)), [])
     assert real["collapsed"] is False and real["prediction_spread"] > 0.5
 
@@ -975,8 +1106,7 @@ def test_prefetched_batches_are_the_batches_and_train_bit_identically(dataset, t
     iterator.close()
     assert not iterator._thread.is_alive()
 
-    config = config_with(max_epochs=2)
-    config["model"]["cached_modalities"] = ["rna", "protein"]
+    config = cache_config(max_epochs=2)
     exp = {"modalities": FAST, "seed": 1}
     run_experiment(config, exp, path, tmp_path / "plain", cache_dirs=caches)
     config["train"]["prefetch_batches"] = 2
