@@ -25,6 +25,7 @@ COMMANDS = {
     "variants": "isoflow.variants",
     "design": "isoflow.design",
     "finetune": "isoflow.finetune",
+    "rescore": "isoflow.metrics",
 }
 
 
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     top = argparse.ArgumentParser(
         prog="isoflow",
         description="Use a trained isoflow model: score constructs, explain a prediction, "
-        "predict variant effects, design cassettes, fine-tune on measured constructs. Run "
+        "predict variant effects, design cassettes, fine-tune on measured constructs, rescore a "
+        "run's metrics. Run "
         "`isoflow COMMAND --help` for a command's options.",
     )
     top.add_argument("command", choices=available, help="one of: " + ", ".join(available))

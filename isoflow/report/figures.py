@@ -613,7 +613,7 @@ def plot_within_gene(rhos: pd.DataFrame, metrics: Mapping[str, Any], run: str) -
     tied = int(rhos["tied"].sum()) if "tied" in rhos else 0
     fig.suptitle(
         f"Within-gene isoform ranking — {run}: {len(rhos):,} pairs, {genes:,} genes"
-        + (f"; {tied:,} pairs with tied predictions, scored ρ = 0" if tied else ""),
+        + (f"\n{tied:,} of the pairs: predictions all tied, scored ρ = 0" if tied else ""),
         fontsize=FONT_SIZE + 1,
     )
     return fig

@@ -41,6 +41,16 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         for key in METRICS:
             if key not in values:
                 raise InputError(path, f"per_tissue.{tissue}.{key}", "missing key")
+    if "within_gene_groups" not in metrics:
+        # written before tied predictions scored 0: its within-gene and constant-tissue
+        # correlations skipped what newer runs count, so a table mixing them would flatter it
+        raise InputError(
+            path,
+            "within_gene_groups",
+            "written before tied predictions scored 0 (2026-11-27), so its correlations are "
+            "not comparable with newer runs'; rescore it from its predictions: isoflow "
+            f"rescore {Path(path).parent}",
+        )
     # Optional (older runs lack them: not collapsed, spread unknown).
     if not isinstance(metrics.get("collapsed", False), bool):
         raise InputError(path, "collapsed", f"expected true or false, got {metrics['collapsed']!r}")

@@ -157,3 +157,66 @@ def test_metrics_are_strict_json_even_for_non_finite_input():
     text = json.dumps(result, allow_nan=False)  # raises on NaN or Infinity
     assert "NaN" not in text and "Infinity" not in text
     assert result["per_tissue"]["A"]["r2"] is None
+
+
+def _run_dir(tmp_path):
+    """A run folder as rule train leaves it: predictions.parquet and a metrics.json written
+    before tied predictions scored 0 (no within_gene_groups; the tied group skipped)."""
+    import pandas as pd
+
+    from isoflow.metrics import predictions_frame
+
+    genes = ["A", "A", "A", "B", "B", "C", "C"]
+    frame = pd.DataFrame(
+        {
+            "transcript_id": [f"T{i}" for i in range(7)],
+            "gene_id": genes,
+            "Liver": [1.0, 2.0, 3.0, 1.0, 2.0, 4.0, 6.0],
+            "Lung": [3.0, 2.0, 1.0, 2.0, 1.0, 5.0, 4.0],
+        }
+    )
+    predicted = np.array([[1, 2], [3, 1], [2, 0], [5, 4], [5, 3], [1, 1], [2, 2.0]])
+    run = tmp_path / "results/runs/r_s0"
+    run.mkdir(parents=True)
+    predictions_frame(frame, ["Liver", "Lung"], predicted).to_parquet(run / "predictions.parquet")
+    new = evaluate(genes, frame[["Liver", "Lung"]].to_numpy(), predicted, ["Liver", "Lung"])
+    old = {k: v for k, v in new.items() if k not in ("within_gene_groups", "within_gene_tied")}
+    old.pop("constant_prediction_tissues")
+    old["within_gene_spearman"] = 0.9  # as the old rule averaged it
+    (run / "metrics.json").write_text(json.dumps(old))
+    return run, new
+
+
+def test_rescore_rewrites_an_old_metrics_json_and_the_report_refuses_one_until_then(tmp_path):
+    from isoflow import commands
+    from isoflow.errors import InputError
+    from isoflow.report.readers import read_metrics
+
+    run, expected = _run_dir(tmp_path)
+    with pytest.raises(InputError, match=f"isoflow rescore {run}$") as err:
+        read_metrics(run / "metrics.json")
+    assert "\n" not in str(err.value) and "within_gene_groups" in str(err.value)
+    assert commands.main(["rescore", str(run)]) == 0
+    rescored = json.loads((run / "metrics.json").read_text())
+    assert rescored == json.loads(json.dumps(expected))  # the float32 predictions, same values
+    assert (rescored["within_gene_groups"], rescored["within_gene_tied"]) == (6, 1)
+    assert read_metrics(run / "metrics.json")["within_gene_spearman"] == pytest.approx(
+        expected["within_gene_spearman"]
+    )
+
+
+def test_rescore_refuses_what_is_not_a_predictions_table(tmp_path, capsys):
+    import pandas as pd
+
+    from isoflow import commands
+
+    run, _ = _run_dir(tmp_path)
+    before = (run / "metrics.json").read_text()
+    table = pd.read_parquet(run / "predictions.parquet")
+    pd.concat([table, table.iloc[:1]]).to_parquet(run / "predictions.parquet")
+    assert commands.main(["rescore", str(run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("not one row per transcript and tissue: not a predictions table")
+    assert "\n" not in err and (run / "metrics.json").read_text() == before  # untouched
+    assert commands.main(["rescore", str(tmp_path / "none")]) == 1
+    assert "no predictions to rescore" in capsys.readouterr().err

@@ -219,7 +219,7 @@ def test_within_gene_rhos_by_hand():
     genes, obs, pred = predictions["gene_id"], predictions["observed"], predictions["predicted"]
     assert within_gene_spearman(genes, obs.to_numpy(), pred.to_numpy()) == pytest.approx(-0.5)
     fig = figures.plot_within_gene(rhos, {"within_gene_spearman": -0.5}, "r")
-    assert fig._suptitle.get_text().endswith("; 1 pairs with tied predictions, scored ρ = 0")
+    assert fig._suptitle.get_text().endswith("\n1 of the pairs: predictions all tied, scored ρ = 0")
 
 
 def test_scatter_tissues_spread_over_r2_from_best_to_worst():
@@ -403,7 +403,7 @@ def test_run_views_and_a_bad_metrics_file_leaves_no_output(tmp_path):
     build.build_run("myrun", *args, **outputs, demo=True)
     page = (out / "per_tissue.html").read_text()
     assert "score 0 (here: Testis)." in page and tables.DEMO_MODEL_MARK in page
-    assert "with tied predictions" not in (out / "within_gene.svg").read_text()
+    assert "predictions all tied" not in (out / "within_gene.svg").read_text()
 
     collapse(run_dir)
     build.build_run("myrun", *args, **outputs)
