@@ -745,7 +745,9 @@ def genbank_records(result: Result) -> list:
     records = []
     for i, (cid, parts) in enumerate(zip(design_ids(result), result.designs, strict=True)):
         if itrs and not all(parts.get(f) for f in notes):
-            raise ValueError(f"{cid}: a cassette between ITRs has both flanks")
+            raise ValueError(
+                f"{cid}: a cassette between ITRs needs both flanks (upstream and downstream)"
+            )
         seq = "".join(parts.values())
         record = SeqRecord(
             Seq(seq),

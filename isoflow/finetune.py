@@ -452,7 +452,9 @@ def partial_dir(out_dir: Path) -> Path:
     return out_dir.parent / f".{out_dir.name}.partial"
 
 
-PARTIAL_NAME = re.compile(r"fingerprint\.txt|fold\d+\.npz")
+# the folder's own files: a finished fold, the fingerprint, and the temporary of a fold that
+# a kill interrupted while atomic_path wrote it (removed when the run resumes)
+PARTIAL_NAME = re.compile(r"fingerprint\.txt|fold\d+\.npz|(\.fold\d+\.npz\..+\.tmp)")
 
 
 def _earlier_output(folder: Path) -> bool:
@@ -574,6 +576,10 @@ def run_finetune(
         log.info("%s: from other settings or data; starting afresh", work)
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
+    for leftover in work.iterdir():  # a fold a kill cut short while it was written
+        match = PARTIAL_NAME.fullmatch(leftover.name)
+        if match and match.group(1):
+            leftover.unlink()
     stamp.write_text(fingerprint)
     methods = [m for m in METHODS if m != "shuffled" or s["shuffled_control"]]
     oof = {m: np.full(values.shape, np.nan) for m in methods}

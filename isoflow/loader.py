@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from isoflow.alphabet import id_fraction, is_missing, truncate
 from isoflow.dataset import read_dataset
 from isoflow.errors import InputError
-from isoflow.experiments import DEFAULT_POOLING, MODALITIES
+from isoflow.experiments import DEFAULT_POOLING, MODALITIES, run_pooling
 from isoflow.splits import SPLITS
 
 SEQUENCE_COLUMNS = {"rna": "rna_seq", "protein": "protein_seq"}
@@ -75,15 +75,15 @@ def effective_spec(name: str, spec: dict | None, config: dict | None = None) -> 
 def cache_expectations(config: dict, experiment: dict) -> dict[str, dict[str, Any]]:
     """What each modality's embedding cache must be for a run of ``experiment`` under
     ``config`` (:meth:`IsoformDataModule._check_cache`): modality -> ``encoder`` (its name),
-    ``spec`` (:func:`effective_spec` of the config's), ``pooling`` (the run's: the
-    experiment's, else ``embed.pooling``, else adaptive) and, for a positional run of a
-    config with an ``embed`` section, ``positional`` (``workflow.embed_pooling``: the crop
+    ``spec`` (:func:`effective_spec` of the config's), ``pooling`` (the run's,
+    :func:`isoflow.experiments.run_pooling`: an expanded experiment holds ``pooling`` only when
+    it is not adaptive, as its name and checkpoint fingerprint read it) and, for a positional
+    run of a config with an ``embed`` section, ``positional`` (``workflow.embed_pooling``: the crop
     and strides; a train rule's settings hold no ``embed`` section, and the experiment
     then only says positional)."""
     from isoflow.settings import encoder_names
 
-    embed = config.get("embed") or {}
-    pooling = experiment.get("pooling") or embed.get("pooling") or DEFAULT_POOLING
+    pooling = run_pooling(experiment)
     positional = None
     if pooling != DEFAULT_POOLING and "embed" in config:
         from isoflow.workflow import embed_pooling

@@ -4,9 +4,10 @@ Conventions (also what ``metrics.json`` means):
 
 - Per tissue, over all test transcripts: R² = 1 - SS_res / SS_tot (can be negative),
   Pearson r, Spearman rho with tied values given their average rank (scipy's default).
-- A tissue whose observed values are constant has an undefined correlation: it is reported
-  as ``None`` (JSON ``null``) and left out of the means. That set of tissues depends on the
-  test set alone, so every run on it is averaged over the same tissues.
+- A tissue whose observed values are constant (or hold a non-finite value, which the
+  callers reject before) has an undefined correlation: it is reported as ``None`` (JSON
+  ``null``) and left out of the means. That set of tissues depends on the test set alone,
+  so every run on it is averaged over the same tissues.
 - A tissue whose observed values vary but whose predictions are all equal ranks nothing: its
   Spearman and Pearson are 0 (what any order of the tied values gives on average), never
   left out. Leaving it out would average a model that cannot tell transcripts apart over an
@@ -62,8 +63,9 @@ def r2_score(observed: np.ndarray, predicted: np.ndarray) -> float | None:
 def _correlation(kind: str, observed: np.ndarray, predicted: np.ndarray) -> float | None:
     observed = np.asarray(observed, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
-    if len(observed) < 2 or np.ptp(observed) == 0:
-        return None
+    finite = np.isfinite(observed).all() and np.isfinite(predicted).all()
+    if len(observed) < 2 or not finite or np.ptp(observed) == 0:
+        return None  # undefined: a non-finite value (callers reject them first) or no spread
     if np.ptp(predicted) == 0:
         return 0.0  # tied predictions rank nothing (module docstring)
     func = stats.spearmanr if kind == "spearman" else stats.pearsonr

@@ -254,11 +254,15 @@ def test_a_killed_run_resumes_from_its_finished_folds(demo_bundle, tmp_path, mon
         finetune.finetune_table(table, demo_bundle, tmp_path / "b", settings=settings)
     assert (tmp_path / ".b.partial" / "fold0.npz").is_file()
     assert not (tmp_path / "b").exists()
+    # a SIGKILL while fold 2 was saved leaves atomic_path's temporary: the rerun removes it
+    leftover = tmp_path / ".b.partial" / ".fold1.npz.k3j2_x.tmp"
+    leftover.write_bytes(b"PK")
     fits.clear()
     die_at.clear()
     second = finetune.finetune_table(table, demo_bundle, tmp_path / "b", settings=settings)
     # fold 1 read back; the final model: its epoch count, then the refit
     assert fits == ["fold 2 finetune", "fold 3 finetune", "final epochs", "final model"]
+    assert not leftover.exists()
     pd.testing.assert_frame_equal(first.cv, second.cv)  # seeded: the same numbers
     assert first.manifest["finetune"] == second.manifest["finetune"]
     inputs = _demo_inputs(table, 2048)
@@ -416,4 +420,7 @@ def test_an_out_dir_absent_empty_or_an_earlier_result_is_accepted(tmp_path):
     work.mkdir()
     (work / "fingerprint.txt").write_text("x")
     (work / "fold0.npz").write_bytes(b"")
+    check_out_dir(tmp_path / "earlier", [bundle])
+    # a kill while a fold was written leaves atomic_path's temporary: still the run's own
+    (work / ".fold1.npz.k3j2_x.tmp").write_bytes(b"")
     check_out_dir(tmp_path / "earlier", [bundle])

@@ -157,6 +157,14 @@ def test_metrics_are_strict_json_even_for_non_finite_input():
     text = json.dumps(result, allow_nan=False)  # raises on NaN or Infinity
     assert "NaN" not in text and "Infinity" not in text
     assert result["per_tissue"]["A"]["r2"] is None
+    # a NaN observed value leaves the tissue undefined, whether or not the predictions tie
+    # (a constant prediction once scored 0 there while a varying one gave null)
+    observed[2, 0] = np.nan
+    for predicted_a in (np.ones(6), np.arange(6.0)):
+        predicted[:, 0] = predicted_a
+        result = evaluate(["g1", "g1", "g2", "g2", "g3", "g3"], observed, predicted, ["A", "B"])
+        assert result["per_tissue"]["A"] == {"r2": None, "spearman": None, "pearson": None}
+        assert result["constant_prediction_tissues"] == []
 
 
 def _run_dir(tmp_path):

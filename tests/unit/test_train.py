@@ -521,6 +521,12 @@ def test_a_run_refuses_a_cache_of_another_modality_encoder_spec_or_pooling(datas
     other["embed"]["stride_nt"] = 24  # the config's strides: accepted
     expect = cache_expectations(other, {**EXPERIMENT_DEFAULTS, **positional_exp})
     IsoformDataModule(path, FAST, cache_dirs=pooled, cache_expect=expect).setup()
+    # an experiment without `pooling` is adaptive (its name and fingerprint say so), even
+    # under a config whose embed.pooling is positional (expand_experiments applies that)
+    other["embed"]["pooling"] = "positional"
+    expect = cache_expectations(other, {**EXPERIMENT_DEFAULTS, **exp})
+    assert {e["pooling"] for e in expect.values()} == {"adaptive"}
+    IsoformDataModule(path, FAST, cache_dirs=caches, cache_expect=expect).setup()
 
     # the command line (docs/model.md, "Training one run by hand"): an RNA cache given as DNA
     config_path = tmp_path / "config.yaml"
