@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers.itrs import ITR3, ITR5
 from isoflow.constraints import (
     CONSTRAINTS,
     Constraints,
@@ -242,19 +243,6 @@ def test_junction_motif_is_repairable_when_one_side_is_editable():
 
 
 # --- synthesis checks and the ITR flanks
-
-# AAV2 inverted terminal repeats (141 nt each) as they sit in common pAAV plasmids, 5' and 3'
-# (the sequences of the reviewer's repro, /tmp/review_constructs/itr_design.py; no GenBank
-# accession was checked for them). The two share the 28-nt direct stretch
-# CTGCGCGCTCGCTCGCTCACTGAGGCCG, a 20-nt repeat wholly inside the flanks.
-ITR5 = (
-    "CCTGCAGGCAGCTGCGCGCTCGCTCGCTCACTGAGGCCGCCCGGGCAAAGCCCGGGCGTCGGGCGACCTTTGGTCGCCCGGCCTCAG"
-    "TGAGCGAGCGAGCGCGCAGAGAGGGAGTGGCCAACTCCATCACTAGGGGTTCCT"
-)
-ITR3 = (
-    "AGGAACCCCTAGTGATGGAGTTGGCCACTCCCTCTCTGCGCGCTCGCTCGCTCACTGAGGCCGGGCGACCAAAGGTCGCCCGACGC"
-    "CCGGGCTTTGCCCGGGCGGCCTCAGTGAGCGAGCGAGCGCGCAGCTGCCTGCAGG"
-)
 
 
 def _aav(**inner):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from helpers.commands import command_output
+from helpers.itrs import ITR3, ITR5
 from helpers.training import TISSUES
 from isoflow.alphabet import translate_cds
 from isoflow.constraints import Constraints, check_all, check_feasible, failed
@@ -239,17 +240,6 @@ def test_fixed_with_an_unknown_part_is_one_line(spec):
 
 
 # --- designs.gb keeps the flanks (read back: the same parts, the same ITR verdict)
-
-# The AAV2 ITRs of tests/unit/test_constraints.py (141 nt each, as in common pAAV plasmids;
-# the sequences of the reviewer's repro, no GenBank accession checked).
-ITR5 = (
-    "CCTGCAGGCAGCTGCGCGCTCGCTCGCTCACTGAGGCCGCCCGGGCAAAGCCCGGGCGTCGGGCGACCTTTGGTCGCCCGGCCTCAG"
-    "TGAGCGAGCGAGCGCGCAGAGAGGGAGTGGCCAACTCCATCACTAGGGGTTCCT"
-)
-ITR3 = (
-    "AGGAACCCCTAGTGATGGAGTTGGCCACTCCCTCTCTGCGCGCTCGCTCGCTCACTGAGGCCGGGCGACCAAAGGTCGCCCGACGC"
-    "CCGGGCTTTGCCCGGGCGGCCTCAGTGAGCGAGCGAGCGCGCAGCTGCCTGCAGG"
-)
 
 
 def _itr_start(tmp_path, itrs: bool) -> Construct:
