@@ -28,7 +28,7 @@ import io
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -381,6 +381,23 @@ def _is_genbank(path: Path) -> bool:
 # --- TSV --------------------------------------------------------------------------------
 
 
+def header_columns(
+    path: Path, line: int, names: Sequence[str], reserved: Sequence[str]
+) -> dict[str, int]:
+    """Column -> position of a table's header: the ``reserved`` names read in any case (as
+    lower case), every other name as written; an empty name or a name twice is an
+    :class:`InputError` naming ``path`` and ``line``."""
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if not name:
+            raise InputError(path, line, f"column {i + 1} of the header is empty")
+        key = name.lower() if name.lower() in reserved else name
+        if key in index:
+            raise InputError(path, line, f"column {name!r} appears twice in the header")
+        index[key] = i
+    return index
+
+
 def _read_tsv(path: Path) -> list[Construct]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: Excel's byte order mark
@@ -402,18 +419,9 @@ def _read_tsv(path: Path) -> list[Construct]:
         raise InputError(path, None, f"empty file; expected {expected}")
     header_line, header = rows[0]
     names = [cell.strip() for cell in header]
-    columns: dict[str, int] = {}
-    extra: dict[str, int] = {}
-    for index, name in enumerate(names):
-        key = name.lower() if name.lower() in TSV_COLUMNS else name
-        if not name:
-            raise InputError(path, header_line, f"column {index + 1} of the header is empty")
-        if key in columns or key in extra:
-            raise InputError(path, header_line, f"column {name!r} appears twice in the header")
-        if key in TSV_COLUMNS:
-            columns[key] = index
-        else:
-            extra[key] = index
+    named = header_columns(path, header_line, names, TSV_COLUMNS)
+    columns = {key: i for key, i in named.items() if key in TSV_COLUMNS}
+    extra = {key: i for key, i in named.items() if key not in TSV_COLUMNS}
     missing = [c for c in (ID_COLUMN, *REQUIRED_PARTS) if c not in columns]
     if missing:
         hints = []

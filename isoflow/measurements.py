@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from isoflow.constructs import PARTS, TSV_COLUMNS, Construct, read_constructs
+from isoflow.constructs import PARTS, TSV_COLUMNS, Construct, header_columns, read_constructs
 from isoflow.errors import InputError, non_utf8_error
 
 GROUP_COLUMN = "group"
@@ -62,18 +62,11 @@ def _line(construct: Construct) -> int | None:
 
 
 def _genbank_header(path: Path, line: int, header: list[str]) -> dict[str, int]:
-    """Column -> position in a ``genbank`` table's header, checked as the construct TSV
-    reader (``isoflow.constructs._read_tsv``) checks its own: no empty name, no name twice,
-    ``id``, the parts and ``genbank`` read in any case; and no part column (the parts come
-    from each row's GenBank record)."""
-    index: dict[str, int] = {}
-    for i, name in enumerate(header):
-        if not name:
-            raise InputError(path, line, f"column {i + 1} of the header is empty")
-        key = name.lower() if name.lower() in RESERVED else name
-        if key in index:
-            raise InputError(path, line, f"column {name!r} appears twice in the header")
-        index[key] = i
+    """Column -> position in a ``genbank`` table's header, checked as a construct TSV's
+    (``constructs.header_columns``: no empty name, no name twice, ``id``, the parts and
+    ``genbank`` read in any case); and no part column (the parts come from each row's
+    GenBank record)."""
+    index = header_columns(path, line, header, RESERVED)
     if "id" not in index:
         raise InputError(path, line, "header lacks column id")
     parts = [p for p in PARTS if p in index]
