@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from isoflow.errors import InputError
 from isoflow.files import atomic_path
 from isoflow.gtex import TISSUES_METADATA_KEY
-from isoflow.metrics import evaluate, predictions_frame
+from isoflow.metrics import evaluate, metrics_text, predictions_frame
 from isoflow.sequences import read_fasta
 from isoflow.splits import SPLITS
 
@@ -249,5 +249,5 @@ def run_baseline(
     with atomic_path(features_tsv) as tmp:
         coefficients.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     with atomic_path(metrics_json) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+        tmp.write_text(metrics_text(metrics))
     return metrics

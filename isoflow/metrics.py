@@ -204,6 +204,13 @@ def evaluate(
     }
 
 
+def metrics_text(metrics: dict[str, Any]) -> str:
+    """``metrics.json``'s text: strict JSON (a NaN or infinity raises here), indented."""
+    import json
+
+    return json.dumps(metrics, indent=2, allow_nan=False) + "\n"
+
+
 def predictions_frame(
     frame: pd.DataFrame, tissues: Sequence[str], predicted: np.ndarray
 ) -> pd.DataFrame:
@@ -269,7 +276,7 @@ def rescore(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] 
     metrics = evaluate(genes["gene_id"].to_numpy(), wide["observed"], wide["predicted"], tissues)
     old_path = run_dir / "metrics.json"
     old = json.loads(old_path.read_text()) if old_path.is_file() else None
-    text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
+    text = metrics_text(metrics)
     with atomic_path(old_path) as tmp:
         tmp.write_text(text)
     return metrics, old

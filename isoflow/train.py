@@ -74,7 +74,7 @@ from isoflow.lightning import (
     requeue_job,
 )
 from isoflow.loader import IsoformDataModule, cache_expectations
-from isoflow.metrics import evaluate, predictions_frame
+from isoflow.metrics import evaluate, metrics_text, predictions_frame
 from isoflow.settings import cached_modalities, protein_config, rna_config, train_config
 
 log = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ def write_outputs(
                 f"({len(bad)} non-finite values); no metrics written",
             )
     metrics = evaluate(frame["gene_id"].to_numpy(), observed, predicted, tissues)
-    text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"  # strict JSON, or raise here
+    text = metrics_text(metrics)  # strict JSON, or raise here, before anything is written
     predictions = predictions_frame(frame, tissues, predicted)
     with atomic_path(run_dir / "predictions.parquet") as tmp:
         predictions.to_parquet(tmp, index=False)
