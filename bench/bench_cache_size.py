@@ -51,6 +51,9 @@ class StandIn:
     def parameters(self):
         return iter([self.weight])
 
+    def state_dict(self):  # what the cache's weights_sha256 hashes
+        return {"weight": self.weight}
+
     def eval(self):
         return self
 

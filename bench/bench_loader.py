@@ -92,6 +92,9 @@ class StandInEncoder:
     def parameters(self):
         return iter([self.weight])
 
+    def state_dict(self):  # what the cache's weights_sha256 hashes
+        return {"weight": self.weight}
+
     def eval(self):
         return self
 
