@@ -283,7 +283,7 @@ def detect_format(path: str | os.PathLike) -> str:
                 if not line.strip() or line.startswith("#"):
                     continue
                 fields = line.rstrip("\n").split("\t")
-                if len(fields) < 9:
+                if len(fields) < 9 or any(f.strip() for f in fields[9:]):
                     raise InputError(path, number, f"{len(fields)} tab-separated columns, need 9")
                 first_attr = fields[8].strip().split(";")[0]
                 if '"' in first_attr:
@@ -413,14 +413,16 @@ def _plain_blocks(path: Path) -> Iterator[tuple[int, bytes]]:
 def _parse_block(block: bytes, first_line: int) -> pl.DataFrame:
     """The GTF columns of whole lines as strings, with the 1-based file ``line`` of each row."""
     # Nine string columns; short lines get nulls (missing_columns="insert"), blank lines
-    # stay as all-null rows, so the row index is the file line number.
+    # stay as all-null rows, so the row index is the file line number. A tenth, "beyond",
+    # holds what a longer line has after its ninth tab (a tab inside the attributes would
+    # otherwise cut them there silently: the tags GENCODE writes last first).
     lines = pl.read_csv(
         block,
         separator="\t",
         has_header=False,
         quote_char=None,
-        schema=dict.fromkeys(_GTF_COLUMNS, pl.String),
-        columns=[0, 2, 3, 4, 6, 7, 8],
+        schema={**dict.fromkeys(_GTF_COLUMNS, pl.String), "beyond": pl.String},
+        columns=[0, 2, 3, 4, 6, 7, 8, 9],
         truncate_ragged_lines=True,
         missing_columns="insert",
     )
@@ -457,6 +459,11 @@ def _parse_columns(lines: pl.DataFrame, failures: dict[int, tuple[int, str]]) ->
     checks = (
         (pl.col("attrs").is_null(), lambda bad: "fewer than 9 tab-separated columns"),
         (
+            pl.col("beyond").is_not_null() & (pl.col("beyond").str.strip_chars() != ""),
+            lambda bad: "more than 9 tab-separated columns (a tab inside the attributes? "
+            "everything after it would be lost)",
+        ),
+        (
             pl.col("start").is_null() | pl.col("end").is_null(),
             lambda bad: f"coordinates {bad['start_text']!r}, {bad['end_text']!r}: not integers",
         ),
@@ -469,7 +476,7 @@ def _parse_columns(lines: pl.DataFrame, failures: dict[int, tuple[int, str]]) ->
     for number, (condition, message) in enumerate(checks):
         if number not in failures and (bad := _first_bad(rows, condition)):
             failures[number] = (bad["line"], message(bad))
-    return rows.drop("start_text", "end_text")
+    return rows.drop("start_text", "end_text", "beyond")
 
 
 def _check_parts(parts: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -483,14 +490,19 @@ def _check_parts(parts: pl.DataFrame, path: Path) -> pl.DataFrame:
         .otherwise(pl.col("phase_text").cast(pl.Int8, strict=False))
         .alias("phase")
     )
+    # GTF and GFF3 require a CDS line's phase: read as 0, a missing one puts every protein of
+    # a cds_start_NF transcript in whatever frame its first codon happens to start
     bad = _first_bad(
         parts,
-        (pl.col("type") == CDS)
-        & (pl.col("phase_text") != ".")
-        & (pl.col("phase").is_null() | ~pl.col("phase").is_in([0, 1, 2])),
+        (pl.col("type") == CDS) & (pl.col("phase").is_null() | ~pl.col("phase").is_in([0, 1, 2])),
     )
     if bad:
-        raise InputError(path, bad["line"], f"CDS phase {bad['phase_text']!r} is not 0, 1 or 2")
+        raise InputError(
+            path,
+            bad["line"],
+            f"CDS phase {bad['phase_text']!r} is not 0, 1 or 2 (column 8; GTF and GFF3 require "
+            "it on CDS lines)",
+        )
     return parts.drop("phase_text")
 
 
@@ -971,17 +983,18 @@ def _check_inside_exons(parts: pl.DataFrame, exons: pl.DataFrame, path: Path) ->
 
 
 def _check_phase(table: pl.DataFrame, path: Path) -> None:
-    """A CDS complete at both ends (start and stop codon lines, no *_NF tag) must satisfy
-    (length - phase) % 3 == 0.
+    """A CDS whose 3' end is complete (a stop codon line, no ``cds_end_NF`` tag) must satisfy
+    (length - phase) % 3 == 0, whether or not its start is (``cds_start_NF``): the stop fixes
+    the frame, so the phase of an incomplete start is checked too, where it is the only thing
+    that sets the protein's frame (a converter that swaps phases 1 and 2 gave such proteins in
+    the wrong frame, seen only as internal stops).
 
     GENCODE's ``ribosomal_slippage`` tag marks real CDSs with a programmed frameshift
     (e.g. PEG10, PAZ1 antizymes): their length is legitimately not a whole number of
     codons, so they are exempt.
     """
     complete = table.filter(
-        pl.col("has_start")
-        & pl.col("has_stop")
-        & ~pl.col("tags").list.contains("cds_start_NF")
+        pl.col("has_stop")
         & ~pl.col("tags").list.contains("cds_end_NF")
         & ~pl.col("tags").list.contains("ribosomal_slippage")
     )
@@ -993,7 +1006,8 @@ def _check_phase(table: pl.DataFrame, path: Path) -> None:
             path,
             bad["cds_line"],
             f"CDS of {bad['transcript_id']} is {bad['cds_len']} nt with phase "
-            f"{bad['cds_phase']}: (length - phase) is not a multiple of 3",
+            f"{bad['cds_phase']}: (length - phase) is not a multiple of 3 (check the phase "
+            "column: genePred's exonFrames number frames the other way, 1 and 2 swapped)",
         )
 
 

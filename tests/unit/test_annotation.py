@@ -303,6 +303,50 @@ def test_cds_length_inconsistent_with_phase(tmp_path):
     fails(tmp_path, path, r"a\.gtf:5: CDS of T1\.1 is 122 nt with phase 0")
 
 
+def test_an_incomplete_start_is_frame_checked_against_its_stop(tmp_path):
+    # T4 is cds_start_NF with a stop: the stop fixes the frame, so its phase is checked too.
+    # Phases 1 and 2 swapped (genePred exonFrames read as GTF frames) put its protein in
+    # another frame, which passed with a warning about internal stops
+    lines = gencode_lines()
+    assert lines[22].startswith("2\tHAVANA\tCDS\t3001")
+    lines[22] = lines[22].replace("\t+\t2\t", "\t+\t1\t")
+    message = r"a\.gtf:23: CDS of T4\.1 is 101 nt with phase 1: .* 1 and 2 swapped\)$"
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), message)
+    # a missing phase ('.', read as 0 before) is an error on any CDS line
+    lines = gencode_lines()
+    lines[22] = lines[22].replace("\t+\t2\t", "\t+\t.\t")
+    fails(tmp_path, write(tmp_path / "b.gtf", lines), r"b\.gtf:23: CDS phase '\.' is not 0, 1 or 2")
+    # without a stop (cds_end_NF too) the frame is not fixed: not checked
+    t4_open = [
+        line + ' tag "cds_end_NF";' if 'transcript_id "T4.1"' in line else line
+        for line in gencode_lines()
+        if "stop_codon\t3099" not in line
+    ]
+    t4_open[22] = t4_open[22].replace("\t+\t2\t", "\t+\t1\t")
+    assert (
+        read_annotation(write(tmp_path / "c.gtf", t4_open))
+        .set_index("transcript_id")
+        .loc["T4.1"]
+        .cds_phase
+        == 1
+    )
+
+
+def test_a_line_with_more_than_nine_columns_is_one_line_error(tmp_path):
+    # a tab inside the attributes cut them there silently (GENCODE's tags, written last, first)
+    lines = gencode_lines()
+    lines[23] = lines[23].replace(' tag "mRNA_start_NF"', '\ttag "mRNA_start_NF"')
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:24: more than 9 tab-separated")
+    # as the first line it stopped polars with a traceback
+    lines = gencode_lines()[1:]
+    lines[0] += "\textra"
+    fails(tmp_path, write(tmp_path / "b.gtf", lines), r"b\.gtf:1: 10 tab-separated columns, need 9")
+    # a trailing tab (an empty tenth field) is harmless
+    lines = gencode_lines()
+    lines[23] += "\t"
+    read_annotation(write(tmp_path / "c.gtf", lines))
+
+
 def test_ribosomal_slippage_cds_is_not_a_phase_error(tmp_path):
     lines = [
         line + ' tag "ribosomal_slippage";' if 'transcript_id "T1.1"' in line else line
