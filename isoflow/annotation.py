@@ -460,8 +460,10 @@ def _parse_columns(lines: pl.DataFrame, failures: dict[int, tuple[int, str]]) ->
         (pl.col("attrs").is_null(), lambda bad: "fewer than 9 tab-separated columns"),
         (
             pl.col("beyond").is_not_null() & (pl.col("beyond").str.strip_chars() != ""),
-            lambda bad: "more than 9 tab-separated columns (a tab inside the attributes? "
-            "everything after it would be lost)",
+            lambda bad: (
+                "more than 9 tab-separated columns (a tab inside the attributes? "
+                "everything after it would be lost)"
+            ),
         ),
         (
             pl.col("start").is_null() | pl.col("end").is_null(),
