@@ -1087,13 +1087,17 @@ class DnaWindows(Mapping):
         return len(self._rows)
 
 
+# the dataset column each modality read from the dataset table is in (DNA: genome windows)
+SEQUENCE_COLUMNS = {"rna": "rna_seq", "protein": "protein_seq"}
+
+
 def dataset_items(df, modality: str, genome_fasta: str | os.PathLike | None = None) -> Mapping:
-    """Transcript ID -> the sequence an encoder of ``modality`` reads."""
+    """Transcript ID -> the sequence an encoder of ``modality`` reads (None: missing)."""
     if modality == "dna":
         if genome_fasta is None:
             raise ValueError("a DNA encoder needs the genome FASTA")
         return DnaWindows(df, genome_fasta)
-    column = {"rna": "rna_seq", "protein": "protein_seq"}[modality]
+    column = SEQUENCE_COLUMNS[modality]
     return {
         tid: None if is_missing(seq) else seq
         for tid, seq in zip(df["transcript_id"], df[column], strict=True)

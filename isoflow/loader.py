@@ -38,13 +38,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from isoflow.alphabet import id_fraction, is_missing, truncate
+from isoflow.alphabet import id_fraction, truncate
 from isoflow.dataset import read_dataset
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULT_POOLING, MODALITIES, run_pooling
 from isoflow.splits import SPLITS
-
-SEQUENCE_COLUMNS = {"rna": "rna_seq", "protein": "protein_seq"}
 
 
 def json_text(value: Any) -> str:
@@ -494,7 +492,7 @@ class IsoformDataModule(pl.LightningDataModule):
         the key of the dataset's current sequence: a silently masked or another sequence's
         embedding would train on wrong data. Each a one-line :class:`InputError` naming the
         cache folder."""
-        from isoflow.embed import META_FILE, sequence_key
+        from isoflow.embed import META_FILE, SEQUENCE_COLUMNS, dataset_items, sequence_key
 
         if cache.modality != modality:
             raise InputError(
@@ -507,10 +505,10 @@ class IsoformDataModule(pl.LightningDataModule):
         if expect is not None:
             self._check_cache_settings(modality, cache, expect)
         keys = cache.item_keys(df["transcript_id"])
-        column = SEQUENCE_COLUMNS.get(modality)
-        sequences = df[column].to_numpy() if column is not None else None
+        # RNA, protein: transcript -> the sequence rule embed reads (None: missing)
+        items = dataset_items(df, modality) if modality in SEQUENCE_COLUMNS else None
         has_sequence = (
-            np.array([not is_missing(s) for s in sequences])
+            np.array([items[t] is not None for t in df["transcript_id"]])
             if modality == "protein"
             else np.ones(len(df), bool)
         )
@@ -538,20 +536,20 @@ class IsoformDataModule(pl.LightningDataModule):
                 f"{len(unindexed)} transcripts have a key in items.parquet that index.parquet "
                 "lacks (an incomplete or badly gathered cache); rebuild it (rule embed)",
             )
-        if sequences is None:
+        if items is None:
             return  # DNA: the keys are of genome windows, not read here
         changed = [
             t
-            for t, k, s in zip(df["transcript_id"], keys, sequences, strict=True)
-            if k != (None if is_missing(s) else sequence_key(s))
+            for t, k in zip(df["transcript_id"], keys, strict=True)
+            if k != (None if items[t] is None else sequence_key(items[t]))
         ]
         if changed:
             raise InputError(
                 cache.path,
                 changed[0],
-                f"{len(changed)} transcripts' {column} in the dataset are not the sequences "
-                f"this {modality} cache embedded (another dataset's cache); rebuild it "
-                "(rule embed) from this dataset",
+                f"{len(changed)} transcripts' {SEQUENCE_COLUMNS[modality]} in the dataset are "
+                f"not the sequences this {modality} cache embedded (another dataset's cache); "
+                "rebuild it (rule embed) from this dataset",
             )
 
     @staticmethod
