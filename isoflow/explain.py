@@ -847,17 +847,34 @@ def _is_demo(model: Model) -> bool:
     return "demo" in str(model.card.get("data") or "").lower()
 
 
+# What ``isoflow explain`` may write under its prefix: each table in these formats, each
+# figure as PNG (``run`` checks every such path before any work).
+TABLE_SUFFIXES = {"ism": ("tsv", "parquet"), "ism_summary": ("tsv",), "attention": ("tsv",)}
+FIGURES = ("ism", "attention")
+
+
+def output_paths(prefix: str | Path) -> list[Path]:
+    """Every file ``write_outputs`` may write under ``prefix``."""
+    prefix = Path(prefix)
+    names = [f"{n}.{s}" for n, suffixes in TABLE_SUFFIXES.items() for s in suffixes]
+    names += [f"{n}.png" for n in FIGURES]
+    return [prefix.parent / f"{prefix.name}.{name}" for name in names]
+
+
 def write_outputs(prefix: str | Path, frames: dict[str, pd.DataFrame], figures: dict) -> list[Path]:
-    """``{prefix}.{name}`` for each table (``.tsv``; ``.parquet`` too for ``ism``) and
-    figure (``.png``), each written atomically."""
+    """``{prefix}.{name}`` for each table (in its ``TABLE_SUFFIXES``) and figure (``.png``,
+    one of ``FIGURES``), each written atomically."""
     from isoflow.files import atomic_path
     from isoflow.report.figures import save_figure
 
     prefix = Path(prefix)
+    unknown = (set(frames) - set(TABLE_SUFFIXES)) | (set(figures) - set(FIGURES))
+    if unknown:  # a new output must be listed, so run checks its path first
+        raise ValueError(f"outputs not in TABLE_SUFFIXES / FIGURES: {sorted(unknown)}")
     prefix.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for name, frame in frames.items():
-        for suffix in ("tsv", "parquet") if name == "ism" else ("tsv",):
+        for suffix in TABLE_SUFFIXES[name]:
             path = prefix.parent / f"{prefix.name}.{name}.{suffix}"
             with atomic_path(path) as tmp:
                 if suffix == "tsv":
@@ -1061,12 +1078,9 @@ def run(args) -> int:
     from isoflow.files import check_output_files
 
     # before any work: every file write_outputs may write under the prefix
-    prefix = Path(args.out)
-    names = ["ism.tsv", "ism.parquet", "ism_summary.tsv", "ism.png"]
-    names += ["attention.tsv", "attention.png"]
     inputs = [args.model, args.construct, args.dataset, args.annotation]
     inputs += [args.genome, args.background]
-    check_output_files([prefix.parent / f"{prefix.name}.{n}" for n in names], inputs=inputs)
+    check_output_files(output_paths(args.out), inputs=inputs)
     written = explain_job(
         args.model,
         args.out,

@@ -302,6 +302,12 @@ def test_cli_end_to_end(bundle, tmp_path, capsys):
     for name in ("ism.tsv", "ism.parquet", "ism_summary.tsv", "ism.png", "attention.tsv"):
         assert (tmp_path / "out" / f"c1.{name}").stat().st_size > 0, name
     assert (tmp_path / "out" / "c1.attention.png").stat().st_size > 0
+    # what run checked before any work is what it wrote (output_paths, one list)
+    from isoflow.explain import output_paths, write_outputs
+
+    assert sorted(output_paths(out)) == sorted((tmp_path / "out").iterdir())
+    with pytest.raises(ValueError, match="not in TABLE_SUFFIXES"):
+        write_outputs(tmp_path / "x", {"new_table": pd.DataFrame()}, {})
     ism = pd.read_parquet(tmp_path / "out" / "c1.ism.parquet")
     assert len(ism) == 3 * 20 and list(ism.columns[-3:]) == ["Liver", "Brain", "Testis"]
     attention = pd.read_csv(tmp_path / "out" / "c1.attention.tsv", sep="\t")
