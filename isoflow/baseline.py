@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 MODELS = ("ridge",)
 LENGTH_FEATURES = ("tx_len", "utr5_len", "cds_len", "utr3_len", "exon_count")
 ALPHAS = np.logspace(-3, 6, 19)
-PREDICTION_COLUMNS = ("transcript_id", "gene_id", "tissue", "observed", "predicted")
 
 
 def gc_fraction(sequence: str) -> float:

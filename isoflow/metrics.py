@@ -211,6 +211,10 @@ def metrics_text(metrics: dict[str, Any]) -> str:
     return json.dumps(metrics, indent=2, allow_nan=False) + "\n"
 
 
+# the columns of predictions.parquet, a run's or the baseline's (predictions_frame)
+PREDICTION_COLUMNS = ("transcript_id", "gene_id", "tissue", "observed", "predicted")
+
+
 def predictions_frame(
     frame: pd.DataFrame, tissues: Sequence[str], predicted: np.ndarray
 ) -> pd.DataFrame:
@@ -251,11 +255,7 @@ def rescore(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] 
     if not path.is_file():
         raise InputError(path, None, "no predictions to rescore (a run's or the baseline's)")
     frame = pd.read_parquet(path)
-    missing = [
-        c
-        for c in ("transcript_id", "gene_id", "tissue", "observed", "predicted")
-        if c not in frame.columns
-    ]
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(path, None, f"missing column(s) {', '.join(missing)}")
     transcripts = pd.unique(frame["transcript_id"])

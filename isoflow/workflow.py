@@ -769,12 +769,13 @@ def encoders_fact(config: Mapping[str, Any]) -> tuple[str, list[str]]:
     """(the landing page's line on what read the sequences, the encoders among them with
     random weights): each encoder the configured runs read, in the order they first appear,
     with where its weights come from."""
+    config = dict(config)
     used: list[str] = []
-    for experiment in expand_experiments(dict(config)).values():
-        used += [n for n in encoder_names(dict(config), experiment).values() if n not in used]
+    for experiment in expand_experiments(config).values():
+        used += [n for n in encoder_names(config, experiment).values() if n not in used]
     facts, tiny = [], []
     for name in used:
-        spec = encoder_spec(dict(config), name)
+        spec = encoder_spec(config, name)
         if spec["source"] == "pretrained":
             where = spec.get("esm_model") or weights_dir(name, spec)
             if spec.get("repo"):

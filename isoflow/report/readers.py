@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 
 from isoflow.errors import InputError
+from isoflow.metrics import PREDICTION_COLUMNS
 
 METRICS = ("r2", "spearman", "pearson")
-PREDICTION_COLUMNS = ("transcript_id", "gene_id", "tissue", "observed", "predicted")
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
