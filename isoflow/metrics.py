@@ -94,46 +94,74 @@ def within_gene_spearman(
     return _finite_or_none(float(rhos.mean())) if len(rhos) else None
 
 
+def group_rhos(
+    frame: pd.DataFrame,
+    keys: Sequence[str],
+    observed: str = "observed",
+    predicted: str = "predicted",
+) -> pd.DataFrame:
+    """Spearman's rho between ``observed`` and ``predicted`` within each group of ``keys``
+    (rows in one group: one gene's isoforms in one tissue), the one definition behind
+    ``within_gene_groups`` and the report's per-group table. Groups of fewer than two rows
+    and groups whose observed values do not vary are dropped; a group whose predictions all
+    tie scores 0 (module docstring). Indexed by ``keys`` (sorted), with columns
+    ``isoforms``, ``rho`` and ``tied``. Computed as the Pearson correlation of
+    within-group average ranks, which is Spearman's rho with ties averaged, vectorised over
+    every group at once."""
+    keys = list(keys)
+    frame = frame[[*keys, observed, predicted]]
+    frame = frame[frame.groupby(keys)[keys[0]].transform("size") >= 2]
+    if frame.empty:
+        index = pd.MultiIndex.from_arrays([[] for _ in keys], names=keys)
+        return pd.DataFrame(
+            {
+                "isoforms": np.zeros(0, dtype=np.int64),
+                "rho": np.zeros(0),
+                "tied": np.zeros(0, bool),
+            },
+            index=index,
+        )
+    grouped = frame.groupby(keys)
+    frame = frame.assign(
+        ro=grouped[observed].rank(method="average"), rp=grouped[predicted].rank(method="average")
+    )
+    grouped = frame.groupby(keys)
+    frame = frame.assign(
+        co=frame["ro"] - grouped["ro"].transform("mean"),
+        cp=frame["rp"] - grouped["rp"].transform("mean"),
+    )
+    frame = frame.assign(xy=frame["co"] * frame["cp"], xx=frame["co"] ** 2, yy=frame["cp"] ** 2)
+    sums = frame.groupby(keys).agg(
+        isoforms=("xy", "size"), xy=("xy", "sum"), xx=("xx", "sum"), yy=("yy", "sum")
+    )
+    sums = sums[sums["xx"] > 0]  # observed values that vary: a rank order to match
+    tied = (sums["yy"] == 0).to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(tied, 0.0, (sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])).to_numpy())
+    return pd.DataFrame({"isoforms": sums["isoforms"], "rho": rho, "tied": tied}, index=sums.index)
+
+
 def within_gene_groups(
     gene_ids: Sequence[str], observed: np.ndarray, predicted: np.ndarray
 ) -> tuple[np.ndarray, int]:
     """(rho of every scored (gene, tissue) group, how many of them scored 0 for predictions
-    that all tie). ``observed`` and ``predicted`` are (n_transcripts, n_tissues). Computed as
-    the Pearson correlation of within-group average ranks, which is Spearman's rho with ties
-    averaged, vectorised over all groups at once."""
+    that all tie). ``observed`` and ``predicted`` are (n_transcripts, n_tissues); the rhos
+    come tissue by tissue (column order), genes sorted within a tissue (``group_rhos``)."""
     observed = np.asarray(observed, dtype=np.float64)
     predicted = np.asarray(predicted, dtype=np.float64)
     if observed.ndim == 1:
         observed, predicted = observed[:, None], predicted[:, None]
-    genes = pd.Series(np.asarray(gene_ids), name="gene")
-    rhos, tied = [], 0
-    for t in range(observed.shape[1]):
-        frame = pd.DataFrame({"gene": genes, "obs": observed[:, t], "pred": predicted[:, t]})
-        frame = frame[frame.groupby("gene")["gene"].transform("size") >= 2]
-        if frame.empty:
-            continue
-        grouped = frame.groupby("gene")
-        frame = frame.assign(
-            ro=grouped["obs"].rank(method="average"), rp=grouped["pred"].rank(method="average")
-        )
-        grouped = frame.groupby("gene")
-        frame = frame.assign(
-            co=frame["ro"] - grouped["ro"].transform("mean"),
-            cp=frame["rp"] - grouped["rp"].transform("mean"),
-        )
-        sums = (
-            frame.assign(xy=frame["co"] * frame["cp"], xx=frame["co"] ** 2, yy=frame["cp"] ** 2)
-            .groupby("gene")[["xy", "xx", "yy"]]
-            .sum()
-        )
-        sums = sums[sums["xx"] > 0]  # observed values that vary: a rank order to match
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rho = (sums["xy"] / np.sqrt(sums["xx"] * sums["yy"])).to_numpy()
-        flat = (sums["yy"] == 0).to_numpy()
-        rho = np.where(flat, 0.0, rho)
-        tied += int(flat.sum())
-        rhos.append(rho)
-    return (np.concatenate(rhos) if rhos else np.zeros(0)), tied
+    n, n_tissues = observed.shape
+    long = pd.DataFrame(
+        {
+            "tissue": np.repeat(np.arange(n_tissues), n),
+            "gene": np.tile(np.asarray(gene_ids), n_tissues),
+            "obs": observed.T.reshape(-1),
+            "pred": predicted.T.reshape(-1),
+        }
+    )
+    groups = group_rhos(long, ["tissue", "gene"], "obs", "pred")
+    return groups["rho"].to_numpy(dtype=np.float64), int(groups["tied"].sum())
 
 
 def _mean(values: list[float | None]) -> float | None:

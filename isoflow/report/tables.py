@@ -144,35 +144,13 @@ def per_tissue_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def within_gene_rhos(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Spearman rho across each gene's isoforms, per (gene, tissue).
+    """Spearman rho across each gene's isoforms, per (gene, tissue): columns gene_id,
+    tissue, isoforms, rho, tied. The groups ``isoflow.metrics.within_gene_spearman``
+    averages (``metrics.group_rhos``, one definition), so the mean of ``rho`` is the
+    metrics value."""
+    from isoflow.metrics import group_rhos
 
-    Same definition as ``isoflow.metrics.within_gene_spearman`` (genes with at least two
-    isoforms; groups with constant observed values are undefined and dropped; groups whose
-    predictions all tie score 0, ``tied``), whose value is the mean of the ``rho`` column
-    returned here.
-    """
-    frame = predictions[["gene_id", "tissue", "observed", "predicted"]].copy()
-    keys = ["gene_id", "tissue"]
-    frame = frame[frame.groupby(keys)["gene_id"].transform("size") >= 2]
-    if frame.empty:
-        return pd.DataFrame({"gene_id": [], "tissue": [], "isoforms": [], "rho": [], "tied": []})
-    grouped = frame.groupby(keys)
-    frame["ro"] = grouped["observed"].rank(method="average")
-    frame["rp"] = grouped["predicted"].rank(method="average")
-    grouped = frame.groupby(keys)
-    frame["co"] = frame["ro"] - grouped["ro"].transform("mean")
-    frame["cp"] = frame["rp"] - grouped["rp"].transform("mean")
-    frame["xy"] = frame["co"] * frame["cp"]
-    frame["xx"] = frame["co"] ** 2
-    frame["yy"] = frame["cp"] ** 2
-    sums = frame.groupby(keys).agg(
-        isoforms=("xy", "size"), xy=("xy", "sum"), xx=("xx", "sum"), yy=("yy", "sum")
-    )
-    sums = sums[sums["xx"] > 0].copy()
-    sums["tied"] = sums["yy"] == 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sums["rho"] = np.where(sums["tied"], 0.0, sums["xy"] / np.sqrt(sums["xx"] * sums["yy"]))
-    return sums[["isoforms", "rho", "tied"]].reset_index()
+    return group_rhos(predictions, ["gene_id", "tissue"]).reset_index()
 
 
 def scatter_tissues(metrics: Mapping[str, Any], n: int) -> list[str]:

@@ -4,6 +4,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from isoflow.metrics import (
@@ -228,3 +229,29 @@ def test_rescore_refuses_what_is_not_a_predictions_table(tmp_path, capsys):
     assert "\n" not in err and (run / "metrics.json").read_text() == before  # untouched
     assert commands.main(["rescore", str(tmp_path / "none")]) == 1
     assert "no predictions to rescore" in capsys.readouterr().err
+
+
+def test_the_report_and_metrics_json_score_the_same_groups_to_the_bit():
+    # one definition (group_rhos) behind metrics.json and the report's per-group table:
+    # the same rho for every (gene, tissue), whichever layout the predictions come in
+    from isoflow.metrics import group_rhos, predictions_frame, within_gene_groups
+
+    rng = np.random.default_rng(3)
+    genes = np.array(["g2", "g1", "g1", "g2", "g3", "g1", "g4", "g4"])
+    tissues = ["Lung", "Brain", "Adipose"]
+    observed = rng.normal(size=(8, 3)).round(1)
+    predicted = rng.normal(size=(8, 3)).astype(np.float32).astype(np.float64)
+    predicted[[6, 7], 1] = 0.5  # g4 tied in Brain
+    observed[[1, 2, 5], 2] = 1.0  # g1 constant in Adipose: dropped
+    rhos, tied = within_gene_groups(genes, observed, predicted)
+    frame = pd.DataFrame({"transcript_id": [f"t{i}" for i in range(8)], "gene_id": genes})
+    frame[tissues] = observed
+    long = predictions_frame(frame, tissues, predicted)
+    long["observed"] = observed.reshape(-1)  # float64, as metrics saw them
+    long["predicted"] = predicted.reshape(-1)
+    table = group_rhos(long, ["gene_id", "tissue"]).reset_index()
+    # metrics' order: tissue by tissue in column order, genes sorted within a tissue
+    order = table.assign(t=table["tissue"].map(tissues.index)).sort_values(["t", "gene_id"])
+    assert len(rhos) == len(table) == 3 * 3 - 1  # g1, g2, g4 (g3 has one isoform)
+    assert order["rho"].to_numpy().tobytes() == rhos.tobytes()
+    assert tied == int(table["tied"].sum()) == 1
