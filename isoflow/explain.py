@@ -13,7 +13,8 @@ Two views (docs/constructs.md, "Explain a prediction"):
   log(1 + TPM), per tissue.
 * **Attention by region**: how much each head of each cross-attention layer attends to the
   5'UTR / CDS / 3'UTR tokens of the RNA (and the CDS, i.e. all, of the protein), averaged
-  over transcripts: the view of the IsoFormer paper's Appendix C. A key token (a pooled
+  over transcripts (whether and where the IsoFormer paper shows the same view was not
+  checked against arXiv 2406.14150). A key token (a pooled
   cache slot, or an encoder token) is mapped back to the nucleotides (residues) it covers
   by the encoder's tokenisation and ``embed.pool_sequence``' windows, then to regions by
   overlap. Attention weights say where a head looks, not what the prediction depends on.
