@@ -63,7 +63,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's data sheets, by device name.
+# Dense (no sparsity) bf16 tensor-core peaks by device name. NVIDIA's own data sheets could
+# not be read here; read from secondary copies instead: H100 SXM5 989.4 (the "Matrix" column of
+# glennklockwood.com/garden/processors/h100, which also notes the H200 is the same chip with
+# more memory), H100 PCIe 756 (half the 1,513 "with sparsity" of the data-sheet table copied
+# at archive-lib.hpctech.co.jp/gpuproduct/nvidia-h100.html). H100 NVL and A100: unchecked.
 PEAK_BF16 = {
     "H100 PCIe": 756e12,
     "H100 NVL": 835e12,
