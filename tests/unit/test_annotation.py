@@ -235,7 +235,12 @@ def test_too_few_columns(tmp_path):
 
 @pytest.mark.parametrize(
     ("start", "end", "pattern"),
-    [("1x1", "200", "not integers"), ("300", "200", "start 300 > end 200"), ("0", "200", "< 1")],
+    [
+        ("1x1", "200", "not integers"),
+        ("300", "200", "start 300 > end 200"),
+        ("201", "200", "start 201 > end 200"),  # empty once 0-based: [200, 200)
+        ("0", "200", "< 1"),
+    ],
 )
 def test_bad_coordinates(tmp_path, start, end, pattern):
     lines = gencode_lines()
