@@ -147,7 +147,12 @@ def read_splits(path: str | os.PathLike) -> pd.DataFrame:
     except (pd.errors.EmptyDataError, pd.errors.ParserError) as err:
         raise InputError(path, None, f"not a splits TSV: {str(err).splitlines()[0]}") from None
     if list(df.columns) != ["transcript_id", "gene_id", "split"]:
-        raise InputError(path, 1, f"expected header transcript_id, gene_id, split; got {list(df)}")
+        raise InputError(
+            path,
+            1,
+            f"expected header transcript_id, gene_id, split; got {', '.join(df.columns)}: "
+            "rebuild it (rule splits)",
+        )
     bad = ~df["split"].isin(SPLITS)
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])

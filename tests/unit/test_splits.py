@@ -73,6 +73,15 @@ def test_gene_scheme_edges():
         split_transcripts(df, "gene", 0.6, 0.6)
 
 
+@pytest.mark.parametrize(("valid", "test"), [(-0.1, 0.5), (0.5, -0.1), (-0.3, 1.2)])
+def test_gene_scheme_refuses_a_negative_fraction(valid, test):
+    # each sums to <= 1, so only the ">= 0" half of the check stops them: a negative valid
+    # fraction would leave the valid split empty, a negative test one the test split
+    message = rf"must be >= 0 .*: valid {valid}, test {test}$"
+    with pytest.raises(ValueError, match=message):
+        split_transcripts(transcripts(50), "gene", valid, test)
+
+
 def test_chrom_scheme():
     df = transcripts(300)
     out = split_transcripts(df, "chrom", valid_chroms=["chr8"], test_chroms=["chr9", "chrY"])
@@ -118,6 +127,28 @@ def test_read_splits_rejects_bad_split(tmp_path):
     )
     with pytest.raises(InputError, match=rf"^{path}:3: split 'tset' is not train/valid/test$"):
         read_splits(path)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "gene_id\ttranscript_id\tsplit",  # reordered
+        "transcript_id\tgene_id\tsplit\tsplit",  # a second split column (read as split.1)
+        "transcript_id\tgene_id\tsplit\tchrom",  # an extra column
+    ],
+    ids=["reordered", "split-twice", "extra-column"],
+)
+def test_read_splits_wants_exactly_its_three_columns(tmp_path, header):
+    path = tmp_path / "s.tsv"
+    width = header.count("\t") + 1
+    path.write_text(header + "\n" + "\t".join(["a", "g", "train", "test"][:width]) + "\n")
+    got = ", ".join(pd.read_csv(path, sep="\t", nrows=0).columns)
+    with pytest.raises(InputError) as err:
+        read_splits(path)
+    assert str(err.value) == (
+        f"{path}:1: expected header transcript_id, gene_id, split; got {got}: "
+        "rebuild it (rule splits)"
+    )
 
 
 # ---- issue 7 ----------------------------------------------------------------------------
