@@ -193,7 +193,8 @@ def tissue_means(
     predicted = np.asarray(predicted, dtype=np.float64)
     if observed.shape != predicted.shape or observed.shape[1] != len(tissues):
         raise ValueError(
-            f"observed {observed.shape}, predicted {predicted.shape}, {len(tissues)} tissues"
+            f"observed {observed.shape} and predicted {predicted.shape} must both be "
+            f"(n_transcripts, {len(tissues)}), one column per tissue named"
         )
     per_tissue = {
         tissue: tissue_metrics(observed[:, t], predicted[:, t]) for t, tissue in enumerate(tissues)

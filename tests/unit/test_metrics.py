@@ -12,6 +12,7 @@ from isoflow.metrics import (
     evaluate,
     prediction_spread,
     r2_score,
+    tissue_means,
     tissue_metrics,
     within_gene_spearman,
 )
@@ -103,8 +104,15 @@ def test_a_tissue_with_constant_predictions_scores_zero_and_is_named():
 
 
 def test_shape_mismatch_is_an_error():
-    with pytest.raises(ValueError):
+    # predicted of another shape than observed, or both with another number of columns than
+    # tissues named: metrics under the wrong tissue names otherwise
+    with pytest.raises(ValueError, match=r"observed \(1, 2\) and predicted \(1, 3\) must both"):
         evaluate(["a"], np.zeros((1, 2)), np.zeros((1, 3)), ["x", "y"])
+    message = r"\(2, 3\) and predicted \(2, 3\) must both be \(n_transcripts, 2\)"
+    with pytest.raises(ValueError, match=message):
+        evaluate(["a", "b"], np.zeros((2, 3)), np.zeros((2, 3)), ["x", "y"])
+    with pytest.raises(ValueError, match=r"must both be \(n_transcripts, 4\)"):
+        tissue_means(np.zeros((2, 3)), np.zeros((2, 3)), ["w", "x", "y", "z"])
 
 
 def _observed(n=50, tissues=3, seed=0):
