@@ -40,32 +40,48 @@ COLUMNS = [*ANNOTATION_COLUMNS, "window_start", "window_end", "rna_seq", "protei
 PathLike = str | os.PathLike
 
 
+WINDOWS_FIX = "rebuild the windows (rule sequences)"
+
+
 def read_windows_bed(path: PathLike) -> pd.DataFrame:
-    """BED6 of DNA windows -> transcript_id, chrom, strand, window_start, window_end."""
+    """BED6 of DNA windows -> transcript_id, chrom, strand, window_start, window_end.
+
+    A bad row is named by its transcript ID (the ``# dropped`` comment lines of
+    ``dna.edge: drop`` come first, so a row's position is not its file line)."""
     names = ["chrom", "window_start", "window_end", "transcript_id", "score", "strand"]
+    read = dict(sep="\t", header=None, names=names, comment="#")
     try:
-        bed = pd.read_csv(
-            path,
-            sep="\t",
-            header=None,
-            names=names,
-            dtype={"chrom": str, "transcript_id": str, "strand": str},
-            comment="#",
-        )
+        bed = pd.read_csv(path, dtype={"chrom": str, "transcript_id": str, "strand": str}, **read)
     except UnicodeDecodeError:
         raise non_utf8_error(path) from None
     except (ValueError, pd.errors.ParserError) as err:
         raise InputError(path, None, f"not a BED6 of windows: {str(err).splitlines()[0]}") from None
     for column in ("window_start", "window_end"):
         if not pd.api.types.is_integer_dtype(bed[column]):
-            raise InputError(path, None, f"column {column} is not all integers")
-    bad = bed["window_end"] <= bed["window_start"]
+            text = pd.read_csv(path, dtype=str, keep_default_na=False, **read)[column]
+            bad = ~text.str.fullmatch(r"[+-]?\d+").to_numpy()
+            i = int(bad.nonzero()[0][0]) if bad.any() else 0
+            raise InputError(
+                path,
+                bed["transcript_id"].iat[i],
+                f"{column} {text.iat[i]!r} is not an integer; {WINDOWS_FIX}",
+            )
+    bad = (bed["window_end"] <= bed["window_start"]).to_numpy()
     if bad.any():
-        i = int(bad.to_numpy().nonzero()[0][0])
-        raise InputError(path, i + 1, "window end <= start")
+        i = int(bad.nonzero()[0][0])
+        raise InputError(
+            path,
+            bed["transcript_id"].iat[i],
+            f"window end {bed['window_end'].iat[i]} <= start {bed['window_start'].iat[i]}; "
+            f"{WINDOWS_FIX}",
+        )
     dup = bed["transcript_id"].duplicated()
     if dup.any():
-        raise InputError(path, bed["transcript_id"][dup].iloc[0], "transcript has two windows")
+        raise InputError(
+            path,
+            bed["transcript_id"][dup].iloc[0],
+            f"transcript has two windows; {WINDOWS_FIX}",
+        )
     return bed.drop(columns="score")
 
 
@@ -177,7 +193,8 @@ def build_dataset(
                 windows_bed,
                 df["transcript_id"].iat[i],
                 f"window {column} {windows[column].iat[i]} differs from the annotation's "
-                f"{df[column].iat[i]}",
+                f"{df[column].iat[i]} ({transcripts_parquet}): the windows were made from "
+                f"another annotation; {WINDOWS_FIX}",
             )
     df["window_start"] = windows["window_start"].to_numpy()
     df["window_end"] = windows["window_end"].to_numpy()

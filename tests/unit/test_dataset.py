@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from isoflow.dataset import build_dataset, read_dataset
+from isoflow.dataset import build_dataset, read_dataset, read_windows_bed
 from isoflow.errors import InputError
 from isoflow.gtex import read_targets, write_targets
 from isoflow.splits import write_splits
@@ -152,6 +152,48 @@ def test_window_strand_disagrees(inputs):
     paths["windows_bed"].write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=r"window strand \+ differs from the annotation's -"):
         build_dataset(**paths)
+
+
+def test_window_chrom_disagrees(inputs):
+    # transcript 3 is on chr2; a window on chr1 would read another contig's DNA for it
+    paths, ann, *_ = inputs
+    lines = paths["windows_bed"].read_text().splitlines()
+    lines[3] = lines[3].replace("chr2", "chr1", 1)
+    paths["windows_bed"].write_text("\n".join(lines) + "\n")
+    bad(
+        paths,
+        rf"windows.bed:{ann.transcript_id[3]}: window chrom chr1 differs from the "
+        r"annotation's chr2 \(.*tx.parquet\): the windows were made from another annotation; "
+        r"rebuild the windows \(rule sequences\)$",
+    )
+
+
+W = "ENST00000000001.1"  # the second window of each BED below
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ("chr1\t100\t100\tW\t0\t+", "window end 100 <= start 100"),  # empty
+        ("chr1\t101\t100\tW\t0\t+", "window end 100 <= start 101"),
+        ("chr1\t100\t228\tENST00000000000.1\t0\t+", "transcript has two windows"),
+        ("chr1\t100.5\t228\tW\t0\t+", "window_start '100.5' is not an integer"),
+        ("chr1\t100\t\tW\t0\t+", "window_end '' is not an integer"),
+        ("chr1\t1e2\t228\tW\t0\t+", "window_start '1e2' is not an integer"),
+    ],
+    ids=["end-is-start", "end-before-start", "two-windows", "float", "empty", "exponent"],
+)
+def test_a_bad_window_row_is_one_line_naming_its_transcript(tmp_path, second, message):
+    # after a '# dropped' line (dna.edge: drop), as rule sequences writes them: the error names
+    # the row's transcript, not its position among the rows
+    bed = tmp_path / "windows.bed"
+    first = "chr1\t0\t128\tENST00000000000.1\t0\t+"
+    dropped = "# dropped\tchr1\t-64\t64\tENST00000000009.1\t0\t+"
+    bed.write_text("\n".join([dropped, first, second.replace("\tW\t", f"\t{W}\t")]) + "\n")
+    record = "ENST00000000000.1" if "two windows" in message else W
+    with pytest.raises(InputError) as err:
+        read_windows_bed(bed)
+    assert str(err.value) == f"{bed}:{record}: {message}; rebuild the windows (rule sequences)"
 
 
 def test_missing_window(inputs):
