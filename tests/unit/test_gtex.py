@@ -1,4 +1,7 @@
-"""isoflow.gtex on GCTs in the exact GTEx v8 layout, with real GTEx v8 sample IDs and attributes."""
+"""isoflow.gtex on GCTs in the exact GTEx v8 layout, with sample attributes in GTEx v8's layout:
+a generated stand-in for the real attributes excerpt (its 63 columns, 175 rows, one tissue and
+GTEx-shaped sample IDs; checked against the excerpt where ../shared is present), so the guards
+are tested on any machine, and the excerpt itself in the tests marked needs("shared")."""
 
 from __future__ import annotations
 
@@ -12,27 +15,96 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers.paths import SHARED_REAL as REAL
+from isoflow.demo import SAMPLE_ATTRIBUTE_COLUMNS
 from isoflow.errors import InputError
 from isoflow.gtex import aggregate_tpm, build_targets, read_sample_attributes
 
 ATTRS = REAL / "gtex_v8_sample_attrs" / "BrainFrontalCortex_v8_SampleAttributes_subset.tsv"
 
-pytestmark = pytest.mark.needs("shared")  # built on the real GTEx v8 attributes excerpt
+# The excerpt's columns empty in all its rows, and those with one value in all of them.
+EMPTY_COLUMNS = (
+    "SMATSSCR SMPTHNTS SMTSPAX SMGTC SMNUMGPS SM550NRM SM350NRM SMMNCPB SMMNCV SMCGLGTH "
+    "SMGAPPCT SMNUM5CD"
+).split()
+ONE_VALUE = {
+    "SMTS": "Brain",
+    "SMTSD": "Brain - Frontal Cortex (BA9)",
+    "SMUBRID": "0009834",
+    "SMNABTCHT": "RNA isolation_PAXgene Tissue miRNA",
+    "SMGEBTCHT": "TruSeq.v1",
+    "SMAFRZE": "RNASEQ",
+    "SMUNMPRT": "1",
+    "SMRDLGTH": "76",
+    "SMESTLBS": "0",
+    "SMUNPDRD": "0",
+    "SMDPMPRT": "0",
+}
 
-# Real rows are all Brain - Frontal Cortex; the test relabels some to get three tissues while
-# keeping the real IDs and the real 63-column layout.
+
+def generated_attrs(n: int = 175) -> pd.DataFrame:
+    """A stand-in for the real excerpt (``ATTRS``), all strings as read with ``dtype=str``:
+    GTEx v8's 63 columns in order (``isoflow.demo.SAMPLE_ATTRIBUTE_COLUMNS``), its 175 rows, all
+    Brain / Brain - Frontal Cortex (BA9), distinct GTEx-shaped sample IDs, free text with
+    blanks and commas, numbers, and the columns the excerpt leaves empty empty
+    (``test_generated_attributes_are_shaped_as_the_real_excerpt`` compares the two)."""
+    rng = np.random.default_rng(8)
+    alphabet = list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    ids: set[str] = set()
+    while len(ids) < n:
+        donor, code = ("".join(rng.choice(alphabet, k)) for k in (rng.integers(4, 6), 5))
+        ids.add(f"GTEX-{donor}-0011-R10{rng.choice(list('abAB'))}-SM-{code}")
+
+    def value(column: str) -> str:
+        if column in EMPTY_COLUMNS:
+            return ""
+        if column in ONE_VALUE:
+            return ONE_VALUE[column]
+        if column == "SMCENTER":
+            return str(rng.choice(["B1, A1", "C1, A1", "B1", "C1"]))
+        if column == "SMRIN":
+            return f"{rng.uniform(5.5, 9.5):.1f}"
+        if column in ("SMNABTCH", "SMGEBTCH"):
+            return f"{'BP' if column == 'SMNABTCH' else 'LCSET'}-{rng.integers(10000, 50000)}"
+        if column in ("SMNABTCHD", "SMGEBTCHD"):
+            return f"{rng.integers(1, 13):02d}/{rng.integers(1, 29):02d}/{rng.integers(2012, 2018)}"
+        return f"{rng.lognormal(0, 4):.6g}"
+
+    rows = [[sid, *(value(c) for c in SAMPLE_ATTRIBUTE_COLUMNS[1:])] for sid in sorted(ids)]
+    return pd.DataFrame(rows, columns=SAMPLE_ATTRIBUTE_COLUMNS)
+
+
+def real_attrs() -> pd.DataFrame:
+    return pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+
+
+def write_attrs(path, attrs):
+    """As GTEx writes it: tab-separated, nothing quoted (pandas will not write a raw tab)."""
+    lines = ["\t".join(attrs.columns), *("\t".join(row) for row in attrs.itertuples(index=False))]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# The rows are all Brain - Frontal Cortex; the tests relabel some to get three tissues while
+# keeping the IDs and the 63-column layout.
 RELABEL = [(0, 30, "Liver", "Liver"), (30, 50, "Heart", "Heart - Left Ventricle")]
+
+
+def relabelled(path, attrs):
+    for start, end, smts, smtsd in RELABEL:
+        attrs.loc[start : end - 1, "SMTS"] = smts
+        attrs.loc[start : end - 1, "SMTSD"] = smtsd
+    return write_attrs(path, attrs)
 
 
 @pytest.fixture
 def attrs_path(tmp_path):
-    attrs = pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-    for start, end, smts, smtsd in RELABEL:
-        attrs.loc[start : end - 1, "SMTS"] = smts
-        attrs.loc[start : end - 1, "SMTSD"] = smtsd
-    path = tmp_path / "SampleAttributesDS.txt"
-    attrs.to_csv(path, sep="\t", index=False, quoting=3)
-    return path
+    return relabelled(tmp_path / "SampleAttributesDS.txt", generated_attrs())
+
+
+@pytest.fixture
+def plain_attrs(tmp_path):
+    """The stand-in as written, not relabelled."""
+    return write_attrs(tmp_path / "SampleAttributesDS.txt", generated_attrs())
 
 
 def sample_ids(path, n=None):
@@ -77,6 +149,16 @@ def expected_targets(gct, attrs_path, column):
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_matches_pandas_smts_configured_order(tmp_path, attrs_path, gz):
+    matches_pandas(tmp_path, attrs_path, gz)
+
+
+@pytest.mark.needs("shared")
+def test_real_attributes_excerpt_matches_pandas(tmp_path):
+    # the same oracle on the real GTEx v8 sample IDs and attributes
+    matches_pandas(tmp_path, relabelled(tmp_path / "SampleAttributesDS.txt", real_attrs()), True)
+
+
+def matches_pandas(tmp_path, attrs_path, gz):
     samples = sample_ids(attrs_path)
     name = "tpm.gct.gz" if gz else "tpm.gct"
     gct = write_gct(tmp_path / name, samples, random_rows(120, len(samples)), gz=gz)
@@ -112,6 +194,7 @@ def test_smtsd_all_tissues_sorted_and_min_samples(tmp_path, attrs_path):
         aggregate_tpm(gct, attrs_path, "smtsd", ["Heart - Left Ventricle"], min_samples=8)
 
 
+@pytest.mark.needs("shared")
 def test_real_attributes_columns():
     attrs = read_sample_attributes(ATTRS)
     assert list(attrs.columns) == ["SAMPID", "SMTS", "SMTSD"]
@@ -119,6 +202,23 @@ def test_real_attributes_columns():
     assert set(attrs["SMTS"]) == {"Brain"}
     assert set(attrs["SMTSD"]) == {"Brain - Frontal Cortex (BA9)"}
     assert attrs["SAMPID"].str.match(r"^GTEX-[0-9A-Z]+-\d{4}-").all()
+
+
+@pytest.mark.needs("shared")
+def test_generated_attributes_are_shaped_as_the_real_excerpt():
+    # what the tests on the stand-in rely on: the header, the row count, one tissue, unique
+    # GTEx-shaped IDs, and which columns are empty or of one value
+    real, generated = real_attrs(), generated_attrs()
+    assert list(generated.columns) == list(real.columns)
+    assert generated.shape == real.shape
+    pattern = r"GTEX-[0-9A-Z]{4,5}-\d{4}-R10[abAB]-SM-[0-9A-Z]{5}"
+    for attrs in (real, generated):
+        assert attrs["SAMPID"].str.fullmatch(pattern).all() and attrs["SAMPID"].is_unique
+    for column in real.columns:
+        assert (real[column] == "").all() == (column in EMPTY_COLUMNS), column
+        assert (generated[column] == "").all() == (column in EMPTY_COLUMNS), column
+        if column in ONE_VALUE:
+            assert set(real[column]) == set(generated[column]) == {ONE_VALUE[column]}, column
 
 
 def test_build_targets_outputs(tmp_path, attrs_path):
@@ -259,18 +359,15 @@ def test_wrong_header(tmp_path, attrs_path):
 
 
 def test_attributes_without_tissue_column(tmp_path):
-    attrs = pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-    path = tmp_path / "attrs.tsv"
-    attrs.drop(columns="SMTSD").to_csv(path, sep="\t", index=False, quoting=3)
+    path = write_attrs(tmp_path / "attrs.tsv", generated_attrs().drop(columns="SMTSD"))
     with pytest.raises(InputError, match=rf"^{path}:1: header lacks column\(s\) SMTSD$"):
         read_sample_attributes(path)
 
 
 def test_attributes_duplicate_sample(tmp_path):
-    attrs = pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
+    attrs = generated_attrs()
     attrs = pd.concat([attrs, attrs.iloc[[5]]])
-    path = tmp_path / "attrs.tsv"
-    attrs.to_csv(path, sep="\t", index=False, quoting=3)
+    path = write_attrs(tmp_path / "attrs.tsv", attrs)
     sid = attrs["SAMPID"].iat[5]
     with pytest.raises(InputError, match=rf"^{path}:177: sample {sid} listed twice$"):
         read_sample_attributes(path)
@@ -291,21 +388,10 @@ def test_unused_tissue_columns_are_still_checked(tmp_path, attrs_path):
 # --- issue 7: runs that used to succeed with wrong data --------------------------------------
 
 
-def real_attrs():
-    return pd.read_csv(ATTRS, sep="\t", dtype=str, keep_default_na=False, quoting=3)
-
-
-def write_attrs(path, attrs):
-    """As GTEx writes it: tab-separated, nothing quoted (pandas will not write a raw tab)."""
-    lines = ["\t".join(attrs.columns), *("\t".join(row) for row in attrs.itertuples(index=False))]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def test_unquoted_tab_in_free_text_names_line_and_column(tmp_path):
     # Before: pandas' usecols skipped the field-count check, the row shifted by one and its
     # SMRIN (8.7) became its SMTS: a new "tissue", exit 0.
-    attrs = real_attrs()
+    attrs = generated_attrs()
     attrs.loc[10, "SMPTHNTS"] = "2 pieces\tno autolysis"
     path = write_attrs(tmp_path / "attrs.tsv", attrs)
     with pytest.raises(InputError) as info:
@@ -317,7 +403,7 @@ def test_unquoted_tab_in_free_text_names_line_and_column(tmp_path):
 
 
 def test_unquoted_tab_fails_the_targets_too(tmp_path):
-    attrs = real_attrs()
+    attrs = generated_attrs()
     attrs.loc[4, "SMPTHNTS"] = "a\tb"
     path = write_attrs(tmp_path / "attrs.tsv", attrs)
     samples = sample_ids(path)
@@ -325,20 +411,20 @@ def test_unquoted_tab_fails_the_targets_too(tmp_path):
     assert ":6: expected 63 fields" in run_bad(tmp_path, path, gct)
 
 
-def test_attributes_row_cut_short(tmp_path):
+def test_attributes_row_cut_short(tmp_path, plain_attrs):
     path = tmp_path / "attrs.tsv"
-    lines = ATTRS.read_text().splitlines()
+    lines = plain_attrs.read_text().splitlines()
     lines[20] = "\t".join(lines[20].split("\t")[:40])
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(InputError, match=rf"^{path}:21: expected 63 fields .*found 40; the row"):
         read_sample_attributes(path)
 
 
-def test_attributes_crlf_and_blank_last_line_read_as_plain(tmp_path):
+def test_attributes_crlf_and_blank_last_line_read_as_plain(tmp_path, plain_attrs):
     path = tmp_path / "attrs.tsv"
-    path.write_bytes(ATTRS.read_bytes().replace(b"\n", b"\r\n") + b"\r\n")
+    path.write_bytes(plain_attrs.read_bytes().replace(b"\n", b"\r\n") + b"\r\n")
     crlf = read_sample_attributes(path)
-    plain = read_sample_attributes(ATTRS)
+    plain = read_sample_attributes(plain_attrs)
     assert crlf.reset_index(drop=True).equals(plain.reset_index(drop=True))
     assert crlf.index[0] == 2  # the index is the file line
 
@@ -496,7 +582,7 @@ def test_gct_empty_id(tmp_path, attrs_path, field):
 
 
 def test_attributes_empty_sample_id(tmp_path):
-    attrs = real_attrs()
+    attrs = generated_attrs()
     attrs.loc[7, "SAMPID"] = ""
     path = write_attrs(tmp_path / "attrs.tsv", attrs)
     with pytest.raises(InputError, match=rf"^{path}:9: empty SAMPID$"):
@@ -683,7 +769,7 @@ CELL_LINE_RELABEL = [
 
 @pytest.fixture
 def cell_line_attrs(tmp_path):
-    attrs = real_attrs()
+    attrs = generated_attrs()
     for start, end, smts, smtsd in CELL_LINE_RELABEL:
         attrs.loc[start : end - 1, "SMTS"] = smts
         attrs.loc[start : end - 1, "SMTSD"] = smtsd
@@ -702,7 +788,7 @@ def test_cell_line_exclusion_changes_only_blood_and_skin(tmp_path, cell_line_att
         assert not np.array_equal(keep[tissue], drop[tissue])
     # drop = the mean over the non-cell-line samples only, computed with pandas
     matrix = pd.read_csv(gct, sep="\t", skiprows=2, index_col=0).drop(columns="gene_id")
-    attrs = real_attrs().set_index("SAMPID")
+    attrs = generated_attrs().set_index("SAMPID")
     for start, end, smts, smtsd in CELL_LINE_RELABEL:
         attrs.iloc[start:end, attrs.columns.get_loc("SMTS")] = smts
         attrs.iloc[start:end, attrs.columns.get_loc("SMTSD")] = smtsd
@@ -729,7 +815,7 @@ def test_cell_lines_counted_in_the_stats(tmp_path, cell_line_attrs):
                   cell_lines="drop")  # fmt: skip
     lines = out["t.stats.tsv"].read_text().splitlines()
     in_matrix = set(samples)
-    attrs = real_attrs()
+    attrs = generated_attrs()
     counts = {}
     for start, end, _, smtsd in CELL_LINE_RELABEL:
         n = len(set(attrs["SAMPID"][start:end]) & in_matrix)
