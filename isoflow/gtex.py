@@ -290,7 +290,11 @@ def select_tissues(
         return sorted(t for t, n in counts.items() if n >= min_samples)
     dup = [t for t, n in Counter(tissues).items() if n > 1]
     if dup:
-        raise InputError(samples_path, dup[0], f"tissue listed twice in tissues.{tissue_set}")
+        raise InputError(
+            samples_path,
+            dup[0],
+            f"tissue listed twice in tissues.{tissue_set} (the config): list each tissue once",
+        )
     for tissue in tissues:
         n = counts.get(tissue, 0)
         if n == 0:

@@ -326,6 +326,17 @@ def test_configured_tissue_without_samples(tmp_path, attrs_path):
     )
 
 
+def test_a_tissue_configured_twice_is_one_line(tmp_path, attrs_path):
+    # config/schema.yaml does not forbid it: without the check, two Liver columns
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    msg = run_bad(tmp_path, attrs_path, gct, tissues=["Liver", "Brain", "Liver"])
+    assert msg == (
+        f"{attrs_path}:Liver: tissue listed twice in tissues.smts (the config): "
+        "list each tissue once"
+    )
+
+
 @pytest.mark.parametrize("value", ["abc", "", "1,5", "nan", "-0.5"])
 def test_non_numeric_tpm(tmp_path, attrs_path, value):
     samples = sample_ids(attrs_path)
