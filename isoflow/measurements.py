@@ -165,8 +165,11 @@ def read_measurements(
                 "tissue) beside id and the parts",
             )
     columns = list(columns)
-    if len(set(columns)) != len(columns):
-        raise InputError(path, 1, f"measured columns named twice: {columns}")
+    twice = sorted({name for name in columns if columns.count(name) > 1})
+    if twice:
+        raise InputError(
+            path, 1, f"measured column(s) {', '.join(twice)} named twice: name each column once"
+        )
     for name in columns:
         if name not in extra:
             raise InputError(

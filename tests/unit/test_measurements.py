@@ -86,6 +86,10 @@ def test_no_measured_column_or_an_unknown_one(tmp_path):
         read_measurements(write(tmp_path, good_rows()), columns=["a", "c"])
     with pytest.raises(InputError, match="is the group column"):
         read_measurements(write(tmp_path, good_rows()), columns=["group"])
+    # a column named twice would be fitted as two outputs of one measurement
+    path = write(tmp_path, good_rows())
+    with pytest.raises(InputError, match=rf"^{path}:1: measured column\(s\) a named twice: "):
+        read_measurements(path, columns=["a", "b", "a"])
 
 
 def test_a_constant_column_is_an_error(tmp_path):
