@@ -15,6 +15,7 @@ from helpers.training import TINY_CONFIG, make_dataset
 from isoflow.checkpoints import (
     FINGERPRINT_FILE,
     TRAIN_KEYS_IF_SET,
+    best_checkpoint,
     fingerprint_hash,
     prepare_checkpoints,
     resume_checkpoint,
@@ -128,6 +129,18 @@ def test_a_folder_with_only_a_fingerprint_is_replaced(tmp_path):
     prepare_checkpoints(tmp_path, {"lr": 2})
     assert not (tmp_path / "previous").exists()
     assert json.loads((tmp_path / "checkpoints" / FINGERPRINT_FILE).read_text()) == {"lr": 2}
+
+
+def test_of_several_best_checkpoints_the_newest_is_taken(tmp_path):
+    # save_top_k=1 keeps one best-epoch*.ckpt; should another be left over, the export takes
+    # the one written last (by mtime, not by name: either may be the newer)
+    fake_run(tmp_path, {"lr": 1}, epochs=6)  # best-epoch005.ckpt
+    folder = tmp_path / "checkpoints"
+    (folder / "best-epoch002.ckpt").write_bytes(b"left over")
+    for newest, older in (("005", "002"), ("002", "005")):
+        os.utime(folder / f"best-epoch{older}.ckpt", ns=(10**18, 10**18))
+        os.utime(folder / f"best-epoch{newest}.ckpt", ns=(2 * 10**18, 2 * 10**18))
+        assert best_checkpoint(tmp_path, {"lr": 1}) == folder / f"best-epoch{newest}.ckpt"
 
 
 def test_fingerprint_follows_what_shapes_training(dataset, tmp_path):
