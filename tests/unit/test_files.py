@@ -12,9 +12,9 @@ def test_atomic_path_renames_only_on_success(tmp_path):
         assert not out.exists()
     assert out.read_text() == "a\n"
 
-    with pytest.raises(RuntimeError), atomic_path(out) as tmp:
+    with pytest.raises(RuntimeError, match="^boom$"), atomic_path(out) as tmp:
         tmp.write_text("half")
-        raise RuntimeError("boom")
+        raise RuntimeError("boom")  # the caller's error comes through, not one of cleaning up
     assert out.read_text() == "a\n"
     assert [p.name for p in out.parent.iterdir()] == ["table.tsv"]
 
@@ -25,17 +25,31 @@ def test_atomic_path_directory(tmp_path):
         tmp.mkdir()
         (tmp / "shard0.npy").write_bytes(b"x")
     assert (out / "shard0.npy").exists()
-    with pytest.raises(ValueError), atomic_path(out) as tmp:
+    with pytest.raises(ValueError, match="^half a cache$"), atomic_path(out) as tmp:
         tmp.mkdir()
-        raise ValueError
+        raise ValueError("half a cache")
     assert (out / "shard0.npy").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
 def test_atomic_path_requires_something_written(tmp_path):
-    with pytest.raises(FileNotFoundError), atomic_path(tmp_path / "x"):
-        pass
+    with pytest.raises(FileNotFoundError, match=rf"nothing was written for {tmp_path / 'x'}$"):
+        with atomic_path(tmp_path / "x"):
+            pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_written_over_a_link_to_a_folder_replaces_the_link_only(tmp_path):
+    # final.is_dir() follows the link: only the is_symlink() guard keeps atomic_path from
+    # calling rmtree on it (which refuses a link: the write would fail); the folder it
+    # points at keeps its files
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "keep.txt").write_text("x")
+    (tmp_path / "out").symlink_to(tmp_path / "folder")
+    with atomic_path(tmp_path / "out") as tmp:
+        tmp.write_text("new")
+    assert not (tmp_path / "out").is_symlink() and (tmp_path / "out").read_text() == "new"
+    assert (tmp_path / "folder" / "keep.txt").read_text() == "x"
 
 
 # ---------------------------------------------------------------- a command's output paths
