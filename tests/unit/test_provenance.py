@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,7 +84,8 @@ def test_a_changed_copy_with_an_older_mtime_stops_in_one_line(job):
 def test_the_touch_it_names_clears_it(job):
     job.source.write_text("chr1\texon\t1\t200\n")  # same size, and the mtime set back too:
     os.utime(job.source, ns=(job.t0, job.t0))  # only the ctime tells it apart
-    with pytest.raises(InputError):
+    touch = re.escape(f"run `touch {job.source}` to")
+    with pytest.raises(InputError, match=rf"content changed since it made .* {touch}"):
         check_records()
     job.source.touch()  # now newer than the output: Snakemake reruns, the check steps aside
     check_records()

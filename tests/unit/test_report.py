@@ -413,7 +413,7 @@ def test_run_views_and_a_bad_metrics_file_leaves_no_output(tmp_path):
 
     (run_dir / "metrics.json").write_text("{}")
     fresh = {k: tmp_path / "fresh" / v.name for k, v in outputs.items()}
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"metrics\.json:mean: missing key \(see DESIGN\.md"):
         build.build_run("myrun", *args, **fresh)
     assert not (tmp_path / "fresh").exists() or not list((tmp_path / "fresh").iterdir())
 
