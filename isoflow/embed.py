@@ -661,7 +661,7 @@ def build_caches(
         position = 0
 
         def encode(batch) -> None:
-            names = [key for _, key, _ in batch]
+            names = [distinct[key][0] for _, key, _ in batch]  # each sequence's first item
             sequences = [s for _, _, s in batch]
             pooled = encode_pooled_many(
                 encoder, sequences, pools, device, names, precision, forward, pad_to
@@ -862,7 +862,13 @@ def gather_cache(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
             )
     items = [(p / ITEMS_FILE).read_bytes() for p in parts]
     if any(data != items[0] for data in items):
-        raise InputError(parts[0], ITEMS_FILE, "the parts were built from different items")
+        other = parts[next(i for i, data in enumerate(items) if data != items[0])]
+        raise InputError(
+            other,
+            ITEMS_FILE,
+            f"differs from part 0's ({parts[0]}): the parts were built from different items; "
+            "rebuild them (rule embed_part) from one dataset",
+        )
     tables = [pq.read_table(p / INDEX_FILE).to_pydict() for p in parts]
     owner: dict[str, Path] = {}
     for path, table in zip(parts, tables, strict=True):
@@ -888,7 +894,12 @@ def gather_cache(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
     wanted = {k for k in item_table["key"] if k is not None}
     for key, path in owner.items():
         if key not in wanted:
-            raise InputError(path / INDEX_FILE, key, f"is the key of no item in {ITEMS_FILE}")
+            raise InputError(
+                path / INDEX_FILE,
+                key,
+                f"is the key of no item in {ITEMS_FILE} (a damaged part); rebuild the parts "
+                "(rule embed_part)",
+            )
     index: dict[str, list] = {"key": [], "shard": [], "offset": [], "length": []}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)

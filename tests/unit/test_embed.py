@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -274,6 +275,35 @@ class RampEncoder(torch.nn.Module):
         emb = positions[None, :, None] / 100 + first[:, None, None]
         mask = positions[None, :] < lengths[:, None]
         return emb.expand(-1, -1, self.dim) * mask[..., None], mask
+
+
+class BadMaskEncoder(RampEncoder):
+    """RampEncoder with a wrong mask for sequences starting with X (no real token) or Z (its
+    real tokens last, after the padding)."""
+
+    def forward(self, lengths, first):
+        emb, mask = super().forward(lengths, first)
+        mask = mask.clone()
+        mask[first == ord("X")] = False
+        mask[first == ord("Z")] = mask[first == ord("Z")].flip(1)
+        return emb, mask
+
+
+def test_an_encoder_mask_without_a_real_token_names_the_item(tmp_path):
+    # pooled, no token would be a row of padding: the cache names the item, not its key
+    items = {"tx1": "AAAAA", "tx2": "XAA", "tx3": "XAA"}
+    with pytest.raises(InputError) as err:
+        build_cache(BadMaskEncoder(2), items, tmp_path / "cache", pool_to=4)
+    assert str(err.value) == "<input>:tx2: encoder returned no real token for a sequence"
+    assert not (tmp_path / "cache").exists()
+
+
+def test_encoder_masks_must_be_left_aligned():
+    from isoflow.embed import encode_pooled
+
+    assert len(encode_pooled(BadMaskEncoder(2), ["AAAAA", "ZAAAA"], 4)) == 2  # same length
+    with pytest.raises(ValueError, match=r"^encoder masks must be left-aligned \(real tokens"):
+        encode_pooled(BadMaskEncoder(2), ["AAAAA", "ZAA"], 4)
 
 
 def test_memory_held_is_one_shard_not_the_cache(tmp_path):
@@ -605,7 +635,7 @@ def test_parts_gathered_are_the_cache_one_job_writes(tmp_path, esm, batch_letter
     assert meta_gathered == meta_one
     forward = [EmbeddingCache(p).meta["n_forward_batches"] for p in parts]
     assert all(n > 0 for n in forward)  # every part ran some of the batches
-    # parts from other items, or not a full set, are refused
+    # not a full set of parts is refused (parts of other items or settings: below)
     with pytest.raises(InputError, match="is not part 0 of 2"):
         gather_cache(parts[:1] + parts[2:], tmp_path / "bad")
 
@@ -850,6 +880,58 @@ def test_gather_refuses_parts_that_miss_or_repeat_a_sequence(tmp_path, esm):
         gather_cache(both, tmp_path / "both" / "gathered")
     assert not (tmp_path / "gap" / "gathered").exists()
     assert not (tmp_path / "both" / "gathered").exists()
+
+
+def test_gather_refuses_parts_of_other_items(tmp_path, esm):
+    # the same sequences in the same order (so the same part_plan) under other item IDs:
+    # another dataset's parts, whose items.parquet would be read for this one's
+    from isoflow.embed import gather_cache
+
+    seqs = {f"p{i}": protein(10 + (i * 7) % 30) for i in range(12)}
+    options = {"pool_to": 4, "batch_size": 3}
+    build_cache(esm, seqs, tmp_path / "part0", part=(0, 2), **options)
+    renamed = {f"q{i}": seq for i, seq in enumerate(seqs.values())}
+    build_cache(esm, renamed, tmp_path / "part1", part=(1, 2), **options)
+    with pytest.raises(InputError) as err:
+        gather_cache([tmp_path / "part0", tmp_path / "part1"], tmp_path / "gathered")
+    assert str(err.value) == (
+        f"{tmp_path / 'part1'}:items.parquet: differs from part 0's ({tmp_path / 'part0'}): the "
+        "parts were built from different items; rebuild them (rule embed_part) from one dataset"
+    )
+    assert not (tmp_path / "gathered").exists()
+
+
+def test_gather_refuses_an_index_key_of_no_item(tmp_path, esm):
+    from isoflow.embed import gather_cache
+
+    folders = _parts(tmp_path, [esm, esm], [{"pool_to": 4, "batch_size": 3}] * 2)
+    index = pq.read_table(folders[1] / "index.parquet").to_pydict()
+    for name, value in (("key", "f" * 32), ("shard", 0), ("offset", 0), ("length", 1)):
+        index[name].append(value)  # a row of a sequence no item has
+    pq.write_table(pa.table(index), folders[1] / "index.parquet")
+    with pytest.raises(InputError) as err:
+        gather_cache(folders, tmp_path / "gathered")
+    assert str(err.value) == (
+        f"{folders[1] / 'index.parquet'}:{'f' * 32}: is the key of no item in items.parquet (a "
+        "damaged part); rebuild the parts (rule embed_part)"
+    )
+
+
+def test_gather_refuses_parts_without_a_part_plan(tmp_path, esm):
+    # parts from before meta.json recorded the batch plan cannot be checked: rebuilt
+    from isoflow.embed import gather_cache
+
+    folders = _parts(tmp_path, [esm, esm], [{"pool_to": 4, "batch_size": 3}] * 2)
+    for folder in folders:
+        meta = json.loads((folder / "meta.json").read_text())
+        del meta["part_plan"]
+        (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError) as err:
+        gather_cache(folders, tmp_path / "gathered")
+    assert str(err.value) == (
+        f"{folders[0]}:meta.json: records no part_plan (a part cache from before the gather "
+        "checked settings); rebuild the parts (rule embed_part)"
+    )
 
 
 # ---------------------------------------------------------------- the weights
