@@ -383,7 +383,8 @@ def _pretrained_folder(path: Path, modality: str, entry: dict) -> Path:
                 source,
                 key,
                 f"{seen.get(key)!r} differs from the {recorded.get(key)!r} the model was "
-                f"trained with ({path}): other {entry['name']} weights",
+                f"trained with ({path}): other {entry['name']} weights; give the folder of "
+                f"those it was trained with ({MANIFEST} {where}.path)",
             )
     for name in seen.get("files", []):
         if not (folder / name).is_file():
@@ -516,7 +517,12 @@ def _encoder_entries(
             if meta.get("pooling"):  # positional (isoflow.embed.pool_positional); else pool_to
                 entry["pooling"] = meta["pooling"]
             if int(meta["dim"]) != int(cached_dims[modality]):
-                raise InputError(cache_dirs[modality], "dim", "differs from the checkpoint's")
+                raise InputError(
+                    cache_dirs[modality],
+                    "dim",
+                    f"{meta['dim']} differs from the checkpoint's {cached_dims[modality]}: "
+                    "give the cache the run was trained with",
+                )
         else:
             spec = with_encoder_defaults(spec_from_config(settings, name))
             entry = {"name": name, "mode": "raw", "spec": spec, "weights": None}  # in model.pt
@@ -659,15 +665,25 @@ def export_bundle(
     cached_dims = {m: int(d) for m, d in (hparams.get("cached_dims") or {}).items()}
 
     frame, tissues = read_dataset(dataset_path)
-    if list(hparams.get("tissues", tissues)) != list(tissues):
-        raise InputError(checkpoint, "tissues", f"differ from the dataset's ({dataset_path})")
+    ckpt_tissues = list(hparams.get("tissues", tissues))
+    if ckpt_tissues != list(tissues):
+        n = min(len(ckpt_tissues), len(tissues))
+        i = next((i for i in range(n) if ckpt_tissues[i] != tissues[i]), n)
+        shown = [t[i] if i < len(t) else "none" for t in (ckpt_tissues, tissues)]
+        raise InputError(
+            checkpoint,
+            "tissues",
+            f"differ from the dataset's ({dataset_path}): tissue {i + 1} is {shown[0]} here, "
+            f"{shown[1]} there; train the run again (rule train)",
+        )
     widths = set((frame["window_end"] - frame["window_start"]).tolist())
     window = (config.get("dna") or {}).get("window")
     if len(widths) != 1 or (window is not None and widths != {int(window)}):
         raise InputError(
             dataset_path,
             "window_end",
-            f"DNA windows of {sorted(widths)[:3]} bp; config dna.window is {window}",
+            f"DNA windows of {sorted(widths)[:3]} bp; config dna.window is {window}: export "
+            "with the config the dataset was built with",
         )
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text())

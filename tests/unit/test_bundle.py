@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -165,6 +166,100 @@ def test_export_finds_the_checkpoint_a_settings_change_moved_aside(trained, tmp_
     with pytest.raises(InputError, match="no checkpoints trained with these settings"):
         export_bundle(run_dir, tmp_path / "n", **other)
     assert not (tmp_path / "n").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("recorded", "seen", "key"),
+    [
+        ({"commit": "aaa", "sha256": None}, {"commit": "bbb"}, "commit"),
+        ({"commit": None, "sha256": {"m.pt": "1"}}, {"sha256": {"m.pt": "2"}}, "sha256"),
+    ],
+    ids=["commit", "sha256"],
+)
+def test_pretrained_weights_of_another_download_are_refused(trained, tmp_path, recorded, seen, key):
+    # the bundle records the pretrained weights' download (commit, or each file's sha256);
+    # a folder holding another download at that path is refused before any weight is read
+    bundle = shutil.copytree(trained["bundle"], tmp_path / "b")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "isoflow_source.json").write_text(json.dumps(seen))
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    entry = manifest["encoders"]["rna"]
+    entry["spec"]["source"] = "pretrained"
+    entry["pretrained"] = {"path": str(weights), **recorded}
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(InputError) as err:
+        load_model(bundle, device="cpu")
+    assert str(err.value) == (
+        f"{weights / 'isoflow_source.json'}:{key}: {seen[key]!r} differs from the "
+        f"{recorded[key]!r} the model was trained with ({bundle}): other "
+        f"{entry['name']} weights; give the folder of those it was trained with "
+        "(manifest.json encoders.rna.pretrained.path)"
+    )
+
+
+def _tampered_run(trained, tmp_path, change) -> tuple:
+    """A copy of the run whose best checkpoint's hyper_parameters ``change`` altered (its
+    fingerprint kept: the export still takes it for the run's), and the checkpoint."""
+    import torch
+
+    run_dir = shutil.copytree(trained["run_dir"], tmp_path / "run")
+    [checkpoint] = (run_dir / "checkpoints").glob("best-epoch*.ckpt")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    change(saved["hyper_parameters"])
+    torch.save(saved, checkpoint)
+    return run_dir, checkpoint
+
+
+@pytest.mark.slow
+def test_export_refuses_a_checkpoint_of_other_tissues(trained, tmp_path):
+    def swap(hparams):
+        hparams["tissues"] = [*hparams["tissues"][1:], hparams["tissues"][0]]
+
+    run_dir, checkpoint = _tampered_run(trained, tmp_path, swap)
+    _, tissues = read_dataset(trained["dataset"])
+    with pytest.raises(InputError) as err:
+        export_bundle(run_dir, tmp_path / "m", **trained["kwargs"])
+    assert str(err.value) == (
+        f"{checkpoint}:tissues: differ from the dataset's ({trained['dataset']}): tissue 1 is "
+        f"{tissues[1]} here, {tissues[0]} there; train the run again (rule train)"
+    )
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_export_refuses_a_cache_of_another_dim_than_the_checkpoints(trained, tmp_path):
+    def widen(hparams):
+        hparams["cached_dims"] = {
+            **hparams["cached_dims"],
+            "rna": hparams["cached_dims"]["rna"] + 1,
+        }
+
+    run_dir, _ = _tampered_run(trained, tmp_path, widen)
+    cache = trained["kwargs"]["cache_dirs"]["rna"]
+    dim = json.loads((Path(cache) / "meta.json").read_text())["dim"]
+    with pytest.raises(InputError) as err:
+        export_bundle(run_dir, tmp_path / "m", **trained["kwargs"])
+    assert str(err.value) == (
+        f"{cache}:dim: {dim} differs from the checkpoint's {dim + 1}: give the cache the run "
+        "was trained with"
+    )
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.slow
+def test_export_refuses_a_dna_window_other_than_the_configs(trained, tmp_path):
+    # dna.window is not in the run's fingerprint: the checkpoint is found, the windows checked
+    kwargs = copy.deepcopy(trained["kwargs"])
+    kwargs["config"]["dna"]["window"] = 256
+    with pytest.raises(InputError) as err:
+        export_bundle(trained["run_dir"], tmp_path / "m", **kwargs)
+    assert str(err.value) == (
+        f"{trained['dataset']}:window_end: DNA windows of [512] bp; config dna.window is 256: "
+        "export with the config the dataset was built with"
+    )
+    assert not (tmp_path / "m").exists()
 
 
 def test_model_outputs_name_configured_runs_only():
