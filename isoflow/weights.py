@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,24 @@ DEFAULT_IGNORE = [
     "jax_model/*",
 ]
 
+# The spec keys download_encoder reads: what a weights folder holds depends on these alone.
+HUB_KEYS = ("repo", "revision", "allow_patterns", "ignore_patterns")
+ESM_KEYS = ("esm_model", "url")
+
 log = logging.getLogger("isoflow.weights")
+
+
+def download_source(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of an encoder spec that say which files :func:`download_encoder` fetches:
+    ``esm_model`` and ``url`` for fair-esm, else the Hub's ``repo``, ``revision`` (``main``
+    when unset) and the file patterns. The rest of a spec (pooling, fine-tuning, limits)
+    leaves the download as it is."""
+    if spec.get("esm_model"):
+        return {key: spec[key] for key in ESM_KEYS if spec.get(key) is not None}
+    source = {key: spec[key] for key in HUB_KEYS if spec.get(key) is not None}
+    if "repo" in source:
+        source["revision"] = str(spec.get("revision") or "main")
+    return source
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -93,7 +111,14 @@ def download_hf(
     )
     if not files:
         raise InputError(None, repo, f"snapshot of commit {commit} holds no files")
-    return {"repo": repo, "revision": revision, "commit": commit, "files": files}
+    return {
+        "repo": repo,
+        "revision": revision,
+        "commit": commit,
+        "allow_patterns": allow_patterns,
+        "ignore_patterns": ignore_patterns,
+        "files": files,
+    }
 
 
 def _fetch_url(url: str, dest: Path) -> None:
@@ -120,8 +145,9 @@ def download_esm(model: str, dest: Path, url: str | None = None) -> dict[str, An
 def download_encoder(name: str, spec: dict, dest: str | os.PathLike) -> Path:
     """Download the pretrained weights of encoder ``name`` into ``dest`` (atomically).
 
-    ``spec`` is the config entry: ``repo`` + ``revision`` for a Hugging Face repository,
-    or ``esm_model`` (e.g. ``esm2_t30_150M_UR50D``, optional ``url``) for fair-esm.
+    ``spec`` is the config entry, or its :func:`download_source`: ``repo`` + ``revision``
+    for a Hugging Face repository, or ``esm_model`` (e.g. ``esm2_t30_150M_UR50D``, optional
+    ``url``) for fair-esm. ``name`` is what the record and messages call the folder.
     """
     dest = Path(dest)
     with atomic_path(dest) as tmp:
@@ -163,3 +189,61 @@ def verify_download(path: str | os.PathLike) -> dict[str, Any]:
         if seen != digest:
             raise InputError(path / name, None, f"sha256 {seen} differs from recorded {digest}")
     return record
+
+
+def _describe(source: Mapping[str, Any]) -> str:
+    """``repo@revision`` (Hub) or ``esm_model from url`` (fair-esm) of a download source."""
+    if source.get("esm_model"):
+        return f"{source['esm_model']} from {source.get('url')}"
+    if source.get("repo"):
+        return f"{source['repo']}@{source.get('revision')}"
+    return "nothing named (no repo nor esm_model)"
+
+
+def recorded_source(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What a download record says was fetched, in :func:`download_source`'s keys
+    (fair-esm's checkpoint URL from its ``urls``; the Hub's file patterns only in records
+    written since they were recorded)."""
+    if record.get("urls"):
+        model = str(record.get("revision"))
+        return {"esm_model": model, "url": record["urls"].get(f"{model}.pt")}
+    seen = {"repo": record.get("repo"), "revision": record.get("revision")}
+    for key in ("allow_patterns", "ignore_patterns"):
+        if key in record:
+            seen[key] = record[key]
+    return seen
+
+
+def check_source(path: str | os.PathLike, name: str, spec: Mapping[str, Any]) -> None:
+    """The download record in weights folder ``path`` against what encoder ``name``'s spec
+    asks for (:func:`download_source`): one line when the folder holds other weights (a
+    changed ``repo``, ``revision``, ``esm_model``, ``url`` or file patterns; a revision
+    equal to the recorded commit is the same). A folder without a record (weights put there
+    by hand) and a spec naming no download are not checked."""
+    source_file = Path(path) / SOURCE_FILE
+    wanted = download_source(spec)
+    if not source_file.is_file() or not (wanted.get("repo") or wanted.get("esm_model")):
+        return
+    record = json.loads(source_file.read_text())
+    seen = recorded_source(record)
+    if wanted.get("esm_model"):
+        url = wanted.get("url") or ESM_MODEL_URL.format(model=wanted["esm_model"])
+        wanted = {**wanted, "url": url}
+        differs = [key for key in ESM_KEYS if wanted.get(key) != seen.get(key)]
+    else:
+        differs = [
+            key
+            for key in HUB_KEYS
+            if key in seen
+            and wanted.get(key) != seen[key]
+            and not (key == "revision" and wanted.get(key) == record.get("commit"))
+        ]
+    if differs:
+        raise InputError(
+            source_file,
+            None,
+            f"downloaded {_describe(seen)}, but encoders.{name} asks for {_describe(wanted)} "
+            f"({', '.join(differs)} differ): delete {Path(path)} (rm -rf: the record is "
+            f"write-protected) and rerun rule download_encoders, or set encoders.{name} back "
+            f"to what was downloaded",
+        )

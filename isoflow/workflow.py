@@ -39,6 +39,7 @@ from isoflow.settings import (
     rna_config,
     with_encoder_defaults,
 )
+from isoflow.weights import SOURCE_FILE, download_source
 
 # ---------------------------------------------------------------- options set away from defaults
 
@@ -804,7 +805,72 @@ def cpu_kernels_fact(config: Mapping[str, Any], environ: Mapping[str, str] | Non
 # ---------------------------------------------------------------- pretrained encoder weights
 
 
+WEIGHTS_ROOT = "resources/models"
+# The folders rule download_encoders writes: resources/models/{folder} (its wildcard)
+DOWNLOADED_FOLDER = re.compile(rf"{WEIGHTS_ROOT}/([A-Za-z0-9_]+)")
+
+
 def weights_dir(name: str, spec: Mapping[str, Any]) -> str:
     """The folder holding encoder ``name``'s downloaded weights (and ``isoflow_source.json``):
     the spec's ``path``, else ``resources/models/<name>``."""
-    return str(spec.get("path") or f"resources/models/{name}")
+    return str(spec.get("path") or f"{WEIGHTS_ROOT}/{name}")
+
+
+def weights_folders(config: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each weights folder of a pretrained encoder -> the pretrained encoders reading it
+    (config order): several encoders may share one (config.yaml's ``nt_dna`` reads
+    ``nucleotide_transformer``'s)."""
+    folders: dict[str, list[str]] = {}
+    for name, spec in (config.get("encoders") or {}).items():
+        if with_encoder_defaults(spec)["source"] == "pretrained":
+            folders.setdefault(weights_dir(name, spec or {}), []).append(name)
+    return folders
+
+
+def folder_download(wildcards, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Rule download_encoders' params for ``resources/models/{folder}``: the download source
+    (``isoflow.weights.download_source``: repo, revision, esm_model, url, file patterns) of
+    the pretrained encoders whose weights folder it is, which :func:`check_weights_folders`
+    has made sure agree; nothing else of their specs, so editing another key or another
+    encoder downloads nothing again. A folder no pretrained encoder reads is an error."""
+    folder = f"{WEIGHTS_ROOT}/{wildcards.folder}"
+    names = weights_folders(config).get(folder)
+    if not names:
+        raise InputError("config", "encoders", f"no pretrained encoder has its weights in {folder}")
+    return download_source((config.get("encoders") or {})[names[0]])
+
+
+def check_weights_folders(config: Mapping[str, Any]) -> None:
+    """At parse time, for every pretrained encoder: encoders sharing a weights folder ask for
+    the same download (else the folder would hold the first one's weights and the others
+    would silently read them), and a folder rule download_encoders cannot write
+    (``resources/models/<letters, digits, _>``) already holds a download record. One line
+    naming the encoders, the folder and the fix."""
+    specs = config.get("encoders") or {}
+    for folder, names in weights_folders(config).items():
+        first = download_source(specs[names[0]])
+        for name in names[1:]:
+            other = download_source(specs[name])
+            differs = [k for k in dict.fromkeys([*first, *other]) if first.get(k) != other.get(k)]
+            if differs:
+                shown = ", ".join(f"{k} {other.get(k)!r} vs {first.get(k)!r}" for k in differs)
+                raise InputError(
+                    "config",
+                    f"encoders.{name}",
+                    f"shares its weights folder {folder} with encoders.{names[0]} but asks for "
+                    f"another download ({shown}), so it would read {names[0]}'s weights: give "
+                    f"encoders.{name} a path of its own (path: {WEIGHTS_ROOT}/{name}) or the "
+                    f"same {', '.join(differs)}",
+                )
+        if (
+            not DOWNLOADED_FOLDER.fullmatch(os.path.normpath(folder))
+            and not (Path(folder) / SOURCE_FILE).is_file()
+        ):
+            raise InputError(
+                "config",
+                f"encoders.{names[0]}.path",
+                f"{folder} holds no {SOURCE_FILE}, and rule download_encoders downloads only "
+                f"into {WEIGHTS_ROOT}/<name> (letters, digits, _): set path: "
+                f"{WEIGHTS_ROOT}/{names[0]} to download there, or put weights downloaded by "
+                f"isoflow (with their {SOURCE_FILE}) in {folder}",
+            )

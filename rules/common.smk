@@ -13,6 +13,7 @@ from isoflow.workflow import (
     BASELINE_METRICS,
     REPORT_DIR,
     RUN_VIEWS,
+    check_weights_folders,
     construct_outputs,
     design_paths,
     explain_paths,
@@ -31,6 +32,9 @@ for _section in ("explain", "design", "finetune"):
 # One line naming the key first; then Snakemake's validate fills the schema's defaults.
 check_config(config, workflow.source_path("../config/schema.yaml"), "config")
 validate(config, schema="../config/schema.yaml")
+# Pretrained encoders sharing a weights folder ask for the same download; a folder outside
+# resources/models/ already holds one (it cannot be downloaded there).
+check_weights_folders(config)
 
 # torch's OpenMP threads sleep while they wait rather than spin (jobs inherit this from the
 # Snakemake process; a value set by the user wins): with more runnable threads than cores, a

@@ -9,6 +9,7 @@ from isoflow.workflow import (
     embed_pooling,
     embed_threads,
     encoder_settings,
+    folder_download,
     part_pooling,
     shared_forward_encoders,
 )
@@ -21,19 +22,21 @@ localrules:
 
 
 rule download_encoders:
-    """Pretrained weights of one configured encoder into resources/models/{encoder}/
-    (isoflow.weights.download_encoder), with the resolved commit or sha256 in
-    isoflow_source.json."""
+    """Pretrained weights into resources/models/{folder}/ (isoflow.weights.download_encoder)
+    for the encoders whose weights folder it is (their `path`, by default
+    resources/models/<encoder>), with the resolved commit or sha256 in isoflow_source.json."""
     output:
-        protected("resources/models/{encoder}/isoflow_source.json"),
+        protected("resources/models/{folder}/isoflow_source.json"),
     log:
-        "logs/download_encoders/{encoder}.log",
+        "logs/download_encoders/{folder}.log",
     wildcard_constraints:
-        encoder="[A-Za-z0-9_]+",
+        folder="[A-Za-z0-9_]+",
     conda:
         "../envs/isoflow.yaml"
     params:
-        encoders=config["encoders"],
+        # the download source alone (repo, revision, esm_model, url, file patterns): editing
+        # any other key, or another encoder, downloads nothing again
+        source=partial(folder_download, config=config),
     script:
         "../scripts/download_encoders.py"
 

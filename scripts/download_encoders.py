@@ -1,4 +1,4 @@
-"""Rule download_encoders: pretrained weights -> resources/models/{encoder}/."""
+"""Rule download_encoders: pretrained weights -> resources/models/{folder}/."""
 
 from pathlib import Path
 
@@ -7,9 +7,8 @@ from isoflow.weights import download_encoder
 
 
 def main() -> None:
-    name = snakemake.wildcards.encoder  # noqa: F821
-    spec = snakemake.params.encoders.get(name) or {}  # noqa: F821
-    download_encoder(name, spec, Path(snakemake.output[0]).parent)  # noqa: F821
+    folder = snakemake.wildcards.folder  # noqa: F821
+    download_encoder(folder, snakemake.params.source, Path(snakemake.output[0]).parent)  # noqa: F821
 
 
 run_script(main, snakemake.log[0])  # noqa: F821

@@ -165,3 +165,58 @@ def test_default_ignore_skips_weights_no_loader_reads():
     ]
     kept = list(filter_repo_objects(files, ignore_patterns=DEFAULT_IGNORE))
     assert kept == files[:7]
+
+
+def test_download_source_is_what_the_downloader_reads():
+    spec = {"source": "pretrained", "repo": "a/b", "pool_to": 8, "finetune_last": 2}
+    assert weights.download_source(spec) == {"repo": "a/b", "revision": "main"}
+    spec = {"repo": "a/b", "revision": "v2", "allow_patterns": ["*.bin"], "path": "x"}
+    assert weights.download_source(spec) == {
+        "repo": "a/b",
+        "revision": "v2",
+        "allow_patterns": ["*.bin"],
+    }
+    esm = {"esm_model": "esm2_t6_8M_UR50D", "revision": "main", "max_len": 9}
+    assert weights.download_source(esm) == {"esm_model": "esm2_t6_8M_UR50D"}
+    assert weights.download_source({"source": "tiny"}) == {}
+
+
+def test_loading_weights_of_another_download_fails_in_one_line(tmp_path, fake_hub):
+    """The folder's record against the spec (isoflow.weights.check_source, in
+    build_encoder): a spec naming another repo or revision than the folder holds is one line
+    naming both and the fix; the recorded revision or its commit is the same download."""
+    random_encoder("enformer").model.save_pretrained(fake_hub.remote, safe_serialization=False)
+    dest = tmp_path / "models" / "enformer"
+    weights.download_encoder("enformer", {"repo": "a/enformer", "revision": "main"}, dest)
+    for same in ({"repo": "a/enformer"}, {"repo": "a/enformer", "revision": COMMIT}, {}):
+        build_encoder("enformer", {"source": "pretrained", "path": dest, **same})
+    for other, differs in (
+        ({"repo": "a/other"}, "repo"),
+        ({"repo": "a/enformer", "revision": "v2"}, "revision"),
+        ({"repo": "a/enformer", "allow_patterns": ["*.bin"]}, "allow_patterns"),
+    ):
+        with pytest.raises(InputError) as err:
+            build_encoder("enformer", {"source": "pretrained", "path": dest, **other})
+        line = str(err.value)
+        assert "\n" not in line and line.startswith(f"{dest / 'isoflow_source.json'}: ")
+        wanted = f"{other['repo']}@{other.get('revision', 'main')}"
+        assert f"downloaded a/enformer@main, but encoders.enformer asks for {wanted}" in line
+        assert f"({differs} differ): delete {dest} (rm -rf" in line
+        assert "rerun rule download_encoders" in line
+
+
+def test_an_esm_folder_of_another_model_or_url_fails(tmp_path, monkeypatch):
+    served = tmp_path / "served"
+    save_tiny_esm2(served, name="esm2_t30_150M_UR50D")
+    monkeypatch.setattr(
+        weights, "_fetch_url", lambda url, dest: shutil.copy(served / url.rsplit("/", 1)[1], dest)
+    )
+    dest = tmp_path / "models" / "esm2"
+    weights.download_encoder("esm2", {"esm_model": "esm2_t30_150M_UR50D"}, dest)
+    spec = {"source": "pretrained", "path": dest, "esm_model": "esm2_t30_150M_UR50D"}
+    build_encoder("esm2", spec)
+    build_encoder("esm2", {**spec, "url": weights.ESM_MODEL_URL.format(model=spec["esm_model"])})
+    with pytest.raises(InputError, match=r"asks for esm2_t33_650M_UR50D from .*esm_model, url"):
+        build_encoder("esm2", {**spec, "esm_model": "esm2_t33_650M_UR50D"})
+    with pytest.raises(InputError, match=r"\(url differ\)"):
+        build_encoder("esm2", {**spec, "url": "https://example.org/esm2.pt"})

@@ -7,8 +7,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from helpers.experiments import ABLATIONS
+from helpers.paths import REPO
 from isoflow import workflow
 from isoflow.errors import InputError
 from isoflow.experiments import expand_experiments
@@ -99,6 +101,93 @@ def test_embed_inputs_by_modality_and_source():
     assert nt["genome"] == "g.fa"
     with pytest.raises(InputError, match="not configured"):
         workflow.embed_inputs(SimpleNamespace(encoder="borzoi"), **common)
+
+
+def full_encoders() -> dict:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    return {"encoders": config["encoders"]}
+
+
+def test_a_weights_folder_downloads_the_source_of_the_encoders_reading_it():
+    """Rule download_encoders is keyed by the folder: its params are the download source of
+    the encoders whose weights folder it is (config.yaml's nt_dna shares
+    nucleotide_transformer's), nothing else of their specs."""
+    config = full_encoders()
+    folders = workflow.weights_folders(config)
+    assert folders["resources/models/nucleotide_transformer"] == [
+        "nucleotide_transformer",
+        "nt_dna",
+    ]
+    nt = workflow.folder_download(SimpleNamespace(folder="nucleotide_transformer"), config)
+    assert nt == {
+        "repo": "InstaDeepAI/nucleotide-transformer-v2-250m-multi-species",
+        "revision": "main",
+    }
+    config["encoders"]["nt_dna"] = {
+        **config["encoders"]["nt_dna"],
+        "pool_to": 7,
+        "finetune_last": 2,
+    }
+    assert workflow.folder_download(SimpleNamespace(folder="nucleotide_transformer"), config) == nt
+    assert workflow.folder_download(SimpleNamespace(folder="esm2"), config) == {
+        "esm_model": "esm2_t30_150M_UR50D"
+    }
+    workflow.check_weights_folders(config)
+    with pytest.raises(
+        InputError, match="no pretrained encoder has its weights in resources/models/nt_dna"
+    ):
+        workflow.folder_download(SimpleNamespace(folder="nt_dna"), config)
+
+
+def test_encoders_sharing_a_folder_must_ask_for_the_same_download():
+    config = full_encoders()
+    config["encoders"]["nt_dna"]["repo"] = (
+        "InstaDeepAI/nucleotide-transformer-v2-500m-multi-species"
+    )
+    with pytest.raises(InputError) as err:
+        workflow.check_weights_folders(config)
+    assert str(err.value) == (
+        "config:encoders.nt_dna: shares its weights folder resources/models/nucleotide_transformer "
+        "with encoders.nucleotide_transformer but asks for another download (repo "
+        "'InstaDeepAI/nucleotide-transformer-v2-500m-multi-species' vs "
+        "'InstaDeepAI/nucleotide-transformer-v2-250m-multi-species'), so it would read "
+        "nucleotide_transformer's weights: give encoders.nt_dna a path of its own (path: "
+        "resources/models/nt_dna) or the same repo"
+    )
+    config["encoders"]["nt_dna"]["path"] = "resources/models/nt_dna"
+    workflow.check_weights_folders(config)
+    config["encoders"]["nt_dna"]["source"] = "tiny"  # a tiny one reads no folder
+    del config["encoders"]["nt_dna"]["path"]
+    workflow.check_weights_folders(config)
+    config = full_encoders()
+    config["encoders"]["nt_dna"]["ignore_patterns"] = ["*.h5"]
+    with pytest.raises(InputError, match="ignore_patterns \\['\\*.h5'\\] vs None"):
+        workflow.check_weights_folders(config)
+
+
+def test_a_folder_outside_resources_models_must_hold_a_download(tmp_path, monkeypatch):
+    """Rule download_encoders writes resources/models/<name> only: a pretrained encoder's
+    path elsewhere must already hold weights isoflow downloaded, else one line at parse."""
+    monkeypatch.chdir(tmp_path)
+    config = {"encoders": {"esm2": {"source": "pretrained", "path": "/data/esm", "esm_model": "m"}}}
+    with pytest.raises(InputError) as err:
+        workflow.check_weights_folders(config)
+    assert str(err.value) == (
+        "config:encoders.esm2.path: /data/esm holds no isoflow_source.json, and rule "
+        "download_encoders downloads only into resources/models/<name> (letters, digits, _): "
+        "set path: resources/models/esm2 to download there, or put weights downloaded by "
+        "isoflow (with their isoflow_source.json) in /data/esm"
+    )
+    shared = tmp_path / "shared" / "esm"
+    shared.mkdir(parents=True)
+    (shared / "isoflow_source.json").write_text("{}")
+    config["encoders"]["esm2"]["path"] = str(shared)
+    workflow.check_weights_folders(config)
+    config["encoders"]["esm2"]["path"] = "resources/models/esm_2"  # downloadable, absent
+    workflow.check_weights_folders(config)
+    config["encoders"]["esm2"]["path"] = "resources/models/esm-2"  # not the rule's wildcard
+    with pytest.raises(InputError, match="resources/models/esm-2 holds no isoflow_source.json"):
+        workflow.check_weights_folders(config)
 
 
 # --- the report --------------------------------------------------------------------

@@ -195,6 +195,31 @@ def test_a_bad_setting_fails_the_dry_run_in_one_line(tmp_path: Path, setting: st
 
 
 @pytest.mark.slow
+def test_encoders_sharing_a_weights_folder_with_other_sources_stop_the_dry_run(tmp_path: Path):
+    """config.yaml's nt_dna reads nucleotide_transformer's weights folder; an overlay giving
+    it another repo would embed with the first one's weights (rule download_encoders is keyed
+    by the folder): the dry run stops in one line naming both encoders and the fix. The
+    shared folder as shipped is one download job for both."""
+    overlay = tmp_path / "nt500.yaml"
+    overlay.write_text(
+        "encoders:\n  nt_dna: {repo: InstaDeepAI/nucleotide-transformer-v2-500m-multi-species}\n"
+    )
+    args = ("-n", "-d", tmp_path, "--configfile", "config/config.yaml")
+    done = snakemake(*args, overlay)
+    assert done.returncode != 0
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "shares" in line]
+    assert lines and lines[0].startswith(
+        "config:encoders.nt_dna: shares its weights folder resources/models/nucleotide_transformer "
+        "with encoders.nucleotide_transformer but asks for another download (repo "
+    ), done.stdout[-3000:]
+    targets = ("results/embeddings/nt_dna", "results/embeddings/nucleotide_transformer")
+    done = snakemake(*args, "--", *targets)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    downloads = [job for job in parse_dry_run(done.stdout) if job["rule"] == "download_encoders"]
+    assert [job["wildcards"] for job in downloads] == ["folder=nucleotide_transformer"]
+
+
+@pytest.mark.slow
 def test_isoformer_preset_resolves_the_full_dag(tmp_path: Path) -> None:
     """config/isoformer.yaml over config.yaml (docs/reproduction.md): the full DAG resolves,
     the preset's options reach the rules that use them (and only those), and the splits view

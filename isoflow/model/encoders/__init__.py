@@ -45,6 +45,7 @@ from isoflow.model.encoders.nucleotide_transformer import (
 )
 from isoflow.model.registry import encoder_kind
 from isoflow.settings import encoder_spec, with_encoder_defaults
+from isoflow.weights import check_source
 from isoflow.workflow import weights_dir
 
 __all__ = [
@@ -111,6 +112,7 @@ def build_encoder(name: str, spec: dict | None = None) -> Encoder:
             raise InputError(
                 path, None, "pretrained weights not found; run the download_encoders rule"
             )
+        check_source(path, name, spec)
         encoder = cls.from_pretrained(path, modality, spec)
     else:
         raise InputError(None, name, f"encoder source must be tiny or pretrained, got {source!r}")
