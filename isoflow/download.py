@@ -12,9 +12,15 @@ hashing and validating while it writes, and renames it into place only when
 - the sha256 matches the configured checksum, or, with none configured, the checksum that
   ``resources/checksums.lock`` recorded for this URL at its first download.
 
-Only then, with no configured checksum and no lock entry, is the sha256 appended to the lock
-file (``url  sha256  bytes  date``): a truncated or HTML first download is never recorded,
-so a later run against the repaired server succeeds.
+Only then is the sha256 written to the lock file (``url  sha256  bytes  date``): appended at
+a URL's first download, or, when a configured checksum differs from the URL's line, in its
+place; so the lock holds what each existing download was served as, and a truncated or HTML
+download is never recorded (a later run against the repaired server succeeds).
+
+The configured checksum is no rule param (pinning the checksum of a file already downloaded
+must not fetch it again): ``check_pinned`` compares it with an existing download when
+Snakemake has built its DAG (``rules/common.smk``), from the file's own digest, or, for a
+file written decompressed, the lock's line.
 
 The checksum is that of the file as stored on the server. Identity encoding is requested; a
 server that still sends ``Content-Encoding: gzip`` has its layer decoded, except on a URL
@@ -142,9 +148,9 @@ def fetch(
         else:
             raise DownloadError(url, f"failed after {retries + 1} attempts: {last}")
     log.info("%s: %d bytes, sha256 %s -> %s", url, size, got, dest)
-    if expected is None and lock_path is not None:
+    if lock_path is not None:
         try:
-            _record(lock_path, url, got, size)
+            _record(lock_path, url, got, size, replace=bool(sha256))
         except DownloadError:
             Path(dest).unlink(missing_ok=True)
             raise
@@ -500,17 +506,20 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _record(lock_path, url: str, sha256: str, size: int) -> None:
+def _record(lock_path, url: str, sha256: str, size: int, replace: bool = False) -> None:
+    """``url``'s line in the lock: added, or with ``replace`` (a configured checksum was
+    verified) put in place of a line that differs."""
     path = Path(lock_path)
     with _locked(path):
         entries = read_lock(path)
-        if url in entries:  # a parallel job recorded it first
-            if entries[url]["sha256"] != sha256:
-                hint = _lock_hint(path, url, entries[url]["date"])
-                raise DownloadError(
-                    url, f"sha256 mismatch: expected {entries[url]['sha256']} {hint(sha256)}"
-                )
+        old = entries.get(url)
+        if old is not None and old["sha256"] == sha256:
             return
+        if old is not None and not replace:  # a parallel job recorded it first
+            hint = _lock_hint(path, url, old["date"])
+            raise DownloadError(url, f"sha256 mismatch: expected {old['sha256']} {hint(sha256)}")
+        if old is not None:
+            log.info("%s: the configured sha256 replaces %s in %s", url, old["sha256"], path)
         today = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
         entries[url] = {"sha256": sha256, "bytes": str(size), "date": today}
         lines = ["\t".join(LOCK_COLUMNS)]
@@ -518,3 +527,56 @@ def _record(lock_path, url: str, sha256: str, size: int) -> None:
         with atomic_path(path) as tmp:
             tmp.write_text("\n".join(lines) + "\n")
     log.info("%s: recorded sha256 %s in %s", url, sha256, path)
+
+
+# --- a configured checksum against an existing download -------------------------------------
+
+
+def config_value(config: dict, key: str):
+    """The value at a dotted config key (``genome.sha256``), ``None`` when absent."""
+    value = config
+    for part in key.split("."):
+        value = (value or {}).get(part)
+    return value
+
+
+def check_pinned(
+    config: dict, rule: str, dest: str | os.PathLike, *, gunzip: bool, lock_path
+) -> None:
+    """A configured checksum (``RULE_KEYS[rule].sha256``) against the existing download
+    ``dest`` of rule ``rule``, which Snakemake will not redo: the sha256 it was served with is
+    the file's own (``provenance.cached_digest``: hashed once per version of the file), or,
+    for a file written decompressed (``gunzip``), the lock's line for the URL. One line
+    naming the key, both checksums and the fixes when they differ, or when a decompressed
+    download has no lock line (downloaded before lines were written for configured
+    checksums). No configured checksum, or no file: nothing to check."""
+    from isoflow.provenance import cached_digest
+
+    keys = RULE_KEYS[rule]
+    pinned = config_value(config, keys.sha256)
+    dest = Path(dest)
+    if not pinned or not dest.is_file():
+        return
+    url = config_value(config, keys.url)
+    again = f"delete {dest} (rm -f: it is write-protected) to download it again"
+    if not gunzip:
+        served, where = cached_digest(dest), "its own sha256"
+    else:
+        entry = read_lock(lock_path).get(url)
+        if entry is None:
+            raise InputError(
+                dest,
+                None,
+                f"{keys.sha256} is set, but this download is stored decompressed and "
+                f"{lock_path} has no line for {url}, so what it was served as is unknown: "
+                f"{again}, or remove {keys.sha256}",
+            )
+        served, where = entry["sha256"], f"{lock_path}, download of {entry['date']}"
+    if served != pinned.lower():
+        raise InputError(
+            dest,
+            None,
+            f"{keys.sha256} is {pinned.lower()}, but this download of {url} was served with "
+            f"sha256 {served} ({where}): if it is the file you want, set {keys.sha256} to "
+            f"that; else {again}",
+        )

@@ -1,6 +1,7 @@
 # Downloads of the raw inputs (isoflow.download): streamed to a temporary file, sha256-checked
 # against the config or, with no checksum configured, against resources/checksums.lock (the
-# first download records it). A rule exists only when the config sets no local path for that
+# first download records it). The configured checksum is no param: an existing download is
+# checked against it once the DAG is built (rules/common.smk), not fetched again. A rule exists only when the config sets no local path for that
 # input: a user's file wins, and the demo config defines none of these rules.
 # Downloads run on the host that runs snakemake (localrules): cluster compute nodes often
 # have no internet access.
@@ -21,7 +22,7 @@ if not config["genome"]["fasta"] and config["genome"]["url"]:
         conda:
             "../envs/isoflow.yaml"
         params:
-            download=download_params("url", "sha256", "genome"),
+            download=download_params("url", "genome"),
             gunzip=True,
         script:
             "../scripts/download.py"
@@ -42,7 +43,7 @@ if not config["annotation"]["gtf"] and config["annotation"]["url"]:
         conda:
             "../envs/isoflow.yaml"
         params:
-            download=download_params("url", "sha256", "annotation"),
+            download=download_params("url", "annotation"),
             gunzip=False,
         script:
             "../scripts/download.py"
@@ -63,7 +64,7 @@ if not config["gtex"]["tpm"] and config["gtex"]["tpm_url"]:
         conda:
             "../envs/isoflow.yaml"
         params:
-            download=download_params("tpm_url", "tpm_sha256", "gtex"),
+            download=download_params("tpm_url", "gtex"),
             gunzip=False,
         script:
             "../scripts/download.py"
@@ -82,7 +83,7 @@ if not config["gtex"]["samples"] and config["gtex"]["samples_url"]:
         conda:
             "../envs/isoflow.yaml"
         params:
-            download=download_params("samples_url", "samples_sha256", "gtex"),
+            download=download_params("samples_url", "gtex"),
             gunzip=False,
         script:
             "../scripts/download.py"

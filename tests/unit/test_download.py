@@ -201,10 +201,18 @@ def test_without_checksum_the_first_download_is_recorded_then_enforced(server, t
 
 
 def test_configured_checksum_wins_over_the_lock(server, tmp_path):
+    """A verified configured checksum is what the lock then says the URL was served as: it
+    takes the place of an older line (the file changed upstream, the config pinned the new
+    one), so an existing download's line is always its own (download.check_pinned)."""
     lock = tmp_path / "checksums.lock"
     url = f"{server}/good.txt"
-    fetch(url, tmp_path / "a.txt", sha256=BODY_SHA, lock_path=lock, **quick())
-    assert not lock.exists()  # a configured checksum is not copied into the lock
+    Handler.body = BODY + b"old"
+    fetch(url, tmp_path / "a.txt", lock_path=lock, **quick())
+    assert read_lock(lock)[url]["sha256"] == hashlib.sha256(BODY + b"old").hexdigest()
+    Handler.body = BODY
+    fetch(url, tmp_path / "b.txt", sha256=BODY_SHA, lock_path=lock, **quick())
+    assert read_lock(lock)[url]["sha256"] == BODY_SHA
+    assert len(lock.read_text().splitlines()) == 2  # header and the one line
 
 
 def test_wrong_checksum_fails_in_one_line_and_leaves_nothing(server, tmp_path):
@@ -493,6 +501,46 @@ def test_dns_failure_is_one_line(monkeypatch, tmp_path):
     )
 
 
+def test_a_pinned_checksum_is_checked_against_the_existing_download(tmp_path, monkeypatch):
+    """download.check_pinned (called once the DAG is built, for download jobs that will not
+    run): the file's own sha256, or for a file stored decompressed the lock's line; a
+    mismatch, or a decompressed file without a line, is one line naming the key."""
+    monkeypatch.chdir(tmp_path)
+    url = "https://example.org/gencode.gtf.gz"
+    config = {"annotation": {"url": url, "sha256": None}}
+    dest = tmp_path / "annotation.gtf.gz"
+    check = dict(gunzip=False, lock_path=tmp_path / "checksums.lock")
+    download.check_pinned(config, "download_annotation", dest, **check)  # no file, no pin
+    dest.write_bytes(BODY)
+    download.check_pinned(config, "download_annotation", dest, **check)  # no pin
+    config["annotation"]["sha256"] = BODY_SHA.upper()
+    download.check_pinned(config, "download_annotation", dest, **check)
+    config["annotation"]["sha256"] = "1" * 64
+    with pytest.raises(download.InputError) as err:
+        download.check_pinned(config, "download_annotation", dest, **check)
+    assert str(err.value) == (
+        f"{dest}: annotation.sha256 is {'1' * 64}, but this download of {url} was served with "
+        f"sha256 {BODY_SHA} (its own sha256): if it is the file you want, set "
+        f"annotation.sha256 to that; else delete {dest} (rm -f: it is write-protected) to "
+        "download it again"
+    )
+
+    genome = tmp_path / "GRCh38.fa"
+    genome.write_bytes(FASTA)  # written decompressed: the lock holds the served checksum
+    served = hashlib.sha256(FASTA_GZ).hexdigest()
+    config = {"genome": {"url": "https://example.org/g.fa.gz", "sha256": served}}
+    check = dict(gunzip=True, lock_path=tmp_path / "checksums.lock")
+    with pytest.raises(download.InputError, match="has no line for https://example.org/g.fa.gz"):
+        download.check_pinned(config, "download_genome", genome, **check)
+    check["lock_path"].write_text(
+        f"url\tsha256\tbytes\tdate\nhttps://example.org/g.fa.gz\t{served}\t9\t2026-11-27\n"
+    )
+    download.check_pinned(config, "download_genome", genome, **check)
+    config["genome"]["sha256"] = BODY_SHA
+    with pytest.raises(download.InputError, match=f"served with sha256 {served} .*2026-11-27"):
+        download.check_pinned(config, "download_genome", genome, **check)
+
+
 def test_bad_lock_file_names_the_line(tmp_path):
     lock = tmp_path / "checksums.lock"
     lock.write_text("url\tsha256\tbytes\tdate\nhttp://x\tabc\t1\t2026-01-01\n")
@@ -568,6 +616,26 @@ def test_download_rules_through_snakemake(server, tmp_path):
     overlay["download"] = {"retries": 5, "timeout_s": 30}
     again = run_workflow(tmp_path, overlay, "-n", "resources/genome/GRCh38.fa")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+    # pinning the checksum it was served with fetches nothing again; a wrong pin on the
+    # existing (decompressed) genome stops the dry run in one line naming the key
+    targets = ("resources/genome/GRCh38.fa", "resources/gtex/sample_attributes.tsv")
+    overlay["genome"]["sha256"] = hashlib.sha256(FASTA_GZ).hexdigest()
+    overlay["gtex"]["samples_sha256"] = BODY_SHA
+    pinned = run_workflow(tmp_path, overlay, "-n", *targets)
+    assert pinned.returncode == 0 and "Nothing to be done" in pinned.stdout + pinned.stderr
+    overlay["genome"]["sha256"] = "2" * 64
+    wrong = run_workflow(tmp_path, overlay, "-n", *targets)
+    assert wrong.returncode != 0
+    line = (
+        f"resources/genome/GRCh38.fa: genome.sha256 is {'2' * 64}, but this download of "
+        f"{server}/genome.fa.gz was served with sha256 {hashlib.sha256(FASTA_GZ).hexdigest()} "
+        f"(resources/checksums.lock, download of "
+    )
+    assert [x for x in (wrong.stdout + wrong.stderr).splitlines() if x.startswith(line)], (
+        wrong.stdout[-3000:] + wrong.stderr[-3000:]
+    )
+    del overlay["genome"]["sha256"], overlay["gtex"]["samples_sha256"]
 
     overlay["annotation"] = {"url": f"{server}/good.txt", "sha256": "1" * 64}
     failed = run_workflow(tmp_path, overlay, "resources/annotation/good.txt")
