@@ -54,6 +54,9 @@ HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue (earlier v
 # masks, hence the weights, differ from epoch 1 on (measured).
 # prefetch_batches: the same batches in the same order, made ahead in a thread (test).
 NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps", "eval_batch_size", "prefetch_batches")
+# Files in a cache folder that are not the cache: Snakemake's marker of a directory output,
+# written by `snakemake --touch` (which must not set every run's checkpoints aside).
+NOT_CACHE_FILES = (".snakemake_timestamp",)
 # Train keys added after runs were trained: in the fingerprint only when set away from their
 # default (which keeps the behaviour from before the key), so runs trained before them keep
 # their checkpoints and are not retrained.
@@ -91,7 +94,7 @@ def run_fingerprint(
         modality: {
             f.name: [f.stat().st_size, f.stat().st_mtime_ns]
             for f in sorted(Path(folder).iterdir())
-            if f.is_file()
+            if f.is_file() and f.name not in NOT_CACHE_FILES
         }
         for modality, folder in sorted((cache_dirs or {}).items())
     }
@@ -133,6 +136,11 @@ def _read_fingerprint(ckpt_dir: Path) -> dict[str, Any] | None:
         # keys left out since the record was written (eval_batch_size) still match
         for key in NOT_IN_FINGERPRINT:
             fingerprint["train"].pop(key, None)
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("caches"), dict):
+        for files in fingerprint["caches"].values():
+            for name in NOT_CACHE_FILES:
+                if isinstance(files, dict):
+                    files.pop(name, None)
     return fingerprint
 
 

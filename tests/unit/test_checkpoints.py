@@ -191,8 +191,27 @@ def test_fingerprint_follows_what_shapes_training(dataset, tmp_path):
     cache.mkdir()
     (cache / "meta.json").write_text("{}")
     with_cache = run_fingerprint(config_with(), EXPERIMENT, path, {"protein": cache})
+    # Snakemake's marker of a touched directory output (`snakemake --touch`) is not the cache
+    (cache / ".snakemake_timestamp").write_text("")
+    assert run_fingerprint(config_with(), EXPERIMENT, path, {"protein": cache}) == with_cache
     os.utime(cache / "meta.json", ns=(1, 1))
     assert run_fingerprint(config_with(), EXPERIMENT, path, {"protein": cache}) != with_cache
+
+
+def test_a_record_counting_the_touch_marker_still_matches(tmp_path):
+    """A fingerprint written while a cache held `.snakemake_timestamp` (a `--touch` before
+    the marker was left out) matches the fingerprint without it."""
+    fingerprint = {"train": {}, "caches": {"dna": {"meta.json": [2, 5]}}}
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    recorded = {
+        "train": {},
+        "caches": {"dna": {"meta.json": [2, 5], ".snakemake_timestamp": [0, 9]}},
+    }
+    (ckpt / "fingerprint.json").write_text(json.dumps(recorded))
+    (ckpt / "last.ckpt").write_bytes(b"x")
+    prepare_checkpoints(tmp_path, fingerprint)
+    assert (ckpt / "last.ckpt").exists() and not (tmp_path / "previous").exists()
 
 
 @pytest.mark.slow
