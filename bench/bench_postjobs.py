@@ -72,7 +72,7 @@ def job_object(job: str, out: str, run: str | None):
         params = {
             "run_dir": f"results/runs/{run}",
             "experiment": wf.rule_experiment(wildcards, experiments=experiments),
-            "settings": wf.bundle_settings(config),
+            "settings": wf.bundle_settings(config, [experiments[run]]),
         }
     elif job == "explain":
         inputs = wf.explain_inputs(config, dataset, genome)

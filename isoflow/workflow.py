@@ -134,9 +134,15 @@ def grouped_train_inputs(
     return inputs
 
 
-def encoder_settings(config: dict) -> dict[str, dict[str, Any]]:
-    """Every configured encoder spec over ``settings.ENCODER_DEFAULTS`` (the rules' params)."""
-    return {name: with_encoder_defaults(spec) for name, spec in config.get("encoders", {}).items()}
+def encoder_settings(config: dict, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The configured encoder specs over ``settings.ENCODER_DEFAULTS`` (the rules' params),
+    in config order: those of ``names`` only when given."""
+    wanted = None if names is None else set(names)
+    return {
+        name: with_encoder_defaults(spec)
+        for name, spec in config.get("encoders", {}).items()
+        if wanted is None or name in wanted
+    }
 
 
 # Train keys left out of the train rules' params: they change no output (the same batches,
@@ -155,18 +161,33 @@ def job_settings(settings: dict, config: dict) -> dict[str, Any]:
     return {**settings, "train": {**settings.get("train", {}), **extra}}
 
 
-def rule_settings(config: dict) -> dict[str, Any]:
-    """The config sections that shape a training run (the rule's params), defaults filled
-    where the schema leaves them to ``isoflow.settings``; the train section as written, less
-    ``TRAIN_KEYS_NOT_IN_PARAMS``."""
+def used_encoders(config: dict, experiments: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The encoders the experiments read (any modality, cached or raw)."""
+    used: set[str] = set()
+    for experiment in experiments:
+        used |= set(encoder_names(config, {**EXPERIMENT_DEFAULTS, **experiment}).values())
+    return used
+
+
+def rule_settings(config: dict, experiments: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The config sections that shape the training of ``experiments`` (a train rule's params:
+    one run's, or every run's for the one job of ``resources.train_jobs: one``), defaults
+    filled where the schema leaves them to ``isoflow.settings``; the train section as
+    written, less ``TRAIN_KEYS_NOT_IN_PARAMS``; the specs of the encoders they read only, so
+    editing another encoder retrains nothing."""
     train = config.get("train", {})
     return {
         "model": config.get("model", {}),
         "train": {k: v for k, v in train.items() if k not in TRAIN_KEYS_NOT_IN_PARAMS},
-        "encoders": encoder_settings(config),
+        "encoders": encoder_settings(config, used_encoders(config, experiments)),
         "rna": rna_config(config),
         "protein": protein_config(config),
     }
+
+
+def run_settings(wildcards, config: dict, experiments: Mapping[str, dict]) -> dict[str, Any]:
+    """:func:`rule_settings` of run ``wildcards.run`` (rule train, one job per run)."""
+    return rule_settings(config, [experiments[wildcards.run]])
 
 
 # ---------------------------------------------------------------- model bundles
@@ -224,12 +245,17 @@ def export_all_inputs(
     return files, per_run
 
 
-def bundle_settings(config: dict) -> dict[str, Any]:
-    """What the ``export_model`` rule records: the training settings (``rule_settings``,
-    which the checkpoint fingerprint is computed from) plus ``dna``, ``split``,
-    ``dataset`` and ``demo``."""
+def bundle_settings(config: dict, experiments: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """What the export rules record for the bundles of ``experiments``: their training
+    settings (``rule_settings``, which the checkpoint fingerprint is computed from) plus
+    ``dna``, ``split``, ``dataset`` and ``demo``."""
     keys = ("dna", "split", "dataset", "demo")
-    return rule_settings(config) | {k: config[k] for k in keys if k in config}
+    return rule_settings(config, experiments) | {k: config[k] for k in keys if k in config}
+
+
+def run_bundle_settings(wildcards, config: dict, experiments: Mapping[str, dict]) -> dict:
+    """:func:`bundle_settings` of run ``wildcards.run`` (rule export_model)."""
+    return bundle_settings(config, [experiments[wildcards.run]])
 
 
 def model_outputs(config: dict, experiments: Mapping[str, Any]) -> list[str]:
@@ -557,6 +583,24 @@ def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str
     if with_encoder_defaults(spec)["source"] == "pretrained":
         inputs["weights"] = f"{weights_dir(name, spec)}/isoflow_source.json"
     return inputs
+
+
+def embed_settings(wildcards, config: dict) -> dict[str, Any]:
+    """What the caches of encoder ``wildcards.encoder`` depend on in the config (the embed
+    rules' params; the job's spec is ``model.encoders.spec_from_config`` of it): its spec,
+    defaults filled, and the limits of its modality's section (``rna`` for an RNA encoder,
+    ``protein`` for a protein one, which that function folds in); no other encoder and no
+    other section, so editing them rebuilds no cache (and, through the caches' mtimes in
+    the checkpoints' fingerprints, retrains no run)."""
+    name = wildcards.encoder
+    spec = (config.get("encoders") or {}).get(name)
+    settings: dict[str, Any] = {"encoders": {name: with_encoder_defaults(spec)}}
+    modality = encoder_modality(name, spec)
+    if modality == "rna":
+        settings["rna"] = rna_config(config)
+    elif modality == "protein":
+        settings["protein"] = protein_config(config)
+    return settings
 
 
 def embed_parts(wildcards, pooling: str, jobs: int) -> list[str]:

@@ -1,14 +1,13 @@
 # Rules of this stage: see DESIGN.md.
 from functools import partial
 
-from isoflow.settings import protein_config, rna_config
 from isoflow.workflow import (
     embed_inputs,
     embed_mem_mb,
     embed_parts,
     embed_pooling,
+    embed_settings,
     embed_threads,
-    encoder_settings,
     folder_download,
     part_pooling,
     shared_forward_encoders,
@@ -84,9 +83,9 @@ if EMBED_JOBS == 1:
         params:
             # shard_mb, precision, batch_letters, compile: only when set (isoflow.workflow.set_options)
             **set_options(config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]),
-            encoders=encoder_settings(config),
-            rna=rna_config(config),
-            protein=protein_config(config),
+            # this encoder's spec and its modality's limits only: editing another encoder,
+            # or the rna/protein limits of a DNA encoder, rebuilds nothing
+            settings=partial(embed_settings, config=config),
         script:
             "../scripts/embed.py"
 
@@ -121,9 +120,7 @@ if EMBED_JOBS == 1:
         params:
             **set_options(config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]),
             pooling=embed_pooling(config),
-            encoders=encoder_settings(config),
-            rna=rna_config(config),
-            protein=protein_config(config),
+            settings=partial(embed_settings, config=config),
         script:
             "../scripts/embed_pooled.py"
 
@@ -165,9 +162,7 @@ if EMBED_JOBS == 1:
                     config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]
                 ),
                 pooling=embed_pooling(config),
-                encoders=encoder_settings(config),
-                rna=rna_config(config),
-                protein=protein_config(config),
+                settings=partial(embed_settings, config=config),
             script:
                 "../scripts/embed_shared.py"
 
@@ -205,9 +200,7 @@ else:
             **set_options(config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]),
             pooling=partial(part_pooling, config=config),
             part=lambda wildcards: [int(wildcards.part), EMBED_JOBS],
-            encoders=encoder_settings(config),
-            rna=rna_config(config),
-            protein=protein_config(config),
+            settings=partial(embed_settings, config=config),
         script:
             "../scripts/embed_pooled.py"
 

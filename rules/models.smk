@@ -12,6 +12,7 @@ from isoflow.workflow import (
     export_all_inputs,
     export_inputs,
     rule_experiment,
+    run_bundle_settings,
     run_pattern,
 )
 
@@ -46,7 +47,7 @@ rule export_model:
     params:
         run_dir="results/runs/{run}",
         experiment=partial(rule_experiment, experiments=EXPERIMENTS),
-        settings=bundle_settings(config),
+        settings=partial(run_bundle_settings, config=config, experiments=EXPERIMENTS),
     script:
         "../scripts/export_model.py"
 
@@ -88,6 +89,6 @@ if config["resources"]["train_jobs"] == "one" and len(BUNDLE_RUNS) > 1:
             runs=BUNDLE_RUNS,
             inputs=EXPORT_INPUTS,
             experiments={run: EXPERIMENTS[run] for run in BUNDLE_RUNS},
-            settings=bundle_settings(config),
+            settings=bundle_settings(config, [EXPERIMENTS[run] for run in BUNDLE_RUNS]),
         script:
             "../scripts/export_models.py"

@@ -15,6 +15,7 @@ from isoflow.workflow import (
     rule_inputs,
     rule_settings,
     run_pattern,
+    run_settings,
 )
 
 # resources.train_jobs picks one of two definitions of the rule: `per_run` (default) is one
@@ -61,7 +62,8 @@ if config["resources"]["train_jobs"] == "per_run":
             run_dir="results/runs/{run}",
             checkpoints="results/runs/{run}/checkpoints",
             experiment=partial(rule_experiment, experiments=EXPERIMENTS),
-            settings=rule_settings(config),
+            # the encoders this run reads, not every configured one
+            settings=partial(run_settings, config=config, experiments=EXPERIMENTS),
         script:
             "../scripts/train.py"
 
@@ -94,6 +96,7 @@ else:
                 config, EXPERIMENTS, f"results/dataset/{DATASET}.parquet", genome_fasta()
             ),
             processes=config["resources"]["train_processes"],
-            settings=rule_settings(config),
+            # the encoders any of the runs reads
+            settings=rule_settings(config, EXPERIMENTS.values()),
         script:
             "../scripts/train.py"

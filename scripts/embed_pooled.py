@@ -19,11 +19,10 @@ def main() -> None:
     torch.set_num_threads(snakemake.threads)  # noqa: F821
     name = snakemake.wildcards.encoder  # noqa: F821
     params = snakemake.params  # noqa: F821
-    config = {"encoders": params.encoders, "rna": params.rna, "protein": params.protein}
     embed_dataset(
         snakemake.input.dataset,  # noqa: F821
         name,
-        spec_from_config(config, name),
+        spec_from_config(params.settings, name),
         snakemake.output[0],  # noqa: F821
         genome_fasta=snakemake.input.get("genome"),  # noqa: F821
         **{k: v for k, v in params.items() if k in OPTIONS and v is not None},

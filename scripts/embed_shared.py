@@ -17,11 +17,10 @@ def main() -> None:
     name = snakemake.wildcards.encoder  # noqa: F821
     params = snakemake.params  # noqa: F821
     output = snakemake.output  # noqa: F821
-    config = {"encoders": params.encoders, "rna": params.rna, "protein": params.protein}
     embed_dataset(
         snakemake.input.dataset,  # noqa: F821
         name,
-        spec_from_config(config, name),
+        spec_from_config(params.settings, name),
         output.adaptive,
         genome_fasta=snakemake.input.get("genome"),  # noqa: F821
         also=[(output.positional, params.pooling)],

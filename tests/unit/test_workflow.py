@@ -14,6 +14,7 @@ from helpers.paths import REPO
 from isoflow import workflow
 from isoflow.errors import InputError
 from isoflow.experiments import expand_experiments
+from isoflow.settings import with_encoder_defaults
 
 # --- training runs -------------------------------------------------------------------
 
@@ -463,8 +464,71 @@ def test_prefetch_reaches_the_train_job_but_not_its_params():
     # prefetch_batches changes no output, so setting it (config.yaml: 2, the demo: 0) reruns
     # no train job; the job reads it from the config instead
     config = {"train": {"lr": 0.1, "prefetch_batches": 2}, "model": {}}
-    settings = workflow.rule_settings(config)
+    settings = workflow.rule_settings(config, [])
     assert settings["train"] == {"lr": 0.1}
     assert workflow.job_settings(settings, config)["train"] == {"lr": 0.1, "prefetch_batches": 2}
     assert workflow.job_settings(settings, {"train": {"lr": 0.1}})["train"] == {"lr": 0.1}
-    assert "prefetch_batches" not in workflow.rule_settings({"train": {"prefetch_batches": 0}})
+    assert workflow.rule_settings({"train": {"prefetch_batches": 0}}, [])["train"] == {}
+
+
+def demo_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+
+
+def test_an_embed_job_depends_on_its_encoder_and_its_modality_limits_only():
+    """The embed rules' params (workflow.embed_settings): the encoder's own spec, and the
+    rna / protein section only for an RNA / protein encoder: editing another encoder, or the
+    RNA limits for a DNA encoder, rebuilds no cache."""
+    config = demo_config()
+    enformer = workflow.embed_settings(SimpleNamespace(encoder="enformer"), config)
+    assert enformer == {
+        "encoders": {"enformer": with_encoder_defaults(config["encoders"]["enformer"])}
+    }
+    nt = workflow.embed_settings(SimpleNamespace(encoder="nucleotide_transformer"), config)
+    assert set(nt) == {"encoders", "rna"} and list(nt["encoders"]) == ["nucleotide_transformer"]
+    esm2 = workflow.embed_settings(SimpleNamespace(encoder="esm2"), config)
+    assert set(esm2) == {"encoders", "protein"} and esm2["protein"]["max_aa"] == 1000
+    nt_dna = workflow.embed_settings(SimpleNamespace(encoder="nt_dna"), config)
+    assert set(nt_dna) == {"encoders"}  # NT reading DNA: no RNA limits
+
+    edited = demo_config()
+    edited["encoders"]["borzoi"]["pool_to"] = 4
+    edited["rna"] = {"max_nt": 600}
+    edited["protein"] = {"max_aa": 50}
+    for name in ("enformer", "nt_dna"):
+        wildcards = SimpleNamespace(encoder=name)
+        assert workflow.embed_settings(wildcards, edited) == workflow.embed_settings(
+            wildcards, config
+        )
+    wildcards = SimpleNamespace(encoder="nucleotide_transformer")
+    assert workflow.embed_settings(wildcards, edited)["rna"]["max_nt"] == 600
+
+
+def test_the_job_spec_from_the_embed_params_is_the_configs():
+    """What the embed scripts build from their params is the spec the config gives (the one
+    the cache records and training checks), limits folded in."""
+    from isoflow.model.encoders import spec_from_config
+
+    config = demo_config()
+    for name in config["encoders"]:
+        settings = workflow.embed_settings(SimpleNamespace(encoder=name), config)
+        assert spec_from_config(settings, name) == spec_from_config(config, name)
+
+
+def test_train_and_export_params_hold_only_the_encoders_their_runs_read():
+    config = demo_config()
+    experiments = expand_experiments(config)
+    dna_run = "dna_enformer_cross_attention_s0"
+    rna_run = "rna_enformer_cross_attention_s0"
+    one = workflow.run_settings(SimpleNamespace(run=dna_run), config, experiments)
+    assert list(one["encoders"]) == ["enformer"]
+    rna = workflow.run_settings(SimpleNamespace(run=rna_run), config, experiments)
+    assert list(rna["encoders"]) == ["nucleotide_transformer"]
+    every = workflow.rule_settings(config, experiments.values())  # train_jobs: one
+    assert list(every["encoders"]) == ["enformer", "nucleotide_transformer", "esm2"]
+    bundle = workflow.run_bundle_settings(SimpleNamespace(run=dna_run), config, experiments)
+    assert list(bundle["encoders"]) == ["enformer"] and bundle["dna"] == config["dna"]
+    edited = demo_config()
+    edited["encoders"]["borzoi"]["pool_to"] = 4
+    edited["encoders"]["esm2"]["pool_to"] = 4
+    assert workflow.rule_settings(edited, [experiments[dna_run]]) == one

@@ -251,3 +251,85 @@ def test_rerunning_after_a_change_converges(demo_data_half) -> None:
     rerun = snakemake(*targets)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
+# --- config edits: only the jobs whose params hold the edited keys run again ----------------
+
+SMALL_DEMO = """\
+seeds: [0]
+experiments:
+  - {modalities: [dna], aggregator: cross_attention}
+  - {modalities: [rna], aggregator: cross_attention}
+  - {modalities: [dna, rna, protein], aggregator: cross_attention}
+  - {modalities: [dna, rna, protein], aggregator: cross_attention, pooling: positional}
+train: {max_epochs: 2}
+models: {export: [dna+rna+protein_enformer_cross_attention_s0]}
+constructs: {table: null}
+explain: null
+design: null
+finetune: null
+"""
+BUNDLE = "results/models/dna+rna+protein_enformer_cross_attention_s0"
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory: pytest.TempPathFactory):
+    """The demo with one seed of four runs (each modality's caches, both poolings: rule
+    embed_shared), two epochs, trained and exported; runs a dry run there with an overlay."""
+    work = tmp_path_factory.mktemp("edits")
+    (work / "small.yaml").write_text(SMALL_DEMO)
+
+    def snakemake(overlay: str | None, *args: str) -> subprocess.CompletedProcess:
+        configs = [REPO / "config" / "demo.yaml", work / "small.yaml"]
+        if overlay is not None:
+            (work / "edit.yaml").write_text(overlay)
+            configs.append(work / "edit.yaml")
+        command = [SNAKEMAKE, "-s", REPO / "Snakefile", "-d", work, "--cores", "2", *args]
+        command += ["--configfile", *configs, "--", BUNDLE]
+        return subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=900)
+
+    built = snakemake(None)
+    assert built.returncode == 0, (built.stdout + built.stderr)[-5000:]
+    return snakemake
+
+
+def scheduled_jobs(result: subprocess.CompletedProcess) -> Counter:
+    """(rule, wildcards) of each job a dry run schedules."""
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs, current = Counter(), None
+    for line in result.stdout.splitlines():
+        start = re.fullmatch(r"(local)?rule (\S+):", line)
+        if start:
+            current = start[2]
+            jobs[(current, "")] += 1
+        elif current and line.startswith("    wildcards: "):
+            jobs[(current, "")] -= 1
+            jobs[(current, line.split(": ", 1)[1])] += 1
+    return +jobs
+
+
+def test_editing_an_encoder_no_run_reads_reruns_nothing(small_demo) -> None:
+    """Borzoi and nt_dna are configured but read by no run: the embed, train and export
+    params hold only the encoders they read (rules/encoders.smk, workflow.rule_settings)."""
+    assert scheduled_jobs(small_demo(None, "-n")) == Counter()
+    edit = "encoders:\n  borzoi: {pool_to: 4}\n  nt_dna: {pool_to: 4, finetune_last: 1}\n"
+    assert scheduled_jobs(small_demo(edit, "-n")) == Counter()
+
+
+def test_the_rna_limits_rebuild_the_rna_caches_and_what_reads_them(small_demo) -> None:
+    """rna.max_nt shapes only the RNA encoder's caches: the DNA and protein caches (and the
+    data half) stay; the train job reads the RNA caches, so it and the export run again."""
+    assert scheduled_jobs(small_demo("rna: {max_nt: 600}\n", "-n")) == Counter(
+        {
+            ("embed_shared", "encoder=nucleotide_transformer"): 1,
+            ("train", ""): 1,
+            ("export_model", "run=dna+rna+protein_enformer_cross_attention_s0"): 1,
+        }
+    )
+    assert scheduled_jobs(small_demo("encoders:\n  enformer: {pool_to: 4}\n", "-n")) == Counter(
+        {
+            ("embed_shared", "encoder=enformer"): 1,
+            ("train", ""): 1,
+            ("export_model", "run=dna+rna+protein_enformer_cross_attention_s0"): 1,
+        }
+    )
