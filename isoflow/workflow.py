@@ -76,7 +76,9 @@ def run_pattern(experiments: Mapping[str, Any]) -> str:
 
 def train_inputs(config: dict, experiment: dict, dataset: str, genome: str) -> dict[str, str]:
     """Inputs of the ``train`` rule: the dataset, the genome (+ .fai) when DNA is read raw,
-    one ``cache_{modality}`` embeddings folder per cached modality."""
+    one ``cache_{modality}`` embeddings folder per cached modality, and one
+    ``weights_{modality}`` download record per pretrained encoder read raw (the job builds
+    it from its weights folder, as an embed job does: ``embed_inputs``)."""
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     if "dna" in experiment["modalities"]:
         check_tf_gamma(config, experiment["dna_encoder"])
@@ -88,6 +90,10 @@ def train_inputs(config: dict, experiment: dict, dataset: str, genome: str) -> d
     names = encoder_names(config, experiment)
     for modality in cached:
         inputs[f"cache_{modality}"] = cache_dir(names[modality], run_pooling(experiment))
+    for modality, name in names.items():
+        spec = (config.get("encoders") or {}).get(name)
+        if modality not in cached and with_encoder_defaults(spec)["source"] == "pretrained":
+            inputs[f"weights_{modality}"] = f"{weights_dir(name, spec or {})}/{SOURCE_FILE}"
     return inputs
 
 
@@ -124,13 +130,16 @@ def grouped_train_runs(
 def grouped_train_inputs(
     config: dict, experiments: Mapping[str, dict], dataset: str, genome: str
 ) -> dict[str, str]:
-    """Inputs of that one job: what any run reads (``train_inputs``), caches named by their
-    folder (two runs may read different DNA encoders' caches)."""
+    """Inputs of that one job: what any run reads (``train_inputs``), caches and weights
+    named by their folder (two runs may read different DNA encoders' caches or weights)."""
     inputs: dict[str, str] = {}
     for experiment in experiments.values():
         for key, path in train_inputs(config, experiment, dataset, genome).items():
-            name = f"cache_{Path(path).name}" if key.startswith("cache_") else key
-            inputs[name] = path
+            if key.startswith("cache_"):
+                key = f"cache_{Path(path).name}"
+            elif key.startswith("weights_"):
+                key = f"weights_{Path(path).parent.name}"
+            inputs[key] = path
     return inputs
 
 

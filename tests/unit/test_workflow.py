@@ -38,6 +38,32 @@ def test_train_inputs_follow_cached_modalities():
     }
 
 
+def test_a_pretrained_encoder_read_raw_is_an_input_of_train_and_export():
+    """The full config with RNA read raw and NT fine-tuned: the train job builds NT from its
+    weights folder, so its download record is an input (else the DAG never downloads NT);
+    the export of that run needs it too. A cached or tiny encoder's weights are not inputs."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["model"]["cached_modalities"] = ["dna", "protein"]
+    config["encoders"]["nucleotide_transformer"]["finetune_last"] = 2
+    experiments = expand_experiments(config)
+    ((run, experiment),) = experiments.items()
+    inputs = workflow.train_inputs(config, experiment, "d.parquet", "g.fa")
+    assert inputs == {
+        "dataset": "d.parquet",
+        "cache_dna": "results/embeddings/enformer-positional",
+        "cache_protein": "results/embeddings/esm2-positional",
+        "weights_rna": "resources/models/nucleotide_transformer/isoflow_source.json",
+    }
+    exported = workflow.export_inputs(
+        SimpleNamespace(run=run), config, experiments, "d.parquet", "g.fa"
+    )
+    assert exported["weights_rna"] == inputs["weights_rna"]
+    grouped = workflow.grouped_train_inputs(config, experiments, "d.parquet", "g.fa")
+    assert grouped["weights_nucleotide_transformer"] == inputs["weights_rna"]
+    config["encoders"]["nucleotide_transformer"]["source"] = "tiny"
+    assert "weights_rna" not in workflow.train_inputs(config, experiment, "d.parquet", "g.fa")
+
+
 def test_grouped_train_runs_and_inputs_cover_every_run():
     config = {"model": {"cached_modalities": ["dna", "rna"]}}
     experiments = expand_experiments(

@@ -220,6 +220,24 @@ def test_encoders_sharing_a_weights_folder_with_other_sources_stop_the_dry_run(t
 
 
 @pytest.mark.slow
+def test_a_pretrained_encoder_read_raw_is_downloaded_for_training(tmp_path: Path):
+    """config.yaml with RNA read raw and NT fine-tuned: the train job loads NT's weights, so
+    the DAG downloads them and the train job waits for them."""
+    overlay = tmp_path / "raw_rna.yaml"
+    overlay.write_text(
+        "model: {cached_modalities: [dna, protein]}\n"
+        "encoders:\n  nucleotide_transformer: {finetune_last: 2}\n"
+    )
+    done = snakemake("-n", "-d", tmp_path, "--configfile", "config/config.yaml", overlay)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    jobs = parse_dry_run(done.stdout)
+    record = "resources/models/nucleotide_transformer/isoflow_source.json"
+    assert record in {job["output"] for job in jobs if job["rule"] == "download_encoders"}
+    (train,) = [job for job in jobs if job["rule"] == "train"]
+    assert record in train["input"].split(", ")
+
+
+@pytest.mark.slow
 def test_isoformer_preset_resolves_the_full_dag(tmp_path: Path) -> None:
     """config/isoformer.yaml over config.yaml (docs/reproduction.md): the full DAG resolves,
     the preset's options reach the rules that use them (and only those), and the splits view
