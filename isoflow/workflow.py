@@ -670,6 +670,44 @@ def embed_mem_mb(wildcards, config: dict, caches: int = 1) -> int:
     return int(-(-mem // 100) * 100)
 
 
+# A job loading trained runs holds, beside the encoders, the dataset frame, predictions and the
+# network: an allowance, not measured (like GPU_HOST_MB).
+BUNDLE_JOB_MB = 2048
+
+
+def bundle_mem_mb(
+    config: dict, experiments: Iterable[Mapping[str, Any]], *, together: bool = False
+) -> int:
+    """``mem_mb`` of a job that loads the trained runs of ``experiments`` as models (rules
+    export_model and export_models, score_constructs, explain and finetune one at a time:
+    the largest counts; design all at once, ``together``: summed)::
+
+        run_mb = sum over the run's encoders of
+                 ENCODER_HOST_MB[family]["tiny" or "real"] - IMPORT_MB
+        mem_mb = ceil(EMBED_MEM_MARGIN * (IMPORT_MB + max or sum of run_mb + BUNDLE_JOB_MB))
+                 + GPU_HOST_MB if resources.gpu, rounded up to 100 MB
+
+    Each encoder's figure is one embedding forward's host memory (``embed_mem_mb``), the
+    interpreter and imports counted once."""
+    runs = []
+    for experiment in experiments:
+        run_mb = 0
+        for name in encoder_names(config, {**EXPERIMENT_DEFAULTS, **experiment}).values():
+            spec = with_encoder_defaults((config.get("encoders") or {}).get(name))
+            host = ENCODER_HOST_MB[encoder_kind(name, spec)[0]]
+            run_mb += host["tiny" if spec["source"] == "tiny" else "real"] - IMPORT_MB
+        runs.append(run_mb)
+    loaded = (sum(runs) if together else max(runs, default=0)) + IMPORT_MB + BUNDLE_JOB_MB
+    mem = -(-EMBED_MEM_MARGIN * loaded // 1)
+    mem += GPU_HOST_MB if int((config.get("resources") or {}).get("gpu") or 0) else 0
+    return int(-(-mem // 100) * 100)
+
+
+def export_mem_mb(wildcards, config: dict, experiments: Mapping[str, dict]) -> int:
+    """:func:`bundle_mem_mb` of run ``wildcards.run`` (rule export_model)."""
+    return bundle_mem_mb(config, [experiments[wildcards.run]])
+
+
 # ---------------------------------------------------------------- the report's figures and tables
 
 REPORT_DIR = "results/report"

@@ -2,7 +2,7 @@
 # file or folder) scored by the bundles of constructs.models (default models.export), one
 # ensemble: results/constructs/ (isoflow.score; docs/constructs.md). Nothing here without
 # constructs.table.
-from isoflow.workflow import construct_outputs, score_inputs
+from isoflow.workflow import bundle_mem_mb, construct_models, construct_outputs, score_inputs
 
 CONSTRUCTS = config["constructs"]
 # The heat map and the HTML table go into the report's "4. Constructs" section.
@@ -37,6 +37,10 @@ if CONSTRUCTS["table"]:
         threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
+            # one bundle at a time (isoflow.workflow.bundle_mem_mb)
+            mem_mb=bundle_mem_mb(
+                config, [EXPERIMENTS[run] for run in construct_models(config, EXPERIMENTS)]
+            ),
         params:
             settings={
                 k: v for k, v in CONSTRUCTS.items() if k not in ("table", "models", "background")

@@ -5,7 +5,13 @@
 # synthesis and AAV constraints of isoflow.constraints. Defined only when the config has a
 # `design` section (config/demo.yaml designs from one demo cassette): rule all then asks for
 # its outputs. `design: null` in an overlay switches it off.
-from isoflow.workflow import design_inputs, design_paths, explain_placement
+from isoflow.workflow import (
+    bundle_mem_mb,
+    design_inputs,
+    design_models,
+    design_paths,
+    explain_placement,
+)
 
 DESIGN_OUTPUTS = design_paths(config)
 # The summary table and the two figures go into the report's "5. Design" section.
@@ -43,6 +49,12 @@ if DESIGN_OUTPUTS:
         threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
+            # every bundle of the ensemble at once (isoflow.workflow.bundle_mem_mb)
+            mem_mb=bundle_mem_mb(
+                config,
+                [EXPERIMENTS[run] for run in design_models(config, EXPERIMENTS)],
+                together=True,
+            ),
         params:
             settings={k: v for k, v in config["design"].items() if k not in ("construct", "models")},
             placement=explain_placement(config),

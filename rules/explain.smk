@@ -5,7 +5,12 @@
 # cross-attention by RNA region. Defined only when the config has an `explain` section
 # naming a model (config/demo.yaml explains one cassette): rule all then asks for its
 # outputs. `explain: null` in an overlay switches it off.
-from isoflow.workflow import explain_inputs, explain_paths, explain_placement
+from isoflow.workflow import (
+    bundle_mem_mb,
+    explain_inputs,
+    explain_paths,
+    explain_placement,
+)
 
 EXPLAIN_OUTPUTS = explain_paths(config, EXPERIMENTS)
 
@@ -45,6 +50,7 @@ if EXPLAIN_OUTPUTS:
         threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
+            mem_mb=bundle_mem_mb(config, [EXPERIMENTS[config["explain"]["model"]]]),
         params:
             prefix=lambda wildcards, output: output.ism.removesuffix(".ism.parquet"),
             settings=config["explain"],

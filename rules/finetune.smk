@@ -5,7 +5,12 @@
 # against zero-shot, a k-mer ridge and shuffled labels: results/finetune/. Defined only
 # with a finetune section naming a table (config/demo.yaml: the demo's, from rule
 # demo_measurements). `finetune: null` in an overlay switches it off.
-from isoflow.workflow import FINETUNE_NOT_SETTINGS, finetune_inputs, finetune_paths
+from isoflow.workflow import (
+    FINETUNE_NOT_SETTINGS,
+    bundle_mem_mb,
+    finetune_inputs,
+    finetune_paths,
+)
 
 FINETUNE_OUTPUTS = finetune_paths(config, EXPERIMENTS)
 
@@ -61,6 +66,7 @@ if FINETUNE_OUTPUTS:
         threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
+            mem_mb=bundle_mem_mb(config, [EXPERIMENTS[config["finetune"]["model"]]]),
         params:
             settings={k: v for k, v in config["finetune"].items() if k not in FINETUNE_NOT_SETTINGS},
             columns=config["finetune"].get("columns"),

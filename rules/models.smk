@@ -7,10 +7,12 @@
 from functools import partial
 
 from isoflow.workflow import (
+    bundle_mem_mb,
     bundle_runs,
     bundle_settings,
     export_all_inputs,
     export_inputs,
+    export_mem_mb,
     rule_experiment,
     run_bundle_settings,
     run_pattern,
@@ -34,6 +36,8 @@ rule export_model:
         directory("results/models/{run}"),
     log:
         "logs/export_model/{run}.log",
+    benchmark:
+        "benchmarks/export_model/{run}.tsv"
     wildcard_constraints:
         run=run_pattern(EXPERIMENTS),
     # every construct job waits for the bundles: exported first, before explain (see rule
@@ -44,6 +48,8 @@ rule export_model:
     threads: config["resources"]["model_threads"]
     resources:
         gpu=config["resources"]["gpu"],
+        # the encoders the bundle loads (isoflow.workflow.bundle_mem_mb)
+        mem_mb=partial(export_mem_mb, config=config, experiments=EXPERIMENTS),
     params:
         run_dir="results/runs/{run}",
         experiment=partial(rule_experiment, experiments=EXPERIMENTS),
@@ -78,6 +84,8 @@ if config["resources"]["train_jobs"] == "one" and len(BUNDLE_RUNS) > 1:
             [directory(f"results/models/{run}") for run in BUNDLE_RUNS],
         log:
             "logs/export_model/all_models.log",
+        benchmark:
+            "benchmarks/export_model/all_models.tsv"
         # see rule export_model
         priority: 2
         conda:
@@ -85,6 +93,8 @@ if config["resources"]["train_jobs"] == "one" and len(BUNDLE_RUNS) > 1:
         threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
+            # one bundle at a time: the largest counts
+            mem_mb=bundle_mem_mb(config, [EXPERIMENTS[run] for run in BUNDLE_RUNS]),
         params:
             runs=BUNDLE_RUNS,
             inputs=EXPORT_INPUTS,

@@ -410,6 +410,36 @@ def test_embed_mem_mb_is_the_shard_budget_plus_the_encoder():
         mem("nope", encoders={"nope": {}})
 
 
+def test_a_job_loading_bundles_has_the_memory_of_their_encoders():
+    """Rules export_model/export_models, score_constructs, explain, finetune (one bundle at a
+    time) and design (all at once): the encoders a run loads, as embed_mem_mb counts them,
+    the interpreter once, an allowance for the job's own data, the GPU's host share."""
+    from isoflow.model.registry import ENCODER_HOST_MB, IMPORT_MB
+
+    full = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    experiments = expand_experiments(full)  # dna+rna+protein: Enformer, NT, ESM-2, real size
+    encoders = sum(
+        ENCODER_HOST_MB[f]["real"] for f in ("enformer", "nucleotide_transformer", "esm2")
+    )
+    loaded = encoders - 2 * IMPORT_MB + workflow.BUNDLE_JOB_MB
+    expected = -(-(-(-1.25 * loaded // 1) + workflow.GPU_HOST_MB) // 100) * 100
+    assert workflow.bundle_mem_mb(full, experiments.values()) == expected == 12700
+    (run,) = experiments
+    assert workflow.export_mem_mb(SimpleNamespace(run=run), full, experiments) == expected
+    assert workflow.bundle_mem_mb(full, [*experiments.values()] * 3) == expected  # in turn
+    together = workflow.bundle_mem_mb(full, [*experiments.values()] * 3, together=True)
+    loaded = IMPORT_MB + 3 * (encoders - 3 * IMPORT_MB) + workflow.BUNDLE_JOB_MB
+    assert together == -(-(-(-1.25 * loaded // 1) + workflow.GPU_HOST_MB) // 100) * 100
+    demo = demo_config()  # tiny encoders, no GPU: under the 4000 MB the profile gave before
+    demo_runs = expand_experiments(demo)
+    assert (
+        workflow.bundle_mem_mb(demo, [demo_runs["dna+rna+protein_enformer_cross_attention_s0"]])
+        == 3800
+    )
+    dna_only = workflow.bundle_mem_mb(demo, [demo_runs["dna_enformer_cross_attention_s0"]])
+    assert dna_only < 3800
+
+
 def test_positional_runs_read_the_positional_caches():
     config = {"model": {"cached_modalities": ["dna", "rna"]}}
     exp = {"modalities": ["dna", "rna"], "pooling": "positional"}
