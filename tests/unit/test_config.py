@@ -63,6 +63,8 @@ def test_shipped_configs_validate(files):
 
 BAD_SETTINGS = [
     ({"train": {"max_epoch": 1}}, "train: unknown key 'max_epoch' (did you mean 'max_epochs'?)"),
+    ({"demo": {"n_gene": 5}}, "demo: unknown key 'n_gene' (did you mean 'n_genes'?)"),
+    ({"demo": {"samples_per_tissue": [3]}}, "demo.samples_per_tissue: [3] is too short"),
     ({"train": {"lr": "fast"}}, "train.lr: 'fast' is not of type 'number'"),
     ({"train": {"lr": 0}}, "train.lr: 0 is less than or equal to the minimum of 0"),
     (
@@ -345,3 +347,17 @@ def test_the_demo_sets_every_embed_key_the_full_config_sets():
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     assert sorted(set(full["embed"]) - set(demo["embed"])) == []
     assert demo["embed"]["compile"] is False and full["embed"]["compile"] is True
+
+
+def test_the_schemas_demo_keys_are_the_demo_parameters():
+    """demo_data passes every demo key but enabled and seed to isoflow.demo.make_demo as a
+    DemoParams field: the schema lists exactly those (a typo is one line at parse, not a
+    TypeError in the job), and no default (DemoParams holds them; a default filled into the
+    config would change the rule's params and rebuild the demo data)."""
+    import dataclasses
+
+    from isoflow.demo import DemoParams
+
+    schema = properties("demo")
+    assert set(schema) == {"enabled", "seed"} | {f.name for f in dataclasses.fields(DemoParams)}
+    assert [k for k, v in schema.items() if "default" in v] == ["enabled", "seed"]

@@ -203,6 +203,7 @@ def test_overlays_resolve_their_dag(overlay: str) -> None:
 BAD_SETTINGS = {
     "train: {max_epoch: 1}": "config:train: unknown key 'max_epoch' (did you mean 'max_epochs'?)",
     "train: {lr: fast}": "config:train.lr: 'fast' is not of type 'number'",
+    "demo: {n_gene: 5}": "config:demo: unknown key 'n_gene' (did you mean 'n_genes'?)",
     "model: {cached_modalities: [rna, atac]}": (
         "config:model.cached_modalities[1]: 'atac' is not one of ['dna', 'rna', 'protein']"
     ),
