@@ -9,6 +9,7 @@ end of its contig: the part outside is N-padded, never dropped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -345,15 +346,30 @@ def check_contigs(
     raise InputError(annotation_path, first, message)
 
 
-def index_fasta(fasta_path: str | os.PathLike, fai_path: str | os.PathLike) -> None:
-    """Write the samtools .fai index of ``fasta_path`` to ``fai_path`` atomically."""
+def index_fasta(
+    fasta_path: str | os.PathLike,
+    fai_path: str | os.PathLike,
+    gzi_path: str | os.PathLike | None = None,
+) -> None:
+    """Write the samtools .fai index of ``fasta_path`` to ``fai_path`` atomically, and for a
+    bgzip FASTA its .gzi to ``gzi_path`` (default ``<fasta>.gzi``, where readers look for it)
+    too: samtools alone writes that one in place, beside the FASTA, also when the check of
+    the new index then fails. Both are put in place only once the .fai has been checked."""
     if not Path(fasta_path).exists():
         raise InputError(fasta_path, None, "genome FASTA does not exist")
-    with atomic_path(fai_path) as tmp:
+    with open(fasta_path, "rb") as fasta:
+        bgzip = fasta.read(2) == _GZIP_MAGIC
+    gzi_path = gzi_path if gzi_path is not None else f"{fasta_path}.gzi"
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(atomic_path(fai_path))
+        args = ["--fai-idx", str(tmp)]
+        gzi = stack.enter_context(atomic_path(gzi_path)) if bgzip else None
+        if gzi is not None:
+            args += ["--gzi-idx", str(gzi)]
         try:
-            pysam.faidx(str(fasta_path), "--fai-idx", str(tmp))
+            pysam.faidx(str(fasta_path), *args)
         except pysam.SamtoolsError as err:
             raise InputError(fasta_path, None, f"samtools faidx failed: {err}") from err
-        check_fasta_index(fasta_path, tmp)
+        check_fasta_index(fasta_path, tmp, gzi)
         contigs = sum(1 for line in open(tmp) if line.strip())
     log.info("%s: indexed %d contigs", fasta_path, contigs)

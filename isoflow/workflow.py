@@ -66,6 +66,18 @@ def schema_default(section: str, key: str, schema_path=SCHEMA) -> Any:
     return load_schema(str(schema_path))["properties"][section]["properties"][key]["default"]
 
 
+# ---------------------------------------------------------------- the genome
+
+BGZIP_SUFFIXES = (".gz", ".bgz")
+
+
+def fasta_index_files(fasta: str) -> list[str]:
+    """Rule genome_index's outputs: the ``.fai`` and, for a (bgzip) FASTA named ``.gz`` or
+    ``.bgz``, its ``.gzi`` (``isoflow.genome.index_fasta`` writes both atomically), beside
+    the FASTA where the readers look for them."""
+    return [f"{fasta}.fai"] + ([f"{fasta}.gzi"] if fasta.endswith(BGZIP_SUFFIXES) else [])
+
+
 # ---------------------------------------------------------------- training runs
 
 

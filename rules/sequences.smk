@@ -1,4 +1,5 @@
 # Rules of this stage: see DESIGN.md.
+from isoflow.workflow import fasta_index_files
 
 
 rule genome_index:
@@ -6,7 +7,8 @@ rule genome_index:
     input:
         genome_fasta(),
     output:
-        genome_fasta() + ".fai",
+        # the .fai, and the .gzi of a bgzip FASTA (.gz)
+        fasta_index_files(genome_fasta()),
     log:
         "logs/genome_index/genome_index.log",
     benchmark:

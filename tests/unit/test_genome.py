@@ -290,7 +290,7 @@ def test_bgzip_contig_listed_twice_is_an_error(tmp_path: Path, where: str) -> No
     name = "c0" if where == "middle" else "c1"
     with pytest.raises(InputError, match=rf"^{fasta}:{name}: contig listed twice: htslib"):
         index_fasta(fasta, tmp_path / "g.fa.gz.fai")
-    assert not (tmp_path / "g.fa.gz.fai").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.fa.gz"]  # no .fai, no .gzi
     with pytest.raises(InputError, match=rf"^{fasta}:{name}: contig listed twice: htslib"):
         GenomeWindows(fasta)
 
@@ -298,9 +298,23 @@ def test_bgzip_contig_listed_twice_is_an_error(tmp_path: Path, where: str) -> No
 def test_bgzip_fasta_passes_and_reads_as_the_plain_one(tmp_path: Path) -> None:
     fasta = bgzip(tmp_path, RECORDS)
     index_fasta(fasta, tmp_path / "g.fa.gz.fai")
+    # the .gzi where readers look for it (rule genome_index declares it), nothing else
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.fa.gz", "g.fa.gz.fai", "g.fa.gz.gzi"]
     genome = GenomeWindows(fasta)
     assert genome.lengths == {name: 100_000 for name, _ in RECORDS}
     assert genome.fetch("c3", 99_000, 100_000) == RECORDS[3][1][99_000:]
+
+
+def test_index_fasta_writes_the_gzi_where_it_is_asked(tmp_path: Path) -> None:
+    fasta = bgzip(tmp_path, RECORDS[:2])
+    index_fasta(fasta, tmp_path / "idx" / "g.fai", tmp_path / "idx" / "g.gzi")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.fa.gz", "idx"]
+    check_fasta_index(fasta, tmp_path / "idx" / "g.fai", tmp_path / "idx" / "g.gzi")
+    plain = tmp_path / "plain" / "g.fa"
+    plain.parent.mkdir()
+    plain.write_text(fasta_text(RECORDS[:1]))
+    index_fasta(plain, tmp_path / "plain" / "g.fa.fai")
+    assert sorted(p.name for p in plain.parent.iterdir()) == ["g.fa", "g.fa.fai"]
 
 
 def test_stale_fai_and_gzi_on_a_bgzip_fasta(tmp_path: Path) -> None:

@@ -588,3 +588,13 @@ def test_train_and_export_params_hold_only_the_encoders_their_runs_read():
     edited["encoders"]["borzoi"]["pool_to"] = 4
     edited["encoders"]["esm2"]["pool_to"] = 4
     assert workflow.rule_settings(edited, [experiments[dna_run]]) == one
+
+
+def test_genome_index_declares_the_gzi_of_a_bgzip_fasta():
+    assert workflow.fasta_index_files("resources/demo/genome.fa") == [
+        "resources/demo/genome.fa.fai"
+    ]
+    assert workflow.fasta_index_files("/data/GRCh38.fa.gz") == [
+        "/data/GRCh38.fa.gz.fai",
+        "/data/GRCh38.fa.gz.gzi",
+    ]
