@@ -252,7 +252,7 @@ rule report_experiments:
             caption="../report/runs.rst",
             category=REPORT_ACROSS,
             subcategory="All runs",
-            labels={"result": "all runs" + REPORT_VS + " (table)"},
+            labels={"result": f"all runs{REPORT_VS} (table)"},
         ),
         tsv=f"{REPORT_DIR}/experiments/runs.tsv",
         figure=report(
@@ -260,7 +260,7 @@ rule report_experiments:
             caption="../report/runs.rst",
             category=REPORT_ACROSS,
             subcategory="All runs",
-            labels={"result": "all runs" + REPORT_VS + " (figure)"},
+            labels={"result": f"all runs{REPORT_VS} (figure)"},
         ),
         within_gene=report(
             f"{REPORT_DIR}/experiments/within_gene.svg",
@@ -292,14 +292,14 @@ rule report_ablation:
             caption="../report/ablation.rst",
             category=REPORT_ACROSS,
             subcategory="Ablation: {factor}",
-            labels={"result": "ablation {factor}" + REPORT_VS + " (table)"},
+            labels={"result": f"ablation {{factor}}{REPORT_VS} (table)"},
         ),
         figure=report(
             f"{REPORT_DIR}/experiments/ablation_{{factor}}.svg",
             caption="../report/ablation.rst",
             category=REPORT_ACROSS,
             subcategory="Ablation: {factor}",
-            labels={"result": "ablation {factor}" + REPORT_VS + " (figure)"},
+            labels={"result": f"ablation {{factor}}{REPORT_VS} (figure)"},
         ),
     log:
         "logs/report_ablation/{factor}.log",
