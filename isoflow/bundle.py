@@ -156,6 +156,16 @@ class Model:
             f"{len(self.tissues)} tissues, dna_window={self.dna_window}, device={self.device})"
         )
 
+    def batch_size_or_default(self, batch_size: int | None) -> int:
+        """``batch_size``, or the run's evaluation batch size when it is None; anything
+        under 1 is an :class:`InputError` (a negative size would score nothing, 0 would
+        silently mean the default)."""
+        if batch_size is None:
+            return self.batch_size
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise InputError(None, "batch_size", f"{batch_size!r}: give a whole number >= 1")
+        return int(batch_size)
+
     # ---- inputs as training fed them
 
     def _dna(self, item: Any) -> np.ndarray:
@@ -218,7 +228,7 @@ class Model:
         unknown = set(modalities) - set(self.modalities)
         if unknown:
             raise ValueError(f"this model reads {self.modalities}, not {sorted(unknown)}")
-        batch_size = int(batch_size or self.batch_size)
+        batch_size = self.batch_size_or_default(batch_size)
         out: dict[str, list[torch.Tensor]] = {m: [] for m in modalities}
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start : start + batch_size]
@@ -267,7 +277,7 @@ class Model:
         if len(n) != 1:
             raise ValueError(f"modalities hold different numbers of inputs: {sorted(n)}")
         total = n.pop()
-        batch_size = int(batch_size or self.batch_size)
+        batch_size = self.batch_size_or_default(batch_size)
         out = np.zeros((total, len(self.tissues)), dtype=np.float32)
         for start in range(0, total, batch_size):
             stop = min(start + batch_size, total)
@@ -288,7 +298,7 @@ class Model:
         objects with ``.id``, ``.dna``, ``.rna``, ``.protein`` (:class:`ModelInput`).
         ``batch_size``: default the run's evaluation batch size; ``progress(done, total)``
         is called after each batch."""
-        batch_size = int(batch_size or self.batch_size)
+        batch_size = self.batch_size_or_default(batch_size)
         inputs = list(inputs)
         out = np.zeros((len(inputs), len(self.tissues)), dtype=np.float32)
         for start in range(0, len(inputs), batch_size):

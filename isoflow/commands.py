@@ -13,6 +13,7 @@ import argparse
 import importlib
 import importlib.util
 import logging
+import math
 import sys
 
 from isoflow.cpu import in_effect, pin_for_command
@@ -27,6 +28,31 @@ COMMANDS = {
     "finetune": "isoflow.finetune",
     "rescore": "isoflow.metrics",
 }
+
+
+def _number(text: str, kind, what: str, ok) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type`` of a count (batch size, epochs, budget...): an integer >= 1."""
+    return _number(text, int, "a whole number >= 1", lambda v: v >= 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse ``type`` of a seed, a tail length...: an integer >= 0."""
+    return _number(text, int, "a whole number >= 0", lambda v: v >= 0)
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse ``type`` of a finite number >= 0 (``nan`` and ``inf`` refused)."""
+    return _number(text, float, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
 
 
 def _module(name: str):

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from isoflow.alphabet import standard_code, translate_cds
+from isoflow.commands import nonnegative_float, nonnegative_int, positive_int
 from isoflow.constraints import Check, Constraints, check_all, check_feasible, failed
 from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
 from isoflow.errors import InputError
@@ -958,7 +959,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="aggregate the other tissues by max (default) or mean",
     )
     parser.add_argument(
-        "--k", type=float, default=1.0, help="objective = ensemble mean - k x sd (1.0)"
+        "--k", type=nonnegative_float, default=1.0, help="objective = ensemble mean - k x sd (1.0)"
     )
     parser.add_argument(
         "--editable",
@@ -987,13 +988,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a forbidden site, both strands (repeat)",
     )
     parser.add_argument(
-        "--budget", type=int, default=Settings.budget, help="model calls (cassette x bundle)"
+        "--budget",
+        type=positive_int,
+        default=Settings.budget,
+        help="model calls (cassette x bundle)",
     )
-    parser.add_argument("--population", type=int, default=Settings.population)
+    parser.add_argument("--population", type=positive_int, default=Settings.population)
     parser.add_argument(
-        "--designs", type=int, default=Settings.designs, help="designs written, best first"
+        "--designs", type=positive_int, default=Settings.designs, help="designs written, best first"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument(
         "--background",
         metavar="FASTA",
@@ -1001,7 +1005,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--fill", default="N")
     parser.add_argument("--polya-in-rna", action="store_true")
-    parser.add_argument("--polya-tail", type=int, default=0)
+    parser.add_argument("--polya-tail", type=nonnegative_int, default=0)
     parser.add_argument("--device", default=None)
 
 

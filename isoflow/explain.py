@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from isoflow.alphabet import is_missing, translate_cds, truncate
+from isoflow.commands import nonnegative_int, positive_int
 from isoflow.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -469,7 +470,7 @@ def ism(
     ``False`` predicts every mutant whole (``Model.predict``), the naive path it must
     agree with. Mutants are built and scored ``chunk`` at a time (default 8 batches), so
     memory does not grow with the region."""
-    batch_size = int(batch_size or model.batch_size)
+    batch_size = model.batch_size_or_default(batch_size)
     chunk = int(chunk or 8 * batch_size)
     ref_inputs = subject.inputs
     if reencode_changed_only:
@@ -667,7 +668,7 @@ def attention_by_region(
             "aggregator",
             f"is {model.card['aggregator']}: attention by region needs a cross_attention model",
         )
-    batch_size = int(batch_size or model.batch_size)
+    batch_size = model.batch_size_or_default(batch_size)
     aggregator = model.network.aggregator
     keys = [m for m in aggregator.key_modalities if m in ("rna", "protein")]
     if not keys:
@@ -991,8 +992,12 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--polya-in-rna", action="store_true", help="append the polyA part to the RNA"
     )
-    parser.add_argument("--polya-tail", type=int, default=0, help="A's appended to the RNA")
-    parser.add_argument("--batch-size", type=int, help="default: the run's eval batch size")
+    parser.add_argument(
+        "--polya-tail", type=nonnegative_int, default=0, help="A's appended to the RNA"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, help="default: the run's eval batch size"
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when available)")
 
 

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from isoflow.commands import nonnegative_int, positive_int
 from isoflow.errors import InputError
 from isoflow.files import atomic_path, check_output_folder
 from isoflow.workflow import FINETUNE_FILES
@@ -863,8 +864,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default=FINETUNE_DEFAULTS["mode"])
     parser.add_argument("--finetune-last", type=int, default=FINETUNE_DEFAULTS["finetune_last"])
     parser.add_argument("--folds", type=int, default=FINETUNE_DEFAULTS["folds"])
-    parser.add_argument("--max-epochs", type=int, default=FINETUNE_DEFAULTS["max_epochs"])
-    parser.add_argument("--seed", type=int, default=FINETUNE_DEFAULTS["seed"])
+    parser.add_argument("--max-epochs", type=positive_int, default=FINETUNE_DEFAULTS["max_epochs"])
+    parser.add_argument("--seed", type=nonnegative_int, default=FINETUNE_DEFAULTS["seed"])
     parser.add_argument(
         "--zero-shot",
         action="append",

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from isoflow.commands import nonnegative_int, positive_int
 from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
 from isoflow.errors import InputError
 from isoflow.files import atomic_path, check_output_files
@@ -593,7 +594,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--polya-in-rna", action="store_true", help="append the polya part to the RNA"
     )
     parser.add_argument(
-        "--polya-tail", type=int, default=0, metavar="N", help="append N A's to the RNA (0)"
+        "--polya-tail",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="append N A's to the RNA (0)",
     )
     parser.add_argument(
         "--allow-noncanonical-cds",
@@ -603,8 +608,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--aav", action="store_true", help="check each whole cassette against --aav-limit"
     )
-    parser.add_argument("--aav-limit", type=int, default=None, metavar="NT")
-    parser.add_argument("--batch-size", type=int, default=None, metavar="N")
+    parser.add_argument("--aav-limit", type=positive_int, default=None, metavar="NT")
+    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N")
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )

@@ -67,3 +67,66 @@ def test_a_command_refuses_an_output_file_over_a_folder_before_any_work(command,
         f"isoflow {command}: error: {folder}: {option}: an output file here would"
     )
     assert "\n" not in err and (folder / "keep.txt").is_file()
+
+
+# Counts and seeds are range-checked when the arguments are parsed: `--batch-size -1` gave
+# all-zero scores with exit 0 (score) or a traceback (explain, variants), 0 meant the default,
+# `--designs 0` failed after the whole search, `--k nan` gave a NaN objective.
+BAD_NUMBERS = [
+    ("score", "--batch-size", "-1"),
+    ("score", "--batch-size", "0"),
+    ("score", "--aav-limit", "-1"),
+    ("score", "--polya-tail", "-5"),
+    ("explain", "--batch-size", "-1"),
+    ("explain", "--polya-tail", "-1"),
+    ("variants", "--batch-size", "0"),
+    ("design", "--k", "nan"),
+    ("design", "--k", "-1"),
+    ("design", "--budget", "0"),
+    ("design", "--budget", "-5"),
+    ("design", "--population", "0"),
+    ("design", "--designs", "0"),
+    ("design", "--seed", "-1"),
+    ("design", "--polya-tail", "-1"),
+    ("finetune", "--max-epochs", "0"),
+    ("finetune", "--max-epochs", "-1"),
+    ("finetune", "--seed", "-1"),
+]
+
+
+@pytest.mark.parametrize(("command", "option", "value"), BAD_NUMBERS)
+def test_out_of_range_numbers_are_usage_errors(command, option, value, tmp_path, capsys):
+    args, _ = REFUSALS.get(command, (["{none}", "-m", "{none}", "-o", "{tmp}/o"], None))
+    argv = [a.format(none=tmp_path / "none", tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as exc:
+        commands.main([command, *argv, f"{option}={value}"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"isoflow {command}: error: argument {option}: '{value}' is not a")
+    assert not list(tmp_path.iterdir())
+
+
+def test_number_types_accept_what_they_name():
+    assert commands.positive_int("3") == 3
+    assert commands.nonnegative_int("0") == 0
+    assert commands.nonnegative_float("0.5") == 0.5
+    for bad in ("1.5", "x", ""):
+        with pytest.raises(Exception, match="is not a whole number"):
+            commands.positive_int(bad)
+    for bad in ("inf", "-0.1", "nan"):
+        with pytest.raises(Exception, match="is not a finite number"):
+            commands.nonnegative_float(bad)
+
+
+def test_model_batch_size_under_one_is_refused():
+    from types import SimpleNamespace
+
+    from isoflow.bundle import Model
+    from isoflow.errors import InputError
+
+    model = SimpleNamespace(batch_size=8)
+    assert Model.batch_size_or_default(model, None) == 8
+    assert Model.batch_size_or_default(model, 3) == 3
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match="batch_size.*whole number >= 1"):
+            Model.batch_size_or_default(model, bad)
