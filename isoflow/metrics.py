@@ -269,11 +269,16 @@ HELP = (
 )
 
 
-def rescore(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def rescore(
+    run_dir: str | os.PathLike, *, write: bool = True
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(new metrics, the old ``metrics.json`` or None): ``run_dir/metrics.json`` rewritten
     from ``run_dir/predictions.parquet`` (the float32 predictions as stored: values that
     differed only below float32's precision now tie) in the file's own transcript and
-    tissue order."""
+    tissue order. Every read and check comes first (an unreadable or empty table, a
+    missing, null or non-finite value, a transcript under two genes, an unreadable old
+    ``metrics.json``: one :class:`InputError` line naming the file and what is wrong), so
+    ``write=False`` validates without writing."""
     import json
 
     from isoflow.errors import InputError
@@ -283,10 +288,48 @@ def rescore(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] 
     path = run_dir / "predictions.parquet"
     if not path.is_file():
         raise InputError(path, None, "no predictions to rescore (a run's or the baseline's)")
-    frame = pd.read_parquet(path)
+    import pyarrow as pa
+
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as err:  # the file's fault, not a bug
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(
+            path,
+            None,
+            f"not a readable Parquet table ({reason}): write the run's predictions again",
+        ) from None
     missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(path, None, f"missing column(s) {', '.join(missing)}")
+    if frame.empty:
+        raise InputError(path, None, "no rows: nothing to rescore")
+    for column in ("transcript_id", "gene_id", "tissue"):
+        null = frame[column].isna().to_numpy()
+        if null.any():
+            row = int(np.flatnonzero(null)[0])
+            raise InputError(path, f"row {row + 1}", f"{column} is empty")
+    for column in ("observed", "predicted"):
+        kind = frame[column].dtype
+        if not pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_bool_dtype(kind):
+            raise InputError(path, column, f"not a numeric column ({kind})")
+        values = frame[column].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = frame.iloc[int(np.flatnonzero(bad)[0])]
+            raise InputError(
+                path,
+                f"{row['transcript_id']}/{row['tissue']}",
+                f"{column} is {values[np.flatnonzero(bad)[0]]} ({int(bad.sum())} non-finite "
+                f"value(s) in {column}): metrics over it would leave the tissue out",
+            )
+    genes_per = frame.groupby("transcript_id", sort=False)["gene_id"].nunique()
+    if (genes_per > 1).any():
+        tx = genes_per.index[genes_per.to_numpy() > 1][0]
+        found = sorted(str(g) for g in frame.loc[frame["transcript_id"] == tx, "gene_id"].unique())
+        raise InputError(
+            path, tx, f"under two genes ({', '.join(found[:2])}): one gene per transcript"
+        )
     transcripts = pd.unique(frame["transcript_id"])
     tissues = [str(t) for t in pd.unique(frame["tissue"])]
     if frame.duplicated(["transcript_id", "tissue"]).any() or len(frame) != len(transcripts) * len(
@@ -304,10 +347,22 @@ def rescore(run_dir: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] 
     genes = frame.drop_duplicates("transcript_id").set_index("transcript_id").loc[transcripts]
     metrics = evaluate(genes["gene_id"].to_numpy(), wide["observed"], wide["predicted"], tissues)
     old_path = run_dir / "metrics.json"
-    old = json.loads(old_path.read_text()) if old_path.is_file() else None
+    old = None
+    if old_path.is_file():
+        try:
+            old = json.loads(old_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(
+                old_path, None, f"unreadable ({err}): remove it to rescore from the predictions"
+            ) from None
+        if not isinstance(old, dict):
+            raise InputError(
+                old_path, None, "not a metrics mapping: remove it to rescore from the predictions"
+            )
     text = metrics_text(metrics)
-    with atomic_path(old_path) as tmp:
-        tmp.write_text(text)
+    if write:
+        with atomic_path(old_path) as tmp:
+            tmp.write_text(text)
     return metrics, old
 
 
@@ -321,6 +376,10 @@ def run(args) -> int:
     import logging
 
     log = logging.getLogger("isoflow.metrics")
+    # every run checked before any is rewritten: a bad third run leaves the first two as
+    # they were
+    for run_dir in args.runs:
+        rescore(run_dir, write=False)
     for run_dir in args.runs:
         new, old = rescore(run_dir)
         before = (old or {}).get("within_gene_spearman")

@@ -263,3 +263,78 @@ def test_the_report_and_metrics_json_score_the_same_groups_to_the_bit():
     assert len(rhos) == len(table) == 3 * 3 - 1  # g1, g2, g4 (g3 has one isoform)
     assert order["rho"].to_numpy().tobytes() == rhos.tobytes()
     assert tied == int(table["tied"].sum()) == 1
+
+
+def _broken_predictions(table, case):
+    table = table.copy()
+    if case == "nan predicted":
+        table.loc[3, "predicted"] = np.nan
+    elif case == "inf observed":
+        table.loc[3, "observed"] = np.inf
+    elif case == "two genes":
+        table.loc[table.index[table.transcript_id == "T1"][0], "gene_id"] = "B"
+    elif case == "empty":
+        table = table.iloc[:0]
+    elif case == "null transcript":
+        table["transcript_id"] = table["transcript_id"].astype(object)
+        table.loc[0, "transcript_id"] = None
+    elif case == "text values":
+        table["observed"] = table["observed"].astype(str)
+    return table
+
+
+RESCORE_REFUSALS = {
+    # a NaN/inf was silently left out of its tissue's metrics and of the mean
+    "nan predicted": r":T1/Lung: predicted is nan \(1 non-finite",
+    "inf observed": r":T1/Lung: observed is inf",
+    "two genes": r":T1: under two genes \(A, B\)",
+    "empty": r": no rows: nothing to rescore",
+    "null transcript": r":row 1: transcript_id is empty",
+    "text values": r":observed: not a numeric column",
+}
+
+
+@pytest.mark.parametrize("case", list(RESCORE_REFUSALS))
+def test_rescore_refuses_bad_values_in_one_line_and_leaves_metrics_json(case, tmp_path, capsys):
+    import re
+
+    from isoflow import commands
+
+    run, _ = _run_dir(tmp_path)
+    before = (run / "metrics.json").read_text()
+    table = pd.read_parquet(run / "predictions.parquet")
+    _broken_predictions(table, case).to_parquet(run / "predictions.parquet")
+    assert commands.main(["rescore", str(run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and re.search(RESCORE_REFUSALS[case], err), err
+    assert (run / "metrics.json").read_text() == before
+
+
+def test_rescore_turns_unreadable_files_into_one_line(tmp_path, capsys):
+    from isoflow import commands
+
+    run, _ = _run_dir(tmp_path)
+    (run / "metrics.json").write_text("{not json")
+    assert commands.main(["rescore", str(run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "metrics.json: unreadable" in err and "remove it" in err
+    (run / "metrics.json").write_text("[1, 2]")
+    assert commands.main(["rescore", str(run)]) == 1
+    assert "not a metrics mapping" in capsys.readouterr().err
+    (run / "predictions.parquet").write_bytes(b"PAR1 this is not parquet")
+    assert commands.main(["rescore", str(run)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "predictions.parquet: not a readable Parquet table" in err
+
+
+def test_rescore_checks_every_run_before_rewriting_any(tmp_path, capsys):
+    from isoflow import commands
+
+    good, _ = _run_dir(tmp_path / "a")
+    bad, _ = _run_dir(tmp_path / "b")
+    before = (good / "metrics.json").read_text()
+    table = pd.read_parquet(bad / "predictions.parquet")
+    _broken_predictions(table, "nan predicted").to_parquet(bad / "predictions.parquet")
+    assert commands.main(["rescore", str(good), str(bad)]) == 1
+    assert "predicted is nan" in capsys.readouterr().err
+    assert (good / "metrics.json").read_text() == before
