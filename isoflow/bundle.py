@@ -49,6 +49,10 @@ MANIFEST = "manifest.json"
 WEIGHTS = "model.pt"
 ENCODER_DIR = "encoders"
 CARD = "README.md"
+# manifest key: sha256 of model.pt, of each encoders/NAME.pt and of the manifest itself
+# (canonical JSON without this key and without encoders.*.pretrained.path, the one field a
+# user may edit: docs/bundle.md), written at export and checked by every load_model
+DIGESTS = "digests"
 # What load_model needs from a manifest (a bundle lacking one fails with one line naming it).
 REQUIRED_KEYS = (
     "format",
@@ -413,11 +417,97 @@ def _build_encoder(path: Path, modality: str, entry: dict) -> torch.nn.Module:
         spec["path"] = str(_pretrained_folder(path, modality, entry))
     encoder = build_encoder(entry["name"], {**spec, "finetune_last": 0})
     if entry.get("weights"):
-        state = torch.load(
-            _bundle_file(path, entry["weights"]), map_location="cpu", weights_only=True
-        )
-        encoder.load_state_dict(state)
+        _load_state(path, entry["weights"], encoder)
     return encoder
+
+
+def _load_state(path: Path, name: str, module: torch.nn.Module) -> None:
+    """``module`` given the state in the bundle's file ``name``; an unreadable file or one
+    that does not fit is one line naming it (torch's own errors span many lines)."""
+    import pickle
+
+    file = _bundle_file(path, name)
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(
+            path, name, f"unreadable ({first}): re-export the bundle or copy it again"
+        ) from None
+    if not isinstance(state, Mapping):
+        raise InputError(path, name, "not a saved module state: re-export the bundle")
+    expected, found = set(module.state_dict()), set(state)
+    if expected != found:
+        differ = sorted(expected ^ found)
+        raise InputError(
+            path / name,
+            differ[0],
+            f"weights do not fit the model the manifest describes ({len(differ)} parameters "
+            "or buffers differ)",
+        )
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else (lines or ["?"])[0]
+        raise InputError(
+            path / name,
+            None,
+            f"weights do not fit the model the manifest describes ({detail})",
+        ) from None
+
+
+def _weight_files(manifest: Mapping[str, Any]) -> list[str]:
+    """The bundle files holding weights: ``model.pt`` and each ``encoders/NAME.pt``."""
+    names = [WEIGHTS]
+    for entry in (manifest.get("encoders") or {}).values():
+        if isinstance(entry, dict) and entry.get("weights") and entry["weights"] not in names:
+            names.append(str(entry["weights"]))
+    return names
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest as JSON (sorted keys) without ``digests`` and without each
+    encoder's ``pretrained.path`` (moving a bundle's pretrained weights edits that)."""
+    plain = json.loads(json.dumps({k: v for k, v in manifest.items() if k != DIGESTS}))
+    for entry in (plain.get("encoders") or {}).values():
+        if isinstance(entry, dict) and isinstance(entry.get("pretrained"), dict):
+            entry["pretrained"].pop("path", None)
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_digests(path: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
+    """The bundle's weight files and manifest are what its export recorded (``digests``): a
+    truncated or swapped file, or a manifest edited after the export (another
+    ``pool_to``, window, tissue name...), is one line instead of other predictions."""
+    path = Path(path)
+    digests = manifest.get(DIGESTS)
+    if not isinstance(digests, dict):
+        raise InputError(
+            path / MANIFEST,
+            DIGESTS,
+            "missing: the bundle was exported before isoflow recorded the sha256 of its "
+            "files, so they cannot be checked; export it again (rule export_model; a "
+            "fine-tuned bundle: isoflow finetune)",
+        )
+    if digests.get(MANIFEST) != manifest_digest(manifest):
+        raise InputError(
+            path / MANIFEST,
+            None,
+            "edited after the export (its sha256 differs from the one recorded in "
+            f"{DIGESTS}; only encoders.*.pretrained.path may change): re-export or re-copy "
+            "the bundle",
+        )
+    for name in _weight_files(manifest):
+        found = _sha256(_bundle_file(path, name))
+        if digests.get(name) != found:
+            raise InputError(
+                path,
+                name,
+                f"does not match its manifest (sha256 {found[:12]}..., recorded "
+                f"{str(digests.get(name))[:12]}...): re-export or re-copy the bundle",
+            )
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None) -> Model:
@@ -427,6 +517,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
 
     path = Path(path)
     manifest = read_manifest(path)
+    check_digests(path, manifest)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     raw, frozen, dims, frozen_precision = {}, {}, {}, {}
     for modality in manifest["modalities"]:
@@ -451,17 +542,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
         dropout=model["dropout"],
         n_latents=model["n_latents"],
     )
-    state = torch.load(_bundle_file(path, WEIGHTS), map_location="cpu", weights_only=True)
-    expected, found = set(network.state_dict()), set(state)
-    if expected != found:
-        differ = sorted(expected ^ found)
-        raise InputError(
-            path / WEIGHTS,
-            differ[0],
-            f"weights do not fit the model the manifest describes ({len(differ)} parameters "
-            "or buffers differ)",
-        )
-    network.load_state_dict(state)
+    _load_state(path, WEIGHTS, network)
     network.to(device).eval()
     return Model(manifest, network, frozen, device, path, frozen_precision)
 
@@ -747,7 +828,14 @@ def export_bundle(
 
 
 def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
-    text = json.dumps(manifest, indent=2, allow_nan=False, default=str) + "\n"
+    """``folder/manifest.json`` with ``digests`` (of the weight files already in ``folder``
+    and of the manifest itself), which are also set in ``manifest``."""
+    plain = {k: v for k, v in manifest.items() if k != DIGESTS}
+    plain = json.loads(json.dumps(plain, allow_nan=False, default=str))
+    digests = {name: _sha256(folder / name) for name in _weight_files(plain)}
+    digests[MANIFEST] = manifest_digest(plain)
+    manifest[DIGESTS] = digests
+    text = json.dumps({**plain, DIGESTS: digests}, indent=2, allow_nan=False) + "\n"
     (folder / MANIFEST).write_text(text)
 
 

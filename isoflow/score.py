@@ -202,18 +202,33 @@ def check_targets(targets: Iterable[str], tissues: Sequence[str]) -> list[str]:
 def check_bundles(bundles: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     """The manifests of ``bundles``, checked to agree on the tissues (same order) and the
     DNA window, which an ensemble needs; one line naming the bundle that differs."""
-    from isoflow.bundle import MANIFEST, read_manifest
+    from isoflow.bundle import DIGESTS, MANIFEST, WEIGHTS, read_manifest
 
     if not bundles:
         raise InputError(None, "models", "no model bundle given (results/models/RUN)")
     seen: dict[Path, Path] = {}
+    weights: dict[str, Path] = {}
     manifests = []
     for path in bundles:
         resolved = Path(path).resolve()
         if resolved in seen:
             raise InputError(path, None, "bundle given twice: each model counts once")
         seen[resolved] = Path(path)
-        manifests.append(read_manifest(path))
+        manifest = read_manifest(path)
+        # a copied bundle is the same model: it would count twice in the mean and shrink sd
+        digest = (manifest.get(DIGESTS) or {}).get(WEIGHTS) or (
+            manifest.get("checkpoint") or {}
+        ).get("sha256")
+        if digest and digest in weights:
+            raise InputError(
+                path,
+                None,
+                f"the same weights as {weights[digest]} (model.pt / checkpoint sha256 "
+                f"{digest[:12]}...): a copy counts once; give each model once",
+            )
+        if digest:
+            weights[digest] = Path(path)
+        manifests.append(manifest)
     first, first_path = manifests[0], Path(bundles[0])
     for path, manifest in zip(bundles[1:], manifests[1:], strict=True):
         where = Path(path) / MANIFEST

@@ -358,3 +358,77 @@ def test_export_check_allows_a_compiled_cache_its_own_tolerance(tmp_path, compil
     else:
         with pytest.raises(InputError, match=r"tolerance 0.0002, float32"):
             check()
+
+
+# ---- the bundle's files against the sha256 its manifest records (a truncated model.pt was
+# an OSError traceback, an edited pool_to or window other predictions with exit 0)
+
+
+def _one_line(bundle, match):
+    with pytest.raises(InputError) as caught:
+        load_model(bundle, device="cpu")
+    text = str(caught.value)
+    assert "\n" not in text and str(bundle) in text, text
+    assert match in text, text
+    return text
+
+
+@pytest.mark.slow
+def test_damaged_or_edited_bundles_are_one_line_errors(trained, tmp_path):
+    from isoflow.bundle import DIGESTS
+
+    manifest = json.loads((trained["bundle"] / MANIFEST).read_text())
+    weights = {e["weights"] for e in manifest["encoders"].values() if e.get("weights")}
+    assert weights and set(manifest[DIGESTS]) == {WEIGHTS, MANIFEST, *weights}
+    frozen = manifest["encoders"]["rna"]["weights"]
+    for name in (WEIGHTS, frozen):
+        bundle = shutil.copytree(trained["bundle"], tmp_path / name.replace("/", "_"))
+        data = (bundle / name).read_bytes()
+        (bundle / name).write_bytes(data[: len(data) // 2])
+        _one_line(bundle, f"{name}: does not match its manifest (sha256")
+
+    def edited(tag, edit):
+        bundle = shutil.copytree(trained["bundle"], tmp_path / tag)
+        changed = json.loads((bundle / MANIFEST).read_text())
+        edit(changed)
+        (bundle / MANIFEST).write_text(json.dumps(changed))
+        return bundle
+
+    def pool_to(m):
+        m["encoders"]["rna"]["spec"]["pool_to"] = 2
+
+    def tissue_name(m):
+        m["tissues"][0] = "Brain"
+
+    for tag, edit in (("pool", pool_to), ("tissue", tissue_name)):
+        _one_line(edited(tag, edit), "edited after the export")
+    old = edited("old", lambda m: m.pop(DIGESTS))
+    _one_line(old, "export it again (rule export_model")
+    # the manifest keeps its digest when only a pretrained folder's path moves
+    from isoflow.bundle import manifest_digest
+
+    moved = copy.deepcopy(manifest)
+    moved["encoders"]["rna"]["pretrained"] = {"path": "/a", "commit": "c", "sha256": None}
+    again = copy.deepcopy(moved)
+    again["encoders"]["rna"]["pretrained"]["path"] = "/elsewhere"
+    assert manifest_digest(moved) == manifest_digest(again) != manifest_digest(manifest)
+
+
+@pytest.mark.slow
+def test_weights_that_do_not_fit_the_recorded_manifest_are_one_line(trained, tmp_path):
+    """A manifest whose model sizes do not fit model.pt (digests recomputed, as an export
+    with a bug would write it) was a RuntimeError listing every size mismatch; a file torch
+    cannot read was an OSError."""
+    from isoflow.bundle import _write_manifest
+
+    bundle = shutil.copytree(trained["bundle"], tmp_path / "d")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    manifest["model"]["d_model"] *= 2
+    _write_manifest(bundle, manifest)
+    _one_line(bundle, "weights do not fit the model the manifest describes (size mismatch")
+    bundle = shutil.copytree(trained["bundle"], tmp_path / "t")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    data = (bundle / WEIGHTS).read_bytes()
+    (bundle / WEIGHTS).write_bytes(data[: len(data) // 2])
+    _write_manifest(bundle, manifest)
+    _one_line(bundle, f"{WEIGHTS}: unreadable (")

@@ -291,3 +291,14 @@ def test_rule_layout_follows_the_constructs_config():
         construct_models({"constructs": {"table": "c.tsv", "models": ["b_s0"]}}, runs)
     with pytest.raises(InputError, match="no model scores it"):
         construct_models({"constructs": {"table": "c.tsv"}}, runs)
+
+
+@pytest.mark.slow
+def test_a_copied_bundle_is_not_a_second_ensemble_member(bundles, tmp_path):
+    # `--model M0 --model M0copy` gave sd 0 and n_models 2
+    copy = shutil.copytree(bundles[0], tmp_path / "copy")
+    with pytest.raises(InputError) as err:
+        check_bundles([bundles[0], bundles[1], copy])
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{copy}: the same weights as {bundles[0]}")
+    assert len(check_bundles(bundles)) == 2
