@@ -476,15 +476,36 @@ def _read_tsv(path: Path) -> list[Construct]:
 
 
 def _read_genbank(path: Path) -> list[Construct]:
-    from Bio import SeqIO  # Biopython: only the GenBank reader needs it
+    import warnings
+
+    from Bio import BiopythonParserWarning, SeqIO  # Biopython: only GenBank needs it
 
     try:
-        with open(path, encoding="utf-8") as handle:
+        # -sig: a byte order mark (a Windows editor's) made the first LOCUS line unseen
+        with (
+            open(path, encoding="utf-8-sig") as handle,
+            warnings.catch_warnings(record=True) as seen,
+        ):
+            warnings.simplefilter("always", BiopythonParserWarning)
             records = list(SeqIO.parse(handle, "genbank"))
     except UnicodeDecodeError:
         raise non_utf8_error(path) from None
     except (ValueError, AssertionError) as err:
         raise InputError(path, None, f"not a GenBank file Biopython can read: {err}") from None
+    texts = [str(w.message) for w in seen if issubclass(w.category, BiopythonParserWarning)]
+    # a truncated file: Biopython warns and reads the sequence it found, which cut parts
+    # would then be blamed on (e.g. "has no utr5"); an error naming the cause instead
+    cut = [t for t in texts if t.startswith("Expected sequence length")]
+    cut = cut or [t for t in texts if t.startswith("Premature end")]
+    if cut:
+        raise InputError(
+            path, None, f"{cut[0].rstrip('.')}: the file is cut short or damaged; write it again"
+        )
+    for text in texts:
+        log.warning("%s: %s", path, text)
+    for w in seen:  # anything else Biopython or others warned of, as before
+        if not issubclass(w.category, BiopythonParserWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if not records:
         raise InputError(path, None, "empty file: no GenBank records (LOCUS ... //)")
     out = []
@@ -610,6 +631,40 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
             )
     start = {p: int(f.location.start) for p, f in one.items()}
     end = {p: int(f.location.end) for p, f in one.items()}
+    length = len(record.seq)
+    for part, feature in one.items():
+        if end[part] > length:
+            raise InputError(
+                path,
+                cid,
+                f"construct {cid!r}: {_PART_LABELS[part]} feature {_where(feature)} runs past "
+                f"the sequence's end ({length} bp); fix the feature or the sequence",
+            )
+    # the parts are cut at feature starts: annotated neighbours must abut, else the bases of
+    # an overlap would silently go to one of them and a gap join the part before it. Kept,
+    # as documented: a promoter overlapping the 5'UTR (cut at the TSS), a polyA signal
+    # inside or overlapping the 3'UTR, and the bases between promoter and CDS (CDS and
+    # polyA) as the 5'UTR (3'UTR) when that UTR is not annotated.
+    chain = [p for p in ("promoter", "utr5", "cds", "utr3", "polya") if p in one]
+    for a_part, b_part in zip(chain, chain[1:], strict=False):
+        if (a_part, b_part) in (("promoter", "cds"), ("cds", "polya")):
+            continue  # no 5'UTR (3'UTR) feature: the bases between them are that UTR
+        a_end, b_start = end[a_part], start[b_part]
+        if a_end == b_start or b_start < start[a_part]:
+            continue  # abutting; out of order: the order check below names it
+        if a_end > b_start and (a_part, b_part) in (("promoter", "utr5"), ("utr3", "polya")):
+            continue
+        if a_end > b_start:
+            what = f"overlap by {a_end - b_start} nt"
+        else:
+            what = f"leave {b_start - a_end} nt ({a_end + 1}..{b_start}) between them"
+        raise InputError(
+            path,
+            cid,
+            f"construct {cid!r}: the {_PART_LABELS[a_part]} feature {_where(one[a_part])} and "
+            f"the {_PART_LABELS[b_part]} feature {_where(one[b_part])} {what}; the parts must "
+            "abut (each starts where the one before ends): fix the features' coordinates",
+        )
     tss = start["utr5"] if "utr5" in one else end["promoter"]
     if "utr3" in one:
         utr3_end = end["utr3"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -546,7 +547,8 @@ def test_demo_constructs_carry_the_planted_signal(tmp_path):
 def test_unreadable_inputs_are_one_line_errors(tmp_path):
     gb = tmp_path / "bad.gb"
     gb.write_text("LOCUS       x  10 bp DNA\nFEATURES   garbage\n")
-    with pytest.warns(Warning):  # Biopython's own parser warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Biopython's parser warnings stay inside the line
         message = error(gb)
     assert message.startswith(f"{gb}: not a GenBank file Biopython can read: ")
     table = tmp_path / "bad.tsv"
@@ -600,3 +602,54 @@ def test_genbank_flank_misc_features_without_itrs(tmp_path):
     with_itrs.features.append(feature(0, 30, "misc_feature", "upstream"))
     (c,) = read_constructs(write_gb(tmp_path / "both.gb", with_itrs))
     assert c.itrs and dict(c.parts) == {p: itr_parts[p] for p in PARTS if p in itr_parts}
+
+
+def _moved(record, label, start=None, end=None):
+    """``record`` with the feature labelled ``label`` given new 0-based bounds."""
+    out = record[:]
+    out.annotations = dict(record.annotations)
+    out.features = []
+    for f in record.features:
+        if f.qualifiers.get("label") == [label]:
+            loc = f.location
+            f = feature(
+                loc.start if start is None else start,
+                loc.end if end is None else end,
+                f.type,
+                label,
+            )
+        out.features.append(f)
+    return out
+
+
+def test_genbank_parts_must_abut_and_lie_within_the_sequence(tmp_path):
+    # parts were cut at feature starts only: an overlap went silently to one part, a gap
+    # joined the part before it, and a feature past the sequence's end was read short
+    record, _ = cassette_record("c1", np.random.default_rng(0), itrs=False)
+    cds = next(f for f in record.features if f.qualifiers["label"] == ["EGFP"])
+    utr5 = next(f for f in record.features if f.qualifiers["label"] == ["leader"])
+    overlap = write_gb(tmp_path / "o.gb", _moved(record, "leader", end=int(cds.location.start) + 3))
+    assert "the 5'UTR feature 'leader'" in error(overlap)
+    assert "and the CDS feature 'EGFP'" in error(overlap) and "overlap by 3 nt" in error(overlap)
+    gap = write_gb(tmp_path / "g.gb", _moved(record, "leader", end=int(utr5.location.end) - 4))
+    assert "leave 4 nt" in error(gap) and "must abut" in error(gap) and ":c1:" in error(gap)
+    past = write_gb(tmp_path / "p.gb", _moved(record, "bGH poly(A) signal", end=len(record) + 5))
+    assert f"runs past the sequence's end ({len(record)} bp)" in error(past)
+    # as documented: a promoter overlapping the 5'UTR is cut at the TSS
+    promoter = write_gb(tmp_path / "ok.gb", _moved(record, "CMV promoter", end=utr5.location.end))
+    assert read_constructs(promoter)[0].parts["utr5"] == UTR5
+
+
+def test_genbank_cut_short_or_with_a_byte_order_mark(tmp_path):
+    record, parts = cassette_record("c1", np.random.default_rng(1), itrs=False)
+    whole = write_gb(tmp_path / "w.gb", record).read_text()
+    bom = tmp_path / "bom.gb"
+    bom.write_text("\ufeff" + whole, encoding="utf-8")  # read as empty before
+    assert read_constructs(bom)[0].parts["cds"] == parts["cds"]
+    cut = tmp_path / "cut.gb"
+    cut.write_text(whole[: whole.index("ORIGIN") + 200])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Biopython warning leaks out
+        message = error(cut)
+    assert message.startswith(f"{cut}: Expected sequence length {len(record)}, found ")
+    assert message.endswith("the file is cut short or damaged; write it again")
