@@ -92,10 +92,70 @@ def main(argv: list[str] | None = None) -> int:
     if "torch" in sys.modules:
         logging.getLogger("isoflow").info("%s", in_effect())
     try:
+        check_device(getattr(args, "device", None))
         return int(module.run(args) or 0)
     except InputError as err:
         sys.stderr.write(f"isoflow {ns.command}: error: {err}\n")
         return 1
+    except Exception as err:  # a file's fault, named by the error: one line; else a bug
+        line = file_error(err)
+        if line is None:
+            raise
+        sys.stderr.write(f"isoflow {ns.command}: error: {line}\n")
+        return 1
+
+
+def file_error(err: BaseException) -> str | None:
+    """One line for an error a file caused that names the file (an ``OSError`` with a
+    filename, a YAML syntax error, pyarrow's "Could not open Parquet input source"), else
+    None (a bug: its traceback is kept)."""
+    import re
+
+    if isinstance(err, OSError) and err.filename is not None:
+        reason = err.strerror or str(err)
+        return f"{err.filename}: {reason}"
+    yaml = sys.modules.get("yaml")
+    if yaml is not None and isinstance(err, yaml.YAMLError):
+        mark = getattr(err, "problem_mark", None)
+        if mark is None or not mark.name or mark.name.startswith("<"):
+            return None
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        return f"{mark.name}:{mark.line + 1}: not valid YAML ({problem}); fix the file"
+    arrow = sys.modules.get("pyarrow")
+    if arrow is not None and isinstance(err, arrow.ArrowException):
+        found = re.search(r"input source '([^']+)'", str(err))
+        if found and not found.group(1).startswith("<"):
+            return f"{found.group(1)}: not a Parquet table; give the .parquet file"
+    return None
+
+
+def check_device(device: str | None) -> None:
+    """``--device`` checked before any work: a name torch reads, and a device this machine
+    has (``cuda`` without a GPU was found only after the inputs were read)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise InputError(
+            "--device", None, f"{device!r} is not a torch device (cpu, cuda, cuda:1)"
+        ) from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InputError(
+                "--device", None, f"{device}: no CUDA device on this machine; use --device cpu"
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise InputError("--device", None, f"{device}: this machine has {count} CUDA device(s)")
+        return
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise InputError("--device", None, f"{device}: not available here; use cpu or cuda")
 
 
 if __name__ == "__main__":

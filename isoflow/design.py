@@ -31,7 +31,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -1095,7 +1094,6 @@ def run(args: argparse.Namespace) -> int:
         paths.values(),
         inputs=[args.constructs, args.constraints, args.background, *args.model],
     )
-    Path(paths["fasta"]).parent.mkdir(parents=True, exist_ok=True)
     design_job(
         args.constructs,
         args.model,

@@ -54,8 +54,10 @@ def check_output_files(
     option: str = "--out",
 ) -> None:
     """Refuse a command's output file that is an existing folder (``atomic_path`` would
-    replace the folder with all it holds) or one of its ``inputs``; an
-    :class:`isoflow.errors.InputError` naming the path and ``option``."""
+    replace the folder with all it holds) or one of its ``inputs``, or whose folder cannot
+    be written (its nearest existing ancestor a file or not writable); an
+    :class:`isoflow.errors.InputError` naming the path and ``option``. Nothing is created:
+    ``atomic_path`` makes missing folders when it writes."""
     from isoflow.errors import InputError
 
     given = [Path(p).resolve() for p in inputs if p is not None and str(p) != ""]
@@ -70,6 +72,29 @@ def check_output_files(
             )
         if path.resolve() in given:
             raise InputError(path, None, f"{option}: is an input; choose another output path")
+        _check_writable_parent(path, option)
+
+
+def _check_writable_parent(path: Path, option: str) -> None:
+    """The folder ``path`` will be written in: its nearest existing ancestor must be a
+    folder this process may write in (``atomic_path`` creates the rest only on success)."""
+    from isoflow.errors import InputError
+
+    if path.name in ("", ".", ".."):
+        raise InputError(path, None, f"{option}: names a folder, not an output file")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        if folder.is_symlink():  # a dangling link: nothing can be written through it
+            break
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(
+            path, None, f"{option}: {folder} is a file, not a folder; choose another output path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(
+            path, None, f"{option}: the folder {folder} is not writable; choose another output path"
+        )
 
 
 def check_output_folder(

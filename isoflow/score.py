@@ -678,7 +678,6 @@ def run(args: argparse.Namespace) -> int:
     check_output_files(  # before any work: atomic_path would replace a folder at a path
         paths.values(), inputs=[args.constructs, args.background, *args.model]
     )
-    Path(paths["tsv"]).parent.mkdir(parents=True, exist_ok=True)
     score_file(
         args.constructs,
         args.model,

@@ -130,3 +130,76 @@ def test_model_batch_size_under_one_is_refused():
     for bad in (0, -1, 2.5, True):
         with pytest.raises(InputError, match="batch_size.*whole number >= 1"):
             Model.batch_size_or_default(model, bad)
+
+
+# Errors a file causes that name it end in one line, like an InputError (they were
+# tracebacks, some after all the work); the output folders are not made before the checks.
+
+
+def _design(tmp_path, *extra):
+    return [
+        "design",
+        "--model",
+        str(tmp_path / "none"),
+        "--constructs",
+        str(tmp_path / "none.tsv"),
+        "--target-tissue",
+        "Liver",
+        "--out",
+        str(tmp_path / "new" / "d"),
+        *extra,
+    ]
+
+
+def test_file_errors_are_one_line(tmp_path, capsys):
+    missing = tmp_path / "missing.yaml"
+    assert commands.main(_design(tmp_path, "--constraints", str(missing))) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"isoflow design: error: {missing}: No such file or directory"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("restriction_sites: [GAATTC\n")
+    assert commands.main(_design(tmp_path, "--constraints", str(bad))) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"isoflow design: error: {bad}:") and "not valid YAML" in err
+    assert "\n" not in err and not (tmp_path / "new").exists()
+
+
+def test_file_error_names_a_file_that_is_not_parquet(tmp_path):
+    import pandas as pd
+
+    table = tmp_path / "annotation.tsv"
+    table.write_text("a\tb\n1\t2\n")
+    with pytest.raises(Exception) as caught:
+        pd.read_parquet(table)
+    assert (
+        commands.file_error(caught.value) == f"{table}: not a Parquet table; give the .parquet file"
+    )
+    assert commands.file_error(ValueError("a bug")) is None
+    assert commands.file_error(OSError("no file named")) is None
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:99", "cuda"])
+def test_a_device_this_machine_lacks_is_refused_before_any_work(device, tmp_path, capsys):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert commands.main(_design(tmp_path, "--device", device)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"isoflow design: error: --device: {device}") or err.startswith(
+        f"isoflow design: error: --device: '{device}'"
+    )
+    assert "\n" not in err and not (tmp_path / "new").exists()
+
+
+def test_an_output_under_a_file_is_refused_and_no_folder_is_left(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    argv = ["score", "--model", str(tmp_path / "m"), "--constructs", str(tmp_path / "c.tsv")]
+    assert commands.main([*argv, "--out", str(blocker / "s")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert f"--out: {blocker} is a file, not a folder" in err and "\n" not in err
+    # a failure after the checks leaves no empty output folder behind
+    assert commands.main([*argv, "--out", str(tmp_path / "new" / "s")]) == 1
+    capsys.readouterr()
+    assert not (tmp_path / "new").exists()
