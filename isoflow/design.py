@@ -41,7 +41,7 @@ from isoflow.commands import nonnegative_float, nonnegative_int, positive_int
 from isoflow.constraints import Check, Constraints, check_all, check_feasible, failed
 from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
 from isoflow.errors import InputError
-from isoflow.files import atomic_path, check_output_files
+from isoflow.files import atomic_path, check_output_files, check_prefix
 from isoflow.progress import Progress
 
 log = logging.getLogger("isoflow.design")
@@ -1089,6 +1089,7 @@ def run(args: argparse.Namespace) -> int:
             *constraints.get("restriction_sites", []),
             *args.restriction_site,
         ]
+    check_prefix(args.out)
     paths = output_paths(args.out)
     check_output_files(  # before any work: atomic_path would replace a folder at a path
         paths.values(),

@@ -1081,8 +1081,9 @@ def explain_job(
 
 
 def run(args) -> int:
-    from isoflow.files import check_output_files
+    from isoflow.files import check_output_files, check_prefix
 
+    check_prefix(args.out)
     # before any work: every file write_outputs may write under the prefix
     inputs = [args.model, args.construct, args.dataset, args.annotation]
     inputs += [args.genome, args.background]

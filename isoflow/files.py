@@ -61,8 +61,17 @@ def check_output_files(
     from isoflow.errors import InputError
 
     given = [Path(p).resolve() for p in inputs if p is not None and str(p) != ""]
+    folders = [p for p in given if p.is_dir()]
     for path in paths:
         path = Path(path)
+        inside = [f for f in folders if f in path.resolve().parents]
+        if inside:
+            raise InputError(
+                path,
+                None,
+                f"{option}: lies inside the input folder {inside[0]}; choose an output path "
+                "outside the inputs",
+            )
         if path.is_dir():
             raise InputError(
                 path,
@@ -73,6 +82,21 @@ def check_output_files(
         if path.resolve() in given:
             raise InputError(path, None, f"{option}: is an input; choose another output path")
         _check_writable_parent(path, option)
+
+
+def check_prefix(prefix: str, option: str = "--out") -> None:
+    """Refuse an output prefix without a file-name part (``""``, ``d2/``, ``.``), which
+    wrote hidden files such as ``d2/.scores.tsv``."""
+    from isoflow.errors import InputError
+
+    text = str(prefix)
+    if not text.strip() or text.endswith(("/", os.sep)) or Path(text).name in ("", ".", ".."):
+        raise InputError(
+            text or "''",
+            None,
+            f"{option}: needs a file name after the folder (e.g. results/mine/run1), not a "
+            "folder or an empty name",
+        )
 
 
 def _check_writable_parent(path: Path, option: str) -> None:

@@ -40,7 +40,7 @@ import pandas as pd
 from isoflow.commands import nonnegative_int, positive_int
 from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
 from isoflow.errors import InputError
-from isoflow.files import atomic_path, check_output_files
+from isoflow.files import atomic_path, check_output_files, check_prefix
 from isoflow.progress import Progress
 
 log = logging.getLogger("isoflow.score")
@@ -674,6 +674,7 @@ def score_file(
 
 def run(args: argparse.Namespace) -> int:
     targets = list(args.target_tissue)
+    check_prefix(args.out)
     paths = output_paths(args.out, specificity=bool(targets), figure_format=args.figure_format)
     check_output_files(  # before any work: atomic_path would replace a folder at a path
         paths.values(), inputs=[args.constructs, args.background, *args.model]

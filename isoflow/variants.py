@@ -161,6 +161,19 @@ def read_variants(path: str | os.PathLike) -> VariantTable:
         _read_vcf(path, table)
     else:
         _read_tsv(path, table)
+    first: dict[str, Variant] = {}
+    for v in table.variants:  # an id names a variant's rows in the output: one variant each
+        if v.id in first:
+            other = first[v.id]
+            same = (other.chrom, other.pos, other.ref, other.alt) == (v.chrom, v.pos, v.ref, v.alt)
+            raise InputError(
+                path,
+                v.record,
+                f"variant id {v.id!r} is already used by "
+                + (f"line {other.record}" if isinstance(other.record, int) else str(other.record))
+                + (" for the same variant: give it once" if same else ": give each its own id"),
+            )
+        first[v.id] = v
     if table.skipped:
         log.warning(
             "%s: skipped %d allele(s) that are not substitutions (%s): indels and symbolic "
@@ -176,21 +189,37 @@ def read_variants(path: str | os.PathLike) -> VariantTable:
 def _read_vcf(path: Path, table: VariantTable) -> None:
     import pysam
 
+    quiet = pysam.set_verbosity(0)  # htslib's own stderr lines: the error below says it
     try:
         vcf = pysam.VariantFile(str(path))
     except (OSError, ValueError) as err:
+        pysam.set_verbosity(quiet)
         raise InputError(path, None, f"cannot read as VCF: {err}") from None
+    n = 0
     with vcf:
-        for n, rec in enumerate(vcf, start=1):
-            where = f"record {n} ({rec.chrom}:{rec.pos})"
-            vid = None if rec.id in (None, ".") else rec.id
-            for k, alt in enumerate(rec.alts or ()):
-                name = vid if vid and len(rec.alts) == 1 else (f"{vid}_{k + 1}" if vid else None)
-                v = _variant(
-                    name, rec.chrom, rec.pos, rec.ref or "", alt, path, where, table.skipped
-                )
-                if v is not None:
-                    table.variants.append(v)
+        try:
+            for n, rec in enumerate(vcf, start=1):
+                where = f"record {n} ({rec.chrom}:{rec.pos})"
+                vid = None if rec.id in (None, ".") else rec.id
+                for k, alt in enumerate(rec.alts or ()):
+                    name = (
+                        vid if vid and len(rec.alts) == 1 else (f"{vid}_{k + 1}" if vid else None)
+                    )
+                    v = _variant(
+                        name, rec.chrom, rec.pos, rec.ref or "", alt, path, where, table.skipped
+                    )
+                    if v is not None:
+                        table.variants.append(v)
+        except InputError:
+            raise
+        except (OSError, ValueError) as err:  # htslib on a cut or damaged record
+            raise InputError(
+                path,
+                f"record {n + 1}",
+                f"cannot read ({err}): the file is cut short or damaged; write it again",
+            ) from None
+        finally:
+            pysam.set_verbosity(quiet)
 
 
 def _read_tsv(path: Path, table: VariantTable) -> None:
@@ -712,8 +741,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from isoflow.bundle import load_model
-    from isoflow.files import check_output_files
+    from isoflow.files import check_output_files, check_prefix
 
+    check_prefix(args.out, "-o")
     check_output_files(  # before any work: atomic_path would replace a folder at -o
         [args.out], inputs=[args.variants, args.model, args.genome, args.annotation], option="-o"
     )

@@ -127,3 +127,20 @@ def test_an_output_folder_over_an_input_a_file_or_a_link_is_refused(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path / "models")
     with pytest.raises(InputError, match="a symbolic link"):
         check_output_folder(tmp_path / "link", **kw)
+
+
+def test_an_output_prefix_needs_a_name_and_lies_outside_input_folders(tmp_path):
+    from isoflow.errors import InputError
+    from isoflow.files import check_output_files, check_prefix
+
+    # `--out d2/` and `--out ""` wrote hidden files (d2/.scores.tsv, ./.scores.tsv)
+    for prefix in ("", "d2/", ".", "a/.."):
+        with pytest.raises(InputError, match="--out: needs a file name after the folder"):
+            check_prefix(prefix)
+    check_prefix("d2/s")
+    # `--out M0/s` wrote into the input bundle's folder
+    bundle = tmp_path / "M0"
+    bundle.mkdir()
+    with pytest.raises(InputError, match=f"--out: lies inside the input folder {bundle}"):
+        check_output_files([bundle / "s.scores.tsv"], inputs=[bundle])
+    check_output_files([tmp_path / "out" / "s.scores.tsv"], inputs=[bundle])

@@ -376,3 +376,33 @@ def test_tss_offset_counts_from_the_variants_5_end_on_either_strand():
     snv = Variant("s", "chr1", 990, "A", "G")  # 0-based 989
     assert tss_offset(snv, "+", 1000) == -11
     assert tss_offset(snv, "-", 1000) == 11  # the same for one base as before
+
+
+def test_one_id_names_one_variant(tmp_path):
+    # two different variants under one id wrote colliding rows with exit 0
+    table = tmp_path / "v.tsv"
+    table.write_text("chrom\tpos\tref\talt\tid\nchr1\t5\tC\tA\tv0\nchr1\t9\tG\tT\tv0\n")
+    with pytest.raises(InputError) as err:
+        read_variants(table)
+    assert (
+        _one_line(err)
+        == f"{table}:3: variant id 'v0' is already used by line 2: give each its own id"
+    )
+    table.write_text("chrom\tpos\tref\talt\tid\nchr1\t5\tC\tA\tv0\nchr1\t5\tC\tA\tv0\n")
+    with pytest.raises(InputError, match="for the same variant: give it once"):
+        read_variants(table)
+
+
+def test_a_vcf_cut_short_is_one_line(tmp_path, capfd):
+    text = (
+        "##fileformat=VCFv4.2\n##contig=<ID=chr1>\n"
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        "chr1\t5\trs9\tC\tA\t.\t.\t.\n"
+        "ch"
+    )
+    path = tmp_path / "cut.vcf"
+    path.write_text(text)
+    with pytest.raises(InputError) as err:
+        read_variants(path)
+    assert _one_line(err).startswith(f"{path}:record 2: cannot read (")
+    assert "cut short or damaged" in str(err.value) and "vcf_parse" not in capfd.readouterr().err
