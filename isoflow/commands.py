@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         check_device(getattr(args, "device", None))
         return int(module.run(args) or 0)
     except InputError as err:
+        _as_flags(err, getattr(module, "FLAGS", {}))
         sys.stderr.write(f"isoflow {ns.command}: error: {err}\n")
         return 1
     except Exception as err:  # a file's fault, named by the error: one line; else a bug
@@ -103,6 +104,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         sys.stderr.write(f"isoflow {ns.command}: error: {line}\n")
         return 1
+
+
+def _as_flags(err: InputError, flags: dict[str, str]) -> None:
+    """A message naming a setting by its config key (``allow_noncanonical_cds``,
+    ``finetune.folds``) names the command's flag instead: the module's ``FLAGS``. Short
+    keys (``fill``) only where they stand for the path; keys with ``_`` or ``.`` anywhere."""
+    import re
+
+    if err.path in flags:
+        err.path = flags[err.path]
+    if err.path is None and isinstance(err.record, str) and err.record in flags:
+        err.path, err.record = flags[err.record], None
+    for key, flag in flags.items():
+        if "_" in key or "." in key:
+            pattern = rf"(?<![\w.-]){re.escape(key)}(?!\w)"
+            err.message = re.sub(pattern, flag, err.message)
 
 
 def file_error(err: BaseException) -> str | None:

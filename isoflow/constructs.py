@@ -144,6 +144,39 @@ class Construct:
 # --- the three model inputs -------------------------------------------------------------
 
 
+def check_placement(
+    window: int,
+    *,
+    fill: str = "N",
+    background: str | None = None,
+    polya_tail: int = 0,
+    background_path: str | os.PathLike | None = None,
+) -> None:
+    """What :func:`construct_inputs` needs of the placement, checked once before any
+    construct is placed: one :class:`InputError` naming the option (``fill``,
+    ``polya_tail``; ``isoflow`` commands show the flag) or the background FASTA, not the
+    first construct (a short background was blamed on it)."""
+    if polya_tail < 0:
+        raise InputError("polya_tail", None, f"must be >= 0, not {polya_tail}")
+    if background is None:
+        if len(fill) != 1 or _NOT_DNA.search(fill):
+            raise InputError("fill", None, f"one letter of A, C, G, T, N, not {fill!r}")
+        return
+    where = background_path if background_path is not None else "background"
+    bad = _NOT_DNA.search(background)
+    if bad:
+        raise InputError(
+            where, None, f"{bad.group()!r} at position {bad.start() + 1} is not A, C, G, T or N"
+        )
+    if len(background) < window:
+        raise InputError(
+            where,
+            None,
+            f"the background is {len(background):,} nt, shorter than the model's {window:,}-nt "
+            "DNA window; give one at least as long as the window",
+        )
+
+
 def construct_inputs(
     construct: Construct,
     *,

@@ -152,6 +152,12 @@ def parse_fixed(spec: str, spans: Mapping[str, tuple[int, int]]) -> tuple[int, i
             f"{spec!r}: no part {part!r}{hint}; parts: {', '.join(spans)}",
         )
     lo, hi = spans[part] if part else (0, max(e for _, e in spans.values()))
+    if first > last:
+        raise InputError(
+            None,
+            "design.fixed",
+            f"{spec!r}: {first} comes after {last}; write the first position first (A-B, A <= B)",
+        )
     if not 1 <= first <= last <= hi - lo:
         raise InputError(
             None,
@@ -918,6 +924,20 @@ def plot_trajectory(result: Result, path, demo: bool = False) -> None:
 # ---------------------------------------------------------------------------- the command
 
 
+def _site(text: str) -> str:
+    """argparse ``type`` of ``--restriction-site``: IUPAC letters, at least one (an empty
+    site was accepted)."""
+    import re
+
+    if not re.fullmatch(r"[ACGTRYSWKMBDHVNacgtryswkmbdhvn]+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a site of IUPAC DNA letters")
+    return text
+
+
+# config keys in messages, shown as this command's flags (isoflow.commands)
+FLAGS = {"design.fixed": "--fixed", "polya_tail": "--polya-tail", "fill": "--fill"}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -982,6 +1002,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--restriction-site",
         action="append",
+        type=_site,
         default=[],
         metavar="SITE",
         help="a forbidden site, both strands (repeat)",

@@ -334,6 +334,14 @@ def region_sites(subject: Subject, region: str | None) -> np.ndarray:
     elif (match := _SPAN.match(region)) is not None:
         start, end = int(match.group(1)), int(match.group(2))
         chosen = (subject.coord >= start) & (subject.coord < end)
+        first, stop = int(subject.coord[0]), int(subject.coord[-1]) + 1
+        if chosen.any() and (start < first or end > stop):  # was silently clipped
+            raise InputError(
+                None,
+                subject.id,
+                f"region {region} reaches past the {subject.kind}'s coordinates "
+                f"{first}-{stop} (0-based half-open); give a region within them",
+            )
         if end <= start or not chosen.any():
             raise InputError(
                 None,
@@ -951,6 +959,10 @@ def explain(
 # ---------------------------------------------------------------------------- the command
 
 
+# config keys in messages, shown as this command's flags (isoflow.commands)
+FLAGS = {"polya_tail": "--polya-tail", "fill": "--fill"}
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="model bundle folder (results/models/RUN)")
     what = parser.add_argument_group("what to mutate (one of)")
@@ -979,7 +991,7 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--attention-transcripts",
-        type=int,
+        type=positive_int,
         default=64,
         help="test-split coding transcripts averaged (dataset order; default %(default)s)",
     )
@@ -1038,11 +1050,24 @@ def explain_job(
     over_dataset = bool(dataset) and attention_transcripts > 0
     if attention and not (over_dataset or construct):
         raise InputError(None, None, "--attention needs --dataset (its test split) or --construct")
+    from isoflow.bundle import read_manifest
+    from isoflow.constructs import check_placement
+
+    window = int(read_manifest(model_path)["dna"]["window"])
+    background_seq = read_background(background) if background else None
+    if construct:  # the placement checked before the model loads (score's one line)
+        check_placement(
+            window,
+            fill=fill,
+            background=background_seq,
+            polya_tail=polya_tail,
+            background_path=background,
+        )
     model = load_model(model_path, device=device)
     options = {
         "window": model.dna_window,
         "fill": fill,
-        "background": read_background(background) if background else None,
+        "background": background_seq,
         "polya_in_rna": polya_in_rna,
         "polya_tail": polya_tail,
     }
@@ -1081,7 +1106,7 @@ def explain_job(
 
 
 def run(args) -> int:
-    from isoflow.files import check_output_files, check_prefix
+    from isoflow.files import check_output_files, check_prefix, remove_stale
 
     check_prefix(args.out)
     # before any work: every file write_outputs may write under the prefix
@@ -1108,6 +1133,8 @@ def run(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
     )
+    for path in remove_stale(output_paths(args.out), written):
+        log.info("removed %s: an earlier run's output this one does not write", path)
     for path in written:
         print(path)
     return 0

@@ -175,3 +175,20 @@ def check_output_folder(
             "replaces the whole folder; choose a new or empty folder (or remove this one "
             "yourself)",
         )
+
+
+def remove_stale(
+    possible: Iterable[str | os.PathLike], written: Iterable[str | os.PathLike]
+) -> list[Path]:
+    """After a command wrote ``written`` under an output prefix, remove the files of
+    ``possible`` (every file that command may write under it) it did not write this time:
+    an earlier run's ``.specificity.tsv`` or ``.svg`` would otherwise sit beside the new
+    outputs as if they were one result. Only regular files of the command's own names are
+    removed; returns them."""
+    keep = {Path(p).absolute() for p in written}
+    removed = []
+    for path in map(Path, possible):
+        if path.absolute() not in keep and path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    return removed

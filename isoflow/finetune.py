@@ -816,7 +816,7 @@ def finetune_table(
     each construct placed as ``isoflow score`` places it (``placement``: fill, background
     (a FASTA path), polya_in_rna, polya_tail)."""
     from isoflow.bundle import read_manifest
-    from isoflow.constructs import construct_inputs, read_background
+    from isoflow.constructs import check_placement, construct_inputs, read_background
     from isoflow.measurements import read_measurements
 
     s = finetune_settings(settings)
@@ -824,9 +824,17 @@ def finetune_table(
     # before any work: the result replaces out_dir whole
     check_out_dir(out_dir, [table_path, bundle, placement.get("background")])
     table = read_measurements(table_path, columns=columns, folds=int(s["folds"]))
-    if placement.get("background"):
-        placement["background"] = read_background(placement["background"])
+    background_path = placement.get("background")
+    if background_path:
+        placement["background"] = read_background(background_path)
     window = int(read_manifest(bundle)["dna"]["window"])
+    check_placement(
+        window,
+        fill=placement.get("fill", "N"),
+        background=placement.get("background"),
+        polya_tail=placement.get("polya_tail", 0),
+        background_path=background_path,
+    )
     inputs = [construct_inputs(c, window=window, **placement) for c in table.constructs]
     source = {"table": str(table_path), "sha256": _sha256(Path(table_path)), "demo": demo}
     return run_finetune(
@@ -847,6 +855,17 @@ def finetune_table(
 # ---------------------------------------------------------------------------- the command
 
 
+# config keys in messages, shown as this command's flags (isoflow.commands)
+FLAGS = {
+    "finetune.folds": "--folds",
+    "finetune.finetune_last": "--finetune-last",
+    "finetune.max_epochs": "--max-epochs",
+    "finetune.mode": "--mode",
+    "polya_tail": "--polya-tail",
+    "fill": "--fill",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "table", help="measurement table (TSV: id, parts or genbank, measured columns, [group])"
@@ -862,7 +881,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--columns", nargs="+", default=None, help="measured columns (default: all)"
     )
     parser.add_argument("--mode", choices=MODES, default=FINETUNE_DEFAULTS["mode"])
-    parser.add_argument("--finetune-last", type=int, default=FINETUNE_DEFAULTS["finetune_last"])
+    parser.add_argument(
+        "--finetune-last",
+        type=int,
+        default=None,
+        help="mode finetune_last: blocks of each raw encoder that train (-1: all; default "
+        f"{FINETUNE_DEFAULTS['finetune_last']})",
+    )
     parser.add_argument("--folds", type=int, default=FINETUNE_DEFAULTS["folds"])
     parser.add_argument("--max-epochs", type=positive_int, default=FINETUNE_DEFAULTS["max_epochs"])
     parser.add_argument("--seed", type=nonnegative_int, default=FINETUNE_DEFAULTS["seed"])
@@ -885,6 +910,17 @@ def run(args: argparse.Namespace) -> int:
         if not sep or not column or not tissue:
             raise InputError(None, "--zero-shot", f"{item!r} is not COLUMN=TISSUE")
         mapping[column] = tissue
+    if args.finetune_last is not None and args.mode != "finetune_last":
+        raise InputError(
+            "--finetune-last",
+            None,
+            f"only with --mode finetune_last (this is --mode {args.mode}, which it would not "
+            "change); drop it or change the mode",
+        )
+    if args.finetune_last is not None and args.finetune_last < -1:
+        raise InputError("--finetune-last", None, f"{args.finetune_last}: -1 (all) or >= 0")
+    if args.finetune_last is None:
+        args.finetune_last = FINETUNE_DEFAULTS["finetune_last"]
     settings = {
         "mode": args.mode,
         "finetune_last": args.finetune_last,

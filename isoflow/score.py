@@ -38,9 +38,15 @@ import numpy as np
 import pandas as pd
 
 from isoflow.commands import nonnegative_int, positive_int
-from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
+from isoflow.constructs import (
+    Construct,
+    check_placement,
+    construct_inputs,
+    read_background,
+    read_constructs,
+)
 from isoflow.errors import InputError
-from isoflow.files import atomic_path, check_output_files, check_prefix
+from isoflow.files import atomic_path, check_output_files, check_prefix, remove_stale
 from isoflow.progress import Progress
 
 log = logging.getLogger("isoflow.score")
@@ -318,6 +324,7 @@ def score_constructs(
     device: str | None = None,
     warnings: Mapping[str, list[str]] | None = None,
     progress_every_s: float | None = None,
+    background_path: str | os.PathLike | None = None,
 ) -> Scores:
     """Predict every construct with every bundle (model bundles, ``results/models/{run}/``).
 
@@ -338,6 +345,13 @@ def score_constructs(
     tissues = list(manifests[0]["tissues"])
     targets = check_targets(target_tissues or [], tissues)
     window = int(manifests[0]["dna"]["window"])
+    check_placement(
+        window,
+        fill=fill,
+        background=background,
+        polya_tail=polya_tail,
+        background_path=background_path,
+    )
     notes = {cid: list(msgs) for cid, msgs in (warnings or {}).items()}
     inputs = []
     for c in constructs:
@@ -565,6 +579,14 @@ def plot_scores(scores: Scores, path: str | os.PathLike, demo: bool = False) -> 
 # ---------------------------------------------------------------------------- the command
 
 
+# config keys in messages, shown as this command's flags (isoflow.commands)
+FLAGS = {
+    "allow_noncanonical_cds": "--allow-noncanonical-cds",
+    "polya_tail": "--polya-tail",
+    "fill": "--fill",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -667,6 +689,7 @@ def score_file(
         polya_tail=polya_tail,
         device=device,
         warnings=warnings,
+        background_path=background,
     )
     write_scores(scores, paths, demo=demo)
     return scores
@@ -676,8 +699,15 @@ def run(args: argparse.Namespace) -> int:
     targets = list(args.target_tissue)
     check_prefix(args.out)
     paths = output_paths(args.out, specificity=bool(targets), figure_format=args.figure_format)
+    # every file score may write under the prefix: this run's outputs, and the others,
+    # removed once it succeeds (a stale .specificity.tsv or other-format figure)
+    possible = [
+        path
+        for fmt in FIGURE_FORMATS
+        for path in output_paths(args.out, specificity=True, figure_format=fmt).values()
+    ]
     check_output_files(  # before any work: atomic_path would replace a folder at a path
-        paths.values(), inputs=[args.constructs, args.background, *args.model]
+        dict.fromkeys(possible), inputs=[args.constructs, args.background, *args.model]
     )
     score_file(
         args.constructs,
@@ -694,6 +724,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
     )
+    for path in remove_stale(dict.fromkeys(possible), paths.values()):
+        log.info("removed %s: an earlier run's output this one does not write", path)
     for path in paths.values():
         print(path)
     return 0

@@ -203,3 +203,48 @@ def test_an_output_under_a_file_is_refused_and_no_folder_is_left(tmp_path, capsy
     assert commands.main([*argv, "--out", str(tmp_path / "new" / "s")]) == 1
     capsys.readouterr()
     assert not (tmp_path / "new").exists()
+
+
+def test_messages_name_the_commands_flags_not_config_keys(tmp_path, capsys):
+    # "<input>:finetune.folds: at least 2 folds" and "lower finetune.folds" from the CLI
+    base = [
+        "finetune",
+        str(tmp_path / "t.tsv"),
+        "-m",
+        str(tmp_path / "m"),
+        "-o",
+        str(tmp_path / "o"),
+    ]
+    assert commands.main([*base, "--folds", "1"]) == 1
+    assert capsys.readouterr().err.strip() == "isoflow finetune: error: --folds: at least 2 folds"
+    # --finetune-last was silently ignored outside mode finetune_last
+    assert commands.main([*base, "--mode", "frozen", "--finetune-last", "3"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        "isoflow finetune: error: --finetune-last: only with --mode finetune_last"
+    )
+    err = commands.InputError(None, None, "fix the CDS, or pass allow_noncanonical_cds to score")
+    commands._as_flags(err, {"allow_noncanonical_cds": "--allow-noncanonical-cds"})
+    assert str(err) == "<input>: fix the CDS, or pass --allow-noncanonical-cds to score"
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [("design", "--restriction-site", ""), ("explain", "--attention-transcripts", "0")],
+)
+def test_empty_sites_and_no_attention_transcripts_are_usage_errors(
+    command, option, value, tmp_path, capsys
+):
+    args, _ = REFUSALS[command]
+    argv = [a.format(none=tmp_path / "none", tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as exc:
+        commands.main([command, *argv, f"{option}={value}"])
+    assert exc.value.code == 2 and f"argument {option}: '{value}' is not" in capsys.readouterr().err
+
+
+def test_fixed_positions_the_wrong_way_round_say_so():
+    from isoflow.design import parse_fixed
+    from isoflow.errors import InputError
+
+    with pytest.raises(InputError, match="'utr5:50-10': 50 comes after 10; write the first"):
+        parse_fixed("utr5:50-10", {"utr5": (0, 120)})

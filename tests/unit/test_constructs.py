@@ -653,3 +653,16 @@ def test_genbank_cut_short_or_with_a_byte_order_mark(tmp_path):
         message = error(cut)
     assert message.startswith(f"{cut}: Expected sequence length {len(record)}, found ")
     assert message.endswith("the file is cut short or damaged; write it again")
+
+
+def test_placement_is_checked_once_naming_the_option_or_the_fasta():
+    # a short background was blamed on the first construct ("<input>:c1: background is ...")
+    from isoflow.constructs import check_placement
+
+    check_placement(100, fill="n")
+    with pytest.raises(InputError, match=r"^bg\.fa: the background is 40 nt, shorter than"):
+        check_placement(100, background="ACGT" * 10, background_path="bg.fa")
+    with pytest.raises(InputError, match=r"^fill: one letter of A, C, G, T, N, not 'Z'$"):
+        check_placement(100, fill="Z")
+    with pytest.raises(InputError, match=r"^polya_tail: must be >= 0, not -5$"):
+        check_placement(100, polya_tail=-5)

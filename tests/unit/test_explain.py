@@ -325,3 +325,37 @@ def test_cli_end_to_end(bundle, tmp_path, capsys):
     argv += ["--id", "c1", "--region", "enhancer", "--out", str(tmp_path / "bad")]
     assert main(argv) == 1
     assert "neither START-END nor a part" in capsys.readouterr().err
+
+
+def test_a_region_reaching_past_the_cassette_is_refused():
+    # `--region 2300-9999` on a 2,323-nt cassette was silently clipped to 2300-2323
+    from isoflow.errors import InputError
+    from isoflow.explain import construct_subject, region_sites
+
+    c = _construct()
+    s = construct_subject(c, window=WINDOW)
+    n = len(c.cassette)
+    with pytest.raises(InputError, match=f"reaches past the construct's coordinates 0-{n}"):
+        region_sites(s, f"{n - 5}-{n + 100}")
+    assert len(region_sites(s, f"{n - 5}-{n}")) == 5
+
+
+@pytest.mark.slow
+def test_placement_errors_are_one_line_before_the_model_loads(bundle, tmp_path, capsys):
+    # --fill Z and a short --background were ValueError tracebacks (score gave one line)
+    from isoflow.commands import main
+    from isoflow.constructs import write_constructs_tsv
+
+    constructs = tmp_path / "c.tsv"
+    write_constructs_tsv([_construct(1)], constructs)
+    argv = ["explain", "--model", str(bundle["path"]), "--construct", str(constructs)]
+    argv += ["--id", "c1", "--region", "utr5", "--out", str(tmp_path / "o" / "c1")]
+    assert main([*argv, "--fill", "Z"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "isoflow explain: error: --fill: one letter of A, C, G, T, N, not 'Z'"
+    short = tmp_path / "bg.fa"
+    short.write_text(">bg\n" + "ACGT" * 10 + "\n")
+    assert main([*argv, "--background", str(short)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"isoflow explain: error: {short}: the background is 40 nt, shorter")
+    assert not (tmp_path / "o").exists()

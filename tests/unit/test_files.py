@@ -144,3 +144,19 @@ def test_an_output_prefix_needs_a_name_and_lies_outside_input_folders(tmp_path):
     with pytest.raises(InputError, match=f"--out: lies inside the input folder {bundle}"):
         check_output_files([bundle / "s.scores.tsv"], inputs=[bundle])
     check_output_files([tmp_path / "out" / "s.scores.tsv"], inputs=[bundle])
+
+
+def test_remove_stale_removes_only_the_commands_files_not_written(tmp_path):
+    from isoflow.files import remove_stale
+
+    names = ["s.scores.tsv", "s.heatmap.svg", "s.heatmap.png", "s.specificity.tsv"]
+    for name in [*names, "s.other.txt"]:
+        (tmp_path / name).write_text("x")
+    written = [tmp_path / "s.scores.tsv", tmp_path / "s.heatmap.png"]
+    removed = remove_stale([tmp_path / n for n in names], written)
+    assert sorted(p.name for p in removed) == ["s.heatmap.svg", "s.specificity.tsv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "s.heatmap.png",
+        "s.other.txt",
+        "s.scores.tsv",
+    ]

@@ -302,3 +302,39 @@ def test_a_copied_bundle_is_not_a_second_ensemble_member(bundles, tmp_path):
     text = str(err.value)
     assert "\n" not in text and text.startswith(f"{copy}: the same weights as {bundles[0]}")
     assert len(check_bundles(bundles)) == 2
+
+
+@pytest.mark.slow
+def test_rescoring_a_prefix_leaves_no_earlier_outputs_beside_the_new(bundles, tmp_path):
+    # without --target-tissue the old .specificity.tsv stayed; with png the old .svg
+    from isoflow import commands
+
+    tsv = tmp_path / "constructs.tsv"
+    write_constructs_tsv(make_constructs(), tsv)
+    prefix = tmp_path / "out" / "s"
+    argv = ["score", "--model", str(bundles[0]), "--constructs", str(tsv), "--out", str(prefix)]
+    argv += ["--device", "cpu"]
+    assert commands.main([*argv, "--target-tissue", "Brain"]) == 0
+    assert (tmp_path / "out" / "s.specificity.tsv").is_file()
+    (tmp_path / "out" / "s.notes.txt").write_text("mine")  # not a name score writes
+    assert commands.main([*argv, "--figure-format", "png"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "s.heatmap.png",
+        "s.notes.txt",
+        "s.scores.parquet",
+        "s.scores.tsv",
+    ]
+
+
+@pytest.mark.slow
+def test_a_short_background_names_the_fasta_not_a_construct(bundles, tmp_path):
+    short = tmp_path / "bg.fa"
+    with pytest.raises(InputError) as err:
+        score_constructs(
+            make_constructs(),
+            bundles,
+            background="ACGT" * 10,
+            background_path=short,
+            device="cpu",
+        )
+    assert str(err.value).startswith(f"{short}: the background is 40 nt, shorter than the model")
