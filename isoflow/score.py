@@ -208,7 +208,7 @@ def check_targets(targets: Iterable[str], tissues: Sequence[str]) -> list[str]:
 def check_bundles(bundles: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     """The manifests of ``bundles``, checked to agree on the tissues (same order) and the
     DNA window, which an ensemble needs; one line naming the bundle that differs."""
-    from isoflow.bundle import DIGESTS, MANIFEST, WEIGHTS, read_manifest
+    from isoflow.bundle import DIGESTS, MANIFEST, WEIGHTS, check_digests, read_manifest
 
     if not bundles:
         raise InputError(None, "models", "no model bundle given (results/models/RUN)")
@@ -221,6 +221,8 @@ def check_bundles(bundles: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
             raise InputError(path, None, "bundle given twice: each model counts once")
         seen[resolved] = Path(path)
         manifest = read_manifest(path)
+        if DIGESTS not in manifest:  # refused by load_model: say so before any work
+            check_digests(path, manifest)
         # a copied bundle is the same model: it would count twice in the mean and shrink sd
         digest = (manifest.get(DIGESTS) or {}).get(WEIGHTS) or (
             manifest.get("checkpoint") or {}

@@ -338,3 +338,12 @@ def test_a_short_background_names_the_fasta_not_a_construct(bundles, tmp_path):
             device="cpu",
         )
     assert str(err.value).startswith(f"{short}: the background is 40 nt, shorter than the model")
+
+
+@pytest.mark.slow
+def test_a_bundle_without_digests_is_refused_before_any_work(bundles, tmp_path):
+    def old(m):
+        m.pop("digests")
+
+    with pytest.raises(InputError, match="digests: missing.*export it again"):
+        check_bundles([bundles[0], _edited(bundles[1], tmp_path / "old", old)])
