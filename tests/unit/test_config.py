@@ -134,6 +134,12 @@ BAD_SETTINGS = [
         "encoders.esm2.class: 'esm' is not an encoder class (did you mean 'esm2'?)",
     ),
     (
+        # a tissue listed twice: its first column would get no samples (gtex.aggregate_tpm
+        # refuses it in the targets job; the schema stops it at parse)
+        {"tissues": {"smts": ["Liver", "Brain", "Liver"]}},
+        "tissues.smts: ['Liver', 'Brain', 'Liver'] has non-unique elements",
+    ),
+    (
         {"model": {"rna_encoder": "nucleotide_transformr"}},
         "model.rna_encoder: 'nucleotide_transformr' is not an entry of encoders nor an encoder"
         " class (did you mean 'nucleotide_transformer'?)",
