@@ -336,8 +336,8 @@ def check_construct(
         problem = cds_problem(construct.parts["cds"])
         if problem:
             raise fail(
-                f"part cds: {problem}; fix the CDS, or pass allow_noncanonical_cds to score "
-                "it as it is"
+                f"part cds: {problem}; fix the CDS (only scoring takes one as it is: "
+                "allow_noncanonical_cds)"
             )
     if construct.itrs or aav:
         size = len(construct.cassette)

@@ -131,16 +131,16 @@ def test_error_alphabet_names_letter_and_position(tmp_path):
 def test_error_cds_length_not_multiple_of_three(tmp_path):
     path = tsv(tmp_path, row(cds="ATGAAACGTTAAA"))
     assert error(path) == (
-        f"{path}:2: construct 'c1' part cds: length 13 is not a multiple of 3; fix the CDS, "
-        "or pass allow_noncanonical_cds to score it as it is"
+        f"{path}:2: construct 'c1' part cds: length 13 is not a multiple of 3; fix the CDS "
+        "(only scoring takes one as it is: allow_noncanonical_cds)"
     )
 
 
 def test_error_cds_without_atg(tmp_path):
     path = tsv(tmp_path, row(cds="GTGAAATAA"))
     assert error(path) == (
-        f"{path}:2: construct 'c1' part cds: starts with 'GTG', not ATG; fix the CDS, or "
-        "pass allow_noncanonical_cds to score it as it is"
+        f"{path}:2: construct 'c1' part cds: starts with 'GTG', not ATG; fix the CDS (only "
+        "scoring takes one as it is: allow_noncanonical_cds)"
     )
 
 
@@ -148,8 +148,8 @@ def test_error_cds_internal_stop(tmp_path):
     path = tsv(tmp_path, row(cds="ATGTGAAAATAA"))
     assert error(path) == (
         f"{path}:2: construct 'c1' part cds: in-frame stop TGA at codon 2 (position 4) before "
-        "the end; a CDS has exactly one stop, its last codon; fix the CDS, or pass "
-        "allow_noncanonical_cds to score it as it is"
+        "the end; a CDS has exactly one stop, its last codon; fix the CDS (only scoring "
+        "takes one as it is: allow_noncanonical_cds)"
     )
 
 
@@ -157,7 +157,7 @@ def test_error_cds_without_terminal_stop(tmp_path):
     path = tsv(tmp_path, row(cds="ATGAAACGT"))
     assert error(path) == (
         f"{path}:2: construct 'c1' part cds: does not end with a stop codon (TAA, TAG, TGA): "
-        "last codon CGT; fix the CDS, or pass allow_noncanonical_cds to score it as it is"
+        "last codon CGT; fix the CDS (only scoring takes one as it is: allow_noncanonical_cds)"
     )
 
 
