@@ -1,0 +1,56 @@
+"""What the bundle's digest check (``isoflow.bundle.check_digests``: the sha256 of
+``model.pt`` and each ``encoders/NAME.pt``, checked at every load) adds to loading the same
+file with ``torch.load`` (the reference in the same run). A fine-tuned bundle carries each
+trained encoder's weights, so the case that matters is an encoder at real size: prints one
+row per encoder: MB, torch.load (s), sha256 of the file (s), and the check's share of
+load + check.
+
+    python bench/bench_bundle_digest.py --encoders esm2,nucleotide_transformer
+
+Random weights at real size (``random_encoder(real_size=True)``) saved with ``torch.save``
+to a temporary folder; page cache warm (best of ``--repeats``, alternating).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from isoflow.bundle import _sha256
+from isoflow.model.encoders import random_encoder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoders", default="esm2,nucleotide_transformer")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print("| encoder | MB | torch.load (s) | sha256 of the file (s) | check / (load + check) |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.encoders.split(","):
+            path = Path(tmp) / f"{name}.pt"
+            torch.save(random_encoder(name, {}, real_size=True).state_dict(), path)
+            load = digest = float("inf")
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                load = min(load, time.perf_counter() - start)
+                del state
+                start = time.perf_counter()
+                _sha256(path)
+                digest = min(digest, time.perf_counter() - start)
+            print(
+                f"| {name} | {path.stat().st_size / 1e6:,.0f} | {load:.2f} | {digest:.2f} "
+                f"| {digest / (load + digest):.0%} |"
+            )
+            path.unlink()
+
+
+if __name__ == "__main__":
+    main()
