@@ -673,30 +673,26 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
                 f"construct {cid!r}: {_PART_LABELS[part]} feature {_where(feature)} runs past "
                 f"the sequence's end ({length} bp); fix the feature or the sequence",
             )
-    # the parts are cut at feature starts: annotated neighbours must abut, else the bases of
-    # an overlap would silently go to one of them and a gap join the part before it. Kept,
-    # as documented: a promoter overlapping the 5'UTR (cut at the TSS), a polyA signal
-    # inside or overlapping the 3'UTR, and the bases between promoter and CDS (CDS and
-    # polyA) as the 5'UTR (3'UTR) when that UTR is not annotated.
+    # Overlapping annotated neighbours are refused: the definitions below would give the
+    # shared bases to one of them without a word. Kept, as documented: a promoter
+    # overlapping the 5'UTR (cut at the TSS) and a polyA signal inside or overlapping the
+    # 3'UTR. A gap between neighbours is not an overlap: its bases go where the definitions
+    # put them (promoter|5'UTR: promoter, up to the TSS; 5'UTR|CDS: 5'UTR, e.g. a Kozak
+    # sequence left unannotated; CDS|3'UTR: 3'UTR; 3'UTR|polyA: polyA).
     chain = [p for p in ("promoter", "utr5", "cds", "utr3", "polya") if p in one]
     for a_part, b_part in zip(chain, chain[1:], strict=False):
-        if (a_part, b_part) in (("promoter", "cds"), ("cds", "polya")):
-            continue  # no 5'UTR (3'UTR) feature: the bases between them are that UTR
         a_end, b_start = end[a_part], start[b_part]
-        if a_end == b_start or b_start < start[a_part]:
-            continue  # abutting; out of order: the order check below names it
-        if a_end > b_start and (a_part, b_part) in (("promoter", "utr5"), ("utr3", "polya")):
+        if a_end <= b_start or b_start < start[a_part]:
+            continue  # abutting or a gap; out of order: the order check below names it
+        if (a_part, b_part) in (("promoter", "utr5"), ("utr3", "polya")):
             continue
-        if a_end > b_start:
-            what = f"overlap by {a_end - b_start} nt"
-        else:
-            what = f"leave {b_start - a_end} nt ({a_end + 1}..{b_start}) between them"
         raise InputError(
             path,
             cid,
             f"construct {cid!r}: the {_PART_LABELS[a_part]} feature {_where(one[a_part])} and "
-            f"the {_PART_LABELS[b_part]} feature {_where(one[b_part])} {what}; the parts must "
-            "abut (each starts where the one before ends): fix the features' coordinates",
+            f"the {_PART_LABELS[b_part]} feature {_where(one[b_part])} overlap by "
+            f"{a_end - b_start} nt, whose bases one part would take: fix the features' "
+            "coordinates",
         )
     tss = start["utr5"] if "utr5" in one else end["promoter"]
     if "utr3" in one:

@@ -622,21 +622,35 @@ def _moved(record, label, start=None, end=None):
     return out
 
 
-def test_genbank_parts_must_abut_and_lie_within_the_sequence(tmp_path):
-    # parts were cut at feature starts only: an overlap went silently to one part, a gap
-    # joined the part before it, and a feature past the sequence's end was read short
+def test_genbank_overlapping_parts_are_refused_and_gaps_follow_the_definitions(tmp_path):
+    # parts were cut at feature starts only: an overlap went silently to one part, and a
+    # feature past the sequence's end was read short. A gap is no ambiguity: its bases go
+    # where docs/constructs.md's definitions put them (a Kozak between 5'UTR and CDS stays
+    # in the 5'UTR), as SnapGene/Benchling maps with unannotated bases need
     record, _ = cassette_record("c1", np.random.default_rng(0), itrs=False)
-    cds = next(f for f in record.features if f.qualifiers["label"] == ["EGFP"])
-    utr5 = next(f for f in record.features if f.qualifiers["label"] == ["leader"])
-    overlap = write_gb(tmp_path / "o.gb", _moved(record, "leader", end=int(cds.location.start) + 3))
+    whole = read_constructs(write_gb(tmp_path / "whole.gb", record))[0].parts
+    bounds = {
+        label: (int(f.location.start), int(f.location.end))
+        for f in record.features
+        for label in f.qualifiers["label"]
+    }
+    cds_start = bounds["EGFP"][0]
+    overlap = write_gb(tmp_path / "o.gb", _moved(record, "leader", end=cds_start + 3))
     assert "the 5'UTR feature 'leader'" in error(overlap)
     assert "and the CDS feature 'EGFP'" in error(overlap) and "overlap by 3 nt" in error(overlap)
-    gap = write_gb(tmp_path / "g.gb", _moved(record, "leader", end=int(utr5.location.end) - 4))
-    assert "leave 4 nt" in error(gap) and "must abut" in error(gap) and ":c1:" in error(gap)
+    assert ":c1:" in error(overlap)
     past = write_gb(tmp_path / "p.gb", _moved(record, "bGH poly(A) signal", end=len(record) + 5))
     assert f"runs past the sequence's end ({len(record)} bp)" in error(past)
+    gaps = {
+        "promoter|5'UTR": _moved(record, "CMV promoter", end=bounds["CMV promoter"][1] - 12),
+        "5'UTR|CDS (a Kozak)": _moved(record, "leader", end=bounds["leader"][1] - 6),
+        "CDS|3'UTR": _moved(record, "trailer", start=bounds["trailer"][0] + 9),
+    }
+    for name, moved in gaps.items():
+        parts = read_constructs(write_gb(tmp_path / "gap.gb", moved))[0].parts
+        assert parts == whole, name  # the bases go to the part the definitions give
     # as documented: a promoter overlapping the 5'UTR is cut at the TSS
-    promoter = write_gb(tmp_path / "ok.gb", _moved(record, "CMV promoter", end=utr5.location.end))
+    promoter = write_gb(tmp_path / "ok.gb", _moved(record, "CMV promoter", end=bounds["leader"][1]))
     assert read_constructs(promoter)[0].parts["utr5"] == UTR5
 
 
