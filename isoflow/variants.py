@@ -161,6 +161,7 @@ def read_variants(path: str | os.PathLike) -> VariantTable:
         _read_vcf(path, table)
     else:
         _read_tsv(path, table)
+    _number_split_alleles(table.variants)
     first: dict[str, Variant] = {}
     for v in table.variants:  # an id names a variant's rows in the output: one variant each
         if v.id in first:
@@ -184,6 +185,26 @@ def read_variants(path: str | os.PathLike) -> VariantTable:
         )
     log.info("%s: %d substitution(s)", path, len(table.variants))
     return table
+
+
+def _number_split_alleles(variants: list[Variant]) -> None:
+    """One id on several alleles of one site (a multi-allelic record split one allele per
+    line, as ``bcftools norm -m-`` writes it) names them ``id_1``, ``id_2``, ... in file
+    order, as the unsplit record's alleles are named; any other repeat of an id is left for
+    :func:`read_variants` to refuse."""
+    from collections import defaultdict
+
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, v in enumerate(variants):
+        groups[v.id].append(i)
+    for vid, rows in groups.items():
+        if len(rows) < 2:
+            continue
+        site = {(variants[i].chrom, variants[i].pos, variants[i].ref) for i in rows}
+        alts = [variants[i].alt for i in rows]
+        if len(site) == 1 and len(set(alts)) == len(alts):
+            for k, i in enumerate(rows, start=1):
+                variants[i] = dataclasses.replace(variants[i], id=f"{vid}_{k}")
 
 
 def _read_vcf(path: Path, table: VariantTable) -> None:

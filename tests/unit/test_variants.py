@@ -393,6 +393,26 @@ def test_one_id_names_one_variant(tmp_path):
         read_variants(table)
 
 
+def test_a_split_multiallelic_site_numbers_its_alleles_as_the_unsplit_record_does(tmp_path):
+    # bcftools norm -m- writes one line per allele under the record's id: refused as a
+    # repeated id for a while; its alleles are named as the unsplit record's are (id_k)
+    header = (
+        "##fileformat=VCFv4.2\n##contig=<ID=chr1>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    )
+    split = tmp_path / "split.vcf"
+    split.write_text(header + "chr1\t5\trs9\tG\tA\t.\t.\t.\nchr1\t5\trs9\tG\tT\t.\t.\t.\n")
+    whole = tmp_path / "whole.vcf"
+    whole.write_text(header + "chr1\t5\trs9\tG\tA,T\t.\t.\t.\n")
+    named = [(v.id, v.alt) for v in read_variants(split).variants]
+    assert named == [(v.id, v.alt) for v in read_variants(whole).variants]
+    assert named == [("rs9_1", "A"), ("rs9_2", "T")]
+    # the same id at another site is still two variants under one name
+    other = tmp_path / "other.vcf"
+    other.write_text(header + "chr1\t5\trs9\tG\tA\t.\t.\t.\nchr1\t7\trs9\tG\tT\t.\t.\t.\n")
+    with pytest.raises(InputError, match="variant id 'rs9' is already used by record 1"):
+        read_variants(other)
+
+
 def test_a_vcf_cut_short_is_one_line(tmp_path, capfd):
     text = (
         "##fileformat=VCFv4.2\n##contig=<ID=chr1>\n"
