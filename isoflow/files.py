@@ -43,6 +43,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 # path, a folder with everything under it: a user-given path is checked before any work.
 
 
+# suffixes a command reads from an input folder (isoflow.constructs.GENBANK_SUFFIXES)
+_READ_FROM_FOLDERS = (".gb", ".gbk", ".genbank")
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -54,17 +58,25 @@ def check_output_files(
     option: str = "--out",
 ) -> None:
     """Refuse a command's output file that is an existing folder (``atomic_path`` would
-    replace the folder with all it holds) or one of its ``inputs``, or whose folder cannot
-    be written (its nearest existing ancestor a file or not writable); an
-    :class:`isoflow.errors.InputError` naming the path and ``option``. Nothing is created:
-    ``atomic_path`` makes missing folders when it writes."""
+    replace the folder with all it holds) or one of its ``inputs``, that lies inside an
+    input folder the output would change (a model bundle, or a folder of GenBank files when
+    the output is one: the next run would read it as an input), or whose folder cannot be
+    written (its nearest existing ancestor a file or not writable); an
+    :class:`isoflow.errors.InputError` naming the path and ``option``. Other files beside
+    an input folder's (scores written next to the maps they score) are fine. Nothing is
+    created: ``atomic_path`` makes missing folders when it writes."""
     from isoflow.errors import InputError
 
     given = [Path(p).resolve() for p in inputs if p is not None and str(p) != ""]
     folders = [p for p in given if p.is_dir()]
     for path in paths:
         path = Path(path)
-        inside = [f for f in folders if f in path.resolve().parents]
+        inside = [
+            f
+            for f in folders
+            if f in path.resolve().parents
+            and ((f / "manifest.json").is_file() or path.suffix.lower() in _READ_FROM_FOLDERS)
+        ]
         if inside:
             raise InputError(
                 path,

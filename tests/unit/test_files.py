@@ -141,9 +141,18 @@ def test_an_output_prefix_needs_a_name_and_lies_outside_input_folders(tmp_path):
     # `--out M0/s` wrote into the input bundle's folder
     bundle = tmp_path / "M0"
     bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
     with pytest.raises(InputError, match=f"--out: lies inside the input folder {bundle}"):
         check_output_files([bundle / "s.scores.tsv"], inputs=[bundle])
     check_output_files([tmp_path / "out" / "s.scores.tsv"], inputs=[bundle])
+    # a folder of GenBank maps: scores beside them are fine (they were, before the check),
+    # a GenBank output there would be read as an input by the next run
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "c1.gb").write_text("LOCUS")
+    check_output_files([maps / "scores.scores.tsv"], inputs=[maps])
+    with pytest.raises(InputError, match=f"--out: lies inside the input folder {maps}"):
+        check_output_files([maps / "d.designs.gb"], inputs=[maps])
 
 
 def test_remove_stale_removes_only_the_commands_files_not_written(tmp_path):
@@ -160,3 +169,9 @@ def test_remove_stale_removes_only_the_commands_files_not_written(tmp_path):
         "s.other.txt",
         "s.scores.tsv",
     ]
+
+
+def test_the_suffixes_read_from_input_folders_are_the_genbank_readers():
+    from isoflow import constructs, files
+
+    assert files._READ_FROM_FOLDERS == constructs.GENBANK_SUFFIXES
