@@ -488,8 +488,8 @@ def check_digests(path: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
             path / MANIFEST,
             DIGESTS,
             "missing: the bundle was exported before isoflow recorded the sha256 of its "
-            "files, so they cannot be checked; export it again (rule export_model; a "
-            "fine-tuned bundle: isoflow finetune)",
+            "files, so they cannot be checked; export it again (snakemake --forcerun "
+            "export_model export_models; a fine-tuned bundle: isoflow finetune)",
         )
     if digests.get(MANIFEST) != manifest_digest(manifest):
         raise InputError(
