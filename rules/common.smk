@@ -187,6 +187,7 @@ def check_pinned_downloads(jobs):
                 job.output[0],
                 gunzip=job.params.gunzip,
                 lock_path=job.params.download["lock"],
+                recorded_params=workflow.persistence.params(job.output[0]),
             )
 
 

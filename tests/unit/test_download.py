@@ -532,6 +532,13 @@ def test_a_pinned_checksum_is_checked_against_the_existing_download(tmp_path, mo
     check = dict(gunzip=True, lock_path=tmp_path / "checksums.lock")
     with pytest.raises(download.InputError, match="has no line for https://example.org/g.fa.gz"):
         download.check_pinned(config, "download_genome", genome, **check)
+    # made before the lock had lines for configured checksums, by a job whose params held
+    # this pin (Snakemake's record, repr'd): its body was checked against it then
+    before = [f"{{'url': 'https://example.org/g.fa.gz', 'sha256': '{served}', 'lock': 'x'}}"]
+    download.check_pinned(config, "download_genome", genome, **check, recorded_params=before)
+    other = [before[0].replace(served, "2" * 64)]
+    with pytest.raises(download.InputError, match="has no line for https://example.org/g.fa.gz"):
+        download.check_pinned(config, "download_genome", genome, **check, recorded_params=other)
     check["lock_path"].write_text(
         f"url\tsha256\tbytes\tdate\nhttps://example.org/g.fa.gz\t{served}\t9\t2026-11-27\n"
     )
