@@ -861,8 +861,6 @@ FLAGS = {
     "finetune.finetune_last": "--finetune-last",
     "finetune.max_epochs": "--max-epochs",
     "finetune.mode": "--mode",
-    "polya_tail": "--polya-tail",
-    "fill": "--fill",
 }
 
 

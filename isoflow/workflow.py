@@ -915,8 +915,10 @@ DOWNLOADED_FOLDER = re.compile(rf"{WEIGHTS_ROOT}/([A-Za-z0-9_]+)")
 
 def weights_dir(name: str, spec: Mapping[str, Any]) -> str:
     """The folder holding encoder ``name``'s downloaded weights (and ``isoflow_source.json``):
-    the spec's ``path``, else ``resources/models/<name>``."""
-    return str(spec.get("path") or f"{WEIGHTS_ROOT}/{name}")
+    the spec's ``path`` normalised (``resources/models/esm2/`` and ``./resources/models/esm2``
+    are ``resources/models/esm2``, the name rule download_encoders writes), else
+    ``resources/models/<name>``."""
+    return os.path.normpath(str(spec.get("path") or f"{WEIGHTS_ROOT}/{name}"))
 
 
 def weights_folders(config: Mapping[str, Any]) -> dict[str, list[str]]:

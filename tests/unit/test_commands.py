@@ -223,9 +223,18 @@ def test_messages_name_the_commands_flags_not_config_keys(tmp_path, capsys):
     assert err.startswith(
         "isoflow finetune: error: --finetune-last: only with --mode finetune_last"
     )
-    err = commands.InputError(None, None, "fix the CDS, or pass allow_noncanonical_cds to score")
-    commands._as_flags(err, {"allow_noncanonical_cds": "--allow-noncanonical-cds"})
-    assert str(err) == "<input>: fix the CDS, or pass --allow-noncanonical-cds to score"
+    # the real message of a non-canonical CDS, through isoflow score's flags
+    from isoflow import score
+    from isoflow.constructs import Construct, check_construct
+
+    parts = {"promoter": "ACGT", "utr5": "AC", "cds": "GTGAAATAA", "utr3": "AC", "polya": "AA"}
+    with pytest.raises(commands.InputError) as caught:
+        check_construct(Construct("c1", parts, "c.tsv:2"))
+    err = caught.value
+    commands._as_flags(err, score.FLAGS)
+    assert str(err).endswith(
+        "fix the CDS (only scoring takes one as it is: --allow-noncanonical-cds)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -598,3 +598,14 @@ def test_genome_index_declares_the_gzi_of_a_bgzip_fasta():
         "/data/GRCh38.fa.gz.fai",
         "/data/GRCh38.fa.gz.gzi",
     ]
+
+
+@pytest.mark.parametrize("path", ["resources/models/esm2/", "./resources/models/esm2"])
+def test_a_weights_path_is_normalised_to_the_folder_the_download_rule_writes(path):
+    # `path: resources/models/esm2/` passed the parse-time folder check, then asked Snakemake
+    # for resources/models/esm2//isoflow_source.json, which no rule makes
+    config = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config["encoders"]["esm2"]["path"] = path
+    assert workflow.weights_dir("esm2", config["encoders"]["esm2"]) == "resources/models/esm2"
+    inputs = workflow.embed_inputs(SimpleNamespace(encoder="esm2"), config, "d.parquet", "g.fa")
+    assert inputs["weights"] == "resources/models/esm2/isoflow_source.json"
