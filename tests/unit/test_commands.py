@@ -14,6 +14,18 @@ def test_top_level_help_lists_commands_without_importing_torch():
     assert "usage: isoflow" in out
 
 
+def test_python_m_isoflow_is_the_isoflow_command():
+    import subprocess
+    import sys
+
+    from helpers.paths import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-m", "isoflow", "--help"], cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 0 and "usage: isoflow" in done.stdout
+
+
 def test_unknown_command_is_a_usage_error(capsys):
     import pytest
 
