@@ -71,6 +71,10 @@ def describe(error: jsonschema.ValidationError) -> str:
             return f"unknown key {key!r}" + _closest(key, error.schema.get("properties", {}))
     if error.validator == "enum" and isinstance(error.instance, str):
         return error.message + _closest(error.instance, error.validator_value)
+    if error.validator == "uniqueItems" and isinstance(error.instance, list):
+        seen: set[str] = set()
+        twice = [v for v in map(repr, error.instance) if v in seen or seen.add(v)]
+        return f"{twice[0]} is listed twice; list each once"
     return error.message
 
 

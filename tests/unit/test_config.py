@@ -137,7 +137,7 @@ BAD_SETTINGS = [
         # a tissue listed twice: its first column would get no samples (gtex.aggregate_tpm
         # refuses it in the targets job; the schema stops it at parse)
         {"tissues": {"smts": ["Liver", "Brain", "Liver"]}},
-        "tissues.smts: ['Liver', 'Brain', 'Liver'] has non-unique elements",
+        "tissues.smts: 'Liver' is listed twice; list each once",
     ),
     (
         {"model": {"rna_encoder": "nucleotide_transformr"}},
