@@ -7,8 +7,10 @@ load + check.
 
     python bench/bench_bundle_digest.py --encoders esm2,nucleotide_transformer
 
-Random weights at real size (``random_encoder(real_size=True)``) saved with ``torch.save``
-to a temporary folder; page cache warm (best of ``--repeats``, alternating).
+Random weights at real size (``random_encoder(real_size=True)``; NT-v2 250M through
+bench/gpu.py's stand-in, a plain feed-forward of width 4,608 holding its SwiGLU's weights)
+saved with ``torch.save`` to a temporary folder; page cache warm (best of ``--repeats``,
+alternating).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import torch
 from isoflow.bundle import _sha256
 from isoflow.model.encoders import random_encoder
 
+# bench/gpu.py's SPECS: NT-v2 250M's weights in transformers' plain feed-forward
+SPECS = {"nucleotide_transformer": {"hparams": {"intermediate_size": 4608}}}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,7 +40,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.encoders.split(","):
             path = Path(tmp) / f"{name}.pt"
-            torch.save(random_encoder(name, {}, real_size=True).state_dict(), path)
+            encoder = random_encoder(name, SPECS.get(name, {}), real_size=True)
+            torch.save(encoder.state_dict(), path)
+            del encoder
             load = digest = float("inf")
             for _ in range(args.repeats):
                 start = time.perf_counter()
