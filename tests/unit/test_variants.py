@@ -64,6 +64,12 @@ TRANSCRIPTS = [
 ]
 
 
+# a VCF's header lines for one contig, chr1
+VCF_HEADER = (
+    "##fileformat=VCFv4.2\n##contig=<ID=chr1>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+)
+
+
 def _annotation() -> pd.DataFrame:
     frame = pd.DataFrame(TRANSCRIPTS)
     frame["transcript_type"] = ["protein_coding", "lncRNA"]
@@ -241,9 +247,7 @@ def test_variant_table_reading(tmp_path):
 
 def test_vcf_plain_and_bgzip(tmp_path):
     text = (
-        "##fileformat=VCFv4.2\n##contig=<ID=chr1>\n"
-        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
-        "chr1\t5\trs9\tC\tA,T\t.\t.\t.\n"
+        VCF_HEADER + "chr1\t5\trs9\tC\tA,T\t.\t.\t.\n"
         "chr1\t8\t.\tG\t<DEL>\t.\t.\t.\n"
         "chr1\t9\t.\tGA\tG\t.\t.\t.\n"
     )
@@ -355,11 +359,7 @@ def test_help_works_without_torch():
 def test_vcf_errors_name_the_record(tmp_path):
     _, fasta = make_dataset(tmp_path, n_genes=4)
     vcf = tmp_path / "v.vcf"
-    vcf.write_text(
-        "##fileformat=VCFv4.2\n##contig=<ID=chr1>\n"
-        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
-        "chr1\t5\trs9\tN\tA\t.\t.\t.\n"
-    )
+    vcf.write_text(VCF_HEADER + "chr1\t5\trs9\tN\tA\t.\t.\t.\n")
     with pytest.raises(InputError) as err:
         read_variants(vcf)
     assert _one_line(err).startswith(f"{vcf}:record 1 (chr1:5): variant rs9: ref allele 'N'")
@@ -396,9 +396,7 @@ def test_one_id_names_one_variant(tmp_path):
 def test_a_split_multiallelic_site_numbers_its_alleles_as_the_unsplit_record_does(tmp_path):
     # bcftools norm -m- writes one line per allele under the record's id: refused as a
     # repeated id for a while; its alleles are named as the unsplit record's are (id_k)
-    header = (
-        "##fileformat=VCFv4.2\n##contig=<ID=chr1>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
-    )
+    header = VCF_HEADER
     split = tmp_path / "split.vcf"
     split.write_text(header + "chr1\t5\trs9\tG\tA\t.\t.\t.\nchr1\t5\trs9\tG\tT\t.\t.\t.\n")
     whole = tmp_path / "whole.vcf"
@@ -414,12 +412,7 @@ def test_a_split_multiallelic_site_numbers_its_alleles_as_the_unsplit_record_doe
 
 
 def test_a_vcf_cut_short_is_one_line(tmp_path, capfd):
-    text = (
-        "##fileformat=VCFv4.2\n##contig=<ID=chr1>\n"
-        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
-        "chr1\t5\trs9\tC\tA\t.\t.\t.\n"
-        "ch"
-    )
+    text = VCF_HEADER + "chr1\t5\trs9\tC\tA\t.\t.\t.\nch"
     path = tmp_path / "cut.vcf"
     path.write_text(text)
     with pytest.raises(InputError) as err:
