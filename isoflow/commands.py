@@ -102,8 +102,22 @@ def main(argv: list[str] | None = None) -> int:
         line = file_error(err)
         if line is None:
             raise
-        sys.stderr.write(f"isoflow {ns.command}: error: {line}\n")
+        sys.stderr.write(f"isoflow {ns.command}: error: {_with_option(line, parser, args)}\n")
         return 1
+
+
+def _with_option(line: str, parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """``line`` (a file's error, starting with the file) led by the option that named the
+    file, where one did (``--background /x.fa: No such file or directory``; a positional
+    argument has no option to name)."""
+    for action in parser._actions:
+        if not action.option_strings:
+            continue
+        value = getattr(args, action.dest, None)
+        for v in value if isinstance(value, list) else [value]:
+            if isinstance(v, str) and v and line.startswith(f"{v}:"):
+                return f"{max(action.option_strings, key=len)} {line}"
+    return line
 
 
 def _as_flags(err: InputError, flags: dict[str, str]) -> None:

@@ -167,12 +167,14 @@ def test_file_errors_are_one_line(tmp_path, capsys):
     missing = tmp_path / "missing.yaml"
     assert commands.main(_design(tmp_path, "--constraints", str(missing))) == 1
     err = capsys.readouterr().err.strip()
-    assert err == f"isoflow design: error: {missing}: No such file or directory"
+    # the option that named the file leads (a missing --background read as a bare path)
+    assert err == f"isoflow design: error: --constraints {missing}: No such file or directory"
     bad = tmp_path / "bad.yaml"
     bad.write_text("restriction_sites: [GAATTC\n")
     assert commands.main(_design(tmp_path, "--constraints", str(bad))) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith(f"isoflow design: error: {bad}:") and "not valid YAML" in err
+    assert err.startswith(f"isoflow design: error: --constraints {bad}:")
+    assert "not valid YAML" in err
     assert "\n" not in err and not (tmp_path / "new").exists()
 
 
@@ -269,3 +271,19 @@ def test_fixed_positions_the_wrong_way_round_say_so():
 
     with pytest.raises(InputError, match="'utr5:50-10': 50 comes after 10; write the first"):
         parse_fixed("utr5:50-10", {"utr5": (0, 120)})
+
+
+def test_a_file_error_is_led_by_the_option_that_named_the_file():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("table")
+    parser.add_argument("-b", "--background")
+    parser.add_argument("--model", action="append")
+    args = parser.parse_args(["t.tsv", "-b", "bg.fa", "--model", "m1", "--model", "m2"])
+    line = "bg.fa: No such file or directory"
+    assert commands._with_option(line, parser, args) == f"--background {line}"
+    assert commands._with_option("m2: Is a directory", parser, args) == "--model m2: Is a directory"
+    # a positional argument has no option to name; a file no argument gave stays as it was
+    assert commands._with_option("t.tsv: denied", parser, args) == "t.tsv: denied"
+    assert commands._with_option("other.fa: denied", parser, args) == "other.fa: denied"
