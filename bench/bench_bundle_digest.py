@@ -21,12 +21,10 @@ import time
 from pathlib import Path
 
 import torch
+from gpu import SPECS  # bench/gpu.py's: NT-v2 250M's weights in a plain feed-forward
 
-from isoflow.bundle import _sha256
 from isoflow.model.encoders import random_encoder
-
-# bench/gpu.py's SPECS: NT-v2 250M's weights in transformers' plain feed-forward
-SPECS = {"nucleotide_transformer": {"hparams": {"intermediate_size": 4608}}}
+from isoflow.provenance import file_digest
 
 
 def main() -> None:
@@ -50,7 +48,7 @@ def main() -> None:
                 load = min(load, time.perf_counter() - start)
                 del state
                 start = time.perf_counter()
-                _sha256(path)
+                file_digest(path)
                 digest = min(digest, time.perf_counter() - start)
             print(
                 f"| {name} | {path.stat().st_size / 1e6:,.0f} | {load:.2f} | {digest:.2f} "

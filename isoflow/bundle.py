@@ -41,6 +41,7 @@ from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.experiments import MODALITIES, run_name
 from isoflow.files import atomic_path
+from isoflow.provenance import file_digest
 
 log = logging.getLogger("isoflow.bundle")
 
@@ -99,11 +100,6 @@ class ModelInput:
     dna: str | np.ndarray | None = None
     rna: str | None = None
     protein: str | None = None
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _autocast_bf16(precision: str | None, device: torch.device) -> bool:
@@ -500,7 +496,7 @@ def check_digests(path: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
             "the bundle",
         )
     for name in _weight_files(manifest):
-        found = _sha256(_bundle_file(path, name))
+        found = file_digest(_bundle_file(path, name))
         if digests.get(name) != found:
             raise InputError(
                 path,
@@ -808,7 +804,7 @@ def export_bundle(
         "checkpoint": {
             "file": checkpoint.name,
             "epoch": saved.get("epoch"),
-            "sha256": _sha256(checkpoint),
+            "sha256": file_digest(checkpoint),
             "fingerprint": fingerprint,
         },
         "metrics": metrics,
@@ -832,7 +828,7 @@ def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     and of the manifest itself), which are also set in ``manifest``."""
     plain = {k: v for k, v in manifest.items() if k != DIGESTS}
     plain = json.loads(json.dumps(plain, allow_nan=False, default=str))
-    digests = {name: _sha256(folder / name) for name in _weight_files(plain)}
+    digests = {name: file_digest(folder / name) for name in _weight_files(plain)}
     digests[MANIFEST] = manifest_digest(plain)
     manifest[DIGESTS] = digests
     text = json.dumps({**plain, DIGESTS: digests}, indent=2, allow_nan=False) + "\n"

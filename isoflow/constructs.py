@@ -43,7 +43,7 @@ PARTS = ("upstream", "promoter", "utr5", "cds", "utr3", "polya", "downstream")
 REQUIRED_PARTS = ("promoter", "utr5", "cds", "utr3")
 ID_COLUMN = "id"
 TSV_COLUMNS = (ID_COLUMN, *PARTS)
-GENBANK_SUFFIXES = (".gb", ".gbk", ".genbank")  # isoflow.files._READ_FROM_FOLDERS too
+GENBANK_SUFFIXES = (".gb", ".gbk", ".genbank")
 
 # The AAV packaging limit, ITR to ITR inclusive: the wild-type AAV2 genome (NC_001401,
 # 4,679 nt with its ITRs), rounded; packaging falls off above about 5 kb (Wu, Yang &

@@ -43,10 +43,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 # path, a folder with everything under it: a user-given path is checked before any work.
 
 
-# suffixes a command reads from an input folder (isoflow.constructs.GENBANK_SUFFIXES)
-_READ_FROM_FOLDERS = (".gb", ".gbk", ".genbank")
-
-
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -65,6 +61,7 @@ def check_output_files(
     :class:`isoflow.errors.InputError` naming the path and ``option``. Other files beside
     an input folder's (scores written next to the maps they score) are fine. Nothing is
     created: ``atomic_path`` makes missing folders when it writes."""
+    from isoflow.constructs import GENBANK_SUFFIXES  # what a command reads from a folder
     from isoflow.errors import InputError
 
     given = [Path(p).resolve() for p in inputs if p is not None and str(p) != ""]
@@ -75,7 +72,7 @@ def check_output_files(
             f
             for f in folders
             if f in path.resolve().parents
-            and ((f / "manifest.json").is_file() or path.suffix.lower() in _READ_FROM_FOLDERS)
+            and ((f / "manifest.json").is_file() or path.suffix.lower() in GENBANK_SUFFIXES)
         ]
         if inside:
             raise InputError(

@@ -169,9 +169,3 @@ def test_remove_stale_removes_only_the_commands_files_not_written(tmp_path):
         "s.other.txt",
         "s.scores.tsv",
     ]
-
-
-def test_the_suffixes_read_from_input_folders_are_the_genbank_readers():
-    from isoflow import constructs, files
-
-    assert files._READ_FROM_FOLDERS == constructs.GENBANK_SUFFIXES
