@@ -6,7 +6,8 @@ weights). Prints one row per encoder: MB hashed, seconds, GB/s, and the ratio.
     python bench/bench_weights_digest.py --encoders esm2,nucleotide_transformer,borzoi,enformer
 
 Random weights at real size (``random_encoder(real_size=True)``, the classes pretrained
-weights load into), one torch thread, the digest taken once per encoder and job.
+weights load into; NT-v2 250M through bench/gpu.py's stand-in, its weight count), one torch
+thread, the digest taken once per encoder and job.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import time
 
 import torch
+from gpu import SPECS  # bench/gpu.py's: NT-v2 250M's weights in a plain feed-forward
 
 from isoflow.embed import weights_digest
 from isoflow.model.encoders import random_encoder
@@ -30,7 +32,7 @@ def main() -> None:
     print("| encoder | MB | weights_digest (s) | sha256, one buffer (s) | ratio | GB/s |")
     print("|---|---|---|---|---|---|")
     for name in args.encoders.split(","):
-        encoder = random_encoder(name, {}, real_size=True)
+        encoder = random_encoder(name, SPECS.get(name, {}), real_size=True)
         tensors = list(encoder.state_dict().values())
         size = sum(t.numel() * t.element_size() for t in tensors)
         flat = b"".join(
