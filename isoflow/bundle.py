@@ -631,6 +631,18 @@ def _encoder_entries(
     return entries, keep
 
 
+def _card_inputs(manifest: dict[str, Any]) -> str:
+    """The card's line on what the model reads: the bundle's modalities only (a DNA-only
+    model is not said to read an RNA it never sees)."""
+    reads = {
+        "dna": f"DNA {manifest['dna']['window']} bp centred on the TSS, 5'->3' on the "
+        "transcript's strand",
+        "rna": f"RNA up to {manifest['rna']['max_nt']} nt ({manifest['rna']['truncate']})",
+        "protein": f"protein up to {manifest['protein']['max_aa']} residues (N-terminal part)",
+    }
+    return "; ".join(reads[m] for m in manifest["modalities"])
+
+
 def _card(manifest: dict[str, Any], frame: pd.DataFrame) -> str:
     """The bundle's README.md."""
     metrics = manifest["metrics"]
@@ -661,9 +673,7 @@ Dataset `{manifest["dataset"]["name"]}` (sha256 `{manifest["dataset"]["sha256"]}
 Encoders:
 {encoders}
 
-Inputs: DNA {manifest["dna"]["window"]} bp centred on the TSS, 5'->3' on the transcript's
-strand; RNA up to {manifest["rna"]["max_nt"]} nt ({manifest["rna"]["truncate"]}); protein
-up to {manifest["protein"]["max_aa"]} residues (N-terminal part).
+Inputs: {_card_inputs(manifest)}.
 
 ## Test metrics
 Mean over tissues on the {metrics.get("n_test")} test transcripts: R² {number(mean.get("r2"))},

@@ -36,6 +36,7 @@ from isoflow.settings import (
     model_config,
     protein_config,
     rna_config,
+    scoped_settings,
     train_config,
 )
 
@@ -76,7 +77,8 @@ def run_fingerprint(
     cache_dirs: dict[str, str | os.PathLike] | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint was trained from: every setting that shapes training with its
-    default filled in (so a changed default counts as a change), the specs of the encoders
+    default filled in (so a changed default counts as a change), less the sections of the
+    modalities the run does not read (``settings.scoped_settings``), the specs of the encoders
     the experiment uses, the dataset by the sha256 of its content (a dataset rebuilt
     identically keeps its checkpoints; the digest a provenance record holds for the file's
     current size, mtime and ctime is reused rather than the file read again), and each
@@ -112,6 +114,7 @@ def run_fingerprint(
         "dataset": {"sha256": dataset_sha256},
         "caches": caches,
     }
+    settings = scoped_settings(settings, experiment["modalities"])
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
@@ -136,6 +139,9 @@ def _read_fingerprint(ckpt_dir: Path) -> dict[str, Any] | None:
         # keys left out since the record was written (eval_batch_size) still match
         for key in NOT_IN_FINGERPRINT:
             fingerprint["train"].pop(key, None)
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("experiment"), dict):
+        # sections of modalities the run does not read, recorded before they were left out
+        fingerprint = scoped_settings(fingerprint, fingerprint["experiment"].get("modalities", []))
     if isinstance(fingerprint, dict) and isinstance(fingerprint.get("caches"), dict):
         for files in fingerprint["caches"].values():
             for name in NOT_CACHE_FILES:
@@ -172,8 +178,8 @@ def prepare_checkpoints(run_dir: Path, fingerprint: dict[str, Any]) -> None:
         else:  # only a fingerprint: nothing was trained (a run stopped before its first epoch)
             (ckpt_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
             ckpt_dir.rmdir()
-    kept = previous / fingerprint_hash(fingerprint)
-    if kept.is_dir() and _read_fingerprint(kept) == fingerprint:
+    kept = _kept_folder(previous, fingerprint)
+    if kept is not None:
         kept.rename(ckpt_dir)
         for path in ckpt_dir.glob(HPC_CHECKPOINTS):
             path.rename(run_dir / path.name)
@@ -182,6 +188,25 @@ def prepare_checkpoints(run_dir: Path, fingerprint: dict[str, Any]) -> None:
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(ckpt_dir / FINGERPRINT_FILE) as tmp:
         tmp.write_text(json.dumps(fingerprint, indent=2) + "\n")
+
+
+def _kept_folder(previous: Path, fingerprint: dict[str, Any]) -> Path | None:
+    """The folder under ``previous/`` holding checkpoints of ``fingerprint``: the one named
+    by its hash, else any whose record reads as equal now (set aside under an older reading
+    of the record, e.g. before the sections of unread modalities were left out); never
+    ``unfit/``."""
+    named = previous / fingerprint_hash(fingerprint)
+    candidates = [named] + sorted(
+        p for p in (previous.iterdir() if previous.is_dir() else []) if p != named
+    )
+    return next(
+        (
+            f
+            for f in candidates
+            if f.is_dir() and f.name != "unfit" and _read_fingerprint(f) == fingerprint
+        ),
+        None,
+    )
 
 
 def resume_checkpoint(run_dir: Path) -> Path | None:
@@ -210,8 +235,11 @@ def best_checkpoint(run_dir: str | os.PathLike, fingerprint: dict[str, Any]) -> 
     it, and resuming needs it), so a reader finds it by what it was trained from, not by a
     path: checkpoints of other settings are never taken for this run's."""
     run_dir = Path(run_dir)
-    folders = [checkpoint_dir(run_dir), run_dir / PREVIOUS_DIR / fingerprint_hash(fingerprint)]
-    folder = next((f for f in folders if f.is_dir() and _read_fingerprint(f) == fingerprint), None)
+    current = checkpoint_dir(run_dir)
+    if current.is_dir() and _read_fingerprint(current) == fingerprint:
+        folder: Path | None = current
+    else:
+        folder = _kept_folder(run_dir / PREVIOUS_DIR, fingerprint)
     if folder is None:
         raise InputError(
             checkpoint_dir(run_dir),

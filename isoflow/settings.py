@@ -10,6 +10,7 @@ so it imports nothing beyond the config layer; torch loads in the jobs (``isoflo
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from typing import Any
 
 from isoflow.config import SCHEMA, check_config
@@ -132,6 +133,32 @@ def encoder_names(config: dict, experiment: dict) -> dict[str, str]:
         "protein": model["protein_encoder"],
     }
     return {m: names[m] for m in experiment["modalities"]}
+
+
+# Model keys that only a run reading their modality uses.
+MODEL_KEYS_OF_MODALITY = {"rna": "rna_encoder", "protein": "protein_encoder"}
+
+
+def scoped_settings(settings: dict[str, Any], modalities: Iterable[str]) -> dict[str, Any]:
+    """``settings`` (a dict with ``model``, ``rna`` and ``protein`` sections, filled) less
+    what no run reading only ``modalities`` uses: the ``rna`` / ``protein`` section and the
+    model's ``rna_encoder`` / ``protein_encoder`` without that modality, and
+    ``model.cached_modalities`` limited to them. A DNA-only run's checkpoint fingerprint and
+    train params then do not change when the RNA limits or the protein encoder do (which
+    would retrain it for nothing). A copy; other sections are kept as they are."""
+    modalities = set(modalities)
+    scoped = dict(settings)
+    for modality in MODEL_KEYS_OF_MODALITY:
+        if modality not in modalities:
+            scoped.pop(modality, None)
+    model = scoped.get("model")
+    if isinstance(model, dict):
+        unused = {key for m, key in MODEL_KEYS_OF_MODALITY.items() if m not in modalities}
+        model = {k: v for k, v in model.items() if k not in unused}
+        if isinstance(model.get("cached_modalities"), list):
+            model["cached_modalities"] = [m for m in model["cached_modalities"] if m in modalities]
+        scoped["model"] = model
+    return scoped
 
 
 def cached_modalities(config: dict, experiment: dict) -> list[str]:

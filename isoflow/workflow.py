@@ -37,6 +37,7 @@ from isoflow.settings import (
     encoder_spec,
     protein_config,
     rna_config,
+    scoped_settings,
     with_encoder_defaults,
 )
 from isoflow.weights import SOURCE_FILE, download_source
@@ -195,15 +196,22 @@ def rule_settings(config: dict, experiments: Iterable[Mapping[str, Any]]) -> dic
     one run's, or every run's for the one job of ``resources.train_jobs: one``), defaults
     filled where the schema leaves them to ``isoflow.settings``; the train section as
     written, less ``TRAIN_KEYS_NOT_IN_PARAMS``; the specs of the encoders they read only, so
-    editing another encoder retrains nothing."""
+    editing another encoder retrains nothing; and less the sections of modalities none of
+    them reads (``settings.scoped_settings``, as the fingerprint leaves them out), so editing
+    ``rna`` retrains no DNA-only run."""
     train = config.get("train", {})
-    return {
+    experiments = list(experiments)
+    modalities = {
+        m for experiment in experiments for m in {**EXPERIMENT_DEFAULTS, **experiment}["modalities"]
+    }
+    settings = {
         "model": config.get("model", {}),
         "train": {k: v for k, v in train.items() if k not in TRAIN_KEYS_NOT_IN_PARAMS},
         "encoders": encoder_settings(config, used_encoders(config, experiments)),
         "rna": rna_config(config),
         "protein": protein_config(config),
     }
+    return scoped_settings(settings, modalities)
 
 
 def run_settings(wildcards, config: dict, experiments: Mapping[str, dict]) -> dict[str, Any]:
@@ -269,9 +277,14 @@ def export_all_inputs(
 def bundle_settings(config: dict, experiments: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """What the export rules record for the bundles of ``experiments``: their training
     settings (``rule_settings``, which the checkpoint fingerprint is computed from) plus
-    ``dna``, ``split``, ``dataset`` and ``demo``."""
+    ``dna``, ``split``, ``dataset`` and ``demo``, and ``rna`` and ``protein`` whether the
+    runs read them or not (a bundle's manifest records both limits, as configured)."""
     keys = ("dna", "split", "dataset", "demo")
-    return rule_settings(config, experiments) | {k: config[k] for k in keys if k in config}
+    return (
+        rule_settings(config, experiments)
+        | {"rna": rna_config(config), "protein": protein_config(config)}
+        | {k: config[k] for k in keys if k in config}
+    )
 
 
 def run_bundle_settings(wildcards, config: dict, experiments: Mapping[str, dict]) -> dict:

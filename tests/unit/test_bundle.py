@@ -437,3 +437,23 @@ def test_weights_that_do_not_fit_the_recorded_manifest_are_one_line(trained, tmp
     (bundle / WEIGHTS).write_bytes(data[: len(data) // 2])
     _write_manifest(bundle, manifest)
     _one_line(bundle, f"{WEIGHTS}: unreadable (")
+
+
+def test_the_card_names_only_the_inputs_the_model_reads():
+    """A DNA-only bundle's card says nothing of an RNA or a protein it never reads (the
+    manifest records their limits all the same)."""
+    from isoflow.bundle import _card_inputs
+
+    manifest = {
+        "modalities": ["dna"],
+        "dna": {"window": 512},
+        "rna": {"max_nt": 600, "truncate": "keep_5prime"},
+        "protein": {"max_aa": 30},
+    }
+    assert _card_inputs(manifest) == (
+        "DNA 512 bp centred on the TSS, 5'->3' on the transcript's strand"
+    )
+    manifest["modalities"] = ["rna", "protein"]
+    assert _card_inputs(manifest) == (
+        "RNA up to 600 nt (keep_5prime); protein up to 30 residues (N-terminal part)"
+    )

@@ -214,6 +214,64 @@ def test_a_record_counting_the_touch_marker_still_matches(tmp_path):
     assert (ckpt / "last.ckpt").exists() and not (tmp_path / "previous").exists()
 
 
+def test_sections_of_modalities_a_run_does_not_read_are_not_its_fingerprint(dataset):
+    """A protein-only run: the RNA limits and the RNA encoder's name shape nothing it
+    trains, so editing them keeps its checkpoints; its own section still counts."""
+    path, _ = dataset
+    base = run_fingerprint(config_with(), EXPERIMENT, path)
+    assert "rna" not in base and "rna_encoder" not in base["model"] and "protein" in base
+    other = config_with()
+    other["rna"] = {"max_nt": 600, "truncate": "keep_3prime"}
+    other["model"] = {**other.get("model", {}), "rna_encoder": "another"}
+    other["model"]["cached_modalities"] = ["rna"]
+    assert run_fingerprint(other, EXPERIMENT, path) == base
+    other["protein"] = {"max_aa": 50}
+    assert run_fingerprint(other, EXPERIMENT, path) != base
+    rna_run = {"modalities": ["rna"]}
+    rna = run_fingerprint(config_with(), rna_run, path)
+    other = config_with()
+    other["rna"] = {"max_nt": 600}
+    assert run_fingerprint(other, rna_run, path) != rna
+
+
+def test_a_record_holding_unread_sections_still_matches(dataset, tmp_path):
+    """Checkpoints recorded with every section (before the unread ones were left out) match
+    the fingerprint without them, in checkpoints/ and set aside under their old hash."""
+    path, _ = dataset
+    fingerprint = run_fingerprint(config_with(), EXPERIMENT, path)
+    recorded = {
+        **fingerprint,
+        "rna": {"max_nt": 12282, "truncate": "keep_5prime"},
+        "model": {**fingerprint["model"], "rna_encoder": "nucleotide_transformer"},
+    }
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    (ckpt / FINGERPRINT_FILE).write_text(json.dumps(recorded))
+    (ckpt / "best-epoch001.ckpt").write_bytes(b"best")
+    prepare_checkpoints(tmp_path, fingerprint)
+    assert (ckpt / "best-epoch001.ckpt").exists() and not (tmp_path / "previous").exists()
+    assert best_checkpoint(tmp_path, fingerprint) == ckpt / "best-epoch001.ckpt"
+
+    # set aside under the old record's hash (another fingerprint trained since)
+    old_name = tmp_path / "previous" / fingerprint_hash(recorded)
+    old_name.parent.mkdir()
+    ckpt.rename(old_name)
+    assert best_checkpoint(tmp_path, fingerprint) == old_name / "best-epoch001.ckpt"
+    prepare_checkpoints(tmp_path, fingerprint)
+    assert (ckpt / "best-epoch001.ckpt").read_bytes() == b"best" and not old_name.exists()
+
+
+def test_checkpoints_set_aside_as_unfit_are_never_restored(tmp_path):
+    (tmp_path / "previous" / "unfit").mkdir(parents=True)
+    (tmp_path / "previous" / "unfit" / FINGERPRINT_FILE).write_text(json.dumps({"lr": 1}))
+    (tmp_path / "previous" / "unfit" / "last.ckpt").write_bytes(b"unfit")
+    with pytest.raises(InputError, match="no checkpoints trained with these settings"):
+        best_checkpoint(tmp_path, {"lr": 1})
+    prepare_checkpoints(tmp_path, {"lr": 1})
+    assert resume_checkpoint(tmp_path) is None
+    assert (tmp_path / "previous" / "unfit" / "last.ckpt").read_bytes() == b"unfit"
+
+
 @pytest.mark.slow
 def test_changed_settings_keep_the_trained_model(dataset, tmp_path):
     """Train, change train.lr, train again: the first run's best checkpoint is still on disk

@@ -588,6 +588,17 @@ def test_train_and_export_params_hold_only_the_encoders_their_runs_read():
     edited["encoders"]["borzoi"]["pool_to"] = 4
     edited["encoders"]["esm2"]["pool_to"] = 4
     assert workflow.rule_settings(edited, [experiments[dna_run]]) == one
+    # the RNA and protein sections and encoder names shape no DNA-only run: editing them
+    # retrains none (the fingerprint leaves them out too); a run reading RNA retrains
+    edited["rna"] = {**edited.get("rna", {}), "max_nt": 600}
+    edited["protein"] = {**edited.get("protein", {}), "max_aa": 30}
+    edited["model"] = {**edited["model"], "protein_encoder": "another"}
+    assert workflow.rule_settings(edited, [experiments[dna_run]]) == one
+    assert workflow.rule_settings(edited, [experiments[rna_run]]) != rna
+    assert workflow.rule_settings(edited, experiments.values()) != every
+    # a bundle's manifest records both limits as configured, whatever the run reads
+    edited_bundle = workflow.run_bundle_settings(SimpleNamespace(run=dna_run), edited, experiments)
+    assert edited_bundle["rna"]["max_nt"] == 600 and edited_bundle["protein"]["max_aa"] == 30
 
 
 def test_genome_index_declares_the_gzi_of_a_bgzip_fasta():
