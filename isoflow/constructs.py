@@ -53,7 +53,20 @@ AAV_LIMIT_ACTIONS = ("warn", "error")
 
 STOP_CODONS = ("TAA", "TAG", "TGA")
 _NOT_DNA = re.compile(r"[^ACGTNacgtn]")
-_ITR_LABEL = re.compile(r"\bITR\b|inverted terminal repeat", re.IGNORECASE)
+# "ITR" as a word of its own, ended by anything but a letter -- `_`, a digit, a quote or a
+# dash as well as a space (ITR_L, AAV2_ITR, ITR2, 5'ITR, L-ITR) -- with a plural (ITRs),
+# one lower-case prefix letter (mITR, dITR) or a side letter (LITR, ITRR); not inside a word
+# (ITRAQ, nitrate, citrate). Or "inverted terminal repeat" in any case and spacing.
+_ITR_LABEL = re.compile(
+    r"(?<![A-Za-z])(?:(?:[a-z]|[LR])?ITR(?:s|[LR])?|[Ii]trs?)(?![A-Za-z])"
+    r"|(?i:inverted[\s_-]*terminal[\s_-]*repeats?)"
+)
+# How ITR features are recognised, for the warning when a record shows none.
+_ITR_LABELS_HELP = (
+    "an ITR is a repeat_region or misc_feature whose /label, /note, /standard_name or "
+    "/rpt_type holds ITR as a word of its own (ITR, ITRs, ITR_L, AAV2_ITR, 5'ITR, L-ITR, "
+    "ITR2, mITR) or 'inverted terminal repeat'"
+)
 # GenBank feature type (or regulatory_class of a `regulatory` feature) -> part name.
 GENBANK_TYPES = {
     "promoter": "promoter",
@@ -649,11 +662,31 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
         str(record.seq[:1])
     except Exception:  # Bio.Seq.UndefinedSequenceError: no ORIGIN section
         raise InputError(path, cid, "record has no sequence (ORIGIN section)") from None
+    circular = str(record.annotations.get("topology", "")).lower() == "circular"
     one, span = _genbank_parts(record, cid, path)
     if one["cds"].location.strand == -1:
         # Read the cassette on its sense strand: features flip with the sequence.
         record = record.reverse_complement(id=True, name=True, description=True)
         one, span = _genbank_parts(record, cid, path)
+    repeats = [f for f in record.features if f.type == "repeat_region"]
+    if span is None and (circular or repeats):
+        # an AAV map whose ITR labels were not recognised silently lost its flanks and its
+        # AAV size check: say so, and how labels are matched
+        seen = (
+            f"its repeat_region features ({', '.join(map(_where, repeats))}) are not"
+            if repeats
+            else "no feature of this circular map is"
+        )
+        log.warning(
+            "%s",
+            InputError(
+                path,
+                cid,
+                f"construct {cid!r}: {seen} read as an ITR pair, so it is read without ITRs "
+                "(no flanks; no AAV size check unless aav is set); "
+                f"{_ITR_LABELS_HELP}: relabel the two ITRs if this is an AAV vector",
+            ),
+        )
     for part, feature in one.items():
         if feature.location.strand == -1:
             raise InputError(

@@ -680,3 +680,89 @@ def test_placement_is_checked_once_naming_the_option_or_the_fasta():
         check_placement(100, fill="Z")
     with pytest.raises(InputError, match=r"^polya_tail: must be >= 0, not -5$"):
         check_placement(100, polya_tail=-5)
+
+
+# --- ITR labels, split features, the origin -------------------------------------------------
+
+
+def _relabel_itrs(record, label5: str, label3: str):
+    """``record`` (from :func:`cassette_record` with ITRs) with its two ITR features
+    relabelled; the other features as they were."""
+    out = record[:]
+    out.annotations = dict(record.annotations)
+    itrs = [f for f in record.features if "ITR" in _lab(f)]
+    assert len(itrs) == 2
+    relabelled = {id(itrs[0]): label5, id(itrs[1]): label3}
+    out.features = [
+        feature(int(f.location.start), int(f.location.end), f.type, relabelled[id(f)])
+        if id(f) in relabelled
+        else f
+        for f in record.features
+    ]
+    return out
+
+
+ITR_LABELS = [
+    ("ITR_L", "ITR_R"),
+    ("AAV2_ITR", "AAV2_ITR"),
+    ("ITR2", "ITR2"),
+    ("ITRs", "ITRs"),
+    ("mITR", "ITR"),
+    ("5'ITR", "3'ITR"),
+    ("L-ITR", "R-ITR"),
+    ("left ITR", "right ITR"),
+    ("AAV ITR (left)", "AAV ITR (right)"),
+    ("AAV2 ITR", "AAV2 ITR"),
+    ("LITR", "RITR"),
+    ("5' itr", "3' itr"),
+    ("inverted terminal repeat", "Inverted_terminal_repeat"),
+]
+
+
+@pytest.mark.parametrize(("label5", "label3"), ITR_LABELS)
+def test_genbank_itr_labels_with_underscores_digits_plurals_and_prefixes(
+    label5, label3, tmp_path, caplog
+):
+    # `\bITR\b` missed ITR_L, AAV2_ITR, ITR2, ITRs, mITR (`_` and digits are word
+    # characters): the backbone's AmpR CDS then counted as a second CDS, and a map without
+    # an annotated backbone lost its flanks and the AAV size check without a word
+    record, parts = cassette_record("pLab", np.random.default_rng(11))
+    path = write_gb(tmp_path / "lab.gb", _relabel_itrs(record, label5, label3))
+    (c,) = read_constructs(path)
+    assert c.itrs and dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
+    size = len(c.cassette)
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        read_constructs(path, aav_limit=size - 1)
+    assert f"cassette between the ITRs (inclusive) is {size} nt" in caplog.text
+
+
+@pytest.mark.parametrize("label", ["ITRAQ tag", "nitrate reductase", "citrate", "UTR", "mitr"])
+def test_genbank_words_holding_itr_are_no_itr_and_the_miss_is_logged(label, tmp_path, caplog):
+    record, parts = cassette_record("pNot", np.random.default_rng(12))
+    record = _relabel_itrs(record, label, label)
+    record.features = [f for f in record.features if _lab(f) != "AmpR"]
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        (c,) = read_constructs(write_gb(tmp_path / "not.gb", record))
+    assert not c.itrs and "upstream" not in c.parts
+    assert c.parts["cds"] == parts["cds"]
+    # one repeat_region among them (cassette_record's 5' ITR): the warning names it
+    assert f":pNot: construct 'pNot': its repeat_region features ('{label}' " in caplog.text
+    assert "are not read as an ITR pair, so it is read without ITRs" in caplog.text
+    assert "holds ITR as a word of its own (ITR, ITRs, ITR_L, AAV2_ITR" in caplog.text
+
+
+def test_genbank_circular_map_without_itrs_says_so(tmp_path, caplog):
+    record, _ = cassette_record("pCirc", np.random.default_rng(13), itrs=False)
+    path = write_gb(tmp_path / "c.gb", record)
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        read_constructs(path)
+    assert "ITR" not in caplog.text  # a linear map without repeats: nothing to say
+    record.annotations["topology"] = "circular"
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        (c,) = read_constructs(write_gb(path, record))
+    assert not c.itrs
+    assert (
+        f"{path}:pCirc: construct 'pCirc': no feature of this circular map is read as an ITR "
+        "pair, so it is read without ITRs (no flanks; no AAV size check unless aav is set); "
+        "an ITR is a repeat_region"
+    ) in caplog.text
