@@ -591,33 +591,52 @@ def _genbank_part(feature) -> str | None:
     return None
 
 
+def _location(feature) -> str:
+    """A feature's location 1-based, as the file writes it: ``850..1569``, or for a compound
+    one ``join(2616..2915,1..306)`` (its pieces in file order), not its hull."""
+    location = feature.location
+    pieces = list(location.parts)
+    if len(pieces) == 1:
+        return f"{int(location.start) + 1}..{int(location.end)}"
+    if location.strand == -1:  # Biopython lists a complement(join(...))'s pieces 3'->5'
+        pieces.reverse()
+    return "join(" + ",".join(f"{int(p.start) + 1}..{int(p.end)}" for p in pieces) + ")"
+
+
 def _where(feature) -> str:
-    return f"{_label(feature)!r} {int(feature.location.start) + 1}..{int(feature.location.end)}"
+    return f"{_label(feature)!r} {_location(feature)}"
 
 
-def _genbank_features(record, cid: str, path: Path) -> dict[str, list]:
+def _genbank_features(record) -> dict[str, list]:
     found: dict[str, list] = {}
     for feature in record.features:
         part = _genbank_part(feature)
-        if part is None:
-            continue
+        if part is not None:
+            found.setdefault(part, []).append(feature)
+    return found
+
+
+def _refuse_split(features, cid: str, path: Path) -> None:
+    """A feature the cassette reads, in more than one piece (a join, or across the origin of
+    a circular map), is an error; one the reader leaves out (a backbone's AmpR crossing the
+    origin, outside the ITRs) is not."""
+    for part, feature in features:
         if len(feature.location.parts) > 1:
             raise InputError(
                 path,
                 cid,
-                f"{_PART_LABELS.get(part, 'ITR')} feature {_where(feature)} is split (join or "
-                "across the origin); give each part as one span (rotate a circular map so the "
-                "cassette does not cross position 1)",
+                f"{_PART_LABELS.get(part, 'ITR')} feature {_where(feature)} is split (a join, "
+                "or across the origin of a circular map); give each part as one span (rotate a "
+                "circular map so the cassette does not cross position 1)",
             )
-        found.setdefault(part, []).append(feature)
-    return found
 
 
 def _genbank_parts(record, cid: str, path: Path) -> tuple[dict, tuple[int, int] | None]:
     """The one feature of each part (those between the ITRs when two are annotated), and the
     ITR-to-ITR span or None."""
-    found = _genbank_features(record, cid, path)
+    found = _genbank_features(record)
     itrs = found.pop("itr", [])
+    _refuse_split([("itr", f) for f in itrs], cid, path)
     if len(itrs) not in (0, 2):
         raise InputError(
             path,
@@ -636,6 +655,7 @@ def _genbank_parts(record, cid: str, path: Path) -> tuple[dict, tuple[int, int] 
             ]
             for part, feats in found.items()
         }
+    _refuse_split([(part, f) for part, feats in found.items() for f in feats], cid, path)
     for part, feats in found.items():
         if len(feats) > 1:
             raise InputError(

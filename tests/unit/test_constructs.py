@@ -13,7 +13,7 @@ import numpy as np
 import pysam
 import pytest
 from Bio.Seq import Seq
-from Bio.SeqFeature import SeqFeature, SimpleLocation
+from Bio.SeqFeature import CompoundLocation, SeqFeature, SimpleLocation
 from Bio.SeqIO import write as write_seqio
 from Bio.SeqRecord import SeqRecord
 
@@ -766,3 +766,63 @@ def test_genbank_circular_map_without_itrs_says_so(tmp_path, caplog):
         "pair, so it is read without ITRs (no flanks; no AAV size check unless aav is set); "
         "an ITR is a repeat_region"
     ) in caplog.text
+
+
+def _joined(pieces, kind: str, label: str, strand: int = 1) -> SeqFeature:
+    """A feature in several pieces (0-based half-open), listed 5'->3' on ``strand``."""
+    location = CompoundLocation([SimpleLocation(a, b, strand=strand) for a, b in pieces])
+    return SeqFeature(location, type=kind, qualifiers={"label": [label]})
+
+
+def test_genbank_split_backbone_feature_outside_the_itrs_is_ignored(tmp_path):
+    # an AmpR CDS across the origin of a circular map blocked the whole record, though the
+    # cassette between the ITRs was intact, and its location was printed as its hull
+    # (`'AmpR' 1..N`) as if it were one span
+    record, parts = cassette_record("pOri", np.random.default_rng(14))
+    n = len(record)
+    record.annotations["topology"] = "circular"
+    record.features = [f for f in record.features if _lab(f) != "AmpR"]
+    record.features.append(_joined([(0, 30), (n - 8, n)], "CDS", "AmpR", strand=-1))
+    path = write_gb(tmp_path / "ori.gb", record)
+    assert f"complement(join({n - 7}..{n},1..30))" in path.read_text()
+    (c,) = read_constructs(path)
+    assert c.itrs and dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
+    # without the ITRs the reader keeps it: refused, its pieces named as the file has them
+    no_itrs = record[:]
+    no_itrs.annotations = dict(record.annotations)
+    no_itrs.features = [f for f in record.features if "ITR" not in _lab(f)]
+    assert error(write_gb(tmp_path / "no_itrs.gb", no_itrs)).startswith(
+        f"{tmp_path / 'no_itrs.gb'}:pOri: CDS feature 'AmpR' join({n - 7}..{n},1..30) is split"
+    )
+    # a split feature the cassette reads is still refused, its pieces named
+    cds = next(f for f in record.features if _lab(f) == "EGFP")
+    a, b = int(cds.location.start), int(cds.location.end)
+    record.features = [
+        _joined([(a, a + 6), (a + 9, b)], "CDS", "EGFP") if f is cds else f for f in record.features
+    ]
+    write_gb(path, record)
+    assert error(path) == (
+        f"{path}:pOri: CDS feature 'EGFP' join({a + 1}..{a + 6},{a + 10}..{b}) is split (a "
+        "join, or across the origin of a circular map); give each part as one span (rotate a "
+        "circular map so the cassette does not cross position 1)"
+    )
+
+
+def test_genbank_split_feature_of_a_map_without_itrs_names_its_pieces(tmp_path):
+    record, _ = cassette_record("pNoItr", np.random.default_rng(15), itrs=False)
+    n = len(record)
+    record.annotations["topology"] = "circular"
+    record.features.append(_joined([(n - 8, n), (0, 5)], "misc_feature", "ori"))  # not a part
+    promoter = next(f for f in record.features if f.type == "promoter")
+    p0, p1 = int(promoter.location.start), int(promoter.location.end)
+    ok = write_gb(tmp_path / "ok.gb", record)
+    assert read_constructs(ok)[0].parts["promoter"] == str(record.seq[p0:p1])
+    record.features = [
+        _joined([(p0, p1), (n - 4, n), (0, 3)], "promoter", "CMV promoter") if f is promoter else f
+        for f in record.features
+    ]
+    path = write_gb(tmp_path / "split.gb", record)
+    assert error(path).startswith(
+        f"{path}:pNoItr: promoter feature 'CMV promoter' join({p0 + 1}..{p1},{n - 3}..{n},1..3) "
+        "is split"
+    )
