@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from isoflow.alphabet import translate_cds
 from isoflow.errors import InputError, non_utf8_error
@@ -607,63 +608,138 @@ def _where(feature) -> str:
     return f"{_label(feature)!r} {_location(feature)}"
 
 
-def _genbank_features(record) -> dict[str, list]:
-    found: dict[str, list] = {}
+class _Placed(NamedTuple):
+    """A feature the reader cuts a part at, and its bounds: 0-based, half-open; on a circular
+    map read across its origin, bounds past the origin run on past the sequence's length (the
+    sequence read twice)."""
+
+    feature: Any
+    start: int
+    end: int
+
+
+def _spans(feature, length: int, circular: bool) -> list[tuple[int, int]]:
+    """A feature's pieces, 0-based half-open, in coordinate order; on a circular map a piece
+    ending at the last base and one starting at the first are one span across the origin,
+    ending past ``length``."""
+    spans = sorted((int(p.start), int(p.end)) for p in feature.location.parts)
+    if circular and len(spans) > 1 and spans[0][0] == 0 and spans[-1][1] == length:
+        spans = [*spans[1:-1], (spans[-1][0], length + spans[0][1])]
+    return spans
+
+
+def _genbank_features(record, circular: bool) -> dict[str, list[_Placed]]:
+    """Part (or ``itr``) -> its features, each at its hull (a split one's
+    pieces are checked where it is kept: :func:`_refuse_split`)."""
+    length = len(record.seq)
+    found: dict[str, list[_Placed]] = {}
     for feature in record.features:
         part = _genbank_part(feature)
         if part is not None:
-            found.setdefault(part, []).append(feature)
+            spans = _spans(feature, length, circular)
+            placed = _Placed(feature, min(s for s, _ in spans), max(e for _, e in spans))
+            found.setdefault(part, []).append(placed)
     return found
 
 
-def _refuse_split(features, cid: str, path: Path) -> None:
-    """A feature the cassette reads, in more than one piece (a join, or across the origin of
-    a circular map), is an error; one the reader leaves out (a backbone's AmpR crossing the
-    origin, outside the ITRs) is not."""
-    for part, feature in features:
-        if len(feature.location.parts) > 1:
+def _refuse_split(kept, cid: str, path: Path, length: int, circular: bool, across: bool):
+    """A feature the cassette reads, in more than one piece (a join; across the origin of
+    a circular map unless the cassette is read across it, ``across``), is an error; one the
+    reader leaves out (a backbone's AmpR across the origin, outside the ITRs) is not."""
+    for part, placed in kept:
+        spans = _spans(placed.feature, length, circular)
+        crossing = len(spans) < len(placed.feature.location.parts)  # pieces joined at 1
+        if len(spans) > 1 or (crossing and not across):
             raise InputError(
                 path,
                 cid,
-                f"{_PART_LABELS.get(part, 'ITR')} feature {_where(feature)} is split (a join, "
-                "or across the origin of a circular map); give each part as one span (rotate a "
-                "circular map so the cassette does not cross position 1)",
+                f"{_PART_LABELS.get(part, 'ITR')} feature {_where(placed.feature)} is split (a "
+                "join, or across the origin of a circular map); give each part as one span "
+                "(rotate a circular map so the cassette does not cross position 1)",
             )
 
 
-def _genbank_parts(record, cid: str, path: Path) -> tuple[dict, tuple[int, int] | None]:
-    """The one feature of each part (those between the ITRs when two are annotated), and the
-    ITR-to-ITR span or None."""
-    found = _genbank_features(record)
+def _between(found, lo: int, hi: int, length: int, circular: bool) -> dict[str, list[_Placed]]:
+    """The features of ``found`` inside ``[lo, hi)``, re-placed there: on a circular map a
+    feature before ``lo`` is reached across the origin (its bounds + ``length``)."""
+    kept: dict[str, list[_Placed]] = {}
+    for part, feats in found.items():
+        for placed in feats:
+            start, end = placed.start, placed.end
+            if circular and start < lo:
+                start, end = start + length, end + length
+            if lo <= start and end <= hi:
+                kept.setdefault(part, []).append(placed._replace(start=start, end=end))
+    return kept
+
+
+def _holds_cassette(kept: Mapping[str, list]) -> bool:
+    """One promoter, one CDS and a 3' end (a 3'UTR or a polyA signal)."""
+    return (
+        len(kept.get("promoter", ())) == 1
+        and len(kept.get("cds", ())) == 1
+        and bool(kept.get("utr3") or kept.get("polya"))
+    )
+
+
+def _arc(itrs, found, length: int, circular: bool) -> tuple[tuple[int, int], dict, str | None]:
+    """The ITR-to-ITR span the cassette lies in, its features, and a note or None.
+
+    On a linear map, first ITR start to last ITR end. A circular map has two arcs between its
+    ITRs, that span and the other one across the origin: the cassette is the one holding a
+    cassette (:func:`_holds_cassette`); when both do, the span not across the origin (the
+    map's convention, as before), with a note naming the other's promoter and CDS."""
+    (s1, e1), (s2, e2) = sorted((f.start, f.end) for f in itrs)
+    inside = (s1, max(e1, e2))
+    kept = _between(found, *inside, length, circular)
+    if not circular:
+        return inside, kept, None
+    across = (s2, e1 + length)
+    other = _between(found, *across, length, circular)
+    if not _holds_cassette(other):
+        return inside, kept, None
+    if not _holds_cassette(kept):
+        return across, other, None
+    named = ", ".join(_where(f.feature) for part in ("promoter", "cds") for f in other[part])
+    return (
+        inside,
+        kept,
+        f"the cassette is read between the ITRs at {inside[0] + 1}..{inside[1]}, not across "
+        f"the origin, where the other arc between them holds a cassette too ({named}); if "
+        "that is the cassette, rotate the map so it does not cross position 1",
+    )
+
+
+def _genbank_parts(
+    record, cid: str, path: Path, circular: bool
+) -> tuple[dict[str, _Placed], tuple[int, int] | None, list[str]]:
+    """The one feature of each part (those between the ITRs when two are annotated), the
+    ITR-to-ITR span or None (bounds as :class:`_Placed`'s), and notes to log."""
+    length = len(record.seq)
+    found = _genbank_features(record, circular)
     itrs = found.pop("itr", [])
-    _refuse_split([("itr", f) for f in itrs], cid, path)
+    _refuse_split([("itr", f) for f in itrs], cid, path, length, circular, circular)
     if len(itrs) not in (0, 2):
         raise InputError(
             path,
             cid,
-            f"{len(itrs)} ITR feature(s) ({', '.join(_where(f) for f in itrs)}); annotate two "
-            "(one at each end of the cassette) or none",
+            f"{len(itrs)} ITR feature(s) ({', '.join(_where(f.feature) for f in itrs)}); "
+            "annotate two (one at each end of the cassette) or none",
         )
-    span = None
+    span, notes = None, []
     if itrs:
-        span = (min(int(f.location.start) for f in itrs), max(int(f.location.end) for f in itrs))
-        found = {
-            part: [
-                f
-                for f in feats
-                if span[0] <= int(f.location.start) and int(f.location.end) <= span[1]
-            ]
-            for part, feats in found.items()
-        }
-    _refuse_split([(part, f) for part, feats in found.items() for f in feats], cid, path)
+        span, found, note = _arc(itrs, found, length, circular)
+        notes += [note] if note else []
+    kept = [(part, f) for part, feats in found.items() for f in feats]
+    _refuse_split(kept, cid, path, length, circular, span is not None)
     for part, feats in found.items():
         if len(feats) > 1:
             raise InputError(
                 path,
                 cid,
-                f"{len(feats)} {_PART_LABELS[part]} features ({', '.join(map(_where, feats))}); "
-                "keep one cassette per record: annotate the two ITRs around it, or retype the "
-                "others (e.g. misc_feature)",
+                f"{len(feats)} {_PART_LABELS[part]} features "
+                f"({', '.join(_where(f.feature) for f in feats)}); keep one cassette per record: "
+                "annotate the two ITRs around it, or retype the others (e.g. misc_feature)",
             )
     one = {part: feats[0] for part, feats in found.items() if feats}
     for part in ("promoter", "cds"):
@@ -674,20 +750,6 @@ def _genbank_parts(record, cid: str, path: Path) -> tuple[dict, tuple[int, int] 
                 f"construct {cid!r} has no {part}: annotate a {_PART_LABELS[part]} feature"
                 + (" between the ITRs" if itrs else ""),
             )
-    return one, span
-
-
-def _genbank_construct(record, cid: str, path: Path) -> Construct:
-    try:
-        str(record.seq[:1])
-    except Exception:  # Bio.Seq.UndefinedSequenceError: no ORIGIN section
-        raise InputError(path, cid, "record has no sequence (ORIGIN section)") from None
-    circular = str(record.annotations.get("topology", "")).lower() == "circular"
-    one, span = _genbank_parts(record, cid, path)
-    if one["cds"].location.strand == -1:
-        # Read the cassette on its sense strand: features flip with the sequence.
-        record = record.reverse_complement(id=True, name=True, description=True)
-        one, span = _genbank_parts(record, cid, path)
     repeats = [f for f in record.features if f.type == "repeat_region"]
     if span is None and (circular or repeats):
         # an AAV map whose ITR labels were not recognised silently lost its flanks and its
@@ -697,35 +759,46 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
             if repeats
             else "no feature of this circular map is"
         )
-        log.warning(
-            "%s",
-            InputError(
-                path,
-                cid,
-                f"construct {cid!r}: {seen} read as an ITR pair, so it is read without ITRs "
-                "(no flanks; no AAV size check unless aav is set); "
-                f"{_ITR_LABELS_HELP}: relabel the two ITRs if this is an AAV vector",
-            ),
+        notes.append(
+            f"construct {cid!r}: {seen} read as an ITR pair, so it is read without ITRs (no "
+            f"flanks; no AAV size check unless aav is set); {_ITR_LABELS_HELP}: relabel the "
+            "two ITRs if this is an AAV vector"
         )
-    for part, feature in one.items():
-        if feature.location.strand == -1:
+    return one, span, notes
+
+
+def _genbank_construct(record, cid: str, path: Path) -> Construct:
+    try:
+        str(record.seq[:1])
+    except Exception:  # Bio.Seq.UndefinedSequenceError: no ORIGIN section
+        raise InputError(path, cid, "record has no sequence (ORIGIN section)") from None
+    circular = str(record.annotations.get("topology", "")).lower() == "circular"
+    one, span, notes = _genbank_parts(record, cid, path, circular)
+    if one["cds"].feature.location.strand == -1:
+        # Read the cassette on its sense strand: features flip with the sequence.
+        record = record.reverse_complement(id=True, name=True, description=True)
+        one, span, notes = _genbank_parts(record, cid, path, circular)
+    for note in notes:
+        log.warning("%s", InputError(path, cid, note))
+    for part, placed in one.items():
+        if placed.feature.location.strand == -1:
             raise InputError(
                 path,
                 cid,
-                f"{_PART_LABELS[part]} feature {_where(feature)} is on the other strand than "
-                "the CDS; a cassette's parts read on one strand",
+                f"{_PART_LABELS[part]} feature {_where(placed.feature)} is on the other strand "
+                "than the CDS; a cassette's parts read on one strand",
             )
-    start = {p: int(f.location.start) for p, f in one.items()}
-    end = {p: int(f.location.end) for p, f in one.items()}
     length = len(record.seq)
-    for part, feature in one.items():
-        if end[part] > length:
+    for part, placed in one.items():
+        if int(placed.feature.location.end) > length:
             raise InputError(
                 path,
                 cid,
-                f"construct {cid!r}: {_PART_LABELS[part]} feature {_where(feature)} runs past "
-                f"the sequence's end ({length} bp); fix the feature or the sequence",
+                f"construct {cid!r}: {_PART_LABELS[part]} feature {_where(placed.feature)} runs "
+                f"past the sequence's end ({length} bp); fix the feature or the sequence",
             )
+    start = {p: f.start for p, f in one.items()}
+    end = {p: f.end for p, f in one.items()}
     # Overlapping annotated neighbours are refused: the definitions below would give the
     # shared bases to one of them without a word. Kept, as documented: a promoter
     # overlapping the 5'UTR (cut at the TSS) and a polyA signal inside or overlapping the
@@ -742,8 +815,9 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
         raise InputError(
             path,
             cid,
-            f"construct {cid!r}: the {_PART_LABELS[a_part]} feature {_where(one[a_part])} and "
-            f"the {_PART_LABELS[b_part]} feature {_where(one[b_part])} overlap by "
+            f"construct {cid!r}: the {_PART_LABELS[a_part]} feature "
+            f"{_where(one[a_part].feature)} and the {_PART_LABELS[b_part]} feature "
+            f"{_where(one[b_part].feature)} overlap by "
             f"{a_end - b_start} nt, whose bases one part would take: fix the features' "
             "coordinates",
         )
@@ -768,14 +842,23 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
     ]
     for (a_name, a), (b_name, b) in zip(bounds, bounds[1:], strict=False):
         if a > b:
+            hint = (
+                " (on a circular map without ITRs: rotate it so the cassette does not cross "
+                "position 1)"
+                if circular and span is None
+                else ""
+            )
             raise InputError(
                 path,
                 cid,
-                f"construct {cid!r}: {a_name} ({a + 1}) comes after {b_name} ({b + 1}); the "
-                "parts must follow each other 5'->3': promoter, 5'UTR, CDS, 3'UTR, polyA",
+                f"construct {cid!r}: {a_name} ({a % length + 1}) comes after {b_name} "
+                f"({b % length + 1}); the parts must follow each other 5'->3': promoter, 5'UTR, "
+                f"CDS, 3'UTR, polyA{hint}",
             )
     last = max(utr3_end, end.get("polya", utr3_end))
     seq = str(record.seq)
+    if max([last, *end.values(), *(span or ())]) > length:
+        seq += seq  # a cassette read across the origin of a circular map
     parts = {
         "promoter": seq[start["promoter"] : tss],
         "utr5": seq[tss : start["cds"]],
@@ -792,7 +875,8 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
                 raise InputError(
                     path,
                     cid,
-                    f"construct {cid!r}: the upstream misc_feature {_where(one['upstream'])} "
+                    f"construct {cid!r}: the upstream misc_feature "
+                    f"{_where(one['upstream'].feature)} "
                     f"starts after the promoter start ({start['promoter'] + 1}); the upstream "
                     "flank runs from its start to the promoter",
                 )
@@ -802,7 +886,8 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
                 raise InputError(
                     path,
                     cid,
-                    f"construct {cid!r}: the downstream misc_feature {_where(one['downstream'])} "
+                    f"construct {cid!r}: the downstream misc_feature "
+                    f"{_where(one['downstream'].feature)} "
                     f"ends before the polyA (or 3'UTR) end ({last}); the downstream flank runs "
                     "from there to its end",
                 )

@@ -826,3 +826,88 @@ def test_genbank_split_feature_of_a_map_without_itrs_names_its_pieces(tmp_path):
         f"{path}:pNoItr: promoter feature 'CMV promoter' join({p0 + 1}..{p1},{n - 3}..{n},1..3) "
         "is split"
     )
+
+
+def _rotated(record, k: int):
+    """A circular ``record`` whose position 1 is its base ``k`` (0-based); a feature over the
+    new origin becomes a join across it, as SnapGene writes one."""
+    n = len(record)
+    out = record[k:] + record[:k]  # features crossing k are dropped here: put back below
+    out.id, out.name, out.description = record.id, record.name, record.description
+    out.annotations = {**record.annotations, "topology": "circular"}
+    out.features = []
+    for f in record.features:
+        (a, b), strand = (int(f.location.start), int(f.location.end)), f.location.strand
+        a = (a - k) % n
+        b = a + (b - int(f.location.start))
+        if b <= n:
+            location = SimpleLocation(a, b, strand=strand)
+        else:
+            pieces = [SimpleLocation(a, n, strand=strand), SimpleLocation(0, b - n, strand=strand)]
+            location = CompoundLocation(pieces[::-1] if strand == -1 else pieces)
+        out.features.append(SeqFeature(location, type=f.type, qualifiers=dict(f.qualifiers)))
+    return out
+
+
+@pytest.mark.parametrize("origin", ["cds", "utr3", "inside cds", "inside itr5"])
+@pytest.mark.parametrize("strand", [1, -1])
+def test_genbank_cassette_across_the_origin_of_a_circular_map_is_read_whole(
+    origin, strand, tmp_path, caplog
+):
+    # the ITR span was min(start)..max(end), computed linearly: on a map whose origin lies in
+    # the cassette it selected the backbone ("has no utr3", or the backbone's promoters)
+    record, parts = cassette_record("pWrap", np.random.default_rng(16))
+    record.annotations["topology"] = "circular"
+    bounds = {_lab(f): (int(f.location.start), int(f.location.end)) for f in record.features}
+    k = {
+        "cds": bounds["EGFP"][0],
+        "utr3": bounds["trailer"][0],
+        "inside cds": bounds["EGFP"][0] + 4,
+        "inside itr5": bounds["AAV2 ITR"][0] + 5,
+    }[origin]
+    wrapped = _rotated(record, k)
+    if strand == -1:
+        wrapped = wrapped.reverse_complement(id=True, name=True, description=True, annotations=True)
+    path = write_gb(tmp_path / "wrap.gb", wrapped)
+    if origin == "inside cds":
+        assert "join(" in path.read_text()  # the CDS itself crosses position 1
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        (c,) = read_constructs(path)
+    assert c.itrs and dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
+    assert caplog.text == ""
+    # the same sequence as a linear map: nothing to read across, an error as before
+    wrapped.annotations["topology"] = "linear"
+    assert "pWrap" in error(write_gb(path, wrapped))
+
+
+def test_genbank_both_arcs_between_the_itrs_holding_a_cassette_read_the_inner_one(tmp_path, caplog):
+    record, parts = cassette_record("pTwo", np.random.default_rng(17))
+    record.annotations["topology"] = "circular"
+    n = len(record)
+    record.features = [f for f in record.features if _lab(f) != "AmpR"]
+    record.features += [  # a eukaryotic selection cassette in the backbone, over the origin
+        feature(n - 9, n - 3, "promoter", "SV40 promoter"),
+        _joined([(n - 3, n), (0, 6)], "CDS", "NeoR"),
+        feature(8, 14, "polyA_signal", "SV40 poly(A) signal"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        (c,) = read_constructs(write_gb(tmp_path / "two.gb", record))
+    assert c.itrs and dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
+    s, e = int(record.features[5].location.start), int(record.features[6].location.end)
+    assert (
+        f":pTwo: the cassette is read between the ITRs at {s + 1}..{e}, not across the origin, "
+        f"where the other arc between them holds a cassette too ('SV40 promoter' {n - 8}..{n - 3}, "
+        f"'NeoR' join({n - 2}..{n},1..6)); if that is the cassette, rotate the map so it does "
+        "not cross position 1"
+    ) in caplog.text
+
+
+def test_genbank_circular_map_without_itrs_across_the_origin_says_rotate(tmp_path):
+    record, _ = cassette_record("pNoItr", np.random.default_rng(18), itrs=False)
+    cds = next(f for f in record.features if f.type == "CDS")
+    wrapped = _rotated(record, int(cds.location.start))
+    message = error(write_gb(tmp_path / "w.gb", wrapped))
+    assert "comes after" in message
+    assert message.endswith(
+        "(on a circular map without ITRs: rotate it so the cassette does not cross position 1)"
+    )
