@@ -34,7 +34,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from isoflow.alphabet import translate_cds
+from isoflow.alphabet import reverse_complement, translate_cds
 from isoflow.errors import InputError, non_utf8_error
 
 log = logging.getLogger("isoflow.constructs")
@@ -608,48 +608,76 @@ def _where(feature) -> str:
     return f"{_label(feature)!r} {_location(feature)}"
 
 
+@dataclass(frozen=True)
+class _Map:
+    """How a record is read: its length, whether it is circular, and whether on its minus
+    strand (``flip``: coordinates are the reverse complement's, the cassette's sense strand,
+    while messages name the file's)."""
+
+    length: int
+    circular: bool
+    flip: bool = False
+
+    def base(self, x: int) -> int:
+        """The file's 1-based position of the base the reader has at ``x`` (0-based; past
+        the length across the origin)."""
+        x %= self.length
+        return self.length - x if self.flip else x + 1
+
+    def span(self, lo: int, hi: int) -> str:
+        """The file's ``a..b`` of the reader's ``[lo, hi)``."""
+        a, b = self.base(lo), self.base(hi - 1)
+        return f"{b}..{a}" if self.flip else f"{a}..{b}"
+
+
 class _Placed(NamedTuple):
-    """A feature the reader cuts a part at, and its bounds: 0-based, half-open; on a circular
-    map read across its origin, bounds past the origin run on past the sequence's length (the
-    sequence read twice)."""
+    """A feature the reader cuts a part at, as the reader sees it (:class:`_Map`): bounds
+    0-based, half-open, on the cassette's sense strand; on a circular map read across its
+    origin, past the sequence's length (the sequence read twice). ``pieces``: its spans,
+    an origin crossing joined (> 1: a join); ``crossing``: one span across the origin."""
 
     feature: Any
     start: int
     end: int
+    strand: int | None
+    pieces: int
+    crossing: bool
 
 
-def _spans(feature, length: int, circular: bool) -> list[tuple[int, int]]:
-    """A feature's pieces, 0-based half-open, in coordinate order; on a circular map a piece
-    ending at the last base and one starting at the first are one span across the origin,
-    ending past ``length``."""
-    spans = sorted((int(p.start), int(p.end)) for p in feature.location.parts)
-    if circular and len(spans) > 1 and spans[0][0] == 0 and spans[-1][1] == length:
+def _placed(feature, where: _Map) -> _Placed:
+    length = where.length
+    spans = [(int(p.start), int(p.end)) for p in feature.location.parts]
+    strand = feature.location.strand
+    if where.flip:
+        spans = [(length - e, length - s) for s, e in spans]
+        strand = -strand if strand else strand
+    spans.sort()
+    crossing = False
+    if where.circular and len(spans) > 1 and spans[0][0] == 0 and spans[-1][1] == length:
+        # a piece ending at the last base and one starting at the first: one span
         spans = [*spans[1:-1], (spans[-1][0], length + spans[0][1])]
-    return spans
+        crossing = len(spans) == 1
+    start, end = min(s for s, _ in spans), max(e for _, e in spans)
+    return _Placed(feature, start, end, strand, len(spans), crossing)
 
 
-def _genbank_features(record, circular: bool) -> dict[str, list[_Placed]]:
-    """Part (or ``itr``) -> its features, each at its hull (a split one's
-    pieces are checked where it is kept: :func:`_refuse_split`)."""
-    length = len(record.seq)
+def _genbank_features(record, where: _Map) -> dict[str, list[_Placed]]:
+    """Part (or ``itr``) -> its features, each at its hull (a split one's pieces are checked
+    where it is kept: :func:`_refuse_split`)."""
     found: dict[str, list[_Placed]] = {}
     for feature in record.features:
         part = _genbank_part(feature)
         if part is not None:
-            spans = _spans(feature, length, circular)
-            placed = _Placed(feature, min(s for s, _ in spans), max(e for _, e in spans))
-            found.setdefault(part, []).append(placed)
+            found.setdefault(part, []).append(_placed(feature, where))
     return found
 
 
-def _refuse_split(kept, cid: str, path: Path, length: int, circular: bool, across: bool):
+def _refuse_split(kept, cid: str, path: Path, across: bool) -> None:
     """A feature the cassette reads, in more than one piece (a join; across the origin of
     a circular map unless the cassette is read across it, ``across``), is an error; one the
     reader leaves out (a backbone's AmpR across the origin, outside the ITRs) is not."""
     for part, placed in kept:
-        spans = _spans(placed.feature, length, circular)
-        crossing = len(spans) < len(placed.feature.location.parts)  # pieces joined at 1
-        if len(spans) > 1 or (crossing and not across):
+        if placed.pieces > 1 or (placed.crossing and not across):
             raise InputError(
                 path,
                 cid,
@@ -659,15 +687,15 @@ def _refuse_split(kept, cid: str, path: Path, length: int, circular: bool, acros
             )
 
 
-def _between(found, lo: int, hi: int, length: int, circular: bool) -> dict[str, list[_Placed]]:
+def _between(found, lo: int, hi: int, where: _Map) -> dict[str, list[_Placed]]:
     """The features of ``found`` inside ``[lo, hi)``, re-placed there: on a circular map a
-    feature before ``lo`` is reached across the origin (its bounds + ``length``)."""
+    feature before ``lo`` is reached across the origin (its bounds + the length)."""
     kept: dict[str, list[_Placed]] = {}
     for part, feats in found.items():
         for placed in feats:
             start, end = placed.start, placed.end
-            if circular and start < lo:
-                start, end = start + length, end + length
+            if where.circular and start < lo:
+                start, end = start + where.length, end + where.length
             if lo <= start and end <= hi:
                 kept.setdefault(part, []).append(placed._replace(start=start, end=end))
     return kept
@@ -682,7 +710,7 @@ def _holds_cassette(kept: Mapping[str, list]) -> bool:
     )
 
 
-def _arc(itrs, found, length: int, circular: bool) -> tuple[tuple[int, int], dict, str | None]:
+def _arc(itrs, found, where: _Map) -> tuple[tuple[int, int], dict, str | None]:
     """The ITR-to-ITR span the cassette lies in, its features, and a note or None.
 
     On a linear map, first ITR start to last ITR end. A circular map has two arcs between its
@@ -691,11 +719,11 @@ def _arc(itrs, found, length: int, circular: bool) -> tuple[tuple[int, int], dic
     map's convention, as before), with a note naming the other's promoter and CDS."""
     (s1, e1), (s2, e2) = sorted((f.start, f.end) for f in itrs)
     inside = (s1, max(e1, e2))
-    kept = _between(found, *inside, length, circular)
-    if not circular:
+    kept = _between(found, *inside, where)
+    if not where.circular:
         return inside, kept, None
-    across = (s2, e1 + length)
-    other = _between(found, *across, length, circular)
+    across = (s2, e1 + where.length)
+    other = _between(found, *across, where)
     if not _holds_cassette(other):
         return inside, kept, None
     if not _holds_cassette(kept):
@@ -704,21 +732,20 @@ def _arc(itrs, found, length: int, circular: bool) -> tuple[tuple[int, int], dic
     return (
         inside,
         kept,
-        f"the cassette is read between the ITRs at {inside[0] + 1}..{inside[1]}, not across "
-        f"the origin, where the other arc between them holds a cassette too ({named}); if "
-        "that is the cassette, rotate the map so it does not cross position 1",
+        f"the cassette is read between the ITRs at {where.span(*inside)}, not across the "
+        f"origin, where the other arc between them holds a cassette too ({named}); if that is "
+        "the cassette, rotate the map so it does not cross position 1",
     )
 
 
 def _genbank_parts(
-    record, cid: str, path: Path, circular: bool
+    record, cid: str, path: Path, where: _Map
 ) -> tuple[dict[str, _Placed], tuple[int, int] | None, list[str]]:
     """The one feature of each part (those between the ITRs when two are annotated), the
     ITR-to-ITR span or None (bounds as :class:`_Placed`'s), and notes to log."""
-    length = len(record.seq)
-    found = _genbank_features(record, circular)
+    found = _genbank_features(record, where)
     itrs = found.pop("itr", [])
-    _refuse_split([("itr", f) for f in itrs], cid, path, length, circular, circular)
+    _refuse_split([("itr", f) for f in itrs], cid, path, where.circular)
     if len(itrs) not in (0, 2):
         raise InputError(
             path,
@@ -728,10 +755,10 @@ def _genbank_parts(
         )
     span, notes = None, []
     if itrs:
-        span, found, note = _arc(itrs, found, length, circular)
+        span, found, note = _arc(itrs, found, where)
         notes += [note] if note else []
     kept = [(part, f) for part, feats in found.items() for f in feats]
-    _refuse_split(kept, cid, path, length, circular, span is not None)
+    _refuse_split(kept, cid, path, span is not None)
     for part, feats in found.items():
         if len(feats) > 1:
             raise InputError(
@@ -751,7 +778,7 @@ def _genbank_parts(
                 + (" between the ITRs" if itrs else ""),
             )
     repeats = [f for f in record.features if f.type == "repeat_region"]
-    if span is None and (circular or repeats):
+    if span is None and (where.circular or repeats):
         # an AAV map whose ITR labels were not recognised silently lost its flanks and its
         # AAV size check: say so, and how labels are matched
         seen = (
@@ -773,22 +800,24 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
     except Exception:  # Bio.Seq.UndefinedSequenceError: no ORIGIN section
         raise InputError(path, cid, "record has no sequence (ORIGIN section)") from None
     circular = str(record.annotations.get("topology", "")).lower() == "circular"
-    one, span, notes = _genbank_parts(record, cid, path, circular)
-    if one["cds"].feature.location.strand == -1:
-        # Read the cassette on its sense strand: features flip with the sequence.
-        record = record.reverse_complement(id=True, name=True, description=True)
-        one, span, notes = _genbank_parts(record, cid, path, circular)
+    length = len(record.seq)
+    where = _Map(length, circular)
+    one, span, notes = _genbank_parts(record, cid, path, where)
+    if one["cds"].strand == -1:
+        # Read the cassette on its sense strand: coordinates flip with the sequence (the
+        # features stay the file's, so messages name the file's coordinates)
+        where = _Map(length, circular, flip=True)
+        one, span, notes = _genbank_parts(record, cid, path, where)
     for note in notes:
         log.warning("%s", InputError(path, cid, note))
     for part, placed in one.items():
-        if placed.feature.location.strand == -1:
+        if placed.strand == -1:
             raise InputError(
                 path,
                 cid,
                 f"{_PART_LABELS[part]} feature {_where(placed.feature)} is on the other strand "
                 "than the CDS; a cassette's parts read on one strand",
             )
-    length = len(record.seq)
     for part, placed in one.items():
         if int(placed.feature.location.end) > length:
             raise InputError(
@@ -842,21 +871,23 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
     ]
     for (a_name, a), (b_name, b) in zip(bounds, bounds[1:], strict=False):
         if a > b:
-            hint = (
-                " (on a circular map without ITRs: rotate it so the cassette does not cross "
-                "position 1)"
-                if circular and span is None
-                else ""
-            )
+            hint = " (the cassette reads on the minus strand: right to left)" if where.flip else ""
+            if circular and span is None:
+                hint += (
+                    " (on a circular map without ITRs: rotate it so the cassette does not "
+                    "cross position 1)"
+                )
             raise InputError(
                 path,
                 cid,
-                f"construct {cid!r}: {a_name} ({a % length + 1}) comes after {b_name} "
-                f"({b % length + 1}); the parts must follow each other 5'->3': promoter, 5'UTR, "
+                f"construct {cid!r}: {a_name} ({where.base(a)}) comes after {b_name} "
+                f"({where.base(b)}); the parts must follow each other 5'->3': promoter, 5'UTR, "
                 f"CDS, 3'UTR, polyA{hint}",
             )
     last = max(utr3_end, end.get("polya", utr3_end))
     seq = str(record.seq)
+    if where.flip:
+        seq = reverse_complement(seq)
     if max([last, *end.values(), *(span or ())]) > length:
         seq += seq  # a cassette read across the origin of a circular map
     parts = {
@@ -877,7 +908,8 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
                     cid,
                     f"construct {cid!r}: the upstream misc_feature "
                     f"{_where(one['upstream'].feature)} "
-                    f"starts after the promoter start ({start['promoter'] + 1}); the upstream "
+                    f"starts after the promoter start ({where.base(start['promoter'])}); the "
+                    "upstream "
                     "flank runs from its start to the promoter",
                 )
             parts["upstream"] = seq[start["upstream"] : start["promoter"]]
@@ -888,7 +920,8 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
                     cid,
                     f"construct {cid!r}: the downstream misc_feature "
                     f"{_where(one['downstream'].feature)} "
-                    f"ends before the polyA (or 3'UTR) end ({last}); the downstream flank runs "
+                    f"ends before the polyA (or 3'UTR) end ({where.base(last - 1)}); the "
+                    "downstream flank runs "
                     "from there to its end",
                 )
             parts["downstream"] = seq[last : end["downstream"]]

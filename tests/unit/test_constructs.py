@@ -911,3 +911,36 @@ def test_genbank_circular_map_without_itrs_across_the_origin_says_rotate(tmp_pat
     assert message.endswith(
         "(on a circular map without ITRs: rotate it so the cassette does not cross position 1)"
     )
+
+
+def test_genbank_minus_strand_messages_name_the_files_coordinates(tmp_path):
+    # a cassette on the minus strand was read from Biopython's reverse complement of the
+    # record, so every message after it named the flipped record's coordinates
+    record, _ = cassette_record("pMinus", np.random.default_rng(19), itrs=False)
+    flipped = record.reverse_complement(id=True, name=True, description=True, annotations=True)
+    polya = next(f for f in flipped.features if f.type == "polyA_signal")
+    a, b = int(polya.location.start), int(polya.location.end)
+    base = list(flipped.features)
+    flipped.features = [
+        feature(a, b, "polyA_signal", _lab(f), strand=1) if f is polya else f
+        for f in flipped.features
+    ]
+    path = write_gb(tmp_path / "minus.gb", flipped)
+    assert error(path) == (
+        f"{path}:pMinus: polyA_signal feature 'bGH poly(A) signal' {a + 1}..{b} is on the "
+        "other strand than the CDS; a cassette's parts read on one strand"
+    )
+    flipped.features = base
+    cds = next(f for f in flipped.features if f.type == "CDS")
+    utr5 = next(f for f in flipped.features if f.type == "5'UTR")
+    c0, c1 = int(cds.location.start), int(cds.location.end)
+    flipped.features = [  # the 5'UTR drawn 3' of the CDS on the minus strand: before it in the file
+        feature(c0 - 9, c0 - 2, "5'UTR", "leader", strand=-1) if f is utr5 else f
+        for f in flipped.features
+    ]
+    write_gb(path, flipped)
+    assert error(path) == (
+        f"{path}:pMinus: construct 'pMinus': TSS (5'UTR start, else promoter end) ({c0 - 2}) "
+        f"comes after CDS start ({c1}); the parts must follow each other 5'->3': promoter, "
+        "5'UTR, CDS, 3'UTR, polyA (the cassette reads on the minus strand: right to left)"
+    )
