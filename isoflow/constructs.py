@@ -716,7 +716,9 @@ def _arc(itrs, found, where: _Map) -> tuple[tuple[int, int], dict, str | None]:
     On a linear map, first ITR start to last ITR end. A circular map has two arcs between its
     ITRs, that span and the other one across the origin: the cassette is the one holding a
     cassette (:func:`_holds_cassette`); when both do, the span not across the origin (the
-    map's convention, as before), with a note naming the other's promoter and CDS."""
+    map's convention, as before), with a note naming the other's promoter and CDS; when the
+    one across the origin is read, a note names the promoter and CDS the other holds, left
+    out (a cassette missing its 3' end beside a whole one in the backbone reads so too)."""
     (s1, e1), (s2, e2) = sorted((f.start, f.end) for f in itrs)
     inside = (s1, max(e1, e2))
     kept = _between(found, *inside, where)
@@ -726,15 +728,24 @@ def _arc(itrs, found, where: _Map) -> tuple[tuple[int, int], dict, str | None]:
     other = _between(found, *across, where)
     if not _holds_cassette(other):
         return inside, kept, None
+
+    def named(feats: Mapping[str, list]) -> str:
+        return ", ".join(_where(f.feature) for p in ("promoter", "cds") for f in feats.get(p, ()))
+
     if not _holds_cassette(kept):
-        return across, other, None
-    named = ", ".join(_where(f.feature) for part in ("promoter", "cds") for f in other[part])
+        note = (
+            "the cassette is read across the origin of the circular map, between the ITRs at "
+            f"{where.span(*across)}; the arc between them at {where.span(*inside)} holds no "
+            "whole cassette (one promoter, one CDS, a 3'UTR or polyA signal) and is left out "
+            f"({named(kept)})"
+        )
+        return across, other, note if named(kept) else None
     return (
         inside,
         kept,
         f"the cassette is read between the ITRs at {where.span(*inside)}, not across the "
-        f"origin, where the other arc between them holds a cassette too ({named}); if that is "
-        "the cassette, rotate the map so it does not cross position 1",
+        f"origin, where the other arc between them holds a cassette too ({named(other)}); if "
+        "that is the cassette, rotate the map so it does not cross position 1",
     )
 
 
