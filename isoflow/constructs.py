@@ -66,7 +66,8 @@ _ITR_LABEL = re.compile(
 _ITR_LABELS_HELP = (
     "an ITR is a repeat_region or misc_feature whose /label, /note, /standard_name or "
     "/rpt_type holds ITR as a word of its own (ITR, ITRs, ITR_L, AAV2_ITR, 5'ITR, L-ITR, "
-    "ITR2, mITR) or 'inverted terminal repeat'"
+    "ITR2, mITR) or 'inverted terminal repeat', or, with none such, one of two repeat_regions "
+    "with /rpt_type=inverted around the cassette"
 )
 # GenBank feature type (or regulatory_class of a `regulatory` feature) -> part name.
 GENBANK_TYPES = {
@@ -585,6 +586,9 @@ def _genbank_part(feature) -> str | None:
         )
         if _ITR_LABEL.search(text):
             return "itr"
+        rpt_types = [str(v).strip().lower() for v in feature.qualifiers.get("rpt_type", [])]
+        if feature.type == "repeat_region" and "inverted" in rpt_types:
+            return "inverted"  # an ITR when it is one of two around the cassette
     if feature.type == "misc_feature":
         label = str((feature.qualifiers.get("label") or [""])[0]).strip().lower()
         if label in FLANK_PARTS:
@@ -662,8 +666,8 @@ def _placed(feature, where: _Map) -> _Placed:
 
 
 def _genbank_features(record, where: _Map) -> dict[str, list[_Placed]]:
-    """Part (or ``itr``) -> its features, each at its hull (a split one's pieces are checked
-    where it is kept: :func:`_refuse_split`)."""
+    """Part (or ``itr``, ``inverted``: an unlabelled inverted repeat) -> its features, each
+    at its hull (a split one's pieces are checked where it is kept: :func:`_refuse_split`)."""
     found: dict[str, list[_Placed]] = {}
     for feature in record.features:
         part = _genbank_part(feature)
@@ -756,6 +760,7 @@ def _genbank_parts(
     ITR-to-ITR span or None (bounds as :class:`_Placed`'s), and notes to log."""
     found = _genbank_features(record, where)
     itrs = found.pop("itr", [])
+    inverted = found.pop("inverted", [])
     _refuse_split([("itr", f) for f in itrs], cid, path, where.circular)
     if len(itrs) not in (0, 2):
         raise InputError(
@@ -768,6 +773,12 @@ def _genbank_parts(
     if itrs:
         span, found, note = _arc(itrs, found, where)
         notes += [note] if note else []
+    elif len(inverted) == 2 and all(f.pieces == 1 for f in inverted):
+        # no labelled ITR: two unlabelled inverted repeats are the ITRs when a cassette lies
+        # between them (one promoter, one CDS, a 3' end), else they are left alone
+        arc, kept, note = _arc(inverted, found, where)
+        if _holds_cassette(kept):
+            itrs, span, found, notes = inverted, arc, kept, [note] if note else []
     kept = [(part, f) for part, feats in found.items() for f in feats]
     _refuse_split(kept, cid, path, span is not None)
     for part, feats in found.items():

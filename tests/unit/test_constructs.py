@@ -954,3 +954,28 @@ def test_genbank_minus_strand_messages_name_the_files_coordinates(tmp_path):
         f"comes after CDS start ({c1}); the parts must follow each other 5'->3': promoter, "
         "5'UTR, CDS, 3'UTR, polyA (the cassette reads on the minus strand: right to left)"
     )
+
+
+def test_genbank_two_inverted_repeat_regions_around_the_cassette_are_its_itrs(tmp_path, caplog):
+    record, parts = cassette_record("pInv", np.random.default_rng(20))
+    itrs = [f for f in record.features if "ITR" in _lab(f)]
+    others = [f for f in record.features if f not in itrs]
+    inverted = [
+        feature(int(f.location.start), int(f.location.end), "repeat_region", "hairpin", **q)
+        for f, q in zip(itrs, [{"rpt_type": "inverted"}, {"rpt_type": "INVERTED"}], strict=True)
+    ]
+    record.features = others + inverted
+    (c,) = read_constructs(write_gb(tmp_path / "inv.gb", record))
+    assert c.itrs and dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
+    # two inverted repeats with no cassette between them (around the CDS): not ITRs
+    cds = next(f for f in others if f.type == "CDS")
+    c0, c1 = int(cds.location.start), int(cds.location.end)
+    record.features = [f for f in others if _lab(f) != "AmpR"] + [
+        feature(c0 + 1, c0 + 3, "repeat_region", "stem", rpt_type="inverted"),
+        feature(c1 - 3, c1 - 1, "repeat_region", "stem", rpt_type="inverted"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        (c,) = read_constructs(write_gb(tmp_path / "inv.gb", record))
+    assert not c.itrs and c.parts["cds"] == parts["cds"]
+    assert f"its repeat_region features ('stem' {c0 + 2}..{c0 + 3}, 'stem' " in caplog.text
+    assert "or, with none such, one of two repeat_regions with /rpt_type=inverted" in caplog.text
