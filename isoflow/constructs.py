@@ -947,11 +947,47 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
                     "from there to its end",
                 )
             parts["downstream"] = seq[last : end["downstream"]]
+    note = _translation_differs(one["cds"].feature, parts["cds"].upper())
+    if note:
+        log.warning("%s", InputError(path, cid, f"construct {cid!r}: {note}"))
     return Construct(
         cid,
         {k: v.upper() for k, v in parts.items()},
         f"{path}:{cid}",
         itrs=span is not None,
+    )
+
+
+def _translation_differs(feature, cds: str) -> str | None:
+    """How the CDS feature's ``/translation`` differs from the translation of the bases the
+    reader takes (the first differing residue), or None (the same, or none given). The
+    sequence is what the model reads; a difference usually means wrong CDS coordinates or
+    an edited sequence. A first residue ``M`` matches any start codon (NCBI writes an
+    alternative start as M)."""
+    given = "".join(str((feature.qualifiers.get("translation") or [""])[0]).split()).upper()
+    given = given.removesuffix("*")
+    if not given:
+        return None
+    own = translate_cds(cds)
+    first = next(
+        (
+            i
+            for i, (a, b) in enumerate(zip(given, own, strict=False))
+            if a != b and not (i == 0 and a == "M")
+        ),
+        min(len(given), len(own)),
+    )
+    if first == len(given) == len(own):
+        return None
+
+    def residue(protein: str) -> str:
+        return protein[first] if first < len(protein) else "its end"
+
+    return (
+        f"CDS feature {_where(feature)}: its /translation differs from the translation of its "
+        f"bases from residue {first + 1} on ({residue(given)} in /translation, "
+        f"{residue(own)} from the sequence; {len(given)} and {len(own)} residues); the "
+        "sequence is used: check the CDS coordinates, or whether the sequence was edited"
     )
 
 

@@ -979,3 +979,48 @@ def test_genbank_two_inverted_repeat_regions_around_the_cassette_are_its_itrs(tm
     assert not c.itrs and c.parts["cds"] == parts["cds"]
     assert f"its repeat_region features ('stem' {c0 + 2}..{c0 + 3}, 'stem' " in caplog.text
     assert "or, with none such, one of two repeat_regions with /rpt_type=inverted" in caplog.text
+
+
+def test_genbank_translation_qualifier_that_differs_is_logged_and_the_sequence_used(
+    tmp_path, caplog
+):
+    # a /translation that disagreed with the CDS's bases (wrong coordinates, an edited
+    # sequence) was ignored without a word
+    record, parts = cassette_record("pTr", np.random.default_rng(21), itrs=False)
+    cds = next(f for f in record.features if f.type == "CDS")
+    where = f"'EGFP' {int(cds.location.start) + 1}..{int(cds.location.end)}"
+    path = tmp_path / "tr.gb"
+    for given, said in [
+        ("MKR", None),  # CDS = ATG AAA CGT TAA: M K R
+        ("MKR*", None),  # a terminal stop written out
+        ("mk r", None),  # case and spaces
+        ("MKW", "from residue 3 on (W in /translation, R from the sequence; 3 and 3 residues)"),
+        ("MK", "from residue 3 on (its end in /translation, R from the sequence; 2 and 3 "),
+        ("MKRLL", "from residue 4 on (L in /translation, its end from the sequence; 5 and 3 "),
+    ]:
+        cds.qualifiers["translation"] = [given]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+            (c,) = read_constructs(write_gb(path, record))
+        assert c.parts["cds"] == parts["cds"] and c.protein == "MKR", given
+        if said is None:
+            assert caplog.text == "", given
+        else:
+            assert (
+                f"{path}:pTr: construct 'pTr': CDS feature {where}: its /translation differs "
+                f"from the translation of its bases {said}"
+            ) in caplog.text, given
+            assert caplog.text.rstrip().endswith(
+                "the sequence is used: check the CDS coordinates, or whether the sequence was "
+                "edited"
+            )
+    # an alternative start codon: NCBI writes M, the sequence's translation has V
+    cds.qualifiers["translation"] = ["MKR"]
+    gtg = record[:]
+    gtg.annotations = dict(record.annotations)
+    start = int(cds.location.start)
+    gtg.seq = record.seq[:start] + "GTG" + record.seq[start + 3 :]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        (c,) = read_constructs(write_gb(path, gtg), allow_noncanonical_cds=True)
+    assert c.protein == "VKR" and caplog.text == ""
