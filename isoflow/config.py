@@ -104,6 +104,26 @@ def check_config(
         raise InputError(source, key_path(error.absolute_path), describe(error))
     if sections is None:
         _check_encoder_names(config, source)
+        _check_constructs(config, source)
+
+
+def _check_constructs(config: dict[str, Any], source: str) -> None:
+    """``constructs.aav_limit`` set for a construct table without ``constructs.aav`` checks
+    nothing (a table has no ITRs; :func:`isoflow.constructs.aav_limit_ignored`): refused, as
+    ``isoflow score --aav-limit`` without ``--aav`` is."""
+    from isoflow.constructs import aav_limit_ignored  # torch-free; only this check needs it
+
+    section = config.get("constructs") or {}
+    table, limit = section.get("table"), section.get("aav_limit")
+    if table and aav_limit_ignored(table, aav=bool(section.get("aav")), aav_limit=limit):
+        raise InputError(
+            source,
+            "constructs.aav_limit",
+            f"{limit} is set, but constructs.aav is false and constructs.table ({table}) is a "
+            "table, whose cassettes carry no ITR annotation: only aav checks them against the "
+            "limit (a GenBank record with two ITRs is checked without it); set "
+            "constructs.aav: true, or constructs.aav_limit: null",
+        )
 
 
 def _check_encoder_names(config: dict[str, Any], source: str) -> None:

@@ -416,6 +416,17 @@ def read_background(path: str | os.PathLike) -> str:
     return seq.upper()
 
 
+def aav_limit_ignored(path: str | os.PathLike, *, aav: bool, aav_limit: int | None) -> bool:
+    """Whether ``aav_limit``, given (not None) without ``aav``, would check nothing in the
+    constructs at ``path``: a table (TSV) has no ITR annotation, and only ``aav`` checks a
+    cassette without it (a GenBank record with two ITRs is checked without ``aav``). What
+    ``isoflow score`` and the config check refuse, before any work."""
+    if aav_limit is None or aav:
+        return False
+    path = Path(path)
+    return not path.is_dir() and not _is_genbank(path)
+
+
 def _is_genbank(path: Path) -> bool:
     if path.suffix.lower() in GENBANK_SUFFIXES:
         return True

@@ -40,6 +40,7 @@ import pandas as pd
 from isoflow.commands import nonnegative_int, positive_int
 from isoflow.constructs import (
     Construct,
+    aav_limit_ignored,
     check_placement,
     construct_inputs,
     read_background,
@@ -647,7 +648,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--aav", action="store_true", help="check each whole cassette against --aav-limit"
     )
-    parser.add_argument("--aav-limit", type=positive_int, default=None, metavar="NT")
+    parser.add_argument(
+        "--aav-limit",
+        type=positive_int,
+        default=None,
+        metavar="NT",
+        help="AAV packaging limit, ITR to ITR inclusive (4700): GenBank records with two ITRs, "
+        "and with --aav every cassette (a table's only with --aav)",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N")
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
@@ -698,6 +706,15 @@ def score_file(
 
 
 def run(args: argparse.Namespace) -> int:
+    if aav_limit_ignored(args.constructs, aav=args.aav, aav_limit=args.aav_limit):
+        # it was silently ignored: a table's cassettes are checked only with --aav
+        raise InputError(
+            "--aav-limit",
+            None,
+            f"needs --aav with a construct table ({args.constructs}): a table's cassettes carry "
+            "no ITR annotation, so only --aav checks them against the limit (a GenBank record "
+            "with two ITRs is checked without it); add --aav, or drop --aav-limit",
+        )
     targets = list(args.target_tissue)
     check_prefix(args.out)
     paths = output_paths(args.out, specificity=bool(targets), figure_format=args.figure_format)

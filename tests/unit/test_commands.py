@@ -287,3 +287,20 @@ def test_a_file_error_is_led_by_the_option_that_named_the_file():
     # a positional argument has no option to name; a file no argument gave stays as it was
     assert commands._with_option("t.tsv: denied", parser, args) == "t.tsv: denied"
     assert commands._with_option("other.fa: denied", parser, args) == "other.fa: denied"
+
+
+def test_score_aav_limit_without_aav_on_a_table_is_an_error(tmp_path, capsys):
+    # --aav-limit without --aav on a TSV did nothing and said nothing
+    table = tmp_path / "c.tsv"
+    argv = ["score", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "s")]
+    assert commands.main([*argv, "--constructs", str(table), "--aav-limit", "5000"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"isoflow score: error: --aav-limit: needs --aav with a construct table ({table}): a "
+        "table's cassettes carry no ITR annotation, so only --aav checks them against the "
+        "limit (a GenBank record with two ITRs is checked without it); add --aav, or drop "
+        "--aav-limit"
+    )
+    # with --aav, or for GenBank maps, it counts: the run goes on (to the missing model)
+    for extra in (["--constructs", str(table), "--aav"], ["--constructs", str(tmp_path / "c.gb")]):
+        assert commands.main([*argv, *extra, "--aav-limit", "5000"]) == 1
+        assert "--aav-limit" not in capsys.readouterr().err

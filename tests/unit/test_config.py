@@ -139,6 +139,13 @@ BAD_SETTINGS = [
         {"tissues": {"smts": ["Liver", "Brain", "Liver"]}},
         "tissues.smts: 'Liver' is listed twice; list each once",
     ),
+    (  # it checked nothing: a table has no ITRs, only aav checks its cassettes
+        {"constructs": {"aav_limit": 5000}},
+        "constructs.aav_limit: 5000 is set, but constructs.aav is false and constructs.table "
+        "(resources/demo/constructs.tsv) is a table, whose cassettes carry no ITR annotation: "
+        "only aav checks them against the limit (a GenBank record with two ITRs is checked "
+        "without it); set constructs.aav: true, or constructs.aav_limit: null",
+    ),
     (
         {"model": {"rna_encoder": "nucleotide_transformr"}},
         "model.rna_encoder: 'nucleotide_transformr' is not an entry of encoders nor an encoder"
@@ -367,3 +374,14 @@ def test_the_schemas_demo_keys_are_the_demo_parameters():
     schema = properties("demo")
     assert set(schema) == {"enabled", "seed"} | {f.name for f in dataclasses.fields(DemoParams)}
     assert [k for k, v in schema.items() if "default" in v] == ["enabled", "seed"]
+
+
+def test_aav_limit_without_aav_is_refused_only_for_a_table(tmp_path):
+    config = load("config/demo.yaml")
+    for constructs in (
+        {"aav_limit": 5000, "aav": True},  # every cassette checked against it
+        {"aav_limit": 5000, "table": str(tmp_path / "maps.gb")},  # records with two ITRs
+        {"aav_limit": 5000, "table": str(tmp_path)},  # a folder of GenBank maps
+        {"aav_limit": None},
+    ):
+        check_config({**config, "constructs": {**config["constructs"], **constructs}})
