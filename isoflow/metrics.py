@@ -211,9 +211,13 @@ def evaluate(
     predicted: np.ndarray,
     tissues: Sequence[str],
 ) -> dict[str, Any]:
-    """The ``metrics.json`` dictionary (DESIGN.md) for (n_transcripts, n_tissues) arrays."""
-    observed = np.asarray(observed, dtype=np.float64)
-    predicted = np.asarray(predicted, dtype=np.float64)
+    """The ``metrics.json`` dictionary (DESIGN.md) for (n_transcripts, n_tissues) arrays,
+    computed at the precision ``predictions.parquet`` stores them (float32, widened to
+    float64 for the sums): the metrics are a function of that file, so ``isoflow rescore``
+    of an unchanged run writes the same ``metrics.json`` bit for bit (float64 targets gave
+    another last digit of ``prediction_spread``)."""
+    observed = np.asarray(observed, dtype=np.float32).astype(np.float64)
+    predicted = np.asarray(predicted, dtype=np.float32).astype(np.float64)
     per_tissue, mean = tissue_means(observed, predicted, tissues)
     spread = prediction_spread(observed, predicted)
     rhos, tied = within_gene_groups(gene_ids, observed, predicted)
@@ -360,7 +364,8 @@ def rescore(
                 old_path, None, "not a metrics mapping: remove it to rescore from the predictions"
             )
     text = metrics_text(metrics)
-    if write:
+    unchanged = old_path.is_file() and old_path.read_text(encoding="utf-8") == text
+    if write and not unchanged:  # an unchanged file keeps its mtime: nothing downstream reruns
         with atomic_path(old_path) as tmp:
             tmp.write_text(text)
     return metrics, old

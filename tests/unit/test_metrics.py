@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -220,6 +221,32 @@ def test_rescore_rewrites_an_old_metrics_json_and_the_report_refuses_one_until_t
     assert read_metrics(run / "metrics.json")["within_gene_spearman"] == pytest.approx(
         expected["within_gene_spearman"]
     )
+
+
+@pytest.mark.slow
+def test_rescore_of_a_trained_run_rewrites_nothing(tmp_path):
+    """metrics.json as rule train writes it is what rescore computes from the run's
+    predictions.parquet, bit for bit, so the file is left as it is (its mtime too: the
+    report jobs reading it do not rerun); targets with more digits than float32 holds."""
+    from helpers.training import TINY_CONFIG, TISSUES, make_dataset
+    from isoflow import commands
+    from isoflow.dataset import write_dataset
+    from isoflow.train import run_experiment
+
+    (tmp_path / "data").mkdir()
+    dataset, fasta = make_dataset(tmp_path / "data")
+    frame = pd.read_parquet(dataset)
+    digits = frame[TISSUES].to_numpy(dtype=np.float64) + 1e-9 * np.arange(len(frame))[:, None]
+    frame[TISSUES] = digits  # targets with digits past float32's
+    write_dataset(frame, TISSUES, fasta, dataset)
+    run = tmp_path / "run"
+    config = {**TINY_CONFIG, "train": {**TINY_CONFIG["train"], "max_epochs": 1}}
+    run_experiment(config, {"modalities": ["protein"]}, dataset, run)
+    before = (run / "metrics.json").read_text()
+    os.utime(run / "metrics.json", ns=(1, 1))
+    assert commands.main(["rescore", str(run)]) == 0
+    assert (run / "metrics.json").read_text() == before
+    assert (run / "metrics.json").stat().st_mtime_ns == 1
 
 
 def test_rescore_refuses_what_is_not_a_predictions_table(tmp_path, capsys):
