@@ -298,7 +298,25 @@ def test_report_provenance_states_the_data_and_versions(tmp_path):
         "native; on the machine that built the report: not held"
     )
     gtex = workflow.report_provenance({"tissue_set": "smtsd"}, [], tmp_path)
-    assert not gtex["demo"] and gtex["data"].startswith("GTEx v8 (smtsd")
+    assert not gtex["demo"] and gtex["data"].startswith("the expression matrix (not configured)")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert workflow.report_provenance(config, [], tmp_path)["data"] == (
+        "GTEx v8 transcript TPM (GTEx_Analysis_2017-06-05_v8_RSEMv1.3.0_transcript_tpm.gct.gz), "
+        "smts tissues, with the annotation gencode.v26.primary_assembly.annotation.gtf.gz"
+    )
+    config["gtex"]["tpm"] = "/data/mine.gct.gz"
+    config["annotation"]["gtf"] = "/data/ensembl.gtf.gz"
+    assert workflow.report_provenance(config, [], tmp_path)["data"] == (
+        "the expression matrix /data/mine.gct.gz (GTEx layout), smts tissues, "
+        "with the annotation /data/ensembl.gtf.gz"
+    )
+    # as Snakemake applies them: the Snakefile's configfile first (lowest precedence)
+    files = ["config/demo.yaml", "mine.yaml", "config/config.yaml"]
+    assert workflow.report_provenance({}, files, tmp_path)["configfiles"] == [
+        "config/config.yaml",
+        "config/demo.yaml",
+        "mine.yaml",
+    ]
     assert gtex["encoders"] == "none (no run configured)" and gtex["tiny_encoders"] == []
 
 
