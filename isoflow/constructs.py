@@ -109,13 +109,18 @@ class Construct:
     """One cassette: ``parts`` (part name -> upper-case sequence, in ``PARTS`` order, absent
     optional parts left out), ``source`` (``file:line`` or ``file:record``, for messages),
     ``extra`` (a TSV's other columns, as text), ``itrs`` (True when the flanks end at
-    annotated AAV ITRs, so the cassette runs from ITR to ITR inclusive)."""
+    annotated AAV ITRs, so the cassette runs from ITR to ITR inclusive), ``polya_site``
+    (``[start, end)`` offsets in the 3'UTR of an annotated polyA signal lying in it, e.g. an
+    NCBI record's ``polyA_signal`` inside its ``3'UTR``: the cassette's own signal, which
+    ``isoflow design`` neither counts as cryptic nor edits; None when none is annotated
+    there)."""
 
     id: str
     parts: Mapping[str, str]
     source: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
     itrs: bool = False
+    polya_site: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.parts) - set(PARTS)
@@ -124,6 +129,17 @@ class Construct:
         ordered = {name: self.parts[name].upper() for name in PARTS if self.parts.get(name)}
         object.__setattr__(self, "parts", MappingProxyType(ordered))
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
+        if self.polya_site is not None:
+            a, b = map(int, self.polya_site)
+            n = len(ordered.get("utr3", ""))
+            if not 0 <= a < b <= n:
+                raise ValueError(f"polya_site {self.polya_site} is not a span of the {n}-nt 3'UTR")
+            if ordered.get("polya") and b < n:
+                raise ValueError(
+                    "polya_site inside the 3'UTR and a polya part: one polyA signal per "
+                    "cassette (a site may only run on into the polya part)"
+                )
+            object.__setattr__(self, "polya_site", (a, b))
 
     @property
     def cassette(self) -> str:
@@ -961,11 +977,18 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
     note = _translation_differs(one["cds"].feature, parts["cds"].upper())
     if note:
         log.warning("%s", InputError(path, cid, f"construct {cid!r}: {note}"))
+    # A polyA signal annotated inside (or reaching into) the 3'UTR leaves no polya part, or
+    # only its tail past the 3'UTR: keep where it lies, the cassette's own signal.
+    site = None
+    if "polya" in one and "utr3" in one:
+        a, b = max(start["polya"], end["cds"]), min(end["polya"], utr3_end)
+        site = (a - end["cds"], b - end["cds"]) if a < b else None
     return Construct(
         cid,
         {k: v.upper() for k, v in parts.items()},
         f"{path}:{cid}",
         itrs=span is not None,
+        polya_site=site,
     )
 
 

@@ -123,7 +123,11 @@ def _genbank_rows(path: Path, header: list[str], **read_kwargs) -> list[Construc
                 path, number, f"construct {cid!r}: {file} holds {len(found)} records, not one"
             )
         extra = {h: row[i].strip() for h, i in index.items() if h not in ("id", GENBANK_COLUMN)}
-        out.append(Construct(cid, found[0].parts, f"{path}:{number}", extra, found[0].itrs))
+        out.append(
+            Construct(
+                cid, found[0].parts, f"{path}:{number}", extra, found[0].itrs, found[0].polya_site
+            )
+        )
     seen: dict[str, str] = {}
     for c in out:
         if c.id in seen:

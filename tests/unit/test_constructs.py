@@ -654,6 +654,52 @@ def test_genbank_overlapping_parts_are_refused_and_gaps_follow_the_definitions(t
     assert read_constructs(promoter)[0].parts["utr5"] == UTR5
 
 
+def _ncbi_record(name: str, rng, signal: tuple[int, int], kind: str = "polyA_signal"):
+    """An NCBI-style mRNA record: promoter, 5'UTR, CDS, a 3'UTR running to the mRNA's end
+    and a polyA signal feature at ``signal`` (offsets in the 3'UTR; may reach past it)."""
+    utr3 = random_dna(rng, 50).replace("AATAAA", "AACAAA")
+    utr3 = utr3[:30] + "AATAAA" + utr3[36:]
+    tail = random_dna(rng, 10)
+    seq = PROMOTER + UTR5 + CDS + utr3 + tail
+    a = len(PROMOTER + UTR5 + CDS)
+    quals = {"regulatory_class": "polyA_signal_sequence"} if kind == "regulatory" else {}
+    features = [
+        feature(0, len(PROMOTER), "promoter", "p"),
+        feature(len(PROMOTER), len(PROMOTER + UTR5), "5'UTR", "leader"),
+        feature(len(PROMOTER + UTR5), a, "CDS", "X"),
+        feature(a, a + len(utr3), "3'UTR", "trailer"),
+        feature(a + signal[0], a + signal[1], kind, "PAS", **quals),
+    ]
+    record = SeqRecord(Seq(seq), id=name, name=name, description="NCBI-style mRNA")
+    record.annotations["molecule_type"] = "DNA"
+    record.features = features
+    return record, utr3, tail
+
+
+def test_genbank_polya_signal_inside_the_3utr_keeps_its_position(tmp_path):
+    # an NCBI-style record's polyA_signal inside its 3'UTR left no polya part and no trace of
+    # where it was, so isoflow design took the cassette's only signal for a cryptic one
+    for kind in ("polyA_signal", "regulatory"):
+        record, utr3, _ = _ncbi_record("m1", np.random.default_rng(8), (30, 36), kind)
+        (c,) = read_constructs(write_gb(tmp_path / f"{kind}.gb", record))
+        assert "polya" not in c.parts and c.parts["utr3"] == utr3
+        assert c.polya_site == (30, 36), kind
+        assert c.parts["utr3"][slice(*c.polya_site)] == "AATAAA"
+    # read on the minus strand: the same site
+    flipped = record.reverse_complement(id=True, name=True, description=True, annotations=True)
+    (c,) = read_constructs(write_gb(tmp_path / "rev.gb", flipped))
+    assert c.polya_site == (30, 36)
+    # a signal reaching past the 3'UTR: the part past it is the polya part, the rest the site
+    record, utr3, tail = _ncbi_record("m2", np.random.default_rng(9), (44, 56))
+    (c,) = read_constructs(write_gb(tmp_path / "over.gb", record))
+    assert c.polya_site == (44, 50) and c.parts["polya"] == tail[:6]
+    # a polyA signal after the 3'UTR (a plasmid map): no site, the polya part as before
+    record, _ = cassette_record("pA", np.random.default_rng(10), itrs=False)
+    assert read_constructs(write_gb(tmp_path / "pa.gb", record))[0].polya_site is None
+    with pytest.raises(ValueError, match="not a span of the 13-nt 3'UTR"):
+        Construct("c", {"promoter": "A", "utr5": "C", "cds": CDS, "utr3": UTR3}, polya_site=(5, 20))
+
+
 def test_genbank_cut_short_or_with_a_byte_order_mark(tmp_path):
     record, parts = cassette_record("c1", np.random.default_rng(1), itrs=False)
     whole = write_gb(tmp_path / "w.gb", record).read_text()

@@ -117,6 +117,8 @@ def test_genbank_column_reads_one_record_per_row(tmp_path):
     for kind, part in (("promoter", PROMOTER), ("5'UTR", UTR5), ("CDS", CDS), ("3'UTR", UTR3)):
         record.features.append(SeqFeature(FeatureLocation(at, at + len(part), 1), type=kind))
         at += len(part)
+    # a polyA signal annotated inside the 3'UTR: the row's construct keeps where it lies
+    record.features.append(SeqFeature(FeatureLocation(at - 3, at, 1), type="polyA_signal"))
     SeqIO.write([record], tmp_path / "x.gb", "genbank")
     header = ("id", "genbank", "group", "a")
     rows = [["c1", "x.gb", "g1", "1"], ["c2", "x.gb", "g2", "2"], ["c3", "missing.gb", "g2", "3"]]
@@ -126,6 +128,7 @@ def test_genbank_column_reads_one_record_per_row(tmp_path):
     assert str(err.value).startswith(f"{path}:4:")
     table = read_measurements(write(tmp_path, rows[:2], header))
     assert table.constructs[0].cassette == seq and table.columns == ["a"]
+    assert table.constructs[0].polya_site == (len(UTR3) - 3, len(UTR3))
 
 
 def _one_record_genbank(tmp_path):
