@@ -14,7 +14,17 @@ The motifs, and why:
   2011, Genes Dev 25:1770; Beaudoing et al. 2000, Genome Res 10:1001: the two most used
   signals) in the transcribed region, sense strand: the 5'UTR, CDS and 3'UTR read joined, so
   a signal across the 5'UTR/CDS or CDS/3'UTR junction counts: a cryptic signal there would
-  cut the transcript short. The cassette's own polyA part is not checked.
+  cut the transcript short. The cassette's own signal (:func:`own_polya`) is not counted,
+  and a design never edits it.
+* ``polya_present``: the cassette's own signal, downstream of the CDS, is there: its
+  ``polya`` part; without one, a polyA signal annotated inside the 3'UTR (a GenBank
+  feature, :attr:`isoflow.constructs.Construct.polya_site`); without that, every signal
+  hexamer lying wholly in the 3'UTR's last ``POLYA_WINDOW`` (40) nt. A 3'UTR runs to the
+  mRNA's 3' end, the cleavage site, and cleavage comes 10-30 nt downstream of the hexamer
+  (Tian et al. 2005, NAR 33:201; 11-23 nt in Chen, MacDonald & Wilusz 1995, NAR 23:2614):
+  a hexamer there is the mRNA's own signal, and any hexamer in that window puts cleavage at
+  that end, not upstream of it. A start without one is refused (a design would make an
+  unterminated transcript) unless ``polya_present: false``.
 * ``upstream_atg``: an ATG in the 5'UTR starts an upstream ORF that competes with the CDS's
   start codon (Kozak 1987).
 * ``splice_sites``: the mammalian consensus (Shapiro & Senapathy 1987, NAR 15:7155) in the
@@ -54,6 +64,7 @@ CONSTRAINTS = (
     "gc_window",
     "restriction_sites",
     "polya_signals",
+    "polya_present",
     "upstream_atg",
     "splice_sites",
     "homopolymers",
@@ -62,6 +73,8 @@ CONSTRAINTS = (
     "cds_protein",
 )
 POLYA_SIGNALS = ("AATAAA", "ATTAAA")
+# nt at the 3'UTR's end in which a signal hexamer is the mRNA's own (module docstring)
+POLYA_WINDOW = 40
 TRANSCRIBED = ("utr5", "cds", "utr3")
 # Never edited by a design; the synthesis checks (gc_window, homopolymers, repeats) do not
 # count a violation wholly inside them (the ITRs: module docstring).
@@ -96,7 +109,8 @@ class Constraints:
 
     GC as fractions of A/C/G/T; ``gc_window`` nt windows sliding by one base;
     ``max_homopolymer`` the longest run of one base allowed; ``repeat_min`` the shortest
-    direct repeat that fails; ``upstream_atg`` / ``splice_sites`` switch those checks on."""
+    direct repeat that fails; ``upstream_atg`` / ``splice_sites`` switch those checks on;
+    ``polya_present``: a start without its own polyA signal is refused."""
 
     aav_limit: int = AAV_LIMIT
     gc_min: float = 0.25
@@ -106,6 +120,7 @@ class Constraints:
     gc_window_max: float = 0.8
     restriction_sites: tuple[str, ...] = ()
     polya_signals: tuple[str, ...] = POLYA_SIGNALS
+    polya_present: bool = True
     upstream_atg: bool = True
     splice_sites: bool = True
     max_homopolymer: int = 10
@@ -295,18 +310,106 @@ def _region_motifs(
     return sorted(set(out))
 
 
+@dataclass(frozen=True)
+class PolyA:
+    """A cassette's own polyadenylation signal (:func:`own_polya`): its cassette ``spans``
+    (empty: none) and ``source``, one of ``POLYA_SOURCES``."""
+
+    spans: tuple[Span, ...]
+    source: str
+
+    def where(self) -> str:
+        shown = ", ".join(f"{a + 1}-{b}" for a, b in self.spans)
+        return f"{POLYA_SOURCES[self.source]} at {shown} (1-based cassette positions)"
+
+
+POLYA_SOURCES = {
+    "polya": "the polya part",
+    "annotated": "the polyA signal annotated in the 3'UTR",
+    "utr3_end": f"the signal in the 3'UTR's last {POLYA_WINDOW} nt",
+    "none": "none",
+}
+NO_POLYA = (
+    "no polyA signal downstream of the CDS: no polya part, no polyA signal annotated in the "
+    f"3'UTR, no {{signals}} in the 3'UTR's last {POLYA_WINDOW} nt"
+)
+
+
+def own_polya(
+    parts: Mapping[str, str],
+    signals: Sequence[str] = POLYA_SIGNALS,
+    site: tuple[int, int] | None = None,
+) -> PolyA:
+    """The cassette's own polyadenylation signal (module docstring): its ``polya`` part
+    (with an annotated ``site`` reaching into it from the 3'UTR, that too); else ``site``
+    (``[start, end)`` in the 3'UTR: :attr:`isoflow.constructs.Construct.polya_site`); else
+    every match of ``signals`` (and the canonical ``POLYA_SIGNALS``) lying wholly in the
+    3'UTR's last ``POLYA_WINDOW`` nt; else none."""
+    spans = part_spans(parts)
+    u0 = spans.get("utr3", (0, 0))[0]
+    at_site = ((u0 + site[0], u0 + site[1]),) if site else ()
+    if parts.get("polya"):
+        return PolyA((*at_site, spans["polya"]), "polya")
+    if at_site:
+        return PolyA(at_site, "annotated")
+    utr3 = parts.get("utr3", "")
+    lo = max(0, len(utr3) - POLYA_WINDOW)
+    found = sorted(
+        {
+            span
+            for motif in dict.fromkeys([*POLYA_SIGNALS, *signals])
+            for span in find_motif(utr3[lo:], motif_pattern(motif), u0 + lo)
+        }
+    )
+    return PolyA(tuple(found), "utr3_end") if found else PolyA((), "none")
+
+
 def check_polya_signals(
-    parts: Mapping[str, str], spans: Mapping[str, Span], signals: Sequence[str]
+    parts: Mapping[str, str],
+    spans: Mapping[str, Span],
+    signals: Sequence[str],
+    own: Sequence[Span] = (),
 ) -> Check:
     """No polyadenylation signal (sense strand) in the 5'UTR + CDS + 3'UTR read joined (a
-    signal across a junction counts)."""
-    violations = _region_motifs(parts, spans, TRANSCRIBED, [motif_pattern(s) for s in signals])
+    signal across a junction counts), except one lying wholly in the cassette's ``own``
+    signal's spans."""
+    found = _region_motifs(parts, spans, TRANSCRIBED, [motif_pattern(s) for s in signals])
+    violations = [v for v in found if not _within(v, own)]
+    skipped = len(found) - len(violations)
+    note = f" ({skipped} in the cassette's own polyA signal not counted)" if skipped else ""
     return _check(
         "polya_signals",
         violations,
-        f"cryptic polyA signal(s) {'/'.join(signals)} in the UTRs or CDS",
-        f"no {'/'.join(signals)} in the UTRs or CDS",
+        f"cryptic polyA signal(s) {'/'.join(signals)} in the UTRs or CDS{note}",
+        f"no {'/'.join(signals)} in the UTRs or CDS{note}",
     )
+
+
+def check_polya_present(
+    parts: Mapping[str, str],
+    reference: Mapping[str, str],
+    polya: PolyA,
+    required: bool = True,
+    signals: Sequence[str] = POLYA_SIGNALS,
+) -> Check:
+    """The cassette keeps its own polyA signal downstream of the CDS (``polya``, found on
+    the start ``reference``): its polya part, or the start's bases at the signal's spans.
+    A start without one fails (passes, the reason saying so, when not ``required``)."""
+    if polya.source == "none":
+        missing = NO_POLYA.format(signals="/".join(dict.fromkeys([*POLYA_SIGNALS, *signals])))
+        if required:
+            return Check("polya_present", False, missing)
+        return Check("polya_present", True, f"not required (polya_present: false); {missing}")
+    seq, ref = "".join(parts.values()), "".join(reference.values())
+    changed = [(a, b) for a, b in polya.spans if seq[a:b] != ref[a:b]]
+    if changed:
+        return Check(
+            "polya_present",
+            False,
+            f"the start's own polyA signal, {polya.where()}, changed",
+            (tuple(changed),),
+        )
+    return Check("polya_present", True, f"{polya.where()}, as in the start")
 
 
 def check_upstream_atg(parts: Mapping[str, str], spans: Mapping[str, Span]) -> Check:
@@ -422,19 +525,25 @@ def check_all(
     reference: Mapping[str, str],
     fixed: np.ndarray,
     constraints: Constraints,
+    *,
+    polya: PolyA | None = None,
 ) -> list[Check]:
     """Every constraint (``CONSTRAINTS`` order) on the cassette ``parts`` (part -> sequence,
-    cassette order) designed from ``reference`` with ``fixed`` positions."""
+    cassette order) designed from ``reference`` with ``fixed`` positions. ``polya``: the
+    start's own polyA signal (None: :func:`own_polya` of ``reference``, no annotated site)."""
     seq = "".join(parts.values())
     spans = part_spans(parts)
     flanks = [spans[name] for name in FLANKS if name in spans]
     c = constraints
+    if polya is None:
+        polya = own_polya(reference, c.polya_signals)
     checks = [
         check_size(len(seq), c.aav_limit),
         check_gc(seq, c.gc_min, c.gc_max),
         check_gc_windows(seq, c.gc_window, c.gc_window_min, c.gc_window_max, flanks),
         check_restriction_sites(seq, c.restriction_sites),
-        check_polya_signals(parts, spans, c.polya_signals),
+        check_polya_signals(parts, spans, c.polya_signals, polya.spans),
+        check_polya_present(parts, reference, polya, c.polya_present, c.polya_signals),
         check_upstream_atg(parts, spans)
         if c.upstream_atg
         else Check("upstream_atg", True, "not checked (upstream_atg: false)"),
@@ -469,14 +578,19 @@ def _reachable(n: int, lo: float, hi: float) -> bool:
 
 
 def check_feasible(
-    reference: Mapping[str, str], fixed: np.ndarray, constraints: Constraints
+    reference: Mapping[str, str],
+    fixed: np.ndarray,
+    constraints: Constraints,
+    *,
+    polya: PolyA | None = None,
 ) -> list[Check]:
     """Raise :class:`InputError` (one line naming ``design.constraints.<name>``) when no
     design can meet a constraint: bounds no sequence can meet (a GC range holding no count
     of the window's or the cassette's bases), a cassette already above the packaging limit
-    (designs substitute, never insert or delete), the fixed positions alone outside the
-    overall GC range, or a violation of the start whose spans are all fixed. Returns the
-    start's checks."""
+    (designs substitute, never insert or delete), a start without its own polyA signal
+    (with ``polya_present``), the fixed positions alone outside the overall GC range, or a
+    violation of the start whose spans are all fixed. Returns the start's checks
+    (``polya``: as :func:`check_all`)."""
     c = constraints
     where = "design.constraints"
     seq = "".join(reference.values())
@@ -515,9 +629,17 @@ def check_feasible(
             f"the fixed positions alone hold the cassette's GC within [{lo_gc:.3f}, "
             f"{hi_gc:.3f}], outside [{c.gc_min}, {c.gc_max}]",
         )
-    checks = check_all(reference, reference, fixed, c)
+    checks = check_all(reference, reference, fixed, c, polya=polya)
     if not checks[0].ok:
         raise fail("aav_size", f"the start is {checks[0].reason}; designs keep its length")
+    present = {ch.name: ch for ch in checks}["polya_present"]
+    if not present.ok:
+        raise fail(
+            "polya_present",
+            f"the start has {present.reason}, so every design would lack one; add its "
+            "polyA signal (a TSV polya column, or a GenBank polyA_signal feature), or set "
+            "design.constraints.polya_present: false to design it without one",
+        )
     cum = np.concatenate([[0], np.cumsum(~fixed)])
     for check in checks:
         if check.name in ("aav_size", "gc_overall"):

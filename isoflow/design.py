@@ -38,7 +38,15 @@ import pandas as pd
 
 from isoflow.alphabet import standard_code, translate_cds
 from isoflow.commands import nonnegative_float, nonnegative_int, positive_int
-from isoflow.constraints import Check, Constraints, check_all, check_feasible, failed
+from isoflow.constraints import (
+    Check,
+    Constraints,
+    PolyA,
+    check_all,
+    check_feasible,
+    failed,
+    own_polya,
+)
 from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
 from isoflow.errors import InputError
 from isoflow.files import atomic_path, check_output_files, check_prefix
@@ -114,13 +122,23 @@ def check_objective(objective: Objective, tissues: Sequence[str]) -> None:
 class Layout:
     """The starting cassette as one byte array, its parts' spans, what may change: ``sites``
     (cassette offsets a move picks from: each editable non-CDS base, and the first base of
-    each editable CDS codon), ``is_codon`` per site."""
+    each editable CDS codon), ``is_codon`` per site; ``polya``: the start's own polyA signal
+    (fixed: never edited, never counted as cryptic)."""
 
     reference: dict[str, str]
     spans: dict[str, tuple[int, int]]
     fixed: np.ndarray
     sites: np.ndarray
     is_codon: np.ndarray
+    polya: PolyA | None = None
+
+    def check(self, parts: Mapping[str, str], constraints: Constraints) -> list[Check]:
+        """Every constraint on the candidate ``parts`` (:func:`check_all` with this start)."""
+        return check_all(parts, self.reference, self.fixed, constraints, polya=self.polya)
+
+    def feasible(self, constraints: Constraints) -> list[Check]:
+        """:func:`check_feasible` on this start: the start's checks, or one line."""
+        return check_feasible(self.reference, self.fixed, constraints, polya=self.polya)
 
     @property
     def start(self) -> np.ndarray:
@@ -167,8 +185,18 @@ def parse_fixed(spec: str, spans: Mapping[str, tuple[int, int]]) -> tuple[int, i
     return lo + first - 1, lo + last
 
 
-def make_layout(construct: Construct, editable: Sequence[str], fixed: Sequence[str] = ()) -> Layout:
+def make_layout(
+    construct: Construct,
+    editable: Sequence[str],
+    fixed: Sequence[str] = (),
+    constraints: Constraints | None = None,
+) -> Layout:
+    """The start's layout: its editable sites, with the ``fixed`` positions and its own
+    polyA signal (:func:`isoflow.constraints.own_polya`: the polya part, an annotated
+    ``polya_site``, or the signal at the 3'UTR's end; ``constraints.polya_signals``) kept."""
     reference = dict(construct.parts)
+    signals = (constraints or Constraints()).polya_signals
+    polya = own_polya(reference, signals, construct.polya_site)
     spans = {k: tuple(v) for k, v in construct.spans.items()}
     editable = list(editable)
     for part in editable:
@@ -192,6 +220,8 @@ def make_layout(construct: Construct, editable: Sequence[str], fixed: Sequence[s
     for spec in fixed:
         a, b = parse_fixed(spec, spans)
         mask[a:b] = True
+    for a, b in polya.spans:  # the cassette's own polyA signal is never edited
+        mask[a:b] = True
     sites, is_codon = [], []
     cds = spans.get("cds")
     for i in np.flatnonzero(~mask):
@@ -211,7 +241,7 @@ def make_layout(construct: Construct, editable: Sequence[str], fixed: Sequence[s
         raise InputError(
             None, "design.fixed", "every editable position is fixed: nothing to design"
         )
-    return Layout(reference, spans, mask, np.array(sites), np.array(is_codon, dtype=bool))
+    return Layout(reference, spans, mask, np.array(sites), np.array(is_codon, dtype=bool), polya)
 
 
 # ---------------------------------------------------------------------------- moves
@@ -264,7 +294,7 @@ def repair(
     positions and the protein never fail: moves keep them); ``None`` after ``steps``."""
     seq = seq.copy()
     for _ in range(steps + 1):
-        checks = check_all(layout.parts(seq), layout.reference, layout.fixed, constraints)
+        checks = layout.check(layout.parts(seq), constraints)
         bad = failed(checks)
         if not bad:
             return seq, checks
@@ -418,7 +448,7 @@ def evolve(
     final population (``seqs`` best first, ``predictions``, ``objective``), the start's
     (repaired) sequence and scores, the trajectory and counts."""
     rng = np.random.default_rng(settings.seed)
-    start_checks = check_feasible(layout.reference, layout.fixed, constraints)
+    start_checks = layout.feasible(constraints)
     start = layout.start
     seed_seq, _ = repair(start, layout, constraints, rng, 20 * settings.repair_steps)
     if seed_seq is None:
@@ -533,8 +563,8 @@ def design(
     against every constraint before it is returned."""
     constraints = constraints or Constraints()
     settings = settings or Settings()
-    layout = make_layout(start, editable, fixed)
-    check_feasible(layout.reference, layout.fixed, constraints)  # before any model loads
+    layout = make_layout(start, editable, fixed, constraints)
+    layout.feasible(constraints)  # before any model loads
     from isoflow.score import check_bundles
 
     check_objective(objective, check_bundles(bundles)[0]["tissues"])
@@ -551,7 +581,7 @@ def design(
     )
     n = min(settings.designs, len(out["seqs"]))
     designs = [layout.parts(s) for s in out["seqs"][:n]]
-    checks = [check_all(d, layout.reference, layout.fixed, constraints) for d in designs]
+    checks = [layout.check(d, constraints) for d in designs]
     for d, cs in enumerate(checks):
         if failed(cs):  # the search only keeps checked candidates: this is a bug
             raise AssertionError(f"design {d + 1} fails {[c.name for c in failed(cs)]}")
@@ -574,6 +604,7 @@ def design(
         extra={
             "id": start.id,
             "itrs": start.itrs,
+            "polya_site": start.polya_site,
             "objective": objective,
             "edits": [int((s != out["start"]).sum()) for s in out["seqs"][:n]],
         },
@@ -724,7 +755,10 @@ def genbank_records(result: Result) -> list:
     with its translation. The flanks are ``misc_feature`` s labelled ``upstream`` /
     ``downstream``; when the start's flanks end at its ITRs (``result.extra["itrs"]``) their
     note names the ITR, so the reader takes them as the two ITR features and the cassette as
-    ITR to ITR inclusive (the AAV size check runs as on the start)."""
+    ITR to ITR inclusive (the AAV size check runs as on the start). A start whose polyA
+    signal was annotated inside its 3'UTR (``result.extra["polya_site"]``) gets that
+    ``polyA_signal`` feature there (run on through the polya part when it reaches it), so
+    the reader finds the same own signal."""
     from Bio.Seq import Seq
     from Bio.SeqFeature import FeatureLocation, SeqFeature
     from Bio.SeqRecord import SeqRecord
@@ -763,8 +797,22 @@ def genbank_records(result: Result) -> list:
         )
         record.annotations["molecule_type"] = "DNA"
         record.annotations["topology"] = "linear"
+        site = result.extra.get("polya_site")
+        merged = bool(site) and bool(parts.get("polya"))  # one feature: the site + polya
         at = 0
         for name, part in parts.items():
+            if name == "utr3" and site:
+                end = at + site[1] + (len(parts["polya"]) if merged else 0)
+                record.features.append(
+                    SeqFeature(
+                        FeatureLocation(at + site[0], end, strand=1),
+                        type="polyA_signal",
+                        qualifiers={"label": ["polya"], "note": ["the start's own polyA signal"]},
+                    )
+                )
+            if name == "polya" and merged:
+                at += len(part)
+                continue
             if part and (name in types or name in notes):
                 q = {"label": [name]}
                 if name == "cds":

@@ -11,6 +11,7 @@ from helpers.itrs import ITR3, ITR5
 from isoflow.constraints import (
     CONSTRAINTS,
     Constraints,
+    PolyA,
     check_all,
     check_feasible,
     check_fixed,
@@ -24,13 +25,17 @@ from isoflow.constraints import (
     check_size,
     check_splice_sites,
     check_upstream_atg,
+    own_polya,
     part_spans,
 )
 from isoflow.errors import InputError
 
+# a polyA part: the cassette's own signal (a start without one is refused: polya_present)
+POLYA = "AATAAAGCGCTGC"
+
 
 def _parts(**parts):
-    order = ("promoter", "utr5", "cds", "utr3")
+    order = ("promoter", "utr5", "cds", "utr3", "polya")
     return {k: parts[k] for k in order if k in parts}
 
 
@@ -127,8 +132,9 @@ def test_check_all_names_every_constraint_in_order():
         utr5="GCACGCAC",
         cds="ATGGCCTAA",
         utr3="GCTAGCTA",
+        polya=POLYA,
     )
-    checks = check_all(parts, parts, np.ones(65, dtype=bool), Constraints(gc_window=10))
+    checks = check_all(parts, parts, np.ones(65 + 13, dtype=bool), Constraints(gc_window=10))
     assert tuple(c.name for c in checks) == CONSTRAINTS
     assert all(c.ok for c in checks), [c.reason for c in checks if not c.ok]
 
@@ -139,7 +145,9 @@ def test_check_all_names_every_constraint_in_order():
 def _start():
     rng = np.random.default_rng(3)
     seq = lambda n: "".join(rng.choice(list("ACGT"), n))  # noqa: E731
-    return _parts(promoter=seq(60), utr5="CCGCAGCTCC", cds="ATGGCCAATAAAGCTTAA", utr3=seq(40))
+    return _parts(
+        promoter=seq(60), utr5="CCGCAGCTCC", cds="ATGGCCAATAAAGCTTAA", utr3=seq(40), polya=POLYA
+    )
 
 
 def _one_line(err: InputError, name: str) -> str:
@@ -233,10 +241,12 @@ def test_splice_donor_across_the_cds_3utr_junction():
 def test_junction_motif_is_repairable_when_one_side_is_editable():
     """A motif across a fixed CDS and an editable 3'UTR is not impossible (its span reaches
     an editable base); with both sides fixed it is."""
-    parts = _parts(promoter="GCGCGCGCGC", utr5="GCCACC", cds="ATGGCTGAATAA", utr3="ACGCGTCCAGCGC")
+    parts = _parts(
+        promoter="GCGCGCGCGC", utr5="GCCACC", cds="ATGGCTGAATAA", utr3="ACGCGTCCAGCGC", polya=POLYA
+    )
     n = sum(map(len, parts.values()))
     fixed = np.ones(n, dtype=bool)
-    fixed[n - 13 :] = False  # the 3'UTR editable
+    fixed[slice(*part_spans(parts)["utr3"])] = False  # the 3'UTR editable
     check_feasible(parts, fixed, _OPEN)
     with pytest.raises(InputError, match=r"design\.constraints\.polya_signals: impossible"):
         check_feasible(parts, np.ones(n, dtype=bool), _OPEN)
@@ -254,6 +264,7 @@ def _aav(**inner):
         "utr5": inner.get("utr5", "GCCACC"),
         "cds": inner.get("cds", "ATGGCTGCTTAA"),
         "utr3": inner.get("utr3", seq(60)),
+        "polya": POLYA,
         "downstream": ITR3,
     }
     return parts
@@ -315,3 +326,103 @@ def test_homopolymers_and_gc_windows_inside_the_flanks_do_not_count():
     gc = _check_named(parts, "gc_window", tight)
     b = part_spans(parts)["promoter"][0]
     assert not gc.ok and all(a < b < a + 40 or a >= b for ((a, _),) in gc.violations)
+
+
+# --- the cassette's own polyA signal: never cryptic, always there
+
+
+def _rand(seed: int, n: int) -> str:
+    rng = np.random.default_rng(seed)
+    seq = "C" + "".join(rng.choice(list("ACGT"), n - 1))  # C: none across a junction
+    return seq.replace("AATAAA", "AACAAA").replace("ATTAAA", "ATCAAA")
+
+
+def _mrna(utr3: str, **more):
+    """A cassette without a polya part: its 3'UTR runs to the mRNA's 3' end (a TSV's utr3)."""
+    return {"promoter": _rand(1, 60), "utr5": "GCCACC", "cds": "ATGGCTGCTTAA", "utr3": utr3, **more}
+
+
+def test_the_signal_at_the_3utr_end_is_the_cassettes_own_not_a_cryptic_one():
+    # a TSV whose utr3 runs to the mRNA's end holds its natural AATAAA ~20 nt before it:
+    # it was reported as a cryptic signal, and design edited the cassette's only signal away
+    body = _rand(2, 120)
+    parts = _mrna(body[:100] + "CCAATAAACC" + body[100:])
+    spans = part_spans(parts)
+    at = spans["utr3"][0] + 102
+    own = own_polya(parts)
+    assert own == PolyA(((at, at + 6),), "utr3_end")
+    check = _check_named(parts, "polya_signals")
+    assert check.ok, check.reason
+    assert "(1 in the cassette's own polyA signal not counted)" in check.reason
+    present = _check_named(parts, "polya_present")
+    assert present.ok and present.reason == (
+        f"the signal in the 3'UTR's last 40 nt at {at + 1}-{at + 6} (1-based cassette "
+        "positions), as in the start"
+    )
+    # cryptic signals elsewhere still count: 5'UTR, CDS (AAT AAA), the 3'UTR upstream
+    parts = _mrna(
+        "ATTAAA" + body[:94] + "CCAATAAACC" + body[100:],
+        utr5="GCAATAAAGCC",
+        cds="ATGAATAAAGCTTAA",
+    )
+    check = _check_named(parts, "polya_signals")
+    u5, cds, u3 = (part_spans(parts)[p][0] for p in ("utr5", "cds", "utr3"))
+    assert [v[0][0] for v in check.violations] == [u5 + 2, cds + 3, u3]
+    assert not check.ok and "1 in the cassette's own polyA signal not counted" in check.reason
+
+
+def test_own_polya_sources_in_order():
+    tail = "GGATTAAACCGCAATAAAGCGC"  # ATTAAA and AATAAA both in the last 40 nt
+    parts = _mrna(_rand(3, 80) + tail)
+    u3 = part_spans(parts)["utr3"][0]
+    both = own_polya(parts)
+    assert both.source == "utr3_end" and both.spans == ((u3 + 82, u3 + 88), (u3 + 92, u3 + 98))
+    # a signal 41 nt from the end is not the mRNA's own: a cryptic one, and none own
+    far = _mrna("AATAAA" + _rand(4, 35))
+    assert own_polya(far) == PolyA((), "none")
+    assert not _check_named(far, "polya_signals").ok
+    # an annotated site (GenBank polya_site) wins over the 3'UTR's end, even far from it
+    site = own_polya(far, site=(0, 6))
+    assert site == PolyA(((u3, u3 + 6),), "annotated")
+    fixed = np.zeros(sum(map(len, far.values())), dtype=bool)
+    named = {c.name: c for c in check_all(far, far, fixed, _OPEN, polya=site)}
+    assert named["polya_signals"].ok and named["polya_present"].ok
+    # a polya part wins over both: the 3'UTR's end signal is then a cryptic one
+    with_part = {**parts, "polya": POLYA}
+    own = own_polya(with_part)
+    assert own == PolyA((part_spans(with_part)["polya"],), "polya")
+    check = _check_named(with_part, "polya_signals")
+    assert not check.ok and len(check.violations) == 2
+    assert _check_named(with_part, "polya_present").reason.startswith("the polya part at ")
+
+
+def test_a_start_without_its_own_polya_signal_is_refused_not_designed():
+    parts = _mrna(_rand(5, 80))
+    n = sum(map(len, parts.values()))
+    fixed = np.ones(n, dtype=bool)
+    fixed[slice(*part_spans(parts)["utr3"])] = False
+    with pytest.raises(InputError) as err:
+        check_feasible(parts, fixed, _OPEN)
+    text = _one_line(err, "polya_present")
+    assert (
+        "no polyA signal downstream of the CDS: no polya part, no polyA signal annotated "
+        "in the 3'UTR, no AATAAA/ATTAAA in the 3'UTR's last 40 nt" in text
+    )
+    assert "design.constraints.polya_present: false" in text
+    # switched off: designed, and the reason still says it has none
+    loose = Constraints(**{**_OPEN.__dict__, "polya_present": False})
+    present = {c.name: c for c in check_feasible(parts, fixed, loose)}["polya_present"]
+    assert present.ok and present.reason.startswith("not required (polya_present: false); no ")
+
+
+def test_a_candidate_that_changed_the_starts_own_signal_fails():
+    start = _mrna(_rand(6, 80) + "CCAATAAACC" + _rand(7, 15))
+    moved = dict(start, utr3=start["utr3"].replace("CCAATAAACC", "CCAATAAGCC"))
+    fixed = np.zeros(sum(map(len, start.values())), dtype=bool)
+    named = {c.name: c for c in check_all(moved, start, fixed, _OPEN)}
+    at = part_spans(start)["utr3"][0] + 82
+    assert not named["polya_present"].ok
+    assert named["polya_present"].violations == (((at, at + 6),),)
+    assert "the start's own polyA signal, the signal in the 3'UTR's last 40 nt" in (
+        named["polya_present"].reason
+    )

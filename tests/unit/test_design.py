@@ -28,6 +28,7 @@ from isoflow.design import (
 from isoflow.errors import InputError
 
 WINDOW = 512
+OWN = "GCAATAAAGC"  # a 3'UTR's own polyA signal, at its end
 FIXED = ["utr3:1-5", "cds:10-15"]
 CONSTRAINTS = Constraints(
     gc_min=0.3,
@@ -43,13 +44,14 @@ CONSTRAINTS = Constraints(
 
 def _cassette(seed: int) -> Construct:
     """A random cassette with things to repair in its editable parts: an ATG in the 5'UTR, a
-    polyA signal and an EcoRI site in the 3'UTR, a homopolymer."""
+    cryptic polyA signal and an EcoRI site in the 3'UTR, a homopolymer; its 3'UTR runs to
+    the mRNA's end, its own polyA signal 8 nt before it (kept: never edited)."""
     rng = np.random.default_rng([seed, 5])
     seq = lambda n: "".join(rng.choice(list("ACGT"), n))  # noqa: E731
     codons = [c for c in SYNONYMOUS if translate_cds(c + "TAA") not in ("*", "M", "W")]
     while True:  # redrawn until the fixed bases break nothing (else: impossible, tested below)
         cds = "ATG" + "".join(rng.choice(codons, 20)) + "TAA"
-        utr3 = seq(30) + "AATAAA" + seq(10) + "GAATTC" + seq(20) + "TTTTTTT" + seq(20)
+        utr3 = seq(30) + "AATAAA" + seq(10) + "GAATTC" + seq(20) + "TTTTTTT" + seq(20) + OWN
         parts = {"promoter": seq(150), "utr5": seq(10) + "ATG" + seq(20), "cds": cds, "utr3": utr3}
         construct = Construct(f"c{seed}", parts, "test:1")
         layout = make_layout(construct, ["utr5", "utr3", "cds"], fixed=FIXED)
@@ -102,6 +104,8 @@ def test_every_design_satisfies_every_constraint(seed):
         assert translate_cds(parts["cds"]) == construct.protein
         assert parts["promoter"] == construct.parts["promoter"]
         assert parts["utr3"][:5] == construct.parts["utr3"][:5]
+        assert parts["utr3"][-8:-2] == "AATAAA"  # the cassette's own signal, never edited
+        assert "AATAAA" not in parts["utr3"][:-10]  # the cryptic one repaired
     traj = out["trajectory"]
     assert (np.diff(traj["best"]) >= 0).all()  # elitist: the best never gets worse
     assert traj["best"].iloc[-1] > traj["best"].iloc[0]
@@ -327,3 +331,133 @@ def test_design_runs_on_a_cassette_between_real_itrs_with_default_constraints():
         parts = layout.parts(seq)
         assert not failed(check_all(parts, layout.reference, layout.fixed, Constraints()))
         assert (parts["upstream"], parts["downstream"]) == (ITR5, ITR3)
+
+
+# --- the cassette's own polyA signal (an NCBI record's, or a TSV utr3's natural one)
+
+
+def _ncbi_start(tmp_path, signal_at: int) -> tuple[Construct, int]:
+    """An NCBI-style record: promoter, 5'UTR, CDS, a 150-nt 3'UTR to the mRNA's end with
+    its only polyA signal, AATAAA at ``signal_at``, annotated as a `regulatory`
+    polyA_signal_sequence inside it; read as `isoflow design` reads it."""
+    from Bio import SeqIO
+    from Bio.Seq import Seq
+    from Bio.SeqFeature import SeqFeature, SimpleLocation
+    from Bio.SeqRecord import SeqRecord
+
+    rng = np.random.default_rng(11)
+
+    def seq(n: int) -> str:
+        text = "".join(rng.choice(list("ACGT"), n))
+        for bad, good in (("AATAAA", "AACAAA"), ("ATTAAA", "ATCAAA"), ("ATG", "ACG")):
+            text = text.replace(bad, good)
+        return text
+
+    codons = [c for c in SYNONYMOUS if translate_cds(c + "TAA") not in ("*", "M", "W")]
+    cds = "ATG" + "".join(rng.choice(codons, 30)) + "TAA"
+    utr3 = seq(150)
+    utr3 = utr3[:signal_at] + "AATAAA" + utr3[signal_at + 6 :]
+    parts = {"promoter": seq(150), "utr5": "C" + seq(29), "cds": cds, "utr3": utr3}
+    record = SeqRecord(Seq("".join(parts.values())), id="NCBIPAS", name="NCBIPAS")
+    record.annotations["molecule_type"] = "DNA"
+    kinds = {"promoter": "promoter", "utr5": "5'UTR", "cds": "CDS", "utr3": "3'UTR"}
+    at = 0
+    for name, part in parts.items():
+        loc = SimpleLocation(at, at + len(part), strand=1)
+        record.features.append(SeqFeature(loc, type=kinds[name]))
+        at += len(part)
+    a = at - len(utr3) + signal_at
+    q = {"regulatory_class": ["polyA_signal_sequence"]}
+    loc = SimpleLocation(a, a + 6, strand=1)
+    record.features.append(SeqFeature(loc, type="regulatory", qualifiers=q))
+    path = tmp_path / f"ncbi{signal_at}.gbk"
+    SeqIO.write([record], path, "genbank")
+    (start,) = read_constructs(path)
+    return start, a
+
+
+@pytest.mark.parametrize("signal_at", [120, 60])
+def test_design_keeps_the_cassettes_only_polya_signal(tmp_path, signal_at):
+    # design read an NCBI record's annotated signal (or a TSV utr3's natural one at its end)
+    # as a cryptic signal and edited it away (CCAATAAACC -> CCAATAAGCC): every design lost
+    # the cassette's only polyA signal. 120: also at the 3'UTR's end; 60: only annotated
+    from isoflow.design import repair
+
+    start, at = _ncbi_start(tmp_path, signal_at)
+    assert "polya" not in start.parts and start.cassette[at : at + 6] == "AATAAA"
+    tsv = tmp_path / "start.tsv"
+    write_constructs_tsv([start], tsv)
+    starts = [start] + ([read_constructs(tsv)[0]] if signal_at == 120 else [])
+    for construct in starts:  # GenBank (annotated site), TSV (the 3'UTR's end)
+        layout = make_layout(construct, ["utr3"])
+        assert layout.fixed[at : at + 6].all()
+        checks = {c.name: c for c in layout.check(dict(construct.parts), Constraints())}
+        assert checks["polya_signals"].ok and checks["polya_present"].ok
+        seq, _ = repair(layout.start, layout, Constraints(), np.random.default_rng(0), 1000)
+        assert seq is not None and layout.parts(seq) == dict(construct.parts)
+        out = evolve(
+            _fake_scorer,
+            TISSUES,
+            layout,
+            Objective(("Liver",)),
+            Constraints(),
+            Settings(budget=40, population=4, seed=0),
+            calls_per_candidate=2,
+        )
+        for seq in out["seqs"]:
+            cassette = seq.tobytes().decode()
+            assert cassette[at : at + 6] == "AATAAA"
+            assert not failed(layout.check(layout.parts(seq), Constraints()))
+    # the same TSV start with its utr3 cut before the signal has none: refused, one line
+    if signal_at == 120:
+        cut = Construct("cut", {**start.parts, "utr3": start.parts["utr3"][:100]}, "t.tsv:2")
+        with pytest.raises(InputError) as err:
+            make_layout(cut, ["utr3"]).feasible(Constraints())
+        text = str(err.value)
+        assert "\n" not in text and "design.constraints.polya_present: impossible" in text
+        assert "no polyA signal downstream of the CDS" in text
+
+
+def test_a_start_without_a_polya_signal_fails_before_any_model_loads(tmp_path):
+    table = tmp_path / "c.tsv"
+    start = _cassette(1)
+    bare = Construct("c1", {**start.parts, "utr3": start.parts["utr3"][:-10]})
+    write_constructs_tsv([bare], table)
+    with pytest.raises(InputError) as err:
+        design_job(
+            table,
+            [tmp_path / "no-such-bundle"],
+            output_paths(tmp_path / "out"),
+            construct_id="c1",
+            target_tissues=["Liver"],
+            constraints=CONSTRAINTS.__dict__,
+        )
+    text = str(err.value)
+    assert "\n" not in text and "design.constraints.polya_present: impossible" in text
+    assert text.endswith(
+        "add its polyA signal (a TSV polya column, or a GenBank polyA_signal feature), or set "
+        "design.constraints.polya_present: false to design it without one"
+    )
+
+
+@pytest.mark.parametrize("polya", ["", "TTGCAAGTC"])
+def test_designs_genbank_round_trip_keeps_the_annotated_polya_signal(tmp_path, polya):
+    import types
+
+    from isoflow.design import write_design
+
+    start, _ = _ncbi_start(tmp_path, 60)
+    parts = dict(start.parts)
+    site = start.polya_site
+    if polya:  # a signal annotated across the 3'UTR's end: its tail is the polya part
+        parts["polya"] = polya
+        site = (len(parts["utr3"]) - 3, len(parts["utr3"]))
+    result = types.SimpleNamespace(
+        designs=[parts],
+        objective=np.array([1.0]),
+        extra={"id": "s", "itrs": False, "polya_site": site, "edits": [0]},
+    )
+    paths = {"genbank": tmp_path / "d.designs.gb"}
+    write_design(result, paths, targets=["Liver"])
+    (back,) = read_constructs(paths["genbank"])
+    assert dict(back.parts) == parts and back.polya_site == site
