@@ -25,6 +25,10 @@ The motifs, and why:
   a hexamer there is the mRNA's own signal, and any hexamer in that window puts cleavage at
   that end, not upstream of it. A start without one is refused (a design would make an
   unterminated transcript) unless ``polya_present: false``.
+* ``aav_size``: ITR to ITR. A cassette that runs between ITRs (annotated in GenBank, or
+  flanks that each hold AAV2's ITR stretch ``AAV2_ITR_MOTIF``) is counted whole; any other
+  gets ``itrs_nt`` (290: two 145-nt AAV2 ITRs, GenBank NC_001401) added, the ITRs its
+  vector genome will carry, and its reason says so.
 * ``upstream_atg``: an ATG in the 5'UTR starts an upstream ORF that competes with the CDS's
   start codon (Kozak 1987).
 * ``splice_sites``: the mammalian consensus (Shapiro & Senapathy 1987, NAR 15:7155) in the
@@ -75,6 +79,10 @@ CONSTRAINTS = (
 POLYA_SIGNALS = ("AATAAA", "ATTAAA")
 # nt at the 3'UTR's end in which a signal hexamer is the mRNA's own (module docstring)
 POLYA_WINDOW = 40
+# The 28 nt both AAV2 ITRs hold (flip and flop, each strand: the hairpin holds it both ways
+# round); flanks that each hold it (either strand) are taken for the ITRs.
+AAV2_ITR_MOTIF = "CTGCGCGCTCGCTCGCTCACTGAGGCCG"
+AAV2_ITR_NT = 145  # GenBank NC_001401: 1-145 and 4535-4679
 TRANSCRIBED = ("utr5", "cds", "utr3")
 # Never edited by a design; the synthesis checks (gc_window, homopolymers, repeats) do not
 # count a violation wholly inside them (the ITRs: module docstring).
@@ -110,9 +118,11 @@ class Constraints:
     GC as fractions of A/C/G/T; ``gc_window`` nt windows sliding by one base;
     ``max_homopolymer`` the longest run of one base allowed; ``repeat_min`` the shortest
     direct repeat that fails; ``upstream_atg`` / ``splice_sites`` switch those checks on;
-    ``polya_present``: a start without its own polyA signal is refused."""
+    ``polya_present``: a start without its own polyA signal is refused; ``itrs_nt``: added
+    to the size of a cassette without ITRs."""
 
     aav_limit: int = AAV_LIMIT
+    itrs_nt: int = 2 * AAV2_ITR_NT
     gc_min: float = 0.25
     gc_max: float = 0.65
     gc_window: int = 100
@@ -177,16 +187,32 @@ def _check(name: str, violations: list[tuple[Span, ...]], what: str, fine: str) 
 # ---------------------------------------------------------------------------- checkers
 
 
-def check_size(length: int, limit: int) -> Check:
-    """The cassette (ITR to ITR inclusive, or all of it) within the AAV packaging limit."""
-    if length <= limit:
-        return Check("aav_size", True, f"{length:,} nt <= {limit:,} nt packaging limit")
+def check_size(length: int, limit: int, itrs_nt: int = 0) -> Check:
+    """The vector genome, ITR to ITR inclusive, within the AAV packaging limit: the
+    cassette's ``length`` (ITR to ITR when it holds them) plus ``itrs_nt`` for ITRs it does
+    not hold, said in the reason."""
+    size = length + itrs_nt
+    what = (
+        f"{length:,} nt + {itrs_nt:,} nt for the two ITRs the cassette lacks "
+        f"(design.constraints.itrs_nt) = {size:,} nt"
+        if itrs_nt
+        else f"{length:,} nt"
+    )
+    if size <= limit:
+        return Check("aav_size", True, f"{what} <= {limit:,} nt packaging limit")
     return Check(
         "aav_size",
         False,
-        f"{length:,} nt is above the {limit:,}-nt AAV packaging limit",
+        f"{what} is above the {limit:,}-nt AAV packaging limit",
         (((0, length),),),
     )
+
+
+def itr_flanks(parts: Mapping[str, str]) -> bool:
+    """Whether both flanks hold AAV2's ITR stretch (``AAV2_ITR_MOTIF``, either strand): the
+    cassette then runs ITR to ITR."""
+    motifs = (AAV2_ITR_MOTIF, reverse_complement(AAV2_ITR_MOTIF))
+    return all(any(m in parts.get(f, "") for m in motifs) for f in FLANKS)
 
 
 def gc_fraction(seq: str) -> float:
@@ -527,18 +553,22 @@ def check_all(
     constraints: Constraints,
     *,
     polya: PolyA | None = None,
+    itrs: bool | None = None,
 ) -> list[Check]:
     """Every constraint (``CONSTRAINTS`` order) on the cassette ``parts`` (part -> sequence,
     cassette order) designed from ``reference`` with ``fixed`` positions. ``polya``: the
-    start's own polyA signal (None: :func:`own_polya` of ``reference``, no annotated site)."""
+    start's own polyA signal (None: :func:`own_polya` of ``reference``, no annotated site);
+    ``itrs``: the cassette runs ITR to ITR (None: :func:`itr_flanks` of ``reference``)."""
     seq = "".join(parts.values())
     spans = part_spans(parts)
     flanks = [spans[name] for name in FLANKS if name in spans]
     c = constraints
     if polya is None:
         polya = own_polya(reference, c.polya_signals)
+    if itrs is None:
+        itrs = itr_flanks(reference)
     checks = [
-        check_size(len(seq), c.aav_limit),
+        check_size(len(seq), c.aav_limit, 0 if itrs else c.itrs_nt),
         check_gc(seq, c.gc_min, c.gc_max),
         check_gc_windows(seq, c.gc_window, c.gc_window_min, c.gc_window_max, flanks),
         check_restriction_sites(seq, c.restriction_sites),
@@ -583,6 +613,7 @@ def check_feasible(
     constraints: Constraints,
     *,
     polya: PolyA | None = None,
+    itrs: bool | None = None,
 ) -> list[Check]:
     """Raise :class:`InputError` (one line naming ``design.constraints.<name>``) when no
     design can meet a constraint: bounds no sequence can meet (a GC range holding no count
@@ -590,7 +621,7 @@ def check_feasible(
     (designs substitute, never insert or delete), a start without its own polyA signal
     (with ``polya_present``), the fixed positions alone outside the overall GC range, or a
     violation of the start whose spans are all fixed. Returns the start's checks
-    (``polya``: as :func:`check_all`)."""
+    (``polya``, ``itrs``: as :func:`check_all`)."""
     c = constraints
     where = "design.constraints"
     seq = "".join(reference.values())
@@ -629,9 +660,13 @@ def check_feasible(
             f"the fixed positions alone hold the cassette's GC within [{lo_gc:.3f}, "
             f"{hi_gc:.3f}], outside [{c.gc_min}, {c.gc_max}]",
         )
-    checks = check_all(reference, reference, fixed, c, polya=polya)
+    if c.itrs_nt < 0:
+        raise fail("aav_size", f"itrs_nt must be >= 0, not {c.itrs_nt}")
+    itrs = itr_flanks(reference) if itrs is None else itrs
+    checks = check_all(reference, reference, fixed, c, polya=polya, itrs=itrs)
     if not checks[0].ok:
-        raise fail("aav_size", f"the start is {checks[0].reason}; designs keep its length")
+        hint = "" if itrs or not c.itrs_nt else "; if its flanks hold its ITRs, set itrs_nt: 0"
+        raise fail("aav_size", f"the start is {checks[0].reason}; designs keep its length{hint}")
     present = {ch.name: ch for ch in checks}["polya_present"]
     if not present.ok:
         raise fail(

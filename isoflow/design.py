@@ -45,6 +45,7 @@ from isoflow.constraints import (
     check_all,
     check_feasible,
     failed,
+    itr_flanks,
     own_polya,
 )
 from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
@@ -123,7 +124,7 @@ class Layout:
     """The starting cassette as one byte array, its parts' spans, what may change: ``sites``
     (cassette offsets a move picks from: each editable non-CDS base, and the first base of
     each editable CDS codon), ``is_codon`` per site; ``polya``: the start's own polyA signal
-    (fixed: never edited, never counted as cryptic)."""
+    (fixed: never edited, never counted as cryptic); ``itrs``: it runs ITR to ITR."""
 
     reference: dict[str, str]
     spans: dict[str, tuple[int, int]]
@@ -131,14 +132,19 @@ class Layout:
     sites: np.ndarray
     is_codon: np.ndarray
     polya: PolyA | None = None
+    itrs: bool = False
 
     def check(self, parts: Mapping[str, str], constraints: Constraints) -> list[Check]:
         """Every constraint on the candidate ``parts`` (:func:`check_all` with this start)."""
-        return check_all(parts, self.reference, self.fixed, constraints, polya=self.polya)
+        return check_all(
+            parts, self.reference, self.fixed, constraints, polya=self.polya, itrs=self.itrs
+        )
 
     def feasible(self, constraints: Constraints) -> list[Check]:
         """:func:`check_feasible` on this start: the start's checks, or one line."""
-        return check_feasible(self.reference, self.fixed, constraints, polya=self.polya)
+        return check_feasible(
+            self.reference, self.fixed, constraints, polya=self.polya, itrs=self.itrs
+        )
 
     @property
     def start(self) -> np.ndarray:
@@ -241,7 +247,10 @@ def make_layout(
         raise InputError(
             None, "design.fixed", "every editable position is fixed: nothing to design"
         )
-    return Layout(reference, spans, mask, np.array(sites), np.array(is_codon, dtype=bool), polya)
+    itrs = construct.itrs or itr_flanks(reference)
+    return Layout(
+        reference, spans, mask, np.array(sites), np.array(is_codon, dtype=bool), polya, itrs
+    )
 
 
 # ---------------------------------------------------------------------------- moves

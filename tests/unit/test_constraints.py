@@ -25,6 +25,7 @@ from isoflow.constraints import (
     check_size,
     check_splice_sites,
     check_upstream_atg,
+    itr_flanks,
     own_polya,
     part_spans,
 )
@@ -426,3 +427,32 @@ def test_a_candidate_that_changed_the_starts_own_signal_fails():
     assert "the start's own polyA signal, the signal in the 3'UTR's last 40 nt" in (
         named["polya_present"].reason
     )
+
+
+def test_aav_size_counts_itr_to_itr():
+    # a 4,600-nt cassette without ITRs passed a 4,700-nt limit, its vector ~4,890 nt
+    parts = _mrna(_rand(8, 4600 - 78 - 6) + "AATAAA")
+    n = sum(map(len, parts.values()))
+    assert n == 4600
+    fixed = np.zeros(n, dtype=bool)
+    with pytest.raises(InputError) as err:
+        check_feasible(parts, fixed, _OPEN)
+    text = _one_line(err, "aav_size")
+    assert (
+        "the start is 4,600 nt + 290 nt for the two ITRs the cassette lacks "
+        "(design.constraints.itrs_nt) = 4,890 nt is above the 4,700-nt AAV packaging limit; "
+        "designs keep its length; if its flanks hold its ITRs, set itrs_nt: 0"
+    ) in text
+    no_itrs = Constraints(**{**_OPEN.__dict__, "itrs_nt": 0})
+    size = check_feasible(parts, fixed, no_itrs)[0]
+    assert size.ok and size.reason == "4,600 nt <= 4,700 nt packaging limit"
+    # annotated ITRs (the GenBank reader's verdict) or AAV2 ITRs in both flanks: counted whole
+    assert check_all(parts, parts, fixed, _OPEN, itrs=True)[0].ok
+    inner = dict(parts, utr3=parts["utr3"][: -2 * len(ITR5)])
+    flanked = {"upstream": ITR5, **inner, "downstream": ITR3}
+    assert itr_flanks(flanked) and not itr_flanks(inner)
+    assert check_all(flanked, flanked, np.zeros(4600, dtype=bool), _OPEN)[0].reason == (
+        "4,600 nt <= 4,700 nt packaging limit"
+    )
+    small = check_all(inner, inner, np.zeros(4600 - 282, dtype=bool), _OPEN)[0]
+    assert small.ok and "+ 290 nt for the two ITRs the cassette lacks" in small.reason

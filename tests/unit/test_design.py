@@ -141,6 +141,8 @@ def test_impossible_constraints_fail_before_any_model_loads(tmp_path):
     for constraints, name in (
         ({"gc_window": 10, "gc_window_min": 0.55, "gc_window_max": 0.58}, "gc_window"),
         ({"aav_limit": 100}, "aav_size"),
+        # the start fits 500 nt but its vector, with the two ITRs it lacks, does not
+        ({"aav_limit": 500}, "aav_size"),
         # the polyA signal lies in the 3'UTR: with only the 5'UTR editable it cannot go
         ({"gc_window_min": 0.0, "gc_window_max": 1.0, "max_homopolymer": 50}, "polya_signals"),
     ):
@@ -156,6 +158,9 @@ def test_impossible_constraints_fail_before_any_model_loads(tmp_path):
             )
         text = str(err.value)
         assert "\n" not in text and f"design.constraints.{name}" in text, text
+        if constraints.get("aav_limit") == 500:
+            n = len(_cassette(1).cassette)
+            assert f"{n} nt + 290 nt for the two ITRs the cassette lacks" in text, text
 
 
 def test_the_command_ends_impossible_constraints_with_one_line(tmp_path, capsys):
