@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import yaml
 
-from isoflow.constraints import Constraints, check_all, failed
+from isoflow.constraints import Constraints, failed
 from isoflow.constructs import read_background
 from isoflow.design import Objective, Scorer, Settings, evolve, make_layout, pick_construct, repair
 from isoflow.embed import pool_tokens
@@ -131,12 +131,7 @@ def run_ledidi(scorer, layout, seed_seq, objective, constraints, budget, seed, b
     pred = scorer([layout.parts(s) for s in seqs])
     spent += scorer.calls - calls_before
     score = objective.score(pred, tissues)
-    ok = np.array(
-        [
-            not failed(check_all(layout.parts(s), layout.reference, layout.fixed, constraints))
-            for s in seqs
-        ]
-    )
+    ok = np.array([not failed(layout.check(layout.parts(s), constraints)) for s in seqs])
     best = int(np.argmax(score))
     valid = np.flatnonzero(ok)
     best_valid = float(score[valid].max()) if len(valid) else float("nan")
@@ -163,8 +158,8 @@ def main() -> None:
     config = yaml.safe_load(args.config.read_text())
     section, constructs = config["design"], config["constructs"]
     start = pick_construct(args.root / section["construct"], section["id"])
-    layout = make_layout(start, section.get("editable", ["utr5", "utr3"]))
     constraints = Constraints.from_config(section.get("constraints"))
+    layout = make_layout(start, section.get("editable", ["utr5", "utr3"]), (), constraints)
     objective = Objective(tuple(section["target_tissues"]), section.get("others", "max"), 1.0)
     bundles = [args.root / "results" / "models" / run for run in constructs["models"]]
     placement = {"background": read_background(args.root / constructs["background"])}
@@ -185,9 +180,7 @@ def main() -> None:
         )
         seconds = time.perf_counter() - t0
         best = out["seqs"][0]
-        passes = not failed(
-            check_all(layout.parts(best), layout.reference, layout.fixed, constraints)
-        )
+        passes = not failed(layout.check(layout.parts(best), constraints))
         edits = int((best != out["seed"]).sum())
         best_obj, n = out["objective"][0], len(out["seqs"])
         print(f"evolution\t{seed}\t{best_obj:.4f}\t{passes}\t{best_obj:.4f}\t{n}/{n}\t"
