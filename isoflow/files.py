@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
+
+log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 
 @contextlib.contextmanager
@@ -201,3 +206,84 @@ def remove_stale(
             path.unlink()
             removed.append(path)
     return removed
+
+
+# A command writes a set of files under one output prefix (`isoflow score`: .scores.tsv,
+# .scores.parquet, .heatmap.svg, ...). Each file through atomic_path is whole, but written
+# one after another a kill or an error partway through a rerun left some new files beside
+# the earlier run's others, as if one result. output_set writes the whole set first.
+
+
+def set_folder(paths: Iterable[str | os.PathLike], what: str) -> Path:
+    """The temporary folder :func:`output_set` writes ``paths`` (one folder's files) in:
+    ``.{common}.{what}.partial`` beside them, ``common`` the names' common start (the
+    prefix) without its trailing dot. The same set always gets the same folder, so the
+    next run removes what a killed one left there."""
+    paths = [Path(p) for p in paths]
+    common = os.path.commonprefix([p.name for p in paths]).rstrip(".")
+    name = f".{common}.{what}.partial" if common else f".{what}.partial"
+    return paths[0].parent / name
+
+
+@contextlib.contextmanager
+def output_set(
+    paths: Mapping[K, str | os.PathLike],
+    *,
+    possible: Iterable[str | os.PathLike] = (),
+    what: str = "outputs",
+) -> Iterator[dict[K, Path]]:
+    """Write a command's set of output files all or none: yield, for each of ``paths``, a
+    path of the same name in a temporary folder beside it (:func:`set_folder`, one per
+    output folder, so on the same file system); once the block has written them all, remove
+    the files of the set that stand there now (``paths``, and the regular files of
+    ``possible``, every file the command may write there, that this run does not: an
+    earlier run's, :func:`remove_stale`), then rename each new file into place.
+
+    An error or a kill while the block writes leaves the earlier set untouched (a kill also
+    its temporary folder, which the next run of the same set removes first); the earlier
+    files go before the first rename, so even a kill among the renames leaves part of this
+    run's set and no earlier file beside it, never files of two runs. Two runs writing
+    the same set at once are not supported (the later one takes over the folder)."""
+    finals = {key: Path(p) for key, p in paths.items()}
+    if not finals:
+        raise ValueError("output_set needs at least one output path")
+    absolute = [p.absolute() for p in finals.values()]
+    if len(set(absolute)) != len(absolute):
+        raise ValueError(f"an output path named twice: {sorted(map(str, absolute))}")
+    possible = [Path(p) for p in possible]
+    by_folder: dict[Path, list[Path]] = {}
+    for path in [*finals.values(), *possible]:
+        by_folder.setdefault(path.absolute().parent, []).append(path)
+    folders = {}
+    for parent, members in by_folder.items():
+        if not any(p.absolute().parent == parent for p in finals.values()):
+            continue  # only possible files here: nothing to write, only stale ones to remove
+        folder = set_folder(members, what)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if folder.is_dir() and not folder.is_symlink():
+            log.info("removing %s: left by an interrupted run", folder)
+            shutil.rmtree(folder)
+        elif folder.is_symlink() or folder.exists():
+            folder.unlink()
+        folder.mkdir()
+        folders[parent] = folder
+    temporary = {key: folders[p.absolute().parent] / p.name for key, p in finals.items()}
+    try:
+        yield dict(temporary)
+        missing = [finals[k] for k, t in temporary.items() if not t.exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"{temporary[next(iter(temporary))].parent}: nothing was written for "
+                + ", ".join(map(str, missing))
+            )
+        # the earlier set goes first: from here on only this run's files are added
+        for path in finals.values():
+            if path.is_symlink() or (path.exists() and not path.is_dir()):
+                path.unlink()
+        for path in remove_stale(possible, finals.values()):
+            log.info("removed %s: an earlier run's output this one does not write", path)
+        for key, tmp in temporary.items():
+            os.replace(tmp, finals[key])
+    finally:
+        for folder in folders.values():
+            shutil.rmtree(folder, ignore_errors=True)

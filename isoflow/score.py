@@ -47,7 +47,7 @@ from isoflow.constructs import (
     read_constructs,
 )
 from isoflow.errors import InputError
-from isoflow.files import atomic_path, check_output_files, check_prefix, remove_stale
+from isoflow.files import atomic_path, check_output_files, check_prefix, output_set
 from isoflow.progress import Progress
 
 log = logging.getLogger("isoflow.score")
@@ -422,12 +422,26 @@ def output_paths(
     return paths
 
 
-def write_scores(scores: Scores, paths: Mapping[str, str | os.PathLike], demo: bool = False):
-    """Write the outputs named in ``paths`` (each optional, atomically): ``tsv`` and
+def write_scores(
+    scores: Scores,
+    paths: Mapping[str, str | os.PathLike],
+    demo: bool = False,
+    possible: Iterable[str | os.PathLike] = (),
+):
+    """Write the outputs named in ``paths`` (each optional), all or none
+    (:func:`isoflow.files.output_set`; then the files of ``possible``, every file the
+    command may write there, that this run does not write are removed): ``tsv`` and
     ``parquet`` (the long table; the Parquet carries ``isoflow.models``, ``isoflow.tissues``
     and ``isoflow.target_tissues`` as JSON schema metadata), ``specificity`` (TSV; needs
     target tissues), ``figure`` (:func:`plot_scores`, SVG or PNG by suffix; ``demo`` stamps
     the demo mark) and ``html`` (the report's table: :func:`report_table`)."""
+    if "specificity" in paths and scores.specificity is None:
+        raise ValueError("a specificity table needs target tissues")
+    with output_set(paths, possible=possible, what="score") as tmp:
+        _write_scores(scores, tmp, demo)
+
+
+def _write_scores(scores: Scores, paths: Mapping[str, str | os.PathLike], demo: bool) -> None:
     table = scores.table
     if "tsv" in paths:
         with atomic_path(paths["tsv"]) as tmp:
@@ -448,11 +462,8 @@ def write_scores(scores: Scores, paths: Mapping[str, str | os.PathLike], demo: b
         with atomic_path(paths["parquet"]) as tmp:
             pq.write_table(arrow.replace_schema_metadata(meta), tmp)
     if "specificity" in paths:
-        spec = scores.specificity
-        if spec is None:
-            raise ValueError("a specificity table needs target tissues")
         with atomic_path(paths["specificity"]) as tmp:
-            spec.to_csv(tmp, sep="\t", index=False, na_rep="", float_format="%.6g")
+            scores.specificity.to_csv(tmp, sep="\t", index=False, na_rep="", float_format="%.6g")
     if "figure" in paths:
         plot_scores(scores, paths["figure"], demo=demo)
     if "html" in paths:
@@ -679,10 +690,12 @@ def score_file(
     batch_size: int | None = None,
     device: str | None = None,
     demo: bool = False,
+    possible: Iterable[str | os.PathLike] = (),
 ) -> Scores:
     """Read the constructs (:func:`read_with_warnings`) and the background FASTA, score them
-    (:func:`score_constructs`) and write ``paths`` (:func:`write_scores`): what ``isoflow
-    score`` and rule ``score_constructs`` run."""
+    (:func:`score_constructs`) and write ``paths`` (:func:`write_scores`, all or none;
+    ``possible``: the command's other files there, removed): what ``isoflow score`` and
+    rule ``score_constructs`` run."""
     options: dict[str, Any] = {"allow_noncanonical_cds": allow_noncanonical_cds, "aav": aav}
     if aav_limit is not None:
         options["aav_limit"] = aav_limit
@@ -701,7 +714,7 @@ def score_file(
         warnings=warnings,
         background_path=background,
     )
-    write_scores(scores, paths, demo=demo)
+    write_scores(scores, paths, demo=demo, possible=possible)
     return scores
 
 
@@ -719,7 +732,8 @@ def run(args: argparse.Namespace) -> int:
     check_prefix(args.out)
     paths = output_paths(args.out, specificity=bool(targets), figure_format=args.figure_format)
     # every file score may write under the prefix: this run's outputs, and the others,
-    # removed once it succeeds (a stale .specificity.tsv or other-format figure)
+    # removed when its outputs are put in place (a stale .specificity.tsv or other-format
+    # figure)
     possible = [
         path
         for fmt in FIGURE_FORMATS
@@ -742,9 +756,8 @@ def run(args: argparse.Namespace) -> int:
         aav_limit=args.aav_limit,
         batch_size=args.batch_size,
         device=args.device,
+        possible=dict.fromkeys(possible),
     )
-    for path in remove_stale(dict.fromkeys(possible), paths.values()):
-        log.info("removed %s: an earlier run's output this one does not write", path)
     for path in paths.values():
         print(path)
     return 0

@@ -169,3 +169,102 @@ def test_remove_stale_removes_only_the_commands_files_not_written(tmp_path):
         "s.other.txt",
         "s.scores.tsv",
     ]
+
+
+# ---------------------------------------------------------------- a command's output set
+
+
+def _set(folder, prefix="s"):
+    return {k: folder / f"{prefix}.{k}.tsv" for k in ("a", "b", "c")}
+
+
+def _write_all(tmp, text):
+    for path in tmp.values():
+        path.write_text(text)
+
+
+def test_output_set_puts_every_file_in_place_and_removes_the_stale_ones(tmp_path):
+    from isoflow.files import output_set
+
+    stale = tmp_path / "s.d.tsv"
+    stale.write_text("old")
+    (tmp_path / "s.notes.txt").write_text("mine")  # not one of the command's names
+    paths = _set(tmp_path / "new")  # a folder not made yet
+    with output_set(paths, possible=[stale], what="t") as tmp:
+        assert set(tmp) == set(paths)
+        assert all(t.name == paths[k].name and t.parent != paths[k].parent for k, t in tmp.items())
+        _write_all(tmp, "new")
+        assert not any(p.exists() for p in paths.values())  # in place only when all are
+    assert all(p.read_text() == "new" for p in paths.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "s.notes.txt"]
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [p.name for p in paths.values()]
+
+
+@pytest.mark.parametrize("written", [0, 2])
+def test_an_error_while_a_set_is_written_leaves_the_earlier_set_whole(tmp_path, written):
+    from isoflow.files import output_set
+
+    paths = _set(tmp_path)
+    _write_all(paths, "earlier")
+    possible = [tmp_path / "s.d.tsv"]
+    possible[0].write_text("earlier")
+    with pytest.raises(RuntimeError, match="^boom$"), output_set(paths, possible=possible) as tmp:
+        for path in list(tmp.values())[:written]:
+            path.write_text("new")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "s.a.tsv",
+        "s.b.tsv",
+        "s.c.tsv",
+        "s.d.tsv",
+    ]
+    assert {p.read_text() for p in tmp_path.iterdir()} == {"earlier"}
+    # a file the block did not write: an error before anything is replaced
+    with pytest.raises(FileNotFoundError, match="nothing was written for .*s.b.tsv"):
+        with output_set(paths) as tmp:
+            tmp["a"].write_text("new")
+            tmp["c"].write_text("new")
+    assert {p.read_text() for p in tmp_path.iterdir()} == {"earlier"}
+
+
+def test_a_folder_a_killed_run_left_is_cleared_by_the_next(tmp_path):
+    from isoflow.files import output_set, set_folder
+
+    paths = _set(tmp_path)
+    left = set_folder(paths.values(), "t")
+    assert left == tmp_path / ".s.t.partial"
+    left.mkdir()
+    (left / "s.a.tsv").write_text("killed")
+    (left / ".s.a.tsv.x1.tmp").write_text("half")
+    with output_set(paths, what="t") as tmp:
+        assert list(left.iterdir()) == []  # nothing of the killed run is taken for this one
+        _write_all(tmp, "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.a.tsv", "s.b.tsv", "s.c.tsv"]
+    assert {p.read_text() for p in tmp_path.iterdir()} == {"new"}
+    # another prefix or command beside it has a folder of its own
+    assert set_folder(_set(tmp_path, "s2").values(), "t") == tmp_path / ".s2.t.partial"
+    assert set_folder(paths.values(), "u") != left
+
+
+def test_the_earlier_set_goes_before_the_first_new_file_is_put_in_place(tmp_path, monkeypatch):
+    """A kill among the renames leaves part of the new set, never an earlier file beside it."""
+    import os
+
+    from isoflow.files import output_set
+
+    paths = _set(tmp_path)
+    _write_all(paths, "earlier")
+    replace = os.replace
+    calls = []
+
+    def killed_after_one(src, dst):
+        if calls:
+            raise KeyboardInterrupt  # as a kill here: nothing after it runs
+        calls.append(dst)
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", killed_after_one)
+    with pytest.raises(KeyboardInterrupt), output_set(paths) as tmp:
+        _write_all(tmp, "new")
+    left = {p.name: p.read_text() for p in tmp_path.iterdir() if not p.name.startswith(".")}
+    assert left == {paths["a"].name: "new"}

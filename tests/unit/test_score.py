@@ -347,3 +347,70 @@ def test_a_bundle_without_digests_is_refused_before_any_work(bundles, tmp_path):
 
     with pytest.raises(InputError, match="digests: missing.*export it again"):
         check_bundles([bundles[0], _edited(bundles[1], tmp_path / "old", old)])
+
+
+# ---------------------------------------------------------------- a rerun interrupted
+
+
+def _rerun_setup(tmp_path):
+    tsv = tmp_path / "constructs.tsv"
+    write_constructs_tsv(make_constructs(), tsv)
+    out = tmp_path / "out"
+
+    def argv(model, *extra):
+        model = str(tmp_path / model)
+        return ["--model", model, "--constructs", str(tsv), "--out", str(out / "s"), *extra]
+
+    return out, argv
+
+
+def test_an_error_while_writing_leaves_the_earlier_outputs_whole(tmp_path, monkeypatch):
+    """The heat map failing on a rerun left the new tables beside the earlier run's heat
+    map and specificity table, as if one result (found by a review)."""
+    from helpers.interrupted import install, snapshot
+    from isoflow import commands
+
+    install("score", monkeypatch.setattr)
+    out, argv = _rerun_setup(tmp_path)
+    assert commands.main(["score", *argv("m1", "--target-tissue", "Brain")]) == 0
+    earlier = snapshot(out)
+    assert sorted(earlier) == [
+        "s.heatmap.svg",
+        "s.scores.parquet",
+        "s.scores.tsv",
+        "s.specificity.tsv",
+    ]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figure")
+
+    with monkeypatch.context() as m:
+        m.setattr("isoflow.score.plot_scores", broken)
+        with pytest.raises(RuntimeError, match="no figure"):
+            commands.main(["score", *argv("m2", "--figure-format", "png")])
+    assert snapshot(out) == earlier
+    assert commands.main(["score", *argv("m2", "--figure-format", "png")]) == 0
+    now = snapshot(out)
+    assert sorted(now) == ["s.heatmap.png", "s.scores.parquet", "s.scores.tsv"]
+    assert now["s.scores.tsv"] != earlier["s.scores.tsv"]
+
+
+def test_a_rerun_killed_while_writing_leaves_the_earlier_outputs_whole(tmp_path, monkeypatch):
+    """The review's case: a rerun with another model killed at the heat map left new
+    .scores.tsv/.parquet/.specificity.tsv beside the first run's .heatmap.svg."""
+    from helpers.interrupted import install, run_killed, snapshot
+    from isoflow import commands
+
+    install("score", monkeypatch.setattr)
+    out, argv = _rerun_setup(tmp_path)
+    targets = ["--target-tissue", "Brain"]
+    assert commands.main(["score", *argv("m1", *targets)]) == 0
+    earlier = snapshot(out)
+    run_killed("score", argv("m2", *targets), kill="isoflow.score:plot_scores")
+    left = snapshot(out)
+    assert {k: v for k, v in left.items() if not k.startswith(".")} == earlier
+    assert ".s.score.partial/" in left  # what the kill left: the next run clears it
+    assert commands.main(["score", *argv("m2", *targets)]) == 0
+    now = snapshot(out)
+    assert sorted(now) == sorted(earlier)
+    assert all(now[name] != earlier[name] for name in now), "every file of the new run"
