@@ -873,30 +873,30 @@ def output_paths(prefix: str | Path) -> list[Path]:
 
 def write_outputs(prefix: str | Path, frames: dict[str, pd.DataFrame], figures: dict) -> list[Path]:
     """``{prefix}.{name}`` for each table (in its ``TABLE_SUFFIXES``) and figure (``.png``,
-    one of ``FIGURES``), each written atomically."""
-    from isoflow.files import atomic_path
+    one of ``FIGURES``), all or none (:func:`isoflow.files.output_set`); then the other
+    files of :func:`output_paths` (an earlier run's) are removed. Returns the paths."""
+    from isoflow.files import atomic_path, output_set
     from isoflow.report.figures import save_figure
 
     prefix = Path(prefix)
     unknown = (set(frames) - set(TABLE_SUFFIXES)) | (set(figures) - set(FIGURES))
     if unknown:  # a new output must be listed, so run checks its path first
         raise ValueError(f"outputs not in TABLE_SUFFIXES / FIGURES: {sorted(unknown)}")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, frame in frames.items():
-        for suffix in TABLE_SUFFIXES[name]:
-            path = prefix.parent / f"{prefix.name}.{name}.{suffix}"
-            with atomic_path(path) as tmp:
+    tables = {(n, s): f"{prefix.name}.{n}.{s}" for n in frames for s in TABLE_SUFFIXES[n]}
+    images = {(n, "png"): f"{prefix.name}.{n}.png" for n in figures}
+    written = {key: prefix.parent / name for key, name in {**tables, **images}.items()}
+    with output_set(written, possible=output_paths(prefix), what="explain") as tmp:
+        for (name, suffix), path in tmp.items():
+            if suffix == "png":
+                fig, demo = figures[name]
+                save_figure(fig, path, demo=demo)
+                continue
+            with atomic_path(path) as part:
                 if suffix == "tsv":
-                    frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+                    frames[name].to_csv(part, sep="\t", index=False, float_format="%.6g")
                 else:
-                    frame.to_parquet(tmp, index=False)
-            written.append(path)
-    for name, (fig, demo) in figures.items():
-        path = prefix.parent / f"{prefix.name}.{name}.png"
-        save_figure(fig, path, demo=demo)
-        written.append(path)
-    return written
+                    frames[name].to_parquet(part, index=False)
+    return list(written.values())
 
 
 def explain(
@@ -1106,7 +1106,7 @@ def explain_job(
 
 
 def run(args) -> int:
-    from isoflow.files import check_output_files, check_prefix, remove_stale
+    from isoflow.files import check_output_files, check_prefix
 
     check_prefix(args.out)
     # before any work: every file write_outputs may write under the prefix
@@ -1133,8 +1133,6 @@ def run(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
     )
-    for path in remove_stale(output_paths(args.out), written):
-        log.info("removed %s: an earlier run's output this one does not write", path)
     for path in written:
         print(path)
     return 0

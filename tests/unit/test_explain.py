@@ -359,3 +359,62 @@ def test_placement_errors_are_one_line_before_the_model_loads(bundle, tmp_path, 
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"isoflow explain: error: {short}: the background is 40 nt, shorter")
     assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------- a rerun interrupted
+
+
+def _explain_argv(tmp_path, model, *extra):
+    return [
+        "explain",
+        "--model",
+        str(tmp_path / model),
+        "--out",
+        str(tmp_path / "out" / "c1"),
+        *extra,
+    ]
+
+
+def test_an_error_while_writing_leaves_the_earlier_outputs_whole(tmp_path, monkeypatch):
+    """A figure failing on a rerun left the new tables beside the earlier run's figures."""
+    from helpers.interrupted import install, snapshot
+    from isoflow import commands
+
+    install("explain", monkeypatch.setattr)
+    assert commands.main(_explain_argv(tmp_path, "m1", "--attention")) == 0
+    earlier = snapshot(tmp_path / "out")
+    assert len(earlier) == 6  # every output, attention's included
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figure")
+
+    with monkeypatch.context() as m:
+        m.setattr("isoflow.report.figures.save_figure", broken)
+        with pytest.raises(RuntimeError, match="no figure"):
+            commands.main(_explain_argv(tmp_path, "m2"))
+    assert snapshot(tmp_path / "out") == earlier
+    # undisturbed, the rerun's set replaces the earlier one, attention's files gone
+    assert commands.main(_explain_argv(tmp_path, "m2")) == 0
+    now = snapshot(tmp_path / "out")
+    assert sorted(now) == ["c1.ism.parquet", "c1.ism.png", "c1.ism.tsv", "c1.ism_summary.tsv"]
+    assert all(now[name] != earlier[name] for name in now)
+
+
+def test_a_rerun_killed_while_writing_leaves_the_earlier_outputs_whole(tmp_path, monkeypatch):
+    from helpers.interrupted import install, run_killed, snapshot
+    from isoflow import commands
+
+    install("explain", monkeypatch.setattr)
+    assert commands.main(_explain_argv(tmp_path, "m1", "--attention")) == 0
+    earlier = snapshot(tmp_path / "out")
+    run_killed(
+        "explain",
+        _explain_argv(tmp_path, "m2", "--attention")[1:],
+        kill="isoflow.report.figures:save_figure",
+    )
+    left = snapshot(tmp_path / "out")
+    assert {k: v for k, v in left.items() if not k.startswith(".")} == earlier
+    assert ".c1.explain.partial/" in left  # what the kill left: the next run clears it
+    assert commands.main(_explain_argv(tmp_path, "m2", "--attention")) == 0
+    now = snapshot(tmp_path / "out")
+    assert sorted(now) == sorted(earlier) and all(now[n] != earlier[n] for n in now)
