@@ -50,7 +50,7 @@ from isoflow.constraints import (
 )
 from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
 from isoflow.errors import InputError
-from isoflow.files import atomic_path, check_output_files, check_prefix
+from isoflow.files import atomic_path, check_output_files, check_prefix, output_set
 from isoflow.progress import Progress
 
 log = logging.getLogger("isoflow.design")
@@ -847,7 +847,15 @@ def write_design(
     targets: Sequence[str],
     demo: bool = False,
 ) -> None:
-    """Write the outputs named in ``paths`` (keys of :func:`output_paths`), atomically."""
+    """Write the outputs named in ``paths`` (keys of :func:`output_paths`), all or none
+    (:func:`isoflow.files.output_set`)."""
+    with output_set(paths, what="design") as tmp:
+        _write_design(result, tmp, targets=targets, demo=demo)
+
+
+def _write_design(
+    result: Result, paths: Mapping[str, str | os.PathLike], *, targets: Sequence[str], demo: bool
+) -> None:
     from Bio import SeqIO
 
     from isoflow.constructs import write_constructs_tsv

@@ -466,3 +466,67 @@ def test_designs_genbank_round_trip_keeps_the_annotated_polya_signal(tmp_path, p
     write_design(result, paths, targets=["Liver"])
     (back,) = read_constructs(paths["genbank"])
     assert dict(back.parts) == parts and back.polya_site == site
+
+
+# ---------------------------------------------------------------- a rerun interrupted
+
+
+def _design_setup(tmp_path):
+    import yaml
+
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([_cassette(2)], table)
+    settings = tmp_path / "constraints.yaml"
+    constraints = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in CONSTRAINTS.__dict__.items()
+    }
+    settings.write_text(yaml.safe_dump(constraints))
+
+    def argv(model):
+        out = ["--model", str(tmp_path / model), "--constructs", str(table), "--id", "c2"]
+        out += ["--target-tissue", "Liver", "--constraints", str(settings)]
+        return out + ["--budget", "24", "--population", "4", "--out", str(tmp_path / "out" / "d")]
+
+    return tmp_path / "out", argv
+
+
+def test_an_error_while_writing_leaves_the_earlier_outputs_whole(tmp_path, monkeypatch):
+    """The trajectory figure failing on a rerun left eight new files beside the earlier
+    run's figure."""
+    from helpers.interrupted import install, snapshot
+    from isoflow import commands
+
+    install("design", monkeypatch.setattr)
+    out, argv = _design_setup(tmp_path)
+    assert commands.main(["design", *argv("m1")]) == 0
+    earlier = snapshot(out)
+    assert sorted(earlier) == sorted(output_paths("d").values())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figure")
+
+    with monkeypatch.context() as m:
+        m.setattr("isoflow.design.plot_trajectory", broken)
+        with pytest.raises(RuntimeError, match="no figure"):
+            commands.main(["design", *argv("m2")])
+    assert snapshot(out) == earlier
+    assert commands.main(["design", *argv("m2")]) == 0
+    now = snapshot(out)
+    assert sorted(now) == sorted(earlier) and now["d.profiles.tsv"] != earlier["d.profiles.tsv"]
+
+
+def test_a_rerun_killed_while_writing_leaves_the_earlier_outputs_whole(tmp_path, monkeypatch):
+    from helpers.interrupted import install, run_killed, snapshot
+    from isoflow import commands
+
+    install("design", monkeypatch.setattr)
+    out, argv = _design_setup(tmp_path)
+    assert commands.main(["design", *argv("m1")]) == 0
+    earlier = snapshot(out)
+    run_killed("design", argv("m2"), kill="isoflow.design:plot_profiles")
+    left = snapshot(out)
+    assert {k: v for k, v in left.items() if not k.startswith(".")} == earlier
+    assert ".d.design.partial/" in left  # what the kill left: the next run clears it
+    assert commands.main(["design", *argv("m2")]) == 0
+    now = snapshot(out)
+    assert sorted(now) == sorted(earlier) and now["d.profiles.tsv"] != earlier["d.profiles.tsv"]
