@@ -21,7 +21,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success.
 
     Works for files and directories. On any exception the temporary is removed and
-    ``path`` is left untouched (absent if it did not exist).
+    ``path`` is left untouched (absent if it did not exist). An earlier folder at ``path``
+    is renamed aside before the new one takes its place and only then removed: a kill
+    never leaves part of it there (it leaves ``path`` absent at worst, for an instant).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -34,8 +36,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: nothing was written for {final}")
         if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            aside = tmp.with_name(f"{tmp.name}.old")
+            os.replace(final, aside)
+            os.replace(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -32,6 +32,30 @@ def test_atomic_path_directory(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
 
 
+def test_a_folder_replaced_is_never_left_half_removed(tmp_path, monkeypatch):
+    """The earlier folder (finetune's -o, a bundle, a cache) was removed file by file before
+    the new one took its place: a kill then left part of it, which `isoflow finetune`
+    refused on the next run as not an earlier result."""
+    import shutil
+    from pathlib import Path
+
+    out = tmp_path / "ft"
+    out.mkdir()
+    for name in "abc":
+        (out / name).write_text("earlier")
+
+    def killed(path, *args, **kwargs):
+        next(Path(path).iterdir()).unlink()  # a file gone, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt), atomic_path(out) as tmp:
+        tmp.mkdir()
+        for name in "abcd":
+            (tmp / name).write_text("new")
+    assert {p.name: p.read_text() for p in out.iterdir()} == dict.fromkeys("abcd", "new")
+
+
 def test_atomic_path_requires_something_written(tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"nothing was written for {tmp_path / 'x'}$"):
         with atomic_path(tmp_path / "x"):
