@@ -759,7 +759,9 @@ def summary_table(result: Result, targets: Sequence[str]) -> tuple[str, str, pd.
 
 
 def genbank_records(result: Result) -> list:
-    """Biopython records, one per design: the parts as features (readable by
+    """Biopython records, one per design, named (LOCUS) by its id as every other output
+    names it (``design_ids``: the start's id and the design's number, so the records of two
+    starts' designs never share a name): the parts as features (readable by
     :func:`isoflow.constructs.read_constructs`, which reads back the same parts), the CDS
     with its translation. The flanks are ``misc_feature`` s labelled ``upstream`` /
     ``downstream``; when the start's flanks end at its ITRs (``result.extra["itrs"]``) their
@@ -798,10 +800,10 @@ def genbank_records(result: Result) -> list:
                 f"{cid}: a cassette between ITRs needs both flanks (upstream and downstream)"
             )
         seq = "".join(parts.values())
-        record = SeqRecord(
+        record = SeqRecord(  # LOCUS = the design's id, as in designs.fa/.tsv/profiles.tsv
             Seq(seq),
-            id=f"design{i + 1}",
-            name=f"design{i + 1}",
+            id=cid,
+            name=cid,
             description=f"{cid} objective={result.objective[i]:.4f}",
         )
         record.annotations["molecule_type"] = "DNA"
