@@ -123,17 +123,30 @@ def _with_option(line: str, parser: argparse.ArgumentParser, args: argparse.Name
 def _as_flags(err: InputError, flags: dict[str, str]) -> None:
     """A message naming a setting by its config key (``allow_noncanonical_cds``,
     ``finetune.folds``) names the command's flag instead: the module's ``FLAGS``. Short
-    keys (``fill``) only where they stand for the path; keys with ``_`` or ``.`` anywhere."""
+    keys (``fill``) only where they stand for the path; keys with ``_`` or ``.`` anywhere. A
+    key ending in ``.`` is a section whose keys are given another way (``design.constraints.``
+    -> ``--constraints key ``: ``design.constraints.gc_max`` reads ``--constraints key
+    gc_max``); a key of its own in ``flags`` wins over the section's."""
     import re
 
+    sections = {k: v for k, v in flags.items() if k.endswith(".")}
     if err.path in flags:
         err.path = flags[err.path]
-    if err.path is None and isinstance(err.record, str) and err.record in flags:
-        err.path, err.record = flags[err.record], None
+    if err.path is None and isinstance(err.record, str):
+        if err.record in flags:
+            err.path, err.record = flags[err.record], None
+        else:
+            for prefix, flag in sections.items():
+                if err.record.startswith(prefix):
+                    err.path, err.record = flag.split()[0], err.record[len(prefix) :]
+                    break
     for key, flag in flags.items():
-        if "_" in key or "." in key:
-            pattern = rf"(?<![\w.-]){re.escape(key)}(?!\w)"
+        if ("_" in key or "." in key) and not key.endswith("."):
+            pattern = rf"(?<![\w.-]){re.escape(key)}(?![\w.])"
             err.message = re.sub(pattern, flag, err.message)
+    for prefix, flag in sections.items():
+        pattern = rf"(?<![\w.-]){re.escape(prefix)}(?=\w)"
+        err.message = re.sub(pattern, flag, err.message)
 
 
 def file_error(err: BaseException) -> str | None:

@@ -142,7 +142,13 @@ class Constraints:
         section = dict(section or {})
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
-            raise InputError(None, "design.constraints", f"unknown key(s) {sorted(unknown)}")
+            from isoflow.config import _closest
+
+            known = cls.__dataclass_fields__
+            named = ", ".join(f"{k!r}{_closest(k, known)}" for k in sorted(unknown))
+            raise InputError(
+                None, "design.constraints", f"unknown key(s) {named}; known: {', '.join(known)}"
+            )
         for key in ("restriction_sites", "polya_signals"):
             if key in section:
                 section[key] = tuple(str(s).upper() for s in section[key] or ())

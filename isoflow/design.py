@@ -1002,7 +1002,17 @@ def _site(text: str) -> str:
 
 
 # config keys in messages, shown as this command's flags (isoflow.commands)
-FLAGS = {"design.fixed": "--fixed", "polya_tail": "--polya-tail", "fill": "--fill"}
+FLAGS = {
+    "design.fixed": "--fixed",
+    "design.id": "--id",
+    "design.constraints.restriction_sites": "--restriction-site",
+    # the rest of the section: keys of the --constraints YAML ("--constraints key gc_max")
+    "design.constraints.": "--constraints key ",
+    "design.constraints": "--constraints",
+    "target_tissues": "--target-tissue",
+    "polya_tail": "--polya-tail",
+    "fill": "--fill",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -1101,7 +1111,7 @@ def pick_construct(path: str | os.PathLike, cid: str | None) -> Construct:
     if cid is None:
         if len(constructs) != 1:
             raise InputError(
-                path, None, f"{len(constructs)} constructs: name the start with its id"
+                path, None, f"{len(constructs)} constructs: name the start with its id (design.id)"
             )
         return constructs[0]
     for c in constructs:

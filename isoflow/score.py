@@ -595,6 +595,7 @@ def plot_scores(scores: Scores, path: str | os.PathLike, demo: bool = False) -> 
 
 # config keys in messages, shown as this command's flags (isoflow.commands)
 FLAGS = {
+    "target_tissues": "--target-tissue",
     "allow_noncanonical_cds": "--allow-noncanonical-cds",
     "polya_tail": "--polya-tail",
     "fill": "--fill",

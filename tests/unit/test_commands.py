@@ -251,6 +251,42 @@ def test_messages_name_the_commands_flags_not_config_keys(tmp_path, capsys):
     )
 
 
+def test_errors_name_the_flags_and_the_constraints_keys_not_config_keys():
+    """Messages that name a config key read as the command's flag (a reviewer got
+    `<input>:target_tissues: …` from `isoflow score --target-tissue liver`, and
+    `design.constraints.polya_present` from `isoflow design`)."""
+    from isoflow import design, score
+    from isoflow.constraints import Constraints
+    from isoflow.score import check_targets
+
+    with pytest.raises(commands.InputError) as caught:
+        check_targets(["liver"], ["Liver", "Lung"])
+    err = caught.value
+    commands._as_flags(err, score.FLAGS)
+    assert str(err).startswith("--target-tissue: 'liver' is not a tissue of the model")
+
+    with pytest.raises(commands.InputError) as caught:
+        Constraints.from_config({"gc_maxx": 0.6})
+    err = caught.value
+    commands._as_flags(err, design.FLAGS)
+    assert str(err).startswith("--constraints: unknown key(s) 'gc_maxx' (did you mean 'gc_max'?)")
+
+    err = commands.InputError(
+        None,
+        "design.constraints.polya_present",
+        "impossible: … or set design.constraints.polya_present: false; "
+        "design.constraints.restriction_sites lists GAATTC",
+    )
+    commands._as_flags(err, design.FLAGS)
+    assert str(err) == (
+        "--constraints:polya_present: impossible: … or set --constraints key polya_present: "
+        "false; --restriction-site lists GAATTC"
+    )
+    err = commands.InputError("c.tsv", None, "8 constructs: name the start with its id (design.id)")
+    commands._as_flags(err, design.FLAGS)
+    assert str(err) == "c.tsv: 8 constructs: name the start with its id (--id)"
+
+
 @pytest.mark.parametrize(
     ("command", "option", "value"),
     [("design", "--restriction-site", ""), ("explain", "--attention-transcripts", "0")],

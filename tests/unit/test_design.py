@@ -174,7 +174,7 @@ def test_the_command_ends_impossible_constraints_with_one_line(tmp_path, capsys)
     argv += ["--id", "c1", "--target-tissue", "Liver", "--out", str(tmp_path / "o")]
     assert commands.main([*argv, "--constraints", str(settings)]) == 1
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "design.constraints.gc_window: impossible" in err, err
+    assert "\n" not in err and "--constraints:gc_window: impossible" in err, err
 
 
 def test_design_help_does_not_import_torch():
