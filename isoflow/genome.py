@@ -10,6 +10,7 @@ end of its contig: the part outside is N-padded, never dropped.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from collections.abc import Iterable
@@ -346,6 +347,22 @@ def check_contigs(
     raise InputError(annotation_path, first, message)
 
 
+# errno of a folder that may not be written: permission (a shared reference), read-only mount
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _unwritable_index(fasta_path: str | os.PathLike, err: OSError) -> InputError:
+    folder = Path(err.filename).parent if err.filename else Path(fasta_path).parent
+    return InputError(
+        fasta_path,
+        None,
+        f"cannot write its index (.fai) in {folder} ({os.strerror(err.errno)}): run "
+        f"`samtools faidx {fasta_path}` as someone who may write there (an index beside your "
+        "own FASTA is then only read, never rewritten), or copy the FASTA to a writable "
+        "folder and set genome.fasta to the copy",
+    )
+
+
 def index_fasta(
     fasta_path: str | os.PathLike,
     fai_path: str | os.PathLike,
@@ -361,9 +378,14 @@ def index_fasta(
         bgzip = fasta.read(2) == _GZIP_MAGIC
     gzi_path = gzi_path if gzi_path is not None else f"{fasta_path}.gzi"
     with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(atomic_path(fai_path))
+        try:
+            tmp = stack.enter_context(atomic_path(fai_path))
+            gzi = stack.enter_context(atomic_path(gzi_path)) if bgzip else None
+        except OSError as err:
+            if err.errno not in _NOT_WRITABLE:
+                raise
+            raise _unwritable_index(fasta_path, err) from None
         args = ["--fai-idx", str(tmp)]
-        gzi = stack.enter_context(atomic_path(gzi_path)) if bgzip else None
         if gzi is not None:
             args += ["--gzi-idx", str(gzi)]
         try:

@@ -494,16 +494,24 @@ def build_sequences(
     if dup.any():
         tid = transcripts["transcript_id"][dup].iloc[0]
         raise InputError(transcripts_path, tid, "transcript listed twice")
-    check_contigs(
-        transcripts["chrom"].unique(),
-        fasta,
-        annotation_path or transcripts_path,
-        contig_aliases,
-    )
+    # The index is checked against the FASTA first (a user's .fai is read as it is, never
+    # remade by the workflow): a stale one lacking a contig is named as stale, not as a
+    # contig missing from the FASTA.
+    genome = GenomeWindows(fasta)
+    try:
+        check_contigs(
+            transcripts["chrom"].unique(),
+            fasta,
+            annotation_path or transcripts_path,
+            contig_aliases,
+        )
+    except BaseException:
+        genome.close()
+        raise
     counts = {"transcripts": 0, "proteins": 0, "internal_stops": 0, "windows_past_ends": 0}
     with_stops: list[str] = []
     with (
-        GenomeWindows(fasta) as genome,
+        genome,
         atomic_path(rna_path) as rna_tmp,
         atomic_path(protein_path) as protein_tmp,
         xopen(rna_tmp, "wt", format="gz", threads=0) as rna_out,

@@ -79,6 +79,29 @@ def fasta_index_files(fasta: str) -> list[str]:
     return [f"{fasta}.fai"] + ([f"{fasta}.gzi"] if fasta.endswith(BGZIP_SUFFIXES) else [])
 
 
+# Where the workflow's own inputs go: downloads, and the demo's generated data.
+RESOURCES = "resources"
+
+
+def genome_index_outputs(fasta: str) -> list[str]:
+    """Rule genome_index's outputs for this genome FASTA, or ``[]`` when there is no such rule.
+
+    A FASTA under ``resources/`` is the workflow's (downloaded, or the demo's generated one):
+    its index is the rule's output, remade with it. Any other FASTA is the user's own, often a
+    shared read-only reference: when its index files (``fasta_index_files``) are all there,
+    they are inputs like the FASTA itself, never an output Snakemake could decide to remake
+    ("Code has changed", ``--forceall``) and write beside the user's file; the readers check
+    them against the FASTA (``genome.check_fasta_index``, in ``GenomeWindows``). Only an
+    index that is missing is built there, by the rule (``genome.index_fasta``, which fails in
+    one line when the folder is not writable). Relative paths are taken from the working
+    directory, as Snakemake takes them."""
+    index = fasta_index_files(fasta)
+    resources = os.path.abspath(RESOURCES)
+    if os.path.abspath(fasta).startswith(resources + os.sep):
+        return index
+    return [] if all(os.path.exists(path) for path in index) else index
+
+
 # ---------------------------------------------------------------- training runs
 
 

@@ -1,22 +1,28 @@
 # Rules of this stage: see DESIGN.md.
-from isoflow.workflow import fasta_index_files
+from isoflow.workflow import genome_index_outputs
+
+# The genome's index files the workflow makes; none for a user's FASTA already indexed, which
+# is then only read (isoflow.workflow.genome_index_outputs): no rule writes beside it.
+GENOME_INDEX = genome_index_outputs(genome_fasta())
 
 
-rule genome_index:
-    """samtools faidx index of the genome FASTA (isoflow.genome.index_fasta)."""
-    input:
-        genome_fasta(),
-    output:
-        # the .fai, and the .gzi of a bgzip FASTA (.gz)
-        fasta_index_files(genome_fasta()),
-    log:
-        "logs/genome_index/genome_index.log",
-    benchmark:
-        "benchmarks/genome_index/genome_index.tsv"
-    conda:
-        "../envs/isoflow.yaml"
-    script:
-        "../scripts/genome_index.py"
+if GENOME_INDEX:
+
+    rule genome_index:
+        """samtools faidx index of the genome FASTA (isoflow.genome.index_fasta)."""
+        input:
+            genome_fasta(),
+        output:
+            # the .fai, and the .gzi of a bgzip FASTA (.gz)
+            GENOME_INDEX,
+        log:
+            "logs/genome_index/genome_index.log",
+        benchmark:
+            "benchmarks/genome_index/genome_index.tsv"
+        conda:
+            "../envs/isoflow.yaml"
+        script:
+            "../scripts/genome_index.py"
 
 
 rule sequences:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 import subprocess
@@ -402,3 +403,45 @@ def test_utf8_character_in_a_sequence_fails_the_index_check(tmp_path: Path) -> N
     fasta.write_bytes(b">c1\nACGTACGTAC\nAC\xc3\xa9TA\n")
     with pytest.raises(InputError, match=r"a sequence line holds a byte outside ASCII"):
         index_fasta(fasta, tmp_path / "g.fa.fai")
+
+
+# ---- a user's FASTA in a folder the workflow may not write (a shared reference) ---------
+
+
+def test_index_fasta_in_a_folder_it_cannot_write_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    # Before: a PermissionError traceback from the temporary file beside the FASTA. Root
+    # writes a 0555 folder anyway, so the refusal is simulated where the file is made.
+    import errno
+
+    import isoflow.genome
+
+    fasta = tmp_path / "ref" / "g.fa"
+    fasta.parent.mkdir()
+    fasta.write_text(">c1\nACGT\n")
+
+    def refused(path):
+        raise PermissionError(errno.EACCES, "Permission denied", f"{Path(path).parent}/.x.fai.tmp")
+
+    monkeypatch.setattr(isoflow.genome, "atomic_path", refused)
+    with pytest.raises(InputError) as err:
+        index_fasta(fasta, f"{fasta}.fai")
+    assert str(err.value) == (
+        f"{fasta}: cannot write its index (.fai) in {fasta.parent} (Permission denied): run "
+        f"`samtools faidx {fasta}` as someone who may write there (an index beside your own "
+        "FASTA is then only read, never rewritten), or copy the FASTA to a writable folder "
+        "and set genome.fasta to the copy"
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes anyway")
+def test_index_fasta_in_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
+    fasta = tmp_path / "ref" / "g.fa"
+    fasta.parent.mkdir()
+    fasta.write_text(">c1\nACGT\n")
+    fasta.parent.chmod(0o555)
+    try:
+        with pytest.raises(InputError, match=r"cannot write its index \(\.fai\) in .*ref "):
+            index_fasta(fasta, f"{fasta}.fai")
+    finally:
+        fasta.parent.chmod(0o755)
+    assert sorted(p.name for p in fasta.parent.iterdir()) == ["g.fa"]

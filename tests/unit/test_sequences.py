@@ -485,6 +485,22 @@ def test_contig_listed_twice_in_the_genome(tmp_path: Path) -> None:
     assert "chr1: contig listed twice" in _build_bad(tmp_path, transcripts, fasta)
 
 
+def test_a_stale_index_lacking_a_contig_is_named_stale_not_the_contig_missing(
+    tmp_path: Path,
+) -> None:
+    # A user's .fai is read as it stands (the workflow never remakes it): one made before
+    # chr2 was added to the FASTA used to be reported as "contig 'chr2' is not in the genome
+    # FASTA", which it is.
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    fasta = _sec_fasta(tmp_path / "sec.fa")
+    chr2 = fasta.read_text().split(">chr2")[1]
+    fasta.write_text(fasta.read_text().split(">chr2")[0])
+    pysam.faidx(str(fasta))
+    fasta.write_text(fasta.read_text() + ">chr2" + chr2)
+    message = _build_bad(tmp_path, transcripts, fasta)
+    assert message.startswith(f"{fasta}: the index {fasta}.fai does not match the FASTA")
+
+
 def test_tss_that_is_not_the_first_transcribed_base(tmp_path: Path) -> None:
     # Before: the window was centred on whatever tss the table said.
     transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})

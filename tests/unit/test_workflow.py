@@ -629,6 +629,33 @@ def test_genome_index_declares_the_gzi_of_a_bgzip_fasta():
     ]
 
 
+def test_genome_index_leaves_an_indexed_fasta_of_the_users_alone(tmp_path, monkeypatch):
+    # Before: the rule always declared the .fai beside any FASTA, so Snakemake remade (and
+    # wrote beside) a user's read-only reference whose index was already there.
+    monkeypatch.chdir(tmp_path)
+    own = tmp_path / "ref" / "own.fa"
+    own.parent.mkdir()
+    own.write_text(">c1\nACGT\n")
+    assert workflow.genome_index_outputs(str(own)) == [f"{own}.fai"]  # absent: built
+    Path(f"{own}.fai").write_text("c1\t4\t4\t4\t5\n")
+    assert workflow.genome_index_outputs(str(own)) == []  # there: only read
+    assert workflow.genome_index_outputs("ref/own.fa") == []  # relative to the working dir
+    # a bgzip FASTA needs its .gzi too: with only the .fai there, both are built
+    packed = tmp_path / "ref" / "own.fa.gz"
+    packed.write_bytes(b"")
+    Path(f"{packed}.fai").write_text("")
+    assert workflow.genome_index_outputs(str(packed)) == [f"{packed}.fai", f"{packed}.gzi"]
+    Path(f"{packed}.gzi").write_bytes(b"")
+    assert workflow.genome_index_outputs(str(packed)) == []
+    # the workflow's own FASTAs (downloaded, the demo's): the index stays the rule's output
+    for made in ("resources/genome/GRCh38.fa", "resources/demo/genome.fa"):
+        Path(made).parent.mkdir(parents=True)
+        Path(made).write_text(">c1\nACGT\n")
+        Path(f"{made}.fai").write_text("c1\t4\t4\t4\t5\n")
+        assert workflow.genome_index_outputs(made) == [f"{made}.fai"]
+        assert workflow.genome_index_outputs(str(tmp_path / made)) == [f"{tmp_path / made}.fai"]
+
+
 @pytest.mark.parametrize("path", ["resources/models/esm2/", "./resources/models/esm2"])
 def test_a_weights_path_is_normalised_to_the_folder_the_download_rule_writes(path):
     # `path: resources/models/esm2/` passed the parse-time folder check, then asked Snakemake

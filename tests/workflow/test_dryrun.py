@@ -430,3 +430,45 @@ def test_train_jobs_one_exports_every_asked_bundle_in_one_job(tmp_path: Path):
     assert done.returncode == 0, done.stderr[-3000:]
     exports = sorted(j["output"] for j in parse_dry_run(done.stdout) if "export" in j["rule"])
     assert exports == sorted(seeds)
+
+
+@pytest.mark.slow
+def test_a_users_indexed_fasta_is_read_never_reindexed(tmp_path: Path) -> None:
+    """A user's FASTA (genome.fasta) whose .fai is there already: no job writes beside it,
+    even with --forceall (before: rule genome_index declared that .fai as its output, and
+    Snakemake remade it after a rules change, "Code has changed", also in a 0555 folder when
+    run as root). Without its .fai the rule builds it; the workflow's own FASTAs (the demo's,
+    a download) keep theirs as the rule's output."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "own.fa").write_text(">c1\nACGTACGTAC\n")
+    (ref / "own.gtf").write_text(
+        'c1\tx\ttranscript\t1\t8\t.\t+\t.\tgene_id "G1.1"; transcript_id "T1.1";\n'
+        'c1\tx\texon\t1\t8\t.\t+\t.\tgene_id "G1.1"; transcript_id "T1.1";\n'
+    )
+    overlay = tmp_path / "own.yaml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {"genome": {"fasta": str(ref / "own.fa")}, "annotation": {"gtf": str(ref / "own.gtf")}}
+        )
+    )
+    workdir = tmp_path / "work"
+    args = ("-n", "--forceall", "-d", workdir, "--configfile", "config/config.yaml", overlay)
+
+    def plan() -> dict[str, dict]:
+        done = snakemake(*args, "--", "results/sequences/rna.fa.gz")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return {job["rule"]: job for job in parse_dry_run(done.stdout)}
+
+    jobs = plan()  # no .fai yet: the rule builds it beside the FASTA
+    assert jobs["genome_index"]["output"] == f"{ref}/own.fa.fai"
+    (ref / "own.fa.fai").write_text("c1\t10\t4\t10\t11\n")
+    jobs = plan()
+    assert "genome_index" not in jobs, jobs["genome_index"]
+    assert f"{ref}/own.fa.fai" in jobs["sequences"]["input"]
+    # the demo's generated genome: its index is remade with it
+    done = snakemake("-n", "--forceall", "-d", workdir, "--configfile", "config/demo.yaml",
+                     "--", "results/sequences/rna.fa.gz")  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    demo = {job["rule"]: job for job in parse_dry_run(done.stdout)}
+    assert demo["genome_index"]["output"] == "resources/demo/genome.fa.fai"
