@@ -75,6 +75,67 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _Unreachable(Exception):
+    """A download that failed on the network (no route, DNS, refused, timed out, cut) or
+    that the server refused (``cause`` says which); :func:`download_encoder` turns it into
+    one line naming the weights folder and what to do."""
+
+    def __init__(self, host: str, cause: str, what: str):
+        super().__init__(f"{host}: {cause}")
+        self.host, self.cause, self.what = host, cause, what
+
+
+def _network_cause(err: BaseException) -> str | None:
+    """A few words for ``err`` when it is the network failing, else ``None`` (a bug, a full
+    disk: those keep their traceback). Walks the chain requests -> urllib3 -> socket, or
+    urllib -> socket, for the first link that says why."""
+    import http.client
+    import socket
+    import urllib.error
+
+    import requests
+
+    network = (
+        requests.ConnectionError,  # huggingface_hub's OfflineModeIsEnabled too
+        requests.Timeout,
+        ConnectionError,
+        TimeoutError,
+        socket.gaierror,
+        http.client.HTTPException,  # a connection closed mid-body
+    )
+    if isinstance(err, urllib.error.HTTPError) or not (
+        isinstance(err, network) or isinstance(err, urllib.error.URLError)
+    ):
+        return None
+    cause: BaseException | None = err
+    for _ in range(10):
+        if cause is None:
+            break
+        text = str(cause)
+        if type(cause).__name__ == "OfflineModeIsEnabled":
+            return "HF_HUB_OFFLINE is set"
+        if isinstance(cause, socket.gaierror) or "Failed to resolve" in text:
+            return "its name does not resolve: no DNS, no network"
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, TimeoutError | requests.Timeout) or "timed out" in text:
+            return "timed out"
+        reason = getattr(cause, "reason", None)
+        cause = (
+            reason if isinstance(reason, BaseException) else cause.__cause__ or cause.__context__
+        )
+    first = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {first[:200]}"
+
+
+def _hub_host() -> str:
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    return urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
+
+
 def resolve_hf_revision(repo: str, revision: str) -> str:
     """The commit hash that ``revision`` (branch, tag or hash) points to now."""
     from huggingface_hub import HfApi
@@ -93,17 +154,35 @@ def download_hf(
     ignore_patterns: list[str] | None = None,
 ) -> dict[str, Any]:
     """Snapshot ``repo`` at the commit ``revision`` resolves to into ``dest``."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import errors, snapshot_download
 
-    commit = resolve_hf_revision(repo, revision)
-    log.info("%s@%s resolves to commit %s", repo, revision, commit)
-    snapshot_download(
-        repo_id=repo,
-        revision=commit,
-        local_dir=str(dest),
-        allow_patterns=allow_patterns,
-        ignore_patterns=DEFAULT_IGNORE if ignore_patterns is None else ignore_patterns,
-    )
+    what = f"{repo}@{revision}"
+    try:
+        commit = resolve_hf_revision(repo, revision)
+        log.info("%s@%s resolves to commit %s", repo, revision, commit)
+        snapshot_download(
+            repo_id=repo,
+            revision=commit,
+            local_dir=str(dest),
+            allow_patterns=allow_patterns,
+            ignore_patterns=DEFAULT_IGNORE if ignore_patterns is None else ignore_patterns,
+        )
+    except errors.RevisionNotFoundError:
+        raise InputError(None, repo, f"the Hub has no revision {revision!r} of it") from None
+    except errors.RepositoryNotFoundError:  # gated ones (GatedRepoError) too
+        raise InputError(
+            None,
+            repo,
+            "the Hub has no such repository, or it is private or gated (`hf auth login`)",
+        ) from None
+    except errors.LocalEntryNotFoundError as err:  # snapshot_download, the connection lost
+        cause = _network_cause(err.__cause__) if err.__cause__ else None
+        raise _Unreachable(_hub_host(), cause or "the transfer failed", what) from err
+    except Exception as err:
+        cause = _network_cause(err)
+        if cause is None:
+            raise
+        raise _Unreachable(_hub_host(), cause, what) from err
     files = sorted(
         str(p.relative_to(dest))
         for p in dest.rglob("*")
@@ -122,9 +201,21 @@ def download_hf(
 
 
 def _fetch_url(url: str, dest: Path) -> None:
+    import urllib.error
+    from urllib.parse import urlparse
+
     import torch.hub
 
-    torch.hub.download_url_to_file(url, str(dest), progress=False)
+    host = urlparse(url).hostname or url
+    try:
+        torch.hub.download_url_to_file(url, str(dest), progress=False)
+    except urllib.error.HTTPError as err:  # the server answered, with an error
+        raise _Unreachable(host, f"HTTP {err.code} {err.reason}", url) from err
+    except Exception as err:
+        cause = _network_cause(err)
+        if cause is None:
+            raise
+        raise _Unreachable(host, cause, url) from err
 
 
 def download_esm(model: str, dest: Path, url: str | None = None) -> dict[str, Any]:
@@ -150,23 +241,46 @@ def download_encoder(name: str, spec: dict, dest: str | os.PathLike) -> Path:
     ``url``) for fair-esm. ``name`` is what the record and messages call the folder.
     """
     dest = Path(dest)
-    with atomic_path(dest) as tmp:
-        tmp.mkdir(parents=True)
-        if spec.get("esm_model"):
-            record = download_esm(spec["esm_model"], tmp, spec.get("url"))
-        elif spec.get("repo"):
-            record = download_hf(
-                spec["repo"],
-                str(spec.get("revision") or "main"),
-                tmp,
-                spec.get("allow_patterns"),
-                spec.get("ignore_patterns"),
-            )
-        else:
-            raise InputError(None, name, "pretrained encoder needs `repo` (Hub) or `esm_model`")
-        record = {"encoder": name, **record, "downloaded_at": _now()}
-        (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    try:
+        with atomic_path(dest) as tmp:
+            tmp.mkdir(parents=True)
+            if spec.get("esm_model"):
+                record = download_esm(spec["esm_model"], tmp, spec.get("url"))
+            elif spec.get("repo"):
+                record = download_hf(
+                    spec["repo"],
+                    str(spec.get("revision") or "main"),
+                    tmp,
+                    spec.get("allow_patterns"),
+                    spec.get("ignore_patterns"),
+                )
+            else:
+                raise InputError(None, name, "pretrained encoder needs `repo` (Hub) or `esm_model`")
+            record = {"encoder": name, **record, "downloaded_at": _now()}
+            (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    except InputError as err:  # named by the weights folder it was for
+        if err.path is not None:
+            raise
+        raise InputError(dest, err.record, err.message) from None
+    except _Unreachable as err:
+        if err.cause.startswith("HTTP "):  # reached: the server refused this URL
+            raise InputError(
+                dest, None, f"{err.what}: {err.cause}; check the spec's `esm_model` and `url`"
+            ) from None
+        raise InputError(dest, None, _offline_message(dest, err)) from None
     return dest
+
+
+def _offline_message(dest: Path, err: _Unreachable) -> str:
+    """What to do when the weights cannot be fetched from here (docs/encoders.md)."""
+    return (
+        f"cannot reach {err.host} ({err.cause}) to download {err.what}: run rule "
+        f"download_encoders on a host with internet access (`snakemake --cores 1 "
+        f"{dest}/{SOURCE_FILE}`) and copy {dest} here, or set the encoder's `path` to a "
+        f"folder already holding weights isoflow downloaded, with their {SOURCE_FILE} "
+        "(docs/encoders.md, Pretrained weights), or use `source: tiny` (small random "
+        "weights, nothing downloaded: a trial run)"
+    )
 
 
 def read_source(path: str | os.PathLike) -> dict[str, Any]:

@@ -220,3 +220,151 @@ def test_an_esm_folder_of_another_model_or_url_fails(tmp_path, monkeypatch):
         build_encoder("esm2", {**spec, "esm_model": "esm2_t33_650M_UR50D"})
     with pytest.raises(InputError, match=r"\(url differ\)"):
         build_encoder("esm2", {**spec, "url": "https://example.org/esm2.pt"})
+
+
+# ---- a host without internet access: one line saying what to do, not pages of traceback ----
+
+OFFLINE_FIX = (
+    ": run rule download_encoders on a host with internet access (`snakemake --cores 1 "
+    "{dest}/isoflow_source.json`) and copy {dest} here, or set the encoder's `path` to a "
+    "folder already holding weights isoflow downloaded, with their isoflow_source.json "
+    "(docs/encoders.md, Pretrained weights), or use `source: tiny` (small random weights, "
+    "nothing downloaded: a trial run)"
+)
+
+
+def _dns_failure(host):
+    """What requests raises when ``host`` does not resolve (as on the reviewer's host)."""
+    import socket
+
+    import requests
+    import urllib3
+
+    gaierror = socket.gaierror(-2, "Name or service not known")
+    try:
+        raise urllib3.exceptions.MaxRetryError(
+            None, "/api/models", urllib3.exceptions.NameResolutionError(host, None, gaierror)
+        )
+    except urllib3.exceptions.MaxRetryError as err:
+        try:
+            raise requests.ConnectionError(err)
+        except requests.ConnectionError as outer:
+            return outer
+
+
+def test_esm_download_offline_is_one_line(tmp_path, monkeypatch):
+    # Before: urllib.error.URLError and a page of traceback from torch.hub.
+    import socket
+    import urllib.error
+
+    import torch.hub
+
+    def offline(url, dst, progress=True):
+        raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    dest = tmp_path / "models" / "esm2"
+    with pytest.raises(InputError) as err:
+        weights.download_encoder("esm2", {"esm_model": "esm2_t30_150M_UR50D"}, dest)
+    assert str(err.value) == (
+        f"{dest}: cannot reach dl.fbaipublicfiles.com (its name does not resolve: no DNS, no "
+        "network) to download https://dl.fbaipublicfiles.com/fair-esm/models/"
+        "esm2_t30_150M_UR50D.pt" + OFFLINE_FIX.format(dest=dest)
+    )
+    assert list(dest.parent.iterdir()) == []
+
+
+def _hub_raising(monkeypatch, model_info=None, snapshot=None):
+    def info(self, repo_id, revision=None, **kwargs):
+        if model_info is not None:
+            raise model_info
+        return types.SimpleNamespace(sha=COMMIT)
+
+    def snapshot_download(**kwargs):
+        raise snapshot
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", info)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+
+
+def test_hub_download_offline_is_one_line(tmp_path, monkeypatch):
+    # Before: requests.exceptions.ConnectionError and a page of traceback.
+    _hub_raising(monkeypatch, model_info=_dns_failure("huggingface.co"))
+    dest = tmp_path / "models" / "enformer"
+    with pytest.raises(InputError) as err:
+        weights.download_encoder("enformer", {"repo": "EleutherAI/enformer-official-rough"}, dest)
+    assert str(err.value) == (
+        f"{dest}: cannot reach huggingface.co (its name does not resolve: no DNS, no network) "
+        "to download EleutherAI/enformer-official-rough@main" + OFFLINE_FIX.format(dest=dest)
+    )
+    assert list(dest.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("where", "raised", "cause"),
+    [
+        ("model_info", "timeout", "timed out"),
+        ("model_info", "offline_mode", "HF_HUB_OFFLINE is set"),
+        ("model_info", "refused", "connection refused"),
+        ("snapshot", "lost", "its name does not resolve: no DNS, no network"),
+    ],
+)
+def test_hub_network_failures_name_their_cause(tmp_path, monkeypatch, where, raised, cause):
+    import requests
+    from huggingface_hub import errors
+
+    if raised == "lost":  # snapshot_download's wrapper of a failed transfer
+        error = errors.LocalEntryNotFoundError("cannot find the requested files")
+        error.__cause__ = _dns_failure("huggingface.co")
+    else:
+        error = {
+            "timeout": requests.ConnectTimeout("connect timeout=10"),
+            "offline_mode": errors.OfflineModeIsEnabled("offline"),
+            "refused": requests.ConnectionError(ConnectionRefusedError(111, "refused")),
+        }[raised]
+        error.__context__ = error.args[0] if isinstance(error.args[0], BaseException) else None
+    _hub_raising(monkeypatch, **{"model_info" if where == "model_info" else "snapshot": error})
+    dest = tmp_path / "models" / "borzoi"
+    with pytest.raises(InputError, match=rf"^{dest}: cannot reach huggingface.co \({cause}\) "):
+        weights.download_encoder("borzoi", {"repo": "johahi/borzoi-replicate-0"}, dest)
+
+
+def test_hub_and_server_refusals_are_one_line(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torch.hub
+    from huggingface_hub import errors
+
+    _hub_raising(monkeypatch, model_info=errors.RepositoryNotFoundError("404"))
+    with pytest.raises(InputError) as err:
+        weights.download_encoder("x", {"repo": "a/b"}, tmp_path / "x")
+    assert str(err.value) == (
+        f"{tmp_path / 'x'}:a/b: the Hub has no such repository, or it is private or gated "
+        "(`hf auth login`)"
+    )
+    _hub_raising(monkeypatch, model_info=errors.RevisionNotFoundError("404"))
+    with pytest.raises(InputError, match=r":a/b: the Hub has no revision 'v9' of it$"):
+        weights.download_encoder("x", {"repo": "a/b", "revision": "v9"}, tmp_path / "x")
+
+    def not_found(url, dst, progress=True):
+        raise urllib.error.HTTPError(url, 404, "Not Found", None, None)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", not_found)
+    dest = tmp_path / "esm2"
+    with pytest.raises(InputError) as err:
+        weights.download_encoder("esm2", {"esm_model": "esm2_t99"}, dest)
+    assert str(err.value) == (
+        f"{dest}: https://dl.fbaipublicfiles.com/fair-esm/models/esm2_t99.pt: HTTP 404 Not "
+        "Found; check the spec's `esm_model` and `url`"
+    )
+
+
+def test_a_failure_that_is_not_the_network_keeps_its_traceback(tmp_path, monkeypatch):
+    import torch.hub
+
+    def disk_full(url, dst, progress=True):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        weights.download_encoder("esm2", {"esm_model": "esm2_t6_8M_UR50D"}, tmp_path / "esm2")
