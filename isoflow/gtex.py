@@ -518,12 +518,36 @@ def check_overlap(
     for tid in gtex - annotation:
         gtex_bases.setdefault(_unversioned(tid), tid)
     versioned = [(a, g) for a, g in ((t, gtex_bases.get(_unversioned(t))) for t in missing) if g]
-    if versioned:
-        here, there = versioned[0]
+    # Which side lacks the suffix: none (another release), the matrix, or the annotation.
+    by_kind: dict[str, list[tuple[str, str]]] = {}
+    for a, g in versioned:
+        kind = "matrix" if g == _unversioned(g) else "annotation" if a == _unversioned(a) else ""
+        by_kind.setdefault(kind or "release", []).append((a, g))
+    kind = max(by_kind, key=lambda k: len(by_kind[k])) if by_kind else None
+    pairs = by_kind.get(kind, [])
+    here, there = pairs[0] if pairs else ("", "")
+    if kind == "release":
         cause = (
-            f"{len(versioned):,} of them differ only in the version suffix ({here} in the "
+            f"{len(pairs):,} of them differ only in the version suffix ({here} in the "
             f"annotation, {there} in the matrix): the annotation is another GENCODE release "
             "than the matrix's (GTEx v8: GENCODE v26)"
+        )
+    elif kind == "matrix":
+        unversioned = sum(tid == _unversioned(tid) for tid in gtex)
+        which = "none of its" if unversioned == len(gtex) else f"{len(gtex) - unversioned:,} of"
+        cause = (
+            f"{len(pairs):,} of them are in the matrix without their version suffix ({here} "
+            f"in the annotation, {there} in the matrix; {which} {len(gtex):,} IDs carry one): "
+            "this is not GTEx v8's transcript TPM file, whose IDs are versioned (GENCODE v26) "
+            "as the annotation's are; use that file, or give the matrix's IDs the version "
+            "suffixes of the annotation release it was quantified with"
+        )
+    elif kind == "annotation":
+        cause = (
+            f"{len(pairs):,} of them are in the matrix only with a version suffix the "
+            f"annotation's IDs lack ({here} in the annotation, {there} in the matrix): use an "
+            "annotation whose IDs carry versions, GENCODE v26's for GTEx v8 (an Ensembl GTF "
+            "or GFF3 with transcript_version / version attributes is read with them)"
         )
     else:
         cause = (

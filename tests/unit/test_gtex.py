@@ -734,6 +734,43 @@ def test_ids_of_another_annotation_name_the_release_cause(tmp_path, attrs_path):
         overlap_run(tmp_path, attrs_path, annotation_ids, rows)
 
 
+def test_a_matrix_without_version_suffixes_is_named_as_such(tmp_path, attrs_path):
+    # Before: "105 of them differ only in the version suffix (...): the annotation is another
+    # GENCODE release", the wrong cause and fix when the matrix carries no versions at all.
+    rows = random_rows(10, len(sample_ids(attrs_path)), seed=6)
+    annotation_ids = [r[0] for r in rows]
+    rows = [(tid.rsplit(".", 1)[0], gene, values) for tid, gene, values in rows]
+    with pytest.raises(InputError) as info:
+        overlap_run(tmp_path, attrs_path, annotation_ids, rows)
+    first = sorted(annotation_ids)[0]
+    assert str(info.value).endswith(
+        f"likely cause: 10 of them are in the matrix without their version suffix ({first} in "
+        f"the annotation, {first.rsplit('.', 1)[0]} in the matrix; none of its 10 IDs carry "
+        "one): this is not GTEx v8's transcript TPM file, whose IDs are versioned (GENCODE "
+        "v26) as the annotation's are; use that file, or give the matrix's IDs the version "
+        "suffixes of the annotation release it was quantified with"
+    )
+    # a few versioned IDs among them are counted as such
+    rows[0] = (annotation_ids[0], *rows[0][1:])
+    with pytest.raises(InputError, match=r"; 1 of 10 IDs carry one\): this is not GTEx v8's"):
+        overlap_run(tmp_path, attrs_path, annotation_ids, rows)
+
+
+def test_an_annotation_without_version_suffixes_is_named_as_such(tmp_path, attrs_path):
+    rows = random_rows(10, len(sample_ids(attrs_path)), seed=7)
+    annotation_ids = [r[0].rsplit(".", 1)[0] for r in rows]
+    with pytest.raises(InputError) as info:
+        overlap_run(tmp_path, attrs_path, annotation_ids, rows)
+    first = sorted(annotation_ids)[0]
+    matrix_id = next(r[0] for r in rows if r[0].startswith(first + "."))
+    assert str(info.value).endswith(
+        f"likely cause: 10 of them are in the matrix only with a version suffix the "
+        f"annotation's IDs lack ({first} in the annotation, {matrix_id} in the matrix): use an "
+        "annotation whose IDs carry versions, GENCODE v26's for GTEx v8 (an Ensembl GTF or "
+        "GFF3 with transcript_version / version attributes is read with them)"
+    )
+
+
 def test_ninety_percent_overlap_warns_and_writes_examples(tmp_path, attrs_path, caplog):
     rows = random_rows(20, len(sample_ids(attrs_path)), seed=5)
     rows += [("ENST00000999999.1_PAR_Y", "ENSG00000999999.1_PAR_Y", rows[0][2])]
