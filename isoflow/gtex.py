@@ -277,14 +277,29 @@ def _check_no_tissue(
     )
 
 
+# How many names a one-line error lists before "... and N more".
+MISSING_TISSUES_SHOWN = 10
+MATRIX_TISSUES_SHOWN = 60  # GTEx v8: 31 SMTS, 54 SMTSD
+
+
+def _some(names: list[str], shown: int) -> str:
+    more = f", ... and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def select_tissues(
     sample_tissue: dict[str, str],
     tissue_set: str,
     tissues: list[str] | None,
     min_samples: int,
     samples_path: PathLike,
+    gct_path: PathLike | None = None,
 ) -> list[str]:
-    """The tissue list: the configured one (checked) or every tissue with >= min_samples, sorted."""
+    """The tissue list: the configured one (checked) or every tissue with >= min_samples, sorted.
+
+    Configured tissues without a sample in the matrix are one error naming the config key
+    (``tissues.<tissue_set>``), every such tissue (with near matches) and the tissues the
+    matrix's samples do have, with their sample counts."""
     counts = Counter(t for t in sample_tissue.values() if t)
     if tissues is None:
         return sorted(t for t, n in counts.items() if n >= min_samples)
@@ -295,17 +310,26 @@ def select_tissues(
             dup[0],
             f"tissue listed twice in tissues.{tissue_set} (the config): list each tissue once",
         )
+    column = TISSUE_COLUMNS[tissue_set]
+    missing = []
     for tissue in tissues:
-        n = counts.get(tissue, 0)
-        if n == 0:
+        if counts.get(tissue, 0) == 0:
             near = difflib.get_close_matches(tissue, list(counts), n=3, cutoff=0.5)
-            hint = f"; near matches: {', '.join(near)}" if near else ""
-            raise InputError(
-                samples_path,
-                tissue,
-                f"configured tissue has no sample in the TPM matrix "
-                f"({TISSUE_COLUMNS[tissue_set]}){hint}",
-            )
+            missing.append(f"{tissue} (near {' / '.join(near)})" if near else tissue)
+    if missing:
+        matrix = f"the TPM matrix {gct_path}" if gct_path is not None else "the TPM matrix"
+        have = [f"{t} ({n})" for t, n in sorted(counts.items())]
+        raise InputError(
+            "config",
+            f"tissues.{tissue_set}",
+            f"{len(missing)} of the {len(tissues)} configured tissues have no sample in "
+            f"{matrix} ({column} of its samples in {samples_path}): "
+            f"{_some(missing, MISSING_TISSUES_SHOWN)}; its samples are of {len(counts)} "
+            f"{column} tissue(s) (samples): {_some(have, MATRIX_TISSUES_SHOWN)}; list only "
+            f"those in tissues.{tissue_set}, or set it to null for every tissue with samples",
+        )
+    for tissue in tissues:
+        n = counts[tissue]
         if n < min_samples:
             raise InputError(
                 samples_path, tissue, f"only {n} sample(s), gtex.min_samples is {min_samples}"
@@ -350,7 +374,7 @@ def aggregate_tpm(
     dropped_cells: dict[str, int] = {}
     if cell_lines == "drop":
         dropped_cells = _drop_cell_lines(attrs, sample_tissue, tissue_set, tissues, samples)
-    tissues = select_tissues(sample_tissue, tissue_set, tissues, min_samples, samples)
+    tissues = select_tissues(sample_tissue, tissue_set, tissues, min_samples, samples, gct)
     if not tissues:
         raise InputError(samples, None, f"no tissue has >= {min_samples} samples in {gct}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -319,11 +320,29 @@ def test_sample_missing_from_attributes(tmp_path, attrs_path):
 def test_configured_tissue_without_samples(tmp_path, attrs_path):
     samples = sample_ids(attrs_path)
     gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
-    msg = run_bad(tmp_path, attrs_path, gct, tissues=["Brain", "Hearts"])
-    assert msg == (
-        f"{attrs_path}:Hearts: configured tissue has no sample in the TPM matrix (SMTS); "
-        "near matches: Heart"
+    # Before: one tissue at a time, blaming the samples file, no list, no config key.
+    counts = Counter(
+        pd.read_csv(attrs_path, sep="\t", dtype=str).set_index("SAMPID").loc[samples, "SMTS"]
     )
+    have = ", ".join(f"{t} ({n})" for t, n in sorted(counts.items()))
+    configured = ["Brain", "Hearts", "Adipose Tissue", "Kidney"]
+    msg = run_bad(tmp_path, attrs_path, gct, tissues=configured)
+    assert msg == (
+        f"config:tissues.smts: 3 of the 4 configured tissues have no sample in the TPM matrix "
+        f"{gct} (SMTS of its samples in {attrs_path}): Hearts (near Heart), Adipose Tissue, "
+        f"Kidney; its samples are of {len(counts)} SMTS tissue(s) (samples): {have}; list only "
+        "those in tissues.smts, or set it to null for every tissue with samples"
+    )
+
+
+def test_many_missing_tissues_are_listed_in_one_line_cut_short(tmp_path, attrs_path):
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(5, len(samples)))
+    configured = ["Brain", *(f"Tissue {i:02d}" for i in range(15))]
+    msg = run_bad(tmp_path, attrs_path, gct, tissues=configured)
+    assert msg.startswith("config:tissues.smts: 15 of the 16 configured tissues have no sample")
+    listed = ", ".join(f"Tissue {i:02d}" for i in range(10))
+    assert f"): {listed}, ... and 5 more; its samples are of " in msg
 
 
 def test_a_tissue_configured_twice_is_one_line(tmp_path, attrs_path):
