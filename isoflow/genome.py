@@ -324,7 +324,8 @@ def check_contigs(
     ``annotation_contigs`` are names after ``contig_aliases`` (annotation name -> genome
     name) were applied; the hint is written in terms of the annotation's own name.
     """
-    in_fasta = set(fasta_contigs(fasta_path))
+    names = fasta_contigs(fasta_path)
+    in_fasta = set(names)
     missing = list(dict.fromkeys(c for c in annotation_contigs if c not in in_fasta))
     if not missing:
         return
@@ -344,7 +345,37 @@ def check_contigs(
         message += f'; the FASTA has {match!r}: remove "{original}": "{first}" from contig_aliases'
     elif match is not None:
         message += f'; the FASTA has {match!r}: set contig_aliases: {{"{original}": "{match}"}}'
+    else:
+        message += _contig_names_hint(names, original)
     raise InputError(annotation_path, first, message)
+
+
+# How many of the FASTA's contig names a missing-contig error shows.
+CONTIG_NAMES_SHOWN = 5
+
+
+def _contig_names_hint(names: list[str], original: str) -> str:
+    """No alias candidate is in the FASTA: show some of its names, and the config key that
+    maps the annotation's names onto them (NCBI-style headers, ``gi|…|ref|NC_012920.1|``,
+    are a name of their own: the whole first word of the header)."""
+    if not names:
+        return "; the FASTA has no contigs"
+    shown = ", ".join(repr(name) for name in names[:CONTIG_NAMES_SHOWN])
+    if len(names) == 1:
+        hint = f"; the FASTA's only contig is {shown}"
+    else:
+        more = len(names) - CONTIG_NAMES_SHOWN
+        hint = f"; the FASTA's contigs are {shown}" + (f" and {more:,} more" if more > 0 else "")
+    hint += (
+        ": map the annotation's names to the FASTA's with contig_aliases (annotation name: "
+        f'FASTA name, e.g. {{"{original}": "<its name in the FASTA>"}})'
+    )
+    if any("|" in name for name in names):
+        hint += (
+            ", or rename the FASTA's NCBI-style headers (the whole first word, gi|...|ref|"
+            "ACCESSION|, is the name), e.g. to the annotation's names"
+        )
+    return hint
 
 
 # errno of a folder that may not be written: permission (a shared reference), read-only mount

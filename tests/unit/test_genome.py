@@ -139,8 +139,32 @@ def test_check_contigs_names_the_missing_contig_with_a_hint(
     assert "(nor are 1 more)" in message
     if hint:
         assert message.endswith(hint)
-    else:
-        assert "contig_aliases" not in message
+    else:  # no candidate name: the FASTA's own names and the key that maps onto them
+        assert message.endswith(
+            "; the FASTA's contigs are 'chr1', 'chr2', 'chrM': map the annotation's names to "
+            "the FASTA's with contig_aliases (annotation name: FASTA name, e.g. "
+            '{"chr2_alt": "<its name in the FASTA>"})'
+        )
+
+
+def test_check_contigs_lists_ncbi_style_names_when_no_alias_fits(tmp_path: Path) -> None:
+    # Before: "contig 'MT' is not in the genome FASTA ..." and nothing more: no name of the
+    # FASTA's, no word of contig_aliases.
+    fasta = tmp_path / "mt.fa"
+    fasta.write_text(">gi|251831106|ref|NC_012920.1| Homo sapiens mitochondrion\nACGT\n")
+    with pytest.raises(InputError) as err:
+        check_contigs(["MT"], fasta, "Ensembl_MT.gtf")
+    assert str(err.value) == (
+        f"Ensembl_MT.gtf:MT: contig 'MT' is not in the genome FASTA {fasta}; the FASTA's only "
+        "contig is 'gi|251831106|ref|NC_012920.1|': map the annotation's names to the FASTA's "
+        'with contig_aliases (annotation name: FASTA name, e.g. {"MT": "<its name in the '
+        "FASTA>\"}), or rename the FASTA's NCBI-style headers (the whole first word, "
+        "gi|...|ref|ACCESSION|, is the name), e.g. to the annotation's names"
+    )
+    many = tmp_path / "many.fa"
+    many.write_text("".join(f">ctg{i}\nACGT\n" for i in range(8)))
+    with pytest.raises(InputError, match=r"'ctg3', 'ctg4' and 3 more: map the annotation's"):
+        check_contigs(["chr9"], many, "ann.gtf")
 
 
 def test_check_contigs_hint_removes_a_chr_prefix(tmp_path: Path) -> None:
