@@ -50,7 +50,7 @@ from isoflow.commands import positive_int
 from isoflow.constructs import Construct, ModelInputs, construct_inputs
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.experiments import MODALITIES
-from isoflow.genome import GenomeWindows, _alias_candidates
+from isoflow.genome import CONTIG_NAMES_SHOWN, GenomeWindows, _alias_candidates
 
 log = logging.getLogger("isoflow.variants")
 
@@ -306,7 +306,14 @@ def check_variants(
                     f"pass --contig-alias {chrom}={hint}"
                 )
             else:
-                message += "; is the variant file on another assembly?"
+                names = list(genome.lengths)
+                shown = ", ".join(repr(n) for n in names[:CONTIG_NAMES_SHOWN])
+                more = len(names) - CONTIG_NAMES_SHOWN
+                message += (
+                    f"; is the variant file on another assembly? The genome's contigs are "
+                    f"{shown}{f' and {more:,} more' if more > 0 else ''} (--contig-alias "
+                    f"{chrom}=NAME maps a variant file's contig onto one)"
+                )
             raise InputError(where[0], where[1], message)
         length = genome.lengths[chrom]
         if v.end > length:

@@ -211,6 +211,14 @@ def test_ref_mismatch_and_unknown_contig_are_one_line_errors(tmp_path):
         assert "contig '1' is not in the genome" in text and "--contig-alias 1=chr1" in text
         (ok,) = check_variants([Variant("rs2", "1", 500, base, alt)], genome, {"1": "chr1"})
         assert ok.chrom == "chr1"
+        # no alias fits (an NCBI accession): the genome's own names, and the option to map
+        with pytest.raises(InputError) as err:
+            check_variants([Variant("rs4", "NC_000001.11", 500, base, alt, "v.tsv", 4)], genome)
+        text = _one_line(err)
+        assert text.endswith(
+            "is the variant file on another assembly? The genome's contigs are 'chr1' "
+            "(--contig-alias NC_000001.11=NAME maps a variant file's contig onto one)"
+        )
         with pytest.raises(InputError, match="past the end of the contig"):
             check_variants([Variant("rs3", "chr1", 40_001, "A", "C")], genome)
 
