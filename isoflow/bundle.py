@@ -668,7 +668,8 @@ aggregator). Load it with `isoflow.load_model("<this folder>")`; docs/bundle.md.
 Dataset `{manifest["dataset"]["name"]}` (sha256 `{manifest["dataset"]["sha256"]}`):
 {counts.get("train", 0)} training, {counts.get("valid", 0)} validation and
 {counts.get("test", 0)} test transcripts, split by `{split.get("scheme", "unrecorded")}`
-(a gene's isoforms on one side for `gene`). {manifest.get("data") or ""}
+(a gene's isoforms on one side for `gene`; for `locus` those of every gene sharing a TSS or
+exons with it, or a TSS within `locus_tss_distance` bp). {manifest.get("data") or ""}
 
 Encoders:
 {encoders}

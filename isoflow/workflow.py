@@ -62,6 +62,28 @@ def set_options(
     }
 
 
+# split keys added after results were built under the gene and chrom schemes -> the scheme
+# that reads them: the splits and export rules get such a key only under that scheme, so
+# those results keep their params (and editing the key reruns nothing they made).
+SPLIT_KEYS_OF_SCHEME = {"locus_tss_distance": "locus"}
+
+
+def split_settings(
+    config: Mapping[str, Any], scheme: str | None = None, schema_path=SCHEMA
+) -> dict[str, Any]:
+    """``config["split"]`` as the rules record it for ``scheme`` (default: the configured
+    one): a key of ``SPLIT_KEYS_OF_SCHEME`` only under its scheme, the rest as configured
+    (the same order)."""
+    section = dict(config.get("split") or {})
+    if scheme is None:
+        scheme = section.get("scheme", schema_default("split", "scheme", schema_path))
+    return {
+        key: value
+        for key, value in section.items()
+        if SPLIT_KEYS_OF_SCHEME.get(key, scheme) == scheme
+    }
+
+
 def schema_default(section: str, key: str, schema_path=SCHEMA) -> Any:
     """The schema's default of ``config[section][key]`` (its one home)."""
     return load_schema(str(schema_path))["properties"][section]["properties"][key]["default"]
@@ -300,13 +322,14 @@ def export_all_inputs(
 def bundle_settings(config: dict, experiments: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """What the export rules record for the bundles of ``experiments``: their training
     settings (``rule_settings``, which the checkpoint fingerprint is computed from) plus
-    ``dna``, ``split``, ``dataset`` and ``demo``, and ``rna`` and ``protein`` whether the
-    runs read them or not (a bundle's manifest records both limits, as configured)."""
+    ``dna``, ``split`` (:func:`split_settings`), ``dataset`` and ``demo``, and ``rna`` and
+    ``protein`` whether the runs read them or not (a bundle's manifest records both limits,
+    as configured)."""
     keys = ("dna", "split", "dataset", "demo")
     return (
         rule_settings(config, experiments)
         | {"rna": rna_config(config), "protein": protein_config(config)}
-        | {k: config[k] for k in keys if k in config}
+        | {k: split_settings(config) if k == "split" else config[k] for k in keys if k in config}
     )
 
 

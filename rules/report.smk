@@ -92,6 +92,8 @@ rule report_splits:
         f"results/splits/{SPLIT_SCHEME}.tsv",
         # the dataset, only when report.reference_counts is set: its counts per split
         **reference_inputs(config, DATASET),
+        # TSS, strand, contig: the held-out transcripts near a train TSS of another gene
+        transcripts="results/annotation/transcripts.parquet",
     output:
         figure=report(
             f"{REPORT_DIR}/data/splits.svg",

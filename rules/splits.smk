@@ -1,5 +1,7 @@
 # Rules of this stage: see DESIGN.md.
 
+from isoflow.workflow import split_settings
+
 
 rule splits:
     """Train/valid/test per transcript, deterministic from IDs (isoflow.splits)."""
@@ -12,10 +14,11 @@ rule splits:
     benchmark:
         "benchmarks/splits/{scheme}.tsv"
     wildcard_constraints:
-        scheme="gene|chrom",
+        scheme="gene|locus|chrom",
     conda:
         "../envs/isoflow.yaml"
     params:
-        split=config["split"],
+        # config["split"], less the keys of another scheme (isoflow.workflow.split_settings)
+        split=lambda wildcards: split_settings(config, wildcards.scheme),
     script:
         "../scripts/splits.py"

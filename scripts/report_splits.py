@@ -15,6 +15,7 @@ def main() -> None:
         # only when report.reference_counts is set (isoflow.workflow.set_options)
         dataset=sm.input.get("dataset"),
         reference=sm.params.get("reference_counts"),
+        transcripts=sm.input.transcripts,
     )
 
 

@@ -54,6 +54,8 @@ from isoflow.report.tables import (
     ablation_display,
     ablation_table,
     biotype_table,
+    leak_note,
+    leak_table,
     length_table,
     model_stamp,
     overlap_note,
@@ -69,7 +71,7 @@ from isoflow.report.tables import (
     write_table,
     zero_table,
 )
-from isoflow.splits import read_splits
+from isoflow.splits import TSS_COLUMNS, read_splits, tss_leaks
 from isoflow.workflow import BASELINE_METRICS
 
 log = logging.getLogger(__name__)
@@ -130,27 +132,43 @@ def build_splits(
     demo: bool = False,
     dataset: str | Path | None = None,
     reference: Mapping[str, Any] | None = None,
+    transcripts: str | Path | None = None,
 ) -> None:
-    """Transcripts and genes per split from ``splits/{scheme}.tsv``; with ``reference``
+    """Transcripts and genes per split from ``splits/{scheme}.tsv``; with ``transcripts``
+    (``transcripts.parquet``) also the held-out transcripts whose TSS is, or lies near, a
+    train TSS of another gene (``splits.tss_leaks``); with ``reference``
     (``report.reference_counts``) also the genes and transcripts per split of ``dataset``
     (the dataset parquet) beside the reference's, with the relative difference."""
-    sizes = split_table(read_splits(splits))
+    frame = read_splits(splits)
+    sizes = split_table(frame)
     save_figure(plot_split_sizes(sizes), figure, demo)
-    note = None
+    notes = []
+    if transcripts is not None:
+        annotation = pd.read_parquet(
+            transcripts, columns=["transcript_id", "gene_id", *TSS_COLUMNS]
+        )
+        sizes = leak_table(sizes, tss_leaks(annotation, frame, source=transcripts))
+        notes.append(leak_note(scheme))
     if reference:
         if dataset is None:
             raise ValueError("reference counts need the dataset parquet")
         rows = pd.read_parquet(dataset, columns=["split", "gene_id"])
         sizes = reference_counts_table(sizes, rows, reference)
         source = f" ({reference['source']})" if reference.get("source") else ""
-        note = (
+        notes.append(
             f"transcripts, genes: rows of splits/{scheme}.tsv (every annotation transcript). "
             f"In dataset: rows of {Path(dataset).name} (annotation ∩ GTEx, after every "
             f"filter). In reference: {reference['label']}{source}, from the config key "
             "report.reference_counts, not from this run. Difference: (dataset - reference) "
             "/ reference."
         )
-    write_table(sizes, table, f"Split sizes ({scheme} scheme)", note=note, stamp=_data_stamp(demo))
+    write_table(
+        sizes,
+        table,
+        f"Split sizes ({scheme} scheme)",
+        note=" ".join(notes) or None,
+        stamp=_data_stamp(demo),
+    )
 
 
 def build_lengths(

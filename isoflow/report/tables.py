@@ -30,7 +30,7 @@ from isoflow.experiments import (
 )
 from isoflow.files import atomic_path
 from isoflow.report.readers import METRICS, is_collapsed
-from isoflow.splits import SPLITS
+from isoflow.splits import NEAR_TSS_BP, SPLITS, leak_share
 from isoflow.workflow import BASELINE_METRICS
 
 METRIC_LABELS = {"r2": "R²", "spearman": "Spearman", "pearson": "Pearson"}
@@ -82,6 +82,51 @@ def split_table(splits: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+SAME_TSS_COLUMN = "TSS of a train transcript of another gene"
+NEAR_TSS_COLUMN = f"a train TSS of another gene within {NEAR_TSS_BP:,} bp"
+
+
+def leak_table(table: pd.DataFrame, leaks: pd.DataFrame) -> pd.DataFrame:
+    """``split_table(...)`` with, per held-out split, its transcripts whose TSS is a train
+    transcript's of another gene and those with a train TSS of another gene within
+    ``NEAR_TSS_BP`` (``splits.tss_leaks``), each as ``count (share)``; blank for train."""
+    table = table.copy()
+    by_split = leaks.set_index("split")
+    for column, key in ((SAME_TSS_COLUMN, "same_tss"), (NEAR_TSS_COLUMN, "near_tss")):
+        cells = []
+        for split in table["split"]:
+            if split in by_split.index:
+                count, total = int(by_split.at[split, key]), int(by_split.at[split, "transcripts"])
+                cells.append(f"{count:,} ({leak_share(count, total)})")
+            else:
+                cells.append(None)
+        table[column] = cells
+    return table
+
+
+def leak_note(scheme: str) -> str:
+    """What the two leak columns of :func:`leak_table` count, and what they say of ``scheme``."""
+    note = (
+        f"{SAME_TSS_COLUMN}: valid or test transcripts whose TSS (contig, strand, position) "
+        "is a train transcript's of another gene: the same DNA window, and for a readthrough "
+        "gene such as INO80B-WBP1 the same first exons. "
+        f"{NEAR_TSS_COLUMN}: those with such a TSS on either strand within {NEAR_TSS_BP:,} "
+        "bp (the same ones included; a bidirectional promoter), whose windows are nearly "
+        "the same sequence. "
+    )
+    if scheme == "gene":
+        note += (
+            "The gene scheme leaves both in (a gene ID is its only unit); the locus scheme "
+            "keeps genes sharing a TSS or exons on one side (docs/reproduction.md)."
+        )
+    elif scheme == "locus":
+        note += (
+            "The locus scheme puts genes with TSSs within split.locus_tss_distance of each "
+            "other on one side: within that distance both counts are 0."
+        )
+    return note
 
 
 def reference_counts_table(

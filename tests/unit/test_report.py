@@ -104,6 +104,49 @@ def test_split_view_reads_the_splits_through_their_owner(tmp_path):
     assert not out.exists()
 
 
+def test_split_view_counts_held_out_transcripts_at_a_train_tss_of_another_gene(tmp_path):
+    """A reviewer's finding: under the gene scheme a readthrough gene's transcript (its own
+    gene ID, its parent's TSS) can be in test while the parent is in train. With the
+    annotation, the splits view counts such transcripts (same TSS, and a train TSS of another
+    gene within 1 kb) per held-out split, and says what the scheme does about them."""
+    splits = tmp_path / "gene.tsv"
+    splits.write_text(
+        "transcript_id\tgene_id\tsplit\na\tPARENT.1\ttrain\nb\tREADTHROUGH.1\ttest\n"
+        "c\tNEIGHBOUR.1\ttest\nd\tFAR.1\tvalid\n"
+    )
+    annotation = tmp_path / "transcripts.parquet"
+    pd.DataFrame(
+        {"transcript_id": ["a", "b", "c", "d"],
+         "gene_id": ["PARENT.1", "READTHROUGH.1", "NEIGHBOUR.1", "FAR.1"],
+         "chrom": ["chr2"] * 4, "strand": ["+", "+", "-", "+"],
+         "tss": [1000, 1000, 400, 90_000]}
+    ).to_parquet(annotation)  # fmt: skip
+    html = tmp_path / "s.html"
+    build.build_splits(splits, tmp_path / "s.svg", html, "gene", transcripts=annotation)
+    text = html.read_text()
+    assert tables.SAME_TSS_COLUMN in text and tables.NEAR_TSS_COLUMN in text
+    assert "The gene scheme leaves both in" in text
+    table = tables.leak_table(
+        tables.split_table(read_splits(splits)),
+        pd.DataFrame(
+            [
+                {"split": "valid", "transcripts": 1, "same_tss": 0, "near_tss": 0},
+                {"split": "test", "transcripts": 2, "same_tss": 1, "near_tss": 2},
+            ]
+        ),
+    ).set_index("split")
+    assert table.loc["test", tables.SAME_TSS_COLUMN] == "1 (50.00%)"
+    assert table.loc["test", tables.NEAR_TSS_COLUMN] == "2 (100.00%)"
+    assert table.loc["valid", tables.NEAR_TSS_COLUMN] == "0 (0.00%)"
+    assert pd.isna(table.loc["train", tables.SAME_TSS_COLUMN])
+    for cell in ("1 (50.00%)", "2 (100.00%)", "0 (0.00%)"):
+        assert cell in text
+    build.build_splits(splits, tmp_path / "s.svg", html, "locus", transcripts=annotation)
+    assert "within that distance both counts are 0" in html.read_text()
+    build.build_splits(splits, tmp_path / "s.svg", html, "gene")
+    assert tables.SAME_TSS_COLUMN not in html.read_text()
+
+
 def test_split_view_shows_the_reference_counts_beside_the_dataset(tmp_path):
     """report.reference_counts: the dataset's genes and transcripts per split beside the
     reference's, with (dataset - reference) / reference; without the key, nothing."""

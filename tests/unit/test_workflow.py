@@ -393,6 +393,24 @@ NEW_OPTIONS = {
 }
 
 
+def test_split_settings_hold_a_scheme_s_own_key_only_under_that_scheme():
+    """split.locus_tss_distance (added with the locus scheme) reaches the splits rule and the
+    export params only under the locus scheme: the gene and chrom splits, and the bundles
+    made from them, keep the params they had (Snakemake compares their repr: same order),
+    and editing the distance reruns none of them."""
+    section = {"scheme": "gene", "valid_fraction": 0.1, "salt": "x", "locus_tss_distance": 1000}
+    config = {"split": section}
+    gene = {"scheme": "gene", "valid_fraction": 0.1, "salt": "x"}
+    assert repr(workflow.split_settings(config)) == repr(gene)
+    assert workflow.split_settings(config, "chrom") == gene
+    assert workflow.split_settings({"split": {**section, "locus_tss_distance": 5}}) == gene
+    assert workflow.split_settings(config, "locus") == section
+    locus = {"split": {**section, "scheme": "locus"}}
+    assert workflow.split_settings(locus)["locus_tss_distance"] == 1000
+    assert workflow.bundle_settings(config, [])["split"] == gene
+    assert workflow.bundle_settings(locus, [])["split"] == locus["split"]
+
+
 def test_embed_threads_by_encoder_else_two():
     def threads(name, **resources):
         return workflow.embed_threads(SimpleNamespace(encoder=name), {"resources": resources})
