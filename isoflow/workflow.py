@@ -30,7 +30,13 @@ from isoflow.experiments import (
     run_pooling,
 )
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
-from isoflow.model.registry import ENCODER_HOST_MB, IMPORT_MB, encoder_kind, encoder_modality
+from isoflow.model.registry import (
+    ENCODER_HOST_MB,
+    IMPORT_MB,
+    TOKEN_GEOMETRY,
+    encoder_kind,
+    encoder_modality,
+)
 from isoflow.settings import (
     cached_modalities,
     encoder_names,
@@ -619,6 +625,98 @@ def embed_pooling(config: dict) -> dict[str, Any]:
     for key in POSITIONAL_OPTIONS:
         pooling[key] = int(section.get(key) or schema_default("embed", key))
     return pooling
+
+
+def dna_span(config: dict, experiment: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The DNA a run's model reads, from the config and the encoder registry
+    (``registry.TOKEN_GEOMETRY``), or None for a run without DNA (or whose DNA encoder's
+    family has no geometry there).
+
+    ``input_bp``: what the DNA encoder is fed (``dna.window``; Nucleotide Transformer: the
+    ``(max_len - 1) * 6`` bp around its centre); ``tokens`` of ``letters`` bp each come out
+    (Enformer, Borzoi: the centre ``target_length`` / ``bins_to_return`` bins), covering
+    ``output_bp``. What the aggregator sees (``mode``): a positional cache keeps the
+    ``embed.dna_crop_bins`` central tokens unpooled (``span_bp`` = kept tokens x bp per
+    token, around the TSS); an adaptive cache averages all tokens into ``slots`` =
+    ``min(tokens, pool_to)``; a DNA encoder read raw gives all its tokens. ``span_bp`` is the
+    DNA behind those tokens; ``text`` says it in one line. Each token's encoder saw all
+    ``input_bp`` through its receptive field."""
+    experiment = {**EXPERIMENT_DEFAULTS, **experiment}
+    if "dna" not in experiment["modalities"]:
+        return None
+    name = experiment["dna_encoder"]
+    spec = encoder_spec(config, name)
+    family = encoder_kind(name, spec)[0]
+    if family not in TOKEN_GEOMETRY:  # a new family without its geometry line: not stated
+        return None
+    geometry = TOKEN_GEOMETRY[family]
+    default = geometry.tiny if spec["source"] == "tiny" else geometry.pretrained
+    if family == "nucleotide_transformer":
+        cap = int(spec.get("max_len") or default)
+    elif spec["source"] == "tiny":
+        cap = int((spec.get("hparams") or {}).get(geometry.cap, default))
+    else:
+        cap = int(spec.get(geometry.cap) or default)
+    window = int((config.get("dna") or {}).get("window") or schema_default("dna", "window"))
+    letters = geometry.letters
+    if family == "nucleotide_transformer":
+        input_bp = min(window, (cap - 1) * letters)
+        tokens = input_bp // letters + input_bp % letters  # 6-mers, then single letters
+        output_bp = input_bp
+    else:
+        input_bp = window
+        tokens = window // letters if cap == -1 else min(cap, window // letters)
+        output_bp = tokens * letters
+    if "dna" not in cached_modalities(config, experiment):
+        mode, kept, slots, span_bp = "raw", tokens, tokens, output_bp
+    elif run_pooling(experiment) == "positional":
+        kept = min(tokens, embed_pooling(config)["dna_crop_bins"])
+        mode, slots, span_bp = "positional", kept, min(kept * letters, output_bp)
+    else:
+        mode, kept, slots, span_bp = (
+            "adaptive",
+            tokens,
+            min(tokens, int(spec["pool_to"])),
+            output_bp,
+        )
+    centre = " (the window's centre)" if input_bp < window else ""
+    read = f"reads {input_bp:,} bp{centre}, outputs {tokens:,} tokens of {letters} bp"
+    if mode == "positional":
+        text = f"{read}; the cache keeps the central {kept:,}: {span_bp:,} bp around the TSS"
+    elif mode == "adaptive":
+        text = (
+            f"{read} ({output_bp:,} bp), averaged into {slots:,} slots of ~"
+            f"{output_bp // max(slots, 1):,} bp (adaptive cache)"
+        )
+    else:
+        text = f"{read}, all {output_bp:,} bp (encoder read raw)"
+    return {
+        "encoder": name,
+        "mode": mode,
+        "input_bp": input_bp,
+        "tokens": tokens,
+        "letters": letters,
+        "output_bp": output_bp,
+        "kept_tokens": kept,
+        "slots": slots,
+        "span_bp": span_bp,
+        "text": text,
+    }
+
+
+# Ablation factors whose levels can read different spans of DNA: the report states each's.
+DNA_SPAN_FACTORS = ("dna_encoder", "pooling")
+
+
+def ablation_dna_spans(
+    config: dict, experiments: Mapping[str, Mapping[str, Any]], factor: str
+) -> dict[str, dict[str, Any]]:
+    """Run name -> :func:`dna_span`, for the runs reading DNA under a factor of
+    ``DNA_SPAN_FACTORS`` (rule report_ablation's params; empty for the other factors)."""
+    if factor not in DNA_SPAN_FACTORS:
+        return {}
+    spans = {run: dna_span(config, experiment) for run, experiment in experiments.items()}
+    return {run: span for run, span in spans.items() if span is not None}
 
 
 def shared_forward_encoders(config: dict, experiments: Mapping[str, dict]) -> list[str]:

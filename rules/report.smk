@@ -6,7 +6,13 @@ from pathlib import Path
 
 from isoflow.experiments import FACTORS as REPORT_FACTORS
 from isoflow.settings import protein_config, rna_config
-from isoflow.workflow import REPORT_DIR, baseline_input, reference_inputs, report_provenance
+from isoflow.workflow import (
+    REPORT_DIR,
+    ablation_dna_spans,
+    baseline_input,
+    reference_inputs,
+    report_provenance,
+)
 
 REPORT = config["report"]
 # Figures made from the synthetic demo say so on the figure itself.
@@ -315,6 +321,8 @@ rule report_ablation:
         demo=REPORT_DEMO,
         tiny_encoders=REPORT_TINY,
         factor="{factor}",
+        # run -> the DNA it reads, for the DNA-encoder and pooling ablations (else empty)
+        dna_spans=lambda wildcards: ablation_dna_spans(config, EXPERIMENTS, wildcards.factor),
     script:
         "../scripts/report_ablation.py"
 

@@ -4,10 +4,13 @@ Light on purpose: the workflow reads it at parse time (``isoflow.workflow.embed_
 the config check (``isoflow.config``) takes its keys as the encoder classes a spec may name.
 ``isoflow.model.encoders``, which imports torch, builds the encoders from it: the family is
 the module ``isoflow/model/encoders/<family>.py``. A new family is that file plus one line
-here (docs/encoders.md, "Adding an encoder family").
+here, and a DNA family its ``TOKEN_GEOMETRY`` line (docs/encoders.md, "Adding an encoder
+family").
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from isoflow.errors import InputError
 
@@ -20,6 +23,29 @@ ENCODERS: dict[str, tuple[str, str]] = {
     "esm2": ("esm2", "protein"),
 }
 
+
+class TokenGeometry(NamedTuple):
+    """How a family's output tokens map onto its input: ``letters`` bp (or nt) per token, and
+    the setting that caps the tokens it returns (``cap``: an hparam, for published weights
+    also a spec key) with its default for tiny and for published weights."""
+
+    letters: int
+    cap: str
+    tiny: int
+    pretrained: int
+
+
+# Family -> token geometry, the one home of these numbers (the encoder classes read them;
+# ``isoflow.workflow.dna_span`` states from them what DNA a run reads). Enformer: 128 bp bins,
+# the centre ``target_length`` kept (enformer-pytorch's crop; -1 keeps all); Borzoi: 32 bp
+# bins, the centre ``bins_to_return`` kept (BorzoiConfig's default for published weights);
+# Nucleotide Transformer: 6-mers, ``max_len`` tokens with CLS, so (max_len - 1) * 6 letters
+# (a DNA window cropped to them around its centre).
+TOKEN_GEOMETRY: dict[str, TokenGeometry] = {
+    "enformer": TokenGeometry(128, "target_length", 8, 896),
+    "borzoi": TokenGeometry(32, "bins_to_return", 16, 6144),
+    "nucleotide_transformer": TokenGeometry(6, "max_len", 2048, 2048),
+}
 
 # Host memory of one embedding forward on CPU, per family, in MiB (peak RSS of the process,
 # interpreter and imports included: ~252 MiB of it), for isoflow.workflow.embed_mem_mb:

@@ -54,6 +54,7 @@ from isoflow.report.tables import (
     ablation_display,
     ablation_table,
     biotype_table,
+    dna_span_note,
     leak_note,
     leak_table,
     length_table,
@@ -374,17 +375,20 @@ def build_ablation(
     baseline_path: str | Path | None = None,
     demo: bool = False,
     tiny_encoders: Iterable[str] = (),
+    dna_spans: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """One factor varied, everything else held fixed (``fraction``: the data-scaling view);
-    ``tiny_encoders`` as for :func:`build_experiments`."""
+    ``tiny_encoders`` as for :func:`build_experiments`; ``dna_spans``
+    (``workflow.ablation_dna_spans``): the DNA each level reads, stated per row."""
     metrics_by_run = _load_metrics(experiments, metrics_paths)
     baseline = _load_baseline(baseline_path)
-    table = ablation_table(experiments, metrics_by_run, factor, paper, baseline)
+    table = ablation_table(experiments, metrics_by_run, factor, paper, baseline, dna_spans)
     label = FACTOR_LABELS[factor]
     note = f"Each comparison holds every setting but the {label} fixed. "
     fixed = table.loc[table["source"] == SOURCE_RUN].get("held fixed", pd.Series()).unique()
     if len(fixed) == 1:
         note += f"Held fixed: {fixed[0]}. "
+    note += dna_span_note(table)
     note += _across_note(paper, baseline)
     title = "Data scaling" if factor == "fraction" else f"Ablation: {label}"
     write_table(

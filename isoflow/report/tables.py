@@ -423,15 +423,24 @@ def runs_display(table: pd.DataFrame) -> pd.DataFrame:
     return shown
 
 
+# The DNA each level's model reads (``workflow.dna_span``), in the ablations whose levels
+# can differ in it (``workflow.DNA_SPAN_FACTORS``): the span behind the DNA tokens the
+# aggregator sees, and how it came from the encoder.
+DNA_SPAN_COLUMN = "DNA span (bp)"
+DNA_READ_COLUMN = "DNA read"
+
+
 def ablation_display(table: pd.DataFrame, factor: str) -> pd.DataFrame:
-    """The ablation table as a reader sees it: ``mean ± sd`` cells, the factor first.
+    """The ablation table as a reader sees it: ``mean ± sd`` cells, the factor first (then
+    the DNA span each level reads, when the table holds it).
 
     With several comparisons each row names its comparison and what it holds fixed; with
     one, the table leaves both out (``build_ablation`` states the fixed settings once).
     """
     several = "comparison" in table.columns and table["comparison"].nunique() > 1
     first = ["source", "comparison", FACTOR_LABELS[factor]] if several else None
-    shown = pooled_display(table, first or ["source", FACTOR_LABELS[factor]])
+    first = (first or ["source", FACTOR_LABELS[factor]]) + [DNA_SPAN_COLUMN, DNA_READ_COLUMN]
+    shown = pooled_display(table, first)
     for column in ("n_test",) + (("held fixed",) if several else ()):
         if column in table.columns:
             shown[column] = table[column]
@@ -448,18 +457,27 @@ def ablation_table(
     factor: str,
     paper: Mapping[str, Any] | None = None,
     baseline: Mapping[str, Any] | None = None,
+    dna_spans: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """One row per (group, level of ``factor``), seeds pooled; then the shuffled-target
-    control, the sequence-free baseline and the paper's row, in that order."""
+    control, the sequence-free baseline and the paper's row, in that order. ``dna_spans``
+    (run -> ``workflow.dna_span``): each level's DNA span and how it is read, from its first
+    run (its seeds read the same)."""
     label = FACTOR_LABELS[factor]
     rows = []
     for i, group in enumerate(ablation_groups(experiments, factor), start=1):
         for level, runs in group["levels"].items():
+            span = (dna_spans or {}).get(runs[0])
             rows.append(
                 {
                     "source": SOURCE_RUN,
                     "comparison": i,
                     label: level,
+                    **(
+                        {DNA_SPAN_COLUMN: span["span_bp"], DNA_READ_COLUMN: span["text"]}
+                        if span
+                        else {}
+                    ),
                     "held fixed": group["fixed"],
                     **_pooled(runs, metrics_by_run),
                 }
@@ -474,6 +492,24 @@ def ablation_table(
     if row:
         rows.append({"source": row["source"], label: row["setting"], **_paper_metrics(row)})
     return pd.DataFrame(rows)
+
+
+def dna_span_note(table: pd.DataFrame) -> str:
+    """What the DNA span columns say, and, when the compared levels read different spans,
+    that the comparison varies the span as well as the factor; empty without the columns."""
+    if DNA_SPAN_COLUMN not in table.columns:
+        return ""
+    note = (
+        f"{DNA_SPAN_COLUMN}: the DNA behind the tokens the aggregator sees, from the config "
+        "and the encoder registry (tokens kept x bp per token for a positional cache; the "
+        "encoder's whole output, averaged into pool_to slots, for an adaptive one; its whole "
+        "output read raw); every token's encoder saw the whole input it reads. "
+    )
+    runs = table[table["source"] == SOURCE_RUN]
+    spans = runs.groupby("comparison")[DNA_SPAN_COLUMN].nunique(dropna=False)
+    if (spans > 1).any():
+        note += "The levels read different spans: the comparison varies the span as well. "
+    return note
 
 
 # ---------------------------------------------------------------- tables: targets and errors

@@ -330,6 +330,44 @@ def test_ablation_display_writes_mean_plus_minus_sd(tmp_path):
     assert f'<td class="num">{full["R²"]:.3f} ± {full["R² sd"]:.3f}</td>' in page
 
 
+def test_dna_encoder_ablation_states_the_dna_span_each_level_reads(tmp_path):
+    """A reviewer's finding: under positional pooling the DNA-encoder ablation compares
+    16,384 bp of Enformer bins with 768 bp of NT 6-mers. With the spans
+    (workflow.ablation_dna_spans), each level's row states the DNA it reads, and the note
+    says the comparison varies the span as well; without them, the table is as before."""
+    from isoflow import workflow
+
+    experiments = write_all_runs(tmp_path)
+    paths = [tmp_path / "results/runs" / run / "metrics.json" for run in experiments]
+    config = {**ABLATIONS, "model": {"cached_modalities": ["dna", "rna", "protein"]}}
+    spans = workflow.ablation_dna_spans(config, experiments, "dna_encoder")
+    html = tmp_path / "a.html"
+    build.build_ablation(
+        experiments, paths, "dna_encoder", None, html, tmp_path / "a.svg", dna_spans=spans
+    )
+    text = html.read_text()
+    assert tables.DNA_SPAN_COLUMN in text and tables.DNA_READ_COLUMN in text
+    assert "the comparison varies the span as well" in text
+    metrics = load_metrics(tmp_path, experiments)
+    table = tables.ablation_table(experiments, metrics, "dna_encoder", None, None, spans)
+    by_level = table.set_index("DNA encoder")
+    # the tiny encoders (ABLATIONS sets no spec) on the schema's 196,608 bp window, adaptive
+    # caches of 8 Enformer bins (128 bp) and 16 Borzoi bins (32 bp)
+    assert by_level.loc["enformer", tables.DNA_SPAN_COLUMN] == 1_024
+    assert by_level.loc["borzoi", tables.DNA_SPAN_COLUMN] == 512
+    assert "averaged into 8 slots" in by_level.loc["enformer", tables.DNA_READ_COLUMN]
+    shown = tables.ablation_display(table, "dna_encoder")
+    assert list(shown.columns[:4]) == [
+        "source",
+        "DNA encoder",
+        tables.DNA_SPAN_COLUMN,
+        tables.DNA_READ_COLUMN,
+    ]
+    assert '<td class="num">1,024</td>' in text
+    build.build_ablation(experiments, paths, "dna_encoder", None, html, tmp_path / "a.svg")
+    assert tables.DNA_SPAN_COLUMN not in html.read_text()
+
+
 def test_runs_table_pools_seeds_then_baseline_then_paper(tmp_path):
     experiments = write_all_runs(tmp_path)
     metrics = load_metrics(tmp_path, experiments)

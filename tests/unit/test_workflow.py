@@ -683,3 +683,86 @@ def test_a_weights_path_is_normalised_to_the_folder_the_download_rule_writes(pat
     assert workflow.weights_dir("esm2", config["encoders"]["esm2"]) == "resources/models/esm2"
     inputs = workflow.embed_inputs(SimpleNamespace(encoder="esm2"), config, "d.parquet", "g.fa")
     assert inputs["weights"] == "resources/models/esm2/isoflow_source.json"
+
+
+# --- the DNA a run reads (a reviewer's finding: the DNA-encoder ablation compares spans) ----
+
+
+def shipped(*names: str) -> dict:
+    """The shipped config files merged key by key, later files winning (as Snakemake does)."""
+
+    def merge(into: dict, over: dict) -> dict:
+        for key, value in over.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                merge(into[key], value)
+            else:
+                into[key] = value
+        return into
+
+    config: dict = {}
+    for name in names:
+        merge(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    return config
+
+
+def spans_by_encoder(config: dict) -> dict[tuple[str, str], dict]:
+    spans = {}
+    for experiment in expand_experiments(config).values():
+        span = workflow.dna_span(config, experiment)
+        if span:
+            spans[(span["encoder"], span["mode"])] = span
+    return spans
+
+
+def test_dna_span_of_the_ablation_s_encoders_under_positional_pooling():
+    """config.yaml's positional cache keeps embed.dna_crop_bins (128) tokens whatever the
+    encoder: Enformer's 128 bp bins 16,384 bp, NT's 6-mers 768 bp of the 12,282 bp NT reads,
+    Borzoi's 32 bp bins 4,096 bp; the adaptive pooling run averages Enformer's 896 bins."""
+    spans = spans_by_encoder(shipped("config.yaml", "ablations.yaml"))
+    enformer = spans[("enformer", "positional")]
+    assert (enformer["input_bp"], enformer["tokens"], enformer["letters"]) == (196_608, 896, 128)
+    assert (enformer["kept_tokens"], enformer["span_bp"]) == (128, 16_384)
+    assert enformer["text"].endswith("the cache keeps the central 128: 16,384 bp around the TSS")
+    nt = spans[("nt_dna", "positional")]
+    assert (nt["input_bp"], nt["tokens"], nt["span_bp"]) == (12_282, 2_047, 768)
+    assert "reads 12,282 bp (the window's centre)" in nt["text"]
+    adaptive = spans[("enformer", "adaptive")]
+    assert (adaptive["span_bp"], adaptive["slots"]) == (114_688, 64)
+    assert "averaged into 64 slots of ~1,792 bp" in adaptive["text"]
+    borzoi = spans_by_encoder(shipped("config.yaml", "borzoi.yaml"))[("borzoi", "positional")]
+    assert (borzoi["input_bp"], borzoi["tokens"], borzoi["span_bp"]) == (524_288, 6_144, 4_096)
+
+
+def test_dna_span_read_raw_and_of_tiny_encoders():
+    config = shipped("demo.yaml")
+    spans = spans_by_encoder(config)
+    # the demo's tiny Enformer: target_length 8 of 2,048 / 128 = 16 bins; crop 4 of them
+    assert spans[("enformer", "positional")]["span_bp"] == 512
+    assert spans[("enformer", "adaptive")]["span_bp"] == 1_024
+    raw = {**config, "model": {**config["model"], "cached_modalities": ["rna", "protein"]}}
+    span = workflow.dna_span(raw, {"modalities": ["dna"], "dna_encoder": "nt_dna"})
+    # a tiny NT on the 2,048 bp window: 341 6-mers and 2 single letters, all of them
+    assert (span["mode"], span["input_bp"], span["tokens"], span["span_bp"]) == (
+        "raw",
+        2_048,
+        343,
+        2_048,
+    )
+    assert workflow.dna_span(config, {"modalities": ["rna"]}) is None
+    # a family with no TOKEN_GEOMETRY line: no span stated
+    odd = {"encoders": {"x": {"class": "esm2", "modality": "dna"}}}
+    assert workflow.dna_span(odd, {"modalities": ["dna"], "dna_encoder": "x"}) is None
+    # a pretrained Enformer's spec target_length caps its bins
+    enformer = {"source": "pretrained", "target_length": 200, "path": "resources/models/e"}
+    pretrained = {**config, "dna": {"window": 196_608}, "encoders": {"enformer": enformer}}
+    span = workflow.dna_span(pretrained, {"modalities": ["dna"], "pooling": "adaptive"})
+    assert (span["tokens"], span["span_bp"]) == (200, 25_600)
+
+
+def test_ablation_dna_spans_only_for_factors_whose_levels_can_differ_in_it():
+    config = shipped("config.yaml", "ablations.yaml")
+    experiments = expand_experiments(config)
+    spans = workflow.ablation_dna_spans(config, experiments, "dna_encoder")
+    assert set(spans) == {r for r, e in experiments.items() if "dna" in e["modalities"]}
+    assert workflow.ablation_dna_spans(config, experiments, "pooling") == spans
+    assert workflow.ablation_dna_spans(config, experiments, "aggregator") == {}

@@ -10,6 +10,9 @@ from torch import nn
 
 from isoflow.errors import InputError
 from isoflow.model.encoders.base import DnaEncoder, one_hot_dna
+from isoflow.model.registry import TOKEN_GEOMETRY
+
+GEOMETRY = TOKEN_GEOMETRY["borzoi"]  # 32 bp bins; bins_to_return 16 (tiny), 6,144 (published)
 
 # The input the published weights' relative-position table covers (4,096 positions).
 BORZOI_INPUT_BP = 524_288
@@ -24,7 +27,7 @@ class BorzoiEncoder(DnaEncoder):
         heads=2,
         attn_dim_key=16,
         attn_dim_value=32,
-        bins_to_return=16,
+        bins_to_return=GEOMETRY.tiny,
         dropout_rate=0.0,
         attn_dropout=0.0,
         pos_dropout=0.0,

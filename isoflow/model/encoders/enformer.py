@@ -9,6 +9,9 @@ import torch
 from torch import nn
 
 from isoflow.model.encoders.base import DnaEncoder, one_hot_dna
+from isoflow.model.registry import TOKEN_GEOMETRY
+
+GEOMETRY = TOKEN_GEOMETRY["enformer"]  # 128 bp bins; target_length 8 (tiny), 896 (published)
 
 
 class EnformerEncoder(DnaEncoder):
@@ -21,7 +24,7 @@ class EnformerEncoder(DnaEncoder):
         depth=2,
         heads=2,
         output_heads=dict(human=30),
-        target_length=8,
+        target_length=GEOMETRY.tiny,
         dim_divisible_by=16,
         attn_dim_key=16,
         dropout_rate=0.0,
@@ -30,7 +33,11 @@ class EnformerEncoder(DnaEncoder):
     )
     # As published (EleutherAI/enformer-official-rough config).
     REAL_HPARAMS = dict(
-        dim=1536, depth=11, heads=8, output_heads=dict(human=5313, mouse=1643), target_length=896
+        dim=1536,
+        depth=11,
+        heads=8,
+        output_heads=dict(human=5313, mouse=1643),
+        target_length=GEOMETRY.pretrained,
     )
 
     def __init__(self, model: nn.Module):

@@ -13,10 +13,11 @@ from torch import nn
 from isoflow.alphabet import DNA_LETTER_CODES, TRUNCATE_MODES, is_missing, truncate
 from isoflow.errors import InputError
 from isoflow.model.encoders.base import Encoder, _dna_batch, _merge
+from isoflow.model.registry import TOKEN_GEOMETRY
 from isoflow.settings import RNA_DEFAULTS, rna_config
 
 NT_SPECIAL_TOKENS = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
-NT_KMER = 6
+NT_KMER = TOKEN_GEOMETRY["nucleotide_transformer"].letters  # 6
 NT_LETTERS = frozenset("ACGTN")  # single-letter tokens
 
 
@@ -85,7 +86,8 @@ class NucleotideTransformerEncoder(Encoder):
         max_position_embeddings=2050,
     )
     letters_per_token = NT_KMER  # positional pooling's stride_nt in tokens (isoflow.embed)
-    DEFAULT_MAX_LEN = 2048  # tokens including CLS: 2,047 6-mers = 12,282 nt
+    # tokens including CLS: 2,047 6-mers = 12,282 nt
+    DEFAULT_MAX_LEN = TOKEN_GEOMETRY["nucleotide_transformer"].pretrained
 
     def __init__(
         self,

@@ -83,6 +83,45 @@ def test_dna_encoders_give_bins_times_dim(name, length, bins):
     assert torch.isfinite(emb).all()
 
 
+@pytest.mark.parametrize(
+    ("name", "hparams", "window"),
+    [
+        ("enformer", {}, 2048),  # the tiny target_length
+        ("enformer", {"target_length": -1}, 4096),  # every bin: window / 128
+        ("borzoi", {}, 2048),  # the tiny bins_to_return
+        ("borzoi", {"bins_to_return": -1}, 4096),  # every bin: window / 32
+        ("nt_dna", {}, 2048),
+    ],
+)
+def test_dna_span_counts_the_tokens_the_encoder_returns(name, hparams, window):
+    """workflow.dna_span reads bp per token and the token cap from registry.TOKEN_GEOMETRY,
+    without building the encoder: the tiny encoders return exactly that many tokens."""
+    from isoflow.workflow import dna_span
+
+    spec = {"source": "tiny", "hparams": hparams}
+    config = {
+        "dna": {"window": window},
+        "encoders": {name: spec},
+        "model": {"cached_modalities": []},
+    }
+    span = dna_span(config, {"modalities": ["dna"], "dna_encoder": name})
+    encoder = build_encoder(name, spec)
+    # A, C, G, T only: an N restarts NT's 6-mer frame (more tokens than window / 6)
+    acgt = np.random.default_rng(0).integers(0, 4, (1, window)).astype(np.uint8)
+    emb, mask = encoder(**encoder.tokenize(acgt))
+    assert span["mode"] == "raw" and mask.sum() == span["tokens"]
+
+
+def test_token_geometry_of_published_weights():
+    from borzoi_pytorch.config_borzoi import BorzoiConfig
+
+    from isoflow.model.encoders.enformer import EnformerEncoder
+    from isoflow.model.registry import TOKEN_GEOMETRY
+
+    assert TOKEN_GEOMETRY["borzoi"].pretrained == BorzoiConfig().bins_to_return == 6144
+    assert EnformerEncoder.REAL_HPARAMS["target_length"] == TOKEN_GEOMETRY["enformer"].pretrained
+
+
 def test_enformer_dim_is_twice_hparam_dim():
     encoder = build_encoder("enformer", {"source": "tiny", "hparams": {"dim": 48}})
     assert encoder.dim == 96
