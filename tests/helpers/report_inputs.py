@@ -19,7 +19,8 @@ TISSUES = ["Adipose Tissue", "Brain", "Liver", "Lung", "Testis"]
 
 
 def write_data_inputs(root: Path, n_genes: int = 40, seed: int = 0) -> None:
-    """transcripts.parquet, targets (+ stats), splits, rna/protein FASTA under ``root/results``.
+    """transcripts.parquet (with chrom, strand, tss), targets (+ stats), splits, rna/protein
+    FASTA under ``root/results``.
 
     The annotation also holds the 90 transcripts ``write_run`` predicts, so the per-run
     error views find each predicted transcript's biotype and length."""
@@ -47,6 +48,12 @@ def write_data_inputs(root: Path, n_genes: int = 40, seed: int = 0) -> None:
                 }
             )
     transcripts = pd.DataFrame(rows)
+    # genes 100 kb apart on chr1, their isoforms' TSSs within 100 bp: the splits view's TSS
+    # counts (isoflow.splits.tss_leaks) read chrom, strand and tss
+    gene_index = transcripts["gene_id"].str[4:9].astype(int)
+    transcripts["chrom"] = "chr1"
+    transcripts["strand"] = np.where(gene_index % 2, "-", "+")
+    transcripts["tss"] = gene_index * 100_000 + transcripts.groupby("gene_id").cumcount() * 10
     exons = [int(n) for n in rng.integers(1, 6, len(transcripts))]
     transcripts["exon_starts"] = [[1000 * k for k in range(n)] for n in exons]
     transcripts["exon_ends"] = [

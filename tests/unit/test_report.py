@@ -425,7 +425,14 @@ def test_data_views_write_figures_and_tables(tmp_path):
     assert "GTEx ↔ annotation" in (out / "iso.svg").read_text()
     build.build_biotypes(res / "annotation/transcripts.parquet", out / "b.svg", out / "b.html")
     build.build_tissues(res / "targets/smts.stats.tsv", out / "t.svg", out / "t.html")
-    build.build_splits(res / "splits/gene.tsv", out / "s.svg", out / "s.html", "gene")
+    build.build_splits(
+        res / "splits/gene.tsv",
+        out / "s.svg",
+        out / "s.html",
+        "gene",
+        transcripts=res / "annotation/transcripts.parquet",
+    )
+    assert tables.NEAR_TSS_COLUMN in (out / "s.html").read_text()
     build.build_lengths(
         res / "sequences/rna.fa.gz",
         res / "sequences/protein.fa.gz",
