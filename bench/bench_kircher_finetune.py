@@ -141,6 +141,7 @@ def main(argv=None) -> int:
             reference_inputs=refs,
             source={"table": str(args.data), "scheme": scheme},
             device=args.device,
+            grouping=scheme,
         )
         print(f"\nfolds grouped by {scheme} ({len(set(groups))} groups, {args.folds} folds):")
         print(f"{'method':<11} {'Spearman':>17} {'Pearson':>17} {'R2':>17}")

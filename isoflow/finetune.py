@@ -15,15 +15,17 @@ output per measured column (:mod:`isoflow.measurements`); then, by ``mode``:
 
 Evaluation: grouped k-fold cross-validation (``sklearn.model_selection.GroupKFold``, shuffled
 with the seed: a group is never split), inside each training part an inner validation share
-of groups for early stopping. Per fold and column: Spearman, Pearson, R² of the held-out
-constructs for the fine-tuned model and, measured in the same run on the same folds, the
-zero-shot score (the bundle's prediction for the column's mapped tissue(s), or with
-``references`` the ISM effect alt - ref), a ridge on k-mer counts of the cassette, and a
-shuffled-label control (the same fine-tuning on permuted training labels). The final bundle
-is fitted on every construct for the epoch count early stopping picked on an inner share of
-all the groups (the manifest's ``finetune.final_fit`` records both). A killed run
-continues from its finished folds (``.{out}.partial/``, keyed by a fingerprint of the
-settings, the table and the bundle). docs/constructs.md ("Fine-tuning").
+of groups for early stopping. Identical constructs always share a group, and near-identical
+ones in different groups are a warning (:func:`fold_groups`): a copy of a test construct in
+training would score every method on its training data. Per fold and column: Spearman,
+Pearson, R² of the held-out constructs for the fine-tuned model and, measured in the same
+run on the same folds, the zero-shot score (the bundle's prediction for the column's mapped
+tissue(s), or with ``references`` the ISM effect alt - ref), a ridge on k-mer counts of the
+cassette, and a shuffled-label control (the same fine-tuning on permuted training labels).
+The final bundle is fitted on every construct for the epoch count early stopping picked on
+an inner share of all the groups (the manifest's ``finetune.final_fit`` records both). A
+killed run continues from its finished folds (``.{out}.partial/``, keyed by a fingerprint
+of the settings, the table and the bundle). docs/constructs.md ("Fine-tuning").
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import html
 import json
 import logging
 import os
@@ -115,6 +118,254 @@ def grouped_folds(
     splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     index = np.arange(len(groups))
     return [(tr, te) for tr, te in splitter.split(index, groups=groups)]
+
+
+# Same-length cassettes this many mismatches apart or fewer are near-identical (a few point
+# variants of one element, replicate rows of edited copies): a choice, not a measurement.
+NEAR_MISMATCHES = 3
+# The most base comparisons the near-identical check makes before it stops and says it
+# checked part of the table: bounds its time (docs/benchmarks.md, "Near-identical
+# constructs": the cost measured on tables of a few thousand constructs).
+NEAR_MAX_COMPARED = 2_000_000_000
+# Rows of other groups a cassette is compared with before the rest of its bucket: in a table
+# of variants one of the first few is near, and the rest need not be read.
+FIRST_CHUNK = 16
+
+
+@dataclass(frozen=True)
+class NearIdentical:
+    """What :func:`near_identical` found: ``constructs`` (positions, sorted) that have a
+    near-identical construct in another group, ``example`` one such pair ``(i, j,
+    mismatches)`` or None, ``complete`` False when ``max_compared`` stopped the check,
+    ``compared`` the base comparisons it made."""
+
+    constructs: list[int]
+    example: tuple[int, int, int] | None
+    complete: bool
+    compared: int
+    max_mismatches: int
+
+
+def near_identical(
+    seqs: Sequence[str],
+    groups: Sequence[Any],
+    max_mismatches: int = NEAR_MISMATCHES,
+    max_compared: int = NEAR_MAX_COMPARED,
+) -> NearIdentical:
+    """Constructs whose sequence (``seqs``: the cassettes) has the same length as another
+    construct's of another group and differs from it in at most ``max_mismatches`` bases.
+
+    Per length, only the positions where the sequences differ are compared; a pair within
+    ``max_mismatches`` agrees on at least one of ``max_mismatches + 1`` blocks of them
+    (pigeonhole), so only sequences sharing a block (a bucket) are compared: a sequence not
+    yet found near another with ``FIRST_CHUNK`` of its bucket's other groups' sequences,
+    then, none near, with the whole bucket. Sequences of other lengths (an indel) are not
+    compared. Stops after ``max_compared`` base comparisons (``complete`` False)."""
+    groups = np.asarray(groups, dtype=object)
+    index: dict[Any, int] = {}
+    codes = np.asarray([index.setdefault(g, len(index)) for g in groups.tolist()], dtype=np.int64)
+    by_length: dict[int, list[int]] = {}
+    for i, seq in enumerate(seqs):
+        by_length.setdefault(len(seq), []).append(i)
+    found = np.zeros(len(seqs), dtype=bool)
+    example: tuple[int, int, int] | None = None
+    compared = 0
+
+    def result(complete: bool) -> NearIdentical:
+        return NearIdentical(
+            np.flatnonzero(found).tolist(), example, complete, compared, max_mismatches
+        )
+
+    for length, members in by_length.items():
+        if len(members) < 2 or length == 0:
+            continue
+        text = "".join(seqs[i] for i in members).encode("ascii", "replace")
+        letters = np.frombuffer(text, dtype=np.uint8).reshape(len(members), length)
+        letters = np.ascontiguousarray(letters[:, (letters != letters[0]).any(axis=0)])
+        width = letters.shape[1]
+        if width == 0:  # all the same sequence: one group already (merge_identical)
+            continue
+        if width <= max_mismatches:  # every pair is near: one bucket
+            blocks = [np.zeros(len(members), dtype=np.int8)]
+        else:
+            bounds = np.linspace(0, width, max_mismatches + 2).astype(int)
+            blocks = [
+                np.ascontiguousarray(letters[:, lo:hi]).view(np.dtype((np.void, hi - lo))).ravel()
+                for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+            ]
+        for block in blocks:
+            order = np.argsort(block, kind="stable")
+            keys = block[order]
+            rows = np.asarray(members)[order]  # table positions, in bucket order
+            letters_by, code_by = letters[order], codes[rows]
+            starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+            for start, end in zip(starts, np.r_[starts[1:], len(keys)], strict=True):
+                code = code_by[start:end]
+                if (code == code[0]).all():
+                    continue  # one construct, or one group: no pair to find
+                bucket, here = letters_by[start:end], rows[start:end]
+                for a in range(end - start):
+                    if found[here[a]]:
+                        continue
+                    others = np.flatnonzero(code != code[a])
+                    steps = [others[:FIRST_CHUNK]] + ([others] if len(others) > FIRST_CHUNK else [])
+                    for chunk in steps:
+                        whole = chunk is others and len(steps) > 1  # read the bucket as a view
+                        cost = (end - start if whole else len(chunk)) * width
+                        if compared + cost > max_compared:
+                            return result(False)
+                        compared += cost
+                        if whole:
+                            mismatches = (bucket != bucket[a]).sum(axis=1)[chunk]
+                        else:
+                            mismatches = (bucket[chunk] != bucket[a]).sum(axis=1)
+                        hits = np.flatnonzero(mismatches <= max_mismatches)
+                        if len(hits):
+                            near = here[chunk[hits]]
+                            found[here[a]] = True
+                            found[near] = True
+                            k = int(near.argmin())
+                            pair = (*sorted((int(here[a]), int(near[k]))), int(mismatches[hits[k]]))
+                            if example is None or pair[:2] < example[:2]:
+                                example = pair  # the first pair in table order found
+                            break
+    return result(True)
+
+
+def merge_identical(
+    groups: Sequence[Any], keys: Sequence[Sequence[Any]]
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """``groups`` with the groups of identical constructs merged: two constructs with the
+    same key in any of ``keys`` (each a sequence of per-construct keys: the cassette, the
+    model inputs) always share a group. A merged group takes the label of its first
+    construct (table order). Returns the labels and the pairs ``(i, j)`` (``i`` the first
+    construct with that key, ``j`` a later one of another group) that merged groups."""
+    groups = np.asarray(groups, dtype=object)
+    parent: dict[Any, Any] = {}
+
+    def root(label):
+        while parent.get(label, label) != label:
+            label = parent[label]
+        return label
+
+    first_of: dict[Any, int] = {}
+    for i, label in enumerate(groups.tolist()):
+        first_of.setdefault(label, i)
+    pairs = []
+    for column in keys:
+        seen: dict[Any, int] = {}
+        for j, key in enumerate(column):
+            i = seen.setdefault(key, j)
+            a, b = root(groups[i]), root(groups[j])
+            if a == b:
+                continue
+            pairs.append((i, j))
+            if first_of[a] > first_of[b]:
+                a, b = b, a
+            parent[b] = a  # the earlier group's label
+    merged = np.asarray([root(label) for label in groups.tolist()], dtype=object)
+    return merged, pairs
+
+
+def _input_key(item: Any) -> tuple[bytes, ...]:
+    """What the model reads of one construct: its DNA window, RNA and protein."""
+    out = []
+    for modality in ("dna", "rna", "protein"):
+        seq = getattr(item, modality, None)
+        out.append(seq.tobytes() if isinstance(seq, np.ndarray) else str(seq or "").encode())
+    return tuple(out)
+
+
+def fold_groups(
+    ids: Sequence[str],
+    groups: Sequence[Any],
+    seqs: Sequence[str],
+    inputs: Sequence[Any],
+    *,
+    by: str = "given",
+    where: Any = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The groups the folds keep whole, and the manifest's record of them.
+
+    Constructs that are identical (the same cassette ``seqs``, or the same model inputs:
+    DNA window, RNA, protein) share a group whatever ``groups`` says (:func:`merge_identical`,
+    a warning with the count); constructs near-identical to one of another group
+    (:func:`near_identical`) are a warning naming a pair and the fix (a ``group`` column, or
+    one group for them). ``by``: where ``groups`` came from (recorded); ``where``: the table,
+    for the messages."""
+    groups = np.asarray(groups, dtype=object)
+    given = len(set(groups.tolist()))
+    keys = [list(seqs), [_input_key(x) for x in inputs]]
+    merged, pairs = merge_identical(groups, keys)
+    n_groups = len(set(merged.tolist()))
+    shared = np.zeros(len(groups), dtype=bool)  # identical to a construct of another group
+    for column in keys:
+        owners: dict[Any, set] = {}
+        for key, label in zip(column, groups.tolist(), strict=True):
+            owners.setdefault(key, set()).add(label)
+        shared |= np.asarray([len(owners[key]) > 1 for key in column], dtype=bool)
+    prefix = f"{where}: " if where is not None else ""
+    fix = (
+        "add a group column (e.g. the element each variant derives from)"
+        if by == "construct id"
+        else "put such constructs in one group"
+    )
+    if pairs:
+        i, j = pairs[0]
+        log.warning(
+            "%s%d construct(s) are identical to a construct of another group (the same "
+            "cassette or the same model inputs; e.g. %s and %s): their groups are merged, %d "
+            "groups -> %d, so no fold tests a construct that it also trains on",
+            prefix,
+            int(shared.sum()),
+            ids[i],
+            ids[j],
+            given,
+            n_groups,
+        )
+    near = near_identical(seqs, merged)
+    if near.example is not None:
+        i, j, mismatches = near.example
+        log.warning(
+            "%s%d construct(s) have a near-identical construct in another group (the same "
+            "length, at most %d mismatches), e.g. %s and %s (%d mismatch(es)): a fold that "
+            "trains on one and tests the other inflates every method's score; %s%s",
+            prefix,
+            len(near.constructs),
+            near.max_mismatches,
+            ids[i],
+            ids[j],
+            mismatches,
+            fix,
+            ""
+            if near.complete
+            else f" (checked part of the table: {near.compared:,} base comparisons)",
+        )
+    elif not near.complete:
+        log.warning(
+            "%sthe near-identical check stopped after %s base comparisons, none found so far",
+            prefix,
+            f"{near.compared:,}",
+        )
+    log.info("folds grouped by %s: %d constructs in %d groups", by, len(ids), n_groups)
+    record = {
+        "by": by,
+        "groups_given": given,
+        "groups": n_groups,
+        "identical": {
+            "constructs": int(shared.sum()),
+            "example": [ids[pairs[0][0]], ids[pairs[0][1]]] if pairs else None,
+        },
+        "near_identical": {
+            "max_mismatches": near.max_mismatches,
+            "constructs": len(near.constructs),
+            "example": None
+            if near.example is None
+            else [ids[near.example[0]], ids[near.example[1]], near.example[2]],
+            "complete": near.complete,
+        },
+    }
+    return merged, record
 
 
 def inner_split(groups: Sequence[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -526,12 +777,16 @@ def run_finetune(
     reference_inputs: Sequence[Any] | None = None,
     source: dict[str, Any] | None = None,
     device: str | None = None,
+    grouping: str = "given",
 ) -> FinetuneResult:
     """Cross-validate fine-tuning of ``bundle`` on ``inputs`` (model inputs, ``ids`` in the
-    same order) with measured ``values`` ``(n, len(columns))``, grouped by ``groups``;
-    ``seqs``: each construct's sequence for the k-mer ridge; ``reference_inputs``: for a
-    variant table, each construct's reference (zero-shot = the bundle's effect alt - ref).
-    Writes ``out_dir`` (``OUTPUTS``) atomically; returns :class:`FinetuneResult`."""
+    same order) with measured ``values`` ``(n, len(columns))``, grouped by ``groups``
+    (identical constructs merged into one group, near-identical ones in different groups a
+    warning: :func:`fold_groups`; ``grouping`` says where the groups came from, recorded
+    with them in the manifest's ``finetune.grouping``); ``seqs``: each construct's sequence
+    for the k-mer ridge; ``reference_inputs``: for a variant table, each construct's
+    reference (zero-shot = the bundle's effect alt - ref). Writes ``out_dir`` (``OUTPUTS``)
+    atomically; returns :class:`FinetuneResult`."""
     import torch
 
     from isoflow.bundle import load_model
@@ -542,7 +797,16 @@ def run_finetune(
     out_dir, bundle = Path(out_dir), Path(bundle)
     check_out_dir(out_dir, [bundle])
     values = np.asarray(values, dtype=np.float64)
-    groups = np.asarray(groups, dtype=object)
+    where = (source or {}).get("table")
+    groups, group_record = fold_groups(ids, groups, seqs, inputs, by=grouping, where=where)
+    if group_record["groups"] < int(s["folds"]):
+        raise InputError(
+            where,
+            None,
+            f"{group_record['groups']} group(s) once identical constructs share one (from "
+            f"{group_record['groups_given']}), for {s['folds']} cross-validation folds: each "
+            "fold needs a group of its own; lower finetune.folds or add distinct constructs",
+        )
     columns = list(columns)
     seed = int(s["seed"])
     model = load_model(bundle, device=device)
@@ -666,14 +930,22 @@ def run_finetune(
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         manifest = write_bundle(
-            tuner, final, tmp / OUTPUTS["bundle"], columns, s, summary, source, final_fit
+            tuner,
+            final,
+            tmp / OUTPUTS["bundle"],
+            columns,
+            s,
+            summary,
+            source,
+            final_fit,
+            group_record,
         )
         check_bundle(tmp / OUTPUTS["bundle"], inputs, final_pred, model.device)
         cv.to_csv(tmp / OUTPUTS["cv"], sep="\t", index=False, float_format="%.6g")
         summary.to_csv(tmp / OUTPUTS["summary"], sep="\t", index=False, float_format="%.6g")
         predictions.to_csv(tmp / OUTPUTS["predictions"], sep="\t", index=False, float_format="%.6g")
         plot_cv(summary, tmp / OUTPUTS["figure"], demo=bool((source or {}).get("demo")))
-        (tmp / OUTPUTS["html"]).write_text(summary_html(summary))
+        (tmp / OUTPUTS["html"]).write_text(summary_html(summary, group_record))
     shutil.rmtree(work, ignore_errors=True)
     log.info("%s written in %.1f s", out_dir, time.monotonic() - started)
     return FinetuneResult(cv, summary, predictions, manifest)
@@ -688,12 +960,14 @@ def write_bundle(
     summary: pd.DataFrame,
     source: dict | None,
     final_fit: dict[str, Any],
+    grouping: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fine-tuned network as a bundle ``load_model`` reads: the base manifest with the
     measured columns as its outputs, the LoRA spec on adapted encoders, the CV summary as
-    its metrics and a ``finetune`` record (start bundle, settings, source, and
-    ``final_fit``: the constructs, groups and epochs the final model trained on, and the
-    inner split that chose the epoch count); the frozen encoders' files copied."""
+    its metrics and a ``finetune`` record (start bundle, settings, source, ``final_fit``:
+    the constructs, groups and epochs the final model trained on, and the inner split that
+    chose the epoch count; ``grouping``: how the folds' groups were formed,
+    :func:`fold_groups`); the frozen encoders' files copied."""
     import torch
 
     from isoflow.bundle import CARD, WEIGHTS, _write_manifest
@@ -717,6 +991,7 @@ def write_bundle(
         "settings": settings,
         "epochs": int(final_fit["epochs"]),
         "final_fit": final_fit,
+        "grouping": grouping or {},
         "source": source or {},
     }
     manifest.pop("check", None)
@@ -754,8 +1029,33 @@ def check_bundle(path: Path, inputs, expected: np.ndarray, device) -> float:
 # ---------------------------------------------------------------------------- outputs
 
 
-def summary_html(summary: pd.DataFrame) -> str:
-    """The report's table: mean ± sd over folds per method and column."""
+def grouping_note(grouping: Mapping[str, Any] | None) -> str:
+    """One sentence on how the folds' groups were formed (:func:`fold_groups`' record)."""
+    if not grouping:
+        return ""
+    text = f"Folds grouped by {grouping['by']}: {grouping['groups']} groups"
+    identical = grouping.get("identical") or {}
+    if identical.get("constructs"):
+        text += (
+            f" ({grouping['groups_given']} given; {identical['constructs']} identical "
+            "constructs in different groups merged them)"
+        )
+    near = grouping.get("near_identical") or {}
+    if near.get("constructs"):
+        a, b, m = near["example"]
+        text += (
+            f"; {near['constructs']} constructs have a near-identical one (at most "
+            f"{near['max_mismatches']} mismatches) in another group, e.g. {a} and {b} ({m}): "
+            "their scores are inflated"
+        )
+    if near and not near.get("complete", True):
+        text += "; the near-identical check covered part of the table"
+    return text + "."
+
+
+def summary_html(summary: pd.DataFrame, grouping: Mapping[str, Any] | None = None) -> str:
+    """The report's table: mean ± sd over folds per method and column, under a line on how
+    the folds were grouped (:func:`grouping_note`)."""
     table = pd.DataFrame({"method": summary["method"], "column": summary["column"]})
     for metric in METRICS:
         table[metric] = [
@@ -770,7 +1070,9 @@ def summary_html(summary: pd.DataFrame) -> str:
     return (
         "<p>Grouped k-fold cross-validation on the construct table (held-out groups). "
         "finetune: the bundle with a new head, fine-tuned; zero_shot: the bundle's own score; "
-        "kmer_ridge: a ridge on k-mer counts; shuffled: fine-tuned on shuffled labels.</p>\n"
+        "kmer_ridge: a ridge on k-mer counts; shuffled: fine-tuned on shuffled labels."
+        + (f" {html.escape(grouping_note(grouping))}" if grouping else "")
+        + "</p>\n"
         + table.to_html(index=False, border=0)
     )
 
@@ -849,6 +1151,7 @@ def finetune_table(
         settings=s,
         source=source,
         device=device,
+        grouping=table.grouping,
     )
 
 

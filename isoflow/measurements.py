@@ -7,8 +7,10 @@ checked as a construct TSV's: no column twice, no empty name, ``id`` and ``genba
 case, no part column). Of the other columns, the measured ones (``columns``; by default
 every column but ``group`` and ``genbank``) must hold a finite number in every row;
 ``group`` (optional, e.g. construct family) keeps related constructs on one side of every
-cross-validation split: without it, each construct is its own group. docs/constructs.md
-("Measurement table") is the user's page.
+cross-validation split: without it, each construct is its own group (``isoflow finetune``
+then merges the groups of identical constructs and warns of near-identical ones:
+``isoflow.finetune.fold_groups``). docs/constructs.md ("Measurement table") is the user's
+page.
 
 Every broken assumption is an :class:`InputError` naming the file, the line and the problem
 (tests/unit/test_measurements.py breaks each one). Torch-free.
@@ -39,13 +41,22 @@ RESERVED = (*TSV_COLUMNS, GENBANK_COLUMN)
 @dataclass(frozen=True)
 class MeasurementTable:
     """``constructs`` in table order, ``values`` ``(n, len(columns))`` float64 (finite),
-    ``columns`` (the measured columns), ``groups`` (one label per construct), ``path``."""
+    ``columns`` (the measured columns), ``groups`` (one label per construct), ``path``,
+    ``group_column`` (the column the groups were read from; None: none, each construct's id
+    is its group)."""
 
     constructs: list[Construct]
     values: np.ndarray
     columns: list[str]
     groups: np.ndarray
     path: Path
+    group_column: str | None = None
+
+    @property
+    def grouping(self) -> str:
+        """Where the groups come from, in words (``isoflow.finetune.fold_groups`` records
+        it)."""
+        return f"column {self.group_column}" if self.group_column else "construct id"
 
     @property
     def ids(self) -> list[str]:
@@ -216,7 +227,14 @@ def read_measurements(
         group_array = np.asarray(groups, dtype=object)
     else:
         group_array = np.asarray([c.id for c in constructs], dtype=object)
-    table = MeasurementTable(constructs, values, columns, group_array, path)
+    table = MeasurementTable(
+        constructs,
+        values,
+        columns,
+        group_array,
+        path,
+        group_column if group_column in extra else None,
+    )
     if folds is not None and table.n_groups < folds:
         raise InputError(
             path,

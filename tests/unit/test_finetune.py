@@ -13,9 +13,12 @@ from isoflow.errors import InputError
 from isoflow.finetune import (
     column_tissues,
     finetune_settings,
+    fold_groups,
     grouped_folds,
     inner_split,
     kmer_counts,
+    merge_identical,
+    near_identical,
     ridge_predict,
     zero_shot,
 )
@@ -39,6 +42,132 @@ def test_grouped_folds_never_split_a_group(seed):
 def test_folds_need_as_many_groups_as_folds():
     with pytest.raises(InputError, match="2 group.s. for 3 folds"):
         grouped_folds(["a", "a", "b"], 3)
+
+
+# ---------------------------------------------------------------- identical constructs
+
+BASES = "ACGT"
+
+
+def _variant(seq: str, rng, k: int = 1) -> str:
+    out = list(seq)
+    for i in rng.choice(len(out), k, replace=False):
+        out[i] = BASES[(BASES.index(out[i]) + 1) % 4]
+    return "".join(out)
+
+
+def _leak_table(path, with_group=False, seed=0):
+    """The reviewer's leak (/tmp/rev_c/gb/leak.py, smaller): elements x (single-base
+    variants + two replicate rows of the wild type under other ids), no group column by
+    default; the measured value follows the element."""
+    rng = np.random.default_rng(seed)
+    header = ["id", *(["group"] if with_group else []), "promoter", "utr5", "cds", "utr3", "a"]
+    lines = ["\t".join(header)]
+    for e in range(4):
+        wild = "".join(rng.choice(list(BASES), 200))
+        promoters = [_variant(wild, rng) for _ in range(3)] + [wild, wild]
+        for v, promoter in enumerate(promoters):
+            cid = f"el{e}_v{v}" if v < 3 else f"el{e}_rep{v - 2}"
+            group = [f"g{e}_{v}"] if with_group else []  # a group per row: nothing shared
+            value = f"{2 * e + rng.uniform(0, 0.1):.3f}"
+            lines.append("\t".join([cid, *group, promoter, "GCCACC", "ATGAAATAA", "TTTT", value]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_identical_constructs_always_share_a_group():
+    """The same key (cassette or model inputs) in any key column merges the groups; a
+    merged group takes its first construct's label."""
+    merged, pairs = merge_identical(["a", "b", "c", "d"], [["s", "t", "s", "u"]])
+    assert merged.tolist() == ["a", "b", "a", "d"] and pairs == [(0, 2)]
+    # a second key column (the model inputs) links b and d; a chain a-c, c-d links all three
+    merged, _ = merge_identical(["a", "b", "c", "d"], [["s", "t", "s", "u"], [1, 2, 3, 2]])
+    assert merged.tolist() == ["a", "b", "a", "b"]
+    merged, _ = merge_identical(["a", "b", "c", "d"], [["s", "t", "s", "u"], [1, 2, 4, 4]])
+    assert merged.tolist() == ["a", "b", "a", "a"]
+    # constructs of one group already: nothing merged
+    merged, pairs = merge_identical(["g", "g", "h"], [["s", "s", "t"]])
+    assert merged.tolist() == ["g", "g", "h"] and pairs == []
+
+
+def test_near_identical_finds_point_variants_in_other_groups_only():
+    rng = np.random.default_rng(0)
+    wild = "".join(rng.choice(list(BASES), 300))
+    far = _variant(wild, rng, 10)
+    seqs = [wild, _variant(wild, rng, 1), _variant(wild, rng, 3), far, wild[:-1], "ACGT" * 75]
+    found = near_identical(seqs, ["a", "b", "c", "d", "e", "f"])
+    assert found.complete and found.constructs == [0, 1, 2]
+    assert found.example[:2] == (0, 1) and found.example[2] == 1
+    # the same group: not a leak
+    assert near_identical(seqs, ["a", "a", "a", "d", "e", "f"]).constructs == []
+    # fewer varying positions than allowed mismatches: every pair is near
+    assert near_identical(["AAAA", "AAAT", "AATT"], ["x", "y", "z"]).constructs == [0, 1, 2]
+
+
+def test_the_near_identical_check_stops_at_its_bound():
+    rng = np.random.default_rng(1)
+    # two prefixes, each shared by half the cassettes: every pair within a half is compared
+    prefixes = ["".join(rng.choice(list(BASES), 300)) for _ in range(2)]
+    seqs = [prefixes[i % 2] + "".join(rng.choice(list(BASES), 300)) for i in range(50)]
+    whole = near_identical(seqs, range(50))
+    assert whole.complete and whole.constructs == [] and whole.compared > 0
+    part = near_identical(seqs, range(50), max_compared=whole.compared // 2)
+    assert not part.complete and part.compared <= whole.compared // 2
+
+
+def test_fold_groups_merge_replicates_and_warn_of_variants(tmp_path, caplog):
+    """The leak: replicate rows under other ids share a group, and the single-base variants
+    of an element in other groups are one warning line naming the table, a pair and the
+    fix; the record says how the folds were grouped."""
+    from isoflow.constructs import construct_inputs
+    from isoflow.measurements import read_measurements
+
+    table = read_measurements(_leak_table(tmp_path / "m.tsv"))
+    inputs = [construct_inputs(c, window=1024) for c in table.constructs]
+    seqs = [c.cassette for c in table.constructs]
+    with caplog.at_level("INFO", logger="isoflow.finetune"):
+        groups, record = fold_groups(
+            table.ids, table.groups, seqs, inputs, by=table.grouping, where=table.path
+        )
+    ids = table.ids
+    for e in range(4):
+        assert groups[ids.index(f"el{e}_rep1")] == groups[ids.index(f"el{e}_rep2")]
+    assert record["by"] == "construct id"
+    assert (record["groups_given"], record["groups"]) == (20, 16)
+    assert record["identical"] == {"constructs": 8, "example": ["el0_rep1", "el0_rep2"]}
+    near = record["near_identical"]
+    assert near["constructs"] == 20 and near["complete"] and near["max_mismatches"] == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all("\n" not in w for w in warnings)
+    assert warnings[0].startswith(f"{table.path}: 8 construct(s) are identical")
+    assert warnings[1].startswith(f"{table.path}: 20 construct(s) have a near-identical")
+    assert f"e.g. {near['example'][0]} and {near['example'][1]}" in warnings[1]
+    assert warnings[1].endswith("add a group column (e.g. the element each variant derives from)")
+    # grouped by element in a group column: nothing to merge or warn of
+    caplog.clear()
+    rows = (tmp_path / "m.tsv").read_text().splitlines()
+    lines = [rows[0].replace("id\t", "id\tgroup\t", 1)]
+    lines += [r.replace("\t", f"\t{r.split('_')[0]}\t", 1) for r in rows[1:]]
+    (tmp_path / "g.tsv").write_text("\n".join(lines) + "\n")
+    grouped = read_measurements(tmp_path / "g.tsv")
+    with caplog.at_level("INFO", logger="isoflow.finetune"):
+        groups, record = fold_groups(
+            grouped.ids, grouped.groups, seqs, inputs, by=grouped.grouping, where=grouped.path
+        )
+    assert record["by"] == "column group" and record["groups"] == 4
+    assert record["near_identical"]["constructs"] == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_constructs_the_window_makes_identical_share_a_group():
+    """Cassettes that differ only where the DNA window does not reach are the same input
+    to the model: one group."""
+    from types import SimpleNamespace
+
+    same = SimpleNamespace(dna="NNACGT", rna="ACGU", protein="M")
+    inputs = [same, SimpleNamespace(**vars(same)), SimpleNamespace(dna="NNACGA", rna="A")]
+    groups, record = fold_groups(["x", "y", "z"], ["x", "y", "z"], ["TTA", "GGA", "CCA"], inputs)
+    assert groups.tolist() == ["x", "x", "z"] and record["identical"]["constructs"] == 2
 
 
 def test_kmer_counts_by_hand():
@@ -205,6 +334,48 @@ def test_the_final_model_refits_every_construct_for_the_inner_splits_epochs(
     }
     card = load_model(tmp_path / "out" / "bundle", device="cpu").card
     assert card["finetune"]["final_fit"] == record["final_fit"]
+
+
+def test_replicate_rows_never_straddle_a_fold_and_the_grouping_is_recorded(demo_bundle, tmp_path):
+    """The leak end to end: without a group column, two rows of one cassette under other
+    ids were two groups, so a fold could train on one and test the other; now they share a
+    group (and so a fold), and the manifest, the report's table and predictions.tsv say
+    how the folds were grouped."""
+    from isoflow.finetune import finetune_table
+
+    table = _leak_table(tmp_path / "m.tsv")
+    settings = {"folds": 4, "max_epochs": 2, "patience": 1, "shuffled_control": False}
+    result = finetune_table(table, demo_bundle, tmp_path / "out", settings=settings)
+    predictions = pd.read_csv(tmp_path / "out" / "predictions.tsv", sep="\t")
+    by_id = predictions.set_index("construct_id")
+    for e in range(4):
+        assert by_id.loc[f"el{e}_rep1", "fold"] == by_id.loc[f"el{e}_rep2", "fold"]
+        assert by_id.loc[f"el{e}_rep1", "group"] == by_id.loc[f"el{e}_rep2", "group"]
+    record = result.manifest["finetune"]["grouping"]
+    assert record["by"] == "construct id" and record["groups"] == 16
+    assert record["near_identical"]["constructs"] == 20
+    assert result.manifest["finetune"]["final_fit"]["groups"] == 16
+    html = (tmp_path / "out" / "cv.html").read_text()
+    assert "Folds grouped by construct id: 16 groups (20 given; 8 identical constructs" in html
+
+
+def test_too_few_groups_once_identical_constructs_merge_is_one_line(demo_bundle, tmp_path):
+    from isoflow.finetune import finetune_table
+
+    table = tmp_path / "m.tsv"
+    rows = ["id\tpromoter\tutr5\tcds\tutr3\ta"]
+    rows += [
+        f"{cid}\t{p}\tGCC\tATGAAATAA\tTT\t{v}"
+        for cid, p, v in [("c1", "ACGTACGT", 1), ("c2", "ACGTACGT", 2), ("c3", "TTTTGGGG", 3)]
+    ]
+    table.write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputError) as err:
+        finetune_table(table, demo_bundle, tmp_path / "out", settings={"folds": 3})
+    assert str(err.value) == (
+        f"{table}: 2 group(s) once identical constructs share one (from 3), for 3 "
+        "cross-validation folds: each fold needs a group of its own; lower finetune.folds or "
+        "add distinct constructs"
+    )
 
 
 def test_a_fixed_epoch_fit_runs_exactly_that_many_epochs(demo_bundle, tmp_path, monkeypatch):
