@@ -55,6 +55,78 @@ def nonnegative_float(text: str) -> float:
     return _number(text, float, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
 
 
+# How a command that reads constructs for a model reads and places them (isoflow score and
+# isoflow finetune; one definition, so a model fine-tuned on constructs is scored with the
+# same choices): reading options go to constructs.read_constructs, placement options to
+# constructs.construct_inputs. Config keys -> the flags, for a command's FLAGS.
+READ_OPTIONS = ("allow_noncanonical_cds", "aav", "aav_limit")
+PLACEMENT_OPTIONS = ("background", "fill", "polya_in_rna", "polya_tail")
+CONSTRUCT_FLAGS = {
+    "allow_noncanonical_cds": "--allow-noncanonical-cds",
+    "polya_tail": "--polya-tail",
+    "polya_in_rna": "--polya-in-rna",
+    "aav_limit": "--aav-limit",
+    "fill": "--fill",
+}
+
+
+def add_construct_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say how constructs are read and placed in a bundle's inputs
+    (``READ_OPTIONS``, ``PLACEMENT_OPTIONS``; docs/constructs.md)."""
+    parser.add_argument(
+        "--background",
+        metavar="FASTA",
+        help="one-record FASTA filling the DNA window around the cassette (at least the "
+        "window long, centre base at the TSS); default: N",
+    )
+    parser.add_argument(
+        "--fill", default="N", help="the letter around the cassette without --background (N)"
+    )
+    parser.add_argument(
+        "--polya-in-rna", action="store_true", help="append the polya part to the RNA"
+    )
+    parser.add_argument(
+        "--polya-tail",
+        type=nonnegative_int,
+        default=0,
+        metavar="N",
+        help="append N A's to the RNA (0)",
+    )
+    parser.add_argument(
+        "--allow-noncanonical-cds",
+        action="store_true",
+        help="read a CDS without ATG / a single terminal stop / whole codons as it is",
+    )
+    parser.add_argument(
+        "--aav", action="store_true", help="check each whole cassette against --aav-limit"
+    )
+    parser.add_argument(
+        "--aav-limit",
+        type=positive_int,
+        default=None,
+        metavar="NT",
+        help="AAV packaging limit, ITR to ITR inclusive (4700): GenBank records with two ITRs, "
+        "and with --aav every cassette (a table's only with --aav)",
+    )
+
+
+def construct_flags(args: argparse.Namespace) -> tuple[dict, dict]:
+    """``(read options, placement)`` from :func:`add_construct_arguments`' flags: the
+    keywords of ``constructs.read_constructs`` (``aav_limit`` only when given: its default
+    is the reader's) and of ``constructs.construct_inputs`` (``background`` the FASTA
+    path, read by the command)."""
+    read = {"allow_noncanonical_cds": args.allow_noncanonical_cds, "aav": args.aav}
+    if args.aav_limit is not None:
+        read["aav_limit"] = args.aav_limit
+    placement = {
+        "background": args.background,
+        "fill": args.fill,
+        "polya_in_rna": args.polya_in_rna,
+        "polya_tail": args.polya_tail,
+    }
+    return read, placement
+
+
 def _module(name: str):
     return importlib.import_module(COMMANDS[name])
 

@@ -48,7 +48,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from isoflow.commands import nonnegative_int, positive_int
+from isoflow.commands import (
+    CONSTRUCT_FLAGS,
+    add_construct_arguments,
+    construct_flags,
+    nonnegative_int,
+    positive_int,
+)
 from isoflow.errors import InputError
 from isoflow.files import atomic_path, check_output_folder
 from isoflow.workflow import FINETUNE_FILES
@@ -778,6 +784,7 @@ def run_finetune(
     source: dict[str, Any] | None = None,
     device: str | None = None,
     grouping: str = "given",
+    construct_options: dict[str, Any] | None = None,
 ) -> FinetuneResult:
     """Cross-validate fine-tuning of ``bundle`` on ``inputs`` (model inputs, ``ids`` in the
     same order) with measured ``values`` ``(n, len(columns))``, grouped by ``groups``
@@ -785,8 +792,9 @@ def run_finetune(
     warning: :func:`fold_groups`; ``grouping`` says where the groups came from, recorded
     with them in the manifest's ``finetune.grouping``); ``seqs``: each construct's sequence
     for the k-mer ridge; ``reference_inputs``: for a variant table, each construct's
-    reference (zero-shot = the bundle's effect alt - ref). Writes ``out_dir`` (``OUTPUTS``)
-    atomically; returns :class:`FinetuneResult`."""
+    reference (zero-shot = the bundle's effect alt - ref); ``construct_options``: how the
+    constructs were read and placed (:func:`construct_record`), recorded in the manifest.
+    Writes ``out_dir`` (``OUTPUTS``) atomically; returns :class:`FinetuneResult`."""
     import torch
 
     from isoflow.bundle import load_model
@@ -939,6 +947,7 @@ def run_finetune(
             source,
             final_fit,
             group_record,
+            construct_options,
         )
         check_bundle(tmp / OUTPUTS["bundle"], inputs, final_pred, model.device)
         cv.to_csv(tmp / OUTPUTS["cv"], sep="\t", index=False, float_format="%.6g")
@@ -961,13 +970,15 @@ def write_bundle(
     source: dict | None,
     final_fit: dict[str, Any],
     grouping: dict[str, Any] | None = None,
+    construct_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fine-tuned network as a bundle ``load_model`` reads: the base manifest with the
     measured columns as its outputs, the LoRA spec on adapted encoders, the CV summary as
     its metrics and a ``finetune`` record (start bundle, settings, source, ``final_fit``:
     the constructs, groups and epochs the final model trained on, and the inner split that
     chose the epoch count; ``grouping``: how the folds' groups were formed,
-    :func:`fold_groups`); the frozen encoders' files copied."""
+    :func:`fold_groups`; ``construct_options``: how the constructs were read and placed,
+    :func:`construct_record`, absent when not given); the frozen encoders' files copied."""
     import torch
 
     from isoflow.bundle import CARD, WEIGHTS, _write_manifest
@@ -994,6 +1005,8 @@ def write_bundle(
         "grouping": grouping or {},
         "source": source or {},
     }
+    if construct_options is not None:
+        manifest["finetune"]["construct_options"] = dict(construct_options)
     manifest.pop("check", None)
     out.mkdir(parents=True)
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
@@ -1103,6 +1116,73 @@ def plot_cv(summary: pd.DataFrame, path: Path, demo: bool = False) -> None:
 # ---------------------------------------------------------------------------- table -> run
 
 
+def _background_digest(background: str | None) -> str | None:
+    return None if background is None else hashlib.sha256(background.encode()).hexdigest()
+
+
+def construct_record(
+    placement: Mapping[str, Any],
+    read_options: Mapping[str, Any],
+    background_path: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """How the constructs were read and placed, every option filled with its default: the
+    fine-tuned manifest's ``finetune.construct_options`` (``placement`` as
+    :func:`isoflow.constructs.construct_inputs` takes it, the background as its sequence;
+    ``read_options`` as :func:`isoflow.constructs.read_constructs` does)."""
+    from isoflow.constructs import AAV_LIMIT
+
+    background = placement.get("background")
+    return {
+        "fill": str(placement.get("fill") or "N").upper(),
+        "background": None
+        if background is None
+        else {"path": str(background_path), "sha256": _background_digest(background)},
+        "polya_in_rna": bool(placement.get("polya_in_rna", False)),
+        "polya_tail": int(placement.get("polya_tail", 0)),
+        "allow_noncanonical_cds": bool(read_options.get("allow_noncanonical_cds", False)),
+        "aav": bool(read_options.get("aav", False)),
+        "aav_limit": int(read_options.get("aav_limit") or AAV_LIMIT),
+    }
+
+
+def placement_differences(
+    record: Mapping[str, Any],
+    *,
+    fill: str = "N",
+    background: str | None = None,
+    polya_in_rna: bool = False,
+    polya_tail: int = 0,
+    background_path: str | os.PathLike | None = None,
+) -> list[tuple[str, str, str]]:
+    """``(key, as fine-tuned, as given)`` (shown as text: ``on``/``off`` for a switch) for
+    each placement option that would give the
+    model other inputs than the ones a bundle was fine-tuned on (``record``: its
+    ``finetune.construct_options``): the RNA (``polya_in_rna``, ``polya_tail``) and the DNA
+    around the cassette (``background`` by its sequence's sha256, else ``fill``). The
+    reading options (``allow_noncanonical_cds``, ``aav``, ``aav_limit``) change which files
+    are accepted, not the inputs: not compared."""
+
+    def shown(value: Any) -> str:
+        return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+    out = []
+    for key, given in (("polya_in_rna", bool(polya_in_rna)), ("polya_tail", int(polya_tail))):
+        if record.get(key) != given:
+            out.append((key, shown(record.get(key)), shown(given)))
+    recorded = record.get("background")
+    digest = _background_digest(background)
+    if recorded or digest:
+        if (recorded or {}).get("sha256") != digest:
+            then = f"{recorded['path']} (sha256 {recorded['sha256'][:12]})" if recorded else "none"
+            now = (
+                f"{background_path or 'a background'} (sha256 {digest[:12]})" if digest else "none"
+            )
+            out.append(("background", then, now))
+    elif str(record.get("fill", "N")).upper() != str(fill).upper():
+        out.append(("fill", str(record.get("fill")), str(fill).upper()))
+    return out
+
+
 def finetune_table(
     table_path: str | os.PathLike,
     bundle: str | os.PathLike,
@@ -1111,21 +1191,27 @@ def finetune_table(
     settings: Mapping[str, Any] | None = None,
     columns: Sequence[str] | None = None,
     placement: Mapping[str, Any] | None = None,
+    read_options: Mapping[str, Any] | None = None,
     device: str | None = None,
     demo: bool = False,
 ) -> FinetuneResult:
-    """:func:`run_finetune` on a measurement table (:func:`isoflow.measurements.read_measurements`),
-    each construct placed as ``isoflow score`` places it (``placement``: fill, background
-    (a FASTA path), polya_in_rna, polya_tail)."""
+    """:func:`run_finetune` on a measurement table (:func:`isoflow.measurements.read_measurements`,
+    with ``read_options``: allow_noncanonical_cds, aav, aav_limit), each construct placed as
+    ``isoflow score`` places it (``placement``: fill, background (a FASTA path),
+    polya_in_rna, polya_tail): the options of both commands are one definition
+    (:func:`isoflow.commands.add_construct_arguments`), recorded in the manifest's
+    ``finetune.construct_options`` (:func:`construct_record`), which ``isoflow score``
+    holds a scoring run to."""
     from isoflow.bundle import read_manifest
     from isoflow.constructs import check_placement, construct_inputs, read_background
     from isoflow.measurements import read_measurements
 
     s = finetune_settings(settings)
-    placement = dict(placement or {})
+    placement = {k: v for k, v in (placement or {}).items() if v is not None}
+    read_options = {k: v for k, v in (read_options or {}).items() if v is not None}
     # before any work: the result replaces out_dir whole
     check_out_dir(out_dir, [table_path, bundle, placement.get("background")])
-    table = read_measurements(table_path, columns=columns, folds=int(s["folds"]))
+    table = read_measurements(table_path, columns=columns, folds=int(s["folds"]), **read_options)
     background_path = placement.get("background")
     if background_path:
         placement["background"] = read_background(background_path)
@@ -1139,6 +1225,7 @@ def finetune_table(
     )
     inputs = [construct_inputs(c, window=window, **placement) for c in table.constructs]
     source = {"table": str(table_path), "sha256": _sha256(Path(table_path)), "demo": demo}
+    options = construct_record(placement, read_options, background_path)
     return run_finetune(
         bundle,
         table.ids,
@@ -1152,6 +1239,7 @@ def finetune_table(
         source=source,
         device=device,
         grouping=table.grouping,
+        construct_options=options,
     )
 
 
@@ -1160,6 +1248,7 @@ def finetune_table(
 
 # config keys in messages, shown as this command's flags (isoflow.commands)
 FLAGS = {
+    **CONSTRUCT_FLAGS,
     "finetune.folds": "--folds",
     "finetune.finetune_last": "--finetune-last",
     "finetune.max_epochs": "--max-epochs",
@@ -1200,7 +1289,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the bundle tissue whose score is a column's zero-shot baseline (repeatable; "
         "default: the tissue of the same name, else the mean over tissues)",
     )
-    parser.add_argument("--background", default=None, help="FASTA of the DNA around a cassette")
+    add_construct_arguments(parser)  # as isoflow score reads and places constructs
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
 
 
@@ -1230,13 +1319,15 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "zero_shot": mapping,
     }
+    read_options, placement = construct_flags(args)
     finetune_table(
         args.table,
         args.model,
         args.out,
         settings=settings,
         columns=args.columns,
-        placement={"background": args.background},
+        placement=placement,
+        read_options=read_options,
         device=args.device,
     )
     return 0

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from isoflow.commands import nonnegative_int, positive_int
+from isoflow.commands import CONSTRUCT_FLAGS, add_construct_arguments, positive_int
 from isoflow.constructs import (
     Construct,
     aav_limit_ignored,
@@ -259,6 +259,66 @@ def check_bundles(bundles: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     return manifests
 
 
+def check_finetuned_placement(
+    bundles: Sequence[str | os.PathLike],
+    manifests: Sequence[Mapping[str, Any]],
+    *,
+    fill: str = "N",
+    background: str | None = None,
+    polya_in_rna: bool = False,
+    polya_tail: int = 0,
+    background_path: str | os.PathLike | None = None,
+) -> None:
+    """A bundle from ``isoflow finetune`` learned from constructs placed one way (its
+    manifest's ``finetune.construct_options``); scoring constructs placed another way (an
+    RNA with or without the polyA part or tail, other DNA around the cassette:
+    :func:`isoflow.finetune.placement_differences`) would predict from inputs it never
+    saw, so it is refused before any model loads, as bundles that disagree on tissues or window
+    are: one line naming the manifest, the option, both values and the fix. A fine-tuned
+    bundle without the record (fine-tuned before it was kept) is a warning."""
+    from isoflow.bundle import MANIFEST
+    from isoflow.finetune import placement_differences
+
+    for path, manifest in zip(bundles, manifests, strict=True):
+        record = manifest.get("finetune")
+        if not isinstance(record, dict):
+            continue
+        options = record.get("construct_options")
+        if not isinstance(options, dict):
+            log.warning(
+                "%s: a fine-tuned bundle that does not record how its constructs were placed "
+                "(fine-tuned before isoflow kept it): scored with fill %s, background %s, "
+                "polya_in_rna %s, polya_tail %d; if it was fine-tuned on other inputs, fine-tune "
+                "it again to have them checked",
+                Path(path) / MANIFEST,
+                fill,
+                background_path or ("given" if background is not None else "none"),
+                "on" if polya_in_rna else "off",
+                polya_tail,
+            )
+            continue
+        differences = placement_differences(
+            options,
+            fill=fill,
+            background=background,
+            polya_in_rna=polya_in_rna,
+            polya_tail=polya_tail,
+            background_path=background_path,
+        )
+        if differences:
+            key, then, now = differences[0]
+            what = "RNA" if key.startswith("polya") else "DNA around the cassette"
+            more = [k for k, _, _ in differences[1:]]
+            raise InputError(
+                Path(path) / MANIFEST,
+                f"finetune.construct_options.{key}",
+                f"fine-tuned with {key} {then}, scored here with {now}: the model would read "
+                f"another {what} than it learned from; score with {key} {then}"
+                + (f" (and {', '.join(more)} as fine-tuned)" if more else "")
+                + ", or fine-tune it on constructs placed as you score them",
+            )
+
+
 def _tissue_difference(these: Sequence[str], those: Sequence[str]) -> str:
     extra, missing = sorted(set(these) - set(those)), sorted(set(those) - set(these))
     if extra or missing:
@@ -352,6 +412,15 @@ def score_constructs(
         window,
         fill=fill,
         background=background,
+        polya_tail=polya_tail,
+        background_path=background_path,
+    )
+    check_finetuned_placement(
+        bundles,
+        manifests,
+        fill=fill,
+        background=background,
+        polya_in_rna=polya_in_rna,
         polya_tail=polya_tail,
         background_path=background_path,
     )
@@ -594,12 +663,7 @@ def plot_scores(scores: Scores, path: str | os.PathLike, demo: bool = False) -> 
 
 
 # config keys in messages, shown as this command's flags (isoflow.commands)
-FLAGS = {
-    "target_tissues": "--target-tissue",
-    "allow_noncanonical_cds": "--allow-noncanonical-cds",
-    "polya_tail": "--polya-tail",
-    "fill": "--fill",
-}
+FLAGS = {"target_tissues": "--target-tissue", **CONSTRUCT_FLAGS}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -633,41 +697,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a tissue the specificity score is for (repeat for several): mean over the "
         "targets minus mean over the other tissues, log(1 + TPM) units",
     )
-    parser.add_argument(
-        "--background",
-        metavar="FASTA",
-        help="one-record FASTA filling the DNA window around the cassette (at least the "
-        "window long, centre base at the TSS); default: N",
-    )
-    parser.add_argument(
-        "--fill", default="N", help="the letter around the cassette without --background (N)"
-    )
-    parser.add_argument(
-        "--polya-in-rna", action="store_true", help="append the polya part to the RNA"
-    )
-    parser.add_argument(
-        "--polya-tail",
-        type=nonnegative_int,
-        default=0,
-        metavar="N",
-        help="append N A's to the RNA (0)",
-    )
-    parser.add_argument(
-        "--allow-noncanonical-cds",
-        action="store_true",
-        help="score a CDS without ATG / a single terminal stop / whole codons as it is",
-    )
-    parser.add_argument(
-        "--aav", action="store_true", help="check each whole cassette against --aav-limit"
-    )
-    parser.add_argument(
-        "--aav-limit",
-        type=positive_int,
-        default=None,
-        metavar="NT",
-        help="AAV packaging limit, ITR to ITR inclusive (4700): GenBank records with two ITRs, "
-        "and with --aav every cassette (a table's only with --aav)",
-    )
+    add_construct_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N")
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"

@@ -570,8 +570,25 @@ FINETUNE_FILES = {
     "figure": "cv.svg",
     "html": "cv.html",
 }
+# finetune keys that say how the table's constructs are read and placed beside background
+# and fill, as the constructs section's (isoflow.commands.READ_OPTIONS, PLACEMENT_OPTIONS):
+# rule finetune's params only when set (finetune_construct_options)
+FINETUNE_CONSTRUCT_KEYS = (
+    "polya_in_rna",
+    "polya_tail",
+    "allow_noncanonical_cds",
+    "aav",
+    "aav_limit",
+)
 # finetune keys that are not isoflow.finetune settings (inputs, placement, columns)
-FINETUNE_NOT_SETTINGS = ("table", "model", "columns", "background", "fill")
+FINETUNE_NOT_SETTINGS = (
+    "table",
+    "model",
+    "columns",
+    "background",
+    "fill",
+    *FINETUNE_CONSTRUCT_KEYS,
+)
 
 
 def finetune_paths(config: dict, experiments: Mapping[str, Any]) -> dict[str, str]:
@@ -589,6 +606,15 @@ def finetune_paths(config: dict, experiments: Mapping[str, Any]) -> dict[str, st
             f"{run!r} is not a configured run; runs: {', '.join(experiments)}",
         )
     return {k: f"{FINETUNE_DIR}/{v}" for k, v in FINETUNE_FILES.items()}
+
+
+def finetune_construct_options(config: dict) -> dict[str, Any]:
+    """Rule finetune's construct options (``FINETUNE_CONSTRUCT_KEYS``) that the
+    ``finetune`` section sets (not null): params only then, so results fine-tuned before
+    the keys existed keep their params and do not rerun (as ``set_options``; these keys'
+    defaults are the reader's, not the schema's)."""
+    section = config.get("finetune") or {}
+    return {k: section[k] for k in FINETUNE_CONSTRUCT_KEYS if section.get(k) is not None}
 
 
 def finetune_inputs(config: dict) -> dict[str, str]:

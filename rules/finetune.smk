@@ -8,6 +8,7 @@
 from isoflow.workflow import (
     FINETUNE_NOT_SETTINGS,
     bundle_mem_mb,
+    finetune_construct_options,
     finetune_inputs,
     finetune_paths,
 )
@@ -68,6 +69,9 @@ if FINETUNE_OUTPUTS:
             gpu=config["resources"]["gpu"],
             mem_mb=bundle_mem_mb(config, [EXPERIMENTS[config["finetune"]["model"]]]),
         params:
+            # polya_in_rna, polya_tail, allow_noncanonical_cds, aav, aav_limit: only when set
+            # (isoflow.workflow.finetune_construct_options)
+            **finetune_construct_options(config),
             settings={k: v for k, v in config["finetune"].items() if k not in FINETUNE_NOT_SETTINGS},
             columns=config["finetune"].get("columns"),
             fill=config["finetune"].get("fill"),

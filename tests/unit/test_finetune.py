@@ -344,7 +344,7 @@ def test_replicate_rows_never_straddle_a_fold_and_the_grouping_is_recorded(demo_
     from isoflow.finetune import finetune_table
 
     table = _leak_table(tmp_path / "m.tsv")
-    settings = {"folds": 4, "max_epochs": 2, "patience": 1, "shuffled_control": False}
+    settings = {"folds": 2, "max_epochs": 1, "shuffled_control": False}
     result = finetune_table(table, demo_bundle, tmp_path / "out", settings=settings)
     predictions = pd.read_csv(tmp_path / "out" / "predictions.tsv", sep="\t")
     by_id = predictions.set_index("construct_id")
@@ -376,6 +376,148 @@ def test_too_few_groups_once_identical_constructs_merge_is_one_line(demo_bundle,
         "cross-validation folds: each fold needs a group of its own; lower finetune.folds or "
         "add distinct constructs"
     )
+
+
+# ---------------------------------------------------------------- reading options, as score's
+
+
+def _polya_table(path):
+    """A measurement table whose constructs carry a polya part and a CDS without ATG (read
+    only with allow_noncanonical_cds)."""
+    rng = np.random.default_rng(3)
+    lines = ["id\tpromoter\tutr5\tcds\tutr3\tpolya\ta"]
+    for i in range(8):
+        promoter = "".join(rng.choice(list(BASES), 120))
+        cds = "GTGAAATAA" if i % 2 else "ATGAAATAA"  # GTG start: non-canonical
+        lines.append(f"c{i}\t{promoter}\tGCCACC\t{cds}\tTTTT\tAATAAA\t{i % 3 + 0.1 * i}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def polya_tuned(demo_bundle, tmp_path_factory):
+    """``isoflow finetune`` with polyA in the RNA, a polyA tail and non-canonical CDSs."""
+    from isoflow.commands import main
+
+    tmp = tmp_path_factory.mktemp("polya_tuned")
+    table = _polya_table(tmp / "m.tsv")
+    argv = ["finetune", str(table), "-m", str(demo_bundle), "-o", str(tmp / "out")]
+    argv += ["--folds", "2", "--max-epochs", "1", "--device", "cpu"]
+    assert main([*argv, "--polya-in-rna", "--polya-tail", "7", "--allow-noncanonical-cds"]) == 0
+    return {"table": table, "bundle": tmp / "out" / "bundle", "argv": argv, "tmp": tmp}
+
+
+def test_finetune_reads_and_places_constructs_with_scores_options(polya_tuned, capsys):
+    """isoflow finetune takes isoflow score's construct options (one definition) and records
+    them in the bundle; without --allow-noncanonical-cds the table is refused as score
+    refuses it."""
+    import argparse
+
+    from isoflow.commands import main
+    from isoflow.finetune import add_arguments
+    from isoflow.score import add_arguments as score_arguments
+
+    def flags(adder):
+        parser = argparse.ArgumentParser()
+        adder(parser)
+        return {a.dest: (a.default, a.type, a.help) for a in parser._actions}
+
+    tune, score = flags(add_arguments), flags(score_arguments)
+    shared = ("background", "fill", "polya_in_rna", "polya_tail")
+    shared += ("allow_noncanonical_cds", "aav", "aav_limit")
+    for dest in shared:
+        assert tune[dest] == score[dest], dest
+    manifest = json.loads((polya_tuned["bundle"] / "manifest.json").read_text())
+    assert manifest["finetune"]["construct_options"] == {
+        "fill": "N",
+        "background": None,
+        "polya_in_rna": True,
+        "polya_tail": 7,
+        "allow_noncanonical_cds": True,
+        "aav": False,
+        "aav_limit": 4700,
+    }
+    capsys.readouterr()
+    argv = [*polya_tuned["argv"][:5], str(polya_tuned["tmp"] / "again"), *polya_tuned["argv"][6:]]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"isoflow finetune: error: {polya_tuned['table']}:3: ")
+    assert "--allow-noncanonical-cds" in err and "\n" not in err
+
+
+def test_score_holds_a_finetuned_bundle_to_its_placement(polya_tuned, tmp_path, capsys):
+    """isoflow score with a fine-tuned bundle: another RNA (no polyA part, another tail) or
+    other DNA around the cassette than it was fine-tuned on is one line naming the option;
+    the same placement scores."""
+    from isoflow.commands import main
+
+    bundle, table = polya_tuned["bundle"], polya_tuned["table"]
+    base = ["score", "--model", str(bundle), "--constructs", str(table)]
+    base += ["--allow-noncanonical-cds", "--device", "cpu", "--out"]
+    capsys.readouterr()
+    assert main([*base, str(tmp_path / "a"), "--polya-tail", "7"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"isoflow score: error: {bundle / 'manifest.json'}:finetune.construct_options."
+        "polya_in_rna: fine-tuned with --polya-in-rna on, scored here with off: the model "
+        "would read another RNA than it learned from; score with --polya-in-rna on, or "
+        "fine-tune it on constructs placed as you score them"
+    )
+    assert (
+        main([*base, str(tmp_path / "b"), "--polya-in-rna", "--polya-tail", "7", "--fill", "A"])
+        == 1
+    )
+    err = capsys.readouterr().err.strip()
+    assert "finetune.construct_options.fill: fine-tuned with fill N, scored here with A" in err
+    assert main([*base, str(tmp_path / "c"), "--polya-in-rna"]) == 1
+    assert "fine-tuned with --polya-tail 7, scored here with 0" in capsys.readouterr().err
+    assert main([*base, str(tmp_path / "ok"), "--polya-in-rna", "--polya-tail", "7"]) == 0
+    scores = pd.read_csv(tmp_path / "ok.scores.tsv", sep="\t")
+    assert set(scores["tissue"]) == {"a"} and len(scores) == 8
+
+
+def test_a_finetuned_bundle_without_its_placement_record_is_a_warning(
+    polya_tuned, tmp_path, caplog
+):
+    import shutil
+
+    from isoflow.bundle import _write_manifest
+    from isoflow.score import score_file
+
+    old = tmp_path / "old"
+    shutil.copytree(polya_tuned["bundle"], old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["finetune"]["construct_options"]  # as isoflow finetune wrote it before
+    _write_manifest(old, {k: v for k, v in manifest.items() if k != "digests"})
+    with caplog.at_level("WARNING", logger="isoflow.score"):
+        score_file(
+            polya_tuned["table"],
+            [old],
+            {"tsv": tmp_path / "s.tsv"},
+            allow_noncanonical_cds=True,
+            device="cpu",
+        )
+    warned = [r.getMessage() for r in caplog.records if "does not record how" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"{old / 'manifest.json'}: ")
+
+
+def test_the_rule_passes_the_construct_options_it_is_given():
+    from isoflow.workflow import FINETUNE_NOT_SETTINGS, finetune_construct_options
+
+    assert finetune_construct_options({"finetune": {"table": "m.tsv", "fill": "N"}}) == {}
+    assert finetune_construct_options({}) == {}
+    section = {
+        "polya_in_rna": True,
+        "polya_tail": 0,
+        "aav_limit": None,
+        "allow_noncanonical_cds": False,
+    }
+    assert finetune_construct_options({"finetune": section}) == {
+        "polya_in_rna": True,
+        "polya_tail": 0,
+        "allow_noncanonical_cds": False,
+    }
+    assert {"polya_in_rna", "polya_tail", "aav", "aav_limit"} <= set(FINETUNE_NOT_SETTINGS)
 
 
 def test_a_fixed_epoch_fit_runs_exactly_that_many_epochs(demo_bundle, tmp_path, monkeypatch):
