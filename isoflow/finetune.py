@@ -329,7 +329,7 @@ def fold_groups(
             given,
             n_groups,
         )
-    near = near_identical(seqs, merged)
+    near = near_identical(seqs, merged, NEAR_MISMATCHES, NEAR_MAX_COMPARED)
     if near.example is not None:
         i, j, mismatches = near.example
         log.warning(
@@ -1155,12 +1155,11 @@ def placement_differences(
     background_path: str | os.PathLike | None = None,
 ) -> list[tuple[str, str, str]]:
     """``(key, as fine-tuned, as given)`` (shown as text: ``on``/``off`` for a switch) for
-    each placement option that would give the
-    model other inputs than the ones a bundle was fine-tuned on (``record``: its
-    ``finetune.construct_options``): the RNA (``polya_in_rna``, ``polya_tail``) and the DNA
-    around the cassette (``background`` by its sequence's sha256, else ``fill``). The
-    reading options (``allow_noncanonical_cds``, ``aav``, ``aav_limit``) change which files
-    are accepted, not the inputs: not compared."""
+    each placement option that would give the model other inputs than the ones a bundle was
+    fine-tuned on (``record``: its ``finetune.construct_options``): the RNA
+    (``polya_in_rna``, ``polya_tail``) and the DNA around the cassette (``background`` by
+    its sequence's sha256, else ``fill``). The reading options (``allow_noncanonical_cds``,
+    ``aav``, ``aav_limit``) change which files are accepted, not the inputs: not compared."""
 
     def shown(value: Any) -> str:
         return ("on" if value else "off") if isinstance(value, bool) else str(value)

@@ -159,6 +159,27 @@ def test_fold_groups_merge_replicates_and_warn_of_variants(tmp_path, caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
+def test_a_near_identical_check_cut_short_says_so(tmp_path, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from isoflow import finetune
+    from isoflow.measurements import read_measurements
+
+    table = read_measurements(_leak_table(tmp_path / "m.tsv"))
+    seqs = [c.cassette for c in table.constructs]
+    inputs = [SimpleNamespace(dna=seq) for seq in seqs]
+    for bound, said in ((1000, "(checked part of the table: "), (10, "none found so far")):
+        caplog.clear()
+        monkeypatch.setattr(finetune, "NEAR_MAX_COMPARED", bound)
+        with caplog.at_level("WARNING", logger="isoflow.finetune"):
+            _, record = fold_groups(table.ids, table.groups, seqs, inputs, by="construct id")
+        assert not record["near_identical"]["complete"]
+        assert said in caplog.records[-1].getMessage()
+        assert "the near-identical check covered part of the table" in finetune.grouping_note(
+            record
+        )
+
+
 def test_constructs_the_window_makes_identical_share_a_group():
     """Cassettes that differ only where the DNA window does not reach are the same input
     to the model: one group."""
