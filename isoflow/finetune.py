@@ -1292,6 +1292,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
 
 
+def _names_genbank(path: str | os.PathLike) -> bool:
+    """Whether the measurement table's header has a ``genbank`` column (any case); an
+    unreadable file: True, so its reader names what is wrong."""
+    from isoflow.measurements import GENBANK_COLUMN
+
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            for line in handle:
+                if line.strip() and not line.startswith("#"):
+                    return GENBANK_COLUMN in [c.strip().lower() for c in line.split("\t")]
+    except (OSError, UnicodeDecodeError):
+        return True
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     mapping = {}
     for item in args.zero_shot:
@@ -1318,6 +1333,14 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "zero_shot": mapping,
     }
+    if args.aav_limit is not None and not args.aav and not _names_genbank(args.table):
+        raise InputError(  # as isoflow score: a table's cassettes are checked only with --aav
+            "--aav-limit",
+            None,
+            f"needs --aav with a table of parts ({args.table}): its cassettes carry no ITR "
+            "annotation, so only --aav checks them against the limit (a genbank column's "
+            "records with two ITRs are checked without it); add --aav, or drop --aav-limit",
+        )
     read_options, placement = construct_flags(args)
     finetune_table(
         args.table,

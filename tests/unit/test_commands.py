@@ -340,3 +340,24 @@ def test_score_aav_limit_without_aav_on_a_table_is_an_error(tmp_path, capsys):
     for extra in (["--constructs", str(table), "--aav"], ["--constructs", str(tmp_path / "c.gb")]):
         assert commands.main([*argv, *extra, "--aav-limit", "5000"]) == 1
         assert "--aav-limit" not in capsys.readouterr().err
+
+
+def test_finetune_aav_limit_without_aav_on_a_table_of_parts_is_an_error(tmp_path, capsys):
+    # finetune took score's --aav-limit: on a table of parts it too checked nothing
+    parts = tmp_path / "m.tsv"
+    parts.write_text("id\tpromoter\tutr5\tcds\tutr3\tcell_A\n")
+    genbank = tmp_path / "g.tsv"
+    genbank.write_text("id\tGenBank\tcell_A\n")
+    argv = ["finetune", "-m", str(tmp_path / "m"), "-o", str(tmp_path / "o"), "--aav-limit", "5000"]
+    assert commands.main([*argv, str(parts)]) == 1
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .startswith(
+            f"isoflow finetune: error: --aav-limit: needs --aav with a table of parts ({parts})"
+        )
+    )
+    # with --aav, or a genbank column's records: the run goes on (to the missing model)
+    for extra in ([str(parts), "--aav"], [str(genbank)]):
+        assert commands.main([*argv, *extra]) == 1
+        assert "--aav-limit" not in capsys.readouterr().err
