@@ -574,9 +574,14 @@ def design(
     settings = settings or Settings()
     layout = make_layout(start, editable, fixed, constraints)
     layout.feasible(constraints)  # before any model loads
-    from isoflow.score import check_bundles
+    from isoflow.score import check_bundles, check_finetuned_placement
 
-    check_objective(objective, check_bundles(bundles)[0]["tissues"])
+    manifests = check_bundles(bundles)
+    # a fine-tuned bundle scores candidates only as its constructs were placed (isoflow score)
+    keys = ("fill", "background", "polya_in_rna", "polya_tail")
+    given = {k: v for k, v in (placement or {}).items() if k in keys and v is not None}
+    check_finetuned_placement(bundles, manifests, **given)
+    check_objective(objective, manifests[0]["tissues"])
     scorer = Scorer(bundles, start, layout, placement=placement, device=device)
     out = evolve(
         scorer,
@@ -1010,6 +1015,7 @@ FLAGS = {
     "design.constraints.": "--constraints key ",
     "design.constraints": "--constraints",
     "target_tissues": "--target-tissue",
+    "polya_in_rna": "--polya-in-rna",
     "polya_tail": "--polya-tail",
     "fill": "--fill",
 }

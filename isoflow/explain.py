@@ -960,7 +960,7 @@ def explain(
 
 
 # config keys in messages, shown as this command's flags (isoflow.commands)
-FLAGS = {"polya_tail": "--polya-tail", "fill": "--fill"}
+FLAGS = {"polya_in_rna": "--polya-in-rna", "polya_tail": "--polya-tail", "fill": "--fill"}
 
 
 def add_arguments(parser) -> None:
@@ -1053,13 +1053,26 @@ def explain_job(
     from isoflow.bundle import read_manifest
     from isoflow.constructs import check_placement
 
-    window = int(read_manifest(model_path)["dna"]["window"])
+    manifest = read_manifest(model_path)
+    window = int(manifest["dna"]["window"])
     background_seq = read_background(background) if background else None
     if construct:  # the placement checked before the model loads (score's one line)
+        from isoflow.score import check_finetuned_placement
+
         check_placement(
             window,
             fill=fill,
             background=background_seq,
+            polya_tail=polya_tail,
+            background_path=background,
+        )
+        # a fine-tuned bundle explains constructs only as its constructs were placed
+        check_finetuned_placement(
+            [model_path],
+            [manifest],
+            fill=fill,
+            background=background_seq,
+            polya_in_rna=polya_in_rna,
             polya_tail=polya_tail,
             background_path=background,
         )

@@ -497,6 +497,25 @@ def test_score_holds_a_finetuned_bundle_to_its_placement(polya_tuned, tmp_path, 
     assert set(scores["tissue"]) == {"a"} and len(scores) == 8
 
 
+def test_explain_and_design_hold_a_finetuned_bundle_to_its_placement(polya_tuned, tmp_path, capsys):
+    """As isoflow score: explaining or designing constructs for a fine-tuned bundle with
+    another placement than it learned from is refused before the model loads."""
+    from isoflow.commands import InputError, main
+    from isoflow.constructs import read_constructs
+    from isoflow.design import Objective, design
+
+    bundle, table = polya_tuned["bundle"], polya_tuned["table"]
+    (start, *_) = read_constructs(table, allow_noncanonical_cds=True)
+    argv = ["explain", "--model", str(bundle), "--construct", str(table), "--id", start.id]
+    capsys.readouterr()
+    assert main([*argv, "--out", str(tmp_path / "e"), "--polya-tail", "7"]) == 1
+    assert "construct_options.polya_in_rna: fine-tuned with --polya-in-rna on, scored here " in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(InputError, match="construct_options.polya_in_rna: fine-tuned with"):
+        design(start, [bundle], objective=Objective(("a",)), placement={"polya_tail": 7})
+
+
 def test_a_finetuned_bundle_without_its_placement_record_is_a_warning(
     polya_tuned, tmp_path, caplog
 ):
