@@ -56,18 +56,22 @@ STOP_CODONS = ("TAA", "TAG", "TGA")
 _NOT_DNA = re.compile(r"[^ACGTNacgtn]")
 # "ITR" as a word of its own, ended by anything but a letter -- `_`, a digit, a quote or a
 # dash as well as a space (ITR_L, AAV2_ITR, ITR2, 5'ITR, L-ITR) -- with a plural (ITRs),
-# one lower-case prefix letter (mITR, dITR) or a side letter (LITR, ITRR); not inside a word
-# (ITRAQ, nitrate, citrate). Or "inverted terminal repeat" in any case and spacing.
+# one lower-case prefix letter (mITR, dITR), wt/sc/flip/flop/AAV (wtITR, scITR, flipITR,
+# AAV2ITR) or a side (LITR, ITRR, ITRleft); not inside a word (ITRAQ, nitrate, citrate).
+# Or "inverted terminal repeat" in any case and spacing. Read in /label, /standard_name and
+# /rpt_type; in /note only where that makes the pair (a note may merely mention them).
 _ITR_LABEL = re.compile(
-    r"(?<![A-Za-z])(?:(?:[a-z]|[LR])?ITR(?:s|[LR])?|[Ii]trs?)(?![A-Za-z])"
+    r"(?<![A-Za-z])(?:(?:[a-z]|[LR]|wt|sc|flip|flop|AAV\d*)?ITR(?:s|S|[LR]|[Ll]eft|[Rr]ight)?"
+    r"|[Ii]trs?)(?![A-Za-z])"
     r"|(?i:inverted[\s_-]*terminal[\s_-]*repeats?)"
 )
 # How ITR features are recognised, for the warning when a record shows none.
 _ITR_LABELS_HELP = (
-    "an ITR is a repeat_region or misc_feature whose /label, /note, /standard_name or "
-    "/rpt_type holds ITR as a word of its own (ITR, ITRs, ITR_L, AAV2_ITR, 5'ITR, L-ITR, "
-    "ITR2, mITR) or 'inverted terminal repeat', or, with none such, one of two repeat_regions "
-    "with /rpt_type=inverted around the cassette"
+    "an ITR is a repeat_region or misc_feature whose /label, /standard_name or /rpt_type "
+    "holds ITR as a word of its own (ITR, ITRs, ITR_L, AAV2_ITR, 5'ITR, L-ITR, ITR2, mITR, "
+    "wtITR, flipITR) or 'inverted terminal repeat' (or whose /note does, where no two are "
+    "named so), or, with none such, one of two repeat_regions with /rpt_type=inverted "
+    "around the cassette"
 )
 # GenBank feature type (or regulatory_class of a `regulatory` feature) -> part name.
 GENBANK_TYPES = {
@@ -606,13 +610,15 @@ def _genbank_part(feature) -> str | None:
             if cls in GENBANK_REGULATORY:
                 return GENBANK_REGULATORY[cls]
     if feature.type in ITR_TYPES:
-        text = " ".join(
-            str(v)
-            for key in ("label", "note", "standard_name", "rpt_type")
-            for v in feature.qualifiers.get(key, [])
-        )
-        if _ITR_LABEL.search(text):
+
+        def says_itr(*keys: str) -> bool:
+            text = " ".join(str(v) for k in keys for v in feature.qualifiers.get(k, []))
+            return bool(_ITR_LABEL.search(text))
+
+        if says_itr("label", "standard_name", "rpt_type"):
             return "itr"
+        if says_itr("note"):  # a note that names the ITRs may only mention them
+            return "itr_note"
         rpt_types = [str(v).strip().lower() for v in feature.qualifiers.get("rpt_type", [])]
         if feature.type == "repeat_region" and "inverted" in rpt_types:
             return "inverted"  # an ITR when it is one of two around the cassette
@@ -787,6 +793,11 @@ def _genbank_parts(
     ITR-to-ITR span or None (bounds as :class:`_Placed`'s), and notes to log."""
     found = _genbank_features(record, where)
     itrs = found.pop("itr", [])
+    noted = found.pop("itr_note", [])
+    if len(itrs) + len(noted) == 2:
+        # a feature whose note alone names an ITR is one when that makes the pair (isoflow
+        # design's flanks); else its note may merely mention them ("MCS between the ITRs")
+        itrs = sorted(itrs + noted, key=lambda f: f.start)
     inverted = found.pop("inverted", [])
     _refuse_split([("itr", f) for f in itrs], cid, path, where.circular)
     if len(itrs) not in (0, 2):

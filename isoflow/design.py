@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -645,7 +646,10 @@ def output_paths(prefix: str | os.PathLike) -> dict[str, str]:
 
 
 def design_ids(result: Result) -> list[str]:
-    return [f"{result.extra['id']}_design{i + 1}" for i in range(len(result.designs))]
+    """Each design's id in every output: the start's id, whitespace runs as ``_`` (the id
+    is also the design's GenBank LOCUS name, which holds none), and its number."""
+    start = re.sub(r"\s+", "_", str(result.extra["id"]).strip())
+    return [f"{start}_design{i + 1}" for i in range(len(result.designs))]
 
 
 def _sd(values: np.ndarray) -> np.ndarray:

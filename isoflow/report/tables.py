@@ -124,7 +124,8 @@ def leak_note(scheme: str) -> str:
     elif scheme == "locus":
         note += (
             "The locus scheme puts genes with TSSs within split.locus_tss_distance of each "
-            "other on one side: within that distance both counts are 0."
+            f"other on one side, so {SAME_TSS_COLUMN} is 0, and {NEAR_TSS_COLUMN} too when "
+            f"that distance is {NEAR_TSS_BP:,} bp or more (the default)."
         )
     return note
 

@@ -762,6 +762,11 @@ ITR_LABELS = [
     ("LITR", "RITR"),
     ("5' itr", "3' itr"),
     ("inverted terminal repeat", "Inverted_terminal_repeat"),
+    ("ITRS", "ITRS"),
+    ("wtITR", "scITR"),
+    ("flipITR", "flopITR"),
+    ("AAVITR", "AAV2ITR"),
+    ("ITRleft", "ITRright"),
 ]
 
 
@@ -795,6 +800,33 @@ def test_genbank_words_holding_itr_are_no_itr_and_the_miss_is_logged(label, tmp_
     assert f":pNot: construct 'pNot': its repeat_region features ('{label}' " in caplog.text
     assert "are not read as an ITR pair, so it is read without ITRs" in caplog.text
     assert "holds ITR as a word of its own (ITR, ITRs, ITR_L, AAV2_ITR" in caplog.text
+
+
+@pytest.mark.parametrize("note", ["multiple cloning site between the ITRs", "itr-proximal"])
+def test_genbank_a_note_that_mentions_the_itrs_beside_two_named_ones_is_no_third(note, tmp_path):
+    # a misc_feature whose /note only mentions the ITRs counted as a third ITR, refusing a
+    # map that read before ("3 ITR feature(s) (... 'MCS' ...)")
+    record, parts = cassette_record("pMcs", np.random.default_rng(14))
+    itr5 = next(f for f in record.features if "ITR" in _lab(f))
+    at = int(itr5.location.end) + 2
+    record.features.append(feature(at, at + 6, "misc_feature", "MCS", note=note))
+    (c,) = read_constructs(write_gb(tmp_path / "mcs.gb", record))
+    assert c.itrs and dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
+
+
+def test_genbank_itrs_named_in_notes_alone_are_the_pair(tmp_path):
+    # what isoflow design writes: flanks labelled upstream/downstream, their notes naming the
+    # ITRs; two such notes (and nothing named ITR) make the pair
+    record, parts = cassette_record("pNoted", np.random.default_rng(15))
+    itrs = [f for f in record.features if "ITR" in _lab(f)]
+    record.features = [
+        feature(int(f.location.start), int(f.location.end), "misc_feature", "flank", note="AAV ITR")
+        if any(f is i for i in itrs)
+        else f
+        for f in record.features
+    ]
+    (c,) = read_constructs(write_gb(tmp_path / "noted.gb", record))
+    assert c.itrs and dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
 
 
 def test_genbank_circular_map_without_itrs_says_so(tmp_path, caplog):

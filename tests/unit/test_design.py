@@ -306,6 +306,14 @@ def test_designs_genbank_round_trip_keeps_the_flanks_and_the_itr_verdict(tmp_pat
     assert [dict(c.parts) for c in back] == result.designs
     # named as designs.fa, designs.tsv and profiles.tsv name them (was LOCUS design1, …)
     assert [c.id for c in back] == ["start_design1", "start_design2"]
+    # a start id with spaces (a TSV allows them; a LOCUS name does not): written, not a
+    # traceback after the whole search
+    result.extra["id"] = "weak P  noARE"
+    write_design(result, paths, targets=["Liver"])
+    assert [c.id for c in read_constructs(paths["genbank"])] == [
+        "weak_P_noARE_design1",
+        "weak_P_noARE_design2",
+    ]
     assert [c.itrs for c in back] == [itrs, itrs]
     # the same AAV verdict: between ITRs the size is always checked, else only with aav=True
     size = len(start.cassette)

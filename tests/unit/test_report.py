@@ -142,7 +142,7 @@ def test_split_view_counts_held_out_transcripts_at_a_train_tss_of_another_gene(t
     for cell in ("1 (50.00%)", "2 (100.00%)", "0 (0.00%)"):
         assert cell in text
     build.build_splits(splits, tmp_path / "s.svg", html, "locus", transcripts=annotation)
-    assert "within that distance both counts are 0" in html.read_text()
+    assert "too when that distance is 1,000 bp or more" in html.read_text()
     build.build_splits(splits, tmp_path / "s.svg", html, "gene")
     assert tables.SAME_TSS_COLUMN not in html.read_text()
 
