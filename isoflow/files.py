@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import logging
 import os
 import shutil
@@ -17,13 +18,20 @@ K = TypeVar("K")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success.
 
     Works for files and directories. On any exception the temporary is removed and
-    ``path`` is left untouched (absent if it did not exist). An earlier folder at ``path``
-    is renamed aside before the new one takes its place and only then removed: a kill
-    never leaves part of it there (it leaves ``path`` absent at worst, for an instant).
+    ``path`` is left untouched (absent if it did not exist). An existing ``path`` is
+    replaced by :func:`replace_path`: at every instant ``path`` is the old output whole,
+    absent, or the new one whole, never half of either.
+
+    ``fsync``: the new file (or every file and folder under the new folder) reaches the
+    disk before the rename, and the rename before this returns, so a crash of the machine
+    (not only of the process) leaves the old output or the new one, never a renamed file
+    whose data was still in the page cache (a zero-length or zero-filled file after a
+    reboot). For what a later run resumes from (checkpoints, embedding shards); the cost
+    is the time the disk takes to write the bytes (docs/benchmarks.md, "fsync").
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -35,19 +43,61 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: nothing was written for {final}")
-        if final.is_dir() and not final.is_symlink():
-            aside = tmp.with_name(f"{tmp.name}.old")
-            os.replace(final, aside)
-            os.replace(tmp, final)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        replace_path(tmp, final, fsync=fsync)
     except BaseException:
         if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+OLD_SUFFIX = ".old"  # an output being replaced, renamed aside until the new one is in place
+
+
+def replace_path(new: str | os.PathLike, final: str | os.PathLike, *, fsync: bool = False) -> None:
+    """Put ``new`` (a file or folder beside ``final``, same filesystem) at ``final``.
+
+    A folder at ``final`` is first renamed aside (``.{name}.XXXX.old``), ``new`` renamed
+    into place, and only then the old one deleted: a kill while a large folder is deleted
+    left half of the earlier output at ``final`` (deleting it first), now it leaves a hidden
+    folder beside it, removed by the next replacement of ``final``. ``fsync``: as
+    :func:`atomic_path`'s."""
+    new, final = Path(new), Path(final)
+    for left in final.parent.glob(f".{glob.escape(final.name)}.{'?' * 8}{OLD_SUFFIX}"):
+        # an earlier replacement killed while it deleted the folder it replaced
+        shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink(missing_ok=True)
+    if fsync:
+        sync_tree(new)
+    aside = None
+    if final.is_dir() and not final.is_symlink():
+        aside = Path(
+            tempfile.mkdtemp(prefix=f".{final.name}.", suffix=OLD_SUFFIX, dir=final.parent)
+        )
+        os.replace(final, aside)  # over the empty folder mkdtemp made: a unique free name
+    os.replace(new, final)
+    if fsync:
+        sync_tree(final.parent, recursive=False)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def sync_tree(path: str | os.PathLike, *, recursive: bool = True) -> None:
+    """``fsync`` a file, or a folder (and, ``recursive``, every file and folder under it)."""
+    path = Path(path)
+    if path.is_dir() and recursive:
+        for sub in sorted(path.rglob("*")):
+            if not sub.is_symlink() and (sub.is_file() or sub.is_dir()):
+                _fsync(sub)
+    _fsync(path)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # A command's outputs are written through atomic_path, which replaces whatever stands at the

@@ -1,5 +1,7 @@
 """isoflow.files: no rule leaves half an output."""
 
+from pathlib import Path
+
 import pytest
 
 from isoflow.files import atomic_path
@@ -292,3 +294,82 @@ def test_the_earlier_set_goes_before_the_first_new_file_is_put_in_place(tmp_path
         _write_all(tmp, "new")
     left = {p.name: p.read_text() for p in tmp_path.iterdir() if not p.name.startswith(".")}
     assert left == {paths["a"].name: "new"}
+
+
+class Killed(BaseException):
+    """What a SIGKILL would be, here where the test can look afterwards."""
+
+
+def test_a_kill_while_an_old_folder_is_deleted_leaves_no_half_output(tmp_path, monkeypatch):
+    """Replacing an output folder: the old one is renamed aside before the new one goes in,
+    and deleted only then, so a kill during the (long) delete leaves the new output whole
+    at the path, not half of the old one; the next replacement removes what is left aside."""
+    import shutil
+
+    import isoflow.files
+
+    out = tmp_path / "cache"
+    out.mkdir()
+    for i in range(5):
+        (out / f"old{i}").write_text("old")
+    real_rmtree = shutil.rmtree
+
+    def killed_midway(path, *args, **kwargs):
+        sorted(Path(path).iterdir())[0].unlink()  # one file deleted, then the kill
+        raise Killed
+
+    monkeypatch.setattr(isoflow.files.shutil, "rmtree", killed_midway)
+    with pytest.raises(Killed), atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "new").write_text("new")
+    monkeypatch.setattr(isoflow.files.shutil, "rmtree", real_rmtree)
+    assert sorted(p.name for p in out.iterdir()) == ["new"], "the new output, whole"
+    (aside,) = [p for p in tmp_path.iterdir() if p.name != "cache"]
+    assert aside.name.startswith(".cache.") and aside.name.endswith(".old")
+
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        (tmp / "newer").write_text("newer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"], "the leftover removed"
+    assert sorted(p.name for p in out.iterdir()) == ["newer"]
+
+
+def test_a_leftover_of_another_name_is_not_removed(tmp_path):
+    """Only ``.{name}.XXXXXXXX.old`` (the aside of this very path) is removed, not the
+    aside of an output whose name starts with this one's, nor a user's hidden file."""
+    others = [tmp_path / ".cache.v2.abcdefgh.old", tmp_path / ".cache.notes.old"]
+    for other in others:
+        other.write_text("keep")
+    with atomic_path(tmp_path / "cache") as tmp:
+        tmp.write_text("x")
+    assert all(other.read_text() == "keep" for other in others)
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_fsync_reaches_the_disk_before_the_rename(tmp_path, monkeypatch, folder):
+    """``fsync=True``: every new file (and folder) is synced while still under its temporary
+    name, and the parent folder after the rename (so the rename itself is on disk)."""
+    import os
+
+    synced = []
+    real = os.fsync
+
+    def record(fd):
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), (tmp_path / "out").exists()))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    with atomic_path(tmp_path / "out", fsync=True) as tmp:
+        if folder:
+            tmp.mkdir()
+            (tmp / "a.npy").write_bytes(b"data")
+        else:
+            tmp.write_bytes(b"data")
+    names = [(os.path.basename(p), existed) for p, existed in synced]
+    new = [(n, existed) for n, existed in names if n.startswith(".out.") or n == "a.npy"]
+    assert len(new) == (2 if folder else 1) and not any(existed for _, existed in new)
+    assert names[-1] == (tmp_path.name, True), "the folder holding the rename, last"
+    synced.clear()
+    with atomic_path(tmp_path / "plain") as tmp:
+        tmp.write_bytes(b"data")
+    assert synced == [], "without fsync=True nothing waits for the disk"
