@@ -73,6 +73,7 @@ bench: env
 	$(BIN)/python bench/bench_parse.py --scratch $(BENCH_TMP)/parse --repeats 5
 	$(BIN)/python bench/bench_cpu_kernels.py
 	$(BIN)/python bench/bench_weights_digest.py
+	$(BIN)/python bench/bench_fsync.py --folder $(BENCH_TMP)/fsync
 	mkdir -p $(BENCH_TMP)/demo && $(BIN)/python bench/bench_demo.py --cores $(CORES) --scratch $(BENCH_TMP)/demo
 
 # Full-scale rehearsal of the data half (issue 9 item 4; not part of `make test`): inputs in

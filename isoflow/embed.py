@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,7 +43,7 @@ import torch.nn.functional as F
 
 from isoflow.alphabet import DNA_LETTER_CODES, is_missing
 from isoflow.errors import InputError
-from isoflow.files import atomic_path
+from isoflow.files import atomic_path, replace_path, sync_tree
 from isoflow.progress import Progress
 from isoflow.settings import with_encoder_defaults
 
@@ -345,7 +346,12 @@ class _ShardWriter:
 
     A shard is finished once ``shard_NNNNN.npy`` (written beside and renamed into place)
     and then its record ``shard_NNNNN.json`` (its keys, offsets and lengths and the run's
-    fingerprint) exist: what a resumed run reuses (:func:`_finished_shards`)."""
+    fingerprint) exist: what a resumed run reuses (:func:`_finished_shards`). The record is
+    written only once the ``.npy`` is on disk (``fsync``), so a crash of the machine leaves
+    no record of a shard whose data was still in the page cache (a zero-length or
+    zero-filled ``.npy`` after the reboot). A thread waits for the disk and then writes the
+    record while the next shard is encoded (``wait`` joins it): the job does not wait for
+    the disk (docs/benchmarks.md, "fsync")."""
 
     def __init__(
         self, out_dir: Path, dim: int, shard_rows: int, buffer_rows: int, fingerprint: str
@@ -359,6 +365,8 @@ class _ShardWriter:
         self.rows = 0
         self.index: dict[str, list] = {"key": [], "shard": [], "offset": [], "length": []}
         self._first = 0  # the current shard's first entry in ``index``
+        self._syncing: threading.Thread | None = None  # fsync, then the record, of a shard
+        self._error: BaseException | None = None
 
     def resume(self, records: list[dict]) -> None:
         """Start after the shards of ``records`` (finished, checked)."""
@@ -381,17 +389,37 @@ class _ShardWriter:
     def flush(self) -> None:
         if not self.rows:
             return
+        self.wait()  # the previous shard's record first: records are written in order
         name = f"shard_{self.shard:05d}"
         with atomic_path(self.out_dir / f"{name}.npy") as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, self.buffer[: self.rows])  # a view: written as is, no copy
         record = {"fingerprint": self.fingerprint, "rows": self.rows}
         record.update({k: v[self._first :] for k, v in self.index.items()})
-        with atomic_path(self.out_dir / f"{name}.json") as tmp:
-            tmp.write_text(json.dumps(record) + "\n")
+        self._syncing = threading.Thread(
+            target=self._sync_and_record, args=(name, record), name=f"sync {name}", daemon=True
+        )
+        self._syncing.start()
         self.shard += 1
         self.rows = 0
         self._first = len(self.index["key"])
+
+    def _sync_and_record(self, name: str, record: dict) -> None:
+        try:
+            sync_tree(self.out_dir / f"{name}.npy")
+            with atomic_path(self.out_dir / f"{name}.json") as tmp:
+                tmp.write_text(json.dumps(record) + "\n")
+        except BaseException as error:  # raised in the job's thread by wait()
+            self._error = error
+
+    def wait(self) -> None:
+        """Until the last flushed shard is on disk and recorded; its error, if any."""
+        if self._syncing is not None:
+            self._syncing.join()
+            self._syncing = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def partial_dir(out_dir: str | os.PathLike) -> Path:
@@ -413,7 +441,7 @@ def _finished_shards(folder: Path, fingerprint: str, keys: list[str], dim: int) 
         try:
             record = json.loads((folder / f"{name}.json").read_text())
             array = np.load(folder / f"{name}.npy", mmap_mode="r")
-        except (OSError, ValueError):
+        except (OSError, ValueError, EOFError):  # EOFError: a zero-length .npy
             break
         span = record.get("key", [])
         if (
@@ -693,6 +721,7 @@ def build_caches(
                 encode(batch)
         for target in targets:
             target.writer.flush()
+            target.writer.wait()
         progress.finish()
         if compiled:
             log.info("%s", compiled.summary())
@@ -700,6 +729,8 @@ def build_caches(
         stack.close()
         encoder.train(was_training)
         for target in targets:
+            with contextlib.suppress(Exception):  # the error under way is the one to raise
+                target.writer.wait()  # a shard being synced gets its record
             if target.writer.shard:
                 log.warning(
                     "%s: stopped; %d finished shards kept in %s for the next run",
@@ -789,9 +820,7 @@ def _finish_cache(
     (work / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     for number in range(writer.shard):
         (work / f"shard_{number:05d}.json").unlink()
-    if out_dir.is_dir() and not out_dir.is_symlink():
-        shutil.rmtree(out_dir)
-    os.replace(work, out_dir)
+    replace_path(work, out_dir, fsync=True)
     log.info(
         "cached %d distinct sequences of %d items (%d missing) in %s",
         len(keys),
@@ -901,7 +930,7 @@ def gather_cache(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
                 "(rule embed_part)",
             )
     index: dict[str, list] = {"key": [], "shard": [], "offset": [], "length": []}
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, fsync=True) as tmp:  # the shards linked (or copied) in
         tmp.mkdir(parents=True)
         shard = 0
         for path, meta, table in zip(parts, metas, tables, strict=True):

@@ -397,6 +397,59 @@ def test_killed_run_resumes_to_identical_files(tmp_path, esm, batch_letters):
     assert 40 - done <= len(counting.encoded) < 40 - done + straddle
 
 
+def test_a_zero_length_shard_is_encoded_again(tmp_path, esm, caplog):
+    """A crash of the machine after a shard's rename but before its data reached the disk
+    leaves a zero-length ``.npy`` (np.load: EOFError) beside its record: the rerun takes it
+    as unfinished, encodes from there and ends with the files of an uninterrupted run."""
+    from isoflow.embed import partial_dir
+
+    items = {f"p{i}": protein(5 + i) for i in range(12)}
+    options = dict(pool_to=8, batch_size=2, shard_rows=16)
+    build_cache(esm, items, tmp_path / "whole", **options)
+    out = tmp_path / "cache"
+    with pytest.raises(RuntimeError, match="killed"):
+        build_cache(FailAfter(esm, 4), items, out, **options)
+    work = partial_dir(out)
+    assert (work / "shard_00001.json").exists()
+    reused = len(json.loads((work / "shard_00000.json").read_text())["key"])
+    (work / "shard_00001.npy").write_bytes(b"")
+    counting = CountingEncoder(esm)
+    build_cache(counting, items, out, **options)
+    assert files_of(out) == files_of(tmp_path / "whole")
+    # shard 0 reused: from the batch (of 2) that straddles its end on
+    assert len(items) - reused <= len(counting.encoded) < len(items) - reused + 2
+
+
+def test_a_shard_is_recorded_only_once_it_is_on_disk(tmp_path, esm, monkeypatch):
+    """Each shard's ``.npy`` is synced before its record exists (a resumed run trusts the
+    record); the sync runs beside the next shard's encoding, and its failure fails the job."""
+    import isoflow.embed
+
+    seen = []
+    real = isoflow.embed.sync_tree
+
+    def sync(path, **kwargs):
+        path = Path(path)
+        if path.suffix == ".npy":
+            seen.append((path.name, path.with_suffix(".json").exists()))
+        real(path, **kwargs)
+
+    monkeypatch.setattr(isoflow.embed, "sync_tree", sync)
+    items = {f"p{i}": protein(5 + i) for i in range(12)}
+    options = dict(pool_to=8, batch_size=2, shard_rows=16)
+    build_cache(esm, items, tmp_path / "cache", **options)
+    n = EmbeddingCache(tmp_path / "cache").meta["n_shards"]
+    assert n >= 3 and seen == [(f"shard_{i:05d}.npy", False) for i in range(n)]
+
+    def broken(path, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(isoflow.embed, "sync_tree", broken)
+    with pytest.raises(OSError, match="Input/output error"):
+        build_cache(esm, items, tmp_path / "other", **options)
+    assert not (tmp_path / "other").exists()
+
+
 def test_shards_of_another_spec_or_sequence_set_are_not_reused(tmp_path, esm, caplog):
     from isoflow.embed import partial_dir
 
