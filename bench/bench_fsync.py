@@ -1,9 +1,11 @@
 """What putting an embedding shard on disk (``fsync``) before its record costs the embed job
 (``isoflow.embed._ShardWriter``), against the writer before it (``np.save`` through
 ``atomic_path``, no sync) and a sync in the job's own thread (``atomic_path(fsync=True)``),
-alternating, in a folder on the filesystem under test.
+alternating, in a folder on the filesystem under test; then a training checkpoint written by
+``isoflow.lightning.AtomicCheckpointIO`` (beside it, synced, renamed) against Lightning's
+``TorchCheckpointIO`` (a buffer, a temporary in ``$TMPDIR``, moved).
 
-    python bench/bench_fsync.py --folder results/.bench_fsync --mb 1024 --repeats 5
+    python bench/bench_fsync.py --folder results/.bench_fsync --mb 1024 --checkpoint-mb 1024
 
 Rows: MB per shard, the median seconds the job waits, MB/s; for the writer also the
 seconds until its thread has synced and recorded the shard (``wait``), which the job spends
@@ -21,9 +23,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from isoflow.embed import _ShardWriter
 from isoflow.files import atomic_path
+from isoflow.lightning import AtomicCheckpointIO
 
 
 def plain(folder: Path, buffer: np.ndarray, fsync: bool) -> tuple[float, float]:
@@ -52,19 +57,41 @@ WAYS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", default="results/.bench_fsync")
-    parser.add_argument("--mb", type=float, default=1024, help="shard size (embed.shard_mb)")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    folder = Path(args.folder)
+CHECKPOINT_IO = {
+    "Lightning's TorchCheckpointIO (before)": TorchCheckpointIO,
+    "AtomicCheckpointIO (committed)": AtomicCheckpointIO,
+}
+
+
+def checkpoints(folder: Path, mb: float, repeats: int) -> None:
+    """Median (min) seconds a training job waits for one checkpoint of ``mb`` MB."""
+    state = {"state_dict": {"w": torch.randn(int(mb * 1e6) // 4)}, "epoch": 1}
+    times: dict[str, list[float]] = {name: [] for name in CHECKPOINT_IO}
+    try:
+        for _ in range(repeats):
+            for name, io in CHECKPOINT_IO.items():
+                folder.mkdir(parents=True, exist_ok=True)
+                os.sync()
+                start = time.perf_counter()
+                io().save_checkpoint(state, folder / "last.ckpt")
+                times[name].append(time.perf_counter() - start)
+                shutil.rmtree(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(f"\n| checkpoint ({mb:,.0f} MB) | job waits, median (min) s |")
+    print("|---|---|")
+    for name, seen in times.items():
+        print(f"| {name} | {statistics.median(seen):.2f} ({min(seen):.2f}) |")
+
+
+def shards(folder: Path, mb: float, repeats: int) -> None:
+    """Median (min) seconds an embed job waits for one shard of ``mb`` MiB, each way."""
     rng = np.random.default_rng(0)
-    rows = int(args.mb * 2**20) // (2 * 1024)
+    rows = int(mb * 2**20) // (2 * 1024)
     buffer = rng.standard_normal((rows, 1024), dtype=np.float32).astype(np.float16)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in WAYS}
     try:
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             for name, (way, fsync) in WAYS.items():
                 folder.mkdir(parents=True, exist_ok=True)
                 os.sync()  # nothing left to write back (untimed)
@@ -72,7 +99,7 @@ def main() -> None:
                 shutil.rmtree(folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    mb = buffer.nbytes / 1e6
+    size = buffer.nbytes / 1e6
     print("| shard write | MB | job waits, median (min) s | MB/s | then in the thread (s) |")
     print("|---|---|---|---|---|")
     for name, (way, _) in WAYS.items():
@@ -80,7 +107,24 @@ def main() -> None:
         best = min(t for t, _ in times[name])
         behind = statistics.median(b for _, b in times[name])
         thread = f"{behind:.2f}" if way is writer else ""
-        print(f"| {name} | {mb:,.0f} | {waits:.2f} ({best:.2f}) | {mb / waits:,.0f} | {thread} |")
+        print(
+            f"| {name} | {size:,.0f} | {waits:.2f} ({best:.2f}) | {size / waits:,.0f} | {thread} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", default="results/.bench_fsync")
+    parser.add_argument(
+        "--mb", type=float, default=1024, help="shard MiB (embed.shard_mb); 0: none"
+    )
+    parser.add_argument("--checkpoint-mb", type=float, default=1024, help="0: none")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if args.mb:
+        shards(Path(args.folder), args.mb, args.repeats)
+    if args.checkpoint_mb:
+        checkpoints(Path(args.folder), args.checkpoint_mb, args.repeats)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ Inside a run folder (``results/runs/{run}/``, DESIGN.md "Data flow" 8):
 - ``previous/<hash>/`` — checkpoints trained with other settings or data, moved aside whole
   (never deleted) when the fingerprint changes; ``<hash>`` is ``fingerprint_hash`` of their
   ``fingerprint.json``. Going back to those settings moves them back and resumes them
-  (``prepare_checkpoints``). ``previous/unfit/`` is where a checkpoint that does not fit the
-  model is to be moved by hand (``set_aside_command``).
+  (``prepare_checkpoints``). ``previous/unfit/`` holds what is never resumed nor restored:
+  checkpoints that do not fit the model, moved there by hand (``set_aside_command``), and
+  checkpoints that are not complete files, moved there by ``resume_checkpoint``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import logging
 import os
 import shlex
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
 PREVIOUS_DIR = "previous"
+UNFIT_DIR = "unfit"  # under previous/: never resumed nor restored (by hand, or cut short)
 FINGERPRINT_FILE = "fingerprint.json"
 HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue (earlier versions)
 # Train keys that cannot change the trained weights: left out of the run's fingerprint, so
@@ -203,25 +206,95 @@ def _kept_folder(previous: Path, fingerprint: dict[str, Any]) -> Path | None:
         (
             f
             for f in candidates
-            if f.is_dir() and f.name != "unfit" and _read_fingerprint(f) == fingerprint
+            if f.is_dir() and f.name != UNFIT_DIR and _read_fingerprint(f) == fingerprint
         ),
         None,
     )
 
 
-def resume_checkpoint(run_dir: Path) -> Path | None:
-    """The newest of ``checkpoints/last.ckpt`` and SLURM auto-requeue ``hpc_ckpt_*.ckpt``."""
+def resume_checkpoint(run_dir: Path, set_aside: bool = True) -> Path | None:
+    """The checkpoint a run resumes from: the newest complete one of ``checkpoints/last.ckpt``
+    and SLURM auto-requeue ``hpc_ckpt_*.ckpt``, else the complete ``best-epochNNN.ckpt`` of
+    the highest epoch (written in the same epoch's end as that epoch's ``last.ckpt``, with the
+    whole training state: the run goes on from that epoch), else None (a fresh start).
+
+    A candidate that is not a complete checkpoint (``unreadable``: a file cut short by a kill
+    while an earlier version copied it into place) is passed over and, with ``set_aside``
+    (the run's rank 0; other ranks only pass it over), moved to ``previous/unfit/`` with a
+    warning naming it, never deleted: every rerun resumed from it and died."""
     run_dir = Path(run_dir)
-    candidates = [checkpoint_dir(run_dir) / "last.ckpt", *run_dir.glob(HPC_CHECKPOINTS)]
-    existing = [p for p in candidates if p.is_file()]
-    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
+    ckpt_dir = checkpoint_dir(run_dir)
+    latest = [ckpt_dir / "last.ckpt", *run_dir.glob(HPC_CHECKPOINTS)]
+    latest = sorted(
+        (p for p in latest if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    best = sorted(ckpt_dir.glob("best-epoch*.ckpt"), key=_epoch_of, reverse=True)
+    for candidate in [*latest, *best]:
+        why = unreadable(candidate)
+        if why is None:
+            return candidate
+        if set_aside:
+            kept = set_aside_file(run_dir, candidate)
+            log.warning(
+                "%s is not a complete checkpoint (%s): not resumed from, kept as %s",
+                candidate,
+                why,
+                kept,
+            )
+        else:
+            log.warning("%s is not a complete checkpoint (%s): not resumed from", candidate, why)
+    return None
+
+
+def _epoch_of(path: Path) -> int:
+    """NNN of ``best-epochNNN.ckpt`` (-1 for another name)."""
+    digits = path.stem.removeprefix("best-epoch")
+    return int(digits) if digits.isdigit() else -1
+
+
+def unreadable(path: Path) -> str | None:
+    """Why ``path`` is not a complete checkpoint (``torch.save``'s zip archive), or None.
+
+    Reads the archive's central directory (at the end of the file: a file cut short has
+    none), checks every member lies within the file, and reads the pickle (``data.pkl``,
+    CRC-checked); the tensors' bytes are not read (a GB checkpoint is checked in
+    milliseconds)."""
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if not members:
+                return "an empty archive"
+            past = [m.filename for m in members if m.header_offset + m.compress_size > size]
+            if past:
+                return f"{past[0]} runs past the end of the file"
+            pickle = [m for m in members if m.filename.rsplit("/", 1)[-1] == "data.pkl"]
+            if not pickle:
+                return "no data.pkl in the archive"
+            archive.read(pickle[0])
+    except (OSError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile) as error:
+        return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return None
+
+
+def set_aside_file(run_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Move one checkpoint of the run to ``previous/unfit/`` (never restored, never deleted),
+    under its own name or, when that is taken, ``{stem}-N{suffix}``; returns where it went."""
+    path = Path(path)
+    aside = Path(run_dir) / PREVIOUS_DIR / UNFIT_DIR
+    aside.mkdir(parents=True, exist_ok=True)
+    dest, n = aside / path.name, 1
+    while dest.exists():
+        dest, n = aside / f"{path.stem}-{n}{path.suffix}", n + 1
+    path.rename(dest)
+    return dest
 
 
 def set_aside_command(run_dir: str | os.PathLike) -> str:
     """The shell command that moves the run's checkpoints to ``previous/unfit/`` (kept, not
     deleted), so the run trains afresh; the run's ``hpc_ckpt_*.ckpt`` are to go with them."""
     run_dir = Path(run_dir)
-    aside = shlex.quote(str(run_dir / PREVIOUS_DIR / "unfit"))
+    aside = shlex.quote(str(run_dir / PREVIOUS_DIR / UNFIT_DIR))
     return f"mkdir -p {aside} && mv {shlex.quote(str(checkpoint_dir(run_dir)))} {aside}/"
 
 

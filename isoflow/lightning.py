@@ -10,6 +10,7 @@ them together into a run; ``isoflow.checkpoints`` says where checkpoints go.
 
 from __future__ import annotations
 
+import glob
 import logging
 import math
 import os
@@ -26,10 +27,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
+from pytorch_lightning.plugins import TorchCheckpointIO
 
 from isoflow.checkpoints import HPC_CHECKPOINTS, set_aside_command
 from isoflow.errors import InputError
 from isoflow.experiments import run_name
+from isoflow.files import atomic_path
 from isoflow.metrics import tissue_means
 from isoflow.model.encoders import build_encoder, spec_from_config
 from isoflow.model.isoformer import IsoFormer
@@ -467,6 +470,36 @@ class MovableCheckpoint(ModelCheckpoint):
                 },
             }
         super().load_state_dict(state_dict)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written in place atomically: ``torch.save`` into a temporary file in the
+    checkpoint's own folder, synced to disk, then renamed over the checkpoint
+    (``isoflow.files.atomic_path(fsync=True)``).
+
+    Lightning's own (2.6) writes the bytes to a temporary file from ``tempfile.mkstemp()``,
+    in ``$TMPDIR``, and ``shutil.move``s it: where ``$TMPDIR`` is another filesystem than
+    ``results/`` (a node-local ``/tmp`` against NFS, the SLURM case; Snakemake sets it to the
+    job's ``tmpdir``) that is a copy into ``last.ckpt`` itself, so a job killed during the
+    copy left a truncated ``last.ckpt`` that every rerun resumed from and died on. Here the
+    checkpoint's path holds the previous checkpoint whole, or the new one whole; and a crash
+    of the machine cannot leave it renamed but not written. The temporary a killed write
+    left (``.last.ckpt.XXXXXXXX.tmp``, as large as a checkpoint) goes at the next write of
+    that checkpoint."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        path = Path(path)
+        # what a write killed before left (one process writes a run's checkpoints)
+        for left in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.tmp"):
+            left.unlink(missing_ok=True)
+        with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as handle:
+            # to a file object, as Lightning's to a buffer: the archive's inner folder is
+            # "archive", not the temporary's name, so the bytes are Lightning's
+            torch.save(checkpoint, handle)
 
 
 class RngState(Callback):

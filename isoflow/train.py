@@ -65,6 +65,7 @@ from isoflow.files import atomic_path
 from isoflow.jobs import log_to
 from isoflow.lightning import (
     HISTORY_COLUMNS,
+    AtomicCheckpointIO,
     History,
     IsoFormerModule,
     MovableCheckpoint,
@@ -272,7 +273,9 @@ def run_experiment(
     if requeue is not None:
         callbacks.append(requeue)
     environment = cluster_environment(train)
-    plugins = [environment] if environment is not None else None
+    # checkpoints written in their own folder and renamed into place (Lightning's go
+    # through $TMPDIR: a copy, across filesystems, that a kill leaves truncated)
+    plugins = [AtomicCheckpointIO(), *([environment] if environment is not None else [])]
     precision = _precision(train)
     trainer = pl.Trainer(
         default_root_dir=run_dir,
@@ -296,7 +299,8 @@ def run_experiment(
     if rank_zero_only.rank == 0:
         fingerprint = run_fingerprint(config, experiment, dataset_path, cache_dirs)
         prepare_checkpoints(run_dir, fingerprint)
-    resume = resume_checkpoint(run_dir)
+    # a checkpoint cut short is passed over (rank 0 moves it to previous/unfit/)
+    resume = resume_checkpoint(run_dir, set_aside=rank_zero_only.rank == 0)
     if resume is not None:
         log.info("resuming from %s", resume)
         if rank_zero_only.rank == 0:

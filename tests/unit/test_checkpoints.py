@@ -4,6 +4,7 @@ fails before the checkpoints are touched; the fingerprint names what shapes trai
 
 import copy
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
@@ -48,14 +49,21 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
+def checkpoint_bytes(value: int = 0) -> bytes:
+    """A real ``torch.save`` archive, as Lightning writes one."""
+    buffer = io.BytesIO()
+    torch.save({"epoch": value, "w": torch.full((5000,), float(value))}, buffer)
+    return buffer.getvalue()
+
+
 def fake_run(run_dir: Path, fingerprint: dict, epochs: int = 3) -> None:
     """What a trained run leaves: fingerprint, best and last checkpoints, a SLURM one."""
     ckpt = run_dir / "checkpoints"
     ckpt.mkdir(parents=True)
     (ckpt / FINGERPRINT_FILE).write_text(json.dumps(fingerprint))
-    (ckpt / f"best-epoch{epochs - 1:03d}.ckpt").write_bytes(b"best" + bytes(fingerprint["lr"]))
-    (ckpt / "last.ckpt").write_bytes(b"last")
-    (run_dir / "hpc_ckpt_1.ckpt").write_bytes(b"hpc")
+    (ckpt / f"best-epoch{epochs - 1:03d}.ckpt").write_bytes(checkpoint_bytes(fingerprint["lr"]))
+    (ckpt / "last.ckpt").write_bytes(checkpoint_bytes(100))
+    (run_dir / "hpc_ckpt_1.ckpt").write_bytes(checkpoint_bytes(200))
 
 
 def test_same_fingerprint_leaves_checkpoints_alone(tmp_path):
@@ -108,7 +116,9 @@ def test_an_unreadable_fingerprint_is_kept_aside_not_trusted(tmp_path):
     fake_run(tmp_path, {"lr": 1})
     (tmp_path / "checkpoints" / FINGERPRINT_FILE).write_text('{"lr": 1')  # hand-edited, cut
     prepare_checkpoints(tmp_path, {"lr": 1})
-    assert (tmp_path / "previous" / "unrecorded" / "last.ckpt").read_bytes() == b"last"
+    assert (tmp_path / "previous" / "unrecorded" / "last.ckpt").read_bytes() == checkpoint_bytes(
+        100
+    )
     assert resume_checkpoint(tmp_path) is None
 
 
@@ -375,3 +385,143 @@ def test_last_checkpoint_is_written_every_epoch(dataset, tmp_path):
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["epoch"] == 5
     assert int(best.stem.removeprefix("best-epoch")) < 5, "val_loss improved every epoch"
+
+
+# ------------------------------------------------- checkpoints cut short (a kill mid-write)
+
+
+def test_a_checkpoint_cut_short_is_set_aside_and_the_next_one_resumed(tmp_path, caplog):
+    """A last.ckpt cut short (a job killed while Lightning copied it into place from $TMPDIR
+    on another filesystem) made every rerun die in torch.load: it is passed over, moved to
+    previous/unfit/ (never deleted) with a warning naming it, and the next complete
+    candidate resumed: a SLURM checkpoint, else the best of the highest epoch."""
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    whole = checkpoint_bytes(3)
+    (ckpt / "last.ckpt").write_bytes(whole[: len(whole) * 6 // 10])
+    (ckpt / "best-epoch001.ckpt").write_bytes(checkpoint_bytes(1))
+    (ckpt / "best-epoch002.ckpt").write_bytes(checkpoint_bytes(2))
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(checkpoint_bytes(2))
+    os.utime(tmp_path / "hpc_ckpt_1.ckpt", ns=(1, 1))  # older than last.ckpt
+
+    # another DDP rank only passes it over (rank 0 moves it)
+    assert resume_checkpoint(tmp_path, set_aside=False) == tmp_path / "hpc_ckpt_1.ckpt"
+    assert (ckpt / "last.ckpt").exists()
+    with caplog.at_level("WARNING", logger="isoflow.checkpoints"):
+        assert resume_checkpoint(tmp_path) == tmp_path / "hpc_ckpt_1.ckpt"
+    unfit = tmp_path / "previous" / "unfit"
+    assert (unfit / "last.ckpt").read_bytes() == whole[: len(whole) * 6 // 10]
+    assert not (ckpt / "last.ckpt").exists()
+    assert str(ckpt / "last.ckpt") in caplog.text and "not a complete checkpoint" in caplog.text
+
+    # the SLURM one cut short too, and a best one empty: the highest complete best epoch
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(checkpoint_bytes(2)[:-100])
+    (ckpt / "best-epoch003.ckpt").write_bytes(b"")
+    assert resume_checkpoint(tmp_path) == ckpt / "best-epoch002.ckpt"
+    assert sorted(p.name for p in unfit.iterdir()) == [
+        "best-epoch003.ckpt",
+        "hpc_ckpt_1.ckpt",
+        "last.ckpt",
+    ]
+    # a second last.ckpt cut short keeps the first one set aside
+    (ckpt / "last.ckpt").write_bytes(b"PK\x03\x04")
+    assert resume_checkpoint(tmp_path) == ckpt / "best-epoch002.ckpt"
+    assert (unfit / "last-1.ckpt").read_bytes() == b"PK\x03\x04"
+    assert (unfit / "last.ckpt").read_bytes() == whole[: len(whole) * 6 // 10]
+
+
+class Killed(BaseException):
+    """A SIGKILL where the test can look afterwards."""
+
+
+def test_checkpoints_are_written_in_their_own_folder_not_moved_from_tmpdir(
+    dataset, tmp_path, monkeypatch
+):
+    """Lightning wrote each checkpoint to a file in $TMPDIR and shutil.move'd it; across
+    filesystems (node-local /tmp, NFS results/) that move is a copy into last.ckpt itself,
+    and a kill during it left last.ckpt cut short. The run now writes beside the checkpoint
+    and renames: nothing is moved from $TMPDIR, nothing is left there."""
+    import shutil
+    import tempfile
+
+    path, _ = dataset
+
+    def move_across_filesystems_killed(src, dst, *args, **kwargs):
+        data = Path(src).read_bytes()
+        Path(dst).write_bytes(data[: len(data) // 2])  # copy2 under way ...
+        raise Killed  # ... when the job is killed
+
+    monkeypatch.setattr(shutil, "move", move_across_filesystems_killed)
+    tmpdir = tmp_path / "node-local-tmp"
+    tmpdir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmpdir))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read $TMPDIR again
+    run_experiment(config_with(max_epochs=2), EXPERIMENT, path, tmp_path / "run")
+    saved = sorted((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    assert len(saved) == 2 and saved[-1].name == "last.ckpt"
+    for checkpoint in saved:
+        assert torch.load(checkpoint, weights_only=False)["epoch"] in (0, 1)
+    assert list(tmpdir.iterdir()) == []
+
+
+def test_a_checkpoint_write_killed_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """A kill while a checkpoint is written: the path keeps the previous one whole."""
+    from isoflow.lightning import AtomicCheckpointIO
+
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"epoch": 0}, target)
+    real_save = torch.save
+
+    def killed_save(obj, handle, *args, **kwargs):
+        handle.write(b"PK\x03\x04 half")
+        raise Killed
+
+    monkeypatch.setattr(torch, "save", killed_save)
+    with pytest.raises(Killed):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 1}, target)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(target, weights_only=False) == {"epoch": 0}
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+    # what a SIGKILL leaves (no exception handler ran) goes at the next write
+    left = target.parent / ".last.ckpt.abcd1234.tmp"
+    left.write_bytes(b"PK\x03\x04 half")
+    (target.parent / ".best-epoch001.ckpt.abcd1234.tmp").write_bytes(b"another's")
+    AtomicCheckpointIO().save_checkpoint({"epoch": 2}, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == [
+        ".best-epoch001.ckpt.abcd1234.tmp",
+        "last.ckpt",
+    ]
+
+
+@pytest.mark.slow
+def test_a_rerun_after_a_last_checkpoint_cut_short_ends_as_an_uninterrupted_run(
+    dataset, tmp_path, monkeypatch
+):
+    """The reviewer's case: a job killed while its last.ckpt was copied into place. The
+    rerun sets it aside, resumes from the best checkpoint of the highest epoch (the whole
+    training state of that epoch) and ends with the files of an uninterrupted run."""
+    from isoflow.lightning import History
+
+    path, _ = dataset
+    config = config_with(max_epochs=4, patience=50)
+    run_experiment(config, EXPERIMENT, path, tmp_path / "whole")
+    epoch_end = History.on_train_epoch_end
+
+    def stop_after_epoch_2(self, trainer, module):
+        epoch_end(self, trainer, module)
+        if trainer.current_epoch == 2:
+            trainer.should_stop = True  # the epoch's checkpoints are still written
+
+    with monkeypatch.context() as patch:
+        patch.setattr(History, "on_train_epoch_end", stop_after_epoch_2)
+        run_experiment(config, EXPERIMENT, path, tmp_path / "cut")
+    run = tmp_path / "cut"
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:9_000])
+    names = ["metrics.json", "history.csv", "predictions.parquet"]
+    for name in names:
+        (run / name).unlink()
+    run_experiment(config, EXPERIMENT, path, run)
+    for name in names:
+        assert (run / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    assert (run / "previous" / "unfit" / "last.ckpt").stat().st_size == 9_000
