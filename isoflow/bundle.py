@@ -41,7 +41,7 @@ from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.experiments import MODALITIES, run_name
 from isoflow.files import atomic_path
-from isoflow.provenance import file_digest
+from isoflow.provenance import cached_digest, file_digest
 
 log = logging.getLogger("isoflow.bundle")
 
@@ -815,7 +815,7 @@ def export_bundle(
         "checkpoint": {
             "file": checkpoint.name,
             "epoch": saved.get("epoch"),
-            "sha256": file_digest(checkpoint),
+            "sha256": cached_digest(checkpoint),  # hashed when the run tested it
             "fingerprint": fingerprint,
         },
         "metrics": metrics,

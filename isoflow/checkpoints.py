@@ -48,6 +48,7 @@ CHECKPOINT_DIR = "checkpoints"
 PREVIOUS_DIR = "previous"
 UNFIT_DIR = "unfit"  # under previous/: never resumed nor restored (by hand, or cut short)
 FINGERPRINT_FILE = "fingerprint.json"
+TESTED_FILE = "tested.json"  # the checkpoint the run's test split was scored with
 HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue (earlier versions)
 # Train keys that cannot change the trained weights: left out of the run's fingerprint, so
 # changing them (e.g. on the cluster) resumes the trained model instead of setting it aside.
@@ -298,11 +299,27 @@ def set_aside_command(run_dir: str | os.PathLike) -> str:
     return f"mkdir -p {aside} && mv {shlex.quote(str(checkpoint_dir(run_dir)))} {aside}/"
 
 
+def record_tested(checkpoint: str | os.PathLike) -> dict[str, str]:
+    """Write ``tested.json`` beside ``checkpoint``: its file name and sha256, the checkpoint
+    the run scores its test split with (``isoflow.train``, before ``metrics.json``). The
+    export takes exactly that one (``best_checkpoint``)."""
+    checkpoint = Path(checkpoint)
+    record = {"file": checkpoint.name, "sha256": provenance.cached_digest(checkpoint)}
+    with atomic_path(checkpoint.parent / TESTED_FILE, fsync=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
 def best_checkpoint(run_dir: str | os.PathLike, fingerprint: dict[str, Any]) -> Path:
-    """The checkpoint a run with ``fingerprint`` scored its test split with: the
-    ``best-epochNNN.ckpt`` (or, with none, ``last.ckpt``, as ``isoflow.train`` falls back)
-    of the folder holding this fingerprint's checkpoints — ``checkpoints/``, or
-    ``previous/<fingerprint_hash>/`` when a later settings change moved them there.
+    """The checkpoint a run with ``fingerprint`` scored its test split with, in the folder
+    holding this fingerprint's checkpoints — ``checkpoints/``, or
+    ``previous/<fingerprint_hash>/`` when a later settings change moved them there: the one
+    its ``tested.json`` names, with the sha256 recorded there (else an error saying to
+    test again). Runs tested before that record was written: their one
+    ``best-epochNNN.ckpt`` (or, with none, ``last.ckpt``, as ``isoflow.train`` falls back);
+    several are an error, not a guess: a kill after a new best was written but before
+    ``last.ckpt`` left one that the resumed run, on a GPU not bit-identical, may not have
+    tested (the newest by mtime was taken, and the export's check failed on every rerun).
 
     The checkpoint is not a declared output of rule ``train`` (a failed job would delete
     it, and resuming needs it), so a reader finds it by what it was trained from, not by a
@@ -320,9 +337,38 @@ def best_checkpoint(run_dir: str | os.PathLike, fingerprint: dict[str, Any]) -> 
             "no checkpoints trained with these settings and data (neither here nor in "
             f"{PREVIOUS_DIR}/{fingerprint_hash(fingerprint)}/): run rule train for this run again",
         )
+    again = (
+        "run rule train for this run again (`snakemake --forcerun train`: a finished run "
+        "resumes, trains no further, tests again and records which checkpoint it tested)"
+    )
+    record_path = folder / TESTED_FILE
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())
+            name, digest = str(record["file"]), str(record["sha256"])
+        except (ValueError, KeyError, TypeError):
+            raise InputError(record_path, None, f"not a record of a checkpoint; {again}") from None
+        tested = folder / name
+        if Path(name).name != name or not tested.is_file():
+            raise InputError(
+                tested, None, f"the checkpoint the run was tested with is not here; {again}"
+            )
+        if provenance.cached_digest(tested) != digest:
+            raise InputError(
+                tested,
+                None,
+                f"changed since the run was tested with it (sha256 differs from {TESTED_FILE}); "
+                f"{again}",
+            )
+        return tested
     best = sorted(folder.glob("best-epoch*.ckpt"))
-    if len(best) > 1:  # save_top_k=1 keeps one; take the newest should a copy be left over
-        best = [max(best, key=lambda p: p.stat().st_mtime)]
+    if len(best) > 1:
+        raise InputError(
+            folder,
+            None,
+            f"{len(best)} best-epoch*.ckpt ({', '.join(p.name for p in best)}) and no "
+            f"{TESTED_FILE} saying which the run was tested with; {again}",
+        )
     found = best or [p for p in [folder / "last.ckpt"] if p.is_file()]
     if not found:
         raise InputError(folder, None, "no best-epoch*.ckpt or last.ckpt in the checkpoints")

@@ -445,6 +445,26 @@ class MovableCheckpoint(ModelCheckpoint):
         # this class restore their state
         return f"{ModelCheckpoint.__qualname__}{kwargs!r}"
 
+    def untracked(self) -> list[Path]:
+        """The files in its folder named as this callback names its checkpoints
+        (``best-epoch*.ckpt``) that its state does not track: a kill after a new best was
+        written but before the old one was removed, or before ``last.ckpt`` (then the
+        resumed run's state does not know it), left one behind. Only for a callback with a
+        ``monitor`` and a ``filename``; call it once its state is restored (after fit)."""
+        if not self.monitor or not self.filename or self.dirpath is None:
+            return []
+        tracked = {
+            os.path.realpath(path)
+            for path in [*self.best_k_models, self.best_model_path, self.last_model_path]
+            if path
+        }
+        prefix = glob.escape(self.filename.split("{", 1)[0])
+        return sorted(
+            path
+            for path in Path(self.dirpath).glob(f"{prefix}*{self.FILE_EXTENSION}")
+            if path.is_file() and os.path.realpath(path) not in tracked
+        )
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         old = state_dict.get("dirpath")
         if old is not None and self.dirpath is not None and old != self.dirpath:

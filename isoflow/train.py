@@ -55,8 +55,10 @@ from isoflow import cpu
 from isoflow.checkpoints import (
     checkpoint_dir,
     prepare_checkpoints,
+    record_tested,
     resume_checkpoint,
     run_fingerprint,
+    set_aside_file,
 )
 from isoflow.embed import eager_again
 from isoflow.errors import InputError
@@ -314,6 +316,9 @@ def run_experiment(
     best = checkpoint.best_model_path or last.best_model_path
     if not best or not Path(best).is_file():
         raise InputError(checkpoint_dir(run_dir), None, "training left no checkpoint")
+    for stale in checkpoint.untracked():  # left by a kill; never the one tested
+        kept = set_aside_file(run_dir, stale)
+        log.warning("%s: a best checkpoint the training does not track; kept as %s", stale, kept)
     log.info("testing %s", best)
     state = torch.load(best, map_location=module.device, weights_only=False)
     module.load_state_dict(state["state_dict"])
@@ -324,6 +329,7 @@ def run_experiment(
     predicted = predict(module, data.test_dataloader(), precision)
     if requeue is not None and requeue.pending:
         requeue_job(0)  # signalled while testing (rank 0 only): the requeued job tests again
+    record_tested(best)  # the export takes exactly this checkpoint
     metrics = write_outputs(run_dir, data.frames["test"], data.tissues, predicted, history.rows)
     log.info(
         "test mean %s, within-gene spearman %s", metrics["mean"], metrics["within_gene_spearman"]

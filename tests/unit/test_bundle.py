@@ -206,14 +206,18 @@ def test_pretrained_weights_of_another_download_are_refused(trained, tmp_path, r
 
 def _tampered_run(trained, tmp_path, change) -> tuple:
     """A copy of the run whose best checkpoint's hyper_parameters ``change`` altered (its
-    fingerprint kept: the export still takes it for the run's), and the checkpoint."""
+    fingerprint kept, and recorded as the checkpoint tested: the export still takes it for
+    the run's), and the checkpoint."""
     import torch
+
+    from isoflow.checkpoints import record_tested
 
     run_dir = shutil.copytree(trained["run_dir"], tmp_path / "run")
     [checkpoint] = (run_dir / "checkpoints").glob("best-epoch*.ckpt")
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     change(saved["hyper_parameters"])
     torch.save(saved, checkpoint)
+    record_tested(checkpoint)
     return run_dir, checkpoint
 
 

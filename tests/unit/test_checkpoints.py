@@ -19,6 +19,7 @@ from isoflow.checkpoints import (
     best_checkpoint,
     fingerprint_hash,
     prepare_checkpoints,
+    record_tested,
     resume_checkpoint,
     run_fingerprint,
 )
@@ -141,16 +142,82 @@ def test_a_folder_with_only_a_fingerprint_is_replaced(tmp_path):
     assert json.loads((tmp_path / "checkpoints" / FINGERPRINT_FILE).read_text()) == {"lr": 2}
 
 
-def test_of_several_best_checkpoints_the_newest_is_taken(tmp_path):
-    # save_top_k=1 keeps one best-epoch*.ckpt; should another be left over, the export takes
-    # the one written last (by mtime, not by name: either may be the newer)
-    fake_run(tmp_path, {"lr": 1}, epochs=6)  # best-epoch005.ckpt
+def test_the_export_takes_the_checkpoint_the_run_tested_not_the_newest(tmp_path):
+    """A kill after best-epoch005.ckpt was written but before last.ckpt leaves it behind; the
+    resumed run (on a GPU not bit-identical) may end testing best-epoch004. The export took
+    the newest by mtime, and its re-prediction check failed on every rerun: it now takes
+    the one ``tested.json`` names, with the sha256 recorded there."""
+    fake_run(tmp_path, {"lr": 1}, epochs=5)  # best-epoch004.ckpt
     folder = tmp_path / "checkpoints"
-    (folder / "best-epoch002.ckpt").write_bytes(b"left over")
-    for newest, older in (("005", "002"), ("002", "005")):
-        os.utime(folder / f"best-epoch{older}.ckpt", ns=(10**18, 10**18))
-        os.utime(folder / f"best-epoch{newest}.ckpt", ns=(2 * 10**18, 2 * 10**18))
-        assert best_checkpoint(tmp_path, {"lr": 1}) == folder / f"best-epoch{newest}.ckpt"
+    (folder / "best-epoch005.ckpt").write_bytes(checkpoint_bytes(5))  # the orphan, newer
+    os.utime(folder / "best-epoch004.ckpt", ns=(10**18, 10**18))
+    # several and no record (runs tested before it was written): an error, not a guess
+    with pytest.raises(InputError, match=r"2 best-epoch\*.ckpt .*no tested.json.*forcerun"):
+        best_checkpoint(tmp_path, {"lr": 1})
+    record = record_tested(folder / "best-epoch004.ckpt")
+    assert record == {
+        "file": "best-epoch004.ckpt",
+        "sha256": hashlib.sha256((folder / "best-epoch004.ckpt").read_bytes()).hexdigest(),
+    }
+    assert best_checkpoint(tmp_path, {"lr": 1}) == folder / "best-epoch004.ckpt"
+    # the record moves with the checkpoints when other settings set them aside
+    prepare_checkpoints(tmp_path, {"lr": 2})
+    kept = tmp_path / "previous" / fingerprint_hash({"lr": 1})
+    assert best_checkpoint(tmp_path, {"lr": 1}) == kept / "best-epoch004.ckpt"
+    prepare_checkpoints(tmp_path, {"lr": 1})
+
+    # the tested checkpoint rewritten since (a rerun that did not test again), or gone
+    (folder / "best-epoch004.ckpt").write_bytes(checkpoint_bytes(44))
+    with pytest.raises(InputError, match="changed since the run was tested with it"):
+        best_checkpoint(tmp_path, {"lr": 1})
+    (folder / "best-epoch004.ckpt").unlink()
+    with pytest.raises(InputError, match="tested with is not here"):
+        best_checkpoint(tmp_path, {"lr": 1})
+    (folder / "tested.json").write_text('{"file": "best-epoch0')  # cut short
+    with pytest.raises(InputError, match="not a record of a checkpoint"):
+        best_checkpoint(tmp_path, {"lr": 1})
+
+
+def test_without_a_record_the_one_best_checkpoint_or_last_is_taken(tmp_path):
+    """Runs tested before tested.json: their one best checkpoint, else last.ckpt."""
+    fake_run(tmp_path, {"lr": 1}, epochs=3)
+    folder = tmp_path / "checkpoints"
+    assert best_checkpoint(tmp_path, {"lr": 1}) == folder / "best-epoch002.ckpt"
+    (folder / "best-epoch002.ckpt").unlink()
+    assert best_checkpoint(tmp_path, {"lr": 1}) == folder / "last.ckpt"
+
+
+def test_a_resumed_run_sets_an_untracked_best_checkpoint_aside_and_records_its_own(
+    dataset, tmp_path, monkeypatch
+):
+    """A best checkpoint the resumed training does not track (a kill left it) is moved to
+    previous/unfit/ after training, and tested.json names the checkpoint that was tested:
+    the one the export takes."""
+    from isoflow.lightning import History
+
+    path, _ = dataset
+    config = config_with(max_epochs=3, patience=50)
+    run = tmp_path / "run"
+    epoch_end = History.on_train_epoch_end
+
+    def stop_after_epoch_0(self, trainer, module):
+        epoch_end(self, trainer, module)
+        trainer.should_stop = True  # the epoch's checkpoints are still written
+
+    with monkeypatch.context() as patch:
+        patch.setattr(History, "on_train_epoch_end", stop_after_epoch_0)
+        run_experiment(config, EXPERIMENT, path, run)
+    folder = run / "checkpoints"
+    # what a kill leaves: a best checkpoint of an epoch the resumed run will not write
+    orphan = folder / "best-epoch007.ckpt"
+    orphan.write_bytes(epoch_0 := (folder / "last.ckpt").read_bytes())
+    run_experiment(config, EXPERIMENT, path, run)
+    assert not orphan.exists()
+    assert (run / "previous" / "unfit" / orphan.name).read_bytes() == epoch_0
+    (tested,) = folder.glob("best-epoch*.ckpt")
+    assert json.loads((folder / "tested.json").read_text())["file"] == tested.name
+    fingerprint = run_fingerprint(config, EXPERIMENT, path)
+    assert best_checkpoint(run, fingerprint) == tested
 
 
 def test_fingerprint_follows_what_shapes_training(dataset, tmp_path):
