@@ -750,7 +750,7 @@ def export_bundle(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     cache_dirs = dict(cache_dirs or {})
-    fingerprint = run_fingerprint(config, experiment, dataset_path, cache_dirs)
+    fingerprint = run_fingerprint(config, experiment, dataset_path, cache_dirs, genome_fasta)
     checkpoint = best_checkpoint(run_dir, fingerprint)
     log.info("exporting %s", checkpoint)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=False)

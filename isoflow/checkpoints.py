@@ -34,12 +34,14 @@ from isoflow.files import atomic_path
 from isoflow.model.encoders import spec_from_config
 from isoflow.settings import (
     TRAIN_DEFAULTS,
+    cached_modalities,
     encoder_names,
     model_config,
     protein_config,
     rna_config,
     scoped_settings,
     train_config,
+    with_encoder_defaults,
 )
 
 log = logging.getLogger(__name__)
@@ -79,15 +81,19 @@ def run_fingerprint(
     experiment: dict,
     dataset_path,
     cache_dirs: dict[str, str | os.PathLike] | None = None,
+    genome_fasta: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint was trained from: every setting that shapes training with its
     default filled in (so a changed default counts as a change), less the sections of the
     modalities the run does not read (``settings.scoped_settings``), the specs of the encoders
     the experiment uses, the dataset by the sha256 of its content (a dataset rebuilt
     identically keeps its checkpoints; the digest a provenance record holds for the file's
-    current size, mtime and ctime is reused rather than the file read again), and each
+    current size, mtime and ctime is reused rather than the file read again), each
     embedding cache the run reads by the size and modification time of its files (caches are
-    large; a rebuilt cache counts as new)."""
+    large; a rebuilt cache counts as new), and what else the run reads that the dataset does
+    not hold (``raw_inputs``): the genome when DNA is read raw (the dataset holds the
+    windows' coordinates, not their letters) and the download record of each pretrained
+    encoder read raw."""
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     train = {
         key: value
@@ -117,9 +123,65 @@ def run_fingerprint(
         "experiment": experiment,
         "dataset": {"sha256": dataset_sha256},
         "caches": caches,
+        **raw_inputs(config, experiment, dataset_path, genome_fasta),
     }
     settings = scoped_settings(settings, experiment["modalities"])
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def raw_inputs(
+    config: dict, experiment: dict, dataset_path, genome_fasta: str | os.PathLike | None = None
+) -> dict[str, Any]:
+    """The fingerprint's part for inputs a run reads raw, beside the dataset: ``genome``
+    (the sha256 of the FASTA's content, through the digest cache: hashed once per version of
+    the file) when DNA is read raw: ``genome_fasta``, else the path the dataset records (as
+    the loader takes it); ``weights`` (per pretrained encoder read raw, the sha256 of its
+    download record ``isoflow_source.json`` less ``downloaded_at``: the resolved commit, or
+    each fair-esm file's sha256, and the file list) — a re-download of other weights changes
+    it, one of the same commit does not. Both absent otherwise: a run reading everything
+    from caches keeps the fingerprint it had."""
+    from isoflow.weights import SOURCE_FILE
+    from isoflow.workflow import weights_dir
+
+    experiment = {**EXPERIMENT_DEFAULTS, **experiment}
+    cached = set(cached_modalities(config, experiment))
+    found: dict[str, Any] = {}
+    if "dna" in experiment["modalities"] and "dna" not in cached:
+        fasta = genome_fasta or dataset_genome(dataset_path)
+        if not fasta:
+            raise InputError(dataset_path, None, "DNA is read raw but no genome FASTA is given")
+        found["genome"] = {"sha256": provenance.cached_digest(fasta)}
+    weights = {}
+    for modality, name in sorted(encoder_names(config, experiment).items()):
+        spec = with_encoder_defaults(spec_from_config(config, name))
+        if modality in cached or spec["source"] != "pretrained":
+            continue
+        record_path = Path(weights_dir(name, spec)) / SOURCE_FILE
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(
+                record_path,
+                None,
+                f"no readable download record ({error}); run rule download_encoders",
+            ) from None
+        if isinstance(record, dict):
+            record.pop("downloaded_at", None)
+        text = json.dumps(record, sort_keys=True)
+        weights[name] = {"record_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    if weights:
+        found["weights"] = weights
+    return found
+
+
+def dataset_genome(dataset_path) -> str | None:
+    """The genome FASTA the dataset's windows refer to (its ``isoflow.genome`` metadata)."""
+    import pyarrow.parquet as pq
+
+    from isoflow.dataset import GENOME_METADATA_KEY
+
+    metadata = pq.read_schema(dataset_path).metadata or {}
+    return metadata.get(GENOME_METADATA_KEY, b"").decode() or None
 
 
 def fingerprint_hash(fingerprint: dict[str, Any] | None) -> str:

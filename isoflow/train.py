@@ -299,7 +299,7 @@ def run_experiment(
     # Before fit no process group exists yet; the rank comes from the launcher's environment
     # (DDP children are started inside fit, after this ran on rank 0).
     if rank_zero_only.rank == 0:
-        fingerprint = run_fingerprint(config, experiment, dataset_path, cache_dirs)
+        fingerprint = run_fingerprint(config, experiment, dataset_path, cache_dirs, genome_fasta)
         prepare_checkpoints(run_dir, fingerprint)
     # a checkpoint cut short is passed over (rank 0 moves it to previous/unfit/)
     resume = resume_checkpoint(run_dir, set_aside=rank_zero_only.rank == 0)

@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import pysam
 import pytest
 import torch
 
@@ -592,3 +593,131 @@ def test_a_rerun_after_a_last_checkpoint_cut_short_ends_as_an_uninterrupted_run(
     for name in names:
         assert (run / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
     assert (run / "previous" / "unfit" / "last.ckpt").stat().st_size == 9_000
+
+
+# ---------------------------------------- inputs read raw: the genome, pretrained weights
+
+
+def test_a_run_reading_dna_raw_is_fingerprinted_by_the_genomes_content(dataset, tmp_path):
+    """The dataset holds the windows' coordinates, not their letters: a genome edited
+    outside the exons left it byte-identical, and a raw-DNA run resumed its finished
+    checkpoint on the new genome and wrote the old model's metrics as fresh ones. Its
+    fingerprint now holds the genome's sha256; a run reading DNA from a cache does not."""
+    path, fasta = dataset
+    genome = tmp_path / "genome.fa"
+    genome.write_bytes(fasta.read_bytes())
+    raw = {"modalities": ["dna", "protein"]}
+    base = run_fingerprint(config_with(), raw, path, genome_fasta=genome)
+    assert base["genome"] == {"sha256": hashlib.sha256(genome.read_bytes()).hexdigest()}
+    # the genome the dataset records, as the loader reads it, when none is given
+    assert run_fingerprint(config_with(), raw, path)["genome"] == base["genome"]
+    os.utime(genome, ns=(1, 1))  # the same bytes, touched into the past
+    assert run_fingerprint(config_with(), raw, path, genome_fasta=genome) == base
+    lines = genome.read_text().splitlines()
+    lines[-1] = ("T" if lines[-1][0] != "T" else "A") + lines[-1][1:]  # one base changed
+    genome.write_text("\n".join(lines) + "\n")
+    changed = run_fingerprint(config_with(), raw, path, genome_fasta=genome)
+    assert changed["genome"] != base["genome"]
+    assert {k: v for k, v in changed.items() if k != "genome"} == {
+        k: v for k, v in base.items() if k != "genome"
+    }, "the dataset and every setting as they were: only the genome tells"
+
+    # DNA read from its cache: the genome is not read, not in the fingerprint
+    cached_config = config_with()
+    cached_config["model"] = {**cached_config["model"], "cached_modalities": ["dna"]}
+    cached = run_fingerprint(cached_config, raw, path, genome_fasta=genome)
+    assert "genome" not in cached
+    genome.write_text(fasta.read_text())
+    assert run_fingerprint(cached_config, raw, path, genome_fasta=genome) == cached
+    assert "genome" not in run_fingerprint(config_with(), EXPERIMENT, path, genome_fasta=genome)
+
+
+def test_checkpoints_recorded_without_the_genome_are_set_aside(dataset, tmp_path):
+    """Strict for records written before the genome was in them: a raw-DNA run cannot tell
+    which genome they were trained on, so they are kept in previous/ and the run trains
+    afresh (docs/rerun.md)."""
+    path, fasta = dataset
+    raw = {"modalities": ["dna"]}
+    fingerprint = run_fingerprint(config_with(), raw, path, genome_fasta=fasta)
+    recorded = {k: v for k, v in fingerprint.items() if k != "genome"}
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    (ckpt / FINGERPRINT_FILE).write_text(json.dumps(recorded))
+    (ckpt / "last.ckpt").write_bytes(checkpoint_bytes(1))
+    prepare_checkpoints(tmp_path, fingerprint)
+    kept = tmp_path / "previous" / fingerprint_hash(recorded)
+    assert (kept / "last.ckpt").read_bytes() == checkpoint_bytes(1)
+    assert resume_checkpoint(tmp_path) is None
+
+
+def test_a_pretrained_encoder_read_raw_is_fingerprinted_by_its_download_record(dataset, tmp_path):
+    """Weights re-downloaded under the same spec (a moved ``revision: main``) trained on
+    from the old weights' checkpoints: the fingerprint now holds the download record's
+    digest (what was fetched, not when), for an encoder read raw only."""
+    path, _ = dataset
+    weights = tmp_path / "esm2"
+    weights.mkdir()
+    record = {
+        "encoder": "esm2",
+        "urls": {"esm2_t6_8M_UR50D.pt": "https://example.org/esm2_t6_8M_UR50D.pt"},
+        "revision": "esm2_t6_8M_UR50D",
+        "sha256": {"esm2_t6_8M_UR50D.pt": "a" * 64},
+        "files": ["esm2_t6_8M_UR50D.pt"],
+        "downloaded_at": "2026-11-01T00:00:00Z",
+    }
+    (weights / "isoflow_source.json").write_text(json.dumps(record))
+    config = config_with()
+    config["encoders"]["esm2"] = {
+        "source": "pretrained",
+        "path": str(weights),
+        "esm_model": "esm2_t6_8M_UR50D",
+        "finetune_last": -1,
+    }
+    base = run_fingerprint(config, EXPERIMENT, path)
+    assert set(base["weights"]) == {"esm2"}
+    # downloaded again, the same files: the same fingerprint
+    (weights / "isoflow_source.json").write_text(
+        json.dumps({**record, "downloaded_at": "2026-11-27T00:00:00Z"})
+    )
+    assert run_fingerprint(config, EXPERIMENT, path) == base
+    # other weights under the same spec
+    (weights / "isoflow_source.json").write_text(
+        json.dumps({**record, "sha256": {"esm2_t6_8M_UR50D.pt": "b" * 64}})
+    )
+    assert run_fingerprint(config, EXPERIMENT, path)["weights"] != base["weights"]
+    # read from its cache: not in the fingerprint; a tiny encoder neither
+    cached = copy.deepcopy(config)
+    cached["model"] = {**cached["model"], "cached_modalities": ["protein"]}
+    assert "weights" not in run_fingerprint(cached, EXPERIMENT, path)
+    assert "weights" not in run_fingerprint(config_with(), EXPERIMENT, path)
+    (weights / "isoflow_source.json").unlink()
+    with pytest.raises(InputError, match="isoflow_source.json.*download_encoders"):
+        run_fingerprint(config, EXPERIMENT, path)
+
+
+@pytest.mark.slow
+def test_a_raw_dna_run_trains_afresh_on_an_edited_genome(dataset, tmp_path):
+    """The reviewer's case end to end: the same dataset bytes, one genome base changed;
+    the rerun (Snakemake reruns train: the genome is newer) keeps the first checkpoints in
+    previous/ and trains afresh instead of resuming the finished run on the new windows."""
+    path, fasta = dataset
+    genome = tmp_path / "genome.fa"
+    genome.write_bytes(fasta.read_bytes())
+    pysam.faidx(str(genome))
+    raw = {"modalities": ["dna"]}
+    config = config_with(max_epochs=1)
+    run = tmp_path / "run"
+    run_experiment(config, raw, path, run, genome)
+    first = snapshot(run / "checkpoints")
+    first_hash = fingerprint_hash(json.loads((run / "checkpoints" / FINGERPRINT_FILE).read_text()))
+
+    lines = genome.read_text().splitlines()
+    lines[-1] = ("T" if lines[-1][0] != "T" else "A") + lines[-1][1:]
+    genome.write_text("\n".join(lines) + "\n")
+    pysam.faidx(str(genome))
+    for name in ("metrics.json", "history.csv", "predictions.parquet"):
+        (run / name).unlink()  # as Snakemake removes a job's outputs before it reruns
+    run_experiment(config, raw, path, run, genome)
+    assert snapshot(run / "previous" / first_hash) == first
+    recorded = json.loads((run / "checkpoints" / FINGERPRINT_FILE).read_text())
+    assert recorded["genome"]["sha256"] == hashlib.sha256(genome.read_bytes()).hexdigest()
