@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -705,6 +706,21 @@ def _fingerprint(settings, ids, values, groups, seqs, bundle: Path, refs, inputs
     return digest.hexdigest()
 
 
+def _finished_fold(path: Path, methods: list[str]) -> dict[str, np.ndarray] | None:
+    """The out-of-fold predictions a finished fold saved, or None (with a warning) when the
+    file does not read back whole: zero-length or cut short (a crash of the machine before
+    its data reached the disk), which failed every rerun in ``np.load``; the fold is
+    computed again."""
+    try:
+        with np.load(path) as saved:
+            return {m: saved[m] for m in methods}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        log.warning(
+            "%s: not a finished fold (%s: %s); computed again", path, type(error).__name__, error
+        )
+        return None
+
+
 def partial_dir(out_dir: Path) -> Path:
     """Where finished folds wait (``.{name}.partial`` beside the output)."""
     return out_dir.parent / f".{out_dir.name}.partial"
@@ -861,8 +877,8 @@ def run_finetune(
     for k, (train, test) in enumerate(folds):
         fold_of[test] = k
         done = work / f"fold{k}.npz"
-        if done.is_file():
-            saved = np.load(done)
+        saved = _finished_fold(done, methods) if done.is_file() else None
+        if saved is not None:
             for m in methods:
                 oof[m][test] = saved[m]
             log.info("fold %d: finished before, read from %s", k + 1, done)
@@ -881,7 +897,9 @@ def run_finetune(
             found["shuffled"] = tuner.predict(network, test)
         for m in methods:
             oof[m][test] = found[m]
-        with atomic_path(done) as tmp:
+        # on disk before it counts as finished: a crash of the machine cannot leave a fold
+        # renamed into place but never written (zero-length after the reboot)
+        with atomic_path(done, fsync=True) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, **found)
         progress.update(1)

@@ -631,6 +631,53 @@ def test_a_killed_run_resumes_from_its_finished_folds(demo_bundle, tmp_path, mon
 
 
 @pytest.mark.slow
+def test_a_fold_left_zero_length_by_a_crash_is_computed_again(demo_bundle, tmp_path, monkeypatch):
+    """A crash of the machine after a fold's rename, before its data reached the disk,
+    leaves a zero-length fold{k}.npz: np.load failed on every rerun (EOFError). It is now
+    computed again, and the results are the uninterrupted run's."""
+    from isoflow import finetune
+    from isoflow.demo import write_demo_measurements
+
+    table = write_demo_measurements(tmp_path / "m.tsv")
+    settings = {"folds": 3, "max_epochs": 3, "patience": 2, "shuffled_control": False}
+    first = finetune.finetune_table(table, demo_bundle, tmp_path / "a", settings=settings)
+    real_fit = finetune.Tuner.fit
+    fits, die_at = [], ["fold 3"]
+
+    def recorded_fit(self, y, train, valid, seed, label="", **kw):
+        fits.append(label)
+        if die_at and label.startswith(die_at[0]):
+            raise KeyboardInterrupt  # killed in fold 3
+        return real_fit(self, y, train, valid, seed, label, **kw)
+
+    monkeypatch.setattr(finetune.Tuner, "fit", recorded_fit)
+    with pytest.raises(KeyboardInterrupt):
+        finetune.finetune_table(table, demo_bundle, tmp_path / "b", settings=settings)
+    work = tmp_path / ".b.partial"
+    (work / "fold0.npz").write_bytes(b"")  # renamed, never written
+    whole = (work / "fold1.npz").read_bytes()
+    (work / "fold1.npz").write_bytes(whole[: len(whole) // 2])  # cut short
+    fits.clear()
+    die_at.clear()
+    second = finetune.finetune_table(table, demo_bundle, tmp_path / "b", settings=settings)
+    assert fits[:3] == ["fold 1 finetune", "fold 2 finetune", "fold 3 finetune"]
+    pd.testing.assert_frame_equal(first.cv, second.cv)
+
+
+def test_a_finished_fold_is_read_only_when_whole(tmp_path):
+    from isoflow.finetune import _finished_fold
+
+    path = tmp_path / "fold0.npz"
+    np.savez(path, finetune=np.arange(3.0), zero_shot=np.ones(3))
+    whole = path.read_bytes()
+    assert _finished_fold(path, ["finetune", "zero_shot"])["finetune"].tolist() == [0, 1, 2]
+    assert _finished_fold(path, ["finetune", "kmer_ridge"]) is None  # another method set
+    for broken in (b"", whole[: len(whole) // 2], whole[:-10]):
+        path.write_bytes(broken)
+        assert _finished_fold(path, ["finetune"]) is None
+
+
+@pytest.mark.slow
 def test_lora_and_finetune_last_write_bundles_that_predict_the_same(tmp_path):
     """RNA read raw by a tiny NT: LoRA adapters train, the bundle's manifest spec holds
     them, and the loaded bundle predicts as the trained model did (run_finetune checks it;
