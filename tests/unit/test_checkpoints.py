@@ -23,6 +23,7 @@ from isoflow.checkpoints import (
     record_tested,
     resume_checkpoint,
     run_fingerprint,
+    unreadable,
 )
 from isoflow.errors import InputError
 from isoflow.settings import TRAIN_DEFAULTS
@@ -491,6 +492,15 @@ def test_a_checkpoint_cut_short_is_set_aside_and_the_next_one_resumed(tmp_path, 
         "hpc_ckpt_1.ckpt",
         "last.ckpt",
     ]
+    assert unreadable(ckpt / "best-epoch002.ckpt") is None
+    # the right length, a stretch never written (zeros after a crash of the machine)
+    hole = bytearray(checkpoint_bytes(4))
+    start = hole.index(bytes(torch.full((5000,), 4.0).numpy().tobytes()[:64]))
+    hole[start : start + 4096] = bytes(4096)
+    (ckpt / "best-epoch004.ckpt").write_bytes(bytes(hole))
+    assert "CRC-32 differs" in unreadable(ckpt / "best-epoch004.ckpt")
+    assert resume_checkpoint(tmp_path) == ckpt / "best-epoch002.ckpt"
+    assert (unfit / "best-epoch004.ckpt").exists()
     # a second last.ckpt cut short keeps the first one set aside
     (ckpt / "last.ckpt").write_bytes(b"PK\x03\x04")
     assert resume_checkpoint(tmp_path) == ckpt / "best-epoch002.ckpt"
