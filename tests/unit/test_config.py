@@ -2,11 +2,10 @@
 type is one line naming the key (and the nearest valid one), every key the training code
 reads is typed, and each default has one home."""
 
-import copy
-
 import pytest
 import yaml
 
+from helpers.configs import merged_configs
 from helpers.paths import REPO
 from isoflow.config import SCHEMA, check_config
 from isoflow.errors import InputError
@@ -26,21 +25,7 @@ def load(name: str) -> dict:
     return yaml.safe_load((REPO / name).read_text())
 
 
-def merged(*names: str) -> dict:
-    """Config files laid over each other as Snakemake does (nested mappings merge)."""
-
-    def update(base: dict, overlay: dict) -> dict:
-        for key, value in overlay.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                update(base[key], value)
-            else:
-                base[key] = value
-        return base
-
-    config: dict = {}
-    for name in names:
-        update(config, copy.deepcopy(load(name)))
-    return config
+merged = merged_configs
 
 
 def properties(section: str) -> dict:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from helpers.configs import merged_configs
 from helpers.experiments import ABLATIONS
 from helpers.paths import REPO
 from isoflow import workflow
@@ -689,20 +690,8 @@ def test_a_weights_path_is_normalised_to_the_folder_the_download_rule_writes(pat
 
 
 def shipped(*names: str) -> dict:
-    """The shipped config files merged key by key, later files winning (as Snakemake does)."""
-
-    def merge(into: dict, over: dict) -> dict:
-        for key, value in over.items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict):
-                merge(into[key], value)
-            else:
-                into[key] = value
-        return into
-
-    config: dict = {}
-    for name in names:
-        merge(config, yaml.safe_load((REPO / "config" / name).read_text()))
-    return config
+    """The shipped config files (under config/) merged as Snakemake merges them."""
+    return merged_configs(*(f"config/{name}" for name in names))
 
 
 def spans_by_encoder(config: dict) -> dict[tuple[str, str], dict]:

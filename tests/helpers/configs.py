@@ -1,0 +1,27 @@
+"""Config files laid over each other as Snakemake lays several --configfile (nested
+mappings merge, later files win)."""
+
+from __future__ import annotations
+
+import copy
+
+import yaml
+
+from helpers.paths import REPO
+
+
+def merged_configs(*paths: str) -> dict:
+    """The config files at ``paths`` (relative to the checkout) merged key by key."""
+
+    def update(base: dict, overlay: dict) -> dict:
+        for key, value in overlay.items():
+            if isinstance(value, dict) and isinstance(base.get(key), dict):
+                update(base[key], value)
+            else:
+                base[key] = value
+        return base
+
+    config: dict = {}
+    for path in paths:
+        update(config, copy.deepcopy(yaml.safe_load((REPO / path).read_text())))
+    return config
