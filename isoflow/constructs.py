@@ -794,9 +794,10 @@ def _genbank_parts(
     found = _genbank_features(record, where)
     itrs = found.pop("itr", [])
     noted = found.pop("itr_note", [])
-    if len(itrs) + len(noted) == 2:
+    if len(itrs) + len(noted) == 2 or (not itrs and noted):
         # a feature whose note alone names an ITR is one when that makes the pair (isoflow
-        # design's flanks); else its note may merely mention them ("MCS between the ITRs")
+        # design's flanks), or when none is named so (one or three: refused below, as
+        # before); beside named ones its note may merely mention them ("MCS between the ITRs")
         itrs = sorted(itrs + noted, key=lambda f: f.start)
     inverted = found.pop("inverted", [])
     _refuse_split([("itr", f) for f in itrs], cid, path, where.circular)

@@ -64,9 +64,15 @@ def replace_path(new: str | os.PathLike, final: str | os.PathLike, *, fsync: boo
     folder beside it, removed by the next replacement of ``final``. ``fsync``: as
     :func:`atomic_path`'s."""
     new, final = Path(new), Path(final)
-    for left in final.parent.glob(f".{glob.escape(final.name)}.{'?' * 8}{OLD_SUFFIX}"):
-        # an earlier replacement killed while it deleted the folder it replaced
-        shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink(missing_ok=True)
+    name = glob.escape(final.name)
+    # an earlier replacement killed while it deleted the folder it replaced (named
+    # `.{name}.XXXXXXXX.tmp.old` by the version before this one)
+    for pattern in (f".{name}.{'?' * 8}{OLD_SUFFIX}", f".{name}.{'?' * 8}.tmp{OLD_SUFFIX}"):
+        for left in final.parent.glob(pattern):
+            if left.is_dir():
+                shutil.rmtree(left, ignore_errors=True)
+            else:
+                left.unlink(missing_ok=True)
     if fsync:
         sync_tree(new)
     aside = None

@@ -1313,16 +1313,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _names_genbank(path: str | os.PathLike) -> bool:
     """Whether the measurement table's header has a ``genbank`` column (any case); an
     unreadable file: True, so its reader names what is wrong."""
+    import csv
+
     from isoflow.measurements import GENBANK_COLUMN
 
     try:
-        with open(path, encoding="utf-8-sig") as handle:
-            for line in handle:
-                if line.strip() and not line.startswith("#"):
-                    return GENBANK_COLUMN in [c.strip().lower() for c in line.split("\t")]
-    except (OSError, UnicodeDecodeError):
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            lines = (line for line in handle if line.strip() and not line.startswith("#"))
+            header = next(csv.reader(lines, delimiter="\t"), None)  # as measurements reads it
+    except (OSError, UnicodeDecodeError, csv.Error):
         return True
-    return True
+    return header is None or GENBANK_COLUMN in [c.strip().lower() for c in header]
 
 
 def run(args: argparse.Namespace) -> int:

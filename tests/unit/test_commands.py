@@ -347,7 +347,7 @@ def test_finetune_aav_limit_without_aav_on_a_table_of_parts_is_an_error(tmp_path
     parts = tmp_path / "m.tsv"
     parts.write_text("id\tpromoter\tutr5\tcds\tutr3\tcell_A\n")
     genbank = tmp_path / "g.tsv"
-    genbank.write_text("id\tGenBank\tcell_A\n")
+    genbank.write_text('"id"\t"GenBank"\t"cell_A"\n')  # quoted, as the table reader allows
     argv = ["finetune", "-m", str(tmp_path / "m"), "-o", str(tmp_path / "o"), "--aav-limit", "5000"]
     assert commands.main([*argv, str(parts)]) == 1
     assert (

@@ -814,6 +814,23 @@ def test_genbank_a_note_that_mentions_the_itrs_beside_two_named_ones_is_no_third
     assert c.itrs and dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
 
 
+def test_genbank_three_features_noting_an_itr_and_none_named_are_refused(tmp_path):
+    # with no ITR named, notes that name one count as before: three are refused, not read
+    # as a cassette without ITRs without a word
+    record, _ = cassette_record("pThree", np.random.default_rng(16))
+    itrs = [f for f in record.features if "ITR" in _lab(f)]
+    record.features = [
+        feature(int(f.location.start), int(f.location.end), "misc_feature", "x", note="ITR")
+        if any(f is i for i in itrs)
+        else f
+        for f in record.features
+    ]
+    at = int(itrs[0].location.end) + 2
+    record.features.append(feature(at, at + 6, "misc_feature", "MCS", note="near the ITR"))
+    with pytest.raises(InputError, match=r"3 ITR feature\(s\)"):
+        read_constructs(write_gb(tmp_path / "three.gb", record))
+
+
 def test_genbank_itrs_named_in_notes_alone_are_the_pair(tmp_path):
     # what isoflow design writes: flanks labelled upstream/downstream, their notes naming the
     # ITRs; two such notes (and nothing named ITR) make the pair

@@ -334,6 +334,18 @@ def test_a_kill_while_an_old_folder_is_deleted_leaves_no_half_output(tmp_path, m
     assert sorted(p.name for p in out.iterdir()) == ["newer"]
 
 
+def test_a_leftover_of_the_version_before_is_removed_too(tmp_path):
+    """The version before named its aside ``.{name}.XXXXXXXX.tmp.old`` (the temporary's
+    name + .old): such a folder, a whole earlier bundle or cache, goes at the next
+    replacement too."""
+    old = tmp_path / ".cache.abcd1234.tmp.old"
+    old.mkdir()
+    (old / "shard.npy").write_text("old")
+    with atomic_path(tmp_path / "cache") as tmp:
+        tmp.mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
 def test_a_leftover_of_another_name_is_not_removed(tmp_path):
     """Only ``.{name}.XXXXXXXX.old`` (the aside of this very path) is removed, not the
     aside of an output whose name starts with this one's, nor a user's hidden file."""
