@@ -1310,23 +1310,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
 
 
-def _names_genbank(path: str | os.PathLike) -> bool:
-    """Whether the measurement table's header has a ``genbank`` column (any case); an
-    unreadable file: True, so its reader names what is wrong."""
-    import csv
-
-    from isoflow.measurements import GENBANK_COLUMN
-
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            lines = (line for line in handle if line.strip() and not line.startswith("#"))
-            header = next(csv.reader(lines, delimiter="\t"), None)  # as measurements reads it
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return True
-    return header is None or GENBANK_COLUMN in [c.strip().lower() for c in header]
-
-
 def run(args: argparse.Namespace) -> int:
+    from isoflow.measurements import has_genbank_column
+
     mapping = {}
     for item in args.zero_shot:
         column, sep, tissue = item.partition("=")
@@ -1352,7 +1338,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "zero_shot": mapping,
     }
-    if args.aav_limit is not None and not args.aav and not _names_genbank(args.table):
+    if args.aav_limit is not None and not args.aav and not has_genbank_column(args.table):
         raise InputError(  # as isoflow score: a table's cassettes are checked only with --aav
             "--aav-limit",
             None,

@@ -104,6 +104,17 @@ def _header(path: Path) -> list[str]:
     raise InputError(path, None, "empty file; expected a tab-separated header and one row each")
 
 
+def has_genbank_column(path: str | os.PathLike) -> bool:
+    """Whether the table's header, read as :func:`read_measurements` reads it, has a
+    ``genbank`` column (any case); a header it cannot read: True, so that reader names what
+    is wrong."""
+    try:
+        header = _header(Path(path))
+    except (InputError, csv.Error):
+        return True
+    return GENBANK_COLUMN in [cell.lower() for cell in header]
+
+
 def _genbank_rows(path: Path, header: list[str], **read_kwargs) -> list[Construct]:
     """Constructs of a table whose rows name a GenBank file each (``genbank`` column)."""
     text = path.read_text(encoding="utf-8-sig")
