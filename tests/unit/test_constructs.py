@@ -731,16 +731,19 @@ def test_placement_is_checked_once_naming_the_option_or_the_fasta():
 # --- ITR labels, split features, the origin -------------------------------------------------
 
 
-def _relabel_itrs(record, label5: str, label3: str):
+def _relabel_itrs(record, label5: str, label3: str, kind: str | None = None, **quals):
     """``record`` (from :func:`cassette_record` with ITRs) with its two ITR features
-    relabelled; the other features as they were."""
+    relabelled (``kind``: retyped too; ``quals``: e.g. a ``note``); the other features as
+    they were."""
     out = record[:]
     out.annotations = dict(record.annotations)
     itrs = [f for f in record.features if "ITR" in _lab(f)]
     assert len(itrs) == 2
     relabelled = {id(itrs[0]): label5, id(itrs[1]): label3}
     out.features = [
-        feature(int(f.location.start), int(f.location.end), f.type, relabelled[id(f)])
+        feature(
+            int(f.location.start), int(f.location.end), kind or f.type, relabelled[id(f)], **quals
+        )
         if id(f) in relabelled
         else f
         for f in record.features
@@ -818,14 +821,8 @@ def test_genbank_three_features_noting_an_itr_and_none_named_are_refused(tmp_pat
     # with no ITR named, notes that name one count as before: three are refused, not read
     # as a cassette without ITRs without a word
     record, _ = cassette_record("pThree", np.random.default_rng(16))
-    itrs = [f for f in record.features if "ITR" in _lab(f)]
-    record.features = [
-        feature(int(f.location.start), int(f.location.end), "misc_feature", "x", note="ITR")
-        if any(f is i for i in itrs)
-        else f
-        for f in record.features
-    ]
-    at = int(itrs[0].location.end) + 2
+    at = int(next(f for f in record.features if "ITR" in _lab(f)).location.end) + 2
+    record = _relabel_itrs(record, "x", "x", "misc_feature", note="ITR")
     record.features.append(feature(at, at + 6, "misc_feature", "MCS", note="near the ITR"))
     with pytest.raises(InputError, match=r"3 ITR feature\(s\)"):
         read_constructs(write_gb(tmp_path / "three.gb", record))
@@ -835,13 +832,7 @@ def test_genbank_itrs_named_in_notes_alone_are_the_pair(tmp_path):
     # what isoflow design writes: flanks labelled upstream/downstream, their notes naming the
     # ITRs; two such notes (and nothing named ITR) make the pair
     record, parts = cassette_record("pNoted", np.random.default_rng(15))
-    itrs = [f for f in record.features if "ITR" in _lab(f)]
-    record.features = [
-        feature(int(f.location.start), int(f.location.end), "misc_feature", "flank", note="AAV ITR")
-        if any(f is i for i in itrs)
-        else f
-        for f in record.features
-    ]
+    record = _relabel_itrs(record, "flank", "flank", "misc_feature", note="AAV ITR")
     (c,) = read_constructs(write_gb(tmp_path / "noted.gb", record))
     assert c.itrs and dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
 

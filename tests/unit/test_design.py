@@ -75,6 +75,20 @@ def _fake_scorer(parts_list):
     return out
 
 
+def _search(layout, constraints, budget, population, seed=0, objective=None):
+    """``evolve`` over ``_fake_scorer``'s two models, for ``Objective(("Liver",))`` unless
+    another ``objective`` is given."""
+    return evolve(
+        _fake_scorer,
+        TISSUES,
+        layout,
+        objective or Objective(("Liver",)),
+        constraints,
+        Settings(budget=budget, population=population, seed=seed),
+        calls_per_candidate=2,
+    )
+
+
 def _layout_and_constraints(construct, seed):
     layout = make_layout(construct, ["utr5", "utr3", "cds"], fixed=FIXED)
     layout_check = check_all(dict(construct.parts), layout.reference, layout.fixed, CONSTRAINTS)
@@ -87,15 +101,7 @@ def test_every_design_satisfies_every_constraint(seed):
     construct = _cassette(seed)
     layout = _layout_and_constraints(construct, seed)
     objective = Objective(("Liver",), "max", 1.0)
-    out = evolve(
-        _fake_scorer,
-        TISSUES,
-        layout,
-        objective,
-        CONSTRAINTS,
-        Settings(budget=120, population=6, seed=seed),
-        calls_per_candidate=2,
-    )
+    out = _search(layout, CONSTRAINTS, 120, 6, seed, objective)
     assert out["calls"] <= 120
     for seq in out["seqs"]:
         parts = layout.parts(seq)
@@ -333,15 +339,7 @@ def test_design_runs_on_a_cassette_between_real_itrs_with_default_constraints():
     inner = dict(_cassette(4).parts)
     start = Construct("aav", {"upstream": ITR5, **inner, "downstream": ITR3}, itrs=True)
     layout = make_layout(start, ["utr5", "utr3"])
-    out = evolve(
-        _fake_scorer,
-        TISSUES,
-        layout,
-        Objective(("Liver",)),
-        Constraints(),
-        Settings(budget=30, population=4, seed=0),
-        calls_per_candidate=2,
-    )
+    out = _search(layout, Constraints(), 30, 4)
     for seq in out["seqs"]:
         parts = layout.parts(seq)
         assert not failed(check_all(parts, layout.reference, layout.fixed, Constraints()))
@@ -410,15 +408,7 @@ def test_design_keeps_the_cassettes_only_polya_signal(tmp_path, signal_at):
         assert checks["polya_signals"].ok and checks["polya_present"].ok
         seq, _ = repair(layout.start, layout, Constraints(), np.random.default_rng(0), 1000)
         assert seq is not None and layout.parts(seq) == dict(construct.parts)
-        out = evolve(
-            _fake_scorer,
-            TISSUES,
-            layout,
-            Objective(("Liver",)),
-            Constraints(),
-            Settings(budget=40, population=4, seed=0),
-            calls_per_candidate=2,
-        )
+        out = _search(layout, Constraints(), 40, 4)
         for seq in out["seqs"]:
             cassette = seq.tobytes().decode()
             assert cassette[at : at + 6] == "AATAAA"
