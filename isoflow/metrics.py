@@ -351,10 +351,11 @@ def rescore(
     genes = frame.drop_duplicates("transcript_id").set_index("transcript_id").loc[transcripts]
     metrics = evaluate(genes["gene_id"].to_numpy(), wide["observed"], wide["predicted"], tissues)
     old_path = run_dir / "metrics.json"
-    old = None
+    old, old_text = None, None
     if old_path.is_file():
         try:
-            old = json.loads(old_path.read_text(encoding="utf-8"))
+            old_text = old_path.read_text(encoding="utf-8")
+            old = json.loads(old_text)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise InputError(
                 old_path, None, f"unreadable ({err}): remove it to rescore from the predictions"
@@ -364,8 +365,7 @@ def rescore(
                 old_path, None, "not a metrics mapping: remove it to rescore from the predictions"
             )
     text = metrics_text(metrics)
-    unchanged = old_path.is_file() and old_path.read_text(encoding="utf-8") == text
-    if write and not unchanged:  # an unchanged file keeps its mtime: nothing downstream reruns
+    if write and old_text != text:  # an unchanged file keeps its mtime: nothing downstream reruns
         with atomic_path(old_path) as tmp:
             tmp.write_text(text)
     return metrics, old
