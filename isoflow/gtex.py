@@ -328,12 +328,24 @@ def select_tissues(
             f"{column} tissue(s) (samples): {_some(have, MATRIX_TISSUES_SHOWN)}; list only "
             f"those in tissues.{tissue_set}, or set it to null for every tissue with samples",
         )
-    for tissue in tissues:
-        n = counts[tissue]
-        if n < min_samples:
-            raise InputError(
-                samples_path, tissue, f"only {n} sample(s), gtex.min_samples is {min_samples}"
-            )
+    short = [f"{t} ({counts[t]})" for t in tissues if counts[t] < min_samples]
+    if len(short) == 1:
+        tissue = short[0].rsplit(" (", 1)[0]
+        raise InputError(
+            samples_path,
+            tissue,
+            f"only {counts[tissue]} sample(s), gtex.min_samples is {min_samples}: drop it from "
+            f"tissues.{tissue_set} or lower gtex.min_samples",
+        )
+    if short:
+        raise InputError(
+            samples_path,
+            None,
+            f"{len(short)} of the {len(tissues)} configured tissues have fewer than "
+            f"gtex.min_samples ({min_samples}) samples; tissue (samples): "
+            f"{_some(short, MISSING_TISSUES_SHOWN)}; drop them from tissues.{tissue_set} or "
+            "lower gtex.min_samples",
+        )
     return list(tissues)
 
 

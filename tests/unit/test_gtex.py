@@ -193,6 +193,11 @@ def test_smtsd_all_tissues_sorted_and_min_samples(tmp_path, attrs_path):
     # ... and is an error for a configured tissue.
     with pytest.raises(InputError, match=r"Heart - Left Ventricle: only 7 sample\(s\)"):
         aggregate_tpm(gct, attrs_path, "smtsd", ["Heart - Left Ventricle"], min_samples=8)
+    # Every configured tissue under the bound is named in one line, with its count.
+    with pytest.raises(InputError, match=r"2 of the 3 configured tissues have fewer than") as e:
+        aggregate_tpm(gct, attrs_path, "smtsd", tissues, min_samples=11)
+    listed = "samples; tissue (samples): Heart - Left Ventricle (7), Liver (10); drop them"
+    assert listed in str(e.value)
 
 
 @pytest.mark.needs("shared")
