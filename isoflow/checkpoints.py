@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shlex
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,68 @@ def resume_checkpoint(run_dir: Path, set_aside: bool = True) -> Path | None:
         else:
             log.warning("%s is not a complete checkpoint (%s): not resumed from", candidate, why)
     return None
+
+
+RESUME_DECISION = ".resume-{key}.json"
+
+
+def launch_key() -> str | None:
+    """What names one launch of a SLURM job step whose tasks all start the training at once
+    (``srun`` with one task per GPU: ``SLURM_NTASKS`` > 1): job, step and restart count.
+    None outside such a step (one process, or Lightning's own launcher, whose other ranks
+    start inside ``fit``, after rank 0's bookkeeping)."""
+    if int(os.environ.get("SLURM_NTASKS", "1") or 1) < 2 or "SLURM_PROCID" not in os.environ:
+        return None
+    job = os.environ.get("SLURM_JOB_ID", "nojob")
+    step = os.environ.get("SLURM_STEP_ID", "nostep")
+    return f"{job}.{step}.{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+
+
+def agreed_resume(
+    run_dir: str | os.PathLike,
+    decide,
+    rank: int,
+    key: str | None,
+    timeout_s: float = 900.0,
+    poll_s: float = 0.25,
+) -> Path | None:
+    """The checkpoint every rank of the run resumes from, decided once by rank 0.
+
+    ``decide()`` is rank 0's bookkeeping (``prepare_checkpoints`` and ``resume_checkpoint``
+    with set-aside); it moves files. With ``key`` None (one process, or ranks started after
+    rank 0's bookkeeping) a rank other than 0 looks for itself, moving nothing. With a
+    ``key`` (``launch_key``: tasks of one ``srun`` step start together, before any process
+    group exists), rank 0 writes its answer to ``RESUME_DECISION`` in the run folder and the
+    other ranks wait for that file instead of reading checkpoints rank 0 may be moving: they
+    resumed from different epochs, or from a file being set aside, and the ranks' states
+    disagreed. A rank that waits ``timeout_s`` without an answer stops with an error naming
+    the file."""
+    run_dir = Path(run_dir)
+    if key is None:
+        return decide() if rank == 0 else resume_checkpoint(run_dir, set_aside=False)
+    decision = run_dir / RESUME_DECISION.format(key=key)
+    if rank == 0:
+        for stale in run_dir.glob(RESUME_DECISION.format(key="*")):
+            if stale != decision:
+                stale.unlink(missing_ok=True)
+        resume = decide()
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(decision, fsync=True) as tmp:
+            tmp.write_text(json.dumps({"resume": None if resume is None else str(resume)}))
+        return resume
+    waited = 0.0
+    while not decision.is_file():
+        if waited >= timeout_s:
+            raise InputError(
+                decision,
+                None,
+                f"rank {rank} waited {timeout_s:.0f} s for rank 0's resume decision and got "
+                "none: did rank 0 of this job step fail? (its log says why)",
+            )
+        time.sleep(poll_s)
+        waited += poll_s
+    resume = json.loads(decision.read_text())["resume"]
+    return None if resume is None else Path(resume)
 
 
 def _epoch_of(path: Path) -> int:

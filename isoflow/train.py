@@ -53,7 +53,9 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from isoflow import cpu
 from isoflow.checkpoints import (
+    agreed_resume,
     checkpoint_dir,
+    launch_key,
     prepare_checkpoints,
     record_tested,
     resume_checkpoint,
@@ -296,13 +298,18 @@ def run_experiment(
         log_every_n_steps=int(train["log_every_n_steps"]),
         num_sanity_val_steps=0,  # a sanity pass would draw RNG before the resumed state
     )
-    # Before fit no process group exists yet; the rank comes from the launcher's environment
-    # (DDP children are started inside fit, after this ran on rank 0).
-    if rank_zero_only.rank == 0:
+
+    # Before fit no process group exists yet; the rank comes from the launcher's environment.
+    # Lightning's own launcher starts the other ranks inside fit, after this ran on rank 0;
+    # the tasks of one srun step start together and wait for rank 0's answer.
+    def decide() -> Path | None:
         fingerprint = run_fingerprint(config, experiment, dataset_path, cache_dirs, genome_fasta)
         prepare_checkpoints(run_dir, fingerprint)
-    # a checkpoint cut short is passed over (rank 0 moves it to previous/unfit/)
-    resume = resume_checkpoint(run_dir, set_aside=rank_zero_only.rank == 0)
+        # a checkpoint cut short is passed over and moved to previous/unfit/
+        return resume_checkpoint(run_dir, set_aside=True)
+
+    key = launch_key() if isinstance(environment, SLURMEnvironment) else None
+    resume = agreed_resume(run_dir, decide, rank_zero_only.rank, key)
     if resume is not None:
         log.info("resuming from %s", resume)
         if rank_zero_only.rank == 0:

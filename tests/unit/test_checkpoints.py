@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pysam
@@ -17,8 +19,10 @@ from helpers.training import TINY_CONFIG, make_dataset
 from isoflow.checkpoints import (
     FINGERPRINT_FILE,
     TRAIN_KEYS_IF_SET,
+    agreed_resume,
     best_checkpoint,
     fingerprint_hash,
+    launch_key,
     prepare_checkpoints,
     record_tested,
     resume_checkpoint,
@@ -750,3 +754,59 @@ def test_a_raw_dna_run_trains_afresh_on_an_edited_genome(dataset, tmp_path):
     assert snapshot(run / "previous" / first_hash) == first
     recorded = json.loads((run / "checkpoints" / FINGERPRINT_FILE).read_text())
     assert recorded["genome"]["sha256"] == hashlib.sha256(genome.read_bytes()).hexdigest()
+
+
+def test_ranks_of_one_srun_step_resume_from_rank_0s_decision(tmp_path, monkeypatch):
+    """Under srun every task runs the bookkeeping before fit, with no process group yet.
+    Rank 0 moved checkpoints of other settings aside while rank 1 looked for one to resume:
+    rank 1 resumed last.ckpt, rank 0 started afresh. Now rank 1 waits for rank 0's answer."""
+    fake_run(tmp_path, {"lr": 1})
+    assert launch_key() is None  # one process: no agreement needed
+    for name, value in [("SLURM_NTASKS", "2"), ("SLURM_PROCID", "1"), ("SLURM_JOB_ID", "77")]:
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    key = launch_key()
+    assert key == "77.0.0"
+    (tmp_path / ".resume-76.0.0.json").write_text('{"resume": "stale.ckpt"}')  # an earlier job
+
+    # on its own rank 1 would resume a checkpoint of the old settings
+    assert resume_checkpoint(tmp_path, set_aside=False) is not None
+    started = threading.Event()
+
+    def decide():
+        started.wait(5)
+        time.sleep(0.3)  # rank 1 is already waiting
+        prepare_checkpoints(tmp_path, {"lr": 2})  # new settings: everything moves aside
+        return resume_checkpoint(tmp_path, set_aside=True)
+
+    answers = {}
+
+    def rank(r):
+        if r == 1:
+            started.set()
+        answers[r] = agreed_resume(tmp_path, decide, r, key, timeout_s=10, poll_s=0.05)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (1, 0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert answers == {0: None, 1: None}  # both start afresh
+    assert not (tmp_path / ".resume-76.0.0.json").exists()  # rank 0 removed the stale answer
+    assert json.loads((tmp_path / ".resume-77.0.0.json").read_text()) == {"resume": None}
+
+    # a resume: both get rank 0's path
+    def resumed():
+        return resume_checkpoint(tmp_path, set_aside=True)
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    key = launch_key()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(checkpoint_bytes(5))
+    assert agreed_resume(tmp_path, resumed, 0, key) == tmp_path / "checkpoints" / "last.ckpt"
+    assert agreed_resume(tmp_path, resumed, 1, key) == tmp_path / "checkpoints" / "last.ckpt"
+
+    # rank 0 never answers: a one-line error naming the file, not a hang
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    with pytest.raises(InputError, match=r"\.resume-77\.0\.2\.json: rank 1 waited 0 s"):
+        agreed_resume(tmp_path, resumed, 1, launch_key(), timeout_s=0.2, poll_s=0.05)
