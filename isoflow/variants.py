@@ -2,9 +2,11 @@
 
 A variant table (TSV ``chrom pos ref alt [id]`` with VCF's 1-based ``pos``, or a VCF, plain
 or bgzip) + a model bundle + the genome FASTA + the annotation's ``transcripts.parquet`` ->
-one row per (variant, transcript whose DNA window holds the variant): alt - ref per tissue
-in log(1 + TPM), and which of the model's inputs the variant changes (the DNA window always;
-the RNA when it lies in an exon; the protein when it changes the CDS translation).
+one row per (variant, transcript whose DNA window holds the variant, when the model reads
+DNA, or one of whose exons it overlaps, when the model reads RNA or protein): alt - ref per
+tissue in log(1 + TPM), and which of the model's inputs the variant changes (the DNA window
+when it lies in it; the RNA when it lies in an exon; the protein when it changes the CDS
+translation).
 
 The inputs are built by the code that builds the training data: the DNA window by
 ``sequences.window_bounds`` + ``GenomeWindows.tokens``, the RNA and protein by the
@@ -56,11 +58,34 @@ log = logging.getLogger("isoflow.variants")
 
 HELP = (
     "Predict variant effects: alt - ref per tissue of each substitution on every transcript "
-    "whose DNA window holds it, from a model bundle, the genome and the annotation."
+    "whose DNA window (or, for a model reading RNA or protein, an exon) holds it, from a "
+    "model bundle, the genome and the annotation."
 )
 VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
 TSV_COLUMNS = ("chrom", "pos", "ref", "alt")
 BASES = frozenset("ACGT")
+# The columns of an output row before the tissues' (``variant_effects``).
+ROW_COLUMNS = (
+    "variant_id",
+    "chrom",
+    "pos",
+    "ref",
+    "alt",
+    "transcript_id",
+    "gene_id",
+    "gene_name",
+    "strand",
+    "tss_offset",
+    "dna_changed",
+    "rna_changed",
+    "protein_changed",
+    "changed",
+    "dna_seen",
+    "rna_seen",
+    "protein_seen",
+    "ref_mean",
+    "mean_effect",
+)
 # Pairs (variant, transcript) scored per round: the reference embeddings of the round's
 # transcripts are kept, nothing else.
 CHUNK = 256
@@ -222,6 +247,8 @@ def _read_vcf(path: Path, table: VariantTable) -> None:
             for n, rec in enumerate(vcf, start=1):
                 where = f"record {n} ({rec.chrom}:{rec.pos})"
                 vid = None if rec.id in (None, ".") else rec.id
+                if not rec.alts:  # ALT `.`: no alternative allele, nothing to score
+                    table.skipped["missing allele"] += 1
                 for k, alt in enumerate(rec.alts or ()):
                     name = (
                         vid if vid and len(rec.alts) == 1 else (f"{vid}_{k + 1}" if vid else None)
@@ -366,29 +393,52 @@ class SubstitutedGenome(GenomeWindows):
 
 
 def overlapping(
-    transcripts: pd.DataFrame, variants: Sequence[Variant], window: int
+    transcripts: pd.DataFrame,
+    variants: Sequence[Variant],
+    window: int,
+    *,
+    dna: bool = True,
+    exons: bool = True,
 ) -> list[tuple[int, int]]:
     """``(variant index, transcript row position)`` of every transcript whose DNA window
-    (``window`` bp, ``sequences.window_bounds``) holds the whole ref allele, by variant then
-    window start."""
+    (``window`` bp, ``sequences.window_bounds``) holds the whole ref allele (with ``dna``:
+    a model that reads DNA) or one of whose exons it overlaps (with ``exons``: a model that
+    reads RNA or protein, whichever is farther from the TSS than the window reaches), by
+    variant then transcript row."""
     from isoflow.sequences import window_starts
 
     starts = window_starts(transcripts, window)
     chroms = transcripts["chrom"].astype(str).to_numpy()
-    pairs = []
+    exon_starts = [np.asarray(e, dtype=np.int64) for e in transcripts["exon_starts"]]
+    exon_ends = [np.asarray(e, dtype=np.int64) for e in transcripts["exon_ends"]]
+    span_lo = np.array([e.min() if len(e) else 0 for e in exon_starts], dtype=np.int64)
+    span_hi = np.array([e.max() if len(e) else 0 for e in exon_ends], dtype=np.int64)
     by_chrom = {}
     for chrom in set(chroms.tolist()):
         rows = np.flatnonzero(chroms == chrom)
-        rows = rows[np.argsort(starts[rows], kind="stable")]
-        by_chrom[chrom] = (rows, starts[rows])
+        by_window = rows[np.argsort(starts[rows], kind="stable")]
+        by_span = rows[np.argsort(span_lo[rows], kind="stable")]
+        longest = int((span_hi[rows] - span_lo[rows]).max()) if len(rows) else 0
+        by_chrom[chrom] = (by_window, starts[by_window], by_span, span_lo[by_span], longest)
+    pairs = []
     for i, v in enumerate(variants):
         if v.chrom not in by_chrom:
             continue
-        rows, s = by_chrom[v.chrom]
-        # start <= v.start and v.end <= start + window
-        lo = np.searchsorted(s, v.end - window, side="left")
-        hi = np.searchsorted(s, v.start, side="right")
-        pairs += [(i, int(r)) for r in rows[lo:hi]]
+        by_window, s, by_span, lo_sorted, longest = by_chrom[v.chrom]
+        found: set[int] = set()
+        if dna:  # start <= v.start and v.end <= start + window
+            lo = np.searchsorted(s, v.end - window, side="left")
+            hi = np.searchsorted(s, v.start, side="right")
+            found.update(int(r) for r in by_window[lo:hi])
+        if exons:  # a transcript's span starts within `longest` before the variant's end
+            lo = np.searchsorted(lo_sorted, v.end - longest, side="left")
+            hi = np.searchsorted(lo_sorted, v.end, side="left")
+            for r in by_span[lo:hi].tolist():
+                if r in found or span_hi[r] <= v.start:
+                    continue
+                if np.any((exon_starts[r] < v.end) & (exon_ends[r] > v.start)):
+                    found.add(r)
+        pairs += [(i, r) for r in sorted(found)]
     return pairs
 
 
@@ -411,12 +461,74 @@ def transcript_inputs(row: Any, genome: GenomeWindows, window: int | None) -> Mo
     return ModelInputs(str(row.transcript_id), dna, record.rna, record.protein or "")
 
 
+def reference_problem(row: Any, protein: str) -> str | None:
+    """Why a coding transcript's reference protein (from :func:`transcript_inputs`) says the
+    genome is not the one its annotation was made on, or None. Each defect counts one: a
+    complete start (no ``cds_start_NF`` tag) that is not ``M``, and every internal stop. The
+    right assembly has a few transcripts with one (a non-AUG start, an unannotated
+    selenocysteine: the sequences step keeps such a ``*``), so two or more are needed; the
+    CDS of another assembly's coordinates reads as random codons, a stop every ~21."""
+    if pd.isna(row.cds_start) or not protein:
+        return None
+    from isoflow.sequences import _as_strs
+
+    bad_start = "cds_start_NF" not in set(_as_strs(row.tags)) and not protein.startswith("M")
+    stops = protein.count("*")
+    if bad_start + stops < 2:
+        return None
+    defects = [f"starts with {protein[0]!r}, not M"] if bad_start else []
+    defects += [f"has {stops} internal stop(s)"] if stops else []
+    shown = protein[:16] + ("..." if len(protein) > 16 else "")
+    return (
+        f"its CDS read from the genome translates to {shown}, which {' and '.join(defects)}: "
+        "the annotation (-a) is likely on another assembly than the genome (-g); give the "
+        "genome FASTA the annotation was built from"
+    )
+
+
 # --------------------------------------------------------------------------- scoring
 
 
 def changed_modalities(ref: ModelInputs, alt: ModelInputs) -> tuple[str, ...]:
     """The inputs (``MODALITIES`` order) whose sequence differs between ``ref`` and ``alt``."""
     return tuple(m for m in MODALITIES if getattr(ref, m) != getattr(alt, m))
+
+
+def encoder_input(model, modality: str, item: Any) -> tuple:
+    """What ``model``'s encoder of ``modality`` reads of ``item`` (``.dna``, ``.rna``,
+    ``.protein``): its token IDs after every cut the model makes (``Model._sequence``: a raw
+    RNA to ``rna.max_nt`` in ``rna.truncate``'s direction, a raw protein to
+    ``protein.max_aa``; then the encoder's own ``tokenize``: Nucleotide Transformer's DNA
+    crop and token budget, ESM-2's ``max_len``). The one place that says what an encoder
+    sees, so it follows any change to those cuts: two inputs with equal views get equal
+    embeddings, and a change outside the view is one the model cannot see."""
+    from isoflow.bundle import ModelInput
+
+    if not isinstance(item, ModelInput):
+        item = _as_model_input(item, model.modalities)
+    seq = model._sequence(item, modality)
+    if modality in model.frozen:
+        encoder = model.frozen[modality][0]
+    else:
+        encoder = model.network.encoders[modality]
+    tokens = encoder.tokenize([seq])
+    return tuple((k, tuple(v.shape), v.cpu().numpy().tobytes()) for k, v in sorted(tokens.items()))
+
+
+def seen_changes(model, ref: Any, alt: Any, changed: Sequence[str], views=None) -> tuple:
+    """The modalities of ``changed`` that ``model`` reads and whose change lies where its
+    encoder reads (:func:`encoder_input` differs between ``ref`` and ``alt``); ``views``: a
+    dict caching ``ref``'s views by modality."""
+    views = {} if views is None else views
+    seen = []
+    for m in changed:
+        if m not in model.modalities:
+            continue
+        if m not in views:
+            views[m] = encoder_input(model, m, ref)
+        if encoder_input(model, m, alt) != views[m]:
+            seen.append(m)
+    return tuple(seen)
 
 
 def _as_model_input(item: ModelInputs, modalities: Sequence[str]):
@@ -485,41 +597,63 @@ def variant_effects(
     genome: GenomeWindows,
     *,
     batch_size: int | None = None,
+    annotation: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """One row per (variant, transcript whose DNA window holds it): the variant, the
+    """One row per (variant, transcript whose DNA window holds it, or one of whose exons
+    it overlaps; :func:`overlapping`, by the modalities the model reads): the variant, the
     transcript, ``tss_offset`` (variant start - TSS, along the transcript's strand),
     ``dna_changed`` / ``rna_changed`` / ``protein_changed`` and ``changed`` (the inputs the
-    variant alters, joined by ``+``), ``ref_mean`` (mean over tissues of the reference
+    variant alters, joined by ``+``), ``dna_seen`` / ``rna_seen`` / ``protein_seen`` (the
+    alteration lies where the model's encoder of that input reads, :func:`encoder_input`:
+    not past Nucleotide Transformer's central DNA crop, ``rna.max_nt``, ``protein.max_aa``;
+    the effects are NaN where none is seen), ``ref_mean`` (mean over tissues of the reference
     prediction), ``mean_effect``, then alt - ref per tissue (columns named by tissue), all in
     log(1 + TPM). Variants are checked against the genome first (:func:`check_variants`:
-    contig, bounds, the ref allele); pass them through it yourself to rename contigs."""
+    contig, bounds, the ref allele); pass them through it yourself to rename contigs. A
+    coding transcript whose reference protein reads as another assembly's
+    (:func:`reference_problem`) is an :class:`InputError` naming it (and ``annotation``,
+    the file it came from)."""
     variants = check_variants(variants, genome)
     window = model.dna_window
     transcripts = transcripts.reset_index(drop=True)
-    pairs = overlapping(transcripts, variants, window)
+    reads_dna = "dna" in model.modalities
+    reads_exons = bool({"rna", "protein"} & set(model.modalities))
+    pairs = overlapping(transcripts, variants, window, dna=reads_dna, exons=reads_exons)
     outside = len(variants) - len({i for i, _ in pairs})
     if outside:
+        where = " or ".join(
+            ([f"DNA window ({window:,} bp)"] if reads_dna else [])
+            + (["exon"] if reads_exons else [])
+        )
         log.warning(
-            "%d of %d variant(s) lie in no transcript's %s-bp DNA window: no row for them",
+            "%d of %d variant(s) lie in no transcript's %s: no row for them",
             outside,
             len(variants),
-            f"{window:,}",
+            where,
         )
     pairs.sort(key=lambda p: (p[1], p[0]))  # transcript-major: its reference is reused
-    dna_window = window if "dna" in model.modalities else None
     refs: dict[str, ModelInputs] = {}
-    alts, meta = [], []
+    views: dict[str, dict] = {}  # transcript -> modality -> its reference's encoder_input
+    alts, meta, blind = [], [], []
     rows = list(transcripts.itertuples(index=False))
     for i, r in pairs:
         v, row = variants[i], rows[r]
         key = str(row.transcript_id)
         if key not in refs:
             refs[key] = transcript_inputs(row, genome, window)
+            problem = reference_problem(row, refs[key].protein)
+            if problem:
+                raise InputError(annotation, key, problem)
         alt = transcript_inputs(row, SubstitutedGenome(genome, v.chrom, v.start, v.alt), window)
         changed = changed_modalities(refs[key], alt)
-        if dna_window is None:  # the model reads no DNA: nothing to encode for it
-            alt = ModelInputs(alt.id, refs[key].dna, alt.rna, alt.protein)
+        seen = seen_changes(model, refs[key], alt, changed, views.setdefault(key, {}))
+        # what the model does not read (or reads of the reference only) is the reference's:
+        # nothing to encode again for it
+        alt = ModelInputs(
+            alt.id, *(getattr(alt if m in seen else refs[key], m) for m in MODALITIES)
+        )
         alts.append((key, alt))
+        blind.append(not seen)
         offset = tss_offset(v, row.strand, int(row.tss))
         meta.append(
             {
@@ -537,13 +671,16 @@ def variant_effects(
                 "rna_changed": "rna" in changed,
                 "protein_changed": "protein" in changed,
                 "changed": "+".join(changed),
+                "dna_seen": "dna" in seen,
+                "rna_seen": "rna" in seen,
+                "protein_seen": "protein" in seen,
                 "_order": (i, r),
             }
         )
-    if not alts:
-        columns = ["variant_id", "chrom", "pos", "ref", "alt", "transcript_id"]
-        return pd.DataFrame(columns=[*columns, "mean_effect", *model.tissues])
+    if not alts:  # the columns of a table with rows, so a reader of either finds them
+        return pd.DataFrame(columns=[*ROW_COLUMNS, *model.tissues])
     ref_pred, effect = effects(model, refs, alts, batch_size=batch_size)
+    effect[np.asarray(blind)] = np.nan  # the model reads no changed base: no prediction
     frame = pd.DataFrame(meta)
     frame["ref_mean"] = ref_pred.mean(axis=1)
     frame["mean_effect"] = effect.mean(axis=1)
@@ -787,7 +924,14 @@ def run(args: argparse.Namespace) -> int:
     variants = check_variants(table.variants, genome, aliases)
     transcripts = pd.read_parquet(args.annotation)
     model = load_model(args.model, device=args.device)
-    frame = variant_effects(model, variants, transcripts, genome, batch_size=args.batch_size)
+    frame = variant_effects(
+        model,
+        variants,
+        transcripts,
+        genome,
+        batch_size=args.batch_size,
+        annotation=args.annotation,
+    )
     write_table(frame, args.out)
     log.info(
         "%s: %d row(s) for %d variant(s) (%d skipped as not substitutions)",

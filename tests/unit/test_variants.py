@@ -427,3 +427,107 @@ def test_a_vcf_cut_short_is_one_line(tmp_path, capfd):
         read_variants(path)
     assert _one_line(err).startswith(f"{path}:record 2: cannot read (")
     assert "cut short or damaged" in str(err.value) and "vcf_parse" not in capfd.readouterr().err
+
+
+def test_a_vcf_record_without_alt_is_counted_not_lost(tmp_path):
+    path = tmp_path / "v.vcf"
+    path.write_text(VCF_HEADER + "chr1\t5\trs1\tC\t.\t.\t.\t.\nchr1\t6\trs2\tA\tG\t.\t.\t.\n")
+    read = read_variants(path)
+    assert [v.id for v in read.variants] == ["rs2"]
+    assert read.skipped == {"missing allele": 1}
+
+
+@pytest.mark.slow
+def test_no_row_is_a_table_with_every_column(bundle):
+    from isoflow.variants import ROW_COLUMNS
+
+    model, genome = bundle["model"], bundle["genome"]
+    with GenomeWindows(bundle["fasta"]) as windows:
+        empty = variant_effects(model, [_variant(genome, 20000)], _annotation(), windows)
+        one = variant_effects(model, [_variant(genome, 900)], _annotation(), windows)
+    assert len(empty) == 0 and len(one) == 1
+    assert list(empty.columns) == list(one.columns) == [*ROW_COLUMNS, *model.tissues]
+
+
+@pytest.mark.slow
+def test_an_exon_far_from_the_tss_is_scored_and_a_change_the_encoder_cannot_read_is_nan(
+    bundle, monkeypatch
+):
+    # a non-coding transcript whose second exon (1400-1500) lies outside its 512-bp window
+    # (744-1256): the model reads a variant there through the RNA only (RNA position 70 of
+    # 150, inside the tiny config's rna.max_nt of 120)
+    model, genome = bundle["model"], bundle["genome"]
+    spec = {
+        **TRANSCRIPTS[1],
+        "transcript_id": "TL.1",
+        "strand": "+",
+        "tss": 1000,
+        "exon_starts": [1000, 1400],
+        "exon_ends": [1050, 1500],
+    }
+    annotation = _annotation().iloc[[1]].assign(**{k: [spec[k]] for k in spec})
+    v = _variant(genome, 1420)
+    with GenomeWindows(bundle["fasta"]) as windows:
+        frame = variant_effects(model, [v], annotation, windows, batch_size=1)
+        assert list(frame["transcript_id"]) == ["TL.1"]
+        row = frame.iloc[0]
+        assert row["changed"] == "rna" and bool(row["rna_seen"]) and not row["dna_seen"]
+        ref, alt = _by_hand(genome, spec), _by_hand(genome, spec, v.start, v.alt)
+        expected = model.predict([alt], batch_size=1) - model.predict([ref], batch_size=1)
+        got = row[model.tissues].to_numpy(dtype=np.float32)
+        np.testing.assert_allclose(got, expected[0], rtol=0, atol=1e-6)
+        assert np.abs(expected).max() > 0
+        # an RNA encoder that reads only the first 24 nt (4 tokens): the variant is not
+        # seen, and its effect is no number
+        encoder = model.frozen["rna"][0] if "rna" in model.frozen else model.network.encoders["rna"]
+        monkeypatch.setattr(encoder, "max_len", 5)
+        monkeypatch.setattr(encoder, "truncate", "keep_5prime")
+        blind = variant_effects(model, [v], annotation, windows, batch_size=1).iloc[0]
+    assert bool(blind["rna_changed"]) and not blind["rna_seen"]
+    assert blind[[*model.tissues, "mean_effect"]].isna().all()
+    assert np.isfinite(blind["ref_mean"])
+
+
+def test_reference_problem_needs_two_defects_and_knows_an_incomplete_start():
+    from isoflow.variants import reference_problem
+
+    row = pd.Series({"cds_start": 10, "tags": []})
+    assert reference_problem(row, "MKLV*TR") is None  # one internal stop: real ones exist
+    assert reference_problem(row, "LKLVTR") is None  # one non-AUG start
+    assert "2 internal stop" in reference_problem(row, "MK*LV*TR")
+    assert "not M" in reference_problem(row, "LK*LV")
+    assert reference_problem(row.copy().replace({"tags": []}), "") is None
+    incomplete = pd.Series({"cds_start": 10, "tags": ["cds_start_NF"]})
+    assert reference_problem(incomplete, "XK*LV") is None
+    assert reference_problem(pd.Series({"cds_start": pd.NA, "tags": []}), "L**") is None
+
+
+@pytest.mark.slow
+def test_an_annotation_on_another_assembly_is_one_line_naming_the_transcript(
+    shared_real, bundle, tmp_path
+):
+    from isoflow.annotation import read_annotation
+    from isoflow.variants import reference_problem, transcript_inputs
+
+    folder = shared_real / "bambu_chr9"
+    fasta = folder / "Homo_sapiens.GRCh38.dna_sm.primary_assembly_chr9_1_1000000.fa"
+    annotation = read_annotation(folder / "Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf")
+    coding = annotation[annotation["cds_start"].notna()]
+    with GenomeWindows(fasta) as windows:  # the right genome: every reference is clean
+        for row in coding.itertuples(index=False):
+            protein = transcript_inputs(row, windows, None).protein
+            assert reference_problem(row, protein) is None, row.transcript_id
+    # the same contig with 5 kb in front: every coordinate reads another base
+    seq = pysam.FastaFile(str(fasta)).fetch("9")
+    shifted = "".join(np.random.default_rng(0).choice(list("ACGT"), 5000)) + seq
+    moved = tmp_path / "shifted.fa"
+    moved.write_text(">9\n" + "\n".join(shifted[i : i + 60] for i in range(0, len(shifted), 60)))
+    pysam.faidx(str(moved))
+    cbwd1 = annotation[annotation["transcript_id"] == "ENST00000356521.8"]
+    tss = int(cbwd1["tss"].iloc[0])
+    ref = shifted[tss].upper()
+    v = Variant("v", "9", tss + 1, ref, "A" if ref != "A" else "C")
+    with GenomeWindows(moved) as windows, pytest.raises(InputError) as err:
+        variant_effects(bundle["model"], [v], cbwd1, windows, annotation="tx.parquet")
+    line = _one_line(err)
+    assert line.startswith("tx.parquet:ENST00000356521.8: ") and "another assembly" in line
