@@ -725,6 +725,14 @@ def build_caches(
         progress.finish()
         if compiled:
             log.info("%s", compiled.summary())
+        if getattr(encoder, "recentred_windows", 0):  # NT on DNA: N letters near the TSS
+            log.info(
+                "%s: %d of %d DNA windows had N letters in the encoder's crop: their tokens "
+                "were re-centred on the TSS token (nucleotide_transformer.dna_token_ids)",
+                label,
+                encoder.recentred_windows,
+                encoder.dna_windows,
+            )
     except BaseException:
         stack.close()
         encoder.train(was_training)

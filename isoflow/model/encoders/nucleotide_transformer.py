@@ -3,7 +3,9 @@ of the centre of a DNA window."""
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,8 @@ from isoflow.settings import RNA_DEFAULTS, rna_config
 NT_SPECIAL_TOKENS = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
 NT_KMER = TOKEN_GEOMETRY["nucleotide_transformer"].letters  # 6
 NT_LETTERS = frozenset("ACGTN")  # single-letter tokens
+
+log = logging.getLogger(__name__)
 
 
 def nt_token_ids(seq: str, vocab: dict[str, int]) -> list[int]:
@@ -48,6 +52,21 @@ def nt_token_ids(seq: str, vocab: dict[str, int]) -> list[int]:
             ids.extend(unk for _ in seq[start:stop].split())
             start = stop
     return ids
+
+
+def nt_dna_token_starts(seq: str) -> list[int]:
+    """Where each token :func:`nt_token_ids` makes of ``seq`` (upper-case A, C, G, T, N
+    only, as a DNA window decodes) starts: a 6-mer of A/C/G/T where one starts, else one
+    letter. ``ACNGTACGTAC`` -> ``[0, 1, 2, 3, 9, 10]``."""
+    starts: list[int] = []
+    start, n = 0, len(seq)
+    while start < n:
+        starts.append(start)
+        if start + NT_KMER <= n and "N" not in seq[start : start + NT_KMER]:
+            start += NT_KMER
+        else:
+            start += 1
+    return starts
 
 
 def nt_vocabulary() -> list[str]:
@@ -112,6 +131,10 @@ class NucleotideTransformerEncoder(Encoder):
         self.dim = backbone.config.hidden_size
         self.pad_id = vocab["<pad>"]
         self.cls_id = vocab["<cls>"]
+        # DNA windows tokenised, and those whose tokens were re-centred on the TSS token
+        # because N letters in the crop shifted it (dna_token_ids; the embed log reports them)
+        self.dna_windows = 0
+        self.recentred_windows = 0
 
     @classmethod
     def _wrap(
@@ -195,27 +218,73 @@ class NucleotideTransformerEncoder(Encoder):
     def token_ids(self, seq: str) -> list[int]:
         """Token IDs of one sequence (no CLS), truncated to ``max_len - 1`` tokens."""
         budget = self.max_len - 1
-        seq = truncate(seq.upper(), budget * NT_KMER, self.truncate)
-        if self.tokenizer is not None:
-            ids = list(self.tokenizer(seq, add_special_tokens=False)["input_ids"])
-        else:
-            ids = nt_token_ids(seq, self.vocab)
+        ids = self._ids(truncate(seq.upper(), budget * NT_KMER, self.truncate))
         if len(ids) > budget:
             ids = ids[:budget] if self.truncate == "keep_5prime" else ids[len(ids) - budget :]
         return ids
 
+    def dna_token_ids(self, window: str) -> list[int]:
+        """Token IDs (no CLS) of a DNA window centred on the TSS: at most ``max_len - 1``
+        tokens, the token holding the window's centre base (``len(window) // 2``, the TSS) in
+        the middle, where positional pooling's TSS slot reads it.
+
+        The window is cropped symmetrically to ``(max_len - 1) * 6`` bp, never from one end
+        (keeping the 5' end of a 196 kb window would drop the TSS), and tokenised. Without an
+        N in the crop that is ``max_len - 1`` 6-mers (fewer for a shorter window), kept
+        whole. NT reads each N as one token, so Ns make more tokens than the budget, or move
+        the TSS token off the middle: the tokens are then cut to those centred on the TSS
+        token (``max_len - 1`` of them, or the same number each side of it where the window
+        runs out first), and the window is counted in ``recentred_windows``."""
+        budget = self.max_len - 1
+        keep = budget * NT_KMER
+        left = max((len(window) - keep) // 2, 0)
+        crop = window[left : left + keep]
+        ids = self._ids(crop)
+        self.dna_windows += 1
+        if "N" not in crop:
+            return ids[:budget]  # whole 6-mers from the crop's start: the TSS token centred
+        starts = nt_dna_token_starts(crop)
+        if len(starts) != len(ids):
+            raise RuntimeError(
+                f"the NT tokenizer made {len(ids)} tokens of a DNA window, isoflow's reading "
+                f"of its rule {len(starts)}: the TSS token cannot be placed"
+            )
+        centre = bisect.bisect_right(starts, len(window) // 2 - left) - 1
+        before = min(budget // 2, centre, len(ids) - 1 - centre)
+        after = min(before, budget - 1 - before)
+        kept = ids[centre - before : centre + after + 1]
+        if centre - before or len(kept) != min(len(ids), budget):
+            self.recentred_windows += 1
+            if self.recentred_windows == 1:
+                log.info(
+                    "nt DNA: N letters in a window's %d bp crop moved its TSS token off the "
+                    "middle: kept the %d tokens centred on it (tokens %d-%d of %d); such "
+                    "windows are counted (recentred_windows)",
+                    len(crop),
+                    len(kept),
+                    centre - before,
+                    centre + after,
+                    len(ids),
+                )
+        return kept
+
+    def _ids(self, seq: str) -> list[int]:
+        """NT's token IDs of upper-case ``seq``, no CLS, uncut."""
+        if self.tokenizer is not None:
+            return list(self.tokenizer(seq, add_special_tokens=False)["input_ids"])
+        return nt_token_ids(seq, self.vocab)
+
     def tokenize(self, batch) -> dict[str, torch.Tensor]:
         if self.modality == "dna":
-            arrays = _dna_batch(batch).numpy()
-            # A DNA window is centred on the TSS: crop it symmetrically to what fits, never
-            # from one end (keeping the 5' end of a 196 kb window would drop the TSS).
-            keep = (self.max_len - 1) * NT_KMER
-            if arrays.shape[1] > keep:
-                left = (arrays.shape[1] - keep) // 2
-                arrays = arrays[:, left : left + keep]
             letters = DNA_LETTER_CODES
-            batch = [letters[a].tobytes().decode("ascii") for a in arrays]
-        rows = [None if is_missing(s) else [self.cls_id] + self.token_ids(str(s)) for s in batch]
+            windows = [letters[a].tobytes().decode("ascii") for a in _dna_batch(batch).numpy()]
+            rows = [[self.cls_id] + self.dna_token_ids(w) for w in windows]
+            return self._padded(rows)
+        return self._padded(
+            [None if is_missing(s) else [self.cls_id] + self.token_ids(str(s)) for s in batch]
+        )
+
+    def _padded(self, rows: list[list[int] | None]) -> dict[str, torch.Tensor]:
         width = max([len(r) for r in rows if r is not None], default=1)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -16,6 +16,7 @@ import isoflow.model.encoders as encoders_package
 from helpers.encoders import save_tiny_esm2
 from helpers.paths import REPO
 from isoflow.config import check_config
+from isoflow.embed import pool_positional
 from isoflow.errors import InputError
 from isoflow.model.encoders import (
     build_encoder,
@@ -261,10 +262,11 @@ def test_nt_spec_from_config_maps_rna_limits():
 def test_nt_dna_takes_genome_tokens():
     encoder = build_encoder("nt_dna", {"source": "tiny"})
     assert encoder.modality == "dna"
-    tokens = np.array([[0, 1, 2, 3, 0, 1, 4, 4]], dtype=np.uint8)  # ACGTAC NN
+    tokens = np.array([[4, 4, 0, 1, 2, 3, 0, 1, 4, 4]], dtype=np.uint8)  # NN ACGTAC NN
     ids = encoder.tokenize(tokens)["input_ids"][0].tolist()
     vocab = {t: i for i, t in enumerate(nt_vocabulary())}
-    assert ids == [vocab["<cls>"], vocab["ACGTAC"], vocab["N"], vocab["N"]]
+    n, cls = vocab["N"], vocab["<cls>"]
+    assert ids == [cls, n, n, vocab["ACGTAC"], n, n]
 
 
 def test_nt_dna_crops_a_long_window_around_its_centre():
@@ -274,6 +276,108 @@ def test_nt_dna_crops_a_long_window_around_its_centre():
     ids = encoder.tokenize(window)["input_ids"][0].tolist()
     vocab = {t: i for i, t in enumerate(nt_vocabulary())}
     assert ids == [vocab["<cls>"], vocab["AAAAAA"], vocab["TTTTTT"]]
+
+
+def dna_window(letters: str) -> np.ndarray:
+    """One DNA window (1, L) of genome tokens (A=0, C=1, G=2, T=3, N=4) from its letters."""
+    return np.array([["ACGTN".index(c) for c in letters]], dtype=np.uint8)
+
+
+def nt_dna_tokens(encoder, letters: str) -> list[str]:
+    """The tokens (no CLS) the NT DNA encoder feeds its model for the window ``letters``."""
+    inverse = {i: t for t, i in encoder.vocab.items()}
+    ids = encoder.tokenize(dna_window(letters))["input_ids"][0].tolist()
+    assert ids[0] == encoder.cls_id
+    return [inverse[i] for i in ids[1:]]
+
+
+def test_nt_dna_ns_upstream_keep_the_tss_token_in_the_middle():
+    # The reviewer's case at full size: a 196,608 bp window laid out like chr1 DDX11L1 (TSS
+    # 11,869 bp into the contig, whose first 10,000 bp are N, the window padded with N
+    # before the contig's start). NT reads each N as a token: cut from the 5' end, the
+    # 2,047 tokens were all N and the TSS (token 4,583 of the crop) was not read at all.
+    encoder = build_encoder("nt_dna", {"source": "tiny"})
+    budget = encoder.max_len - 1  # 2047
+    width, tss = 196_608, 11_869
+    rng = np.random.default_rng(3)
+    letters = list("N" * (width // 2 - tss + 10_000))
+    letters += list(rng.choice(list("ACGT"), width - len(letters)))
+    window = "".join(letters)
+    tokens = nt_dna_tokens(encoder, window)
+    assert len(tokens) == budget
+    # the 6-mer frame restarts where the Ns end; the TSS (the window's centre base) lies in
+    # the 6-mer of that frame that covers it, which must sit in the middle slot
+    n_end = len(window) - len(window.lstrip("N"))
+    tss_kmer_start = n_end + (width // 2 - n_end) // 6 * 6
+    assert tokens[budget // 2] == window[tss_kmer_start : tss_kmer_start + 6]
+    after = [window[tss_kmer_start + 6 * k : tss_kmer_start + 6 * k + 6] for k in range(1024)]
+    assert tokens[budget // 2 :] == after  # then 6-mers on to the end
+    assert set(tokens[: budget // 2 - (tss_kmer_start - n_end) // 6]) == {"N"}
+    assert encoder.recentred_windows == 1 and encoder.dna_windows == 1
+    # positional pooling's TSS slot (dna_crop_bins // 2) reads the TSS token
+    emb = torch.arange(budget, dtype=torch.float32)[:, None]
+    crop = pool_positional(emb, budget, "dna", {"dna_crop_bins": 128})
+    assert crop[64, 0].item() == budget // 2
+
+
+def test_nt_dna_without_ns_is_the_crops_6mers_unchanged():
+    encoder = build_encoder("nt_dna", {"source": "tiny", "max_len": 21})  # 20 tokens, 120 bp
+    rng = np.random.default_rng(4)
+    window = "".join(rng.choice(list("ACGT"), 401))
+    left = (401 - 120) // 2
+    want = [window[left + 6 * k : left + 6 * k + 6] for k in range(20)]
+    assert nt_dna_tokens(encoder, window) == want
+    assert encoder.recentred_windows == 0
+    short = window[:50]  # a window shorter than the crop: read whole, as before
+    assert nt_dna_tokens(encoder, short) == [short[i : i + 6] for i in range(0, 48, 6)] + list(
+        short[48:]
+    )
+    assert encoder.recentred_windows == 0 and encoder.dna_windows == 2
+
+
+def test_nt_dna_ns_downstream_keep_the_tss_token_in_the_middle():
+    encoder = build_encoder("nt_dna", {"source": "tiny", "max_len": 21})  # 20 tokens, 120 bp
+    rng = np.random.default_rng(5)
+    width = 400
+    window = "".join(rng.choice(list("ACGT"), width // 2 + 20)) + "N" * (width // 2 - 20)
+    left = (width - 120) // 2
+    tokens = nt_dna_tokens(encoder, window)
+    # the frame is the crop's: the TSS 6-mer is the 11th, in the middle slot (index 10)
+    # (80 bases of the crop: 13 6-mers and 2 letters, then Ns), as before the fix
+    want = [window[left + 6 * k : left + 6 * k + 6] for k in range(13)]
+    want += list(window[left + 78 : left + 80]) + ["N"] * 5
+    assert tokens == want
+    tss_kmer = left + (width // 2 - left) // 6 * 6
+    assert tokens[10] == window[tss_kmer : tss_kmer + 6]
+
+
+def test_nt_dna_ns_in_a_short_window_trim_the_n_side_to_centre_the_tss():
+    encoder = build_encoder("nt_dna", {"source": "tiny", "max_len": 21})  # 20 tokens, 120 bp
+    rng = np.random.default_rng(6)
+    window = "N" * 40 + "".join(rng.choice(list("ACGT"), 40))  # 80 bp: TSS base 40
+    tokens = nt_dna_tokens(encoder, window)
+    # 40 N tokens, then 6 6-mers and 4 letters: the TSS token (the first 6-mer) keeps as
+    # many tokens after it as before it, so it sits at len // 2 as pooling expects
+    assert tokens[len(tokens) // 2] == window[40:46]
+    assert tokens == ["N"] * 9 + [window[40 + 6 * k : 46 + 6 * k] for k in range(6)] + list(
+        window[76:]
+    )
+    assert encoder.recentred_windows == 1
+
+
+def test_nt_dna_hub_tokenizer_gives_the_same_centred_tokens(tmp_path):
+    hub = nt_hub_tokenizer(tmp_path / "nt")
+    tiny = build_encoder("nt_dna", {"source": "tiny", "max_len": 21})
+    with_hub = build_encoder("nt_dna", {"source": "tiny", "max_len": 21})
+    with_hub.tokenizer = hub
+    rng = np.random.default_rng(7)
+    for n_up in (0, 3, 37, 150):
+        letters = "N" * n_up + "".join(rng.choice(list("ACGTN"), 300 - n_up, p=[0.24] * 4 + [0.04]))
+        window = dna_window(letters)
+        assert (
+            with_hub.tokenize(window)["input_ids"].tolist()
+            == tiny.tokenize(window)["input_ids"].tolist()
+        )
 
 
 # --- missing sequences and padding ---------------------------------------------------
