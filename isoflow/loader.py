@@ -4,8 +4,9 @@ Two input modes per modality:
 
 - raw: DNA tokens are read from the genome FASTA window (``window_start``/``window_end``,
   reverse-complemented on ``-``), the RNA string is cut to ``rna_max_nt`` (keeping the 5'
-  or the 3' end), the protein to ``protein_max_aa`` residues (N-terminal part kept);
-  the model's encoders tokenize them.
+  or the 3' end), the protein to ``protein_max_aa`` residues (N-terminal part kept):
+  what the run's encoders read of them (:func:`raw_cuts`), so a raw run reads what the
+  cache read; the model's encoders tokenize them.
 - cache: the modality's embeddings come from an :class:`isoflow.embed.EmbeddingCache`
   built by the ``embed`` rule over the same dataset (the cache records which sequence each
   transcript has; nothing is read from the genome). Each split resolves its transcripts'
@@ -95,6 +96,28 @@ def cache_expectations(config: dict, experiment: dict) -> dict[str, dict[str, An
             "positional": positional,
         }
         for modality, name in encoder_names(config, experiment).items()
+    }
+
+
+def raw_cuts(config: dict, experiment: dict) -> dict[str, Any]:
+    """The ``rna_max_nt``, ``rna_truncate`` and ``protein_max_aa`` of an
+    :class:`IsoformDataModule` for a run of ``experiment`` under ``config``: what the run's
+    RNA and protein encoders cut a longer sequence to (``model.encoders.raw_cut`` of the
+    effective spec, which a spec's own ``max_len`` / ``truncate`` set over ``rna.max_nt`` /
+    ``protein.max_aa``), so a raw run reads the letters the embedding cache read; the
+    config's limits for a modality the run does not read."""
+    from isoflow.model.encoders import raw_cut
+    from isoflow.settings import encoder_names, protein_config, rna_config
+
+    rna, protein = rna_config(config), protein_config(config)
+    cuts = {"rna": (rna["max_nt"], rna["truncate"]), "protein": (protein["max_aa"], "")}
+    for modality, name in encoder_names(config, experiment).items():
+        if modality in cuts:
+            cuts[modality] = raw_cut(config, name)
+    return {
+        "rna_max_nt": cuts["rna"][0],
+        "rna_truncate": cuts["rna"][1],
+        "protein_max_aa": cuts["protein"][0],
     }
 
 

@@ -78,9 +78,9 @@ from isoflow.lightning import (
     StayStopped,
     requeue_job,
 )
-from isoflow.loader import IsoformDataModule, cache_expectations
+from isoflow.loader import IsoformDataModule, cache_expectations, raw_cuts
 from isoflow.metrics import evaluate, metrics_text, predictions_frame
-from isoflow.settings import cached_modalities, protein_config, rna_config, train_config
+from isoflow.settings import cached_modalities, train_config
 
 log = logging.getLogger(__name__)
 
@@ -231,9 +231,8 @@ def run_experiment(
         fraction=float(experiment["fraction"]),
         shuffle_targets=bool(experiment["shuffle_targets"]),
         seed=seed,
-        rna_max_nt=rna_config(config)["max_nt"],
-        rna_truncate=rna_config(config)["truncate"],
-        protein_max_aa=protein_config(config)["max_aa"],
+        # cut as the run's encoders cut (the spec's max_len / truncate over rna / protein)
+        **raw_cuts(config, experiment),
         # each cache checked against the run: its modality, encoder, spec and pooling
         cache_expect=cache_expectations(config, experiment),
     )

@@ -390,6 +390,57 @@ def test_raw_inputs_truncated_and_windows_read(dataset):
     assert truncate("ACGTAC", 4) == "ACGT" and truncate("ACGTAC", 4, "keep_3prime") == "GTAC"
 
 
+@pytest.mark.parametrize("truncate_mode", ["keep_5prime", "keep_3prime"])
+@pytest.mark.parametrize(
+    ("rna_section", "nt_spec"),
+    [
+        ({"max_nt": 120}, {}),  # the budget from rna.max_nt
+        ({"max_nt": 120}, {"max_len": 31}),  # a spec's own max_len: 180 nt, past max_nt
+        ({"max_nt": 600}, {"max_len": 11}),  # and one under it: 60 nt
+    ],
+)
+def test_raw_rna_is_cut_as_the_cache_cuts_it(truncate_mode, rna_section, nt_spec):
+    # The embedding cache tokenises the whole RNA (the encoder cuts it); a raw run gets it
+    # cut by the loader first. Both must hand the encoder the same letters: the loader used
+    # rna.max_nt / protein.max_aa even where a spec's max_len set another budget.
+    from isoflow.loader import raw_cuts
+    from isoflow.model.encoders import build_encoder, spec_from_config
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["rna"] = {**rna_section, "truncate": truncate_mode}
+    config["encoders"]["nucleotide_transformer"].update(nt_spec)
+    config["encoders"]["esm2"]["max_len"] = 60  # past protein.max_aa (40)
+    experiment = {**EXPERIMENT_DEFAULTS, "modalities": ["dna", "rna", "protein"]}
+    cuts = raw_cuts(config, experiment)
+    rna = build_encoder(
+        "nucleotide_transformer", spec_from_config(config, "nucleotide_transformer")
+    )
+    esm = build_encoder("esm2", spec_from_config(config, "esm2"))
+    rng = np.random.default_rng(8)
+    for n in (50, 119, 121, 179, 181, 601, 2000):
+        seq = "".join(rng.choice(list("ACGT"), n))
+        raw = truncate(seq, cuts["rna_max_nt"], cuts["rna_truncate"])
+        assert (
+            rna.tokenize([raw])["input_ids"].tolist() == rna.tokenize([seq])["input_ids"].tolist()
+        )
+        protein = "".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), n // 10))
+        cut = truncate(protein, cuts["protein_max_aa"])
+        assert esm.tokenize([cut])["tokens"].tolist() == esm.tokenize([protein])["tokens"].tolist()
+
+
+def test_rna_max_nt_off_the_6mer_grid_is_one_line_error():
+    # rna.max_nt 1000 made a 167-token budget (1,002 nt) for the cache and 1,000 nt for a
+    # raw run: with keep_3prime every 6-mer differed (the frame moved by 2)
+    from isoflow.model.encoders import spec_from_config
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["rna"] = {"max_nt": 1000, "truncate": "keep_3prime"}
+    with pytest.raises(InputError, match=r"rna\.max_nt.*1000 is not a multiple of 6.*996 or 1002"):
+        spec_from_config(config, "nucleotide_transformer")
+    config["encoders"]["nucleotide_transformer"]["max_len"] = 168  # the spec's own budget
+    assert spec_from_config(config, "nucleotide_transformer")["max_len"] == 168
+
+
 def test_bad_split_value_names_the_transcript(dataset, tmp_path):
     df, tissues = read_dataset(dataset[0])
     df.loc[3, "split"] = "holdout"

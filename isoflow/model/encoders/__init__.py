@@ -63,6 +63,7 @@ __all__ = [
     "nt_vocabulary",
     "one_hot_dna",
     "random_encoder",
+    "raw_cut",
     "spec_from_config",
 ]
 
@@ -143,3 +144,12 @@ def spec_from_config(config: dict, name: str) -> dict:
     spec = encoder_spec(config, name)
     cls, modality = _resolve(name, spec)
     return cls.spec_from_config(spec, modality, config)
+
+
+def raw_cut(config: dict, name: str) -> tuple[int | None, str]:
+    """``(letters, truncate mode)`` encoder ``name`` reads of a longer raw RNA / protein
+    under ``config`` (its family's ``raw_cut`` of :func:`spec_from_config`): the loader's
+    cut, so raw runs and the embedding cache read the same sequence."""
+    spec = spec_from_config(config, name)
+    cls, modality = _resolve(name, spec)
+    return cls.raw_cut(spec, modality)

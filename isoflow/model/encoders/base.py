@@ -78,6 +78,14 @@ class Encoder(nn.Module):
         return int(spec.get("max_len") or cls.DEFAULT_MAX_LEN)
 
     @classmethod
+    def raw_cut(cls, spec: dict, modality: str) -> tuple[int | None, str]:
+        """What the encoder of ``spec`` (``spec_from_config``'s, limits filled) reads of a
+        longer RNA / protein: ``(letters, truncate mode)``; ``(None, ...)`` when it cuts
+        nothing. The loader cuts a raw sequence to this, so a run reading raw sequences
+        and the embedding cache read the same letters."""
+        return None, "keep_5prime"
+
+    @classmethod
     def from_hparams(
         cls, hparams: dict[str, Any], modality: str, spec: dict
     ) -> Encoder:  # pragma: no cover - abstract

@@ -158,6 +158,11 @@ class Esm2Encoder(Encoder):
                 spec["max_len"] = int(max_aa)
         return spec
 
+    @classmethod
+    def raw_cut(cls, spec: dict, modality: str) -> tuple[int | None, str]:
+        """The N-terminal ``max_len`` residues."""
+        return cls.max_len_of(spec) or None, "keep_5prime"
+
     def blocks(self) -> list[nn.Module]:
         return list(self.model.layers)
 

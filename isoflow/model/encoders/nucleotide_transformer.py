@@ -199,14 +199,36 @@ class NucleotideTransformerEncoder(Encoder):
 
     @classmethod
     def spec_from_config(cls, spec: dict, modality: str, config: dict) -> dict:
-        """For RNA: ``rna.max_nt`` sets the token budget (``ceil(max_nt / 6) + 1``, CLS
-        included) and ``rna.truncate`` the direction, unless the spec sets them."""
+        """For RNA: ``rna.max_nt`` sets the token budget (``max_nt / 6 + 1``, CLS included;
+        ``max_nt`` must be a multiple of 6, so the cache and a raw run read the same 6-mers)
+        and ``rna.truncate`` the direction, unless the spec sets them."""
         if modality == "rna":
             rna = rna_config(config)
             if "max_len" not in spec and rna["max_nt"]:
-                spec["max_len"] = -(-int(rna["max_nt"]) // NT_KMER) + 1
+                max_nt = int(rna["max_nt"])
+                if max_nt % NT_KMER:
+                    # the cache would read ceil(max_nt / 6) 6-mers of the whole RNA, a run
+                    # reading raw RNA the tokens of its max_nt nt: other 6-mers
+                    low = max_nt - max_nt % NT_KMER
+                    raise InputError(
+                        "config",
+                        "rna.max_nt",
+                        f"{max_nt} is not a multiple of {NT_KMER}: the Nucleotide Transformer "
+                        f"reads whole {NT_KMER}-mers; set {low or NT_KMER} or {low + NT_KMER}",
+                    )
+                spec["max_len"] = max_nt // NT_KMER + 1
             spec.setdefault("truncate", rna["truncate"])
         return spec
+
+    @classmethod
+    def raw_cut(cls, spec: dict, modality: str) -> tuple[int | None, str]:
+        """RNA: ``(max_len - 1) * 6`` nt from the ``truncate`` end (what :meth:`token_ids`
+        cuts first). DNA windows are not cut by the loader (:meth:`dna_token_ids`)."""
+        if modality != "rna":
+            return None, "keep_5prime"
+        return (cls.max_len_of(spec) - 1) * NT_KMER, spec.get("truncate") or RNA_DEFAULTS[
+            "truncate"
+        ]
 
     def blocks(self) -> list[nn.Module]:
         return list(self.backbone.encoder.layer)
