@@ -22,9 +22,7 @@ signal, DNA) and the flanks are optional. The model inputs (:func:`construct_inp
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import logging
 import os
 import re
@@ -477,6 +475,60 @@ def header_columns(
     return index
 
 
+def table_rows(path: Path, text: str) -> list[tuple[int, list[str]]]:
+    """The rows of a tab-separated table's ``text`` that are not blank, each with its line
+    number: every line split on its tabs, so a line is a row and a cell has no length limit
+    (csv's is 131,072 characters: a full cassette is longer). A cell wholly inside quotes,
+    a quote in it doubled (``"c1"``, ``"5"" ITR"``; R's ``write.table``, spreadsheets) is
+    read as its text; a cell that starts with a quote that does not close it (``"c1 special``,
+    ``"AAV9" CAG``) is an :class:`InputError` naming the line and column: csv read such a
+    quote as the start of a field that swallowed the tabs and lines after it (a bare
+    ``_csv.Error``, or another id: ``AAV9 CAG``). A quote elsewhere in a cell is a character
+    of it (``5" end``). A NUL character is an :class:`InputError` naming the line."""
+    rows = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if "\0" in line:
+            raise InputError(
+                path, number, "a NUL character: not a text table (a binary or UTF-16 file?)"
+            )
+        row = [
+            _unquoted(path, number, column, cell) for column, cell in enumerate(line.split("\t"), 1)
+        ]
+        if any(cell.strip() for cell in row):
+            rows.append((number, row))
+    return rows
+
+
+def _unquoted(path: Path, line: int, column: int, cell: str) -> str:
+    text = cell.strip()
+    if not text.startswith('"'):
+        return cell
+    inner = text[1:-1]
+    if len(text) >= 2 and text.endswith('"') and '"' not in inner.replace('""', ""):
+        return inner.replace('""', '"')
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    raise InputError(
+        path,
+        line,
+        f"column {column}: {shown!r} starts with a quote that does not enclose the cell (an "
+        'unclosed quote?); a quoted cell is wholly inside "...", a quote in it doubled (""): '
+        "remove the quote, or quote the whole cell",
+    )
+
+
+def _quoted(cell: str) -> str:
+    """A cell as :func:`table_rows` reads it back: one that starts with a quote, quoted."""
+    return '"' + cell.replace('"', '""') + '"' if cell.strip().startswith('"') else cell
+
+
+def table_id(path: Path, line: int, cell: str) -> str:
+    """A construct id from a table's cell: stripped, not empty."""
+    cid = cell.strip()
+    if not cid:
+        raise InputError(path, line, "empty id; give each construct an id")
+    return cid
+
+
 def _read_tsv(path: Path) -> list[Construct]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # -sig: Excel's byte order mark
@@ -489,11 +541,7 @@ def _read_tsv(path: Path) -> list[Construct]:
         "(optional polya, upstream, downstream; other columns are kept) and one row per "
         "construct"
     )
-    rows = [
-        (number, row)
-        for number, row in enumerate(csv.reader(io.StringIO(text), delimiter="\t"), start=1)
-        if any(cell.strip() for cell in row)
-    ]
+    rows = table_rows(path, text)
     if not rows:
         raise InputError(path, None, f"empty file; expected {expected}")
     header_line, header = rows[0]
@@ -534,9 +582,7 @@ def _read_tsv(path: Path) -> list[Construct]:
                 f"{len(row)} fields, the header has {len(names)}; every row needs one "
                 "(possibly empty) field per column, tab-separated",
             )
-        cid = row[columns[ID_COLUMN]].strip()
-        if not cid:
-            raise InputError(path, number, "empty id; give each construct an id")
+        cid = table_id(path, number, row[columns[ID_COLUMN]])
         parts = {p: row[i].strip().upper() for p, i in columns.items() if p != ID_COLUMN}
         constructs.append(
             Construct(
@@ -1050,6 +1096,6 @@ def write_constructs_tsv(
         cells = [c.id, *(c.parts.get(p, "") for p in PARTS), *(c.extra.get(e, "") for e in extra)]
         if any("\t" in cell or "\n" in cell for cell in cells):
             raise ValueError(f"construct {c.id!r}: a tab or newline in a field")
-        lines.append("\t".join(cells))
+        lines.append("\t".join(map(_quoted, cells)))
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")

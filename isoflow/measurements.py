@@ -18,8 +18,6 @@ Every broken assumption is an :class:`InputError` naming the file, the line and 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 from collections.abc import Sequence
@@ -28,7 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from isoflow.constructs import PARTS, TSV_COLUMNS, Construct, header_columns, read_constructs
+from isoflow.constructs import (
+    PARTS,
+    TSV_COLUMNS,
+    Construct,
+    header_columns,
+    read_constructs,
+    table_id,
+    table_rows,
+)
 from isoflow.errors import InputError, non_utf8_error
 
 GROUP_COLUMN = "group"
@@ -98,9 +104,8 @@ def _header(path: Path) -> list[str]:
         raise non_utf8_error(path) from None
     except OSError as err:
         raise InputError(path, None, f"cannot read the measurement table: {err}") from None
-    for row in csv.reader(io.StringIO(text), delimiter="\t"):
-        if any(cell.strip() for cell in row):
-            return [cell.strip() for cell in row]
+    for _, row in table_rows(path, text)[:1]:
+        return [cell.strip() for cell in row]
     raise InputError(path, None, "empty file; expected a tab-separated header and one row each")
 
 
@@ -110,7 +115,7 @@ def has_genbank_column(path: str | os.PathLike) -> bool:
     is wrong."""
     try:
         header = _header(Path(path))
-    except (InputError, csv.Error):
+    except InputError:
         return True
     return GENBANK_COLUMN in [cell.lower() for cell in header]
 
@@ -118,11 +123,7 @@ def has_genbank_column(path: str | os.PathLike) -> bool:
 def _genbank_rows(path: Path, header: list[str], **read_kwargs) -> list[Construct]:
     """Constructs of a table whose rows name a GenBank file each (``genbank`` column)."""
     text = path.read_text(encoding="utf-8-sig")
-    rows = [
-        (n, row)
-        for n, row in enumerate(csv.reader(io.StringIO(text), delimiter="\t"), start=1)
-        if any(cell.strip() for cell in row)
-    ]
+    rows = table_rows(path, text)
     index = _genbank_header(path, rows[0][0], header)
     out = []
     for number, row in rows[1:]:
@@ -130,9 +131,7 @@ def _genbank_rows(path: Path, header: list[str], **read_kwargs) -> list[Construc
             raise InputError(
                 path, number, f"{len(row)} fields, the header has {len(header)} (tab-separated)"
             )
-        cid = row[index["id"]].strip()
-        if not cid:
-            raise InputError(path, number, "empty id; give each construct an id")
+        cid = table_id(path, number, row[index["id"]])
         file = row[index[GENBANK_COLUMN]].strip()
         if not file:
             raise InputError(path, number, f"construct {cid!r}: empty {GENBANK_COLUMN} path")

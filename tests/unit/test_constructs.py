@@ -212,6 +212,63 @@ def test_error_row_with_wrong_field_count(tmp_path):
     )
 
 
+def test_an_unclosed_quote_in_an_id_names_its_line_and_column(tmp_path):
+    """A stray leading ``"`` (a quote never closed) was csv's start of a quoted field: the
+    rest of the table was read into it and a bare ``_csv.Error`` traceback named no file."""
+    rows = [row(f"c{i}") for i in range(400)]
+    rows[1] = row('"c1 special')
+    path = tsv(tmp_path, *rows)
+    message = error(path)
+    assert message.startswith(
+        f"{path}:3: column 1: '\"c1 special' starts with a quote that does not enclose the "
+        "cell (an unclosed quote?)"
+    )
+    assert "\n" not in message
+
+
+def test_a_quote_that_does_not_enclose_its_cell_is_an_error_not_another_id(tmp_path):
+    # csv read '"AAV9" CAG' as 'AAV9 CAG': an id the file does not hold
+    path = tsv(tmp_path, row("c0"), row('"AAV9" CAG'))
+    assert error(path).startswith(f"{path}:3: column 1: '\"AAV9\" CAG' starts with a quote")
+
+
+def test_quoted_cells_read_as_their_text_and_other_quotes_as_written(tmp_path):
+    # R's write.table and spreadsheets quote whole cells, a quote inside doubled
+    quoted = [f'"{cell}"' for cell in ["id", "promoter", "utr5", "cds", "utr3", "note"]]
+    path = tsv(
+        tmp_path,
+        '"c1"\t' + row()[3:] + '\t"strong, ""ubiquitous"""',
+        row('c2 5" end') + '\t5" of the CAG',
+        header="\t".join(quoted),
+    )
+    c1, c2 = read_constructs(path)
+    assert (c1.id, c1.parts["promoter"], c1.extra["note"]) == (
+        "c1",
+        PROMOTER,
+        'strong, "ubiquitous"',
+    )
+    assert (c2.id, c2.extra["note"]) == ('c2 5" end', '5" of the CAG')
+    # what write_constructs_tsv writes reads back the same, a cell starting with a quote too
+    c3 = Construct("c3", c1.parts, extra={"note": '"quoted" start'})
+    write_constructs_tsv([c1, c2, c3], tmp_path / "out.tsv", extra=["note"])
+    back = read_constructs(tmp_path / "out.tsv")
+    assert [(c.id, dict(c.extra)) for c in back] == [(c.id, dict(c.extra)) for c in (c1, c2, c3)]
+
+
+def test_a_part_longer_than_csvs_field_limit_reads(tmp_path):
+    # csv stops at 131,072 characters a field: a full cassette, a long promoter, is longer
+    rng = np.random.default_rng(0)
+    promoter = random_dna(rng, 200_000)
+    path = tsv(tmp_path, row(promoter=promoter), row("c2"))
+    c1, c2 = read_constructs(path)
+    assert c1.parts["promoter"] == promoter and c2.id == "c2"
+
+
+def test_a_nul_character_names_its_line(tmp_path):
+    path = tsv(tmp_path, row(), row("c2", utr3="TTA\0TT"))
+    assert error(path).startswith(f"{path}:3: a NUL character: not a text table")
+
+
 def test_extra_column_close_to_a_part_name_warns(tmp_path, caplog):
     path = tsv(tmp_path, row() + f"\t{POLYA}", header=HEADER + "\tpoly_a")
     with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):

@@ -131,6 +131,36 @@ def test_genbank_column_reads_one_record_per_row(tmp_path):
     assert table.constructs[0].polya_site == (len(UTR3) - 3, len(UTR3))
 
 
+def test_a_stray_quote_names_its_line_and_quoted_cells_read_as_their_text(tmp_path):
+    """A stray ``"`` was csv's start of a quoted field that swallowed the rest of the table
+    (a bare ``_csv.Error`` traceback naming no file, also from has_genbank_column's header
+    read); whole quoted cells (R's write.table) read as their text."""
+    from isoflow.measurements import has_genbank_column
+
+    rows = good_rows()
+    rows[1] = row('"c2')
+    path = write(tmp_path, rows)
+    with pytest.raises(InputError, match="column 1: '\"c2' starts with a quote") as err:
+        read_measurements(path)
+    assert str(err.value).startswith(f"{path}:3:")
+    rows = good_rows()
+    rows[2] = row('"c3"', a='"3"')
+    assert read_measurements(write(tmp_path, rows)).values[2, 0] == 3
+    _one_record_genbank(tmp_path)
+    header = ("id", "genbank", "group", "a")
+    rows = [["c1", "x.gb", "g1", "1"], ['"c2', "x.gb", "g2", "2"], ["c3", "x.gb", "g3", "3"]]
+    path = write(tmp_path, rows, header)
+    with pytest.raises(InputError, match="column 1: '\"c2' starts with a quote") as err:
+        read_measurements(path)
+    assert str(err.value).startswith(f"{path}:3:")
+    path.write_text('"id\tgenbank\ta\nc1\tx.gb\t1\n')  # the header's first cell
+    assert has_genbank_column(path)  # so that read_measurements names what is wrong
+    with pytest.raises(InputError, match=f"^{path}:1: column 1: "):
+        read_measurements(path)
+    rows[1][0], rows[2][1] = "c2", '"x.gb"'
+    assert read_measurements(write(tmp_path, rows, header)).ids == ["c1", "c2", "c3"]
+
+
 def _one_record_genbank(tmp_path):
     from Bio import SeqIO
     from Bio.Seq import Seq
