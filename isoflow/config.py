@@ -105,6 +105,20 @@ def check_config(
     if sections is None:
         _check_encoder_names(config, source)
         _check_constructs(config, source)
+        _check_design(config, source)
+
+
+def _check_design(config: dict[str, Any], source: str) -> None:
+    """``design.constraints``' lower GC bounds at most their upper ones, which the schema
+    checks one key at a time (:func:`isoflow.constraints.check_bounds`)."""
+    section = config.get("design") or {}
+    if section.get("constraints"):
+        from isoflow.constraints import check_bounds  # torch-free; only this check needs it
+
+        try:
+            check_bounds(section["constraints"])
+        except InputError as err:
+            raise InputError(source, err.record, err.message) from None
 
 
 def _check_constructs(config: dict[str, Any], source: str) -> None:

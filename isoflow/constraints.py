@@ -52,9 +52,11 @@ The motifs, and why:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -149,10 +151,58 @@ class Constraints:
             raise InputError(
                 None, "design.constraints", f"unknown key(s) {named}; known: {', '.join(known)}"
             )
+        check_bounds(section)
         for key in ("restriction_sites", "polya_signals"):
             if key in section:
                 section[key] = tuple(str(s).upper() for s in section[key] or ())
         return cls(**section)
+
+
+# lower <= upper bound pairs of the section, which the schema checks one key at a time
+BOUNDS = (("gc_min", "gc_max"), ("gc_window_min", "gc_window_max"))
+
+
+def check_bounds(section: Mapping | None, source: str | os.PathLike | None = None) -> None:
+    """Each lower GC bound at most its upper one (``BOUNDS``, the defaults for a key not
+    given): ``gc_min: 0.9`` with ``gc_max: 0.1`` failed every cassette, found impossible
+    only once the design had started. One line naming ``source`` (an ``isoflow design
+    --constraints`` file) and the key, or without one the config key."""
+    section = section or {}
+    for low, high in BOUNDS:
+        lo = section.get(low, Constraints.__dataclass_fields__[low].default)
+        hi = section.get(high, Constraints.__dataclass_fields__[high].default)
+        numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (lo, hi))
+        if numbers and lo > hi:
+            raise InputError(
+                source,
+                low if source is not None else f"design.constraints.{low}",
+                f"{lo} is above {high} {hi}: no GC content lies between them; set {low} at "
+                f"most {high}",
+            )
+
+
+def check_constraints(section: Any, source: str | os.PathLike) -> None:
+    """An ``isoflow design --constraints`` file's mapping checked as the workflow checks
+    ``design.constraints`` (the schema's node, ``config/schema.yaml``, where the package
+    has it: a checkout or an editable install; then :func:`check_bounds`): one line naming
+    the file and the key (``c.yaml:gc_max: '0.7' is not of type 'number'``), not a
+    traceback, a scalar split into letters (``restriction_sites: GAATTC``), or a value
+    taken for another (``upstream_atg: "no"``, a string, was on)."""
+    from isoflow.config import SCHEMA, describe, key_path, load_schema
+
+    if SCHEMA.is_file():
+        import jsonschema
+
+        schema = load_schema(str(SCHEMA))
+        node = schema["properties"]["design"]["properties"]["constraints"]
+        validator = jsonschema.Draft202012Validator(node)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(section))
+        if error is not None:
+            where = key_path(error.absolute_path) if error.absolute_path else None
+            raise InputError(source, where, describe(error))
+    elif not isinstance(section, Mapping):
+        raise InputError(source, None, "a YAML mapping of constraint settings")
+    check_bounds(section, source)
 
 
 @dataclass(frozen=True)

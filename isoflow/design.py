@@ -44,6 +44,7 @@ from isoflow.constraints import (
     Constraints,
     PolyA,
     check_all,
+    check_constraints,
     check_feasible,
     failed,
     itr_flanks,
@@ -1189,9 +1190,10 @@ def run(args: argparse.Namespace) -> int:
         import yaml
 
         with open(args.constraints, encoding="utf-8") as handle:
-            constraints = yaml.safe_load(handle) or {}
-        if not isinstance(constraints, dict):
-            raise InputError(args.constraints, None, "a YAML mapping of constraint settings")
+            constraints = yaml.safe_load(handle)
+        if constraints is None:
+            constraints = {}
+        check_constraints(constraints, args.constraints)
     if args.restriction_site:
         constraints["restriction_sites"] = [
             *constraints.get("restriction_sites", []),

@@ -131,6 +131,11 @@ BAD_SETTINGS = [
         "only aav checks them against the limit (a GenBank record with two ITRs is checked "
         "without it); set constructs.aav: true, or constructs.aav_limit: null",
     ),
+    (  # each key within its range, the two together an empty one: every cassette failed
+        {"design": {"constraints": {"gc_min": 0.9, "gc_max": 0.1}}},
+        "design.constraints.gc_min: 0.9 is above gc_max 0.1: no GC content lies between them; "
+        "set gc_min at most gc_max",
+    ),
     (
         {"model": {"rna_encoder": "nucleotide_transformr"}},
         "model.rna_encoder: 'nucleotide_transformr' is not an entry of encoders nor an encoder"

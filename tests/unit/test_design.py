@@ -183,6 +183,50 @@ def test_the_command_ends_impossible_constraints_with_one_line(tmp_path, capsys)
     assert "\n" not in err and "--constraints:gc_window: impossible" in err, err
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # a TypeError traceback
+        ('gc_max: "0.7"\n', "gc_max: '0.7' is not of type 'number'"),
+        # split into the sites G, A, A, T, T, C, the error blaming --restriction-site
+        ("restriction_sites: GAATTC\n", "restriction_sites: 'GAATTC' is not of type 'array'"),
+        # accepted: no run of one base at all, a GC range that is empty, a string for a switch
+        ("max_homopolymer: 0\n", "max_homopolymer: 0 is less than the minimum of 1"),
+        (
+            "gc_min: 0.9\ngc_max: 0.1\n",
+            "gc_min: 0.9 is above gc_max 0.1: no GC content lies between them",
+        ),
+        ("gc_window_min: 0.9\n", "gc_window_min: 0.9 is above gc_window_max 0.8"),
+        ('upstream_atg: "no"\n', "upstream_atg: 'no' is not of type 'boolean'"),
+        ("restriction_sites: [GAATTC, GA-TC]\n", "restriction_sites[1]: 'GA-TC' does not match"),
+        ("gc_maxx: 0.6\n", "unknown key 'gc_maxx' (did you mean 'gc_max'?)"),
+        ("- gc_max: 0.6\n", "[{'gc_max': 0.6}] is not of type 'object'"),
+    ],
+)
+def test_a_constraints_file_is_checked_against_the_schema(tmp_path, capsys, text, message):
+    """``isoflow design --constraints`` was only checked for unknown keys; the file is now
+    checked as the workflow's design.constraints, one line naming the file and the key."""
+    from isoflow import commands
+
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([_cassette(1)], table)
+    settings = tmp_path / "constraints.yaml"
+    settings.write_text(text)
+    argv = ["design", "--model", str(tmp_path / "none"), "--constructs", str(table)]
+    argv += ["--id", "c1", "--target-tissue", "Liver", "--out", str(tmp_path / "o")]
+    assert commands.main([*argv, "--constraints", str(settings)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith(f"isoflow design: error: {settings}"), err
+    assert message in err, err
+
+
+def test_gc_bounds_are_checked_together_in_the_job_too():
+    with pytest.raises(InputError) as err:
+        Constraints.from_config({"gc_min": 0.9, "gc_max": 0.1})
+    assert str(err.value).startswith("<input>:design.constraints.gc_min: 0.9 is above gc_max")
+    assert Constraints.from_config({"gc_min": 0.3, "gc_max": 0.3}).gc_min == 0.3
+
+
 def test_design_help_does_not_import_torch():
     out, torch_loaded = command_output(["design", "--help"])
     assert "usage: isoflow design" in out
