@@ -954,13 +954,17 @@ def plot_profiles(result: Result, targets: Sequence[str], path, demo: bool = Fal
         capsize=2,
     )
     labels = [f"{t} *" if t in targets else t for t in best["tissue"]]
-    ax.set_xticks(x, labels, rotation=90, fontsize=FONT_SIZE - 1)
+    # parse_math=False on the texts showing the start's id and the tissues: a `$` pair in
+    # them is text, not mathtext (drawn as math, or a ValueError after the whole search)
+    ax.set_xticks(x, labels, rotation=90, fontsize=FONT_SIZE - 1, parse_math=False)
     ax.set_ylabel("predicted log(1 + TPM)\nmean ± sd over bundles", fontsize=FONT_SIZE)
-    ax.legend(fontsize=FONT_SIZE - 2, loc="lower left")
+    for text in ax.legend(fontsize=FONT_SIZE - 2, loc="lower left").get_texts():
+        text.set_parse_math(False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.suptitle(
         f"Design: {len(result.runs)} bundle(s); * target: {', '.join(targets)}",
         fontsize=FONT_SIZE + 1,
+        parse_math=False,
     )
     save_figure(fig, path, demo=demo)
 

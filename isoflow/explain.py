@@ -797,7 +797,7 @@ def plot_ism(
         top = float(np.abs(scores).max()) or 1.0
         ax.set_ylim(-1.1 * top, 1.1 * top)
         ax.axhline(0, color="#4a5568", linewidth=0.6)
-        ax.set_ylabel(f"{tissue}\nref − mean", fontsize=FONT_SIZE)
+        ax.set_ylabel(f"{tissue}\nref − mean", fontsize=FONT_SIZE, parse_math=False)
         _style(ax)
     band_ax = axes[-1]
     for name, a, b in subject.bands:
@@ -816,7 +816,11 @@ def plot_ism(
         else "DNA window index (TSS at window // 2)"
     )
     _style(band_ax)
-    fig.suptitle(title or f"ISM of {subject.id}: ISM × reference, mean-centred per position")
+    # parse_math=False: a `$` pair in an id or tissue is text, not mathtext (a ValueError)
+    fig.suptitle(
+        title or f"ISM of {subject.id}: ISM × reference, mean-centred per position",
+        parse_math=False,
+    )
     return fig
 
 

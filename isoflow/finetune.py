@@ -1123,7 +1123,8 @@ def plot_cv(summary: pd.DataFrame, path: Path, demo: bool = False) -> None:
         part = summary[summary["method"] == method].set_index("column").loc[columns]
         x = np.arange(len(columns)) + i * width
         ax.bar(x, part["spearman_mean"], width, yerr=part["spearman_sd"].fillna(0), label=method)
-    ax.set_xticks(np.arange(len(columns)) + 0.4 - width / 2, columns)
+    # parse_math=False: the table's column names as written, a `$` pair not read as math
+    ax.set_xticks(np.arange(len(columns)) + 0.4 - width / 2, columns, parse_math=False)
     ax.axhline(0, color="black", linewidth=0.5)
     ax.set_ylabel("Spearman (held-out folds)")
     ax.legend(fontsize="small", frameon=False)

@@ -606,7 +606,9 @@ def plot_scores(scores: Scores, path: str | os.PathLike, demo: bool = False) -> 
 
     def grid(ax, values, cmap, title, colorbar):
         image = ax.imshow(values, aspect="auto", cmap=cmap, interpolation="nearest")
-        ax.set_xticks(range(n_t), labels, rotation=90, fontsize=FONT_SIZE - 1)
+        # parse_math=False on every text showing a user's string (construct ids, tissues,
+        # run names): a pair of `$` was read as mathtext, drawn as math or a ValueError
+        ax.set_xticks(range(n_t), labels, rotation=90, fontsize=FONT_SIZE - 1, parse_math=False)
         ax.set_title(title, fontsize=FONT_SIZE + 1)
         cbar = fig.colorbar(image, ax=ax, shrink=0.8, pad=0.01)
         cbar.set_label(colorbar, fontsize=FONT_SIZE - 1)
@@ -614,7 +616,7 @@ def plot_scores(scores: Scores, path: str | os.PathLike, demo: bool = False) -> 
 
     ax = axes[0]
     image = grid(ax, mean, "viridis", "predicted log(1 + TPM)", "mean over models")
-    ax.set_yticks(range(n_c), scores.constructs, fontsize=FONT_SIZE - 1)
+    ax.set_yticks(range(n_c), scores.constructs, fontsize=FONT_SIZE - 1, parse_math=False)
     if n_c * n_t <= ANNOTATE_MAX_CELLS:
         low, high = image.get_clim()
         for i in range(n_c):
@@ -655,7 +657,9 @@ def plot_scores(scores: Scores, path: str | os.PathLike, demo: bool = False) -> 
         ax.spines[["top", "right"]].set_visible(False)
     runs = scores.models[0]["run"] if scores.n_models == 1 else f"{scores.n_models} models"
     target_text = f"; * target: {', '.join(scores.targets)}" if scores.targets else ""
-    fig.suptitle(f"Constructs scored by {runs}{target_text}", fontsize=FONT_SIZE + 1)
+    fig.suptitle(
+        f"Constructs scored by {runs}{target_text}", fontsize=FONT_SIZE + 1, parse_math=False
+    )
     save_figure(fig, path, demo=demo)
 
 

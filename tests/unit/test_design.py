@@ -227,6 +227,36 @@ def test_gc_bounds_are_checked_together_in_the_job_too():
     assert Constraints.from_config({"gc_min": 0.3, "gc_max": 0.3}).gc_min == 0.3
 
 
+def test_the_profiles_figure_draws_ids_and_tissues_with_dollars_as_written(tmp_path):
+    """A pair of ``$`` in the start's id (the legend) or a tissue was mathtext: a
+    ValueError after the whole search, or drawn as math."""
+    import html
+    import types
+
+    from isoflow.design import plot_profiles
+
+    for cid in ("bad$\\frac$x", "price$5 and $6"):
+        result = types.SimpleNamespace(
+            designs=[{}],
+            objective=np.array([1.0]),
+            start_objective=0.5,
+            start_predictions=np.zeros((2, 1, 2)),
+            predictions=np.ones((2, 1, 2)),
+            tissues=["Liver", "Lu$ng$"],
+            runs=["r1", "r2"],
+            extra={"id": cid},
+        )
+        plot_profiles(result, ["Lu$ng$"], tmp_path / "p.svg")
+        svg = (tmp_path / "p.svg").read_text()
+        assert "Oblique" not in svg  # mathtext sets the letters between two $ in italics
+        for text in (
+            f"start {cid} (objective 0.500)",
+            "Lu$ng$ *",
+            "Design: 2 bundle(s); * target: Lu$ng$",
+        ):
+            assert f"<!-- {html.escape(text, quote=False)} -->" in svg, text
+
+
 def test_design_help_does_not_import_torch():
     out, torch_loaded = command_output(["design", "--help"])
     assert "usage: isoflow design" in out

@@ -113,6 +113,34 @@ def test_regions_by_part_and_span():
         region_sites(s, "900-950")
 
 
+def test_the_ism_figure_draws_an_id_with_dollars_as_written(tmp_path):
+    """A pair of ``$`` in an id or tissue was mathtext: ``bad$\\frac$x`` a ValueError once
+    the model work was done, ``price$5 and $6`` drawn as math."""
+    import html
+
+    from isoflow.explain import construct_subject, plot_ism, region_sites
+    from isoflow.report.figures import save_figure
+
+    construct = _construct()
+    for cid in ("bad$\\frac$x", "price$5 and $6"):
+        s = construct_subject(Construct(cid, construct.parts, source="test"), window=WINDOW)
+        sites = region_sites(s, "utr5")
+        summary = pd.DataFrame(
+            {
+                "position": s.coord[sites],
+                "tissue": "Lu$ng$",
+                "score": np.linspace(-1, 1, len(sites)),
+                "ref": s.ref[sites],
+            }
+        )
+        path = tmp_path / "ism.svg"
+        save_figure(plot_ism(summary, s, tissues=("Lu$ng$",)), path)
+        svg = path.read_text()
+        assert "Oblique" not in svg  # mathtext sets the letters between two $ in italics
+        title = f"ISM of {cid}: ISM × reference, mean-centred per position"
+        assert f"<!-- {html.escape(title, quote=False)} -->" in svg
+
+
 def test_nt_and_esm_token_spans_count_the_encoders_tokens():
     """token_spans mirrors the tokenisers: as many spans as tokens, for sequences with N,
     a ragged 3' end, and past the token budget in both truncation directions."""

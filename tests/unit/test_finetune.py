@@ -223,6 +223,29 @@ def test_zero_shot_maps_columns_to_tissues():
         column_tissues(["a"], tissues, {"b": "Liver"})
 
 
+def test_the_cv_figure_draws_column_names_with_dollars_as_written(tmp_path):
+    """The measured columns are the user's names: a pair of ``$`` was mathtext (a
+    ValueError at the end of a whole cross-validation, or drawn as math)."""
+    import html
+
+    from isoflow.finetune import plot_cv
+
+    columns = ["bad$\\frac$x", "price$5 and $6"]
+    summary = pd.DataFrame(
+        {
+            "method": ["finetune", "finetune", "kmer_ridge", "kmer_ridge"],
+            "column": columns * 2,
+            "spearman_mean": [0.5, 0.4, 0.1, 0.2],
+            "spearman_sd": [0.1, 0.1, float("nan"), 0.05],
+        }
+    )
+    plot_cv(summary, tmp_path / "cv.svg")
+    svg = (tmp_path / "cv.svg").read_text()
+    assert "Oblique" not in svg  # mathtext sets the letters between two $ in italics
+    for text in columns:
+        assert f"<!-- {html.escape(text, quote=False)} -->" in svg, text
+
+
 def test_settings_and_the_schema_name_the_same_keys():
     import yaml
 

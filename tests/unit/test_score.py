@@ -241,6 +241,28 @@ def test_one_model_has_no_sd_and_no_targets_no_specificity(tmp_path):
         write_scores(scores, {"specificity": tmp_path / "s.tsv"})
 
 
+def test_the_heatmap_draws_ids_tissues_and_runs_with_dollars_as_written(tmp_path):
+    """A pair of ``$`` in a construct id was mathtext: ``bad$\\frac$x`` a ValueError after
+    all the scoring (the outputs held back), ``price$5 and $6`` drawn as math, unlike the
+    tables. Tissues (a fine-tuned bundle's are a table's columns) and run names too."""
+    import html
+
+    from isoflow.score import plot_scores
+
+    ids = ["bad$\\frac$x", "price$5 and $6"]
+    predictions = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    models = [{"run": "r$1$", "path": "m1"}, {"run": "r2", "path": "m2"}]
+    tissues = ["Liver", "Lu$ng$", "$x$"]
+    for runs in (models, models[:1]):
+        scores = Scores(ids, tissues, runs, predictions[: len(runs)], targets=["$x$"])
+        plot_scores(scores, tmp_path / "h.svg")
+        svg = (tmp_path / "h.svg").read_text()
+        assert "Oblique" not in svg  # mathtext sets the letters between two $ in italics
+        texts = [*ids, "Lu$ng$", "$x$ *", "Constructs scored by r$1$; * target: $x$"]
+        for text in texts if len(runs) == 1 else ids:
+            assert f"<!-- {html.escape(text, quote=False)} -->" in svg, text
+
+
 def test_target_tissues_are_checked():
     tissues = ["Liver", "Brain", "Testis"]
     assert check_targets(["Brain"], tissues) == ["Brain"]
