@@ -51,6 +51,7 @@ INDEX_FILE = "index.parquet"
 ITEMS_FILE = "items.parquet"
 META_FILE = "meta.json"
 MIB = 1 << 20
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65,504: a larger pooled value is stored inf
 SHARD_MB = 1024  # MiB of float16 rows held at once: config/schema.yaml embed.shard_mb default
 PRECISIONS = ("bf16", "fp32")  # config `embed.precision`: bf16 autocast on CUDA, or none
 PARTIAL_FORMAT = 1  # layout of a partial folder's shard records
@@ -306,6 +307,24 @@ def encode_pooled_many(
                 pool_sequence(emb[row], int(lengths[row]), pool, encoder.modality, per_token).cpu()
             )
     return pooled
+
+
+def check_storable(rows: torch.Tensor, item: Any, key: str, label: str) -> None:
+    """One sequence's pooled rows must be finite and within float16's range (|x| <=
+    ``FLOAT16_MAX``, 65,504; beyond it float16 stores inf): else an :class:`InputError`
+    naming the cache folder and the item, before any row of its batch is stored (the
+    partial folder keeps only finished shards, all checked)."""
+    peak = rows.abs().amax() if rows.numel() else torch.tensor(0.0)
+    if bool(peak <= FLOAT16_MAX):
+        return
+    what = "NaN or inf" if not bool(torch.isfinite(rows).all()) else f"|value| {float(peak):g}"
+    raise InputError(
+        label,
+        item,
+        f"the encoder's pooled output for this sequence ({key}) holds {what}, beyond float16's "
+        f"range (max {FLOAT16_MAX:g}): nothing of it is cached; with embed.precision bf16 try "
+        "fp32, else check the encoder's weights",
+    )
 
 
 def frozen_encoder(name: str, spec: dict):
@@ -695,6 +714,9 @@ def build_caches(
                 encoder, sequences, pools, device, names, precision, forward, pad_to
             )
             for target, rows_of in zip(targets, pooled, strict=True):
+                for (_, key, _), name, rows in zip(batch, names, rows_of, strict=True):
+                    check_storable(rows, name, key, target.out_dir)
+            for target, rows_of in zip(targets, pooled, strict=True):
                 for (pos, key, _), rows in zip(batch, rows_of, strict=True):
                     if target.done <= pos < hi:
                         target.writer.add(key, rows.numpy())
@@ -973,6 +995,33 @@ def gather_cache(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
     log.info("gathered %d part caches (%d shards) into %s", n, shard, out_dir)
 
 
+def shard_header(path: Path, dim: int, rows: int) -> str | None:
+    """What is wrong with shard ``path`` for a cache of width ``dim`` whose index reads its
+    first ``rows`` rows (None: nothing): missing, not a ``.npy``, not 2-D float16 of ``dim``
+    columns, fewer rows, or shorter than its header says (cut short). Reads the header only."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            start = handle.tell()
+            size = os.fstat(handle.fileno()).st_size
+    except FileNotFoundError:
+        return "missing (meta.json records this shard)"
+    except (OSError, ValueError, EOFError) as error:
+        return f"not a readable .npy array ({error})"
+    if dtype != np.float16 or len(shape) != 2 or shape[1] != dim:
+        return f"holds {dtype} rows of shape {tuple(shape)}, not float16 rows of width {dim}"
+    if shape[0] < rows:
+        return f"holds {shape[0]} rows, the index reads {rows}"
+    need = start + shape[0] * shape[1] * dtype.itemsize
+    if size < need:
+        return f"cut short: {size} bytes, its header says {need}"
+    return None
+
+
 class EmbeddingCache:
     """Read side of :func:`build_cache`; shards are memory-mapped, not loaded."""
 
@@ -985,6 +1034,7 @@ class EmbeddingCache:
         self.dim = int(self.meta["dim"])
         self.modality = self.meta.get("modality")
         index = pq.read_table(self.path / INDEX_FILE).to_pydict()
+        self._check_shards(index)
         self._index = {
             key: (shard, offset, length)
             for key, shard, offset, length in zip(
@@ -994,6 +1044,35 @@ class EmbeddingCache:
         self._shards: dict[int, np.ndarray] = {}
         self._tensors: dict[int, torch.Tensor] = {}
         self._items: dict[str, str | None] | None = None
+
+    def _check_shards(self, index: dict[str, list]) -> None:
+        """Every ``shard_{i}.npy`` the cache has (``i`` < meta.json's ``n_shards``, every shard
+        the index names among them) must be a 2-D float16 ``.npy`` of ``dim`` columns, with at
+        least the rows the index reads from it, all on disk: a missing, truncated or foreign
+        shard (or an index past its end) is one line naming it now, not an error without a
+        file name (or wrong rows) at the first batch that touches it. Only each file's
+        header and size are read (:func:`shard_header`), never its rows: docs/benchmarks.md."""
+        shard = np.asarray(index["shard"], dtype=np.int64)
+        n_shards = int(self.meta.get("n_shards", shard.max() + 1 if len(shard) else 0))
+        offset = np.asarray(index["offset"], dtype=np.int64)
+        length = np.asarray(index["length"], dtype=np.int64)
+        fix = "rebuild the cache (rule embed)"
+        bad = (shard < 0) | (shard >= n_shards) | (offset < 0) | (length < 0)
+        if bad.any():
+            at = int(np.flatnonzero(bad)[0])
+            raise InputError(
+                self.path / INDEX_FILE,
+                index["key"][at],
+                f"shard {shard[at]}, offset {offset[at]}, length {length[at]} is not in the "
+                f"{n_shards} shards meta.json records; {fix}",
+            )
+        ends = np.zeros(n_shards, dtype=np.int64)
+        np.maximum.at(ends, shard, offset + length)
+        for number in range(n_shards):
+            path = self.path / f"shard_{number:05d}.npy"
+            problem = shard_header(path, self.dim, int(ends[number]))
+            if problem:
+                raise InputError(path, None, f"{problem}; {fix}")
 
     def __getstate__(self) -> dict:
         # DataLoader workers get the index, not copies of memory-mapped shards.

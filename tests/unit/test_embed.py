@@ -146,6 +146,65 @@ def test_many_shards_read_back(tmp_path, esm):
     torch.testing.assert_close(emb, direct * direct_mask.unsqueeze(-1), atol=2e-3, rtol=2e-3)
 
 
+def _damage(cache, how):
+    """``cache``'s shard 1 (or its index) damaged as ``how`` says."""
+    shard = cache / "shard_00001.npy"
+    rows = np.load(shard)
+    if how == "missing":
+        shard.unlink()
+    elif how == "truncated":
+        shard.write_bytes(shard.read_bytes()[:-10])
+    elif how == "width":
+        np.save(shard, np.zeros((len(rows), rows.shape[1] + 1), np.float16))
+    elif how == "dtype":
+        np.save(shard, rows.astype(np.float32))
+    elif how == "short":
+        np.save(shard, rows[:-1])
+    elif how == "not npy":
+        shard.write_bytes(b"not an array")
+    elif how in ("offset", "shard"):
+        index = pq.read_table(cache / "index.parquet").to_pydict()
+        at = index["shard"].index(1)
+        if how == "offset":
+            index["offset"][at] = len(rows)
+        else:
+            index["shard"][at] = 99
+        pq.write_table(pa.table(index), cache / "index.parquet")
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("missing", r"shard_00001.npy: missing \(meta.json records this shard\)"),
+        ("truncated", r"shard_00001.npy: cut short: \d+ bytes, its header says \d+"),
+        (
+            "width",
+            r"shard_00001.npy: holds float16 rows of shape \(\d+, 65\), not float16 rows"
+            r" of width 64",
+        ),
+        ("dtype", r"shard_00001.npy: holds float32 rows"),
+        ("short", r"shard_00001.npy: holds \d+ rows, the index reads \d+"),
+        ("not npy", r"shard_00001.npy: not a readable .npy array"),
+        ("offset", r"shard_00001.npy: holds \d+ rows, the index reads \d+"),
+        (
+            "shard",
+            r"index.parquet:[0-9a-f]+: shard 99, offset \d+, length \d+ is not in the \d+ shards",
+        ),
+    ],
+)
+def test_a_damaged_shard_is_one_line_naming_it_when_the_cache_opens(tmp_path, esm, how, message):
+    """Every shard's header and size are checked when the cache opens: a missing, cut short or
+    foreign shard, or an index past a shard's end, is one line naming the file, not an error
+    without a file name (or no error) at the first batch that reads it."""
+    seqs = {f"p{i}": protein(10 + i) for i in range(6)}
+    cache = tmp_path / "cache"
+    build_cache(esm, seqs, cache, pool_to=32, batch_size=2, shard_rows=25)
+    assert EmbeddingCache(cache).meta["n_shards"] > 2 and esm.dim == 64
+    _damage(cache, how)
+    with pytest.raises(InputError, match=message + r".*; rebuild the cache \(rule embed\)$"):
+        EmbeddingCache(cache)
+
+
 def test_failure_leaves_no_cache(tmp_path, esm):
     class Broken(CountingEncoder):
         def forward(self, **tokens):
@@ -296,6 +355,55 @@ def test_an_encoder_mask_without_a_real_token_names_the_item(tmp_path):
         build_cache(BadMaskEncoder(2), items, tmp_path / "cache", pool_to=4)
     assert str(err.value) == "<input>:tx2: encoder returned no real token for a sequence"
     assert not (tmp_path / "cache").exists()
+
+
+class OverflowEncoder(RampEncoder):
+    """RampEncoder whose output is NaN for sequences starting with Q, inf for I and about
+    72,000 (beyond float16's 65,504) for H."""
+
+    def forward(self, lengths, first):
+        emb, mask = super().forward(lengths, first)
+        emb = emb.clone()
+        emb[first == ord("Q")] = float("nan")
+        emb[first == ord("I")] = float("inf")
+        emb[first == ord("H")] *= 1000
+        return emb, mask
+
+
+@pytest.mark.parametrize(
+    ("start", "what"), [("Q", "NaN or inf"), ("I", "NaN or inf"), ("H", "|value| 72")]
+)
+@pytest.mark.parametrize("positional", [False, True])
+def test_a_pooled_row_float16_cannot_store_names_the_item(tmp_path, start, what, positional):
+    """A NaN, an inf or a value float16 stores as inf (an encoder's overflow, under bf16
+    autocast for one) fails the build naming the cache and the item: no cache is written
+    with non-finite rows for training to meet later, or never for a test-only transcript."""
+    items = {"tx1": "AAAAA", "tx2": "AC", "tx3": start + "AA", "tx4": "GG"}
+    out = tmp_path / "cache"
+    pooling = {"mode": "positional", "dna_crop_bins": 4, "stride_nt": 2, "stride_aa": 2}
+    with pytest.raises(InputError) as err:
+        build_cache(
+            OverflowEncoder(2),
+            items,
+            out,
+            pool_to=4,
+            batch_size=2,
+            pooling=pooling if positional else None,
+        )
+    message = str(err.value)
+    assert message.startswith(f"{out}:tx3: the encoder's pooled output for this sequence (")
+    assert what in message and "65504" in message and "\n" not in message
+    assert not out.exists()
+
+
+def test_float16s_largest_value_is_stored_and_one_above_is_refused(tmp_path):
+    # RampEncoder's one-token sequence chr(n) is the value n
+    build_cache(RampEncoder(2), {"tx1": chr(65504)}, tmp_path / "ok", pool_to=4)
+    emb, _ = EmbeddingCache(tmp_path / "ok").lookup_items(["tx1"])
+    assert emb.flatten().tolist() == [65504.0, 65504.0]
+    with pytest.raises(InputError, match=r"^\S+/over:tx1: .*\|value\| 65505, beyond float16"):
+        build_cache(RampEncoder(2), {"tx1": chr(65505)}, tmp_path / "over", pool_to=4)
+    assert not (tmp_path / "over").exists()
 
 
 def test_encoder_masks_must_be_left_aligned():
