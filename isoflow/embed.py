@@ -45,7 +45,6 @@ from isoflow.alphabet import DNA_LETTER_CODES, is_missing
 from isoflow.errors import InputError
 from isoflow.files import atomic_path, replace_path, sync_tree
 from isoflow.progress import Progress
-from isoflow.settings import with_encoder_defaults
 
 INDEX_FILE = "index.parquet"
 ITEMS_FILE = "items.parquet"
@@ -1263,7 +1262,12 @@ def embed_dataset(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     encoder.to(device)
     items = dataset_items(df, encoder.modality, genome_fasta)
-    spec = with_encoder_defaults(spec)
+    from isoflow.workflow import cache_spec
+
+    # recorded (meta.json) and fingerprinted as far as the content depends on it: pool_to
+    # only when an adaptive cache is among the outputs
+    positional_only = pooling is not None and all(p is not None for _, p in also)
+    spec = cache_spec(spec, "positional" if positional_only else "adaptive")
     pool_to = int(spec["pool_to"])
     batch_size = int(spec["embed_batch_size"])
     log.info(

@@ -593,25 +593,6 @@ class IsoformDataModule(pl.LightningDataModule):
                 f"{built} built this {modality} cache; the run reads {modality} with "
                 f"{expect['encoder']}: give that encoder's cache",
             )
-        spec = effective_spec(built, meta.get("spec")) if "spec" in meta else None
-        if spec != expect["spec"]:
-            differ = sorted(
-                k
-                for k in set(spec or {}) | set(expect["spec"])
-                if (spec or {}).get(k) != expect["spec"].get(k)
-            )
-            shown = (
-                ", ".join(
-                    f"{k} {json_text((spec or {}).get(k))} "
-                    f"(config {json_text(expect['spec'].get(k))})"
-                    for k in differ
-                )
-                if spec is not None
-                else "no spec recorded"
-            )
-            raise InputError(
-                path, "spec", f"encoder spec differs from the config's {built}: {shown}; {fix}"
-            )
         pooling = meta.get("pooling")
         mode = pooling.get("mode") if isinstance(pooling, dict) else DEFAULT_POOLING
         if mode != expect["pooling"]:
@@ -622,6 +603,27 @@ class IsoformDataModule(pl.LightningDataModule):
                 "pooling",
                 f"this cache is pooled {mode}, the run reads {expect['pooling']} caches "
                 f"({cache_dir(expect['encoder'], expect['pooling'])})",
+            )
+        # both sides as far as the cache's content depends on them (workflow.cache_spec):
+        # finetune_last, gradient_checkpointing, lora, a positional cache's pool_to left out
+        from isoflow.workflow import cache_spec
+
+        spec = cache_spec(effective_spec(built, meta["spec"]), mode) if "spec" in meta else None
+        expected = cache_spec(expect["spec"], mode)
+        if spec != expected:
+            differ = sorted(
+                k for k in set(spec or {}) | set(expected) if (spec or {}).get(k) != expected.get(k)
+            )
+            shown = (
+                ", ".join(
+                    f"{k} {json_text((spec or {}).get(k))} (config {json_text(expected.get(k))})"
+                    for k in differ
+                )
+                if spec is not None
+                else "no spec recorded"
+            )
+            raise InputError(
+                path, "spec", f"encoder spec differs from the config's {built}: {shown}; {fix}"
             )
         if mode == DEFAULT_POOLING and int(meta["pool_to"]) != int(expect["spec"]["pool_to"]):
             raise InputError(

@@ -38,6 +38,7 @@ from isoflow.model.registry import (
     encoder_modality,
 )
 from isoflow.settings import (
+    ENCODER_DEFAULTS,
     cached_modalities,
     encoder_names,
     encoder_spec,
@@ -789,16 +790,41 @@ def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str
     return inputs
 
 
-def embed_settings(wildcards, config: dict) -> dict[str, Any]:
+# Encoder spec keys a frozen cache's content never depends on (training-side settings):
+# cache_spec normalises them, so editing them rebuilds no cache and the loader accepts it.
+NOT_IN_CACHE = ("gradient_checkpointing", "lora")
+
+
+def cache_spec(spec: Mapping[str, Any], pooling: str = "adaptive") -> dict[str, Any]:
+    """``spec`` (defaults filled) as far as a cache's content depends on it: ``finetune_last``
+    0 (every cache is made by a frozen encoder, ``embed.frozen_encoder``), no
+    ``NOT_IN_CACHE`` key, and for a ``positional`` cache alone ``pool_to`` the default (its
+    rows do not depend on it). Set in place rather than dropped, so a spec already at those
+    values is unchanged, key order included: the embed rules' params of such a config are
+    what they were before (no params-triggered rebuild). What the embed rules' params hold,
+    the jobs record in meta.json and the loader compares (``loader._check_cache_settings``)."""
+    normal = {k: v for k, v in with_encoder_defaults(dict(spec)).items() if k not in NOT_IN_CACHE}
+    normal["finetune_last"] = 0
+    if pooling == "positional":
+        normal["pool_to"] = ENCODER_DEFAULTS["pool_to"]
+    return normal
+
+
+def embed_settings(wildcards, config: dict, pooling: str | None = None) -> dict[str, Any]:
     """What the caches of encoder ``wildcards.encoder`` depend on in the config (the embed
     rules' params; the job's spec is ``model.encoders.spec_from_config`` of it): its spec,
-    defaults filled, and the limits of its modality's section (``rna`` for an RNA encoder,
-    ``protein`` for a protein one, which that function folds in); no other encoder and no
-    other section, so editing them rebuilds no cache (and, through the caches' mtimes in
-    the checkpoints' fingerprints, retrains no run)."""
+    defaults filled, as :func:`cache_spec` reads it for the cache's ``pooling`` (default
+    ``wildcards.pooling`` where the rule has one (embed_part), else adaptive; rule
+    embed_shared's adaptive, as it writes both), and the limits of its modality's section
+    (``rna`` for an RNA encoder, ``protein`` for a protein one, which that function folds
+    in); no other encoder and no other section, so editing them, or a spec key the cache does
+    not depend on (``finetune_last``, ``gradient_checkpointing``, ``lora``, and ``pool_to``
+    for a positional cache), rebuilds no cache (and, through the caches' mtimes in the
+    checkpoints' fingerprints, retrains no run)."""
     name = wildcards.encoder
     spec = (config.get("encoders") or {}).get(name)
-    settings: dict[str, Any] = {"encoders": {name: with_encoder_defaults(spec)}}
+    pooling = pooling or getattr(wildcards, "pooling", None) or DEFAULT_POOLING
+    settings: dict[str, Any] = {"encoders": {name: cache_spec(spec or {}, pooling)}}
     modality = encoder_modality(name, spec)
     if modality == "rna":
         settings["rna"] = rna_config(config)

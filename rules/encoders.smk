@@ -120,7 +120,8 @@ if EMBED_JOBS == 1:
         params:
             **set_options(config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]),
             pooling=embed_pooling(config),
-            settings=partial(embed_settings, config=config),
+            # pool_to left at its default: a positional cache does not depend on it
+            settings=partial(embed_settings, config=config, pooling="positional"),
         script:
             "../scripts/embed_pooled.py"
 

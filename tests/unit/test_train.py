@@ -599,6 +599,15 @@ def test_a_run_refuses_a_cache_of_another_modality_encoder_spec_or_pooling(datas
     other["embed"]["stride_nt"] = 24  # the config's strides: accepted
     expect = cache_expectations(other, {**EXPERIMENT_DEFAULTS, **positional_exp})
     IsoformDataModule(path, FAST, cache_dirs=pooled, cache_expect=expect).setup()
+    # spec keys a cache's content does not read (workflow.cache_spec): accepted too
+    edited = copy.deepcopy(other)
+    for name in ("esm2", "nucleotide_transformer"):
+        edited["encoders"][name].update(pool_to=3, finetune_last=1, gradient_checkpointing=True)
+    expect = cache_expectations(edited, {**EXPERIMENT_DEFAULTS, **positional_exp})
+    IsoformDataModule(path, FAST, cache_dirs=pooled, cache_expect=expect).setup()
+    expect = cache_expectations(edited, {**EXPERIMENT_DEFAULTS, **exp})  # adaptive: pool_to
+    with pytest.raises(InputError, match=r"meta.json:spec: [^;]*: pool_to \d+ \(config 3\);"):
+        IsoformDataModule(path, FAST, cache_dirs=caches, cache_expect=expect).setup()
     # an experiment without `pooling` is adaptive (its name and fingerprint say so), even
     # under a config whose embed.pooling is positional (expand_experiments applies that)
     other["embed"]["pooling"] = "positional"

@@ -597,6 +597,36 @@ def test_an_embed_job_depends_on_its_encoder_and_its_modality_limits_only():
     assert workflow.embed_settings(wildcards, edited)["rna"]["max_nt"] == 600
 
 
+def test_a_cache_rebuilds_for_no_spec_key_its_content_does_not_read():
+    """finetune_last, gradient_checkpointing and lora (training-side: every cache is made
+    frozen) and, for a positional cache alone, pool_to are not in the embed params; the
+    shipped configs' params are what they were (with_encoder_defaults of the spec), so
+    their existing caches do not rerun on the params trigger."""
+    for config in (demo_config(), yaml.safe_load((REPO / "config" / "config.yaml").read_text())):
+        for name, spec in config["encoders"].items():
+            wildcards = SimpleNamespace(encoder=name)
+            before = with_encoder_defaults(spec)
+            for pooling in (None, "positional"):  # rule embed, rule embed_positional
+                got = workflow.embed_settings(wildcards, config, pooling)["encoders"][name]
+                if pooling is None or before["pool_to"] == 64:
+                    assert repr(got) == repr(before)
+    config = demo_config()
+    edited = demo_config()
+    edited["encoders"]["esm2"].update(
+        finetune_last=2, gradient_checkpointing=True, lora={"r": 4}, pool_to=3
+    )
+    esm2 = SimpleNamespace(encoder="esm2")
+    adaptive = workflow.embed_settings(esm2, edited)
+    assert adaptive != workflow.embed_settings(esm2, config)  # pool_to 3: another cache
+    assert adaptive["encoders"]["esm2"]["pool_to"] == 3
+    assert adaptive["encoders"]["esm2"]["finetune_last"] == 0
+    assert not {"gradient_checkpointing", "lora"} & set(adaptive["encoders"]["esm2"])
+    positional = [workflow.embed_settings(esm2, c, "positional") for c in (edited, config)] + [
+        workflow.embed_settings(SimpleNamespace(encoder="esm2", pooling="positional"), edited)
+    ]
+    assert positional[0] == positional[1] == positional[2]  # rule embed_part's wildcard too
+
+
 def test_the_job_spec_from_the_embed_params_is_the_configs():
     """What the embed scripts build from their params is the spec the config gives (the one
     the cache records and training checks), limits folded in."""
