@@ -574,13 +574,15 @@ def build_caches(
     batch_letters: int = 0,
     part: tuple[int, int] | None = None,
     compile: bool | str = False,
+    record: dict | None = None,
 ) -> dict[Any, str | None]:
     """:func:`build_cache` for several poolings at once: ``outputs`` lists ``(out_dir,
     pooling)`` pairs (``pooling`` None: adaptive to ``pool_to``), and each batch's forward
     runs once for all of them (:func:`encode_pooled_many`; ``embed.share_forward``). Each
     folder gets the bytes ``build_cache`` writes for it alone, and each resumes from its own
     finished shards (a batch is encoded when any cache still needs it). Holds one shard of
-    rows per cache."""
+    rows per cache. ``record``: more meta.json fields, outside the resume fingerprint (what
+    the items already fix: ``windows_sha256``)."""
     if pool_to < 1:
         raise ValueError(f"pool_to must be >= 1, got {pool_to}")
     backend = (COMPILE_BACKEND if compile is True else str(compile)) if compile else None
@@ -787,6 +789,7 @@ def build_caches(
             backend,
             weights,
             part_plan,
+            record,
         )
     return item_keys
 
@@ -805,6 +808,7 @@ def _finish_cache(
     backend: str | None = None,
     weights: str | None = None,
     part_plan: dict | None = None,
+    record: dict | None = None,
 ) -> None:
     """Write ``target``'s index, items and meta.json and move it into place. A part cache's
     meta.json also records ``part`` and ``part_plan`` (batches, device, sequence order of the
@@ -844,6 +848,7 @@ def _finish_cache(
         **({"compile": backend} if backend else {}),
         **({"weights_sha256": weights} if weights else {}),
         **(meta or {}),
+        **(record or {}),
         **({"part": list(part), "part_plan": part_plan} if part is not None else {}),
     }
     (work / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
@@ -1189,6 +1194,22 @@ class CacheRows:
 # The `embed` rule: which sequences of the dataset an encoder caches.
 
 
+WINDOW_COLUMNS = ("transcript_id", "chrom", "window_start", "window_end", "strand")
+
+
+def windows_digest(df) -> str:
+    """sha256 over a dataset's DNA windows: each transcript's ``WINDOW_COLUMNS`` as a tab-
+    separated line, sorted by transcript ID (row order does not matter). A DNA cache records it
+    (``windows_sha256``) and the loader compares it with the dataset's, so a cache of other
+    windows (another ``dna.window``, TSS or contig names) is refused; the genome's letters
+    are not in it."""
+    lines = sorted(
+        "\t".join(str(v) for v in row) + "\n"
+        for row in df[list(WINDOW_COLUMNS)].itertuples(index=False)
+    )
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 class DnaWindows(Mapping):
     """Transcript ID -> DNA window tokens, read from the genome only when accessed."""
 
@@ -1291,5 +1312,6 @@ def embed_dataset(
         batch_letters=batch_letters,
         part=tuple(part) if part is not None else None,
         compile=compile,
+        record={"windows_sha256": windows_digest(df)} if encoder.modality == "dna" else None,
     )
     return keys

@@ -559,8 +559,9 @@ class IsoformDataModule(pl.LightningDataModule):
                 f"{len(unindexed)} transcripts have a key in items.parquet that index.parquet "
                 "lacks (an incomplete or badly gathered cache); rebuild it (rule embed)",
             )
-        if items is None:
-            return  # DNA: the keys are of genome windows, not read here
+        if items is None:  # DNA: the keys are of genome windows, not read here
+            self._check_windows(cache, df)
+            return
         changed = [
             t
             for t, k in zip(df["transcript_id"], keys, strict=True)
@@ -573,6 +574,38 @@ class IsoformDataModule(pl.LightningDataModule):
                 f"{len(changed)} transcripts' {SEQUENCE_COLUMNS[modality]} in the dataset are "
                 f"not the sequences this {modality} cache embedded (another dataset's cache); "
                 "rebuild it (rule embed) from this dataset",
+            )
+
+    @staticmethod
+    def _check_windows(cache, df: pd.DataFrame) -> None:
+        """A DNA cache's ``windows_sha256`` (``embed.windows_digest``) against the dataset's
+        windows, when the dataset holds exactly the cache's transcripts (the workflow's case;
+        a subset cannot be compared with one digest). A cache built before it was recorded
+        is accepted, with an info line: docs/rerun.md, "DNA caches and their windows"."""
+        import logging
+
+        from isoflow.embed import META_FILE, windows_digest
+
+        recorded = cache.meta.get("windows_sha256")
+        log = logging.getLogger("isoflow.loader")
+        if recorded is None:
+            log.info(
+                "%s records no windows_sha256 (built before it was): windows not checked",
+                cache.path,
+            )
+            return
+        if int(cache.meta.get("n_items", -1)) != len(df):
+            log.info(
+                "%s: the dataset is not the cache's transcript set: windows not checked", cache.path
+            )
+            return
+        if windows_digest(df) != recorded:
+            raise InputError(
+                cache.path / META_FILE,
+                "windows_sha256",
+                "the dataset's DNA windows (transcript, contig, start, end, strand) are not "
+                "those this cache embedded (another dna.window, annotation or genome's contig "
+                "names); rebuild it (rule embed) from this dataset",
             )
 
     @staticmethod

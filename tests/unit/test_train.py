@@ -538,6 +538,39 @@ def test_a_cache_missing_a_dataset_transcript_is_one_line(dataset, tmp_path, mod
     )
 
 
+def test_a_dna_cache_of_other_windows_is_refused(dataset, tmp_path, caplog):
+    """A DNA cache records the sha256 of the windows it embedded (embed.windows_digest): a
+    dataset of the same transcripts with other windows (another dna.window) is refused in one
+    line; a cache from before the field is accepted with an info line."""
+    import json
+    import logging
+
+    from isoflow.embed import embed_dataset
+    from isoflow.model.encoders import spec_from_config
+
+    path, fasta = dataset
+    cache = tmp_path / "embeddings" / "enformer"
+    embed_dataset(path, "enformer", spec_from_config(cache_config(), "enformer"), cache, fasta)
+    IsoformDataModule(path, ["dna"], cache_dirs={"dna": cache}).setup()  # its own: accepted
+    df, tissues = read_dataset(path)
+    df = df.iloc[::-1].reset_index(drop=True)  # row order: not a difference
+    df["window_start"] -= 8
+    df["window_end"] += 8  # a wider dna.window around the same TSSs
+    other = tmp_path / "other.parquet"
+    write_dataset(df, tissues, fasta, other)
+    with pytest.raises(InputError) as error:
+        IsoformDataModule(other, ["dna"], cache_dirs={"dna": cache}).setup()
+    assert str(error.value).startswith(
+        f"{cache}/meta.json:windows_sha256: the dataset's DNA windows (transcript, contig, "
+    )
+    meta = json.loads((cache / "meta.json").read_text())
+    del meta["windows_sha256"]  # a cache built before the field
+    (cache / "meta.json").write_text(json.dumps(meta))
+    with caplog.at_level(logging.INFO, logger="isoflow.loader"):
+        IsoformDataModule(other, ["dna"], cache_dirs={"dna": cache}).setup()
+    assert "records no windows_sha256" in caplog.text
+
+
 def test_a_run_refuses_a_cache_of_another_modality_encoder_spec_or_pooling(dataset, tmp_path):
     """A cache is checked against the run before anything trains: its modality, encoder,
     spec (as rule embed records it: defaults and the config's sequence limits filled in)
