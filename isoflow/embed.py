@@ -98,9 +98,11 @@ def pool_positional(
     DNA: the ``dna_crop_bins`` tokens (Enformer/Borzoi bins) centred on the window's centre,
     the TSS, unpooled (a shorter output is kept whole); slot ``dna_crop_bins // 2`` holds the
     TSS. RNA / protein: the mean of each run of :func:`positional_stride` tokens from the
-    5' end / N-terminus (the last slot: the mean of what is left), so slot ``k`` covers
-    nucleotides ``[k * stride_nt, (k + 1) * stride_nt)`` (exactly for NT's 6-mers when no N
-    restarts the frame) or residues ``[k * stride_aa, (k + 1) * stride_aa)``."""
+    start of what the encoder read (the last slot: the mean of what is left), so slot ``k``
+    covers nucleotides ``[k * stride_nt, (k + 1) * stride_nt)`` of it (exactly for NT's
+    6-mers when no N restarts the frame) or residues ``[k * stride_aa, (k + 1) * stride_aa)``.
+    That start is the 5' end / N-terminus, except for a sequence longer than its limit under
+    ``truncate: keep_3prime``, whose kept part starts inside it (docs/encoders.md)."""
     real = emb[:length]
     if modality == "dna":
         crop = int(pooling["dna_crop_bins"])
