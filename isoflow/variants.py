@@ -33,7 +33,6 @@ read as constructs (``read_kircher``, ``element_reference``, ``kircher_construct
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import gzip
 import logging
@@ -49,7 +48,7 @@ import pandas as pd
 
 from isoflow.alphabet import DNA_LETTER_CODES, reverse_complement
 from isoflow.commands import positive_int
-from isoflow.constructs import Construct, ModelInputs, construct_inputs
+from isoflow.constructs import Construct, ModelInputs, construct_inputs, table_rows
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.experiments import MODALITIES
 from isoflow.genome import CONTIG_NAMES_SHOWN, GenomeWindows, _alias_candidates
@@ -273,11 +272,13 @@ def _read_vcf(path: Path, table: VariantTable) -> None:
 def _read_tsv(path: Path, table: VariantTable) -> None:
     opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-            rows = list(csv.reader(handle, delimiter="\t"))
+        with opener(path, "rt", encoding="utf-8-sig") as handle:
+            text = handle.read()
     except UnicodeDecodeError:
         raise non_utf8_error(path) from None
-    lines = [(i, row) for i, row in enumerate(rows, start=1) if any(c.strip() for c in row)]
+    # one line per row, split on tabs, quoted cells unquoted, an unclosed quote one line
+    # (csv.reader: a bare _csv.Error, or a quote that swallowed the next lines' variants)
+    lines = table_rows(path, text)
     if not lines:
         raise InputError(path, None, "empty: a header `chrom pos ref alt` and one row per variant")
     header_line, header = lines[0]

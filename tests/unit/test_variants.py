@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 
 import numpy as np
@@ -251,6 +252,26 @@ def test_variant_table_reading(tmp_path):
     same.write_text("chrom\tpos\tref\talt\nchr1\t10\tA\ta\n")
     with pytest.raises(InputError, match="ref and alt are the same"):
         read_variants(same)
+
+
+def test_variant_table_quotes_and_line_endings(tmp_path):
+    """csv.reader took a stray quote as the start of a field that swallowed the tabs and
+    rows after it: a bare _csv.Error, or variants lost into one id. Quoted cells (R's
+    write.table) read as their text, CRLF and gzip as plain."""
+    quoted = tmp_path / "quoted.tsv.gz"
+    with gzip.open(quoted, "wt") as out:
+        out.write('"chrom"\t"pos"\t"id"\t"ref"\t"alt"\r\n"chr1"\t10\t"rs ""A"""\tA\tG\r\n')
+        out.write("chr1\t11\t\tC\tT\r\n")
+    read = read_variants(quoted)
+    assert [(v.id, v.pos, v.ref, v.alt) for v in read.variants] == [
+        ('rs "A"', 10, "A", "G"),
+        ("chr1:11:C>T", 11, "C", "T"),
+    ]
+    stray = tmp_path / "stray.tsv"
+    stray.write_text('chrom\tpos\tid\tref\talt\nchr1\t10\t"rsA\tA\tG\nchr1\t11\tx\tC\tT\n')
+    with pytest.raises(InputError) as err:
+        read_variants(stray)
+    assert _one_line(err).startswith(f"{stray}:2: column 3: '\"rsA' starts with a quote")
 
 
 def test_vcf_plain_and_bgzip(tmp_path):
