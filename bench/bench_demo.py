@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the raw records here")
     args = parser.parse_args(argv)
 
+    if args.scratch is not None:
+        args.scratch.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="isoflow-demo-bench-", dir=args.scratch))
     account_file = work / "_account.jsonl"
     try:

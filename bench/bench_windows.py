@@ -119,6 +119,8 @@ def main() -> None:
     args = parser.parse_args()
 
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core, for both tools
+    if args.scratch is not None:  # `make bench` names a folder under $(BENCH_TMP) not yet made
+        args.scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.scratch, prefix="bench_windows.") as tmp:
         scratch = Path(tmp)
         fasta = scratch / "genome.fa"

@@ -152,7 +152,15 @@ def write_gtex_layout(
     return {"gct": gct, "attrs": attrs, "n_rows": n_rows, "n_samples": n}
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    import argparse
 
-    write_gtex_layout(Path(sys.argv[1]), int(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", type=Path, help="folder for the GCT and the attributes")
+    parser.add_argument("rows", type=int, help="transcript rows of the GCT")
+    args = parser.parse_args(argv)
+    write_gtex_layout(args.out_dir, args.rows)
+
+
+if __name__ == "__main__":
+    main()
