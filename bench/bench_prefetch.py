@@ -7,7 +7,7 @@ index_select from the memory-mapped shards, at real encoder widths) overlaps the
 The caches are bench_loader.py's (real on-disk format, Enformer 3,072 / NT 1,536 / ESM-2
 1,280 wide, under --work). Each case in the same process, interleaved --repeat times, one
 untimed warm-up epoch first (page cache). Reports, per prefetch depth, the median epoch wall
-time, the step's share of it ("busy", what bench/gpu.py calls GPU busy) and the ratio to
+time, the step's share of it ("busy", what bench/gpu.py calls ``step_share``) and the ratio to
 no prefetch.
 
 Run: .venv/bin/python bench/bench_prefetch.py --transcripts 768 --step-ms 12 --repeat 3

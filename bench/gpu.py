@@ -8,7 +8,8 @@ ESM-2 150M (1,024 tokens: 1,022 residues + BOS/EOS), built by
 pretrained weights into. Sections, each timed on the same device in the same run:
 
 - ``reference``: an 8192³ bf16 matrix product (the in-run yardstick of what the chip does),
-  beside the vendor's dense bf16 peak for the device name (``PEAK_BF16``);
+  beside the vendor's dense bf16 peak for the exact device name (``PEAK_BF16``; another
+  name needs ``--peak-tflops``);
 - ``embed``: per encoder, fp32 and bf16 autocast (what rule embed's ``embed.precision`` picks):
   the forward alone and the whole ``isoflow.embed.encode_pooled`` path (tokenise, forward,
   copy back, pool), sequences/s, peak GPU memory, FLOPs per sequence counted by
@@ -22,8 +23,10 @@ pretrained weights into. Sections, each timed on the same device in the same run
   896 bins unpooled), bf16 autocast, batch 32, AdamW;
 - ``loader``: a cached epoch through ``IsoformDataModule`` (caches in the real on-disk format
   at the real widths, written by ``isoflow.embed.build_cache``; num_workers 4 as in
-  config/config.yaml) against the same steps on device-resident batches: the share of the
-  epoch the GPU is busy; ``--loader-compile reduce-overhead`` (or ``default``,
+  config/config.yaml) against the same steps on a device-resident batch, timed once per
+  model configuration before any epoch's loader exists: the step loop's share of the epoch
+  (``step_share``, host wall-clock) and the GPU's summed kernel and copy time over the epoch
+  (``gpu_busy``, torch.profiler; CUDA only); ``--loader-compile reduce-overhead`` (or ``default``,
   ``max-autotune``) adds the epoch with the model through ``torch.compile`` in that mode
   (``reduce-overhead``: CUDA graphs, for the small head's launch-bound step);
 - ``finetune``: steps/s and MFU with the encoders in the graph and trainable: NT-v2 + ESM-2
@@ -63,17 +66,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Dense (no sparsity) bf16 tensor-core peaks by device name. NVIDIA's own data sheets could
-# not be read here; read from secondary copies instead: H100 SXM5 989.4 (the "Matrix" column of
-# glennklockwood.com/garden/processors/h100, which also notes the H200 is the same chip with
-# more memory), H100 PCIe 756 (half the 1,513 "with sparsity" of the data-sheet table copied
-# at archive-lib.hpctech.co.jp/gpuproduct/nvidia-h100.html). H100 NVL and A100: unchecked.
+# Dense (no sparsity) bf16 tensor-core peaks by the exact name torch.cuda.get_device_name gives.
+# NVIDIA's own data sheets could not be read here; read from secondary copies instead: H100
+# SXM5 989.4 (the "Matrix" column of glennklockwood.com/garden/processors/h100, which also
+# notes the H200 is the same chip with more memory), H100 PCIe 756 (half the 1,513 "with
+# sparsity" of the data-sheet table copied at
+# archive-lib.hpctech.co.jp/gpuproduct/nvidia-h100.html). Any other name (H100 NVL, H200
+# NVL, A100, a name not seen before) has no entry: its peak was not read from any source, so
+# bench/gpu.py stops unless --peak-tflops gives it.
 PEAK_BF16 = {
-    "H100 PCIe": 756e12,
-    "H100 NVL": 835e12,
-    "H100": 989.4e12,  # SXM5 (e.g. "NVIDIA H100 80GB HBM3")
-    "H200": 989.4e12,
-    "A100": 312e12,
+    "NVIDIA H100 80GB HBM3": 989.4e12,  # H100 SXM5
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H200": 989.4e12,  # H200 SXM (the name runs 1-6 recorded)
 }
 
 # IsoFormer's dataset card (docs/reproduction.md): transcripts of the 30-tissue GTEx set.
@@ -177,10 +181,9 @@ def free(device: torch.device) -> None:
 
 
 def peak_for(name: str) -> float | None:
-    for key, value in PEAK_BF16.items():
-        if key in name:
-            return value
-    return None
+    """The dense bf16 peak for exactly this device name, else None: a variant's name holds
+    its family's (``NVIDIA H200 NVL`` holds ``H200``) but not its peak."""
+    return PEAK_BF16.get(name.strip())
 
 
 def mfu(flops_per_s: float, peak: float | None) -> float | None:
@@ -522,12 +525,14 @@ def loader_section(
     compile_modes: tuple[str, ...] = ("eager",),
     backend: str = "inductor",
 ) -> None:
-    """A cached epoch through the workflow's DataModule against the same steps on batches
-    already on the device, for each of ``worker_counts`` DataLoader workers; with 0 workers
+    """A cached epoch through the workflow's DataModule against the same steps on a batch
+    already on the device (``steps_alone``: timed once, before any epoch's loader exists;
+    ``LOADER_RATIOS``), for each of ``worker_counts`` DataLoader workers; with 0 workers
     once per ``prefetch_depths`` (``train.prefetch_batches``: batches made ahead in a thread).
-    Each of ``compile_modes`` other than ``eager`` adds the rows of 0 workers and the deepest
-    prefetch with the model through ``torch.compile`` in that mode (``reduce-overhead``: CUDA
-    graphs, fewer kernel launches for the launch-bound small head)."""
+    Each of ``compile_modes`` other than ``eager`` adds its own ``steps_alone_<mode>`` and the
+    rows of 0 workers and the deepest prefetch with the model through ``torch.compile`` in
+    that mode (``reduce-overhead``: CUDA graphs, fewer kernel launches for the launch-bound
+    small head)."""
     if rec.left() < 60 and not tiny:
         rec.add("loader", "epoch", {"skipped": "budget"})
         return
@@ -544,9 +549,13 @@ def loader_section(
     start = time.perf_counter()
     paths = bench_loader.build_inputs(work, n, pool_to=64)
     build_s = time.perf_counter() - start
+    rec.data["loader_ratios"] = LOADER_RATIOS
+    # one reference per model configuration, before any epoch's loader (and its workers) exists
+    reference = _step_reference(device, paths, widths, batch)
+    rec.add("loader", "steps_alone", reference)
     for workers in (0,) if tiny else worker_counts:
         for depth in prefetch_depths if workers == 0 else (0,):
-            _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, depth)
+            _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, reference, depth)
     for mode in compile_modes:
         if mode == "eager":
             continue
@@ -555,7 +564,11 @@ def loader_section(
             rec.add("loader", _loader_key(0, depth, mode), {"skipped": "budget"})
             continue
         try:
-            _loader_epochs(rec, device, paths, widths, batch, 0, n, build_s, depth, mode, backend)
+            compiled = _step_reference(device, paths, widths, batch, mode, backend)
+            rec.add("loader", f"steps_alone_{mode}", compiled)
+            _loader_epochs(
+                rec, device, paths, widths, batch, 0, n, build_s, compiled, depth, mode, backend
+            )
         except Exception as error:  # a mode that fails is a row, not the end of the run
             rec.add(
                 "loader",
@@ -587,6 +600,123 @@ def compiled_model(model, mode: str, backend: str):
     return torch.compile(model, backend=backend, **kwargs)
 
 
+def _to_device(b: dict, device) -> tuple[dict, torch.Tensor]:
+    """A collated cached batch's inputs and target on ``device``."""
+    inputs = {
+        m: (e.to(device, non_blocking=True), k.to(device, non_blocking=True))
+        for m, (e, k) in b["inputs"].items()
+    }
+    return inputs, b["target"].to(device, non_blocking=True)
+
+
+def _loader_model(widths, device, compile_mode: str, backend: str):
+    """The cached epoch's IsoFormer, its optimiser and its step (``run_step(inputs, target)``),
+    through ``torch.compile`` in ``compile_mode`` unless eager; dynamo reset first."""
+    torch.manual_seed(0)
+    model = _isoformer(widths).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    graphs = compile_mode == "reduce-overhead" and backend == "inductor"
+    step_model = model
+    if compile_mode != "eager":
+        torch._dynamo.reset()
+        step_model = compiled_model(model, compile_mode, backend)
+
+    def run_step(inputs, target):
+        if graphs:  # a new iteration: CUDA graph trees may reuse the last step's outputs
+            torch.compiler.cudagraph_mark_step_begin()
+        train_step(step_model, optimizer, inputs, target, device)
+
+    return model, optimizer, run_step
+
+
+def _device_time_s(fn, device) -> float | None:
+    """Seconds of GPU activity (kernels, copies, memsets: torch.profiler's CUDA events, their
+    self time summed) during one call of ``fn``; None off CUDA, where there is none to sum."""
+    from torch.profiler import ProfilerActivity, profile
+
+    if device.type != "cuda":
+        return None
+    sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync(device)
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    return sum(e.self_device_time_total for e in events) / 1e6
+
+
+def _time_steps(batch, n_batches, widths, device, compile_mode, backend) -> dict:
+    """``n_batches`` steps of a fresh model on ``batch`` kept on the device (its model,
+    optimiser and tensors gone on return)."""
+    _, _, run_step = _loader_model(widths, device, compile_mode, backend)
+    inputs, target = _to_device(batch, device)
+    start = time.perf_counter()
+    run_step(inputs, target)  # any compile, the kernels' first launch
+    sync(device)
+    first_step_s = time.perf_counter() - start
+    s_step = timed(lambda: run_step(inputs, target), device, min_iters=n_batches, min_s=0.0)
+
+    def steps():
+        for _ in range(n_batches):
+            run_step(inputs, target)
+
+    device_s = _device_time_s(steps, device)
+    return {
+        "first_step_s": round(first_step_s, 3),
+        "step_ms": round(1000 * s_step, 3),
+        "steps_s": round(s_step * n_batches, 3),
+        "device_s": None if device_s is None else round(device_s, 3),
+    }
+
+
+def _step_reference(device, paths, widths, batch, compile_mode="eager", backend="inductor"):
+    """The cached epoch's steps with nothing else running: one batch drawn through a 0-worker
+    loader (no worker process, no prefetch thread), that loader dropped, then one epoch's
+    number of steps on the batch kept on the device. Timed once per model configuration,
+    before any epoch's DataLoader exists, and every row of that configuration is divided by
+    it (each row used to time its own after its epochs, while 4 persistent workers
+    restarted and prefetched beside it: 0.673 s against 0.996 s for the same device work).
+    ``step_s``: host wall-clock per step (a launch-bound step: the step loop's time, not
+    kernel occupancy); ``device_s``: the GPU's activity in those steps (profiler), or None
+    off CUDA."""
+    from isoflow.loader import IsoformDataModule
+
+    module = IsoformDataModule(
+        paths["dataset"],
+        ["dna", "rna", "protein"],
+        cache_dirs=paths["caches"],
+        batch_size=batch,
+        num_workers=0,
+        prefetch_batches=0,
+    )
+    module.setup()
+    loader = module.train_dataloader()
+    n_batches = len(loader)
+    first = next(iter(loader))
+    loader = module = None
+    gc.collect()
+    graphs_before = _graphs() if compile_mode != "eager" else 0
+    result = {
+        "batches": n_batches,
+        **_time_steps(first, n_batches, widths, device, compile_mode, backend),
+    }
+    if compile_mode != "eager":
+        result["graphs"] = _graphs() - graphs_before
+    if compile_mode != "eager":
+        torch._dynamo.reset()
+    free(device)
+    return result
+
+
+# What a cached-epoch row's ratios are (recorded beside the rows).
+LOADER_RATIOS = (
+    "step_share: the reference's steps (one epoch's number, on one batch kept on the device, "
+    "timed once per model configuration before any epoch's DataLoader existed; host "
+    "wall-clock of a launch-bound step) over the epoch's wall: the step loop's share of the "
+    "epoch, not kernel occupancy. gpu_busy: the GPU's activity in those steps (CUDA kernels, "
+    "copies and memsets summed by torch.profiler) over the epoch's wall; None off CUDA"
+)
+
+
 def _loader_epochs(
     rec,
     device,
@@ -596,6 +726,7 @@ def _loader_epochs(
     workers,
     n,
     build_s,
+    reference,
     prefetch=0,
     compile_mode="eager",
     backend="inductor",
@@ -612,32 +743,14 @@ def _loader_epochs(
     )
     module.setup()
     loader = module.train_dataloader()
-    torch.manual_seed(0)
-    model = _isoformer(widths).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    graphs = compile_mode == "reduce-overhead" and backend == "inductor"
-    step_model, graphs_before = model, 0
-    if compile_mode != "eager":
-        torch._dynamo.reset()
-        graphs_before = _graphs()
-        step_model = compiled_model(model, compile_mode, backend)
-
-    def to_device(b):
-        return {
-            m: (e.to(device, non_blocking=True), k.to(device, non_blocking=True))
-            for m, (e, k) in b["inputs"].items()
-        }, b["target"].to(device, non_blocking=True)
-
-    def run_step(inputs, target):
-        if graphs:  # a new iteration: CUDA graph trees may reuse the last step's outputs
-            torch.compiler.cudagraph_mark_step_begin()
-        train_step(step_model, optimizer, inputs, target, device)
+    graphs_before = _graphs() if compile_mode != "eager" else 0
+    _, _, run_step = _loader_model(widths, device, compile_mode, backend)
 
     def epoch(with_steps: bool) -> tuple[float, int]:
         sync(device)
         t0, n_batches = time.perf_counter(), 0
         for b in loader:
-            inputs, target = to_device(b)
+            inputs, target = _to_device(b, device)
             if with_steps:
                 run_step(inputs, target)
             n_batches += 1
@@ -649,11 +762,9 @@ def _loader_epochs(
     wall, n_batches = epoch(True)
     loader.sampler.set_epoch(2)
     load_only, _ = epoch(False)
-    # the same steps on one batch kept on the device: the GPU's own time for the epoch
-    first = next(iter(loader))
-    inputs, target = to_device(first)
-    s_step = timed(lambda: run_step(inputs, target), device, min_iters=n_batches, min_s=0.0)
-    gpu = s_step * n_batches
+    if n_batches != reference["batches"]:
+        raise RuntimeError(f"{n_batches} batches in the epoch, {reference['batches']} timed")
+    device_s = reference["device_s"]
     rec.add(
         "loader",
         _loader_key(workers, prefetch, compile_mode),
@@ -673,11 +784,17 @@ def _loader_epochs(
             "cache_build_s": round(build_s, 1),
             "epoch_s": round(wall, 3),
             "loader_only_s": round(load_only, 3),
-            "gpu_only_s": round(gpu, 3),
-            "gpu_busy": round(min(gpu / wall, 1.0), 3),
+            "steps_alone_s": reference["steps_s"],
+            "step_share": round(min(reference["steps_s"] / wall, 1.0), 3),
+            "gpu_device_s": device_s,
+            "gpu_busy": None if device_s is None else round(min(device_s / wall, 1.0), 3),
         },
     )
-    model = step_model = optimizer = loader = module = None
+    # the workers of a persistent loader end here, not whenever the collector gets to them
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+    run_step = loader = module = iterator = None
     if compile_mode != "eager":
         torch._dynamo.reset()
     free(device)
@@ -910,6 +1027,13 @@ def main(argv: list[str] | None = None) -> None:
         f"(of {','.join(LOADER_COMPILE_MODES)}; 0 workers, the deepest prefetch)",
     )
     parser.add_argument("--profile", action="store_true", help="embed: GPU kernel breakdown")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="the device's dense bf16 peak (TFLOP/s) for MFU; needed on a GPU whose exact name "
+        f"is not one of {', '.join(PEAK_BF16)}",
+    )
     parser.add_argument("--work", type=Path, default=None, help="folder for the loader's cache")
     args = parser.parse_args(argv)
     global TINY
@@ -938,11 +1062,26 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    peak = peak_for(name) if device.type == "cuda" else None
+    peak = None
+    if args.peak_tflops is not None:
+        if args.peak_tflops <= 0:
+            parser.error(f"--peak-tflops: {args.peak_tflops} (a positive TFLOP/s figure)")
+        peak = args.peak_tflops * 1e12
+    elif device.type == "cuda":
+        peak = peak_for(name)
+        if peak is None:  # before anything runs or is written: no MFU against a guess
+            parser.error(
+                f"no dense bf16 peak known for the device {name!r} (known: "
+                f"{', '.join(PEAK_BF16)}); give it with --peak-tflops, from the vendor's "
+                "data sheet for this exact model"
+            )
     rec = Recorder(args.out, started, args.budget_s)
     rec.data.update(
         device=name or "cpu",
         peak_bf16_tflops=peak / 1e12 if peak else None,
+        peak_source=(
+            "--peak-tflops" if args.peak_tflops is not None else "PEAK_BF16" if peak else None
+        ),
         torch=torch.__version__,
         cuda=torch.version.cuda,
         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,

@@ -72,9 +72,19 @@ def test_gpu_bench_runs_every_section_at_tiny_size(tmp_path):
         assert compiled["skipped"] == gpu.COMPILE_CPU_SKIP and "seq_per_s_forward" not in compiled
     for entry in [*sections["train_cache"].values(), *sections["finetune"].values()]:
         assert "error" not in entry and entry["steps_per_s"] > 0, entry
-    assert set(sections["loader"]) == {"epoch_workers0", "epoch_workers0_prefetch2"}
-    for loader in sections["loader"].values():
-        assert loader["batches"] > 1 and 0 < loader["gpu_busy"] <= 1
+    loader = sections["loader"]
+    assert set(loader) == {"steps_alone", "epoch_workers0", "epoch_workers0_prefetch2"}
+    reference = loader.pop("steps_alone")
+    assert reference["batches"] > 1 and reference["steps_s"] > 0
+    assert reference["device_s"] is None  # no GPU activity to sum on a CPU
+    assert "step_share" in result["loader_ratios"]
+    for row in loader.values():
+        # every row against the one reference timed before any loader existed
+        assert row["batches"] == reference["batches"]
+        assert row["steps_alone_s"] == reference["steps_s"]
+        share = min(reference["steps_s"] / row["epoch_s"], 1)  # of the rounded figures
+        assert row["step_share"] == pytest.approx(share, abs=0.002)
+        assert 0 < row["step_share"] <= 1 and row["gpu_busy"] is None
     hours = sections["projection"]["gpu_hours"]
     assert hours["total_cached_path"] > 0
     assert any(k.startswith("train_ablation_grid_") for k in hours)
@@ -108,6 +118,24 @@ def test_peak_lookup_names_the_pcie_h100_apart_from_the_sxm():
     assert gpu.peak_for("NVIDIA H100 80GB HBM3") == 989.4e12
     assert gpu.peak_for("NVIDIA H200") == 989.4e12
     assert gpu.peak_for("Some GPU") is None
+    # a variant's name holds its family's, not its peak: no guess from a substring
+    for variant in ("NVIDIA H200 NVL", "NVIDIA H100 NVL", "NVIDIA A100-SXM4-80GB", "H100"):
+        assert gpu.peak_for(variant) is None, variant
+
+
+def test_an_unknown_gpu_needs_peak_tflops_before_anything_runs(tmp_path, capsys, monkeypatch):
+    gpu = _gpu_module()
+    monkeypatch.setattr(gpu.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(gpu.torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200 NVL")
+    out = tmp_path / "gpu.json"
+    with pytest.raises(SystemExit):
+        gpu.main(["--out", str(out), "--sections", "reference"])
+    err = capsys.readouterr().err
+    assert "'NVIDIA H200 NVL'" in err and "--peak-tflops" in err
+    assert not out.exists()  # nothing ran, nothing written
+    with pytest.raises(SystemExit):
+        gpu.main(["--out", str(out), "--peak-tflops", "0"])
+    assert not out.exists()
 
 
 def test_compiled_rows_time_compile_apart_from_the_steady_forward():
@@ -259,15 +287,19 @@ def test_loader_compile_rows_and_option_checked_before_anything_runs(tmp_path, c
     gpu_main([*args, "--loader-compile", "eager,reduce-overhead"])
     rows = json.loads(out.read_text())["sections"]["loader"]
     assert list(rows) == [
+        "steps_alone",
         "epoch_workers0",
         "epoch_workers0_prefetch2",
+        "steps_alone_reduce-overhead",
         "epoch_workers0_prefetch2_reduce-overhead",
     ]
     compiled = rows["epoch_workers0_prefetch2_reduce-overhead"]
     assert compiled["compile_mode"] == "reduce-overhead" and compiled["backend"] == "eager"
     assert compiled["graphs"] >= 1  # the steps ran through dynamo
+    assert rows["steps_alone_reduce-overhead"]["graphs"] >= 1  # its reference too
+    assert compiled["steps_alone_s"] == rows["steps_alone_reduce-overhead"]["steps_s"]
     assert compiled["prefetch_batches"] == 2 and compiled["batches"] > 1
-    assert 0 < compiled["gpu_busy"] <= 1 and compiled["first_epoch_s"] > 0
+    assert 0 < compiled["step_share"] <= 1 and compiled["first_epoch_s"] > 0
     assert rows["epoch_workers0"]["compile_mode"] == "eager"
     # a mode that fails is an error row, and the run goes on
     bad = ["--tiny", "--out", str(out), "--sections", "loader", "--loader-prefetch", "0"]
