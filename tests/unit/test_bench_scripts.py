@@ -40,3 +40,32 @@ def test_gtex_layout_answers_help_and_checks_its_arguments(tmp_path):
     done = _bench("gtex_layout.py", str(tmp_path / "out"), "many")
     assert done.returncode == 2 and "invalid int value" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_weights_digest_bench_reports_distinct_bytes_beside_hashed(tmp_path):
+    # enformer-pytorch lists its stem and trunk under stem.* and _trunk.* both: the digest
+    # hashes those weights twice, and the bench says how much of what it hashes is distinct
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from bench_weights_digest import unique_bytes
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    from isoflow.model.encoders import random_encoder
+
+    for name in ("enformer", "esm2"):
+        encoder = random_encoder(name, {"source": "tiny"})
+        tensors = list(encoder.state_dict().values())
+        hashed = sum(t.numel() * t.element_size() for t in tensors)
+        # the module's own parameters and buffers, each shared tensor once
+        owned = [*encoder.parameters(), *encoder.buffers()]
+        distinct = sum(t.numel() * t.element_size() for t in owned)
+        assert unique_bytes(tensors) == distinct
+        if name == "enformer":
+            assert hashed > distinct
+        else:
+            assert hashed == distinct
+    done = _bench("bench_weights_digest.py", "--tiny", "--encoders", "enformer", "--repeats", "1")
+    assert done.returncode == 0, done.stderr
+    header, _, row = done.stdout.strip().splitlines()
+    assert "MB hashed" in header and "MB distinct" in header and row.startswith("| enformer |")
