@@ -9,7 +9,8 @@ whether the outputs are the same bytes.
 
 (Enformer at real size crops to 896 bins of 128 bp, so it needs at least 114,688 bp.)
 
-Random weights at real size (``random_encoder(real_size=True)``), fp32, batch of random
+Random weights at real size (``random_encoder(real_size=True)``, NT-v2 250M through
+bench/gpu.py's stand-in), fp32, batch of random
 sequences (seed 0). On an AVX2 machine both sides run the same kernels (ratio ~1, same
 bytes); on an AVX-512 one the native side's outputs differ in the last bits.
 """
@@ -28,6 +29,14 @@ from isoflow.cpu import MARKER, VARIABLES, kernel_env
 CHILD = "--child"
 
 
+def spec_for(name: str) -> dict:
+    """The encoder's spec at real size: bench/gpu.py's SPECS where it has one (NT-v2 250M's
+    weights in a plain feed-forward; without it the class builds a 173.3 M plain NT)."""
+    from gpu import SPECS  # this script's folder: bench/
+
+    return {"source": "tiny", **SPECS.get(name, {})}
+
+
 def child(args: argparse.Namespace) -> None:
     import time
 
@@ -38,7 +47,7 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    encoder = random_encoder(args.encoder, {"source": "tiny"}, real_size=True).eval()
+    encoder = random_encoder(args.encoder, spec_for(args.encoder), real_size=True).eval()
     tokens = random_tokens(encoder, args.batch, args.length)
     times = []
     with torch.no_grad():

@@ -4,10 +4,12 @@ Builds (under --work, default /tmp/isoflow_bench_loader, never committed) a data
 --transcripts synthetic transcripts (all in the train split but for one valid and one test
 transcript; about 30% without a protein, as non-coding ones) and three embedding caches in the
 real on-disk format, written by isoflow.embed.build_cache (float16 shards, index and items
-parquet, meta.json) from a stand-in encoder that returns random embeddings of the real widths:
-Enformer 3072 (DNA, 896 tokens pooled to --pool-to), Nucleotide Transformer 1536 (RNA, up to
-2,048 tokens) and ESM-2 1280 (protein, one token per residue; proteins of 20-1,000 residues,
-so some are shorter than --pool-to and are padded in a batch).
+parquet, meta.json) from a stand-in encoder that returns random embeddings of the widths the
+workflow's encoders give (bench/gpu.py's WIDTHS): Enformer 3072 (DNA, 896 tokens pooled to
+--pool-to), NT-v2 250M 768 (RNA, up to 2,048 tokens) and ESM-2 150M 640 (protein, one token
+per residue; proteins of 20-1,000 residues, so some are shorter than --pool-to and are padded
+in a batch). (Before 2026-11-28 it used 1536 and 1280, NT 2.5B's and ESM-2 650M's widths:
+docs/benchmarks.md's figures from then say so.)
 
 Then, each in its own child process, the same loop over IsoformDataModule's train loader
 (batch --batch-size, num_workers 0, one untimed warm-up epoch so the memory maps are in the
@@ -36,8 +38,10 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-WIDTHS = {"dna": ("enformer", 3072), "rna": ("nucleotide_transformer", 1536)}
-WIDTHS["protein"] = ("esm2", 1280)
+# the workflow's encoders' widths: Enformer's trunk, NT-v2 250M, ESM-2 150M (= bench/gpu.py's
+# WIDTHS, which imports torch; tests/unit/test_bench_scripts.py holds the two together)
+WIDTHS = {"dna": ("enformer", 3072), "rna": ("nucleotide_transformer", 768)}
+WIDTHS["protein"] = ("esm2", 640)
 TISSUES = [f"tissue_{i:02d}" for i in range(30)]
 
 CHILD = """

@@ -4,11 +4,11 @@ A GPU step leaves the host waiting on CUDA with the GIL released; here a ``time.
 ``--step-ms`` per batch stands in for it (this machine has no GPU), so what is measured is
 whether the next cached batch's gather (``IsoformDataModule`` with ``num_workers`` 0:
 index_select from the memory-mapped shards, at real encoder widths) overlaps the wait.
-The caches are bench_loader.py's (real on-disk format, Enformer 3,072 / NT 1,536 / ESM-2
-1,280 wide, under --work). Each case in the same process, interleaved --repeat times, one
-untimed warm-up epoch first (page cache). Reports, per prefetch depth, the median epoch wall
-time, the step's share of it ("busy", what bench/gpu.py calls ``step_share``) and the ratio to
-no prefetch.
+The caches are bench_loader.py's (real on-disk format, Enformer 3,072 / NT-v2 768 / ESM-2
+640 wide, the workflow's widths, under --work). Each case in the same process, interleaved
+--repeat times, one untimed warm-up epoch first (page cache). Reports, per prefetch depth,
+the median epoch wall time, the step's share of it ("busy", what bench/gpu.py calls
+``step_share``) and the ratio to no prefetch.
 
 Run: .venv/bin/python bench/bench_prefetch.py --transcripts 768 --step-ms 12 --repeat 3
 """

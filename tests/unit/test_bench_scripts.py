@@ -69,3 +69,21 @@ def test_weights_digest_bench_reports_distinct_bytes_beside_hashed(tmp_path):
     assert done.returncode == 0, done.stderr
     header, _, row = done.stdout.strip().splitlines()
     assert "MB hashed" in header and "MB distinct" in header and row.startswith("| enformer |")
+
+
+def test_loader_benches_and_cpu_kernels_build_the_workflows_encoders():
+    # bench_loader.py (and bench_prefetch.py, which reads its caches) at the widths the
+    # workflow's encoders give, bench/gpu.py's; bench_cpu_kernels.py's NT is NT-v2 250M's
+    # stand-in (gpu.SPECS), not the plain 173.3 M NT the class builds without it
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import bench_cpu_kernels
+        import bench_loader
+        import gpu
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    assert {m: w for m, (_, w) in bench_loader.WIDTHS.items()} == gpu.WIDTHS
+    for name in ("nucleotide_transformer", "esm2", "enformer"):
+        spec = bench_cpu_kernels.spec_for(name)
+        assert spec == {"source": "tiny", **gpu.SPECS.get(name, {})}
+    assert "hparams" in bench_cpu_kernels.spec_for("nucleotide_transformer")
