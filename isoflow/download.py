@@ -356,11 +356,30 @@ class _Body:
         self.gzip: _Gunzip | None = None
 
     def feed(self, chunk: bytes) -> None:
-        if self.decode is not None:
+        if self.decode is None:
+            self._take(chunk)
+            return
+        for piece in self._decoded(chunk):
+            self._take(piece)
+
+    def _decoded(self, data: bytes) -> Iterator[bytes]:
+        """The Content-Encoding decoded in pieces of at most ``CHUNK`` bytes, as
+        :class:`_Gunzip` does: a small compressed body may expand a thousandfold, and
+        decoding it whole held it all in memory at once."""
+        while True:
             try:
-                chunk = self.decode.decompress(chunk)
+                out = self.decode.decompress(data, CHUNK)
             except zlib.error as err:
                 raise DownloadError(self.url, f"undecodable Content-Encoding body: {err}") from err
+            if out:
+                yield out
+            if self.decode.eof:
+                return
+            data = self.decode.unconsumed_tail
+            if not data and len(out) < CHUNK:  # a full piece: zlib may hold more output
+                return
+
+    def _take(self, chunk: bytes) -> None:
         if not chunk:
             return
         if len(self.head) < 1024:

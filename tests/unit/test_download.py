@@ -5,10 +5,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import random
 import re
 import subprocess
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -655,3 +657,33 @@ def test_download_rules_through_snakemake(server, tmp_path):
     assert f"isoflow: error: {line}" in failed.stderr
     annotation_dir = tmp_path / "resources" / "annotation"
     assert not annotation_dir.exists() or list(annotation_dir.iterdir()) == []
+
+
+class _Pieces:
+    """A file object recording each write."""
+
+    def __init__(self):
+        self.pieces: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.pieces.append(bytes(data))
+
+
+@pytest.mark.parametrize("wrap", [gzip.compress, zlib.compress], ids=["gzip", "deflate"])
+def test_content_encoding_is_decoded_in_bounded_pieces(monkeypatch, wrap):
+    """A Content-Encoding body was decompressed whole in one call: a 204 KB gzip body
+    became 200 MiB at once. Each piece is now at most CHUNK bytes (here shrunk to 1000 so
+    the boundaries are many), and the pieces are the body, byte for byte."""
+    monkeypatch.setattr(download, "CHUNK", 1000)
+    rng = random.Random(0)
+    plain = b"A" * 250_000 + bytes(rng.randrange(256) for _ in range(20_000)) + b"C" * 99_999
+    sent = wrap(plain)
+    for size in (len(sent), 7, 1000):  # the body in one read, in tiny reads, in CHUNKs
+        out = _Pieces()
+        body = download._Body("http://h/x.tsv", out, "gzip", gunzip=False)
+        for start in range(0, len(sent), size):
+            body.feed(sent[start : start + size])
+        body.finish()
+        assert max(len(p) for p in out.pieces) <= 1000
+        assert b"".join(out.pieces) == plain and body.size == len(plain)
+        assert body.digest.hexdigest() == hashlib.sha256(plain).hexdigest()
