@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,10 @@ REQUIRED_KEYS = (
     "metrics",
 )
 ENCODER_KEYS = ("name", "mode", "spec")
+# What encoders.*.weights may name: a file export_bundle writes (encoders/NAME.pt, NAME an
+# encoder name). Anything else (../x.pt, an absolute path) would read, and isoflow finetune
+# write, a file outside the bundle: the sender writes the digests, so they do not stop it.
+ENCODER_WEIGHTS = re.compile(rf"{ENCODER_DIR}/[A-Za-z0-9_.-]+\.pt")
 # Largest |bundle - predictions.parquet| the export check accepts (log1p TPM). float32 on
 # a CPU: measured up to 3.4e-5 on the demo's runs (all 361 test transcripts; docs/bundle.md):
 # the frozen encoders see other batches than rule embed gave them (other padding), and a
@@ -360,11 +365,32 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         for key in ENCODER_KEYS:
             if not isinstance(entry, dict) or key not in entry:
                 raise InputError(manifest_path, f"encoders.{modality}.{key}", "missing")
+    encoders = manifest["encoders"] if isinstance(manifest["encoders"], dict) else {}
+    for modality, entry in encoders.items():
+        name = entry.get("weights") if isinstance(entry, dict) else None
+        if name is not None and not (
+            isinstance(name, str) and ENCODER_WEIGHTS.fullmatch(name) and ".." not in name
+        ):
+            raise InputError(
+                manifest_path,
+                f"encoders.{modality}.weights",
+                f"{name!r} is not a file of the bundle ({ENCODER_DIR}/NAME.pt, or null): "
+                "isoflow's export never writes it; re-export the bundle",
+            )
     return manifest
 
 
+def inside(folder: Path, name: str) -> Path:
+    """``folder / name``, which must lie inside ``folder`` once resolved (symbolic links
+    followed): a name or a link leading out of it is an :class:`InputError`."""
+    file = folder / name
+    if not file.resolve().is_relative_to(folder.resolve()):
+        raise InputError(folder, name, "leads outside the bundle's folder: not a bundle file")
+    return file
+
+
 def _bundle_file(path: Path, name: str) -> Path:
-    file = path / name
+    file = inside(path, name)
     if not file.is_file():
         raise InputError(path, name, "missing from the bundle (copy the whole folder)")
     return file

@@ -999,7 +999,7 @@ def write_bundle(
     :func:`construct_record`, absent when not given); the frozen encoders' files copied."""
     import torch
 
-    from isoflow.bundle import CARD, WEIGHTS, _write_manifest
+    from isoflow.bundle import CARD, WEIGHTS, _bundle_file, _write_manifest, inside
 
     base = tuner.model
     manifest = copy.deepcopy(base.card)
@@ -1031,8 +1031,11 @@ def write_bundle(
     torch.save(state, out / WEIGHTS)
     for entry in manifest["encoders"].values():
         if entry.get("weights") and entry["mode"] == "cached":
-            (out / entry["weights"]).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(base.path / entry["weights"], out / entry["weights"])
+            # read_manifest allows encoders/NAME.pt only; inside() also refuses a name or a
+            # link leading out of either bundle (it would copy a file outside out/)
+            target = inside(out, entry["weights"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(_bundle_file(base.path, entry["weights"]), target)
     (out / CARD).write_text(
         f"# isoflow fine-tuned model `{manifest['run']}`\n\nThe bundle `{base.card['run']}` "
         f"with a new head over the measured columns {', '.join(columns)}, fine-tuned "

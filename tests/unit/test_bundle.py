@@ -461,3 +461,45 @@ def test_the_card_names_only_the_inputs_the_model_reads():
     assert _card_inputs(manifest) == (
         "RNA up to 600 nt (keep_5prime); protein up to 30 residues (N-terminal part)"
     )
+
+
+# ---- a manifest naming weight files outside its bundle (load_model read them, and isoflow
+# finetune's write_bundle wrote copies of them outside its output folder)
+
+
+@pytest.mark.slow
+def test_a_manifest_naming_weights_outside_the_bundle_is_refused(trained, tmp_path):
+    """The reviewer's case: the frozen encoder's file moved out of the bundle, the manifest
+    pointing at it by ../, the digests recomputed as a sender would. load_model read it; now
+    one line naming the manifest and the key, before any file is read."""
+    from isoflow.bundle import _write_manifest
+
+    bundle = shutil.copytree(trained["bundle"], tmp_path / "a" / "b" / "evil")
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    name = manifest["encoders"]["rna"]["weights"]
+    assert name.startswith("encoders/")
+    (bundle / name).rename(tmp_path / "escape.pt")
+    manifest["encoders"]["rna"]["weights"] = "../../../escape.pt"
+    _write_manifest(bundle, manifest)  # digests of the files it names: they check out
+    text = _one_line(bundle, "encoders.rna.weights: '../../../escape.pt' is not a file of")
+    assert str(bundle / MANIFEST) in text
+    for bad in (str(tmp_path / "escape.pt"), "encoders/../../x.pt", "model.pt", 3):
+        manifest["encoders"]["rna"]["weights"] = bad
+        (bundle / MANIFEST).write_text(json.dumps(manifest))
+        _one_line(bundle, "encoders.rna.weights: ")
+
+
+def test_bundle_files_may_not_lead_out_of_the_bundle(tmp_path):
+    """A symbolic link inside a bundle to a file outside it is refused like a ../ name."""
+    from isoflow.bundle import _bundle_file
+
+    bundle = tmp_path / "bundle"
+    (bundle / "encoders").mkdir(parents=True)
+    (bundle / "encoders" / "ok.pt").write_bytes(b"x")
+    (tmp_path / "outside.pt").write_bytes(b"x")
+    (bundle / "encoders" / "link.pt").symlink_to(tmp_path / "outside.pt")
+    assert _bundle_file(bundle, "encoders/ok.pt") == bundle / "encoders" / "ok.pt"
+    for name in ("encoders/link.pt", "../outside.pt", str(tmp_path / "outside.pt")):
+        with pytest.raises(InputError, match="leads outside the bundle's folder") as caught:
+            _bundle_file(bundle, name)
+        assert "\n" not in str(caught.value)

@@ -847,3 +847,32 @@ def test_an_out_dir_absent_empty_or_an_earlier_result_is_accepted(tmp_path):
     # a kill while a fold was written leaves atomic_path's temporary: still the run's own
     (work / ".fold1.npz.k3j2_x.tmp").write_bytes(b"")
     check_out_dir(tmp_path / "earlier", [bundle])
+
+
+def test_write_bundle_copies_no_frozen_weights_to_outside_its_folder(tmp_path):
+    """A base bundle whose manifest names encoders.*.weights outside it (load_model refuses
+    that since; here the manifest is handed in directly): write_bundle copied the file to
+    out / '../..', outside its output folder. Now one line, and nothing lands outside."""
+    import types
+
+    import torch
+
+    from isoflow.finetune import write_bundle
+
+    base = tmp_path / "pkg" / "base"
+    (base / "encoders").mkdir(parents=True)
+    torch.save({}, base / "model.pt")
+    (tmp_path / "pkg" / "escape.pt").write_bytes(b"weights")
+    card = {
+        "run": "r",
+        "tissues": ["t"],
+        "encoders": {"rna": {"name": "x", "mode": "cached", "weights": "../escape.pt"}},
+    }
+    tuner = types.SimpleNamespace(model=types.SimpleNamespace(card=card, path=base))
+    tuner.mode = "frozen"
+    summary = pd.DataFrame({"method": ["finetune"], "column": ["a"], "spearman_mean": [0.5]})
+    out = tmp_path / "out" / "x" / "ft"
+    with pytest.raises(InputError, match="leads outside the bundle's folder") as caught:
+        write_bundle(tuner, torch.nn.Linear(1, 1), out, ["a"], {}, summary, None, {"epochs": 1})
+    assert "\n" not in str(caught.value) and "../escape.pt" in str(caught.value)
+    assert not (tmp_path / "out" / "x" / "escape.pt").exists()
