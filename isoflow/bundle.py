@@ -479,6 +479,30 @@ def _load_state(path: Path, name: str, module: torch.nn.Module) -> None:
         ) from None
 
 
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """A Lightning checkpoint of this project's training loaded as data only
+    (``weights_only=True``: tensors, numbers, strings and containers, what its callbacks
+    save; Lightning resumes from it the same way). A file that would run other Python
+    objects when unpickled, or that torch cannot read, is one line naming it."""
+    import pickle
+
+    try:
+        saved = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        named = [line for line in lines if "Unsupported global" in line or "GLOBAL" in line]
+        detail = (named or lines or [type(err).__name__])[0].split(". Please")[0]
+        raise InputError(
+            path,
+            None,
+            f"not loadable as a checkpoint of data only ({detail[:200]}): isoflow runs no code "
+            "from a checkpoint; train the run again (rule train)",
+        ) from None
+    if not isinstance(saved, Mapping) or "state_dict" not in saved:
+        raise InputError(path, "state_dict", "missing: not a Lightning checkpoint")
+    return dict(saved)
+
+
 def _weight_files(manifest: Mapping[str, Any]) -> list[str]:
     """The bundle files holding weights: ``model.pt`` and each ``encoders/NAME.pt``."""
     names = [WEIGHTS]
@@ -779,7 +803,7 @@ def export_bundle(
     fingerprint = run_fingerprint(config, experiment, dataset_path, cache_dirs, genome_fasta)
     checkpoint = best_checkpoint(run_dir, fingerprint)
     log.info("exporting %s", checkpoint)
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = read_checkpoint(checkpoint)
     hparams = saved.get("hyper_parameters") or {}
     state = {
         k.removeprefix("model."): v

@@ -326,7 +326,9 @@ def run_experiment(
         kept = set_aside_file(run_dir, stale)
         log.warning("%s: a best checkpoint the training does not track; kept as %s", stale, kept)
     log.info("testing %s", best)
-    state = torch.load(best, map_location=module.device, weights_only=False)
+    from isoflow.bundle import read_checkpoint
+
+    state = read_checkpoint(best, map_location=module.device)
     module.load_state_dict(state["state_dict"])
     if train["compile"]:
         # the test predictions eager, as the bundle's check and every later reader predict:

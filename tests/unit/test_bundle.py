@@ -503,3 +503,54 @@ def test_bundle_files_may_not_lead_out_of_the_bundle(tmp_path):
         with pytest.raises(InputError, match="leads outside the bundle's folder") as caught:
             _bundle_file(bundle, name)
         assert "\n" not in str(caught.value)
+
+
+# ---- checkpoints loaded as data only (export and train's test of the best checkpoint
+# unpickled them with weights_only=False: a checkpoint file could run any Python)
+
+
+class _Touch:
+    """Unpickled with weights_only=False, this creates a file: code run from a checkpoint."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_in_one_line(tmp_path):
+    import torch
+
+    from isoflow.bundle import read_checkpoint
+
+    marker = tmp_path / "ran"
+    checkpoint = tmp_path / "best-epoch001.ckpt"
+    torch.save({"state_dict": {}, "epoch": 1, "x": _Touch(marker)}, checkpoint)
+    with pytest.raises(InputError) as caught:
+        read_checkpoint(checkpoint)
+    text = str(caught.value)
+    assert "\n" not in text and str(checkpoint) in text and "data only" in text, text
+    assert not marker.exists()
+    checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="not loadable as a checkpoint of data only"):
+        read_checkpoint(checkpoint)
+    torch.save({"epoch": 1}, checkpoint)
+    with pytest.raises(InputError, match="state_dict: missing"):
+        read_checkpoint(checkpoint)
+
+
+@pytest.mark.slow
+def test_the_runs_own_checkpoints_load_as_data_only(trained):
+    """What training writes (hyper-parameters, optimizer, loops and this project's callback
+    states: MovableCheckpoint, StayStopped, History, RngState) is all data."""
+    from isoflow.bundle import read_checkpoint
+
+    files = sorted((trained["run_dir"] / "checkpoints").glob("*.ckpt"))
+    assert {f.name for f in files} >= {"last.ckpt"} and len(files) >= 2
+    for file in files:
+        saved = read_checkpoint(file)
+        assert saved["hyper_parameters"]["tissues"] and saved["optimizer_states"]
+        states = " ".join(saved["callbacks"])
+        for callback in ("ModelCheckpoint", "EarlyStopping", "History", "RngState"):
+            assert callback in states, (file, states)
