@@ -6,8 +6,10 @@ Hugging Face repositories (Enformer, Borzoi, Nucleotide Transformer) are resolve
 commit first and then downloaded at exactly that commit with
 ``huggingface_hub.snapshot_download``; ESM-2 comes from fair-esm's URLs as ``.pt`` files.
 Each model folder gets ``isoflow_source.json``: the repository or URLs, the requested
-revision, and what was actually seen — the resolved commit hash, or the sha256 of every
-downloaded file. The folder appears only when complete (written beside it, then renamed).
+revision, and what was actually seen — the resolved commit hash and the sha256 of the
+snapshot's code files (what ``trust_remote_code`` runs: :func:`check_code` checks them before
+it does), or the sha256 of every downloaded file. The folder appears only when complete
+(written beside it, then renamed).
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ DEFAULT_IGNORE = [
     "*.tflite",
     "jax_model/*",
 ]
+
+# What transformers' trust_remote_code runs from a Hub snapshot (its *.py files) and what
+# picks the classes to run (config.json's auto_map): their sha256 is recorded at download
+# (record key CODE_KEY) and checked before the code runs (check_code).
+CODE_KEY = "code_sha256"
 
 # The spec keys download_encoder reads: what a weights folder holds depends on these alone.
 HUB_KEYS = ("repo", "revision", "allow_patterns", "ignore_patterns")
@@ -197,7 +204,63 @@ def download_hf(
         "allow_patterns": allow_patterns,
         "ignore_patterns": ignore_patterns,
         "files": files,
+        CODE_KEY: code_digests(dest),
     }
+
+
+def code_digests(folder: str | os.PathLike) -> dict[str, str]:
+    """sha256 of each ``*.py`` and ``config.json`` in a weights folder (relative path ->
+    digest; huggingface_hub's ``.cache`` left out): the code ``trust_remote_code`` may run."""
+    folder = Path(folder)
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if ".cache" in relative.parts or not path.is_file():
+            continue
+        if path.suffix == ".py" or path.name == "config.json":
+            found[relative.as_posix()] = sha256_file(path)
+    return found
+
+
+def check_code(path: str | os.PathLike) -> None:
+    """Before ``trust_remote_code`` runs a weights folder's Python: its ``*.py`` and
+    ``config.json`` are the ones recorded at download (``isoflow_source.json``, key
+    ``code_sha256``), and it holds no other ``*.py``; else one line naming the file. A
+    folder without that record (downloaded before isoflow recorded it, or put there by
+    hand) cannot be checked: a warning, and it loads."""
+    path = Path(path)
+    source = path / SOURCE_FILE
+    record = json.loads(source.read_text()) if source.is_file() else {}
+    recorded = record.get(CODE_KEY)
+    if not isinstance(recorded, dict):
+        why = "downloaded before isoflow recorded" if source.is_file() else "no download record of"
+        log.warning(
+            "%s: %s the sha256 of its code files, so the code trust_remote_code runs from it is "
+            "not checked; delete the folder and rerun rule download_encoders to have it checked",
+            path,
+            why,
+        )
+        return
+    found = code_digests(path)
+    for name, digest in recorded.items():
+        if name not in found:
+            raise InputError(source, name, "recorded code file is missing: download it again")
+        if found[name] != digest:
+            raise InputError(
+                path / name,
+                None,
+                f"sha256 {found[name][:12]}... differs from the {str(digest)[:12]}... recorded "
+                f"at download ({SOURCE_FILE}): trust_remote_code would run changed code; "
+                f"delete {path} (rm -rf) and rerun rule download_encoders",
+            )
+    extra = sorted(set(found) - set(recorded))
+    if extra:
+        raise InputError(
+            path / extra[0],
+            None,
+            f"not in the download record ({SOURCE_FILE}): trust_remote_code could run it; "
+            f"remove it, or delete {path} (rm -rf) and rerun rule download_encoders",
+        )
 
 
 def _fetch_url(url: str, dest: Path) -> None:
@@ -257,6 +320,17 @@ def download_encoder(name: str, spec: dict, dest: str | os.PathLike) -> Path:
             else:
                 raise InputError(None, name, "pretrained encoder needs `repo` (Hub) or `esm_model`")
             record = {"encoder": name, **record, "downloaded_at": _now()}
+            if record.get("commit") and record.get("revision") != record["commit"]:
+                log.warning(
+                    "%s: revision %r is a branch or tag the Hub can move to other weights and "
+                    "code; this download is commit %s: pin it (encoders.%s.revision: %s) so a "
+                    "later download fetches exactly this again",
+                    dest,
+                    record["revision"],
+                    record["commit"],
+                    name,
+                    record["commit"],
+                )
             (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
     except InputError as err:  # named by the weights folder it was for
         if err.path is not None:
@@ -292,7 +366,8 @@ def read_source(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def verify_download(path: str | os.PathLike) -> dict[str, Any]:
-    """Check every file the record lists is present (and, for .pt files, its sha256)."""
+    """Check every file the record lists is present (and, for .pt files, its sha256; for
+    a Hub snapshot, its code files: :func:`check_code`)."""
     path = Path(path)
     record = read_source(path)
     for name in record.get("files", []):
@@ -302,6 +377,8 @@ def verify_download(path: str | os.PathLike) -> dict[str, Any]:
         seen = sha256_file(path / name)
         if seen != digest:
             raise InputError(path / name, None, f"sha256 {seen} differs from recorded {digest}")
+    if isinstance(record.get(CODE_KEY), dict):
+        check_code(path)
     return record
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
 
-from isoflow.model.encoders import Esm2Encoder
+from isoflow.model.encoders import Esm2Encoder, nt_vocabulary, random_encoder
 
 
 def save_tiny_esm2(folder, name="esm2_t2_tiny"):
@@ -30,3 +32,44 @@ def save_tiny_esm2(folder, name="esm2_t2_tiny"):
     torch.save({"model": body, "cfg": {"model": cfg}}, folder / f"{name}.pt")
     torch.save({"model": regression}, folder / f"{name}-contact-regression.pt")
     return Esm2Encoder(model, alphabet)
+
+
+NT_MODELING_FILE = '''"""Stand-in for the modeling code NT-v2 ships in its repository."""
+from transformers.models.esm.modeling_esm import EsmForMaskedLM as _Stock
+
+
+class EsmForMaskedLM(_Stock):
+    pass
+'''
+NT_CONFIG_FILE = """from transformers.models.esm.configuration_esm import EsmConfig as _Stock
+
+
+class EsmConfig(_Stock):
+    pass
+"""
+
+
+def save_tiny_nt_snapshot(folder: Path):
+    """A tiny Nucleotide Transformer v2 as its Hub repository holds it: the masked-LM
+    weights, the tokenizer files and the modeling code that ``config.json``'s ``auto_map``
+    names (``trust_remote_code`` runs it). Returns ``(tiny encoder, masked-LM model)``."""
+    from transformers import EsmForMaskedLM, EsmTokenizer
+
+    folder = Path(folder)
+    tiny = random_encoder("nucleotide_transformer")
+    mlm = EsmForMaskedLM(tiny.backbone.config)
+    mlm.esm.load_state_dict(tiny.backbone.state_dict(), strict=False)
+    mlm.save_pretrained(folder)
+    vocab_file = folder.parent / f"{folder.name}-vocab.txt"
+    vocab_file.write_text("\n".join(nt_vocabulary()) + "\n")
+    EsmTokenizer(str(vocab_file), eos_token=None).save_pretrained(folder)
+    vocab_file.unlink()
+    (folder / "modeling_esm.py").write_text(NT_MODELING_FILE)
+    (folder / "esm_config.py").write_text(NT_CONFIG_FILE)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {
+        "AutoConfig": "esm_config.EsmConfig",
+        "AutoModelForMaskedLM": "modeling_esm.EsmForMaskedLM",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    return tiny, mlm

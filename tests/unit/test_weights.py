@@ -368,3 +368,83 @@ def test_a_failure_that_is_not_the_network_keeps_its_traceback(tmp_path, monkeyp
     monkeypatch.setattr(torch.hub, "download_url_to_file", disk_full)
     with pytest.raises(OSError, match="No space left"):
         weights.download_encoder("esm2", {"esm_model": "esm2_t6_8M_UR50D"}, tmp_path / "esm2")
+
+
+# ---- trust_remote_code: NT-v2 runs the Python of its weights folder. The download records
+# the sha256 of the snapshot's code files; loading runs only those.
+
+
+def _nt_download(tmp_path, fake_hub, revision="main"):
+    from helpers.encoders import save_tiny_nt_snapshot
+
+    save_tiny_nt_snapshot(fake_hub.remote)
+    dest = tmp_path / "models" / "nucleotide_transformer"
+    spec = {"repo": "InstaDeepAI/nt", "revision": revision}
+    weights.download_encoder("nucleotide_transformer", spec, dest)
+    return dest
+
+
+def _load_nt(dest):
+    return build_encoder("nucleotide_transformer", {"source": "pretrained", "path": dest})
+
+
+def _editable(path: Path) -> Path:
+    path.chmod(0o644)
+    return path
+
+
+def test_nt_download_records_its_code_and_loading_refuses_other_code(tmp_path, fake_hub):
+    dest = _nt_download(tmp_path, fake_hub)
+    record = json.loads((dest / weights.SOURCE_FILE).read_text())
+    code = record[weights.CODE_KEY]
+    assert set(code) == {"config.json", "modeling_esm.py", "esm_config.py"}
+    for name, digest in code.items():
+        assert digest == hashlib.sha256((fake_hub.remote / name).read_bytes()).hexdigest()
+    _load_nt(dest)  # as downloaded: loads
+
+    modeling = _editable(dest / "modeling_esm.py")
+    original = modeling.read_text()
+    modeling.write_text(original + "\nimport os  # changed after the download\n")
+    with pytest.raises(InputError) as caught:
+        _load_nt(dest)
+    line = str(caught.value)
+    assert "\n" not in line and str(modeling) in line and "recorded at download" in line
+    with pytest.raises(InputError, match="recorded at download"):
+        weights.verify_download(dest)
+    modeling.write_text(original)
+
+    extra = dest / "sub" / "helper.py"
+    extra.parent.mkdir()
+    extra.write_text("raise SystemExit('ran')\n")
+    with pytest.raises(InputError, match="not in the download record") as caught:
+        _load_nt(dest)
+    assert str(extra) in str(caught.value)
+    extra.unlink()
+
+    config = _editable(dest / "config.json")
+    config.write_text(config.read_text().replace("modeling_esm.", "modeling_esm2."))
+    with pytest.raises(InputError, match="config.json: sha256"):
+        _load_nt(dest)
+
+
+def test_a_folder_without_code_digests_loads_with_a_warning(tmp_path, fake_hub, caplog):
+    """Downloaded before the record held code digests (or put there by hand): not checkable,
+    so it loads, and says so."""
+    dest = _nt_download(tmp_path, fake_hub)
+    source = _editable(dest / weights.SOURCE_FILE)
+    record = json.loads(source.read_text())
+    del record[weights.CODE_KEY]
+    source.write_text(json.dumps(record))
+    with caplog.at_level("WARNING", logger="isoflow.weights"):
+        _load_nt(dest)
+    assert "downloaded before isoflow recorded the sha256 of its code files" in caplog.text
+
+
+def test_a_branch_revision_is_a_warning_naming_the_commit_to_pin(tmp_path, fake_hub, caplog):
+    with caplog.at_level("WARNING", logger="isoflow.weights"):
+        _nt_download(tmp_path, fake_hub, revision="main")
+    assert f"pin it (encoders.nucleotide_transformer.revision: {COMMIT})" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="isoflow.weights"):
+        _nt_download(tmp_path / "pinned", fake_hub, revision=COMMIT)
+    assert "pin it" not in caplog.text

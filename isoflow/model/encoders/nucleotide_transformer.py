@@ -173,8 +173,11 @@ class NucleotideTransformerEncoder(Encoder):
     def from_pretrained(cls, path: Path, modality: str, spec: dict) -> NucleotideTransformerEncoder:
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+        from isoflow.weights import check_code
+
         # NT-v2 ships its modeling code in the snapshot: trust_remote_code runs that local
-        # file, nothing is fetched.
+        # file, nothing is fetched; only the code files recorded at download (check_code).
+        check_code(path)
         try:
             model = AutoModelForMaskedLM.from_pretrained(
                 str(path), trust_remote_code=True, local_files_only=True

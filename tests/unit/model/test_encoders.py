@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import isoflow.model.encoders as encoders_package
-from helpers.encoders import save_tiny_esm2
+from helpers.encoders import save_tiny_esm2, save_tiny_nt_snapshot
 from helpers.paths import REPO
 from isoflow.config import check_config
 from isoflow.embed import pool_positional
@@ -599,47 +599,9 @@ def test_borzoi_pretrained_roundtrip_drops_track_heads(tmp_path, offline):
     torch.testing.assert_close(emb, raw.get_embs_after_crop(x).transpose(1, 2))
 
 
-MODELING_FILE = '''"""Stand-in for the modeling code NT-v2 ships in its repository."""
-from transformers.models.esm.modeling_esm import EsmForMaskedLM as _Stock
-
-
-class EsmForMaskedLM(_Stock):
-    pass
-'''
-CONFIG_FILE = """from transformers.models.esm.configuration_esm import EsmConfig as _Stock
-
-
-class EsmConfig(_Stock):
-    pass
-"""
-
-
 def test_nt_pretrained_roundtrip_runs_snapshot_code_offline(tmp_path, offline):
-    import json
-
-    from transformers import EsmTokenizer
-
-    tiny = random_encoder("nucleotide_transformer")
     folder = tmp_path / "nt"
-    model = tiny.backbone
-    # Save the masked-LM wrapper as the Hub repository holds it.
-    from transformers import EsmForMaskedLM
-
-    mlm = EsmForMaskedLM(model.config)
-    mlm.esm.load_state_dict(model.state_dict(), strict=False)
-    mlm.save_pretrained(folder)
-    vocab_file = tmp_path / "vocab.txt"
-    vocab_file.write_text("\n".join(nt_vocabulary()) + "\n")
-    EsmTokenizer(str(vocab_file), eos_token=None).save_pretrained(folder)
-    (folder / "modeling_esm.py").write_text(MODELING_FILE)
-    (folder / "esm_config.py").write_text(CONFIG_FILE)
-    config = json.loads((folder / "config.json").read_text())
-    config["auto_map"] = {
-        "AutoConfig": "esm_config.EsmConfig",
-        "AutoModelForMaskedLM": "modeling_esm.EsmForMaskedLM",
-    }
-    (folder / "config.json").write_text(json.dumps(config))
-
+    tiny, mlm = save_tiny_nt_snapshot(folder)
     loaded = build_encoder("nucleotide_transformer", {"source": "pretrained", "path": folder})
     assert type(loaded.backbone.encoder).__module__ == "transformers.models.esm.modeling_esm"
     assert loaded.vocab == {t: i for i, t in enumerate(nt_vocabulary())}
