@@ -107,6 +107,22 @@ class ModelInput:
     protein: str | None = None
 
 
+def _raw_cuts(manifest: dict) -> dict[str, tuple[int | None, str]]:
+    """``{rna, protein: (letters, truncate mode)}`` a raw sequence of the bundle is cut to:
+    the encoder's :func:`~isoflow.model.encoders.spec_raw_cut` for a modality the model
+    reads raw, else the manifest's ``rna.max_nt`` / ``protein.max_aa``."""
+    from isoflow.model.encoders import spec_raw_cut
+
+    cuts = {
+        "rna": (int(manifest["rna"]["max_nt"]), str(manifest["rna"]["truncate"])),
+        "protein": (int(manifest["protein"]["max_aa"]), "keep_5prime"),
+    }
+    for modality, entry in manifest.get("encoders", {}).items():
+        if modality in cuts and entry.get("mode") == "raw":
+            cuts[modality] = spec_raw_cut(entry["name"], entry["spec"])
+    return cuts
+
+
 def _autocast_bf16(precision: str | None, device: torch.device) -> bool:
     """Whether training scored its test split under bf16 autocast on this kind of device
     (``isoflow.train``: ``train.precision`` null means bf16-mixed on a GPU)."""
@@ -152,6 +168,10 @@ class Model:
         self.rna_max_nt = int(manifest["rna"]["max_nt"])
         self.rna_truncate = str(manifest["rna"]["truncate"])
         self.protein_max_aa = int(manifest["protein"]["max_aa"])
+        # modality -> (letters, truncate mode) the run's loader cut a raw RNA / protein to:
+        # its encoder's own cut of the effective spec (isoflow.loader.raw_cuts), which a
+        # spec's max_len / truncate set over rna.max_nt / protein.max_aa
+        self.raw_cuts = _raw_cuts(manifest)
         self.batch_size = int(manifest["eval_batch_size"])
         self.autocast = _autocast_bf16(manifest["precision"], device)
 
@@ -198,8 +218,9 @@ class Model:
     def _sequence(self, item: Any, modality: str) -> Any:
         """The input of one modality as the training loader or the embedding cache gave it:
         a cached modality gets the whole sequence (its frozen encoder cuts it, as rule embed
-        ran it); a raw one is cut to ``rna.max_nt`` / ``protein.max_aa`` first, as
-        ``isoflow.loader`` does."""
+        ran it); a raw one is cut first as ``isoflow.loader`` cut it (``raw_cuts``: the
+        encoder's cut of its spec, ``rna.max_nt`` / ``protein.max_aa`` unless the spec sets
+        ``max_len`` or ``truncate`` itself)."""
         if modality == "dna":
             return self._dna(item)
         seq = getattr(item, modality, None)
@@ -210,9 +231,7 @@ class Model:
         seq = str(seq)
         if modality in self.frozen:
             return seq
-        if modality == "rna":
-            return truncate(seq, self.rna_max_nt, self.rna_truncate)
-        return truncate(seq, self.protein_max_aa)
+        return truncate(seq, *self.raw_cuts[modality])
 
     # ---- the two halves
 

@@ -13,6 +13,7 @@ import pytest
 
 from helpers.bundles import EXPERIMENT, tiny_bundles
 from helpers.paths import REPO
+from helpers.training import TINY_CONFIG
 from isoflow.bundle import (
     DIGESTS,
     FORMAT,
@@ -554,3 +555,37 @@ def test_the_runs_own_checkpoints_load_as_data_only(trained):
         states = " ".join(saved["callbacks"])
         for callback in ("ModelCheckpoint", "EarlyStopping", "History", "RngState"):
             assert callback in states, (file, states)
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ({}, (120, "keep_5prime")),  # the config's limits: rna.max_nt
+        ({"max_len": 11, "truncate": "keep_3prime"}, (60, "keep_3prime")),  # the spec's own
+    ],
+)
+def test_a_bundle_cuts_a_raw_sequence_as_its_runs_loader_did(trained, spec, expected):
+    """A raw RNA was cut to the manifest's rna.max_nt while the run's loader cut it to what
+    its encoder reads (a spec's own max_len / truncate): scoring read other letters than
+    training did."""
+    import torch
+
+    from isoflow.bundle import Model
+    from isoflow.loader import raw_cuts
+    from isoflow.model.encoders import spec_from_config
+
+    config = copy.deepcopy(TINY_CONFIG)
+    config["encoders"]["nucleotide_transformer"].update(spec)
+    experiment = {"modalities": ["rna"], "dna_encoder": "enformer"}
+    loader = raw_cuts(config, experiment)
+    assert (loader["rna_max_nt"], loader["rna_truncate"]) == expected
+    manifest = copy.deepcopy(trained["manifest"])
+    entry = {"name": "nucleotide_transformer", "mode": "raw", "weights": None}
+    manifest["encoders"]["rna"] = {
+        **entry,
+        "spec": spec_from_config(config, "nucleotide_transformer"),
+    }
+    model = Model(manifest, torch.nn.Identity(), {}, torch.device("cpu"))
+    rna = "".join("ACGT"[i % 4] for i in range(150)) + "GGGGGG"
+    cut = model._sequence(ModelInput("t", rna=rna), "rna")
+    assert cut == (rna[: expected[0]] if expected[1] == "keep_5prime" else rna[-expected[0] :])

@@ -64,6 +64,7 @@ __all__ = [
     "one_hot_dna",
     "random_encoder",
     "raw_cut",
+    "spec_raw_cut",
     "spec_from_config",
 ]
 
@@ -150,6 +151,11 @@ def raw_cut(config: dict, name: str) -> tuple[int | None, str]:
     """``(letters, truncate mode)`` encoder ``name`` reads of a longer raw RNA / protein
     under ``config`` (its family's ``raw_cut`` of :func:`spec_from_config`): the loader's
     cut, so raw runs and the embedding cache read the same sequence."""
-    spec = spec_from_config(config, name)
+    return spec_raw_cut(name, spec_from_config(config, name))
+
+
+def spec_raw_cut(name: str, spec: dict) -> tuple[int | None, str]:
+    """:func:`raw_cut` of an effective ``spec`` (``spec_from_config``'s, as a bundle's
+    manifest records it), so a bundle cuts a raw sequence as its run's loader did."""
     cls, modality = _resolve(name, spec)
     return cls.raw_cut(spec, modality)
