@@ -7,10 +7,13 @@ Two views (docs/constructs.md, "Explain a prediction"):
   every single-base substitution (3 per position), batched. A substitution changes the DNA
   window and, where the base is transcribed, the RNA and, in the CDS, the protein
   (re-translated as the reference was; a new stop truncates it). Only the modalities a
-  substitution changes are encoded again; the reference's embeddings of the others are
-  reused (``Model.embed`` / ``Model.head``), and a protein that many substitutions share (a
-  synonymous change leaves it as it was) is encoded once. Effect = alt − ref prediction,
-  log(1 + TPM), per tissue.
+  substitution changes where their encoder reads (``variants.seen_changes``) are encoded
+  again; the reference's embeddings of the others are reused (``Model.embed`` /
+  ``Model.head``), and a protein that many substitutions share (a synonymous change leaves
+  it as it was) is encoded once. Effect = alt − ref prediction, log(1 + TPM), per tissue;
+  NaN for a substitution no encoder sees (not 0: the model cannot tell, which is not
+  "neutral"). A transcript's rows also carry their genome position and plus-strand letters
+  (``chrom``, ``genomic_pos``, ``genomic_ref``, ``genomic_alt``).
 * **Attention by region**: how much each head of each cross-attention layer attends to the
   5'UTR / CDS / 3'UTR tokens of the RNA (and the CDS, i.e. all, of the protein), averaged
   over transcripts (whether and where the IsoFormer paper shows the same view was not
@@ -103,6 +106,11 @@ class Subject:
     translate: Callable[[str], str] | None
     rna_regions: list[tuple[str, int, int]]
     bands: list[tuple[str, int, int]]
+    # a transcript's place on the genome: its contig, strand and the 0-based plus-strand
+    # coordinate of each site; None for a construct (no genome)
+    chrom: str | None = None
+    strand: str | None = None
+    genomic: np.ndarray | None = None
 
     @property
     def inputs(self):
@@ -188,8 +196,10 @@ def transcript_subjects(
     the DNA window (``coord`` = window index, TSS at ``window // 2``), mapped onto the RNA
     through the annotation's exons (``transcripts.parquet``); the protein re-made as rule
     sequences made it (``sequences.cds_bounds``, ``alphabet.translate_cds`` with the
-    contig's code, phase, start and selenocysteines). The dataset's RNA must be the
-    genome's exons and its protein their translation, or it is an error."""
+    contig's code, phase, start and selenocysteines); ``genomic``: each window index's
+    0-based genome coordinate (``window_start + index`` on +, ``window_end − 1 − index``
+    on −). The dataset's RNA must be the genome's exons and its protein their translation,
+    or it is an error."""
     from isoflow.alphabet import genetic_code
     from isoflow.bundle import dataset_inputs
     from isoflow.sequences import cds_bounds
@@ -277,6 +287,9 @@ def transcript_subjects(
                 translate=translate,
                 rna_regions=[r for r in regions if r[2] > r[1]],
                 bands=_bands(part, index),
+                chrom=str(row.chrom),
+                strand=str(row.strand),
+                genomic=genomic,
             )
         )
     return subjects
@@ -458,6 +471,37 @@ def _chunks(items: Iterator, size: int) -> Iterator[list]:
         yield chunk
 
 
+COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A"}
+# Columns of the ISM table before the tissues' (``ism``).
+ISM_COLUMNS = (
+    "id",
+    "position",
+    "window_pos",
+    "rna_pos",
+    "part",
+    "ref",
+    "alt",
+    "chrom",
+    "genomic_pos",
+    "genomic_ref",
+    "genomic_alt",
+    "consequence",
+    "changed",
+    "seen",
+)
+
+
+def _genomic(subject: Subject, site: int, alt: str) -> tuple:
+    """``(chrom, 1-based position, plus-strand ref, plus-strand alt)`` of a transcript's
+    site; NA for a construct (no genome)."""
+    if subject.genomic is None:
+        return (None, None, None, None)
+    ref = str(subject.ref[site])
+    if subject.strand == "-":
+        ref, alt = COMPLEMENT[ref], COMPLEMENT[alt]
+    return (subject.chrom, int(subject.genomic[site]) + 1, ref, alt)
+
+
 def ism(
     model: Model,
     subject: Subject,
@@ -469,15 +513,23 @@ def ism(
     progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Effects of every substitution at ``sites``: one row per site × alt with ``id``,
-    ``position`` (``coord``), ``window_pos``, ``rna_pos``, ``part``, ``ref``, ``alt``,
-    ``consequence``, ``changed`` (modalities re-encoded, ``+``-joined), then one column per
-    tissue: alt − ref prediction, log(1 + TPM).
+    ``position`` (``coord``), ``window_pos``, ``rna_pos``, ``part``, ``ref``, ``alt`` (all
+    along the subject: the cassette, or the transcript's strand), for a transcript
+    ``chrom``, ``genomic_pos`` (1-based) and the plus-strand ``genomic_ref`` /
+    ``genomic_alt`` (NA for a construct), ``consequence``, ``changed`` (the modalities the
+    model reads whose sequence the substitution changed, ``+``-joined), ``seen`` (those of
+    them whose change lies where the model's encoder reads, ``variants.seen_changes``: not
+    past Nucleotide Transformer's central DNA crop, ``rna.max_nt``, ``protein.max_aa``),
+    then one column per tissue: alt − ref prediction, log(1 + TPM); NaN where ``seen`` is
+    empty (the model reads no changed base: no prediction, not a neutral one).
 
     ``reencode_changed_only`` (the default) embeds the reference once and, per substitution,
-    only the modalities it changed (a protein shared by several substitutions once);
-    ``False`` predicts every mutant whole (``Model.predict``), the naive path it must
-    agree with. Mutants are built and scored ``chunk`` at a time (default 8 batches), so
-    memory does not grow with the region."""
+    only the modalities whose change it sees (a protein shared by several substitutions
+    once); ``False`` predicts every mutant whole (``Model.predict``), the naive path it
+    must agree with. Mutants are built and scored ``chunk`` at a time (default 8 batches),
+    so memory does not grow with the region."""
+    from isoflow.variants import seen_changes
+
     batch_size = model.batch_size_or_default(batch_size)
     chunk = int(chunk or 8 * batch_size)
     ref_inputs = subject.inputs
@@ -489,14 +541,27 @@ def ism(
     total = 3 * len(sites)
     rows: list[tuple] = []
     effects: list[np.ndarray] = []
+    views: dict[str, Any] = {}  # the reference's encoder_input by modality
     done = 0
     for batch in _chunks(mutants(subject, sites), chunk):
-        if reencode_changed_only:
-            predicted = _predict_changed(model, batch, ref_emb, batch_size)
-        else:
-            predicted = model.predict([m.inputs for m in batch], batch_size=batch_size)
-        effects.append(predicted - ref_pred[None, :])
-        for m in batch:
+        read = [tuple(c for c in m.changed if c in model.modalities) for m in batch]
+        seen = [
+            seen_changes(model, ref_inputs, m.inputs, c, views)
+            for m, c in zip(batch, read, strict=True)
+        ]
+        values = np.full((len(batch), len(model.tissues)), np.nan)
+        which = [i for i, s in enumerate(seen) if s]
+        if which:
+            if reencode_changed_only:
+                predicted = _predict_changed(
+                    model, [batch[i] for i in which], [seen[i] for i in which], ref_emb, batch_size
+                )
+            else:
+                inputs = [batch[i].inputs for i in which]
+                predicted = model.predict(inputs, batch_size=batch_size)
+            values[which] = predicted - ref_pred[None, :]
+        effects.append(values)
+        for m, c, s in zip(batch, read, seen, strict=True):
             rows.append(
                 (
                     subject.id,
@@ -506,15 +571,17 @@ def ism(
                     str(subject.part[m.site]),
                     str(subject.ref[m.site]),
                     m.alt,
+                    *_genomic(subject, m.site, m.alt),
                     m.consequence,
-                    "+".join(c for c in m.changed if c in model.modalities),
+                    "+".join(c),
+                    "+".join(s),
                 )
             )
         done += len(batch)
         if progress is not None:
             progress(done, total)
-    columns = ["id", "position", "window_pos", "rna_pos", "part", "ref", "alt"]
-    frame = pd.DataFrame(rows, columns=[*columns, "consequence", "changed"])
+    frame = pd.DataFrame(rows, columns=list(ISM_COLUMNS))
+    frame["genomic_pos"] = frame["genomic_pos"].astype("Int64")
     values = np.concatenate(effects) if effects else np.zeros((0, len(model.tissues)))
     return pd.concat(
         [frame, pd.DataFrame(values.astype(np.float32), columns=model.tissues)], axis=1
@@ -522,13 +589,18 @@ def ism(
 
 
 def _predict_changed(
-    model: Model, batch: list[Mutant], ref_emb: dict[str, list], batch_size: int
+    model: Model,
+    batch: list[Mutant],
+    seen: list[tuple[str, ...]],
+    ref_emb: dict[str, list],
+    batch_size: int,
 ) -> np.ndarray:
-    """``head`` of the reference's embeddings with each mutant's changed modalities
-    encoded anew (one ``embed`` call per modality; equal sequences encoded once)."""
+    """``head`` of the reference's embeddings with each mutant's ``seen`` modalities
+    encoded anew (one ``embed`` call per modality; equal sequences encoded once): a change
+    the encoder does not read leaves its embedding the reference's."""
     embeddings = {m: [ref_emb[m][0]] * len(batch) for m in model.modalities}
     for modality in model.modalities:
-        which = [i for i, m in enumerate(batch) if modality in m.changed]
+        which = [i for i, s in enumerate(seen) if modality in s]
         if not which:
             continue
         distinct: dict[Any, int] = {}
@@ -545,25 +617,32 @@ def _predict_changed(
 
 
 def summarize(effects: pd.DataFrame, tissues: Sequence[str]) -> pd.DataFrame:
-    """Per position and tissue: ``score`` (the logo height of the reference base: ref minus
-    the mean over the four bases = −(sum of the 3 alt effects)/4), ``mean_effect`` (mean
-    over the 3 alts) and ``max_abs_effect`` (largest |effect| over the alts); plus
-    ``mean`` over tissues as a tissue named ``mean``."""
+    """Per position and tissue, over the alts with an effect (NaN ones, which the model
+    cannot see, left out): ``score`` (the logo height of the reference base: ref minus the
+    mean prediction over the reference and those alts = −(sum of their effects)/(n + 1),
+    −(sum of the 3 alt effects)/4 when all are seen), ``mean_effect`` (their mean) and
+    ``max_abs_effect`` (their largest |effect|), NaN where no alt has one; ``n_alts`` (alts
+    mutated) and ``n_seen`` (with an effect); plus ``mean`` over tissues as a tissue named
+    ``mean``. The genomic columns (``chrom``, ``genomic_pos``, ``genomic_ref``: plus
+    strand) are NA for a construct."""
     keys = ["id", "position", "window_pos", "rna_pos", "part", "ref"]
+    keys += ["chrom", "genomic_pos", "genomic_ref"]
     long = effects.melt(id_vars=keys, value_vars=list(tissues), var_name="tissue")
     mean = effects[keys].assign(tissue="mean", value=effects[list(tissues)].mean(axis=1))
     long = pd.concat([long, mean], ignore_index=True)
     long["magnitude"] = long["value"].abs()
-    grouped = long.groupby([*keys, "tissue"], sort=False)
+    grouped = long.groupby([*keys, "tissue"], sort=False, dropna=False)
     values = grouped["value"]
+    seen = values.count()
     out = pd.DataFrame(
         {
-            "score": -values.sum() / 4.0,
+            "score": -values.sum(min_count=1) / (seen + 1.0),
             "mean_effect": values.mean(),
             # the group's largest |effect|, one vectorised max (a Python function per
             # group cost ~1 s of the demo's explain job for its 7,200 groups)
             "max_abs_effect": grouped["magnitude"].max(),
             "n_alts": values.size(),
+            "n_seen": seen,
         }
     ).reset_index()
     return out.sort_values(["tissue", "position"], kind="stable").reset_index(drop=True)
@@ -772,7 +851,8 @@ def plot_ism(
     """Logo-style tracks of ``summary`` (:func:`summarize`), one per tissue in ``tissues``
     (``mean``: over all tissues): the reference letter at each position scaled by its
     ``score`` (up when the reference base raises the prediction), coloured bars past
-    ``LETTERS_UP_TO`` positions; the subject's parts as coloured bands underneath."""
+    ``LETTERS_UP_TO`` positions, nothing where ``score`` is NaN (no alt the model sees);
+    the subject's parts as coloured bands underneath."""
     from isoflow.report.figures import FONT_SIZE, WIDTH_IN, _figure, _style
 
     fig = _figure(WIDTH_IN, 1.0 + 1.7 * len(tissues))
@@ -784,17 +864,20 @@ def plot_ism(
         rows = summary[summary["tissue"] == tissue]
         if rows.empty:
             raise ValueError(f"no summary rows for tissue {tissue!r}")
-        scores = rows["score"].to_numpy()
-        bases = rows["ref"].to_numpy()
-        xs = rows["position"].to_numpy()
+        # a position the model cannot see (score NaN: no alt has an effect) draws nothing
+        drawn = np.isfinite(rows["score"].to_numpy(dtype=float))
+        scores = rows["score"].to_numpy(dtype=float)[drawn]
+        bases = rows["ref"].to_numpy()[drawn]
+        xs = rows["position"].to_numpy()[drawn]
         if letters:
             for x, base, s in zip(xs, bases, scores, strict=True):
                 if s != 0:
                     _letter(ax, base, float(x), 0.0, float(s), BASE_COLORS.get(base, "#718096"))
-        else:
+        elif len(xs):
             colors = [BASE_COLORS.get(b, "#718096") for b in bases]
             ax.bar(xs + 0.5, scores, width=1.0, color=colors, linewidth=0)
-        top = float(np.abs(scores).max()) or 1.0
+        top = float(np.abs(scores).max()) if len(scores) else 0.0
+        top = top or 1.0
         ax.set_ylim(-1.1 * top, 1.1 * top)
         ax.axhline(0, color="#4a5568", linewidth=0.6)
         ax.set_ylabel(f"{tissue}\nref − mean", fontsize=FONT_SIZE, parse_math=False)

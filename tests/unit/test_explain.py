@@ -446,3 +446,139 @@ def test_a_rerun_killed_while_writing_leaves_the_earlier_outputs_whole(tmp_path,
     assert commands.main(_explain_argv(tmp_path, "m2", "--attention")) == 0
     now = snapshot(tmp_path / "out")
     assert sorted(now) == sorted(earlier) and all(now[n] != earlier[n] for n in now)
+
+
+# ---------------------------------------------------------------- what the model cannot see
+
+
+def test_summary_leaves_out_the_alts_without_an_effect():
+    # an alt the model cannot see has a NaN effect: the position's summary is over the others,
+    # and NaN (not 0, "neutral") where no alt has an effect
+    from isoflow.explain import summarize
+
+    rows = []
+    for position, effects in ((0, [0.3, -0.1, 0.4]), (1, [0.2, np.nan, 0.4]), (2, [np.nan] * 3)):
+        for alt, e in zip("CGT", effects, strict=True):
+            rows.append(
+                {"id": "c", "position": position, "window_pos": position, "rna_pos": -1}
+                | {"part": "promoter", "ref": "A", "alt": alt, "chrom": None}
+                | {"genomic_pos": pd.NA, "genomic_ref": None, "T1": e}
+            )
+    effects = pd.DataFrame(rows).astype({"genomic_pos": "Int64"})
+    summary = summarize(effects, ["T1"]).set_index(["tissue", "position"])
+    t1 = summary.loc["T1"]
+    assert t1.loc[0, "score"] == pytest.approx(-0.6 / 4)  # ref - mean over the 4 bases
+    assert t1.loc[1, "score"] == pytest.approx(-0.6 / 3)  # ref - mean over ref and 2 alts
+    assert t1.loc[1, "mean_effect"] == pytest.approx(0.3) and t1.loc[1, "n_seen"] == 2
+    assert t1.loc[2, ["score", "mean_effect", "max_abs_effect"]].isna().all()
+    assert (t1["n_alts"] == 3).all() and t1.loc[2, "n_seen"] == 0
+    assert summary.loc["mean"].loc[2, ["score"]].isna().all()
+    assert len(summary) == 6  # the NA genomic columns of a construct keep every row
+
+
+@pytest.mark.slow
+def test_a_substitution_the_model_cannot_see_has_no_effect_not_zero(model):
+    # ISM of RNA bases the encoder does not read (past its tokens) and outside the DNA window
+    # gave effect 0 exactly: read as "neutral". Now NaN, `seen` empty, and the logo draws
+    # nothing there.
+    from matplotlib.patches import PathPatch
+
+    from isoflow.explain import construct_subject, ism, plot_ism, region_sites, summarize
+
+    rng = np.random.default_rng(5)
+    parts = _construct().parts | {"utr3": "".join(rng.choice(list("ACGT"), 300))}
+    s = construct_subject(Construct("long", parts), window=WINDOW)
+    tss = s.coord[s.rna_pos == 0][0]
+    beyond = region_sites(s, f"{tss + WINDOW // 2 + 10}-{tss + WINDOW // 2 + 14}")
+    assert (s.window_pos[beyond] == -1).all() and (s.rna_pos[beyond] >= 0).all()
+    inside = region_sites(s, f"{tss + 2}-{tss + 4}")
+    sites = np.concatenate([inside, beyond])
+    # the tiny config's rna.max_nt (120) and NT's tokens read the RNA's first 120 nt only
+    effects = ism(model, s, sites, batch_size=4)
+    blind = effects["position"].isin(s.coord[beyond])
+    assert (effects.loc[blind, "changed"] == "rna").all()
+    assert (effects.loc[blind, "seen"] == "").all()
+    assert effects.loc[blind, model.tissues].isna().all().all()
+    assert effects.loc[~blind, model.tissues].notna().all().all()
+    assert effects.loc[~blind, "seen"].str.contains("dna").all()
+    full = ism(model, s, sites, batch_size=4, reencode_changed_only=False)
+    np.testing.assert_allclose(
+        effects[model.tissues].to_numpy(), full[model.tissues].to_numpy(), atol=TOLERANCE
+    )
+    summary = summarize(effects, model.tissues)
+    hidden = summary["position"].isin(s.coord[beyond])
+    assert summary.loc[hidden, "score"].isna().all() and (summary.loc[hidden, "n_seen"] == 0).all()
+    assert summary.loc[~hidden, "score"].notna().all()
+    fig = plot_ism(summary, s)
+    drawn = [p for p in fig.axes[0].patches if isinstance(p, PathPatch)]
+    visible = summary[(summary["tissue"] == "mean") & ~hidden]
+    assert len(drawn) == int((visible["score"] != 0).sum())
+    only_hidden = summary[hidden]
+    plot_ism(only_hidden, s)  # nothing to draw: no error
+
+
+# ---------------------------------------------------------------- on the genome
+
+
+def _real_transcripts(shared_real, ids):
+    """Dataset-style rows of real chr9 transcripts (their windows, RNA and protein read
+    from the genome as rule sequences reads them) and their annotation."""
+    from isoflow.annotation import read_annotation
+    from isoflow.genome import GenomeWindows
+    from isoflow.sequences import window_bounds
+    from isoflow.variants import transcript_inputs
+
+    folder = shared_real / "bambu_chr9"
+    fasta = folder / "Homo_sapiens.GRCh38.dna_sm.primary_assembly_chr9_1_1000000.fa"
+    annotation = read_annotation(folder / "Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf")
+    annotation = annotation[annotation["transcript_id"].isin(ids)].reset_index(drop=True)
+    rows = []
+    with GenomeWindows(fasta) as genome:
+        for row in annotation.itertuples(index=False):
+            inputs = transcript_inputs(row, genome, WINDOW)
+            start, end = window_bounds(int(row.tss), row.strand, WINDOW)
+            rows.append(
+                {"transcript_id": row.transcript_id, "chrom": row.chrom, "strand": row.strand}
+                | {"tss": row.tss, "window_start": start, "window_end": end}
+                | {"rna_seq": inputs.rna, "protein_seq": inputs.protein}
+            )
+    return pd.DataFrame(rows), annotation, fasta
+
+
+@pytest.mark.slow
+@pytest.mark.needs("shared")
+def test_transcript_ism_rows_are_placed_on_the_genome_on_both_strands(shared_real, model):
+    # PREFIX.ism.tsv gave a window index and letters along the transcript only: on the minus
+    # strand the index runs against the genome and the letters are its complements
+    import pysam
+
+    from isoflow.explain import ism, summarize, transcript_subjects
+
+    ids = ["ENST00000356521.8", "ENST00000469197.5"]  # CBWD1 (-), DOCK8 (+)
+    frame, annotation, fasta = _real_transcripts(shared_real, ids)
+    subjects = {s.id: s for s in transcript_subjects(frame, annotation, str(fasta))}
+    assert {subjects[i].strand for i in ids} == {"-", "+"}
+    contig = pysam.FastaFile(str(fasta)).fetch("9").upper()
+    complement = {"A": "T", "C": "G", "G": "C", "T": "A"}
+    for tid in ids:
+        s = subjects[tid]
+        centre = WINDOW // 2
+        sites = np.array([centre - 3, centre, centre + 60])  # upstream, the TSS, the 5'UTR/CDS
+        effects = ism(model, s, sites)
+        assert (effects["chrom"] == "9").all()
+        for r in effects.itertuples(index=False):
+            genome_base = contig[r.genomic_pos - 1]  # 1-based
+            assert r.genomic_ref == genome_base, (tid, r.position)
+            if s.strand == "+":
+                assert (r.genomic_ref, r.genomic_alt) == (r.ref, r.alt)
+            else:
+                assert (r.genomic_ref, r.genomic_alt) == (complement[r.ref], complement[r.alt])
+        # the TSS is the annotation's (0-based) TSS, one base further along the genome
+        row = annotation.set_index("transcript_id").loc[tid]
+        at_tss = effects[effects["position"] == centre]["genomic_pos"]
+        assert (at_tss == int(row["tss"]) + 1).all()
+        step = 1 if s.strand == "+" else -1
+        upstream = effects[effects["position"] == centre - 3]["genomic_pos"]
+        assert (upstream == int(row["tss"]) + 1 - 3 * step).all()
+        summary = summarize(effects, model.tissues)
+        assert summary["genomic_pos"].notna().all() and (summary["chrom"] == "9").all()
