@@ -704,11 +704,9 @@ def slot_regions(
         read, offset = seq, 0
     else:  # cut first as the model cuts a raw input (Model._sequence)
         encoder, pool_to = model.network.encoders[modality], None
-        if modality == "rna":
-            read = truncate(seq, model.rna_max_nt, model.rna_truncate)
-            offset = len(seq) - len(read) if model.rna_truncate == "keep_3prime" else 0
-        else:
-            read, offset = truncate(seq, model.protein_max_aa), 0
+        letters, mode = model.raw_cuts[modality]
+        read = truncate(seq, letters, mode)
+        offset = len(seq) - len(read) if mode == "keep_3prime" else 0
     spans = token_spans(encoder, read)
     if spans is None:  # an encoder whose tokens are not known here: slots spread evenly
         edges = np.linspace(0, len(read), n_slots + 1)
