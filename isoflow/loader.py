@@ -40,7 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from isoflow.alphabet import id_fraction, truncate
-from isoflow.dataset import read_dataset
+from isoflow.dataset import _check_finite, read_dataset
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULT_POOLING, MODALITIES, run_pooling
 from isoflow.splits import SPLITS
@@ -466,6 +466,9 @@ class IsoformDataModule(pl.LightningDataModule):
             raise InputError(
                 self.dataset_path, row["transcript_id"], f"split {row['split']!r} not in {SPLITS}"
             )
+        # every split's targets before any training: a non-finite valid or test target was
+        # found only after the run had trained, and named the run folder, not the dataset
+        _check_finite(df, tissues, self.dataset_path)
         genome = None
         if "dna" in self.modalities and "dna" not in self.cache_dirs:
             fasta = self.genome_fasta or df.attrs.get("genome")

@@ -450,6 +450,25 @@ def test_bad_split_value_names_the_transcript(dataset, tmp_path):
         IsoformDataModule(bad, ["rna"]).setup()
 
 
+@pytest.mark.parametrize("split", ["train", "valid", "test"])
+def test_non_finite_target_stops_setup_naming_dataset_and_transcript(dataset, tmp_path, split):
+    """Each split's targets are checked before any training: a non-finite valid or test
+    target was found only after the run had trained (naming the run folder, not the
+    dataset), and a valid one would have reached val_loss and early stopping."""
+    df, tissues = read_dataset(dataset[0])
+    row = df.index[df["split"] == split][1]
+    df.loc[row, tissues[1]] = np.inf
+    bad = tmp_path / "inf.parquet"
+    write_dataset(df, tissues, dataset[1], bad)
+    data = IsoformDataModule(bad, ["rna"])
+    transcript = df.loc[row, "transcript_id"]
+    with pytest.raises(
+        InputError, match=rf"inf.parquet:{transcript}: target of tissue {tissues[1]} is inf"
+    ):
+        data.setup()
+    assert data.datasets == {}
+
+
 def test_empty_test_split_is_an_error(dataset, tmp_path):
     df, tissues = read_dataset(dataset[0])
     df.loc[df["split"] == "test", "split"] = "valid"
