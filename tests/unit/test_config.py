@@ -62,6 +62,10 @@ BAD_SETTINGS = [
     ),
     ({"train": {"devices": 0}}, "train.devices: 0 is less than the minimum of 1"),
     ({"train": {"precision": "bf16_mixed"}}, "train.precision: 'bf16_mixed' is not one of"),
+    # Lightning's true half precisions cast the targets and the standardiser's statistics to
+    # 16 bits (and crashed at the first step): refused before anything runs
+    ({"train": {"precision": "bf16-true"}}, "train.precision: 'bf16-true' is not one of"),
+    ({"train": {"precision": "16-true"}}, "train.precision: '16-true' is not one of"),
     ({"model": {"d_modle": 32}}, "model: unknown key 'd_modle' (did you mean 'd_model'?)"),
     ({"model": {"dropout": 1.0}}, "model.dropout: 1.0 is greater than or equal to the maximum"),
     ({"model": {"cached_modalities": ["atac"]}}, "model.cached_modalities[0]: 'atac' is not one"),
@@ -158,6 +162,15 @@ def test_a_bad_setting_is_one_line_naming_the_key(patch, expected):
     assert "\n" not in message
     if "zzz" in expected:
         assert "did you mean" not in message, message  # nothing close: no suggestion
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "16-true"])
+def test_true_half_precision_is_refused_before_training(precision):
+    """run_experiment and the train rule read train through train_config: the value is refused
+    there with one line, before a model is built (it crashed at the first step)."""
+    with pytest.raises(InputError, match=f"train.precision: '{precision}' is not one of"):
+        train_config({"train": {"precision": precision}})
+    assert train_config({"train": {"precision": "bf16-mixed"}})["precision"] == "bf16-mixed"
 
 
 @pytest.mark.parametrize("value", [True, False, "warn"])
