@@ -159,13 +159,33 @@ class Encoder(nn.Module):
         return self
 
     def train(self, mode: bool = True) -> Encoder:
-        # A frozen encoder stays in eval mode (no dropout, fixed BatchNorm statistics)
-        # even while the model around it trains.
+        """A frozen encoder stays in eval mode (no dropout, fixed BatchNorm statistics) even
+        while the model around it trains; with ``trainable_last(n)``, n > 0, so does every
+        part outside its last n blocks and :meth:`tail`: frozen layers behave as at
+        inference (their BatchNorm statistics updated, and their dropout drew, before)."""
         super().train(mode)
         if self._trainable == 0:
             for module in self.children():
                 module.eval()
+        elif self._trainable > 0 and mode:
+            blocks = self.blocks()
+            trained = blocks[max(len(blocks) - self._trainable, 0) :] + list(self.tail())
+            _eval_outside(self, {id(m) for m in trained})
+            for module in trained:  # a module shared with a frozen part trains (Borzoi's upsample)
+                module.train(mode)
         return self
+
+
+def _eval_outside(module: nn.Module, trained: set[int]) -> None:
+    """Eval mode for every submodule of ``module`` that neither is one of ``trained`` (ids)
+    nor holds one; those holding one are walked into."""
+    for child in module.children():
+        if id(child) in trained:
+            continue
+        if any(id(sub) in trained for sub in child.modules()):
+            _eval_outside(child, trained)
+        else:
+            child.eval()
 
 
 class DnaEncoder(Encoder):

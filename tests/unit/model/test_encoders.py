@@ -546,6 +546,41 @@ def test_frozen_encoder_stays_in_eval_mode():
     assert encoder.model.training
 
 
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_frozen_part_of_a_partly_trained_encoder_behaves_as_at_inference(name):
+    """finetune_last: 1 trains the last block and the tail; everything else is frozen and,
+    in train mode, in eval mode (no dropout; BatchNorm keeps its running statistics: the
+    frozen BatchNorms of Enformer and Borzoi updated them at every step before)."""
+    encoder = build_encoder(name, {"source": "tiny", "finetune_last": 1})
+    blocks = encoder.blocks()
+    trained = [blocks[-1], *encoder.tail()]
+    inside = {id(sub) for module in trained for sub in module.modules()}
+    holders = {id(m) for m in encoder.modules() if any(id(s) in inside for s in m.modules())}
+    encoder.train()
+    for module_name, module in encoder.named_modules():
+        if id(module) in inside or id(module) in holders:
+            assert module.training, module_name
+        else:
+            assert not module.training, module_name
+    norms = [
+        m
+        for m in encoder.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and id(m) not in inside
+    ]
+    before = [(m.running_mean.clone(), m.num_batches_tracked.clone()) for m in norms]
+    encoder(**_tiny_input(encoder))
+    for norm, (mean, tracked) in zip(norms, before, strict=True):
+        assert torch.equal(norm.running_mean, mean) and torch.equal(
+            norm.num_batches_tracked, tracked
+        )
+    if name in ("enformer", "borzoi"):
+        assert norms  # the families with BatchNorm outside their last block
+    encoder.eval()
+    assert not any(m.training for m in encoder.modules())
+    encoder.trainable_last(-1).train()
+    assert all(m.training for m in encoder.modules())
+
+
 def test_gradients_reach_the_last_block_only():
     encoder = build_encoder("nucleotide_transformer", {"source": "tiny", "finetune_last": 1})
     emb, mask = encoder(**encoder.tokenize([random_rna(60)]))
