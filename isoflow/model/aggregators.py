@@ -50,13 +50,14 @@ class TokenStandardizer(nn.Module):
 
     The statistics are a running mean and variance over every real token seen in training mode
     (Chan's parallel update: after one epoch on a frozen encoder, those of the whole training
-    set). Tokens are always normalised with the running statistics, never with the batch's
-    own, so training and evaluation apply the same map and a batch of one token or with the
-    modality masked throughout needs no special case (unlike BatchNorm). Masked tokens (padding,
-    a missing modality) never enter the statistics and come out as zeros. Before the first
-    training step the map is the identity. A feature's spread is floored at ``rel_floor`` of
-    its root mean square, so float rounding noise on a constant feature is not blown up to
-    unit scale.
+    set; under DDP every rank merges the real tokens of all ranks' batches, so each holds the
+    same statistics). Tokens are always normalised with the running statistics, never with
+    the batch's own, so training and evaluation apply the same map and a batch of one token or
+    with the modality masked throughout needs no special case (unlike BatchNorm). Masked
+    tokens (padding, a missing modality) never enter the statistics and come out as zeros.
+    Before the first training step the map is the identity. A feature's spread is floored at
+    ``rel_floor`` of its root mean square, so float rounding noise on a constant feature is
+    not blown up to unit scale.
     """
 
     def __init__(self, dim: int, rel_floor: float = 1e-5, abs_floor: float = 1e-20):
@@ -67,14 +68,19 @@ class TokenStandardizer(nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("sum_sq", torch.zeros(dim))  # sum of squared deviations
         # ``count > 0``, kept on the host: testing the buffer in every forward would make the
-        # host wait for the device at every step. Set by ``update``, derived from the buffer
-        # when a state dict is loaded, and re-read from it (one wait per step) only while
-        # False: under DDP the buffers come from rank 0, which may have seen tokens first.
+        # host wait for the device at every step. Set by ``update`` in one process, derived
+        # from the buffer when a state dict is loaded, and re-read from it (one wait per step)
+        # only while False: under DDP, where the step's tokens may all be on other ranks.
         self.has_stats = False
 
     @torch.no_grad()
     def update(self, emb: Tensor, mask: Tensor) -> None:
+        """Merge the real tokens of ``emb`` into the statistics; under DDP those of every
+        rank's batch (collective: each rank calls it at each training step)."""
         real = emb[mask].detach().float()  # (N, D)
+        if _world_size() > 1:
+            self._update_all_ranks(real)
+            return
         n = real.shape[0]
         if n == 0:
             return
@@ -87,6 +93,19 @@ class TokenStandardizer(nn.Module):
         self.count.copy_(total)
         if not self.has_stats:  # nn.Module.__setattr__ costs more than the test
             self.has_stats = True
+
+    def _update_all_ranks(self, real: Tensor) -> None:
+        """``update`` with every rank's real tokens (``_all_ranks_stats``), so all ranks hold
+        the same statistics, those of the global batch. On tensors only (no wait for the
+        device); a step without tokens on any rank leaves them as they were, and
+        ``has_stats`` is left to ``forward``, which reads the count while it is False."""
+        n, batch_mean, batch_sum_sq = _all_ranks_stats(real)
+        total = self.count + n
+        weight = n / total.clamp(min=1.0)  # 0 when no rank had a token
+        delta = batch_mean - self.mean
+        self.mean += delta * weight
+        self.sum_sq += batch_sum_sq + delta**2 * (self.count * weight)
+        self.count.copy_(total)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -104,6 +123,42 @@ class TokenStandardizer(nn.Module):
         standardized = (emb - self.mean) / torch.sqrt(var + floor)
         # masked positions (often zeros) would land far out: keep them at zero
         return standardized.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+
+def _world_size() -> int:
+    """The ranks of the default process group; 1 outside DDP."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return 1
+
+
+def _all_ranks_stats(real: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(count, mean, sum of squared deviations), float32 tensors, of the real tokens of every
+    rank's batch, the same on every rank: each rank's own three, gathered and merged in rank
+    order (Chan's parallel update, in float64). Collective. Without it each rank kept its own
+    statistics and DDP's buffer broadcast replaced them with rank 0's before every forward,
+    so the standardiser saw rank 0's tokens alone."""
+    n, dim = real.shape
+    local = torch.zeros(1 + 2 * dim, dtype=torch.float64, device=real.device)
+    if n:
+        mean = real.double().mean(0)
+        local[0] = n
+        local[1 : 1 + dim] = mean
+        local[1 + dim :] = ((real.double() - mean) ** 2).sum(0)
+    gathered = [torch.empty_like(local) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, local)
+    count = torch.zeros((), dtype=torch.float64, device=real.device)
+    mean = torch.zeros(dim, dtype=torch.float64, device=real.device)
+    sum_sq = torch.zeros(dim, dtype=torch.float64, device=real.device)
+    for part in gathered:
+        k = part[0]
+        total = count + k
+        weight = k / total.clamp(min=1.0)  # 0 for a rank without tokens
+        delta = part[1 : 1 + dim] - mean
+        mean = mean + delta * weight
+        sum_sq = sum_sq + part[1 + dim :] + delta**2 * (count * weight)
+        count = total
+    return count.float(), mean.float(), sum_sq.float()
 
 
 class AttentionBlock(nn.Module):

@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEnvironment
 
@@ -56,6 +57,75 @@ def test_only_a_batch_without_proteins_leaves_parameters_unused(tmp_path, aggreg
     assert not may_skip_parameters(IsoFormerModule(config, experiment, data.tissues))
     cached = IsoFormerModule(TINY_CONFIG, experiment, data.tissues, {"protein": 8})
     assert not may_skip_parameters(cached)
+
+
+def _standardize_on_rank(rank: int, port: int, batches: list, out) -> None:
+    """One rank of a 2-process gloo group: its own batches through a TokenStandardizer in
+    training mode; puts (count, mean, sum_sq) on ``out``."""
+    import torch.distributed as dist
+
+    from isoflow.model.aggregators import TokenStandardizer
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        standardize = TokenStandardizer(3).train()
+        for emb, mask in batches[rank]:
+            standardize(emb, mask)
+        out.put(
+            (rank, *(b.numpy() for b in (standardize.count, standardize.mean, standardize.sum_sq)))
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_token_standardizer_merges_every_ranks_tokens(tmp_path):
+    """Under DDP each rank's standardiser holds the statistics of all ranks' real tokens (its
+    own alone before, and DDP's buffer broadcast then made them rank 0's everywhere): two
+    gloo ranks, different batches, one step where rank 1 has no real token, one where no rank
+    has any; both end with the statistics one process gets from the same tokens."""
+    import multiprocessing as mp
+    import socket
+
+    from isoflow.model.aggregators import TokenStandardizer
+
+    generator = torch.Generator().manual_seed(0)
+
+    def batch(n_rows: int, real: int):
+        emb = 0.04 + 1e-3 * torch.randn(n_rows, 5, 3, generator=generator)
+        mask = torch.zeros(n_rows, 5, dtype=torch.bool)
+        mask.view(-1)[:real] = True
+        return emb, mask
+
+    batches = [
+        [batch(2, 7), batch(2, 4), batch(1, 0), batch(2, 9)],
+        [batch(2, 3), batch(2, 0), batch(1, 0), batch(2, 10)],
+    ]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = mp.get_context("fork")
+    out = context.Queue()
+    ranks = [
+        context.Process(target=_standardize_on_rank, args=(r, port, batches, out)) for r in (0, 1)
+    ]
+    for process in ranks:
+        process.start()
+    results = sorted((out.get(timeout=120) for _ in ranks), key=lambda r: r[0])
+    for process in ranks:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    single = TokenStandardizer(3).train()
+    for step in range(len(batches[0])):
+        emb = torch.cat([batches[0][step][0], batches[1][step][0]])
+        mask = torch.cat([batches[0][step][1], batches[1][step][1]])
+        single(emb, mask)
+    assert float(single.count) == 7 + 4 + 9 + 3 + 10
+    for _, count, mean, sum_sq in results:
+        assert float(count) == float(single.count)
+        torch.testing.assert_close(torch.from_numpy(mean), single.mean, rtol=1e-6, atol=0)
+        torch.testing.assert_close(torch.from_numpy(sum_sq), single.sum_sq, rtol=1e-4, atol=0)
+    assert (results[0][2] == results[1][2]).all() and (results[0][3] == results[1][3]).all()
 
 
 def test_ddp_two_cpu_processes(tmp_path):
