@@ -110,7 +110,8 @@ class IsoFormerModule(pl.LightningModule):
             dropout=model["dropout"],
             n_latents=model["n_latents"],
         )
-        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        # (predicted, observed, dataset row index) of each validation step
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._train_loss = EpochMean()
         self._val_loss = EpochMean()
         # (split, epoch, step, loss, batch indices) of the steps since the last finiteness check
@@ -133,7 +134,7 @@ class IsoFormerModule(pl.LightningModule):
         loss = torch.nn.functional.mse_loss(predicted, batch["target"])
         self.record_loss(loss, batch, "valid")
         self._val_loss.add(loss, len(batch["target"]))
-        self._val_outputs.append((predicted.detach(), batch["target"]))
+        self._val_outputs.append((predicted.detach(), batch["target"], batch["index"]))
 
     def on_train_epoch_start(self) -> None:
         self._train_loss = EpochMean()
@@ -149,7 +150,8 @@ class IsoFormerModule(pl.LightningModule):
         ``_ResultMetric`` moved to the loss's device, in each of 34 steps of a demo epoch).
         Training logs it in the epoch's last step, so ``History``, which Lightning calls
         before the module's ``on_train_epoch_end``, finds it; validation in
-        ``on_validation_epoch_end``."""
+        ``on_validation_epoch_end``, in one process only (under DDP the ranks' padded
+        shards repeat rows: that hook computes it over each valid row once)."""
         if loss.logged or loss.count is None:
             return
         reduce = self.trainer.strategy.reduce
@@ -265,16 +267,37 @@ class IsoFormerModule(pl.LightningModule):
         self._log_epoch_loss("train_loss", self._train_loss)  # if not logged by its last step
 
     def on_validation_epoch_end(self) -> None:
+        """Log ``val_loss`` and the validation metrics. Under DDP each rank holds its shard of
+        the valid split, which Lightning's ``DistributedSampler`` pads to equal lengths by
+        repeating rows (equal shards: every rank must run as many steps, ``check_finite``):
+        the ranks' rows are gathered and each row counted once, so the loss that picks the
+        best checkpoint and drives early stopping, and the metrics, are those of the valid
+        set, as one process computes them. One process logs the loss as before
+        (``_log_epoch_loss``, bit for bit)."""
         self.check_finite()  # before non-finite predictions reach the metrics
-        self._log_epoch_loss("val_loss", self._val_loss)
+        distributed = self.trainer.world_size > 1
+        if not distributed:
+            self._log_epoch_loss("val_loss", self._val_loss)
         if not self._val_outputs:
             return
-        predicted = torch.cat([p for p, _ in self._val_outputs])
-        observed = torch.cat([t for _, t in self._val_outputs])
+        predicted = torch.cat([p for p, _, _ in self._val_outputs])
+        observed = torch.cat([t for _, t, _ in self._val_outputs])
+        index = torch.cat([i for _, _, i in self._val_outputs])
         self._val_outputs.clear()
         # every rank gathers everything, so all ranks log the same values
-        predicted = self.all_gather(predicted).reshape(-1, len(self.tissues)).cpu().numpy()
-        observed = self.all_gather(observed).reshape(-1, len(self.tissues)).cpu().numpy()
+        predicted = self.all_gather(predicted).reshape(-1, len(self.tissues))
+        observed = self.all_gather(observed).reshape(-1, len(self.tissues))
+        if distributed:
+            index = self.all_gather(index).reshape(-1).cpu().numpy()
+            unique = torch.from_numpy(np.sort(np.unique(index, return_index=True)[1]))
+            unique = unique.to(predicted.device)
+            predicted, observed = predicted[unique], observed[unique]
+            # the loss's definition (MSE over rows and tissues), over each row once
+            loss = torch.nn.functional.mse_loss(predicted, observed)
+            self._val_loss.logged = True
+            self.log("val_loss", loss, on_epoch=True, prog_bar=True, sync_dist=False, batch_size=1)
+        predicted = predicted.cpu().numpy()
+        observed = observed.cpu().numpy()
         # the means of evaluate() without its within-gene Spearman (not logged; a pandas
         # group-by per tissue, a tenth of a demo epoch's CPU time)
         mean = tissue_means(observed, predicted, self.tissues)[1]
@@ -391,7 +414,7 @@ class StayStopped(EarlyStopping):
     (its job rerun by Snakemake, or requeued by SLURM after its last epoch) trained one more
     epoch: ``history.csv`` gained a row, and the best checkpoint, hence the metrics, could
     change. The stop is kept in the checkpoint (``stopping_reason``, Lightning's own state; each
-    rank sets it from its own ``val_loss``, which isoflow all-reduces before logging, so every
+    rank sets it from its own ``val_loss``, which isoflow computes from every rank's rows, so every
     rank holds the same); a resumed stopped run trains no further epoch and goes straight to
     its test with the best checkpoint it had (tests/unit/test_train.py)."""
 

@@ -14,10 +14,11 @@ from pytorch_lightning.plugins.environments import LightningEnvironment, SLURMEn
 
 from helpers.paths import REPO
 from helpers.training import TINY_CONFIG, TISSUES, make_dataset, train_command
-from isoflow.dataset import read_dataset
+from isoflow.dataset import read_dataset, write_dataset
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.lightning import IsoFormerModule
 from isoflow.loader import IsoformDataModule
+from isoflow.metrics import tissue_means
 from isoflow.train import cluster_environment, may_skip_parameters
 
 pytestmark = pytest.mark.slow  # two training processes over gloo per test
@@ -129,7 +130,13 @@ def test_token_standardizer_merges_every_ranks_tokens(tmp_path):
 
 
 def test_ddp_two_cpu_processes(tmp_path):
-    dataset, _ = make_dataset(tmp_path)
+    dataset, genome = make_dataset(tmp_path)
+    # 7 valid transcripts: the 2 ranks' shards are padded with a repeated one (a train split
+    # of 24 is not: each epoch trains on every transcript once)
+    df, tissues = read_dataset(dataset)
+    df.loc[df.index[df["split"] == "valid"][0], "split"] = "train"
+    write_dataset(df, tissues, genome, dataset)
+    assert (df["split"] == "valid").sum() == 7 and (df["split"] == "train").sum() % 2 == 0
     config = json.loads(json.dumps(TINY_CONFIG))
     config["train"].update({"max_epochs": 2, "accelerator": "cpu", "devices": 2, "strategy": "ddp"})
     config["encoders"]["esm2"]["finetune_last"] = 0  # frozen: plain DDP, no unused-parameter search
@@ -158,6 +165,33 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert history["val_loss"].notna().all()
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     assert len(predictions) == metrics["n_test"] * len(TISSUES)
+
+    # the last epoch's val_loss and metrics are one process's over the valid set with the
+    # same weights (last.ckpt), each transcript counted once (the padded shards counted one
+    # twice), and the standardisers hold the statistics of every training token of both
+    # epochs (rank 0's alone before)
+    experiment = {**EXPERIMENT_DEFAULTS, "modalities": ["rna", "protein"]}
+    module = IsoFormerModule(config, experiment, TISSUES)
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.eval()
+    data = IsoformDataModule(dataset, experiment["modalities"])
+    data.setup("fit")
+    valid = data.collate([data.datasets["valid"][i] for i in range(len(data.datasets["valid"]))])
+    train = data.collate([data.datasets["train"][i] for i in range(len(data.datasets["train"]))])
+    with torch.no_grad():
+        predicted = module(valid).float()
+        tokens = module.model.tokenize(train["inputs"])
+        real = {m: int(module.model.encoders[m](**tokens[m])[1].sum()) for m in tokens}
+    loss = float(torch.nn.functional.mse_loss(predicted, valid["target"]))
+    last = history.iloc[-1]
+    assert last["val_loss"] == pytest.approx(loss, rel=1e-5)
+    means = tissue_means(valid["target"].numpy(), predicted.numpy(), TISSUES)[1]
+    for key in ("r2", "spearman", "pearson"):
+        assert last[f"val_{key}"] == pytest.approx(means[key], rel=1e-4, abs=1e-6), key
+    for modality, count in real.items():
+        key = f"model.aggregator.standardize.{modality}.count"
+        assert float(checkpoint["state_dict"][key]) == 2 * count, modality
 
 
 # Run as a script file so that Lightning's DDP launcher can start rank 1 by re-running it.
