@@ -106,6 +106,31 @@ def check_config(
         _check_encoder_names(config, source)
         _check_constructs(config, source)
         _check_design(config, source)
+        _check_rna_kmers(config, source)
+
+
+def _check_rna_kmers(config: dict[str, Any], source: str) -> None:
+    """``rna.max_nt`` a multiple of the Nucleotide Transformer's k-mer when an NT encoder
+    reads RNA without a ``max_len`` of its own (the same check as the encoder's
+    ``spec_from_config``, which would raise it only when an embed or train job starts)."""
+    from isoflow.model.registry import TOKEN_GEOMETRY
+    from isoflow.settings import MODEL_DEFAULTS, RNA_DEFAULTS  # it imports this module
+
+    max_nt = {**RNA_DEFAULTS, **(config.get("rna") or {})}.get("max_nt")
+    name = {**MODEL_DEFAULTS, **(config.get("model") or {})}.get("rna_encoder")
+    if not max_nt or not name:
+        return
+    spec = (config.get("encoders") or {}).get(name) or {}
+    family = ENCODERS.get(spec.get("class") or name, ("",))[0]
+    kmer = TOKEN_GEOMETRY["nucleotide_transformer"].letters
+    if family == "nucleotide_transformer" and "max_len" not in spec and int(max_nt) % kmer:
+        low = int(max_nt) - int(max_nt) % kmer
+        raise InputError(
+            source,
+            "rna.max_nt",
+            f"{max_nt} is not a multiple of {kmer}: the Nucleotide Transformer "
+            f"({name}) reads whole {kmer}-mers; set {low or kmer} or {low + kmer}",
+        )
 
 
 def _check_design(config: dict[str, Any], source: str) -> None:

@@ -519,7 +519,7 @@ def ism(
     ``genomic_alt`` (NA for a construct), ``consequence``, ``changed`` (the modalities the
     model reads whose sequence the substitution changed, ``+``-joined), ``seen`` (those of
     them whose change lies where the model's encoder reads, ``variants.seen_changes``: not
-    past Nucleotide Transformer's central DNA crop, ``rna.max_nt``, ``protein.max_aa``),
+    past Nucleotide Transformer's central DNA crop, nor the RNA / protein cut, ``Model.raw_cuts``),
     then one column per tissue: alt − ref prediction, log(1 + TPM); NaN where ``seen`` is
     empty (the model reads no changed base: no prediction, not a neutral one).
 
@@ -840,6 +840,10 @@ def _letter(ax, letter: str, x: float, y: float, height: float, color: str) -> N
     ax.add_patch(PathPatch(transform.transform_path(path), facecolor=color, edgecolor="none"))
 
 
+# an ISM track none of whose substitutions changes what the model reads (no effect, NaN)
+NOT_READ_NOTE = "no substitution here changes what the model reads: no effect to draw"
+
+
 def plot_ism(
     summary: pd.DataFrame,
     subject: Subject,
@@ -878,6 +882,17 @@ def plot_ism(
         top = top or 1.0
         ax.set_ylim(-1.1 * top, 1.1 * top)
         ax.axhline(0, color="#4a5568", linewidth=0.6)
+        if not drawn.any():  # an empty track would read as "no effect": say why it is empty
+            ax.text(
+                0.5,
+                0.5,
+                NOT_READ_NOTE,
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=FONT_SIZE,
+                color="#c53030",
+            )
         ax.set_ylabel(f"{tissue}\nref − mean", fontsize=FONT_SIZE, parse_math=False)
         _style(ax)
     band_ax = axes[-1]

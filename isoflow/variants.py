@@ -498,11 +498,11 @@ def changed_modalities(ref: ModelInputs, alt: ModelInputs) -> tuple[str, ...]:
 def encoder_input(model, modality: str, item: Any) -> tuple:
     """What ``model``'s encoder of ``modality`` reads of ``item`` (``.dna``, ``.rna``,
     ``.protein``): its token IDs after every cut the model makes (``Model._sequence``: a raw
-    RNA to ``rna.max_nt`` in ``rna.truncate``'s direction, a raw protein to
-    ``protein.max_aa``; then the encoder's own ``tokenize``: Nucleotide Transformer's DNA
-    crop and token budget, ESM-2's ``max_len``). The one place that says what an encoder
-    sees, so it follows any change to those cuts: two inputs with equal views get equal
-    embeddings, and a change outside the view is one the model cannot see."""
+    RNA or protein to what its encoder reads, ``Model.raw_cuts``; then the encoder's own
+    ``tokenize``: Nucleotide Transformer's DNA crop and token budget, ESM-2's ``max_len``).
+    The one place that says what an encoder sees, so it follows any change to those cuts:
+    two inputs with equal views get equal embeddings, and a change outside the view is one
+    the model cannot see."""
     from isoflow.bundle import ModelInput
 
     if not isinstance(item, ModelInput):
@@ -606,7 +606,7 @@ def variant_effects(
     ``dna_changed`` / ``rna_changed`` / ``protein_changed`` and ``changed`` (the inputs the
     variant alters, joined by ``+``), ``dna_seen`` / ``rna_seen`` / ``protein_seen`` (the
     alteration lies where the model's encoder of that input reads, :func:`encoder_input`:
-    not past Nucleotide Transformer's central DNA crop, ``rna.max_nt``, ``protein.max_aa``;
+    not past Nucleotide Transformer's central DNA crop, nor the RNA / protein cut;
     the effects are NaN where none is seen), ``ref_mean`` (mean over tissues of the reference
     prediction), ``mean_effect``, then alt - ref per tissue (columns named by tissue), all in
     log(1 + TPM). Variants are checked against the genome first (:func:`check_variants`:

@@ -145,6 +145,11 @@ BAD_SETTINGS = [
         "model.rna_encoder: 'nucleotide_transformr' is not an entry of encoders nor an encoder"
         " class (did you mean 'nucleotide_transformer'?)",
     ),
+    (  # the NT encoder's own check raised it only when an embed or train job started
+        {"rna": {"max_nt": 12283}},
+        "rna.max_nt: 12283 is not a multiple of 6: the Nucleotide Transformer "
+        "(nucleotide_transformer) reads whole 6-mers; set 12282 or 12288",
+    ),
 ]
 
 
@@ -388,3 +393,10 @@ def test_aav_limit_without_aav_is_refused_only_for_a_table(tmp_path):
         {"aav_limit": None},
     ):
         check_config({**config, "constructs": {**config["constructs"], **constructs}})
+
+
+def test_rna_max_nt_off_the_6mer_frame_is_fine_for_an_nt_with_its_own_max_len():
+    config = load("config/demo.yaml")
+    config["rna"] = {**config["rna"], "max_nt": 1000}
+    config["encoders"]["nucleotide_transformer"]["max_len"] = 168
+    check_config(config)  # the spec's budget, not rna.max_nt, sets what NT reads

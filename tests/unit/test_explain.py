@@ -483,7 +483,14 @@ def test_a_substitution_the_model_cannot_see_has_no_effect_not_zero(model):
     # nothing there.
     from matplotlib.patches import PathPatch
 
-    from isoflow.explain import construct_subject, ism, plot_ism, region_sites, summarize
+    from isoflow.explain import (
+        NOT_READ_NOTE,
+        construct_subject,
+        ism,
+        plot_ism,
+        region_sites,
+        summarize,
+    )
 
     rng = np.random.default_rng(5)
     parts = _construct().parts | {"utr3": "".join(rng.choice(list("ACGT"), 300))}
@@ -513,8 +520,10 @@ def test_a_substitution_the_model_cannot_see_has_no_effect_not_zero(model):
     drawn = [p for p in fig.axes[0].patches if isinstance(p, PathPatch)]
     visible = summary[(summary["tissue"] == "mean") & ~hidden]
     assert len(drawn) == int((visible["score"] != 0).sum())
+    assert not any(t.get_text() == NOT_READ_NOTE for t in fig.axes[0].texts)
     only_hidden = summary[hidden]
-    plot_ism(only_hidden, s)  # nothing to draw: no error
+    empty = plot_ism(only_hidden, s)  # nothing to draw: no error, and the track says why
+    assert any(t.get_text() == NOT_READ_NOTE for t in empty.axes[0].texts)
 
 
 # ---------------------------------------------------------------- on the genome
