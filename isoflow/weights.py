@@ -78,6 +78,17 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _pinned(revision: str, commit: str) -> bool:
+    """``revision`` names exactly ``commit``: the full hash, or a prefix of it of at least 7
+    hex digits (as ``git`` abbreviates), which the Hub resolves to that commit only."""
+    revision = revision.lower()
+    return revision == commit or (
+        len(revision) >= 7
+        and all(c in "0123456789abcdef" for c in revision)
+        and commit.startswith(revision)
+    )
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -320,7 +331,7 @@ def download_encoder(name: str, spec: dict, dest: str | os.PathLike) -> Path:
             else:
                 raise InputError(None, name, "pretrained encoder needs `repo` (Hub) or `esm_model`")
             record = {"encoder": name, **record, "downloaded_at": _now()}
-            if record.get("commit") and record.get("revision") != record["commit"]:
+            if record.get("commit") and not _pinned(str(record.get("revision")), record["commit"]):
                 log.warning(
                     "%s: revision %r is a branch or tag the Hub can move to other weights and "
                     "code; this download is commit %s: pin it (encoders.%s.revision: %s) so a "

@@ -448,3 +448,6 @@ def test_a_branch_revision_is_a_warning_naming_the_commit_to_pin(tmp_path, fake_
     with caplog.at_level("WARNING", logger="isoflow.weights"):
         _nt_download(tmp_path / "pinned", fake_hub, revision=COMMIT)
     assert "pin it" not in caplog.text
+    # an abbreviated hash pins it too (it warned, comparing the strings whole)
+    assert weights._pinned(COMMIT[:10].upper(), COMMIT)
+    assert not weights._pinned("main", COMMIT) and not weights._pinned(COMMIT[:6], COMMIT)
