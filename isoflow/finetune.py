@@ -68,8 +68,16 @@ HELP = (
     "metrics."
 )
 MODES = ("frozen", "finetune_last", "lora")
-METHODS = ("finetune", "zero_shot", "kmer_ridge", "shuffled")
+METHODS = ("finetune", "zero_shot", "zero_shot_calibrated", "kmer_ridge", "shuffled")
+# computed inside each fold (and saved with it); zero_shot_calibrated is derived afterwards
+FOLD_METHODS = ("finetune", "zero_shot", "kmer_ridge", "shuffled")
+# the baselines fine-tuning must beat: the paired comparison's "best baseline" is the one of
+# these with the higher mean Spearman (shuffled is a control, raw zero_shot the same ranking
+# as its calibration up to sign)
+BASELINES = ("zero_shot_calibrated", "kmer_ridge")
 METRICS = ("spearman", "pearson", "r2")
+# a test fold with fewer constructs gives an undefined or meaningless correlation: a warning
+MIN_TEST_CONSTRUCTS = 3
 FINETUNE_DEFAULTS: dict[str, Any] = {
     "mode": "frozen",
     "finetune_last": 1,  # mode finetune_last: blocks of each raw encoder that train
@@ -375,6 +383,27 @@ def fold_groups(
     return merged, record
 
 
+def warn_small_folds(folds, groups: Sequence[Any], where: Any = None) -> list[int]:
+    """A warning (one line naming its groups) for each fold that tests fewer than
+    ``MIN_TEST_CONSTRUCTS`` constructs: its metrics are undefined or noise, and the summary's
+    means leave an undefined one out. Returns those folds (1-based)."""
+    groups = np.asarray(groups, dtype=object)
+    small = []
+    for k, (_, test) in enumerate(folds):
+        if len(test) < MIN_TEST_CONSTRUCTS:
+            small.append(k + 1)
+            log.warning(
+                "%sfold %d tests %d construct(s) (group(s) %s): its Spearman, Pearson and R² "
+                "are undefined or noise (left out of the means when undefined: summary.tsv's "
+                "*_folds); lower finetune.folds or merge small groups",
+                f"{where}: " if where else "",
+                k + 1,
+                len(test),
+                ", ".join(map(str, dict.fromkeys(groups[test].tolist()))),
+            )
+    return small
+
+
 def inner_split(groups: Sequence[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions (into ``groups``) of the inner training and validation parts: ``share`` of
     the groups (at least one, one left to train) held out whole, drawn with ``seed``."""
@@ -485,7 +514,27 @@ def zero_shot(
     return np.stack([preds[:, [index[t] for t in chosen[c]]].mean(axis=1) for c in columns], 1)
 
 
+def calibrate(scores: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Calibrated zero-shot: per column, a least-squares line ``y = a + b * score`` fitted on
+    rows ``train``, applied to rows ``test`` (a constant score on ``train``: its mean). The
+    raw score is in log(1 + TPM) (or alt - ref), not the table's units; this puts it in them
+    with what the training part says, the fair un-fine-tuned reference for R²."""
+    out = np.zeros((len(test), y.shape[1]))
+    for j in range(y.shape[1]):
+        x, t = scores[train, j], y[train, j]
+        var = float(np.var(x))
+        slope = float(np.mean((x - x.mean()) * (t - t.mean())) / var) if var > 0 else 0.0
+        out[:, j] = t.mean() + slope * (scores[test, j] - x.mean())
+    return out
+
+
 # ---------------------------------------------------------------------------- the tuner
+
+# A fit whose mean training MSE over an epoch (targets standardised on the training rows, so
+# predicting their mean gives 1, a fresh head about that) is above this, or not finite, has
+# diverged: an InputError naming finetune.lr, never a bundle or metrics from it. A sane run's
+# epochs stay near or below 1; 10^4 leaves four orders of magnitude before it trips.
+EXPLODE_MSE = 1e4
 
 
 def _embed_distinct(model, inputs: Sequence[Any], modality: str) -> list:
@@ -629,6 +678,7 @@ class Tuner:
             ran += 1
             network.train()
             order = rng.permutation(train)
+            total = 0.0
             for start in range(0, len(order), size):
                 batch = order[start : start + size]
                 optimizer.zero_grad()
@@ -636,6 +686,16 @@ class Tuner:
                 loss = torch.nn.functional.mse_loss(predicted, target[batch].to(self.device))
                 loss.backward()
                 optimizer.step()
+                total += float(loss.detach()) * len(batch)
+            train_mse = total / max(1, len(order))
+            if not train_mse <= EXPLODE_MSE:  # NaN, inf or exploded
+                raise InputError(
+                    None,
+                    "finetune.lr",
+                    f"{label}: training diverged (epoch {ran}: mean training MSE "
+                    f"{train_mse:.3g} on standardised values, above {EXPLODE_MSE:g}, where "
+                    f"predicting the mean gives 1) at lr {float(s['lr']):g}; lower finetune.lr",
+                )
             if fixed:
                 continue
             val = float(np.mean((self.predict(network, valid) - target[valid].numpy()) ** 2))
@@ -647,6 +707,13 @@ class Tuner:
                 if stale >= int(s["patience"]):
                     break
         if not fixed:
+            if best_state is None:
+                raise InputError(
+                    None,
+                    "finetune.lr",
+                    f"{label}: no epoch gave a finite inner-validation MSE (lr "
+                    f"{float(s['lr']):g}); lower finetune.lr",
+                )
             network.load_state_dict(best_state)
         with torch.no_grad():  # the head now outputs measured units
             scale = torch.tensor(sd, dtype=torch.float32, device=self.device)
@@ -772,8 +839,25 @@ def check_out_dir(out_dir: str | os.PathLike, inputs: Sequence[Any] = ()) -> Non
             )
 
 
+def beats(diffs: np.ndarray) -> bool:
+    """Whether per-fold paired differences (fine-tune minus a method) say fine-tuning beats
+    it: at least two folds, fine-tuning ahead in every one, and the mean more than one sd
+    above zero. With 4-5 folds a mean alone is one lucky fold away; this asks for the
+    difference in each fold and beyond its spread (5/5 folds won is p = 1/32 one-sided)."""
+    diffs = np.asarray(diffs, dtype=float)
+    if len(diffs) < 2:
+        return False
+    return bool((diffs > 0).all() and diffs.mean() - diffs.std(ddof=1) > 0)
+
+
 def summarize(cv: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd (ddof 1) over folds of each metric, per method and column."""
+    """Mean and sd (ddof 1) over folds of each metric, per method and column; ``folds`` the
+    folds run and ``{metric}_folds`` those each mean averages (a fold whose metric is
+    undefined, e.g. a constant or one-construct test fold, is left out). Each other
+    method's row holds the paired per-fold Spearman difference fine-tune minus it on the
+    folds where both are defined (``delta_spearman_mean``/``_sd``, ``delta_folds_won`` of
+    ``delta_folds``), ``finetune_beats`` (:func:`beats`), and ``best_baseline`` marks the
+    one of ``BASELINES`` with the higher mean Spearman."""
     rows = []
     for (method, column), part in cv.groupby(["method", "column"], sort=False):
         row = {"method": method, "column": column, "folds": len(part)}
@@ -781,8 +865,64 @@ def summarize(cv: pd.DataFrame) -> pd.DataFrame:
             values = part[metric].dropna().to_numpy(dtype=float)
             row[f"{metric}_mean"] = float(values.mean()) if len(values) else np.nan
             row[f"{metric}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+            row[f"{metric}_folds"] = len(values)
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    for key in ("delta_spearman_mean", "delta_spearman_sd", "delta_folds_won", "delta_folds"):
+        out[key] = np.nan
+    out["finetune_beats"] = pd.Series([None] * len(out), dtype=object)
+    out["best_baseline"] = False
+    by = cv.pivot_table(index=["column", "fold"], columns="method", values="spearman")
+    if "finetune" not in by.columns:
+        return out
+    for i, row in out.iterrows():
+        if row["method"] == "finetune":
+            continue
+        pair = by.loc[row["column"], ["finetune", row["method"]]].dropna()
+        diffs = (pair["finetune"] - pair[row["method"]]).to_numpy(dtype=float)
+        out.loc[i, "delta_folds"] = len(diffs)
+        out.loc[i, "delta_folds_won"] = int((diffs > 0).sum())
+        if len(diffs):
+            out.loc[i, "delta_spearman_mean"] = float(diffs.mean())
+        if len(diffs) > 1:
+            out.loc[i, "delta_spearman_sd"] = float(diffs.std(ddof=1))
+        out.at[i, "finetune_beats"] = beats(diffs)
+    for column in dict.fromkeys(out["column"]):
+        candidates = out[(out["column"] == column) & out["method"].isin(BASELINES)]
+        candidates = candidates[np.isfinite(candidates["spearman_mean"].to_numpy(dtype=float))]
+        if len(candidates):
+            out.loc[candidates["spearman_mean"].astype(float).idxmax(), "best_baseline"] = True
+    for key in ("delta_folds_won", "delta_folds"):
+        out[key] = out[key].astype("Int64")
+    return out
+
+
+def verdicts(summary: pd.DataFrame) -> list[str]:
+    """One plain sentence per column and reference (the best baseline, and calibrated
+    zero-shot when it is not that) where fine-tuning does not beat it (:func:`beats`)."""
+    out = []
+    for column in dict.fromkeys(summary["column"]):
+        part = summary[summary["column"] == column]
+        chosen = part[part["best_baseline"].astype(bool)]
+        calibrated = part[part["method"] == "zero_shot_calibrated"]
+        for _, row in pd.concat([chosen, calibrated]).drop_duplicates("method").iterrows():
+            if row["finetune_beats"]:
+                continue
+            n = row["delta_folds"]
+            if pd.isna(n) or int(n) == 0:
+                out.append(
+                    f"fine-tuning cannot be compared with {row['method']} on {column}: no fold "
+                    "where both have a Spearman."
+                )
+                continue
+            sd = row["delta_spearman_sd"]
+            spread = f" ± {sd:.2f}" if np.isfinite(sd) else ""
+            out.append(
+                f"fine-tuning does not beat {row['method']} on {column}: Δρ "
+                f"{row['delta_spearman_mean']:+.2f}{spread}, {int(row['delta_folds_won'])}/"
+                f"{int(n)} folds won."
+            )
+    return out
 
 
 def run_finetune(
@@ -858,6 +998,7 @@ def run_finetune(
         time.monotonic() - started,
     )
     folds = grouped_folds(groups, int(s["folds"]), seed)
+    warn_small_folds(folds, groups, where)
     work = partial_dir(out_dir)
     fingerprint = _fingerprint(s, ids, values, groups, seqs, bundle, refs, inputs)
     stamp = work / "fingerprint.txt"
@@ -870,7 +1011,7 @@ def run_finetune(
         if match and match.group(1):
             leftover.unlink()
     stamp.write_text(fingerprint)
-    methods = [m for m in METHODS if m != "shuffled" or s["shuffled_control"]]
+    methods = [m for m in FOLD_METHODS if m != "shuffled" or s["shuffled_control"]]
     oof = {m: np.full(values.shape, np.nan) for m in methods}
     fold_of = np.zeros(len(ids), dtype=int)
     progress = Progress("CV folds", len(folds), "fold", logger=log)
@@ -904,11 +1045,18 @@ def run_finetune(
                 np.savez(handle, **found)
         progress.update(1)
     progress.finish()
+    # the zero-shot score put in the table's units by each fold's training part
+    oof["zero_shot_calibrated"] = np.full(values.shape, np.nan)
+    for train, test in folds:
+        oof["zero_shot_calibrated"][test] = calibrate(zs, values, train, test)
+    methods = [m for m in METHODS if m in oof]
     rows = []
     for m in methods:
         for k, (_, test) in enumerate(folds):
             for j, column in enumerate(columns):
                 metric = tissue_metrics(values[test, j], oof[m][test, j])
+                if m == "zero_shot":  # log(1 + TPM) against the table's units: see calibrated
+                    metric["r2"] = None
                 rows.append(
                     {"method": m, "fold": k + 1, "column": column, "n": len(test), **metric}
                 )
@@ -1039,9 +1187,15 @@ def write_bundle(
     (out / CARD).write_text(
         f"# isoflow fine-tuned model `{manifest['run']}`\n\nThe bundle `{base.card['run']}` "
         f"with a new head over the measured columns {', '.join(columns)}, fine-tuned "
-        f"(mode {tuner.mode}) on a construct measurement table. Cross-validated metrics: "
-        "`manifest.json` -> `metrics.cv` (and the run's summary.tsv). Outputs are in the "
-        "table's units, not log(1 + TPM).\n"
+        f"(mode {tuner.mode}) on a construct measurement table. This network was refit on "
+        f"all {final_fit['constructs']} constructs ({final_fit['groups']} groups) for "
+        f"{final_fit['epochs']} epoch(s), the count early stopping picked on an inner split "
+        "(`manifest.json` -> `finetune.final_fit`). The cross-validated metrics "
+        "(`metrics.cv` per method and column, with the paired comparison against the "
+        "baselines; `metrics.mean` the CV mean Spearman of fine-tuning over the columns; "
+        "the run's summary.tsv) estimate this procedure on held-out groups, not this network, "
+        "which trained on every construct. Outputs are in the table's units, not "
+        "log(1 + TPM).\n"
     )
     _write_manifest(out, manifest)
     return manifest
@@ -1088,25 +1242,51 @@ def grouping_note(grouping: Mapping[str, Any] | None) -> str:
 
 
 def summary_html(summary: pd.DataFrame, grouping: Mapping[str, Any] | None = None) -> str:
-    """The report's table: mean ± sd over folds per method and column, under a line on how
-    the folds were grouped (:func:`grouping_note`)."""
+    """The report's table: mean ± sd over folds per method and column (with the folds a mean
+    averages where fewer than were run), fine-tuning's paired Spearman difference against
+    each other method, under a line on how the folds were grouped (:func:`grouping_note`)
+    and one sentence per column where fine-tuning does not beat the best baseline or
+    calibrated zero-shot (:func:`verdicts`)."""
     table = pd.DataFrame({"method": summary["method"], "column": summary["column"]})
     for metric in METRICS:
+        counts = summary.get(f"{metric}_folds", summary["folds"])
         table[metric] = [
             "n/a"
             if not np.isfinite(m)
-            else f"{m:.3f} ± {sd:.3f}"
-            if np.isfinite(sd)
-            else f"{m:.3f}"
-            for m, sd in zip(summary[f"{metric}_mean"], summary[f"{metric}_sd"], strict=True)
+            else (f"{m:.3f} ± {sd:.3f}" if np.isfinite(sd) else f"{m:.3f}")
+            + (f" ({n} of {k} folds)" if n < k else "")
+            for m, sd, n, k in zip(
+                summary[f"{metric}_mean"],
+                summary[f"{metric}_sd"],
+                counts,
+                summary["folds"],
+                strict=True,
+            )
         ]
     table["folds"] = summary["folds"]
+    if "delta_spearman_mean" in summary:
+        table["Δρ finetune − method (folds won)"] = [
+            ""
+            if row.method == "finetune" or pd.isna(row.delta_folds) or not row.delta_folds
+            else f"{row.delta_spearman_mean:+.3f}"
+            + (f" ± {row.delta_spearman_sd:.3f}" if np.isfinite(row.delta_spearman_sd) else "")
+            + f" ({int(row.delta_folds_won)}/{int(row.delta_folds)})"
+            + (" best baseline" if row.best_baseline else "")
+            for row in summary.itertuples()
+        ]
+    sentences = verdicts(summary) if "finetune_beats" in summary else []
     return (
         "<p>Grouped k-fold cross-validation on the construct table (held-out groups). "
-        "finetune: the bundle with a new head, fine-tuned; zero_shot: the bundle's own score; "
-        "kmer_ridge: a ridge on k-mer counts; shuffled: fine-tuned on shuffled labels."
+        "finetune: the bundle with a new head, fine-tuned; zero_shot: the bundle's own score "
+        "(log(1 + TPM), not the table's units: no R²); zero_shot_calibrated: that score "
+        "through a line fitted on each fold's training part; kmer_ridge: a ridge on k-mer "
+        "counts; shuffled: fine-tuned on shuffled labels. Δρ: fine-tuning's Spearman minus "
+        "the method's on the same held-out folds, mean ± sd over folds and folds won; "
+        "fine-tuning beats a method only when it wins every fold and the mean is more than "
+        "one sd above zero."
         + (f" {html.escape(grouping_note(grouping))}" if grouping else "")
         + "</p>\n"
+        + "".join(f"<p><b>{html.escape(x)}</b></p>\n" for x in sentences)
         + table.to_html(index=False, border=0)
     )
 

@@ -301,8 +301,17 @@ def test_finetune_beats_zero_shot_and_shuffled_on_the_demo_table(demo_bundle, tm
     for name in OUTPUTS.values():
         assert (out / name).exists()
     cv = pd.read_csv(out / "cv.tsv", sep="\t")
-    assert set(cv["method"]) == {"finetune", "zero_shot", "kmer_ridge", "shuffled"}
-    assert len(cv) == 4 * 4 * 2  # methods x folds x columns
+    assert set(cv["method"]) == {
+        "finetune",
+        "zero_shot",
+        "zero_shot_calibrated",
+        "kmer_ridge",
+        "shuffled",
+    }
+    assert len(cv) == 5 * 4 * 2  # methods x folds x columns
+    assert cv[cv["method"] == "zero_shot"]["r2"].isna().all()  # other units
+    assert cv[cv["method"] == "zero_shot_calibrated"]["r2"].notna().all()
+    assert result.summary["best_baseline"].sum() == 2  # one per column
     model = load_model(out / "bundle", device="cpu")
     assert model.tissues == ["cell_A", "cell_B"]
     assert model.card["finetune"]["base"]["run"] == load_model(demo_bundle).card["run"]
@@ -876,3 +885,141 @@ def test_write_bundle_copies_no_frozen_weights_to_outside_its_folder(tmp_path):
         write_bundle(tuner, torch.nn.Linear(1, 1), out, ["a"], {}, summary, None, {"epochs": 1})
     assert "\n" not in str(caught.value) and "../escape.pt" in str(caught.value)
     assert not (tmp_path / "out" / "x" / "escape.pt").exists()
+
+
+def _cv(rows):
+    """A cv.tsv-like frame from (method, fold, column, spearman, pearson, r2) rows."""
+    return pd.DataFrame(rows, columns=["method", "fold", "column", "spearman", "pearson", "r2"])
+
+
+def test_calibrated_zero_shot_is_a_line_fitted_on_the_training_part():
+    """The raw score is in log(1 + TPM); calibrated, the training part's line puts it in the
+    table's units (here y = 3 + 2 x exactly: the test rows come out as their y)."""
+    from isoflow.finetune import calibrate
+
+    x = np.array([[0.0], [1.0], [2.0], [3.0], [10.0], [-4.0]])
+    y = 3 + 2 * x
+    train, test = np.arange(4), np.array([4, 5])
+    np.testing.assert_allclose(calibrate(x, y, train, test), y[test])
+    flat = np.ones_like(x)  # a constant score on the training part: its mean
+    np.testing.assert_allclose(calibrate(flat, y, train, test), np.full((2, 1), y[train].mean()))
+
+
+def test_summary_counts_the_folds_each_mean_averages():
+    """A fold whose metric is undefined is left out of the mean: `folds` said K regardless,
+    now each metric says how many folds it averages."""
+    from isoflow.finetune import summarize
+
+    cv = _cv(
+        [
+            ("finetune", 1, "a", 0.5, 0.5, 0.1),
+            ("finetune", 2, "a", np.nan, np.nan, 0.2),  # a one-construct test fold
+            ("finetune", 3, "a", 0.7, 0.6, np.nan),
+        ]
+    )
+    row = summarize(cv).iloc[0]
+    assert row["folds"] == 3
+    assert (row["spearman_folds"], row["pearson_folds"], row["r2_folds"]) == (2, 2, 2)
+    assert row["spearman_mean"] == pytest.approx(0.6)
+
+
+def test_a_fold_testing_fewer_than_three_constructs_is_a_warning_naming_its_group(caplog):
+    from isoflow.finetune import warn_small_folds
+
+    groups = np.array(["big"] * 5 + ["tiny"] * 2)
+    folds = [(np.arange(5, 7), np.arange(5)), (np.arange(5), np.arange(5, 7))]
+    with caplog.at_level("WARNING", logger="isoflow.finetune"):
+        assert warn_small_folds(folds, groups, "t.tsv") == [2]
+    (record,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "t.tsv: fold 2 tests 2 construct(s) (group(s) tiny)" in record.getMessage()
+
+
+def test_the_summary_compares_finetuning_with_each_method_fold_by_fold():
+    """The demo's case: fine-tuning ahead of the k-mer ridge on average but not in every
+    fold is no win; the html says so in one sentence, ahead in every fold by more than
+    the spread is."""
+    from isoflow.finetune import beats, summarize, summary_html, verdicts
+
+    ft = [0.90, 0.80, 0.85, 0.95]
+    ridge = [0.85, 0.835, 0.836, 0.845]  # fine-tune - ridge: +0.05, -0.035, +0.014, +0.105
+    calibrated = [0.2, 0.3, 0.1, 0.25]
+    rows = []
+    for k in range(4):
+        rows += [
+            ("finetune", k + 1, "cell_A", ft[k], ft[k], 0.5),
+            ("zero_shot", k + 1, "cell_A", calibrated[k], calibrated[k], np.nan),
+            ("zero_shot_calibrated", k + 1, "cell_A", calibrated[k], calibrated[k], 0.0),
+            ("kmer_ridge", k + 1, "cell_A", ridge[k], ridge[k], 0.6),
+        ]
+    summary = summarize(_cv(rows)).set_index("method")
+    assert summary.loc["kmer_ridge", "best_baseline"]
+    assert not summary.loc["zero_shot_calibrated", "best_baseline"]
+    diffs = np.subtract(ft, ridge)
+    assert summary.loc["kmer_ridge", "delta_spearman_mean"] == pytest.approx(diffs.mean())
+    assert summary.loc["kmer_ridge", "delta_spearman_sd"] == pytest.approx(diffs.std(ddof=1))
+    assert summary.loc["kmer_ridge", "delta_folds_won"] == 3
+    assert summary.loc["kmer_ridge", "delta_folds"] == 4
+    assert summary.loc["kmer_ridge", "finetune_beats"] is False
+    assert summary.loc["zero_shot_calibrated", "finetune_beats"] is True
+    summary = summary.reset_index()
+    (sentence,) = verdicts(summary)
+    assert sentence == (
+        f"fine-tuning does not beat kmer_ridge on cell_A: Δρ {diffs.mean():+.2f} ± "
+        f"{diffs.std(ddof=1):.2f}, 3/4 folds won."
+    )
+    page = summary_html(summary)
+    assert sentence in page
+    zero = page.split("<td>zero_shot</td>")[1].split("</tr>")[0]
+    assert zero.count("<td>n/a</td>") == 1  # raw zero-shot R²: other units
+    # the rule: every fold won and the mean one sd above zero
+    assert beats([0.2, 0.25, 0.3, 0.22])
+    assert not beats([0.5, 0.01, 0.6, 0.02])  # every fold, but within the spread
+    assert not beats([0.3])
+
+
+def test_the_finetuned_card_says_the_bundle_was_refit_on_every_construct(tmp_path):
+    """The card pointed to metrics.cv as if they measured this network; it was refit on
+    every construct, so CV estimates the procedure."""
+    import types
+
+    import torch
+
+    from isoflow.finetune import write_bundle
+
+    base = tmp_path / "base"
+    base.mkdir()
+    torch.save({}, base / "model.pt")
+    card = {"run": "r", "tissues": ["t"], "encoders": {}}
+    tuner = types.SimpleNamespace(model=types.SimpleNamespace(card=card, path=base))
+    tuner.mode = "frozen"
+    summary = pd.DataFrame({"method": ["finetune"], "column": ["a"], "spearman_mean": [0.5]})
+    fit = {"epochs": 7, "constructs": 48, "groups": 8}
+    write_bundle(tuner, torch.nn.Linear(1, 1), tmp_path / "ft", ["a"], {}, summary, None, fit)
+    text = (tmp_path / "ft" / "README.md").read_text()
+    assert "refit on all 48 constructs (8 groups) for 7 epoch(s)" in text
+    assert "`metrics.mean` the CV mean" in text and "not this network" in text
+
+
+@pytest.mark.parametrize(
+    ("lr", "match"),
+    [(1e30, "fold 1 finetune: (training diverged|no epoch gave a finite)"), (30.0, "diverged")],
+)
+def test_a_diverging_finetune_is_one_line_naming_the_lr(demo_bundle, tmp_path, lr, match):
+    """lr 1e30 crashed in load_state_dict(None); lr 30 finished with R² -1e17 and wrote a
+    bundle. Both now stop at the fit with one line naming finetune.lr and the fold."""
+    from isoflow.bundle import load_model
+    from isoflow.demo import write_demo_measurements
+    from isoflow.finetune import Tuner
+
+    table = write_demo_measurements(tmp_path / "m.tsv")
+    from isoflow.measurements import read_measurements
+
+    values = read_measurements(table).values
+    settings = finetune_settings({"max_epochs": 3, "patience": 2, "lr": lr})
+    tuner = Tuner(load_model(demo_bundle, device="cpu"), _demo_inputs(table, 2048), 2, settings)
+    every = np.arange(len(values))
+    with pytest.raises(InputError, match=match) as caught:
+        tuner.fit(values, every[:36], every[36:], 0, "fold 1 finetune")
+    assert "finetune.lr" in str(caught.value) and "\n" not in str(caught.value)
+    with pytest.raises(InputError, match="final model: training diverged"):
+        tuner.fit(values, every, every[:0], 0, "final model", epochs=2)
