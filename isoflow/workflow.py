@@ -534,6 +534,30 @@ def design_models(config: dict, experiments: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def design_holdout(config: dict, experiments: Mapping[str, Any]) -> list[str]:
+    """The runs whose bundles grade the designs but are never optimised on
+    (``design.holdout_runs``; none by default); a name that is not a run, or one that also
+    optimises, is an error naming it."""
+    names = list((config.get("design") or {}).get("holdout_runs") or [])
+    optimisers = design_models(config, experiments) if names else []
+    for name in names:
+        if name not in experiments:
+            raise InputError(
+                "config",
+                "design.holdout_runs",
+                f"{name!r} is not a configured run; runs: {', '.join(experiments)}",
+            )
+        if name in optimisers:
+            raise InputError(
+                "config",
+                "design.holdout_runs",
+                f"{name!r} also optimises the designs (design.models, else constructs.models, "
+                "else models.export): a held-out run grades them only; name the optimising "
+                "runs in design.models without it",
+            )
+    return names
+
+
 def design_paths(config: dict) -> dict[str, str]:
     """Rule ``design``'s outputs (``DESIGN_FILES`` as ``results/design/{id}.*``); ``{}``
     without a ``design`` section (the rule is then not defined)."""
@@ -544,14 +568,18 @@ def design_paths(config: dict) -> dict[str, str]:
 
 
 def design_inputs(config: dict, experiments: Mapping[str, Any]) -> dict[str, Any]:
-    """Rule ``design``'s inputs: the start's construct file, the bundles, the constructs'
-    background FASTA when one is configured (the start is placed as rule score_constructs
-    places constructs: :func:`explain_placement`)."""
+    """Rule ``design``'s inputs: the start's construct file, the bundles, the held-out
+    bundles (``holdout``, only with ``design.holdout_runs``), the constructs' background
+    FASTA when one is configured (the start is placed as rule score_constructs places
+    constructs: :func:`explain_placement`)."""
     section = config["design"]
     inputs: dict[str, Any] = {
         "construct": section["construct"],
         "models": [f"{MODELS_DIR}/{run}" for run in design_models(config, experiments)],
     }
+    holdout = design_holdout(config, experiments)
+    if holdout:
+        inputs["holdout"] = [f"{MODELS_DIR}/{run}" for run in holdout]
     background = (config.get("constructs") or {}).get("background")
     if background:
         inputs["background"] = background

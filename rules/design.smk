@@ -7,6 +7,7 @@
 # its outputs. `design: null` in an overlay switches it off.
 from isoflow.workflow import (
     bundle_mem_mb,
+    design_holdout,
     design_inputs,
     design_models,
     design_paths,
@@ -49,14 +50,23 @@ if DESIGN_OUTPUTS:
         threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
-            # every bundle of the ensemble at once (isoflow.workflow.bundle_mem_mb)
+            # every bundle of the ensemble at once, and the held-out ones
+            # (isoflow.workflow.bundle_mem_mb)
             mem_mb=bundle_mem_mb(
                 config,
-                [EXPERIMENTS[run] for run in design_models(config, EXPERIMENTS)],
+                [
+                    EXPERIMENTS[run]
+                    for run in design_models(config, EXPERIMENTS)
+                    + design_holdout(config, EXPERIMENTS)
+                ],
                 together=True,
             ),
         params:
-            settings={k: v for k, v in config["design"].items() if k not in ("construct", "models")},
+            settings={
+                k: v
+                for k, v in config["design"].items()
+                if k not in ("construct", "models", "holdout_runs")
+            },
             placement=explain_placement(config),
             demo=bool((config.get("demo") or {}).get("enabled", False)),
         script:

@@ -23,6 +23,7 @@ def main() -> None:
         constraints=settings.get("constraints"),
         settings={k: settings[k] for k in SETTINGS_KEYS if k in settings},
         background=sm.input.get("background"),
+        holdout=list(sm.input.get("holdout", [])),
         demo=sm.params.demo,
         **sm.params.placement,
     )

@@ -604,3 +604,82 @@ def test_a_rerun_killed_while_writing_leaves_the_earlier_outputs_whole(tmp_path,
     assert commands.main(["design", *argv("m2")]) == 0
     now = snapshot(out)
     assert sorted(now) == sorted(earlier) and now["d.profiles.tsv"] != earlier["d.profiles.tsv"]
+
+
+def test_held_out_bundles_grade_the_designs_they_never_optimised(tmp_path, caplog):
+    """The designs' gain was graded only by the bundle(s) that optimised them: a maximum of
+    their noisy score. A held-out bundle now scores the start and the designs after the
+    search: its gain in its own columns of profiles.tsv and the summary, its predictions
+    the same as scoring the designs with it alone; without one the note says self-graded,
+    and one optimising bundle alone is a warning."""
+    from helpers.bundles import tiny_bundles
+    from isoflow.bundle import load_model
+    from isoflow.constructs import construct_inputs
+    from isoflow.design import summary_table
+
+    (tmp_path / "b").mkdir()
+    bundles = tiny_bundles(tmp_path / "b", window=WINDOW, seeds=(0, 1))["paths"]
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([_cassette(2)], table)
+    (tmp_path / "out").mkdir()
+    common = dict(
+        construct_id="c2",
+        target_tissues=["Liver"],
+        constraints=CONSTRAINTS.__dict__,
+        settings={"budget": 24, "population": 4, "designs": 2, "seed": 0},
+        device="cpu",
+    )
+    paths = output_paths(tmp_path / "out" / "held")
+    result = design_job(table, bundles[:1], paths, holdout=bundles[1:], **common)
+    assert result.runs != result.holdout_runs and len(result.holdout_runs) == 1
+    held = load_model(bundles[1], device="cpu")
+    inputs = [
+        construct_inputs(Construct(f"x{i}", parts), window=WINDOW)
+        for i, parts in enumerate([result.start, *result.designs])
+    ]
+    expected = held.predict(inputs)
+    profiles = pd.read_csv(paths["profiles"], sep="\t")
+    assert (profiles["n_holdout"] == 1).all() and (profiles["n_models"] == 1).all()
+    first = profiles[profiles["construct_id"] == "c2_design1"].set_index("tissue")
+    np.testing.assert_allclose(first.loc[TISSUES, "holdout_mean"], expected[1], atol=1e-5)
+    np.testing.assert_allclose(first.loc[TISSUES, "holdout_start_mean"], expected[0], atol=1e-5)
+    objective = result.extra["objective"]
+    per = objective.per_model(expected[None], TISSUES)[0]
+    own, gain = result.gains()
+    np.testing.assert_allclose(gain, per[1:] - per[0], atol=1e-5)
+    _, note, frame = summary_table(result, ["Liver"])
+    assert frame["gain (held-out)"].iloc[1] == pytest.approx(round(float(gain[0]), 4))
+    assert "never optimised on" in note and "self-graded" not in note
+    # without a held-out bundle: self-graded, and one bundle alone warns
+    with caplog.at_level("WARNING", logger="isoflow.design"):
+        alone = design_job(table, bundles[:1], output_paths(tmp_path / "out" / "a"), **common)
+    assert any("one bundle optimises and grades" in r.getMessage() for r in caplog.records)
+    _, note, frame = summary_table(alone, ["Liver"])
+    assert "self-graded" in note and "gain (held-out)" not in frame
+    alone_profiles = pd.read_csv(output_paths(tmp_path / "out" / "a")["profiles"], sep="\t")
+    assert (alone_profiles["n_holdout"] == 0).all() and alone_profiles["holdout_mean"].isna().all()
+    # a held-out bundle that also optimises would grade its own maxima
+    with pytest.raises(InputError, match="bundle given twice"):
+        design_job(
+            table, bundles[:1], output_paths(tmp_path / "out" / "b"), holdout=bundles[:1], **common
+        )
+
+
+def test_the_rule_takes_held_out_runs_as_inputs_and_refuses_an_optimiser():
+    from isoflow.workflow import design_inputs
+
+    runs = {"a": {}, "b": {}, "c": {}}
+    config = {
+        "design": {"construct": "c.tsv", "id": "x", "models": ["a", "b"], "holdout_runs": ["c"]}
+    }
+    inputs = design_inputs(config, runs)
+    assert inputs["models"] == ["results/models/a", "results/models/b"]
+    assert inputs["holdout"] == ["results/models/c"]
+    config["design"]["holdout_runs"] = ["b"]
+    with pytest.raises(InputError, match="design.holdout_runs.*'b' also optimises"):
+        design_inputs(config, runs)
+    config["design"]["holdout_runs"] = ["z"]
+    with pytest.raises(InputError, match="'z' is not a configured run"):
+        design_inputs(config, runs)
+    del config["design"]["holdout_runs"]
+    assert "holdout" not in design_inputs(config, runs)
