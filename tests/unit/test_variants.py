@@ -552,3 +552,39 @@ def test_an_annotation_on_another_assembly_is_one_line_naming_the_transcript(
         variant_effects(bundle["model"], [v], cbwd1, windows, annotation="tx.parquet")
     line = _one_line(err)
     assert line.startswith("tx.parquet:ENST00000356521.8: ") and "another assembly" in line
+
+
+def test_overlapping_finds_an_exon_by_its_exact_bounds_whatever_the_transcripts_lengths():
+    """``overlapping`` for a model reading RNA alone: a variant in an exon far from the TSS
+    (beyond the window) has a row, one a base outside an exon has none, on either strand and
+    beside a shorter transcript, whose span must not narrow the search."""
+    from isoflow.variants import overlapping
+
+    base = {"gene_id": "G", "gene_name": "G", "chrom": "chr1"}
+    frame = pd.DataFrame(
+        [
+            # long: its second exon 4 kb from the TSS
+            {**base, "transcript_id": "A", "strand": "+", "tss": 1000,
+             "exon_starts": [1000, 5000], "exon_ends": [1050, 5100]},
+            # short, starting after A: the chromosome's shortest span
+            {**base, "transcript_id": "B", "strand": "+", "tss": 3000,
+             "exon_starts": [3000], "exon_ends": [3040]},
+            # minus strand: its 3' end (the span's lowest base, 6000) far from its TSS
+            {**base, "transcript_id": "C", "strand": "-", "tss": 9000,
+             "exon_starts": [6000, 8950], "exon_ends": [6050, 9001]},
+        ]
+    )  # fmt: skip
+
+    def hits(pos0: int, **reads) -> list[str]:
+        v = Variant(f"v{pos0}", "chr1", pos0 + 1, "A", "C")
+        return [frame["transcript_id"][r] for _, r in overlapping(frame, [v], 512, **reads)]
+
+    only_rna = {"dna": False, "exons": True}
+    assert hits(5050, **only_rna) == ["A"]  # 4 kb past A's TSS, beside the short B
+    assert hits(5000, **only_rna) == ["A"] and hits(5099, **only_rna) == ["A"]  # exon's ends
+    assert hits(4999, **only_rna) == [] and hits(5100, **only_rna) == []  # intron, 3' flank
+    assert hits(6000, **only_rna) == ["C"]  # the minus-strand transcript's last base
+    assert hits(5999, **only_rna) == []
+    # the DNA window alone (512 bp around A's TSS: 744-1256) does not reach A's far exon
+    assert hits(5050, dna=True, exons=False) == [] and hits(1200, dna=True, exons=False) == ["A"]
+    assert hits(1200, **only_rna) == []  # A's first intron: no exon, no RNA row
