@@ -810,3 +810,27 @@ def test_ranks_of_one_srun_step_resume_from_rank_0s_decision(tmp_path, monkeypat
     monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
     with pytest.raises(InputError, match=r"\.resume-77\.0\.2\.json: rank 1 waited 0 s"):
         agreed_resume(tmp_path, resumed, 1, launch_key(), timeout_s=0.2, poll_s=0.05)
+
+
+def test_a_rank_without_a_launch_key_looks_for_itself_and_moves_nothing(tmp_path, monkeypatch):
+    """Without a launch key (one process, or Lightning's launcher starting ranks after rank
+    0's bookkeeping) only rank 0 runs ``decide``, which moves files; another rank reads what
+    is there. And a SLURM step is one only when srun gave this task a rank (SLURM_PROCID)."""
+    fake_run(tmp_path, {"lr": 1})
+    calls = []
+
+    def decide():
+        calls.append("decide")
+        return None
+
+    found = agreed_resume(tmp_path, decide, 1, None)
+    assert calls == [] and found == resume_checkpoint(tmp_path, set_aside=False) is not None
+    assert agreed_resume(tmp_path, decide, 0, None) is None and calls == ["decide"]
+    assert not list(tmp_path.glob(".resume-*.json"))  # no decision file without a key
+
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    monkeypatch.delenv("SLURM_PROCID", raising=False)
+    assert launch_key() is None  # no task rank: not a task of an srun step
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert launch_key() is None  # one task: nothing to agree on
