@@ -911,3 +911,14 @@ def test_a_configured_cell_line_tissue_with_drop_is_one_line(tmp_path, cell_line
     ):
         aggregate_tpm(gct, cell_line_attrs, "smtsd", ["Liver", "Cells - Cultured fibroblasts"],
                       cell_lines="drop")  # fmt: skip
+
+
+def test_a_configured_tissue_with_exactly_min_samples_is_kept(tmp_path, attrs_path):
+    """gtex.min_samples is the fewest samples a tissue may have: a configured tissue with
+    exactly that many is kept (Liver has 10 samples here), one fewer refused."""
+    samples = sample_ids(attrs_path)
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, random_rows(30, len(samples), seed=1))
+    _, stats = aggregate_tpm(gct, attrs_path, "smtsd", ["Liver"], min_samples=10)
+    assert stats["tissue"].tolist() == ["Liver"]
+    with pytest.raises(InputError, match=r"Liver: only 10 sample\(s\), gtex.min_samples is 11"):
+        aggregate_tpm(gct, attrs_path, "smtsd", ["Liver"], min_samples=11)
