@@ -400,3 +400,19 @@ def test_rna_max_nt_off_the_6mer_frame_is_fine_for_an_nt_with_its_own_max_len():
     config["rna"] = {**config["rna"], "max_nt": 1000}
     config["encoders"]["nucleotide_transformer"]["max_len"] = 168
     check_config(config)  # the spec's budget, not rna.max_nt, sets what NT reads
+
+
+def test_rna_max_nt_off_the_6mer_frame_is_refused_for_an_nt_entry_of_another_name():
+    """The k-mer check follows an encoder entry's ``class``: an entry named otherwise (a
+    second NT checkpoint) that is a Nucleotide Transformer reads 6-mers all the same."""
+    config = load("config/demo.yaml")
+    config["encoders"]["nt_500m"] = {
+        **config["encoders"]["nucleotide_transformer"],
+        "class": "nucleotide_transformer",
+    }
+    config["model"] = {**config["model"], "rna_encoder": "nt_500m"}
+    config["rna"] = {**config["rna"], "max_nt": 1000}
+    with pytest.raises(InputError, match=r"rna.max_nt: 1000 is not a multiple of 6: .*\(nt_500m\)"):
+        check_config(config)
+    config["rna"]["max_nt"] = 996
+    check_config(config)
