@@ -1167,3 +1167,14 @@ def test_genbank_translation_qualifier_that_differs_is_logged_and_the_sequence_u
     with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
         (c,) = read_constructs(write_gb(path, gtg), allow_noncanonical_cds=True)
     assert c.protein == "VKR" and caplog.text == ""
+
+
+def test_a_cell_of_one_quote_is_an_unclosed_quote_not_an_empty_cell(tmp_path):
+    """A lone ``"`` opens a quote that nothing closes: one line naming the line and column,
+    not a cell read as empty (its opening quote taken for its closing one too)."""
+    from isoflow.constructs import table_rows
+
+    path = tmp_path / "t.tsv"
+    assert table_rows(path, 'id\tseq\nc1\t""\n') == [(1, ["id", "seq"]), (2, ["c1", ""])]
+    with pytest.raises(InputError, match=r"t.tsv:2: column 2: '\"' starts with a quote"):
+        table_rows(path, 'id\tseq\nc1\t"\n')
