@@ -365,6 +365,20 @@ def test_nt_dna_ns_in_a_short_window_trim_the_n_side_to_centre_the_tss():
     assert encoder.recentred_windows == 1
 
 
+def test_nt_dna_few_tokens_before_the_tss_keep_as_many_after_it():
+    """Ns downstream of a short window's TSS, few 6-mers upstream: the TSS token (the first
+    N, token 5) can have only 5 tokens before it, so it keeps 5 after it (11 tokens, the TSS
+    token at len // 2 where pooling reads it), not the budget's 20 with the TSS at slot 5;
+    and the window counts as re-centred, though its first token is kept."""
+    encoder = build_encoder("nt_dna", {"source": "tiny", "max_len": 21})  # 20 tokens, 120 bp
+    rng = np.random.default_rng(8)
+    window = "".join(rng.choice(list("ACGT"), 30)) + "N" * 30  # 60 bp: TSS base 30, an N
+    tokens = nt_dna_tokens(encoder, window)
+    assert tokens == [window[6 * k : 6 * k + 6] for k in range(5)] + ["N"] * 6
+    assert tokens[len(tokens) // 2] == "N"
+    assert encoder.recentred_windows == 1 and encoder.dna_windows == 1
+
+
 def test_nt_dna_hub_tokenizer_gives_the_same_centred_tokens(tmp_path):
     hub = nt_hub_tokenizer(tmp_path / "nt")
     tiny = build_encoder("nt_dna", {"source": "tiny", "max_len": 21})
