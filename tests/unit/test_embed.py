@@ -162,13 +162,15 @@ def _damage(cache, how):
         np.save(shard, rows[:-1])
     elif how == "not npy":
         shard.write_bytes(b"not an array")
-    elif how in ("offset", "shard"):
+    elif how in ("offset", "shard", "one past"):
         index = pq.read_table(cache / "index.parquet").to_pydict()
         at = index["shard"].index(1)
         if how == "offset":
             index["offset"][at] = len(rows)
-        else:
+        elif how == "shard":
             index["shard"][at] = 99
+        else:  # the first number past the last shard
+            index["shard"][at] = json.loads((cache / "meta.json").read_text())["n_shards"]
         pq.write_table(pa.table(index), cache / "index.parquet")
 
 
@@ -189,6 +191,10 @@ def _damage(cache, how):
         (
             "shard",
             r"index.parquet:[0-9a-f]+: shard 99, offset \d+, length \d+ is not in the \d+ shards",
+        ),
+        (
+            "one past",
+            r"index.parquet:[0-9a-f]+: shard (\d+), offset \d+, length \d+ is not in the \1 shards",
         ),
     ],
 )
@@ -1137,3 +1143,36 @@ def test_weights_digest_covers_every_tensor_dtype_and_shape():
     others = [changed, a.reshape(2, 3), a.reshape(3, 2), a.double(), a.to(torch.bfloat16)]
     digests = {weights_digest(holding(t)) for t in [a, *others]}
     assert len(digests) == 6  # values, shape, dtype (bfloat16 too: no numpy dtype)
+
+
+def test_windows_digest_ignores_row_order_and_reads_every_window_column():
+    """A DNA cache's windows_sha256 is the dataset's windows whatever their row order (a
+    dataset written in another order is the same windows), and differs when any of the
+    transcript, contig, start, end or strand does."""
+    import pandas as pd
+
+    from isoflow.embed import WINDOW_COLUMNS, windows_digest
+
+    df = pd.DataFrame(
+        {
+            "transcript_id": ["T1", "T2", "T3"],
+            "chrom": ["chr1", "chr1", "chr2"],
+            "window_start": [100, 5000, 7],
+            "window_end": [612, 5512, 519],
+            "strand": ["+", "-", "+"],
+            "rna": ["AC", "GT", "TT"],  # not a window column
+        }
+    )
+    digest = windows_digest(df)
+    assert windows_digest(df.iloc[[2, 0, 1]].reset_index(drop=True)) == digest
+    assert windows_digest(df.assign(rna=["A", "A", "A"])) == digest
+    changed = {
+        "transcript_id": ["T1", "T2", "T4"],
+        "chrom": ["chr1", "chr1", "chr3"],
+        "window_start": [100, 5000, 8],
+        "window_end": [612, 5512, 520],
+        "strand": ["+", "+", "+"],
+    }
+    assert set(changed) == set(WINDOW_COLUMNS)
+    for column, values in changed.items():
+        assert windows_digest(df.assign(**{column: values})) != digest, column
