@@ -451,3 +451,20 @@ def test_a_branch_revision_is_a_warning_naming_the_commit_to_pin(tmp_path, fake_
     # an abbreviated hash pins it too (it warned, comparing the strings whole)
     assert weights._pinned(COMMIT[:10].upper(), COMMIT)
     assert not weights._pinned("main", COMMIT) and not weights._pinned(COMMIT[:6], COMMIT)
+
+
+def test_pinned_is_a_prefix_of_the_commit_and_code_digests_leave_the_hub_cache_out(tmp_path):
+    """An abbreviated hash pins only as the commit's prefix (``git``'s abbreviation): 7+ hex
+    digits from its middle, or a hex-looking branch name, are no pin. The code recorded
+    (and checked) is the snapshot's, not huggingface_hub's ``.cache`` bookkeeping."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    assert weights._pinned(commit, commit) and weights._pinned(commit[:7], commit)
+    assert not weights._pinned(commit[3:12], commit)  # inside it, not its start
+    assert not weights._pinned("abcdef0", commit) and not weights._pinned(commit + "0", commit)
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "modeling.py").write_text("x = 1\n")
+    cache = tmp_path / ".cache" / "huggingface" / "download"
+    cache.mkdir(parents=True)
+    (cache / "modeling.py").write_text("bookkeeping\n")
+    assert set(weights.code_digests(tmp_path)) == {"config.json", "modeling.py"}
