@@ -591,3 +591,28 @@ def test_transcript_ism_rows_are_placed_on_the_genome_on_both_strands(shared_rea
         assert (upstream == int(row["tss"]) + 1 - 3 * step).all()
         summary = summarize(effects, model.tissues)
         assert summary["genomic_pos"].notna().all() and (summary["chrom"] == "9").all()
+
+
+def test_slot_regions_of_a_raw_rna_cut_at_its_5_end_lie_in_its_3_part():
+    """A raw RNA the model cuts under keep_3prime (``Model.raw_cuts``) is read from inside
+    the sequence: its key slots map onto the kept 3' letters, not the first ones."""
+    from types import SimpleNamespace
+
+    from isoflow.explain import slot_regions
+    from isoflow.model.encoders import build_encoder
+
+    nt = build_encoder(
+        "nucleotide_transformer", {"source": "tiny", "max_len": 5, "truncate": "keep_3prime"}
+    )  # CLS + 4 6-mers: 24 nt
+    model = SimpleNamespace(
+        frozen={},
+        network=SimpleNamespace(encoders={"rna": nt}),
+        raw_cuts={"rna": (24, "keep_3prime")},
+    )
+    seq = "".join(np.random.default_rng(1).choice(list("ACGT"), 60))
+    shares = slot_regions(model, "rna", seq, [("head", 0, 36), ("tail", 36, 60)], 4)
+    np.testing.assert_allclose(shares, [[0.0, 1.0]] * 4)
+    model.raw_cuts["rna"] = (24, "keep_5prime")
+    nt.truncate = "keep_5prime"
+    shares = slot_regions(model, "rna", seq, [("head", 0, 24), ("tail", 24, 60)], 4)
+    np.testing.assert_allclose(shares, [[1.0, 0.0]] * 4)
