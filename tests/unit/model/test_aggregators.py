@@ -388,3 +388,24 @@ def test_isoformer_attention_only_from_cross_attention():
     concat = IsoFormer(3, dims=dims, aggregator="concat", d_model=16)
     with pytest.raises(ValueError, match="cross_attention"):
         concat(inputs, return_attention=True)
+
+
+def test_a_ddp_step_without_tokens_on_any_rank_leaves_empty_statistics_empty(monkeypatch):
+    """Under DDP the first steps may hold no real token on any rank (a modality masked
+    throughout): the merge must leave the statistics as they were (count 0, the identity
+    map), not divide 0 by 0 into a NaN mean every later step carries."""
+    from isoflow.model import aggregators
+
+    standardizer = aggregators.TokenStandardizer(3).train()
+    nothing = (torch.tensor(0.0), torch.zeros(3), torch.zeros(3))
+    monkeypatch.setattr(aggregators, "_all_ranks_stats", lambda real: nothing)
+    standardizer._update_all_ranks(torch.zeros(0, 3))
+    assert float(standardizer.count) == 0
+    assert torch.equal(standardizer.mean, torch.zeros(3))
+    assert torch.equal(standardizer.sum_sq, torch.zeros(3))
+    tokens = (torch.tensor(2.0), torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, 0.5, 0.5]))
+    monkeypatch.setattr(aggregators, "_all_ranks_stats", lambda real: tokens)
+    standardizer._update_all_ranks(torch.zeros(0, 3))
+    assert float(standardizer.count) == 2
+    torch.testing.assert_close(standardizer.mean, torch.tensor([1.0, 2.0, 3.0]))
+    torch.testing.assert_close(standardizer.sum_sq, torch.tensor([0.5, 0.5, 0.5]))
