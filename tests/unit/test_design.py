@@ -244,6 +244,7 @@ def test_the_profiles_figure_draws_ids_and_tissues_with_dollars_as_written(tmp_p
             predictions=np.ones((2, 1, 2)),
             tissues=["Liver", "Lu$ng$"],
             runs=["r1", "r2"],
+            holdout_runs=[],
             extra={"id": cid},
         )
         plot_profiles(result, ["Lu$ng$"], tmp_path / "p.svg")
