@@ -6,7 +6,7 @@ Inside a run folder (``results/runs/{run}/``, DESIGN.md "Data flow" 8):
   Lightning's ``ModelCheckpoint``), and ``fingerprint.json``: what they were trained from
   (``run_fingerprint``). A run resumes from ``last.ckpt`` or a newer SLURM
   ``hpc_ckpt_*.ckpt`` (Lightning's auto-requeue, which earlier versions used; SLURM's
-  warning before a time limit now requeues at an epoch's end, ``lightning.RequeueOnSignal``),
+  time limit now requeues at an epoch's end, ``lightning.RequeueBeforeTimeLimit``),
   ``resume_checkpoint``.
 - ``previous/<hash>/`` — checkpoints trained with other settings or data, moved aside whole
   (never deleted) when the fingerprint changes; ``<hash>`` is ``fingerprint_hash`` of their
@@ -61,7 +61,15 @@ HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue (earlier v
 # is drawn from the global RNG once (persistent workers), not once per epoch, so dropout
 # masks, hence the weights, differ from epoch 1 on (measured).
 # prefetch_batches: the same batches in the same order, made ahead in a thread (test).
-NOT_IN_FINGERPRINT = ("progress_bar", "log_every_n_steps", "eval_batch_size", "prefetch_batches")
+# requeue_*: when a SLURM job stops at an epoch's end to be requeued (resumed bit-identically).
+NOT_IN_FINGERPRINT = (
+    "progress_bar",
+    "log_every_n_steps",
+    "eval_batch_size",
+    "prefetch_batches",
+    "requeue_factor",
+    "requeue_min_s",
+)
 # Files in a cache folder that are not the cache: Snakemake's marker of a directory output,
 # written by `snakemake --touch` (which must not set every run's checkpoints aside).
 NOT_CACHE_FILES = (".snakemake_timestamp",)

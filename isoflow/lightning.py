@@ -19,6 +19,7 @@ import re
 import shlex
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -570,27 +571,111 @@ class RngState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-class RequeueOnSignal(Callback):
-    """SLURM's warning before a job's time limit (``sbatch --signal=USR1@N``, profiles/slurm):
-    finish the epoch under way, write its checkpoints, stop, and requeue the job, which then
-    resumes from ``last.ckpt`` as after a kill (bit-identical on CPU, tests/unit/test_train.py).
+def slurm_job_id() -> str:
+    """This SLURM job's id as squeue and scontrol take it (``<array job>_<task>`` for an array
+    task); raises when the environment holds none."""
+    job = os.environ.get("SLURM_JOB_ID", "")
+    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+    if not re.fullmatch(r"[0-9_]+", job):
+        raise InputError("SLURM_JOB_ID", None, f"not a SLURM job id: {job!r}; cannot requeue")
+    return job
 
-    Not Lightning's own auto-requeue: that writes ``hpc_ckpt_*.ckpt`` wherever the signal
-    lands, mid-epoch and even mid-step, and resuming mid-epoch replays batches of an epoch
-    that the loader does not remember (Lightning warns as much), so the requeued run would
-    not end as an uninterrupted one. The cost: SLURM's warning must come at least an epoch
-    (plus a checkpoint write) before the limit, else the job times out and Snakemake's retry
-    resumes it from the last epoch's checkpoint instead (docs/model.md, "On a SLURM
-    cluster"). SLURM signals every process of the job step, and the job's own Snakemake
-    process dies of it, so once signalled this job cannot finish: a signal after the last
-    epoch requeues too, and the requeued job only tests.
 
-    ``install`` in the main thread before the signal can come; ``pending`` says whether the
-    job is to be requeued (every DDP rank agrees at each epoch's end)."""
+def parse_time_left(text: str) -> float | None:
+    """squeue's time left (``-o %L``) in seconds: ``D-HH:MM:SS``, ``HH:MM:SS`` or ``MM:SS``;
+    ``UNLIMITED``: infinity; ``INVALID`` (the limit passed, in an ``OverTimeLimit``): 0;
+    ``NOT_SET``: None (not known). Anything else raises ValueError."""
+    text = text.strip()
+    if text == "UNLIMITED":
+        return math.inf
+    if text == "INVALID":
+        return 0.0
+    if text == "NOT_SET":
+        return None
+    match = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d\d)", text)
+    if match is None or (match[1] is not None and match[2] is None):
+        raise ValueError(f"not a SLURM time left: {text!r}")
+    days, hours, minutes, secs = (int(part or 0) for part in match.groups())
+    if secs >= 60 or (hours and minutes >= 60):
+        raise ValueError(f"not a SLURM time left: {text!r}")
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
 
-    def __init__(self, signum: int = signal.SIGUSR1) -> None:
+
+def squeue_time_left(job: str) -> float | None:
+    """Seconds this job has left before its time limit (squeue ``%L``: it follows a limit
+    changed with ``scontrol update``); raises OSError or ValueError when squeue fails or
+    answers something else."""
+    done = subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True, text=True, timeout=60
+    )
+    if done.returncode:
+        raise OSError(f"squeue -j {job} exited {done.returncode}: {done.stderr.strip()}")
+    lines = done.stdout.split()
+    if len(lines) != 1:
+        raise ValueError(f"squeue -j {job} -o %L printed {done.stdout.strip()!r}")
+    return parse_time_left(lines[0])
+
+
+def time_to_requeue(
+    left_s: float, slowest_epoch_s: float, checkpoint_s: float, factor: float, min_s: float
+) -> bool:
+    """Whether a job with ``left_s`` seconds before its time limit stops at this epoch's end
+    rather than train one more: it needs ``factor`` x the slowest epoch so far (validation
+    included) plus two checkpoint writes (this epoch's and the next one's; the last write
+    measured), and at least ``min_s`` (squeue's answer aging between two reads, the requeue,
+    a slower file system)."""
+    return left_s < max(min_s, factor * slowest_epoch_s + 2 * checkpoint_s)
+
+
+class RequeueBeforeTimeLimit(Callback):
+    """Before a SLURM job's time limit: finish the epoch under way, write its checkpoints,
+    stop, and requeue the job, which then resumes from ``last.ckpt`` as after a kill
+    (bit-identical on CPU, tests/unit/test_train.py).
+
+    The time left comes from squeue (``squeue -j $SLURM_JOB_ID -o %L``) at each epoch's end
+    (read at most every ``POLL_S`` seconds, counted down in between), on global rank 0; the
+    job stops when it is less than ``time_to_requeue`` wants (``train.requeue_factor``,
+    ``train.requeue_min_s``). No signal: the profile used to ask SLURM for USR1 before the
+    limit, which every process of the job step gets, and the job's own Snakemake process
+    dies of it; where the cluster tracks processes by cgroup (proctrack/cgroup) SLURM then
+    kills the training too, mid-epoch (docs/model.md, "On a SLURM cluster"). A failing
+    squeue is logged once and the training goes on (the job may then run into its limit:
+    Snakemake's retry resumes it from the last epoch).
+
+    USR1 (``install``, in the main thread) still requeues at the epoch's end, for a job whose
+    training is the job step's own task (``srun python -m isoflow.train`` in your own batch
+    script with ``sbatch --signal=USR1@N``); not through profiles/slurm. A signal after the
+    last epoch requeues too, and the requeued job only tests.
+
+    ``pending`` says whether the job is to be requeued (every DDP rank agrees at each
+    epoch's end). Not Lightning's own auto-requeue: that writes ``hpc_ckpt_*.ckpt`` wherever
+    the signal lands, mid-epoch and even mid-step, and resuming mid-epoch replays batches of
+    an epoch that the loader does not remember, so the requeued run would not end as an
+    uninterrupted one."""
+
+    POLL_S = 30.0
+
+    def __init__(
+        self,
+        factor: float,
+        min_s: float,
+        time_left: Any = None,
+        clock: Any = time.monotonic,
+        signum: int = signal.SIGUSR1,
+    ) -> None:
+        self.factor, self.min_s = float(factor), float(min_s)
+        self.time_left = time_left or (lambda: squeue_time_left(slurm_job_id()))
+        self.clock = clock
         self.signum = signum
-        self.received = False
+        self.received = False  # USR1 came
+        self.due = False  # the time left is short
+        self.slowest_epoch_s = 0.0
+        self.checkpoint_s = 0.0
+        self._epoch_start: float | None = None
+        self._epoch_end: float | None = None
+        self._read: tuple[float, float | None] | None = None  # (clock, seconds left)
+        self._failed = False
 
     def install(self) -> None:
         signal.signal(self.signum, self._handle)
@@ -598,16 +683,56 @@ class RequeueOnSignal(Callback):
     def _handle(self, signum: int, frame: Any) -> None:
         self.received = True  # acted on at the epoch's end, never in the handler
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = self.clock()
+        if self._epoch_end is not None:  # the previous epoch's checkpoint writes came between
+            self.checkpoint_s = self._epoch_start - self._epoch_end
+
+    def seconds_left(self, now: float) -> float | None:
+        """The job's time left now: read from squeue, or counted down from the last read
+        when that is less than POLL_S old; None when not known (a failure logged once)."""
+        if self._read is None or now - self._read[0] >= self.POLL_S:
+            try:
+                self._read = (now, self.time_left())
+            except Exception as err:  # never the end of the training
+                if not self._failed:
+                    log.warning(
+                        "time left before the SLURM time limit not known (%s): training goes "
+                        "on; a job that runs into its limit is retried from its last epoch",
+                        err,
+                    )
+                    self._failed = True
+                self._read = (now, None)
+        when, left = self._read
+        return None if left is None else left - (now - when)
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        now = self.clock()
+        if self._epoch_start is not None:
+            self.slowest_epoch_s = max(self.slowest_epoch_s, now - self._epoch_start)
+        self._epoch_end = now
+        if trainer.is_global_zero and not self.due:
+            left = self.seconds_left(now)
+            if left is not None and time_to_requeue(
+                left, self.slowest_epoch_s, self.checkpoint_s, self.factor, self.min_s
+            ):
+                log.warning(
+                    "%.0f s left before the SLURM time limit, the slowest epoch took %.0f s "
+                    "and a checkpoint write %.0f s: stopping at this epoch's end to requeue",
+                    left,
+                    self.slowest_epoch_s,
+                    self.checkpoint_s,
+                )
+                self.due = True
         # collective on every rank each epoch: ranks stop together (runs before the
         # checkpoint callbacks, which Lightning calls last: the epoch's checkpoints are written)
-        if trainer.strategy.reduce_boolean_decision(self.received, all=False):
-            self.received = True
+        if trainer.strategy.reduce_boolean_decision(self.received or self.due, all=False):
+            self.due = True
             trainer.should_stop = True
 
     @property
     def pending(self) -> bool:
-        return self.received
+        return self.received or self.due
 
 
 def requeue_job(rank: int = 0) -> None:
@@ -616,15 +741,11 @@ def requeue_job(rank: int = 0) -> None:
     the requeued job starts the rule again and resumes from the checkpoints. Raises when the
     requeue fails.
 
-    Ending at once rather than waiting for SLURM to end the job: the job's Snakemake process
-    died of the warning signal, and a process tracker that follows parent processes
-    (proctrack/linuxproc, the test cluster's) then no longer finds this orphan, so the job
-    would wait for it, COMPLETING, instead of starting again."""
-    job = os.environ.get("SLURM_JOB_ID", "")
-    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    if not re.fullmatch(r"[0-9_]+", job):
-        raise InputError("SLURM_JOB_ID", None, f"not a SLURM job id: {job!r}; cannot requeue")
+    Ending at once rather than waiting for SLURM to end the job: after a USR1 to the job
+    step the job's Snakemake process is dead, and a process tracker that follows parent
+    processes (proctrack/linuxproc, the test cluster's) then no longer finds this orphan, so
+    the job would wait for it, COMPLETING, instead of starting again."""
+    job = slurm_job_id()
     if rank == 0:
         log.warning("SLURM time limit ahead: checkpoints written, requeueing job %s", job)
         done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)

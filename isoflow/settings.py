@@ -54,6 +54,11 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "compile": False,
     "progress_bar": True,
     "log_every_n_steps": 10,
+    # In a SLURM job: stop at an epoch's end and requeue when the time left is less than
+    # max(requeue_min_s, requeue_factor x the slowest epoch + two checkpoint writes)
+    # (isoflow.lightning.time_to_requeue); not in a run's fingerprint, not in the params
+    "requeue_factor": 1.5,
+    "requeue_min_s": 300,
 }
 # Every encoder spec (``encoders.<name>``), whatever its family; family-specific keys
 # (max_len, truncate, use_tf_gamma, ...) have their defaults in the family's file.

@@ -8,9 +8,9 @@
   killed job that is started again picks up where it stopped. The checkpoints hold the RNG
   states and the per-epoch history too (``isoflow.lightning``), and batches are drawn from a
   sampler seeded by (seed, epoch): a resumed CPU run ends with the same metrics as an
-  uninterrupted one. In a SLURM job, the warning before the time limit (``sbatch
-  --signal=USR1@N``, profiles/slurm) ends the epoch under way, and the job is requeued to
-  resume from its checkpoints (``lightning.RequeueOnSignal``).
+  uninterrupted one. In a SLURM job, a job whose time left (squeue) would not hold another
+  epoch stops at an epoch's end, and is requeued to resume from its checkpoints
+  (``lightning.RequeueBeforeTimeLimit``).
 - ``history.csv`` — one row per epoch: epoch, train_loss, val_loss, val_r2, val_spearman,
   val_pearson.
 - ``metrics.json`` and ``predictions.parquet`` (transcript_id, gene_id, tissue, observed,
@@ -73,7 +73,7 @@ from isoflow.lightning import (
     History,
     IsoFormerModule,
     MovableCheckpoint,
-    RequeueOnSignal,
+    RequeueBeforeTimeLimit,
     RngState,
     StayStopped,
     requeue_job,
@@ -130,7 +130,7 @@ def cluster_environment(train: dict):
     snakemake-executor-plugin-slurm runs the train rule as ``srun -n1`` (it does for every job):
     Lightning's own launcher starts the other ranks on this node
     (``LightningEnvironment``); with ``SLURMEnvironment`` there, the job would train as one
-    process on one device. ``auto_requeue`` is off: ``RequeueOnSignal`` requeues."""
+    process on one device. ``auto_requeue`` is off: ``RequeueBeforeTimeLimit`` requeues."""
     if not SLURMEnvironment.detect():
         return None
     devices = train["devices"]
@@ -211,9 +211,13 @@ def run_experiment(
     run_dir = Path(run_dir)
     train = train_config(config)
     on_slurm = SLURMEnvironment.detect()
-    requeue = RequeueOnSignal() if on_slurm else None
+    requeue = (
+        RequeueBeforeTimeLimit(train["requeue_factor"], train["requeue_min_s"])
+        if on_slurm
+        else None
+    )
     if requeue is not None:
-        requeue.install()  # early: before it, SLURM's warning would end the process
+        requeue.install()  # early: before it, a USR1 (sbatch --signal) would end the process
     log.info("%s", cpu.in_effect())  # which CPU kernels made the run's numbers
     seed = int(experiment["seed"])
     pl.seed_everything(seed, workers=True)

@@ -220,10 +220,11 @@ def encoder_settings(config: dict, names: Iterable[str] | None = None) -> dict[s
 
 
 # Train keys left out of the train rules' params: they change no output (the same batches,
-# made ahead in a thread: tests/unit/test_train.py), so setting them (config.yaml's 2 for a
-# GPU, the demo's 0) reruns nothing. Like the fingerprint's NOT_IN_FINGERPRINT, but only the
-# keys added since results were built: dropping a key the params held reruns those results.
-TRAIN_KEYS_NOT_IN_PARAMS = ("prefetch_batches",)
+# made ahead in a thread: tests/unit/test_train.py; when a SLURM job requeues itself), so
+# setting them (config.yaml's 2 for a GPU, the demo's 0) reruns nothing. Like the
+# fingerprint's NOT_IN_FINGERPRINT, but only the keys added since results were built:
+# dropping a key the params held reruns those results.
+TRAIN_KEYS_NOT_IN_PARAMS = ("prefetch_batches", "requeue_factor", "requeue_min_s")
 
 
 def job_settings(settings: dict, config: dict) -> dict[str, Any]:

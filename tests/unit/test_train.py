@@ -16,13 +16,21 @@ import torch
 import yaml
 from lightning_fabric.plugins.environments import LightningEnvironment
 
+import isoflow.lightning
 import isoflow.train
 from helpers.paths import REPO
 from helpers.training import METRICS_KEYS, TINY_CONFIG, TISSUES, make_dataset, train_command
 from isoflow.dataset import read_dataset, write_dataset
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
-from isoflow.lightning import HISTORY_COLUMNS, History, IsoFormerModule
+from isoflow.lightning import (
+    HISTORY_COLUMNS,
+    History,
+    IsoFormerModule,
+    RequeueBeforeTimeLimit,
+    parse_time_left,
+    time_to_requeue,
+)
 from isoflow.loader import (
     IsoformDataModule,
     id_fraction,
@@ -1191,6 +1199,175 @@ def test_slurm_warning_requeues_at_the_epoch_end_and_resume_matches(dataset, tmp
         run_experiment(config, experiment, path, tmp_path / "requeued")  # the requeued job
     finally:
         signal.signal(signal.SIGUSR1, previous)
+    monkeypatch.undo()
+    run_experiment(config, experiment, path, tmp_path / "uninterrupted")
+    for name in ("metrics.json", "history.csv"):
+        assert (tmp_path / "requeued" / name).read_text() == (
+            tmp_path / "uninterrupted" / name
+        ).read_text(), name
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("1-02:03:04", 93784.0),
+        ("12:00:05", 43205.0),
+        ("59:59", 3599.0),
+        ("0:07", 7.0),
+        (" 3:00 \n", 180.0),
+        ("UNLIMITED", float("inf")),
+        ("INVALID", 0.0),
+        ("NOT_SET", None),
+    ],
+)
+def test_squeue_time_left_is_read_in_seconds(text, seconds):
+    assert parse_time_left(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "1-05:00", "10:61", "1:2:3:4", "abc", "-1:00"])
+def test_a_time_left_squeue_never_prints_is_refused(text):
+    with pytest.raises(ValueError, match="not a SLURM time left"):
+        parse_time_left(text)
+
+
+def test_the_job_requeues_when_another_epoch_would_not_fit():
+    # another epoch needs factor x the slowest one + two checkpoint writes, at least min_s
+    assert not time_to_requeue(400, 100, 10, 1.5, 300)  # needs max(300, 170)
+    assert time_to_requeue(299, 100, 10, 1.5, 300)
+    assert time_to_requeue(999, 600, 50, 1.5, 300)  # needs 1000
+    assert not time_to_requeue(1000, 600, 50, 1.5, 300)
+    assert not time_to_requeue(float("inf"), 1e9, 1e9, 1.5, 300)
+
+
+class _Strategy:
+    def reduce_boolean_decision(self, decision, all=True):
+        return decision
+
+
+class _Trainer:
+    is_global_zero = True
+    strategy = _Strategy()
+    should_stop = False
+
+
+def _run_epochs(callback, clock, epochs):
+    """Epochs of ``epochs`` (training, checkpoint write) seconds each on a fake clock; the
+    epoch after which the trainer was told to stop (None: never)."""
+    trainer = _Trainer()
+    for number, (train_s, write_s) in enumerate(epochs):
+        callback.on_train_epoch_start(trainer, None)
+        clock[0] += train_s
+        callback.on_train_epoch_end(trainer, None)
+        if trainer.should_stop:
+            return number
+        clock[0] += write_s
+    return None
+
+
+def test_the_time_left_stops_training_at_the_epoch_it_runs_short(caplog):
+    clock = [0.0]
+    reads = []
+
+    def time_left():  # a job limit of 1000 s that started at clock 0
+        reads.append(clock[0])
+        return 1000.0 - clock[0]
+
+    callback = RequeueBeforeTimeLimit(1.5, 60, time_left=time_left, clock=lambda: clock[0])
+    # epochs of 100 s and writes of 20 s: the epoch ending at 580 leaves 420 (needs 190), the
+    # one ending at 700 leaves 300 (continues), at 820 leaves 180 < 1.5 x 100 + 2 x 20
+    stopped = _run_epochs(callback, clock, [(100, 20)] * 8)
+    assert stopped == 6 and callback.pending
+    assert callback.slowest_epoch_s == 100 and callback.checkpoint_s == 20
+    assert len(reads) == 7  # each epoch end: more than POLL_S apart
+    assert "stopping at this epoch's end to requeue" in caplog.text
+
+
+def test_the_time_left_is_counted_down_between_reads_and_follows_a_cut_limit():
+    clock = [0.0]
+    limit = [10_000.0]
+    reads = []
+
+    def time_left():
+        reads.append(clock[0])
+        return limit[0] - clock[0]
+
+    callback = RequeueBeforeTimeLimit(1.5, 300, time_left=time_left, clock=lambda: clock[0])
+    trainer = _Trainer()
+    for _ in range(3):  # 5 s epochs: one read per POLL_S
+        callback.on_train_epoch_start(trainer, None)
+        clock[0] += 5
+        callback.on_train_epoch_end(trainer, None)
+    assert reads == [5.0] and not trainer.should_stop
+    limit[0] = 300.0  # scontrol update TimeLimit: seen at the first read POLL_S later
+    while not trainer.should_stop:
+        callback.on_train_epoch_start(trainer, None)
+        clock[0] += 5
+        callback.on_train_epoch_end(trainer, None)
+    assert clock[0] == 5.0 + RequeueBeforeTimeLimit.POLL_S and len(reads) == 2
+
+
+def test_a_failing_squeue_is_logged_once_and_training_goes_on(caplog):
+    clock = [0.0]
+    calls = []
+
+    def time_left():
+        calls.append(1)
+        raise OSError("squeue -j 7 exited 1: slurm_load_jobs error")
+
+    callback = RequeueBeforeTimeLimit(1.5, 300, time_left=time_left, clock=lambda: clock[0])
+    assert _run_epochs(callback, clock, [(40, 1)] * 5) is None
+    assert not callback.pending and len(calls) == 5
+    assert caplog.text.count("time left before the SLURM time limit not known") == 1
+
+
+@pytest.mark.slow
+def test_slurm_time_limit_requeues_at_the_epoch_end_and_resume_matches(
+    dataset, tmp_path, monkeypatch
+):
+    """In a SLURM job whose time left (squeue) runs short after epoch 1, that epoch finishes
+    and writes its checkpoints, then the job requeues instead of going on; the requeued job
+    resumes and ends bit-identical to an uninterrupted run. No signal involved."""
+    path, _ = dataset
+    config = config_with(max_epochs=4)
+    experiment = {"modalities": FAST, "seed": 2}
+
+    class OnSlurm:
+        detect = staticmethod(lambda: True)
+
+        def __new__(cls, **kwargs):
+            return LightningEnvironment()
+
+    monkeypatch.setattr(isoflow.train, "SLURMEnvironment", OnSlurm)
+    monkeypatch.setenv("SLURM_JOB_ID", "12345")
+    monkeypatch.setattr(RequeueBeforeTimeLimit, "POLL_S", 0.0)
+
+    class Requeued(Exception):
+        pass
+
+    def requeue_job(rank):
+        assert rank == 0
+        raise Requeued
+
+    queried = []
+    left = iter([10_000.0, 100.0])  # ample after epoch 0, short after epoch 1
+
+    def squeue_time_left(job):
+        queried.append(job)
+        return next(left)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(isoflow.train, "requeue_job", requeue_job)
+        patch.setattr(isoflow.lightning, "squeue_time_left", squeue_time_left)
+        with pytest.raises(Requeued):
+            run_experiment(config, experiment, path, tmp_path / "requeued")
+        assert queried == ["12345", "12345"]
+        checkpoint = torch.load(
+            tmp_path / "requeued" / "checkpoints" / "last.ckpt", weights_only=False
+        )
+        assert checkpoint["epoch"] == 1  # stopped after writing epoch 1's checkpoint
+        assert not (tmp_path / "requeued" / "metrics.json").exists()
+        patch.setattr(isoflow.lightning, "squeue_time_left", lambda job: float("inf"))
+        run_experiment(config, experiment, path, tmp_path / "requeued")  # the requeued job
     monkeypatch.undo()
     run_experiment(config, experiment, path, tmp_path / "uninterrupted")
     for name in ("metrics.json", "history.csv"):

@@ -11,9 +11,10 @@ The run uses the production profile plus tests/workflow/slurm/overlay.yaml (a se
 plus tests/workflow/slurm/demo-fast.yaml (resources.gpu: 1). A test-only Snakefile includes the
 real one and adds one rule that fails on its first attempt, to see the profile's retries work
 on SLURM. While the DAG runs, a watcher cuts the train job's time limit once it has trained an
-epoch (the profile's warning lead lowered to WARNING_S): SLURM warns it, it requeues itself and
-resumes, and its metrics must equal an uninterrupted run's. Afterwards one run trains as two
-DDP ranks under `srun --ntasks-per-node=2`, against one process.
+epoch, to less than train.requeue_min_s ahead: the training reads its time left (squeue) at an
+epoch's end, requeues itself and resumes, and its metrics must equal an uninterrupted run's.
+Afterwards one run trains as two DDP ranks under `srun --ntasks-per-node=2`, against one
+process.
 """
 
 import json
@@ -41,10 +42,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.needs("sl
 WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "config", "envs", "profiles", "report")
 FLAKY_RULE = "slurm_test_flaky"
 TRAIN_RUN = "protein_enformer_cross_attention_s0"  # demo-fast.yaml's one run
-# The warning before the time limit that the test profile asks for (profiles/slurm: 900 s, more
-# than the test's whole train job): once the train job has trained an epoch, the test cuts its
-# time limit to the next whole minute or two, so SLURM's warning comes within about a minute.
-WARNING_S = 90
+# Once the train job has trained an epoch, the test cuts its time limit to CUT_MIN whole minutes
+# past its elapsed time: 120-180 s left, less than train.requeue_min_s (300 s by default), so the
+# training sees it at its next read of squeue (at most 30 s apart) and requeues; no signal.
+CUT_MIN = 3
 # DDP over two srun tasks against one process with the same global batch: the largest absolute
 # difference allowed in mean test R2 / Spearman / Pearson and the last epoch's val_loss. The
 # ranks see the epoch in another order (Lightning's distributed sampler shuffles the positions
@@ -114,8 +115,9 @@ def clamped_profile(cluster: dict[str, str]) -> dict:
         "slurm_partition": cluster["PARTITION"],
     }
     train = profile["set-resources"]["train"]
-    assert re.search(r"--signal=USR1@\d+\b", train["slurm_extra"]), train
-    train["slurm_extra"] = re.sub(r"@\d+", f"@{WARNING_S}", train["slurm_extra"])
+    # requeueing allowed; no --signal, whose USR1 kills the job's own Snakemake process
+    assert "--requeue" in train["slurm_extra"].split(), train
+    assert "--signal" not in train["slurm_extra"], train
     for resources in [profile["default-resources"], *profile.get("set-resources", {}).values()]:
         if "mem_mb" in resources:
             resources["mem_mb"] = min(int(resources["mem_mb"]), per_job_mem)
@@ -172,10 +174,10 @@ def seconds(slurm_time: str) -> int:
 
 
 def cut_train_time_limit(work: Path, done: threading.Event, cut: dict) -> None:
-    """Once the train job has written its first checkpoint, cut its time limit to the next
-    whole minute plus one: its run no longer fits, and SLURM's warning (WARNING_S before the
-    limit) comes within about a minute. Once SLURM has requeued the job, give it its limit
-    back, so that the requeued job can finish. What was done goes into ``cut``."""
+    """Once the train job has written its first checkpoint, cut its time limit to CUT_MIN
+    whole minutes past its elapsed time: its run no longer fits, and the time left is below
+    train.requeue_min_s. Once SLURM has requeued the job, give it its limit back, so that the
+    requeued job can finish. What was done goes into ``cut``."""
     checkpoint = work / "results" / "runs" / TRAIN_RUN / "checkpoints" / "last.ckpt"
     while not done.wait(1):
         listed = sh("squeue", "-h", "-o", "%i|%k|%T|%l|%M", timeout=60).stdout.splitlines()
@@ -185,7 +187,7 @@ def cut_train_time_limit(work: Path, done: threading.Event, cut: dict) -> None:
             continue
         job, _, state, limit, elapsed = train[0]
         if "job" not in cut and state == "RUNNING" and checkpoint.exists():
-            minutes = -(-seconds(elapsed) // 60) + 1
+            minutes = seconds(elapsed) // 60 + CUT_MIN
             updated = sh("scontrol", "update", f"JobId={job}", f"TimeLimit={minutes}", timeout=60)
             assert updated.returncode == 0, updated.stderr
             cut.update(job=job, limit=limit, cut_to=minutes, elapsed=elapsed)
@@ -300,10 +302,10 @@ def test_a_job_failing_once_is_retried_and_the_run_completes(demo_on_slurm) -> N
 def test_a_train_job_past_its_time_limit_is_requeued_and_ends_as_uninterrupted(
     demo_on_slurm, tmp_path
 ) -> None:
-    """The profile's warning before the time limit (sbatch --signal=USR1@N) reaches the
-    training, which finishes its epoch, writes its checkpoints and requeues the job; the
-    requeued job resumes and ends with the metrics and history of an uninterrupted run
-    (the same training, run here without SLURM)."""
+    """With its time limit cut (no signal: the profile sends none), the training sees at an
+    epoch's end that another epoch would not fit (squeue's time left), writes its checkpoints
+    and requeues the job; the requeued job resumes and ends with the metrics and history of an
+    uninterrupted run (the same training, run here without SLURM)."""
     cut, work = demo_on_slurm["time_limit_cut"], demo_on_slurm["work"]
     assert "job" in cut, "the train job was never seen running with a checkpoint"
     assert "restored" in cut, f"the train job was not requeued after its limit was cut: {cut}"
