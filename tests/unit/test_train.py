@@ -1152,6 +1152,16 @@ def test_norms_and_biases_are_not_decayed():
 
 
 @pytest.mark.slow
+def _ends_as_uninterrupted(config, experiment, path, tmp_path) -> None:
+    """The run in ``tmp_path / "requeued"`` wrote the metrics and history of the same run
+    trained without a stop (in ``tmp_path / "uninterrupted"``)."""
+    run_experiment(config, experiment, path, tmp_path / "uninterrupted")
+    for name in ("metrics.json", "history.csv"):
+        assert (tmp_path / "requeued" / name).read_text() == (
+            tmp_path / "uninterrupted" / name
+        ).read_text(), name
+
+
 def test_slurm_warning_requeues_at_the_epoch_end_and_resume_matches(dataset, tmp_path, monkeypatch):
     """SLURM's USR1 before the time limit (here sent during epoch 1) lets that epoch finish
     and write its checkpoints, then requeues instead of going on; the requeued job resumes
@@ -1200,11 +1210,7 @@ def test_slurm_warning_requeues_at_the_epoch_end_and_resume_matches(dataset, tmp
     finally:
         signal.signal(signal.SIGUSR1, previous)
     monkeypatch.undo()
-    run_experiment(config, experiment, path, tmp_path / "uninterrupted")
-    for name in ("metrics.json", "history.csv"):
-        assert (tmp_path / "requeued" / name).read_text() == (
-            tmp_path / "uninterrupted" / name
-        ).read_text(), name
+    _ends_as_uninterrupted(config, experiment, path, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -1369,11 +1375,7 @@ def test_slurm_time_limit_requeues_at_the_epoch_end_and_resume_matches(
         patch.setattr(isoflow.lightning, "squeue_time_left", lambda job: float("inf"))
         run_experiment(config, experiment, path, tmp_path / "requeued")  # the requeued job
     monkeypatch.undo()
-    run_experiment(config, experiment, path, tmp_path / "uninterrupted")
-    for name in ("metrics.json", "history.csv"):
-        assert (tmp_path / "requeued" / name).read_text() == (
-            tmp_path / "uninterrupted" / name
-        ).read_text(), name
+    _ends_as_uninterrupted(config, experiment, path, tmp_path)
 
 
 def test_worker_processes_take_the_costliest_runs_first():
