@@ -617,6 +617,30 @@ def squeue_time_left(job: str) -> float | None:
     return parse_time_left(lines[0])
 
 
+# The comment snakemake-executor-plugin-slurm gives the job it submits for one job of rule
+# train (``rule_train`` or ``rule_train_wildcards_...``): a SLURM job that holds only this
+# training, which a requeue starts again as a whole.
+EXECUTOR_TRAIN_COMMENT = "rule_train"
+
+
+def slurm_job_comment(job: str) -> str:
+    """The comment of SLURM job ``job`` (squeue ``%k``); raises OSError when squeue fails."""
+    done = subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%k"], capture_output=True, text=True, timeout=60
+    )
+    if done.returncode:
+        raise OSError(f"squeue -j {job} exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def executor_train_job() -> bool:
+    """Whether this SLURM job is one the Snakemake SLURM executor submitted for rule train
+    (its comment, ``EXECUTOR_TRAIN_COMMENT``), so that requeueing it restarts this training
+    alone, not a whole allocation running other jobs beside it (``sbatch --wrap
+    "snakemake ..."``, an interactive ``salloc``)."""
+    return slurm_job_comment(slurm_job_id()).startswith(EXECUTOR_TRAIN_COMMENT)
+
+
 def time_to_requeue(
     left_s: float, slowest_epoch_s: float, checkpoint_s: float, factor: float, min_s: float
 ) -> bool:
@@ -663,9 +687,12 @@ class RequeueBeforeTimeLimit(Callback):
         time_left: Any = None,
         clock: Any = time.monotonic,
         signum: int = signal.SIGUSR1,
+        own_job: Any = None,
     ) -> None:
         self.factor, self.min_s = float(factor), float(min_s)
         self.time_left = time_left or (lambda: squeue_time_left(slurm_job_id()))
+        self.own_job = own_job or executor_train_job
+        self._own: bool | None = None  # this job is the executor's own train job
         self.clock = clock
         self.signum = signum
         self.received = False  # USR1 came
@@ -706,12 +733,39 @@ class RequeueBeforeTimeLimit(Callback):
         when, left = self._read
         return None if left is None else left - (now - when)
 
+    def is_own_job(self) -> bool:
+        """Whether this job may requeue itself by time (asked once): only the SLURM
+        executor's own train job (:func:`executor_train_job`); in any other allocation a
+        requeue would start every job in it again. A failing squeue counts as not."""
+        if self._own is None:
+            try:
+                self._own = bool(self.own_job())
+                why = "its comment is not the SLURM executor's rule_train"
+            except Exception as err:  # never the end of the training
+                self._own, why = False, f"its comment not known: {err}"
+            if not self._own:
+                log.warning(
+                    "not requeueing before the SLURM time limit: this job is not one the "
+                    "SLURM executor submitted for rule train (%s), and requeueing it would "
+                    "restart the whole allocation; a run that reaches the limit is retried "
+                    "from its last epoch",
+                    why,
+                )
+        return self._own
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         now = self.clock()
         if self._epoch_start is not None:
             self.slowest_epoch_s = max(self.slowest_epoch_s, now - self._epoch_start)
         self._epoch_end = now
-        if trainer.is_global_zero and not self.due:
+        # after the last epoch, or one an early stop ends, no epoch is left to make room for:
+        # the run tests now, in seconds, rather than wait in the queue for it
+        last = trainer.should_stop or (
+            trainer.max_epochs is not None
+            and trainer.max_epochs >= 0
+            and trainer.current_epoch + 1 >= trainer.max_epochs
+        )
+        if trainer.is_global_zero and not self.due and not last and self.is_own_job():
             left = self.seconds_left(now)
             if left is not None and time_to_requeue(
                 left, self.slowest_epoch_s, self.checkpoint_s, self.factor, self.min_s

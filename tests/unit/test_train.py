@@ -1254,6 +1254,8 @@ class _Trainer:
     is_global_zero = True
     strategy = _Strategy()
     should_stop = False
+    current_epoch = 0
+    max_epochs = 1000
 
 
 def _run_epochs(callback, clock, epochs):
@@ -1278,7 +1280,9 @@ def test_the_time_left_stops_training_at_the_epoch_it_runs_short(caplog):
         reads.append(clock[0])
         return 1000.0 - clock[0]
 
-    callback = RequeueBeforeTimeLimit(1.5, 60, time_left=time_left, clock=lambda: clock[0])
+    callback = RequeueBeforeTimeLimit(
+        1.5, 60, time_left=time_left, clock=lambda: clock[0], own_job=lambda: True
+    )
     # epochs of 100 s and writes of 20 s: the epoch ending at 580 leaves 420 (needs 190), the
     # one ending at 700 leaves 300 (continues), at 820 leaves 180 < 1.5 x 100 + 2 x 20
     stopped = _run_epochs(callback, clock, [(100, 20)] * 8)
@@ -1297,7 +1301,9 @@ def test_the_time_left_is_counted_down_between_reads_and_follows_a_cut_limit():
         reads.append(clock[0])
         return limit[0] - clock[0]
 
-    callback = RequeueBeforeTimeLimit(1.5, 300, time_left=time_left, clock=lambda: clock[0])
+    callback = RequeueBeforeTimeLimit(
+        1.5, 300, time_left=time_left, clock=lambda: clock[0], own_job=lambda: True
+    )
     trainer = _Trainer()
     for _ in range(3):  # 5 s epochs: one read per POLL_S
         callback.on_train_epoch_start(trainer, None)
@@ -1320,10 +1326,69 @@ def test_a_failing_squeue_is_logged_once_and_training_goes_on(caplog):
         calls.append(1)
         raise OSError("squeue -j 7 exited 1: slurm_load_jobs error")
 
-    callback = RequeueBeforeTimeLimit(1.5, 300, time_left=time_left, clock=lambda: clock[0])
+    callback = RequeueBeforeTimeLimit(
+        1.5, 300, time_left=time_left, clock=lambda: clock[0], own_job=lambda: True
+    )
     assert _run_epochs(callback, clock, [(40, 1)] * 5) is None
     assert not callback.pending and len(calls) == 5
     assert caplog.text.count("time left before the SLURM time limit not known") == 1
+
+
+def test_no_requeue_after_the_last_epoch_nor_one_an_early_stop_ends():
+    """A finished training went back into the queue (hours) to test in seconds, and where the
+    job could not be requeued, a complete run failed."""
+
+    def short():
+        return 10.0  # far under any margin
+
+    for current, stopping in [(3, False), (1, True)]:
+        callback = RequeueBeforeTimeLimit(1.5, 300, time_left=short, own_job=lambda: True)
+        trainer = _Trainer()
+        trainer.current_epoch, trainer.max_epochs, trainer.should_stop = current, 4, stopping
+        callback.on_train_epoch_start(trainer, None)
+        callback.on_train_epoch_end(trainer, None)
+        assert not callback.pending, (current, stopping)
+    callback = RequeueBeforeTimeLimit(1.5, 300, time_left=short, own_job=lambda: True)
+    trainer = _Trainer()
+    trainer.current_epoch, trainer.max_epochs = 2, 4  # one epoch left: requeue
+    callback.on_train_epoch_start(trainer, None)
+    callback.on_train_epoch_end(trainer, None)
+    assert callback.pending and trainer.should_stop
+
+
+@pytest.mark.parametrize("own", ["other", "fails"])
+def test_only_the_executors_own_train_job_requeues_itself(own, caplog):
+    """In a user's own allocation (sbatch --wrap "snakemake ...", salloc) a requeue would
+    start every job in it again: only a job the SLURM executor submitted for rule train
+    (comment rule_train...) requeues by time; asked once, a failure counts as not."""
+    asked = []
+
+    def own_job():
+        asked.append(1)
+        if own == "fails":
+            raise OSError("squeue -j 7 exited 1")
+        return False
+
+    clock = [0.0]
+    callback = RequeueBeforeTimeLimit(
+        1.5, 300, time_left=lambda: 10.0, clock=lambda: clock[0], own_job=own_job
+    )
+    assert _run_epochs(callback, clock, [(40, 1)] * 3) is None
+    assert not callback.pending and len(asked) == 1
+    assert caplog.text.count("not requeueing before the SLURM time limit") == 1
+
+
+def test_the_executors_train_job_is_told_by_its_comment(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    for comment, own in [
+        ("rule_train_wildcards_dna_enformer_s0", True),
+        ("rule_train", True),
+        ("", False),
+        ("rule_embed_wildcards_esm2", False),
+    ]:
+        monkeypatch.setattr(isoflow.lightning, "slurm_job_comment", lambda job, c=comment: c)
+        assert isoflow.lightning.executor_train_job() is own, comment
 
 
 @pytest.mark.slow
@@ -1364,6 +1429,7 @@ def test_slurm_time_limit_requeues_at_the_epoch_end_and_resume_matches(
     with monkeypatch.context() as patch:
         patch.setattr(isoflow.train, "requeue_job", requeue_job)
         patch.setattr(isoflow.lightning, "squeue_time_left", squeue_time_left)
+        patch.setattr(isoflow.lightning, "slurm_job_comment", lambda job: "rule_train_wildcards_x")
         with pytest.raises(Requeued):
             run_experiment(config, experiment, path, tmp_path / "requeued")
         assert queried == ["12345", "12345"]
