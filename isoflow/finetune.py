@@ -36,6 +36,7 @@ import hashlib
 import html
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -839,15 +840,35 @@ def check_out_dir(out_dir: str | os.PathLike, inputs: Sequence[Any] = ()) -> Non
             )
 
 
-def beats(diffs: np.ndarray) -> bool:
+# Folds below which even every fold won cannot say fine-tuning is better: all of K won is
+# p = 1/2^K under no difference (one-sided sign test), over 0.05 for K < 5.
+MIN_FOLDS_TO_TELL = 5
+SIGN_TEST_P = 0.05
+
+
+def sign_test_p(wins: int, n: int) -> float:
+    """One-sided sign-test p-value of ``wins`` of ``n`` paired folds won: P(X >= wins) for
+    X ~ Binomial(n, 1/2)."""
+    return float(sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n)
+
+
+def beats(diffs: np.ndarray) -> bool | None:
     """Whether per-fold paired differences (fine-tune minus a method) say fine-tuning beats
-    it: at least two folds, fine-tuning ahead in every one, and the mean more than one sd
-    above zero. With 4-5 folds a mean alone is one lucky fold away; this asks for the
-    difference in each fold and beyond its spread (5/5 folds won is p = 1/32 one-sided)."""
+    it: the folds won pass a one-sided sign test (p <= ``SIGN_TEST_P``) and the mean is more
+    than one sd above zero. None when there are too few folds to tell (fewer than
+    ``MIN_FOLDS_TO_TELL``, fine-tuning ahead in every one and beyond its spread: 4 of 4 won
+    is p = 1/16); False otherwise. With 4-5 folds a mean alone is one lucky fold away; with
+    10, one small loss no longer vetoes a large lead (9/10 won is p = 0.011)."""
     diffs = np.asarray(diffs, dtype=float)
-    if len(diffs) < 2:
-        return False
-    return bool((diffs > 0).all() and diffs.mean() - diffs.std(ddof=1) > 0)
+    n, wins = len(diffs), int((diffs > 0).sum())
+    if n < 2:
+        return None if n == 1 and wins == 1 else False
+    spread_ok = diffs.mean() - diffs.std(ddof=1) > 0
+    if spread_ok and sign_test_p(wins, n) <= SIGN_TEST_P:
+        return True
+    if spread_ok and wins == n and n < MIN_FOLDS_TO_TELL:
+        return None
+    return False
 
 
 def summarize(cv: pd.DataFrame) -> pd.DataFrame:
@@ -872,7 +893,9 @@ def summarize(cv: pd.DataFrame) -> pd.DataFrame:
         out[key] = np.nan
     out["finetune_beats"] = pd.Series([None] * len(out), dtype=object)
     out["best_baseline"] = False
-    by = cv.pivot_table(index=["column", "fold"], columns="method", values="spearman")
+    # every (column, fold) kept, a Spearman undefined in every fold of a column included
+    # (pivot_table dropped such a column, and looking it up raised a KeyError)
+    by = cv.set_index(["column", "fold", "method"])["spearman"].unstack("method")
     if "finetune" not in by.columns:
         return out
     for i, row in out.iterrows():
@@ -906,7 +929,7 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
         chosen = part[part["best_baseline"].astype(bool)]
         calibrated = part[part["method"] == "zero_shot_calibrated"]
         for _, row in pd.concat([chosen, calibrated]).drop_duplicates("method").iterrows():
-            if row["finetune_beats"]:
+            if row["finetune_beats"] is True:
                 continue
             n = row["delta_folds"]
             if pd.isna(n) or int(n) == 0:
@@ -917,6 +940,14 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
                 continue
             sd = row["delta_spearman_sd"]
             spread = f" ± {sd:.2f}" if np.isfinite(sd) else ""
+            if row["finetune_beats"] is None:
+                out.append(
+                    f"fine-tuning leads {row['method']} on {column} in every fold (Δρ "
+                    f"{row['delta_spearman_mean']:+.2f}{spread}, {int(n)}/{int(n)}), but "
+                    f"{int(n)} folds cannot tell: all {int(n)} won is p = 1/{2 ** int(n)}; "
+                    f"use {MIN_FOLDS_TO_TELL} or more folds (finetune.folds)."
+                )
+                continue
             out.append(
                 f"fine-tuning does not beat {row['method']} on {column}: Δρ "
                 f"{row['delta_spearman_mean']:+.2f}{spread}, {int(row['delta_folds_won'])}/"

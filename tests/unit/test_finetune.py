@@ -938,7 +938,7 @@ def test_the_summary_compares_finetuning_with_each_method_fold_by_fold():
     """The demo's case: fine-tuning ahead of the k-mer ridge on average but not in every
     fold is no win; the html says so in one sentence, ahead in every fold by more than
     the spread is."""
-    from isoflow.finetune import beats, summarize, summary_html, verdicts
+    from isoflow.finetune import beats, sign_test_p, summarize, summary_html, verdicts
 
     ft = [0.90, 0.80, 0.85, 0.95]
     ridge = [0.85, 0.835, 0.836, 0.845]  # fine-tune - ridge: +0.05, -0.035, +0.014, +0.105
@@ -960,21 +960,52 @@ def test_the_summary_compares_finetuning_with_each_method_fold_by_fold():
     assert summary.loc["kmer_ridge", "delta_folds_won"] == 3
     assert summary.loc["kmer_ridge", "delta_folds"] == 4
     assert summary.loc["kmer_ridge", "finetune_beats"] is False
-    assert summary.loc["zero_shot_calibrated", "finetune_beats"] is True
+    # ahead in all 4 folds, beyond the spread: 4 folds cannot tell (4/4 is p = 1/16)
+    assert summary.loc["zero_shot_calibrated", "finetune_beats"] is None
     summary = summary.reset_index()
-    (sentence,) = verdicts(summary)
+    sentence, few = verdicts(summary)
     assert sentence == (
         f"fine-tuning does not beat kmer_ridge on cell_A: Δρ {diffs.mean():+.2f} ± "
         f"{diffs.std(ddof=1):.2f}, 3/4 folds won."
+    )
+    assert few.startswith("fine-tuning leads zero_shot_calibrated on cell_A in every fold")
+    assert few.endswith(
+        "4 folds cannot tell: all 4 won is p = 1/16; use 5 or more folds (finetune.folds)."
     )
     page = summary_html(summary)
     assert sentence in page
     zero = page.split("<td>zero_shot</td>")[1].split("</tr>")[0]
     assert zero.count("<td>n/a</td>") == 1  # raw zero-shot R²: other units
-    # the rule: every fold won and the mean one sd above zero
-    assert beats([0.2, 0.25, 0.3, 0.22])
-    assert not beats([0.5, 0.01, 0.6, 0.02])  # every fold, but within the spread
-    assert not beats([0.3])
+    # the rule: a one-sided sign test of the folds won (p <= 0.05) and the mean one sd
+    # above zero; under 5 folds even every fold won cannot tell
+    assert beats([0.2, 0.25, 0.3, 0.22, 0.24]) is True  # 5/5: p = 1/32
+    assert beats([0.2, 0.25, 0.3, 0.22]) is None  # 4/4: p = 1/16
+    assert beats([0.01, 0.012]) is None  # 2/2 by a hair was a win
+    assert beats([0.5, 0.01, 0.6, 0.02]) is False  # every fold, but within the spread
+    assert beats([0.3] * 9 + [-0.001]) is True  # 9/10: one small loss no longer vetoes
+    assert beats([0.3] * 8 + [-0.001] * 2) is False  # 8/10: p = 0.055
+    assert beats([0.3]) is None and beats([-0.3]) is False
+    assert sign_test_p(5, 5) == 1 / 32 and sign_test_p(9, 10) == 11 / 1024
+
+
+def test_a_column_without_a_spearman_in_any_fold_is_summarised_not_a_keyerror():
+    """Values constant within every test fold (a per-family value under leave-one-group-out)
+    leave the column without a Spearman in any fold: pivot_table dropped it and the lookup
+    raised a KeyError after every fold had trained."""
+    from isoflow.finetune import summarize, verdicts
+
+    rows = []
+    for k in range(3):
+        rows += [
+            ("finetune", k + 1, "cell_C", np.nan, np.nan, np.nan),
+            ("kmer_ridge", k + 1, "cell_C", np.nan, np.nan, np.nan),
+            ("finetune", k + 1, "cell_A", 0.5, 0.5, 0.2),
+            ("kmer_ridge", k + 1, "cell_A", 0.4, 0.4, 0.1),
+        ]
+    summary = summarize(_cv(rows))
+    part = summary[(summary["column"] == "cell_C") & (summary["method"] == "kmer_ridge")]
+    assert int(part["delta_folds"].iloc[0]) == 0 and part["finetune_beats"].iloc[0] is False
+    assert not any("cell_C" in sentence for sentence in verdicts(summary))  # nothing to say
 
 
 def test_the_finetuned_card_says_the_bundle_was_refit_on_every_construct(tmp_path):
