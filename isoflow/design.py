@@ -1044,8 +1044,12 @@ def plot_profiles(result: Result, targets: Sequence[str], path, demo: bool = Fal
     for text in ax.legend(fontsize=FONT_SIZE - 2, loc="lower left").get_texts():
         text.set_parse_math(False)
     ax.spines[["top", "right"]].set_visible(False)
+    # the profiles drawn are the optimising bundles' own grades: say so (held-out: the table)
+    held = len(getattr(result, "holdout_runs", None) or [])
+    graded = f"held-out grades in profiles.tsv ({held})" if held else "no held-out bundle"
     fig.suptitle(
-        f"Design: {len(result.runs)} bundle(s); * target: {', '.join(targets)}",
+        f"Design: {len(result.runs)} bundle(s), graded by the bundles it optimised on "
+        f"({graded}); * target: {', '.join(targets)}",
         fontsize=FONT_SIZE + 1,
         parse_math=False,
     )

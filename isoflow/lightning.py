@@ -597,7 +597,7 @@ def parse_time_left(text: str) -> float | None:
     if match is None or (match[1] is not None and match[2] is None):
         raise ValueError(f"not a SLURM time left: {text!r}")
     days, hours, minutes, secs = (int(part or 0) for part in match.groups())
-    if secs >= 60 or (hours and minutes >= 60):
+    if secs >= 60 or (match[2] is not None and minutes >= 60):
         raise ValueError(f"not a SLURM time left: {text!r}")
     return float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
 

@@ -298,7 +298,8 @@ def export_inputs(
 
 def bundle_runs(config: dict, experiments: Mapping[str, Any]) -> list[str]:
     """Every run whose bundle the workflow asks for, in a fixed order without repeats:
-    ``models.export``, the constructs' and the design's models, ``explain.model`` and
+    ``models.export``, the constructs' models, the design's (those it optimises on and those
+    held out), ``explain.model`` and
     ``finetune.model`` (each only where its section is on). What rule export_models writes
     in one job (``resources.train_jobs: one``, when more than one); any other bundle asked
     for by name is rule export_model's."""
@@ -306,7 +307,7 @@ def bundle_runs(config: dict, experiments: Mapping[str, Any]) -> list[str]:
     if construct_outputs(config):
         runs += construct_models(config, experiments)
     if design_paths(config):
-        runs += design_models(config, experiments)
+        runs += design_models(config, experiments) + design_holdout(config, experiments)
     if explain_paths(config, experiments):
         runs.append(config["explain"]["model"])
     if finetune_paths(config, experiments):

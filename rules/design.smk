@@ -50,16 +50,19 @@ if DESIGN_OUTPUTS:
         threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
-            # every bundle of the ensemble at once, and the held-out ones
+            # every bundle of the ensemble at once; the held-out ones are loaded after the
+            # ensemble is let go (isoflow.design.design): the larger of the two sets
             # (isoflow.workflow.bundle_mem_mb)
-            mem_mb=bundle_mem_mb(
-                config,
-                [
-                    EXPERIMENTS[run]
-                    for run in design_models(config, EXPERIMENTS)
-                    + design_holdout(config, EXPERIMENTS)
-                ],
-                together=True,
+            mem_mb=max(
+                bundle_mem_mb(
+                    config,
+                    [EXPERIMENTS[run] for run in runs],
+                    together=True,
+                )
+                for runs in (
+                    design_models(config, EXPERIMENTS),
+                    design_holdout(config, EXPERIMENTS),
+                )
             ),
         params:
             settings={

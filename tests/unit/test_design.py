@@ -253,7 +253,8 @@ def test_the_profiles_figure_draws_ids_and_tissues_with_dollars_as_written(tmp_p
         for text in (
             f"start {cid} (objective 0.500)",
             "Lu$ng$ *",
-            "Design: 2 bundle(s); * target: Lu$ng$",
+            "Design: 2 bundle(s), graded by the bundles it optimised on (no held-out bundle);"
+            " * target: Lu$ng$",
         ):
             assert f"<!-- {html.escape(text, quote=False)} -->" in svg, text
 

@@ -1230,7 +1230,9 @@ def test_squeue_time_left_is_read_in_seconds(text, seconds):
     assert parse_time_left(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5", "1-05:00", "10:61", "1:2:3:4", "abc", "-1:00"])
+@pytest.mark.parametrize(
+    "text", ["", "5", "1-05:00", "10:61", "1:2:3:4", "abc", "-1:00", "0:75:00", "1-00:60:00"]
+)
 def test_a_time_left_squeue_never_prints_is_refused(text):
     with pytest.raises(ValueError, match="not a SLURM time left"):
         parse_time_left(text)

@@ -534,6 +534,10 @@ def test_bundle_runs_are_every_bundle_a_section_asks_for_once():
     off = {**config, "constructs": {"table": None}, "explain": None, "finetune": None}
     assert workflow.bundle_runs(off, runs) == ["r0", "r1", "r3"]
     assert workflow.bundle_runs({}, runs) == []
+    # the design's held-out bundles too: rule export_model made them one job each beside
+    # export_models' one job for the rest
+    held = {**off, "design": {**config["design"], "holdout_runs": ["r4"]}}
+    assert workflow.bundle_runs(held, runs) == ["r0", "r1", "r3", "r4"]
 
 
 def test_export_all_inputs_lists_each_file_once_and_each_runs_own():
