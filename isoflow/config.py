@@ -113,7 +113,7 @@ def _check_rna_kmers(config: dict[str, Any], source: str) -> None:
     """``rna.max_nt`` a multiple of the Nucleotide Transformer's k-mer when an NT encoder
     reads RNA without a ``max_len`` of its own (the same check as the encoder's
     ``spec_from_config``, which would raise it only when an embed or train job starts)."""
-    from isoflow.model.registry import TOKEN_GEOMETRY
+    from isoflow.model.registry import TOKEN_GEOMETRY, rna_kmer_error
     from isoflow.settings import MODEL_DEFAULTS, RNA_DEFAULTS  # it imports this module
 
     max_nt = {**RNA_DEFAULTS, **(config.get("rna") or {})}.get("max_nt")
@@ -124,13 +124,7 @@ def _check_rna_kmers(config: dict[str, Any], source: str) -> None:
     family = ENCODERS.get(spec.get("class") or name, ("",))[0]
     kmer = TOKEN_GEOMETRY["nucleotide_transformer"].letters
     if family == "nucleotide_transformer" and "max_len" not in spec and int(max_nt) % kmer:
-        low = int(max_nt) - int(max_nt) % kmer
-        raise InputError(
-            source,
-            "rna.max_nt",
-            f"{max_nt} is not a multiple of {kmer}: the Nucleotide Transformer "
-            f"({name}) reads whole {kmer}-mers; set {low or kmer} or {low + kmer}",
-        )
+        raise rna_kmer_error(int(max_nt), source, name)
 
 
 def _check_design(config: dict[str, Any], source: str) -> None:

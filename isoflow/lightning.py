@@ -602,18 +602,25 @@ def parse_time_left(text: str) -> float | None:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + secs)
 
 
+def _squeue(job: str, field: str) -> str:
+    """squeue's ``field`` (an ``-o`` format) of SLURM job ``job``, without a header; raises
+    OSError when squeue fails."""
+    done = subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", field], capture_output=True, text=True, timeout=60
+    )
+    if done.returncode:
+        raise OSError(f"squeue -j {job} exited {done.returncode}: {done.stderr.strip()}")
+    return done.stdout
+
+
 def squeue_time_left(job: str) -> float | None:
     """Seconds this job has left before its time limit (squeue ``%L``: it follows a limit
     changed with ``scontrol update``); raises OSError or ValueError when squeue fails or
     answers something else."""
-    done = subprocess.run(
-        ["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True, text=True, timeout=60
-    )
-    if done.returncode:
-        raise OSError(f"squeue -j {job} exited {done.returncode}: {done.stderr.strip()}")
-    lines = done.stdout.split()
+    out = _squeue(job, "%L")
+    lines = out.split()
     if len(lines) != 1:
-        raise ValueError(f"squeue -j {job} -o %L printed {done.stdout.strip()!r}")
+        raise ValueError(f"squeue -j {job} -o %L printed {out.strip()!r}")
     return parse_time_left(lines[0])
 
 
@@ -625,12 +632,7 @@ EXECUTOR_TRAIN_COMMENT = "rule_train"
 
 def slurm_job_comment(job: str) -> str:
     """The comment of SLURM job ``job`` (squeue ``%k``); raises OSError when squeue fails."""
-    done = subprocess.run(
-        ["squeue", "-h", "-j", job, "-o", "%k"], capture_output=True, text=True, timeout=60
-    )
-    if done.returncode:
-        raise OSError(f"squeue -j {job} exited {done.returncode}: {done.stderr.strip()}")
-    return done.stdout.strip()
+    return _squeue(job, "%k").strip()
 
 
 def executor_train_job() -> bool:

@@ -79,3 +79,19 @@ def encoder_kind(name: str, spec: dict) -> tuple[str, str]:
 def encoder_modality(name: str, spec: dict | None = None) -> str:
     """``dna``, ``rna`` or ``protein``: what encoder ``name`` reads."""
     return encoder_kind(name, dict(spec or {}))[1]
+
+
+def rna_kmer_error(max_nt: int, source: str = "config", encoder: str | None = None) -> InputError:
+    """The error for an ``rna.max_nt`` off the Nucleotide Transformer's k-mer frame (the
+    cache would read ``ceil(max_nt / k)`` k-mers of the whole RNA, a run reading raw RNA the
+    tokens of its ``max_nt`` letters: other k-mers), naming the nearest valid values; one
+    text for the parse-time check (``isoflow.config``) and the encoder's own."""
+    kmer = TOKEN_GEOMETRY["nucleotide_transformer"].letters
+    low = max_nt - max_nt % kmer
+    which = f" ({encoder})" if encoder else ""
+    return InputError(
+        source,
+        "rna.max_nt",
+        f"{max_nt} is not a multiple of {kmer}: the Nucleotide Transformer{which} reads whole "
+        f"{kmer}-mers; set {low or kmer} or {low + kmer}",
+    )

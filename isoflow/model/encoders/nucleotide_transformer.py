@@ -15,7 +15,7 @@ from torch import nn
 from isoflow.alphabet import DNA_LETTER_CODES, TRUNCATE_MODES, is_missing, truncate
 from isoflow.errors import InputError
 from isoflow.model.encoders.base import Encoder, _dna_batch, _merge
-from isoflow.model.registry import TOKEN_GEOMETRY
+from isoflow.model.registry import TOKEN_GEOMETRY, rna_kmer_error
 from isoflow.settings import RNA_DEFAULTS, rna_config
 
 NT_SPECIAL_TOKENS = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
@@ -210,15 +210,7 @@ class NucleotideTransformerEncoder(Encoder):
             if "max_len" not in spec and rna["max_nt"]:
                 max_nt = int(rna["max_nt"])
                 if max_nt % NT_KMER:
-                    # the cache would read ceil(max_nt / 6) 6-mers of the whole RNA, a run
-                    # reading raw RNA the tokens of its max_nt nt: other 6-mers
-                    low = max_nt - max_nt % NT_KMER
-                    raise InputError(
-                        "config",
-                        "rna.max_nt",
-                        f"{max_nt} is not a multiple of {NT_KMER}: the Nucleotide Transformer "
-                        f"reads whole {NT_KMER}-mers; set {low or NT_KMER} or {low + NT_KMER}",
-                    )
+                    raise rna_kmer_error(max_nt)
                 spec["max_len"] = max_nt // NT_KMER + 1
             spec.setdefault("truncate", rna["truncate"])
         return spec
