@@ -129,3 +129,18 @@ def train_command(config_path, experiment: dict, dataset_path, run_dir) -> list[
         "--run-dir",
         str(run_dir),
     ]
+
+
+RUN_OUTPUTS = ("metrics.json", "history.csv", "predictions.parquet")
+
+
+def rerun_matches(config, experiment, dataset_path, run_dir: Path, whole: Path) -> None:
+    """Delete ``run_dir``'s outputs, run it again (it resumes from its checkpoints) and check
+    it wrote the uninterrupted run's (``whole``) byte for byte."""
+    from isoflow.train import run_experiment
+
+    for name in RUN_OUTPUTS:
+        (run_dir / name).unlink()
+    run_experiment(config, experiment, dataset_path, run_dir)
+    for name in RUN_OUTPUTS:
+        assert (run_dir / name).read_bytes() == (whole / name).read_bytes(), name

@@ -15,7 +15,7 @@ import pysam
 import pytest
 import torch
 
-from helpers.training import TINY_CONFIG, make_dataset
+from helpers.training import TINY_CONFIG, make_dataset, rerun_matches
 from isoflow.checkpoints import (
     FINGERPRINT_FILE,
     TRAIN_KEYS_IF_SET,
@@ -619,12 +619,7 @@ def test_a_rerun_after_a_last_checkpoint_cut_short_ends_as_an_uninterrupted_run(
     run = tmp_path / "cut"
     last = run / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:9_000])
-    names = ["metrics.json", "history.csv", "predictions.parquet"]
-    for name in names:
-        (run / name).unlink()
-    run_experiment(config, EXPERIMENT, path, run)
-    for name in names:
-        assert (run / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    rerun_matches(config, EXPERIMENT, path, run, tmp_path / "whole")
     assert (run / "previous" / "unfit" / "last.ckpt").stat().st_size == 9_000
 
 

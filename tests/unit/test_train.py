@@ -19,7 +19,14 @@ from lightning_fabric.plugins.environments import LightningEnvironment
 import isoflow.lightning
 import isoflow.train
 from helpers.paths import REPO
-from helpers.training import METRICS_KEYS, TINY_CONFIG, TISSUES, make_dataset, train_command
+from helpers.training import (
+    METRICS_KEYS,
+    TINY_CONFIG,
+    TISSUES,
+    make_dataset,
+    rerun_matches,
+    train_command,
+)
 from isoflow.dataset import read_dataset, write_dataset
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
@@ -214,12 +221,7 @@ def test_a_run_resumed_in_a_moved_folder_ends_as_an_uninterrupted_one(
     moved = tmp_path / "elsewhere" / "run"
     moved.parent.mkdir()
     (tmp_path / "here").rename(moved)
-    names = ["metrics.json", "history.csv", "predictions.parquet"]
-    for name in names:
-        (moved / name).unlink()
-    run_experiment(config, experiment, path, moved)
-    for name in names:
-        assert (moved / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    rerun_matches(config, experiment, path, moved, tmp_path / "whole")
     assert sorted(p.name for p in (moved / "checkpoints").glob("*.ckpt")) == sorted(
         p.name for p in (tmp_path / "whole" / "checkpoints").glob("*.ckpt")
     )
