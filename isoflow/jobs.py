@@ -85,7 +85,13 @@ def run_script(
         sys.stderr.flush()
         sys.exit(1)
     if job is not None:
-        provenance.record_job(job.rule, job.input, job.output, before)
+        provenance.record_job(
+            job.rule,
+            job.input,
+            job.output,
+            before,
+            origin=provenance.job_origin(dict(getattr(job, "params", {}).items())),
+        )
     if exit_when_done:
         exit_now()
 

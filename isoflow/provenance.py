@@ -29,9 +29,11 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from isoflow.errors import InputError
 from isoflow.files import atomic_path
@@ -95,6 +97,152 @@ def record_path(outputs: list[str], record_dir: str | os.PathLike = RECORD_DIR) 
     return Path(record_dir) / f"{key}.json"
 
 
+ORIGIN_ENV = "ISOFLOW_ORIGIN"  # set by rules/common.smk at parse; job scripts inherit it
+
+
+def origin_env(commit: str, configfiles: Iterable[str | os.PathLike]) -> str:
+    """The value of ``ISOFLOW_ORIGIN`` that rules/common.smk sets when the workflow is parsed:
+    the checkout's commit (``workflow.git_commit``) and the config files in Snakemake's order."""
+    return json.dumps({"commit": commit, "configfiles": [str(p) for p in configfiles]})
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    """sha256 of a job's params (JSON, keys sorted; values JSON cannot hold as their str)."""
+    text = json.dumps(dict(params), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def job_origin(params: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict:
+    """What made a job's outputs, for its record: ``commit`` and ``configfiles`` from
+    ``ISOFLOW_ORIGIN`` (``unknown`` and ``[]`` in a script run outside the workflow),
+    ``params_sha256``, the digest of the job's params, and the params themselves as JSON
+    holds them (so a later check names the keys that changed)."""
+    raw = (os.environ if environ is None else environ).get(ORIGIN_ENV)
+    try:
+        made = json.loads(raw) if raw else {}
+        commit, configfiles = str(made["commit"]), [str(p) for p in made["configfiles"]]
+    except (ValueError, KeyError, TypeError):
+        commit, configfiles = "unknown", []
+    return {
+        "commit": commit,
+        "configfiles": configfiles,
+        "params_sha256": params_digest(params),
+        "params": _as_json(params),
+    }
+
+
+def _as_json(params: Mapping[str, Any]) -> dict:
+    return json.loads(json.dumps(dict(params), sort_keys=True, default=str))
+
+
+def changed_keys(before: Any, now: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the keys whose values differ between two JSON values (a key present
+    on one side only included)."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        found = []
+        for key in sorted(set(before) | set(now), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in before or key not in now:
+                found.append(path)
+            else:
+                found += changed_keys(before[key], now[key], path)
+        return found
+    return [] if before == now else [prefix or "(params)"]
+
+
+DOWNSTREAM = "input files updated by another job"  # Snakemake's Reason name
+REPORT_SHOWN = 5  # stale jobs named in the report's stop line
+
+
+def check_report_current(
+    dag: Any, configfiles: Iterable[str], record_dir: str | os.PathLike = RECORD_DIR
+) -> None:
+    """Raise one InputError when ``--report`` would show results that are not those of this
+    config and code: a job of the DAG (``dag.needrun_jobs()``) that has outputs would run
+    first. Jobs without outputs (rule ``all``) are targets, not results. Each job is named
+    with Snakemake's reason (``dag.reason(job)``); a params change also with the changed
+    keys, where the job's provenance record holds the params it ran with."""
+    stale = [job for job in dag.needrun_jobs() if job.output]
+    if not stale:
+        return
+    # the jobs due for a reason of their own first: the rest follow from them
+    stale.sort(key=lambda job: list(dag.reason(job).get_names()) == [DOWNSTREAM])
+    parts = [
+        f"{job.rule.name} ({job.output[0]}): {_why(job, dag.reason(job), record_dir)}"
+        for job in stale[:REPORT_SHOWN]
+    ]
+    more = f"; and {len(stale) - REPORT_SHOWN} more" if len(stale) > REPORT_SHOWN else ""
+    files = ", ".join(str(p) for p in configfiles) or "(none)"
+    raise InputError(
+        stale[0].output[0],
+        None,
+        f"--report with config files {files}: {len(stale)} job(s) would run first, so the "
+        f"results on disk are not what this code and config make: {'; '.join(parts)}{more}. "
+        f"Run the workflow with the same config files first (`snakemake -n` lists the jobs), "
+        f"or build the report with the config files that made the results",
+    )
+
+
+RUN_METRICS = re.compile(r"(?:^|/)results/runs/([^/]+)/metrics\.json$")
+NOT_RECORDED = "not recorded"
+
+
+def run_origins(
+    jobs: Iterable[Sequence[str]], record_dir: str | os.PathLike = RECORD_DIR
+) -> dict[str, Any]:
+    """What made each result the report shows, from the provenance records of ``jobs`` (the
+    output lists of the report's DAG jobs): ``runs``, one row per training run (run,
+    commit, params sha256, config files, date, from its train job's record; ``not
+    recorded`` where the record is absent or older than these fields), and ``commits``,
+    each commit that made any of the jobs with how many it made."""
+    runs: dict[str, dict[str, Any]] = {}
+    commits: dict[str, int] = {}
+    for outputs in jobs:
+        outputs = [str(p) for p in outputs]
+        if not outputs:
+            continue
+        try:
+            record = json.loads(record_path(outputs, record_dir).read_text())
+        except (OSError, ValueError):
+            record = {}
+        if not isinstance(record, dict):
+            record = {}
+        commit = str(record.get("commit", NOT_RECORDED))
+        commits[commit] = commits.get(commit, 0) + 1
+        for output in outputs:
+            found = RUN_METRICS.search(output)
+            if found:
+                runs[found.group(1)] = {
+                    "run": found.group(1),
+                    "commit": commit,
+                    "params_sha256": str(record.get("params_sha256", NOT_RECORDED))[:12],
+                    "configfiles": ", ".join(record.get("configfiles") or [NOT_RECORDED]),
+                    "recorded": str(record.get("recorded", NOT_RECORDED)),
+                }
+    return {"runs": [runs[r] for r in sorted(runs)], "commits": commits}
+
+
+def _why(job: Any, reason: Any, record_dir: str | os.PathLike) -> str:
+    names = [str(name) for name in reason.get_names()]
+    if getattr(reason, "params_changed", False):
+        keys = _changed_params(job, record_dir)
+        if keys:
+            names = [
+                f"params changed: {', '.join(keys)}" if name.startswith("params have") else name
+                for name in names
+            ]
+    return ", ".join(names) or str(reason)
+
+
+def _changed_params(job: Any, record_dir: str | os.PathLike) -> list[str]:
+    path = record_path([str(p) for p in job.output], record_dir)
+    try:
+        recorded = json.loads(path.read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return changed_keys(recorded, _as_json(dict(job.params.items())))
+
+
 def record_job(
     rule: str,
     inputs: Iterable[str],
@@ -102,13 +250,15 @@ def record_job(
     before: dict[str, Stat] | None = None,
     record_dir: str | os.PathLike = RECORD_DIR,
     digest_dir: str | os.PathLike = DIGEST_DIR,
+    origin: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """Write the provenance record of a job that just succeeded; return its path.
 
     ``before``: the inputs' stats when the job started; an input whose stats changed while
     the job ran is left out of the record (which content the job read is unknown), so it is
     never compared. Digests come from ``cached_digest``: one hash per version of a file,
-    whichever job reads it first.
+    whichever job reads it first. ``origin``: what made the outputs (``job_origin``: the
+    commit, config files and params digest), stored beside the inputs.
     """
     outputs = [str(path) for path in outputs]
     if not outputs:
@@ -130,6 +280,7 @@ def record_job(
         "rule": rule,
         "outputs": outputs,
         "inputs": entries,
+        **(dict(origin) if origin else {}),
         "recorded": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     path = record_path(outputs, record_dir)

@@ -1095,14 +1095,12 @@ def report_provenance(
         else data_fact(config)
     )
     encoders, tiny = encoders_fact(config)
-    files = [_relative(p) for p in configfiles]
     return {
         "demo": demo,
         "data": data,
         "encoders": encoders,
         "tiny_encoders": tiny,
-        # Snakemake's order: the Snakefile's `configfile:` first, each --configfile over it
-        "configfiles": sorted(files, key=lambda p: p != _relative(DEFAULT_CONFIG)) or ["(none)"],
+        "configfiles": config_files(configfiles) or ["(none)"],
         "commit": git_commit(repo_dir),
         "versions": software_versions(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1111,6 +1109,13 @@ def report_provenance(
 
 
 DEFAULT_CONFIG = "config/config.yaml"  # the Snakefile's `configfile:`, the lowest precedence
+
+
+def config_files(configfiles: Iterable[str | Path]) -> list[str]:
+    """The config files in Snakemake's order (the Snakefile's `configfile:` first, each
+    --configfile over it), relative to the working directory where inside it."""
+    files = [_relative(p) for p in configfiles]
+    return sorted(files, key=lambda p: p != _relative(DEFAULT_CONFIG))
 
 
 def _source(section: Mapping[str, Any], path_key: str, url_key: str) -> str:

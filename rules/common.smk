@@ -169,7 +169,22 @@ import functools
 from snakemake.logging import logger
 
 from isoflow.errors import InputError
-from isoflow.provenance import check_records
+from isoflow.provenance import (
+    ORIGIN_ENV,
+    check_records,
+    check_report_current,
+    origin_env,
+    run_origins,
+)
+from isoflow.workflow import config_files, git_commit
+
+# What made each job's outputs, in its provenance record: the commit and config files this
+# workflow is parsed with (job scripts inherit the variable; a job's own Snakemake process
+# keeps the one of the run that scheduled it).
+if not ((workflow.remote_exec or workflow.subprocess_exec) and ORIGIN_ENV in os.environ):
+    os.environ[ORIGIN_ENV] = origin_env(
+        git_commit(Path(workflow.current_basedir).parent), config_files(workflow.configfiles)
+    )
 
 
 def check_pinned_downloads(jobs):
@@ -196,14 +211,19 @@ def check_provenance(dag):
     existing download whose configured checksum differs from what it was served as."""
     if workflow.touch or workflow.remote_exec or workflow.subprocess_exec:
         return
+    if REPORTING:
+        # the report is read as current: no job may be due, and the page says what made each run
+        check_report_current(dag, config_files(workflow.configfiles))
     current = [job for job in dag.jobs if not dag.needrun(job)]
     try:
         check_records([job.output for job in current])
         check_pinned_downloads(current)
     except InputError as err:
-        if workflow.executor_plugin is not None:  # a run or a dry-run
+        if workflow.executor_plugin is not None or REPORTING:  # a run, a dry-run, --report
             raise
         logger.warning(f"isoflow: warning: {err}")
+    if REPORTING and isinstance(config["report"].get("provenance"), dict):
+        config["report"]["provenance"].update(run_origins(job.output for job in dag.jobs))
 
 
 def _build_dag_then_check(build_dag):
@@ -215,4 +235,18 @@ def _build_dag_then_check(build_dag):
     return build
 
 
+REPORTING = False  # set by `--report` (Workflow.create_report) before it builds the DAG
+
+
+def _report_then_check(create_report):
+    @functools.wraps(create_report)
+    def create(*args, **kwargs):
+        global REPORTING
+        REPORTING = True
+        return create_report(*args, **kwargs)
+
+    return create
+
+
 workflow._build_dag = _build_dag_then_check(workflow._build_dag)
+workflow.create_report = _report_then_check(workflow.create_report)

@@ -167,14 +167,16 @@ def test_run_script_records_only_a_job_that_succeeds(tmp_path):
         "from types import SimpleNamespace\n"
         "from isoflow.jobs import run_script\n"
         "from isoflow.errors import InputError\n"
-        "snakemake = SimpleNamespace(rule='r', input=['in.txt'], output=['out.txt'])\n"
+        "snakemake = SimpleNamespace(rule='r', input=['in.txt'], output=['out.txt'],\n"
+        "                            params={'epochs': 2, 'run_dir': 'results/runs/a'})\n"
         "def main():\n"
         "    if sys.argv[1] == 'fail':\n"
         "        raise InputError('in.txt', 1, 'bad')\n"
         "    open('out.txt', 'w').write('y')\n"
         "run_script(main)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    origin = provenance.origin_env("c0ffee", ["config/demo.yaml", "ov.yaml"])
+    env = {**os.environ, "PYTHONPATH": str(REPO), provenance.ORIGIN_ENV: origin}
 
     def run(mode):
         return subprocess.run(
@@ -186,7 +188,17 @@ def test_run_script_records_only_a_job_that_succeeds(tmp_path):
     done = run("ok")
     assert done.returncode == 0, done.stderr
     [record] = (tmp_path / provenance.RECORD_DIR).glob("*.json")
-    assert json.loads(record.read_text())["inputs"][0]["path"] == "in.txt"
+    made = json.loads(record.read_text())
+    assert made["inputs"][0]["path"] == "in.txt"
+    # what made the outputs: the commit and config files the workflow was parsed with, and
+    # the digest of the job's params
+    assert made["commit"] == "c0ffee" and made["configfiles"] == ["config/demo.yaml", "ov.yaml"]
+    assert made["params_sha256"] == provenance.params_digest(
+        {"run_dir": "results/runs/a", "epochs": 2}
+    )
+    assert made["params_sha256"] != provenance.params_digest(
+        {"run_dir": "results/runs/a", "epochs": 7}
+    )
 
 
 def make_stale(job):
@@ -258,3 +270,141 @@ def test_a_digest_entry_of_another_version_is_not_trusted(job):
     stored = json.loads(entry.read_text())
     entry.write_text(json.dumps({**stored, "inode": stored["inode"] + 1, "sha256": "0" * 64}))
     assert provenance.cached_digest(job.source) == provenance.file_digest(job.source)
+
+
+class FakeReason:
+    def __init__(self, *names, params_changed=False):
+        self.names, self.params_changed = names, params_changed
+
+    def get_names(self):
+        return iter(self.names)
+
+
+class FakeDag:
+    """What check_report_current reads of Snakemake's DAG: the jobs due and their reasons."""
+
+    def __init__(self, due):
+        self.due = due  # job -> FakeReason
+
+    def needrun_jobs(self):
+        return iter(self.due)
+
+    def reason(self, job):
+        return self.due[job]
+
+
+class FakeJob(SimpleNamespace):
+    __hash__ = object.__hash__
+
+
+def fake_job(rule, outputs, params=None):
+    return FakeJob(rule=SimpleNamespace(name=rule), output=outputs, params=params or {})
+
+
+def test_a_report_with_no_job_due_goes_on(tmp_path):
+    everything = fake_job("all", [])  # a target rule: no outputs, not a result
+    provenance.check_report_current(FakeDag({everything: FakeReason()}), ["demo.yaml"], tmp_path)
+
+
+def test_a_report_stops_naming_the_jobs_due_and_the_params_that_changed(tmp_path, monkeypatch):
+    """--report under an overlay that changes train.max_epochs: the train job it would rerun is
+    named with the changed key (from its record), before the jobs that only follow from it."""
+    monkeypatch.chdir(tmp_path)
+    metrics = "results/runs/a/metrics.json"
+    then = {"run_dir": "results/runs/a", "settings": {"train": {"max_epochs": 2, "lr": 0.001}}}
+    record_job("train", [], [metrics], origin=provenance.job_origin(then, {}))
+    now = {"run_dir": "results/runs/a", "settings": {"train": {"max_epochs": 7, "lr": 0.001}}}
+    report = fake_job("report_runs", ["results/report/runs/a.svg"])
+    train = fake_job("train", [metrics, "results/runs/a/predictions.parquet"], now)
+    dag = FakeDag(
+        {
+            report: FakeReason(provenance.DOWNSTREAM),
+            train: FakeReason("params have changed since last execution", params_changed=True),
+            fake_job("all", []): FakeReason(provenance.DOWNSTREAM),
+        }
+    )
+    with pytest.raises(InputError) as err:
+        provenance.check_report_current(dag, ["config/demo.yaml", "ov.yaml"])
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(f"{metrics}: --report with config files ")
+    assert "config/demo.yaml, ov.yaml: 2 job(s) would run first" in line
+    assert f"train ({metrics}): params changed: settings.train.max_epochs;" in line
+    assert line.index("train (") < line.index("report_runs (")
+    assert "all (" not in line and "Run the workflow with the same config files first" in line
+
+
+def test_a_report_stop_without_a_record_gives_snakemakes_reason(tmp_path):
+    jobs = {
+        fake_job("train", [f"results/runs/r{i}/metrics.json"]): FakeReason(
+            "output files have to be generated"
+        )
+        for i in range(provenance.REPORT_SHOWN + 2)
+    }
+    with pytest.raises(InputError, match=r"output files have to be generated; and 2 more\."):
+        provenance.check_report_current(FakeDag(jobs), [], tmp_path)
+
+
+def test_changed_keys_are_dotted_paths():
+    before = {"a": 1, "s": {"x": [1, 2], "y": "k"}, "gone": 0}
+    now = {"a": 1, "s": {"x": [1, 3], "y": "k"}, "new": 0}
+    assert provenance.changed_keys(before, now) == ["gone", "new", "s.x"]
+    assert provenance.changed_keys(before, before) == []
+
+
+def test_run_origins_say_which_commit_and_params_made_each_run(tmp_path, monkeypatch):
+    """Two runs trained by different code, and a job recorded before records held the commit."""
+    monkeypatch.chdir(tmp_path)
+    env = {provenance.ORIGIN_ENV: provenance.origin_env("aaa111", ["demo.yaml"])}
+    record_job("train", [], ["results/runs/a/metrics.json"], origin=provenance.job_origin({}, env))
+    env = {provenance.ORIGIN_ENV: provenance.origin_env("bbb222 + uncommitted changes", [])}
+    origin = provenance.job_origin({"epochs": 7}, env)
+    record_job("train", [], ["results/runs/b/metrics.json"], origin=origin)
+    record_job("dataset", [], ["results/dataset/d.parquet"])  # an older record: no origin
+    jobs = [
+        ["results/runs/b/metrics.json", "results/runs/b/history.csv"],
+        ["results/runs/a/metrics.json"],
+        ["results/dataset/d.parquet"],
+        ["results/runs/c/metrics.json"],  # no record at all
+        [],
+    ]
+    found = provenance.run_origins(jobs)
+    assert [(r["run"], r["commit"]) for r in found["runs"]] == [
+        ("a", "aaa111"),
+        ("b", "bbb222 + uncommitted changes"),
+        ("c", provenance.NOT_RECORDED),
+    ]
+    a, b, _ = found["runs"]
+    assert a["params_sha256"] == provenance.params_digest({})[:12] != b["params_sha256"]
+    assert a["configfiles"] == "demo.yaml"
+    assert found["commits"] == {
+        "aaa111": 1,
+        "bbb222 + uncommitted changes": 1,
+        provenance.NOT_RECORDED: 2,
+    }
+
+
+def test_the_landing_page_shows_what_made_each_run():
+    """report/workflow.rst rendered as Snakemake renders it (jinja, then docutils): one row per
+    run with its commit and params digest, and the note when more than one commit made them."""
+    from docutils.core import publish_parts
+    from jinja2 import Environment
+
+    runs = [
+        {"run": r, "commit": c, "params_sha256": d, "configfiles": "demo.yaml", "recorded": "t"}
+        for r, c, d in [("a_s0", "aaa111", "0123456789ab"), ("b+c_s0", "bbb222", "ba9876543210")]
+    ]
+    facts = {"demo": True, "data": "d", "encoders": "e", "tiny_encoders": [], "date": "now"}
+    facts |= {"configfiles": ["demo.yaml"], "commit": "ccc333", "versions": {}, "cpu_kernels": "k"}
+    facts |= {"runs": runs, "commits": {"aaa111": 3, "bbb222": 1}}
+    config = {"report": {"provenance": facts}, "dataset": {"name": "x"}}
+    env = Environment(trim_blocks=True, lstrip_blocks=True)
+    text = env.from_string((REPO / "report/workflow.rst").read_text()).render(
+        snakemake=SimpleNamespace(config=config)
+    )
+    body = publish_parts(text, writer="html", settings_overrides={"report_level": 2})["html_body"]
+    assert "System Message" not in body and "Results made by" in body
+    assert "aaa111 (3 job(s)); bbb222 (1 job(s))" in body and "more than one commit" in body
+    rows = re.findall(r"<tr>(.*?)</tr>", body, re.S)
+    cells = [re.findall(r"<td>(.*?)</td>", row, re.S) for row in rows]
+    assert ["b+c_s0", "bbb222", "ba9876543210", "demo.yaml", "t"] in cells
+    assert ["a_s0", "aaa111", "0123456789ab", "demo.yaml", "t"] in cells
