@@ -208,9 +208,10 @@ def check_fasta_index(
     silently wins, and for bgzip it is left out of the .fai), and a .fai (or .gzi) left from
     an older FASTA points at the wrong bytes. Both show where one record's sequence ends: the
     next bytes must be the header of the next indexed record, and after the last one, the
-    end of the file. One seek and a short read per contig, whatever the genome's size; a
-    bgzip FASTA is read through its ``.gzi`` (offsets in the .fai are of the uncompressed
-    text), so a stale .gzi fails the same way.
+    end of the file, with the last record's last base in it (a FASTA cut short inside its
+    last record, its old index kept). One seek and a short read per contig, whatever the
+    genome's size; a bgzip FASTA is read through its ``.gzi`` (offsets in the .fai are of
+    the uncompressed text), so a stale .gzi fails the same way.
     """
     fasta_path = Path(fasta_path)
     fai = Path(fai_path) if fai_path is not None else Path(f"{fasta_path}.fai")
@@ -263,6 +264,7 @@ def check_fasta_index(
 
 
 def _check_record_ends(fasta_path, fai, gzi, entries, seen, read_at) -> None:
+    index = f"{fai} (or {gzi})" if gzi else str(fai)
     ends = [0]  # where the header of each indexed record should start
     for _, length, offset, bases, width in entries:
         full, rest = divmod(length, bases) if bases else (0, 0)
@@ -272,8 +274,18 @@ def _check_record_ends(fasta_path, fai, gzi, entries, seen, read_at) -> None:
         header = chunk.split(b"\n", 1)[0]
         found = header[1:].split(None, 1)[0].decode(errors="replace") if header[1:] else ""
         if i == len(entries):
-            if not chunk.strip():
+            if not chunk.strip() and _last_base_is_there(entries, read_at):
                 return
+            if not chunk.strip():  # the file ends inside its last record
+                raise InputError(
+                    fasta_path,
+                    entries[-1][0],
+                    f"the FASTA ends before base {entries[-1][1]:,} of this record, its "
+                    f"last, which the index {index} says is there: the index does not match "
+                    "the FASTA (cut short by an interrupted copy or download?); copy the "
+                    "FASTA again, or rebuild the index (samtools faidx) if it was cut on "
+                    "purpose",
+                )
         elif header.startswith(b">") and found == entries[i][0]:
             continue
         if header.startswith(b">") and found in seen:
@@ -283,7 +295,6 @@ def _check_record_ends(fasta_path, fai, gzi, entries, seen, read_at) -> None:
                 "contig listed twice: htslib would read only its first copy; "
                 "remove or rename the second",
             )
-        index = f"{fai} (or {gzi})" if gzi else str(fai)
         raise InputError(
             fasta_path,
             entries[i][0] if i < len(entries) else None,
@@ -292,6 +303,19 @@ def _check_record_ends(fasta_path, fai, gzi, entries, seen, read_at) -> None:
             "If a fresh index fails too, a sequence line holds a byte outside ASCII, "
             "which htslib does not count as a base",
         )
+
+
+def _last_base_is_there(entries, read_at) -> bool:
+    """Whether the byte of the last record's last base is in the file: after the last
+    record only blank bytes are asked for, and a read past the end of the file is blank
+    too, so a FASTA cut inside its last record (its old index kept) would pass."""
+    if not entries:
+        return True
+    _, length, offset, bases, width = entries[-1]
+    if length <= 0 or bases <= 0:
+        return True
+    last = length - 1
+    return read_at(offset + last // bases * width + last % bases, 1).strip() != b""
 
 
 def fasta_contigs(fasta_path: str | os.PathLike) -> list[str]:

@@ -258,6 +258,34 @@ def test_stale_fai_is_an_error_not_shifted_bases(tmp_path: Path) -> None:
         GenomeWindows(fasta)
 
 
+@pytest.mark.parametrize("keep", [-2, -7, -62, 40])
+def test_fasta_cut_inside_its_last_record_with_its_old_fai(tmp_path: Path, keep: int) -> None:
+    # An interrupted copy after the .fai was copied: only blank bytes were asked for after
+    # the last record, and a read past the end of the file is blank, so the genome opened
+    # and the sequences rule died on a raw pysam "failure when retrieving sequence".
+    fasta = tmp_path / "g.fa"
+    text = fasta_text([("a", "ACGT" * 30), ("b", "GGCCAT" * 50)])
+    fasta.write_text(text)
+    pysam.faidx(str(fasta))
+    cut = len(text) + keep if keep < 0 else text.index(">b") + keep  # keep: bytes kept
+    fasta.write_text(text[:cut])
+    match = (
+        rf"^{fasta}:b: the FASTA ends before base 300 of this record, its last, .*"
+        r"the index .* does not match the FASTA \(cut short"
+    )
+    with pytest.raises(InputError, match=match):
+        GenomeWindows(fasta)
+    with pytest.raises(InputError, match=match):
+        check_fasta_index(fasta)
+
+
+def test_fasta_without_its_last_newline_passes_the_index_check(tmp_path: Path) -> None:
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(fasta_text([("a", "ACGT" * 30), ("b", "GGCCAT" * 50)]).rstrip("\n"))
+    pysam.faidx(str(fasta))
+    assert GenomeWindows(fasta).fetch("b", 294, 300) == "GGCCAT"
+
+
 def test_well_formed_fastas_pass_the_index_check(tmp_path: Path, small_fasta: Path) -> None:
     crlf = tmp_path / "crlf.fa"
     crlf.write_bytes(b">a x\r\nACGTA\r\nCG\r\n>b\r\nTT\r\n\r\n")
