@@ -120,7 +120,7 @@ def read_annotation(
     path = Path(path)
     fmt = detect_format(path)
     if fmt == "gtf":
-        transcripts, parts = _gtf_records(*_read_rows(path, _gtf_block), path)
+        transcripts, parts = _gtf_records(*_read_rows(path, _gtf_block, quoted=True), path)
     else:
         transcripts, parts = _gff3_records(_read_rows(path, _gff3_block)[0], path)
     table = _assemble(transcripts, parts, path)
@@ -301,7 +301,9 @@ def detect_format(path: str | os.PathLike) -> str:
     raise InputError(path, None, "no feature lines: not a GTF/GFF3 file")
 
 
-def _read_rows(path: Path, reduce_block) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+def _read_rows(
+    path: Path, reduce_block, quoted: bool = False
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """The feature lines the transcript model needs, block by block, as
     ``reduce_block(rows) -> (rows, heads)`` leaves them (attribute text dropped), concatenated
     in file order.
@@ -309,7 +311,8 @@ def _read_rows(path: Path, reduce_block) -> tuple[pl.DataFrame, pl.DataFrame | N
     Each check of ``_parse_columns`` keeps the first offending line it sees; they are raised
     after the last block, in the order of the checks, so a file breaking several of them gets
     the same one-line error as when it was read whole. A truncated compressed file fails
-    first, then a non-UTF-8 byte, as before.
+    first, then a non-UTF-8 byte, as before, then a file cut inside its last line
+    (``_cut_last_line``; ``quoted``: GTF, whose attribute values are quoted).
     """
     if Path(path).stat().st_size == 0:
         raise InputError(path, None, "empty file")
@@ -317,7 +320,10 @@ def _read_rows(path: Path, reduce_block) -> tuple[pl.DataFrame, pl.DataFrame | N
     rows: list[pl.DataFrame] = []
     heads: list[pl.DataFrame] = []
     not_utf8 = in_fasta = False
+    cut = None
     for first_line, block in _blocks(path):
+        if not in_fasta:  # only the file's last block can end without a newline
+            cut = _cut_last_line(block, first_line, quoted)
         if not_utf8:
             continue  # read on only to find a truncated stream, which fails first
         try:
@@ -341,12 +347,38 @@ def _read_rows(path: Path, reduce_block) -> tuple[pl.DataFrame, pl.DataFrame | N
                 heads.append(kept_heads)
     if not_utf8:
         raise non_utf8_error(path)
+    if cut is not None and not in_fasta:
+        raise InputError(path, *cut)
     if failures:
         line, message = failures[min(failures)]
         raise InputError(path, line, message)
     if not rows:
         raise InputError(path, None, "no feature lines: not a GTF/GFF3 file")
     return pl.concat(rows), (pl.concat(heads) if heads else None)
+
+
+def _cut_last_line(block: bytes, first_line: int, quoted: bool) -> tuple[int, str] | None:
+    """``(line, message)`` when ``block`` ends inside a feature line cut short: no newline
+    after it, and fewer than 9 tab-separated columns or (GTF) an opening quote never
+    closed. An interrupted download or copy of a plain file ends so, and the attribute
+    reader took ``transcript_id "ENST00`` for the ID ``ENST00``: a made-up transcript."""
+    if not block or block.endswith(b"\n"):
+        return None
+    start = block.rfind(b"\n") + 1
+    last = bytes(block[start:]).rstrip(b"\r")
+    if not last.strip() or last.startswith(b"#"):
+        return None
+    if last.count(b"\t") < 8:
+        why = "it has fewer than 9 tab-separated columns"
+    elif quoted and last.count(b'"') % 2:
+        why = "a quote in its attributes is never closed"
+    else:
+        return None
+    line = first_line + block.count(b"\n", 0, start)
+    return line, (
+        f"the file ends inside this line (no newline after it, and {why}): cut short by an "
+        "interrupted download or copy? Fetch the file again"
+    )
 
 
 def _blocks(path: Path) -> Iterator[tuple[int, bytes]]:

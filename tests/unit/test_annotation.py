@@ -222,6 +222,62 @@ def test_truncated_gzip_deep_in_the_file(tmp_path):
     assert int(message.split(":")[1]) > 10_000
 
 
+def cut_inside_last_line(path: Path, lines: list[str], keep_through: str) -> Path:
+    """``lines`` written without their last newline, the last line cut just after the last
+    ``keep_through`` in it (an interrupted download or copy of a plain file)."""
+    text = "\n".join(lines)
+    text = text[: text.rindex(keep_through) + len(keep_through)]
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))  # gzipped once already cut
+    else:
+        path.write_text(text)
+    return path
+
+
+T5 = gtf_line("2", "exon", 5001, 5100, "+", ".", "T5.1", gene="G5.1", transcript_type="lncRNA")
+
+
+@pytest.mark.parametrize(
+    ("name", "keep_through", "why"),
+    [
+        # before: a transcript "T5" (type unknown) from the attribute reader, a warning only
+        ("cut.gtf", 'transcript_id "T5', "a quote in its attributes is never closed"),
+        ("cut.gtf.gz", 'gene_name "G5', "a quote in its attributes is never closed"),
+        ("cut.gtf", "\t+\t", "fewer than 9 tab-separated columns"),
+    ],
+)
+def test_plain_gtf_cut_inside_its_last_line(tmp_path, name, keep_through, why):
+    path = cut_inside_last_line(tmp_path / name, [*gencode_lines(), T5], keep_through)
+    line = len(gencode_lines()) + 1
+    fails(tmp_path, path, rf":{line}: the file ends inside this line .*{why}.*cut short")
+
+
+def test_gff3_cut_inside_its_last_line(tmp_path):
+    lines = [
+        "##gff-version 3",
+        "c1\tX\tmRNA\t1\t100\t.\t+\t.\tID=T9;Parent=G9;gene_id=G9",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=T9",
+        "c1\tX\texon\t1\t100\t.\t+\t.\tParent=T9",
+    ]
+    path = cut_inside_last_line(tmp_path / "cut.gff3", lines, "\t100")
+    fails(tmp_path, path, r":4: the file ends inside this line .*fewer than 9 .*cut short")
+
+
+def test_a_complete_last_line_without_its_newline_reads(tmp_path):
+    lines = [*gencode_lines(), T5]
+    path = tmp_path / "a.gtf"
+    path.write_text("\n".join(lines))
+    assert read_annotation(path).transcript_id.tolist()[-1] == "T5.1"
+    # a quoted value may hold an odd number of quotes only in a GTF cut short; GFF3 is
+    # not quoted, so a quote in its attributes is text
+    gff = tmp_path / "a.gff3"
+    gff.write_text(
+        "##gff-version 3\nc1\tX\tmRNA\t1\t100\t.\t+\t.\tID=T9;Parent=G9;gene_id=G9\n"
+        'c1\tX\texon\t1\t100\t.\t+\t.\tParent=T9;Note=5" end'
+    )
+    assert read_annotation(gff).transcript_id.tolist() == ["T9"]
+
+
 def test_missing_and_empty_files(tmp_path):
     fails(tmp_path, tmp_path / "absent.gtf", r"absent\.gtf: no such file")
     fails(tmp_path, write(tmp_path / "empty.gtf", ["#only a comment"]), r"empty\.gtf: no feature")
