@@ -1,10 +1,10 @@
 """Indexed genome FASTA access: DNA windows as uint8 tokens, contig checks, the .fai index.
 
 Tokens follow DESIGN.md: ``A=0, C=1, G=2, T=3, N=4``; lower case (soft-masking) is folded,
-every other ASCII byte (IUPAC ambiguity codes, anything else) is 4; a byte outside ASCII in
-a window read is an error (pysam decodes bases as UTF-8, so it would crash or shift the
-window). A window may run past either
-end of its contig: the part outside is N-padded, never dropped.
+every other ASCII byte (IUPAC ambiguity codes, anything else) is 4 (``encode``); a byte
+outside ASCII in a window read is an error (pysam decodes bases as UTF-8, so it would crash
+or shift the window), and so is one that is no IUPAC nucleotide letter (``BASE_LETTERS``).
+A window may run past either end of its contig: the part outside is N-padded, never dropped.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -38,6 +39,27 @@ for _token, _base in enumerate("ACGT"):
         _COMPLEMENT[_byte] = 3 - _token
 
 # Names the same contig goes by in UCSC, Ensembl and GenBank-style assemblies.
+
+
+# The letters a sequence line may hold: IUPAC nucleotide codes, either case (soft-masking).
+BASE_LETTERS = b"ACGTURYKMSWBDHVNacgturykmswbdhvn"
+_NOT_A_BASE = re.compile(b"[^" + BASE_LETTERS + b"]")
+
+
+def not_a_base(path: str | os.PathLike, chrom: str, start: int, raw: bytes) -> InputError:
+    """The error for the first byte of ``raw`` (bases of ``chrom`` from 0-based ``start``)
+    that is not in ``BASE_LETTERS``: a gap, a stop, a digit, a space in the genome FASTA
+    reached the RNA (``rna.fa.gz``) or a window as a base."""
+    found = _NOT_A_BASE.search(raw)
+    if found is None:
+        raise ValueError("every byte is a nucleotide letter")
+    return InputError(
+        path,
+        chrom,
+        f"base {start + found.start() + 1:,} of {chrom} is {chr(raw[found.start()])!r}, not a "
+        "nucleotide letter (IUPAC: ACGTURYKMSWBDHVN, either case); fix the genome FASTA "
+        f"{path} (a genome hard-masked with X: mask with N)",
+    )
 
 
 _FORWARD_TABLE = _FORWARD.tobytes()
@@ -120,14 +142,18 @@ class GenomeWindows:
     def _fetch(self, chrom: str, start: int, end: int) -> str:
         """pysam's fetch, with a byte outside ASCII an error naming its contig position: pysam
         decodes bases as UTF-8, so such a byte raised a traceback or, as a valid UTF-8
-        character of 2-4 bytes, made the window shorter than asked."""
+        character of 2-4 bytes, made the window shorter than asked. An ASCII byte that is no
+        nucleotide letter (``-``, ``*``, ``.``, a digit) is an error too (``not_a_base``)."""
         try:
             seq = self._handle().fetch(chrom, start, end)
         except UnicodeDecodeError as err:
             position = start + err.start  # the bytes before it are ASCII
         else:
             if seq.isascii():
-                return seq
+                raw = seq.encode("ascii")
+                if not raw.translate(None, BASE_LETTERS):
+                    return seq
+                raise not_a_base(self.path, chrom, start, raw)
             position = start + next(i for i, c in enumerate(seq) if not c.isascii())
         raise InputError(
             self.path,

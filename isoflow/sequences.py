@@ -39,7 +39,7 @@ from xopen import xopen
 from isoflow.alphabet import genetic_code, reverse_complement, translate_cds
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.files import atomic_path
-from isoflow.genome import GenomeWindows, check_contigs
+from isoflow.genome import BASE_LETTERS, GenomeWindows, check_contigs
 from isoflow.progress import Progress
 
 log = logging.getLogger("isoflow.sequences")
@@ -310,7 +310,8 @@ class _ExonReader:
         self, chroms: list[str], tx: np.ndarray, starts: np.ndarray, ends: np.ndarray
     ) -> bytes | None:
         """Bases of exons ``[starts, ends)`` on ``chroms[tx]``, concatenated, case as stored;
-        None when a byte is not ASCII or the file's lines do not match its ``.fai``."""
+        None when a byte is not a nucleotide letter (``genome.BASE_LETTERS``: not ASCII, a
+        gap, a digit) or the file's lines do not match its ``.fai``."""
         if self._map is None:
             return self._read_pysam(chroms, tx, starts, ends)
         names = [chroms[t] for t in tx.tolist()]
@@ -324,8 +325,8 @@ class _ExonReader:
         if hasattr(mmap, "MADV_DONTNEED"):  # unmap the pages read: they stay in the page
             mapped.madvise(mmap.MADV_DONTNEED)  # cache, but leave this process's RSS
         raw = raw.translate(None, b"\r\n")
-        if len(raw) != int((ends - starts).sum()) or not raw.isascii():
-            return None
+        if len(raw) != int((ends - starts).sum()) or raw.translate(None, BASE_LETTERS):
+            return None  # the one-by-one path names the transcript, contig and base
         return raw
 
     def _read_pysam(self, chroms, tx, starts, ends) -> bytes | None:

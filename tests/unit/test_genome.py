@@ -449,6 +449,22 @@ def test_non_ascii_byte_in_a_sequence_names_contig_and_position(tmp_path: Path) 
         genome.fetch("c1", 11, 14)
 
 
+def test_a_byte_that_is_no_nucleotide_in_a_window_names_contig_and_position(
+    tmp_path: Path,
+) -> None:
+    # Before: '-' (or '*', '.', a digit) was read as N in a window, silently.
+    fasta = tmp_path / "g.fa"
+    fasta.write_bytes(b">c1\nACGTACGTAC\nAC-TArykm\n")
+    index_fasta(fasta, tmp_path / "g.fa.fai")
+    genome = GenomeWindows(fasta)
+    assert genome.tokens("c1", 13, 19).tolist() == [3, 0, 4, 4, 4, 4]  # IUPAC, any case
+    match = rf"^{fasta}:c1: base 13 of c1 is '-', not a nucleotide letter"
+    with pytest.raises(InputError, match=match):
+        genome.tokens("c1", 4, 20, "-")
+    with pytest.raises(InputError, match=match):
+        genome.fetch("c1", 12, 13)
+
+
 def test_utf8_character_in_a_sequence_fails_the_index_check(tmp_path: Path) -> None:
     # htslib does not count its two bytes as bases: the record ends where the .fai says not.
     fasta = tmp_path / "g.fa"

@@ -444,6 +444,40 @@ def _build_bad(tmp_path: Path, transcripts: pd.DataFrame, fasta: Path | None = N
     return str(err.value)
 
 
+@pytest.mark.parametrize("letter", ["5", "-", "*", ".", "X"])
+@pytest.mark.parametrize("packed", ["plain", "bgzip"])
+def test_a_byte_that_is_no_nucleotide_in_an_exon_names_contig_and_base(
+    tmp_path: Path, letter: str, packed: str
+) -> None:
+    # Before: only CR/LF were stripped and ASCII checked, so a gap, a stop or a digit in
+    # the genome reached rna.fa.gz as a base of the RNA, silently.
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    fasta = _sec_fasta(tmp_path / "sec.fa")
+    text = fasta.read_text()
+    at = text.index("\n") + 1 + 4  # chr1 base 5, in T1.1's first exon (1-7)
+    fasta.write_text(text[:at] + letter + text[at + 1 :])
+    if packed == "bgzip":
+        pysam.tabix_compress(str(fasta), f"{fasta}.gz")
+        fasta = Path(f"{fasta}.gz")
+    message = _build_bad(tmp_path, transcripts, fasta)
+    assert message == (
+        f"tx.parquet:T1.1: base 5 of chr1 is {letter!r}, not a nucleotide letter (IUPAC: "
+        f"ACGTURYKMSWBDHVN, either case); fix the genome FASTA {fasta} (a genome "
+        "hard-masked with X: mask with N)"
+    )
+
+
+def test_iupac_codes_and_soft_masking_in_an_exon_are_read(tmp_path: Path) -> None:
+    transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
+    fasta = _sec_fasta(tmp_path / "sec.fa")
+    text = fasta.read_text()
+    at = text.index("\n") + 1
+    fasta.write_text(text[:at] + "ccRyGGC" + text[at + 7 :])
+    out = tmp_path / "out"
+    build_sequences(transcripts, fasta, 10, out / "r.fa.gz", out / "p.fa.gz", out / "w.bed")
+    assert read_fasta(out / "r.fa.gz")["T1.1"] == "CCRYGGCTTGAAAATAAGG"
+
+
 def test_exons_out_of_genomic_order_name_the_transcript(tmp_path: Path) -> None:
     # Before: the exons were joined in the order given, a wrong RNA and protein.
     transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
