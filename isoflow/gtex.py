@@ -814,20 +814,52 @@ def _parse_values_loadtxt(gct, columns, lines: list[bytes], first_line: int) -> 
         raise _bad_value(gct, columns, text, first_line) from None
 
 
+def _loadtxt_parses(lines: list[str], first: int) -> bool:
+    """Whether np.loadtxt, as ``_parse_values_loadtxt`` calls it, reads the tab-separated
+    fields of ``lines`` from field ``first`` on as float64. Python's ``float`` (and
+    ``np.float64``) accept more (``1_0``), so they cannot find the value it rejected."""
+    try:
+        np.loadtxt(
+            lines,
+            delimiter="\t",
+            usecols=range(first, lines[0].count("\t") + 1),
+            dtype=np.float64,
+            comments=None,
+            ndmin=2,
+        )
+    except ValueError:
+        return False
+    return True
+
+
+def _first_failing(count: int, parses) -> int:
+    """The least ``k`` in ``[0, count)`` with ``parses(k, k + 1)`` false, given some is:
+    bisection on the items ``[lo, mid)`` still in doubt, each read at most about twice."""
+    lo, hi = 0, count  # the first item that fails is in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if parses(lo, mid) else (lo, mid)
+    return lo
+
+
 def _bad_value(gct, columns, lines, first_line) -> InputError:
-    """Name the line and sample of the first value np.loadtxt could not parse."""
-    for offset, line in enumerate(lines):
-        fields = line.rstrip("\r\n").split("\t")
-        for name, value in zip(columns[2:], fields[2:], strict=True):
-            try:
-                float(value)
-            except ValueError:
-                return InputError(
-                    gct,
-                    first_line + offset,
-                    f"transcript {fields[0]}, sample {name}: TPM {value[:20]!r} is not a number",
-                )
-    return InputError(gct, first_line, "a value in this block of lines could not be parsed")
+    """Name the line and sample of the first value np.loadtxt could not parse, by its own
+    parser (error path only: halves of the block's lines, then of the line's values)."""
+    text = [line.rstrip("\r\n") for line in lines]
+    if _loadtxt_parses(text, 2):
+        return InputError(gct, first_line, "a value in this block of lines could not be parsed")
+    offset = _first_failing(len(text), lambda a, b: _loadtxt_parses(text[a:b], 2))
+    fields = text[offset].split("\t")
+    values = fields[2:]
+    # after a field loadtxt does not read: "" alone would be a blank line, not a value
+    k = _first_failing(
+        len(values), lambda a, b: _loadtxt_parses(["\t".join(["-", *values[a:b]])], 1)
+    )
+    return InputError(
+        gct,
+        first_line + offset,
+        f"transcript {fields[0]}, sample {columns[2 + k]}: TPM {values[k][:20]!r} is not a number",
+    )
 
 
 def build_targets(

@@ -361,7 +361,7 @@ def test_a_tissue_configured_twice_is_one_line(tmp_path, attrs_path):
     )
 
 
-@pytest.mark.parametrize("value", ["abc", "", "1,5", "nan", "-0.5"])
+@pytest.mark.parametrize("value", ["abc", "", "1,5", "nan", "-0.5", "1_0"])
 def test_non_numeric_tpm(tmp_path, attrs_path, value):
     samples = sample_ids(attrs_path)
     rows = random_rows(300, len(samples))
