@@ -4,7 +4,8 @@ Inside a run folder (``results/runs/{run}/``, DESIGN.md "Data flow" 8):
 
 - ``checkpoints/`` — ``last.ckpt`` every epoch plus the best by ``val_loss`` (written by
   Lightning's ``ModelCheckpoint``), and ``fingerprint.json``: what they were trained from
-  (``run_fingerprint``). A run resumes from ``last.ckpt`` or a newer SLURM
+  (``run_fingerprint``), and ``train.log``, every attempt's log (``isoflow.attempts``).
+  A run resumes from ``last.ckpt`` or a newer SLURM
   ``hpc_ckpt_*.ckpt`` (Lightning's auto-requeue, which earlier versions used; SLURM's
   time limit now requeues at an epoch's end, ``lightning.RequeueBeforeTimeLimit``),
   ``resume_checkpoint``.
@@ -51,6 +52,8 @@ CHECKPOINT_DIR = "checkpoints"
 PREVIOUS_DIR = "previous"
 UNFIT_DIR = "unfit"  # under previous/: never resumed nor restored (by hand, or cut short)
 FINGERPRINT_FILE = "fingerprint.json"
+# the run's own log of its attempts (isoflow.attempts): no checkpoint, it goes where they go
+ATTEMPTS_LOG = "train.log"
 TESTED_FILE = "tested.json"  # the checkpoint the run's test split was scored with
 HPC_CHECKPOINTS = "hpc_ckpt_*.ckpt"  # Lightning's SLURM auto-requeue (earlier versions)
 # Train keys that cannot change the trained weights: left out of the run's fingerprint, so
@@ -78,6 +81,10 @@ NOT_CACHE_FILES = (".snakemake_timestamp",)
 # their checkpoints and are not retrained.
 # compile: compiled kernels round differently from eager ones, so the weights differ.
 TRAIN_KEYS_IF_SET = ("grad_clip", "warmup_steps", "schedule", "decay_norms_biases", "compile")
+
+
+# what a checkpoint folder holds before its first epoch: nothing to keep for other settings
+NOT_TRAINED = (FINGERPRINT_FILE, ATTEMPTS_LOG)
 
 
 def checkpoint_dir(run_dir: str | os.PathLike) -> Path:
@@ -240,7 +247,7 @@ def prepare_checkpoints(run_dir: Path, fingerprint: dict[str, Any]) -> None:
         if recorded == fingerprint:
             return
         hpc = list(run_dir.glob(HPC_CHECKPOINTS))
-        if hpc or any(p.name != FINGERPRINT_FILE for p in ckpt_dir.iterdir()):
+        if hpc or any(p.name not in NOT_TRAINED for p in ckpt_dir.iterdir()):
             name = fingerprint_hash(recorded)
             dest, n = previous / name, 1
             while dest.exists():
@@ -251,7 +258,8 @@ def prepare_checkpoints(run_dir: Path, fingerprint: dict[str, Any]) -> None:
             ckpt_dir.rename(dest)
             log.warning("%s was trained with other settings or data: kept in %s", ckpt_dir, dest)
         else:  # only a fingerprint: nothing was trained (a run stopped before its first epoch)
-            (ckpt_dir / FINGERPRINT_FILE).unlink(missing_ok=True)
+            for name in NOT_TRAINED:
+                (ckpt_dir / name).unlink(missing_ok=True)
             ckpt_dir.rmdir()
     kept = _kept_folder(previous, fingerprint)
     if kept is not None:

@@ -40,6 +40,26 @@ def log_to(path: str | os.PathLike | None) -> Iterator[None]:
         handler.close()
 
 
+def append_to_log(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to the log file ``path``: through the root logger's handler that
+    writes it, when there is one (a handler opened with mode "w" writes at its own offset,
+    over anything appended beside it), else to the file."""
+    target = os.path.abspath(path)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename == target:
+            handler.acquire()
+            try:
+                if handler.stream is not None:  # (reopening a mode "w" one would empty it)
+                    handler.stream.flush()
+                    handler.stream.write(text)
+                    handler.stream.flush()
+                    return
+            finally:
+                handler.release()
+    with open(target, "a") as out:
+        out.write(text)
+
+
 def run_script(
     main: Callable[[], None],
     log_path: str | None = None,

@@ -399,6 +399,12 @@ class History(Callback):
             value = metrics.get(column)
             row[column] = float(value) if value is not None else float("nan")
         self.rows.append(row)
+        if trainer.is_global_zero:  # the run's log: what each attempt trained
+            log.info(
+                "epoch %d: %s",
+                row["epoch"],
+                ", ".join(f"{column} {row[column]:.6g}" for column in HISTORY_COLUMNS[1:]),
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": list(self.rows)}
@@ -705,6 +711,7 @@ class RequeueBeforeTimeLimit(Callback):
         self._epoch_end: float | None = None
         self._read: tuple[float, float | None] | None = None  # (clock, seconds left)
         self._failed = False
+        self._why = ""  # the time left, when that is what stops the job
 
     def install(self) -> None:
         signal.signal(self.signum, self._handle)
@@ -772,13 +779,12 @@ class RequeueBeforeTimeLimit(Callback):
             if left is not None and time_to_requeue(
                 left, self.slowest_epoch_s, self.checkpoint_s, self.factor, self.min_s
             ):
-                log.warning(
-                    "%.0f s left before the SLURM time limit, the slowest epoch took %.0f s "
-                    "and a checkpoint write %.0f s: stopping at this epoch's end to requeue",
-                    left,
-                    self.slowest_epoch_s,
-                    self.checkpoint_s,
+                self._why = (
+                    f"{left:.0f} s left before the SLURM time limit after epoch "
+                    f"{trainer.current_epoch}, the slowest epoch took {self.slowest_epoch_s:.0f} s "
+                    f"and a checkpoint write {self.checkpoint_s:.0f} s"
                 )
+                log.warning("%s: stopping at this epoch's end to requeue", self._why)
                 self.due = True
         # collective on every rank each epoch: ranks stop together (runs before the
         # checkpoint callbacks, which Lightning calls last: the epoch's checkpoints are written)
@@ -790,12 +796,20 @@ class RequeueBeforeTimeLimit(Callback):
     def pending(self) -> bool:
         return self.received or self.due
 
+    @property
+    def reason(self) -> str:
+        """Why the job is to be requeued, for the last line of its log."""
+        if self.received:
+            return f"signal {signal.Signals(self.signum).name} received (sbatch --signal)"
+        return self._why or "another rank was signalled or saw the time limit ahead"
 
-def requeue_job(rank: int = 0) -> None:
+
+def requeue_job(rank: int = 0, reason: str = "") -> None:
     """``scontrol requeue`` this SLURM job (on global rank 0: Lightning's rank, as ranks that
     Lightning started in one SLURM task share its SLURM_PROCID), then end this process:
     the requeued job starts the rule again and resumes from the checkpoints. Raises when the
-    requeue fails.
+    requeue fails. Once requeued, the last line logged says so with ``reason``: the last
+    line of this attempt in the run's attempts log (``isoflow.attempts``).
 
     Ending at once rather than waiting for SLURM to end the job: after a USR1 to the job
     step the job's Snakemake process is dead, and a process tracker that follows parent
@@ -813,5 +827,10 @@ def requeue_job(rank: int = 0) -> None:
                 "again to resume (does the cluster allow requeueing? profiles/slurm asks "
                 "sbatch --requeue for train jobs)",
             )
+        log.warning(
+            "requeued: SLURM job %s, %s; the next attempt resumes from the checkpoints",
+            job,
+            reason or "at an epoch's end",
+        )
     logging.shutdown()  # flush the run's log
     os._exit(0)  # the job is requeued whatever this process does now

@@ -11,8 +11,11 @@
   uninterrupted one. In a SLURM job, a job whose time left (squeue) would not hold another
   epoch stops at an epoch's end, and is requeued to resume from its checkpoints
   (``lightning.RequeueBeforeTimeLimit``).
-- ``history.csv`` — one row per epoch: epoch, train_loss, val_loss, val_r2, val_spearman,
-  val_pearson.
+- ``checkpoints/train.log`` — every attempt's log (``isoflow.attempts``, rank 0): a SLURM
+  requeue or a retry runs the job again, and Snakemake deletes the job's log before it does;
+  once the outputs are written, the earlier attempts are copied to the end of the job's log.
+- ``history.csv`` — one row per epoch (each also a line of the log): epoch, train_loss,
+  val_loss, val_r2, val_spearman, val_pearson.
 - ``metrics.json`` and ``predictions.parquet`` (transcript_id, gene_id, tissue, observed,
   predicted) for the test split, from the checkpoint with the lowest ``val_loss``.
 
@@ -52,6 +55,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from isoflow import cpu
+from isoflow.attempts import AttemptLog, attempt_logging
 from isoflow.checkpoints import (
     agreed_resume,
     checkpoint_dir,
@@ -204,9 +208,33 @@ def run_experiment(
     run_dir: str | os.PathLike,
     genome_fasta: str | os.PathLike | None = None,
     cache_dirs: dict[str, str | os.PathLike] | None = None,
+    job_log: str | os.PathLike | None = None,
 ) -> dict[str, Any] | None:
     """Train (or resume) one experiment and write its outputs; returns the test metrics on
-    the global-zero process (None on the others)."""
+    the global-zero process (None on the others).
+
+    Rank 0 also logs this attempt to the run's attempts log (``isoflow.attempts``); once the
+    outputs are written, the earlier attempts are copied to the end of ``job_log`` (the
+    rule's ``log:`` file, which Snakemake emptied before this job), when given."""
+    with attempt_logging(run_dir, rank_zero_only.rank == 0) as attempt:
+        metrics = _train_and_test(
+            config, experiment, dataset_path, run_dir, genome_fasta, cache_dirs, attempt
+        )
+        if attempt is not None:
+            attempt.end("finished: test metrics written")
+            attempt.copy_earlier_to(job_log)
+        return metrics
+
+
+def _train_and_test(
+    config: dict,
+    experiment: dict,
+    dataset_path: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    genome_fasta: str | os.PathLike | None,
+    cache_dirs: dict[str, str | os.PathLike] | None,
+    attempt: AttemptLog | None,
+) -> dict[str, Any] | None:
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     run_dir = Path(run_dir)
     train = train_config(config)
@@ -313,13 +341,15 @@ def run_experiment(
 
     key = launch_key() if isinstance(environment, SLURMEnvironment) else None
     resume = agreed_resume(run_dir, decide, rank_zero_only.rank, key)
+    if attempt is not None:
+        attempt.begin(resume)  # a new attempts log when the run starts from scratch
     if resume is not None:
         log.info("resuming from %s", resume)
         if rank_zero_only.rank == 0:
             keep_step_log(run_dir)
     trainer.fit(module, datamodule=data, ckpt_path=resume)
     if requeue is not None and requeue.pending:
-        requeue_job(trainer.global_rank)  # does not return
+        requeue_job(trainer.global_rank, requeue.reason)  # does not return
 
     if not trainer.is_global_zero:
         return None
@@ -340,7 +370,8 @@ def run_experiment(
         eager_again(module.model)
     predicted = predict(module, data.test_dataloader(), precision)
     if requeue is not None and requeue.pending:
-        requeue_job(0)  # signalled while testing (rank 0 only): the requeued job tests again
+        # signalled while testing (rank 0 only): the requeued job tests again
+        requeue_job(0, requeue.reason)
     record_tested(best)  # the export takes exactly this checkpoint
     metrics = write_outputs(run_dir, data.frames["test"], data.tissues, predicted, history.rows)
     log.info(
@@ -401,6 +432,7 @@ def run_experiments(
                     run["run_dir"],
                     genome_fasta,
                     cache_dirs=run.get("cache_dirs"),
+                    job_log=run.get("log"),
                 )
             except Exception:
                 log.exception("run %s failed", name)

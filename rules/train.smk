@@ -6,6 +6,9 @@
 # written for other settings or another dataset (checkpoints/fingerprint.json differs) are
 # never deleted: isoflow.checkpoints moves them to results/runs/{run}/previous/<hash>/ and
 # moves them back if those settings come again. Move checkpoints/ away to retrain from scratch.
+# Snakemake deletes the log: file before each attempt (a requeue, a retry), so each attempt also
+# appends its log to checkpoints/train.log, whose earlier attempts a successful job copies to the
+# end of its log (isoflow.attempts).
 from functools import partial
 
 from isoflow.workflow import (

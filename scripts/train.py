@@ -36,6 +36,7 @@ def main() -> None:
         params.run_dir,
         genome_fasta=inputs.get("genome"),
         cache_dirs=cache_dirs,
+        job_log=snakemake.log[0],  # noqa: F821
     )
 
 

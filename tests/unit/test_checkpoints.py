@@ -17,6 +17,7 @@ import torch
 
 from helpers.training import TINY_CONFIG, make_dataset, rerun_matches
 from isoflow.checkpoints import (
+    ATTEMPTS_LOG,
     FINGERPRINT_FILE,
     TRAIN_KEYS_IF_SET,
     agreed_resume,
@@ -364,6 +365,7 @@ def test_changed_settings_keep_the_trained_model(dataset, tmp_path):
     first_config = config_with()
     run_experiment(first_config, EXPERIMENT, path, tmp_path)
     first = snapshot(tmp_path / "checkpoints")
+    first_log = (tmp_path / "checkpoints" / ATTEMPTS_LOG).read_text()
     assert any(name.startswith("best-") for name in first), first
     first_hash = fingerprint_hash(run_fingerprint(first_config, EXPERIMENT, path))
 
@@ -381,7 +383,11 @@ def test_changed_settings_keep_the_trained_model(dataset, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.ckpt")} == mtimes
 
     run_experiment(first_config, EXPERIMENT, path, tmp_path)  # resumes at max_epochs: no step
-    assert snapshot(tmp_path / "checkpoints") == first
+    again = snapshot(tmp_path / "checkpoints")
+    assert again.pop(ATTEMPTS_LOG) != first.pop(ATTEMPTS_LOG) and again == first
+    # the attempts log came back with its checkpoints and goes on from them
+    restored = (tmp_path / "checkpoints" / ATTEMPTS_LOG).read_text()
+    assert restored.startswith(first_log) and "==== attempt 2 of" in restored
     second_hash = fingerprint_hash(run_fingerprint(second_config, EXPERIMENT, path))
     assert snapshot(tmp_path / "previous" / second_hash) == second
 

@@ -165,6 +165,10 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert history["val_loss"].notna().all()
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     assert len(predictions) == metrics["n_test"] * len(TISSUES)
+    # the run's attempts log is rank 0's alone: one attempt, each epoch once
+    attempts = (run_dir / "checkpoints" / "train.log").read_text()
+    assert attempts.count("==== attempt 1 of") == 1 and "attempt 2" not in attempts
+    assert attempts.count("epoch 0: train_loss") == attempts.count("epoch 1: train_loss") == 1
 
     # the last epoch's val_loss and metrics are one process's over the valid set with the
     # same weights (last.ckpt), each transcript counted once (the padded shards counted one

@@ -1184,7 +1184,7 @@ def test_slurm_warning_requeues_at_the_epoch_end_and_resume_matches(dataset, tmp
     class Requeued(Exception):
         pass
 
-    def requeue_job(rank):
+    def requeue_job(rank, reason):
         assert rank == 0
         raise Requeued
 
@@ -1419,7 +1419,7 @@ def test_slurm_time_limit_requeues_at_the_epoch_end_and_resume_matches(
     class Requeued(Exception):
         pass
 
-    def requeue_job(rank):
+    def requeue_job(rank, reason):
         assert rank == 0
         raise Requeued
 

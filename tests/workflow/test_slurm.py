@@ -312,6 +312,13 @@ def test_a_train_job_past_its_time_limit_is_requeued_and_ends_as_uninterrupted(
     done = sh("sacct", "-D", "-X", "-P", "-n", "-j", cut["job"], "-o", "State", timeout=60)
     states = done.stdout.split()
     assert states[-1] == "COMPLETED" and "REQUEUED" in states[:-1], (cut, states)
+    # the job's log holds every attempt, though Snakemake deleted it before the requeued one
+    # ran: the earlier ones copied at its end from the run's own log (isoflow.attempts)
+    job_log = (work / "logs" / "train" / f"{TRAIN_RUN}.log").read_text()
+    this, copied, earlier = job_log.partition("earlier attempt(s) of this run, copied from")
+    assert copied and "==== attempt 1 of" in earlier, job_log[-3000:]
+    assert f"requeued: SLURM job {cut['job']}" in earlier and "epoch 0: train_loss" in earlier
+    assert re.search(r"==== attempt [2-9]\d* of .*resumed from", this), this[:3000]
 
     run_dir = work / "results" / "runs" / TRAIN_RUN
     fingerprint = json.loads((run_dir / "checkpoints" / "fingerprint.json").read_text())
