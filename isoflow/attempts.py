@@ -96,7 +96,7 @@ class AttemptLog(logging.Handler):
         self.stream = open(self.path, "a" if resume is not None else "w")  # noqa: SIM115
         note = ""
         if resume is not None and not before:
-            note = " (earlier attempts not recorded here: their checkpoints came first)"
+            note = " (the attempts before it were not logged here: they predate this log)"
         log.info(
             "%s%s%s",
             HEADER.format(number=self.number, run_dir=self.run_dir),

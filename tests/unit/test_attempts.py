@@ -219,3 +219,14 @@ def test_only_rank_0_writes_and_an_error_ends_the_attempt(tmp_path):
     assert "==== attempt 1 of" in lines[0] and "not a SLURM job" in lines[0]
     assert "before the start is known" in lines[2]  # after the header and "also to"
     assert lines[-1] == "==== attempt 1 failed: ValueError: broken"
+
+
+def test_a_run_resumed_from_checkpoints_older_than_the_log_says_so(tmp_path):
+    """Checkpoints trained before this log existed: the attempt is numbered 1 and its
+    header says the earlier ones were not logged, rather than claim it is the first."""
+    resume = tmp_path / "checkpoints" / "last.ckpt"
+    with attempt_logging(tmp_path, True) as attempt:
+        attempt.begin(resume)
+    header = attempts_path(tmp_path).read_text().splitlines()[0]
+    assert f"==== attempt 1 of {tmp_path}: " in header and f"resumed from {resume}" in header
+    assert header.endswith("(the attempts before it were not logged here: they predate this log)")
