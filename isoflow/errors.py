@@ -24,6 +24,21 @@ class InputError(ValueError):
             where = f"{where}:{self.record}"
         return f"{where}: {self.message}".replace("\n", " ")
 
+    def __reduce__(self):
+        # pickle (a worker process's error sent to its parent) rebuilds an exception as
+        # ``cls(*self.args)``, and ``args`` holds only the rendered line: without this the
+        # parent's unpickling failed, which ended multiprocessing's result thread and left
+        # the parent waiting forever. Rebuilt field by field, whatever a subclass's
+        # __init__ takes (DownloadError's (url, message)).
+        return (_rebuild, (type(self), self.path, self.record, self.message, self.__dict__))
+
+
+def _rebuild(cls: type[InputError], path, record, message, state: dict) -> InputError:
+    err = cls.__new__(cls)
+    InputError.__init__(err, path, record, message)
+    err.__dict__.update(state)
+    return err
+
 
 def non_utf8_error(path: str | os.PathLike, data: bytes | None = None) -> InputError:
     """The first byte of ``path`` that is not UTF-8, as ``file:line: byte 0x.. at column N``.

@@ -102,6 +102,9 @@ class _Unreachable(Exception):
         super().__init__(f"{host}: {cause}")
         self.host, self.cause, self.what = host, cause, what
 
+    def __reduce__(self):  # ``args`` holds one string; __init__ takes three (errors.py)
+        return (type(self), (self.host, self.cause, self.what))
+
 
 def _network_cause(err: BaseException) -> str | None:
     """A few words for ``err`` when it is the network failing, else ``None`` (a bug, a full

@@ -144,3 +144,19 @@ def rerun_matches(config, experiment, dataset_path, run_dir: Path, whole: Path) 
     run_experiment(config, experiment, dataset_path, run_dir)
     for name in RUN_OUTPUTS:
         assert (run_dir / name).read_bytes() == (whole / name).read_bytes(), name
+
+
+def worker_raising_input_error(config, name, run, dataset_path, genome_fasta):
+    """A stand-in for isoflow.train_workers._run_one (importable by a spawned process,
+    torch-free): run ``bad`` raises an InputError, the others return at once."""
+    from isoflow.errors import InputError
+
+    if name == "bad":
+        raise InputError(dataset_path, "ENST0001.1", "tpm is negative")
+    return name, {"loss": 0.0}
+
+
+def worker_raising_key_error(config, name, run, dataset_path, genome_fasta):
+    if name == "bad":
+        raise KeyError("no such column")
+    return name, {"loss": 0.0}

@@ -35,3 +35,47 @@ def test_non_utf8_error_names_line_byte_and_column(tmp_path, compression):
     ok = tmp_path / "ok.txt"
     ok.write_text("all fine\n")
     assert str(non_utf8_error(ok)) == f"{ok}: not UTF-8 text"
+
+
+def _isoflow_exception_classes() -> list[type]:
+    """Every exception class defined in isoflow, found by importing each module and walking
+    BaseException's subclasses, so a class added later is covered without editing this."""
+    import importlib
+    import pkgutil
+
+    import isoflow
+
+    for module in pkgutil.walk_packages(isoflow.__path__, "isoflow."):
+        if module.name != "isoflow.__main__":
+            importlib.import_module(module.name)
+    found, todo = [], [BaseException]
+    while todo:
+        cls = todo.pop()
+        todo.extend(cls.__subclasses__())
+        if cls.__module__.split(".")[0] == "isoflow":
+            found.append(cls)
+    return sorted(found, key=lambda c: f"{c.__module__}.{c.__qualname__}")
+
+
+def test_every_isoflow_exception_survives_pickling():
+    # A worker process's error reaches its parent pickled; an InputError (whose args hold
+    # only the rendered line) failed to unpickle there, and the training job's parent then
+    # waited forever (isoflow.train_workers).
+    import inspect
+    import pickle
+
+    classes = _isoflow_exception_classes()
+    assert InputError in classes and len(classes) > 1
+    for cls in classes:
+        params = [
+            p
+            for p in list(inspect.signature(cls.__init__).parameters.values())[1:]
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        err = cls(*(f"{p.name}-{i}" for i, p in enumerate(params)))
+        back = pickle.loads(pickle.dumps(err))
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        assert type(back) is cls, where
+        assert str(back) == str(err), where
+        assert back.args == err.args, where
+        assert vars(back) == vars(err), where

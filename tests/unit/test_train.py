@@ -1060,6 +1060,36 @@ def test_the_parent_of_train_workers_imports_neither_torch_nor_lightning():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize(
+    ("worker", "expected"),
+    [
+        ("worker_raising_input_error", "InputError: data.parquet:ENST0001.1: tpm is negative"),
+        ("worker_raising_key_error", "RuntimeError: run bad: KeyError: 'no such column'"),
+    ],
+)
+def test_a_run_failing_in_a_train_worker_ends_the_job_with_one_line(worker, expected):
+    # An InputError raised in a worker of resources.train_processes failed to unpickle in
+    # the parent (its args hold only the rendered line), which ended multiprocessing's
+    # result thread: starmap then waited forever, and Snakemake (or SLURM, until the time
+    # limit) never learnt the job had failed. The timeout is what fails here if it hangs.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
+        "from isoflow.train_workers import run_in_processes\n"
+        "runs = {'ok1': {}, 'bad': {}, 'ok2': {}}\n"
+        f"run_in_processes({{}}, runs, 'data.parquet', None, 2, worker=h.{worker}, "
+        "initializer=None)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].endswith(expected)
+    assert "failed in its worker process" in out.stderr  # the worker's traceback, logged
+
+
 def record_steps(monkeypatch) -> list[dict[str, float]]:
     """Per optimizer step of the runs that follow: the LR of its first parameter group and
     the total L2 norm of the gradients it applied (after any clipping)."""
