@@ -195,6 +195,40 @@ def _check_encoder_names(config: dict[str, Any], source: str) -> None:
         if name is not None and name not in known:
             message = f"{name!r} is not an entry of encoders nor an encoder class"
             raise InputError(source, where, message + _closest(name, known))
+    # each slot's encoder, defaults included (an `encoders.enformer` of another class is
+    # read by every experiment naming no dna_encoder)
+    from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
+    from isoflow.settings import MODEL_DEFAULTS  # it imports this module
+
+    for where, name in given:
+        if where.startswith("experiments"):
+            name = name or EXPERIMENT_DEFAULTS["dna_encoder"]
+        else:
+            name = name or MODEL_DEFAULTS[where.removeprefix("model.")]
+        _check_slot_modality(config, source, where, name)
+
+
+def _check_slot_modality(config: dict[str, Any], source: str, where: str, name: str) -> None:
+    """The encoder named at ``where`` (``model.rna_encoder``, ``model.protein_encoder``, an
+    experiment's ``dna_encoder``) reads that slot's modality: ESM-2 given DNA passed the
+    parse and the dry run and failed only in the train job (``isoflow.loader``)."""
+    from isoflow.model.registry import encoder_modality
+
+    slot = where.rsplit(".", 1)[-1].removesuffix("_encoder")
+    spec = (config.get("encoders") or {}).get(name) or {}
+    modality = encoder_modality(name, spec)
+    if modality != slot:
+        readers = [
+            n
+            for n, s in {**dict.fromkeys(ENCODERS), **(config.get("encoders") or {})}.items()
+            if (s or {}).get("class", n) in ENCODERS and encoder_modality(n, s) == slot
+        ]
+        raise InputError(
+            source,
+            where,
+            f"{name!r} reads {modality}, not {slot}: name an encoder of {slot}"
+            + (f" ({', '.join(readers)})" if readers else ""),
+        )
 
 
 # enformer-pytorch computes TensorFlow's gamma positional features (what the official weights

@@ -145,6 +145,26 @@ BAD_SETTINGS = [
         "model.rna_encoder: 'nucleotide_transformr' is not an entry of encoders nor an encoder"
         " class (did you mean 'nucleotide_transformer'?)",
     ),
+    # an encoder of another modality in a slot passed the parse and the dry run, and failed
+    # only in the train job (isoflow.loader)
+    (
+        {"experiments": [{"modalities": ["dna"], "dna_encoder": "esm2"}]},
+        "experiments[0].dna_encoder: 'esm2' reads protein, not dna: name an encoder of dna "
+        "(enformer, borzoi, nt_dna)",
+    ),
+    (
+        {"model": {"rna_encoder": "enformer"}},
+        "model.rna_encoder: 'enformer' reads dna, not rna: name an encoder of rna "
+        "(nucleotide_transformer)",
+    ),
+    (
+        {"model": {"protein_encoder": "nt_dna"}},
+        "model.protein_encoder: 'nt_dna' reads dna, not protein: name an encoder of protein (esm2)",
+    ),
+    (  # a spec's modality: what the class reads by default no longer counts
+        {"encoders": {"nucleotide_transformer": {"source": "tiny", "modality": "dna"}}},
+        "model.rna_encoder: 'nucleotide_transformer' reads dna, not rna: name an encoder of rna",
+    ),
     (  # the NT encoder's own check raised it only when an embed or train job started
         {"rna": {"max_nt": 12283}},
         "rna.max_nt: 12283 is not a multiple of 6: the Nucleotide Transformer "
