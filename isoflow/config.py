@@ -237,32 +237,78 @@ def _check_slot_modality(config: dict[str, Any], source: str, where: str, name: 
 TF_GAMMA_WINDOW = 196_608
 
 
-def check_tf_gamma(config: dict[str, Any], name: str) -> None:
-    """Encoder ``name`` read through this config's ``dna.window``: a pretrained Enformer
-    with ``use_tf_gamma`` needs exactly 196,608 bp. One line naming the key and both fixes.
-    Called from the train and embed rules' input functions, so it stops a DAG holding such a
-    job before any job starts, while a DAG without one (the data half alone) runs."""
-    spec = (config.get("encoders") or {}).get(name) or {}
-    if ENCODERS.get(spec.get("class", name), ("",))[0] != "enformer":
+def check_dna_encoder(config: dict[str, Any], name: str) -> None:
+    """Encoder ``name`` read through this config's ``dna.window``, as only the job's first
+    forward pass (after the weights' download and load) would otherwise reject it: a
+    pretrained Enformer with ``use_tf_gamma`` needs exactly 196,608 bp; an Enformer needs
+    a multiple of 128 bp (pretrained) giving at least its ``target_length`` bins (896 as
+    published); a pretrained Borzoi exactly its ``input_length`` (524,288 bp, which its
+    relative-position table covers). One line naming the key and the fix. Called from the
+    train and embed rules' input functions, so it stops a DAG holding such a job before any
+    job starts, while a DAG without one (the data half alone) runs."""
+    from isoflow.model.registry import TOKEN_GEOMETRY
+    from isoflow.settings import with_encoder_defaults  # it imports this module
+
+    spec = with_encoder_defaults((config.get("encoders") or {}).get(name))
+    family = ENCODERS.get(spec.get("class", name), ("",))[0]
+    if family not in ("enformer", "borzoi"):
         return
-    window = int((config.get("dna") or {}).get("window") or 0)
-    if (
-        spec.get("source") == "pretrained"
-        and spec.get("use_tf_gamma")
-        and window != TF_GAMMA_WINDOW
-    ):
+    window = int((config.get("dna") or {}).get("window") or 0) or _schema_window()
+    geometry = TOKEN_GEOMETRY["enformer"]
+    bins = _enformer_bins(spec)
+    pretrained = spec.get("source") == "pretrained"
+    if family == "borzoi":
+        from isoflow.model.registry import BORZOI_INPUT_BP
+
+        needed = int(spec.get("input_length") or BORZOI_INPUT_BP)
+        if pretrained and window != needed:
+            raise InputError(
+                "config",
+                "dna.window",
+                f"{window:,} bp, but the pretrained Borzoi encoders.{name} reads exactly "
+                f"{needed:,} bp windows (its relative-position table covers that input): set "
+                f"dna.window: {needed} in a separate results folder (config/borzoi.yaml)",
+            )
+        return
+    if pretrained and spec.get("use_tf_gamma") and window != TF_GAMMA_WINDOW:
         raise InputError(
             "config",
             f"encoders.{name}.use_tf_gamma",
             f"true needs dna.window {TF_GAMMA_WINDOW:,} (enformer-pytorch has TensorFlow's "
             f"gamma positions only for the full input), but dna.window is {window:,}: set "
-            f"dna.window: {TF_GAMMA_WINDOW} or encoders.{name}.use_tf_gamma: false",
+            f"dna.window: {TF_GAMMA_WINDOW}, or encoders.{name}.use_tf_gamma: false with a "
+            f"dna.window that is a multiple of 128 and still gives at least its target_length "
+            f"of {max(bins, 1):,} bins ({max(bins, 1) * 128:,} bp or more)",
+        )
+    letters = geometry.letters
+    if bins != -1 and window // letters < bins:
+        raise InputError(
+            "config",
+            "dna.window",
+            f"{window:,} bp gives {window // letters:,} bins of {letters} bp, fewer than the "
+            f"{bins:,} (target_length) the Enformer encoders.{name} returns: set dna.window to "
+            f"at least {bins * letters} (or a smaller encoders.{name}.target_length)",
+        )
+    if pretrained and window % letters:
+        low = window - window % letters
+        raise InputError(
+            "config",
+            "dna.window",
+            f"{window:,} bp is not a multiple of {letters}, which the pretrained Enformer "
+            f"encoders.{name} reads in {letters}-bp bins: set {low} or {low + letters}",
         )
 
 
-def check_encoder_settings(config: dict[str, Any], experiments: dict[str, dict]) -> None:
-    """Settings that only the first forward pass of a job would reject, for every DNA
-    encoder an experiment reads (:func:`check_tf_gamma`)."""
-    used = {exp.get("dna_encoder") for exp in experiments.values() if "dna" in exp["modalities"]}
-    for name in sorted(n for n in used if n):
-        check_tf_gamma(config, name)
+def _enformer_bins(spec: dict[str, Any]) -> int:
+    """The bins an Enformer spec returns (its target_length; -1: all), as
+    ``workflow.dna_span`` reads it: a tiny one's hparams, else the spec's own."""
+    from isoflow.model.registry import TOKEN_GEOMETRY
+
+    geometry = TOKEN_GEOMETRY["enformer"]
+    if spec.get("source") == "tiny":
+        return int((spec.get("hparams") or {}).get(geometry.cap, geometry.tiny))
+    return int(spec.get(geometry.cap) or geometry.pretrained)
+
+
+def _schema_window() -> int:
+    return int(load_schema(str(SCHEMA))["properties"]["dna"]["properties"]["window"]["default"])

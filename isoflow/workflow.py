@@ -19,7 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from isoflow.config import SCHEMA, check_tf_gamma, load_schema
+from isoflow.config import SCHEMA, check_dna_encoder, load_schema
 from isoflow.cpu import VARIABLES as CPU_VARIABLES
 from isoflow.errors import InputError
 from isoflow.experiments import (
@@ -146,7 +146,7 @@ def train_inputs(config: dict, experiment: dict, dataset: str, genome: str) -> d
     it from its weights folder, as an embed job does: ``embed_inputs``)."""
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     if "dna" in experiment["modalities"]:
-        check_tf_gamma(config, experiment["dna_encoder"])
+        check_dna_encoder(config, experiment["dna_encoder"])
     inputs = {"dataset": dataset}
     cached = cached_modalities(config, experiment)
     if "dna" in experiment["modalities"] and "dna" not in cached:
@@ -697,7 +697,8 @@ def dna_span(config: dict, experiment: Mapping[str, Any]) -> dict[str, Any] | No
     token, around the TSS); an adaptive cache averages all tokens into ``slots`` =
     ``min(tokens, pool_to)``; a DNA encoder read raw gives all its tokens. ``span_bp`` is the
     DNA behind those tokens; ``text`` says it in one line. Each token's encoder saw all
-    ``input_bp`` through its receptive field."""
+    ``input_bp`` through its receptive field. A ``dna.window`` too short for the tokens the
+    encoder returns is an InputError naming it, never a clamped count (the job would fail)."""
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     if "dna" not in experiment["modalities"]:
         return None
@@ -722,7 +723,16 @@ def dna_span(config: dict, experiment: Mapping[str, Any]) -> dict[str, Any] | No
         output_bp = input_bp
     else:
         input_bp = window
-        tokens = window // letters if cap == -1 else min(cap, window // letters)
+        if cap != -1 and window // letters < cap:  # the encoder's forward would fail
+            check_dna_encoder(config, name)  # its own line where it has one (Enformer)
+            raise InputError(
+                "config",
+                "dna.window",
+                f"{window:,} bp gives {window // letters:,} tokens of {letters} bp, fewer "
+                f"than the {cap:,} ({geometry.cap}) encoder {name} returns: set dna.window "
+                f"to at least {cap * letters}",
+            )
+        tokens = window // letters if cap == -1 else cap
         output_bp = tokens * letters
     if "dna" not in cached_modalities(config, experiment):
         mode, kept, slots, span_bp = "raw", tokens, tokens, output_bp
@@ -810,7 +820,7 @@ def embed_inputs(wildcards, config: dict, dataset: str, genome: str) -> dict[str
     spec = (config.get("encoders") or {}).get(name)
     if spec is None:
         raise InputError(None, name, "encoder is not configured under `encoders:`")
-    check_tf_gamma(config, name)
+    check_dna_encoder(config, name)
     inputs = {"dataset": dataset}
     if encoder_modality(name, spec) == "dna":
         inputs["genome"] = genome

@@ -47,6 +47,10 @@ TOKEN_GEOMETRY: dict[str, TokenGeometry] = {
     "nucleotide_transformer": TokenGeometry(6, "max_len", 2048, 2048),
 }
 
+# The input the published Borzoi weights' relative-position table covers (4,096 positions):
+# the only ``dna.window`` they read (``isoflow.config.check_dna_encoder``).
+BORZOI_INPUT_BP = 524_288
+
 # Host memory of one embedding forward on CPU, per family, in MiB (peak RSS of the process,
 # interpreter and imports included: ~252 MiB of it), for isoflow.workflow.embed_mem_mb:
 # "tiny" = the tiny size at the demo's lengths, batch 8 (measured 2026-11-26: Enformer 2,048

@@ -339,17 +339,67 @@ def _tf_gamma_config(window: int, source: str = "pretrained", dna_encoder: str =
     }
 
 
-def test_use_tf_gamma_with_another_window_is_one_line_at_parse():
-    from isoflow.config import check_encoder_settings
-    from isoflow.experiments import expand_experiments
+def test_use_tf_gamma_with_another_window_is_one_line_before_any_job():
+    from isoflow.config import check_dna_encoder
 
     config = _tf_gamma_config(2048)
     with pytest.raises(InputError) as err:
-        check_encoder_settings(config, expand_experiments(config))
+        check_dna_encoder(config, "enformer")
     line = str(err.value)
     assert line.startswith("config:encoders.enformer.use_tf_gamma: true needs dna.window 196,608")
     assert "dna.window is 2,048" in line and "use_tf_gamma: false" in line
+    # the second fix must not lead into a window too short for the published 896 bins
+    assert "at least its target_length of 896 bins (114,688 bp or more)" in line
     assert "\n" not in line
+
+
+@pytest.mark.parametrize(
+    ("window", "spec", "name", "expected"),
+    [
+        # the tf_gamma error's other fix, taken with too short a window: the job failed with
+        # a bare "sequence length 512 is less than target length 896"
+        (
+            65_536,
+            {"source": "pretrained", "use_tf_gamma": False},
+            "enformer",
+            "config:dna.window: 65,536 bp gives 512 bins of 128 bp, fewer than the 896 "
+            "(target_length) the Enformer encoders.enformer returns: set dna.window to at "
+            "least 114688 (or a smaller encoders.enformer.target_length)",
+        ),
+        (
+            200_000,
+            {"source": "pretrained", "use_tf_gamma": False},
+            "enformer",
+            "config:dna.window: 200,000 bp is not a multiple of 128, which the pretrained "
+            "Enformer encoders.enformer reads in 128-bp bins: set 199936 or 200064",
+        ),
+        (  # a tiny Enformer's bins: its hparams' target_length
+            512,
+            {"source": "tiny", "hparams": {"target_length": 8}},
+            "enformer",
+            "config:dna.window: 512 bp gives 4 bins of 128 bp, fewer than the 8",
+        ),
+        # the published Borzoi reads 524,288 bp only; the job failed on its first batch,
+        # after the download and the load
+        (
+            196_608,
+            {"source": "pretrained"},
+            "borzoi",
+            "config:dna.window: 196,608 bp, but the pretrained Borzoi encoders.borzoi reads "
+            "exactly 524,288 bp windows (its relative-position table covers that input): set "
+            "dna.window: 524288 in a separate results folder (config/borzoi.yaml)",
+        ),
+    ],
+)
+def test_a_dna_window_the_encoder_cannot_read_is_one_line_before_any_job(
+    window, spec, name, expected
+):
+    from isoflow.config import check_dna_encoder
+
+    config = {"dna": {"window": window}, "encoders": {name: spec}}
+    with pytest.raises(InputError) as err:
+        check_dna_encoder(config, name)
+    assert str(err.value).startswith(expected), str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -363,12 +413,28 @@ def test_use_tf_gamma_with_another_window_is_one_line_at_parse():
 def test_use_tf_gamma_passes_where_no_forward_would_fail(window, source, dna_encoder):
     """The full window; a tiny Enformer (random weights, no TF gamma); an Enformer no
     experiment reads (the Borzoi overlay keeps the Enformer spec as it is)."""
-    from isoflow.config import check_encoder_settings
-    from isoflow.experiments import expand_experiments
+    from isoflow.config import check_dna_encoder
 
     config = _tf_gamma_config(window, source, dna_encoder)
     config["encoders"]["borzoi"] = {"source": "pretrained"}
-    check_encoder_settings(config, expand_experiments(config))
+    check_dna_encoder(config, dna_encoder)
+
+
+@pytest.mark.parametrize(
+    ("window", "spec", "name"),
+    [
+        (114_688, {"source": "pretrained", "use_tf_gamma": False}, "enformer"),  # 896 bins
+        (65_536, {"source": "pretrained", "target_length": 512}, "enformer"),
+        (2048, {"source": "tiny", "hparams": {"target_length": 8}}, "enformer"),
+        (2048, {"source": "tiny"}, "borzoi"),
+        (131_072, {"source": "pretrained", "input_length": 131_072}, "borzoi"),
+        (1000, {"source": "pretrained"}, "esm2"),
+    ],
+)
+def test_a_dna_window_the_encoder_reads_passes(window, spec, name):
+    from isoflow.config import check_dna_encoder
+
+    check_dna_encoder({"dna": {"window": window}, "encoders": {name: spec}}, name)
 
 
 def test_the_demo_sets_every_train_key_the_full_config_sets():

@@ -782,6 +782,37 @@ def test_dna_span_read_raw_and_of_tiny_encoders():
     assert (span["tokens"], span["span_bp"]) == (200, 25_600)
 
 
+@pytest.mark.parametrize(
+    ("window", "spec", "name", "expected"),
+    [
+        # pretrained Enformer, 65,536 bp: 512 bins, not the 896 it returns; dna_span said 512
+        # tokens, and the train job failed on its first batch with a bare ValueError
+        (
+            65_536,
+            {"source": "pretrained", "use_tf_gamma": False},
+            "enformer",
+            "config:dna.window: 65,536 bp gives 512 bins of 128 bp, fewer than the 896",
+        ),
+        (  # a family without its own check: dna_span's line
+            2048,
+            {"source": "pretrained", "input_length": 2048, "bins_to_return": 6144},
+            "borzoi",
+            "config:dna.window: 2,048 bp gives 64 tokens of 32 bp, fewer than the 6,144 "
+            "(bins_to_return) encoder borzoi returns: set dna.window to at least 196608",
+        ),
+    ],
+)
+def test_a_window_too_short_for_the_encoder_is_refused_not_clamped(window, spec, name, expected):
+    config = {"dna": {"window": window}, "encoders": {name: spec}}
+    experiment = {"modalities": ["dna"], "dna_encoder": name}
+    with pytest.raises(InputError) as err:
+        workflow.dna_span(config, experiment)
+    assert str(err.value).startswith(expected), str(err.value)
+    if name == "enformer":  # and the train rule's input function stops the DAG
+        with pytest.raises(InputError, match="fewer than the 896"):
+            workflow.train_inputs(config, experiment, "dataset.parquet", "genome.fa")
+
+
 def test_ablation_dna_spans_only_for_factors_whose_levels_can_differ_in_it():
     config = shipped("config.yaml", "ablations.yaml")
     experiments = expand_experiments(config)

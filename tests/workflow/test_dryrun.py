@@ -349,7 +349,9 @@ def test_use_tf_gamma_with_another_window_stops_the_dag_not_the_data_half(tmp_pa
     line = (
         "config:encoders.enformer.use_tf_gamma: true needs dna.window 196,608 (enformer-pytorch"
         " has TensorFlow's gamma positions only for the full input), but dna.window is 2,048: "
-        "set dna.window: 196608 or encoders.enformer.use_tf_gamma: false"
+        "set dna.window: 196608, or encoders.enformer.use_tf_gamma: false with a dna.window "
+        "that is a multiple of 128 and still gives at least its target_length of 896 bins "
+        "(114,688 bp or more)"
     )
     assert line in done.stdout + done.stderr, done.stderr[-3000:]
     done = snakemake(*args, "results/sequences/rna.fa.gz")

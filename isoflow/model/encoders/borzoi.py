@@ -10,12 +10,9 @@ from torch import nn
 
 from isoflow.errors import InputError
 from isoflow.model.encoders.base import DnaEncoder, one_hot_dna
-from isoflow.model.registry import TOKEN_GEOMETRY
+from isoflow.model.registry import BORZOI_INPUT_BP, TOKEN_GEOMETRY
 
 GEOMETRY = TOKEN_GEOMETRY["borzoi"]  # 32 bp bins; bins_to_return 16 (tiny), 6,144 (published)
-
-# The input the published weights' relative-position table covers (4,096 positions).
-BORZOI_INPUT_BP = 524_288
 
 
 class BorzoiEncoder(DnaEncoder):
