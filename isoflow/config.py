@@ -312,3 +312,45 @@ def _enformer_bins(spec: dict[str, Any]) -> int:
 
 def _schema_window() -> int:
     return int(load_schema(str(SCHEMA))["properties"]["dna"]["properties"]["window"]["default"])
+
+
+def replaced_experiments(configfiles) -> str | None:
+    """One warning line when two ``--configfile`` overlays (every file but the Snakefile's
+    config/config.yaml, in the order given) each set ``experiments``: Snakemake replaces a list when
+    it merges config files, so only the last file's runs are planned (``config.yaml
+    ablations.yaml borzoi.yaml`` planned Borzoi's 3 runs, not the ablations' 45 plus them).
+    A warning, not an error: an overlay narrowing another's runs on purpose
+    (``demo.yaml mine.yaml``) is common. None otherwise; an unreadable file is left to
+    Snakemake's own loader."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    setting: list[tuple[str, int]] = []
+    base = SCHEMA.parent / "config.yaml"
+    overlays = [p for p in dict.fromkeys(map(str, configfiles)) if Path(p).resolve() != base]
+    for path in overlays:
+        try:
+            data = yaml.load(Path(path).read_text(), Loader=loader)
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("experiments"), list):
+            setting.append((_shown(path), len(data["experiments"])))
+    if len(setting) < 2:
+        return None
+
+    def entries(n: int) -> str:
+        return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+    dropped = ", ".join(f"{path} ({entries(n)})" for path, n in setting[:-1])
+    last, n = setting[-1]
+    return (
+        f"isoflow: warning: experiments is set by {dropped} and {last} ({entries(n)}): "
+        f"Snakemake replaces lists when it merges config files, so only {last}'s are "
+        "planned; put every experiment in one overlay to run them all"
+    )
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the checkout when inside it (config/borzoi.yaml), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(SCHEMA.parents[1]))
+    except ValueError:
+        return path

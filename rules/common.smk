@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from isoflow.config import check_config
+from isoflow.config import check_config, replaced_experiments
 from isoflow.cpu import pin_cpu_kernels
 from isoflow.experiments import expand_experiments
 from isoflow.workflow import (
@@ -31,6 +31,10 @@ for _section in ("explain", "design", "finetune"):
 
 # One line naming the key first; then Snakemake's validate fills the schema's defaults.
 check_config(config, workflow.source_path("../config/schema.yaml"), "config")
+# Two overlays setting `experiments`: Snakemake keeps the last file's list only.
+_replaced = replaced_experiments(workflow.configfiles)
+if _replaced:
+    print(_replaced, file=sys.stderr)
 validate(config, schema="../config/schema.yaml")
 # Pretrained encoders sharing a weights folder ask for the same download; a folder outside
 # resources/models/ already holds one (it cannot be downloaded there).

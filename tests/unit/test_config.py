@@ -502,3 +502,28 @@ def test_rna_max_nt_off_the_6mer_frame_is_refused_for_an_nt_entry_of_another_nam
         check_config(config)
     config["rna"]["max_nt"] = 996
     check_config(config)
+
+
+def test_two_overlays_setting_experiments_warn_that_only_the_last_is_planned(tmp_path):
+    # Snakemake replaces lists when it merges config files: config.yaml ablations.yaml
+    # borzoi.yaml silently planned Borzoi's 3 runs, the ablations' 45 gone
+    from isoflow.config import replaced_experiments
+
+    base, ablations, borzoi = (
+        REPO / "config" / f for f in ("config.yaml", "ablations.yaml", "borzoi.yaml")
+    )
+    line = replaced_experiments([base, ablations, borzoi])
+    n = len(load("config/ablations.yaml")["experiments"])
+    assert line == (
+        f"isoflow: warning: experiments is set by config/ablations.yaml ({n} entries) and "
+        "config/borzoi.yaml (1 entry): Snakemake replaces lists when it merges config files, "
+        "so only config/borzoi.yaml's are planned; put every experiment in one overlay to run "
+        "them all"
+    )
+    # one overlay over the base replaces the base's list, as intended; another key alone
+    # (seeds, dna) is no second list of runs
+    assert replaced_experiments([base, ablations]) is None
+    assert replaced_experiments([base, base, borzoi]) is None
+    other = tmp_path / "window.yaml"
+    other.write_text("dna: {window: 2048}\nseeds: [0]\n")
+    assert replaced_experiments([base, ablations, other]) is None

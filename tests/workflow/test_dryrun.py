@@ -200,6 +200,19 @@ def test_overlays_resolve_their_dag(overlay: str) -> None:
     assert encoders <= embedded
 
 
+@pytest.mark.slow
+def test_two_overlays_setting_experiments_warn_at_parse(tmp_path: Path) -> None:
+    """Snakemake replaces lists when it merges config files: the ablations' grid under the
+    Borzoi overlay plans Borzoi's runs alone, which the parse now says in one line."""
+    files = ("config/config.yaml", "config/ablations.yaml", "config/borzoi.yaml")
+    done = snakemake("-n", "-d", tmp_path, "--configfile", *files)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warned = [line for line in done.stderr.splitlines() if "isoflow: warning: experiments" in line]
+    assert len(warned) == 1 and "only config/borzoi.yaml's are planned" in warned[0], warned
+    # Borzoi's one entry under the ablations' seeds [0, 1, 2]: 3 runs, not 45 + 3
+    assert sum(job["rule"] == "train" for job in parse_dry_run(done.stdout)) == 3
+
+
 BAD_SETTINGS = {
     "train: {max_epoch: 1}": "config:train: unknown key 'max_epoch' (did you mean 'max_epochs'?)",
     "train: {lr: fast}": "config:train.lr: 'fast' is not of type 'number'",
