@@ -31,9 +31,9 @@ from isoflow.experiments import (
 )
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.model.registry import (
-    ENCODER_HOST_MB,
     IMPORT_MB,
     TOKEN_GEOMETRY,
+    encoder_host_mb,
     encoder_kind,
     encoder_modality,
 )
@@ -916,7 +916,7 @@ def embed_mem_mb(wildcards, config: dict, caches: int = 1) -> int:
     name = wildcards.encoder
     spec = with_encoder_defaults((config.get("encoders") or {}).get(name))
     family, _ = encoder_kind(name, spec)
-    host = ENCODER_HOST_MB[family]
+    host = encoder_host_mb(family)
     gpu = int((config.get("resources") or {}).get("gpu") or 0)
     if spec["source"] == "tiny":
         encoder_mb = host["tiny"]
@@ -955,7 +955,7 @@ def bundle_mem_mb(
         run_mb = 0
         for name in encoder_names(config, {**EXPERIMENT_DEFAULTS, **experiment}).values():
             spec = with_encoder_defaults((config.get("encoders") or {}).get(name))
-            host = ENCODER_HOST_MB[encoder_kind(name, spec)[0]]
+            host = encoder_host_mb(encoder_kind(name, spec)[0])
             run_mb += host["tiny" if spec["source"] == "tiny" else "real"] - IMPORT_MB
         runs.append(run_mb)
     loaded = (sum(runs) if together else max(runs, default=0)) + IMPORT_MB + BUNDLE_JOB_MB

@@ -3,9 +3,9 @@
 Light on purpose: the workflow reads it at parse time (``isoflow.workflow.embed_inputs``) and
 the config check (``isoflow.config``) takes its keys as the encoder classes a spec may name.
 ``isoflow.model.encoders``, which imports torch, builds the encoders from it: the family is
-the module ``isoflow/model/encoders/<family>.py``. A new family is that file plus one line
-here, and a DNA family its ``TOKEN_GEOMETRY`` line (docs/encoders.md, "Adding an encoder
-family").
+the module ``isoflow/model/encoders/<family>.py``. A new family is that file plus its line
+in ``ENCODERS`` and its measured ``ENCODER_HOST_MB`` line here, and a DNA family its
+``TOKEN_GEOMETRY`` line (docs/encoders.md, "Adding an encoder family").
 """
 
 from __future__ import annotations
@@ -66,6 +66,21 @@ ENCODER_HOST_MB: dict[str, dict[str, int]] = {
     "esm2": {"tiny": 573, "real": 1229, "weights": 565},
 }
 IMPORT_MB = 252  # the interpreter with torch and the encoder packages imported (measured)
+
+
+def encoder_host_mb(family: str) -> dict[str, int]:
+    """``ENCODER_HOST_MB[family]``. A family without its line stops with one line naming the
+    table: its figures become SLURM ``mem_mb`` requests (``isoflow.workflow.embed_mem_mb``,
+    ``bundle_mem_mb``), so they are measured, never a default guessed for an unknown model."""
+    if family not in ENCODER_HOST_MB:
+        raise InputError(
+            "isoflow/model/registry.py",
+            "ENCODER_HOST_MB",
+            f"no entry for encoder family {family!r}: add its measured peak RSS in MiB, "
+            f'{{"tiny": ..., "real": ..., "weights": ...}} (docs/encoders.md, "Adding an '
+            'encoder family")',
+        )
+    return ENCODER_HOST_MB[family]
 
 
 def encoder_kind(name: str, spec: dict) -> tuple[str, str]:

@@ -23,7 +23,8 @@ that :mod:`isoflow.weights` downloaded into ``path``, without network access.
 The name resolves through :data:`isoflow.model.registry.ENCODERS` to ``(family, modality)``;
 the family is the module ``isoflow.model.encoders.<family>``, whose ``FAMILY`` class declares
 its sizes and how to build and load it (:mod:`isoflow.model.encoders.base`). Adding a family
-is that one file plus one registry line (docs/encoders.md).
+is that one file plus its registry lines: its name in ``ENCODERS`` and its measured host
+memory in ``ENCODER_HOST_MB`` (docs/encoders.md).
 """
 
 from __future__ import annotations

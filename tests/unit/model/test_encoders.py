@@ -3,9 +3,11 @@ loading code run on tiny checkpoints saved in the real on-disk layout, offline."
 
 import importlib
 import json
+import math
 import socket
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -26,7 +28,7 @@ from isoflow.model.encoders import (
     random_encoder,
     spec_from_config,
 )
-from isoflow.model.registry import ENCODERS
+from isoflow.model.registry import ENCODER_HOST_MB, ENCODERS, IMPORT_MB
 from isoflow.settings import ENCODER_DEFAULTS
 
 RNG = np.random.default_rng(0)
@@ -773,7 +775,7 @@ def toy_family(tmp_path, monkeypatch):
     sys.modules.pop("isoflow.model.encoders.toy", None)
 
 
-def test_a_new_family_is_one_file_and_one_registry_line(toy_family, tmp_path):
+def test_a_new_family_is_one_file_and_its_registry_lines(toy_family, tmp_path, monkeypatch):
     encoder = build_encoder("toy", {"source": "tiny"})
     assert type(encoder).__name__ == "ToyEncoder" and encoder.modality == "dna"
     emb, mask = encoder(**encoder.tokenize(dna_batch(2, 64)))
@@ -805,6 +807,29 @@ def test_a_new_family_is_one_file_and_one_registry_line(toy_family, tmp_path):
     assert build_encoder("my_toy", spec_from_config(config, "my_toy")).dim == 4
     with pytest.raises(InputError, match="toy encoders read dna, not protein"):
         build_encoder("toy", {"modality": "protein"})
+    # The workflow sizes the jobs that load it (snakemake -n evaluates both) from its measured
+    # ENCODER_HOST_MB line: without one, one line naming the table, not a bare KeyError.
+    from isoflow import workflow
+
+    config["experiments"] = [{"name": "toy_run", "modalities": ["dna"], "dna_encoder": "my_toy"}]
+    job = SimpleNamespace(encoder="my_toy")
+    runs = [{**workflow.EXPERIMENT_DEFAULTS, **config["experiments"][0]}]
+    for size in (
+        lambda: workflow.embed_mem_mb(job, config),
+        lambda: workflow.bundle_mem_mb(config, runs),
+    ):
+        with pytest.raises(
+            InputError, match=r"registry.py:ENCODER_HOST_MB: no entry for encoder family 'toy'"
+        ):
+            size()
+    monkeypatch.setitem(ENCODER_HOST_MB, "toy", {"tiny": 300, "real": 3000, "weights": 1000})
+
+    def rounded(mb):  # 1.25 margin, rounded up to 100 MB (no GPU in the demo)
+        return math.ceil(math.ceil(1.25 * mb) / 100) * 100
+
+    assert workflow.embed_mem_mb(job, config) == rounded(1024 + 300)  # embed.shard_mb + tiny
+    loaded = IMPORT_MB + (300 - IMPORT_MB) + workflow.BUNDLE_JOB_MB
+    assert workflow.bundle_mem_mb(config, runs) == rounded(loaded)
 
 
 def test_the_borzoi_excerpt_in_the_docs_is_the_file():
