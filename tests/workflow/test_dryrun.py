@@ -26,8 +26,8 @@ def snakemake(*args: str | Path, env: dict | None = None) -> subprocess.Complete
     )
 
 
-def rule_names(configfile: str) -> set[str]:
-    done = snakemake("--list-rules", "--configfile", configfile)
+def rule_names(*configfiles: str | Path) -> set[str]:
+    done = snakemake("--list-rules", "--configfile", *configfiles)
     assert done.returncode == 0, done.stderr[-3000:]
     # One rule a line, its docstring after it in parentheses (continuation lines indented).
     return {match[1] for match in re.finditer(r"^(\w+)(?: \(|$)", done.stdout, flags=re.M)}
@@ -109,36 +109,44 @@ def test_each_rule_file_declares_the_localrules_of_its_own_rules() -> None:
 
 
 @pytest.mark.slow
-def test_profile_names_only_rules_that_exist() -> None:
+def test_profile_names_only_rules_that_exist(tmp_path: Path) -> None:
     """A typo in the profile would leave a rule on the defaults: each name is a rule of one
-    of the shipped configs (the full run's, or the demo's, also run on a cluster)."""
+    of the shipped configs (the full run's, or the demo's, also run on a cluster), or of the
+    full run with embed.jobs: 2 (rule embed_part, docs/encoders.md)."""
+    jobs = tmp_path / "embed_jobs.yaml"
+    jobs.write_text("embed: {jobs: 2}\n")
     rules = rule_names("config/config.yaml") | rule_names("config/demo.yaml")
+    rules |= rule_names("config/config.yaml", jobs)
+    assert "embed_part" in rules, sorted(rules)
     named = set(SLURM_PROFILE.get("set-resources", {})) | set(SLURM_PROFILE.get("set-threads", {}))
     assert named <= rules, f"profile names rules the workflow does not have: {named - rules}"
 
 
-# Rules declaring `gpu` that the profile need not name: embed_part exists only with embed.jobs
-# > 1, in neither shipped config (the profile's comment says to add it then).
-GPU_RULES_NOT_IN_PROFILE = {"embed_part"}
-
-
 def test_every_rule_that_can_use_a_gpu_goes_to_the_gpu_partition() -> None:
     """A rule declaring `gpu` (resources.gpu) left to default-resources would be sent to the
-    CPU partition asking for a GPU: the profile gives each its own slurm_partition."""
-    gpu_rules, rule = set(), None
+    CPU partition asking for a GPU: the profile gives each its own slurm_partition, also
+    embed_part (embed.jobs > 1), which the shipped configs do not build. An embed rule (its
+    threads are embed_threads) gets the profile's threads, not one CPU."""
+    gpu_rules, embed_rules, rule = set(), set(), None
     for smk in sorted((REPO / "rules").glob("*.smk")):
         for line in smk.read_text().splitlines():
             start = re.match(r"\s*rule (\w+):", line)
             rule = start[1] if start else rule
             if rule and re.match(r"\s+gpu=", line):
                 gpu_rules.add(rule)
-    assert {"train", "embed", "export_model", "explain", "design"} <= gpu_rules, gpu_rules
+            if rule and re.match(r"\s+threads: partial\(embed_threads", line):
+                embed_rules.add(rule)
+    assert {"train", "embed", "embed_part", "export_model", "explain", "design"} <= gpu_rules
+    assert {"embed", "embed_positional", "embed_shared", "embed_part"} <= embed_rules
     routed = {
         rule
         for rule, resources in SLURM_PROFILE["set-resources"].items()
         if "slurm_partition" in resources
     }
-    assert gpu_rules - GPU_RULES_NOT_IN_PROFILE <= routed, gpu_rules - routed
+    assert gpu_rules <= routed, gpu_rules - routed
+    assert embed_rules <= set(SLURM_PROFILE["set-threads"]), embed_rules
+    runtimes = {SLURM_PROFILE["set-resources"][rule].get("runtime") for rule in embed_rules}
+    assert runtimes == {720}, runtimes
 
 
 @pytest.mark.slow
