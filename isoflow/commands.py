@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import logging
 import math
+import os
 import sys
 
 from isoflow.cpu import in_effect, pin_for_command
@@ -223,13 +224,17 @@ def _as_flags(err: InputError, flags: dict[str, str]) -> None:
 
 def file_error(err: BaseException) -> str | None:
     """One line for an error a file caused that names the file (an ``OSError`` with a
-    filename, a YAML syntax error, pyarrow's "Could not open Parquet input source"), else
-    None (a bug: its traceback is kept)."""
+    filename, a missing file as pyarrow, pandas or polars name it, a YAML syntax error,
+    pyarrow's "Could not open Parquet input source"), else None (a bug: its traceback is
+    kept)."""
     import re
 
     if isinstance(err, OSError) and err.filename is not None:
         reason = err.strerror or str(err)
         return f"{err.filename}: {reason}"
+    missing = _missing_file(err)
+    if missing is not None:
+        return f"{missing}: No such file or directory"
     yaml = sys.modules.get("yaml")
     if yaml is not None and isinstance(err, yaml.YAMLError):
         mark = getattr(err, "problem_mark", None)
@@ -242,6 +247,25 @@ def file_error(err: BaseException) -> str | None:
         found = re.search(r"input source '([^']+)'", str(err))
         if found and not found.group(1).startswith("<"):
             return f"{found.group(1)}: not a Parquet table; give the .parquet file"
+    return None
+
+
+def _missing_file(err: BaseException) -> str | None:
+    """The path of a ``FileNotFoundError`` without ``filename``: pyarrow's datasets and
+    pandas raise ``FileNotFoundError(path)``, pyarrow's ``read_schema`` / ``ParquetFile``
+    "Failed to open local file 'path'", polars "... (os error 2): path"."""
+    import re
+
+    if not isinstance(err, FileNotFoundError) or err.filename is not None:
+        return None
+    text = str(err)
+    found = re.search(r"Failed to open local file '([^']+)'", text) or re.search(
+        r"\(os error 2\): (\S.*)$", text
+    )
+    if found:
+        return found.group(1)
+    if len(err.args) == 1 and isinstance(err.args[0], str) and "\n" not in err.args[0]:
+        return err.args[0] if not os.path.lexists(err.args[0]) else None
     return None
 
 

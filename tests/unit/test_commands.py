@@ -192,6 +192,28 @@ def test_file_error_names_a_file_that_is_not_parquet(tmp_path):
     assert commands.file_error(OSError("no file named")) is None
 
 
+def test_file_error_names_a_missing_parquet_file_however_it_was_read(tmp_path):
+    """pyarrow's dataset reader (pandas too) raises FileNotFoundError(path), read_schema
+    "Failed to open local file", polars "(os error 2): path", none with ``filename``: each
+    was a traceback, and is one line naming the file."""
+    import pandas as pd
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    missing = str(tmp_path / "nope.parquet")
+    readers = [pq.read_table, pq.read_schema, pq.ParquetFile, pd.read_parquet, pl.read_parquet]
+    for read in readers:
+        with pytest.raises(FileNotFoundError) as caught:
+            read(missing)
+        assert caught.value.filename is None  # what the OSError case needs
+        assert commands.file_error(caught.value) == f"{missing}: No such file or directory", read
+    # a FileNotFoundError saying something else is not taken for a path
+    here = tmp_path / "here.parquet"
+    here.write_bytes(b"")
+    assert commands.file_error(FileNotFoundError(str(here))) is None
+    assert commands.file_error(FileNotFoundError("two\nlines")) is None
+
+
 @pytest.mark.parametrize("device", ["gpu", "cuda:99", "cuda"])
 def test_a_device_this_machine_lacks_is_refused_before_any_work(device, tmp_path, capsys):
     import torch

@@ -316,6 +316,26 @@ def test_transcript_subjects_follow_exons_on_both_strands(bundle, model, tmp_pat
 
 
 @pytest.mark.slow
+def test_a_missing_dataset_or_annotation_is_one_line(bundle, tmp_path, capsys):
+    """`--dataset nope.parquet` was a 20-line traceback (pyarrow's FileNotFoundError names no
+    filename); it is one line naming the option and the file, exit 1, nothing written."""
+    from isoflow.commands import main
+
+    dataset, annotation = _transcript_fixture(bundle, tmp_path)
+    missing = tmp_path / "nope.parquet"
+    out = tmp_path / "out" / "tx"
+    for option, given in (("--dataset", missing), ("--annotation", missing)):
+        paths = {"--dataset": dataset, "--annotation": annotation, option: given}
+        argv = ["explain", "--model", str(bundle["path"]), "--transcript", "ENSTM.1"]
+        argv += [f"{key}={path}" for key, path in paths.items()]
+        argv += ["--out", str(out), "--device", "cpu"]
+        assert main(argv) == 1
+        err = capsys.readouterr().err.strip()
+        assert err == f"isoflow explain: error: {option} {missing}: No such file or directory"
+        assert not out.parent.exists()
+
+
+@pytest.mark.slow
 def test_cli_end_to_end(bundle, tmp_path, capsys):
     from isoflow.commands import main
     from isoflow.constructs import write_constructs_tsv

@@ -314,6 +314,24 @@ def test_command_writes_a_table(bundle, tmp_path):
     assert main(argv) == 1
 
 
+def test_a_missing_annotation_is_one_line(bundle, tmp_path, capsys):
+    """`-a nope.parquet` was a 20-line traceback (pyarrow's FileNotFoundError names no
+    filename); it is one line naming the option and the file, exit 1, nothing written."""
+    from isoflow.commands import main
+
+    table = tmp_path / "v.tsv"
+    ref = bundle["genome"][1010]
+    table.write_text(f"chrom\tpos\tref\talt\nchr1\t1011\t{ref}\t{'A' if ref != 'A' else 'C'}\n")
+    missing = tmp_path / "nope.parquet"
+    out = tmp_path / "effects.parquet"
+    argv = ["variants", str(table), "-m", str(bundle["path"]), "-g", str(bundle["fasta"])]
+    argv += ["-a", str(missing), "-o", str(out), "--device", "cpu"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"isoflow variants: error: --annotation {missing}: No such file or directory"
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------ Kircher et al. 2019
 
 
