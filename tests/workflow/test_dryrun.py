@@ -108,6 +108,20 @@ def test_each_rule_file_declares_the_localrules_of_its_own_rules() -> None:
     assert declared, "no localrules found: the pattern no longer matches the rule files"
 
 
+def test_design_lists_the_isoflow_modules_the_rule_files_import() -> None:
+    """DESIGN.md, "Rule files and input functions", names every isoflow module the Snakefile
+    and rule files import (and no other): the light ones reading the workflow may load."""
+    design = (REPO / "DESIGN.md").read_text()
+    sentence = design.split("Rule files import only ", 1)[1].split(", so", 1)[0]
+    listed = set(re.findall(r"`(isoflow\.\w+)`", sentence))
+    imported = set()
+    for smk in [REPO / "Snakefile", *sorted((REPO / "rules").glob("*.smk"))]:
+        found = re.findall(r"^\s*(?:from|import) (isoflow\.\w+)", smk.read_text(), flags=re.M)
+        imported.update(found)
+    assert "isoflow.workflow" in imported, imported
+    assert listed == imported, (sorted(listed - imported), sorted(imported - listed))
+
+
 @pytest.mark.slow
 def test_profile_names_only_rules_that_exist(tmp_path: Path) -> None:
     """A typo in the profile would leave a rule on the defaults: each name is a rule of one
