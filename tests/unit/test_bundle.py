@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -152,6 +153,16 @@ def test_bundle_errors_are_one_line(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_docs_manifest_table_names_every_key_of_an_exported_manifest(trained):
+    """docs/bundle.md's manifest.json row is the manifest's reference: a key the export
+    writes and the row leaves out (`data` was) is one a reader cannot look up."""
+    docs = (REPO / "docs" / "bundle.md").read_text()
+    row = next(line for line in docs.splitlines() if line.startswith("| `manifest.json` |"))
+    named = set(re.findall(r"`([a-z_0-9]+)", row))
+    written = json.loads((trained["bundle"] / "manifest.json").read_text())
+    assert set(written) <= named, sorted(set(written) - named)
+
+
 def test_export_finds_the_checkpoint_a_settings_change_moved_aside(trained, tmp_path):
     """A later run with other settings moves the checkpoints to previous/<hash>/: the
     export finds them there by what they were trained from, and refuses any others."""
