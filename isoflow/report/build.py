@@ -321,8 +321,11 @@ def _data_stamp(demo: bool) -> str | None:
 def _across_note(paper: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None) -> str:
     note = (
         "Metrics are test-set means over tissues, then mean ± sd over seeds (seeds: how "
-        "many runs; sd blank for one). A collapsed run (constant predictions) counts in R² "
-        "only; 'collapsed' replaces correlations where every seed collapsed. Every run is "
+        "many runs; sd blank for one). Every seed counts in every metric, a collapsed one "
+        "(constant predictions) too, with the correlation isoflow.metrics gave it (0 where "
+        "its predictions tie): leaving it out would pick seeds by their test predictions. "
+        "A correlation cell says how many of its seeds collapsed; 'collapsed' replaces "
+        "correlations where every seed collapsed. Every run is "
         "scored on the same tissues and (gene, tissue) groups: predictions that all tie "
         "score 0, never drop out. "
         f"The {CONTROL_LABEL} (shuffle_targets: true) is the floor a model must clear. "

@@ -647,8 +647,8 @@ def _row_label(row: Mapping[str, Any], label_column: str) -> str:
         label += f"\n(n={int(seeds)} seed{'s' if int(seeds) != 1 else ''}"
         k = row.get(COLLAPSED)
         if k is not None and not pd.isna(k) and 0 < int(k) < int(seeds):
-            # the correlations pool the seeds that did not collapse: say how few they are
-            label += f"; {int(k)} collapsed, correlations of {int(seeds) - int(k)}"
+            # every seed is pooled, the collapsed ones too: say how many of them collapsed
+            label += f"; {int(k)} collapsed"
         label += ")"
     return label
 

@@ -256,14 +256,18 @@ def _metric_values(metrics: Mapping[str, Any]) -> dict[str, float | None]:
 def _pooled(runs: list[str], metrics_by_run: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Mean and sd over seeds of each metric (sd blank for one value).
 
-    R² pools every seed; the correlations pool only the seeds that did not collapse (a
-    constant prediction has no rank order). ``collapsed`` counts the collapsed seeds.
+    Every metric pools every seed, collapsed or not: which seeds collapse is decided from
+    their test predictions, so keeping only the others would select on the test set. A
+    collapsed seed's correlation is what ``isoflow.metrics`` computed for it (0 where its
+    predictions tie exactly, else the rank order of its near-constant predictions; never
+    NaN: ``metrics.json`` is strict JSON). A metric a run leaves undefined (``null``: the
+    observed values do not vary, the same for every run on the test set) is left out.
+    ``collapsed`` counts the collapsed seeds.
     """
-    live = [r for r in runs if not is_collapsed(metrics_by_run[r])]
-    row: dict[str, Any] = {"seeds": len(runs), COLLAPSED: len(runs) - len(live)}
+    collapsed = sum(is_collapsed(metrics_by_run[r]) for r in runs)
+    row: dict[str, Any] = {"seeds": len(runs), COLLAPSED: collapsed}
     for key in (*METRICS, "within_gene_spearman"):
-        pool = runs if key == "r2" else live
-        values = [_metric_values(metrics_by_run[r])[key] for r in pool]
+        values = [_metric_values(metrics_by_run[r])[key] for r in runs]
         values = [v for v in values if v is not None]
         label = METRIC_LABELS.get(key, "within-gene Spearman")
         row[label] = float(np.mean(values)) if values else None
@@ -378,9 +382,18 @@ def _mean_sd_text(mean: Any, sd: Any) -> str | None:
     return f"{mean:.3f}"
 
 
+def _collapsed_seeds(table: pd.DataFrame, i: int) -> int:
+    """How many of row ``i``'s seeds collapsed (0 without the column or for a blank)."""
+    if COLLAPSED not in table.columns or "seeds" not in table.columns:
+        return 0
+    k = table[COLLAPSED].iloc[i]
+    return 0 if k is None or pd.isna(k) else int(k)
+
+
 def pooled_display(table: pd.DataFrame, first: Iterable[str]) -> pd.DataFrame:
-    """A pooled table as a reader sees it: ``mean ± sd`` cells, ``collapsed`` where every
-    seed collapsed, seeds as ``n`` or ``n (k collapsed)``; the ``first`` columns lead."""
+    """A pooled table as a reader sees it: ``mean ± sd`` cells (a correlation pooled with
+    collapsed seeds adds ``(k of n collapsed)``), ``collapsed`` where every seed collapsed,
+    seeds as ``n`` or ``n (k collapsed)``; the ``first`` columns lead."""
     shown = pd.DataFrame({c: table[c] for c in first if c in table.columns})
     all_collapsed = (
         table[COLLAPSED].fillna(0).astype(int).eq(table["seeds"].fillna(1).astype(int))
@@ -396,8 +409,13 @@ def pooled_display(table: pd.DataFrame, first: Iterable[str]) -> pd.DataFrame:
         for i, mean in enumerate(table[label]):
             if label in CORRELATION_LABELS and all_collapsed.iloc[i]:
                 cells.append(COLLAPSED)
-            else:
-                cells.append(_mean_sd_text(mean, None if sd is None else sd.iloc[i]))
+                continue
+            text = _mean_sd_text(mean, None if sd is None else sd.iloc[i])
+            k = _collapsed_seeds(table, i)
+            if text and label in CORRELATION_LABELS and k:
+                # pooled with every seed: the cell says how many of them collapsed
+                text += f" ({k} of {int(table['seeds'].iloc[i])} {COLLAPSED})"
+            cells.append(text)
         shown[label] = cells
     if "seeds" in table.columns:
         cells = []
