@@ -922,13 +922,21 @@ def summarize(cv: pd.DataFrame) -> pd.DataFrame:
 
 def verdicts(summary: pd.DataFrame) -> list[str]:
     """One plain sentence per column and reference (the best baseline, and calibrated
-    zero-shot when it is not that) where fine-tuning does not beat it (:func:`beats`)."""
+    zero-shot when it is not that) where fine-tuning does not beat it (:func:`beats`); and
+    for every other method fine-tuning leads in every fold of too few folds to tell, that
+    those folds cannot tell (a row's Δρ and folds won read as a win otherwise)."""
     out = []
     for column in dict.fromkeys(summary["column"]):
         part = summary[summary["column"] == column]
         chosen = part[part["best_baseline"].astype(bool)]
         calibrated = part[part["method"] == "zero_shot_calibrated"]
-        for _, row in pd.concat([chosen, calibrated]).drop_duplicates("method").iterrows():
+        references = pd.concat([chosen, calibrated]).drop_duplicates("method")
+        others = part[
+            (part["method"] != "finetune")
+            & ~part["method"].isin(references["method"])
+            & part["finetune_beats"].map(lambda beat: beat is None)
+        ]
+        for _, row in pd.concat([references, others]).iterrows():
             if row["finetune_beats"] is True:
                 continue
             n = row["delta_folds"]
