@@ -310,8 +310,60 @@ def _load_metrics(
     return by_run
 
 
+def _paths_by_run(metrics_paths: Iterable[str | Path]) -> dict[str, str | Path]:
+    return {Path(p).parent.name: p for p in metrics_paths}
+
+
 def _load_baseline(path: str | Path | None) -> dict[str, Any] | None:
     return None if path is None else read_metrics(path)
+
+
+def _scored_on(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run was scored on: test transcripts, tissues, scored (gene, tissue) groups."""
+    return {
+        "n_test": metrics["n_test"],
+        "tissues": sorted(metrics["per_tissue"]),
+        "within_gene_groups": metrics["within_gene_groups"],
+    }
+
+
+def check_comparable(
+    metrics_by_run: Mapping[str, Mapping[str, Any]],
+    baseline: Mapping[str, Any] | None = None,
+    baseline_path: str | Path | None = None,
+    paths: Mapping[str, str | Path] | None = None,
+) -> None:
+    """Raise ``InputError`` naming the first run (or the baseline) whose test transcripts
+    (``n_test``), tissue set or scored within-gene groups differ from the first run's: the
+    tables pool and compare runs as if they were scored on one test set."""
+    paths = paths or {}
+    named = [
+        (run, paths.get(run, f"results/runs/{run}/metrics.json"), m)
+        for run, m in metrics_by_run.items()
+    ]
+    if baseline is not None:
+        named.append(("baseline", baseline_path or BASELINE_METRICS, baseline))
+    if not named:
+        return
+    first, _, reference = named[0]
+    expected = _scored_on(reference)
+    for run, path, metrics in named[1:]:
+        got = _scored_on(metrics)
+        for key, value in got.items():
+            if value != expected[key]:
+                shown = (
+                    f"{len(value)} tissues ({', '.join(sorted(set(value) ^ set(expected[key])))}"
+                    " not in both)"
+                    if key == "tissues"
+                    else value
+                )
+                want = f"{len(expected[key])} tissues" if key == "tissues" else expected[key]
+                raise InputError(
+                    path,
+                    key,
+                    f"{shown} in {run}, {want} in {first}: the report compares runs scored "
+                    "on one test set; rescore or retrain the runs on the same split and tissues",
+                )
 
 
 def _data_stamp(demo: bool) -> str | None:
@@ -326,7 +378,8 @@ def _across_note(paper: Mapping[str, Any] | None, baseline: Mapping[str, Any] | 
         "its predictions tie): leaving it out would pick seeds by their test predictions. "
         "A correlation cell says how many of its seeds collapsed; 'collapsed' replaces "
         "correlations where every seed collapsed. Every run is "
-        "scored on the same tissues and (gene, tissue) groups: predictions that all tie "
+        "scored on the same test transcripts, tissues and (gene, tissue) groups (checked): "
+        "predictions that all tie "
         "score 0, never drop out. "
         f"The {CONTROL_LABEL} (shuffle_targets: true) is the floor a model must clear. "
     )
@@ -353,8 +406,10 @@ def build_experiments(
     headline numbers; within-gene across settings. ``runs.tsv``: every run unpooled.
     ``tiny_encoders``: the encoders with random weights the runs read (outside the demo,
     the tables say so)."""
+    metrics_paths = list(metrics_paths)
     metrics_by_run = _load_metrics(experiments, metrics_paths)
     baseline = _load_baseline(baseline_path)
+    check_comparable(metrics_by_run, baseline, baseline_path, _paths_by_run(metrics_paths))
     table = runs_table(experiments, metrics_by_run, paper, baseline)
     write_table(
         runs_display(table),
@@ -383,8 +438,10 @@ def build_ablation(
     """One factor varied, everything else held fixed (``fraction``: the data-scaling view);
     ``tiny_encoders`` as for :func:`build_experiments`; ``dna_spans``
     (``workflow.ablation_dna_spans``): the DNA each level reads, stated per row."""
+    metrics_paths = list(metrics_paths)
     metrics_by_run = _load_metrics(experiments, metrics_paths)
     baseline = _load_baseline(baseline_path)
+    check_comparable(metrics_by_run, baseline, baseline_path, _paths_by_run(metrics_paths))
     table = ablation_table(experiments, metrics_by_run, factor, paper, baseline, dna_spans)
     label = FACTOR_LABELS[factor]
     note = f"Each comparison holds every setting but the {label} fixed. "

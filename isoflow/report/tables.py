@@ -371,7 +371,10 @@ def run_rows(
                 "shuffled targets": exp and ("yes" if exp.get("shuffle_targets") else "no"),
             }
         )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # whole numbers, blank for the baseline (its None made the column 0.0, 1.0)
+    table["seed"] = table["seed"].astype("Int64")
+    return table
 
 
 def _mean_sd_text(mean: Any, sd: Any) -> str | None:
@@ -760,11 +763,27 @@ def write_table(
             tmp.write_text(table_html(table, title, note, summary_rows, stamp))
 
 
+# How this workflow aggregates the metrics the paper's row is read beside.
+AGGREGATION = (
+    "this workflow's figures are the unweighted mean over tissues of the per-tissue metric "
+    "on this workflow's test split"
+)
+
+
 def paper_note(paper: Mapping[str, Any] | None) -> str | None:
+    """What the paper's row is (its label, which should name the paper's aggregation and
+    split, and the metrics it gives: a missing one is left out) and how this workflow's
+    figures beside it are aggregated."""
     if not paper:
         return None
+    given = [
+        f"{label} {paper[key]}"
+        for key, label in (("r2", "R²"), ("spearman", "Spearman"))
+        if paper.get(key) is not None
+    ]
+    values = f": {', '.join(given)}" if given else ""
     return (
         f"The highlighted row is not from this workflow: it repeats the headline result "
-        f"reported in the paper ({paper.get('label', 'paper')}: R² {paper.get('r2')}, "
-        f"Spearman {paper.get('spearman')}) for comparison."
+        f"reported in the paper ({paper.get('label', 'paper')}{values}) for comparison; "
+        f"{AGGREGATION}, which may differ from the paper's aggregation and split."
     )

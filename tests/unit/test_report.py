@@ -1210,3 +1210,85 @@ def test_reused_tick_measures_follow_the_axis_back_to_an_earlier_view():
         assert at(0, 1) == wide
         assert at(0.6, 1) == narrow
         assert at(0, 1) == wide
+
+
+# ---------------------------------------------------------------- pooling checks
+
+
+def test_runs_scored_on_another_test_set_are_refused(tmp_path):
+    """build.py said every run is scored on the same tissues and groups, and checked none of
+    it: runs with n_test 90 and 60 pooled silently, n_test taken from the first."""
+    experiments = write_seeded_runs(tmp_path)
+    paths = [tmp_path / "results/runs" / run / "metrics.json" for run in experiments]
+    out = tmp_path / "out"
+    odd = list(experiments)[4]
+    write_run(tmp_path, odd, quality=0.5, seed=4, n_genes=20)  # fewer test transcripts
+    with pytest.raises(
+        InputError,
+        match=rf"{odd}/metrics.json:n_test: 60 in {odd}, 90 in dna_enformer_\w+_s0: ",
+    ):
+        build.build_ablation(experiments, paths, "modalities", None, out / "a.html", out / "a.svg")
+    assert not out.exists()  # nothing half-written
+    write_run(tmp_path, odd, quality=0.5, seed=4)
+    metrics = json.loads(paths[4].read_text())
+    metrics["per_tissue"]["Kidney"] = metrics["per_tissue"].pop(TISSUES[0])
+    paths[4].write_text(json.dumps(metrics))
+    with pytest.raises(
+        InputError,
+        match=r":tissues: 5 tissues \(Adipose Tissue, Kidney not in both\) in rna_\w+, 5 tissues",
+    ):
+        build.build_experiments(
+            experiments, paths, None, out / "r.html", out / "r.tsv", out / "r.svg", out / "w.svg"
+        )
+    write_run(tmp_path, odd, quality=0.5, seed=4)
+    metrics = json.loads(paths[4].read_text())
+    metrics["within_gene_groups"] -= 1
+    paths[4].write_text(json.dumps(metrics))
+    with pytest.raises(InputError, match=r":within_gene_groups: "):
+        build.build_experiments(
+            experiments, paths, None, out / "r.html", out / "r.tsv", out / "r.svg", out / "w.svg"
+        )
+    write_run(tmp_path, odd, quality=0.5, seed=4)
+    baseline_dir = tmp_path / "results/baseline"
+    write_baseline(tmp_path)
+    metrics = json.loads((baseline_dir / "metrics.json").read_text())
+    metrics["n_test"] = 1
+    (baseline_dir / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(InputError, match=r"baseline/metrics.json:n_test: 1 in baseline, 90 in "):
+        build.build_experiments(
+            experiments,
+            paths,
+            None,
+            out / "r.html",
+            out / "r.tsv",
+            out / "r.svg",
+            out / "w.svg",
+            baseline_path=baseline_dir / "metrics.json",
+        )
+
+
+def test_runs_tsv_writes_seeds_as_whole_numbers_beside_the_baseline(tmp_path):
+    experiments = write_seeded_runs(tmp_path)
+    paths = [tmp_path / "results/runs" / run / "metrics.json" for run in experiments]
+    write_baseline(tmp_path)
+    out = tmp_path / "out"
+    build.build_experiments(
+        experiments,
+        paths,
+        None,
+        out / "r.html",
+        out / "r.tsv",
+        out / "r.svg",
+        out / "w.svg",
+        baseline_path=tmp_path / "results/baseline/metrics.json",
+    )
+    tsv = pd.read_csv(out / "r.tsv", sep="\t", dtype=str, keep_default_na=False)
+    assert tsv["seed"].tolist() == [str(e["seed"]) for e in experiments.values()] + [""]
+
+
+def test_paper_note_leaves_a_missing_metric_out_and_states_the_aggregation():
+    note = tables.paper_note({"label": "X et al., Table 2", "r2": 0.43, "spearman": None})
+    assert "None" not in note and "Spearman" not in note
+    assert "R² 0.43" in note and "unweighted mean over tissues" in note
+    note = tables.paper_note({"label": "X", "r2": None, "spearman": None})
+    assert "None" not in note and "(X)" in note
