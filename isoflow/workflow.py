@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import posixpath
 import re
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -1039,6 +1040,15 @@ def baseline_input(rules: Any, wildcards: Any = None) -> dict[str, str]:
     workflow has a rule ``baseline`` that makes it (Snakemake's ``rules.has``), else none,
     so the views are built without the baseline rather than failing on a missing file."""
     return {"baseline": BASELINE_METRICS} if rules.has("baseline") else {}
+
+
+def baseline_predictions_input(rules: Any, wildcards: Any = None) -> list[str]:
+    """The baseline's ``predictions.parquet`` (beside ``BASELINE_METRICS``) when
+    :func:`baseline_input` gives the baseline, else none: the report's bootstrap reads it."""
+    return [
+        posixpath.join(posixpath.dirname(path), "predictions.parquet")
+        for path in baseline_input(rules, wildcards).values()
+    ]
 
 
 # ---------------------------------------------------------------- the report's landing page

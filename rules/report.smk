@@ -10,6 +10,7 @@ from isoflow.workflow import (
     REPORT_DIR,
     ablation_dna_spans,
     baseline_input,
+    baseline_predictions_input,
     reference_inputs,
     report_provenance,
 )
@@ -35,6 +36,8 @@ REPORT_ENV = "../envs/isoflow.yaml"
 # The sequence-free baseline's metrics.json once a rule `baseline` makes it
 # (rules/baseline.smk), else nothing: the one input function naming its path.
 report_baseline = partial(baseline_input, rules)
+# ... and its predictions.parquet, read by the bootstrap over test genes.
+report_baseline_predictions = partial(baseline_predictions_input, rules)
 
 
 rule report_biotypes:
@@ -254,6 +257,9 @@ rule report_experiments:
     input:
         unpack(report_baseline),
         metrics=run_outputs(),
+        # read by the bootstrap over test genes (beside each metrics.json)
+        predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS)),
+        baseline_predictions=report_baseline_predictions,
     output:
         table=report(
             f"{REPORT_DIR}/experiments/runs.html",
@@ -286,6 +292,8 @@ rule report_experiments:
         paper=REPORT["paper"],
         demo=REPORT_DEMO,
         tiny_encoders=REPORT_TINY,
+        bootstrap_resamples=REPORT["bootstrap_resamples"],
+        bootstrap_seed=REPORT["bootstrap_seed"],
     script:
         "../scripts/report_experiments.py"
 
@@ -294,6 +302,9 @@ rule report_ablation:
     input:
         unpack(report_baseline),
         metrics=run_outputs(),
+        # read by the bootstrap over test genes (beside each metrics.json)
+        predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS)),
+        baseline_predictions=report_baseline_predictions,
     output:
         table=report(
             f"{REPORT_DIR}/experiments/ablation_{{factor}}.html",
@@ -320,6 +331,8 @@ rule report_ablation:
         paper=REPORT["paper"],
         demo=REPORT_DEMO,
         tiny_encoders=REPORT_TINY,
+        bootstrap_resamples=REPORT["bootstrap_resamples"],
+        bootstrap_seed=REPORT["bootstrap_seed"],
         factor="{factor}",
         # run -> the DNA it reads, for the DNA-encoder and pooling ablations (else empty)
         dna_spans=lambda wildcards: ablation_dna_spans(config, EXPERIMENTS, wildcards.factor),
@@ -331,6 +344,9 @@ rule report_scaling:
     input:
         unpack(report_baseline),
         metrics=run_outputs(),
+        # read by the bootstrap over test genes (beside each metrics.json)
+        predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS)),
+        baseline_predictions=report_baseline_predictions,
     output:
         table=report(
             f"{REPORT_DIR}/experiments/scaling.html",
@@ -355,6 +371,8 @@ rule report_scaling:
         paper=REPORT["paper"],
         demo=REPORT_DEMO,
         tiny_encoders=REPORT_TINY,
+        bootstrap_resamples=REPORT["bootstrap_resamples"],
+        bootstrap_seed=REPORT["bootstrap_seed"],
         factor="fraction",
     script:
         "../scripts/report_ablation.py"

@@ -17,6 +17,8 @@ def main() -> None:
         baseline_path=getattr(sm.input, "baseline", None),
         demo=sm.params.demo,
         tiny_encoders=list(sm.params.tiny_encoders),
+        bootstrap_resamples=sm.params.bootstrap_resamples,
+        bootstrap_seed=sm.params.bootstrap_seed,
         within_gene=sm.output.within_gene,
     )
 

@@ -15,6 +15,8 @@ import pandas as pd
 
 from isoflow.errors import InputError
 from isoflow.experiments import FACTOR_LABELS
+from isoflow.report.bootstrap import bootstrap_runs
+from isoflow.report.bootstrap import summary as bootstrap_summary
 from isoflow.report.figures import (
     plot_ablation,
     plot_counts,
@@ -46,6 +48,7 @@ from isoflow.report.readers import (
 )
 from isoflow.report.tables import (
     BASELINE_LABEL,
+    BASELINE_RUN,
     COLLAPSED,
     CONTROL_LABEL,
     DEMO_MARK,
@@ -314,6 +317,36 @@ def _paths_by_run(metrics_paths: Iterable[str | Path]) -> dict[str, str | Path]:
     return {Path(p).parent.name: p for p in metrics_paths}
 
 
+# The bootstrap's defaults (config report.bootstrap_resamples, report.bootstrap_seed).
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def _bootstrap(
+    metrics_by_run: Mapping[str, Any],
+    paths: Mapping[str, str | Path],
+    baseline_path: str | Path | None,
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Every run's (and the baseline's) metrics on the same resamples of the test genes,
+    from the ``predictions.parquet`` beside each ``metrics.json`` (``report.bootstrap``)."""
+    predictions = {
+        run: Path(paths.get(run, f"results/runs/{run}/metrics.json")).with_name(
+            "predictions.parquet"
+        )
+        for run in metrics_by_run
+    }
+    if baseline_path is not None:
+        predictions[BASELINE_RUN] = Path(baseline_path).with_name("predictions.parquet")
+    for run, path in predictions.items():
+        if not path.exists():
+            raise InputError(
+                path, None, f"missing: the report's bootstrap reads {run}'s predictions"
+            )
+    return bootstrap_runs(predictions, resamples, seed)
+
+
 def _load_baseline(path: str | Path | None) -> dict[str, Any] | None:
     return None if path is None else read_metrics(path)
 
@@ -370,8 +403,13 @@ def _data_stamp(demo: bool) -> str | None:
     return DEMO_MARK if demo else None
 
 
-def _across_note(paper: Mapping[str, Any] | None, baseline: Mapping[str, Any] | None) -> str:
-    note = (
+def _across_note(
+    paper: Mapping[str, Any] | None,
+    baseline: Mapping[str, Any] | None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> str:
+    note = bootstrap_summary({"resamples": resamples, "seed": seed}) + (
         "Metrics are test-set means over tissues, then mean ± sd over seeds (seeds: how "
         "many runs; sd blank for one). Every seed counts in every metric, a collapsed one "
         "(constant predictions) too, with the correlation isoflow.metrics gave it (0 where "
@@ -401,6 +439,8 @@ def build_experiments(
     baseline_path: str | Path | None = None,
     demo: bool = False,
     tiny_encoders: Iterable[str] = (),
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    bootstrap_seed: int = BOOTSTRAP_SEED,
 ) -> None:
     """All settings (seeds pooled) beside the control, the baseline and the paper's
     headline numbers; within-gene across settings. ``runs.tsv``: every run unpooled.
@@ -409,13 +449,15 @@ def build_experiments(
     metrics_paths = list(metrics_paths)
     metrics_by_run = _load_metrics(experiments, metrics_paths)
     baseline = _load_baseline(baseline_path)
-    check_comparable(metrics_by_run, baseline, baseline_path, _paths_by_run(metrics_paths))
-    table = runs_table(experiments, metrics_by_run, paper, baseline)
+    paths = _paths_by_run(metrics_paths)
+    check_comparable(metrics_by_run, baseline, baseline_path, paths)
+    boot = _bootstrap(metrics_by_run, paths, baseline_path, bootstrap_resamples, bootstrap_seed)
+    table = runs_table(experiments, metrics_by_run, paper, baseline, boot)
     write_table(
         runs_display(table),
         table_html_path,
         "All runs (test set)",
-        note=_across_note(paper, baseline),
+        note=_across_note(paper, baseline, bootstrap_resamples, bootstrap_seed),
         stamp=model_stamp(demo, tiny_encoders),
     )
     write_table(run_rows(experiments, metrics_by_run, baseline), table_tsv_path, "")
@@ -434,6 +476,8 @@ def build_ablation(
     demo: bool = False,
     tiny_encoders: Iterable[str] = (),
     dna_spans: Mapping[str, Mapping[str, Any]] | None = None,
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    bootstrap_seed: int = BOOTSTRAP_SEED,
 ) -> None:
     """One factor varied, everything else held fixed (``fraction``: the data-scaling view);
     ``tiny_encoders`` as for :func:`build_experiments`; ``dna_spans``
@@ -441,15 +485,17 @@ def build_ablation(
     metrics_paths = list(metrics_paths)
     metrics_by_run = _load_metrics(experiments, metrics_paths)
     baseline = _load_baseline(baseline_path)
-    check_comparable(metrics_by_run, baseline, baseline_path, _paths_by_run(metrics_paths))
-    table = ablation_table(experiments, metrics_by_run, factor, paper, baseline, dna_spans)
+    paths = _paths_by_run(metrics_paths)
+    check_comparable(metrics_by_run, baseline, baseline_path, paths)
+    boot = _bootstrap(metrics_by_run, paths, baseline_path, bootstrap_resamples, bootstrap_seed)
+    table = ablation_table(experiments, metrics_by_run, factor, paper, baseline, dna_spans, boot)
     label = FACTOR_LABELS[factor]
     note = f"Each comparison holds every setting but the {label} fixed. "
     fixed = table.loc[table["source"] == SOURCE_RUN].get("held fixed", pd.Series()).unique()
     if len(fixed) == 1:
         note += f"Held fixed: {fixed[0]}. "
     note += dna_span_note(table)
-    note += _across_note(paper, baseline)
+    note += _across_note(paper, baseline, bootstrap_resamples, bootstrap_seed)
     title = "Data scaling" if factor == "fraction" else f"Ablation: {label}"
     write_table(
         ablation_display(table, factor),

@@ -2,7 +2,9 @@
 
 Data views (biotypes, splits, lengths, zeros per tissue), one run's views (per tissue,
 within-gene ρ, best epoch, error by biotype and length) and the across-run tables: seeds
-pooled (mean ± sd, n), the shuffled-target control, the sequence-free baseline and the
+pooled (mean ± sd, n; with ``isoflow.report.bootstrap``'s resamples also each metric's 95 %
+interval over test genes and each level's paired difference from its comparison's first
+level and from the baseline), the shuffled-target control, the sequence-free baseline and the
 paper's headline numbers (``config["report"]["paper"]``) as a row whose source says
 ``reported in paper``: the paper's figures, never this workflow's.
 """
@@ -29,6 +31,7 @@ from isoflow.experiments import (
     setting_groups,
 )
 from isoflow.files import atomic_path
+from isoflow.report import bootstrap
 from isoflow.report.readers import METRICS, is_collapsed
 from isoflow.splits import NEAR_TSS_BP, SPLITS, leak_share
 from isoflow.workflow import BASELINE_METRICS
@@ -277,6 +280,48 @@ def _pooled(runs: list[str], metrics_by_run: Mapping[str, Mapping[str, Any]]) ->
     return row
 
 
+# Bootstrap resamples per run (``bootstrap.bootstrap_runs``): run -> metric label -> values.
+Boot = Mapping[str, Mapping[str, np.ndarray]]
+DELTA_REFERENCE = "Δ vs the comparison's first level (95% CI)"
+DELTA_BASELINE = "Δ vs sequence-free baseline (95% CI)"
+NOT_DISTINGUISHABLE = "not distinguishable on this test set"
+
+
+def _with_intervals(row: dict[str, Any], runs: Sequence[str], boot: Boot | None) -> dict[str, Any]:
+    """``row`` with each metric's 95 % bootstrap interval of the seed mean (``{label} CI
+    low``/``high``); unchanged without ``boot``."""
+    if boot is None:
+        return row
+    pooled = bootstrap.pooled(boot, runs)
+    for label in bootstrap.LABELS:
+        ci = bootstrap.interval(pooled[label])
+        row[f"{label} CI low"], row[f"{label} CI high"] = ci if ci else (None, None)
+    return row
+
+
+def delta_text(
+    boot: Boot,
+    runs: Sequence[str],
+    reference: Sequence[str],
+    row: Mapping[str, Any],
+    reference_row: Mapping[str, Any],
+    name: str | None = None,
+) -> str:
+    """Per metric: ``row`` minus ``reference_row`` (seed means) with the 95 % interval of
+    the paired bootstrap difference, and ``NOT_DISTINGUISHABLE`` where it covers 0."""
+    intervals = bootstrap.difference(boot, runs, reference)
+    parts = []
+    for label in bootstrap.LABELS:
+        a, b, ci = row.get(label), reference_row.get(label), intervals[label]
+        if a is None or b is None or pd.isna(a) or pd.isna(b) or ci is None:
+            continue
+        text = f"{label} {a - b:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+        if ci[0] <= 0 <= ci[1]:
+            text += f" {NOT_DISTINGUISHABLE}"
+        parts.append(text)
+    return (f"vs {name}: " if name else "") + "; ".join(parts)
+
+
 def paper_row(paper: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The paper's headline numbers as a table row; None when the config has none."""
     if not paper:
@@ -289,23 +334,35 @@ def paper_row(paper: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def baseline_row(baseline: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The sequence-free baseline (``results/baseline/metrics.json``) as a pooled row."""
+def baseline_row(
+    baseline: Mapping[str, Any] | None, boot: Boot | None = None
+) -> dict[str, Any] | None:
+    """The sequence-free baseline (``results/baseline/metrics.json``) as a pooled row (with
+    ``boot``, its intervals: ``boot[BASELINE_RUN]``)."""
     if baseline is None:
         return None
-    row = _pooled([BASELINE_RUN], {BASELINE_RUN: baseline})
+    row = _with_intervals(_pooled([BASELINE_RUN], {BASELINE_RUN: baseline}), [BASELINE_RUN], boot)
     return {"source": SOURCE_BASELINE, **row, "seeds": None}
+
+
+def _vs_baseline(
+    row: dict[str, Any], runs: Sequence[str], boot: Boot | None, base: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    if boot is not None and base is not None and BASELINE_RUN in boot:
+        row[DELTA_BASELINE] = delta_text(boot, runs, [BASELINE_RUN], row, base)
+    return row
 
 
 def control_row(
     experiments: Mapping[str, Mapping[str, Any]],
     metrics_by_run: Mapping[str, Mapping[str, Any]],
+    boot: Boot | None = None,
 ) -> dict[str, Any] | None:
     """The shuffled-target control pooled over its seeds; None without shuffled runs."""
     runs = control_runs(experiments)
     if not runs:
         return None
-    return {"source": SOURCE_CONTROL, **_pooled(runs, metrics_by_run)}
+    return {"source": SOURCE_CONTROL, **_with_intervals(_pooled(runs, metrics_by_run), runs, boot)}
 
 
 def runs_table(
@@ -313,27 +370,31 @@ def runs_table(
     metrics_by_run: Mapping[str, Mapping[str, Any]],
     paper: Mapping[str, Any] | None = None,
     baseline: Mapping[str, Any] | None = None,
+    boot: Boot | None = None,
 ) -> pd.DataFrame:
     """One row per setting (seeds pooled: mean, sd, n), then the baseline and the paper.
 
-    A shuffled-target setting keeps its row, with ``source`` saying it is the control.
+    A shuffled-target setting keeps its row, with ``source`` saying it is the control. With
+    ``boot`` (``bootstrap.bootstrap_runs``, the baseline under ``BASELINE_RUN``) each row
+    has its 95 % intervals and its difference from the baseline (``DELTA_BASELINE``).
     """
     rows = []
+    base = baseline_row(baseline, boot)
     for setting, runs in setting_groups(experiments).items():
         exp = experiments[runs[0]]
+        pooled = _with_intervals(_pooled(runs, metrics_by_run), runs, boot)
         rows.append(
             {
                 "source": SOURCE_CONTROL if exp.get("shuffle_targets") else SOURCE_RUN,
                 "setting": setting,
-                **_pooled(runs, metrics_by_run),
+                **_vs_baseline(pooled, runs, boot, base),
                 **{FACTOR_LABELS[f]: factor_level(exp, f) for f in FACTORS},
                 "training fraction": factor_level(exp, "fraction"),
                 "shuffled targets": "yes" if exp.get("shuffle_targets") else "no",
             }
         )
-    row = baseline_row(baseline)
-    if row:
-        rows.append({**row, "setting": BASELINE_LABEL})
+    if base:
+        rows.append({**base, "setting": BASELINE_LABEL})
     row = paper_row(paper)
     if row:
         rows.append({"source": row["source"], "setting": row["setting"], **_paper_metrics(row)})
@@ -385,6 +446,14 @@ def _mean_sd_text(mean: Any, sd: Any) -> str | None:
     return f"{mean:.3f}"
 
 
+def _with_interval_text(text: str | None, table: pd.DataFrame, label: str, i: int) -> str | None:
+    """``text`` with row ``i``'s 95 % interval of ``label`` appended, ``[low, high]``."""
+    low, high = f"{label} CI low", f"{label} CI high"
+    if text is None or low not in table.columns or pd.isna(table[low].iloc[i]):
+        return text
+    return f"{text} [{table[low].iloc[i]:.3f}, {table[high].iloc[i]:.3f}]"
+
+
 def _collapsed_seeds(table: pd.DataFrame, i: int) -> int:
     """How many of row ``i``'s seeds collapsed (0 without the column or for a blank)."""
     if COLLAPSED not in table.columns or "seeds" not in table.columns:
@@ -414,6 +483,7 @@ def pooled_display(table: pd.DataFrame, first: Iterable[str]) -> pd.DataFrame:
                 cells.append(COLLAPSED)
                 continue
             text = _mean_sd_text(mean, None if sd is None else sd.iloc[i])
+            text = _with_interval_text(text, table, label, i)
             k = _collapsed_seeds(table, i)
             if text and label in CORRELATION_LABELS and k:
                 # pooled with every seed: the cell says how many of them collapsed
@@ -432,6 +502,9 @@ def pooled_display(table: pd.DataFrame, first: Iterable[str]) -> pd.DataFrame:
             else:
                 cells.append(f"{int(seeds)}")
         shown["seeds"] = cells
+    for column in (DELTA_REFERENCE, DELTA_BASELINE):
+        if column in table.columns:
+            shown[column] = table[column]
     return shown
 
 
@@ -480,16 +553,32 @@ def ablation_table(
     paper: Mapping[str, Any] | None = None,
     baseline: Mapping[str, Any] | None = None,
     dna_spans: Mapping[str, Mapping[str, Any]] | None = None,
+    boot: Boot | None = None,
 ) -> pd.DataFrame:
     """One row per (group, level of ``factor``), seeds pooled; then the shuffled-target
     control, the sequence-free baseline and the paper's row, in that order. ``dna_spans``
     (run -> ``workflow.dna_span``): each level's DNA span and how it is read, from its first
-    run (its seeds read the same)."""
+    run (its seeds read the same). With ``boot`` (as for :func:`runs_table`) each row has
+    its 95 % intervals, and each level its difference from its comparison's first level
+    (``DELTA_REFERENCE``) and from the baseline (``DELTA_BASELINE``)."""
     label = FACTOR_LABELS[factor]
     rows = []
+    base = baseline_row(baseline, boot)
     for i, group in enumerate(ablation_groups(experiments, factor), start=1):
+        reference_level, reference_runs = next(iter(group["levels"].items()))
+        reference_row = _pooled(reference_runs, metrics_by_run)
         for level, runs in group["levels"].items():
             span = (dna_spans or {}).get(runs[0])
+            pooled = _with_intervals(_pooled(runs, metrics_by_run), runs, boot)
+            if boot is not None:
+                pooled[DELTA_REFERENCE] = (
+                    f"reference ({reference_level})"
+                    if level == reference_level
+                    else delta_text(
+                        boot, runs, reference_runs, pooled, reference_row, str(reference_level)
+                    )
+                )
+            pooled = _vs_baseline(pooled, runs, boot, base)
             rows.append(
                 {
                     "source": SOURCE_RUN,
@@ -501,15 +590,15 @@ def ablation_table(
                         else {}
                     ),
                     "held fixed": group["fixed"],
-                    **_pooled(runs, metrics_by_run),
+                    **pooled,
                 }
             )
-    row = control_row(experiments, metrics_by_run)
+    row = control_row(experiments, metrics_by_run, boot)
     if row:
-        rows.append({**row, label: CONTROL_LABEL})
-    row = baseline_row(baseline)
-    if row:
-        rows.append({**row, label: BASELINE_LABEL})
+        runs = control_runs(experiments)
+        rows.append({**_vs_baseline(row, runs, boot, base), label: CONTROL_LABEL})
+    if base:
+        rows.append({**base, label: BASELINE_LABEL})
     row = paper_row(paper)
     if row:
         rows.append({"source": row["source"], label: row["setting"], **_paper_metrics(row)})
@@ -667,7 +756,7 @@ def model_stamp(demo: bool, tiny_encoders: Iterable[str] = ()) -> str | None:
     return DEMO_MODEL_MARK if demo else tiny_encoders_mark(tiny) if tiny else None
 
 
-_NUMBER_TEXT = re.compile(r"-?\d+(\.\d+)?( ± \d+(\.\d+)?)?")
+_NUMBER_TEXT = re.compile(r"-?\d+(\.\d+)?( ± \d+(\.\d+)?)?( \[-?\d+(\.\d+)?, -?\d+(\.\d+)?\])?")
 
 
 _ROW_CLASSES = {SOURCE_PAPER: "paper", SOURCE_BASELINE: "baseline", SOURCE_CONTROL: "control"}

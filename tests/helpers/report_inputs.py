@@ -103,11 +103,14 @@ def write_data_inputs(root: Path, n_genes: int = 40, seed: int = 0) -> None:
 
 
 def write_run(root: Path, run: str, quality: float, seed: int = 0, n_genes: int = 30) -> Path:
-    """metrics.json (from isoflow.metrics.evaluate), predictions.parquet, history.csv."""
-    rng = np.random.default_rng(seed)
+    """metrics.json (from isoflow.metrics.evaluate), predictions.parquet, history.csv.
+
+    Every run of ``n_genes`` is scored on one test set (the same observed values, as every
+    run of a workflow is); ``seed`` draws its noise."""
     genes = np.repeat([f"ENSG{g:05d}.1" for g in range(n_genes)], 3)
     transcripts = [f"ENST{i:06d}.1" for i in range(len(genes))]
-    observed = rng.gamma(2.0, 1.0, size=(len(genes), len(TISSUES)))
+    observed = np.random.default_rng(n_genes).gamma(2.0, 1.0, size=(len(genes), len(TISSUES)))
+    rng = np.random.default_rng(seed)
     noise = rng.normal(size=observed.shape) * np.linspace(0.3, 2.0, len(TISSUES))
     predicted = quality * observed + (1 - quality) * observed.mean() + noise * (1 - quality)
     metrics = evaluate(genes, observed, predicted, TISSUES)

@@ -252,6 +252,11 @@ def test_baseline_input_only_when_a_rule_makes_it():
         "baseline": "results/baseline/metrics.json"
     }
     assert workflow.baseline_input(Rules("train"), None) == {}
+    # the report's bootstrap reads the baseline's predictions beside its metrics
+    assert workflow.baseline_predictions_input(Rules("baseline"), None) == [
+        "results/baseline/predictions.parquet"
+    ]
+    assert workflow.baseline_predictions_input(Rules("train"), None) == []
 
 
 # --- the report's landing page -----------------------------------------------------

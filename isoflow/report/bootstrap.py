@@ -1,0 +1,275 @@
+"""Test-set sampling uncertainty of the report's metrics: a paired bootstrap over test genes.
+
+The sd over seeds says how much training noise moves a metric; it says nothing of which test
+transcripts happened to be drawn. Here every resample draws the test set's genes with
+replacement (a gene's transcripts together: isoforms of one gene are not independent), the
+same resamples for every run (paired), and scores each run on it exactly as
+``isoflow.metrics`` scores the whole test set: per tissue R², Spearman (average ranks) and
+Pearson, their unweighted mean over the tissues where the observed values vary, tied
+predictions scoring 0; within-gene Spearman the mean of the per-(gene, tissue) rhos of the
+drawn genes (a drawn gene's rhos are its own, ``metrics.group_rhos``). A gene drawn k times
+counts k times: it is a weighted statistic with integer weights, so no resample is expanded
+and every resample of a chunk is computed at once (numpy over a (B, n, tissues) array).
+
+A setting's value in a resample is the mean over its seeds of their values in it; its 95 %
+interval the 2.5th and 97.5th percentiles over resamples; a difference between two settings
+is taken resample by resample (paired), its interval likewise. Same predictions, resample
+count and seed: the same intervals, byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from isoflow.errors import InputError
+from isoflow.metrics import PREDICTION_COLUMNS, group_rhos
+
+# The report's metric labels (tables.METRIC_LABELS and the within-gene column), in order.
+LABELS = ("R²", "Spearman", "Pearson", "within-gene Spearman")
+# Elements of one (resamples x transcripts x tissues) block: chunks of resamples stay under it.
+BLOCK = 4_000_000
+LEVEL = 0.95
+
+
+class TestSet:
+    """The test set every run is scored on: its transcripts (sorted), tissues (sorted), the
+    gene of each transcript and the observed values, from the first predictions read."""
+
+    def __init__(self, predictions: pd.DataFrame, source: str | Path):
+        wide = _wide(predictions, "observed", source)
+        self.transcripts = wide.index.to_numpy()
+        self.tissues = wide.columns.to_numpy()
+        self.observed = wide.to_numpy(dtype=np.float64)
+        genes = predictions.drop_duplicates("transcript_id").set_index("transcript_id")
+        gene_of = genes.loc[self.transcripts, "gene_id"].to_numpy()
+        self.genes, self.gene_index = np.unique(gene_of, return_inverse=True)
+        self.source = str(source)
+
+    def predicted(self, predictions: pd.DataFrame, source: str | Path) -> np.ndarray:
+        """``predictions``' (transcripts, tissues) predicted values, checked to be scored on
+        this test set (same transcripts, tissues and observed values)."""
+        observed = _wide(predictions, "observed", source)
+        if (
+            len(observed.index) != len(self.transcripts)
+            or not (observed.index.to_numpy() == self.transcripts).all()
+        ):
+            extra = sorted(set(observed.index) ^ set(self.transcripts))
+            raise InputError(
+                source,
+                extra[0] if extra else None,
+                f"not scored on the test set of {self.source} ({len(observed)} transcripts "
+                f"against {len(self.transcripts)}): the report compares runs on one test set",
+            )
+        if list(observed.columns) != list(self.tissues):
+            raise InputError(
+                source, None, f"tissues {list(observed.columns)} differ from {self.source}'s"
+            )
+        same = np.isclose(observed.to_numpy(dtype=np.float64), self.observed, rtol=0, atol=1e-6)
+        if not same.all():
+            row, col = np.argwhere(~same)[0]
+            raise InputError(
+                source,
+                f"{self.transcripts[row]}, {self.tissues[col]}",
+                f"observed value differs from {self.source}'s: not the same targets",
+            )
+        return _wide(predictions, "predicted", source).to_numpy(dtype=np.float64)
+
+    def gene_counts(self, resamples: int, seed: int) -> np.ndarray:
+        """(resamples, genes) how many times each gene is drawn in each resample."""
+        rng = np.random.default_rng(seed)
+        n = len(self.genes)
+        draws = rng.integers(0, n, size=(resamples, n))
+        flat = draws + (np.arange(resamples) * n)[:, None]
+        return np.bincount(flat.ravel(), minlength=resamples * n).reshape(resamples, n)
+
+
+def _wide(predictions: pd.DataFrame, column: str, source: str | Path) -> pd.DataFrame:
+    if predictions.duplicated(["transcript_id", "tissue"]).any():
+        row = predictions[predictions.duplicated(["transcript_id", "tissue"])].iloc[0]
+        raise InputError(source, row["transcript_id"], f"two rows for tissue {row['tissue']}")
+    wide = predictions.pivot(index="transcript_id", columns="tissue", values=column)
+    wide = wide.sort_index().sort_index(axis=1)
+    if wide.isna().any().any():
+        row, col = np.argwhere(wide.isna().to_numpy())[0]
+        raise InputError(source, wide.index[row], f"no {column} value for {wide.columns[col]}")
+    return wide
+
+
+def _gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``np.take_along_axis(values, index[None], axis=1)`` for (B, n, T) ``values`` and an
+    (n, T) ``index``, as one flat ``np.take`` (several times faster)."""
+    b, n, t = values.shape
+    flat = (index * t + np.arange(t)).ravel()
+    return np.take(values.reshape(b, n * t), flat, axis=1).reshape(b, n, t)
+
+
+def _centred_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B, n, T) average ranks of ``values`` (n, T) in each resample whose transcript
+    weights are ``weights`` (B, n) (the ranks of the expanded sample, ties averaged), less
+    their mean (N + 1) / 2: multiples of 1/2, so the sums below are exact and a tissue whose
+    drawn values all tie has rank variance exactly 0."""
+    n, t = values.shape
+    order = np.argsort(values, axis=0, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=0)
+    w = np.take(weights, order, axis=1)  # (B, n, T): each tissue's weights, sorted
+    cum = np.cumsum(w, axis=1)
+    new = np.ones_like(ordered, dtype=bool)
+    new[1:] = ordered[1:] != ordered[:-1]
+    if new.all():  # no ties: a value's copies take the ranks cum - w + 1 ... cum
+        ranked = cum - (w - 1) / 2
+    else:
+        positions = np.arange(n)[:, None].repeat(t, axis=1)
+        first = np.maximum.accumulate(np.where(new, positions, 0), axis=0)
+        ends = np.ones_like(new)
+        ends[:-1] = new[1:]
+        last = np.minimum.accumulate(np.where(ends, positions, n - 1)[::-1], axis=0)[::-1]
+        below = np.where(first[None] > 0, _gather(cum, np.maximum(first - 1, 0)), 0).astype(
+            cum.dtype
+        )
+        group = _gather(cum, last) - below
+        ranked = below + (group + 1) / 2
+    ranked -= (cum[:, -1:, :] + 1) / 2
+    return _gather(ranked, np.argsort(order, axis=0))
+
+
+def _chunk_means(
+    observed: np.ndarray, predicted: Sequence[np.ndarray], weights: np.ndarray
+) -> list[dict[str, np.ndarray]]:
+    """Per run, (B,) R², Spearman and Pearson means over tissues for one chunk of
+    resamples (``weights``: (B, n) copies of each transcript)."""
+    w = weights.astype(np.float64)
+    total = w.sum(axis=1)[:, None]
+    # ranks in float32: whole and half numbers, exact below 2**23 copies; their sums in
+    # float64 (einsum's accumulation), so the intervals do not move in the third decimal
+    w32 = weights.astype(np.float32)
+    ro = _centred_ranks(observed, w32)
+    soo = np.einsum("bn,bnt->bt", w, ro * ro, dtype=np.float64)
+    varies = soo > 0  # observed values that vary among the drawn transcripts
+    wo, woo = w @ observed, w @ (observed * observed)
+    ss_tot = woo - wo * wo / total
+    out = []
+    for pred in predicted:
+        rp = _centred_ranks(pred, w32)
+        spp = np.einsum("bn,bnt->bt", w, rp * rp, dtype=np.float64)
+        sop = np.einsum("bn,bnt->bt", w, ro * rp, dtype=np.float64)
+        tied = spp == 0  # the drawn predictions all equal: they rank nothing, 0
+        wp, wpp, wop = w @ pred, w @ (pred * pred), w @ (observed * pred)
+        ss_res = w @ ((observed - pred) ** 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = {
+                "R²": 1.0 - ss_res / ss_tot,
+                "Spearman": np.where(tied, 0.0, sop / np.sqrt(soo * spp)),
+                "Pearson": np.where(
+                    tied,
+                    0.0,
+                    (wop - wo * wp / total)
+                    / np.sqrt(ss_tot * np.maximum(wpp - wp * wp / total, 0.0)),
+                ),
+            }
+        run = {}
+        for label, value in values.items():
+            defined = varies & np.isfinite(value)  # undefined tissues left out of the mean
+            count = defined.sum(axis=1)
+            total_defined = np.where(defined, value, 0.0).sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                run[label] = np.where(count > 0, total_defined / count, np.nan)
+        out.append(run)
+    return out
+
+
+def _within_gene(test: TestSet, predictions: pd.DataFrame, counts: np.ndarray) -> np.ndarray:
+    """(B,) within-gene Spearman: each drawn gene's (gene, tissue) rhos, as often as drawn."""
+    rhos = group_rhos(predictions, ["gene_id", "tissue"]).reset_index()
+    per_gene = rhos.groupby("gene_id")["rho"].agg(["sum", "size"])
+    sums = np.zeros(len(test.genes))
+    sizes = np.zeros(len(test.genes))
+    where = pd.Index(test.genes).get_indexer(per_gene.index)
+    sums[where], sizes[where] = per_gene["sum"].to_numpy(), per_gene["size"].to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (counts @ sums) / (counts @ sizes)
+
+
+def run_resamples(
+    test: TestSet,
+    predicted: Sequence[np.ndarray],
+    predictions: Sequence[pd.DataFrame],
+    counts: np.ndarray,
+) -> list[dict[str, np.ndarray]]:
+    """Per run (``predicted``: its (n, T) values; ``predictions``: its long table), each
+    metric's value in each resample (``counts``: ``TestSet.gene_counts``), (B,) arrays."""
+    weights = counts[:, test.gene_index]  # (B, n) each transcript's copies
+    n, t = test.observed.shape
+    chunk = max(1, BLOCK // max(1, n * t))
+    parts: list[dict[str, list[np.ndarray]]] = [{} for _ in predicted]
+    for start in range(0, len(counts), chunk):
+        means = _chunk_means(test.observed, predicted, weights[start : start + chunk])
+        for part, run in zip(parts, means, strict=True):
+            for label, values in run.items():
+                part.setdefault(label, []).append(values)
+    out = []
+    for part, frame in zip(parts, predictions, strict=True):
+        run = {label: np.concatenate(values) for label, values in part.items()}
+        run["within-gene Spearman"] = _within_gene(test, frame, counts)
+        out.append(run)
+    return out
+
+
+def bootstrap_runs(
+    predictions_paths: Mapping[str, str | Path], resamples: int, seed: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """Run -> metric label -> (resamples,) values, every run on the same resamples of the
+    first run's test genes; a run scored on another test set raises ``InputError``."""
+    test: TestSet | None = None
+    frames, predicted = [], []
+    for path in predictions_paths.values():
+        frame = pd.read_parquet(path, columns=PREDICTION_COLUMNS)
+        if test is None:
+            test = TestSet(frame, path)
+        predicted.append(test.predicted(frame, path))
+        frames.append(frame)
+    if test is None:
+        return {}
+    values = run_resamples(test, predicted, frames, test.gene_counts(resamples, seed))
+    return dict(zip(predictions_paths, values, strict=True))
+
+
+def pooled(
+    boot: Mapping[str, Mapping[str, np.ndarray]], runs: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The seed-mean of each metric in each resample."""
+    return {label: np.mean([boot[r][label] for r in runs], axis=0) for label in LABELS}
+
+
+def interval(values: np.ndarray) -> tuple[float, float] | None:
+    """The central ``LEVEL`` percentile interval; None when no resample has a value."""
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    tail = (1 - LEVEL) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def difference(
+    boot: Mapping[str, Mapping[str, np.ndarray]], runs: Sequence[str], reference: Sequence[str]
+) -> dict[str, tuple[float, float] | None]:
+    """Per metric, the interval of (runs' seed mean - reference's seed mean), paired."""
+    a, b = pooled(boot, runs), pooled(boot, reference)
+    return {label: interval(a[label] - b[label]) for label in LABELS}
+
+
+def summary(info: Mapping[str, Any]) -> str:
+    """The note's sentence on what the intervals are."""
+    return (
+        f"[low, high]: 95 % interval over {info['resamples']:,} paired bootstrap resamples of "
+        f"the test genes (a gene's transcripts together; the same resamples for every run; "
+        f"seed {info['seed']}): which test genes were drawn. The ± sd over seeds covers "
+        "training noise only. Δ: a setting minus the named one, seed means, resample by "
+        "resample; where its interval covers 0 the table says the two are not "
+        "distinguishable on this test set. "
+    )

@@ -1,0 +1,207 @@
+"""The report's paired bootstrap over test genes (isoflow.report.bootstrap) and the
+intervals and differences it gives the tables across runs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.report_inputs import TISSUES, write_baseline, write_run
+from isoflow.errors import InputError
+from isoflow.experiments import expand_experiments
+from isoflow.metrics import evaluate
+from isoflow.report import bootstrap, build, tables
+
+LABELS = bootstrap.LABELS
+
+
+def _metrics_values(metrics: dict) -> dict[str, float]:
+    return {
+        "R²": metrics["mean"]["r2"],
+        "Spearman": metrics["mean"]["spearman"],
+        "Pearson": metrics["mean"]["pearson"],
+        "within-gene Spearman": metrics["within_gene_spearman"],
+    }
+
+
+def _tied_frame(seed: int = 0) -> pd.DataFrame:
+    """Predictions with ties in both columns and one tissue whose predictions all tie."""
+    rng = np.random.default_rng(seed)
+    genes = np.repeat([f"G{g}" for g in range(12)], [1, 2, 3] * 4)
+    n = len(genes)
+    observed = np.round(rng.gamma(2.0, 1.0, size=(n, len(TISSUES))), 0)  # many ties, zeros
+    predicted = np.round(observed + rng.normal(size=observed.shape), 1)
+    predicted[:, 1] = 0.5  # one tissue tied: scores 0
+    return pd.DataFrame(
+        {
+            "transcript_id": np.repeat([f"T{i:03d}" for i in range(n)], len(TISSUES)),
+            "gene_id": np.repeat(genes, len(TISSUES)),
+            "tissue": np.tile(TISSUES, n),
+            # float32, as predictions.parquet stores them (metrics.evaluate's precision)
+            "observed": observed.ravel().astype(np.float32),
+            "predicted": predicted.ravel().astype(np.float32),
+        }
+    )
+
+
+def _evaluate(frame: pd.DataFrame) -> dict[str, float]:
+    obs = frame.pivot(index="transcript_id", columns="tissue", values="observed")
+    pred = frame.pivot(index="transcript_id", columns="tissue", values="predicted")
+    genes = frame.drop_duplicates("transcript_id").set_index("transcript_id")["gene_id"]
+    return _metrics_values(
+        evaluate(genes.loc[obs.index], obs.to_numpy(), pred.to_numpy(), list(obs.columns))
+    )
+
+
+def test_a_resample_scores_as_metrics_does_the_expanded_test_set():
+    """Weights stand for copies: a resample's metrics are isoflow.metrics' on the test set
+    with each drawn gene copied (as a new gene) as often as drawn, ties and all."""
+    frame = _tied_frame()
+    test = bootstrap.TestSet(frame, "p.parquet")
+    predicted = test.predicted(frame, "p.parquet")
+    ones = np.ones((1, len(test.genes)), dtype=np.int64)
+    counts = test.gene_counts(5, seed=3)
+    got = bootstrap.run_resamples(test, [predicted], [frame], np.vstack([ones, counts]))[0]
+    for label, value in _evaluate(frame).items():
+        assert got[label][0] == pytest.approx(value, abs=1e-12)
+    for b in range(len(counts)):
+        copies = []
+        for g, gene in enumerate(test.genes):
+            for k in range(counts[b, g]):
+                part = frame[frame["gene_id"] == gene].copy()
+                part["gene_id"] = f"{gene}#{k}"
+                part["transcript_id"] = part["transcript_id"] + f"#{k}"
+                copies.append(part)
+        expected = _evaluate(pd.concat(copies))
+        for label, value in expected.items():
+            assert got[label][b + 1] == pytest.approx(value, abs=1e-9), (b, label)
+
+
+def test_resamples_draw_genes_with_replacement_reproducibly():
+    frame = _tied_frame()
+    test = bootstrap.TestSet(frame, "p.parquet")
+    counts = test.gene_counts(200, seed=0)
+    assert counts.shape == (200, len(test.genes))
+    assert (counts.sum(axis=1) == len(test.genes)).all()  # as many genes as the test set
+    assert (counts == 0).any() and (counts > 1).any()  # with replacement
+    assert (test.gene_counts(200, seed=0) == counts).all()
+    assert not (test.gene_counts(200, seed=1) == counts).all()
+
+
+def test_a_run_on_another_test_set_is_refused(tmp_path):
+    frame = _tied_frame()
+    test = bootstrap.TestSet(frame, "a.parquet")
+    other = frame.copy()
+    other.loc[3, "observed"] += 1.0
+    with pytest.raises(InputError, match=r"b.parquet:T000, .*observed value differs"):
+        test.predicted(other, "b.parquet")
+    with pytest.raises(InputError, match=r"b.parquet:T000: not scored on the test set"):
+        test.predicted(frame[frame["transcript_id"] != "T000"], "b.parquet")
+
+
+CONFIG = {
+    "experiments": [
+        {"modalities": m, "seed": s} for m in (["rna"], ["dna", "rna", "protein"]) for s in (0, 1)
+    ]
+}
+
+
+def _write(root: Path, gain: float) -> tuple[dict, list[Path]]:
+    """Two modality levels, two seeds each; the second level's runs are the first's
+    predictions plus ``gain`` times the truth (0: equal by construction)."""
+    experiments = expand_experiments(CONFIG)
+    names = list(experiments)
+    for i, run in enumerate(names[:2]):
+        write_run(root, run, quality=0.3, seed=i)
+    for first, run in zip(names[:2], names[2:], strict=True):
+        src, out = root / "results/runs" / first, root / "results/runs" / run
+        shutil.copytree(src, out)
+        frame = pd.read_parquet(out / "predictions.parquet")
+        frame["predicted"] = frame["predicted"] + gain * frame["observed"]
+        frame.to_parquet(out / "predictions.parquet")
+        obs = frame.pivot(index="transcript_id", columns="tissue", values="observed")
+        pred = frame.pivot(index="transcript_id", columns="tissue", values="predicted")
+        genes = frame.drop_duplicates("transcript_id").set_index("transcript_id")["gene_id"]
+        metrics = evaluate(genes.loc[obs.index], obs.to_numpy(), pred.to_numpy(), list(obs.columns))
+        (out / "metrics.json").write_text(json.dumps(metrics))
+    return experiments, [root / "results/runs" / r / "metrics.json" for r in names]
+
+
+def _cell(page: str, level: str) -> str:
+    row = page.split(f"<td>{level}</td>")[1].split("</tr>")[0]
+    return row
+
+
+def test_equal_settings_are_not_distinguishable_and_a_planted_gain_is(tmp_path):
+    experiments, paths = _write(tmp_path / "equal", gain=0.0)
+    out = tmp_path / "out"
+    build.build_ablation(experiments, paths, "modalities", None, out / "a.html", out / "a.svg")
+    page = (out / "a.html").read_text()
+    row = _cell(page, "dna+rna+protein")
+    # equal by construction: Δ 0 in every resample, [0, 0] covers 0
+    assert "vs rna: R² +0.000 [+0.000, +0.000] not distinguishable on this test set" in row
+    assert row.count(tables.NOT_DISTINGUISHABLE) == len(LABELS)
+    assert "95 % interval over 1,000 paired bootstrap resamples" in page
+    assert "The ± sd over seeds covers training noise only" in page
+
+    experiments, paths = _write(tmp_path / "gain", gain=3.0)
+    build.build_ablation(experiments, paths, "modalities", None, out / "b.html", out / "b.svg")
+    row = _cell((out / "b.html").read_text(), "dna+rna+protein")
+    spearman = row.split("; Spearman ")[1].split(";")[0]
+    low = float(spearman.split("[")[1].split(",")[0])
+    assert low > 0 and tables.NOT_DISTINGUISHABLE not in spearman, spearman
+
+
+def test_intervals_are_the_seed_mean_percentiles_and_the_same_bytes_each_time(tmp_path):
+    experiments = expand_experiments(CONFIG)
+    paths = []
+    for i, run in enumerate(experiments):
+        write_run(tmp_path, run, quality=0.2 + 0.3 * ("protein" in run), seed=i)
+        paths.append(tmp_path / "results/runs" / run / "metrics.json")
+    baseline = write_baseline(tmp_path)
+    base_path = tmp_path / "results/baseline/metrics.json"
+    out = tmp_path / "out"
+
+    def make(name: str, seed: int = 0) -> bytes:
+        build.build_experiments(
+            experiments,
+            paths,
+            None,
+            out / f"{name}.html",
+            out / f"{name}.tsv",
+            out / f"{name}.svg",
+            out / f"{name}w.svg",
+            baseline_path=base_path,
+            bootstrap_resamples=300,
+            bootstrap_seed=seed,
+        )
+        return (out / f"{name}.html").read_bytes()
+
+    first = make("a")
+    assert make("b") == first  # same config: the same table, byte for byte
+    assert make("c", seed=1) != first
+    assert "300 paired bootstrap resamples" in first.decode() and "seed 0" in first.decode()
+    # the cell's interval is the 2.5/97.5 percentiles of the seed mean per resample
+    runs = [r for r in experiments if r.startswith("rna")]
+    predictions = {r: tmp_path / "results/runs" / r / "predictions.parquet" for r in experiments}
+    boot = bootstrap.bootstrap_runs(predictions, 300, 0)
+    seed_mean = np.mean([boot[r]["Spearman"] for r in runs], axis=0)
+    low, high = np.percentile(seed_mean, [2.5, 97.5])
+    assert f"[{low:.3f}, {high:.3f}]" in _cell(first.decode(), "rna_enformer_cross_attention")
+    assert "Δ vs sequence-free baseline (95% CI)" in first.decode()
+    assert baseline["n_test"] == 90
+
+
+def test_the_bootstrap_config_keys_have_schema_defaults():
+    import yaml
+
+    from isoflow.config import SCHEMA
+
+    keys = yaml.safe_load(SCHEMA.read_text())["properties"]["report"]["properties"]
+    assert keys["bootstrap_resamples"]["default"] == build.BOOTSTRAP_RESAMPLES == 1000
+    assert keys["bootstrap_seed"]["default"] == build.BOOTSTRAP_SEED == 0
