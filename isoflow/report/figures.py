@@ -680,7 +680,8 @@ def plot_metric_bars(
     xlabel: str = "test-set mean over tissues",
 ) -> Figure:
     """Horizontal bars per row of a pooled table (long names stay readable): this
-    workflow's settings (mean ± sd over seeds as error bars, n in the label), then the
+    workflow's settings (mean ± sd over seeds as error bars, or the 95 % interval over test
+    genes when the table has the report's bootstrap; n in the label), then the
     sequence-free baseline (dotted hatch), then the paper's (grey, hatched, labelled as
     reported in the paper). The shuffled-target control is a band, not a bar; a collapsed
     setting gets no correlation bar, the word ``collapsed`` instead."""
@@ -721,26 +722,39 @@ def plot_metric_bars(
             style: dict[str, Any] = {"color": color}
             legend = f"{metric} (this workflow, mean ± sd over seeds)"
             text = f" {value:.2f}"
+            # with the report's bootstrap: the 95 % interval over test genes, not the sd
+            low, high = _number(row.get(f"{metric} CI low")), _number(row.get(f"{metric} CI high"))
+            interval = not (np.isnan(low) or np.isnan(high))
+            if interval:
+                legend = f"{metric} (this workflow, seed mean, 95% CI over test genes)"
             if source == SOURCE_BASELINE:
                 style = {"color": color, "alpha": 0.55, "hatch": "..", "edgecolor": "white"}
                 legend = f"{metric} ({SOURCE_BASELINE})"
+                legend += ", 95% CI over test genes" if interval else ""
             elif source == SOURCE_PAPER:
                 style = {"color": PAPER_COLOR, "hatch": "//", "edgecolor": "white"}
                 legend = "reported in paper, not this workflow"
                 text = f" {metric} {value:.2f} (paper)"
                 sd = np.nan
+                interval = False
             key = (source, legend)
+            if interval:
+                xerr: Any = [[max(value - low, 0.0)], [max(high - value, 0.0)]]
+                reach = high
+            else:
+                xerr = None if np.isnan(sd) else sd
+                reach = value + (0 if np.isnan(sd) else sd)
             ax.barh(
                 yi + offset,
                 value,
                 height,
-                xerr=None if np.isnan(sd) else sd,
+                xerr=xerr,
                 capsize=3,
                 label=f"_{legend}" if key in seen else legend,  # _: not in legend
                 **style,
             )
             seen.add(key)
-            right = max(value + (0 if np.isnan(sd) else sd), 0)
+            right = max(reach, 0)
             ax.text(
                 right,
                 yi + offset,

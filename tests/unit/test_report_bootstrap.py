@@ -205,3 +205,26 @@ def test_the_bootstrap_config_keys_have_schema_defaults():
     keys = yaml.safe_load(SCHEMA.read_text())["properties"]["report"]["properties"]
     assert keys["bootstrap_resamples"]["default"] == build.BOOTSTRAP_RESAMPLES == 1000
     assert keys["bootstrap_seed"]["default"] == build.BOOTSTRAP_SEED == 0
+
+
+def test_the_bars_draw_the_interval_over_test_genes_when_the_table_has_it(tmp_path):
+    from matplotlib.container import BarContainer
+
+    from isoflow.report import figures
+
+    experiments, paths = _write(tmp_path, gain=0.0)
+    metrics = {p.parent.name: json.loads(p.read_text()) for p in paths}
+    predictions = {
+        r: p.with_name("predictions.parquet") for r, p in zip(metrics, paths, strict=True)
+    }
+    boot = bootstrap.bootstrap_runs(predictions, 200, 0)
+    table = tables.ablation_table(experiments, metrics, "modalities", boot=boot)
+    fig = figures.plot_ablation(table, "modalities")
+    ax = fig.axes[0]
+    row = table.iloc[0]
+    bars = [c for c in ax.containers if isinstance(c, BarContainer) and c.errorbar]
+    spearman = next(c for c in bars if c.get_label().startswith("Spearman"))
+    segment = spearman.errorbar.lines[2][0].get_segments()[0]
+    xs = sorted(x for x, _ in segment)
+    assert xs == pytest.approx([row["Spearman CI low"], row["Spearman CI high"]])
+    assert "95% CI over test genes" in spearman.get_label()
