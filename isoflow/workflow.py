@@ -871,7 +871,20 @@ def embed_settings(wildcards, config: dict, pooling: str | None = None) -> dict[
         settings["rna"] = rna_config(config)
     elif modality == "protein":
         settings["protein"] = protein_config(config)
-    return settings
+    # Snakemake compares params by repr, so key order counts: sorted, a key the config
+    # writes (finetune_last: 1) and one with_encoder_defaults appends give the same params
+    return sorted_keys(settings)
+
+
+def sorted_keys(value: Any) -> Any:
+    """``value`` with every mapping's keys sorted, recursively (lists keep their order): the
+    one key order of a rule's params whatever order the config writes them in (the params
+    trigger compares their repr)."""
+    if isinstance(value, Mapping):
+        return {k: sorted_keys(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list | tuple):
+        return type(value)(sorted_keys(v) for v in value)
+    return value
 
 
 def embed_parts(wildcards, pooling: str, jobs: int) -> list[str]:

@@ -609,12 +609,11 @@ def test_an_embed_job_depends_on_its_encoder_and_its_modality_limits_only():
 def test_a_cache_rebuilds_for_no_spec_key_its_content_does_not_read():
     """finetune_last, gradient_checkpointing and lora (training-side: every cache is made
     frozen) and, for a positional cache alone, pool_to are not in the embed params; the
-    shipped configs' params are what they were (with_encoder_defaults of the spec), so
-    their existing caches do not rerun on the params trigger."""
+    shipped configs' params hold the spec as with_encoder_defaults fills it (keys sorted)."""
     for config in (demo_config(), yaml.safe_load((REPO / "config" / "config.yaml").read_text())):
         for name, spec in config["encoders"].items():
             wildcards = SimpleNamespace(encoder=name)
-            before = with_encoder_defaults(spec)
+            before = workflow.sorted_keys(with_encoder_defaults(spec))
             for pooling in (None, "positional"):  # rule embed, rule embed_positional
                 got = workflow.embed_settings(wildcards, config, pooling)["encoders"][name]
                 if pooling is None or before["pool_to"] == 64:
@@ -634,6 +633,31 @@ def test_a_cache_rebuilds_for_no_spec_key_its_content_does_not_read():
         workflow.embed_settings(SimpleNamespace(encoder="esm2", pooling="positional"), edited)
     ]
     assert positional[0] == positional[1] == positional[2]  # rule embed_part's wildcard too
+
+
+def test_the_embed_params_do_not_depend_on_the_configs_key_order():
+    """Snakemake records and compares params by their repr (its persistence module), so key
+    order counts: finetune_last or gradient_checkpointing written in the config of an encoder
+    a run reads (with_encoder_defaults appends them when the config leaves them out, as
+    demo.yaml does) gave other params, "Params have changed", and the cache rebuilt. The
+    rna section in another order likewise."""
+    config = demo_config()
+    edited = demo_config()
+    edited["encoders"]["nucleotide_transformer"]["finetune_last"] = 1
+    edited["encoders"]["enformer"].update(finetune_last=1, gradient_checkpointing=True)
+    edited["rna"] = dict(reversed(list(config["rna"].items())))
+    for name in ("nucleotide_transformer", "enformer"):
+        for pooling in (None, "positional"):
+            wildcards = SimpleNamespace(encoder=name)
+            got = workflow.embed_settings(wildcards, edited, pooling)
+            assert repr(got) == repr(workflow.embed_settings(wildcards, config, pooling))
+    reordered = demo_config()
+    spec = reordered["encoders"]["esm2"]
+    reordered["encoders"]["esm2"] = dict(reversed(list(spec.items())))
+    esm2 = SimpleNamespace(encoder="esm2")
+    assert repr(workflow.embed_settings(esm2, reordered)) == repr(
+        workflow.embed_settings(esm2, config)
+    )
 
 
 def test_the_job_spec_from_the_embed_params_is_the_configs():
