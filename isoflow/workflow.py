@@ -887,6 +887,14 @@ def sorted_keys(value: Any) -> Any:
     return value
 
 
+def embed_shard_mb(config: Mapping[str, Any]) -> int:
+    """``embed.shard_mb`` (schema default filled): what an embed job holds of a cache at once
+    and how its rows are split over shard files. Not in the embed rules' params: the stored
+    values, keys and items are the same whatever it is (tests/unit/test_embed.py), so
+    changing it rebuilds no cache; the job reads it from the config (``snakemake.config``)."""
+    return int((config.get("embed") or {}).get("shard_mb") or schema_default("embed", "shard_mb"))
+
+
 def embed_parts(wildcards, pooling: str, jobs: int) -> list[str]:
     """The part caches the gather of ``wildcards.encoder``'s ``pooling`` cache joins, in
     order (``embed.jobs`` > 1; rule embed_part)."""
@@ -939,8 +947,7 @@ def embed_mem_mb(wildcards, config: dict, caches: int = 1) -> int:
         if not gpu:
             activations = host["real"] - host["weights"] - IMPORT_MB
             encoder_mb += (int(spec["embed_batch_size"]) - 1) * activations
-    shard_mb = (config.get("embed") or {}).get("shard_mb") or schema_default("embed", "shard_mb")
-    mem = -(-EMBED_MEM_MARGIN * (caches * shard_mb + encoder_mb) // 1)
+    mem = -(-EMBED_MEM_MARGIN * (caches * embed_shard_mb(config) + encoder_mb) // 1)
     mem += GPU_HOST_MB if gpu else 0
     return int(-(-mem // 100) * 100)
 

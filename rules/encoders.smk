@@ -81,8 +81,10 @@ if EMBED_JOBS == 1:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
         params:
-            # shard_mb, precision, batch_letters, compile: only when set (isoflow.workflow.set_options)
-            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]),
+            # precision, batch_letters, compile: only when set (isoflow.workflow.set_options);
+            # they change the stored values. embed.shard_mb only splits the same rows over
+            # other shard files: read from the config by the job (workflow.embed_shard_mb)
+            **set_options(config, "embed", ["precision", "batch_letters", "compile"]),
             # this encoder's spec and its modality's limits only: editing another encoder,
             # or the rna/protein limits of a DNA encoder, rebuilds nothing
             settings=partial(embed_settings, config=config),
@@ -118,7 +120,7 @@ if EMBED_JOBS == 1:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
         params:
-            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]),
+            **set_options(config, "embed", ["precision", "batch_letters", "compile"]),
             pooling=embed_pooling(config),
             # pool_to left at its default: a positional cache does not depend on it
             settings=partial(embed_settings, config=config, pooling="positional"),
@@ -159,9 +161,7 @@ if EMBED_JOBS == 1:
                 gpu=config["resources"]["gpu"],
                 mem_mb=partial(embed_mem_mb, config=config, caches=2),
             params:
-                **set_options(
-                    config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]
-                ),
+                **set_options(config, "embed", ["precision", "batch_letters", "compile"]),
                 pooling=embed_pooling(config),
                 settings=partial(embed_settings, config=config),
             script:
@@ -198,7 +198,7 @@ else:
             gpu=config["resources"]["gpu"],
             mem_mb=partial(embed_mem_mb, config=config),
         params:
-            **set_options(config, "embed", ["shard_mb", "precision", "batch_letters", "compile"]),
+            **set_options(config, "embed", ["precision", "batch_letters", "compile"]),
             pooling=partial(part_pooling, config=config),
             part=lambda wildcards: [int(wildcards.part), EMBED_JOBS],
             settings=partial(embed_settings, config=config),

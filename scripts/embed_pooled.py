@@ -9,10 +9,12 @@ import torch
 from isoflow.embed import embed_dataset
 from isoflow.jobs import run_script
 from isoflow.model.encoders import spec_from_config
+from isoflow.workflow import embed_shard_mb
 
-# Options passed only when set away from their default (isoflow.workflow.set_options), and
+# Options passed only when set away from their default (isoflow.workflow.set_options)
+# (embed.shard_mb is not a param: read from the config, it changes no stored value), and
 # this rule's pooling (None: the spec's adaptive pool_to) and part.
-OPTIONS = ("shard_mb", "precision", "batch_letters", "compile", "pooling", "part")
+OPTIONS = ("precision", "batch_letters", "compile", "pooling", "part")
 
 
 def main() -> None:
@@ -25,6 +27,7 @@ def main() -> None:
         spec_from_config(params.settings, name),
         snakemake.output[0],  # noqa: F821
         genome_fasta=snakemake.input.get("genome"),  # noqa: F821
+        shard_mb=embed_shard_mb(snakemake.config),  # noqa: F821 (not a param: layout only)
         **{k: v for k, v in params.items() if k in OPTIONS and v is not None},
     )
 

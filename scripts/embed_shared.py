@@ -7,9 +7,11 @@ import torch
 from isoflow.embed import embed_dataset
 from isoflow.jobs import run_script
 from isoflow.model.encoders import spec_from_config
+from isoflow.workflow import embed_shard_mb
 
-# Options passed only when set away from their default (isoflow.workflow.set_options).
-OPTIONS = ("shard_mb", "precision", "batch_letters", "compile")
+# Options passed only when set away from their default (isoflow.workflow.set_options)
+# (embed.shard_mb is not a param: read from the config, it changes no stored value).
+OPTIONS = ("precision", "batch_letters", "compile")
 
 
 def main() -> None:
@@ -23,6 +25,7 @@ def main() -> None:
         spec_from_config(params.settings, name),
         output.adaptive,
         genome_fasta=snakemake.input.get("genome"),  # noqa: F821
+        shard_mb=embed_shard_mb(snakemake.config),  # noqa: F821 (not a param: layout only)
         also=[(output.positional, params.pooling)],
         **{key: value for key, value in params.items() if key in OPTIONS},
     )

@@ -146,6 +146,26 @@ def test_many_shards_read_back(tmp_path, esm):
     torch.testing.assert_close(emb, direct * direct_mask.unsqueeze(-1), atol=2e-3, rtol=2e-3)
 
 
+@pytest.mark.parametrize("batch_letters", [0, 120])
+def test_the_shard_size_changes_no_stored_value(tmp_path, esm, batch_letters):
+    """embed.shard_mb (shard_rows here) splits the same rows over other files: the items,
+    keys and every stored row are the same, so it is no param of the embed rules
+    (workflow.embed_shard_mb)."""
+    seqs = {f"p{i}": protein(10 + 3 * i) for i in range(8)}
+    caches = []
+    for rows in (25, 1000):
+        out = tmp_path / f"rows{rows}"
+        build_cache(
+            esm, seqs, out, pool_to=32, batch_size=3, shard_rows=rows, batch_letters=batch_letters
+        )
+        caches.append(EmbeddingCache(out))
+    assert caches[0].meta["n_shards"] > 1 == caches[1].meta["n_shards"]
+    first, second = (cache.lookup_items(list(seqs)) for cache in caches)
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+    items = [pq.read_table(tmp_path / f"rows{rows}" / "items.parquet") for rows in (25, 1000)]
+    assert items[0].equals(items[1])
+
+
 def _damage(cache, how):
     """``cache``'s shard 1 (or its index) damaged as ``how`` says."""
     shard = cache / "shard_00001.npy"

@@ -399,6 +399,26 @@ NEW_OPTIONS = {
 }
 
 
+def test_shard_mb_is_no_embed_param_the_options_that_change_values_are():
+    """embed.shard_mb only splits the same rows over other shard files (test_embed: the same
+    values whatever the shard size), so it is not a param of the embed rules (before: setting
+    it rebuilt every cache and retrained every run); the jobs read it from the config.
+    precision, batch_letters and compile change the stored values and stay params."""
+    import re
+
+    text = (REPO / "rules" / "encoders.smk").read_text()
+    lists = re.findall(r'set_options\(\s*config,\s*"embed",\s*\[([^\]]*)\]', text)
+    assert len(lists) == 4  # embed, embed_positional, embed_shared, embed_part
+    for keys in lists:
+        assert re.findall(r'"(\w+)"', keys) == ["precision", "batch_letters", "compile"]
+    for script in ("embed.py", "embed_pooled.py", "embed_shared.py"):
+        assert (
+            "shard_mb=embed_shard_mb(snakemake.config)" in (REPO / "scripts" / script).read_text()
+        )
+    assert workflow.embed_shard_mb({}) == 1024
+    assert workflow.embed_shard_mb({"embed": {"shard_mb": 64}}) == 64
+
+
 def test_split_settings_hold_a_scheme_s_own_key_only_under_that_scheme():
     """split.locus_tss_distance (added with the locus scheme) reaches the splits rule and the
     export params only under the locus scheme: the gene and chrom splits, and the bundles
