@@ -54,6 +54,11 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65,504: a larger pooled value i
 SHARD_MB = 1024  # MiB of float16 rows held at once: config/schema.yaml embed.shard_mb default
 PRECISIONS = ("bf16", "fp32")  # config `embed.precision`: bf16 autocast on CUDA, or none
 PARTIAL_FORMAT = 1  # layout of a partial folder's shard records
+# Finished caches by content (DESIGN.md "Embedding cache", docs/rerun.md "Embedding store"):
+# results/embeddings/.store/<digest>/, the digest of everything a cache's bytes depend on.
+STORE_DIR = ".store"
+STORE_FORMAT = 1  # what store_digest hashes; a new format misses every older entry
+STORE_RECORD = "stored.json"  # written last, inside the entry: its files' sizes and sha256
 
 log = logging.getLogger("isoflow.embed")
 
@@ -560,6 +565,7 @@ class _Target:
         self.work = partial_dir(self.out_dir)
         self.done = 0
         self.writer: _ShardWriter | None = None
+        self.entry: Path | None = None  # where the finished cache is stored (store given)
 
 
 def build_caches(
@@ -577,6 +583,7 @@ def build_caches(
     part: tuple[int, int] | None = None,
     compile: bool | str = False,
     record: dict | None = None,
+    store: str | os.PathLike | None = None,
 ) -> dict[Any, str | None]:
     """:func:`build_cache` for several poolings at once: ``outputs`` lists ``(out_dir,
     pooling)`` pairs (``pooling`` None: adaptive to ``pool_to``), and each batch's forward
@@ -584,7 +591,10 @@ def build_caches(
     folder gets the bytes ``build_cache`` writes for it alone, and each resumes from its own
     finished shards (a batch is encoded when any cache still needs it). Holds one shard of
     rows per cache. ``record``: more meta.json fields, outside the resume fingerprint (what
-    the items already fix: ``windows_sha256``)."""
+    the items already fix: ``windows_sha256``). ``store`` (not for a part): a folder of
+    finished caches by :func:`store_digest`; a cache whose digest is there, its files
+    matching their recorded sha256, is hard-linked (else copied) into its folder and not
+    encoded; a cache built is moved there whole (one rename) and then linked."""
     if pool_to < 1:
         raise ValueError(f"pool_to must be >= 1, got {pool_to}")
     backend = (COMPILE_BACKEND if compile is True else str(compile)) if compile else None
@@ -644,6 +654,35 @@ def build_caches(
         "device": device.type,
         "sequences": sequences,
     }
+    if store is not None and part is None:
+        digest_of = {
+            "dim": dim,
+            "modality": encoder.modality,
+            "pool_to": pool_to,
+            "batch_size": batch_size,
+            "batch_letters": batch_letters,
+            "device": device.type,
+            # on a CPU a forward's rounding can depend on the threads (docs/encoders.md)
+            "threads": torch.get_num_threads() if device.type == "cpu" else None,
+            "autocast": autocast,
+            "compile": backend,
+            "weights": weights,
+            "meta": meta or {},
+            "record": record or {},
+        }
+        remaining = []
+        for target in targets:
+            target.entry = Path(store) / store_digest(
+                {**digest_of, "pooling": target.pooling}, item_keys
+            )
+            if not reuse_stored(target.entry, target.out_dir):
+                remaining.append(target)
+            elif target.work.exists():  # a killed build of this cache: not needed now
+                shutil.rmtree(target.work, ignore_errors=True)
+        if not remaining:
+            log_store(store)
+            return item_keys
+        targets = remaining
     longest = max((length for _, length in distinct.values()), default=1)
     for target in targets:
         fingerprint = hashlib.sha256(
@@ -793,6 +832,8 @@ def build_caches(
             part_plan,
             record,
         )
+    if store is not None and part is None:
+        log_store(store)
     return item_keys
 
 
@@ -856,7 +897,11 @@ def _finish_cache(
     (work / META_FILE).write_text(json.dumps(info, indent=2, default=str) + "\n")
     for number in range(writer.shard):
         (work / f"shard_{number:05d}.json").unlink()
-    replace_path(work, out_dir, fsync=True)
+    if target.entry is None:
+        replace_path(work, out_dir, fsync=True)
+    else:
+        _store(work, target.entry)
+        _link_entry(target.entry, out_dir)
     log.info(
         "cached %d distinct sequences of %d items (%d missing) in %s",
         len(keys),
@@ -864,6 +909,138 @@ def _finish_cache(
         info["n_missing"],
         out_dir,
     )
+
+
+def store_digest(fields: Mapping[str, Any], item_keys: Mapping[Any, str | None]) -> str:
+    """The store key of a cache: sha256 of ``fields`` (what its bytes depend on besides the
+    items: encoder spec and weights, pooling, batches, device, autocast, compile, the meta
+    recorded) and of its items in order with their sequence keys (the sha1 of each
+    sequence, so a changed sequence or window is another digest). Not the shard size: the
+    same rows split otherwise are the same cache. The dataset's other columns (targets,
+    splits) are not in it: a dataset rewritten with the same items and sequences keeps it."""
+    digest = hashlib.sha256(
+        json.dumps({"store_format": STORE_FORMAT, **fields}, sort_keys=True, default=str).encode()
+    )
+    for item, key in item_keys.items():
+        digest.update(f"\n{item}\t{key or ''}".encode())
+    return digest.hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _store(work: Path, entry: Path) -> None:
+    """Move the finished cache ``work`` into the store as ``entry``: its record
+    (``STORE_RECORD``: each file's size and sha256, the date) written and everything
+    synced first, then one rename, so an entry is whole or absent (a kill before the
+    rename leaves the partial folder, which is never read as an entry). An entry another
+    job stored meanwhile is kept (the same digest: the same bytes) and ``work`` deleted."""
+    files = {
+        path.name: [path.stat().st_size, _sha256_file(path)]
+        for path in sorted(work.iterdir())
+        if path.is_file()
+    }
+    built = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    record = {"digest": entry.name, "built": built, "files": files}
+    (work / STORE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    sync_tree(work)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    if entry.exists() and not (entry / STORE_RECORD).is_file():
+        shutil.rmtree(entry)  # what a delete killed half way left: not an entry
+    try:
+        os.rename(work, entry)
+    except OSError:
+        if not (entry / STORE_RECORD).is_file():
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+    sync_tree(entry.parent, recursive=False)
+
+
+def _link_entry(entry: Path, out_dir: Path) -> str:
+    """The files of store ``entry`` (those its record lists) into ``out_dir``, replacing it
+    whole: hard links, or copies (with their mtimes) where the filesystem refuses a link
+    (logged). Returns "hard-linked" or "copied"."""
+    names = list(json.loads((entry / STORE_RECORD).read_text())["files"])
+    how = "hard-linked"
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for name in names:
+            try:
+                os.link(entry / name, tmp / name)
+            except OSError as error:
+                if how == "hard-linked":
+                    log.info("%s: cannot hard-link from %s (%s): copied", out_dir, entry, error)
+                how = "copied"
+                shutil.copy2(entry / name, tmp / name)
+    return how
+
+
+def reuse_stored(entry: str | os.PathLike, out_dir: str | os.PathLike) -> bool:
+    """Put the stored cache ``entry`` at ``out_dir`` (:func:`_link_entry`) when it is whole:
+    its record there and every file it lists of that size and sha256 (hashing it reads the
+    cache once: minutes for the largest, against GPU-days to build it). Otherwise False, and
+    an entry that is there but not whole (a file changed in place through a link, a record
+    missing) is deleted with a warning, so the cache is built again."""
+    entry, out_dir = Path(entry), Path(out_dir)
+    if not entry.is_dir():
+        return False
+    started = time.perf_counter()
+    try:
+        record = json.loads((entry / STORE_RECORD).read_text())
+        files = record["files"]
+        damaged = [
+            name
+            for name, (size, sha256) in files.items()
+            if not (entry / name).is_file()
+            or (entry / name).stat().st_size != size
+            or _sha256_file(entry / name) != sha256
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        damaged = [STORE_RECORD]
+    if damaged:
+        log.warning(
+            "%s: stored cache not whole (%s missing or changed): deleted, %s built again",
+            entry,
+            ", ".join(damaged[:3]),
+            out_dir,
+        )
+        shutil.rmtree(entry, ignore_errors=True)
+        return False
+    how = _link_entry(entry, out_dir)
+    log.info(
+        "reused cache %s (built %s): %d files %s into %s (sha256 checked in %.1f s)",
+        entry.name,
+        record.get("built"),
+        len(files),
+        how,
+        out_dir,
+        time.perf_counter() - started,
+    )
+    return True
+
+
+def log_store(store: str | os.PathLike) -> dict[str, int]:
+    """Log (and return) the size of the embedding store: its entries, their bytes, and the
+    bytes only the store holds (files no cache folder links: what deleting them frees)."""
+    sizes = {"entries": 0, "bytes": 0, "bytes_unlinked": 0}
+    for entry in sorted(Path(store).iterdir()) if Path(store).is_dir() else []:
+        if entry.is_dir():
+            sizes["entries"] += 1
+            for path in entry.iterdir():
+                info = path.stat()
+                sizes["bytes"] += info.st_size
+                sizes["bytes_unlinked"] += info.st_size if info.st_nlink == 1 else 0
+    log.info(
+        "embedding store %s: %d caches, %.2f GiB; %.2f GiB held by no cache folder "
+        "(deleting an entry is safe: a job that needs it builds it again; docs/rerun.md)",
+        store,
+        sizes["entries"],
+        sizes["bytes"] / (1 << 30),
+        sizes["bytes_unlinked"] / (1 << 30),
+    )
+    return sizes
 
 
 def _flat(meta: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -1267,6 +1444,7 @@ def embed_dataset(
     part: tuple[int, int] | None = None,
     also: Sequence[tuple[str | os.PathLike, Mapping[str, Any] | None]] = (),
     compile: bool = False,
+    store: str | os.PathLike | None | bool = True,
 ) -> dict:
     """Cache the embeddings of every transcript of a dataset table for one encoder, holding
     at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time; on CUDA the
@@ -1277,7 +1455,9 @@ def embed_dataset(
     :func:`gather_cache` joins them). ``also``: more ``(out_dir, pooling)`` caches written
     from the same forwards (:func:`build_caches`; rule embed_shared, ``embed.share_forward``).
     ``compile``: the forwards through ``torch.compile`` (``embed.compile``,
-    :class:`CompiledForward`)."""
+    :class:`CompiledForward`). ``store``: the store of finished caches
+    (:func:`build_caches`); True (default): ``STORE_DIR`` beside ``out_dir``
+    (results/embeddings/.store), False or None: none. A part cache is never stored."""
     from isoflow.dataset import read_dataset
 
     df, _ = read_dataset(dataset)
@@ -1315,5 +1495,6 @@ def embed_dataset(
         part=tuple(part) if part is not None else None,
         compile=compile,
         record={"windows_sha256": windows_digest(df)} if encoder.modality == "dna" else None,
+        store=Path(out_dir).parent / STORE_DIR if store is True else (store or None),
     )
     return keys

@@ -1,6 +1,7 @@
 """Embedding cache: one forward per distinct sequence, pooling, lookup, missing items."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from isoflow.embed import (
+    STORE_DIR,
     EmbeddingCache,
     build_cache,
     dataset_items,
@@ -1196,3 +1198,116 @@ def test_windows_digest_ignores_row_order_and_reads_every_window_column():
     assert set(changed) == set(WINDOW_COLUMNS)
     for column, values in changed.items():
         assert windows_digest(df.assign(**{column: values})) != digest, column
+
+
+def _embed_esm2(path, out):
+    """Rule embed's call for the tiny ESM-2 of TINY_CONFIG (the store beside ``out``)."""
+    from helpers.training import TINY_CONFIG
+    from isoflow.embed import embed_dataset
+    from isoflow.model.encoders import spec_from_config
+
+    return embed_dataset(path, "esm2", spec_from_config(TINY_CONFIG, "esm2"), out)
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture
+def stored(tmp_path, monkeypatch):
+    """A dataset, its ESM-2 cache built once through the store, and a counter of the
+    forwards run after that."""
+    import isoflow.embed
+    from helpers.training import make_dataset
+
+    (tmp_path / "data").mkdir()
+    path, fasta = make_dataset(tmp_path / "data")
+    out = tmp_path / "embeddings" / "esm2"
+    _embed_esm2(path, out)
+    calls = []
+    forward = isoflow.embed.encode_pooled_many
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[1]))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(isoflow.embed, "encode_pooled_many", counted)
+    return path, out, _files(out), calls
+
+
+def test_a_target_only_change_reuses_the_stored_cache(stored, caplog):
+    """A dataset rewritten with other targets and splits (split.valid_fraction,
+    gtex.min_samples on the same transcripts) made every embed job run its encoder again
+    (GPU-days at full scale); the store gives the same bytes, hard-linked, no forward."""
+    from isoflow.dataset import read_dataset, write_dataset
+
+    path, out, before, calls = stored
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    df, tissues = read_dataset(path)
+    df["split"] = df["split"].iloc[::-1].to_numpy()
+    df[tissues[0]] = df[tissues[0]] + 1.0
+    write_dataset(df, tissues, df.attrs["genome"], path)
+    shutil.rmtree(out)  # what Snakemake does before it runs the job
+    with caplog.at_level("INFO", logger="isoflow.embed"):
+        _embed_esm2(path, out)
+    assert calls == []
+    assert _files(out) == before
+    (entry,) = (out.parent / STORE_DIR).iterdir()
+    assert all((out / name).stat().st_ino == (entry / name).stat().st_ino for name in before)
+    # the files' sizes and mtimes, training's fingerprint of a cache, are the build's
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+    assert f"reused cache {entry.name} (built " in caplog.text
+    assert "embedding store" in caplog.text and "1 caches" in caplog.text
+
+
+def test_a_changed_sequence_runs_the_encoder(stored):
+    from isoflow.dataset import read_dataset, write_dataset
+
+    path, out, before, calls = stored
+    df, tissues = read_dataset(path)
+    row = df["protein_seq"].notna().idxmax()
+    df.loc[row, "protein_seq"] = "M" + df.loc[row, "protein_seq"][1:-1] + "W"
+    write_dataset(df, tissues, df.attrs["genome"], path)
+    shutil.rmtree(out)
+    _embed_esm2(path, out)
+    assert calls and _files(out) != before
+    assert len(list((out.parent / STORE_DIR).iterdir())) == 2
+
+
+def test_an_interrupted_or_changed_store_entry_is_never_reused(stored, monkeypatch):
+    """A build killed while it stores its cache leaves no entry (one rename, after the
+    record and the sync); an entry whose file changed (written in place through a link)
+    fails its sha256 and is built again."""
+    import isoflow.embed
+
+    path, out, before, calls = stored
+    store = out.parent / STORE_DIR
+    (entry,) = store.iterdir()
+    shutil.rmtree(entry)
+    shutil.rmtree(out)
+
+    sync_tree = isoflow.embed.sync_tree
+    work = isoflow.embed.partial_dir(out)
+
+    def killed(folder, recursive=True):  # after the record, before the rename
+        if Path(folder) == work:
+            assert (work / isoflow.embed.STORE_RECORD).is_file()
+            raise KeyboardInterrupt
+        sync_tree(folder, recursive=recursive)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(isoflow.embed, "sync_tree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _embed_esm2(path, out)
+    assert calls and not out.exists() and not any(store.iterdir())
+    calls.clear()
+    _embed_esm2(path, out)  # built again, then stored
+    assert calls and _files(out) == before
+    shard = out / "shard_00000.npy"
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1
+    shard.write_bytes(bytes(data))  # the same inode: the store's file too
+    shutil.rmtree(out)
+    calls.clear()
+    _embed_esm2(path, out)
+    assert calls and _files(out) == before
