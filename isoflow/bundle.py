@@ -151,6 +151,8 @@ class Model:
         device: torch.device,
         path: Path | None = None,
         frozen_precision: dict[str, str] | None = None,
+        frozen_batch: dict[str, int] | None = None,
+        frozen_threads: dict[str, int] | None = None,
     ):
         self.card = manifest
         self.path = path
@@ -161,6 +163,13 @@ class Model:
         # modality -> the embedding forward's precision the cache was built with ("bf16":
         # autocast on CUDA, meta.json's `autocast`), so new sequences are encoded the same way
         self.frozen_precision = frozen_precision or {}
+        # modality -> the sequences per forward its cache was built with (the spec's
+        # embed_batch_size; 0: as they come), so a new sequence's float32 tokens, and the
+        # float16 they round to, are those rule embed cached (isoflow.embed.encode_pooled)
+        self.frozen_batch = frozen_batch or {}
+        # modality -> the torch threads its cache's CPU forwards ran on (meta.json `threads`):
+        # a CPU kernel may split its sums by them, so new sequences are encoded on as many
+        self.frozen_threads = frozen_threads or {}
         self.device = device
         self.tissues: list[str] = list(manifest["tissues"])
         self.modalities: tuple[str, ...] = tuple(manifest["modalities"])
@@ -272,7 +281,11 @@ class Model:
                 encoder, pool_to = self.frozen[modality]
                 names = [ids[i] for i in present]
                 precision = self.frozen_precision.get(modality, "fp32")
-                pooled = encode_pooled(encoder, batch, pool_to, self.device, names, precision)
+                per_forward = self.frozen_batch.get(modality, 0)
+                with self._cache_threads(modality):
+                    pooled = encode_pooled(
+                        encoder, batch, pool_to, self.device, names, precision, per_forward
+                    )
                 # stored float16 in the cache, cast back to float32 by the model: the same
                 encoded = [p.to(torch.float16).float() for p in pooled]
             else:
@@ -331,6 +344,21 @@ class Model:
             if progress is not None:
                 progress(start + len(chunk), len(inputs))
         return out
+
+    @contextlib.contextmanager
+    def _cache_threads(self, modality: str):
+        """On a CPU, torch's threads set to those the modality's cache was built on (none
+        recorded: as they are) for the block, then back."""
+        threads = self.frozen_threads.get(modality)
+        before = torch.get_num_threads()
+        if self.device.type != "cpu" or not threads or threads == before:
+            yield
+            return
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def _autocast(self):
         if not self.autocast:
@@ -584,7 +612,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     manifest = read_manifest(path)
     check_digests(path, manifest)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    raw, frozen, dims, frozen_precision = {}, {}, {}, {}
+    raw, frozen, dims = {}, {}, {}
+    frozen_precision, frozen_batch, frozen_threads = {}, {}, {}
     for modality in manifest["modalities"]:
         entry = manifest["encoders"][modality]
         if entry["mode"] == "cached":
@@ -592,6 +621,9 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
             # pooled as its cache: positional when the manifest says, else to pool_to slots
             frozen[modality] = (encoder, entry.get("pooling") or int(entry["spec"]["pool_to"]))
             frozen_precision[modality] = entry.get("precision", "fp32")
+            frozen_batch[modality] = int(entry["spec"].get("embed_batch_size") or 0)
+            if entry.get("threads"):
+                frozen_threads[modality] = int(entry["threads"])
             dims[modality] = encoder.dim
         else:
             raw[modality] = _build_encoder(path, modality, entry)
@@ -609,7 +641,9 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     )
     _load_state(path, WEIGHTS, network)
     network.to(device).eval()
-    return Model(manifest, network, frozen, device, path, frozen_precision)
+    return Model(
+        manifest, network, frozen, device, path, frozen_precision, frozen_batch, frozen_threads
+    )
 
 
 # ---------------------------------------------------------------------------- exporting
@@ -668,6 +702,8 @@ def _encoder_entries(
             entry = {"name": meta.get("encoder", name), "mode": "cached", "spec": spec}
             # the cache's embedding precision (bf16 autocast on CUDA, embed.precision)
             entry["precision"] = meta.get("autocast", "fp32")
+            if meta.get("threads"):  # the torch threads of its CPU forwards
+                entry["threads"] = int(meta["threads"])
             if meta.get("compile"):  # built through torch.compile: the check's tolerance
                 entry["compile"] = meta["compile"]
             if meta.get("pooling"):  # positional (isoflow.embed.pool_positional); else pool_to

@@ -253,6 +253,7 @@ def encode_pooled(
     device: torch.device | str | None = None,
     names: list | None = None,
     precision: str = "fp32",
+    batch_size: int = 0,
 ) -> list[torch.Tensor]:
     """One forward of a frozen ``encoder`` over ``sequences`` (one batch, none missing) and
     each sequence's real tokens pooled as ``pool_to`` says (an int: mean-pooled to at most
@@ -261,8 +262,26 @@ def encode_pooled(
     these; ``isoflow.bundle`` runs the same function on new sequences, so a model fed raw
     sequences sees what training read from the cache. ``names`` (one per sequence) name a
     sequence the encoder returns no token for. ``precision="bf16"`` runs the forward under
-    bf16 autocast on CUDA (:func:`embedding_autocast`); pooling is float32 either way."""
-    return encode_pooled_many(encoder, sequences, [pool_to], device, names, precision)[0]
+    bf16 autocast on CUDA (:func:`embedding_autocast`); pooling is float32 either way.
+
+    ``batch_size`` > 0: one forward per ``batch_size`` sequences, each of exactly that many
+    (a short last one padded with copies of its last sequence, dropped again), as
+    :func:`build_caches` runs a cache's batches (the spec's ``embed_batch_size``): a CPU
+    forward's float32 output for a sequence depends on how many sequences share the
+    forward (tiny Enformer on CPU: 1.5e-7 between 8 and 1 or 16), not on which ones, and
+    a last-bit difference can flip the float16 the cache rounds to (docs/bundle.md, "The
+    export check")."""
+    sequences = list(sequences)
+    if batch_size <= 0:
+        return encode_pooled_many(encoder, sequences, [pool_to], device, names, precision)[0]
+    out: list[torch.Tensor] = []
+    for start in range(0, len(sequences), batch_size):
+        stop = start + batch_size
+        part = names[start:stop] if names is not None else None
+        out += encode_pooled_many(
+            encoder, sequences[start:stop], [pool_to], device, part, precision, pad_to=batch_size
+        )[0]
+    return out
 
 
 def encode_pooled_many(
@@ -281,7 +300,8 @@ def encode_pooled_many(
     positional cache from one forward this way (``embed.share_forward``). ``forward``: what
     runs the encoder (default: the encoder; :meth:`CompiledForward.forward` under
     ``embed.compile``); ``pad_to``: a shorter batch is padded to that many sequences with
-    copies of its last one (dropped again: the compiled forward keeps one batch size)."""
+    copies of its last one (dropped again: every forward of a cache, compiled or not, and of
+    the bundle runs on one batch size)."""
     device = device if device is not None else next(encoder.parameters()).device
     sequences = list(sequences)
     n = len(sequences)
@@ -591,10 +611,11 @@ def build_caches(
     folder gets the bytes ``build_cache`` writes for it alone, and each resumes from its own
     finished shards (a batch is encoded when any cache still needs it). Holds one shard of
     rows per cache. ``record``: more meta.json fields, outside the resume fingerprint (what
-    the items already fix: ``windows_sha256``). ``store`` (not for a part): a folder of
-    finished caches by :func:`store_digest`; a cache whose digest is there, its files
-    matching their recorded sha256, is hard-linked (else copied) into its folder and not
-    encoded; a cache built is moved there whole (one rename) and then linked."""
+    the items already fix: ``windows_sha256``; on a CPU also ``threads``, the torch threads
+    the forwards ran on). ``store`` (not for a part): a folder of finished caches by
+    :func:`store_digest`; a cache whose digest is there, its files matching their recorded
+    sha256, is hard-linked (else copied) into its folder and not encoded; a cache built is
+    moved there whole (one rename) and then linked."""
     if pool_to < 1:
         raise ValueError(f"pool_to must be >= 1, got {pool_to}")
     backend = (COMPILE_BACKEND if compile is True else str(compile)) if compile else None
@@ -642,6 +663,11 @@ def build_caches(
     lo, hi = batch_start(first), batch_start(last)  # this job's positions in ``keys``
     device = next(encoder.parameters()).device
     autocast = precision == "bf16" and device.type == "cuda"
+    if device.type == "cpu":
+        # the torch threads of the forwards: on a CPU a kernel may split its sums by them
+        # (Enformer's 1x1 convolution), so the bundle encodes new sequences at as many
+        # (isoflow.bundle, manifest encoders.<modality>.threads)
+        record = {**(record or {}), "threads": torch.get_num_threads()}
     started = time.perf_counter()
     weights = weights_digest(encoder)
     log.info("encoder weights sha256 %s (%.1f s)", weights[:16], time.perf_counter() - started)
@@ -736,9 +762,12 @@ def build_caches(
     encoder.eval()
     compiled = CompiledForward(encoder, backend) if backend else None
     forward = compiled.forward if compiled else None
-    # batches of batch_size: the short last one padded, so the compiled forward keeps one
-    # batch size (length buckets vary in size anyway: automatic dynamic shapes)
-    pad_to = batch_size if compiled and plan is None else 0
+    # batches of batch_size: the short last one padded, so every forward runs on batch_size
+    # sequences, as the bundle encodes new ones (encode_pooled's batch_size): a CPU forward's
+    # float32 output depends on the batch's size, and a last-bit change can flip the
+    # float16 stored; the compiled forward keeps one batch size too (length buckets vary in
+    # size anyway: automatic dynamic shapes)
+    pad_to = batch_size if plan is None else 0
     stack = contextlib.ExitStack()
     if compiled:  # eager again when the stack closes, however the forwards end
         stack.enter_context(compiled)

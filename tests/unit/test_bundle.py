@@ -600,3 +600,35 @@ def test_a_bundle_cuts_a_raw_sequence_as_its_runs_loader_did(trained, spec, expe
     rna = "".join("ACGT"[i % 4] for i in range(150)) + "GGGGGG"
     cut = model._sequence(ModelInput("t", rna=rna), "rna")
     assert cut == (rna[: expected[0]] if expected[1] == "keep_5prime" else rna[-expected[0] :])
+
+
+@pytest.mark.slow
+def test_a_bundle_encodes_new_sequences_to_its_caches_float16_bit_for_bit(tmp_path):
+    """Rule embed runs a frozen encoder on `embed_batch_size` sequences per forward at the
+    embed job's torch threads; on a CPU the float32 tokens of a sequence depend on both
+    (tiny Enformer: ~1e-7), and a last-bit change can flip the float16 the cache stores,
+    which the run's standardiser scales up (a narrowed demo's export missed by 0.04). The
+    bundle encodes new sequences the same way (spec `embed_batch_size`, manifest
+    `threads`), so every transcript's DNA, encoded in one call at other threads, is the
+    cache's rows bit for bit: built at 1 thread, encoded at 2, all at once (before the fix:
+    15 of 37 transcripts, 18 of 14,208 values, one float16 step away)."""
+    import torch
+
+    from isoflow.embed import EmbeddingCache
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        built = tiny_bundles(tmp_path, window=2048, cached={"dna": "enformer"}, check_n=8)
+        assert built["manifests"][0]["encoders"]["dna"]["threads"] == 1
+        torch.set_num_threads(2)
+        model = load_model(built["paths"][0], device="cpu")
+        frame, _ = read_dataset(built["dataset"])
+        ids = list(frame["transcript_id"])
+        rows = model.embed(dataset_inputs(frame, built["fasta"]), ["dna"], batch_size=len(ids))
+        assert torch.get_num_threads() == 2  # set back after the frozen forwards
+    finally:
+        torch.set_num_threads(before)
+    stored, mask = EmbeddingCache(built["caches"]["dna"]).lookup_items(ids)
+    for i, got in enumerate(rows["dna"]):
+        assert torch.equal(got, stored[i, : int(mask[i].sum())]), ids[i]

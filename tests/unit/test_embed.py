@@ -250,6 +250,33 @@ def test_meta_records_extra_fields(tmp_path, esm):
     assert meta["encoder"] == "esm2" and meta["dim"] == esm.dim and meta["pool_to"] == 4
 
 
+def test_every_forward_runs_on_the_batch_size_the_cache_and_the_bundle_share(tmp_path, esm):
+    """On a CPU a sequence's float32 tokens depend on how many sequences share its forward
+    (and on the torch threads), and a last-bit change can flip the float16 stored: rule
+    embed pads its short last batch to `embed_batch_size` (it ran 1 sequence), and
+    encode_pooled(batch_size=...), what the bundle encodes new sequences with, runs
+    forwards of exactly that many in any grouping, so its rows are the cache's bytes; the
+    cache records the threads (the bundle's `threads`)."""
+    import torch
+
+    from isoflow.embed import encode_pooled
+
+    # one length, as DNA windows are: the padding is the same in every grouping
+    seqs = {f"P{i}": protein(24) for i in range(5)}
+    counting = CountingEncoder(esm)
+    build_cache(counting, seqs, tmp_path / "cache", pool_to=4, batch_size=2)
+    assert len(counting.encoded) == 6 and counting.encoded[-2:] == [seqs["P4"]] * 2
+    cache = EmbeddingCache(tmp_path / "cache")
+    assert cache.meta["threads"] == torch.get_num_threads()
+    ids = ["P3", "P0", "P4"]  # another order and count than the cache's batches
+    counting.encoded.clear()
+    rows = encode_pooled(counting, [seqs[i] for i in ids], 4, "cpu", ids, batch_size=2)
+    assert len(counting.encoded) == 4  # 2 + 2: the last one padded
+    stored, mask = cache.lookup_items(ids)
+    for i, got in enumerate(rows):
+        assert torch.equal(got.half().float(), stored[i, : int(mask[i].sum())]), ids[i]
+
+
 # --- the items an encoder reads -----------------------------------------------------
 
 
