@@ -142,6 +142,21 @@ def pin_for_command(environ: MutableMapping[str, str] | None = None) -> str:
     return pin_cpu_kernels(choice, environ)[1]
 
 
+def kernels_in_effect(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What a process that has imported torch runs, as data (the embedding store's digest,
+    isoflow.embed.build_caches): ATen's kernels as torch reports them (``cpu_capability``)
+    and each of ``VARIABLES`` as set in ``environ`` (default ``os.environ``), so that a cache
+    built under another ``resources.cpu_kernels`` (or on a CPU of other kernels) is another
+    cache."""
+    import torch
+
+    environ = os.environ if environ is None else environ
+    return {
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        **{key: environ[key] for key in VARIABLES if key in environ},
+    }
+
+
 def in_effect(environ: Mapping[str, str] | None = None) -> str:
     """What a process that has imported torch runs, for a job's log next to its results:
     ATen's kernels as torch reports them, and what was asked of the libraries (MKL takes its

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
+from isoflow import cpu
 from isoflow.alphabet import DNA_LETTER_CODES, is_missing
 from isoflow.errors import InputError
 from isoflow.files import atomic_path, replace_path, sync_tree
@@ -57,8 +59,22 @@ PARTIAL_FORMAT = 1  # layout of a partial folder's shard records
 # Finished caches by content (DESIGN.md "Embedding cache", docs/rerun.md "Embedding store"):
 # results/embeddings/.store/<digest>/, the digest of everything a cache's bytes depend on.
 STORE_DIR = ".store"
-STORE_FORMAT = 1  # what store_digest hashes; a new format misses every older entry
+STORE_FORMAT = 2  # what store_digest hashes; a new format misses every older entry
 STORE_RECORD = "stored.json"  # written last, inside the entry: its files' sizes and sha256
+# The package code a cache's rows are computed by, in the store digest (source_digest) with
+# the modules of the encoder's own classes: the pooling and batching here, the tokenisers
+# and alphabets, the encoder base and registry (token geometry), the settings' defaults.
+STORE_SOURCES = (
+    "isoflow.alphabet",
+    "isoflow.embed",
+    "isoflow.model.encoders",
+    "isoflow.model.encoders.base",
+    "isoflow.model.registry",
+    "isoflow.settings",
+)
+# ISOFLOW_EMBED_STORE=0 (or config embed.store: false): no cache taken from the store; each
+# cache is built again and replaces its entry (the way to force a rebuild; docs/rerun.md)
+STORE_VARIABLE = "ISOFLOW_EMBED_STORE"
 
 log = logging.getLogger("isoflow.embed")
 
@@ -361,6 +377,24 @@ def frozen_encoder(name: str, spec: dict):
     return build_encoder(name, {**spec, "finetune_last": 0})
 
 
+def source_digest(encoder: torch.nn.Module) -> str:
+    """sha256 of the source files of the isoflow modules ``encoder``'s cached rows are
+    computed by: ``STORE_SOURCES`` and the module of every isoflow class in the encoder's
+    MRO (its family's), each by module name and file content, so a checkout that restores
+    the same files gives the same digest and a changed line (a pooling or tokeniser fix)
+    another. Part of the store digest (:func:`build_caches`): a cache the old code built is
+    never linked back after a code change."""
+    names = set(STORE_SOURCES)
+    names.update(
+        cls.__module__ for cls in type(encoder).__mro__ if cls.__module__.startswith("isoflow.")
+    )
+    digest = hashlib.sha256()
+    for name in sorted(names):
+        source = Path(importlib.import_module(name).__file__).read_bytes()
+        digest.update(f"{name}\t{hashlib.sha256(source).hexdigest()}\n".encode())
+    return digest.hexdigest()
+
+
 def weights_digest(module: torch.nn.Module) -> str:
     """sha256 of the weights ``module`` computes with: each ``state_dict`` tensor in order,
     its dtype, shape and bytes (parameters and persistent buffers, on whatever device they
@@ -604,6 +638,8 @@ def build_caches(
     compile: bool | str = False,
     record: dict | None = None,
     store: str | os.PathLike | None = None,
+    store_reuse: bool = True,
+    store_keep: int = 0,
 ) -> dict[Any, str | None]:
     """:func:`build_cache` for several poolings at once: ``outputs`` lists ``(out_dir,
     pooling)`` pairs (``pooling`` None: adaptive to ``pool_to``), and each batch's forward
@@ -615,7 +651,11 @@ def build_caches(
     the forwards ran on). ``store`` (not for a part): a folder of finished caches by
     :func:`store_digest`; a cache whose digest is there, its files matching their recorded
     sha256, is hard-linked (else copied) into its folder and not encoded; a cache built is
-    moved there whole (one rename) and then linked."""
+    moved there whole (one rename) and then linked. ``store_reuse`` False (``embed.store``,
+    ``ISOFLOW_EMBED_STORE=0``): no cache is taken from the store, the entry of its digest is
+    deleted and the cache built again. Before a cache is built, the entries of the same
+    encoder and pooling no cache folder links are deleted but the ``store_keep`` newest
+    (:func:`prune_store`; ``embed.store_keep``)."""
     if pool_to < 1:
         raise ValueError(f"pool_to must be >= 1, got {pool_to}")
     backend = (COMPILE_BACKEND if compile is True else str(compile)) if compile else None
@@ -695,13 +735,28 @@ def build_caches(
             "weights": weights,
             "meta": meta or {},
             "record": record or {},
+            # the code that computes the rows, and the kernels it runs on
+            "source": source_digest(encoder),
+            "torch": torch.__version__,
+            "cpu_kernels": cpu.kernels_in_effect() if device.type == "cpu" else None,
         }
         remaining = []
         for target in targets:
             target.entry = Path(store) / store_digest(
                 {**digest_of, "pooling": target.pooling}, item_keys
             )
-            if not reuse_stored(target.entry, target.out_dir):
+            if not store_reuse:
+                if target.entry.exists():
+                    log.info(
+                        "%s: stored cache %s not reused (embed.store false or %s=0): "
+                        "deleted, built again",
+                        target.out_dir,
+                        target.entry.name,
+                        STORE_VARIABLE,
+                    )
+                    shutil.rmtree(target.entry)
+                remaining.append(target)
+            elif not reuse_stored(target.entry, target.out_dir):
                 remaining.append(target)
             elif target.work.exists():  # a killed build of this cache: not needed now
                 shutil.rmtree(target.work, ignore_errors=True)
@@ -709,6 +764,9 @@ def build_caches(
             log_store(store)
             return item_keys
         targets = remaining
+        if meta and meta.get("encoder"):
+            for target in targets:  # what this build supersedes: off the disk before it
+                prune_store(store, meta["encoder"], target.pooling, store_keep)
     longest = max((length for _, length in distinct.values()), default=1)
     for target in targets:
         fingerprint = hashlib.sha256(
@@ -1048,6 +1106,53 @@ def reuse_stored(entry: str | os.PathLike, out_dir: str | os.PathLike) -> bool:
         time.perf_counter() - started,
     )
     return True
+
+
+def prune_store(
+    store: str | os.PathLike,
+    encoder: str,
+    pooling: Mapping[str, Any] | None,
+    keep: int = 0,
+) -> list[str]:
+    """Delete the entries of ``store`` of cache folders of ``encoder`` with ``pooling``
+    (None: adaptive) that no cache folder links (every file its record lists has one link:
+    the store's), but the ``keep`` newest (``embed.store_keep``). :func:`build_caches` calls
+    it before it builds such a cache (no entry matched: the items, spec, code or kernels
+    changed), so a superseded cache is off the disk before the new one is written. Only
+    the same encoder and pooling: an entry another job just stored, before it links it,
+    is another encoder's or pooling's. Returns the digests deleted (logged, with the bytes
+    freed)."""
+    kind = json.dumps(dict(pooling) if pooling is not None else None, sort_keys=True, default=str)
+    unlinked = []
+    for entry in sorted(Path(store).iterdir()) if Path(store).is_dir() else []:
+        try:
+            files = json.loads((entry / STORE_RECORD).read_text())["files"]
+            info = json.loads((entry / META_FILE).read_text())
+            if info.get("encoder") != encoder or kind != json.dumps(
+                info.get("pooling"), sort_keys=True, default=str
+            ):
+                continue
+            stats = [(entry / name).stat() for name in files]
+            if all(stat.st_nlink == 1 for stat in stats):
+                built = (entry / STORE_RECORD).stat().st_mtime
+                unlinked.append((built, entry, sum(stat.st_size for stat in stats)))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not an entry whole (reuse_stored deletes such a one when it meets it)
+    unlinked.sort(key=lambda found: found[0], reverse=True)
+    deleted = []
+    for _, entry, size in unlinked[max(int(keep), 0) :]:
+        shutil.rmtree(entry, ignore_errors=True)
+        deleted.append(entry.name)
+        log.info(
+            "embedding store: deleted %s, a %s cache of %s no cache folder links "
+            "(embed.store_keep %d): %.2f GiB freed",
+            entry.name,
+            "positional" if pooling is not None else "adaptive",
+            encoder,
+            keep,
+            size / (1 << 30),
+        )
+    return deleted
 
 
 def log_store(store: str | os.PathLike) -> dict[str, int]:
@@ -1474,6 +1579,8 @@ def embed_dataset(
     also: Sequence[tuple[str | os.PathLike, Mapping[str, Any] | None]] = (),
     compile: bool = False,
     store: str | os.PathLike | None | bool = True,
+    store_reuse: bool = True,
+    store_keep: int = 0,
 ) -> dict:
     """Cache the embeddings of every transcript of a dataset table for one encoder, holding
     at most ``shard_mb`` MiB of it (config ``embed.shard_mb``) at a time; on CUDA the
@@ -1486,8 +1593,13 @@ def embed_dataset(
     ``compile``: the forwards through ``torch.compile`` (``embed.compile``,
     :class:`CompiledForward`). ``store``: the store of finished caches
     (:func:`build_caches`); True (default): ``STORE_DIR`` beside ``out_dir``
-    (results/embeddings/.store), False or None: none. A part cache is never stored."""
+    (results/embeddings/.store), False or None: none. A part cache is never stored.
+    ``store_reuse`` (``embed.store``; False also when the environment has
+    ``ISOFLOW_EMBED_STORE=0``) and ``store_keep`` (``embed.store_keep``): see
+    :func:`build_caches`."""
     from isoflow.dataset import read_dataset
+
+    store_reuse = store_reuse and store_env()
 
     df, _ = read_dataset(dataset)
     encoder = frozen_encoder(encoder_name, spec)
@@ -1525,5 +1637,19 @@ def embed_dataset(
         compile=compile,
         record={"windows_sha256": windows_digest(df)} if encoder.modality == "dna" else None,
         store=Path(out_dir).parent / STORE_DIR if store is True else (store or None),
+        store_reuse=store_reuse,
+        store_keep=store_keep,
     )
     return keys
+
+
+def store_env(environ: Mapping[str, str] | None = None) -> bool:
+    """False when ``ISOFLOW_EMBED_STORE`` is 0 (or false, no, off): no cache taken from the
+    embedding store, each built again (the way to force a rebuild, docs/rerun.md); True when
+    unset or 1 (true, yes, on). Another value is an InputError naming the variable."""
+    value = (os.environ if environ is None else environ).get(STORE_VARIABLE, "1")
+    if value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if value.strip().lower() in ("1", "true", "yes", "on", ""):
+        return True
+    raise InputError(STORE_VARIABLE, None, f"{value!r} is not 0 or 1 (0: build again)")

@@ -895,6 +895,20 @@ def embed_shard_mb(config: Mapping[str, Any]) -> int:
     return int((config.get("embed") or {}).get("shard_mb") or schema_default("embed", "shard_mb"))
 
 
+def embed_store_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``embed.store`` and ``embed.store_keep`` (schema defaults filled) as the embed jobs'
+    ``store_reuse`` and ``store_keep`` (isoflow.embed.build_caches). Not params of the embed
+    rules: whether a cache comes from the store or is built again, and how many superseded
+    entries the store keeps, change no stored byte; the job reads them from the config."""
+    section = config.get("embed") or {}
+    reuse = section.get("store")
+    keep = section.get("store_keep")
+    return {
+        "store_reuse": bool(schema_default("embed", "store") if reuse is None else reuse),
+        "store_keep": int(schema_default("embed", "store_keep") if keep is None else keep),
+    }
+
+
 def embed_parts(wildcards, pooling: str, jobs: int) -> list[str]:
     """The part caches the gather of ``wildcards.encoder``'s ``pooling`` cache joins, in
     order (``embed.jobs`` > 1; rule embed_part)."""

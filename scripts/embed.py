@@ -5,7 +5,7 @@ import torch
 from isoflow.embed import embed_dataset
 from isoflow.jobs import run_script
 from isoflow.model.encoders import spec_from_config
-from isoflow.workflow import embed_shard_mb
+from isoflow.workflow import embed_shard_mb, embed_store_options
 
 # Options passed only when set away from their default (isoflow.workflow.set_options)
 # (embed.shard_mb is not a param: read from the config, it changes no stored value).
@@ -23,6 +23,7 @@ def main() -> None:
         snakemake.output[0],  # noqa: F821
         genome_fasta=snakemake.input.get("genome"),  # noqa: F821
         shard_mb=embed_shard_mb(snakemake.config),  # noqa: F821 (not a param: layout only)
+        **embed_store_options(snakemake.config),  # noqa: F821 (not params: no byte changes)
         **{key: value for key, value in params.items() if key in OPTIONS},
     )
 

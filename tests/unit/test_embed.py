@@ -1227,13 +1227,13 @@ def test_windows_digest_ignores_row_order_and_reads_every_window_column():
         assert windows_digest(df.assign(**{column: values})) != digest, column
 
 
-def _embed_esm2(path, out):
+def _embed_esm2(path, out, **options):
     """Rule embed's call for the tiny ESM-2 of TINY_CONFIG (the store beside ``out``)."""
     from helpers.training import TINY_CONFIG
     from isoflow.embed import embed_dataset
     from isoflow.model.encoders import spec_from_config
 
-    return embed_dataset(path, "esm2", spec_from_config(TINY_CONFIG, "esm2"), out)
+    return embed_dataset(path, "esm2", spec_from_config(TINY_CONFIG, "esm2"), out, **options)
 
 
 def _files(folder):
@@ -1298,7 +1298,8 @@ def test_a_changed_sequence_runs_the_encoder(stored):
     shutil.rmtree(out)
     _embed_esm2(path, out)
     assert calls and _files(out) != before
-    assert len(list((out.parent / STORE_DIR).iterdir())) == 2
+    # the superseded cache, linked by no folder, is off the disk (embed.store_keep 0)
+    assert len(list((out.parent / STORE_DIR).iterdir())) == 1
 
 
 def test_an_interrupted_or_changed_store_entry_is_never_reused(stored, monkeypatch):
@@ -1338,3 +1339,171 @@ def test_an_interrupted_or_changed_store_entry_is_never_reused(stored, monkeypat
     calls.clear()
     _embed_esm2(path, out)
     assert calls and _files(out) == before
+
+
+def test_a_code_change_builds_the_cache_again(stored, monkeypatch, tmp_path, caplog):
+    """The store digest covered the spec, weights and items but not the code computing the
+    rows: after a fix to the pooling or an encoder's module, deleting the cache folder (or
+    --forcerun embed) hard-linked the old bytes back. The source of the modules is in the
+    digest: the same content elsewhere (another checkout) reuses, a changed file builds."""
+    import isoflow.embed
+    import isoflow.model.encoders.esm2 as family
+
+    path, out, before, calls = stored
+    copy = tmp_path / "checkout" / "esm2.py"
+    copy.parent.mkdir()
+    copy.write_bytes(Path(family.__file__).read_bytes())
+    monkeypatch.setattr(family, "__file__", str(copy))
+    shutil.rmtree(out)
+    _embed_esm2(path, out)
+    assert calls == [] and _files(out) == before  # the same content: the same cache
+
+    forward = isoflow.embed.encode_pooled_many
+
+    def fixed(*args, **kwargs):  # the code fix: other rows
+        return [[rows + 1.0 for rows in pool] for pool in forward(*args, **kwargs)]
+
+    monkeypatch.setattr(isoflow.embed, "encode_pooled_many", fixed)
+    copy.write_text(copy.read_text() + "\n# a fix\n")
+    shutil.rmtree(out)
+    with caplog.at_level("INFO", logger="isoflow.embed"):
+        _embed_esm2(path, out)
+    assert calls and "reused cache" not in caplog.text
+    shard = "shard_00000.npy"
+    got = np.load(out / shard).astype(np.float32)
+    assert not np.array_equal(got, _rows(before[shard]))
+    assert np.allclose(got, _rows(before[shard]) + 1.0, rtol=1e-2, atol=1e-2)
+    assert len(list((out.parent / STORE_DIR).iterdir())) == 1  # the old code's: deleted
+
+
+def _rows(data: bytes) -> np.ndarray:
+    import io
+
+    return np.load(io.BytesIO(data)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "change", ["capability", "MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "torch"]
+)
+def test_other_cpu_kernels_or_torch_build_the_cache_again(stored, monkeypatch, change):
+    """A cache built on a CPU under other kernels (resources.cpu_kernels, or a CPU with
+    other instruction sets) or another torch can differ in the last bits: README's
+    "--forcerun the embed rules" to remake the results under the other setting must encode."""
+    path, out, before, calls = stored
+    if change == "capability":
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "OTHER")
+    elif change == "torch":
+        monkeypatch.setattr(torch, "__version__", "0.0.0+other")
+    else:
+        monkeypatch.setenv(change, "OTHER")
+    shutil.rmtree(out)
+    _embed_esm2(path, out)
+    assert calls
+
+
+@pytest.mark.parametrize("how", ["env", "config"])
+def test_the_store_can_be_bypassed_to_force_a_rebuild(stored, monkeypatch, caplog, how):
+    """embed.store false or ISOFLOW_EMBED_STORE=0: the cache is encoded again and replaces
+    its entry (no second copy); with the store on again the new entry is reused."""
+    from isoflow.workflow import embed_store_options
+
+    path, out, before, calls = stored
+    store = out.parent / STORE_DIR
+    (entry,) = store.iterdir()
+    options = {}
+    if how == "env":
+        monkeypatch.setenv("ISOFLOW_EMBED_STORE", "0")
+    else:
+        options = embed_store_options({"embed": {"store": False}})
+        assert options == {"store_reuse": False, "store_keep": 0}
+    shutil.rmtree(out)
+    with caplog.at_level("INFO", logger="isoflow.embed"):
+        _embed_esm2(path, out, **options)
+    assert calls and _files(out) == before
+    assert "not reused" in caplog.text
+    assert [p.name for p in store.iterdir()] == [entry.name]
+    assert (out / "shard_00000.npy").stat().st_ino == (entry / "shard_00000.npy").stat().st_ino
+    monkeypatch.delenv("ISOFLOW_EMBED_STORE", raising=False)
+    calls.clear()
+    shutil.rmtree(out)
+    _embed_esm2(path, out)
+    assert calls == [] and _files(out) == before
+
+
+def test_store_env_values():
+    from isoflow.embed import store_env
+    from isoflow.workflow import embed_store_options
+
+    assert store_env({}) and store_env({"ISOFLOW_EMBED_STORE": "1"})
+    assert not store_env({"ISOFLOW_EMBED_STORE": "0"})
+    with pytest.raises(InputError, match="ISOFLOW_EMBED_STORE"):
+        store_env({"ISOFLOW_EMBED_STORE": "maybe"})
+    assert embed_store_options({}) == {"store_reuse": True, "store_keep": 0}
+    assert embed_store_options({"embed": {"store_keep": 2}})["store_keep"] == 2
+
+
+def _drop_first_transcript(path):
+    from isoflow.dataset import read_dataset, write_dataset
+
+    df, tissues = read_dataset(path)
+    df = df.iloc[1:].reset_index(drop=True)  # an item-set change (gtex.min_samples, tissues)
+    write_dataset(df, tissues, df.attrs["genome"], path)
+
+
+def _other_entry(entry, name, **meta):
+    """A copy of store ``entry`` as another cache's (another encoder or pooling)."""
+    other = entry.parent / name
+    shutil.copytree(entry, other)
+    info = json.loads((other / "meta.json").read_text())
+    (other / "meta.json").write_text(json.dumps({**info, **meta}))
+    return other
+
+
+def test_a_superseded_cache_is_deleted_before_the_new_build(stored, caplog):
+    """After an item-set change the old entry stayed in the store, linked by no folder,
+    forever, and the new cache was written beside it (2x a 97 GB Enformer cache). Now the
+    entries of the same encoder and pooling no folder links go before the build; another
+    encoder's or pooling's (a concurrent job's, maybe about to be linked) stay."""
+    path, out, before, calls = stored
+    store = out.parent / STORE_DIR
+    (entry,) = store.iterdir()
+    others = [
+        _other_entry(entry, "0" * 64, encoder="nt_rna"),
+        _other_entry(entry, "1" * 64, pooling={"mode": "positional", "slots": 4}),
+    ]
+    _drop_first_transcript(path)
+    shutil.rmtree(out)  # Snakemake deletes the output before it reruns the job
+    with caplog.at_level("INFO", logger="isoflow.embed"):
+        _embed_esm2(path, out)
+    assert calls
+    assert not entry.exists() and f"deleted {entry.name}" in caplog.text
+    assert sorted(store.iterdir()) == sorted([*others, store / _only_linked(store, out)])
+
+
+def _only_linked(store, out):
+    (name,) = [
+        e.name
+        for e in store.iterdir()
+        if (e / "shard_00000.npy").stat().st_ino == (out / "shard_00000.npy").stat().st_ino
+    ]
+    return name
+
+
+def test_store_keep_keeps_the_newest_unlinked_entries(stored):
+    path, out, before, calls = stored
+    store = out.parent / STORE_DIR
+    (first,) = store.iterdir()
+    _drop_first_transcript(path)
+    shutil.rmtree(out)
+    _embed_esm2(path, out, store_keep=1)
+    second = store / _only_linked(store, out)
+    assert sorted(store.iterdir()) == sorted([first, second])  # one orphan kept
+    _drop_first_transcript(path)
+    shutil.rmtree(out)
+    _embed_esm2(path, out, store_keep=1)
+    third = store / _only_linked(store, out)
+    assert sorted(store.iterdir()) == sorted([second, third])  # the newest orphan kept
+    # a folder still linking its entry keeps it, whatever store_keep
+    _drop_first_transcript(path)
+    _embed_esm2(path, out.parent / "elsewhere", store_keep=0)
+    assert third.exists()

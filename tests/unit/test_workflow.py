@@ -419,6 +419,23 @@ def test_shard_mb_is_no_embed_param_the_options_that_change_values_are():
     assert workflow.embed_shard_mb({"embed": {"shard_mb": 64}}) == 64
 
 
+def test_the_embed_store_options_reach_the_jobs_not_the_params():
+    """embed.store and embed.store_keep decide whether a cache comes from the store and what
+    the store keeps, never a stored byte: read by each embed script from the config, no
+    param of the rules (setting them reruns nothing)."""
+    text = (REPO / "rules" / "encoders.smk").read_text()
+    assert "store" not in " ".join(
+        re.findall(r'set_options\(\s*config,\s*"embed",\s*\[([^\]]*)\]', text)
+    )
+    for script in ("embed.py", "embed_pooled.py", "embed_shared.py"):
+        assert "**embed_store_options(snakemake.config)" in (REPO / "scripts" / script).read_text()
+    assert workflow.embed_store_options({}) == {"store_reuse": True, "store_keep": 0}
+    assert workflow.embed_store_options({"embed": {"store": False, "store_keep": 1}}) == {
+        "store_reuse": False,
+        "store_keep": 1,
+    }
+
+
 def test_split_settings_hold_a_scheme_s_own_key_only_under_that_scheme():
     """split.locus_tss_distance (added with the locus scheme) reaches the splits rule and the
     export params only under the locus scheme: the gene and chrom splits, and the bundles
