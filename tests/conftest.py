@@ -15,6 +15,7 @@ skips, as the brief allows.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections import Counter
@@ -29,6 +30,25 @@ from isoflow.cpu import pin_cpu_kernels
 # any test module imports torch: the suite's numbers are those of a workflow run, whatever
 # the CPU's vector width (tests/unit/test_cpu.py)
 pin_cpu_kernels("avx2")
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """Each test leaves the root logger as it found it. Code run in-process that configures
+    logging for a job (``isoflow.jobs.run_script``: ``basicConfig(force=True)`` with a handler
+    on ``sys.stderr``) left that handler bound to the test's captured stream, closed once the
+    test ended; a later test's log records then printed "--- Logging error ---" tracebacks
+    into its own stderr, and a test of the one-line error a command prints failed or passed
+    by test order. pytest's own capture handlers (added and removed per phase) are left to it."""
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in before and type(handler).__module__ != "_pytest.logging":
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(level)
+
 
 pytest_plugins = ["pytester"]  # tests/test_conftest.py runs this file on small suites
 

@@ -68,3 +68,27 @@ def test_a_missing_tool_fails_under_ci(suite: pytest.Pytester, monkeypatch) -> N
     result = suite.runpytest_subprocess("-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*CI=true but gffread, samtools missing*"])
+
+
+def test_a_job_logging_set_up_in_one_test_does_not_print_into_the_next(suite) -> None:
+    """jobs.run_script's basicConfig(force=True) puts a handler on the test's captured stderr;
+    without the conftest's restore the next test's records print "--- Logging error ---"
+    (the stream is closed) into its own stderr."""
+    suite.makepyfile(
+        test_logging="""
+import logging, sys
+
+def test_a_job_configures_logging(capsys):
+    logging.basicConfig(
+        level=logging.INFO, handlers=[logging.StreamHandler(sys.stderr)], force=True
+    )
+    logging.getLogger("isoflow").info("a job's record")
+
+def test_the_next_prints_one_line(capsys):
+    logging.getLogger("isoflow").info("a record")
+    sys.stderr.write("one line\\n")
+    assert capsys.readouterr().err.strip() == "one line"
+"""
+    )
+    result = suite.runpytest_subprocess("-p", "no:cacheprovider", "test_logging.py")
+    result.assert_outcomes(passed=2)

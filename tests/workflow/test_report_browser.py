@@ -319,7 +319,9 @@ def test_across_figures_have_error_bars_control_band_and_baseline(report_html):
         assert f"<!-- {CONTROL_LABEL}" in svg, f"{name}: no control band"
         assert "sequence-free baseline" in svg, f"{name}: no baseline"
     table = (across / "ablation_modalities.html").read_text()
-    assert re.search(r"<td class=\"num\">\d\.\d{3} ± \d\.\d{3}</td>", table)
+    # mean ± sd over seeds, then the 95 % interval over test genes (isoflow.report.bootstrap)
+    cell = r"<td class=\"num\">\d\.\d{3} ± \d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\]</td>"
+    assert re.search(cell, table), table[-3000:]
     assert '<tr class="control">' in table and '<tr class="baseline">' in table
     assert '<td class="num">3</td>' in table  # seeds
 

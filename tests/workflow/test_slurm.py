@@ -308,7 +308,11 @@ def test_a_train_job_past_its_time_limit_is_requeued_and_ends_as_uninterrupted(
     uninterrupted run (the same training, run here without SLURM)."""
     cut, work = demo_on_slurm["time_limit_cut"], demo_on_slurm["work"]
     assert "job" in cut, "the train job was never seen running with a checkpoint"
-    assert "restored" in cut, f"the train job was not requeued after its limit was cut: {cut}"
+    attempts = work / "results" / "runs" / TRAIN_RUN / "checkpoints" / "train.log"
+    assert "restored" in cut, (
+        f"the train job was not requeued after its limit was cut: {cut}; the run's own log:\n"
+        + (attempts.read_text()[-3000:] if attempts.exists() else f"{attempts}: none")
+    )
     done = sh("sacct", "-D", "-X", "-P", "-n", "-j", cut["job"], "-o", "State", timeout=60)
     states = done.stdout.split()
     assert states[-1] == "COMPLETED" and "REQUEUED" in states[:-1], (cut, states)
