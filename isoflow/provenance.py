@@ -24,6 +24,7 @@ job and check before hashing (parallel jobs and cluster nodes reading the same g
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import hashlib
 import json
@@ -222,16 +223,52 @@ def run_origins(
     return {"runs": [runs[r] for r in sorted(runs)], "commits": commits}
 
 
+# Snakemake compares params by repr: the same values with a dict's keys in another order
+# (params recorded before the workflow sorted them) read as changed
+KEY_ORDER_ONLY = "params differ only in key order; `snakemake --touch` marks them current"
+
+
 def _why(job: Any, reason: Any, record_dir: str | os.PathLike) -> str:
     names = [str(name) for name in reason.get_names()]
-    if getattr(reason, "params_changed", False):
+    change = getattr(reason, "params_changed", False)
+    if change:
         keys = _changed_params(job, record_dir)
-        if keys:
-            names = [
-                f"params changed: {', '.join(keys)}" if name.startswith("params have") else name
-                for name in names
-            ]
+        said = (
+            f"params changed: {', '.join(keys)}"
+            if keys
+            else KEY_ORDER_ONLY
+            if key_order_only(change)
+            else None
+        )
+        if said:
+            names = [said if name.startswith("params have") else name for name in names]
     return ", ".join(names) or str(reason)
+
+
+def key_order_only(change: Any) -> bool:
+    """Whether a Snakemake params change (its ``only_old`` / ``only_new``: the reprs of the
+    params recorded and of those now that differ) changes no value, only the order of some
+    dict's keys: each side's reprs read back as literals and written with every dict's keys
+    sorted are the same (so 1 against 1.0, a tuple against a list, still differ). False
+    when a repr does not read back."""
+    old, new = getattr(change, "only_old", None), getattr(change, "only_new", None)
+    if not old or not new:
+        return False
+    try:
+        return sorted(map(_sorted_repr, old)) == sorted(map(_sorted_repr, new))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+
+
+def _sorted_repr(text: str) -> str:
+    def ordered(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ordered(value[k]) for k in sorted(value, key=repr)}
+        if isinstance(value, list | tuple):
+            return type(value)(ordered(v) for v in value)
+        return value
+
+    return repr(ordered(ast.literal_eval(text)))
 
 
 def _changed_params(job: Any, record_dir: str | os.PathLike) -> list[str]:

@@ -64,7 +64,7 @@ def set_options(
     properties = load_schema(str(schema_path))["properties"][section]["properties"]
     values = config.get(section) or {}
     return {
-        key: values[key]
+        key: sorted_keys(values[key])
         for key in keys
         if key in values and values[key] != properties[key].get("default")
     }
@@ -80,16 +80,18 @@ def split_settings(
     config: Mapping[str, Any], scheme: str | None = None, schema_path=SCHEMA
 ) -> dict[str, Any]:
     """``config["split"]`` as the rules record it for ``scheme`` (default: the configured
-    one): a key of ``SPLIT_KEYS_OF_SCHEME`` only under its scheme, the rest as configured
-    (the same order)."""
+    one): a key of ``SPLIT_KEYS_OF_SCHEME`` only under its scheme, the rest as configured,
+    keys sorted (:func:`sorted_keys`: the params do not depend on the config's key order)."""
     section = dict(config.get("split") or {})
     if scheme is None:
         scheme = section.get("scheme", schema_default("split", "scheme", schema_path))
-    return {
-        key: value
-        for key, value in section.items()
-        if SPLIT_KEYS_OF_SCHEME.get(key, scheme) == scheme
-    }
+    return sorted_keys(
+        {
+            key: value
+            for key, value in section.items()
+            if SPLIT_KEYS_OF_SCHEME.get(key, scheme) == scheme
+        }
+    )
 
 
 def schema_default(section: str, key: str, schema_path=SCHEMA) -> Any:
@@ -169,7 +171,15 @@ def rule_inputs(wildcards, config: dict, experiments: dict, dataset: str, genome
 
 
 def rule_experiment(wildcards, experiments: dict) -> dict:
-    return experiments[wildcards.run]
+    """Run ``wildcards.run``'s experiment as the rules' params: keys sorted
+    (:func:`sorted_keys`)."""
+    return sorted_keys(experiments[wildcards.run])
+
+
+def experiment_params(experiments: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Run name -> experiment as the rules' params: the runs in config order (the report's
+    order), each experiment's keys sorted (:func:`sorted_keys`)."""
+    return {run: sorted_keys(experiment) for run, experiment in experiments.items()}
 
 
 def grouped_train_runs(
@@ -181,7 +191,7 @@ def grouped_train_runs(
     for run, experiment in experiments.items():
         inputs = train_inputs(config, experiment, dataset, genome)
         runs[run] = {
-            "experiment": experiment,
+            "experiment": sorted_keys(experiment),
             "run_dir": f"results/runs/{run}",
             "log": f"logs/train/{run}.log",
             "cache_dirs": {
@@ -252,7 +262,7 @@ def rule_settings(config: dict, experiments: Iterable[Mapping[str, Any]]) -> dic
     written, less ``TRAIN_KEYS_NOT_IN_PARAMS``; the specs of the encoders they read only, so
     editing another encoder retrains nothing; and less the sections of modalities none of
     them reads (``settings.scoped_settings``, as the fingerprint leaves them out), so editing
-    ``rna`` retrains no DNA-only run."""
+    ``rna`` retrains no DNA-only run. Keys sorted (:func:`sorted_keys`)."""
     train = config.get("train", {})
     experiments = list(experiments)
     modalities = {
@@ -265,7 +275,7 @@ def rule_settings(config: dict, experiments: Iterable[Mapping[str, Any]]) -> dic
         "rna": rna_config(config),
         "protein": protein_config(config),
     }
-    return scoped_settings(settings, modalities)
+    return sorted_keys(scoped_settings(settings, modalities))
 
 
 def run_settings(wildcards, config: dict, experiments: Mapping[str, dict]) -> dict[str, Any]:
@@ -334,9 +344,9 @@ def bundle_settings(config: dict, experiments: Iterable[Mapping[str, Any]]) -> d
     settings (``rule_settings``, which the checkpoint fingerprint is computed from) plus
     ``dna``, ``split`` (:func:`split_settings`), ``dataset`` and ``demo``, and ``rna`` and
     ``protein`` whether the runs read them or not (a bundle's manifest records both limits,
-    as configured)."""
+    as configured). Keys sorted (:func:`sorted_keys`)."""
     keys = ("dna", "split", "dataset", "demo")
-    return (
+    return sorted_keys(
         rule_settings(config, experiments)
         | {"rna": rna_config(config), "protein": protein_config(config)}
         | {k: split_settings(config) if k == "split" else config[k] for k in keys if k in config}
@@ -646,7 +656,9 @@ def finetune_construct_options(config: dict) -> dict[str, Any]:
     the keys existed keep their params and do not rerun (as ``set_options``; these keys'
     defaults are the reader's, not the schema's)."""
     section = config.get("finetune") or {}
-    return {k: section[k] for k in FINETUNE_CONSTRUCT_KEYS if section.get(k) is not None}
+    return {
+        k: sorted_keys(section[k]) for k in FINETUNE_CONSTRUCT_KEYS if section.get(k) is not None
+    }
 
 
 def finetune_inputs(config: dict) -> dict[str, str]:
@@ -1166,10 +1178,16 @@ DEFAULT_CONFIG = "config/config.yaml"  # the Snakefile's `configfile:`, the lowe
 
 
 def config_files(configfiles: Iterable[str | Path]) -> list[str]:
-    """The config files in Snakemake's order (the Snakefile's `configfile:` first, each
-    --configfile over it), relative to the working directory where inside it."""
+    """The config files in Snakemake's order (the Snakefile's `configfile:`, which Snakemake
+    lists last, first; each --configfile over it), relative to the working directory where
+    inside it; a file right after itself once (`--configfile config/config.yaml overlay.yaml`
+    applies the Snakefile's file twice in a row, the second time changing nothing)."""
     files = [_relative(p) for p in configfiles]
-    return sorted(files, key=lambda p: p != _relative(DEFAULT_CONFIG))
+    default = _relative(DEFAULT_CONFIG)
+    if default in files:  # the configfile: directive's entry, appended after the CLI's
+        files.pop(len(files) - 1 - files[::-1].index(default))
+        files.insert(0, default)
+    return [p for i, p in enumerate(files) if i == 0 or p != files[i - 1]]
 
 
 def _source(section: Mapping[str, Any], path_key: str, url_key: str) -> str:

@@ -18,7 +18,7 @@ rule annotation:
     params:
         # gene_types, exclude_contigs: only when set (isoflow.workflow.set_options)
         **set_options(config, "annotation", ["gene_types", "exclude_contigs"]),
-        contig_aliases=config["contig_aliases"],
+        contig_aliases=sorted_keys(config["contig_aliases"]),
         transcript_types=config["annotation"]["transcript_types"],
         par_y=config["annotation"]["par_y"],
     script:

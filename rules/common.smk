@@ -21,6 +21,7 @@ from isoflow.workflow import (
     model_outputs,
     report_paths,
     set_options,
+    sorted_keys,
 )
 
 # An overlay switches a config's optional section off with `SECTION: null` (a config merge
@@ -156,8 +157,9 @@ def download_params(url_key, section):
 
 
 def demo_options():
-    """Demo parameters other than enabled/seed (isoflow.demo.DemoParams fields)."""
-    return {k: v for k, v in config.get("demo", {}).items() if k not in ("enabled", "seed")}
+    """Demo parameters other than enabled/seed (isoflow.demo.DemoParams fields), keys sorted."""
+    demo = config.get("demo", {})
+    return sorted_keys({k: v for k, v in demo.items() if k not in ("enabled", "seed")})
 
 
 # An input replaced by a changed copy with an older mtime (cp -p, rsync -a) reruns nothing in

@@ -42,9 +42,9 @@ if CONSTRUCTS["table"]:
                 config, [EXPERIMENTS[run] for run in construct_models(config, EXPERIMENTS)]
             ),
         params:
-            settings={
-                k: v for k, v in CONSTRUCTS.items() if k not in ("table", "models", "background")
-            },
+            settings=sorted_keys(
+                {k: v for k, v in CONSTRUCTS.items() if k not in ("table", "models", "background")}
+            ),
             demo=bool((config.get("demo") or {}).get("enabled", False)),
         script:
             "../scripts/score_constructs.py"

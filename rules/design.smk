@@ -65,11 +65,13 @@ if DESIGN_OUTPUTS:
                 )
             ),
         params:
-            settings={
-                k: v
-                for k, v in config["design"].items()
-                if k not in ("construct", "models", "holdout_runs")
-            },
+            settings=sorted_keys(
+                {
+                    k: v
+                    for k, v in config["design"].items()
+                    if k not in ("construct", "models", "holdout_runs")
+                }
+            ),
             placement=explain_placement(config),
             demo=bool((config.get("demo") or {}).get("enabled", False)),
         script:

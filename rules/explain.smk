@@ -53,7 +53,7 @@ if EXPLAIN_OUTPUTS:
             mem_mb=bundle_mem_mb(config, [EXPERIMENTS[config["explain"]["model"]]]),
         params:
             prefix=lambda wildcards, output: output.ism.removesuffix(".ism.parquet"),
-            settings=config["explain"],
+            settings=sorted_keys(config["explain"]),
             placement=explain_placement(config),
         script:
             "../scripts/explain.py"

@@ -72,8 +72,10 @@ if FINETUNE_OUTPUTS:
             # polya_in_rna, polya_tail, allow_noncanonical_cds, aav, aav_limit: only when set
             # (isoflow.workflow.finetune_construct_options)
             **finetune_construct_options(config),
-            settings={k: v for k, v in config["finetune"].items() if k not in FINETUNE_NOT_SETTINGS},
-            columns=config["finetune"].get("columns"),
+            settings=sorted_keys(
+                {k: v for k, v in config["finetune"].items() if k not in FINETUNE_NOT_SETTINGS}
+            ),
+            columns=sorted_keys(config["finetune"].get("columns")),
             fill=config["finetune"].get("fill"),
             demo=bool((config.get("demo") or {}).get("enabled", False)),
         script:

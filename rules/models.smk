@@ -13,6 +13,7 @@ from isoflow.workflow import (
     export_all_inputs,
     export_inputs,
     export_mem_mb,
+    experiment_params,
     rule_experiment,
     run_bundle_settings,
     run_pattern,
@@ -98,7 +99,7 @@ if config["resources"]["train_jobs"] == "one" and len(BUNDLE_RUNS) > 1:
         params:
             runs=BUNDLE_RUNS,
             inputs=EXPORT_INPUTS,
-            experiments={run: EXPERIMENTS[run] for run in BUNDLE_RUNS},
+            experiments=experiment_params({run: EXPERIMENTS[run] for run in BUNDLE_RUNS}),
             settings=bundle_settings(config, [EXPERIMENTS[run] for run in BUNDLE_RUNS]),
         script:
             "../scripts/export_models.py"

@@ -11,11 +11,16 @@ from isoflow.workflow import (
     ablation_dna_spans,
     baseline_input,
     baseline_predictions_input,
+    experiment_params,
     reference_inputs,
     report_provenance,
 )
 
 REPORT = config["report"]
+# the params of the across-run rules: each experiment's and the paper's keys sorted
+# (Snakemake compares params by repr, so the config's key order must not count)
+REPORT_EXPERIMENTS = experiment_params(EXPERIMENTS)
+REPORT_PAPER = sorted_keys(REPORT["paper"])
 # Figures made from the synthetic demo say so on the figure itself.
 REPORT_DEMO = bool((config.get("demo") or {}).get("enabled", False))
 # The landing page (report/workflow.rst) is rendered with the config only: the facts it
@@ -288,8 +293,8 @@ rule report_experiments:
     conda:
         REPORT_ENV
     params:
-        experiments=EXPERIMENTS,
-        paper=REPORT["paper"],
+        experiments=REPORT_EXPERIMENTS,
+        paper=REPORT_PAPER,
         demo=REPORT_DEMO,
         tiny_encoders=REPORT_TINY,
         bootstrap_resamples=REPORT["bootstrap_resamples"],
@@ -327,8 +332,8 @@ rule report_ablation:
     conda:
         REPORT_ENV
     params:
-        experiments=EXPERIMENTS,
-        paper=REPORT["paper"],
+        experiments=REPORT_EXPERIMENTS,
+        paper=REPORT_PAPER,
         demo=REPORT_DEMO,
         tiny_encoders=REPORT_TINY,
         bootstrap_resamples=REPORT["bootstrap_resamples"],
@@ -367,8 +372,8 @@ rule report_scaling:
     conda:
         REPORT_ENV
     params:
-        experiments=EXPERIMENTS,
-        paper=REPORT["paper"],
+        experiments=REPORT_EXPERIMENTS,
+        paper=REPORT_PAPER,
         demo=REPORT_DEMO,
         tiny_encoders=REPORT_TINY,
         bootstrap_resamples=REPORT["bootstrap_resamples"],

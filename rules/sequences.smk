@@ -51,6 +51,6 @@ rule sequences:
         **set_options(config, "dna", ["edge"]),
         window=config["dna"]["window"],
         annotation=annotation_file(),
-        contig_aliases=config["contig_aliases"],
+        contig_aliases=sorted_keys(config["contig_aliases"]),
     script:
         "../scripts/sequences.py"

@@ -333,6 +333,38 @@ def test_a_report_stops_naming_the_jobs_due_and_the_params_that_changed(tmp_path
     assert "all (" not in line and "Run the workflow with the same config files first" in line
 
 
+def params_change(old, new):
+    """Snakemake's params change (``reason.params_changed``): the reprs only on each side."""
+    return SimpleNamespace(only_old={repr(v) for v in old}, only_new={repr(v) for v in new})
+
+
+def test_a_report_stop_for_params_in_another_key_order_says_so(tmp_path):
+    """Params recorded (by Snakemake) in another key order than now, the same values: it
+    compares reprs and says they changed, naming no key; the stop line says only their order
+    differs and gives --touch. A changed value keeps Snakemake's reason."""
+    splits = "results/splits/locus.tsv"
+    then = {"scheme": "locus", "salt": "x", "locus_tss_distance": 1000, "f": [1, {"b": 1, "a": 2}]}
+    now = {"f": [1, {"a": 2, "b": 1}], "locus_tss_distance": 1000, "salt": "x", "scheme": "locus"}
+    job = fake_job("splits", [splits], {"split": now})
+
+    def stop(change):
+        reason = FakeReason("params have changed since last execution", params_changed=change)
+        with pytest.raises(InputError) as err:
+            provenance.check_report_current(FakeDag({job: reason}), [], tmp_path)
+        return str(err.value)
+
+    assert f"splits ({splits}): {provenance.KEY_ORDER_ONLY}." in stop(params_change([then], [now]))
+    assert "params differ only in key order; `snakemake --touch`" in provenance.KEY_ORDER_ONLY
+    for other in (
+        {**then, "salt": "y"},  # a value
+        {**then, "locus_tss_distance": 1000.0},  # a type: 1000 == 1000.0, their reprs differ
+        {**then, "f": [{"b": 1, "a": 2}, 1]},  # a list's order counts
+    ):
+        line = stop(params_change([then], [other]))
+        assert f"splits ({splits}): params have changed since last execution." in line
+    assert not provenance.key_order_only(SimpleNamespace(only_old={"<object>"}, only_new={"1"}))
+
+
 def test_a_report_stop_without_a_record_gives_snakemakes_reason(tmp_path):
     jobs = {
         fake_job("train", [f"results/runs/r{i}/metrics.json"]): FakeReason(

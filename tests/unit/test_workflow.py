@@ -323,6 +323,17 @@ def test_report_provenance_states_the_data_and_versions(tmp_path):
         "config/demo.yaml",
         "mine.yaml",
     ]
+    # `--configfile config/config.yaml config/demo.yaml` (the README's --directory commands)
+    # applies config.yaml twice in a row: listed once. Applied again after an overlay it
+    # stays (it overrides that overlay).
+    files = ["config/config.yaml", "config/demo.yaml", "config/config.yaml"]
+    assert workflow.config_files(files) == ["config/config.yaml", "config/demo.yaml"]
+    files = ["config/demo.yaml", "config/config.yaml", "config/config.yaml"]
+    assert workflow.config_files(files) == [
+        "config/config.yaml",
+        "config/demo.yaml",
+        "config/config.yaml",
+    ]
     assert gtex["encoders"] == "none (no run configured)" and gtex["tiny_encoders"] == []
 
 
@@ -439,12 +450,12 @@ def test_the_embed_store_options_reach_the_jobs_not_the_params():
 def test_split_settings_hold_a_scheme_s_own_key_only_under_that_scheme():
     """split.locus_tss_distance (added with the locus scheme) reaches the splits rule and the
     export params only under the locus scheme: the gene and chrom splits, and the bundles
-    made from them, keep the params they had (Snakemake compares their repr: same order),
-    and editing the distance reruns none of them."""
+    made from them, do not hold it, so editing the distance reruns none of them. Keys
+    sorted (Snakemake compares their repr: the config's order must not count)."""
     section = {"scheme": "gene", "valid_fraction": 0.1, "salt": "x", "locus_tss_distance": 1000}
     config = {"split": section}
     gene = {"scheme": "gene", "valid_fraction": 0.1, "salt": "x"}
-    assert repr(workflow.split_settings(config)) == repr(gene)
+    assert repr(workflow.split_settings(config)) == repr(dict(sorted(gene.items())))
     assert workflow.split_settings(config, "chrom") == gene
     assert workflow.split_settings({"split": {**section, "locus_tss_distance": 5}}) == gene
     assert workflow.split_settings(config, "locus") == section
@@ -697,6 +708,44 @@ def test_the_embed_params_do_not_depend_on_the_configs_key_order():
     )
 
 
+def reversed_keys(value):
+    """``value`` with every mapping's keys in reverse order, recursively; lists as they are."""
+    if isinstance(value, dict):
+        return {key: reversed_keys(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [reversed_keys(item) for item in value]
+    return value
+
+
+def test_no_rules_params_depend_on_the_configs_key_order():
+    """Snakemake compares params by repr: the params the rules take from these functions are
+    the same for a config written in another key order (locus_tss_distance placed elsewhere
+    replanned the splits and everything after them). tests/workflow/test_params_order.py
+    checks every job of the DAG; this, the functions, fast."""
+    config = demo_config()
+    counts = {"train": 3, "valid": 1, "test": 1}  # a dict-valued option (set_options)
+    config["report"]["reference_counts"] = {"label": "x", "genes": counts, "transcripts": counts}
+    other = reversed_keys(config)
+    experiments, reordered = expand_experiments(config), expand_experiments(other)
+    assert list(experiments) == list(reordered)  # the runs' order is the list's
+    run = SimpleNamespace(run=next(iter(experiments)))
+    for build in (
+        lambda c, e: workflow.split_settings(c),
+        lambda c, e: workflow.split_settings(c, "gene"),
+        lambda c, e: workflow.rule_settings(c, e.values()),
+        lambda c, e: workflow.run_settings(run, c, e),
+        lambda c, e: workflow.bundle_settings(c, e.values()),
+        lambda c, e: workflow.run_bundle_settings(run, c, e),
+        lambda c, e: workflow.rule_experiment(run, e),
+        lambda c, e: workflow.experiment_params(e),
+        lambda c, e: workflow.grouped_train_runs(c, e, "d.parquet", "g.fa"),
+        lambda c, e: workflow.finetune_construct_options(c),
+        lambda c, e: workflow.set_options(c, "report", ["reference_counts"]),
+    ):
+        assert repr(build(config, experiments)) == repr(build(other, reordered))
+    assert list(workflow.experiment_params(experiments)) == list(experiments)
+
+
 def test_the_job_spec_from_the_embed_params_is_the_configs():
     """What the embed scripts build from their params is the spec the config gives (the one
     the cache records and training checks), limits folded in."""
@@ -718,7 +767,7 @@ def test_train_and_export_params_hold_only_the_encoders_their_runs_read():
     rna = workflow.run_settings(SimpleNamespace(run=rna_run), config, experiments)
     assert list(rna["encoders"]) == ["nucleotide_transformer"]
     every = workflow.rule_settings(config, experiments.values())  # train_jobs: one
-    assert list(every["encoders"]) == ["enformer", "nucleotide_transformer", "esm2"]
+    assert list(every["encoders"]) == ["enformer", "esm2", "nucleotide_transformer"]  # sorted
     bundle = workflow.run_bundle_settings(SimpleNamespace(run=dna_run), config, experiments)
     assert list(bundle["encoders"]) == ["enformer"] and bundle["dna"] == config["dna"]
     edited = demo_config()
