@@ -51,6 +51,9 @@ def _guarded(task: tuple) -> tuple[str, Any, dict[str, Any] | None]:
         fields = (err.path, err.record, err.message) if isinstance(err, InputError) else None
         failure = {
             "type": type(err).__name__,
+            # the class as text: an isoflow subclass of InputError (DownloadError) comes back
+            # as itself (_input_error_class)
+            "class": [type(err).__module__, type(err).__qualname__],
             "text": str(err),
             "traceback": traceback.format_exc(),
             "input_error": fields,
@@ -60,15 +63,37 @@ def _guarded(task: tuple) -> tuple[str, Any, dict[str, Any] | None]:
 
 
 def _raise(name: str, failure: dict[str, Any]) -> None:
-    """Re-raise a worker's failure in the parent, as one line: an InputError as itself
-    (the job then exits 1 with its line, ``isoflow.jobs.run_script``), anything else as a
-    RuntimeError naming the run; the worker's traceback goes to the log first."""
-    from isoflow.errors import InputError
+    """Re-raise a worker's failure in the parent, as one line: an InputError as itself, of
+    its own class when that is an isoflow one (:func:`_input_error_class`: a DownloadError
+    stays a DownloadError), else a plain InputError (the job then exits 1 with its line,
+    ``isoflow.jobs.run_script``); anything else as a RuntimeError naming the run; the
+    worker's traceback goes to the log first."""
+    from isoflow.errors import _rebuild
 
     log.error("run %s failed in its worker process:\n%s", name, failure["traceback"].rstrip())
     if failure["input_error"] is not None:
-        raise InputError(*failure["input_error"])
+        cls = _input_error_class(failure.get("class"))
+        raise _rebuild(cls, *failure["input_error"], {})
     raise RuntimeError(f"run {name}: {failure['type']}: {failure['text']}")
+
+
+def _input_error_class(name: Any) -> type:
+    """The InputError subclass a worker's failure names (``[module, qualname]``), looked up
+    among isoflow's modules only; InputError itself for anything else or not found."""
+    import importlib
+
+    from isoflow.errors import InputError
+
+    try:
+        module, qualname = name
+        if module != "isoflow" and not str(module).startswith("isoflow."):
+            return InputError
+        found: Any = importlib.import_module(module)
+        for part in str(qualname).split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return InputError
+    return found if isinstance(found, type) and issubclass(found, InputError) else InputError
 
 
 def expected_cost(run: dict[str, Any]) -> tuple:

@@ -156,6 +156,15 @@ def worker_raising_input_error(config, name, run, dataset_path, genome_fasta):
     return name, {"loss": 0.0}
 
 
+def worker_raising_download_error(config, name, run, dataset_path, genome_fasta):
+    """As :func:`worker_raising_input_error`, with a subclass of InputError."""
+    from isoflow.download import DownloadError
+
+    if name == "bad":
+        raise DownloadError("https://example.org/w.bin", "HTTP 404: not found")
+    return name, {"loss": 0.0}
+
+
 def worker_raising_key_error(config, name, run, dataset_path, genome_fasta):
     if name == "bad":
         raise KeyError("no such column")

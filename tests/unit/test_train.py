@@ -1064,6 +1064,11 @@ def test_the_parent_of_train_workers_imports_neither_torch_nor_lightning():
     ("worker", "expected"),
     [
         ("worker_raising_input_error", "InputError: data.parquet:ENST0001.1: tpm is negative"),
+        # a subclass comes back as itself, not as a plain InputError
+        (
+            "worker_raising_download_error",
+            "isoflow.download.DownloadError: https://example.org/w.bin: HTTP 404: not found",
+        ),
         ("worker_raising_key_error", "RuntimeError: run bad: KeyError: 'no such column'"),
     ],
 )
@@ -1088,6 +1093,22 @@ def test_a_run_failing_in_a_train_worker_ends_the_job_with_one_line(worker, expe
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].endswith(expected)
     assert "failed in its worker process" in out.stderr  # the worker's traceback, logged
+
+
+def test_a_workers_input_error_class_is_looked_up_among_isoflows_only():
+    from isoflow.download import DownloadError
+    from isoflow.train_workers import _input_error_class
+
+    assert _input_error_class(["isoflow.download", "DownloadError"]) is DownloadError
+    assert _input_error_class(["isoflow.errors", "InputError"]) is InputError
+    for name in (
+        ["isoflow.download", "TransientError"],  # not an InputError
+        ["isoflow.download", "NoSuchError"],
+        ["isoflow.no_such_module", "X"],
+        ["subprocess", "CalledProcessError"],  # not isoflow's
+        None,  # a failure recorded without its class
+    ):
+        assert _input_error_class(name) is InputError
 
 
 def record_steps(monkeypatch) -> list[dict[str, float]]:
