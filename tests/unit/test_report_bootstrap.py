@@ -66,7 +66,8 @@ def test_a_resample_scores_as_metrics_does_the_expanded_test_set():
     predicted = test.predicted(frame, "p.parquet")
     ones = np.ones((1, len(test.genes)), dtype=np.int64)
     counts = test.gene_counts(5, seed=3)
-    got = bootstrap.run_resamples(test, [predicted], [frame], np.vstack([ones, counts]))[0]
+    rhos = bootstrap.gene_rhos(test, frame)
+    got = bootstrap.run_resamples(test, [predicted], [rhos], np.vstack([ones, counts]))[0]
     for label, value in _evaluate(frame).items():
         assert got[label][0] == pytest.approx(value, abs=1e-12)
     for b in range(len(counts)):
@@ -80,6 +81,49 @@ def test_a_resample_scores_as_metrics_does_the_expanded_test_set():
         expected = _evaluate(pd.concat(copies))
         for label, value in expected.items():
             assert got[label][b + 1] == pytest.approx(value, abs=1e-9), (b, label)
+
+
+def test_no_runs_table_is_held_while_resampling(tmp_path, monkeypatch):
+    """Each run's long table is dropped once its (n, T) predictions and per-gene rhos are
+    taken: an across-run report job held every run's table while resampling (12 runs of
+    20,000 transcripts x 30 tissues, 200 resamples: peak RSS 1,209 MB, 640 MB without)."""
+    import gc
+    import weakref
+
+    paths = {}
+    for run in range(3):
+        paths[f"r{run}"] = tmp_path / f"r{run}.parquet"
+        _tied_frame(seed=0).assign(predicted=_tied_frame(seed=run)["predicted"]).to_parquet(
+            paths[f"r{run}"]
+        )
+    read, alive = pd.read_parquet, []
+
+    def tracked(*args, **kwargs):
+        frame = read(*args, **kwargs)
+        alive.append(weakref.ref(frame))
+        return frame
+
+    resample = bootstrap.run_resamples
+
+    def check(*args, **kwargs):
+        gc.collect()
+        assert len(alive) == 3 and [ref() for ref in alive] == [None] * 3
+        return resample(*args, **kwargs)
+
+    monkeypatch.setattr(bootstrap.pd, "read_parquet", tracked)
+    monkeypatch.setattr(bootstrap, "run_resamples", check)
+    got = bootstrap.bootstrap_runs(paths, 20, 0)
+    monkeypatch.undo()
+    assert got.keys() == paths.keys()
+    for run, path in paths.items():  # the same values as from the tables themselves
+        frame = pd.read_parquet(path)
+        test = bootstrap.TestSet(pd.read_parquet(paths["r0"]), "r0")
+        counts = test.gene_counts(20, 0)
+        want = bootstrap.run_resamples(
+            test, [test.predicted(frame, run)], [bootstrap.gene_rhos(test, frame)], counts
+        )[0]
+        for label in LABELS:
+            np.testing.assert_array_equal(got[run][label], want[label])
 
 
 def test_resamples_draw_genes_with_replacement_reproducibly():
