@@ -701,6 +701,8 @@ class RequeueBeforeTimeLimit(Callback):
         self.time_left = time_left or (lambda: squeue_time_left(slurm_job_id()))
         self.own_job = own_job or executor_train_job
         self._own: bool | None = None  # this job is the executor's own train job
+        self._own_asked: float | None = None  # clock of the last ask (squeue)
+        self._own_failed = False  # a failed ask was logged
         self.clock = clock
         self.signum = signum
         self.received = False  # USR1 came
@@ -742,24 +744,35 @@ class RequeueBeforeTimeLimit(Callback):
         when, left = self._read
         return None if left is None else left - (now - when)
 
-    def is_own_job(self) -> bool:
-        """Whether this job may requeue itself by time (asked once): only the SLURM
-        executor's own train job (:func:`executor_train_job`); in any other allocation a
-        requeue would start every job in it again. A failing squeue counts as not."""
-        if self._own is None:
-            try:
-                self._own = bool(self.own_job())
-                why = "its comment is not the SLURM executor's rule_train"
-            except Exception as err:  # never the end of the training
-                self._own, why = False, f"its comment not known: {err}"
-            if not self._own:
+    def is_own_job(self, now: float) -> bool:
+        """Whether this job may requeue itself by time: only the SLURM executor's own train
+        job (:func:`executor_train_job`); in any other allocation a requeue would start every
+        job in it again. Asked until squeue answers, at most every POLL_S seconds: a failing
+        squeue counts as not for now (logged once), and is asked again, so that a moment's
+        unresponsive slurmctld does not take the requeue from a days-long training."""
+        if self._own is not None:
+            return self._own
+        if self._own_asked is not None and now - self._own_asked < self.POLL_S:
+            return False
+        self._own_asked = now
+        try:
+            self._own = bool(self.own_job())
+        except Exception as err:  # never the end of the training
+            if not self._own_failed:
                 log.warning(
-                    "not requeueing before the SLURM time limit: this job is not one the "
-                    "SLURM executor submitted for rule train (%s), and requeueing it would "
-                    "restart the whole allocation; a run that reaches the limit is retried "
-                    "from its last epoch",
-                    why,
+                    "not requeueing before the SLURM time limit for now: this job's comment "
+                    "is not known (%s); asked again at a later epoch's end",
+                    err,
                 )
+                self._own_failed = True
+            return False
+        if not self._own:
+            log.warning(
+                "not requeueing before the SLURM time limit: this job is not one the "
+                "SLURM executor submitted for rule train (its comment is not the SLURM "
+                "executor's rule_train), and requeueing it would restart the whole "
+                "allocation; a run that reaches the limit is retried from its last epoch"
+            )
         return self._own
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -774,7 +787,7 @@ class RequeueBeforeTimeLimit(Callback):
             and trainer.max_epochs >= 0
             and trainer.current_epoch + 1 >= trainer.max_epochs
         )
-        if trainer.is_global_zero and not self.due and not last and self.is_own_job():
+        if trainer.is_global_zero and not self.due and not last and self.is_own_job(now):
             left = self.seconds_left(now)
             if left is not None and time_to_requeue(
                 left, self.slowest_epoch_s, self.checkpoint_s, self.factor, self.min_s

@@ -1411,17 +1411,14 @@ def test_no_requeue_after_the_last_epoch_nor_one_an_early_stop_ends():
     assert callback.pending and trainer.should_stop
 
 
-@pytest.mark.parametrize("own", ["other", "fails"])
-def test_only_the_executors_own_train_job_requeues_itself(own, caplog):
+def test_only_the_executors_own_train_job_requeues_itself(caplog):
     """In a user's own allocation (sbatch --wrap "snakemake ...", salloc) a requeue would
     start every job in it again: only a job the SLURM executor submitted for rule train
-    (comment rule_train...) requeues by time; asked once, a failure counts as not."""
+    (comment rule_train...) requeues by time; asked once when squeue answers."""
     asked = []
 
     def own_job():
         asked.append(1)
-        if own == "fails":
-            raise OSError("squeue -j 7 exited 1")
         return False
 
     clock = [0.0]
@@ -1431,6 +1428,28 @@ def test_only_the_executors_own_train_job_requeues_itself(own, caplog):
     assert _run_epochs(callback, clock, [(40, 1)] * 3) is None
     assert not callback.pending and len(asked) == 1
     assert caplog.text.count("not requeueing before the SLURM time limit") == 1
+
+
+def test_a_failing_squeue_for_the_jobs_comment_is_asked_again(caplog):
+    """A failed ask counted as 'not the executor's job' for the rest of the training, so one
+    moment's unresponsive slurmctld took the requeue from the whole run: it is asked again,
+    at most every POLL_S seconds, and the job requeues once squeue answers."""
+    asked = []
+
+    def own_job():
+        asked.append(clock[0])
+        if len(asked) < 3:
+            raise OSError("squeue -j 7 exited 1: Socket timed out on send/recv operation")
+        return True
+
+    clock = [0.0]
+    callback = RequeueBeforeTimeLimit(
+        1.5, 300, time_left=lambda: 10.0, clock=lambda: clock[0], own_job=own_job
+    )
+    # 20 s epochs and 1 s writes: asked at 20, 62 (>= POLL_S later), 104; requeued then
+    stopped = _run_epochs(callback, clock, [(20, 1)] * 8)
+    assert asked == [20.0, 62.0, 104.0] and stopped == 4 and callback.pending
+    assert caplog.text.count("this job's comment is not known") == 1
 
 
 def test_the_executors_train_job_is_told_by_its_comment(monkeypatch):
