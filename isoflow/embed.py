@@ -22,6 +22,7 @@ page-locked memory.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import importlib
@@ -59,7 +60,7 @@ PARTIAL_FORMAT = 1  # layout of a partial folder's shard records
 # Finished caches by content (DESIGN.md "Embedding cache", docs/rerun.md "Embedding store"):
 # results/embeddings/.store/<digest>/, the digest of everything a cache's bytes depend on.
 STORE_DIR = ".store"
-STORE_FORMAT = 2  # what store_digest hashes; a new format misses every older entry
+STORE_FORMAT = 3  # what store_digest hashes; a new format misses every older entry
 STORE_RECORD = "stored.json"  # written last, inside the entry: its files' sizes and sha256
 # The package code a cache's rows are computed by, in the store digest (source_digest) with
 # the modules of the encoder's own classes: the pooling and batching here, the tokenisers
@@ -378,21 +379,43 @@ def frozen_encoder(name: str, spec: dict):
 
 
 def source_digest(encoder: torch.nn.Module) -> str:
-    """sha256 of the source files of the isoflow modules ``encoder``'s cached rows are
-    computed by: ``STORE_SOURCES`` and the module of every isoflow class in the encoder's
-    MRO (its family's), each by module name and file content, so a checkout that restores
-    the same files gives the same digest and a changed line (a pooling or tokeniser fix)
-    another. Part of the store digest (:func:`build_caches`): a cache the old code built is
-    never linked back after a code change."""
+    """sha256 of the code of the isoflow modules ``encoder``'s cached rows are computed by:
+    ``STORE_SOURCES`` and the module of every isoflow class in the encoder's MRO (its
+    family's), each by module name and its syntax tree without docstrings
+    (:func:`_code_of`), so a checkout that restores the same code gives the same digest, an
+    edited docstring, comment or line break the same, and a changed statement (a pooling or
+    tokeniser fix) another. Part of the store digest and of a partial build's fingerprint
+    (:func:`build_caches`): a cache, or finished shards, the old code built are never taken
+    after a code change."""
     names = set(STORE_SOURCES)
     names.update(
         cls.__module__ for cls in type(encoder).__mro__ if cls.__module__.startswith("isoflow.")
     )
     digest = hashlib.sha256()
     for name in sorted(names):
-        source = Path(importlib.import_module(name).__file__).read_bytes()
-        digest.update(f"{name}\t{hashlib.sha256(source).hexdigest()}\n".encode())
+        code = _code_of(Path(importlib.import_module(name).__file__))
+        digest.update(f"{name}\t{hashlib.sha256(code.encode()).hexdigest()}\n".encode())
     return digest.hexdigest()
+
+
+def _code_of(path: Path) -> str:
+    """The code of a Python file: its syntax tree (``ast.dump``, no line numbers) with every
+    module, class and function docstring left out. A docstring or comment edit to
+    embed.py missed every store entry and, with ``embed.store_keep`` 0, pruned the only
+    copy of a cache (GPU-days at full scale); a statement changed still counts, log text
+    included."""
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
 
 
 def weights_digest(module: torch.nn.Module) -> str:
@@ -720,6 +743,15 @@ def build_caches(
         "device": device.type,
         "sequences": sequences,
     }
+    # the code that computes the rows and what it runs on: in the store digest and in a
+    # partial build's fingerprint, so neither a stored cache nor a killed build's finished
+    # shards made by other code, torch, kernels or threads are taken
+    code_state = {
+        "source": source_digest(encoder),
+        "torch": torch.__version__,
+        "cpu_kernels": cpu.kernels_in_effect() if device.type == "cpu" else None,
+        "threads": torch.get_num_threads() if device.type == "cpu" else None,
+    }
     if store is not None and part is None:
         digest_of = {
             "dim": dim,
@@ -728,17 +760,13 @@ def build_caches(
             "batch_size": batch_size,
             "batch_letters": batch_letters,
             "device": device.type,
-            # on a CPU a forward's rounding can depend on the threads (docs/encoders.md)
-            "threads": torch.get_num_threads() if device.type == "cpu" else None,
             "autocast": autocast,
             "compile": backend,
             "weights": weights,
             "meta": meta or {},
             "record": record or {},
             # the code that computes the rows, and the kernels it runs on
-            "source": source_digest(encoder),
-            "torch": torch.__version__,
-            "cpu_kernels": cpu.kernels_in_effect() if device.type == "cpu" else None,
+            **code_state,
         }
         remaining = []
         for target in targets:
@@ -755,6 +783,8 @@ def build_caches(
                         STORE_VARIABLE,
                     )
                     shutil.rmtree(target.entry)
+                # a forced build holds rows of this build alone: no killed build's shards
+                shutil.rmtree(target.work, ignore_errors=True)
                 remaining.append(target)
             elif not reuse_stored(target.entry, target.out_dir):
                 remaining.append(target)
@@ -786,6 +816,7 @@ def build_caches(
                     **({"pooling": target.pooling} if target.pooling is not None else {}),
                     "sequences": sequences,
                     "weights": weights,
+                    **code_state,
                     **({"part": list(part)} if part is not None else {}),
                     # only when on: a compiled run resumes no eager run's shards (or back)
                     **({"compile": backend} if backend else {}),

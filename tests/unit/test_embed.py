@@ -1357,6 +1357,14 @@ def test_a_code_change_builds_the_cache_again(stored, monkeypatch, tmp_path, cap
     shutil.rmtree(out)
     _embed_esm2(path, out)
     assert calls == [] and _files(out) == before  # the same content: the same cache
+    # a comment, a docstring or a line break is no code change: still the same cache (an
+    # edited docstring missed every entry and pruned the only copy)
+    text = copy.read_text()
+    assert text.startswith('"""')  # the module's docstring, edited
+    copy.write_text(text.replace('"""', '"""Edited. ', 1) + "\n# a note\n\n")
+    shutil.rmtree(out)
+    _embed_esm2(path, out)
+    assert calls == [] and _files(out) == before
 
     forward = isoflow.embed.encode_pooled_many
 
@@ -1364,7 +1372,7 @@ def test_a_code_change_builds_the_cache_again(stored, monkeypatch, tmp_path, cap
         return [[rows + 1.0 for rows in pool] for pool in forward(*args, **kwargs)]
 
     monkeypatch.setattr(isoflow.embed, "encode_pooled_many", fixed)
-    copy.write_text(copy.read_text() + "\n# a fix\n")
+    copy.write_text(copy.read_text() + "\n_A_FIX = 1\n")  # a statement: a code change
     shutil.rmtree(out)
     with caplog.at_level("INFO", logger="isoflow.embed"):
         _embed_esm2(path, out)
@@ -1380,6 +1388,54 @@ def _rows(data: bytes) -> np.ndarray:
     import io
 
     return np.load(io.BytesIO(data)).astype(np.float32)
+
+
+@pytest.mark.parametrize("how", ["code", "bypass"])
+def test_a_killed_builds_shards_are_not_resumed_by_other_code_or_a_forced_build(
+    tmp_path, monkeypatch, how
+):
+    """A build killed after some shards, then a code fix (or ISOFLOW_EMBED_STORE=0 to force
+    a rebuild): the store missed as it should, but the partial build's fingerprint did not
+    cover the code, and the bypass left the partial folder, so the new cache held the old
+    code's first shards and the fix's last ones, filed under the new digest."""
+    import isoflow.embed
+    import isoflow.model.encoders.esm2 as family
+    from helpers.training import make_dataset
+    from isoflow.embed import partial_dir
+
+    (tmp_path / "data").mkdir()
+    path, _ = make_dataset(tmp_path / "data")
+    out = tmp_path / "embeddings" / "esm2"
+    forward = isoflow.embed.encode_pooled_many
+    state = {"n": 0, "kill_at": None, "shift": 0.0}
+
+    def patched(*args, **kwargs):
+        state["n"] += 1
+        if state["kill_at"] is not None and state["n"] >= state["kill_at"]:
+            raise KeyboardInterrupt("killed at the time limit")
+        return [[rows + state["shift"] for rows in pool] for pool in forward(*args, **kwargs)]
+
+    monkeypatch.setattr(isoflow.embed, "encode_pooled_many", patched)
+    state["kill_at"] = 2  # the old code's build, killed after its first forward's shards
+    with pytest.raises(KeyboardInterrupt):
+        _embed_esm2(path, out, shard_mb=0.0005)
+    assert list(partial_dir(out).glob("shard_*.npy")), "the killed build kept no shard"
+    state.update(n=0, kill_at=None, shift=1.0)  # the fixed code: other rows
+    if how == "code":
+        copy = tmp_path / "esm2.py"
+        copy.write_text(Path(family.__file__).read_text() + "\n_A_FIX = 1\n")
+        monkeypatch.setattr(family, "__file__", str(copy))
+    else:
+        monkeypatch.setenv("ISOFLOW_EMBED_STORE", "0")
+    shutil.rmtree(out, ignore_errors=True)
+    _embed_esm2(path, out, shard_mb=0.0005)
+    got = {p.name: np.load(p) for p in sorted(out.glob("shard_*.npy"))}
+    monkeypatch.setenv("ISOFLOW_EMBED_STORE", "0")
+    fresh = tmp_path / "fresh" / "esm2"  # the fixed code's cache built whole
+    _embed_esm2(path, fresh, shard_mb=0.0005)
+    want = {p.name: np.load(p) for p in sorted(fresh.glob("shard_*.npy"))}
+    assert len(got) > 1 and got.keys() == want.keys()
+    assert all(np.array_equal(got[name], want[name]) for name in got)
 
 
 @pytest.mark.parametrize(
