@@ -963,18 +963,65 @@ TABLE_SUFFIXES = {"ism": ("tsv", "parquet"), "ism_summary": ("tsv",), "attention
 FIGURES = ("ism", "attention")
 
 
-def output_paths(prefix: str | Path) -> list[Path]:
-    """Every file ``write_outputs`` may write under ``prefix``."""
+def track_file_name(track: str) -> str:
+    """A logo track (``mean`` or a tissue) as its bedGraph's name under the prefix:
+    ``ism.<track>.bedGraph``, a run of characters other than letters, digits, ``_``, ``-``
+    as one ``_`` (``Adipose Tissue`` → ``ism.Adipose_Tissue.bedGraph``)."""
+    return f"ism.{re.sub(r'[^A-Za-z0-9_-]+', '_', track)}.bedGraph"
+
+
+def output_paths(prefix: str | Path, tracks: Sequence[str] = ()) -> list[Path]:
+    """Every file ``write_outputs`` may write under ``prefix``; ``tracks``: the logo tracks
+    whose bedGraph it may write (a transcript's)."""
     prefix = Path(prefix)
     names = [f"{n}.{s}" for n, suffixes in TABLE_SUFFIXES.items() for s in suffixes]
     names += [f"{n}.png" for n in FIGURES]
+    names += [track_file_name(t) for t in dict.fromkeys(tracks)]
     return [prefix.parent / f"{prefix.name}.{name}" for name in names]
 
 
-def write_outputs(prefix: str | Path, frames: dict[str, pd.DataFrame], figures: dict) -> list[Path]:
-    """``{prefix}.{name}`` for each table (in its ``TABLE_SUFFIXES``) and figure (``.png``,
-    one of ``FIGURES``), all or none (:func:`isoflow.files.output_set`); then the other
-    files of :func:`output_paths` (an earlier run's) are removed. Returns the paths."""
+def bedgraph(summary: pd.DataFrame, subject_id: str, track: str) -> str:
+    """A transcript's ISM logo track as a UCSC bedGraph (genome.ucsc.edu/goldenPath/help/
+    bedgraph.html): a ``track type=bedGraph`` line, then ``chrom start end score`` per
+    position of ``summary`` (:func:`summarize`) in ``track``, 0-based half-open
+    (``genomic_pos`` − 1, ``genomic_pos``), sorted by genome coordinate (on a minus-strand
+    transcript the window index runs against the genome), chrom as the genome FASTA names
+    it; ``score`` as ``ism_summary.tsv`` writes it (``%.6g``). A position without a score
+    (no alt seen) is left out: bedGraph has no NaN."""
+    rows = summary[(summary["tissue"] == track) & summary["score"].notna()]
+    if rows["genomic_pos"].isna().any():
+        raise ValueError("a bedGraph needs genome positions: a transcript's summary")
+    rows = rows.sort_values("genomic_pos", kind="stable")
+    end = rows["genomic_pos"].astype("int64")
+
+    def quoted(text: str) -> str:  # a double quote would end the track line's value
+        return '"' + text.replace('"', "'") + '"'
+
+    description = (
+        f"isoflow explain ISM of {subject_id}, {track}: ref - mean prediction over the bases"
+        ", log(1+TPM); positions with no alt seen left out"
+    )
+    lines = [f"track type=bedGraph name={quoted(f'{subject_id} ISM {track}')}"]
+    lines[0] += f" description={quoted(description)}"
+    lines += [
+        f"{chrom}\t{e - 1}\t{e}\t{score:.6g}"
+        for chrom, e, score in zip(rows["chrom"], end, rows["score"], strict=True)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(
+    prefix: str | Path,
+    frames: dict[str, pd.DataFrame],
+    figures: dict,
+    tracks: dict[str, str] | None = None,
+    possible_tracks: Sequence[str] = (),
+) -> list[Path]:
+    """``{prefix}.{name}`` for each table (in its ``TABLE_SUFFIXES``), figure (``.png``,
+    one of ``FIGURES``) and bedGraph (``tracks``: track → its text, :func:`bedgraph`), all
+    or none (:func:`isoflow.files.output_set`); then the other files of
+    :func:`output_paths` (an earlier run's; ``possible_tracks``: the tracks whose bedGraph
+    an earlier run may have written) are removed. Returns the paths."""
     from isoflow.files import atomic_path, output_set
     from isoflow.report.figures import save_figure
 
@@ -984,9 +1031,17 @@ def write_outputs(prefix: str | Path, frames: dict[str, pd.DataFrame], figures: 
         raise ValueError(f"outputs not in TABLE_SUFFIXES / FIGURES: {sorted(unknown)}")
     tables = {(n, s): f"{prefix.name}.{n}.{s}" for n in frames for s in TABLE_SUFFIXES[n]}
     images = {(n, "png"): f"{prefix.name}.{n}.png" for n in figures}
-    written = {key: prefix.parent / name for key, name in {**tables, **images}.items()}
-    with output_set(written, possible=output_paths(prefix), what="explain") as tmp:
+    tracks = tracks or {}
+    graphs = {(t, "bedGraph"): f"{prefix.name}.{track_file_name(t)}" for t in tracks}
+    named = {**tables, **images, **graphs}
+    written = {key: prefix.parent / name for key, name in named.items()}
+    possible = output_paths(prefix, [*possible_tracks, *tracks])
+    with output_set(written, possible=possible, what="explain") as tmp:
         for (name, suffix), path in tmp.items():
+            if suffix == "bedGraph":
+                with atomic_path(path) as part:
+                    Path(part).write_text(tracks[name])
+                continue
             if suffix == "png":
                 fig, demo = figures[name]
                 save_figure(fig, path, demo=demo)
@@ -1011,7 +1066,9 @@ def explain(
 ) -> list[Path]:
     """ISM of ``region`` of ``subject`` and/or attention by region over
     ``attention_subjects``; writes ``{out}.ism.{parquet,tsv}``, ``{out}.ism_summary.tsv``,
-    ``{out}.ism.png``, ``{out}.attention.{tsv,png}``. Returns the paths written."""
+    ``{out}.ism.png``, for a transcript ``{out}.ism.<track>.bedGraph`` per track of
+    ``tissues`` (:func:`bedgraph`), ``{out}.attention.{tsv,png}``. Returns the paths
+    written."""
     from isoflow.progress import Progress
 
     unknown = [t for t in tissues if t != "mean" and t not in model.tissues]
@@ -1019,8 +1076,12 @@ def explain(
         raise InputError(
             None, unknown[0], f"not a tissue of this model ({', '.join(model.tissues)})"
         )
+    names = {track_file_name(t) for t in tissues}
+    if subject is not None and subject.kind == "transcript" and len(names) < len(set(tissues)):
+        raise InputError(None, None, f"tracks {list(tissues)} would share a bedGraph file name")
     frames: dict[str, pd.DataFrame] = {}
     figures: dict[str, Any] = {}
+    tracks: dict[str, str] = {}
     demo = _is_demo(model)
     if subject is not None:
         sites = region_sites(subject, region)
@@ -1043,6 +1104,8 @@ def explain(
         frames["ism"] = effects
         frames["ism_summary"] = summarize(effects, model.tissues)
         figures["ism"] = (plot_ism(frames["ism_summary"], subject, tissues), demo)
+        if subject.kind == "transcript":  # a construct has no genome to place it on
+            tracks = {t: bedgraph(frames["ism_summary"], subject.id, t) for t in tissues}
     if attention_subjects is not None:
         shares = attention_by_region(model, attention_subjects, batch_size=batch_size)
         if shares.empty:
@@ -1053,7 +1116,9 @@ def explain(
         raise InputError(
             None, None, "nothing to explain: give --id/--transcript, --attention, or both"
         )
-    return write_outputs(out, frames, figures)
+    # an earlier run's bedGraph of any track goes when this one writes none or others
+    possible = ["mean", *model.tissues]
+    return write_outputs(out, frames, figures, tracks=tracks, possible_tracks=possible)
 
 
 # ---------------------------------------------------------------------------- the command
@@ -1225,7 +1290,8 @@ def run(args) -> int:
     # before any work: every file write_outputs may write under the prefix
     inputs = [args.model, args.construct, args.dataset, args.annotation]
     inputs += [args.genome, args.background]
-    check_output_files(output_paths(args.out), inputs=inputs)
+    tracks = (args.tissue or ["mean"]) if args.transcript else []
+    check_output_files(output_paths(args.out, tracks), inputs=inputs)
     written = explain_job(
         args.model,
         args.out,

@@ -378,7 +378,9 @@ EXPLAIN_DIR = "results/explain"
 def explain_paths(config: dict, experiments: Mapping[str, Any]) -> dict[str, str]:
     """Outputs of the ``explain`` rule (``isoflow.explain``) for the ``explain`` section:
     ``{}`` without one (the rule is then not defined). ``model`` must be a configured run
-    and exactly one of ``construct`` + ``id`` or ``transcript`` names the subject."""
+    and exactly one of ``construct`` + ``id`` or ``transcript`` names the subject; a
+    transcript's also ``bedgraph_<i>``, the bedGraph of the ``i``-th logo track of
+    ``tissues`` (``explain.track_file_name``)."""
     section = config.get("explain") or {}
     if not section.get("model"):
         return {}
@@ -404,7 +406,7 @@ def explain_paths(config: dict, experiments: Mapping[str, Any]) -> dict[str, str
         )
     name = section["id"] if by_construct else section["transcript"]
     prefix = f"{EXPLAIN_DIR}/{run}/{name}"
-    return {
+    paths = {
         "ism": f"{prefix}.ism.parquet",
         "ism_tsv": f"{prefix}.ism.tsv",
         "summary": f"{prefix}.ism_summary.tsv",
@@ -412,6 +414,13 @@ def explain_paths(config: dict, experiments: Mapping[str, Any]) -> dict[str, str
         "attention": f"{prefix}.attention.tsv",
         "attention_figure": f"{prefix}.attention.png",
     }
+    if not by_construct:  # a construct has no genome to place a track on
+        from isoflow.explain import track_file_name
+
+        tracks = dict.fromkeys(section.get("tissues") or ["mean"])
+        for i, track in enumerate(tracks):
+            paths[f"bedgraph_{i}"] = f"{prefix}.{track_file_name(track)}"
+    return paths
 
 
 def explain_inputs(config: dict, dataset: str, genome: str) -> dict[str, str]:

@@ -17,11 +17,13 @@ EXPLAIN_OUTPUTS = explain_paths(config, EXPERIMENTS)
 if EXPLAIN_OUTPUTS:
 
     rule explain:
-        """ISM effect map (per position x alt x tissue), its logo track, and attention by
-        region, from a model bundle."""
+        """ISM effect map (per position x alt x tissue), its logo track (a transcript's
+        also as a bedGraph per track: bedgraph_0, ...), and attention by region, from a
+        model bundle."""
         input:
             **explain_inputs(config, f"results/dataset/{DATASET}.parquet", genome_fasta()),
         output:
+            **{k: v for k, v in EXPLAIN_OUTPUTS.items() if k.startswith("bedgraph_")},
             ism=EXPLAIN_OUTPUTS["ism"],
             ism_tsv=EXPLAIN_OUTPUTS["ism_tsv"],
             summary=EXPLAIN_OUTPUTS["summary"],

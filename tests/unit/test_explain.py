@@ -375,6 +375,96 @@ def test_cli_end_to_end(bundle, tmp_path, capsys):
     assert "neither START-END nor a part" in capsys.readouterr().err
 
 
+def _read_bedgraph(path):
+    """A bedGraph as a UCSC custom track reads it: one ``track type=bedGraph`` line, then
+    tab-separated ``chrom start end value`` rows."""
+    head, *lines = path.read_text().splitlines()
+    assert head.startswith('track type=bedGraph name="') and ' description="' in head, head
+    assert head.count('"') == 4, head  # two quoted values, nothing unbalanced
+    rows = [line.split("\t") for line in lines]
+    assert all(len(r) == 4 for r in rows), rows[:3]
+    frame = pd.DataFrame(rows, columns=["chrom", "start", "end", "value"])
+    return head, frame.astype({"start": "int64", "end": "int64", "value": "float64"})
+
+
+def test_bedgraph_is_sorted_0_based_and_leaves_out_nan():
+    # the rows as a minus-strand transcript's summary lists them: window order, against
+    # the genome; one position with no alt seen
+    from isoflow.explain import bedgraph
+
+    summary = pd.DataFrame(
+        {
+            "tissue": ["mean"] * 4 + ["Liver"] * 4,
+            "position": [10, 11, 12, 13] * 2,
+            "chrom": ["chrX"] * 8,
+            "genomic_pos": pd.array([501, 500, 499, 498] * 2, dtype="Int64"),
+            "score": [0.5, np.nan, -0.25, 1e-7, 1.0, 2.0, 3.0, 4.0],
+        }
+    )
+    text = bedgraph(summary, 'tx"1', "mean")
+    head, *rows = text.splitlines()
+    assert head == (
+        'track type=bedGraph name="tx\'1 ISM mean" description="isoflow explain ISM of '
+        "tx'1, mean: ref - mean prediction over the bases, log(1+TPM); positions with no "
+        'alt seen left out"'
+    )
+    assert rows == ["chrX\t497\t498\t1e-07", "chrX\t498\t499\t-0.25", "chrX\t500\t501\t0.5"]
+    construct = summary.assign(genomic_pos=pd.array([pd.NA] * 8, dtype="Int64"))
+    with pytest.raises(ValueError, match="needs genome positions"):
+        bedgraph(construct, "c1", "mean")
+    # two tracks of one file name would overwrite each other: refused before any work
+    from types import SimpleNamespace
+
+    from isoflow.errors import InputError
+    from isoflow.explain import explain
+
+    model = SimpleNamespace(tissues=["Adipose Tissue", "Adipose_Tissue"])
+    with pytest.raises(InputError, match="would share a bedGraph file name"):
+        explain(model, subject=SimpleNamespace(kind="transcript"), out="x", tissues=model.tissues)
+
+
+@pytest.mark.slow
+def test_a_transcripts_ism_tracks_are_bedgraphs_of_its_summary(bundle, tmp_path):
+    """A transcript's logo tracks as bedGraphs beside ism_summary.tsv, one per track (IGV
+    reads one track line per file): 0-based start = genomic_pos - 1, sorted by genome
+    position on both strands, the FASTA's contig name; a construct's rerun removes them."""
+    from isoflow.commands import main
+    from isoflow.constructs import write_constructs_tsv
+
+    dataset, annotation = _transcript_fixture(bundle, tmp_path)
+    out = tmp_path / "out" / "x"
+    for tid in ("ENSTM.1", "ENSTP.1"):
+        argv = ["explain", "--model", str(bundle["path"]), "--transcript", tid]
+        argv += ["--dataset", str(dataset), "--annotation", str(annotation)]
+        argv += ["--region", "250-262", "--out", str(out), "--device", "cpu"]
+        assert main([*argv, "--tissue", "mean", "--tissue", "Liver"]) == 0
+        summary = pd.read_csv(tmp_path / "out" / "x.ism_summary.tsv", sep="\t")
+        window_order = summary[summary["tissue"] == "mean"]["genomic_pos"].diff().dropna()
+        assert (window_order == (-1 if tid == "ENSTM.1" else 1)).all()
+        for track in ("mean", "Liver"):
+            head, graph = _read_bedgraph(tmp_path / "out" / f"x.ism.{track}.bedGraph")
+            assert f'name="{tid} ISM {track}"' in head
+            want = summary[(summary["tissue"] == track) & summary["score"].notna()]
+            want = want.sort_values("genomic_pos")
+            assert len(graph) == len(want) > 0
+            assert (graph["chrom"] == "chr1").all()  # the FASTA's name (fixture)
+            assert list(graph["start"] + 1) == list(want["genomic_pos"])
+            assert (graph["end"] == graph["start"] + 1).all()
+            assert graph["start"].is_monotonic_increasing
+            np.testing.assert_array_equal(graph["value"], want["score"])
+    # a rerun with another track set removes the earlier one's other tracks
+    assert main([*argv, "--tissue", "Brain"]) == 0
+    graphs = sorted(p.name for p in out.parent.glob("*.bedGraph"))
+    assert graphs == ["x.ism.Brain.bedGraph"]
+    # a construct has no genome: no bedGraph, and its rerun over the prefix removes them
+    constructs = tmp_path / "c.tsv"
+    write_constructs_tsv([_construct(1)], constructs)
+    argv = ["explain", "--model", str(bundle["path"]), "--construct", str(constructs)]
+    argv += ["--id", "c1", "--region", "0-4", "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 0
+    assert not list(out.parent.glob("*.bedGraph"))
+
+
 def test_a_region_reaching_past_the_cassette_is_refused():
     # `--region 2300-9999` on a 2,323-nt cassette was silently clipped to 2300-2323
     from isoflow.errors import InputError

@@ -573,6 +573,26 @@ def test_explain_section_errors_at_parse_not_in_the_job():
         workflow.explain_paths({"explain": {**config, "model": "other"}}, EXPLAIN_RUN)
 
 
+def test_explain_outputs_a_transcripts_tracks_as_bedgraphs():
+    # one bedGraph per logo track, named as isoflow explain writes it; none for a construct
+    config = {"model": "dna_enformer_cross_attention_s0", "transcript": "ENST1.1"}
+    paths = workflow.explain_paths({"explain": config}, EXPLAIN_RUN)
+    prefix = "results/explain/dna_enformer_cross_attention_s0/ENST1.1"
+    assert paths["bedgraph_0"] == f"{prefix}.ism.mean.bedGraph"
+    tissues = {**config, "tissues": ["Adipose Tissue", "mean", "Adipose Tissue"]}
+    paths = workflow.explain_paths({"explain": tissues}, EXPLAIN_RUN)
+    graphs = {k: v for k, v in paths.items() if k.startswith("bedgraph")}
+    assert graphs == {
+        "bedgraph_0": f"{prefix}.ism.Adipose_Tissue.bedGraph",
+        "bedgraph_1": f"{prefix}.ism.mean.bedGraph",
+    }
+    construct = {"model": "dna_enformer_cross_attention_s0", "construct": "c.tsv", "id": "c1"}
+    assert not any(
+        "bedGraph" in p
+        for p in workflow.explain_paths({"explain": construct}, EXPLAIN_RUN).values()
+    )
+
+
 def test_bundle_runs_are_every_bundle_a_section_asks_for_once():
     runs = {f"r{i}": {"modalities": ["rna"]} for i in range(5)}
     config = {
