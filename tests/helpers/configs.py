@@ -25,3 +25,12 @@ def merged_configs(*paths: str) -> dict:
     for path in paths:
         update(config, copy.deepcopy(yaml.safe_load((REPO / path).read_text())))
     return config
+
+
+def reversed_keys(value):
+    """``value`` with every mapping's keys in reverse order, recursively; lists as they are."""
+    if isinstance(value, dict):
+        return {key: reversed_keys(value[key]) for key in reversed(list(value))}
+    if isinstance(value, list):
+        return [reversed_keys(item) for item in value]
+    return value

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from helpers.configs import merged_configs
+from helpers.configs import merged_configs, reversed_keys
 from helpers.experiments import ABLATIONS
 from helpers.paths import REPO
 from isoflow import workflow
@@ -726,15 +726,6 @@ def test_the_embed_params_do_not_depend_on_the_configs_key_order():
     assert repr(workflow.embed_settings(esm2, reordered)) == repr(
         workflow.embed_settings(esm2, config)
     )
-
-
-def reversed_keys(value):
-    """``value`` with every mapping's keys in reverse order, recursively; lists as they are."""
-    if isinstance(value, dict):
-        return {key: reversed_keys(value[key]) for key in reversed(list(value))}
-    if isinstance(value, list):
-        return [reversed_keys(item) for item in value]
-    return value
 
 
 def test_no_rules_params_depend_on_the_configs_key_order():

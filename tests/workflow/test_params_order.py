@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers.configs import reversed_keys
 from helpers.paths import REPO, SNAKEMAKE
 
 pytestmark = [
@@ -37,15 +38,6 @@ VARIANT = {
     "resources": {"train_jobs": "per_run"},
     "embed": {"jobs": 2, "share_forward": False},
 }
-
-
-def reversed_keys(value):
-    """``value`` with every mapping's keys in reverse order, recursively; lists as they are."""
-    if isinstance(value, dict):
-        return {key: reversed_keys(value[key]) for key in reversed(list(value))}
-    if isinstance(value, list):
-        return [reversed_keys(item) for item in value]
-    return value
 
 
 def write(path: Path, value) -> Path:
