@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import hashlib
 import importlib
 import json
@@ -393,18 +394,25 @@ def source_digest(encoder: torch.nn.Module) -> str:
     )
     digest = hashlib.sha256()
     for name in sorted(names):
-        code = _code_of(Path(importlib.import_module(name).__file__))
-        digest.update(f"{name}\t{hashlib.sha256(code.encode()).hexdigest()}\n".encode())
+        source = Path(importlib.import_module(name).__file__).read_bytes()
+        digest.update(f"{name}\t{_code_digest(source)}\n".encode())
     return digest.hexdigest()
 
 
-def _code_of(path: Path) -> str:
-    """The code of a Python file: its syntax tree (``ast.dump``, no line numbers) with every
-    module, class and function docstring left out. A docstring or comment edit to
-    embed.py missed every store entry and, with ``embed.store_keep`` 0, pruned the only
-    copy of a cache (GPU-days at full scale); a statement changed still counts, log text
+@functools.lru_cache(maxsize=64)
+def _code_digest(source: bytes) -> str:
+    """sha256 of :func:`_code_of` a file's bytes, once per content in a process: the syntax
+    tree's dump of embed.py is some MB, held while hashed, which every cache build paid."""
+    return hashlib.sha256(_code_of(source).encode()).hexdigest()
+
+
+def _code_of(source: bytes) -> str:
+    """The code of a Python file's ``source``: its syntax tree (``ast.dump``, no line numbers)
+    with every module, class and function docstring left out. A docstring or comment edit to
+    embed.py missed every store entry and, with ``embed.store_keep`` 0, pruned the only copy
+    of a cache (GPU-days at full scale); a statement changed still counts, log text
     included."""
-    tree = ast.parse(path.read_bytes(), filename=str(path))
+    tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
