@@ -72,6 +72,7 @@ NOT_IN_FINGERPRINT = (
     "prefetch_batches",
     "requeue_factor",
     "requeue_min_s",
+    "requeue_poll_s",
 )
 # Files in a cache folder that are not the cache: Snakemake's marker of a directory output,
 # written by `snakemake --touch` (which must not set every run's checkpoints aside).

@@ -666,14 +666,14 @@ class RequeueBeforeTimeLimit(Callback):
     (bit-identical on CPU, tests/unit/test_train.py).
 
     The time left comes from squeue (``squeue -j $SLURM_JOB_ID -o %L``) at each epoch's end
-    (read at most every ``POLL_S`` seconds, counted down in between), on global rank 0; the
-    job stops when it is less than ``time_to_requeue`` wants (``train.requeue_factor``,
-    ``train.requeue_min_s``). No signal: the profile used to ask SLURM for USR1 before the
-    limit, which every process of the job step gets, and the job's own Snakemake process
-    dies of it; where the cluster tracks processes by cgroup (proctrack/cgroup) SLURM then
-    kills the training too, mid-epoch (docs/model.md, "On a SLURM cluster"). A failing
-    squeue is logged once and the training goes on (the job may then run into its limit:
-    Snakemake's retry resumes it from the last epoch).
+    (read at most every ``poll_s`` seconds, ``train.requeue_poll_s``, counted down in between),
+    on global rank 0; the job stops when it is less than ``time_to_requeue`` wants
+    (``train.requeue_factor``, ``train.requeue_min_s``). No signal: the profile used to ask
+    SLURM for USR1 before the limit, which every process of the job step gets, and the job's own
+    Snakemake process dies of it; where the cluster tracks processes by cgroup
+    (proctrack/cgroup) SLURM then kills the training too, mid-epoch (docs/model.md, "On a SLURM
+    cluster"). A failing squeue is logged once and the training goes on (the job may then run
+    into its limit: Snakemake's retry resumes it from the last epoch).
 
     USR1 (``install``, in the main thread) still requeues at the epoch's end, for a job whose
     training is the job step's own task (``srun python -m isoflow.train`` in your own batch
@@ -686,7 +686,7 @@ class RequeueBeforeTimeLimit(Callback):
     an epoch that the loader does not remember, so the requeued run would not end as an
     uninterrupted one."""
 
-    POLL_S = 30.0
+    POLL_S = 30.0  # train.requeue_poll_s's default
 
     def __init__(
         self,
@@ -696,8 +696,10 @@ class RequeueBeforeTimeLimit(Callback):
         clock: Any = time.monotonic,
         signum: int = signal.SIGUSR1,
         own_job: Any = None,
+        poll_s: float | None = None,
     ) -> None:
         self.factor, self.min_s = float(factor), float(min_s)
+        self.poll_s = self.POLL_S if poll_s is None else float(poll_s)
         self.time_left = time_left or (lambda: squeue_time_left(slurm_job_id()))
         self.own_job = own_job or executor_train_job
         self._own: bool | None = None  # this job is the executor's own train job
@@ -728,8 +730,8 @@ class RequeueBeforeTimeLimit(Callback):
 
     def seconds_left(self, now: float) -> float | None:
         """The job's time left now: read from squeue, or counted down from the last read
-        when that is less than POLL_S old; None when not known (a failure logged once)."""
-        if self._read is None or now - self._read[0] >= self.POLL_S:
+        when that is less than ``poll_s`` old; None when not known (a failure logged once)."""
+        if self._read is None or now - self._read[0] >= self.poll_s:
             try:
                 self._read = (now, self.time_left())
             except Exception as err:  # never the end of the training
@@ -747,12 +749,12 @@ class RequeueBeforeTimeLimit(Callback):
     def is_own_job(self, now: float) -> bool:
         """Whether this job may requeue itself by time: only the SLURM executor's own train
         job (:func:`executor_train_job`); in any other allocation a requeue would start every
-        job in it again. Asked until squeue answers, at most every POLL_S seconds: a failing
+        job in it again. Asked until squeue answers, at most every ``poll_s`` seconds: a failing
         squeue counts as not for now (logged once), and is asked again, so that a moment's
         unresponsive slurmctld does not take the requeue from a days-long training."""
         if self._own is not None:
             return self._own
-        if self._own_asked is not None and now - self._own_asked < self.POLL_S:
+        if self._own_asked is not None and now - self._own_asked < self.poll_s:
             return False
         self._own_asked = now
         try:

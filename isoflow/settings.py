@@ -59,6 +59,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     # (isoflow.lightning.time_to_requeue); not in a run's fingerprint, not in the params
     "requeue_factor": 1.5,
     "requeue_min_s": 300,
+    # seconds between two squeue reads of the time left (counted down in between): a
+    # read every epoch end of short epochs would load slurmctld for nothing
+    "requeue_poll_s": 30,
 }
 # Every encoder spec (``encoders.<name>``), whatever its family; family-specific keys
 # (max_len, truncate, use_tf_gamma, ...) have their defaults in the family's file.

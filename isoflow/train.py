@@ -240,7 +240,9 @@ def _train_and_test(
     train = train_config(config)
     on_slurm = SLURMEnvironment.detect()
     requeue = (
-        RequeueBeforeTimeLimit(train["requeue_factor"], train["requeue_min_s"])
+        RequeueBeforeTimeLimit(
+            train["requeue_factor"], train["requeue_min_s"], poll_s=train["requeue_poll_s"]
+        )
         if on_slurm
         else None
     )

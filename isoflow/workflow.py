@@ -235,7 +235,7 @@ def encoder_settings(config: dict, names: Iterable[str] | None = None) -> dict[s
 # setting them (config.yaml's 2 for a GPU, the demo's 0) reruns nothing. Like the
 # fingerprint's NOT_IN_FINGERPRINT, but only the keys added since results were built:
 # dropping a key the params held reruns those results.
-TRAIN_KEYS_NOT_IN_PARAMS = ("prefetch_batches", "requeue_factor", "requeue_min_s")
+TRAIN_KEYS_NOT_IN_PARAMS = ("prefetch_batches", "requeue_factor", "requeue_min_s", "requeue_poll_s")
 
 
 def job_settings(settings: dict, config: dict) -> dict[str, Any]:

@@ -1373,6 +1373,33 @@ def test_the_time_left_is_counted_down_between_reads_and_follows_a_cut_limit():
     assert clock[0] == 5.0 + RequeueBeforeTimeLimit.POLL_S and len(reads) == 2
 
 
+def test_a_shorter_poll_sees_a_cut_limit_at_the_next_epoch():
+    """train.requeue_poll_s: with 1 s epochs a run of 30 epochs ended within one 30-s read
+    of its cut limit and never saw it (the SLURM test on a fast idle machine)."""
+    clock = [0.0]
+    limit = [10_000.0]
+    reads = []
+
+    def time_left():
+        reads.append(clock[0])
+        return limit[0] - clock[0]
+
+    callback = RequeueBeforeTimeLimit(
+        1.5, 300, time_left=time_left, clock=lambda: clock[0], own_job=lambda: True, poll_s=1
+    )
+    trainer = _Trainer()
+    for _ in range(3):
+        callback.on_train_epoch_start(trainer, None)
+        clock[0] += 1
+        callback.on_train_epoch_end(trainer, None)
+    assert reads == [1.0, 2.0, 3.0] and not trainer.should_stop
+    limit[0] = 200.0  # cut: seen at the very next epoch's end
+    callback.on_train_epoch_start(trainer, None)
+    clock[0] += 1
+    callback.on_train_epoch_end(trainer, None)
+    assert trainer.should_stop and callback.pending
+
+
 def test_a_failing_squeue_is_logged_once_and_training_goes_on(caplog):
     clock = [0.0]
     calls = []

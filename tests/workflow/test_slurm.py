@@ -44,7 +44,8 @@ FLAKY_RULE = "slurm_test_flaky"
 TRAIN_RUN = "protein_enformer_cross_attention_s0"  # demo-fast.yaml's one run
 # Once the train job has trained an epoch, the test cuts its time limit to CUT_MIN whole minutes
 # past its elapsed time: 120-180 s left, less than train.requeue_min_s (300 s by default), so the
-# training sees it at its next read of squeue (at most 30 s apart) and requeues; no signal.
+# training sees it at its next read of squeue (train.requeue_poll_s: 1 in demo-fast.yaml) and
+# requeues; no signal.
 CUT_MIN = 3
 # DDP over two srun tasks against one process with the same global batch: the largest absolute
 # difference allowed in mean test R2 / Spearman / Pearson and the last epoch's val_loss. The
