@@ -12,11 +12,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+from isoflow.cpu import pin_for_command
 
-from isoflow.bundle import dataset_inputs, load_model
-from isoflow.dataset import read_dataset
+# torch's CPU kernels held as the workflow held them when it built the caches and the runs'
+# predictions, before torch is imported: unheld, on an AVX-512 machine the three demo
+# bundles missed their runs by 0.064-0.087 over the test split (2e-5 held; docs/bundle.md)
+print(pin_for_command())
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from isoflow.bundle import dataset_inputs, load_model  # noqa: E402
+from isoflow.dataset import read_dataset  # noqa: E402
 
 
 def main() -> None:
