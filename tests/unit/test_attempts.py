@@ -13,6 +13,7 @@ import pytest
 from lightning_fabric.plugins.environments import LightningEnvironment
 
 import isoflow.lightning
+import isoflow.settings
 import isoflow.train
 from helpers.training import TINY_CONFIG, make_dataset
 from isoflow.attempts import attempt_logging, attempts_in, attempts_path
@@ -23,7 +24,7 @@ from isoflow.checkpoints import (
     prepare_checkpoints,
 )
 from isoflow.jobs import run_script
-from isoflow.lightning import HISTORY_COLUMNS, RequeueBeforeTimeLimit
+from isoflow.lightning import HISTORY_COLUMNS
 from isoflow.train import run_experiment, run_experiments
 
 EXPERIMENT = {"modalities": ["rna", "protein"], "seed": 2}
@@ -67,7 +68,8 @@ def fake_slurm(tmp_path, monkeypatch):
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
     monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
     monkeypatch.setattr(isoflow.train, "SLURMEnvironment", OnSlurm)
-    monkeypatch.setattr(RequeueBeforeTimeLimit, "POLL_S", 0.0)
+    # squeue read at every epoch end (train.requeue_poll_s, which the train job passes on)
+    monkeypatch.setitem(isoflow.settings.TRAIN_DEFAULTS, "requeue_poll_s", 1e-9)
     left: list[float] = []
     monkeypatch.setattr(
         isoflow.lightning, "squeue_time_left", lambda job: left.pop(0) if left else float("inf")

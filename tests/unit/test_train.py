@@ -17,6 +17,7 @@ import yaml
 from lightning_fabric.plugins.environments import LightningEnvironment
 
 import isoflow.lightning
+import isoflow.settings
 import isoflow.train
 from helpers.paths import REPO
 from helpers.training import (
@@ -1511,7 +1512,8 @@ def test_slurm_time_limit_requeues_at_the_epoch_end_and_resume_matches(
 
     monkeypatch.setattr(isoflow.train, "SLURMEnvironment", OnSlurm)
     monkeypatch.setenv("SLURM_JOB_ID", "12345")
-    monkeypatch.setattr(RequeueBeforeTimeLimit, "POLL_S", 0.0)
+    # squeue read at every epoch end (train.requeue_poll_s, which the train job passes on)
+    monkeypatch.setitem(isoflow.settings.TRAIN_DEFAULTS, "requeue_poll_s", 1e-9)
 
     class Requeued(Exception):
         pass
