@@ -1348,7 +1348,9 @@ def test_the_time_left_stops_training_at_the_epoch_it_runs_short(caplog):
     assert "stopping at this epoch's end to requeue" in caplog.text
 
 
-def test_the_time_left_is_counted_down_between_reads_and_follows_a_cut_limit():
+def _limited_callback(**options):
+    """A callback on a fake clock whose job limit (``limit[0]``, 10,000 s) a test can cut;
+    ``reads``: the clock at each squeue read."""
     clock = [0.0]
     limit = [10_000.0]
     reads = []
@@ -1358,8 +1360,13 @@ def test_the_time_left_is_counted_down_between_reads_and_follows_a_cut_limit():
         return limit[0] - clock[0]
 
     callback = RequeueBeforeTimeLimit(
-        1.5, 300, time_left=time_left, clock=lambda: clock[0], own_job=lambda: True
+        1.5, 300, time_left=time_left, clock=lambda: clock[0], own_job=lambda: True, **options
     )
+    return clock, limit, reads, callback
+
+
+def test_the_time_left_is_counted_down_between_reads_and_follows_a_cut_limit():
+    clock, limit, reads, callback = _limited_callback()
     trainer = _Trainer()
     for _ in range(3):  # 5 s epochs: one read per POLL_S
         callback.on_train_epoch_start(trainer, None)
@@ -1377,17 +1384,7 @@ def test_the_time_left_is_counted_down_between_reads_and_follows_a_cut_limit():
 def test_a_shorter_poll_sees_a_cut_limit_at_the_next_epoch():
     """train.requeue_poll_s: with 1 s epochs a run of 30 epochs ended within one 30-s read
     of its cut limit and never saw it (the SLURM test on a fast idle machine)."""
-    clock = [0.0]
-    limit = [10_000.0]
-    reads = []
-
-    def time_left():
-        reads.append(clock[0])
-        return limit[0] - clock[0]
-
-    callback = RequeueBeforeTimeLimit(
-        1.5, 300, time_left=time_left, clock=lambda: clock[0], own_job=lambda: True, poll_s=1
-    )
+    clock, limit, reads, callback = _limited_callback(poll_s=1)
     trainer = _Trainer()
     for _ in range(3):
         callback.on_train_epoch_start(trainer, None)
