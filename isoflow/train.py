@@ -414,10 +414,11 @@ def run_experiments(
     records, including the error that stops it. Returns each run's test metrics.
 
     ``processes`` > 1: that many worker processes (spawned, one torch thread each) take the
-    runs in config order as each becomes free, so the runs of a CPU job train side by side
-    (``resources.train_processes``). A run's outputs are then byte-identical to those of
-    the same run trained alone with one torch thread (test); a run trained with more threads
-    can differ in the last bits of float sums."""
+    runs costliest first as each becomes free, so the runs of a CPU job train side by side
+    (``resources.train_processes``; ``isoflow.train_workers.run_in_processes``: a run that
+    fails, or a worker that dies, ends the job at once with one line). A run's outputs are
+    then byte-identical to those of the same run trained alone with one torch thread (test);
+    a run trained with more threads can differ in the last bits of float sums."""
     if processes > 1 and len(runs) > 1:
         from isoflow.train_workers import run_in_processes
 

@@ -109,6 +109,57 @@ def expected_cost(run: dict[str, Any]) -> tuple:
     )
 
 
+def _serve(conn: Any, initializer: Callable[[], None] | None) -> None:
+    """A worker process: ``initializer`` once, then each task the parent sends, its outcome
+    sent back (:func:`_guarded`), until the parent sends None or is gone."""
+    if initializer is not None:
+        initializer()
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:  # the parent is gone: train nothing more
+            return
+        if task is None:
+            return
+        conn.send(_guarded(task))
+
+
+def _died(name: str, exitcode: int | None, others: list[str]) -> RuntimeError:
+    """A worker process that ended while training run ``name``, as one line: the signal that
+    killed it, or its exit code, what to do about it, and the runs in flight in the other
+    workers (``others``), which are stopped with it."""
+    import signal
+
+    if exitcode is not None and exitcode < 0:
+        try:
+            how = f"was killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"was killed by signal {-exitcode}"
+        if -exitcode == signal.SIGKILL:
+            how += (
+                " (out of memory? the kernel's OOM killer sends it: raise "
+                "resources.train_mem_mb or lower resources.train_processes)"
+            )
+    else:
+        how = f"exited with code {exitcode} (its error, if it wrote one, is above)"
+    if others:
+        stopped = f"run{'s' if len(others) > 1 else ''} {', '.join(others)} stopped with it"
+    else:
+        stopped = "no other run in flight"
+    return RuntimeError(f"run {name}: its train worker process {how}; {stopped}")
+
+
+def _stop(process: Any, grace_s: float) -> None:
+    """End ``process``: SIGTERM, then SIGKILL after ``grace_s`` seconds (Lightning catches
+    SIGTERM and stops only at the next step)."""
+    if process.is_alive():
+        process.terminate()
+        process.join(grace_s)
+    if process.is_alive():
+        process.kill()
+    process.join()
+
+
 def run_in_processes(
     config: dict,
     runs: dict[str, dict[str, Any]],
@@ -118,6 +169,7 @@ def run_in_processes(
     *,
     worker: Callable[..., tuple[str, dict[str, Any] | None]] = _run_one,
     initializer: Callable[[], None] | None = _one_thread,
+    grace_s: float = 10.0,
 ) -> dict[str, dict[str, Any] | None]:
     """Train ``runs`` (as ``isoflow.train.run_experiments`` takes them) in ``processes``
     spawned workers of one torch thread each, which take the runs costliest first
@@ -126,23 +178,88 @@ def run_in_processes(
     every RNG itself, so the order changes no output.
 
     A run that raises ends the job at once with its one line (an InputError as itself; the
-    other workers are terminated), never a wait: see :func:`_guarded`. ``worker`` and
-    ``initializer`` (module-level, so a spawned process can import them) are what each
-    process calls: tests pass stand-ins that need no torch."""
+    other workers are terminated), never a wait: see :func:`_guarded`. So does a worker that
+    dies (killed by the kernel's OOM killer, SIGKILL): a RuntimeError naming its run and the
+    signal (:func:`_died`); under ``multiprocessing.Pool`` such a worker was replaced
+    silently, its run never came back, and the job waited until its time limit. The other
+    workers are sent SIGTERM, then SIGKILL after ``grace_s`` seconds, and waited for: none
+    outlives the job. ``worker`` and ``initializer`` (module-level, so a spawned process can
+    import them) are what each process calls: tests pass stand-ins that need no torch."""
     import multiprocessing
+    from multiprocessing.connection import wait
 
+    # a process and a pipe per worker, not concurrent.futures.ProcessPoolExecutor: its
+    # BrokenProcessPool names neither the run nor the signal, and after a run that raised its
+    # shutdown stops no task already running
     # spawn, not fork: a forked child of a process that has used OpenMP is not safe
     context = multiprocessing.get_context("spawn")
-    workers = max(1, min(processes, len(runs)))
-    log.info("training %d runs in %d processes of one torch thread each", len(runs), workers)
+    count = max(1, min(processes, len(runs)))
+    log.info("training %d runs in %d processes of one torch thread each", len(runs), count)
     order = sorted(runs, key=lambda name: expected_cost(runs[name]), reverse=True)
-    tasks = [(worker, config, name, runs[name], dataset_path, genome_fasta) for name in order]
+    queue = [(worker, config, name, runs[name], dataset_path, genome_fasta) for name in order]
+    queue.reverse()  # pop() takes the costliest left
     done: dict[str, dict[str, Any] | None] = {}
-    # leaving the with-block terminates the pool: the first failure ends the job at once,
-    # not once every other run has trained
-    with context.Pool(workers, initializer=initializer, maxtasksperchild=None) as pool:
-        for name, metrics, failure in pool.imap_unordered(_guarded, tasks, chunksize=1):
-            if failure is not None:
-                _raise(name, failure)
-            done[name] = metrics
+    workers: list[tuple[Any, Any]] = []  # (process, the parent's end of its pipe)
+    running: dict[int, str] = {}  # worker index -> the run it trains
+
+    def give(index: int) -> None:
+        """Send worker ``index`` the costliest run left, or None (it then exits)."""
+        process, conn = workers[index]
+        task = queue.pop() if queue else None
+        if task is not None:
+            running[index] = task[2]
+        try:
+            conn.send(task)
+        except OSError:  # its process is gone (BrokenPipeError)
+            if task is None:  # it had returned every run it took
+                return
+            process.join()
+            raise _died(task[2], process.exitcode, in_flight(index)) from None
+
+    def in_flight(index: int) -> list[str]:
+        return [name for other, name in running.items() if other != index]
+
+    try:
+        for index in range(count):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_serve, args=(theirs, initializer), name=f"isoflow-train-{index}"
+            )
+            process.daemon = True
+            process.start()
+            theirs.close()
+            workers.append((process, ours))
+            give(index)
+        while running:
+            waiting = [workers[index][1] for index in running]
+            waiting += [workers[index][0].sentinel for index in running]
+            wait(waiting)
+            for index, name in list(running.items()):
+                process, conn = workers[index]
+                outcome = None
+                try:
+                    # its outcome, or the end of the pipe of a process that died (EOFError,
+                    # or ConnectionResetError when it left a task unread)
+                    if conn.poll():
+                        outcome = conn.recv()
+                    elif process.is_alive():
+                        continue
+                except (EOFError, OSError):
+                    pass
+                if outcome is None:
+                    process.join()
+                    raise _died(name, process.exitcode, in_flight(index))
+                del running[index]
+                _, metrics, failure = outcome
+                if failure is not None:
+                    _raise(name, failure)
+                done[name] = metrics
+                give(index)
+        for process, _ in workers:  # each was sent None: it ends by itself
+            process.join(grace_s)
+    finally:
+        # the first failure ends the job at once, not once every other run has trained
+        for process, conn in workers:
+            _stop(process, grace_s)
+            conn.close()
     return {name: done[name] for name in runs}

@@ -169,3 +169,52 @@ def worker_raising_key_error(config, name, run, dataset_path, genome_fasta):
     if name == "bad":
         raise KeyError("no such column")
     return name, {"loss": 0.0}
+
+
+def worker_killed(config, name, run, dataset_path, genome_fasta):
+    """As :func:`worker_raising_input_error`, but the worker of run ``bad`` is killed outright
+    (SIGKILL, as the kernel's OOM killer does); every other run writes its process id to
+    ``<name>.pid`` beside ``dataset_path`` and trains (sleeps) for two minutes."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    if name == "bad":
+        _wait_for(Path(dataset_path).with_name("ok1.pid"))  # run ok1 is training
+        os.kill(os.getpid(), signal.SIGKILL)
+    Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return name, {"loss": 0.0}
+
+
+def worker_deaf_to_sigterm(config, name, run, dataset_path, genome_fasta):
+    """Run ``bad`` raises; every other run ignores SIGTERM (as Lightning's handler defers it
+    to the next step), writes its process id as :func:`worker_killed` does, and sleeps."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    if name == "bad":
+        _wait_for(Path(dataset_path).with_name("ok1.pid"))  # run ok1 ignores SIGTERM now
+        raise KeyError("no such column")
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return name, {"loss": 0.0}
+
+
+def initializer_raising() -> None:
+    """A stand-in for isoflow.train_workers._one_thread that fails (a worker that cannot
+    start: under multiprocessing.Pool it was started again and again, forever)."""
+    raise OSError("no torch here")
+
+
+def _wait_for(path) -> None:
+    import time
+
+    for _ in range(600):
+        if path.exists():
+            return
+        time.sleep(0.1)

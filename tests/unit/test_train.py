@@ -1096,6 +1096,79 @@ def test_a_run_failing_in_a_train_worker_ends_the_job_with_one_line(worker, expe
     assert "failed in its worker process" in out.stderr  # the worker's traceback, logged
 
 
+def _train_in_processes(worker: str, tmp_path, **options) -> subprocess.CompletedProcess:
+    """``run_in_processes`` of runs ok1, bad, ok2 in 2 workers of the stand-in ``worker``
+    (tests/helpers/training.py), in a process of its own; the timeout is what fails if the
+    job hangs."""
+    import sys
+
+    extra = "".join(f", {key}={value}" for key, value in options.items())
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
+        "from isoflow.train_workers import run_in_processes\n"
+        "runs = {'ok1': {}, 'bad': {}, 'ok2': {}}\n"
+        f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
+        f"worker=h.{worker}{extra})"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=90
+    )
+
+
+def _gone(pid_file) -> bool:
+    """Whether the process whose id ``pid_file`` holds has ended (and been waited for)."""
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_train_worker_killed_outright_ends_the_job_naming_its_run(tmp_path):
+    # A worker killed by the kernel's OOM killer (SIGKILL) was replaced silently by
+    # multiprocessing.Pool and its run never came back: imap_unordered waited forever and the
+    # SLURM job hung until its time limit. Now the job ends at once with one line naming the
+    # run, the signal and the settings to change, and the other worker does not outlive it.
+    out = _train_in_processes("worker_killed", tmp_path, initializer=None)
+    assert out.returncode == 1
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("RuntimeError: run bad: its train worker process was killed by signal")
+    assert "SIGKILL (out of memory?" in line
+    assert "raise resources.train_mem_mb or lower resources.train_processes" in line
+    assert line.endswith("; run ok1 stopped with it")
+    assert _gone(tmp_path / "ok1.pid")  # ok1's worker, mid-run, was stopped and waited for
+    assert not (tmp_path / "ok2.pid").exists()  # never started
+
+
+def test_a_train_worker_deaf_to_sigterm_is_killed_when_another_run_fails(tmp_path):
+    # Lightning catches SIGTERM and stops only at the next step: the other workers get
+    # grace_s seconds, then SIGKILL, so a failure still ends the job at once and leaves no
+    # worker behind (Pool.terminate waited for them without end)
+    start = time.monotonic()
+    out = _train_in_processes("worker_deaf_to_sigterm", tmp_path, initializer=None, grace_s=1.0)
+    assert out.returncode == 1
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .endswith("RuntimeError: run bad: KeyError: 'no such column'")
+    )
+    assert _gone(tmp_path / "ok1.pid")
+    assert time.monotonic() - start < 60  # not the stand-in's 120 s of training
+
+
+def test_a_train_worker_that_cannot_start_ends_the_job(tmp_path):
+    # an initializer that raises: Pool started the worker again and again, for ever
+    out = _train_in_processes(
+        "worker_raising_key_error", tmp_path, initializer="h.initializer_raising"
+    )
+    assert out.returncode == 1
+    assert "OSError: no torch here" in out.stderr  # the worker's own traceback
+    assert re.search(
+        r"RuntimeError: run (ok1|bad): its train worker process exited with code 1 ",
+        out.stderr.strip().splitlines()[-1],
+    )
+
+
 def test_a_workers_input_error_class_is_looked_up_among_isoflows_only():
     from isoflow.download import DownloadError
     from isoflow.train_workers import _input_error_class
