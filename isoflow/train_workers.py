@@ -40,8 +40,9 @@ def _run_one(
 def _guarded(task: tuple) -> tuple[str, Any, dict[str, Any] | None]:
     """``(name, metrics, None)``, or ``(name, None, failure)`` when the run raised: the
     failure as plain text (its type, its line, its traceback, and an InputError's fields),
-    which the parent can always unpickle; an exception that failed to unpickle there ended
-    multiprocessing's result thread, and the parent then waited forever."""
+    which the parent can always unpickle; under the multiprocessing.Pool used before, an
+    exception that failed to unpickle there ended the pool's result thread, and the parent
+    then waited forever."""
     worker, *args = task
     try:
         name, metrics = worker(*args)
