@@ -27,9 +27,10 @@ class InputError(ValueError):
     def __reduce__(self):
         # pickle (a worker process's error sent to its parent) rebuilds an exception as
         # ``cls(*self.args)``, and ``args`` holds only the rendered line: without this the
-        # parent's unpickling failed, which ended multiprocessing's result thread and left
-        # the parent waiting forever. Rebuilt field by field, whatever a subclass's
-        # __init__ takes (DownloadError's (url, message)).
+        # parent's unpickling failed (under multiprocessing.Pool, which the train workers used
+        # then, that ended its result thread and left the parent waiting forever; now the job
+        # would end on the unpickling TypeError, not the error's line). Rebuilt field by
+        # field, whatever a subclass's __init__ takes (DownloadError's (url, message)).
         return (_rebuild, (type(self), self.path, self.record, self.message, self.__dict__))
 
 
