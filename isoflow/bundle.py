@@ -88,6 +88,13 @@ ENCODER_WEIGHTS = re.compile(rf"{ENCODER_DIR}/[A-Za-z0-9_.-]+\.pt")
 # predictions by 0.03 (docs/benchmarks.md): the bf16 bound for it too, a choice as well.
 CHECK_TOLERANCE = {"float32": 2e-4, "bf16": 5e-2, "compiled cache": 5e-2}
 CHECK_N = 64  # test transcripts the export re-predicts
+# manifest key: torch's CPU kernels of the process that wrote the bundle and checked it on a
+# CPU (isoflow.cpu: the choice held and the kernels in effect); absent from a bundle checked
+# on a GPU and from one exported before it was recorded. load_model warns once when a CPU
+# process runs other kernels: unheld on an AVX-512 CPU the demo's bundles missed their runs
+# by up to 0.087 (docs/bundle.md)
+CPU_KERNELS = "cpu_kernels"
+_KERNELS_WARNED: set[tuple[str, str]] = set()  # (recorded, current) pairs warned about
 
 
 @dataclass(frozen=True)
@@ -603,15 +610,69 @@ def check_digests(path: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
             )
 
 
+def kernels_record(device: torch.device) -> dict[str, Any] | None:
+    """The manifest's ``cpu_kernels`` for a bundle written and checked on ``device``: on a
+    CPU, the ``resources.cpu_kernels`` choice this process's variables hold
+    (:func:`isoflow.cpu.held_choice`) and the kernels in effect
+    (:func:`isoflow.cpu.kernels_in_effect`: ATen's capability and the variables as set);
+    None on a GPU (the CPU kernels made none of its numbers)."""
+    from isoflow import cpu
+
+    if device.type != "cpu":
+        return None
+    return {"choice": cpu.held_choice(), **cpu.kernels_in_effect()}
+
+
+def _kernels_text(record: Mapping[str, Any]) -> str:
+    held = " ".join(f"{k}={v}" for k, v in record.items() if k not in ("choice", "cpu_capability"))
+    return f"{record.get('cpu_capability')} ({held or 'none held'})"
+
+
+def check_kernels(path: Path, manifest: Mapping[str, Any], device: torch.device) -> None:
+    """Warn, once per process for each pair of kernels, when a bundle is loaded on a CPU
+    under other CPU kernels than its manifest records (``cpu_kernels``): its predictions may
+    then differ from the run's in the third decimal, with exit 0. No record (a bundle of a
+    GPU export, or one exported before it was recorded), or a GPU: nothing to compare."""
+    recorded = manifest.get(CPU_KERNELS)
+    if device.type != "cpu" or not isinstance(recorded, Mapping):
+        return
+    current = kernels_record(device)
+    if dict(recorded) == current:
+        return
+    key = (json.dumps(recorded, sort_keys=True), json.dumps(current, sort_keys=True))
+    if key in _KERNELS_WARNED:
+        return
+    _KERNELS_WARNED.add(key)
+    choice = recorded.get("choice")
+    if choice:
+        fix = (
+            f"to run the export's, set ISOFLOW_CPU_KERNELS={choice} and call "
+            "isoflow.cpu.pin_for_command() before torch is imported (the isoflow command "
+            "does; export ISOFLOW_CPU_KERNELS before it)"
+        )
+    else:
+        fix = "to run the export's, set those variables before torch is imported"
+    log.warning(
+        "%s: exported under torch CPU kernels %s, this process runs %s: its predictions may "
+        "differ from the run's (the demo's bundles on an AVX-512 CPU: by up to 0.087); %s",
+        path,
+        _kernels_text(recorded),
+        _kernels_text(current or {}),
+        fix,
+    )
+
+
 def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None) -> Model:
     """The :class:`Model` of bundle ``path`` (``results/models/{run}/``) on ``device``
-    (default: CUDA when available), in eval mode."""
+    (default: CUDA when available), in eval mode. On a CPU, a process running other CPU
+    kernels than the bundle's export is warned once (:func:`check_kernels`)."""
     from isoflow.model.isoformer import IsoFormer
 
     path = Path(path)
     manifest = read_manifest(path)
     check_digests(path, manifest)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_kernels(path, manifest, device)
     raw, frozen, dims = {}, {}, {}
     frozen_precision, frozen_batch, frozen_threads = {}, {}, {}
     for modality in manifest["modalities"]:
@@ -925,6 +986,12 @@ def export_bundle(
         },
         "metrics": metrics,
     }
+    # torch's CPU kernels the export check runs on (rule export_model's: the workflow's)
+    kernels = kernels_record(
+        torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    )
+    if kernels is not None:
+        manifest[CPU_KERNELS] = kernels
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         torch.save(state, tmp / WEIGHTS)

@@ -157,6 +157,17 @@ def kernels_in_effect(environ: Mapping[str, str] | None = None) -> dict[str, str
     }
 
 
+def held_choice(environ: Mapping[str, str] | None = None) -> str | None:
+    """The ``resources.cpu_kernels`` choice the variables in ``environ`` (default
+    ``os.environ``) hold: the ``KERNEL_ENV`` entry they equal, ``native`` when none is set
+    (chosen so, or not holdable on that machine: ``kernels_in_effect``'s capability says
+    which kernels ran); None for another mix (set by hand). A model bundle records it with
+    :func:`kernels_in_effect` (manifest ``cpu_kernels``, isoflow.bundle)."""
+    environ = os.environ if environ is None else environ
+    held = {key: environ[key] for key in VARIABLES if key in environ}
+    return next((choice for choice, env in KERNEL_ENV.items() if env == held), None)
+
+
 def in_effect(environ: Mapping[str, str] | None = None) -> str:
     """What a process that has imported torch runs, for a job's log next to its results:
     ATen's kernels as torch reports them, and what was asked of the libraries (MKL takes its

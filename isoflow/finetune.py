@@ -1186,7 +1186,15 @@ def write_bundle(
     :func:`construct_record`, absent when not given); the frozen encoders' files copied."""
     import torch
 
-    from isoflow.bundle import CARD, WEIGHTS, _bundle_file, _write_manifest, inside
+    from isoflow.bundle import (
+        CARD,
+        CPU_KERNELS,
+        WEIGHTS,
+        _bundle_file,
+        _write_manifest,
+        inside,
+        kernels_record,
+    )
 
     base = tuner.model
     manifest = copy.deepcopy(base.card)
@@ -1236,6 +1244,11 @@ def write_bundle(
         "which trained on every construct. Outputs are in the table's units, not "
         "log(1 + TPM).\n"
     )
+    # the CPU kernels this fine-tuning ran on (the start bundle's may be other ones)
+    manifest.pop(CPU_KERNELS, None)
+    kernels = kernels_record(tuner.device)
+    if kernels is not None:
+        manifest[CPU_KERNELS] = kernels
     _write_manifest(out, manifest)
     return manifest
 

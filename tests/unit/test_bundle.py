@@ -632,3 +632,42 @@ def test_a_bundle_encodes_new_sequences_to_its_caches_float16_bit_for_bit(tmp_pa
     stored, mask = EmbeddingCache(built["caches"]["dna"]).lookup_items(ids)
     for i, got in enumerate(rows["dna"]):
         assert torch.equal(got, stored[i, : int(mask[i].sum())]), ids[i]
+
+
+@pytest.mark.slow
+def test_a_bundle_records_its_cpu_kernels_and_a_process_on_others_is_warned_once(
+    trained, tmp_path, monkeypatch, caplog
+):
+    """Unheld on an AVX-512 CPU the demo's bundles missed their runs by up to 0.087 with
+    exit 0 (docs/bundle.md): the manifest records the kernels its export check ran on, and a
+    CPU load under other ones is one warning line naming the fix; matching kernels, or a
+    bundle without the record (an old one), load without a word."""
+    import isoflow.bundle as bundle_module
+    from isoflow import cpu
+    from isoflow.bundle import CPU_KERNELS, _write_manifest
+
+    recorded = trained["manifest"][CPU_KERNELS]
+    assert recorded == {"choice": cpu.held_choice(), **cpu.kernels_in_effect()}
+    assert json.loads((trained["bundle"] / MANIFEST).read_text())[CPU_KERNELS] == recorded
+    monkeypatch.setattr(bundle_module, "_KERNELS_WARNED", set())
+    caplog.set_level("WARNING", logger="isoflow.bundle")
+    load_model(trained["bundle"], device="cpu")
+    assert not caplog.records  # the kernels it was exported on
+
+    other = "AVX512" if recorded["cpu_capability"] != "AVX512" else "AVX2"
+    monkeypatch.setattr("torch.backends.cpu.get_cpu_capability", lambda: other)
+    for _ in range(2):  # an ensemble loads several bundles: said once
+        load_model(trained["bundle"], device="cpu")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert str(trained["bundle"]) in lines[0] and other in lines[0], lines[0]
+    assert "pin_for_command()" in lines[0] and "ISOFLOW_CPU_KERNELS" in lines[0], lines[0]
+
+    caplog.clear()
+    old = shutil.copytree(trained["bundle"], tmp_path / "old")
+    manifest = json.loads((old / MANIFEST).read_text())
+    del manifest[CPU_KERNELS]
+    _write_manifest(old, manifest)  # as exported before the record: digests of its own
+    monkeypatch.setattr(bundle_module, "_KERNELS_WARNED", set())
+    load_model(old, device="cpu")
+    assert not caplog.records

@@ -265,3 +265,11 @@ def test_the_console_script_holds_the_kernels_before_a_command_loads(choice, hel
     assert result["code"] == 0
     got = {k: result[k] for k in VARIABLES if result[k] is not None}
     assert got == (kernel_env("avx2")[0] if held else {})
+
+
+def test_held_choice_names_the_choice_the_variables_hold():
+    from isoflow.cpu import held_choice
+
+    assert held_choice(dict(KERNEL_ENV["avx2"], HOME="/x")) == "avx2"
+    assert held_choice({"HOME": "/x"}) == "native"
+    assert held_choice({"ATEN_CPU_CAPABILITY": "avx2"}) is None  # a mix set by hand

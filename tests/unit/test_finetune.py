@@ -1060,3 +1060,31 @@ def test_a_diverging_finetune_is_one_line_naming_the_lr(demo_bundle, tmp_path, l
     assert "finetune.lr" in str(caught.value) and "\n" not in str(caught.value)
     with pytest.raises(InputError, match="final model: training diverged"):
         tuner.fit(values, every, every[:0], 0, "final model", epochs=2)
+
+
+def test_a_finetuned_bundle_records_the_cpu_kernels_of_its_fine_tuning(tmp_path):
+    """The fine-tuned network was fitted and checked under this process's CPU kernels,
+    not the start bundle's: its manifest records these (load_model warns against them)."""
+    import types
+
+    import torch
+
+    from isoflow.bundle import CPU_KERNELS, kernels_record
+    from isoflow.finetune import write_bundle
+
+    base = tmp_path / "base"
+    base.mkdir()
+    torch.save({}, base / "model.pt")
+    other = {"choice": "native", "cpu_capability": "AVX512"}
+    card = {"run": "r", "tissues": ["t"], "encoders": {}, CPU_KERNELS: other}
+    tuner = types.SimpleNamespace(model=types.SimpleNamespace(card=card, path=base))
+    tuner.mode, tuner.device = "frozen", torch.device("cpu")
+    summary = pd.DataFrame({"method": ["finetune"], "column": ["a"], "spearman_mean": [0.5]})
+    out = tmp_path / "ft"
+    fit = {"epochs": 1, "constructs": 4, "groups": 4}
+    args = (torch.nn.Linear(1, 1), out, ["a"], {}, summary, None, fit)
+    manifest = write_bundle(tuner, *args)
+    assert manifest[CPU_KERNELS] == kernels_record(torch.device("cpu")) != other
+    assert json.loads((out / "manifest.json").read_text())[CPU_KERNELS] == manifest[CPU_KERNELS]
+    tuner.device = torch.device("cuda")  # fitted on a GPU: no CPU kernels made its numbers
+    assert CPU_KERNELS not in write_bundle(tuner, *(args[:1] + (tmp_path / "g",) + args[2:]))
