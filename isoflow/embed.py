@@ -35,6 +35,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,9 @@ PARTIAL_FORMAT = 1  # layout of a partial folder's shard records
 # Finished caches by content (DESIGN.md "Embedding cache", docs/rerun.md "Embedding store"):
 # results/embeddings/.store/<digest>/, the digest of everything a cache's bytes depend on.
 STORE_DIR = ".store"
-STORE_FORMAT = 3  # what store_digest hashes; a new format misses every older entry
-STORE_RECORD = "stored.json"  # written last, inside the entry: its files' sizes and sha256
+STORE_FORMAT = 4  # what store_digest hashes; a new format misses every older entry
+STORE_RECORD = "stored.json"  # written last, inside the entry: its files' sizes and sha256,
+# and the encoder packages' versions (package_versions)
 # The package code a cache's rows are computed by, in the store digest (source_digest) with
 # the modules of the encoder's own classes: the pooling and batching here, the tokenisers
 # and alphabets, the encoder base and registry (token geometry), the settings' defaults.
@@ -399,6 +401,24 @@ def source_digest(encoder: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def package_versions(encoder: torch.nn.Module) -> dict[str, str | None]:
+    """The installed version of each distribution ``encoder``'s family declares in
+    ``PACKAGES`` (the package it wraps and what its forward or tokeniser runs: fair-esm for
+    ESM-2, transformers and tokenizers for NT, enformer-pytorch or borzoi-pytorch and
+    einops for the DNA families), None where one is not installed. Part of the store digest
+    and of a partial build's fingerprint (:func:`build_caches`), and recorded in the store
+    entry's ``stored.json``: a cache another version of them computed is not taken after an
+    upgrade, and an upgrade of a package another family uses leaves it be."""
+    names = sorted({n for cls in type(encoder).__mro__ for n in getattr(cls, "PACKAGES", ())})
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 @functools.lru_cache(maxsize=64)
 def _code_digest(source: bytes) -> str:
     """sha256 of :func:`_code_of` a file's bytes, once per content in a process: the syntax
@@ -651,6 +671,7 @@ class _Target:
         self.done = 0
         self.writer: _ShardWriter | None = None
         self.entry: Path | None = None  # where the finished cache is stored (store given)
+        self.packages: dict[str, str | None] = {}  # stored.json's: package_versions
 
 
 def build_caches(
@@ -757,6 +778,7 @@ def build_caches(
     code_state = {
         "source": source_digest(encoder),
         "torch": torch.__version__,
+        "packages": package_versions(encoder),
         "cpu_kernels": cpu.kernels_in_effect() if device.type == "cpu" else None,
         "threads": torch.get_num_threads() if device.type == "cpu" else None,
     }
@@ -778,6 +800,7 @@ def build_caches(
         }
         remaining = []
         for target in targets:
+            target.packages = code_state["packages"]
             target.entry = Path(store) / store_digest(
                 {**digest_of, "pooling": target.pooling}, item_keys
             )
@@ -1026,7 +1049,7 @@ def _finish_cache(
     if target.entry is None:
         replace_path(work, out_dir, fsync=True)
     else:
-        _store(work, target.entry)
+        _store(work, target.entry, target.packages)
         _link_entry(target.entry, out_dir)
     log.info(
         "cached %d distinct sequences of %d items (%d missing) in %s",
@@ -1057,19 +1080,25 @@ def _sha256_file(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _store(work: Path, entry: Path) -> None:
+def _store(work: Path, entry: Path, packages: Mapping[str, str | None] | None = None) -> None:
     """Move the finished cache ``work`` into the store as ``entry``: its record
-    (``STORE_RECORD``: each file's size and sha256, the date) written and everything
-    synced first, then one rename, so an entry is whole or absent (a kill before the
-    rename leaves the partial folder, which is never read as an entry). An entry another
-    job stored meanwhile is kept (the same digest: the same bytes) and ``work`` deleted."""
+    (``STORE_RECORD``: each file's size and sha256, the date, ``packages``: the encoder
+    packages' versions) written and everything synced first, then one rename, so an entry
+    is whole or absent (a kill before the rename leaves the partial folder, which is never
+    read as an entry). An entry another job stored meanwhile is kept (the same digest: the
+    same bytes) and ``work`` deleted."""
     files = {
         path.name: [path.stat().st_size, _sha256_file(path)]
         for path in sorted(work.iterdir())
         if path.is_file()
     }
     built = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    record = {"digest": entry.name, "built": built, "files": files}
+    record = {
+        "digest": entry.name,
+        "built": built,
+        "packages": dict(packages or {}),
+        "files": files,
+    }
     (work / STORE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     sync_tree(work)
     entry.parent.mkdir(parents=True, exist_ok=True)

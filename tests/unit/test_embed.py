@@ -1457,6 +1457,40 @@ def test_other_cpu_kernels_or_torch_build_the_cache_again(stored, monkeypatch, c
     assert calls
 
 
+@pytest.mark.parametrize(
+    ("package", "rebuilt"),
+    [("fair-esm", True), ("transformers", False), ("enformer-pytorch", False)],
+)
+def test_an_upgraded_encoder_package_builds_the_cache_again(stored, monkeypatch, package, rebuilt):
+    """The store took a cache the old fair-esm computed after an upgrade (only torch's
+    version was in the digest): the ESM-2 family's packages' versions are in it now, and
+    recorded in stored.json; an upgrade of another family's package (transformers: NT's;
+    enformer-pytorch) keeps this cache."""
+    from importlib import metadata
+
+    from isoflow.embed import STORE_DIR, STORE_RECORD
+
+    path, out, before, calls = stored
+    (entry,) = (out.parent / STORE_DIR).iterdir()
+    recorded = json.loads((entry / STORE_RECORD).read_text())["packages"]
+    assert recorded == {"fair-esm": metadata.version("fair-esm")}
+    installed = metadata.version
+
+    def upgraded(name):
+        return "999.0" if name == package else installed(name)
+
+    monkeypatch.setattr(metadata, "version", upgraded)
+    shutil.rmtree(out)
+    _embed_esm2(path, out)
+    assert bool(calls) is rebuilt
+    assert _files(out) == before  # the same tiny model: the same bytes either way
+    entries = sorted((out.parent / STORE_DIR).iterdir())
+    assert len(entries) == 1 and (entries[0] != entry) is rebuilt
+    if rebuilt:
+        stored_now = json.loads((entries[0] / STORE_RECORD).read_text())["packages"]
+        assert stored_now == {"fair-esm": "999.0"}
+
+
 @pytest.mark.parametrize("how", ["env", "config"])
 def test_the_store_can_be_bypassed_to_force_a_rebuild(stored, monkeypatch, caplog, how):
     """embed.store false or ISOFLOW_EMBED_STORE=0: the cache is encoded again and replaces

@@ -8,6 +8,10 @@ as the module's ``FAMILY``, that declares
 - ``TINY_HPARAMS``: sizes that run in milliseconds on a CPU (a spec's ``hparams`` override
   them key by key), ``REAL_HPARAMS``: the published sizes (random weights, for shape and
   cost checks without a download), ``DEFAULT_MAX_LEN``: its token budget, if it has one;
+- ``PACKAGES``: the installed distributions whose code computes its embeddings (the
+  package it wraps and what that package's forward or tokeniser runs, not torch): their
+  versions are part of the embedding store's digest (``isoflow.embed.package_versions``),
+  so an upgrade of one encodes that family's caches again and no other's;
 - ``from_hparams(hparams, modality, spec)``: the real class with random weights;
 - ``from_pretrained(path, modality, spec)``: the downloaded weights in ``path``, offline;
 - optionally ``spec_from_config(spec, modality, config)``: the config's sequence limits
@@ -65,6 +69,7 @@ class Encoder(nn.Module):
     TINY_HPARAMS: ClassVar[dict[str, Any]] = {}
     REAL_HPARAMS: ClassVar[dict[str, Any]] = {}
     DEFAULT_MAX_LEN: ClassVar[int] = 0
+    PACKAGES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         super().__init__()

@@ -33,6 +33,8 @@ class BorzoiEncoder(DnaEncoder):
     )
     # As published (johahi/borzoi-replicate-0's config is the BorzoiConfig default).
     REAL_HPARAMS = dict(enable_human_head=False, enable_mouse_head=False)
+    # whose code computes its embeddings (the store's digest: isoflow.embed.package_versions)
+    PACKAGES = ("borzoi-pytorch", "einops")
 
     def __init__(self, model: nn.Module):
         super().__init__()

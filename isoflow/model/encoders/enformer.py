@@ -39,6 +39,8 @@ class EnformerEncoder(DnaEncoder):
         output_heads=dict(human=5313, mouse=1643),
         target_length=GEOMETRY.pretrained,
     )
+    # whose code computes its embeddings (the store's digest: isoflow.embed.package_versions)
+    PACKAGES = ("enformer-pytorch", "einops")
 
     def __init__(self, model: nn.Module):
         super().__init__()

@@ -116,6 +116,8 @@ class Esm2Encoder(Encoder):
     TINY_HPARAMS = dict(num_layers=2, embed_dim=64, attention_heads=4)
     REAL_HPARAMS = dict(num_layers=30, embed_dim=640, attention_heads=20)  # esm2_t30_150M_UR50D
     DEFAULT_MAX_LEN = 1022  # residues, BOS/EOS added on top
+    # whose code computes its embeddings (the store's digest: isoflow.embed.package_versions)
+    PACKAGES = ("fair-esm",)
 
     def __init__(self, model: nn.Module, alphabet, max_len: int = 1022, attention: str = "eager"):
         super().__init__()

@@ -107,6 +107,10 @@ class NucleotideTransformerEncoder(Encoder):
     letters_per_token = NT_KMER  # positional pooling's stride_nt in tokens (isoflow.embed)
     # tokens including CLS: 2,047 6-mers = 12,282 nt
     DEFAULT_MAX_LEN = TOKEN_GEOMETRY["nucleotide_transformer"].pretrained
+    # whose code computes its embeddings: transformers' Esm layers (and a pretrained
+    # snapshot's remote code on them), the Hub tokenizer (the store's digest:
+    # isoflow.embed.package_versions)
+    PACKAGES = ("transformers", "tokenizers")
 
     def __init__(
         self,

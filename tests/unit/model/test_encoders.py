@@ -910,3 +910,31 @@ def test_a_missing_row_changes_nothing_for_the_present_ones(name, seqs):
     assert len(gap_grads) == len(full_grads) > 0
     for a, b in zip(gap_grads, full_grads, strict=True):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("family", sorted({kind for kind, _ in ENCODERS.values()}))
+def test_a_family_declares_the_packages_its_file_imports(family):
+    """The embedding store's digest holds the versions of a family's ``PACKAGES``
+    (isoflow.embed.package_versions): a package the family's file imports and does not
+    declare would be upgraded under its stored caches unseen. torch is in the digest by its
+    own version; numpy only moves tokens and indices."""
+    import ast
+    from importlib import metadata
+
+    module = importlib.import_module(f"isoflow.model.encoders.{family}")
+    tree = ast.parse(Path(module.__file__).read_text())
+    roots = {
+        alias.name.split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import)
+        for alias in n.names
+    }
+    roots |= {
+        n.module.split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module
+    }
+    roots -= set(sys.stdlib_module_names) | {"torch", "numpy", "isoflow", "__future__"}
+    distributions = metadata.packages_distributions()
+    imported = {d for root in roots for d in distributions.get(root, [root])}
+    assert imported and imported <= set(module.FAMILY.PACKAGES), (imported, module.FAMILY.PACKAGES)
