@@ -94,6 +94,19 @@ class GenomeWindows:
         fasta = self._handle()  # builds the .fai when absent
         check_fasta_index(self.path)
         self.lengths: dict[str, int] = dict(zip(fasta.references, fasta.lengths, strict=True))
+        # (bases, bytes) per line of each contig, as the .fai says, and the bases per line of
+        # those whose lines ``_fetch`` checks (more than one line, not over LINE_CHECK_MAX)
+        entries = _fai_entries(self._fai)
+        self._lines = {name: (bases, width) for name, _, _, bases, width in entries}
+        self._checked_lines = {
+            name: bases
+            for name, length, _, bases, _ in entries
+            if 0 < bases < length and bases <= LINE_CHECK_MAX
+        }
+
+    @property
+    def _fai(self) -> Path:
+        return Path(f"{self.path}.fai")
 
     def _handle(self) -> pysam.FastaFile:
         if self._fasta is None or self._pid != os.getpid():
@@ -143,23 +156,78 @@ class GenomeWindows:
         """pysam's fetch, with a byte outside ASCII an error naming its contig position: pysam
         decodes bases as UTF-8, so such a byte raised a traceback or, as a valid UTF-8
         character of 2-4 bytes, made the window shorter than asked. An ASCII byte that is no
-        nucleotide letter (``-``, ``*``, ``.``, a digit) is an error too (``not_a_base``)."""
+        nucleotide letter (``-``, ``*``, ``.``, a digit) is an error too (``not_a_base``).
+
+        The lines read are checked against the .fai: htslib finds a base by
+        the bases and bytes per line the .fai gives, so a line made longer or shorter after
+        the index was built (same file size, or the records' ends still where the .fai
+        says: ``check_fasta_index`` passes) shifted every base after it, silently where a
+        read did not reach the misplaced line end. Read over whole lines, a line end out of
+        place is a line-end byte among the bases (or, with an htslib that drops such bytes,
+        fewer bases than asked): an error naming the contig, the bases and the fix."""
+        # [lo, hi): the whole lines [start, end) touches and the first base of the next
+        bases = self._checked_lines.get(chrom)
+        if bases and end > start:
+            lo, hi = (
+                start // bases * bases,
+                min(self.lengths[chrom], (end - 1) // bases * bases + bases + 1),
+            )
+        else:
+            lo, hi = start, end
         try:
-            seq = self._handle().fetch(chrom, start, end)
+            seq = self._handle().fetch(chrom, lo, hi)
         except UnicodeDecodeError as err:
-            position = start + err.start  # the bytes before it are ASCII
+            position = lo + err.start  # the bytes before it are ASCII
         else:
             if seq.isascii():
                 raw = seq.encode("ascii")
-                if not raw.translate(None, BASE_LETTERS):
-                    return seq
-                raise not_a_base(self.path, chrom, start, raw)
-            position = start + next(i for i, c in enumerate(seq) if not c.isascii())
-        raise InputError(
+                if len(raw) != hi - lo or b"\n" in raw or b"\r" in raw:
+                    raise self._lines_error(chrom, lo, hi)
+                if raw.translate(None, BASE_LETTERS):  # the lines around are not asked for
+                    raw = raw[start - lo : end - lo]
+                    if raw.translate(None, BASE_LETTERS):
+                        raise not_a_base(self.path, chrom, start, raw)
+                return seq if lo == start and hi == end else seq[start - lo : end - lo]
+            position = lo + next(i for i, c in enumerate(seq) if not c.isascii())
+        if not start <= position < end:  # in the lines around: read the window alone
+            return self._fetch_window(chrom, start, end)
+        raise self._not_ascii(chrom, position)
+
+    def _fetch_window(self, chrom: str, start: int, end: int) -> str:
+        """``_fetch`` without the line check, where the lines around the window hold a byte
+        outside ASCII (which pysam cannot decode): such a byte fails only a read of it."""
+        try:
+            seq = self._handle().fetch(chrom, start, end)
+        except UnicodeDecodeError as err:
+            raise self._not_ascii(chrom, start + err.start) from None
+        if not seq.isascii():
+            raise self._not_ascii(
+                chrom, start + next(i for i, c in enumerate(seq) if not c.isascii())
+            )
+        raw = seq.encode("ascii")
+        if raw.translate(None, BASE_LETTERS):
+            raise not_a_base(self.path, chrom, start, raw)
+        return seq
+
+    def _not_ascii(self, chrom: str, position: int) -> InputError:
+        return InputError(
             self.path,
             chrom,
             f"base {position + 1} is not an ASCII letter (a byte of a non-ASCII character); "
             "the FASTA's sequence lines must be ASCII",
+        )
+
+    def _lines_error(self, chrom: str, lo: int, hi: int) -> InputError:
+        bases, width = self._lines[chrom]
+        return InputError(
+            self.path,
+            chrom,
+            f"bases {lo + 1:,}-{hi:,} of {chrom} are not on lines of {bases} bases "
+            f"({width} bytes with the line end) as its index {self._fai} says: a line there "
+            "or before it was made longer or shorter after the index was built, and every "
+            f"base after it would be read shifted; delete {self._fai} (or run samtools faidx "
+            f"{self.path}) to rebuild it, and if samtools then finds lines of different "
+            "lengths, fetch the FASTA again",
         )
 
     def tokens(self, chrom: str, start: int, end: int, strand: str = "+") -> np.ndarray:
@@ -223,6 +291,62 @@ class _BgzfText:
             pass  # htslib reports the failed read again on close
 
 
+# Bases per line above which ``GenomeWindows`` reads without checking the lines against the
+# .fai: it reads whole lines, and a contig on one line (checked whole at open) has none.
+LINE_CHECK_MAX = 1 << 16
+
+
+def _fai_entries(fai: Path) -> list[tuple[str, int, int, int, int]]:
+    """``(name, length, offset, bases per line, bytes per line)`` of each .fai line."""
+    entries = []
+    with open(fai, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\r\n").split("\t")
+            try:
+                name, length, offset, bases, width = fields[0], *map(int, fields[1:5])
+            except ValueError:
+                raise InputError(
+                    fai, number, "not a .fai line (name, length, offset, ...)"
+                ) from None
+            entries.append((name, length, offset, bases, width))
+    return entries
+
+
+def line_ends_in_place(
+    buffer,
+    offset: np.ndarray,
+    bases: np.ndarray,
+    width: np.ndarray,
+    length: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+) -> bool:
+    """Whether the line ends around each read ``[starts, ends)`` (one per row; the
+    record's .fai ``offset``, ``bases``, ``width``, ``length`` per row) are where the .fai
+    says, in ``buffer`` (the FASTA's bytes): the end of the line before each read's first
+    line (the header's for the first) and of each line through its last, but the record's
+    last line (its end is checked at open, ``check_fasta_index``). A line made longer or
+    shorter after indexing moves them; the bases read by the .fai would be shifted."""
+    if not len(starts):
+        return True
+    bases = np.maximum(bases, 1)
+    first, last = starts // bases, (ends - 1) // bases
+    count = last - first + 2
+    line = np.repeat(first - 1, count) + (
+        np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    )
+    bases, width, length = (np.repeat(a, count) for a in (bases, width, length))
+    inner = (line + 1) * bases < length
+    at = np.repeat(offset, count)[inner] + (line[inner] + 1) * width[inner] - 1
+    data = np.frombuffer(buffer, dtype=np.uint8)
+    try:
+        return bool(((at < len(data)) & (at >= 0)).all() and (data[at] == ord("\n")).all())
+    finally:
+        del data
+
+
 def check_fasta_index(
     fasta_path: str | os.PathLike,
     fai_path: str | os.PathLike | None = None,
@@ -242,20 +366,8 @@ def check_fasta_index(
     fasta_path = Path(fasta_path)
     fai = Path(fai_path) if fai_path is not None else Path(f"{fasta_path}.fai")
     gzi = Path(gzi_path) if gzi_path is not None else Path(f"{fasta_path}.gzi")
-    entries = []
     try:
-        with open(fai, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                fields = line.rstrip("\r\n").split("\t")
-                try:
-                    name, length, offset, bases, width = fields[0], *map(int, fields[1:5])
-                except ValueError:
-                    raise InputError(
-                        fai, number, "not a .fai line (name, length, offset, ...)"
-                    ) from None
-                entries.append((name, length, offset, bases, width))
+        entries = _fai_entries(fai)
     except UnicodeDecodeError:
         # htslib copies header names as bytes: line k of the .fai is the k-th contig
         bad = non_utf8_error(fai)

@@ -39,7 +39,7 @@ from xopen import xopen
 from isoflow.alphabet import genetic_code, reverse_complement, translate_cds
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.files import atomic_path
-from isoflow.genome import BASE_LETTERS, GenomeWindows, check_contigs
+from isoflow.genome import BASE_LETTERS, GenomeWindows, check_contigs, line_ends_in_place
 from isoflow.progress import Progress
 
 log = logging.getLogger("isoflow.sequences")
@@ -284,7 +284,7 @@ class _ExonReader:
     def __init__(self, genome: GenomeWindows):
         self.genome = genome
         self._file = self._map = None
-        self.layout: dict[str, tuple[int, int, int]] = {}
+        self.layout: dict[str, tuple[int, int, int, int]] = {}
         with open(genome.path, "rb") as handle:
             if handle.read(2) == _GZIP_MAGIC:
                 return
@@ -292,7 +292,7 @@ class _ExonReader:
             for line in fai:
                 fields = line.rstrip("\r\n").split("\t")
                 if len(fields) >= 5:
-                    self.layout[fields[0]] = (int(fields[2]), int(fields[3]), int(fields[4]))
+                    self.layout[fields[0]] = (*map(int, fields[2:5]), int(fields[1]))
         self._file = open(genome.path, "rb")  # noqa: SIM115 (closed in close())
         if os.fstat(self._file.fileno()).st_size:
             self._map = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
@@ -315,7 +315,7 @@ class _ExonReader:
         if self._map is None:
             return self._read_pysam(chroms, tx, starts, ends)
         names = [chroms[t] for t in tx.tolist()]
-        layout = np.array([self.layout[name] for name in names], dtype=np.int64).reshape(-1, 3)
+        layout = np.array([self.layout[name] for name in names], dtype=np.int64).reshape(-1, 4)
         offset, bases, width = layout[:, 0], np.maximum(layout[:, 1], 1), layout[:, 2]
         last = ends - 1
         lo = offset + starts // bases * width + starts % bases
@@ -327,6 +327,9 @@ class _ExonReader:
         raw = raw.translate(None, b"\r\n")
         if len(raw) != int((ends - starts).sum()) or raw.translate(None, BASE_LETTERS):
             return None  # the one-by-one path names the transcript, contig and base
+        # a line made longer or shorter after indexing shifts the bases read by the .fai
+        if not line_ends_in_place(mapped, offset, bases, width, layout[:, 3], starts, ends):
+            return None
         return raw
 
     def _read_pysam(self, chroms, tx, starts, ends) -> bytes | None:

@@ -303,6 +303,90 @@ def test_real_chr9_passes_the_index_check(tmp_path: Path) -> None:
     assert GenomeWindows(copy).lengths == {"9": 1_000_000}
 
 
+def _edit_lines(text: str, longer: int, shorter: int | None) -> str:
+    """``text`` with sequence line ``longer`` (0-based, over the whole file) one base longer
+    and line ``shorter`` one base shorter (None: line ``longer`` split in two instead)."""
+    lines = text.split("\n")
+    if shorter is None:
+        lines[longer : longer + 1] = [lines[longer][:25], lines[longer][25:]]
+    else:
+        lines[longer] += "A"
+        lines[shorter] = lines[shorter][:-1]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("packed", ["plain", "bgzip"])
+@pytest.mark.parametrize("shorter", [6, None], ids=["same-size", "split"])
+def test_a_line_edited_under_its_old_fai_is_an_error_not_shifted_bases(
+    tmp_path: Path, packed: str, shorter: int | None
+) -> None:
+    # Before: the records' ends were where the old .fai says (the open check passed), and
+    # htslib read the bases after the edited line shifted by one, silently where a read did
+    # not reach a misplaced line end.
+    seqs = random_records(2, 600, seed=3)
+    text = fasta_text(seqs)
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(text)
+    pysam.faidx(str(fasta))
+    fasta.write_text(_edit_lines(text, 3, shorter))  # lines 3 and 6 of record c0
+    if packed == "bgzip":
+        pysam.tabix_compress(str(fasta), f"{fasta}.gz")
+        # one bgzip block (1.2 kB): its .gzi lists no block after the first (samtools faidx
+        # refuses the edited file: "Different line length")
+        Path(f"{fasta}.gz.gzi").write_bytes((0).to_bytes(8, "little"))
+        shutil.copy(f"{fasta}.fai", f"{fasta}.gz.fai")  # the old .fai
+        fasta = Path(f"{fasta}.gz")
+    genome = GenomeWindows(fasta)
+    match = (
+        rf"^{fasta}:c0: bases 121-181 of c0 are not on lines of 60 bases \(61 bytes "
+        rf"with the line end\) as its index {fasta}\.fai says: .* delete {fasta}\.fai"
+    )
+    with pytest.raises(InputError, match=match):
+        genome.fetch("c0", 130, 140)  # within line 3 of c0: a window away from a line end
+    with pytest.raises(InputError, match="not on lines of 60 bases"):
+        genome.tokens("c0", 100, 400)
+    # reads before the edit are right
+    assert genome.fetch("c0", 10, 110) == seqs[0][1][10:110]
+    if shorter is not None:  # past the shorter line the lines are in place again
+        assert genome.fetch("c0", 400, 600) == seqs[0][1][400:600]
+        assert genome.fetch("c1", 0, 600) == seqs[1][1]
+    else:  # the split's extra line end moves c1 by a byte: its header still passed at open
+        with pytest.raises(InputError, match=rf"^{fasta}:c1: bases 1-61 of c1 are not"):
+            genome.fetch("c1", 5, 10)
+
+
+@needs_chr9
+def test_a_line_edited_in_the_real_chr9_under_its_old_fai(tmp_path: Path) -> None:
+    copy = tmp_path / "chr9.fa"
+    text = CHR9.read_text()
+    copy.write_text(_edit_lines(text, 10_001, 10_006))  # bases 600,001-600,360
+    shutil.copy(f"{CHR9}.fai", f"{copy}.fai")
+    genome = GenomeWindows(copy)
+    with pytest.raises(InputError, match=r":9: bases 600,061-600,121 of 9 are not on"):
+        genome.fetch("9", 600_065, 600_100)
+    assert genome.fetch("9", 700_000, 700_100) == GenomeWindows(CHR9).fetch("9", 700_000, 700_100)
+
+
+def test_line_ends_in_place_checks_each_line_a_read_touches(tmp_path: Path) -> None:
+    from isoflow.genome import line_ends_in_place
+
+    text = fasta_text([("c0", "ACGT" * 60)], width=10)  # 24 lines of 10 bases
+    good = text.encode()
+    bad = _edit_lines(text, 5, 7).encode()  # lines 4 and 6 of the record: bases 40-49, 60-69
+
+    def check(data: bytes, start: int, end: int) -> bool:
+        one = np.array([1])
+        return line_ends_in_place(
+            data, one * 4, one * 10, one * 11, one * 240, np.array([start]), np.array([end])
+        )
+
+    assert all(check(good, s, s + n) for s in range(0, 230, 7) for n in (1, 9, 25))
+    assert check(bad, 10, 30) and check(bad, 75, 200)  # before the edit, after it
+    assert not check(bad, 52, 55)  # a line between the longer and the shorter one
+    assert not check(bad, 45, 47)  # in the longer line: its end is out of place
+    assert not check(bad, 30, 75)  # over both
+
+
 # ---- bgzip FASTA: htslib leaves a duplicate out of the .fai; a stale .fai or .gzi -------
 
 
@@ -447,6 +531,8 @@ def test_non_ascii_byte_in_a_sequence_names_contig_and_position(tmp_path: Path) 
         genome.tokens("c1", 4, 20)
     with pytest.raises(InputError, match=match):
         genome.fetch("c1", 11, 14)
+    # the line check reads whole lines: a byte beside the window fails only a read of it
+    assert genome.fetch("c1", 10, 12) == "AC"
 
 
 def test_a_byte_that_is_no_nucleotide_in_a_window_names_contig_and_position(

@@ -467,6 +467,52 @@ def test_a_byte_that_is_no_nucleotide_in_an_exon_names_contig_and_base(
     )
 
 
+@needs_real
+def test_a_fasta_line_edited_under_its_old_fai_fails_the_batched_exon_reader(
+    tmp_path: Path,
+) -> None:
+    # Before: the batched reader took each exon's bytes where the old .fai puts them; with
+    # one line a base longer and a later one a base shorter (same size: the index check at
+    # open passes), the exons between were read shifted by a base into rna.fa.gz, silently.
+    transcripts = read_annotation(CHR9 / "Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf", {})
+    first = transcripts.sort_values("tx_start").iloc[0]
+    line = first.exon_starts[0] // 60 + 1  # the file line (0-based) of its first exon base
+    fasta = tmp_path / "chr9.fa"
+    genome = CHR9 / "Homo_sapiens.GRCh38.dna_sm.primary_assembly_chr9_1_1000000.fa"
+    lines = genome.read_text().split("\n")
+    lines[line - 1] += "A"  # the line before: every exon base after it moves by one
+    lines[16_000] = lines[16_000][:-1]  # bases 959,941-960,000
+    fasta.write_text("\n".join(lines))
+    shutil.copy(f"{genome}.fai", f"{fasta}.fai")
+    message = _build_bad(tmp_path, transcripts, fasta)
+    assert re.match(
+        r"tx\.parquet:ENST\d+\.\d+: bases [\d,]+-[\d,]+ of 9 are not on lines of 60 bases",
+        message,
+    )
+
+
+def test_the_batched_exon_reader_refuses_bases_an_edited_line_moved(tmp_path: Path) -> None:
+    # An exon inside one line, between a line a base longer and one a base shorter: no line
+    # end inside its bytes, so the length check passed and the bases were one off.
+    seq = "".join(np.random.default_rng(5).choice(list("ACGT"), size=600))
+    lines = [">c0", *(seq[i : i + 60] for i in range(0, 600, 60))]
+    fasta = tmp_path / "g.fa"
+    fasta.write_text("\n".join(lines) + "\n")
+    pysam.faidx(str(fasta))
+    lines[3] += "A"  # bases 121-180 + 1
+    lines[7] = lines[7][:-1]  # bases 361-420 - 1
+    fasta.write_text("\n".join(lines) + "\n")
+    with sequences._ExonReader(GenomeWindows(fasta)) as reader:
+
+        def read(start: int, end: int) -> bytes | None:
+            return reader.read(["c0"], np.array([0]), np.array([start]), np.array([end]))
+
+        assert read(10, 20) == seq[10:20].encode()
+        assert read(430, 440) == seq[430:440].encode()
+        assert read(190, 200) is None  # before: seq[189:199], silently
+        assert read(130, 140) is None  # in the longer line, before its extra base
+
+
 def test_iupac_codes_and_soft_masking_in_an_exon_are_read(tmp_path: Path) -> None:
     transcripts = read_annotation(_sec_gtf(tmp_path / "sec.gtf"), {})
     fasta = _sec_fasta(tmp_path / "sec.fa")
