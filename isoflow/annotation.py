@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -313,6 +314,7 @@ def _read_rows(
     the same one-line error as when it was read whole. A truncated compressed file fails
     first, then a non-UTF-8 byte, as before, then a file cut inside its last line
     (``_cut_last_line``; ``quoted``: GTF, whose attribute values are quoted).
+    ``reduce_block`` may add a failure of its own (``_ATTRS_CHECK``), raised after those.
     """
     if Path(path).stat().st_size == 0:
         raise InputError(path, None, "empty file")
@@ -341,7 +343,7 @@ def _read_rows(
             in_fasta = True
         block_rows = _parse_columns(lines, failures)
         if not failures:
-            kept, kept_heads = reduce_block(block_rows)
+            kept, kept_heads = reduce_block(block_rows, failures)
             rows.append(kept)
             if kept_heads is not None:
                 heads.append(kept_heads)
@@ -513,6 +515,50 @@ def _parse_columns(lines: pl.DataFrame, failures: dict[int, tuple[int, str]]) ->
     return rows.drop("start_text", "end_text", "beyond")
 
 
+# The key in ``failures`` of a GTF attribute that cannot be read (``_gtf_block``): after
+# the column checks of ``_parse_columns``.
+_ATTRS_CHECK = 100
+
+
+# A GTF attribute: a key, white space, and a value in quotes (no quote inside) or bare (no
+# space, quote or ";"), attributes separated by ";" (an empty one, ";;", as in Ensembl's
+# VEP test GTF, is let be). An unclosed quote, a quote inside a value or a key without a
+# value fail the whole-column match. The attribute reader took such a value up to the next
+# quote or ";" (`"SA"MD11"` read as "SA", an unclosed one ran on into the next attribute)
+# or left the attribute out; ``_gtf_attr`` now reads only a value so delimited, and
+# ``_gtf_block`` checks the lines it takes more from, or a value it could not read.
+_GTF_ATTR = r'[^ \t\r";]+[ \t]+(?:"[^"]*"|[^ \t\r";]+)'
+_GTF_ATTRS_OK = rf"^[ \t\r]*(?:{_GTF_ATTR}[ \t\r]*)?(?:;[ \t\r]*(?:{_GTF_ATTR}[ \t\r]*)?)*$"
+_GTF_ATTR_ITEM = re.compile(rf"\s*(?:{_GTF_ATTR}\s*)?(?:;|$)")
+
+
+def _gtf_attr_syntax(attrs: str) -> str:
+    """What is wrong with a GTF attribute column that fails ``_GTF_ATTRS_OK``, naming the
+    first attribute at fault (one line for ``InputError``)."""
+    pos = 0
+    while (found := _GTF_ATTR_ITEM.match(attrs, pos)) and found.end() > pos:
+        pos = found.end()
+    rest = attrs[pos:].strip()
+    key = re.match(r'[^\s";]*', rest).group()
+    value = rest[len(key) :].lstrip()
+    upto = value.split(";", 1)[0]  # where a value read without its quotes stops
+    shown = rest if len(rest) <= 60 else rest[:57] + "..."
+    if not key:
+        what = f"the attributes (column 9) hold {shown!r} where an attribute name should be"
+    elif not upto.strip():
+        what = f"attribute {key!r} has no value"
+    elif upto.startswith('"') and upto.count('"') == 1:
+        what = f"attribute {key!r}: its quote is never closed before the next ';' ({shown!r})"
+    elif upto.startswith('"'):
+        what = f"attribute {key!r}: a quote inside its value ({shown!r})"
+    else:
+        what = f"attribute {key!r}: a value neither quoted nor one word ({shown!r})"
+    return (
+        f'{what}; GTF attributes are key "value"; items: a broken line? Fix it or fetch the '
+        "file again"
+    )
+
+
 def _check_parts(parts: pl.DataFrame, path: Path) -> pl.DataFrame:
     """Strand and phase checks on the features that make up transcripts."""
     bad = _first_bad(parts, ~pl.col("strand").is_in(["+", "-"]))
@@ -541,8 +587,13 @@ def _check_parts(parts: pl.DataFrame, path: Path) -> pl.DataFrame:
 
 
 def _gtf_attr(key: str) -> pl.Expr:
+    """The value of attribute ``key``: in quotes (a ";" inside kept) or one bare word, then
+    ";" or the end of the column; null where it is missing or not so delimited (a stray or
+    unclosed quote, no value: ``_gtf_block`` tells them apart by ``_GTF_ATTRS_OK``). As
+    fast as the loose reader it replaced, which ran on to the next quote or ";"."""
     # \b: "transcript_id" must not match inside "havana_transcript_id" ("_" is a word char).
-    return pl.col("attrs").str.extract(rf'\b{key}\s+"?([^";]*)', 1)
+    value = rf'\b{key}[ \t]+("[^"]*"|[^\s";]+)[ \t\r]*(?:;|$)'
+    return pl.col("attrs").str.extract(value, 1).str.strip_chars('"')
 
 
 def _gtf_versioned(id_col: str, version_key: str) -> pl.Expr:
@@ -567,12 +618,22 @@ _GTF_HEAD_ATTRS = (
 )
 
 
-def _gtf_block(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _gtf_block(
+    rows: pl.DataFrame, failures: dict[int, tuple[int, str]]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """One block of GTF rows without their attribute text: the transcript and part lines
     with ``tx_key`` and ``gene_key``, and the attributes a transcript takes (``a_*``, tags) of
-    its transcript line, or of the first exon of a transcript without one in this block."""
+    its transcript line, or of the first exon of a transcript without one in this block.
+
+    The attribute column of a line is checked (``_GTF_ATTRS_OK``; the first failing line
+    goes to ``failures``) where a transcript takes its attributes from it, and where its
+    transcript_id or gene_id could not be read: the other lines give only those two, and
+    an attribute broken elsewhere on them changes nothing read."""
     rows = rows.filter(pl.col("type").is_in(["transcript", *PART_TYPES]))
-    rows = rows.with_columns(_gtf_attr("transcript_id").alias("tx_key"))
+    rows = rows.with_columns(
+        _gtf_attr("transcript_id").alias("tx_key"), _gtf_attr("gene_id").alias("gene_key")
+    )
+    unread = rows.filter(pl.col("tx_key").is_null() | pl.col("gene_key").is_null())
     if rows["tx_key"].str.contains(",", literal=True).any():
         # A feature shared by transcripts, written transcript_id "A,B" (seen in Ensembl VEP
         # test data): one row per transcript, as GFF3's Parent=A,B.
@@ -582,11 +643,15 @@ def _gtf_block(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             .otherwise(pl.col("tx_key").str.split(","))
             .alias("tx_key")
         ).explode("tx_key")
-    rows = rows.with_columns(_gtf_attr("gene_id").alias("gene_key"))
     tx_rows = rows.filter(pl.col("type") == "transcript")
     lone_exons = rows.filter(
         (pl.col("type") == EXON) & ~pl.col("tx_key").is_in(tx_rows["tx_key"].implode())
     ).unique("tx_key", keep="first", maintain_order=True)
+    if _ATTRS_CHECK not in failures:
+        checked = pl.concat([unread, tx_rows, lone_exons], how="diagonal_relaxed")
+        bad = _first_bad(checked, ~pl.col("attrs").str.contains(_GTF_ATTRS_OK))
+        if bad:
+            failures[_ATTRS_CHECK] = (bad["line"], _gtf_attr_syntax(bad["attrs"]))
     heads = pl.concat([tx_rows, lone_exons]).select(
         "line",
         "tx_key",
@@ -699,7 +764,7 @@ _GFF3_HEAD_ATTRS = (
 )
 
 
-def _gff3_block(rows: pl.DataFrame) -> tuple[pl.DataFrame, None]:
+def _gff3_block(rows: pl.DataFrame, failures: dict) -> tuple[pl.DataFrame, None]:
     """One block of GFF3 rows without their attribute text: ``id`` and ``parent`` of every
     line, and the attributes a transcript or gene takes (``a_*``) of lines that are not
     exons, CDS or codons (null there)."""

@@ -408,6 +408,77 @@ def test_a_line_with_more_than_nine_columns_is_one_line_error(tmp_path):
     read_annotation(write(tmp_path / "c.gtf", lines))
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "pattern"),
+    [
+        # before: read, the value running to the next ";" (here by luck the right ID)
+        ('"T1.1";', '"T1.1;', r"'transcript_id': its quote is never closed before the next ';'"),
+        # before: gene_name "SA" (the value cut at the stray quote), silently
+        ('gene_name "G1NAME"', 'gene_name "G1"NAME"', r"'gene_name': a quote inside its value"),
+        ('"T1.1";', '"T1"1";', r"'transcript_id': a quote inside its value"),
+        # before: the transcript type left out, silently (a key with no value)
+        ('transcript_type "protein_coding"', "transcript_type", r"'transcript_type' has no value"),
+        ('transcript_type "protein_coding"', "transcript_type ", r"'transcript_type' has no value"),
+    ],
+)
+def test_a_broken_attribute_mid_file_names_line_and_attribute(tmp_path, old, new, pattern):
+    lines = gencode_lines()
+    lines[2] = lines[2].replace(old, new, 1)  # the T1.1 transcript line, not the last
+    assert lines[2] != gencode_lines()[2]
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), rf"a\.gtf:3: attribute {pattern}")
+
+
+def test_an_exon_line_is_checked_where_its_ids_are_broken(tmp_path):
+    lines = gencode_lines()
+    lines[6] = lines[6].replace('"T1.1";', '"T1"1";', 1)  # an exon of T1.1
+    # before: an exon of a transcript "T1" with no transcript line, made a transcript
+    fails(tmp_path, write(tmp_path / "a.gtf", lines), r"a\.gtf:7: attribute 'transcript_id': a q")
+    lines = gencode_lines()
+    lines[6] = lines[6].replace('gene_id "G1.1"', 'gene_id "G1.1', 1)
+    fails(tmp_path, write(tmp_path / "b.gtf", lines), r"b\.gtf:7: attribute 'gene_id': its quote")
+    # an attribute the reader does not take from an exon line changes nothing read
+    lines = gencode_lines()
+    lines[6] = lines[6].replace('tag "CCDS"', 'tag "CC"DS"', 1)
+    assert read_annotation(write(tmp_path / "c.gtf", lines)).equals(
+        read_annotation(write(tmp_path / "d.gtf", gencode_lines()))
+    )
+
+
+def test_gtf_attribute_forms_that_stay_valid(tmp_path):
+    # bare values (GENCODE's level 2), a ";" inside a quoted value, ";;" (Ensembl's VEP
+    # test GTF), no ";" after the last attribute, CRLF line ends
+    lines = gencode_lines()
+    lines[2] = lines[2].replace('gene_name "G1NAME";', 'gene_name "G1NAME"; level 2; note "a;b";;')
+    lines[3] = lines[3].rstrip("; ")
+    path = tmp_path / "a.gtf"
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    assert len(read_annotation(path)) == 4
+    # a line the reader takes no attribute from (gene, UTR) is not checked
+    lines = gencode_lines()
+    lines[1] = lines[1].replace('"G1.1";', '"G1.1;')
+    assert len(read_annotation(write(tmp_path / "b.gtf", lines))) == 4
+
+
+@needs_real
+@pytest.mark.parametrize("new", ['"ENST00000341065.8;', '"ENST00000"341065.8";'])
+def test_a_broken_attribute_in_a_real_gencode_excerpt(tmp_path, new):
+    # a mid-file transcript line of GENCODE v29 (SAMD11-201) with an unclosed or a stray
+    # quote in its transcript_id: before, read as ENST00000341065.8 or made ENST00000
+    text = gzip.decompress(
+        (REAL / "gtf_only" / "pyranges_gencode_v29_chr1_head5000.gtf.gz").read_bytes()
+    )
+    lines = text.decode().split("\n")
+    number = next(
+        i
+        for i, line in enumerate(lines)
+        if "\ttranscript\t" in line and "ENST00000341065.8" in line
+    )
+    lines[number] = lines[number].replace('"ENST00000341065.8";', new, 1)
+    path = tmp_path / "gencode.gtf"
+    path.write_text("\n".join(lines))
+    fails(tmp_path, path, rf"gencode\.gtf:{number + 1}: attribute 'transcript_id': ")
+
+
 def test_ribosomal_slippage_cds_is_not_a_phase_error(tmp_path):
     lines = [
         line + ' tag "ribosomal_slippage";' if 'transcript_id "T1.1"' in line else line
