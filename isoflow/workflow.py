@@ -1106,6 +1106,17 @@ def baseline_predictions_input(rules: Any, wildcards: Any = None) -> list[str]:
     ]
 
 
+def bootstrap_files(predictions: Iterable[str]) -> list[str]:
+    """The ``bootstrap.npz`` beside each ``predictions.parquet``: rule report_bootstrap's
+    outputs (a run's resamples of the test genes), which the tables across runs read."""
+    return [posixpath.join(posixpath.dirname(path), "bootstrap.npz") for path in predictions]
+
+
+def baseline_bootstrap_input(rules: Any, wildcards: Any = None) -> list[str]:
+    """The baseline's ``bootstrap.npz`` when :func:`baseline_input` gives the baseline."""
+    return bootstrap_files(baseline_predictions_input(rules, wildcards))
+
+
 # ---------------------------------------------------------------- the report's landing page
 
 VERSIONED = ("isoflow", "snakemake", "torch", "pytorch-lightning")

@@ -9,8 +9,10 @@ from isoflow.settings import protein_config, rna_config
 from isoflow.workflow import (
     REPORT_DIR,
     ablation_dna_spans,
+    baseline_bootstrap_input,
     baseline_input,
     baseline_predictions_input,
+    bootstrap_files,
     experiment_params,
     reference_inputs,
     report_provenance,
@@ -43,6 +45,15 @@ REPORT_ENV = "../envs/isoflow.yaml"
 report_baseline = partial(baseline_input, rules)
 # ... and its predictions.parquet, read by the bootstrap over test genes.
 report_baseline_predictions = partial(baseline_predictions_input, rules)
+
+# ... and the bootstrap's resamples of it (rule report_bootstrap).
+report_baseline_bootstrap = partial(baseline_bootstrap_input, rules)
+
+# Each run's (and the baseline's) metrics on the bootstrap's resamples of the test genes,
+# computed once (isoflow.report.bootstrap.write_run) and read by every table across runs.
+REPORT_BOOTSTRAP = bootstrap_files(
+    expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS))
+)
 
 
 rule report_biotypes:
@@ -258,13 +269,60 @@ else:
             "../scripts/report_run.py"
 
 
+# The bootstrap's resamples of each run (and the baseline): one report_bootstrap job per run,
+# or with resources.train_jobs: one (every run trained in one job) one job for all of them.
+if config["resources"]["train_jobs"] == "one":
+
+    rule report_bootstraps:
+        """Every run's and the baseline's metrics on the bootstrap's resamples
+        (isoflow.report.bootstrap.write_run per run), the files rule report_bootstrap
+        writes."""
+        input:
+            predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS))
+            + report_baseline_predictions(),
+        output:
+            REPORT_BOOTSTRAP + report_baseline_bootstrap(),
+        log:
+            "logs/report_bootstrap/all_runs.log",
+        benchmark:
+            "benchmarks/report_bootstrap/all_runs.tsv"
+        conda:
+            REPORT_ENV
+        params:
+            bootstrap_resamples=REPORT["bootstrap_resamples"],
+            bootstrap_seed=REPORT["bootstrap_seed"],
+        script:
+            "../scripts/report_bootstrap.py"
+
+else:
+
+    rule report_bootstrap:
+        input:
+            predictions="results/{scored}/predictions.parquet",
+        output:
+            "results/{scored}/bootstrap.npz",
+        log:
+            "logs/report_bootstrap/{scored}.log",
+        benchmark:
+            "benchmarks/report_bootstrap/{scored}.tsv"
+        wildcard_constraints:
+            scored="baseline|runs/[^/]+",
+        conda:
+            REPORT_ENV
+        params:
+            bootstrap_resamples=REPORT["bootstrap_resamples"],
+            bootstrap_seed=REPORT["bootstrap_seed"],
+        script:
+            "../scripts/report_bootstrap.py"
+
+
 rule report_experiments:
     input:
         unpack(report_baseline),
         metrics=run_outputs(),
-        # read by the bootstrap over test genes (beside each metrics.json)
-        predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS)),
-        baseline_predictions=report_baseline_predictions,
+        # each run's resamples of the test genes (rule report_bootstrap, beside metrics.json)
+        bootstrap=REPORT_BOOTSTRAP,
+        baseline_bootstrap=report_baseline_bootstrap,
     output:
         table=report(
             f"{REPORT_DIR}/experiments/runs.html",
@@ -307,9 +365,9 @@ rule report_ablation:
     input:
         unpack(report_baseline),
         metrics=run_outputs(),
-        # read by the bootstrap over test genes (beside each metrics.json)
-        predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS)),
-        baseline_predictions=report_baseline_predictions,
+        # each run's resamples of the test genes (rule report_bootstrap, beside metrics.json)
+        bootstrap=REPORT_BOOTSTRAP,
+        baseline_bootstrap=report_baseline_bootstrap,
     output:
         table=report(
             f"{REPORT_DIR}/experiments/ablation_{{factor}}.html",
@@ -349,9 +407,9 @@ rule report_scaling:
     input:
         unpack(report_baseline),
         metrics=run_outputs(),
-        # read by the bootstrap over test genes (beside each metrics.json)
-        predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS)),
-        baseline_predictions=report_baseline_predictions,
+        # each run's resamples of the test genes (rule report_bootstrap, beside metrics.json)
+        bootstrap=REPORT_BOOTSTRAP,
+        baseline_bootstrap=report_baseline_bootstrap,
     output:
         table=report(
             f"{REPORT_DIR}/experiments/scaling.html",

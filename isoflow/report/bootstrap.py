@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from isoflow.errors import InputError
+from isoflow.files import atomic_path
 from isoflow.metrics import PREDICTION_COLUMNS, group_rhos
 
 # The report's metric labels (tables.METRIC_LABELS and the within-gene column), in order.
@@ -34,6 +35,8 @@ LABELS = ("R²", "Spearman", "Pearson", "within-gene Spearman")
 # Elements of one (resamples x transcripts x tissues) block: chunks of resamples stay under it.
 BLOCK = 4_000_000
 LEVEL = 0.95
+# A run's resample values (write_run), beside its metrics.json and predictions.parquet.
+BOOTSTRAP_FILE = "bootstrap.npz"
 
 
 class TestSet:
@@ -42,11 +45,34 @@ class TestSet:
 
     def __init__(self, predictions: pd.DataFrame, source: str | Path):
         wide = _wide(predictions, "observed", source)
-        self.transcripts = wide.index.to_numpy()
-        self.tissues = wide.columns.to_numpy()
-        self.observed = wide.to_numpy(dtype=np.float64)
         genes = predictions.drop_duplicates("transcript_id").set_index("transcript_id")
-        gene_of = genes.loc[self.transcripts, "gene_id"].to_numpy()
+        transcripts = wide.index.to_numpy()
+        self._set(
+            transcripts,
+            wide.columns.to_numpy(),
+            genes.loc[transcripts, "gene_id"].to_numpy(),
+            wide.to_numpy(dtype=np.float64),
+            source,
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        transcripts: np.ndarray,
+        tissues: np.ndarray,
+        gene_of: np.ndarray,
+        observed: np.ndarray,
+        source: str | Path,
+    ) -> TestSet:
+        """The test set a :func:`write_run` file holds."""
+        test = cls.__new__(cls)
+        test._set(transcripts, tissues, gene_of, observed, source)
+        return test
+
+    def _set(self, transcripts, tissues, gene_of, observed, source) -> None:
+        self.transcripts = transcripts
+        self.tissues = tissues
+        self.observed = observed
         self.genes, self.gene_index = np.unique(gene_of, return_inverse=True)
         self.source = str(source)
 
@@ -54,22 +80,36 @@ class TestSet:
         """``predictions``' (transcripts, tissues) predicted values, checked to be scored on
         this test set (same transcripts, tissues and observed values)."""
         observed = _wide(predictions, "observed", source)
-        if (
-            len(observed.index) != len(self.transcripts)
-            or not (observed.index.to_numpy() == self.transcripts).all()
-        ):
-            extra = sorted(set(observed.index) ^ set(self.transcripts))
+        self.check(
+            observed.index.to_numpy(),
+            observed.columns.to_numpy(),
+            observed.to_numpy(dtype=np.float64),
+            source,
+        )
+        return _wide(predictions, "predicted", source).to_numpy(dtype=np.float64)
+
+    def check(
+        self,
+        transcripts: np.ndarray,
+        tissues: np.ndarray,
+        observed: np.ndarray,
+        source: str | Path,
+        gene_of: np.ndarray | None = None,
+    ) -> None:
+        """Raise ``InputError`` naming ``source`` unless its sorted ``transcripts``,
+        ``tissues`` and ``observed`` values (and, given, each transcript's gene) are this
+        test set's: the report compares runs on one test set, the same resamples of it."""
+        if len(transcripts) != len(self.transcripts) or not (transcripts == self.transcripts).all():
+            extra = sorted(set(transcripts) ^ set(self.transcripts))
             raise InputError(
                 source,
                 extra[0] if extra else None,
-                f"not scored on the test set of {self.source} ({len(observed)} transcripts "
+                f"not scored on the test set of {self.source} ({len(transcripts)} transcripts "
                 f"against {len(self.transcripts)}): the report compares runs on one test set",
             )
-        if list(observed.columns) != list(self.tissues):
-            raise InputError(
-                source, None, f"tissues {list(observed.columns)} differ from {self.source}'s"
-            )
-        same = np.isclose(observed.to_numpy(dtype=np.float64), self.observed, rtol=0, atol=1e-6)
+        if list(tissues) != list(self.tissues):
+            raise InputError(source, None, f"tissues {list(tissues)} differ from {self.source}'s")
+        same = np.isclose(observed, self.observed, rtol=0, atol=1e-6)
         if not same.all():
             row, col = np.argwhere(~same)[0]
             raise InputError(
@@ -77,7 +117,16 @@ class TestSet:
                 f"{self.transcripts[row]}, {self.tissues[col]}",
                 f"observed value differs from {self.source}'s: not the same targets",
             )
-        return _wide(predictions, "predicted", source).to_numpy(dtype=np.float64)
+        if gene_of is not None:
+            differs = gene_of != self.genes[self.gene_index]
+            if differs.any():
+                row = int(np.argmax(differs))
+                raise InputError(
+                    source,
+                    self.transcripts[row],
+                    f"gene {gene_of[row]}, {self.genes[self.gene_index][row]} in "
+                    f"{self.source}: not the same test genes, so not the same resamples",
+                )
 
     def gene_counts(self, resamples: int, seed: int) -> np.ndarray:
         """(resamples, genes) how many times each gene is drawn in each resample."""
@@ -248,6 +297,63 @@ def bootstrap_runs(
         return {}
     values = run_resamples(test, predicted, rhos, test.gene_counts(resamples, seed))
     return dict(zip(predictions_paths, values, strict=True))
+
+
+def write_run(predictions_path: str | Path, out: str | Path, resamples: int, seed: int) -> None:
+    """One run's metrics in each resample (rule ``report_bootstrap``), into ``out`` (.npz,
+    written whole or not at all) with the test set they were drawn from: its transcripts,
+    tissues, each transcript's gene and the observed values, for :func:`read_runs`'
+    check. The resamples depend only on ``seed`` and the test genes, so runs of one test
+    set get the same ones, and the values are byte for byte those of
+    :func:`bootstrap_runs`."""
+    frame = pd.read_parquet(predictions_path, columns=PREDICTION_COLUMNS)
+    test = TestSet(frame, predictions_path)
+    predicted = test.predicted(frame, predictions_path)
+    rhos = gene_rhos(test, frame)
+    del frame
+    values = run_resamples(test, [predicted], [rhos], test.gene_counts(resamples, seed))[0]
+    arrays = {f"value_{i}": values[label] for i, label in enumerate(LABELS)}
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            transcripts=test.transcripts.astype(str),
+            tissues=test.tissues.astype(str),
+            gene_of=test.genes[test.gene_index].astype(str),
+            observed=test.observed,
+            resamples=np.int64(resamples),
+            seed=np.int64(seed),
+            predictions=np.str_(str(predictions_path)),
+            **arrays,
+        )
+
+
+def read_runs(
+    files: Mapping[str, str | Path], resamples: int, seed: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`bootstrap_runs` from the runs' :func:`write_run` files: run -> metric label
+    -> (resamples,) values. A file made with other resamples or seed, or on another test
+    set than the first's (transcripts, tissues, observed values, genes), raises
+    ``InputError`` naming it."""
+    test: TestSet | None = None
+    out = {}
+    for run, path in files.items():
+        with np.load(path, allow_pickle=False) as data:
+            made = (int(data["resamples"]), int(data["seed"]))
+            if made != (resamples, seed):
+                raise InputError(
+                    path,
+                    None,
+                    f"made with {made[0]} resamples, seed {made[1]}; the report asks for "
+                    f"{resamples}, seed {seed}: rerun rule report_bootstrap for it",
+                )
+            transcripts = data["transcripts"].astype(object)
+            tissues = data["tissues"].astype(object)
+            gene_of = data["gene_of"].astype(object)
+            if test is None:
+                test = TestSet.from_arrays(transcripts, tissues, gene_of, data["observed"], path)
+            test.check(transcripts, tissues, data["observed"], path, gene_of=gene_of)
+            out[run] = {label: data[f"value_{i}"] for i, label in enumerate(LABELS)}
+    return out
 
 
 def pooled(

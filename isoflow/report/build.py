@@ -15,7 +15,8 @@ import pandas as pd
 
 from isoflow.errors import InputError
 from isoflow.experiments import FACTOR_LABELS
-from isoflow.report.bootstrap import bootstrap_runs
+from isoflow.report.bootstrap import BOOTSTRAP_FILE, bootstrap_runs
+from isoflow.report.bootstrap import read_runs as read_bootstrap
 from isoflow.report.bootstrap import summary as bootstrap_summary
 from isoflow.report.figures import (
     plot_ablation,
@@ -328,23 +329,25 @@ def _bootstrap(
     baseline_path: str | Path | None,
     resamples: int,
     seed: int,
+    precomputed: bool = False,
 ) -> dict[str, Any]:
     """Every run's (and the baseline's) metrics on the same resamples of the test genes,
-    from the ``predictions.parquet`` beside each ``metrics.json`` (``report.bootstrap``)."""
-    predictions = {
-        run: Path(paths.get(run, f"results/runs/{run}/metrics.json")).with_name(
-            "predictions.parquet"
-        )
+    from the ``predictions.parquet`` beside each ``metrics.json`` (``report.bootstrap``);
+    ``precomputed``: from the ``bootstrap.npz`` there instead (rule ``report_bootstrap``,
+    ``bootstrap.write_run``: each run resampled once, not once per table)."""
+    name = BOOTSTRAP_FILE if precomputed else "predictions.parquet"
+    files = {
+        run: Path(paths.get(run, f"results/runs/{run}/metrics.json")).with_name(name)
         for run in metrics_by_run
     }
     if baseline_path is not None:
-        predictions[BASELINE_RUN] = Path(baseline_path).with_name("predictions.parquet")
-    for run, path in predictions.items():
+        files[BASELINE_RUN] = Path(baseline_path).with_name(name)
+    for run, path in files.items():
         if not path.exists():
-            raise InputError(
-                path, None, f"missing: the report's bootstrap reads {run}'s predictions"
-            )
-    return bootstrap_runs(predictions, resamples, seed)
+            raise InputError(path, None, f"missing: the report's bootstrap reads {run}'s {name}")
+    if precomputed:
+        return read_bootstrap(files, resamples, seed)
+    return bootstrap_runs(files, resamples, seed)
 
 
 def _load_baseline(path: str | Path | None) -> dict[str, Any] | None:
@@ -441,17 +444,26 @@ def build_experiments(
     tiny_encoders: Iterable[str] = (),
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     bootstrap_seed: int = BOOTSTRAP_SEED,
+    bootstrap_precomputed: bool = False,
 ) -> None:
     """All settings (seeds pooled) beside the control, the baseline and the paper's
     headline numbers; within-gene across settings. ``runs.tsv``: every run unpooled.
     ``tiny_encoders``: the encoders with random weights the runs read (outside the demo,
-    the tables say so)."""
+    the tables say so). ``bootstrap_precomputed``: the bootstrap's values from each run's
+    ``bootstrap.npz`` (rule report_bootstrap), else resampled here from its predictions."""
     metrics_paths = list(metrics_paths)
     metrics_by_run = _load_metrics(experiments, metrics_paths)
     baseline = _load_baseline(baseline_path)
     paths = _paths_by_run(metrics_paths)
     check_comparable(metrics_by_run, baseline, baseline_path, paths)
-    boot = _bootstrap(metrics_by_run, paths, baseline_path, bootstrap_resamples, bootstrap_seed)
+    boot = _bootstrap(
+        metrics_by_run,
+        paths,
+        baseline_path,
+        bootstrap_resamples,
+        bootstrap_seed,
+        bootstrap_precomputed,
+    )
     table = runs_table(experiments, metrics_by_run, paper, baseline, boot)
     write_table(
         runs_display(table),
@@ -478,6 +490,7 @@ def build_ablation(
     dna_spans: Mapping[str, Mapping[str, Any]] | None = None,
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     bootstrap_seed: int = BOOTSTRAP_SEED,
+    bootstrap_precomputed: bool = False,
 ) -> None:
     """One factor varied, everything else held fixed (``fraction``: the data-scaling view);
     ``tiny_encoders`` as for :func:`build_experiments`; ``dna_spans``
@@ -487,7 +500,14 @@ def build_ablation(
     baseline = _load_baseline(baseline_path)
     paths = _paths_by_run(metrics_paths)
     check_comparable(metrics_by_run, baseline, baseline_path, paths)
-    boot = _bootstrap(metrics_by_run, paths, baseline_path, bootstrap_resamples, bootstrap_seed)
+    boot = _bootstrap(
+        metrics_by_run,
+        paths,
+        baseline_path,
+        bootstrap_resamples,
+        bootstrap_seed,
+        bootstrap_precomputed,
+    )
     table = ablation_table(experiments, metrics_by_run, factor, paper, baseline, dna_spans, boot)
     label = FACTOR_LABELS[factor]
     note = f"Each comparison holds every setting but the {label} fixed. "

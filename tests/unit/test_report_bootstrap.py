@@ -4,6 +4,7 @@ intervals and differences it gives the tables across runs."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -272,3 +273,150 @@ def test_the_bars_draw_the_interval_over_test_genes_when_the_table_has_it(tmp_pa
     xs = sorted(x for x, _ in segment)
     assert xs == pytest.approx([row["Spearman CI low"], row["Spearman CI high"]])
     assert "95% CI over test genes" in spearman.get_label()
+
+
+def _write_all(root: Path) -> tuple[dict, list[Path], Path]:
+    """Four runs and the baseline of one test set (helpers.report_inputs)."""
+    experiments = expand_experiments(CONFIG)
+    paths = []
+    for i, run in enumerate(experiments):
+        write_run(root, run, quality=0.2 + 0.3 * ("protein" in run), seed=i)
+        paths.append(root / "results/runs" / run / "metrics.json")
+    write_baseline(root)
+    return experiments, paths, root / "results/baseline/metrics.json"
+
+
+def _unstamped(path: Path) -> bytes:
+    """A file's bytes, an SVG's without what differs between two saves of one figure:
+    matplotlib's date and its random ids of clip paths, markers and hatches (p, m or h and
+    10 hex digits), numbered in order of first use instead."""
+    data = path.read_bytes()
+    if path.suffix != ".svg":
+        return data
+    data = re.sub(rb"<dc:date>[^<]*</dc:date>", b"", data)
+    ids: dict[bytes, bytes] = {}
+    return re.sub(
+        rb"(?<=[\"#])[hmp][0-9a-f]{10}(?=[\")])",
+        lambda m: ids.setdefault(m[0], b"id%d" % len(ids)),
+        data,
+    )
+
+
+def test_the_per_run_files_give_the_tables_of_the_bootstrap_in_the_table_byte_for_byte(tmp_path):
+    # rule report_bootstrap resamples each run once (bootstrap.write_run); the tables read
+    # its files (bootstrap_precomputed) and must come out as when they resampled every run
+    experiments, paths, base_path = _write_all(tmp_path)
+    for path in [*paths, base_path]:
+        bootstrap.write_run(
+            path.with_name("predictions.parquet"), path.with_name(bootstrap.BOOTSTRAP_FILE), 300, 1
+        )
+    out = tmp_path / "out"
+    made = {}
+    for precomputed in (False, True):
+        name = f"p{int(precomputed)}"
+        options = dict(
+            baseline_path=base_path,
+            bootstrap_resamples=300,
+            bootstrap_seed=1,
+            bootstrap_precomputed=precomputed,
+        )
+        build.build_experiments(
+            experiments,
+            paths,
+            None,
+            out / f"{name}.html",
+            out / f"{name}.tsv",
+            out / f"{name}.svg",
+            out / f"{name}w.svg",
+            **options,
+        )
+        build.build_ablation(
+            experiments,
+            paths,
+            "modalities",
+            None,
+            out / f"{name}a.html",
+            out / f"{name}a.svg",
+            **options,
+        )
+        made[precomputed] = {
+            p.name[2:]: _unstamped(p) for p in sorted(out.glob(f"{name}*")) if p.is_file()
+        }
+    assert len(made[True]) == 6 and made[True] == made[False]
+    assert "300 paired bootstrap resamples" in made[True]["a.html"].decode()
+    assert b"<dc:date>" not in made[True]["a.svg"] and b"#id0" in made[True]["a.svg"]
+    # and the values themselves, run by run
+    files = {p.parent.name: p.with_name(bootstrap.BOOTSTRAP_FILE) for p in paths}
+    read = bootstrap.read_runs(files, 300, 1)
+    direct = bootstrap.bootstrap_runs(
+        {r: p.with_name("predictions.parquet") for r, p in files.items()}, 300, 1
+    )
+    for run in files:
+        for label in LABELS:
+            assert read[run][label].tobytes() == direct[run][label].tobytes()
+
+
+def test_a_per_run_file_of_other_resamples_or_another_test_set_is_refused(tmp_path):
+    experiments, paths, _ = _write_all(tmp_path)
+    files = {p.parent.name: p.with_name(bootstrap.BOOTSTRAP_FILE) for p in paths}
+    for path in paths:
+        bootstrap.write_run(path.with_name("predictions.parquet"), files[path.parent.name], 200, 0)
+    first, second = list(files)[:2]
+    assert set(bootstrap.read_runs(files, 200, 0)) == set(files)
+    with pytest.raises(InputError, match=r"made with 200 resamples, seed 0; .* 300, seed 0"):
+        bootstrap.read_runs(files, 300, 0)
+    with pytest.raises(InputError, match=r"made with 200 resamples, seed 0; .* 200, seed 1"):
+        bootstrap.read_runs(files, 200, 1)
+    predictions = paths[1].with_name("predictions.parquet")
+    frame = pd.read_parquet(predictions)
+    changed = {
+        # a transcript moved to another gene: other resamples, so not paired
+        "gene_id": (
+            r"\.npz:ENST000000\.1: gene ENSG00001\.1, ENSG00000\.1 in .*not the same "
+            "test genes"
+        ),
+        "observed": r"\.npz:ENST000000\.1, .*observed value differs",
+        "transcript_id": r"\.npz:.*not scored on the test set",
+    }
+    for column, message in changed.items():
+        other = frame.copy()
+        if column == "gene_id":
+            other.loc[other["transcript_id"] == "ENST000000.1", "gene_id"] = "ENSG00001.1"
+        elif column == "observed":
+            other.loc[0, "observed"] += 1.0
+        else:
+            other = other[other["transcript_id"] != "ENST000000.1"]
+        other.to_parquet(predictions)
+        bootstrap.write_run(predictions, files[second], 200, 0)
+        with pytest.raises(InputError, match=message) as raised:
+            bootstrap.read_runs(files, 200, 0)
+        assert str(files[second]) in str(raised.value)
+    # the table says which file, before writing anything
+    with pytest.raises(InputError, match="not scored on the test set"):
+        build.build_experiments(
+            experiments,
+            paths,
+            None,
+            tmp_path / "o.html",
+            tmp_path / "o.tsv",
+            tmp_path / "o.svg",
+            tmp_path / "w.svg",
+            bootstrap_resamples=200,
+            bootstrap_seed=0,
+            bootstrap_precomputed=True,
+        )
+    assert not list(tmp_path.glob("o.*"))
+
+
+def test_a_missing_per_run_file_is_named(tmp_path):
+    experiments, paths, _ = _write_all(tmp_path)
+    with pytest.raises(InputError, match=r"bootstrap\.npz: missing: .* reads .*'s bootstrap\.npz"):
+        build.build_ablation(
+            experiments,
+            paths,
+            "modalities",
+            None,
+            tmp_path / "a.html",
+            tmp_path / "a.svg",
+            bootstrap_precomputed=True,
+        )

@@ -127,7 +127,13 @@ def test_every_rule_logged_and_every_report_output_made(report_html):
         "report_experiments",
         "report_ablation",
         "report_scaling",
+        "report_bootstrap",  # logs/report_bootstrap/baseline.log (runs/{run}.log below it)
     }
+    # every run's resamples made once, beside its predictions, for the tables to read
+    assert all(
+        (root / "results/runs" / run / "bootstrap.npz").exists()
+        for run in expand_experiments({"experiments": EXPERIMENTS})
+    )
 
 
 @pytest.mark.slow
