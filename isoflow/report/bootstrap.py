@@ -157,53 +157,70 @@ def _gather(values: np.ndarray, index: np.ndarray) -> np.ndarray:
     return np.take(values.reshape(b, n * t), flat, axis=1).reshape(b, n, t)
 
 
-def _centred_ranks(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(B, n, T) average ranks of ``values`` (n, T) in each resample whose transcript
-    weights are ``weights`` (B, n) (the ranks of the expanded sample, ties averaged), less
-    their mean (N + 1) / 2: multiples of 1/2, so the sums below are exact and a tissue whose
-    drawn values all tie has rank variance exactly 0."""
-    n, t = values.shape
-    order = np.argsort(values, axis=0, kind="stable")
-    ordered = np.take_along_axis(values, order, axis=0)
-    w = np.take(weights, order, axis=1)  # (B, n, T): each tissue's weights, sorted
+class _Ranking:
+    """What ranking ``values`` (n, T) needs whatever the weights, taken once per array
+    instead of once per chunk of resamples: each tissue's sort order and its inverse, and
+    where ties are, the first and last sorted position of each value's run of ties."""
+
+    def __init__(self, values: np.ndarray):
+        n, t = values.shape
+        self.order = np.argsort(values, axis=0, kind="stable")
+        self.inverse = np.argsort(self.order, axis=0)
+        ordered = np.take_along_axis(values, self.order, axis=0)
+        new = np.ones_like(ordered, dtype=bool)
+        new[1:] = ordered[1:] != ordered[:-1]
+        self.ties = not new.all()
+        if self.ties:
+            positions = np.arange(n)[:, None].repeat(t, axis=1)
+            first = np.maximum.accumulate(np.where(new, positions, 0), axis=0)
+            ends = np.ones_like(new)
+            ends[:-1] = new[1:]
+            self.last = np.minimum.accumulate(np.where(ends, positions, n - 1)[::-1], axis=0)[::-1]
+            self.starts = first > 0
+            self.before = np.maximum(first - 1, 0)
+
+
+def _centred_ranks(ranking: _Ranking, weights: np.ndarray) -> np.ndarray:
+    """(B, n, T) average ranks of the values of ``ranking`` (n, T) in each resample whose
+    transcript weights are ``weights`` (B, n) (the ranks of the expanded sample, ties
+    averaged), less their mean (N + 1) / 2: multiples of 1/2, so the sums below are exact
+    and a tissue whose drawn values all tie has rank variance exactly 0."""
+    w = np.take(weights, ranking.order, axis=1)  # (B, n, T): each tissue's weights, sorted
     cum = np.cumsum(w, axis=1)
-    new = np.ones_like(ordered, dtype=bool)
-    new[1:] = ordered[1:] != ordered[:-1]
-    if new.all():  # no ties: a value's copies take the ranks cum - w + 1 ... cum
+    if not ranking.ties:  # no ties: a value's copies take the ranks cum - w + 1 ... cum
         ranked = cum - (w - 1) / 2
     else:
-        positions = np.arange(n)[:, None].repeat(t, axis=1)
-        first = np.maximum.accumulate(np.where(new, positions, 0), axis=0)
-        ends = np.ones_like(new)
-        ends[:-1] = new[1:]
-        last = np.minimum.accumulate(np.where(ends, positions, n - 1)[::-1], axis=0)[::-1]
-        below = np.where(first[None] > 0, _gather(cum, np.maximum(first - 1, 0)), 0).astype(
-            cum.dtype
-        )
-        group = _gather(cum, last) - below
+        below = np.where(ranking.starts[None], _gather(cum, ranking.before), 0).astype(cum.dtype)
+        group = _gather(cum, ranking.last) - below
         ranked = below + (group + 1) / 2
     ranked -= (cum[:, -1:, :] + 1) / 2
-    return _gather(ranked, np.argsort(order, axis=0))
+    return _gather(ranked, ranking.inverse)
 
 
 def _chunk_means(
-    observed: np.ndarray, predicted: Sequence[np.ndarray], weights: np.ndarray
+    observed: np.ndarray,
+    predicted: Sequence[np.ndarray],
+    weights: np.ndarray,
+    rankings: Sequence[_Ranking] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Per run, (B,) R², Spearman and Pearson means over tissues for one chunk of
-    resamples (``weights``: (B, n) copies of each transcript)."""
+    resamples (``weights``: (B, n) copies of each transcript; ``rankings``: the
+    :class:`_Ranking` of ``observed`` and of each run's predictions, else taken here)."""
+    if rankings is None:
+        rankings = [_Ranking(observed), *(_Ranking(pred) for pred in predicted)]
     w = weights.astype(np.float64)
     total = w.sum(axis=1)[:, None]
     # ranks in float32: whole and half numbers, exact below 2**23 copies; their sums in
     # float64 (einsum's accumulation), so the intervals do not move in the third decimal
     w32 = weights.astype(np.float32)
-    ro = _centred_ranks(observed, w32)
+    ro = _centred_ranks(rankings[0], w32)
     soo = np.einsum("bn,bnt->bt", w, ro * ro, dtype=np.float64)
     varies = soo > 0  # observed values that vary among the drawn transcripts
     wo, woo = w @ observed, w @ (observed * observed)
     ss_tot = woo - wo * wo / total
     out = []
-    for pred in predicted:
-        rp = _centred_ranks(pred, w32)
+    for pred, ranking in zip(predicted, rankings[1:], strict=True):
+        rp = _centred_ranks(ranking, w32)
         spp = np.einsum("bn,bnt->bt", w, rp * rp, dtype=np.float64)
         sop = np.einsum("bn,bnt->bt", w, ro * rp, dtype=np.float64)
         tied = spp == 0  # the drawn predictions all equal: they rank nothing, 0
@@ -264,8 +281,10 @@ def run_resamples(
     n, t = test.observed.shape
     chunk = max(1, BLOCK // max(1, n * t))
     parts: list[dict[str, list[np.ndarray]]] = [{} for _ in predicted]
+    rankings = [_Ranking(test.observed), *(_Ranking(pred) for pred in predicted)]
     for start in range(0, len(counts), chunk):
-        means = _chunk_means(test.observed, predicted, weights[start : start + chunk])
+        chunk_weights = weights[start : start + chunk]
+        means = _chunk_means(test.observed, predicted, chunk_weights, rankings)
         for part, run in zip(parts, means, strict=True):
             for label, values in run.items():
                 part.setdefault(label, []).append(values)

@@ -127,6 +127,37 @@ def test_no_runs_table_is_held_while_resampling(tmp_path, monkeypatch):
             np.testing.assert_array_equal(got[run][label], want[label])
 
 
+def test_each_array_is_sorted_once_whatever_the_chunks(monkeypatch):
+    """The sort order of the observed values and of each run's predictions (and its
+    inverse) is taken once per array, not once per chunk of resamples: at GENCODE scale
+    (9,000 transcripts x 30 tissues, 14 resamples a chunk) a 1,000-resample run is 72 chunks,
+    and the sorts were about a third of its time. The values do not depend on the chunking,
+    byte for byte."""
+    frames = [
+        _tied_frame(seed=0).assign(predicted=_tied_frame(seed=s)["predicted"]) for s in (0, 1)
+    ]
+    test = bootstrap.TestSet(frames[0], "r0")
+    predicted = [test.predicted(f, f"r{i}") for i, f in enumerate(frames)]
+    rhos = [bootstrap.gene_rhos(test, f) for f in frames]
+    counts = test.gene_counts(50, 0)
+    whole = bootstrap.run_resamples(test, predicted, rhos, counts)  # one chunk
+    sorts = []
+    argsort = np.argsort
+
+    def counted(*args, **kwargs):
+        sorts.append(1)
+        return argsort(*args, **kwargs)
+
+    monkeypatch.setattr(bootstrap, "BLOCK", test.observed.size * 3)  # 3 resamples a chunk
+    monkeypatch.setattr(np, "argsort", counted)
+    chunked = bootstrap.run_resamples(test, predicted, rhos, counts)
+    monkeypatch.undo()
+    assert len(sorts) == 2 * (1 + len(predicted))  # order and inverse of 3 arrays, not x 17
+    for got, want in zip(chunked, whole, strict=True):
+        for label in LABELS:
+            assert got[label].tobytes() == want[label].tobytes()
+
+
 def test_resamples_draw_genes_with_replacement_reproducibly():
     frame = _tied_frame()
     test = bootstrap.TestSet(frame, "p.parquet")
