@@ -21,11 +21,18 @@ baseline; report_experiments, four report_ablation and report_scaling): a produc
 measured per-run figures, not a measurement of the grid. Files go to a temporary folder.
 
 Run: .venv/bin/python bench/bench_bootstrap_scale.py --transcripts 9000 --runs 3
+
+``--results DIR`` instead times rule report_bootstraps' work on a workflow's own runs (every
+``DIR/runs/*/predictions.parquet`` and ``DIR/baseline/predictions.parquet``; the demo's:
+``--results /work/main/results``): ``write_run`` of each, the files into a temporary folder,
+in this process after the import of isoflow.report.bootstrap, which it times too (numpy and
+pandas already imported by this bench; the job's interpreter start not timed).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import platform
 import statistics
@@ -93,9 +100,30 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--grid", type=int, default=46, help="runs of the grid, for the totals")
     parser.add_argument("--tables", type=int, default=6, help="tables across runs")
+    parser.add_argument("--results", type=Path, help="time write_run on these runs instead")
     args = parser.parse_args()
 
+    imported = _time(lambda: __import__("isoflow.report.bootstrap"))
     from isoflow.report import bootstrap
+
+    if args.results is not None:
+        found = sorted(glob.glob(str(args.results / "runs" / "*" / "predictions.parquet")))
+        found += sorted(glob.glob(str(args.results / "baseline" / "predictions.parquet")))
+        with tempfile.TemporaryDirectory() as scratch:
+            files = [Path(scratch) / f"{i}.npz" for i in range(len(found))]
+            done = _time(
+                lambda: [
+                    bootstrap.write_run(p, f, args.resamples, 0)
+                    for p, f in zip(found, files, strict=True)
+                ]
+            )
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, load "
+            f"{os.getloadavg()[0]:.1f}; {len(found)} predictions under {args.results}, "
+            f"{args.resamples:,} resamples: import wall {imported[0]:.2f} s, cpu "
+            f"{imported[1]:.2f} s; write_run of all wall {done[0]:.2f} s, cpu {done[1]:.2f} s"
+        )
+        return
 
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
