@@ -22,7 +22,9 @@ skipped and counted in a warning: an indel shifts every coordinate after it, whi
 DNA window (fixed length, TSS-centred) and the annotation's exon coordinates would have to
 follow. Everything else that is wrong is an :class:`InputError` of one line naming the
 variant: a letter outside ACGT, ref equal to alt, a contig the genome lacks (with the
-``chr`` / alias hint), a position past the contig, a ref allele that is not the genome's.
+``chr`` / alias hint), a position past the contig, a ref allele that is not the genome's;
+and one naming the annotation (``-a``) when it names contigs otherwise than the genome
+(:func:`check_annotation_contigs`).
 
 Also here: the effect of substitutions inside an expression construct
 (:func:`construct_variant_effects`) and the Kircher et al. 2019 saturation-mutagenesis MPRA
@@ -362,6 +364,63 @@ def check_variants(
     return out
 
 
+def check_annotation_contigs(
+    transcripts: pd.DataFrame,
+    variants: Sequence[Variant],
+    genome: GenomeWindows,
+    annotation: str | os.PathLike | None = None,
+) -> None:
+    """The annotation (``transcripts.parquet``, from ``annotation``) names contigs as the
+    genome does: one line naming it, its contig and the genome's when it shares no contig
+    with the genome, or when a variant's contig (the genome's name, after
+    :func:`check_variants`) is not in it but another name of it is (``chr`` added or
+    removed, another mitochondrial name). Either way the variants there would lie in no
+    transcript, and the run wrote a table without their rows, exit 0. A variant whose contig the
+    annotation lacks under every name (an annotation of some contigs only) gets no row, as
+    any variant outside the transcripts (:func:`variant_effects` warns)."""
+    named = list(dict.fromkeys(transcripts["chrom"].astype(str)))
+    if not named:
+        return
+    in_annotation = set(named)
+    in_genome = genome.lengths
+    fix = (
+        "give -g the genome the annotation was built on, or build the annotation for this "
+        "genome (config contig_aliases, annotation name: genome name); --contig-alias "
+        "renames the variants' contigs, not the annotation's"
+    )
+    if not in_annotation & set(in_genome):
+        shown = ", ".join(repr(c) for c in named[:CONTIG_NAMES_SHOWN])
+        more = len(named) - CONTIG_NAMES_SHOWN
+        message = (
+            f"the annotation's contigs {shown}{f' and {more:,} more' if more > 0 else ''} "
+            f"are none of the genome {genome.path}'s"
+        )
+        hint = next(((c, a) for c in named for a in _alias_candidates(c) if a in in_genome), None)
+        if hint:
+            message += f": the genome has {hint[1]!r} where the annotation has {hint[0]!r}; {fix}"
+        else:
+            genome_names = list(in_genome)
+            shown = ", ".join(repr(n) for n in genome_names[:CONTIG_NAMES_SHOWN])
+            more = len(genome_names) - CONTIG_NAMES_SHOWN
+            message += (
+                f" ({shown}{f' and {more:,} more' if more > 0 else ''}): is the annotation "
+                "on another assembly? Give -g the genome it was built on"
+            )
+        raise InputError(annotation, None, message)
+    for v in variants:
+        if v.chrom in in_annotation:
+            continue
+        other = next((c for c in _alias_candidates(v.chrom) if c in in_annotation), None)
+        if other is not None:
+            raise InputError(
+                annotation,
+                None,
+                f"the annotation's contig {other!r} is {v.chrom!r} in the genome "
+                f"{genome.path} and in variant {v.id} (as the genome names it): no variant "
+                f"there would get a row; {fix}",
+            )
+
+
 # --------------------------------------------------------------------------- the genome
 
 
@@ -610,11 +669,13 @@ def variant_effects(
     the effects are NaN where none is seen), ``ref_mean`` (mean over tissues of the reference
     prediction), ``mean_effect``, then alt - ref per tissue (columns named by tissue), all in
     log(1 + TPM). Variants are checked against the genome first (:func:`check_variants`:
-    contig, bounds, the ref allele); pass them through it yourself to rename contigs. A
+    contig, bounds, the ref allele); pass them through it yourself to rename contigs. Then
+    the annotation's contig names (:func:`check_annotation_contigs`). A
     coding transcript whose reference protein reads as another assembly's
     (:func:`reference_problem`) is an :class:`InputError` naming it (and ``annotation``,
     the file it came from)."""
     variants = check_variants(variants, genome)
+    check_annotation_contigs(transcripts, variants, genome, annotation)
     window = model.dna_window
     transcripts = transcripts.reset_index(drop=True)
     reads_dna = "dna" in model.modalities
@@ -924,6 +985,8 @@ def run(args: argparse.Namespace) -> int:
     genome = GenomeWindows(args.genome)
     variants = check_variants(table.variants, genome, aliases)
     transcripts = pd.read_parquet(args.annotation)
+    # before the model loads: an annotation naming contigs otherwise gives no row
+    check_annotation_contigs(transcripts, variants, genome, args.annotation)
     model = load_model(args.model, device=args.device)
     frame = variant_effects(
         model,

@@ -606,3 +606,82 @@ def test_overlapping_finds_an_exon_by_its_exact_bounds_whatever_the_transcripts_
     # the DNA window alone (512 bp around A's TSS: 744-1256) does not reach A's far exon
     assert hits(5050, dna=True, exons=False) == [] and hits(1200, dna=True, exons=False) == ["A"]
     assert hits(1200, **only_rna) == []  # A's first intron: no exon, no RNA row
+
+
+def _real_chr9(shared_real):
+    """The real chr9 excerpt (Ensembl names: contig ``9``) and its annotation."""
+    from isoflow.annotation import read_annotation
+
+    folder = shared_real / "bambu_chr9"
+    fasta = folder / "Homo_sapiens.GRCh38.dna_sm.primary_assembly_chr9_1_1000000.fa"
+    return fasta, read_annotation(folder / "Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf")
+
+
+def test_an_annotation_naming_the_contig_otherwise_than_the_genome_is_one_line(shared_real):
+    """An annotation naming chr9 (UCSC) with a genome naming it 9 (Ensembl) was checked
+    against nothing: CBWD1's stop codon, 9:121467 T>A, lay in no transcript and the run
+    wrote a table without rows, exit 0."""
+    from isoflow.variants import check_annotation_contigs
+
+    fasta, annotation = _real_chr9(shared_real)
+    v = Variant("stop", "9", 121467, "T", "A")
+    with GenomeWindows(fasta) as windows:
+        (checked,) = check_variants([v], windows)
+        check_annotation_contigs(annotation, [checked], windows, "tx.parquet")  # as built
+        ucsc = annotation.assign(chrom="chr9")
+        with pytest.raises(InputError) as err:
+            check_annotation_contigs(ucsc, [checked], windows, "tx.parquet")
+    line = _one_line(err)
+    assert line.startswith(
+        f"tx.parquet: the annotation's contigs 'chr9' are none of the genome {fasta}'s: the "
+        "genome has '9' where the annotation has 'chr9'; give -g the genome the annotation"
+    )
+    assert "--contig-alias renames the variants' contigs, not the annotation's" in line
+
+
+def test_a_variant_contig_the_annotation_names_otherwise_is_one_line(tmp_path):
+    """The annotation shares a contig with the genome but names the variant's otherwise
+    (chrM where the genome and the variant have MT): that variant would get no row."""
+    from isoflow.variants import check_annotation_contigs
+
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(">chr1\n" + "ACGT" * 50 + "\n>MT\n" + "GATC" * 50 + "\n")
+    pysam.faidx(str(fasta))
+    annotation = pd.DataFrame({"chrom": ["chr1", "chrM"], "transcript_id": ["T1", "T2"]})
+    with GenomeWindows(fasta) as windows:
+        on_mt = check_variants([Variant("m1", "MT", 3, "T", "A")], windows)
+        on_chr1 = check_variants([Variant("c1", "chr1", 3, "G", "A")], windows)
+        check_annotation_contigs(annotation, on_chr1, windows, "tx.parquet")
+        # a contig the annotation lacks under every name: no row, no error
+        check_annotation_contigs(annotation.iloc[[0]], on_mt, windows, "tx.parquet")
+        with pytest.raises(InputError) as err:
+            check_annotation_contigs(annotation, on_mt, windows, "tx.parquet")
+    assert _one_line(err).startswith(
+        f"tx.parquet: the annotation's contig 'chrM' is 'MT' in the genome {fasta} and in "
+        "variant m1 (as the genome names it): no variant there would get a row; give -g"
+    )
+
+
+@pytest.mark.slow
+def test_the_command_refuses_an_annotation_naming_contigs_otherwise_before_the_model(
+    shared_real, bundle, tmp_path, capsys
+):
+    """Variants named as the annotation (chr9) and read as the genome's 9 through
+    --contig-alias: the annotation still says chr9, which the alias does not rename. The
+    run exited 0 with a table without rows; it is one line naming the annotation, exit 1,
+    nothing written."""
+    from isoflow.commands import main
+
+    fasta, annotation = _real_chr9(shared_real)
+    ucsc = tmp_path / "transcripts.parquet"
+    annotation.assign(chrom="chr9").to_parquet(ucsc, index=False)
+    table = tmp_path / "v.tsv"
+    table.write_text("chrom\tpos\tref\talt\nchr9\t121467\tT\tA\n")
+    out = tmp_path / "effects.tsv"
+    argv = ["variants", str(table), "-m", str(bundle["path"]), "-g", str(fasta), "-a", str(ucsc)]
+    argv += ["-o", str(out), "--device", "cpu", "--contig-alias", "chr9=9"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"isoflow variants: error: {ucsc}: the annotation's contigs 'chr9'")
+    assert "the genome has '9' where the annotation has 'chr9'" in err
+    assert not out.exists()
