@@ -2,11 +2,11 @@
 
 A variant table (TSV ``chrom pos ref alt [id]`` with VCF's 1-based ``pos``, or a VCF, plain
 or bgzip) + a model bundle + the genome FASTA + the annotation's ``transcripts.parquet`` ->
-one row per (variant, transcript whose DNA window holds the variant, when the model reads
-DNA, or one of whose exons it overlaps, when the model reads RNA or protein): alt - ref per
-tissue in log(1 + TPM), and which of the model's inputs the variant changes (the DNA window
-when it lies in it; the RNA when it lies in an exon; the protein when it changes the CDS
-translation).
+one row per (variant, transcript whose DNA window holds a base of the variant, when the
+model reads DNA, or one of whose exons it overlaps, when the model reads RNA or protein):
+alt - ref per tissue in log(1 + TPM), and which of the model's inputs the variant changes
+(the DNA window when it lies in it; the RNA when it lies in an exon; the protein when it
+changes the CDS translation).
 
 The inputs are built by the code that builds the training data: the DNA window by
 ``sequences.window_bounds`` + ``GenomeWindows.tokens``, the RNA and protein by the
@@ -461,10 +461,11 @@ def overlapping(
     exons: bool = True,
 ) -> list[tuple[int, int]]:
     """``(variant index, transcript row position)`` of every transcript whose DNA window
-    (``window`` bp, ``sequences.window_bounds``) holds the whole ref allele (with ``dna``:
-    a model that reads DNA) or one of whose exons it overlaps (with ``exons``: a model that
-    reads RNA or protein, whichever is farther from the TSS than the window reaches), by
-    variant then transcript row."""
+    (``window`` bp, ``sequences.window_bounds``) holds a base of the ref allele (with
+    ``dna``: a model that reads DNA; an MNV reaching into the window changes it as an SNV at
+    that base does) or one of whose exons it overlaps (with ``exons``: a model that reads RNA
+    or protein, whichever is farther from the TSS than the window reaches), by variant then
+    transcript row."""
     from isoflow.sequences import window_starts
 
     starts = window_starts(transcripts, window)
@@ -486,9 +487,9 @@ def overlapping(
             continue
         by_window, s, by_span, lo_sorted, longest = by_chrom[v.chrom]
         found: set[int] = set()
-        if dna:  # start <= v.start and v.end <= start + window
-            lo = np.searchsorted(s, v.end - window, side="left")
-            hi = np.searchsorted(s, v.start, side="right")
+        if dna:  # the window overlaps the allele: start < v.end and v.start < start + window
+            lo = np.searchsorted(s, v.start - window, side="right")
+            hi = np.searchsorted(s, v.end, side="left")
             found.update(int(r) for r in by_window[lo:hi])
         if exons:  # a transcript's span starts within `longest` before the variant's end
             lo = np.searchsorted(lo_sorted, v.end - longest, side="left")

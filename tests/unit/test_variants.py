@@ -685,3 +685,45 @@ def test_the_command_refuses_an_annotation_naming_contigs_otherwise_before_the_m
     assert err.startswith(f"isoflow variants: error: {ucsc}: the annotation's contigs 'chr9'")
     assert "the genome has '9' where the annotation has 'chr9'" in err
     assert not out.exists()
+
+
+def test_an_mnv_reaching_into_a_dna_window_is_scored_as_the_snv_at_that_base(bundle):
+    """``overlapping`` wanted the whole ref allele inside the DNA window: an MNV reaching one
+    base into it had no row where the SNV at that base had one (FOXD4's 9:118460 CG>AA).
+    Its in-window base changes the window as that SNV does, at either edge of a minus-strand
+    window (TM.1: 5344-5856) and of a plus-strand one (TP.1: 744-1256)."""
+    from isoflow.variants import overlapping, transcript_inputs
+
+    model, genome = bundle["model"], bundle["genome"]
+    frame = _annotation()
+    rows = list(frame.itertuples(index=False))
+
+    def mnv(pos0: int, alt: str) -> Variant:
+        return Variant(f"m{pos0}", "chr1", pos0 + 1, genome[pos0 : pos0 + 2], alt)
+
+    def other(base: str) -> str:
+        return next(b for b in "ACGT" if b != base)
+
+    # (first base of the MNV, its base in the window, the transcript whose window it is)
+    edges = [(5855, 5855, 1), (5343, 5344, 1), (743, 744, 0), (1255, 1255, 0)]
+    with GenomeWindows(bundle["fasta"]) as windows:
+        for start, inside, r in edges:
+            alt = "".join(other(genome[p]) for p in (start, start + 1))
+            v, snv = mnv(start, alt), _variant(genome, inside, alt[inside - start])
+            where = f"MNV at {start} ({rows[r].strand})"
+            assert overlapping(frame, [v], WINDOW, dna=True, exons=False) == [(0, r)], where
+            ref = transcript_inputs(rows[r], windows, WINDOW).dna
+            got = transcript_inputs(rows[r], SubstitutedGenome(windows, "chr1", start, alt), WINDOW)
+            single = SubstitutedGenome(windows, "chr1", snv.start, snv.alt)
+            assert got.dna == transcript_inputs(rows[r], single, WINDOW).dna != ref, where
+        # one base further out: the window holds none of it
+        assert overlapping(frame, [mnv(5856, "AA")], WINDOW, dna=True, exons=False) == []
+        assert overlapping(frame, [mnv(742, "AA")], WINDOW, dna=True, exons=False) == []
+        start, inside = edges[0][:2]
+        alt = "".join(other(genome[p]) for p in (start, start + 1))
+        pair = [mnv(start, alt), _variant(genome, inside, alt[0])]
+        table = variant_effects(model, pair, frame, windows, batch_size=1)
+    assert list(table["transcript_id"]) == ["TM.1", "TM.1"]
+    assert table["dna_changed"].all() and table["changed"].eq("dna").all()
+    effects = table[model.tissues].to_numpy(dtype=np.float32)
+    np.testing.assert_allclose(effects[0], effects[1], rtol=0, atol=1e-6)
