@@ -5,8 +5,10 @@ kept as ``Construct.extra``), or with a ``genbank`` column instead of the parts:
 construct is the one record of that GenBank file (a path relative to the table; the header
 checked as a construct TSV's: no column twice, no empty name, ``id`` and ``genbank`` in any
 case, no part column). Of the other columns, the measured ones (``columns``; by default
-every column but ``group`` and ``genbank``) must hold a finite number in every row;
-``group`` (optional, e.g. construct family) keeps related constructs on one side of every
+every column but ``group`` and ``genbank``, logged by name, and a warning when there are
+several: a count or p-value column would be fitted and averaged into the headline) must
+hold a finite number in every row; ``group`` (optional, read in any case like ``id``:
+``Group``, ``GROUP``; e.g. construct family) keeps related constructs on one side of every
 cross-validation split: without it, each construct is its own group (``isoflow finetune``
 then merges the groups of identical constructs and warns of near-identical ones:
 ``isoflow.finetune.fold_groups``). docs/constructs.md ("Measurement table") is the user's
@@ -18,6 +20,7 @@ Every broken assumption is an :class:`InputError` naming the file, the line and 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -36,6 +39,8 @@ from isoflow.constructs import (
     table_rows,
 )
 from isoflow.errors import InputError, non_utf8_error
+
+log = logging.getLogger(__name__)
 
 GROUP_COLUMN = "group"
 GENBANK_COLUMN = "genbank"
@@ -180,8 +185,21 @@ def read_measurements(
     else:
         constructs = read_constructs(path, **read_kwargs)
     extra = list(constructs[0].extra)
+    # the group column read in any case, as id and the parts are: a `Group` column read as
+    # a measurement was fitted and averaged into the headline, and the folds went ungrouped
+    named = [c for c in extra if c.lower() == group_column.lower()]
+    if len(named) > 1:
+        raise InputError(
+            path,
+            1,
+            f"columns {', '.join(named)} are all the group column ({group_column}, read in any "
+            "case): keep one",
+        )
+    group_column = named[0] if named else group_column
+    chosen = columns is None
     if columns is None:
-        columns = [c for c in extra if c not in (*NOT_MEASURED, group_column)]
+        not_measured = {name.lower() for name in (*NOT_MEASURED, group_column)}
+        columns = [c for c in extra if c.lower() not in not_measured]
         if not columns:
             raise InputError(
                 path,
@@ -205,6 +223,22 @@ def read_measurements(
             )
         if name == group_column:
             raise InputError(path, 1, f"{name!r} is the group column, not a measurement")
+    if chosen and len(columns) > 1:
+        log.warning(
+            "%s: %d measured columns, taken by default: %s; each is fitted and scored, and "
+            "metrics.mean averages them all: if any is not a measurement (counts, p-values, "
+            "a batch or replicate number), name the measured ones with --columns "
+            "(finetune.columns)",
+            path,
+            len(columns),
+            ", ".join(columns),
+        )
+    log.info(
+        "%s: measured column(s) %s; groups from %s",
+        path,
+        ", ".join(columns),
+        f"column {group_column}" if group_column in extra else "construct id (no group column)",
+    )
     values = np.zeros((len(constructs), len(columns)), dtype=np.float64)
     for i, c in enumerate(constructs):
         for j, name in enumerate(columns):

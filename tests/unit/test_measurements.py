@@ -51,6 +51,45 @@ def test_without_a_group_column_each_construct_is_its_own_group(tmp_path):
     assert list(table.groups) == ["c0", "c1", "c2"]
 
 
+@pytest.mark.parametrize("name", ["Group", "GROUP"])
+def test_the_group_column_is_read_in_any_case(tmp_path, name):
+    # a numeric `Group` (a batch or element number) was read as a measured column: fitted,
+    # averaged into metrics.mean, and every construct its own group
+    header = ("id", name, "promoter", "utr5", "cds", "utr3", "a")
+    rows = [[f"c{i}", str(1 + i % 2), PROMOTER, UTR5, CDS, UTR3, str(i)] for i in range(4)]
+    table = read_measurements(write(tmp_path, rows, header), folds=2)
+    assert table.columns == ["a"]
+    assert list(table.groups) == ["1", "2", "1", "2"] and table.n_groups == 2
+    assert table.group_column == name and table.grouping == f"column {name}"
+    with pytest.raises(InputError, match=f"'{name}' is the group column"):
+        read_measurements(write(tmp_path, rows, header), columns=[name])
+
+
+def test_two_group_columns_in_different_cases_is_an_error(tmp_path):
+    header = ("id", "group", "promoter", "utr5", "cds", "utr3", "Group", "a")
+    rows = [[f"c{i}", "g", PROMOTER, UTR5, CDS, UTR3, "1", str(i)] for i in range(3)]
+    path = write(tmp_path, rows, header)
+    with pytest.raises(InputError, match=rf"^{path}:1: columns group, Group are all the group"):
+        read_measurements(path)
+
+
+def test_several_default_measured_columns_are_a_warning_naming_them(tmp_path, caplog):
+    path = write(tmp_path, good_rows())
+    with caplog.at_level("INFO", logger="isoflow.measurements"):
+        read_measurements(path)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "2 measured columns, taken by default: a, b" in warned[0]
+    assert "--columns" in warned[0]
+    assert any(
+        "measured column(s) a, b; groups from column group" in r.getMessage()
+        for r in caplog.records
+    )
+    caplog.clear()
+    with caplog.at_level("INFO", logger="isoflow.measurements"):
+        read_measurements(path, columns=["a", "b"])  # named: no warning
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
