@@ -1211,6 +1211,8 @@ def write_bundle(
             "path": str(base.path),
             "run": base.card["run"],
             "sha256": _sha256(base.path / WEIGHTS),
+            # a fine-tuned start: its own record, kept as lineage
+            **({"finetune": base.card["finetune"]} if "finetune" in base.card else {}),
         },
         "settings": settings,
         "epochs": int(final_fit["epochs"]),
@@ -1458,6 +1460,7 @@ def finetune_table(
     from isoflow.bundle import read_manifest
     from isoflow.constructs import check_placement, construct_inputs, read_background
     from isoflow.measurements import read_measurements
+    from isoflow.score import check_finetuned_placement
 
     s = finetune_settings(settings)
     placement = {k: v for k, v in (placement or {}).items() if v is not None}
@@ -1468,13 +1471,26 @@ def finetune_table(
     background_path = placement.get("background")
     if background_path:
         placement["background"] = read_background(background_path)
-    window = int(read_manifest(bundle)["dna"]["window"])
+    start = read_manifest(bundle)
+    window = int(start["dna"]["window"])
     check_placement(
         window,
         fill=placement.get("fill", "N"),
         background=placement.get("background"),
         polya_tail=placement.get("polya_tail", 0),
         background_path=background_path,
+    )
+    # a fine-tuned start learned from constructs placed one way: fine-tuning it further on
+    # constructs placed another way is refused, as scoring it so is (before any work)
+    check_finetuned_placement(
+        [bundle],
+        [start],
+        fill=placement.get("fill", "N"),
+        background=placement.get("background"),
+        polya_in_rna=bool(placement.get("polya_in_rna", False)),
+        polya_tail=int(placement.get("polya_tail", 0)),
+        background_path=background_path,
+        action="fine-tune",
     )
     inputs = [construct_inputs(c, window=window, **placement) for c in table.constructs]
     source = {"table": str(table_path), "sha256": _sha256(Path(table_path)), "demo": demo}

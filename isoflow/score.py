@@ -259,6 +259,11 @@ def check_bundles(bundles: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     return manifests
 
 
+def _done(action: str) -> str:
+    """``score`` -> ``scored``, ``fine-tune`` -> ``fine-tuned``."""
+    return action + ("d" if action.endswith("e") else "ed")
+
+
 def check_finetuned_placement(
     bundles: Sequence[str | os.PathLike],
     manifests: Sequence[Mapping[str, Any]],
@@ -268,6 +273,7 @@ def check_finetuned_placement(
     polya_in_rna: bool = False,
     polya_tail: int = 0,
     background_path: str | os.PathLike | None = None,
+    action: str = "score",
 ) -> None:
     """A bundle from ``isoflow finetune`` learned from constructs placed one way (its
     manifest's ``finetune.construct_options``); scoring constructs placed another way (an
@@ -275,7 +281,9 @@ def check_finetuned_placement(
     :func:`isoflow.finetune.placement_differences`) would predict from inputs it never
     saw, so it is refused before any model loads, as bundles that disagree on tissues or window
     are: one line naming the manifest, the option, both values and the fix. A fine-tuned
-    bundle without the record (fine-tuned before it was kept) is a warning."""
+    bundle without the record (fine-tuned before it was kept) is a warning. ``action``:
+    what is done with the bundle, for the message (``score``; ``fine-tune``: ``isoflow
+    finetune`` started from a fine-tuned bundle)."""
     from isoflow.bundle import MANIFEST
     from isoflow.finetune import placement_differences
 
@@ -287,10 +295,11 @@ def check_finetuned_placement(
         if not isinstance(options, dict):
             log.warning(
                 "%s: a fine-tuned bundle that does not record how its constructs were placed "
-                "(fine-tuned before isoflow kept it): scored with fill %s, background %s, "
+                "(fine-tuned before isoflow kept it): %s with fill %s, background %s, "
                 "polya_in_rna %s, polya_tail %d; if it was fine-tuned on other inputs, fine-tune "
                 "it again to have them checked",
                 Path(path) / MANIFEST,
+                _done(action),
                 fill,
                 background_path or ("given" if background is not None else "none"),
                 "on" if polya_in_rna else "off",
@@ -312,10 +321,14 @@ def check_finetuned_placement(
             raise InputError(
                 Path(path) / MANIFEST,
                 f"finetune.construct_options.{key}",
-                f"fine-tuned with {key} {then}, scored here with {now}: the model would read "
-                f"another {what} than it learned from; score with {key} {then}"
+                f"fine-tuned with {key} {then}, {_done(action)} here with {now}: the model "
+                f"would read another {what} than it learned from; {action} with {key} {then}"
                 + (f" (and {', '.join(more)} as fine-tuned)" if more else "")
-                + ", or fine-tune it on constructs placed as you score them",
+                + (
+                    ", or fine-tune it on constructs placed as you score them"
+                    if action == "score"
+                    else ", or fine-tune its base bundle (finetune.base.path) instead"
+                ),
             )
 
 

@@ -1088,3 +1088,31 @@ def test_a_finetuned_bundle_records_the_cpu_kernels_of_its_fine_tuning(tmp_path)
     assert json.loads((out / "manifest.json").read_text())[CPU_KERNELS] == manifest[CPU_KERNELS]
     tuner.device = torch.device("cuda")  # fitted on a GPU: no CPU kernels made its numbers
     assert CPU_KERNELS not in write_bundle(tuner, *(args[:1] + (tmp_path / "g",) + args[2:]))
+
+
+def test_finetuning_a_finetuned_bundle_holds_it_to_its_placement(polya_tuned, capsys):
+    """isoflow finetune started from a fine-tuned bundle: constructs placed otherwise than
+    it learned from are refused before any work, as score refuses them (a --polya-tail 30
+    run on a bundle fine-tuned with 7 went through); placed the same, the new bundle keeps
+    the start's finetune record as lineage."""
+    from isoflow.commands import main
+
+    bundle, tmp = polya_tuned["bundle"], polya_tuned["tmp"]
+    argv = ["finetune", str(polya_tuned["table"]), "-m", str(bundle)]
+    argv += ["--folds", "2", "--max-epochs", "1", "--device", "cpu", "--allow-noncanonical-cds"]
+    capsys.readouterr()
+    out = tmp / "again_tail"
+    assert main([*argv, "-o", str(out), "--polya-in-rna", "--polya-tail", "30"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"isoflow finetune: error: {bundle / 'manifest.json'}:finetune.construct_options."
+        "polya_tail: fine-tuned with --polya-tail 7, fine-tuned here with 30: the model would "
+        "read another RNA than it learned from; fine-tune with --polya-tail 7, or fine-tune "
+        "its base bundle (finetune.base.path) instead"
+    )
+    assert not out.exists()
+    out = tmp / "again_same"
+    assert main([*argv, "-o", str(out), "--polya-in-rna", "--polya-tail", "7"]) == 0
+    start = json.loads((bundle / "manifest.json").read_text())["finetune"]
+    lineage = json.loads((out / "bundle" / "manifest.json").read_text())["finetune"]["base"]
+    assert lineage["path"] == str(bundle) and lineage["finetune"] == start
