@@ -472,12 +472,16 @@ def ridge_predict(
 # ---------------------------------------------------------------------------- zero-shot
 
 
-def column_tissues(
+def zero_shot_sources(
     columns: Sequence[str], tissues: Sequence[str], mapping: Mapping[str, Any] | None
-) -> dict[str, list[str]]:
-    """Column -> the bundle tissues whose mean prediction is its zero-shot score: the
-    ``mapping`` entry (a tissue, a list, or ``"mean"`` for all), else the tissue of the same
-    name, else all tissues."""
+) -> dict[str, dict[str, Any]]:
+    """Column -> ``{"tissues": [...], "from": how}``: the bundle tissues whose mean
+    prediction is its zero-shot score and why (the manifest's ``finetune.zero_shot_tissues``,
+    cv.html's sentence): the ``mapping`` entry (a tissue, a list, or ``"mean"`` for all;
+    ``from`` "finetune.zero_shot"), else the tissue of the same name ("same name"), else the
+    one tissue of that name in another case ("same name, other case": ``liver`` is
+    ``Liver``), else all tissues ("mean: no tissue of that name", or "mean: several tissues
+    of that name in other cases")."""
     mapping = dict(mapping or {})
     unknown = set(mapping) - set(columns)
     if unknown:
@@ -485,16 +489,51 @@ def column_tissues(
     out = {}
     for column in columns:
         entry = mapping.get(column)
+        how = "finetune.zero_shot"
         if entry is None:
-            entry = column if column in tissues else "mean"
+            folded = [t for t in tissues if t.lower() == column.lower()]
+            if column in tissues:
+                entry, how = column, "same name"
+            elif len(folded) == 1:
+                entry, how = folded[0], "same name, other case"
+            else:
+                entry = "mean"
+                how = (
+                    "mean: several tissues of that name in other cases"
+                    if folded
+                    else "mean: no tissue of that name"
+                )
         chosen = list(tissues) if entry == "mean" else [entry] if isinstance(entry, str) else entry
         missing = [t for t in chosen if t not in tissues]
         if missing:
             raise InputError(
                 None, f"finetune.zero_shot.{column}", f"{missing} are not tissues of the bundle"
             )
-        out[column] = list(chosen)
+        out[column] = {"tissues": list(chosen), "from": how}
     return out
+
+
+def column_tissues(
+    columns: Sequence[str], tissues: Sequence[str], mapping: Mapping[str, Any] | None
+) -> dict[str, list[str]]:
+    """Column -> the bundle tissues whose mean prediction is its zero-shot score
+    (:func:`zero_shot_sources`)."""
+    return {c: v["tissues"] for c, v in zero_shot_sources(columns, tissues, mapping).items()}
+
+
+def zero_shot_note(sources: Mapping[str, Mapping[str, Any]], n_tissues: int) -> str:
+    """One sentence on each column's zero-shot tissues (:func:`zero_shot_sources`)."""
+    parts = []
+    for column, source in sources.items():
+        how = source["from"]
+        if how.startswith("mean"):
+            what = f"the mean over all {n_tissues} tissues ({how[len('mean: ') :]})"
+        elif len(source["tissues"]) == n_tissues and n_tissues > 1:
+            what = f"the mean over all {n_tissues} tissues ({how})"
+        else:
+            what = f"{', '.join(source['tissues'])} ({how})"
+        parts.append(f"{column}: {what}")
+    return "zero_shot per column: " + "; ".join(parts) + "."
 
 
 def zero_shot(
@@ -1027,6 +1066,18 @@ def run_finetune(
             {m: _embed_distinct(model, reference_inputs, m) for m in model.modalities}
         )
     zs = zero_shot(base, model.tissues, columns, s["zero_shot"], refs)
+    zs_sources = zero_shot_sources(columns, model.tissues, s["zero_shot"])
+    for column, source in zs_sources.items():
+        n = len(source["tissues"])
+        log.info(
+            "zero-shot of %s: %s (%s)%s",
+            column,
+            f"the mean over {n} tissues" if n > 1 else source["tissues"][0],
+            source["from"],
+            f"; name a tissue with --zero-shot {column}=TISSUE"
+            if source["from"].startswith("mean:")
+            else "",
+        )
     kmers = kmer_counts(seqs, int(s["kmer"]))
     log.info(
         "%d constructs, %d groups, %d column(s); mode %s; inputs embedded in %.1f s",
@@ -1153,13 +1204,16 @@ def run_finetune(
             final_fit,
             group_record,
             construct_options,
+            zs_sources,
         )
         check_bundle(tmp / OUTPUTS["bundle"], inputs, final_pred, model.device)
         cv.to_csv(tmp / OUTPUTS["cv"], sep="\t", index=False, float_format="%.6g")
         summary.to_csv(tmp / OUTPUTS["summary"], sep="\t", index=False, float_format="%.6g")
         predictions.to_csv(tmp / OUTPUTS["predictions"], sep="\t", index=False, float_format="%.6g")
         plot_cv(summary, tmp / OUTPUTS["figure"], demo=bool((source or {}).get("demo")))
-        (tmp / OUTPUTS["html"]).write_text(summary_html(summary, group_record))
+        (tmp / OUTPUTS["html"]).write_text(
+            summary_html(summary, group_record, zero_shot_note(zs_sources, len(model.tissues)))
+        )
     shutil.rmtree(work, ignore_errors=True)
     log.info("%s written in %.1f s", out_dir, time.monotonic() - started)
     return FinetuneResult(cv, summary, predictions, manifest)
@@ -1176,6 +1230,7 @@ def write_bundle(
     final_fit: dict[str, Any],
     grouping: dict[str, Any] | None = None,
     construct_options: dict[str, Any] | None = None,
+    zero_shot_tissues: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fine-tuned network as a bundle ``load_model`` reads: the base manifest with the
     measured columns as its outputs, the LoRA spec on adapted encoders, the CV summary as
@@ -1183,7 +1238,9 @@ def write_bundle(
     the constructs, groups and epochs the final model trained on, and the inner split that
     chose the epoch count; ``grouping``: how the folds' groups were formed,
     :func:`fold_groups`; ``construct_options``: how the constructs were read and placed,
-    :func:`construct_record`, absent when not given); the frozen encoders' files copied."""
+    :func:`construct_record`, absent when not given; ``zero_shot_tissues``: each column's
+    zero-shot tissues and why, :func:`zero_shot_sources`, absent when not given); the frozen
+    encoders' files copied."""
     import torch
 
     from isoflow.bundle import (
@@ -1222,6 +1279,8 @@ def write_bundle(
     }
     if construct_options is not None:
         manifest["finetune"]["construct_options"] = dict(construct_options)
+    if zero_shot_tissues is not None:
+        manifest["finetune"]["zero_shot_tissues"] = dict(zero_shot_tissues)
     manifest.pop("check", None)
     out.mkdir(parents=True)
     state = {k: v.detach().cpu() for k, v in network.state_dict().items()}
@@ -1295,12 +1354,15 @@ def grouping_note(grouping: Mapping[str, Any] | None) -> str:
     return text + "."
 
 
-def summary_html(summary: pd.DataFrame, grouping: Mapping[str, Any] | None = None) -> str:
+def summary_html(
+    summary: pd.DataFrame, grouping: Mapping[str, Any] | None = None, zero_shot: str = ""
+) -> str:
     """The report's table: mean ± sd over folds per method and column (with the folds a mean
     averages where fewer than were run), fine-tuning's paired Spearman difference against
     each other method, under a line on how the folds were grouped (:func:`grouping_note`)
     and one sentence per column where fine-tuning does not beat the best baseline or
-    calibrated zero-shot (:func:`verdicts`)."""
+    calibrated zero-shot (:func:`verdicts`); ``zero_shot``: the sentence on each column's
+    zero-shot tissues (:func:`zero_shot_note`)."""
     table = pd.DataFrame({"method": summary["method"], "column": summary["column"]})
     for metric in METRICS:
         counts = summary.get(f"{metric}_folds", summary["folds"])
@@ -1336,8 +1398,10 @@ def summary_html(summary: pd.DataFrame, grouping: Mapping[str, Any] | None = Non
         "through a line fitted on each fold's training part; kmer_ridge: a ridge on k-mer "
         "counts; shuffled: fine-tuned on shuffled labels. Δρ: fine-tuning's Spearman minus "
         "the method's on the same held-out folds, mean ± sd over folds and folds won; "
-        "fine-tuning beats a method only when it wins every fold and the mean is more than "
-        "one sd above zero."
+        f"fine-tuning beats a method only when the folds it wins pass a one-sided sign test "
+        f"(p ≤ {SIGN_TEST_P}: at least {MIN_FOLDS_TO_TELL} folds, e.g. 5/5 or 9/10 won) and "
+        "the mean difference is more than one sd above zero."
+        + (f" {html.escape(zero_shot)}" if zero_shot else "")
         + (f" {html.escape(grouping_note(grouping))}" if grouping else "")
         + "</p>\n"
         + "".join(f"<p><b>{html.escape(x)}</b></p>\n" for x in sentences)
@@ -1556,7 +1620,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="COLUMN=TISSUE",
         help="the bundle tissue whose score is a column's zero-shot baseline (repeatable; "
-        "default: the tissue of the same name, else the mean over tissues)",
+        "default: the tissue of the same name, in any case when one matches, else the mean "
+        "over tissues; the run logs which)",
     )
     add_construct_arguments(parser)  # as isoflow score reads and places constructs
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")

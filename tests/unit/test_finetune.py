@@ -223,6 +223,31 @@ def test_zero_shot_maps_columns_to_tissues():
         column_tissues(["a"], tissues, {"b": "Liver"})
 
 
+def test_zero_shot_matches_a_tissue_in_another_case_and_says_what_it_used():
+    # `liver` against a bundle's `Liver` fell back to the mean over all tissues, unsaid
+    from isoflow.finetune import zero_shot_note, zero_shot_sources
+
+    preds = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 6.0]])
+    tissues = ["Liver", "Brain", "Muscle"]
+    out = zero_shot(preds, tissues, ["liver", "MUSCLE", "x"])
+    np.testing.assert_allclose(out, [[1.0, 3.0, 2.0], [0.0, 6.0, 2.0]])
+    sources = zero_shot_sources(["liver", "Brain", "x", "y"], tissues, {"y": "Muscle"})
+    assert sources == {
+        "liver": {"tissues": ["Liver"], "from": "same name, other case"},
+        "Brain": {"tissues": ["Brain"], "from": "same name"},
+        "x": {"tissues": tissues, "from": "mean: no tissue of that name"},
+        "y": {"tissues": ["Muscle"], "from": "finetune.zero_shot"},
+    }
+    # two tissues of that name in other cases: not guessed
+    two = zero_shot_sources(["liver"], ["Liver", "LIVER", "Brain"], None)
+    assert two["liver"]["from"] == "mean: several tissues of that name in other cases"
+    assert zero_shot_note(sources, 3) == (
+        "zero_shot per column: liver: Liver (same name, other case); Brain: Brain (same "
+        "name); x: the mean over all 3 tissues (no tissue of that name); y: Muscle "
+        "(finetune.zero_shot)."
+    )
+
+
 def test_the_cv_figure_draws_column_names_with_dollars_as_written(tmp_path):
     """The measured columns are the user's names: a pair of ``$`` was mathtext (a
     ValueError at the end of a whole cross-validation, or drawn as math)."""
@@ -982,6 +1007,10 @@ def test_the_summary_compares_finetuning_with_each_method_fold_by_fold():
     assert sentence in page
     zero = page.split("<td>zero_shot</td>")[1].split("</tr>")[0]
     assert zero.count("<td>n/a</td>") == 1  # raw zero-shot R²: other units
+    # the page states the rule beats() applies (it said "wins every fold": 9/10 beats too)
+    assert "wins every fold" not in page
+    assert "the folds it wins pass a one-sided sign test (p ≤ 0.05: at least 5 folds" in page
+    assert "the mean difference is more than one sd above zero" in page
     # the rule: a one-sided sign test of the folds won (p <= 0.05) and the mean one sd
     # above zero; under 5 folds even every fold won cannot tell
     assert beats([0.2, 0.25, 0.3, 0.22, 0.24]) is True  # 5/5: p = 1/32
@@ -1116,3 +1145,9 @@ def test_finetuning_a_finetuned_bundle_holds_it_to_its_placement(polya_tuned, ca
     start = json.loads((bundle / "manifest.json").read_text())["finetune"]
     lineage = json.loads((out / "bundle" / "manifest.json").read_text())["finetune"]["base"]
     assert lineage["path"] == str(bundle) and lineage["finetune"] == start
+    # the zero-shot tissue each column was scored against: recorded and said in cv.html
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert manifest["finetune"]["zero_shot_tissues"] == {
+        "a": {"tissues": ["a"], "from": "same name"}
+    }
+    assert "zero_shot per column: a: a (same name)." in (out / "cv.html").read_text()
