@@ -47,6 +47,7 @@ import pandas as pd
 from isoflow.alphabet import standard_code, translate_cds
 from isoflow.commands import nonnegative_float, nonnegative_int, positive_int
 from isoflow.constraints import (
+    FLANKS,
     Check,
     Constraints,
     PolyA,
@@ -200,6 +201,38 @@ def parse_fixed(spec: str, spans: Mapping[str, tuple[int, int]]) -> tuple[int, i
     return lo + first - 1, lo + last
 
 
+def check_bases(construct: Construct) -> None:
+    """Refuse a start with an ``N`` outside the flanks, one line naming the part and the
+    first position: a design is synthesis-ready sequence, and an unknown base would reach
+    it (kept where fixed, turned into an arbitrary base where edited), hide the motifs the
+    constraints look for (an ``NTG`` upstream ATG, a restriction site, a polyA hexamer)
+    and the protein (``NNN`` translates to X on both sides), and make the start the model
+    grades every gain against one that is not the cassette. ``N`` in a flank (never
+    edited) is a warning: the restriction sites there are not checked."""
+    unknown = {n: s.count("N") for n, s in construct.parts.items() if "N" in s}
+    inside = {n: k for n, k in unknown.items() if n not in FLANKS}
+    if inside:
+        name = next(iter(inside))
+        counts = ", ".join(f"{k} in {n}" for n, k in inside.items())
+        raise InputError(
+            construct.source or None,
+            construct.id,
+            f"part {name}: N at position {construct.parts[name].index('N') + 1} ({counts}): "
+            "a design is synthesis-ready sequence and cannot keep, guess or check through an "
+            "unknown base; give the cassette's bases there",
+        )
+    for name, k in unknown.items():
+        log.warning(
+            "%s",
+            InputError(
+                construct.source or None,
+                construct.id,
+                f"{k} N in the {name} flank (never edited): restriction sites across them "
+                "are not checked",
+            ),
+        )
+
+
 def make_layout(
     construct: Construct,
     editable: Sequence[str],
@@ -209,6 +242,7 @@ def make_layout(
     """The start's layout: its editable sites, with the ``fixed`` positions and its own
     polyA signal (:func:`isoflow.constraints.own_polya`: the polya part, an annotated
     ``polya_site``, or the signal at the 3'UTR's end; ``constraints.polya_signals``) kept."""
+    check_bases(construct)
     reference = dict(construct.parts)
     signals = (constraints or Constraints()).polya_signals
     polya = own_polya(reference, signals, construct.polya_site)

@@ -685,3 +685,42 @@ def test_the_rule_takes_held_out_runs_as_inputs_and_refuses_an_optimiser():
         design_inputs(config, runs)
     del config["design"]["holdout_runs"]
     assert "holdout" not in design_inputs(config, runs)
+
+
+@pytest.mark.parametrize(("part", "at"), [("utr5", 4), ("utr3", 12), ("cds", 7), ("promoter", 1)])
+def test_a_start_with_n_outside_the_flanks_is_one_line_before_any_model_loads(tmp_path, part, at):
+    """N in the start's parts reached the designs, every constraint passing: the motif
+    checks read letters (an NTG hides an upstream ATG, NNN translates to X on both sides),
+    and moves turned some into arbitrary bases."""
+    start = _cassette(1)
+    parts = dict(start.parts)
+    seq = parts[part]
+    parts[part] = seq[: at - 1] + "NNN" + seq[at + 2 :]
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([Construct("c1", parts, "test:1")], table)
+    with pytest.raises(InputError) as err:
+        design_job(
+            table,
+            [tmp_path / "no-such-bundle"],
+            output_paths(tmp_path / "out"),
+            construct_id="c1",
+            target_tissues=["Liver"],
+            editable=["utr5", "utr3", "cds"],
+        )
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{table}:2:c1: part {part}: N at position {at}")
+    assert f"3 in {part}" in text, text
+    assert not list(tmp_path.glob("out*")), "no output written"
+
+
+def test_n_in_a_flank_is_a_warning_and_no_design_holds_n(caplog):
+    start = _cassette(2)
+    parts = {"upstream": "GATTACAGCTTANNNNNNCGATCGGACCAT", **start.parts}
+    construct = Construct("c2", parts, "test:1")
+    with caplog.at_level("WARNING", logger="isoflow.design"):
+        layout = make_layout(construct, ["utr5", "utr3", "cds"], fixed=FIXED)
+    assert "6 N in the upstream flank" in caplog.text
+    out = _search(layout, CONSTRAINTS, 40, 4)
+    for seq in out["seqs"]:
+        d = layout.parts(seq)
+        assert "N" not in "".join(v for k, v in d.items() if k != "upstream")
