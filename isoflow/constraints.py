@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from isoflow.alphabet import reverse_complement, translate_cds
+from isoflow.alphabet import reverse_complement, standard_code, translate_cds
 from isoflow.constructs import AAV_LIMIT
 from isoflow.errors import InputError
 
@@ -109,6 +109,11 @@ _IUPAC = {
     "N": "[ACGT]",
 }
 MAX_REASON_SPANS = 3  # a reason names at most this many violations
+# codon -> every codon of its amino acid (itself included): what an editable CDS codon can be
+_BY_AA: dict[str, list[str]] = {}
+for _codon, _aa in standard_code().items():
+    _BY_AA.setdefault(_aa, []).append(_codon)
+SYNONYMS = {c: tuple(_BY_AA[aa]) for c, aa in standard_code().items()}
 
 Span = tuple[int, int]
 
@@ -663,6 +668,32 @@ def _reachable(n: int, lo: float, hi: float) -> bool:
     return any(lo - 1e-12 <= k / n <= hi + 1e-12 for k in range(n + 1)) if n else True
 
 
+def gc_bounds(
+    reference: Mapping[str, str], fixed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The GC the cassette's positions can hold: ``(pos_lo, pos_hi, least, most)``. A
+    fixed base holds its own (0 or 1); an editable base outside the CDS either. An editable
+    CDS codon (its three bases not fixed: ``isoflow.design.make_layout`` fixes a codon with
+    a fixed base whole) is one of its synonyms (``SYNONYMS``): per position the least and
+    most GC at that position over them, a bound for any stretch (a window). ``least`` /
+    ``most``: the whole cassette's fewest and most G + C, each codon taken whole."""
+    seq = "".join(reference.values()).upper()
+    is_gc = np.isin(np.frombuffer(seq.encode("ascii"), dtype=np.uint8), (ord("G"), ord("C")))
+    pos_lo = np.where(fixed, is_gc, 0).astype(np.float64)
+    pos_hi = np.where(fixed, is_gc, 1).astype(np.float64)
+    least, most = pos_lo.sum(), pos_hi.sum()
+    a, b = part_spans(reference).get("cds", (0, 0))
+    for i in range(a, b - 2, 3):
+        codon = seq[i : i + 3]
+        if fixed[i : i + 3].any() or codon not in SYNONYMS:
+            continue
+        counts = np.array([[x in "GC" for x in syn] for syn in SYNONYMS[codon]], dtype=float)
+        least += counts.sum(axis=1).min()  # its free bases were counted 0 above
+        most += counts.sum(axis=1).max() - 3  # and 3 (GC) above
+        pos_lo[i : i + 3], pos_hi[i : i + 3] = counts.min(axis=0), counts.max(axis=0)
+    return pos_lo, pos_hi, int(least), int(most)
+
+
 def check_feasible(
     reference: Mapping[str, str],
     fixed: np.ndarray,
@@ -675,7 +706,8 @@ def check_feasible(
     design can meet a constraint: bounds no sequence can meet (a GC range holding no count
     of the window's or the cassette's bases), a cassette already above the packaging limit
     (designs substitute, never insert or delete), a start without its own polyA signal
-    (with ``polya_present``), the fixed positions alone outside the overall GC range, or a
+    (with ``polya_present``), the GC the cassette or a window the start breaks can reach
+    (:func:`gc_bounds`) outside its range, or a
     violation of the start whose spans are all fixed. Returns the start's checks
     (``polya``, ``itrs``: as :func:`check_all`)."""
     c = constraints
@@ -706,15 +738,15 @@ def check_feasible(
         )
     if c.max_homopolymer < 1 or c.repeat_min < 2:
         raise fail("homopolymers", "max_homopolymer must be >= 1 and repeat_min >= 2")
-    codes = np.frombuffer(seq.upper().encode("ascii"), dtype=np.uint8)
-    is_gc = np.isin(codes, (ord("G"), ord("C")))
-    lo_gc = int((is_gc & fixed).sum()) / len(seq)
-    hi_gc = (int((is_gc & fixed).sum()) + int((~fixed).sum())) / len(seq)
-    if hi_gc < c.gc_min or lo_gc > c.gc_max:
+    pos_lo, pos_hi, least, most = gc_bounds(reference, fixed)
+    n_acgt = max(1, sum(seq.upper().count(b) for b in "ACGT"))
+    lo_gc, hi_gc = least / n_acgt, most / n_acgt
+    if hi_gc < c.gc_min - 1e-12 or lo_gc > c.gc_max + 1e-12:
         raise fail(
             "gc_overall",
-            f"the fixed positions alone hold the cassette's GC within [{lo_gc:.3f}, "
-            f"{hi_gc:.3f}], outside [{c.gc_min}, {c.gc_max}]",
+            f"the fixed positions and the synonymous codons an editable CDS can take hold "
+            f"the cassette's GC within [{lo_gc:.3f}, {hi_gc:.3f}], outside [{c.gc_min}, "
+            f"{c.gc_max}]",
         )
     if c.itrs_nt < 0:
         raise fail("aav_size", f"itrs_nt must be >= 0, not {c.itrs_nt}")
@@ -731,6 +763,24 @@ def check_feasible(
             "polyA signal (a TSV polya column, or a GenBank polyA_signal feature), or set "
             "design.constraints.polya_present: false to design it without one",
         )
+    window = {ch.name: ch for ch in checks}["gc_window"]
+    cum_lo = np.concatenate([[0], np.cumsum(pos_lo)])
+    cum_hi = np.concatenate([[0], np.cumsum(pos_hi)])
+    acgt = np.isin(
+        np.frombuffer(seq.upper().encode("ascii"), dtype=np.uint8), tuple(map(ord, "ACGT"))
+    )
+    cum_n = np.concatenate([[0], np.cumsum(acgt)])
+    for ((a, b),) in window.violations:
+        n = max(1, cum_n[b] - cum_n[a])
+        lo, hi = (cum_lo[b] - cum_lo[a]) / n, (cum_hi[b] - cum_hi[a]) / n
+        if hi < c.gc_window_min - 1e-12 or lo > c.gc_window_max + 1e-12:
+            raise fail(
+                "gc_window",
+                f"the start's window at {a + 1}-{b} (1-based cassette positions) can reach GC "
+                f"{lo:.3f}-{hi:.3f} at most (its fixed bases and the synonymous codons an "
+                f"editable CDS can take), outside [{c.gc_window_min}, {c.gc_window_max}]; "
+                "make a part there editable or relax the constraint",
+            )
     cum = np.concatenate([[0], np.cumsum(~fixed)])
     for check in checks:
         if check.name in ("aav_size", "gc_overall"):

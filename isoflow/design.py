@@ -299,21 +299,43 @@ def make_layout(
 # ---------------------------------------------------------------------------- moves
 
 
+def _gc(codon: str) -> int:
+    return sum(b in "GC" for b in codon)
+
+
 def _move(
-    seq: np.ndarray, layout: Layout, k: int, rng: np.random.Generator, bases: str = BASES
+    seq: np.ndarray,
+    layout: Layout,
+    k: int,
+    rng: np.random.Generator,
+    bases: str = BASES,
+    toward: int = 0,
 ) -> None:
     """Change site ``k`` of ``seq`` in place: a base to another (from ``bases``), a codon to
-    a synonymous one (when it has one)."""
+    a synonymous one (when it has one; ``toward`` +1 / -1: one with more / less GC, when
+    there is one)."""
     at = int(layout.sites[k])
     if layout.is_codon[k]:
         codon = seq[at : at + 3].tobytes().decode()
         options = SYNONYMOUS.get(codon, [])
+        if toward:
+            options = [o for o in options if toward * (_gc(o) - _gc(codon)) > 0] or options
         if options:
             seq[at : at + 3] = np.frombuffer(options[rng.integers(len(options))].encode(), np.uint8)
         return
     current = chr(seq[at])
     options = [b for b in bases if b != current] or [b for b in BASES if b != current]
     seq[at] = ord(options[rng.integers(len(options))])
+
+
+def _moves_gc(seq: np.ndarray, layout: Layout, k: int, toward: int) -> bool:
+    """Whether site ``k`` can move the GC ``toward`` +1 (more) / -1 (less): a base of the
+    other kind, a codon with a synonym holding more / less GC."""
+    at = int(layout.sites[k])
+    if layout.is_codon[k]:
+        codon = seq[at : at + 3].tobytes().decode()
+        return any(toward * (_gc(o) - _gc(codon)) > 0 for o in SYNONYMOUS.get(codon, []))
+    return (chr(seq[at]) in "GC") == (toward < 0)
 
 
 def mutate(seq: np.ndarray, layout: Layout, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -355,18 +377,19 @@ def repair(
         where = _sites_in(layout, spans)
         if not len(where):
             return None, checks
-        bases = BASES
+        bases, toward = BASES, 0
         if check.name in ("gc_overall", "gc_window"):
             a, b = spans[0]
             window = seq[a:b]
             gc = np.isin(window, (ord("G"), ord("C"))).mean()
             low = constraints.gc_min if check.name == "gc_overall" else constraints.gc_window_min
-            bases = "GC" if gc < low else "AT"
-            # only a site holding the other kind can move GC the right way
-            kind = np.isin(seq[layout.sites[where]], (ord("G"), ord("C")))
-            useful = where[~kind] if bases == "GC" else where[kind]
+            toward = 1 if gc < low else -1
+            bases = "GC" if toward > 0 else "AT"
+            # only a base of the other kind, or a codon with a synonym of more (less) GC,
+            # can move GC the right way
+            useful = where[[_moves_gc(seq, layout, int(k), toward) for k in where]]
             where = useful if len(useful) else where
-        _move(seq, layout, int(where[rng.integers(len(where))]), rng, bases)
+        _move(seq, layout, int(where[rng.integers(len(where))]), rng, bases, toward)
     return None, checks
 
 
@@ -505,6 +528,43 @@ def _tournament(pop: list, scores: np.ndarray, size: int, rng: np.random.Generat
     return pop[int(k[np.argmax(scores[k])])]
 
 
+def check_budget(settings: Settings, calls_per_candidate: int) -> None:
+    """A budget that pays for the start, its repaired copy and one candidate (one cassette
+    costs ``calls_per_candidate``, a call per bundle): less returned the start as the only
+    design, without a word."""
+    need = 3 * calls_per_candidate
+    if settings.budget < need:
+        raise InputError(
+            None,
+            "design.budget",
+            f"{settings.budget} model call(s) cannot pay for the start and its repaired copy "
+            f"({2 * calls_per_candidate}: 2 cassettes x {calls_per_candidate} bundle(s)) and "
+            f"one candidate ({calls_per_candidate}); set at least {need}",
+        )
+
+
+def repair_start(
+    layout: Layout, constraints: Constraints, settings: Settings
+) -> tuple[list[Check], np.ndarray, np.random.Generator]:
+    """The start's checks (:func:`check_feasible`: impossible constraints one line), the
+    start with its editable violations repaired (the search's first member) and the
+    search's random generator, as :func:`evolve` goes on with it. No model is needed:
+    :func:`design` runs it before any loads, so a start that cannot be repaired fails
+    first."""
+    rng = np.random.default_rng(settings.seed)
+    start_checks = layout.feasible(constraints)
+    steps = 20 * settings.repair_steps
+    seed_seq, checks = repair(layout.start, layout, constraints, rng, steps)
+    if seed_seq is None:
+        bad = failed(checks) or failed(start_checks)
+        raise InputError(
+            None,
+            f"design.constraints.{bad[0].name}",
+            f"could not repair the start in {steps} moves: {bad[0].reason}",
+        )
+    return start_checks, seed_seq, rng
+
+
 def evolve(
     scorer: Callable[[Sequence[Mapping[str, str]]], np.ndarray],
     tissues: Sequence[str],
@@ -515,21 +575,15 @@ def evolve(
     *,
     calls_per_candidate: int = 1,
     progress_every_s: float | None = None,
+    prepared: tuple[list[Check], np.ndarray, np.random.Generator] | None = None,
 ) -> dict[str, Any]:
     """The evolutionary search (module docstring) from the layout's start; returns the
     final population (``seqs`` best first, ``predictions``, ``objective``), the start's
-    (repaired) sequence and scores, the trajectory and counts."""
-    rng = np.random.default_rng(settings.seed)
-    start_checks = layout.feasible(constraints)
+    (repaired) sequence and scores, the trajectory and counts. ``prepared``: what
+    :func:`repair_start` returned for this layout and settings (None: it runs here)."""
+    check_budget(settings, calls_per_candidate)
+    start_checks, seed_seq, rng = prepared or repair_start(layout, constraints, settings)
     start = layout.start
-    seed_seq, _ = repair(start, layout, constraints, rng, 20 * settings.repair_steps)
-    if seed_seq is None:
-        bad = failed(start_checks)
-        raise InputError(
-            None,
-            f"design.constraints.{bad[0].name}",
-            f"could not repair the start in {20 * settings.repair_steps} moves: {bad[0].reason}",
-        )
     t0 = time.monotonic()
     first = scorer([layout.parts(start), layout.parts(seed_seq)])
     start_pred, seed_pred = first[:, :1], first[:, 1:]
@@ -638,7 +692,9 @@ def design(
     constraints = constraints or Constraints()
     settings = settings or Settings()
     layout = make_layout(start, editable, fixed, constraints)
-    layout.feasible(constraints)  # before any model loads
+    check_budget(settings, len(bundles))
+    # before any model loads: impossible constraints, a start that cannot be repaired
+    prepared = repair_start(layout, constraints, settings)
     from isoflow.score import check_bundles, check_finetuned_placement
 
     holdout = list(holdout)
@@ -666,6 +722,7 @@ def design(
         settings,
         calls_per_candidate=len(scorer.models),
         progress_every_s=progress_every_s,
+        prepared=prepared,
     )
     n = min(settings.designs, len(out["seqs"]))
     designs = [layout.parts(s) for s in out["seqs"][:n]]
@@ -1140,6 +1197,7 @@ def _site(text: str) -> str:
 FLAGS = {
     "design.fixed": "--fixed",
     "design.id": "--id",
+    "design.budget": "--budget",
     "design.constraints.restriction_sites": "--restriction-site",
     # the rest of the section: keys of the --constraints YAML ("--constraints key gc_max")
     "design.constraints.": "--constraints key ",

@@ -724,3 +724,133 @@ def test_n_in_a_flank_is_a_warning_and_no_design_holds_n(caplog):
     for seq in out["seqs"]:
         d = layout.parts(seq)
         assert "N" not in "".join(v for k, v in d.items() if k != "upstream")
+
+
+def _gc_cds_start() -> Construct:
+    """A cassette whose CDS (Ala Leu Arg Gly, GC-rich codons) is the only place GC can
+    fall: its codons' synonyms reach 5 of 12 GC per block, not 0."""
+    parts = {
+        "promoter": "CAGT" * 40,
+        "utr5": "CCAGCTTC" * 3,
+        "cds": "ATG" + "GCCCTGCGCGGC" * 50 + "TAA",
+        "utr3": "CAGTCAGT" * 5 + OWN,
+    }
+    return Construct("gc", parts, "test:1")
+
+
+GC_FREE = {  # only the overall GC constrains these designs
+    "gc_window_min": 0.0,
+    "gc_window_max": 1.0,
+    "max_homopolymer": 50,
+    "repeat_min": 1000,
+    "splice_sites": False,
+    "upstream_atg": False,
+}
+
+
+def _least_gc(construct: Construct) -> float:
+    """The fewest G + C the cassette can hold with only its CDS's inner codons edited
+    (synonyms: the standard code), as a fraction."""
+    from isoflow.alphabet import standard_code
+
+    code = standard_code()
+    gc = lambda s: sum(b in "GC" for b in s)  # noqa: E731
+    cds = construct.parts["cds"]
+    codons = [cds[i : i + 3] for i in range(3, len(cds) - 3, 3)]
+    least = sum(min(gc(c) for c in code if code[c] == code[x]) for x in codons)
+    seq = construct.cassette
+    return (gc(seq) - sum(gc(c) for c in codons) + least) / len(seq)
+
+
+def test_gc_out_of_the_cds_synonyms_reach_fails_before_any_model_loads(tmp_path):
+    """Every non-fixed CDS base was taken as free: a gc_max below what synonymous codons
+    reach passed the early check and failed only once the models had loaded."""
+    start = _gc_cds_start()
+    least = _least_gc(start)
+    cds = start.parts["cds"]
+    naive = (sum(b in "GC" for b in start.cassette) - sum(b in "GC" for b in cds[3:-3])) / len(
+        start.cassette
+    )
+    gc_max = round(least - 0.01, 3)
+    assert naive < gc_max  # the old bound took this for reachable
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([start], table)
+    with pytest.raises(InputError) as err:
+        design_job(
+            table,
+            [tmp_path / "no-such-bundle"],
+            output_paths(tmp_path / "out"),
+            construct_id="gc",
+            target_tissues=["Liver"],
+            editable=["cds"],
+            constraints={**GC_FREE, "gc_min": 0.0, "gc_max": gc_max},
+        )
+    text = str(err.value)
+    assert "design.constraints.gc_overall: impossible" in text and "synonymous" in text, text
+    assert f"[{least:.3f}," in text, text
+
+
+def test_a_reachable_gc_bound_is_met_by_gc_directed_synonyms():
+    """Repair swapped a codon for a random synonym whatever the GC had to do: a gc_max the
+    synonyms reach was refused ("could not repair the start")."""
+    start = _gc_cds_start()
+    least = _least_gc(start)
+    gc_max = round(least + 0.03, 3)
+    constraints = Constraints(**GC_FREE, gc_min=0.0, gc_max=gc_max)
+    layout = make_layout(start, ["cds"])
+    out = _search(layout, constraints, 20, 4)
+    for seq in out["seqs"]:
+        parts = layout.parts(seq)
+        assert not failed(check_all(parts, layout.reference, layout.fixed, constraints))
+        assert translate_cds(parts["cds"]) == start.protein
+
+
+def test_a_start_that_cannot_be_repaired_fails_before_any_model_loads(tmp_path, monkeypatch):
+    import isoflow.design as design_module
+
+    monkeypatch.setattr(design_module, "repair", lambda seq, layout, c, rng, steps: (None, []))
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([_cassette(1)], table)
+    with pytest.raises(InputError) as err:
+        design_job(
+            table,
+            [tmp_path / "no-such-bundle"],
+            output_paths(tmp_path / "out"),
+            construct_id="c1",
+            target_tissues=["Liver"],
+            editable=["utr5", "utr3"],
+        )
+    assert "could not repair the start" in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize(("models", "budget"), [(1, 2), (2, 5)])
+def test_a_budget_below_the_start_and_one_candidate_is_one_line(tmp_path, models, budget):
+    """It returned the start as the only design, without a word."""
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([_cassette(1)], table)
+    with pytest.raises(InputError) as err:
+        design_job(
+            table,
+            [tmp_path / f"no-such-bundle{i}" for i in range(models)],
+            output_paths(tmp_path / "out"),
+            construct_id="c1",
+            target_tissues=["Liver"],
+            settings={"budget": budget},
+        )
+    text = str(err.value)
+    assert "design.budget" in text and f"set at least {3 * models}" in text, text
+    with pytest.raises(InputError, match="design.budget"):
+        _search(make_layout(_cassette(1), ["utr5", "utr3"]), CONSTRAINTS, 5, 4)
+
+
+def test_a_gc_window_out_of_the_cds_synonyms_reach_is_impossible():
+    """The windows' check took an editable CDS base for free too: a window inside the CDS
+    whose synonyms cannot bring its GC under gc_window_max passed as repairable."""
+    start = _gc_cds_start()
+    free = {**GC_FREE, "gc_window": 30, "gc_window_max": 0.38}
+    layout = make_layout(start, ["cds"])
+    with pytest.raises(InputError, match=r"design.constraints.gc_window: impossible.*window at"):
+        check_feasible(layout.reference, layout.fixed, Constraints(**free, gc_min=0, gc_max=1))
+    # within the synonyms' reach: feasible
+    free["gc_window_max"] = 0.6
+    check_feasible(layout.reference, layout.fixed, Constraints(**free, gc_min=0, gc_max=1))
