@@ -28,7 +28,10 @@ The motifs, and why:
 * ``aav_size``: ITR to ITR. A cassette that runs between ITRs (annotated in GenBank, or
   flanks that each hold AAV2's ITR stretch ``AAV2_ITR_MOTIF``) is counted whole; any other
   gets ``itrs_nt`` (290: two 145-nt AAV2 ITRs, GenBank NC_001401) added, the ITRs its
-  vector genome will carry, and its reason says so.
+  vector genome will carry, and its reason says so. Flanks taken for ITRs by the motif
+  alone are counted as ITRs at least ``itrs_nt`` / 2 long each: what a shorter flank (a
+  truncated ITR, the bare motif) lacks is added (:func:`itr_shortfall`), so 28-nt motif
+  flanks are not counted smaller than no flanks at all.
 * ``upstream_atg``: an ATG in the 5'UTR starts an upstream ORF that competes with the CDS's
   start codon (Kozak 1987).
 * ``splice_sites``: the mammalian consensus (Shapiro & Senapathy 1987, NAR 15:7155) in the
@@ -248,17 +251,34 @@ def _check(name: str, violations: list[tuple[Span, ...]], what: str, fine: str) 
 # ---------------------------------------------------------------------------- checkers
 
 
-def check_size(length: int, limit: int, itrs_nt: int = 0) -> Check:
+def check_size(
+    length: int, limit: int, itrs_nt: int = 0, motif_flanks: Sequence[int] | None = None
+) -> Check:
     """The vector genome, ITR to ITR inclusive, within the AAV packaging limit: the
     cassette's ``length`` (ITR to ITR when it holds them) plus ``itrs_nt`` for ITRs it does
-    not hold, said in the reason."""
-    size = length + itrs_nt
-    what = (
-        f"{length:,} nt + {itrs_nt:,} nt for the two ITRs the cassette lacks "
-        f"(design.constraints.itrs_nt) = {size:,} nt"
-        if itrs_nt
-        else f"{length:,} nt"
-    )
+    not hold, said in the reason. ``motif_flanks``: the lengths of its two flanks when they
+    were taken for its ITRs by :func:`itr_flanks` (not annotated): each then gets added what
+    it lacks of ``itrs_nt`` / 2 (:func:`itr_shortfall`), so a truncated ITR, or the bare
+    28-nt motif, is not counted as a whole one."""
+    if motif_flanks is not None:
+        added = itr_shortfall(motif_flanks, itrs_nt)
+        held = " and ".join(f"{n:,}" for n in motif_flanks)
+        what = f"{length:,} nt (flanks of {held} nt holding AAV2's ITR motif, taken for its ITRs)"
+        if added:
+            what = (
+                f"{length:,} nt + {added:,} nt its flanks of {held} nt (taken for its ITRs: "
+                f"they hold AAV2's ITR motif) lack of two ITRs of {itrs_nt:,} nt together "
+                f"(design.constraints.itrs_nt) = {length + added:,} nt"
+            )
+    else:
+        added = itrs_nt
+        what = (
+            f"{length:,} nt + {itrs_nt:,} nt for the two ITRs the cassette lacks "
+            f"(design.constraints.itrs_nt) = {length + itrs_nt:,} nt"
+            if itrs_nt
+            else f"{length:,} nt"
+        )
+    size = length + added
     if size <= limit:
         return Check("aav_size", True, f"{what} <= {limit:,} nt packaging limit")
     return Check(
@@ -271,9 +291,19 @@ def check_size(length: int, limit: int, itrs_nt: int = 0) -> Check:
 
 def itr_flanks(parts: Mapping[str, str]) -> bool:
     """Whether both flanks hold AAV2's ITR stretch (``AAV2_ITR_MOTIF``, either strand): the
-    cassette then runs ITR to ITR."""
+    cassette then runs ITR to ITR, its flanks counted as ITRs at least ``itrs_nt`` / 2 long
+    (:func:`itr_shortfall`)."""
     motifs = (AAV2_ITR_MOTIF, reverse_complement(AAV2_ITR_MOTIF))
     return all(any(m in parts.get(f, "") for m in motifs) for f in FLANKS)
+
+
+def itr_shortfall(flanks: Sequence[int], itrs_nt: int) -> int:
+    """The nt two flanks of these lengths (5', 3') lack of two ITRs ``itrs_nt`` long
+    together: the 5' one's share ``itrs_nt`` / 2 rounded up, the 3' one's rounded down. A
+    flank at least its share long lacks nothing (it may hold more than the ITR: a spacer,
+    an enhancer)."""
+    shares = (itrs_nt - itrs_nt // 2, itrs_nt // 2)
+    return sum(max(0, share - n) for share, n in zip(shares, flanks, strict=True))
 
 
 def gc_fraction(seq: str) -> float:
@@ -619,17 +649,17 @@ def check_all(
     """Every constraint (``CONSTRAINTS`` order) on the cassette ``parts`` (part -> sequence,
     cassette order) designed from ``reference`` with ``fixed`` positions. ``polya``: the
     start's own polyA signal (None: :func:`own_polya` of ``reference``, no annotated site);
-    ``itrs``: the cassette runs ITR to ITR (None: :func:`itr_flanks` of ``reference``)."""
+    ``itrs``: the cassette runs between annotated ITRs, counted whole (False or None: it
+    runs ITR to ITR when :func:`itr_flanks` of ``reference``, its flanks counted as ITRs
+    at least ``itrs_nt`` / 2 long, else ``itrs_nt`` is added)."""
     seq = "".join(parts.values())
     spans = part_spans(parts)
     flanks = [spans[name] for name in FLANKS if name in spans]
     c = constraints
     if polya is None:
         polya = own_polya(reference, c.polya_signals)
-    if itrs is None:
-        itrs = itr_flanks(reference)
     checks = [
-        check_size(len(seq), c.aav_limit, 0 if itrs else c.itrs_nt),
+        check_size(len(seq), c.aav_limit, *_itrs(reference, c, itrs)),
         check_gc(seq, c.gc_min, c.gc_max),
         check_gc_windows(seq, c.gc_window, c.gc_window_min, c.gc_window_max, flanks),
         check_restriction_sites(seq, c.restriction_sites),
@@ -654,6 +684,17 @@ def check_all(
         )
     )
     return checks
+
+
+def _itrs(
+    reference: Mapping[str, str], c: Constraints, itrs: bool | None
+) -> tuple[int, tuple[int, int] | None]:
+    """``check_size``'s ``itrs_nt`` and ``motif_flanks`` for a start (``itrs``: annotated)."""
+    if itrs:
+        return 0, None
+    if itr_flanks(reference):
+        return c.itrs_nt, tuple(len(reference[f]) for f in FLANKS)
+    return c.itrs_nt, None
 
 
 def failed(checks: Iterable[Check]) -> list[Check]:
@@ -750,10 +791,18 @@ def check_feasible(
         )
     if c.itrs_nt < 0:
         raise fail("aav_size", f"itrs_nt must be >= 0, not {c.itrs_nt}")
-    itrs = itr_flanks(reference) if itrs is None else itrs
     checks = check_all(reference, reference, fixed, c, polya=polya, itrs=itrs)
     if not checks[0].ok:
-        hint = "" if itrs or not c.itrs_nt else "; if its flanks hold its ITRs, set itrs_nt: 0"
+        added, motif = _itrs(reference, c, itrs)
+        short = itr_shortfall(motif, c.itrs_nt) if motif else added
+        hint = (
+            ""
+            if not short
+            else "; if its flanks hold its whole ITRs, set itrs_nt: 0 (or annotate the ITRs "
+            "in a GenBank start)"
+            if motif
+            else "; if its flanks hold its ITRs, set itrs_nt: 0"
+        )
         raise fail("aav_size", f"the start is {checks[0].reason}; designs keep its length{hint}")
     present = {ch.name: ch for ch in checks}["polya_present"]
     if not present.ok:

@@ -55,7 +55,6 @@ from isoflow.constraints import (
     check_constraints,
     check_feasible,
     failed,
-    itr_flanks,
     own_polya,
 )
 from isoflow.constructs import Construct, construct_inputs, read_background, read_constructs
@@ -134,7 +133,8 @@ class Layout:
     """The starting cassette as one byte array, its parts' spans, what may change: ``sites``
     (cassette offsets a move picks from: each editable non-CDS base, and the first base of
     each editable CDS codon), ``is_codon`` per site; ``polya``: the start's own polyA signal
-    (fixed: never edited, never counted as cryptic); ``itrs``: it runs ITR to ITR."""
+    (fixed: never edited, never counted as cryptic); ``itrs``: it runs between annotated ITRs
+    (flanks that hold AAV2's ITR motif are found by :func:`check_all` itself)."""
 
     reference: dict[str, str]
     spans: dict[str, tuple[int, int]]
@@ -290,9 +290,14 @@ def make_layout(
         raise InputError(
             None, "design.fixed", "every editable position is fixed: nothing to design"
         )
-    itrs = construct.itrs or itr_flanks(reference)
     return Layout(
-        reference, spans, mask, np.array(sites), np.array(is_codon, dtype=bool), polya, itrs
+        reference,
+        spans,
+        mask,
+        np.array(sites),
+        np.array(is_codon, dtype=bool),
+        polya,
+        construct.itrs,
     )
 
 

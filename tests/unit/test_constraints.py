@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from helpers.itrs import ITR3, ITR5
+from isoflow.alphabet import reverse_complement
 from isoflow.constraints import (
     CONSTRAINTS,
     Constraints,
@@ -451,8 +452,49 @@ def test_aav_size_counts_itr_to_itr():
     inner = dict(parts, utr3=parts["utr3"][: -2 * len(ITR5)])
     flanked = {"upstream": ITR5, **inner, "downstream": ITR3}
     assert itr_flanks(flanked) and not itr_flanks(inner)
+    # 141-nt flanks (a 130-nt ITR + 11 nt of plasmid) each lack 4 nt of a 145-nt ITR
     assert check_all(flanked, flanked, np.zeros(4600, dtype=bool), _OPEN)[0].reason == (
-        "4,600 nt <= 4,700 nt packaging limit"
+        "4,600 nt + 8 nt its flanks of 141 and 141 nt (taken for its ITRs: they hold AAV2's "
+        "ITR motif) lack of two ITRs of 290 nt together (design.constraints.itrs_nt) = 4,608 nt "
+        "<= 4,700 nt packaging limit"
     )
     small = check_all(inner, inner, np.zeros(4600 - 282, dtype=bool), _OPEN)[0]
     assert small.ok and "+ 290 nt for the two ITRs the cassette lacks" in small.reason
+
+
+def test_aav_size_motif_flanks_are_not_a_free_pass():
+    # flanks holding only the 28-nt ITR motif were taken for whole ITRs: the payload passed
+    # the 4,700-nt limit as 4,687 nt with them and failed as 4,631 + 290 = 4,921 nt without
+    motif = "CTGCGCGCTCGCTCGCTCACTGAGGCCG"
+    payload = _mrna(_rand(9, 4631 - 78 - 6) + "AATAAA")
+    assert sum(map(len, payload.values())) == 4631
+    bare = check_all(payload, payload, np.zeros(4631, dtype=bool), _OPEN)[0]
+    assert not bare.ok and "= 4,921 nt is above" in bare.reason
+    for up, down in ((motif, motif), (motif, reverse_complement(motif))):
+        flanked = {"upstream": up, **payload, "downstream": down}
+        assert itr_flanks(flanked)
+        fixed = np.zeros(4687, dtype=bool)
+        size = check_all(flanked, flanked, fixed, _OPEN)[0]
+        assert not size.ok and size.reason == (
+            "4,687 nt + 234 nt its flanks of 28 and 28 nt (taken for its ITRs: they hold AAV2's "
+            "ITR motif) lack of two ITRs of 290 nt together (design.constraints.itrs_nt) = "
+            "4,921 nt is above the 4,700-nt AAV packaging limit"
+        )
+        with pytest.raises(InputError) as err:
+            check_feasible(flanked, fixed, _OPEN)
+        assert _one_line(err, "aav_size").endswith(
+            "designs keep its length; if its flanks hold its whole ITRs, set itrs_nt: 0 (or "
+            "annotate the ITRs in a GenBank start)"
+        )
+        # itrs_nt: 0 (the flanks are the user's whole ITRs) or annotated ITRs count it whole
+        whole = Constraints(**{**_OPEN.__dict__, "itrs_nt": 0})
+        assert check_feasible(flanked, fixed, whole)[0].reason == (
+            "4,687 nt (flanks of 28 and 28 nt holding AAV2's ITR motif, taken for its ITRs) "
+            "<= 4,700 nt packaging limit"
+        )
+        assert check_all(flanked, flanked, fixed, _OPEN, itrs=True)[0].ok
+    # a flank longer than its share (an ITR and a spacer) lacks nothing; the other its part
+    long_up = {"upstream": _rand(10, 200) + motif, **payload, "downstream": motif}
+    size = check_all(long_up, long_up, np.zeros(4631 + 256, dtype=bool), _OPEN)[0]
+    assert size.reason.startswith("4,887 nt + 117 nt its flanks of 228 and 28 nt")
+    assert "= 5,004 nt is above" in size.reason

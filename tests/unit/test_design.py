@@ -422,6 +422,23 @@ def test_design_runs_on_a_cassette_between_real_itrs_with_default_constraints():
         assert (parts["upstream"], parts["downstream"]) == (ITR5, ITR3)
 
 
+def test_a_tsv_start_with_bare_itr_motif_flanks_gets_the_itrs_they_lack():
+    """Flanks holding only AAV2's 28-nt ITR motif were taken for whole ITRs (make_layout
+    passed itrs=True): the cassette was counted as it stood, 256 nt under the size that
+    annotated ITRs or none at all would give."""
+    motif = "CTGCGCGCTCGCTCGCTCACTGAGGCCG"
+    inner = dict(_cassette(4).parts)
+    tsv = Construct("aav", {"upstream": motif, **inner, "downstream": motif}, "t.tsv:2")
+    n = len(tsv.cassette)
+    tight = Constraints(aav_limit=n + 233)  # the flanks lack 2 x (145 - 28) = 234 nt
+    with pytest.raises(InputError, match=rf"{n:,} nt \+ 234 nt its flanks of 28 and 28 nt"):
+        make_layout(tsv, ["utr5", "utr3"]).feasible(tight)
+    assert make_layout(tsv, ["utr5", "utr3"]).feasible(Constraints(aav_limit=n + 234))[0].ok
+    # the same flanks annotated as ITRs (a GenBank start): counted whole, as before
+    annotated = Construct("aav", dict(tsv.parts), "t.gb:aav", itrs=True)
+    assert make_layout(annotated, ["utr5", "utr3"]).feasible(Constraints(aav_limit=n))[0].ok
+
+
 # --- the cassette's own polyA signal (an NCBI record's, or a TSV utr3's natural one)
 
 
