@@ -401,6 +401,72 @@ def repair(
 # ---------------------------------------------------------------------------- scoring
 
 
+def unread_sites(
+    layout: Layout,
+    tss: int,
+    *,
+    modalities: Sequence[str],
+    window: int,
+    rna_cut: tuple[int | None, str],
+    polya_in_rna: bool = False,
+) -> np.ndarray:
+    """The editable sites (``layout.sites``; a codon site by any of its three bases) that no
+    input of a model reading ``modalities`` holds, so no edit there can change its
+    prediction: outside the DNA window (``window`` nt, the TSS at ``window // 2``, as
+    :func:`~isoflow.constructs.construct_inputs` places it) and outside the RNA's cut
+    (``rna_cut``: letters and truncate mode, what its encoder reads; the RNA starts at the
+    ``tss``, 5'UTR + CDS + 3'UTR, then the polyA part with ``polya_in_rna``). The protein
+    reads no edit: CDS moves are synonymous. An upper bound of what is read: an encoder that
+    crops the DNA window further (NT) reads less."""
+    n = len(layout.fixed)
+    read = np.zeros(n, dtype=bool)
+    if "dna" in modalities:
+        first = tss - window // 2
+        read[max(0, first) : max(0, min(n, first + window))] = True
+    if "rna" in modalities:
+        spans = layout.spans
+        parts = ("utr5", "cds", "utr3") + (("polya",) if polya_in_rna else ())
+        length = sum(b - a for name, (a, b) in spans.items() if name in parts)
+        letters, mode = rna_cut
+        a, b = 0, length
+        if letters is not None and length > letters:
+            a, b = (0, letters) if mode == "keep_5prime" else (length - letters, length)
+        read[tss + a : tss + b] = True  # a polya_tail lies past the cassette's transcript
+    sites = np.asarray(layout.sites, dtype=int)
+    width = np.where(layout.is_codon, 3, 1)
+    hit = np.array([read[i : i + w].any() for i, w in zip(sites, width, strict=True)], dtype=bool)
+    return sites[~hit] if len(sites) else sites
+
+
+def _rna_cut(manifest: Mapping[str, Any]) -> tuple[int | None, str]:
+    """What a bundle's RNA encoder reads of a longer RNA: its family's ``raw_cut`` of the
+    spec the manifest records (cached or raw: the cache and the loader cut alike), else
+    ``rna.max_nt`` / ``rna.truncate``."""
+    entry = (manifest.get("encoders") or {}).get("rna")
+    if entry and entry.get("spec") is not None:
+        from isoflow.model.encoders import spec_raw_cut
+
+        return spec_raw_cut(entry["name"], entry["spec"])
+    return int(manifest["rna"]["max_nt"]), str(manifest["rna"]["truncate"])
+
+
+def _where(sites: np.ndarray, layout: Layout) -> str:
+    """Runs of the bases of these editable ``sites`` (a codon site: its three bases), as
+    ``part a-b`` (1-based cassette positions)."""
+    width = dict(zip(layout.sites.tolist(), np.where(layout.is_codon, 3, 1).tolist(), strict=True))
+    bases = sorted({j for i in sites.tolist() for j in range(i, i + width[i])})
+    runs: list[list[int]] = []
+    for j in bases:
+        if runs and j == runs[-1][1] + 1:
+            runs[-1][1] = j
+        else:
+            runs.append([j, j])
+    part = lambda j: next(n for n, (a, b) in layout.spans.items() if a <= j < b)  # noqa: E731
+    return ", ".join(
+        f"{part(x)} {x + 1}-{y + 1}" if y > x else f"{part(x)} {x + 1}" for x, y in runs
+    )
+
+
 class Scorer:
     """Predicts cassettes with every bundle; ``calls`` counts cassette x bundle predictions.
     Only the modalities an edit can change are re-encoded (the protein only when the CDS is
@@ -432,6 +498,27 @@ class Scorer:
         ref = self.inputs([dict(start.parts)])
         self.reference = [m.embed(ref) for m in self.models]
         self.calls = 0
+        for run, manifest in zip(self.runs, manifests, strict=True):
+            unread = unread_sites(
+                layout,
+                start.tss,
+                modalities=tuple(manifest["modalities"]),
+                window=self.window,
+                rna_cut=_rna_cut(manifest),
+                polya_in_rna=bool(self.placement.get("polya_in_rna", False)),
+            )
+            if len(unread):
+                log.warning(
+                    "bundle %r: %d of %d editable sites lie outside every input it reads "
+                    "(its DNA window, its RNA cut; the protein reads no synonymous edit), so "
+                    "edits there cannot change its predictions and drift freely: %s "
+                    "(1-based cassette positions); make them fixed (design.fixed) or use a "
+                    "bundle that reads them",
+                    run,
+                    len(unread),
+                    len(layout.sites),
+                    _where(unread, layout),
+                )
 
     def inputs(self, candidates: Sequence[Mapping[str, str]]) -> list:
         """The model inputs of each candidate, placed as the start (whose cut-to-the-window

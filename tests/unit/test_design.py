@@ -883,3 +883,70 @@ def test_a_negative_design_seed_is_refused_by_the_schema():
     jsonschema.validate(0, node)
     with pytest.raises(jsonschema.ValidationError, match="minimum of 0"):
         jsonschema.validate(-1, node)
+
+
+# --- editable sites no input of a bundle reads
+
+
+def test_sites_outside_every_input_a_bundle_reads_are_named_once_per_bundle(monkeypatch, caplog):
+    """A bundle whose DNA window and RNA cut miss some editable sites let them drift with
+    no effect on its predictions (designs of 11-12 edits, predictions identical to the
+    start's): the Scorer now says which, per bundle, when it is built."""
+    import types
+
+    import isoflow.bundle
+    import isoflow.score
+    from isoflow.design import Scorer, unread_sites
+
+    start = _cassette(0)
+    layout = make_layout(start, ["promoter", "utr3"])
+    tss, (u3a, u3b) = start.tss, start.spans["utr3"]
+    assert (tss, u3a) == (150, 249)  # promoter 1-150, utr5 151-183, cds 184-249
+    own = u3a + start.parts["utr3"].rfind("AATAAA")  # the own signal: fixed, no site
+    # DNA: 100 nt about the TSS (cassette 101-200); RNA: its first 40 nt (151-190)
+    kw = dict(window=100, rna_cut=(40, "keep_5prime"))
+    unread = unread_sites(layout, tss, modalities=("dna", "rna"), **kw)
+    expected = list(range(0, 100)) + [i for i in range(u3a, u3b) if not own <= i < own + 6]
+    assert unread.tolist() == expected
+    # the RNA's last 40 nt instead: the 3'UTR's end is read; no DNA: the promoter is not
+    tail = unread_sites(layout, tss, modalities=("rna",), window=100, rna_cut=(40, "keep_3prime"))
+    assert tail.tolist() == list(range(0, 150)) + [i for i in expected if u3a <= i < u3b - 40]
+    # nothing cut and a window holding the cassette: every site read; protein alone: none
+    whole = dict(window=4 * len(start.cassette), rna_cut=(None, "keep_5prime"))
+    assert len(unread_sites(layout, tss, modalities=("dna", "rna"), **whole)) == 0
+    assert len(unread_sites(layout, tss, modalities=("protein",), **whole)) == len(layout.sites)
+
+    # the Scorer's warning: one line per bundle, naming what that bundle misses
+    def manifest(run, window, max_nt):
+        return {
+            "run": run,
+            "tissues": TISSUES,
+            "modalities": ["dna", "rna"],
+            "dna": {"window": window},
+            "rna": {"max_nt": max_nt, "truncate": "keep_5prime"},
+        }
+
+    manifests = [manifest("short", 100, 40), manifest("long", 100, 10_000)]
+    model = types.SimpleNamespace(embed=lambda inputs, *a, **k: {})
+    monkeypatch.setattr(isoflow.score, "check_bundles", lambda paths: manifests)
+    monkeypatch.setattr(isoflow.bundle, "load_model", lambda path, device=None: model)
+    with caplog.at_level("WARNING", logger="isoflow.design"):
+        Scorer(["a", "b"], start, layout)
+    lines = [r.getMessage() for r in caplog.records if r.name == "isoflow.design"]
+    assert len(lines) == 2 and lines[0].startswith(
+        f"bundle 'short': {len(expected)} of {len(layout.sites)} editable sites lie outside "
+        "every input it reads"
+    )
+    own1 = own + 1
+    assert lines[0].endswith(
+        f"drift freely: promoter 1-100, utr3 {u3a + 1}-{own1 - 1}, utr3 {own1 + 6}-{u3b} "
+        "(1-based cassette positions); make them fixed (design.fixed) or use a bundle that "
+        "reads them"
+    )
+    assert lines[1].startswith(f"bundle 'long': 100 of {len(layout.sites)} editable sites")
+    assert "drift freely: promoter 1-100 (1-based" in lines[1]
+    caplog.clear()
+    manifests[:] = [manifest("wide", 1000, 10_000)]  # reads every site: no line
+    with caplog.at_level("WARNING", logger="isoflow.design"):
+        Scorer(["c"], start, layout)
+    assert not [r for r in caplog.records if r.name == "isoflow.design"]
