@@ -276,6 +276,9 @@ def test_a_complete_last_line_without_its_newline_reads(tmp_path):
         'c1\tX\texon\t1\t100\t.\t+\t.\tParent=T9;Note=5" end'
     )
     assert read_annotation(gff).transcript_id.tolist() == ["T9"]
+    # nor is a last comment line without its newline
+    (tmp_path / "b.gtf").write_text("\n".join([*lines, "#end of file"]))
+    assert read_annotation(tmp_path / "b.gtf").transcript_id.tolist()[-1] == "T5.1"
 
 
 def test_missing_and_empty_files(tmp_path):
@@ -729,6 +732,9 @@ def test_gff3_fasta_section_is_not_read_as_features(tmp_path):
     ]
     df = read_annotation(write(tmp_path / "a.gff3", lines))
     assert df["transcript_id"].tolist() == ["T1"] and df["gene_id"].tolist() == ["G1"]
+    # its last sequence line without a newline is no feature line cut short
+    (tmp_path / "b.gff3").write_text("\n".join(lines))
+    assert read_annotation(tmp_path / "b.gff3")["transcript_id"].tolist() == ["T1"]
 
 
 # ---- issue 14: the file is read in blocks, attribute text dropped block by block --------
@@ -765,6 +771,14 @@ def test_gzip_errors_name_the_line_in_blocks(tmp_path, monkeypatch, size):
     path = write(tmp_path / "a.gtf.gz", lines)
     monkeypatch.setattr(annotation, "_BLOCK_BYTES", size)
     fails(tmp_path, path, r"a\.gtf\.gz:22: fewer than 9")
+
+
+def test_a_cut_last_line_is_named_by_its_line_in_the_file_in_blocks(tmp_path, monkeypatch):
+    # the last block starts past line 1: the lines of the blocks before it count too
+    path = cut_inside_last_line(tmp_path / "cut.gtf", [*gencode_lines(), T5], 'transcript_id "T5')
+    _small_blocks(monkeypatch, 300)
+    line = len(gencode_lines()) + 1
+    fails(tmp_path, path, rf"cut\.gtf:{line}: the file ends inside this line")
 
 
 def test_first_failing_check_wins_across_blocks(tmp_path, monkeypatch):
