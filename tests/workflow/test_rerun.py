@@ -60,9 +60,9 @@ def demo_data_half(tmp_path_factory: pytest.TempPathFactory):
     """Working directory where the demo's data half has run; runs snakemake there."""
     work = tmp_path_factory.mktemp("rerun")
 
-    def snakemake(*args: str) -> subprocess.CompletedProcess:
+    def snakemake(*args: str, overlays: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
         command = [SNAKEMAKE, "-s", REPO / "Snakefile", "-d", work, "--cores", "2"]
-        command += [*args, "--configfile", REPO / "config" / "demo.yaml"]
+        command += [*args, "--configfile", REPO / "config" / "demo.yaml", *overlays]
         return subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=600)
 
     targets = listed_targets(snakemake)
@@ -210,6 +210,22 @@ def test_a_stale_input_stops_only_the_commands_whose_dag_reads_it(demo_data_half
         annotation.write_bytes(original)
         os.utime(annotation, ns=(before, before))
     assert scheduled(snakemake(*targets, "-n")) == Counter()
+
+
+def test_a_report_after_a_params_edit_stops_and_writes_nothing(demo_data_half) -> None:
+    """--report with an overlay that changes a param: the results on disk were made with
+    other params, so the page would credit them to this config (rules/common.smk's
+    `check_report_current`, docs/rerun.md); it stops naming the jobs due, and writes no page."""
+    snakemake, targets, _, work = demo_data_half
+    overlay = work / "valid_fraction.yaml"
+    overlay.write_text("split: {valid_fraction: 0.2}\n")
+    page = work / "edited_report.html"
+    report = snakemake(*targets, "--report", str(page), overlays=(overlay,))
+    assert report.returncode != 0 and not page.exists(), report.stderr[-3000:]
+    assert "valid_fraction.yaml: " in report.stderr and "would run first" in report.stderr
+    assert "splits (results/splits/locus.tsv): params changed: split.valid_fraction" in (
+        report.stderr
+    ), report.stderr[-3000:]
 
 
 def test_an_orphan_record_with_a_stale_input_is_ignored(demo_data_half, monkeypatch) -> None:
