@@ -366,6 +366,12 @@ def test_use_tf_gamma_with_another_window_is_one_line_before_any_job():
             "(target_length) the Enformer encoders.enformer returns: set dna.window to at "
             "least 114688 (or a smaller encoders.enformer.target_length)",
         ),
+        (  # one bin short
+            114_560,
+            {"source": "pretrained", "use_tf_gamma": False},
+            "enformer",
+            "config:dna.window: 114,560 bp gives 895 bins of 128 bp, fewer than the 896 ",
+        ),
         (
             200_000,
             {"source": "pretrained", "use_tf_gamma": False},
@@ -427,6 +433,7 @@ def test_use_tf_gamma_passes_where_no_forward_would_fail(window, source, dna_enc
         (65_536, {"source": "pretrained", "target_length": 512}, "enformer"),
         (2048, {"source": "tiny", "hparams": {"target_length": 8}}, "enformer"),
         (2048, {"source": "tiny"}, "borzoi"),
+        (2048, {}, "enformer"),  # source defaults to tiny: its own bins, not the published 896
         (131_072, {"source": "pretrained", "input_length": 131_072}, "borzoi"),
         (1000, {"source": "pretrained"}, "esm2"),
     ],

@@ -129,6 +129,10 @@ def test_embed_inputs_by_modality_and_source():
     assert nt["genome"] == "g.fa"
     with pytest.raises(InputError, match="not configured"):
         workflow.embed_inputs(SimpleNamespace(encoder="borzoi"), **common)
+    # a window the encoder cannot read stops the DAG here, before any job downloads or loads it
+    config["encoders"]["borzoi"], config["dna"] = {"source": "pretrained"}, {"window": 196_608}
+    with pytest.raises(InputError, match="the pretrained Borzoi encoders.borzoi reads exactly"):
+        workflow.embed_inputs(SimpleNamespace(encoder="borzoi"), **common)
 
 
 def full_encoders() -> dict:
