@@ -1390,14 +1390,15 @@ def _rows(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data)).astype(np.float32)
 
 
-@pytest.mark.parametrize("how", ["code", "bypass"])
+@pytest.mark.parametrize("how", ["code", "bypass", "threads"])
 def test_a_killed_builds_shards_are_not_resumed_by_other_code_or_a_forced_build(
     tmp_path, monkeypatch, how
 ):
     """A build killed after some shards, then a code fix (or ISOFLOW_EMBED_STORE=0 to force
     a rebuild): the store missed as it should, but the partial build's fingerprint did not
     cover the code, and the bypass left the partial folder, so the new cache held the old
-    code's first shards and the fix's last ones, filed under the new digest."""
+    code's first shards and the fix's last ones, filed under the new digest. Other torch
+    threads on a CPU (other rows, as if) are in the fingerprint too."""
     import isoflow.embed
     import isoflow.model.encoders.esm2 as family
     from helpers.training import make_dataset
@@ -1425,6 +1426,9 @@ def test_a_killed_builds_shards_are_not_resumed_by_other_code_or_a_forced_build(
         copy = tmp_path / "esm2.py"
         copy.write_text(Path(family.__file__).read_text() + "\n_A_FIX = 1\n")
         monkeypatch.setattr(family, "__file__", str(copy))
+    elif how == "threads":
+        threads = torch.get_num_threads() + 1
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     else:
         monkeypatch.setenv("ISOFLOW_EMBED_STORE", "0")
     shutil.rmtree(out, ignore_errors=True)
@@ -1455,6 +1459,39 @@ def test_other_cpu_kernels_or_torch_build_the_cache_again(stored, monkeypatch, c
     shutil.rmtree(out)
     _embed_esm2(path, out)
     assert calls
+
+
+@pytest.mark.parametrize("change", ["weights", "threads", "isoflow.embed"])
+def test_other_weights_threads_or_embed_code_build_the_cache_again(stored, monkeypatch, change):
+    """Each is in the store digest: weights re-downloaded at the same path and revision (a
+    moved `main`), the torch threads of a CPU build (a kernel may split its sums by them),
+    isoflow.embed itself (pooling, batching: STORE_SOURCES)."""
+    import isoflow.embed
+
+    path, out, before, calls = stored
+    if change == "weights":
+        build = isoflow.embed.frozen_encoder
+
+        def moved(name, spec):
+            encoder = build(name, spec)
+            with torch.no_grad():
+                next(encoder.parameters()).add_(0.5)
+            return encoder
+
+        monkeypatch.setattr(isoflow.embed, "frozen_encoder", moved)
+    elif change == "threads":
+        threads = torch.get_num_threads() + 1
+        monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    else:
+        copy = out.parent / "checkout" / "embed.py"
+        copy.parent.mkdir()
+        copy.write_text(Path(isoflow.embed.__file__).read_text() + "\n_A_POOLING_FIX = 1\n")
+        monkeypatch.setattr(isoflow.embed, "__file__", str(copy))
+    shutil.rmtree(out)
+    _embed_esm2(path, out)
+    assert calls
+    shard = "shard_00000.npy"  # other rows only from other weights
+    assert (_files(out)[shard] != before[shard]) is (change == "weights")
 
 
 @pytest.mark.parametrize(
