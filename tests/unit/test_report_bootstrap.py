@@ -178,6 +178,19 @@ def test_a_run_on_another_test_set_is_refused(tmp_path):
         test.predicted(other, "b.parquet")
     with pytest.raises(InputError, match=r"b.parquet:T000: not scored on the test set"):
         test.predicted(frame[frame["transcript_id"] != "T000"], "b.parquet")
+    # as many transcripts, in the same places, with the same values: one of them another
+    renamed = frame.replace({"transcript_id": {"T000": "T000x"}})
+    with pytest.raises(InputError, match=r"b.parquet:T000: not scored on the test set"):
+        test.predicted(renamed, "b.parquet")
+    # a tissue named otherwise, in the same place, with the same values
+    renamed = frame.replace({"tissue": {TISSUES[-1]: "Thyroid"}})
+    with pytest.raises(
+        InputError, match=r"b.parquet: tissues \[.*'Thyroid'\] differ from a.parquet"
+    ):
+        test.predicted(renamed, "b.parquet")
+    doubled = pd.concat([frame, frame.iloc[[0]]])
+    with pytest.raises(InputError, match=rf"b.parquet:T000: two rows for tissue {TISSUES[0]}$"):
+        test.predicted(doubled, "b.parquet")
 
 
 CONFIG = {
