@@ -372,6 +372,19 @@ def test_non_numeric_tpm(tmp_path, attrs_path, value):
     assert msg.startswith(f"{gct}:254: transcript {rows[250][0]}, sample {samples[col]}: TPM ")
 
 
+def test_the_first_of_several_bad_tpms_is_named(tmp_path, attrs_path):
+    # two bad values in one line and a third in a later one: the first in file order
+    samples = sample_ids(attrs_path)
+    rows = random_rows(300, len(samples))
+    rows[250][2][13], rows[250][2][20], rows[260][2][5] = "1_0", "abc", "x"
+    gct = write_gct(tmp_path / "tpm.gct.gz", samples, rows)
+    msg = run_bad(tmp_path, attrs_path, gct)
+    assert (
+        msg
+        == f"{gct}:254: transcript {rows[250][0]}, sample {samples[13]}: TPM '1_0' is not a number"
+    )
+
+
 def test_duplicate_transcript(tmp_path, attrs_path):
     samples = sample_ids(attrs_path)
     rows = random_rows(300, len(samples))
