@@ -365,15 +365,36 @@ def test_a_report_stop_for_params_in_another_key_order_says_so(tmp_path):
     assert not provenance.key_order_only(SimpleNamespace(only_old={"<object>"}, only_new={"1"}))
 
 
-def test_a_report_stop_without_a_record_gives_snakemakes_reason(tmp_path):
+@pytest.mark.parametrize("extra", [0, 1, 2])
+def test_a_report_stop_without_a_record_gives_snakemakes_reason(tmp_path, extra):
     jobs = {
         fake_job("train", [f"results/runs/r{i}/metrics.json"]): FakeReason(
             "output files have to be generated"
         )
-        for i in range(provenance.REPORT_SHOWN + 2)
+        for i in range(provenance.REPORT_SHOWN + extra)
     }
-    with pytest.raises(InputError, match=r"output files have to be generated; and 2 more\."):
+    more = f"; and {extra} more" if extra else ""
+    with pytest.raises(InputError, match=rf"output files have to be generated{more}\. Run "):
         provenance.check_report_current(FakeDag(jobs), [], tmp_path)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "not json",
+        "[1]",
+        '{"configfiles": []}',
+        '{"commit": "a"}',
+        '{"commit": "a", "configfiles": 3}',
+    ],
+)
+def test_a_job_run_outside_the_workflow_or_a_malformed_origin_is_unknown(value):
+    environ = {} if value is None else {provenance.ORIGIN_ENV: value}
+    origin = provenance.job_origin({"epochs": 7}, environ)
+    assert (origin["commit"], origin["configfiles"]) == ("unknown", [])
+    made = {provenance.ORIGIN_ENV: provenance.origin_env("a", ["demo.yaml"])}
+    assert provenance.job_origin({}, made)["commit"] == "a"
 
 
 def test_changed_keys_are_dotted_paths():
