@@ -162,12 +162,12 @@ def check_report_current(
     config and code: a job of the DAG (``dag.needrun_jobs()``) that has outputs would run
     first. Jobs without outputs (rule ``all``) are targets, not results. Each job is named
     with Snakemake's reason (``dag.reason(job)``); a params change also with the changed
-    keys, where the job's provenance record holds the params it ran with."""
+    keys, where the job's provenance record holds the params it ran with. The root causes
+    come first (:func:`_downstream_rank`), and the error is named by the first one's output."""
     stale = [job for job in dag.needrun_jobs() if job.output]
     if not stale:
         return
-    # the jobs due for a reason of their own first: the rest follow from them
-    stale.sort(key=lambda job: list(dag.reason(job).get_names()) == [DOWNSTREAM])
+    stale.sort(key=lambda job: _downstream_rank(dag.reason(job)))
     parts = [
         f"{job.rule.name} ({job.output[0]}): {_why(job, dag.reason(job), record_dir)}"
         for job in stale[:REPORT_SHOWN]
@@ -226,6 +226,18 @@ def run_origins(
 # Snakemake compares params by repr: the same values with a dict's keys in another order
 # (params recorded before the workflow sorted them) read as changed
 KEY_ORDER_ONLY = "params differ only in key order; `snakemake --touch` marks them current"
+
+
+def _downstream_rank(reason: Any) -> int:
+    """Where a due job goes in the stop line (a stable sort, so in DAG order within each):
+    0, the root causes, no input updated by another job (a missing output of a first job,
+    a changed param or input); 1, a reason of its own too; 2, only following another job.
+    In a fresh folder every job's output is missing, and only the first jobs lack
+    ``DOWNSTREAM``: they, not the jobs after them, come first."""
+    names = [str(name) for name in reason.get_names()]
+    if DOWNSTREAM not in names:
+        return 0
+    return 2 if names == [DOWNSTREAM] else 1
 
 
 def _why(job: Any, reason: Any, record_dir: str | os.PathLike) -> str:

@@ -378,6 +378,31 @@ def test_a_report_stop_without_a_record_gives_snakemakes_reason(tmp_path, extra)
         provenance.check_report_current(FakeDag(jobs), [], tmp_path)
 
 
+def test_a_report_stop_names_the_root_causes_first(tmp_path):
+    """In a fresh folder every job's output is missing; the jobs after the first ones have an
+    input updated by another job too. The first named (and the error's file) is a first job,
+    not the first of the DAG's order that follows one."""
+    missing, downstream = "output files have to be generated", provenance.DOWNSTREAM
+    embed = fake_job("embed_shared", ["results/embeddings/esm2/meta.json"])
+    report = fake_job("report_runs", ["results/report/runs.svg"])
+    train = fake_job("train", ["results/runs/a/metrics.json"])
+    measurements = fake_job("demo_measurements", ["resources/demo/measurements.tsv"])
+    dag = FakeDag(
+        {
+            embed: FakeReason(missing, downstream),
+            report: FakeReason(downstream),
+            train: FakeReason(downstream, "params have changed since last execution"),
+            measurements: FakeReason(missing),
+        }
+    )
+    with pytest.raises(InputError) as err:
+        provenance.check_report_current(dag, [], tmp_path)
+    line = str(err.value)
+    assert line.startswith("resources/demo/measurements.tsv: --report ")
+    named = re.findall(r"(?:: |; )(\w+) \(", line)
+    assert named == ["demo_measurements", "embed_shared", "train", "report_runs"], line
+
+
 @pytest.mark.parametrize(
     "value",
     [
