@@ -22,12 +22,13 @@ import hashlib
 import http.server
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+from benchcommon import scratch_in
 
 from isoflow.download import fetch
 
@@ -39,7 +40,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gzip", action="store_true", help="a .gz payload of GTF-like text")
     args = parser.parse_args()
-    serve = args.scratch / "serve"
+    # a folder of its own inside --scratch, removed at the end: the rest of --scratch stays
+    with scratch_in(args.scratch, "bench_download_") as scratch:
+        run(args, scratch)
+
+
+def run(args: argparse.Namespace, scratch: Path) -> None:
+    serve = scratch / "serve"
     serve.mkdir(parents=True, exist_ok=True)
     payload = serve / ("payload.gtf.gz" if args.gzip else "payload.bin")
     if args.gzip:
@@ -57,7 +64,7 @@ def main() -> None:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{httpd.server_address[1]}/{payload.name}"
-    out = args.scratch / "out"
+    out = scratch / "out"
     out.mkdir(exist_ok=True)
 
     def curl() -> None:
@@ -92,7 +99,6 @@ def main() -> None:
             run()
             times[name].append(time.perf_counter() - start)
     httpd.shutdown()
-    shutil.rmtree(args.scratch)
     ref = statistics.median(times[reference])
     print(f"payload: {payload.name}, {mb:.0f} MB")
     print(f"| tool | median of {args.repeats} (s) | MB/s | ratio to {reference} | all runs (s) |")

@@ -28,6 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchcommon import run_in_tree, scratch_in
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
@@ -80,15 +82,10 @@ print(json.dumps({"growth_mb": (peak - before) / 1024, "base_mb": before / 1024,
 
 
 def run_child(cwd: Path, config: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(config)],
-        cwd=cwd,  # python -c imports isoflow from its working directory
-        env={**os.environ, "PYTHONPATH": str(cwd)},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """CHILD on the isoflow of ``cwd`` only (benchcommon.run_in_tree: no module borrowed from
+    this checkout; a failure ends the bench with the child's stderr)."""
+    out = run_in_tree(cwd, CHILD, json.dumps(config))
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -113,23 +110,33 @@ def main() -> None:
         f"new: one {args.shard_mb} MiB shard buffer": (ROOT, args.shard_mb),
     }
     results: dict[str, list[dict]] = {name: [] for name in cases}
-    for _ in range(args.repeat):
-        for name, (cwd, shard_mb) in cases.items():  # interleaved: load drift hits both
-            shutil.rmtree(args.work, ignore_errors=True)
-            args.work.mkdir(parents=True)
-            config = {
-                "out": str(args.work / "cache"),
-                "sequences": args.sequences,
-                "tokens": args.tokens,
-                "pool_to": args.pool_to,
-                "shard_mb": shard_mb,
-                "batches": args.batches,
-            }
-            out = run_child(cwd, config)
-            results[name].append(out)
-            print(f"{name}: {out}", file=sys.stderr)
-    shutil.rmtree(args.work, ignore_errors=True)
+    # a folder of its own inside --work, removed at the end: the rest of --work stays
+    with scratch_in(args.work, "bench_embed_memory_") as work:
+        for _ in range(args.repeat):
+            for name, (cwd, shard_mb) in cases.items():  # interleaved: load drift hits both
+                case = Path(tempfile.mkdtemp(dir=work))
+                run(results, name, cwd, shard_mb, args, case)
+                shutil.rmtree(case)  # one case's cache on disk at a time
     shutil.rmtree(old_dir, ignore_errors=True)
+    report(results, args)
+
+
+def run(results: dict, name: str, cwd: Path, shard_mb: int, args, work: Path) -> None:
+    """One case in its own child process, writing under ``work`` (a new empty folder)."""
+    config = {
+        "out": str(work / "cache"),
+        "sequences": args.sequences,
+        "tokens": args.tokens,
+        "pool_to": args.pool_to,
+        "shard_mb": shard_mb,
+        "batches": args.batches,
+    }
+    out = run_child(cwd, config)
+    results[name].append(out)
+    print(f"{name}: {out}", file=sys.stderr)
+
+
+def report(results: dict, args) -> None:
     data_mb = args.sequences * args.pool_to * 3072 * 2 / 2**20
     print(
         f"\n{args.sequences} sequences x {args.pool_to} rows x 3,072 float16 = {data_mb:,.0f} "

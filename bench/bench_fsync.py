@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from benchcommon import scratch_in
 from pytorch_lightning.plugins import TorchCheckpointIO
 
 from isoflow.checkpoints import unreadable
@@ -127,10 +128,12 @@ def main() -> None:
     parser.add_argument("--checkpoint-mb", type=float, default=1024, help="0: none")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    if args.mb:
-        shards(Path(args.folder), args.mb, args.repeats)
-    if args.checkpoint_mb:
-        checkpoints(Path(args.folder), args.checkpoint_mb, args.repeats)
+    # a folder of its own inside --folder, removed at the end: the rest of --folder stays
+    with scratch_in(args.folder, "bench_fsync_") as work:
+        if args.mb:
+            shards(work / "shards", args.mb, args.repeats)
+        if args.checkpoint_mb:
+            checkpoints(work / "checkpoints", args.checkpoint_mb, args.repeats)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from benchcommon import run_in_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 # the workflow's encoders' widths: Enformer's trunk, NT-v2 250M, ESM-2 150M (= bench/gpu.py's
@@ -47,7 +48,12 @@ TISSUES = [f"tissue_{i:02d}" for i in range(30)]
 CHILD = """
 import json, sys, time
 import torch
-import isoflow.loader as data
+try:
+    import isoflow.loader as data
+except ModuleNotFoundError as error:  # older trees (c40b196) call the module isoflow.data
+    if error.name != "isoflow.loader":
+        raise
+    import isoflow.data as data
 cfg = json.loads(sys.argv[1])
 if cfg["torch_threads"]:
     torch.set_num_threads(cfg["torch_threads"])
@@ -137,6 +143,13 @@ def build_inputs(work: Path, n: int, pool_to: int, seed: int = 0) -> dict:
     }
     if stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(settings)):
         return paths
+    # the caches below are rebuilt in place: only in a folder this bench made (or a new one)
+    ours = stamp.exists() and set(json.loads(stamp.read_text())) == set(settings)
+    if work.exists() and any(work.iterdir()) and not ours:
+        raise SystemExit(
+            f"--work {work}: a folder with other files in it (no bench_loader settings.json); "
+            "name a new or empty folder"
+        )
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = []
@@ -181,14 +194,10 @@ def build_inputs(work: Path, n: int, pool_to: int, seed: int = 0) -> dict:
 
 
 def run_child(cwd: Path, config: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(config)],
-        cwd=cwd,  # python -c imports isoflow from its working directory
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """CHILD on the isoflow of ``cwd`` only (benchcommon.run_in_tree: no module borrowed from
+    this checkout; a failure ends the bench with the child's stderr)."""
+    out = run_in_tree(cwd, CHILD, json.dumps(config))
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ so a load change on a shared machine hits them alike. Three workloads:
   the ``demo_data`` script), i.e. what starting one job costs end to end.
 
 The older tree is a ``git worktree`` of ``--baseline`` (default: the last commit before the
-light parse) under ``--scratch``, removed afterwards. Both trees must plan the same number
+light parse) in a temporary folder inside ``--scratch``, removed afterwards (the rest of
+``--scratch`` is left alone). Both trees must plan the same number
 of jobs, or the comparison stops. Prints a Markdown table.
 
     .venv/bin/python bench/bench_parse.py --repeats 5
@@ -28,13 +29,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchcommon import scratch_in
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
@@ -80,9 +82,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bench_parse")
     args = parser.parse_args(argv)
 
-    shutil.rmtree(args.scratch, ignore_errors=True)
-    args.scratch.mkdir(parents=True)
-    old = args.scratch / "baseline"
+    # a folder of its own inside --scratch, removed at the end: the rest of --scratch stays
+    with scratch_in(args.scratch.resolve(), "bench_parse_") as scratch:
+        runs, trees = measure(args, scratch)
+    report(args, runs, trees)
+
+
+def measure(args: argparse.Namespace, scratch: Path) -> tuple[dict, dict]:
+    """Every workload's dry runs in both trees and the floor's, ``--repeats`` rounds."""
+    old = scratch / "baseline"
     subprocess.run(
         ["git", "-C", REPO, "worktree", "add", "--detach", old, args.baseline],
         check=True,
@@ -94,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    floor = args.scratch / "floor" / "Snakefile"
+    floor = scratch / "floor" / "Snakefile"
     floor.parent.mkdir()
     floor.write_text(FLOOR_SNAKEFILE)
     trees = {"this tree": REPO, f"baseline {revision}": old}
@@ -103,24 +111,26 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(args.repeats):
             for workload, files in WORKLOADS.items():
                 for label, tree in trees.items():
-                    workdir = Path(tempfile.mkdtemp(dir=args.scratch))
+                    workdir = Path(tempfile.mkdtemp(dir=scratch))
                     result = dry_run(tree, tree / "Snakefile", [tree / f for f in files], workdir)
                     runs.setdefault((workload, label), []).append(result)
             if args.one_job:
                 for label, tree in trees.items():
-                    workdir = Path(tempfile.mkdtemp(dir=args.scratch))
+                    workdir = Path(tempfile.mkdtemp(dir=scratch))
                     demo = [tree / "config" / "demo.yaml"]
                     result = dry_run(tree, tree / "Snakefile", demo, workdir, ONE_JOB)
                     runs.setdefault(("demo_data job", label), []).append(result)
-            workdir = Path(tempfile.mkdtemp(dir=args.scratch))
+            workdir = Path(tempfile.mkdtemp(dir=scratch))
             runs.setdefault(("floor", "snakemake alone"), []).append(
                 dry_run(REPO, floor, [], workdir)
             )
             print(f"round {i + 1}/{args.repeats} done", file=sys.stderr)
     finally:
         subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", old], check=False)
-        shutil.rmtree(args.scratch, ignore_errors=True)
+    return runs, trees
 
+
+def report(args: argparse.Namespace, runs: dict, trees: dict) -> None:
     # A DAG that grew since the baseline plans more jobs: its ratio compares unlike work, so
     # it is left out (this tree's own figures and the floor still stand).
     unlike = set()

@@ -25,11 +25,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import shutil
 import statistics
 import subprocess
 import time
 from pathlib import Path
+
+from benchcommon import scratch_in
 
 from isoflow import provenance
 
@@ -166,18 +167,17 @@ def main() -> None:
     parser.add_argument("--skip-parse", action="store_true")
     parser.add_argument("--cold", action="store_true", help="cold vs warm page cache (root)")
     args = parser.parse_args()
-    args.scratch.mkdir(parents=True, exist_ok=True)
-    scratch = args.scratch.resolve()
-    try:
-        if not args.skip_hashing:
-            hashing(scratch, args.repeats, args.only)
-        if args.cold:
-            cold_vs_warm(scratch, args.repeats)
-        if not args.skip_parse:
-            parse_time(scratch, args.repeats, args.inputs_per_record)
-    finally:
-        os.chdir("/")
-        shutil.rmtree(scratch)
+    # a folder of its own inside --scratch, removed at the end: the rest of --scratch stays
+    with scratch_in(args.scratch.resolve(), "bench_provenance_") as scratch:
+        try:
+            if not args.skip_hashing:
+                hashing(scratch, args.repeats, args.only)
+            if args.cold:
+                cold_vs_warm(scratch, args.repeats)
+            if not args.skip_parse:
+                parse_time(scratch, args.repeats, args.inputs_per_record)
+        finally:
+            os.chdir("/")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from benchcommon import tree_prelude
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +70,9 @@ NUMBER = re.compile(r"-?\d+\.?\d*(?:e-?\d+)?")
 def child(package_root: Path, results: Path, out: Path, runs: list[str]) -> dict:
     """One child process: its own report and its user + system CPU (os.wait4)."""
     env = {**os.environ, "PYTHONPATH": str(package_root)}
-    cmd = [sys.executable, "-c", CHILD, str(results), str(out), *runs]
+    # benchcommon.tree_prelude: the tree's own modules only, none borrowed from this checkout
+    cmd = [sys.executable, "-c", tree_prelude(package_root) + CHILD, str(results), str(out)]
+    cmd += runs
     proc = subprocess.Popen(cmd, cwd=package_root, env=env, stdout=subprocess.PIPE)
     stdout = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchcommon import tree_prelude
+
 ROOT = Path(__file__).resolve().parents[1]
 
 AGGREGATE = """
@@ -135,7 +137,7 @@ def main() -> None:
             *pin,
             sys.executable,
             "-c",
-            AGGREGATE,
+            tree_prelude(ROOT) + AGGREGATE,
             str(gct),
             str(attrs),
             str(rows),
@@ -147,7 +149,9 @@ def main() -> None:
         )
         subprocess.run(["tar", "-x", "-C", old_dir], input=archive.stdout, check=True)
         name = f"isoflow {args.old} aggregate_tpm ({args.block_rows[0]}-row blocks)"
-        cases[name] = [*pin, sys.executable, "-c", AGGREGATE, str(gct), str(attrs)]
+        # benchcommon.tree_prelude: the old tree's modules only, none borrowed from this one
+        code = tree_prelude(old_dir) + AGGREGATE
+        cases[name] = [*pin, sys.executable, "-c", code, str(gct), str(attrs)]
         cases[name].append(str(args.block_rows[0]))
         cwds[name] = old_dir
     if args.alternatives:

@@ -33,6 +33,11 @@ OUTPUTS = ("metrics.json", "predictions.parquet", "history.csv")
 def worker(results: Path, run: str, out: Path, report: Path) -> None:
     """Train ``run`` into ``out`` with the ``isoflow`` on sys.path; epoch CPU times to
     ``report`` (JSON)."""
+    from benchcommon import hold_to_tree  # this script's folder: bench/
+
+    # isoflow from PYTHONPATH's tree only: the editable install's finder would otherwise
+    # supply any module the reference tree lacks from this checkout
+    hold_to_tree(os.environ["PYTHONPATH"])
     import pytorch_lightning as pl
     import torch
 
@@ -82,7 +87,9 @@ def side(name: str, pythonpath: Path, args, scratch: Path, repeat: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(pythonpath), "OMP_WAIT_POLICY": "PASSIVE"}
     command = [sys.executable, __file__, "--worker", "--results", str(args.results)]
     command += ["--run", args.run, "--out", str(out), "--report", str(report)]
-    subprocess.run(command, env=env, check=True, capture_output=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"the {name} side failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
     return {**json.loads(report.read_text()), "out": out}
 
 

@@ -87,3 +87,82 @@ def test_loader_benches_and_cpu_kernels_build_the_workflows_encoders():
         spec = bench_cpu_kernels.spec_for(name)
         assert spec == {"source": "tiny", **gpu.SPECS.get(name, {})}
     assert "hparams" in bench_cpu_kernels.spec_for("nucleotide_transformer")
+
+
+def _benchcommon():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import benchcommon
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    return benchcommon
+
+
+def test_scratch_in_leaves_the_users_folder_and_its_files(tmp_path):
+    benchcommon = _benchcommon()
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("a user's file")
+    with benchcommon.scratch_in(folder) as work:
+        assert work.parent == folder and not list(work.iterdir())
+        (work / "big.bin").write_bytes(b"x")
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+    with benchcommon.scratch_in(tmp_path / "new" / "deeper") as work:  # made when missing
+        assert work.is_dir()
+    assert not list((tmp_path / "new" / "deeper").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("bench_provenance.py", ["--skip-hashing", "--skip-parse", "--scratch"]),
+        ("bench_download.py", ["--mb", "1", "--repeats", "1", "--scratch"]),
+    ],
+)
+def test_benches_keep_the_files_of_the_folder_they_are_given(tmp_path, script, args):
+    # `--scratch results` wiped results/: each bench now works in a folder of its own inside
+    if script == "bench_download.py" and shutil.which("curl") is None:
+        pytest.skip("needs curl")
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("a user's file")
+    done = _bench(script, *args, str(folder))
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+
+
+def test_bench_loader_refuses_a_work_folder_it_did_not_make(tmp_path):
+    # its caches are rebuilt in place (rmtree of <work>/embeddings/<encoder>): --work results
+    # would have deleted the workflow's own caches
+    (tmp_path / "embeddings" / "enformer").mkdir(parents=True)
+    done = _bench("bench_loader.py", "--transcripts", "4", "--work", str(tmp_path))
+    assert done.returncode == 1 and "name a new or empty folder" in done.stderr
+    assert (tmp_path / "embeddings" / "enformer").is_dir()
+
+
+def test_old_tree_children_import_only_their_own_tree(tmp_path):
+    # an older tree without isoflow/loader.py (c40b196 has data.py) borrowed the checkout's
+    # loader.py through the editable install's import finder, and failed on its imports
+    benchcommon = _benchcommon()
+    tree = tmp_path / "old"
+    (tree / "isoflow").mkdir(parents=True)
+    (tree / "isoflow" / "__init__.py").write_text("")
+    with pytest.raises(SystemExit, match="No module named 'isoflow.loader'"):
+        benchcommon.run_in_tree(tree, "import isoflow.loader")
+    out = benchcommon.run_in_tree(tree, "import isoflow; print(isoflow.__file__)")
+    assert out.strip() == str(tree.resolve() / "isoflow" / "__init__.py")
+    out = benchcommon.run_in_tree(REPO, "import isoflow.loader; print(isoflow.loader.__file__)")
+    assert out.strip() == str(REPO.resolve() / "isoflow" / "loader.py")
+
+
+def test_tree_guard_refuses_a_module_from_another_tree(tmp_path):
+    benchcommon = _benchcommon()
+    tree, other = tmp_path / "old", tmp_path / "other"
+    for root in (tree, other):
+        (root / "isoflow").mkdir(parents=True)
+    (other / "isoflow" / "extra.py").write_text("")
+    guard = benchcommon.TreeGuard(tree.resolve())
+    with pytest.raises(ImportError, match="extra would load from .*other"):
+        guard.find_spec("isoflow.extra", [str(other / "isoflow")])
+    assert guard.find_spec("json", None) is None  # not isoflow: not its business
+    assert benchcommon.outside_tree(tree, "isoflow", str(tree / "isoflow" / "__init__.py")) is None
