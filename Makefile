@@ -55,6 +55,9 @@ clean-demo:
 # Benchmarks (not part of `make test`): each compares against a named reference in the same
 # run and prints what docs/benchmarks.md records. Scratch data goes to $(BENCH_TMP).
 BENCH_TMP ?= /tmp/isoflow-bench
+# torch's OpenMP threads sleep while they wait, as in every workflow job (rules/common.smk); a
+# value in the environment wins
+bench: export OMP_WAIT_POLICY ?= PASSIVE
 bench: env
 	mkdir -p $(BENCH_TMP)
 	$(BIN)/python bench/bench_windows.py --scratch $(BENCH_TMP)/windows

@@ -1,6 +1,7 @@
 """bench/ scripts that `make bench` runs: they start on a fresh machine (scratch folders not
 yet made) and answer --help."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -166,3 +167,25 @@ def test_tree_guard_refuses_a_module_from_another_tree(tmp_path):
         guard.find_spec("isoflow.extra", [str(other / "isoflow")])
     assert guard.find_spec("json", None) is None  # not isoflow: not its business
     assert benchcommon.outside_tree(tree, "isoflow", str(tree / "isoflow" / "__init__.py")) is None
+
+
+@pytest.mark.slow
+def test_bench_train_cache_sets_a_passive_omp_wait_policy_before_torch_loads():
+    # the workflow sets OMP_WAIT_POLICY=PASSIVE for every job; this bench did not, and its two
+    # torch threads spun on a loaded machine, inflating the cache steps several fold
+    code = (
+        "import os, sys\nseen = []\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'torch' and not seen:\n"
+        "            seen.append(os.environ.get('OMP_WAIT_POLICY'))\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        f"sys.path.insert(0, {str(REPO / 'bench')!r})\n"
+        "import bench_train_cache\nprint(seen)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "['PASSIVE']"
