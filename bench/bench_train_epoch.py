@@ -1,5 +1,6 @@
 """CPU seconds per cache-mode training epoch of one demo run: this checkout against a reference
-commit, in the same invocation, and whether the run's outputs are byte-identical.
+commit, in the same invocation, and whether the run's outputs are byte-identical: per file,
+metrics.json compared on the keys both sides record (the keys only one side has are named).
 
 Each side trains the run afresh from the demo's embedding caches in a process of its own
 (one torch thread, as the demo's train workers), ``isoflow.train.run_experiment`` with the
@@ -81,6 +82,35 @@ def worker(results: Path, run: str, out: Path, report: Path) -> None:
     report.write_text(json.dumps({"epochs": epochs, "run_cpu": total}))
 
 
+def compare_outputs(first: Path, other: Path) -> dict[str, str]:
+    """Per output file: how ``other``'s compares with ``first``'s. metrics.json is compared on
+    the keys both have (a side may record keys the other predates), naming the rest."""
+    verdicts = {}
+    for name in OUTPUTS:
+        a, b = first / name, other / name
+        if not (a.exists() and b.exists()):
+            verdicts[name] = f"missing in {a.parent if not a.exists() else b.parent}"
+        elif filecmp.cmp(a, b, shallow=False):
+            verdicts[name] = "identical"
+        elif name == "metrics.json":
+            left, right = json.loads(a.read_text()), json.loads(b.read_text())
+            shared = sorted(set(left) & set(right))
+            differ = [k for k in shared if left[k] != right[k]]
+            verdict = (
+                f"differs on {differ}" if differ else f"identical on the {len(shared)} shared keys"
+            )
+            for side, keys in (
+                (first.name, set(left) - set(right)),
+                (other.name, set(right) - set(left)),
+            ):
+                if keys:
+                    verdict += f"; only {side} has {sorted(keys)}"
+            verdicts[name] = verdict
+        else:
+            verdicts[name] = "DIFFERENT"
+    return verdicts
+
+
 def side(name: str, pythonpath: Path, args, scratch: Path, repeat: int) -> dict:
     out = scratch / f"{name}{repeat}"
     report = scratch / f"{name}{repeat}.json"
@@ -137,8 +167,11 @@ def main() -> None:
         first = timed["reference"][0]["out"]
         for name, runs in timed.items():
             for r in runs:
-                same = all(filecmp.cmp(first / f, r["out"] / f, shallow=False) for f in OUTPUTS)
-                print(f"{name} {r['out'].name}: outputs identical to reference0: {same}")
+                verdicts = compare_outputs(first, r["out"])
+                print(
+                    f"{name} {r['out'].name} against reference0: "
+                    + "; ".join(f"{f} {v}" for f, v in verdicts.items())
+                )
 
 
 if __name__ == "__main__":

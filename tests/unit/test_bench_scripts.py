@@ -1,6 +1,7 @@
 """bench/ scripts that `make bench` runs: they start on a fresh machine (scratch folders not
 yet made) and answer --help."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -189,3 +190,30 @@ def test_bench_train_cache_sets_a_passive_omp_wait_policy_before_torch_loads():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['PASSIVE']"
+
+
+def test_bench_train_epoch_compares_metrics_on_the_keys_both_sides_have(tmp_path):
+    # metrics.json gained keys since the reference: the run's outputs were reported as not
+    # identical although every metric both sides record was the same
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from bench_train_epoch import compare_outputs
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    ref, cur = tmp_path / "reference0", tmp_path / "current0"
+    for out in (ref, cur):
+        out.mkdir()
+        (out / "predictions.parquet").write_bytes(b"same")
+        (out / "history.csv").write_text("epoch\n0\n")
+    (ref / "metrics.json").write_text(json.dumps({"pearson": 0.5}))
+    (cur / "metrics.json").write_text(json.dumps({"pearson": 0.5, "within_gene_tied": 3}))
+    verdicts = compare_outputs(ref, cur)
+    assert verdicts["predictions.parquet"] == verdicts["history.csv"] == "identical"
+    assert verdicts["metrics.json"] == (
+        "identical on the 1 shared keys; only current0 has ['within_gene_tied']"
+    )
+    (cur / "metrics.json").write_text(json.dumps({"pearson": 0.6}))
+    (cur / "history.csv").write_text("epoch\n1\n")
+    verdicts = compare_outputs(ref, cur)
+    assert verdicts["metrics.json"] == "differs on ['pearson']"
+    assert verdicts["history.csv"] == "DIFFERENT"
