@@ -6,7 +6,8 @@ folder, draws windows of 196,608 bp (half on the minus strand) and times, on one
 * isoflow: ``GenomeWindows(fasta).tokens(chrom, start, end, strand)`` for every window
   (pysam fetch + uint8 lookup, minus strand reverse-complemented in token space);
 * numpy variant: pysam fetch + ``lookup[np.frombuffer(...)]`` fancy indexing, the
-  alternative ``encode`` does not use (shows why it uses ``bytes.translate``);
+  alternative ``encode`` does not use (2.5x slower on the Intel box of docs/benchmarks.md,
+  about even on an AVX-512 AMD EPYC: the gap depends on the CPU);
 * reference: ``samtools faidx FASTA -r plus.txt`` plus ``samtools faidx -i FASTA -r minus.txt``
   (text FASTA to /dev/null; no encoding at all, so it is a lower bound on the work).
 
