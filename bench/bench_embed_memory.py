@@ -9,8 +9,9 @@ outputs are), i.e. ``sequences * pool_to * 3072 * 2`` bytes of float16 rows. The
 the growth of its peak RSS (``ru_maxrss``) over a warm-up cache built first (imports, the
 stand-in encoder, pyarrow's first use), the wall time of the build, and the time to gather
 --batches batches of 32 random transcripts from the cache it wrote (``CacheRows.take``, the
-training loader's read; the shards are in the page cache). Cases are interleaved --repeat
-times.
+training loader's read; the shards are in the page cache), and a sha256 of every item's rows
+and mask as ``take`` reads them back (untimed): the bench says whether all writers and repeats
+read back the same bytes. Cases are interleaved --repeat times.
 
 Run: .venv/bin/python bench/bench_embed_memory.py --sequences 1500 --shard-mb 64 --repeat 3
 """
@@ -33,7 +34,7 @@ from benchcommon import run_in_tree, scratch_in
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, resource, sys, time, numpy as np, torch
+import hashlib, json, resource, sys, time, numpy as np, torch
 torch.set_num_threads(1)
 from isoflow.embed import EmbeddingCache, build_cache
 
@@ -74,10 +75,15 @@ start = time.perf_counter()
 for _ in range(cfg["batches"]):
     rows.take(rng.choice(len(items), 32, replace=False))
 gather = (time.perf_counter() - start) / cfg["batches"]
+digest = hashlib.sha256()  # every item's rows as the loader reads them (untimed)
+for first in range(0, len(items), 32):
+    emb, mask = rows.take(np.arange(first, min(first + 32, len(items))))
+    digest.update(emb.contiguous().numpy().tobytes() + mask.contiguous().numpy().tobytes())
 order = "F" if np.load(cfg["out"] + "/shard_00000.npy", mmap_mode="r").flags.f_contiguous else "C"
 print(json.dumps({"growth_mb": (peak - before) / 1024, "base_mb": before / 1024,
                   "seconds": seconds, "gather_ms": gather * 1e3,
-                  "shards": cache.meta["n_shards"], "order": order}))
+                  "shards": cache.meta["n_shards"], "order": order,
+                  "rows_sha256": digest.hexdigest()}))
 """
 
 
@@ -137,6 +143,15 @@ def run(results: dict, name: str, cwd: Path, shard_mb: int, args, work: Path) ->
 
 
 def report(results: dict, args) -> None:
+    digests = {r["rows_sha256"] for runs in results.values() for r in runs}
+    print(
+        "rows read back: "
+        + (
+            "the same bytes from every writer and repeat"
+            if len(digests) == 1
+            else f"DIFFERENT ({len(digests)} distinct sha256 over the writers and repeats)"
+        )
+    )
     data_mb = args.sequences * args.pool_to * 3072 * 2 / 2**20
     print(
         f"\n{args.sequences} sequences x {args.pool_to} rows x 3,072 float16 = {data_mb:,.0f} "
