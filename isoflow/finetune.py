@@ -248,6 +248,155 @@ def near_identical(
     return result(True)
 
 
+# Groups sharing most of their own sequence on either strand, lengths aside: the same element
+# flipped or trimmed in another group (Kircher et al.'s SORT1, 600 bp, and SORT1-flip, 601 bp
+# reversed, whose 1,781 shared SNVs' effects correlate: Spearman 0.80) escapes near_identical,
+# which compares equal-length cassettes base by base. Choices, not measurements:
+SHARED_K = 31  # canonical k-mers (either strand) of 62 bits; the hashing is written for 31
+SHARED_SAMPLE_BITS = 3  # one k-mer in 2**3 kept, by a hash: the same ones in every cassette
+SHARED_MIN = 0.5  # share of the smaller group's own k-mers two groups have in common
+SHARED_MIN_KMERS = 8  # sampled k-mers in common, at least
+SHARED_MAX_GROUPS = 8  # a k-mer in more groups (or in over half of them): shared backbone
+SHARED_EXAMPLES = 3  # pairs named in the warning and recorded
+SHARED_BLOCK = 1 << 15  # bases hashed at once (cache-sized pieces; docs/benchmarks.md)
+_SHARED_HASH = np.uint64(0x9E3779B97F4A7C15)
+# ACGT (either case) -> 0..3, anything else -> 4 (not a base: no k-mer holds it)
+_SHARED_CODES = bytes(
+    "ACGTacgt".find(chr(c)) % 4 if chr(c) in "ACGTacgt" else 4 for c in range(256)
+)
+
+
+def _hash_block(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sampled 31-mers starting at ``0 .. len(b) - 32`` of ``b`` (codes 0..3; other
+    values read as 0: the caller drops k-mers over them): ``(hash, start)``, the hash of the
+    canonical k-mer (min of both strands' 62-bit codes) times an odd constant, so one-to-one,
+    kept where its top ``SHARED_SAMPLE_BITS`` bits are 0. Codes are built by doubling in
+    small integer types; the 31-mer is a 16-mer and the next 16-mer less its last base, so
+    ``b`` holds one base past the last k-mer."""
+    u64 = np.uint64
+    n = len(b) - SHARED_K - 1
+    v = np.minimum(b, 3)
+    r = 3 - v  # the complement
+    f2, r2 = (v[:-1] << 2) | v[1:], r[:-1] | (r[1:] << 2)
+    f4, r4 = (f2[:-2] << 4) | f2[2:], r2[:-2] | (r2[2:] << 4)
+    f8 = (f4[:-4].astype(np.uint16) << 8) | f4[4:]
+    r8 = r4[:-4].astype(np.uint16) | (r4[4:].astype(np.uint16) << 8)
+    f16 = ((f8[:-8].astype(np.uint32) << 16) | f8[8:]).astype(u64)  # bases i..i+15
+    r16 = (r8[:-8].astype(np.uint32) | (r8[8:].astype(np.uint32) << 16)).astype(u64)
+    fwd = f16[:n] << u64(30)
+    fwd |= f16[16 : 16 + n] >> u64(2)  # bases i+16..i+30
+    rev = r16[16 : 16 + n] & u64((1 << 30) - 1)
+    rev <<= u64(32)
+    rev |= r16[:n]
+    np.minimum(fwd, rev, out=fwd)
+    fwd *= _SHARED_HASH
+    keep = np.flatnonzero(fwd < u64(1 << (64 - SHARED_SAMPLE_BITS)))
+    return fwd[keep], keep
+
+
+def _sampled_kmers(seqs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(hash, construct)``: every sampled canonical ``SHARED_K``-mer of each of ``seqs``
+    without a base other than ACGT (either case), with the position of its sequence (a
+    k-mer twice in a sequence is there twice). One pass over the sequences joined by N."""
+    text = ("N".join(seqs) + "N").encode("ascii", "replace").translate(_SHARED_CODES)
+    b = np.frombuffer(text, dtype=np.uint8)
+    hashes, starts = [], []
+    for lo in range(0, max(0, len(b) - SHARED_K), SHARED_BLOCK):
+        h, at = _hash_block(b[lo : lo + SHARED_BLOCK + SHARED_K + 1])
+        hashes.append(h)
+        starts.append(at + lo)
+    if not hashes:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    at = np.concatenate(starts)  # ascending
+    # a k-mer over a non-base (an N between two sequences, or in one) is dropped: the
+    # starts within SHARED_K - 1 before each, by their index range in ``at``
+    bad = np.flatnonzero(b == 4)
+    over = np.zeros(len(at) + 1, dtype=np.int64)
+    np.add.at(over, np.searchsorted(at, bad - SHARED_K + 1), 1)
+    np.add.at(over, np.searchsorted(at, bad, side="right"), -1)
+    clean = np.cumsum(over[:-1]) == 0
+    first = np.cumsum([0] + [len(x) + 1 for x in seqs])  # where each sequence starts
+    per = np.diff(np.searchsorted(at, first))
+    owner = np.repeat(np.arange(len(seqs)), per)
+    return np.concatenate(hashes)[clean], owner[clean]
+
+
+@dataclass(frozen=True)
+class SharedKmers:
+    """What :func:`shared_kmers` found: ``pairs`` of groups ``(a, b, share)``, ``share``
+    the part of the smaller group's own k-mers they have in common (3 decimals), highest
+    first (then by the groups' first rows); ``most`` the groups a k-mer may be in and still
+    count (more: shared backbone)."""
+
+    pairs: list[tuple[Any, Any, float]]
+    most: int
+
+
+def shared_kmers(seqs: Sequence[str], groups: Sequence[Any]) -> SharedKmers:
+    """Pairs of groups whose own sequence is mostly the same, on either strand and whatever
+    the lengths (a flipped, trimmed or extended copy of one element in two groups).
+
+    A group's own k-mers: the sampled canonical ``SHARED_K``-mers (one in
+    ``2**SHARED_SAMPLE_BITS``, chosen by a hash, so the same k-mers in every sequence) in at
+    least half of its constructs. A k-mer owned by more than ``most`` = min(
+    ``SHARED_MAX_GROUPS``, max(2, groups // 2)) groups is shared backbone (a reporter every
+    construct carries) and counts for none. Two groups are a pair when they own at least
+    ``SHARED_MIN_KMERS`` counted k-mers in common and these are at least ``SHARED_MIN`` of
+    the smaller group's counted k-mers. Fewer than 3 groups: nothing compared. Sorts (one
+    of the k-mer, construct pairs) rather than compares: 0.8-2.8 CPU-s on 39,170 cassettes
+    of ~1.1 kb (docs/benchmarks.md, "Groups sharing sequence")."""
+    groups = np.asarray(groups, dtype=object)
+    labels = list(dict.fromkeys(groups.tolist()))
+    most = min(SHARED_MAX_GROUPS, max(2, len(labels) // 2))
+    if len(labels) < 3:
+        return SharedKmers([], most)
+    index = {g: i for i, g in enumerate(labels)}
+    codes = np.asarray([index[g] for g in groups.tolist()], dtype=np.int64)
+    size = np.bincount(codes, minlength=len(labels))
+    hashes, owner = _sampled_kmers(list(seqs))
+    if not len(hashes):  # every sequence shorter than SHARED_K, or not ACGT
+        return SharedKmers([], most)
+    kmer_id, _ = pd.factorize(hashes)
+    # one sort of (k-mer, construct ranked by group): each k-mer once per construct, and a
+    # group's constructs side by side under each k-mer
+    n = len(seqs)
+    bits = max(1, (n - 1).bit_length())
+    by_group = np.argsort(codes, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_group] = np.arange(n)
+    key = kmer_id.astype(np.int64) << bits
+    key |= rank[owner]
+    key.sort()
+    key = key[np.r_[True, key[1:] != key[:-1]]]
+    kmer, group = key >> bits, codes[by_group][key & ((1 << bits) - 1)]
+    edge = np.flatnonzero(np.r_[True, (kmer[1:] != kmer[:-1]) | (group[1:] != group[:-1])])
+    constructs = np.diff(np.r_[edge, len(key)])  # per (k-mer, group): constructs holding it
+    own = constructs * 2 >= size[group[edge]]
+    kmer, group = kmer[edge][own], group[edge][own]
+    starts = np.flatnonzero(np.r_[True, kmer[1:] != kmer[:-1]])
+    owners = np.diff(np.r_[starts, len(kmer)])
+    counted = np.repeat(owners, owners) <= most
+    total = np.bincount(group[counted], minlength=len(labels))
+    keys = []
+    for m in range(2, most + 1):
+        first = starts[owners == m]
+        if len(first):
+            block = group[first[:, None] + np.arange(m)]  # ascending codes
+            for i in range(m):
+                for j in range(i + 1, m):
+                    keys.append(block[:, i] * len(labels) + block[:, j])
+    found = []
+    if keys:
+        pair, common = np.unique(np.concatenate(keys), return_counts=True)
+        for p, c in zip(pair.tolist(), common.tolist(), strict=True):
+            i, j = divmod(p, len(labels))
+            share = c / max(1, min(total[i], total[j]))
+            if c >= SHARED_MIN_KMERS and share >= SHARED_MIN:
+                found.append((labels[i], labels[j], round(float(share), 3)))
+    found.sort(key=lambda p: -p[2])  # stable: ties in the groups' table order
+    return SharedKmers(found, most)
+
+
 def merge_identical(
     groups: Sequence[Any], keys: Sequence[Sequence[Any]]
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -307,8 +456,9 @@ def fold_groups(
     DNA window, RNA, protein) share a group whatever ``groups`` says (:func:`merge_identical`,
     a warning with the count); constructs near-identical to one of another group
     (:func:`near_identical`) are a warning naming a pair and the fix (a ``group`` column, or
-    one group for them). ``by``: where ``groups`` came from (recorded); ``where``: the table,
-    for the messages."""
+    one group for them); groups sharing most of their own sequence on either strand, whatever
+    the lengths (:func:`shared_kmers`), are a warning naming pairs and their shared part.
+    ``by``: where ``groups`` came from (recorded); ``where``: the table, for the messages."""
     groups = np.asarray(groups, dtype=object)
     given = len(set(groups.tolist()))
     keys = [list(seqs), [_input_key(x) for x in inputs]]
@@ -363,6 +513,21 @@ def fold_groups(
             prefix,
             f"{near.compared:,}",
         )
+    alike = shared_kmers(seqs, merged)
+    if alike.pairs:
+        log.warning(
+            "%s%d pair(s) of groups share most of their own sequence (sampled %d-mers, either "
+            "strand, any length: variants of one element, or one element flipped, trimmed or "
+            "extended), e.g. %s: a fold that trains on one and tests the other inflates every "
+            "method's score; %s",
+            prefix,
+            len(alike.pairs),
+            SHARED_K,
+            ", ".join(
+                f"{a} and {b} ({share:.0%} shared)" for a, b, share in alike.pairs[:SHARED_EXAMPLES]
+            ),
+            fix,
+        )
     log.info("folds grouped by %s: %d constructs in %d groups", by, len(ids), n_groups)
     record = {
         "by": by,
@@ -379,6 +544,13 @@ def fold_groups(
             if near.example is None
             else [ids[near.example[0]], ids[near.example[1]], near.example[2]],
             "complete": near.complete,
+        },
+        "shared_kmers": {
+            "k": SHARED_K,
+            "min_share": SHARED_MIN,
+            "max_groups": alike.most,
+            "pairs": len(alike.pairs),
+            "examples": [list(p) for p in alike.pairs[:SHARED_EXAMPLES]],
         },
     }
     return merged, record
@@ -1351,6 +1523,13 @@ def grouping_note(grouping: Mapping[str, Any] | None) -> str:
         )
     if near and not near.get("complete", True):
         text += "; the near-identical check covered part of the table"
+    alike = grouping.get("shared_kmers") or {}
+    if alike.get("pairs"):
+        a, b, share = alike["examples"][0]
+        text += (
+            f"; {alike['pairs']} pair(s) of groups share most of their sequence (either "
+            f"strand, any length), e.g. {a} and {b} ({share:.0%}): their scores are inflated"
+        )
     return text + "."
 
 

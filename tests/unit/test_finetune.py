@@ -20,6 +20,7 @@ from isoflow.finetune import (
     merge_identical,
     near_identical,
     ridge_predict,
+    shared_kmers,
     zero_shot,
 )
 
@@ -138,11 +139,15 @@ def test_fold_groups_merge_replicates_and_warn_of_variants(tmp_path, caplog):
     near = record["near_identical"]
     assert near["constructs"] == 20 and near["complete"] and near["max_mismatches"] == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 2 and all("\n" not in w for w in warnings)
+    assert len(warnings) == 3 and all("\n" not in w for w in warnings)
     assert warnings[0].startswith(f"{table.path}: 8 construct(s) are identical")
     assert warnings[1].startswith(f"{table.path}: 20 construct(s) have a near-identical")
     assert f"e.g. {near['example'][0]} and {near['example'][1]}" in warnings[1]
     assert warnings[1].endswith("add a group column (e.g. the element each variant derives from)")
+    # the variants' groups share their element's k-mers too: 6 pairs per element
+    assert warnings[2].startswith(f"{table.path}: 24 pair(s) of groups share most of their own")
+    assert warnings[2].endswith("add a group column (e.g. the element each variant derives from)")
+    assert record["shared_kmers"]["pairs"] == 24
     # grouped by element in a group column: nothing to merge or warn of
     caplog.clear()
     rows = (tmp_path / "m.tsv").read_text().splitlines()
@@ -174,10 +179,175 @@ def test_a_near_identical_check_cut_short_says_so(tmp_path, monkeypatch, caplog)
         with caplog.at_level("WARNING", logger="isoflow.finetune"):
             _, record = fold_groups(table.ids, table.groups, seqs, inputs, by="construct id")
         assert not record["near_identical"]["complete"]
-        assert said in caplog.records[-1].getMessage()
+        near = [r.getMessage() for r in caplog.records if "near-identical" in r.getMessage()]
+        assert said in near[-1]
         assert "the near-identical check covered part of the table" in finetune.grouping_note(
             record
         )
+
+
+# ------------------------------------------------------- groups sharing sequence
+
+COMPLEMENT = str.maketrans("ACGTacgt", "TGCAtgca")
+
+
+def _rc(seq: str) -> str:
+    return seq.translate(COMPLEMENT)[::-1]
+
+
+def _naive_kmers(seqs, k=31):
+    """Every sampled canonical k-mer by hand: (hash, sequence index), sorted."""
+    from isoflow.finetune import SHARED_SAMPLE_BITS
+
+    code = {b: i for i, b in enumerate("ACGT")}
+    out = []
+    for owner, seq in enumerate(seqs):
+        for i in range(len(seq) - k + 1):
+            word = seq[i : i + k].upper()
+            if set(word) - set(BASES):
+                continue
+            fwd = int("".join(str(code[b]) for b in word), 4)
+            rev = int("".join(str(code[b]) for b in _rc(word)), 4)
+            h = min(fwd, rev) * 0x9E3779B97F4A7C15 % 2**64
+            if h >> (64 - SHARED_SAMPLE_BITS) == 0:
+                out.append((h, owner))
+    return sorted(out)
+
+
+def test_sampled_kmers_are_the_canonical_ones_by_hand(monkeypatch):
+    """The doubled 2-bit codes, both strands, the sampling hash, k-mers over an N or across
+    two sequences dropped, pieces joined at block edges: the same as one k-mer at a time."""
+    from isoflow import finetune
+
+    rng = np.random.default_rng(5)
+    seqs = [
+        "".join(rng.choice(list("ACGTacgtN" if i % 3 == 0 else "ACGT"), n))
+        for i, n in enumerate([0, 30, 31, 32, 200, 500, 5, 1200, 64])
+    ]
+    seqs.append(_rc(seqs[5]))  # the other strand: the same k-mers
+    expected = _naive_kmers(seqs)
+    assert len(expected) > 100
+    for block in (37, 64, finetune.SHARED_BLOCK):
+        monkeypatch.setattr(finetune, "SHARED_BLOCK", block)
+        hashes, owner = finetune._sampled_kmers(seqs)
+        assert sorted(zip(hashes.tolist(), owner.tolist(), strict=True)) == expected
+    own = lambda i: sorted(h for h, o in expected if o == i)  # noqa: E731
+    assert own(5) == own(len(seqs) - 1)
+
+
+def _reporter_table(seed=0):
+    """Cassettes of a long shared reporter around 400-bp elements: element 0 in group
+    ``e0`` (3 point variants), reversed in ``e0-flip``, one base longer in ``e0-long``;
+    elements 1..9 one group each (3 variants)."""
+    rng = np.random.default_rng(seed)
+    random = lambda n: "".join(rng.choice(list(BASES), n))  # noqa: E731
+    head, tail = random(1500), random(1500)
+    elements = [random(400) for _ in range(10)]
+    seqs, groups = [], []
+    for name, element in [("e0-flip", _rc(elements[0])), ("e0-long", elements[0] + "A")] + [
+        (f"e{i}", e) for i, e in enumerate(elements)
+    ]:
+        for _ in range(3):
+            seqs.append(head + _variant(element, rng) + tail)
+            groups.append(name)
+    return seqs, groups
+
+
+def test_a_flipped_or_longer_copy_in_another_group_shares_its_kmers():
+    """The leak near_identical cannot see (other length, other strand), found; unrelated
+    elements are not paired although most of every cassette is the same reporter."""
+    seqs, groups = _reporter_table()
+    assert near_identical(seqs, groups).constructs == []
+    found = shared_kmers(seqs, groups)
+    assert found.most == 6  # 12 groups: a k-mer in 7 or more is backbone
+    assert {p[:2] for p in found.pairs} == {
+        ("e0-flip", "e0-long"),
+        ("e0-flip", "e0"),
+        ("e0-long", "e0"),
+    }
+    assert all(share >= 0.8 for *_, share in found.pairs)
+    # unrelated elements: most of their sampled k-mers are the same (the reporter), and
+    # that counts for nothing
+    from isoflow.finetune import _sampled_kmers
+
+    hashes, owner = _sampled_kmers(seqs)
+    e1, e2 = (
+        set(hashes[np.isin(owner, np.flatnonzero(np.asarray(groups) == g))].tolist())
+        for g in ("e1", "e2")
+    )
+    assert len(e1 & e2) >= 0.8 * min(len(e1), len(e2))
+    # no k-mer at all (cassettes shorter than k), or under 3 groups: nothing to pair
+    assert shared_kmers(["TTA", "GGA", "CCA", "N" * 40], list("abcd")).pairs == []
+    assert shared_kmers(seqs[:6], groups[:6]).pairs == []
+    # one group of the three: nothing left to pair
+    merged = [("e0" if g.startswith("e0") else g) for g in groups]
+    assert shared_kmers(seqs, merged).pairs == []
+
+
+def test_fold_groups_warn_of_groups_sharing_sequence(caplog):
+    from types import SimpleNamespace
+
+    from isoflow.finetune import grouping_note
+
+    seqs, groups = _reporter_table()
+    ids = [f"c{i}" for i in range(len(seqs))]
+    inputs = [SimpleNamespace(dna=s) for s in seqs]
+    with caplog.at_level("WARNING", logger="isoflow.finetune"):
+        merged, record = fold_groups(ids, groups, seqs, inputs, by="column group", where="t.tsv")
+    assert merged.tolist() == groups  # a warning only
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert warnings[0].startswith("t.tsv: 3 pair(s) of groups share most of their own sequence")
+    assert "e0-flip and e0-long (" in warnings[0]
+    assert warnings[0].endswith("put such constructs in one group")
+    alike = record["shared_kmers"]
+    assert alike["pairs"] == 3 and alike["k"] == 31 and alike["max_groups"] == 6
+    assert [p[:2] for p in alike["examples"]] == [
+        list(p[:2]) for p in shared_kmers(seqs, groups).pairs
+    ]
+    json.dumps(record)
+    note = grouping_note(record)
+    assert "3 pair(s) of groups share most of their sequence (either strand, any length)" in note
+
+
+@pytest.mark.needs("shared")
+def test_kircher_elements_sharing_sequence_are_the_overlapping_ones(shared_real):
+    """Kircher et al. 2019: each element's cassettes (5 SNVs, as isoflow's reporter
+    promoter; the -flip element cloned reversed) as one group: the pairs found are exactly
+    the elements whose GRCh38 spans overlap (SORT1 / SORT1-flip / SORT1.2, LDLR / LDLR.2,
+    PKLR-24h / 48h, ZRSh-13 / 13h2, TERT in four cell lines), none other."""
+    import itertools
+
+    from isoflow.constructs import Construct
+    from isoflow.variants import (
+        element_reference,
+        element_substitutions,
+        kircher_construct,
+        read_kircher,
+    )
+
+    rows, _ = read_kircher(shared_real / "kircher_mpra" / "elements.tsv.gz")
+    seqs, groups, spans = [], [], {}
+    for name in sorted(set(rows["Element"])):
+        mine = rows[rows["Element"] == name]
+        element = element_reference(mine, name)
+        strand = "-" if name.endswith("flip") else "+"
+        construct = kircher_construct(element, strand)
+        spans[name] = (element.chrom, element.start, element.end)
+        subs, _, _ = element_substitutions(mine, element, strand)
+        promoter = construct.parts["promoter"]
+        for _, i, _, alt in subs[:: max(1, len(subs) // 5)][:5]:
+            parts = {**construct.parts, "promoter": promoter[:i] + alt + promoter[i + 1 :]}
+            seqs.append(Construct(name, parts).cassette)
+            groups.append(name)
+    overlapping = {
+        (a, b)
+        for a, b in itertools.combinations(sorted(spans), 2)
+        if spans[a][0] == spans[b][0] and spans[a][1] <= spans[b][2] and spans[b][1] <= spans[a][2]
+    }
+    found = shared_kmers(seqs, groups)
+    assert {tuple(sorted(p[:2])) for p in found.pairs} == overlapping
+    assert ("SORT1", "SORT1-flip") in overlapping and len(overlapping) == 12
 
 
 def test_constructs_the_window_makes_identical_share_a_group():
