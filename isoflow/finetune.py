@@ -297,28 +297,25 @@ def _hash_block(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _sampled_kmers(seqs: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(hash, construct)``: every sampled canonical ``SHARED_K``-mer of each of ``seqs``
     without a base other than ACGT (either case), with the position of its sequence (a
-    k-mer twice in a sequence is there twice). One pass over the sequences joined by N."""
+    k-mer twice in a sequence is there twice). One pass over the sequences joined by N, a
+    block at a time (the N between two sequences drops the k-mers across them)."""
     text = ("N".join(seqs) + "N").encode("ascii", "replace").translate(_SHARED_CODES)
     b = np.frombuffer(text, dtype=np.uint8)
-    hashes, starts = [], []
+    first = np.cumsum([0] + [len(x) + 1 for x in seqs])  # where each sequence starts
+    hashes, owners = [], []
     for lo in range(0, max(0, len(b) - SHARED_K), SHARED_BLOCK):
-        h, at = _hash_block(b[lo : lo + SHARED_BLOCK + SHARED_K + 1])
+        piece = b[lo : lo + SHARED_BLOCK + SHARED_K + 1]
+        h, at = _hash_block(piece)
+        bad = np.flatnonzero(piece == 4)
+        if len(bad):  # a k-mer over a non-base: the next one at or after its start is in it
+            nxt = np.searchsorted(bad, at)
+            clean = np.r_[bad, len(piece) + SHARED_K][nxt] >= at + SHARED_K
+            h, at = h[clean], at[clean]
         hashes.append(h)
-        starts.append(at + lo)
+        owners.append(np.searchsorted(first, at + lo, side="right") - 1)
     if not hashes:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
-    at = np.concatenate(starts)  # ascending
-    # a k-mer over a non-base (an N between two sequences, or in one) is dropped: the
-    # starts within SHARED_K - 1 before each, by their index range in ``at``
-    bad = np.flatnonzero(b == 4)
-    over = np.zeros(len(at) + 1, dtype=np.int64)
-    np.add.at(over, np.searchsorted(at, bad - SHARED_K + 1), 1)
-    np.add.at(over, np.searchsorted(at, bad, side="right"), -1)
-    clean = np.cumsum(over[:-1]) == 0
-    first = np.cumsum([0] + [len(x) + 1 for x in seqs])  # where each sequence starts
-    per = np.diff(np.searchsorted(at, first))
-    owner = np.repeat(np.arange(len(seqs)), per)
-    return np.concatenate(hashes)[clean], owner[clean]
+    return np.concatenate(hashes), np.concatenate(owners)
 
 
 @dataclass(frozen=True)
@@ -343,7 +340,7 @@ def shared_kmers(seqs: Sequence[str], groups: Sequence[Any]) -> SharedKmers:
     construct carries) and counts for none. Two groups are a pair when they own at least
     ``SHARED_MIN_KMERS`` counted k-mers in common and these are at least ``SHARED_MIN`` of
     the smaller group's counted k-mers. Fewer than 3 groups: nothing compared. Sorts (one
-    of the k-mer, construct pairs) rather than compares: 0.8-2.8 CPU-s on 39,170 cassettes
+    of the k-mer, construct pairs) rather than compares: 0.8-3.0 CPU-s on 39,170 cassettes
     of ~1.1 kb (docs/benchmarks.md, "Groups sharing sequence")."""
     groups = np.asarray(groups, dtype=object)
     labels = list(dict.fromkeys(groups.tolist()))
