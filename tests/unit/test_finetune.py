@@ -1227,7 +1227,7 @@ def test_the_finetuned_card_says_the_bundle_was_refit_on_every_construct(tmp_pat
     torch.save({}, base / "model.pt")
     card = {"run": "r", "tissues": ["t"], "encoders": {}}
     tuner = types.SimpleNamespace(model=types.SimpleNamespace(card=card, path=base))
-    tuner.mode = "frozen"
+    tuner.mode, tuner.device = "frozen", torch.device("cpu")
     summary = pd.DataFrame({"method": ["finetune"], "column": ["a"], "spearman_mean": [0.5]})
     fit = {"epochs": 7, "constructs": 48, "groups": 8}
     write_bundle(tuner, torch.nn.Linear(1, 1), tmp_path / "ft", ["a"], {}, summary, None, fit)
