@@ -86,11 +86,41 @@ def skip_reason(need: str, absent: list[str]) -> str:
     return f"needs {need} ({', '.join(absent)} missing): {INSTALL_COMMAND}"
 
 
+def shared_listing() -> frozenset[str]:
+    """Every file under ../shared/data/real (relative paths); empty where it is absent."""
+    if not SHARED_REAL.is_dir():
+        return frozenset()
+    return frozenset(str(p.relative_to(SHARED_REAL)) for p in SHARED_REAL.rglob("*"))
+
+
+_SHARED_AT_START = pytest.StashKey[frozenset]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "needs(*what): needs Debian tools (gffread, samtools, chromium, slurm) "
         "or 'shared' (../shared/data/real); skipped with the reason when absent",
     )  # fmt: skip
+    config.stash[_SHARED_AT_START] = shared_listing()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The shared excerpts are read-only for the suite: a file that appeared there during the
+    session (a .fai pysam or gffread wrote beside an unindexed FASTA a test opened in place)
+    fails the session, naming it. Tests open such FASTAs from a copy in tmp_path."""
+    start = session.config.stash.get(_SHARED_AT_START, None)
+    if start is None:
+        return
+    added = sorted(shared_listing() - start)
+    if added:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        line = (
+            f"isoflow: the tests wrote into {SHARED_REAL}, which they must only read: "
+            f"{', '.join(added)} (open such a FASTA from a copy in tmp_path)"
+        )
+        if reporter is not None:
+            reporter.write_line(line, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import gzip
 import logging
 import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +32,33 @@ MITO = REAL / "chrM_oracle"
 V32 = REAL / "gencode_v32_fasta_format"
 RCRS_NAME = "gi|251831106|ref|NC_012920.1|"  # the contig name in rcrs.fasta
 
+_COPIES = Path(tempfile.mkdtemp(prefix="isoflow_real_fasta_"))
+atexit.register(shutil.rmtree, _COPIES, True)
+
+
+def indexed(fasta: Path) -> Path:
+    """``fasta`` where its .fai is shipped beside it, else a copy in a temporary folder:
+    opening an unindexed FASTA writes its index beside it (pysam, gffread), and the shared
+    excerpts must stay as shipped (tests/conftest.py fails a session that writes there)."""
+    if not fasta.exists() or Path(f"{fasta}.fai").exists():
+        return fasta
+    folder = _COPIES / fasta.parent.name
+    folder.mkdir(exist_ok=True)
+    copy = folder / fasta.name
+    if not copy.exists():
+        shutil.copyfile(fasta, copy)
+    return copy
+
+
 CASES = {
     "bambu_chr9": (
         CHR9 / "Homo_sapiens.GRCh38.91_chr9_1_1000000.gtf",
         CHR9 / "Homo_sapiens.GRCh38.dna_sm.primary_assembly_chr9_1_1000000.fa",
         {},
     ),
-    "genomekit_v29": (MINI / "gencode.v29.annotation.gff3", MINI / "hg38.p13.mini.fa", {}),
-    "genomekit_v41": (MINI / "gencode.v41.annotation.gff3", MINI / "hg38.p13.mini.fa", {}),
-    "chrM_oracle": (MITO / "Ensembl_MT.gtf", MITO / "rcrs.fasta", {"MT": RCRS_NAME}),
+    "genomekit_v29": (MINI / "gencode.v29.annotation.gff3", indexed(MINI / "hg38.p13.mini.fa"), {}),
+    "genomekit_v41": (MINI / "gencode.v41.annotation.gff3", indexed(MINI / "hg38.p13.mini.fa"), {}),
+    "chrM_oracle": (MITO / "Ensembl_MT.gtf", indexed(MITO / "rcrs.fasta"), {"MT": RCRS_NAME}),
 }
 
 needs_real = pytest.mark.needs("shared")
