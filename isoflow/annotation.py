@@ -526,9 +526,10 @@ _ATTRS_CHECK = 100
 # value fail the whole-column match. The attribute reader took such a value up to the next
 # quote or ";" (`"SA"MD11"` read as "SA", an unclosed one ran on into the next attribute)
 # or left the attribute out; ``_gtf_attr`` now reads only a value so delimited, and
-# ``_gtf_block`` checks the lines it takes more from, or a value it could not read.
+# ``_gtf_block`` checks the lines it takes more from, or a value it could not read. A
+# comment after the attributes, "#" to the end of the line (GTF2.2's [comments]), is let be.
 _GTF_ATTR = r'[^ \t\r";]+[ \t]+(?:"[^"]*"|[^ \t\r";]+)'
-_GTF_ATTRS_OK = rf"^[ \t\r]*(?:{_GTF_ATTR}[ \t\r]*)?(?:;[ \t\r]*(?:{_GTF_ATTR}[ \t\r]*)?)*$"
+_GTF_ATTRS_OK = rf"^[ \t\r]*(?:{_GTF_ATTR}[ \t\r]*)?(?:;[ \t\r]*(?:{_GTF_ATTR}[ \t\r]*)?)*(?:#.*)?$"
 _GTF_ATTR_ITEM = re.compile(rf"\s*(?:{_GTF_ATTR}\s*)?(?:;|$)")
 
 

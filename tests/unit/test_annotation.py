@@ -456,6 +456,14 @@ def test_gtf_attribute_forms_that_stay_valid(tmp_path):
     path = tmp_path / "a.gtf"
     path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
     assert len(read_annotation(path)) == 4
+    # a comment after the attributes (GTF2.2's [comments]) reads as the line without it
+    lines = gencode_lines()
+    commented = [
+        line + ' # a comment; with "quotes' if "\ttranscript\t" in line else line for line in lines
+    ]
+    assert read_annotation(write(tmp_path / "c.gtf", commented)).equals(
+        read_annotation(write(tmp_path / "d.gtf", lines))
+    )
     # a line the reader takes no attribute from (gene, UTR) is not checked
     lines = gencode_lines()
     lines[1] = lines[1].replace('"G1.1";', '"G1.1;')
