@@ -103,6 +103,12 @@ class GenomeWindows:
             for name, length, _, bases, _ in entries
             if 0 < bases < length and bases <= LINE_CHECK_MAX
         }
+        # and of those whose lines are longer: ``_fetch`` probes their line ends
+        self._probed_lines = {
+            name: bases
+            for name, length, _, bases, _ in entries
+            if 0 < bases < length and bases > LINE_CHECK_MAX
+        }
 
     @property
     def _fai(self) -> Path:
@@ -165,6 +171,8 @@ class GenomeWindows:
         read did not reach the misplaced line end. Read over whole lines, a line end out of
         place is a line-end byte among the bases (or, with an htslib that drops such bytes,
         fewer bases than asked): an error naming the contig, the bases and the fix."""
+        if chrom in self._probed_lines and end > start:
+            self._probe_line_ends(chrom, start, end)
         # [lo, hi): the whole lines [start, end) touches and the first base of the next
         bases = self._checked_lines.get(chrom)
         if bases and end > start:
@@ -192,6 +200,23 @@ class GenomeWindows:
         if not start <= position < end:  # in the lines around: read the window alone
             return self._fetch_window(chrom, start, end)
         raise self._not_ascii(chrom, position)
+
+    def _probe_line_ends(self, chrom: str, start: int, end: int) -> None:
+        """The line ends around ``[start, end)`` of a contig whose lines are longer than
+        LINE_CHECK_MAX, where reading whole lines would cost too much: the two bases either
+        side of each (from the start of the first line the read touches to the end of its
+        last) must be two bases, no line-end byte among them. A line one base longer or
+        shorter than the .fai says puts its line end on one of them (``_fetch``'s check)."""
+        bases, length = self._probed_lines[chrom], self.lengths[chrom]
+        first, last = max(start // bases, 1), min((end - 1) // bases + 1, (length - 1) // bases)
+        fasta = self._handle()
+        for boundary in range(first * bases, last * bases + 1, bases):
+            try:
+                probe = fasta.fetch(chrom, boundary - 1, boundary + 1)
+            except UnicodeDecodeError:
+                continue  # a byte outside ASCII: the read of it names it
+            if len(probe) != 2 or "\n" in probe or "\r" in probe:
+                raise self._lines_error(chrom, boundary - 1, boundary + 1)
 
     def _fetch_window(self, chrom: str, start: int, end: int) -> str:
         """``_fetch`` without the line check, where the lines around the window hold a byte

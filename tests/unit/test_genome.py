@@ -355,6 +355,30 @@ def test_a_line_edited_under_its_old_fai_is_an_error_not_shifted_bases(
             genome.fetch("c1", 5, 10)
 
 
+@pytest.mark.parametrize("shorter", [3, None], ids=["same-size", "split"])
+def test_a_long_line_edited_under_its_old_fai_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shorter: int | None
+) -> None:
+    # Lines over LINE_CHECK_MAX are not read whole around a window: their line ends are
+    # probed. Before, such a contig was read unchecked and the sequences rule's one-by-one
+    # path wrote RNA shifted by one where its batched reader had found the line out of place.
+    import isoflow.genome as genome_module
+
+    monkeypatch.setattr(genome_module, "LINE_CHECK_MAX", 50)  # 60-base lines count as long
+    seqs = random_records(1, 600, seed=4)
+    text = fasta_text(seqs)
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(text)
+    pysam.faidx(str(fasta))
+    fasta.write_text(_edit_lines(text, 1, shorter))  # line 1 longer (line 3 shorter)
+    genome = GenomeWindows(fasta)
+    assert genome._probed_lines == {"c0": 60} and not genome._checked_lines
+    with pytest.raises(InputError, match=r"^.*:c0: bases 60-61 of c0 are not on lines of 60"):
+        genome.fetch("c0", 70, 80)  # within line 2, shifted by the longer line 1
+    if shorter is not None:  # past the shorter line the lines are in place again
+        assert genome.fetch("c0", 250, 400) == seqs[0][1][250:400]
+
+
 @needs_chr9
 def test_a_line_edited_in_the_real_chr9_under_its_old_fai(tmp_path: Path) -> None:
     copy = tmp_path / "chr9.fa"
