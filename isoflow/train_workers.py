@@ -220,6 +220,10 @@ def run_in_processes(
     def in_flight(index: int) -> list[str]:
         return [name for other, name in running.items() if other != index]
 
+    # a SIGTERM to this process (Snakemake stopping the job, a kill) ends it through the
+    # finally below, which stops the workers: by default it ended this process alone, and
+    # each daemon worker trained its run to the end, orphaned
+    previous = _exit_on_sigterm()
     try:
         for index in range(count):
             ours, theirs = context.Pipe()
@@ -263,4 +267,23 @@ def run_in_processes(
         for process, conn in workers:
             _stop(process, grace_s)
             conn.close()
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
     return {name: done[name] for name in runs}
+
+
+def _exit_on_sigterm() -> Any:
+    """Make SIGTERM raise SystemExit(143) in this process (the main thread only: elsewhere
+    signal handlers cannot be set, and None is returned); returns the handler it replaced."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, terminated)

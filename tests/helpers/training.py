@@ -205,6 +205,18 @@ def worker_deaf_to_sigterm(config, name, run, dataset_path, genome_fasta):
     return name, {"loss": 0.0}
 
 
+def worker_sleeping(config, name, run, dataset_path, genome_fasta):
+    """Every run writes its process id as :func:`worker_killed` does and trains (sleeps) for
+    two minutes."""
+    import os
+    import time
+    from pathlib import Path
+
+    Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return name, {"loss": 0.0}
+
+
 def initializer_raising() -> None:
     """A stand-in for isoflow.train_workers._one_thread that fails (a worker that cannot
     start: under multiprocessing.Pool it was started again and again, forever)."""

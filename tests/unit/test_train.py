@@ -1156,6 +1156,32 @@ def test_a_train_worker_deaf_to_sigterm_is_killed_when_another_run_fails(tmp_pat
     assert time.monotonic() - start < 60  # not the stand-in's 120 s of training
 
 
+def test_a_train_job_stopped_by_sigterm_stops_its_workers(tmp_path):
+    # Snakemake (or a user) stopping the job sends its process SIGTERM: by default that ended
+    # the parent alone, and each daemon worker trained its run to the end, orphaned
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
+        "from isoflow.train_workers import run_in_processes\n"
+        "runs = {'ok1': {}, 'ok2': {}}\n"
+        f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
+        "worker=h.worker_sleeping, initializer=None, grace_s=1.0)"
+    )
+    job = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"{n}.pid").exists() for n in ("ok1", "ok2")):
+            assert time.monotonic() < deadline and job.poll() is None
+            time.sleep(0.1)
+        job.send_signal(signal.SIGTERM)
+        assert job.wait(timeout=30) == 143
+    finally:
+        job.kill()
+        job.communicate()
+    assert _gone(tmp_path / "ok1.pid") and _gone(tmp_path / "ok2.pid")
+
+
 def test_a_train_worker_that_cannot_start_ends_the_job(tmp_path):
     # an initializer that raises: Pool started the worker again and again, for ever
     out = _train_in_processes(
