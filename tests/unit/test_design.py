@@ -89,6 +89,19 @@ def _search(layout, constraints, budget, population, seed=0, objective=None):
     )
 
 
+def _refused(tmp_path, table, models: int = 1, **options) -> str:
+    """``design_job``'s one-line InputError on ``table`` (construct c1 unless
+    ``construct_id`` is given, target Liver), with bundles that do not exist: the
+    refusal must come before any model loads."""
+    options = {"construct_id": "c1", "target_tissues": ["Liver"], **options}
+    bundles = [tmp_path / f"no-such-bundle{i}" for i in range(models)]
+    with pytest.raises(InputError) as err:
+        design_job(table, bundles, output_paths(tmp_path / "out"), **options)
+    text = str(err.value)
+    assert "\n" not in text, text
+    return text
+
+
 def _layout_and_constraints(construct, seed):
     layout = make_layout(construct, ["utr5", "utr3", "cds"], fixed=FIXED)
     layout_check = check_all(dict(construct.parts), layout.reference, layout.fixed, CONSTRAINTS)
@@ -152,17 +165,12 @@ def test_impossible_constraints_fail_before_any_model_loads(tmp_path):
         # the polyA signal lies in the 3'UTR: with only the 5'UTR editable it cannot go
         ({"gc_window_min": 0.0, "gc_window_max": 1.0, "max_homopolymer": 50}, "polya_signals"),
     ):
-        with pytest.raises(InputError) as err:
-            design_job(
-                table,
-                [tmp_path / "no-such-bundle"],
-                output_paths(tmp_path / "out"),
-                construct_id="c1",
-                target_tissues=["Liver"],
-                editable=["utr5"],
-                constraints={"gc_min": 0.0, "gc_max": 1.0, **constraints},
-            )
-        text = str(err.value)
+        text = _refused(
+            tmp_path,
+            table,
+            editable=["utr5"],
+            constraints={"gc_min": 0.0, "gc_max": 1.0, **constraints},
+        )
         assert "\n" not in text and f"design.constraints.{name}" in text, text
         if constraints.get("aav_limit") == 500:
             n = len(_cassette(1).cassette)
@@ -521,16 +529,7 @@ def test_a_start_without_a_polya_signal_fails_before_any_model_loads(tmp_path):
     start = _cassette(1)
     bare = Construct("c1", {**start.parts, "utr3": start.parts["utr3"][:-10]})
     write_constructs_tsv([bare], table)
-    with pytest.raises(InputError) as err:
-        design_job(
-            table,
-            [tmp_path / "no-such-bundle"],
-            output_paths(tmp_path / "out"),
-            construct_id="c1",
-            target_tissues=["Liver"],
-            constraints=CONSTRAINTS.__dict__,
-        )
-    text = str(err.value)
+    text = _refused(tmp_path, table, constraints=CONSTRAINTS.__dict__)
     assert "\n" not in text and "design.constraints.polya_present: impossible" in text
     assert text.endswith(
         "add its polyA signal (a TSV polya column, or a GenBank polyA_signal feature), or set "
@@ -715,16 +714,7 @@ def test_a_start_with_n_outside_the_flanks_is_one_line_before_any_model_loads(tm
     parts[part] = seq[: at - 1] + "NNN" + seq[at + 2 :]
     table = tmp_path / "c.tsv"
     write_constructs_tsv([Construct("c1", parts, "test:1")], table)
-    with pytest.raises(InputError) as err:
-        design_job(
-            table,
-            [tmp_path / "no-such-bundle"],
-            output_paths(tmp_path / "out"),
-            construct_id="c1",
-            target_tissues=["Liver"],
-            editable=["utr5", "utr3", "cds"],
-        )
-    text = str(err.value)
+    text = _refused(tmp_path, table, editable=["utr5", "utr3", "cds"])
     assert "\n" not in text and text.startswith(f"{table}:2:c1: part {part}: N at position {at}")
     assert f"3 in {part}" in text, text
     assert not list(tmp_path.glob("out*")), "no output written"
@@ -792,17 +782,13 @@ def test_gc_out_of_the_cds_synonyms_reach_fails_before_any_model_loads(tmp_path)
     assert naive < gc_max  # the old bound took this for reachable
     table = tmp_path / "c.tsv"
     write_constructs_tsv([start], table)
-    with pytest.raises(InputError) as err:
-        design_job(
-            table,
-            [tmp_path / "no-such-bundle"],
-            output_paths(tmp_path / "out"),
-            construct_id="gc",
-            target_tissues=["Liver"],
-            editable=["cds"],
-            constraints={**GC_FREE, "gc_min": 0.0, "gc_max": gc_max},
-        )
-    text = str(err.value)
+    text = _refused(
+        tmp_path,
+        table,
+        construct_id="gc",
+        editable=["cds"],
+        constraints={**GC_FREE, "gc_min": 0.0, "gc_max": gc_max},
+    )
     assert "design.constraints.gc_overall: impossible" in text and "synonymous" in text, text
     assert f"[{least:.3f}," in text, text
 
@@ -828,16 +814,8 @@ def test_a_start_that_cannot_be_repaired_fails_before_any_model_loads(tmp_path, 
     monkeypatch.setattr(design_module, "repair", lambda seq, layout, c, rng, steps: (None, []))
     table = tmp_path / "c.tsv"
     write_constructs_tsv([_cassette(1)], table)
-    with pytest.raises(InputError) as err:
-        design_job(
-            table,
-            [tmp_path / "no-such-bundle"],
-            output_paths(tmp_path / "out"),
-            construct_id="c1",
-            target_tissues=["Liver"],
-            editable=["utr5", "utr3"],
-        )
-    assert "could not repair the start" in str(err.value), str(err.value)
+    text = _refused(tmp_path, table, editable=["utr5", "utr3"])
+    assert "could not repair the start" in text, text
 
 
 @pytest.mark.parametrize(("models", "budget"), [(1, 2), (2, 5)])
@@ -845,16 +823,7 @@ def test_a_budget_below_the_start_and_one_candidate_is_one_line(tmp_path, models
     """It returned the start as the only design, without a word."""
     table = tmp_path / "c.tsv"
     write_constructs_tsv([_cassette(1)], table)
-    with pytest.raises(InputError) as err:
-        design_job(
-            table,
-            [tmp_path / f"no-such-bundle{i}" for i in range(models)],
-            output_paths(tmp_path / "out"),
-            construct_id="c1",
-            target_tissues=["Liver"],
-            settings={"budget": budget},
-        )
-    text = str(err.value)
+    text = _refused(tmp_path, table, models, settings={"budget": budget})
     assert "design.budget" in text and f"set at least {3 * models}" in text, text
     with pytest.raises(InputError, match="design.budget"):
         _search(make_layout(_cassette(1), ["utr5", "utr3"]), CONSTRAINTS, 5, 4)
