@@ -350,6 +350,26 @@ def _bootstrap(
     return bootstrap_runs(files, resamples, seed)
 
 
+def _across_runs(
+    experiments: Mapping[str, Mapping[str, Any]],
+    metrics_paths: Iterable[str | Path],
+    baseline_path: str | Path | None,
+    resamples: int,
+    seed: int,
+    precomputed: bool,
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """What a table across runs reads: each run's metrics, the baseline's (None without
+    one), checked scored on one test set (``check_comparable``), and their bootstrap
+    (:func:`_bootstrap`)."""
+    metrics_paths = list(metrics_paths)
+    metrics_by_run = _load_metrics(experiments, metrics_paths)
+    baseline = _load_baseline(baseline_path)
+    paths = _paths_by_run(metrics_paths)
+    check_comparable(metrics_by_run, baseline, baseline_path, paths)
+    boot = _bootstrap(metrics_by_run, paths, baseline_path, resamples, seed, precomputed)
+    return metrics_by_run, baseline, boot
+
+
 def _load_baseline(path: str | Path | None) -> dict[str, Any] | None:
     return None if path is None else read_metrics(path)
 
@@ -451,14 +471,9 @@ def build_experiments(
     ``tiny_encoders``: the encoders with random weights the runs read (outside the demo,
     the tables say so). ``bootstrap_precomputed``: the bootstrap's values from each run's
     ``bootstrap.npz`` (rule report_bootstrap), else resampled here from its predictions."""
-    metrics_paths = list(metrics_paths)
-    metrics_by_run = _load_metrics(experiments, metrics_paths)
-    baseline = _load_baseline(baseline_path)
-    paths = _paths_by_run(metrics_paths)
-    check_comparable(metrics_by_run, baseline, baseline_path, paths)
-    boot = _bootstrap(
-        metrics_by_run,
-        paths,
+    metrics_by_run, baseline, boot = _across_runs(
+        experiments,
+        metrics_paths,
         baseline_path,
         bootstrap_resamples,
         bootstrap_seed,
@@ -495,14 +510,9 @@ def build_ablation(
     """One factor varied, everything else held fixed (``fraction``: the data-scaling view);
     ``tiny_encoders`` as for :func:`build_experiments`; ``dna_spans``
     (``workflow.ablation_dna_spans``): the DNA each level reads, stated per row."""
-    metrics_paths = list(metrics_paths)
-    metrics_by_run = _load_metrics(experiments, metrics_paths)
-    baseline = _load_baseline(baseline_path)
-    paths = _paths_by_run(metrics_paths)
-    check_comparable(metrics_by_run, baseline, baseline_path, paths)
-    boot = _bootstrap(
-        metrics_by_run,
-        paths,
+    metrics_by_run, baseline, boot = _across_runs(
+        experiments,
+        metrics_paths,
         baseline_path,
         bootstrap_resamples,
         bootstrap_seed,
