@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from benchcommon import timed
 
 
 def synthetic(
@@ -84,12 +85,6 @@ def synthetic(
     return paths
 
 
-def _time(call) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    call()
-    return time.perf_counter() - wall, time.process_time() - cpu
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transcripts", type=int, default=9000)
@@ -103,7 +98,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, help="time write_run on these runs instead")
     args = parser.parse_args()
 
-    imported = _time(lambda: __import__("isoflow.report.bootstrap"))
+    imported = timed(lambda: __import__("isoflow.report.bootstrap"))
     from isoflow.report import bootstrap
 
     if args.results is not None:
@@ -111,7 +106,7 @@ def main() -> None:
         found += sorted(glob.glob(str(args.results / "baseline" / "predictions.parquet")))
         with tempfile.TemporaryDirectory() as scratch:
             files = [Path(scratch) / f"{i}.npz" for i in range(len(found))]
-            done = _time(
+            done = timed(
                 lambda: [
                     bootstrap.write_run(p, f, args.resamples, 0)
                     for p, f in zip(found, files, strict=True)
@@ -136,13 +131,13 @@ def main() -> None:
         warm = max(1, args.resamples // 10)
         bootstrap.bootstrap_runs(dict(list(paths.items())[:1]), warm, 0)  # warm-up
         before: dict = {}
-        table = _time(lambda: before.update(bootstrap.bootstrap_runs(paths, args.resamples, 0)))
+        table = timed(lambda: before.update(bootstrap.bootstrap_runs(paths, args.resamples, 0)))
         per_run = [
-            _time(lambda run=run: bootstrap.write_run(paths[run], npz[run], args.resamples, 0))
+            timed(lambda run=run: bootstrap.write_run(paths[run], npz[run], args.resamples, 0))
             for run in paths
         ]
         after: dict = {}
-        read = _time(lambda: after.update(bootstrap.read_runs(npz, args.resamples, 0)))
+        read = timed(lambda: after.update(bootstrap.read_runs(npz, args.resamples, 0)))
         for run in paths:
             for label in bootstrap.LABELS:
                 if before[run][label].tobytes() != after[run][label].tobytes():

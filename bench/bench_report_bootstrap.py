@@ -18,16 +18,10 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
-
-
-def _time(call) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    call()
-    return time.perf_counter() - wall, time.process_time() - cpu
+from benchcommon import timed
 
 
 def main() -> None:
@@ -71,7 +65,7 @@ def main() -> None:
         table(False), table(True)  # warm-up: imports, matplotlib's first figure
         for _ in range(args.repeat):
             for name in ("without", "with"):
-                times[name].append(_time(lambda name=name: table(name == "with")))
+                times[name].append(timed(lambda name=name: table(name == "with")))
         predictions = {
             run: Path(p).with_name("predictions.parquet")
             for run, p in zip(experiments, paths, strict=True)
@@ -79,7 +73,7 @@ def main() -> None:
         if baseline is not None:
             predictions["baseline"] = baseline.with_name("predictions.parquet")
         alone = [
-            _time(lambda: bootstrap.bootstrap_runs(predictions, args.resamples, 0))
+            timed(lambda: bootstrap.bootstrap_runs(predictions, args.resamples, 0))
             for _ in range(args.repeat)
         ]
 

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +121,10 @@ def run_in_tree(tree: Path, code: str, *args: str, env: dict | None = None) -> s
             f"the child on {tree} failed (exit {done.returncode}):\n{done.stderr[-3000:]}"
         )
     return done.stdout
+
+
+def timed(call) -> tuple[float, float]:
+    """``call()``'s (wall, CPU) seconds, the CPU this process's (``time.process_time``)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    call()
+    return time.perf_counter() - wall, time.process_time() - cpu
