@@ -19,17 +19,17 @@ Run: .venv/bin/python bench/bench_embed_memory.py --sequences 1500 --shard-mb 64
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchcommon import run_in_tree, scratch_in
+from benchcommon import old_tree, run_in_tree, scratch_in
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,6 +95,11 @@ def run_child(cwd: Path, config: dict) -> dict:
 
 
 def main() -> None:
+    with contextlib.ExitStack() as stack:
+        _main(stack)
+
+
+def _main(stack: contextlib.ExitStack) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequences", type=int, default=1500)
     parser.add_argument("--tokens", type=int, default=128)
@@ -106,11 +111,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/isoflow_bench_embed"))
     args = parser.parse_args()
 
-    old_dir = Path(tempfile.mkdtemp(prefix="isoflow_old_"))
-    archive = subprocess.run(
-        ["git", "archive", args.old, "isoflow"], cwd=ROOT, check=True, capture_output=True
-    )
-    subprocess.run(["tar", "-x", "-C", old_dir], input=archive.stdout, check=True)
+    old_dir = stack.enter_context(old_tree(args.old))  # deleted at the end
     cases = {
         f"old ({args.old}): rows held, concatenated": (old_dir, 0),
         f"new: one {args.shard_mb} MiB shard buffer": (ROOT, args.shard_mb),
@@ -123,7 +124,6 @@ def main() -> None:
                 case = Path(tempfile.mkdtemp(dir=work))
                 run(results, name, cwd, shard_mb, args, case)
                 shutil.rmtree(case)  # one case's cache on disk at a time
-    shutil.rmtree(old_dir, ignore_errors=True)
     report(results, args)
 
 

@@ -26,17 +26,16 @@ Run: .venv/bin/python bench/bench_loader.py --transcripts 768 --epochs 3 --repea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from benchcommon import run_in_tree
+from benchcommon import old_tree, run_in_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 # the workflow's encoders' widths: Enformer's trunk, NT-v2 250M, ESM-2 150M (= bench/gpu.py's
@@ -201,6 +200,11 @@ def run_child(cwd: Path, config: dict) -> dict:
 
 
 def main() -> None:
+    with contextlib.ExitStack() as stack:
+        _main(stack)
+
+
+def _main(stack: contextlib.ExitStack) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transcripts", type=int, default=768)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -219,11 +223,7 @@ def main() -> None:
     args = parser.parse_args()
 
     paths = build_inputs(args.work, args.transcripts, args.pool_to)
-    old_dir = Path(tempfile.mkdtemp(prefix="isoflow_old_"))
-    archive = subprocess.run(
-        ["git", "archive", args.old, "isoflow"], cwd=ROOT, check=True, capture_output=True
-    )
-    subprocess.run(["tar", "-x", "-C", old_dir], input=archive.stdout, check=True)
+    old_dir = stack.enter_context(old_tree(args.old))  # deleted at the end
     config = {**paths, "batch_size": args.batch_size, "epochs": args.epochs}
     config["torch_threads"] = args.torch_threads
     cases = {f"old ({args.old}): per item, float32": old_dir, "new: whole batch, float16": ROOT}

@@ -23,6 +23,7 @@ Run: .venv/bin/python bench/bench_targets.py --rows 20000 --repeat 3 [--cpus 0] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,11 +31,10 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchcommon import tree_prelude
+from benchcommon import old_tree, tree_prelude
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,6 +105,11 @@ def measure(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float, float, str]
 
 
 def main() -> None:
+    with contextlib.ExitStack() as stack:
+        _main(stack)
+
+
+def _main(stack: contextlib.ExitStack) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=3)
@@ -143,11 +148,7 @@ def main() -> None:
             str(rows),
         ]
     if args.old:
-        old_dir = Path(tempfile.mkdtemp(prefix="isoflow_old_"))
-        archive = subprocess.run(
-            ["git", "archive", args.old, "isoflow"], cwd=ROOT, check=True, capture_output=True
-        )
-        subprocess.run(["tar", "-x", "-C", old_dir], input=archive.stdout, check=True)
+        old_dir = stack.enter_context(old_tree(args.old))  # deleted at the end
         name = f"isoflow {args.old} aggregate_tpm ({args.block_rows[0]}-row blocks)"
         # benchcommon.tree_prelude: the old tree's modules only, none borrowed from this one
         code = tree_prelude(old_dir) + AGGREGATE

@@ -42,6 +42,25 @@ def scratch_in(parent: Path | str, prefix: str = "isoflow_bench_") -> Iterator[P
         shutil.rmtree(work, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def old_tree(revision: str) -> Iterator[Path]:
+    """The ``isoflow`` package of git ``revision`` of this checkout, extracted into a
+    temporary folder (``git archive``) that is deleted afterwards; its children import it
+    through :func:`tree_prelude` or :func:`run_in_tree`."""
+    folder = Path(tempfile.mkdtemp(prefix="isoflow_old_"))
+    try:
+        archive = subprocess.run(
+            ["git", "archive", revision, "isoflow"],
+            cwd=BENCH.parent,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def outside_tree(tree: Path | str, name: str, origin: str | None, locations=()) -> str | None:
     """Why module ``name`` (loaded from ``origin``, a package's ``locations``) is not the
     tree's own; None when it lies under ``tree``."""
