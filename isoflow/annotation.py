@@ -589,11 +589,12 @@ def _check_parts(parts: pl.DataFrame, path: Path) -> pl.DataFrame:
 
 def _gtf_attr(key: str) -> pl.Expr:
     """The value of attribute ``key``: in quotes (a ";" inside kept) or one bare word, then
-    ";" or the end of the column; null where it is missing or not so delimited (a stray or
-    unclosed quote, no value: ``_gtf_block`` tells them apart by ``_GTF_ATTRS_OK``). As
-    fast as the loose reader it replaced, which ran on to the next quote or ";"."""
+    ";", a GTF2.2 comment ("#") or the end of the column; null where it is missing or not so
+    delimited (a stray or unclosed quote, no value: ``_gtf_block`` tells them apart by
+    ``_GTF_ATTRS_OK``). As fast as the loose reader it replaced, which ran on to the next
+    quote or ";"."""
     # \b: "transcript_id" must not match inside "havana_transcript_id" ("_" is a word char).
-    value = rf'\b{key}[ \t]+("[^"]*"|[^\s";]+)[ \t\r]*(?:;|$)'
+    value = rf'\b{key}[ \t]+("[^"]*"|[^\s";]+)[ \t\r]*(?:;|#|$)'
     return pl.col("attrs").str.extract(value, 1).str.strip_chars('"')
 
 

@@ -458,11 +458,19 @@ def test_gtf_attribute_forms_that_stay_valid(tmp_path):
     assert len(read_annotation(path)) == 4
     # a comment after the attributes (GTF2.2's [comments]) reads as the line without it
     lines = gencode_lines()
+    # (also after a last attribute without its ";": it was read as missing)
     commented = [
         line + ' # a comment; with "quotes' if "\ttranscript\t" in line else line for line in lines
     ]
     assert read_annotation(write(tmp_path / "c.gtf", commented)).equals(
         read_annotation(write(tmp_path / "d.gtf", lines))
+    )
+    untagged = [line.replace(' tag "basic"; tag "CCDS";', "") for line in lines]
+    bare = [  # transcript_type last, without its ";"
+        line.rstrip("; ") + " # note" if "\ttranscript\t" in line else line for line in untagged
+    ]
+    assert read_annotation(write(tmp_path / "e.gtf", bare)).equals(
+        read_annotation(write(tmp_path / "f.gtf", untagged))
     )
     # a line the reader takes no attribute from (gene, UTR) is not checked
     lines = gencode_lines()
