@@ -534,3 +534,17 @@ def test_two_overlays_setting_experiments_warn_that_only_the_last_is_planned(tmp
     other = tmp_path / "window.yaml"
     other.write_text("dna: {window: 2048}\nseeds: [0]\n")
     assert replaced_experiments([base, ablations, other]) is None
+
+
+@pytest.mark.parametrize("section", ["demo", "finetune", "design"])
+def test_a_negative_seed_is_refused_by_the_schema(section):
+    """demo.seed and finetune.seed -1 passed the schema and failed as numpy's bare ValueError
+    (``np.random.default_rng``) once the job ran, finetune's after its bundle had loaded."""
+    import jsonschema
+
+    from isoflow.config import load_schema
+
+    node = load_schema(str(SCHEMA))["properties"][section]["properties"]["seed"]
+    jsonschema.validate(0, node)
+    with pytest.raises(jsonschema.ValidationError, match="minimum of 0"):
+        jsonschema.validate(-1, node)
