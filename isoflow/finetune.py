@@ -340,7 +340,7 @@ def shared_kmers(seqs: Sequence[str], groups: Sequence[Any]) -> SharedKmers:
     construct carries) and counts for none. Two groups are a pair when they own at least
     ``SHARED_MIN_KMERS`` counted k-mers in common and these are at least ``SHARED_MIN`` of
     the smaller group's counted k-mers. Fewer than 3 groups: nothing compared. Sorts (one
-    of the k-mer, construct pairs) rather than compares: 0.8-3.0 CPU-s on 39,170 cassettes
+    of the k-mer, construct pairs) rather than compares: 0.8-3.4 CPU-s on 39,170 cassettes
     of ~1.1 kb (docs/benchmarks.md, "Groups sharing sequence")."""
     groups = np.asarray(groups, dtype=object)
     labels = list(dict.fromkeys(groups.tolist()))
