@@ -37,6 +37,7 @@ from isoflow.files import atomic_path
 from isoflow.metrics import tissue_means
 from isoflow.model.encoders import build_encoder, spec_from_config
 from isoflow.model.isoformer import IsoFormer
+from isoflow.requeue import requeue_job, slurm_job_id  # noqa: F401 (isoflow.lightning.requeue_job)
 from isoflow.settings import encoder_names, model_config, train_config
 
 log = logging.getLogger(__name__)
@@ -577,17 +578,6 @@ class RngState(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-def slurm_job_id() -> str:
-    """This SLURM job's id as squeue and scontrol take it (``<array job>_<task>`` for an array
-    task); raises when the environment holds none."""
-    job = os.environ.get("SLURM_JOB_ID", "")
-    if os.environ.get("SLURM_ARRAY_JOB_ID") and os.environ.get("SLURM_ARRAY_TASK_ID"):
-        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-    if not re.fullmatch(r"[0-9_]+", job):
-        raise InputError("SLURM_JOB_ID", None, f"not a SLURM job id: {job!r}; cannot requeue")
-    return job
-
-
 def parse_time_left(text: str) -> float | None:
     """squeue's time left (``-o %L``) in seconds: ``D-HH:MM:SS``, ``HH:MM:SS`` or ``MM:SS``;
     ``UNLIMITED``: infinity; ``INVALID`` (the limit passed, in an ``OverTimeLimit``): 0;
@@ -817,35 +807,3 @@ class RequeueBeforeTimeLimit(Callback):
         if self.received:
             return f"signal {signal.Signals(self.signum).name} received (sbatch --signal)"
         return self._why or "another rank was signalled or saw the time limit ahead"
-
-
-def requeue_job(rank: int = 0, reason: str = "") -> None:
-    """``scontrol requeue`` this SLURM job (on global rank 0: Lightning's rank, as ranks that
-    Lightning started in one SLURM task share its SLURM_PROCID), then end this process:
-    the requeued job starts the rule again and resumes from the checkpoints. Raises when the
-    requeue fails. Once requeued, the last line logged says so with ``reason``: the last
-    line of this attempt in the run's attempts log (``isoflow.attempts``).
-
-    Ending at once rather than waiting for SLURM to end the job: after a USR1 to the job
-    step the job's Snakemake process is dead, and a process tracker that follows parent
-    processes (proctrack/linuxproc, the test cluster's) then no longer finds this orphan, so
-    the job would wait for it, COMPLETING, instead of starting again."""
-    job = slurm_job_id()
-    if rank == 0:
-        log.warning("SLURM time limit ahead: checkpoints written, requeueing job %s", job)
-        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-        if done.returncode:
-            raise InputError(
-                "scontrol requeue",
-                job,
-                f"failed ({done.stderr.strip()}); the checkpoints are written, run the job "
-                "again to resume (does the cluster allow requeueing? profiles/slurm asks "
-                "sbatch --requeue for train jobs)",
-            )
-        log.warning(
-            "requeued: SLURM job %s, %s; the next attempt resumes from the checkpoints",
-            job,
-            reason or "at an epoch's end",
-        )
-    logging.shutdown()  # flush the run's log
-    os._exit(0)  # the job is requeued whatever this process does now

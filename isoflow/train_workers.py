@@ -43,9 +43,13 @@ def _guarded(task: tuple) -> tuple[str, Any, dict[str, Any] | None]:
     which the parent can always unpickle; under the multiprocessing.Pool used before, an
     exception that failed to unpickle there ended the pool's result thread, and the parent
     then waited forever."""
+    from isoflow.requeue import Requeued
+
     worker, *args = task
     try:
         name, metrics = worker(*args)
+    except Requeued as requeue:  # its checkpoints written: the parent requeues the job
+        return args[1], None, {"requeued": requeue.reason}
     except Exception as err:
         from isoflow.errors import InputError
 
@@ -112,7 +116,12 @@ def expected_cost(run: dict[str, Any]) -> tuple:
 
 def _serve(conn: Any, initializer: Callable[[], None] | None) -> None:
     """A worker process: ``initializer`` once, then each task the parent sends, its outcome
-    sent back (:func:`_guarded`), until the parent sends None or is gone."""
+    sent back (:func:`_guarded`), until the parent sends None or is gone. A run that stops
+    to requeue the job raises there (``isoflow.requeue.WORKER_ENV``) rather than requeueing
+    it and ending this process: the parent requeues the job, once."""
+    from isoflow.requeue import WORKER_ENV
+
+    os.environ[WORKER_ENV] = "1"
     if initializer is not None:
         initializer()
     while True:
@@ -200,6 +209,7 @@ def run_in_processes(
     queue = [(worker, config, name, runs[name], dataset_path, genome_fasta) for name in order]
     queue.reverse()  # pop() takes the costliest left
     done: dict[str, dict[str, Any] | None] = {}
+    requeued: tuple[str, str] | None = None  # (the run, why) that stopped to requeue the job
     workers: list[tuple[Any, Any]] = []  # (process, the parent's end of its pipe)
     running: dict[int, str] = {}  # worker index -> the run it trains
 
@@ -235,7 +245,7 @@ def run_in_processes(
             theirs.close()
             workers.append((process, ours))
             give(index)
-        while running:
+        while running and requeued is None:
             waiting = [workers[index][1] for index in running]
             waiting += [workers[index][0].sentinel for index in running]
             wait(waiting)
@@ -256,12 +266,22 @@ def run_in_processes(
                     raise _died(name, process.exitcode, in_flight(index))
                 del running[index]
                 _, metrics, failure = outcome
+                if failure is not None and "requeued" in failure:
+                    requeued = (name, failure["requeued"])
+                    log.warning(
+                        "requeued by run %s: %s; stopping the other runs (each resumes "
+                        "from its last checkpoint)",
+                        name,
+                        requeued[1],
+                    )
+                    break
                 if failure is not None:
                     _raise(name, failure)
                 done[name] = metrics
                 give(index)
-        for process, _ in workers:  # each was sent None: it ends by itself
-            process.join(grace_s)
+        if requeued is None:
+            for process, _ in workers:  # each was sent None: it ends by itself
+                process.join(grace_s)
     finally:
         # the first failure ends the job at once, not once every other run has trained
         for process, conn in workers:
@@ -271,6 +291,12 @@ def run_in_processes(
             import signal
 
             signal.signal(signal.SIGTERM, previous)
+    if requeued is not None:
+        # the job's one requeue, once every worker has ended, as requeue_job in one process
+        from isoflow.requeue import exit_requeued, scontrol_requeue, slurm_job_id
+
+        scontrol_requeue(slurm_job_id(), f"by run {requeued[0]}: {requeued[1]}")
+        exit_requeued()
     return {name: done[name] for name in runs}
 
 

@@ -230,3 +230,24 @@ def _wait_for(path) -> None:
         if path.exists():
             return
         time.sleep(0.1)
+
+
+def worker_requeueing(config, name, run, dataset_path, genome_fasta):
+    """Run ``bad`` stops to requeue the job (as ``isoflow.train`` after a fit that
+    ``RequeueBeforeTimeLimit`` stopped: ``requeue_job``) once run ok1 trains; with
+    ``REQUEUE_ALL`` set in the environment every run does, at once. The others write their
+    process id as :func:`worker_killed` does and train (sleep) for two minutes."""
+    import os
+    import time
+    from pathlib import Path
+
+    from isoflow.requeue import requeue_job
+
+    if os.environ.get("REQUEUE_ALL"):
+        requeue_job(0, f"test: run {name}")
+    if name == "bad":
+        _wait_for(Path(dataset_path).with_name("ok1.pid"))
+        requeue_job(0, "test: 10 s left")
+    Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return name, {"loss": 0.0}

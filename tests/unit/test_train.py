@@ -1182,6 +1182,50 @@ def test_a_train_job_stopped_by_sigterm_stops_its_workers(tmp_path):
     assert _gone(tmp_path / "ok1.pid") and _gone(tmp_path / "ok2.pid")
 
 
+@pytest.mark.parametrize("every_run", [False, True])
+def test_a_train_worker_that_stops_to_requeue_requeues_the_job_once(tmp_path, every_run):
+    # A run that RequeueBeforeTimeLimit stopped called scontrol requeue in its worker and
+    # os._exit(0): the parent saw a worker gone without its run and failed the job ("exited
+    # with code 0"), and with each run at the limit each worker called scontrol, a refused
+    # second call becoming the job's last line. The requeue is the job's: the parent stops
+    # the other workers, calls scontrol once and exits 0, as requeue_job in one process.
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    called = tmp_path / "scontrol.calls"
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {called}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env.update(SLURM_JOB_ID="12345", REQUEUE_ALL="1" if every_run else "")
+    env.pop("SLURM_ARRAY_JOB_ID", None)
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
+        "from isoflow.train_workers import run_in_processes\n"
+        "runs = {'ok1': {}, 'bad': {}, 'ok2': {}}\n"
+        f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
+        "worker=h.worker_requeueing, initializer=None, grace_s=5.0)\n"
+        "print('returned')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=90,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "returned" not in out.stdout  # it ended as requeue_job does: nothing more runs
+    assert called.read_text() == "requeue 12345\n"  # once
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("requeued: SLURM job 12345, by run ")
+    assert "requeued by run " in out.stderr and "exited with code" not in out.stderr
+    if not every_run:
+        assert "by run bad: test: 10 s left" in last
+        assert _gone(tmp_path / "ok1.pid")  # ok1's worker was stopped and waited for
+
+
 def test_a_train_worker_that_cannot_start_ends_the_job(tmp_path):
     # an initializer that raises: Pool started the worker again and again, for ever
     out = _train_in_processes(
