@@ -50,6 +50,25 @@ def _guarded(task: tuple) -> tuple[str, Any, dict[str, Any] | None]:
         name, metrics = worker(*args)
     except Requeued as requeue:  # its checkpoints written: the parent requeues the job
         return args[1], None, {"requeued": requeue.reason}
+    except SystemExit as stop:
+        # Lightning's SIGTERMException, a SystemExit without a code, raised at the next step
+        # after a SIGTERM: past ``except Exception`` the worker exited 0 and the job said only
+        # "exited with code 0", naming no signal
+        code = "" if stop.code is None else f" {stop.code}"
+        return (
+            args[1],
+            None,
+            {
+                "type": type(stop).__name__,
+                "class": [type(stop).__module__, type(stop).__qualname__],
+                "text": f"stopped ({type(stop).__name__}{code}; Lightning raises "
+                "SIGTERMException at the next step after a SIGTERM to the worker): stopped by "
+                "SIGTERM, from an out-of-memory watchdog? raise resources.train_mem_mb or "
+                "lower resources.train_processes",
+                "traceback": traceback.format_exc(),
+                "input_error": None,
+            },
+        )
     except Exception as err:
         from isoflow.errors import InputError
 
@@ -150,6 +169,8 @@ def _died(name: str, exitcode: int | None, others: list[str]) -> RuntimeError:
                 " (out of memory? the kernel's OOM killer sends it: raise "
                 "resources.train_mem_mb or lower resources.train_processes)"
             )
+    elif exitcode == 0:
+        how = "ended without returning its run (exit code 0)"
     else:
         how = f"exited with code {exitcode} (its error, if it wrote one, is above)"
     if others:

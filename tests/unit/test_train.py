@@ -1226,6 +1226,27 @@ def test_a_train_worker_that_stops_to_requeue_requeues_the_job_once(tmp_path, ev
         assert _gone(tmp_path / "ok1.pid")  # ok1's worker was stopped and waited for
 
 
+def test_a_train_worker_stopped_by_sigterm_names_the_stop(tmp_path):
+    # Lightning's SIGTERMException (a SystemExit without a code) got past the worker's
+    # ``except Exception``: the worker exited 0 and the job said "exited with code 0 (its
+    # error, if it wrote one, is above)" with nothing above, and no signal named
+    out = _train_in_processes("worker_stopped_by_sigterm", tmp_path, initializer=None)
+    assert out.returncode == 1
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("RuntimeError: run bad: SystemExit: stopped (SystemExit; ")
+    assert "stopped by SIGTERM" in line and "raise resources.train_mem_mb" in line
+
+
+def test_a_train_worker_that_ends_without_its_run_says_so():
+    from isoflow.train_workers import _died
+
+    text = str(_died("bad", 0, ["ok1"]))
+    assert text == (
+        "run bad: its train worker process ended without returning its run (exit code 0); "
+        "run ok1 stopped with it"
+    )
+
+
 def test_a_train_worker_that_cannot_start_ends_the_job(tmp_path):
     # an initializer that raises: Pool started the worker again and again, for ever
     out = _train_in_processes(
