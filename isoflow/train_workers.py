@@ -180,15 +180,37 @@ def _died(name: str, exitcode: int | None, others: list[str]) -> RuntimeError:
     return RuntimeError(f"run {name}: its train worker process {how}; {stopped}")
 
 
-def _stop(process: Any, grace_s: float) -> None:
-    """End ``process``: SIGTERM, then SIGKILL after ``grace_s`` seconds (Lightning catches
-    SIGTERM and stops only at the next step)."""
-    if process.is_alive():
-        process.terminate()
-        process.join(grace_s)
-    if process.is_alive():
-        process.kill()
-    process.join()
+def _stop(processes: list[Any], grace_s: float) -> None:
+    """End ``processes``: SIGTERM to each at once, then SIGKILL to those still alive
+    ``grace_s`` seconds later (Lightning catches SIGTERM and stops only at the next step),
+    and wait for each. One deadline for all: in turn, N workers took N x ``grace_s``, past
+    SLURM's KillWait (30 s) with four of them."""
+    import time
+
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        process.join()
+
+
+def _ignore_stops() -> dict[int, Any]:
+    """Ignore SIGTERM and SIGINT in this process (main thread only; else nothing); returns
+    the handlers replaced. While the workers are stopped: a second SIGTERM or Ctrl-C raised
+    out of the cleanup and left them running, and multiprocessing's exit hook then waited
+    for them without end."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 def run_in_processes(
@@ -213,9 +235,10 @@ def run_in_processes(
     dies (killed by the kernel's OOM killer, SIGKILL): a RuntimeError naming its run and the
     signal (:func:`_died`); under ``multiprocessing.Pool`` such a worker was replaced
     silently, its run never came back, and the job waited until its time limit. The other
-    workers are sent SIGTERM, then SIGKILL after ``grace_s`` seconds, and waited for: none
-    outlives the job. ``worker`` and ``initializer`` (module-level, so a spawned process can
-    import them) are what each process calls: tests pass stand-ins that need no torch."""
+    workers are sent SIGTERM, then SIGKILL after ``grace_s`` seconds (one deadline for all;
+    a second SIGTERM or Ctrl-C meanwhile is ignored), and waited for: none outlives the job.
+    ``worker`` and ``initializer`` (module-level, so a spawned process can import them) are
+    what each process calls: tests pass stand-ins that need no torch."""
     import multiprocessing
     from multiprocessing.connection import wait
 
@@ -305,13 +328,18 @@ def run_in_processes(
                 process.join(grace_s)
     finally:
         # the first failure ends the job at once, not once every other run has trained
-        for process, conn in workers:
-            _stop(process, grace_s)
-            conn.close()
-        if previous is not None:
+        replaced = _ignore_stops()
+        try:
+            _stop([process for process, _ in workers], grace_s)
+            for _, conn in workers:
+                conn.close()
+        finally:
             import signal
 
-            signal.signal(signal.SIGTERM, previous)
+            if previous is not None:
+                replaced[signal.SIGTERM] = previous
+            for sig, handler in replaced.items():
+                signal.signal(sig, handler)
     if requeued is not None:
         # the job's one requeue, once every worker has ended, as requeue_job in one process
         from isoflow.requeue import exit_requeued, scontrol_requeue, slurm_job_id

@@ -1247,6 +1247,39 @@ def test_a_train_worker_that_ends_without_its_run_says_so():
     )
 
 
+def test_a_second_sigterm_while_the_workers_stop_leaves_none_running(tmp_path):
+    # A second SIGTERM (or Ctrl-C) during the cleanup raised out of it and left the workers
+    # running: multiprocessing's exit hook then waited for them, here the stand-in's 120 s.
+    # And the workers were stopped in turn, each given grace_s: 2 x 5 s here. Now the
+    # cleanup ignores both signals and gives every worker the same one deadline.
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
+        "from isoflow.train_workers import run_in_processes\n"
+        "runs = {'ok1': {}, 'ok2': {}}\n"
+        f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
+        "worker=h.worker_deaf_to_sigterm, initializer=None, grace_s=5.0)"
+    )
+    job = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"{n}.pid").exists() for n in ("ok1", "ok2")):
+            assert time.monotonic() < deadline and job.poll() is None
+            time.sleep(0.1)
+        time.sleep(0.5)  # each stand-in ignores SIGTERM by now
+        start = time.monotonic()
+        job.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        job.send_signal(signal.SIGTERM)  # again, while the workers are being stopped
+        assert job.wait(timeout=60) == 143
+        assert time.monotonic() - start < 8.5  # one 5-s deadline for both, not 10 s
+        assert _gone(tmp_path / "ok1.pid") and _gone(tmp_path / "ok2.pid")
+    finally:
+        job.kill()
+        job.communicate()
+
+
 def test_a_train_worker_that_cannot_start_ends_the_job(tmp_path):
     # an initializer that raises: Pool started the worker again and again, for ever
     out = _train_in_processes(
