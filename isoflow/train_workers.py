@@ -140,6 +140,7 @@ def _serve(conn: Any, initializer: Callable[[], None] | None) -> None:
     it and ending this process: the parent requeues the job, once."""
     from isoflow.requeue import WORKER_ENV
 
+    _die_with_parent()
     os.environ[WORKER_ENV] = "1"
     if initializer is not None:
         initializer()
@@ -151,6 +152,40 @@ def _serve(conn: Any, initializer: Callable[[], None] | None) -> None:
         if task is None:
             return
         conn.send(_guarded(task))
+
+
+def _die_with_parent() -> None:
+    """End this worker process when its parent ends, even by SIGKILL (then no cleanup of the
+    parent's stops it): orphaned, a worker trained its run to the end, and a rerun of the
+    job meanwhile wrote the same run folder beside it. On Linux the kernel sends SIGKILL
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread waits for the parent to end."""
+    import multiprocessing
+    import signal
+    import sys
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            set_up = libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            set_up = False
+        if set_up:
+            if os.getppid() != parent.pid:  # the parent ended before prctl
+                os._exit(1)
+            return
+    import threading
+    from multiprocessing.connection import wait
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="isoflow-parent-watch", daemon=True).start()
 
 
 def _died(name: str, exitcode: int | None, others: list[str]) -> RuntimeError:

@@ -1280,6 +1280,50 @@ def test_a_second_sigterm_while_the_workers_stop_leaves_none_running(tmp_path):
         job.communicate()
 
 
+def _ended(pid_file) -> bool:
+    """Whether the process whose id ``pid_file`` holds has ended, waited for or not (an
+    orphan's zombie, where process 1 does not reap, counts as ended)."""
+    try:
+        with open(f"/proc/{int(pid_file.read_text())}/stat") as stat:
+            state = stat.read()
+    except FileNotFoundError:
+        return True
+    return state.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc")
+def test_train_workers_end_with_their_parent_killed_outright(tmp_path):
+    # The job's process SIGKILLed (no cleanup runs): its workers, orphaned, trained their
+    # runs to the end, two writers on one run folder if Snakemake reran the job meanwhile
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
+        "from isoflow.train_workers import run_in_processes\n"
+        "runs = {'ok1': {}, 'ok2': {}}\n"
+        f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
+        "worker=h.worker_sleeping, initializer=None)"
+    )
+    # no pipe: reading one would wait for the orphans, which hold its end
+    job = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
+    pids = [tmp_path / f"{n}.pid" for n in ("ok1", "ok2")]
+    try:
+        deadline = time.monotonic() + 60
+        while not all(pid.exists() for pid in pids):
+            assert time.monotonic() < deadline and job.poll() is None
+            time.sleep(0.1)
+    finally:
+        job.kill()
+        job.wait()
+    deadline = time.monotonic() + 5
+    while not all(_ended(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [pid.read_text() for pid in pids if not _ended(pid)]
+    for pid in alive:  # leave no stand-in behind
+        os.kill(int(pid), signal.SIGKILL)
+    assert not alive
+
+
 def test_a_train_worker_that_cannot_start_ends_the_job(tmp_path):
     # an initializer that raises: Pool started the worker again and again, for ever
     out = _train_in_processes(
