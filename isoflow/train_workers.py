@@ -73,6 +73,13 @@ def _guarded(task: tuple) -> tuple[str, Any, dict[str, Any] | None]:
         from isoflow.errors import InputError
 
         fields = (err.path, err.record, err.message) if isinstance(err, InputError) else None
+        if fields is not None:
+            import pickle
+
+            try:
+                pickle.dumps(fields)
+            except Exception:  # a record that does not pickle (a lock) killed the worker
+                fields = (str(err.path), repr(err.record), str(err.message))
         failure = {
             "type": type(err).__name__,
             # the class as text: an isoflow subclass of InputError (DownloadError) comes back

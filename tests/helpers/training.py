@@ -259,3 +259,14 @@ def worker_stopped_by_sigterm(config, name, run, dataset_path, genome_fasta):
     if name == "bad":
         raise SystemExit
     return name, {"loss": 0.0}
+
+
+def worker_raising_unpicklable_input_error(config, name, run, dataset_path, genome_fasta):
+    """As :func:`worker_raising_input_error`, its record an object that does not pickle."""
+    import threading
+
+    from isoflow.errors import InputError
+
+    if name == "bad":
+        raise InputError(dataset_path, threading.Lock(), "tpm is negative")
+    return name, {"loss": 0.0}

@@ -1324,6 +1324,18 @@ def test_train_workers_end_with_their_parent_killed_outright(tmp_path):
     assert not alive
 
 
+def test_a_workers_input_error_whose_record_does_not_pickle_keeps_its_line(tmp_path):
+    # the failure sent back held the InputError's raw record: one that does not pickle (a
+    # lock) killed the worker on the send, and the job said only "exited with code 1"
+    out = _train_in_processes("worker_raising_unpicklable_input_error", tmp_path, initializer=None)
+    assert out.returncode == 1
+    line = out.stderr.strip().splitlines()[-1]
+    assert re.search(
+        r"InputError: .*data\.parquet:<unlocked _thread\.lock .*>: tpm is negative$", line
+    )
+    assert "exited with code" not in out.stderr
+
+
 def test_a_train_worker_that_cannot_start_ends_the_job(tmp_path):
     # an initializer that raises: Pool started the worker again and again, for ever
     out = _train_in_processes(
