@@ -67,6 +67,7 @@ def _guarded(task: tuple) -> tuple[str, Any, dict[str, Any] | None]:
                 "lower resources.train_processes",
                 "traceback": traceback.format_exc(),
                 "input_error": None,
+                "stopped": True,
             },
         )
     except Exception as err:
@@ -158,7 +159,12 @@ def _serve(conn: Any, initializer: Callable[[], None] | None) -> None:
             return
         if task is None:
             return
-        conn.send(_guarded(task))
+        outcome = _guarded(task)
+        conn.send(outcome)
+        if outcome[2] is not None and ("requeued" in outcome[2] or outcome[2].get("stopped")):
+            # the job ends: waiting here for another task kept this process alive until
+            # the parent's SIGKILL, grace_s later (Lightning's SIGTERM handler stays set)
+            return
 
 
 def _die_with_parent() -> None:

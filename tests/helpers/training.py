@@ -270,3 +270,25 @@ def worker_raising_unpicklable_input_error(config, name, run, dataset_path, geno
     if name == "bad":
         raise InputError(dataset_path, threading.Lock(), "tpm is negative")
     return name, {"loss": 0.0}
+
+
+def worker_stopping_as_lightning(config, name, run, dataset_path, genome_fasta):
+    """Run ``bad`` raises once run ok1 trains; every other run handles SIGTERM as Lightning
+    does (a flag, then a SystemExit without a code at the next step), writes its process
+    id as :func:`worker_killed` does, and trains (sleeps) for two minutes in steps."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    if name == "bad":
+        _wait_for(Path(dataset_path).with_name("ok1.pid"))
+        raise KeyError("no such column")
+    received = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
+    for _ in range(1200):
+        if received:
+            raise SystemExit
+        time.sleep(0.1)
+    return name, {"loss": 0.0}

@@ -1336,6 +1336,19 @@ def test_a_workers_input_error_whose_record_does_not_pickle_keeps_its_line(tmp_p
     assert "exited with code" not in out.stderr
 
 
+def test_a_worker_stopped_as_lightning_stops_ends_without_waiting_for_sigkill(tmp_path):
+    # a worker whose run Lightning stopped (SIGTERMException) sent its outcome and waited for
+    # another task, its SIGTERM handler still set, until the parent's SIGKILL grace_s later
+    start = time.monotonic()
+    out = _train_in_processes(
+        "worker_stopping_as_lightning", tmp_path, initializer=None, grace_s=30.0
+    )
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines()[-1].endswith("run bad: KeyError: 'no such column'")
+    assert _gone(tmp_path / "ok1.pid")
+    assert time.monotonic() - start < 25  # not grace_s
+
+
 def test_a_train_worker_that_cannot_start_ends_the_job(tmp_path):
     # an initializer that raises: Pool started the worker again and again, for ever
     out = _train_in_processes(
