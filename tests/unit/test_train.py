@@ -1156,24 +1156,38 @@ def test_a_train_worker_deaf_to_sigterm_is_killed_when_another_run_fails(tmp_pat
     assert time.monotonic() - start < 60  # not the stand-in's 120 s of training
 
 
-def test_a_train_job_stopped_by_sigterm_stops_its_workers(tmp_path):
-    # Snakemake (or a user) stopping the job sends its process SIGTERM: by default that ended
-    # the parent alone, and each daemon worker trained its run to the end, orphaned
+def _started_in_processes(worker: str, tmp_path, stderr=subprocess.PIPE, **options):
+    """``run_in_processes`` of runs ok1 and ok2 in 2 workers of the stand-in ``worker``
+    (tests/helpers/training.py, each writing ``<run>.pid``), started in a process of its
+    own; returned once both runs are training (their pid files written)."""
     import sys
 
+    extra = "".join(f", {key}={value}" for key, value in options.items())
     code = (
         "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
         "from isoflow.train_workers import run_in_processes\n"
         "runs = {'ok1': {}, 'ok2': {}}\n"
         f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
-        "worker=h.worker_sleeping, initializer=None, grace_s=1.0)"
+        f"worker=h.{worker}, initializer=None{extra})"
     )
-    job = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.PIPE)
+    job = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=stderr)
     try:
         deadline = time.monotonic() + 60
         while not all((tmp_path / f"{n}.pid").exists() for n in ("ok1", "ok2")):
             assert time.monotonic() < deadline and job.poll() is None
             time.sleep(0.1)
+    except BaseException:
+        job.kill()
+        job.wait()
+        raise
+    return job
+
+
+def test_a_train_job_stopped_by_sigterm_stops_its_workers(tmp_path):
+    # Snakemake (or a user) stopping the job sends its process SIGTERM: by default that ended
+    # the parent alone, and each daemon worker trained its run to the end, orphaned
+    job = _started_in_processes("worker_sleeping", tmp_path, grace_s=1.0)
+    try:
         job.send_signal(signal.SIGTERM)
         assert job.wait(timeout=30) == 143
     finally:
@@ -1252,21 +1266,8 @@ def test_a_second_sigterm_while_the_workers_stop_leaves_none_running(tmp_path):
     # running: multiprocessing's exit hook then waited for them, here the stand-in's 120 s.
     # And the workers were stopped in turn, each given grace_s: 2 x 5 s here. Now the
     # cleanup ignores both signals and gives every worker the same one deadline.
-    import sys
-
-    code = (
-        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
-        "from isoflow.train_workers import run_in_processes\n"
-        "runs = {'ok1': {}, 'ok2': {}}\n"
-        f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
-        "worker=h.worker_deaf_to_sigterm, initializer=None, grace_s=5.0)"
-    )
-    job = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.PIPE)
+    job = _started_in_processes("worker_deaf_to_sigterm", tmp_path, grace_s=5.0)
     try:
-        deadline = time.monotonic() + 60
-        while not all((tmp_path / f"{n}.pid").exists() for n in ("ok1", "ok2")):
-            assert time.monotonic() < deadline and job.poll() is None
-            time.sleep(0.1)
         time.sleep(0.5)  # each stand-in ignores SIGTERM by now
         start = time.monotonic()
         job.send_signal(signal.SIGTERM)
@@ -1295,26 +1296,11 @@ def _ended(pid_file) -> bool:
 def test_train_workers_end_with_their_parent_killed_outright(tmp_path):
     # The job's process SIGKILLed (no cleanup runs): its workers, orphaned, trained their
     # runs to the end, two writers on one run folder if Snakemake reran the job meanwhile
-    import sys
-
-    code = (
-        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
-        "from isoflow.train_workers import run_in_processes\n"
-        "runs = {'ok1': {}, 'ok2': {}}\n"
-        f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
-        "worker=h.worker_sleeping, initializer=None)"
-    )
     # no pipe: reading one would wait for the orphans, which hold its end
-    job = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
+    job = _started_in_processes("worker_sleeping", tmp_path, stderr=subprocess.DEVNULL)
     pids = [tmp_path / f"{n}.pid" for n in ("ok1", "ok2")]
-    try:
-        deadline = time.monotonic() + 60
-        while not all(pid.exists() for pid in pids):
-            assert time.monotonic() < deadline and job.poll() is None
-            time.sleep(0.1)
-    finally:
-        job.kill()
-        job.wait()
+    job.kill()
+    job.wait()
     deadline = time.monotonic() + 5
     while not all(_ended(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
