@@ -147,3 +147,21 @@ def write_baseline(root: Path) -> dict:
     (target / "metrics.json").write_text(json.dumps(metrics))
     (out / "predictions.parquet").rename(target / "predictions.parquet")
     return metrics
+
+
+def build_experiments(experiments, paths, out: Path, name: str = "r", **options) -> Path:
+    """``isoflow.report.build.build_experiments`` of ``paths`` into ``out``, without a paper:
+    ``{name}.html``, ``{name}.tsv``, ``{name}.svg`` and ``{name}w.svg``; returns the page."""
+    from isoflow.report import build
+
+    build.build_experiments(
+        experiments,
+        paths,
+        None,
+        out / f"{name}.html",
+        out / f"{name}.tsv",
+        out / f"{name}.svg",
+        out / f"{name}w.svg",
+        **options,
+    )
+    return out / f"{name}.html"

@@ -15,7 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers.experiments import ABLATIONS
-from helpers.report_inputs import TISSUES, write_baseline, write_data_inputs, write_run
+from helpers.report_inputs import (
+    TISSUES,
+    build_experiments,
+    write_baseline,
+    write_data_inputs,
+    write_run,
+)
 from isoflow.errors import InputError
 from isoflow.experiments import (
     FACTORS,
@@ -1212,20 +1218,6 @@ def test_reused_tick_measures_follow_the_axis_back_to_an_earlier_view():
         assert at(0, 1) == wide
 
 
-def _build_experiments(experiments, paths, out, **options):
-    """build.build_experiments into ``out`` (r.html, r.tsv, r.svg, w.svg), without a paper."""
-    build.build_experiments(
-        experiments,
-        paths,
-        None,
-        out / "r.html",
-        out / "r.tsv",
-        out / "r.svg",
-        out / "w.svg",
-        **options,
-    )
-
-
 # ---------------------------------------------------------------- pooling checks
 
 
@@ -1251,13 +1243,13 @@ def test_runs_scored_on_another_test_set_are_refused(tmp_path):
         InputError,
         match=r":tissues: 5 tissues \(Adipose Tissue, Kidney not in both\) in rna_\w+, 5 tissues",
     ):
-        _build_experiments(experiments, paths, out)
+        build_experiments(experiments, paths, out)
     write_run(tmp_path, odd, quality=0.5, seed=4)
     metrics = json.loads(paths[4].read_text())
     metrics["within_gene_groups"] -= 1
     paths[4].write_text(json.dumps(metrics))
     with pytest.raises(InputError, match=r":within_gene_groups: "):
-        _build_experiments(experiments, paths, out)
+        build_experiments(experiments, paths, out)
     write_run(tmp_path, odd, quality=0.5, seed=4)
     baseline_dir = tmp_path / "results/baseline"
     write_baseline(tmp_path)
@@ -1265,7 +1257,7 @@ def test_runs_scored_on_another_test_set_are_refused(tmp_path):
     metrics["n_test"] = 1
     (baseline_dir / "metrics.json").write_text(json.dumps(metrics))
     with pytest.raises(InputError, match=r"baseline/metrics.json:n_test: 1 in baseline, 90 in "):
-        _build_experiments(experiments, paths, out, baseline_path=baseline_dir / "metrics.json")
+        build_experiments(experiments, paths, out, baseline_path=baseline_dir / "metrics.json")
 
 
 def test_runs_tsv_writes_seeds_as_whole_numbers_beside_the_baseline(tmp_path):
@@ -1273,7 +1265,7 @@ def test_runs_tsv_writes_seeds_as_whole_numbers_beside_the_baseline(tmp_path):
     paths = [tmp_path / "results/runs" / run / "metrics.json" for run in experiments]
     write_baseline(tmp_path)
     out = tmp_path / "out"
-    _build_experiments(
+    build_experiments(
         experiments, paths, out, baseline_path=tmp_path / "results/baseline/metrics.json"
     )
     tsv = pd.read_csv(out / "r.tsv", sep="\t", dtype=str, keep_default_na=False)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers.report_inputs import TISSUES, write_baseline, write_run
+from helpers.report_inputs import TISSUES, build_experiments, write_baseline, write_run
 from isoflow.errors import InputError
 from isoflow.experiments import expand_experiments
 from isoflow.metrics import evaluate
@@ -257,19 +257,16 @@ def test_intervals_are_the_seed_mean_percentiles_and_the_same_bytes_each_time(tm
     out = tmp_path / "out"
 
     def make(name: str, seed: int = 0) -> bytes:
-        build.build_experiments(
+        page = build_experiments(
             experiments,
             paths,
-            None,
-            out / f"{name}.html",
-            out / f"{name}.tsv",
-            out / f"{name}.svg",
-            out / f"{name}w.svg",
+            out,
+            name,
             baseline_path=base_path,
             bootstrap_resamples=300,
             bootstrap_seed=seed,
         )
-        return (out / f"{name}.html").read_bytes()
+        return page.read_bytes()
 
     first = make("a")
     assert make("b") == first  # same config: the same table, byte for byte
@@ -364,16 +361,7 @@ def test_the_per_run_files_give_the_tables_of_the_bootstrap_in_the_table_byte_fo
             bootstrap_seed=1,
             bootstrap_precomputed=precomputed,
         )
-        build.build_experiments(
-            experiments,
-            paths,
-            None,
-            out / f"{name}.html",
-            out / f"{name}.tsv",
-            out / f"{name}.svg",
-            out / f"{name}w.svg",
-            **options,
-        )
+        build_experiments(experiments, paths, out, name, **options)
         build.build_ablation(
             experiments,
             paths,
@@ -437,14 +425,11 @@ def test_a_per_run_file_of_other_resamples_or_another_test_set_is_refused(tmp_pa
         assert str(files[second]) in str(raised.value)
     # the table says which file, before writing anything
     with pytest.raises(InputError, match="not scored on the test set"):
-        build.build_experiments(
+        build_experiments(
             experiments,
             paths,
-            None,
-            tmp_path / "o.html",
-            tmp_path / "o.tsv",
-            tmp_path / "o.svg",
-            tmp_path / "w.svg",
+            tmp_path,
+            "o",
             bootstrap_resamples=200,
             bootstrap_seed=0,
             bootstrap_precomputed=True,
