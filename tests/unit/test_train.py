@@ -1096,23 +1096,28 @@ def test_a_run_failing_in_a_train_worker_ends_the_job_with_one_line(worker, expe
     assert "failed in its worker process" in out.stderr  # the worker's traceback, logged
 
 
-def _train_in_processes(worker: str, tmp_path, **options) -> subprocess.CompletedProcess:
-    """``run_in_processes`` of runs ok1, bad, ok2 in 2 workers of the stand-in ``worker``
-    (tests/helpers/training.py), in a process of its own; the timeout is what fails if the
-    job hangs."""
+def _in_processes(worker: str, tmp_path, runs: tuple[str, ...], **options) -> list[str]:
+    """The command line of a process of its own that trains ``runs`` with
+    ``run_in_processes`` in 2 workers of the stand-in ``worker`` (tests/helpers/training.py;
+    ``options`` its keyword arguments, as Python source)."""
     import sys
 
     extra = "".join(f", {key}={value}" for key, value in options.items())
     code = (
         "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
         "from isoflow.train_workers import run_in_processes\n"
-        "runs = {'ok1': {}, 'bad': {}, 'ok2': {}}\n"
+        f"runs = {{name: {{}} for name in {list(runs)!r}}}\n"
         f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
         f"worker=h.{worker}{extra})"
     )
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=90
-    )
+    return [sys.executable, "-c", code]
+
+
+def _train_in_processes(worker: str, tmp_path, **options) -> subprocess.CompletedProcess:
+    """``run_in_processes`` of runs ok1, bad, ok2 in 2 workers of the stand-in ``worker``,
+    in a process of its own; the timeout is what fails if the job hangs."""
+    command = _in_processes(worker, tmp_path, ("ok1", "bad", "ok2"), **options)
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=90)
 
 
 def _gone(pid_file) -> bool:
@@ -1160,17 +1165,8 @@ def _started_in_processes(worker: str, tmp_path, stderr=subprocess.PIPE, **optio
     """``run_in_processes`` of runs ok1 and ok2 in 2 workers of the stand-in ``worker``
     (tests/helpers/training.py, each writing ``<run>.pid``), started in a process of its
     own; returned once both runs are training (their pid files written)."""
-    import sys
-
-    extra = "".join(f", {key}={value}" for key, value in options.items())
-    code = (
-        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
-        "from isoflow.train_workers import run_in_processes\n"
-        "runs = {'ok1': {}, 'ok2': {}}\n"
-        f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
-        f"worker=h.{worker}, initializer=None{extra})"
-    )
-    job = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=stderr)
+    command = _in_processes(worker, tmp_path, ("ok1", "ok2"), initializer=None, **options)
+    job = subprocess.Popen(command, cwd=REPO, stderr=stderr)
     try:
         deadline = time.monotonic() + 60
         while not all((tmp_path / f"{n}.pid").exists() for n in ("ok1", "ok2")):
@@ -1203,8 +1199,6 @@ def test_a_train_worker_that_stops_to_requeue_requeues_the_job_once(tmp_path, ev
     # with code 0"), and with each run at the limit each worker called scontrol, a refused
     # second call becoming the job's last line. The requeue is the job's: the parent stops
     # the other workers, calls scontrol once and exits 0, as requeue_job in one process.
-    import sys
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     called = tmp_path / "scontrol.calls"
@@ -1213,22 +1207,11 @@ def test_a_train_worker_that_stops_to_requeue_requeues_the_job_once(tmp_path, ev
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     env.update(SLURM_JOB_ID="12345", REQUEUE_ALL="1" if every_run else "")
     env.pop("SLURM_ARRAY_JOB_ID", None)
-    code = (
-        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
-        "from isoflow.train_workers import run_in_processes\n"
-        "runs = {'ok1': {}, 'bad': {}, 'ok2': {}}\n"
-        f"run_in_processes({{}}, runs, {str(tmp_path / 'data.parquet')!r}, None, 2, "
-        "worker=h.worker_requeueing, initializer=None, grace_s=5.0)\n"
-        "print('returned')"
+    command = _in_processes(
+        "worker_requeueing", tmp_path, ("ok1", "bad", "ok2"), initializer=None, grace_s=5.0
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=90,
-    )
+    command[-1] += "\nprint('returned')"
+    out = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=env, timeout=90)
     assert out.returncode == 0, out.stderr
     assert "returned" not in out.stdout  # it ended as requeue_job does: nothing more runs
     assert called.read_text() == "requeue 12345\n"  # once
