@@ -339,9 +339,11 @@ def shared_kmers(seqs: Sequence[str], groups: Sequence[Any]) -> SharedKmers:
     ``SHARED_MAX_GROUPS``, max(2, groups // 2)) groups is shared backbone (a reporter every
     construct carries) and counts for none. Two groups are a pair when they own at least
     ``SHARED_MIN_KMERS`` counted k-mers in common and these are at least ``SHARED_MIN`` of
-    the smaller group's counted k-mers. Fewer than 3 groups: nothing compared. Sorts (one
-    of the k-mer, construct pairs) rather than compares: 0.8-3.4 CPU-s on 39,170 cassettes
-    of ~1.1 kb (docs/benchmarks.md, "Groups sharing sequence")."""
+    the smaller group's counted k-mers. Fewer than 3 groups: nothing compared. The
+    sequence every construct begins or ends with is hashed once, not per construct (its
+    k-mers are in every group); (k-mer, construct) pairs are made distinct by one stable
+    sort of construct-major keys and counted per group by hashing: 0.39-0.89 CPU-s on
+    39,170 cassettes of ~1.0 kb (docs/benchmarks.md, "Groups sharing sequence")."""
     groups = np.asarray(groups, dtype=object)
     labels = list(dict.fromkeys(groups.tolist()))
     most = min(SHARED_MAX_GROUPS, max(2, len(labels) // 2))
@@ -350,26 +352,38 @@ def shared_kmers(seqs: Sequence[str], groups: Sequence[Any]) -> SharedKmers:
     index = {g: i for i, g in enumerate(labels)}
     codes = np.asarray([index[g] for g in groups.tolist()], dtype=np.int64)
     size = np.bincount(codes, minlength=len(labels))
-    hashes, owner = _sampled_kmers(list(seqs))
+    # a k-mer in every construct is owned by every group, more than `most`: it counts for
+    # none, so the k-mers wholly inside the sequence all constructs begin or end with (the
+    # backbone) are not hashed in each of them, and dropped where they occur elsewhere
+    seqs = list(seqs)
+    head = len(os.path.commonprefix(seqs))
+    tail = len(os.path.commonprefix([s[::-1] for s in seqs]))
+    cut = max(0, head - SHARED_K + 1), max(0, tail - SHARED_K + 1)
+    backbone = [seqs[0][:head], seqs[0][len(seqs[0]) - tail :]]
+    hashes, owner = _sampled_kmers([s[cut[0] : len(s) - cut[1]] for s in seqs])
     if not len(hashes):  # every sequence shorter than SHARED_K, or not ACGT
         return SharedKmers([], most)
-    kmer_id, _ = pd.factorize(hashes)
-    # one sort of (k-mer, construct ranked by group): each k-mer once per construct, and a
-    # group's constructs side by side under each k-mer
-    n = len(seqs)
-    bits = max(1, (n - 1).bit_length())
-    by_group = np.argsort(codes, kind="stable")
-    rank = np.empty(n, dtype=np.int64)
-    rank[by_group] = np.arange(n)
-    key = kmer_id.astype(np.int64) << bits
-    key |= rank[owner]
-    key.sort()
+    kmer, hashed = pd.factorize(hashes)
+    everywhere = np.isin(hashed, _sampled_kmers(backbone)[0])
+    if everywhere.any():
+        kept = ~everywhere[kmer]
+        kmer, owner = kmer[kept], owner[kept]
+    # (k-mer, construct) once each: the pairs come construct by construct, so a stable
+    # sort (merging runs) of construct-major keys is cheap; then per (k-mer, group) the
+    # constructs holding it
+    kmer_bits, group_bits = (len(hashed) - 1).bit_length(), (len(labels) - 1).bit_length()
+    key = owner.astype(np.int64) << kmer_bits
+    key |= kmer
+    key.sort(kind="stable")
     key = key[np.r_[True, key[1:] != key[:-1]]]
-    kmer, group = key >> bits, codes[by_group][key & ((1 << bits) - 1)]
-    edge = np.flatnonzero(np.r_[True, (kmer[1:] != kmer[:-1]) | (group[1:] != group[:-1])])
-    constructs = np.diff(np.r_[edge, len(key)])  # per (k-mer, group): constructs holding it
-    own = constructs * 2 >= size[group[edge]]
-    kmer, group = kmer[edge][own], group[edge][own]
+    kmer_group = (key & ((1 << kmer_bits) - 1)) << group_bits
+    kmer_group |= codes[key >> kmer_bits]
+    pair_id, kmer_groups = pd.factorize(kmer_group)
+    constructs = np.bincount(pair_id, minlength=len(kmer_groups))
+    # a group's own k-mers, few: sorted by k-mer, then group
+    group = kmer_groups & ((1 << group_bits) - 1)
+    own = np.sort(kmer_groups[constructs * 2 >= size[group]])
+    kmer, group = own >> group_bits, own & ((1 << group_bits) - 1)
     starts = np.flatnonzero(np.r_[True, kmer[1:] != kmer[:-1]])
     owners = np.diff(np.r_[starts, len(kmer)])
     counted = np.repeat(owners, owners) <= most

@@ -284,6 +284,24 @@ def test_a_flipped_or_longer_copy_in_another_group_shares_its_kmers():
     assert shared_kmers(seqs, merged).pairs == []
 
 
+def test_shared_kmers_count_no_backbone_kmer_even_inside_an_element():
+    """k-mers every construct holds (the reporter all begin and end with) count for none,
+    also where an element repeats 1 kb of the reporter (e5 and e6, otherwise unrelated):
+    the pairs and shares are those of the first prototype (bench/shared_kmers_prototype.py)
+    on this table, pinned."""
+    seqs, groups = _reporter_table()
+    piece = seqs[0][200:1200]  # the reporter's, inside the elements of e5 and e6
+    seqs = [
+        s[:1700] + piece + s[1700:] if g in ("e5", "e6") else s
+        for s, g in zip(seqs, groups, strict=True)
+    ]
+    assert shared_kmers(seqs, groups).pairs == [
+        ("e0-long", "e0", 1.0),
+        ("e0-flip", "e0", 0.932),
+        ("e0-flip", "e0-long", 0.891),
+    ]
+
+
 def test_fold_groups_warn_of_groups_sharing_sequence(caplog):
     from types import SimpleNamespace
 
