@@ -408,6 +408,49 @@ def shared_kmers(seqs: Sequence[str], groups: Sequence[Any]) -> SharedKmers:
     return SharedKmers(found, most)
 
 
+def near_identical_pairs(
+    seqs: Sequence[str],
+    groups: Sequence[Any],
+    pairs: Sequence[tuple[Any, Any, float]],
+    constructs: Sequence[int],
+    max_mismatches: int = NEAR_MISMATCHES,
+    max_compared: int = NEAR_MAX_COMPARED,
+) -> set[tuple[Any, Any]]:
+    """Of ``pairs`` of groups (:func:`shared_kmers`), those with a construct of one
+    near-identical to one of the other (the same length, at most ``max_mismatches``
+    mismatches), looked for among ``constructs`` (:func:`near_identical` found them): the
+    pairs the near-identical warning already stands for. A pair whose check would pass
+    ``max_compared`` base comparisons in all is not among them (not known)."""
+    groups = np.asarray(groups, dtype=object)
+    flagged = np.asarray(sorted(constructs), dtype=np.int64)
+    members: dict[Any, list[int]] = {}
+    for i in flagged.tolist():
+        members.setdefault(groups[i], []).append(i)
+    found, compared = set(), 0
+    for a, b, _ in pairs:
+        by_length: dict[int, list[int]] = {}
+        for j in members.get(b, []):
+            by_length.setdefault(len(seqs[j]), []).append(j)
+        others = {
+            n: np.frombuffer("".join(seqs[j] for j in js).encode(), dtype=np.uint8).reshape(
+                len(js), n
+            )
+            for n, js in by_length.items()
+        }
+        for i in members.get(a, []):
+            other = others.get(len(seqs[i]))
+            if other is None:
+                continue
+            compared += other.size
+            if compared > max_compared:
+                return found
+            mine = np.frombuffer(seqs[i].encode(), dtype=np.uint8)
+            if ((other != mine).sum(axis=1) <= max_mismatches).any():
+                found.add((a, b))
+                break
+    return found
+
+
 def merge_identical(
     groups: Sequence[Any], keys: Sequence[Sequence[Any]]
 ) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -468,7 +511,9 @@ def fold_groups(
     a warning with the count); constructs near-identical to one of another group
     (:func:`near_identical`) are a warning naming a pair and the fix (a ``group`` column, or
     one group for them); groups sharing most of their own sequence on either strand, whatever
-    the lengths (:func:`shared_kmers`), are a warning naming pairs and their shared part.
+    the lengths (:func:`shared_kmers`), are a warning naming pairs and their shared part, but
+    for pairs holding near-identical constructs (:func:`near_identical_pairs`): the warning
+    before stands for those, and no pair is named twice.
     ``by``: where ``groups`` came from (recorded); ``where``: the table, for the messages."""
     groups = np.asarray(groups, dtype=object)
     given = len(set(groups.tolist()))
@@ -525,17 +570,21 @@ def fold_groups(
             f"{near.compared:,}",
         )
     alike = shared_kmers(seqs, merged)
-    if alike.pairs:
+    # pairs holding near-identical constructs are the near-identical warning's: named once
+    named = near_identical_pairs(seqs, merged, alike.pairs, near.constructs)
+    others = [p for p in alike.pairs if p[:2] not in named]
+    if others:
         log.warning(
             "%s%d pair(s) of groups share most of their own sequence (sampled %d-mers, either "
             "strand, any length: variants of one element, or one element flipped, trimmed or "
-            "extended), e.g. %s: a fold that trains on one and tests the other inflates every "
-            "method's score; %s",
+            "extended)%s, e.g. %s: a fold that trains on one and tests the other inflates "
+            "every method's score; %s",
             prefix,
-            len(alike.pairs),
+            len(others),
             SHARED_K,
+            f" besides {len(named)} with near-identical constructs (above)" if named else "",
             ", ".join(
-                f"{a} and {b} ({share:.0%} shared)" for a, b, share in alike.pairs[:SHARED_EXAMPLES]
+                f"{a} and {b} ({share:.0%} shared)" for a, b, share in others[:SHARED_EXAMPLES]
             ),
             fix,
         )
@@ -561,7 +610,8 @@ def fold_groups(
             "min_share": SHARED_MIN,
             "max_groups": alike.most,
             "pairs": len(alike.pairs),
-            "examples": [list(p) for p in alike.pairs[:SHARED_EXAMPLES]],
+            "near_identical_pairs": len(named),
+            "examples": [list(p) for p in others[:SHARED_EXAMPLES]],
         },
     }
     return merged, record
@@ -1535,10 +1585,11 @@ def grouping_note(grouping: Mapping[str, Any] | None) -> str:
     if near and not near.get("complete", True):
         text += "; the near-identical check covered part of the table"
     alike = grouping.get("shared_kmers") or {}
-    if alike.get("pairs"):
+    others = alike.get("pairs", 0) - alike.get("near_identical_pairs", 0)
+    if others:
         a, b, share = alike["examples"][0]
         text += (
-            f"; {alike['pairs']} pair(s) of groups share most of their sequence (either "
+            f"; {others} pair(s) of groups share most of their sequence (either "
             f"strand, any length), e.g. {a} and {b} ({share:.0%}): their scores are inflated"
         )
     return text + "."

@@ -15,6 +15,7 @@ from isoflow.finetune import (
     finetune_settings,
     fold_groups,
     grouped_folds,
+    grouping_note,
     inner_split,
     kmer_counts,
     merge_identical,
@@ -139,15 +140,17 @@ def test_fold_groups_merge_replicates_and_warn_of_variants(tmp_path, caplog):
     near = record["near_identical"]
     assert near["constructs"] == 20 and near["complete"] and near["max_mismatches"] == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 3 and all("\n" not in w for w in warnings)
+    assert len(warnings) == 2 and all("\n" not in w for w in warnings)
     assert warnings[0].startswith(f"{table.path}: 8 construct(s) are identical")
     assert warnings[1].startswith(f"{table.path}: 20 construct(s) have a near-identical")
     assert f"e.g. {near['example'][0]} and {near['example'][1]}" in warnings[1]
     assert warnings[1].endswith("add a group column (e.g. the element each variant derives from)")
-    # the variants' groups share their element's k-mers too: 6 pairs per element
-    assert warnings[2].startswith(f"{table.path}: 24 pair(s) of groups share most of their own")
-    assert warnings[2].endswith("add a group column (e.g. the element each variant derives from)")
-    assert record["shared_kmers"]["pairs"] == 24
+    # the variants' groups share their element's k-mers too (6 pairs per element), but
+    # each pair holds near-identical constructs: the warning above stands for them, and
+    # no second warning names them again
+    alike = record["shared_kmers"]
+    assert (alike["pairs"], alike["near_identical_pairs"], alike["examples"]) == (24, 24, [])
+    assert "share most of their" not in grouping_note(record)
     # grouped by element in a group column: nothing to merge or warn of
     caplog.clear()
     rows = (tmp_path / "m.tsv").read_text().splitlines()
@@ -179,8 +182,12 @@ def test_a_near_identical_check_cut_short_says_so(tmp_path, monkeypatch, caplog)
         with caplog.at_level("WARNING", logger="isoflow.finetune"):
             _, record = fold_groups(table.ids, table.groups, seqs, inputs, by="construct id")
         assert not record["near_identical"]["complete"]
-        near = [r.getMessage() for r in caplog.records if "near-identical" in r.getMessage()]
-        assert said in near[-1]
+        near = [
+            m
+            for m in (r.getMessage() for r in caplog.records)
+            if "have a near-identical" in m or "near-identical check stopped" in m
+        ]
+        assert len(near) == 1 and said in near[0]
         assert "the near-identical check covered part of the table" in finetune.grouping_note(
             record
         )
@@ -300,6 +307,38 @@ def test_shared_kmers_count_no_backbone_kmer_even_inside_an_element():
         ("e0-flip", "e0", 0.932),
         ("e0-flip", "e0-long", 0.891),
     ]
+
+
+def test_each_pair_of_groups_is_named_by_one_warning(caplog):
+    """Each construct its own group (no group column): e0's three point variants are
+    near-identical pairs, named by the near-identical warning only; their pairs with the
+    one-base-longer e0-long (not near-identical: another length) by the shared-sequence
+    warning, which says it leaves the others out."""
+    from types import SimpleNamespace
+
+    seqs, groups = _reporter_table()
+    keep = [i for i, g in enumerate(groups) if g == "e0"] + [groups.index("e0-long")]
+    keep += [groups.index(f"e{i}") + 1 for i in range(1, 10)]
+    seqs = [seqs[i] for i in keep]
+    ids = [f"c{i}" for i in keep]  # c3 is e0-long; c6, c7, c8 are e0
+    inputs = [SimpleNamespace(dna=s) for s in seqs]
+    with caplog.at_level("WARNING", logger="isoflow.finetune"):
+        _, record = fold_groups(ids, ids, seqs, inputs, by="construct id", where="t.tsv")
+    near, alike = (r.getMessage() for r in caplog.records)
+    assert near.startswith("t.tsv: 3 construct(s) have a near-identical construct")
+    assert alike.startswith(
+        "t.tsv: 3 pair(s) of groups share most of their own sequence (sampled 31-mers, either "
+        "strand, any length: variants of one element, or one element flipped, trimmed or "
+        "extended) besides 3 with near-identical constructs (above), e.g. "
+    )
+    named = {tuple(p[:2]) for p in record["shared_kmers"]["examples"]}
+    assert named == {("c6", "c3"), ("c7", "c3"), ("c8", "c3")}
+    assert all(f"{a} and {b} (" in alike for a, b in named)
+    assert (record["shared_kmers"]["pairs"], record["shared_kmers"]["near_identical_pairs"]) == (
+        6,
+        3,
+    )
+    assert "; 3 pair(s) of groups share most of their sequence" in grouping_note(record)
 
 
 def test_fold_groups_warn_of_groups_sharing_sequence(caplog):
