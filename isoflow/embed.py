@@ -381,6 +381,16 @@ def frozen_encoder(name: str, spec: dict):
     return build_encoder(name, {**spec, "finetune_last": 0})
 
 
+def source_modules(encoder: torch.nn.Module) -> list[str]:
+    """The isoflow modules :func:`source_digest` covers for ``encoder``, sorted:
+    ``STORE_SOURCES`` and the module of every isoflow class in its MRO."""
+    names = set(STORE_SOURCES)
+    names.update(
+        cls.__module__ for cls in type(encoder).__mro__ if cls.__module__.startswith("isoflow.")
+    )
+    return sorted(names)
+
+
 def source_digest(encoder: torch.nn.Module) -> str:
     """sha256 of the code of the isoflow modules ``encoder``'s cached rows are computed by:
     ``STORE_SOURCES`` and the module of every isoflow class in the encoder's MRO (its
@@ -390,12 +400,8 @@ def source_digest(encoder: torch.nn.Module) -> str:
     tokeniser fix) another. Part of the store digest and of a partial build's fingerprint
     (:func:`build_caches`): a cache, or finished shards, the old code built are never taken
     after a code change."""
-    names = set(STORE_SOURCES)
-    names.update(
-        cls.__module__ for cls in type(encoder).__mro__ if cls.__module__.startswith("isoflow.")
-    )
     digest = hashlib.sha256()
-    for name in sorted(names):
+    for name in source_modules(encoder):
         source = Path(importlib.import_module(name).__file__).read_bytes()
         digest.update(f"{name}\t{_code_digest(source)}\n".encode())
     return digest.hexdigest()

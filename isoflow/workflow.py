@@ -37,6 +37,7 @@ from isoflow.model.registry import (
     encoder_host_mb,
     encoder_kind,
     encoder_modality,
+    nt_dna_crop,
 )
 from isoflow.settings import (
     ENCODER_DEFAULTS,
@@ -712,7 +713,8 @@ def dna_span(config: dict, experiment: Mapping[str, Any]) -> dict[str, Any] | No
     family has no geometry there).
 
     ``input_bp``: what the DNA encoder is fed (``dna.window``; Nucleotide Transformer: the
-    ``(max_len - 1) * 6`` bp around its centre); ``tokens`` of ``letters`` bp each come out
+    whole 6-mers centred on the TSS, at most ``max_len - 1``: ``registry.nt_dna_crop``);
+    ``tokens`` of ``letters`` bp each come out
     (Enformer, Borzoi: the centre ``target_length`` / ``bins_to_return`` bins), covering
     ``output_bp``. What the aggregator sees (``mode``): a positional cache keeps the
     ``embed.dna_crop_bins`` central tokens unpooled (``span_bp`` = kept tokens x bp per
@@ -740,9 +742,8 @@ def dna_span(config: dict, experiment: Mapping[str, Any]) -> dict[str, Any] | No
     window = int((config.get("dna") or {}).get("window") or schema_default("dna", "window"))
     letters = geometry.letters
     if family == "nucleotide_transformer":
-        input_bp = min(window, (cap - 1) * letters)
-        tokens = input_bp // letters + input_bp % letters  # 6-mers, then single letters
-        output_bp = input_bp
+        tokens = nt_dna_crop(window, cap - 1)[1]  # whole 6-mers centred on the TSS
+        input_bp = output_bp = tokens * letters
     else:
         input_bp = window
         if cap != -1 and window // letters < cap:  # the encoder's forward would fail

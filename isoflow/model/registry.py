@@ -47,6 +47,25 @@ TOKEN_GEOMETRY: dict[str, TokenGeometry] = {
     "nucleotide_transformer": TokenGeometry(6, "max_len", 2048, 2048),
 }
 
+
+def nt_dna_crop(window_bp: int, budget: int) -> tuple[int, int]:
+    """Where the Nucleotide Transformer reads a DNA window of ``window_bp`` bp whose centre
+    base (``window_bp // 2``) is the TSS: ``(start, kmers)``, the crop ``[TSS - 3 * kmers,
+    TSS + 3 * kmers)`` of ``kmers`` whole 6-mers, as many as fit, at most ``budget``. Its
+    own centre base (``3 * kmers``, the window's ``len // 2`` convention) is the TSS, so
+    without an N the TSS lies in 6-mer ``kmers // 2``, the token positional pooling reads as
+    the centre (``isoflow.embed.pool_positional``): its 4th letter for an odd count, its
+    first for an even one, as the TSS is the first base of Enformer's bin 448 of 896. A
+    window shorter than ``6 * budget`` loses its last ``window_bp % 6`` letters, split
+    between its ends (they were read as single-letter tokens after the last 6-mer, which put
+    the TSS token one left of the middle); a longer one is cut as before. A window under
+    6 bp: ``(0, 0)``, no 6-mer (read letter by letter)."""
+    half = TOKEN_GEOMETRY["nucleotide_transformer"].letters // 2
+    centre = window_bp // 2  # window_bp - centre >= centre: the left side bounds the crop
+    kmers = max(min(int(budget), centre // half), 0)
+    return (centre - half * kmers, kmers) if kmers else (0, 0)
+
+
 # The input the published Borzoi weights' relative-position table covers (4,096 positions):
 # the only ``dna.window`` they read (``isoflow.config.check_dna_encoder``).
 BORZOI_INPUT_BP = 524_288

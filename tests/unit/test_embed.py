@@ -1384,6 +1384,37 @@ def test_a_code_change_builds_the_cache_again(stored, monkeypatch, tmp_path, cap
     assert len(list((out.parent / STORE_DIR).iterdir())) == 1  # the old code's: deleted
 
 
+def test_the_nt_dna_tss_placement_is_in_the_store_digest(tmp_path, monkeypatch):
+    """Where NT puts a DNA window's TSS token (the crop, the N re-centring, the pooling's
+    centre) decides the cache's rows: each function doing it is in a module the store
+    digest covers, so a cache the old placement built (the TSS one token left of the middle
+    in windows shorter than the crop) is not taken after the fix, and a change to the crop
+    (registry.nt_dna_crop) builds the cache again."""
+    import isoflow.embed
+    import isoflow.model.registry as registry
+    from isoflow.model.encoders.nucleotide_transformer import (
+        NucleotideTransformerEncoder,
+        nt_dna_token_starts,
+    )
+
+    encoder = build_encoder("nt_dna", {"source": "tiny"})
+    covered = isoflow.embed.source_modules(encoder)
+    placement = (
+        NucleotideTransformerEncoder.dna_token_ids,
+        nt_dna_token_starts,
+        registry.nt_dna_crop,
+        isoflow.embed.pool_positional,
+    )
+    assert {f.__module__ for f in placement} <= set(covered)
+    before = isoflow.embed.source_digest(encoder)
+    copy = tmp_path / "registry.py"
+    source = Path(registry.__file__).read_text()
+    assert "kmers = max(min(int(budget), centre // half), 0)" in source
+    copy.write_text(source.replace("centre // half), 0)", "centre // half - 1), 0)"))
+    monkeypatch.setattr(registry, "__file__", str(copy))
+    assert isoflow.embed.source_digest(encoder) != before
+
+
 def _rows(data: bytes) -> np.ndarray:
     import io
 

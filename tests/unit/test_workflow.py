@@ -894,13 +894,15 @@ def test_dna_span_read_raw_and_of_tiny_encoders():
     assert spans[("enformer", "adaptive")]["span_bp"] == 1_024
     raw = {**config, "model": {**config["model"], "cached_modalities": ["rna", "protein"]}}
     span = workflow.dna_span(raw, {"modalities": ["dna"], "dna_encoder": "nt_dna"})
-    # a tiny NT on the 2,048 bp window: 341 6-mers and 2 single letters, all of them
+    # a tiny NT on the 2,048 bp window: the 341 whole 6-mers around the TSS (2,046 bp; the
+    # 2 letters left over are not read as tokens after the last 6-mer)
     assert (span["mode"], span["input_bp"], span["tokens"], span["span_bp"]) == (
         "raw",
-        2_048,
-        343,
-        2_048,
+        2_046,
+        341,
+        2_046,
     )
+    assert "reads 2,046 bp (the window's centre), outputs 341 tokens of 6 bp" in span["text"]
     assert workflow.dna_span(config, {"modalities": ["rna"]}) is None
     # a family with no TOKEN_GEOMETRY line: no span stated
     odd = {"encoders": {"x": {"class": "esm2", "modality": "dna"}}}

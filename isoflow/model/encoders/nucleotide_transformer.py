@@ -15,7 +15,7 @@ from torch import nn
 from isoflow.alphabet import DNA_LETTER_CODES, TRUNCATE_MODES, is_missing, truncate
 from isoflow.errors import InputError
 from isoflow.model.encoders.base import Encoder, _dna_batch, _merge
-from isoflow.model.registry import TOKEN_GEOMETRY, rna_kmer_error
+from isoflow.model.registry import TOKEN_GEOMETRY, nt_dna_crop, rna_kmer_error
 from isoflow.settings import RNA_DEFAULTS, rna_config
 
 NT_SPECIAL_TOKENS = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
@@ -246,24 +246,24 @@ class NucleotideTransformerEncoder(Encoder):
 
     def dna_token_ids(self, window: str) -> list[int]:
         """Token IDs (no CLS) of a DNA window centred on the TSS: at most ``max_len - 1``
-        tokens, the token holding the window's centre base (``len(window) // 2``, the TSS) in
-        the middle, where positional pooling's TSS slot reads it.
+        tokens, the token holding the window's centre base (``len(window) // 2``, the TSS) at
+        index ``len(tokens) // 2``, where positional pooling's TSS slot reads it.
 
-        The window is cropped symmetrically to ``(max_len - 1) * 6`` bp, never from one end
-        (keeping the 5' end of a 196 kb window would drop the TSS), and tokenised. Without an
-        N in the crop that is ``max_len - 1`` 6-mers (fewer for a shorter window), kept
-        whole. NT reads each N as one token, so Ns make more tokens than the budget, or move
-        the TSS token off the middle: the tokens are then cut to those centred on the TSS
-        token (``max_len - 1`` of them, or the same number each side of it where the window
-        runs out first), and the window is counted in ``recentred_windows``."""
+        The window is cropped to the whole 6-mers around the TSS (:func:`nt_dna_crop`: at
+        most ``max_len - 1`` of them, ``3 * kmers`` bp each side of the TSS, never from one
+        end: keeping the 5' end of a 196 kb window would drop the TSS) and tokenised.
+        Without an N in the crop that is ``kmers`` 6-mers, the TSS in 6-mer ``kmers // 2``.
+        NT reads each N as one token, so Ns make more tokens than the budget, or move the
+        TSS token off the middle: the tokens are then cut to those centred on the TSS token
+        (``max_len - 1`` of them, or the same number each side of it where the crop runs
+        out first), and the window is counted in ``recentred_windows``."""
         budget = self.max_len - 1
-        keep = budget * NT_KMER
-        left = max((len(window) - keep) // 2, 0)
-        crop = window[left : left + keep]
+        left, kmers = nt_dna_crop(len(window), budget)
+        crop = window[left : left + kmers * NT_KMER] if kmers else window
         ids = self._ids(crop)
         self.dna_windows += 1
         if "N" not in crop:
-            return ids[:budget]  # whole 6-mers from the crop's start: the TSS token centred
+            return ids  # kmers whole 6-mers: the TSS token at kmers // 2
         starts = nt_dna_token_starts(crop)
         if len(starts) != len(ids):
             raise RuntimeError(

@@ -264,11 +264,14 @@ def test_nt_spec_from_config_maps_rna_limits():
 def test_nt_dna_takes_genome_tokens():
     encoder = build_encoder("nt_dna", {"source": "tiny"})
     assert encoder.modality == "dna"
-    tokens = np.array([[4, 4, 0, 1, 2, 3, 0, 1, 4, 4]], dtype=np.uint8)  # NN ACGTAC NN
+    # NN ACGTAC NN ACGT: the crop is the 2 whole 6-mers' 12 bp around the TSS (base 7, the
+    # last C of ACGTAC), N ACGTAC NN ACG; NT reads N ACGTAC N N A C G, and the 3 tokens
+    # centred on the TSS token are kept
+    tokens = np.array([[4, 4, 0, 1, 2, 3, 0, 1, 4, 4, 0, 1, 2, 3]], dtype=np.uint8)
     ids = encoder.tokenize(tokens)["input_ids"][0].tolist()
     vocab = {t: i for i, t in enumerate(nt_vocabulary())}
     n, cls = vocab["N"], vocab["<cls>"]
-    assert ids == [cls, n, n, vocab["ACGTAC"], n, n]
+    assert ids == [cls, n, vocab["ACGTAC"], n]
 
 
 def test_nt_dna_crops_a_long_window_around_its_centre():
@@ -330,10 +333,10 @@ def test_nt_dna_without_ns_is_the_crops_6mers_unchanged():
     want = [window[left + 6 * k : left + 6 * k + 6] for k in range(20)]
     assert nt_dna_tokens(encoder, window) == want
     assert encoder.recentred_windows == 0
-    short = window[:50]  # a window shorter than the crop: read whole, as before
-    assert nt_dna_tokens(encoder, short) == [short[i : i + 6] for i in range(0, 48, 6)] + list(
-        short[48:]
-    )
+    # a window shorter than the crop: its whole 6-mers around the TSS (base 25), 24 bp each
+    # side, not 8 6-mers and 2 letters from its start (the TSS token 4 of 10, left of 5)
+    short = window[:50]
+    assert nt_dna_tokens(encoder, short) == [short[i : i + 6] for i in range(1, 49, 6)]
     assert encoder.recentred_windows == 0 and encoder.dna_windows == 2
 
 
@@ -358,11 +361,12 @@ def test_nt_dna_ns_in_a_short_window_trim_the_n_side_to_centre_the_tss():
     rng = np.random.default_rng(6)
     window = "N" * 40 + "".join(rng.choice(list("ACGT"), 40))  # 80 bp: TSS base 40
     tokens = nt_dna_tokens(encoder, window)
-    # 40 N tokens, then 6 6-mers and 4 letters: the TSS token (the first 6-mer) keeps as
-    # many tokens after it as before it, so it sits at len // 2 as pooling expects
+    # the crop is the 13 6-mers' 78 bp around the TSS, [1, 79): 39 N tokens, then 6 6-mers
+    # and 3 letters: the TSS token (the first 6-mer) keeps as many tokens after it as before
+    # it, so it sits at len // 2 as pooling expects
     assert tokens[len(tokens) // 2] == window[40:46]
-    assert tokens == ["N"] * 9 + [window[40 + 6 * k : 46 + 6 * k] for k in range(6)] + list(
-        window[76:]
+    assert tokens == ["N"] * 8 + [window[40 + 6 * k : 46 + 6 * k] for k in range(6)] + list(
+        window[76:79]
     )
     assert encoder.recentred_windows == 1
 
@@ -379,6 +383,68 @@ def test_nt_dna_few_tokens_before_the_tss_keep_as_many_after_it():
     assert tokens == [window[6 * k : 6 * k + 6] for k in range(5)] + ["N"] * 6
     assert tokens[len(tokens) // 2] == "N"
     assert encoder.recentred_windows == 1 and encoder.dna_windows == 1
+
+
+def tss_token_index(window: str, tokens: list[str]) -> int:
+    """Which of ``tokens`` (a contiguous run of the window's letters, 6-mers or single
+    letters) covers the window's centre base ``len(window) // 2``, the TSS: found by where
+    their letters lie in the window, not by the encoder's arithmetic."""
+    text = "".join(tokens)
+    start = window.find(text)
+    assert start >= 0 and window.find(text, start + 1) == -1  # one place in the window
+    tss = len(window) // 2
+    for index, token in enumerate(tokens):
+        if start <= tss < start + len(token):
+            return index
+        start += len(token)
+    raise AssertionError("no token covers the TSS")
+
+
+NT_TSS_CASES = {
+    # name: (max_len, upstream N, window bp); budget = max_len - 1 tokens
+    # shorter than the crop, no N: 2,048 bp (the demo) = 341 6-mers + 2 letters; the 2
+    # letters were read as tokens after the last 6-mer, the TSS token one left of the middle
+    "short, remainder 2, odd 6-mers (demo)": (2048, 0, 2048),
+    "short, remainder 4, odd 6-mers": (21, 0, 46),
+    "short, remainder 1, odd 6-mers": (21, 0, 43),
+    "short, remainder 5, even 6-mers": (21, 0, 101),
+    "short, whole 6-mers, even count": (21, 0, 96),
+    "short, whole 6-mers, odd count": (21, 0, 90),
+    # longer than the crop, no N: the budget's 6-mers, odd (2,047) and even (20) counts
+    "long, odd budget": (2048, 0, 20_001),
+    "long, even budget": (21, 0, 401),
+    "long, even budget, odd window": (21, 0, 400),
+    # with N upstream (NT's frame restarts after the Ns): short and long
+    "short, N upstream, remainder 2": (2048, 100, 2048),
+    "short, N near the TSS": (21, 41, 86),
+    "long, N upstream, odd budget": (2048, 8_000, 20_001),
+    "long, N upstream, even budget": (21, 150, 401),
+}
+
+
+@pytest.mark.parametrize("case", list(NT_TSS_CASES), ids=list(NT_TSS_CASES))
+def test_nt_dna_tss_token_is_the_middle_one(case):
+    """The token holding the window's centre base sits at len(tokens) // 2, the token
+    positional pooling reads as the TSS (slot dna_crop_bins // 2), for windows shorter and
+    longer than the crop, even and odd token counts, with and without N. A window shorter
+    than the crop put its last window % 6 letters after the 6-mers as single tokens: the
+    demo's 2,048 bp gave 343 tokens with the TSS in token 170, one left of 171."""
+    max_len, n_up, width = NT_TSS_CASES[case]
+    encoder = build_encoder("nt_dna", {"source": "tiny", "max_len": max_len})
+    rng = np.random.default_rng(width + n_up)
+    window = "N" * n_up + "".join(rng.choice(list("ACGT"), width - n_up))
+    tokens = nt_dna_tokens(encoder, window)
+    assert 0 < len(tokens) <= max_len - 1
+    assert tss_token_index(window, tokens) == len(tokens) // 2
+    emb = torch.arange(len(tokens), dtype=torch.float32)[:, None]
+    for crop in (4, 5):  # what pooling keeps around the TSS reads it at slot crop // 2
+        if len(tokens) > crop:
+            slots = pool_positional(emb, len(tokens), "dna", {"dna_crop_bins": crop})
+            assert slots[crop // 2, 0].item() == len(tokens) // 2
+    if not n_up:  # whole 6-mers, 3 * count bp each side of the TSS (registry.nt_dna_crop)
+        assert {len(t) for t in tokens} == {6}
+        tss = width // 2
+        assert window.index("".join(tokens)) == tss - 3 * len(tokens)
 
 
 def test_nt_dna_hub_tokenizer_gives_the_same_centred_tokens(tmp_path):
