@@ -35,7 +35,6 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from isoflow import cpu
 from isoflow.alphabet import DNA_LETTER_CODES, is_missing
 from isoflow.errors import InputError
 from isoflow.files import atomic_path, replace_path, sync_tree
+from isoflow.model.registry import installed_version
 from isoflow.progress import Progress
 
 INDEX_FILE = "index.parquet"
@@ -414,15 +414,11 @@ def package_versions(encoder: torch.nn.Module) -> dict[str, str | None]:
     einops for the DNA families), None where one is not installed. Part of the store digest
     and of a partial build's fingerprint (:func:`build_caches`), and recorded in the store
     entry's ``stored.json``: a cache another version of them computed is not taken after an
-    upgrade, and an upgrade of a package another family uses leaves it be."""
+    upgrade, and an upgrade of a package another family uses leaves it be. The embed rules'
+    params hold the same versions (``isoflow.workflow.embed_packages``), so Snakemake reruns
+    the family's embed jobs after an upgrade."""
     names = sorted({n for cls in type(encoder).__mro__ for n in getattr(cls, "PACKAGES", ())})
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
+    return {name: installed_version(name) for name in names}
 
 
 @functools.lru_cache(maxsize=64)

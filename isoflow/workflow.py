@@ -37,6 +37,8 @@ from isoflow.model.registry import (
     encoder_host_mb,
     encoder_kind,
     encoder_modality,
+    family_packages,
+    installed_version,
     nt_dna_crop,
 )
 from isoflow.settings import (
@@ -896,6 +898,20 @@ def embed_settings(wildcards, config: dict, pooling: str | None = None) -> dict[
     # Snakemake compares params by repr, so key order counts: sorted, a key the config
     # writes (finetune_last: 1) and one with_encoder_defaults appends give the same params
     return sorted_keys(settings)
+
+
+def embed_packages(wildcards, config: dict) -> dict[str, str | None]:
+    """The installed versions the caches of encoder ``wildcards.encoder`` are computed by:
+    torch's and its family's ``registry.FAMILY_PACKAGES`` (what the embedding store's digest holds,
+    ``isoflow.embed.package_versions``; None: not installed), keys sorted. The embed rules'
+    params, so Snakemake's params trigger reruns an embed job after an upgrade of one of them
+    (``pip install -U transformers`` reruns the NT caches, no other). Read from the
+    distributions' metadata by the process that runs snakemake, nothing imported
+    (``registry.installed_version``)."""
+    name = wildcards.encoder
+    family = encoder_kind(name, dict((config.get("encoders") or {}).get(name) or {}))[0]
+    names = sorted({"torch", *family_packages(family)})
+    return {package: installed_version(package) for package in names}
 
 
 def sorted_keys(value: Any) -> Any:

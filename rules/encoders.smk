@@ -4,6 +4,7 @@ from functools import partial
 from isoflow.workflow import (
     embed_inputs,
     embed_mem_mb,
+    embed_packages,
     embed_parts,
     embed_pooling,
     embed_settings,
@@ -88,6 +89,9 @@ if EMBED_JOBS == 1:
             # this encoder's spec and its modality's limits only: editing another encoder,
             # or the rna/protein limits of a DNA encoder, rebuilds nothing
             settings=partial(embed_settings, config=config),
+            # torch's and the family's package versions, as the store digest holds them:
+            # an upgrade reruns this encoder's caches (workflow.embed_packages)
+            packages=partial(embed_packages, config=config),
         script:
             "../scripts/embed.py"
 
@@ -124,6 +128,7 @@ if EMBED_JOBS == 1:
             pooling=embed_pooling(config),
             # pool_to left at its default: a positional cache does not depend on it
             settings=partial(embed_settings, config=config, pooling="positional"),
+            packages=partial(embed_packages, config=config),
         script:
             "../scripts/embed_pooled.py"
 
@@ -164,6 +169,7 @@ if EMBED_JOBS == 1:
                 **set_options(config, "embed", ["precision", "batch_letters", "compile"]),
                 pooling=embed_pooling(config),
                 settings=partial(embed_settings, config=config),
+                packages=partial(embed_packages, config=config),
             script:
                 "../scripts/embed_shared.py"
 
@@ -202,6 +208,7 @@ else:
             pooling=partial(part_pooling, config=config),
             part=lambda wildcards: [int(wildcards.part), EMBED_JOBS],
             settings=partial(embed_settings, config=config),
+            packages=partial(embed_packages, config=config),
         script:
             "../scripts/embed_pooled.py"
 
@@ -218,6 +225,9 @@ else:
             encoder="[A-Za-z0-9_]+",
         conda:
             "../envs/isoflow.yaml"
+        params:
+            # as the parts': a gathered cache is rebuilt after an upgrade too
+            packages=partial(embed_packages, config=config),
         script:
             "../scripts/embed_gather.py"
 
@@ -233,5 +243,8 @@ else:
             encoder="[A-Za-z0-9_]+",
         conda:
             "../envs/isoflow.yaml"
+        params:
+            # as the parts': a gathered cache is rebuilt after an upgrade too
+            packages=partial(embed_packages, config=config),
         script:
             "../scripts/embed_gather.py"

@@ -10,6 +10,7 @@ in ``ENCODERS`` and its measured ``ENCODER_HOST_MB`` line here, and a DNA family
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import NamedTuple
 
 from isoflow.errors import InputError
@@ -22,6 +23,42 @@ ENCODERS: dict[str, tuple[str, str]] = {
     "nt_dna": ("nucleotide_transformer", "dna"),
     "esm2": ("esm2", "protein"),
 }
+
+
+# Family -> the installed distributions whose code computes its embeddings (the package it
+# wraps and what that package's forward or tokeniser runs; torch is counted on its own): each
+# family class's ``PACKAGES``. Their versions, with torch's, are in the embedding store's
+# digest (``isoflow.embed.package_versions``) and in the embed rules' params
+# (``isoflow.workflow.embed_packages``), so an upgrade reruns that family's embed jobs only.
+FAMILY_PACKAGES: dict[str, tuple[str, ...]] = {
+    "enformer": ("enformer-pytorch", "einops"),
+    "borzoi": ("borzoi-pytorch", "einops"),
+    "nucleotide_transformer": ("transformers", "tokenizers"),
+    "esm2": ("fair-esm",),
+}
+
+
+def family_packages(family: str) -> tuple[str, ...]:
+    """``FAMILY_PACKAGES[family]``. A family without its line stops with one line naming the
+    table: the embed rules' params would hold no version of what computes its caches."""
+    if family not in FAMILY_PACKAGES:
+        raise InputError(
+            "isoflow/model/registry.py",
+            "FAMILY_PACKAGES",
+            f"no entry for encoder family {family!r}: add the distributions whose code computes "
+            'its embeddings, e.g. ("borzoi-pytorch", "einops") (docs/encoders.md, "Adding an '
+            'encoder family")',
+        )
+    return FAMILY_PACKAGES[family]
+
+
+def installed_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (read from its metadata, nothing imported),
+    None where it is not installed."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 class TokenGeometry(NamedTuple):

@@ -434,6 +434,42 @@ def test_shard_mb_is_no_embed_param_the_options_that_change_values_are():
     assert workflow.embed_shard_mb({"embed": {"shard_mb": 64}}) == 64
 
 
+def test_the_embed_params_hold_the_versions_the_store_digest_holds(monkeypatch):
+    """Every embed rule records torch's and the encoder family's package versions as a
+    param (workflow.embed_packages), the ones isoflow.embed.package_versions puts in the
+    store digest: after `pip install -U transformers` Snakemake reruns the NT caches (params
+    trigger), and only theirs. tests/workflow/test_dryrun.py checks the rerun itself."""
+    from importlib import metadata
+
+    from isoflow.embed import frozen_encoder, package_versions
+    from isoflow.model import registry
+    from isoflow.model.encoders import spec_from_config
+
+    text = (REPO / "rules" / "encoders.smk").read_text()
+    # embed, embed_positional, embed_shared, embed_part and the two gathers
+    assert text.count("packages=partial(embed_packages, config=config)") == 6
+    config = demo_config()
+    for name in ("enformer", "nucleotide_transformer", "esm2"):
+        got = workflow.embed_packages(SimpleNamespace(encoder=name), config)
+        encoder = frozen_encoder(name, spec_from_config(config, name))
+        assert got == {"torch": metadata.version("torch"), **package_versions(encoder)}
+        assert list(got) == sorted(got) and None not in got.values()
+    assert set(workflow.embed_packages(SimpleNamespace(encoder="esm2"), config)) == {
+        "fair-esm",
+        "torch",
+    }
+
+    versions = {"transformers": "99.0"}
+    monkeypatch.setattr(
+        registry, "installed_version", lambda name: versions.get(name, metadata.version(name))
+    )
+    monkeypatch.setattr(workflow, "installed_version", registry.installed_version)
+    nt = workflow.embed_packages(SimpleNamespace(encoder="nucleotide_transformer"), config)
+    assert nt["transformers"] == "99.0"
+    esm2 = workflow.embed_packages(SimpleNamespace(encoder="esm2"), config)
+    assert "transformers" not in esm2
+
+
 def test_the_embed_store_options_reach_the_jobs_not_the_params():
     """embed.store and embed.store_keep decide whether a cache comes from the store and what
     the store keeps, never a stored byte: read by each embed script from the config, no

@@ -510,3 +510,36 @@ def test_a_users_indexed_fasta_is_read_never_reindexed(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     demo = {job["rule"]: job for job in parse_dry_run(done.stdout)}
     assert demo["genome_index"]["output"] == "resources/demo/genome.fa.fai"
+
+
+@pytest.mark.slow
+def test_an_encoder_package_upgrade_reruns_that_familys_embed_jobs(tmp_path: Path):
+    """The embed rules' params hold torch's and the encoder family's package versions
+    (workflow.embed_packages): after an upgrade of fair-esm (here a newer fair-esm
+    distribution's metadata first on PYTHONPATH, as `pip install -U fair-esm` leaves it) a
+    dry run reruns the ESM-2 cache for its params, and not the NT cache, whose packages did
+    not change; without the upgrade nothing is to do."""
+    overlay = tmp_path / "caches.yaml"
+    overlay.write_text("embed:\n  share_forward: false\n")
+    caches = ("results/embeddings/esm2", "results/embeddings/nucleotide_transformer")
+    args = ("--configfile", "config/demo.yaml", overlay, "-d", tmp_path / "work", "--cores", "2")
+    built = snakemake(*args, *caches)
+    assert built.returncode == 0, (built.stdout + built.stderr)[-3000:]
+    done = snakemake("-n", *args, *caches)
+    assert done.returncode == 0 and not parse_dry_run(done.stdout), done.stdout[-3000:]
+
+    upgraded = tmp_path / "upgraded"
+    info = upgraded / "fair_esm-99.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fair-esm\nVersion: 99.0\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(upgraded), os.environ.get("PYTHONPATH")])),
+    }
+    done = snakemake("-n", *args, *caches, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = [job for job in parse_dry_run(done.stdout) if job["rule"] == "embed"]
+    assert [job["output"] for job in jobs] == ["results/embeddings/esm2"], done.stdout[-3000:]
+    reason = jobs[0]["reason"]
+    assert reason.startswith("Params have changed since last execution"), reason
+    assert "before: {'fair-esm': " in reason and "now: {'fair-esm': '99.0'" in reason, reason

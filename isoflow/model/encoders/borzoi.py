@@ -10,7 +10,7 @@ from torch import nn
 
 from isoflow.errors import InputError
 from isoflow.model.encoders.base import DnaEncoder, one_hot_dna
-from isoflow.model.registry import BORZOI_INPUT_BP, TOKEN_GEOMETRY
+from isoflow.model.registry import BORZOI_INPUT_BP, FAMILY_PACKAGES, TOKEN_GEOMETRY
 
 GEOMETRY = TOKEN_GEOMETRY["borzoi"]  # 32 bp bins; bins_to_return 16 (tiny), 6,144 (published)
 
@@ -33,8 +33,8 @@ class BorzoiEncoder(DnaEncoder):
     )
     # As published (johahi/borzoi-replicate-0's config is the BorzoiConfig default).
     REAL_HPARAMS = dict(enable_human_head=False, enable_mouse_head=False)
-    # whose code computes its embeddings (the store's digest: isoflow.embed.package_versions)
-    PACKAGES = ("borzoi-pytorch", "einops")
+    # whose code computes its embeddings (the store digest and the embed params hold their versions)
+    PACKAGES = FAMILY_PACKAGES["borzoi"]
 
     def __init__(self, model: nn.Module):
         super().__init__()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from isoflow.model.encoders.base import DnaEncoder, one_hot_dna
-from isoflow.model.registry import TOKEN_GEOMETRY
+from isoflow.model.registry import FAMILY_PACKAGES, TOKEN_GEOMETRY
 
 GEOMETRY = TOKEN_GEOMETRY["enformer"]  # 128 bp bins; target_length 8 (tiny), 896 (published)
 
@@ -39,8 +39,8 @@ class EnformerEncoder(DnaEncoder):
         output_heads=dict(human=5313, mouse=1643),
         target_length=GEOMETRY.pretrained,
     )
-    # whose code computes its embeddings (the store's digest: isoflow.embed.package_versions)
-    PACKAGES = ("enformer-pytorch", "einops")
+    # whose code computes its embeddings (the store digest and the embed params hold their versions)
+    PACKAGES = FAMILY_PACKAGES["enformer"]
 
     def __init__(self, model: nn.Module):
         super().__init__()

@@ -14,6 +14,7 @@ from torch import nn
 from isoflow.alphabet import is_missing
 from isoflow.errors import InputError
 from isoflow.model.encoders.base import Encoder
+from isoflow.model.registry import FAMILY_PACKAGES
 from isoflow.settings import protein_config
 
 
@@ -116,8 +117,8 @@ class Esm2Encoder(Encoder):
     TINY_HPARAMS = dict(num_layers=2, embed_dim=64, attention_heads=4)
     REAL_HPARAMS = dict(num_layers=30, embed_dim=640, attention_heads=20)  # esm2_t30_150M_UR50D
     DEFAULT_MAX_LEN = 1022  # residues, BOS/EOS added on top
-    # whose code computes its embeddings (the store's digest: isoflow.embed.package_versions)
-    PACKAGES = ("fair-esm",)
+    # whose code computes its embeddings (the store digest and the embed params hold their versions)
+    PACKAGES = FAMILY_PACKAGES["esm2"]
 
     def __init__(self, model: nn.Module, alphabet, max_len: int = 1022, attention: str = "eager"):
         super().__init__()

@@ -15,7 +15,7 @@ from torch import nn
 from isoflow.alphabet import DNA_LETTER_CODES, TRUNCATE_MODES, is_missing, truncate
 from isoflow.errors import InputError
 from isoflow.model.encoders.base import Encoder, _dna_batch, _merge
-from isoflow.model.registry import TOKEN_GEOMETRY, nt_dna_crop, rna_kmer_error
+from isoflow.model.registry import FAMILY_PACKAGES, TOKEN_GEOMETRY, nt_dna_crop, rna_kmer_error
 from isoflow.settings import RNA_DEFAULTS, rna_config
 
 NT_SPECIAL_TOKENS = ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
@@ -110,7 +110,7 @@ class NucleotideTransformerEncoder(Encoder):
     # whose code computes its embeddings: transformers' Esm layers (and a pretrained
     # snapshot's remote code on them), the Hub tokenizer (the store's digest:
     # isoflow.embed.package_versions)
-    PACKAGES = ("transformers", "tokenizers")
+    PACKAGES = FAMILY_PACKAGES["nucleotide_transformer"]
 
     def __init__(
         self,

@@ -28,7 +28,7 @@ from isoflow.model.encoders import (
     random_encoder,
     spec_from_config,
 )
-from isoflow.model.registry import ENCODER_HOST_MB, ENCODERS, IMPORT_MB
+from isoflow.model.registry import ENCODER_HOST_MB, ENCODERS, FAMILY_PACKAGES, IMPORT_MB
 from isoflow.settings import ENCODER_DEFAULTS
 
 RNG = np.random.default_rng(0)
@@ -896,6 +896,14 @@ def test_a_new_family_is_one_file_and_its_registry_lines(toy_family, tmp_path, m
     assert workflow.embed_mem_mb(job, config) == rounded(1024 + 300)  # embed.shard_mb + tiny
     loaded = IMPORT_MB + (300 - IMPORT_MB) + workflow.BUNDLE_JOB_MB
     assert workflow.bundle_mem_mb(config, runs) == rounded(loaded)
+    # The embed rules' params hold its packages' versions (workflow.embed_packages) from its
+    # FAMILY_PACKAGES line: without one, one line naming the table.
+    with pytest.raises(
+        InputError, match=r"registry.py:FAMILY_PACKAGES: no entry for encoder family 'toy'"
+    ):
+        workflow.embed_packages(job, config)
+    monkeypatch.setitem(FAMILY_PACKAGES, "toy", ("einops",))
+    assert set(workflow.embed_packages(job, config)) == {"einops", "torch"}
 
 
 def test_the_borzoi_excerpt_in_the_docs_is_the_file():
