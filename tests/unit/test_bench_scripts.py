@@ -217,3 +217,15 @@ def test_bench_train_epoch_compares_metrics_on_the_keys_both_sides_have(tmp_path
     verdicts = compare_outputs(ref, cur)
     assert verdicts["metrics.json"] == "differs on ['pearson']"
     assert verdicts["history.csv"] == "DIFFERENT"
+
+
+@pytest.mark.slow
+def test_probe_batch_mates_counts_the_rows_a_grown_set_changes():
+    """bench/probe_batch_mates.py (docs/rerun.md, why the store reuses whole caches): with no
+    sequence inserted the two builds are the same batches, so no row differs; the output is
+    one JSON line per encoder."""
+    done = _bench("probe_batch_mates.py", "--sequences", "4", "--inserted", "0", cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [row["encoder"] for row in rows] == ["esm2", "nucleotide_transformer"]
+    assert all(row["rows_differ"] == 0 and row["inserted"] == 0 for row in rows)
