@@ -119,13 +119,40 @@ class IsoFormerModule(pl.LightningModule):
         # (split, epoch, step, loss, batch indices) of the steps since the last finiteness check
         self._unchecked: list[tuple[str, int, int, torch.Tensor, torch.Tensor]] = []
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.model(self.model.tokenize(batch["inputs"], self.device))
+    def forward(self, batch: dict, counted: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(self.model.tokenize(batch["inputs"], self.device), counted=counted)
+
+    def counted_rows(self, batch_idx: int, rows: int) -> np.ndarray | None:
+        """Which rows of the epoch's training batch ``batch_idx`` (of ``rows``) count: None
+        when all do, as always in one process. Under DDP the sampler pads the ranks' shards
+        with repeated transcripts, a rank's last positions of the epoch
+        (``loader.EpochSeededSampler.counted``); a repeat trains nothing and enters neither
+        the loss, nor ``train_loss``, nor the standardisers' statistics."""
+        loader = getattr(self._trainer, "train_dataloader", None)
+        counted = getattr(getattr(loader, "sampler", None), "counted", None)
+        if counted is None:
+            return None
+        start = batch_idx * loader.batch_size
+        if start + rows <= counted:
+            return None
+        return np.arange(start, start + rows) < counted
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = torch.nn.functional.mse_loss(self(batch).float(), batch["target"])
+        target = batch["target"]
+        counted = self.counted_rows(batch_idx, len(target))
+        if counted is None:
+            loss = torch.nn.functional.mse_loss(self(batch).float(), target)
+            rows = len(target)
+        else:
+            # the MSE over the counted rows (0, with every parameter in the graph for DDP's
+            # gradient all-reduce, when the batch holds only repeats)
+            rows = int(counted.sum())
+            keep = torch.from_numpy(counted).to(target.device)
+            squared = (self(batch, keep).float() - target) ** 2
+            squared = torch.where(keep.unsqueeze(-1), squared, 0.0)
+            loss = squared.sum() / (max(rows, 1) * target.shape[1])
         self.record_loss(loss, batch, "train")
-        self._train_loss.add(loss, len(batch["target"]))
+        self._train_loss.add(loss, rows)
         trainer = self._trainer  # None when a step is called by hand
         if trainer is not None and last_step_of_epoch(trainer):
             self._log_epoch_loss("train_loss", self._train_loss)
@@ -157,7 +184,10 @@ class IsoFormerModule(pl.LightningModule):
         if loss.logged or loss.count is None:
             return
         reduce = self.trainer.strategy.reduce
-        mean = reduce(loss.total.clone(), reduce_op="mean") / reduce(loss.count, reduce_op="mean")
+        # the count as a float: the mean of the ranks' int64 counts is truncated, and the
+        # ranks' counts differ where the training sampler's repeats are not counted
+        count = loss.count.to(loss.total.dtype)
+        mean = reduce(loss.total.clone(), reduce_op="mean") / reduce(count, reduce_op="mean")
         loss.logged = True
         self.log(
             name, mean, on_step=False, on_epoch=True, prog_bar=True, sync_dist=False, batch_size=1

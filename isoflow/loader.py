@@ -27,6 +27,7 @@ targets are never touched.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from isoflow.alphabet import id_fraction, truncate
 from isoflow.dataset import _check_finite, read_dataset
@@ -361,24 +362,46 @@ class PrefetchDataLoader(DataLoader):
         return _Prefetcher(iterator, self.prefetch_batches)
 
 
-class EpochSeededSampler(Sampler[int]):
+class EpochSeededSampler(DistributedSampler):
     """A random order that depends only on (seed, epoch): a resumed run sees the same
-    batches as an uninterrupted one. Lightning calls ``set_epoch`` each epoch."""
+    batches as an uninterrupted one. Lightning calls ``set_epoch`` each epoch.
 
-    def __init__(self, n: int, seed: int):
+    Under DDP (``num_replicas`` > 1) rank ``r`` takes every ``num_replicas``-th transcript of
+    that order from position ``r`` on; the order is padded at its end with its first
+    transcripts so that every rank runs as many steps (DistributedSampler's layout, and a
+    DistributedSampler, so Lightning keeps it in place of wrapping it). The repeats are thus a
+    rank's last ``len(self) - self.counted`` positions of the epoch: the training step leaves
+    them out of the loss, the logged ``train_loss`` and the standardisers' statistics
+    (``lightning.IsoFormerModule.counted_rows``), so each transcript counts once per epoch."""
+
+    def __init__(self, n: int, seed: int, num_replicas: int = 1, rank: int = 0):
+        # DistributedSampler's attributes set here: its __init__ wants a dataset and, without
+        # num_replicas and rank, a process group
         self.n = n
         self.seed = seed
         self.epoch = 0
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.shuffle = True
+        self.drop_last = False
+        self.num_samples = math.ceil(n / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+        self.counted = len(range(rank, n, num_replicas))  # positions past these: repeats
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        if self.num_replicas == 1:
+            return iter(order)
+        padding = self.total_size - self.n
+        order += (order * math.ceil(padding / max(self.n, 1)))[:padding]
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
     def __len__(self) -> int:
-        return self.n
+        return self.num_samples
 
 
 def on_device(value: Any, device: torch.device) -> bool:
@@ -695,7 +718,10 @@ class IsoformDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        sampler = EpochSeededSampler(len(self.datasets["train"]), self.seed)
+        # under DDP each rank its shard (Lightning leaves a DistributedSampler as it is)
+        trainer = self.trainer
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        sampler = EpochSeededSampler(len(self.datasets["train"]), self.seed, replicas, rank)
         return self._loader("train", sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -57,7 +57,9 @@ class TokenStandardizer(nn.Module):
     tokens (padding, a missing modality) never enter the statistics and come out as zeros.
     Before the first training step the map is the identity. A feature's spread is floored at
     ``rel_floor`` of its root mean square, so float rounding noise on a constant feature is
-    not blown up to unit scale.
+    not blown up to unit scale. ``counted`` (B,) bool, when given, names the rows whose tokens
+    enter the statistics: under DDP the sampler's padding repeats a transcript on some ranks
+    (``loader.EpochSeededSampler``), and a repeat's tokens would count twice.
     """
 
     def __init__(self, dim: int, rel_floor: float = 1e-5, abs_floor: float = 1e-20):
@@ -111,9 +113,9 @@ class TokenStandardizer(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self.has_stats = bool(self.count != 0)
 
-    def forward(self, emb: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, emb: Tensor, mask: Tensor, counted: Tensor | None = None) -> Tensor:
         if self.training:
-            self.update(emb, mask)
+            self.update(emb, mask if counted is None else mask & counted.unsqueeze(-1))
         if not self.has_stats:
             self.has_stats = bool(self.count != 0)
             if not self.has_stats:
@@ -236,14 +238,16 @@ class Aggregator(nn.Module):
         self.standardize = nn.ModuleDict({m: TokenStandardizer(dims[m]) for m in dims})
         self.project = nn.ModuleDict({m: nn.Linear(dims[m], d_model) for m in dims})
 
-    def projected(self, inputs: Inputs) -> Inputs:
+    def projected(self, inputs: Inputs, counted: Tensor | None = None) -> Inputs:
+        """Each modality standardised and projected; ``counted``: the rows whose tokens
+        enter the standardisers' statistics (None: every row; :class:`TokenStandardizer`)."""
         missing = [m for m in self.modalities if m not in inputs]
         if missing:
             raise ValueError(f"aggregator built for {self.modalities} got no {missing}")
         out = {}
         for m in self.modalities:
             emb, mask = inputs[m][0], inputs[m][1].bool()
-            out[m] = (self.project[m](self.standardize[m](emb, mask)), mask)
+            out[m] = (self.project[m](self.standardize[m](emb, mask, counted)), mask)
         return out
 
 
@@ -267,13 +271,13 @@ class CrossAttentionAggregator(Aggregator):
         self.missing_query = nn.Parameter(torch.zeros(d_model))
 
     def forward(
-        self, inputs: Inputs, return_attention: bool = False
+        self, inputs: Inputs, return_attention: bool = False, counted: Tensor | None = None
     ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[dict[str, Tensor]]]:
         """``(tokens, mask)``; with ``return_attention`` also, per layer, key modality ->
         attention weights ``(B, heads, L_q, L_k)`` over that modality's tokens (in the
         order ``inputs`` holds them; rows sum to 1 over real keys for a sample that has
         keys, zero for one without)."""
-        tokens = self.projected(inputs)
+        tokens = self.projected(inputs, counted)
         queries, query_mask = tokens[self.query_modality]
         absent = ~query_mask.any(dim=1)
         first = torch.zeros_like(query_mask)
@@ -310,9 +314,9 @@ class ConcatAggregator(Aggregator):
             nn.Linear(d_model, d_model),
         )
 
-    def forward(self, inputs: Inputs) -> tuple[Tensor, Tensor]:
+    def forward(self, inputs: Inputs, counted: Tensor | None = None) -> tuple[Tensor, Tensor]:
         pooled = []
-        for m, (emb, mask) in self.projected(inputs).items():
+        for m, (emb, mask) in self.projected(inputs, counted).items():
             present = mask.any(dim=1, keepdim=True)
             pooled.append(torch.where(present, masked_mean(emb, mask), self.missing[m]))
         fused = self.out(torch.cat(pooled, dim=-1)).unsqueeze(1)
@@ -339,8 +343,8 @@ class PerceiverAggregator(Aggregator):
             AttentionBlock(d_model, heads, dropout) for _ in range(depth)
         )
 
-    def forward(self, inputs: Inputs) -> tuple[Tensor, Tensor]:
-        tokens = self.projected(inputs)
+    def forward(self, inputs: Inputs, counted: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        tokens = self.projected(inputs, counted)
         keys = torch.cat([emb + self.modality_embedding[m] for m, (emb, _) in tokens.items()], 1)
         key_mask = torch.cat([mask for _, mask in tokens.values()], dim=1)
         latents = self.latents.unsqueeze(0).expand(keys.shape[0], -1, -1)

@@ -70,9 +70,11 @@ class IsoFormer(nn.Module):
         return out
 
     def forward(
-        self, inputs: dict[str, Any], return_attention: bool = False
+        self, inputs: dict[str, Any], return_attention: bool = False, counted: Tensor | None = None
     ) -> Tensor | tuple[Tensor, list[dict[str, Tensor]]]:
-        """``inputs[modality]`` is a token dict (from ``tokenize``) or ``(emb, mask)``.
+        """``inputs[modality]`` is a token dict (from ``tokenize``) or ``(emb, mask)``;
+        ``counted`` (B,) bool: the rows whose tokens enter the standardisers' statistics in
+        training mode (None: all; a DDP repeat does not, ``lightning.IsoFormerModule``).
 
         Returns (B, n_tissues); with ``return_attention`` (the ``cross_attention``
         aggregator only) also its attention weights: per layer, key modality -> ``(B,
@@ -94,5 +96,5 @@ class IsoFormer(nn.Module):
                 )
             tokens, mask, attention = self.aggregator(embedded, return_attention=True)
             return self.head(masked_mean(tokens, mask)), attention
-        tokens, mask = self.aggregator(embedded)
+        tokens, mask = self.aggregator(embedded, counted=counted)
         return self.head(masked_mean(tokens, mask))

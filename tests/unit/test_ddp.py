@@ -17,7 +17,7 @@ from helpers.training import TINY_CONFIG, TISSUES, make_dataset, train_command
 from isoflow.dataset import read_dataset, write_dataset
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.lightning import IsoFormerModule
-from isoflow.loader import IsoformDataModule
+from isoflow.loader import EpochSeededSampler, IsoformDataModule
 from isoflow.metrics import tissue_means
 from isoflow.train import cluster_environment, may_skip_parameters
 
@@ -196,6 +196,85 @@ def test_ddp_two_cpu_processes(tmp_path):
     for modality, count in real.items():
         key = f"model.aggregator.standardize.{modality}.count"
         assert float(checkpoint["state_dict"][key]) == 2 * count, modality
+
+
+def test_ddp_padding_repeats_count_once(tmp_path):
+    """A training set of 23 on 2 ranks, batches of 11: the sampler pads rank 1's shard with
+    a repeated transcript, alone in its last batch. The epoch's train_loss is the MSE over the
+    23 transcripts, each once, replayed by hand in one process (the weights as initialised:
+    lr 1e-30 moves none; no dropout; each step both ranks' counted rows in one batch, whose
+    tokens the standardisers merge as DDP's ranks do), and the standardisers hold the tokens
+    of the 23 once. Before, the repeat counted in the loss, train_loss and the statistics."""
+    dataset, _ = make_dataset(tmp_path)
+    df, _ = read_dataset(dataset)
+    n_train = int((df["split"] == "train").sum())
+    assert n_train == 23
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["model"]["dropout"] = 0.0
+    config["train"].update(
+        {"max_epochs": 1, "batch_size": 11, "lr": 1e-30, "devices": 2, "strategy": "ddp"}
+    )
+    config["encoders"]["esm2"]["finetune_last"] = 0  # plain DDP
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    experiment = {**EXPERIMENT_DEFAULTS, "modalities": ["rna", "protein"]}
+    result = subprocess.run(
+        train_command(config_path, {"modalities": ["rna", "protein"]}, dataset, run_dir),
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = pd.read_csv(run_dir / "history.csv")
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+
+    # the ranks' shards: 12 positions each, rank 1's last a repeat of a transcript drawn
+    seed = int(experiment["seed"])
+    shards = [list(EpochSeededSampler(n_train, seed, 2, rank)) for rank in (0, 1)]
+    counted = [EpochSeededSampler(n_train, seed, 2, rank).counted for rank in (0, 1)]
+    assert [len(s) for s in shards] == [12, 12] and counted == [12, 11]
+    assert sorted(shards[0] + shards[1][:11]) == list(range(n_train))
+
+    module = IsoFormerModule(config, experiment, TISSUES)
+    module.load_state_dict(checkpoint["state_dict"])
+    # the standardisers from scratch, as at the start of the run
+    for standardize in module.model.aggregator.standardize.values():
+        for buffer in (standardize.count, standardize.mean, standardize.sum_sq):
+            buffer.zero_()
+        standardize.has_stats = False
+    module.train()
+    data = IsoformDataModule(dataset, experiment["modalities"])
+    data.setup("fit")
+    items = data.datasets["train"]
+    squared = 0.0
+    with torch.no_grad():
+        for start in (0, 11):
+            rows = [
+                shard[p]
+                for shard, n in zip(shards, counted, strict=True)
+                for p in range(start, min(start + 11, n))
+            ]
+            batch = data.collate([items[i] for i in rows])
+            squared += float(((module(batch).float() - batch["target"]) ** 2).sum())
+    by_hand = squared / (n_train * len(TISSUES))
+    assert history["train_loss"].iloc[0] == pytest.approx(by_hand, rel=1e-5)
+    # the standardisers: the real tokens of the 23 transcripts, each once
+    train = data.collate([items[i] for i in range(n_train)])
+    with torch.no_grad():
+        tokens = module.model.tokenize(train["inputs"])
+        real = {m: int(module.model.encoders[m](**tokens[m])[1].sum()) for m in tokens}
+    for modality, count in real.items():
+        stored = checkpoint["state_dict"][f"model.aggregator.standardize.{modality}.count"]
+        replayed = module.model.aggregator.standardize[modality].count
+        assert float(stored) == float(replayed) == count, modality
+
+    # the test predictions: each test transcript once
+    predictions = pd.read_parquet(run_dir / "predictions.parquet")
+    test_ids = set(df.loc[df["split"] == "test", "transcript_id"])
+    per_transcript = predictions.groupby("transcript_id").size()
+    assert set(per_transcript.index) == test_ids and (per_transcript == len(TISSUES)).all()
 
 
 # Run as a script file so that Lightning's DDP launcher can start rank 1 by re-running it.
