@@ -24,9 +24,12 @@ Run: .venv/bin/python bench/bench_bootstrap_scale.py --transcripts 9000 --runs 3
 
 ``--results DIR`` instead times rule report_bootstraps' work on a workflow's own runs (every
 ``DIR/runs/*/predictions.parquet`` and ``DIR/baseline/predictions.parquet``; the demo's:
-``--results /work/main/results``): ``write_run`` of each, the files into a temporary folder,
-in this process after the import of isoflow.report.bootstrap, which it times too (numpy and
-pandas already imported by this bench; the job's interpreter start not timed).
+``--results /work/main/results``), the files into a temporary folder, in this process after
+the import of isoflow.report.bootstrap, which it times too (numpy and pandas already imported
+by this bench; the job's interpreter start not timed): ``write_runs`` of them all (the job
+now: what the runs of one test set share taken once) against the reference ``write_run`` of
+each in turn (the job before), alternating ``--repeat`` times; checks the two made the same
+files byte for byte.
 """
 
 from __future__ import annotations
@@ -95,7 +98,8 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--grid", type=int, default=46, help="runs of the grid, for the totals")
     parser.add_argument("--tables", type=int, default=6, help="tables across runs")
-    parser.add_argument("--results", type=Path, help="time write_run on these runs instead")
+    parser.add_argument("--results", type=Path, help="time write_runs on these runs instead")
+    parser.add_argument("--repeat", type=int, default=1, help="with --results: alternations")
     args = parser.parse_args()
 
     imported = timed(lambda: __import__("isoflow.report.bootstrap"))
@@ -104,20 +108,39 @@ def main() -> None:
     if args.results is not None:
         found = sorted(glob.glob(str(args.results / "runs" / "*" / "predictions.parquet")))
         found += sorted(glob.glob(str(args.results / "baseline" / "predictions.parquet")))
+        times: dict[str, list[tuple[float, float]]] = {"write_run each": [], "write_runs": []}
         with tempfile.TemporaryDirectory() as scratch:
-            files = [Path(scratch) / f"{i}.npz" for i in range(len(found))]
-            done = timed(
-                lambda: [
-                    bootstrap.write_run(p, f, args.resamples, 0)
-                    for p, f in zip(found, files, strict=True)
-                ]
-            )
+            each = [Path(scratch) / f"each{i}.npz" for i in range(len(found))]
+            runs = [Path(scratch) / f"runs{i}.npz" for i in range(len(found))]
+            for _ in range(args.repeat):
+                times["write_run each"].append(
+                    timed(
+                        lambda: [
+                            bootstrap.write_run(p, f, args.resamples, 0)
+                            for p, f in zip(found, each, strict=True)
+                        ]
+                    )
+                )
+                times["write_runs"].append(
+                    timed(
+                        lambda: bootstrap.write_runs(
+                            list(zip(found, runs, strict=True)), args.resamples, 0
+                        )
+                    )
+                )
+            same = all(a.read_bytes() == b.read_bytes() for a, b in zip(each, runs, strict=True))
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, load "
             f"{os.getloadavg()[0]:.1f}; {len(found)} predictions under {args.results}, "
             f"{args.resamples:,} resamples: import wall {imported[0]:.2f} s, cpu "
-            f"{imported[1]:.2f} s; write_run of all wall {done[0]:.2f} s, cpu {done[1]:.2f} s"
+            f"{imported[1]:.2f} s; files byte for byte the same: {same}"
         )
+        for name, values in times.items():
+            wall = statistics.median(v[0] for v in values)
+            cpu = statistics.median(v[1] for v in values)
+            print(f"{name:>15}: wall {wall:.2f} s, cpu {cpu:.2f} s (median of {len(values)})")
+        if not same:
+            raise SystemExit("write_runs and write_run made different files")
         return
 
     with tempfile.TemporaryDirectory() as scratch:

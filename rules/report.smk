@@ -275,8 +275,8 @@ if config["resources"]["train_jobs"] == "one":
 
     rule report_bootstraps:
         """Every run's and the baseline's metrics on the bootstrap's resamples
-        (isoflow.report.bootstrap.write_run per run), the files rule report_bootstrap
-        writes."""
+        (isoflow.report.bootstrap.write_runs: what runs of one test set share taken once),
+        the files rule report_bootstrap writes."""
         input:
             predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS))
             + report_baseline_predictions(),

@@ -325,12 +325,56 @@ def write_run(predictions_path: str | Path, out: str | Path, resamples: int, see
     check. The resamples depend only on ``seed`` and the test genes, so runs of one test
     set get the same ones, and the values are byte for byte those of
     :func:`bootstrap_runs`."""
-    frame = pd.read_parquet(predictions_path, columns=PREDICTION_COLUMNS)
-    test = TestSet(frame, predictions_path)
-    predicted = test.predicted(frame, predictions_path)
-    rhos = gene_rhos(test, frame)
-    del frame
-    values = run_resamples(test, [predicted], [rhos], test.gene_counts(resamples, seed))[0]
+    write_runs([(predictions_path, out)], resamples, seed)
+
+
+def write_runs(runs: Sequence[tuple[str | Path, str | Path]], resamples: int, seed: int) -> None:
+    """:func:`write_run` for each (predictions, out) of ``runs`` in one job (rule
+    ``report_bootstraps``), each file byte for byte :func:`write_run`'s. What runs of one
+    test set share (the resamples, the observed values' sort order and, in each chunk of
+    resamples, their ranks and sums, ``run_resamples``) is taken once for them all, not once
+    per run. A run scored on another test set than those before it (transcripts, tissues,
+    genes or observed values not the same bytes) is resampled with its own, as
+    :func:`write_run` would: its file holds that test set, which :func:`read_runs` names."""
+    groups: list[tuple[TestSet, list[tuple[str | Path, str | Path, np.ndarray, Any]]]] = []
+    for predictions_path, out in runs:
+        frame = pd.read_parquet(predictions_path, columns=PREDICTION_COLUMNS)
+        test = TestSet(frame, predictions_path)
+        member = (predictions_path, out, test.predicted(frame, predictions_path))
+        member += (gene_rhos(test, frame),)
+        del frame
+        for shared, members in groups:
+            if _same_test_set(shared, test):
+                members.append(member)
+                break
+        else:
+            groups.append((test, [member]))
+    for test, members in groups:
+        counts = test.gene_counts(resamples, seed)
+        values = run_resamples(test, [m[2] for m in members], [m[3] for m in members], counts)
+        for (predictions_path, out, _, _), run in zip(members, values, strict=True):
+            _save_run(test, run, predictions_path, out, resamples, seed)
+
+
+def _same_test_set(a: TestSet, b: TestSet) -> bool:
+    """Whether two runs' test sets would write the same bytes (so share their resamples)."""
+    return (
+        a.transcripts.shape == b.transcripts.shape
+        and (a.transcripts == b.transcripts).all()
+        and list(a.tissues) == list(b.tissues)
+        and (a.genes[a.gene_index] == b.genes[b.gene_index]).all()
+        and a.observed.tobytes() == b.observed.tobytes()
+    )
+
+
+def _save_run(
+    test: TestSet,
+    values: Mapping[str, np.ndarray],
+    predictions_path: str | Path,
+    out: str | Path,
+    resamples: int,
+    seed: int,
+) -> None:
     arrays = {f"value_{i}": values[label] for i, label in enumerate(LABELS)}
     with atomic_path(out) as tmp, open(tmp, "wb") as handle:
         np.savez(

@@ -388,6 +388,39 @@ def test_the_per_run_files_give_the_tables_of_the_bootstrap_in_the_table_byte_fo
             assert read[run][label].tobytes() == direct[run][label].tobytes()
 
 
+def test_one_job_ranks_the_observed_values_once_and_writes_each_runs_file(tmp_path, monkeypatch):
+    """Rule report_bootstraps (bootstrap.write_runs): the observed values' ranks, the same
+    for every run of one test set, are taken once for all its runs (once per run before),
+    and each run's file is byte for byte the one write_run makes for it alone; a run of
+    another test set (a test gene left out) is resampled with its own test set, as alone."""
+    experiments, paths, base_path = _write_all(tmp_path)
+    predictions = [p.with_name("predictions.parquet") for p in [*paths, base_path]]
+    frame = pd.read_parquet(predictions[0])
+    other = tmp_path / "other.parquet"
+    frame[frame["gene_id"] != frame["gene_id"].iat[0]].to_parquet(other, index=False)
+    predictions.append(other)
+    alone = [tmp_path / f"alone{i}.npz" for i in range(len(predictions))]
+    together = [tmp_path / f"together{i}.npz" for i in range(len(predictions))]
+    for path, out in zip(predictions, alone, strict=True):
+        bootstrap.write_run(path, out, 300, 1)
+    ranked = []
+    centred = bootstrap._centred_ranks
+
+    def counted(ranking, weights):
+        ranked.append(ranking)
+        return centred(ranking, weights)
+
+    monkeypatch.setattr(bootstrap, "_centred_ranks", counted)
+    bootstrap.write_runs(list(zip(predictions, together, strict=True)), 300, 1)
+    monkeypatch.undo()
+    n, t = bootstrap.TestSet(frame, "r").observed.shape
+    assert bootstrap.BLOCK // (n * t) >= 300  # one chunk of resamples: ranks once per array
+    # the observed values of the shared test set and of the other one, each run's predictions
+    assert len(ranked) == 2 + len(predictions)
+    for made, want in zip(together, alone, strict=True):
+        assert made.read_bytes() == want.read_bytes(), made.name
+
+
 def test_a_per_run_file_of_other_resamples_or_another_test_set_is_refused(tmp_path):
     experiments, paths, _ = _write_all(tmp_path)
     files = {p.parent.name: p.with_name(bootstrap.BOOTSTRAP_FILE) for p in paths}
