@@ -1,6 +1,7 @@
 """Cache-mode loader at real encoder widths: batches/s of the old path against the new one.
 
-Builds (under --work, default /tmp/isoflow_bench_loader, never committed) a dataset parquet of
+Builds (in a folder of its own inside --work, default /tmp/isoflow_bench_loader, removed at
+the end with the extracted old tree; the rest of --work is left alone) a dataset parquet of
 --transcripts synthetic transcripts (all in the train split but for one valid and one test
 transcript; about 30% without a protein, as non-coding ones) and three embedding caches in the
 real on-disk format, written by isoflow.embed.build_cache (float16 shards, index and items
@@ -20,6 +21,13 @@ median batches/s of each, their ratio, and the GPU step time the new loader keep
 (its time per batch: with num_workers 0 the next batch is gathered while the GPU runs the
 current step's queued kernels).
 
+Answers first: each child also reads one more epoch (epoch 1's order, untimed) and hashes
+every batch as the model receives it: indices, targets, and per modality each item's
+length and its valid rows as float32 (the old path's float32 rows against the new float16
+ones widened; the conversion is exact). Padding is left out: its width is the batch's
+layout, not data. Every run of both loaders must give the same sha256, or the bench stops
+before reporting a time.
+
 Run: .venv/bin/python bench/bench_loader.py --transcripts 768 --epochs 3 --repeat 3
 """
 
@@ -35,7 +43,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from benchcommon import old_tree, run_in_tree
+from benchcommon import old_tree, run_in_tree, scratch_in
 
 ROOT = Path(__file__).resolve().parents[1]
 # the workflow's encoders' widths: Enformer's trunk, NT-v2 250M, ESM-2 150M (= bench/gpu.py's
@@ -45,7 +53,7 @@ WIDTHS["protein"] = ("esm2", 640)
 TISSUES = [f"tissue_{i:02d}" for i in range(30)]
 
 CHILD = """
-import json, sys, time
+import hashlib, json, sys, time
 import torch
 try:
     import isoflow.loader as data
@@ -79,8 +87,19 @@ for e in range(cfg["epochs"]):
     times.append((time.perf_counter() - start) / n)
     cpu.append((time.process_time() - start_cpu) / n)
 emb, _ = next(iter(loader))["inputs"]["dna"]
+digest = hashlib.sha256()  # epoch 1's batches as the model gets them (untimed)
+loader.sampler.set_epoch(1)
+for batch in loader:
+    digest.update(batch["index"].numpy().astype("<i8").tobytes())
+    digest.update(batch["target"].numpy().astype("<f4").tobytes())
+    for modality in sorted(batch["inputs"]):
+        emb, mask = batch["inputs"][modality]
+        mask = mask.bool()
+        digest.update(mask.sum(1).numpy().astype("<i8").tobytes())
+        digest.update(emb.float()[mask].contiguous().numpy().tobytes())
 print(json.dumps({"s_per_batch": times, "cpu_per_batch": cpu, "batches": n,
-                  "dtype": str(emb.dtype), "file": data.__file__}))
+                  "dtype": str(emb.dtype), "file": data.__file__,
+                  "batches_sha256": digest.hexdigest()}))
 """
 
 
@@ -128,28 +147,19 @@ class StandInEncoder:
 
 
 def build_inputs(work: Path, n: int, pool_to: int, seed: int = 0) -> dict:
-    """The dataset parquet and the three caches (reused when present with the same settings)."""
+    """The dataset parquet and the three caches, written into ``work``: a new empty folder
+    (benchcommon.scratch_in's, removed by the caller)."""
     import pandas as pd
 
     from isoflow.dataset import write_dataset
     from isoflow.embed import build_cache, dataset_items
 
-    settings = {"transcripts": n, "pool_to": pool_to, "seed": seed, "widths": WIDTHS}
-    stamp = work / "settings.json"
     paths = {
         "dataset": str(work / "dataset.parquet"),
         "caches": {m: str(work / "embeddings" / name) for m, (name, _) in WIDTHS.items()},
     }
-    if stamp.exists() and json.loads(stamp.read_text()) == json.loads(json.dumps(settings)):
-        return paths
-    # the caches below are rebuilt in place: only in a folder this bench made (or a new one)
-    ours = stamp.exists() and set(json.loads(stamp.read_text())) == set(settings)
-    if work.exists() and any(work.iterdir()) and not ours:
-        raise SystemExit(
-            f"--work {work}: a folder with other files in it (no bench_loader settings.json); "
-            "name a new or empty folder"
-        )
-    work.mkdir(parents=True, exist_ok=True)
+    if any(work.iterdir()):
+        raise ValueError(f"{work}: build_inputs writes into a new empty folder only")
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
@@ -178,18 +188,23 @@ def build_inputs(work: Path, n: int, pool_to: int, seed: int = 0) -> dict:
     write_dataset(frame, TISSUES, work / "absent_genome.fa", work / "dataset.parquet")
     for modality, (name, dim) in WIDTHS.items():
         out = work / "embeddings" / name
-        if out.exists():
-            import shutil
-
-            shutil.rmtree(out)
         if modality == "dna":  # DNA windows stand in as their transcript IDs: one key each
             items = dict(zip(frame["transcript_id"], frame["transcript_id"], strict=True))
         else:
             items = dataset_items(frame, modality)
         encoder = StandInEncoder(modality, dim, pool_to, seed)
         build_cache(encoder, items, out, pool_to=pool_to, batch_size=32, meta={"encoder": name})
-    stamp.write_text(json.dumps(settings))
     return paths
+
+
+def same_batches(digests: dict[str, set[str]]) -> str:
+    """The answers' line for the report; SystemExit when the loaders' batches (sha256 of
+    epoch 1's, every run) are not all the same bytes: timing them would mean nothing."""
+    seen = set().union(*digests.values())
+    if len(seen) != 1:
+        runs = "; ".join(f"{name}: {sorted(d)}" for name, d in digests.items())
+        raise SystemExit(f"the loaders' batches differ ({len(seen)} distinct sha256): {runs}")
+    return f"answers: the same batches (sha256 {seen.pop()[:16]}) from every loader and run"
 
 
 def run_child(cwd: Path, config: dict) -> dict:
@@ -222,24 +237,29 @@ def _main(stack: contextlib.ExitStack) -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/isoflow_bench_loader"))
     args = parser.parse_args()
 
-    paths = build_inputs(args.work, args.transcripts, args.pool_to)
-    old_dir = stack.enter_context(old_tree(args.old))  # deleted at the end
+    # a folder of its own inside --work (data and old tree), removed at the end
+    work = stack.enter_context(scratch_in(args.work, "bench_loader_"))
+    paths = build_inputs(work, args.transcripts, args.pool_to)
+    old_dir = stack.enter_context(old_tree(args.old, work))
     config = {**paths, "batch_size": args.batch_size, "epochs": args.epochs}
     config["torch_threads"] = args.torch_threads
     cases = {f"old ({args.old}): per item, float32": old_dir, "new: whole batch, float16": ROOT}
     results: dict[str, list[float]] = {name: [] for name in cases}
     cpu: dict[str, list[float]] = {name: [] for name in cases}
+    digests: dict[str, set[str]] = {name: set() for name in cases}
     for _ in range(args.repeat):
         for name, cwd in cases.items():  # interleaved, so load drift hits both alike
             out = run_child(cwd, config)
             results[name] += out["s_per_batch"]
             cpu[name] += out["cpu_per_batch"]
+            digests[name].add(out["batches_sha256"])
             print(
                 f"{name}: {[round(t * 1e3, 2) for t in out['s_per_batch']]} ms/batch, CPU "
                 f"{[round(t * 1e3, 2) for t in out['cpu_per_batch']]} ms/batch, "
                 f"{out['batches']} batches/epoch, {out['dtype']}, {out['file']}",
                 file=sys.stderr,
             )
+    print(same_batches(digests))
     per_batch = {name: statistics.median(times) for name, times in results.items()}
     cpu_batch = {name: statistics.median(times) for name, times in cpu.items()}
     old_name, new_name = cases

@@ -43,11 +43,12 @@ def scratch_in(parent: Path | str, prefix: str = "isoflow_bench_") -> Iterator[P
 
 
 @contextlib.contextmanager
-def old_tree(revision: str) -> Iterator[Path]:
+def old_tree(revision: str, parent: Path | str | None = None) -> Iterator[Path]:
     """The ``isoflow`` package of git ``revision`` of this checkout, extracted into a
-    temporary folder (``git archive``) that is deleted afterwards; its children import it
-    through :func:`tree_prelude` or :func:`run_in_tree`."""
-    folder = Path(tempfile.mkdtemp(prefix="isoflow_old_"))
+    temporary folder (``git archive``; inside ``parent`` when given, e.g. a bench's
+    :func:`scratch_in` folder, else the system's temporary folder) that is deleted
+    afterwards; its children import it through :func:`tree_prelude` or :func:`run_in_tree`."""
+    folder = Path(tempfile.mkdtemp(prefix="isoflow_old_", dir=parent))
     try:
         archive = subprocess.run(
             ["git", "archive", revision, "isoflow"],

@@ -133,13 +133,133 @@ def test_benches_keep_the_files_of_the_folder_they_are_given(tmp_path, script, a
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]
 
 
-def test_bench_loader_refuses_a_work_folder_it_did_not_make(tmp_path):
-    # its caches are rebuilt in place (rmtree of <work>/embeddings/<encoder>): --work results
-    # would have deleted the workflow's own caches
-    (tmp_path / "embeddings" / "enformer").mkdir(parents=True)
-    done = _bench("bench_loader.py", "--transcripts", "4", "--work", str(tmp_path))
-    assert done.returncode == 1 and "name a new or empty folder" in done.stderr
-    assert (tmp_path / "embeddings" / "enformer").is_dir()
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "args", "answers"),
+    [
+        (
+            "bench_loader.py",
+            ["--transcripts", "12", "--batch-size", "4", "--epochs", "1", "--repeat", "1"],
+            "answers: the same batches",
+        ),
+        (
+            "bench_prefetch.py",
+            ["--transcripts", "12", "--batch-size", "4", "--step-ms", "1", "--repeat", "1"],
+            "the same batches",
+        ),
+        ("bench_targets.py", ["--rows", "20", "--repeat", "1", "--old", "c40b196"], "answers: 2"),
+    ],
+)
+def test_benches_that_extract_or_generate_leave_nothing_behind(tmp_path, script, args, answers):
+    # bench_loader and bench_targets kept their generated data in --work (the loader's
+    # caches rebuilt in place under --work results would have deleted the workflow's own)
+    # and extracted the old tree into the system's temporary folder; now both live in a
+    # folder of the bench's own inside --work, removed at the end, and each run says its
+    # answers agree before it reports a time
+    folder, system_tmp = tmp_path / "results", tmp_path / "tmp"
+    folder.mkdir()
+    system_tmp.mkdir()
+    (folder / "keep.txt").write_text("a user's file")
+    env = {**os.environ, "TMPDIR": str(system_tmp)}
+    done = _bench(script, *args, "--work", str(folder), env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert answers in done.stdout
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+    assert not list(system_tmp.glob("isoflow*"))  # (torch keeps its own caches there)
+
+
+def _bench_module(name: str):
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+
+
+def test_bench_loader_stops_when_the_loaders_batches_differ():
+    bench_loader = _bench_module("bench_loader")
+    same = {"old": {"a" * 64}, "new": {"a" * 64}}
+    assert bench_loader.same_batches(same).startswith("answers: the same batches")
+    with pytest.raises(SystemExit, match="batches differ \\(2 distinct"):
+        bench_loader.same_batches({"old": {"a" * 64}, "new": {"b" * 64}})
+    with pytest.raises(SystemExit, match="batches differ"):  # two repeats of one loader
+        bench_loader.same_batches({"old": {"a" * 64}, "new": {"a" * 64, "b" * 64}})
+
+
+def test_bench_prefetch_hashes_every_byte_of_a_batch_and_stops_on_a_difference():
+    import torch
+
+    bench_prefetch = _bench_module("bench_prefetch")
+
+    def batch(value):
+        emb = torch.zeros(2, 3, 4, dtype=torch.float16)
+        emb[1, 2, 3] = value
+        inputs = {"dna": (emb, torch.ones(2, 3, dtype=torch.bool))}
+        return {"index": torch.arange(2), "target": torch.zeros(2, 30), "inputs": inputs}
+
+    digests = {0: bench_prefetch.batches_sha256([batch(0.0)]), 1: None, 2: None}
+    digests[1] = bench_prefetch.batches_sha256([batch(0.0)])
+    digests[2] = bench_prefetch.batches_sha256([batch(0.5)])  # one embedding value differs
+    assert digests[0] == digests[1] != digests[2]
+    assert "at every depth" in bench_prefetch.same_answers({0: digests[0], 1: digests[1]})
+    with pytest.raises(SystemExit, match="different batches"):
+        bench_prefetch.same_answers(digests)
+
+
+def test_bench_targets_holds_every_reader_to_the_same_answer(tmp_path):
+    import numpy as np
+
+    bench_targets = _bench_module("bench_targets")
+    ours = {"rows": 2, "targets_sha256": "t", "stats_sha256": "s", "tissues": 2}
+    values = np.array([[0.0, 1.5], [2.25, 0.125]], dtype=np.float32)
+    answers = {
+        name: tmp_path / f"{i}.npy" for i, name in enumerate(["isoflow a", "isoflow b", "alt"])
+    }
+    np.save(answers["isoflow a"], values)
+    np.save(answers["isoflow b"], values)
+    np.save(answers["alt"], values.astype(np.float64) * (1 + 5e-7))  # within 1e-6 relative
+    outputs = {"zcat FILE | wc -l": "5", "isoflow a": json.dumps(ours), "alt": "(2, 2)"}
+    outputs["isoflow b"] = json.dumps(ours)
+    assert "2 isoflow case(s) the same bytes" in bench_targets.check_answers(outputs, answers)
+    with pytest.raises(SystemExit, match="zcat counted 6 lines"):
+        bench_targets.check_answers({**outputs, "zcat FILE | wc -l": "6"}, answers)
+    with pytest.raises(SystemExit, match="targets differ"):
+        other = json.dumps({**ours, "stats_sha256": "x"})
+        bench_targets.check_answers({**outputs, "isoflow b": other}, answers)
+    np.save(answers["alt"], values.astype(np.float64) * (1 + 2e-6))
+    with pytest.raises(SystemExit, match="alt: differs from isoflow's by 2e-06 relative"):
+        bench_targets.check_answers(outputs, answers)
+    np.save(answers["alt"], values[:1])
+    with pytest.raises(SystemExit, match="alt: a \\(1, 2\\) matrix"):
+        bench_targets.check_answers(outputs, answers)
+
+
+def test_bench_explain_stops_when_the_two_paths_disagree():
+    import numpy as np
+    import pandas as pd
+
+    from isoflow.bundle import CHECK_TOLERANCE
+
+    bench_explain = _bench_module("bench_explain")
+    tissues = ["liver", "lung"]
+    full = pd.DataFrame({"position": [1, 2], "alt": ["A", "C"], "liver": [0.5, np.nan]})
+    full["lung"] = np.float32([0.25, np.nan])
+    fast = full.copy()
+    fast.loc[0, "liver"] += CHECK_TOLERANCE["float32"] / 2
+    assert bench_explain.max_effect_difference(fast, full, tissues) == pytest.approx(
+        CHECK_TOLERANCE["float32"] / 2
+    )
+    fast.loc[0, "liver"] = 0.5 + 2 * CHECK_TOLERANCE["float32"]
+    with pytest.raises(SystemExit, match="effects differ by up to"):
+        bench_explain.max_effect_difference(fast, full, tissues)
+    fast = full.copy()
+    fast.loc[1, "liver"] = 0.0  # scored on one path only
+    with pytest.raises(SystemExit, match="unscored"):
+        bench_explain.max_effect_difference(fast, full, tissues)
+    fast = full.copy()
+    fast.loc[1, "alt"] = "G"
+    with pytest.raises(SystemExit, match="different rows"):
+        bench_explain.max_effect_difference(fast, full, tissues)
 
 
 def test_old_tree_children_import_only_their_own_tree(tmp_path):
