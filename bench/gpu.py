@@ -509,6 +509,10 @@ def train_cache_section(rec: Recorder, device, tiny: bool, peak) -> dict:
 
 
 def _bench_loader():
+    # bench_loader imports benchcommon, a sibling: importable when gpu.py is loaded by path
+    # (tests/unit/test_gpu_bench.py) as when it runs as a script
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.append(str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location("bench_loader", ROOT / "bench/bench_loader.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -1034,7 +1038,13 @@ def main(argv: list[str] | None = None) -> None:
         help="the device's dense bf16 peak (TFLOP/s) for MFU; needed on a GPU whose exact name "
         f"is not one of {', '.join(PEAK_BF16)}",
     )
-    parser.add_argument("--work", type=Path, default=None, help="folder for the loader's cache")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="folder in which the loader's caches are built (in a temporary folder of their own, "
+        "removed at the end; the folder's other files are left alone)",
+    )
     args = parser.parse_args(argv)
     global TINY
     TINY = args.tiny
@@ -1109,14 +1119,17 @@ def main(argv: list[str] | None = None) -> None:
     if "train_cache" in sections:
         train_rates = train_cache_section(rec, device, args.tiny, peak)
     if "loader" in sections:
-        with tempfile.TemporaryDirectory() as tmp:
+        if args.work:  # bench_loader.build_inputs writes into a new empty folder only
+            args.work.mkdir(parents=True, exist_ok=True)
+        # a folder of its own (inside --work when given), removed at the end
+        with tempfile.TemporaryDirectory(prefix="gpu_loader_", dir=args.work) as tmp:
             workers = tuple(int(w) for w in args.loader_workers.split(","))
             depths = tuple(int(d) for d in args.loader_prefetch.split(","))
             loader_section(
                 rec,
                 device,
                 args.tiny,
-                args.work or Path(tmp),
+                Path(tmp),
                 workers,
                 depths,
                 loader_modes,

@@ -315,3 +315,17 @@ def test_loader_compile_rows_and_option_checked_before_anything_runs(tmp_path, c
         gpu_main([*args, "--loader-compile", "cudagraphs"])
     assert not out.exists()
     assert "--loader-compile: cudagraphs" in capsys.readouterr().err
+
+
+def test_loader_section_builds_its_caches_in_a_folder_of_its_own_inside_work(tmp_path, gpu_main):
+    # bench_loader.build_inputs writes into a new empty folder only (it no longer reuses or
+    # rebuilds caches in place): --work is where that folder is made, and a second run or a
+    # folder with the user's files in it works and keeps those files
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("a user's file")
+    for run in range(2):
+        out = tmp_path / f"gpu{run}.json"
+        gpu_main(["--tiny", "--out", str(out), "--sections", "loader", "--work", str(work)])
+        assert "epoch_workers0" in json.loads(out.read_text())["sections"]["loader"]
+        assert [p.name for p in work.iterdir()] == ["keep.txt"]
