@@ -368,6 +368,8 @@ def shared_kmers(seqs: Sequence[str], groups: Sequence[Any]) -> SharedKmers:
     if everywhere.any():
         kept = ~everywhere[kmer]
         kmer, owner = kmer[kept], owner[kept]
+        if not len(kmer):  # constructs differing only in a repeat's count: all backbone
+            return SharedKmers([], most)
     # (k-mer, construct) once each: the pairs come construct by construct, so a stable
     # sort (merging runs) of construct-major keys is cheap; then per (k-mer, group) the
     # constructs holding it

@@ -309,6 +309,16 @@ def test_shared_kmers_count_no_backbone_kmer_even_inside_an_element():
     ]
 
 
+def test_shared_kmers_when_every_kmer_is_backbone():
+    """An enhancer multimer library (promoter + element x n + reporter, n = 2..6, one group
+    each): every k-mer outside the shared begin and end repeats one inside them, so none is
+    left once the backbone's are dropped; no pairs (this raised IndexError on an empty key)."""
+    rng = np.random.default_rng(1)
+    promoter, element, reporter = ("".join(rng.choice(list("ACGT"), n)) for n in (300, 120, 700))
+    seqs = [promoter + element * n + reporter for n in range(2, 7)]
+    assert shared_kmers(seqs, [f"x{n}" for n in range(2, 7)]).pairs == []
+
+
 def test_each_pair_of_groups_is_named_by_one_warning(caplog):
     """Each construct its own group (no group column): e0's three point variants are
     near-identical pairs, named by the near-identical warning only; their pairs with the
