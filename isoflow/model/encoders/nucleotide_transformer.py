@@ -254,7 +254,8 @@ class NucleotideTransformerEncoder(Encoder):
         end: keeping the 5' end of a 196 kb window would drop the TSS) and tokenised.
         Without an N in the crop that is ``kmers`` 6-mers, the TSS in 6-mer ``kmers // 2``.
         NT reads each N as one token, so Ns make more tokens than the budget, or move the
-        TSS token off the middle: the tokens are then cut to those centred on the TSS token
+        TSS token off the middle (as a window under 6 bp, read letter by letter, can make
+        more tokens than the budget): the tokens are then cut to those centred on the TSS token
         (``max_len - 1`` of them, or the same number each side of it where the crop runs
         out first), and the window is counted in ``recentred_windows``."""
         budget = self.max_len - 1
@@ -262,7 +263,7 @@ class NucleotideTransformerEncoder(Encoder):
         crop = window[left : left + kmers * NT_KMER] if kmers else window
         ids = self._ids(crop)
         self.dna_windows += 1
-        if "N" not in crop:
+        if kmers and "N" not in crop:
             return ids  # kmers whole 6-mers: the TSS token at kmers // 2
         starts = nt_dna_token_starts(crop)
         if len(starts) != len(ids):
