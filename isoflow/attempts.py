@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 HEADER = "==== attempt {number} of {run_dir}: "
 HEADER_RE = re.compile(r"==== attempt (\d+) of ")
+STARTED_RE = re.compile(r", started (\S+), ")  # in a header: where()'s start time
 
 
 def attempts_path(run_dir: str | os.PathLike) -> Path:
@@ -43,6 +44,34 @@ def attempts_path(run_dir: str | os.PathLike) -> Path:
 def attempts_in(text: str) -> int:
     """How many attempts' headers ``text`` (an attempts log) holds."""
     return sum(1 for line in text.splitlines() if HEADER_RE.search(line))
+
+
+def end_attempt(run_dir: str | os.PathLike, line: str, since: datetime.datetime) -> bool:
+    """End the run's last attempt with ``==== attempt N {line}`` from another process than
+    the attempt's own (``isoflow.train_workers``' parent, once the run's worker has ended:
+    a run stopped because another run requeued the job got no last line, and read like a
+    node kill), when that attempt began at or after ``since`` (in this job: an attempt that
+    never began is not one to end). Returns whether it wrote the line."""
+    path = attempts_path(run_dir)
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return False
+    headers = [found for found in map(HEADER_RE.search, text.splitlines()) if found]
+    if not headers:
+        return False
+    started = STARTED_RE.search(headers[-1].string, headers[-1].end())
+    try:
+        began = datetime.datetime.fromisoformat(started[1]) if started else None
+    except ValueError:
+        began = None
+    if began is None or began < since.replace(microsecond=0):
+        return False
+    with open(path, "a") as stream:
+        if text and not text.endswith("\n"):
+            stream.write("\n")
+        stream.write(f"==== attempt {headers[-1][1]} {line}\n")
+    return True
 
 
 def where(resume: Path | None) -> str:

@@ -389,6 +389,17 @@ def agreed_resume(
     return None if resume is None else Path(resume)
 
 
+def saved_epoch(path: str | os.PathLike) -> int | None:
+    """The epoch at whose end Lightning wrote checkpoint ``path`` (its ``epoch``; a run
+    resumed from it trains the next one), its tensors left unread (``mmap``); None when it
+    holds no such number."""
+    import torch
+
+    saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    epoch = saved.get("epoch") if isinstance(saved, dict) else None
+    return epoch if isinstance(epoch, int) else None
+
+
 def _epoch_of(path: Path) -> int:
     """NNN of ``best-epochNNN.ckpt`` (-1 for another name)."""
     digits = path.stem.removeprefix("best-epoch")

@@ -10,6 +10,7 @@ neither; each worker imports ``isoflow.train`` when it takes its first run.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import traceback
@@ -325,6 +326,7 @@ def run_in_processes(
     # a SIGTERM to this process (Snakemake stopping the job, a kill) ends it through the
     # finally below, which stops the workers: by default it ended this process alone, and
     # each daemon worker trained its run to the end, orphaned
+    began = datetime.datetime.now(datetime.UTC)  # each run's attempt in this job began after
     previous = _exit_on_sigterm()
     try:
         for index in range(count):
@@ -392,9 +394,53 @@ def run_in_processes(
         # the job's one requeue, once every worker has ended, as requeue_job in one process
         from isoflow.requeue import exit_requeued, scontrol_requeue, slurm_job_id
 
-        scontrol_requeue(slurm_job_id(), f"by run {requeued[0]}: {requeued[1]}")
+        job = slurm_job_id()
+        endings = _requeue_endings(runs, job, requeued, list(running.values()))
+        scontrol_requeue(job, f"by run {requeued[0]}: {requeued[1]}")
+        _end_attempts(runs, endings, began)
         exit_requeued()
     return {name: done[name] for name in runs}
+
+
+def _requeue_endings(
+    runs: dict[str, dict[str, Any]], job: str, requeued: tuple[str, str], stopped: list[str]
+) -> dict[str, str]:
+    """The last line of each attempt the job's requeue ends: the requeuing run's, as
+    ``requeue_job`` ends it in one process, and each run stopped with it (SIGTERM from this
+    process), whose attempt otherwise just ended; each names the checkpoint its next attempt
+    resumes from. Read before the requeue (``scontrol requeue`` ends the job soon after):
+    this imports torch, once every worker has ended."""
+    from isoflow.checkpoints import resume_checkpoint, saved_epoch
+
+    def resumes(name: str) -> str:
+        checkpoint = resume_checkpoint(runs[name]["run_dir"], set_aside=False)
+        if checkpoint is None:
+            return "starts again from scratch (no checkpoint yet)"
+        epoch = saved_epoch(checkpoint)
+        at = "" if epoch is None else f", epoch {epoch}"
+        return f"resumes from its last checkpoint{at} ({checkpoint.name})"
+
+    name, why = requeued
+    endings = {}
+    if runs[name].get("run_dir") is not None:
+        endings[name] = f"requeued: SLURM job {job}, by run {name}: {why}; {resumes(name)}"
+    for other in stopped:
+        if runs[other].get("run_dir") is not None:
+            endings[other] = (
+                f"stopped: SLURM job {job} requeued by run {name} ({why}); {resumes(other)}"
+            )
+    return endings
+
+
+def _end_attempts(runs: dict[str, dict[str, Any]], endings: dict[str, str], began: Any) -> None:
+    """Write each run's last line (:func:`_requeue_endings`) into its attempts log, which
+    lasts (``isoflow.attempts``; copied to the job's log when the run succeeds), and to this
+    job's log: SLURM's log of the job is emptied when it starts again."""
+    from isoflow.attempts import end_attempt
+
+    for name, line in endings.items():
+        if end_attempt(runs[name]["run_dir"], line, began):
+            log.warning("run %s: %s", name, line)
 
 
 def _exit_on_sigterm() -> Any:

@@ -253,6 +253,33 @@ def worker_requeueing(config, name, run, dataset_path, genome_fasta):
     return name, {"loss": 0.0}
 
 
+def worker_requeueing_with_attempts(config, name, run, dataset_path, genome_fasta):
+    """As :func:`worker_requeueing` (run ``bad`` requeues once ``ok1`` trains), each run
+    logging its attempt in ``run["run_dir"]`` as ``isoflow.train.run_experiment`` does, with
+    a ``last.ckpt`` written at the end of epoch 2 (bad) or 4 (ok1) before it goes on."""
+    import os
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from isoflow.attempts import attempt_logging
+    from isoflow.checkpoints import checkpoint_dir
+    from isoflow.requeue import requeue_job
+
+    with attempt_logging(run["run_dir"], True) as attempt:
+        attempt.begin(None)
+        checkpoints = checkpoint_dir(run["run_dir"])
+        epoch = 2 if name == "bad" else 4
+        torch.save({"epoch": epoch, "state_dict": {}}, checkpoints / "last.ckpt")
+        if name == "bad":
+            _wait_for(Path(dataset_path).with_name("ok1.pid"))
+            requeue_job(0, "test: 10 s left")
+        Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
+        time.sleep(120)
+    return name, {"loss": 0.0}
+
+
 def worker_stopped_by_sigterm(config, name, run, dataset_path, genome_fasta):
     """Run ``bad`` ends as Lightning ends a run after a SIGTERM (its SIGTERMException is a
     SystemExit without a code); the others return at once."""

@@ -16,7 +16,7 @@ import isoflow.lightning
 import isoflow.settings
 import isoflow.train
 from helpers.training import TINY_CONFIG, make_dataset
-from isoflow.attempts import attempt_logging, attempts_in, attempts_path
+from isoflow.attempts import attempt_logging, attempts_in, attempts_path, end_attempt
 from isoflow.checkpoints import (
     ATTEMPTS_LOG,
     FINGERPRINT_FILE,
@@ -221,6 +221,23 @@ def test_only_rank_0_writes_and_an_error_ends_the_attempt(tmp_path):
     assert "==== attempt 1 of" in lines[0] and "not a SLURM job" in lines[0]
     assert "before the start is known" in lines[2]  # after the header and "also to"
     assert lines[-1] == "==== attempt 1 failed: ValueError: broken"
+
+
+def test_another_process_ends_only_an_attempt_begun_since_it_started(tmp_path):
+    # train_workers' parent ends the attempt of a run it stopped for a requeue; an attempt
+    # from before this job (the run's worker stopped before its own began) is not its own
+    import datetime
+
+    with attempt_logging(tmp_path, True) as attempt:
+        attempt.begin(None)
+    after = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
+    assert not end_attempt(tmp_path, "stopped: not this job's", after)
+    assert "not this job's" not in attempts_path(tmp_path).read_text()
+    before = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=2)
+    assert end_attempt(tmp_path, "stopped: by the parent", before)
+    lines = attempts_path(tmp_path).read_text().splitlines()
+    assert lines[-1] == "==== attempt 1 stopped: by the parent"
+    assert not end_attempt(tmp_path / "never", "stopped", before)  # no log, nothing written
 
 
 def test_a_run_resumed_from_checkpoints_older_than_the_log_says_so(tmp_path):

@@ -1223,6 +1223,44 @@ def test_a_train_worker_that_stops_to_requeue_requeues_the_job_once(tmp_path, ev
         assert _gone(tmp_path / "ok1.pid")  # ok1's worker was stopped and waited for
 
 
+def test_a_requeue_in_a_train_worker_ends_every_stopped_runs_attempt(tmp_path):
+    # With train_processes > 1 the requeue was written to the job's stderr only (the SLURM
+    # log, emptied when the requeued job starts), and the run stopped with it got no last
+    # line in its attempts log: its attempt just ended, as after a node's crash. Now each
+    # attempt the requeue ends says so, and where the run resumes from.
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env.update(SLURM_JOB_ID="12345")
+    env.pop("SLURM_ARRAY_JOB_ID", None)
+    runs = {name: {"run_dir": str(tmp_path / name)} for name in ("ok1", "bad", "ok2")}
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
+        "from isoflow.train_workers import run_in_processes\n"
+        f"run_in_processes({{}}, {runs!r}, {str(tmp_path / 'data.parquet')!r}, None, 2, "
+        "worker=h.worker_requeueing_with_attempts, initializer=None, grace_s=5.0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=90
+    )
+    assert out.returncode == 0, out.stderr
+    stopped = (tmp_path / "ok1" / "checkpoints" / "train.log").read_text().splitlines()
+    assert stopped[-1] == (
+        "==== attempt 1 stopped: SLURM job 12345 requeued by run bad (test: 10 s left); "
+        "resumes from its last checkpoint, epoch 4 (last.ckpt)"
+    )
+    requeuing = (tmp_path / "bad" / "checkpoints" / "train.log").read_text().splitlines()
+    assert requeuing[-1] == (
+        "==== attempt 1 requeued: SLURM job 12345, by run bad: test: 10 s left; "
+        "resumes from its last checkpoint, epoch 2 (last.ckpt)"
+    )
+    assert not (tmp_path / "ok2").exists()  # never started: no attempt to end
+
+
 def test_a_train_worker_stopped_by_sigterm_names_the_stop(tmp_path):
     # Lightning's SIGTERMException (a SystemExit without a code) got past the worker's
     # ``except Exception``: the worker exited 0 and the job said "exited with code 0 (its
