@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -314,17 +315,23 @@ def _schema_window() -> int:
     return int(load_schema(str(SCHEMA))["properties"]["dna"]["properties"]["window"]["default"])
 
 
-def replaced_experiments(configfiles) -> str | None:
+def replaced_experiments(configfiles, workflow_dir: str | os.PathLike) -> str | None:
     """One warning line when two ``--configfile`` overlays (every file but the Snakefile's
-    config/config.yaml, in the order given) each set ``experiments``: Snakemake replaces a list when
+    config/config.yaml under ``workflow_dir``, the Snakefile's folder, ``workflow.basedir``,
+    in the order given) each set ``experiments``: Snakemake replaces a list when
     it merges config files, so only the last file's runs are planned (``config.yaml
     ablations.yaml borzoi.yaml`` planned Borzoi's 3 runs, not the ablations' 45 plus them).
     A warning, not an error: an overlay narrowing another's runs on purpose
     (``demo.yaml mine.yaml``) is common. None otherwise; an unreadable file is left to
-    Snakemake's own loader."""
+    Snakemake's own loader.
+
+    The workflow's own config/config.yaml, not the one beside the installed package's
+    schema: in a copy of the workflow (a user's, with isoflow pip-installed; the SLURM
+    test's) that one counted as an overlay, and every job warned falsely."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     setting: list[tuple[str, int]] = []
-    base = SCHEMA.parent / "config.yaml"
+    workflow_dir = Path(workflow_dir).resolve()
+    base = workflow_dir / "config" / "config.yaml"
     overlays = [p for p in dict.fromkeys(map(str, configfiles)) if Path(p).resolve() != base]
     for path in overlays:
         try:
@@ -332,7 +339,7 @@ def replaced_experiments(configfiles) -> str | None:
         except (OSError, yaml.YAMLError):
             continue
         if isinstance(data, dict) and isinstance(data.get("experiments"), list):
-            setting.append((_shown(path), len(data["experiments"])))
+            setting.append((_shown(path, workflow_dir), len(data["experiments"])))
     if len(setting) < 2:
         return None
 
@@ -348,9 +355,9 @@ def replaced_experiments(configfiles) -> str | None:
     )
 
 
-def _shown(path: str) -> str:
-    """``path`` relative to the checkout when inside it (config/borzoi.yaml), else as given."""
+def _shown(path: str, workflow_dir: Path) -> str:
+    """``path`` relative to the workflow when inside it (config/borzoi.yaml), else as given."""
     try:
-        return str(Path(path).resolve().relative_to(SCHEMA.parents[1]))
+        return str(Path(path).resolve().relative_to(workflow_dir))
     except ValueError:
         return path

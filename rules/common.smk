@@ -33,7 +33,7 @@ for _section in ("explain", "design", "finetune"):
 # One line naming the key first; then Snakemake's validate fills the schema's defaults.
 check_config(config, workflow.source_path("../config/schema.yaml"), "config")
 # Two overlays setting `experiments`: Snakemake keeps the last file's list only.
-_replaced = replaced_experiments(workflow.configfiles)
+_replaced = replaced_experiments(workflow.configfiles, workflow.basedir)
 if _replaced:
     print(_replaced, file=sys.stderr)
 validate(config, schema="../config/schema.yaml")

@@ -519,7 +519,7 @@ def test_two_overlays_setting_experiments_warn_that_only_the_last_is_planned(tmp
     base, ablations, borzoi = (
         REPO / "config" / f for f in ("config.yaml", "ablations.yaml", "borzoi.yaml")
     )
-    line = replaced_experiments([base, ablations, borzoi])
+    line = replaced_experiments([base, ablations, borzoi], REPO)
     n = len(load("config/ablations.yaml")["experiments"])
     assert line == (
         f"isoflow: warning: experiments is set by config/ablations.yaml ({n} entries) and "
@@ -529,11 +529,36 @@ def test_two_overlays_setting_experiments_warn_that_only_the_last_is_planned(tmp
     )
     # one overlay over the base replaces the base's list, as intended; another key alone
     # (seeds, dna) is no second list of runs
-    assert replaced_experiments([base, ablations]) is None
-    assert replaced_experiments([base, base, borzoi]) is None
+    assert replaced_experiments([base, ablations], REPO) is None
+    assert replaced_experiments([base, base, borzoi], REPO) is None
     other = tmp_path / "window.yaml"
     other.write_text("dna: {window: 2048}\nseeds: [0]\n")
-    assert replaced_experiments([base, ablations, other]) is None
+    assert replaced_experiments([base, ablations, other], REPO) is None
+
+
+def test_a_copy_of_the_workflow_compares_overlays_with_its_own_config(tmp_path):
+    # The base config was the one beside the installed package's schema: in a copy of the
+    # workflow (the SLURM test's, a user's with isoflow pip-installed) the copy's own
+    # config/config.yaml counted as an overlay, and every job warned that demo.yaml's
+    # experiments were dropped
+    import shutil
+
+    from isoflow.config import replaced_experiments
+
+    workflow = tmp_path / "workflow"
+    shutil.copytree(REPO / "config", workflow / "config")
+    config = workflow / "config"
+    overlay = tmp_path / "mine.yaml"
+    overlay.write_text("experiments:\n  - {modalities: [protein]}\nseeds: [0]\n")
+    assert replaced_experiments([config / "config.yaml", config / "demo.yaml"], workflow) is None
+    # the true warning still fires, naming the files as the copy holds them
+    line = replaced_experiments(
+        [config / "config.yaml", config / "ablations.yaml", config / "borzoi.yaml"], workflow
+    )
+    assert line is not None and line.startswith(
+        "isoflow: warning: experiments is set by config/ablations.yaml ("
+    )
+    assert replaced_experiments([config / "config.yaml", config / "demo.yaml", overlay], workflow)
 
 
 @pytest.mark.parametrize("section", ["demo", "finetune", "design"])
