@@ -957,6 +957,20 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
             f"{a_end - b_start} nt, whose bases one part would take: fix the features' "
             "coordinates",
         )
+    # /codon_start=2 or 3: the feature's first 1-2 bases are no codon's (a partial CDS, or a
+    # feature drawn from the Kozak): the CDS part starts at the first codon and those bases
+    # go to the 5'UTR part, so the frame is the file's. On the sense strand's coordinates,
+    # so the same for a complement() feature (its 5' end is its start there).
+    codon_start = _codon_start(one["cds"].feature, path, cid)
+    if codon_start > 1:
+        start["cds"] += codon_start - 1
+        if start["cds"] >= end["cds"]:
+            raise InputError(
+                path,
+                cid,
+                f"construct {cid!r}: CDS feature {_where(one['cds'].feature)} has "
+                f"/codon_start={codon_start} and no base from there on; fix the feature",
+            )
     tss = start["utr5"] if "utr5" in one else end["promoter"]
     if "utr3" in one:
         utr3_end = end["utr3"]
@@ -1048,6 +1062,20 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
         itrs=span is not None,
         polya_site=site,
     )
+
+
+def _codon_start(feature, path: Path, cid: str) -> int:
+    """The CDS feature's ``/codon_start`` (1, 2 or 3; 1 when not given): the first base of
+    its first whole codon, counted from the feature's 5' end."""
+    given = (feature.qualifiers.get("codon_start") or ["1"])[0]
+    if str(given).strip() not in ("1", "2", "3"):
+        raise InputError(
+            path,
+            cid,
+            f"construct {cid!r}: CDS feature {_where(feature)} has /codon_start={given}; "
+            "GenBank allows 1, 2 or 3: fix the qualifier",
+        )
+    return int(str(given).strip())
 
 
 def _translation_differs(feature, cds: str) -> str | None:

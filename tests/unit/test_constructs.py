@@ -385,6 +385,39 @@ def test_genbank_minus_strand_cassette_reads_on_its_sense_strand(tmp_path):
     assert dict(c.parts) == {p: parts[p] for p in PARTS if p in parts}
 
 
+@pytest.mark.parametrize("codon_start", [2, 3])
+def test_genbank_codon_start_moves_the_cds_start_on_either_strand(tmp_path, codon_start):
+    """A CDS feature drawn 1-2 bases early with /codon_start=2 or 3 (the first whole codon):
+    was read from its first base, refused as "not a multiple of 3" or, with
+    allow_noncanonical_cds, misframed. Its leading bases are the 5'UTR's."""
+    record, parts = cassette_record("pCS", np.random.default_rng(4))
+    lead = codon_start - 1
+    for i, f in enumerate(record.features):
+        start, end = int(f.location.start), int(f.location.end)
+        if f.type == "CDS" and f.qualifiers["label"] == ["EGFP"]:
+            record.features[i] = feature(start - lead, end, "CDS", "EGFP", codon_start=codon_start)
+        elif f.type == "5'UTR":
+            record.features[i] = feature(start, end - lead, "5'UTR", "leader")
+    expected = {p: parts[p] for p in PARTS if p in parts}
+    (c,) = read_constructs(write_gb(tmp_path / "fwd.gb", record))
+    assert dict(c.parts) == expected and c.protein == "MKR"
+    flipped = record.reverse_complement(id=True, name=True, description=True, annotations=True)
+    (c,) = read_constructs(write_gb(tmp_path / "rev.gb", flipped))
+    assert dict(c.parts) == expected and c.protein == "MKR"
+
+
+def test_genbank_codon_start_outside_1_to_3_is_refused(tmp_path):
+    record, _ = cassette_record("pCS", np.random.default_rng(4))
+    cds = next(f for f in record.features if f.qualifiers["label"] == ["EGFP"])
+    cds.qualifiers["codon_start"] = ["4"]
+    path = write_gb(tmp_path / "bad.gb", record)
+    assert error(path) == (
+        f"{path}:pCS: construct 'pCS': CDS feature 'EGFP' "
+        f"{int(cds.location.start) + 1}..{int(cds.location.end)} has /codon_start=4; "
+        "GenBank allows 1, 2 or 3: fix the qualifier"
+    )
+
+
 def test_genbank_unannotated_utrs_are_the_gaps_and_regulatory_promoter(tmp_path):
     record, parts = cassette_record("pGap", np.random.default_rng(3), itrs=False, utrs=False)
     promoter = record.features[0]
