@@ -732,6 +732,29 @@ def slot_regions(
     return shares
 
 
+def check_attention_bundle(path: str | Path | None, manifest: dict) -> None:
+    """Refuse, in one line naming the bundle, one whose attention cannot be mapped by region:
+    not a cross_attention aggregator, or no RNA or protein among its modalities (then its
+    only key is the DNA, which has no regions). From the manifest, so before the model
+    loads and before any ISM runs."""
+    if manifest["aggregator"] != "cross_attention":
+        raise InputError(
+            path,
+            "aggregator",
+            f"is {manifest['aggregator']}: attention by region needs a cross_attention "
+            "bundle; give one, or leave out --attention",
+        )
+    # the cross-attention's keys are every modality but the first (the query), or the query
+    # itself when it is alone: an RNA or protein key exactly when the bundle reads either
+    if not any(m in ("rna", "protein") for m in manifest["modalities"]):
+        raise InputError(
+            path,
+            "modalities",
+            f"reads {'+'.join(manifest['modalities'])} only: attention by region maps RNA "
+            "or protein keys; give a bundle that reads RNA or protein, or leave out --attention",
+        )
+
+
 def attention_by_region(
     model: Model, subjects: Sequence[Subject], *, batch_size: int | None = None
 ) -> pd.DataFrame:
@@ -747,17 +770,10 @@ def attention_by_region(
 
     from isoflow.bundle import _padded
 
-    if model.card["aggregator"] != "cross_attention":
-        raise InputError(
-            model.path,
-            "aggregator",
-            f"is {model.card['aggregator']}: attention by region needs a cross_attention model",
-        )
+    check_attention_bundle(model.path, model.card)
     batch_size = model.batch_size_or_default(batch_size)
     aggregator = model.network.aggregator
     keys = [m for m in aggregator.key_modalities if m in ("rna", "protein")]
-    if not keys:
-        raise InputError(model.path, "modalities", "no RNA or protein keys to map to regions")
     query = aggregator.query_modality
     collected: dict[tuple[int, str], list[np.ndarray]] = {}
     region_names: dict[str, list[str]] = {}
@@ -1083,6 +1099,8 @@ def explain(
     figures: dict[str, Any] = {}
     tracks: dict[str, str] = {}
     demo = _is_demo(model)
+    if attention_subjects is not None:  # before the ISM, which may run for minutes
+        check_attention_bundle(model.path, model.card)
     if subject is not None:
         sites = region_sites(subject, region)
         meter = Progress("substitutions", 3 * len(sites), "substitutions", logger=log)
@@ -1219,6 +1237,8 @@ def explain_job(
     from isoflow.constructs import check_placement
 
     manifest = read_manifest(model_path)
+    if attention:
+        check_attention_bundle(model_path, manifest)
     window = int(manifest["dna"]["window"])
     background_seq = read_background(background) if background else None
     if construct:  # the placement checked before the model loads (score's one line)

@@ -232,6 +232,56 @@ def test_attention_region_shares_sum_to_one(model):
     assert len(set(shares["head"])) == model.card["model"]["heads"]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "card, said",
+    [
+        ({"aggregator": "concat"}, "aggregator: is concat: attention by region needs"),
+        ({"modalities": ["dna"]}, "modalities: reads dna only: attention by region maps"),
+    ],
+)
+def test_attention_a_bundle_cannot_give_is_refused_before_the_ism(
+    bundle, model, tmp_path, monkeypatch, card, said
+):
+    """--attention on a concat or DNA-only bundle was refused only after the whole ISM ran
+    (87 s on a demo bundle), and nothing was written."""
+    import json
+
+    from isoflow import explain as explain_module
+    from isoflow.constructs import write_constructs_tsv
+    from isoflow.errors import InputError
+
+    def no_ism(*args, **kwargs):
+        raise AssertionError("the ISM ran before the bundle was checked for attention")
+
+    monkeypatch.setattr(explain_module, "ism", no_ism)
+    monkeypatch.setattr(model, "card", {**model.card, **card})
+    subject = explain_module.construct_subject(_construct(), window=WINDOW)
+    with pytest.raises(InputError) as err:
+        explain_module.explain(
+            model, subject=subject, region="utr5", attention_subjects=[subject], out=tmp_path / "o"
+        )
+    assert str(err.value).startswith(f"{model.path}:{said}")
+    # the command: from the manifest, before the model loads (no model.pt here)
+    manifest_only = tmp_path / "bundle"
+    manifest_only.mkdir()
+    manifest = json.loads((bundle["path"] / "manifest.json").read_text())
+    (manifest_only / "manifest.json").write_text(json.dumps({**manifest, **card}))
+    constructs = tmp_path / "c.tsv"
+    write_constructs_tsv([_construct()], constructs)
+    with pytest.raises(InputError) as err:
+        explain_module.explain_job(
+            manifest_only,
+            tmp_path / "o",
+            construct=constructs,
+            construct_id="c1",
+            region="utr5",
+            attention=True,
+        )
+    assert str(err.value).startswith(f"{manifest_only}:{said}")
+    assert not list(tmp_path.glob("o*"))
+
+
 def _transcript_fixture(bundle, tmp_path):
     """Two dataset transcripts (one per strand, multi-exon, coding) whose RNA and protein
     are the genome's: a dataset and annotation in the DESIGN.md formats."""
