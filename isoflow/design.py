@@ -438,18 +438,6 @@ def unread_sites(
     return sites[~hit] if len(sites) else sites
 
 
-def _rna_cut(manifest: Mapping[str, Any]) -> tuple[int | None, str]:
-    """What a bundle's RNA encoder reads of a longer RNA: its family's ``raw_cut`` of the
-    spec the manifest records (cached or raw: the cache and the loader cut alike), else
-    ``rna.max_nt`` / ``rna.truncate``."""
-    entry = (manifest.get("encoders") or {}).get("rna")
-    if entry and entry.get("spec") is not None:
-        from isoflow.model.encoders import spec_raw_cut
-
-        return spec_raw_cut(entry["name"], entry["spec"])
-    return int(manifest["rna"]["max_nt"]), str(manifest["rna"]["truncate"])
-
-
 def _where(sites: np.ndarray, layout: Layout) -> str:
     """Runs of the bases of these editable ``sites`` (a codon site: its three bases), as
     ``part a-b`` (1-based cassette positions)."""
@@ -483,7 +471,7 @@ class Scorer:
         batch_size: int | None = None,
     ):
         from isoflow.bundle import load_model
-        from isoflow.score import check_bundles
+        from isoflow.score import check_bundles, read_cut
 
         manifests = check_bundles(bundles)
         self.tissues = list(manifests[0]["tissues"])
@@ -504,7 +492,7 @@ class Scorer:
                 start.tss,
                 modalities=tuple(manifest["modalities"]),
                 window=self.window,
-                rna_cut=_rna_cut(manifest),
+                rna_cut=read_cut(manifest, "rna"),
                 polya_in_rna=bool(self.placement.get("polya_in_rna", False)),
             )
             if len(unread):

@@ -259,6 +259,51 @@ def check_bundles(bundles: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
     return manifests
 
 
+def read_cut(manifest: Mapping[str, Any], modality: str) -> tuple[int | None, str]:
+    """What a bundle's encoder of ``modality`` (``rna``, ``protein``) reads of a longer
+    sequence, ``(letters, truncate mode)``: its family's ``raw_cut`` of the spec the manifest
+    records (cached or raw: the cache and the loader cut alike), else ``rna.max_nt`` /
+    ``rna.truncate`` or ``protein.max_aa`` (N-terminal)."""
+    entry = (manifest.get("encoders") or {}).get(modality)
+    if entry and entry.get("spec") is not None:
+        from isoflow.model.encoders import spec_raw_cut
+
+        return spec_raw_cut(entry["name"], entry["spec"])
+    if modality == "rna":
+        return int(manifest["rna"]["max_nt"]), str(manifest["rna"]["truncate"])
+    return int(manifest["protein"]["max_aa"]), "keep_5prime"
+
+
+def cut_warnings(cid: str, placed: Any, manifests: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One warning per modality and cut when the RNA or protein of ``placed`` (a construct's
+    model inputs) is longer than what the encoder of some bundles reads (:func:`read_cut`):
+    constructs that differ only past the cut get the same prediction from those bundles."""
+    out = []
+    for modality, name, unit in (("rna", "RNA", "nt"), ("protein", "protein", "aa")):
+        seq = getattr(placed, modality, None) or ""
+        cut: dict[tuple[int, str], list[str]] = {}
+        for manifest in manifests:
+            if modality not in manifest["modalities"]:
+                continue
+            letters, mode = read_cut(manifest, modality)
+            if letters is not None and len(seq) > letters:
+                cut.setdefault((letters, mode), []).append(str(manifest["run"]))
+        for (letters, mode), runs in cut.items():
+            end = {"rna": ("5'", "3'"), "protein": ("N-terminal", "C-terminal")}[modality]
+            kept = end[0] if mode == "keep_5prime" else end[1]
+            if len(runs) == len(manifests):
+                who = "every bundle reads" if len(runs) > 1 else f"bundle {runs[0]!r} reads"
+            else:
+                who = f"bundle{'s' * (len(runs) > 1)} {', '.join(map(repr, runs))} read"
+                who += "s" * (len(runs) == 1)
+            out.append(
+                f"construct {cid!r}: its {name} is {len(seq):,} {unit}; {who} only its "
+                f"{kept} {letters:,} {unit} (the {name} encoder's cut), so a change outside "
+                "them does not change the score"
+            )
+    return out
+
+
 def _done(action: str) -> str:
     """``score`` -> ``scored``, ``fine-tune`` -> ``fine-tuned``."""
     return action + ("d" if action.endswith("e") else "ed")
@@ -453,6 +498,9 @@ def score_constructs(
             except ValueError as err:  # fill, background or polya_tail the window cannot take
                 raise InputError(None, c.id, str(err)) from None
         inputs.append(placed)
+        for message in cut_warnings(c.id, placed, manifests):
+            log.warning("%s", message)
+            messages.append(message)
         if messages:
             notes.setdefault(c.id, []).extend(messages)
     n = len(inputs)

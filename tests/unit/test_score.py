@@ -101,7 +101,7 @@ def test_ensemble_mean_and_sd_are_numpys_over_single_bundle_predictions(bundles)
 
     # the cassette whose promoter runs past the window carries its warning, the others none
     notes = table.drop_duplicates("construct_id").set_index("construct_id")["warnings"]
-    assert notes["c0"] == notes["c1"] == ""
+    assert "DNA window" not in notes["c0"] and "DNA window" not in notes["c1"]
     assert "runs past the 512-nt DNA window" in notes["c2"]
 
     spec = scores.specificity
@@ -109,6 +109,33 @@ def test_ensemble_mean_and_sd_are_numpys_over_single_bundle_predictions(bundles)
     per_model = each[..., 0] - each[..., 1:].mean(axis=-1)
     np.testing.assert_allclose(spec["specificity"], per_model.mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(spec["specificity_sd"], per_model.std(axis=0, ddof=1), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_constructs_differing_only_past_the_rna_cut_say_so(bundles):
+    """Score was silent when the bundles' RNA encoder cut the RNA: constructs differing only
+    past the cut (and outside the DNA window) got the same scores with no warning."""
+    from isoflow.score import read_cut
+
+    rng = np.random.default_rng(5)
+    parts = {"promoter": _seq(rng, 100), "utr5": _seq(rng, 20), "cds": _cds(rng, 4)}
+    tail = WINDOW // 2 + 40  # past the DNA window (TSS at its centre) and the RNA cut
+    a = Construct("a", {**parts, "utr3": _seq(rng, tail) + "A" * 30}, source="test:a")
+    b = Construct("b", {**parts, "utr3": a.parts["utr3"][:-30] + "C" * 30}, source="test:b")
+    short = Construct("short", {**parts, "utr3": _seq(rng, 20)}, source="test:short")
+    manifests = check_bundles(bundles)
+    letters, mode = read_cut(manifests[0], "rna")
+    assert mode == "keep_5prime" and len(short.rna) <= letters < len(a.rna) - 30
+    scores = score_constructs([a, b, short], bundles, device="cpu")
+    np.testing.assert_array_equal(scores.predictions[:, 0], scores.predictions[:, 1])
+    said = (
+        f"its RNA is {len(a.rna):,} nt; every bundle reads only its 5' {letters:,} nt (the RNA "
+        "encoder's cut), so a change outside them does not change the score"
+    )
+    for cid in ("a", "b"):
+        assert f"construct {cid!r}: {said}" in scores.warnings[cid]
+    assert not any("encoder's cut" in w for w in scores.warnings.get("short", []))
+    assert not any("protein" in w for w in scores.warnings["a"])  # 6 residues: not cut
 
 
 @pytest.mark.slow
