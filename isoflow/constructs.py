@@ -37,6 +37,17 @@ from isoflow.errors import InputError, non_utf8_error
 
 log = logging.getLogger("isoflow.constructs")
 
+# A warning about one construct carries its id in the log record (``extra``), so a caller
+# collecting them (isoflow.score.read_with_warnings: the scores' warnings column) files it
+# under that construct whatever its wording.
+CONSTRUCT_FIELD = "construct_id"
+
+
+def warn_construct(cid: str, message: str, *args: Any) -> None:
+    """``log.warning(message, *args)`` filed under construct ``cid``."""
+    log.warning(message, *args, extra={CONSTRUCT_FIELD: cid})
+
+
 # Part names in cassette order (5'->3'), the required ones, and the TSV columns.
 PARTS = ("upstream", "promoter", "utr5", "cds", "utr3", "polya", "downstream")
 REQUIRED_PARTS = ("promoter", "utr5", "cds", "utr3")
@@ -256,7 +267,8 @@ def construct_inputs(
         ground = background[mid - centre : mid - centre + window].upper()
     lo, hi = max(0, first), min(len(cassette), first + window)
     if lo > 0 or hi < len(cassette):
-        log.warning(
+        warn_construct(
+            construct.id,
             "construct %r: the %s-nt cassette runs past the %s-nt DNA window; the window "
             "holds cassette bases %d-%d (1-based, TSS at %d), %s nt upstream of the TSS and "
             "%s from it",
@@ -386,7 +398,7 @@ def check_construct(
             )
             if aav_limit_action == "error":
                 raise fail(message)
-            log.warning("%s", fail(message))
+            warn_construct(construct.id, "%s", fail(message))
 
 
 def cds_problem(cds: str) -> str | None:
@@ -916,7 +928,7 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
         where = _Map(length, circular, flip=True)
         one, span, notes = _genbank_parts(record, cid, path, where)
     for note in notes:
-        log.warning("%s", InputError(path, cid, note))
+        warn_construct(cid, "%s", InputError(path, cid, note))
     for part, placed in one.items():
         if placed.strand == -1:
             raise InputError(
@@ -1048,7 +1060,7 @@ def _genbank_construct(record, cid: str, path: Path) -> Construct:
             parts["downstream"] = seq[last : end["downstream"]]
     note = _translation_differs(one["cds"].feature, parts["cds"].upper())
     if note:
-        log.warning("%s", InputError(path, cid, f"construct {cid!r}: {note}"))
+        warn_construct(cid, "%s", InputError(path, cid, f"construct {cid!r}: {note}"))
     # A polyA signal annotated inside (or reaching into) the 3'UTR leaves no polya part, or
     # only its tail past the 3'UTR: keep where it lies, the cassette's own signal.
     site = None

@@ -39,6 +39,7 @@ import pandas as pd
 
 from isoflow.commands import CONSTRUCT_FLAGS, add_construct_arguments, positive_int
 from isoflow.constructs import (
+    CONSTRUCT_FIELD,
     Construct,
     aav_limit_ignored,
     check_placement,
@@ -396,9 +397,11 @@ class _Collect(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.messages: list[str] = []
+        self.construct_ids: list[str | None] = []  # the construct each one is filed under
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(" ".join(record.getMessage().split()))
+        self.construct_ids.append(getattr(record, CONSTRUCT_FIELD, None))
 
 
 @contextmanager
@@ -408,7 +411,7 @@ def _collected(logger_name: str = "isoflow.constructs"):
     logger = logging.getLogger(logger_name)
     logger.addHandler(handler)
     try:
-        yield handler.messages
+        yield handler
     finally:
         logger.removeHandler(handler)
 
@@ -416,16 +419,17 @@ def _collected(logger_name: str = "isoflow.constructs"):
 def read_with_warnings(
     path: str | os.PathLike, **options: Any
 ) -> tuple[list[Construct], dict[str, list[str]]]:
-    """:func:`isoflow.constructs.read_constructs`, and each construct's warnings (the AAV
-    size warning names the construct); warnings about the file (a column kept as extra) are
-    logged only."""
-    with _collected() as messages:
+    """:func:`isoflow.constructs.read_constructs`, and each construct's warnings (those the
+    reader files under a construct, :func:`isoflow.constructs.warn_construct`: the AAV size,
+    a GenBank record's notes); warnings about the file (a column kept as extra) are logged
+    only."""
+    with _collected() as collected:
         constructs = read_constructs(path, **options)
+    ids = {c.id for c in constructs}
     warnings: dict[str, list[str]] = {}
-    for c in constructs:
-        mine = [m for m in messages if f"construct {c.id!r}" in m]
-        if mine:
-            warnings[c.id] = mine
+    for cid, message in zip(collected.construct_ids, collected.messages, strict=True):
+        if cid in ids:
+            warnings.setdefault(cid, []).append(message)
     return constructs, warnings
 
 
@@ -485,7 +489,7 @@ def score_constructs(
     notes = {cid: list(msgs) for cid, msgs in (warnings or {}).items()}
     inputs = []
     for c in constructs:
-        with _collected() as messages:
+        with _collected() as collected:
             try:
                 placed = construct_inputs(
                     c,
@@ -498,6 +502,7 @@ def score_constructs(
             except ValueError as err:  # fill, background or polya_tail the window cannot take
                 raise InputError(None, c.id, str(err)) from None
         inputs.append(placed)
+        messages = collected.messages
         for message in cut_warnings(c.id, placed, manifests):
             log.warning("%s", message)
             messages.append(message)

@@ -1066,6 +1066,25 @@ def test_genbank_cassette_across_the_origin_of_a_circular_map_is_read_whole(
     assert "pWrap" in error(write_gb(path, wrapped))
 
 
+def test_a_records_notes_reach_its_warnings_column_whatever_their_wording(tmp_path):
+    """The reader's notes on a record are logged as ``path:id: ...``; read_with_warnings kept
+    only messages holding ``construct '<id>'``, so the arc left out of a circular map never
+    reached the scores' warnings column. Another record's notes stay its own."""
+    from isoflow.score import read_with_warnings
+
+    record, _ = cassette_record("pWrap", np.random.default_rng(16))
+    record.annotations["topology"] = "circular"
+    start = next(int(f.location.start) for f in record.features if _lab(f) == "EGFP")
+    plain, _ = cassette_record("pPlain", np.random.default_rng(3))
+    path = write_gb(tmp_path / "two.gb", _rotated(record, start), plain)
+    constructs, warnings = read_with_warnings(path)
+    assert [c.id for c in constructs] == ["pWrap", "pPlain"]
+    assert list(warnings) == ["pWrap"]
+    (left_out,) = [w for w in warnings["pWrap"] if "holds no whole cassette" in w]
+    assert left_out.startswith(f"{path}:pWrap: the cassette is read across the origin")
+    assert "construct 'pWrap'" not in left_out  # filed by the record, not by its wording
+
+
 def test_genbank_both_arcs_between_the_itrs_holding_a_cassette_read_the_inner_one(tmp_path, caplog):
     record, parts = cassette_record("pTwo", np.random.default_rng(17))
     record.annotations["topology"] = "circular"
