@@ -257,7 +257,47 @@ def check_bundles(bundles: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
                 f"{manifest['dna']['window']} bp, {first_path} reads "
                 f"{first['dna']['window']} bp: an ensemble's bundles must read one DNA window",
             )
+    differences = ensemble_differences(bundles, manifests)
+    if differences:
+        log.warning(
+            "the %d bundles are not the seeds of one experiment: they differ in %s; their "
+            "mean mixes different models and their sd is no spread over seeds (give one "
+            "experiment's seeds for that)",
+            len(bundles),
+            "; ".join(differences),
+        )
     return manifests
+
+
+def ensemble_differences(
+    bundles: Sequence[str | os.PathLike], manifests: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """What makes ``bundles`` other than seeds of one experiment: each experiment setting
+    but the seed (aggregator, modalities, DNA encoder, fraction...) and the dataset (its
+    sha256) on which they differ, as ``key: value (bundles) / value (bundles)``."""
+
+    def shown(value: Any) -> str:
+        if isinstance(value, list | tuple):
+            return "+".join(map(str, value))
+        return str(value)
+
+    settings = [
+        {
+            **{k: shown(v) for k, v in (m.get("experiment") or {}).items() if k != "seed"},
+            "dataset": shown((m.get("dataset") or {}).get("sha256", "unrecorded"))[:12],
+        }
+        for m in manifests
+    ]
+    out = []
+    for key in dict.fromkeys(k for one in settings for k in one):
+        groups: dict[str, list[str]] = {}
+        for path, one in zip(bundles, settings, strict=True):
+            groups.setdefault(one.get(key, "unset"), []).append(str(path))
+        if len(groups) > 1:
+            out.append(
+                f"{key}: " + " / ".join(f"{v} ({', '.join(paths)})" for v, paths in groups.items())
+            )
+    return out
 
 
 def read_cut(manifest: Mapping[str, Any], modality: str) -> tuple[int | None, str]:

@@ -139,6 +139,32 @@ def test_constructs_differing_only_past_the_rna_cut_say_so(bundles):
 
 
 @pytest.mark.slow
+def test_an_ensemble_of_other_experiments_is_a_warning_naming_what_differs(
+    bundles, tmp_path, caplog
+):
+    """Bundles of other experiments (aggregator, modalities, dataset) were averaged silently,
+    and their sd read as a spread over seeds."""
+    import logging
+
+    def other(manifest):
+        manifest["experiment"]["aggregator"] = "concat"
+        manifest["dataset"]["sha256"] = "f" * 64
+
+    edited = _edited(bundles[1], tmp_path / "other", other)
+    with caplog.at_level(logging.WARNING, logger="isoflow.score"):
+        check_bundles(bundles)  # the seeds of one experiment: nothing to say
+        assert not caplog.records
+        check_bundles([bundles[0], edited])
+    (record,) = caplog.records
+    said = record.getMessage()
+    assert said.startswith("the 2 bundles are not the seeds of one experiment: they differ in ")
+    assert f"aggregator: cross_attention ({bundles[0]}) / concat ({edited})" in said
+    assert f"dataset: {check_bundles(bundles)[0]['dataset']['sha256'][:12]} ({bundles[0]})" in said
+    assert f"/ ffffffffffff ({edited})" in said
+    assert "modalities:" not in said and "seed:" not in said
+
+
+@pytest.mark.slow
 def test_mismatched_bundles_are_one_line_errors(bundles, tmp_path):
     def other_tissues(m):
         m["tissues"] = list(reversed(m["tissues"]))
