@@ -111,6 +111,9 @@ class Subject:
     chrom: str | None = None
     strand: str | None = None
     genomic: np.ndarray | None = None
+    # where it was read, for messages: a construct's ``source`` (``file:line`` or
+    # ``file:record``), a transcript's dataset
+    source: str | None = None
 
     @property
     def inputs(self):
@@ -183,6 +186,7 @@ def construct_subject(
         translate=translate_cds,  # Construct.protein: table 1, stop dropped
         rna_regions=regions,
         bands=[(name, a, b) for name, (a, b) in spans.items()],
+        source=construct.source or None,
     )
 
 
@@ -324,7 +328,10 @@ def read_transcripts(
             chosen = chosen.head(limit)
     ids = list(chosen["transcript_id"])
     annotation = pd.read_parquet(annotation_path, filters=[("transcript_id", "in", ids)])
-    return transcript_subjects(chosen, annotation, genome_fasta or frame.attrs.get("genome"))
+    subjects = transcript_subjects(chosen, annotation, genome_fasta or frame.attrs.get("genome"))
+    for subject in subjects:
+        subject.source = str(dataset_path)
+    return subjects
 
 
 # ---------------------------------------------------------------------------- regions
@@ -342,7 +349,7 @@ def region_sites(subject: Subject, region: str | None) -> np.ndarray:
     out (logged)."""
     if region is None:
         if subject.kind != "construct":
-            raise InputError(None, subject.id, "give a region (a part name or START-END)")
+            raise InputError(subject.source, subject.id, "give a region (a part name or START-END)")
         chosen = np.ones(len(subject.coord), dtype=bool)
     elif (match := _SPAN.match(region)) is not None:
         start, end = int(match.group(1)), int(match.group(2))
@@ -350,14 +357,14 @@ def region_sites(subject: Subject, region: str | None) -> np.ndarray:
         first, stop = int(subject.coord[0]), int(subject.coord[-1]) + 1
         if chosen.any() and (start < first or end > stop):  # was silently clipped
             raise InputError(
-                None,
+                subject.source,
                 subject.id,
                 f"region {region} reaches past the {subject.kind}'s coordinates "
                 f"{first}-{stop} (0-based half-open); give a region within them",
             )
         if end <= start or not chosen.any():
             raise InputError(
-                None,
+                subject.source,
                 subject.id,
                 f"region {region} holds no base (0-based half-open; {subject.kind} "
                 f"coordinates run {int(subject.coord[0])}-{int(subject.coord[-1]) + 1})",
@@ -367,7 +374,7 @@ def region_sites(subject: Subject, region: str | None) -> np.ndarray:
         if not chosen.any():
             parts = list(dict.fromkeys(str(p) for p in subject.part))
             raise InputError(
-                None,
+                subject.source,
                 subject.id,
                 f"region {region!r} is neither START-END nor a part of this {subject.kind} "
                 f"({', '.join(parts)})",
@@ -384,8 +391,33 @@ def region_sites(subject: Subject, region: str | None) -> np.ndarray:
             dropped,
         )
     if not keep.any():
-        raise InputError(None, subject.id, f"region {region} holds no base to mutate")
+        raise InputError(subject.source, subject.id, _nothing_to_mutate(subject, region, chosen))
     return np.flatnonzero(keep)
+
+
+def _nothing_to_mutate(subject: Subject, region: str | None, chosen: np.ndarray) -> str:
+    """Why none of the ``chosen`` sites of ``region`` can be mutated, and what would help."""
+    outside = int((chosen & (subject.window_pos < 0) & (subject.rna_pos < 0)).sum())
+    unknown = int((chosen & ~np.isin(subject.ref, list(BASES))).sum())
+    why = []
+    if outside:
+        seen = subject.coord[subject.window_pos >= 0]
+        window = f"{int(seen[0])}-{int(seen[-1]) + 1}, 0-based half-open" if len(seen) else "none"
+        why.append(
+            f"{outside} lie outside both the DNA window (cassette offsets {window}) and the "
+            "RNA, so no input reads them"
+        )
+    if unknown:
+        why.append(f"{unknown} are not A/C/G/T")
+    hint = ""
+    if outside and subject.kind == "construct" and bool((chosen & (subject.part == "polya")).any()):
+        hint = "; --polya-in-rna puts the polyA part in the RNA, where it is mutable"
+    elif outside:
+        hint = "; a region nearer the TSS, or a bundle with a wider DNA window, reaches them"
+    return (
+        f"region {region} holds no base to mutate: of its {int(chosen.sum())} base(s), "
+        f"{' and '.join(why)}{hint}"
+    )
 
 
 # ---------------------------------------------------------------------------- mutants

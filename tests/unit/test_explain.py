@@ -113,6 +113,29 @@ def test_regions_by_part_and_span():
         region_sites(s, "900-950")
 
 
+def test_a_polya_no_input_reads_names_the_file_why_and_the_flag():
+    """It was `<input>:c1: region polya holds no base to mutate`: no file, no reason."""
+    from isoflow.errors import InputError
+    from isoflow.explain import construct_subject, region_sites
+
+    c = _construct()
+    parts = {**c.parts, "utr3": "ACGT" * 80, "polya": "AATAAA" + "CA" * 17}  # past the window
+    c = Construct("c1", parts, source="cassettes.tsv:2")
+    s = construct_subject(c, window=WINDOW)
+    last = c.tss + WINDOW // 2  # the window ends WINDOW // 2 past the TSS
+    assert last < c.spans["polya"][0]
+    with pytest.raises(InputError) as err:
+        region_sites(s, "polya")
+    assert str(err.value) == (
+        "cassettes.tsv:2:c1: region polya holds no base to mutate: of its 40 base(s), 40 lie "
+        f"outside both the DNA window (cassette offsets 0-{last}, 0-based half-open) and the "
+        "RNA, so no input reads them; --polya-in-rna puts the polyA part in the RNA, where it "
+        "is mutable"
+    )
+    s = construct_subject(c, window=WINDOW, polya_in_rna=True)
+    assert list(region_sites(s, "polya")) == list(range(*c.spans["polya"]))
+
+
 def test_the_ism_figure_draws_an_id_with_dollars_as_written(tmp_path):
     """A pair of ``$`` in an id or tissue was mathtext: ``bad$\\frac$x`` a ValueError once
     the model work was done, ``price$5 and $6`` drawn as math."""
