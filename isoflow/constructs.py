@@ -229,6 +229,7 @@ def construct_inputs(
     background: str | None = None,
     polya_in_rna: bool = False,
     polya_tail: int = 0,
+    reads_dna: bool = True,
 ) -> ModelInputs:
     """The DNA window, RNA and protein of ``construct`` (docs/constructs.md).
 
@@ -238,7 +239,8 @@ def construct_inputs(
     sequence: its centre base (index ``len(background) // 2``) sits at the TSS, the cassette
     is pasted over it, so the background must be at least ``window`` long; its own strand is
     the cassette's. A cassette reaching past the window is cut to it (a warning names what
-    is kept). RNA: 5'UTR + CDS + 3'UTR, then the polyA part with ``polya_in_rna``, then
+    is kept; not with ``reads_dna`` False: no model that takes the inputs reads DNA). RNA:
+    5'UTR + CDS + 3'UTR, then the polyA part with ``polya_in_rna``, then
     ``polya_tail`` A's. Protein: :attr:`Construct.protein`.
     """
     if window < 1:
@@ -266,7 +268,7 @@ def construct_inputs(
         mid = len(background) // 2
         ground = background[mid - centre : mid - centre + window].upper()
     lo, hi = max(0, first), min(len(cassette), first + window)
-    if lo > 0 or hi < len(cassette):
+    if reads_dna and (lo > 0 or hi < len(cassette)):
         warn_construct(
             construct.id,
             "construct %r: the %s-nt cassette runs past the %s-nt DNA window; the window "

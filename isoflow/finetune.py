@@ -1799,7 +1799,11 @@ def finetune_table(
         background_path=background_path,
         action="fine-tune",
     )
-    inputs = [construct_inputs(c, window=window, **placement) for c in table.constructs]
+    reads_dna = "dna" in start["modalities"]  # else no warning of a cassette past the window
+    inputs = [
+        construct_inputs(c, window=window, reads_dna=reads_dna, **placement)
+        for c in table.constructs
+    ]
     source = {"table": str(table_path), "sha256": _sha256(Path(table_path)), "demo": demo}
     options = construct_record(placement, read_options, background_path)
     return run_finetune(

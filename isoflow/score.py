@@ -527,6 +527,7 @@ def score_constructs(
         background_path=background_path,
     )
     notes = {cid: list(msgs) for cid, msgs in (warnings or {}).items()}
+    reads_dna = any("dna" in m["modalities"] for m in manifests)  # else no window warning
     inputs = []
     for c in constructs:
         with _collected() as collected:
@@ -538,6 +539,7 @@ def score_constructs(
                     background=background,
                     polya_in_rna=polya_in_rna,
                     polya_tail=polya_tail,
+                    reads_dna=reads_dna,
                 )
             except ValueError as err:  # fill, background or polya_tail the window cannot take
                 raise InputError(None, c.id, str(err)) from None

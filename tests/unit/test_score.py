@@ -138,6 +138,34 @@ def test_constructs_differing_only_past_the_rna_cut_say_so(bundles):
     assert not any("protein" in w for w in scores.warnings["a"])  # 6 residues: not cut
 
 
+@pytest.mark.parametrize("modalities", [["rna"], ["dna", "rna"]])
+def test_the_dna_window_warning_only_where_a_bundle_reads_dna(
+    bundles, modalities, monkeypatch, caplog
+):
+    """A cassette past the DNA window was said to be cut to it also for bundles that read
+    no DNA (RNA only): nothing of their score depends on the window."""
+    import logging
+
+    import isoflow.bundle
+    import isoflow.score
+
+    class Loaded(Exception):
+        pass
+
+    manifests = [{**m, "modalities": modalities} for m in check_bundles(bundles)]
+    monkeypatch.setattr(isoflow.score, "check_bundles", lambda paths: manifests)
+    monkeypatch.setattr(
+        isoflow.bundle, "load_model", lambda *a, **k: (_ for _ in ()).throw(Loaded())
+    )
+    rng = np.random.default_rng(6)
+    parts = {"promoter": _seq(rng, WINDOW), "utr5": _seq(rng, 20), "cds": _cds(rng, 4)}
+    long = Construct("long", {**parts, "utr3": _seq(rng, 20)}, source="test:long")
+    with caplog.at_level(logging.WARNING), pytest.raises(Loaded):  # inputs placed, then load
+        score_constructs([long], bundles, device="cpu")
+    said = [r.getMessage() for r in caplog.records if "runs past" in r.getMessage()]
+    assert len(said) == ("dna" in modalities)
+
+
 @pytest.mark.slow
 def test_an_ensemble_of_other_experiments_is_a_warning_naming_what_differs(
     bundles, tmp_path, caplog
