@@ -391,6 +391,23 @@ def _padded(
 # ---------------------------------------------------------------------------- loading
 
 
+GTEX_UNITS = "log(1 + TPM)"  # what a bundle exported from a GTEx run predicts
+
+
+def output_units(manifest: Mapping[str, Any]) -> str:
+    """What a bundle's outputs are in, as labels say it: ``log(1 + TPM)`` for a bundle
+    exported from a run; a fine-tuned bundle (a ``finetune`` record) predicts its
+    measurement table's columns in the table's own units, named by the table's file:
+    ``the table's units (measurements.tsv)``. The one place every output label (score,
+    design, explain, variants) takes its units from."""
+    record = manifest.get("finetune")
+    if not isinstance(record, Mapping):
+        return GTEX_UNITS
+    source = record.get("source")
+    table = source.get("table") if isinstance(source, Mapping) else None
+    return f"the table's units ({Path(str(table)).name})" if table else "the table's units"
+
+
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The bundle's manifest, checked: this ``FORMAT`` and every ``REQUIRED_KEYS``; anything
     else is one line naming the bundle and the key."""

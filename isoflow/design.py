@@ -6,9 +6,10 @@ and any ``fixed`` positions stay as they are) for an objective over the model's 
 with one bundle or an ensemble, under the synthesis and AAV constraints of
 :mod:`isoflow.constraints`, checked on every candidate and every output.
 
-Objective (per bundle, log(1 + TPM)): the mean over the target tissues minus the max (or the
-mean, ``others: mean``) over the other tissues; over the bundles, their mean minus ``k``
-times their sd (ddof 1), so a design cannot win by exploiting one model's noise.
+Objective (per bundle, in its units: log(1 + TPM), a fine-tuned bundle's table's): the
+mean over the target tissues minus the max (or the mean, ``others: mean``) over the other
+tissues; over the bundles, their mean minus ``k`` times their sd (ddof 1), so a design
+cannot win by exploiting one model's noise.
 
 Optimiser: an elitist evolutionary search (docs/constructs.md "Design" says why this one and
 not ledidi; bench/bench_design.py measures both). Each generation makes ``population``
@@ -775,6 +776,7 @@ def design(
     check_budget(settings, len(bundles))
     # before any model loads: impossible constraints, a start that cannot be repaired
     prepared = repair_start(layout, constraints, settings)
+    from isoflow.bundle import output_units
     from isoflow.score import check_bundles, check_finetuned_placement
 
     holdout = list(holdout)
@@ -839,6 +841,8 @@ def design(
             "polya_site": start.polya_site,
             "objective": objective,
             "edits": [int((s != out["start"]).sum()) for s in out["seqs"][:n]],
+            # what the predictions are in, for every label (a fine-tuned bundle: its table's)
+            "units": output_units(manifests[0]),
         },
         holdout_predictions=held,
         holdout_start_predictions=held_start,
@@ -1004,7 +1008,8 @@ def summary_table(result: Result, targets: Sequence[str]) -> tuple[str, str, pd.
     title = f"Designed cassettes (targets: {', '.join(targets)})"
     note = (
         f"Objective per bundle: mean over the targets minus the {others} over the other "
-        f"tissues, log(1 + TPM); over the {len(result.runs)} bundle(s): mean - {k:g} x sd. "
+        f"tissues, in {_units(result)}; over the {len(result.runs)} bundle(s): "
+        f"mean - {k:g} x sd. "
         f"{result.calls} model calls, {result.rejected} candidates rejected by the "
         "constraints. The start may fail constraints the search repaired first. Gain: the "
         "change of the per-bundle objective from the start, mean over bundles. "
@@ -1020,6 +1025,14 @@ def summary_table(result: Result, targets: Sequence[str]) -> tuple[str, str, pd.
     if held is None:
         frame = frame.drop(columns="gain (held-out)")
     return title, note, frame
+
+
+def _units(result: Result) -> str:
+    """What the result's predictions are in (:func:`isoflow.bundle.output_units` of its
+    bundles, kept by :func:`design`; log(1 + TPM) for a result made without it)."""
+    from isoflow.bundle import GTEX_UNITS
+
+    return str(result.extra.get("units", GTEX_UNITS))
 
 
 def genbank_records(result: Result) -> list:
@@ -1211,7 +1224,7 @@ def plot_profiles(result: Result, targets: Sequence[str], path, demo: bool = Fal
     # parse_math=False on the texts showing the start's id and the tissues: a `$` pair in
     # them is text, not mathtext (drawn as math, or a ValueError after the whole search)
     ax.set_xticks(x, labels, rotation=90, fontsize=FONT_SIZE - 1, parse_math=False)
-    ax.set_ylabel("predicted log(1 + TPM)\nmean ± sd over bundles", fontsize=FONT_SIZE)
+    ax.set_ylabel(f"predicted, {_units(result)}\nmean ± sd over bundles", fontsize=FONT_SIZE)
     for text in ax.legend(fontsize=FONT_SIZE - 2, loc="lower left").get_texts():
         text.set_parse_math(False)
     ax.spines[["top", "right"]].set_visible(False)

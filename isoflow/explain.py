@@ -10,7 +10,8 @@ Two views (docs/constructs.md, "Explain a prediction"):
   substitution changes where their encoder reads (``variants.seen_changes``) are encoded
   again; the reference's embeddings of the others are reused (``Model.embed`` /
   ``Model.head``), and a protein that many substitutions share (a synonymous change leaves
-  it as it was) is encoded once. Effect = alt − ref prediction, log(1 + TPM), per tissue;
+  it as it was) is encoded once. Effect = alt − ref prediction, in the model's units
+  (log(1 + TPM); a fine-tuned bundle's table's), per tissue;
   NaN for a substitution no encoder sees (not 0: the model cannot tell, which is not
   "neutral"). A transcript's rows also carry their genome position and plus-strand letters
   (``chrom``, ``genomic_pos``, ``genomic_ref``, ``genomic_alt``).
@@ -552,7 +553,8 @@ def ism(
     model reads whose sequence the substitution changed, ``+``-joined), ``seen`` (those of
     them whose change lies where the model's encoder reads, ``variants.seen_changes``: not
     past Nucleotide Transformer's central DNA crop, nor the RNA / protein cut, ``Model.raw_cuts``),
-    then one column per tissue: alt − ref prediction, log(1 + TPM); NaN where ``seen`` is
+    then one column per tissue: alt − ref prediction, in the model's units
+    (:func:`isoflow.bundle.output_units`); NaN where ``seen`` is
     empty (the model reads no changed base: no prediction, not a neutral one).
 
     ``reencode_changed_only`` (the default) embeds the reference once and, per substitution,
@@ -1028,14 +1030,17 @@ def output_paths(prefix: str | Path, tracks: Sequence[str] = ()) -> list[Path]:
     return [prefix.parent / f"{prefix.name}.{name}" for name in names]
 
 
-def bedgraph(summary: pd.DataFrame, subject_id: str, track: str) -> str:
+def bedgraph(
+    summary: pd.DataFrame, subject_id: str, track: str, units: str = "log(1 + TPM)"
+) -> str:
     """A transcript's ISM logo track as a UCSC bedGraph (genome.ucsc.edu/goldenPath/help/
     bedgraph.html): a ``track type=bedGraph`` line, then ``chrom start end score`` per
     position of ``summary`` (:func:`summarize`) in ``track``, 0-based half-open
     (``genomic_pos`` − 1, ``genomic_pos``), sorted by genome coordinate (on a minus-strand
     transcript the window index runs against the genome), chrom as the genome FASTA names
     it; ``score`` as ``ism_summary.tsv`` writes it (``%.6g``). A position without a score
-    (no alt seen) is left out: bedGraph has no NaN."""
+    (no alt seen) is left out: bedGraph has no NaN. ``units``: the model's
+    (:func:`isoflow.bundle.output_units`), named in the track's description."""
     rows = summary[(summary["tissue"] == track) & summary["score"].notna()]
     if rows["genomic_pos"].isna().any():
         raise ValueError("a bedGraph needs genome positions: a transcript's summary")
@@ -1047,7 +1052,7 @@ def bedgraph(summary: pd.DataFrame, subject_id: str, track: str) -> str:
 
     description = (
         f"isoflow explain ISM of {subject_id}, {track}: ref - mean prediction over the bases"
-        ", log(1+TPM); positions with no alt seen left out"
+        f", {units}; positions with no alt seen left out"
     )
     lines = [f"track type=bedGraph name={quoted(f'{subject_id} ISM {track}')}"]
     lines[0] += f" description={quoted(description)}"
@@ -1117,6 +1122,7 @@ def explain(
     ``{out}.ism.png``, for a transcript ``{out}.ism.<track>.bedGraph`` per track of
     ``tissues`` (:func:`bedgraph`), ``{out}.attention.{tsv,png}``. Returns the paths
     written."""
+    from isoflow.bundle import output_units
     from isoflow.progress import Progress
 
     unknown = [t for t in tissues if t != "mean" and t not in model.tissues]
@@ -1155,7 +1161,8 @@ def explain(
         frames["ism_summary"] = summarize(effects, model.tissues)
         figures["ism"] = (plot_ism(frames["ism_summary"], subject, tissues), demo)
         if subject.kind == "transcript":  # a construct has no genome to place it on
-            tracks = {t: bedgraph(frames["ism_summary"], subject.id, t) for t in tissues}
+            units = output_units(model.card)
+            tracks = {t: bedgraph(frames["ism_summary"], subject.id, t, units) for t in tissues}
     if attention_subjects is not None:
         shares = attention_by_region(model, attention_subjects, batch_size=batch_size)
         if shares.empty:

@@ -2,10 +2,12 @@
 
 Each construct (:mod:`isoflow.constructs`) becomes the three model inputs once
 (:func:`isoflow.constructs.construct_inputs`, with the ``dna.window`` every bundle shares); each
-bundle (:func:`isoflow.bundle.load_model`) predicts log(1 + TPM) per tissue for all of them,
-in batches, on a GPU when there is one. Over the bundles (seeds, runs) the table holds the
-mean and the sd per construct and tissue; for target tissues, a tissue-specificity score per
-construct (:func:`specificity`). docs/constructs.md ("Scoring") is the user's page.
+bundle (:func:`isoflow.bundle.load_model`) predicts log(1 + TPM) per tissue (a fine-tuned
+bundle: its table's columns, in the table's units; :func:`isoflow.bundle.output_units`
+labels them) for all of them, in batches, on a GPU when there is one. Over the bundles
+(seeds, runs) the table holds the mean and the sd per construct and tissue; for target
+tissues, a tissue-specificity score per construct (:func:`specificity`).
+docs/constructs.md ("Scoring") is the user's page.
 
 Outputs (``--out PREFIX``; rule ``score_constructs`` names them one by one)::
 
@@ -81,7 +83,9 @@ WARNING_SEPARATOR = " | "
 class Scores:
     """What :func:`score_constructs` returns.
 
-    ``predictions``: ``(n_models, n_constructs, n_tissues)`` float32 log(1 + TPM);
+    ``predictions``: ``(n_models, n_constructs, n_tissues)`` float32, in ``units``
+    (:func:`isoflow.bundle.output_units`: log(1 + TPM), or a fine-tuned bundle's table's
+    units), which every label of the outputs names;
     ``constructs``, ``tissues`` (the bundles' order), ``models`` (each bundle's run name and
     path), ``targets`` (target tissues, may be empty), ``warnings`` (construct id -> the
     warnings logged while reading or placing it, e.g. cut to the DNA window)."""
@@ -92,6 +96,7 @@ class Scores:
     predictions: np.ndarray
     targets: list[str] = field(default_factory=list)
     warnings: dict[str, list[str]] = field(default_factory=dict)
+    units: str = "log(1 + TPM)"
 
     @property
     def n_models(self) -> int:
@@ -166,14 +171,16 @@ def _sd(values: np.ndarray) -> np.ndarray:
 def specificity(
     predictions: np.ndarray, tissues: Sequence[str], targets: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Tissue specificity of each construct under each model, in log(1 + TPM) units:
+    """Tissue specificity of each construct under each model, in the predictions' units
+    (log(1 + TPM); a fine-tuned bundle's table's units):
 
         S = mean over target tissues - mean over the other tissues
 
     of one model's predictions. ``predictions`` ``(n_models, n_constructs, n_tissues)``;
     returns ``(S, target_mean, other_mean)``, each ``(n_models, n_constructs)``. S > 0: the
-    construct is predicted higher in the targets than elsewhere; S = 1 is e-fold more
-    (1 + TPM). The ensemble's score is the mean of S over the models, its sd their spread."""
+    construct is predicted higher in the targets than elsewhere; in log(1 + TPM), S = 1
+    is e-fold more (1 + TPM). The ensemble's score is the mean of S over the models, its
+    sd their spread."""
     check_targets(targets, tissues)
     is_target = np.array([t in set(targets) for t in tissues])
     values = predictions.astype(np.float64)
@@ -501,7 +508,7 @@ def score_constructs(
     ``batch_size`` (default each bundle's evaluation batch size); a progress line at most
     every ``progress_every_s`` s (``isoflow.progress``). ``target_tissues``: the tissues the
     specificity score is for (:func:`specificity`)."""
-    from isoflow.bundle import load_model
+    from isoflow.bundle import load_model, output_units
 
     constructs = list(constructs)
     if not constructs:
@@ -576,6 +583,7 @@ def score_constructs(
         predictions=predictions,
         targets=targets,
         warnings={c.id: notes[c.id] for c in constructs if notes.get(c.id)},
+        units=output_units(manifests[0]),
     )
 
 
@@ -609,9 +617,10 @@ def write_scores(
     (:func:`isoflow.files.output_set`; then the files of ``possible``, every file the
     command may write there, that this run does not write are removed): ``tsv`` and
     ``parquet`` (the long table; the Parquet carries ``isoflow.models``, ``isoflow.tissues``
-    and ``isoflow.target_tissues`` as JSON schema metadata), ``specificity`` (TSV; needs
-    target tissues), ``figure`` (:func:`plot_scores`, SVG or PNG by suffix; ``demo`` stamps
-    the demo mark) and ``html`` (the report's table: :func:`report_table`)."""
+    ``isoflow.target_tissues`` and ``isoflow.units`` as JSON schema metadata),
+    ``specificity`` (TSV; needs target tissues), ``figure`` (:func:`plot_scores`, SVG or
+    PNG by suffix; ``demo`` stamps the demo mark) and ``html`` (the report's table:
+    :func:`report_table`)."""
     if "specificity" in paths and scores.specificity is None:
         raise ValueError("a specificity table needs target tissues")
     with output_set(paths, possible=possible, what="score") as tmp:
@@ -634,6 +643,7 @@ def _write_scores(scores: Scores, paths: Mapping[str, str | os.PathLike], demo: 
                 b"isoflow.models": json.dumps(scores.models).encode(),
                 b"isoflow.tissues": json.dumps(scores.tissues).encode(),
                 b"isoflow.target_tissues": json.dumps(scores.targets).encode(),
+                b"isoflow.units": json.dumps(scores.units).encode(),
             }
         )
         with atomic_path(paths["parquet"]) as tmp:
@@ -673,7 +683,7 @@ def report_table(scores: Scores) -> tuple[str, str, pd.DataFrame]:
         frame = frame.sort_values("rank", kind="stable").reset_index(drop=True)
     runs = ", ".join(m["run"] for m in scores.models)
     note = (
-        f"Predicted log(1 + TPM), mean ± sd over {scores.n_models} model(s): {runs}. "
+        f"Predictions in {scores.units}, mean ± sd over {scores.n_models} model(s): {runs}. "
         + (
             f"Specificity = mean over the target tissues ({', '.join(scores.targets)}) minus "
             "the mean over the other tissues, per model, then mean ± sd over the models. "
@@ -723,7 +733,7 @@ def plot_scores(scores: Scores, path: str | os.PathLike, demo: bool = False) -> 
         return image
 
     ax = axes[0]
-    image = grid(ax, mean, "viridis", "predicted log(1 + TPM)", "mean over models")
+    image = grid(ax, mean, "viridis", f"predicted, {scores.units}", "mean over models")
     ax.set_yticks(range(n_c), scores.constructs, fontsize=FONT_SIZE - 1, parse_math=False)
     if n_c * n_t <= ANNOTATE_MAX_CELLS:
         low, high = image.get_clim()
@@ -760,7 +770,7 @@ def plot_scores(scores: Scores, path: str | os.PathLike, demo: bool = False) -> 
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_ylim(n_c - 0.5, -0.5)
         ax.set_yticks(range(n_c), [""] * n_c)
-        ax.set_xlabel("target - other\n(log units)", fontsize=FONT_SIZE - 1)
+        ax.set_xlabel(f"target - other\n{scores.units}", fontsize=FONT_SIZE - 1)
         ax.set_title("specificity", fontsize=FONT_SIZE + 1)
         ax.spines[["top", "right"]].set_visible(False)
     runs = scores.models[0]["run"] if scores.n_models == 1 else f"{scores.n_models} models"
@@ -807,7 +817,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="TISSUE",
         help="a tissue the specificity score is for (repeat for several): mean over the "
-        "targets minus mean over the other tissues, log(1 + TPM) units",
+        "targets minus mean over the other tissues, in the bundles' units (log(1 + TPM); "
+        "a fine-tuned bundle's: its measurement table's)",
     )
     add_construct_arguments(parser)
     parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N")

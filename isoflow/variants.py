@@ -4,7 +4,8 @@ A variant table (TSV ``chrom pos ref alt [id]`` with VCF's 1-based ``pos``, or a
 or bgzip) + a model bundle + the genome FASTA + the annotation's ``transcripts.parquet`` ->
 one row per (variant, transcript whose DNA window holds a base of the variant, when the
 model reads DNA, or one of whose exons it overlaps, when the model reads RNA or protein):
-alt - ref per tissue in log(1 + TPM), and which of the model's inputs the variant changes
+alt - ref per tissue in the model's units (log(1 + TPM); a fine-tuned bundle's table's:
+:func:`isoflow.bundle.output_units`), and which of the model's inputs the variant changes
 (the DNA window when it lies in it; the RNA when it lies in an exon; the protein when it
 changes the CDS translation).
 
@@ -669,7 +670,8 @@ def variant_effects(
     not past Nucleotide Transformer's central DNA crop, nor the RNA / protein cut;
     the effects are NaN where none is seen), ``ref_mean`` (mean over tissues of the reference
     prediction), ``mean_effect``, then alt - ref per tissue (columns named by tissue), all in
-    log(1 + TPM). Variants are checked against the genome first (:func:`check_variants`:
+    the model's units (:func:`isoflow.bundle.output_units`: log(1 + TPM), a fine-tuned
+    bundle's table's). Variants are checked against the genome first (:func:`check_variants`:
     contig, bounds, the ref allele); pass them through it yourself to rename contigs. Then
     the annotation's contig names (:func:`check_annotation_contigs`). A
     coding transcript whose reference protein reads as another assembly's
@@ -968,7 +970,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from isoflow.bundle import load_model
+    from isoflow.bundle import load_model, output_units
     from isoflow.files import check_output_files, check_prefix
 
     check_prefix(args.out, "-o")
@@ -999,10 +1001,11 @@ def run(args: argparse.Namespace) -> int:
     )
     write_table(frame, args.out)
     log.info(
-        "%s: %d row(s) for %d variant(s) (%d skipped as not substitutions)",
+        "%s: %d row(s) for %d variant(s) (%d skipped as not substitutions); effects in %s",
         args.out,
         len(frame),
         frame["variant_id"].nunique() if len(frame) else 0,
         sum(table.skipped.values()),
+        output_units(model.card),
     )
     return 0

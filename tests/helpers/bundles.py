@@ -83,3 +83,27 @@ def tiny_bundles(
         "caches": caches,
         "config": config,
     }
+
+
+def as_finetuned(bundle: Path, dest: Path, table: str = "lab.tsv", **placement) -> Path:
+    """A copy of ``bundle`` at ``dest`` whose manifest carries the ``finetune`` record of a
+    bundle fine-tuned on the measurement table ``table`` with constructs placed as
+    ``placement`` (``isoflow.finetune.construct_record``'s options, default N fill): what
+    the commands read of a fine-tuned bundle (its units, its placement) without a
+    fine-tuning run; its digests written again."""
+    import json
+    import shutil
+
+    from isoflow.bundle import DIGESTS, MANIFEST, _write_manifest
+    from isoflow.finetune import construct_record
+
+    shutil.copytree(bundle, dest)
+    manifest = json.loads((dest / MANIFEST).read_text())
+    manifest.pop(DIGESTS, None)
+    manifest["finetune"] = {
+        "base": {"path": str(bundle), "run": manifest["run"]},
+        "source": {"table": str(dest.parent / table), "demo": False},
+        "construct_options": construct_record(placement, {}),
+    }
+    _write_manifest(dest, manifest)
+    return dest

@@ -671,3 +671,13 @@ def test_a_bundle_records_its_cpu_kernels_and_a_process_on_others_is_warned_once
     monkeypatch.setattr(bundle_module, "_KERNELS_WARNED", set())
     load_model(old, device="cpu")
     assert not caplog.records
+
+
+def test_output_units_are_a_finetuned_bundles_table_units():
+    from isoflow.bundle import output_units
+
+    assert output_units({"run": "r"}) == "log(1 + TPM)"
+    assert output_units({"finetune": {"source": {"table": "/x/lab.tsv"}}}) == (
+        "the table's units (lab.tsv)"
+    )
+    assert output_units({"finetune": {"source": {}}}) == "the table's units"

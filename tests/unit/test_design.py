@@ -907,3 +907,34 @@ def test_sites_outside_every_input_a_bundle_reads_are_named_once_per_bundle(monk
     with caplog.at_level("WARNING", logger="isoflow.design"):
         Scorer(["c"], start, layout)
     assert not [r for r in caplog.records if r.name == "isoflow.design"]
+
+
+@pytest.mark.slow
+def test_a_finetuned_bundles_design_is_labelled_in_its_tables_units(tmp_path):
+    """A fine-tuned bundle's objective and profiles are in its table's units: the summary's
+    note and the profiles' axis said log(1 + TPM)."""
+    from helpers.bundles import as_finetuned, tiny_bundles
+    from isoflow.design import plot_profiles, summary_table
+
+    (tmp_path / "b").mkdir()
+    (bundle,) = tiny_bundles(tmp_path / "b", window=WINDOW)["paths"]
+    tuned = as_finetuned(bundle, tmp_path / "tuned", table="lab.tsv")
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv([_cassette(2)], table)
+    (tmp_path / "out").mkdir()
+    paths = output_paths(tmp_path / "out" / "d")
+    result = design_job(
+        table,
+        [tuned],
+        paths,
+        construct_id="c2",
+        target_tissues=["Liver"],
+        constraints=CONSTRAINTS.__dict__,
+        settings={"budget": 8, "population": 4, "designs": 1, "seed": 0},
+        device="cpu",
+    )
+    _, note, _ = summary_table(result, ["Liver"])
+    assert "in the table's units (lab.tsv)" in note and "TPM" not in note
+    plot_profiles(result, ["Liver"], tmp_path / "profiles.svg")  # the PNG's figure, as text
+    svg = (tmp_path / "profiles.svg").read_text()
+    assert "predicted, the table's units (lab.tsv)" in svg and "TPM" not in svg

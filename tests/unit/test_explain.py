@@ -478,7 +478,7 @@ def test_bedgraph_is_sorted_0_based_and_leaves_out_nan():
     head, *rows = text.splitlines()
     assert head == (
         'track type=bedGraph name="tx\'1 ISM mean" description="isoflow explain ISM of '
-        "tx'1, mean: ref - mean prediction over the bases, log(1+TPM); positions with no "
+        "tx'1, mean: ref - mean prediction over the bases, log(1 + TPM); positions with no "
         'alt seen left out"'
     )
     assert rows == ["chrX\t497\t498\t1e-07", "chrX\t498\t499\t-0.25", "chrX\t500\t501\t0.5"]

@@ -517,3 +517,35 @@ def test_a_rerun_killed_while_writing_leaves_the_earlier_outputs_whole(tmp_path,
     now = snapshot(out)
     assert sorted(now) == sorted(earlier)
     assert all(now[name] != earlier[name] for name in now), "every file of the new run"
+
+
+@pytest.mark.slow
+def test_a_finetuned_bundles_scores_are_labelled_in_its_tables_units(bundles, tmp_path):
+    """A fine-tuned bundle predicts its measurement table's columns in the table's units:
+    the heat map (title, specificity axis), the report table's note and the Parquet's
+    metadata said log(1 + TPM); they name the table's units (bundle.output_units), a GTEx
+    bundle's still log(1 + TPM)."""
+    from html import unescape
+
+    import pyarrow.parquet as pq
+
+    from helpers.bundles import as_finetuned
+    from isoflow.score import score_file
+
+    tuned = as_finetuned(bundles[0], tmp_path / "tuned", table="lab.tsv")
+    table = tmp_path / "c.tsv"
+    write_constructs_tsv(make_constructs()[:2], table)
+    for bundle, units in ((tuned, "the table's units (lab.tsv)"), (bundles[0], "log(1 + TPM)")):
+        prefix = tmp_path / bundle.name
+        paths = output_paths(prefix, specificity=True)
+        paths["html"] = f"{prefix}.html"
+        score_file(table, [bundle], paths, target_tissues=["Liver"], device="cpu")
+        svg = Path(paths["figure"]).read_text()
+        # the heat map's title and the specificity axis
+        assert f"predicted, {units}" in svg and svg.count(units) == 2
+        html = unescape(Path(paths["html"]).read_text())
+        assert f"Predictions in {units}" in html
+        schema = pq.read_schema(paths["parquet"])
+        assert json.loads(schema.metadata[b"isoflow.units"]) == units
+        if bundle == tuned:
+            assert "TPM" not in svg and "TPM" not in html

@@ -727,3 +727,22 @@ def test_an_mnv_reaching_into_a_dna_window_is_scored_as_the_snv_at_that_base(bun
     assert table["dna_changed"].all() and table["changed"].eq("dna").all()
     effects = table[model.tissues].to_numpy(dtype=np.float32)
     np.testing.assert_allclose(effects[0], effects[1], rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_finetuned_bundles_effects_are_said_in_its_tables_units(bundle, tmp_path, caplog):
+    """The command's last line names the units of its effects: a fine-tuned bundle's are
+    its table's (bundle.output_units), not log(1 + TPM)."""
+    from helpers.bundles import as_finetuned
+    from isoflow.commands import main
+
+    tuned = as_finetuned(bundle["path"], tmp_path / "tuned", table="lab.tsv")
+    ref = bundle["genome"][1010]
+    table = tmp_path / "v.tsv"
+    table.write_text(f"chrom\tpos\tref\talt\nchr1\t1011\t{ref}\t{'A' if ref != 'A' else 'C'}\n")
+    argv = ["variants", str(table), "-m", str(tuned), "-g", str(bundle["fasta"])]
+    argv += ["-a", str(bundle["annotation"]), "-o", str(tmp_path / "e.tsv"), "--device", "cpu"]
+    with caplog.at_level("INFO", logger="isoflow.variants"):
+        assert main(argv) == 0
+    done = [r.getMessage() for r in caplog.records if "row(s) for" in r.getMessage()]
+    assert len(done) == 1 and done[0].endswith("effects in the table's units (lab.tsv)")
