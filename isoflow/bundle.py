@@ -408,6 +408,44 @@ def output_units(manifest: Mapping[str, Any]) -> str:
     return f"the table's units ({Path(str(table)).name})" if table else "the table's units"
 
 
+def warn_genomic_inputs(path: str | os.PathLike, manifest: Mapping[str, Any], use: str) -> bool:
+    """A fine-tuned bundle (a ``finetune`` record) learned from constructs placed in the DNA
+    window as ``finetune.construct_options`` says (N fill, a background); ``isoflow
+    variants`` and ``isoflow explain --transcript`` / ``--attention`` over a dataset give it
+    genomic windows and annotated transcripts, which it never saw in fine-tuning. Not
+    refused (a variant's effect may still be worth a look), but one warning naming the
+    bundle's manifest, its construct placement, ``use`` (what the command does) and the
+    units; returns whether it warned (False for a bundle exported from a run)."""
+    record = manifest.get("finetune")
+    if not isinstance(record, Mapping):
+        return False
+    options = record.get("construct_options")
+    if isinstance(options, Mapping):
+        background = options.get("background")
+        around = (
+            f"the background {background.get('path')}"
+            if isinstance(background, Mapping)
+            else f"{options.get('fill', 'N')} fill"
+        )
+        placed = (
+            f"constructs placed with {around} around the cassette in the DNA window, polyA "
+            f"in the RNA {'on' if options.get('polya_in_rna') else 'off'}, polyA tail "
+            f"{options.get('polya_tail', 0)}"
+        )
+    else:
+        placed = "constructs (their placement not recorded)"
+    log.warning(
+        "%s: a fine-tuned bundle, trained on %s; %s gives it genomic DNA windows and "
+        "annotated transcripts, which its fine-tuning never saw: its predictions (in %s) "
+        "are outside what it learned; use a bundle exported from a run for genomic inputs",
+        Path(path) / MANIFEST,
+        placed,
+        use,
+        output_units(manifest),
+    )
+    return True
+
+
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """The bundle's manifest, checked: this ``FORMAT`` and every ``REQUIRED_KEYS``; anything
     else is one line naming the bundle and the key."""

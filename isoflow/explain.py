@@ -1278,6 +1278,11 @@ def explain_job(
     manifest = read_manifest(model_path)
     if attention:
         check_attention_bundle(model_path, manifest)
+    if transcript or (attention and over_dataset):  # a fine-tuned bundle never saw these
+        from isoflow.bundle import warn_genomic_inputs
+
+        use = "isoflow explain --transcript" if transcript else "isoflow explain --attention"
+        warn_genomic_inputs(model_path, manifest, f"{use} (over --dataset)")
     window = int(manifest["dna"]["window"])
     background_seq = read_background(background) if background else None
     if construct:  # the placement checked before the model loads (score's one line)

@@ -970,7 +970,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from isoflow.bundle import load_model, output_units
+    from isoflow.bundle import load_model, output_units, warn_genomic_inputs
     from isoflow.files import check_output_files, check_prefix
 
     check_prefix(args.out, "-o")
@@ -991,6 +991,7 @@ def run(args: argparse.Namespace) -> int:
     # before the model loads: an annotation naming contigs otherwise gives no row
     check_annotation_contigs(transcripts, variants, genome, args.annotation)
     model = load_model(args.model, device=args.device)
+    warn_genomic_inputs(args.model, model.card, "isoflow variants")
     frame = variant_effects(
         model,
         variants,

@@ -799,3 +799,30 @@ def test_slot_regions_of_a_raw_rna_cut_at_its_5_end_lie_in_its_3_part():
     nt.truncate = "keep_5prime"
     shares = slot_regions(model, "rna", seq, [("head", 0, 24), ("tail", 24, 60)], 4)
     np.testing.assert_allclose(shares, [[1.0, 0.0]] * 4)
+
+
+@pytest.mark.slow
+def test_a_finetuned_bundle_on_a_transcript_is_one_warning(bundle, tmp_path, caplog):
+    """A fine-tuned bundle learned from constructs placed with N fill; explaining a genomic
+    transcript with it was silent. One warning names the bundle, its placement and that
+    genomic inputs were never in its fine-tuning; the bedGraph says its table's units."""
+    from helpers.bundles import as_finetuned
+    from isoflow.commands import main
+
+    tuned = as_finetuned(bundle["path"], tmp_path / "tuned", table="lab.tsv")
+    dataset, annotation = _transcript_fixture(bundle, tmp_path)
+    for path, warned in ((tuned, 1), (bundle["path"], 0)):
+        argv = ["explain", "--model", str(path), "--transcript", "ENSTP.1"]
+        argv += ["--dataset", str(dataset), "--annotation", str(annotation), "--region"]
+        argv += ["250-252", "--out", str(tmp_path / "o" / path.name), "--device", "cpu"]
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="isoflow.bundle"):
+            assert main(argv) == 0
+        lines = [r.getMessage() for r in caplog.records if "fine-tuned bundle" in r.getMessage()]
+        assert len(lines) == warned
+        if warned:
+            assert lines[0].startswith(f"{tuned / 'manifest.json'}: a fine-tuned bundle")
+            assert "placed with N fill around the cassette" in lines[0]
+            assert "isoflow explain --transcript" in lines[0] and "never saw" in lines[0]
+    head, _ = _read_bedgraph(tmp_path / "o" / f"{tuned.name}.ism.mean.bedGraph")
+    assert "the table's units (lab.tsv)" in head and "TPM" not in head

@@ -746,3 +746,29 @@ def test_a_finetuned_bundles_effects_are_said_in_its_tables_units(bundle, tmp_pa
         assert main(argv) == 0
     done = [r.getMessage() for r in caplog.records if "row(s) for" in r.getMessage()]
     assert len(done) == 1 and done[0].endswith("effects in the table's units (lab.tsv)")
+
+
+@pytest.mark.slow
+def test_a_finetuned_bundle_on_genomic_variants_is_one_warning(bundle, tmp_path, caplog):
+    """A fine-tuned bundle learned from constructs placed with N fill; scoring genomic
+    variants with it was silent: one warning naming the bundle, its placement and that
+    genomic inputs were never in its fine-tuning (a GTEx bundle: none)."""
+    from helpers.bundles import as_finetuned
+    from isoflow.commands import main
+
+    tuned = as_finetuned(bundle["path"], tmp_path / "tuned", table="lab.tsv")
+    ref = bundle["genome"][1010]
+    table = tmp_path / "v.tsv"
+    table.write_text(f"chrom\tpos\tref\talt\nchr1\t1011\t{ref}\t{'A' if ref != 'A' else 'C'}\n")
+    for path, warned in ((tuned, 1), (bundle["path"], 0)):
+        argv = ["variants", str(table), "-m", str(path), "-g", str(bundle["fasta"])]
+        argv += ["-a", str(bundle["annotation"]), "-o", str(tmp_path / f"{path.name}.tsv")]
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="isoflow.bundle"):
+            assert main([*argv, "--device", "cpu"]) == 0
+        lines = [r.getMessage() for r in caplog.records if "fine-tuned bundle" in r.getMessage()]
+        assert len(lines) == warned
+        if warned:
+            assert lines[0].startswith(f"{tuned / 'manifest.json'}: a fine-tuned bundle")
+            assert "placed with N fill around the cassette" in lines[0]
+            assert "isoflow variants gives it genomic DNA windows" in lines[0]
