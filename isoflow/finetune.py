@@ -1302,15 +1302,16 @@ def run_finetune(
         )
     zs = zero_shot(base, model.tissues, columns, s["zero_shot"], refs)
     zs_sources = zero_shot_sources(columns, model.tissues, s["zero_shot"])
-    for column, source in zs_sources.items():
-        n = len(source["tissues"])
+    # not `source`: that is the table's record, written to the manifest and read for the stamp
+    for column, tissues in zs_sources.items():
+        n = len(tissues["tissues"])
         log.info(
             "zero-shot of %s: %s (%s)%s",
             column,
-            f"the mean over {n} tissues" if n > 1 else source["tissues"][0],
-            source["from"],
+            f"the mean over {n} tissues" if n > 1 else tissues["tissues"][0],
+            tissues["from"],
             f"; name a tissue with --zero-shot {column}=TISSUE"
-            if source["from"].startswith("mean:")
+            if tissues["from"].startswith("mean:")
             else "",
         )
     kmers = kmer_counts(seqs, int(s["kmer"]))

@@ -4,6 +4,7 @@ bundles, the rule's layout."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -1388,3 +1389,29 @@ def test_finetuning_a_finetuned_bundle_holds_it_to_its_placement(polya_tuned, ca
         "a": {"tissues": ["a"], "from": "same name"}
     }
     assert "zero_shot per column: a: a (same name)." in (out / "cv.html").read_text()
+
+
+def test_the_manifest_records_the_table_as_source_and_the_demo_figure_is_stamped(
+    demo_bundle, tmp_path
+):
+    """finetune.source is the measurement table (path, sha256, demo), the lineage a
+    fine-tuned bundle is judged by, and a demo run's cv.svg carries the demo stamp: the
+    zero-shot log loop once rebound ``source`` to the last column's zero-shot record, so the
+    manifest recorded {tissues, from} and the stamp was lost."""
+    import hashlib
+
+    from isoflow.demo import write_demo_measurements
+    from isoflow.finetune import finetune_table
+    from isoflow.report.figures import DEMO_MARK
+
+    table = write_demo_measurements(tmp_path / "m.tsv")
+    settings = {"folds": 2, "max_epochs": 1, "shuffled_control": False}
+    out = tmp_path / "out"
+    finetune_table(table, demo_bundle, out, settings=settings, device="cpu", demo=True)
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert manifest["finetune"]["source"] == {
+        "table": str(table),
+        "sha256": hashlib.sha256(Path(table).read_bytes()).hexdigest(),
+        "demo": True,
+    }
+    assert DEMO_MARK in (out / "cv.svg").read_text()
