@@ -215,8 +215,10 @@ def check_targets(targets: Iterable[str], tissues: Sequence[str]) -> list[str]:
 
 
 def check_bundles(bundles: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
-    """The manifests of ``bundles``, checked to agree on the tissues (same order) and the
-    DNA window, which an ensemble needs; one line naming the bundle that differs."""
+    """The manifests of ``bundles``, checked to agree on the units of their outputs
+    (:func:`check_units`), the tissues (same order) and the DNA window, which an ensemble
+    (and a design's ``--model`` with its ``--holdout-model``) needs; one line naming the
+    bundle that differs."""
     from isoflow.bundle import DIGESTS, MANIFEST, WEIGHTS, check_digests, read_manifest
 
     if not bundles:
@@ -247,6 +249,8 @@ def check_bundles(bundles: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
             weights[digest] = Path(path)
         manifests.append(manifest)
     first, first_path = manifests[0], Path(bundles[0])
+    if len(manifests) > 1:  # before the tissues: fine-tuned columns may bear tissues' names
+        check_units(bundles, manifests)
     for path, manifest in zip(bundles[1:], manifests[1:], strict=True):
         where = Path(path) / MANIFEST
         if list(manifest["tissues"]) != list(first["tissues"]):
@@ -274,6 +278,49 @@ def check_bundles(bundles: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
             "; ".join(differences),
         )
     return manifests
+
+
+def check_units(
+    bundles: Sequence[str | os.PathLike], manifests: Sequence[Mapping[str, Any]]
+) -> None:
+    """Bundles averaged together must predict in one unit: log(1 + TPM) (trained on GTEx),
+    or the units of one measurement table (fine-tuned on the table of one
+    ``finetune.source.sha256``: the seeds of a fine-tuning). A fine-tuned bundle with
+    columns named as tissues, or fine-tuned on another table, is one line naming both
+    bundles; so is a fine-tuned bundle whose manifest records no table."""
+    from isoflow.bundle import MANIFEST
+
+    units = []
+    for path, manifest in zip(bundles, manifests, strict=True):
+        record = manifest.get("finetune")
+        if record is None:
+            units.append(("log(1 + TPM)", "predicts log(1 + TPM) (not fine-tuned)"))
+            continue
+        source = record.get("source") or {}
+        if not source.get("sha256"):
+            raise InputError(
+                Path(path) / MANIFEST,
+                "finetune.source",
+                "no measurement table recorded (sha256), so its outputs' units are unknown "
+                "and it cannot be averaged with other bundles: score it alone, or fine-tune "
+                "it again (isoflow finetune records the table)",
+            )
+        units.append(
+            (
+                source["sha256"],
+                f"predicts the units of {source.get('table')} (sha256 {source['sha256'][:12]}), "
+                "the table it was fine-tuned on",
+            )
+        )
+    for path, (unit, said) in zip(bundles[1:], units[1:], strict=True):
+        if unit != units[0][0]:
+            raise InputError(
+                Path(path) / MANIFEST,
+                "finetune.source" if unit != "log(1 + TPM)" else None,
+                f"{said}, but {bundles[0]} {units[0][1]}: bundles used together are averaged "
+                "and compared in one unit; give bundles fine-tuned on one table, or none "
+                "fine-tuned",
+            )
 
 
 def ensemble_differences(

@@ -192,6 +192,77 @@ def test_an_ensemble_of_other_experiments_is_a_warning_naming_what_differs(
     assert "modalities:" not in said and "seed:" not in said
 
 
+def _finetuned(table, sha256):
+    """A manifest edit: the record isoflow finetune writes, on ``table`` of ``sha256``."""
+
+    def edit(manifest):
+        manifest["finetune"] = {"source": {"table": table, "sha256": sha256, "demo": False}}
+
+    return edit
+
+
+@pytest.mark.slow
+def test_bundles_predicting_in_other_units_are_one_line_errors(bundles, tmp_path, caplog):
+    """A fine-tuned bundle (its columns named as the tissues) with a GTEx one, or two
+    fine-tuned on other tables, were averaged in two units; now one line naming both, for
+    score's ensemble and design's --model / --holdout-model alike. Seeds fine-tuned on one
+    table are scored together, with no warning (they are one experiment's seeds)."""
+    import logging
+
+    from isoflow.constraints import Constraints
+    from isoflow.design import Objective, design
+
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    tuned0 = _edited(bundles[0], tmp_path / "t0", _finetuned("m.tsv", a))
+    tuned1 = _edited(bundles[1], tmp_path / "t1", _finetuned("m.tsv", a))
+    other = _edited(bundles[1], tmp_path / "o1", _finetuned("other.tsv", b))
+    unrecorded = _edited(bundles[1], tmp_path / "u1", _finetuned("x.tsv", c))
+    manifest = json.loads((unrecorded / "manifest.json").read_text())
+    manifest["finetune"]["source"] = {"tissues": ["Liver"], "from": "same name"}
+    (unrecorded / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.WARNING, logger="isoflow.score"):
+        assert len(check_bundles([tuned0, tuned1])) == 2
+    assert not caplog.records
+    tpm = "predicts log(1 + TPM) (not fine-tuned)"
+    cases = [
+        (
+            [bundles[0], tuned1],
+            f"{tuned1 / 'manifest.json'}:finetune.source: predicts the "
+            f"units of m.tsv (sha256 aaaaaaaaaaaa), the table it was fine-tuned on, but "
+            f"{bundles[0]} {tpm}: ",
+        ),
+        (
+            [tuned0, bundles[1]],
+            f"{bundles[1] / 'manifest.json'}: {tpm}, but {tuned0} predicts "
+            "the units of m.tsv (sha256 aaaaaaaaaaaa)",
+        ),
+        (
+            [tuned0, other],
+            f"{other / 'manifest.json'}:finetune.source: predicts the units of "
+            f"other.tsv (sha256 bbbbbbbbbbbb), the table it was fine-tuned on, but {tuned0} "
+            "predicts the units of m.tsv",
+        ),
+        (
+            [tuned0, unrecorded],
+            f"{unrecorded / 'manifest.json'}:finetune.source: no measurement table recorded",
+        ),
+    ]
+    for given, expected in cases:
+        with pytest.raises(InputError) as err:
+            check_bundles(given)
+        assert str(err.value).startswith(expected) and "\n" not in str(err.value)
+    start = make_constructs()[0]
+    for models, holdout in (([tuned0], [bundles[1]]), ([bundles[0], tuned1], [])):
+        with pytest.raises(InputError, match="averaged and compared in one unit"):
+            design(
+                start,
+                models,
+                objective=Objective(("Liver",)),
+                constraints=Constraints(polya_present=False),
+                holdout=holdout,
+            )
+
+
 @pytest.mark.slow
 def test_mismatched_bundles_are_one_line_errors(bundles, tmp_path):
     def other_tissues(m):
