@@ -1238,6 +1238,85 @@ def verdicts(summary: pd.DataFrame) -> list[str]:
     return out
 
 
+def cassette_digests(seqs: Sequence[str]) -> list[str]:
+    """Each cassette's identity as a fine-tuned manifest records the constructs its final
+    model trained on (``finetune.final_fit.cassette_digests``): the first 16 hex digits of
+    the sha256 of its letters (upper case), one per distinct cassette, sorted."""
+    return sorted({_cassette_digest(seq) for seq in seqs})
+
+
+def _cassette_digest(seq: str) -> str:
+    return hashlib.sha256(seq.upper().encode()).hexdigest()[:16]
+
+
+def _seen_by_start(card: Mapping[str, Any]) -> tuple[set[str], bool]:
+    """The cassette digests a fine-tuned start (and each fine-tuned bundle it came from,
+    ``finetune.base.finetune``) trained on, and whether every fine-tuning in that lineage
+    recorded them (bundles written before it was kept did not)."""
+    seen: set[str] = set()
+    whole = True
+    record = card.get("finetune")
+    while record is not None:
+        digests = (record.get("final_fit") or {}).get("cassette_digests")
+        if digests is None:
+            whole = False
+        seen.update(digests or ())
+        record = (record.get("base") or {}).get("finetune")
+    return seen, whole
+
+
+def check_held_out(
+    bundle: Path,
+    card: Mapping[str, Any],
+    ids: Sequence[str],
+    seqs: Sequence[str],
+    source: Mapping[str, Any] | None,
+) -> None:
+    """Fine-tuning a fine-tuned ``bundle`` (its manifest ``card``) on constructs it already
+    trained on (its own table, or a superset) leaks them into every "held-out" fold, the
+    zero-shot baseline included: one line naming how many and one, and the fix. A start
+    that records no cassettes: refused if fine-tuned on this very table (its sha256), else a
+    warning that the overlap cannot be checked."""
+    if "finetune" not in card:
+        return
+    where = (source or {}).get("table")
+    seen, whole = _seen_by_start(card)
+    base = (card["finetune"].get("base") or {}).get("path", "its base bundle")
+    fix = (
+        f"fine-tune its base bundle ({base}, finetune.base.path) on the whole table instead, "
+        "or drop those constructs"
+    )
+    if seen:
+        known = [cid for cid, seq in zip(ids, seqs, strict=True) if _cassette_digest(seq) in seen]
+        if known:
+            raise InputError(
+                where,
+                None,
+                f"{len(known)} of {len(ids)} constructs (e.g. {known[0]}) are cassettes the "
+                f"start bundle {bundle} was already fine-tuned on (finetune.final_fit."
+                "cassette_digests): their cross-validation would not be held out, nor its "
+                f"zero-shot baseline; {fix}",
+            )
+    if whole:
+        return
+    recorded = ((card["finetune"].get("source") or {}).get("sha256")) or None
+    if recorded is not None and recorded == (source or {}).get("sha256"):
+        raise InputError(
+            where,
+            None,
+            f"the start bundle {bundle} was fine-tuned on this very table (finetune.source."
+            "sha256): its cross-validation would not be held out, nor its zero-shot "
+            f"baseline; {fix}",
+        )
+    log.warning(
+        "%s: the start bundle %s records no cassettes it was fine-tuned on (written before "
+        "isoflow finetune kept them), so whether this table's constructs are among them "
+        "cannot be checked: if they are, their cross-validation is not held out",
+        where or "constructs",
+        bundle,
+    )
+
+
 def run_finetune(
     bundle: str | os.PathLike,
     ids: Sequence[str],
@@ -1266,7 +1345,7 @@ def run_finetune(
     Writes ``out_dir`` (``OUTPUTS``) atomically; returns :class:`FinetuneResult`."""
     import torch
 
-    from isoflow.bundle import load_model
+    from isoflow.bundle import load_model, read_manifest
     from isoflow.metrics import tissue_metrics
     from isoflow.progress import Progress
 
@@ -1284,6 +1363,8 @@ def run_finetune(
             f"{group_record['groups_given']}), for {s['folds']} cross-validation folds: each "
             "fold needs a group of its own; lower finetune.folds or add distinct constructs",
         )
+    card = read_manifest(bundle)
+    check_held_out(bundle, card, ids, seqs, source)  # before any work
     columns = list(columns)
     seed = int(s["seed"])
     model = load_model(bundle, device=device)
@@ -1416,6 +1497,8 @@ def run_finetune(
             "valid_groups": len(set(groups[inner[1]].tolist())),
             "seed": seed + len(folds),
         },
+        # what a later fine-tuning from this bundle checks its table against
+        "cassette_digests": cassette_digests(seqs),
     }
     final_pred = tuner.predict(final, every)
     for method in methods:
@@ -1448,7 +1531,12 @@ def run_finetune(
         predictions.to_csv(tmp / OUTPUTS["predictions"], sep="\t", index=False, float_format="%.6g")
         plot_cv(summary, tmp / OUTPUTS["figure"], demo=bool((source or {}).get("demo")))
         (tmp / OUTPUTS["html"]).write_text(
-            summary_html(summary, group_record, zero_shot_note(zs_sources, len(model.tissues)))
+            summary_html(
+                summary,
+                group_record,
+                zero_shot_note(zs_sources, len(model.tissues)),
+                zero_shot_units(card),
+            )
         )
     shutil.rmtree(work, ignore_errors=True)
     log.info("%s written in %.1f s", out_dir, time.monotonic() - started)
@@ -1598,15 +1686,29 @@ def grouping_note(grouping: Mapping[str, Any] | None) -> str:
     return text + "."
 
 
+def zero_shot_units(card: Mapping[str, Any]) -> str:
+    """The units of a start bundle's own score (its manifest ``card``), as cv.html says them:
+    log(1 + TPM), or for a fine-tuned start the table it was fine-tuned on."""
+    record = card.get("finetune")
+    if record is None:
+        return "log(1 + TPM), not the table's units"
+    table = (record.get("source") or {}).get("table") or "a table its manifest does not name"
+    return f"in the units of {table}, the table the start bundle was fine-tuned on"
+
+
 def summary_html(
-    summary: pd.DataFrame, grouping: Mapping[str, Any] | None = None, zero_shot: str = ""
+    summary: pd.DataFrame,
+    grouping: Mapping[str, Any] | None = None,
+    zero_shot: str = "",
+    units: str = "log(1 + TPM), not the table's units",
 ) -> str:
     """The report's table: mean ± sd over folds per method and column (with the folds a mean
     averages where fewer than were run), fine-tuning's paired Spearman difference against
     each other method, under a line on how the folds were grouped (:func:`grouping_note`)
     and one sentence per column where fine-tuning does not beat the best baseline or
     calibrated zero-shot (:func:`verdicts`); ``zero_shot``: the sentence on each column's
-    zero-shot tissues (:func:`zero_shot_note`)."""
+    zero-shot tissues (:func:`zero_shot_note`); ``units``: the zero-shot score's
+    (:func:`zero_shot_units`)."""
     table = pd.DataFrame({"method": summary["method"], "column": summary["column"]})
     for metric in METRICS:
         counts = summary.get(f"{metric}_folds", summary["folds"])
@@ -1638,7 +1740,7 @@ def summary_html(
     return (
         "<p>Grouped k-fold cross-validation on the construct table (held-out groups). "
         "finetune: the bundle with a new head, fine-tuned; zero_shot: the bundle's own score "
-        "(log(1 + TPM), not the table's units: no R²); zero_shot_calibrated: that score "
+        f"({html.escape(units)}: no R²); zero_shot_calibrated: that score "
         "through a line fitted on each fold's training part; kmer_ridge: a ridge on k-mer "
         "counts; shuffled: fine-tuned on shuffled labels. Δρ: fine-tuning's Spearman minus "
         "the method's on the same held-out folds, mean ± sd over folds and folds won; "

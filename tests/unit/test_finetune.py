@@ -647,6 +647,7 @@ def test_the_final_model_refits_every_construct_for_the_inner_splits_epochs(
             "valid_groups": len(set(measured.groups[inner[1]].tolist())),
             "seed": 2,
         },
+        "cassette_digests": finetune.cassette_digests([c.cassette for c in measured.constructs]),
     }
     card = load_model(tmp_path / "out" / "bundle", device="cpu").card
     assert card["finetune"]["final_fit"] == record["final_fit"]
@@ -697,10 +698,10 @@ def test_too_few_groups_once_identical_constructs_merge_is_one_line(demo_bundle,
 # ---------------------------------------------------------------- reading options, as score's
 
 
-def _polya_table(path):
+def _polya_table(path, seed=3):
     """A measurement table whose constructs carry a polya part and a CDS without ATG (read
-    only with allow_noncanonical_cds)."""
-    rng = np.random.default_rng(3)
+    only with allow_noncanonical_cds); another ``seed``: other promoters."""
+    rng = np.random.default_rng(seed)
     lines = ["id\tpromoter\tutr5\tcds\tutr3\tpolya\ta"]
     for i in range(8):
         promoter = "".join(rng.choice(list(BASES), 120))
@@ -1379,6 +1380,8 @@ def test_finetuning_a_finetuned_bundle_holds_it_to_its_placement(polya_tuned, ca
     )
     assert not out.exists()
     out = tmp / "again_same"
+    table = _polya_table(tmp / "new.tsv", seed=4)  # new constructs: its own would leak
+    argv[1] = str(table)
     assert main([*argv, "-o", str(out), "--polya-in-rna", "--polya-tail", "7"]) == 0
     start = json.loads((bundle / "manifest.json").read_text())["finetune"]
     lineage = json.loads((out / "bundle" / "manifest.json").read_text())["finetune"]["base"]
@@ -1415,3 +1418,63 @@ def test_the_manifest_records_the_table_as_source_and_the_demo_figure_is_stamped
         "demo": True,
     }
     assert DEMO_MARK in (out / "cv.svg").read_text()
+
+
+def test_finetuning_a_finetuned_bundle_on_constructs_it_saw_is_refused(
+    polya_tuned, tmp_path, capsys, caplog
+):
+    """Fine-tuning a fine-tuned bundle on its own table, or a superset (v2 = v1 + new
+    constructs), gave "held-out" CV over constructs the start trained on, silently: one line
+    naming how many, from the cassettes its manifest records, before any work; a start that
+    records none is refused on its own table by sha256, else a warning. cv.html says a
+    fine-tuned start's zero-shot is in its table's units, not log(1 + TPM)."""
+    import shutil
+
+    from isoflow.bundle import _write_manifest
+    from isoflow.commands import main
+    from isoflow.finetune import cassette_digests, check_held_out
+    from isoflow.measurements import read_measurements
+
+    bundle, table = polya_tuned["bundle"], polya_tuned["table"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    seen = read_measurements(table, allow_noncanonical_cds=True)
+    assert manifest["finetune"]["final_fit"]["cassette_digests"] == cassette_digests(
+        [c.cassette for c in seen.constructs]
+    )
+    superset = tmp_path / "v2.tsv"
+    old_rows = table.read_text().splitlines()
+    new_rows = _polya_table(tmp_path / "new.tsv", seed=4).read_text().splitlines()
+    superset.write_text("\n".join([*new_rows, "old" + old_rows[2]]) + "\n")  # c1 as oldc1
+    argv = ["finetune", "-m", str(bundle), "--folds", "2", "--max-epochs", "1"]
+    argv += ["--device", "cpu", "--allow-noncanonical-cds", "--polya-in-rna", "--polya-tail", "7"]
+    cases = ((table, "8 of 8 constructs (e.g. c0)"), (superset, "1 of 9 constructs (e.g. oldc1)"))
+    for given, count in cases:
+        capsys.readouterr()
+        out = tmp_path / f"out_{given.stem}"
+        assert main([*argv[:1], str(given), *argv[1:], "-o", str(out)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"isoflow finetune: error: {given}: {count} are cassettes the "), err
+        assert f"start bundle {bundle} was already fine-tuned on" in err and "\n" not in err
+        assert "fine-tune its base bundle" in err and not out.exists()
+    # a start written before the cassettes were recorded: its own table by its sha256
+    old = tmp_path / "old"
+    shutil.copytree(bundle, old)
+    del manifest["finetune"]["final_fit"]["cassette_digests"]
+    _write_manifest(old, {k: v for k, v in manifest.items() if k != "digests"})
+    capsys.readouterr()
+    assert main([*argv[:1], str(table), "-m", str(old), *argv[3:], "-o", str(tmp_path / "o")]) == 1
+    assert "was fine-tuned on this very table (finetune.source.sha256)" in capsys.readouterr().err
+    new = read_measurements(tmp_path / "new.tsv", allow_noncanonical_cds=True)
+    cassettes = [c.cassette for c in new.constructs]
+    source = {"table": "new.tsv", "sha256": "0" * 64}
+    with caplog.at_level("WARNING", logger="isoflow.finetune"):
+        check_held_out(old, manifest, new.ids, cassettes, source)
+    assert "records no cassettes it was fine-tuned on" in caplog.text
+    # new constructs: fine-tuned, the zero-shot's units said as the start's table's
+    out = tmp_path / "fresh"
+    assert main([*argv[:1], str(tmp_path / "new.tsv"), *argv[1:], "-o", str(out)]) == 0
+    report = (out / "cv.html").read_text()
+    assert f"in the units of {table}, the table the start bundle was fine-tuned on: no R²" in (
+        report
+    )
+    assert "log(1 + TPM)" not in report
