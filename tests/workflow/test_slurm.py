@@ -116,8 +116,10 @@ def clamped_profile(cluster: dict[str, str]) -> dict:
         "slurm_partition": cluster["PARTITION"],
     }
     train = profile["set-resources"]["train"]
-    # requeueing allowed; no --signal, whose USR1 kills the job's own Snakemake process
+    # requeueing allowed, the log appended to (SLURM empties it when the requeued job starts
+    # again); no --signal, whose USR1 kills the job's own Snakemake process
     assert "--requeue" in train["slurm_extra"].split(), train
+    assert "--open-mode=append" in train["slurm_extra"].split(), train
     assert "--signal" not in train["slurm_extra"], train
     for resources in [profile["default-resources"], *profile.get("set-resources", {}).values()]:
         if "mem_mb" in resources:
@@ -324,6 +326,13 @@ def test_a_train_job_past_its_time_limit_is_requeued_and_ends_as_uninterrupted(
     assert copied and "==== attempt 1 of" in earlier, job_log[-3000:]
     assert f"requeued: SLURM job {cut['job']}" in earlier and "epoch 0: train_loss" in earlier
     assert re.search(r"==== attempt [2-9]\d* of .*resumed from", this), this[:3000]
+    # and the SLURM log keeps the first attempt (the profile's --open-mode=append; SLURM
+    # empties it by default when the requeued job starts again), the requeued one after it
+    slurm_log = (work / "logs" / "slurm" / "rule_train" / f"{cut['job']}.log").read_text()
+    first, requeue, then = slurm_log.partition(f"JOB {cut['job']} ON localhost CANCELLED AT")
+    assert requeue and "DUE TO JOB REQUEUE" in then, slurm_log[-3000:]
+    assert f"requeued: SLURM job {cut['job']}" in first, first[-3000:]
+    assert "Workflow ID:" in first and "Workflow ID:" in then, slurm_log[-3000:]
 
     run_dir = work / "results" / "runs" / TRAIN_RUN
     fingerprint = json.loads((run_dir / "checkpoints" / "fingerprint.json").read_text())
