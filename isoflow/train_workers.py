@@ -396,7 +396,18 @@ def run_in_processes(
 
         job = slurm_job_id()
         endings = _requeue_endings(runs, job, requeued, list(running.values()))
-        scontrol_requeue(job, f"by run {requeued[0]}: {requeued[1]}")
+        # SLURM sends the requeued job's processes SIGTERM as soon as scontrol returns, and
+        # by default it ended this one before the endings were written: ignored from here,
+        # as this process exits once they are (SLURM's SIGKILL follows after KillWait)
+        replaced = _ignore_stops()
+        try:
+            scontrol_requeue(job, f"by run {requeued[0]}: {requeued[1]}")
+        except BaseException:
+            import signal
+
+            for sig, handler in replaced.items():
+                signal.signal(sig, handler)
+            raise
         _end_attempts(runs, endings, began)
         exit_requeued()
     return {name: done[name] for name in runs}

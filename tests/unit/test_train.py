@@ -1223,7 +1223,17 @@ def test_a_train_worker_that_stops_to_requeue_requeues_the_job_once(tmp_path, ev
         assert _gone(tmp_path / "ok1.pid")  # ok1's worker was stopped and waited for
 
 
-def test_a_requeue_in_a_train_worker_ends_every_stopped_runs_attempt(tmp_path):
+@pytest.mark.parametrize(
+    "scontrol",
+    [
+        "exit 0",
+        # as SLURM does: the requeued job's processes get SIGTERM as soon as scontrol returns,
+        # the parent before it has written the endings (by default SIGTERM ended it silently)
+        "kill -TERM $PPID; exit 0",
+    ],
+    ids=["requeued", "sigterm-right-after"],
+)
+def test_a_requeue_in_a_train_worker_ends_every_stopped_runs_attempt(tmp_path, scontrol):
     # With train_processes > 1 the requeue was written to the job's stderr only (the SLURM
     # log, emptied when the requeued job starts), and the run stopped with it got no last
     # line in its attempts log: its attempt just ended, as after a node's crash. Now each
@@ -1232,7 +1242,7 @@ def test_a_requeue_in_a_train_worker_ends_every_stopped_runs_attempt(tmp_path):
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{scontrol}\n")
     (bin_dir / "scontrol").chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     env.update(SLURM_JOB_ID="12345")
