@@ -427,9 +427,9 @@ def _requeue_endings(
         checkpoint = resume_checkpoint(runs[name]["run_dir"], set_aside=False)
         if checkpoint is None:
             return "starts again from scratch (no checkpoint yet)"
-        epoch = saved_epoch(checkpoint)
-        at = "" if epoch is None else f", epoch {epoch}"
-        return f"resumes from its last checkpoint{at} ({checkpoint.name})"
+        epoch = saved_epoch(checkpoint)  # 0-based, as the run's log counts: the next one trains
+        at = "" if epoch is None else f", written at the end of epoch {epoch}"
+        return f"resumes from its last checkpoint ({checkpoint.name}{at})"
 
     name, why = requeued
     endings = {}

@@ -1261,12 +1261,12 @@ def test_a_requeue_in_a_train_worker_ends_every_stopped_runs_attempt(tmp_path, s
     stopped = (tmp_path / "ok1" / "checkpoints" / "train.log").read_text().splitlines()
     assert stopped[-1] == (
         "==== attempt 1 stopped: SLURM job 12345 requeued by run bad (test: 10 s left); "
-        "resumes from its last checkpoint, epoch 4 (last.ckpt)"
+        "resumes from its last checkpoint (last.ckpt, written at the end of epoch 4)"
     )
     requeuing = (tmp_path / "bad" / "checkpoints" / "train.log").read_text().splitlines()
     assert requeuing[-1] == (
         "==== attempt 1 requeued: SLURM job 12345, by run bad: test: 10 s left; "
-        "resumes from its last checkpoint, epoch 2 (last.ckpt)"
+        "resumes from its last checkpoint (last.ckpt, written at the end of epoch 2)"
     )
     assert not (tmp_path / "ok2").exists()  # never started: no attempt to end
 
