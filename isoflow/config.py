@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import re
@@ -12,7 +11,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from isoflow.errors import InputError
+from isoflow.errors import InputError, did_you_mean
 from isoflow.model.registry import ENCODERS
 
 # The schema beside the package in a checkout (or an editable install); an installed copy of
@@ -34,12 +33,6 @@ def load_schema(schema_path: str | Path) -> dict[str, Any]:
     # read at every workflow parse (bench/bench_parse.py).
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return yaml.load(Path(schema_path).read_text(), Loader=loader)
-
-
-def _closest(word: str, choices) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing."""
-    match = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _unknown_keys(error: jsonschema.ValidationError) -> list[str]:
@@ -69,9 +62,9 @@ def describe(error: jsonschema.ValidationError) -> str:
             key = unknown[0]
             if key in ELSEWHERE and "pool_to" in error.schema.get("properties", {}):
                 return f"unknown key {key!r} in an encoder spec ({ELSEWHERE[key]})"
-            return f"unknown key {key!r}" + _closest(key, error.schema.get("properties", {}))
+            return f"unknown key {key!r}" + did_you_mean(key, error.schema.get("properties", {}))
     if error.validator == "enum" and isinstance(error.instance, str):
-        return error.message + _closest(error.instance, error.validator_value)
+        return error.message + did_you_mean(error.instance, error.validator_value)
     if error.validator == "uniqueItems" and isinstance(error.instance, list):
         seen: set[str] = set()
         twice = [v for v in map(repr, error.instance) if v in seen or seen.add(v)]
@@ -170,7 +163,9 @@ def _check_encoder_names(config: dict[str, Any], source: str) -> None:
         cls = (spec or {}).get("class")
         if cls is not None and cls not in ENCODERS:
             message = f"{cls!r} is not an encoder class"
-            raise InputError(source, f"encoders.{name}.class", message + _closest(cls, ENCODERS))
+            raise InputError(
+                source, f"encoders.{name}.class", message + did_you_mean(cls, ENCODERS)
+            )
         family = ENCODERS.get(cls or name, ("",))[0]
         if (spec or {}).get("attention") is not None and family != "esm2":
             raise InputError(
@@ -184,7 +179,7 @@ def _check_encoder_names(config: dict[str, Any], source: str) -> None:
         if name not in known:
             message = f"{name!r} is not an entry of encoders nor an encoder class"
             raise InputError(
-                source, f"resources.embed_threads.{name}", message + _closest(name, known)
+                source, f"resources.embed_threads.{name}", message + did_you_mean(name, known)
             )
     given = [
         (f"model.{key}", (config.get("model") or {}).get(key))
@@ -195,7 +190,7 @@ def _check_encoder_names(config: dict[str, Any], source: str) -> None:
     for where, name in given:
         if name is not None and name not in known:
             message = f"{name!r} is not an entry of encoders nor an encoder class"
-            raise InputError(source, where, message + _closest(name, known))
+            raise InputError(source, where, message + did_you_mean(name, known))
     # each slot's encoder, defaults included (an `encoders.enformer` of another class is
     # read by every experiment naming no dna_encoder)
     from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS

@@ -65,7 +65,7 @@ import numpy as np
 
 from isoflow.alphabet import reverse_complement, standard_code, translate_cds
 from isoflow.constructs import AAV_LIMIT
-from isoflow.errors import InputError
+from isoflow.errors import InputError, did_you_mean
 
 CONSTRAINTS = (
     "aav_size",
@@ -152,10 +152,8 @@ class Constraints:
         section = dict(section or {})
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
-            from isoflow.config import _closest
-
             known = cls.__dataclass_fields__
-            named = ", ".join(f"{k!r}{_closest(k, known)}" for k in sorted(unknown))
+            named = ", ".join(f"{k!r}{did_you_mean(k, known)}" for k in sorted(unknown))
             raise InputError(
                 None, "design.constraints", f"unknown key(s) {named}; known: {', '.join(known)}"
             )

@@ -22,7 +22,6 @@ signal, DNA) and the flanks are optional. The model inputs (:func:`construct_inp
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import re
@@ -33,7 +32,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from isoflow.alphabet import reverse_complement, translate_cds
-from isoflow.errors import InputError, non_utf8_error
+from isoflow.errors import InputError, close_matches, non_utf8_error
 
 log = logging.getLogger("isoflow.constructs")
 
@@ -567,7 +566,7 @@ def _read_tsv(path: Path) -> list[Construct]:
     if missing:
         hints = []
         for name in missing:
-            close = difflib.get_close_matches(name, list(extra), n=1, cutoff=0.6)
+            close = close_matches(name, extra, cutoff=0.6)
             if close:
                 hints.append(f"{close[0]!r} for {name!r}?")
         hint = f" (did you mean {', '.join(hints)})" if hints else ""
@@ -577,7 +576,7 @@ def _read_tsv(path: Path) -> list[Construct]:
             f"header lacks column(s) {', '.join(missing)}{hint}; expected {expected}",
         )
     for name in extra:
-        close = difflib.get_close_matches(name.lower(), PARTS, n=1, cutoff=0.75)
+        close = close_matches(name, PARTS, cutoff=0.75)
         if close and close[0] not in columns:
             log.warning(
                 "%s:%d: column %r is kept as an extra column, not read as a part; rename it "

@@ -1,9 +1,12 @@
-"""One error type for bad input (one line: ``file:record: what is wrong``), and the one
-non-UTF-8 message every text reader gives."""
+"""One error type for bad input (one line: ``file:record: what is wrong``), the one
+non-UTF-8 message every text reader gives, and the one way a message suggests a name
+(``close_matches``, ``did_you_mean``)."""
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Iterable
 
 
 class InputError(ValueError):
@@ -32,6 +35,30 @@ class InputError(ValueError):
         # would end on the unpickling TypeError, not the error's line). Rebuilt field by
         # field, whatever a subclass's __init__ takes (DownloadError's (url, message)).
         return (_rebuild, (type(self), self.path, self.record, self.message, self.__dict__))
+
+
+def close_matches(
+    word: str, choices: Iterable[object], *, n: int = 1, cutoff: float = 0.6
+) -> list[str]:
+    """The names of ``choices`` (as text) that ``word`` may have meant, best first, at most
+    ``n``: one that differs only in case (``cell_a`` -> ``cell_A``), else difflib's closest
+    with case ignored. Case-sensitive difflib scored ``cell_A`` and ``cell_B`` alike for
+    ``cell_a`` and broke the tie by the larger name, suggesting the wrong one."""
+    names = list(dict.fromkeys(str(c) for c in choices))
+    key = str(word).casefold()
+    same = [name for name in names if name.casefold() == key]
+    if same:
+        return same[:n]
+    folded: dict[str, str] = {}
+    for name in names:
+        folded.setdefault(name.casefold(), name)
+    return [folded[m] for m in difflib.get_close_matches(key, list(folded), n=n, cutoff=cutoff)]
+
+
+def did_you_mean(word: str, choices: Iterable[object], *, cutoff: float = 0.6) -> str:
+    """`` (did you mean 'x'?)`` for :func:`close_matches`' best of ``choices``, or nothing."""
+    match = close_matches(word, choices, cutoff=cutoff)
+    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def _rebuild(cls: type[InputError], path, record, message, state: dict) -> InputError:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import difflib
 import itertools
 import json
 import logging
@@ -46,7 +45,7 @@ import pyarrow.parquet as pq
 from xopen import xopen
 
 from isoflow.annotation import PAR_Y_SUFFIX
-from isoflow.errors import InputError, non_utf8_error
+from isoflow.errors import InputError, close_matches, non_utf8_error
 from isoflow.files import atomic_path
 from isoflow.progress import Progress
 
@@ -314,7 +313,7 @@ def select_tissues(
     missing = []
     for tissue in tissues:
         if counts.get(tissue, 0) == 0:
-            near = difflib.get_close_matches(tissue, list(counts), n=3, cutoff=0.5)
+            near = close_matches(tissue, counts, n=3, cutoff=0.5)
             missing.append(f"{tissue} (near {' / '.join(near)})" if near else tissue)
     if missing:
         matrix = f"the TPM matrix {gct_path}" if gct_path is not None else "the TPM matrix"

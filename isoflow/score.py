@@ -26,7 +26,6 @@ bundle code is imported when a model is loaded.
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import logging
 import os
@@ -49,7 +48,7 @@ from isoflow.constructs import (
     read_background,
     read_constructs,
 )
-from isoflow.errors import InputError
+from isoflow.errors import InputError, did_you_mean
 from isoflow.files import atomic_path, check_output_files, check_prefix, output_set
 from isoflow.progress import Progress
 
@@ -195,8 +194,7 @@ def check_targets(targets: Iterable[str], tissues: Sequence[str]) -> list[str]:
     targets = list(targets)
     for t in targets:
         if t not in tissues:
-            close = difflib.get_close_matches(t, list(tissues), n=1, cutoff=0.5)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(t, tissues, cutoff=0.5)
             raise InputError(
                 None,
                 "target_tissues",

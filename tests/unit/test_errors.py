@@ -5,13 +5,26 @@ import gzip
 import pysam
 import pytest
 
-from isoflow.errors import InputError, non_utf8_error
+from isoflow.errors import InputError, close_matches, did_you_mean, non_utf8_error
 
 
 def test_input_error_is_one_line_naming_file_and_record():
     err = InputError("ann.gtf.gz", 1234, "exon of ENST1.1 lies\noutside its transcript")
     assert str(err) == "ann.gtf.gz:1234: exon of ENST1.1 lies outside its transcript"
     assert str(InputError("x.tsv", None, "empty")) == "x.tsv: empty"
+
+
+def test_a_name_differing_only_in_case_is_suggested_first():
+    """``cell_a`` scores as close to ``cell_B`` as to ``cell_A`` by case-sensitive difflib,
+    which broke the tie by the larger name: score suggested 'cell_B' (a reviewer's run)."""
+    names = ["cell_A", "cell_B", "cell_C"]
+    assert close_matches("cell_a", names) == ["cell_A"]
+    assert did_you_mean("cell_a", names) == " (did you mean 'cell_A'?)"
+    assert close_matches("CELL_B", names, n=3) == ["cell_B"]
+    # no case-insensitive twin: difflib's closest, case ignored, named as spelled
+    assert close_matches("livr", ["Liver", "Lung"]) == ["Liver"]
+    assert close_matches("max_epoch", ["max_epochs", "lr"]) == ["max_epochs"]
+    assert did_you_mean("zzz", ["Liver", "Lung"]) == ""
 
 
 @pytest.mark.parametrize("compression", ["plain", "gzip", "bgzip"])

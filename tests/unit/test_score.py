@@ -420,6 +420,9 @@ def test_target_tissues_are_checked():
     assert check_targets(["Brain"], tissues) == ["Brain"]
     with pytest.raises(InputError, match=r"'brain' is not a tissue.*did you mean 'Brain'"):
         check_targets(["brain"], tissues)
+    cells = ["cell_A", "cell_B", "cell_C"]  # the case-sensitive match was a tie: 'cell_C'
+    with pytest.raises(InputError, match=r"'cell_a' is not a tissue.*did you mean 'cell_A'"):
+        check_targets(["cell_a"], cells)
     with pytest.raises(InputError, match="named twice"):
         check_targets(["Brain", "Brain"], tissues)
     with pytest.raises(InputError, match="every tissue is a target"):
