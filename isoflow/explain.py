@@ -46,7 +46,7 @@ import pandas as pd
 
 from isoflow.alphabet import is_missing, translate_cds, truncate
 from isoflow.commands import nonnegative_int, positive_int
-from isoflow.errors import InputError
+from isoflow.errors import InputError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
     from isoflow.bundle import Model
@@ -1126,9 +1126,13 @@ def explain(
     from isoflow.progress import Progress
 
     unknown = [t for t in tissues if t != "mean" and t not in model.tissues]
-    if unknown:
+    if unknown:  # named as the setting (isoflow explain: --tissue), not as a record
+        tracks = ["mean", *model.tissues]
+        hint = did_you_mean(unknown[0], tracks, cutoff=0.5)
         raise InputError(
-            None, unknown[0], f"not a tissue of this model ({', '.join(model.tissues)})"
+            None,
+            "explain.tissues",
+            f"{unknown[0]!r} is not a tissue of this model{hint}; tracks: {', '.join(tracks)}",
         )
     names = {track_file_name(t) for t in tissues}
     if subject is not None and subject.kind == "transcript" and len(names) < len(set(tissues)):
@@ -1182,7 +1186,12 @@ def explain(
 
 
 # config keys in messages, shown as this command's flags (isoflow.commands)
-FLAGS = {"polya_in_rna": "--polya-in-rna", "polya_tail": "--polya-tail", "fill": "--fill"}
+FLAGS = {
+    "polya_in_rna": "--polya-in-rna",
+    "polya_tail": "--polya-tail",
+    "fill": "--fill",
+    "explain.tissues": "--tissue",
+}
 
 
 def add_arguments(parser) -> None:

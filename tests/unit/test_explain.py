@@ -496,6 +496,27 @@ def test_bedgraph_is_sorted_0_based_and_leaves_out_nan():
         explain(model, subject=SimpleNamespace(kind="transcript"), out="x", tissues=model.tissues)
 
 
+def test_an_unknown_tissue_track_names_the_setting_not_a_record():
+    """``isoflow explain --tissue Liver`` said ``<input>:Liver: not a tissue ...``: the error
+    names --tissue (rule explain: the config key explain.tissues) and the closest track."""
+    from types import SimpleNamespace
+
+    from isoflow import commands
+    from isoflow import explain as explain_module
+    from isoflow.errors import InputError
+
+    model = SimpleNamespace(tissues=["liver", "Lung"])
+    with pytest.raises(InputError) as caught:
+        explain_module.explain(model, out="x", tissues=["mean", "Liver"])
+    err = caught.value
+    message = (
+        "'Liver' is not a tissue of this model (did you mean 'liver'?); tracks: mean, liver, Lung"
+    )
+    assert str(err) == f"<input>:explain.tissues: {message}"  # the rule's config key
+    commands._as_flags(err, explain_module.FLAGS)
+    assert str(err) == f"--tissue: {message}"
+
+
 @pytest.mark.slow
 def test_a_transcripts_ism_tracks_are_bedgraphs_of_its_summary(bundle, tmp_path):
     """A transcript's logo tracks as bedGraphs beside ism_summary.tsv, one per track (IGV
