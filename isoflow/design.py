@@ -766,10 +766,12 @@ def design(
     device: str | None = None,
     progress_every_s: float | None = None,
     holdout: Sequence[str | os.PathLike] = (),
+    background_path: str | os.PathLike | None = None,
 ) -> Result:
     """Design from ``start`` with ``bundles`` (one ensemble); every design is checked again
     against every constraint before it is returned. ``holdout``: bundles never optimised
-    on that score the start and the designs afterwards (the held-out gain)."""
+    on that score the start and the designs afterwards (the held-out gain).
+    ``background_path``: the FASTA of ``placement``'s background, for messages."""
     constraints = constraints or Constraints()
     settings = settings or Settings()
     layout = make_layout(start, editable, fixed, constraints)
@@ -786,7 +788,13 @@ def design(
     # a fine-tuned bundle scores candidates only as its constructs were placed (isoflow score)
     keys = ("fill", "background", "polya_in_rna", "polya_tail")
     given = {k: v for k, v in (placement or {}).items() if k in keys and v is not None}
-    check_finetuned_placement([*bundles, *holdout], manifests, **given)
+    check_finetuned_placement(
+        [*bundles, *holdout],
+        manifests,
+        **given,
+        background_path=background_path,
+        action="design",
+    )
     check_objective(objective, manifests[0]["tissues"])
     if not holdout and len(bundles) == 1:
         log.warning(
@@ -1457,6 +1465,7 @@ def design_job(
         },
         device=device,
         holdout=holdout,
+        background_path=background,
     )
     own, held = result.gains()
     log.info(

@@ -1313,6 +1313,7 @@ def explain_job(
             polya_in_rna=polya_in_rna,
             polya_tail=polya_tail,
             background_path=background,
+            action="explain",
         )
     model = load_model(model_path, device=device)
     options = {

@@ -402,6 +402,19 @@ def _done(action: str) -> str:
     return action + ("d" if action.endswith("e") else "ed")
 
 
+def _placed_with(key: str, shown: str) -> str:
+    """A placement option as :func:`isoflow.finetune.placement_differences` shows it
+    (``on``/``off``, a number, a letter, ``path (sha256 ...)`` or ``none``), said as the
+    commands' flags take it: ``with --polya-in-rna``, ``without --polya-in-rna`` (a switch
+    takes no value), ``with --polya-tail 7``, ``with --fill N``, ``without --background``."""
+    flag = {**CONSTRUCT_FLAGS, "background": "--background"}[key]
+    if key == "polya_in_rna":
+        return f"with {flag}" if shown == "on" else f"without {flag}"
+    if key == "background" and shown == "none":
+        return f"without {flag}"
+    return f"with {flag} {shown}"
+
+
 def check_finetuned_placement(
     bundles: Sequence[str | os.PathLike],
     manifests: Sequence[Mapping[str, Any]],
@@ -420,8 +433,9 @@ def check_finetuned_placement(
     saw, so it is refused before any model loads, as bundles that disagree on tissues or window
     are: one line naming the manifest, the option, both values and the fix. A fine-tuned
     bundle without the record (fine-tuned before it was kept) is a warning. ``action``:
-    what is done with the bundle, for the message (``score``; ``fine-tune``: ``isoflow
-    finetune`` started from a fine-tuned bundle)."""
+    what is done with the bundle, for the message (``score``, ``explain``, ``design``;
+    ``fine-tune``: ``isoflow finetune`` started from a fine-tuned bundle), whose fix names
+    the placement as the flags take it (:func:`_placed_with`)."""
     from isoflow.bundle import MANIFEST
     from isoflow.finetune import placement_differences
 
@@ -455,18 +469,18 @@ def check_finetuned_placement(
         if differences:
             key, then, now = differences[0]
             what = "RNA" if key.startswith("polya") else "DNA around the cassette"
-            more = [k for k, _, _ in differences[1:]]
+            fix = ", ".join(_placed_with(k, t) for k, t, _ in differences)
+            if action == "fine-tune":
+                base = (record.get("base") or {}).get("path")
+                other = f"fine-tune its base bundle ({base or 'finetune.base.path'}) instead"
+            else:
+                other = f"fine-tune it on constructs placed as you {action} them"
             raise InputError(
                 Path(path) / MANIFEST,
                 f"finetune.construct_options.{key}",
-                f"fine-tuned with {key} {then}, {_done(action)} here with {now}: the model "
-                f"would read another {what} than it learned from; {action} with {key} {then}"
-                + (f" (and {', '.join(more)} as fine-tuned)" if more else "")
-                + (
-                    ", or fine-tune it on constructs placed as you score them"
-                    if action == "score"
-                    else ", or fine-tune its base bundle (finetune.base.path) instead"
-                ),
+                f"fine-tuned {_placed_with(key, then)}, {_done(action)} here "
+                f"{_placed_with(key, now)}: the model would read another {what} than it "
+                f"learned from; {action} {fix} (as fine-tuned), or {other}",
             )
 
 

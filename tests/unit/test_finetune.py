@@ -774,20 +774,24 @@ def test_score_holds_a_finetuned_bundle_to_its_placement(polya_tuned, tmp_path, 
     capsys.readouterr()
     assert main([*base, str(tmp_path / "a"), "--polya-tail", "7"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == (
+    assert err == (  # the fix in the flags' syntax (it said "--polya-in-rna on")
         f"isoflow score: error: {bundle / 'manifest.json'}:finetune.construct_options."
-        "polya_in_rna: fine-tuned with --polya-in-rna on, scored here with off: the model "
-        "would read another RNA than it learned from; score with --polya-in-rna on, or "
-        "fine-tune it on constructs placed as you score them"
+        "polya_in_rna: fine-tuned with --polya-in-rna, scored here without --polya-in-rna: "
+        "the model would read another RNA than it learned from; score with --polya-in-rna "
+        "(as fine-tuned), or fine-tune it on constructs placed as you score them"
     )
     assert (
         main([*base, str(tmp_path / "b"), "--polya-in-rna", "--polya-tail", "7", "--fill", "A"])
         == 1
     )
     err = capsys.readouterr().err.strip()
-    assert "finetune.construct_options.fill: fine-tuned with fill N, scored here with A" in err
+    assert (
+        "finetune.construct_options.fill: fine-tuned with --fill N, scored here with --fill A"
+    ) in err
     assert main([*base, str(tmp_path / "c"), "--polya-in-rna"]) == 1
-    assert "fine-tuned with --polya-tail 7, scored here with 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "fine-tuned with --polya-tail 7, scored here with --polya-tail 0" in err
+    assert "; score with --polya-tail 7 (as fine-tuned), or" in err
     assert main([*base, str(tmp_path / "ok"), "--polya-in-rna", "--polya-tail", "7"]) == 0
     scores = pd.read_csv(tmp_path / "ok.scores.tsv", sep="\t")
     assert set(scores["tissue"]) == {"a"} and len(scores) == 8
@@ -795,21 +799,47 @@ def test_score_holds_a_finetuned_bundle_to_its_placement(polya_tuned, tmp_path, 
 
 def test_explain_and_design_hold_a_finetuned_bundle_to_its_placement(polya_tuned, tmp_path, capsys):
     """As isoflow score: explaining or designing constructs for a fine-tuned bundle with
-    another placement than it learned from is refused before the model loads."""
+    another placement than it learned from is refused before the model loads, in the words
+    of the command (explain said "scored here ... score with") and naming design's
+    background FASTA (it said "a background")."""
     from isoflow.commands import InputError, main
     from isoflow.constructs import read_constructs
-    from isoflow.design import Objective, design
+    from isoflow.design import design_job
 
     bundle, table = polya_tuned["bundle"], polya_tuned["table"]
     (start, *_) = read_constructs(table, allow_noncanonical_cds=True)
     argv = ["explain", "--model", str(bundle), "--construct", str(table), "--id", start.id]
     capsys.readouterr()
     assert main([*argv, "--out", str(tmp_path / "e"), "--polya-tail", "7"]) == 1
-    assert "construct_options.polya_in_rna: fine-tuned with --polya-in-rna on, scored here " in (
-        capsys.readouterr().err
+    assert (
+        "construct_options.polya_in_rna: fine-tuned with --polya-in-rna, explained here without "
+        "--polya-in-rna: the model would read another RNA than it learned from; explain with "
+        "--polya-in-rna (as fine-tuned), or fine-tune it on constructs placed as you explain them"
+    ) in capsys.readouterr().err
+    one = tmp_path / "start.tsv"  # the canonical start alone: design reads it strictly
+    one.write_text("".join(table.read_text().splitlines(keepends=True)[:2]))
+    background = tmp_path / "bg.fa"
+    background.write_text(">bg\n" + "ACGT" * 1024 + "\n")
+    with pytest.raises(InputError) as caught:
+        design_job(
+            one,
+            [bundle],
+            {},
+            construct_id=start.id,
+            target_tissues=["a"],
+            background=background,
+            polya_in_rna=True,
+            polya_tail=7,
+        )
+    message = str(caught.value)
+    assert "construct_options.background: fine-tuned without --background, designed here " in (
+        message
     )
-    with pytest.raises(InputError, match="construct_options.polya_in_rna: fine-tuned with"):
-        design(start, [bundle], objective=Objective(("a",)), placement={"polya_tail": 7})
+    assert f"here with --background {background} (sha256 " in message
+    assert message.endswith(
+        "; design without --background (as fine-tuned), or fine-tune it on constructs placed "
+        "as you design them"
+    )
 
 
 def test_a_finetuned_bundle_without_its_placement_record_is_a_warning(
@@ -1366,6 +1396,7 @@ def test_finetuning_a_finetuned_bundle_holds_it_to_its_placement(polya_tuned, ca
     from isoflow.commands import main
 
     bundle, tmp = polya_tuned["bundle"], polya_tuned["tmp"]
+    base = json.loads((bundle / "manifest.json").read_text())["finetune"]["base"]["path"]
     argv = ["finetune", str(polya_tuned["table"]), "-m", str(bundle)]
     argv += ["--folds", "2", "--max-epochs", "1", "--device", "cpu", "--allow-noncanonical-cds"]
     capsys.readouterr()
@@ -1374,9 +1405,9 @@ def test_finetuning_a_finetuned_bundle_holds_it_to_its_placement(polya_tuned, ca
     err = capsys.readouterr().err.strip()
     assert err == (
         f"isoflow finetune: error: {bundle / 'manifest.json'}:finetune.construct_options."
-        "polya_tail: fine-tuned with --polya-tail 7, fine-tuned here with 30: the model would "
-        "read another RNA than it learned from; fine-tune with --polya-tail 7, or fine-tune "
-        "its base bundle (finetune.base.path) instead"
+        "polya_tail: fine-tuned with --polya-tail 7, fine-tuned here with --polya-tail 30: the "
+        "model would read another RNA than it learned from; fine-tune with --polya-tail 7 (as "
+        f"fine-tuned), or fine-tune its base bundle ({base}) instead"
     )
     assert not out.exists()
     out = tmp / "again_same"
