@@ -1589,7 +1589,8 @@ def write_bundle(
     manifest["metrics"]["mean"]["spearman"] = float(np.nanmean(list(mean.values())))
     manifest["finetune"] = {
         "base": {
-            "path": str(base.path),
+            # absolute: messages point users to it, from any working directory
+            "path": str(Path(base.path).resolve()),
             "run": base.card["run"],
             "sha256": _sha256(base.path / WEIGHTS),
             # a fine-tuned start: its own record, kept as lineage

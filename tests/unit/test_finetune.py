@@ -1388,11 +1388,12 @@ def test_a_finetuned_bundle_records_the_cpu_kernels_of_its_fine_tuning(tmp_path)
     assert CPU_KERNELS not in write_bundle(tuner, *(args[:1] + (tmp_path / "g",) + args[2:]))
 
 
-def test_finetuning_a_finetuned_bundle_holds_it_to_its_placement(polya_tuned, capsys):
+def test_finetuning_a_finetuned_bundle_holds_it_to_its_placement(polya_tuned, capsys, monkeypatch):
     """isoflow finetune started from a fine-tuned bundle: constructs placed otherwise than
     it learned from are refused before any work, as score refuses them (a --polya-tail 30
     run on a bundle fine-tuned with 7 went through); placed the same, the new bundle keeps
-    the start's finetune record as lineage."""
+    the start's finetune record as lineage, its path absolute though -m was relative (the
+    refusal's fix names it: relative, it named a folder of another working directory)."""
     from isoflow.commands import main
 
     bundle, tmp = polya_tuned["bundle"], polya_tuned["tmp"]
@@ -1413,10 +1414,12 @@ def test_finetuning_a_finetuned_bundle_holds_it_to_its_placement(polya_tuned, ca
     out = tmp / "again_same"
     table = _polya_table(tmp / "new.tsv", seed=4)  # new constructs: its own would leak
     argv[1] = str(table)
+    monkeypatch.chdir(tmp)
+    argv[3] = str(bundle.relative_to(tmp))
     assert main([*argv, "-o", str(out), "--polya-in-rna", "--polya-tail", "7"]) == 0
     start = json.loads((bundle / "manifest.json").read_text())["finetune"]
     lineage = json.loads((out / "bundle" / "manifest.json").read_text())["finetune"]["base"]
-    assert lineage["path"] == str(bundle) and lineage["finetune"] == start
+    assert lineage["path"] == str(bundle.resolve()) and lineage["finetune"] == start
     # the zero-shot tissue each column was scored against: recorded and said in cv.html
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     assert manifest["finetune"]["zero_shot_tissues"] == {
