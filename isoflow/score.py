@@ -325,8 +325,10 @@ def ensemble_differences(
     bundles: Sequence[str | os.PathLike], manifests: Sequence[Mapping[str, Any]]
 ) -> list[str]:
     """What makes ``bundles`` other than seeds of one experiment: each experiment setting
-    but the seed (aggregator, modalities, DNA encoder, fraction...) and the dataset (its
-    sha256) on which they differ, as ``key: value (bundles) / value (bundles)``."""
+    but the seed (aggregator, modalities, DNA encoder, fraction...), the dataset (its
+    sha256) and, for fine-tuned bundles, each fine-tuning setting but the seed (mode,
+    ``finetune_last``, lr...: ``finetune.<key>``) on which they differ, as ``key: value
+    (bundles) / value (bundles)``."""
 
     def shown(value: Any) -> str:
         if isinstance(value, list | tuple):
@@ -337,6 +339,11 @@ def ensemble_differences(
         {
             **{k: shown(v) for k, v in (m.get("experiment") or {}).items() if k != "seed"},
             "dataset": shown((m.get("dataset") or {}).get("sha256", "unrecorded"))[:12],
+            **{
+                f"finetune.{k}": shown(v)
+                for k, v in ((m.get("finetune") or {}).get("settings") or {}).items()
+                if k != "seed"
+            },
         }
         for m in manifests
     ]

@@ -166,6 +166,25 @@ def test_the_dna_window_warning_only_where_a_bundle_reads_dna(
     assert len(said) == ("dna" in modalities)
 
 
+def test_fine_tunings_in_other_settings_are_named_as_not_seeds():
+    """Two fine-tunings of one table in other modes were taken for seeds of one experiment:
+    only the experiment and dataset were compared. The fine-tuning seed is a seed."""
+    from isoflow.score import ensemble_differences
+
+    def manifest(mode, seed):
+        settings = {"mode": mode, "lr": 0.003, "seed": seed}
+        return {
+            "experiment": {"aggregator": "cross_attention", "seed": 0},
+            "dataset": {"sha256": "a" * 64},
+            "finetune": {"settings": settings, "source": {"sha256": "b" * 64}},
+        }
+
+    assert ensemble_differences(["f0", "f1"], [manifest("frozen", 0), manifest("frozen", 1)]) == []
+    assert ensemble_differences(["f0", "f1"], [manifest("frozen", 0), manifest("lora", 0)]) == [
+        "finetune.mode: frozen (f0) / lora (f1)"
+    ]
+
+
 @pytest.mark.slow
 def test_an_ensemble_of_other_experiments_is_a_warning_naming_what_differs(
     bundles, tmp_path, caplog
