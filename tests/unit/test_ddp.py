@@ -129,6 +129,26 @@ def test_token_standardizer_merges_every_ranks_tokens(tmp_path):
     assert (results[0][2] == results[1][2]).all() and (results[0][3] == results[1][3]).all()
 
 
+def _train_on_two_ranks(tmp_path, config, dataset):
+    """Train an RNA + protein run of ``config`` (its DDP settings) on ``dataset``, ESM-2
+    frozen (plain DDP, no unused-parameter search), as ``python -m isoflow.train``: Lightning's
+    DDP launcher starts rank 1 by re-running this command line, and a module entry point is
+    what it can re-run. Returns the finished process and the run folder."""
+    config["encoders"]["esm2"]["finetune_last"] = 0
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        train_command(config_path, {"modalities": ["rna", "protein"]}, dataset, run_dir),
+        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, run_dir
+
+
 def test_ddp_two_cpu_processes(tmp_path):
     dataset, genome = make_dataset(tmp_path)
     # 7 valid transcripts: the 2 ranks' shards are padded with a repeated one (a train split
@@ -139,20 +159,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert (df["split"] == "valid").sum() == 7 and (df["split"] == "train").sum() % 2 == 0
     config = json.loads(json.dumps(TINY_CONFIG))
     config["train"].update({"max_epochs": 2, "accelerator": "cpu", "devices": 2, "strategy": "ddp"})
-    config["encoders"]["esm2"]["finetune_last"] = 0  # frozen: plain DDP, no unused-parameter search
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    run_dir = tmp_path / "run"
-    # Lightning's DDP launcher starts rank 1 by re-running this command line: a module
-    # entry point (python -m) is what it can re-run.
-    result = subprocess.run(
-        train_command(config_path, {"modalities": ["rna", "protein"]}, dataset, run_dir),
-        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result, run_dir = _train_on_two_ranks(tmp_path, config, dataset)
     assert "world_size: 2" in result.stderr or "distributed_backend=gloo" in result.stderr
     assert result.stderr.count("ddp: find_unused_parameters=False") == 2  # one per rank
 
@@ -214,19 +221,8 @@ def test_ddp_padding_repeats_count_once(tmp_path):
     config["train"].update(
         {"max_epochs": 1, "batch_size": 11, "lr": 1e-30, "devices": 2, "strategy": "ddp"}
     )
-    config["encoders"]["esm2"]["finetune_last"] = 0  # plain DDP
-    config_path = tmp_path / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    run_dir = tmp_path / "run"
     experiment = {**EXPERIMENT_DEFAULTS, "modalities": ["rna", "protein"]}
-    result = subprocess.run(
-        train_command(config_path, {"modalities": ["rna", "protein"]}, dataset, run_dir),
-        env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _, run_dir = _train_on_two_ranks(tmp_path, config, dataset)
     history = pd.read_csv(run_dir / "history.csv")
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
 
