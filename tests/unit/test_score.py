@@ -138,12 +138,59 @@ def test_constructs_differing_only_past_the_rna_cut_say_so(bundles):
     assert not any("protein" in w for w in scores.warnings["a"])  # 6 residues: not cut
 
 
-@pytest.mark.parametrize("modalities", [["rna"], ["dna", "rna"]])
+def _cut_manifest(run, modalities=("dna", "rna", "protein"), nt=1000, mode="keep_5prime", aa=1000):
+    """A manifest as :func:`isoflow.score.read_cut` reads it without encoder specs."""
+    return {
+        "run": run,
+        "modalities": list(modalities),
+        "rna": {"max_nt": nt, "truncate": mode},
+        "protein": {"max_aa": aa},
+    }
+
+
+def test_cut_warnings_name_the_kept_end_and_only_the_bundles_that_cut():
+    """Fast cases of the cut warning the test above sees end to end: an RNA exactly at the
+    cut is read whole; a protein past its cut is said to lose its C-terminal end; a
+    keep_3prime bundle keeps the 3' end; when only some bundles cut, those are named (not
+    'every bundle'); a bundle without RNA cuts no RNA whatever its manifest's rna.max_nt."""
+    from types import SimpleNamespace
+
+    from isoflow.score import cut_warnings
+
+    placed = SimpleNamespace(rna="A" * 100, protein="M" * 11)
+    tail = "(the {} encoder's cut), so a change outside them does not change the score"
+    assert cut_warnings("x", placed, [_cut_manifest("a", nt=100, aa=10)]) == [
+        "construct 'x': its protein is 11 aa; bundle 'a' reads only its N-terminal 10 aa "
+        + tail.format("protein")
+    ]
+    three_prime = {"nt": 60, "mode": "keep_3prime"}
+    manifests = [
+        _cut_manifest("a", **three_prime),
+        _cut_manifest("b", **three_prime),
+        _cut_manifest("c", nt=100),
+        _cut_manifest("d", modalities=("dna", "protein"), **three_prime),
+    ]
+    assert cut_warnings("x", placed, manifests) == [
+        "construct 'x': its RNA is 100 nt; bundles 'a', 'b' read only its 3' 60 nt "
+        + tail.format("RNA")
+    ]
+    assert cut_warnings("x", placed, manifests[:2]) == [
+        "construct 'x': its RNA is 100 nt; every bundle reads only its 3' 60 nt "
+        + tail.format("RNA")
+    ]
+
+
+@pytest.mark.parametrize(
+    "modalities",
+    [[["rna"], ["rna"]], [["dna", "rna"], ["dna", "rna"]], [["dna", "rna"], ["rna"]]],
+    ids=["rna", "dna-rna", "mixed"],
+)
 def test_the_dna_window_warning_only_where_a_bundle_reads_dna(
     bundles, modalities, monkeypatch, caplog
 ):
     """A cassette past the DNA window was said to be cut to it also for bundles that read
-    no DNA (RNA only): nothing of their score depends on the window."""
+    no DNA (RNA only): nothing of their score depends on the window. An ensemble with one
+    bundle that reads DNA keeps the warning: that bundle's score depends on the window."""
     import logging
 
     import isoflow.bundle
@@ -152,7 +199,10 @@ def test_the_dna_window_warning_only_where_a_bundle_reads_dna(
     class Loaded(Exception):
         pass
 
-    manifests = [{**m, "modalities": modalities} for m in check_bundles(bundles)]
+    manifests = [
+        {**m, "modalities": each}
+        for m, each in zip(check_bundles(bundles), modalities, strict=True)
+    ]
     monkeypatch.setattr(isoflow.score, "check_bundles", lambda paths: manifests)
     monkeypatch.setattr(
         isoflow.bundle, "load_model", lambda *a, **k: (_ for _ in ()).throw(Loaded())
@@ -163,7 +213,7 @@ def test_the_dna_window_warning_only_where_a_bundle_reads_dna(
     with caplog.at_level(logging.WARNING), pytest.raises(Loaded):  # inputs placed, then load
         score_constructs([long], bundles, device="cpu")
     said = [r.getMessage() for r in caplog.records if "runs past" in r.getMessage()]
-    assert len(said) == ("dna" in modalities)
+    assert len(said) == ("dna" in modalities[0])
 
 
 def test_fine_tunings_in_other_settings_are_named_as_not_seeds():
