@@ -406,15 +406,30 @@ def test_genbank_codon_start_moves_the_cds_start_on_either_strand(tmp_path, codo
     assert dict(c.parts) == expected and c.protein == "MKR"
 
 
-def test_genbank_codon_start_outside_1_to_3_is_refused(tmp_path):
+@pytest.mark.parametrize("given", ["4", "0"])
+def test_genbank_codon_start_outside_1_to_3_is_refused(tmp_path, given):
     record, _ = cassette_record("pCS", np.random.default_rng(4))
     cds = next(f for f in record.features if f.qualifiers["label"] == ["EGFP"])
-    cds.qualifiers["codon_start"] = ["4"]
+    cds.qualifiers["codon_start"] = [given]
     path = write_gb(tmp_path / "bad.gb", record)
     assert error(path) == (
         f"{path}:pCS: construct 'pCS': CDS feature 'EGFP' "
-        f"{int(cds.location.start) + 1}..{int(cds.location.end)} has /codon_start=4; "
+        f"{int(cds.location.start) + 1}..{int(cds.location.end)} has /codon_start={given}; "
         "GenBank allows 1, 2 or 3: fix the qualifier"
+    )
+
+
+def test_genbank_codon_start_past_a_short_cds_features_end_is_refused(tmp_path):
+    """A 2-base CDS feature with /codon_start=3 has no base from its first codon on."""
+    record, _ = cassette_record("pCS", np.random.default_rng(4))
+    for i, f in enumerate(record.features):
+        if f.type == "CDS" and f.qualifiers["label"] == ["EGFP"]:
+            start = int(f.location.start)
+            record.features[i] = feature(start, start + 2, "CDS", "EGFP", codon_start=3)
+    path = write_gb(tmp_path / "short.gb", record)
+    assert error(path) == (
+        f"{path}:pCS: construct 'pCS': CDS feature 'EGFP' {start + 1}..{start + 2} has "
+        "/codon_start=3 and no base from there on; fix the feature"
     )
 
 
@@ -1069,17 +1084,23 @@ def test_genbank_cassette_across_the_origin_of_a_circular_map_is_read_whole(
 def test_a_records_notes_reach_its_warnings_column_whatever_their_wording(tmp_path):
     """The reader's notes on a record are logged as ``path:id: ...``; read_with_warnings kept
     only messages holding ``construct '<id>'``, so the arc left out of a circular map never
-    reached the scores' warnings column. Another record's notes stay its own."""
+    reached the scores' warnings column. Another record's notes stay its own; a /translation
+    that disagrees with the CDS's bases reaches its record's column too."""
     from isoflow.score import read_with_warnings
 
     record, _ = cassette_record("pWrap", np.random.default_rng(16))
     record.annotations["topology"] = "circular"
     start = next(int(f.location.start) for f in record.features if _lab(f) == "EGFP")
     plain, _ = cassette_record("pPlain", np.random.default_rng(3))
-    path = write_gb(tmp_path / "two.gb", _rotated(record, start), plain)
+    edited, _ = cassette_record("pTr", np.random.default_rng(4))
+    next(f for f in edited.features if _lab(f) == "EGFP").qualifiers["translation"] = ["MKW"]
+    path = write_gb(tmp_path / "two.gb", _rotated(record, start), plain, edited)
     constructs, warnings = read_with_warnings(path)
-    assert [c.id for c in constructs] == ["pWrap", "pPlain"]
-    assert list(warnings) == ["pWrap"]
+    assert [c.id for c in constructs] == ["pWrap", "pPlain", "pTr"]
+    assert list(warnings) == ["pWrap", "pTr"]
+    (differs,) = warnings["pTr"]
+    assert differs.startswith(f"{path}:pTr: construct 'pTr': CDS feature 'EGFP' ")
+    assert "its /translation differs from the translation of its bases from residue 3" in differs
     (left_out,) = [w for w in warnings["pWrap"] if "holds no whole cassette" in w]
     assert left_out.startswith(f"{path}:pWrap: the cassette is read across the origin")
     assert "construct 'pWrap'" not in left_out  # filed by the record, not by its wording
