@@ -421,6 +421,36 @@ def test_one_job_ranks_the_observed_values_once_and_writes_each_runs_file(tmp_pa
         assert made.read_bytes() == want.read_bytes(), made.name
 
 
+@pytest.mark.parametrize("change", ["observed", "tissue", "gene_id"])
+def test_a_run_of_another_test_set_in_one_job_gets_its_own_resamples(tmp_path, change):
+    """write_runs shares resamples between runs whose test sets are the same bytes; a run
+    differing from the one before it only in one observed value, in a tissue's name or in
+    its transcripts' genes (transcripts and shape the same) must be resampled and saved with
+    its own test set, byte for byte as write_run alone, not filed with the first's."""
+    frame = _tied_frame()
+    other = frame.copy()
+    if change == "observed":
+        other.loc[3, "observed"] += 1.0
+    elif change == "tissue":  # renamed in place: still the last column once sorted
+        other["tissue"] = other["tissue"].replace({max(TISSUES): max(TISSUES) + " (other)"})
+    else:
+        other["gene_id"] = other["gene_id"].replace({"G0": "G0x"})
+    paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    frame.to_parquet(paths[0], index=False)
+    other.to_parquet(paths[1], index=False)
+    first, second = (bootstrap.TestSet(pd.read_parquet(p), p) for p in paths)
+    assert (first.transcripts == second.transcripts).all()
+    assert first.observed.shape == second.observed.shape
+    together = [tmp_path / f"together{i}.npz" for i in range(2)]
+    alone = [tmp_path / f"alone{i}.npz" for i in range(2)]
+    bootstrap.write_runs(list(zip(paths, together, strict=True)), 50, 1)
+    for path, out in zip(paths, alone, strict=True):
+        bootstrap.write_run(path, out, 50, 1)
+    for made, want in zip(together, alone, strict=True):
+        assert made.read_bytes() == want.read_bytes(), made.name
+    assert together[0].read_bytes() != together[1].read_bytes()
+
+
 def test_a_per_run_file_of_other_resamples_or_another_test_set_is_refused(tmp_path):
     experiments, paths, _ = _write_all(tmp_path)
     files = {p.parent.name: p.with_name(bootstrap.BOOTSTRAP_FILE) for p in paths}
