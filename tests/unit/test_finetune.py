@@ -308,6 +308,41 @@ def test_shared_kmers_count_no_backbone_kmer_even_inside_an_element():
         ("e0-flip", "e0", 0.932),
         ("e0-flip", "e0-long", 0.891),
     ]
+    # the same with 1 kb of the reporter's 3' part inside e3 and e4: not a pair either
+    seqs, groups = _reporter_table()
+    piece = seqs[0][-1300:-300]
+    seqs = [
+        s[:1700] + piece + s[1700:] if g in ("e3", "e4") else s
+        for s, g in zip(seqs, groups, strict=True)
+    ]
+    assert {p[:2] for p in shared_kmers(seqs, groups).pairs} == {
+        ("e0-long", "e0"),
+        ("e0-flip", "e0"),
+        ("e0-flip", "e0-long"),
+    }
+
+
+def test_own_kmers_are_those_of_half_a_groups_constructs_counted_up_to_most_groups():
+    """A group's own k-mers are those in at least half of its constructs (a's element x is
+    in one of its two), and a k-mer owned by exactly ``most`` groups (2 of 3 groups) still
+    counts: b's trimmed copy of x shares all of its k-mers with a."""
+    rng = np.random.default_rng(9)
+    x, y, z = ("".join(rng.choice(list(BASES), 400)) for _ in range(3))
+    found = shared_kmers([x, y, x[5:], z], ["a", "a", "b", "c"])
+    assert found.most == 2
+    assert found.pairs == [("a", "b", 1.0)]
+
+
+def test_near_identical_pairs_count_a_pair_exactly_near_mismatches_apart():
+    from isoflow.finetune import NEAR_MISMATCHES, near_identical_pairs
+
+    rng = np.random.default_rng(10)
+    x = "".join(rng.choice(list("ACG"), 60))
+    apart = {n: x[:-n] + "T" * n for n in (NEAR_MISMATCHES, NEAR_MISMATCHES + 1)}
+    pairs = [("a", "b", 0.9)]
+    near = near_identical_pairs([x, apart[NEAR_MISMATCHES]], ["a", "b"], pairs, [0, 1])
+    assert near == {("a", "b")}
+    assert near_identical_pairs([x, apart[NEAR_MISMATCHES + 1]], ["a", "b"], pairs, [0, 1]) == set()
 
 
 def test_shared_kmers_when_every_kmer_is_backbone():
@@ -693,6 +728,36 @@ def test_too_few_groups_once_identical_constructs_merge_is_one_line(demo_bundle,
         "cross-validation folds: each fold needs a group of its own; lower finetune.folds or "
         "add distinct constructs"
     )
+
+
+@pytest.mark.parametrize("modalities", [["rna"], ["dna", "rna"]])
+def test_a_start_that_reads_no_dna_gets_no_window_warning(
+    tmp_path, monkeypatch, caplog, modalities
+):
+    """finetune_table places each construct as score does: a cassette past the DNA window
+    is a warning only when the start bundle reads DNA (an RNA-only one reads none of it)."""
+    import logging
+
+    import isoflow.bundle
+    from isoflow import finetune
+
+    class Placed(Exception):
+        pass
+
+    manifest = {"modalities": modalities, "dna": {"window": 64}}
+    monkeypatch.setattr(isoflow.bundle, "read_manifest", lambda bundle: manifest)
+    monkeypatch.setattr(finetune, "run_finetune", lambda *a, **k: (_ for _ in ()).throw(Placed()))
+    rng = np.random.default_rng(7)
+    table = tmp_path / "m.tsv"
+    rows = ["id\tpromoter\tutr5\tcds\tutr3\ta"]
+    for i in range(4):
+        promoter = "".join(rng.choice(list("ACGT"), 100))  # past the 64-nt window
+        rows.append(f"c{i}\t{promoter}\tGCC\tATGAAATAA\tTT\t{i}")
+    table.write_text("\n".join(rows) + "\n")
+    with caplog.at_level(logging.WARNING), pytest.raises(Placed):
+        finetune.finetune_table(table, tmp_path / "bundle", tmp_path / "out", settings={"folds": 2})
+    said = [r for r in caplog.records if "runs past the 64-nt DNA window" in r.getMessage()]
+    assert len(said) == 4 * ("dna" in modalities)
 
 
 # ---------------------------------------------------------------- reading options, as score's
