@@ -280,6 +280,21 @@ def worker_requeueing_with_attempts(config, name, run, dataset_path, genome_fast
     return name, {"loss": 0.0}
 
 
+def worker_requeueing_before_ok1_begins(config, name, run, dataset_path, genome_fasta):
+    """As :func:`worker_requeueing_with_attempts`, but run ``ok1`` is stopped before its
+    attempt in this job begins (it writes its process id and sleeps, its attempts log left
+    as an earlier job wrote it)."""
+    import os
+    import time
+    from pathlib import Path
+
+    if name != "ok1":
+        return worker_requeueing_with_attempts(config, name, run, dataset_path, genome_fasta)
+    Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return name, {"loss": 0.0}
+
+
 def worker_stopped_by_sigterm(config, name, run, dataset_path, genome_fasta):
     """Run ``bad`` ends as Lightning ends a run after a SIGTERM (its SIGTERMException is a
     SystemExit without a code); the others return at once."""

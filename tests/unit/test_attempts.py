@@ -238,6 +238,15 @@ def test_another_process_ends_only_an_attempt_begun_since_it_started(tmp_path):
     lines = attempts_path(tmp_path).read_text().splitlines()
     assert lines[-1] == "==== attempt 1 stopped: by the parent"
     assert not end_attempt(tmp_path / "never", "stopped", before)  # no log, nothing written
+    # the header's start time has whole seconds: an attempt begun in the same second as the
+    # parent (whose start has microseconds) began after it, and is ended
+    header = "==== attempt 2 of run: not a SLURM job, host h, started {}, from scratch\n"
+    began = datetime.datetime(2024, 5, 1, 10, 0, 0, tzinfo=datetime.UTC)
+    attempts_path(tmp_path).write_text(header.format(began.isoformat()))
+    assert end_attempt(tmp_path, "stopped: same second", began.replace(microsecond=900_000))
+    assert attempts_path(tmp_path).read_text().splitlines()[-1] == (
+        "==== attempt 2 stopped: same second"
+    )
 
 
 def test_a_run_resumed_from_checkpoints_older_than_the_log_says_so(tmp_path):

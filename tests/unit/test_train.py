@@ -1271,6 +1271,55 @@ def test_a_requeue_in_a_train_worker_ends_every_stopped_runs_attempt(tmp_path, s
     assert not (tmp_path / "ok2").exists()  # never started: no attempt to end
 
 
+@pytest.mark.parametrize("case", ["not-begun", "scontrol-fails"])
+def test_a_requeue_ends_only_attempts_begun_in_this_job_and_only_once_requeued(tmp_path, case):
+    # "not-begun": run ok1 is stopped before its attempt in this job began; its attempts log
+    # holds an earlier job's attempt, which is not this requeue's to end. "scontrol-fails":
+    # the requeue is refused; no attempt says it was requeued or stopped by it (the endings
+    # are written once scontrol succeeds) and the job fails with scontrol's error.
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scontrol = "echo refused >&2; exit 1" if case == "scontrol-fails" else "exit 0"
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{scontrol}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env.update(SLURM_JOB_ID="12345")
+    env.pop("SLURM_ARRAY_JOB_ID", None)
+    old = (
+        "==== attempt 1 of ok1: SLURM job 999, host h, started 2024-05-01T10:00:00+00:00, "
+        "from scratch (no checkpoint)\nan earlier job's record\n"
+    )
+    log_of = {name: tmp_path / name / "checkpoints" / "train.log" for name in ("ok1", "bad")}
+    worker = "worker_requeueing_with_attempts"
+    if case == "not-begun":
+        worker = "worker_requeueing_before_ok1_begins"
+        log_of["ok1"].parent.mkdir(parents=True)
+        log_of["ok1"].write_text(old)
+    runs = {name: {"run_dir": str(tmp_path / name)} for name in ("ok1", "bad", "ok2")}
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
+        "from isoflow.train_workers import run_in_processes\n"
+        f"run_in_processes({{}}, {runs!r}, {str(tmp_path / 'data.parquet')!r}, None, 2, "
+        f"worker=h.{worker}, initializer=None, grace_s=5.0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=90
+    )
+    requeuing = log_of["bad"].read_text().splitlines()
+    if case == "not-begun":
+        assert out.returncode == 0, out.stderr
+        assert log_of["ok1"].read_text() == old
+        assert requeuing[-1].startswith("==== attempt 1 requeued: SLURM job 12345, by run bad")
+    else:
+        assert out.returncode == 1
+        assert "scontrol requeue:12345: failed (refused)" in out.stderr.strip().splitlines()[-1]
+        stopped = log_of["ok1"].read_text()
+        assert "==== attempt 1 stopped" not in stopped and "requeued:" not in stopped
+        assert not any("requeued:" in line for line in requeuing)
+
+
 def test_a_train_worker_stopped_by_sigterm_names_the_stop(tmp_path):
     # Lightning's SIGTERMException (a SystemExit without a code) got past the worker's
     # ``except Exception``: the worker exited 0 and the job said "exited with code 0 (its
