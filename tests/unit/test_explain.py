@@ -305,6 +305,15 @@ def test_attention_a_bundle_cannot_give_is_refused_before_the_ism(
     assert not list(tmp_path.glob("o*"))
 
 
+@pytest.mark.parametrize("modalities", [["dna", "protein"], ["dna", "rna"], ["protein"]])
+def test_attention_is_mapped_for_a_bundle_with_an_rna_or_protein_key(modalities):
+    """A cross-attention bundle reading RNA or protein (a DNA+protein one too: its keys are
+    the protein's) is accepted for --attention, from its manifest alone."""
+    from isoflow.explain import check_attention_bundle
+
+    check_attention_bundle("b", {"aggregator": "cross_attention", "modalities": modalities})
+
+
 def _transcript_fixture(bundle, tmp_path):
     """Two dataset transcripts (one per strand, multi-exon, coding) whose RNA and protein
     are the genome's: a dataset and annotation in the DESIGN.md formats."""
