@@ -90,6 +90,23 @@ ROW_COLUMNS = (
 )
 # Pairs (variant, transcript) scored per round: the reference embeddings of the round's
 # transcripts are kept, nothing else.
+# the transcripts-table columns a variant's transcripts are found and read by (overlapping,
+# transcript_inputs, reference_problem, the row): the dataset table has none of the exons
+ANNOTATION_COLUMNS = (
+    "transcript_id",
+    "gene_id",
+    "gene_name",
+    "chrom",
+    "strand",
+    "tss",
+    "exon_starts",
+    "exon_ends",
+    "cds_start",
+    "cds_end",
+    "cds_phase",
+    "selenocysteines",
+    "tags",
+)
 CHUNK = 256
 
 
@@ -363,6 +380,23 @@ def check_variants(
             )
         out.append(v if chrom == v.chrom else dataclasses.replace(v, chrom=chrom))
     return out
+
+
+def check_annotation_columns(
+    transcripts: pd.DataFrame, annotation: str | os.PathLike | None = None
+) -> None:
+    """The annotation (from ``annotation``) has every ``ANNOTATION_COLUMNS``: one line naming
+    the file and the missing columns. The dataset table (``results/dataset/*.parquet``, no
+    exons) given as ``-a`` was a pandas KeyError traceback after the model loaded."""
+    missing = [c for c in ANNOTATION_COLUMNS if c not in transcripts.columns]
+    if missing:
+        raise InputError(
+            annotation,
+            None,
+            f"lacks the transcripts table's column(s) {', '.join(missing)}: give -a the "
+            "annotation's transcripts table (results/annotation/transcripts.parquet), not "
+            "the dataset table",
+        )
 
 
 def check_annotation_contigs(
@@ -678,6 +712,7 @@ def variant_effects(
     (:func:`reference_problem`) is an :class:`InputError` naming it (and ``annotation``,
     the file it came from)."""
     variants = check_variants(variants, genome)
+    check_annotation_columns(transcripts, annotation)
     check_annotation_contigs(transcripts, variants, genome, annotation)
     window = model.dna_window
     transcripts = transcripts.reset_index(drop=True)
@@ -988,7 +1023,9 @@ def run(args: argparse.Namespace) -> int:
     genome = GenomeWindows(args.genome)
     variants = check_variants(table.variants, genome, aliases)
     transcripts = pd.read_parquet(args.annotation)
-    # before the model loads: an annotation naming contigs otherwise gives no row
+    # before the model loads: a table without exons (the dataset's) cannot be read, and an
+    # annotation naming contigs otherwise gives no row
+    check_annotation_columns(transcripts, args.annotation)
     check_annotation_contigs(transcripts, variants, genome, args.annotation)
     model = load_model(args.model, device=args.device)
     warn_genomic_inputs(args.model, model.card, "isoflow variants")

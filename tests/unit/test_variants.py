@@ -332,6 +332,39 @@ def test_a_missing_annotation_is_one_line(bundle, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_the_dataset_table_as_annotation_is_one_line_before_the_model(
+    bundle, tmp_path, capsys, monkeypatch
+):
+    """`-a results/dataset/demo.parquet` (no exons) was a pandas KeyError 'exon_starts'
+    traceback after the model loaded; it is one line naming the file, the missing columns
+    and the table to give, before the model loads, nothing written."""
+    import isoflow.bundle
+    from isoflow.commands import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the annotation was checked")
+
+    monkeypatch.setattr(isoflow.bundle, "load_model", no_model)
+    dataset = tmp_path / "demo.parquet"
+    columns = ["transcript_id", "gene_id", "gene_name", "transcript_type", "chrom", "strand"]
+    _annotation()[[*columns, "tss"]].to_parquet(dataset, index=False)
+    table = tmp_path / "v.tsv"
+    ref = bundle["genome"][1010]
+    table.write_text(f"chrom\tpos\tref\talt\nchr1\t1011\t{ref}\t{'A' if ref != 'A' else 'C'}\n")
+    out = tmp_path / "effects.tsv"
+    argv = ["variants", str(table), "-m", str(bundle["path"]), "-g", str(bundle["fasta"])]
+    argv += ["-a", str(dataset), "-o", str(out), "--device", "cpu"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"isoflow variants: error: {dataset}: lacks the transcripts table's column(s) "
+        "exon_starts, exon_ends, cds_start, cds_end, cds_phase, selenocysteines, tags: give -a "
+        "the annotation's transcripts table (results/annotation/transcripts.parquet), not the "
+        "dataset table"
+    )
+    assert not out.exists()
+
+
 # ------------------------------------------------------------------ Kircher et al. 2019
 
 
