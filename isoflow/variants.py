@@ -790,15 +790,24 @@ def variant_effects(
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Parquet (``.parquet``) or TSV (anything else), atomically."""
+    """Parquet (``.parquet``) or TSV (anything else), compressed as ``path``'s suffix says
+    (``.gz``, ``.bz2``, ``.xz``, ``.zst``, ``.zip``: pandas' inference), suffixes in any case,
+    atomically. The compression is inferred from ``path``, not from the temporary file
+    (``….tmp``), which named none: ``-o effects.tsv.gz`` was plain text."""
+    from pandas.io.common import infer_compression
+
     from isoflow.files import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
-        if path.suffix == ".parquet":
+        if path.suffix.lower() == ".parquet":
             frame.to_parquet(tmp, index=False)
         else:
-            frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+            compression = infer_compression(str(path), "infer")
+            if compression in ("zip", "tar"):  # the member is the table, not the temporary
+                inner = path.name[: -len(path.suffix)] if path.suffix else path.name
+                compression = {"method": compression, "archive_name": inner}
+            frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g", compression=compression)
 
 
 # --------------------------------------------------------------------------- constructs
@@ -992,7 +1001,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="transcripts table (results/annotation/transcripts.parquet)",
     )
-    parser.add_argument("-o", "--out", required=True, help="output table: .parquet, else TSV")
+    parser.add_argument(
+        "-o",
+        "--out",
+        required=True,
+        help="output table: .parquet, else TSV (compressed by suffix: .gz, .bz2, .xz, .zip)",
+    )
     parser.add_argument(
         "--contig-alias",
         action="append",

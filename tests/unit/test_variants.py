@@ -30,6 +30,7 @@ from isoflow.variants import (
     read_kircher,
     read_variants,
     variant_effects,
+    write_table,
 )
 
 WINDOW = 512
@@ -363,6 +364,32 @@ def test_the_dataset_table_as_annotation_is_one_line_before_the_model(
         "dataset table"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "magic"),
+    [
+        ("effects.tsv.gz", b"\x1f\x8b"),
+        ("effects.TSV.GZ", b"\x1f\x8b"),
+        ("effects.tsv.bz2", b"BZh"),
+        ("effects.PARQUET", b"PAR1"),
+        ("effects.tsv", b"variant_id\t"),
+    ],
+)
+def test_the_table_is_written_as_its_final_name_says(tmp_path, name, magic):
+    """`-o effects.tsv.gz` wrote plain text under a .gz name (pandas inferred the
+    compression from the temporary file's .tmp) and `-o x.PARQUET` wrote TSV: the format
+    and compression follow the final name, suffixes in any case, and the table reads back."""
+    frame = pd.DataFrame({"variant_id": ["v1", "v2"], "Liver": [0.5, -0.25]})
+    out = tmp_path / name
+    write_table(frame, out)
+    assert out.read_bytes().startswith(magic)
+    if name.lower().endswith(".parquet"):
+        back = pd.read_parquet(out)
+    else:
+        back = pd.read_csv(out, sep="\t")  # pandas infers the compression, in any case
+    pd.testing.assert_frame_equal(back, frame)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 # ------------------------------------------------------------------ Kircher et al. 2019
