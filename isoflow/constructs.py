@@ -302,7 +302,7 @@ def read_constructs(
     aav_limit_action: str = "warn",
 ) -> list[Construct]:
     """Constructs from a TSV, a GenBank file (one or many records) or a folder of GenBank
-    files (``GENBANK_SUFFIXES``, read in name order), each checked (:func:`check_construct`).
+    files (:func:`genbank_files`, read in name order), each checked (:func:`check_construct`).
 
     A bad input raises :class:`InputError` (one line: file, line or record, the part, the
     fix). ``aav``: every construct is an AAV cassette, its whole length checked against
@@ -316,10 +316,13 @@ def read_constructs(
         )
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in GENBANK_SUFFIXES)
+        files = genbank_files(path)
         if not files:
             raise InputError(
-                path, None, f"no GenBank files ({', '.join(GENBANK_SUFFIXES)}) in this folder"
+                path,
+                None,
+                f"no GenBank files (named {', '.join(GENBANK_SUFFIXES)} or starting with "
+                "LOCUS) in this folder",
             )
         constructs = [c for f in files for c in _read_genbank(f)]
     elif _is_genbank(path):
@@ -456,6 +459,27 @@ def aav_limit_ignored(path: str | os.PathLike, *, aav: bool, aav_limit: int | No
         return False
     path = Path(path)
     return not path.is_dir() and not _is_genbank(path)
+
+
+def genbank_files(folder: Path) -> list[Path]:
+    """The GenBank files of ``folder`` in name order, each known as a single file is
+    (:func:`_is_genbank`: a ``GENBANK_SUFFIXES`` name, or a first line starting ``LOCUS``,
+    so a ``.gbff`` is read); every other entry but a hidden one (``.name``) is a warning
+    naming it. A ``.gbff`` was skipped without a word, though read when given alone."""
+    files = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and _is_genbank(entry):
+            files.append(entry)
+        else:
+            log.warning(
+                "%s: skipped: not a GenBank file (named %s, or starting with LOCUS); a folder "
+                "of constructs is read for its GenBank files only",
+                entry,
+                ", ".join(GENBANK_SUFFIXES),
+            )
+    return files
 
 
 def _is_genbank(path: Path) -> bool:

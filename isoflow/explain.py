@@ -1197,7 +1197,11 @@ FLAGS = {
 def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="model bundle folder (results/models/RUN)")
     what = parser.add_argument_group("what to mutate (one of)")
-    what.add_argument("--construct", help="construct file (TSV, GenBank, or a folder of GenBank)")
+    what.add_argument(
+        "--construct",
+        help="construct file (TSV, GenBank, or a folder of GenBank: its files named .gb, "
+        ".gbk, .genbank or starting with LOCUS; any other file skipped with a warning)",
+    )
     what.add_argument("--id", help="the construct to mutate (an id in --construct)")
     what.add_argument("--transcript", help="a transcript ID of --dataset to mutate")
     parser.add_argument(

@@ -868,7 +868,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="FILE",
         help="constructs: a TSV (id promoter utr5 cds utr3 [polya upstream downstream]), "
-        "a GenBank file or a folder of them (docs/constructs.md)",
+        "a GenBank file or a folder of them (its files named .gb, .gbk, .genbank or starting "
+        "with LOCUS; any other file skipped with a warning) (docs/constructs.md)",
     )
     parser.add_argument(
         "--out",

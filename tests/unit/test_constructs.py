@@ -377,6 +377,32 @@ def test_genbank_round_trip_with_itrs_multi_record_and_folder(tmp_path):
     assert dict(got[1].parts) == p3 and not got[1].itrs
 
 
+def test_a_folder_reads_each_file_as_a_single_file_is_read_and_names_what_it_skips(
+    tmp_path, caplog
+):
+    """A .gbff in a folder was skipped without a word (only .gb/.gbk/.genbank names were
+    read), though the same file given alone is read by its LOCUS line; and a TSV beside the
+    maps was dropped silently. Each file is known as a single file is; every other entry
+    but a hidden one is a warning naming it."""
+    rng = np.random.default_rng(1)
+    (r1, _), (r2, p2) = cassette_record("pA", rng), cassette_record("pB", rng, itrs=False)
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    write_gb(folder / "a.gb", r1)
+    gbff = write_gb(folder / "b.gbff", r2)
+    assert [c.id for c in read_constructs(gbff)] == ["pB"]  # alone: known by its LOCUS line
+    table = folder / "c.tsv"
+    table.write_text("id\tpromoter\tutr5\tcds\tutr3\nc1\tACGT\tACGT\tATGAAATAA\tACGT\n")
+    (folder / ".DS_Store").write_bytes(b"\0\0")
+    with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):
+        got = read_constructs(folder)
+    assert [c.id for c in got] == ["pA", "pB"]
+    assert dict(got[1].parts) == p2
+    skipped = [r.getMessage() for r in caplog.records]
+    assert len(skipped) == 1
+    assert skipped[0].startswith(f"{table}: skipped: not a GenBank file (named .gb, .gbk, ")
+
+
 def test_genbank_minus_strand_cassette_reads_on_its_sense_strand(tmp_path):
     record, parts = cassette_record("pRev", np.random.default_rng(2))
     flipped = record.reverse_complement(id=True, name=True, description=True, annotations=True)
