@@ -329,7 +329,16 @@ def read_transcripts(
             chosen = chosen.head(limit)
     ids = list(chosen["transcript_id"])
     annotation = pd.read_parquet(annotation_path, filters=[("transcript_id", "in", ids)])
-    subjects = transcript_subjects(chosen, annotation, genome_fasta or frame.attrs.get("genome"))
+    if not genome_fasta and frame.attrs.get("genome"):
+        genome_fasta = frame.attrs["genome"]
+        if not Path(genome_fasta).exists():  # a relative path read from another folder
+            raise InputError(
+                genome_fasta,
+                None,
+                f"genome FASTA does not exist (the dataset {dataset_path}'s recorded genome "
+                "path, relative to where it was built; give --genome)",
+            )
+    subjects = transcript_subjects(chosen, annotation, genome_fasta)
     for subject in subjects:
         subject.source = str(dataset_path)
     return subjects
@@ -1319,6 +1328,13 @@ def explain_job(
             background_path=background,
             action="explain",
         )
+    # the constructs and the id checked before the model loads: an unknown id was reported
+    # only once the model had loaded
+    constructs = read_constructs(construct) if construct else []
+    chosen = [c for c in constructs if c.id == construct_id]
+    if construct_id and not chosen:
+        known = ", ".join(c.id for c in constructs)
+        raise InputError(construct, construct_id, f"no such construct ({known})")
     model = load_model(model_path, device=device)
     options = {
         "window": model.dna_window,
@@ -1327,13 +1343,8 @@ def explain_job(
         "polya_in_rna": polya_in_rna,
         "polya_tail": polya_tail,
     }
-    constructs = read_constructs(construct) if construct else []
     subject = None
     if construct_id:
-        chosen = [c for c in constructs if c.id == construct_id]
-        if not chosen:
-            known = ", ".join(c.id for c in constructs)
-            raise InputError(construct, construct_id, f"no such construct ({known})")
         subject = construct_subject(chosen[0], **options)
     elif transcript:
         (subject,) = read_transcripts(dataset, annotation, [transcript], genome_fasta=genome)

@@ -418,6 +418,56 @@ def test_a_missing_dataset_or_annotation_is_one_line(bundle, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_a_recorded_genome_not_found_from_here_says_what_it_is_and_the_fix(
+    bundle, tmp_path, monkeypatch
+):
+    """`explain --transcript` run outside the folder the dataset was built in: the dataset's
+    recorded genome path (relative) was 'genome FASTA does not exist' with no hint."""
+    from isoflow.dataset import read_dataset, write_dataset
+    from isoflow.errors import InputError
+    from isoflow.explain import read_transcripts
+
+    dataset, annotation = _transcript_fixture(bundle, tmp_path)
+    frame, tissues = read_dataset(dataset)
+    moved = tmp_path / "moved.parquet"
+    write_dataset(frame, tissues, "resources/demo/genome.fa", moved)
+    monkeypatch.chdir(tmp_path)  # no resources/ here
+    with pytest.raises(InputError) as err:
+        read_transcripts(moved, annotation, ["ENSTP.1"])
+    assert str(err.value) == (
+        f"resources/demo/genome.fa: genome FASTA does not exist (the dataset {moved}'s "
+        "recorded genome path, relative to where it was built; give --genome)"
+    )
+    (subject,) = read_transcripts(moved, annotation, ["ENSTP.1"], genome_fasta=bundle["fasta"])
+    assert subject.id == "ENSTP.1"
+
+
+@pytest.mark.slow
+def test_an_unknown_construct_id_is_one_line_before_the_model_loads(
+    bundle, tmp_path, capsys, monkeypatch
+):
+    """`explain --construct FILE --id c9` with no c9 in FILE was reported only after the
+    model had loaded."""
+    import isoflow.bundle
+    from isoflow.commands import main
+    from isoflow.constructs import write_constructs_tsv
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the id was checked")
+
+    monkeypatch.setattr(isoflow.bundle, "load_model", no_model)
+    constructs = tmp_path / "c.tsv"
+    write_constructs_tsv([_construct(1), Construct("c2", _construct(2).parts)], constructs)
+    out = tmp_path / "out" / "c9"
+    argv = ["explain", "--model", str(bundle["path"]), "--construct", str(constructs)]
+    argv += ["--id", "c9", "--region", "utr5", "--out", str(out), "--device", "cpu"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"isoflow explain: error: {constructs}:c9: no such construct (c1, c2)"
+    assert not out.parent.exists()
+
+
+@pytest.mark.slow
 def test_cli_end_to_end(bundle, tmp_path, capsys):
     from isoflow.commands import main
     from isoflow.constructs import write_constructs_tsv
