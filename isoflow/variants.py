@@ -804,10 +804,17 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
             frame.to_parquet(tmp, index=False)
         else:
             compression = infer_compression(str(path), "infer")
-            if compression in ("zip", "tar"):  # the member is the table, not the temporary
-                inner = path.name[: -len(path.suffix)] if path.suffix else path.name
+            # the member (zip, tar) or the name in the gzip header is the table's, not the
+            # temporary's (`gunzip -N` restores that name)
+            inner = path.name[: -len(path.suffix)] if path.suffix else path.name
+            if compression in ("zip", "tar"):
                 compression = {"method": compression, "archive_name": inner}
-            frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g", compression=compression)
+            elif compression == "gzip":
+                compression = {"method": "gzip", "filename": inner}
+            with open(tmp, "wb") as handle:  # a handle: pandas names no file to gzip then
+                frame.to_csv(
+                    handle, sep="\t", index=False, float_format="%.6g", compression=compression
+                )
 
 
 # --------------------------------------------------------------------------- constructs

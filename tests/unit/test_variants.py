@@ -384,6 +384,9 @@ def test_the_table_is_written_as_its_final_name_says(tmp_path, name, magic):
     out = tmp_path / name
     write_table(frame, out)
     assert out.read_bytes().startswith(magic)
+    if magic == b"\x1f\x8b":  # the gzip header's file name (FNAME, flag 8) is the table's
+        header = out.read_bytes()
+        assert header[3] & 8 and header[10:].split(b"\0")[0] == name[:-3].encode()
     if name.lower().endswith(".parquet"):
         back = pd.read_parquet(out)
     else:
