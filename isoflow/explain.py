@@ -332,11 +332,12 @@ def read_transcripts(
     if not genome_fasta and frame.attrs.get("genome"):
         genome_fasta = frame.attrs["genome"]
         if not Path(genome_fasta).exists():  # a relative path read from another folder
+            where = "" if Path(genome_fasta).is_absolute() else ", relative to where it was built"
             raise InputError(
                 genome_fasta,
                 None,
                 f"genome FASTA does not exist (the dataset {dataset_path}'s recorded genome "
-                "path, relative to where it was built; give --genome)",
+                f"path{where}; give --genome)",
             )
     subjects = transcript_subjects(chosen, annotation, genome_fasta)
     for subject in subjects:

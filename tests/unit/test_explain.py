@@ -438,6 +438,14 @@ def test_a_recorded_genome_not_found_from_here_says_what_it_is_and_the_fix(
         f"resources/demo/genome.fa: genome FASTA does not exist (the dataset {moved}'s "
         "recorded genome path, relative to where it was built; give --genome)"
     )
+    gone = tmp_path / "gone" / "genome.fa"  # an absolute recorded path is no relative one
+    write_dataset(frame, tissues, gone, moved)
+    with pytest.raises(InputError) as err:
+        read_transcripts(moved, annotation, ["ENSTP.1"])
+    assert str(err.value) == (
+        f"{gone}: genome FASTA does not exist (the dataset {moved}'s recorded genome path; "
+        "give --genome)"
+    )
     (subject,) = read_transcripts(moved, annotation, ["ENSTP.1"], genome_fasta=bundle["fasta"])
     assert subject.id == "ENSTP.1"
 
