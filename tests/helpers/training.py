@@ -232,67 +232,69 @@ def _wait_for(path) -> None:
         time.sleep(0.1)
 
 
+def _train_a_while(name, dataset_path):
+    """A stand-in run training: writes its process id beside the dataset as
+    :func:`worker_killed` does, then sleeps two minutes; returns its result."""
+    import os
+    import time
+    from pathlib import Path
+
+    Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
+    time.sleep(120)
+    return name, {"loss": 0.0}
+
+
+def _requeue_bad_else_train(name, dataset_path):
+    """Run ``bad`` requeues the job once run ok1 trains (``requeue_job``); the others train
+    (:func:`_train_a_while`)."""
+    from pathlib import Path
+
+    from isoflow.requeue import requeue_job
+
+    if name == "bad":
+        _wait_for(Path(dataset_path).with_name("ok1.pid"))
+        requeue_job(0, "test: 10 s left")
+    return _train_a_while(name, dataset_path)
+
+
 def worker_requeueing(config, name, run, dataset_path, genome_fasta):
     """Run ``bad`` stops to requeue the job (as ``isoflow.train`` after a fit that
     ``RequeueBeforeTimeLimit`` stopped: ``requeue_job``) once run ok1 trains; with
     ``REQUEUE_ALL`` set in the environment every run does, at once. The others write their
     process id as :func:`worker_killed` does and train (sleep) for two minutes."""
     import os
-    import time
-    from pathlib import Path
 
     from isoflow.requeue import requeue_job
 
     if os.environ.get("REQUEUE_ALL"):
         requeue_job(0, f"test: run {name}")
-    if name == "bad":
-        _wait_for(Path(dataset_path).with_name("ok1.pid"))
-        requeue_job(0, "test: 10 s left")
-    Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
-    time.sleep(120)
-    return name, {"loss": 0.0}
+    return _requeue_bad_else_train(name, dataset_path)
 
 
 def worker_requeueing_with_attempts(config, name, run, dataset_path, genome_fasta):
     """As :func:`worker_requeueing` (run ``bad`` requeues once ``ok1`` trains), each run
     logging its attempt in ``run["run_dir"]`` as ``isoflow.train.run_experiment`` does, with
     a ``last.ckpt`` written at the end of epoch 2 (bad) or 4 (ok1) before it goes on."""
-    import os
-    import time
-    from pathlib import Path
-
     import torch
 
     from isoflow.attempts import attempt_logging
     from isoflow.checkpoints import checkpoint_dir
-    from isoflow.requeue import requeue_job
 
     with attempt_logging(run["run_dir"], True) as attempt:
         attempt.begin(None)
         checkpoints = checkpoint_dir(run["run_dir"])
         epoch = 2 if name == "bad" else 4
         torch.save({"epoch": epoch, "state_dict": {}}, checkpoints / "last.ckpt")
-        if name == "bad":
-            _wait_for(Path(dataset_path).with_name("ok1.pid"))
-            requeue_job(0, "test: 10 s left")
-        Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
-        time.sleep(120)
-    return name, {"loss": 0.0}
+        return _requeue_bad_else_train(name, dataset_path)
 
 
 def worker_requeueing_before_ok1_begins(config, name, run, dataset_path, genome_fasta):
     """As :func:`worker_requeueing_with_attempts`, but run ``ok1`` is stopped before its
     attempt in this job begins (it writes its process id and sleeps, its attempts log left
     as an earlier job wrote it)."""
-    import os
-    import time
-    from pathlib import Path
-
     if name != "ok1":
         return worker_requeueing_with_attempts(config, name, run, dataset_path, genome_fasta)
-    Path(dataset_path).with_name(f"{name}.pid").write_text(str(os.getpid()))
-    time.sleep(120)
-    return name, {"loss": 0.0}
+    return _train_a_while(name, dataset_path)
 
 
 def worker_stopped_by_sigterm(config, name, run, dataset_path, genome_fasta):
