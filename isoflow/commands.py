@@ -46,6 +46,16 @@ def positive_int(text: str) -> int:
     return _number(text, int, "a whole number >= 1", lambda v: v >= 1)
 
 
+def fold_count(text: str) -> int:
+    """argparse ``type`` of a number of cross-validation folds: an integer >= 2."""
+    return _number(text, int, "a whole number >= 2", lambda v: v >= 2)
+
+
+def blocks_or_all(text: str) -> int:
+    """argparse ``type`` of a number of blocks that train: -1 (all) or an integer >= 0."""
+    return _number(text, int, "a whole number >= -1 (-1: all)", lambda v: v >= -1)
+
+
 def nonnegative_int(text: str) -> int:
     """argparse ``type`` of a seed, a tail length...: an integer >= 0."""
     return _number(text, int, "a whole number >= 0", lambda v: v >= 0)
@@ -144,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     top.add_argument("command", choices=available, help="one of: " + ", ".join(available))
     top.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:  # no command: a usage error (exit 2, as argparse's own), the help on stderr
+        top.print_help(sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
         top.print_help()
         return 0
     ns = top.parse_args(argv[:1])

@@ -53,7 +53,9 @@ import pandas as pd
 from isoflow.commands import (
     CONSTRUCT_FLAGS,
     add_construct_arguments,
+    blocks_or_all,
     construct_flags,
+    fold_count,
     nonnegative_int,
     positive_int,
 )
@@ -1957,12 +1959,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default=FINETUNE_DEFAULTS["mode"])
     parser.add_argument(
         "--finetune-last",
-        type=int,
+        type=blocks_or_all,
         default=None,
         help="mode finetune_last: blocks of each raw encoder that train (-1: all; default "
         f"{FINETUNE_DEFAULTS['finetune_last']})",
     )
-    parser.add_argument("--folds", type=int, default=FINETUNE_DEFAULTS["folds"])
+    parser.add_argument("--folds", type=fold_count, default=FINETUNE_DEFAULTS["folds"])
     parser.add_argument("--max-epochs", type=positive_int, default=FINETUNE_DEFAULTS["max_epochs"])
     parser.add_argument("--seed", type=nonnegative_int, default=FINETUNE_DEFAULTS["seed"])
     parser.add_argument(
@@ -1994,8 +1996,6 @@ def run(args: argparse.Namespace) -> int:
             f"only with --mode finetune_last (this is --mode {args.mode}, which it would not "
             "change); drop it or change the mode",
         )
-    if args.finetune_last is not None and args.finetune_last < -1:
-        raise InputError("--finetune-last", None, f"{args.finetune_last}: -1 (all) or >= 0")
     if args.finetune_last is None:
         args.finetune_last = FINETUNE_DEFAULTS["finetune_last"]
     settings = {

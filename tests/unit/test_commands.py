@@ -14,6 +14,14 @@ def test_top_level_help_lists_commands_without_importing_torch():
     assert "usage: isoflow" in out
 
 
+def test_no_command_is_a_usage_error(capsys):
+    # `isoflow` alone printed the help and exited 0, as if it had done something
+    assert commands.main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "usage: isoflow" in captured.err
+    assert commands.main(["--help"]) == 0
+
+
 def test_python_m_isoflow_is_the_isoflow_command():
     import subprocess
     import sys
@@ -103,6 +111,11 @@ BAD_NUMBERS = [
     ("finetune", "--max-epochs", "0"),
     ("finetune", "--max-epochs", "-1"),
     ("finetune", "--seed", "-1"),
+    # `--folds 1` was found by the run (exit 1), not by the parser
+    ("finetune", "--folds", "1"),
+    ("finetune", "--folds", "0"),
+    ("finetune", "--folds", "-2"),
+    ("finetune", "--finetune-last", "-2"),
 ]
 
 
@@ -243,6 +256,8 @@ def test_an_output_under_a_file_is_refused_and_no_folder_is_left(tmp_path, capsy
 
 def test_messages_name_the_commands_flags_not_config_keys(tmp_path, capsys):
     # "<input>:finetune.folds: at least 2 folds" and "lower finetune.folds" from the CLI
+    from isoflow import finetune
+
     base = [
         "finetune",
         str(tmp_path / "t.tsv"),
@@ -251,8 +266,9 @@ def test_messages_name_the_commands_flags_not_config_keys(tmp_path, capsys):
         "-o",
         str(tmp_path / "o"),
     ]
-    assert commands.main([*base, "--folds", "1"]) == 1
-    assert capsys.readouterr().err.strip() == "isoflow finetune: error: --folds: at least 2 folds"
+    err = commands.InputError(None, "finetune.folds", "at least 2 folds")
+    commands._as_flags(err, finetune.FLAGS)
+    assert str(err) == "--folds: at least 2 folds"
     # --finetune-last was silently ignored outside mode finetune_last
     assert commands.main([*base, "--mode", "frozen", "--finetune-last", "3"]) == 1
     err = capsys.readouterr().err.strip()
