@@ -4,7 +4,7 @@ Each command lives in its own module, imported only when that command runs, so `
 --help`` starts without torch. A command module defines ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int`` (the exit status). Errors a user can act on
 (:class:`isoflow.errors.InputError` and friends) end the command with their one line on stderr
-and exit status 1, never a traceback.
+and exit status 1, never a traceback; Ctrl-C ends it with one line and exit status 130.
 """
 
 from __future__ import annotations
@@ -29,6 +29,12 @@ COMMANDS = {
     "finetune": "isoflow.finetune",
     "rescore": "isoflow.metrics",
 }
+
+
+# What Ctrl-C leaves: every command writes its outputs all or none (files.atomic_path,
+# files.output_set), so an interrupted one leaves the earlier outputs as they were. A command
+# that keeps more (finetune's finished folds) says so in its module's INTERRUPTED.
+INTERRUPTED = "interrupted; no output written"
 
 
 def _number(text: str, kind, what: str, ok) -> int | float:
@@ -144,6 +150,17 @@ def _module(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; the shell's 128 + SIGINT
+        name = argv[0] if argv and argv[0] in COMMANDS else None
+        module = sys.modules.get(COMMANDS[name]) if name else None
+        lead = f"isoflow {name}" if name else "isoflow"
+        sys.stderr.write(f"{lead}: {getattr(module, 'INTERRUPTED', INTERRUPTED)}\n")
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     available = [name for name in COMMANDS if importlib.util.find_spec(COMMANDS[name])]
     top = argparse.ArgumentParser(
         prog="isoflow",

@@ -1942,6 +1942,13 @@ FLAGS = {
 }
 
 
+# Ctrl-C (isoflow.commands): the folds already finished stay in the partial folder
+INTERRUPTED = (
+    "interrupted; no output written (the folds already finished are kept: the same "
+    "command resumes from them)"
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "table", help="measurement table (TSV: id, parts or genbank, measured columns, [group])"

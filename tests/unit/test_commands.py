@@ -399,3 +399,26 @@ def test_finetune_aav_limit_without_aav_on_a_table_of_parts_is_an_error(tmp_path
     for extra in ([str(parts), "--aav"], [str(genbank)]):
         assert commands.main([*argv, *extra]) == 1
         assert "--aav-limit" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "says"),
+    [
+        ("score", "isoflow.score", "interrupted; no output written"),
+        ("finetune", "isoflow.finetune", "the same command resumes from them"),
+    ],
+)
+def test_ctrl_c_is_one_line_and_exit_130(command, module, says, tmp_path, capsys, monkeypatch):
+    # Ctrl-C printed KeyboardInterrupt's whole traceback and exited 1
+    import importlib
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib.import_module(module), "run", interrupted)
+    args, _ = REFUSALS.get(command, (["{none}", "-m", "{none}", "-o", "{tmp}/o"], None))
+    argv = [a.format(none=tmp_path / "none", tmp=tmp_path) for a in args]
+    assert commands.main([command, *argv]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith(f"isoflow {command}: interrupted; no output written")
+    assert says in err and err.count("\n") == 1
