@@ -199,7 +199,9 @@ def _main(argv: list[str]) -> int:
         return int(module.run(args) or 0)
     except InputError as err:
         _as_flags(err, getattr(module, "FLAGS", {}))
-        sys.stderr.write(f"isoflow {ns.command}: error: {err}\n")
+        # no file and no record: the command line itself is at fault, not "<input>"
+        line = err.message if err.path is None and err.record in (None, "") else str(err)
+        sys.stderr.write(f"isoflow {ns.command}: error: {line}\n")
         return 1
     except Exception as err:  # a file's fault, named by the error: one line; else a bug
         line = file_error(err)

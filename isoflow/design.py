@@ -1307,6 +1307,9 @@ FLAGS = {
     "polya_in_rna": "--polya-in-rna",
     "polya_tail": "--polya-tail",
     "fill": "--fill",
+    # a non-canonical CDS: only isoflow score reads one as it is (design has no such flag)
+    "allow_noncanonical_cds": "isoflow score --allow-noncanonical-cds; isoflow design reads "
+    "a canonical CDS only",
 }
 
 

@@ -1184,9 +1184,7 @@ def explain(
         frames["attention"] = shares
         figures["attention"] = (plot_attention(shares), demo)
     if not frames:
-        raise InputError(
-            None, None, "nothing to explain: give --id/--transcript, --attention, or both"
-        )
+        raise InputError(None, None, NOTHING_TO_EXPLAIN)
     # an earlier run's bedGraph of any track goes when this one writes none or others
     possible = ["mean", *model.tissues]
     return write_outputs(out, frames, figures, tracks=tracks, possible_tracks=possible)
@@ -1195,12 +1193,20 @@ def explain(
 # ---------------------------------------------------------------------------- the command
 
 
+NOTHING_TO_EXPLAIN = (
+    "nothing to explain: give --id ID (a construct of --construct) or --transcript ID (of "
+    "--dataset) for mutation effects, --attention for attention by region, or both"
+)
+
 # config keys in messages, shown as this command's flags (isoflow.commands)
 FLAGS = {
     "polya_in_rna": "--polya-in-rna",
     "polya_tail": "--polya-tail",
     "fill": "--fill",
     "explain.tissues": "--tissue",
+    # a non-canonical CDS: only isoflow score reads one as it is (explain has no such flag)
+    "allow_noncanonical_cds": "isoflow score --allow-noncanonical-cds; isoflow explain reads "
+    "a canonical CDS only",
 }
 
 
@@ -1286,6 +1292,8 @@ def explain_job(
     from isoflow.bundle import load_model
     from isoflow.constructs import read_background, read_constructs
 
+    if not (construct_id or transcript or attention):  # before the model loads
+        raise InputError(None, None, NOTHING_TO_EXPLAIN)
     if transcript and construct_id:
         raise InputError(None, None, "give --construct/--id or --transcript, not both")
     if construct_id and not construct:

@@ -59,7 +59,7 @@ from isoflow.commands import (
     nonnegative_int,
     positive_int,
 )
-from isoflow.errors import InputError
+from isoflow.errors import InputError, did_you_mean
 from isoflow.files import atomic_path, check_output_folder
 from isoflow.workflow import FINETUNE_FILES
 
@@ -743,9 +743,13 @@ def zero_shot_sources(
         chosen = list(tissues) if entry == "mean" else [entry] if isinstance(entry, str) else entry
         missing = [t for t in chosen if t not in tissues]
         if missing:
-            raise InputError(
-                None, f"finetune.zero_shot.{column}", f"{missing} are not tissues of the bundle"
-            )
+            if len(missing) == 1:
+                what = f"{missing[0]!r} is not a tissue of the bundle"
+                what += did_you_mean(missing[0], tissues)
+            else:
+                named = ", ".join(f"{t!r}{did_you_mean(t, tissues)}" for t in missing)
+                what = f"{named} are not tissues of the bundle"
+            raise InputError(None, f"finetune.zero_shot.{column}", what)
         out[column] = {"tissues": list(chosen), "from": how}
     return out
 
@@ -1939,6 +1943,9 @@ FLAGS = {
     "finetune.finetune_last": "--finetune-last",
     "finetune.max_epochs": "--max-epochs",
     "finetune.mode": "--mode",
+    # `finetune.zero_shot.cell_A` reads `--zero-shot:cell_A` (the column the flag maps)
+    "finetune.zero_shot.": "--zero-shot ",
+    "finetune.zero_shot": "--zero-shot",
 }
 
 

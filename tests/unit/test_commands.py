@@ -422,3 +422,39 @@ def test_ctrl_c_is_one_line_and_exit_130(command, module, says, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith(f"isoflow {command}: interrupted; no output written")
     assert says in err and err.count("\n") == 1
+
+
+def test_zero_shot_explain_and_cds_messages_name_the_flags(tmp_path, capsys):
+    """A reviewer got `<input>:finetune.zero_shot.cell_A: ['liver'] are not tissues of the
+    bundle` from `--zero-shot cell_A=liver`, `<input>: nothing to explain` and explain's
+    non-canonical CDS naming the config key `allow_noncanonical_cds`."""
+    from isoflow import explain, finetune
+    from isoflow.constructs import Construct, check_construct
+
+    with pytest.raises(commands.InputError) as caught:
+        finetune.zero_shot_sources(["cell_A"], ["Liver", "Lung"], {"cell_A": "liver"})
+    err = caught.value
+    commands._as_flags(err, finetune.FLAGS)
+    assert str(err) == (
+        "--zero-shot:cell_A: 'liver' is not a tissue of the bundle (did you mean 'Liver'?)"
+    )
+
+    args, _ = REFUSALS["explain"]
+    argv = [a.format(none=tmp_path / "none", tmp=tmp_path) for a in args]
+    assert commands.main(["explain", *argv]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "isoflow explain: error: nothing to explain: give --id ID (a construct of --construct) "
+        "or --transcript ID (of --dataset) for mutation effects, --attention for attention by "
+        "region, or both"
+    )
+
+    parts = {"promoter": "ACGT", "utr5": "AC", "cds": "GTGAAATAA", "utr3": "AC", "polya": "AA"}
+    with pytest.raises(commands.InputError) as caught:
+        check_construct(Construct("c1", parts, "c.tsv:2"))
+    err = caught.value
+    commands._as_flags(err, explain.FLAGS)
+    assert "allow_noncanonical_cds" not in str(err)
+    assert str(err).endswith(
+        "(only scoring takes one as it is: isoflow score --allow-noncanonical-cds; isoflow "
+        "explain reads a canonical CDS only)"
+    )

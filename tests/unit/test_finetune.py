@@ -490,7 +490,7 @@ def test_zero_shot_maps_columns_to_tissues():
     np.testing.assert_allclose(out, [[1.0, 2.0, 2.5], [0.0, 2.0, 3.0]])
     effect = zero_shot(preds, tissues, ["Muscle"], None, reference_predictions=preds - 1)
     np.testing.assert_allclose(effect, [[1.0], [1.0]])
-    with pytest.raises(InputError, match="not tissues of the bundle"):
+    with pytest.raises(InputError, match="not a tissue of the bundle"):
         column_tissues(["a"], tissues, {"a": "Lung"})
     with pytest.raises(InputError, match="not measured columns"):
         column_tissues(["a"], tissues, {"b": "Liver"})
