@@ -52,6 +52,12 @@ def positive_int(text: str) -> int:
     return _number(text, int, "a whole number >= 1", lambda v: v >= 1)
 
 
+# --batch-size of the commands that run a bundle (bundle.load_model's batch_size=None)
+BATCH_SIZE_HELP = "inputs per forward pass (default: the bundle's evaluation batch size)"
+# --out of the commands that write a set of files under a prefix (files.output_set)
+REPLACED = "; an existing prefix's files are replaced, all or none"
+
+
 def fold_count(text: str) -> int:
     """argparse ``type`` of a number of cross-validation folds: an integer >= 2."""
     return _number(text, int, "a whole number >= 2", lambda v: v >= 2)
@@ -87,17 +93,20 @@ CONSTRUCT_FLAGS = {
 }
 
 
-def add_construct_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options that say how constructs are read and placed in a bundle's inputs
-    (``READ_OPTIONS``, ``PLACEMENT_OPTIONS``; docs/constructs.md)."""
+def add_placement_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say how a construct is placed in a bundle's inputs
+    (``PLACEMENT_OPTIONS``; docs/constructs.md): one definition for every command that
+    places constructs (score, finetune, explain, design)."""
     parser.add_argument(
         "--background",
         metavar="FASTA",
         help="one-record FASTA filling the DNA window around the cassette (at least the "
-        "window long, centre base at the TSS); default: N",
+        "window long, centre base at the TSS); default: --fill",
     )
     parser.add_argument(
-        "--fill", default="N", help="the letter around the cassette without --background (N)"
+        "--fill",
+        default="N",
+        help="the letter around the cassette without --background (default: %(default)s)",
     )
     parser.add_argument(
         "--polya-in-rna", action="store_true", help="append the polya part to the RNA"
@@ -107,8 +116,14 @@ def add_construct_arguments(parser: argparse.ArgumentParser) -> None:
         type=nonnegative_int,
         default=0,
         metavar="N",
-        help="append N A's to the RNA (0)",
+        help="append N A's to the RNA (default: %(default)s)",
     )
+
+
+def add_construct_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say how constructs are read and placed in a bundle's inputs
+    (``READ_OPTIONS``, :func:`add_placement_arguments`; docs/constructs.md)."""
+    add_placement_arguments(parser)
     parser.add_argument(
         "--allow-noncanonical-cds",
         action="store_true",
@@ -122,8 +137,8 @@ def add_construct_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=None,
         metavar="NT",
-        help="AAV packaging limit, ITR to ITR inclusive (4700): GenBank records with two ITRs, "
-        "and with --aav every cassette (a table's only with --aav)",
+        help="AAV packaging limit, ITR to ITR inclusive (default: 4700): GenBank records "
+        "with two ITRs, and with --aav every cassette (a table's only with --aav)",
     )
 
 

@@ -46,7 +46,13 @@ import numpy as np
 import pandas as pd
 
 from isoflow.alphabet import standard_code, translate_cds
-from isoflow.commands import nonnegative_float, nonnegative_int, positive_int
+from isoflow.commands import (
+    REPLACED,
+    add_placement_arguments,
+    nonnegative_float,
+    nonnegative_int,
+    positive_int,
+)
 from isoflow.constraints import (
     FLANKS,
     Check,
@@ -1345,7 +1351,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="PREFIX",
         help="output prefix: PREFIX.designs.fa/.gb/.tsv, .profiles.tsv/.png, "
-        ".constraints.tsv, .trajectory.tsv/.png",
+        ".constraints.tsv, .trajectory.tsv/.png" + REPLACED,
     )
     parser.add_argument(
         "--target-tissue",
@@ -1358,10 +1364,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--others",
         choices=OTHERS,
         default="max",
-        help="aggregate the other tissues by max (default) or mean",
+        help="aggregate the other tissues by max or mean (default: %(default)s)",
     )
     parser.add_argument(
-        "--k", type=nonnegative_float, default=1.0, help="objective = ensemble mean - k x sd (1.0)"
+        "--k",
+        type=nonnegative_float,
+        default=1.0,
+        help="objective = ensemble mean - k x sd (default: %(default)s)",
     )
     parser.add_argument(
         "--editable",
@@ -1394,22 +1403,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--budget",
         type=positive_int,
         default=Settings.budget,
-        help="model calls (cassette x bundle)",
+        help="model calls (cassette x bundle) the search may spend (default: %(default)s)",
     )
-    parser.add_argument("--population", type=positive_int, default=Settings.population)
     parser.add_argument(
-        "--designs", type=positive_int, default=Settings.designs, help="designs written, best first"
+        "--population",
+        type=positive_int,
+        default=Settings.population,
+        help="cassettes kept from one generation to the next (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument(
-        "--background",
-        metavar="FASTA",
-        help="DNA around the cassette in the window (as isoflow score)",
+        "--designs",
+        type=positive_int,
+        default=Settings.designs,
+        help="designs written, best first (default: %(default)s)",
     )
-    parser.add_argument("--fill", default="N")
-    parser.add_argument("--polya-in-rna", action="store_true")
-    parser.add_argument("--polya-tail", type=nonnegative_int, default=0)
-    parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=Settings.seed,
+        help="random seed of the search (default: %(default)s)",
+    )
+    add_placement_arguments(parser)  # the cassette placed as isoflow score places it
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
+    )
 
 
 def pick_construct(path: str | os.PathLike, cid: str | None) -> Construct:

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from isoflow.alphabet import is_missing, translate_cds, truncate
-from isoflow.commands import nonnegative_int, positive_int
+from isoflow.commands import BATCH_SIZE_HELP, REPLACED, add_placement_arguments, positive_int
 from isoflow.errors import InputError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1249,18 +1249,11 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--tissue", action="append", help="tissue track(s) of the logo (default: mean)"
     )
-    parser.add_argument("--out", required=True, help="output prefix (PREFIX.ism.tsv, ...)")
-    parser.add_argument("--fill", default="N", help="construct DNA window fill letter")
-    parser.add_argument("--background", help="FASTA of a DNA background for constructs")
     parser.add_argument(
-        "--polya-in-rna", action="store_true", help="append the polyA part to the RNA"
+        "--out", required=True, help="output prefix (PREFIX.ism.tsv, ...)" + REPLACED
     )
-    parser.add_argument(
-        "--polya-tail", type=nonnegative_int, default=0, help="A's appended to the RNA"
-    )
-    parser.add_argument(
-        "--batch-size", type=positive_int, help="default: the run's eval batch size"
-    )
+    add_placement_arguments(parser)  # a construct placed as isoflow score places it
+    parser.add_argument("--batch-size", type=positive_int, help=BATCH_SIZE_HELP)
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when available)")
 
 

@@ -1970,7 +1970,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--columns", nargs="+", default=None, help="measured columns (default: all)"
     )
-    parser.add_argument("--mode", choices=MODES, default=FINETUNE_DEFAULTS["mode"])
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default=FINETUNE_DEFAULTS["mode"],
+        help="what trains: frozen (the head on frozen embeddings), finetune_last (also the "
+        "last blocks of each raw encoder), lora (LoRA adapters) (default: %(default)s)",
+    )
     parser.add_argument(
         "--finetune-last",
         type=blocks_or_all,
@@ -1978,9 +1984,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mode finetune_last: blocks of each raw encoder that train (-1: all; default "
         f"{FINETUNE_DEFAULTS['finetune_last']})",
     )
-    parser.add_argument("--folds", type=fold_count, default=FINETUNE_DEFAULTS["folds"])
-    parser.add_argument("--max-epochs", type=positive_int, default=FINETUNE_DEFAULTS["max_epochs"])
-    parser.add_argument("--seed", type=nonnegative_int, default=FINETUNE_DEFAULTS["seed"])
+    parser.add_argument(
+        "--folds",
+        type=fold_count,
+        default=FINETUNE_DEFAULTS["folds"],
+        help="cross-validation folds, groups kept whole (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=positive_int,
+        default=FINETUNE_DEFAULTS["max_epochs"],
+        help="epochs at most per fold (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=FINETUNE_DEFAULTS["seed"],
+        help="seed of the folds and the training (default: %(default)s)",
+    )
     parser.add_argument(
         "--zero-shot",
         action="append",

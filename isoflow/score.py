@@ -38,7 +38,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from isoflow.commands import CONSTRUCT_FLAGS, add_construct_arguments, positive_int
+from isoflow.commands import (
+    BATCH_SIZE_HELP,
+    CONSTRUCT_FLAGS,
+    REPLACED,
+    add_construct_arguments,
+    positive_int,
+)
 from isoflow.constructs import (
     CONSTRUCT_FIELD,
     Construct,
@@ -876,7 +882,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="PREFIX",
         help="output prefix: PREFIX.scores.tsv, PREFIX.scores.parquet, PREFIX.heatmap.svg, "
-        "and PREFIX.specificity.tsv with --target-tissue",
+        "and PREFIX.specificity.tsv with --target-tissue" + REPLACED,
     )
     parser.add_argument(
         "--target-tissue",
@@ -888,11 +894,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a fine-tuned bundle's: its measurement table's)",
     )
     add_construct_arguments(parser)
-    parser.add_argument("--batch-size", type=positive_int, default=None, metavar="N")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, metavar="N", help=BATCH_SIZE_HELP
+    )
     parser.add_argument(
         "--device", default=None, help="torch device (default: cuda when available, else cpu)"
     )
-    parser.add_argument("--figure-format", choices=FIGURE_FORMATS, default="svg")
+    parser.add_argument(
+        "--figure-format",
+        choices=FIGURE_FORMATS,
+        default="svg",
+        help="the heatmap's file format (default: %(default)s)",
+    )
 
 
 def score_file(

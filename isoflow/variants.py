@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from isoflow.alphabet import DNA_LETTER_CODES, reverse_complement
-from isoflow.commands import positive_int
+from isoflow.commands import BATCH_SIZE_HELP, positive_int
 from isoflow.constructs import Construct, ModelInputs, construct_inputs, table_rows
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.experiments import MODALITIES
@@ -1021,7 +1021,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="VARIANT=GENOME",
         help="read a variant contig under the genome's name (repeatable), e.g. chr1=1",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=None)
+    parser.add_argument("--batch-size", type=positive_int, default=None, help=BATCH_SIZE_HELP)
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
 
 

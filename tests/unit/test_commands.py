@@ -458,3 +458,42 @@ def test_zero_shot_explain_and_cds_messages_name_the_flags(tmp_path, capsys):
         "(only scoring takes one as it is: isoflow score --allow-noncanonical-cds; isoflow "
         "explain reads a canonical CDS only)"
     )
+
+
+def _has_default(default) -> bool:
+    # 0 and 0.0 are defaults to name; None, False (a store_true flag) and [] are "none given"
+    return not (default is None or default is False or default == [])
+
+
+@pytest.mark.parametrize("command", list(commands.COMMANDS))
+def test_every_option_has_help_naming_its_default(command):
+    """`--help` listed score --batch-size, design --budget/--seed/--fill..., finetune
+    --mode/--folds/... without a word or a default."""
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser(prog=f"isoflow {command}")
+    importlib.import_module(commands.COMMANDS[command]).add_arguments(parser)
+    bare, unnamed = [], []
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        name = max(action.option_strings, key=len) if action.option_strings else action.dest
+        if not action.help:
+            bare.append(name)
+        elif _has_default(action.default) and "%(default)s" not in action.help:
+            unnamed.append(name)
+    assert not bare, f"options without help: {bare}"
+    assert not unnamed, f"help not naming the default (%(default)s): {unnamed}"
+    parser.format_help()  # every %(...)s renders
+
+
+@pytest.mark.parametrize("command", ["score", "explain", "design"])
+def test_out_help_says_an_existing_prefix_is_replaced_all_or_none(command):
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser(prog=f"isoflow {command}")
+    importlib.import_module(commands.COMMANDS[command]).add_arguments(parser)
+    (out,) = [a for a in parser._actions if "--out" in a.option_strings]
+    assert "existing prefix's files are replaced, all or none" in out.help
