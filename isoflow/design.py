@@ -958,15 +958,21 @@ def constraints_table(result: Result) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["construct_id", "role", "constraint", "status", "reason"])
 
 
+def mean_sd_text(per_model: np.ndarray) -> str:
+    """``mean ± sd`` (ddof 1) of one value per bundle for the summary; the mean alone from
+    one bundle, which has no sd (it showed ``0.916 ± nan``)."""
+    if len(per_model) < 2:
+        return f"{per_model.mean():.3f}"
+    return f"{per_model.mean():.3f} ± {per_model.std(ddof=1):.3f}"
+
+
 def summary_table(result: Result, targets: Sequence[str]) -> tuple[str, str, pd.DataFrame]:
     """The report's table: the start and each design with its objective, edits, target and
-    other tissues' ensemble means (± sd over the bundles) and its constraints."""
+    other tissues' ensemble means (± sd over the bundles, from two on) and its constraints."""
     is_target = np.array([t in targets for t in result.tissues])
 
     def pm(pred: np.ndarray, cols: np.ndarray, agg) -> str:
-        per_model = agg(pred[:, cols], axis=-1)
-        sd = per_model.std(ddof=1) if len(per_model) > 1 else float("nan")
-        return f"{per_model.mean():.3f} ± {sd:.3f}"
+        return mean_sd_text(agg(pred[:, cols], axis=-1))
 
     def constraints_text(checks: list[Check]) -> str:
         bad = [c.name for c in checks if not c.ok]

@@ -674,6 +674,9 @@ def test_held_out_bundles_grade_the_designs_they_never_optimised(tmp_path, caplo
     assert any("one bundle optimises and grades" in r.getMessage() for r in caplog.records)
     _, note, frame = summary_table(alone, ["Liver"])
     assert "self-graded" in note and "gain (held-out)" not in frame
+    # one bundle has no sd: the mean alone, not "0.916 ± nan"
+    cells = frame[["target mean", "other tissues (max)"]].to_numpy().ravel()
+    assert not any("±" in c or "nan" in c for c in cells)
     alone_profiles = pd.read_csv(output_paths(tmp_path / "out" / "a")["profiles"], sep="\t")
     assert (alone_profiles["n_holdout"] == 0).all() and alone_profiles["holdout_mean"].isna().all()
     # a held-out bundle that also optimises would grade its own maxima
@@ -938,3 +941,10 @@ def test_a_finetuned_bundles_design_is_labelled_in_its_tables_units(tmp_path):
     plot_profiles(result, ["Liver"], tmp_path / "profiles.svg")  # the PNG's figure, as text
     svg = (tmp_path / "profiles.svg").read_text()
     assert "predicted, the table's units (lab.tsv)" in svg and "TPM" not in svg
+
+
+def test_mean_sd_text_shows_no_sd_for_one_bundle():
+    from isoflow.design import mean_sd_text
+
+    assert mean_sd_text(np.array([0.9161])) == "0.916"
+    assert mean_sd_text(np.array([1.0, 2.0])) == "1.500 ± 0.707"
