@@ -292,13 +292,13 @@ def check_units(
     ``finetune.source.sha256``: the seeds of a fine-tuning). A fine-tuned bundle with
     columns named as tissues, or fine-tuned on another table, is one line naming both
     bundles; so is a fine-tuned bundle whose manifest records no table."""
-    from isoflow.bundle import MANIFEST
+    from isoflow.bundle import GTEX_UNITS, MANIFEST
 
     units = []
     for path, manifest in zip(bundles, manifests, strict=True):
         record = manifest.get("finetune")
         if record is None:
-            units.append(("log(1 + TPM)", "predicts log(1 + TPM) (not fine-tuned)"))
+            units.append((GTEX_UNITS, f"predicts {GTEX_UNITS} (not fine-tuned)"))
             continue
         source = record.get("source") or {}
         if not source.get("sha256"):
@@ -320,7 +320,7 @@ def check_units(
         if unit != units[0][0]:
             raise InputError(
                 Path(path) / MANIFEST,
-                "finetune.source" if unit != "log(1 + TPM)" else None,
+                "finetune.source" if unit != GTEX_UNITS else None,
                 f"{said}, but {bundles[0]} {units[0][1]}: bundles used together are averaged "
                 "and compared in one unit; give bundles fine-tuned on one table, or none "
                 "fine-tuned",
