@@ -161,6 +161,18 @@ def test_model_batch_size_under_one_is_refused():
 # tracebacks, some after all the work); the output folders are not made before the checks.
 
 
+def _noncanonical_cds_error(flags) -> str:
+    """The real one-line error of a construct whose CDS starts with GTG, its config keys
+    named as the command ``flags`` name them (``commands._as_flags``)."""
+    from isoflow.constructs import Construct, check_construct
+
+    parts = {"promoter": "ACGT", "utr5": "AC", "cds": "GTGAAATAA", "utr3": "AC", "polya": "AA"}
+    with pytest.raises(commands.InputError) as caught:
+        check_construct(Construct("c1", parts, "c.tsv:2"))
+    commands._as_flags(caught.value, flags)
+    return str(caught.value)
+
+
 def _design(tmp_path, *extra):
     return [
         "design",
@@ -277,14 +289,8 @@ def test_messages_name_the_commands_flags_not_config_keys(tmp_path, capsys):
     )
     # the real message of a non-canonical CDS, through isoflow score's flags
     from isoflow import score
-    from isoflow.constructs import Construct, check_construct
 
-    parts = {"promoter": "ACGT", "utr5": "AC", "cds": "GTGAAATAA", "utr3": "AC", "polya": "AA"}
-    with pytest.raises(commands.InputError) as caught:
-        check_construct(Construct("c1", parts, "c.tsv:2"))
-    err = caught.value
-    commands._as_flags(err, score.FLAGS)
-    assert str(err).endswith(
+    assert _noncanonical_cds_error(score.FLAGS).endswith(
         "fix the CDS (only scoring takes one as it is: --allow-noncanonical-cds)"
     )
 
@@ -429,7 +435,6 @@ def test_zero_shot_explain_and_cds_messages_name_the_flags(tmp_path, capsys):
     bundle` from `--zero-shot cell_A=liver`, `<input>: nothing to explain` and explain's
     non-canonical CDS naming the config key `allow_noncanonical_cds`."""
     from isoflow import explain, finetune
-    from isoflow.constructs import Construct, check_construct
 
     with pytest.raises(commands.InputError) as caught:
         finetune.zero_shot_sources(["cell_A"], ["Liver", "Lung"], {"cell_A": "liver"})
@@ -448,13 +453,9 @@ def test_zero_shot_explain_and_cds_messages_name_the_flags(tmp_path, capsys):
         "region, or both"
     )
 
-    parts = {"promoter": "ACGT", "utr5": "AC", "cds": "GTGAAATAA", "utr3": "AC", "polya": "AA"}
-    with pytest.raises(commands.InputError) as caught:
-        check_construct(Construct("c1", parts, "c.tsv:2"))
-    err = caught.value
-    commands._as_flags(err, explain.FLAGS)
-    assert "allow_noncanonical_cds" not in str(err)
-    assert str(err).endswith(
+    said = _noncanonical_cds_error(explain.FLAGS)
+    assert "allow_noncanonical_cds" not in said
+    assert said.endswith(
         "(only scoring takes one as it is: isoflow score --allow-noncanonical-cds; isoflow "
         "explain reads a canonical CDS only)"
     )
