@@ -273,7 +273,8 @@ def test_a_folder_a_killed_run_left_is_cleared_by_the_next(tmp_path):
 
 
 def test_the_earlier_set_goes_before_the_first_new_file_is_put_in_place(tmp_path, monkeypatch):
-    """A kill among the renames leaves part of the new set, never an earlier file beside it."""
+    """A SIGKILL among the renames (which no handler defers) leaves part of the new set,
+    never an earlier file beside it."""
     import os
 
     from isoflow.files import output_set
@@ -285,7 +286,7 @@ def test_the_earlier_set_goes_before_the_first_new_file_is_put_in_place(tmp_path
 
     def killed_after_one(src, dst):
         if calls:
-            raise KeyboardInterrupt  # as a kill here: nothing after it runs
+            raise KeyboardInterrupt  # as a SIGKILL here: nothing after it runs
         calls.append(dst)
         replace(src, dst)
 
@@ -385,3 +386,65 @@ def test_fsync_reaches_the_disk_before_the_rename(tmp_path, monkeypatch, folder)
     with atomic_path(tmp_path / "plain") as tmp:
         tmp.write_bytes(b"data")
     assert synced == [], "without fsync=True nothing waits for the disk"
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_among_the_renames_waits_until_the_set_is_whole(tmp_path, monkeypatch, signum):
+    """A Ctrl-C (or SIGTERM) after the earlier set was removed is held back until every new
+    file is in place, then delivered to the handler that stood before."""
+    import os
+    import signal
+
+    from isoflow.files import output_set
+
+    signum = getattr(signal, signum)
+    paths = _set(tmp_path)
+    _write_all(paths, "earlier")
+    replace = os.replace
+    calls = []
+
+    def interrupted_at_the_first(src, dst):
+        if not calls:
+            os.kill(os.getpid(), signum)
+        calls.append(dst)
+        replace(src, dst)
+
+    class Terminated(BaseException):
+        pass
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    before = signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(os, "replace", interrupted_at_the_first)
+    if signum == signal.SIGTERM:
+        previous = signal.signal(signal.SIGTERM, terminated)  # as a handler a job installs
+    stopped = KeyboardInterrupt if signum == signal.SIGINT else Terminated
+    try:
+        with pytest.raises(stopped), output_set(paths) as tmp:
+            _write_all(tmp, "new")
+    finally:
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, previous)
+    assert len(calls) == 3  # every rename ran before the signal was delivered
+    left = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    assert left == {p.name: "new" for p in paths.values()}  # no temporary folder left either
+    assert signal.getsignal(signal.SIGINT) is before  # the handler put back
+
+
+def test_signals_are_not_held_back_outside_the_main_thread(tmp_path):
+    import signal
+    import threading
+
+    from isoflow.files import signals_deferred
+
+    seen = []
+
+    def in_a_thread():
+        with signals_deferred():
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    thread = threading.Thread(target=in_a_thread)
+    thread.start()
+    thread.join()
+    assert seen == [signal.getsignal(signal.SIGINT)]
