@@ -155,13 +155,25 @@ class NearIdentical:
     """What :func:`near_identical` found: ``constructs`` (positions, sorted) that have a
     near-identical construct in another group, ``example`` one such pair ``(i, j,
     mismatches)`` or None, ``complete`` False when ``max_compared`` stopped the check,
-    ``compared`` the base comparisons it made."""
+    ``compared`` the base comparisons it made, ``checked`` the constructs whose check
+    finished (found near another, or compared with every candidate, or none of their length
+    to compare with) of ``total``: all of them when ``complete``."""
 
     constructs: list[int]
     example: tuple[int, int, int] | None
     complete: bool
     compared: int
     max_mismatches: int
+    checked: int
+    total: int
+
+
+def near_covered(near: NearIdentical) -> str:
+    """How much of the table a near-identical check that stopped covered, in words."""
+    return (
+        f"{near.checked:,} of {near.total:,} constructs checked, stopped after "
+        f"{near.compared:,} base comparisons"
+    )
 
 
 def near_identical(
@@ -178,7 +190,8 @@ def near_identical(
     (pigeonhole), so only sequences sharing a block (a bucket) are compared: a sequence not
     yet found near another with ``FIRST_CHUNK`` of its bucket's other groups' sequences,
     then, none near, with the whole bucket. Sequences of other lengths (an indel) are not
-    compared. Stops after ``max_compared`` base comparisons (``complete`` False)."""
+    compared. Stops after ``max_compared`` base comparisons (``complete`` False, ``checked``
+    how many constructs were checked all the same)."""
     groups = np.asarray(groups, dtype=object)
     index: dict[Any, int] = {}
     codes = np.asarray([index.setdefault(g, len(index)) for g in groups.tolist()], dtype=np.int64)
@@ -188,10 +201,20 @@ def near_identical(
     found = np.zeros(len(seqs), dtype=bool)
     example: tuple[int, int, int] | None = None
     compared = 0
+    # constructs checked: those with none of their length to compare with, then each length's
+    # once all its blocks are read
+    checked = sum(len(m) for length, m in by_length.items() if len(m) < 2 or length == 0)
 
-    def result(complete: bool) -> NearIdentical:
+    def result(complete: bool, current: Sequence[int] = ()) -> NearIdentical:
+        done = len(seqs) if complete else checked + int(found[list(current)].sum())
         return NearIdentical(
-            np.flatnonzero(found).tolist(), example, complete, compared, max_mismatches
+            np.flatnonzero(found).tolist(),
+            example,
+            complete,
+            compared,
+            max_mismatches,
+            done,
+            len(seqs),
         )
 
     for length, members in by_length.items():
@@ -202,6 +225,7 @@ def near_identical(
         letters = np.ascontiguousarray(letters[:, (letters != letters[0]).any(axis=0)])
         width = letters.shape[1]
         if width == 0:  # all the same sequence: one group already (merge_identical)
+            checked += len(members)
             continue
         if width <= max_mismatches:  # every pair is near: one bucket
             blocks = [np.zeros(len(members), dtype=np.int8)]
@@ -231,7 +255,7 @@ def near_identical(
                         whole = chunk is others and len(steps) > 1  # read the bucket as a view
                         cost = (end - start if whole else len(chunk)) * width
                         if compared + cost > max_compared:
-                            return result(False)
+                            return result(False, members)
                         compared += cost
                         if whole:
                             mismatches = (bucket != bucket[a]).sum(axis=1)[chunk]
@@ -247,6 +271,7 @@ def near_identical(
                             if example is None or pair[:2] < example[:2]:
                                 example = pair  # the first pair in table order found
                             break
+        checked += len(members)
     return result(True)
 
 
@@ -565,13 +590,13 @@ def fold_groups(
             fix,
             ""
             if near.complete
-            else f" (checked part of the table: {near.compared:,} base comparisons)",
+            else f" (the check covered part of the table: {near_covered(near)})",
         )
     elif not near.complete:
         log.warning(
-            "%sthe near-identical check stopped after %s base comparisons, none found so far",
+            "%sthe near-identical check covered part of the table, none found so far: %s",
             prefix,
-            f"{near.compared:,}",
+            near_covered(near),
         )
     alike = shared_kmers(seqs, merged)
     # pairs holding near-identical constructs are the near-identical warning's: named once
@@ -608,6 +633,8 @@ def fold_groups(
             if near.example is None
             else [ids[near.example[0]], ids[near.example[1]], near.example[2]],
             "complete": near.complete,
+            "checked": near.checked,
+            "total": near.total,
         },
         "shared_kmers": {
             "k": SHARED_K,
@@ -1682,6 +1709,8 @@ def grouping_note(grouping: Mapping[str, Any] | None) -> str:
         )
     if near and not near.get("complete", True):
         text += "; the near-identical check covered part of the table"
+        if "checked" in near:  # records before it was counted say no more
+            text += f" ({near['checked']:,} of {near['total']:,} constructs)"
     alike = grouping.get("shared_kmers") or {}
     others = alike.get("pairs", 0) - alike.get("near_identical_pairs", 0)
     if others:

@@ -112,10 +112,25 @@ def test_the_near_identical_check_stops_at_its_bound():
     # two prefixes, each shared by half the cassettes: every pair within a half is compared
     prefixes = ["".join(rng.choice(list(BASES), 300)) for _ in range(2)]
     seqs = [prefixes[i % 2] + "".join(rng.choice(list(BASES), 300)) for i in range(50)]
-    whole = near_identical(seqs, range(50))
+    seqs += ["ACGT" * 10, "ACG"]  # no other of their length: checked without a comparison
+    whole = near_identical(seqs, range(52))
     assert whole.complete and whole.constructs == [] and whole.compared > 0
-    part = near_identical(seqs, range(50), max_compared=whole.compared // 2)
+    assert (whole.checked, whole.total) == (52, 52)
+    part = near_identical(seqs, range(52), max_compared=whole.compared // 2)
     assert not part.complete and part.compared <= whole.compared // 2
+    # the 50 of one length are checked only once every block of them is read
+    assert (part.checked, part.total) == (2, 52)
+    # a tiny bound: stopped before the first comparison, only the 2 of their own length
+    tiny = near_identical(seqs, range(52), max_compared=1)
+    assert (tiny.complete, tiny.compared, tiny.checked, tiny.total) == (False, 0, 2, 52)
+    # a pair found near before the stop is checked, the rest of its length is not
+    seqs = seqs[:8]
+    seqs.insert(1, seqs[0][:-1] + ("A" if seqs[0][-1] != "A" else "C"))
+    whole = near_identical(seqs, range(9))
+    assert whole.complete and whole.constructs == [0, 1]
+    found = near_identical(seqs, range(9), max_compared=whole.compared - 1)
+    assert not found.complete and found.constructs == [0, 1]
+    assert (found.checked, found.total) == (2, 9)
 
 
 def test_fold_groups_merge_replicates_and_warn_of_variants(tmp_path, caplog):
@@ -177,7 +192,7 @@ def test_a_near_identical_check_cut_short_says_so(tmp_path, monkeypatch, caplog)
     table = read_measurements(_leak_table(tmp_path / "m.tsv"))
     seqs = [c.cassette for c in table.constructs]
     inputs = [SimpleNamespace(dna=seq) for seq in seqs]
-    for bound, said in ((1000, "(checked part of the table: "), (10, "none found so far")):
+    for bound, said in ((1000, "(the check covered part of the table: "), (10, "none found")):
         caplog.clear()
         monkeypatch.setattr(finetune, "NEAR_MAX_COMPARED", bound)
         with caplog.at_level("WARNING", logger="isoflow.finetune"):
@@ -186,11 +201,16 @@ def test_a_near_identical_check_cut_short_says_so(tmp_path, monkeypatch, caplog)
         near = [
             m
             for m in (r.getMessage() for r in caplog.records)
-            if "have a near-identical" in m or "near-identical check stopped" in m
+            if "have a near-identical" in m or "near-identical check covered" in m
         ]
         assert len(near) == 1 and said in near[0]
-        assert "the near-identical check covered part of the table" in finetune.grouping_note(
-            record
+        # how much it covered: constructs checked of the table's, in the log and in cv.html
+        checked, total = record["near_identical"]["checked"], record["near_identical"]["total"]
+        assert total == len(table.ids) and 0 <= checked < total
+        assert f"{checked} of {total} constructs checked, stopped after " in near[0]
+        assert (
+            f"the near-identical check covered part of the table ({checked} of {total} "
+            "constructs)" in finetune.grouping_note(record)
         )
 
 
