@@ -293,7 +293,7 @@ def _kept_folder(previous: Path, fingerprint: dict[str, Any]) -> Path | None:
     )
 
 
-def resume_checkpoint(run_dir: Path, set_aside: bool = True) -> Path | None:
+def resume_checkpoint(run_dir: Path, set_aside: bool = True, crc: bool = True) -> Path | None:
     """The checkpoint a run resumes from: the newest complete one of ``checkpoints/last.ckpt``
     and SLURM auto-requeue ``hpc_ckpt_*.ckpt``, else the complete ``best-epochNNN.ckpt`` of
     the highest epoch (written in the same epoch's end as that epoch's ``last.ckpt``, with the
@@ -302,7 +302,10 @@ def resume_checkpoint(run_dir: Path, set_aside: bool = True) -> Path | None:
     A candidate that is not a complete checkpoint (``unreadable``: a file cut short by a kill
     while an earlier version copied it into place) is passed over and, with ``set_aside``
     (the run's rank 0; other ranks only pass it over), moved to ``previous/unfit/`` with a
-    warning naming it, never deleted: every rerun resumed from it and died."""
+    warning naming it, never deleted: every rerun resumed from it and died. ``crc=False``:
+    only each candidate's central directory is read (``unreadable``), not its body: to name
+    the checkpoint a requeued attempt will resume from, where the attempt itself checks it
+    whole."""
     run_dir = Path(run_dir)
     ckpt_dir = checkpoint_dir(run_dir)
     latest = [ckpt_dir / "last.ckpt", *run_dir.glob(HPC_CHECKPOINTS)]
@@ -311,7 +314,7 @@ def resume_checkpoint(run_dir: Path, set_aside: bool = True) -> Path | None:
     )
     best = sorted(ckpt_dir.glob("best-epoch*.ckpt"), key=_epoch_of, reverse=True)
     for candidate in [*latest, *best]:
-        why = unreadable(candidate)
+        why = unreadable(candidate, crc=crc)
         if why is None:
             return candidate
         if set_aside:
@@ -406,14 +409,17 @@ def _epoch_of(path: Path) -> int:
     return int(digits) if digits.isdigit() else -1
 
 
-def unreadable(path: Path) -> str | None:
+def unreadable(path: Path, crc: bool = True) -> str | None:
     """Why ``path`` is not a complete checkpoint (``torch.save``'s zip archive), or None.
 
     Reads the archive's central directory (at the end of the file: a file cut short has
     none), requires the pickle (``data.pkl``) and checks every member against the CRC-32
     ``torch.save`` wrote for it, so bytes that never reached the disk (a zero-filled stretch
     after a crash of the machine) are caught too, not resumed as weights. Reads the file
-    once, about 0.3 s per GB (docs/benchmarks.md, "fsync"), once per resume."""
+    once, about 0.3 s per GB from the page cache (docs/benchmarks.md, "fsync"), once per
+    resume. ``crc=False``: the central directory and the pickle's entry only (a file cut
+    short still fails), the body unread: milliseconds at any size, for a requeue's last
+    line, read while the job's time runs out (docs/benchmarks.md, "Requeue endings")."""
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
@@ -421,7 +427,7 @@ def unreadable(path: Path) -> str | None:
                 return "an empty archive"
             if not any(m.filename.rsplit("/", 1)[-1] == "data.pkl" for m in members):
                 return "no data.pkl in the archive"
-            bad = archive.testzip()
+            bad = archive.testzip() if crc else None
             if bad is not None:
                 return f"{bad}: CRC-32 differs (its bytes are not those written)"
     except Exception as error:  # noqa: BLE001 -- a damaged byte can raise nearly anything

@@ -420,11 +420,16 @@ def _requeue_endings(
     ``requeue_job`` ends it in one process, and each run stopped with it (SIGTERM from this
     process), whose attempt otherwise just ended; each names the checkpoint its next attempt
     resumes from. Read before the requeue (``scontrol requeue`` ends the job soon after):
-    this imports torch, once every worker has ended."""
+    this imports torch, once every worker has ended. Each checkpoint's central directory and
+    pickle only (``crc=False``, ``saved_epoch``'s ``mmap``), not its body: the CRC check of
+    each run's checkpoint read it whole (3.7 s per 2 GB from the disk of the dev VM,
+    docs/benchmarks.md, "Requeue endings") out of the time left before the limit; the
+    requeued attempt checks the one it resumes from whole (``resume_checkpoint``) and passes
+    over a broken one, so this line can name a checkpoint that attempt does not take."""
     from isoflow.checkpoints import resume_checkpoint, saved_epoch
 
     def resumes(name: str) -> str:
-        checkpoint = resume_checkpoint(runs[name]["run_dir"], set_aside=False)
+        checkpoint = resume_checkpoint(runs[name]["run_dir"], set_aside=False, crc=False)
         if checkpoint is None:
             return "starts again from scratch (no checkpoint yet)"
         epoch = saved_epoch(checkpoint)  # 0-based, as the run's log counts: the next one trains

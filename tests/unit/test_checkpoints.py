@@ -528,6 +528,12 @@ def test_a_checkpoint_cut_short_is_set_aside_and_the_next_one_resumed(tmp_path, 
     hole[start : start + 4096] = bytes(4096)
     (ckpt / "best-epoch004.ckpt").write_bytes(bytes(hole))
     assert "CRC-32 differs" in unreadable(ckpt / "best-epoch004.ckpt")
+    # without the CRCs (a requeue's last line): its directory is whole, and the cut-short
+    # or empty ones still fail; only the full check decides what a run resumes from
+    assert unreadable(ckpt / "best-epoch004.ckpt", crc=False) is None
+    assert resume_checkpoint(tmp_path, set_aside=False, crc=False) == ckpt / "best-epoch004.ckpt"
+    assert unreadable(unfit / "hpc_ckpt_1.ckpt", crc=False) is not None
+    assert unreadable(unfit / "best-epoch003.ckpt", crc=False) is not None
     assert resume_checkpoint(tmp_path) == ckpt / "best-epoch002.ckpt"
     assert (unfit / "best-epoch004.ckpt").exists()
     # a second last.ckpt cut short keeps the first one set aside

@@ -1271,6 +1271,45 @@ def test_a_requeue_in_a_train_worker_ends_every_stopped_runs_attempt(tmp_path, s
     assert not (tmp_path / "ok2").exists()  # never started: no attempt to end
 
 
+def test_a_requeue_reads_no_checkpoint_body_before_scontrol(tmp_path):
+    # The parent named the checkpoint each run resumes from by checking every member's CRC-32
+    # (the whole file: 3.7 s per 2 GB checkpoint from the disk here, docs/benchmarks.md,
+    # "Requeue endings") of every run, while the job's time ran out, before scontrol. Now
+    # only the central directory and the pickle; the requeued attempt checks its checkpoint
+    # whole. Every zip member opened in the parent is logged beside scontrol's call.
+    import sys
+
+    events = tmp_path / "events"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "scontrol $@" >> {events}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env.update(SLURM_JOB_ID="12345")
+    env.pop("SLURM_ARRAY_JOB_ID", None)
+    runs = {name: {"run_dir": str(tmp_path / name)} for name in ("ok1", "bad", "ok2")}
+    code = (
+        "import sys, zipfile; sys.path.insert(0, 'tests'); import helpers.training as h; "
+        "from isoflow.train_workers import run_in_processes\n"
+        "member = zipfile.ZipFile.open\n"
+        "def logged(self, name, *args, **kwargs):\n"
+        f"    with open({str(events)!r}, 'a') as out:\n"
+        "        out.write(f'read {self.filename}: {name}\\n')\n"
+        "    return member(self, name, *args, **kwargs)\n"
+        "zipfile.ZipFile.open = logged\n"
+        f"run_in_processes({{}}, {runs!r}, {str(tmp_path / 'data.parquet')!r}, None, 2, "
+        "worker=h.worker_requeueing_with_attempts, initializer=None, grace_s=5.0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=90
+    )
+    assert out.returncode == 0, out.stderr
+    assert events.read_text().splitlines() == ["scontrol requeue 12345"]
+    # the endings still name the checkpoint and its epoch
+    requeuing = (tmp_path / "bad" / "checkpoints" / "train.log").read_text().splitlines()
+    assert requeuing[-1].endswith("(last.ckpt, written at the end of epoch 2)")
+
+
 @pytest.mark.parametrize("case", ["not-begun", "scontrol-fails"])
 def test_a_requeue_ends_only_attempts_begun_in_this_job_and_only_once_requeued(tmp_path, case):
     # "not-begun": run ok1 is stopped before its attempt in this job began; its attempts log
