@@ -52,8 +52,21 @@ def positive_int(text: str) -> int:
     return _number(text, int, "a whole number >= 1", lambda v: v >= 1)
 
 
+# One spelling per concept in every command that has it (and python -m isoflow.train): the
+# option strings a command gives add_argument for the model bundle, the output, the genome
+# FASTA, the transcripts table and the construct file. The first short option a command
+# took stays the only meaning of that letter (tests/unit/test_commands.py checks every
+# parser); --out's help says whether it is a prefix, a folder or a file, which differs.
+MODEL_FLAGS = ("-m", "--model")
+OUT_FLAGS = ("-o", "--out")
+GENOME_FLAGS = ("-g", "--genome")
+ANNOTATION_FLAGS = ("-a", "--annotation")
+CONSTRUCTS_FLAGS = ("--constructs",)
+
 # --batch-size of the commands that run a bundle (bundle.load_model's batch_size=None)
 BATCH_SIZE_HELP = "inputs per forward pass (default: the bundle's evaluation batch size)"
+# --device of the commands that run a bundle (checked by check_device before any work)
+DEVICE_HELP = "torch device: cpu, cuda, cuda:1 (default: cuda when available, else cpu)"
 # --out of the commands that write a set of files under a prefix (files.output_set)
 REPLACED = "; an existing prefix's files are replaced, all or none"
 

@@ -47,6 +47,10 @@ import pandas as pd
 
 from isoflow.alphabet import standard_code, translate_cds
 from isoflow.commands import (
+    CONSTRUCTS_FLAGS,
+    DEVICE_HELP,
+    MODEL_FLAGS,
+    OUT_FLAGS,
     REPLACED,
     add_placement_arguments,
     nonnegative_float,
@@ -1327,7 +1331,7 @@ FLAGS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model",
+        *MODEL_FLAGS,
         action="append",
         required=True,
         metavar="BUNDLE",
@@ -1342,7 +1346,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "held-out gain in .profiles.tsv and the summary",
     )
     parser.add_argument(
-        "--constructs",
+        *CONSTRUCTS_FLAGS,
         required=True,
         metavar="FILE",
         help="the starting cassette's file: a construct TSV or GenBank (docs/constructs.md)",
@@ -1353,10 +1357,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the starting construct's id (default: the file's only construct)",
     )
     parser.add_argument(
-        "--out",
+        *OUT_FLAGS,
         required=True,
         metavar="PREFIX",
-        help="output prefix: PREFIX.designs.fa/.gb/.tsv, .profiles.tsv/.png, "
+        help="output prefix (not a file): PREFIX.designs.fa/.gb/.tsv, .profiles.tsv/.png, "
         ".constraints.tsv, .trajectory.tsv/.png" + REPLACED,
     )
     parser.add_argument(
@@ -1430,9 +1434,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="random seed of the search (default: %(default)s)",
     )
     add_placement_arguments(parser)  # the cassette placed as isoflow score places it
-    parser.add_argument(
-        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
-    )
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
 def pick_construct(path: str | os.PathLike, cid: str | None) -> Construct:

@@ -45,7 +45,18 @@ import numpy as np
 import pandas as pd
 
 from isoflow.alphabet import is_missing, translate_cds, truncate
-from isoflow.commands import BATCH_SIZE_HELP, REPLACED, add_placement_arguments, positive_int
+from isoflow.commands import (
+    ANNOTATION_FLAGS,
+    BATCH_SIZE_HELP,
+    CONSTRUCTS_FLAGS,
+    DEVICE_HELP,
+    GENOME_FLAGS,
+    MODEL_FLAGS,
+    OUT_FLAGS,
+    REPLACED,
+    add_placement_arguments,
+    positive_int,
+)
 from isoflow.errors import InputError, did_you_mean
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -1194,7 +1205,7 @@ def explain(
 
 
 NOTHING_TO_EXPLAIN = (
-    "nothing to explain: give --id ID (a construct of --construct) or --transcript ID (of "
+    "nothing to explain: give --id ID (a construct of --constructs) or --transcript ID (of "
     "--dataset) for mutation effects, --attention for attention by region, or both"
 )
 
@@ -1211,14 +1222,21 @@ FLAGS = {
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--model", required=True, help="model bundle folder (results/models/RUN)")
+    parser.add_argument(
+        *MODEL_FLAGS,
+        required=True,
+        metavar="BUNDLE",
+        help="model bundle folder (results/models/RUN)",
+    )
     what = parser.add_argument_group("what to mutate (one of)")
     what.add_argument(
-        "--construct",
+        *CONSTRUCTS_FLAGS,
+        "--construct",  # the spelling explain took before --constructs: kept working
+        metavar="FILE",
         help="construct file (TSV, GenBank, or a folder of GenBank: its files named .gb, "
         ".gbk, .genbank or starting with LOCUS; any other file skipped with a warning)",
     )
-    what.add_argument("--id", help="the construct to mutate (an id in --construct)")
+    what.add_argument("--id", help="the construct to mutate (an id in --constructs)")
     what.add_argument("--transcript", help="a transcript ID of --dataset to mutate")
     parser.add_argument(
         "--region",
@@ -1229,16 +1247,16 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--dataset", help="dataset parquet (results/dataset/NAME.parquet)")
     parser.add_argument(
-        "--annotation",
+        *ANNOTATION_FLAGS,
         default="results/annotation/transcripts.parquet",
         help="transcripts table, for a transcript's exons and CDS (default: %(default)s)",
     )
-    parser.add_argument("--genome", help="genome FASTA (default: the one the dataset names)")
+    parser.add_argument(*GENOME_FLAGS, help="genome FASTA (default: the one the dataset names)")
     parser.add_argument(
         "--attention",
         action="store_true",
         help="also attention by region: over the dataset's test split with --dataset, "
-        "else over every construct of --construct",
+        "else over every construct of --constructs",
     )
     parser.add_argument(
         "--attention-transcripts",
@@ -1250,11 +1268,14 @@ def add_arguments(parser) -> None:
         "--tissue", action="append", help="tissue track(s) of the logo (default: mean)"
     )
     parser.add_argument(
-        "--out", required=True, help="output prefix (PREFIX.ism.tsv, ...)" + REPLACED
+        *OUT_FLAGS,
+        required=True,
+        metavar="PREFIX",
+        help="output prefix (not a file): PREFIX.ism.tsv, ..." + REPLACED,
     )
     add_placement_arguments(parser)  # a construct placed as isoflow score places it
-    parser.add_argument("--batch-size", type=positive_int, help=BATCH_SIZE_HELP)
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    parser.add_argument("--batch-size", type=positive_int, metavar="N", help=BATCH_SIZE_HELP)
+    parser.add_argument("--device", help=DEVICE_HELP)
 
 
 def explain_job(
@@ -1288,14 +1309,14 @@ def explain_job(
     if not (construct_id or transcript or attention):  # before the model loads
         raise InputError(None, None, NOTHING_TO_EXPLAIN)
     if transcript and construct_id:
-        raise InputError(None, None, "give --construct/--id or --transcript, not both")
+        raise InputError(None, None, "give --constructs/--id or --transcript, not both")
     if construct_id and not construct:
-        raise InputError(None, None, "--id names a construct of --construct FILE")
+        raise InputError(None, None, "--id names a construct of --constructs FILE")
     if transcript and not dataset:
         raise InputError(None, None, "--transcript needs --dataset")
     over_dataset = bool(dataset) and attention_transcripts > 0
     if attention and not (over_dataset or construct):
-        raise InputError(None, None, "--attention needs --dataset (its test split) or --construct")
+        raise InputError(None, None, "--attention needs --dataset (its test split) or --constructs")
     from isoflow.bundle import read_manifest
     from isoflow.constructs import check_placement
 
@@ -1379,14 +1400,14 @@ def run(args) -> int:
 
     check_prefix(args.out)
     # before any work: every file write_outputs may write under the prefix
-    inputs = [args.model, args.construct, args.dataset, args.annotation]
+    inputs = [args.model, args.constructs, args.dataset, args.annotation]
     inputs += [args.genome, args.background]
     tracks = (args.tissue or ["mean"]) if args.transcript else []
     check_output_files(output_paths(args.out, tracks), inputs=inputs)
     written = explain_job(
         args.model,
         args.out,
-        construct=args.construct,
+        construct=args.constructs,
         construct_id=args.id,
         transcript=args.transcript,
         dataset=args.dataset,

@@ -52,6 +52,9 @@ import pandas as pd
 
 from isoflow.commands import (
     CONSTRUCT_FLAGS,
+    DEVICE_HELP,
+    MODEL_FLAGS,
+    OUT_FLAGS,
     add_construct_arguments,
     blocks_or_all,
     construct_flags,
@@ -1989,12 +1992,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "table", help="measurement table (TSV: id, parts or genbank, measured columns, [group])"
     )
-    parser.add_argument("-m", "--model", required=True, help="the model bundle to start from")
     parser.add_argument(
-        "-o",
-        "--out",
+        *MODEL_FLAGS, required=True, metavar="BUNDLE", help="the model bundle to start from"
+    )
+    parser.add_argument(
+        *OUT_FLAGS,
         required=True,
-        help="output folder, replaced whole: new, empty, or an earlier isoflow finetune result",
+        metavar="DIR",
+        help="output folder (not a prefix), replaced whole: new, empty, or an earlier "
+        "isoflow finetune result",
     )
     parser.add_argument(
         "--columns", nargs="+", default=None, help="measured columns (default: all)"
@@ -2041,7 +2047,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "over tissues; the run logs which)",
     )
     add_construct_arguments(parser)  # as isoflow score reads and places constructs
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,6 +41,10 @@ import pandas as pd
 from isoflow.commands import (
     BATCH_SIZE_HELP,
     CONSTRUCT_FLAGS,
+    CONSTRUCTS_FLAGS,
+    DEVICE_HELP,
+    MODEL_FLAGS,
+    OUT_FLAGS,
     REPLACED,
     add_construct_arguments,
     positive_int,
@@ -862,7 +866,7 @@ FLAGS = {"target_tissues": "--target-tissue", **CONSTRUCT_FLAGS}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model",
+        *MODEL_FLAGS,
         action="append",
         required=True,
         metavar="BUNDLE",
@@ -870,7 +874,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "sd over the bundles; they must share tissues and DNA window)",
     )
     parser.add_argument(
-        "--constructs",
+        *CONSTRUCTS_FLAGS,
         required=True,
         metavar="FILE",
         help="constructs: a TSV (id promoter utr5 cds utr3 [polya upstream downstream]), "
@@ -878,11 +882,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "with LOCUS; any other file skipped with a warning) (docs/constructs.md)",
     )
     parser.add_argument(
-        "--out",
+        *OUT_FLAGS,
         required=True,
         metavar="PREFIX",
-        help="output prefix: PREFIX.scores.tsv, PREFIX.scores.parquet, PREFIX.heatmap.svg, "
-        "and PREFIX.specificity.tsv with --target-tissue" + REPLACED,
+        help="output prefix (not a file): PREFIX.scores.tsv, PREFIX.scores.parquet, "
+        "PREFIX.heatmap.svg, and PREFIX.specificity.tsv with --target-tissue" + REPLACED,
     )
     parser.add_argument(
         "--target-tissue",
@@ -897,9 +901,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-size", type=positive_int, default=None, metavar="N", help=BATCH_SIZE_HELP
     )
-    parser.add_argument(
-        "--device", default=None, help="torch device (default: cuda when available, else cpu)"
-    )
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
     parser.add_argument(
         "--figure-format",
         choices=FIGURE_FORMATS,

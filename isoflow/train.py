@@ -66,6 +66,7 @@ from isoflow.checkpoints import (
     run_fingerprint,
     set_aside_file,
 )
+from isoflow.commands import GENOME_FLAGS
 from isoflow.embed import eager_again
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
@@ -451,17 +452,14 @@ def _cache_dir(text: str) -> tuple[str, str]:
     return modality, folder
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m isoflow.train``: one experiment from a YAML config, as rule ``train`` runs
-    it (docs/model.md)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m isoflow.train", description="Train one isoflow experiment."
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m isoflow.train`` (spelled as the isoflow commands spell the
+    same concept: ``-g/--genome``, isoflow.commands)."""
     parser.add_argument("--config", required=True, help="YAML config (model/train/encoders)")
     parser.add_argument("--experiment", required=True, help="experiment as JSON")
     parser.add_argument("--dataset", required=True, help="results/dataset/{name}.parquet")
     parser.add_argument("--run-dir", required=True, help="where the run's outputs go")
-    parser.add_argument("--genome", default=None, help="genome FASTA, when DNA is read raw")
+    parser.add_argument(*GENOME_FLAGS, default=None, help="genome FASTA, when DNA is read raw")
     parser.add_argument(
         "--cache",
         action="append",
@@ -471,6 +469,15 @@ def main(argv: list[str] | None = None) -> None:
         help="an embedding cache (results/embeddings/{encoder}) for a modality listed in "
         "model.cached_modalities; repeat for each",
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m isoflow.train``: one experiment from a YAML config, as rule ``train`` runs
+    it (docs/model.md)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m isoflow.train", description="Train one isoflow experiment."
+    )
+    add_arguments(parser)
     args = parser.parse_args(argv)
     config = yaml.safe_load(Path(args.config).read_text())
     experiment = {**EXPERIMENT_DEFAULTS, **json.loads(args.experiment)}

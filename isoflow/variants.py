@@ -50,7 +50,15 @@ import numpy as np
 import pandas as pd
 
 from isoflow.alphabet import DNA_LETTER_CODES, reverse_complement
-from isoflow.commands import BATCH_SIZE_HELP, positive_int
+from isoflow.commands import (
+    ANNOTATION_FLAGS,
+    BATCH_SIZE_HELP,
+    DEVICE_HELP,
+    GENOME_FLAGS,
+    MODEL_FLAGS,
+    OUT_FLAGS,
+    positive_int,
+)
 from isoflow.constructs import Construct, ModelInputs, construct_inputs, table_rows
 from isoflow.errors import InputError, non_utf8_error
 from isoflow.experiments import MODALITIES
@@ -1000,19 +1008,19 @@ def permutation_null(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("variants", help="variant table: TSV `chrom pos ref alt [id]` or VCF")
-    parser.add_argument("-m", "--model", required=True, help="model bundle folder")
-    parser.add_argument("-g", "--genome", required=True, help="genome FASTA (indexed)")
+    parser.add_argument(*MODEL_FLAGS, required=True, metavar="BUNDLE", help="model bundle folder")
+    parser.add_argument(*GENOME_FLAGS, required=True, help="genome FASTA (indexed)")
     parser.add_argument(
-        "-a",
-        "--annotation",
+        *ANNOTATION_FLAGS,
         required=True,
         help="transcripts table (results/annotation/transcripts.parquet)",
     )
     parser.add_argument(
-        "-o",
-        "--out",
+        *OUT_FLAGS,
         required=True,
-        help="output table: .parquet, else TSV (compressed by suffix: .gz, .bz2, .xz, .zip)",
+        metavar="FILE",
+        help="output table, one file (not a prefix): .parquet, else TSV (compressed by "
+        "suffix: .gz, .bz2, .xz, .zip)",
     )
     parser.add_argument(
         "--contig-alias",
@@ -1021,8 +1029,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="VARIANT=GENOME",
         help="read a variant contig under the genome's name (repeatable), e.g. chr1=1",
     )
-    parser.add_argument("--batch-size", type=positive_int, default=None, help=BATCH_SIZE_HELP)
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if any)")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, metavar="N", help=BATCH_SIZE_HELP
+    )
+    parser.add_argument("--device", default=None, help=DEVICE_HELP)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -448,7 +448,7 @@ def test_zero_shot_explain_and_cds_messages_name_the_flags(tmp_path, capsys):
     argv = [a.format(none=tmp_path / "none", tmp=tmp_path) for a in args]
     assert commands.main(["explain", *argv]) == 1
     assert capsys.readouterr().err.strip() == (
-        "isoflow explain: error: nothing to explain: give --id ID (a construct of --construct) "
+        "isoflow explain: error: nothing to explain: give --id ID (a construct of --constructs) "
         "or --transcript ID (of --dataset) for mutation effects, --attention for attention by "
         "region, or both"
     )
@@ -498,3 +498,120 @@ def test_out_help_says_an_existing_prefix_is_replaced_all_or_none(command):
     importlib.import_module(commands.COMMANDS[command]).add_arguments(parser)
     (out,) = [a for a in parser._actions if "--out" in a.option_strings]
     assert "existing prefix's files are replaced, all or none" in out.help
+
+
+# ------------------------------------------------------------- one spelling per concept
+
+# Every command's parser, and python -m isoflow.train's: the options they share are checked
+# across all of them.
+PARSERS = {**commands.COMMANDS, "train": "isoflow.train"}
+
+
+def _parser(command: str):
+    import argparse
+    import importlib
+
+    parser = argparse.ArgumentParser(prog=f"isoflow {command}")
+    importlib.import_module(PARSERS[command]).add_arguments(parser)
+    return parser
+
+
+# Spellings of one command line that must parse to one Namespace: today's (kept working),
+# the long form the docs use, the short form. score, explain and design took no -m/-o,
+# explain no -g/-a/--constructs, python -m isoflow.train no -g.
+SPELLINGS = {
+    "score": [
+        ["--model", "B", "--model", "B2", "--constructs", "C", "--out", "P"],
+        ["-m", "B", "-m", "B2", "--constructs", "C", "-o", "P"],
+    ],
+    "explain": [
+        ["--model", "B", "--construct", "C", "--id", "c1", "--genome", "G", "--annotation", "A"]
+        + ["--out", "P"],
+        ["--model", "B", "--constructs", "C", "--id", "c1", "--genome", "G", "--annotation"]
+        + ["A", "--out", "P"],
+        ["-m", "B", "--constructs", "C", "--id", "c1", "-g", "G", "-a", "A", "-o", "P"],
+    ],
+    "design": [
+        ["--model", "B", "--constructs", "C", "--target-tissue", "Liver", "--out", "P"],
+        ["-m", "B", "--constructs", "C", "--target-tissue", "Liver", "-o", "P"],
+    ],
+    "finetune": [["t.tsv", "--model", "B", "--out", "D"], ["t.tsv", "-m", "B", "-o", "D"]],
+    "variants": [
+        ["v.tsv", "--model", "B", "--genome", "G", "--annotation", "A", "--out", "F.tsv"],
+        ["v.tsv", "-m", "B", "-g", "G", "-a", "A", "-o", "F.tsv"],
+    ],
+    "rescore": [["results/runs/R"]],
+    "train": [
+        ["--config", "c.yaml", "--experiment", "{}", "--dataset", "d", "--run-dir", "r"]
+        + ["--genome", "G"],
+        ["--config", "c.yaml", "--experiment", "{}", "--dataset", "d", "--run-dir", "r"]
+        + ["-g", "G"],
+    ],
+}
+
+
+def test_every_command_has_its_spellings_listed():
+    assert set(SPELLINGS) == set(PARSERS)
+
+
+@pytest.mark.parametrize("command", list(SPELLINGS))
+def test_short_and_long_flags_parse_to_one_namespace(command):
+    """`isoflow score -m B -o P` was a usage error while `isoflow variants -m B -o F` was the
+    way to write it: every spelling of a command line gives the same arguments."""
+    parser = _parser(command)
+    first, *others = SPELLINGS[command]
+    expected = parser.parse_args(first)
+    for argv in others:
+        assert parser.parse_args(argv) == expected, argv
+
+
+def _options():
+    """``(command, action)`` of every optional argument of every parser."""
+    for command in PARSERS:
+        for action in _parser(command)._actions:
+            if action.option_strings and action.dest != "help":
+                yield command, action
+
+
+def test_no_short_flag_means_two_things():
+    meanings: dict[str, set] = {}
+    for command, action in _options():
+        for option in action.option_strings:
+            if not option.startswith("--"):
+                meanings.setdefault(option, set()).add((action.dest, command))
+    for option, uses in meanings.items():
+        dests = {dest for dest, _ in uses}
+        assert len(dests) == 1, f"{option} means {sorted(uses)}"
+
+
+def test_one_concept_takes_the_same_flags_in_every_command():
+    """A concept (an argument's dest) shared by commands takes the same short flag and the same
+    long flag in each: finetune and variants took -m/--model, score --model alone."""
+    spelled: dict[str, dict] = {}
+    for command, action in _options():
+        short = tuple(o for o in action.option_strings if not o.startswith("--"))
+        long = "--" + action.dest.replace("_", "-")
+        assert long in action.option_strings, (command, action.option_strings)
+        spelled.setdefault(action.dest, {})[command] = short
+    for dest, by_command in spelled.items():
+        assert len(set(by_command.values())) == 1, f"--{dest}: {by_command}"
+
+
+def test_out_help_says_prefix_folder_or_file():
+    """-o is a prefix for score, explain and design, a folder for finetune, one file for
+    variants: the meaning is kept, and the help says which."""
+    says = {"PREFIX": "output prefix (not a file)", "DIR": "output folder (not a prefix)"}
+    says["FILE"] = "output table, one file (not a prefix)"
+    seen = {}
+    for command, action in _options():
+        if action.dest == "out":
+            assert action.metavar in says, (command, action.metavar)
+            assert action.help.startswith(says[action.metavar]), (command, action.help)
+            seen[command] = action.metavar
+    assert seen == {
+        "score": "PREFIX",
+        "explain": "PREFIX",
+        "design": "PREFIX",
+        "finetune": "DIR",
+        "variants": "FILE",
+    }
