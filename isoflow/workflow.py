@@ -1134,6 +1134,37 @@ def baseline_bootstrap_input(rules: Any, wildcards: Any = None) -> list[str]:
     return bootstrap_files(baseline_predictions_input(rules, wildcards))
 
 
+def bootstrap_unit(config: Mapping[str, Any], schema_path=SCHEMA) -> str:
+    """What the report's bootstrap resamples, the unit the split kept whole: ``locus`` under
+    the locus scheme, else ``gene`` (the chrom scheme's unit, a chromosome, is too few in a
+    test set to resample). The tables' param; their notes name it."""
+    scheme = (config.get("split") or {}).get(
+        "scheme", schema_default("split", "scheme", schema_path)
+    )
+    return "locus" if scheme == "locus" else "gene"
+
+
+def bootstrap_unit_settings(config: Mapping[str, Any], schema_path=SCHEMA) -> dict[str, Any]:
+    """Rule report_bootstrap's ``unit`` param: :func:`bootstrap_unit` and, for loci,
+    ``split.locus_tss_distance`` (``bootstrap.split_units`` recomputes the split's loci)."""
+    unit = bootstrap_unit(config, schema_path)
+    if unit == "gene":
+        return {"unit": unit}
+    distance = (config.get("split") or {}).get(
+        "locus_tss_distance", schema_default("split", "locus_tss_distance", schema_path)
+    )
+    return sorted_keys({"unit": unit, "locus_tss_distance": distance})
+
+
+def bootstrap_unit_inputs(config: Mapping[str, Any], wildcards: Any = None) -> dict[str, str]:
+    """Rule report_bootstrap's input beside the predictions (an input function: ``partial``
+    of ``config``): the annotation the locus split read (``annotation``), for loci; nothing
+    for genes."""
+    if bootstrap_unit(config) == "gene":
+        return {}
+    return {"annotation": "results/annotation/transcripts.parquet"}
+
+
 # ---------------------------------------------------------------- the report's landing page
 
 VERSIONED = ("isoflow", "snakemake", "torch", "pytorch-lightning")

@@ -13,6 +13,9 @@ from isoflow.workflow import (
     baseline_input,
     baseline_predictions_input,
     bootstrap_files,
+    bootstrap_unit,
+    bootstrap_unit_inputs,
+    bootstrap_unit_settings,
     experiment_params,
     reference_inputs,
     report_provenance,
@@ -49,8 +52,12 @@ report_baseline_predictions = partial(baseline_predictions_input, rules)
 # ... and the bootstrap's resamples of it (rule report_bootstrap).
 report_baseline_bootstrap = partial(baseline_bootstrap_input, rules)
 
-# Each run's (and the baseline's) metrics on the bootstrap's resamples of the test genes,
+# Each run's (and the baseline's) metrics on the bootstrap's resamples of the test units,
 # computed once (isoflow.report.bootstrap.write_run) and read by every table across runs.
+# The unit is the split's (workflow.bootstrap_unit): loci under the locus scheme, else genes.
+REPORT_UNIT = bootstrap_unit(config)
+# ... and the annotation the locus split read, to draw its loci (genes: no input).
+report_unit_inputs = partial(bootstrap_unit_inputs, config)
 REPORT_BOOTSTRAP = bootstrap_files(
     expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS))
 )
@@ -278,6 +285,7 @@ if config["resources"]["train_jobs"] == "one":
         (isoflow.report.bootstrap.write_runs: what runs of one test set share taken once),
         the files rule report_bootstrap writes."""
         input:
+            unpack(report_unit_inputs),
             predictions=expand("results/runs/{run}/predictions.parquet", run=list(EXPERIMENTS))
             + report_baseline_predictions(),
         output:
@@ -291,6 +299,7 @@ if config["resources"]["train_jobs"] == "one":
         params:
             bootstrap_resamples=REPORT["bootstrap_resamples"],
             bootstrap_seed=REPORT["bootstrap_seed"],
+            unit=bootstrap_unit_settings(config),
         script:
             "../scripts/report_bootstrap.py"
 
@@ -298,6 +307,7 @@ else:
 
     rule report_bootstrap:
         input:
+            unpack(report_unit_inputs),
             predictions="results/{scored}/predictions.parquet",
         output:
             "results/{scored}/bootstrap.npz",
@@ -312,6 +322,7 @@ else:
         params:
             bootstrap_resamples=REPORT["bootstrap_resamples"],
             bootstrap_seed=REPORT["bootstrap_seed"],
+            unit=bootstrap_unit_settings(config),
         script:
             "../scripts/report_bootstrap.py"
 
@@ -320,7 +331,7 @@ rule report_experiments:
     input:
         unpack(report_baseline),
         metrics=run_outputs(),
-        # each run's resamples of the test genes (rule report_bootstrap, beside metrics.json)
+        # each run's resamples of the test units (rule report_bootstrap, beside metrics.json)
         bootstrap=REPORT_BOOTSTRAP,
         baseline_bootstrap=report_baseline_bootstrap,
     output:
@@ -357,6 +368,7 @@ rule report_experiments:
         tiny_encoders=REPORT_TINY,
         bootstrap_resamples=REPORT["bootstrap_resamples"],
         bootstrap_seed=REPORT["bootstrap_seed"],
+        bootstrap_unit=REPORT_UNIT,
     script:
         "../scripts/report_experiments.py"
 
@@ -365,7 +377,7 @@ rule report_ablation:
     input:
         unpack(report_baseline),
         metrics=run_outputs(),
-        # each run's resamples of the test genes (rule report_bootstrap, beside metrics.json)
+        # each run's resamples of the test units (rule report_bootstrap, beside metrics.json)
         bootstrap=REPORT_BOOTSTRAP,
         baseline_bootstrap=report_baseline_bootstrap,
     output:
@@ -396,6 +408,7 @@ rule report_ablation:
         tiny_encoders=REPORT_TINY,
         bootstrap_resamples=REPORT["bootstrap_resamples"],
         bootstrap_seed=REPORT["bootstrap_seed"],
+        bootstrap_unit=REPORT_UNIT,
         factor="{factor}",
         # run -> the DNA it reads, for the DNA-encoder and pooling ablations (else empty)
         dna_spans=lambda wildcards: ablation_dna_spans(config, EXPERIMENTS, wildcards.factor),
@@ -407,7 +420,7 @@ rule report_scaling:
     input:
         unpack(report_baseline),
         metrics=run_outputs(),
-        # each run's resamples of the test genes (rule report_bootstrap, beside metrics.json)
+        # each run's resamples of the test units (rule report_bootstrap, beside metrics.json)
         bootstrap=REPORT_BOOTSTRAP,
         baseline_bootstrap=report_baseline_bootstrap,
     output:
@@ -436,6 +449,7 @@ rule report_scaling:
         tiny_encoders=REPORT_TINY,
         bootstrap_resamples=REPORT["bootstrap_resamples"],
         bootstrap_seed=REPORT["bootstrap_seed"],
+        bootstrap_unit=REPORT_UNIT,
         factor="fraction",
     script:
         "../scripts/report_ablation.py"

@@ -19,6 +19,7 @@ def main() -> None:
         tiny_encoders=list(sm.params.tiny_encoders),
         bootstrap_resamples=sm.params.bootstrap_resamples,
         bootstrap_seed=sm.params.bootstrap_seed,
+        bootstrap_unit=sm.params.bootstrap_unit,
         # each run's resamples from rule report_bootstrap (bootstrap.npz beside metrics.json)
         bootstrap_precomputed=True,
         # rule report_ablation only (workflow.ablation_dna_spans); report_scaling has none

@@ -19,6 +19,7 @@ def main() -> None:
         tiny_encoders=list(sm.params.tiny_encoders),
         bootstrap_resamples=sm.params.bootstrap_resamples,
         bootstrap_seed=sm.params.bootstrap_seed,
+        bootstrap_unit=sm.params.bootstrap_unit,
         # each run's resamples from rule report_bootstrap (bootstrap.npz beside metrics.json)
         bootstrap_precomputed=True,
         within_gene=sm.output.within_gene,

@@ -1,13 +1,19 @@
-"""Test-set sampling uncertainty of the report's metrics: a paired bootstrap over test genes.
+"""Test-set sampling uncertainty of the report's metrics: a paired bootstrap over the test
+set's split units.
 
 The sd over seeds says how much training noise moves a metric; it says nothing of which test
-transcripts happened to be drawn. Here every resample draws the test set's genes with
-replacement (a gene's transcripts together: isoforms of one gene are not independent), the
-same resamples for every run (paired), and scores each run on it exactly as
+transcripts happened to be drawn. Here every resample draws the test set's units with
+replacement, the unit the split kept whole (``workflow.bootstrap_unit``, :func:`split_units`):
+under the ``locus`` scheme a
+locus, genes whose TSSs lie within ``split.locus_tss_distance`` bp or whose exons overlap drawn
+together (they share DNA, so they are not independent: drawing them apart narrows the
+intervals); under ``gene`` (and ``chrom``, whose unit, a chromosome, is too few to resample) a
+gene, its transcripts together. The same resamples serve every run (paired), and each run is
+scored on them exactly as
 ``isoflow.metrics`` scores the whole test set: per tissue R², Spearman (average ranks) and
 Pearson, their unweighted mean over the tissues where the observed values vary, tied
 predictions scoring 0; within-gene Spearman the mean of the per-(gene, tissue) rhos of the
-drawn genes (a drawn gene's rhos are its own, ``metrics.group_rhos``). A gene drawn k times
+drawn genes (a drawn gene's rhos are its own, ``metrics.group_rhos``). A unit drawn k times
 counts k times: it is a weighted statistic with integer weights, so no resample is expanded
 and every resample of a chunk is computed at once (numpy over a (B, n, tissues) array).
 
@@ -29,6 +35,7 @@ import pandas as pd
 from isoflow.errors import InputError
 from isoflow.files import atomic_path
 from isoflow.metrics import PREDICTION_COLUMNS, group_rhos
+from isoflow.splits import LOCUS_TSS_DISTANCE, gene_keys, locus_units
 
 # The report's metric labels (tables.METRIC_LABELS and the within-gene column), in order.
 LABELS = ("R²", "Spearman", "Pearson", "within-gene Spearman")
@@ -37,20 +44,57 @@ BLOCK = 4_000_000
 LEVEL = 0.95
 # A run's resample values (write_run), beside its metrics.json and predictions.parquet.
 BOOTSTRAP_FILE = "bootstrap.npz"
+# What a resample draws (workflow.bootstrap_unit: the unit the split kept whole), in the
+# plural as the notes say it.
+UNIT_NAMES = {"gene": "genes", "locus": "loci"}
+
+
+def split_units(
+    annotation: str | Path | None, unit: str, locus_tss_distance: int = LOCUS_TSS_DISTANCE
+) -> pd.Series | None:
+    """Gene key -> the key of its locus (``splits.locus_units`` of ``annotation``,
+    transcripts.parquet, the function and distance the locus split read) when ``unit`` is
+    ``locus``; None (each gene its own unit) for ``gene``."""
+    if unit not in UNIT_NAMES:
+        raise ValueError(f"unknown bootstrap unit {unit!r}; one of {', '.join(UNIT_NAMES)}")
+    if unit == "gene":
+        return None
+    columns = ["gene_id", "chrom", "strand", "tss", "exon_starts", "exon_ends"]
+    return locus_units(pd.read_parquet(annotation, columns=columns), locus_tss_distance)
 
 
 class TestSet:
     """The test set every run is scored on: its transcripts (sorted), tissues (sorted), the
-    gene of each transcript and the observed values, from the first predictions read."""
+    gene and the resampled unit of each transcript and the observed values, from the first
+    predictions read. ``units``: :func:`split_units` (None: each gene its own unit)."""
 
-    def __init__(self, predictions: pd.DataFrame, source: str | Path):
+    def __init__(
+        self, predictions: pd.DataFrame, source: str | Path, units: pd.Series | None = None
+    ):
         wide = _wide(predictions, "observed", source)
         genes = predictions.drop_duplicates("transcript_id").set_index("transcript_id")
         transcripts = wide.index.to_numpy()
+        gene_of = genes.loc[transcripts, "gene_id"].to_numpy()
+        if units is None:
+            unit, unit_of = "gene", gene_of
+        else:
+            unit = "locus"
+            unit_of = pd.Series(gene_keys(pd.Series(gene_of))).map(units).to_numpy()
+            missing = pd.isna(unit_of)
+            if missing.any():
+                row = int(np.argmax(missing))
+                raise InputError(
+                    source,
+                    transcripts[row],
+                    f"gene {gene_of[row]} is in no locus of the annotation the split read: "
+                    "the predictions are not of this annotation; rerun the dataset and runs",
+                )
         self._set(
             transcripts,
             wide.columns.to_numpy(),
-            genes.loc[transcripts, "gene_id"].to_numpy(),
+            gene_of,
+            unit,
+            unit_of,
             wide.to_numpy(dtype=np.float64),
             source,
         )
@@ -61,20 +105,31 @@ class TestSet:
         transcripts: np.ndarray,
         tissues: np.ndarray,
         gene_of: np.ndarray,
+        unit: str,
+        unit_of: np.ndarray,
         observed: np.ndarray,
         source: str | Path,
     ) -> TestSet:
         """The test set a :func:`write_run` file holds."""
         test = cls.__new__(cls)
-        test._set(transcripts, tissues, gene_of, observed, source)
+        test._set(transcripts, tissues, gene_of, unit, unit_of, observed, source)
         return test
 
-    def _set(self, transcripts, tissues, gene_of, observed, source) -> None:
+    def _set(self, transcripts, tissues, gene_of, unit, unit_of, observed, source) -> None:
         self.transcripts = transcripts
         self.tissues = tissues
         self.observed = observed
         self.genes, self.gene_index = np.unique(gene_of, return_inverse=True)
+        self.unit = unit
+        self.units, self.unit_index = np.unique(unit_of.astype(str), return_inverse=True)
+        # each gene's unit (a gene's transcripts share it: units are unions of gene keys)
+        self.gene_unit = np.zeros(len(self.genes), dtype=np.int64)
+        self.gene_unit[self.gene_index] = self.unit_index
         self.source = str(source)
+
+    def unit_of(self) -> np.ndarray:
+        """Each transcript's unit key."""
+        return self.units[self.unit_index]
 
     def predicted(self, predictions: pd.DataFrame, source: str | Path) -> np.ndarray:
         """``predictions``' (transcripts, tissues) predicted values, checked to be scored on
@@ -95,10 +150,12 @@ class TestSet:
         observed: np.ndarray,
         source: str | Path,
         gene_of: np.ndarray | None = None,
+        unit_of: np.ndarray | None = None,
     ) -> None:
         """Raise ``InputError`` naming ``source`` unless its sorted ``transcripts``,
-        ``tissues`` and ``observed`` values (and, given, each transcript's gene) are this
-        test set's: the report compares runs on one test set, the same resamples of it."""
+        ``tissues`` and ``observed`` values (and, given, each transcript's gene and unit)
+        are this test set's: the report compares runs on one test set, the same resamples
+        of it."""
         if len(transcripts) != len(self.transcripts) or not (transcripts == self.transcripts).all():
             extra = sorted(set(transcripts) ^ set(self.transcripts))
             raise InputError(
@@ -127,11 +184,21 @@ class TestSet:
                     f"gene {gene_of[row]}, {self.genes[self.gene_index][row]} in "
                     f"{self.source}: not the same test genes, so not the same resamples",
                 )
+        if unit_of is not None:
+            differs = unit_of.astype(str) != self.unit_of()
+            if differs.any():
+                row = int(np.argmax(differs))
+                raise InputError(
+                    source,
+                    self.transcripts[row],
+                    f"{self.unit} {unit_of[row]}, {self.unit_of()[row]} in {self.source}: not "
+                    "the same test units, so not the same resamples",
+                )
 
-    def gene_counts(self, resamples: int, seed: int) -> np.ndarray:
-        """(resamples, genes) how many times each gene is drawn in each resample."""
+    def unit_counts(self, resamples: int, seed: int) -> np.ndarray:
+        """(resamples, units) how many times each unit is drawn in each resample."""
         rng = np.random.default_rng(seed)
-        n = len(self.genes)
+        n = len(self.units)
         draws = rng.integers(0, n, size=(resamples, n))
         flat = draws + (np.arange(resamples) * n)[:, None]
         return np.bincount(flat.ravel(), minlength=resamples * n).reshape(resamples, n)
@@ -263,7 +330,7 @@ def gene_rhos(test: TestSet, predictions: pd.DataFrame) -> tuple[np.ndarray, np.
 
 def _within_gene(rhos: tuple[np.ndarray, np.ndarray], counts: np.ndarray) -> np.ndarray:
     """(B,) within-gene Spearman: each drawn gene's (gene, tissue) rhos (:func:`gene_rhos`),
-    as often as drawn."""
+    as often as drawn (``counts``: (B, genes), its unit's draws)."""
     sums, sizes = rhos
     with np.errstate(invalid="ignore", divide="ignore"):
         return (counts @ sums) / (counts @ sizes)
@@ -276,8 +343,8 @@ def run_resamples(
     counts: np.ndarray,
 ) -> list[dict[str, np.ndarray]]:
     """Per run (``predicted``: its (n, T) values; ``rhos``: its :func:`gene_rhos`), each
-    metric's value in each resample (``counts``: ``TestSet.gene_counts``), (B,) arrays."""
-    weights = counts[:, test.gene_index]  # (B, n) each transcript's copies
+    metric's value in each resample (``counts``: ``TestSet.unit_counts``), (B,) arrays."""
+    weights = counts[:, test.unit_index]  # (B, n) each transcript's copies
     n, t = test.observed.shape
     chunk = max(1, BLOCK // max(1, n * t))
     parts: list[dict[str, list[np.ndarray]]] = [{} for _ in predicted]
@@ -291,16 +358,20 @@ def run_resamples(
     out = []
     for part, genes in zip(parts, rhos, strict=True):
         run = {label: np.concatenate(values) for label, values in part.items()}
-        run["within-gene Spearman"] = _within_gene(genes, counts)
+        run["within-gene Spearman"] = _within_gene(genes, counts[:, test.gene_unit])
         out.append(run)
     return out
 
 
 def bootstrap_runs(
-    predictions_paths: Mapping[str, str | Path], resamples: int, seed: int
+    predictions_paths: Mapping[str, str | Path],
+    resamples: int,
+    seed: int,
+    units: pd.Series | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Run -> metric label -> (resamples,) values, every run on the same resamples of the
-    first run's test genes; a run scored on another test set raises ``InputError``. Of each
+    first run's test units (``units``: :func:`split_units`, None: genes); a run scored on
+    another test set raises ``InputError``. Of each
     run's table only its (n, T) predictions and per-gene rhos are kept (12 runs of 20,000
     transcripts x 30 tissues, 200 resamples: peak RSS 640 MB, 1,209 MB holding the tables)."""
     test: TestSet | None = None
@@ -308,38 +379,49 @@ def bootstrap_runs(
     for path in predictions_paths.values():
         frame = pd.read_parquet(path, columns=PREDICTION_COLUMNS)
         if test is None:
-            test = TestSet(frame, path)
+            test = TestSet(frame, path, units)
         predicted.append(test.predicted(frame, path))
         rhos.append(gene_rhos(test, frame))
         del frame
     if test is None:
         return {}
-    values = run_resamples(test, predicted, rhos, test.gene_counts(resamples, seed))
+    values = run_resamples(test, predicted, rhos, test.unit_counts(resamples, seed))
     return dict(zip(predictions_paths, values, strict=True))
 
 
-def write_run(predictions_path: str | Path, out: str | Path, resamples: int, seed: int) -> None:
+def write_run(
+    predictions_path: str | Path,
+    out: str | Path,
+    resamples: int,
+    seed: int,
+    units: pd.Series | None = None,
+) -> None:
     """One run's metrics in each resample (rule ``report_bootstrap``), into ``out`` (.npz,
     written whole or not at all) with the test set they were drawn from: its transcripts,
-    tissues, each transcript's gene and the observed values, for :func:`read_runs`'
-    check. The resamples depend only on ``seed`` and the test genes, so runs of one test
-    set get the same ones, and the values are byte for byte those of
-    :func:`bootstrap_runs`."""
-    write_runs([(predictions_path, out)], resamples, seed)
+    tissues, each transcript's gene and unit (``units``: :func:`split_units`, None: genes),
+    the unit's name and the observed values, for :func:`read_runs`' check. The resamples
+    depend only on ``seed`` and the test units, so runs of one test set get the same ones,
+    and the values are byte for byte those of :func:`bootstrap_runs`."""
+    write_runs([(predictions_path, out)], resamples, seed, units)
 
 
-def write_runs(runs: Sequence[tuple[str | Path, str | Path]], resamples: int, seed: int) -> None:
+def write_runs(
+    runs: Sequence[tuple[str | Path, str | Path]],
+    resamples: int,
+    seed: int,
+    units: pd.Series | None = None,
+) -> None:
     """:func:`write_run` for each (predictions, out) of ``runs`` in one job (rule
     ``report_bootstraps``), each file byte for byte :func:`write_run`'s. What runs of one
     test set share (the resamples, the observed values' sort order and, in each chunk of
     resamples, their ranks and sums, ``run_resamples``) is taken once for them all, not once
     per run. A run scored on another test set than those before it (transcripts, tissues,
-    genes or observed values not the same bytes) is resampled with its own, as
+    genes, units or observed values not the same bytes) is resampled with its own, as
     :func:`write_run` would: its file holds that test set, which :func:`read_runs` names."""
     groups: list[tuple[TestSet, list[tuple[str | Path, str | Path, np.ndarray, Any]]]] = []
     for predictions_path, out in runs:
         frame = pd.read_parquet(predictions_path, columns=PREDICTION_COLUMNS)
-        test = TestSet(frame, predictions_path)
+        test = TestSet(frame, predictions_path, units)
         member = (predictions_path, out, test.predicted(frame, predictions_path))
         member += (gene_rhos(test, frame),)
         del frame
@@ -350,7 +432,7 @@ def write_runs(runs: Sequence[tuple[str | Path, str | Path]], resamples: int, se
         else:
             groups.append((test, [member]))
     for test, members in groups:
-        counts = test.gene_counts(resamples, seed)
+        counts = test.unit_counts(resamples, seed)
         values = run_resamples(test, [m[2] for m in members], [m[3] for m in members], counts)
         for (predictions_path, out, _, _), run in zip(members, values, strict=True):
             _save_run(test, run, predictions_path, out, resamples, seed)
@@ -363,6 +445,7 @@ def _same_test_set(a: TestSet, b: TestSet) -> bool:
         and (a.transcripts == b.transcripts).all()
         and list(a.tissues) == list(b.tissues)
         and (a.genes[a.gene_index] == b.genes[b.gene_index]).all()
+        and (a.unit, list(a.unit_of())) == (b.unit, list(b.unit_of()))
         and a.observed.tobytes() == b.observed.tobytes()
     )
 
@@ -382,6 +465,8 @@ def _save_run(
             transcripts=test.transcripts.astype(str),
             tissues=test.tissues.astype(str),
             gene_of=test.genes[test.gene_index].astype(str),
+            unit=np.str_(test.unit),
+            unit_of=test.unit_of().astype(str),
             observed=test.observed,
             resamples=np.int64(resamples),
             seed=np.int64(seed),
@@ -391,30 +476,41 @@ def _save_run(
 
 
 def read_runs(
-    files: Mapping[str, str | Path], resamples: int, seed: int
+    files: Mapping[str, str | Path], resamples: int, seed: int, unit: str = "gene"
 ) -> dict[str, dict[str, np.ndarray]]:
     """:func:`bootstrap_runs` from the runs' :func:`write_run` files: run -> metric label
-    -> (resamples,) values. A file made with other resamples or seed, or on another test
-    set than the first's (transcripts, tissues, observed values, genes), raises
-    ``InputError`` naming it."""
+    -> (resamples,) values. A file made with other resamples, seed or unit (``unit``:
+    ``workflow.bootstrap_unit``), or on another test set than the first's
+    (transcripts, tissues, observed values, genes, units), raises ``InputError`` naming
+    it."""
     test: TestSet | None = None
     out = {}
     for run, path in files.items():
         with np.load(path, allow_pickle=False) as data:
-            made = (int(data["resamples"]), int(data["seed"]))
-            if made != (resamples, seed):
+            made = (
+                int(data["resamples"]),
+                int(data["seed"]),
+                str(data["unit"]) if "unit" in data.files else "unrecorded unit",
+            )
+            if made != (resamples, seed, unit):
                 raise InputError(
                     path,
                     None,
-                    f"made with {made[0]} resamples, seed {made[1]}; the report asks for "
-                    f"{resamples}, seed {seed}: rerun rule report_bootstrap for it",
+                    f"made with {made[0]} resamples, seed {made[1]}, unit {made[2]}; the report "
+                    f"asks for {resamples}, seed {seed}, unit {unit}: rerun rule "
+                    "report_bootstrap for it",
                 )
             transcripts = data["transcripts"].astype(object)
             tissues = data["tissues"].astype(object)
             gene_of = data["gene_of"].astype(object)
+            unit_of = data["unit_of"].astype(object)
             if test is None:
-                test = TestSet.from_arrays(transcripts, tissues, gene_of, data["observed"], path)
-            test.check(transcripts, tissues, data["observed"], path, gene_of=gene_of)
+                test = TestSet.from_arrays(
+                    transcripts, tissues, gene_of, unit, unit_of, data["observed"], path
+                )
+            test.check(
+                transcripts, tissues, data["observed"], path, gene_of=gene_of, unit_of=unit_of
+            )
             out[run] = {label: data[f"value_{i}"] for i, label in enumerate(LABELS)}
     return out
 
@@ -444,12 +540,25 @@ def difference(
     return {label: interval(a[label] - b[label]) for label in LABELS}
 
 
+# What one resample draws under each unit, and what it draws together, as the notes say it.
+UNIT_TEXT = {
+    "gene": ("the test genes", "a gene's transcripts together"),
+    "locus": (
+        "the test loci",
+        "the split's unit: genes whose TSSs lie within split.locus_tss_distance bp or whose "
+        "exons overlap, drawn together",
+    ),
+}
+
+
 def summary(info: Mapping[str, Any]) -> str:
-    """The note's sentence on what the intervals are."""
+    """The note's sentence on what the intervals are (``info``: resamples, seed, unit)."""
+    unit = info.get("unit", "gene")
+    drawn, together = UNIT_TEXT[unit]
     return (
         f"[low, high]: 95 % interval over {info['resamples']:,} paired bootstrap resamples of "
-        f"the test genes (a gene's transcripts together; the same resamples for every run; "
-        f"seed {info['seed']}): which test genes were drawn. The ± sd over seeds covers "
+        f"{drawn} ({together}; the same resamples for every run; seed {info['seed']}): which "
+        f"test {UNIT_NAMES[unit]} were drawn. The ± sd over seeds covers "
         "training noise only. Δ: a setting minus the named one, seed means, resample by "
         "resample; where its interval covers 0 the table says the two are not "
         "distinguishable on this test set. "

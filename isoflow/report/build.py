@@ -330,11 +330,14 @@ def _bootstrap(
     resamples: int,
     seed: int,
     precomputed: bool = False,
+    units: pd.Series | None = None,
+    unit: str = "gene",
 ) -> dict[str, Any]:
-    """Every run's (and the baseline's) metrics on the same resamples of the test genes,
-    from the ``predictions.parquet`` beside each ``metrics.json`` (``report.bootstrap``);
-    ``precomputed``: from the ``bootstrap.npz`` there instead (rule ``report_bootstrap``,
-    ``bootstrap.write_run``: each run resampled once, not once per table)."""
+    """Every run's (and the baseline's) metrics on the same resamples of the test units,
+    from the ``predictions.parquet`` beside each ``metrics.json`` (``report.bootstrap``;
+    ``units``: ``bootstrap.split_units``, None: genes); ``precomputed``: from the
+    ``bootstrap.npz`` there instead (rule ``report_bootstrap``, ``bootstrap.write_run``:
+    each run resampled once, not once per table), made resampling ``unit`` (checked)."""
     name = BOOTSTRAP_FILE if precomputed else "predictions.parquet"
     files = {
         run: Path(paths.get(run, f"results/runs/{run}/metrics.json")).with_name(name)
@@ -346,8 +349,8 @@ def _bootstrap(
         if not path.exists():
             raise InputError(path, None, f"missing: the report's bootstrap reads {run}'s {name}")
     if precomputed:
-        return read_bootstrap(files, resamples, seed)
-    return bootstrap_runs(files, resamples, seed)
+        return read_bootstrap(files, resamples, seed, unit)
+    return bootstrap_runs(files, resamples, seed, units)
 
 
 def _across_runs(
@@ -357,16 +360,23 @@ def _across_runs(
     resamples: int,
     seed: int,
     precomputed: bool,
+    unit: str = "gene",
+    units: pd.Series | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
     """What a table across runs reads: each run's metrics, the baseline's (None without
     one), checked scored on one test set (``check_comparable``), and their bootstrap
-    (:func:`_bootstrap`)."""
+    (:func:`_bootstrap`) resampling ``unit``: from the per-run files (``precomputed``), else
+    from the predictions with ``units`` (``bootstrap.split_units``, required for loci)."""
+    if unit != "gene" and units is None and not precomputed:
+        raise ValueError(f"resampling {unit} units from the predictions needs their units")
     metrics_paths = list(metrics_paths)
     metrics_by_run = _load_metrics(experiments, metrics_paths)
     baseline = _load_baseline(baseline_path)
     paths = _paths_by_run(metrics_paths)
     check_comparable(metrics_by_run, baseline, baseline_path, paths)
-    boot = _bootstrap(metrics_by_run, paths, baseline_path, resamples, seed, precomputed)
+    boot = _bootstrap(
+        metrics_by_run, paths, baseline_path, resamples, seed, precomputed, units, unit
+    )
     return metrics_by_run, baseline, boot
 
 
@@ -431,8 +441,10 @@ def _across_note(
     baseline: Mapping[str, Any] | None,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    unit: str = "gene",
 ) -> str:
-    note = bootstrap_summary({"resamples": resamples, "seed": seed}) + (
+    info = {"resamples": resamples, "seed": seed, "unit": unit}
+    note = bootstrap_summary(info) + (
         "Metrics are test-set means over tissues, then mean ± sd over seeds (seeds: how "
         "many runs; sd blank for one). Every seed counts in every metric, a collapsed one "
         "(constant predictions) too, with the correlation isoflow.metrics gave it (0 where "
@@ -465,12 +477,17 @@ def build_experiments(
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     bootstrap_seed: int = BOOTSTRAP_SEED,
     bootstrap_precomputed: bool = False,
+    bootstrap_unit: str = "gene",
+    bootstrap_units: pd.Series | None = None,
 ) -> None:
     """All settings (seeds pooled) beside the control, the baseline and the paper's
     headline numbers; within-gene across settings. ``runs.tsv``: every run unpooled.
     ``tiny_encoders``: the encoders with random weights the runs read (outside the demo,
     the tables say so). ``bootstrap_precomputed``: the bootstrap's values from each run's
-    ``bootstrap.npz`` (rule report_bootstrap), else resampled here from its predictions."""
+    ``bootstrap.npz`` (rule report_bootstrap), else resampled here from its predictions.
+    ``bootstrap_unit``: what the bootstrap resamples (``workflow.bootstrap_unit``), checked
+    in the files; resampled here, ``bootstrap_units`` gives each gene's unit
+    (``bootstrap.split_units``)."""
     metrics_by_run, baseline, boot = _across_runs(
         experiments,
         metrics_paths,
@@ -478,13 +495,15 @@ def build_experiments(
         bootstrap_resamples,
         bootstrap_seed,
         bootstrap_precomputed,
+        bootstrap_unit,
+        bootstrap_units,
     )
     table = runs_table(experiments, metrics_by_run, paper, baseline, boot)
     write_table(
         runs_display(table),
         table_html_path,
         "All runs (test set)",
-        note=_across_note(paper, baseline, bootstrap_resamples, bootstrap_seed),
+        note=_across_note(paper, baseline, bootstrap_resamples, bootstrap_seed, bootstrap_unit),
         stamp=model_stamp(demo, tiny_encoders),
     )
     write_table(run_rows(experiments, metrics_by_run, baseline), table_tsv_path, "")
@@ -506,10 +525,13 @@ def build_ablation(
     bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
     bootstrap_seed: int = BOOTSTRAP_SEED,
     bootstrap_precomputed: bool = False,
+    bootstrap_unit: str = "gene",
+    bootstrap_units: pd.Series | None = None,
 ) -> None:
     """One factor varied, everything else held fixed (``fraction``: the data-scaling view);
     ``tiny_encoders`` as for :func:`build_experiments`; ``dna_spans``
-    (``workflow.ablation_dna_spans``): the DNA each level reads, stated per row."""
+    (``workflow.ablation_dna_spans``): the DNA each level reads, stated per row; the
+    bootstrap's options as for :func:`build_experiments`."""
     metrics_by_run, baseline, boot = _across_runs(
         experiments,
         metrics_paths,
@@ -517,6 +539,8 @@ def build_ablation(
         bootstrap_resamples,
         bootstrap_seed,
         bootstrap_precomputed,
+        bootstrap_unit,
+        bootstrap_units,
     )
     table = ablation_table(experiments, metrics_by_run, factor, paper, baseline, dna_spans, boot)
     label = FACTOR_LABELS[factor]
@@ -525,7 +549,7 @@ def build_ablation(
     if len(fixed) == 1:
         note += f"Held fixed: {fixed[0]}. "
     note += dna_span_note(table)
-    note += _across_note(paper, baseline, bootstrap_resamples, bootstrap_seed)
+    note += _across_note(paper, baseline, bootstrap_resamples, bootstrap_seed, bootstrap_unit)
     title = "Data scaling" if factor == "fraction" else f"Ablation: {label}"
     write_table(
         ablation_display(table, factor),

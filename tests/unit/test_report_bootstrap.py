@@ -66,7 +66,7 @@ def test_a_resample_scores_as_metrics_does_the_expanded_test_set():
     test = bootstrap.TestSet(frame, "p.parquet")
     predicted = test.predicted(frame, "p.parquet")
     ones = np.ones((1, len(test.genes)), dtype=np.int64)
-    counts = test.gene_counts(5, seed=3)
+    counts = test.unit_counts(5, seed=3)
     rhos = bootstrap.gene_rhos(test, frame)
     got = bootstrap.run_resamples(test, [predicted], [rhos], np.vstack([ones, counts]))[0]
     for label, value in _evaluate(frame).items():
@@ -119,7 +119,7 @@ def test_no_runs_table_is_held_while_resampling(tmp_path, monkeypatch):
     for run, path in paths.items():  # the same values as from the tables themselves
         frame = pd.read_parquet(path)
         test = bootstrap.TestSet(pd.read_parquet(paths["r0"]), "r0")
-        counts = test.gene_counts(20, 0)
+        counts = test.unit_counts(20, 0)
         want = bootstrap.run_resamples(
             test, [test.predicted(frame, run)], [bootstrap.gene_rhos(test, frame)], counts
         )[0]
@@ -139,7 +139,7 @@ def test_each_array_is_sorted_once_whatever_the_chunks(monkeypatch):
     test = bootstrap.TestSet(frames[0], "r0")
     predicted = [test.predicted(f, f"r{i}") for i, f in enumerate(frames)]
     rhos = [bootstrap.gene_rhos(test, f) for f in frames]
-    counts = test.gene_counts(50, 0)
+    counts = test.unit_counts(50, 0)
     whole = bootstrap.run_resamples(test, predicted, rhos, counts)  # one chunk
     sorts = []
     argsort = np.argsort
@@ -161,12 +161,12 @@ def test_each_array_is_sorted_once_whatever_the_chunks(monkeypatch):
 def test_resamples_draw_genes_with_replacement_reproducibly():
     frame = _tied_frame()
     test = bootstrap.TestSet(frame, "p.parquet")
-    counts = test.gene_counts(200, seed=0)
+    counts = test.unit_counts(200, seed=0)
     assert counts.shape == (200, len(test.genes))
     assert (counts.sum(axis=1) == len(test.genes)).all()  # as many genes as the test set
     assert (counts == 0).any() and (counts > 1).any()  # with replacement
-    assert (test.gene_counts(200, seed=0) == counts).all()
-    assert not (test.gene_counts(200, seed=1) == counts).all()
+    assert (test.unit_counts(200, seed=0) == counts).all()
+    assert not (test.unit_counts(200, seed=1) == counts).all()
 
 
 def test_a_run_on_another_test_set_is_refused(tmp_path):
@@ -458,9 +458,13 @@ def test_a_per_run_file_of_other_resamples_or_another_test_set_is_refused(tmp_pa
         bootstrap.write_run(path.with_name("predictions.parquet"), files[path.parent.name], 200, 0)
     first, second = list(files)[:2]
     assert set(bootstrap.read_runs(files, 200, 0)) == set(files)
-    with pytest.raises(InputError, match=r"made with 200 resamples, seed 0; .* 300, seed 0"):
+    with pytest.raises(
+        InputError, match=r"made with 200 resamples, seed 0, unit gene; .* 300, seed 0, unit gene"
+    ):
         bootstrap.read_runs(files, 300, 0)
-    with pytest.raises(InputError, match=r"made with 200 resamples, seed 0; .* 200, seed 1"):
+    with pytest.raises(
+        InputError, match=r"made with 200 resamples, seed 0, unit gene; .* 200, seed 1, unit gene"
+    ):
         bootstrap.read_runs(files, 200, 1)
     predictions = paths[1].with_name("predictions.parquet")
     frame = pd.read_parquet(predictions)
@@ -512,3 +516,106 @@ def test_a_missing_per_run_file_is_named(tmp_path):
             tmp_path / "a.svg",
             bootstrap_precomputed=True,
         )
+
+
+def _paired_genes(root: Path, n_loci: int = 40) -> tuple[dict[str, Path], Path]:
+    """A test set of ``n_loci`` loci, two genes each (TSSs 500 bp apart: one locus under
+    split.locus_tss_distance 1,000) whose transcripts' observed and predicted values are
+    the same (perfectly correlated), two runs of it, and the annotation the split read."""
+    rng = np.random.default_rng(0)
+    observed = rng.gamma(2.0, 1.0, size=(n_loci, 2, len(TISSUES)))  # locus, transcript
+    runs = {}
+    for run in ("r0", "r1"):
+        predicted = observed + rng.normal(scale=1.5, size=observed.shape)
+        rows = []
+        for locus in range(n_loci):
+            for twin in range(2):  # the second gene copies the first's values
+                gene = f"ENSG{2 * locus + twin:05d}.1"
+                for k in range(2):
+                    for t, tissue in enumerate(TISSUES):
+                        rows.append(
+                            (f"ENST{2 * locus + twin:05d}{k}.1", gene, tissue)
+                            + (observed[locus, k, t], predicted[locus, k, t])
+                        )
+        frame = pd.DataFrame(rows, columns=list(bootstrap.PREDICTION_COLUMNS))
+        runs[run] = root / run / "predictions.parquet"
+        runs[run].parent.mkdir(parents=True)
+        frame.to_parquet(runs[run])
+    genes = sorted({g for g in frame["gene_id"]})
+    tss = [100_000 * (i // 2) + 500 * (i % 2) for i in range(len(genes))]
+    annotation = root / "transcripts.parquet"
+    pd.DataFrame(
+        {
+            "gene_id": genes,
+            "chrom": "chr1",
+            "strand": "+",
+            "tss": tss,
+            "exon_starts": [[t] for t in tss],
+            "exon_ends": [[t + 100] for t in tss],
+        }
+    ).to_parquet(annotation)
+    return runs, annotation
+
+
+def test_under_the_locus_scheme_a_resample_draws_loci_not_genes(tmp_path):
+    """Genes of one locus sit on one side of the locus split and are not independent:
+    resampled apart (as genes), two perfectly correlated genes look like two independent
+    draws and the interval comes out too narrow. The bootstrap draws the split's loci."""
+    runs, annotation = _paired_genes(tmp_path)
+    units = bootstrap.split_units(annotation, "locus", 1000)
+    test = bootstrap.TestSet(pd.read_parquet(runs["r0"]), runs["r0"], units)
+    assert test.unit == "locus" and len(test.units) == 40 and len(test.genes) == 80
+    assert (test.unit_counts(10, 0).sum(axis=1) == 40).all()
+    # the two genes of a locus drawn together: always the same count
+    counts = test.unit_counts(50, 0)[:, test.gene_unit]
+    assert (counts[:, 0::2] == counts[:, 1::2]).all()
+    by_gene = bootstrap.bootstrap_runs(runs, 1000, 0)
+    by_locus = bootstrap.bootstrap_runs(runs, 1000, 0, units)
+    for label in ("R²", "Spearman", "Pearson"):
+        gene_low, gene_high = bootstrap.interval(bootstrap.pooled(by_gene, list(runs))[label])
+        low, high = bootstrap.interval(bootstrap.pooled(by_locus, list(runs))[label])
+        assert high - low > 1.2 * (gene_high - gene_low), label  # about sqrt(2) wider
+    # the file records the unit; the tables ask for it and the note says it
+    outs = [(p, p.with_name(bootstrap.BOOTSTRAP_FILE)) for p in runs.values()]
+    bootstrap.write_runs(outs, 200, 0, units)
+    files = {run: p.with_name(bootstrap.BOOTSTRAP_FILE) for run, p in runs.items()}
+    read = bootstrap.read_runs(files, 200, 0, "locus")
+    direct = bootstrap.bootstrap_runs(runs, 200, 0, units)
+    assert all(read[r][x].tobytes() == direct[r][x].tobytes() for r in runs for x in LABELS)
+    with pytest.raises(
+        InputError,
+        match=r"r0/bootstrap.npz: made with 200 resamples, seed 0, "
+        r"unit locus; the report asks for 200, seed 0, unit gene: rerun",
+    ):
+        bootstrap.read_runs(files, 200, 0, "gene")
+    note = bootstrap.summary({"resamples": 200, "seed": 0, "unit": "locus"})
+    assert "resamples of the test loci (the split's unit" in note
+    assert "which test loci were drawn" in note
+
+
+def test_loci_of_one_gene_each_resample_as_genes_did_byte_for_byte(tmp_path):
+    """The demo's locus split joins no two genes (700 genes in 700 units): its loci are its
+    genes, so its intervals are those of the gene bootstrap, byte for byte."""
+    runs, annotation = _paired_genes(tmp_path)
+    table = pd.read_parquet(annotation)
+    table["tss"] = 100_000 * np.arange(len(table))  # every gene its own locus
+    table["exon_starts"] = [[t] for t in table["tss"]]
+    table["exon_ends"] = [[t + 100] for t in table["tss"]]
+    table.to_parquet(annotation)
+    units = bootstrap.split_units(annotation, "locus", 1000)
+    assert units.nunique() == len(units) == 80
+    by_gene = bootstrap.bootstrap_runs(runs, 300, 0)
+    by_locus = bootstrap.bootstrap_runs(runs, 300, 0, units)
+    for run in runs:
+        for label in LABELS:
+            assert by_locus[run][label].tobytes() == by_gene[run][label].tobytes()
+    assert bootstrap.split_units(annotation, "gene") is None
+
+
+def test_a_test_gene_in_no_locus_of_the_annotation_is_refused(tmp_path):
+    runs, annotation = _paired_genes(tmp_path)
+    units = bootstrap.split_units(annotation, "locus", 1000).drop("ENSG00003")
+    with pytest.raises(
+        InputError, match=r"r0/predictions.parquet:ENST000030.1: gene ENSG00003.1 is in no locus"
+    ):
+        bootstrap.bootstrap_runs(runs, 10, 0, units)
