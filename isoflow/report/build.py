@@ -436,9 +436,54 @@ def _data_stamp(demo: bool) -> str | None:
     return DEMO_MARK if demo else None
 
 
+# The per-tissue metrics a test-set mean averages (metrics.json "per_tissue"), as labelled.
+MEAN_METRICS = {"r2": "R²", "spearman": "Spearman", "pearson": "Pearson"}
+
+
+def tissues_note(
+    metrics_by_run: Mapping[str, Mapping[str, Any]], baseline: Mapping[str, Any] | None = None
+) -> str:
+    """How many tissues each test-set mean averages and which it leaves out: a tissue whose
+    observed test values are constant has null metrics (``metrics.tissue_metrics``), which
+    the means skip, so the note names them rather than let a tissue drop out silently."""
+    scored = [*metrics_by_run.values(), *([baseline] if baseline is not None else [])]
+    if not scored:
+        return ""
+    tissues = sorted(scored[0]["per_tissue"])
+    left_out = {
+        label: sorted({t for m in scored for t, v in m["per_tissue"].items() if v.get(key) is None})
+        for key, label in MEAN_METRICS.items()
+    }
+    if not any(left_out.values()):
+        return f"Each mean averages all {len(tissues)} tissues. "
+    parts = []
+    for names, labels in _grouped(left_out).items():
+        which = "each mean" if len(labels) == len(MEAN_METRICS) else " and ".join(labels)
+        kept = len(tissues) - len(names)
+        if names:
+            parts.append(
+                f"{which} averages {kept} of {len(tissues)} tissues, leaving out "
+                f"{len(names)}: {', '.join(names)} (metrics undefined: the observed test "
+                "values are constant)"
+            )
+        else:
+            parts.append(f"{which} averages all {len(tissues)} tissues")
+    note = "; ".join(parts)
+    return note[0].upper() + note[1:] + ". "
+
+
+def _grouped(left_out: Mapping[str, list[str]]) -> dict[tuple[str, ...], list[str]]:
+    """Metric labels grouped by the tissues they leave out, in metric order."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for label, names in left_out.items():
+        groups.setdefault(tuple(names), []).append(label)
+    return groups
+
+
 def _across_note(
     paper: Mapping[str, Any] | None,
     baseline: Mapping[str, Any] | None,
+    metrics_by_run: Mapping[str, Mapping[str, Any]],
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     unit: str = "gene",
@@ -456,6 +501,7 @@ def _across_note(
         "score 0, never drop out. "
         f"The {CONTROL_LABEL} (shuffle_targets: true) is the floor a model must clear. "
     )
+    note += tissues_note(metrics_by_run, baseline)
     if baseline is not None:
         note += f"The {BASELINE_LABEL} reads no sequence. "
     else:
@@ -503,7 +549,9 @@ def build_experiments(
         runs_display(table),
         table_html_path,
         "All runs (test set)",
-        note=_across_note(paper, baseline, bootstrap_resamples, bootstrap_seed, bootstrap_unit),
+        note=_across_note(
+            paper, baseline, metrics_by_run, bootstrap_resamples, bootstrap_seed, bootstrap_unit
+        ),
         stamp=model_stamp(demo, tiny_encoders),
     )
     write_table(run_rows(experiments, metrics_by_run, baseline), table_tsv_path, "")
@@ -549,7 +597,9 @@ def build_ablation(
     if len(fixed) == 1:
         note += f"Held fixed: {fixed[0]}. "
     note += dna_span_note(table)
-    note += _across_note(paper, baseline, bootstrap_resamples, bootstrap_seed, bootstrap_unit)
+    note += _across_note(
+        paper, baseline, metrics_by_run, bootstrap_resamples, bootstrap_seed, bootstrap_unit
+    )
     title = "Data scaling" if factor == "fraction" else f"Ablation: {label}"
     write_table(
         ablation_display(table, factor),

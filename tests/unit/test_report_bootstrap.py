@@ -619,3 +619,33 @@ def test_a_test_gene_in_no_locus_of_the_annotation_is_refused(tmp_path):
         InputError, match=r"r0/predictions.parquet:ENST000030.1: gene ENSG00003.1 is in no locus"
     ):
         bootstrap.bootstrap_runs(runs, 10, 0, units)
+
+
+def test_the_tables_across_runs_name_a_tissue_left_out_of_their_means(tmp_path):
+    """A tissue whose observed test values are all constant has null metrics (isoflow
+    rescore writes them) and the means over tissues skip it: the single-run table's note
+    says so, and the tables across runs name it and how many tissues each mean averages,
+    rather than let it drop out of the means silently."""
+    from isoflow.metrics import rescore
+
+    experiments, paths = _write(tmp_path, gain=0.2)
+    out = tmp_path / "out"
+    options = dict(bootstrap_resamples=50, bootstrap_seed=0)
+    page = build_experiments(experiments, paths, out, "all", **options).read_text()
+    assert "Each mean averages all 5 tissues." in page
+    for path in paths:  # a copy of the runs whose Liver test values are all 0
+        frame = pd.read_parquet(path.with_name("predictions.parquet"))
+        frame.loc[frame["tissue"] == "Liver", "observed"] = 0.0
+        frame.to_parquet(path.with_name("predictions.parquet"))
+        metrics, _ = rescore(path.parent)
+        assert metrics["per_tissue"]["Liver"] == {"r2": None, "spearman": None, "pearson": None}
+    left_out = (
+        "Each mean averages 4 of 5 tissues, leaving out 1: Liver (metrics undefined: the "
+        "observed test values are constant)."
+    )
+    page = build_experiments(experiments, paths, out, "liver", **options).read_text()
+    assert left_out in page and "all 5 tissues" not in page
+    build.build_ablation(
+        experiments, paths, "modalities", None, out / "a.html", out / "a.svg", **options
+    )
+    assert left_out in (out / "a.html").read_text()
