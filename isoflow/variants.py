@@ -14,8 +14,11 @@ The inputs are built by the code that builds the training data: the DNA window b
 sequences module's per-transcript reference path (``_records_one_by_one``), reading the
 genome through :class:`SubstitutedGenome`, which shows the alt allele at its position.
 Only the modalities a variant changes are re-encoded: each transcript's reference
-embeddings are computed once and reused for its alt inputs (``Model.embed`` /
-``Model.head``).
+embeddings are computed once per round and reused for its alt inputs (``Model.embed`` /
+``Model.head``). Scoring streams: the pairs, transcript-major, go in rounds of ``CHUNK``,
+each round's alt inputs (a whole DNA window each) built just before it is scored and
+dropped after, a transcript's reference once its last pair is scored, so memory does not
+grow with the number of variants (docs/benchmarks.md "variants: streamed scoring").
 
 Substitutions only (SNVs, and MNVs: ref and alt of one length > 1). Indels (ref and alt of
 different lengths, Kircher's ``-``), symbolic (``<DEL>``), ``*`` and ``.`` alleles are
@@ -96,8 +99,6 @@ ROW_COLUMNS = (
     "ref_mean",
     "mean_effect",
 )
-# Pairs (variant, transcript) scored per round: the reference embeddings of the round's
-# transcripts are kept, nothing else.
 # the transcripts-table columns a variant's transcripts are found and read by (overlapping,
 # transcript_inputs, reference_problem, the row): the dataset table has none of the exons
 ANNOTATION_COLUMNS = (
@@ -115,6 +116,9 @@ ANNOTATION_COLUMNS = (
     "selenocysteines",
     "tags",
 )
+# Pairs (variant, transcript) scored per round: the round's alt inputs, its transcripts'
+# references and their embeddings are all that is held (variant_effects builds each round's
+# inputs just before it scores them).
 CHUNK = 256
 
 
@@ -655,32 +659,49 @@ def effects(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(ref predictions (n, tissues), alt - ref (n, tissues))`` for ``alts``: pairs of (key
     of ``refs``, alt inputs). A pair's unchanged modalities reuse its reference's embeddings;
-    only the changed ones are encoded again. Rounds of ``CHUNK`` pairs, in the given order."""
+    only the changed ones are encoded again. Rounds of ``CHUNK`` pairs, in the given order
+    (:func:`score_round`)."""
     n, t = len(alts), len(model.tissues)
     ref_out = np.zeros((n, t), dtype=np.float32)
     effect = np.zeros((n, t), dtype=np.float32)
-    used = model.modalities
     for lo in range(0, n, CHUNK):
         chunk = alts[lo : lo + CHUNK]
-        keys = list(dict.fromkeys(k for k, _ in chunk))
-        ref_inputs = [_as_model_input(refs[k], used) for k in keys]
-        ref_emb = model.embed(ref_inputs, batch_size=batch_size)
-        ref_pred = model.head(ref_emb, batch_size=batch_size)
-        at = {k: i for i, k in enumerate(keys)}
-        alt_emb = {m: [ref_emb[m][at[k]] for k, _ in chunk] for m in used}
-        for m in used:
-            redo = [j for j, (k, alt) in enumerate(chunk) if getattr(alt, m) != getattr(refs[k], m)]
-            if redo:
-                items = [_as_model_input(chunk[j][1], used) for j in redo]
-                new = model.embed(items, [m], batch_size=batch_size)[m]
-                for j, tensor in zip(redo, new, strict=True):
-                    alt_emb[m][j] = tensor
-        alt_pred = model.head(alt_emb, batch_size=batch_size)
-        rows = [at[k] for k, _ in chunk]
-        ref_out[lo : lo + len(chunk)] = ref_pred[rows]
-        effect[lo : lo + len(chunk)] = alt_pred - ref_pred[rows]
+        ref_out[lo : lo + len(chunk)], effect[lo : lo + len(chunk)] = score_round(
+            model, refs, chunk, batch_size=batch_size
+        )
         log.info("scored %d / %d variant-transcript pairs", lo + len(chunk), n)
     return ref_out, effect
+
+
+def score_round(
+    model,
+    refs: dict[str, ModelInputs],
+    chunk: Sequence[tuple[str, ModelInputs]],
+    *,
+    batch_size: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One round of :func:`effects`: ``(ref predictions, alt - ref)`` of the pairs of
+    ``chunk`` (at most ``CHUNK``); the references of its keys are embedded once, and each
+    alt's modalities that differ from its reference's are embedded again, together. A
+    caller that builds its pairs round by round (:func:`variant_effects`) gets the bytes
+    :func:`effects` gives when it cuts the same rounds."""
+    used = model.modalities
+    keys = list(dict.fromkeys(k for k, _ in chunk))
+    ref_inputs = [_as_model_input(refs[k], used) for k in keys]
+    ref_emb = model.embed(ref_inputs, batch_size=batch_size)
+    ref_pred = model.head(ref_emb, batch_size=batch_size)
+    at = {k: i for i, k in enumerate(keys)}
+    alt_emb = {m: [ref_emb[m][at[k]] for k, _ in chunk] for m in used}
+    for m in used:
+        redo = [j for j, (k, alt) in enumerate(chunk) if getattr(alt, m) != getattr(refs[k], m)]
+        if redo:
+            items = [_as_model_input(chunk[j][1], used) for j in redo]
+            new = model.embed(items, [m], batch_size=batch_size)[m]
+            for j, tensor in zip(redo, new, strict=True):
+                alt_emb[m][j] = tensor
+    alt_pred = model.head(alt_emb, batch_size=batch_size)
+    rows = [at[k] for k, _ in chunk]
+    return ref_pred[rows], alt_pred - ref_pred[rows]
 
 
 def tss_offset(variant: Variant, strand: str, tss: int) -> int:
@@ -740,61 +761,106 @@ def variant_effects(
             where,
         )
     pairs.sort(key=lambda p: (p[1], p[0]))  # transcript-major: its reference is reused
+    rows = list(transcripts.itertuples(index=False))
+    check_references(rows, pairs, genome, annotation)
+    n = len(pairs)
+    if not n:  # the columns of a table with rows, so a reader of either finds them
+        return pd.DataFrame(columns=[*ROW_COLUMNS, *model.tissues])
+    ref_pred = np.zeros((n, len(model.tissues)), dtype=np.float32)
+    effect = np.zeros_like(ref_pred)
+    meta: list[dict] = []
+    # Streamed: a round's alt inputs (each a whole DNA window, 196,608 letters for Enformer)
+    # are built, scored and dropped before the next round's; a transcript's reference and
+    # its encoder views are dropped once its last pair is scored (pairs are transcript-major).
+    # The rounds are effects' (CHUNK pairs in this order), so the bytes are the same.
     refs: dict[str, ModelInputs] = {}
     views: dict[str, dict] = {}  # transcript -> modality -> its reference's encoder_input
-    alts, meta, blind = [], [], []
-    rows = list(transcripts.itertuples(index=False))
-    for i, r in pairs:
-        v, row = variants[i], rows[r]
-        key = str(row.transcript_id)
-        if key not in refs:
-            refs[key] = transcript_inputs(row, genome, window)
-            problem = reference_problem(row, refs[key].protein)
-            if problem:
-                raise InputError(annotation, key, problem)
-        alt = transcript_inputs(row, SubstitutedGenome(genome, v.chrom, v.start, v.alt), window)
-        changed = changed_modalities(refs[key], alt)
-        seen = seen_changes(model, refs[key], alt, changed, views.setdefault(key, {}))
-        # what the model does not read (or reads of the reference only) is the reference's:
-        # nothing to encode again for it
-        alt = ModelInputs(
-            alt.id, *(getattr(alt if m in seen else refs[key], m) for m in MODALITIES)
-        )
-        alts.append((key, alt))
-        blind.append(not seen)
-        offset = tss_offset(v, row.strand, int(row.tss))
-        meta.append(
-            {
-                "variant_id": v.id,
-                "chrom": v.chrom,
-                "pos": v.pos,
-                "ref": v.ref,
-                "alt": v.alt,
-                "transcript_id": key,
-                "gene_id": str(row.gene_id),
-                "gene_name": str(row.gene_name),
-                "strand": row.strand,
-                "tss_offset": offset,
-                "dna_changed": "dna" in changed,
-                "rna_changed": "rna" in changed,
-                "protein_changed": "protein" in changed,
-                "changed": "+".join(changed),
-                "dna_seen": "dna" in seen,
-                "rna_seen": "rna" in seen,
-                "protein_seen": "protein" in seen,
-                "_order": (i, r),
-            }
-        )
-    if not alts:  # the columns of a table with rows, so a reader of either finds them
-        return pd.DataFrame(columns=[*ROW_COLUMNS, *model.tissues])
-    ref_pred, effect = effects(model, refs, alts, batch_size=batch_size)
-    effect[np.asarray(blind)] = np.nan  # the model reads no changed base: no prediction
+    for lo in range(0, n, CHUNK):
+        chunk = []
+        for i, r in pairs[lo : lo + CHUNK]:
+            key, alt, row_meta = pair_inputs(model, variants[i], rows[r], genome, refs, views)
+            chunk.append((key, alt))
+            meta.append({**row_meta, "_order": (i, r)})
+        hi = lo + len(chunk)
+        ref_pred[lo:hi], effect[lo:hi] = score_round(model, refs, chunk, batch_size=batch_size)
+        log.info("scored %d / %d variant-transcript pairs", hi, n)
+        last = chunk[-1][0]  # its next pairs may open the next round
+        for key in [k for k in refs if k != last]:
+            del refs[key]
+            views.pop(key, None)
+    blind = np.array([not (m["dna_seen"] or m["rna_seen"] or m["protein_seen"]) for m in meta])
+    effect[blind] = np.nan  # the model reads no changed base: no prediction
     frame = pd.DataFrame(meta)
     frame["ref_mean"] = ref_pred.mean(axis=1)
     frame["mean_effect"] = effect.mean(axis=1)
     frame = pd.concat([frame, pd.DataFrame(effect, columns=model.tissues)], axis=1)
     frame = frame.sort_values("_order", kind="stable").drop(columns="_order")
     return frame.reset_index(drop=True)
+
+
+def check_references(
+    rows: Sequence[Any],
+    pairs: Sequence[tuple[int, int]],
+    genome: GenomeWindows,
+    annotation: str | os.PathLike | None = None,
+) -> None:
+    """Every coding transcript of ``pairs`` (``(variant, row position)``, in scoring order)
+    reads as the genome's (:func:`reference_problem`), before any is scored: an
+    :class:`InputError` naming the first that does not (and ``annotation``). Its protein
+    is built again when it is scored (no DNA read here): holding every reference until then
+    would grow with the transcripts."""
+    for r in dict.fromkeys(r for _, r in pairs):
+        row = rows[r]
+        if pd.isna(row.cds_start):
+            continue
+        problem = reference_problem(row, transcript_inputs(row, genome, None).protein)
+        if problem:
+            raise InputError(annotation, str(row.transcript_id), problem)
+
+
+def pair_inputs(
+    model,
+    variant: Variant,
+    row: Any,
+    genome: GenomeWindows,
+    refs: dict[str, ModelInputs],
+    views: dict[str, dict],
+) -> tuple[str, ModelInputs, dict]:
+    """``(transcript key, alt inputs, the row's columns before the effects)`` of one
+    (variant, transcript) pair of :func:`variant_effects`; the transcript's reference is
+    built into ``refs`` (and its encoder views into ``views``) on its first pair."""
+    key = str(row.transcript_id)
+    if key not in refs:
+        refs[key] = transcript_inputs(row, genome, model.dna_window)
+    v = variant
+    alt = transcript_inputs(
+        row, SubstitutedGenome(genome, v.chrom, v.start, v.alt), model.dna_window
+    )
+    changed = changed_modalities(refs[key], alt)
+    seen = seen_changes(model, refs[key], alt, changed, views.setdefault(key, {}))
+    # what the model does not read (or reads of the reference only) is the reference's:
+    # nothing to encode again for it
+    alt = ModelInputs(alt.id, *(getattr(alt if m in seen else refs[key], m) for m in MODALITIES))
+    meta = {
+        "variant_id": v.id,
+        "chrom": v.chrom,
+        "pos": v.pos,
+        "ref": v.ref,
+        "alt": v.alt,
+        "transcript_id": key,
+        "gene_id": str(row.gene_id),
+        "gene_name": str(row.gene_name),
+        "strand": row.strand,
+        "tss_offset": tss_offset(v, row.strand, int(row.tss)),
+        "dna_changed": "dna" in changed,
+        "rna_changed": "rna" in changed,
+        "protein_changed": "protein" in changed,
+        "changed": "+".join(changed),
+        "dna_seen": "dna" in seen,
+        "rna_seen": "rna" in seen,
+        "protein_seen": "protein" in seen,
+    }
+    return key, alt, meta
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:

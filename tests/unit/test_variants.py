@@ -835,3 +835,130 @@ def test_a_finetuned_bundle_on_genomic_variants_is_one_warning(bundle, tmp_path,
             assert lines[0].startswith(f"{tuned / 'manifest.json'}: a fine-tuned bundle")
             assert "placed with N fill around the cassette" in lines[0]
             assert "isoflow variants gives it genomic DNA windows" in lines[0]
+
+
+def _streaming_case(bundle, monkeypatch):
+    """Four transcripts (TP.1 and TL.1 share a TSS, so their windows' variants are pairs of
+    both; TL.1's second exon lies outside its window, read through the RNA only) and
+    variants in every window and in that exon; the RNA encoder cut to 60 nt, so a change
+    past it is seen by no input (a NaN row); rounds of 16 pairs."""
+    import isoflow.variants as variants_module
+
+    genome = bundle["genome"]
+    far = {
+        **TRANSCRIPTS[1],
+        "transcript_id": "TL.1",
+        "gene_id": "GL.1",
+        "strand": "+",
+        "tss": 1000,
+        "exon_starts": [1000, 1400],
+        "exon_ends": [1050, 1500],
+    }
+    near = {
+        **TRANSCRIPTS[1],
+        "transcript_id": "TQ.1",
+        "gene_id": "GQ.1",
+        "tss": 5649,
+        "exon_ends": [5200, 5650],
+    }
+    annotation = pd.DataFrame([*TRANSCRIPTS, far, near])
+    annotation["transcript_type"] = ["protein_coding", "lncRNA", "lncRNA", "lncRNA"]
+    annotation["tags"] = annotation["selenocysteines"] = [[]] * 4
+    for column, dtype in (("cds_start", "Int64"), ("cds_end", "Int64"), ("cds_phase", "Int8")):
+        annotation[column] = annotation[column].astype(dtype)
+    positions = [*range(750, 1250, 4), *range(1400, 1500, 3), *range(5350, 5850, 9)]
+    variants = [_variant(genome, p) for p in positions]
+    model = bundle["model"]
+    encoder = model.frozen["rna"][0] if "rna" in model.frozen else model.network.encoders["rna"]
+    monkeypatch.setattr(encoder, "max_len", 10)
+    monkeypatch.setattr(encoder, "truncate", "keep_5prime")
+    monkeypatch.setattr(variants_module, "CHUNK", 16)
+    return model, variants, annotation
+
+
+def _all_at_once(model, variants, annotation, genome) -> pd.DataFrame:
+    """The table as ``variant_effects`` made it before it streamed: every pair's alt inputs
+    and every reference built first, then ``effects`` over all of them."""
+    from isoflow.variants import ROW_COLUMNS, effects, overlapping, pair_inputs
+
+    annotation = annotation.reset_index(drop=True)
+    rows = list(annotation.itertuples(index=False))
+    pairs = overlapping(annotation, variants, model.dna_window)
+    pairs.sort(key=lambda p: (p[1], p[0]))
+    refs, views, alts, meta = {}, {}, [], []
+    for i, r in pairs:
+        key, alt, row_meta = pair_inputs(model, variants[i], rows[r], genome, refs, views)
+        alts.append((key, alt))
+        meta.append({**row_meta, "_order": (i, r)})
+    ref_pred, effect = effects(model, refs, alts)
+    blind = [not (m["dna_seen"] or m["rna_seen"] or m["protein_seen"]) for m in meta]
+    effect[np.asarray(blind)] = np.nan
+    frame = pd.DataFrame(meta)
+    frame["ref_mean"] = ref_pred.mean(axis=1)
+    frame["mean_effect"] = effect.mean(axis=1)
+    frame = pd.concat([frame, pd.DataFrame(effect, columns=model.tissues)], axis=1)
+    frame = frame.sort_values("_order", kind="stable").drop(columns="_order")
+    frame = frame.reset_index(drop=True)
+    assert list(frame.columns) == [*ROW_COLUMNS, *model.tissues]
+    return frame
+
+
+@pytest.mark.slow
+def test_streamed_scoring_writes_the_bytes_of_the_all_at_once_path(
+    bundle, monkeypatch, tmp_path, caplog
+):
+    model, variants, annotation = _streaming_case(bundle, monkeypatch)
+    with GenomeWindows(bundle["fasta"]) as windows:
+        with caplog.at_level("INFO", logger="isoflow.variants"):
+            streamed = variant_effects(model, variants, annotation, windows)
+        expected = _all_at_once(model, variants, annotation, windows)
+    assert len(streamed) > 300
+    assert streamed["transcript_id"].nunique() == 4
+    assert (streamed.groupby("variant_id")["transcript_id"].nunique() > 1).sum() > 50
+    blind = streamed[model.tissues].isna().all(axis=1)
+    assert 0 < blind.sum() < len(streamed)
+    pd.testing.assert_frame_equal(streamed, expected, check_exact=True)
+    for name in ("streamed.tsv", "expected.tsv"):
+        write_table(streamed if name == "streamed.tsv" else expected, tmp_path / name)
+    assert (tmp_path / "streamed.tsv").read_bytes() == (tmp_path / "expected.tsv").read_bytes()
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scored")]
+    assert progress[0] == f"scored 16 / {len(streamed)} variant-transcript pairs"
+    assert progress[-1] == f"scored {len(streamed)} / {len(streamed)} variant-transcript pairs"
+
+
+@pytest.mark.slow
+def test_streamed_scoring_holds_one_round_of_inputs_whatever_the_number_of_variants(
+    bundle, monkeypatch
+):
+    """Every alt input (a whole DNA window each: 196,608 letters for Enformer) was built and
+    every reference kept before the first was scored: 100k pairs held ~20 GB. The inputs
+    alive while the model runs are a round's alts and its transcripts' references."""
+    import weakref
+
+    import isoflow.variants as variants_module
+
+    model, variants, annotation = _streaming_case(bundle, monkeypatch)
+    alive, peaks = [0], []
+
+    class Counted(variants_module.ModelInputs):
+        def __new__(cls, *args, **kwargs):
+            item = super().__new__(cls)
+            alive[0] += 1
+            weakref.finalize(item, lambda: alive.__setitem__(0, alive[0] - 1))
+            return item
+
+    head = model.head
+
+    def counting_head(*args, **kwargs):
+        peaks.append(alive[0])
+        return head(*args, **kwargs)
+
+    monkeypatch.setattr(variants_module, "ModelInputs", Counted)
+    monkeypatch.setattr(model, "head", counting_head)
+    with GenomeWindows(bundle["fasta"]) as windows:
+        for n in (len(variants) // 4, len(variants)):
+            peaks.clear()
+            frame = variant_effects(model, variants[:n], annotation, windows)
+            assert len(frame) > 3 * variants_module.CHUNK
+            # a round's pairs, and the references of its transcripts and of the one before
+            assert max(peaks) <= variants_module.CHUNK + len(annotation), (n, max(peaks))
