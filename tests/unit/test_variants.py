@@ -962,3 +962,27 @@ def test_streamed_scoring_holds_one_round_of_inputs_whatever_the_number_of_varia
             assert len(frame) > 3 * variants_module.CHUNK
             # a round's pairs, and the references of its transcripts and of the one before
             assert max(peaks) <= variants_module.CHUNK + len(annotation), (n, max(peaks))
+
+
+@pytest.mark.slow
+def test_a_reference_from_another_assembly_stops_the_run_before_any_round_is_scored(
+    bundle, monkeypatch
+):
+    """Streamed, a transcript's reference is built when its first round comes: the check
+    that it reads as this genome's (``reference_problem``) still runs for every coding
+    transcript before the model scores anything, as when all were built first."""
+    import isoflow.variants as variants_module
+
+    model, genome = bundle["model"], bundle["genome"]
+    annotation = _annotation().iloc[[1, 0]]  # TM.1's pairs come first, TP.1's after
+    monkeypatch.setattr(variants_module, "CHUNK", 1)
+    monkeypatch.setattr(
+        variants_module,
+        "reference_problem",
+        lambda row, protein: "another assembly" if row.transcript_id == "TP.1" else None,
+    )
+    monkeypatch.setattr(model, "embed", lambda *a, **k: pytest.fail("scored before the check"))
+    variants = [_variant(genome, 5500), _variant(genome, 1010)]
+    with GenomeWindows(bundle["fasta"]) as windows, pytest.raises(InputError) as err:
+        variant_effects(model, variants, annotation, windows, annotation="tx.parquet")
+    assert _one_line(err) == "tx.parquet:TP.1: another assembly"
