@@ -399,7 +399,9 @@ def check_annotation_columns(
 ) -> None:
     """The annotation (from ``annotation``) has every ``ANNOTATION_COLUMNS``: one line naming
     the file and the missing columns. The dataset table (``results/dataset/*.parquet``, no
-    exons) given as ``-a`` was a pandas KeyError traceback after the model loaded."""
+    exons) given as ``-a`` was a pandas KeyError traceback after the model loaded. A
+    ``transcript_id`` on two rows is one line naming it: each row would be scored as its own
+    transcript under one id."""
     missing = [c for c in ANNOTATION_COLUMNS if c not in transcripts.columns]
     if missing:
         raise InputError(
@@ -408,6 +410,16 @@ def check_annotation_columns(
             f"lacks the transcripts table's column(s) {', '.join(missing)}: give -a the "
             "annotation's transcripts table (results/annotation/transcripts.parquet), not "
             "the dataset table",
+        )
+    ids = transcripts["transcript_id"].astype(str)
+    repeated = ids[ids.duplicated()]
+    if len(repeated):
+        raise InputError(
+            annotation,
+            repeated.iat[0],
+            f"transcript_id on {ids.isin(set(repeated)).sum()} rows ({repeated.nunique()} "
+            "id(s) repeated): one row per transcript, as the annotation rule writes it (two "
+            "annotations joined? a version suffix dropped?)",
         )
 
 

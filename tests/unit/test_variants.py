@@ -605,6 +605,23 @@ def test_reference_problem_needs_two_defects_and_knows_an_incomplete_start():
 
 
 @pytest.mark.slow
+def test_an_annotation_repeating_a_transcript_id_is_one_line():
+    """Two annotations joined (or version suffixes dropped) put one transcript_id on several
+    rows; each row was scored as its own transcript under that id, two rows of effects that
+    look like one transcript's. One line naming the file and the id."""
+    from isoflow.variants import check_annotation_columns
+
+    frame = _annotation()
+    check_annotation_columns(frame, "transcripts.parquet")
+    twice = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)
+    with pytest.raises(InputError) as err:
+        check_annotation_columns(twice, "transcripts.parquet")
+    line = _one_line(err)
+    first = frame["transcript_id"].iat[0]
+    assert line.startswith(f"transcripts.parquet:{first}: transcript_id on 2 rows (1 id(s)")
+    assert "one row per transcript" in line
+
+
 def test_an_annotation_on_another_assembly_is_one_line_naming_the_transcript(
     shared_real, bundle, tmp_path
 ):
