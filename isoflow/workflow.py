@@ -73,18 +73,29 @@ def set_options(
     }
 
 
-# split keys added after results were built under the gene and chrom schemes -> the scheme
-# that reads them: the splits and export rules get such a key only under that scheme, so
-# those results keep their params (and editing the key reruns nothing they made).
-SPLIT_KEYS_OF_SCHEME = {"locus_tss_distance": "locus"}
+# split key -> the schemes whose split reads it (isoflow.splits.split_transcripts: the fractions
+# and salt hash genes or loci; locus_tss_distance joins genes into loci; the held-out
+# chromosomes are the chrom scheme's). The splits and export rules get a key only under a
+# scheme that reads it, so editing a key the configured scheme ignores reruns nothing
+# (split.valid_chroms under locus replanned the splits and everything after them).
+# ``scheme`` itself, read by all, is not in it.
+SPLIT_KEY_SCHEMES = {
+    "valid_fraction": ("gene", "locus"),
+    "test_fraction": ("gene", "locus"),
+    "salt": ("gene", "locus"),
+    "locus_tss_distance": ("locus",),
+    "valid_chroms": ("chrom",),
+    "test_chroms": ("chrom",),
+}
 
 
 def split_settings(
     config: Mapping[str, Any], scheme: str | None = None, schema_path=SCHEMA
 ) -> dict[str, Any]:
     """``config["split"]`` as the rules record it for ``scheme`` (default: the configured
-    one): a key of ``SPLIT_KEYS_OF_SCHEME`` only under its scheme, the rest as configured,
-    keys sorted (:func:`sorted_keys`: the params do not depend on the config's key order)."""
+    one): a key of ``SPLIT_KEY_SCHEMES`` only under a scheme that reads it, ``scheme`` as
+    configured, keys sorted (:func:`sorted_keys`: the params do not depend on the config's
+    key order)."""
     section = dict(config.get("split") or {})
     if scheme is None:
         scheme = section.get("scheme", schema_default("split", "scheme", schema_path))
@@ -92,7 +103,7 @@ def split_settings(
         {
             key: value
             for key, value in section.items()
-            if SPLIT_KEYS_OF_SCHEME.get(key, scheme) == scheme
+            if scheme in SPLIT_KEY_SCHEMES.get(key, (scheme,))
         }
     )
 

@@ -496,13 +496,64 @@ def test_split_settings_hold_a_scheme_s_own_key_only_under_that_scheme():
     config = {"split": section}
     gene = {"scheme": "gene", "valid_fraction": 0.1, "salt": "x"}
     assert repr(workflow.split_settings(config)) == repr(dict(sorted(gene.items())))
-    assert workflow.split_settings(config, "chrom") == gene
+    assert workflow.split_settings(config, "chrom") == {"scheme": "gene"}
     assert workflow.split_settings({"split": {**section, "locus_tss_distance": 5}}) == gene
     assert workflow.split_settings(config, "locus") == section
     locus = {"split": {**section, "scheme": "locus"}}
     assert workflow.split_settings(locus)["locus_tss_distance"] == 1000
     assert workflow.bundle_settings(config, [])["split"] == gene
     assert workflow.bundle_settings(locus, [])["split"] == locus["split"]
+
+
+def test_split_settings_hold_only_the_keys_the_scheme_reads():
+    """Each scheme's splits rule (and the bundles made from it) holds the split keys that
+    scheme reads (isoflow.splits.split_transcripts): editing valid_chroms under locus, or salt and
+    the fractions under chrom, reruns nothing (valid_chroms under the demo's locus scheme
+    replanned the splits, dataset, embeds, runs, exports and reports: 20 jobs)."""
+    section = {
+        "scheme": "locus",
+        "locus_tss_distance": 1000,
+        "valid_fraction": 0.15,
+        "test_fraction": 0.2,
+        "salt": "x",
+        "valid_chroms": ["chr2"],
+        "test_chroms": ["chr3"],
+    }
+    config = {"split": section}
+    common = {"valid_fraction": 0.15, "test_fraction": 0.2, "salt": "x"}
+    chrom = {"valid_chroms": ["chr2"], "test_chroms": ["chr3"]}
+    expected = {
+        "gene": {"scheme": "locus", **common},
+        "locus": {"scheme": "locus", "locus_tss_distance": 1000, **common},
+        "chrom": {"scheme": "locus", **chrom},
+    }
+    for scheme, settings in expected.items():
+        assert workflow.split_settings(config, scheme) == settings, scheme
+    assert workflow.split_settings(config) == expected["locus"]
+    edited = {"split": {**section, "valid_chroms": ["chr1"], "test_chroms": []}}
+    assert workflow.split_settings(edited) == workflow.split_settings(config)
+    assert workflow.bundle_settings(edited, [])["split"] == expected["locus"]
+    as_chrom = {"split": {**section, "scheme": "chrom"}}
+    moved = {"split": {**as_chrom["split"], "salt": "y", "valid_fraction": 0.3}}
+    assert workflow.split_settings(moved) == workflow.split_settings(as_chrom)
+    assert workflow.split_settings(as_chrom) == {"scheme": "chrom", **chrom}
+    assert workflow.bundle_settings(moved, [])["split"] == {"scheme": "chrom", **chrom}
+
+
+def test_every_split_key_names_the_schemes_that_read_it():
+    """SPLIT_KEY_SCHEMES covers every split key of the schema but the scheme, each one a
+    keyword of split_transcripts, under schemes the schema knows: a key added to the schema
+    without its schemes would reach no splits rule, and change no split."""
+    import inspect
+
+    from isoflow.config import load_schema
+    from isoflow.splits import SCHEMES, split_transcripts
+
+    keys = load_schema(str(workflow.SCHEMA))["properties"]["split"]["properties"]
+    assert set(workflow.SPLIT_KEY_SCHEMES) == set(keys) - {"scheme"}
+    assert set(workflow.SPLIT_KEY_SCHEMES) <= set(inspect.signature(split_transcripts).parameters)
+    for schemes in workflow.SPLIT_KEY_SCHEMES.values():
+        assert schemes and set(schemes) <= set(SCHEMES)
 
 
 def test_embed_threads_by_encoder_else_two():

@@ -228,6 +228,27 @@ def test_a_report_after_a_params_edit_stops_and_writes_nothing(demo_data_half) -
     ), report.stderr[-3000:]
 
 
+def test_a_split_key_the_scheme_does_not_read_reruns_nothing(demo_data_half) -> None:
+    """The splits rule's params hold the split keys its scheme reads
+    (`workflow.split_settings`): the held-out chromosomes under the demo's locus scheme, and
+    the salt and fractions under the chrom scheme, change no split, so editing them plans no
+    job (valid_chroms under locus planned the splits and everything after them)."""
+    snakemake, targets, _, work = demo_data_half
+    chroms = work / "chroms.yaml"
+    chroms.write_text("split: {valid_chroms: [chr1], test_chroms: [chr2]}\n")
+    assert scheduled(snakemake(*targets, "-n", overlays=(chroms,))) == Counter()
+    chrom_split = "results/splits/chrom.tsv"
+    as_chrom, moved = work / "as_chrom.yaml", work / "moved.yaml"
+    as_chrom.write_text("split: {scheme: chrom}\n")
+    moved.write_text("split: {scheme: chrom, salt: other, valid_fraction: 0.3}\n")
+    try:
+        built = snakemake(chrom_split, overlays=(as_chrom,))
+        assert built.returncode == 0, built.stderr[-3000:]
+        assert scheduled(snakemake(chrom_split, "-n", overlays=(moved,))) == Counter()
+    finally:
+        (work / chrom_split).unlink(missing_ok=True)
+
+
 def test_an_orphan_record_with_a_stale_input_is_ignored(demo_data_half, monkeypatch) -> None:
     """A record of a job the workflow no longer has (a renamed run, another config)."""
     snakemake, targets, _, work = demo_data_half
