@@ -1382,6 +1382,21 @@ def gather_cache(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike)
     log.info("gathered %d part caches (%d shards) into %s", n, shard, out_dir)
 
 
+def rebuild_hint(path: str | os.PathLike, meta: Mapping[str, Any] | None = None) -> str:
+    """How to rebuild the cache folder ``path`` whose meta.json is ``meta``: a command that
+    works whichever rule writes it (``--forcerun`` of the folder itself; ``-R embed`` planned
+    nothing when rule embed_shared writes the caches) and that rule: embed for an adaptive
+    cache, embed_positional for a positional one (its meta.json ``pooling``), embed_shared for
+    either under ``embed.share_forward``, which this side of the workflow does not see."""
+    pooling = (meta or {}).get("pooling")
+    positional = isinstance(pooling, Mapping) and pooling.get("mode") == "positional"
+    rule = "embed_positional" if positional else "embed"
+    return (
+        f"rebuild it: snakemake --forcerun {path} (rule {rule}, or embed_shared under "
+        "embed.share_forward, writes it)"
+    )
+
+
 def shard_header(path: Path, dim: int, rows: int) -> str | None:
     """What is wrong with shard ``path`` for a cache of width ``dim`` whose index reads its
     first ``rows`` rows (None: nothing): missing, not a ``.npy``, not 2-D float16 of ``dim``
@@ -1443,7 +1458,7 @@ class EmbeddingCache:
         n_shards = int(self.meta.get("n_shards", shard.max() + 1 if len(shard) else 0))
         offset = np.asarray(index["offset"], dtype=np.int64)
         length = np.asarray(index["length"], dtype=np.int64)
-        fix = "rebuild the cache (rule embed)"
+        fix = rebuild_hint(self.path, self.meta)
         bad = (shard < 0) | (shard >= n_shards) | (offset < 0) | (length < 0)
         if bad.any():
             at = int(np.flatnonzero(bad)[0])

@@ -262,11 +262,13 @@ class IsoFormerModule(pl.LightningModule):
                 finite = torch.isfinite(emb).all(dim=-1) | ~mask.bool()
                 if not finite.all():
                     row = int(torch.nonzero(~finite.all(dim=1))[0, 0])
+                    from isoflow.embed import rebuild_hint
+
+                    folder = getattr(datamodule, "cache_dirs", {}).get(modality)
                     return False, (
-                        getattr(datamodule, "cache_dirs", {}).get(modality),
+                        folder,
                         frame["transcript_id"].iat[rows[row]],
-                        f"{where}: non-finite cached {modality} embeddings; rebuild the cache "
-                        "(rule embed)",
+                        f"{where}: non-finite cached {modality} embeddings; {rebuild_hint(folder)}",
                     )
         return True, (
             self.trainer.default_root_dir,

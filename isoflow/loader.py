@@ -541,7 +541,13 @@ class IsoformDataModule(pl.LightningDataModule):
         the key of the dataset's current sequence: a silently masked or another sequence's
         embedding would train on wrong data. Each a one-line :class:`InputError` naming the
         cache folder."""
-        from isoflow.embed import META_FILE, SEQUENCE_COLUMNS, dataset_items, sequence_key
+        from isoflow.embed import (
+            META_FILE,
+            SEQUENCE_COLUMNS,
+            dataset_items,
+            rebuild_hint,
+            sequence_key,
+        )
 
         if cache.modality != modality:
             raise InputError(
@@ -571,7 +577,7 @@ class IsoformDataModule(pl.LightningDataModule):
                 cache.path,
                 absent[0],
                 f"{len(absent)} transcripts of the dataset are not in this {modality} "
-                "embedding cache; rebuild it (rule embed) from the same dataset",
+                f"embedding cache; {rebuild_hint(cache.path, cache.meta)}",
             )
         unindexed = [
             t
@@ -583,7 +589,8 @@ class IsoformDataModule(pl.LightningDataModule):
                 cache.path,
                 unindexed[0],
                 f"{len(unindexed)} transcripts have a key in items.parquet that index.parquet "
-                "lacks (an incomplete or badly gathered cache); rebuild it (rule embed)",
+                "lacks (an incomplete or badly gathered cache); "
+                + rebuild_hint(cache.path, cache.meta),
             )
         if items is None:  # DNA: the keys are of genome windows, not read here
             self._check_windows(cache, df)
@@ -599,7 +606,7 @@ class IsoformDataModule(pl.LightningDataModule):
                 changed[0],
                 f"{len(changed)} transcripts' {SEQUENCE_COLUMNS[modality]} in the dataset are "
                 f"not the sequences this {modality} cache embedded (another dataset's cache); "
-                "rebuild it (rule embed) from this dataset",
+                f"{rebuild_hint(cache.path, cache.meta)}",
             )
 
     @staticmethod
@@ -610,7 +617,7 @@ class IsoformDataModule(pl.LightningDataModule):
         is accepted, with an info line: docs/rerun.md, "DNA caches and their windows"."""
         import logging
 
-        from isoflow.embed import META_FILE, windows_digest
+        from isoflow.embed import META_FILE, rebuild_hint, windows_digest
 
         recorded = cache.meta.get("windows_sha256")
         log = logging.getLogger("isoflow.loader")
@@ -631,7 +638,7 @@ class IsoformDataModule(pl.LightningDataModule):
                 "windows_sha256",
                 "the dataset's DNA windows (transcript, contig, start, end, strand) are not "
                 "those this cache embedded (another dna.window, annotation or genome's contig "
-                "names); rebuild it (rule embed) from this dataset",
+                f"names); {rebuild_hint(cache.path, cache.meta)}",
             )
 
     @staticmethod

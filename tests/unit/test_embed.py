@@ -1,6 +1,7 @@
 """Embedding cache: one forward per distinct sequence, pooling, lookup, missing items."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -229,8 +230,37 @@ def test_a_damaged_shard_is_one_line_naming_it_when_the_cache_opens(tmp_path, es
     build_cache(esm, seqs, cache, pool_to=32, batch_size=2, shard_rows=25)
     assert EmbeddingCache(cache).meta["n_shards"] > 2 and esm.dim == 64
     _damage(cache, how)
-    with pytest.raises(InputError, match=message + r".*; rebuild the cache \(rule embed\)$"):
+    hint = rf"; rebuild it: snakemake --forcerun {re.escape(str(cache))} \(rule embed, or "
+    with pytest.raises(InputError, match=message + r".*" + hint + r"embed_shared under"):
         EmbeddingCache(cache)
+
+
+def test_a_damaged_cache_names_the_rule_that_writes_it(tmp_path, esm):
+    """The rebuild hint of a damaged cache is a command that works whichever rule writes it
+    (`--forcerun` of the folder: under embed.share_forward rule embed_shared writes both
+    caches, and `-R embed` planned nothing) and names the rule by the cache's pooling."""
+    from isoflow.embed import rebuild_hint
+
+    seqs = {f"p{i}": protein(10 + i) for i in range(6)}
+    positional = {"mode": "positional", "dna_crop_bins": 8, "stride_nt": 16, "stride_aa": 4}
+    for name, pooling, rule in (
+        ("esm2", None, "embed"),
+        ("esm2-positional", positional, "embed_positional"),
+    ):
+        cache = tmp_path / name
+        build_cache(esm, seqs, cache, pool_to=32, batch_size=2, shard_rows=25, pooling=pooling)
+        (cache / "shard_00000.npy").unlink()
+        with pytest.raises(InputError) as error:
+            EmbeddingCache(cache)
+        assert str(error.value) == (
+            f"{cache}/shard_00000.npy: missing (meta.json records this shard); rebuild it: "
+            f"snakemake --forcerun {cache} (rule {rule}, or embed_shared under "
+            "embed.share_forward, writes it)"
+        )
+    assert rebuild_hint("results/embeddings/esm2") == (
+        "rebuild it: snakemake --forcerun results/embeddings/esm2 (rule embed, or embed_shared "
+        "under embed.share_forward, writes it)"
+    )
 
 
 def test_failure_leaves_no_cache(tmp_path, esm):

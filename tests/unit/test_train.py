@@ -564,7 +564,8 @@ def test_a_cache_missing_a_dataset_transcript_is_one_line(dataset, tmp_path, mod
         IsoformDataModule(other, [modality], cache_dirs={modality: cache}).setup()
     assert str(error.value) == (
         f"{cache}:ENST_NEW.1: 1 transcripts of the dataset are not in this {modality} embedding "
-        "cache; rebuild it (rule embed) from the same dataset"
+        f"cache; rebuild it: snakemake --forcerun {cache} (rule embed, or embed_shared under "
+        "embed.share_forward, writes it)"
     )
 
 
