@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,20 +243,7 @@ def read_measurements(
     values = np.zeros((len(constructs), len(columns)), dtype=np.float64)
     for i, c in enumerate(constructs):
         for j, name in enumerate(columns):
-            text = c.extra[name]
-            if not text:
-                raise InputError(path, _line(c), f"construct {c.id!r}: {name} is empty")
-            try:
-                value = float(text)
-            except ValueError:
-                raise InputError(
-                    path, _line(c), f"construct {c.id!r}: {name} {text!r} is not a number"
-                ) from None
-            if not math.isfinite(value):
-                raise InputError(
-                    path, _line(c), f"construct {c.id!r}: {name} {text!r} is not finite"
-                )
-            values[i, j] = value
+            values[i, j] = _value(path, c, name)
     if group_column in extra:
         groups = []
         for c in constructs:
@@ -287,6 +275,129 @@ def read_measurements(
             "group of its own; lower finetune.folds or add groups",
         )
     for j, name in enumerate(columns):
-        if np.ptp(values[:, j]) == 0:
-            raise InputError(path, None, f"{name}: every construct has the same value")
+        check_varies(path, name, values[:, j], table.groups if folds is not None else None)
+    for warning in scale_warnings(columns, values):
+        log.warning("%s: %s", path, warning)
     return table
+
+
+# A measurement: ASCII decimal or scientific notation, sign optional. Python's float() also
+# takes other scripts' digits (`１２` -> 12.0) and underscores (`1_000` -> 1000.0): a lab's
+# typo read as a number. Spelled out rather than pinned to float().
+NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# float()'s spellings of NaN and infinity: read, then refused as not finite
+NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+# the largest magnitude float32 holds: fine-tuning trains in float32, where a larger value
+# (1e300) is inf and failed as "no epoch gave a finite inner-validation MSE; lower lr"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _value(path: Path, construct: Construct, name: str) -> float:
+    """Construct ``construct``'s value in column ``name``, checked (:data:`NUMBER`, finite,
+    within float32)."""
+    text = construct.extra[name]
+    where = f"construct {construct.id!r}: {name}"
+    if not text:
+        raise InputError(path, _line(construct), f"{where} is empty")
+    if NUMBER.fullmatch(text.strip()):
+        value = float(text)
+    elif NOT_FINITE.fullmatch(text.strip()):
+        raise InputError(path, _line(construct), f"{where} {text!r} is not finite")
+    else:
+        raise InputError(
+            path,
+            _line(construct),
+            f"{where} {text!r} is not a number (ASCII digits, '.', an optional sign and "
+            "exponent: 12, -0.5, 1.5e3)",
+        )
+    if not math.isfinite(value):  # 1e999
+        raise InputError(path, _line(construct), f"{where} {text!r} is not finite")
+    if abs(value) > FLOAT32_MAX:
+        raise InputError(
+            path,
+            _line(construct),
+            f"{where} {text!r} is beyond float32 (±{FLOAT32_MAX:.3g}), in which fine-tuning "
+            "trains; correct the value (a linear measurement: log-transform the column)",
+        )
+    return value
+
+
+# Groups holding a value other than a column's most common one, fewest: a test fold ranks
+# (Spearman, Pearson, R²) only what varies in it, so with fewer the values vary in at most
+# one fold and the "cross-validated" mean is one fold's number, or none.
+MIN_VARYING_GROUPS = 2
+
+
+def check_varies(
+    path: Path, name: str, column: np.ndarray, groups: np.ndarray | None = None
+) -> None:
+    """Refuse column ``name`` when every construct has the same value; with the ``groups``
+    it will be cross-validated by, also when fewer than :data:`MIN_VARYING_GROUPS` groups
+    hold a value other than its most common one (47 constructs at 1.0, one at 1.0000001)."""
+    found, counts = np.unique(column, return_counts=True)
+    if len(found) == 1:
+        raise InputError(path, None, f"{name}: every construct has the same value")
+    if groups is None:
+        return
+    common = found[np.argmax(counts)]
+    other = column != common
+    varying = sorted(set(np.asarray(groups, dtype=object)[other].tolist()), key=str)
+    if len(varying) < MIN_VARYING_GROUPS:
+        raise InputError(
+            path,
+            None,
+            f"{name}: {int(counts.max())} of {len(column)} constructs hold {common:g} and the "
+            f"other {int(other.sum())} lie in {len(varying)} group ({varying[0]}): a value "
+            f"other than the most common must lie in at least {MIN_VARYING_GROUPS} groups "
+            "for cross-validation to rank anything in more than one fold; measure more "
+            "constructs that vary, or leave the column out (--columns)",
+        )
+
+
+# Scale checks: fine-tuning fits the MSE of the values as given, and a linear measurement
+# (TPM, counts, fluorescence) spanning decades is fitted on its few largest values.
+MAX_DECADES = 3  # an all-positive column with max/min above 10^3
+# strongly right-skewed: skewness above MAX_SKEW and the largest value more than MAX_TAIL
+# interquartile ranges above the median. Skewness alone warned of log-scale data: of the
+# Kircher et al. 2019 promoters' log2 effects, HNF4A's has skewness 3.9 with its top 15.1
+# IQRs out (the most of the ten); mixed_scale (half the rows linear) 90-250 IQRs.
+MAX_SKEW = 2.0
+MAX_TAIL = 50
+COUNT_NAME = re.compile(r"tpm|fpkm|rpkm|cpm|count|reads", re.IGNORECASE)
+
+
+def scale_warnings(columns: Sequence[str], values: np.ndarray) -> list[str]:
+    """Warnings (not errors: a lab may have its reasons) for each column that looks linear,
+    not log-scale: all positive and spanning more than :data:`MAX_DECADES` decades, or with a
+    skewness above :data:`MAX_SKEW`; and for a column named like a count (TPM, counts,
+    reads) holding negative values."""
+    from scipy.stats import skew
+
+    out = []
+    fix = (
+        "fine-tuning fits the MSE of the values as given, so the largest dominate; if they "
+        "are linear, log-transform the column (e.g. log2(x + 1))"
+    )
+    for j, name in enumerate(columns):
+        column = np.asarray(values[:, j], dtype=np.float64)
+        low, high = float(column.min()), float(column.max())
+        skewness = float(skew(column)) if np.ptp(column) > 0 else 0.0
+        q1, median, q3 = np.percentile(column, [25, 50, 75])
+        tail = (high - median) / (q3 - q1) if q3 > q1 else math.inf
+        if low > 0 and high / low > 10**MAX_DECADES:
+            out.append(
+                f"{name} is all positive and spans {math.log10(high / low):.1f} decades "
+                f"({low:.3g} to {high:.3g}): {fix}"
+            )
+        elif skewness > MAX_SKEW and tail > MAX_TAIL:
+            out.append(
+                f"{name} is strongly right-skewed (skewness {skewness:.1f}; its largest, "
+                f"{high:.3g}, {tail:.0f} interquartile ranges above the median): {fix}"
+            )
+        if COUNT_NAME.search(name) and "log" not in name.lower() and low < 0:
+            out.append(
+                f"{name} is named like a count or TPM but holds {int((column < 0).sum())} "
+                f"negative value(s) (lowest {low:.3g}): if it is log-scale, name it so "
+                "(e.g. log2_TPM); if not, check the values"
+            )
+    return out

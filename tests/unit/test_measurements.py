@@ -254,3 +254,108 @@ def test_demo_table_has_its_planted_signal(tmp_path):
     gc = np.array([sum(map(c.parts["promoter"].count, "GC")) / 400 for c in table.constructs])
     assert np.corrcoef(gc, table.values[:, 0])[0, 1] > 0.5
     assert np.corrcoef(gc, table.values[:, 1])[0, 1] < -0.5
+
+
+def test_a_column_varying_in_one_group_only_is_an_error(tmp_path):
+    # 47 x 1.0 and one 1.0000001 trained with rc 0, its Spearman from 1 of 4 folds and the
+    # shuffled control equal to fine-tuning: a fold ranks only what varies in it
+    rows = [row(f"c{i}", f"g{i // 2}", a="1.0", b=str(i)) for i in range(8)]
+    rows[3][6] = "1.0000001"
+    path = write(tmp_path, rows)
+    with pytest.raises(InputError) as err:
+        read_measurements(path, folds=4)
+    assert str(err.value).startswith(f"{path}: a: 7 of 8 constructs hold 1 and the other 1 ")
+    assert "lie in 1 group (g1)" in str(err.value) and "--columns" in str(err.value)
+    rows[4][6] = "2"  # a second group varies: two test folds can rank it
+    read_measurements(write(tmp_path, rows), folds=4)
+
+
+@pytest.mark.parametrize("text", ["１２", "1_000", "٣", "0x10", "1e", "--1", "1.2.3"])
+def test_only_ascii_decimal_notation_is_a_number(tmp_path, text):
+    # float() reads full-width and other scripts' digits and underscores: `１２` -> 12.0
+    rows = good_rows()
+    rows[1] = row("c2", a=text)
+    path = write(tmp_path, rows)
+    with pytest.raises(InputError) as err:
+        read_measurements(path)
+    assert str(err.value) == (
+        f"{path}:3: construct 'c2': a {text!r} is not a number (ASCII digits, '.', an "
+        "optional sign and exponent: 12, -0.5, 1.5e3)"
+    )
+
+
+@pytest.mark.parametrize(("text", "value"), [("+1.5", 1.5), ("-.5", -0.5), ("2.", 2), ("3E2", 300)])
+def test_ascii_numbers_in_any_notation_are_read(tmp_path, text, value):
+    rows = good_rows()
+    rows[1] = row("c2", a=text)
+    assert read_measurements(write(tmp_path, rows)).values[1, 0] == value
+
+
+@pytest.mark.parametrize("text", ["1e300", "-4e38", "1e999"])
+def test_a_value_beyond_float32_is_an_error_at_read_time(tmp_path, text):
+    # 1e300 failed after embedding as "no epoch gave a finite inner-validation MSE; lower lr"
+    rows = good_rows()
+    rows[1] = row("c2", a=text)
+    path = write(tmp_path, rows)
+    with pytest.raises(
+        InputError, match=rf"^{path}:3: construct 'c2': a '{text}' is (beyond float32|not finite)"
+    ):
+        read_measurements(path)
+
+
+def scale_rows(values, name="a"):
+    rows = [row(f"c{i}", f"g{i}", a=f"{v:g}") for i, v in enumerate(values)]
+    return rows, ("id", "group", "promoter", "utr5", "cds", "utr3", name, "b")
+
+
+@pytest.mark.parametrize(
+    ("values", "name", "warned"),
+    [
+        (2.0 ** (10 * np.linspace(-0.6, 1.1, 20)), "a", "spans 5.1 decades"),
+        (np.r_[np.linspace(-0.5, 1, 19), 1500.0], "a", "right-skewed"),
+        (np.linspace(-50, 100, 20), "liver_TPM", "named like a count or TPM but holds"),
+    ],
+)
+def test_a_column_that_looks_linear_is_a_warning(tmp_path, caplog, values, name, warned):
+    rows, header = scale_rows(values, name)
+    path = write(tmp_path, rows, header)
+    with caplog.at_level("WARNING", logger="isoflow.measurements"):
+        read_measurements(path, columns=[name])
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith(f"{path}: {name} ")
+    assert warned in messages[0]
+    if "count" not in warned:
+        assert "log-transform the column (e.g. log2(x + 1))" in messages[0]
+
+
+def test_log_scale_tables_are_not_warned(tmp_path, caplog):
+    # the demo's table, and a log2 TPM column with negative values
+    path = write_demo_measurements(tmp_path / "demo.tsv")
+    rows, header = scale_rows(np.linspace(-5, 10, 20), "liver_log2TPM")
+    with caplog.at_level("WARNING", logger="isoflow.measurements"):
+        read_measurements(path, columns=list(MEASURED_COLUMNS))
+        read_measurements(write(tmp_path, rows, header), columns=["liver_log2TPM"])
+    assert not caplog.records
+
+
+@pytest.mark.needs("shared")
+def test_the_kircher_mpra_coefficients_are_not_warned(shared_real):
+    # log2 effects, as bench/bench_kircher_finetune.py fine-tunes on them: each promoter
+    # element's SNVs, and all ten together
+    from isoflow.measurements import scale_warnings
+    from isoflow.variants import (
+        KIRCHER_PROMOTERS,
+        element_reference,
+        element_substitutions,
+        read_kircher,
+    )
+
+    rows, _ = read_kircher(shared_real / "kircher_mpra" / "elements.tsv.gz")
+    every = []
+    for data_name, strand, _tx in KIRCHER_PROMOTERS.values():
+        mine = rows[rows["Element"] == data_name]
+        element = element_reference(mine, data_name)
+        measured = np.asarray(element_substitutions(mine, element, strand)[1], dtype=float)
+        assert scale_warnings([data_name], measured[:, None]) == []
+        every.append(measured)
+    assert scale_warnings(["Coefficient"], np.concatenate(every)[:, None]) == []
