@@ -672,6 +672,63 @@ def warn_small_folds(folds, groups: Sequence[Any], where: Any = None) -> list[in
     return small
 
 
+def check_folds_vary(
+    values: np.ndarray, columns: Sequence[str], folds, where: Any = None
+) -> list[int]:
+    """Per column, the test folds whose values vary (a fold's Spearman, Pearson and R² are
+    defined only there). Fewer than 2 is an error naming the column: its "cross-validated"
+    mean would be one fold's number, or none (e.g. the only constructs off its common value
+    in one group, or two such groups in one fold); fewer than all folds a warning."""
+    varying = []
+    for j, column in enumerate(columns):
+        n = sum(int(np.ptp(values[test, j]) > 0) for _, test in folds)
+        varying.append(n)
+        if n < 2:
+            raise InputError(
+                where,
+                None,
+                f"{column}: its values vary within {n} of {len(folds)} test folds (every "
+                "other fold holds one value), so cross-validation ranks it in at most one "
+                "fold: add constructs whose values differ in other groups, or leave the "
+                "column out (--columns)",
+            )
+        if n < len(folds):
+            log.warning(
+                "%s%s: its values vary within %d of %d test folds: its Spearman, Pearson "
+                "and R² are means over those %d (summary.tsv's *_folds)",
+                f"{where}: " if where else "",
+                column,
+                n,
+                len(folds),
+                n,
+            )
+    return varying
+
+
+def undefined_fold_notes(summary: pd.DataFrame) -> list[str]:
+    """One sentence per column whose fine-tuning metrics are defined in fewer folds than
+    were run (``{metric}_folds`` < ``folds``, :func:`summarize`): its means are not over
+    every fold. For the log and cv.html."""
+    notes = []
+    names = {"spearman": "Spearman", "pearson": "Pearson", "r2": "R²"}
+    for row in summary[summary["method"] == "finetune"].itertuples():
+        short = {
+            metric: int(getattr(row, f"{metric}_folds"))
+            for metric in METRICS
+            if int(getattr(row, f"{metric}_folds")) < int(row.folds)
+        }
+        if short:
+            notes.append(
+                f"{row.column}: "
+                + ", ".join(
+                    f"{names[m]} defined in {n} of {row.folds} folds" for m, n in short.items()
+                )
+                + " (a test fold with one value, or under 2 constructs, ranks nothing): "
+                "its means are over those folds only"
+            )
+    return notes
+
+
 def inner_split(groups: Sequence[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Positions (into ``groups``) of the inner training and validation parts: ``share`` of
     the groups (at least one, one left to train) held out whole, drawn with ``seed``."""
@@ -1399,6 +1456,8 @@ def run_finetune(
             f"{group_record['groups_given']}), for {s['folds']} cross-validation folds: each "
             "fold needs a group of its own; lower finetune.folds or add distinct constructs",
         )
+    folds = grouped_folds(groups, int(s["folds"]), int(s["seed"]))
+    check_folds_vary(values, columns, folds, where)  # before any embedding
     card = read_manifest(bundle)
     check_held_out(bundle, card, ids, seqs, source)  # before any work
     columns = list(columns)
@@ -1440,7 +1499,6 @@ def run_finetune(
         s["mode"],
         time.monotonic() - started,
     )
-    folds = grouped_folds(groups, int(s["folds"]), seed)
     warn_small_folds(folds, groups, where)
     work = partial_dir(out_dir)
     fingerprint = _fingerprint(s, ids, values, groups, seqs, bundle, refs, inputs)
@@ -1537,6 +1595,8 @@ def run_finetune(
         "cassette_digests": cassette_digests(seqs),
     }
     final_pred = tuner.predict(final, every)
+    for note in undefined_fold_notes(summary):
+        log.warning("%s%s", f"{where}: " if where else "", note)
     for method in methods:
         part = summary[summary["method"] == method]
         log.info(
@@ -1776,6 +1836,8 @@ def summary_html(
             for row in summary.itertuples()
         ]
     sentences = verdicts(summary) if "finetune_beats" in summary else []
+    if "finetune" in set(summary["method"]) and "spearman_folds" in summary:
+        sentences += undefined_fold_notes(summary)
     return (
         "<p>Grouped k-fold cross-validation on the construct table (held-out groups). "
         "finetune: the bundle with a new head, fine-tuned; zero_shot: the bundle's own score "

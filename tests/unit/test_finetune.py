@@ -1152,7 +1152,8 @@ def test_cli_bad_table_is_one_line_and_exit_1(tmp_path, capsys):
     err = capsys.readouterr().err
     assert (
         err.strip()
-        == f"isoflow finetune: error: {table}:2: construct 'c1': a 'low' is not a number"
+        == f"isoflow finetune: error: {table}:2: construct 'c1': a 'low' is not a number "
+        "(ASCII digits, '.', an optional sign and exponent: 12, -0.5, 1.5e3)"
     )
 
 
@@ -1597,3 +1598,64 @@ def test_finetuning_a_finetuned_bundle_on_constructs_it_saw_is_refused(
         report
     )
     assert "log(1 + TPM)" not in report
+
+
+def _vary_table(varying_groups, n_groups=6, per_group=2):
+    """Ids, inputs, values (n, 1), groups, seqs: distinct random cassettes, every value 0
+    but 1, 2, ... in the members of ``varying_groups``."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(5)
+    groups = np.asarray([f"g{i // per_group}" for i in range(n_groups * per_group)], dtype=object)
+    seqs = ["".join(rng.choice(list("ACGT"), 60)) for _ in groups]
+    values = np.zeros((len(groups), 1))
+    hit = np.isin(groups, list(varying_groups))
+    values[hit, 0] = np.arange(1, hit.sum() + 1)
+    ids = [f"c{i}" for i in range(len(groups))]
+    return ids, [SimpleNamespace(rna=s) for s in seqs], values, groups, seqs
+
+
+def test_a_column_varying_in_one_test_fold_is_refused_before_any_embedding(tmp_path):
+    # two groups off the common value, both in fold 1: its Spearman came from 1 of 3 folds
+    # (summary.tsv spearman_folds=1) and the run ended rc 0; now refused before the bundle
+    # is even read (none here)
+    from isoflow.finetune import check_folds_vary, run_finetune
+
+    folds = grouped_folds(_vary_table([])[3], 3, 0)
+    same_fold = sorted(set(_vary_table([])[3][folds[0][1]].tolist()))
+    ids, inputs, values, groups, seqs = _vary_table(same_fold)
+    with pytest.raises(InputError) as err:
+        run_finetune(
+            tmp_path / "no_bundle", ids, inputs, values, ["a"], groups, seqs, tmp_path / "out",
+            settings={"folds": 3, "seed": 0}, source={"table": "t.tsv"},
+        )  # fmt: skip
+    assert str(err.value) == (
+        "t.tsv: a: its values vary within 1 of 3 test folds (every other fold holds one "
+        "value), so cross-validation ranks it in at most one fold: add constructs whose "
+        "values differ in other groups, or leave the column out (--columns)"
+    )
+    # varying in two of the three folds: a warning, and the fit goes on
+    other = sorted(set(groups[folds[1][1]].tolist()))[:1]
+    values = _vary_table(same_fold[:1] + other)[2]
+    assert check_folds_vary(values, ["a"], folds) == [2]
+
+
+def test_a_metric_defined_in_fewer_folds_than_run_is_a_warning_in_the_log_and_html(caplog):
+    from isoflow.finetune import summarize, summary_html, undefined_fold_notes
+
+    cv = _cv(
+        [
+            ("finetune", 1, "a", 0.5, 0.5, 0.1),
+            ("finetune", 2, "a", np.nan, np.nan, np.nan),  # a constant test fold
+            ("finetune", 1, "b", 0.5, 0.5, 0.1),
+            ("finetune", 2, "b", 0.6, 0.6, 0.2),
+        ]
+    )
+    summary = summarize(cv)
+    notes = undefined_fold_notes(summary)
+    assert notes == [
+        "a: Spearman defined in 1 of 2 folds, Pearson defined in 1 of 2 folds, R² defined in "
+        "1 of 2 folds (a test fold with one value, or under 2 constructs, ranks nothing): its "
+        "means are over those folds only"
+    ]
+    assert f"<p><b>{notes[0]}</b></p>" in summary_html(summary)
