@@ -32,7 +32,7 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from isoflow.alphabet import reverse_complement, translate_cds
-from isoflow.errors import InputError, close_matches, non_utf8_error
+from isoflow.errors import InputError, close_matches, non_utf8_error, not_text
 
 log = logging.getLogger("isoflow.constructs")
 
@@ -522,6 +522,9 @@ def table_rows(path: Path, text: str) -> list[tuple[int, list[str]]]:
     quote as the start of a field that swallowed the tabs and lines after it (a bare
     ``_csv.Error``, or another id: ``AAV9 CAG``). A quote elsewhere in a cell is a character
     of it (``5" end``). A NUL character is an :class:`InputError` naming the line."""
+    what = not_text(text[:64])
+    if what:
+        raise InputError(path, None, what)
     rows = []
     for number, line in enumerate(text.split("\n"), start=1):
         if "\0" in line:

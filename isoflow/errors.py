@@ -1,5 +1,6 @@
 """One error type for bad input (one line: ``file:record: what is wrong``), the one
-non-UTF-8 message every text reader gives, and the one way a message suggests a name
+non-UTF-8 message every text reader gives (a UTF-16 file or an Excel workbook named as
+such: ``not_text``), and the one way a message suggests a name
 (``close_matches``, ``did_you_mean``)."""
 
 from __future__ import annotations
@@ -68,6 +69,37 @@ def _rebuild(cls: type[InputError], path, record, message, state: dict) -> Input
     return err
 
 
+UTF16 = "UTF-16 text, not UTF-8: save as UTF-8 (iconv -f utf-16 -t utf-8)"
+EXCEL = "an Excel workbook, not text: export it as tab-separated text"
+# how a file begins: a UTF-16 byte-order mark, a zip (.xlsx) or OLE2 (.xls) container
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_WORKBOOKS = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1")
+
+
+def not_text(head: bytes | str) -> str | None:
+    """What a file beginning with ``head`` is when it is no UTF-8 text but a UTF-16 text
+    or an Excel workbook, in words with the fix (:data:`UTF16`, :data:`EXCEL`), else None.
+    ``head``: the first bytes, or the first characters once decoded: then the same
+    signatures read as characters (the file already run through ``iconv -f latin1``, the
+    advice for a non-UTF-8 byte), and UTF-16 without a byte-order mark (every other
+    character NUL). Each such file was told to re-encode from latin1, then of a NUL."""
+    if isinstance(head, str):
+        if head[:2] in ("\xff\xfe", "\xfe\xff"):
+            return UTF16 + ", from the original file (not one converted from latin1)"
+        if head.startswith(("PK\x03\x04", "\xd0\xcf\x11\xe0")):
+            return EXCEL
+        even, odd = head[:64:2], head[1:64:2]
+        for text, nul in ((even, odd), (odd, even)):  # UTF-16LE, UTF-16BE of ASCII
+            if len(nul) >= 4 and "\0" not in text and nul.count("\0") == len(nul):
+                return UTF16
+        return None
+    if head[:2] in _UTF16_BOMS:
+        return UTF16
+    if head.startswith(_WORKBOOKS):
+        return EXCEL
+    return None
+
+
 def non_utf8_error(path: str | os.PathLike, data: bytes | None = None) -> InputError:
     """The first byte of ``path`` that is not UTF-8, as ``file:line: byte 0x.. at column N``.
 
@@ -77,6 +109,9 @@ def non_utf8_error(path: str | os.PathLike, data: bytes | None = None) -> InputE
     so the cost is paid only on failure. A line ending is ASCII and never inside a character,
     so decoding line by line finds the same byte as decoding the whole file.
     """
+    what = not_text(data[:8]) if data is not None else _file_not_text(path)
+    if what:
+        return InputError(path, None, what)
     if data is not None:
         try:
             data.decode("utf-8")
@@ -97,6 +132,18 @@ def non_utf8_error(path: str | os.PathLike, data: bytes | None = None) -> InputE
     except (OSError, EOFError) as err:
         return InputError(path, None, f"not UTF-8 text, and unreadable: {err}")
     return InputError(path, None, "not UTF-8 text")
+
+
+def _file_not_text(path: str | os.PathLike) -> str | None:
+    """:func:`not_text` of the file's first bytes (gzip or bgzip decompressed); None when
+    they cannot be read (the caller's own read names why)."""
+    from xopen import xopen
+
+    try:
+        with xopen(path, "rb", threads=0) as handle:
+            return not_text(handle.read(8))
+    except (OSError, EOFError):
+        return None
 
 
 def _non_utf8_at(path, line: int, data: bytes, position: int, line_start: int) -> InputError:

@@ -269,6 +269,21 @@ def test_a_nul_character_names_its_line(tmp_path):
     assert error(path).startswith(f"{path}:3: a NUL character: not a text table")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "latin1 of utf-16", "utf-16-le"])
+def test_a_utf16_table_is_named_so_not_a_nul_character(tmp_path, encoding):
+    # UTF-16 run through the latin1 advice (or without a byte-order mark) decodes as UTF-8
+    # and was "a NUL character: not a text table"
+    text = (tsv(tmp_path, row(), row("c2"))).read_text()
+    data = text.encode(encoding.rpartition(" ")[2])
+    if encoding.startswith("latin1"):
+        data = data.decode("latin1").encode()
+    path = tmp_path / "u.tsv"
+    path.write_bytes(data)
+    assert error(path).startswith(
+        f"{path}: UTF-16 text, not UTF-8: save as UTF-8 (iconv -f utf-16 -t utf-8)"
+    )
+
+
 def test_extra_column_close_to_a_part_name_warns(tmp_path, caplog):
     path = tsv(tmp_path, row() + f"\t{POLYA}", header=HEADER + "\tpoly_a")
     with caplog.at_level(logging.WARNING, logger="isoflow.constructs"):

@@ -50,6 +50,60 @@ def test_non_utf8_error_names_line_byte_and_column(tmp_path, compression):
     assert str(non_utf8_error(ok)) == f"{ok}: not UTF-8 text"
 
 
+def _workbook() -> bytes:
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as book:
+        book.writestr("[Content_Types].xml", "<x/>")
+        book.writestr("xl/workbook.xml", "<w/>")
+    return out.getvalue()
+
+
+UTF16_LINE = "UTF-16 text, not UTF-8: save as UTF-8 (iconv -f utf-16 -t utf-8)"
+EXCEL_LINE = "an Excel workbook, not text: export it as tab-separated text"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ("id\tgroup\n".encode("utf-16"), UTF16_LINE),  # BOM FF FE
+        (b"\xfe\xff" + "id\tgroup\n".encode("utf-16-be"), UTF16_LINE),
+        (_workbook(), EXCEL_LINE),  # .xlsx saved as .csv: a zip
+        (bytes.fromhex("d0cf11e0a1b11ae1") + b"\xff" * 8, EXCEL_LINE),  # .xls
+    ],
+)
+@pytest.mark.parametrize("compression", ["plain", "gzip"])
+def test_a_utf16_file_or_a_workbook_is_named_not_given_latin1_advice(
+    tmp_path, data, expected, compression
+):
+    # each was told "byte 0xff ... re-encode (iconv -f latin1 -t utf-8)", whose output
+    # then failed on a NUL character
+    path = tmp_path / "t.csv"
+    path.write_bytes(data if compression == "plain" else gzip.compress(data))
+    assert str(non_utf8_error(path)) == f"{path}: {expected}"
+    assert str(non_utf8_error(path, data)) == f"{path}: {expected}"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("id\tgroup\n".encode("utf-16").decode("latin1"), UTF16_LINE + ", from the original"),
+        ("id\tgroup\n".encode("utf-16-le").decode(), UTF16_LINE),  # no byte-order mark
+        ("id\tgroup\n".encode("utf-16-be").decode(), UTF16_LINE),
+        (_workbook().decode("latin1"), EXCEL_LINE),  # after iconv -f latin1
+        ("id\tgroup\nc1\tg\0\n", None),
+        ("", None),
+    ],
+)
+def test_not_text_reads_the_signatures_in_decoded_text(text, expected):
+    from isoflow.errors import not_text
+
+    found = not_text(text)
+    assert found == expected if expected is None else found.startswith(expected)
+
+
 def _isoflow_exception_classes() -> list[type]:
     """Every exception class defined in isoflow, found by importing each module and walking
     BaseException's subclasses, so a class added later is covered without editing this."""
