@@ -705,6 +705,32 @@ def check_folds_vary(
     return varying
 
 
+def check_targets(
+    values: np.ndarray, ids: Sequence[str], columns: Sequence[str], where: Any = None
+) -> None:
+    """Each column standardised (as :meth:`Tuner.fit` does on a training part, here on
+    every construct) must be finite in float32, the training's precision: a value such as
+    1e300 (a library caller; the table reader refuses it) made every target inf or NaN and
+    ended, after every embedding, as "no epoch gave a finite inner-validation MSE; lower
+    finetune.lr". One line naming the construct and column."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        mean = values.mean(axis=0)
+        sd = values.std(axis=0)
+        standard = ((values - mean) / np.where(sd == 0, 1.0, sd)).astype(np.float32)
+        scale = np.c_[mean, sd].astype(np.float32)
+    for j, column in enumerate(columns):
+        bad = np.flatnonzero(~np.isfinite(standard[:, j]))
+        if bad.size or not np.isfinite(scale[j]).all():
+            i = int(bad[0]) if bad.size else int(np.argmax(np.abs(values[:, j])))
+            raise InputError(
+                where,
+                None,
+                f"construct {ids[i]!r}: {column} {values[i, j]:g} cannot be standardised in "
+                f"float32, in which fine-tuning trains (the column's mean {mean[j]:g}, sd "
+                f"{sd[j]:g}); correct the value, or log-transform the column if it is linear",
+            )
+
+
 def undefined_fold_notes(summary: pd.DataFrame) -> list[str]:
     """One sentence per column whose fine-tuning metrics are defined in fewer folds than
     were run (``{metric}_folds`` < ``folds``, :func:`summarize`): its means are not over
@@ -1458,8 +1484,11 @@ def run_finetune(
         )
     folds = grouped_folds(groups, int(s["folds"]), int(s["seed"]))
     check_folds_vary(values, columns, folds, where)  # before any embedding
+    check_targets(values, ids, columns, where)
     card = read_manifest(bundle)
     check_held_out(bundle, card, ids, seqs, source)  # before any work
+    # a mistyped --zero-shot tissue (cell_A=Livr) was refused only after every embedding
+    zero_shot_sources(list(columns), list(card["tissues"]), s["zero_shot"])
     columns = list(columns)
     seed = int(s["seed"])
     model = load_model(bundle, device=device)

@@ -1659,3 +1659,42 @@ def test_a_metric_defined_in_fewer_folds_than_run_is_a_warning_in_the_log_and_ht
         "means are over those folds only"
     ]
     assert f"<p><b>{notes[0]}</b></p>" in summary_html(summary)
+
+
+def test_a_value_that_overflows_float32_once_standardised_names_construct_and_column(tmp_path):
+    # 1e300 ended, after every embedding, as "no epoch gave a finite inner-validation MSE;
+    # lower finetune.lr"; now refused before the bundle is read (none here)
+    from isoflow.finetune import check_targets, run_finetune
+
+    ids, inputs, values, groups, seqs = _vary_table([f"g{i}" for i in range(6)])
+    check_targets(values, ids, ["a"])
+    values[4, 0] = 1e300
+    with pytest.raises(InputError) as err:
+        run_finetune(
+            tmp_path / "no_bundle", ids, inputs, values, ["a"], groups, seqs, tmp_path / "out",
+            settings={"folds": 3, "seed": 0}, source={"table": "t.tsv"},
+        )  # fmt: skip
+    assert str(err.value).startswith(
+        "t.tsv: construct 'c4': a 1e+300 cannot be standardised in float32, in which "
+        "fine-tuning trains"
+    )
+
+
+def test_an_unknown_zero_shot_tissue_is_refused_before_the_model_loads(
+    demo_bundle, tmp_path, monkeypatch
+):
+    # `--zero-shot cell_A=Livr` was refused only after every construct was embedded (37 s)
+    import isoflow.bundle
+    from isoflow.demo import write_demo_measurements
+    from isoflow.finetune import finetune_table
+
+    def loaded(*args, **kwargs):
+        raise AssertionError("the model was loaded before the zero-shot tissues were checked")
+
+    monkeypatch.setattr(isoflow.bundle, "load_model", loaded)
+    table = write_demo_measurements(tmp_path / "m.tsv")
+    with pytest.raises(InputError) as err:
+        finetune_table(
+            table, demo_bundle, tmp_path / "out", settings={"zero_shot": {"cell_A": "Livr"}}
+        )
+    assert str(err.value).startswith("<input>:finetune.zero_shot.cell_A: 'Livr' is not a tissue")
