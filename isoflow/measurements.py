@@ -39,7 +39,7 @@ from isoflow.constructs import (
     table_id,
     table_rows,
 )
-from isoflow.errors import InputError, non_utf8_error
+from isoflow.errors import InputError, close_matches, non_utf8_error
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,13 @@ def read_measurements(
     values = np.zeros((len(constructs), len(columns)), dtype=np.float64)
     for i, c in enumerate(constructs):
         for j, name in enumerate(columns):
-            values[i, j] = _value(path, c, name)
+            try:
+                values[i, j] = _value(path, c, name)
+            except InputError as err:
+                if not chosen or "is not a number" not in err.message:
+                    raise
+                hint = _not_measured_hint(name, constructs, columns, group_column in extra)
+                raise InputError(path, err.record, err.message + hint) from None
     if group_column in extra:
         groups = []
         for c in constructs:
@@ -320,6 +326,36 @@ def _value(path: Path, construct: Construct, name: str) -> float:
             "trains; correct the value (a linear measurement: log-transform the column)",
         )
     return value
+
+
+def _not_measured_hint(
+    name: str, constructs: list[Construct], columns: list[str], has_group: bool
+) -> str:
+    """For a default measured column holding a non-number: when its name is a likely typo
+    of a column that is not measured (``grup``), or no row of it holds a number and its
+    values repeat (``units`` = ``log2``: metadata), say so and give the ``--columns`` that
+    names the numeric ones."""
+    numeric = [
+        column
+        for column in columns
+        if all(NUMBER.fullmatch(c.extra[column].strip()) for c in constructs)
+    ]
+    fix = f"--columns {' '.join(numeric)}" if numeric else "--columns"
+    known = [GENBANK_COLUMN] + ([] if has_group else [GROUP_COLUMN])
+    typo = close_matches(name, known, cutoff=0.75)
+    if typo:
+        return (
+            f"; column {name} looks like a misspelt {typo[0]!r} (which is not measured): "
+            f"rename it, or name the measured columns with {fix}"
+        )
+    cells = [c.extra[name].strip() for c in constructs]
+    # labels repeat (a unit, a batch name); distinct decorated numbers (49.5%) do not
+    if not any(NUMBER.fullmatch(cell) for cell in cells) and len(set(cells)) <= len(cells) / 2:
+        return (
+            f"; column {name} holds no number in any row, so it looks like metadata, not a "
+            f"measurement: name the measured columns with {fix}"
+        )
+    return ""
 
 
 # Groups holding a value other than a column's most common one, fewest: a test fold ranks

@@ -359,3 +359,32 @@ def test_the_kircher_mpra_coefficients_are_not_warned(shared_real):
         assert scale_warnings([data_name], measured[:, None]) == []
         every.append(measured)
     assert scale_warnings(["Coefficient"], np.concatenate(every)[:, None]) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "cells", "hint"),
+    [
+        ("grup", ["fam0", "fam1"], "column grup looks like a misspelt 'group' (which is not "),
+        ("units", ["log2", "log2"], "column units holds no number in any row, so it looks like "),
+        ("pct", ["49.5%", "51%"], None),  # a decorated measurement: no metadata guess
+    ],
+)
+def test_a_non_numeric_metadata_column_taken_by_default_says_so(tmp_path, name, cells, hint):
+    # `units 'log2' is not a number` and `grup 'fam0' is not a number` said nothing of why
+    header = ("id", "promoter", "utr5", "cds", "utr3", "a", name)
+    rows = [
+        [f"c{i}", PROMOTER, UTR5, CDS, UTR3, str(i), cells[i % 2 if name != "pct" else i]]
+        for i in range(4 if name != "pct" else 2)
+    ]
+    path = write(tmp_path, rows, header)
+    with pytest.raises(InputError) as err:
+        read_measurements(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}:2: construct 'c0': {name} {cells[0]!r} is not a number")
+    if hint is None:
+        assert "--columns" not in message
+    else:
+        assert hint in message and message.endswith("the measured columns with --columns a")
+    with pytest.raises(InputError) as err:  # columns named: nothing to suggest
+        read_measurements(path, columns=["a", name])
+    assert "--columns" not in str(err.value)
