@@ -194,6 +194,7 @@ class IsoformDataset(Dataset):
             if name in self.df
         }
         ids = self.columns["transcript_id"]
+        self._distinct: tuple[np.ndarray, np.ndarray] | None = None
         self.cache_rows = {
             modality: cache.item_rows(ids)
             for modality, cache in (caches or {}).items()
@@ -202,6 +203,44 @@ class IsoformDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.df)
+
+    def distinct_inputs(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(first, inverse)``: the first row of each distinct model input, in dataset
+        order, and for every row the position in ``first`` of its input. Rows share an input
+        when every modality the model reads is the same: a cached modality's stored rows
+        (shard, offset, length: the cache holds one per distinct sequence, so rows of equal
+        sequences are the same rows), a raw one's sequence as the encoder reads it
+        (``isoflow.embed.sequence_key`` of the DNA window's letters, of the cut RNA or
+        protein; no protein is one input of its own). A cached modality whose rows are not
+        resolved here (no cache given) keeps each transcript apart. Worked out once.
+
+        ``isoflow.train.predict`` predicts each distinct input once and copies its row to
+        every transcript sharing it: the same input then gives the same bits, whatever the
+        batch it would have landed in (a float sum's order depends on a batch's size, a
+        row's position and its padding)."""
+        if self._distinct is None:
+            from isoflow.embed import sequence_key
+
+            codes = []
+            for modality in self.modalities:
+                if modality in self.cache_rows:
+                    rows = self.cache_rows[modality]
+                    codes += [rows.shard, rows.offset, rows.length]
+                elif modality in self.cached:
+                    codes.append(np.arange(len(self)))
+                else:
+                    keys = []
+                    for i in range(len(self)):
+                        seq = self.sequence(i, modality)
+                        keys.append("" if seq is None else sequence_key(seq))
+                    codes.append(pd.factorize(np.asarray(keys, dtype=object))[0])
+            table = np.stack(codes, axis=1).astype(np.int64)
+            _, first, inverse = np.unique(table, axis=0, return_index=True, return_inverse=True)
+            order = np.argsort(first)  # np.unique sorts by value: back to dataset order
+            position = np.empty_like(order)
+            position[order] = np.arange(len(order))
+            self._distinct = first[order], position[inverse.reshape(-1)]
+        return self._distinct
 
     def sequence(self, i: int, modality: str) -> Any:
         """Raw input of one modality: DNA uint8 tokens, RNA str, protein str or None."""
@@ -706,7 +745,7 @@ class IsoformDataModule(pl.LightningDataModule):
                 f"config's embed section; {fix}",
             )
 
-    def _loader(self, split: str, sampler: Sampler | None = None) -> DataLoader:
+    def _loader(self, split: str, sampler: Sampler | Sequence[int] | None = None) -> DataLoader:
         # (PrefetchDataLoader leaves worker processes alone: they prefetch on their own)
         kind, extra = DataLoader, {}
         if self.prefetch_batches:
@@ -736,3 +775,9 @@ class IsoformDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+    def distinct_dataloader(self, split: str = "test") -> DataLoader:
+        """``split``'s loader over its distinct inputs only, each once, in dataset order
+        (``IsoformDataset.distinct_inputs``): what ``isoflow.train.predict`` scores."""
+        first, _ = self.datasets[split].distinct_inputs()
+        return self._loader(split, sampler=first.tolist())

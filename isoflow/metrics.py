@@ -20,11 +20,13 @@ Conventions (also what ``metrics.json`` means):
   gives a gene's isoforms one value (a DNA-only model, for isoforms sharing a TSS) has not
   ranked them. The reported value is the unweighted mean over the scored groups; ``None``
   when there is none. ``within_gene_groups`` counts the scored groups and
-  ``within_gene_tied`` those of them scored 0 for tied predictions. Ties are exact: on a
-  GPU under bf16 autocast, inputs that are equal by construction (isoforms sharing a TSS,
-  for a DNA-only model) may come out of differently sized batches a few bits apart and be
-  ranked by that noise instead, which averages about 0 all the same but is not counted as
-  tied.
+  ``within_gene_tied`` those of them scored 0 for tied predictions. Ties are exact
+  (``==``), which holds for equal inputs because a run predicts each distinct input once and
+  copies that row to every transcript sharing it (``isoflow.train.predict``): predicted each
+  in its own batch and position, one input came out up to ~1e-6 apart (a float sum's order
+  depends on both, on the CPU with the kernels held to AVX2 as on a GPU under bf16), and 90
+  of the DNA-only demo run's 770 groups of one input were ranked by that noise, often ±1.
+  ``isoflow rescore`` of a ``predictions.parquet`` written before that keeps its noise.
 - Prediction spread: per tissue sd(predicted) / sd(observed) over the test transcripts, the
   median over the tissues where the observed sd is not zero (``None`` when there is none).
   A run whose spread is below ``COLLAPSE_RATIO`` predicts an (almost) constant per tissue

@@ -17,7 +17,8 @@
 - ``history.csv`` — one row per epoch (each also a line of the log): epoch, train_loss,
   val_loss, val_r2, val_spearman, val_pearson.
 - ``metrics.json`` and ``predictions.parquet`` (transcript_id, gene_id, tissue, observed,
-  predicted) for the test split, from the checkpoint with the lowest ``val_loss``.
+  predicted) for the test split, from the checkpoint with the lowest ``val_loss``; each
+  distinct input predicted once, so transcripts sharing one get the same bits (``predict``).
 
 Every output is written atomically. Step-level logs go to ``csv_logs/metrics.csv``; a resumed
 run keeps the steps logged before each resume as ``csv_logs/metrics.1.csv``, ``.2``, ...
@@ -157,17 +158,32 @@ def _precision(train: dict) -> str:
 
 @torch.no_grad()
 def predict(module: IsoFormerModule, loader, precision: str) -> np.ndarray:
-    """(n, n_tissues) predictions in dataset order."""
+    """(n, n_tissues) predictions in dataset order, one per distinct input: the row
+    predicted for the first transcript of each input (``IsoformDataset.distinct_inputs``)
+    is copied to every transcript sharing it. ``loader`` must reach those first
+    transcripts: ``IsoformDataModule.distinct_dataloader`` gives only them, each once.
+
+    Transcripts with one input (isoforms sharing a TSS, for a DNA-only model) thus get the
+    same bits, so the within-gene metric counts them as tied (``isoflow.metrics``).
+    Predicted each in its own place, they came out of different batches, or other positions
+    of one batch, up to ~1e-6 apart (a float sum's order depends on both, on the CPU as on a
+    GPU), and that noise was ranked as if the model told them apart."""
     module.eval()
     device = module.device
     autocast = device.type == "cuda" and precision.startswith("bf16")
+    first, inverse = loader.dataset.distinct_inputs()
     out = np.zeros((len(loader.dataset), len(module.tissues)), dtype=np.float32)
+    done = np.zeros(len(loader.dataset), dtype=bool)
     for batch in loader:
         batch = module.transfer_batch_to_device(batch, device, 0)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             predicted = module(batch).float()
-        out[batch["index"].cpu().numpy()] = predicted.cpu().numpy()
-    return out
+        index = batch["index"].cpu().numpy()
+        out[index] = predicted.cpu().numpy()
+        done[index] = True
+    if not done[first].all():
+        raise RuntimeError(f"predict: the loader left out {int((~done[first]).sum())} inputs")
+    return out[first][inverse]
 
 
 def write_outputs(
@@ -371,7 +387,7 @@ def _train_and_test(
         # the test predictions eager, as the bundle's check and every later reader predict:
         # no eval-mode recompile, and predictions.parquet holds what an exported model gives
         eager_again(module.model)
-    predicted = predict(module, data.test_dataloader(), precision)
+    predicted = predict(module, data.distinct_dataloader("test"), precision)
     if requeue is not None and requeue.pending:
         # signalled while testing (rank 0 only): the requeued job tests again
         requeue_job(0, requeue.reason)
