@@ -24,8 +24,9 @@ Conventions (also what ``metrics.json`` means):
   (``==``), which holds for equal inputs because a run predicts each distinct input once and
   copies that row to every transcript sharing it (``isoflow.train.predict``): predicted each
   in its own batch and position, one input came out up to ~1e-6 apart (a float sum's order
-  depends on both, on the CPU with the kernels held to AVX2 as on a GPU under bf16), and 90
-  of the DNA-only demo run's 770 groups of one input were ranked by that noise, often ±1.
+  depends on both: on an Intel CPU with the kernels held to AVX2, as on a GPU under bf16),
+  and 90 of the DNA-only demo run's 770 groups of one input were ranked by that noise, often
+  ±1 (docs/benchmarks.md, "The same bytes on another CPU").
   ``isoflow rescore`` of a ``predictions.parquet`` written before that keeps its noise.
 - Prediction spread: per tissue sd(predicted) / sd(observed) over the test transcripts, the
   median over the tissues where the observed sd is not zero (``None`` when there is none).
