@@ -1361,7 +1361,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="PREFIX",
         help="output prefix (not a file): PREFIX.designs.fa/.gb/.tsv, .profiles.tsv/.png, "
-        ".constraints.tsv, .trajectory.tsv/.png" + REPLACED,
+        ".constraints.tsv, .trajectory.tsv/.png, .summary.html" + REPLACED,
     )
     parser.add_argument(
         "--target-tissue",

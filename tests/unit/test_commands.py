@@ -500,6 +500,22 @@ def test_out_help_says_an_existing_prefix_is_replaced_all_or_none(command):
     assert "existing prefix's files are replaced, all or none" in out.help
 
 
+def test_design_out_help_names_every_file_it_writes():
+    """design's --out help lists its files by hand (PREFIX.designs.fa/.gb/.tsv, ...); it
+    left out .summary.html, which design.output_paths writes."""
+    import argparse
+    import re
+
+    from isoflow.design import add_arguments, output_paths
+
+    parser = argparse.ArgumentParser(prog="isoflow design")
+    add_arguments(parser)
+    (out,) = [a for a in parser._actions if "--out" in a.option_strings]
+    for path in output_paths("P").values():
+        stem, ext = path[1:].rsplit(".", 1)  # ".designs", "fa"
+        assert re.search(re.escape(stem) + r"\.[a-z/.]*?\b" + ext + r"\b", out.help), path
+
+
 # ------------------------------------------------------------- one spelling per concept
 
 # Every command's parser, and python -m isoflow.train's: the options they share are checked
