@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from helpers.machine import cpu_vendor
 from isoflow.cpu import (
     CHOICE_VARIABLE,
     KERNEL_ENV,
@@ -63,17 +64,6 @@ ATEN_AVX512 = {"avx512f", "avx512bw", "avx512vl", "avx512dq", "fma"}
 HAS_AVX512 = FLAGS is not None and ATEN_AVX512 <= FLAGS
 
 
-def _vendor() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
-
-
 def _torch_version() -> str:
     from importlib.metadata import version
 
@@ -95,7 +85,7 @@ def _compute(env: dict[str, str]) -> dict:
 
 @pytest.mark.skipif(not HOLDS_AVX2, reason="needs an x86-64 CPU with AVX2 and FMA")
 @pytest.mark.xfail(
-    _vendor() != DIGESTS_VENDOR,
+    cpu_vendor() != DIGESTS_VENDOR,
     reason="digests seen on AMD CPUs; MKL takes its AVX2 branch on Intel ones only (not measured)",
     strict=False,
 )

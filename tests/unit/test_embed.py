@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from helpers.machine import cpu_vendor
 from isoflow.embed import (
     STORE_DIR,
     EmbeddingCache,
@@ -971,24 +972,13 @@ def test_demo_encoders_on_fewer_threads_embed_the_same_bytes(name):
                 outputs.append(encoder(**encoder.tokenize(batch))[0])
     finally:
         torch.set_num_threads(before)
-    if not torch.equal(outputs[0], outputs[1]) and _cpu_vendor() != "AuthenticAMD":
+    if not torch.equal(outputs[0], outputs[1]) and cpu_vendor() != "AuthenticAMD":
         # Intel Xeon, MKL_CBWR=AVX2 (tests/conftest.py holds the kernels as the workflow
         # does): MKL's CNR mode reproduces a result at one thread count only; NT-v2's tiny
         # encoder moved up to 7.2e-7 between 1 and 2 threads (docs/encoders.md, "Threads")
         assert torch.allclose(outputs[0], outputs[1], rtol=0, atol=1e-5), name
         pytest.xfail(f"{name}: bit-identical at 1 and 2 threads on AMD CPUs only (MKL CNR)")
     assert torch.equal(outputs[0], outputs[1]), f"{name}: embeddings depend on the threads"
-
-
-def _cpu_vendor() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
 
 
 # The compiled forward (embed.compile): the stored float16 values may differ from the eager

@@ -1238,6 +1238,19 @@ def test_a_train_worker_deaf_to_sigterm_is_killed_when_another_run_fails(tmp_pat
     assert time.monotonic() - start < 60  # not the stand-in's 120 s of training
 
 
+def _fake_scontrol(tmp_path, script: str, **env) -> dict[str, str]:
+    """The environment of a SLURM job 12345 (not an array job) whose `scontrol` is ``script``
+    (a /bin/sh body), put first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{script}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    out = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out.update(SLURM_JOB_ID="12345", **env)
+    out.pop("SLURM_ARRAY_JOB_ID", None)
+    return out
+
+
 def _started_in_processes(worker: str, tmp_path, stderr=subprocess.PIPE, **options):
     """``run_in_processes`` of runs ok1 and ok2 in 2 workers of the stand-in ``worker``
     (tests/helpers/training.py, each writing ``<run>.pid``), started in a process of its
@@ -1276,14 +1289,8 @@ def test_a_train_worker_that_stops_to_requeue_requeues_the_job_once(tmp_path, ev
     # with code 0"), and with each run at the limit each worker called scontrol, a refused
     # second call becoming the job's last line. The requeue is the job's: the parent stops
     # the other workers, calls scontrol once and exits 0, as requeue_job in one process.
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     called = tmp_path / "scontrol.calls"
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {called}\n')
-    (bin_dir / "scontrol").chmod(0o755)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    env.update(SLURM_JOB_ID="12345", REQUEUE_ALL="1" if every_run else "")
-    env.pop("SLURM_ARRAY_JOB_ID", None)
+    env = _fake_scontrol(tmp_path, f'echo "$@" >> {called}', REQUEUE_ALL="1" if every_run else "")
     command = _in_processes(
         "worker_requeueing", tmp_path, ("ok1", "bad", "ok2"), initializer=None, grace_s=5.0
     )
@@ -1317,13 +1324,7 @@ def test_a_requeue_in_a_train_worker_ends_every_stopped_runs_attempt(tmp_path, s
     # attempt the requeue ends says so, and where the run resumes from.
     import sys
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{scontrol}\n")
-    (bin_dir / "scontrol").chmod(0o755)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    env.update(SLURM_JOB_ID="12345")
-    env.pop("SLURM_ARRAY_JOB_ID", None)
+    env = _fake_scontrol(tmp_path, scontrol)
     runs = {name: {"run_dir": str(tmp_path / name)} for name in ("ok1", "bad", "ok2")}
     code = (
         "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
@@ -1357,13 +1358,7 @@ def test_a_requeue_reads_no_checkpoint_body_before_scontrol(tmp_path):
     import sys
 
     events = tmp_path / "events"
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "scontrol $@" >> {events}\n')
-    (bin_dir / "scontrol").chmod(0o755)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    env.update(SLURM_JOB_ID="12345")
-    env.pop("SLURM_ARRAY_JOB_ID", None)
+    env = _fake_scontrol(tmp_path, f'echo "scontrol $@" >> {events}')
     runs = {name: {"run_dir": str(tmp_path / name)} for name in ("ok1", "bad", "ok2")}
     code = (
         "import sys, zipfile; sys.path.insert(0, 'tests'); import helpers.training as h; "
@@ -1395,14 +1390,8 @@ def test_a_requeue_ends_only_attempts_begun_in_this_job_and_only_once_requeued(t
     # are written once scontrol succeeds) and the job fails with scontrol's error.
     import sys
 
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     scontrol = "echo refused >&2; exit 1" if case == "scontrol-fails" else "exit 0"
-    (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{scontrol}\n")
-    (bin_dir / "scontrol").chmod(0o755)
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    env.update(SLURM_JOB_ID="12345")
-    env.pop("SLURM_ARRAY_JOB_ID", None)
+    env = _fake_scontrol(tmp_path, scontrol)
     old = (
         "==== attempt 1 of ok1: SLURM job 999, host h, started 2024-05-01T10:00:00+00:00, "
         "from scratch (no checkpoint)\nan earlier job's record\n"
