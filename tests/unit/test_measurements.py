@@ -311,7 +311,7 @@ def scale_rows(values, name="a"):
 @pytest.mark.parametrize(
     ("values", "name", "warned"),
     [
-        (2.0 ** (10 * np.linspace(-0.6, 1.1, 20)), "a", "spans 5.1 decades"),
+        (2.0 ** (10 * np.linspace(-0.6, 1.1, 20)), "a", "spans 5.12 decades"),
         (np.r_[np.linspace(-0.5, 1, 19), 1500.0], "a", "right-skewed"),
         (np.linspace(-50, 100, 20), "liver_TPM", "named like a count or TPM but holds"),
     ],
@@ -335,6 +335,19 @@ def test_log_scale_tables_are_not_warned(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="isoflow.measurements"):
         read_measurements(path, columns=list(MEASURED_COLUMNS))
         read_measurements(write(tmp_path, rows, header), columns=["liver_log2TPM"])
+    assert not caplog.records
+
+
+def test_a_log2_tpm_column_with_a_value_near_0_is_not_warned(tmp_path, caplog):
+    # log2(TPM + 1) of 48 lognormal TPMs, a weak construct at TPM 0.007: 0.01 to 10.1 spans
+    # 3 decades, and the log-transform advice went to values already log-transformed
+    tpm = np.random.default_rng(7).lognormal(1.0, 1.5, 48)
+    tpm[0] = 0.007
+    tpm[1] = 1100.0
+    rows, header = scale_rows(np.log2(tpm + 1), "cell_A")
+    assert np.log2(tpm + 1).max() / np.log2(tpm + 1).min() > 1000
+    with caplog.at_level("WARNING", logger="isoflow.measurements"):
+        read_measurements(write(tmp_path, rows, header), columns=["cell_A"])
     assert not caplog.records
 
 
