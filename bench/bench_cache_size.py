@@ -8,10 +8,16 @@ ESM-2 150M up to 1,022 residues x 640), float16. Rows per sequence come from
 reads, so every RNA / protein figure is an upper bound (every transcript at the length cap;
 DNA windows all have the full length); distinct sequences are at most the transcripts.
 
+nt_dna is NT-v2 250M on the DNA window (the ablation grid's DNA encoder): it reads the centre
+12,282 bp as 2,047 6-mers, and the positional cache keeps dna_crop_bins of them.
+
 Sanity check: for each encoder, ``isoflow.embed.build_cache`` (the real writer) caches
 --check sequences of maximal length from a stand-in encoder of the real width and token count
 (random values; the writer only sees shapes), and the shard bytes per sequence it wrote are
-compared with ``rows * dim * 2``.
+compared with ``rows * dim * 2``; --check 0 skips it (the sizes alone).
+
+A second table sums the caches each preset writes in its results folder (the embedding store
+is per folder, so the Borzoi preset's --directory encodes its RNA and protein caches again).
 
 Run: .venv/bin/python bench/bench_cache_size.py [--transcripts 91000] [--check 8]
 """
@@ -30,9 +36,28 @@ ENCODERS = {
     "borzoi": ("dna", 6144, 1536, 32, 524_288),
     "nucleotide_transformer": ("rna", 2047, 768, 6, 12_282),
     "esm2": ("protein", 1022, 640, 1, 1022),
+    "nt_dna": ("dna", 2047, 768, 6, 12_282),
 }
 ADAPTIVE = 64  # config.yaml's pool_to before positional pooling became its default
 POSITIONAL = {"mode": "positional", "dna_crop_bins": 128, "stride_nt": 96, "stride_aa": 16}
+# the caches (encoder, pooling) each preset's results folder holds (its dry run's embed jobs)
+DEFAULT = [("enformer", "positional"), ("nucleotide_transformer", "positional")]
+DEFAULT += [("esm2", "positional")]
+PRESETS = {
+    "config.yaml (isoformer.yaml: the same caches, at its transcripts)": DEFAULT,
+    "config.yaml + borzoi.yaml (its own --directory)": [("borzoi", "positional")] + DEFAULT[1:],
+    "config.yaml + ablations.yaml": DEFAULT
+    + [("enformer", "adaptive"), ("nucleotide_transformer", "adaptive"), ("esm2", "adaptive")]
+    + [("nt_dna", "positional")],
+}
+
+
+def check_count(text: str) -> int:
+    """--check: sequences per synthetic cache, 0 to skip the check."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (no check) or more, got {value}")
+    return value
 
 
 class StandIn:
@@ -94,7 +119,9 @@ def measured_bytes_per_sequence(name: str, pooling, n: int, work: Path) -> float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transcripts", type=int, default=91_000)
-    parser.add_argument("--check", type=int, default=8, help="sequences per synthetic cache")
+    parser.add_argument(
+        "--check", type=check_count, default=8, help="sequences per synthetic cache (0: skip)"
+    )
     args = parser.parse_args()
     n = args.transcripts
     print(
@@ -102,26 +129,33 @@ def main() -> None:
         "full | adaptive | positional | positional, measured bytes/seq (computed) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    totals = {"full": 0.0, "adaptive": 0.0, "positional": 0.0}
+    sizes = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (_, tokens, dim, _, _) in ENCODERS.items():
             counts = {"full": tokens, "adaptive": rows(ADAPTIVE, name)}
             counts["positional"] = rows(POSITIONAL, name)
-            sizes = {k: n * r * dim * 2 / GB for k, r in counts.items()}
-            if name != "borzoi":  # the default trio: Enformer, NT-v2, ESM-2
-                for k in totals:
-                    totals[k] += sizes[k]
-            measured = measured_bytes_per_sequence(name, POSITIONAL, args.check, Path(tmp))
+            sizes[name] = {k: n * r * dim * 2 / GB for k, r in counts.items()}
             computed = counts["positional"] * dim * 2
+            if args.check:
+                measured = measured_bytes_per_sequence(name, POSITIONAL, args.check, Path(tmp))
+                written = f"{measured:,.0f} ({computed:,})"
+            else:
+                written = f"not checked ({computed:,})"
             print(
                 f"| {name} | {dim:,} | {counts['full']:,} | {counts['adaptive']} | "
-                f"{counts['positional']} | {sizes['full']:.1f} | {sizes['adaptive']:.1f} | "
-                f"{sizes['positional']:.1f} | {measured:,.0f} ({computed:,}) |"
+                f"{counts['positional']} | {sizes[name]['full']:.1f} | "
+                f"{sizes[name]['adaptive']:.1f} | {sizes[name]['positional']:.1f} | {written} |"
             )
+    trio = ("enformer", "nucleotide_transformer", "esm2")
+    totals = {k: sum(sizes[name][k] for name in trio) for k in ("full", "adaptive", "positional")}
     print(
         f"| Enformer + NT-v2 + ESM-2 | | | | | {totals['full']:.1f} | "
         f"{totals['adaptive']:.1f} | {totals['positional']:.1f} | |"
     )
+    print(f"\n| preset | caches | GB at {n:,} |\n|---|---|---|")
+    for preset, caches in PRESETS.items():
+        listed = ", ".join(f"{name} {kind} {sizes[name][kind]:.1f}" for name, kind in caches)
+        print(f"| {preset} | {listed} | {sum(sizes[a][b] for a, b in caches):.1f} |")
 
 
 if __name__ == "__main__":

@@ -349,3 +349,19 @@ def test_probe_batch_mates_counts_the_rows_a_grown_set_changes():
     rows = [json.loads(line) for line in done.stdout.splitlines()]
     assert [row["encoder"] for row in rows] == ["esm2", "nucleotide_transformer"]
     assert all(row["rows_differ"] == 0 and row["inserted"] == 0 for row in rows)
+
+
+def test_bench_cache_size_check_0_gives_the_sizes_without_the_check():
+    # --check 0 divided the written bytes by 0 sequences (ZeroDivisionError); now it skips
+    # the check, and a negative count is refused by argparse
+    done = _bench("bench_cache_size.py", "--transcripts", "199324", "--check", "0")
+    assert done.returncode == 0, done.stderr
+    enformer = (
+        "| enformer | 3,072 | 896 | 64 | 128 | 1097.3 | 78.4 | 156.8 | not checked (786,432) |"
+    )
+    assert enformer in done.stdout
+    # the default's three positional caches at GTEx's 199,324 transcripts
+    assert "| Enformer + NT-v2 + ESM-2 | | | | | 1984.7 | 114.3 | 212.3 | |" in done.stdout
+    assert done.stdout.count("not checked") == 5
+    done = _bench("bench_cache_size.py", "--check", "-1")
+    assert done.returncode == 2 and "must be 0 (no check) or more" in done.stderr
