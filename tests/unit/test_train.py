@@ -1251,6 +1251,25 @@ def _fake_scontrol(tmp_path, script: str, **env) -> dict[str, str]:
     return out
 
 
+def _requeue_in_processes(tmp_path, env, prelude: str = "") -> subprocess.CompletedProcess:
+    """Runs ok1, bad, ok2 in two worker processes (``helpers.training.
+    worker_requeueing_with_attempts``: run bad asks for a requeue) under ``env``, after the
+    Python ``prelude`` (patches of the parent process)."""
+    import sys
+
+    runs = {name: {"run_dir": str(tmp_path / name)} for name in ("ok1", "bad", "ok2")}
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
+        "from isoflow.train_workers import run_in_processes\n"
+        + prelude
+        + f"run_in_processes({{}}, {runs!r}, {str(tmp_path / 'data.parquet')!r}, None, 2, "
+        "worker=h.worker_requeueing_with_attempts, initializer=None, grace_s=5.0)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=90
+    )
+
+
 def _started_in_processes(worker: str, tmp_path, stderr=subprocess.PIPE, **options):
     """``run_in_processes`` of runs ok1 and ok2 in 2 workers of the stand-in ``worker``
     (tests/helpers/training.py, each writing ``<run>.pid``), started in a process of its
@@ -1322,19 +1341,8 @@ def test_a_requeue_in_a_train_worker_ends_every_stopped_runs_attempt(tmp_path, s
     # log, emptied when the requeued job starts), and the run stopped with it got no last
     # line in its attempts log: its attempt just ended, as after a node's crash. Now each
     # attempt the requeue ends says so, and where the run resumes from.
-    import sys
 
-    env = _fake_scontrol(tmp_path, scontrol)
-    runs = {name: {"run_dir": str(tmp_path / name)} for name in ("ok1", "bad", "ok2")}
-    code = (
-        "import sys; sys.path.insert(0, 'tests'); import helpers.training as h; "
-        "from isoflow.train_workers import run_in_processes\n"
-        f"run_in_processes({{}}, {runs!r}, {str(tmp_path / 'data.parquet')!r}, None, 2, "
-        "worker=h.worker_requeueing_with_attempts, initializer=None, grace_s=5.0)"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=90
-    )
+    out = _requeue_in_processes(tmp_path, _fake_scontrol(tmp_path, scontrol))
     assert out.returncode == 0, out.stderr
     stopped = (tmp_path / "ok1" / "checkpoints" / "train.log").read_text().splitlines()
     assert stopped[-1] == (
@@ -1355,26 +1363,19 @@ def test_a_requeue_reads_no_checkpoint_body_before_scontrol(tmp_path):
     # "Requeue endings") of every run, while the job's time ran out, before scontrol. Now
     # only the central directory and the pickle; the requeued attempt checks its checkpoint
     # whole. Every zip member opened in the parent is logged beside scontrol's call.
-    import sys
 
     events = tmp_path / "events"
     env = _fake_scontrol(tmp_path, f'echo "scontrol $@" >> {events}')
-    runs = {name: {"run_dir": str(tmp_path / name)} for name in ("ok1", "bad", "ok2")}
-    code = (
-        "import sys, zipfile; sys.path.insert(0, 'tests'); import helpers.training as h; "
-        "from isoflow.train_workers import run_in_processes\n"
+    prelude = (
+        "import zipfile\n"
         "member = zipfile.ZipFile.open\n"
         "def logged(self, name, *args, **kwargs):\n"
         f"    with open({str(events)!r}, 'a') as out:\n"
         "        out.write(f'read {self.filename}: {name}\\n')\n"
         "    return member(self, name, *args, **kwargs)\n"
         "zipfile.ZipFile.open = logged\n"
-        f"run_in_processes({{}}, {runs!r}, {str(tmp_path / 'data.parquet')!r}, None, 2, "
-        "worker=h.worker_requeueing_with_attempts, initializer=None, grace_s=5.0)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=90
-    )
+    out = _requeue_in_processes(tmp_path, env, prelude)
     assert out.returncode == 0, out.stderr
     assert events.read_text().splitlines() == ["scontrol requeue 12345"]
     # the endings still name the checkpoint and its epoch
