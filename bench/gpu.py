@@ -528,6 +528,7 @@ def loader_section(
     prefetch_depths: tuple[int, ...] = (0, 2),
     compile_modes: tuple[str, ...] = ("eager",),
     backend: str = "inductor",
+    batches: tuple[int, ...] | None = None,
 ) -> None:
     """A cached epoch through the workflow's DataModule against the same steps on a batch
     already on the device (``steps_alone``: timed once, before any epoch's loader exists;
@@ -536,7 +537,9 @@ def loader_section(
     Each of ``compile_modes`` other than ``eager`` adds its own ``steps_alone_<mode>`` and the
     rows of 0 workers and the deepest prefetch with the model through ``torch.compile`` in
     that mode (``reduce-overhead``: CUDA graphs, fewer kernel launches for the launch-bound
-    small head)."""
+    small head). ``batches``: the batch sizes, each with its own rows (suffix ``_b<batch>``
+    for any but the workflow's 32; default 32, the tiny run 8); the cache holds at least 16
+    batches of the largest."""
     if rec.left() < 60 and not tiny:
         rec.add("loader", "epoch", {"skipped": "budget"})
         return
@@ -548,15 +551,56 @@ def loader_section(
         "rna": ("nucleotide_transformer", widths["rna"]),
         "protein": ("esm2", widths["protein"]),
     }
-    n = 96 if tiny else 2048
-    batch = 8 if tiny else 32
+    batches = batches or ((8,) if tiny else (32,))
+    n = max(96 if tiny else 2048, 16 * max(batches))
     start = time.perf_counter()
     paths = bench_loader.build_inputs(work, n, pool_to=64)
     build_s = time.perf_counter() - start
     rec.data["loader_ratios"] = LOADER_RATIOS
+    for batch in batches:
+        if rec.left() < 60 and not tiny:
+            rec.add("loader", _batch_key("epoch", batch), {"skipped": "budget"})
+            continue
+        _loader_batch(
+            rec,
+            device,
+            tiny,
+            paths,
+            widths,
+            n,
+            build_s,
+            batch,
+            worker_counts,
+            prefetch_depths,
+            compile_modes,
+            backend,
+        )
+
+
+def _batch_key(key: str, batch: int) -> str:
+    """A row's name at ``batch``: unchanged at the default (the workflow's 32; the tiny
+    run's 8), ``<key>_b<batch>`` at any other."""
+    return key if batch == (8 if TINY else 32) else f"{key}_b{batch}"
+
+
+def _loader_batch(
+    rec,
+    device,
+    tiny,
+    paths,
+    widths,
+    n,
+    build_s,
+    batch,
+    worker_counts,
+    prefetch_depths,
+    compile_modes,
+    backend,
+) -> None:
+    """``loader_section``'s rows at one batch size."""
     # one reference per model configuration, before any epoch's loader (and its workers) exists
     reference = _step_reference(device, paths, widths, batch)
-    rec.add("loader", "steps_alone", reference)
+    rec.add("loader", _batch_key("steps_alone", batch), reference)
     for workers in (0,) if tiny else worker_counts:
         for depth in prefetch_depths if workers == 0 else (0,):
             _loader_epochs(rec, device, paths, widths, batch, workers, n, build_s, reference, depth)
@@ -565,28 +609,30 @@ def loader_section(
             continue
         depth = max(prefetch_depths)
         if rec.left() < 60 and not tiny:
-            rec.add("loader", _loader_key(0, depth, mode), {"skipped": "budget"})
+            rec.add("loader", _loader_key(0, depth, mode, batch), {"skipped": "budget"})
             continue
         try:
             compiled = _step_reference(device, paths, widths, batch, mode, backend)
-            rec.add("loader", f"steps_alone_{mode}", compiled)
+            rec.add("loader", _batch_key(f"steps_alone_{mode}", batch), compiled)
             _loader_epochs(
                 rec, device, paths, widths, batch, 0, n, build_s, compiled, depth, mode, backend
             )
         except Exception as error:  # a mode that fails is a row, not the end of the run
             rec.add(
                 "loader",
-                _loader_key(0, depth, mode),
+                _loader_key(0, depth, mode, batch),
                 {"error": f"{type(error).__name__}: {str(error)[:300]}"},
             )
             torch._dynamo.reset()
             free(device)
 
 
-def _loader_key(workers: int, prefetch: int, compile_mode: str) -> str:
-    """A cached-epoch row's name: ``epoch_workers0_prefetch2_reduce-overhead``."""
+def _loader_key(workers: int, prefetch: int, compile_mode: str, batch: int | None = None) -> str:
+    """A cached-epoch row's name: ``epoch_workers0_prefetch2_reduce-overhead`` (``_b256``
+    after it at a batch other than 32)."""
     key = f"epoch_workers{workers}" + (f"_prefetch{prefetch}" if prefetch else "")
-    return key + (f"_{compile_mode}" if compile_mode != "eager" else "")
+    key += f"_{compile_mode}" if compile_mode != "eager" else ""
+    return key if batch is None else _batch_key(key, batch)
 
 
 def _graphs() -> int:
@@ -771,7 +817,7 @@ def _loader_epochs(
     device_s = reference["device_s"]
     rec.add(
         "loader",
-        _loader_key(workers, prefetch, compile_mode),
+        _loader_key(workers, prefetch, compile_mode, batch),
         {
             "compile_mode": compile_mode,
             **(
@@ -859,14 +905,18 @@ def finetune_section(
             optimizer = torch.optim.AdamW(trainable, lr=1e-5)
             target = torch.randn(batch, 30, device=device)
             step = partial(train_step, model, optimizer, tokens, target, device)
-            model_flops = None
-            if checkpointing:  # the model's FLOPs, before blocks recompute
-                one = partial(train_step, model, optimizer, _rows(tokens, 1), target[:1], device)
-                model_flops = count_flops(one) * batch
+            # FLOPs counted on one sequence's step, times the batch (every input has the same
+            # length), before any timing and eager (the counter does not see into compiled
+            # graphs): counting the whole batch's step under FlopCounterMode after the timed
+            # steps ran NT-v2 + ESM-2 at batch 32 with checkpointing out of the H200's 139 GiB
+            # (2026-11-28) and lost the measured rate with it
+            one = partial(train_step, model, optimizer, _rows(tokens, 1), target[:1], device)
+            flops = count_flops(one) * batch
+            if checkpointing:  # the model's FLOPs above; what runs, recomputation included
                 for enc in encoders.values():
                     enc.checkpoint_blocks()
+                result["tflop_executed_per_step"] = round(count_flops(one) * batch / 1e12, 4)
             if mode == "compiled":
-                flops = count_flops(step)  # eager: the flop counter does not see into graphs
                 from isoflow.train import compile_model  # what train.compile runs
 
                 compile_model(model, backend)
@@ -879,11 +929,6 @@ def finetune_section(
                 s = timed(
                     step, device, min_iters=1 if tiny else 3, min_s=0 if tiny else 4.0, warmup=2
                 )
-            if mode != "compiled":
-                flops = count_flops(step)
-            if model_flops is not None:
-                result["tflop_executed_per_step"] = round(flops / 1e12, 4)
-                flops = model_flops
             result.update(
                 trainable_m=round(sum(p.numel() for p in trainable) / 1e6, 1),
                 steps_per_s=round(1 / s, 3),
@@ -896,7 +941,10 @@ def finetune_section(
         except Exception as error:
             if tiny and not is_oom(error):
                 raise
-            result["error"] = f"{type(error).__name__}: {str(error)[:200]}"
+            # an OOM's whole message: what PyTorch held, reserved and could not place
+            result["error"] = (
+                f"{type(error).__name__}: {str(error)[: 200 if not is_oom(error) else 900]}"
+            )
         rec.add("finetune", label, result)
         model = optimizer = tokens = encoders = None
         free(device)
@@ -1030,6 +1078,13 @@ def main(argv: list[str] | None = None) -> None:
         help="loader: the cached epoch's model also through torch.compile in these modes "
         f"(of {','.join(LOADER_COMPILE_MODES)}; 0 workers, the deepest prefetch)",
     )
+    parser.add_argument(
+        "--loader-batch",
+        default=None,
+        help="loader: comma-separated batch sizes, each with its own rows (default 32, the "
+        "workflow's train.batch_size; --tiny 8): how the GPU's share of a cached epoch "
+        "grows with the batch",
+    )
     parser.add_argument("--profile", action="store_true", help="embed: GPU kernel breakdown")
     parser.add_argument(
         "--peak-tflops",
@@ -1067,6 +1122,14 @@ def main(argv: list[str] | None = None) -> None:
     only = tuple(args.finetune_cases.split(",")) if args.finetune_cases else None
     if args.batch_scale < 1 or args.finetune_batch_scale < 1:
         parser.error("--batch-scale and --finetune-batch-scale: a whole number of at least 1")
+    try:
+        loader_batches = (
+            tuple(int(b) for b in args.loader_batch.split(",")) if args.loader_batch else None
+        )
+    except ValueError:
+        loader_batches = (0,)
+    if loader_batches and min(loader_batches) < 1:
+        parser.error(f"--loader-batch: {args.loader_batch} (whole numbers of at least 1)")
     if only and set(only) - set(FINETUNE_CASES):
         parser.error(f"--finetune-cases: {args.finetune_cases} (of {','.join(FINETUNE_CASES)})")
     started = time.perf_counter()
@@ -1134,6 +1197,7 @@ def main(argv: list[str] | None = None) -> None:
                 depths,
                 loader_modes,
                 args.compile_backend,
+                loader_batches,
             )
     ft_rates = {}
     if "finetune" in sections:

@@ -329,3 +329,62 @@ def test_loader_section_builds_its_caches_in_a_folder_of_its_own_inside_work(tmp
         gpu_main(["--tiny", "--out", str(out), "--sections", "loader", "--work", str(work)])
         assert "epoch_workers0" in json.loads(out.read_text())["sections"]["loader"]
         assert [p.name for p in work.iterdir()] == ["keep.txt"]
+
+
+def test_finetune_flops_are_counted_on_one_sequence_before_timing(tmp_path, monkeypatch):
+    # FlopCounterMode over the whole batch's step, after the timed steps, ran NT-v2 + ESM-2 at
+    # batch 32 with checkpointing out of an H200's 139 GiB and lost the row's measured rate
+    # (2026-11-28): every count is now one sequence's step (times the batch, exact for inputs
+    # of one length), and each happens before the timing
+    gpu = _gpu_module()
+    gpu.TINY = True
+    counted, order = [], []
+    real_count, real_timed = gpu.count_flops, gpu.timed
+
+    def count(fn):
+        counted.append(fn.args[3].shape[0])  # train_step(model, optimizer, tokens, target, ...)
+        order.append("count")
+        return real_count(fn)
+
+    def timed(*args, **kwargs):
+        order.append("timed")
+        return real_timed(*args, **kwargs)
+
+    monkeypatch.setattr(gpu, "count_flops", count)
+    monkeypatch.setattr(gpu, "timed", timed)
+    rec = gpu.Recorder(tmp_path / "gpu.json", 0.0, 1e9)
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        gpu.finetune_section(
+            rec, torch.device("cpu"), True, None, only=("nt_esm2_trainable",), batch_scale=2,
+            checkpointing=True,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    row = rec.data["sections"]["finetune"]["nt_esm2_trainable"]
+    assert row["batch"] == 4 and "error" not in row
+    assert counted == [1, 1]  # the model's FLOPs, then what runs with blocks recomputed
+    assert order == ["count", "count", "timed"]
+    assert row["tflop_executed_per_step"] >= row["tflop_per_step"] > 0
+
+
+def test_loader_batch_gives_each_batch_size_its_own_rows(tmp_path, capsys, gpu_main):
+    # how the GPU's share of a cached epoch grows with the batch: each --loader-batch size has
+    # its own reference and epochs, the default's rows keep their names, the cache holds at
+    # least 16 batches of the largest; a size under 1 or not a number stops before anything runs
+    out = tmp_path / "gpu.json"
+    args = ["--tiny", "--out", str(out), "--sections", "loader", "--loader-prefetch", "0"]
+    gpu_main([*args, "--loader-batch", "8,12"])
+    rows = json.loads(out.read_text())["sections"]["loader"]
+    assert list(rows) == ["steps_alone", "epoch_workers0", "steps_alone_b12", "epoch_workers0_b12"]
+    assert rows["epoch_workers0"]["batch"] == 8 and rows["epoch_workers0_b12"]["batch"] == 12
+    assert rows["epoch_workers0_b12"]["transcripts"] == 16 * 12
+    assert rows["epoch_workers0_b12"]["batches"] == 16 == rows["steps_alone_b12"]["batches"]
+    out.unlink()
+    for bad in ("0", "8,x"):
+        with pytest.raises(SystemExit):
+            gpu_main([*args, "--loader-batch", bad])
+        assert not out.exists()
+        assert f"--loader-batch: {bad}" in capsys.readouterr().err
