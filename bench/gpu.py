@@ -104,8 +104,13 @@ INPUTS = {
 # holds the same weights per layer, so the stand-in does NT-v2's FLOPs (~234 M parameters).
 SPECS = {"nucleotide_transformer": {"hparams": {"intermediate_size": 4608}}}
 # fine-tuning cases: label -> (modality -> encoder, (real batch, tiny batch))
-# --loader-compile: the cached epoch's model eager, or through torch.compile in a mode
-LOADER_COMPILE_MODES = ("eager", "default", "reduce-overhead", "max-autotune")
+# --loader-compile: the cached epoch's model eager, or through torch.compile in a mode, or
+# graph-step: the whole step (forward, backward, AdamW) captured as one CUDA graph on batches
+# padded to fixed widths (CUDA only)
+LOADER_COMPILE_MODES = ("eager", "default", "reduce-overhead", "max-autotune", "graph-step")
+# the loader section's caches pool every sequence to at most this many rows: graph-step pads
+# each cached modality's batch to it, so every full batch has one shape
+LOADER_POOL_TO = 64
 FINETUNE_CASES = {
     "nt_esm2_trainable": ({"rna": "nucleotide_transformer", "protein": "esm2"}, (8, 2)),
     # the same with ESM-2's attention through SDPA (`attention: sdpa`)
@@ -537,9 +542,10 @@ def loader_section(
     Each of ``compile_modes`` other than ``eager`` adds its own ``steps_alone_<mode>`` and the
     rows of 0 workers and the deepest prefetch with the model through ``torch.compile`` in
     that mode (``reduce-overhead``: CUDA graphs, fewer kernel launches for the launch-bound
-    small head). ``batches``: the batch sizes, each with its own rows (suffix ``_b<batch>``
-    for any but the workflow's 32; default 32, the tiny run 8); the cache holds at least 16
-    batches of the largest."""
+    small head), or ``graph-step``: the whole step captured as one CUDA graph on batches
+    padded to fixed widths (``GraphStep``; CUDA only, an error row elsewhere). ``batches``:
+    the batch sizes, each with its own rows (suffix ``_b<batch>`` for any but the workflow's
+    32; default 32, the tiny run 8); the cache holds at least 16 batches of the largest."""
     if rec.left() < 60 and not tiny:
         rec.add("loader", "epoch", {"skipped": "budget"})
         return
@@ -554,7 +560,7 @@ def loader_section(
     batches = batches or ((8,) if tiny else (32,))
     n = max(96 if tiny else 2048, 16 * max(batches))
     start = time.perf_counter()
-    paths = bench_loader.build_inputs(work, n, pool_to=64)
+    paths = bench_loader.build_inputs(work, n, pool_to=LOADER_POOL_TO)
     build_s = time.perf_counter() - start
     rec.data["loader_ratios"] = LOADER_RATIOS
     for batch in batches:
@@ -659,11 +665,86 @@ def _to_device(b: dict, device) -> tuple[dict, torch.Tensor]:
     return inputs, b["target"].to(device, non_blocking=True)
 
 
+def pad_to_width(inputs: dict, width: int) -> dict:
+    """Each cached modality's ``(emb (B, L, D), mask (B, L))`` padded to ``L = width`` with
+    zero rows that the mask leaves out (the collate pads to the batch's longest entry, so
+    batches differ in shape; a captured graph takes one)."""
+    padded = {}
+    for modality, (emb, mask) in inputs.items():
+        extra = width - emb.shape[1]
+        if extra < 0:
+            raise ValueError(f"{modality}: {emb.shape[1]} rows, more than the width {width}")
+        padded[modality] = (
+            torch.nn.functional.pad(emb, (0, 0, 0, extra)),
+            torch.nn.functional.pad(mask, (0, extra), value=False),
+        )
+    return padded
+
+
+class GraphStep:
+    """One training step (bf16 autocast forward, MSE, backward, AdamW) captured as a single
+    CUDA graph, after PyTorch's whole-network capture recipe (``torch.cuda.graph``; AdamW
+    with ``capturable=True``; autocast's weight cache off inside the capture): a replay
+    launches the step's ~700 kernels at once, where eager the host issues them one by one.
+    Batches are padded to ``width`` rows per modality and copied into the graph's static
+    inputs; a batch of another size (an epoch's last, partial one) runs eager on the same
+    model and optimiser (``eager_steps`` counts them)."""
+
+    def __init__(self, model, optimizer, device, width: int, warmup: int = 3):
+        self.model, self.optimizer, self.device = model, optimizer, device
+        self.width, self.warmup = width, warmup
+        self.graph = self.static = None
+        self.eager_steps = 0
+
+    def _step(self, inputs, target):
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            out = self.model(inputs)
+        loss = torch.nn.functional.mse_loss(out.float(), target)
+        loss.backward()
+        self.optimizer.step()
+
+    def _capture(self, inputs, target):
+        self.static = ({m: (e.clone(), k.clone()) for m, (e, k) in inputs.items()}, target.clone())
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):  # warm-up off the capture stream, as the recipe asks
+            for _ in range(self.warmup):
+                self.optimizer.zero_grad(set_to_none=True)
+                self._step(*self.static)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._step(*self.static)
+
+    def __call__(self, inputs, target):
+        inputs = pad_to_width(inputs, self.width)
+        if self.graph is None:
+            self._capture(inputs, target)
+        static_inputs, static_target = self.static
+        if target.shape != static_target.shape:
+            self.eager_steps += 1
+            self.optimizer.zero_grad(set_to_none=False)  # the graph's gradients stay allocated
+            self._step(inputs, target)
+            return
+        for modality, (emb, mask) in inputs.items():
+            static_inputs[modality][0].copy_(emb, non_blocking=True)
+            static_inputs[modality][1].copy_(mask, non_blocking=True)
+        static_target.copy_(target, non_blocking=True)
+        self.graph.replay()  # the captured backward overwrites the gradients: no zero_grad
+
+
 def _loader_model(widths, device, compile_mode: str, backend: str):
     """The cached epoch's IsoFormer, its optimiser and its step (``run_step(inputs, target)``),
-    through ``torch.compile`` in ``compile_mode`` unless eager; dynamo reset first."""
+    through ``torch.compile`` in ``compile_mode`` unless eager (dynamo reset first), or
+    captured whole as a CUDA graph (``graph-step``: ``GraphStep``)."""
     torch.manual_seed(0)
     model = _isoformer(widths).to(device).train()
+    if compile_mode == "graph-step":
+        if device.type != "cuda":
+            raise RuntimeError("graph-step captures a CUDA graph: CUDA only")
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=True)
+        return model, optimizer, GraphStep(model, optimizer, device, LOADER_POOL_TO)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     graphs = compile_mode == "reduce-overhead" and backend == "inductor"
     step_model = model
@@ -744,12 +825,13 @@ def _step_reference(device, paths, widths, batch, compile_mode="eager", backend=
     first = next(iter(loader))
     loader = module = None
     gc.collect()
-    graphs_before = _graphs() if compile_mode != "eager" else 0
+    dynamo = compile_mode not in ("eager", "graph-step")
+    graphs_before = _graphs() if dynamo else 0
     result = {
         "batches": n_batches,
         **_time_steps(first, n_batches, widths, device, compile_mode, backend),
     }
-    if compile_mode != "eager":
+    if dynamo:
         result["graphs"] = _graphs() - graphs_before
     if compile_mode != "eager":
         torch._dynamo.reset()
@@ -793,7 +875,8 @@ def _loader_epochs(
     )
     module.setup()
     loader = module.train_dataloader()
-    graphs_before = _graphs() if compile_mode != "eager" else 0
+    dynamo = compile_mode not in ("eager", "graph-step")
+    graphs_before = _graphs() if dynamo else 0
     _, _, run_step = _loader_model(widths, device, compile_mode, backend)
 
     def epoch(with_steps: bool) -> tuple[float, int]:
@@ -820,11 +903,9 @@ def _loader_epochs(
         _loader_key(workers, prefetch, compile_mode, batch),
         {
             "compile_mode": compile_mode,
-            **(
-                {"backend": backend, "graphs": _graphs() - graphs_before}
-                if compile_mode != "eager"
-                else {}
-            ),
+            **({"backend": backend, "graphs": _graphs() - graphs_before} if dynamo else {}),
+            # graph-step: the batches of another size (the epoch's last) that ran eager
+            **({"eager_steps": run_step.eager_steps} if compile_mode == "graph-step" else {}),
             "first_epoch_s": round(first_s, 3),
             "transcripts": n,
             "batch": batch,

@@ -79,6 +79,9 @@ class TokenStandardizer(nn.Module):
     def update(self, emb: Tensor, mask: Tensor) -> None:
         """Merge the real tokens of ``emb`` into the statistics; under DDP those of every
         rank's batch (collective: each rank calls it at each training step)."""
+        if _capturing():
+            self._update_masked(emb, mask)
+            return
         real = emb[mask].detach().float()  # (N, D)
         if _world_size() > 1:
             self._update_all_ranks(real)
@@ -94,6 +97,27 @@ class TokenStandardizer(nn.Module):
         self.sum_sq += batch_sum_sq + delta**2 * (self.count * n / total)
         self.count.copy_(total)
         if not self.has_stats:  # nn.Module.__setattr__ costs more than the test
+            self.has_stats = True
+
+    def _update_masked(self, emb: Tensor, mask: Tensor) -> None:
+        """``update`` in one process on fixed shapes: masked sums over every position where
+        ``update`` gathers the real tokens (``emb[mask]``: a data-dependent shape, so the host
+        waits for the device and a CUDA graph cannot capture it). The same statistics up to
+        float rounding (the sums run in another order); used only while a CUDA stream is
+        capturing (``bench/gpu.py``'s ``graph-step``), so eager training keeps its bits."""
+        weight = mask.unsqueeze(-1).float()
+        x = emb.detach().float()
+        dims = tuple(range(x.dim() - 1))
+        n = weight.sum()
+        batch_mean = (x * weight).sum(dims) / n.clamp(min=1.0)
+        batch_sum_sq = ((x - batch_mean) ** 2 * weight).sum(dims)
+        total = self.count + n
+        share = n / total.clamp(min=1.0)  # 0 when the batch has no real token
+        delta = batch_mean - self.mean
+        self.mean += delta * share
+        self.sum_sq += batch_sum_sq + delta**2 * (self.count * share)
+        self.count.copy_(total)
+        if not self.has_stats:  # read on the host only until a first step has run
             self.has_stats = True
 
     def _update_all_ranks(self, real: Tensor) -> None:
@@ -125,6 +149,11 @@ class TokenStandardizer(nn.Module):
         standardized = (emb - self.mean) / torch.sqrt(var + floor)
         # masked positions (often zeros) would land far out: keep them at zero
         return standardized.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+
+def _capturing() -> bool:
+    """Whether the current CUDA stream is capturing a graph (False without CUDA)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def _world_size() -> int:

@@ -388,3 +388,37 @@ def test_loader_batch_gives_each_batch_size_its_own_rows(tmp_path, capsys, gpu_m
             gpu_main([*args, "--loader-batch", bad])
         assert not out.exists()
         assert f"--loader-batch: {bad}" in capsys.readouterr().err
+
+
+def test_graph_step_pads_batches_to_one_shape_that_the_masks_leave_out(tmp_path, gpu_main):
+    # --loader-compile graph-step captures the whole cached step as one CUDA graph, which
+    # takes one input shape: batches are padded to the caches' fixed width with zero rows the
+    # mask leaves out, so the model's output is the unpadded one (to float rounding); a batch
+    # wider than the width is refused; off CUDA the mode is an error row and the run goes on
+    import torch
+
+    gpu = _gpu_module()
+    gpu.TINY = True
+    widths = {"dna": 16, "rna": 16, "protein": 16}
+    inputs = gpu._cached_inputs(4, {"dna": 5, "rna": 9, "protein": 3}, widths, torch.device("cpu"))
+    inputs["rna"][1][2, 4:] = False  # a shorter row inside the batch
+    padded = gpu.pad_to_width(inputs, 12)
+    for modality, (emb, mask) in padded.items():
+        width = inputs[modality][0].shape[1]
+        assert emb.shape[1] == 12 and mask.shape == emb.shape[:2]
+        assert torch.equal(emb[:, :width], inputs[modality][0])
+        assert torch.equal(mask[:, :width], inputs[modality][1])
+        assert not mask[:, width:].any() and not emb[:, width:].any()
+    torch.manual_seed(0)
+    model = gpu._isoformer(widths).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(padded), model(inputs), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="rna: 9 rows, more than the width 8"):
+        gpu.pad_to_width(inputs, 8)
+
+    out = tmp_path / "gpu.json"
+    args = ["--tiny", "--out", str(out), "--sections", "loader", "--loader-prefetch", "0"]
+    gpu_main([*args, "--loader-compile", "eager,graph-step"])
+    rows = json.loads(out.read_text())["sections"]["loader"]
+    assert "CUDA only" in rows["epoch_workers0_graph-step"]["error"]
+    assert rows["epoch_workers0"]["batches"] > 1

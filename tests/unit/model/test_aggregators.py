@@ -409,3 +409,36 @@ def test_a_ddp_step_without_tokens_on_any_rank_leaves_empty_statistics_empty(mon
     assert float(standardizer.count) == 2
     torch.testing.assert_close(standardizer.mean, torch.tensor([1.0, 2.0, 3.0]))
     torch.testing.assert_close(standardizer.sum_sq, torch.tensor([0.5, 0.5, 0.5]))
+
+
+def test_standardizer_update_on_fixed_shapes_matches_the_gathered_tokens(monkeypatch):
+    # a CUDA graph cannot capture emb[mask] (a data-dependent shape: the host waits for the
+    # device): while a stream captures, update takes masked sums over every position instead,
+    # the same statistics up to float rounding, and a batch with no real token leaves them;
+    # outside a capture update is the gathering code, bit for bit
+    from isoflow.model import aggregators
+
+    torch.manual_seed(0)
+    batches = []
+    for rows in (5, 3, 4):
+        emb = torch.randn(rows, 7, 6) * 3 + 1
+        mask = torch.rand(rows, 7) > 0.4
+        batches.append((emb, mask))
+    batches.append((torch.randn(2, 7, 6), torch.zeros(2, 7, dtype=torch.bool)))
+    gathered, masked = TokenStandardizer(6), TokenStandardizer(6)
+    for emb, mask in batches:
+        gathered.update(emb, mask)
+        masked._update_masked(emb, mask)
+    for name in ("count", "mean", "sum_sq"):
+        torch.testing.assert_close(
+            getattr(masked, name), getattr(gathered, name), rtol=1e-5, atol=1e-5
+        )
+    assert masked.has_stats and gathered.has_stats
+
+    calls = []
+    monkeypatch.setattr(TokenStandardizer, "_update_masked", lambda self, e, m: calls.append(1))
+    TokenStandardizer(6).update(*batches[0])
+    assert calls == []  # eager: the gathering path
+    monkeypatch.setattr(aggregators, "_capturing", lambda: True)
+    TokenStandardizer(6).update(*batches[0])
+    assert calls == [1]
