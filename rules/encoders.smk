@@ -44,7 +44,8 @@ rule download_encoders:
 # embed.jobs picks one of two definitions of the cache rules: 1 (default) is one job per
 # cache; N > 1 scatters each cache over N embed_part jobs (whole batches of the single job's
 # plan each, so several GPUs embed at once) and gathers them into the same folder, with the
-# same keys, items and stored values (isoflow.embed.gather_cache; tests/unit/test_embed.py).
+# same keys, items and stored values (rules embed_gather, embed_positional_gather:
+# isoflow.embed.gather_cache; tests/unit/test_embed.py).
 EMBED_JOBS = int(config["embed"]["jobs"])
 # embed.share_forward: encoders whose adaptive and positional caches are both read get one
 # embed_shared job writing both from the same forwards (isoflow.embed.build_caches).
@@ -212,7 +213,10 @@ else:
         script:
             "../scripts/embed_pooled.py"
 
-    rule embed:
+    # The gathers only link or copy the parts' files: no model, so their own names (not
+    # embed / embed_positional, which the SLURM profile sends to the GPU partition) and no
+    # gpu resource; they run on the profile's CPU partition with its default resources.
+    rule embed_gather:
         """The embed.jobs part caches of results/embeddings/{encoder} (adaptive pooling)
         gathered into one (isoflow.embed.gather_cache)."""
         input:
@@ -231,7 +235,7 @@ else:
         script:
             "../scripts/embed_gather.py"
 
-    rule embed_positional:
+    rule embed_positional_gather:
         """The same for results/embeddings/{encoder}-positional."""
         input:
             partial(embed_parts, pooling="positional", jobs=EMBED_JOBS),

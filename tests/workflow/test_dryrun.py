@@ -163,6 +163,30 @@ def test_every_rule_that_can_use_a_gpu_goes_to_the_gpu_partition() -> None:
     assert runtimes == {720}, runtimes
 
 
+def test_the_gpu_partition_gets_only_rules_that_run_a_model() -> None:
+    """The converse (a review of the full DAG: with embed.jobs > 1 the gathers, which only
+    link the parts' files, kept the names embed and embed_positional and so queued on the GPU
+    partition with 8 threads): every definition of a rule the profile sends to the GPU
+    partition declares `gpu`, i.e. runs a model; the gathers have names of their own."""
+    definitions: list[tuple[str, bool]] = []
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for line in smk.read_text().splitlines():
+            start = re.match(r"\s*rule (\w+):", line)
+            if start:
+                definitions.append((start[1], False))
+            elif definitions and re.match(r"\s+gpu=", line):
+                definitions[-1] = (definitions[-1][0], True)
+    routed = {
+        rule
+        for rule, resources in SLURM_PROFILE["set-resources"].items()
+        if "slurm_partition" in resources
+    }
+    no_gpu = sorted({rule for rule, gpu in definitions if rule in routed and not gpu})
+    assert not no_gpu, f"sent to the GPU partition without a gpu resource: {no_gpu}"
+    names = {rule for rule, _ in definitions}
+    assert {"embed_gather", "embed_positional_gather"} <= names - routed, sorted(names)
+
+
 @pytest.mark.slow
 def test_profile_settings_reach_the_jobs(full_dry_run) -> None:
     jobs, _ = full_dry_run
@@ -173,6 +197,35 @@ def test_profile_settings_reach_the_jobs(full_dry_run) -> None:
         threads = SLURM_PROFILE.get("set-threads", {}).get(job["rule"])
         if threads is not None:
             assert job.get("threads") == str(threads), (job["rule"], job.get("threads"))
+
+
+@pytest.mark.slow
+def test_only_jobs_asking_for_a_gpu_go_to_the_gpu_partition(tmp_path: Path) -> None:
+    """The profile with its EDIT lines filled in (CPU and GPU partitions told apart), the full
+    config with embed.jobs: 2: the parts and every other model job go to the GPU partition
+    with a GPU, the gathers (no model) to the CPU partition with no GPU and one thread."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    profile["default-resources"]["slurm_partition"] = "cpus"
+    for resources in profile["set-resources"].values():
+        if "slurm_partition" in resources:
+            resources["slurm_partition"] = "gpus"
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    (tmp_path / "jobs.yaml").write_text("embed: {jobs: 2}\n")
+    done = snakemake(
+        "-n", "-s", REPO / "Snakefile", "-d", tmp_path / "work", "--profile", tmp_path / "profile",
+        "--configfile", REPO / "config" / "config.yaml", tmp_path / "jobs.yaml", "--cores", "1024",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    jobs = [job for job in parse_dry_run(done.stdout) if not job["local"]]
+    for job in jobs:
+        gpu = int(job["resources"].get("gpu", 0)) > 0
+        partition = job["resources"].get("slurm_partition")
+        assert partition == ("gpus" if gpu else "cpus"), (job["rule"], job["resources"])
+    rules = {job["rule"] for job in jobs}
+    assert {"embed_part", "embed_positional_gather", "train"} <= rules, sorted(rules)
+    gathers = [job for job in jobs if job["rule"].endswith("_gather")]
+    assert all(job.get("threads", "1") == "1" for job in gathers), gathers
 
 
 @pytest.mark.slow
@@ -396,8 +449,8 @@ def test_use_tf_gamma_with_another_window_stops_the_dag_not_the_data_half(tmp_pa
 @pytest.mark.slow
 def test_embed_jobs_scatter_each_cache_into_parts_and_gather_them(tmp_path: Path):
     """embed.jobs: 3 on the demo: each cache the runs read (adaptive and positional) is three
-    embed_part jobs, gathered by rule embed / embed_positional into the folder the train job
-    reads; the part folders are temporary."""
+    embed_part jobs, gathered by rule embed_gather / embed_positional_gather into the folder
+    the train job reads; the part folders are temporary."""
     overlay = tmp_path / "jobs.yaml"
     overlay.write_text("embed:\n  jobs: 3\n  share_forward: false\n")
     args = ("-n", "--configfile", "config/demo.yaml", overlay, "-d", tmp_path)
@@ -410,9 +463,9 @@ def test_embed_jobs_scatter_each_cache_into_parts_and_gather_them(tmp_path: Path
         for pooling in ("adaptive", "positional")
         for i in range(3)
     ]
-    gathers = {job["rule"]: job for job in jobs if job["rule"] in ("embed", "embed_positional")}
-    assert gathers["embed"]["input"] == ", ".join(parts[:3])
-    assert gathers["embed_positional"]["output"] == "results/embeddings/esm2-positional"
+    gathers = {job["rule"]: job for job in jobs if job["rule"].endswith("_gather")}
+    assert gathers["embed_gather"]["input"] == ", ".join(parts[:3])
+    assert gathers["embed_positional_gather"]["output"] == "results/embeddings/esm2-positional"
 
 
 @pytest.mark.slow
