@@ -49,6 +49,7 @@ from isoflow.settings import (
     protein_config,
     rna_config,
     scoped_settings,
+    train_config,
     with_encoder_defaults,
 )
 from isoflow.weights import SOURCE_FILE, download_source
@@ -231,6 +232,35 @@ def grouped_train_inputs(
                 key = f"weights_{Path(path).parent.name}"
             inputs[key] = path
     return inputs
+
+
+def train_cpus(wildcards, threads: int, config: dict, runs: int = 1, processes: int = 1) -> int:
+    """``cpus_per_task`` of a train job (``--cpus-per-task`` on SLURM; the rule's ``threads``,
+    as a profile's ``set-threads`` or ``--cores`` leave them, stay its torch threads): the
+    cores its processes and threads keep busy, so a cluster reserves no idle ones.
+
+    One training process holds ``threads`` torch threads (its main thread one of them), plus
+    ``train.num_workers`` loader processes or, with none and ``train.prefetch_batches`` > 0,
+    the thread making batches ahead (``isoflow.loader.PrefetchDataLoader``); under
+    ``train.strategy: ddp`` the job runs one such process per rank (``train.devices``; -1 or
+    auto: ``resources.gpu``). ``processes`` > 1 with more than one of ``runs`` (rule train
+    of ``resources.train_jobs: one``): that many workers of one torch thread each
+    (``isoflow.train_workers``), each with its own loader; the parent only waits on them."""
+    train = train_config(config)
+    workers = int(train["num_workers"])
+    loader = workers if workers > 0 else int(int(train["prefetch_batches"]) > 0)
+    if processes > 1 and runs > 1:
+        return min(processes, runs) * (1 + loader)
+    ranks = 1
+    if train["strategy"] == "ddp":
+        devices = train["devices"]
+        if isinstance(devices, list):
+            ranks = len(devices)
+        elif isinstance(devices, int) and devices > 0:
+            ranks = devices
+        else:
+            ranks = max(1, int((config.get("resources") or {}).get("gpu") or 0))
+    return ranks * (max(1, int(threads)) + loader)
 
 
 def encoder_settings(config: dict, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,7 @@ from isoflow.workflow import (
     rule_settings,
     run_pattern,
     run_settings,
+    train_cpus,
 )
 
 # resources.train_jobs picks one of two definitions of the rule: `per_run` (default) is one
@@ -56,11 +57,13 @@ if config["resources"]["train_jobs"] == "per_run":
             run=run_pattern(EXPERIMENTS),
         conda:
             "../envs/isoflow.yaml"
+        # torch's threads (scripts/train.py); the CPUs SLURM reserves add the loader's
         threads: config["resources"]["model_threads"]
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=config["resources"]["train_mem_mb"],
             runtime=config["resources"]["train_runtime_min"],
+            cpus_per_task=partial(train_cpus, config=config),
         params:
             run_dir="results/runs/{run}",
             checkpoints="results/runs/{run}/checkpoints",
@@ -94,6 +97,12 @@ else:
             gpu=config["resources"]["gpu"],
             mem_mb=config["resources"]["train_mem_mb"],
             runtime=config["resources"]["train_runtime_min"] * max(len(EXPERIMENTS), 1),
+            cpus_per_task=partial(
+                train_cpus,
+                config=config,
+                runs=len(EXPERIMENTS),
+                processes=config["resources"]["train_processes"],
+            ),
         params:
             runs=grouped_train_runs(
                 config, EXPERIMENTS, f"results/dataset/{DATASET}.parquet", genome_fasta()

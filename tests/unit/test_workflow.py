@@ -95,6 +95,35 @@ def test_grouped_train_runs_and_inputs_cover_every_run():
     }
 
 
+def test_train_cpus_count_what_the_job_keeps_busy():
+    """A train job's cpus_per_task (a review of the full DAG: config.yaml's num_workers 0 runs
+    asked SLURM for 8 CPUs): its torch threads, plus num_workers loader processes or, with
+    none, the one prefetch thread; per DDP rank; the demo's two one-thread workers."""
+
+    def cpus(threads, train=None, resources=None, **kwargs):
+        config = {"train": train or {}, "resources": resources or {}}
+        return workflow.train_cpus(None, threads, config, **kwargs)
+
+    full = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert full["train"]["num_workers"] == 0 and full["train"]["prefetch_batches"] > 0
+    assert workflow.train_cpus(None, 2, full) == 3  # 2 torch threads + the prefetch thread
+    assert cpus(2) == 2  # the defaults: no workers, no prefetching
+    assert cpus(1, {"prefetch_batches": 0}) == 1
+    assert cpus(2, {"num_workers": 4, "prefetch_batches": 2}) == 6  # workers: no prefetch thread
+    ddp = {"strategy": "ddp", "prefetch_batches": 2}
+    assert cpus(2, {**ddp, "devices": 4}) == 12
+    assert cpus(2, {**ddp, "devices": [0, 2]}) == 6
+    assert cpus(2, {**ddp, "devices": "auto"}, {"gpu": 2}) == 6
+    assert cpus(2, {**ddp, "devices": -1}) == 3  # no GPU asked for: one rank
+    # train_jobs one: that many one-thread workers when there is more than one run
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    processes = demo["resources"]["train_processes"]
+    threads = max(2, processes)  # the rule's threads (rules/train.smk)
+    assert workflow.train_cpus(None, threads, demo, runs=18, processes=processes) == 2
+    assert cpus(2, {"prefetch_batches": 1}, runs=3, processes=4) == 6
+    assert cpus(3, {"prefetch_batches": 1}, runs=1, processes=2) == 4  # one run: in-process
+
+
 def test_run_pattern_matches_configured_runs_only():
     pattern = workflow.run_pattern({"dna+rna_enformer_concat_s0": {}, "rna_enformer_concat_s0": {}})
     assert re.fullmatch(pattern, "dna+rna_enformer_concat_s0")

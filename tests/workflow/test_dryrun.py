@@ -14,6 +14,7 @@ import yaml
 
 from helpers.dryrun import parse_dry_run
 from helpers.paths import REPO, SNAKEMAKE
+from isoflow.workflow import schema_default, train_cpus
 
 SLURM_PROFILE = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
 
@@ -197,6 +198,22 @@ def test_profile_settings_reach_the_jobs(full_dry_run) -> None:
         threads = SLURM_PROFILE.get("set-threads", {}).get(job["rule"])
         if threads is not None:
             assert job.get("threads") == str(threads), (job["rule"], job.get("threads"))
+
+
+@pytest.mark.slow
+def test_train_jobs_reserve_the_cpus_they_use(full_dry_run) -> None:
+    """config.yaml's train jobs (num_workers 0, a prefetch thread) ask SLURM for their torch
+    threads (resources.model_threads) plus that thread (isoflow.workflow.train_cpus), not
+    the 8 CPUs the profile's set-threads gave them."""
+    jobs, _ = full_dry_run
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    threads = config["resources"].get("model_threads", schema_default("resources", "model_threads"))
+    train = [job for job in jobs if job["rule"] == "train"]
+    assert train, "no train job in the full DAG"
+    for job in train:
+        assert job["threads"] == str(threads), job
+        assert job["resources"]["cpus_per_task"] == str(train_cpus(None, threads, config)), job
+    assert train_cpus(None, threads, config) == threads + 1
 
 
 @pytest.mark.slow

@@ -128,9 +128,13 @@ def clamped_profile(cluster: dict[str, str]) -> dict:
         if "slurm_partition" in resources:
             resources["slurm_partition"] = cluster["PARTITION"]
     # Half the node, so that two jobs (also two GPU jobs: the node has two fake GPUs) run at once.
+    # The profile leaves train's threads to the rule (the demo's one job: max(2,
+    # resources.train_processes), rules/train.smk): clamped too, its cpus_per_task follows them.
+    demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
+    rule_threads = {"train": max(2, int(demo["resources"]["train_processes"]))}
     profile["set-threads"] = {
         rule: max(1, min(int(threads), cpus // 2))
-        for rule, threads in profile.get("set-threads", {}).items()
+        for rule, threads in {**rule_threads, **profile.get("set-threads", {})}.items()
     }
     profile.update(yaml.safe_load((HERE / "overlay.yaml").read_text()))
     return profile
