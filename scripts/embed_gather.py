@@ -1,4 +1,4 @@
-"""Rules embed_gather and embed_positional_gather (embed.jobs > 1): part caches -> one cache."""
+"""Rule embed (embed.jobs > 1) and embed_positional's gather: part caches -> one cache."""
 
 from isoflow.embed import gather_cache
 from isoflow.jobs import run_script
