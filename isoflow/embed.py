@@ -1387,14 +1387,13 @@ def rebuild_hint(path: str | os.PathLike, meta: Mapping[str, Any] | None = None)
     works whichever rule writes it (``--forcerun`` of the folder itself; ``-R embed`` planned
     nothing when rule embed_shared writes the caches) and that rule: embed for an adaptive
     cache, embed_positional for a positional one (its meta.json ``pooling``), embed_shared for
-    either under ``embed.share_forward`` and ``<rule>_gather`` (from the ``embed_part`` jobs)
-    under ``embed.jobs`` > 1, settings this side of the workflow does not see."""
+    either under ``embed.share_forward``, which this side of the workflow does not see."""
     pooling = (meta or {}).get("pooling")
     positional = isinstance(pooling, Mapping) and pooling.get("mode") == "positional"
     rule = "embed_positional" if positional else "embed"
     return (
         f"rebuild it: snakemake --forcerun {path} (rule {rule}, or embed_shared under "
-        f"embed.share_forward, or {rule}_gather under embed.jobs > 1, writes it)"
+        "embed.share_forward, writes it)"
     )
 
 

@@ -256,11 +256,11 @@ def test_a_damaged_cache_names_the_rule_that_writes_it(tmp_path, esm):
         assert str(error.value) == (
             f"{cache}/shard_00000.npy: missing (meta.json records this shard); rebuild it: "
             f"snakemake --forcerun {cache} (rule {rule}, or embed_shared under "
-            f"embed.share_forward, or {rule}_gather under embed.jobs > 1, writes it)"
+            "embed.share_forward, writes it)"
         )
     assert rebuild_hint("results/embeddings/esm2") == (
         "rebuild it: snakemake --forcerun results/embeddings/esm2 (rule embed, or embed_shared "
-        "under embed.share_forward, or embed_gather under embed.jobs > 1, writes it)"
+        "under embed.share_forward, writes it)"
     )
 
 

@@ -565,7 +565,7 @@ def test_a_cache_missing_a_dataset_transcript_is_one_line(dataset, tmp_path, mod
     assert str(error.value) == (
         f"{cache}:ENST_NEW.1: 1 transcripts of the dataset are not in this {modality} embedding "
         f"cache; rebuild it: snakemake --forcerun {cache} (rule embed, or embed_shared under "
-        "embed.share_forward, or embed_gather under embed.jobs > 1, writes it)"
+        "embed.share_forward, writes it)"
     )
 
 
