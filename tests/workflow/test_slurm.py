@@ -129,13 +129,17 @@ def clamped_profile(cluster: dict[str, str]) -> dict:
             resources["slurm_partition"] = cluster["PARTITION"]
     # Half the node, so that two jobs (also two GPU jobs: the node has two fake GPUs) run at once.
     # The profile leaves train's threads to the rule (the demo's one job: max(2,
-    # resources.train_processes), rules/train.smk): clamped too, its cpus_per_task follows them.
+    # resources.train_processes), rules/train.smk): clamped too. Its cpus_per_task
+    # (isoflow.workflow.train_cpus: the demo's 2 worker processes, 2 CPUs) does not follow
+    # the threads, so it is clamped here as well (on a 2-CPU node it took the whole node;
+    # tests/workflow/test_dryrun.py checks the derived count).
     demo = yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
     rule_threads = {"train": max(2, int(demo["resources"]["train_processes"]))}
     profile["set-threads"] = {
         rule: max(1, min(int(threads), cpus // 2))
         for rule, threads in {**rule_threads, **profile.get("set-threads", {})}.items()
     }
+    train["cpus_per_task"] = max(1, cpus // 2)
     profile.update(yaml.safe_load((HERE / "overlay.yaml").read_text()))
     return profile
 
