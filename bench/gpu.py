@@ -714,7 +714,8 @@ class GraphStep:
         torch.cuda.current_stream(self.device).wait_stream(side)
         self.optimizer.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        # thread_local: the prefetch thread's pinned-memory copies are not part of the capture
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self._step(*self.static)
 
     def __call__(self, inputs, target):
@@ -904,7 +905,8 @@ def _loader_epochs(
         {
             "compile_mode": compile_mode,
             **({"backend": backend, "graphs": _graphs() - graphs_before} if dynamo else {}),
-            # graph-step: the batches of another size (the epoch's last) that ran eager
+            # graph-step: the batches of another size (an epoch's last) that ran eager, in the
+            # warm-up epoch and the timed one together
             **({"eager_steps": run_step.eager_steps} if compile_mode == "graph-step" else {}),
             "first_epoch_s": round(first_s, 3),
             "transcripts": n,

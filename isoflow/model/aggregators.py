@@ -80,6 +80,8 @@ class TokenStandardizer(nn.Module):
         """Merge the real tokens of ``emb`` into the statistics; under DDP those of every
         rank's batch (collective: each rank calls it at each training step)."""
         if _capturing():
+            if _world_size() > 1:  # the all-ranks merge gathers real tokens: not capturable
+                raise RuntimeError("TokenStandardizer: a CUDA graph cannot capture a DDP update")
             self._update_masked(emb, mask)
             return
         real = emb[mask].detach().float()  # (N, D)

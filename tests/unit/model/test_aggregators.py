@@ -442,3 +442,7 @@ def test_standardizer_update_on_fixed_shapes_matches_the_gathered_tokens(monkeyp
     monkeypatch.setattr(aggregators, "_capturing", lambda: True)
     TokenStandardizer(6).update(*batches[0])
     assert calls == [1]
+    # under DDP the update merges every rank's real tokens, which no graph can capture
+    monkeypatch.setattr(aggregators, "_world_size", lambda: 2)
+    with pytest.raises(RuntimeError, match="cannot capture a DDP update"):
+        TokenStandardizer(6).update(*batches[0])
