@@ -10,6 +10,7 @@ torch, Lightning, the encoders and matplotlib load inside the jobs that use them
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import posixpath
 import re
@@ -232,6 +233,19 @@ def grouped_train_inputs(
                 key = f"weights_{Path(path).parent.name}"
             inputs[key] = path
     return inputs
+
+
+def train_runtime_min(config: dict, runs: int = 1) -> int:
+    """Wall time (minutes) of a train job holding ``runs`` runs: ``resources.train_runtime_min``
+    per round of them. One job per run (``train_jobs: per_run``) is one round; the one job of
+    ``train_jobs: one`` trains them ``resources.train_processes`` at a time, each worker taking
+    the next run when its last ends, so ``ceil(runs / processes)`` rounds (with every run
+    within the per-run time, the last run starts before every worker has finished
+    ``floor((runs - 1) / processes)`` runs' time). It asked for ``runs`` rounds whatever the
+    processes: the ablation grid's 45 runs in 2 processes asked for 45 days, not 23."""
+    resources = config["resources"]
+    processes = max(1, min(int(resources["train_processes"]), max(runs, 1)))
+    return int(resources["train_runtime_min"]) * max(1, math.ceil(runs / processes))
 
 
 def train_cpus(wildcards, threads: int, config: dict, runs: int = 1, processes: int = 1) -> int:

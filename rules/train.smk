@@ -20,6 +20,7 @@ from isoflow.workflow import (
     run_pattern,
     run_settings,
     train_cpus,
+    train_runtime_min,
 )
 
 # resources.train_jobs picks one of two definitions of the rule: `per_run` (default) is one
@@ -96,7 +97,7 @@ else:
         resources:
             gpu=config["resources"]["gpu"],
             mem_mb=config["resources"]["train_mem_mb"],
-            runtime=config["resources"]["train_runtime_min"] * max(len(EXPERIMENTS), 1),
+            runtime=train_runtime_min(config, len(EXPERIMENTS)),
             cpus_per_task=partial(
                 train_cpus,
                 config=config,

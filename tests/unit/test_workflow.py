@@ -124,6 +124,23 @@ def test_train_cpus_count_what_the_job_keeps_busy():
     assert cpus(3, {"prefetch_batches": 1}, runs=1, processes=2) == 4  # one run: in-process
 
 
+def test_train_runtime_is_per_round_of_the_jobs_processes():
+    """The one job of train_jobs: one trains its runs train_processes at a time, so it needs
+    the per-run time once per round, ceil(runs / processes): it asked for it once per run
+    (a review of the full DAG: the 45-run grid in 2 processes asked for 45 days)."""
+
+    def minutes(runs, processes, per_run=60):
+        config = {"resources": {"train_runtime_min": per_run, "train_processes": processes}}
+        return workflow.train_runtime_min(config, runs)
+
+    assert minutes(45, 1) == 45 * 60  # one after another
+    assert minutes(45, 2) == 23 * 60
+    assert minutes(45, 4) == 12 * 60
+    assert minutes(4, 4) == minutes(3, 8) == minutes(1, 2) == 60  # one round
+    assert minutes(0, 2) == 60  # no run: still a valid request
+    assert minutes(5, 2, per_run=1440) == 3 * 1440
+
+
 def test_run_pattern_matches_configured_runs_only():
     pattern = workflow.run_pattern({"dna+rna_enformer_concat_s0": {}, "rna_enformer_concat_s0": {}})
     assert re.fullmatch(pattern, "dna+rna_enformer_concat_s0")
