@@ -365,3 +365,25 @@ def test_bench_cache_size_check_0_gives_the_sizes_without_the_check():
     assert done.stdout.count("not checked") == 5
     done = _bench("bench_cache_size.py", "--check", "-1")
     assert done.returncode == 2 and "must be 0 (no check) or more" in done.stderr
+
+
+@pytest.mark.slow
+def test_bench_locus_units_checks_the_map_before_timing_and_leaves_the_folder(tmp_path):
+    # the bench's union-find reference is another computation of locus_units' definition:
+    # it agrees at each distance and tells the distances apart (the check is not vacuous)
+    bench = _bench_module("bench_locus_units")
+    from isoflow.splits import locus_units
+
+    frame = bench.annotation(3000)
+    for distance in (0, 1000):
+        assert locus_units(frame, distance).to_dict() == bench.reference_units(frame, distance)
+    assert locus_units(frame, 1000).to_dict() != bench.reference_units(frame, 0)
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("a user's file")
+    args = ["--genes", "2000", "--transcripts", "300", "--resamples", "20", "--repeat", "1"]
+    done = _bench("bench_locus_units.py", *args, "--scratch", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert "equal to the union-find, one side per locus, .npz identical" in done.stdout
+    assert "locus map / write_run in the job" in done.stdout
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
