@@ -504,7 +504,8 @@ def test_memory_held_is_one_shard_not_the_cache(tmp_path):
     """tracemalloc counts every byte numpy (which reports its buffers to it) and Python
     allocate, to the byte and whatever torch, pyarrow or earlier tests left in this process;
     ru_maxrss is a process-lifetime high-water mark that would need a fresh subprocess per
-    case and moves by tens of MB with imports (bench/bench_embed_memory.py measures it)."""
+    case and moves by tens of MB with imports (bench/bench_embed_memory.py and
+    test_embed_process.py measure RSS in a fresh interpreter)."""
     import tracemalloc
 
     encoder = RampEncoder(256)  # 64 pooled rows x 256 x 2 B = 32 KiB per sequence
