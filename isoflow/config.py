@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from pathlib import Path
@@ -225,6 +226,69 @@ def _check_slot_modality(config: dict[str, Any], source: str, where: str, name: 
             f"{name!r} reads {modality}, not {slot}: name an encoder of {slot}"
             + (f" ({', '.join(readers)})" if readers else ""),
         )
+
+
+# Where a parse records the NT snapshots whose remote code imported (one small JSON per code
+# and versions, named by their digest): the import costs ~10 s (torch and transformers'
+# modeling modules), paid once per snapshot and release, not at every Snakemake start.
+REMOTE_CODE_DIR = ".isoflow/remote_code"
+
+
+def check_nt_remote_code(config: dict[str, Any], stamp_dir: str | os.PathLike = REMOTE_CODE_DIR):
+    """Each pretrained Nucleotide Transformer whose weights folder already holds the download
+    its spec asks for: the snapshot's remote code is the code recorded at download and
+    imports with this transformers (``isoflow.weights.check_remote_code``, what the loader
+    runs first), so remote code older NT-v2 snapshots ship, importing names newer
+    transformers releases removed, stops the parse in one line rather than the first embed
+    or train job after hours of others. Nothing is imported without such a folder (the demo's
+    tiny encoders, a folder not yet downloaded: rule download_encoders checks it when it
+    downloads; a record of another download than the spec's: that download reruns, or the
+    loader says so), nor for code that imported before with the same torch, transformers and
+    Python (a file in ``stamp_dir`` keyed by their versions and the code files' sha256).
+    Called by rules/common.smk at parse, not in job subprocesses."""
+    from isoflow.weights import SOURCE_FILE, check_remote_code, check_source
+    from isoflow.workflow import weights_folders  # it imports this module
+
+    specs = config.get("encoders") or {}
+    for folder, names in weights_folders(config).items():
+        nt = [
+            name
+            for name in names
+            if ENCODERS.get((specs.get(name) or {}).get("class") or name, ("",))[0]
+            == "nucleotide_transformer"
+        ]
+        if not nt or not (Path(folder) / SOURCE_FILE).is_file():
+            continue
+        try:
+            check_source(folder, nt[0], specs.get(nt[0]) or {})
+        except InputError:
+            continue  # another download is asked for: its own rerun or one line at load
+        stamp = Path(stamp_dir) / f"{_remote_code_key(folder)}.json"
+        if stamp.is_file():
+            continue
+        check_remote_code(folder)
+        from isoflow.files import atomic_path
+
+        with atomic_path(stamp) as tmp:
+            tmp.write_text(json.dumps({"folder": str(folder), "imported": True}) + "\n")
+
+
+def _remote_code_key(folder: str | os.PathLike) -> str:
+    """sha256 of a weights folder's code files' digests and the torch, transformers and
+    Python versions: what decides whether its remote code imports."""
+    import hashlib
+    import sys
+    from importlib.metadata import version
+
+    from isoflow.weights import code_digests
+
+    key = {
+        "code": code_digests(folder),
+        "torch": version("torch"),
+        "transformers": version("transformers"),
+        "python": sys.version,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
 # enformer-pytorch computes TensorFlow's gamma positional features (what the official weights

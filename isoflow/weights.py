@@ -277,6 +277,77 @@ def check_code(path: str | os.PathLike) -> None:
         )
 
 
+# config.json's auto_map key naming the class NT-v2's remote code defines for the loader
+# (AutoModelForMaskedLM.from_pretrained with trust_remote_code imports it).
+REMOTE_MODEL_KEY = "AutoModelForMaskedLM"
+
+
+def import_remote_code(path: str | os.PathLike, shown: str | os.PathLike | None = None) -> None:
+    """Import the remote code a weights folder's ``config.json`` names in ``auto_map``
+    (its config class, then its ``AutoModelForMaskedLM`` class) the way
+    ``AutoModelForMaskedLM.from_pretrained(trust_remote_code=True, local_files_only=True)``
+    does, without reading any weights: older NT-v2 snapshots import names newer transformers
+    releases removed (e.g. from ``transformers.pytorch_utils``), which would otherwise fail
+    only when an embed or train job loads the model. One line naming the folder (``shown``,
+    else ``path``), the failing import and the fix. A folder whose ``config.json`` names no
+    such class has no remote code to import: nothing to check. Run by the parse-time check
+    (``isoflow.config.check_nt_remote_code``), rule download_encoders (on the snapshot before
+    it is renamed into place) and the NT loader, through :func:`check_remote_code` but for
+    the download."""
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return
+    auto_map = json.loads(config_file.read_text()).get("auto_map") or {}
+    if REMOTE_MODEL_KEY not in auto_map:
+        return
+    import transformers
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    try:
+        transformers.AutoConfig.from_pretrained(
+            str(path), trust_remote_code=True, local_files_only=True
+        )
+        get_class_from_dynamic_module(auto_map[REMOTE_MODEL_KEY], str(path), local_files_only=True)
+    except ImportError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(
+            Path(shown) if shown is not None else path,
+            "modeling code",
+            f"the snapshot's remote code does not import with transformers "
+            f"{transformers.__version__} ({first}); download a newer revision of the "
+            f"repository: set the encoder's `revision` to a commit after the Hub's import fix, "
+            f"delete this folder if it exists (rm -rf: its record is write-protected) and "
+            f"rerun rule download_encoders",
+        ) from err
+
+
+def check_remote_code(path: str | os.PathLike) -> None:
+    """Before a weights folder's remote code runs: its code files are the ones recorded at
+    download (:func:`check_code`), then it imports (:func:`import_remote_code`)."""
+    check_code(path)
+    import_remote_code(path)
+
+
+def _import_downloaded_code(snapshot: Path, dest: Path) -> None:
+    """:func:`import_remote_code` on a download before it is renamed into ``dest``: on a copy
+    of its code files (``*.py``, ``config.json``) in a folder named as ``dest``, since
+    transformers names the imported module after the folder (the snapshot's is a dotted
+    temporary name, which is no module name)."""
+    import shutil
+    import tempfile
+
+    code = code_digests(snapshot)
+    if "config.json" not in code:
+        return
+    with tempfile.TemporaryDirectory(prefix="isoflow-code-") as scratch:
+        copy = Path(scratch) / dest.name
+        for name in code:
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(snapshot / name, copy / name)
+        import_remote_code(copy, shown=dest)
+
+
 def _fetch_url(url: str, dest: Path) -> None:
     import urllib.error
     from urllib.parse import urlparse
@@ -346,6 +417,8 @@ def download_encoder(name: str, spec: dict, dest: str | os.PathLike) -> Path:
                     record["commit"],
                 )
             (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            # remote code that cannot import fails here, not hours later in an embed job
+            _import_downloaded_code(tmp, dest)
     except InputError as err:  # named by the weights folder it was for
         if err.path is not None:
             raise

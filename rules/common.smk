@@ -6,7 +6,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from isoflow.config import check_config, replaced_experiments
+from isoflow.config import check_config, check_nt_remote_code, replaced_experiments
 from isoflow.cpu import pin_cpu_kernels
 from isoflow.experiments import expand_experiments
 from isoflow.workflow import (
@@ -40,6 +40,11 @@ validate(config, schema="../config/schema.yaml")
 # Pretrained encoders sharing a weights folder ask for the same download; a folder outside
 # resources/models/ already holds one (it cannot be downloaded there).
 check_weights_folders(config)
+# A downloaded NT-v2 snapshot's remote code imports (older ones import names transformers
+# removed): one line now, not in an embed job hours on. The run that schedules the jobs
+# checks it; their own Snakemake processes (cluster, --cores in a job) need not again.
+if not (workflow.remote_exec or workflow.subprocess_exec):
+    check_nt_remote_code(config)
 
 # torch's OpenMP threads sleep while they wait rather than spin (jobs inherit this from the
 # Snakemake process; a value set by the user wins): with more runnable threads than cores, a

@@ -41,6 +41,14 @@ from transformers.models.esm.modeling_esm import EsmForMaskedLM as _Stock
 class EsmForMaskedLM(_Stock):
     pass
 '''
+# The modeling code of an NT-v2 snapshot older than the Hub's import fix: it imports a name
+# this transformers release no longer has (as old snapshots did from transformers.pytorch_utils).
+NT_STALE_MODELING_FILE = NT_MODELING_FILE.replace(
+    "from transformers.models.esm",
+    "from transformers.pytorch_utils import a_name_removed_long_ago  # noqa: F401\n"
+    "from transformers.models.esm",
+    1,
+)
 NT_CONFIG_FILE = """from transformers.models.esm.configuration_esm import EsmConfig as _Stock
 
 
@@ -49,10 +57,11 @@ class EsmConfig(_Stock):
 """
 
 
-def save_tiny_nt_snapshot(folder: Path):
+def save_tiny_nt_snapshot(folder: Path, modeling: str = NT_MODELING_FILE):
     """A tiny Nucleotide Transformer v2 as its Hub repository holds it: the masked-LM
     weights, the tokenizer files and the modeling code that ``config.json``'s ``auto_map``
-    names (``trust_remote_code`` runs it). Returns ``(tiny encoder, masked-LM model)``."""
+    names (``trust_remote_code`` runs it; ``modeling``: its text, e.g.
+    ``NT_STALE_MODELING_FILE``). Returns ``(tiny encoder, masked-LM model)``."""
     from transformers import EsmForMaskedLM, EsmTokenizer
 
     folder = Path(folder)
@@ -64,7 +73,7 @@ def save_tiny_nt_snapshot(folder: Path):
     vocab_file.write_text("\n".join(nt_vocabulary()) + "\n")
     EsmTokenizer(str(vocab_file), eos_token=None).save_pretrained(folder)
     vocab_file.unlink()
-    (folder / "modeling_esm.py").write_text(NT_MODELING_FILE)
+    (folder / "modeling_esm.py").write_text(modeling)
     (folder / "esm_config.py").write_text(NT_CONFIG_FILE)
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {
@@ -73,3 +82,24 @@ def save_tiny_nt_snapshot(folder: Path):
     }
     (folder / "config.json").write_text(json.dumps(config))
     return tiny, mlm
+
+
+def record_nt_download(folder: Path, repo: str, revision: str = "main") -> None:
+    """The ``isoflow_source.json`` rule download_encoders writes for a Hub snapshot (as
+    ``isoflow.weights.download_hf`` records it), for a snapshot folder built here: a download
+    made earlier, e.g. under a transformers release its remote code still imported with."""
+    from isoflow import weights
+
+    folder = Path(folder)
+    record = {
+        "encoder": folder.name,
+        "repo": repo,
+        "revision": revision,
+        "commit": "0123456789abcdef0123456789abcdef01234567",
+        "allow_patterns": None,
+        "ignore_patterns": None,
+        "files": sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()),
+        weights.CODE_KEY: weights.code_digests(folder),
+        "downloaded_at": "2024-01-01T00:00:00Z",
+    }
+    (folder / weights.SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")

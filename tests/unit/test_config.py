@@ -2,6 +2,8 @@
 type is one line naming the key (and the nearest valid one), every key the training code
 reads is typed, and each default has one home."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -573,3 +575,52 @@ def test_a_negative_seed_is_refused_by_the_schema(section):
     jsonschema.validate(0, node)
     with pytest.raises(jsonschema.ValidationError, match="minimum of 0"):
         jsonschema.validate(-1, node)
+
+
+NT_REPO = "InstaDeepAI/nucleotide-transformer-v2-250m-multi-species"
+
+
+def _nt_config(revision="main", **extra) -> dict:
+    """config.yaml's two pretrained NT encoders sharing one weights folder."""
+    spec = {"source": "pretrained", "path": "resources/models/nucleotide_transformer"}
+    spec |= {"repo": NT_REPO, "revision": revision, **extra}
+    return {"encoders": {"nucleotide_transformer": dict(spec), "nt_dna": dict(spec)}}
+
+
+def _never(path):
+    raise AssertionError(f"imported {path} again")
+
+
+def test_nt_remote_code_that_cannot_import_is_one_line_at_parse(tmp_path, monkeypatch):
+    """A downloaded NT-v2 snapshot whose modeling code imports a name this transformers
+    release removed stops the parse in one line naming the folder and the fix, not the first
+    embed job; a good snapshot passes; a snapshot of another revision than the spec's is left
+    to its download's rerun; a folder not downloaded yet is left to rule download_encoders."""
+    from helpers.encoders import NT_STALE_MODELING_FILE, record_nt_download, save_tiny_nt_snapshot
+    from isoflow.config import check_nt_remote_code
+
+    monkeypatch.chdir(tmp_path)
+    check_nt_remote_code(_nt_config())  # not downloaded yet
+    folder = Path("resources/models/nucleotide_transformer")
+    save_tiny_nt_snapshot(folder)
+    record_nt_download(folder, NT_REPO)
+    check_nt_remote_code(_nt_config())  # good snapshot
+    # imported once per code and versions: the next parse imports nothing (~10 s otherwise)
+    assert len(list((tmp_path / ".isoflow" / "remote_code").glob("*.json"))) == 1
+    with monkeypatch.context() as patched:
+        patched.setattr("isoflow.weights.check_remote_code", _never)
+        check_nt_remote_code(_nt_config())
+    (folder / "modeling_esm.py").write_text(NT_STALE_MODELING_FILE)
+    record_nt_download(folder, NT_REPO)
+    with pytest.raises(InputError) as caught:
+        check_nt_remote_code(_nt_config())
+    line = str(caught.value)
+    assert line.startswith(
+        f"{folder}:modeling code: the snapshot's remote code does not import with transformers "
+    ), line
+    assert "a_name_removed_long_ago" in line and "\n" not in line
+    assert "set the encoder's `revision` to a commit after the Hub's import fix" in line
+    assert "rerun rule download_encoders" in line
+    check_nt_remote_code(_nt_config(revision="1234567"))  # another download is asked for
+    tiny = {"encoders": {"nucleotide_transformer": {"source": "tiny"}}}
+    check_nt_remote_code(tiny)  # a tiny NT reads no folder

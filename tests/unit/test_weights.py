@@ -468,3 +468,48 @@ def test_pinned_is_a_prefix_of_the_commit_and_code_digests_leave_the_hub_cache_o
     cache.mkdir(parents=True)
     (cache / "modeling.py").write_text("bookkeeping\n")
     assert set(weights.code_digests(tmp_path)) == {"config.json", "modeling.py"}
+
+
+def test_nt_remote_code_that_cannot_import_fails_the_download_not_an_embed_job(tmp_path, fake_hub):
+    """A snapshot whose modeling code imports a name this transformers release removed (NT-v2
+    commits older than the Hub's import fix): rule download_encoders fails in one line naming
+    the weights folder and the fix, and leaves no folder, before any embed job could load it."""
+    from helpers.encoders import NT_STALE_MODELING_FILE, save_tiny_nt_snapshot
+
+    save_tiny_nt_snapshot(fake_hub.remote, modeling=NT_STALE_MODELING_FILE)
+    dest = tmp_path / "models" / "nucleotide_transformer"
+    spec = {"repo": "InstaDeepAI/nt", "revision": COMMIT}
+    with pytest.raises(InputError) as caught:
+        weights.download_encoder("nucleotide_transformer", spec, dest)
+    line = str(caught.value)
+    assert line.startswith(
+        f"{dest}:modeling code: the snapshot's remote code does not import with transformers "
+    ), line
+    assert "a_name_removed_long_ago" in line and "newer revision" in line and "\n" not in line
+    assert "rerun rule download_encoders" in line
+    assert list(dest.parent.iterdir()) == []  # nothing renamed into place, no temporary left
+
+
+def test_remote_code_is_checked_by_one_function_at_download_parse_and_load(tmp_path, fake_hub):
+    """A good snapshot passes the check (and loads); the same snapshot with stale modeling
+    code recorded as downloaded fails check_remote_code, which the loader runs, in one line."""
+    from helpers.encoders import NT_STALE_MODELING_FILE, record_nt_download
+
+    dest = _nt_download(tmp_path, fake_hub)
+    weights.check_remote_code(dest)
+    _load_nt(dest)
+    modeling = _editable(dest / "modeling_esm.py")
+    modeling.write_text(NT_STALE_MODELING_FILE)
+    _editable(dest / weights.SOURCE_FILE)
+    record_nt_download(dest, "InstaDeepAI/nt")  # as if downloaded when it still imported
+    for check in (weights.check_remote_code, _load_nt):
+        with pytest.raises(InputError) as caught:
+            check(dest)
+        line = str(caught.value)
+        assert line.startswith(f"{dest}:modeling code: the snapshot's remote code does not")
+        assert "a_name_removed_long_ago" in line and "\n" not in line
+    # a folder whose config.json names no remote class has nothing to import
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text('{"model_type": "esm"}')
+    weights.import_remote_code(plain)

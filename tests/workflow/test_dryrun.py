@@ -464,6 +464,35 @@ def test_use_tf_gamma_with_another_window_stops_the_dag_not_the_data_half(tmp_pa
 
 
 @pytest.mark.slow
+def test_nt_remote_code_that_cannot_import_stops_the_dry_run(tmp_path: Path):
+    """config.yaml's NT-v2 folder holding a download whose remote code imports a name this
+    transformers release removed: the dry run stops at parse in one line naming the folder
+    and the fix, before any job; the same download with good code plans, and downloads
+    nothing again."""
+    from helpers.encoders import NT_STALE_MODELING_FILE, record_nt_download, save_tiny_nt_snapshot
+
+    folder = tmp_path / "resources" / "models" / "nucleotide_transformer"
+    save_tiny_nt_snapshot(folder, modeling=NT_STALE_MODELING_FILE)
+    repo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["encoders"]
+    record_nt_download(folder, repo["nucleotide_transformer"]["repo"])
+    args = ("-n", "-d", tmp_path, "--configfile", "config/config.yaml")
+    done = snakemake(*args)
+    assert done.returncode != 0
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if "modeling code" in line]
+    assert lines and lines[0].startswith(
+        "resources/models/nucleotide_transformer:modeling code: the snapshot's remote code "
+        "does not import with transformers "
+    ), done.stdout[-3000:] + done.stderr[-3000:]
+    assert "a_name_removed_long_ago" in lines[0] and "rerun rule download_encoders" in lines[0]
+    save_tiny_nt_snapshot(folder)
+    record_nt_download(folder, repo["nucleotide_transformer"]["repo"])
+    done = snakemake(*args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    downloads = [job for job in parse_dry_run(done.stdout) if job["rule"] == "download_encoders"]
+    assert "folder=nucleotide_transformer" not in [job["wildcards"] for job in downloads]
+
+
+@pytest.mark.slow
 def test_embed_jobs_scatter_each_cache_into_parts_and_gather_them(tmp_path: Path):
     """embed.jobs: 3 on the demo: each cache the runs read (adaptive and positional) is three
     embed_part jobs, gathered by rule embed_gather / embed_positional_gather into the folder
