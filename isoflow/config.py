@@ -229,8 +229,9 @@ def _check_slot_modality(config: dict[str, Any], source: str, where: str, name: 
 
 
 # Where a parse records the NT snapshots whose remote code imported (one small JSON per code
-# and versions, named by their digest): the import costs ~10 s (torch and transformers'
-# modeling modules), paid once per snapshot and release, not at every Snakemake start.
+# and versions, named by their digest): the import (torch and transformers' modeling modules)
+# cost 5.6 s a parse on a shared 2-core machine (docs/benchmarks.md), paid once per snapshot
+# and release, not at every Snakemake start.
 REMOTE_CODE_DIR = ".isoflow/remote_code"
 
 

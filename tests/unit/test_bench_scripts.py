@@ -387,3 +387,9 @@ def test_bench_locus_units_checks_the_map_before_timing_and_leaves_the_folder(tm
     assert "equal to the union-find, one side per locus, .npz identical" in done.stdout
     assert "locus map / write_run in the job" in done.stdout
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+
+
+def test_bench_nt_parse_answers_help():
+    done = _bench("bench_nt_parse.py", "--help")
+    assert done.returncode == 0, done.stderr
+    assert "remote-code check" in done.stdout and "--repeats" in done.stdout

@@ -605,7 +605,7 @@ def test_nt_remote_code_that_cannot_import_is_one_line_at_parse(tmp_path, monkey
     save_tiny_nt_snapshot(folder)
     record_nt_download(folder, NT_REPO)
     check_nt_remote_code(_nt_config())  # good snapshot
-    # imported once per code and versions: the next parse imports nothing (~10 s otherwise)
+    # imported once per code and versions: the next parse imports nothing (seconds otherwise)
     assert len(list((tmp_path / ".isoflow" / "remote_code").glob("*.json"))) == 1
     with monkeypatch.context() as patched:
         patched.setattr("isoflow.weights.check_remote_code", _never)
