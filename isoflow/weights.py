@@ -291,9 +291,11 @@ def import_remote_code(path: str | os.PathLike, shown: str | os.PathLike | None 
     only when an embed or train job loads the model. One line naming the folder (``shown``,
     else ``path``), the failing import and the fix. A folder whose ``config.json`` names no
     such class has no remote code to import: nothing to check. Run by the parse-time check
-    (``isoflow.config.check_nt_remote_code``), rule download_encoders (on the snapshot before
-    it is renamed into place) and the NT loader, through :func:`check_remote_code` but for
-    the download."""
+    (``isoflow.config.check_nt_remote_code``, through :func:`check_remote_code`) and rule
+    download_encoders (on the snapshot before it is renamed into place). The NT loader
+    (``NucleotideTransformerEncoder.from_pretrained``) turns the same ImportError into the same
+    line itself: its module's code is part of the NT caches' store digest
+    (``embed.source_digest``), which a change there would make every stored NT cache miss."""
     path = Path(path)
     config_file = path / "config.json"
     if not config_file.is_file():

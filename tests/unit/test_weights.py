@@ -492,7 +492,8 @@ def test_nt_remote_code_that_cannot_import_fails_the_download_not_an_embed_job(t
 
 def test_remote_code_is_checked_by_one_function_at_download_parse_and_load(tmp_path, fake_hub):
     """A good snapshot passes the check (and loads); the same snapshot with stale modeling
-    code recorded as downloaded fails check_remote_code, which the loader runs, in one line."""
+    code recorded as downloaded fails check_remote_code (parse) and the loader (its own
+    except, kept so the NT module's store digest stays) with the same line."""
     from helpers.encoders import NT_STALE_MODELING_FILE, record_nt_download
 
     dest = _nt_download(tmp_path, fake_hub)

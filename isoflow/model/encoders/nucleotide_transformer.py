@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from isoflow.alphabet import DNA_LETTER_CODES, TRUNCATE_MODES, is_missing, truncate
+from isoflow.errors import InputError
 from isoflow.model.encoders.base import Encoder, _dna_batch, _merge
 from isoflow.model.registry import FAMILY_PACKAGES, TOKEN_GEOMETRY, nt_dna_crop, rna_kmer_error
 from isoflow.settings import RNA_DEFAULTS, rna_config
@@ -176,15 +177,30 @@ class NucleotideTransformerEncoder(Encoder):
     def from_pretrained(cls, path: Path, modality: str, spec: dict) -> NucleotideTransformerEncoder:
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-        from isoflow.weights import check_remote_code
+        from isoflow.weights import check_code
 
         # NT-v2 ships its modeling code in the snapshot: trust_remote_code runs that local
-        # file, nothing is fetched; only the code files recorded at download, and code that
-        # imports with this transformers (one line otherwise, as at parse and download).
-        check_remote_code(path)
-        model = AutoModelForMaskedLM.from_pretrained(
-            str(path), trust_remote_code=True, local_files_only=True
-        )
+        # file, nothing is fetched; only the code files recorded at download (check_code).
+        check_code(path)
+        try:
+            model = AutoModelForMaskedLM.from_pretrained(
+                str(path), trust_remote_code=True, local_files_only=True
+            )
+        except ImportError as err:
+            # The remote code of older NT-v2 snapshots imports names newer transformers
+            # releases removed (e.g. from transformers.pytorch_utils); the Hub's later
+            # commits fixed their imports.
+            import transformers
+
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise InputError(
+                path,
+                "modeling code",
+                f"the snapshot's remote code does not import with transformers "
+                f"{transformers.__version__} ({first}); download a newer revision of the "
+                f"repository (the encoder's `revision`: a commit after the Hub's import fix) "
+                f"and rerun download_encoders",
+            ) from err
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         return cls._wrap(model, dict(tokenizer.get_vocab()), modality, spec, tokenizer)
 
