@@ -237,16 +237,16 @@ REMOTE_CODE_DIR = ".isoflow/remote_code"
 
 def check_nt_remote_code(config: dict[str, Any], stamp_dir: str | os.PathLike = REMOTE_CODE_DIR):
     """Each pretrained Nucleotide Transformer whose weights folder already holds the download
-    its spec asks for: the snapshot's remote code is the code recorded at download and
-    imports with this transformers (``isoflow.weights.check_remote_code``; the loader fails on
-    the same import with the same line), so remote code older NT-v2 snapshots ship, importing
-    names newer transformers releases removed, stops the parse in one line rather than the
-    first embed or train job after hours of others. Nothing is imported without such a folder (the demo's
-    tiny encoders, a folder not yet downloaded: rule download_encoders checks it when it
-    downloads; a record of another download than the spec's: that download reruns, or the
-    loader says so), nor for code that imported before with the same torch, transformers and
-    Python (a file in ``stamp_dir`` keyed by their versions and the code files' sha256).
-    Called by rules/common.smk at parse, not in job subprocesses."""
+    its spec asks for: the snapshot's remote code is the code recorded at download and imports
+    with this transformers (``isoflow.weights.check_remote_code``; the loader fails on the same
+    import with the same line), so remote code older NT-v2 snapshots ship, importing names newer
+    transformers releases removed, stops the parse in one line rather than the first embed or
+    train job after hours of others. Nothing is imported without such a folder (the demo's tiny
+    encoders, a folder not yet downloaded: rule download_encoders checks it when it downloads; a
+    record of another download than the spec's: that download reruns, or the loader says so),
+    nor for code that imported before with the same torch, transformers and Python (a file in
+    ``stamp_dir`` keyed by their versions and the code files' sha256). Called by
+    rules/common.smk at parse, not in job subprocesses."""
     from isoflow.weights import SOURCE_FILE, check_remote_code, check_source
     from isoflow.workflow import weights_folders  # it imports this module
 
