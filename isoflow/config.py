@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,16 @@ def _check_slot_modality(config: dict[str, Any], source: str, where: str, name: 
 REMOTE_CODE_DIR = ".isoflow/remote_code"
 
 
-def check_nt_remote_code(config: dict[str, Any], stamp_dir: str | os.PathLike = REMOTE_CODE_DIR):
+# ISOFLOW_CHECK_REMOTE_CODE=0: no parse-time import of NT-v2 remote code (a submit host whose
+# transformers differs from the jobs' environment); the jobs still fail on it in one line.
+REMOTE_CODE_ENV = "ISOFLOW_CHECK_REMOTE_CODE"
+
+
+def check_nt_remote_code(
+    config: dict[str, Any],
+    stamp_dir: str | os.PathLike = REMOTE_CODE_DIR,
+    needed: Iterable[str | os.PathLike] | None = None,
+):
     """Each pretrained Nucleotide Transformer whose weights folder already holds the download
     its spec asks for: the snapshot's remote code is the code recorded at download and imports
     with this transformers (``isoflow.weights.check_remote_code``; the loader fails on the same
@@ -245,13 +255,21 @@ def check_nt_remote_code(config: dict[str, Any], stamp_dir: str | os.PathLike = 
     encoders, a folder not yet downloaded: rule download_encoders checks it when it downloads; a
     record of another download than the spec's: that download reruns, or the loader says so),
     nor for code that imported before with the same torch, transformers and Python (a file in
-    ``stamp_dir`` keyed by their versions and the code files' sha256). Called by
-    rules/common.smk at parse, not in job subprocesses."""
+    ``stamp_dir`` keyed by their versions and the code files' sha256; a stamp it cannot write
+    is skipped). ``needed``: only these folders (rules/common.smk, once the DAG is built: the
+    folders whose download record a job that will run reads), else every configured one.
+    ``ISOFLOW_CHECK_REMOTE_CODE=0`` skips the check (a submit host whose transformers differs
+    from the jobs' environment)."""
     from isoflow.weights import SOURCE_FILE, check_remote_code, check_source
     from isoflow.workflow import weights_folders  # it imports this module
 
+    if os.environ.get(REMOTE_CODE_ENV, "1") == "0":
+        return
+    wanted = None if needed is None else {os.path.normpath(str(f)) for f in needed}
     specs = config.get("encoders") or {}
     for folder, names in weights_folders(config).items():
+        if wanted is not None and os.path.normpath(str(folder)) not in wanted:
+            continue
         nt = [
             name
             for name in names
@@ -270,8 +288,11 @@ def check_nt_remote_code(config: dict[str, Any], stamp_dir: str | os.PathLike = 
         check_remote_code(folder)
         from isoflow.files import atomic_path
 
-        with atomic_path(stamp) as tmp:
-            tmp.write_text(json.dumps({"folder": str(folder), "imported": True}) + "\n")
+        try:  # the stamp only saves the next parse an import: a folder it cannot write is fine
+            with atomic_path(stamp) as tmp:
+                tmp.write_text(json.dumps({"folder": str(folder), "imported": True}) + "\n")
+        except OSError:
+            pass
 
 
 def _remote_code_key(folder: str | os.PathLike) -> str:

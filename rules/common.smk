@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 from isoflow.config import check_config, check_nt_remote_code, replaced_experiments
 from isoflow.cpu import pin_cpu_kernels
+from isoflow.weights import SOURCE_FILE
 from isoflow.experiments import expand_experiments
 from isoflow.workflow import (
     BASELINE_METRICS,
@@ -40,11 +41,6 @@ validate(config, schema="../config/schema.yaml")
 # Pretrained encoders sharing a weights folder ask for the same download; a folder outside
 # resources/models/ already holds one (it cannot be downloaded there).
 check_weights_folders(config)
-# A downloaded NT-v2 snapshot's remote code imports (older ones import names transformers
-# removed): one line now, not in an embed job hours on. The run that schedules the jobs
-# checks it; their own Snakemake processes (cluster, --cores in a job) need not again.
-if not (workflow.remote_exec or workflow.subprocess_exec):
-    check_nt_remote_code(config)
 
 # torch's OpenMP threads sleep while they wait rather than spin (jobs inherit this from the
 # Snakemake process; a value set by the user wins): with more runnable threads than cores, a
@@ -237,11 +233,32 @@ def check_provenance(dag):
         config["report"]["provenance"].update(run_origins(job.output for job in dag.jobs))
 
 
+def check_needed_remote_code(dag):
+    """A downloaded NT-v2 snapshot's remote code imports (older ones import names
+    transformers removed): one line now, not in an embed job hours on. Only the weights
+    folders whose download record a job that will run reads (embed, train), so the data half,
+    --report, --touch and a DAG without such a job import nothing; the run that schedules
+    the jobs checks, their own Snakemake processes need not again; ISOFLOW_CHECK_REMOTE_CODE=0
+    skips it (isoflow.config.check_nt_remote_code)."""
+    if workflow.touch or workflow.remote_exec or workflow.subprocess_exec:
+        return
+    needed = {
+        os.path.dirname(str(path))
+        for job in dag.jobs
+        if dag.needrun(job)
+        for path in job.input
+        if os.path.basename(str(path)) == SOURCE_FILE
+    }
+    if needed:
+        check_nt_remote_code(config, needed=needed)
+
+
 def _build_dag_then_check(build_dag):
     @functools.wraps(build_dag)
     def build():
         build_dag()
         check_provenance(workflow.dag)
+        check_needed_remote_code(workflow.dag)
 
     return build
 

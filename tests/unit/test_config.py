@@ -624,3 +624,25 @@ def test_nt_remote_code_that_cannot_import_is_one_line_at_parse(tmp_path, monkey
     check_nt_remote_code(_nt_config(revision="1234567"))  # another download is asked for
     tiny = {"encoders": {"nucleotide_transformer": {"source": "tiny"}}}
     check_nt_remote_code(tiny)  # a tiny NT reads no folder
+    # only the folders a job that will run reads (`needed`, from the DAG), and an opt-out
+    check_nt_remote_code(_nt_config(), needed=["resources/models/other"])
+    monkeypatch.setenv("ISOFLOW_CHECK_REMOTE_CODE", "0")
+    check_nt_remote_code(_nt_config())
+    monkeypatch.delenv("ISOFLOW_CHECK_REMOTE_CODE")
+    with pytest.raises(InputError):
+        check_nt_remote_code(_nt_config(), needed=[f"./{folder}"])
+
+
+def test_nt_remote_code_stamp_that_cannot_be_written_leaves_the_check_passed(tmp_path, monkeypatch):
+    """The stamp only spares the next parse an import: a stamp folder the check cannot write
+    (here a file in its place) must not fail a parse whose snapshot imported (a review found
+    NotADirectoryError)."""
+    from helpers.encoders import record_nt_download, save_tiny_nt_snapshot
+    from isoflow.config import check_nt_remote_code
+
+    monkeypatch.chdir(tmp_path)
+    folder = Path("resources/models/nucleotide_transformer")
+    save_tiny_nt_snapshot(folder)
+    record_nt_download(folder, NT_REPO)
+    (tmp_path / "not_a_folder").write_text("")
+    check_nt_remote_code(_nt_config(), stamp_dir=tmp_path / "not_a_folder" / "remote_code")

@@ -484,6 +484,18 @@ def test_nt_remote_code_that_cannot_import_stops_the_dry_run(tmp_path: Path):
         "does not import with transformers "
     ), done.stdout[-3000:] + done.stderr[-3000:]
     assert "a_name_removed_long_ago" in lines[0] and "rerun rule download_encoders" in lines[0]
+    # only a DAG with a job to run that reads the folder checks it: the data half, the
+    # commands that build no such DAG, and an opt-out for a submit host whose transformers is
+    # not the jobs' run as before (a review found them all stopped by the parse-time check)
+    for other in (
+        ("-n", "results/sequences/rna.fa.gz", "-d", tmp_path, "--configfile", "config/config.yaml"),
+        ("--list-rules", "-d", tmp_path, "--configfile", "config/config.yaml"),
+        ("--unlock", "-d", tmp_path, "--configfile", "config/config.yaml"),
+    ):
+        done = snakemake(*other)
+        assert done.returncode == 0, (other, done.stdout[-2000:] + done.stderr[-2000:])
+    done = snakemake(*args, env={**os.environ, "ISOFLOW_CHECK_REMOTE_CODE": "0"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     save_tiny_nt_snapshot(folder)
     record_nt_download(folder, repo["nucleotide_transformer"]["repo"])
     done = snakemake(*args)
