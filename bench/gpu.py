@@ -567,20 +567,8 @@ def loader_section(
         if rec.left() < 60 and not tiny:
             rec.add("loader", _batch_key("epoch", batch), {"skipped": "budget"})
             continue
-        _loader_batch(
-            rec,
-            device,
-            tiny,
-            paths,
-            widths,
-            n,
-            build_s,
-            batch,
-            worker_counts,
-            prefetch_depths,
-            compile_modes,
-            backend,
-        )
+        options = (worker_counts, prefetch_depths, compile_modes, backend)
+        _loader_batch(rec, device, tiny, paths, widths, n, build_s, batch, options)
 
 
 def _batch_key(key: str, batch: int) -> str:
@@ -589,21 +577,10 @@ def _batch_key(key: str, batch: int) -> str:
     return key if batch == (8 if TINY else 32) else f"{key}_b{batch}"
 
 
-def _loader_batch(
-    rec,
-    device,
-    tiny,
-    paths,
-    widths,
-    n,
-    build_s,
-    batch,
-    worker_counts,
-    prefetch_depths,
-    compile_modes,
-    backend,
-) -> None:
-    """``loader_section``'s rows at one batch size."""
+def _loader_batch(rec, device, tiny, paths, widths, n, build_s, batch, options) -> None:
+    """``loader_section``'s rows at one batch size; ``options``: its worker counts, prefetch
+    depths, compile modes and compile backend."""
+    worker_counts, prefetch_depths, compile_modes, backend = options
     # one reference per model configuration, before any epoch's loader (and its workers) exists
     reference = _step_reference(device, paths, widths, batch)
     rec.add("loader", _batch_key("steps_alone", batch), reference)

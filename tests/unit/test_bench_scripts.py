@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from helpers.paths import REPO
+from helpers.paths import REPO, bench_module
 
 
 def _bench(script: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -91,17 +91,8 @@ def test_loader_benches_and_cpu_kernels_build_the_workflows_encoders():
     assert "hparams" in bench_cpu_kernels.spec_for("nucleotide_transformer")
 
 
-def _benchcommon():
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import benchcommon
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-    return benchcommon
-
-
 def test_scratch_in_leaves_the_users_folder_and_its_files(tmp_path):
-    benchcommon = _benchcommon()
+    benchcommon = bench_module("benchcommon")
     folder = tmp_path / "results"
     folder.mkdir()
     (folder / "keep.txt").write_text("a user's file")
@@ -168,16 +159,8 @@ def test_benches_that_extract_or_generate_leave_nothing_behind(tmp_path, script,
     assert not list(system_tmp.glob("isoflow*"))  # (torch keeps its own caches there)
 
 
-def _bench_module(name: str):
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-
-
 def test_bench_loader_stops_when_the_loaders_batches_differ():
-    bench_loader = _bench_module("bench_loader")
+    bench_loader = bench_module("bench_loader")
     same = {"old": {"a" * 64}, "new": {"a" * 64}}
     assert bench_loader.same_batches(same).startswith("answers: the same batches")
     with pytest.raises(SystemExit, match="batches differ \\(2 distinct"):
@@ -189,7 +172,7 @@ def test_bench_loader_stops_when_the_loaders_batches_differ():
 def test_bench_prefetch_hashes_every_byte_of_a_batch_and_stops_on_a_difference():
     import torch
 
-    bench_prefetch = _bench_module("bench_prefetch")
+    bench_prefetch = bench_module("bench_prefetch")
 
     def batch(value):
         emb = torch.zeros(2, 3, 4, dtype=torch.float16)
@@ -209,7 +192,7 @@ def test_bench_prefetch_hashes_every_byte_of_a_batch_and_stops_on_a_difference()
 def test_bench_targets_holds_every_reader_to_the_same_answer(tmp_path):
     import numpy as np
 
-    bench_targets = _bench_module("bench_targets")
+    bench_targets = bench_module("bench_targets")
     ours = {"rows": 2, "targets_sha256": "t", "stats_sha256": "s", "tissues": 2}
     values = np.array([[0.0, 1.5], [2.25, 0.125]], dtype=np.float32)
     answers = {
@@ -240,7 +223,7 @@ def test_bench_explain_stops_when_the_two_paths_disagree():
 
     from isoflow.bundle import CHECK_TOLERANCE
 
-    bench_explain = _bench_module("bench_explain")
+    bench_explain = bench_module("bench_explain")
     tissues = ["liver", "lung"]
     full = pd.DataFrame({"position": [1, 2], "alt": ["A", "C"], "liver": [0.5, np.nan]})
     full["lung"] = np.float32([0.25, np.nan])
@@ -265,7 +248,7 @@ def test_bench_explain_stops_when_the_two_paths_disagree():
 def test_old_tree_children_import_only_their_own_tree(tmp_path):
     # an older tree without isoflow/loader.py (c40b196 has data.py) borrowed the checkout's
     # loader.py through the editable install's import finder, and failed on its imports
-    benchcommon = _benchcommon()
+    benchcommon = bench_module("benchcommon")
     tree = tmp_path / "old"
     (tree / "isoflow").mkdir(parents=True)
     (tree / "isoflow" / "__init__.py").write_text("")
@@ -278,7 +261,7 @@ def test_old_tree_children_import_only_their_own_tree(tmp_path):
 
 
 def test_tree_guard_refuses_a_module_from_another_tree(tmp_path):
-    benchcommon = _benchcommon()
+    benchcommon = bench_module("benchcommon")
     tree, other = tmp_path / "old", tmp_path / "other"
     for root in (tree, other):
         (root / "isoflow").mkdir(parents=True)
@@ -371,7 +354,7 @@ def test_bench_cache_size_check_0_gives_the_sizes_without_the_check():
 def test_bench_locus_units_checks_the_map_before_timing_and_leaves_the_folder(tmp_path):
     # the bench's union-find reference is another computation of locus_units' definition:
     # it agrees at each distance and tells the distances apart (the check is not vacuous)
-    bench = _bench_module("bench_locus_units")
+    bench = bench_module("bench_locus_units")
     from isoflow.splits import locus_units
 
     frame = bench.annotation(3000)

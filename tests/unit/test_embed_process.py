@@ -14,16 +14,7 @@ import time
 
 import pytest
 
-from helpers.paths import REPO
-
-
-def _bench_embed_memory():
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        import bench_embed_memory
-    finally:
-        sys.path.remove(str(REPO / "bench"))
-    return bench_embed_memory
+from helpers.paths import REPO, bench_module
 
 
 @pytest.mark.slow
@@ -38,7 +29,7 @@ def test_peak_rss_of_a_build_is_one_shard_not_the_cache(tmp_path):
     that holds the whole cache (the writer holding every row, as before the bounded writer),
     must break the same bound, so the measurement is seen to catch a writer that holds the
     cache."""
-    bench = _bench_embed_memory()
+    bench = bench_module("bench_embed_memory")
     shard_mb, sequences, pool_to = 16, 1000, 64
     cache_mb = sequences * pool_to * 3072 * 2 / 2**20
     bound = shard_mb + 96
