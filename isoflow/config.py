@@ -229,10 +229,10 @@ def _check_slot_modality(config: dict[str, Any], source: str, where: str, name: 
         )
 
 
-# Where a parse records the NT snapshots whose remote code imported (one small JSON per code
-# and versions, named by their digest): the import (torch and transformers' modeling modules)
-# cost 5.6 s a parse on a shared 2-core machine (docs/benchmarks.md), paid once per snapshot
-# and release, not at every Snakemake start.
+# Where the remote-code check records the NT snapshots whose remote code imported (one small
+# JSON per code and versions, named by their digest): the import (torch and transformers'
+# modeling modules) cost 5.6 s a parse on a shared 2-core machine (docs/benchmarks.md), paid
+# once per snapshot and release, not at every Snakemake start.
 REMOTE_CODE_DIR = ".isoflow/remote_code"
 
 
@@ -250,16 +250,16 @@ def check_nt_remote_code(
     its spec asks for: the snapshot's remote code is the code recorded at download and imports
     with this transformers (``isoflow.weights.check_remote_code``; the loader fails on the same
     import with the same line), so remote code older NT-v2 snapshots ship, importing names newer
-    transformers releases removed, stops the parse in one line rather than the first embed or
-    train job after hours of others. Nothing is imported without such a folder (the demo's tiny
-    encoders, a folder not yet downloaded: rule download_encoders checks it when it downloads; a
-    record of another download than the spec's: that download reruns, or the loader says so),
-    nor for code that imported before with the same torch, transformers and Python (a file in
-    ``stamp_dir`` keyed by their versions and the code files' sha256; a stamp it cannot write
-    is skipped). ``needed``: only these folders (rules/common.smk, once the DAG is built: the
-    folders whose download record a job that will run reads), else every configured one.
-    ``ISOFLOW_CHECK_REMOTE_CODE=0`` skips the check (a submit host whose transformers differs
-    from the jobs' environment)."""
+    transformers releases removed, stops the run or dry run before any job, in one line, rather
+    than the first embed or train job after hours of others. Nothing is imported without such a
+    folder (the demo's tiny encoders, a folder not yet downloaded: rule download_encoders checks
+    it when it downloads; a record of another download than the spec's: that download reruns, or
+    the loader says so), nor for code that imported before with the same torch, transformers and
+    Python (a file in ``stamp_dir`` keyed by their versions and the code files' sha256; a stamp
+    it cannot write is skipped). ``needed``: only these folders (rules/common.smk, once the DAG
+    is built: the folders whose download record a job that will run reads), else every
+    configured one. ``ISOFLOW_CHECK_REMOTE_CODE=0`` skips the check (a submit host whose
+    transformers differs from the jobs' environment)."""
     from isoflow.weights import SOURCE_FILE, check_remote_code, check_source
     from isoflow.workflow import weights_folders  # it imports this module
 
