@@ -290,8 +290,8 @@ def import_remote_code(path: str | os.PathLike, shown: str | os.PathLike | None 
     releases removed (e.g. from ``transformers.pytorch_utils``), which would otherwise fail
     only when an embed or train job loads the model. One line naming the folder (``shown``,
     else ``path``), the failing import and the fix. A folder whose ``config.json`` names no
-    such class has no remote code to import: nothing to check. Run by the parse-time check
-    (``isoflow.config.check_nt_remote_code``, through :func:`check_remote_code`) and rule
+    such class has no remote code to import: nothing to check. Run by the check once the DAG
+    is built (``isoflow.config.check_nt_remote_code``, through :func:`check_remote_code`) and rule
     download_encoders (on the snapshot before it is renamed into place). The NT loader
     (``NucleotideTransformerEncoder.from_pretrained``) turns the same ImportError into the same
     line itself: its module's code is part of the NT caches' store digest
