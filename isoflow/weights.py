@@ -289,20 +289,46 @@ def import_remote_code(path: str | os.PathLike, shown: str | os.PathLike | None 
     does, without reading any weights: older NT-v2 snapshots import names newer transformers
     releases removed (e.g. from ``transformers.pytorch_utils``), which would otherwise fail
     only when an embed or train job loads the model. One line naming the folder (``shown``,
-    else ``path``), the failing import and the fix. A folder whose ``config.json`` names no
-    such class has no remote code to import: nothing to check. Run by the check once the DAG
-    is built (``isoflow.config.check_nt_remote_code``, through :func:`check_remote_code`) and rule
-    download_encoders (on the snapshot before it is renamed into place). The NT loader
-    (``NucleotideTransformerEncoder.from_pretrained``) turns the same ImportError into the same
-    line itself: its module's code is part of the NT caches' store digest
-    (``embed.source_digest``), which a change there would make every stored NT cache miss."""
+    else ``path``), the failing import and the fix. A ``config.json`` that is no JSON object
+    (truncated or corrupt: an interrupted copy; not UTF-8) or whose ``auto_map`` is no mapping
+    of class names: one line naming it and the fix (download or copy it again). A folder
+    whose ``config.json`` names no such class has no remote code to import: nothing to check.
+    Run by the check once the DAG is built (``isoflow.config.check_nt_remote_code``, through
+    :func:`check_remote_code`) and rule download_encoders (on the snapshot before it is
+    renamed into place). The NT loader (``NucleotideTransformerEncoder.from_pretrained``)
+    turns the same ImportError into the same line itself: its module's code is part of the
+    NT caches' store digest (``embed.source_digest``), which a change there would make every
+    stored NT cache miss."""
     path = Path(path)
     config_file = path / "config.json"
     if not config_file.is_file():
         return
-    auto_map = json.loads(config_file.read_text()).get("auto_map") or {}
+    folder = Path(shown) if shown is not None else path
+    fix = (
+        f"delete {folder} if it exists (rm -rf: its record is write-protected) and rerun rule "
+        f"download_encoders, or copy the folder again if it was put there by hand"
+    )
+    shown_file = folder / "config.json"
+    auto_map = _json_object(config_file, shown_file, fix).get("auto_map")
+    if auto_map is None:
+        return
+    if not isinstance(auto_map, Mapping):
+        raise InputError(
+            shown_file,
+            "auto_map",
+            f"a JSON {_json_kind(auto_map)}, not an object naming the remote code's class of "
+            f"each Auto class: a corrupt config; {fix}",
+        )
     if REMOTE_MODEL_KEY not in auto_map:
         return
+    for key in ("AutoConfig", REMOTE_MODEL_KEY):
+        if key in auto_map and not isinstance(auto_map[key], str):
+            raise InputError(
+                shown_file,
+                f"auto_map.{key}",
+                f"a JSON {_json_kind(auto_map[key])}, not a 'module.Class' name of the remote "
+                f"code: a corrupt config; {fix}",
+            )
     import transformers
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
@@ -322,6 +348,40 @@ def import_remote_code(path: str | os.PathLike, shown: str | os.PathLike | None 
             f"delete this folder if it exists (rm -rf: its record is write-protected) and "
             f"rerun rule download_encoders",
         ) from err
+
+
+def _json_kind(value: object) -> str:
+    """What JSON calls ``value``'s type (``array``, ``string``...), for a message."""
+    if isinstance(value, bool):
+        return "boolean"
+    kinds = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _json_object(path: Path, shown: Path, fix: str) -> dict[str, Any]:
+    """The JSON object in ``path``, else one line naming ``shown`` (the folder's name for the
+    file) and what is wrong (not UTF-8, not JSON, not an object) with ``fix``: a truncated or
+    corrupt copy (an interrupted copy of a weights folder) was a raw traceback."""
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise InputError(
+            shown,
+            None,
+            f"byte 0x{err.object[err.start]:02x} at offset {err.start} is not UTF-8: "
+            f"a corrupt copy; {fix}",
+        ) from None
+    except json.JSONDecodeError as err:
+        raise InputError(
+            shown,
+            err.lineno,
+            f"not valid JSON at column {err.colno} ({err.msg}): a truncated or corrupt copy; {fix}",
+        ) from None
+    if not isinstance(value, dict):
+        raise InputError(
+            shown, None, f"a JSON {_json_kind(value)}, not an object: a corrupt copy; {fix}"
+        )
+    return value
 
 
 def check_remote_code(path: str | os.PathLike) -> None:

@@ -514,3 +514,56 @@ def test_remote_code_is_checked_by_one_function_at_download_parse_and_load(tmp_p
     plain.mkdir()
     (plain / "config.json").write_text('{"model_type": "esm"}')
     weights.import_remote_code(plain)
+
+
+# A Nucleotide Transformer v2 snapshot's config.json as an interrupted copy or a corrupt file
+# leaves it: (its bytes, the start of the one line naming it).
+BROKEN_CONFIGS = {
+    "truncated": (b'{"auto_map": {"AutoModelForMaskedLM": "modeling_esm.Es', ":1: not valid JSON"),
+    "not_utf8": (b'{"model_type": "esm\xff"}', ": byte 0xff at offset 19 is not UTF-8"),
+    "not_an_object": (b'["auto_map"]', ": a JSON array, not an object"),
+    "auto_map_not_a_mapping": (
+        b'{"model_type": "esm", "auto_map": ["AutoModelForMaskedLM"]}',
+        ":auto_map: a JSON array, not an object",
+    ),
+    "auto_map_entry_not_a_name": (
+        b'{"model_type": "esm", "auto_map": {"AutoModelForMaskedLM": ["modeling_esm.Esm"]}}',
+        ":auto_map.AutoModelForMaskedLM: a JSON array, not a 'module.Class' name",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_CONFIGS))
+def test_a_broken_config_json_is_one_line_naming_it_and_the_fix(tmp_path, case):
+    """import_remote_code (the DAG's check, through check_remote_code, on a folder whose record
+    predates code_sha256 or that has none) on a config.json that is not a JSON object or whose
+    auto_map is not a mapping of class names: one line naming the file and the fix, not a raw
+    JSONDecodeError, UnicodeDecodeError, AttributeError or TypeError."""
+    data, where = BROKEN_CONFIGS[case]
+    folder = tmp_path / "nucleotide_transformer"
+    folder.mkdir()
+    (folder / "config.json").write_bytes(data)
+    with pytest.raises(InputError) as caught:
+        weights.import_remote_code(folder)
+    line = str(caught.value)
+    assert line.startswith(f"{folder / 'config.json'}{where}"), line
+    assert "rerun rule download_encoders" in line and "\n" not in line
+
+
+def test_a_downloaded_broken_config_json_fails_the_download_naming_the_folder(tmp_path, fake_hub):
+    """A snapshot whose config.json arrives truncated: rule download_encoders fails in one line
+    naming the weights folder's config.json (not the scratch copy it imported from), and
+    leaves no folder."""
+    from helpers.encoders import save_tiny_nt_snapshot
+
+    save_tiny_nt_snapshot(fake_hub.remote)
+    config = fake_hub.remote / "config.json"
+    config.write_bytes(config.read_bytes()[:40])
+    dest = tmp_path / "models" / "nucleotide_transformer"
+    spec = {"repo": "InstaDeepAI/nt", "revision": COMMIT}
+    with pytest.raises(InputError) as caught:
+        weights.download_encoder("nucleotide_transformer", spec, dest)
+    line = str(caught.value)
+    assert line.startswith(f"{dest / 'config.json'}:1: not valid JSON"), line
+    assert "rerun rule download_encoders" in line and "\n" not in line
+    assert list(dest.parent.iterdir()) == []
