@@ -259,8 +259,10 @@ def check_nt_remote_code(
     it cannot write is skipped). ``needed``: only these folders (rules/common.smk, once the DAG
     is built: the folders whose download record a job that will run reads), else every
     configured one. ``ISOFLOW_CHECK_REMOTE_CODE=0`` skips the check (a submit host whose
-    transformers differs from the jobs' environment)."""
-    from isoflow.weights import SOURCE_FILE, check_remote_code, check_source
+    transformers differs from the jobs' environment). A download record that is no JSON object
+    (truncated by an interrupted copy) stops it in one line (``isoflow.weights.read_source``),
+    not taken for another download and skipped."""
+    from isoflow.weights import SOURCE_FILE, check_remote_code, check_source, read_source
     from isoflow.workflow import weights_folders  # it imports this module
 
     if os.environ.get(REMOTE_CODE_ENV, "1") == "0":
@@ -278,6 +280,7 @@ def check_nt_remote_code(
         ]
         if not nt or not (Path(folder) / SOURCE_FILE).is_file():
             continue
+        read_source(folder)  # a broken record (an interrupted copy): one line, not skipped below
         try:
             check_source(folder, nt[0], specs.get(nt[0]) or {})
         except InputError:

@@ -244,7 +244,7 @@ def check_code(path: str | os.PathLike) -> None:
     hand) cannot be checked: a warning, and it loads."""
     path = Path(path)
     source = path / SOURCE_FILE
-    record = json.loads(source.read_text()) if source.is_file() else {}
+    record = _read_record(source) if source.is_file() else {}
     recorded = record.get(CODE_KEY)
     if not isinstance(recorded, dict):
         why = "downloaded before isoflow recorded" if source.is_file() else "no download record of"
@@ -506,12 +506,22 @@ def _offline_message(dest: Path, err: _Unreachable) -> str:
     )
 
 
+def _read_record(source: Path) -> dict[str, Any]:
+    """A weights folder's download record (``source``: its ``isoflow_source.json``); one
+    line naming it when it is no JSON object (truncated by an interrupted copy, not UTF-8)."""
+    fix = (
+        f"delete {source.parent} (rm -rf: the record is write-protected) and rerun rule "
+        "download_encoders"
+    )
+    return _json_object(source, source, fix)
+
+
 def read_source(path: str | os.PathLike) -> dict[str, Any]:
     """The ``isoflow_source.json`` of a model folder."""
     source = Path(path) / SOURCE_FILE
     if not source.exists():
         raise InputError(source, None, "no download record; run the download_encoders rule")
-    return json.loads(source.read_text())
+    return _read_record(source)
 
 
 def verify_download(path: str | os.PathLike) -> dict[str, Any]:
@@ -564,7 +574,7 @@ def check_source(path: str | os.PathLike, name: str, spec: Mapping[str, Any]) ->
     wanted = download_source(spec)
     if not source_file.is_file() or not (wanted.get("repo") or wanted.get("esm_model")):
         return
-    record = json.loads(source_file.read_text())
+    record = _read_record(source_file)
     seen = recorded_source(record)
     if wanted.get("esm_model"):
         url = wanted.get("url") or ESM_MODEL_URL.format(model=wanted["esm_model"])

@@ -646,3 +646,24 @@ def test_nt_remote_code_stamp_that_cannot_be_written_leaves_the_check_passed(tmp
     record_nt_download(folder, NT_REPO)
     (tmp_path / "not_a_folder").write_text("")
     check_nt_remote_code(_nt_config(), stamp_dir=tmp_path / "not_a_folder" / "remote_code")
+
+
+def test_nt_remote_code_check_stops_on_a_broken_download_record(tmp_path, monkeypatch):
+    """A weights folder whose isoflow_source.json an interrupted copy truncated: the check
+    once the DAG is built stops in one line naming the record and the fix, neither a raw
+    JSONDecodeError nor a skip (it skips a record of another download than the spec's)."""
+    from helpers.encoders import save_tiny_nt_snapshot
+    from isoflow.config import check_nt_remote_code
+    from isoflow.weights import SOURCE_FILE
+
+    monkeypatch.chdir(tmp_path)
+    folder = Path("resources/models/nucleotide_transformer")
+    save_tiny_nt_snapshot(folder)
+    (folder / SOURCE_FILE).write_text('{"repo": "InstaDeepAI/nt", "revis')
+    with monkeypatch.context() as patched:
+        patched.setattr("isoflow.weights.check_remote_code", _never)
+        with pytest.raises(InputError) as caught:
+            check_nt_remote_code(_nt_config())
+    line = str(caught.value)
+    assert line.startswith(f"{folder / SOURCE_FILE}:1: not valid JSON"), line
+    assert "rerun rule download_encoders" in line and "\n" not in line

@@ -567,3 +567,31 @@ def test_a_downloaded_broken_config_json_fails_the_download_naming_the_folder(tm
     assert line.startswith(f"{dest / 'config.json'}:1: not valid JSON"), line
     assert "rerun rule download_encoders" in line and "\n" not in line
     assert list(dest.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["truncated", "not_utf8", "not_an_object"])
+@pytest.mark.parametrize("reader", ["check_code", "read_source", "check_source"])
+def test_a_broken_download_record_is_one_line_naming_it_and_the_fix(tmp_path, reader, case):
+    """The weights folder's isoflow_source.json as an interrupted copy leaves it, read by the
+    DAG's NT check (check_source, then check_code), the loader (check_source, check_code) and
+    the bundle (read_source): one line naming the record and the fix, not a raw traceback."""
+    data, where = {
+        "truncated": (b'{"repo": "InstaDeepAI/nt", "revis', ":1: not valid JSON"),
+        "not_utf8": (b'{"repo": "InstaDeepAI/nt\xff"}', ": byte 0xff at offset 24 is not UTF-8"),
+        "not_an_object": (b'"InstaDeepAI/nt"', ": a JSON string, not an object"),
+    }[case]
+    folder = tmp_path / "nucleotide_transformer"
+    folder.mkdir()
+    (folder / weights.SOURCE_FILE).write_bytes(data)
+    spec = {"repo": "InstaDeepAI/nt", "revision": COMMIT}
+    call = {
+        "check_code": lambda: weights.check_code(folder),
+        "read_source": lambda: weights.read_source(folder),
+        "check_source": lambda: weights.check_source(folder, "nucleotide_transformer", spec),
+    }[reader]
+    with pytest.raises(InputError) as caught:
+        call()
+    line = str(caught.value)
+    assert line.startswith(f"{folder / weights.SOURCE_FILE}{where}"), line
+    assert f"delete {folder} (rm -rf" in line and "rerun rule download_encoders" in line
+    assert "\n" not in line
