@@ -508,7 +508,7 @@ def _bundle_file(path: Path, name: str) -> Path:
 def _pretrained_folder(path: Path, modality: str, entry: dict) -> Path:
     """A pretrained encoder's weights folder, checked against the download record the
     bundle holds (commit, or each file's sha256): weights from another download fail."""
-    from isoflow.weights import SOURCE_FILE
+    from isoflow.weights import SOURCE_FILE, read_source
 
     recorded = entry.get("pretrained") or {}
     folder = Path(recorded.get("path") or "")
@@ -521,7 +521,7 @@ def _pretrained_folder(path: Path, modality: str, entry: dict) -> Path:
             f"pretrained {entry['name']} weights not found at {folder} (no {SOURCE_FILE}); "
             "download them (rule download_encoders) or fix the path in the manifest",
         )
-    seen = json.loads(source.read_text())
+    seen = read_source(folder)  # one line for a truncated or non-object record
     for key in ("commit", "sha256"):
         if recorded.get(key) != seen.get(key):
             raise InputError(

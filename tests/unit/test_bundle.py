@@ -216,6 +216,27 @@ def test_pretrained_weights_of_another_download_are_refused(trained, tmp_path, r
     )
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("text", ['{"commit": "aa', "[1, 2]"], ids=["truncated", "not_an_object"])
+def test_a_broken_download_record_of_the_pretrained_weights_is_one_line(trained, tmp_path, text):
+    # the weights folder's isoflow_source.json, truncated or not a JSON object: the project's
+    # one line naming the file (it was a raw JSONDecodeError, or an AttributeError on .get)
+    bundle = shutil.copytree(trained["bundle"], tmp_path / "b")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "isoflow_source.json").write_text(text)
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    entry = manifest["encoders"]["rna"]
+    entry["spec"]["source"] = "pretrained"
+    entry["pretrained"] = {"path": str(weights), "commit": "aaa", "sha256": None}
+    manifest[DIGESTS][MANIFEST] = manifest_digest(manifest)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(InputError) as err:
+        load_model(bundle, device="cpu")
+    assert str(err.value).startswith(f"{weights / 'isoflow_source.json'}")
+    assert "\n" not in str(err.value)
+
+
 def _tampered_run(trained, tmp_path, change) -> tuple:
     """A copy of the run whose best checkpoint's hyper_parameters ``change`` altered (its
     fingerprint kept, and recorded as the checkpoint tested: the export still takes it for
