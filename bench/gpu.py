@@ -64,6 +64,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from isoflow import graph_step  # torch only: the whole-step CUDA graph of graph-step
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Dense (no sparsity) bf16 tensor-core peaks by the exact name torch.cuda.get_device_name gives.
@@ -642,74 +644,8 @@ def _to_device(b: dict, device) -> tuple[dict, torch.Tensor]:
     return inputs, b["target"].to(device, non_blocking=True)
 
 
-def pad_to_width(inputs: dict, width: int) -> dict:
-    """Each cached modality's ``(emb (B, L, D), mask (B, L))`` padded to ``L = width`` with
-    zero rows that the mask leaves out (the collate pads to the batch's longest entry, so
-    batches differ in shape; a captured graph takes one)."""
-    padded = {}
-    for modality, (emb, mask) in inputs.items():
-        extra = width - emb.shape[1]
-        if extra < 0:
-            raise ValueError(f"{modality}: {emb.shape[1]} rows, more than the width {width}")
-        padded[modality] = (
-            torch.nn.functional.pad(emb, (0, 0, 0, extra)),
-            torch.nn.functional.pad(mask, (0, extra), value=False),
-        )
-    return padded
-
-
-class GraphStep:
-    """One training step (bf16 autocast forward, MSE, backward, AdamW) captured as a single
-    CUDA graph, after PyTorch's whole-network capture recipe (``torch.cuda.graph``; AdamW
-    with ``capturable=True``; autocast's weight cache off inside the capture): a replay
-    launches the step's ~700 kernels at once, where eager the host issues them one by one.
-    Batches are padded to ``width`` rows per modality and copied into the graph's static
-    inputs; a batch of another size (an epoch's last, partial one) runs eager on the same
-    model and optimiser (``eager_steps`` counts them)."""
-
-    def __init__(self, model, optimizer, device, width: int, warmup: int = 3):
-        self.model, self.optimizer, self.device = model, optimizer, device
-        self.width, self.warmup = width, warmup
-        self.graph = self.static = None
-        self.eager_steps = 0
-
-    def _step(self, inputs, target):
-        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
-            out = self.model(inputs)
-        loss = torch.nn.functional.mse_loss(out.float(), target)
-        loss.backward()
-        self.optimizer.step()
-
-    def _capture(self, inputs, target):
-        self.static = ({m: (e.clone(), k.clone()) for m, (e, k) in inputs.items()}, target.clone())
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):  # warm-up off the capture stream, as the recipe asks
-            for _ in range(self.warmup):
-                self.optimizer.zero_grad(set_to_none=True)
-                self._step(*self.static)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        # thread_local: the prefetch thread's pinned-memory copies are not part of the capture
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self._step(*self.static)
-
-    def __call__(self, inputs, target):
-        inputs = pad_to_width(inputs, self.width)
-        if self.graph is None:
-            self._capture(inputs, target)
-        static_inputs, static_target = self.static
-        if target.shape != static_target.shape:
-            self.eager_steps += 1
-            self.optimizer.zero_grad(set_to_none=False)  # the graph's gradients stay allocated
-            self._step(inputs, target)
-            return
-        for modality, (emb, mask) in inputs.items():
-            static_inputs[modality][0].copy_(emb, non_blocking=True)
-            static_inputs[modality][1].copy_(mask, non_blocking=True)
-        static_target.copy_(target, non_blocking=True)
-        self.graph.replay()  # the captured backward overwrites the gradients: no zero_grad
+# graph-step's padding and step: the package's (the workflow's train.cuda_graph)
+pad_to_width = graph_step.pad_to_width
 
 
 def _loader_model(widths, device, compile_mode: str, backend: str):
@@ -721,8 +657,20 @@ def _loader_model(widths, device, compile_mode: str, backend: str):
     if compile_mode == "graph-step":
         if device.type != "cuda":
             raise RuntimeError("graph-step captures a CUDA graph: CUDA only")
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, capturable=True)
-        return model, optimizer, GraphStep(model, optimizer, device, LOADER_POOL_TO)
+        # the LR a tensor: a float would be baked into the graph (GraphStep refuses it)
+        lr = torch.tensor(1e-4, device=device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, capturable=True, foreach=True)
+        # every modality padded to the caches' fixed width: one graph
+        pad = {m: LOADER_POOL_TO for m in widths}
+        step = graph_step.GraphStep(
+            model,
+            optimizer,
+            device,
+            autocast_dtype=torch.bfloat16,
+            max_widths=pad,
+            min_width=LOADER_POOL_TO,
+        )
+        return model, optimizer, step
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     graphs = compile_mode == "reduce-overhead" and backend == "inductor"
     step_model = model

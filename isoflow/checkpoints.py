@@ -81,7 +81,18 @@ NOT_CACHE_FILES = (".snakemake_timestamp",)
 # default (which keeps the behaviour from before the key), so runs trained before them keep
 # their checkpoints and are not retrained.
 # compile: compiled kernels round differently from eager ones, so the weights differ.
-TRAIN_KEYS_IF_SET = ("grad_clip", "warmup_steps", "schedule", "decay_norms_biases", "compile")
+# cuda_graph: padded batches (and the captured kernels) sum in another order: the same.
+TRAIN_KEYS_IF_SET = (
+    "grad_clip",
+    "warmup_steps",
+    "schedule",
+    "decay_norms_biases",
+    "compile",
+    "cuda_graph",
+)
+# Defaults of train keys that isoflow.settings.TRAIN_DEFAULTS does not hold (its code is
+# part of the embedding store's digest): absent from a run's fingerprint at these values.
+LATER_TRAIN_DEFAULTS = {"cuda_graph": False}
 
 
 # what a checkpoint folder holds before its first epoch: nothing to keep for other settings
@@ -116,7 +127,9 @@ def run_fingerprint(
         key: value
         for key, value in train_config(config).items()
         if key not in NOT_IN_FINGERPRINT
-        and not (key in TRAIN_KEYS_IF_SET and value == TRAIN_DEFAULTS[key])
+        and not (
+            key in TRAIN_KEYS_IF_SET and value == {**TRAIN_DEFAULTS, **LATER_TRAIN_DEFAULTS}[key]
+        )
     }
     dataset_sha256 = provenance.cached_digest(dataset_path)
     caches = {

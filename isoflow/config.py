@@ -14,6 +14,7 @@ import jsonschema
 import yaml
 
 from isoflow.errors import InputError, did_you_mean
+from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
 from isoflow.model.registry import ENCODERS
 
 # The schema beside the package in a checkout (or an editable install); an installed copy of
@@ -103,6 +104,58 @@ def check_config(
         _check_constructs(config, source)
         _check_design(config, source)
         _check_rna_kmers(config, source)
+        check_cuda_graph(config, source)
+
+
+# train.precision values that scale the loss (fp16's GradScaler: a host check for inf each
+# step, which a CUDA graph cannot hold)
+SCALED_PRECISIONS = ("16-mixed", "16", 16)
+
+
+def check_cuda_graph(
+    config: dict[str, Any], source: str = "config", experiments: list[dict] | None = None
+) -> None:
+    """``train.cuda_graph: true`` captures the cached-embedding step on one GPU
+    (``isoflow.graph_step``): refused, in one line naming the key, with ``train.compile``,
+    more than one device or DDP, fp16 loss scaling, and any experiment (``experiments``, else
+    the config's) reading a modality raw (fine-tuned or LoRA encoders: tokenised on the host,
+    variable shapes) rather than from ``model.cached_modalities``."""
+    train = config.get("train") or {}
+    if not train.get("cuda_graph"):
+        return
+    why = None
+    devices = train.get("devices", 1)
+    if train.get("compile"):
+        why = "and train.compile: true both take the step; set one of them"
+    elif train.get("strategy", "auto") != "auto" or not (
+        devices == 1 or (isinstance(devices, list) and len(devices) == 1)
+    ):
+        why = (
+            f"captures one process's step on one GPU, not train.devices: {devices!r} / "
+            f"train.strategy: {train.get('strategy', 'auto')}; set train.devices: 1 and "
+            "train.strategy: auto, or train.cuda_graph: false"
+        )
+    elif train.get("precision") in SCALED_PRECISIONS:
+        why = (
+            f"takes no fp16 loss scaling (train.precision: {train['precision']}); use "
+            "bf16-mixed or 32-true"
+        )
+    else:
+        cached = set((config.get("model") or {}).get("cached_modalities") or [])
+        if experiments is None:
+            experiments = config.get("experiments") or []
+        for experiment in experiments:
+            modalities = {**EXPERIMENT_DEFAULTS, **experiment}["modalities"]
+            raw = [m for m in modalities if m not in cached]
+            if raw:
+                why = (
+                    f"captures steps on cached embeddings only, but an experiment reads "
+                    f"{', '.join(raw)} raw (not in model.cached_modalities); set "
+                    "train.cuda_graph: false for runs that fine-tune an encoder"
+                )
+                break
+    if why is not None:
+        raise InputError(source, "train.cuda_graph", f"true {why}")
 
 
 def _check_rna_kmers(config: dict[str, Any], source: str) -> None:

@@ -46,6 +46,9 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "val_loss", "val_r2", "val_spearman", 
 # Steps between two checks of the losses for NaN/inf (and at each epoch's end): each check
 # waits for the device and, under DDP, all-reduces one flag.
 CHECK_FINITE_EVERY = 50
+# train.cuda_graph captures its steps; False runs the same steps without capture, on any
+# device: for tests only (a CPU cannot capture; CI has no GPU)
+GRAPH_CAPTURE = True
 
 
 def last_step_of_epoch(trainer: pl.Trainer) -> bool:
@@ -118,6 +121,12 @@ class IsoFormerModule(pl.LightningModule):
         self._val_loss = EpochMean()
         # (split, epoch, step, loss, batch indices) of the steps since the last finiteness check
         self._unchecked: list[tuple[str, int, int, torch.Tensor, torch.Tensor]] = []
+        # train.cuda_graph: the step (forward, backward, clipping, AdamW) replayed from CUDA
+        # graphs (isoflow.graph_step.GraphStep), so Lightning does not run the optimiser
+        self.cuda_graph = bool(self.train_cfg.get("cuda_graph", False))
+        self.automatic_optimization = not self.cuda_graph
+        self.graph_capture = GRAPH_CAPTURE
+        self._graph_step: Any = None
 
     def forward(self, batch: dict, counted: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(self.model.tokenize(batch["inputs"], self.device), counted=counted)
@@ -140,7 +149,10 @@ class IsoFormerModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         target = batch["target"]
         counted = self.counted_rows(batch_idx, len(target))
-        if counted is None:
+        if self.cuda_graph:  # one process (config.check_cuda_graph): every row counts
+            loss = self._graph_training_step(batch)
+            rows = len(target)
+        elif counted is None:
             loss = torch.nn.functional.mse_loss(self(batch).float(), target)
             rows = len(target)
         else:
@@ -158,12 +170,68 @@ class IsoFormerModule(pl.LightningModule):
             self._log_epoch_loss("train_loss", self._train_loss)
         return loss
 
+    def _graph_training_step(self, batch: dict) -> torch.Tensor:
+        """``train.cuda_graph``: one step through ``GraphStep`` (gradients, clipping and the
+        AdamW update inside the graph), then the LR schedule's step, which fills the
+        optimiser's tensor LR in place between replays. Lightning counts the optimiser step
+        through the hooks its own manual ``optimizer.step()`` calls."""
+        if self._graph_step is None:
+            self._graph_step = self._build_graph_step()
+        optimizer = self.optimizers()
+        optimizer._on_before_step()
+        loss = self._graph_step(self.model.tokenize(batch["inputs"], self.device), batch["target"])
+        optimizer._on_after_step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()
+        return loss
+
+    def _build_graph_step(self):
+        """The run's ``GraphStep``: the trainer's optimiser (its LR a tensor on this device, as
+        a checkpoint may have loaded it elsewhere), clipping at ``train.grad_clip``, bf16
+        autocast under ``bf16-mixed``, buckets capped at each modality's widest training
+        entry."""
+        from isoflow.graph_step import GraphStep
+
+        optimizer = self.optimizers().optimizer
+        for group in optimizer.param_groups:
+            lr = group["lr"]
+            if not isinstance(lr, torch.Tensor) or lr.device != self.device:
+                group["lr"] = torch.tensor(float(lr), device=self.device)
+        precision = str(self.trainer.precision)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        train_set = getattr(datamodule, "datasets", {}).get("train")
+        max_widths = {
+            modality: int(rows.length.max())
+            for modality, rows in getattr(train_set, "cache_rows", {}).items()
+            if len(rows)
+        }
+        return GraphStep(
+            self.model,
+            optimizer,
+            self.device,
+            rows=int(self.train_cfg["batch_size"]),
+            grad_clip=self.train_cfg["grad_clip"],
+            autocast_dtype=torch.bfloat16 if precision.startswith("bf16") else None,
+            max_widths=max_widths,
+            capture=self.graph_capture,
+        )
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         predicted = self(batch).float()
         loss = torch.nn.functional.mse_loss(predicted, batch["target"])
         self.record_loss(loss, batch, "valid")
         self._val_loss.add(loss, len(batch["target"]))
         self._val_outputs.append((predicted.detach(), batch["target"], batch["index"]))
+
+    def on_train_start(self) -> None:
+        if self.cuda_graph and self.graph_capture and self.device.type != "cuda":
+            raise InputError(
+                "config",
+                "train.cuda_graph",
+                f"true, but the run trains on {self.device.type}: CUDA graphs need a CUDA "
+                "GPU; set train.cuda_graph: false, or train.accelerator: gpu on a GPU node",
+            )
 
     def on_train_epoch_start(self) -> None:
         self._train_loss = EpochMean()
@@ -355,9 +423,23 @@ class IsoFormerModule(pl.LightningModule):
         # foreach: one multi-tensor update instead of a Python loop over the parameters
         # (the per-tensor loop is what AdamW picks on CPU); bit-identical weights on CPU
         # (tests/unit/test_train.py)
-        optimizer = torch.optim.AdamW(
-            groups, lr=float(train["lr"]), weight_decay=weight_decay, foreach=True
-        )
+        if self.cuda_graph:
+            # the LR a tensor on the device, which the schedule fills in place between graph
+            # replays (a float is baked into the graph); capturable: the update's step count
+            # and bias corrections stay on the device (a CPU, tests only, takes a tensor LR
+            # on the per-tensor path only)
+            cuda = self.device.type == "cuda"
+            optimizer = torch.optim.AdamW(
+                groups,
+                lr=torch.tensor(float(train["lr"]), device=self.device),
+                weight_decay=weight_decay,
+                capturable=cuda,
+                foreach=cuda,
+            )
+        else:
+            optimizer = torch.optim.AdamW(
+                groups, lr=float(train["lr"]), weight_decay=weight_decay, foreach=True
+            )
         if not train["warmup_steps"] and train["schedule"] == "constant":
             return optimizer  # no scheduler: exactly the optimisation of earlier versions
         total = int(self.trainer.estimated_stepping_batches)

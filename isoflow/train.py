@@ -68,6 +68,7 @@ from isoflow.checkpoints import (
     set_aside_file,
 )
 from isoflow.commands import GENOME_FLAGS
+from isoflow.config import check_cuda_graph
 from isoflow.embed import eager_again
 from isoflow.errors import InputError
 from isoflow.experiments import DEFAULTS as EXPERIMENT_DEFAULTS
@@ -255,6 +256,7 @@ def _train_and_test(
     experiment = {**EXPERIMENT_DEFAULTS, **experiment}
     run_dir = Path(run_dir)
     train = train_config(config)
+    check_cuda_graph(config, experiments=[experiment])  # also for a run by hand
     on_slurm = SLURMEnvironment.detect()
     requeue = (
         RequeueBeforeTimeLimit(
@@ -339,7 +341,9 @@ def _train_and_test(
         strategy=_strategy(train, module),
         precision=precision,
         deterministic=train["deterministic"],  # True, False or "warn"
-        gradient_clip_val=train["grad_clip"],  # None: no clipping
+        # None: no clipping; train.cuda_graph clips inside the captured step (Lightning
+        # refuses a clip value with the manual optimisation it takes)
+        gradient_clip_val=None if module.cuda_graph else train["grad_clip"],
         gradient_clip_algorithm="norm",
         callbacks=callbacks,
         logger=CSVLogger(run_dir, name="csv_logs", version=""),

@@ -294,6 +294,10 @@ def encoder_settings(config: dict, names: Iterable[str] | None = None) -> dict[s
 # fingerprint's NOT_IN_FINGERPRINT, but only the keys added since results were built:
 # dropping a key the params held reruns those results.
 TRAIN_KEYS_NOT_IN_PARAMS = ("prefetch_batches", "requeue_factor", "requeue_min_s", "requeue_poll_s")
+# Train keys added since results were built that change them when set: in the params only
+# when set away from this default, so writing the default (config.yaml's cuda_graph: false)
+# reruns nothing.
+TRAIN_KEYS_IN_PARAMS_IF_SET = {"cuda_graph": False}
 
 
 def job_settings(settings: dict, config: dict) -> dict[str, Any]:
@@ -328,7 +332,12 @@ def rule_settings(config: dict, experiments: Iterable[Mapping[str, Any]]) -> dic
     }
     settings = {
         "model": config.get("model", {}),
-        "train": {k: v for k, v in train.items() if k not in TRAIN_KEYS_NOT_IN_PARAMS},
+        "train": {
+            k: v
+            for k, v in train.items()
+            if k not in TRAIN_KEYS_NOT_IN_PARAMS
+            and not (k in TRAIN_KEYS_IN_PARAMS_IF_SET and v == TRAIN_KEYS_IN_PARAMS_IF_SET[k])
+        },
         "encoders": encoder_settings(config, used_encoders(config, experiments)),
         "rna": rna_config(config),
         "protein": protein_config(config),
