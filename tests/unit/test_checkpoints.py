@@ -19,6 +19,7 @@ from helpers.training import TINY_CONFIG, make_dataset, rerun_matches
 from isoflow.checkpoints import (
     ATTEMPTS_LOG,
     FINGERPRINT_FILE,
+    LATER_TRAIN_DEFAULTS,
     TRAIN_KEYS_IF_SET,
     agreed_resume,
     best_checkpoint,
@@ -241,7 +242,7 @@ def test_fingerprint_follows_what_shapes_training(dataset, tmp_path):
     # keys added after runs were trained count only when set away from their default (the
     # behaviour before them), so those runs keep their checkpoints
     assert not set(TRAIN_KEYS_IF_SET) & set(base["train"])
-    defaults = {key: TRAIN_DEFAULTS[key] for key in TRAIN_KEYS_IF_SET}
+    defaults = {key: {**TRAIN_DEFAULTS, **LATER_TRAIN_DEFAULTS}[key] for key in TRAIN_KEYS_IF_SET}
     assert run_fingerprint(config_with(**defaults), EXPERIMENT, path) == base
     for key, value in [
         ("grad_clip", 1.0),
@@ -250,6 +251,7 @@ def test_fingerprint_follows_what_shapes_training(dataset, tmp_path):
         ("schedule", "cosine"),
         ("decay_norms_biases", False),
         ("compile", True),
+        ("cuda_graph", True),
     ]:
         changed = run_fingerprint(config_with(**{key: value}), EXPERIMENT, path)
         assert changed["train"][key] == value and changed != base, key
