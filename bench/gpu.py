@@ -536,6 +536,7 @@ def loader_section(
     compile_modes: tuple[str, ...] = ("eager",),
     backend: str = "inductor",
     batches: tuple[int, ...] | None = None,
+    compile_workers: tuple[int, ...] = (0,),
 ) -> None:
     """A cached epoch through the workflow's DataModule against the same steps on a batch
     already on the device (``steps_alone``: timed once, before any epoch's loader exists;
@@ -545,7 +546,10 @@ def loader_section(
     rows of 0 workers and the deepest prefetch with the model through ``torch.compile`` in
     that mode (``reduce-overhead``: CUDA graphs, fewer kernel launches for the launch-bound
     small head), or ``graph-step``: the whole step captured as one CUDA graph on batches
-    padded to fixed widths (``GraphStep``; CUDA only, an error row elsewhere). ``batches``:
+    padded to fixed widths (``GraphStep``; CUDA only, an error row elsewhere); with each of
+    ``compile_workers`` (0: the deepest prefetch; more: that many DataLoader workers, no
+    prefetch thread, also at tiny size), so a step made short shows whether workers feed it
+    faster than the main process. ``batches``:
     the batch sizes, each with its own rows (suffix ``_b<batch>`` for any but the workflow's
     32; default 32, the tiny run 8); the cache holds at least 16 batches of the largest."""
     if rec.left() < 60 and not tiny:
@@ -569,7 +573,7 @@ def loader_section(
         if rec.left() < 60 and not tiny:
             rec.add("loader", _batch_key("epoch", batch), {"skipped": "budget"})
             continue
-        options = (worker_counts, prefetch_depths, compile_modes, backend)
+        options = (worker_counts, prefetch_depths, compile_modes, backend, compile_workers)
         _loader_batch(rec, device, tiny, paths, widths, n, build_s, batch, options)
 
 
@@ -581,8 +585,8 @@ def _batch_key(key: str, batch: int) -> str:
 
 def _loader_batch(rec, device, tiny, paths, widths, n, build_s, batch, options) -> None:
     """``loader_section``'s rows at one batch size; ``options``: its worker counts, prefetch
-    depths, compile modes and compile backend."""
-    worker_counts, prefetch_depths, compile_modes, backend = options
+    depths, compile modes, compile backend and the compiled rows' worker counts."""
+    worker_counts, prefetch_depths, compile_modes, backend, compile_workers = options
     # one reference per model configuration, before any epoch's loader (and its workers) exists
     reference = _step_reference(device, paths, widths, batch)
     rec.add("loader", _batch_key("steps_alone", batch), reference)
@@ -592,24 +596,23 @@ def _loader_batch(rec, device, tiny, paths, widths, n, build_s, batch, options) 
     for mode in compile_modes:
         if mode == "eager":
             continue
-        depth = max(prefetch_depths)
-        if rec.left() < 60 and not tiny:
-            rec.add("loader", _loader_key(0, depth, mode, batch), {"skipped": "budget"})
-            continue
-        try:
-            compiled = _step_reference(device, paths, widths, batch, mode, backend)
-            rec.add("loader", _batch_key(f"steps_alone_{mode}", batch), compiled)
-            _loader_epochs(
-                rec, device, paths, widths, batch, 0, n, build_s, compiled, depth, mode, backend
-            )
-        except Exception as error:  # a mode that fails is a row, not the end of the run
-            rec.add(
-                "loader",
-                _loader_key(0, depth, mode, batch),
-                {"error": f"{type(error).__name__}: {str(error)[:300]}"},
-            )
-            torch._dynamo.reset()
-            free(device)
+        compiled = None
+        for workers in compile_workers:
+            depth = max(prefetch_depths) if workers == 0 else 0
+            key = _loader_key(workers, depth, mode, batch)
+            if rec.left() < 60 and not tiny:
+                rec.add("loader", key, {"skipped": "budget"})
+                continue
+            try:
+                if compiled is None:  # the mode's reference, once, before its epochs' loaders
+                    compiled = _step_reference(device, paths, widths, batch, mode, backend)
+                    rec.add("loader", _batch_key(f"steps_alone_{mode}", batch), compiled)
+                epoch_args = (rec, device, paths, widths, batch, workers, n, build_s, compiled)
+                _loader_epochs(*epoch_args, depth, mode, backend)
+            except Exception as error:  # a mode that fails is a row, not the end of the run
+                rec.add("loader", key, {"error": f"{type(error).__name__}: {str(error)[:300]}"})
+                torch._dynamo.reset()
+                free(device)
 
 
 def _loader_key(workers: int, prefetch: int, compile_mode: str, batch: int | None = None) -> str:
@@ -1084,7 +1087,15 @@ def main(argv: list[str] | None = None) -> None:
         "--loader-compile",
         default="eager",
         help="loader: the cached epoch's model also through torch.compile in these modes "
-        f"(of {','.join(LOADER_COMPILE_MODES)}; 0 workers, the deepest prefetch)",
+        f"(of {','.join(LOADER_COMPILE_MODES)}; 0 workers, the deepest prefetch, unless "
+        "--loader-compile-workers)",
+    )
+    parser.add_argument(
+        "--loader-compile-workers",
+        default="0",
+        help="loader: comma-separated DataLoader worker counts for the --loader-compile rows "
+        "(0: the main process with the deepest --loader-prefetch; more: that many workers, "
+        "no prefetch thread); whether workers feed a graph-step epoch faster",
     )
     parser.add_argument(
         "--loader-batch",
@@ -1127,6 +1138,12 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(
             f"--loader-compile: {args.loader_compile} (of {','.join(LOADER_COMPILE_MODES)})"
         )
+    try:
+        compile_workers = tuple(int(w) for w in args.loader_compile_workers.split(","))
+    except ValueError:
+        compile_workers = (-1,)
+    if min(compile_workers) < 0:
+        parser.error(f"--loader-compile-workers: {args.loader_compile_workers} (counts >= 0)")
     only = tuple(args.finetune_cases.split(",")) if args.finetune_cases else None
     if args.batch_scale < 1 or args.finetune_batch_scale < 1:
         parser.error("--batch-scale and --finetune-batch-scale: a whole number of at least 1")
@@ -1206,6 +1223,7 @@ def main(argv: list[str] | None = None) -> None:
                 loader_modes,
                 args.compile_backend,
                 loader_batches,
+                compile_workers,
             )
     ft_rates = {}
     if "finetune" in sections:

@@ -317,6 +317,34 @@ def test_loader_compile_rows_and_option_checked_before_anything_runs(tmp_path, c
     assert "--loader-compile: cudagraphs" in capsys.readouterr().err
 
 
+def test_loader_compile_rows_with_workers(tmp_path, capsys, gpu_main):
+    # --loader-compile-workers: the compiled (or graph-step) epoch also fed by DataLoader
+    # workers, with its mode's one reference; run 10's graph-step epoch was bound by the
+    # 0-worker loader. A bad count stops before anything runs.
+    out = tmp_path / "gpu.json"
+    args = ["--tiny", "--out", str(out), "--sections", "loader", "--compile-backend", "eager"]
+    args += ["--loader-prefetch", "2", "--loader-compile", "eager,default"]
+    gpu_main([*args, "--loader-compile-workers", "0,2"])
+    rows = json.loads(out.read_text())["sections"]["loader"]
+    assert list(rows) == [
+        "steps_alone",
+        "epoch_workers0_prefetch2",
+        "steps_alone_default",
+        "epoch_workers0_prefetch2_default",
+        "epoch_workers2_default",
+    ]
+    two = rows["epoch_workers2_default"]
+    assert two["num_workers"] == 2 and two["prefetch_batches"] == 0
+    assert two["compile_mode"] == "default" and two["graphs"] >= 0
+    assert two["steps_alone_s"] == rows["steps_alone_default"]["steps_s"]
+    assert two["batches"] == rows["epoch_workers0_prefetch2_default"]["batches"] > 1
+    out.unlink()
+    with pytest.raises(SystemExit):
+        gpu_main([*args, "--loader-compile-workers", "0,x"])
+    assert not out.exists()
+    assert "--loader-compile-workers: 0,x" in capsys.readouterr().err
+
+
 def test_loader_section_builds_its_caches_in_a_folder_of_its_own_inside_work(tmp_path, gpu_main):
     # bench_loader.build_inputs writes into a new empty folder only (it no longer reuses or
     # rebuilds caches in place): --work is where that folder is made, and a second run or a
