@@ -778,6 +778,17 @@ def test_prefetch_reaches_the_train_job_but_not_its_params():
     assert workflow.rule_settings({"train": {"prefetch_batches": 0}}, [])["train"] == {}
 
 
+def test_cuda_graph_enters_the_train_params_only_when_set():
+    # train.cuda_graph: false (config.yaml's and the demo's) is the behaviour from before the
+    # key, so writing it reruns no train job; true changes the weights (padding, captured
+    # kernels) and so the train jobs' params
+    base = {"train": {"lr": 0.1}, "model": {}}
+    off = {"train": {"lr": 0.1, "cuda_graph": False}, "model": {}}
+    on = {"train": {"lr": 0.1, "cuda_graph": True}, "model": {}}
+    assert workflow.rule_settings(off, []) == workflow.rule_settings(base, [])
+    assert workflow.rule_settings(on, [])["train"] == {"lr": 0.1, "cuda_graph": True}
+
+
 def demo_config() -> dict:
     return yaml.safe_load((REPO / "config" / "demo.yaml").read_text())
 
