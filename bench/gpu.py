@@ -577,6 +577,141 @@ def loader_section(
         _loader_batch(rec, device, tiny, paths, widths, n, build_s, batch, options)
 
 
+def workflow_section(rec, device, tiny: bool, work: Path, epochs: int) -> None:
+    """The workflow's own training (``IsoFormerModule`` under a Lightning ``Trainer``, as
+    ``isoflow.train`` builds them: config/config.yaml's model and train settings, clipping,
+    warmup and cosine, bf16-mixed on CUDA) on the loader section's synthetic caches, ``epochs``
+    epochs with ``train.cuda_graph`` false, then true: each epoch's wall (CUDA synchronised
+    at both ends), the steady epoch (the median after the first) and its ratio, and how far
+    the captured run's losses are from the eager run's (bf16; not bit-equal: padding and
+    captured kernels round differently). Off CUDA (``--tiny``) the steps run without capture
+    (the module's ``graph_capture``), as the unit tests run them."""
+    import statistics
+
+    import pytorch_lightning as pl
+    import yaml
+
+    from isoflow.lightning import IsoFormerModule
+    from isoflow.loader import IsoformDataModule
+
+    if rec.left() < 90 and not tiny:
+        rec.add("workflow", "cuda_graph", {"skipped": "budget"})
+        return
+    bench_loader = _bench_loader()
+    widths = {m: (16 if tiny else w) for m, w in WIDTHS.items()}
+    bench_loader.WIDTHS = {
+        "dna": ("enformer", widths["dna"]),
+        "rna": ("nucleotide_transformer", widths["rna"]),
+        "protein": ("esm2", widths["protein"]),
+    }
+    batch = 8 if tiny else 32
+    n = 96 if tiny else 8192
+    paths = bench_loader.build_inputs(work, n, pool_to=LOADER_POOL_TO)
+    config = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text()
+    )
+    if tiny:
+        config["model"].update(d_model=32, heads=4)
+    config["model"]["cached_modalities"] = ["dna", "rna", "protein"]
+    config["train"].update(
+        batch_size=batch, max_epochs=epochs, patience=epochs + 1, num_workers=0, compile=False
+    )
+    experiment = {
+        "modalities": ["dna", "rna", "protein"],
+        "dna_encoder": "enformer",
+        "aggregator": "cross_attention",
+    }
+    cuda = device.type == "cuda"
+
+    class EpochClock(pl.Callback):
+        def __init__(self):
+            self.walls, self.train, self.valid, self.started = [], [], [], 0.0
+
+        def on_train_epoch_start(self, trainer, module):
+            sync(device)
+            self.started = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module):
+            sync(device)
+            self.walls.append(time.perf_counter() - self.started)
+            # the epoch's validation ran before this hook (as isoflow.lightning.History reads)
+            self.train.append(float(trainer.callback_metrics["train_loss"]))
+            self.valid.append(float(trainer.callback_metrics["val_loss"]))
+
+    results = {}
+    for graph in (False, True):
+        name = "cuda_graph" if graph else "eager"
+        config["train"]["cuda_graph"] = graph
+        try:
+            pl.seed_everything(0, workers=False, verbose=False)
+            data = IsoformDataModule(
+                paths["dataset"],
+                experiment["modalities"],
+                cache_dirs=paths["caches"],
+                batch_size=batch,
+                num_workers=0,
+                prefetch_batches=int(config["train"]["prefetch_batches"]),
+            )
+            data.setup()
+            module = IsoFormerModule(config, experiment, data.tissues, cached_dims=widths)
+            module.graph_capture = cuda  # a CPU runs the same steps without a graph
+            clock = EpochClock()
+            trainer = pl.Trainer(
+                max_epochs=epochs,
+                accelerator="gpu" if cuda else "cpu",
+                devices=1,
+                precision="bf16-mixed" if cuda else "32-true",
+                gradient_clip_val=None if graph else config["train"]["grad_clip"],
+                gradient_clip_algorithm="norm",
+                callbacks=[clock],
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                num_sanity_val_steps=0,
+            )
+            trainer.fit(module, datamodule=data)
+            steady = statistics.median(clock.walls[1:] or clock.walls)
+            row = {
+                "captured": graph and cuda,
+                "batch": batch,
+                "transcripts": n,
+                "epochs_s": [round(w, 3) for w in clock.walls],
+                "steady_epoch_s": round(steady, 3),
+                "train_loss": [round(v, 6) for v in clock.train],
+                "val_loss": [round(v, 6) for v in clock.valid],
+            }
+            if graph:
+                step = module._graph_step
+                row |= {"graphs": step.graphs, "eager_steps": step.eager_steps}
+            results[name] = row
+            rec.add("workflow", name, row)
+        except Exception as error:  # a failing mode is a row, not the end of the run
+            rec.add("workflow", name, {"error": f"{type(error).__name__}: {str(error)[:300]}"})
+        finally:
+            module = data = trainer = None
+            free(device)
+    if len(results) == 2:
+        eager, graph = results["eager"], results["cuda_graph"]
+
+        def rel(a, b):
+            if len(a) != len(b) or not a:  # one stopped early: no epoch-by-epoch comparison
+                return None
+            return max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(a, b, strict=True))
+
+        rec.add(
+            "workflow",
+            "ratio",
+            {
+                "steady_epoch_eager_over_graph": round(
+                    eager["steady_epoch_s"] / graph["steady_epoch_s"], 3
+                ),
+                "train_loss_max_rel_diff": rel(eager["train_loss"], graph["train_loss"]),
+                "val_loss_max_rel_diff": rel(eager["val_loss"], graph["val_loss"]),
+            },
+        )
+
+
 def _batch_key(key: str, batch: int) -> str:
     """A row's name at ``batch``: unchanged at the default (the workflow's 32; the tiny
     run's 8), ``<key>_b<batch>`` at any other."""
@@ -1041,7 +1176,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sections",
         default="reference,embed,train_cache,loader,finetune,projection",
-        help="comma-separated subset",
+        help="comma-separated subset (and workflow: the workflow's training, eager against "
+        "train.cuda_graph; not in the default)",
     )
     parser.add_argument(
         "--precisions", default="fp32,bf16,bf16c", help="embed: fp32,bf16,bf16c,bf16w"
@@ -1103,6 +1239,12 @@ def main(argv: list[str] | None = None) -> None:
         help="loader: comma-separated batch sizes, each with its own rows (default 32, the "
         "workflow's train.batch_size; --tiny 8): how the GPU's share of a cached epoch "
         "grows with the batch",
+    )
+    parser.add_argument(
+        "--workflow-epochs",
+        type=int,
+        default=4,
+        help="workflow: epochs of each training (eager, then train.cuda_graph)",
     )
     parser.add_argument("--profile", action="store_true", help="embed: GPU kernel breakdown")
     parser.add_argument(
@@ -1225,6 +1367,11 @@ def main(argv: list[str] | None = None) -> None:
                 loader_batches,
                 compile_workers,
             )
+    if "workflow" in sections:
+        if args.work:
+            args.work.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="gpu_workflow_", dir=args.work) as tmp:
+            workflow_section(rec, device, args.tiny, Path(tmp), args.workflow_epochs)
     ft_rates = {}
     if "finetune" in sections:
         ft_rates = finetune_section(

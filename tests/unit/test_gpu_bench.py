@@ -345,6 +345,27 @@ def test_loader_compile_rows_with_workers(tmp_path, capsys, gpu_main):
     assert "--loader-compile-workers: 0,x" in capsys.readouterr().err
 
 
+def test_workflow_section_trains_eager_and_with_cuda_graph(tmp_path, gpu_main):
+    # --sections workflow: IsoFormerModule under a Lightning Trainer, config.yaml's settings,
+    # train.cuda_graph false then true (on the CPU without capture, as the unit tests): an
+    # epoch time per epoch, the same losses to float rounding, the graphs prepared
+    import isoflow.lightning
+
+    out = tmp_path / "gpu.json"
+    gpu_main(["--tiny", "--out", str(out), "--sections", "workflow", "--workflow-epochs", "2"])
+    rows = json.loads(out.read_text())["sections"]["workflow"]
+    assert list(rows) == ["eager", "cuda_graph", "ratio"]
+    eager, graph = rows["eager"], rows["cuda_graph"]
+    assert graph["captured"] is False and graph["graphs"] >= 1
+    assert graph["eager_steps"] >= 1  # 94 training rows in batches of 8: a partial last one
+    for row in (eager, graph):
+        assert len(row["epochs_s"]) == len(row["train_loss"]) == len(row["val_loss"]) == 2
+    assert rows["ratio"]["train_loss_max_rel_diff"] < 1e-5
+    assert rows["ratio"]["val_loss_max_rel_diff"] < 1e-5
+    assert eager["train_loss"][1] != graph["train_loss"][0]  # the epochs differ: it trained
+    assert isoflow.lightning.GRAPH_CAPTURE is True  # the bench left the module's switch alone
+
+
 def test_loader_section_builds_its_caches_in_a_folder_of_its_own_inside_work(tmp_path, gpu_main):
     # bench_loader.build_inputs writes into a new empty folder only (it no longer reuses or
     # rebuilds caches in place): --work is where that folder is made, and a second run or a
