@@ -131,7 +131,11 @@ class GraphStep:
 
     def _step(self, inputs: dict, target: torch.Tensor) -> torch.Tensor:
         """The step a graph captures (and the eager path runs): gradients zeroed in place (the
-        tensors every graph recorded), forward, MSE, backward, clipping, optimiser step."""
+        tensors every graph recorded), forward (autocast), MSE, backward, clipping, optimiser
+        step (these three without autocast, whatever the caller's). Nothing in it makes the
+        host wait for the device or has a shape that depends on the data (``.item()``,
+        ``bool(t)``, ``t[mask]``): a graph cannot capture those
+        (tests/unit/test_graph_step.py traces it on fake tensors for every aggregator)."""
         self.optimizer.zero_grad(set_to_none=False)
         with torch.autocast(
             self.device.type,
@@ -140,13 +144,18 @@ class GraphStep:
             cache_enabled=False,  # cached weight casts would outlive the capture
         ):
             out = self.model(inputs)
-        loss = torch.nn.functional.mse_loss(out.float(), target)
-        loss.backward()
-        if self.grad_clip is not None:
-            # foreach on CUDA: no host sync; the CPU (tests) takes the per-tensor path
-            foreach = True if self.device.type == "cuda" else None
-            torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=foreach)
-        self.optimizer.step()
+        # the caller's autocast off for the rest: Lightning's bf16-mixed wraps training_step
+        # in its own (weight cache on), and a backward under autocast may run other kernels
+        # than Lightning's automatic optimisation, whose backward runs outside it (PyTorch's
+        # make_graphed_callables records its backward without autocast for this reason)
+        with torch.autocast(self.device.type, enabled=False):
+            loss = torch.nn.functional.mse_loss(out.float(), target)
+            loss.backward()
+            if self.grad_clip is not None:
+                # foreach on CUDA: no host sync; the CPU (tests) takes the per-tensor path
+                foreach = True if self.device.type == "cuda" else None
+                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip, foreach=foreach)
+            self.optimizer.step()
         return loss.detach()
 
     def _allocate_grads(self) -> None:

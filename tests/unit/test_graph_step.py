@@ -3,20 +3,29 @@
 restore and step on the same static tensors without capturing a graph."""
 
 import copy
+import importlib
 
 import pandas as pd
 import pytest
 import torch
 import yaml
 from test_train import FAST, cache_config, tiny_caches
+from torch._subclasses.fake_tensor import (
+    DataDependentOutputException,
+    DynamicOutputShapeException,
+    FakeCopyMode,
+    FakeTensorMode,
+)
 
 import isoflow.lightning
+import isoflow.model.aggregators
 from helpers.paths import REPO
 from helpers.training import make_dataset
 from isoflow.config import check_config
 from isoflow.errors import InputError
 from isoflow.graph_step import GraphStep, bucket_width, pad_to_width
-from isoflow.lightning import lr_factor
+from isoflow.lightning import lr_factor, parameter_groups
+from isoflow.model.aggregators import AGGREGATORS, TokenStandardizer
 from isoflow.model.isoformer import IsoFormer
 from isoflow.train import run_experiment
 
@@ -226,3 +235,140 @@ def test_cuda_graph_config_errors_are_one_line(train, model, message):
     assert message in text
     config["train"]["cuda_graph"] = False
     check_config(config)
+
+
+# --- What a CUDA graph cannot capture, seen on the CPU -------------------------------------
+# An op in the captured step that makes the host wait for the device (``.item()``, ``bool(t)``,
+# a Python ``if`` on a tensor) or whose output shape depends on the data (``t[mask]``,
+# ``nonzero``, ``unique``, ``masked_select``) breaks the capture on a GPU, or bakes one batch's
+# value into the graph. Fake tensors carry no data: such an op raises on them
+# (DataDependentOutputException, DynamicOutputShapeException), so ``GraphStep._step`` run on
+# fake tensors fails wherever a capture would.
+
+CAPTURE_UNSAFE = (DataDependentOutputException, DynamicOutputShapeException)
+WORKFLOW_DIMS = {"dna": 7, "rna": 6, "protein": 5}
+
+
+def _trace_captured_step(aggregator, modalities, dtype=torch.float16, missing=()):
+    """``GraphStep._step`` as ``_build_graph_step`` sets it up (bf16 autocast, clipping, AdamW
+    over the decay groups with a tensor LR, capturable and foreach as on CUDA), twice (the
+    capture comes after warm-up steps made AdamW's state), on fake tensors of the cached
+    batches' shapes: ``(emb (B, L, D) dtype, mask (B, L) bool)`` per modality."""
+    dims = {m: WORKFLOW_DIMS[m] for m in modalities}
+    torch.manual_seed(0)
+    model = IsoFormer(
+        n_tissues=3, dims=dims, aggregator=aggregator, d_model=16, heads=2, dropout=0.1
+    ).train()
+    fake = FakeTensorMode()
+    with FakeCopyMode(fake):
+        model = copy.deepcopy(model)
+    with fake:
+        decay, no_decay = parameter_groups(model)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=1e-3,
+            capturable=True,
+            foreach=True,
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = torch.tensor(1e-3)
+        step = GraphStep(
+            model, optimizer, torch.device("cpu"), grad_clip=0.5,
+            autocast_dtype=torch.bfloat16, capture=False,
+        )  # fmt: skip
+        step._allocate_grads()
+        rows, width = 4, 8
+        inputs = {}
+        for m in modalities:
+            mask = torch.ones(rows, width, dtype=torch.bool)
+            if m in missing:  # a sample without the modality (no protein): all-False mask
+                mask[0] = False
+            inputs[m] = (torch.randn(rows, width, dims[m]).to(dtype), mask)
+        target = torch.randn(rows, 3)
+        for _ in range(2):
+            step._step(inputs, target)
+
+
+@pytest.fixture
+def capturing(monkeypatch):
+    """As while a CUDA stream captures: TokenStandardizer takes its fixed-shape update; and
+    AdamW's capturable path (no host read of the step count) allowed on the CPU."""
+    monkeypatch.setattr(isoflow.model.aggregators, "_capturing", lambda: True)
+    adam = importlib.import_module("torch.optim.adam")
+    supported = adam._get_capturable_supported_devices
+    monkeypatch.setattr(
+        adam, "_get_capturable_supported_devices", lambda *a, **k: [*supported(*a, **k), "cpu"]
+    )
+
+
+@pytest.mark.parametrize("aggregator", AGGREGATORS)
+@pytest.mark.parametrize(
+    ("modalities", "dtype"),
+    [
+        (("dna", "rna", "protein"), torch.float16),
+        (("rna", "protein"), torch.float32),
+        (("protein",), torch.float16),  # one modality: cross_attention's self-attention
+    ],
+)
+def test_the_captured_step_neither_waits_for_the_device_nor_has_data_dependent_shapes(
+    capturing, aggregator, modalities, dtype
+):
+    _trace_captured_step(aggregator, modalities, dtype, missing={"protein"})
+
+
+def _item(self, emb, mask):  # planted: the host reads a value
+    mask.sum().item()
+
+
+def _branch(self, emb, mask):  # planted: a Python if on a tensor
+    if mask.any():
+        pass
+
+
+@pytest.mark.parametrize("plant", ["eager update", "item", "if"])
+def test_the_trace_fails_on_an_op_a_capture_refuses(capturing, monkeypatch, plant):
+    # the proof that the trace above sees them: the standardiser's eager update (emb[mask]),
+    # .item() and an if on a tensor, each planted in the step, fail it
+    if plant == "eager update":
+        monkeypatch.setattr(isoflow.model.aggregators, "_capturing", lambda: False)
+    else:
+        masked = TokenStandardizer._update_masked
+        extra = _item if plant == "item" else _branch
+
+        def planted(self, emb, mask):
+            extra(self, emb, mask)
+            masked(self, emb, mask)
+
+        monkeypatch.setattr(TokenStandardizer, "_update_masked", planted)
+    with pytest.raises(CAPTURE_UNSAFE):
+        _trace_captured_step("concat", ("rna", "protein"))
+
+
+def test_backward_clipping_and_update_run_outside_the_callers_autocast():
+    # Lightning's bf16-mixed wraps training_step, and so the graph step, in its autocast: the
+    # step autocasts its forward itself and runs backward, clipping and AdamW without it, as
+    # Lightning's automatic optimisation does (a backward under autocast may run other
+    # kernels; PyTorch's make_graphed_callables records its backward without autocast)
+    inputs, target = _batch(4, {"rna": 8, "protein": 8})
+    weights, seen = {}, set()
+    for outer in (False, True):
+        model = _model(0.0)
+        optimizer = _adamw(model)
+        model.head.weight.register_hook(
+            lambda grad, outer=outer: seen.add(
+                ("backward", outer, torch.is_autocast_enabled("cpu"))
+            )
+        )
+        optimizer.register_step_pre_hook(
+            lambda *_, outer=outer: seen.add(("step", outer, torch.is_autocast_enabled("cpu")))
+        )
+        step = GraphStep(model, optimizer, torch.device("cpu"), grad_clip=0.05,
+                         autocast_dtype=torch.bfloat16, capture=False)  # fmt: skip
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=outer):
+            for _ in range(2):
+                step(inputs, target)
+        weights[outer] = model.state_dict()
+    stages = ("backward", "step")
+    assert seen == {(stage, outer, False) for stage in stages for outer in (False, True)}
+    for name, value in weights[True].items():  # the caller's autocast changes nothing
+        assert torch.equal(value, weights[False][name]), name
