@@ -526,6 +526,20 @@ def _bench_loader():
     return module
 
 
+def _synthetic_caches(work: Path, n: int, tiny: bool) -> tuple[dict, dict[str, int]]:
+    """``bench_loader.build_inputs``' dataset and three caches of ``n`` synthetic transcripts
+    in ``work``, at the workflow's encoder widths (16 each at tiny size), pooled to
+    ``LOADER_POOL_TO`` rows: (its paths, the widths)."""
+    bench_loader = _bench_loader()
+    widths = {m: (16 if tiny else w) for m, w in WIDTHS.items()}
+    bench_loader.WIDTHS = {
+        "dna": ("enformer", widths["dna"]),
+        "rna": ("nucleotide_transformer", widths["rna"]),
+        "protein": ("esm2", widths["protein"]),
+    }
+    return bench_loader.build_inputs(work, n, pool_to=LOADER_POOL_TO), widths
+
+
 def loader_section(
     rec: Recorder,
     device,
@@ -556,17 +570,10 @@ def loader_section(
         rec.add("loader", "epoch", {"skipped": "budget"})
         return
 
-    bench_loader = _bench_loader()
-    widths = {m: (16 if tiny else w) for m, w in WIDTHS.items()}
-    bench_loader.WIDTHS = {
-        "dna": ("enformer", widths["dna"]),
-        "rna": ("nucleotide_transformer", widths["rna"]),
-        "protein": ("esm2", widths["protein"]),
-    }
     batches = batches or ((8,) if tiny else (32,))
     n = max(96 if tiny else 2048, 16 * max(batches))
     start = time.perf_counter()
-    paths = bench_loader.build_inputs(work, n, pool_to=LOADER_POOL_TO)
+    paths, widths = _synthetic_caches(work, n, tiny)
     build_s = time.perf_counter() - start
     rec.data["loader_ratios"] = LOADER_RATIOS
     for batch in batches:
@@ -597,16 +604,9 @@ def workflow_section(rec, device, tiny: bool, work: Path, epochs: int) -> None:
     if rec.left() < 90 and not tiny:
         rec.add("workflow", "cuda_graph", {"skipped": "budget"})
         return
-    bench_loader = _bench_loader()
-    widths = {m: (16 if tiny else w) for m, w in WIDTHS.items()}
-    bench_loader.WIDTHS = {
-        "dna": ("enformer", widths["dna"]),
-        "rna": ("nucleotide_transformer", widths["rna"]),
-        "protein": ("esm2", widths["protein"]),
-    }
     batch = 8 if tiny else 32
     n = 96 if tiny else 8192
-    paths = bench_loader.build_inputs(work, n, pool_to=LOADER_POOL_TO)
+    paths, widths = _synthetic_caches(work, n, tiny)
     config = yaml.safe_load(
         (Path(__file__).resolve().parents[1] / "config" / "config.yaml").read_text()
     )
