@@ -3,6 +3,7 @@ tests; targets depend on the sequences so a model can learn something."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -336,3 +337,22 @@ def worker_stopping_as_lightning(config, name, run, dataset_path, genome_fasta):
             raise SystemExit
         time.sleep(0.1)
     return name, {"loss": 0.0}
+
+
+@contextlib.contextmanager
+def stopped_after_epoch(monkeypatch, epoch: int | None = None):
+    """Training inside stops after epoch ``epoch`` (None: the first it runs) with that
+    epoch's checkpoints written, as a job killed between epochs leaves them: Lightning's
+    ``should_stop`` set in ``History.on_train_epoch_end``, undone on leaving."""
+    from isoflow.lightning import History
+
+    epoch_end = History.on_train_epoch_end
+
+    def stop(self, trainer, module):
+        epoch_end(self, trainer, module)
+        if epoch is None or trainer.current_epoch == epoch:
+            trainer.should_stop = True
+
+    with monkeypatch.context() as patch:
+        patch.setattr(History, "on_train_epoch_end", stop)
+        yield

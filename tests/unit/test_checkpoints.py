@@ -15,7 +15,7 @@ import pysam
 import pytest
 import torch
 
-from helpers.training import TINY_CONFIG, make_dataset, rerun_matches
+from helpers.training import TINY_CONFIG, make_dataset, rerun_matches, stopped_after_epoch
 from isoflow.checkpoints import (
     ATTEMPTS_LOG,
     FINGERPRINT_FILE,
@@ -201,19 +201,10 @@ def test_a_resumed_run_sets_an_untracked_best_checkpoint_aside_and_records_its_o
     """A best checkpoint the resumed training does not track (a kill left it) is moved to
     previous/unfit/ after training, and tested.json names the checkpoint that was tested:
     the one the export takes."""
-    from isoflow.lightning import History
-
     path, _ = dataset
     config = config_with(max_epochs=3, patience=50)
     run = tmp_path / "run"
-    epoch_end = History.on_train_epoch_end
-
-    def stop_after_epoch_0(self, trainer, module):
-        epoch_end(self, trainer, module)
-        trainer.should_stop = True  # the epoch's checkpoints are still written
-
-    with monkeypatch.context() as patch:
-        patch.setattr(History, "on_train_epoch_end", stop_after_epoch_0)
+    with stopped_after_epoch(monkeypatch):
         run_experiment(config, EXPERIMENT, path, run)
     folder = run / "checkpoints"
     # what a kill leaves: a best checkpoint of an epoch the resumed run will not write
@@ -615,20 +606,10 @@ def test_a_rerun_after_a_last_checkpoint_cut_short_ends_as_an_uninterrupted_run(
     """The reviewer's case: a job killed while its last.ckpt was copied into place. The
     rerun sets it aside, resumes from the best checkpoint of the highest epoch (the whole
     training state of that epoch) and ends with the files of an uninterrupted run."""
-    from isoflow.lightning import History
-
     path, _ = dataset
     config = config_with(max_epochs=4, patience=50)
     run_experiment(config, EXPERIMENT, path, tmp_path / "whole")
-    epoch_end = History.on_train_epoch_end
-
-    def stop_after_epoch_2(self, trainer, module):
-        epoch_end(self, trainer, module)
-        if trainer.current_epoch == 2:
-            trainer.should_stop = True  # the epoch's checkpoints are still written
-
-    with monkeypatch.context() as patch:
-        patch.setattr(History, "on_train_epoch_end", stop_after_epoch_2)
+    with stopped_after_epoch(monkeypatch, 2):
         run_experiment(config, EXPERIMENT, path, tmp_path / "cut")
     run = tmp_path / "cut"
     last = run / "checkpoints" / "last.ckpt"

@@ -20,7 +20,7 @@ from torch._subclasses.fake_tensor import (
 import isoflow.lightning
 import isoflow.model.aggregators
 from helpers.paths import REPO
-from helpers.training import make_dataset
+from helpers.training import make_dataset, stopped_after_epoch
 from isoflow.config import check_config
 from isoflow.errors import InputError
 from isoflow.graph_step import GraphStep, bucket_width, pad_to_width
@@ -177,22 +177,12 @@ def test_a_cuda_graph_run_resumes_as_an_uninterrupted_one(cached, tmp_path, monk
     # as test_checkpoints' resume tests: a run stopped after epoch 1, its outputs deleted and
     # run again, resumes from last.ckpt (optimiser state, tensor LR and schedule included)
     # and writes the uninterrupted run's files byte for byte
-    from isoflow.lightning import History
-
     monkeypatch.setattr(isoflow.lightning, "GRAPH_CAPTURE", False)
     path, caches = cached
     experiment = {"modalities": FAST, "seed": 1}
     config = cache_config(**OPTIMISED, cuda_graph=True, patience=50)
     run_experiment(config, experiment, path, tmp_path / "whole", cache_dirs=caches)
-    epoch_end = History.on_train_epoch_end
-
-    def stop_after_epoch_1(self, trainer, module):
-        epoch_end(self, trainer, module)
-        if trainer.current_epoch == 1:
-            trainer.should_stop = True  # the epoch's checkpoints are still written
-
-    with monkeypatch.context() as patch:
-        patch.setattr(History, "on_train_epoch_end", stop_after_epoch_1)
+    with stopped_after_epoch(monkeypatch, 1):
         run_experiment(config, experiment, path, tmp_path / "cut", cache_dirs=caches)
     outputs = ("metrics.json", "history.csv", "predictions.parquet")
     for name in outputs:

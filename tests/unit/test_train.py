@@ -26,6 +26,7 @@ from helpers.training import (
     TISSUES,
     make_dataset,
     rerun_matches,
+    stopped_after_epoch,
     train_command,
 )
 from isoflow.dataset import read_dataset, write_dataset
@@ -209,15 +210,7 @@ def test_a_run_resumed_in_a_moved_folder_ends_as_an_uninterrupted_one(
     best = int(losses.idxmin())
     assert best < len(losses) - 1, "the best epoch is the last: the test needs an earlier one"
 
-    epoch_end = History.on_train_epoch_end
-
-    def stop_after_best(self, trainer, module):
-        epoch_end(self, trainer, module)
-        if trainer.current_epoch == best:
-            trainer.should_stop = True  # as a killed job: the epoch's checkpoints written
-
-    with monkeypatch.context() as patch:
-        patch.setattr(History, "on_train_epoch_end", stop_after_best)
+    with stopped_after_epoch(monkeypatch, best):  # as a killed job
         run_experiment(config, experiment, path, tmp_path / "here")
     moved = tmp_path / "elsewhere" / "run"
     moved.parent.mkdir()
