@@ -106,7 +106,9 @@ class TokenStandardizer(nn.Module):
         ``update`` gathers the real tokens (``emb[mask]``: a data-dependent shape, so the host
         waits for the device and a CUDA graph cannot capture it). The same statistics up to
         float rounding (the sums run in another order); used only while a CUDA stream is
-        capturing (``bench/gpu.py``'s ``graph-step``), so eager training keeps its bits."""
+        capturing (``isoflow.graph_step``), so eager training keeps its bits. It leaves
+        ``has_stats`` alone: a graph's first batch may hold no real token, and the flag is
+        read on the host (``forward`` reads the count on the device while capturing)."""
         weight = mask.unsqueeze(-1).float()
         x = emb.detach().float()
         dims = tuple(range(x.dim() - 1))
@@ -119,8 +121,6 @@ class TokenStandardizer(nn.Module):
         self.mean += delta * share
         self.sum_sq += batch_sum_sq + delta**2 * (self.count * share)
         self.count.copy_(total)
-        if not self.has_stats:  # read on the host only until a first step has run
-            self.has_stats = True
 
     def _update_all_ranks(self, real: Tensor) -> None:
         """``update`` with every rank's real tokens (``_all_ranks_stats``), so all ranks hold
@@ -142,15 +142,19 @@ class TokenStandardizer(nn.Module):
     def forward(self, emb: Tensor, mask: Tensor, counted: Tensor | None = None) -> Tensor:
         if self.training:
             self.update(emb, mask if counted is None else mask & counted.unsqueeze(-1))
-        if not self.has_stats:
+        # while a CUDA graph captures, the count cannot be read on the host: without statistics
+        # yet (a first step with no real token) the same answer as below, on the device
+        capturing = not self.has_stats and _capturing()
+        if not self.has_stats and not capturing:
             self.has_stats = bool(self.count != 0)
             if not self.has_stats:
                 return emb
-        var = self.sum_sq / self.count
+        var = self.sum_sq / (self.count.clamp(min=1.0) if capturing else self.count)
         floor = self.rel_floor**2 * (self.mean**2 + var) + self.abs_floor
         standardized = (emb - self.mean) / torch.sqrt(var + floor)
         # masked positions (often zeros) would land far out: keep them at zero
-        return standardized.masked_fill(~mask.unsqueeze(-1), 0.0)
+        standardized = standardized.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return torch.where(self.count > 0, standardized, emb) if capturing else standardized
 
 
 def _capturing() -> bool:
