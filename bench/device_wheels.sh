@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 NAMES="transformers tokenizers huggingface_hub pysam pyfaidx xopen zlib-ng isal backports.zstd
 jsonschema referencing rpds-py jsonschema-specifications enformer-pytorch borzoi-pytorch
-fair-esm discrete-key-value-bottleneck-pytorch einx intervaltree"
+fair-esm discrete-key-value-bottleneck-pytorch einx intervaltree pytorch-lightning
+lightning-utilities torchmetrics"
 mkdir -p .whl
 for name in $NAMES; do
     pin=$(grep -i -m1 "^${name}==" requirements.lock) || { echo "device_wheels: $name is not pinned in requirements.lock" >&2; exit 1; }

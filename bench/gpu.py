@@ -1168,6 +1168,19 @@ def best_rate(embed: dict, name: str) -> float | None:
     return None
 
 
+def _package_versions() -> dict[str, str | None]:
+    """The versions of the packages a run imports beside torch (None: not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("pytorch-lightning", "transformers", "enformer-pytorch", "fair-esm"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (CPU tests)")
@@ -1324,6 +1337,8 @@ def main(argv: list[str] | None = None) -> None:
         ),
         torch=torch.__version__,
         cuda=torch.version.cuda,
+        # what the run imported (a device image's own or the carried wheels' pins)
+        packages=_package_versions(),
         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         tf32_cudnn=torch.backends.cudnn.allow_tf32,
         tiny=args.tiny,

@@ -3,6 +3,7 @@ reads from it, so the script a GPU session runs has not rotted."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -48,6 +49,10 @@ def test_gpu_bench_runs_every_section_at_tiny_size(tmp_path):
         timeout=600,
     )
     result = json.loads(out.read_text())
+    # the versions the run imported, beside torch's (a device image may hold other ones)
+    assert result["packages"]["pytorch-lightning"] == importlib.metadata.version(
+        "pytorch-lightning"
+    )
     sections = result["sections"]
     assert set(sections) == {
         "reference",
