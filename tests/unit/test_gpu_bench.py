@@ -36,6 +36,15 @@ def _gpu_module():
 
 
 @pytest.mark.slow
+def refused_before_running(gpu_main, argv, out, capsys, message: str) -> None:
+    """``argv`` stops bench/gpu.py at option checking: nothing written to ``out``, ``message``
+    on stderr (a typo costs no device time)."""
+    with pytest.raises(SystemExit):
+        gpu_main(argv)
+    assert not out.exists()
+    assert message in capsys.readouterr().err
+
+
 def test_gpu_bench_runs_every_section_at_tiny_size(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -242,10 +251,9 @@ def test_finetune_batch_scale_multiplies_each_case_and_is_checked(tmp_path, caps
     assert (one["batch"], three["batch"]) == (1, 3)
     assert three["tflop_per_step"] > 2 * one["tflop_per_step"]  # rounded to 4 decimals
     out.unlink()
-    with pytest.raises(SystemExit):
-        gpu_main([*args, "--finetune-batch-scale", "0"])
-    assert not out.exists()
-    assert "--finetune-batch-scale" in capsys.readouterr().err
+    refused_before_running(
+        gpu_main, [*args, "--finetune-batch-scale", "0"], out, capsys, "--finetune-batch-scale"
+    )
 
 
 def test_finetune_checkpointing_counts_the_models_flops_not_the_recomputation(tmp_path, gpu_main):
@@ -316,10 +324,13 @@ def test_loader_compile_rows_and_option_checked_before_anything_runs(tmp_path, c
     rows = json.loads(out.read_text())["sections"]["loader"]
     assert "no_such_backend" in rows["epoch_workers0_default"]["error"]
     out.unlink()
-    with pytest.raises(SystemExit):
-        gpu_main([*args, "--loader-compile", "cudagraphs"])
-    assert not out.exists()
-    assert "--loader-compile: cudagraphs" in capsys.readouterr().err
+    refused_before_running(
+        gpu_main,
+        [*args, "--loader-compile", "cudagraphs"],
+        out,
+        capsys,
+        "--loader-compile: cudagraphs",
+    )
 
 
 def test_loader_compile_rows_with_workers(tmp_path, capsys, gpu_main):
@@ -344,10 +355,13 @@ def test_loader_compile_rows_with_workers(tmp_path, capsys, gpu_main):
     assert two["steps_alone_s"] == rows["steps_alone_default"]["steps_s"]
     assert two["batches"] == rows["epoch_workers0_prefetch2_default"]["batches"] > 1
     out.unlink()
-    with pytest.raises(SystemExit):
-        gpu_main([*args, "--loader-compile-workers", "0,x"])
-    assert not out.exists()
-    assert "--loader-compile-workers: 0,x" in capsys.readouterr().err
+    refused_before_running(
+        gpu_main,
+        [*args, "--loader-compile-workers", "0,x"],
+        out,
+        capsys,
+        "--loader-compile-workers: 0,x",
+    )
 
 
 def test_workflow_section_trains_eager_and_with_cuda_graph(tmp_path, gpu_main):
@@ -438,10 +452,9 @@ def test_loader_batch_gives_each_batch_size_its_own_rows(tmp_path, capsys, gpu_m
     assert rows["epoch_workers0_b12"]["batches"] == 16 == rows["steps_alone_b12"]["batches"]
     out.unlink()
     for bad in ("0", "8,x"):
-        with pytest.raises(SystemExit):
-            gpu_main([*args, "--loader-batch", bad])
-        assert not out.exists()
-        assert f"--loader-batch: {bad}" in capsys.readouterr().err
+        refused_before_running(
+            gpu_main, [*args, "--loader-batch", bad], out, capsys, f"--loader-batch: {bad}"
+        )
 
 
 def test_graph_step_pads_batches_to_one_shape_that_the_masks_leave_out(tmp_path, gpu_main):
